@@ -1,11 +1,454 @@
 package policy
 
-import "errors"
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// maxFileSize bounds one policy file.
+const maxFileSize = 16 << 20
+
+// File is one policy file, by name and contents, for LoadFiles.
+type File struct {
+	// Name is reported in errors and Source.File.
+	Name string
+	Data []byte
+}
 
 // Load reads policy resources from files and directories (every *.yaml and
-// *.yml file in a directory, not recursive), validates them as one set, and
-// returns the set, or an ErrorList naming every problem found.
-// TODO: placeholder until the loader lands.
+// *.yml file in a directory, sorted, not recursive), validates them as one
+// set, and returns the set, or an ErrorList naming every problem found.
 func Load(paths ...string) (*Set, error) {
-	return nil, errors.New("policy.Load: not implemented")
+	var errs ErrorList
+	var files []File
+	read := make(map[string]bool)
+	for _, p := range paths {
+		names, err := expandPath(p)
+		if err != nil {
+			errs = append(errs, &Error{File: p, Message: err.Error()})
+			continue
+		}
+		for _, name := range names {
+			if read[filepath.Clean(name)] {
+				continue
+			}
+			read[filepath.Clean(name)] = true
+			data, err := readFile(name)
+			if err != nil {
+				errs = append(errs, &Error{File: name, Message: err.Error()})
+				continue
+			}
+			files = append(files, File{Name: name, Data: data})
+		}
+	}
+	return loadFiles(files, errs)
+}
+
+// LoadFiles is Load for contents already in memory (from a key-value store,
+// for example). Files are read in the order given.
+func LoadFiles(files ...File) (*Set, error) {
+	return loadFiles(files, nil)
+}
+
+// expandPath lists the policy files a path names: itself, or the *.yaml and
+// *.yml files of a directory.
+func expandPath(p string) ([]string, error) {
+	info, err := os.Stat(p)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	if !info.IsDir() {
+		return []string{p}, nil
+	}
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy directory: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
+			continue
+		}
+		names = append(names, filepath.Join(p, e.Name()))
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("file larger than %d bytes", maxFileSize)
+	}
+	return data, nil
+}
+
+// resourceKey identifies a resource across all files.
+type resourceKey struct {
+	kind, namespace, name string
+}
+
+func (k resourceKey) String() string {
+	return fmt.Sprintf("%s %q", k.kind, k.namespace+"/"+k.name)
+}
+
+// loader accumulates resources and errors over one load.
+type loader struct {
+	errs    ErrorList
+	set     Set
+	defined map[resourceKey]Source
+	// malformed marks resources whose documents could not be decoded at
+	// all: they are kept so references to them resolve, but not validated.
+	malformed map[resourceKey]bool
+	// dropped lists, per document, the fields left out because their values
+	// were invalid (already reported): errors about those fields or inside
+	// them would only repeat the problem in other words.
+	dropped map[documentID][]string
+}
+
+func loadFiles(files []File, errs ErrorList) (*Set, error) {
+	l := &loader{
+		errs:      errs,
+		defined:   make(map[resourceKey]Source),
+		malformed: make(map[resourceKey]bool),
+		dropped:   make(map[documentID][]string),
+	}
+	for _, f := range files {
+		l.set.Files = append(l.set.Files, f.Name)
+		l.loadFile(f)
+	}
+	l.validate()
+	if len(l.errs) > 0 {
+		slices.SortStableFunc(l.errs, func(a, b *Error) int {
+			return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
+		})
+		return nil, l.errs
+	}
+	return &l.set, nil
+}
+
+// documentID identifies a document by where it starts.
+type documentID struct {
+	file string
+	line int
+}
+
+// errorf reports a problem with the field at path of the resource at src,
+// unless that field's value was invalid and left out.
+func (l *loader) errorf(src Source, field, format string, args ...any) {
+	for _, d := range l.dropped[documentID{src.File, src.Line}] {
+		if field == d || strings.HasPrefix(field, d+".") || strings.HasPrefix(field, d+"[") {
+			return
+		}
+	}
+	l.errs = append(l.errs, &Error{
+		File:    src.File,
+		Line:    src.LineOf(field),
+		Field:   field,
+		Message: fmt.Sprintf(format, args...),
+	})
+}
+
+// loadFile decodes every YAML document of one file.
+func (l *loader) loadFile(f File) {
+	defer func() {
+		// The YAML parser is third-party code: a panic on hostile input
+		// becomes an error, never a crash.
+		if r := recover(); r != nil {
+			l.errs = append(l.errs, &Error{File: f.Name, Message: fmt.Sprintf("cannot parse YAML: %v", r)})
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			l.errs = append(l.errs, yamlSyntaxError(f.Name, err))
+			return // the parser cannot resynchronise after a syntax error
+		}
+		l.loadDocument(f.Name, &doc)
+	}
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// isYAMLParserProblem reports whether a yaml/v3 error message comes from its
+// parser rather than its scanner.
+func isYAMLParserProblem(problem string) bool {
+	switch problem {
+	case "did not find expected <stream-start>", "did not find expected <document start>",
+		"did not find expected node content", "did not find expected '-' indicator",
+		"did not find expected key", "did not find expected ',' or ']'",
+		"did not find expected ',' or '}'", "found undefined tag handle",
+		"found duplicate %YAML directive", "found incompatible YAML document",
+		"found duplicate %TAG directive":
+		return true
+	}
+	return false
+}
+
+// yamlSyntaxError turns a YAML parser error into an Error with its line.
+func yamlSyntaxError(file string, err error) *Error {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if isYAMLParserProblem(m[2]) {
+			// yaml/v3 reports parser (not scanner) errors with 0-based
+			// lines; scanner errors are 1-based.
+			line++
+		}
+		return &Error{File: file, Line: line, Message: "YAML syntax error: " + m[2]}
+	}
+	return &Error{File: file, Message: "YAML syntax error: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// kindNotSupportedYet reports kinds this version recognises but does not
+// implement yet.
+func kindNotSupportedYet(group, kind string) bool {
+	switch group {
+	case GatewayGroup:
+		switch kind {
+		case "GatewayClass", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
+			"ReferenceGrant", "BackendTLSPolicy", "ListenerSet":
+			return true
+		}
+	case MeshgateGroup:
+		switch kind {
+		case "SecurityPolicy", "TrafficPolicy", "MeshConfig":
+			return true
+		}
+	}
+	return false
+}
+
+// loadDocument decodes one YAML document into a resource.
+func (l *loader) loadDocument(file string, doc *yaml.Node) {
+	root := doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return
+		}
+		root = root.Content[0]
+	}
+	for root != nil && root.Kind == yaml.AliasNode {
+		root = root.Alias
+	}
+	if root == nil || isNull(root) {
+		return // empty document
+	}
+	src := Source{File: file, Line: root.Line}
+	if root.Kind != yaml.MappingNode {
+		l.errorf(src, "", "a policy document must be a mapping with apiVersion, kind, metadata and spec; got %s", describe(root))
+		return
+	}
+	apiVersion, avLine := topLevelString(root, "apiVersion")
+	kind, kindLine := topLevelString(root, "kind")
+	fields := make(map[string]int, 2)
+	if avLine > 0 {
+		fields["apiVersion"] = avLine
+	}
+	if kindLine > 0 {
+		fields["kind"] = kindLine
+	}
+	src = src.WithFields(fields)
+	switch {
+	case kind == "":
+		l.errorf(src, "kind", "kind is required")
+		return
+	case apiVersion == "":
+		l.errorf(src, "apiVersion", "apiVersion is required")
+		return
+	}
+	want, known := map[string]string{
+		KindGateway:   GatewayAPIVersion,
+		KindHTTPRoute: GatewayAPIVersion,
+		KindService:   MeshgateAPIVersion,
+	}[kind]
+	if !known {
+		group, _, _ := strings.Cut(apiVersion, "/")
+		switch {
+		case kindNotSupportedYet(group, kind):
+			l.errorf(src, "kind", "kind %s is not supported yet", kind)
+		default:
+			l.errorf(src, "kind", "unknown kind %q (want Gateway or HTTPRoute in %s, Service in %s)",
+				kind, GatewayAPIVersion, MeshgateAPIVersion)
+		}
+		return
+	}
+	if apiVersion != want {
+		l.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, want, apiVersion)
+		return
+	}
+	switch kind {
+	case KindGateway:
+		doc, meta, ok := decodeDocument[gwapiv1.GatewaySpec](l, file, root)
+		if !ok {
+			return
+		}
+		gw := &Gateway{Gateway: gwapiv1.Gateway{
+			TypeMeta:   metav1.TypeMeta{APIVersion: apiVersion, Kind: kind},
+			ObjectMeta: meta.objectMeta,
+			Spec:       doc.Spec,
+		}, Source: meta.source}
+		if l.register(meta) {
+			l.set.Gateways = append(l.set.Gateways, gw)
+		}
+	case KindHTTPRoute:
+		doc, meta, ok := decodeDocument[gwapiv1.HTTPRouteSpec](l, file, root)
+		if !ok {
+			return
+		}
+		route := &HTTPRoute{HTTPRoute: gwapiv1.HTTPRoute{
+			TypeMeta:   metav1.TypeMeta{APIVersion: apiVersion, Kind: kind},
+			ObjectMeta: meta.objectMeta,
+			Spec:       doc.Spec,
+		}, Source: meta.source}
+		if l.register(meta) {
+			l.set.HTTPRoutes = append(l.set.HTTPRoutes, route)
+		}
+	case KindService:
+		doc, meta, ok := decodeDocument[ServiceSpec](l, file, root)
+		if !ok {
+			return
+		}
+		svc := &Service{
+			Name:      meta.objectMeta.Name,
+			Namespace: meta.objectMeta.Namespace,
+			Spec:      doc.Spec,
+			Source:    meta.source,
+		}
+		if l.register(meta) {
+			l.set.Services = append(l.set.Services, svc)
+		}
+	}
+}
+
+// topLevelString returns a top-level scalar value and the line of its key.
+func topLevelString(root *yaml.Node, key string) (string, int) {
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Value == key {
+			if v.Kind == yaml.ScalarNode && !isNull(v) {
+				return v.Value, k.Line
+			}
+			return "", k.Line
+		}
+	}
+	return "", 0
+}
+
+// documentMeta is the metadata accepted in policy files.
+type documentMeta struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// document is the shape of every policy document.
+type document[S any] struct {
+	APIVersion string       `json:"apiVersion"`
+	Kind       string       `json:"kind"`
+	Metadata   documentMeta `json:"metadata"`
+	Spec       S            `json:"spec"`
+}
+
+// decodedMeta is what every kind shares once decoded.
+type decodedMeta struct {
+	key        resourceKey
+	objectMeta metav1.ObjectMeta
+	source     Source
+	malformed  bool
+}
+
+// decodeDocument checks a document against its Go type and decodes it. ok is
+// false when the document cannot name a resource at all.
+func decodeDocument[S any](l *loader, file string, root *yaml.Node) (*document[S], decodedMeta, bool) {
+	nd := newNodeDecoder(func(line int, field, message string) {
+		l.errs = append(l.errs, &Error{File: file, Line: line, Field: field, Message: message})
+	})
+	generic, _ := nd.decode(root, reflect.TypeFor[document[S]](), "", 0)
+	src := Source{File: file, Line: root.Line}.WithFields(nd.lines)
+	var doc document[S]
+	malformed := generic == nil
+	if generic != nil {
+		raw, err := json.Marshal(generic)
+		if err == nil {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			err = dec.Decode(&doc)
+		}
+		if err != nil {
+			l.errorf(src, "", "cannot decode document: %v", err)
+			malformed = true
+		}
+	}
+	if len(nd.dropped) > 0 {
+		l.dropped[documentID{file, root.Line}] = nd.dropped
+	}
+	meta := decodedMeta{source: src, malformed: malformed}
+	name, namespace := doc.Metadata.Name, doc.Metadata.Namespace
+	if namespace == "" {
+		namespace = DefaultNamespace
+	} else if msg := checkDNSLabel(namespace); msg != "" {
+		l.errorf(src, "metadata.namespace", "invalid namespace %q: %s", namespace, msg)
+	}
+	if name == "" {
+		l.errorf(src, "metadata.name", "name is required")
+		return nil, meta, false
+	}
+	if msg := checkDNSLabel(name); msg != "" {
+		l.errorf(src, "metadata.name", "invalid name %q: %s", name, msg)
+	}
+	l.checkLabels(src, "metadata.labels", doc.Metadata.Labels)
+	meta.key = resourceKey{kind: doc.Kind, namespace: namespace, name: name}
+	meta.objectMeta = metav1.ObjectMeta{
+		Name:        name,
+		Namespace:   namespace,
+		Labels:      doc.Metadata.Labels,
+		Annotations: doc.Metadata.Annotations,
+	}
+	return &doc, meta, true
+}
+
+// register records a resource, reporting a duplicate. It returns false when
+// the resource must not be added because another one has its identity.
+func (l *loader) register(meta decodedMeta) bool {
+	if first, dup := l.defined[meta.key]; dup {
+		l.errorf(meta.source, "metadata.name", "duplicate %s: also defined at %s:%d",
+			meta.key, first.File, first.LineOf("metadata.name"))
+		return false
+	}
+	l.defined[meta.key] = meta.source
+	if meta.malformed {
+		l.malformed[meta.key] = true
+	}
+	return true
 }

@@ -9,6 +9,7 @@ const (
 	GatewayAPIVersion  = "gateway.networking.k8s.io/v1"
 	MeshgateAPIVersion = "meshgate.dev/v1alpha1"
 	MeshgateGroup      = "meshgate.dev"
+	GatewayGroup       = "gateway.networking.k8s.io"
 	DefaultNamespace   = "default"
 )
 
@@ -124,6 +125,9 @@ type Endpoint struct {
 // Set is a complete, validated set of policy resources: the output of Load.
 // Slices are sorted by namespace, then name.
 type Set struct {
+	// Files lists every file read, in load order.
+	Files []string
+
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service

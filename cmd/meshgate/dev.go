@@ -1,8 +1,295 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
-// TODO: placeholder; replaced by the real command.
+	"github.com/spf13/cobra"
+
+	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/examples"
+	"github.com/meshgate/meshgate/examples/demoapp"
+	"github.com/meshgate/meshgate/gateway"
+	"github.com/meshgate/meshgate/mesh"
+	"github.com/meshgate/meshgate/policy"
+)
+
+type devFlags struct {
+	config       string
+	xdsAddress   string
+	adminAddress string
+}
+
 func newDevCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{Use: "dev", Short: "not yet implemented"}
+	f := &devFlags{}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything in one process: control plane, gateway, sidecars and demo services",
+		Long: `dev runs the quickstart in one process: a control plane watching the policy
+files, a gateway node for every Gateway, and for every Service endpoint on this
+machine a demo service behind its own sidecar. It is the same code as the
+distributed commands, wired in one process. Edit the policy files while it runs
+and watch the change take effect.
+
+Without --config it uses ./examples/quickstart when present, else a copy of the
+quickstart built into the binary.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), f, g.logger(), cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&f.config, "config", "", "policy file or directory (default: the quickstart)")
+	cmd.Flags().StringVar(&f.xdsAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address")
+	cmd.Flags().StringVar(&f.adminAddress, "admin-address", "127.0.0.1:15000", "control plane admin address")
+	return cmd
+}
+
+// devTask is one component of the embedded deployment.
+type devTask struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer) error {
+	dir, cleanup, err := devConfigDir(f.config)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	set, err := policy.Load(dir)
+	if err != nil {
+		var list policy.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				fmt.Fprintln(os.Stderr, e)
+			}
+			return &exitError{code: 1, err: fmt.Errorf("%d errors in %s", len(list), dir)}
+		}
+		return err
+	}
+
+	xds := []string{f.xdsAddress}
+	tasks := []devTask{{
+		name: "controlplane",
+		run: func(ctx context.Context) error {
+			return controlplane.Run(ctx, controlplane.Options{
+				ConfigPaths:  []string{dir},
+				XDSAddress:   f.xdsAddress,
+				AdminAddress: f.adminAddress,
+				Logger:       logger.With("component", "controlplane"),
+			})
+		},
+	}}
+	var gatewayURLs []string
+	for _, gw := range set.Gateways {
+		tasks = append(tasks, devTask{
+			name: "gateway/" + gw.Name,
+			run: func(ctx context.Context) error {
+				return gateway.Run(ctx, gateway.Options{
+					Name: gw.Name, Namespace: gw.Namespace, XDSAddresses: xds,
+					Logger: logger.With("component", "gateway", "gateway", gw.Name),
+				})
+			},
+		})
+		host := "127.0.0.1"
+		if len(gw.Spec.Addresses) > 0 {
+			host = gw.Spec.Addresses[0].Value
+		}
+		for _, l := range gw.Spec.Listeners {
+			gatewayURLs = append(gatewayURLs, "http://"+net.JoinHostPort(host, strconv.Itoa(int(l.Port))))
+		}
+	}
+	sort.Strings(gatewayURLs)
+
+	var sidecars []string
+	for _, svc := range set.Services {
+		for _, ep := range svc.Spec.Endpoints {
+			host, _, err := net.SplitHostPort(ep.Address)
+			if err != nil || !isLoopback(host) {
+				continue
+			}
+			appAddr, err := freeLoopbackAddr()
+			if err != nil {
+				return err
+			}
+			outAddr, err := freeLoopbackAddr()
+			if err != nil {
+				return err
+			}
+			tasks = append(tasks,
+				devTask{
+					name: "app/" + svc.Name + "@" + ep.Address,
+					run: func(ctx context.Context) error {
+						return demoapp.Serve(ctx, demoapp.Options{
+							Name: svc.Name, Version: ep.Labels["version"], Listen: appAddr, Outbound: outAddr,
+							Logger: logger.With("component", "app", "service", svc.Name),
+						})
+					},
+				},
+				devTask{
+					name: "sidecar/" + svc.Name + "@" + ep.Address,
+					run: func(ctx context.Context) error {
+						return mesh.Run(ctx, mesh.Options{
+							Service: svc.Name, Namespace: svc.Namespace, AppAddress: appAddr,
+							InboundAddress: ep.Address, OutboundAddress: outAddr, XDSAddresses: xds,
+							ID:     "sidecar~" + svc.Name + "~" + ep.Address,
+							Logger: logger.With("component", "sidecar", "service", svc.Name),
+						})
+					},
+				})
+			sidecars = append(sidecars, fmt.Sprintf("  %-10s inbound %s -> app %s (outbound %s)", svc.Name, ep.Address, appAddr, outAddr))
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for _, t := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := t.run(ctx)
+			if err != nil && ctx.Err() == nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("%s: %w", t.name, err)
+				}
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+
+	if len(gatewayURLs) > 0 {
+		if err := waitServing(ctx, gatewayURLs[0], 15*time.Second); err != nil && ctx.Err() == nil {
+			logger.Warn("gateway not serving yet", "url", gatewayURLs[0], "err", err)
+		}
+	}
+	if ctx.Err() == nil {
+		printDevBanner(out, dir, f, gatewayURLs, sidecars)
+	}
+	<-ctx.Done()
+	wg.Wait()
+	fmt.Fprintln(out, "meshgate dev: stopped")
+	return firstErr
+}
+
+func printDevBanner(out io.Writer, dir string, f *devFlags, urls, sidecars []string) {
+	gw := "http://127.0.0.1:8080"
+	if len(urls) > 0 {
+		gw = urls[0]
+	}
+	fmt.Fprintf(out, `
+meshgate dev is running (Ctrl-C to stop)
+
+  policy      %s   (edit these files: changes apply within a second)
+  xDS         %s
+  admin       http://%s/status
+  gateway     %s
+sidecars:
+%s
+
+Try:
+  curl %s/                       # the frontend, through the gateway and its sidecar
+  curl -i %s/orders              # 90%% orders (v1), 10%% orders-v2: a canary split
+  curl -H 'x-canary: always' %s/orders      # header match: always orders-v2
+  for i in $(seq 20); do curl -s %s/orders; echo; done | grep -o '"service":"[^"]*"' | sort | uniq -c
+  curl %s/call/orders/items      # frontend calls orders through its sidecar (mesh)
+  curl -H 'x-version: v2' %s/call/orders/items   # a mesh route sends it to orders-v2
+  curl %s/status
+
+`, dir, f.xdsAddress, f.adminAddress, gw, strings.Join(sidecars, "\n"), gw, gw, gw, gw, gw, gw, f.adminAddress)
+}
+
+// devConfigDir resolves the policy directory for dev mode.
+func devConfigDir(flag string) (dir string, cleanup func(), err error) {
+	noop := func() {}
+	if flag != "" {
+		return flag, noop, nil
+	}
+	if st, err := os.Stat(filepath.Join("examples", "quickstart")); err == nil && st.IsDir() {
+		return filepath.Join("examples", "quickstart"), noop, nil
+	}
+	tmp, err := os.MkdirTemp("", "meshgate-quickstart-")
+	if err != nil {
+		return "", noop, fmt.Errorf("extracting the quickstart: %w", err)
+	}
+	cleanup = func() { _ = os.RemoveAll(tmp) }
+	err = fs.WalkDir(examples.Quickstart, "quickstart", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := examples.Quickstart.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(tmp, filepath.Base(path)), data, 0o644)
+	})
+	if err != nil {
+		cleanup()
+		return "", noop, fmt.Errorf("extracting the quickstart: %w", err)
+	}
+	return tmp, cleanup, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// freeLoopbackAddr returns a loopback address with a port that was free a
+// moment ago.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitServing polls url until anything answers over HTTP.
+func waitServing(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusServiceUnavailable {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newGatewayCmd(g),
 		newSidecarCmd(g),
 		newDevCmd(g),
+		newDemoAppCmd(g),
 	)
 	return root
 }

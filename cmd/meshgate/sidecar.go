@@ -1,8 +1,43 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"github.com/spf13/cobra"
 
-// TODO: placeholder; replaced by the real command.
+	"github.com/meshgate/meshgate/mesh"
+)
+
+// defaultSidecarAdminAddress is where a sidecar serves /ready, /config_dump
+// and /stats unless --admin says otherwise.
+const defaultSidecarAdminAddress = "127.0.0.1:15101"
+
 func newSidecarCmd(g *globalFlags) *cobra.Command {
-	return &cobra.Command{Use: "sidecar", Short: "not yet implemented"}
+	opts := mesh.Options{}
+	cmd := &cobra.Command{
+		Use:   "sidecar",
+		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
+		Long: `Run the mesh proxy of the service --service whose application listens on --app:
+inbound traffic for the service arrives on --inbound and goes to the app; the
+app calls other services through --outbound. Configuration comes from the
+control plane(s) over xDS (ADS). Admin endpoints: /ready, /config_dump, /stats.`,
+		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:18000`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Logger = g.logger()
+			proxy, err := mesh.New(opts)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return proxy.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Service, "service", "", "name of the service this sidecar fronts (required)")
+	f.StringVar(&opts.Namespace, "namespace", mesh.DefaultNamespace, "namespace of the service")
+	f.StringVar(&opts.AppAddress, "app", "", "ip:port of the local application (required)")
+	f.StringVar(&opts.InboundAddress, "inbound", mesh.DefaultInboundAddress, "ip:port of the inbound listener")
+	f.StringVar(&opts.OutboundAddress, "outbound", mesh.DefaultOutboundAddress, "ip:port of the outbound listener")
+	f.StringSliceVar(&opts.XDSAddresses, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
+	f.StringVar(&opts.AdminAddress, "admin", defaultSidecarAdminAddress, "address of the admin HTTP endpoints")
+	f.StringVar(&opts.ID, "id", "", "node id (default sidecar~<service>~<hostname>-<pid>)")
+	return cmd
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestValidateCommand(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int // 0: success
+		wantErr    string
+		wantStdout string
+		wantStderr []string
+	}{
+		{
+			name:       "valid directory",
+			args:       []string{"-f", "../../policy/testdata/good"},
+			wantStdout: "ok: 3 files, 1 Gateway, 2 HTTPRoutes, 2 Services\n",
+		},
+		{
+			name:     "invalid files",
+			args:     []string{"-f", "../../policy/testdata/multi/a.yaml", "--filename", "../../policy/testdata/multi/b.yaml"},
+			wantCode: 1,
+			wantErr:  "5 errors in policy",
+			wantStderr: []string{
+				`../../policy/testdata/multi/a.yaml:11: spec.rules[0].backendRefs[1].name: service "ordrs" not found`,
+				`../../policy/testdata/multi/a.yaml:13: spec.rules[0].backendRefs[1].wieght: unknown field "wieght"`,
+				`../../policy/testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol HTTPS is not supported yet (only HTTP)`,
+				`../../policy/testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "TCP" (want HTTP or HTTP2)`,
+				`../../policy/testdata/multi/b.yaml:12: YAML syntax error: did not find expected ',' or '}'`,
+			},
+		},
+		{
+			name:     "no files",
+			args:     nil,
+			wantCode: 2,
+			wantErr:  "validate: give at least one policy file or directory with -f",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := newValidateCmd()
+			var stdout, stderr bytes.Buffer
+			cmd.SetOut(&stdout)
+			cmd.SetErr(&stderr)
+			cmd.SetArgs(tc.args)
+			cmd.SilenceUsage, cmd.SilenceErrors = true, true
+			err := cmd.Execute()
+			switch {
+			case tc.wantCode == 0 && err != nil:
+				t.Fatalf("Execute: %v", err)
+			case tc.wantCode != 0 && err == nil:
+				t.Fatalf("Execute succeeded, want exit code %d", tc.wantCode)
+			case tc.wantCode != 0:
+				if got := exitCode(err); got != tc.wantCode {
+					t.Errorf("exit code = %d, want %d", got, tc.wantCode)
+				}
+				if err.Error() != tc.wantErr {
+					t.Errorf("error = %q, want %q", err, tc.wantErr)
+				}
+			}
+			if stdout.String() != tc.wantStdout {
+				t.Errorf("stdout = %q, want %q", stdout.String(), tc.wantStdout)
+			}
+			var want string
+			if len(tc.wantStderr) > 0 {
+				want = strings.Join(tc.wantStderr, "\n") + "\n"
+			}
+			if stderr.String() != want {
+				t.Errorf("stderr:\n%s\nwant:\n%s", stderr.String(), want)
+			}
+		})
+	}
+}

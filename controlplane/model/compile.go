@@ -1,0 +1,662 @@
+package model
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meshgate/meshgate/policy"
+)
+
+// DefaultGatewayAddress is where a Gateway without an IPAddress binds.
+const DefaultGatewayAddress = "127.0.0.1"
+
+// Compile turns a validated policy set into a Model. It assumes the set passed
+// policy validation (references exist, regexes compile); it still returns an
+// error, never panics, for input it cannot represent, such as a filter kind
+// meshgate does not implement. A nil set compiles to an empty model.
+func Compile(set *policy.Set) (*Model, error) {
+	if set == nil {
+		set = &policy.Set{}
+	}
+	m := &Model{
+		services: map[NamespacedName]*Service{},
+		gateways: map[NamespacedName]*Gateway{},
+	}
+	var errs []error
+	for _, ps := range set.Services {
+		svc, err := compileService(ps)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.Services = append(m.Services, svc)
+		m.services[svc.NamespacedName] = svc
+	}
+	slices.SortFunc(m.Services, func(a, b *Service) int { return compareNames(a.NamespacedName, b.NamespacedName) })
+
+	routes := slices.Clone(set.HTTPRoutes)
+	slices.SortStableFunc(routes, func(a, b *policy.HTTPRoute) int {
+		return compareNames(routeName(a), routeName(b))
+	})
+	compiled := make([]*compiledRoute, 0, len(routes))
+	for _, r := range routes {
+		cr, err := m.compileRoute(r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		compiled = append(compiled, cr)
+	}
+
+	for _, pg := range set.Gateways {
+		gw := compileGateway(pg, compiled)
+		m.Gateways = append(m.Gateways, gw)
+		m.gateways[gw.NamespacedName] = gw
+	}
+	slices.SortFunc(m.Gateways, func(a, b *Gateway) int { return compareNames(a.NamespacedName, b.NamespacedName) })
+
+	for _, svc := range m.Services {
+		for _, cr := range compiled {
+			for _, ref := range cr.route.Spec.ParentRefs {
+				if !isServiceRef(ref.Group, ref.Kind) {
+					continue
+				}
+				if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) == svc.NamespacedName {
+					svc.Routes = append(svc.Routes, cr.rules...)
+					break
+				}
+			}
+		}
+		sortRules(svc.Routes)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	content, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("hash model: %w", err)
+	}
+	sum := sha256.Sum256(content)
+	m.Version = hex.EncodeToString(sum[:8])
+	return m, nil
+}
+
+func compareNames(a, b NamespacedName) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+func orDefault(ns string) string {
+	if ns == "" {
+		return policy.DefaultNamespace
+	}
+	return ns
+}
+
+func routeName(r *policy.HTTPRoute) NamespacedName {
+	return NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}
+}
+
+func refNamespace(ns *gwapiv1.Namespace, def string) string {
+	if ns == nil || *ns == "" {
+		return def
+	}
+	return string(*ns)
+}
+
+// isServiceRef reports whether a reference's kind names a Service, in the core
+// group (GAMMA) or meshgate's.
+func isServiceRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
+	if kind == nil || string(*kind) != policy.KindService {
+		return false
+	}
+	return group == nil || *group == "" || *group == "core" || *group == policy.MeshgateGroup
+}
+
+func isGatewayRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
+	if kind != nil && string(*kind) != policy.KindGateway {
+		return false
+	}
+	return group == nil || *group == gwapiv1.GroupName
+}
+
+func compileService(ps *policy.Service) (*Service, error) {
+	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
+	for _, pp := range ps.Spec.Ports {
+		proto := ProtocolHTTP
+		if pp.Protocol == policy.ProtocolHTTP2 {
+			proto = ProtocolHTTP2
+		}
+		svc.Ports = append(svc.Ports, &ServicePort{
+			Name:     pp.Name,
+			Number:   pp.Port,
+			Protocol: proto,
+			Cluster:  ClusterName(svc.Namespace, svc.Name, pp.Port),
+		})
+	}
+	if len(svc.Ports) == 0 {
+		return nil, fmt.Errorf("service %s: no ports", svc.NamespacedName)
+	}
+	for i, pe := range ps.Spec.Endpoints {
+		host, portText, err := net.SplitHostPort(pe.Address)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: endpoints[%d].address %q: %w", svc.NamespacedName, i, pe.Address, err)
+		}
+		port, err := strconv.ParseUint(portText, 10, 16)
+		if err != nil || port == 0 {
+			return nil, fmt.Errorf("service %s: endpoints[%d].address %q: invalid port", svc.NamespacedName, i, pe.Address)
+		}
+		sp := endpointPort(svc, pe.Port)
+		if sp == nil {
+			return nil, fmt.Errorf("service %s: endpoints[%d].port %q: no such service port", svc.NamespacedName, i, pe.Port)
+		}
+		sp.Endpoints = append(sp.Endpoints, &Endpoint{Host: host, Port: uint32(port), Labels: pe.Labels})
+	}
+	return svc, nil
+}
+
+// endpointPort finds the service port an endpoint names, by name or number;
+// an empty reference means the only port.
+func endpointPort(svc *Service, ref string) *ServicePort {
+	if ref == "" {
+		if len(svc.Ports) == 1 {
+			return svc.Ports[0]
+		}
+		return nil
+	}
+	for _, p := range svc.Ports {
+		if p.Name == ref || strconv.Itoa(int(p.Number)) == ref {
+			return p
+		}
+	}
+	return nil
+}
+
+// compiledRoute is an HTTPRoute whose rules are compiled, not yet attached.
+type compiledRoute struct {
+	name  NamespacedName
+	route *policy.HTTPRoute
+	rules []*Rule
+}
+
+func (m *Model) compileRoute(r *policy.HTTPRoute) (*compiledRoute, error) {
+	cr := &compiledRoute{name: routeName(r), route: r}
+	for ri, rule := range r.Spec.Rules {
+		where := fmt.Sprintf("httproute %s: spec.rules[%d]", cr.name, ri)
+		action, err := m.compileAction(cr.name.Namespace, rule)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gwapiv1.HTTPRouteMatch{{}}
+		}
+		for mi, match := range matches {
+			cr.rules = append(cr.rules, &Rule{
+				Route:      cr.name,
+				RuleIndex:  ri,
+				MatchIndex: mi,
+				Match:      compileMatch(match),
+				Action:     action,
+			})
+		}
+	}
+	return cr, nil
+}
+
+func compileMatch(in gwapiv1.HTTPRouteMatch) Match {
+	out := Match{Path: PathMatch{Kind: PathPrefix, Value: "/"}}
+	if in.Path != nil {
+		if in.Path.Type != nil {
+			out.Path.Kind = PathMatchKind(*in.Path.Type)
+		}
+		if in.Path.Value != nil {
+			out.Path.Value = *in.Path.Value
+		}
+	}
+	if in.Method != nil {
+		out.Method = string(*in.Method)
+	}
+	for _, h := range in.Headers {
+		out.Headers = append(out.Headers, ValueMatch{
+			Name:  strings.ToLower(string(h.Name)),
+			Value: h.Value,
+			Regex: h.Type != nil && *h.Type == gwapiv1.HeaderMatchRegularExpression,
+		})
+	}
+	for _, q := range in.QueryParams {
+		out.QueryParams = append(out.QueryParams, ValueMatch{
+			Name:  string(q.Name),
+			Value: q.Value,
+			Regex: q.Type != nil && *q.Type == gwapiv1.QueryParamMatchRegularExpression,
+		})
+	}
+	return out
+}
+
+func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule) (*Action, error) {
+	a := &Action{}
+	if rule.Retry != nil {
+		return nil, errors.New("retry: not supported")
+	}
+	if rule.SessionPersistence != nil {
+		return nil, errors.New("sessionPersistence: not supported")
+	}
+	if t := rule.Timeouts; t != nil {
+		if t.BackendRequest != nil {
+			return nil, errors.New("timeouts.backendRequest: not supported")
+		}
+		if t.Request != nil {
+			d, err := time.ParseDuration(string(*t.Request))
+			if err != nil {
+				return nil, fmt.Errorf("timeouts.request: %w", err)
+			}
+			a.Timeout = &d
+		}
+	}
+	for fi, f := range rule.Filters {
+		if err := compileFilter(a, f); err != nil {
+			return nil, fmt.Errorf("filters[%d]: %w", fi, err)
+		}
+	}
+	for bi, ref := range rule.BackendRefs {
+		if len(ref.Filters) > 0 {
+			return nil, fmt.Errorf("backendRefs[%d].filters: not supported", bi)
+		}
+		b := &Backend{
+			Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)},
+			Weight:  1,
+		}
+		if ref.Weight != nil {
+			b.Weight = *ref.Weight
+		}
+		if ref.Port != nil {
+			b.Port = *ref.Port
+		}
+		// A backendRef without kind names a Service.
+		if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+			if svc := m.services[b.Service]; svc != nil {
+				if b.Port == 0 && len(svc.Ports) == 1 {
+					b.Port = svc.Ports[0].Number
+				}
+				if p := svc.Port(b.Port); p != nil {
+					b.Cluster = p.Cluster
+				}
+			}
+		}
+		a.Backends = append(a.Backends, b)
+	}
+	return a, nil
+}
+
+func compileFilter(a *Action, f gwapiv1.HTTPRouteFilter) error {
+	switch f.Type {
+	case gwapiv1.HTTPRouteFilterRequestHeaderModifier:
+		if f.RequestHeaderModifier == nil {
+			return errors.New("requestHeaderModifier: missing")
+		}
+		a.RequestHeaders = compileHeaderModifier(f.RequestHeaderModifier)
+	case gwapiv1.HTTPRouteFilterResponseHeaderModifier:
+		if f.ResponseHeaderModifier == nil {
+			return errors.New("responseHeaderModifier: missing")
+		}
+		a.ResponseHeaders = compileHeaderModifier(f.ResponseHeaderModifier)
+	case gwapiv1.HTTPRouteFilterURLRewrite:
+		if f.URLRewrite == nil {
+			return errors.New("urlRewrite: missing")
+		}
+		a.Rewrite = &Rewrite{Path: compilePathModifier(f.URLRewrite.Path)}
+		if f.URLRewrite.Hostname != nil {
+			a.Rewrite.Hostname = string(*f.URLRewrite.Hostname)
+		}
+	case gwapiv1.HTTPRouteFilterRequestRedirect:
+		rr := f.RequestRedirect
+		if rr == nil {
+			return errors.New("requestRedirect: missing")
+		}
+		a.Redirect = &Redirect{Path: compilePathModifier(rr.Path), StatusCode: 302}
+		if rr.Scheme != nil {
+			a.Redirect.Scheme = *rr.Scheme
+		}
+		if rr.Hostname != nil {
+			a.Redirect.Hostname = string(*rr.Hostname)
+		}
+		if rr.Port != nil {
+			a.Redirect.Port = *rr.Port
+		}
+		if rr.StatusCode != nil {
+			a.Redirect.StatusCode = *rr.StatusCode
+		}
+	default:
+		return fmt.Errorf("filter type %q: not supported", f.Type)
+	}
+	return nil
+}
+
+func compileHeaderModifier(in *gwapiv1.HTTPHeaderFilter) *HeaderModifier {
+	out := &HeaderModifier{}
+	for _, h := range in.Set {
+		out.Set = append(out.Set, Header{Name: strings.ToLower(string(h.Name)), Value: h.Value})
+	}
+	for _, h := range in.Add {
+		out.Add = append(out.Add, Header{Name: strings.ToLower(string(h.Name)), Value: h.Value})
+	}
+	for _, name := range in.Remove {
+		out.Remove = append(out.Remove, strings.ToLower(name))
+	}
+	return out
+}
+
+func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
+	if in == nil {
+		return nil
+	}
+	switch in.Type {
+	case gwapiv1.FullPathHTTPPathModifier:
+		if in.ReplaceFullPath != nil {
+			return &PathModifier{Kind: ReplaceFullPath, Value: *in.ReplaceFullPath}
+		}
+	case gwapiv1.PrefixMatchHTTPPathModifier:
+		if in.ReplacePrefixMatch != nil {
+			return &PathModifier{Kind: ReplacePrefixMatch, Value: *in.ReplacePrefixMatch}
+		}
+	}
+	return nil
+}
+
+// compileGateway groups a gateway's listeners by port and attaches the routes
+// whose parentRefs select it.
+func compileGateway(pg *policy.Gateway, routes []*compiledRoute) *Gateway {
+	gw := &Gateway{
+		NamespacedName: NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
+		Address:        DefaultGatewayAddress,
+	}
+	for _, addr := range pg.Spec.Addresses {
+		if addr.Type == nil || *addr.Type == gwapiv1.IPAddressType {
+			gw.Address = addr.Value
+			break
+		}
+	}
+	byPort := map[int32][]*gwapiv1.Listener{}
+	for i := range pg.Spec.Listeners {
+		l := &pg.Spec.Listeners[i]
+		byPort[l.Port] = append(byPort[l.Port], l)
+	}
+	for _, port := range slices.Sorted(maps.Keys(byPort)) {
+		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes))
+	}
+	return gw
+}
+
+// attachment is the rules of one route attached to one listener for one
+// (intersected) hostname.
+type attachment struct {
+	listenerHostname string
+	hostname         string
+	rules            []*Rule
+}
+
+func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute) *GatewayPort {
+	gp := &GatewayPort{Number: port}
+	var attachments []attachment
+	listenerHostnames := make([]string, 0, len(listeners))
+	for _, l := range listeners {
+		lh := listenerHostname(l)
+		listenerHostnames = append(listenerHostnames, lh)
+		for _, cr := range routes {
+			if !attaches(gw, l, cr) {
+				continue
+			}
+			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {
+				attachments = append(attachments, attachment{listenerHostname: lh, hostname: h, rules: cr.rules})
+			}
+		}
+	}
+	hostnames := map[string]bool{}
+	for _, a := range attachments {
+		hostnames[a.hostname] = true
+	}
+	for _, h := range slices.Sorted(maps.Keys(hostnames)) {
+		owner := mostSpecificCover(listenerHostnames, h)
+		vh := &VirtualHost{Hostname: h}
+		var ranked []rankedRule
+		for _, a := range attachments {
+			// A request for h reaches the listener whose hostname matches it most
+			// specifically, and there every route whose hostname covers h.
+			if a.listenerHostname == owner && hostnameCovers(a.hostname, h) {
+				for _, r := range a.rules {
+					ranked = append(ranked, rankedRule{rule: r, hostname: a.hostname})
+				}
+			}
+		}
+		vh.Rules = sortByHostnameThenRule(ranked)
+		gp.VirtualHosts = append(gp.VirtualHosts, vh)
+	}
+	return gp
+}
+
+// rankedRule is a rule with the (intersected) hostname through which its
+// route attached to a virtual host.
+type rankedRule struct {
+	rule     *Rule
+	hostname string
+}
+
+// sortByHostnameThenRule orders the rules of one virtual host. The Gateway
+// API gives precedence to the rules of the route with the most specific
+// matching hostname (most characters in a non-wildcard hostname, then in any
+// hostname); ties fall to the HTTPRoute match precedence (compareRules).
+// Rules of less specific routes still follow, so a request that matches no
+// rule of the specific route falls through to them. A rule reached through
+// several hostnames keeps its most specific one.
+func sortByHostnameThenRule(ranked []rankedRule) []*Rule {
+	slices.SortStableFunc(ranked, func(a, b rankedRule) int {
+		return cmp.Or(
+			cmp.Compare(nonWildcardChars(b.hostname), nonWildcardChars(a.hostname)),
+			cmp.Compare(hostnameChars(b.hostname), hostnameChars(a.hostname)),
+			compareRules(a.rule, b.rule),
+		)
+	})
+	rules := make([]*Rule, 0, len(ranked))
+	for _, r := range ranked {
+		rules = append(rules, r.rule)
+	}
+	return dedupeRules(rules)
+}
+
+func nonWildcardChars(hostname string) int {
+	if strings.HasPrefix(hostname, "*") {
+		return 0
+	}
+	return len(hostname)
+}
+
+func hostnameChars(hostname string) int {
+	if hostname == "*" {
+		return 0
+	}
+	return len(strings.TrimPrefix(hostname, "*"))
+}
+
+// dedupeRules drops repeated rules (a route attached through two parentRefs
+// to the same listener, or with two hostnames covering the same host).
+func dedupeRules(rules []*Rule) []*Rule {
+	seen := make(map[*Rule]bool, len(rules))
+	out := rules[:0]
+	for _, r := range rules {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func listenerHostname(l *gwapiv1.Listener) string {
+	if l.Hostname == nil || *l.Hostname == "" {
+		return "*"
+	}
+	return strings.ToLower(string(*l.Hostname))
+}
+
+// attaches reports whether one of the route's parentRefs selects listener l
+// of gateway gw, and the listener allows routes from the route's namespace.
+func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute) bool {
+	if !allowsNamespace(l, gw.Namespace, cr.name.Namespace) {
+		return false
+	}
+	for _, ref := range cr.route.Spec.ParentRefs {
+		if !isGatewayRef(ref.Group, ref.Kind) {
+			continue
+		}
+		if string(ref.Name) != gw.Name || refNamespace(ref.Namespace, cr.name.Namespace) != gw.Namespace {
+			continue
+		}
+		if ref.SectionName != nil && *ref.SectionName != l.Name {
+			continue
+		}
+		if ref.Port != nil && *ref.Port != l.Port {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func allowsNamespace(l *gwapiv1.Listener, gatewayNamespace, routeNamespace string) bool {
+	from := gwapiv1.NamespacesFromSame
+	if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
+		from = *l.AllowedRoutes.Namespaces.From
+	}
+	switch from {
+	case gwapiv1.NamespacesFromAll:
+		return true
+	case gwapiv1.NamespacesFromSame:
+		return gatewayNamespace == routeNamespace
+	default: // None; Selector needs namespace labels, which policy files do not have.
+		return false
+	}
+}
+
+// intersectHostnames returns the hostnames a route serves on a listener, per
+// the Gateway API rules: a route without hostnames takes the listener's; an
+// exact hostname must match the listener's (wildcard) hostname; of two
+// overlapping wildcards the more specific one wins. Empty: the route does not
+// attach.
+func intersectHostnames(listener string, routeHostnames []gwapiv1.Hostname) []string {
+	if len(routeHostnames) == 0 {
+		return []string{listener}
+	}
+	var out []string
+	for _, rh := range routeHostnames {
+		r := strings.ToLower(string(rh))
+		switch {
+		case hostnameCovers(listener, r):
+			out = append(out, r)
+		case hostnameCovers(r, listener):
+			out = append(out, listener)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// hostnameCovers reports whether pattern (exact, "*.suffix" or "*") matches
+// every host that host matches.
+func hostnameCovers(pattern, host string) bool {
+	switch {
+	case pattern == host, pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*."):
+		suffix := pattern[1:]
+		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
+	}
+	return false
+}
+
+// mostSpecificCover returns the listener hostname that a request for host
+// reaches: exact first, then the longest wildcard, then "*".
+func mostSpecificCover(listenerHostnames []string, host string) string {
+	best := ""
+	for _, lh := range listenerHostnames {
+		if !hostnameCovers(lh, host) {
+			continue
+		}
+		if best == "" || specificity(lh) > specificity(best) {
+			best = lh
+		}
+	}
+	return best
+}
+
+func specificity(hostname string) int {
+	switch {
+	case hostname == "*":
+		return 0
+	case strings.HasPrefix(hostname, "*"):
+		return len(hostname)
+	default:
+		return 1 << 20
+	}
+}
+
+// sortRules orders rules by Gateway API HTTPRoute precedence:
+// Exact path > RegularExpression (longest first) > PathPrefix (longest
+// first), as Envoy Gateway orders them (the specification leaves regular
+// expressions to the implementation); then a method
+// match; then more header matches; then more query parameter matches; then
+// the route by namespace/name (we have no creation timestamps); then rule and
+// match order within the route.
+func sortRules(rules []*Rule) {
+	slices.SortStableFunc(rules, compareRules)
+}
+
+func compareRules(a, b *Rule) int {
+	return cmp.Or(
+		cmp.Compare(pathRank(a.Match.Path.Kind), pathRank(b.Match.Path.Kind)),
+		prefixLength(b)-prefixLength(a),
+		cmp.Compare(methodRank(a), methodRank(b)),
+		cmp.Compare(len(b.Match.Headers), len(a.Match.Headers)),
+		cmp.Compare(len(b.Match.QueryParams), len(a.Match.QueryParams)),
+		compareNames(a.Route, b.Route),
+		cmp.Compare(a.RuleIndex, b.RuleIndex),
+		cmp.Compare(a.MatchIndex, b.MatchIndex),
+	)
+}
+
+func pathRank(k PathMatchKind) int {
+	switch k {
+	case PathExact:
+		return 0
+	case PathRegex:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// prefixLength orders prefixes, and regular expressions, longest first.
+func prefixLength(r *Rule) int {
+	if r.Match.Path.Kind != PathExact {
+		return len(r.Match.Path.Value)
+	}
+	return 0
+}
+
+func methodRank(r *Rule) int {
+	if r.Match.Method != "" {
+		return 0
+	}
+	return 1
+}

@@ -1,0 +1,418 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meshgate/meshgate/policy"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func pathMatch(kind gwapiv1.PathMatchType, value string) gwapiv1.HTTPRouteMatch {
+	return gwapiv1.HTTPRouteMatch{Path: &gwapiv1.HTTPPathMatch{Type: &kind, Value: &value}}
+}
+
+func withHeaders(m gwapiv1.HTTPRouteMatch, n int) gwapiv1.HTTPRouteMatch {
+	for i := range n {
+		m.Headers = append(m.Headers, gwapiv1.HTTPHeaderMatch{Name: gwapiv1.HTTPHeaderName(fmt.Sprintf("X-H%d", i)), Value: "v"})
+	}
+	return m
+}
+
+func withQuery(m gwapiv1.HTTPRouteMatch, n int) gwapiv1.HTTPRouteMatch {
+	for i := range n {
+		m.QueryParams = append(m.QueryParams, gwapiv1.HTTPQueryParamMatch{Name: gwapiv1.HTTPHeaderName(fmt.Sprintf("q%d", i)), Value: "v"})
+	}
+	return m
+}
+
+func withMethod(m gwapiv1.HTTPRouteMatch, method string) gwapiv1.HTTPRouteMatch {
+	m.Method = ptr(gwapiv1.HTTPMethod(method))
+	return m
+}
+
+// route builds an HTTPRoute attached to Gateway default/edge with one rule per
+// entry of rules (each a list of matches).
+func route(ns, name string, hostnames []string, rules ...[]gwapiv1.HTTPRouteMatch) *policy.HTTPRoute {
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = name, ns
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge", Namespace: ptr(gwapiv1.Namespace("default"))}}
+	for _, h := range hostnames {
+		r.Spec.Hostnames = append(r.Spec.Hostnames, gwapiv1.Hostname(h))
+	}
+	for _, matches := range rules {
+		r.Spec.Rules = append(r.Spec.Rules, gwapiv1.HTTPRouteRule{Matches: matches})
+	}
+	return r
+}
+
+func gateway(listeners ...gwapiv1.Listener) *policy.Gateway {
+	g := &policy.Gateway{}
+	g.Name, g.Namespace = "edge", "default"
+	all := gwapiv1.NamespacesFromAll
+	for i := range listeners {
+		listeners[i].AllowedRoutes = &gwapiv1.AllowedRoutes{Namespaces: &gwapiv1.RouteNamespaces{From: &all}}
+	}
+	g.Spec.Listeners = listeners
+	return g
+}
+
+func listener(name string, port int32, hostname string) gwapiv1.Listener {
+	l := gwapiv1.Listener{Name: gwapiv1.SectionName(name), Port: port, Protocol: gwapiv1.HTTPProtocolType}
+	if hostname != "" {
+		l.Hostname = ptr(gwapiv1.Hostname(hostname))
+	}
+	return l
+}
+
+// ruleIDs renders rules as "ns/route#rule.match".
+func ruleIDs(rules []*Rule) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = fmt.Sprintf("%s#%d.%d", r.Route, r.RuleIndex, r.MatchIndex)
+	}
+	return out
+}
+
+func TestPrecedence(t *testing.T) {
+	t.Parallel()
+	exact := pathMatch(gwapiv1.PathMatchExact, "/a")
+	prefixShort := pathMatch(gwapiv1.PathMatchPathPrefix, "/a")
+	prefixLong := pathMatch(gwapiv1.PathMatchPathPrefix, "/a/b")
+	regex := pathMatch(gwapiv1.PathMatchRegularExpression, "/a/.*/c/d/e/f")
+	root := pathMatch(gwapiv1.PathMatchPathPrefix, "/")
+	tests := []struct {
+		name   string
+		routes []*policy.HTTPRoute
+		want   []string
+	}{
+		{
+			name: "exact beats regex beats prefix",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{regex}, []gwapiv1.HTTPRouteMatch{prefixLong}, []gwapiv1.HTTPRouteMatch{exact})},
+			want: []string{"default/r#2.0", "default/r#0.0", "default/r#1.0"},
+		},
+		{
+			name: "longer prefix first",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{root, prefixShort, prefixLong})},
+			want: []string{"default/r#0.2", "default/r#0.1", "default/r#0.0"},
+		},
+		{
+			name: "path length beats method and headers",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{withHeaders(withMethod(prefixShort, "GET"), 3), prefixLong})},
+			want: []string{"default/r#0.1", "default/r#0.0"},
+		},
+		{
+			name: "method match before header count",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{withHeaders(prefixShort, 2), withMethod(prefixShort, "POST")})},
+			want: []string{"default/r#0.1", "default/r#0.0"},
+		},
+		{
+			name: "more headers first",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{withHeaders(prefixShort, 1), withQuery(prefixShort, 3), withHeaders(prefixShort, 2)})},
+			want: []string{"default/r#0.2", "default/r#0.0", "default/r#0.1"},
+		},
+		{
+			name: "more query params first",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{withQuery(prefixShort, 1), prefixShort, withQuery(prefixShort, 2)})},
+			want: []string{"default/r#0.2", "default/r#0.0", "default/r#0.1"},
+		},
+		{
+			name: "ties across routes by namespace then name",
+			routes: []*policy.HTTPRoute{
+				route("default", "zeta", nil, []gwapiv1.HTTPRouteMatch{prefixShort}),
+				route("default", "alpha", nil, []gwapiv1.HTTPRouteMatch{prefixShort}),
+				route("apps", "zeta", nil, []gwapiv1.HTTPRouteMatch{prefixShort}),
+			},
+			want: []string{"apps/zeta#0.0", "default/alpha#0.0", "default/zeta#0.0"},
+		},
+		{
+			name: "ties within a route by rule order",
+			routes: []*policy.HTTPRoute{route("default", "r", nil,
+				[]gwapiv1.HTTPRouteMatch{prefixShort}, []gwapiv1.HTTPRouteMatch{prefixShort})},
+			want: []string{"default/r#0.0", "default/r#1.0"},
+		},
+		{
+			name:   "rule without matches is prefix /",
+			routes: []*policy.HTTPRoute{route("default", "r", nil, nil, []gwapiv1.HTTPRouteMatch{prefixShort})},
+			want:   []string{"default/r#1.0", "default/r#0.0"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gateway(listener("http", 8080, ""))}, HTTPRoutes: tt.routes})
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			gw := m.Gateway("default", "edge")
+			if gw == nil || len(gw.Ports) != 1 || len(gw.Ports[0].VirtualHosts) != 1 {
+				t.Fatalf("want one port with one virtual host, got %+v", gw)
+			}
+			got := ruleIDs(gw.Ports[0].VirtualHosts[0].Rules)
+			if strings.Join(got, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("order = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHostnameIntersection(t *testing.T) {
+	t.Parallel()
+	prefix := []gwapiv1.HTTPRouteMatch{pathMatch(gwapiv1.PathMatchPathPrefix, "/")}
+	viaWild := route("default", "viawild", []string{"foo.example.com"}, prefix)
+	viaWild.Spec.ParentRefs[0].SectionName = ptr(gwapiv1.SectionName("wild"))
+	tests := []struct {
+		name      string
+		listeners []gwapiv1.Listener
+		routes    []*policy.HTTPRoute
+		// want maps each virtual host to its rules.
+		want map[string][]string
+	}{
+		{
+			name:      "no hostnames anywhere",
+			listeners: []gwapiv1.Listener{listener("http", 80, "")},
+			routes:    []*policy.HTTPRoute{route("default", "r", nil, prefix)},
+			want:      map[string][]string{"*": {"default/r#0.0"}},
+		},
+		{
+			name:      "route hostname under any-host listener",
+			listeners: []gwapiv1.Listener{listener("http", 80, "")},
+			routes:    []*policy.HTTPRoute{route("default", "r", []string{"a.example.com"}, prefix)},
+			want:      map[string][]string{"a.example.com": {"default/r#0.0"}},
+		},
+		{
+			name:      "exact route hostname within wildcard listener",
+			listeners: []gwapiv1.Listener{listener("http", 80, "*.example.com")},
+			routes: []*policy.HTTPRoute{
+				route("default", "a", []string{"a.example.com", "other.org"}, prefix),
+				route("default", "all", nil, prefix),
+			},
+			want: map[string][]string{
+				"a.example.com": {"default/a#0.0", "default/all#0.0"},
+				"*.example.com": {"default/all#0.0"},
+			},
+		},
+		{
+			name:      "wildcard route on exact listener takes the listener hostname",
+			listeners: []gwapiv1.Listener{listener("http", 80, "foo.example.com")},
+			routes:    []*policy.HTTPRoute{route("default", "r", []string{"*.example.com"}, prefix)},
+			want:      map[string][]string{"foo.example.com": {"default/r#0.0"}},
+		},
+		{
+			name:      "two wildcards: the more specific one",
+			listeners: []gwapiv1.Listener{listener("http", 80, "*.example.com")},
+			routes:    []*policy.HTTPRoute{route("default", "r", []string{"*.api.example.com"}, prefix)},
+			want:      map[string][]string{"*.api.example.com": {"default/r#0.0"}},
+		},
+		{
+			name:      "no intersection: not attached",
+			listeners: []gwapiv1.Listener{listener("http", 80, "foo.example.com")},
+			routes:    []*policy.HTTPRoute{route("default", "r", []string{"bar.example.com"}, prefix)},
+			want:      map[string][]string{},
+		},
+		{
+			// viawild attaches only to the wildcard listener, but requests for
+			// foo.example.com reach the more specific listener "foo".
+			name: "the most specific listener owns a host",
+			listeners: []gwapiv1.Listener{
+				listener("wild", 80, "*.example.com"),
+				listener("foo", 80, "foo.example.com"),
+			},
+			routes: []*policy.HTTPRoute{
+				viaWild,
+				route("default", "any", nil, prefix),
+			},
+			want: map[string][]string{
+				"*.example.com":   {"default/any#0.0"},
+				"foo.example.com": {"default/any#0.0"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gateway(tt.listeners...)}, HTTPRoutes: tt.routes})
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			got := map[string][]string{}
+			for _, vh := range m.Gateway("default", "edge").Ports[0].VirtualHosts {
+				got[vh.Hostname] = ruleIDs(vh.Rules)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("virtual hosts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAttachment(t *testing.T) {
+	t.Parallel()
+	prefix := []gwapiv1.HTTPRouteMatch{pathMatch(gwapiv1.PathMatchPathPrefix, "/")}
+	same := gwapiv1.NamespacesFromSame
+	gw := gateway(listener("a", 80, ""), listener("b", 81, ""), listener("c", 82, ""))
+	gw.Spec.Listeners[2].AllowedRoutes.Namespaces.From = &same
+	bySection := route("default", "section", nil, prefix)
+	bySection.Spec.ParentRefs[0].SectionName = ptr(gwapiv1.SectionName("b"))
+	byPort := route("default", "port", nil, prefix)
+	byPort.Spec.ParentRefs[0].Port = ptr(gwapiv1.PortNumber(80))
+	otherNS := route("other", "otherns", nil, prefix)
+	m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gw}, HTTPRoutes: []*policy.HTTPRoute{bySection, byPort, otherNS}})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	want := map[int32]string{
+		80: "[default/port#0.0 other/otherns#0.0]",
+		81: "[default/section#0.0 other/otherns#0.0]",
+		82: "[]",
+	}
+	for _, p := range m.Gateway("default", "edge").Ports {
+		var got []string
+		for _, vh := range p.VirtualHosts {
+			got = append(got, ruleIDs(vh.Rules)...)
+		}
+		if fmt.Sprint(got) != want[p.Number] && !(len(got) == 0 && want[p.Number] == "[]") {
+			t.Errorf("port %d rules = %v, want %s", p.Number, got, want[p.Number])
+		}
+	}
+}
+
+func TestCompileServicesAndBackends(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Namespace: "shop", Spec: policy.ServiceSpec{
+		Ports: []policy.ServicePort{{Name: "http", Port: 8080}, {Name: "grpc", Port: 9090, Protocol: policy.ProtocolHTTP2}},
+		Endpoints: []policy.Endpoint{
+			{Address: "127.0.0.1:18080", Port: "http", Labels: map[string]string{"version": "v1"}},
+			{Address: "127.0.0.1:19090", Port: "9090"},
+		},
+	}}
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = "orders", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Kind: ptr(gwapiv1.Kind("Service")), Name: "orders"}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{
+		Timeouts: &gwapiv1.HTTPRouteTimeouts{Request: ptr(gwapiv1.Duration("1500ms"))},
+		BackendRefs: []gwapiv1.HTTPBackendRef{
+			{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{Name: "orders", Port: ptr(gwapiv1.PortNumber(8080))}, Weight: ptr(int32(3))}},
+			{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{Name: "missing", Port: ptr(gwapiv1.PortNumber(80))}}},
+		},
+	}}
+	m, err := Compile(&policy.Set{Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	s := m.Service("shop", "orders")
+	if s == nil {
+		t.Fatal("service shop/orders missing")
+	}
+	if got := s.Port(9090); got == nil || got.Protocol != ProtocolHTTP2 || got.Cluster != "shop/orders:9090" || len(got.Endpoints) != 1 {
+		t.Errorf("port 9090 = %+v", got)
+	}
+	if got := s.Port(8080).Endpoints; len(got) != 1 || got[0].Port != 18080 || got[0].Labels["version"] != "v1" {
+		t.Errorf("port 8080 endpoints = %+v", got)
+	}
+	if len(s.Routes) != 1 {
+		t.Fatalf("mesh routes = %d, want 1", len(s.Routes))
+	}
+	a := s.Routes[0].Action
+	if a.Timeout == nil || a.Timeout.String() != "1.5s" {
+		t.Errorf("timeout = %v, want 1.5s", a.Timeout)
+	}
+	if a.Backends[0].Cluster != "shop/orders:8080" || a.Backends[0].Weight != 3 {
+		t.Errorf("backend 0 = %+v", a.Backends[0])
+	}
+	if a.Backends[1].Cluster != "" || a.Backends[1].Weight != 1 {
+		t.Errorf("unresolved backend = %+v, want no cluster and weight 1", a.Backends[1])
+	}
+
+	again, err := Compile(&policy.Set{Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}})
+	if err != nil || again.Version != m.Version || m.Version == "" {
+		t.Errorf("versions %q and %q (err %v): want equal and non-empty", m.Version, again.Version, err)
+	}
+}
+
+func TestCompileRejects(t *testing.T) {
+	t.Parallel()
+	mirror := &policy.HTTPRoute{}
+	mirror.Name = "m"
+	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterRequestMirror}}}}
+	badEndpoint := &policy.Service{Name: "s", Spec: policy.ServiceSpec{
+		Ports: []policy.ServicePort{{Port: 80}}, Endpoints: []policy.Endpoint{{Address: "nope"}},
+	}}
+	tests := []struct {
+		name string
+		set  *policy.Set
+		want string
+	}{
+		{"unsupported filter", &policy.Set{HTTPRoutes: []*policy.HTTPRoute{mirror}}, `filter type "RequestMirror": not supported`},
+		{"bad endpoint address", &policy.Set{Services: []*policy.Service{badEndpoint}}, `endpoints[0].address "nope"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Compile(tt.set)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Compile error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestGatewayAddress(t *testing.T) {
+	t.Parallel()
+	gw := gateway(listener("a", 80, ""))
+	host := gwapiv1.HostnameAddressType
+	gw.Spec.Addresses = []gwapiv1.GatewaySpecAddress{{Type: &host, Value: "edge.local"}, {Value: "10.0.0.1"}}
+	m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Gateway("default", "edge").Address; got != "10.0.0.1" {
+		t.Errorf("address = %q, want 10.0.0.1", got)
+	}
+	m, err = Compile(nil)
+	if err != nil || len(m.Gateways) != 0 || m.Version == "" {
+		t.Errorf("Compile(nil) = %+v, %v", m, err)
+	}
+}
+
+// TestHostnamePrecedence: in a virtual host, the rules of the route with the
+// most specific hostname come first, whatever their path; the rules of less
+// specific routes follow, for requests they do not match.
+func TestHostnamePrecedence(t *testing.T) {
+	t.Parallel()
+	long := []gwapiv1.HTTPRouteMatch{pathMatch(gwapiv1.PathMatchPathPrefix, "/a/very/long/prefix")}
+	short := []gwapiv1.HTTPRouteMatch{pathMatch(gwapiv1.PathMatchPathPrefix, "/")}
+	routes := []*policy.HTTPRoute{
+		route("default", "any", nil, long),
+		route("default", "wild", []string{"*.example.com"}, long),
+		route("default", "exact", []string{"api.example.com"}, short),
+	}
+	m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gateway(listener("http", 8080, ""))}, HTTPRoutes: routes})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	got := map[string][]string{}
+	for _, vh := range m.Gateway("default", "edge").Ports[0].VirtualHosts {
+		got[vh.Hostname] = ruleIDs(vh.Rules)
+	}
+	want := map[string][]string{
+		"api.example.com": {"default/exact#0.0", "default/wild#0.0", "default/any#0.0"},
+		"*.example.com":   {"default/wild#0.0", "default/any#0.0"},
+		"*":               {"default/any#0.0"},
+	}
+	for h, w := range want {
+		if strings.Join(got[h], " ") != strings.Join(w, " ") {
+			t.Errorf("virtual host %s: rules %v, want %v", h, got[h], w)
+		}
+	}
+}

@@ -1,0 +1,230 @@
+// Package model compiles a validated policy.Set into meshgate's immutable
+// routing model: services with their ports and endpoints, gateways with their
+// listeners grouped by port, and for every gateway hostname and every service
+// the route rules attached to it, already sorted in Gateway API precedence
+// order. The model knows nothing of xDS; controlplane/translate turns it into
+// Envoy resources per node.
+package model
+
+import (
+	"strconv"
+	"time"
+)
+
+// Model is the compiled, immutable routing model. It must not be modified
+// after Compile returns it; every node's translation reads it concurrently.
+type Model struct {
+	// Version is a hash of the model's content: equal inputs give equal versions.
+	Version string `json:"-"`
+	// Services sorted by namespace, then name.
+	Services []*Service `json:"services"`
+	// Gateways sorted by namespace, then name.
+	Gateways []*Gateway `json:"gateways"`
+
+	services map[NamespacedName]*Service
+	gateways map[NamespacedName]*Gateway
+}
+
+// NamespacedName identifies a resource.
+type NamespacedName struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// String returns "namespace/name".
+func (n NamespacedName) String() string { return n.Namespace + "/" + n.Name }
+
+// Service returns the service namespace/name, or nil.
+func (m *Model) Service(namespace, name string) *Service {
+	return m.services[NamespacedName{Namespace: namespace, Name: name}]
+}
+
+// Gateway returns the gateway namespace/name, or nil.
+func (m *Model) Gateway(namespace, name string) *Gateway {
+	return m.gateways[NamespacedName{Namespace: namespace, Name: name}]
+}
+
+// Service protocols on the wire to its endpoints.
+const (
+	ProtocolHTTP  = "HTTP"
+	ProtocolHTTP2 = "HTTP2"
+)
+
+// Service is a callable service.
+type Service struct {
+	NamespacedName
+	// Ports in declaration order; at least one.
+	Ports []*ServicePort `json:"ports"`
+	// Routes are the rules of the HTTPRoutes whose parentRef is this service
+	// (the Gateway API mesh profile), in precedence order.
+	Routes []*Rule `json:"routes,omitempty"`
+}
+
+// Port returns the service port with that number, or nil.
+func (s *Service) Port(number int32) *ServicePort {
+	for _, p := range s.Ports {
+		if p.Number == number {
+			return p
+		}
+	}
+	return nil
+}
+
+// ServicePort is one port of a service, with the endpoints that serve it.
+type ServicePort struct {
+	Name     string `json:"name,omitempty"`
+	Number   int32  `json:"number"`
+	Protocol string `json:"protocol"`
+	// Cluster is the name of the cluster that load balances this port.
+	Cluster   string      `json:"cluster"`
+	Endpoints []*Endpoint `json:"endpoints,omitempty"`
+}
+
+// Endpoint is one instance serving a service port.
+type Endpoint struct {
+	Host   string            `json:"host"`
+	Port   uint32            `json:"port"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// ClusterName is the name of the cluster of a service port:
+// "<namespace>/<service>:<port>".
+func ClusterName(namespace, service string, port int32) string {
+	return namespace + "/" + service + ":" + strconv.Itoa(int(port))
+}
+
+// Gateway is a Gateway resource, its listeners grouped by port.
+type Gateway struct {
+	NamespacedName
+	// Address is the IP address the gateway's listeners bind.
+	Address string `json:"address"`
+	// Ports sorted ascending.
+	Ports []*GatewayPort `json:"ports"`
+}
+
+// GatewayPort is every listener of a gateway on one port.
+type GatewayPort struct {
+	Number int32 `json:"number"`
+	// VirtualHosts sorted by hostname; "*" stands for any host.
+	VirtualHosts []*VirtualHost `json:"virtualHosts,omitempty"`
+}
+
+// VirtualHost is the route rules that apply to requests for one hostname.
+type VirtualHost struct {
+	// Hostname is an exact hostname, a "*.suffix" wildcard, or "*".
+	Hostname string `json:"hostname"`
+	// Rules in precedence order.
+	Rules []*Rule `json:"rules"`
+}
+
+// Rule is one match of one HTTPRoute rule, with the rule's action. A rule with
+// N matches becomes N Rules sharing one Action.
+type Rule struct {
+	// Route is the HTTPRoute this rule comes from.
+	Route NamespacedName `json:"route"`
+	// RuleIndex and MatchIndex locate the match in the route.
+	RuleIndex  int     `json:"ruleIndex"`
+	MatchIndex int     `json:"matchIndex"`
+	Match      Match   `json:"match"`
+	Action     *Action `json:"action"`
+}
+
+// PathMatchKind is how a path is matched.
+type PathMatchKind string
+
+// Path match kinds.
+const (
+	PathExact  PathMatchKind = "Exact"
+	PathPrefix PathMatchKind = "PathPrefix"
+	PathRegex  PathMatchKind = "RegularExpression"
+)
+
+// PathMatch matches the request path.
+type PathMatch struct {
+	Kind  PathMatchKind `json:"kind"`
+	Value string        `json:"value"`
+}
+
+// ValueMatch matches a named header or query parameter.
+type ValueMatch struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// Regex: Value is an RE2 expression that must match the whole value.
+	Regex bool `json:"regex,omitempty"`
+}
+
+// Match is every condition of one HTTPRouteMatch (all must hold).
+type Match struct {
+	Path        PathMatch    `json:"path"`
+	Method      string       `json:"method,omitempty"`
+	Headers     []ValueMatch `json:"headers,omitempty"`
+	QueryParams []ValueMatch `json:"queryParams,omitempty"`
+}
+
+// Action is what a matched request gets.
+type Action struct {
+	// Backends to forward to, when there is no Redirect.
+	Backends []*Backend `json:"backends,omitempty"`
+	// Redirect answers with a redirect instead of forwarding.
+	Redirect *Redirect `json:"redirect,omitempty"`
+	// Rewrite changes the forwarded request's host or path.
+	Rewrite         *Rewrite        `json:"rewrite,omitempty"`
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
+	// Timeout of the whole request; nil: none configured. Zero disables it.
+	Timeout *time.Duration `json:"timeout,omitempty"`
+}
+
+// Backend is one backendRef of a rule.
+type Backend struct {
+	Service NamespacedName `json:"service"`
+	Port    int32          `json:"port"`
+	Weight  int32          `json:"weight"`
+	// Cluster is the cluster name; empty when the reference does not resolve
+	// to a known service port (requests for it get a 500).
+	Cluster string `json:"cluster,omitempty"`
+}
+
+// Header is a header name and value.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// HeaderModifier edits request or response headers.
+type HeaderModifier struct {
+	Set    []Header `json:"set,omitempty"`
+	Add    []Header `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// PathModifierKind is how a path is rewritten.
+type PathModifierKind string
+
+// Path modifier kinds.
+const (
+	ReplaceFullPath    PathModifierKind = "ReplaceFullPath"
+	ReplacePrefixMatch PathModifierKind = "ReplacePrefixMatch"
+)
+
+// PathModifier rewrites the request path.
+type PathModifier struct {
+	Kind  PathModifierKind `json:"kind"`
+	Value string           `json:"value"`
+}
+
+// Rewrite is a URLRewrite filter.
+type Rewrite struct {
+	Hostname string        `json:"hostname,omitempty"`
+	Path     *PathModifier `json:"path,omitempty"`
+}
+
+// Redirect is a RequestRedirect filter.
+type Redirect struct {
+	Scheme   string        `json:"scheme,omitempty"`
+	Hostname string        `json:"hostname,omitempty"`
+	Port     int32         `json:"port,omitempty"`
+	Path     *PathModifier `json:"path,omitempty"`
+	// StatusCode is 301 or 302 (default).
+	StatusCode int `json:"statusCode"`
+}

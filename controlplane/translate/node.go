@@ -1,0 +1,93 @@
+package translate
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/meshgate/meshgate/policy"
+)
+
+// Proxy roles, from node.metadata.role.
+const (
+	RoleGateway = "gateway"
+	RoleSidecar = "sidecar"
+)
+
+// DefaultOutboundAddress is where a sidecar's outbound listener binds when the
+// node does not say.
+const DefaultOutboundAddress = "127.0.0.1:15001"
+
+// NodeInfo is who a proxy is, from its xDS node (see docs/xds.md).
+type NodeInfo struct {
+	ID        string `json:"id"`
+	Role      string `json:"role"`
+	Namespace string `json:"namespace"`
+	// Gateway is the Gateway a gateway node serves.
+	Gateway string `json:"gateway,omitempty"`
+	// Service is the service a sidecar fronts.
+	Service         string `json:"service,omitempty"`
+	InboundAddress  string `json:"inboundAddress,omitempty"`
+	AppAddress      string `json:"appAddress,omitempty"`
+	OutboundAddress string `json:"outboundAddress,omitempty"`
+}
+
+// Name is the gateway or service name the node serves.
+func (n NodeInfo) Name() string {
+	if n.Role == RoleGateway {
+		return n.Gateway
+	}
+	return n.Service
+}
+
+// NodeInfoFromNode reads the node identity and metadata a proxy sends.
+// Missing fields take their documented defaults; node.cluster stands in for a
+// missing gateway or service name.
+func NodeInfoFromNode(node *corev3.Node) NodeInfo {
+	meta := func(key string) string {
+		v := node.GetMetadata().GetFields()[key]
+		return v.GetStringValue()
+	}
+	info := NodeInfo{
+		ID:              node.GetId(),
+		Role:            meta("role"),
+		Namespace:       meta("namespace"),
+		Gateway:         meta("gateway"),
+		Service:         meta("service"),
+		InboundAddress:  meta("inbound_address"),
+		AppAddress:      meta("app_address"),
+		OutboundAddress: meta("outbound_address"),
+	}
+	if info.Namespace == "" {
+		info.Namespace = policy.DefaultNamespace
+	}
+	switch info.Role {
+	case RoleGateway:
+		if info.Gateway == "" {
+			info.Gateway = node.GetCluster()
+		}
+	case RoleSidecar:
+		if info.Service == "" {
+			info.Service = node.GetCluster()
+		}
+		if info.OutboundAddress == "" {
+			info.OutboundAddress = DefaultOutboundAddress
+		}
+	}
+	return info
+}
+
+// splitAddress parses "host:port".
+func splitAddress(field, address string) (string, uint32, error) {
+	host, portText, err := net.SplitHostPort(address)
+	if err != nil {
+		return "", 0, fmt.Errorf("node metadata %s %q: %w", field, address, err)
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil || host == "" {
+		return "", 0, fmt.Errorf("node metadata %s %q: want host:port with a numeric port", field, address)
+	}
+	return host, uint32(port), nil
+}

@@ -1,0 +1,256 @@
+package translate
+
+import (
+	"cmp"
+	"regexp"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// noBackendBody is the body of the 500 a rule without a usable backend gets.
+const noBackendBody = "no valid backend for this route\n"
+
+// routes translates rules already in precedence order. listenerPort is the
+// port requests arrived on, for redirects that keep it.
+func (t *translator) routes(rules []*model.Rule, listenerPort int32) []*routev3.Route {
+	out := make([]*routev3.Route, 0, len(rules))
+	for _, rule := range rules {
+		r := &routev3.Route{Match: routeMatch(rule.Match)}
+		a := rule.Action
+		if a.Redirect != nil {
+			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}
+		} else if ra := t.forward(a, rule.Match.Path); ra != nil {
+			r.Action = &routev3.Route_Route{Route: ra}
+		} else {
+			r.Action = internalError()
+		}
+		if h := a.RequestHeaders; h != nil {
+			r.RequestHeadersToAdd = headersToAdd(h)
+			r.RequestHeadersToRemove = h.Remove
+		}
+		if h := a.ResponseHeaders; h != nil {
+			r.ResponseHeadersToAdd = headersToAdd(h)
+			r.ResponseHeadersToRemove = h.Remove
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func routeMatch(m model.Match) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{}
+	switch m.Path.Kind {
+	case model.PathExact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: m.Path.Value}
+	case model.PathRegex:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path.Value}}
+	default:
+		prefix := strings.TrimRight(m.Path.Value, "/")
+		if prefix == "" {
+			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+		} else {
+			rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: prefix}
+		}
+	}
+	if m.Method != "" {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name:                 ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(m.Method, false)},
+		})
+	}
+	for _, h := range m.Headers {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name:                 strings.ToLower(h.Name),
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h.Value, h.Regex)},
+		})
+	}
+	for _, q := range m.QueryParams {
+		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{
+			Name:                         q.Name,
+			QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: stringMatcher(q.Value, q.Regex)},
+		})
+	}
+	return rm
+}
+
+func stringMatcher(value string, regex bool) *matcherv3.StringMatcher {
+	if regex {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: value}}}
+	}
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}
+}
+
+// forward builds the route action to the rule's backends, or returns nil when
+// the Gateway API says the request gets a 500: no backends, every weight zero,
+// or a backendRef that does not resolve.
+func (t *translator) forward(a *model.Action, path model.PathMatch) *routev3.RouteAction {
+	for _, b := range a.Backends {
+		if b.Cluster == "" {
+			return nil
+		}
+	}
+	var weighted []*routev3.WeightedCluster_ClusterWeight
+	for _, b := range a.Backends {
+		if b.Weight <= 0 {
+			continue
+		}
+		weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: b.Cluster, Weight: wrapperspb.UInt32(uint32(b.Weight))})
+		if svc := t.model.Service(b.Service.Namespace, b.Service.Name); svc != nil {
+			if port := svc.Port(b.Port); port != nil {
+				t.addCluster(svc, port)
+			}
+		}
+	}
+	if len(weighted) == 0 {
+		return nil
+	}
+	ra := &routev3.RouteAction{}
+	if len(weighted) == 1 {
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: weighted[0].Name}
+	} else {
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: weighted}}
+	}
+	if a.Timeout != nil {
+		ra.Timeout = durationpb.New(*a.Timeout)
+	}
+	if rw := a.Rewrite; rw != nil {
+		if rw.Hostname != "" {
+			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Hostname}
+		}
+		if pm := rw.Path; pm != nil {
+			switch pm.Kind {
+			case model.ReplaceFullPath:
+				// regex_rewrite replaces the matched part of the path (the query
+				// string is kept): match all of it.
+				ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+					Pattern:      &matcherv3.RegexMatcher{Regex: "^/.*$"},
+					Substitution: pm.Value,
+				}
+			case model.ReplacePrefixMatch:
+				setPrefixRewrite(ra, path, pm.Value)
+			}
+		}
+	}
+	return ra
+}
+
+// setPrefixRewrite replaces the matched path prefix. path_separated_prefix
+// matches "/foo" without its trailing slash, so a plain prefix_rewrite works
+// except in two cases done with a regex (as Envoy Gateway does): replacing a
+// prefix with "/" (which must not leave "//rest"), and replacing the root
+// prefix "/" (which must keep the separator before the rest).
+func setPrefixRewrite(ra *routev3.RouteAction, path model.PathMatch, replacement string) {
+	prefix := strings.TrimRight(path.Value, "/")
+	switch {
+	case prefix == "" && replacement != "/":
+		ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+			Pattern:      &matcherv3.RegexMatcher{Regex: "^/"},
+			Substitution: strings.TrimRight(replacement, "/") + "/",
+		}
+	case prefix != "" && replacement == "/":
+		ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+			Pattern:      &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(prefix) + "/*"},
+			Substitution: "/",
+		}
+	case prefix != "":
+		ra.PrefixRewrite = strings.TrimRight(replacement, "/")
+	default:
+		ra.PrefixRewrite = replacement
+	}
+}
+
+func internalError() *routev3.Route_DirectResponse {
+	return &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+		Status: 500,
+		Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: noBackendBody}},
+	}}
+}
+
+// wellKnownPort is the port a scheme implies; 0 when it has none.
+func wellKnownPort(scheme string) int32 {
+	switch scheme {
+	case "http":
+		return 80
+	case "https":
+		return 443
+	}
+	return 0
+}
+
+// redirect follows the Gateway API port rules: an explicit port wins; else a
+// scheme implies its well-known port; else the listener's port is kept. The
+// port appears in Location (port_redirect) only when it is not the scheme's
+// well-known one; host ports are stripped before routing, so leaving
+// port_redirect unset means "no port".
+func redirect(rd *model.Redirect, path model.PathMatch, listenerPort int32) *routev3.RedirectAction {
+	ra := &routev3.RedirectAction{HostRedirect: rd.Hostname}
+	scheme := strings.ToLower(rd.Scheme)
+	if scheme != "" {
+		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: scheme}
+	}
+	effectiveScheme := scheme
+	if effectiveScheme == "" {
+		effectiveScheme = "http"
+	}
+	port := rd.Port
+	if port == 0 {
+		port = cmp.Or(wellKnownPort(scheme), listenerPort)
+	}
+	if port != 0 && port != wellKnownPort(effectiveScheme) {
+		ra.PortRedirect = uint32(port)
+	}
+	if pm := rd.Path; pm != nil {
+		switch pm.Kind {
+		case model.ReplaceFullPath:
+			ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: pm.Value}
+		case model.ReplacePrefixMatch:
+			// As for rewrites: the matched prefix has no trailing slash,
+			// except the root prefix "/", whose slash the replacement must keep.
+			value := strings.TrimRight(pm.Value, "/")
+			if strings.TrimRight(path.Value, "/") == "" || value == "" {
+				value += "/"
+			}
+			ra.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: value}
+		}
+	}
+	switch rd.StatusCode {
+	case 301:
+		ra.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
+	case 303:
+		ra.ResponseCode = routev3.RedirectAction_SEE_OTHER
+	case 307:
+		ra.ResponseCode = routev3.RedirectAction_TEMPORARY_REDIRECT
+	case 308:
+		ra.ResponseCode = routev3.RedirectAction_PERMANENT_REDIRECT
+	default:
+		ra.ResponseCode = routev3.RedirectAction_FOUND
+	}
+	return ra
+}
+
+func headersToAdd(h *model.HeaderModifier) []*corev3.HeaderValueOption {
+	out := make([]*corev3.HeaderValueOption, 0, len(h.Set)+len(h.Add))
+	for _, s := range h.Set {
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: s.Name, Value: s.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	for _, a := range h.Add {
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: a.Name, Value: a.Value},
+			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+		})
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

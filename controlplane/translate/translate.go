@@ -1,0 +1,359 @@
+// Package translate turns the compiled model into the Envoy v3 resources one
+// proxy node receives, following the wire contract in docs/xds.md exactly: it
+// emits only the fields the meshgate proxy implements, and every resource
+// passes its proto's Validate().
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// Names of the sidecar's listeners and route configurations.
+const (
+	InboundName  = "inbound"
+	OutboundName = "outbound"
+)
+
+// Filter and extension names.
+const (
+	httpConnectionManagerName = "envoy.filters.network.http_connection_manager"
+	routerFilterName          = "envoy.filters.http.router"
+	httpProtocolOptionsName   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	endpointMetadataKey       = "meshgate"
+)
+
+// Fixed connection manager and cluster settings.
+const (
+	requestHeadersTimeout = 10 * time.Second
+	streamIdleTimeout     = 5 * time.Minute
+	connectionIdleTimeout = 5 * time.Minute
+	maxRequestHeadersKB   = 60
+	connectTimeout        = 5 * time.Second
+)
+
+// Resources is everything one node receives, each slice sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// Messages returns every resource, listeners first.
+func (r *Resources) Messages() []proto.Message {
+	out := make([]proto.Message, 0, len(r.Listeners)+len(r.Routes)+len(r.Clusters)+len(r.Endpoints))
+	for _, l := range r.Listeners {
+		out = append(out, l)
+	}
+	for _, rc := range r.Routes {
+		out = append(out, rc)
+	}
+	for _, c := range r.Clusters {
+		out = append(out, c)
+	}
+	for _, e := range r.Endpoints {
+		out = append(out, e)
+	}
+	return out
+}
+
+// Translate builds the resources for one node. A node with an unknown role, or
+// a gateway node whose Gateway does not exist, gets empty Resources and no
+// error; malformed node metadata is an error.
+func Translate(m *model.Model, node NodeInfo) (*Resources, error) {
+	t := &translator{model: m, clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+	res := &Resources{}
+	var err error
+	switch node.Role {
+	case RoleGateway:
+		err = t.gateway(res, node)
+	case RoleSidecar:
+		err = t.sidecar(res, node)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.clusters)) {
+		res.Clusters = append(res.Clusters, t.clusters[name])
+		if cla, ok := t.endpoints[name]; ok {
+			res.Endpoints = append(res.Endpoints, cla)
+		}
+	}
+	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	return res, nil
+}
+
+type translator struct {
+	model     *model.Model
+	clusters  map[string]*clusterv3.Cluster
+	endpoints map[string]*endpointv3.ClusterLoadAssignment
+}
+
+func (t *translator) gateway(res *Resources, node NodeInfo) error {
+	gw := t.model.Gateway(node.Namespace, node.Gateway)
+	if gw == nil {
+		return nil
+	}
+	for _, port := range gw.Ports {
+		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
+		l, err := listener(name, gw.Address, uint32(port.Number), corev3.TrafficDirection_UNSPECIFIED, true)
+		if err != nil {
+			return err
+		}
+		rc := &routev3.RouteConfiguration{Name: name}
+		for _, vh := range port.VirtualHosts {
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    name + "/" + vh.Hostname,
+				Domains: []string{vh.Hostname},
+				Routes:  t.routes(vh.Rules, port.Number),
+			})
+		}
+		res.Listeners = append(res.Listeners, l)
+		res.Routes = append(res.Routes, rc)
+	}
+	return nil
+}
+
+func (t *translator) sidecar(res *Resources, node NodeInfo) error {
+	if node.InboundAddress != "" && node.AppAddress != "" {
+		if err := t.inbound(res, node); err != nil {
+			return err
+		}
+	}
+	outHost, outPort, err := splitAddress("outbound_address", cmp.Or(node.OutboundAddress, DefaultOutboundAddress))
+	if err != nil {
+		return err
+	}
+	l, err := listener(OutboundName, outHost, outPort, corev3.TrafficDirection_OUTBOUND, false)
+	if err != nil {
+		return err
+	}
+	rc := &routev3.RouteConfiguration{Name: OutboundName}
+	for _, svc := range t.model.Services {
+		var routes []*routev3.Route
+		if len(svc.Routes) > 0 {
+			routes = t.routes(svc.Routes, svc.Ports[0].Number)
+		} else {
+			port := svc.Ports[0]
+			t.addCluster(svc, port)
+			routes = []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}},
+			}}
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    svc.Namespace + "/" + svc.Name,
+			Domains: serviceDomains(svc, node.Namespace),
+			Routes:  routes,
+		})
+	}
+	res.Listeners = append(res.Listeners, l)
+	res.Routes = append(res.Routes, rc)
+	return nil
+}
+
+// serviceDomains are the hosts a service is called by: name.namespace and
+// name.namespace:port; the bare name (and name:port) only for services in the
+// caller's namespace, so that two namespaces' services of the same name do not
+// claim the same domain.
+func serviceDomains(svc *model.Service, callerNamespace string) []string {
+	var domains []string
+	bases := []string{svc.Name + "." + svc.Namespace}
+	if svc.Namespace == callerNamespace {
+		bases = []string{svc.Name, svc.Name + "." + svc.Namespace}
+	}
+	for _, base := range bases {
+		domains = append(domains, base)
+		for _, p := range svc.Ports {
+			domains = append(domains, base+":"+strconv.Itoa(int(p.Number)))
+		}
+	}
+	return domains
+}
+
+func (t *translator) inbound(res *Resources, node NodeInfo) error {
+	inHost, inPort, err := splitAddress("inbound_address", node.InboundAddress)
+	if err != nil {
+		return err
+	}
+	appHost, appPort, err := splitAddress("app_address", node.AppAddress)
+	if err != nil {
+		return err
+	}
+	l, err := listener(InboundName, inHost, inPort, corev3.TrafficDirection_INBOUND, false)
+	if err != nil {
+		return err
+	}
+	clusterName := "inbound|" + node.Service
+	c := &clusterv3.Cluster{
+		Name:                 clusterName,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: clusterName,
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil)}}},
+		},
+	}
+	if svc := t.model.Service(node.Namespace, node.Service); svc != nil && svc.Ports[0].Protocol == model.ProtocolHTTP2 {
+		if err := setHTTP2(c); err != nil {
+			return err
+		}
+	}
+	t.clusters[clusterName] = c
+	res.Listeners = append(res.Listeners, l)
+	res.Routes = append(res.Routes, &routev3.RouteConfiguration{
+		Name: InboundName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    InboundName,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: clusterName}}},
+			}},
+		}},
+	})
+	return nil
+}
+
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+// listener builds a listener whose HTTP connection manager takes its routes,
+// named like the listener, over RDS.
+func listener(name, host string, port uint32, direction corev3.TrafficDirection, edge bool) (*listenerv3.Listener, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: router config: %w", name, err)
+	}
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       routerFilterName,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+		}},
+		StripPortMode:             &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+		RequestHeadersTimeout:     durationpb.New(requestHeadersTimeout),
+		StreamIdleTimeout:         durationpb.New(streamIdleTimeout),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
+		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+	}
+	if edge {
+		hcm.UseRemoteAddress = wrapperspb.Bool(true)
+	}
+	hcmAny, err := anypb.New(hcm)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: connection manager: %w", name, err)
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(host, port),
+		TrafficDirection: direction,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       httpConnectionManagerName,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
+			}},
+		}},
+	}, nil
+}
+
+func socketAddress(host string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// addCluster records the EDS cluster of a service port and its endpoints.
+func (t *translator) addCluster(svc *model.Service, port *model.ServicePort) {
+	if _, ok := t.clusters[port.Cluster]; ok {
+		return
+	}
+	c := &clusterv3.Cluster{
+		Name:                 port.Cluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource()},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if port.Protocol == model.ProtocolHTTP2 {
+		// Cannot fail: HttpProtocolOptions always marshals.
+		_ = setHTTP2(c)
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: port.Cluster}
+	if len(port.Endpoints) > 0 {
+		locality := &endpointv3.LocalityLbEndpoints{}
+		for _, ep := range port.Endpoints {
+			locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels))
+		}
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality}
+	}
+	t.clusters[port.Cluster] = c
+	t.endpoints[port.Cluster] = cla
+}
+
+func setHTTP2(c *clusterv3.Cluster) error {
+	opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %q: protocol options: %w", c.Name, err)
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsName: opts}
+	return nil
+}
+
+func lbEndpoint(host string, port uint32, labels map[string]string) *endpointv3.LbEndpoint {
+	ep := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+		Address: socketAddress(host, port),
+	}}}
+	if len(labels) > 0 {
+		fields := make(map[string]*structpb.Value, len(labels))
+		for k, v := range labels {
+			fields[k] = structpb.NewStringValue(v)
+		}
+		ep.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			endpointMetadataKey: {Fields: fields},
+		}}
+	}
+	return ep
+}

@@ -1,0 +1,11 @@
+package translate
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+)
+
+type (
+	clusterT = clusterv3.Cluster
+	claT     = endpointv3.ClusterLoadAssignment
+)

@@ -1,0 +1,325 @@
+// Package xds serves the translated model to proxies over the Envoy v3
+// aggregated discovery service (state of the world, ordered), with
+// go-control-plane's snapshot cache. It learns who a proxy is from its first
+// request, builds that node's snapshot from the current model, rebuilds every
+// known node's snapshot when the model changes, and tracks what each proxy
+// acknowledged or rejected.
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	cplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/controlplane/translate"
+)
+
+// Limits of the gRPC server.
+const (
+	maxRecvMsgSize       = 4 << 20
+	maxSendMsgSize       = 64 << 20
+	maxConcurrentStreams = 10000
+)
+
+// ProxyStatus is what the control plane knows of one connected proxy.
+type ProxyStatus struct {
+	ID          string    `json:"id"`
+	Role        string    `json:"role"`
+	Name        string    `json:"name"`
+	Namespace   string    `json:"namespace"`
+	ConnectedAt time.Time `json:"connectedAt"`
+	// Version is the content hash of the snapshot the node was last given.
+	Version string `json:"version"`
+	// Acked maps a type URL to the last version the proxy accepted.
+	Acked map[string]string `json:"acked"`
+	// Nacked maps a type URL to the error detail of the proxy's last
+	// rejection of that type; cleared when a later version is accepted.
+	Nacked map[string]string `json:"nacked"`
+}
+
+// node is a connected proxy.
+type node struct {
+	info        translate.NodeInfo
+	connectedAt time.Time
+	streams     int
+	resources   *translate.Resources
+	version     string
+	acked       map[string]string
+	nacked      map[string]string
+}
+
+// Server serves xDS. Create it with New.
+type Server struct {
+	logger *slog.Logger
+	cache  cachev3.SnapshotCache
+	xds    xdsserver.Server
+
+	mu      sync.Mutex
+	model   *model.Model
+	nodes   map[string]*node // by node id
+	streams map[int64]string // stream id -> node id
+}
+
+// New returns a server holding an empty model. ctx bounds the server's
+// background work.
+func New(ctx context.Context, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	empty, _ := model.Compile(nil) // an empty set always compiles
+	s := &Server{
+		logger:  logger,
+		model:   empty,
+		nodes:   map[string]*node{},
+		streams: map[int64]string{},
+	}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger))
+	s.xds = xdsserver.NewServer(ctx, s.cache, xdsserver.CallbackFuncs{
+		StreamRequestFunc: s.onStreamRequest,
+		StreamClosedFunc:  s.onStreamClosed,
+	}, serverv3.WithOrderedADS())
+	return s
+}
+
+// cacheLogger routes go-control-plane's logs to slog at debug level; its
+// warnings stay warnings.
+func cacheLogger(l *slog.Logger) cplog.Logger {
+	return cplog.LoggerFuncs{
+		DebugFunc: func(f string, a ...any) { l.Debug(fmt.Sprintf(f, a...), "component", "xds-cache") },
+		InfoFunc:  func(f string, a ...any) { l.Debug(fmt.Sprintf(f, a...), "component", "xds-cache") },
+		WarnFunc:  func(f string, a ...any) { l.Warn(fmt.Sprintf(f, a...), "component", "xds-cache") },
+		ErrorFunc: func(f string, a ...any) { l.Error(fmt.Sprintf(f, a...), "component", "xds-cache") },
+	}
+}
+
+// NewGRPCServer returns a gRPC server with meshgate's keepalive and size limits.
+func NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	base := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxRecvMsgSize),
+		grpc.MaxSendMsgSize(maxSendMsgSize),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	return grpc.NewServer(append(base, opts...)...)
+}
+
+// Register adds ADS, and the separate CDS, EDS, LDS and RDS services for
+// clients that do not aggregate, to g.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+}
+
+// Serve serves xDS on lis until ctx is done.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g := NewGRPCServer()
+	s.Register(g)
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	select {
+	case <-ctx.Done():
+		// xDS streams never end on their own: stop rather than drain.
+		g.Stop()
+		<-errc
+		return nil
+	case err := <-errc:
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve xds on %s: %w", lis.Addr(), err)
+		}
+		return nil
+	}
+}
+
+// SetModel makes m the served model and rebuilds every connected node's
+// snapshot from it.
+func (s *Server) SetModel(ctx context.Context, m *model.Model) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.model = m
+	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
+		s.updateNodeLocked(ctx, id, s.nodes[id])
+	}
+}
+
+// Proxies returns the connected proxies, sorted by id.
+func (s *Server) Proxies() []ProxyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(s.nodes))
+	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
+		n := s.nodes[id]
+		out = append(out, ProxyStatus{
+			ID:          id,
+			Role:        n.info.Role,
+			Name:        n.info.Name(),
+			Namespace:   n.info.Namespace,
+			ConnectedAt: n.connectedAt,
+			Version:     n.version,
+			Acked:       maps.Clone(n.acked),
+			Nacked:      maps.Clone(n.nacked),
+		})
+	}
+	return out
+}
+
+// Resources returns what is served to the connected node id and its version.
+func (s *Server) Resources(id string) (*translate.Resources, string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.nodes[id]
+	if !ok {
+		return nil, "", false
+	}
+	return n.resources, n.version, true
+}
+
+func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, known := s.streams[streamID]
+	if !known {
+		if req.GetNode() == nil {
+			return errors.New("the first request of a stream must carry the node")
+		}
+		id = req.GetNode().GetId()
+		s.streams[streamID] = id
+		n, ok := s.nodes[id]
+		if !ok {
+			n = &node{
+				info:        translate.NodeInfoFromNode(req.GetNode()),
+				connectedAt: time.Now().UTC(),
+				acked:       map[string]string{},
+				nacked:      map[string]string{},
+			}
+			s.nodes[id] = n
+			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())
+			s.updateNodeLocked(context.Background(), id, n)
+		}
+		n.streams++
+	}
+	n := s.nodes[id]
+	if req.GetResponseNonce() == "" {
+		return nil
+	}
+	if detail := req.GetErrorDetail(); detail != nil {
+		n.nacked[req.GetTypeUrl()] = detail.GetMessage()
+		s.logger.Warn("proxy rejected configuration", "node", id, "type", req.GetTypeUrl(), "version", req.GetVersionInfo(), "error", detail.GetMessage())
+		return nil
+	}
+	if n.acked[req.GetTypeUrl()] != req.GetVersionInfo() {
+		s.logger.Debug("proxy accepted configuration", "node", id, "type", req.GetTypeUrl(), "version", req.GetVersionInfo())
+	}
+	n.acked[req.GetTypeUrl()] = req.GetVersionInfo()
+	delete(n.nacked, req.GetTypeUrl())
+	return nil
+}
+
+func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.streams[streamID]
+	if !ok {
+		return
+	}
+	delete(s.streams, streamID)
+	n := s.nodes[id]
+	n.streams--
+	if n.streams > 0 {
+		return
+	}
+	delete(s.nodes, id)
+	s.cache.ClearSnapshot(id)
+	s.logger.Info("proxy disconnected", "node", id)
+}
+
+// updateNodeLocked translates the model for one node and sets its snapshot.
+// A node that cannot be translated gets an empty configuration.
+func (s *Server) updateNodeLocked(ctx context.Context, id string, n *node) {
+	switch n.info.Role {
+	case translate.RoleGateway, translate.RoleSidecar:
+	default:
+		s.logger.Warn("proxy has no known role: serving it an empty configuration", "node", id, "role", n.info.Role)
+	}
+	res, err := translate.Translate(s.model, n.info)
+	if err != nil {
+		s.logger.Warn("cannot build proxy configuration: serving it an empty configuration", "node", id, "error", err)
+		res = &translate.Resources{}
+	}
+	snap, version, err := snapshot(res)
+	if err != nil {
+		s.logger.Error("cannot build snapshot", "node", id, "error", err)
+		return
+	}
+	if err := s.cache.SetSnapshot(ctx, id, snap); err != nil {
+		s.logger.Error("cannot set snapshot", "node", id, "error", err)
+		return
+	}
+	n.resources, n.version = res, version
+}
+
+// snapshot builds a snapshot whose version for each type is a hash of that
+// type's resources, so a type is resent only when it changed; the returned
+// version hashes everything.
+func snapshot(res *translate.Resources) (*cachev3.Snapshot, string, error) {
+	snap := &cachev3.Snapshot{}
+	all := sha256.New()
+	add := func(typ types.ResponseType, items []types.Resource) error {
+		h := sha256.New()
+		for _, item := range items {
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(item)
+			if err != nil {
+				return fmt.Errorf("marshal %T: %w", item, err)
+			}
+			h.Write(b)
+			all.Write(b)
+		}
+		snap.Resources[typ] = cachev3.NewResources(hex.EncodeToString(h.Sum(nil)[:8]), items)
+		return nil
+	}
+	err := errors.Join(
+		add(types.Listener, asResources(res.Listeners)),
+		add(types.Route, asResources(res.Routes)),
+		add(types.Cluster, asResources(res.Clusters)),
+		add(types.Endpoint, asResources(res.Endpoints)),
+	)
+	if err != nil {
+		return nil, "", err
+	}
+	return snap, hex.EncodeToString(all.Sum(nil)[:8]), nil
+}
+
+func asResources[M types.Resource](in []M) []types.Resource {
+	out := make([]types.Resource, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
+}

@@ -1,0 +1,454 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/dataplane/httpproxy"
+	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/upstream"
+	"github.com/meshgate/meshgate/dataplane/xdscheck"
+	"github.com/meshgate/meshgate/dataplane/xdsclient"
+)
+
+// state is the last accepted resources of every type.
+type state struct {
+	versions   map[string]string
+	clusters   map[string]*clusterv3.Cluster
+	endpoints  map[string]*endpointv3.ClusterLoadAssignment
+	listeners  map[string]*listenerSpec
+	routes     map[string]*routeSpec
+	ldsApplied bool
+}
+
+func newState() state {
+	return state{
+		versions:  make(map[string]string),
+		clusters:  make(map[string]*clusterv3.Cluster),
+		endpoints: make(map[string]*endpointv3.ClusterLoadAssignment),
+		listeners: make(map[string]*listenerSpec),
+		routes:    make(map[string]*routeSpec),
+	}
+}
+
+// routeSpec is an accepted RouteConfiguration and its compiled table. The
+// same *routeSpec is kept while the proto is unchanged, so pointer equality
+// means "same table".
+type routeSpec struct {
+	config *routev3.RouteConfiguration
+	table  *router.Table
+}
+
+// apply is the xdsclient.ApplyFunc: check, prepare, commit, then sync the
+// runtime. Any error leaves the accepted state and the runtime unchanged.
+func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Message, version string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return errors.New("proxy is stopping")
+	}
+	err := p.applyLocked(typeURL, resources)
+	if err != nil {
+		p.stats.rejected.Add(1)
+		p.logger.Warn("xDS update rejected", "type", typeName(typeURL), "version", version, "error", err)
+		return err
+	}
+	p.stats.accepted.Add(1)
+	p.state.versions[typeURL] = version
+	p.sync(time.Now())
+	p.logger.Info("xDS update applied", "type", typeName(typeURL), "version", version, "resources", len(resources))
+	return nil
+}
+
+func (p *Proxy) applyLocked(typeURL string, resources []proto.Message) error {
+	var errs []error
+	for _, r := range resources {
+		if err := xdscheck.Check(r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	switch typeURL {
+	case xdsclient.ClusterType:
+		return p.applyClusters(resources)
+	case xdsclient.EndpointType:
+		return p.applyEndpoints(resources)
+	case xdsclient.ListenerType:
+		return p.applyListeners(resources)
+	case xdsclient.RouteType:
+		return p.applyRoutes(resources)
+	}
+	return fmt.Errorf("resource type %q not supported", typeURL)
+}
+
+// applyClusters builds the cluster objects of a CDS update, reusing the live
+// object of every cluster whose proto is unchanged so its pools survive.
+func (p *Proxy) applyClusters(resources []proto.Message) error {
+	next := make(map[string]*clusterv3.Cluster, len(resources))
+	for _, r := range resources {
+		c, ok := r.(*clusterv3.Cluster)
+		if !ok {
+			return fmt.Errorf("resource of type %T in a Cluster update", r)
+		}
+		if _, dup := next[c.GetName()]; dup {
+			return fmt.Errorf("cluster %q: defined twice", c.GetName())
+		}
+		next[c.GetName()] = c
+	}
+	accepted := make(map[string]*liveCluster, len(next))
+	var fresh []*upstream.Cluster
+	for name, c := range next {
+		if lc := p.clusters[name]; lc != nil && proto.Equal(lc.cluster.Config(), c) {
+			accepted[name] = lc
+			continue
+		}
+		uc, err := upstream.NewCluster(c, p.logger)
+		if err != nil {
+			for _, f := range fresh {
+				f.Close()
+			}
+			return fmt.Errorf("cluster %q: %w", name, err)
+		}
+		fresh = append(fresh, uc)
+		lc := &liveCluster{cluster: uc}
+		if c.GetType() == clusterv3.Cluster_EDS {
+			lc.endpoint = edsName(c)
+		}
+		accepted[name] = lc
+	}
+	p.state.clusters = next
+	p.accepted = accepted
+	// Keep only the endpoints the accepted clusters still follow.
+	wanted := make(map[string]bool, len(accepted))
+	for _, lc := range accepted {
+		wanted[lc.endpoint] = true
+	}
+	maps.DeleteFunc(p.state.endpoints, func(name string, _ *endpointv3.ClusterLoadAssignment) bool { return !wanted[name] })
+	return nil
+}
+
+func edsName(c *clusterv3.Cluster) string {
+	if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+		return n
+	}
+	return c.GetName()
+}
+
+// applyEndpoints checks every ClusterLoadAssignment on a scratch cluster, then
+// merges them into the accepted endpoints (state of the world for the
+// subscribed names; resources not in the response keep their last value).
+func (p *Proxy) applyEndpoints(resources []proto.Message) error {
+	next := maps.Clone(p.state.endpoints)
+	seen := make(map[string]bool, len(resources))
+	for _, r := range resources {
+		cla, ok := r.(*endpointv3.ClusterLoadAssignment)
+		if !ok {
+			return fmt.Errorf("resource of type %T in a ClusterLoadAssignment update", r)
+		}
+		name := cla.GetClusterName()
+		if seen[name] {
+			return fmt.Errorf("cluster load assignment %q: defined twice", name)
+		}
+		seen[name] = true
+		if err := checkEndpoints(cla); err != nil {
+			return fmt.Errorf("cluster load assignment %q: %w", name, err)
+		}
+		next[name] = cla
+	}
+	p.state.endpoints = next
+	return nil
+}
+
+// checkEndpoints runs cla through the same code a live cluster would, on a
+// throwaway cluster, so that a bad assignment is NACKed before anything changes.
+func checkEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
+	scratch, err := upstream.NewCluster(&clusterv3.Cluster{
+		Name:                 cla.GetClusterName(),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		}},
+	}, nil)
+	if err != nil {
+		return err
+	}
+	defer scratch.Close()
+	return scratch.SetEndpoints(cla)
+}
+
+// applyRoutes compiles every RouteConfiguration (reusing unchanged ones) and
+// merges them into the accepted routes.
+func (p *Proxy) applyRoutes(resources []proto.Message) error {
+	next := maps.Clone(p.state.routes)
+	seen := make(map[string]bool, len(resources))
+	var errs []error
+	for _, r := range resources {
+		rc, ok := r.(*routev3.RouteConfiguration)
+		if !ok {
+			return fmt.Errorf("resource of type %T in a RouteConfiguration update", r)
+		}
+		name := rc.GetName()
+		if seen[name] {
+			return fmt.Errorf("route configuration %q: defined twice", name)
+		}
+		seen[name] = true
+		spec, err := compileRoutes(rc, p.state.routes[name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		next[name] = spec
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	p.state.routes = next
+	return nil
+}
+
+// compileRoutes returns old when rc equals its proto, else a new compiled spec.
+func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec) (*routeSpec, error) {
+	if old != nil && proto.Equal(old.config, rc) {
+		return old, nil
+	}
+	table, err := router.Compile(rc)
+	if err != nil {
+		return nil, fmt.Errorf("route configuration %q: %w", rc.GetName(), err)
+	}
+	return &routeSpec{config: rc, table: table}, nil
+}
+
+// applyListeners parses every listener, binds the new addresses (a failed
+// bind rejects the whole update), then commits: servers whose address is gone
+// drain in the background, the others get their new route tables in sync.
+func (p *Proxy) applyListeners(resources []proto.Message) error {
+	specs := make(map[string]*listenerSpec, len(resources))
+	byAddress := make(map[string]string, len(resources))
+	var errs []error
+	for _, r := range resources {
+		l, ok := r.(*listenerv3.Listener)
+		if !ok {
+			return fmt.Errorf("resource of type %T in a Listener update", r)
+		}
+		if _, dup := specs[l.GetName()]; dup {
+			return fmt.Errorf("listener %q: defined twice", l.GetName())
+		}
+		spec, err := parseListener(l, p.state.listeners[l.GetName()])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if other, dup := byAddress[spec.address]; dup {
+			errs = append(errs, fmt.Errorf("listener %q: address %s already used by listener %q", spec.name, spec.address, other))
+			continue
+		}
+		byAddress[spec.address] = spec.name
+		specs[spec.name] = spec
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+
+	// Bind every address not served yet; unchanged ones keep their server.
+	bound := make(map[string]*server)
+	for _, spec := range specs {
+		if s := p.servers[spec.address]; s != nil {
+			continue
+		}
+		s, err := listen(spec, p.logger)
+		if err != nil {
+			for _, b := range bound {
+				_ = b.ln.Close()
+			}
+			return err
+		}
+		bound[spec.address] = s
+	}
+
+	// Commit.
+	for addr, s := range p.servers {
+		spec := specs[byAddress[addr]]
+		if spec != nil && spec.params == s.params {
+			s.listener = spec.name
+			continue
+		}
+		delete(p.servers, addr)
+		_ = s.ln.Close() // stop accepting now; drain in the background
+		p.drainInBackground(s)
+		if spec == nil {
+			continue
+		}
+		// Same address, new server settings: rebind on the port just released.
+		ns, err := listen(spec, p.logger)
+		if err != nil {
+			p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
+			continue
+		}
+		bound[addr] = ns
+	}
+	for addr, s := range bound {
+		p.servers[addr] = s
+		p.serve(s)
+	}
+	p.state.listeners = specs
+	p.state.ldsApplied = true
+	wanted := make(map[string]bool, len(specs))
+	for _, spec := range specs {
+		wanted[spec.rds] = true
+	}
+	maps.DeleteFunc(p.state.routes, func(name string, _ *routeSpec) bool { return !wanted[name] })
+	p.ready.Store(true)
+	return nil
+}
+
+// sync builds the runtime from the accepted state: endpoints into cluster
+// objects, route tables into listeners (make before break), the live cluster
+// set, and a new httpproxy.Config stored into every listener. Clusters no
+// longer live are closed after the swap.
+func (p *Proxy) sync(now time.Time) {
+	for _, lc := range p.accepted {
+		if lc.endpoint == "" {
+			continue
+		}
+		cla := p.state.endpoints[lc.endpoint]
+		if cla == nil || lc.applied == cla {
+			continue
+		}
+		if err := lc.cluster.SetEndpoints(cla); err != nil {
+			p.logger.Error("setting endpoints failed", "cluster", lc.cluster.Config().GetName(), "error", err)
+			continue
+		}
+		lc.applied = cla
+	}
+
+	var nextDeadline time.Time
+	for _, s := range p.servers {
+		spec := p.state.listeners[s.listener]
+		if spec == nil {
+			continue
+		}
+		desired := spec.inline
+		if desired == nil {
+			desired = p.state.routes[spec.rds]
+		}
+		if desired == nil || desired == s.active {
+			s.pending = nil
+			continue // not received yet, or unchanged
+		}
+		if s.pending != desired {
+			s.pending, s.pendingSince = desired, now
+		}
+		missing := p.missingClusters(desired.table)
+		expired := now.Sub(s.pendingSince) >= holdTimeout
+		if s.active != nil && len(missing) > 0 && !expired {
+			if deadline := s.pendingSince.Add(holdTimeout); nextDeadline.IsZero() || deadline.Before(nextDeadline) {
+				nextDeadline = deadline
+			}
+			p.logger.Debug("holding route table until its clusters arrive", "listener", s.listener, "missing", missing)
+			continue
+		}
+		if len(missing) > 0 {
+			p.logger.Warn("installing route table with missing clusters", "listener", s.listener,
+				"route_config", desired.config.GetName(), "missing", missing)
+		}
+		s.active, s.pending = desired, nil
+	}
+
+	live := make(map[string]*liveCluster, len(p.accepted))
+	for name, lc := range p.accepted {
+		live[name] = lc
+	}
+	for _, s := range p.servers {
+		if s.active == nil {
+			continue
+		}
+		for _, name := range s.active.table.Clusters() {
+			if _, ok := live[name]; !ok {
+				if old := p.clusters[name]; old != nil {
+					live[name] = old // removed from CDS, still routed to: keep
+				}
+			}
+		}
+	}
+	clusters := make(map[string]*upstream.Cluster, len(live))
+	for name, lc := range live {
+		clusters[name] = lc.cluster
+	}
+	for _, s := range p.servers {
+		if s.active == nil {
+			continue
+		}
+		spec := p.state.listeners[s.listener]
+		s.handler.stripAnyHostPort.Store(spec != nil && spec.stripAnyHostPort)
+		s.handler.proxy.Store(&httpproxy.Config{
+			Routes:           s.active.table,
+			Clusters:         clusters,
+			UseRemoteAddress: spec != nil && spec.useRemoteAddress,
+		})
+	}
+	for name, old := range p.clusters {
+		if live[name] != old {
+			old.cluster.Close()
+		}
+	}
+	p.clusters = live
+
+	if p.holdTimer != nil {
+		p.holdTimer.Stop()
+		p.holdTimer = nil
+	}
+	if !nextDeadline.IsZero() {
+		p.holdTimer = time.AfterFunc(nextDeadline.Sub(now), p.onHoldExpired)
+	}
+}
+
+// onHoldExpired re-syncs when a held route table's wait is over.
+func (p *Proxy) onHoldExpired() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	p.sync(time.Now())
+}
+
+// missingClusters lists the clusters table routes to that are not accepted,
+// or whose endpoints have not arrived.
+func (p *Proxy) missingClusters(table *router.Table) []string {
+	var missing []string
+	for _, name := range table.Clusters() {
+		lc := p.accepted[name]
+		if lc == nil || lc.endpoint != "" && p.state.endpoints[lc.endpoint] == nil {
+			missing = append(missing, name)
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
+
+func typeName(typeURL string) string {
+	switch typeURL {
+	case xdsclient.ClusterType:
+		return "CDS"
+	case xdsclient.EndpointType:
+		return "EDS"
+	case xdsclient.ListenerType:
+		return "LDS"
+	case xdsclient.RouteType:
+		return "RDS"
+	}
+	return typeURL
+}

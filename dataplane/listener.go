@@ -1,0 +1,216 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/meshgate/meshgate/dataplane/httpproxy"
+)
+
+// Server defaults when the HttpConnectionManager leaves a setting unset.
+const (
+	defaultRequestHeadersTimeout = 10 * time.Second
+	defaultIdleTimeout           = 5 * time.Minute
+	defaultMaxRequestHeaderBytes = 60 << 10 // Envoy's default max_request_headers_kb
+)
+
+// listenerSpec is an accepted Listener, parsed.
+type listenerSpec struct {
+	config           *listenerv3.Listener
+	name, address    string
+	params           serverParams
+	useRemoteAddress bool
+	stripAnyHostPort bool
+	rds              string     // route configuration name, "" when inline
+	inline           *routeSpec // inline route_config, compiled
+}
+
+// serverParams are the http.Server settings a listener fixes; a change of any
+// of them needs a new server.
+type serverParams struct {
+	http1, h2c        bool
+	readHeaderTimeout time.Duration
+	idleTimeout       time.Duration
+	maxHeaderBytes    int
+}
+
+// parseListener reads a Listener already checked by xdscheck. old, the
+// listener of the same name last accepted, lets an unchanged inline route
+// table be reused.
+func parseListener(l *listenerv3.Listener, old *listenerSpec) (*listenerSpec, error) {
+	errorf := func(format string, args ...any) error {
+		return fmt.Errorf("listener %q: "+format, append([]any{l.GetName()}, args...)...)
+	}
+	sa := l.GetAddress().GetSocketAddress()
+	if _, err := netip.ParseAddr(sa.GetAddress()); err != nil {
+		return nil, errorf("address.socket_address.address: %q is not an IP address", sa.GetAddress())
+	}
+	spec := &listenerSpec{
+		config:  l,
+		name:    l.GetName(),
+		address: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		return nil, errorf("filter_chains[0].filters[0].typed_config: %w", err)
+	}
+	switch hcm.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO:
+		spec.params.http1, spec.params.h2c = true, true
+	case hcmv3.HttpConnectionManager_HTTP1:
+		spec.params.http1 = true
+	case hcmv3.HttpConnectionManager_HTTP2:
+		spec.params.h2c = true
+	default:
+		return nil, errorf("codec_type %v not supported", hcm.GetCodecType())
+	}
+	spec.params.readHeaderTimeout = defaultRequestHeadersTimeout
+	if d := hcm.GetRequestHeadersTimeout(); d != nil {
+		spec.params.readHeaderTimeout = d.AsDuration() // zero: no timeout
+	}
+	spec.params.idleTimeout = defaultIdleTimeout
+	if d := hcm.GetCommonHttpProtocolOptions().GetIdleTimeout(); d != nil {
+		spec.params.idleTimeout = d.AsDuration()
+		if spec.params.idleTimeout == 0 {
+			spec.params.idleTimeout = -1 // Envoy: zero disables; http.Server: negative disables
+		}
+	}
+	spec.params.maxHeaderBytes = defaultMaxRequestHeaderBytes
+	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {
+		spec.params.maxHeaderBytes = int(kb.GetValue()) << 10
+	}
+	spec.useRemoteAddress = hcm.GetUseRemoteAddress().GetValue()
+	spec.stripAnyHostPort = hcm.GetStripAnyHostPort()
+	if rc := hcm.GetRouteConfig(); rc != nil {
+		var oldInline *routeSpec
+		if old != nil {
+			oldInline = old.inline
+		}
+		inline, err := compileRoutes(rc, oldInline)
+		if err != nil {
+			return nil, errorf("route_config: %w", err)
+		}
+		spec.inline = inline
+	} else {
+		spec.rds = hcm.GetRds().GetRouteConfigName()
+		if spec.rds == "" {
+			return nil, errorf("rds.route_config_name: required")
+		}
+	}
+	return spec, nil
+}
+
+// server is one bound listener: its socket, http.Server and handler, and
+// the route tables it serves.
+type server struct {
+	listener string // name of the listener it serves
+	address  string // as configured
+	params   serverParams
+	ln       net.Listener
+	http     *http.Server
+	handler  *listenerHandler
+
+	active       *routeSpec // table the handler serves
+	pending      *routeSpec // newer table held until its clusters arrive
+	pendingSince time.Time
+}
+
+// listen binds spec's address and prepares (but does not start) its server.
+func listen(spec *listenerSpec, logger *slog.Logger) (*server, error) {
+	ln, err := net.Listen("tcp", spec.address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, spec.address, err)
+	}
+	logger = logger.With("listener", spec.name)
+	handler := &listenerHandler{proxy: httpproxy.NewHandler(logger)}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(spec.params.http1)
+	protocols.SetUnencryptedHTTP2(spec.params.h2c)
+	return &server{
+		listener: spec.name,
+		address:  spec.address,
+		params:   spec.params,
+		ln:       ln,
+		handler:  handler,
+		http: &http.Server{
+			Handler:           handler,
+			Protocols:         protocols,
+			ReadHeaderTimeout: spec.params.readHeaderTimeout,
+			IdleTimeout:       spec.params.idleTimeout,
+			MaxHeaderBytes:    spec.params.maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		},
+	}, nil
+}
+
+// listenerHandler is the http.Handler of one server: the listener-level
+// request adjustments of its HttpConnectionManager in front of the shared
+// httpproxy.Handler. It takes no lock and allocates nothing.
+type listenerHandler struct {
+	stripAnyHostPort atomic.Bool
+	proxy            *httpproxy.Handler
+}
+
+func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.stripAnyHostPort.Load() {
+		r.Host = stripPort(r.Host)
+	}
+	h.proxy.ServeHTTP(w, r)
+}
+
+// stripPort removes a :port suffix from a Host header value, as Envoy's
+// strip_any_host_port does ("[::1]:80" becomes "[::1]").
+func stripPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 {
+		return host
+	}
+	if host[0] == '[' {
+		if host[i-1] != ']' {
+			return host // a bracketed IPv6 literal without a port
+		}
+	} else if strings.IndexByte(host[:i], ':') >= 0 {
+		return host // unbracketed IPv6 literal: no port to strip
+	}
+	return host[:i]
+}
+
+// serve starts s in the background.
+func (p *Proxy) serve(s *server) {
+	p.logger.Info("listener bound", "listener", s.listener, "address", s.ln.Addr().String())
+	p.serveWG.Go(func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			p.logger.Error("listener stopped", "listener", s.listener, "error", err)
+		}
+	})
+}
+
+// drainInBackground lets s finish its in-flight requests (up to drainTimeout).
+func (p *Proxy) drainInBackground(s *server) {
+	p.logger.Info("listener removed: draining", "listener", s.listener, "address", s.address)
+	p.serveWG.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		s.shutdown(ctx, p.logger)
+	})
+}
+
+// shutdown stops s gracefully, forcing connections closed when ctx ends first.
+func (s *server) shutdown(ctx context.Context, logger *slog.Logger) {
+	if err := s.http.Shutdown(ctx); err != nil {
+		logger.Warn("listener drain timed out; closing connections", "listener", s.listener, "error", err)
+		_ = s.http.Close()
+	}
+}

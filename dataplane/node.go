@@ -1,0 +1,77 @@
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// NodeID returns id when not empty, else the default node id of docs/xds.md:
+// <role>~<name>~<hostname>-<pid>.
+func NodeID(role, name, id string) string {
+	if id != "" {
+		return id
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return fmt.Sprintf("%s~%s~%s-%d", role, name, host, os.Getpid())
+}
+
+// CheckControlPlaneAddresses checks a list of control-plane addresses
+// (host:port each, host may be a name).
+func CheckControlPlaneAddresses(addrs []string) error {
+	if len(addrs) == 0 {
+		return fmt.Errorf("at least one control-plane address (--xds) is required")
+	}
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			return fmt.Errorf("control-plane address %q: want host:port", a)
+		}
+		if err := checkPort(port); err != nil {
+			return fmt.Errorf("control-plane address %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// CheckIPPort checks that addr is ip:port with a port in 1-65535; what names
+// the flag or field in the error.
+func CheckIPPort(what, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want ip:port, e.g. 127.0.0.1:8080", what, addr)
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fmt.Errorf("%s %q: %q is not an IP address", what, addr, host)
+	}
+	if err := checkPort(port); err != nil {
+		return fmt.Errorf("%s %q: %w", what, addr, err)
+	}
+	return nil
+}
+
+// CheckName checks a gateway, service or namespace name: a DNS label.
+func CheckName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s is required", what)
+	}
+	if len(name) > 63 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" ||
+		strings.HasPrefix(name, "-") || strings.HasSuffix(name, "-") {
+		return fmt.Errorf("%s %q: want a DNS label (lowercase letters, digits and '-', at most 63)", what, name)
+	}
+	return nil
+}
+
+func checkPort(port string) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q: want 1-65535", port)
+	}
+	return nil
+}

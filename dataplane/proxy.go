@@ -1,0 +1,217 @@
+// Package dataplane is the proxy engine shared by gateway nodes and sidecars:
+// it follows the control plane over xDS (dataplane/xdsclient), checks every
+// resource against the supported subset (dataplane/xdscheck), and turns each
+// accepted update into a new immutable runtime (route tables, clusters,
+// listeners) swapped in atomically, make before break (docs/xds.md).
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/meshgate/meshgate/dataplane/upstream"
+	"github.com/meshgate/meshgate/dataplane/xdsclient"
+)
+
+const (
+	// DefaultAdminAddress is used when Options.AdminAddress is empty: an
+	// ephemeral loopback port (see Proxy.AdminAddr).
+	DefaultAdminAddress = "127.0.0.1:0"
+	// holdTimeout bounds how long a new route table waits for its clusters
+	// and endpoints before it replaces the previous one anyway.
+	holdTimeout = 5 * time.Second
+	// drainTimeout bounds how long in-flight requests may take to finish when
+	// a listener is removed or the proxy stops.
+	drainTimeout = 5 * time.Second
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// Node is the identity sent to the control plane (docs/xds.md); required.
+	Node *corev3.Node
+	// XDSAddresses of control-plane replicas, host:port; at least one.
+	XDSAddresses []string
+	// AdminAddress for the admin HTTP endpoints; DefaultAdminAddress when empty.
+	AdminAddress string
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Proxy is one running data plane: an xDS client, its listeners and clusters.
+type Proxy struct {
+	opts   Options
+	logger *slog.Logger
+	client *xdsclient.Client
+
+	// mu serialises updates (xDS responses and hold timers); never taken on
+	// the request path.
+	mu      sync.Mutex
+	state   state
+	running bool // Run is active: timers may fire, servers may start
+	stopped bool
+	// live objects
+	accepted  map[string]*liveCluster // by name: the objects of the accepted clusters
+	clusters  map[string]*liveCluster // by name: accepted clusters plus those kept for active routes
+	servers   map[string]*server      // by bound address as configured
+	holdTimer *time.Timer
+	serveWG   sync.WaitGroup // Serve goroutines and background drains
+
+	ready     atomic.Bool
+	adminAddr atomic.Pointer[string]
+	stats     stats
+}
+
+// liveCluster is a cluster object and the endpoints last given to it.
+type liveCluster struct {
+	cluster  *upstream.Cluster
+	endpoint string                            // name of the ClusterLoadAssignment it follows ("" for STATIC)
+	applied  *endpointv3.ClusterLoadAssignment // last passed to SetEndpoints
+}
+
+// stats are cheap counters for /stats.
+type stats struct {
+	accepted, rejected atomic.Int64
+}
+
+// New checks opts and returns a Proxy; nothing is bound before Run.
+func New(opts Options) (*Proxy, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.AdminAddress == "" {
+		opts.AdminAddress = DefaultAdminAddress
+	}
+	if _, _, err := net.SplitHostPort(opts.AdminAddress); err != nil {
+		return nil, fmt.Errorf("admin address %q: %w", opts.AdminAddress, err)
+	}
+	p := &Proxy{
+		opts:     opts,
+		logger:   opts.Logger,
+		state:    newState(),
+		clusters: make(map[string]*liveCluster),
+		servers:  make(map[string]*server),
+	}
+	client, err := xdsclient.New(xdsclient.Options{
+		Node:      opts.Node,
+		Addresses: opts.XDSAddresses,
+		Apply:     p.apply,
+		Logger:    opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: %w", err)
+	}
+	p.client = client
+	return p, nil
+}
+
+// Run serves until ctx is done: the admin endpoints, the xDS stream and every
+// listener it configures. On return every listener has stopped accepting and
+// in-flight requests have had up to 5 s to finish. It returns nil after a
+// clean stop, or the error that prevented starting.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.running || p.stopped {
+		p.mu.Unlock()
+		return errors.New("dataplane: Run called twice")
+	}
+	p.running = true
+	p.mu.Unlock()
+
+	adminLn, err := net.Listen("tcp", p.opts.AdminAddress)
+	if err != nil {
+		p.stop()
+		return fmt.Errorf("dataplane: admin listener %s: %w", p.opts.AdminAddress, err)
+	}
+	addr := adminLn.Addr().String()
+	p.adminAddr.Store(&addr)
+	admin := &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	p.serveWG.Add(1)
+	go func() {
+		defer p.serveWG.Done()
+		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.logger.Error("admin server stopped", "error", err)
+		}
+	}()
+	p.logger.Info("proxy starting", "node", p.opts.Node.GetId(), "admin", addr, "xds", p.opts.XDSAddresses)
+
+	clientCtx, cancelClient := context.WithCancel(ctx)
+	clientDone := make(chan struct{})
+	go func() {
+		defer close(clientDone)
+		_ = p.client.Run(clientCtx) // returns only when clientCtx is done
+	}()
+	<-ctx.Done()
+	cancelClient()
+	<-clientDone
+
+	p.logger.Info("proxy stopping: draining listeners")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	p.stop()
+	_ = admin.Shutdown(shutdownCtx)
+	p.drainAll(shutdownCtx)
+	p.serveWG.Wait()
+	return nil
+}
+
+// stop marks the proxy stopped so no further update or timer changes anything.
+func (p *Proxy) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	if p.holdTimer != nil {
+		p.holdTimer.Stop()
+	}
+}
+
+// drainAll shuts every listener down gracefully, then closes the clusters.
+func (p *Proxy) drainAll(ctx context.Context) {
+	p.mu.Lock()
+	servers := p.servers
+	clusters := p.clusters
+	p.servers = map[string]*server{}
+	p.clusters = map[string]*liveCluster{}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() { s.shutdown(ctx, p.logger) })
+	}
+	wg.Wait()
+	for _, lc := range clusters {
+		lc.cluster.Close()
+	}
+}
+
+// AdminAddr is the bound admin address, "" until Run has bound it.
+func (p *Proxy) AdminAddr() string {
+	if a := p.adminAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Ready reports whether the first listener update was applied and every
+// listener is bound.
+func (p *Proxy) Ready() bool { return p.ready.Load() }
+
+// ListenerAddrs maps each listener name to the address it is bound to (the
+// actual port when the configuration asked for port 0).
+func (p *Proxy) ListenerAddrs() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.servers))
+	for _, s := range p.servers {
+		out[s.listener] = s.ln.Addr().String()
+	}
+	return out
+}

@@ -1,0 +1,232 @@
+package router
+
+import (
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// DefaultTimeout is the route timeout when RouteAction.timeout is unset
+// (Envoy's default).
+const DefaultTimeout = 15 * time.Second
+
+// ActionKind says what a matched route does with the request.
+type ActionKind uint8
+
+const (
+	// ActionForward proxies the request to a cluster.
+	ActionForward ActionKind = iota + 1
+	// ActionRedirect answers with a redirect (see Route.Redirect).
+	ActionRedirect
+	// ActionDirectResponse answers with a fixed status and body.
+	ActionDirectResponse
+)
+
+// Table is the compiled, immutable route table of one RouteConfiguration.
+type Table struct {
+	name     string
+	exact    map[string]*virtualHost
+	suffixes []wildcardDomain // "*.example.com": longest suffix first
+	prefixes []wildcardDomain // "api.*": longest prefix first
+	any      *virtualHost     // "*"
+	clusters []string
+}
+
+// wildcardDomain is a domain with a leading or trailing "*"; affix is the
+// rest of it ("*.example.com" → ".example.com", "api.*" → "api.").
+type wildcardDomain struct {
+	affix string
+	vhost *virtualHost
+}
+
+type virtualHost struct {
+	name   string
+	routes []*Route
+}
+
+// Route is one compiled route: its match conditions and its action. Its
+// methods are safe for concurrent use and never modify the Route.
+type Route struct {
+	vhostName string
+	name      string
+
+	match routeMatch
+
+	kind ActionKind
+
+	// ActionForward.
+	cluster       string          // single cluster, or "" with weighted set
+	weighted      []weightedEntry // cumulative weights, ascending
+	totalWeight   uint64
+	timeout       time.Duration
+	pathRewrite   pathRewrite
+	hostRewrite   string
+	requestHeads  headerMutation
+	responseHeads headerMutation
+
+	// ActionRedirect.
+	redirect redirect
+
+	// ActionDirectResponse.
+	directStatus int
+	directBody   string
+}
+
+type weightedEntry struct {
+	cumulative uint64 // sum of the weights up to and including this entry
+	name       string
+}
+
+// pathKind is the kind of path condition of a route.
+type pathKind uint8
+
+const (
+	pathPrefix pathKind = iota + 1
+	pathExact
+	pathSeparatedPrefix
+	pathRegex
+)
+
+type routeMatch struct {
+	kind          pathKind
+	value         string         // prefix or exact path
+	regex         *regexp.Regexp // pathRegex, anchored
+	caseSensitive bool
+	headers       []headerMatcher
+	queries       []queryMatcher
+}
+
+// stringKind is the kind of a StringMatcher.
+type stringKind uint8
+
+const (
+	stringExact stringKind = iota + 1
+	stringPrefix
+	stringSuffix
+	stringContains
+	stringRegex
+)
+
+type stringMatcher struct {
+	kind       stringKind
+	value      string
+	ignoreCase bool
+	regex      *regexp.Regexp // stringRegex, anchored
+}
+
+// headerSource is where a header matcher reads its value.
+type headerSource uint8
+
+const (
+	headerFromMap headerSource = iota
+	headerFromMethod
+	headerFromAuthority
+	headerFromPath
+	headerFromScheme
+)
+
+type headerMatcher struct {
+	source  headerSource
+	key     string // canonical key when source is headerFromMap
+	present *bool  // present_match; nil for a string match
+	str     stringMatcher
+	invert  bool
+}
+
+type queryMatcher struct {
+	name    string
+	present bool // present_match: true; otherwise str applies
+	str     stringMatcher
+}
+
+// rewriteKind is the kind of path rewrite of a forward or redirect.
+type rewriteKind uint8
+
+const (
+	rewriteNone rewriteKind = iota
+	rewritePrefix
+	rewriteRegex
+)
+
+type pathRewrite struct {
+	kind         rewriteKind
+	prefix       string // rewritePrefix: replaces the matched prefix
+	matchedLen   int    // rewritePrefix: length of the matched prefix
+	regex        *regexp.Regexp
+	substitution string // in Go's Expand syntax
+}
+
+type redirect struct {
+	code       int
+	scheme     string // "" keeps the request's scheme
+	host       string // "" keeps the request's host
+	port       uint32 // 0 keeps the request's port
+	path       string // path_redirect without its query; "" when unset
+	pathQuery  string // query of path_redirect, if it had one
+	hasQuery   bool   // path_redirect carried a query (it replaces the request's)
+	rewrite    pathRewrite
+	stripQuery bool
+}
+
+// Name is the RouteConfiguration name the table was compiled from.
+func (t *Table) Name() string { return t.name }
+
+// Clusters returns every cluster name the table's routes reference, sorted
+// and unique. The caller must not modify the slice.
+func (t *Table) Clusters() []string { return t.clusters }
+
+// Match returns the first route of the selected virtual host that matches r,
+// or nil when no virtual host or route matches. It reads r.Host (port already
+// stripped by the listener when strip_any_host_port is set), r.Method,
+// r.URL, r.Header and r.TLS, and modifies nothing.
+func (t *Table) Match(r *http.Request) *Route {
+	if r.URL == nil {
+		return nil
+	}
+	vh := t.selectVirtualHost(r.Host)
+	if vh == nil {
+		return nil
+	}
+	path := r.URL.EscapedPath()
+	for _, rt := range vh.routes {
+		if rt.match.matches(r, path) {
+			return rt
+		}
+	}
+	return nil
+}
+
+// selectVirtualHost applies Envoy's domain precedence.
+func (t *Table) selectVirtualHost(host string) *virtualHost {
+	host = lowerASCII(host)
+	if vh, ok := t.exact[host]; ok {
+		return vh
+	}
+	for _, w := range t.suffixes {
+		if len(host) > len(w.affix) && strings.HasSuffix(host, w.affix) {
+			return w.vhost
+		}
+	}
+	for _, w := range t.prefixes {
+		if len(host) > len(w.affix) && strings.HasPrefix(host, w.affix) {
+			return w.vhost
+		}
+	}
+	return t.any
+}
+
+// lowerASCII lowercases s, allocating only when s has an upper-case letter.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+func sortWildcards(ws []wildcardDomain) {
+	sort.SliceStable(ws, func(i, j int) bool { return len(ws[i].affix) > len(ws[j].affix) })
+}

@@ -1,0 +1,349 @@
+// Package upstream implements a proxy's upstream clusters: the endpoints of
+// one Envoy v3 Cluster (from its STATIC load_assignment or from EDS), a
+// lock-free weighted round-robin load balancer over them, and one pooled
+// keep-alive transport (HTTP/1.1 or h2c) shared by every request to the
+// cluster. A Cluster lives across configuration changes: endpoints are
+// swapped atomically while requests are in flight, and connections stay
+// pooled.
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+
+	"github.com/meshgate/meshgate/dataplane/xdscheck"
+)
+
+// Transport tuning. The route timeout governs a whole request, so there is no
+// response header timeout here.
+const (
+	// DefaultConnectTimeout is Envoy's connect_timeout default.
+	DefaultConnectTimeout = 5 * time.Second
+	maxIdleConnsPerHost   = 1024
+	idleConnTimeout       = 90 * time.Second
+	tcpKeepAlive          = 30 * time.Second
+	// maxSchedule bounds the weighted round-robin schedule; larger weight
+	// sums are scaled down proportionally.
+	maxSchedule = 4096
+)
+
+// protocolOptionsKey is the typed_extension_protocol_options key of the
+// upstream HTTP protocol options.
+const protocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// Protocol is the protocol a cluster speaks to its endpoints.
+type Protocol uint8
+
+const (
+	// HTTP1 is HTTP/1.1 with keep-alive (the default).
+	HTTP1 Protocol = iota + 1
+	// H2C is HTTP/2 over cleartext TCP with prior knowledge.
+	H2C
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case HTTP1:
+		return "HTTP/1.1"
+	case H2C:
+		return "h2c"
+	}
+	return "unknown"
+}
+
+// Cluster is a long-lived upstream cluster. All methods are safe for
+// concurrent use.
+type Cluster struct {
+	name      string
+	config    *clusterv3.Cluster
+	protocol  Protocol
+	transport *http.Transport
+	logger    *slog.Logger
+
+	endpoints atomic.Pointer[endpointSet]
+	next      atomic.Uint64
+}
+
+// endpointSet is an immutable set of endpoints and its round-robin schedule.
+type endpointSet struct {
+	addresses []string // "ip:port", in CLA order
+	schedule  []string // weighted round-robin order; empty when no endpoint
+}
+
+// NewCluster builds a cluster from c, checked against the subset of
+// docs/xds.md. STATIC clusters take their endpoints from load_assignment; EDS
+// clusters have none until SetEndpoints. logger may be nil.
+func NewCluster(c *clusterv3.Cluster, logger *slog.Logger) (*Cluster, error) {
+	if c == nil {
+		return nil, errors.New("nil cluster")
+	}
+	if err := xdscheck.Check(c); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cl := &Cluster{
+		name:     c.GetName(),
+		config:   c,
+		protocol: HTTP1,
+		logger:   logger.With("cluster", c.GetName()),
+	}
+	if cl.name == "" {
+		return nil, errors.New("cluster: name: required")
+	}
+	errorf := func(format string, args ...any) error {
+		return fmt.Errorf("cluster %q: "+format, append([]any{cl.name}, args...)...)
+	}
+
+	protocol, err := protocolOf(c)
+	if err != nil {
+		return nil, errorf("%w", err)
+	}
+	cl.protocol = protocol
+
+	connectTimeout := DefaultConnectTimeout
+	if d := c.GetConnectTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 {
+			return nil, errorf("connect_timeout: %v must be a positive duration", d)
+		}
+		connectTimeout = d.AsDuration()
+	}
+
+	set := &endpointSet{}
+	switch c.GetType() {
+	case clusterv3.Cluster_STATIC:
+		if c.GetLoadAssignment() == nil {
+			return nil, errorf("load_assignment: required for a STATIC cluster")
+		}
+		if set, err = buildEndpoints(c.GetLoadAssignment(), "load_assignment."); err != nil {
+			return nil, errorf("%w", err)
+		}
+	case clusterv3.Cluster_EDS:
+		if c.GetEdsClusterConfig() == nil {
+			return nil, errorf("eds_cluster_config: required for an EDS cluster")
+		}
+		if c.GetLoadAssignment() != nil {
+			return nil, errorf("load_assignment: not supported for an EDS cluster")
+		}
+	default:
+		return nil, errorf("type: %v not supported", c.GetType())
+	}
+	cl.endpoints.Store(set)
+	cl.transport = newTransport(protocol, connectTimeout)
+	return cl, nil
+}
+
+// protocolOf reads typed_extension_protocol_options: HTTP/1.1 unless
+// explicit_http_config selects http2_protocol_options.
+func protocolOf(c *clusterv3.Cluster) (Protocol, error) {
+	anyOpts, ok := c.GetTypedExtensionProtocolOptions()[protocolOptionsKey]
+	if !ok {
+		return HTTP1, nil
+	}
+	var opts httpv3.HttpProtocolOptions
+	if err := anyOpts.UnmarshalTo(&opts); err != nil {
+		return 0, fmt.Errorf("typed_extension_protocol_options[%q]: %w", protocolOptionsKey, err)
+	}
+	explicit := opts.GetExplicitHttpConfig()
+	switch {
+	case explicit.GetHttp2ProtocolOptions() != nil:
+		return H2C, nil
+	case explicit.GetHttpProtocolOptions() != nil:
+		return HTTP1, nil
+	}
+	return 0, fmt.Errorf("typed_extension_protocol_options[%q]: explicit_http_config with http_protocol_options or http2_protocol_options is required", protocolOptionsKey)
+}
+
+func newTransport(protocol Protocol, connectTimeout time.Duration) *http.Transport {
+	dialer := &net.Dialer{Timeout: connectTimeout, KeepAlive: tcpKeepAlive}
+	protocols := new(http.Protocols)
+	if protocol == H2C {
+		protocols.SetUnencryptedHTTP2(true)
+	} else {
+		protocols.SetHTTP1(true)
+	}
+	return &http.Transport{
+		Proxy:               nil, // never from the environment
+		DialContext:         dialer.DialContext,
+		MaxIdleConns:        0, // no global limit
+		MaxIdleConnsPerHost: maxIdleConnsPerHost,
+		IdleConnTimeout:     idleConnTimeout,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+		Protocols:           protocols,
+		WriteBufferSize:     32 << 10,
+		ReadBufferSize:      32 << 10,
+	}
+}
+
+// Name is the cluster's name.
+func (c *Cluster) Name() string { return c.name }
+
+// Config is the Cluster resource the cluster was built from. The caller must
+// not modify it.
+func (c *Cluster) Config() *clusterv3.Cluster { return c.config }
+
+// Protocol is the protocol spoken to the endpoints.
+func (c *Cluster) Protocol() Protocol { return c.protocol }
+
+// Transport is the cluster's pooled transport; requests to any endpoint of
+// the cluster share it.
+func (c *Cluster) Transport() http.RoundTripper { return c.transport }
+
+// SetEndpoints replaces the endpoints with those of cla, atomically: requests
+// in flight keep the endpoint they picked. Endpoints whose health_status is
+// not UNKNOWN or HEALTHY are left out; load_balancing_weight is honoured. On
+// error the previous endpoints stay.
+func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
+	if cla == nil {
+		return fmt.Errorf("cluster %q: nil cluster load assignment", c.name)
+	}
+	if err := xdscheck.Check(cla); err != nil {
+		return err
+	}
+	if cla.GetClusterName() != c.name {
+		return fmt.Errorf("cluster load assignment %q: cluster_name does not match cluster %q", cla.GetClusterName(), c.name)
+	}
+	set, err := buildEndpoints(cla, "")
+	if err != nil {
+		return fmt.Errorf("cluster load assignment %q: %w", cla.GetClusterName(), err)
+	}
+	c.endpoints.Store(set)
+	c.logger.Debug("endpoints updated", "endpoints", len(set.addresses), "schedule", len(set.schedule))
+	return nil
+}
+
+// HasEndpoints reports whether the cluster has at least one endpoint that
+// may receive traffic.
+func (c *Cluster) HasEndpoints() bool { return len(c.endpoints.Load().schedule) > 0 }
+
+// Endpoints returns the "ip:port" addresses that may receive traffic, in the
+// order of the load assignment. The caller must not modify the slice.
+func (c *Cluster) Endpoints() []string { return c.endpoints.Load().addresses }
+
+// Next returns the next endpoint address ("ip:port") in weighted round-robin
+// order, or false when the cluster has none. It takes no lock and does not
+// allocate.
+func (c *Cluster) Next() (string, bool) {
+	schedule := c.endpoints.Load().schedule
+	if len(schedule) == 0 {
+		return "", false
+	}
+	n := c.next.Add(1) - 1
+	return schedule[n%uint64(len(schedule))], true
+}
+
+// Close closes the cluster's idle pooled connections; requests in flight are
+// not interrupted, and their connections close after the idle timeout. Call
+// it once no route references the cluster any more.
+func (c *Cluster) Close() { c.transport.CloseIdleConnections() }
+
+type weightedAddress struct {
+	address string
+	weight  uint64
+}
+
+func buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPrefix string) (*endpointSet, error) {
+	var eligible []weightedAddress
+	set := &endpointSet{}
+	for i, locality := range cla.GetEndpoints() {
+		for j, lbe := range locality.GetLbEndpoints() {
+			path := fmt.Sprintf("%sendpoints[%d].lb_endpoints[%d]", fieldPrefix, i, j)
+			addr, err := endpointAddress(lbe)
+			if err != nil {
+				return nil, fmt.Errorf("%s.endpoint.address: %w", path, err)
+			}
+			switch lbe.GetHealthStatus() {
+			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
+			default:
+				continue
+			}
+			weight := uint64(1)
+			if w := lbe.GetLoadBalancingWeight(); w != nil {
+				if w.GetValue() == 0 {
+					return nil, fmt.Errorf("%s.load_balancing_weight: must be at least 1", path)
+				}
+				weight = uint64(w.GetValue())
+			}
+			set.addresses = append(set.addresses, addr)
+			eligible = append(eligible, weightedAddress{address: addr, weight: weight})
+		}
+	}
+	set.schedule = schedule(eligible)
+	return set, nil
+}
+
+func endpointAddress(lbe *endpointv3.LbEndpoint) (string, error) {
+	sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
+	if sa == nil {
+		return "", errors.New("socket_address: required")
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		return "", fmt.Errorf("socket_address.address: %q is not an IP address", sa.GetAddress())
+	}
+	port := sa.GetPortValue()
+	if port == 0 || port > 65535 {
+		return "", fmt.Errorf("socket_address.port_value: %d out of range", port)
+	}
+	return net.JoinHostPort(ip.String(), strconv.FormatUint(uint64(port), 10)), nil
+}
+
+// schedule builds a smooth weighted round-robin order (nginx's algorithm):
+// each endpoint appears in proportion to its weight, spread out. Weights
+// are reduced by their GCD and scaled to at most maxSchedule slots.
+func schedule(eps []weightedAddress) []string {
+	if len(eps) == 0 {
+		return nil
+	}
+	g := eps[0].weight
+	var total uint64
+	for _, e := range eps {
+		g = gcd(g, e.weight)
+		total += e.weight
+	}
+	weights := make([]uint64, len(eps))
+	var sum uint64
+	for i, e := range eps {
+		w := e.weight / g
+		if total/g > maxSchedule {
+			w = max(1, e.weight*maxSchedule/total)
+		}
+		weights[i] = w
+		sum += w
+	}
+	current := make([]int64, len(eps))
+	order := make([]string, 0, sum)
+	for range sum {
+		best := 0
+		for i := range eps {
+			current[i] += int64(weights[i])
+			if current[i] > current[best] {
+				best = i
+			}
+		}
+		current[best] -= int64(sum)
+		order = append(order, eps[best].address)
+	}
+	return order
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}

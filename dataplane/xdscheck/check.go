@@ -1,0 +1,244 @@
+// Package xdscheck decides whether an xDS resource stays inside the subset of
+// Envoy v3 the meshgate proxy implements (docs/xds.md), so that anything else
+// is NACKed with the path of the offending field instead of being ignored.
+package xdscheck
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	// Typed configs the proxy understands, registered for Any resolution.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// maxViolations bounds how many violations one error reports.
+const maxViolations = 10
+
+// Violation is one field outside the supported subset.
+type Violation struct {
+	Path   string // e.g. filter_chains[0].filter_chain_match
+	Reason string // e.g. "not supported"
+}
+
+// Error lists the violations found in one resource.
+type Error struct {
+	Resource   string // e.g. listener "edge"
+	Violations []Violation
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	for i, v := range e.Violations {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(e.Resource)
+		b.WriteString(": ")
+		if v.Path != "" {
+			b.WriteString(v.Path)
+			b.WriteString(": ")
+		}
+		b.WriteString(v.Reason)
+	}
+	return b.String()
+}
+
+// validator is implemented by every generated Envoy message.
+type validator interface{ Validate() error }
+
+// Check returns nil when msg passes its generated Validate() and populates
+// only fields of the supported subset; otherwise an *Error naming the
+// resource and every offending field (up to ten). It never panics.
+func Check(msg proto.Message) error {
+	if msg == nil {
+		return errors.New("nil resource")
+	}
+	resource := describe(msg.ProtoReflect())
+	if v, ok := msg.(validator); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("%s: invalid: %w", resource, err)
+		}
+	}
+	w := walker{}
+	w.message(msg.ProtoReflect(), "", nil)
+	if len(w.violations) == 0 {
+		return nil
+	}
+	return &Error{Resource: resource, Violations: w.violations}
+}
+
+// describe names a resource the way error messages do: listener "x".
+func describe(m protoreflect.Message) string {
+	desc := m.Descriptor()
+	kind := strings.ToLower(string(desc.Name()))
+	switch desc.FullName() {
+	case "envoy.config.route.v3.RouteConfiguration":
+		kind = "route configuration"
+	case "envoy.config.endpoint.v3.ClusterLoadAssignment":
+		kind = "cluster load assignment"
+	}
+	for _, name := range []protoreflect.Name{"name", "cluster_name"} {
+		if fd := desc.Fields().ByName(name); fd != nil && fd.Kind() == protoreflect.StringKind {
+			return fmt.Sprintf("%s %q", kind, m.Get(fd).String())
+		}
+	}
+	return kind
+}
+
+type walker struct {
+	violations []Violation
+}
+
+func (w *walker) fail(path, reason string) {
+	if len(w.violations) < maxViolations {
+		w.violations = append(w.violations, Violation{Path: path, Reason: reason})
+	}
+}
+
+// message checks every populated field of m against rule, or against the
+// rule of m's type when rule is nil.
+func (w *walker) message(m protoreflect.Message, path string, rule *message) {
+	desc := m.Descriptor()
+	if opaque[desc.FullName()] {
+		return
+	}
+	if rule == nil {
+		rule = subset[desc.FullName()]
+	}
+	if rule == nil {
+		w.fail(path, fmt.Sprintf("message type %s not supported", desc.FullName()))
+		return
+	}
+	if unknown := m.GetUnknown(); len(unknown) > 0 {
+		w.fail(path, "unknown fields not supported")
+	}
+	// Range visits fields in an undefined order; report in field-number order.
+	var populated []protoreflect.FieldDescriptor
+	m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		populated = append(populated, fd)
+		return true
+	})
+	slices.SortFunc(populated, func(a, b protoreflect.FieldDescriptor) int { return int(a.Number() - b.Number()) })
+	for _, fd := range populated {
+		fpath := join(path, string(fd.Name()))
+		f, ok := rule.fields[fd.Name()]
+		if !ok {
+			w.fail(fpath, "not supported")
+			continue
+		}
+		w.field(fd, m.Get(fd), fpath, f)
+	}
+	for _, name := range rule.required {
+		fd := desc.Fields().ByName(name)
+		if fd != nil && !m.Has(fd) {
+			w.fail(join(path, string(name)), "required")
+		}
+	}
+}
+
+func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f field) {
+	switch {
+	case fd.IsList():
+		list := v.List()
+		if f.minItems > 0 && list.Len() < f.minItems || f.maxItems > 0 && list.Len() > f.maxItems {
+			w.fail(path, countReason(f, list.Len()))
+		}
+		for i := range list.Len() {
+			w.value(fd, list.Get(i), path+"["+strconv.Itoa(i)+"]", f)
+		}
+	case fd.IsMap():
+		type entry struct {
+			key string
+			val protoreflect.Value
+		}
+		var entries []entry
+		v.Map().Range(func(k protoreflect.MapKey, val protoreflect.Value) bool {
+			entries = append(entries, entry{k.String(), val})
+			return true
+		})
+		slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+		for _, e := range entries {
+			epath := path + "[" + strconv.Quote(e.key) + "]"
+			if f.keys != nil && !slices.Contains(f.keys, e.key) {
+				w.fail(epath, "not supported")
+				continue
+			}
+			w.value(fd.MapValue(), e.val, epath, f)
+		}
+	default:
+		w.value(fd, v, path, f)
+	}
+}
+
+// value checks one singular value (a list element or map value included).
+func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f field) {
+	switch fd.Kind() {
+	case protoreflect.EnumKind:
+		if f.enums != nil && !slices.Contains(f.enums, v.Enum()) {
+			name := strconv.Itoa(int(v.Enum()))
+			if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+				name = string(ev.Name())
+			}
+			w.fail(path, fmt.Sprintf("value %s not supported", name))
+		}
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		m := v.Message()
+		if m.Descriptor().FullName() == "google.protobuf.Any" {
+			w.any(m, path, f)
+			return
+		}
+		w.message(m, path, f.only)
+	}
+}
+
+// any resolves a typed config, checks it is one the field may carry, runs its
+// Validate() and walks it.
+func (w *walker) any(m protoreflect.Message, path string, f field) {
+	a, ok := m.Interface().(*anypb.Any)
+	if !ok {
+		w.fail(path, "malformed Any")
+		return
+	}
+	typeName := a.MessageName()
+	if !slices.Contains(f.anyTypes, typeName) {
+		w.fail(path, fmt.Sprintf("typed config %q not supported", a.GetTypeUrl()))
+		return
+	}
+	inner, err := a.UnmarshalNew()
+	if err != nil {
+		w.fail(path, fmt.Sprintf("decode %s: %v", typeName, err))
+		return
+	}
+	if v, ok := inner.(validator); ok {
+		if err := v.Validate(); err != nil {
+			w.fail(path, fmt.Sprintf("invalid: %v", err))
+			return
+		}
+	}
+	w.message(inner.ProtoReflect(), path, f.only)
+}
+
+func countReason(f field, n int) string {
+	if f.minItems == f.maxItems {
+		return fmt.Sprintf("exactly %d entries supported, got %d", f.minItems, n)
+	}
+	if f.maxItems > 0 && n > f.maxItems {
+		return fmt.Sprintf("at most %d entries supported, got %d", f.maxItems, n)
+	}
+	return fmt.Sprintf("at least %d entries required, got %d", f.minItems, n)
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}

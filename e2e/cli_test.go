@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestValidate runs `meshgate validate` on good and bad policy.
+func TestValidate(t *testing.T) {
+	e2eOnly(t)
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - backendRefs:
+        - {name: ordrs, port: 80}
+      colour: blue
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "validate", "-f", bad).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("validate of a bad file: err %v, want exit 1; output:\n%s", err, out)
+	}
+	for _, want := range []string{
+		bad + `:5: spec.parentRefs[0].name: gateway "edge" not found`,
+		bad + `:8: spec.rules[0].backendRefs[0].name: service "ordrs" not found`,
+		bad + `:9: spec.rules[0].colour: unknown field`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, err = exec.Command(binary, "validate", "-f", "../examples/quickstart").CombinedOutput()
+	if err != nil {
+		t.Fatalf("validate quickstart: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(string(out), "ok") {
+		t.Errorf("validate quickstart printed %q, want a summary starting with ok", out)
+	}
+}
+
+// TestDev runs `meshgate dev` (the README's `make run`) and tries the
+// commands it prints. It uses the quickstart's fixed ports.
+func TestDev(t *testing.T) {
+	e2eOnly(t)
+	cmd := exec.Command(binary, "dev", "--config", "../examples/quickstart",
+		"--xds-address", freeAddr(t), "--admin-address", freeAddr(t))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	banner := &syncBuffer{}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			banner.Write([]byte(sc.Text() + "\n"))
+		}
+		done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("dev stdout:\n%s\ndev stderr:\n%s", banner.String(), logs.String())
+		}
+	})
+
+	eventually(t, 30*time.Second, "dev prints its banner", func() error {
+		if !strings.Contains(banner.String(), "curl") {
+			return errors.New("no banner yet")
+		}
+		return nil
+	})
+	gw := "http://127.0.0.1:8080"
+	for _, want := range []string{"curl " + gw + "/", "x-canary: always", "/call/orders/items"} {
+		if !strings.Contains(banner.String(), want) {
+			t.Errorf("banner lacks %q", want)
+		}
+	}
+	eventually(t, 10*time.Second, "frontend through the gateway", func() error {
+		r, err := get(gw + "/")
+		if err != nil {
+			return err
+		}
+		return servedBy("frontend")(r)
+	})
+	r, err := get(gw+"/orders", "x-canary: always")
+	if err != nil || r.reply.Service != "orders-v2" {
+		t.Errorf("canary header: %v %+v", err, r)
+	}
+	seen := map[string]int{}
+	for i := 0; i < 200; i++ {
+		r, err := get(gw + "/orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[r.reply.Service]++
+	}
+	if seen["orders"] < 150 || seen["orders-v2"] == 0 {
+		t.Errorf("90/10 split over 200 requests: %v", seen)
+	}
+	r, err = get(gw+"/call/orders/items", "x-version: v2")
+	if err != nil || r.reply.Upstream == nil || r.reply.Upstream.Service != "orders-v2" {
+		t.Errorf("mesh call with x-version: v2: %v %+v", err, r)
+	}
+
+	// Ctrl-C stops everything cleanly.
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("dev exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("dev did not stop within 15s of Ctrl-C")
+	}
+	if !strings.Contains(banner.String(), "stopped") {
+		t.Errorf("dev did not say it stopped")
+	}
+}

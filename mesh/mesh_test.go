@@ -1,0 +1,84 @@
+package mesh
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestNode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		opts      Options
+		wantMeta  map[string]string
+		wantError string
+	}{
+		{
+			name: "defaults",
+			opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", ID: "orders-1"},
+			wantMeta: map[string]string{
+				"role": "sidecar", "namespace": "default", "service": "orders", "app_address": "127.0.0.1:8080",
+				"inbound_address": "127.0.0.1:15006", "outbound_address": "127.0.0.1:15001",
+			},
+		},
+		{
+			name: "explicit addresses",
+			opts: Options{Service: "orders", Namespace: "shop", AppAddress: "10.0.0.2:80", InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001", ID: "x"},
+			wantMeta: map[string]string{
+				"role": "sidecar", "namespace": "shop", "service": "orders", "app_address": "10.0.0.2:80",
+				"inbound_address": "10.0.0.2:16006", "outbound_address": "127.0.0.1:16001",
+			},
+		},
+		{name: "missing service", opts: Options{AppAddress: "127.0.0.1:8080"}, wantError: "service is required"},
+		{name: "missing app", opts: Options{Service: "orders"}, wantError: "--app"},
+		{name: "app hostname", opts: Options{Service: "orders", AppAddress: "localhost:8080"}, wantError: `app address "localhost:8080": "localhost" is not an IP address`},
+		{name: "app without port", opts: Options{Service: "orders", AppAddress: "127.0.0.1"}, wantError: "want ip:port"},
+		{name: "bad inbound port", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", InboundAddress: "127.0.0.1:70000"}, wantError: `inbound address "127.0.0.1:70000": port`},
+		{name: "same listeners", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", InboundAddress: "127.0.0.1:15001"}, wantError: "must differ"},
+		{name: "app on a listener", opts: Options{Service: "orders", AppAddress: "127.0.0.1:15006"}, wantError: "also a listener address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			node, err := Node(tt.opts)
+			if tt.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+					t.Fatalf("Node() error = %v, want %q", err, tt.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if node.GetId() != tt.opts.ID || node.GetCluster() != tt.opts.Service {
+				t.Errorf("id, cluster = %q, %q", node.GetId(), node.GetCluster())
+			}
+			md := node.GetMetadata().GetFields()
+			for key, want := range tt.wantMeta {
+				if got := md[key].GetStringValue(); got != want {
+					t.Errorf("metadata.%s = %q, want %q", key, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestNodeDefaultID(t *testing.T) {
+	t.Parallel()
+	node, err := Node(Options{Service: "orders", AppAddress: "127.0.0.1:8080"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(node.GetId(), "sidecar~orders~") {
+		t.Fatalf("id = %q, want sidecar~orders~<hostname>-<pid>", node.GetId())
+	}
+}
+
+func TestRunRejectsBadOptions(t *testing.T) {
+	t.Parallel()
+	err := Run(context.Background(), Options{Service: "orders", AppAddress: "127.0.0.1:8080"})
+	if err == nil || !strings.Contains(err.Error(), "--xds") {
+		t.Fatalf("Run() = %v, want an error about --xds", err)
+	}
+}

@@ -1,0 +1,259 @@
+package policy
+
+import (
+	"errors"
+
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// errorStrings loads path and returns every error as a string with the
+// "testdata/bad/" prefix removed.
+func errorStrings(t *testing.T, paths ...string) []string {
+	t.Helper()
+	set, err := Load(paths...)
+	if err == nil {
+		t.Fatalf("Load(%v) succeeded with %d gateways, %d routes, %d services; want errors",
+			paths, len(set.Gateways), len(set.HTTPRoutes), len(set.Services))
+	}
+	if set != nil {
+		t.Errorf("Load returned a set along with errors")
+	}
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("Load error is %T, want ErrorList: %v", err, err)
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		out[i] = strings.ReplaceAll(e.Error(), "testdata/bad/", "")
+	}
+	return out
+}
+
+// TestLoadReportsEveryBadInputClass loads one file (or directory) per class
+// of bad input and checks the exact errors, in order.
+func TestLoadReportsEveryBadInputClass(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		path string
+		want []string
+	}{
+		{
+			path: "syntax.yaml",
+			want: []string{
+				`syntax.yaml:5: YAML syntax error: did not find expected key`,
+			},
+		},
+		{
+			path: "kinds.yaml",
+			want: []string{
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway or HTTPRoute in gateway.networking.k8s.io/v1, Service in meshgate.dev/v1alpha1)`,
+				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
+				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
+				`kinds.yaml:16: kind: kind is required`,
+				`kinds.yaml:19: apiVersion: apiVersion is required`,
+				`kinds.yaml:23: a policy document must be a mapping with apiVersion, kind, metadata and spec; got a list`,
+			},
+		},
+		{
+			path: "names.yaml",
+			want: []string{
+				`names.yaml:3: metadata.name: name is required`,
+				`names.yaml:11: metadata.name: invalid name "Orders_Service": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
+				`names.yaml:12: metadata.namespace: invalid namespace "-shop": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
+			},
+		},
+		{
+			path: "unknown-fields.yaml",
+			want: []string{
+				`unknown-fields.yaml:5: metadata.uid: unknown field "uid"`,
+				`unknown-fields.yaml:12: spec.listeners[0].Hostname: unknown field "Hostname" (did you mean "hostname"?)`,
+				`unknown-fields.yaml:13: spec.listeners[0].tls_mode: unknown field "tls_mode"`,
+				`unknown-fields.yaml:14: status: unknown field "status": status is reported by the control plane, not written in policy files`,
+				`unknown-fields.yaml:24: spec.ports[0].targetPort: unknown field "targetPort"`,
+				`unknown-fields.yaml:25: spec.selector: unknown field "selector"`,
+			},
+		},
+		{
+			path: "wrong-types.yaml",
+			want: []string{
+				`wrong-types.yaml:9: spec.listeners[0].port: expected an integer, got string "8080"`,
+				`wrong-types.yaml:12: spec.listeners[0].hostname: expected a string, got a mapping`,
+				`wrong-types.yaml:20: spec.ports: expected a list, got a mapping`,
+				`wrong-types.yaml:22: spec.endpoints[0].address: expected a string, got a list`,
+				`wrong-types.yaml:24: spec.endpoints[0].labels.version: expected a string, got a list`,
+				`wrong-types.yaml:32: spec.ports[0].port: integer 99999999999 is out of range`,
+				`wrong-types.yaml:33: spec.ports[1].port: expected an integer, got number 8.5`,
+			},
+		},
+		{
+			path: "duplicate",
+			want: []string{
+				`duplicate/b.yaml:5: metadata.name: duplicate Service "default/orders": also defined at duplicate/a.yaml:4`,
+			},
+		},
+		{
+			path: "gateway-listeners.yaml",
+			want: []string{
+				`gateway-listeners.yaml:11: spec.listeners[1].name: duplicate listener name "http" (also spec.listeners[0])`,
+				`gateway-listeners.yaml:15: spec.listeners[2].port: port 0 is out of range 1-65535`,
+				`gateway-listeners.yaml:19: spec.listeners[3].protocol: protocol HTTPS is not supported yet (only HTTP)`,
+				`gateway-listeners.yaml:20: spec.listeners[3].tls: tls is not supported yet`,
+				`gateway-listeners.yaml:24: spec.listeners[4].protocol: unknown protocol "QUIC" (want HTTP)`,
+				`gateway-listeners.yaml:25: spec.listeners[5].protocol: protocol is required (HTTP)`,
+				`gateway-listeners.yaml:30: spec.listeners[6].hostname: invalid hostname "Shop_Example.com": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
+				`gateway-listeners.yaml:31: spec.listeners[7]: listener "conflict" conflicts with listener "http": same port 8080 and no hostname`,
+				`gateway-listeners.yaml:38: spec.listeners[9]: listener "other-host-again" conflicts with listener "other-host": same port 8080 and hostname "*.example.com"`,
+				`gateway-listeners.yaml:47: spec.listeners[10].allowedRoutes.namespaces.from: Selector is not supported yet (use Same or All)`,
+				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "GRPCRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute)`,
+				`gateway-listeners.yaml:55: spec.listeners: at least one listener is required`,
+			},
+		},
+		{
+			path: "gateway-conflict",
+			want: []string{
+				`gateway-conflict/b.yaml:10: spec.listeners[0].port: Gateway "default/b" listener "http" binds 127.0.0.1:8080, already bound by Gateway "default/a" listener "web" (gateway-conflict/a.yaml:9)`,
+				`gateway-conflict/b.yaml:25: spec.listeners[0].port: Gateway "default/all" listener "http" binds 0.0.0.0:8080, already bound by Gateway "default/a" listener "web" (gateway-conflict/a.yaml:9)`,
+			},
+		},
+		{
+			path: "gateway-spec.yaml",
+			want: []string{
+				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported yet (only IPAddress)`,
+				`gateway-spec.yaml:20: spec.addresses[0].value: "127.0.0.300" is not a valid IP address`,
+				`gateway-spec.yaml:21: spec.addresses[1]: only one address is supported yet`,
+				`gateway-spec.yaml:24: spec.infrastructure: infrastructure is not supported yet`,
+				`gateway-spec.yaml:27: spec.tls: tls is not supported yet`,
+			},
+		},
+		{
+			path: "route-parents.yaml",
+			want: []string{
+				`route-parents.yaml:31: spec.parentRefs: at least one parentRef is required (a Gateway, or a Service for mesh traffic)`,
+				`route-parents.yaml:41: spec.parentRefs[0].name: gateway "infra/edg" not found`,
+				`route-parents.yaml:45: spec.parentRefs[1].sectionName: gateway "infra/edge" has no listener "https"`,
+				`route-parents.yaml:49: spec.parentRefs[2].port: listener "http" of gateway "infra/edge" is not on port 9090`,
+				`route-parents.yaml:52: spec.parentRefs[3].port: gateway "infra/edge" has no listener on port 7070`,
+				`route-parents.yaml:53: spec.parentRefs[4]: gateway "infra/edge" does not accept routes from namespace "default" (allowedRoutes.namespaces.from is Same)`,
+				`route-parents.yaml:58: spec.parentRefs[5].name: service "payments" not found`,
+				`route-parents.yaml:61: spec.parentRefs[6].port: service "orders" has no port 81`,
+				`route-parents.yaml:62: spec.parentRefs[6].sectionName: sectionName on a Service parent is not supported yet (use port)`,
+				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway, or Service for mesh routes)`,
+				`route-parents.yaml:78: spec.hostnames: no hostname of the route matches a listener of gateway "edge"`,
+				`route-parents.yaml:78: spec.hostnames[2]: invalid hostname "Bad_Host": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
+			},
+		},
+		{
+			path: "route-matches.yaml",
+			want: []string{
+				`route-matches.yaml:16: spec.rules[0].matches[0].path.value: path "orders" must start with "/"`,
+				`route-matches.yaml:17: spec.rules[0].matches[1].path.value: path "/a//b" must not contain "//", "/./" or "/../"`,
+				`route-matches.yaml:18: spec.rules[0].matches[2].path.value: invalid regular expression "/orders/(\\d+" (RE2 syntax): missing closing )`,
+				`route-matches.yaml:19: spec.rules[0].matches[3].path.type: unknown path match type "Glob" (want Exact, PathPrefix or RegularExpression)`,
+				`route-matches.yaml:21: spec.rules[0].matches[4].headers[0].name: name is required`,
+				"route-matches.yaml:22: spec.rules[0].matches[4].headers[1].name: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
+				`route-matches.yaml:23: spec.rules[0].matches[4].headers[2].value: invalid regular expression "a(?=b)" (RE2 syntax): invalid or unsupported Perl syntax`,
+				`route-matches.yaml:24: spec.rules[0].matches[4].headers[3].name: duplicate match on "x-id"`,
+				`route-matches.yaml:25: spec.rules[0].matches[4].headers[4].type: unknown match type "Prefix" (want Exact or RegularExpression)`,
+				`route-matches.yaml:28: spec.rules[0].matches[4].queryParams[1].name: duplicate match on "page"`,
+				`route-matches.yaml:29: spec.rules[0].matches[4].method: unknown method "FETCH" (want GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE or PATCH)`,
+			},
+		},
+		{
+			path: "route-backends.yaml",
+			want: []string{
+				`route-backends.yaml:20: spec.rules[0].backendRefs[1].name: service "ordrs" not found`,
+				`route-backends.yaml:22: spec.rules[0].backendRefs[2].port: port is required: service "orders" has 2 ports`,
+				`route-backends.yaml:24: spec.rules[0].backendRefs[3].port: service "orders" has no port 7070`,
+				`route-backends.yaml:25: spec.rules[0].backendRefs[3].weight: weight 2000000 is out of range 0-1000000`,
+				`route-backends.yaml:26: spec.rules[0].backendRefs[4].name: service "payments/orders" not found`,
+				`route-backends.yaml:29: spec.rules[0].backendRefs[5].kind: backend kind "Backend" in group "gateway.envoyproxy.io" is not supported (want Service)`,
+				`route-backends.yaml:34: spec.rules[0].backendRefs[6].weight: weight -1 is out of range 0-1000000`,
+				`route-backends.yaml:35: spec.rules[0].backendRefs[6].filters: backendRef filters are not supported yet (put filters on the rule)`,
+			},
+		},
+		{
+			path: "route-filters.yaml",
+			want: []string{
+				`route-filters.yaml:16: spec.rules[0].filters[0].type: filter RequestMirror is not supported yet`,
+				`route-filters.yaml:19: spec.rules[0].filters[1].type: filter CORS is not supported yet`,
+				`route-filters.yaml:21: spec.rules[0].filters[2].type: filter ExtensionRef is not supported yet`,
+				`route-filters.yaml:25: spec.rules[1].filters[0]: a rule cannot have both a RequestRedirect filter and backendRefs`,
+				`route-filters.yaml:26: spec.rules[1].filters[0].requestRedirect.scheme: unknown scheme "ftp" (want http or https)`,
+				`route-filters.yaml:26: spec.rules[1].filters[0].requestRedirect.hostname: invalid hostname "*.example.com": wildcards are not allowed here`,
+				`route-filters.yaml:26: spec.rules[1].filters[0].requestRedirect.port: port 0 is out of range 1-65535`,
+				`route-filters.yaml:26: spec.rules[1].filters[0].requestRedirect.statusCode: status code 200 is not a redirect (want 301, 302, 303, 307 or 308)`,
+				`route-filters.yaml:27: spec.rules[1].filters[1]: a rule cannot have both RequestRedirect and URLRewrite filters`,
+				`route-filters.yaml:35: spec.rules[2].filters[0].urlRewrite.path.replacePrefixMatch: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match`,
+				`route-filters.yaml:40: spec.rules[3].filters[0].requestHeaderModifier.set[1].name: duplicate header "X-A"`,
+				"route-filters.yaml:41: spec.rules[3].filters[0].requestHeaderModifier.remove[0]: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
+				`route-filters.yaml:42: spec.rules[3].filters[1].type: duplicate RequestHeaderModifier filter in one rule`,
+				`route-filters.yaml:42: spec.rules[3].filters[1].requestHeaderModifier: requestHeaderModifier is required when type is RequestHeaderModifier`,
+				`route-filters.yaml:45: spec.rules[3].filters[2].type: unknown filter type "Teleport"`,
+				`route-filters.yaml:46: spec.rules[3].filters[3].type: type is required`,
+				`route-filters.yaml:49: spec.rules[3].filters[4].urlRewrite.path.replacePrefixMatch: replacePrefixMatch must not be set when type is ReplaceFullPath`,
+				`route-filters.yaml:49: spec.rules[3].filters[4].urlRewrite.path.replaceFullPath: replaceFullPath is required when type is ReplaceFullPath`,
+			},
+		},
+		{
+			path: "route-rule-fields.yaml",
+			want: []string{
+				`route-rule-fields.yaml:14: spec.useDefaultGateways: useDefaultGateways is not supported yet`,
+				`route-rule-fields.yaml:18: spec.rules[0].timeouts.request: invalid duration "1.5s": want up to four <number><unit> groups with units h, m, s, ms (e.g. 1m30s)`,
+				`route-rule-fields.yaml:19: spec.rules[0].timeouts.backendRequest: backendRequest is not supported yet`,
+				`route-rule-fields.yaml:20: spec.rules[0].retry: retry is not supported yet`,
+				`route-rule-fields.yaml:22: spec.rules[0].sessionPersistence: sessionPersistence is not supported yet`,
+				`route-rule-fields.yaml:25: spec.rules[1].name: duplicate rule name "main" (also spec.rules[0])`,
+			},
+		},
+		{
+			path: "service.yaml",
+			want: []string{
+				`service.yaml:5: spec.ports: at least one port is required`,
+				`service.yaml:14: metadata.labels.-bad-key: invalid label key "-bad-key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
+				`service.yaml:18: spec.ports[1].port: duplicate port 80 (also spec.ports[0])`,
+				`service.yaml:18: spec.ports[1].name: duplicate port name "http" (also spec.ports[0])`,
+				`service.yaml:18: spec.ports[1].protocol: unknown protocol "HTTPS" (want HTTP or HTTP2)`,
+				`service.yaml:19: spec.ports[2].port: port 70000 is out of range 1-65535`,
+				`service.yaml:19: spec.ports[2].name: invalid port name "8080": must contain a letter`,
+				`service.yaml:20: spec.ports[3].name: invalid port name "Admin": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
+				`service.yaml:22: spec.endpoints[0].address: address "127.0.0.1" must be host:port`,
+				`service.yaml:22: spec.endpoints[0].port: port is required: the service has 4 ports (give a port name or number)`,
+				`service.yaml:23: spec.endpoints[1].address: address "127.0.0.1:99999": port must be a number in 1-65535`,
+				`service.yaml:25: spec.endpoints[2].address: address ":8080" has no host`,
+				`service.yaml:26: spec.endpoints[2].port: the service has no port "grpc"`,
+				`service.yaml:27: spec.endpoints[3].port: port is required: the service has 4 ports (give a port name or number)`,
+				`service.yaml:29: spec.endpoints[3].labels["not a key"]: invalid label key "not a key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
+				`service.yaml:30: spec.endpoints[3].labels.version: invalid label value "bad value!": want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			t.Parallel()
+			got := errorStrings(t, filepath.Join("testdata/bad", tc.path))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestLoadReportsAllErrorsAtOnce checks that problems of every kind, in
+// several files, come back together in file and line order.
+func TestLoadReportsAllErrorsAtOnce(t *testing.T) {
+	t.Parallel()
+	got := errorStrings(t, "testdata/multi")
+	want := []string{
+		`testdata/multi/a.yaml:11: spec.rules[0].backendRefs[1].name: service "ordrs" not found`,
+		`testdata/multi/a.yaml:13: spec.rules[0].backendRefs[1].wieght: unknown field "wieght"`,
+		`testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol HTTPS is not supported yet (only HTTP)`,
+		`testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "TCP" (want HTTP or HTTP2)`,
+		`testdata/multi/b.yaml:12: YAML syntax error: did not find expected ',' or '}'`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

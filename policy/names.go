@@ -1,0 +1,184 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"regexp/syntax"
+	"strconv"
+	"strings"
+	"time"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// checkDNSLabel returns why s is not an RFC 1123 label (lowercase letters,
+// digits and '-', at most 63, alphanumeric at both ends), or "".
+func checkDNSLabel(s string) string {
+	if len(s) > 63 {
+		return "must be at most 63 characters"
+	}
+	if !isDNSLabel(s) {
+		return "must be lowercase letters, digits and '-', starting and ending with a letter or digit"
+	}
+	return ""
+}
+
+func isDNSLabel(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkSubdomain returns why s is not an RFC 1123 subdomain (dot-separated
+// labels, at most 253 characters), or "".
+func checkSubdomain(s string) string {
+	if len(s) > 253 {
+		return "must be at most 253 characters"
+	}
+	for _, label := range strings.Split(s, ".") {
+		if !isDNSLabel(label) {
+			return "must be dot-separated labels of lowercase letters, digits and '-'"
+		}
+	}
+	return ""
+}
+
+// checkHostname returns why s is not a Gateway API hostname, or "". With
+// wildcard, a leading "*." label is allowed.
+func checkHostname(s string, wildcard bool) string {
+	if s == "" {
+		return "hostname must not be empty"
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return "must be a DNS name, not an IP address"
+	}
+	name := s
+	if rest, ok := strings.CutPrefix(s, "*."); ok {
+		if !wildcard {
+			return "wildcards are not allowed here"
+		}
+		name = rest
+	}
+	if msg := checkSubdomain(name); msg != "" {
+		return "must be a lowercase RFC 1123 hostname, optionally starting with \"*.\""
+	}
+	return ""
+}
+
+// hostnamesIntersect reports whether a listener hostname and a route
+// hostname can match the same request host, as the Gateway API defines it.
+func hostnamesIntersect(a, b string) bool {
+	if a == b {
+		return true
+	}
+	if strings.HasPrefix(b, "*.") && !strings.HasPrefix(a, "*.") {
+		a, b = b, a
+	}
+	if !strings.HasPrefix(a, "*.") {
+		return false
+	}
+	suffix := a[1:] // ".example.com"
+	if strings.HasPrefix(b, "*.") {
+		return strings.HasSuffix(b[1:], suffix) || strings.HasSuffix(suffix, b[1:])
+	}
+	return strings.HasSuffix(b, suffix) && len(b) > len(suffix)
+}
+
+// checkHeaderName returns why s is not an HTTP header (or query parameter)
+// name, or "".
+func checkHeaderName(s string) string {
+	if s == "" {
+		return "name is required"
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return fmt.Sprintf("invalid name %q: only letters, digits and !#$%%&'*+-.^_`|~ are allowed", s)
+		}
+	}
+	return ""
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// checkMatchPath returns why an Exact or PathPrefix match value is invalid,
+// or "".
+func checkMatchPath(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Sprintf("path %q must start with \"/\"", p)
+	case strings.Contains(p, "//"), strings.Contains(p, "/./"), strings.Contains(p, "/../"),
+		strings.HasSuffix(p, "/.."), strings.HasSuffix(p, "/."):
+		return fmt.Sprintf("path %q must not contain \"//\", \"/./\" or \"/../\"", p)
+	case strings.ContainsAny(p, "#?"):
+		return fmt.Sprintf("path %q must not contain '?' or '#'", p)
+	case strings.Contains(strings.ToLower(p), "%2f"):
+		return fmt.Sprintf("path %q must not contain an encoded '/' (%%2F)", p)
+	}
+	return ""
+}
+
+// checkRegexp returns why a regular expression does not compile as RE2, or "".
+func checkRegexp(re string) string {
+	if _, err := regexp.Compile(re); err != nil {
+		reason := err.Error()
+		var syntaxErr *syntax.Error
+		if errors.As(err, &syntaxErr) {
+			reason = syntaxErr.Code.String()
+		}
+		return fmt.Sprintf("invalid regular expression %q (RE2 syntax): %s", re, reason)
+	}
+	return ""
+}
+
+// gatewayDurationRE is the GEP-2257 duration syntax.
+var gatewayDurationRE = regexp.MustCompile(`^([0-9]{1,5}(h|m|s|ms)){1,4}$`)
+
+// ParseDuration parses a Gateway API duration (GEP-2257: up to four groups of
+// 1-5 digits with a unit h, m, s or ms, such as "1h30m" or "500ms").
+func ParseDuration(d gwapiv1.Duration) (time.Duration, error) {
+	s := string(d)
+	if !gatewayDurationRE.MatchString(s) {
+		return 0, fmt.Errorf("invalid duration %q: want up to four <number><unit> groups with units h, m, s, ms (e.g. 1m30s)", s)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: %w", s, err)
+	}
+	return v, nil
+}
+
+// checkHostPort returns why address is not host:port with a port in
+// 1-65535, or "".
+func checkHostPort(address string) string {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return fmt.Sprintf("address %q must be host:port", address)
+	}
+	if host == "" {
+		return fmt.Sprintf("address %q has no host", address)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("address %q: port must be a number in 1-65535", address)
+	}
+	return ""
+}

@@ -1,0 +1,60 @@
+package policy
+
+import (
+	"net/netip"
+	"strconv"
+)
+
+// DefaultGatewayAddress is where a Gateway's listeners bind when it has no
+// spec.addresses.
+const DefaultGatewayAddress = "127.0.0.1"
+
+// BindAddress is the IP address the Gateway's listeners bind: the value of
+// its (single, IPAddress) spec.addresses entry, or DefaultGatewayAddress.
+func (g *Gateway) BindAddress() string {
+	if len(g.Spec.Addresses) > 0 {
+		if a, err := netip.ParseAddr(g.Spec.Addresses[0].Value); err == nil {
+			return a.String()
+		}
+	}
+	return DefaultGatewayAddress
+}
+
+// LookupGateway returns the Gateway namespace/name, or nil.
+func (s *Set) LookupGateway(namespace, name string) *Gateway {
+	for _, g := range s.Gateways {
+		if g.Namespace == namespace && g.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// LookupService returns the Service namespace/name, or nil.
+func (s *Set) LookupService(namespace, name string) *Service {
+	for _, svc := range s.Services {
+		if svc.Namespace == namespace && svc.Name == name {
+			return svc
+		}
+	}
+	return nil
+}
+
+// LookupPort returns the service port that ref names, by name or by number
+// ("http" or "8080"); an empty ref names the only port of a one-port
+// service. It returns nil when there is no such port.
+func (svc *Service) LookupPort(ref string) *ServicePort {
+	if ref == "" {
+		if len(svc.Spec.Ports) == 1 {
+			return &svc.Spec.Ports[0]
+		}
+		return nil
+	}
+	for i := range svc.Spec.Ports {
+		p := &svc.Spec.Ports[i]
+		if p.Name == ref || strconv.Itoa(int(p.Port)) == ref {
+			return p
+		}
+	}
+	return nil
+}

@@ -1,0 +1,779 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Namespaces: references across namespaces (a route in "shop" sending to a
+// Service in "payments", or attaching to a Gateway in "infra") are allowed
+// without a ReferenceGrant: meshgate does not implement ReferenceGrant, and
+// policy files are written by whoever runs the control plane. Attaching a
+// route to a Gateway listener in another namespace still follows the
+// listener's allowedRoutes.namespaces (default Same), as the Gateway API
+// defines it, because that is the Gateway owner's decision.
+
+// nsName identifies a resource within its kind.
+type nsName struct{ namespace, name string }
+
+// refName names a referenced resource in a message: "name" when it is in
+// the referrer's namespace, "namespace/name" otherwise.
+func refName(namespace, name, from string) string {
+	if namespace == from {
+		return strconv.Quote(name)
+	}
+	return strconv.Quote(namespace + "/" + name)
+}
+
+// validate checks every resource and the references between them, then
+// sorts the set.
+func (l *loader) validate() {
+	byName := func(ns1, n1, ns2, n2 string) int {
+		return cmp.Or(cmp.Compare(ns1, ns2), cmp.Compare(n1, n2))
+	}
+	slices.SortFunc(l.set.Gateways, func(a, b *Gateway) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(l.set.HTTPRoutes, func(a, b *HTTPRoute) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(l.set.Services, func(a, b *Service) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
+
+	gateways := make(map[nsName]*Gateway, len(l.set.Gateways))
+	for _, g := range l.set.Gateways {
+		gateways[nsName{g.Namespace, g.Name}] = g
+	}
+	services := make(map[nsName]*Service, len(l.set.Services))
+	for _, s := range l.set.Services {
+		services[nsName{s.Namespace, s.Name}] = s
+	}
+	for _, s := range l.set.Services {
+		if !l.malformed[resourceKey{KindService, s.Namespace, s.Name}] {
+			l.checkService(s)
+		}
+	}
+	var wellFormed []*Gateway
+	for _, g := range l.set.Gateways {
+		if !l.malformed[resourceKey{KindGateway, g.Namespace, g.Name}] {
+			l.checkGateway(g)
+			wellFormed = append(wellFormed, g)
+		}
+	}
+	l.checkBindConflicts(wellFormed)
+	for _, r := range l.set.HTTPRoutes {
+		if !l.malformed[resourceKey{KindHTTPRoute, r.Namespace, r.Name}] {
+			l.checkHTTPRoute(r, gateways, services)
+		}
+	}
+}
+
+func (l *loader) checkLabels(src Source, path string, labels map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		field := mapKeyPath(path, k)
+		if len(validation.IsQualifiedName(k)) > 0 {
+			l.errorf(src, field, "invalid label key %q: want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", k)
+		}
+		if v := labels[k]; len(validation.IsValidLabelValue(v)) > 0 {
+			l.errorf(src, field, "invalid label value %q: want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", v)
+		}
+	}
+}
+
+func notSupported(what string) string { return what + " is not supported yet" }
+
+// ---- Service ----
+
+func (l *loader) checkService(s *Service) {
+	src := s.Source
+	if len(s.Spec.Ports) == 0 {
+		l.errorf(src, "spec.ports", "at least one port is required")
+	}
+	names := make(map[string]int)
+	numbers := make(map[int32]int)
+	for i := range s.Spec.Ports {
+		port := &s.Spec.Ports[i]
+		p := fmt.Sprintf("spec.ports[%d]", i)
+		if port.Port < 1 || port.Port > 65535 {
+			l.errorf(src, p+".port", "port %d is out of range 1-65535", port.Port)
+		} else if j, dup := numbers[port.Port]; dup {
+			l.errorf(src, p+".port", "duplicate port %d (also spec.ports[%d])", port.Port, j)
+		} else {
+			numbers[port.Port] = i
+		}
+		if port.Name != "" {
+			if msg := checkDNSLabel(port.Name); msg != "" {
+				l.errorf(src, p+".name", "invalid port name %q: %s", port.Name, msg)
+			} else if strings.Trim(port.Name, "0123456789-") == "" {
+				l.errorf(src, p+".name", "invalid port name %q: must contain a letter", port.Name)
+			} else if j, dup := names[port.Name]; dup {
+				l.errorf(src, p+".name", "duplicate port name %q (also spec.ports[%d])", port.Name, j)
+			} else {
+				names[port.Name] = i
+			}
+		}
+		switch port.Protocol {
+		case "":
+			port.Protocol = ProtocolHTTP
+		case ProtocolHTTP, ProtocolHTTP2:
+		default:
+			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
+		}
+	}
+	for i, ep := range s.Spec.Endpoints {
+		p := fmt.Sprintf("spec.endpoints[%d]", i)
+		if ep.Address == "" {
+			l.errorf(src, p+".address", "address is required")
+		} else if msg := checkHostPort(ep.Address); msg != "" {
+			l.errorf(src, p+".address", "%s", msg)
+		}
+		switch {
+		case ep.Port == "" && len(s.Spec.Ports) > 1:
+			l.errorf(src, p+".port", "port is required: the service has %d ports (give a port name or number)", len(s.Spec.Ports))
+		case ep.Port != "" && s.LookupPort(ep.Port) == nil:
+			l.errorf(src, p+".port", "the service has no port %q", ep.Port)
+		}
+		l.checkLabels(src, p+".labels", ep.Labels)
+	}
+}
+
+// ---- Gateway ----
+
+func (l *loader) checkGateway(g *Gateway) {
+	src, spec := g.Source, &g.Spec
+	if len(spec.Listeners) == 0 {
+		l.errorf(src, "spec.listeners", "at least one listener is required")
+	}
+	type portHost struct {
+		port int32
+		host string
+	}
+	names := make(map[gwapiv1.SectionName]int)
+	bound := make(map[portHost]int)
+	for i := range spec.Listeners {
+		ls := &spec.Listeners[i]
+		p := fmt.Sprintf("spec.listeners[%d]", i)
+		switch {
+		case ls.Name == "":
+			l.errorf(src, p+".name", "name is required")
+		case checkSubdomain(string(ls.Name)) != "":
+			l.errorf(src, p+".name", "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
+		default:
+			if j, dup := names[ls.Name]; dup {
+				l.errorf(src, p+".name", "duplicate listener name %q (also spec.listeners[%d])", ls.Name, j)
+			} else {
+				names[ls.Name] = i
+			}
+		}
+		portOK := ls.Port >= 1 && ls.Port <= 65535
+		if !portOK {
+			l.errorf(src, p+".port", "port %d is out of range 1-65535", ls.Port)
+		}
+		switch ls.Protocol {
+		case gwapiv1.HTTPProtocolType:
+		case gwapiv1.HTTPSProtocolType, gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
+			l.errorf(src, p+".protocol", "protocol %s is not supported yet (only HTTP)", ls.Protocol)
+		case "":
+			l.errorf(src, p+".protocol", "protocol is required (HTTP)")
+		default:
+			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP)", ls.Protocol)
+		}
+		host := ""
+		if ls.Hostname != nil {
+			host = string(*ls.Hostname)
+			if msg := checkHostname(host, true); msg != "" {
+				l.errorf(src, p+".hostname", "invalid hostname %q: %s", host, msg)
+			}
+		}
+		if ls.TLS != nil {
+			l.errorf(src, p+".tls", "%s", notSupported("tls"))
+		}
+		l.checkAllowedRoutes(src, p+".allowedRoutes", ls.AllowedRoutes)
+		if portOK {
+			key := portHost{ls.Port, host}
+			if j, dup := bound[key]; dup {
+				l.errorf(src, p, "listener %q conflicts with listener %q: same port %d and %s",
+					ls.Name, spec.Listeners[j].Name, ls.Port, describeHostname(host))
+			} else {
+				bound[key] = i
+			}
+		}
+	}
+	for i, a := range spec.Addresses {
+		p := fmt.Sprintf("spec.addresses[%d]", i)
+		if i > 0 {
+			l.errorf(src, p, "only one address is supported yet")
+			continue
+		}
+		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
+			l.errorf(src, p+".type", "address type %q is not supported yet (only IPAddress)", *a.Type)
+			continue
+		}
+		if a.Value == "" {
+			l.errorf(src, p+".value", "value is required (an IP address to bind)")
+		} else if ip, err := netip.ParseAddr(a.Value); err != nil || ip.Zone() != "" {
+			l.errorf(src, p+".value", "%q is not a valid IP address", a.Value)
+		}
+	}
+	if spec.Infrastructure != nil {
+		l.errorf(src, "spec.infrastructure", "%s", notSupported("infrastructure"))
+	}
+	if spec.AllowedListeners != nil {
+		l.errorf(src, "spec.allowedListeners", "%s", notSupported("allowedListeners"))
+	}
+	if spec.TLS != nil {
+		l.errorf(src, "spec.tls", "%s", notSupported("tls"))
+	}
+	if spec.DefaultScope != "" {
+		l.errorf(src, "spec.defaultScope", "%s", notSupported("defaultScope"))
+	}
+}
+
+func describeHostname(h string) string {
+	if h == "" {
+		return "no hostname"
+	}
+	return fmt.Sprintf("hostname %q", h)
+}
+
+func (l *loader) checkAllowedRoutes(src Source, p string, ar *gwapiv1.AllowedRoutes) {
+	if ar == nil {
+		return
+	}
+	if ns := ar.Namespaces; ns != nil {
+		if ns.From != nil {
+			switch *ns.From {
+			case gwapiv1.NamespacesFromSame, gwapiv1.NamespacesFromAll:
+			case gwapiv1.NamespacesFromSelector:
+				l.errorf(src, p+".namespaces.from", "Selector is not supported yet (use Same or All)")
+			default:
+				l.errorf(src, p+".namespaces.from", "unknown value %q (want Same or All)", *ns.From)
+			}
+		}
+		if ns.Selector != nil {
+			l.errorf(src, p+".namespaces.selector", "%s", notSupported("selector"))
+		}
+	}
+	for i, k := range ar.Kinds {
+		group := GatewayGroup
+		if k.Group != nil {
+			group = string(*k.Group)
+		}
+		if group != GatewayGroup || k.Kind != KindHTTPRoute {
+			l.errorf(src, fmt.Sprintf("%s.kinds[%d]", p, i), "route kind %q in group %q is not supported yet (only HTTPRoute)", k.Kind, group)
+		}
+	}
+}
+
+// listenerAllows reports whether a route in namespace routeNS may attach to a
+// listener of gateway g.
+func listenerAllows(g *Gateway, ls *gwapiv1.Listener, routeNS string) bool {
+	from := gwapiv1.NamespacesFromSame
+	if ar := ls.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
+		from = *ar.Namespaces.From
+	}
+	switch from {
+	case gwapiv1.NamespacesFromSame:
+		return routeNS == g.Namespace
+	case gwapiv1.NamespacesFromAll:
+		return true
+	default:
+		return true // reported on the Gateway already
+	}
+}
+
+// checkBindConflicts reports Gateways whose listeners would bind the same
+// address and port. An unspecified address (0.0.0.0, ::) conflicts with
+// every address on that port.
+func (l *loader) checkBindConflicts(gateways []*Gateway) {
+	type binding struct {
+		addr netip.Addr
+		port int32
+		gw   *Gateway
+		ls   string
+		line int
+	}
+	ordered := slices.Clone(gateways)
+	slices.SortStableFunc(ordered, func(a, b *Gateway) int {
+		return cmp.Or(cmp.Compare(a.Source.File, b.Source.File), cmp.Compare(a.Source.Line, b.Source.Line))
+	})
+	var taken []binding
+	for _, g := range ordered {
+		addr, err := netip.ParseAddr(g.BindAddress())
+		if err != nil {
+			continue
+		}
+		ports := make(map[int32]bool)
+		for i, ls := range g.Spec.Listeners {
+			if ports[ls.Port] || ls.Port < 1 || ls.Port > 65535 {
+				continue
+			}
+			ports[ls.Port] = true
+			p := fmt.Sprintf("spec.listeners[%d].port", i)
+			for _, t := range taken {
+				if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
+					continue
+				}
+				l.errorf(g.Source, p, "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
+					g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
+					t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
+				break
+			}
+			taken = append(taken, binding{addr: addr, port: ls.Port, gw: g, ls: string(ls.Name), line: g.Source.LineOf(p)})
+		}
+	}
+}
+
+// ---- HTTPRoute ----
+
+func (l *loader) checkHTTPRoute(r *HTTPRoute, gateways map[nsName]*Gateway, services map[nsName]*Service) {
+	src, spec := r.Source, &r.Spec
+	if len(spec.ParentRefs) == 0 {
+		l.errorf(src, "spec.parentRefs", "at least one parentRef is required (a Gateway, or a Service for mesh traffic)")
+	}
+	for i := range spec.ParentRefs {
+		l.checkParentRef(r, i, gateways, services)
+	}
+	if spec.UseDefaultGateways != "" {
+		l.errorf(src, "spec.useDefaultGateways", "%s", notSupported("useDefaultGateways"))
+	}
+	for i, h := range spec.Hostnames {
+		if msg := checkHostname(string(h), true); msg != "" {
+			l.errorf(src, fmt.Sprintf("spec.hostnames[%d]", i), "invalid hostname %q: %s", h, msg)
+		}
+	}
+	ruleNames := make(map[gwapiv1.SectionName]int)
+	for i := range spec.Rules {
+		rule := &spec.Rules[i]
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		if rule.Name != nil {
+			if msg := checkSubdomain(string(*rule.Name)); msg != "" {
+				l.errorf(src, p+".name", "invalid rule name %q: %s", *rule.Name, msg)
+			} else if j, dup := ruleNames[*rule.Name]; dup {
+				l.errorf(src, p+".name", "duplicate rule name %q (also spec.rules[%d])", *rule.Name, j)
+			} else {
+				ruleNames[*rule.Name] = i
+			}
+		}
+		l.checkRule(r, p, rule, services)
+	}
+}
+
+func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gateway, services map[nsName]*Service) {
+	src, pr := r.Source, &r.Spec.ParentRefs[i]
+	p := fmt.Sprintf("spec.parentRefs[%d]", i)
+	group, kind := GatewayGroup, KindGateway
+	if pr.Group != nil {
+		group = string(*pr.Group)
+	}
+	if pr.Kind != nil {
+		kind = string(*pr.Kind)
+	}
+	ns := r.Namespace
+	if pr.Namespace != nil && *pr.Namespace != "" {
+		ns = string(*pr.Namespace)
+	}
+	if pr.Name == "" {
+		l.errorf(src, p+".name", "name is required")
+		return
+	}
+	switch {
+	case kind == KindGateway && group == GatewayGroup:
+		g := gateways[nsName{ns, string(pr.Name)}]
+		if g == nil {
+			l.errorf(src, p+".name", "gateway %s not found", refName(ns, string(pr.Name), r.Namespace))
+			return
+		}
+		l.checkGatewayAttachment(r, p, pr, g)
+	case kind == KindService && (pr.Group == nil || group == "" || group == MeshgateGroup):
+		svc := services[nsName{ns, string(pr.Name)}]
+		if svc == nil {
+			l.errorf(src, p+".name", "service %s not found", refName(ns, string(pr.Name), r.Namespace))
+			return
+		}
+		if pr.SectionName != nil {
+			l.errorf(src, p+".sectionName", "sectionName on a Service parent is not supported yet (use port)")
+		}
+		if pr.Port != nil && svc.LookupPort(strconv.Itoa(int(*pr.Port))) == nil {
+			l.errorf(src, p+".port", "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *pr.Port)
+		}
+	default:
+		l.errorf(src, p+".kind", "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)
+	}
+}
+
+// checkGatewayAttachment checks that a parentRef selects listeners of g that
+// accept the route.
+func (l *loader) checkGatewayAttachment(r *HTTPRoute, p string, pr *gwapiv1.ParentReference, g *Gateway) {
+	src := r.Source
+	gwName := refName(g.Namespace, g.Name, r.Namespace)
+	var selected []*gwapiv1.Listener
+	named := false
+	for i := range g.Spec.Listeners {
+		ls := &g.Spec.Listeners[i]
+		if pr.SectionName != nil {
+			if ls.Name != *pr.SectionName {
+				continue
+			}
+			named = true
+		}
+		if pr.Port != nil && ls.Port != *pr.Port {
+			continue
+		}
+		selected = append(selected, ls)
+	}
+	if len(selected) == 0 {
+		switch {
+		case pr.SectionName != nil && !named:
+			l.errorf(src, p+".sectionName", "gateway %s has no listener %q", gwName, *pr.SectionName)
+		case pr.SectionName != nil:
+			l.errorf(src, p+".port", "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
+		default:
+			l.errorf(src, p+".port", "gateway %s has no listener on port %d", gwName, *pr.Port)
+		}
+		return
+	}
+	allowed := slices.ContainsFunc(selected, func(ls *gwapiv1.Listener) bool { return listenerAllows(g, ls, r.Namespace) })
+	if !allowed {
+		l.errorf(src, p, "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is Same)", gwName, r.Namespace)
+		return
+	}
+	if len(r.Spec.Hostnames) == 0 {
+		return
+	}
+	matches := slices.ContainsFunc(selected, func(ls *gwapiv1.Listener) bool {
+		if ls.Hostname == nil {
+			return true
+		}
+		return slices.ContainsFunc(r.Spec.Hostnames, func(h gwapiv1.Hostname) bool {
+			return hostnamesIntersect(string(*ls.Hostname), string(h))
+		})
+	})
+	if !matches {
+		l.errorf(src, "spec.hostnames", "no hostname of the route matches a listener of gateway %s", gwName)
+	}
+}
+
+func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, services map[nsName]*Service) {
+	src := r.Source
+	allPrefix := true
+	for j := range rule.Matches {
+		if !l.checkMatch(src, fmt.Sprintf("%s.matches[%d]", p, j), &rule.Matches[j]) {
+			allPrefix = false
+		}
+	}
+	seenTypes := make(map[gwapiv1.HTTPRouteFilterType]bool)
+	redirect, rewrite := -1, -1
+	for k := range rule.Filters {
+		f := &rule.Filters[k]
+		fp := fmt.Sprintf("%s.filters[%d]", p, k)
+		if seenTypes[f.Type] {
+			l.errorf(src, fp+".type", "duplicate %s filter in one rule", f.Type)
+		}
+		seenTypes[f.Type] = true
+		usesPrefix := l.checkFilter(src, fp, f)
+		if usesPrefix != "" && !allPrefix {
+			l.errorf(src, usesPrefix, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
+		}
+		switch f.Type {
+		case gwapiv1.HTTPRouteFilterRequestRedirect:
+			redirect = k
+		case gwapiv1.HTTPRouteFilterURLRewrite:
+			rewrite = k
+		}
+	}
+	if redirect >= 0 && len(rule.BackendRefs) > 0 {
+		l.errorf(src, fmt.Sprintf("%s.filters[%d]", p, redirect), "a rule cannot have both a RequestRedirect filter and backendRefs")
+	}
+	if redirect >= 0 && rewrite >= 0 {
+		l.errorf(src, fmt.Sprintf("%s.filters[%d]", p, max(redirect, rewrite)), "a rule cannot have both RequestRedirect and URLRewrite filters")
+	}
+	for k := range rule.BackendRefs {
+		l.checkBackendRef(r, fmt.Sprintf("%s.backendRefs[%d]", p, k), &rule.BackendRefs[k], services)
+	}
+	if t := rule.Timeouts; t != nil {
+		if t.Request != nil {
+			if _, err := ParseDuration(*t.Request); err != nil {
+				l.errorf(src, p+".timeouts.request", "%v", err)
+			}
+		}
+		if t.BackendRequest != nil {
+			l.errorf(src, p+".timeouts.backendRequest", "%s", notSupported("backendRequest"))
+		}
+	}
+	if rule.Retry != nil {
+		l.errorf(src, p+".retry", "%s", notSupported("retry"))
+	}
+	if rule.SessionPersistence != nil {
+		l.errorf(src, p+".sessionPersistence", "%s", notSupported("sessionPersistence"))
+	}
+}
+
+// checkMatch validates one match and reports whether it is a PathPrefix
+// match (the default).
+func (l *loader) checkMatch(src Source, p string, m *gwapiv1.HTTPRouteMatch) (prefix bool) {
+	prefix = true
+	if m.Path != nil {
+		typ := gwapiv1.PathMatchPathPrefix
+		if m.Path.Type != nil {
+			typ = *m.Path.Type
+		}
+		value := "/"
+		if m.Path.Value != nil {
+			value = *m.Path.Value
+		}
+		prefix = typ == gwapiv1.PathMatchPathPrefix
+		switch typ {
+		case gwapiv1.PathMatchExact, gwapiv1.PathMatchPathPrefix:
+			if msg := checkMatchPath(value); msg != "" {
+				l.errorf(src, p+".path.value", "%s", msg)
+			}
+		case gwapiv1.PathMatchRegularExpression:
+			if msg := checkRegexp(value); msg != "" {
+				l.errorf(src, p+".path.value", "%s", msg)
+			}
+		default:
+			l.errorf(src, p+".path.type", "unknown path match type %q (want Exact, PathPrefix or RegularExpression)", typ)
+		}
+	}
+	headers := make(map[string]bool)
+	for i, h := range m.Headers {
+		hp := fmt.Sprintf("%s.headers[%d]", p, i)
+		typ := gwapiv1.HeaderMatchExact
+		if h.Type != nil {
+			typ = *h.Type
+		}
+		l.checkValueMatch(src, hp, string(h.Name), string(typ), h.Value, headers, true)
+	}
+	params := make(map[string]bool)
+	for i, q := range m.QueryParams {
+		qp := fmt.Sprintf("%s.queryParams[%d]", p, i)
+		typ := gwapiv1.QueryParamMatchExact
+		if q.Type != nil {
+			typ = *q.Type
+		}
+		l.checkValueMatch(src, qp, string(q.Name), string(typ), q.Value, params, false)
+	}
+	if m.Method != nil {
+		switch *m.Method {
+		case gwapiv1.HTTPMethodGet, gwapiv1.HTTPMethodHead, gwapiv1.HTTPMethodPost, gwapiv1.HTTPMethodPut,
+			gwapiv1.HTTPMethodDelete, gwapiv1.HTTPMethodConnect, gwapiv1.HTTPMethodOptions,
+			gwapiv1.HTTPMethodTrace, gwapiv1.HTTPMethodPatch:
+		default:
+			l.errorf(src, p+".method", "unknown method %q (want GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE or PATCH)", *m.Method)
+		}
+	}
+	return prefix
+}
+
+// checkValueMatch validates a header or query parameter match.
+func (l *loader) checkValueMatch(src Source, p, name, typ, value string, seen map[string]bool, foldCase bool) {
+	if msg := checkHeaderName(name); msg != "" {
+		l.errorf(src, p+".name", "%s", msg)
+	} else {
+		key := name
+		if foldCase {
+			key = strings.ToLower(name)
+		}
+		if seen[key] {
+			l.errorf(src, p+".name", "duplicate match on %q", name)
+		}
+		seen[key] = true
+	}
+	switch typ {
+	case "Exact":
+	case "RegularExpression":
+		if msg := checkRegexp(value); msg != "" {
+			l.errorf(src, p+".value", "%s", msg)
+		}
+	default:
+		l.errorf(src, p+".type", "unknown match type %q (want Exact or RegularExpression)", typ)
+	}
+}
+
+// checkFilter validates one route filter. It returns the path of its
+// replacePrefixMatch field when the filter uses one, or "".
+func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (prefixField string) {
+	configs := []struct {
+		field string
+		typ   gwapiv1.HTTPRouteFilterType
+		set   bool
+	}{
+		{"requestHeaderModifier", gwapiv1.HTTPRouteFilterRequestHeaderModifier, f.RequestHeaderModifier != nil},
+		{"responseHeaderModifier", gwapiv1.HTTPRouteFilterResponseHeaderModifier, f.ResponseHeaderModifier != nil},
+		{"requestRedirect", gwapiv1.HTTPRouteFilterRequestRedirect, f.RequestRedirect != nil},
+		{"urlRewrite", gwapiv1.HTTPRouteFilterURLRewrite, f.URLRewrite != nil},
+		{"requestMirror", gwapiv1.HTTPRouteFilterRequestMirror, f.RequestMirror != nil},
+		{"cors", gwapiv1.HTTPRouteFilterCORS, f.CORS != nil},
+		{"externalAuth", gwapiv1.HTTPRouteFilterExternalAuth, f.ExternalAuth != nil},
+		{"extensionRef", gwapiv1.HTTPRouteFilterExtensionRef, f.ExtensionRef != nil},
+	}
+	switch f.Type {
+	case "":
+		l.errorf(src, p+".type", "type is required")
+		return ""
+	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier,
+		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite:
+	case gwapiv1.HTTPRouteFilterRequestMirror, gwapiv1.HTTPRouteFilterCORS,
+		gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
+		l.errorf(src, p+".type", "filter %s is not supported yet", f.Type)
+		return ""
+	default:
+		l.errorf(src, p+".type", "unknown filter type %q", f.Type)
+		return ""
+	}
+	for _, c := range configs {
+		switch {
+		case c.typ == f.Type && !c.set:
+			l.errorf(src, p+"."+c.field, "%s is required when type is %s", c.field, f.Type)
+			return ""
+		case c.typ != f.Type && c.set:
+			l.errorf(src, p+"."+c.field, "%s must not be set when type is %s", c.field, f.Type)
+		}
+	}
+	switch f.Type {
+	case gwapiv1.HTTPRouteFilterRequestHeaderModifier:
+		l.checkHeaderFilter(src, p+".requestHeaderModifier", f.RequestHeaderModifier)
+	case gwapiv1.HTTPRouteFilterResponseHeaderModifier:
+		l.checkHeaderFilter(src, p+".responseHeaderModifier", f.ResponseHeaderModifier)
+	case gwapiv1.HTTPRouteFilterRequestRedirect:
+		rp, rd := p+".requestRedirect", f.RequestRedirect
+		if rd.Scheme != nil && *rd.Scheme != "http" && *rd.Scheme != "https" {
+			l.errorf(src, rp+".scheme", "unknown scheme %q (want http or https)", *rd.Scheme)
+		}
+		if rd.Hostname != nil {
+			if msg := checkHostname(string(*rd.Hostname), false); msg != "" {
+				l.errorf(src, rp+".hostname", "invalid hostname %q: %s", *rd.Hostname, msg)
+			}
+		}
+		if rd.Port != nil && (*rd.Port < 1 || *rd.Port > 65535) {
+			l.errorf(src, rp+".port", "port %d is out of range 1-65535", *rd.Port)
+		}
+		if rd.StatusCode != nil && !slices.Contains([]int{301, 302, 303, 307, 308}, *rd.StatusCode) {
+			l.errorf(src, rp+".statusCode", "status code %d is not a redirect (want 301, 302, 303, 307 or 308)", *rd.StatusCode)
+		}
+		return l.checkPathModifier(src, rp+".path", rd.Path)
+	case gwapiv1.HTTPRouteFilterURLRewrite:
+		rp, rw := p+".urlRewrite", f.URLRewrite
+		if rw.Hostname != nil {
+			if msg := checkHostname(string(*rw.Hostname), false); msg != "" {
+				l.errorf(src, rp+".hostname", "invalid hostname %q: %s", *rw.Hostname, msg)
+			}
+		}
+		return l.checkPathModifier(src, rp+".path", rw.Path)
+	}
+	return ""
+}
+
+func (l *loader) checkHeaderFilter(src Source, p string, hf *gwapiv1.HTTPHeaderFilter) {
+	check := func(list string, names []string) {
+		seen := make(map[string]bool, len(names))
+		for i, name := range names {
+			np := fmt.Sprintf("%s.%s[%d]", p, list, i)
+			if list != "remove" {
+				np += ".name"
+			}
+			if msg := checkHeaderName(name); msg != "" {
+				l.errorf(src, np, "%s", msg)
+				continue
+			}
+			if seen[strings.ToLower(name)] {
+				l.errorf(src, np, "duplicate header %q", name)
+			}
+			seen[strings.ToLower(name)] = true
+		}
+	}
+	headerNames := func(hs []gwapiv1.HTTPHeader) []string {
+		out := make([]string, len(hs))
+		for i, h := range hs {
+			out[i] = string(h.Name)
+		}
+		return out
+	}
+	check("set", headerNames(hf.Set))
+	check("add", headerNames(hf.Add))
+	check("remove", hf.Remove)
+}
+
+// checkPathModifier validates a redirect or rewrite path. It returns the
+// path of the replacePrefixMatch field when that is the type, or "".
+func (l *loader) checkPathModifier(src Source, p string, pm *gwapiv1.HTTPPathModifier) string {
+	if pm == nil {
+		return ""
+	}
+	switch pm.Type {
+	case gwapiv1.FullPathHTTPPathModifier:
+		if pm.ReplacePrefixMatch != nil {
+			l.errorf(src, p+".replacePrefixMatch", "replacePrefixMatch must not be set when type is ReplaceFullPath")
+		}
+		switch {
+		case pm.ReplaceFullPath == nil:
+			l.errorf(src, p+".replaceFullPath", "replaceFullPath is required when type is ReplaceFullPath")
+		case !strings.HasPrefix(*pm.ReplaceFullPath, "/"):
+			l.errorf(src, p+".replaceFullPath", "path %q must start with \"/\"", *pm.ReplaceFullPath)
+		}
+	case gwapiv1.PrefixMatchHTTPPathModifier:
+		if pm.ReplaceFullPath != nil {
+			l.errorf(src, p+".replaceFullPath", "replaceFullPath must not be set when type is ReplacePrefixMatch")
+		}
+		switch {
+		case pm.ReplacePrefixMatch == nil:
+			l.errorf(src, p+".replacePrefixMatch", "replacePrefixMatch is required when type is ReplacePrefixMatch")
+		case *pm.ReplacePrefixMatch != "" && !strings.HasPrefix(*pm.ReplacePrefixMatch, "/"):
+			l.errorf(src, p+".replacePrefixMatch", "path %q must start with \"/\"", *pm.ReplacePrefixMatch)
+		default:
+			return p + ".replacePrefixMatch"
+		}
+	case "":
+		l.errorf(src, p+".type", "type is required (ReplaceFullPath or ReplacePrefixMatch)")
+	default:
+		l.errorf(src, p+".type", "unknown path modifier type %q (want ReplaceFullPath or ReplacePrefixMatch)", pm.Type)
+	}
+	return ""
+}
+
+// maxBackendWeight is the Gateway API's upper bound for backendRef weights.
+const maxBackendWeight = 1_000_000
+
+func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackendRef, services map[nsName]*Service) {
+	src := r.Source
+	group, kind := "", KindService
+	if br.Group != nil {
+		group = string(*br.Group)
+	}
+	if br.Kind != nil {
+		kind = string(*br.Kind)
+	}
+	if br.Weight != nil && (*br.Weight < 0 || *br.Weight > maxBackendWeight) {
+		l.errorf(src, p+".weight", "weight %d is out of range 0-%d", *br.Weight, maxBackendWeight)
+	}
+	if len(br.Filters) > 0 {
+		l.errorf(src, p+".filters", "backendRef filters are not supported yet (put filters on the rule)")
+	}
+	if kind != KindService || (group != "" && group != MeshgateGroup) {
+		l.errorf(src, p+".kind", "backend kind %q in group %q is not supported (want Service)", kind, group)
+		return
+	}
+	if br.Name == "" {
+		l.errorf(src, p+".name", "name is required")
+		return
+	}
+	ns := r.Namespace
+	if br.Namespace != nil && *br.Namespace != "" {
+		ns = string(*br.Namespace)
+	}
+	svc := services[nsName{ns, string(br.Name)}]
+	if svc == nil {
+		l.errorf(src, p+".name", "service %s not found", refName(ns, string(br.Name), r.Namespace))
+		return
+	}
+	switch {
+	case br.Port == nil && len(svc.Spec.Ports) > 1:
+		l.errorf(src, p+".port", "port is required: service %s has %d ports", refName(ns, svc.Name, r.Namespace), len(svc.Spec.Ports))
+	case br.Port != nil && svc.LookupPort(strconv.Itoa(int(*br.Port))) == nil:
+		l.errorf(src, p+".port", "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
+	}
+}

@@ -49,6 +49,13 @@ spec:
 ---
 apiVersion: meshgate.dev/v1alpha1
 kind: Service
+metadata: {name: alpha-h2}
+spec:
+  ports: [{port: 80, protocol: HTTP2}]
+  endpoints: [{address: "${alpha}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
 metadata: {name: nobody}
 spec:
   ports: [{port: 80}]
@@ -97,6 +104,8 @@ spec:
     - matches: [{path: {type: PathPrefix, value: /delay}}]
       timeouts: {request: 300ms}
       backendRefs: [{name: alpha, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /h2}}]
+      backendRefs: [{name: alpha-h2, port: 80}]
     - matches: [{path: {type: PathPrefix, value: /nobody}}]
       backendRefs: [{name: nobody, port: 80}]
     - matches: [{path: {type: PathPrefix, value: /split}}]
@@ -250,6 +259,37 @@ func TestGatewayRouting(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("h2c client and HTTP/1.1 client", func(t *testing.T) {
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		h2 := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		resp, err := h2.Get(gw + "/exact")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.Header.Get("X-Demo-Service") != "alpha" {
+			t.Errorf("h2c: %s from %q", resp.Proto, resp.Header.Get("X-Demo-Service"))
+		}
+		r, err := get(gw + "/exact")
+		if err != nil || r.reply.Proto != "HTTP/1.1" {
+			t.Errorf("HTTP/1.1 upstream proto %q (%v)", r.reply.Proto, err)
+		}
+	})
+
+	t.Run("HTTP2 service gets h2c upstream", func(t *testing.T) {
+		r, err := get(gw + "/h2/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := servedBy("alpha")(r); err != nil {
+			t.Fatal(err)
+		}
+		if r.reply.Proto != "HTTP/2.0" {
+			t.Errorf("upstream saw %q, want HTTP/2.0", r.reply.Proto)
+		}
+	})
 
 	t.Run("weighted split 90/10 over 1000 requests", func(t *testing.T) {
 		counts := map[string]int{}

@@ -174,6 +174,7 @@ type reply struct {
 	Service        string            `json:"service"`
 	Version        string            `json:"version"`
 	Method         string            `json:"method"`
+	Proto          string            `json:"proto"`
 	Host           string            `json:"host"`
 	Path           string            `json:"path"`
 	Query          string            `json:"query"`

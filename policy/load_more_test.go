@@ -129,7 +129,7 @@ func TestLoadFilesAndEdgeCases(t *testing.T) {
 		},
 		{
 			name: "yaml anchors are fine",
-			data: "apiVersion: meshgate.dev/v1alpha1\nkind: Service\nmetadata: {name: x, labels: &l {app: x}}\nspec:\n  ports: [{port: 80}]\n  endpoints: [{address: \"a:1\", labels: *l}]\n",
+			data: "apiVersion: meshgate.dev/v1alpha1\nkind: Service\nmetadata: {name: x, labels: &l {app: x}}\nspec:\n  ports: [{port: 80}]\n  endpoints: [{address: \"10.0.0.1:1\", labels: *l}]\n",
 		},
 	}
 	for _, tc := range tests {

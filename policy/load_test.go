@@ -224,6 +224,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`service.yaml:23: spec.endpoints[1].address: address "127.0.0.1:99999": port must be a number in 1-65535`,
 				`service.yaml:25: spec.endpoints[2].address: address ":8080" has no host`,
 				`service.yaml:26: spec.endpoints[2].port: the service has no port "grpc"`,
+				`service.yaml:27: spec.endpoints[3].address: address "localhost:8081": host must be an IP address (DNS names are not supported yet)`,
 				`service.yaml:27: spec.endpoints[3].port: port is required: the service has 4 ports (give a port name or number)`,
 				`service.yaml:29: spec.endpoints[3].labels["not a key"]: invalid label key "not a key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
 				`service.yaml:30: spec.endpoints[3].labels.version: invalid label value "bad value!": want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,

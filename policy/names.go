@@ -166,8 +166,9 @@ func ParseDuration(d gwapiv1.Duration) (time.Duration, error) {
 	return v, nil
 }
 
-// checkHostPort returns why address is not host:port with a port in
-// 1-65535, or "".
+// checkHostPort returns why address is not ip:port with a port in
+// 1-65535, or "". Endpoints are IP addresses: the proxies do not resolve
+// names (a DNS-resolved endpoint type may come later).
 func checkHostPort(address string) string {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
@@ -175,6 +176,9 @@ func checkHostPort(address string) string {
 	}
 	if host == "" {
 		return fmt.Sprintf("address %q has no host", address)
+	}
+	if net.ParseIP(host) == nil {
+		return fmt.Sprintf("address %q: host must be an IP address (DNS names are not supported yet)", address)
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {

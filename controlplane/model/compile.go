@@ -68,18 +68,25 @@ func Compile(set *policy.Set) (*Model, error) {
 	slices.SortFunc(m.Gateways, func(a, b *Gateway) int { return compareNames(a.NamespacedName, b.NamespacedName) })
 
 	for _, svc := range m.Services {
-		for _, cr := range compiled {
-			for _, ref := range cr.route.Spec.ParentRefs {
-				if !isServiceRef(ref.Group, ref.Kind) {
-					continue
-				}
-				if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) == svc.NamespacedName {
-					svc.Routes = append(svc.Routes, cr.rules...)
+		for _, port := range svc.Ports {
+			for _, cr := range compiled {
+				for _, ref := range cr.route.Spec.ParentRefs {
+					if !isServiceRef(ref.Group, ref.Kind) {
+						continue
+					}
+					if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) != svc.NamespacedName {
+						continue
+					}
+					// A parentRef with a port shapes calls to that port only.
+					if ref.Port != nil && int32(*ref.Port) != port.Number {
+						continue
+					}
+					port.Routes = append(port.Routes, cr.rules...)
 					break
 				}
 			}
+			sortRules(port.Routes)
 		}
-		sortRules(svc.Routes)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -320,10 +320,11 @@ func TestCompileServicesAndBackends(t *testing.T) {
 	if got := s.Port(8080).Endpoints; len(got) != 1 || got[0].Port != 18080 || got[0].Labels["version"] != "v1" {
 		t.Errorf("port 8080 endpoints = %+v", got)
 	}
-	if len(s.Routes) != 1 {
-		t.Fatalf("mesh routes = %d, want 1", len(s.Routes))
+	// A parentRef without a port shapes calls to every port.
+	if len(s.Port(8080).Routes) != 1 || len(s.Port(9090).Routes) != 1 {
+		t.Fatalf("mesh routes = %d on 8080, %d on 9090, want 1 each", len(s.Port(8080).Routes), len(s.Port(9090).Routes))
 	}
-	a := s.Routes[0].Action
+	a := s.Port(8080).Routes[0].Action
 	if a.Timeout == nil || a.Timeout.String() != "1.5s" {
 		t.Errorf("timeout = %v, want 1.5s", a.Timeout)
 	}
@@ -414,5 +415,30 @@ func TestHostnamePrecedence(t *testing.T) {
 		if strings.Join(got[h], " ") != strings.Join(w, " ") {
 			t.Errorf("virtual host %s: rules %v, want %v", h, got[h], w)
 		}
+	}
+}
+
+// TestMeshRoutePort: a Service parentRef with a port shapes calls to that
+// port only.
+func TestMeshRoutePort(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Namespace: "default", Spec: policy.ServiceSpec{
+		Ports: []policy.ServicePort{{Name: "http", Port: 80}, {Name: "admin", Port: 9000}},
+	}}
+	r := route("default", "admin-only", nil, []gwapiv1.HTTPRouteMatch{pathMatch(gwapiv1.PathMatchPathPrefix, "/")})
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Kind: ptr(gwapiv1.Kind("Service")), Name: "orders", Port: ptr(gwapiv1.PortNumber(9000))}}
+	m, err := Compile(&policy.Set{Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	s := m.Service("default", "orders")
+	if n := len(s.Port(80).Routes); n != 0 {
+		t.Errorf("port 80 has %d mesh rules, want 0", n)
+	}
+	if n := len(s.Port(9000).Routes); n != 1 {
+		t.Errorf("port 9000 has %d mesh rules, want 1", n)
+	}
+	if s.DefaultPort().Number != 80 {
+		t.Errorf("default port %d, want 80", s.DefaultPort().Number)
 	}
 }

@@ -55,9 +55,15 @@ type Service struct {
 	NamespacedName
 	// Ports in declaration order; at least one.
 	Ports []*ServicePort `json:"ports"`
-	// Routes are the rules of the HTTPRoutes whose parentRef is this service
-	// (the Gateway API mesh profile), in precedence order.
-	Routes []*Rule `json:"routes,omitempty"`
+}
+
+// DefaultPort is the port a call without a port in its Host reaches: port 80
+// when the service has it, else its first port.
+func (s *Service) DefaultPort() *ServicePort {
+	if p := s.Port(80); p != nil {
+		return p
+	}
+	return s.Ports[0]
 }
 
 // Port returns the service port with that number, or nil.
@@ -78,6 +84,10 @@ type ServicePort struct {
 	// Cluster is the name of the cluster that load balances this port.
 	Cluster   string      `json:"cluster"`
 	Endpoints []*Endpoint `json:"endpoints,omitempty"`
+	// Routes are the rules of the HTTPRoutes whose parentRef is this service
+	// (the Gateway API mesh profile), without a port or with this port, in
+	// precedence order.
+	Routes []*Rule `json:"routes,omitempty"`
 }
 
 // Endpoint is one instance serving a service port.

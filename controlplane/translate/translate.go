@@ -46,7 +46,6 @@ const (
 // Fixed connection manager and cluster settings.
 const (
 	requestHeadersTimeout = 10 * time.Second
-	streamIdleTimeout     = 5 * time.Minute
 	connectionIdleTimeout = 5 * time.Minute
 	maxRequestHeadersKB   = 60
 	connectTimeout        = 5 * time.Second
@@ -152,43 +151,45 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 	}
 	rc := &routev3.RouteConfiguration{Name: OutboundName}
 	for _, svc := range t.model.Services {
-		var routes []*routev3.Route
-		if len(svc.Routes) > 0 {
-			routes = t.routes(svc.Routes, svc.Ports[0].Number)
-		} else {
-			port := svc.Ports[0]
-			t.addCluster(svc, port)
-			routes = []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}},
-			}}
+		for _, port := range svc.Ports {
+			var routes []*routev3.Route
+			if len(port.Routes) > 0 {
+				routes = t.routes(port.Routes, port.Number)
+			} else {
+				t.addCluster(svc, port)
+				routes = []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}},
+				}}
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(port.Number)),
+				Domains: serviceDomains(svc, port, node.Namespace),
+				Routes:  routes,
+			})
 		}
-		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-			Name:    svc.Namespace + "/" + svc.Name,
-			Domains: serviceDomains(svc, node.Namespace),
-			Routes:  routes,
-		})
 	}
 	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, rc)
 	return nil
 }
 
-// serviceDomains are the hosts a service is called by: name.namespace and
-// name.namespace:port; the bare name (and name:port) only for services in the
-// caller's namespace, so that two namespaces' services of the same name do not
-// claim the same domain.
-func serviceDomains(svc *model.Service, callerNamespace string) []string {
+// serviceDomains are the hosts by which a port of a service is called:
+// name.namespace:port, and name.namespace for the service's default port; the
+// bare name (and name:port) only for services in the caller's namespace, so
+// that two namespaces' services of the same name do not claim the same domain.
+// The outbound listener keeps the port of the Host header for this.
+func serviceDomains(svc *model.Service, port *model.ServicePort, callerNamespace string) []string {
 	var domains []string
 	bases := []string{svc.Name + "." + svc.Namespace}
 	if svc.Namespace == callerNamespace {
 		bases = []string{svc.Name, svc.Name + "." + svc.Namespace}
 	}
 	for _, base := range bases {
-		domains = append(domains, base)
-		for _, p := range svc.Ports {
-			domains = append(domains, base+":"+strconv.Itoa(int(p.Number)))
+		if port == svc.DefaultPort() {
+			domains = append(domains, base)
 		}
+		domains = append(domains, base+":"+strconv.Itoa(int(port.Number)))
 	}
 	return domains
 }
@@ -263,11 +264,14 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 			Name:       routerFilterName,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},
-		StripPortMode:             &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
 		RequestHeadersTimeout:     durationpb.New(requestHeadersTimeout),
-		StreamIdleTimeout:         durationpb.New(streamIdleTimeout),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+	}
+	// Routing ignores the port of the Host header, except on a sidecar's
+	// outbound listener, where it selects the port of the called service.
+	if direction != corev3.TrafficDirection_OUTBOUND {
+		hcm.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}
 	}
 	if edge {
 		hcm.UseRemoteAddress = wrapperspb.Bool(true)

@@ -324,9 +324,9 @@ func TestSidecarShape(t *testing.T) {
 		got[vh.Name] = vh.Domains
 	}
 	want := map[string][]string{
-		"billing/orders":    {"orders.billing", "orders.billing:9090"},
-		"default/orders":    {"orders", "orders:80", "orders.default", "orders.default:80"},
-		"default/orders-v2": {"orders-v2", "orders-v2:80", "orders-v2.default", "orders-v2.default:80"},
+		"billing/orders:9090":  {"orders.billing", "orders.billing:9090"},
+		"default/orders:80":    {"orders", "orders:80", "orders.default", "orders.default:80"},
+		"default/orders-v2:80": {"orders-v2", "orders-v2:80", "orders-v2.default", "orders-v2.default:80"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("outbound virtual hosts = %v, want %v", got, want)

@@ -131,7 +131,6 @@ func fullHCM(t *testing.T, inline bool) *hcmv3.HttpConnectionManager {
 		StripMatchingHostPort:     false,
 		UseRemoteAddress:          wrapperspb.Bool(true),
 		RequestHeadersTimeout:     durationpb.New(10 * time.Second),
-		StreamIdleTimeout:         durationpb.New(time.Minute),
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Hour)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(64),
 		StripPortMode:             &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},

@@ -91,7 +91,7 @@ var subset = map[protoreflect.FullName]*message{
 
 	// HttpConnectionManager.
 	hcmType: allow("stat_prefix", "rds", "route_config", "strip_any_host_port",
-		"use_remote_address", "request_headers_timeout", "stream_idle_timeout",
+		"use_remote_address", "request_headers_timeout",
 		"common_http_protocol_options", "max_request_headers_kb").
 		with("codec_type", field{enums: []protoreflect.EnumNumber{enumCodecAuto, enumCodecHTTP1, enumCodecHTTP2}}).
 		with("http_filters", field{minItems: 1, maxItems: 1}).

@@ -37,6 +37,7 @@ type Reply struct {
 	Service string            `json:"service"`
 	Version string            `json:"version,omitempty"`
 	Method  string            `json:"method"`
+	Proto   string            `json:"proto"`
 	Host    string            `json:"host"`
 	Path    string            `json:"path"`
 	Query   string            `json:"query,omitempty"`
@@ -143,7 +144,7 @@ func describe(opts Options, r *http.Request) Reply {
 		h[strings.ToLower(k)] = strings.Join(r.Header[k], ",")
 	}
 	return Reply{
-		Service: opts.Name, Version: opts.Version, Method: r.Method, Host: r.Host,
+		Service: opts.Name, Version: opts.Version, Method: r.Method, Proto: r.Proto, Host: r.Host,
 		Path: r.URL.Path, Query: r.URL.RawQuery, Headers: h,
 	}
 }

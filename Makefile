@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/meshgate
 PKGS    := ./...
 
-.PHONY: all build run test vet unit e2e lint fmt fuzz clean
+.PHONY: all build run test vet unit e2e lint fmt fuzz clean proto
 
 all: build
 
@@ -37,3 +37,10 @@ fmt:
 
 clean:
 	rm -rf bin e2e.log
+
+## proto: regenerate api/ (needs protoc, protoc-gen-go, protoc-gen-go-grpc; the generated code is committed)
+proto:
+	command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	PATH=$(CURDIR)/bin:$$PATH protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative api/ca/v1/ca.proto

@@ -18,7 +18,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
@@ -45,6 +47,13 @@ type Options struct {
 	AdminAddress string
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+	// Identity provides the proxy's certificate for mesh mTLS (the "default"
+	// SDS secret). Nil: the proxy has no identity, and resources that need one
+	// are NACKed.
+	Identity identity.Provider
+	// XDSCredentials secure the connection to the control plane; insecure
+	// (plaintext) when nil.
+	XDSCredentials credentials.TransportCredentials
 }
 
 // Proxy is one running data plane: an xDS client, its listeners and clusters.
@@ -106,6 +115,8 @@ func New(opts Options) (*Proxy, error) {
 		Addresses: opts.XDSAddresses,
 		Apply:     p.apply,
 		Logger:    opts.Logger,
+		// Nil means plaintext; the client fills in the default.
+		TransportCredentials: opts.XDSCredentials,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: %w", err)

@@ -72,9 +72,27 @@ func (m *message) requires(names ...protoreflect.Name) *message {
 	return m
 }
 
-// subset is the supported subset of docs/xds.md ("The subset the proxy
-// implements"), one rule per message type. It is built once and never mutated.
-var subset = map[protoreflect.FullName]*message{
+// subset is the supported subset of docs/xds.md, one rule per message type:
+// the core resources here, TLS (subset_tls.go) and RBAC (subset_rbac.go) in
+// their own files. It is built once and never mutated.
+var subset = mergeSubsets(coreSubset, tlsSubset, rbacSubset)
+
+// mergeSubsets joins rule sets; a message type must appear in only one.
+func mergeSubsets(sets ...map[protoreflect.FullName]*message) map[protoreflect.FullName]*message {
+	out := make(map[protoreflect.FullName]*message)
+	for _, set := range sets {
+		for name, rule := range set {
+			if _, dup := out[name]; dup {
+				panic("xdscheck: message type " + string(name) + " has two rules") // programming error, caught by every test
+			}
+			out[name] = rule
+		}
+	}
+	return out
+}
+
+// coreSubset is "The subset the proxy implements" of docs/xds.md.
+var coreSubset = map[protoreflect.FullName]*message{
 	// Listener.
 	"envoy.config.listener.v3.Listener": allow("name", "address", "traffic_direction").
 		with("filter_chains", field{minItems: 1, maxItems: 1}).

@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/meshgate
 PKGS    := ./...
 
-.PHONY: all build run test vet unit e2e lint fmt fuzz clean proto
+.PHONY: all build run test vet unit e2e lint fmt fuzz fuzz-short clean proto
 
 all: build
 
@@ -16,8 +16,8 @@ build:
 run: build
 	./$(BIN) dev
 
-## test: everything CI runs: vet, unit tests (race detector), e2e through the real binary
-test: vet unit e2e
+## test: everything CI runs: vet, unit tests (race detector), short fuzz runs, e2e through the real binary
+test: vet unit fuzz-short e2e
 
 vet:
 	$(GO) vet $(PKGS)
@@ -27,6 +27,23 @@ unit:
 
 e2e: build
 	MESHGATE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+# Fuzz targets, as package:FuzzName.
+FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath
+FUZZ_TIME    ?= 60s
+FUZZ_FLAGS   ?=
+
+## fuzz: run every fuzz target for FUZZ_TIME each (default 60s)
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  if grep -qs "func $$fn(" $$pkg/*_test.go; then echo "fuzz $$pkg $$fn ($(FUZZ_TIME))"; \
+	  $(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) $(FUZZ_FLAGS); fi; done
+
+## fuzz-short: every fuzz target for a few seconds (part of make test). New
+## inputs are not minimized: a minimization still running when the time is up
+## makes `go test -fuzz` fail with "context deadline exceeded".
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5s FUZZ_FLAGS=-fuzzminimizetime=0
 
 ## lint: formatting and vet
 lint: vet
@@ -44,3 +61,22 @@ proto:
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 	PATH=$(CURDIR)/bin:$$PATH protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative api/ca/v1/ca.proto
+
+## bench: data plane vs direct/nginx/HAProxy/Caddy and the control plane at scale (~10 min;
+## BENCH_QUICK=1: ~2 min; PROFILE=1: pprof profiles). Results: bench/results/latest.md
+.PHONY: bench bench-quick bench-smoke bench-bins
+bench-bins: build
+	$(GO) build -o bin/bench ./bench/cmd/bench
+	$(GO) build -o bin/xdsload ./bench/xdsload
+
+bench: bench-bins
+	bash bench/setup.sh
+	./bin/bench -mode $(if $(BENCH_QUICK),quick,full)
+
+bench-quick:
+	$(MAKE) bench BENCH_QUICK=1
+
+## bench-smoke: every tool for about a second, no timing assertions (part of make test)
+bench-smoke: bench-bins
+	CADDY_BUILD_TIMEOUT=60 bash bench/setup.sh
+	./bin/bench -mode smoke

@@ -1,21 +1,32 @@
 // Package controlplane runs meshgate's control plane: it loads the policy
 // files, compiles them into a model, serves that model to proxies over xDS,
 // watches the files and reloads on change (keeping the previous model when a
-// reload is invalid), and answers the admin HTTP API.
+// reload is invalid), and answers the admin HTTP API. It runs the mesh
+// certificate authority: xDS and the CA service share one TLS port, xDS
+// streams must present a client certificate whose SPIFFE ID matches the
+// node, and the admin API requires the admin token outside dev mode.
 package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/meshgate/meshgate/controlplane/ca"
 	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/controlplane/state"
+	"github.com/meshgate/meshgate/controlplane/tokens"
 	"github.com/meshgate/meshgate/controlplane/xds"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -27,11 +38,15 @@ const (
 	DefaultDebounce     = 200 * time.Millisecond
 )
 
-// Options configure Run.
+// AdminTokenFile is the name, in the data directory, of the admin API token.
+const AdminTokenFile = "admin-token"
+
+// Options configure a control plane.
 type Options struct {
 	// ConfigPaths are policy files or directories.
 	ConfigPaths []string
-	// XDSAddress is where xDS is served; port 0 picks a free port.
+	// XDSAddress is where xDS and the CA are served (TLS); port 0 picks a
+	// free port.
 	XDSAddress string
 	// AdminAddress is where the admin HTTP API is served; port 0 picks one.
 	AdminAddress string
@@ -43,6 +58,29 @@ type Options struct {
 	OnReady func(xdsAddr, adminAddr net.Addr)
 	// Load reads the policy; nil means policy.Load.
 	Load func(paths ...string) (*policy.Set, error)
+	// DataDir holds the control plane's state (CA roots, join tokens, the
+	// admin token); empty means DefaultDataDir(), or, with Dev, memory.
+	DataDir string
+	// Store replaces the file store in DataDir (tests, replicated stores).
+	Store state.Store
+	// CACertFile and CAKeyFile supply the CA's signing certificate and key
+	// instead of a generated root.
+	CACertFile, CAKeyFile string
+	// Dev serves the admin API without authentication: only `meshgate dev`
+	// sets it.
+	Dev bool
+}
+
+// DefaultDataDir is $XDG_STATE_HOME/meshgate, else ~/.local/state/meshgate.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "meshgate")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".meshgate", "state")
+	}
+	return filepath.Join(home, ".local", "state", "meshgate")
 }
 
 // Status is what GET /status reports.
@@ -53,11 +91,21 @@ type Status struct {
 	Proxies    []xds.ProxyStatus `json:"proxies"`
 }
 
-// controlPlane is one running control plane.
-type controlPlane struct {
-	opts   Options
-	logger *slog.Logger
-	xds    *xds.Server
+// ControlPlane is one control plane. Create it with New, then Run it.
+type ControlPlane struct {
+	opts       Options
+	logger     *slog.Logger
+	xds        *xds.Server
+	store      state.Store
+	ca         *ca.CA
+	caService  *ca.Service
+	serving    *ca.ServingCert
+	tokens     *tokens.Registry
+	adminToken string
+	xdsLis     net.Listener
+	adminLis   net.Listener
+	model      atomic.Pointer[model.Model]
+	issued     *issuedExpiry
 
 	mu         sync.Mutex
 	version    string
@@ -65,11 +113,21 @@ type controlPlane struct {
 	lastError  string
 }
 
-// Run serves until ctx is done. The initial load may fail: then the errors are
-// logged, an empty model is served, and fixing the files recovers.
+// Run serves until ctx is done: New, then Run.
 func Run(ctx context.Context, opts Options) error {
+	cp, err := New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return cp.Run(ctx)
+}
+
+// New prepares a control plane: it opens the state, loads or creates the CA
+// and the admin token, and listens on both addresses. Run serves; if Run is
+// never called, Close releases the listeners.
+func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if len(opts.ConfigPaths) == 0 {
-		return errors.New("controlplane: no config paths")
+		return nil, errors.New("controlplane: no config paths")
 	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress
@@ -86,20 +144,104 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Load == nil {
 		opts.Load = policy.Load
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cp := &controlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger)}
+	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry()}
+	empty, _ := model.Compile(nil) // an empty set always compiles
+	cp.model.Store(empty)
+
+	cp.store = opts.Store
+	if cp.store == nil {
+		switch {
+		case opts.DataDir == "" && opts.Dev:
+			cp.store = state.NewMemory()
+		default:
+			dir := opts.DataDir
+			if dir == "" {
+				dir = DefaultDataDir()
+			}
+			fs, err := state.OpenFile(dir)
+			if err != nil {
+				return nil, fmt.Errorf("controlplane: %w", err)
+			}
+			cp.store = fs
+		}
+	}
+	var err error
+	cp.ca, err = ca.New(ctx, ca.Options{Store: cp.store, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, Logger: opts.Logger.With("component", "ca")})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	cp.tokens, err = tokens.New(tokens.Options{Store: cp.store, PinRoot: cp.ca.SignerDER})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
+	cp.caService = ca.NewService(cp.ca, cp.tokens, cp.meshSettings, opts.Logger.With("component", "ca"))
+	cp.caService.OnIssue(cp.issued.issued)
+	cp.xds.SetAuthorizer(cp.authorizeProxy)
+	if !opts.Dev {
+		if cp.adminToken, err = loadAdminToken(ctx, cp.store); err != nil {
+			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+	}
 
 	var lc net.ListenConfig
-	xdsLis, err := lc.Listen(ctx, "tcp", opts.XDSAddress)
+	cp.xdsLis, err = lc.Listen(ctx, "tcp", opts.XDSAddress)
 	if err != nil {
-		return fmt.Errorf("listen for xds: %w", err)
+		return nil, fmt.Errorf("listen for xds: %w", err)
 	}
-	adminLis, err := lc.Listen(ctx, "tcp", opts.AdminAddress)
+	cp.adminLis, err = lc.Listen(ctx, "tcp", opts.AdminAddress)
 	if err != nil {
-		xdsLis.Close()
-		return fmt.Errorf("listen for admin: %w", err)
+		cp.xdsLis.Close()
+		return nil, fmt.Errorf("listen for admin: %w", err)
 	}
+	cp.serving = ca.NewServingCert(cp.ca, cp.meshSettings, cp.xdsLis.Addr())
+	return cp, nil
+}
+
+// XDSAddr is where xDS and the CA service listen.
+func (cp *ControlPlane) XDSAddr() net.Addr { return cp.xdsLis.Addr() }
+
+// AdminAddr is where the admin API listens.
+func (cp *ControlPlane) AdminAddr() net.Addr { return cp.adminLis.Addr() }
+
+// TrustBundlePEM is the mesh's current trust bundle: what a proxy given
+// --ca-file instead of a token's pin trusts.
+func (cp *ControlPlane) TrustBundlePEM() []byte { return cp.ca.TrustBundlePEM() }
+
+// CreateToken mints a join token for service in namespace (empty: default),
+// valid for ttl (0: 24h). It is how `meshgate dev` enrols its own proxies.
+func (cp *ControlPlane) CreateToken(ctx context.Context, service, namespace string, ttl time.Duration) (string, error) {
+	tok, _, err := cp.tokens.Create(ctx, service, namespace, ttl)
+	return tok, err
+}
+
+// Close releases the listeners of a control plane that was not run.
+func (cp *ControlPlane) Close() error {
+	return errors.Join(cp.xdsLis.Close(), cp.adminLis.Close())
+}
+
+// meshSettings are the trust domain and certificate TTL of the current
+// model, with their defaults.
+func (cp *ControlPlane) meshSettings() (string, time.Duration) {
+	mesh := cp.model.Load().Mesh
+	td, ttl := mesh.TrustDomain, mesh.CertificateTTL
+	if td == "" {
+		td = policy.DefaultTrustDomain
+	}
+	if ttl < policy.MinCertificateTTL {
+		ttl = policy.DefaultCertificateTTL
+	}
+	return td, ttl
+}
+
+// Run serves until ctx is done. The initial load may fail: then the errors are
+// logged, an empty model is served, and fixing the files recovers.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	opts := cp.opts
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	xdsLis, adminLis := cp.xdsLis, cp.adminLis
+	defer xdsLis.Close()
+	defer adminLis.Close()
 
 	if err := cp.reload(ctx); err != nil {
 		cp.logger.Warn("initial policy load failed: serving an empty configuration until the files are fixed")
@@ -109,23 +251,30 @@ func Run(ctx context.Context, opts Options) error {
 		cp.version = empty.Version
 		cp.mu.Unlock()
 	}
+	cp.xds.SetTrustBundle(ctx, cp.ca.TrustBundlePEM())
+	if _, err := cp.serving.Certificate(); err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
 
 	watcher, err := newWatcher(opts.ConfigPaths)
 	if err != nil {
-		xdsLis.Close()
-		adminLis.Close()
 		return err
 	}
 	defer watcher.Close()
 
+	g := xds.NewGRPCServer(
+		grpc.Creds(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving))),
+	)
+	cp.xds.Register(g)
+	cp.caService.Register(g)
 	admin := &http.Server{Handler: cp.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := cp.xds.Serve(ctx, xdsLis); err != nil {
-			errc <- err
+		if err := g.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("serve xds on %s: %w", xdsLis.Addr(), err)
 		}
 	}()
 	go func() {
@@ -138,7 +287,8 @@ func Run(ctx context.Context, opts Options) error {
 		defer wg.Done()
 		watcher.run(ctx, opts.Debounce, cp.logger, func() { _ = cp.reload(ctx) })
 	}()
-	cp.logger.Info("control plane serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(), "config", opts.ConfigPaths)
+	cp.logger.Info("control plane serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(),
+		"config", opts.ConfigPaths, "adminAuth", !opts.Dev)
 	if opts.OnReady != nil {
 		opts.OnReady(xdsLis.Addr(), adminLis.Addr())
 	}
@@ -149,6 +299,7 @@ func Run(ctx context.Context, opts Options) error {
 	case runErr = <-errc:
 	}
 	cancel()
+	g.Stop() // xDS streams never end on their own: stop rather than drain
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	_ = admin.Shutdown(shutdownCtx)
@@ -158,7 +309,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // reload loads and compiles the policy and, if valid, serves it; an invalid
 // policy is rejected, logged error by error, and the previous model stays.
-func (cp *controlPlane) reload(ctx context.Context) error {
+func (cp *ControlPlane) reload(ctx context.Context) error {
 	set, err := cp.opts.Load(cp.opts.ConfigPaths...)
 	var m *model.Model
 	if err == nil {
@@ -178,6 +329,7 @@ func (cp *controlPlane) reload(ctx context.Context) error {
 		cp.lastError = err.Error()
 		return err
 	}
+	cp.model.Store(m)
 	cp.xds.SetModel(ctx, m)
 	if m.Version != cp.version {
 		cp.logger.Info("policy loaded", "version", m.Version, "gateways", len(m.Gateways), "services", len(m.Services))
@@ -188,42 +340,15 @@ func (cp *controlPlane) reload(ctx context.Context) error {
 	return nil
 }
 
-func (cp *controlPlane) status() Status {
+func (cp *ControlPlane) status() Status {
 	cp.mu.Lock()
 	st := Status{Version: cp.version, LastReload: cp.lastReload, LastError: cp.lastError}
 	cp.mu.Unlock()
 	st.Proxies = cp.xds.Proxies()
-	return st
-}
-
-func (cp *controlPlane) adminHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, cp.status())
-	})
-	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
-		id := r.URL.Query().Get("node")
-		res, version, ok := cp.xds.Resources(id)
-		if !ok {
-			http.Error(w, fmt.Sprintf("no connected proxy with node id %q", id), http.StatusNotFound)
-			return
+	for i := range st.Proxies {
+		if p := &st.Proxies[i]; p.SPIFFEID != "" {
+			p.CertNotAfter = cp.issued.newest(p.SPIFFEID, p.CertNotAfter)
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"node": id, "version": version, "resources": res})
-	})
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	body, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(append(body, '\n'))
+	return st
 }

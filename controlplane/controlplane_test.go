@@ -15,8 +15,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -58,6 +56,8 @@ func writeAtomically(t *testing.T, path, content string) {
 
 type running struct {
 	xds, admin net.Addr
+	dataDir    string
+	adminToken string
 }
 
 func start(t *testing.T, paths ...string) running {
@@ -65,13 +65,15 @@ func start(t *testing.T, paths ...string) running {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan running, 1)
 	done := make(chan error, 1)
+	dataDir := t.TempDir()
 	go func() {
 		done <- Run(ctx, Options{
 			ConfigPaths:  paths,
 			XDSAddress:   "127.0.0.1:0",
 			AdminAddress: "127.0.0.1:0",
+			DataDir:      dataDir,
 			Debounce:     20 * time.Millisecond,
-			OnReady:      func(x, a net.Addr) { ready <- running{xds: x, admin: a} },
+			OnReady:      func(x, a net.Addr) { ready <- running{xds: x, admin: a, dataDir: dataDir} },
 		})
 	}()
 	t.Cleanup(func() {
@@ -82,6 +84,11 @@ func start(t *testing.T, paths ...string) running {
 	})
 	select {
 	case r := <-ready:
+		tok, err := os.ReadFile(filepath.Join(dataDir, AdminTokenFile))
+		if err != nil {
+			t.Fatalf("admin token: %v", err)
+		}
+		r.adminToken = strings.TrimSpace(string(tok))
 		return r
 	case err := <-done:
 		t.Fatalf("Run returned early: %v", err)
@@ -91,23 +98,37 @@ func start(t *testing.T, paths ...string) running {
 	return running{}
 }
 
-func get(t *testing.T, url string) (int, []byte) {
+// get GETs path from the admin API with the admin token.
+func (r running) get(t *testing.T, path string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Get(url)
+	return r.do(t, http.MethodGet, path, r.adminToken, "")
+}
+
+// do calls the admin API with bearer token (none when empty) and body.
+func (r running) do(t *testing.T, method, path, token, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+r.admin.String()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, body
+	return resp.StatusCode, out
 }
 
 func status(t *testing.T, r running) Status {
 	t.Helper()
-	code, body := get(t, "http://"+r.admin.String()+"/status")
+	code, body := r.get(t, "/status")
 	if code != http.StatusOK {
 		t.Fatalf("GET /status: %d %s", code, body)
 	}
@@ -141,7 +162,7 @@ func TestReloadAndReject(t *testing.T) {
 	writeAtomically(t, path, strings.ReplaceAll(serviceYAML, "%s", "orders"))
 	r := start(t, path)
 
-	if code, body := get(t, "http://"+r.admin.String()+"/healthz"); code != 200 || string(body) != "ok" {
+	if code, body := r.do(t, http.MethodGet, "/healthz", "", ""); code != 200 || string(body) != "ok" {
 		t.Errorf("GET /healthz = %d %q", code, body)
 	}
 	first := waitStatus(t, r, "the initial load", func(s Status) bool { return s.Version != "" && !s.LastReload.IsZero() })
@@ -187,11 +208,8 @@ func TestProxiesAndConfigDump(t *testing.T) {
 	writeAtomically(t, path, strings.ReplaceAll(serviceYAML, "%s", "orders"))
 	r := start(t, path)
 
-	conn, err := grpc.NewClient(r.xds.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	cert := r.enroll(t, "orders")
+	conn := r.dial(t, cert)
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -213,15 +231,16 @@ func TestProxiesAndConfigDump(t *testing.T) {
 	st := waitStatus(t, r, "the proxy's ACK", func(s Status) bool {
 		return len(s.Proxies) == 1 && s.Proxies[0].Acked[resourcev3.ClusterType] == resp.VersionInfo
 	})
-	if p := st.Proxies[0]; p.ID != "sidecar~orders~test" || p.Role != "sidecar" || p.Name != "orders" {
+	if p := st.Proxies[0]; p.ID != "sidecar~orders~test" || p.Role != "sidecar" || p.Name != "orders" ||
+		p.SPIFFEID != "spiffe://meshgate.local/ns/default/svc/orders" || !p.CertNotAfter.Equal(cert.Leaf.NotAfter) || p.MTLSMode != "STRICT" {
 		t.Errorf("proxy = %+v", p)
 	}
 
-	code, body := get(t, "http://"+r.admin.String()+"/config_dump?node=sidecar~orders~test")
+	code, body := r.get(t, "/config_dump?node=sidecar~orders~test")
 	if code != http.StatusOK || !strings.Contains(string(body), `"default/orders:80"`) || !strings.Contains(string(body), `"outbound"`) {
 		t.Errorf("GET /config_dump = %d %s", code, body)
 	}
-	if code, _ := get(t, "http://"+r.admin.String()+"/config_dump?node=nobody"); code != http.StatusNotFound {
+	if code, _ := r.get(t, "/config_dump?node=nobody"); code != http.StatusNotFound {
 		t.Errorf("GET /config_dump for an unknown node = %d, want 404", code)
 	}
 }

@@ -1,13 +1,16 @@
 package dataplane
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/dataplane/meshtls"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
@@ -34,13 +37,32 @@ func (p *Proxy) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		p.mu.Lock()
-		out := map[string]int64{
+		out := map[string]any{
 			"updates_accepted": p.stats.accepted.Load(),
 			"updates_rejected": p.stats.rejected.Load(),
-			"listeners":        int64(len(p.servers)),
-			"clusters":         int64(len(p.clusters)),
+			"listeners":        len(p.servers),
+			"clusters":         len(p.clusters),
+			"secrets":          len(p.state.secrets),
 		}
+		if root := p.state.secrets[rootCASecretName]; root != nil {
+			out["trust_bundle_roots"] = len(root.bundle.Roots)
+		}
+		// rbac_denied: requests denied, by policy, over every listener.
+		denied := map[string]uint64{}
+		for _, s := range p.servers {
+			for policy, n := range s.handler.proxy.RBACStats().Snapshot() {
+				denied[policy] += n
+			}
+		}
+		out["rbac_denied"] = denied
 		p.mu.Unlock()
+		if id := p.identitySummary(); id != nil {
+			out["identity"] = id.SPIFFEID
+			if id.NotAfter != nil {
+				out["identity_cert_not_after"] = id.NotAfter.UTC().Format(time.RFC3339)
+				out["identity_cert_expires_in_seconds"] = int64(time.Until(*id.NotAfter).Seconds())
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
@@ -54,6 +76,50 @@ type ConfigDump struct {
 	Accepted map[string]json.RawMessage `json:"resources"`
 	Ready    bool                       `json:"ready"`
 	Bound    map[string]string          `json:"listener_addresses"`
+	// Secrets are the accepted SDS secrets: trust bundles, described by
+	// their roots (never key material).
+	Secrets []SecretSummary `json:"secrets,omitempty"`
+	// Identity is the proxy's own identity; absent without one.
+	Identity *IdentitySummary `json:"identity,omitempty"`
+}
+
+// SecretSummary describes one accepted trust bundle secret.
+type SecretSummary struct {
+	Name  string         `json:"name"`
+	Roots []meshtls.Root `json:"roots"`
+}
+
+// IdentitySummary describes the proxy's identity and current certificate.
+type IdentitySummary struct {
+	SPIFFEID string `json:"spiffe_id"`
+	// NotAfter is the expiry of the current certificate; nil before one was
+	// issued.
+	NotAfter *time.Time `json:"cert_not_after,omitempty"`
+	// Serial is the current certificate's serial number, hex.
+	Serial string `json:"cert_serial,omitempty"`
+}
+
+// identitySummary reads the identity provider; nil without one.
+func (p *Proxy) identitySummary() *IdentitySummary {
+	if p.opts.Identity == nil {
+		return nil
+	}
+	out := &IdentitySummary{SPIFFEID: p.opts.Identity.SPIFFEID()}
+	cert := p.opts.Identity.Certificate()
+	if cert == nil || len(cert.Certificate) == 0 {
+		return out
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return out
+		}
+	}
+	notAfter := leaf.NotAfter
+	out.NotAfter = &notAfter
+	out.Serial = leaf.SerialNumber.Text(16)
+	return out
 }
 
 // configDump renders the accepted resources (protojson) and versions per type.
@@ -81,10 +147,14 @@ func (p *Proxy) configDump() ([]byte, error) {
 	for k, v := range p.state.versions {
 		dump.Versions[k] = v
 	}
+	for _, name := range sortedKeys(p.state.secrets) {
+		dump.Secrets = append(dump.Secrets, SecretSummary{Name: name, Roots: p.state.secrets[name].bundle.Roots})
+	}
 	for _, s := range p.servers {
 		dump.Bound[s.listener] = s.ln.Addr().String()
 	}
 	p.mu.Unlock()
+	dump.Identity = p.identitySummary()
 
 	var err error
 	if dump.Node, err = protojson.Marshal(p.opts.Node); err != nil {

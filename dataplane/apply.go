@@ -29,6 +29,7 @@ type state struct {
 	endpoints  map[string]*endpointv3.ClusterLoadAssignment
 	listeners  map[string]*listenerSpec
 	routes     map[string]*routeSpec
+	secrets    map[string]*secretSpec
 	ldsApplied bool
 }
 
@@ -39,6 +40,7 @@ func newState() state {
 		endpoints: make(map[string]*endpointv3.ClusterLoadAssignment),
 		listeners: make(map[string]*listenerSpec),
 		routes:    make(map[string]*routeSpec),
+		secrets:   make(map[string]*secretSpec),
 	}
 }
 
@@ -90,6 +92,8 @@ func (p *Proxy) applyLocked(typeURL string, resources []proto.Message) error {
 		return p.applyListeners(resources)
 	case xdsclient.RouteType:
 		return p.applyRoutes(resources)
+	case xdsclient.SecretType:
+		return p.applySecrets(resources)
 	}
 	return fmt.Errorf("resource type %q not supported", typeURL)
 }
@@ -115,7 +119,7 @@ func (p *Proxy) applyClusters(resources []proto.Message) error {
 			accepted[name] = lc
 			continue
 		}
-		uc, err := upstream.NewCluster(c, p.logger)
+		uc, err := upstream.NewCluster(c, p.logger, p.upstreamOptions()...)
 		if err != nil {
 			for _, f := range fresh {
 				f.Close()
@@ -123,7 +127,7 @@ func (p *Proxy) applyClusters(resources []proto.Message) error {
 			return fmt.Errorf("cluster %q: %w", name, err)
 		}
 		fresh = append(fresh, uc)
-		lc := &liveCluster{cluster: uc}
+		lc := &liveCluster{cluster: uc, secrets: xdsclient.SecretNames([]proto.Message{c}), since: time.Now()}
 		if c.GetType() == clusterv3.Cluster_EDS {
 			lc.endpoint = edsName(c)
 		}
@@ -137,6 +141,7 @@ func (p *Proxy) applyClusters(resources []proto.Message) error {
 		wanted[lc.endpoint] = true
 	}
 	maps.DeleteFunc(p.state.endpoints, func(name string, _ *endpointv3.ClusterLoadAssignment) bool { return !wanted[name] })
+	p.pruneSecrets()
 	return nil
 }
 
@@ -246,7 +251,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 		if _, dup := specs[l.GetName()]; dup {
 			return fmt.Errorf("listener %q: defined twice", l.GetName())
 		}
-		spec, err := parseListener(l, p.state.listeners[l.GetName()])
+		spec, err := parseListener(l, p.state.listeners[l.GetName()], p.opts.Identity != nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -268,7 +273,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 		if s := p.servers[spec.address]; s != nil {
 			continue
 		}
-		s, err := listen(spec, p.logger)
+		s, err := p.listen(spec)
 		if err != nil {
 			for _, b := range bound {
 				_ = b.ln.Close()
@@ -279,10 +284,20 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 	}
 
 	// Commit.
+	now := time.Now()
 	for addr, s := range p.servers {
 		spec := specs[byAddress[addr]]
 		if spec != nil && spec.params == s.params {
-			s.listener = spec.name
+			s.listener, s.secrets, s.replacement = spec.name, spec.secrets, nil
+			continue
+		}
+		if spec != nil && !p.secretsReady(spec.secrets) {
+			// New server settings whose secrets have not arrived: the
+			// current server keeps serving until they do (see sync).
+			if s.replacement == nil || s.replacement.params != spec.params {
+				s.replacementSince = now
+			}
+			s.listener, s.replacement = spec.name, spec
 			continue
 		}
 		delete(p.servers, addr)
@@ -292,7 +307,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 			continue
 		}
 		// Same address, new server settings: rebind on the port just released.
-		ns, err := listen(spec, p.logger)
+		ns, err := p.listen(spec)
 		if err != nil {
 			p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
 			continue
@@ -301,7 +316,9 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 	}
 	for addr, s := range bound {
 		p.servers[addr] = s
-		p.serve(s)
+		if p.secretsReady(s.secrets) {
+			p.serve(s)
+		} // else bound, not serving until its secrets arrive (see sync)
 	}
 	p.state.listeners = specs
 	p.state.ldsApplied = true
@@ -310,6 +327,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 		wanted[spec.rds] = true
 	}
 	maps.DeleteFunc(p.state.routes, func(name string, _ *routeSpec) bool { return !wanted[name] })
+	p.pruneSecrets()
 	p.ready.Store(true)
 	return nil
 }
@@ -319,6 +337,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 // set, and a new httpproxy.Config stored into every listener. Clusters no
 // longer live are closed after the swap.
 func (p *Proxy) sync(now time.Time) {
+	nextDeadline := p.syncHeldServers(now)
 	for _, lc := range p.accepted {
 		if lc.endpoint == "" {
 			continue
@@ -334,7 +353,6 @@ func (p *Proxy) sync(now time.Time) {
 		lc.applied = cla
 	}
 
-	var nextDeadline time.Time
 	for _, s := range p.servers {
 		spec := p.state.listeners[s.listener]
 		if spec == nil {
@@ -354,9 +372,7 @@ func (p *Proxy) sync(now time.Time) {
 		missing := p.missingClusters(desired.table)
 		expired := now.Sub(s.pendingSince) >= holdTimeout
 		if s.active != nil && len(missing) > 0 && !expired {
-			if deadline := s.pendingSince.Add(holdTimeout); nextDeadline.IsZero() || deadline.Before(nextDeadline) {
-				nextDeadline = deadline
-			}
+			nextDeadline = earliest(nextDeadline, s.pendingSince.Add(holdTimeout))
 			p.logger.Debug("holding route table until its clusters arrive", "listener", s.listener, "missing", missing)
 			continue
 		}
@@ -369,6 +385,15 @@ func (p *Proxy) sync(now time.Time) {
 
 	live := make(map[string]*liveCluster, len(p.accepted))
 	for name, lc := range p.accepted {
+		// A changed cluster whose secrets have not arrived: the previous
+		// one keeps serving until they do (at most holdTimeout).
+		if old := p.clusters[name]; old != nil && old != lc && !p.secretsReady(lc.secrets) {
+			if deadline := lc.since.Add(holdTimeout); now.Before(deadline) {
+				nextDeadline = earliest(nextDeadline, deadline)
+				live[name] = old
+				continue
+			}
+		}
 		live[name] = lc
 	}
 	for _, s := range p.servers {
@@ -393,11 +418,13 @@ func (p *Proxy) sync(now time.Time) {
 		}
 		spec := p.state.listeners[s.listener]
 		s.handler.stripAnyHostPort.Store(spec != nil && spec.stripAnyHostPort)
-		s.handler.proxy.Store(&httpproxy.Config{
-			Routes:           s.active.table,
-			Clusters:         clusters,
-			UseRemoteAddress: spec != nil && spec.useRemoteAddress,
-		})
+		cfg := &httpproxy.Config{Routes: s.active.table, Clusters: clusters}
+		if spec != nil {
+			cfg.UseRemoteAddress = spec.useRemoteAddress
+			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
+			cfg.RBACDeny, cfg.RBACAllow = spec.rbacDeny, spec.rbacAllow
+		}
+		s.handler.proxy.Store(cfg)
 	}
 	for name, old := range p.clusters {
 		if live[name] != old {
@@ -431,12 +458,59 @@ func (p *Proxy) missingClusters(table *router.Table) []string {
 	var missing []string
 	for _, name := range table.Clusters() {
 		lc := p.accepted[name]
-		if lc == nil || lc.endpoint != "" && p.state.endpoints[lc.endpoint] == nil {
+		if lc == nil || lc.endpoint != "" && p.state.endpoints[lc.endpoint] == nil || !p.secretsReady(lc.secrets) {
 			missing = append(missing, name)
 		}
 	}
 	slices.Sort(missing)
 	return missing
+}
+
+// syncHeldServers starts the bound servers and performs the rebinds that
+// waited for their secrets, once they arrived or the wait is over. It
+// returns the earliest deadline of those still waiting.
+func (p *Proxy) syncHeldServers(now time.Time) time.Time {
+	var next time.Time
+	for addr, s := range p.servers {
+		if spec := s.replacement; spec != nil {
+			deadline := s.replacementSince.Add(holdTimeout)
+			if !p.secretsReady(spec.secrets) && now.Before(deadline) {
+				next = earliest(next, deadline)
+				continue
+			}
+			delete(p.servers, addr)
+			_ = s.ln.Close()
+			p.drainInBackground(s)
+			ns, err := p.listen(spec)
+			if err != nil {
+				p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
+				continue
+			}
+			ns.active = s.active
+			p.servers[addr] = ns
+			s = ns
+		}
+		if !s.started {
+			deadline := s.bound.Add(holdTimeout)
+			if !p.secretsReady(s.secrets) && now.Before(deadline) {
+				next = earliest(next, deadline)
+				continue
+			}
+			if !p.secretsReady(s.secrets) {
+				p.logger.Warn("serving listener whose secrets have not arrived", "listener", s.listener, "secrets", s.secrets)
+			}
+			p.serve(s)
+		}
+	}
+	return next
+}
+
+// earliest is the earlier of two deadlines; zero means none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func typeName(typeURL string) string {
@@ -449,6 +523,8 @@ func typeName(typeURL string) string {
 		return "LDS"
 	case xdsclient.RouteType:
 		return "RDS"
+	case xdsclient.SecretType:
+		return "SDS"
 	}
 	return typeURL
 }

@@ -2,12 +2,14 @@ package dataplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,8 +17,11 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
+	"github.com/meshgate/meshgate/dataplane/rbac"
+	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
 // Server defaults when the HttpConnectionManager leaves a setting unset.
@@ -33,8 +38,13 @@ type listenerSpec struct {
 	params           serverParams
 	useRemoteAddress bool
 	stripAnyHostPort bool
-	rds              string     // route configuration name, "" when inline
-	inline           *routeSpec // inline route_config, compiled
+	normalizePath    bool
+	mergeSlashes     bool
+	rbacDeny         *rbac.Filter // the meshgate.rbac.deny http_filter; nil when absent
+	rbacAllow        *rbac.Filter // the meshgate.rbac.allow http_filter; nil when absent
+	rds              string       // route configuration name, "" when inline
+	inline           *routeSpec   // inline route_config, compiled
+	secrets          []string     // SDS secrets its TLS context references
 }
 
 // serverParams are the http.Server settings a listener fixes; a change of any
@@ -44,12 +54,13 @@ type serverParams struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxHeaderBytes    int
+	tls               tlsParams
 }
 
 // parseListener reads a Listener already checked by xdscheck. old, the
 // listener of the same name last accepted, lets an unchanged inline route
-// table be reused.
-func parseListener(l *listenerv3.Listener, old *listenerSpec) (*listenerSpec, error) {
+// table be reused. A TLS filter chain needs an identity (haveIdentity).
+func parseListener(l *listenerv3.Listener, old *listenerSpec, haveIdentity bool) (*listenerSpec, error) {
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("listener %q: "+format, append([]any{l.GetName()}, args...)...)
 	}
@@ -66,6 +77,21 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec) (*listenerSpec, er
 	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
 		return nil, errorf("filter_chains[0].filters[0].typed_config: %w", err)
 	}
+	for i, chain := range l.GetFilterChains()[1:] {
+		other := &hcmv3.HttpConnectionManager{}
+		if err := chain.GetFilters()[0].GetTypedConfig().UnmarshalTo(other); err != nil {
+			return nil, errorf("filter_chains[%d].filters[0].typed_config: %w", i+1, err)
+		}
+		if !proto.Equal(hcm, other) {
+			return nil, errorf("filter_chains[%d].filters[0]: every filter chain must carry the same http_connection_manager", i+1)
+		}
+	}
+	tlsParams, err := parseListenerTLS(l, haveIdentity)
+	if err != nil {
+		return nil, errorf("%w", err)
+	}
+	spec.params.tls = tlsParams
+	spec.secrets = xdsclient.SecretNames([]proto.Message{l})
 	switch hcm.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO:
 		spec.params.http1, spec.params.h2c = true, true
@@ -91,8 +117,18 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec) (*listenerSpec, er
 	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {
 		spec.params.maxHeaderBytes = int(kb.GetValue()) << 10
 	}
+	if spec.params.tls.mode != modePlaintext && !spec.params.http1 && !slices.Contains(strings.Split(spec.params.tls.alpn, ","), "h2") {
+		return nil, errorf("transport_socket: alpn_protocols must offer h2 for codec_type HTTP2")
+	}
 	spec.useRemoteAddress = hcm.GetUseRemoteAddress().GetValue()
 	spec.stripAnyHostPort = hcm.GetStripAnyHostPort()
+	spec.normalizePath = hcm.GetNormalizePath().GetValue()
+	spec.mergeSlashes = hcm.GetMergeSlashes()
+	deny, allow, err := rbac.FromHTTPFilters(hcm.GetHttpFilters())
+	if err != nil {
+		return nil, errorf("http_filters: %w", err)
+	}
+	spec.rbacDeny, spec.rbacAllow = deny, allow
 	if rc := hcm.GetRouteConfig(); rc != nil {
 		var oldInline *routeSpec
 		if old != nil {
@@ -118,9 +154,16 @@ type server struct {
 	listener string // name of the listener it serves
 	address  string // as configured
 	params   serverParams
-	ln       net.Listener
-	http     *http.Server
-	handler  *listenerHandler
+	secrets  []string // SDS secrets it needs before serving
+	started  bool     // Serve is running
+	bound    time.Time
+	// replacement is a newer listener at the same address with other server
+	// settings, held until its secrets arrive (make before break).
+	replacement      *listenerSpec
+	replacementSince time.Time
+	ln               net.Listener
+	http             *http.Server
+	handler          *listenerHandler
 
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
@@ -128,30 +171,45 @@ type server struct {
 }
 
 // listen binds spec's address and prepares (but does not start) its server.
-func listen(spec *listenerSpec, logger *slog.Logger) (*server, error) {
+func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
+	logger := p.logger.With("listener", spec.name)
+	var tlsConfig *tls.Config
+	if spec.params.tls.mode != modePlaintext {
+		var err error
+		if tlsConfig, err = p.serverTLSConfig(spec.params); err != nil {
+			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
+		}
+	}
 	ln, err := net.Listen("tcp", spec.address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, spec.address, err)
 	}
-	logger = logger.With("listener", spec.name)
 	handler := &listenerHandler{proxy: httpproxy.NewHandler(logger)}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(spec.params.http1)
 	protocols.SetUnencryptedHTTP2(spec.params.h2c)
+	httpServer := &http.Server{
+		Handler:           handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: spec.params.readHeaderTimeout,
+		IdleTimeout:       spec.params.idleTimeout,
+		MaxHeaderBytes:    spec.params.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	if tlsConfig != nil {
+		protocols.SetHTTP2(spec.params.h2c) // h2 over TLS, negotiated by ALPN
+		httpServer.ConnContext = connIdentity
+		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
+	}
 	return &server{
 		listener: spec.name,
 		address:  spec.address,
 		params:   spec.params,
+		secrets:  spec.secrets,
+		bound:    time.Now(),
 		ln:       ln,
 		handler:  handler,
-		http: &http.Server{
-			Handler:           handler,
-			Protocols:         protocols,
-			ReadHeaderTimeout: spec.params.readHeaderTimeout,
-			IdleTimeout:       spec.params.idleTimeout,
-			MaxHeaderBytes:    spec.params.maxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-		},
+		http:     httpServer,
 	}, nil
 }
 
@@ -189,7 +247,8 @@ func stripPort(host string) string {
 
 // serve starts s in the background.
 func (p *Proxy) serve(s *server) {
-	p.logger.Info("listener bound", "listener", s.listener, "address", s.ln.Addr().String())
+	s.started = true
+	p.logger.Info("listener serving", "listener", s.listener, "address", s.ln.Addr().String(), "tls", s.params.tls.mode.String())
 	p.serveWG.Go(func() {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			p.logger.Error("listener stopped", "listener", s.listener, "error", err)

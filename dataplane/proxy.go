@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/meshgate/meshgate/dataplane/identity"
+	"github.com/meshgate/meshgate/dataplane/meshtls"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
@@ -78,6 +79,9 @@ type Proxy struct {
 	ready     atomic.Bool
 	adminAddr atomic.Pointer[string]
 	stats     stats
+	// trust holds the accepted trust bundles by secret name, read by every
+	// TLS handshake.
+	trust atomic.Pointer[map[string]*meshtls.Bundle]
 }
 
 // liveCluster is a cluster object and the endpoints last given to it.
@@ -85,6 +89,8 @@ type liveCluster struct {
 	cluster  *upstream.Cluster
 	endpoint string                            // name of the ClusterLoadAssignment it follows ("" for STATIC)
 	applied  *endpointv3.ClusterLoadAssignment // last passed to SetEndpoints
+	secrets  []string                          // SDS secrets its TLS contexts reference
+	since    time.Time                         // when it was accepted
 }
 
 // stats are cheap counters for /stats.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,6 +123,15 @@ func TestDev(t *testing.T) {
 	r, err = get(gw+"/call/orders/items", "x-version: v2")
 	if err != nil || r.reply.Upstream == nil || r.reply.Upstream.Service != "orders-v2" {
 		t.Errorf("mesh call with x-version: v2: %v %+v", err, r)
+	}
+
+	// Secure by default: the quickstart's policy and STRICT mTLS hold.
+	r, err = get(gw + "/call/orders/internal/x")
+	if err != nil || r.reply.UpstreamStatus != http.StatusForbidden {
+		t.Errorf("frontend calling a denied path of orders: %v %+v", err, r)
+	}
+	if _, err := get("http://127.0.0.1:21011/orders"); err == nil {
+		t.Error("plaintext request to orders' STRICT sidecar got an HTTP answer")
 	}
 
 	// Ctrl-C stops everything cleanly.

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,18 +15,19 @@ import (
 // cluster is one test's deployment: a policy directory, a control plane and
 // the proxies and demo services started around it, all separate processes.
 type cluster struct {
-	t     *testing.T
-	dir   string            // policy directory
-	vars  map[string]string // ${NAME} substitutions for policy files
-	xds   string
-	admin string
-	cp    *proc
+	t       *testing.T
+	dir     string            // policy directory
+	dataDir string            // control plane state: CA, tokens, admin token
+	vars    map[string]string // ${NAME} substitutions for policy files
+	xds     string
+	admin   string
+	cp      *proc
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	e2eOnly(t)
-	c := &cluster{t: t, dir: t.TempDir(), vars: map[string]string{}, xds: freeAddr(t), admin: freeAddr(t)}
+	c := &cluster{t: t, dir: t.TempDir(), dataDir: t.TempDir(), vars: map[string]string{}, xds: freeAddr(t), admin: freeAddr(t)}
 	return c
 }
 
@@ -71,15 +74,58 @@ func (c *cluster) removePolicy(file string) {
 	}
 }
 
-func (c *cluster) startControlPlane() *proc {
+func (c *cluster) startControlPlane(extra ...string) *proc {
 	c.t.Helper()
-	c.cp = start(c.t, "controlplane", "controlplane", "--config", c.dir,
-		"--xds-address", c.xds, "--admin-address", c.admin, "--log-level", "debug")
+	args := append([]string{"controlplane", "--config", c.dir, "--data-dir", c.dataDir,
+		"--xds-address", c.xds, "--admin-address", c.admin, "--log-level", "debug"}, extra...)
+	c.cp = start(c.t, "controlplane", args...)
 	eventually(c.t, 15*time.Second, "control plane admin up", func() error {
-		_, err := controlPlaneStatus(c.admin)
+		_, err := c.status()
 		return err
 	})
 	return c.cp
+}
+
+// adminToken is the control plane's admin API token from its data directory.
+func (c *cluster) adminToken() string {
+	b, err := os.ReadFile(filepath.Join(c.dataDir, "admin-token"))
+	if err != nil {
+		c.t.Fatalf("admin token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// status is the control plane's /status.
+func (c *cluster) status() (*cpStatus, error) {
+	var s cpStatus
+	b, err := os.ReadFile(filepath.Join(c.dataDir, "admin-token"))
+	if err != nil {
+		return nil, err
+	}
+	return &s, adminGet(c.admin, strings.TrimSpace(string(b)), "/status", &s)
+}
+
+// cli runs an operator verb against the control plane and returns stdout.
+func (c *cluster) cli(args ...string) (string, error) {
+	args = append(args, "--admin", c.admin, "--data-dir", c.dataDir)
+	cmd := exec.Command(binary, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("meshgate %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// token creates a join token for a service.
+func (c *cluster) token(service string) string {
+	c.t.Helper()
+	out, err := c.cli("token", "create", "--service", service, "--ttl", "1h")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
 }
 
 // app starts a demo service named svc at the address ${svc-app-<instance>}.
@@ -101,7 +147,8 @@ func (c *cluster) app(name, svc, version, outbound string) string {
 func (c *cluster) gateway(name string) *proc {
 	c.t.Helper()
 	admin := c.addr("gateway-admin-" + name)
-	p := start(c.t, "gateway "+name, "gateway", "--name", name, "--xds", c.xds, "--admin", admin, "--log-level", "debug")
+	p := start(c.t, "gateway "+name, "gateway", "--name", name, "--xds", c.xds, "--admin", admin,
+		"--token", c.token(name), "--log-level", "debug")
 	c.waitReady(admin)
 	return p
 }
@@ -113,7 +160,7 @@ func (c *cluster) sidecar(svc, app, inbound, outbound string) *proc {
 	admin := c.addr("sidecar-admin-" + inbound)
 	p := start(c.t, "sidecar "+svc, "sidecar", "--service", svc, "--app", app,
 		"--inbound", inbound, "--outbound", outbound, "--xds", c.xds, "--admin", admin,
-		"--id", "sidecar~"+svc+"~"+inbound, "--log-level", "debug")
+		"--id", "sidecar~"+svc+"~"+inbound, "--token", c.token(svc), "--log-level", "debug")
 	c.waitReady(admin)
 	return p
 }

@@ -249,26 +249,35 @@ type cpStatus struct {
 	Version   string `json:"version"`
 	LastError string `json:"lastError"`
 	Proxies   []struct {
-		ID   string `json:"id"`
-		Role string `json:"role"`
-		Name string `json:"name"`
+		ID           string    `json:"id"`
+		Role         string    `json:"role"`
+		Name         string    `json:"name"`
+		SPIFFEID     string    `json:"spiffeID"`
+		CertNotAfter time.Time `json:"certNotAfter"`
+		MTLSMode     string    `json:"mtlsMode"`
 	} `json:"proxies"`
 }
 
-func controlPlaneStatus(admin string) (*cpStatus, error) {
-	resp, err := client.Get("http://" + admin + "/status")
+// adminGet sends an authenticated GET to the control plane's admin API and
+// decodes the JSON answer into v.
+func adminGet(admin, token, path string, v any) error {
+	req, err := http.NewRequest(http.MethodGet, "http://"+admin+path, nil)
 	if err != nil {
-		return nil, err
+		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status %d", resp.StatusCode)
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
 	}
-	var s cpStatus
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return nil, err
-	}
-	return &s, nil
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // ctxTimeout is a context bounded for the rest of a test.

@@ -33,21 +33,21 @@ kind: Service
 metadata: {name: frontend}
 spec:
   ports: [{port: 80}]
-  endpoints: [{address: "${frontend-in}"}]
+  endpoints: [{address: "${frontend-in}", sidecar: true}]
 ---
 apiVersion: meshgate.dev/v1alpha1
 kind: Service
 metadata: {name: orders}
 spec:
   ports: [{name: http, port: 80}]
-  endpoints: [{address: "${orders-in}", labels: {version: v1}}]
+  endpoints: [{address: "${orders-in}", sidecar: true, labels: {version: v1}}]
 ---
 apiVersion: meshgate.dev/v1alpha1
 kind: Service
 metadata: {name: orders-v2}
 spec:
   ports: [{name: http, port: 80}]
-  endpoints: [{address: "${orders-v2-in}", labels: {version: v2}}]
+  endpoints: [{address: "${orders-v2-in}", sidecar: true, labels: {version: v2}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -141,7 +141,7 @@ func TestMeshCalls(t *testing.T) {
 	})
 
 	t.Run("control plane lists the proxies", func(t *testing.T) {
-		s, err := controlPlaneStatus(c.admin)
+		s, err := c.status()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -136,10 +136,10 @@ func TestPolicyEditUnderLoad(t *testing.T) {
 	eventually(t, 2*time.Second, "edit takes effect within 2s", func() error { return load.allOn("green") })
 	t.Logf("edit took effect after %s", time.Since(edited).Round(time.Millisecond))
 
-	before, _ := controlPlaneStatus(c.admin)
+	before, _ := c.status()
 	c.policy("routes.yaml", routeTo("grene"))
 	eventually(t, 5*time.Second, "invalid edit reported", func() error {
-		s, err := controlPlaneStatus(c.admin)
+		s, err := c.status()
 		if err != nil {
 			return err
 		}
@@ -162,7 +162,7 @@ func TestPolicyEditUnderLoad(t *testing.T) {
 	c.policy("routes.yaml", routeTo("blue"))
 	eventually(t, 2*time.Second, "fixed edit takes effect", func() error { return load.allOn("blue") })
 	eventually(t, 2*time.Second, "error cleared", func() error {
-		s, err := controlPlaneStatus(c.admin)
+		s, err := c.status()
 		if err != nil {
 			return err
 		}
@@ -207,7 +207,7 @@ func TestControlPlaneRestart(t *testing.T) {
 	c.startControlPlane()
 	eventually(t, 15*time.Second, "gateway reconnects and takes the new config", func() error { return load.allOn("green") })
 	eventually(t, 5*time.Second, "gateway listed again", func() error {
-		s, err := controlPlaneStatus(c.admin)
+		s, err := c.status()
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 // Package gateway is what a gateway node adds to the shared proxy engine: its
-// identity toward the control plane (role=gateway, the Gateway it serves);
-// listeners, routes and clusters all come from xDS and run in dataplane.
+// identity toward the control plane (role=gateway, the Gateway it serves, and
+// its SPIFFE identity spiffe://<trust-domain>/ns/<namespace>/svc/<gateway>,
+// obtained with a join token); listeners, routes and clusters all come from
+// xDS and run in dataplane.
 package gateway
 
 import (
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 // DefaultNamespace is used when Options.Namespace is empty.
@@ -31,6 +34,19 @@ type Options struct {
 	ID string
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+
+	// Token is the join token of the gateway's identity
+	// (`meshgate token create --service <name> --namespace <namespace>`);
+	// required unless Insecure.
+	Token string
+	// CAFile is a PEM bundle that verifies the control plane on the first
+	// connection instead of the token's pin; optional.
+	CAFile string
+	// TrustDomain of the mesh; identity.DefaultTrustDomain when empty.
+	TrustDomain string
+	// Insecure runs without an identity over plaintext xDS, for control
+	// planes without TLS (tests of the pre-mTLS behaviour only).
+	Insecure bool
 }
 
 // Node checks opts and returns the xDS node identity of the gateway
@@ -61,8 +77,16 @@ func Node(opts Options) (*corev3.Node, error) {
 	}, nil
 }
 
-// New checks opts and returns the proxy of a gateway node, ready to Run.
-func New(opts Options) (*dataplane.Proxy, error) {
+// Gateway is a gateway node ready to Run: its proxy and, unless insecure,
+// its identity.
+type Gateway struct {
+	proxy    *dataplane.Proxy
+	identity *identity.Manager
+}
+
+// New checks opts and returns a gateway node; nothing touches the network
+// before Run.
+func New(opts Options) (*Gateway, error) {
 	node, err := Node(opts)
 	if err != nil {
 		return nil, err
@@ -74,19 +98,84 @@ func New(opts Options) (*dataplane.Proxy, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return dataplane.New(dataplane.Options{
+	logger = logger.With("role", "gateway", "gateway", opts.Name)
+	namespace := opts.Namespace
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	mgr, err := newIdentity(opts, namespace, logger)
+	if err != nil {
+		return nil, err
+	}
+	proxyOpts := dataplane.Options{
 		Node:         node,
 		XDSAddresses: opts.XDSAddresses,
 		AdminAddress: opts.AdminAddress,
-		Logger:       logger.With("role", "gateway", "gateway", opts.Name),
+		Logger:       logger,
+	}
+	if mgr != nil {
+		proxyOpts.Identity = mgr
+		proxyOpts.XDSCredentials = mgr.XDSCredentials()
+	}
+	proxy, err := dataplane.New(proxyOpts)
+	if err != nil {
+		return nil, err
+	}
+	return &Gateway{proxy: proxy, identity: mgr}, nil
+}
+
+// newIdentity returns the identity manager of the gateway, nil when insecure.
+func newIdentity(opts Options, namespace string, logger *slog.Logger) (*identity.Manager, error) {
+	if opts.Insecure {
+		if opts.Token != "" || opts.CAFile != "" {
+			return nil, fmt.Errorf("--insecure runs without an identity: do not give a join token or --ca-file with it")
+		}
+		logger.Warn("running without an identity: plaintext xDS, no mTLS (--insecure)")
+		return nil, nil
+	}
+	if opts.Token == "" {
+		return nil, fmt.Errorf("a join token is required: create one on the control plane with "+
+			"`meshgate token create --service %s --namespace %s` and pass it with --token-file, --token or $MESHGATE_TOKEN "+
+			"(or --insecure, for a control plane without TLS in tests)", opts.Name, namespace)
+	}
+	mgr, err := identity.NewManager(identity.ManagerOptions{
+		TrustDomain:           opts.TrustDomain,
+		Namespace:             namespace,
+		Service:               opts.Name,
+		ControlPlaneAddresses: opts.XDSAddresses,
+		Token:                 opts.Token,
+		CAFile:                opts.CAFile,
+		Logger:                logger,
 	})
+	if err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// Proxy is the gateway's proxy engine.
+func (g *Gateway) Proxy() *dataplane.Proxy { return g.proxy }
+
+// Identity is the gateway's identity; nil when insecure.
+func (g *Gateway) Identity() *identity.Manager { return g.identity }
+
+// Run obtains the gateway's certificate (unless insecure), then runs the
+// proxy with renewal in the background until ctx is done, then drains it.
+func (g *Gateway) Run(ctx context.Context) error {
+	if g.identity == nil {
+		return g.proxy.Run(ctx)
+	}
+	return g.identity.Serve(ctx, g.proxy.Run)
 }
 
 // Run runs a gateway node until ctx is done, then drains it.
 func Run(ctx context.Context, opts Options) error {
-	proxy, err := New(opts)
+	gw, err := New(opts)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	return proxy.Run(ctx)
+	if err := gw.Run(ctx); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return nil
 }

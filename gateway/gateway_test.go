@@ -59,7 +59,8 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	}{
 		{"no xds", Options{Name: "edge"}, "--xds"},
 		{"xds without port", Options{Name: "edge", XDSAddresses: []string{"cp"}}, `control-plane address "cp"`},
-		{"bad admin", Options{Name: "edge", XDSAddresses: []string{"cp:18000"}, AdminAddress: "admin"}, "admin address"},
+		{"bad admin", Options{Name: "edge", XDSAddresses: []string{"cp:18000"}, AdminAddress: "admin", Insecure: true}, "admin address"},
+		{"no token", Options{Name: "edge", XDSAddresses: []string{"cp:18000"}}, "meshgate token create --service edge --namespace default"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,9 @@
 // Package mesh is what a sidecar adds to the shared proxy engine: its
 // identity toward the control plane (role=sidecar, the service it fronts and
 // the inbound, outbound and application addresses the control plane builds
-// its listeners and inbound cluster from); the proxying itself is dataplane's.
+// its listeners and inbound cluster from) and its SPIFFE identity
+// spiffe://<trust-domain>/ns/<namespace>/svc/<service>, obtained with a join
+// token; the proxying itself is dataplane's.
 package mesh
 
 import (
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 // Defaults of docs/xds.md.
@@ -42,6 +45,19 @@ type Options struct {
 	ID string
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+
+	// Token is the join token of the service's identity
+	// (`meshgate token create --service <service> --namespace <namespace>`);
+	// required unless Insecure.
+	Token string
+	// CAFile is a PEM bundle that verifies the control plane on the first
+	// connection instead of the token's pin; optional.
+	CAFile string
+	// TrustDomain of the mesh; identity.DefaultTrustDomain when empty.
+	TrustDomain string
+	// Insecure runs without an identity over plaintext xDS, for control
+	// planes without TLS (tests of the pre-mTLS behaviour only).
+	Insecure bool
 }
 
 // withDefaults fills the optional fields.
@@ -104,8 +120,16 @@ func Node(opts Options) (*corev3.Node, error) {
 	}, nil
 }
 
-// New checks opts and returns the proxy of a sidecar, ready to Run.
-func New(opts Options) (*dataplane.Proxy, error) {
+// Sidecar is a sidecar ready to Run: its proxy and, unless insecure, its
+// identity.
+type Sidecar struct {
+	proxy    *dataplane.Proxy
+	identity *identity.Manager
+}
+
+// New checks opts and returns a sidecar; nothing touches the network before
+// Run.
+func New(opts Options) (*Sidecar, error) {
 	node, err := Node(opts)
 	if err != nil {
 		return nil, err
@@ -113,23 +137,81 @@ func New(opts Options) (*dataplane.Proxy, error) {
 	if err := dataplane.CheckControlPlaneAddresses(opts.XDSAddresses); err != nil {
 		return nil, err
 	}
+	opts = opts.withDefaults()
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return dataplane.New(dataplane.Options{
+	logger = logger.With("role", "sidecar", "service", opts.Service)
+	mgr, err := newIdentity(opts, logger)
+	if err != nil {
+		return nil, err
+	}
+	proxyOpts := dataplane.Options{
 		Node:         node,
 		XDSAddresses: opts.XDSAddresses,
 		AdminAddress: opts.AdminAddress,
-		Logger:       logger.With("role", "sidecar", "service", opts.Service),
+		Logger:       logger,
+	}
+	if mgr != nil {
+		proxyOpts.Identity = mgr
+		proxyOpts.XDSCredentials = mgr.XDSCredentials()
+	}
+	proxy, err := dataplane.New(proxyOpts)
+	if err != nil {
+		return nil, err
+	}
+	return &Sidecar{proxy: proxy, identity: mgr}, nil
+}
+
+// newIdentity returns the identity manager of the sidecar, nil when insecure.
+func newIdentity(opts Options, logger *slog.Logger) (*identity.Manager, error) {
+	if opts.Insecure {
+		if opts.Token != "" || opts.CAFile != "" {
+			return nil, fmt.Errorf("--insecure runs without an identity: do not give a join token or --ca-file with it")
+		}
+		logger.Warn("running without an identity: plaintext xDS, no mTLS (--insecure)")
+		return nil, nil
+	}
+	if opts.Token == "" {
+		return nil, fmt.Errorf("a join token is required: create one on the control plane with "+
+			"`meshgate token create --service %s --namespace %s` and pass it with --token-file, --token or $MESHGATE_TOKEN "+
+			"(or --insecure, for a control plane without TLS in tests)", opts.Service, opts.Namespace)
+	}
+	return identity.NewManager(identity.ManagerOptions{
+		TrustDomain:           opts.TrustDomain,
+		Namespace:             opts.Namespace,
+		Service:               opts.Service,
+		ControlPlaneAddresses: opts.XDSAddresses,
+		Token:                 opts.Token,
+		CAFile:                opts.CAFile,
+		Logger:                logger,
 	})
+}
+
+// Proxy is the sidecar's proxy engine.
+func (s *Sidecar) Proxy() *dataplane.Proxy { return s.proxy }
+
+// Identity is the sidecar's identity; nil when insecure.
+func (s *Sidecar) Identity() *identity.Manager { return s.identity }
+
+// Run obtains the sidecar's certificate (unless insecure), then runs the
+// proxy with renewal in the background until ctx is done, then drains it.
+func (s *Sidecar) Run(ctx context.Context) error {
+	if s.identity == nil {
+		return s.proxy.Run(ctx)
+	}
+	return s.identity.Serve(ctx, s.proxy.Run)
 }
 
 // Run runs a sidecar until ctx is done, then drains it.
 func Run(ctx context.Context, opts Options) error {
-	proxy, err := New(opts)
+	sc, err := New(opts)
 	if err != nil {
 		return fmt.Errorf("sidecar: %w", err)
 	}
-	return proxy.Run(ctx)
+	if err := sc.Run(ctx); err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	return nil
 }

@@ -77,8 +77,22 @@ func TestNodeDefaultID(t *testing.T) {
 
 func TestRunRejectsBadOptions(t *testing.T) {
 	t.Parallel()
-	err := Run(context.Background(), Options{Service: "orders", AppAddress: "127.0.0.1:8080"})
-	if err == nil || !strings.Contains(err.Error(), "--xds") {
-		t.Fatalf("Run() = %v, want an error about --xds", err)
+	tests := []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"no xds", Options{Service: "orders", AppAddress: "127.0.0.1:8080"}, "--xds"},
+		{"no token", Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"cp:15010"}}, "meshgate token create --service orders --namespace default"},
+		{"bad admin", Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"cp:15010"}, AdminAddress: "admin", Insecure: true}, "admin address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := Run(context.Background(), tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Run() = %v, want error containing %q", err, tt.want)
+			}
+		})
 	}
 }

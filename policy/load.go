@@ -128,6 +128,9 @@ type loader struct {
 	// were invalid (already reported): errors about those fields or inside
 	// them would only repeat the problem in other words.
 	dropped map[documentID][]string
+	// meshConfigs collects every MeshConfig; validation keeps the first
+	// and reports the others.
+	meshConfigs []*MeshConfig
 }
 
 func loadFiles(files []File, errs ErrorList) (*Set, error) {
@@ -241,7 +244,7 @@ func kindNotSupportedYet(group, kind string) bool {
 		}
 	case MeshgateGroup:
 		switch kind {
-		case "SecurityPolicy", "TrafficPolicy", "MeshConfig":
+		case "TrafficPolicy":
 			return true
 		}
 	}
@@ -287,9 +290,11 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 		return
 	}
 	want, known := map[string]string{
-		KindGateway:   GatewayAPIVersion,
-		KindHTTPRoute: GatewayAPIVersion,
-		KindService:   MeshgateAPIVersion,
+		KindGateway:        GatewayAPIVersion,
+		KindHTTPRoute:      GatewayAPIVersion,
+		KindService:        MeshgateAPIVersion,
+		KindMeshConfig:     MeshgateAPIVersion,
+		KindSecurityPolicy: MeshgateAPIVersion,
 	}[kind]
 	if !known {
 		group, _, _ := strings.Cut(apiVersion, "/")
@@ -297,7 +302,7 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 		case kindNotSupportedYet(group, kind):
 			l.errorf(src, "kind", "kind %s is not supported yet", kind)
 		default:
-			l.errorf(src, "kind", "unknown kind %q (want Gateway or HTTPRoute in %s, Service in %s)",
+			l.errorf(src, "kind", "unknown kind %q (want Gateway or HTTPRoute in %s; Service, SecurityPolicy or MeshConfig in %s)",
 				kind, GatewayAPIVersion, MeshgateAPIVersion)
 		}
 		return
@@ -346,6 +351,34 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 		}
 		if l.register(meta) {
 			l.set.Services = append(l.set.Services, svc)
+		}
+	case KindMeshConfig:
+		doc, meta, ok := decodeDocument[MeshConfigSpec](l, file, root)
+		if !ok {
+			return
+		}
+		mc := &MeshConfig{
+			Name:      meta.objectMeta.Name,
+			Namespace: meta.objectMeta.Namespace,
+			Spec:      doc.Spec,
+			Source:    meta.source,
+		}
+		if l.register(meta) {
+			l.meshConfigs = append(l.meshConfigs, mc)
+		}
+	case KindSecurityPolicy:
+		doc, meta, ok := decodeDocument[SecurityPolicySpec](l, file, root)
+		if !ok {
+			return
+		}
+		sp := &SecurityPolicy{
+			Name:      meta.objectMeta.Name,
+			Namespace: meta.objectMeta.Namespace,
+			Spec:      doc.Spec,
+			Source:    meta.source,
+		}
+		if l.register(meta) {
+			l.set.SecurityPolicies = append(l.set.SecurityPolicies, sp)
 		}
 	}
 }

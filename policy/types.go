@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"time"
+
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -120,6 +122,9 @@ type Endpoint struct {
 	Port string `json:"port,omitempty"`
 	// Labels select endpoints in routes and policies (e.g. version: v2).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Sidecar says the address is a meshgate sidecar's inbound listener:
+	// calls to it use mTLS and verify the service's SPIFFE identity.
+	Sidecar bool `json:"sidecar,omitempty"`
 }
 
 // Set is a complete, validated set of policy resources: the output of Load.
@@ -131,4 +136,140 @@ type Set struct {
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service
+
+	// MeshConfig is the set's only MeshConfig, or nil (every default).
+	MeshConfig *MeshConfig
+	// SecurityPolicies sorted by namespace, then name.
+	SecurityPolicies []*SecurityPolicy
+}
+
+// meshgate.dev kinds of the zero-trust mesh.
+const (
+	KindMeshConfig     = "MeshConfig"
+	KindSecurityPolicy = "SecurityPolicy"
+)
+
+// mTLS modes of a sidecar's inbound listener.
+const (
+	// MTLSStrict accepts only mTLS connections with a mesh certificate.
+	MTLSStrict = "STRICT"
+	// MTLSPermissive accepts mTLS and plaintext connections.
+	MTLSPermissive = "PERMISSIVE"
+)
+
+// Authorization actions.
+const (
+	ActionAllow = "ALLOW"
+	ActionDeny  = "DENY"
+)
+
+// Mesh-wide defaults used when there is no MeshConfig or a field is unset.
+const (
+	DefaultTrustDomain    = "meshgate.local"
+	DefaultMTLSMode       = MTLSStrict
+	DefaultAction         = ActionAllow
+	DefaultCertificateTTL = 24 * time.Hour
+	// MinCertificateTTL is the shortest certificateTTL accepted.
+	MinCertificateTTL = time.Minute
+)
+
+// MeshConfig is the meshgate.dev/v1alpha1 MeshConfig: mesh-wide identity,
+// mTLS and authorization defaults. A set holds at most one.
+type MeshConfig struct {
+	Name      string
+	Namespace string
+	Spec      MeshConfigSpec
+	Source    Source
+}
+
+// MeshConfigSpec is the spec of a MeshConfig. Unset fields take the Default*
+// values.
+type MeshConfigSpec struct {
+	// TrustDomain of every SPIFFE ID: a lowercase DNS-like name.
+	TrustDomain string `json:"trustDomain,omitempty"`
+	// MTLS holds the default mode of sidecar inbound listeners.
+	MTLS *MTLS `json:"mtls,omitempty"`
+	// DefaultAction is ALLOW (default) or DENY: with DENY, a request must
+	// match an ALLOW rule at every enforcement point.
+	DefaultAction string `json:"defaultAction,omitempty"`
+	// CertificateTTL is the lifetime of proxy certificates (Gateway API
+	// duration, at least 1m).
+	CertificateTTL gwapiv1.Duration `json:"certificateTTL,omitempty"`
+}
+
+// MTLS configures mutual TLS on a sidecar's inbound listener.
+type MTLS struct {
+	// Mode is STRICT or PERMISSIVE.
+	Mode string `json:"mode,omitempty"`
+}
+
+// SecurityPolicy is the meshgate.dev/v1alpha1 SecurityPolicy: mTLS mode and
+// authorization rules attached to Services, Gateways or HTTPRoutes of its
+// namespace.
+type SecurityPolicy struct {
+	Name      string
+	Namespace string
+	Spec      SecurityPolicySpec
+	Source    Source
+}
+
+// SecurityPolicySpec is the spec of a SecurityPolicy.
+type SecurityPolicySpec struct {
+	// TargetRefs are the resources the policy applies to, in its namespace.
+	TargetRefs []PolicyTargetRef `json:"targetRefs"`
+	// MTLS sets the inbound mTLS mode of the targeted Services.
+	MTLS *MTLS `json:"mtls,omitempty"`
+	// Rules are evaluated DENY first, then ALLOW (see docs/security.md).
+	Rules []SecurityRule `json:"rules,omitempty"`
+}
+
+// PolicyTargetRef names a resource in the policy's namespace: a Service
+// (group "", unset or meshgate.dev), or a Gateway or HTTPRoute (group unset
+// or gateway.networking.k8s.io).
+type PolicyTargetRef struct {
+	Group *string `json:"group,omitempty"`
+	Kind  string  `json:"kind"`
+	Name  string  `json:"name"`
+}
+
+// SecurityRule is one authorization rule. It matches a request when some
+// entry of From and some entry of To match; an absent From or To matches
+// everything.
+type SecurityRule struct {
+	// Name is optional, unique in the policy; it names the rule in logs.
+	Name string `json:"name,omitempty"`
+	// Action is ALLOW or DENY.
+	Action string          `json:"action"`
+	From   []RuleSource    `json:"from,omitempty"`
+	To     []RuleOperation `json:"to,omitempty"`
+}
+
+// RuleSource matches the caller. Every field set must match (within a
+// field, any value).
+type RuleSource struct {
+	// Services are "name" (the policy's namespace), "namespace/name", or "*"
+	// (any mesh identity).
+	Services []string `json:"services,omitempty"`
+	// Identities are SPIFFE IDs; "*" matches within a path segment, "**"
+	// across segments.
+	Identities []string `json:"identities,omitempty"`
+	// Namespaces match any identity of those namespaces.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// IPBlocks are CIDRs or IP addresses of the TCP peer.
+	IPBlocks []string `json:"ipBlocks,omitempty"`
+}
+
+// RuleOperation matches the request. Every field set must match (within a
+// field, any value).
+type RuleOperation struct {
+	Methods []string `json:"methods,omitempty"`
+	// Paths: exact "/a"; prefix "/a/*"; "*" within a segment, "**" across.
+	Paths   []string     `json:"paths,omitempty"`
+	Headers []RuleHeader `json:"headers,omitempty"`
+}
+
+// RuleHeader matches a request header exactly.
+type RuleHeader struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }

@@ -69,6 +69,7 @@ func (l *loader) validate() {
 			l.checkHTTPRoute(r, gateways, services)
 		}
 	}
+	l.checkZeroTrust(gateways, services)
 }
 
 func (l *loader) checkLabels(src Source, path string, labels map[string]string) {

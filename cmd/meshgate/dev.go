@@ -82,25 +82,41 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		return err
 	}
 
-	xds := []string{f.xdsAddress}
-	tasks := []devTask{{
-		name: "controlplane",
-		run: func(ctx context.Context) error {
-			return controlplane.Run(ctx, controlplane.Options{
-				ConfigPaths:  []string{dir},
-				XDSAddress:   f.xdsAddress,
-				AdminAddress: f.adminAddress,
-				Logger:       logger.With("component", "controlplane"),
-			})
-		},
-	}}
+	// The control plane listens now, so that tokens can be minted for the
+	// proxies below; its state (CA, tokens) lives in memory.
+	cp, err := controlplane.New(ctx, controlplane.Options{
+		ConfigPaths:  []string{dir},
+		XDSAddress:   f.xdsAddress,
+		AdminAddress: f.adminAddress,
+		Dev:          true,
+		Logger:       logger.With("component", "controlplane"),
+	})
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	trustDomain := ""
+	if set.MeshConfig != nil {
+		trustDomain = set.MeshConfig.Spec.TrustDomain
+	}
+	token := func(service, namespace string) (string, error) {
+		return cp.CreateToken(ctx, service, namespace, 24*time.Hour)
+	}
+
+	xds := []string{cp.XDSAddr().String()}
+	tasks := []devTask{{name: "controlplane", run: cp.Run}}
 	var gatewayURLs []string
 	for _, gw := range set.Gateways {
+		tok, err := token(gw.Name, gw.Namespace)
+		if err != nil {
+			return err
+		}
 		tasks = append(tasks, devTask{
 			name: "gateway/" + gw.Name,
 			run: func(ctx context.Context) error {
 				return gateway.Run(ctx, gateway.Options{
 					Name: gw.Name, Namespace: gw.Namespace, XDSAddresses: xds,
+					Token: tok, TrustDomain: trustDomain,
 					Logger: logger.With("component", "gateway", "gateway", gw.Name),
 				})
 			},
@@ -130,6 +146,10 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			if err != nil {
 				return err
 			}
+			tok, err := token(svc.Name, svc.Namespace)
+			if err != nil {
+				return err
+			}
 			tasks = append(tasks,
 				devTask{
 					name: "app/" + svc.Name + "@" + ep.Address,
@@ -146,6 +166,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 						return mesh.Run(ctx, mesh.Options{
 							Service: svc.Name, Namespace: svc.Namespace, AppAddress: appAddr,
 							InboundAddress: ep.Address, OutboundAddress: outAddr, XDSAddresses: xds,
+							Token: tok, TrustDomain: trustDomain,
 							ID:     "sidecar~" + svc.Name + "~" + ep.Address,
 							Logger: logger.With("component", "sidecar", "service", svc.Name),
 						})
@@ -201,7 +222,7 @@ func printDevBanner(out io.Writer, dir string, f *devFlags, urls, sidecars []str
 meshgate dev is running (Ctrl-C to stop)
 
   policy      %s   (edit these files: changes apply within a second)
-  xDS         %s
+  xDS         %s   (TLS; every proxy has a SPIFFE identity, mesh hops are mTLS)
   admin       http://%s/status
   gateway     %s
 sidecars:
@@ -214,9 +235,10 @@ Try:
   for i in $(seq 20); do curl -s %s/orders; echo; done | grep -o '"service":"[^"]*"' | sort | uniq -c
   curl %s/call/orders/items      # frontend calls orders through its sidecar (mesh)
   curl -H 'x-version: v2' %s/call/orders/items   # a mesh route sends it to orders-v2
-  curl %s/status
+  curl %s/call/orders/internal/x # 403: security.yaml denies /internal/* to every caller
+  curl %s/status         # proxies with their identities, certificate expiry, mTLS mode
 
-`, dir, f.xdsAddress, f.adminAddress, gw, strings.Join(sidecars, "\n"), gw, gw, gw, gw, gw, gw, f.adminAddress)
+`, dir, f.xdsAddress, f.adminAddress, gw, strings.Join(sidecars, "\n"), gw, gw, gw, gw, gw, gw, gw, f.adminAddress)
 }
 
 // devConfigDir resolves the policy directory for dev mode.

@@ -1,8 +1,15 @@
 package main
 
 import (
-	"github.com/spf13/cobra"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/gateway"
 )
 
@@ -10,23 +17,36 @@ import (
 // /config_dump and /stats unless --admin says otherwise.
 const defaultGatewayAdminAddress = "127.0.0.1:15100"
 
+// tokenEnv is the environment variable that may hold a proxy's join token.
+const tokenEnv = "MESHGATE_TOKEN"
+
 func newGatewayCmd(g *globalFlags) *cobra.Command {
 	opts := gateway.Options{}
+	idf := &proxyIdentityFlags{}
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
-		Long: `Run a gateway node for the Gateway --name: connect to the control plane(s)
-over xDS (ADS), open the listeners of that Gateway and route external clients
-to services. Admin endpoints: /ready, /config_dump, /stats.`,
-		Example: `  meshgate gateway --name edge --xds 127.0.0.1:18000`,
-		Args:    cobra.NoArgs,
+		Long: `Run a gateway node for the Gateway --name: obtain its identity
+spiffe://<trust-domain>/ns/<namespace>/svc/<name> from the control plane's CA
+with a join token, connect to the control plane(s) over xDS (ADS) with it, open
+the listeners of that Gateway and route external clients to services.
+Admin endpoints: /ready, /config_dump, /stats.
+
+Create the join token on the control plane:
+  meshgate token create --service <name> [--namespace <namespace>]`,
+		Example: `  meshgate gateway --name edge --xds 127.0.0.1:15010 --token-file /etc/meshgate/edge.token
+  MESHGATE_TOKEN=mgt1.… meshgate gateway --name edge --xds 127.0.0.1:15010`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := idf.apply(&opts.Token, &opts.CAFile, &opts.TrustDomain, &opts.Insecure); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			opts.Logger = g.logger()
-			proxy, err := gateway.New(opts)
+			gw, err := gateway.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return proxy.Run(cmd.Context())
+			return gw.Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
@@ -35,5 +55,48 @@ to services. Admin endpoints: /ready, /config_dump, /stats.`,
 	f.StringSliceVar(&opts.XDSAddresses, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
 	f.StringVar(&opts.AdminAddress, "admin", defaultGatewayAdminAddress, "address of the admin HTTP endpoints")
 	f.StringVar(&opts.ID, "id", "", "node id (default gateway~<name>~<hostname>-<pid>)")
+	idf.register(f)
 	return cmd
+}
+
+// proxyIdentityFlags are the identity flags of the gateway and sidecar
+// commands.
+type proxyIdentityFlags struct {
+	token       string
+	tokenFile   string
+	caFile      string
+	trustDomain string
+	insecure    bool
+}
+
+func (p *proxyIdentityFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&p.token, "token", "", "join token (visible to other local users: prefer --token-file or $"+tokenEnv+")")
+	f.StringVar(&p.tokenFile, "token-file", "", "file holding the join token")
+	f.StringVar(&p.caFile, "ca-file", "", "PEM bundle of roots to verify the control plane with, instead of the token's pin")
+	f.StringVar(&p.trustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the mesh (MeshConfig spec.trustDomain)")
+	f.BoolVar(&p.insecure, "insecure", false, "no identity, plaintext xDS: only for a control plane without TLS, in tests")
+}
+
+// apply resolves the join token (--token, else --token-file, else
+// $MESHGATE_TOKEN) and stores the flags into the options' fields.
+func (p *proxyIdentityFlags) apply(token, caFile, trustDomain *string, insecure *bool) error {
+	if p.token != "" && p.tokenFile != "" {
+		return errors.New("give the join token with --token or --token-file, not both")
+	}
+	tok := p.token
+	if p.tokenFile != "" {
+		data, err := os.ReadFile(p.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		tok = strings.TrimSpace(string(data))
+		if tok == "" {
+			return fmt.Errorf("--token-file %s is empty", p.tokenFile)
+		}
+	}
+	if tok == "" && !p.insecure {
+		tok = strings.TrimSpace(os.Getenv(tokenEnv))
+	}
+	*token, *caFile, *trustDomain, *insecure = tok, p.caFile, p.trustDomain, p.insecure
+	return nil
 }

@@ -48,6 +48,9 @@ func newRootCmd() *cobra.Command {
 		newSidecarCmd(g),
 		newDevCmd(g),
 		newDemoAppCmd(g),
+		newTokenCmd(),
+		newCACmd(),
+		newProxiesCmd(),
 	)
 	return root
 }

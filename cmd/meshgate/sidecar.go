@@ -12,22 +12,32 @@ const defaultSidecarAdminAddress = "127.0.0.1:15101"
 
 func newSidecarCmd(g *globalFlags) *cobra.Command {
 	opts := mesh.Options{}
+	idf := &proxyIdentityFlags{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
 		Long: `Run the mesh proxy of the service --service whose application listens on --app:
 inbound traffic for the service arrives on --inbound and goes to the app; the
 app calls other services through --outbound. Configuration comes from the
-control plane(s) over xDS (ADS). Admin endpoints: /ready, /config_dump, /stats.`,
-		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:18000`,
+control plane(s) over xDS (ADS). The sidecar's identity
+spiffe://<trust-domain>/ns/<namespace>/svc/<service> comes from the control
+plane's CA with a join token; it authenticates the xDS connection and mesh mTLS.
+Admin endpoints: /ready, /config_dump, /stats.
+
+Create the join token on the control plane:
+  meshgate token create --service <service> [--namespace <namespace>]`,
+		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:15010 --token-file /etc/meshgate/orders.token`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := idf.apply(&opts.Token, &opts.CAFile, &opts.TrustDomain, &opts.Insecure); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			opts.Logger = g.logger()
-			proxy, err := mesh.New(opts)
+			sidecar, err := mesh.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return proxy.Run(cmd.Context())
+			return sidecar.Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
@@ -39,5 +49,6 @@ control plane(s) over xDS (ADS). Admin endpoints: /ready, /config_dump, /stats.`
 	f.StringSliceVar(&opts.XDSAddresses, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
 	f.StringVar(&opts.AdminAddress, "admin", defaultSidecarAdminAddress, "address of the admin HTTP endpoints")
 	f.StringVar(&opts.ID, "id", "", "node id (default sidecar~<service>~<hostname>-<pid>)")
+	idf.register(f)
 	return cmd
 }

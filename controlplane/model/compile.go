@@ -35,12 +35,23 @@ func Compile(set *policy.Set) (*Model, error) {
 		gateways: map[NamespacedName]*Gateway{},
 	}
 	var errs []error
+	mesh, err := compileMesh(set.MeshConfig)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	m.Mesh = mesh
+	targets, err := m.compilePolicies(set.SecurityPolicies)
+	if err != nil {
+		return nil, err
+	}
 	for _, ps := range set.Services {
 		svc, err := compileService(ps)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		svc.MTLSMode = cmp.Or(targets.mtls[svc.NamespacedName], m.Mesh.MTLSMode)
+		svc.Authorization = m.authorization(targets.services[svc.NamespacedName])
 		m.Services = append(m.Services, svc)
 		m.services[svc.NamespacedName] = svc
 	}
@@ -57,11 +68,18 @@ func Compile(set *policy.Set) (*Model, error) {
 			errs = append(errs, err)
 			continue
 		}
+		if policies := targets.routes[cr.name]; len(policies) > 0 {
+			authz := m.authorization(policies)
+			for _, rule := range cr.rules {
+				rule.Authorization = authz
+			}
+		}
 		compiled = append(compiled, cr)
 	}
 
 	for _, pg := range set.Gateways {
 		gw := compileGateway(pg, compiled)
+		gw.Authorization = m.authorization(targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
 	}
@@ -168,7 +186,7 @@ func compileService(ps *policy.Service) (*Service, error) {
 		if sp == nil {
 			return nil, fmt.Errorf("service %s: endpoints[%d].port %q: no such service port", svc.NamespacedName, i, pe.Port)
 		}
-		sp.Endpoints = append(sp.Endpoints, &Endpoint{Host: host, Port: uint32(port), Labels: pe.Labels})
+		sp.Endpoints = append(sp.Endpoints, &Endpoint{Host: host, Port: uint32(port), Labels: pe.Labels, Sidecar: pe.Sidecar})
 	}
 	return svc, nil
 }

@@ -20,6 +20,8 @@ type Model struct {
 	Services []*Service `json:"services"`
 	// Gateways sorted by namespace, then name.
 	Gateways []*Gateway `json:"gateways"`
+	// Mesh is the mesh-wide identity and security configuration.
+	Mesh Mesh `json:"mesh"`
 
 	services map[NamespacedName]*Service
 	gateways map[NamespacedName]*Gateway
@@ -55,6 +57,22 @@ type Service struct {
 	NamespacedName
 	// Ports in declaration order; at least one.
 	Ports []*ServicePort `json:"ports"`
+	// MTLSMode of the service's sidecar inbound listeners: its
+	// SecurityPolicy's mtls.mode, else the mesh's.
+	MTLSMode string `json:"mtlsMode"`
+	// Authorization enforced at the service's sidecar inbound listeners;
+	// nil: none.
+	Authorization *Authorization `json:"authorization,omitempty"`
+}
+
+// HasSidecarEndpoints reports whether some endpoint of the port is a sidecar.
+func (p *ServicePort) HasSidecarEndpoints() bool {
+	for _, ep := range p.Endpoints {
+		if ep.Sidecar {
+			return true
+		}
+	}
+	return false
 }
 
 // DefaultPort is the port a call without a port in its Host reaches: port 80
@@ -95,6 +113,8 @@ type Endpoint struct {
 	Host   string            `json:"host"`
 	Port   uint32            `json:"port"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Sidecar: the endpoint is a meshgate sidecar's inbound listener.
+	Sidecar bool `json:"sidecar,omitempty"`
 }
 
 // ClusterName is the name of the cluster of a service port:
@@ -110,6 +130,8 @@ type Gateway struct {
 	Address string `json:"address"`
 	// Ports sorted ascending.
 	Ports []*GatewayPort `json:"ports"`
+	// Authorization enforced at every listener of the gateway; nil: none.
+	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
 // GatewayPort is every listener of a gateway on one port.
@@ -137,6 +159,10 @@ type Rule struct {
 	MatchIndex int     `json:"matchIndex"`
 	Match      Match   `json:"match"`
 	Action     *Action `json:"action"`
+	// Authorization of the SecurityPolicies targeting the route, enforced
+	// wherever its rules are (merged with the gateway's at a gateway); nil:
+	// none.
+	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
 // PathMatchKind is how a path is matched.

@@ -27,12 +27,18 @@ func (r *Resources) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	secrets, err := rawMessages(r.Secrets)
+	if err != nil {
+		return nil, err
+	}
 	return json.Marshal(struct {
 		Listeners []json.RawMessage `json:"listeners"`
 		Routes    []json.RawMessage `json:"routes"`
 		Clusters  []json.RawMessage `json:"clusters"`
 		Endpoints []json.RawMessage `json:"endpoints"`
-	}{listeners, routes, clusters, endpoints})
+		// Secrets is left out when empty, so meshes without a CA dump as before.
+		Secrets []json.RawMessage `json:"secrets,omitempty"`
+	}{listeners, routes, clusters, endpoints, secrets})
 }
 
 func rawMessages[M proto.Message](msgs []M) ([]json.RawMessage, error) {

@@ -18,11 +18,21 @@ import (
 const noBackendBody = "no valid backend for this route\n"
 
 // routes translates rules already in precedence order. listenerPort is the
-// port requests arrived on, for redirects that keep it.
-func (t *translator) routes(rules []*model.Rule, listenerPort int32) []*routev3.Route {
+// port requests arrived on, for redirects that keep it. A rule with a
+// route-level authorization gets per-route RBAC configs: outer (the
+// gateway's, or nil) merged with the route's, since a per-route config
+// replaces the connection manager's.
+func (t *translator) routes(rules []*model.Rule, listenerPort int32, outer *model.Authorization) []*routev3.Route {
 	out := make([]*routev3.Route, 0, len(rules))
 	for _, rule := range rules {
 		r := &routev3.Route{Match: routeMatch(rule.Match)}
+		if rule.Authorization != nil {
+			perRoute, err := rbacPerRoute(model.Merge(outer, rule.Authorization))
+			if err != nil {
+				t.fail(err)
+			}
+			r.TypedPerFilterConfig = perRoute
+		}
 		a := rule.Action
 		if a.Redirect != nil {
 			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}

@@ -19,6 +19,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -57,11 +58,13 @@ type Resources struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Secrets served over SDS: the ROOTCA trust bundle when the mesh has a CA.
+	Secrets []*tlsv3.Secret
 }
 
 // Messages returns every resource, listeners first.
 func (r *Resources) Messages() []proto.Message {
-	out := make([]proto.Message, 0, len(r.Listeners)+len(r.Routes)+len(r.Clusters)+len(r.Endpoints))
+	out := make([]proto.Message, 0, len(r.Listeners)+len(r.Routes)+len(r.Clusters)+len(r.Endpoints)+len(r.Secrets))
 	for _, l := range r.Listeners {
 		out = append(out, l)
 	}
@@ -74,14 +77,26 @@ func (r *Resources) Messages() []proto.Message {
 	for _, e := range r.Endpoints {
 		out = append(out, e)
 	}
+	for _, sec := range r.Secrets {
+		out = append(out, sec)
+	}
 	return out
 }
 
-// Translate builds the resources for one node. A node with an unknown role, or
-// a gateway node whose Gateway does not exist, gets empty Resources and no
-// error; malformed node metadata is an error.
+// Translate builds the resources for one node of a mesh without a CA:
+// TranslateWith with empty Inputs.
 func Translate(m *model.Model, node NodeInfo) (*Resources, error) {
-	t := &translator{model: m, clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+	return TranslateWith(m, node, Inputs{})
+}
+
+// TranslateWith builds the resources for one node. A node with an unknown
+// role gets empty Resources and no error, and so does a gateway node whose
+// Gateway does not exist, except for the ROOTCA secret; malformed node
+// metadata is an error. With a trust bundle in in, every gateway and sidecar
+// node gets the ROOTCA secret, sidecar inbound listeners require mTLS (by the
+// service's mode) and clusters use mTLS to endpoints that are sidecars.
+func TranslateWith(m *model.Model, node NodeInfo, in Inputs) (*Resources, error) {
+	t := &translator{model: m, inputs: in, clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
 	res := &Resources{}
 	var err error
 	switch node.Role {
@@ -92,6 +107,12 @@ func Translate(m *model.Model, node NodeInfo) (*Resources, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if t.err != nil {
+		return nil, t.err
+	}
+	if len(in.TrustBundle) > 0 && (node.Role == RoleGateway || node.Role == RoleSidecar) {
+		res.Secrets = []*tlsv3.Secret{rootCASecret(in.TrustBundle)}
 	}
 	for _, name := range slices.Sorted(maps.Keys(t.clusters)) {
 		res.Clusters = append(res.Clusters, t.clusters[name])
@@ -106,8 +127,22 @@ func Translate(m *model.Model, node NodeInfo) (*Resources, error) {
 
 type translator struct {
 	model     *model.Model
+	inputs    Inputs
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
+	// err is the first error of a helper that cannot return one.
+	err error
+}
+
+// mtls reports whether the mesh has a CA, so that hops between proxies use
+// mTLS.
+func (t *translator) mtls() bool { return len(t.inputs.TrustBundle) > 0 }
+
+// fail records the first error of a translation.
+func (t *translator) fail(err error) {
+	if t.err == nil {
+		t.err = err
+	}
 }
 
 func (t *translator) gateway(res *Resources, node NodeInfo) error {
@@ -117,7 +152,14 @@ func (t *translator) gateway(res *Resources, node NodeInfo) error {
 	}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
-		l, err := listener(name, gw.Address, uint32(port.Number), corev3.TrafficDirection_UNSPECIFIED, true)
+		var rbac []*hcmv3.HttpFilter
+		if gw.Authorization != nil || hasRouteAuthorization(port) {
+			var err error
+			if rbac, err = rbacHTTPFilters(gw.Authorization); err != nil {
+				return fmt.Errorf("listener %q: %w", name, err)
+			}
+		}
+		l, err := listener(name, gw.Address, uint32(port.Number), corev3.TrafficDirection_UNSPECIFIED, true, rbac)
 		if err != nil {
 			return err
 		}
@@ -126,7 +168,7 @@ func (t *translator) gateway(res *Resources, node NodeInfo) error {
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 				Name:    name + "/" + vh.Hostname,
 				Domains: []string{vh.Hostname},
-				Routes:  t.routes(vh.Rules, port.Number),
+				Routes:  t.routes(vh.Rules, port.Number, gw.Authorization),
 			})
 		}
 		res.Listeners = append(res.Listeners, l)
@@ -145,7 +187,13 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	l, err := listener(OutboundName, outHost, outPort, corev3.TrafficDirection_OUTBOUND, false)
+	var rbac []*hcmv3.HttpFilter
+	if t.outboundHasAuthorization() {
+		if rbac, err = rbacHTTPFilters(nil); err != nil {
+			return fmt.Errorf("listener %q: %w", OutboundName, err)
+		}
+	}
+	l, err := listener(OutboundName, outHost, outPort, corev3.TrafficDirection_OUTBOUND, false, rbac)
 	if err != nil {
 		return err
 	}
@@ -154,7 +202,7 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 		for _, port := range svc.Ports {
 			var routes []*routev3.Route
 			if len(port.Routes) > 0 {
-				routes = t.routes(port.Routes, port.Number)
+				routes = t.routes(port.Routes, port.Number, nil)
 			} else {
 				t.addCluster(svc, port)
 				routes = []*routev3.Route{{
@@ -203,9 +251,25 @@ func (t *translator) inbound(res *Resources, node NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	l, err := listener(InboundName, inHost, inPort, corev3.TrafficDirection_INBOUND, false)
+	svc := t.model.Service(node.Namespace, node.Service)
+	var rbac []*hcmv3.HttpFilter
+	if svc != nil && svc.Authorization != nil {
+		if rbac, err = rbacHTTPFilters(svc.Authorization); err != nil {
+			return fmt.Errorf("listener %q: %w", InboundName, err)
+		}
+	}
+	l, err := listener(InboundName, inHost, inPort, corev3.TrafficDirection_INBOUND, false, rbac)
 	if err != nil {
 		return err
+	}
+	if t.mtls() {
+		mode := t.model.Mesh.MTLSMode
+		if svc != nil {
+			mode = svc.MTLSMode
+		}
+		if err := secureInbound(l, mode); err != nil {
+			return err
+		}
 	}
 	clusterName := "inbound|" + node.Service
 	c := &clusterv3.Cluster{
@@ -215,10 +279,10 @@ func (t *translator) inbound(res *Resources, node NodeInfo) error {
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: clusterName,
-			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil)}}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil, false)}}},
 		},
 	}
-	if svc := t.model.Service(node.Namespace, node.Service); svc != nil && svc.Ports[0].Protocol == model.ProtocolHTTP2 {
+	if svc != nil && svc.Ports[0].Protocol == model.ProtocolHTTP2 {
 		if err := setHTTP2(c); err != nil {
 			return err
 		}
@@ -247,8 +311,9 @@ func adsConfigSource() *corev3.ConfigSource {
 }
 
 // listener builds a listener whose HTTP connection manager takes its routes,
-// named like the listener, over RDS.
-func listener(name, host string, port uint32, direction corev3.TrafficDirection, edge bool) (*listenerv3.Listener, error) {
+// named like the listener, over RDS, and runs the given filters (the RBAC
+// filters, or none) before the router.
+func listener(name, host string, port uint32, direction corev3.TrafficDirection, edge bool, filters []*hcmv3.HttpFilter) (*listenerv3.Listener, error) {
 	router, err := anypb.New(&routerv3.Router{})
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: router config: %w", name, err)
@@ -260,11 +325,15 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 			ConfigSource:    adsConfigSource(),
 			RouteConfigName: name,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
+		HttpFilters: append(slices.Clone(filters), &hcmv3.HttpFilter{
 			Name:       routerFilterName,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
-		}},
-		RequestHeadersTimeout:     durationpb.New(requestHeadersTimeout),
+		}),
+		RequestHeadersTimeout: durationpb.New(requestHeadersTimeout),
+		// One spelling per path for routing and authorization: a policy on
+		// /admin/* must not be bypassed with /%61dmin or /x/../admin.
+		NormalizePath:             wrapperspb.Bool(true),
+		MergeSlashes:              true,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
 	}
@@ -314,14 +383,21 @@ func (t *translator) addCluster(svc *model.Service, port *model.ServicePort) {
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 	}
 	if port.Protocol == model.ProtocolHTTP2 {
-		// Cannot fail: HttpProtocolOptions always marshals.
-		_ = setHTTP2(c)
+		if err := setHTTP2(c); err != nil {
+			t.fail(err)
+		}
+	}
+	mtls := t.mtls() && port.HasSidecarEndpoints()
+	if mtls {
+		if err := setMTLSMatch(c, t.model.Mesh.SPIFFEID(svc.Namespace, svc.Name), port.Protocol); err != nil {
+			t.fail(err)
+		}
 	}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: port.Cluster}
 	if len(port.Endpoints) > 0 {
 		locality := &endpointv3.LocalityLbEndpoints{}
 		for _, ep := range port.Endpoints {
-			locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels))
+			locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels, mtls && ep.Sidecar))
 		}
 		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality}
 	}
@@ -346,18 +422,53 @@ func setHTTP2(c *clusterv3.Cluster) error {
 	return nil
 }
 
-func lbEndpoint(host string, port uint32, labels map[string]string) *endpointv3.LbEndpoint {
+// lbEndpoint builds an endpoint with its labels as metadata; sidecar marks it
+// for the mtls transport socket match.
+func lbEndpoint(host string, port uint32, labels map[string]string, sidecar bool) *endpointv3.LbEndpoint {
 	ep := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 		Address: socketAddress(host, port),
 	}}}
+	metadata := map[string]*structpb.Struct{}
 	if len(labels) > 0 {
 		fields := make(map[string]*structpb.Value, len(labels))
 		for k, v := range labels {
 			fields[k] = structpb.NewStringValue(v)
 		}
-		ep.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-			endpointMetadataKey: {Fields: fields},
-		}}
+		metadata[endpointMetadataKey] = &structpb.Struct{Fields: fields}
+	}
+	if sidecar {
+		metadata[transportSocketMatchKey] = sidecarEndpointMetadata()
+	}
+	if len(metadata) > 0 {
+		ep.Metadata = &corev3.Metadata{FilterMetadata: metadata}
 	}
 	return ep
+}
+
+// hasRouteAuthorization reports whether a rule of a gateway port has a
+// route-level authorization.
+func hasRouteAuthorization(port *model.GatewayPort) bool {
+	for _, vh := range port.VirtualHosts {
+		for _, r := range vh.Rules {
+			if r.Authorization != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// outboundHasAuthorization reports whether a mesh route a sidecar's outbound
+// listener serves has a route-level authorization.
+func (t *translator) outboundHasAuthorization() bool {
+	for _, svc := range t.model.Services {
+		for _, port := range svc.Ports {
+			for _, r := range port.Routes {
+				if r.Authorization != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

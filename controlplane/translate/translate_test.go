@@ -124,6 +124,7 @@ func validateAll(t *testing.T, res *Resources) {
 		if err := msg.(validator).Validate(); err != nil {
 			t.Errorf("%T: %v", msg, err)
 		}
+		validateNested(t, msg.ProtoReflect())
 	}
 	for _, l := range res.Listeners {
 		for _, fc := range l.FilterChains {
@@ -162,7 +163,7 @@ func TestGolden(t *testing.T) {
 			}
 			out := map[string]*Resources{}
 			for _, node := range nodesFor(m) {
-				res, err := Translate(m, node)
+				res, err := TranslateWith(m, node, inputsFor(name))
 				if err != nil {
 					t.Fatalf("Translate(%s): %v", node.ID, err)
 				}

@@ -25,13 +25,16 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	cplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/controlplane/model"
@@ -59,7 +62,25 @@ type ProxyStatus struct {
 	// Nacked maps a type URL to the error detail of the proxy's last
 	// rejection of that type; cleared when a later version is accepted.
 	Nacked map[string]string `json:"nacked"`
+	// SPIFFEID is the identity the authorizer established for the proxy.
+	SPIFFEID string `json:"spiffeID,omitempty"`
+	// CertNotAfter is when the proxy's certificate expires.
+	CertNotAfter time.Time `json:"certNotAfter,omitzero"`
+	// MTLSMode is the inbound mTLS mode of a sidecar's service (from the model).
+	MTLSMode string `json:"mtlsMode,omitempty"`
 }
+
+// ProxyIdentity is who a proxy proved to be when its stream opened.
+type ProxyIdentity struct {
+	SPIFFEID string
+	NotAfter time.Time
+}
+
+// Authorizer decides whether the proxy described by node may receive its
+// configuration on the stream whose context is ctx (which carries the peer's
+// TLS state). An error refuses the stream; a gRPC status error (such as
+// PermissionDenied) reaches the proxy as is.
+type Authorizer func(ctx context.Context, node *corev3.Node) (ProxyIdentity, error)
 
 // node is a connected proxy.
 type node struct {
@@ -70,6 +91,7 @@ type node struct {
 	version     string
 	acked       map[string]string
 	nacked      map[string]string
+	identity    ProxyIdentity
 }
 
 // Server serves xDS. Create it with New.
@@ -78,10 +100,14 @@ type Server struct {
 	cache  cachev3.SnapshotCache
 	xds    xdsserver.Server
 
-	mu      sync.Mutex
-	model   *model.Model
-	nodes   map[string]*node // by node id
-	streams map[int64]string // stream id -> node id
+	mu         sync.Mutex
+	model      *model.Model
+	bundle     []byte
+	authorizer Authorizer
+	nodes      map[string]*node // by node id
+	streams    map[int64]string // stream id -> node id
+	// contexts of open streams not yet authorized, by stream id.
+	contexts map[int64]context.Context
 }
 
 // New returns a server holding an empty model. ctx bounds the server's
@@ -92,13 +118,15 @@ func New(ctx context.Context, logger *slog.Logger) *Server {
 	}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	s := &Server{
-		logger:  logger,
-		model:   empty,
-		nodes:   map[string]*node{},
-		streams: map[int64]string{},
+		logger:   logger,
+		model:    empty,
+		nodes:    map[string]*node{},
+		streams:  map[int64]string{},
+		contexts: map[int64]context.Context{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger))
 	s.xds = xdsserver.NewServer(ctx, s.cache, xdsserver.CallbackFuncs{
+		StreamOpenFunc:    s.onStreamOpen,
 		StreamRequestFunc: s.onStreamRequest,
 		StreamClosedFunc:  s.onStreamClosed,
 	}, serverv3.WithOrderedADS())
@@ -136,6 +164,28 @@ func (s *Server) Register(g *grpc.Server) {
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+}
+
+// SetAuthorizer makes a decide, on the first request of every stream, whether
+// the proxy may have its configuration. nil (the default) allows every proxy.
+// Streams already authorized are not checked again.
+func (s *Server) SetAuthorizer(a Authorizer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authorizer = a
+}
+
+// SetTrustBundle makes pem the mesh's trust bundle (served as the ROOTCA
+// secret; with it, hops between proxies use mTLS) and rebuilds every
+// connected node's snapshot. An empty bundle turns mTLS off.
+func (s *Server) SetTrustBundle(ctx context.Context, pem []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bundle = slices.Clone(pem)
+	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
+		s.updateNodeLocked(ctx, id, s.nodes[id])
+	}
 }
 
 // Serve serves xDS on lis until ctx is done.
@@ -176,16 +226,25 @@ func (s *Server) Proxies() []ProxyStatus {
 	out := make([]ProxyStatus, 0, len(s.nodes))
 	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
 		n := s.nodes[id]
-		out = append(out, ProxyStatus{
-			ID:          id,
-			Role:        n.info.Role,
-			Name:        n.info.Name(),
-			Namespace:   n.info.Namespace,
-			ConnectedAt: n.connectedAt,
-			Version:     n.version,
-			Acked:       maps.Clone(n.acked),
-			Nacked:      maps.Clone(n.nacked),
-		})
+		st := ProxyStatus{
+			ID:           id,
+			Role:         n.info.Role,
+			Name:         n.info.Name(),
+			Namespace:    n.info.Namespace,
+			ConnectedAt:  n.connectedAt,
+			Version:      n.version,
+			Acked:        maps.Clone(n.acked),
+			Nacked:       maps.Clone(n.nacked),
+			SPIFFEID:     n.identity.SPIFFEID,
+			CertNotAfter: n.identity.NotAfter,
+		}
+		if n.info.Role == translate.RoleSidecar {
+			st.MTLSMode = s.model.Mesh.MTLSMode
+			if svc := s.model.Service(n.info.Namespace, n.info.Service); svc != nil {
+				st.MTLSMode = svc.MTLSMode
+			}
+		}
+		out = append(out, st)
 	}
 	return out
 }
@@ -201,23 +260,68 @@ func (s *Server) Resources(id string) (*translate.Resources, string, bool) {
 	return n.resources, n.version, true
 }
 
-func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryRequest) error {
+func (s *Server) onStreamOpen(ctx context.Context, streamID int64, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id, known := s.streams[streamID]
+	s.contexts[streamID] = ctx
+	return nil
+}
+
+// authorize runs the authorizer, without holding the lock, for the first
+// request of a stream.
+func (s *Server) authorize(streamID int64, n *corev3.Node) (ProxyIdentity, error) {
+	s.mu.Lock()
+	authorizer, ctx := s.authorizer, s.contexts[streamID]
+	delete(s.contexts, streamID)
+	s.mu.Unlock()
+	if authorizer == nil {
+		return ProxyIdentity{}, nil
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	id, err := authorizer(ctx, n)
+	if err != nil {
+		s.logger.Warn("proxy refused", "node", n.GetId(), "error", err)
+		if _, ok := status.FromError(err); ok {
+			return ProxyIdentity{}, err
+		}
+		return ProxyIdentity{}, status.Errorf(codes.PermissionDenied, "proxy %q refused: %v", n.GetId(), err)
+	}
+	return id, nil
+}
+
+func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryRequest) error {
+	s.mu.Lock()
+	_, known := s.streams[streamID]
+	s.mu.Unlock()
+	var identity ProxyIdentity
 	if !known {
 		if req.GetNode() == nil {
 			return errors.New("the first request of a stream must carry the node")
 		}
+		var err error
+		if identity, err = s.authorize(streamID, req.GetNode()); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, known := s.streams[streamID]
+	if !known {
 		id = req.GetNode().GetId()
 		s.streams[streamID] = id
 		n, ok := s.nodes[id]
+		if ok && identity != (ProxyIdentity{}) {
+			n.identity = identity
+		}
 		if !ok {
 			n = &node{
 				info:        translate.NodeInfoFromNode(req.GetNode()),
 				connectedAt: time.Now().UTC(),
 				acked:       map[string]string{},
 				nacked:      map[string]string{},
+				identity:    identity,
 			}
 			s.nodes[id] = n
 			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())
@@ -245,6 +349,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.contexts, streamID)
 	id, ok := s.streams[streamID]
 	if !ok {
 		return
@@ -268,7 +373,7 @@ func (s *Server) updateNodeLocked(ctx context.Context, id string, n *node) {
 	default:
 		s.logger.Warn("proxy has no known role: serving it an empty configuration", "node", id, "role", n.info.Role)
 	}
-	res, err := translate.Translate(s.model, n.info)
+	res, err := translate.TranslateWith(s.model, n.info, translate.Inputs{TrustBundle: s.bundle})
 	if err != nil {
 		s.logger.Warn("cannot build proxy configuration: serving it an empty configuration", "node", id, "error", err)
 		res = &translate.Resources{}
@@ -309,6 +414,7 @@ func snapshot(res *translate.Resources) (*cachev3.Snapshot, string, error) {
 		add(types.Route, asResources(res.Routes)),
 		add(types.Cluster, asResources(res.Clusters)),
 		add(types.Endpoint, asResources(res.Endpoints)),
+		add(types.Secret, asResources(res.Secrets)),
 	)
 	if err != nil {
 		return nil, "", err

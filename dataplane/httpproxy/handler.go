@@ -1,7 +1,8 @@
 // Package httpproxy is the http.Handler of one proxy listener: it matches a
-// request against the listener's route table, answers redirects, direct
-// responses and local errors itself, and otherwise forwards the request to an
-// endpoint of the selected upstream cluster, streaming bodies both ways.
+// request against the listener's route table, enforces the RBAC filters
+// (403 access denied), answers redirects, direct responses and local errors
+// itself, and otherwise forwards the request to an endpoint of the selected
+// upstream cluster, streaming bodies both ways.
 //
 // The configuration is swapped atomically with Store; a request uses the
 // Config it loaded when it started, so a swap never disturbs requests in
@@ -22,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meshgate/meshgate/dataplane/peer"
+	"github.com/meshgate/meshgate/dataplane/rbac"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
@@ -37,6 +40,8 @@ const (
 	bodyConnectError    = "upstream connect error\n"
 	bodyTimeout         = "upstream request timeout\n"
 	bodyBadGateway      = "bad gateway\n"
+	bodyAccessDenied    = "access denied\n"
+	bodyBadPath         = "bad request path\n"
 )
 
 // Config is the immutable configuration of one listener's handler.
@@ -49,13 +54,24 @@ type Config struct {
 	// is the edge, so X-Forwarded-Proto is overwritten with the scheme of the
 	// downstream connection rather than trusted.
 	UseRemoteAddress bool
+	// RBACDeny and RBACAllow are the listener's RBAC filters
+	// (rbac.DenyFilterName, rbac.AllowFilterName in http_filters; see
+	// rbac.FromHTTPFilters); nil when absent. A matched route's
+	// typed_per_filter_config overrides them (router.Route.RBACOverride).
+	RBACDeny, RBACAllow *rbac.Filter
+	// NormalizePath and MergeSlashes are the HttpConnectionManager fields of
+	// those names: the request path is normalized (normalizePath) before
+	// routing and authorization, and forwarded normalized. A path that cannot
+	// be normalized safely is refused with 400.
+	NormalizePath, MergeSlashes bool
 }
 
 // Handler serves one listener. It is safe for concurrent use.
 type Handler struct {
 	config  atomic.Pointer[Config]
 	logger  *slog.Logger
-	buffers sync.Pool // *[]byte of copyBufferSize
+	buffers sync.Pool  // *[]byte of copyBufferSize
+	denied  rbac.Stats // rbac_denied by policy, across configurations
 
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
@@ -87,16 +103,37 @@ func (h *Handler) Store(cfg *Config) { h.config.Store(cfg) }
 // Config returns the configuration in use (nil before the first Store).
 func (h *Handler) Config() *Config { return h.config.Load() }
 
+// RBACStats counts the requests the RBAC filters denied, by
+// rbac.Filter.StatKey (the policy, or "<rules_stat_prefix>/no-allow-match"),
+// since the handler was created: the rbac_denied counters of /stats.
+func (h *Handler) RBACStats() *rbac.Stats { return &h.denied }
+
 // ServeHTTP routes and answers or forwards one request. It takes ownership
 // of r: the request's headers and URL are rewritten in place into the
 // upstream request.
+//
+// As in Envoy, the RBAC filters run before the router: on the matched
+// route's config (its typed_per_filter_config overrides the listener's),
+// and with the listener's config when no route matches, before the 404.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := h.config.Load()
-	if cfg == nil || cfg.Routes == nil {
+	if cfg == nil {
 		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
 		return
 	}
-	rt := cfg.Routes.Match(r)
+	if cfg.NormalizePath || cfg.MergeSlashes {
+		if !normalizeRequestPath(r, cfg.MergeSlashes) {
+			localReply(w, nil, http.StatusBadRequest, bodyBadPath)
+			return
+		}
+	}
+	var rt *router.Route
+	if cfg.Routes != nil {
+		rt = cfg.Routes.Match(r)
+	}
+	if !h.authorize(w, r, cfg, rt) {
+		return
+	}
 	if rt == nil {
 		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
 		return
@@ -132,6 +169,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint)
+}
+
+// authorize runs the DENY then the ALLOW RBAC filter that apply to r on rt
+// (nil: no route matched). It answers 403 and returns false when one denies.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route) bool {
+	deny, allow := cfg.RBACDeny, cfg.RBACAllow
+	if rt != nil {
+		if f, set := rt.RBACOverride(rbac.DenyFilterName); set {
+			deny = f
+		}
+		if f, set := rt.RBACOverride(rbac.AllowFilterName); set {
+			allow = f
+		}
+	}
+	if allowed, policy := deny.Evaluate(r); !allowed {
+		h.deny(w, r, rt, deny, policy)
+		return false
+	}
+	if allowed, policy := allow.Evaluate(r); !allowed {
+		h.deny(w, r, rt, allow, policy)
+		return false
+	}
+	return true
+}
+
+// deny answers 403, logs who was denied by which policy, and counts it.
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request, rt *router.Route, f *rbac.Filter, policy string) {
+	h.denied.Inc(f.StatKey(policy))
+	if h.logger.Enabled(r.Context(), slog.LevelInfo) {
+		remoteIP := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(remoteIP); err == nil {
+			remoteIP = host
+		}
+		path := ""
+		if r.URL != nil {
+			path = r.URL.EscapedPath()
+		}
+		h.logger.LogAttrs(r.Context(), slog.LevelInfo, "access denied",
+			slog.String("method", r.Method),
+			slog.String("path", path),
+			slog.String("peer", peer.Identity(r.Context())),
+			slog.String("remote_ip", remoteIP),
+			slog.String("action", f.Action().String()),
+			slog.String("policy", policy),
+			slog.String("rules", f.StatPrefix()),
+		)
+	}
+	localReply(w, rt, http.StatusForbidden, bodyAccessDenied)
 }
 
 // forward sends r to endpoint of cluster and streams the response back.

@@ -11,8 +11,12 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshgate/meshgate/dataplane/internal/match"
+	"github.com/meshgate/meshgate/dataplane/rbac"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
 
@@ -136,6 +140,9 @@ func compileRoute(rc *routev3.Route) (*Route, error) {
 		return nil, errors.New("action: exactly one of route, redirect, direct_response is required")
 	}
 
+	if err := compilePerFilterConfig(rt, rc.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
 	if rt.requestHeads, err = compileHeaderMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), true); err != nil {
 		return nil, err
 	}
@@ -143,6 +150,44 @@ func compileRoute(rc *routev3.Route) (*Route, error) {
 		return nil, err
 	}
 	return rt, nil
+}
+
+// compilePerFilterConfig compiles typed_per_filter_config: the RBAC
+// overrides (docs/xds.md "RBAC"), keyed by the RBAC filter's name, each an
+// RBACPerRoute whose rbac replaces the filter's config on this route (no
+// rbac: the filter is disabled here). Any other key is an error.
+func compilePerFilterConfig(rt *Route, configs map[string]*anypb.Any) error {
+	keys := make([]string, 0, len(configs))
+	for k := range configs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		field := fmt.Sprintf("typed_per_filter_config[%q]", key)
+		var slot *rbacOverride
+		switch key {
+		case rbac.DenyFilterName:
+			slot = &rt.rbacDeny
+		case rbac.AllowFilterName:
+			slot = &rt.rbacAllow
+		default:
+			return fmt.Errorf("%s: not supported (only %s and %s)", field, rbac.DenyFilterName, rbac.AllowFilterName)
+		}
+		var per rbacv3.RBACPerRoute
+		if err := configs[key].UnmarshalTo(&per); err != nil {
+			return fmt.Errorf("%s: want an RBACPerRoute: %w", field, err)
+		}
+		slot.set = true
+		if per.GetRbac() == nil {
+			continue // RBACPerRoute{}: the filter is disabled on this route
+		}
+		f, err := rbac.Compile(per.GetRbac())
+		if err != nil {
+			return fmt.Errorf("%s.rbac: %w", field, err)
+		}
+		slot.filter = f
+	}
+	return nil
 }
 
 func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {
@@ -168,7 +213,7 @@ func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {
 			m.kind = pathPrefix
 		}
 	case *routev3.RouteMatch_SafeRegex:
-		re, err := compileFullRegex(ps.SafeRegex)
+		re, err := match.FullRegex(ps.SafeRegex)
 		if err != nil {
 			return m, fmt.Errorf("safe_regex: %w", err)
 		}
@@ -177,7 +222,7 @@ func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {
 		return m, errors.New("one of prefix, path, path_separated_prefix, safe_regex is required")
 	}
 	for i, hm := range mc.GetHeaders() {
-		h, err := compileHeaderMatcher(hm)
+		h, err := match.CompileHeader(hm)
 		if err != nil {
 			return m, fmt.Errorf("headers[%d] %q: %w", i, hm.GetName(), err)
 		}
@@ -193,46 +238,6 @@ func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {
 	return m, nil
 }
 
-func compileHeaderMatcher(hm *routev3.HeaderMatcher) (headerMatcher, error) {
-	h := headerMatcher{invert: hm.GetInvertMatch()}
-	name := strings.ToLower(hm.GetName())
-	switch name {
-	case "":
-		return h, errors.New("name: required")
-	case ":method":
-		h.source = headerFromMethod
-	case ":authority", "host":
-		h.source = headerFromAuthority
-	case ":path":
-		h.source = headerFromPath
-	case ":scheme":
-		h.source = headerFromScheme
-	default:
-		if strings.HasPrefix(name, ":") {
-			return h, fmt.Errorf("name: pseudo-header %q not supported", name)
-		}
-		h.key = textproto.CanonicalMIMEHeaderKey(name)
-	}
-	switch spec := hm.GetHeaderMatchSpecifier().(type) {
-	case *routev3.HeaderMatcher_PresentMatch:
-		present := spec.PresentMatch
-		h.present = &present
-	case *routev3.HeaderMatcher_StringMatch:
-		s, err := compileStringMatcher(spec.StringMatch)
-		if err != nil {
-			return h, fmt.Errorf("string_match: %w", err)
-		}
-		h.str = s
-	case nil:
-		// Envoy: no specifier means "the header is present".
-		present := true
-		h.present = &present
-	default:
-		return h, fmt.Errorf("%T: not supported, use string_match or present_match", spec)
-	}
-	return h, nil
-}
-
 func compileQueryMatcher(qm *routev3.QueryParameterMatcher) (queryMatcher, error) {
 	q := queryMatcher{name: qm.GetName()}
 	if q.name == "" {
@@ -245,7 +250,7 @@ func compileQueryMatcher(qm *routev3.QueryParameterMatcher) (queryMatcher, error
 		}
 		q.present = true
 	case *routev3.QueryParameterMatcher_StringMatch:
-		s, err := compileStringMatcher(spec.StringMatch)
+		s, err := match.CompileString(spec.StringMatch)
 		if err != nil {
 			return q, fmt.Errorf("string_match: %w", err)
 		}
@@ -254,42 +259,6 @@ func compileQueryMatcher(qm *routev3.QueryParameterMatcher) (queryMatcher, error
 		return q, errors.New("one of string_match, present_match is required")
 	}
 	return q, nil
-}
-
-func compileStringMatcher(sm *matcherv3.StringMatcher) (stringMatcher, error) {
-	s := stringMatcher{ignoreCase: sm.GetIgnoreCase()}
-	switch p := sm.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		s.kind, s.value = stringExact, p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		s.kind, s.value = stringPrefix, p.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		s.kind, s.value = stringSuffix, p.Suffix
-	case *matcherv3.StringMatcher_Contains:
-		s.kind, s.value = stringContains, p.Contains
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := compileFullRegex(p.SafeRegex)
-		if err != nil {
-			return s, fmt.Errorf("safe_regex: %w", err)
-		}
-		s.kind, s.regex = stringRegex, re
-	default:
-		return s, errors.New("one of exact, prefix, suffix, contains, safe_regex is required")
-	}
-	return s, nil
-}
-
-// compileFullRegex compiles an RE2 regex that must match the whole input.
-func compileFullRegex(rm *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
-	re, err := regexp.Compile(`^(?:` + rm.GetRegex() + `)$`)
-	if err != nil {
-		// Report the error against the user's regex, not the anchored one.
-		if _, err2 := regexp.Compile(rm.GetRegex()); err2 != nil {
-			err = err2
-		}
-		return nil, fmt.Errorf("regex %q: %w", rm.GetRegex(), err)
-	}
-	return re, nil
 }
 
 func compileForward(rt *Route, ra *routev3.RouteAction) error {

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshgate/meshgate/dataplane/rbac"
 )
 
 // Name is the route's name (may be empty).
@@ -64,6 +66,20 @@ func (p *pathRewrite) apply(path string) string {
 		return p.regex.ReplaceAllString(path, p.substitution)
 	}
 	return path
+}
+
+// RBACOverride returns the route's override of the RBAC filter called name
+// (rbac.DenyFilterName or rbac.AllowFilterName): set is false when the route
+// has none and the listener's filter applies; otherwise f replaces it on
+// this route, and a nil f means the filter is disabled here.
+func (rt *Route) RBACOverride(name string) (f *rbac.Filter, set bool) {
+	switch name {
+	case rbac.DenyFilterName:
+		return rt.rbacDeny.filter, rt.rbacDeny.set
+	case rbac.AllowFilterName:
+		return rt.rbacAllow.filter, rt.rbacAllow.set
+	}
+	return nil, false
 }
 
 // DirectResponse returns the status and body of a direct response.

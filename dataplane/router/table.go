@@ -6,6 +6,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/meshgate/meshgate/dataplane/internal/match"
+	"github.com/meshgate/meshgate/dataplane/rbac"
 )
 
 // DefaultTimeout is the route timeout when RouteAction.timeout is unset
@@ -72,6 +75,16 @@ type Route struct {
 	// ActionDirectResponse.
 	directStatus int
 	directBody   string
+
+	// typed_per_filter_config of the RBAC filters.
+	rbacDeny, rbacAllow rbacOverride
+}
+
+// rbacOverride is one RBAC filter's per-route config: when set, filter
+// replaces the listener's (nil: the filter is disabled on the route).
+type rbacOverride struct {
+	set    bool
+	filter *rbac.Filter
 }
 
 type weightedEntry struct {
@@ -94,51 +107,14 @@ type routeMatch struct {
 	value         string         // prefix or exact path
 	regex         *regexp.Regexp // pathRegex, anchored
 	caseSensitive bool
-	headers       []headerMatcher
+	headers       []match.Header
 	queries       []queryMatcher
-}
-
-// stringKind is the kind of a StringMatcher.
-type stringKind uint8
-
-const (
-	stringExact stringKind = iota + 1
-	stringPrefix
-	stringSuffix
-	stringContains
-	stringRegex
-)
-
-type stringMatcher struct {
-	kind       stringKind
-	value      string
-	ignoreCase bool
-	regex      *regexp.Regexp // stringRegex, anchored
-}
-
-// headerSource is where a header matcher reads its value.
-type headerSource uint8
-
-const (
-	headerFromMap headerSource = iota
-	headerFromMethod
-	headerFromAuthority
-	headerFromPath
-	headerFromScheme
-)
-
-type headerMatcher struct {
-	source  headerSource
-	key     string // canonical key when source is headerFromMap
-	present *bool  // present_match; nil for a string match
-	str     stringMatcher
-	invert  bool
 }
 
 type queryMatcher struct {
 	name    string
 	present bool // present_match: true; otherwise str applies
-	str     stringMatcher
+	str     match.String
 }
 
 // rewriteKind is the kind of path rewrite of a forward or redirect.

@@ -1,8 +1,8 @@
 // Package upstream implements a proxy's upstream clusters: the endpoints of
 // one Envoy v3 Cluster (from its STATIC load_assignment or from EDS), a
-// lock-free weighted round-robin load balancer over them, and one pooled
-// keep-alive transport (HTTP/1.1 or h2c) shared by every request to the
-// cluster. A Cluster lives across configuration changes: endpoints are
+// lock-free weighted round-robin load balancer over them, and pooled
+// keep-alive transports (HTTP/1.1 or h2c; mesh mTLS for the endpoints its
+// transport_socket_matches select) shared by every request to the cluster. A Cluster lives across configuration changes: endpoints are
 // swapped atomically while requests are in flight, and connections stay
 // pooled.
 package upstream
@@ -69,8 +69,12 @@ type Cluster struct {
 	name      string
 	config    *clusterv3.Cluster
 	protocol  Protocol
-	transport *http.Transport
+	transport *http.Transport // plaintext endpoints
+	matches   []*tlsMatch     // transport_socket_matches, in order
+	tls       TLS
 	logger    *slog.Logger
+	tlsLog    tlsFailureLog
+	router    roundTripper
 
 	endpoints atomic.Pointer[endpointSet]
 	next      atomic.Uint64
@@ -80,14 +84,22 @@ type Cluster struct {
 type endpointSet struct {
 	addresses []string // "ip:port", in CLA order
 	schedule  []string // weighted round-robin order; empty when no endpoint
+	// secure maps the endpoints a transport_socket_matches entry selects to
+	// that entry's TLS transport; the others are plaintext. Nil when none.
+	secure map[string]*http.Transport
 }
 
 // NewCluster builds a cluster from c, checked against the subset of
 // docs/xds.md. STATIC clusters take their endpoints from load_assignment; EDS
-// clusters have none until SetEndpoints. logger may be nil.
-func NewCluster(c *clusterv3.Cluster, logger *slog.Logger) (*Cluster, error) {
+// clusters have none until SetEndpoints. logger may be nil. A cluster with
+// transport_socket_matches needs WithTLS.
+func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Cluster, error) {
 	if c == nil {
 		return nil, errors.New("nil cluster")
+	}
+	var options clusterOptions
+	for _, o := range opts {
+		o(&options)
 	}
 	if err := xdscheck.Check(c); err != nil {
 		return nil, err
@@ -100,7 +112,9 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger) (*Cluster, error) {
 		config:   c,
 		protocol: HTTP1,
 		logger:   logger.With("cluster", c.GetName()),
+		tls:      options.tls,
 	}
+	cl.router.cluster = cl
 	if cl.name == "" {
 		return nil, errors.New("cluster: name: required")
 	}
@@ -122,13 +136,18 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger) (*Cluster, error) {
 		connectTimeout = d.AsDuration()
 	}
 
+	cl.transport = newTransport(protocol, connectTimeout)
+	if cl.matches, err = cl.buildMatches(connectTimeout); err != nil {
+		return nil, errorf("%w", err)
+	}
+
 	set := &endpointSet{}
 	switch c.GetType() {
 	case clusterv3.Cluster_STATIC:
 		if c.GetLoadAssignment() == nil {
 			return nil, errorf("load_assignment: required for a STATIC cluster")
 		}
-		if set, err = buildEndpoints(c.GetLoadAssignment(), "load_assignment."); err != nil {
+		if set, err = cl.buildEndpoints(c.GetLoadAssignment(), "load_assignment."); err != nil {
 			return nil, errorf("%w", err)
 		}
 	case clusterv3.Cluster_EDS:
@@ -142,7 +161,6 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger) (*Cluster, error) {
 		return nil, errorf("type: %v not supported", c.GetType())
 	}
 	cl.endpoints.Store(set)
-	cl.transport = newTransport(protocol, connectTimeout)
 	return cl, nil
 }
 
@@ -200,8 +218,28 @@ func (c *Cluster) Config() *clusterv3.Cluster { return c.config }
 func (c *Cluster) Protocol() Protocol { return c.protocol }
 
 // Transport is the cluster's pooled transport; requests to any endpoint of
-// the cluster share it.
-func (c *Cluster) Transport() http.RoundTripper { return c.transport }
+// the cluster share it. It sends a request whose URL host is an endpoint
+// selected by transport_socket_matches over mesh mTLS, any other in
+// plaintext (the URL scheme stays http).
+func (c *Cluster) Transport() http.RoundTripper { return &c.router }
+
+// roundTripper picks the transport of a request's endpoint.
+type roundTripper struct{ cluster *Cluster }
+
+func (rt *roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	c := rt.cluster
+	if secure := c.endpoints.Load().secure; secure != nil {
+		if t := secure[r.URL.Host]; t != nil {
+			return t.RoundTrip(r)
+		}
+	}
+	return c.transport.RoundTrip(r)
+}
+
+// Secure reports whether requests to endpoint ("ip:port") use mTLS.
+func (c *Cluster) Secure(endpoint string) bool {
+	return c.endpoints.Load().secure[endpoint] != nil
+}
 
 // SetEndpoints replaces the endpoints with those of cla, atomically: requests
 // in flight keep the endpoint they picked. Endpoints whose health_status is
@@ -217,7 +255,7 @@ func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 	if cla.GetClusterName() != c.name {
 		return fmt.Errorf("cluster load assignment %q: cluster_name does not match cluster %q", cla.GetClusterName(), c.name)
 	}
-	set, err := buildEndpoints(cla, "")
+	set, err := c.buildEndpoints(cla, "")
 	if err != nil {
 		return fmt.Errorf("cluster load assignment %q: %w", cla.GetClusterName(), err)
 	}
@@ -249,14 +287,19 @@ func (c *Cluster) Next() (string, bool) {
 // Close closes the cluster's idle pooled connections; requests in flight are
 // not interrupted, and their connections close after the idle timeout. Call
 // it once no route references the cluster any more.
-func (c *Cluster) Close() { c.transport.CloseIdleConnections() }
+func (c *Cluster) Close() {
+	c.transport.CloseIdleConnections()
+	for _, m := range c.matches {
+		m.transport.CloseIdleConnections()
+	}
+}
 
 type weightedAddress struct {
 	address string
 	weight  uint64
 }
 
-func buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPrefix string) (*endpointSet, error) {
+func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPrefix string) (*endpointSet, error) {
 	var eligible []weightedAddress
 	set := &endpointSet{}
 	for i, locality := range cla.GetEndpoints() {
@@ -277,6 +320,14 @@ func buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPrefix string) (
 					return nil, fmt.Errorf("%s.load_balancing_weight: must be at least 1", path)
 				}
 				weight = uint64(w.GetValue())
+			}
+			if m := c.matchOf(lbe); m != nil {
+				if set.secure == nil {
+					set.secure = make(map[string]*http.Transport)
+				}
+				if _, dup := set.secure[addr]; !dup {
+					set.secure[addr] = m.transport
+				}
 			}
 			set.addresses = append(set.addresses, addr)
 			eligible = append(eligible, weightedAddress{address: addr, weight: weight})

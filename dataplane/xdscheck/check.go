@@ -12,7 +12,9 @@ import (
 
 	// Typed configs the proxy understands, registered for Any resolution.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -142,6 +144,11 @@ func (w *walker) message(m protoreflect.Message, path string, rule *message) {
 			w.fail(join(path, string(name)), "required")
 		}
 	}
+	if rule.check != nil {
+		for _, v := range rule.check(m) {
+			w.fail(join(path, v.Path), v.Reason)
+		}
+	}
 }
 
 func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f field) {
@@ -181,6 +188,10 @@ func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, pa
 // value checks one singular value (a list element or map value included).
 func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f field) {
 	switch fd.Kind() {
+	case protoreflect.StringKind:
+		if f.values != nil && !slices.Contains(f.values, v.String()) {
+			w.fail(path, fmt.Sprintf("value %q not supported", v.String()))
+		}
 	case protoreflect.EnumKind:
 		if f.enums != nil && !slices.Contains(f.enums, v.Enum()) {
 			name := strconv.Itoa(int(v.Enum()))

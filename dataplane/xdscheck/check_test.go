@@ -247,16 +247,16 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 				l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{"a"}}
 				return l
 			},
-			wantErr: `listener "edge": filter_chains[0].filter_chain_match: not supported`,
+			wantErr: `listener "edge": filter_chains[0].filter_chain_match.server_names: not supported`,
 		},
 		{
-			name: "two filter chains",
+			name: "three filter chains",
 			msg: func(t *testing.T) proto.Message {
 				l := listenerWith(t, fullHCM(t, false))
-				l.FilterChains = append(l.FilterChains, l.FilterChains[0])
+				l.FilterChains = append(l.FilterChains, l.FilterChains[0], l.FilterChains[0])
 				return l
 			},
-			wantErr: `listener "edge": filter_chains: exactly 1 entries supported, got 2`,
+			wantErr: `listener "edge": filter_chains: at most 2 entries supported, got 3`,
 		},
 		{
 			name: "listener filter",
@@ -265,7 +265,7 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 				l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "tls_inspector"}}
 				return l
 			},
-			wantErr: `listener "edge": listener_filters: not supported`,
+			wantErr: `listener "edge": listener_filters[0].typed_config: required`,
 		},
 		{
 			name: "udp socket address",

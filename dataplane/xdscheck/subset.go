@@ -1,6 +1,11 @@
 package xdscheck
 
-import "google.golang.org/protobuf/reflect/protoreflect"
+import (
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
 
 // field says how one populated field of a message is checked. The zero value
 // means: allowed, and its value is checked with the rule of its own message type.
@@ -17,6 +22,8 @@ type field struct {
 	// only, when not nil, replaces the rule of the field's message type in this
 	// position (a message type allowed more narrowly in one place than another).
 	only *message
+	// values, when not nil, lists the values allowed in this string field.
+	values []string
 }
 
 // message is the rule of one message type: the fields that may be populated,
@@ -24,6 +31,10 @@ type field struct {
 type message struct {
 	fields   map[protoreflect.Name]field
 	required []protoreflect.Name
+	// check, when not nil, adds the rules a field-by-field walk cannot
+	// express (an order, a relation between fields). Paths are relative to
+	// the message.
+	check func(m protoreflect.Message) []Violation
 }
 
 // opaque marks message types accepted whole, without looking inside: plain
@@ -39,6 +50,8 @@ var opaque = map[protoreflect.FullName]bool{
 const (
 	hcmType             protoreflect.FullName = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	routerType          protoreflect.FullName = "envoy.extensions.filters.http.router.v3.Router"
+	rbacDenyFilter                            = "meshgate.rbac.deny"
+	rbacAllowFilter                           = "meshgate.rbac.allow"
 	upstreamOptionsType protoreflect.FullName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	upstreamOptionsKey                        = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	enumTCP                                   = 0 // envoy.config.core.v3.SocketAddress.Protocol.TCP
@@ -63,6 +76,12 @@ func allow(names ...protoreflect.Name) *message {
 // with adds or replaces the rule of one field.
 func (m *message) with(name protoreflect.Name, f field) *message {
 	m.fields[name] = f
+	return m
+}
+
+// checkedBy adds a whole-message rule.
+func (m *message) checkedBy(check func(m protoreflect.Message) []Violation) *message {
+	m.check = check
 	return m
 }
 
@@ -94,11 +113,15 @@ func mergeSubsets(sets ...map[protoreflect.FullName]*message) map[protoreflect.F
 // coreSubset is "The subset the proxy implements" of docs/xds.md.
 var coreSubset = map[protoreflect.FullName]*message{
 	// Listener.
+	// Two filter chains, listener_filters and transport sockets are the TLS
+	// part (subset_tls.go): PERMISSIVE and STRICT inbound listeners.
 	"envoy.config.listener.v3.Listener": allow("name", "address", "traffic_direction").
-		with("filter_chains", field{minItems: 1, maxItems: 1}).
+		with("filter_chains", field{minItems: 1, maxItems: 2}).
+		with("listener_filters", field{maxItems: 1}).
 		requires("address", "filter_chains"),
-	"envoy.config.listener.v3.FilterChain": allow().
+	"envoy.config.listener.v3.FilterChain": allow("filter_chain_match").
 		with("filters", field{minItems: 1, maxItems: 1}).
+		with("transport_socket", field{only: downstreamTransportSocket}).
 		requires("filters"),
 	"envoy.config.listener.v3.Filter": allow("name").
 		with("typed_config", field{anyTypes: []protoreflect.FullName{hcmType}}).
@@ -109,15 +132,16 @@ var coreSubset = map[protoreflect.FullName]*message{
 
 	// HttpConnectionManager.
 	hcmType: allow("stat_prefix", "rds", "route_config", "strip_any_host_port",
-		"use_remote_address", "request_headers_timeout",
+		"use_remote_address", "request_headers_timeout", "normalize_path", "merge_slashes",
 		"common_http_protocol_options", "max_request_headers_kb").
 		with("codec_type", field{enums: []protoreflect.EnumNumber{enumCodecAuto, enumCodecHTTP1, enumCodecHTTP2}}).
-		with("http_filters", field{minItems: 1, maxItems: 1}).
-		requires("http_filters"),
+		with("http_filters", field{minItems: 1, maxItems: 3}).
+		requires("http_filters").
+		checkedBy(checkHTTPFilters),
 	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": allow("config_source", "route_config_name").
 		requires("config_source"),
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": allow("name").
-		with("typed_config", field{anyTypes: []protoreflect.FullName{routerType}}).
+		with("typed_config", field{anyTypes: []protoreflect.FullName{routerType, rbacFilterType}}).
 		requires("typed_config"),
 	routerType: allow(),
 	"envoy.config.core.v3.HttpProtocolOptions": allow("idle_timeout"),
@@ -131,7 +155,11 @@ var coreSubset = map[protoreflect.FullName]*message{
 	"envoy.config.route.v3.VirtualHost":        allow("name", "domains", "routes"),
 	"envoy.config.route.v3.Route": allow("match", "route", "redirect", "direct_response",
 		"request_headers_to_add", "request_headers_to_remove",
-		"response_headers_to_add", "response_headers_to_remove"),
+		"response_headers_to_add", "response_headers_to_remove").
+		with("typed_per_filter_config", field{
+			keys:     []string{rbacDenyFilter, rbacAllowFilter},
+			anyTypes: []protoreflect.FullName{rbacPerRouteType},
+		}),
 	"envoy.config.route.v3.RouteMatch": allow("prefix", "path", "path_separated_prefix", "safe_regex",
 		"case_sensitive", "headers", "query_parameters"),
 	"envoy.config.route.v3.HeaderMatcher": allow("name", "string_match", "present_match", "invert_match"),
@@ -152,7 +180,8 @@ var coreSubset = map[protoreflect.FullName]*message{
 	"envoy.config.core.v3.HeaderValue":           allow("key", "value"),
 
 	// Cluster.
-	"envoy.config.cluster.v3.Cluster": allow("name", "eds_cluster_config", "load_assignment", "connect_timeout").
+	"envoy.config.cluster.v3.Cluster": allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
+		"transport_socket_matches").
 		with("type", field{enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 		with("lb_policy", field{enums: []protoreflect.EnumNumber{enumRoundRobin}}).
 		with("typed_extension_protocol_options", field{
@@ -172,5 +201,52 @@ var coreSubset = map[protoreflect.FullName]*message{
 	"envoy.config.endpoint.v3.LbEndpoint":            allow("endpoint", "health_status", "load_balancing_weight", "metadata"),
 	"envoy.config.endpoint.v3.Endpoint":              allow("address").requires("address"),
 	"envoy.config.core.v3.Metadata": allow().
-		with("filter_metadata", field{keys: []string{"meshgate"}}),
+		with("filter_metadata", field{keys: []string{"meshgate", transportSocketMatchKey}}),
+}
+
+// checkHTTPFilters requires the router filter to be the last HTTP filter, and
+// the only one: the filters before it are the RBAC filters (docs/xds.md).
+func checkHTTPFilters(m protoreflect.Message) []Violation {
+	fd := m.Descriptor().Fields().ByName("http_filters")
+	if fd == nil || !m.Has(fd) {
+		return nil
+	}
+	list := m.Get(fd).List()
+	var out []Violation
+	for i := range list.Len() {
+		isRouter := typedConfigName(list.Get(i).Message()) == routerType
+		last := i == list.Len()-1
+		switch {
+		case last && !isRouter:
+			out = append(out, Violation{
+				Path:   "http_filters[" + strconv.Itoa(i) + "]",
+				Reason: "the last HTTP filter must be the router (" + string(routerType) + ")",
+			})
+		case !last && isRouter:
+			out = append(out, Violation{
+				Path:   "http_filters[" + strconv.Itoa(i) + "]",
+				Reason: "the router must be the last HTTP filter",
+			})
+		}
+	}
+	return out
+}
+
+// typedConfigName is the message name inside the typed_config Any of m, or
+// "" when m has none.
+func typedConfigName(m protoreflect.Message) protoreflect.FullName {
+	fd := m.Descriptor().Fields().ByName("typed_config")
+	if fd == nil || fd.Message() == nil || !m.Has(fd) {
+		return ""
+	}
+	anyMsg := m.Get(fd).Message()
+	urlField := anyMsg.Descriptor().Fields().ByName("type_url")
+	if urlField == nil {
+		return ""
+	}
+	url := anyMsg.Get(urlField).String()
+	if i := strings.LastIndexByte(url, '/'); i >= 0 {
+		url = url[i+1:]
+	}
+	return protoreflect.FullName(url)
 }

@@ -1,7 +1,8 @@
 // Package xdsclient is the proxy's xDS v3 client: one aggregated (ADS),
 // state-of-the-world stream to a control plane, subscriptions that follow the
-// accepted clusters and listeners, ACK/NACK, and reconnection with backoff
-// that resumes from the last accepted versions.
+// accepted clusters and listeners (endpoint, route and secret names),
+// ACK/NACK, and reconnection with backoff that resumes from the last accepted
+// versions.
 package xdsclient
 
 import (
@@ -17,6 +18,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -38,7 +40,13 @@ const (
 	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
 	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 )
+
+// LocalSecretName is the secret of the proxy's own certificate and key: a
+// static secret of the proxy, resolved from its identity provider, never
+// requested over SDS (docs/xds.md).
+const LocalSecretName = "default"
 
 // ApplyFunc receives every response: the decoded resources of one type and the
 // response's version. A nil error ACKs the response; an error NACKs it with the
@@ -74,6 +82,9 @@ type Client struct {
 	// state is owned by the Run goroutine.
 	versions map[string]string   // last accepted version per type
 	names    map[string][]string // resource names subscribed per non-wildcard type
+	// secretRefs are the SDS names the accepted listeners (ListenerType) and
+	// clusters (ClusterType) reference; the Secret subscription is their union.
+	secretRefs map[string][]string
 }
 
 // New checks opts and returns a Client.
@@ -106,10 +117,11 @@ func New(opts Options) (*Client, error) {
 		opts.MaxRecvMsgSize = 64 << 20
 	}
 	return &Client{
-		opts:     opts,
-		logger:   opts.Logger.With("component", "xdsclient"),
-		versions: make(map[string]string),
-		names:    make(map[string][]string),
+		opts:       opts,
+		logger:     opts.Logger.With("component", "xdsclient"),
+		versions:   make(map[string]string),
+		names:      make(map[string][]string),
+		secretRefs: make(map[string][]string),
 	}, nil
 }
 
@@ -189,10 +201,10 @@ type session struct {
 }
 
 // subscribeAll sends the initial requests: wildcard clusters and listeners,
-// and the last known endpoint and route names, each with its last accepted
-// version so the control plane can resume.
+// and the last known endpoint, route and secret names, each with its last
+// accepted version so the control plane can resume.
 func (s *session) subscribeAll() error {
-	for _, typeURL := range []string{ClusterType, ListenerType, EndpointType, RouteType} {
+	for _, typeURL := range []string{ClusterType, ListenerType, EndpointType, RouteType, SecretType} {
 		if !isWildcard(typeURL) && len(s.client.names[typeURL]) == 0 {
 			continue
 		}
@@ -248,16 +260,29 @@ func (s *session) handle(ctx context.Context, resp *discoveryv3.DiscoveryRespons
 	if err := s.send(typeURL, resp.GetVersionInfo(), nil); err != nil {
 		return err
 	}
-	var dependent string
-	var names []string
 	switch typeURL {
 	case ClusterType:
-		dependent, names = EndpointType, EndpointNames(resources)
+		c.secretRefs[ClusterType] = SecretNames(resources)
+		if err := s.resubscribe(EndpointType, EndpointNames(resources)); err != nil {
+			return err
+		}
 	case ListenerType:
-		dependent, names = RouteType, RouteNames(resources)
+		c.secretRefs[ListenerType] = SecretNames(resources)
+		if err := s.resubscribe(RouteType, RouteNames(resources)); err != nil {
+			return err
+		}
 	default:
 		return nil
 	}
+	secrets := slices.Concat(c.secretRefs[ClusterType], c.secretRefs[ListenerType])
+	slices.Sort(secrets)
+	return s.resubscribe(SecretType, slices.Compact(secrets))
+}
+
+// resubscribe sends a request for the dependent type when its names changed
+// (or were never requested on this stream).
+func (s *session) resubscribe(dependent string, names []string) error {
+	c := s.client
 	if slices.Equal(names, c.names[dependent]) && (len(names) == 0 || s.sent[dependent]) {
 		return nil
 	}
@@ -271,7 +296,7 @@ func (s *session) handle(ctx context.Context, resp *discoveryv3.DiscoveryRespons
 // decode unpacks the resources of a response, all of which must be of typeURL.
 func decode(typeURL string, anys []*anypb.Any) ([]proto.Message, error) {
 	switch typeURL {
-	case ClusterType, ListenerType, EndpointType, RouteType:
+	case ClusterType, ListenerType, EndpointType, RouteType, SecretType:
 	default:
 		return nil, fmt.Errorf("resource type %q not supported", typeURL)
 	}
@@ -343,6 +368,49 @@ func shortType(typeURL string) string {
 		return "EDS"
 	case RouteType:
 		return "RDS"
+	case SecretType:
+		return "SDS"
 	}
 	return typeURL
+}
+
+// SecretNames returns the sorted, distinct Secret names the TLS contexts of
+// the listeners and clusters among resources request over SDS (every
+// SdsSecretConfig with an sds_config), never LocalSecretName.
+func SecretNames(resources []proto.Message) []string {
+	var names []string
+	add := func(ctx *tlsv3.CommonTlsContext) {
+		refs := slices.Clone(ctx.GetTlsCertificateSdsSecretConfigs())
+		refs = append(refs, ctx.GetValidationContextSdsSecretConfig(),
+			ctx.GetCombinedValidationContext().GetValidationContextSdsSecretConfig())
+		for _, ref := range refs {
+			if ref.GetSdsConfig() != nil && ref.GetName() != "" && ref.GetName() != LocalSecretName {
+				names = append(names, ref.GetName())
+			}
+		}
+	}
+	for _, m := range resources {
+		switch r := m.(type) {
+		case *listenerv3.Listener:
+			for _, chain := range r.GetFilterChains() {
+				ctx := &tlsv3.DownstreamTlsContext{}
+				if tc := chain.GetTransportSocket().GetTypedConfig(); tc != nil && tc.UnmarshalTo(ctx) == nil {
+					add(ctx.GetCommonTlsContext())
+				}
+			}
+		case *clusterv3.Cluster:
+			sockets := []*corev3.TransportSocket{r.GetTransportSocket()}
+			for _, match := range r.GetTransportSocketMatches() {
+				sockets = append(sockets, match.GetTransportSocket())
+			}
+			for _, socket := range sockets {
+				ctx := &tlsv3.UpstreamTlsContext{}
+				if tc := socket.GetTypedConfig(); tc != nil && tc.UnmarshalTo(ctx) == nil {
+					add(ctx.GetCommonTlsContext())
+				}
+			}
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }

@@ -50,8 +50,8 @@ type Reply struct {
 
 // Handler returns the demo service's HTTP handler.
 //
-//   - /call/<service>/<path> calls http://<service>/<path> through Outbound
-//     and embeds the reply;
+//   - /call/<service>/<path> calls http://<service>/<path> through Outbound,
+//     with the same method, and embeds the reply;
 //   - /delay/<ms>/... waits before answering (for timeout tests);
 //   - /status/<code>/... answers with that status;
 //   - anything else answers 200 with a Reply describing the request.
@@ -78,7 +78,7 @@ func Handler(opts Options) http.Handler {
 				return
 			}
 			svc, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/call/"), "/")
-			up, code, err := call(r.Context(), client, svc, "/"+rest, r.Header)
+			up, code, err := call(r.Context(), client, r.Method, svc, "/"+rest, r.Header)
 			if err != nil {
 				http.Error(w, fmt.Sprintf("call %s: %v", svc, err), http.StatusBadGateway)
 				return
@@ -104,10 +104,10 @@ func Handler(opts Options) http.Handler {
 	})
 }
 
-// call sends GET http://<svc><path> through the sidecar's outbound listener,
-// passing on the x-* headers of the inbound request.
-func call(ctx context.Context, client *http.Client, svc, path string, in http.Header) (*Reply, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+svc+path, nil)
+// call sends <method> http://<svc><path> through the sidecar's outbound
+// listener, passing on the x-* headers of the inbound request.
+func call(ctx context.Context, client *http.Client, method, svc, path string, in http.Header) (*Reply, int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+svc+path, nil)
 	if err != nil {
 		return nil, 0, err
 	}

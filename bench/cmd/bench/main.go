@@ -1,0 +1,215 @@
+// Command bench measures meshgate against a direct connection, nginx, HAProxy
+// and Caddy on loopback, and the control plane at scale (bench/xdsload). It
+// starts every process it needs on free ports in its own process group and
+// stops them all when it ends, also on Ctrl-C. See docs/performance.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// mode sets how long each measurement runs.
+type mode struct {
+	name       string
+	duration   time.Duration // one load-generator run
+	warmup     time.Duration // before each contender's first run
+	xdsScales  [][2]int      // (streams, services) runs of xdsload
+	xdsTimeout time.Duration
+}
+
+func modeFor(name string, streams, services int) (mode, error) {
+	switch name {
+	case "full":
+		return mode{name: name, duration: 12 * time.Second, warmup: 2 * time.Second,
+			xdsScales: [][2]int{{streams / 10, services / 10}, {streams, services}}, xdsTimeout: 4 * time.Minute}, nil
+	case "quick":
+		return mode{name: name, duration: 3 * time.Second, warmup: time.Second,
+			xdsScales: [][2]int{{streams / 4, services / 4}}, xdsTimeout: 90 * time.Second}, nil
+	case "smoke":
+		return mode{name: name, duration: time.Second, xdsScales: [][2]int{{20, 10}}, xdsTimeout: 30 * time.Second}, nil
+	}
+	return mode{}, fmt.Errorf("unknown mode %q (full, quick, smoke)", name)
+}
+
+// runner holds one benchmark run's settings and state.
+type runner struct {
+	log            *slog.Logger
+	mode           mode
+	work           string // temporary directory: configs, logs
+	results        string // bench/results
+	meshgate       string
+	fortio         string
+	caddyBin       string
+	xdsload        string
+	insecureFlag   string
+	cpInsecureFlag string
+	cpHasDataDir   bool
+	profile        bool
+	cores          int
+	conns          int
+	procs          *procGroup
+	table          *table
+}
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, logger, os.Args[1:])
+	cancel()
+	if err != nil {
+		logger.Error("bench failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, logger *slog.Logger, args []string) error {
+	if len(args) > 0 && args[0] == "backend" {
+		fs := flag.NewFlagSet("backend", flag.ContinueOnError)
+		addr := fs.String("addr", "127.0.0.1:0", "listen address")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return runBackend(ctx, *addr)
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	modeName := fs.String("mode", envOr("BENCH_MODE", "full"), "full (~10 min), quick (~2 min) or smoke (seconds, no numbers to trust)")
+	meshgate := fs.String("meshgate", "bin/meshgate", "meshgate binary")
+	fortio := fs.String("fortio", "tools/fortio/bin/fortioload", "fortio load engine (tools/fortio)")
+	caddy := fs.String("caddy", "tools/caddy/bin/caddy", "caddy binary (tools/caddy); skipped when missing")
+	xdsload := fs.String("xdsload", "bin/xdsload", "xdsload binary (bench/xdsload)")
+	results := fs.String("results", "bench/results", "directory of latest.md (and profiles/)")
+	streams := fs.Int("xds-streams", 2000, "ADS streams of the largest xdsload run")
+	services := fs.Int("xds-services", 1000, "services of the largest xdsload run")
+	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
+	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
+	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, xds")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m, err := modeFor(*modeName, *streams, *services)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "meshgate-bench-")
+	if err != nil {
+		return fmt.Errorf("work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	r := &runner{
+		log: logger, mode: m, work: work, results: *results,
+		meshgate: abs(*meshgate), fortio: abs(*fortio), xdsload: abs(*xdsload),
+		profile: *profile, cores: runtime.NumCPU(), conns: *conns,
+		procs: &procGroup{dir: work}, table: &table{},
+	}
+	if _, err := os.Stat(*caddy); err == nil {
+		r.caddyBin = abs(*caddy)
+	}
+	defer r.procs.stopAll()
+	// A second signal while stopping still stops everything: stopAll is
+	// idempotent and the deferred call runs on return.
+	r.insecureFlag = detectInsecureFlag(ctx, r.meshgate, "gateway")
+	r.cpInsecureFlag = detectInsecureFlag(ctx, r.meshgate, "controlplane")
+	r.cpHasDataDir = hasFlag(ctx, r.meshgate, "controlplane", "--data-dir")
+	start := time.Now()
+	skipSet := map[string]bool{}
+	for _, s := range strings.Split(*skip, ",") {
+		skipSet[strings.TrimSpace(s)] = true
+	}
+	var errs []error
+	if !skipSet["dataplane"] || !skipSet["mesh"] {
+		errs = append(errs, r.dataPlane(ctx, skipSet))
+	}
+	if !skipSet["xds"] && ctx.Err() == nil {
+		errs = append(errs, r.controlPlane(ctx))
+	}
+	r.procs.stopAll()
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	report := r.table.markdown(machineFacts(ctx, m, time.Since(start)))
+	fmt.Println(report)
+	if err := os.MkdirAll(r.results, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	name := "latest.md"
+	if m.name == "smoke" {
+		name = "smoke.tmp" // gitignored: smoke numbers mean nothing
+	}
+	if err := os.WriteFile(filepath.Join(r.results, name), []byte(report), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return errors.Join(errs...)
+}
+
+// detectInsecureFlag returns "--insecure" when `meshgate <command> --help`
+// lists it (the mTLS work adds it), or "" when plaintext is the only mode.
+func detectInsecureFlag(ctx context.Context, bin, command string) string {
+	if hasFlag(ctx, bin, command, "--insecure") {
+		return "--insecure"
+	}
+	return ""
+}
+
+// hasFlag reports whether `meshgate <command> --help` lists flag.
+func hasFlag(ctx context.Context, bin, command, flag string) bool {
+	out, _ := exec.CommandContext(ctx, bin, command, "--help").CombinedOutput()
+	return strings.Contains(string(out), flag+" ")
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func abs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
+
+// machineFacts describes where and how the numbers were taken.
+func machineFacts(ctx context.Context, m mode, took time.Duration) []string {
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	version := func(name string, args ...string) string {
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if err != nil && len(out) == 0 { // wrk -v exits 1 after printing its version
+			return "not found"
+		}
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return line
+	}
+	return []string{
+		"date: " + time.Now().UTC().Format(time.RFC3339),
+		fmt.Sprintf("machine: %s, %d cores, %s", cpu, runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH),
+		"go: " + runtime.Version(),
+		"mode: " + m.name + fmt.Sprintf(" (%s per run), total %s", m.duration, took.Round(time.Second)),
+		"nginx: " + version("nginx", "-v"),
+		"haproxy: " + version("haproxy", "-v"),
+		"wrk: " + version("wrk", "-v"),
+		"h2load: " + version("h2load", "--version"),
+	}
+}

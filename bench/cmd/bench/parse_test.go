@@ -1,0 +1,194 @@
+package main
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseWrk(t *testing.T) {
+	t.Parallel()
+	out := `Running 1s test @ http://127.0.0.1:1/tiny
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.20ms    1.01ms  20.00ms   90.00%
+  Latency Distribution
+     50%    1.10ms
+     75%    1.50ms
+     90%    2.28ms
+     99%  850.00us
+  50274 requests in 1.00s, 7.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  50274.12
+Transfer/sec:      7.00MB
+`
+	tests := []struct {
+		name    string
+		out     string
+		want    loadResult
+		wantErr bool
+	}{
+		{"full", out, loadResult{rps: 50274.12, requests: 50274, errors: 7, p50: 1.1, p90: 2.28, p99: 0.85}, false},
+		{"no rate", "connection refused", loadResult{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseWrk(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if !closeTo(got, tt.want) {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseH2load(t *testing.T) {
+	t.Parallel()
+	out := `finished in 1.00s, 19645.00 req/s, 1.2MB/s
+requests: 19645 total, 19709 started, 19645 done, 19640 succeeded, 5 failed, 0 errored, 0 timeout
+status codes: 19640 2xx, 0 3xx, 0 4xx, 2 5xx
+traffic: 1.2MB (1258291) total
+                     min         max         mean         sd        +/- sd
+time for request:   200us     80.00ms     31.88ms      5.00ms    70.00%
+`
+	tests := []struct {
+		name    string
+		out     string
+		want    loadResult
+		wantErr bool
+	}{
+		{"full", out, loadResult{rps: 19645, requests: 19640, errors: 7, p50: 31.88}, false},
+		{"nothing", "connect failed", loadResult{}, true},
+		{"no success", "finished in 1.00s, 0.00 req/s, 0B/s\nrequests: 10 total, 10 started, 10 done, 0 succeeded, 10 failed, 10 errored, 0 timeout\n", loadResult{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseH2load(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && !closeTo(got, tt.want) {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		in      string
+		want    stat
+		wantErr bool
+	}{
+		{"plain", "42 (nginx) S 1 42 42 0 -1 4194560 100 0 0 0 150 25 0 0 20 0 1 0", stat{pgrp: 42, utime: 150, stime: 25}, false},
+		{"spaces and parens in name", "7 (a (b) c) R 1 9 9 0 -1 0 0 0 0 0 3 4 0 0", stat{pgrp: 9, utime: 3, stime: 4}, false},
+		{"truncated", "7 (x) R 1 9", stat{}, true},
+		{"garbage", "no name here", stat{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseStat(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseStat = %+v, %v; want %+v, err %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseVmHWM(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want uint64
+	}{
+		{"Name:\tnginx\nVmPeak:\t  1000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1024 kB\n", 2048 * 1024},
+		{"Name:\tkthread\n", 0},
+		{"VmHWM:\tlots kB\n", 0},
+	}
+	for _, tt := range tests {
+		if got := parseVmHWM(tt.in); got != tt.want {
+			t.Errorf("parseVmHWM(%q) = %d, want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestSampleOwnGroup proves the /proc sampling sees a live process: this
+// test binary's own group has used CPU and memory.
+func TestSampleOwnGroup(t *testing.T) {
+	t.Parallel()
+	st, err := readStat(selfPID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := sampleGroup(st.pgrp)
+	if u.peakRSS == 0 {
+		t.Fatalf("peak RSS of own group is 0: %+v", u)
+	}
+}
+
+func TestProxyArgs(t *testing.T) {
+	t.Parallel()
+	sc := sidecarAddrs{app: "127.0.0.1:1", inbound: "127.0.0.1:2", outbound: "127.0.0.1:3"}
+	tests := []struct {
+		name     string
+		flags    meshgateFlags
+		role     string
+		want     []string
+		wantNone []string
+	}{
+		{"gateway plaintext", meshgateFlags{xds: "x:1", admin: "a:1", insecure: true, insecureFlag: "--insecure"}, "gateway",
+			[]string{"gateway", "--xds", "x:1", "--name", "bench", "--insecure"}, []string{"--token"}},
+		{"binary without --insecure", meshgateFlags{xds: "x:1", admin: "a:1", insecure: true}, "gateway",
+			[]string{"gateway"}, []string{"--insecure"}},
+		{"sidecar with token", meshgateFlags{xds: "x:1", admin: "a:1", token: "mgt1.t", insecureFlag: "--insecure"}, "sidecar",
+			[]string{"sidecar", "--service", "bench", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:2", "--outbound", "127.0.0.1:3", "--token", "mgt1.t"}, []string{"--insecure"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := proxyArgs(tt.flags, tt.role, "bench", sc)
+			joined := " " + strings.Join(got, " ") + " "
+			for _, w := range tt.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("%v lacks %q", got, w)
+				}
+			}
+			for _, n := range tt.wantNone {
+				if strings.Contains(joined, " "+n+" ") {
+					t.Errorf("%v has %q", got, n)
+				}
+			}
+		})
+	}
+}
+
+func TestTableRatios(t *testing.T) {
+	t.Parallel()
+	tb := &table{}
+	s := tb.section(wlTiny, "nginx")
+	s.rows = append(s.rows,
+		row{contender: "nginx", res: loadResult{rps: 1000, p99: 2}, cpuMsPer1k: 10, rssMiB: 20},
+		row{contender: "meshgate", res: loadResult{rps: 500, p99: 4}, cpuMsPer1k: 30, rssMiB: 40},
+		row{contender: "caddy", note: "not run: no binary"})
+	md := tb.markdown([]string{"date: now"})
+	for _, want := range []string{"| meshgate | 500 | ×0.50 |", "| ×2.00 |", "| 30.0 | ×3.00 | 40.0 | ×2.00 |", "| caddy | not run: no binary |", "- date: now"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("table lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func closeTo(a, b loadResult) bool {
+	eq := func(x, y float64) bool { return math.Abs(x-y) < 1e-6 }
+	return eq(a.rps, b.rps) && eq(a.requests, b.requests) && eq(a.errors, b.errors) &&
+		eq(a.p50, b.p50) && eq(a.p90, b.p90) && eq(a.p99, b.p99) && eq(a.p999, b.p999)
+}

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// watch is the content a change must bring to a stream: every non-empty
+// field must hold in what the stream has ACKed.
+type watch struct {
+	id       int
+	cluster  string // a Cluster of this name
+	routeRef string // a route whose action names this cluster
+	cla      string // a ClusterLoadAssignment of this name...
+	claAddr  string // ...with an endpoint at this address
+}
+
+// report says that stream reached watch at a time.
+type report struct {
+	watch int
+	at    time.Time
+}
+
+// fleet is the set of simulated proxies.
+type fleet struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	logger  *slog.Logger
+	conns   []*grpc.ClientConn
+	streams []*stream
+	watch   atomic.Pointer[watch]
+	reports chan report
+	wg      sync.WaitGroup
+	errs    chan error
+}
+
+func newFleet(ctx context.Context, logger *slog.Logger, xdsAddr string, cfg config) (*fleet, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &fleet{ctx: ctx, cancel: cancel, logger: logger,
+		reports: make(chan report, cfg.streams*4), errs: make(chan error, cfg.streams)}
+	nConns := (cfg.streams + cfg.streamsPerConn - 1) / max(cfg.streamsPerConn, 1)
+	for range nConns {
+		cc, err := grpc.NewClient("passthrough:///"+xdsAddr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+		if err != nil {
+			f.close()
+			return nil, fmt.Errorf("grpc client: %w", err)
+		}
+		f.conns = append(f.conns, cc)
+	}
+	for i := range cfg.streams {
+		f.streams = append(f.streams, &stream{fleet: f, node: nodeFor(i, cfg)})
+	}
+	return f, nil
+}
+
+// nodeFor is the identity of stream i: the first cfg.gateways are nodes of
+// the Gateway, the rest sidecars of the services in turn (docs/xds.md).
+func nodeFor(i int, cfg config) *corev3.Node {
+	meta := map[string]any{"namespace": namespace}
+	var id, cluster string
+	if i < cfg.gateways {
+		cluster = gatewayName
+		id = fmt.Sprintf("gateway~%s~xdsload-%d", gatewayName, i)
+		meta["role"], meta["gateway"] = "gateway", gatewayName
+	} else {
+		cluster = serviceName(i % cfg.services)
+		id = fmt.Sprintf("sidecar~%s~xdsload-%d", cluster, i)
+		meta["role"], meta["service"] = "sidecar", cluster
+		meta["inbound_address"] = fmt.Sprintf("127.200.%d.%d:15006", i/256%256, i%256)
+		meta["app_address"] = fmt.Sprintf("127.200.%d.%d:8080", i/256%256, i%256)
+		meta["outbound_address"] = fmt.Sprintf("127.200.%d.%d:15001", i/256%256, i%256)
+	}
+	md, _ := structpb.NewStruct(meta) // only strings: cannot fail
+	return &corev3.Node{Id: id, Cluster: cluster, Metadata: md}
+}
+
+func (f *fleet) setWatch(w *watch) { f.watch.Store(w) }
+
+// open starts every stream.
+func (f *fleet) open() {
+	for i, s := range f.streams {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := s.run(f.ctx, f.conns[i%len(f.conns)]); err != nil && f.ctx.Err() == nil {
+				f.errs <- fmt.Errorf("stream %s: %w", s.node.GetId(), err)
+			}
+		}()
+	}
+}
+
+// apply sets w, makes the change, and waits for every stream to reach w.
+func (f *fleet) apply(ctx context.Context, w *watch, timeout time.Duration, mutate func() error) (change, error) {
+	f.setWatch(w)
+	start := time.Now()
+	if err := mutate(); err != nil {
+		return change{}, err
+	}
+	got, err := f.await(ctx, w, start, timeout)
+	return summarize(got), err
+}
+
+// await collects the latencies (ms since start) of every stream reaching w.
+func (f *fleet) await(ctx context.Context, w *watch, start time.Time, timeout time.Duration) ([]float64, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var got []float64
+	for len(got) < len(f.streams) {
+		select {
+		case r := <-f.reports:
+			if r.watch == w.id {
+				got = append(got, float64(r.at.Sub(start).Microseconds())/1000)
+			}
+		case err := <-f.errs:
+			return got, err
+		case <-timer.C:
+			return got, fmt.Errorf("%d of %d streams reached the change within %s", len(got), len(f.streams), timeout)
+		case <-ctx.Done():
+			return got, fmt.Errorf("%d of %d streams reached the change: %w", len(got), len(f.streams), context.Cause(ctx))
+		}
+	}
+	return got, nil
+}
+
+func (f *fleet) close() {
+	f.cancel()
+	f.wg.Wait()
+	for _, c := range f.conns {
+		_ = c.Close()
+	}
+}
+
+// stream is one simulated proxy on one ADS stream.
+type stream struct {
+	fleet *fleet
+	node  *corev3.Node
+	ads   grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+	sent  bool // node sent on the first request
+	// what the proxy subscribed to and accepted, by type URL
+	names    map[string][]string
+	versions map[string]string
+	nonces   map[string]string
+	// accepted content
+	clusters  map[string]bool
+	routeRefs map[string]map[string]bool // route config -> clusters referenced
+	claAddrs  map[string]map[string]bool // cluster load assignment -> addresses
+	reported  int                        // highest watch id reported
+}
+
+func (s *stream) run(ctx context.Context, cc *grpc.ClientConn) error {
+	ads, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		return fmt.Errorf("open ADS: %w", err)
+	}
+	s.ads = ads
+	s.names, s.versions, s.nonces = map[string][]string{}, map[string]string{}, map[string]string{}
+	s.clusters, s.routeRefs, s.claAddrs = map[string]bool{}, map[string]map[string]bool{}, map[string]map[string]bool{}
+	for _, t := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
+		if err := s.request(t); err != nil {
+			return err
+		}
+	}
+	for {
+		resp, err := ads.Recv()
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		if err := s.handle(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// request sends the current subscription of a type (an ACK when a version
+// and nonce are known).
+func (s *stream) request(typeURL string) error {
+	req := &discoveryv3.DiscoveryRequest{
+		TypeUrl: typeURL, VersionInfo: s.versions[typeURL], ResponseNonce: s.nonces[typeURL],
+		ResourceNames: s.names[typeURL],
+	}
+	if !s.sent {
+		req.Node, s.sent = s.node, true
+	}
+	if err := s.ads.Send(req); err != nil {
+		return fmt.Errorf("send %s: %w", typeURL, err)
+	}
+	return nil
+}
+
+// handle accepts a response, ACKs it, subscribes to the routes and
+// endpoints it references, and reports the current watch when reached.
+func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
+	t := resp.GetTypeUrl()
+	var follow string
+	var followNames []string
+	switch t {
+	case resourcev3.ClusterType:
+		clear(s.clusters)
+		for _, a := range resp.GetResources() {
+			var c clusterv3.Cluster
+			if err := a.UnmarshalTo(&c); err != nil {
+				return fmt.Errorf("cluster: %w", err)
+			}
+			s.clusters[c.GetName()] = true
+			if c.GetType() == clusterv3.Cluster_EDS {
+				n := c.GetEdsClusterConfig().GetServiceName()
+				if n == "" {
+					n = c.GetName()
+				}
+				followNames = append(followNames, n)
+			}
+		}
+		follow = resourcev3.EndpointType
+	case resourcev3.ListenerType:
+		for _, a := range resp.GetResources() {
+			var l listenerv3.Listener
+			if err := a.UnmarshalTo(&l); err != nil {
+				return fmt.Errorf("listener: %w", err)
+			}
+			for _, fc := range l.GetFilterChains() {
+				for _, nf := range fc.GetFilters() {
+					var h hcmv3.HttpConnectionManager
+					if nf.GetTypedConfig().UnmarshalTo(&h) == nil && h.GetRds() != nil {
+						followNames = append(followNames, h.GetRds().GetRouteConfigName())
+					}
+				}
+			}
+		}
+		follow = resourcev3.RouteType
+	case resourcev3.RouteType:
+		for _, a := range resp.GetResources() {
+			var rc routev3.RouteConfiguration
+			if err := a.UnmarshalTo(&rc); err != nil {
+				return fmt.Errorf("route configuration: %w", err)
+			}
+			refs := map[string]bool{}
+			for _, vh := range rc.GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					if c := r.GetRoute().GetCluster(); c != "" {
+						refs[c] = true
+					}
+					for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
+						refs[wc.GetName()] = true
+					}
+				}
+			}
+			s.routeRefs[rc.GetName()] = refs
+		}
+	case resourcev3.EndpointType:
+		for _, a := range resp.GetResources() {
+			var cla endpointv3.ClusterLoadAssignment
+			if err := a.UnmarshalTo(&cla); err != nil {
+				return fmt.Errorf("cluster load assignment: %w", err)
+			}
+			addrs := map[string]bool{}
+			for _, le := range cla.GetEndpoints() {
+				for _, ep := range le.GetLbEndpoints() {
+					sa := ep.GetEndpoint().GetAddress().GetSocketAddress()
+					addrs[fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())] = true
+				}
+			}
+			s.claAddrs[cla.GetClusterName()] = addrs
+		}
+	}
+	s.versions[t], s.nonces[t] = resp.GetVersionInfo(), resp.GetNonce()
+	if err := s.request(t); err != nil { // ACK
+		return err
+	}
+	if follow != "" {
+		sort.Strings(followNames)
+		followNames = slices.Compact(followNames)
+		if !slices.Equal(followNames, s.names[follow]) {
+			s.names[follow] = followNames
+			if err := s.request(follow); err != nil {
+				return err
+			}
+		}
+	}
+	s.check()
+	return nil
+}
+
+// check reports the fleet's current watch once it holds for this stream.
+func (s *stream) check() {
+	w := s.fleet.watch.Load()
+	if w == nil || w.id <= s.reported {
+		return
+	}
+	if w.cluster != "" && !s.clusters[w.cluster] {
+		return
+	}
+	if w.routeRef != "" {
+		found := false
+		for _, refs := range s.routeRefs {
+			if refs[w.routeRef] {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return
+		}
+	}
+	if w.cla != "" && !s.claAddrs[w.cla][w.claAddr] {
+		return
+	}
+	s.reported = w.id
+	s.fleet.reports <- report{watch: w.id, at: time.Now()}
+}

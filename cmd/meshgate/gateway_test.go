@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const testToken = "mgt1.0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.0000000000000000000000000000000000000000000000000000000000000000"
+
+func TestProxyIdentityFlags(t *testing.T) {
+	// Not parallel: it sets $MESHGATE_TOKEN.
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		flags     proxyIdentityFlags
+		env       string
+		wantToken string
+		wantErr   string
+	}{
+		{name: "flag", flags: proxyIdentityFlags{token: "from-flag"}, env: "from-env", wantToken: "from-flag"},
+		{name: "file, trimmed", flags: proxyIdentityFlags{tokenFile: tokenFile}, env: "from-env", wantToken: testToken},
+		{name: "environment", env: " from-env\n", wantToken: "from-env"},
+		{name: "insecure ignores the environment", flags: proxyIdentityFlags{insecure: true}, env: "from-env", wantToken: ""},
+		{name: "both flags", flags: proxyIdentityFlags{token: "a", tokenFile: tokenFile}, wantErr: "not both"},
+		{name: "missing file", flags: proxyIdentityFlags{tokenFile: filepath.Join(dir, "nope")}, wantErr: "--token-file"},
+		{name: "empty file", flags: proxyIdentityFlags{tokenFile: emptyFile}, wantErr: "is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(tokenEnv, tt.env)
+			var token, caFile, trustDomain string
+			var insecure bool
+			err := tt.flags.apply(&token, &caFile, &trustDomain, &insecure)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("apply() = %v, want error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if token != tt.wantToken || insecure != tt.flags.insecure {
+				t.Fatalf("token %q insecure %v, want %q %v", token, insecure, tt.wantToken, tt.flags.insecure)
+			}
+		})
+	}
+}
+
+func TestProxyCommandsRequireToken(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"gateway", []string{"gateway", "--name", "edge", "--xds", "127.0.0.1:15010"}, "meshgate token create --service edge --namespace default"},
+		{"sidecar", []string{"sidecar", "--service", "orders", "--app", "127.0.0.1:8080", "--xds", "127.0.0.1:15010"}, "meshgate token create --service orders --namespace default"},
+		{"insecure with token", []string{"sidecar", "--service", "orders", "--app", "127.0.0.1:8080", "--xds", "127.0.0.1:15010", "--insecure", "--token", testToken}, "--insecure"},
+		{"bad token", []string{"gateway", "--name", "edge", "--xds", "127.0.0.1:15010", "--token", "nope"}, "malformed join token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := newRootCmd()
+			cmd.SetArgs(tt.args)
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.want) || exitCode(err) != 2 {
+				t.Fatalf("%v: err = %v (exit %d), want exit 2 with %q", tt.args, err, exitCode(err), tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,149 @@
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/token"
+	"github.com/meshgate/meshgate/controlplane/tokens"
+)
+
+// TokenVerifier checks join tokens; *tokens.Registry is one.
+type TokenVerifier interface {
+	Verify(ctx context.Context, token string) (tokens.Record, error)
+}
+
+// Service is the meshgate.ca.v1.CertificateAuthority gRPC service.
+type Service struct {
+	cav1.UnimplementedCertificateAuthorityServer
+	ca       *CA
+	tokens   TokenVerifier
+	settings Settings
+	logger   *slog.Logger
+	onIssue  func(ID, *x509.Certificate)
+}
+
+// OnIssue sets a function called with every certificate issued (for
+// status reporting); call it before serving.
+func (s *Service) OnIssue(f func(ID, *x509.Certificate)) { s.onIssue = f }
+
+// NewService returns the gRPC service of c.
+func NewService(c *CA, tv TokenVerifier, settings Settings, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{ca: c, tokens: tv, settings: settings, logger: logger}
+}
+
+// Register adds the service to g.
+func (s *Service) Register(g *grpc.Server) { cav1.RegisterCertificateAuthorityServer(g, s) }
+
+// ErrNoClientCertificate is returned (wrapped) by PeerIdentity when the peer
+// presented no certificate.
+var ErrNoClientCertificate = errors.New("no client certificate")
+
+// PeerIdentity returns the SPIFFE ID of the TLS client certificate of the
+// gRPC peer in ctx, verified against the current trust bundle, with the
+// certificate.
+func (c *CA) PeerIdentity(ctx context.Context) (ID, *x509.Certificate, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return ID{}, nil, ErrNoClientCertificate
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return ID{}, nil, ErrNoClientCertificate
+	}
+	leaf := info.State.PeerCertificates[0]
+	id, err := c.VerifyLeaf(leaf, info.State.PeerCertificates[1:], x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return ID{}, nil, err
+	}
+	return id, leaf, nil
+}
+
+// Sign implements cav1.CertificateAuthorityServer.
+func (s *Service) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignResponse, error) {
+	td, ttl := s.settings()
+	peerAddr := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		peerAddr = p.Addr.String()
+	}
+	refuse := func(code codes.Code, msg string, attrs ...any) error {
+		s.logger.Warn("certificate request refused", append([]any{"peer", peerAddr, "code", code.String(), "reason", msg}, attrs...)...)
+		return status.Error(code, msg)
+	}
+
+	csr, id, err := ValidateCSR(req.GetCsrPem(), td)
+	if err != nil {
+		return nil, refuse(codes.InvalidArgument, "invalid CSR: "+err.Error())
+	}
+
+	if cp := ControlPlaneID(td); id.Namespace == cp.Namespace {
+		return nil, refuse(codes.PermissionDenied, "the namespace "+cp.Namespace+" is reserved for the control plane")
+	}
+
+	var via []any
+	peerID, _, peerErr := s.ca.PeerIdentity(ctx)
+	switch {
+	case peerErr == nil:
+		if peerID != id {
+			return nil, refuse(codes.PermissionDenied, "the client certificate of "+peerID.String()+" may only renew that identity, not "+id.String())
+		}
+		via = []any{"auth", "certificate"}
+	case req.GetToken() == "":
+		if !errors.Is(peerErr, ErrNoClientCertificate) {
+			return nil, refuse(codes.Unauthenticated, "client certificate not accepted: "+peerErr.Error(), "spiffeID", id.String())
+		}
+		return nil, refuse(codes.Unauthenticated, "a join token or a client certificate is required", "spiffeID", id.String())
+	default:
+		tokenAttrs := []any{"spiffeID", id.String()}
+		if t, err := token.Parse(req.GetToken()); err == nil {
+			tokenAttrs = append(tokenAttrs, "token", t.ID) // the id is public; never log the secret
+		}
+		rec, err := s.tokens.Verify(ctx, req.GetToken())
+		switch {
+		case errors.Is(err, tokens.ErrInvalid):
+			return nil, refuse(codes.Unauthenticated, "invalid join token", tokenAttrs...)
+		case errors.Is(err, tokens.ErrExpired):
+			return nil, refuse(codes.Unauthenticated, "join token expired", tokenAttrs...)
+		case errors.Is(err, tokens.ErrRevoked):
+			return nil, refuse(codes.Unauthenticated, "join token revoked", tokenAttrs...)
+		case err != nil:
+			s.logger.Error("cannot verify join token", append(tokenAttrs, "error", err)...)
+			return nil, status.Error(codes.Unavailable, "cannot verify the join token now; retry")
+		}
+		if rec.Service != id.Service || rec.Namespace != id.Namespace {
+			return nil, refuse(codes.PermissionDenied, "the join token is for service "+rec.Namespace+"/"+rec.Service+", not "+id.String(), tokenAttrs...)
+		}
+		via = []any{"auth", "token", "token", rec.ID}
+	}
+
+	issued, err := s.ca.IssueSVID(csr.PublicKey, id, ttl)
+	if err != nil {
+		s.logger.Error("cannot issue certificate", "spiffeID", id.String(), "error", err)
+		return nil, status.Error(codes.Internal, "cannot issue the certificate")
+	}
+	if s.onIssue != nil {
+		s.onIssue(id, issued.Leaf)
+	}
+	s.logger.Info("certificate issued", append([]any{"peer", peerAddr, "spiffeID", id.String(),
+		"serial", issued.Leaf.SerialNumber.Text(16), "notAfter", issued.Leaf.NotAfter}, via...)...)
+	return &cav1.SignResponse{
+		CertChainPem:   issued.ChainPEM,
+		TrustBundlePem: issued.BundlePEM,
+		SpiffeId:       id.String(),
+		NotBefore:      timestamppb.New(issued.Leaf.NotBefore),
+		NotAfter:       timestamppb.New(issued.Leaf.NotAfter),
+	}, nil
+}

@@ -1,0 +1,375 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshgate/meshgate/policy"
+)
+
+// Mesh is the mesh-wide identity and security configuration: the MeshConfig,
+// or its defaults.
+type Mesh struct {
+	TrustDomain    string        `json:"trustDomain"`
+	MTLSMode       string        `json:"mtlsMode"`
+	DefaultAction  string        `json:"defaultAction"`
+	CertificateTTL time.Duration `json:"certificateTTL"`
+}
+
+// DefaultMesh is the configuration of a mesh without a MeshConfig.
+func DefaultMesh() Mesh {
+	return Mesh{
+		TrustDomain:    policy.DefaultTrustDomain,
+		MTLSMode:       policy.DefaultMTLSMode,
+		DefaultAction:  policy.DefaultAction,
+		CertificateTTL: policy.DefaultCertificateTTL,
+	}
+}
+
+// SPIFFEID returns the identity of a service (or gateway) in the trust
+// domain: spiffe://<trustDomain>/ns/<namespace>/svc/<name>.
+func SPIFFEID(trustDomain, namespace, name string) string {
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/svc/" + name
+}
+
+// SPIFFEID returns the identity of namespace/name in this mesh.
+func (m Mesh) SPIFFEID(namespace, name string) string {
+	return SPIFFEID(m.TrustDomain, namespace, name)
+}
+
+// StringMatchKind is how a StringMatch compares.
+type StringMatchKind string
+
+// String match kinds.
+const (
+	MatchExact  StringMatchKind = "Exact"
+	MatchPrefix StringMatchKind = "Prefix"
+	// MatchRegex: Value is an RE2 expression that must match the whole string.
+	MatchRegex StringMatchKind = "Regex"
+)
+
+// StringMatch matches a string (an identity or a path).
+type StringMatch struct {
+	Kind  StringMatchKind `json:"kind"`
+	Value string          `json:"value"`
+}
+
+// Authorization is what every SecurityPolicy that applies at one enforcement
+// point compiles to: DENY rules (a match denies), then ALLOW rules (when
+// EnforceAllow, a request must match one).
+type Authorization struct {
+	// Policies applying here, "namespace/name", sorted.
+	Policies []string `json:"policies"`
+	// Deny and Allow rules in policy, then rule order.
+	Deny  []*AuthzRule `json:"deny,omitempty"`
+	Allow []*AuthzRule `json:"allow,omitempty"`
+	// EnforceAllow: some applying policy has an ALLOW rule, or the mesh's
+	// default action is DENY. With no Allow rules it denies everything.
+	EnforceAllow bool `json:"enforceAllow"`
+}
+
+// AuthzRule is one compiled SecurityPolicy rule. It matches when some From
+// entry and some To entry match; an empty From or To matches everything.
+type AuthzRule struct {
+	// Name is "<namespace>/<policy>/<rule name or index>".
+	Name string `json:"name"`
+	// Policy is "<namespace>/<policy>".
+	Policy string       `json:"policy"`
+	From   []*AuthzFrom `json:"from,omitempty"`
+	To     []*AuthzTo   `json:"to,omitempty"`
+}
+
+// AuthzFrom matches the caller: every non-empty field must match, a field
+// matches when any of its values does.
+type AuthzFrom struct {
+	// Services, Identities and Namespaces match the peer's SPIFFE ID.
+	Services   []StringMatch `json:"services,omitempty"`
+	Identities []StringMatch `json:"identities,omitempty"`
+	Namespaces []StringMatch `json:"namespaces,omitempty"`
+	// IPBlocks match the TCP peer address: canonical CIDRs.
+	IPBlocks []string `json:"ipBlocks,omitempty"`
+}
+
+// AuthzTo matches the request: every non-empty field must match, a field
+// matches when any of its values does.
+type AuthzTo struct {
+	Methods []string      `json:"methods,omitempty"`
+	Paths   []StringMatch `json:"paths,omitempty"`
+	// Headers match exactly; names are lowercase.
+	Headers []Header `json:"headers,omitempty"`
+}
+
+// PolicyNames returns the distinct policies of rules, sorted.
+func PolicyNames(rules []*AuthzRule) []string {
+	out := make([]string, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, r.Policy)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Merge returns the authorization of a point where both a and b apply (a
+// gateway's policies and a route's): every policy's rules, enforcing ALLOW if
+// either does. Either may be nil; the result is nil when both are.
+func Merge(a, b *Authorization) *Authorization {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	out := &Authorization{
+		Policies:     slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(a.Policies), b.Policies...)))),
+		Deny:         dedupeAuthz(append(slices.Clone(a.Deny), b.Deny...)),
+		Allow:        dedupeAuthz(append(slices.Clone(a.Allow), b.Allow...)),
+		EnforceAllow: a.EnforceAllow || b.EnforceAllow,
+	}
+	return out
+}
+
+func dedupeAuthz(rules []*AuthzRule) []*AuthzRule {
+	seen := make(map[string]bool, len(rules))
+	out := rules[:0]
+	for _, r := range rules {
+		if !seen[r.Name] {
+			seen[r.Name] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// compileMesh reads the MeshConfig, or returns the defaults.
+func compileMesh(mc *policy.MeshConfig) (Mesh, error) {
+	mesh := DefaultMesh()
+	if mc == nil {
+		return mesh, nil
+	}
+	spec := mc.Spec
+	if spec.TrustDomain != "" {
+		mesh.TrustDomain = spec.TrustDomain
+	}
+	if spec.MTLS != nil && spec.MTLS.Mode != "" {
+		mesh.MTLSMode = spec.MTLS.Mode
+	}
+	if spec.DefaultAction != "" {
+		mesh.DefaultAction = spec.DefaultAction
+	}
+	if spec.CertificateTTL != "" {
+		ttl, err := policy.ParseDuration(spec.CertificateTTL)
+		if err != nil {
+			return mesh, fmt.Errorf("meshconfig %s/%s: certificateTTL: %w", mc.Namespace, mc.Name, err)
+		}
+		mesh.CertificateTTL = ttl
+	}
+	return mesh, nil
+}
+
+// compiledPolicy is one SecurityPolicy's rules, compiled once.
+type compiledPolicy struct {
+	name  string
+	deny  []*AuthzRule
+	allow []*AuthzRule
+}
+
+func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error) {
+	ns := orDefault(sp.Namespace)
+	cp := &compiledPolicy{name: ns + "/" + sp.Name}
+	for i, rule := range sp.Spec.Rules {
+		label := rule.Name
+		if label == "" {
+			label = strconv.Itoa(i)
+		}
+		ar := &AuthzRule{Name: cp.name + "/" + label, Policy: cp.name}
+		for j, from := range rule.From {
+			f, err := m.compileFrom(ns, from)
+			if err != nil {
+				return nil, fmt.Errorf("securitypolicy %s: spec.rules[%d].from[%d]: %w", cp.name, i, j, err)
+			}
+			ar.From = append(ar.From, f)
+		}
+		for j, to := range rule.To {
+			t, err := compileTo(to)
+			if err != nil {
+				return nil, fmt.Errorf("securitypolicy %s: spec.rules[%d].to[%d]: %w", cp.name, i, j, err)
+			}
+			ar.To = append(ar.To, t)
+		}
+		switch rule.Action {
+		case policy.ActionDeny:
+			cp.deny = append(cp.deny, ar)
+		case policy.ActionAllow:
+			cp.allow = append(cp.allow, ar)
+		default:
+			return nil, fmt.Errorf("securitypolicy %s: spec.rules[%d].action %q: want ALLOW or DENY", cp.name, i, rule.Action)
+		}
+	}
+	return cp, nil
+}
+
+func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*AuthzFrom, error) {
+	out := &AuthzFrom{}
+	td := m.Mesh.TrustDomain
+	for _, s := range in.Services {
+		if s == "*" {
+			out.Services = append(out.Services, StringMatch{Kind: MatchPrefix, Value: "spiffe://" + td + "/"})
+			continue
+		}
+		ns, name, qualified := strings.Cut(s, "/")
+		if !qualified {
+			ns, name = policyNamespace, s
+		}
+		if ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("services: invalid service %q", s)
+		}
+		out.Services = append(out.Services, StringMatch{Kind: MatchExact, Value: SPIFFEID(td, ns, name)})
+	}
+	for _, id := range in.Identities {
+		if !strings.HasPrefix(id, "spiffe://") {
+			return nil, fmt.Errorf("identities: %q is not a SPIFFE ID", id)
+		}
+		out.Identities = append(out.Identities, globMatch(id))
+	}
+	for _, ns := range in.Namespaces {
+		if ns == "" || strings.Contains(ns, "/") {
+			return nil, fmt.Errorf("namespaces: invalid namespace %q", ns)
+		}
+		out.Namespaces = append(out.Namespaces, StringMatch{Kind: MatchPrefix, Value: "spiffe://" + td + "/ns/" + ns + "/"})
+	}
+	for _, block := range in.IPBlocks {
+		prefix, msg := policy.ParseIPBlock(block)
+		if msg != "" {
+			return nil, fmt.Errorf("ipBlocks: %s", msg)
+		}
+		out.IPBlocks = append(out.IPBlocks, prefix.String())
+	}
+	return out, nil
+}
+
+func compileTo(in policy.RuleOperation) (*AuthzTo, error) {
+	out := &AuthzTo{Methods: slices.Clone(in.Methods)}
+	for _, p := range in.Paths {
+		if msg := policy.CheckPathPattern(p); msg != "" {
+			return nil, fmt.Errorf("paths: %s", msg)
+		}
+		out.Paths = append(out.Paths, PathPattern(p))
+	}
+	for _, h := range in.Headers {
+		out.Headers = append(out.Headers, Header{Name: strings.ToLower(h.Name), Value: h.Value})
+	}
+	return out, nil
+}
+
+// PathPattern compiles a SecurityPolicy path: "/a/*" is the prefix "/a/"
+// ("/*" any path), a path without "*" is exact, and otherwise "*" matches
+// within one segment and "**" across segments (a regular expression).
+func PathPattern(p string) StringMatch {
+	if rest, ok := strings.CutSuffix(p, "/*"); ok && !strings.Contains(rest, "*") {
+		return StringMatch{Kind: MatchPrefix, Value: rest + "/"}
+	}
+	return globMatch(p)
+}
+
+// globMatch is an exact match for a string without "*", else a regular
+// expression where "**" matches anything and "*" anything but "/".
+func globMatch(pattern string) StringMatch {
+	if !strings.Contains(pattern, "*") {
+		return StringMatch{Kind: MatchExact, Value: pattern}
+	}
+	var b strings.Builder
+	for i, part := range strings.Split(pattern, "**") {
+		if i > 0 {
+			b.WriteString(".*")
+		}
+		for j, lit := range strings.Split(part, "*") {
+			if j > 0 {
+				b.WriteString("[^/]*")
+			}
+			b.WriteString(regexp.QuoteMeta(lit))
+		}
+	}
+	return StringMatch{Kind: MatchRegex, Value: b.String()}
+}
+
+// policyTargets are the enforcement points of every policy.
+type policyTargets struct {
+	services map[NamespacedName][]*compiledPolicy
+	gateways map[NamespacedName][]*compiledPolicy
+	routes   map[NamespacedName][]*compiledPolicy
+	mtls     map[NamespacedName]string
+}
+
+// compilePolicies compiles every SecurityPolicy and groups them by target.
+func (m *Model) compilePolicies(policies []*policy.SecurityPolicy) (*policyTargets, error) {
+	pt := &policyTargets{
+		services: map[NamespacedName][]*compiledPolicy{},
+		gateways: map[NamespacedName][]*compiledPolicy{},
+		routes:   map[NamespacedName][]*compiledPolicy{},
+		mtls:     map[NamespacedName]string{},
+	}
+	sorted := slices.Clone(policies)
+	slices.SortStableFunc(sorted, func(a, b *policy.SecurityPolicy) int {
+		return cmp.Or(cmp.Compare(orDefault(a.Namespace), orDefault(b.Namespace)), cmp.Compare(a.Name, b.Name))
+	})
+	for _, sp := range sorted {
+		cp, err := m.compilePolicy(sp)
+		if err != nil {
+			return nil, err
+		}
+		ns := orDefault(sp.Namespace)
+		for i, ref := range sp.Spec.TargetRefs {
+			target := NamespacedName{Namespace: ns, Name: ref.Name}
+			switch ref.Kind {
+			case policy.KindService:
+				pt.services[target] = appendPolicy(pt.services[target], cp)
+				if sp.Spec.MTLS != nil && sp.Spec.MTLS.Mode != "" {
+					pt.mtls[target] = sp.Spec.MTLS.Mode
+				}
+			case policy.KindGateway:
+				pt.gateways[target] = appendPolicy(pt.gateways[target], cp)
+			case policy.KindHTTPRoute:
+				pt.routes[target] = appendPolicy(pt.routes[target], cp)
+			default:
+				return nil, fmt.Errorf("securitypolicy %s: spec.targetRefs[%d]: kind %q: not supported", cp.name, i, ref.Kind)
+			}
+		}
+	}
+	return pt, nil
+}
+
+func appendPolicy(list []*compiledPolicy, cp *compiledPolicy) []*compiledPolicy {
+	if slices.Contains(list, cp) {
+		return list
+	}
+	return append(list, cp)
+}
+
+// authorization is what the policies applying at one enforcement point
+// compile to; nil when nothing is enforced there (no policy with rules, and
+// the default action is ALLOW).
+func (m *Model) authorization(policies []*compiledPolicy) *Authorization {
+	defaultDeny := m.Mesh.DefaultAction == policy.ActionDeny
+	// A policy without rules (only mtls) authorizes nothing.
+	policies = slices.DeleteFunc(slices.Clone(policies), func(cp *compiledPolicy) bool {
+		return len(cp.deny)+len(cp.allow) == 0
+	})
+	if len(policies) == 0 && !defaultDeny {
+		return nil
+	}
+	a := &Authorization{Policies: []string{}, EnforceAllow: defaultDeny}
+	for _, cp := range policies {
+		a.Policies = append(a.Policies, cp.name)
+		a.Deny = append(a.Deny, cp.deny...)
+		a.Allow = append(a.Allow, cp.allow...)
+		if len(cp.allow) > 0 {
+			a.EnforceAllow = true
+		}
+	}
+	return a
+}

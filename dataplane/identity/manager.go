@@ -1,0 +1,493 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/token"
+)
+
+const (
+	defaultRetryInitial = 250 * time.Millisecond
+	defaultRetryMax     = 10 * time.Second
+	// signTimeout bounds one Sign call, connection included.
+	signTimeout = 15 * time.Second
+	// renewJitter is the ± fraction around half the lifetime at which a
+	// certificate is renewed.
+	renewJitter = 0.10
+)
+
+// ManagerOptions configure a Manager.
+type ManagerOptions struct {
+	// TrustDomain of the mesh; DefaultTrustDomain when empty. It must be the
+	// control plane's (MeshConfig.spec.trustDomain).
+	TrustDomain string
+	// Namespace and Service make the SPIFFE ID; required. A gateway node's
+	// service is the name of its Gateway.
+	Namespace string
+	Service   string
+	// ControlPlaneAddresses of the CA service (the xDS port), host:port;
+	// at least one. Attempts rotate through them.
+	ControlPlaneAddresses []string
+	// Token is the join token (`meshgate token create`); required: it
+	// authenticates the first CSR and, unless CAFile is set, its pin verifies
+	// the control plane on the first connection.
+	Token string
+	// CAFile is a PEM bundle of roots to verify the control plane with on the
+	// first connection, instead of the token's pin. Optional.
+	CAFile string
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+	// RetryInitial and RetryMax bound the exponential backoff between
+	// attempts; 250 ms and 10 s when zero.
+	RetryInitial, RetryMax time.Duration
+}
+
+// Manager is the proxy's identity: it obtains its certificate from the
+// control plane's CA with a CSR (the ECDSA P-256 key is generated in memory
+// and never leaves it), renews it at half its lifetime, and keeps the trust
+// bundle used to verify the control plane. It implements Provider. Start it
+// once, then Run it in the background.
+type Manager struct {
+	opts           ManagerOptions
+	logger         *slog.Logger
+	spiffeID       *url.URL
+	controlPlaneID string
+	joinToken      token.Token
+
+	cert  atomic.Pointer[tls.Certificate]
+	roots atomic.Pointer[x509.CertPool] // nil: verify with the token's pin
+}
+
+var _ Provider = (*Manager)(nil)
+
+// NewManager checks opts, reads the CA file if any, and returns a Manager
+// without a certificate; nothing touches the network before Start.
+func NewManager(opts ManagerOptions) (*Manager, error) {
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = DefaultTrustDomain
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RetryInitial <= 0 {
+		opts.RetryInitial = defaultRetryInitial
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = defaultRetryMax
+	}
+	opts.RetryMax = max(opts.RetryMax, opts.RetryInitial)
+	id, err := SPIFFEID(opts.TrustDomain, opts.Namespace, opts.Service)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	spiffeID, err := url.Parse(id)
+	if err != nil {
+		return nil, fmt.Errorf("identity: SPIFFE ID %q: %w", id, err)
+	}
+	if len(opts.ControlPlaneAddresses) == 0 {
+		return nil, errors.New("identity: at least one control-plane address is required")
+	}
+	if opts.Token == "" {
+		return nil, errors.New("identity: a join token is required for the first certificate " +
+			"(create one on the control plane with `meshgate token create --service <name>`)")
+	}
+	joinToken, err := token.Parse(opts.Token)
+	if err != nil {
+		return nil, fmt.Errorf("identity: join token: %w", err)
+	}
+	m := &Manager{
+		opts:           opts,
+		logger:         opts.Logger.With("component", "identity", "spiffe_id", id),
+		spiffeID:       spiffeID,
+		controlPlaneID: ControlPlaneID(opts.TrustDomain),
+		joinToken:      joinToken,
+	}
+	if opts.CAFile != "" {
+		pemBundle, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("identity: CA file: %w", err)
+		}
+		roots, err := parseBundle(pemBundle)
+		if err != nil {
+			return nil, fmt.Errorf("identity: CA file %s: %w", opts.CAFile, err)
+		}
+		m.roots.Store(roots)
+	}
+	return m, nil
+}
+
+// SPIFFEID is the proxy's identity.
+func (m *Manager) SPIFFEID() string { return m.spiffeID.String() }
+
+// Certificate returns the current certificate and key; nil before Start
+// succeeded. Lock-free.
+func (m *Manager) Certificate() *tls.Certificate { return m.cert.Load() }
+
+// NotAfter is when the current certificate expires; zero before Start.
+func (m *Manager) NotAfter() time.Time {
+	if c := m.cert.Load(); c != nil {
+		return c.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
+// UpdateTrustBundle replaces the roots that verify the control plane with
+// pemBundle (the ROOTCA secret). A bundle without any certificate is ignored
+// with a warning: the previous roots stay.
+func (m *Manager) UpdateTrustBundle(pemBundle []byte) {
+	roots, err := parseBundle(pemBundle)
+	if err != nil {
+		m.logger.Warn("trust bundle update ignored", "error", err)
+		return
+	}
+	m.roots.Store(roots)
+	m.logger.Debug("trust bundle updated")
+}
+
+// XDSCredentials are the transport credentials of the xDS connection: TLS
+// presenting the current certificate, verifying the control plane against the
+// current trust bundle and its SPIFFE ID on every handshake, so certificate
+// renewals and bundle updates apply to the next connection without rebuilding
+// anything.
+func (m *Manager) XDSCredentials() credentials.TransportCredentials {
+	return credentials.NewTLS(m.clientTLSConfig())
+}
+
+// clientTLSConfig is the TLS configuration of every connection to the
+// control plane.
+func (m *Manager) clientTLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The chain and the SPIFFE ID are checked by VerifyConnection
+		// against the current bundle; the host name means nothing here.
+		InsecureSkipVerify:   true,
+		VerifyConnection:     m.verifyConnection,
+		GetClientCertificate: m.clientCertificate,
+	}
+}
+
+// verifyConnection checks the control plane of one handshake.
+func (m *Manager) verifyConnection(cs tls.ConnectionState) error {
+	return verifyControlPlane(cs.PeerCertificates, m.roots.Load(), m.joinToken.Pin, m.controlPlaneID)
+}
+
+// clientCertificate presents the current certificate while it is valid, and
+// none otherwise (then the join token authenticates).
+func (m *Manager) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := m.cert.Load(); c != nil && time.Now().Before(c.Leaf.NotAfter) {
+		return c, nil
+	}
+	return &tls.Certificate{}, nil
+}
+
+// Start obtains the first certificate with the join token. It retries with
+// backoff while the control plane is unavailable, and fails at once when the
+// control plane is not trusted or refuses the request (Unauthenticated,
+// PermissionDenied, InvalidArgument), with the reason. It returns ctx's error
+// when ctx ends first.
+func (m *Manager) Start(ctx context.Context) error {
+	delay := m.opts.RetryInitial
+	for attempt := 0; ; attempt++ {
+		addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
+		err := m.renew(ctx, addr, true)
+		if err == nil {
+			m.logger.Info("certificate issued", "not_after", m.NotAfter())
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("identity: first certificate: %w (last error: %w)", ctx.Err(), err)
+		}
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			return fmt.Errorf("identity: first certificate from %s: %w", addr, err)
+		}
+		wait := jittered(delay)
+		m.logger.Warn("certificate authority unavailable; retrying", "address", addr, "error", err, "retry_in", wait)
+		if !sleep(ctx, wait) {
+			return fmt.Errorf("identity: first certificate: %w (last error: %w)", ctx.Err(), err)
+		}
+		delay = min(delay*2, m.opts.RetryMax)
+	}
+}
+
+// Run renews the certificate at half its lifetime (±10 %) until ctx is done,
+// authenticated by the current certificate. A failed renewal is retried with
+// backoff; the current certificate stays in use until a new one arrives. Once
+// it has expired, renewals present the join token instead. Run needs a
+// successful Start and returns nil when ctx is done.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.cert.Load() == nil {
+		return errors.New("identity: Run before a successful Start")
+	}
+	attempt := 0
+	for {
+		current := m.cert.Load()
+		factor := 1 + renewJitter*(2*mathrand.Float64()-1)
+		if !sleep(ctx, renewDelay(current.Leaf, time.Now(), factor)) {
+			return nil
+		}
+		delay := m.opts.RetryInitial
+		for {
+			addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
+			attempt++
+			expired := !time.Now().Before(current.Leaf.NotAfter)
+			err := m.renew(ctx, addr, expired)
+			if err == nil {
+				m.logger.Info("certificate renewed", "not_after", m.NotAfter())
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			wait := jittered(delay)
+			if expired {
+				m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", wait)
+			} else {
+				m.logger.Warn("certificate renewal failed; retrying", "address", addr, "error", err,
+					"retry_in", wait, "not_after", current.Leaf.NotAfter)
+			}
+			if !sleep(ctx, wait) {
+				return nil
+			}
+			delay = min(delay*2, m.opts.RetryMax)
+		}
+	}
+}
+
+// renewDelay is how long to wait before renewing leaf: until its not-before
+// plus half its lifetime times factor, and not negative.
+func renewDelay(leaf *x509.Certificate, now time.Time, factor float64) time.Duration {
+	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
+	renewAt := leaf.NotBefore.Add(time.Duration(float64(lifetime) / 2 * factor))
+	return max(renewAt.Sub(now), 0)
+}
+
+// renew sends one CSR with a fresh key to addr and installs the result.
+// withToken: authenticate with the join token rather than the current
+// certificate.
+func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{m.spiffeID}}, key)
+	if err != nil {
+		return fmt.Errorf("create CSR: %w", err)
+	}
+	req := &cav1.SignRequest{CsrPem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})}
+	if withToken {
+		req.Token = m.opts.Token
+	}
+
+	// The handshake's own verification error, to tell "not trusted" apart
+	// from "unreachable": gRPC reports both as Unavailable.
+	var verifyErr atomic.Pointer[error]
+	tlsConfig := m.clientTLSConfig()
+	tlsConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := m.verifyConnection(cs)
+		if err != nil {
+			verifyErr.Store(&err)
+		}
+		return err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
+	if err != nil {
+		return permanent(fmt.Errorf("dial %s: %w", addr, err))
+	}
+	defer conn.Close()
+	signCtx, cancel := context.WithTimeout(ctx, signTimeout)
+	defer cancel()
+	resp, err := cav1.NewCertificateAuthorityClient(conn).Sign(signCtx, req)
+	if err != nil {
+		if verr := verifyErr.Load(); verr != nil {
+			return permanent(*verr)
+		}
+		return m.classify(err)
+	}
+	cert, err := m.parseSignResponse(resp, key)
+	if err != nil {
+		return permanent(fmt.Errorf("certificate authority at %s answered with an unusable certificate: %w", addr, err))
+	}
+	if len(resp.GetTrustBundlePem()) > 0 {
+		m.UpdateTrustBundle(resp.GetTrustBundlePem())
+	}
+	m.cert.Store(cert)
+	return nil
+}
+
+// classify turns a Sign error into a retryable or a permanent error with the
+// server's message.
+func (m *Manager) classify(err error) error {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unauthenticated:
+		return permanent(fmt.Errorf("the control plane refused the join token: %s "+
+			"(create a new one with `meshgate token create --service %s`)", st.Message(), m.opts.Service))
+	case codes.PermissionDenied:
+		return permanent(fmt.Errorf("the control plane refused a certificate for %s: %s", m.SPIFFEID(), st.Message()))
+	case codes.InvalidArgument:
+		msg := fmt.Sprintf("the control plane refused the CSR for %s: %s", m.SPIFFEID(), st.Message())
+		if strings.Contains(strings.ToLower(st.Message()), "trust domain") {
+			msg += fmt.Sprintf(" (this proxy uses trust domain %q: set --trust-domain to the mesh's)", m.opts.TrustDomain)
+		}
+		return permanent(errors.New(msg))
+	case codes.Unimplemented:
+		return permanent(fmt.Errorf("the control plane does not serve the certificate authority: %s", st.Message()))
+	}
+	return fmt.Errorf("sign: %w", err)
+}
+
+// parseSignResponse checks that the certificate is for key and this identity
+// and chains to the returned bundle, and pairs it with key.
+func (m *Manager) parseSignResponse(resp *cav1.SignResponse, key *ecdsa.PrivateKey) (*tls.Certificate, error) {
+	var ders [][]byte
+	rest := resp.GetCertChainPem()
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type == "CERTIFICATE" {
+			ders = append(ders, block.Bytes)
+		}
+	}
+	if len(ders) == 0 {
+		return nil, errors.New("no certificate in cert_chain_pem")
+	}
+	certs := make([]*x509.Certificate, len(ders))
+	for i, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("cert_chain_pem[%d]: %w", i, err)
+		}
+		certs[i] = c
+	}
+	leaf := certs[0]
+	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
+		return nil, errors.New("the certificate is not for the key of the CSR")
+	}
+	id, err := certificateID(leaf)
+	if err != nil {
+		return nil, err
+	}
+	if id != m.SPIFFEID() {
+		return nil, fmt.Errorf("the certificate is for %s, want %s", id, m.SPIFFEID())
+	}
+	if !time.Now().Before(leaf.NotAfter) {
+		return nil, fmt.Errorf("the certificate expired at %s", leaf.NotAfter.Format(time.RFC3339))
+	}
+	if len(resp.GetTrustBundlePem()) > 0 {
+		roots, err := parseBundle(resp.GetTrustBundlePem())
+		if err != nil {
+			return nil, fmt.Errorf("trust_bundle_pem: %w", err)
+		}
+		intermediates := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			intermediates.AddCert(c)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{
+			Roots: roots, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		}); err != nil {
+			return nil, fmt.Errorf("the certificate does not chain to the trust bundle: %w", err)
+		}
+	}
+	return &tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// parseBundle parses a PEM bundle of root certificates.
+func parseBundle(pemBundle []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	rest := pemBundle
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("trust bundle certificate %d: %w", n, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("no PEM certificate in the trust bundle")
+	}
+	return pool, nil
+}
+
+// permanentError is a failure that retrying does not fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err: err} }
+
+// jittered returns a duration in [d/2, d].
+func jittered(d time.Duration) time.Duration {
+	return d/2 + mathrand.N(d/2+1)
+}
+
+// sleep waits d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Serve obtains the first certificate (Start), then runs run and the renewal
+// loop (Run) side by side until run returns, and returns run's error. It is
+// how a proxy starts: no xDS connection before the proxy has its identity.
+// When ctx ends before the first certificate arrives, Serve returns nil
+// without running run: a stop requested during start is not an error.
+func (m *Manager) Serve(ctx context.Context, run func(context.Context) error) error {
+	if err := m.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	renewCtx, stopRenewal := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		_ = m.Run(renewCtx) // returns only when renewCtx is done
+	}()
+	err := run(ctx)
+	stopRenewal()
+	<-renewed
+	return err
+}

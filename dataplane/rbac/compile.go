@@ -1,0 +1,252 @@
+package rbac
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/meshgate/meshgate/dataplane/internal/match"
+	"github.com/meshgate/meshgate/dataplane/xdscheck"
+)
+
+// maxDepth bounds the nesting of and/or/not, so a hostile config cannot
+// make evaluation recurse without limit.
+const maxDepth = 32
+
+// Compile checks cfg against the subset of docs/xds.md and compiles it. A
+// config without rules compiles to a filter that enforces nothing; an
+// ALLOW config with rules but no policies denies everything. Anything
+// outside the subset is an error naming the field.
+func Compile(cfg *rbacv3.RBAC) (*Filter, error) {
+	if cfg == nil {
+		return nil, errors.New("rbac: nil config")
+	}
+	if err := xdscheck.Check(cfg); err != nil {
+		return nil, err
+	}
+	f := &Filter{statPrefix: cfg.GetRulesStatPrefix()}
+	f.noMatchKey = NoAllowMatch
+	if f.statPrefix != "" {
+		f.noMatchKey = f.statPrefix + "/" + NoAllowMatch
+	}
+	rules := cfg.GetRules()
+	if rules == nil {
+		return f, nil
+	}
+	f.enforce = true
+	switch rules.GetAction() {
+	case rbacconfigv3.RBAC_ALLOW:
+		f.action = ActionAllow
+	case rbacconfigv3.RBAC_DENY:
+		f.action = ActionDeny
+	default:
+		return nil, fmt.Errorf("rbac: rules.action: %v not supported", rules.GetAction())
+	}
+	names := make([]string, 0, len(rules.GetPolicies()))
+	for name := range rules.GetPolicies() {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	f.policies = make([]policy, 0, len(names))
+	for _, name := range names {
+		p, err := compilePolicy(name, rules.GetPolicies()[name])
+		if err != nil {
+			return nil, fmt.Errorf("rbac: rules.policies[%q]: %w", name, err)
+		}
+		f.policies = append(f.policies, p)
+	}
+	return f, nil
+}
+
+func compilePolicy(name string, pc *rbacconfigv3.Policy) (policy, error) {
+	p := policy{name: name}
+	if len(pc.GetPermissions()) == 0 {
+		return p, errors.New("permissions: at least one is required")
+	}
+	if len(pc.GetPrincipals()) == 0 {
+		return p, errors.New("principals: at least one is required")
+	}
+	for i, perm := range pc.GetPermissions() {
+		n, err := compilePermission(perm, 0)
+		if err != nil {
+			return p, fmt.Errorf("permissions[%d]: %w", i, err)
+		}
+		p.permissions = append(p.permissions, n)
+	}
+	for i, prin := range pc.GetPrincipals() {
+		n, err := compilePrincipal(prin, 0)
+		if err != nil {
+			return p, fmt.Errorf("principals[%d]: %w", i, err)
+		}
+		p.principals = append(p.principals, n)
+	}
+	return p, nil
+}
+
+func compilePermission(pc *rbacconfigv3.Permission, depth int) (node, error) {
+	if depth > maxDepth {
+		return node{}, fmt.Errorf("nested deeper than %d", maxDepth)
+	}
+	switch rule := pc.GetRule().(type) {
+	case *rbacconfigv3.Permission_Any:
+		if !rule.Any {
+			return node{}, errors.New("any: must be true")
+		}
+		return node{kind: nodeAny}, nil
+	case *rbacconfigv3.Permission_AndRules:
+		return compilePermissionSet(nodeAnd, "and_rules", rule.AndRules.GetRules(), depth)
+	case *rbacconfigv3.Permission_OrRules:
+		return compilePermissionSet(nodeOr, "or_rules", rule.OrRules.GetRules(), depth)
+	case *rbacconfigv3.Permission_NotRule:
+		if rule.NotRule == nil {
+			return node{}, errors.New("not_rule: required")
+		}
+		child, err := compilePermission(rule.NotRule, depth+1)
+		if err != nil {
+			return node{}, fmt.Errorf("not_rule: %w", err)
+		}
+		return node{kind: nodeNot, children: []node{child}}, nil
+	case *rbacconfigv3.Permission_Header:
+		h, err := match.CompileHeader(rule.Header)
+		if err != nil {
+			return node{}, fmt.Errorf("header %q: %w", rule.Header.GetName(), err)
+		}
+		return node{kind: nodeHeader, header: h}, nil
+	case *rbacconfigv3.Permission_UrlPath:
+		sm := rule.UrlPath.GetPath()
+		if sm == nil {
+			return node{}, errors.New("url_path.path: required")
+		}
+		if sm.GetContains() != "" {
+			return node{}, errors.New("url_path.path.contains: not supported")
+		}
+		s, err := match.CompileString(sm)
+		if err != nil {
+			return node{}, fmt.Errorf("url_path.path: %w", err)
+		}
+		return node{kind: nodeURLPath, str: s}, nil
+	case nil:
+		return node{}, errors.New("rule: one of any, and_rules, or_rules, not_rule, header, url_path is required")
+	default:
+		return node{}, fmt.Errorf("%s: not supported", populatedOneof(pc.ProtoReflect(), "rule"))
+	}
+}
+
+func compilePermissionSet(kind nodeKind, field string, rules []*rbacconfigv3.Permission, depth int) (node, error) {
+	n := node{kind: kind, children: make([]node, 0, len(rules))}
+	for i, rule := range rules {
+		child, err := compilePermission(rule, depth+1)
+		if err != nil {
+			return node{}, fmt.Errorf("%s.rules[%d]: %w", field, i, err)
+		}
+		n.children = append(n.children, child)
+	}
+	return n, nil
+}
+
+func compilePrincipal(pc *rbacconfigv3.Principal, depth int) (node, error) {
+	if depth > maxDepth {
+		return node{}, fmt.Errorf("nested deeper than %d", maxDepth)
+	}
+	switch id := pc.GetIdentifier().(type) {
+	case *rbacconfigv3.Principal_Any:
+		if !id.Any {
+			return node{}, errors.New("any: must be true")
+		}
+		return node{kind: nodeAny}, nil
+	case *rbacconfigv3.Principal_AndIds:
+		return compilePrincipalSet(nodeAnd, "and_ids", id.AndIds.GetIds(), depth)
+	case *rbacconfigv3.Principal_OrIds:
+		return compilePrincipalSet(nodeOr, "or_ids", id.OrIds.GetIds(), depth)
+	case *rbacconfigv3.Principal_NotId:
+		if id.NotId == nil {
+			return node{}, errors.New("not_id: required")
+		}
+		child, err := compilePrincipal(id.NotId, depth+1)
+		if err != nil {
+			return node{}, fmt.Errorf("not_id: %w", err)
+		}
+		return node{kind: nodeNot, children: []node{child}}, nil
+	case *rbacconfigv3.Principal_Authenticated_:
+		sm := id.Authenticated.GetPrincipalName()
+		if sm == nil {
+			return node{kind: nodeAuthenticatedAny}, nil
+		}
+		if sm.GetContains() != "" {
+			return node{}, errors.New("authenticated.principal_name.contains: not supported")
+		}
+		s, err := match.CompileString(sm)
+		if err != nil {
+			return node{}, fmt.Errorf("authenticated.principal_name: %w", err)
+		}
+		return node{kind: nodeAuthenticated, str: s}, nil
+	case *rbacconfigv3.Principal_DirectRemoteIp:
+		prefix, err := compileCidr(id.DirectRemoteIp)
+		if err != nil {
+			return node{}, fmt.Errorf("direct_remote_ip: %w", err)
+		}
+		return node{kind: nodeRemoteIP, prefix: prefix}, nil
+	case *rbacconfigv3.Principal_Header:
+		h, err := match.CompileHeader(id.Header)
+		if err != nil {
+			return node{}, fmt.Errorf("header %q: %w", id.Header.GetName(), err)
+		}
+		return node{kind: nodeHeader, header: h}, nil
+	case nil:
+		return node{}, errors.New("identifier: one of any, and_ids, or_ids, not_id, authenticated, direct_remote_ip, header is required")
+	default:
+		return node{}, fmt.Errorf("%s: not supported", populatedOneof(pc.ProtoReflect(), "identifier"))
+	}
+}
+
+func compilePrincipalSet(kind nodeKind, field string, ids []*rbacconfigv3.Principal, depth int) (node, error) {
+	n := node{kind: kind, children: make([]node, 0, len(ids))}
+	for i, id := range ids {
+		child, err := compilePrincipal(id, depth+1)
+		if err != nil {
+			return node{}, fmt.Errorf("%s.ids[%d]: %w", field, i, err)
+		}
+		n.children = append(n.children, child)
+	}
+	return n, nil
+}
+
+// compileCidr turns a CidrRange into a masked prefix; an unset prefix_len
+// is 0 (every address of the family), as in Envoy.
+func compileCidr(c *corev3.CidrRange) (netip.Prefix, error) {
+	addr, err := netip.ParseAddr(c.GetAddressPrefix())
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("address_prefix %q: not an IP address", c.GetAddressPrefix())
+	}
+	if addr.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("address_prefix %q: zones not supported", c.GetAddressPrefix())
+	}
+	addr = addr.Unmap()
+	bits := int(c.GetPrefixLen().GetValue())
+	if c.GetPrefixLen().GetValue() > uint32(addr.BitLen()) {
+		return netip.Prefix{}, fmt.Errorf("prefix_len %d: more than %d bits", c.GetPrefixLen().GetValue(), addr.BitLen())
+	}
+	prefix, err := addr.Prefix(bits)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("prefix_len %d: %w", bits, err)
+	}
+	return prefix, nil
+}
+
+// populatedOneof names the populated member of a oneof for an error message.
+func populatedOneof(m protoreflect.Message, oneof protoreflect.Name) string {
+	od := m.Descriptor().Oneofs().ByName(oneof)
+	if od == nil {
+		return string(oneof)
+	}
+	if fd := m.WhichOneof(od); fd != nil {
+		return string(fd.Name())
+	}
+	return string(oneof)
+}

@@ -1,0 +1,429 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/dataplane/meshtls"
+	"github.com/meshgate/meshgate/dataplane/peer"
+	"github.com/meshgate/meshgate/dataplane/upstream"
+	"github.com/meshgate/meshgate/dataplane/xdsclient"
+)
+
+const (
+	// rootCASecretName is the trust bundle secret (docs/xds.md); its updates
+	// also reach the identity provider.
+	rootCASecretName = "ROOTCA"
+	// handshakeTimeout bounds the first-byte peek and the TLS handshake of an
+	// inbound connection.
+	handshakeTimeout = 10 * time.Second
+	// tlsRecordHandshake is the first byte of a TLS ClientHello record.
+	tlsRecordHandshake = 0x16
+	// errNoIdentity is the reason a TLS resource is NACKed by a proxy
+	// without an identity.
+	errNoIdentity = "mesh TLS needs the proxy's identity (a join token), and this proxy has none"
+)
+
+// secretSpec is an accepted Secret: a trust bundle.
+type secretSpec struct {
+	config *tlsv3.Secret
+	bundle *meshtls.Bundle
+}
+
+// applySecrets parses every Secret (a PEM trust bundle) and merges them into
+// the accepted secrets; then publishes the bundles to the handshakes and the
+// ROOTCA bundle to the identity provider.
+func (p *Proxy) applySecrets(resources []proto.Message) error {
+	if p.opts.Identity == nil && len(resources) > 0 {
+		return errors.New("secrets: " + errNoIdentity)
+	}
+	next := maps.Clone(p.state.secrets)
+	seen := make(map[string]bool, len(resources))
+	for _, r := range resources {
+		s, ok := r.(*tlsv3.Secret)
+		if !ok {
+			return fmt.Errorf("resource of type %T in a Secret update", r)
+		}
+		name := s.GetName()
+		if seen[name] {
+			return fmt.Errorf("secret %q: defined twice", name)
+		}
+		seen[name] = true
+		if name == xdsclient.LocalSecretName {
+			return fmt.Errorf("secret %q: the proxy's own certificate is local and never received", name)
+		}
+		if old := p.state.secrets[name]; old != nil && proto.Equal(old.config, s) {
+			continue
+		}
+		bundle, err := meshtls.ParseBundle(s.GetValidationContext().GetTrustedCa().GetInlineBytes())
+		if err != nil {
+			return fmt.Errorf("secret %q: validation_context.trusted_ca.inline_bytes: %w", name, err)
+		}
+		next[name] = &secretSpec{config: s, bundle: bundle}
+	}
+	old := p.state.secrets[rootCASecretName]
+	p.state.secrets = next
+	p.publishTrust()
+	if root := next[rootCASecretName]; root != nil && (old == nil || !bytes.Equal(old.bundle.PEM, root.bundle.PEM)) {
+		p.opts.Identity.UpdateTrustBundle(root.bundle.PEM)
+		p.logger.Info("trust bundle updated", "roots", len(root.bundle.Roots))
+	}
+	return nil
+}
+
+// pruneSecrets drops the accepted secrets no accepted listener or cluster
+// references any more.
+func (p *Proxy) pruneSecrets() {
+	var refs []proto.Message
+	for _, spec := range p.state.listeners {
+		refs = append(refs, spec.config)
+	}
+	for _, c := range p.state.clusters {
+		refs = append(refs, c)
+	}
+	wanted := map[string]bool{}
+	for _, name := range xdsclient.SecretNames(refs) {
+		wanted[name] = true
+	}
+	n := len(p.state.secrets)
+	maps.DeleteFunc(p.state.secrets, func(name string, _ *secretSpec) bool { return !wanted[name] })
+	if len(p.state.secrets) != n {
+		p.publishTrust()
+	}
+}
+
+// publishTrust makes the accepted bundles visible to new handshakes.
+func (p *Proxy) publishTrust() {
+	bundles := make(map[string]*meshtls.Bundle, len(p.state.secrets))
+	for name, s := range p.state.secrets {
+		bundles[name] = s.bundle
+	}
+	p.trust.Store(&bundles)
+}
+
+// trustBundle is the current bundle of a validation secret, nil when not
+// received. Lock-free: called on every handshake.
+func (p *Proxy) trustBundle(name string) *meshtls.Bundle {
+	if m := p.trust.Load(); m != nil {
+		return (*m)[name]
+	}
+	return nil
+}
+
+// secretsReady reports whether every named secret is available.
+func (p *Proxy) secretsReady(names []string) bool {
+	for _, name := range names {
+		if name == xdsclient.LocalSecretName {
+			if p.opts.Identity == nil {
+				return false
+			}
+			continue
+		}
+		if p.state.secrets[name] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// upstreamOptions give clusters the proxy's identity for mesh mTLS.
+func (p *Proxy) upstreamOptions() []upstream.Option {
+	if p.opts.Identity == nil {
+		return nil
+	}
+	return []upstream.Option{upstream.WithTLS(upstream.TLS{
+		Certificate: p.opts.Identity.Certificate,
+		TrustBundle: p.trustBundle,
+	})}
+}
+
+// tlsMode is how a listener treats connections.
+type tlsMode uint8
+
+const (
+	modePlaintext  tlsMode = iota // HTTP only
+	modeTLS                       // mTLS only (STRICT): plaintext fails the handshake
+	modePermissive                // TLS or plaintext, told apart by the first byte
+)
+
+func (m tlsMode) String() string {
+	switch m {
+	case modeTLS:
+		return "tls"
+	case modePermissive:
+		return "permissive"
+	}
+	return "plaintext"
+}
+
+// tlsParams are the TLS settings of a listener; comparable, part of
+// serverParams.
+type tlsParams struct {
+	mode              tlsMode
+	requireClientCert bool
+	alpn              string // comma-separated, as offered
+	bundle            string // validation secret name
+}
+
+// parseListenerTLS reads the filter chains' matches and transport sockets
+// (docs/xds.md "Inbound listener modes").
+func parseListenerTLS(l *listenerv3.Listener, haveIdentity bool) (tlsParams, error) {
+	chains := l.GetFilterChains()
+	inspector := len(l.GetListenerFilters()) > 0
+	var params tlsParams
+	var tlsChain, plainChain bool
+	var ctx *tlsv3.DownstreamTlsContext
+	seen := map[string]bool{}
+	for i, chain := range chains {
+		path := fmt.Sprintf("filter_chains[%d]", i)
+		transport := chain.GetFilterChainMatch().GetTransportProtocol()
+		switch {
+		case transport == "" && len(chains) > 1:
+			return params, fmt.Errorf("%s.filter_chain_match.transport_protocol: required with two filter chains", path)
+		case transport != "" && !inspector:
+			return params, fmt.Errorf("%s.filter_chain_match: needs the tls_inspector listener filter", path)
+		case seen[transport]:
+			return params, fmt.Errorf("%s.filter_chain_match: transport_protocol %q matched by two chains", path, transport)
+		}
+		seen[transport] = true
+		socket := chain.GetTransportSocket()
+		switch {
+		case transport == "tls" && socket == nil:
+			return params, fmt.Errorf("%s.transport_socket: required for transport_protocol \"tls\"", path)
+		case transport == "raw_buffer" && socket != nil:
+			return params, fmt.Errorf("%s.transport_socket: not supported for transport_protocol \"raw_buffer\"", path)
+		}
+		if socket == nil {
+			plainChain = true
+			continue
+		}
+		if !haveIdentity {
+			return params, fmt.Errorf("%s.transport_socket: %s", path, errNoIdentity)
+		}
+		tlsChain = true
+		ctx = &tlsv3.DownstreamTlsContext{}
+		if err := socket.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+			return params, fmt.Errorf("%s.transport_socket.typed_config: %w", path, err)
+		}
+		common := ctx.GetCommonTlsContext()
+		if common.GetCombinedValidationContext() != nil {
+			return params, fmt.Errorf("%s.transport_socket.typed_config.common_tls_context.combined_validation_context: not supported on a listener", path)
+		}
+		params.bundle = common.GetValidationContextSdsSecretConfig().GetName()
+		params.requireClientCert = ctx.GetRequireClientCertificate().GetValue()
+		if params.requireClientCert && params.bundle == "" {
+			return params, fmt.Errorf("%s.transport_socket.typed_config.common_tls_context.validation_context_sds_secret_config: required with require_client_certificate", path)
+		}
+		params.alpn = strings.Join(common.GetAlpnProtocols(), ",")
+	}
+	switch {
+	case tlsChain && plainChain:
+		params.mode = modePermissive
+	case tlsChain:
+		params.mode = modeTLS
+	}
+	return params, nil
+}
+
+// serverTLSConfig is the tls.Config of a TLS listener: the certificate and
+// the trust bundle are looked up on every handshake, so rotations apply to
+// new connections without rebinding.
+func (p *Proxy) serverTLSConfig(params serverParams) (*tls.Config, error) {
+	var next []string
+	for alpn := range strings.SplitSeq(params.tls.alpn, ",") {
+		switch {
+		case alpn == "h2" && params.h2c, alpn == "http/1.1" && params.http1:
+			next = append(next, alpn)
+		}
+	}
+	if !params.http1 && len(next) == 0 {
+		return nil, errors.New("alpn_protocols: must offer h2 for codec_type HTTP2")
+	}
+	identity, bundleName, require := p.opts.Identity, params.tls.bundle, params.tls.requireClientCert
+	if identity == nil {
+		return nil, errors.New(errNoIdentity)
+	}
+	cfg := &tls.Config{
+		MinVersion: meshtls.MinVersion,
+		NextProtos: next,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if cert := identity.Certificate(); cert != nil {
+				return cert, nil
+			}
+			return nil, errors.New("the proxy has no certificate yet")
+		},
+		ClientAuth: tls.RequestClientCert,
+		// Verified here rather than with ClientCAs so that the current
+		// bundle applies, and on session resumption too.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				if require {
+					return errors.New("client certificate required")
+				}
+				return nil
+			}
+			_, err := meshtls.VerifyPeer(cs.PeerCertificates, p.trustBundle(bundleName), nil, time.Now())
+			return err
+		},
+	}
+	if require {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+	}
+	return cfg, nil
+}
+
+// connIdentity is the http.Server ConnContext of TLS listeners: the peer's
+// verified SPIFFE ID, read once per connection (the handshake is complete
+// when the connection is accepted).
+func connIdentity(ctx context.Context, c net.Conn) context.Context {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return ctx
+	}
+	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+		return peer.WithIdentity(ctx, meshtls.SPIFFEID(certs[0]))
+	}
+	return ctx
+}
+
+// tlsListener accepts connections, completes their TLS handshake (or, when
+// permissive, tells TLS from plaintext by the first byte) in a goroutine per
+// connection, and hands them to the http.Server ready to serve.
+type tlsListener struct {
+	inner      net.Listener
+	config     *tls.Config
+	permissive bool
+	logger     *slog.Logger
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	start  sync.Once
+	conns  chan net.Conn
+}
+
+func newTLSListener(inner net.Listener, config *tls.Config, permissive bool, logger *slog.Logger) *tlsListener {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &tlsListener{
+		inner: inner, config: config, permissive: permissive, logger: logger,
+		ctx: ctx, cancel: cancel, conns: make(chan net.Conn),
+	}
+}
+
+// Accept returns the next connection whose handshake (or peek) succeeded.
+func (l *tlsListener) Accept() (net.Conn, error) {
+	l.start.Do(func() { go l.acceptLoop() })
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and aborts handshakes in progress.
+func (l *tlsListener) Close() error {
+	l.cancel()
+	return l.inner.Close()
+}
+
+// Addr is the bound address.
+func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+
+func (l *tlsListener) acceptLoop() {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				l.cancel()
+				return
+			}
+			l.logger.Warn("accept failed; retrying", "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-l.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		go l.handshake(c)
+	}
+}
+
+// handshake peeks (when permissive) and runs the TLS handshake of c, bounded
+// by handshakeTimeout and by the listener's life, then hands the connection
+// to Accept.
+func (l *tlsListener) handshake(c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+	stop := context.AfterFunc(l.ctx, func() { _ = c.SetDeadline(time.Now()) })
+	conn, err := l.prepare(c)
+	// Once handed over, closing the listener must not cut the connection
+	// (graceful drain): detach from l.ctx first.
+	if !stop() || err != nil {
+		if err != nil {
+			l.logger.Debug("inbound connection refused", "remote", c.RemoteAddr().String(), "error", err)
+		}
+		_ = c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	select {
+	case l.conns <- conn:
+	case <-l.ctx.Done():
+		_ = conn.Close()
+	}
+}
+
+// prepare returns c ready to serve: a completed TLS connection, or (when
+// permissive and the first byte is not a TLS handshake record) c itself
+// with that byte replayed.
+func (l *tlsListener) prepare(c net.Conn) (net.Conn, error) {
+	var conn net.Conn = c
+	if l.permissive {
+		var first [1]byte
+		if _, err := io.ReadFull(c, first[:]); err != nil {
+			return nil, fmt.Errorf("reading the first byte: %w", err)
+		}
+		conn = &peekedConn{Conn: c, first: first[0], pending: true}
+		if first[0] != tlsRecordHandshake {
+			return conn, nil // plaintext: no identity
+		}
+	}
+	tc := tls.Server(conn, l.config)
+	if err := tc.HandshakeContext(l.ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
+
+// peekedConn replays the byte read to tell TLS from plaintext.
+type peekedConn struct {
+	net.Conn
+	first   byte
+	pending bool
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) {
+	if c.pending && len(b) > 0 {
+		b[0] = c.first
+		c.pending = false
+		return 1, nil
+	}
+	return c.Conn.Read(b)
+}

@@ -1,0 +1,466 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+)
+
+// securityPolicy: orders (STRICT, with an authorization policy), legacy
+// (PERMISSIVE), callers frontend and intruder, each behind a sidecar, the
+// gateway edge in front; billing is misregistered: its endpoint is the
+// intruder's sidecar, which holds a valid certificate, for intruder.
+const securityPolicy = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /legacy}}]
+      backendRefs: [{name: legacy, port: 80}]
+    - backendRefs: [{name: orders, port: 80}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: frontend}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${frontend-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: intruder}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${intruder-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${orders-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: legacy}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${legacy-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: billing}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${intruder-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: orders-callers}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  rules:
+    - name: no-admin
+      action: DENY
+      to: [{paths: ["/admin/*"]}]
+    - name: frontend-rw
+      action: ALLOW
+      from: [{services: [frontend]}]
+      to: [{methods: [GET, POST], paths: ["/orders", "/orders/*"]}]
+    - name: intruder-read
+      action: ALLOW
+      from: [{services: [intruder]}]
+      to: [{methods: [GET], paths: ["/orders/*"]}]
+    - name: edge
+      action: ALLOW
+      from: [{services: [edge]}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: legacy-migration}
+spec:
+  targetRefs: [{kind: Service, name: legacy}]
+  mtls: {mode: PERMISSIVE}
+`
+
+// secureMesh starts the deployment of securityPolicy and returns the
+// addresses of the callers' apps and of the gateway.
+type secureMesh struct {
+	*cluster
+	frontendApp, intruderApp, gw string
+}
+
+func startSecureMesh(t *testing.T, extraPolicy string) *secureMesh {
+	c := newCluster(t)
+	c.policy("mesh.yaml", securityPolicy+extraPolicy)
+	c.startControlPlane()
+	m := &secureMesh{cluster: c}
+	for _, svc := range []string{"frontend", "intruder", "orders", "legacy"} {
+		out := c.addr(svc + "-out")
+		app := c.app(svc+"-app", svc, "v1", out)
+		c.sidecar(svc, app, c.addr(svc+"-in"), out)
+	}
+	m.frontendApp, m.intruderApp = "http://"+c.addr("frontend-app"), "http://"+c.addr("intruder-app")
+	c.gateway("edge")
+	m.gw = "http://" + c.addr("gw")
+	return m
+}
+
+// callStatus makes app call svc at path with method through its sidecar and
+// returns the status the app saw.
+func callStatus(app, method, svc, path string) (int, error) {
+	r, err := do(method, app+"/call/"+svc+path)
+	if err != nil {
+		return 0, err
+	}
+	if r.status != http.StatusOK {
+		return 0, fmt.Errorf("app answered %d: %s", r.status, r.body)
+	}
+	return r.reply.UpstreamStatus, nil
+}
+
+// TestMTLSAndAuthorization: identities, STRICT and PERMISSIVE inbound, peer
+// verification, and a SecurityPolicy allow/deny matrix, through real proxies.
+func TestMTLSAndAuthorization(t *testing.T) {
+	t.Parallel()
+	m := startSecureMesh(t, "")
+	c := m.cluster
+
+	eventually(t, 15*time.Second, "frontend reaches orders over mTLS", func() error {
+		code, err := callStatus(m.frontendApp, "GET", "orders", "/orders/1")
+		if err != nil {
+			return err
+		}
+		if code != 200 {
+			return fmt.Errorf("status %d", code)
+		}
+		return nil
+	})
+
+	t.Run("authorization matrix", func(t *testing.T) {
+		cases := []struct {
+			caller, method, path string
+			want                 int
+		}{
+			{"frontend", "GET", "/orders/1", 200},
+			{"frontend", "POST", "/orders/1", 200},
+			{"frontend", "GET", "/orders", 200},
+			{"frontend", "GET", "/admin/x", 403},
+			{"frontend", "POST", "/admin/x", 403},
+			{"frontend", "GET", "/other", 403},
+			{"intruder", "GET", "/orders/1", 200},
+			{"intruder", "POST", "/orders/1", 403},
+			{"intruder", "GET", "/orders", 403},
+			{"intruder", "GET", "/admin/x", 403},
+			{"edge", "GET", "/orders/1", 200},
+			{"edge", "POST", "/anything", 200},
+			{"edge", "GET", "/admin/x", 403},
+			// One spelling per path: encodings and dot segments do not bypass a rule.
+			{"edge", "GET", "/%61dmin/x", 403},
+			{"edge", "GET", "/orders/../admin/x", 403},
+			{"edge", "GET", "//admin//x", 403},
+			{"edge", "GET", "/admin%2Fx", 400},
+		}
+		for _, tc := range cases {
+			var code int
+			var err error
+			if tc.caller == "edge" {
+				var r *response
+				r, err = do(tc.method, m.gw+tc.path)
+				if err == nil {
+					code = r.status
+					if code == 403 && r.body != "access denied\n" {
+						t.Errorf("403 body %q", r.body)
+					}
+				}
+			} else {
+				app := m.frontendApp
+				if tc.caller == "intruder" {
+					app = m.intruderApp
+				}
+				code, err = callStatus(app, tc.method, "orders", tc.path)
+			}
+			if err != nil {
+				t.Errorf("%s %s %s: %v", tc.caller, tc.method, tc.path, err)
+				continue
+			}
+			if code != tc.want {
+				t.Errorf("%s %s %s: %d, want %d", tc.caller, tc.method, tc.path, code, tc.want)
+			}
+		}
+	})
+
+	t.Run("plaintext to a STRICT sidecar is refused", func(t *testing.T) {
+		_, err := get("http://" + c.addr("orders-in") + "/orders/1")
+		if err == nil {
+			t.Fatal("plaintext request to the STRICT inbound listener got an HTTP answer")
+		}
+	})
+
+	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
+		cert := selfSignedClientCert(t, "spiffe://meshgate.local/ns/default/svc/frontend")
+		tc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, // the test only checks the server refuses us
+		}}}
+		resp, err := tc.Get("https://" + c.addr("orders-in") + "/orders/1")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("forged client certificate accepted: %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("PERMISSIVE accepts plaintext and mTLS", func(t *testing.T) {
+		r, err := get("http://" + c.addr("legacy-in") + "/x")
+		if err != nil || r.reply.Service != "legacy" {
+			t.Fatalf("plaintext to PERMISSIVE: %v %+v", err, r)
+		}
+		code, err := callStatus(m.frontendApp, "GET", "legacy", "/x")
+		if err != nil || code != 200 {
+			t.Fatalf("mTLS to PERMISSIVE: %d %v", code, err)
+		}
+		r, err = get(m.gw + "/legacy/x")
+		if err != nil || r.reply.Service != "legacy" {
+			t.Fatalf("gateway to PERMISSIVE: %v %+v", err, r)
+		}
+	})
+
+	t.Run("a valid certificate for the wrong service is refused", func(t *testing.T) {
+		// billing's endpoint is the intruder's sidecar: its certificate is
+		// valid, but for intruder, not billing.
+		code, err := callStatus(m.frontendApp, "GET", "billing", "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("call to an endpoint with the wrong identity: %d, want 503", code)
+		}
+	})
+
+	t.Run("proxies show identity, expiry and mode", func(t *testing.T) {
+		out, err := c.cli("proxies")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"spiffe://meshgate.local/ns/default/svc/orders", "spiffe://meshgate.local/ns/default/svc/edge", "STRICT", "PERMISSIVE"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("meshgate proxies lacks %q:\n%s", want, out)
+			}
+		}
+	})
+}
+
+// TestCertificateAuthorityRefusals: bad tokens, foreign identities, garbage
+// CSRs and revoked tokens are refused, and the control plane keeps serving.
+func TestCertificateAuthorityRefusals(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.policy("mesh.yaml", reloadServices+"\n---\n"+routeTo("blue"))
+	c.app("blue", "blue", "v1", "")
+	c.startControlPlane()
+	c.gateway("edge")
+	c.expectEventually("routed to blue", 10*time.Second, "http://"+c.addr("gw")+"/", nil, servedBy("blue"))
+
+	conn, err := grpc.NewClient(c.xds, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		InsecureSkipVerify: true, // this client only probes refusals
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ca := cav1.NewCertificateAuthorityClient(conn)
+	ctx := ctxTimeout(t, 30*time.Second)
+	frontendToken := c.token("frontend")
+	revoked := c.token("frontend")
+	id := strings.Split(revoked, ".")[1]
+	if _, err := c.cli("token", "revoke", id); err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.cli("token", "list")
+	if err != nil || !strings.Contains(list, id) {
+		t.Fatalf("token list: %v\n%s", err, list)
+	}
+
+	cases := []struct {
+		name  string
+		csr   []byte
+		token string
+		want  codes.Code
+	}{
+		{"garbage bytes", []byte("\x00\x01not a csr"), frontendToken, codes.InvalidArgument},
+		{"no token", csrFor(t, "spiffe://meshgate.local/ns/default/svc/frontend"), "", codes.Unauthenticated},
+		{"bad token", csrFor(t, "spiffe://meshgate.local/ns/default/svc/frontend"), "mgt1.nope", codes.Unauthenticated},
+		{"revoked token", csrFor(t, "spiffe://meshgate.local/ns/default/svc/frontend"), revoked, codes.Unauthenticated},
+		{"foreign SPIFFE ID", csrFor(t, "spiffe://meshgate.local/ns/default/svc/orders"), frontendToken, codes.PermissionDenied},
+		{"other trust domain", csrFor(t, "spiffe://evil.example/ns/default/svc/frontend"), frontendToken, codes.InvalidArgument},
+	}
+	for _, tc := range cases {
+		_, err := ca.Sign(ctx, &cav1.SignRequest{CsrPem: tc.csr, Token: tc.token})
+		if status.Code(err) != tc.want {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+	}
+	// The good request still works, and so does traffic.
+	resp, err := ca.Sign(ctx, &cav1.SignRequest{CsrPem: csrFor(t, "spiffe://meshgate.local/ns/default/svc/frontend"), Token: frontendToken})
+	if err != nil || resp.SpiffeId != "spiffe://meshgate.local/ns/default/svc/frontend" {
+		t.Fatalf("good CSR: %v", err)
+	}
+	r, err := get("http://" + c.addr("gw") + "/")
+	if err != nil || r.reply.Service != "blue" {
+		t.Fatalf("traffic after refusals: %v %+v", err, r)
+	}
+
+	// A proxy started with a revoked token stops with a clear error.
+	out, err := exec.Command(binary, "sidecar", "--service", "frontend", "--app", c.addr("nowhere"),
+		"--inbound", c.addr("x-in"), "--outbound", c.addr("x-out"), "--xds", c.xds, "--token", revoked).CombinedOutput()
+	if err == nil || !strings.Contains(strings.ToLower(string(out)), "token") {
+		t.Fatalf("sidecar with a revoked token: %v\n%s", err, out)
+	}
+}
+
+// TestCertificateRotation: with the shortest certificate lifetime (1 min:
+// proxies renew about every 30 s) and a root rotation in the middle, a
+// looping client through gateway → sidecar → sidecar sees no failure.
+func TestCertificateRotation(t *testing.T) {
+	t.Parallel()
+	m := startSecureMesh(t, `
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  certificateTTL: 1m
+`)
+	c := m.cluster
+	// gateway → frontend? The gateway routes to orders; the frontend app
+	// calls orders through its sidecar: loop both.
+	gwLoad := startLoad(t, m.gw+"/orders/1", 2)
+	meshLoad := startLoad(t, m.frontendApp+"/call/orders/orders/1", 2)
+
+	firstExpiry := map[string]time.Time{}
+	s, err := c.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range s.Proxies {
+		firstExpiry[p.ID] = p.CertNotAfter
+	}
+	out, err := c.cli("ca", "rotate", "begin")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// The two-root bundle reaches every proxy before the new root signs.
+	admins := []string{c.addr("gateway-admin-edge")}
+	for _, svc := range []string{"frontend", "intruder", "orders", "legacy"} {
+		admins = append(admins, c.addr("sidecar-admin-"+c.addr(svc+"-in")))
+	}
+	eventually(t, 15*time.Second, "every proxy trusts both roots", func() error {
+		for _, admin := range admins {
+			var stats struct {
+				Roots int `json:"trust_bundle_roots"`
+			}
+			if err := adminGet(admin, "", "/stats", &stats); err != nil {
+				return err
+			}
+			if stats.Roots != 2 {
+				return fmt.Errorf("proxy %s trusts %d roots", admin, stats.Roots)
+			}
+		}
+		return nil
+	})
+	if out, err := c.cli("ca", "rotate", "switch"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// Every proxy renews (from the new root) within one lifetime.
+	eventually(t, 90*time.Second, "every proxy renewed", func() error {
+		s, err := c.status()
+		if err != nil {
+			return err
+		}
+		for _, p := range s.Proxies {
+			if !p.CertNotAfter.After(firstExpiry[p.ID].Add(10 * time.Second)) {
+				return fmt.Errorf("%s still expires at %s", p.ID, p.CertNotAfter)
+			}
+		}
+		return nil
+	})
+	eventually(t, 90*time.Second, "old root dropped", func() error {
+		_, err := c.cli("ca", "rotate", "finish")
+		return err
+	})
+	n := gwLoad.total.Load()
+	eventually(t, 10*time.Second, "traffic after the rotation", func() error {
+		if gwLoad.total.Load() < n+100 {
+			return fmt.Errorf("%d requests since", gwLoad.total.Load()-n)
+		}
+		return nil
+	})
+	gwLoad.stop()
+	meshLoad.stop()
+	gwLoad.check(t)
+	meshLoad.check(t)
+}
+
+func csrFor(t *testing.T, spiffeID string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(spiffeID)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+func selfSignedClientCert(t *testing.T, spiffeID string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(spiffeID)
+	tmpl := &x509.Certificate{
+		SerialNumber: newSerial(), URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func newSerial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	return n
+}

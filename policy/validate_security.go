@@ -1,0 +1,365 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// maxIdentityLength bounds a SPIFFE ID pattern (the SPIFFE specification
+// limits IDs to 2048 bytes).
+const maxIdentityLength = 2048
+
+// httpMethods are the methods a SecurityPolicy may name.
+var httpMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+// checkZeroTrust validates the MeshConfig and the SecurityPolicies against
+// the other resources of the set, and sorts the policies.
+func (l *loader) checkZeroTrust(gateways map[nsName]*Gateway, services map[nsName]*Service) {
+	for i, mc := range l.meshConfigs {
+		if i == 0 {
+			l.set.MeshConfig = mc
+			if !l.malformed[resourceKey{KindMeshConfig, mc.Namespace, mc.Name}] {
+				l.checkMeshConfig(mc)
+			}
+			continue
+		}
+		first := l.meshConfigs[0]
+		l.errorf(mc.Source, "metadata.name", "only one MeshConfig is allowed: %q is already defined at %s:%d",
+			first.Namespace+"/"+first.Name, first.Source.File, first.Source.LineOf("metadata.name"))
+	}
+	slices.SortFunc(l.set.SecurityPolicies, func(a, b *SecurityPolicy) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	routes := make(map[nsName]bool, len(l.set.HTTPRoutes))
+	for _, r := range l.set.HTTPRoutes {
+		routes[nsName{r.Namespace, r.Name}] = true
+	}
+	// mtlsOwner records which policy set the mTLS mode of a service.
+	mtlsOwner := make(map[nsName]*SecurityPolicy)
+	for _, sp := range l.set.SecurityPolicies {
+		if l.malformed[resourceKey{KindSecurityPolicy, sp.Namespace, sp.Name}] {
+			continue
+		}
+		l.checkSecurityPolicy(sp, gateways, services, routes, mtlsOwner)
+	}
+}
+
+func (l *loader) checkMeshConfig(mc *MeshConfig) {
+	src, spec := mc.Source, &mc.Spec
+	if spec.TrustDomain != "" {
+		if msg := checkSubdomain(spec.TrustDomain); msg != "" {
+			l.errorf(src, "spec.trustDomain", "invalid trust domain %q: %s", spec.TrustDomain, msg)
+		}
+	}
+	if spec.MTLS != nil && spec.MTLS.Mode != "" {
+		l.checkMTLSMode(src, "spec.mtls.mode", spec.MTLS.Mode)
+	}
+	switch spec.DefaultAction {
+	case "", ActionAllow, ActionDeny:
+	default:
+		l.errorf(src, "spec.defaultAction", "unknown action %q (want ALLOW or DENY)", spec.DefaultAction)
+	}
+	if spec.CertificateTTL != "" {
+		ttl, err := ParseDuration(spec.CertificateTTL)
+		switch {
+		case err != nil:
+			l.errorf(src, "spec.certificateTTL", "%v", err)
+		case ttl < MinCertificateTTL:
+			l.errorf(src, "spec.certificateTTL", "certificateTTL %s is shorter than the minimum 1m", spec.CertificateTTL)
+		}
+	}
+}
+
+func (l *loader) checkMTLSMode(src Source, path, mode string) bool {
+	switch mode {
+	case MTLSStrict, MTLSPermissive:
+		return true
+	case "":
+		l.errorf(src, path, "mode is required (STRICT or PERMISSIVE)")
+	default:
+		l.errorf(src, path, "unknown mTLS mode %q (want STRICT or PERMISSIVE)", mode)
+	}
+	return false
+}
+
+func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Gateway, services map[nsName]*Service,
+	routes map[nsName]bool, mtlsOwner map[nsName]*SecurityPolicy) {
+	src, spec := sp.Source, &sp.Spec
+	if len(spec.TargetRefs) == 0 {
+		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
+	}
+	if len(spec.Rules) == 0 && spec.MTLS == nil {
+		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls or both")
+	}
+	var serviceTargets []nsName
+	nonService := -1
+	seen := make(map[string]int)
+	for i, ref := range spec.TargetRefs {
+		p := fmt.Sprintf("spec.targetRefs[%d]", i)
+		kind, ok := l.checkTargetRef(src, p, ref)
+		if !ok {
+			continue
+		}
+		if kind != KindService && nonService < 0 {
+			nonService = i
+		}
+		key := kind + "/" + ref.Name
+		if j, dup := seen[key]; dup {
+			l.errorf(src, p, "duplicate target %s %q (also spec.targetRefs[%d])", kind, ref.Name, j)
+			continue
+		}
+		seen[key] = i
+		target := nsName{sp.Namespace, ref.Name}
+		switch kind {
+		case KindService:
+			if services[target] == nil {
+				l.errorf(src, p+".name", "service %q not found in namespace %q", ref.Name, sp.Namespace)
+				continue
+			}
+			serviceTargets = append(serviceTargets, target)
+		case KindGateway:
+			if gateways[target] == nil {
+				l.errorf(src, p+".name", "gateway %q not found in namespace %q", ref.Name, sp.Namespace)
+			}
+		case KindHTTPRoute:
+			if !routes[target] {
+				l.errorf(src, p+".name", "httproute %q not found in namespace %q", ref.Name, sp.Namespace)
+			}
+		}
+	}
+	if spec.MTLS != nil {
+		switch {
+		case nonService >= 0:
+			l.errorf(src, "spec.mtls", "mtls applies to Service targets only (spec.targetRefs[%d] is a %s)",
+				nonService, spec.TargetRefs[nonService].Kind)
+		case l.checkMTLSMode(src, "spec.mtls.mode", spec.MTLS.Mode):
+			for _, target := range serviceTargets {
+				if other, taken := mtlsOwner[target]; taken && other.Spec.MTLS.Mode != spec.MTLS.Mode {
+					l.errorf(src, "spec.mtls.mode", "service %q gets mtls.mode %s here but %s from SecurityPolicy %q (%s:%d)",
+						target.name, spec.MTLS.Mode, other.Spec.MTLS.Mode, other.Name, other.Source.File, other.Source.LineOf("spec.mtls.mode"))
+				} else if !taken {
+					mtlsOwner[target] = sp
+				}
+			}
+		}
+	}
+	names := make(map[string]int)
+	for i := range spec.Rules {
+		l.checkSecurityRule(src, fmt.Sprintf("spec.rules[%d]", i), i, &spec.Rules[i], names)
+	}
+}
+
+// checkTargetRef validates the group and kind of a target reference and
+// returns the kind when it is one a policy can target.
+func (l *loader) checkTargetRef(src Source, p string, ref PolicyTargetRef) (string, bool) {
+	ok := true
+	if ref.Name == "" {
+		l.errorf(src, p+".name", "name is required")
+		ok = false
+	} else if msg := checkDNSLabel(ref.Name); msg != "" {
+		l.errorf(src, p+".name", "invalid name %q: %s", ref.Name, msg)
+		ok = false
+	}
+	group := "<unset>"
+	if ref.Group != nil {
+		group = *ref.Group
+	}
+	switch ref.Kind {
+	case KindService:
+		if ref.Group != nil && *ref.Group != "" && *ref.Group != MeshgateGroup {
+			l.errorf(src, p+".group", "kind Service needs group \"\" or %s, not %q", MeshgateGroup, group)
+			return "", false
+		}
+	case KindGateway, KindHTTPRoute:
+		if ref.Group != nil && *ref.Group != GatewayGroup {
+			l.errorf(src, p+".group", "kind %s needs group %s, not %q", ref.Kind, GatewayGroup, group)
+			return "", false
+		}
+	case "":
+		l.errorf(src, p+".kind", "kind is required (Service, Gateway or HTTPRoute)")
+		return "", false
+	default:
+		l.errorf(src, p+".kind", "target kind %q is not supported (want Service, Gateway or HTTPRoute)", ref.Kind)
+		return "", false
+	}
+	return ref.Kind, ok
+}
+
+func (l *loader) checkSecurityRule(src Source, p string, index int, rule *SecurityRule, names map[string]int) {
+	if rule.Name != "" {
+		if msg := checkDNSLabel(rule.Name); msg != "" {
+			l.errorf(src, p+".name", "invalid rule name %q: %s", rule.Name, msg)
+		} else if j, dup := names[rule.Name]; dup {
+			l.errorf(src, p+".name", "duplicate rule name %q (also spec.rules[%d])", rule.Name, j)
+		} else {
+			names[rule.Name] = index
+		}
+	}
+	switch rule.Action {
+	case ActionAllow, ActionDeny:
+	case "":
+		l.errorf(src, p+".action", "action is required (ALLOW or DENY)")
+	default:
+		l.errorf(src, p+".action", "unknown action %q (want ALLOW or DENY)", rule.Action)
+	}
+	for i, from := range rule.From {
+		l.checkRuleSource(src, fmt.Sprintf("%s.from[%d]", p, i), from)
+	}
+	for i, to := range rule.To {
+		l.checkRuleOperation(src, fmt.Sprintf("%s.to[%d]", p, i), to)
+	}
+}
+
+func (l *loader) checkRuleSource(src Source, p string, from RuleSource) {
+	if len(from.Services)+len(from.Identities)+len(from.Namespaces)+len(from.IPBlocks) == 0 {
+		l.errorf(src, p, "an entry needs at least one of services, identities, namespaces, ipBlocks")
+		return
+	}
+	for i, s := range from.Services {
+		if msg := checkServiceRef(s); msg != "" {
+			l.errorf(src, fmt.Sprintf("%s.services[%d]", p, i), "%s", msg)
+		}
+	}
+	for i, id := range from.Identities {
+		if msg := checkIdentityPattern(id); msg != "" {
+			l.errorf(src, fmt.Sprintf("%s.identities[%d]", p, i), "%s", msg)
+		}
+	}
+	for i, ns := range from.Namespaces {
+		if msg := checkDNSLabel(ns); msg != "" {
+			l.errorf(src, fmt.Sprintf("%s.namespaces[%d]", p, i), "invalid namespace %q: %s", ns, msg)
+		}
+	}
+	for i, block := range from.IPBlocks {
+		if _, msg := ParseIPBlock(block); msg != "" {
+			l.errorf(src, fmt.Sprintf("%s.ipBlocks[%d]", p, i), "%s", msg)
+		}
+	}
+}
+
+func (l *loader) checkRuleOperation(src Source, p string, to RuleOperation) {
+	if len(to.Methods)+len(to.Paths)+len(to.Headers) == 0 {
+		l.errorf(src, p, "an entry needs at least one of methods, paths, headers")
+		return
+	}
+	for i, m := range to.Methods {
+		if !slices.Contains(httpMethods, m) {
+			l.errorf(src, fmt.Sprintf("%s.methods[%d]", p, i), "unknown method %q (want %s)", m, strings.Join(httpMethods, ", "))
+		}
+	}
+	for i, path := range to.Paths {
+		if msg := CheckPathPattern(path); msg != "" {
+			l.errorf(src, fmt.Sprintf("%s.paths[%d]", p, i), "%s", msg)
+		}
+	}
+	for i, h := range to.Headers {
+		hp := fmt.Sprintf("%s.headers[%d]", p, i)
+		if msg := checkHeaderName(h.Name); msg != "" {
+			l.errorf(src, hp+".name", "%s", msg)
+		}
+		if h.Value == "" {
+			l.errorf(src, hp+".value", "value is required")
+		}
+	}
+}
+
+// checkServiceRef returns why s is not "name", "namespace/name" or "*", or "".
+func checkServiceRef(s string) string {
+	if s == "*" {
+		return ""
+	}
+	ns, name, qualified := strings.Cut(s, "/")
+	if !qualified {
+		name, ns = ns, ""
+	}
+	if !isDNSLabel(name) || (qualified && !isDNSLabel(ns)) {
+		return fmt.Sprintf("invalid service %q: want \"name\", \"namespace/name\" (RFC 1123 labels) or \"*\"", s)
+	}
+	return ""
+}
+
+// checkIdentityPattern returns why id is not a SPIFFE ID pattern, or "".
+func checkIdentityPattern(id string) string {
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	switch {
+	case !ok:
+		return fmt.Sprintf("invalid identity %q: must start with \"spiffe://\"", id)
+	case len(id) > maxIdentityLength:
+		return fmt.Sprintf("invalid identity: longer than %d bytes", maxIdentityLength)
+	case rest == "":
+		return fmt.Sprintf("invalid identity %q: no trust domain", id)
+	}
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if c <= ' ' || c >= 0x7f || c == '?' || c == '#' {
+			return fmt.Sprintf("invalid identity %q: character %q is not allowed in a SPIFFE ID", id, c)
+		}
+	}
+	if msg := checkGlobSegments(rest); msg != "" {
+		return fmt.Sprintf("invalid identity %q: %s", id, msg)
+	}
+	return ""
+}
+
+// checkGlobSegments checks the "/"-separated segments of a pattern: none
+// empty except a trailing one, and "**" only as a whole segment.
+func checkGlobSegments(pattern string) string {
+	segments := strings.Split(pattern, "/")
+	for i, seg := range segments {
+		switch {
+		case seg == "" && i < len(segments)-1:
+			return "empty path segment (\"//\")"
+		case strings.Contains(seg, "**") && seg != "**":
+			return "\"**\" must be a whole segment"
+		}
+	}
+	return ""
+}
+
+// CheckPathPattern returns why p is not a SecurityPolicy path pattern, or "":
+// an absolute path, where a trailing "/*" makes a prefix, "*" matches within
+// one segment and "**" (a whole segment) across segments.
+func CheckPathPattern(p string) string {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Sprintf("path %q must start with \"/\"", p)
+	case strings.ContainsAny(p, "?#"):
+		return fmt.Sprintf("path %q must not contain '?' or '#'", p)
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f {
+			return fmt.Sprintf("path %q: character %q is not allowed", p, c)
+		}
+	}
+	if msg := checkGlobSegments(p[1:]); msg != "" {
+		return fmt.Sprintf("invalid path pattern %q: %s", p, msg)
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return fmt.Sprintf("path %q must not contain \"/./\" or \"/../\"", p)
+		}
+	}
+	return ""
+}
+
+// ParseIPBlock parses a CIDR or a single IP address (a /32 or /128). It
+// returns why block is invalid, or "".
+func ParseIPBlock(block string) (netip.Prefix, string) {
+	if strings.Contains(block, "/") {
+		prefix, err := netip.ParsePrefix(block)
+		if err != nil {
+			return netip.Prefix{}, fmt.Sprintf("invalid CIDR %q: want an address and a prefix length, e.g. 10.0.0.0/8", block)
+		}
+		if prefix.Masked() != prefix {
+			return netip.Prefix{}, fmt.Sprintf("CIDR %q has bits set after the prefix (want %s)", block, prefix.Masked())
+		}
+		return prefix, ""
+	}
+	addr, err := netip.ParseAddr(block)
+	if err != nil || addr.Zone() != "" {
+		return netip.Prefix{}, fmt.Sprintf("invalid IP block %q: want a CIDR or an IP address", block)
+	}
+	return netip.PrefixFrom(addr, addr.BitLen()), ""
+}

@@ -3,7 +3,10 @@ package dataplane
 import (
 	"crypto/x509"
 	"encoding/json"
+	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -14,9 +17,10 @@ import (
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
-// adminHandler serves /ready, /config_dump and /stats.
+// adminHandler serves /ready, /config_dump, /stats and /debug/pprof/.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	registerPprof(mux)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !p.Ready() {
@@ -67,6 +71,36 @@ func (p *Proxy) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(out)
 	})
 	return mux
+}
+
+// registerPprof serves the runtime profiles (net/http/pprof) under
+// /debug/pprof/, to loopback peers only: the admin listener is meant to be
+// bound to loopback, and a profile must not leak even when it is not.
+func registerPprof(mux *http.ServeMux) {
+	loopbackOnly := func(h http.HandlerFunc) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !fromLoopback(r.RemoteAddr) {
+				http.Error(w, "profiles are served to loopback clients only", http.StatusForbidden)
+				return
+			}
+			h(w, r)
+		})
+	}
+	mux.Handle("GET /debug/pprof/", loopbackOnly(pprof.Index))
+	mux.Handle("GET /debug/pprof/cmdline", loopbackOnly(pprof.Cmdline))
+	mux.Handle("GET /debug/pprof/profile", loopbackOnly(pprof.Profile))
+	mux.Handle("GET /debug/pprof/symbol", loopbackOnly(pprof.Symbol))
+	mux.Handle("GET /debug/pprof/trace", loopbackOnly(pprof.Trace))
+}
+
+// fromLoopback reports whether remoteAddr ("ip:port") is a loopback address.
+func fromLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // ConfigDump is the JSON shape of GET /config_dump.

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -215,6 +216,79 @@ func TestMTLSAndAuthorization(t *testing.T) {
 				t.Errorf("%s %s %s: %d, want %d", tc.caller, tc.method, tc.path, code, tc.want)
 			}
 		}
+	})
+
+	t.Run("denials are counted by policy", func(t *testing.T) {
+		var stats struct {
+			Denied map[string]uint64 `json:"rbac_denied"`
+		}
+		if err := adminGet(c.addr("sidecar-admin-"+c.addr("orders-in")), "", "/stats", &stats); err != nil {
+			t.Fatal(err)
+		}
+		if stats.Denied["default/orders-callers/no-admin"] == 0 {
+			t.Errorf("orders' sidecar counted no denial by the no-admin rule: %v", stats.Denied)
+		}
+	})
+
+	t.Run("gateway and route policies match the client's IP", func(t *testing.T) {
+		c.policy("edge-clients.yaml", `
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: edge-clients}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]
+  rules:
+    - name: blocked-client
+      action: DENY
+      from: [{ipBlocks: [127.0.0.2/32]}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: web-clients}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web}]
+  rules:
+    - name: local-clients
+      action: ALLOW
+      from: [{ipBlocks: [127.0.0.0/30]}]
+`)
+		cases := []struct {
+			from string
+			want int
+		}{
+			{"127.0.0.1", 200}, // allowed by the route's ALLOW rule
+			{"127.0.0.2", 403}, // denied by the gateway's DENY rule, which the route keeps
+			{"127.0.0.5", 403}, // matches no ALLOW rule of the route
+		}
+		eventually(t, 5*time.Second, "client IP policies in force", func() error {
+			for _, tc := range cases {
+				code, err := getFrom(tc.from, m.gw+"/orders/1")
+				if err != nil {
+					return err
+				}
+				if code != tc.want {
+					return fmt.Errorf("from %s: %d, want %d", tc.from, code, tc.want)
+				}
+			}
+			return nil
+		})
+		var stats struct {
+			Denied map[string]uint64 `json:"rbac_denied"`
+		}
+		if err := adminGet(c.addr("gateway-admin-edge"), "", "/stats", &stats); err != nil {
+			t.Fatal(err)
+		}
+		if stats.Denied["default/edge-clients/blocked-client"] == 0 {
+			t.Errorf("gateway counted no denial by edge-clients/blocked-client: %v", stats.Denied)
+		}
+		c.removePolicy("edge-clients.yaml")
+		eventually(t, 5*time.Second, "policies removed", func() error {
+			code, err := getFrom("127.0.0.5", m.gw+"/orders/1")
+			if err != nil || code != 200 {
+				return fmt.Errorf("from 127.0.0.5 after removal: %d %v", code, err)
+			}
+			return nil
+		})
 	})
 
 	t.Run("plaintext to a STRICT sidecar is refused", func(t *testing.T) {
@@ -463,4 +537,17 @@ func selfSignedClientCert(t *testing.T, spiffeID string) tls.Certificate {
 func newSerial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	return n
+}
+
+// getFrom sends GET url from the local address ip (any 127.0.0.0/8 address
+// works on loopback) and returns the status.
+func getFrom(ip, url string) (int, error) {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

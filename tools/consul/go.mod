@@ -1,0 +1,3 @@
+module github.com/meshgate/meshgate/tools/consul
+
+go 1.26.8

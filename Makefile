@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/meshgate
 PKGS    := ./...
 
-.PHONY: all build run test vet unit e2e lint fmt fuzz fuzz-short clean proto
+.PHONY: all build run test vet unit integration e2e lint fmt fuzz fuzz-short clean proto consul
 
 all: build
 
@@ -17,16 +17,28 @@ run: build
 	./$(BIN) dev
 
 ## test: everything CI runs: vet, unit tests (race detector), short fuzz runs, e2e through the real binary
-test: vet unit fuzz-short e2e
+test: consul vet unit integration fuzz-short e2e
+
+## consul: the real Consul agent (v1.14.0, tools/consul's own module) for the
+## tests, built once into tools/consul/bin/consul (rebuilt when its go.mod changes)
+CONSUL_BIN := tools/consul/bin/consul
+consul: $(CONSUL_BIN)
+$(CONSUL_BIN): tools/consul/go.mod tools/consul/go.sum
+	cd tools/consul && $(GO) build -o bin/consul github.com/hashicorp/consul
 
 vet:
 	$(GO) vet $(PKGS)
 
-unit:
-	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
+unit: consul
+	MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -race -short -count=1 -timeout 10m $(PKGS)
 
-e2e: build
-	MESHGATE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+## integration: the package tests that need a real Consul agent (skipped by -short in unit)
+INTEGRATION_PKGS := ./controlplane/state/... ./controlplane/ca/... ./controlplane/kvpolicy/... ./controlplane/discovery/... ./cmd/meshgate/...
+integration: consul
+	MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -race -count=1 -timeout 10m $(INTEGRATION_PKGS)
+
+e2e: build consul
+	MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 # Fuzz targets, as package:FuzzName.
 FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath

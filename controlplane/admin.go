@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -25,6 +26,16 @@ const maxAdminBody = 64 << 10
 // loadAdminToken reads the admin token from the store, creating it on first
 // start.
 func loadAdminToken(ctx context.Context, st state.Store) (string, error) {
+	// Replicas sharing a store (Consul) must agree on one token: the first
+	// creates it under the store's lock, the others read it.
+	if l, ok := st.(state.Locker); ok {
+		held, release, err := l.Lock(ctx, AdminTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("admin token: lock: %w", err)
+		}
+		defer release()
+		ctx = held
+	}
 	b, err := st.Get(ctx, AdminTokenFile)
 	if err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {
@@ -88,7 +99,20 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, cp.ca.Status())
 	})
 	mux.HandleFunc("POST /ca/rotate", cp.handleRotate)
+	registerPprof(mux)
 	return cp.requireAdmin(mux)
+}
+
+// registerPprof serves the Go runtime profiles under /debug/pprof/ (behind
+// the admin token like every other admin endpoint): /debug/pprof/profile for
+// CPU, /debug/pprof/heap, /debug/pprof/goroutine...
+func registerPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // requireAdmin checks the bearer token on everything but /healthz, unless

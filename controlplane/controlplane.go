@@ -1,7 +1,9 @@
 // Package controlplane runs meshgate's control plane: it loads the policy
-// files, compiles them into a model, serves that model to proxies over xDS,
-// watches the files and reloads on change (keeping the previous model when a
-// reload is invalid), and answers the admin HTTP API. It runs the mesh
+// (files, or a PolicySource such as Consul KV) and the services of a
+// Discovery source (the Consul catalog), validates them as one set, compiles
+// them into a model, serves that model to proxies over xDS, watches every
+// source and reloads on change (keeping the previous model when a reload is
+// invalid or a source is unreachable), and answers the admin HTTP API. It runs the mesh
 // certificate authority: xDS and the CA service share one TLS port, xDS
 // streams must present a client certificate whose SPIFFE ID matches the
 // node, and the admin API requires the admin token outside dev mode.
@@ -36,7 +38,37 @@ const (
 	DefaultXDSAddress   = "127.0.0.1:15010"
 	DefaultAdminAddress = "127.0.0.1:15000"
 	DefaultDebounce     = 200 * time.Millisecond
+	// DefaultDiscoveryDebounce is short: endpoint changes must reach the
+	// proxies fast.
+	DefaultDiscoveryDebounce = 10 * time.Millisecond
+	// DefaultDiscoverySyncTimeout bounds the wait for the first discovery
+	// snapshot before the first model is served.
+	DefaultDiscoverySyncTimeout = 5 * time.Second
 )
+
+// Discovery is a source of services, e.g. the Consul catalog.
+type Discovery interface {
+	// Run watches the source until ctx is done, calling changed after every
+	// change of Services.
+	Run(ctx context.Context, changed func()) error
+	// Services is the current snapshot (the last known one while the
+	// source is unreachable). Each Service's Source.File names where it
+	// comes from (e.g. "consul:catalog/orders"); the control plane reads
+	// but never modifies them.
+	Services() []*policy.Service
+	// WaitSynced returns once a first complete snapshot is in.
+	WaitSynced(ctx context.Context) error
+}
+
+// PolicySource is where the policy comes from instead of ConfigPaths, e.g.
+// Consul KV.
+type PolicySource interface {
+	// Files returns every policy file, in load order.
+	Files(ctx context.Context) ([]policy.File, error)
+	// Watch calls changed whenever Files may return something new, until
+	// ctx is done.
+	Watch(ctx context.Context, changed func()) error
+}
 
 // AdminTokenFile is the name, in the data directory, of the admin API token.
 const AdminTokenFile = "admin-token"
@@ -45,6 +77,18 @@ const AdminTokenFile = "admin-token"
 type Options struct {
 	// ConfigPaths are policy files or directories.
 	ConfigPaths []string
+	// PolicySource, when set, supplies the policy instead of ConfigPaths.
+	PolicySource PolicySource
+	// Discovery, when set, adds its services to the policy: a name defined
+	// both there and as a static Service is an error (the reload is
+	// rejected).
+	Discovery Discovery
+	// DiscoveryDebounce is how long discovery changes are gathered before a
+	// reload; DefaultDiscoveryDebounce when zero.
+	DiscoveryDebounce time.Duration
+	// DiscoverySyncTimeout bounds the wait for the first discovery snapshot
+	// at start; DefaultDiscoverySyncTimeout when zero.
+	DiscoverySyncTimeout time.Duration
 	// XDSAddress is where xDS and the CA are served (TLS); port 0 picks a
 	// free port.
 	XDSAddress string
@@ -98,6 +142,7 @@ type ControlPlane struct {
 	xds        *xds.Server
 	store      state.Store
 	ca         *ca.CA
+	caRef      atomic.Pointer[ca.CA] // cp.ca, for callbacks that may run before New returns
 	caService  *ca.Service
 	serving    *ca.ServingCert
 	tokens     *tokens.Registry
@@ -126,8 +171,17 @@ func Run(ctx context.Context, opts Options) error {
 // and the admin token, and listens on both addresses. Run serves; if Run is
 // never called, Close releases the listeners.
 func New(ctx context.Context, opts Options) (*ControlPlane, error) {
-	if len(opts.ConfigPaths) == 0 {
-		return nil, errors.New("controlplane: no config paths")
+	if len(opts.ConfigPaths) == 0 && opts.PolicySource == nil && opts.Discovery == nil {
+		return nil, errors.New("controlplane: no config paths, policy source or discovery")
+	}
+	if len(opts.ConfigPaths) > 0 && opts.PolicySource != nil {
+		return nil, errors.New("controlplane: config paths and a policy source are exclusive")
+	}
+	if opts.DiscoveryDebounce <= 0 {
+		opts.DiscoveryDebounce = DefaultDiscoveryDebounce
+	}
+	if opts.DiscoverySyncTimeout <= 0 {
+		opts.DiscoverySyncTimeout = DefaultDiscoverySyncTimeout
 	}
 	if opts.XDSAddress == "" {
 		opts.XDSAddress = DefaultXDSAddress
@@ -166,10 +220,16 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		}
 	}
 	var err error
-	cp.ca, err = ca.New(ctx, ca.Options{Store: cp.store, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, Logger: opts.Logger.With("component", "ca")})
+	cp.ca, err = ca.New(ctx, ca.Options{
+		Store: cp.store, CertFile: opts.CACertFile, KeyFile: opts.CAKeyFile, Logger: opts.Logger.With("component", "ca"),
+		// A rotation step taken by another replica sharing the store reaches
+		// this replica's proxies too (ca.Run reloads it).
+		OnChange: func(ca.Status) { cp.pushTrustBundle() },
+	})
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
+	cp.caRef.Store(cp.ca)
 	cp.tokens, err = tokens.New(tokens.Options{Store: cp.store, PinRoot: cp.ca.SignerDER})
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
@@ -180,6 +240,17 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if !opts.Dev {
 		if cp.adminToken, err = loadAdminToken(ctx, cp.store); err != nil {
 			return nil, fmt.Errorf("controlplane: %w", err)
+		}
+		if opts.Store != nil && opts.DataDir != "" {
+			// The state lives elsewhere (Consul): keep a copy of the admin
+			// token where the CLI looks for it (--data-dir).
+			local, err := state.OpenFile(opts.DataDir)
+			if err == nil {
+				err = local.Put(ctx, AdminTokenFile, []byte(cp.adminToken+"\n"))
+			}
+			if err != nil {
+				return nil, fmt.Errorf("controlplane: admin token copy in %s: %w", opts.DataDir, err)
+			}
 		}
 	}
 
@@ -233,6 +304,21 @@ func (cp *ControlPlane) meshSettings() (string, time.Duration) {
 	return td, ttl
 }
 
+// caReloadInterval is how often the CA re-reads its state from the store, in
+// case a change by another replica was missed (with Consul it also watches).
+const caReloadInterval = 30 * time.Second
+
+// pushTrustBundle serves the CA's current trust bundle to every proxy. It may
+// be called by the CA while New is still building it: then there is nothing
+// to push yet.
+func (cp *ControlPlane) pushTrustBundle() {
+	c := cp.caRef.Load()
+	if c == nil {
+		return
+	}
+	cp.xds.SetTrustBundle(context.Background(), c.TrustBundlePEM())
+}
+
 // Run serves until ctx is done. The initial load may fail: then the errors are
 // logged, an empty model is served, and fixing the files recovers.
 func (cp *ControlPlane) Run(ctx context.Context) error {
@@ -242,6 +328,38 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	xdsLis, adminLis := cp.xdsLis, cp.adminLis
 	defer xdsLis.Close()
 	defer adminLis.Close()
+
+	reloads := make(chan struct{}, 1)
+	requestReload := func() {
+		select {
+		case reloads <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.ca.Run(ctx, caReloadInterval)
+	}()
+	if d := opts.Discovery; d != nil {
+		trigger, stopTrigger := debounced(opts.DiscoveryDebounce, requestReload)
+		defer stopTrigger()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.Run(ctx, trigger); err != nil && ctx.Err() == nil {
+				cp.logger.Error("service discovery stopped", "error", err)
+			}
+		}()
+		syncCtx, stop := context.WithTimeout(ctx, opts.DiscoverySyncTimeout)
+		if err := d.WaitSynced(syncCtx); err != nil {
+			cp.logger.Warn("service discovery not synced: starting without its services; they are added when it answers",
+				"waited", opts.DiscoverySyncTimeout)
+		}
+		stop()
+	}
 
 	if err := cp.reload(ctx); err != nil {
 		cp.logger.Warn("initial policy load failed: serving an empty configuration until the files are fixed")
@@ -256,11 +374,15 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		return fmt.Errorf("controlplane: %w", err)
 	}
 
-	watcher, err := newWatcher(opts.ConfigPaths)
-	if err != nil {
-		return err
+	var watcher *watcher
+	if len(opts.ConfigPaths) > 0 {
+		w, err := newWatcher(opts.ConfigPaths)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		watcher = w
 	}
-	defer watcher.Close()
 
 	g := xds.NewGRPCServer(
 		grpc.Creds(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving))),
@@ -269,7 +391,6 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	cp.caService.Register(g)
 	admin := &http.Server{Handler: cp.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
-	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -285,8 +406,33 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		watcher.run(ctx, opts.Debounce, cp.logger, func() { _ = cp.reload(ctx) })
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reloads:
+				_ = cp.reload(ctx)
+			}
+		}
 	}()
+	if watcher != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			watcher.run(ctx, opts.Debounce, cp.logger, requestReload)
+		}()
+	}
+	if src := opts.PolicySource; src != nil {
+		trigger, stopTrigger := debounced(opts.Debounce, requestReload)
+		defer stopTrigger()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := src.Watch(ctx, trigger); err != nil && ctx.Err() == nil {
+				cp.logger.Error("policy source watch stopped", "error", err)
+			}
+		}()
+	}
 	cp.logger.Info("control plane serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(),
 		"config", opts.ConfigPaths, "adminAuth", !opts.Dev)
 	if opts.OnReady != nil {
@@ -307,10 +453,44 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	return runErr
 }
 
+// loadSet reads and validates the policy: with neither a policy source nor
+// discovery, Options.Load of the config paths; otherwise the discovered
+// services (first, so that a static Service of the same name is the one
+// reported as a duplicate of "consul:catalog/<name>") and the policy files
+// or the policy source's files, validated together as one set.
+func (cp *ControlPlane) loadSet(ctx context.Context) (*policy.Set, error) {
+	opts := cp.opts
+	if opts.PolicySource == nil && opts.Discovery == nil {
+		return opts.Load(opts.ConfigPaths...)
+	}
+	var files []policy.File
+	if opts.Discovery != nil {
+		discovered, err := serviceFiles(opts.Discovery.Services())
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, discovered...)
+	}
+	if opts.PolicySource != nil {
+		pf, err := opts.PolicySource.Files(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("policy source: %w", err)
+		}
+		files = append(files, pf...)
+	} else {
+		pf, errs := readPolicyFiles(opts.ConfigPaths)
+		if len(errs) > 0 {
+			return nil, errs
+		}
+		files = append(files, pf...)
+	}
+	return policy.LoadFiles(files...)
+}
+
 // reload loads and compiles the policy and, if valid, serves it; an invalid
 // policy is rejected, logged error by error, and the previous model stays.
 func (cp *ControlPlane) reload(ctx context.Context) error {
-	set, err := cp.opts.Load(cp.opts.ConfigPaths...)
+	set, err := cp.loadSet(ctx)
 	var m *model.Model
 	if err == nil {
 		m, err = model.Compile(set)

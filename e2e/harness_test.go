@@ -306,3 +306,6 @@ func rawRequest(addr, raw string) (string, error) {
 	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
 	return line, nil
 }
+
+// execCommand is exec.Command, named for the tests that run CLI verbs.
+func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }

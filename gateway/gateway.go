@@ -9,10 +9,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
@@ -47,6 +50,15 @@ type Options struct {
 	// Insecure runs without an identity over plaintext xDS, for control
 	// planes without TLS (tests of the pre-mTLS behaviour only).
 	Insecure bool
+
+	// Consul, when set, is the local Consul agent the proxy registers
+	// itself with while it runs (docs/consul.md).
+	Consul *api.Client
+	// Labels of the registration ("key=value" tags).
+	Labels map[string]string
+	// ConsulCheckInterval is the interval of the registration's health
+	// check (the admin /ready); discovery.DefaultCheckInterval when zero.
+	ConsulCheckInterval time.Duration
 }
 
 // Node checks opts and returns the xDS node identity of the gateway
@@ -80,6 +92,8 @@ func Node(opts Options) (*corev3.Node, error) {
 // Gateway is a gateway node ready to Run: its proxy and, unless insecure,
 // its identity.
 type Gateway struct {
+	opts     Options
+	logger   *slog.Logger
 	proxy    *dataplane.Proxy
 	identity *identity.Manager
 }
@@ -121,7 +135,8 @@ func New(opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Gateway{proxy: proxy, identity: mgr}, nil
+	opts.Namespace = namespace
+	return &Gateway{opts: opts, logger: logger, proxy: proxy, identity: mgr}, nil
 }
 
 // newIdentity returns the identity manager of the gateway, nil when insecure.
@@ -161,7 +176,34 @@ func (g *Gateway) Identity() *identity.Manager { return g.identity }
 
 // Run obtains the gateway's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then drains it.
+// With Options.Consul it is registered in Consul (service
+// discovery.GatewayService) while it runs, and deregistered when ctx is done.
 func (g *Gateway) Run(ctx context.Context) error {
+	if g.opts.Consul == nil {
+		return g.run(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	registered := make(chan struct{})
+	go func() {
+		defer close(registered)
+		err := discovery.KeepRegistered(ctx, g.opts.Consul, g.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+			reg, err := discovery.GatewayRegistration{
+				Name: g.opts.Name, Namespace: g.opts.Namespace, AdminAddress: admin,
+				Labels: g.opts.Labels, CheckInterval: g.opts.ConsulCheckInterval,
+			}.Registration()
+			return []*api.AgentServiceRegistration{reg}, err
+		}, g.logger)
+		if err != nil {
+			g.logger.Error("not registered in consul", "error", err)
+		}
+	}()
+	err := g.run(ctx)
+	cancel()
+	<-registered
+	return err
+}
+
+func (g *Gateway) run(ctx context.Context) error {
 	if g.identity == nil {
 		return g.proxy.Run(ctx)
 	}

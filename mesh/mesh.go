@@ -10,10 +10,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
@@ -58,6 +61,18 @@ type Options struct {
 	// Insecure runs without an identity over plaintext xDS, for control
 	// planes without TLS (tests of the pre-mTLS behaviour only).
 	Insecure bool
+
+	// Consul, when set, is the local Consul agent the proxy registers
+	// itself with while it runs (docs/consul.md).
+	Consul *api.Client
+	// Labels of the registration ("key=value" tags).
+	Labels map[string]string
+	// ConsulCheckInterval is the interval of the registration's health
+	// check (the admin /ready); discovery.DefaultCheckInterval when zero.
+	ConsulCheckInterval time.Duration
+	// RegisterApp also registers the application, marked app-only
+	// (discovery ignores it while this sidecar is registered).
+	RegisterApp bool
 }
 
 // withDefaults fills the optional fields.
@@ -123,6 +138,8 @@ func Node(opts Options) (*corev3.Node, error) {
 // Sidecar is a sidecar ready to Run: its proxy and, unless insecure, its
 // identity.
 type Sidecar struct {
+	opts     Options
+	logger   *slog.Logger
 	proxy    *dataplane.Proxy
 	identity *identity.Manager
 }
@@ -161,7 +178,7 @@ func New(opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sidecar{proxy: proxy, identity: mgr}, nil
+	return &Sidecar{opts: opts, logger: logger, proxy: proxy, identity: mgr}, nil
 }
 
 // newIdentity returns the identity manager of the sidecar, nil when insecure.
@@ -197,7 +214,34 @@ func (s *Sidecar) Identity() *identity.Manager { return s.identity }
 
 // Run obtains the sidecar's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then drains it.
+// With Options.Consul it is registered in Consul while it runs, and
+// deregistered when ctx is done.
 func (s *Sidecar) Run(ctx context.Context) error {
+	if s.opts.Consul == nil {
+		return s.run(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	registered := make(chan struct{})
+	go func() {
+		defer close(registered)
+		err := discovery.KeepRegistered(ctx, s.opts.Consul, s.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+			return discovery.SidecarRegistration{
+				Service: s.opts.Service, Namespace: s.opts.Namespace,
+				InboundAddress: s.opts.InboundAddress, AppAddress: s.opts.AppAddress, AdminAddress: admin,
+				Labels: s.opts.Labels, RegisterApp: s.opts.RegisterApp, CheckInterval: s.opts.ConsulCheckInterval,
+			}.Registrations()
+		}, s.logger)
+		if err != nil {
+			s.logger.Error("not registered in consul", "error", err)
+		}
+	}()
+	err := s.run(ctx)
+	cancel()
+	<-registered
+	return err
+}
+
+func (s *Sidecar) run(ctx context.Context) error {
 	if s.identity == nil {
 		return s.proxy.Run(ctx)
 	}

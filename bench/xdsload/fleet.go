@@ -19,8 +19,11 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
 // watch is the content a change must bring to a stream: every non-empty
@@ -52,25 +55,57 @@ type fleet struct {
 	errs    chan error
 }
 
-func newFleet(ctx context.Context, logger *slog.Logger, xdsAddr string, cfg config) (*fleet, error) {
+// newFleet prepares the streams and their gRPC connections: each identity
+// (the gateway, each service) has its own connections, presenting its
+// certificate, with at most cfg.streamsPerConn streams each.
+func newFleet(ctx context.Context, logger *slog.Logger, xdsAddr string, cfg config, creds map[string]credentials.TransportCredentials) (*fleet, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	f := &fleet{ctx: ctx, cancel: cancel, logger: logger,
 		reports: make(chan report, cfg.streams*4), errs: make(chan error, cfg.streams)}
-	nConns := (cfg.streams + cfg.streamsPerConn - 1) / max(cfg.streamsPerConn, 1)
-	for range nConns {
-		cc, err := grpc.NewClient("passthrough:///"+xdsAddr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
-		if err != nil {
-			f.close()
-			return nil, fmt.Errorf("grpc client: %w", err)
-		}
-		f.conns = append(f.conns, cc)
+	type connSlot struct {
+		conn    *grpc.ClientConn
+		streams int
 	}
+	current := map[string]*connSlot{}
 	for i := range cfg.streams {
-		f.streams = append(f.streams, &stream{fleet: f, node: nodeFor(i, cfg)})
+		node := nodeFor(i, cfg)
+		name := node.GetCluster()
+		slot := current[name]
+		if slot == nil || slot.streams >= max(cfg.streamsPerConn, 1) {
+			c, ok := creds[name]
+			if !ok {
+				f.close()
+				return nil, fmt.Errorf("no certificate for %s", name)
+			}
+			cc, err := grpc.NewClient("passthrough:///"+xdsAddr,
+				grpc.WithTransportCredentials(c),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+			if err != nil {
+				f.close()
+				return nil, fmt.Errorf("grpc client: %w", err)
+			}
+			f.conns = append(f.conns, cc)
+			slot = &connSlot{conn: cc}
+			current[name] = slot
+		}
+		slot.streams++
+		f.streams = append(f.streams, &stream{fleet: f, node: node, conn: slot.conn})
 	}
 	return f, nil
+}
+
+// identities are the names (gateway, services) the fleet's streams need
+// certificates for.
+func identities(cfg config) []string {
+	seen := map[string]bool{}
+	var out []string
+	for i := range cfg.streams {
+		if name := nodeFor(i, cfg).GetCluster(); !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // nodeFor is the identity of stream i: the first cfg.gateways are nodes of
@@ -98,11 +133,11 @@ func (f *fleet) setWatch(w *watch) { f.watch.Store(w) }
 
 // open starts every stream.
 func (f *fleet) open() {
-	for i, s := range f.streams {
+	for _, s := range f.streams {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			if err := s.run(f.ctx, f.conns[i%len(f.conns)]); err != nil && f.ctx.Err() == nil {
+			if err := s.run(f.ctx, s.conn); err != nil && f.ctx.Err() == nil {
 				f.errs <- fmt.Errorf("stream %s: %w", s.node.GetId(), err)
 			}
 		}()
@@ -154,6 +189,7 @@ func (f *fleet) close() {
 type stream struct {
 	fleet *fleet
 	node  *corev3.Node
+	conn  *grpc.ClientConn
 	ads   grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
 	sent  bool // node sent on the first request
 	// what the proxy subscribed to and accepted, by type URL
@@ -164,7 +200,10 @@ type stream struct {
 	clusters  map[string]bool
 	routeRefs map[string]map[string]bool // route config -> clusters referenced
 	claAddrs  map[string]map[string]bool // cluster load assignment -> addresses
-	reported  int                        // highest watch id reported
+	// secretRefs are the secrets the accepted clusters and listeners
+	// reference, by type URL; the SDS subscription is their union.
+	secretRefs map[string][]string
+	reported   int // highest watch id reported
 }
 
 func (s *stream) run(ctx context.Context, cc *grpc.ClientConn) error {
@@ -175,6 +214,7 @@ func (s *stream) run(ctx context.Context, cc *grpc.ClientConn) error {
 	s.ads = ads
 	s.names, s.versions, s.nonces = map[string][]string{}, map[string]string{}, map[string]string{}
 	s.clusters, s.routeRefs, s.claAddrs = map[string]bool{}, map[string]map[string]bool{}, map[string]map[string]bool{}
+	s.secretRefs = map[string][]string{}
 	for _, t := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
 		if err := s.request(t); err != nil {
 			return err
@@ -213,6 +253,7 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 	t := resp.GetTypeUrl()
 	var follow string
 	var followNames []string
+	var decoded []proto.Message // clusters or listeners, for their secret references
 	switch t {
 	case resourcev3.ClusterType:
 		clear(s.clusters)
@@ -222,6 +263,7 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 				return fmt.Errorf("cluster: %w", err)
 			}
 			s.clusters[c.GetName()] = true
+			decoded = append(decoded, &c)
 			if c.GetType() == clusterv3.Cluster_EDS {
 				n := c.GetEdsClusterConfig().GetServiceName()
 				if n == "" {
@@ -237,6 +279,7 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 			if err := a.UnmarshalTo(&l); err != nil {
 				return fmt.Errorf("listener: %w", err)
 			}
+			decoded = append(decoded, &l)
 			for _, fc := range l.GetFilterChains() {
 				for _, nf := range fc.GetFilters() {
 					var h hcmv3.HttpConnectionManager
@@ -287,17 +330,30 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 		return err
 	}
 	if follow != "" {
-		sort.Strings(followNames)
-		followNames = slices.Compact(followNames)
-		if !slices.Equal(followNames, s.names[follow]) {
-			s.names[follow] = followNames
-			if err := s.request(follow); err != nil {
-				return err
-			}
+		if err := s.resubscribe(follow, followNames); err != nil {
+			return err
+		}
+		// Secrets, as the proxy does: the union of what the accepted
+		// clusters and listeners reference over SDS.
+		s.secretRefs[t] = xdsclient.SecretNames(decoded)
+		secrets := slices.Concat(s.secretRefs[resourcev3.ClusterType], s.secretRefs[resourcev3.ListenerType])
+		if err := s.resubscribe(resourcev3.SecretType, secrets); err != nil {
+			return err
 		}
 	}
 	s.check()
 	return nil
+}
+
+// resubscribe requests a dependent type when its names changed.
+func (s *stream) resubscribe(typeURL string, names []string) error {
+	sort.Strings(names)
+	names = slices.Compact(names)
+	if slices.Equal(names, s.names[typeURL]) {
+		return nil
+	}
+	s.names[typeURL] = names
+	return s.request(typeURL)
 }
 
 // check reports the fleet's current watch once it holds for this stream.

@@ -1,7 +1,10 @@
 // Command xdsload measures the control plane at scale: it runs `meshgate
-// controlplane` on a generated policy of M services, opens N ADS streams
-// that behave as proxies of both roles (subscribe to listeners, clusters,
-// their routes and endpoints, and ACK every response), then rewrites the
+// controlplane` on a generated policy of M services, enrols every identity
+// as a real proxy does (a join token from the admin API, a key and a CSR
+// signed by the CA, see dataplane/identity), opens N ADS streams over TLS
+// with those client certificates that behave as proxies of both roles
+// (subscribe to listeners, clusters, their routes, endpoints and secrets,
+// and ACK every response), then rewrites the
 // policy (a new service) and an endpoint, and reports how long it took until
 // every stream ACKed each change, with the control plane's CPU and peak RSS.
 // It prints one JSON object (see result).
@@ -48,6 +51,8 @@ type result struct {
 	Streams                int     `json:"streams"`
 	Gateways               int     `json:"gateways"`
 	Services               int     `json:"services"`
+	Identities             int     `json:"identities"`
+	EnrollSeconds          float64 `json:"enrollSeconds"`
 	ConnectSeconds         float64 `json:"connectSeconds"`
 	Policy                 change  `json:"policyChange"`
 	Endpoint               change  `json:"endpointChange"`
@@ -148,18 +153,13 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 
 // controlplaneArgs is the ONE place that decides how xdsload runs the
 // control plane (see proxyArgs in bench/cmd/bench for the proxies).
-func controlplaneArgs(cfg config, policyDir, xdsAddr, adminAddr string) []string {
+func controlplaneArgs(cfg config, policyDir, dataDir, xdsAddr, adminAddr string) []string {
 	args := []string{"controlplane", "--log-level", "warn", "--config", policyDir,
-		"--xds-address", xdsAddr, "--admin-address", adminAddr}
+		"--data-dir", dataDir, "--xds-address", xdsAddr, "--admin-address", adminAddr}
 	return append(args, cfg.cpFlags...)
 }
 
 func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, error) {
-	if help, _ := exec.CommandContext(ctx, cfg.meshgate, "controlplane", "--help").CombinedOutput(); strings.Contains(string(help), "--data-dir ") &&
-		!strings.Contains(string(help), "--insecure ") {
-		return nil, errUnsupported("this control plane serves xDS over TLS and requires a client certificate per proxy; " +
-			"xdsload speaks plaintext xDS only (per-node join tokens and CSRs are not implemented yet)")
-	}
 	policyDir := filepath.Join(cfg.work, "policy")
 	if err := os.MkdirAll(policyDir, 0o755); err != nil {
 		return nil, fmt.Errorf("policy dir: %w", err)
@@ -180,7 +180,8 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 		return nil, fmt.Errorf("log file: %w", err)
 	}
 	defer logFile.Close()
-	cp := exec.Command(cfg.meshgate, controlplaneArgs(cfg, policyDir, xdsAddr, adminAddr)...)
+	dataDir := filepath.Join(cfg.work, "data")
+	cp := exec.Command(cfg.meshgate, controlplaneArgs(cfg, policyDir, dataDir, xdsAddr, adminAddr)...)
 	cp.Stdout, cp.Stderr = logFile, logFile
 	cp.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cp.Start(); err != nil {
@@ -205,12 +206,22 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	defer stopGuard()
 	logger.Info("control plane up", "services", cfg.services, "xds", xdsAddr)
 
-	fleet, err := newFleet(ctx, logger, xdsAddr, cfg)
+	adminAPI, err := newAdmin(adminAddr, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	enrollStart := time.Now()
+	creds, err := enroll(ctx, logger, adminAPI, xdsAddr, identities(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("%w (control plane log: %s)", err, tail(logFile.Name()))
+	}
+	res := &result{Streams: cfg.streams, Gateways: cfg.gateways, Services: cfg.services, Identities: len(creds),
+		EnrollSeconds: time.Since(enrollStart).Seconds()}
+	fleet, err := newFleet(ctx, logger, xdsAddr, cfg, creds)
 	if err != nil {
 		return nil, err
 	}
 	defer fleet.close()
-	res := &result{Streams: cfg.streams, Gateways: cfg.gateways, Services: cfg.services}
 
 	// Phase 1: every stream connects and receives its configuration.
 	start := time.Now()
@@ -224,7 +235,7 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	res.ConnectSeconds = maxOf(got) / 1000
 	logger.Info("all streams configured", "seconds", res.ConnectSeconds)
 
-	stopProfile := startProfile(ctx, logger, cfg.profileDir, "http://"+adminAddr)
+	stopProfile := startProfile(ctx, logger, cfg.profileDir, adminAPI)
 	// Phase 2: a policy change (a new service, routed from the gateway).
 	policyChange := &watch{id: 2, cluster: clusterName(addedService), routeRef: clusterName(addedService),
 		cla: clusterName(addedService), claAddr: endpointAddr(cfg.services, 0, 0)}
@@ -386,31 +397,34 @@ func tail(path string) string {
 
 // startProfile saves a CPU profile of the control plane while the changes
 // are applied, and a heap profile after; the returned func waits for it.
-func startProfile(ctx context.Context, logger *slog.Logger, dir, admin string) func() {
+func startProfile(ctx context.Context, logger *slog.Logger, dir string, a *admin) func() {
 	if dir == "" {
 		return func() {}
 	}
 	done := make(chan struct{})
-	save := func(url, name string) {
-		if err := fetchTo(ctx, url, filepath.Join(dir, name)); err != nil {
+	save := func(path, name string) {
+		if err := fetchTo(ctx, a, path, filepath.Join(dir, name)); err != nil {
 			logger.Warn("profile not saved", "profile", name, "error", err)
 		}
 	}
 	go func() {
 		defer close(done)
-		save(admin+"/debug/pprof/profile?seconds=10", "controlplane-cpu.pprof")
+		save("/debug/pprof/profile?seconds=10", "controlplane-cpu.pprof")
 	}()
 	return func() {
 		<-done
-		save(admin+"/debug/pprof/heap", "controlplane-heap.pprof")
+		save("/debug/pprof/heap", "controlplane-heap.pprof")
 	}
 }
 
-func fetchTo(ctx context.Context, url, path string) error {
+// fetchTo saves an authenticated GET of the admin API to path.
+func fetchTo(ctx context.Context, a *admin, urlPath, path string) error {
+	url := a.base + urlPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("GET %s: %w", url, err)

@@ -2,14 +2,22 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/controlplane/discovery"
+	"github.com/meshgate/meshgate/controlplane/kvpolicy"
+	"github.com/meshgate/meshgate/controlplane/state"
 )
 
 func newControlplaneCmd(g *globalFlags) *cobra.Command {
 	opts := controlplane.Options{}
+	var consul consulDiscoveryFlags
+	var store controlplaneStoreFlags
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Serve policy files to gateways and sidecars over xDS",
@@ -20,13 +28,58 @@ rejected and the previous configuration kept), and answer the admin API
 
 xDS and the certificate authority are served over TLS on --xds-address. The
 CA root is generated on first start into --data-dir (or given with --ca-cert
-and --ca-key); the admin API token is written to <data-dir>/admin-token.`,
+and --ca-key); the admin API token is written to <data-dir>/admin-token.
+
+With --consul the services of the Consul catalog (healthy instances only)
+join the policy: see docs/consul.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(opts.ConfigPaths) == 0 {
-				return &exitError{code: 2, err: errors.New("--config is required")}
+			switch store.store {
+			case policyStoreFile:
+				if len(opts.ConfigPaths) == 0 && consul.address == "" {
+					return &exitError{code: 2, err: errors.New("--config is required (or --consul, for services only, or --store consul)")}
+				}
+			case policyStoreConsul:
+				if len(opts.ConfigPaths) > 0 {
+					return &exitError{code: 2, err: errors.New("--config and --store consul exclude each other: with --store consul the policy lives in Consul KV (meshgate apply --store consul)")}
+				}
+				if consul.address == "" {
+					return &exitError{code: 2, err: errors.New("--store consul needs --consul (or $CONSUL_HTTP_ADDR)")}
+				}
+				if store.stateKeyFile == "" {
+					return &exitError{code: 2, err: errors.New("--store consul needs --state-key-file: the key that encrypts the CA and tokens in Consul KV (32 random bytes, hex or base64; e.g. head -c32 /dev/urandom | base64)")}
+				}
+			default:
+				return &exitError{code: 2, err: fmt.Errorf("unknown --store %q (want file or consul)", store.store)}
 			}
 			opts.Logger = g.logger()
+			if consul.address != "" {
+				client, err := discovery.NewClient(consul.address, consul.token)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--consul: %w", err)}
+				}
+				if store.store == policyStoreConsul {
+					key, err := state.LoadKeyFile(store.stateKeyFile)
+					if err != nil {
+						return &exitError{code: 2, err: fmt.Errorf("--state-key-file: %w", err)}
+					}
+					prefix := strings.TrimSuffix(store.prefix, "/") + "/"
+					st, err := state.NewConsul(client, prefix+"state/", key)
+					if err != nil {
+						return &exitError{code: 2, err: fmt.Errorf("consul state store: %w", err)}
+					}
+					opts.Store = st
+					opts.PolicySource = kvpolicy.New(client, prefix).Source()
+				}
+				disc, err := discovery.NewConsul(discovery.ConsulOptions{
+					Client: client, IncludeWarning: consul.includeWarning,
+					Logger: opts.Logger.With("component", "consul-discovery"),
+				})
+				if err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				opts.Discovery = disc
+			}
 			return controlplane.Run(cmd.Context(), opts)
 		},
 	}
@@ -38,5 +91,25 @@ and --ca-key); the admin API token is written to <data-dir>/admin-token.`,
 	f.StringVar(&opts.CACertFile, "ca-cert", "", "PEM signing CA certificate (instead of a generated root); more certificates after the first are trusted too")
 	f.StringVar(&opts.CAKeyFile, "ca-key", "", "PEM private key of --ca-cert")
 	f.DurationVar(&opts.Debounce, "debounce", controlplane.DefaultDebounce, "quiet time after a file change before reloading")
+	f.StringVar(&consul.address, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent (host:port or URL) whose catalog supplies services (default $CONSUL_HTTP_ADDR)")
+	f.StringVar(&consul.token, "consul-token", "", "Consul ACL token with service:read and node:read (default $CONSUL_HTTP_TOKEN)")
+	f.BoolVar(&consul.includeWarning, "consul-include-warning", false, "also route to Consul instances whose checks are warning (default: passing only)")
+	f.StringVar(&store.store, "store", policyStoreFile, "where policy and state live: file (--config files, --data-dir) or consul (Consul KV under --prefix; for several replicas)")
+	f.StringVar(&store.prefix, "prefix", kvpolicy.DefaultPrefix, "Consul KV prefix with --store consul: policy under <prefix>policy/, CA and tokens (encrypted) under <prefix>state/")
+	f.StringVar(&store.stateKeyFile, "state-key-file", "", "with --store consul: file holding the 32-byte key (hex or base64) that encrypts the control plane's state in Consul KV; the same on every replica")
 	return cmd
+}
+
+// controlplaneStoreFlags select where the control plane keeps policy and state.
+type controlplaneStoreFlags struct {
+	store        string
+	prefix       string
+	stateKeyFile string
+}
+
+// consulDiscoveryFlags are the control plane's Consul catalog flags.
+type consulDiscoveryFlags struct {
+	address        string
+	token          string
+	includeWarning bool
 }

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/gateway"
 )
@@ -23,6 +26,7 @@ const tokenEnv = "MESHGATE_TOKEN"
 func newGatewayCmd(g *globalFlags) *cobra.Command {
 	opts := gateway.Options{}
 	idf := &proxyIdentityFlags{}
+	cf := &proxyConsulFlags{}
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
@@ -42,6 +46,9 @@ Create the join token on the control plane:
 				return &exitError{code: 2, err: err}
 			}
 			opts.Logger = g.logger()
+			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			gw, err := gateway.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -56,6 +63,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AdminAddress, "admin", defaultGatewayAdminAddress, "address of the admin HTTP endpoints")
 	f.StringVar(&opts.ID, "id", "", "node id (default gateway~<name>~<hostname>-<pid>)")
 	idf.register(f)
+	cf.register(f, "register this gateway node in the Consul agent at this address (service "+discovery.GatewayService+")")
 	return cmd
 }
 
@@ -99,4 +107,56 @@ func (p *proxyIdentityFlags) apply(token, caFile, trustDomain *string, insecure 
 	}
 	*token, *caFile, *trustDomain, *insecure = tok, p.caFile, p.trustDomain, p.insecure
 	return nil
+}
+
+// proxyConsulFlags are the Consul registration flags of the gateway and
+// sidecar commands.
+type proxyConsulFlags struct {
+	address       string
+	token         string
+	labels        []string
+	checkInterval time.Duration
+}
+
+func (c *proxyConsulFlags) register(f *pflag.FlagSet, consulUsage string) {
+	f.StringVar(&c.address, "consul", "", consulUsage)
+	f.StringVar(&c.token, "consul-token", "", "Consul ACL token with service:write (default $CONSUL_HTTP_TOKEN)")
+	f.StringArrayVar(&c.labels, "label", nil, "label key=value of this instance, registered as a Consul tag (repeatable)")
+	f.DurationVar(&c.checkInterval, "consul-check-interval", discovery.DefaultCheckInterval, "interval of the Consul health check against the admin /ready")
+}
+
+// apply builds the Consul client (nil without --consul) and the labels.
+func (c *proxyConsulFlags) apply(client **api.Client, labels *map[string]string, checkInterval *time.Duration) error {
+	parsed, err := parseLabels(c.labels)
+	if err != nil {
+		return err
+	}
+	if c.address == "" {
+		if len(parsed) > 0 {
+			return errors.New("--label needs --consul: labels are registered in Consul")
+		}
+		return nil
+	}
+	cl, err := discovery.NewClient(c.address, c.token)
+	if err != nil {
+		return fmt.Errorf("--consul: %w", err)
+	}
+	*client, *labels, *checkInterval = cl, parsed, c.checkInterval
+	return nil
+}
+
+// parseLabels parses key=value flags.
+func parseLabels(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(flags))
+	for _, l := range flags {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", l)
+		}
+		out[k] = v
+	}
+	return out, nil
 }

@@ -51,6 +51,9 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newCACmd(),
 		newProxiesCmd(),
+		newApplyCmd(),
+		newGetCmd(),
+		newDeleteCmd(),
 	)
 	return root
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/mesh"
@@ -13,6 +15,7 @@ const defaultSidecarAdminAddress = "127.0.0.1:15101"
 func newSidecarCmd(g *globalFlags) *cobra.Command {
 	opts := mesh.Options{}
 	idf := &proxyIdentityFlags{}
+	cf := &proxyConsulFlags{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -33,6 +36,12 @@ Create the join token on the control plane:
 				return &exitError{code: 2, err: err}
 			}
 			opts.Logger = g.logger()
+			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if opts.RegisterApp && opts.Consul == nil {
+				return &exitError{code: 2, err: errors.New("--register-app needs --consul")}
+			}
 			sidecar, err := mesh.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -50,5 +59,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AdminAddress, "admin", defaultSidecarAdminAddress, "address of the admin HTTP endpoints")
 	f.StringVar(&opts.ID, "id", "", "node id (default sidecar~<service>~<hostname>-<pid>)")
 	idf.register(f)
+	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready) in the Consul agent at this address")
+	f.BoolVar(&opts.RegisterApp, "register-app", false, "also register the application itself in Consul, marked app-only (meshgate routes to the sidecar, not to it)")
 	return cmd
 }

@@ -92,6 +92,10 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// OnChange, when set, is called after the trust bundle or the signer
+	// changed: by a rotation step here, or by another replica (seen by
+	// Reload). The control plane pushes the new bundle to its proxies.
+	OnChange func(Status)
 }
 
 // root is one CA certificate, with its key when this CA may sign with it.
@@ -127,8 +131,9 @@ type CA struct {
 	now      func() time.Time
 	logger   *slog.Logger
 	operator bool
+	onChange func(Status)
 
-	mu  sync.Mutex // serialises rotation
+	mu  sync.Mutex // serialises rotation and reload
 	cur atomic.Pointer[view]
 }
 
@@ -141,7 +146,7 @@ func New(ctx context.Context, opts Options) (*CA, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &CA{store: opts.Store, now: opts.Now, logger: opts.Logger}
+	c := &CA{store: opts.Store, now: opts.Now, logger: opts.Logger, onChange: opts.OnChange}
 	switch {
 	case opts.CertFile != "" || opts.KeyFile != "":
 		if opts.CertFile == "" || opts.KeyFile == "" {
@@ -165,20 +170,63 @@ func New(ctx context.Context, opts Options) (*CA, error) {
 	return c, nil
 }
 
-// load reads the persisted state, or creates it.
+// lockName is the state.Locker lock that serialises the CA's writes across
+// control-plane replicas sharing one store.
+const lockName = "ca"
+
+// withLock runs fn holding the CA's local mutex and, when the store is
+// shared (a state.Locker), the CA lock of every replica; fn writes with the
+// context it is given, which ends should the shared lock be lost.
+func (c *CA) withLock(ctx context.Context, fn func(ctx context.Context) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	locker, ok := c.store.(state.Locker)
+	if !ok {
+		return fn(ctx)
+	}
+	held, release, err := locker.Lock(ctx, lockName)
+	if err != nil {
+		return fmt.Errorf("ca: take the CA lock: %w", err)
+	}
+	defer release()
+	return fn(held)
+}
+
+// load reads the persisted state, or creates it: under the lock, after
+// reading again, so that of several replicas starting at once on one shared
+// store only one generates the root and the others load it.
 func (c *CA) load(ctx context.Context) (*view, error) {
-	b, err := c.store.Get(ctx, stateKey)
-	if errors.Is(err, state.ErrNotFound) {
+	v, err := c.read(ctx, nil)
+	if v != nil || err != nil {
+		return v, err
+	}
+	err = c.withLock(ctx, func(ctx context.Context) error {
+		if v, err = c.read(ctx, nil); v != nil || err != nil {
+			return err
+		}
 		r, err := c.generateRoot(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		p := persisted{Roots: []string{r.id}, Signer: r.id, Phase: PhaseStable}
-		if err := c.save(ctx, p); err != nil {
-			return nil, err
+		v = newView([]*root{r}, r, PhaseStable, time.Time{})
+		if err := c.save(ctx, v.persisted()); err != nil {
+			return err
 		}
 		c.logger.Info("generated the mesh root CA", "root", r.id, "notAfter", r.cert.NotAfter)
-		return newView([]*root{r}, r, PhaseStable, time.Time{}), nil
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// read loads the persisted state: nil, nil when there is none yet. Roots of
+// known (the current view, may be nil) are reused rather than read again.
+func (c *CA) read(ctx context.Context, known *view) (*view, error) {
+	b, err := c.store.Get(ctx, stateKey)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: load state: %w", err)
@@ -187,12 +235,19 @@ func (c *CA) load(ctx context.Context) (*view, error) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("ca: decode %s: %w", stateKey, err)
 	}
+	switch p.Phase {
+	case PhaseStable, PhasePrepared, PhaseSwitched:
+	default:
+		return nil, fmt.Errorf("ca: %s: unknown phase %q", stateKey, p.Phase)
+	}
 	roots := make([]*root, 0, len(p.Roots))
 	var signer *root
 	for _, id := range p.Roots {
-		r, err := c.loadRoot(ctx, id)
-		if err != nil {
-			return nil, err
+		r := known.root(id)
+		if r == nil {
+			if r, err = c.loadRoot(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		roots = append(roots, r)
 		if id == p.Signer {
@@ -202,12 +257,115 @@ func (c *CA) load(ctx context.Context) (*view, error) {
 	if signer == nil {
 		return nil, fmt.Errorf("ca: %s: signer %q is not one of the roots", stateKey, p.Signer)
 	}
-	switch p.Phase {
-	case PhaseStable, PhasePrepared, PhaseSwitched:
-	default:
-		return nil, fmt.Errorf("ca: %s: unknown phase %q", stateKey, p.Phase)
-	}
 	return newView(roots, signer, p.Phase, p.SwitchedAt), nil
+}
+
+// root is the root of v with id, or nil (also for a nil view).
+func (v *view) root(id string) *root {
+	if v == nil {
+		return nil
+	}
+	for _, r := range v.roots {
+		if r.id == id && r.key != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// persisted is what the store keeps of v.
+func (v *view) persisted() persisted {
+	p := persisted{Signer: v.signer.id, Phase: v.phase, SwitchedAt: v.switchedAt}
+	for _, r := range v.roots {
+		p.Roots = append(p.Roots, r.id)
+	}
+	return p
+}
+
+// same reports whether v and w describe the same CA state.
+func (v *view) same(w *view) bool {
+	a, b := v.persisted(), w.persisted()
+	return a.Signer == b.Signer && a.Phase == b.Phase && a.SwitchedAt.Equal(b.SwitchedAt) && slices.Equal(a.Roots, b.Roots)
+}
+
+// Reload reads the CA state from the store again and, when another replica
+// changed it (a rotation step), serves the new trust bundle and signer from
+// now on and calls Options.OnChange. It reports whether anything changed.
+// On an error the current state keeps serving. With an operator root it
+// does nothing.
+func (c *CA) Reload(ctx context.Context) (bool, error) {
+	if c.operator {
+		return false, nil
+	}
+	c.mu.Lock()
+	cur := c.cur.Load()
+	next, err := c.read(ctx, cur)
+	if err == nil && next == nil {
+		err = fmt.Errorf("ca: %s is gone from the state store", stateKey)
+	}
+	if err != nil {
+		c.mu.Unlock()
+		return false, err
+	}
+	changed := !next.same(cur)
+	if changed {
+		c.cur.Store(next)
+	}
+	c.mu.Unlock()
+	if changed {
+		c.logger.Info("CA state changed in the store: serving it", "phase", next.phase, "signer", next.signer.id, "roots", len(next.roots))
+		c.notify()
+	}
+	return changed, nil
+}
+
+// notify calls Options.OnChange.
+func (c *CA) notify() {
+	if c.onChange != nil {
+		c.onChange(c.Status())
+	}
+}
+
+// storeWatcher is implemented by stores that report writes (state.Consul).
+type storeWatcher interface {
+	Watch(ctx context.Context, prefix string, changed func()) error
+}
+
+// Run keeps the CA in step with the store until ctx is done: it reloads
+// every interval and, when the store reports writes (Consul), as soon as
+// the CA's keys change. A control plane sharing its store with other
+// replicas runs it; with a store of its own it is not needed.
+func (c *CA) Run(ctx context.Context, interval time.Duration) {
+	if c.operator {
+		return
+	}
+	reload := func() {
+		if _, err := c.Reload(ctx); err != nil && ctx.Err() == nil {
+			c.logger.Warn("reload the CA state", "error", err)
+		}
+	}
+	kick := make(chan struct{}, 1)
+	if w, ok := c.store.(storeWatcher); ok {
+		go func() {
+			_ = w.Watch(ctx, "ca/", func() {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			})
+		}()
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-kick:
+		}
+		reload()
+	}
 }
 
 func (c *CA) loadRoot(ctx context.Context, id string) (*root, error) {

@@ -96,7 +96,11 @@ func Translate(m *model.Model, node NodeInfo) (*Resources, error) {
 // node gets the ROOTCA secret, sidecar inbound listeners require mTLS (by the
 // service's mode) and clusters use mTLS to endpoints that are sidecars.
 func TranslateWith(m *model.Model, node NodeInfo, in Inputs) (*Resources, error) {
-	t := &translator{model: m, inputs: in, clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+	return translateNode(newTranslator(m, in, nil), node)
+}
+
+// translateNode runs t for one node; see TranslateWith.
+func translateNode(t *translator, node NodeInfo) (*Resources, error) {
 	res := &Resources{}
 	var err error
 	switch node.Role {
@@ -111,8 +115,8 @@ func TranslateWith(m *model.Model, node NodeInfo, in Inputs) (*Resources, error)
 	if t.err != nil {
 		return nil, t.err
 	}
-	if len(in.TrustBundle) > 0 && (node.Role == RoleGateway || node.Role == RoleSidecar) {
-		res.Secrets = []*tlsv3.Secret{rootCASecret(in.TrustBundle)}
+	if len(t.inputs.TrustBundle) > 0 && (node.Role == RoleGateway || node.Role == RoleSidecar) {
+		res.Secrets = []*tlsv3.Secret{t.rootCASecret()}
 	}
 	for _, name := range slices.Sorted(maps.Keys(t.clusters)) {
 		res.Clusters = append(res.Clusters, t.clusters[name])
@@ -130,8 +134,24 @@ type translator struct {
 	inputs    Inputs
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
+	// shared, when set, memoizes the node-independent parts across nodes.
+	shared *Shared
 	// err is the first error of a helper that cannot return one.
 	err error
+}
+
+func newTranslator(m *model.Model, in Inputs, shared *Shared) *translator {
+	return &translator{model: m, inputs: in, shared: shared,
+		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+}
+
+// rootCASecret is the ROOTCA secret of the trust bundle, shared across nodes
+// when t is.
+func (t *translator) rootCASecret() *tlsv3.Secret {
+	if t.shared != nil {
+		return t.shared.rootCA
+	}
+	return rootCASecret(t.inputs.TrustBundle)
 }
 
 // mtls reports whether the mesh has a CA, so that hops between proxies use
@@ -146,6 +166,14 @@ func (t *translator) fail(err error) {
 }
 
 func (t *translator) gateway(res *Resources, node NodeInfo) error {
+	if t.shared != nil {
+		return t.shared.gateway(t, res, node)
+	}
+	return t.buildGateway(res, node)
+}
+
+// buildGateway translates the node's Gateway into res and t's clusters.
+func (t *translator) buildGateway(res *Resources, node NodeInfo) error {
 	gw := t.model.Gateway(node.Namespace, node.Gateway)
 	if gw == nil {
 		return nil
@@ -197,6 +225,23 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 	if err != nil {
 		return err
 	}
+	rc := t.outboundRoutes(node.Namespace)
+	res.Listeners = append(res.Listeners, l)
+	res.Routes = append(res.Routes, rc)
+	return nil
+}
+
+// outboundRoutes is the outbound route configuration of a sidecar in
+// namespace callerNamespace (it depends on nothing else of the node), with
+// its clusters added to t; shared across nodes when t is.
+func (t *translator) outboundRoutes(callerNamespace string) *routev3.RouteConfiguration {
+	if t.shared != nil {
+		return t.shared.outbound(t, callerNamespace)
+	}
+	return t.buildOutboundRoutes(callerNamespace)
+}
+
+func (t *translator) buildOutboundRoutes(callerNamespace string) *routev3.RouteConfiguration {
 	rc := &routev3.RouteConfiguration{Name: OutboundName}
 	for _, svc := range t.model.Services {
 		for _, port := range svc.Ports {
@@ -212,14 +257,12 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 				Name:    svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(port.Number)),
-				Domains: serviceDomains(svc, port, node.Namespace),
+				Domains: serviceDomains(svc, port, callerNamespace),
 				Routes:  routes,
 			})
 		}
 	}
-	res.Listeners = append(res.Listeners, l)
-	res.Routes = append(res.Routes, rc)
-	return nil
+	return rc
 }
 
 // serviceDomains are the hosts by which a port of a service is called:
@@ -375,6 +418,31 @@ func (t *translator) addCluster(svc *model.Service, port *model.ServicePort) {
 	if _, ok := t.clusters[port.Cluster]; ok {
 		return
 	}
+	var c *clusterv3.Cluster
+	var cla *endpointv3.ClusterLoadAssignment
+	var err error
+	if t.shared != nil {
+		c, cla, err = t.shared.cluster(svc, port)
+	} else {
+		c, cla, err = buildCluster(t.model, t.mtls(), svc, port)
+	}
+	if err != nil {
+		t.fail(err)
+	}
+	t.clusters[port.Cluster] = c
+	t.endpoints[port.Cluster] = cla
+}
+
+// buildCluster builds the EDS cluster of a service port and its endpoints;
+// mtls: the mesh has a CA. The first error is returned with the cluster
+// (as the translation fails anyway).
+func buildCluster(m *model.Model, mtlsOn bool, svc *model.Service, port *model.ServicePort) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	var firstErr error
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
 	c := &clusterv3.Cluster{
 		Name:                 port.Cluster,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -384,13 +452,13 @@ func (t *translator) addCluster(svc *model.Service, port *model.ServicePort) {
 	}
 	if port.Protocol == model.ProtocolHTTP2 {
 		if err := setHTTP2(c); err != nil {
-			t.fail(err)
+			fail(err)
 		}
 	}
-	mtls := t.mtls() && port.HasSidecarEndpoints()
+	mtls := mtlsOn && port.HasSidecarEndpoints()
 	if mtls {
-		if err := setMTLSMatch(c, t.model.Mesh.SPIFFEID(svc.Namespace, svc.Name), port.Protocol); err != nil {
-			t.fail(err)
+		if err := setMTLSMatch(c, m.Mesh.SPIFFEID(svc.Namespace, svc.Name), port.Protocol); err != nil {
+			fail(err)
 		}
 	}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: port.Cluster}
@@ -401,8 +469,7 @@ func (t *translator) addCluster(svc *model.Service, port *model.ServicePort) {
 		}
 		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality}
 	}
-	t.clusters[port.Cluster] = c
-	t.endpoints[port.Cluster] = cla
+	return c, cla, firstErr
 }
 
 func setHTTP2(c *clusterv3.Cluster) error {

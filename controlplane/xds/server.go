@@ -1,9 +1,11 @@
 // Package xds serves the translated model to proxies over the Envoy v3
 // aggregated discovery service (state of the world, ordered), with
-// go-control-plane's snapshot cache. It learns who a proxy is from its first
-// request, builds that node's snapshot from the current model, rebuilds every
-// known node's snapshot when the model changes, and tracks what each proxy
-// acknowledged or rejected.
+// go-control-plane's server over its own cache (see snapshotCache). It learns
+// who a proxy is from its first request, builds that node's snapshot from the
+// current model, rebuilds every known node's snapshot when the model changes,
+// and tracks what each proxy acknowledged or rejected. At scale, nodes share
+// their translated resources (translate.Shared) and each resource is
+// marshaled and hashed once per model, not once per node and response.
 package xds
 
 import (
@@ -15,8 +17,10 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -29,13 +33,13 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	cplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
@@ -97,12 +101,16 @@ type node struct {
 // Server serves xDS. Create it with New.
 type Server struct {
 	logger *slog.Logger
-	cache  cachev3.SnapshotCache
+	cache  *snapshotCache
 	xds    xdsserver.Server
 
-	mu         sync.Mutex
-	model      *model.Model
-	bundle     []byte
+	mu     sync.Mutex
+	model  *model.Model
+	bundle []byte
+	// shared and encoder memoize the translation and encoding of the
+	// current model and bundle across nodes; replaced when either changes.
+	shared     *translate.Shared
+	encoder    *encoder
 	authorizer Authorizer
 	nodes      map[string]*node // by node id
 	streams    map[int64]string // stream id -> node id
@@ -124,12 +132,13 @@ func New(ctx context.Context, logger *slog.Logger) *Server {
 		streams:  map[int64]string{},
 		contexts: map[int64]context.Context{},
 	}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger))
+	s.resetGenerationLocked()
+	s.cache = newSnapshotCache()
 	s.xds = xdsserver.NewServer(ctx, s.cache, xdsserver.CallbackFuncs{
 		StreamOpenFunc:    s.onStreamOpen,
 		StreamRequestFunc: s.onStreamRequest,
 		StreamClosedFunc:  s.onStreamClosed,
-	}, serverv3.WithOrderedADS())
+	}, serverv3.WithOrderedADS(), serverv3.WithLogger(cacheLogger(logger)))
 	return s
 }
 
@@ -183,9 +192,8 @@ func (s *Server) SetTrustBundle(ctx context.Context, pem []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bundle = slices.Clone(pem)
-	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
-		s.updateNodeLocked(ctx, id, s.nodes[id])
-	}
+	s.resetGenerationLocked()
+	s.updateAllLocked(ctx)
 }
 
 // Serve serves xDS on lis until ctx is done.
@@ -214,8 +222,40 @@ func (s *Server) SetModel(ctx context.Context, m *model.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.model = m
-	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
-		s.updateNodeLocked(ctx, id, s.nodes[id])
+	s.resetGenerationLocked()
+	s.updateAllLocked(ctx)
+}
+
+// resetGenerationLocked starts a new translation generation for the
+// current model and bundle.
+func (s *Server) resetGenerationLocked() {
+	s.shared = translate.NewShared(s.model, translate.Inputs{TrustBundle: s.bundle})
+	s.encoder = newEncoder()
+}
+
+// updateAllLocked rebuilds every connected node's snapshot: translated and
+// encoded concurrently (nodes share most of their resources), then set in
+// node id order.
+func (s *Server) updateAllLocked(ctx context.Context) {
+	ids := slices.Sorted(maps.Keys(s.nodes))
+	built := make([]builtNode, len(ids))
+	workers := min(runtime.GOMAXPROCS(0), len(ids))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(ids) {
+					return
+				}
+				built[i] = s.buildNode(ids[i], s.nodes[ids[i]].info)
+			}
+		})
+	}
+	wg.Wait()
+	for i, id := range ids {
+		s.setNodeLocked(ctx, id, s.nodes[id], built[i])
 	}
 }
 
@@ -361,60 +401,80 @@ func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 		return
 	}
 	delete(s.nodes, id)
-	s.cache.ClearSnapshot(id)
+	s.cache.clear(id)
 	s.logger.Info("proxy disconnected", "node", id)
 }
 
-// updateNodeLocked translates the model for one node and sets its snapshot.
-// A node that cannot be translated gets an empty configuration.
-func (s *Server) updateNodeLocked(ctx context.Context, id string, n *node) {
-	switch n.info.Role {
+// builtNode is a node's translated and encoded configuration.
+type builtNode struct {
+	resources *translate.Resources
+	snap      *nodeSnapshot
+	version   string
+	err       error
+}
+
+// buildNode translates and encodes the current generation for one node. A
+// node that cannot be translated gets an empty configuration. It reads only
+// the generation (s.shared, s.encoder), which the caller holds steady.
+func (s *Server) buildNode(id string, info translate.NodeInfo) builtNode {
+	switch info.Role {
 	case translate.RoleGateway, translate.RoleSidecar:
 	default:
-		s.logger.Warn("proxy has no known role: serving it an empty configuration", "node", id, "role", n.info.Role)
+		s.logger.Warn("proxy has no known role: serving it an empty configuration", "node", id, "role", info.Role)
 	}
-	res, err := translate.TranslateWith(s.model, n.info, translate.Inputs{TrustBundle: s.bundle})
+	res, err := s.shared.Translate(info)
 	if err != nil {
 		s.logger.Warn("cannot build proxy configuration: serving it an empty configuration", "node", id, "error", err)
 		res = &translate.Resources{}
 	}
-	snap, version, err := snapshot(res)
-	if err != nil {
-		s.logger.Error("cannot build snapshot", "node", id, "error", err)
+	snap, version, err := s.encoder.snapshot(res)
+	return builtNode{resources: res, snap: snap, version: version, err: err}
+}
+
+// setNodeLocked gives a node the configuration buildNode made.
+func (s *Server) setNodeLocked(ctx context.Context, id string, n *node, b builtNode) {
+	if b.err != nil {
+		s.logger.Error("cannot build snapshot", "node", id, "error", b.err)
 		return
 	}
-	if err := s.cache.SetSnapshot(ctx, id, snap); err != nil {
+	if err := s.cache.setSnapshot(ctx, id, b.snap); err != nil {
 		s.logger.Error("cannot set snapshot", "node", id, "error", err)
 		return
 	}
-	n.resources, n.version = res, version
+	n.resources, n.version = b.resources, b.version
 }
 
-// snapshot builds a snapshot whose version for each type is a hash of that
-// type's resources, so a type is resent only when it changed; the returned
-// version hashes everything.
-func snapshot(res *translate.Resources) (*cachev3.Snapshot, string, error) {
-	snap := &cachev3.Snapshot{}
+// updateNodeLocked translates the model for one node and sets its snapshot.
+func (s *Server) updateNodeLocked(ctx context.Context, id string, n *node) {
+	s.setNodeLocked(ctx, id, n, s.buildNode(id, n.info))
+}
+
+// snapshot encodes a node's resources. Each type is versioned by a hash of
+// its resources' names and content hashes, so a type is resent only when it
+// changed; the returned version hashes every type's version.
+func (e *encoder) snapshot(res *translate.Resources) (*nodeSnapshot, string, error) {
+	snap := &nodeSnapshot{types: make(map[string]*typeSnapshot, len(orderedTypes))}
 	all := sha256.New()
-	add := func(typ types.ResponseType, items []types.Resource) error {
-		h := sha256.New()
-		for _, item := range items {
-			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(item)
+	add := func(typeURL string, items []types.Resource) error {
+		list := make([]*encoded, len(items))
+		for i, item := range items {
+			enc, err := e.encode(typeURL, cachev3.GetResourceName(item), item)
 			if err != nil {
-				return fmt.Errorf("marshal %T: %w", item, err)
+				return err
 			}
-			h.Write(b)
-			all.Write(b)
+			list[i] = enc
 		}
-		snap.Resources[typ] = cachev3.NewResources(hex.EncodeToString(h.Sum(nil)[:8]), items)
+		ts := e.typeSnapshot(list)
+		snap.types[typeURL] = ts
+		all.Write([]byte(ts.version))
 		return nil
 	}
 	err := errors.Join(
-		add(types.Listener, asResources(res.Listeners)),
-		add(types.Route, asResources(res.Routes)),
-		add(types.Cluster, asResources(res.Clusters)),
-		add(types.Endpoint, asResources(res.Endpoints)),
-		add(types.Secret, asResources(res.Secrets)),
+		add(resourcev3.ListenerType, asResources(res.Listeners)),
+		add(resourcev3.RouteType, asResources(res.Routes)),
+		add(resourcev3.ClusterType, asResources(res.Clusters)),
+		add(resourcev3.EndpointType, asResources(res.Endpoints)),
+		add(resourcev3.SecretType, asResources(res.Secrets)),
 	)
 	if err != nil {
 		return nil, "", err

@@ -221,15 +221,9 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, rt *router.Route,
 
 // forward sends r to endpoint of cluster and streams the response back.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string) {
-	ctx := r.Context()
-	if timeout := rt.Timeout(); timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-
 	proto := forwardedProto(r, cfg.UseRemoteAddress)
-	out := r.WithContext(ctx) // shallow copy: shares Header, URL, Body, Trailer
+	out := new(http.Request)
+	*out = *r // shallow copy: shares Header, URL, Body, Trailer and the context
 	out.RequestURI = ""
 	out.Close = false
 	if r.ContentLength == 0 {
@@ -259,9 +253,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	}
 	rt.ApplyRequestHeaders(header)
 
-	resp, err := cluster.Transport().RoundTrip(out)
+	// The route timeout covers the whole exchange (upstream.ErrTimeout: 504
+	// before the response, an aborted response after it).
+	resp, err := cluster.RoundTrip(out, rt.Timeout())
 	if err != nil {
-		h.upstreamError(ctx, w, r, rt, cluster, endpoint, err)
+		h.upstreamError(w, r, rt, cluster, endpoint, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -274,7 +270,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	rt.ApplyResponseHeaders(dst)
 	w.WriteHeader(resp.StatusCode)
 
-	if !h.copyBody(ctx, w, resp) {
+	if !h.copyBody(r.Context(), w, resp) {
 		return
 	}
 	for k, vv := range resp.Trailer {
@@ -318,13 +314,13 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 
 // upstreamError answers a failed round trip: route timeout 504, connection
 // failure 503, anything else 502; nothing when the client went away.
-func (h *Handler) upstreamError(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *router.Route, cluster *upstream.Cluster, endpoint string, err error) {
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *router.Route, cluster *upstream.Cluster, endpoint string, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away: nobody to answer, nothing to log
 	}
 	var opErr *net.OpError
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(err, upstream.ErrTimeout):
 		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		localReply(w, rt, http.StatusServiceUnavailable, bodyConnectError)

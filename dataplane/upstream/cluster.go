@@ -8,8 +8,10 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,6 +72,7 @@ type Cluster struct {
 	config    *clusterv3.Cluster
 	protocol  Protocol
 	transport *http.Transport // plaintext endpoints
+	fast      *h1Client       // plaintext HTTP/1.1 endpoints, body-less requests; nil for h2c
 	matches   []*tlsMatch     // transport_socket_matches, in order
 	tls       TLS
 	logger    *slog.Logger
@@ -85,8 +88,8 @@ type endpointSet struct {
 	addresses []string // "ip:port", in CLA order
 	schedule  []string // weighted round-robin order; empty when no endpoint
 	// secure maps the endpoints a transport_socket_matches entry selects to
-	// that entry's TLS transport; the others are plaintext. Nil when none.
-	secure map[string]*http.Transport
+	// that entry; the others are plaintext. Nil when none.
+	secure map[string]*tlsMatch
 }
 
 // NewCluster builds a cluster from c, checked against the subset of
@@ -137,6 +140,9 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 	}
 
 	cl.transport = newTransport(protocol, connectTimeout)
+	if protocol == HTTP1 {
+		cl.fast = newH1Client(cl.transport.DialContext)
+	}
 	if cl.matches, err = cl.buildMatches(connectTimeout); err != nil {
 		return nil, errorf("%w", err)
 	}
@@ -229,11 +235,69 @@ type roundTripper struct{ cluster *Cluster }
 func (rt *roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	c := rt.cluster
 	if secure := c.endpoints.Load().secure; secure != nil {
-		if t := secure[r.URL.Host]; t != nil {
-			return t.RoundTrip(r)
+		if m := secure[r.URL.Host]; m != nil {
+			return m.transport.RoundTrip(r)
 		}
 	}
 	return c.transport.RoundTrip(r)
+}
+
+// RoundTrip sends r to its URL host, an endpoint of the cluster (over mTLS
+// when transport_socket_matches select it), and returns the response; the
+// caller must close its body. r must be a client request (RequestURI
+// empty). timeout > 0 bounds the whole exchange, up to the end of the
+// response body: past it, the error of RoundTrip or of a body Read wraps
+// ErrTimeout. The exchange is aborted when r's context ends.
+//
+// Body-less HTTP/1.1 requests take a fast path: written and read on the
+// caller's goroutine over connections pooled per endpoint, with no context
+// derived per request. Others go through the cluster's http.Transport.
+func (c *Cluster) RoundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
+	transport, fast := c.transport, c.fast
+	if secure := c.endpoints.Load().secure; secure != nil {
+		if m := secure[r.URL.Host]; m != nil {
+			transport, fast = m.transport, m.fast
+		}
+	}
+	if fast != nil && (r.Body == nil || r.Body == http.NoBody) {
+		return fast.roundTrip(r, timeout)
+	}
+	if timeout <= 0 {
+		return transport.RoundTrip(r)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	resp, err := transport.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil
+		cancel()
+		if timedOut {
+			return nil, fmt.Errorf("%w: %w", ErrTimeout, err)
+		}
+		return nil, err
+	}
+	resp.Body = &timeoutBody{ReadCloser: resp.Body, ctx: ctx, parent: r.Context(), cancel: cancel}
+	return resp, nil
+}
+
+// timeoutBody is a response body read under a route timeout context.
+type timeoutBody struct {
+	io.ReadCloser
+	ctx, parent context.Context
+	cancel      context.CancelFunc
+}
+
+func (b *timeoutBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && errors.Is(b.ctx.Err(), context.DeadlineExceeded) && b.parent.Err() == nil {
+		err = fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return n, err
+}
+
+func (b *timeoutBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // Secure reports whether requests to endpoint ("ip:port") use mTLS.
@@ -260,6 +324,7 @@ func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 		return fmt.Errorf("cluster load assignment %q: %w", cla.GetClusterName(), err)
 	}
 	c.endpoints.Store(set)
+	c.forgetRemovedEndpoints(set)
 	c.logger.Debug("endpoints updated", "endpoints", len(set.addresses), "schedule", len(set.schedule))
 	return nil
 }
@@ -289,8 +354,31 @@ func (c *Cluster) Next() (string, bool) {
 // it once no route references the cluster any more.
 func (c *Cluster) Close() {
 	c.transport.CloseIdleConnections()
+	if c.fast != nil {
+		c.fast.closeIdle(nil)
+	}
 	for _, m := range c.matches {
 		m.transport.CloseIdleConnections()
+		if m.fast != nil {
+			m.fast.closeIdle(nil)
+		}
+	}
+}
+
+// forgetRemovedEndpoints closes the fast-path pools of endpoints that left
+// the cluster.
+func (c *Cluster) forgetRemovedEndpoints(set *endpointSet) {
+	keep := make(map[string]bool, len(set.addresses))
+	for _, a := range set.addresses {
+		keep[a] = true
+	}
+	if c.fast != nil {
+		c.fast.closeIdle(keep)
+	}
+	for _, m := range c.matches {
+		if m.fast != nil {
+			m.fast.closeIdle(keep)
+		}
 	}
 }
 
@@ -323,10 +411,10 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 			}
 			if m := c.matchOf(lbe); m != nil {
 				if set.secure == nil {
-					set.secure = make(map[string]*http.Transport)
+					set.secure = make(map[string]*tlsMatch)
 				}
 				if _, dup := set.secure[addr]; !dup {
-					set.secure[addr] = m.transport
+					set.secure[addr] = m
 				}
 			}
 			set.addresses = append(set.addresses, addr)

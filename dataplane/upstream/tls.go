@@ -58,6 +58,7 @@ type tlsMatch struct {
 	name      string
 	match     map[string]*structpb.Value
 	transport *http.Transport
+	fast      *h1Client // HTTP/1.1 over the TLS dialer; nil for h2
 }
 
 // buildMatches reads transport_socket_matches: one TLS transport per entry.
@@ -80,11 +81,15 @@ func (c *Cluster) buildMatches(connectTimeout time.Duration) ([]*tlsMatch, error
 		if err != nil {
 			return nil, err
 		}
-		matches = append(matches, &tlsMatch{
+		m := &tlsMatch{
 			name:      e.GetName(),
 			match:     e.GetMatch().GetFields(),
 			transport: c.newTLSTransport(protocol, connectTimeout, cfg),
-		})
+		}
+		if protocol == HTTP1 {
+			m.fast = newH1Client(m.transport.DialContext)
+		}
+		matches = append(matches, m)
 	}
 	return matches, nil
 }

@@ -66,6 +66,9 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if r.contenders != nil && !r.contenders[s.name] {
+				continue
+			}
 			c, err := s.start()
 			if err != nil {
 				r.skipContender(s.name, err)

@@ -57,6 +57,7 @@ type runner struct {
 	cpInsecureFlag string
 	cpHasDataDir   bool
 	profile        bool
+	contenders     map[string]bool // nil: every contender
 	cores          int
 	conns          int
 	procs          *procGroup
@@ -95,12 +96,17 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
 	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
 	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, xds")
+	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, haproxy, caddy); all when empty. (c2) needs nginx")
+	duration := fs.Duration("duration", 0, "length of each load-generator run; the mode's when zero (profiling: longer runs give fuller profiles)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	m, err := modeFor(*modeName, *streams, *services)
 	if err != nil {
 		return err
+	}
+	if *duration > 0 {
+		m.duration = *duration
 	}
 	work, err := os.MkdirTemp("", "meshgate-bench-")
 	if err != nil {
@@ -112,6 +118,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 		meshgate: abs(*meshgate), fortio: abs(*fortio), xdsload: abs(*xdsload),
 		profile: *profile, cores: runtime.NumCPU(), conns: *conns,
 		procs: &procGroup{dir: work}, table: &table{},
+	}
+	if *only != "" {
+		r.contenders = map[string]bool{}
+		for _, name := range strings.Split(*only, ",") {
+			r.contenders[strings.TrimSpace(name)] = true
+		}
 	}
 	if _, err := os.Stat(*caddy); err == nil {
 		r.caddyBin = abs(*caddy)

@@ -1,0 +1,264 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Defaults of RegisterOptions.
+const (
+	DefaultResyncInterval = 5 * time.Second
+	DefaultCheckInterval  = time.Second
+	// DefaultDeregisterAfter is how long a registration may stay critical
+	// (a crashed proxy) before Consul removes it; Consul's minimum is 1m.
+	DefaultDeregisterAfter = time.Minute
+	// GatewayService is the Consul service gateway nodes register as.
+	GatewayService = "meshgate-gateway"
+	// MetaGatewayName is the Gateway a gateway node serves.
+	MetaGatewayName = "meshgate-gateway-name"
+)
+
+// RegisterOptions configure how a proxy keeps itself registered.
+type RegisterOptions struct {
+	// Client talks to the local Consul agent; required.
+	Client *api.Client
+	// Services to register (a sidecar, and maybe its application); each
+	// needs an ID.
+	Services []*api.AgentServiceRegistration
+	// ResyncInterval is how often the registrations are checked and
+	// restored (after an agent lost its state); DefaultResyncInterval when
+	// zero.
+	ResyncInterval time.Duration
+	Logger         *slog.Logger
+}
+
+// Register registers the services and keeps them registered until ctx is
+// done (re-registering what the agent lost, retrying with backoff while it
+// is unreachable), then deregisters them. It returns nil once deregistered
+// or when deregistration failed (logged): a proxy's registration never
+// stops the proxy.
+func Register(ctx context.Context, opts RegisterOptions) error {
+	if opts.Client == nil || len(opts.Services) == 0 {
+		return errors.New("consul registration: a client and at least one service are required")
+	}
+	for _, s := range opts.Services {
+		if s.ID == "" {
+			return fmt.Errorf("consul registration of %s: an ID is required", s.Name)
+		}
+	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = DefaultResyncInterval
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	agent := opts.Client.Agent()
+	failures := 0
+	for {
+		err := ensureRegistered(ctx, agent, opts.Services, logger)
+		wait := opts.ResyncInterval
+		if err != nil && ctx.Err() == nil {
+			failures++
+			wait = min(DefaultMinBackoff<<min(failures-1, 16), opts.ResyncInterval)
+			if failures == 1 {
+				logger.Warn("consul registration failed: retrying", "error", err.Error())
+			}
+		} else {
+			failures = 0
+		}
+		if !sleep(ctx, wait) {
+			break
+		}
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, s := range opts.Services {
+		if err := agent.ServiceDeregisterOpts(s.ID, (&api.QueryOptions{}).WithContext(dctx)); err != nil {
+			logger.Warn("consul deregistration failed: the service's check removes it", "id", s.ID, "error", err.Error())
+			continue
+		}
+		logger.Info("deregistered from consul", "service", s.Name, "id", s.ID)
+	}
+	return nil
+}
+
+// ensureRegistered registers those of services the agent does not have.
+func ensureRegistered(ctx context.Context, agent *api.Agent, services []*api.AgentServiceRegistration, logger *slog.Logger) error {
+	have, err := agent.ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("list agent services: %w", err)
+	}
+	for _, s := range services {
+		if _, ok := have[s.ID]; ok {
+			continue
+		}
+		if err := agent.ServiceRegisterOpts(s, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+			return fmt.Errorf("register %s (%s): %w", s.Name, s.ID, err)
+		}
+		logger.Info("registered in consul", "service", s.Name, "id", s.ID, "address", net.JoinHostPort(s.Address, fmt.Sprint(s.Port)))
+	}
+	return nil
+}
+
+// SidecarRegistration describes a sidecar for RegisterOptions.
+type SidecarRegistration struct {
+	Service, Namespace string
+	// InboundAddress is the sidecar's inbound listener: the endpoint.
+	InboundAddress string
+	// AppAddress is the application's host:port.
+	AppAddress string
+	// AdminAddress serves /ready, the health check.
+	AdminAddress string
+	// Labels become "key=value" tags.
+	Labels map[string]string
+	// RegisterApp also registers the application (meta MetaApp), with a
+	// check that follows the sidecar's.
+	RegisterApp bool
+	// CheckInterval of the HTTP check; DefaultCheckInterval when zero.
+	CheckInterval time.Duration
+	// DeregisterAfter a critical check; DefaultDeregisterAfter when zero.
+	DeregisterAfter time.Duration
+}
+
+// Registrations returns the sidecar's registration and, with RegisterApp,
+// the application's.
+func (r SidecarRegistration) Registrations() ([]*api.AgentServiceRegistration, error) {
+	host, port, err := splitHostPort(r.InboundAddress)
+	if err != nil {
+		return nil, fmt.Errorf("inbound address: %w", err)
+	}
+	id := r.Service + "-sidecar-" + idPart(r.InboundAddress)
+	meta := map[string]string{MetaSidecar: "true", MetaAppAddress: r.AppAddress}
+	if r.Namespace != "" && r.Namespace != "default" {
+		meta[MetaNamespace] = r.Namespace
+	}
+	sidecar := &api.AgentServiceRegistration{
+		ID: id, Name: r.Service, Address: host, Port: port, Tags: tags(r.Labels), Meta: meta,
+		Check: httpCheck("meshgate sidecar ready", r.AdminAddress, r.CheckInterval, r.DeregisterAfter),
+	}
+	out := []*api.AgentServiceRegistration{sidecar}
+	if r.RegisterApp {
+		appHost, appPort, err := splitHostPort(r.AppAddress)
+		if err != nil {
+			return nil, fmt.Errorf("app address: %w", err)
+		}
+		appMeta := map[string]string{MetaApp: "true", MetaSidecarID: id}
+		if ns := meta[MetaNamespace]; ns != "" {
+			appMeta[MetaNamespace] = ns
+		}
+		out = append(out, &api.AgentServiceRegistration{
+			ID: id + "-app", Name: r.Service, Address: appHost, Port: appPort, Tags: tags(r.Labels), Meta: appMeta,
+			Check: &api.AgentServiceCheck{
+				Name: "meshgate sidecar of this app", AliasService: id,
+				DeregisterCriticalServiceAfter: durationOr(r.DeregisterAfter, DefaultDeregisterAfter).String(),
+			},
+		})
+	}
+	return out, nil
+}
+
+// GatewayRegistration describes a gateway node for RegisterOptions.
+type GatewayRegistration struct {
+	Name, Namespace string
+	// AdminAddress serves /ready, the health check, and is the
+	// registration's address.
+	AdminAddress    string
+	Labels          map[string]string
+	CheckInterval   time.Duration
+	DeregisterAfter time.Duration
+}
+
+// Registration returns the gateway node's registration: service
+// GatewayService, meta MetaGateway and MetaGatewayName.
+func (r GatewayRegistration) Registration() (*api.AgentServiceRegistration, error) {
+	host, port, err := splitHostPort(r.AdminAddress)
+	if err != nil {
+		return nil, fmt.Errorf("admin address: %w", err)
+	}
+	meta := map[string]string{MetaGateway: "true", MetaGatewayName: r.Name}
+	if r.Namespace != "" && r.Namespace != "default" {
+		meta[MetaNamespace] = r.Namespace
+	}
+	return &api.AgentServiceRegistration{
+		ID: GatewayService + "-" + r.Name + "-" + idPart(r.AdminAddress), Name: GatewayService,
+		Address: host, Port: port, Tags: tags(r.Labels), Meta: meta,
+		Check: httpCheck("meshgate gateway ready", r.AdminAddress, r.CheckInterval, r.DeregisterAfter),
+	}, nil
+}
+
+// httpCheck checks the proxy's admin /ready; it starts critical, so the
+// instance gets traffic only once the proxy has its configuration.
+func httpCheck(name, admin string, interval, deregister time.Duration) *api.AgentServiceCheck {
+	interval = durationOr(interval, DefaultCheckInterval)
+	return &api.AgentServiceCheck{
+		Name: name, HTTP: "http://" + admin + "/ready", Method: "GET",
+		Interval: interval.String(), Timeout: min(interval, 2*time.Second).String(),
+		Status:                         api.HealthCritical,
+		DeregisterCriticalServiceAfter: durationOr(deregister, DefaultDeregisterAfter).String(),
+	}
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := net.LookupPort("tcp", portStr)
+	if err != nil || port < 1 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, port, nil
+}
+
+// idPart makes an address usable in a service ID.
+func idPart(addr string) string {
+	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(addr)
+}
+
+// tags renders labels as sorted "key=value" tags.
+func tags(labels map[string]string) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		out = append(out, k+"="+labels[k])
+	}
+	return out
+}
+
+// KeepRegistered waits until adminAddr reports the proxy's bound admin
+// address, then runs Register with the registrations built for it.
+func KeepRegistered(ctx context.Context, client *api.Client, adminAddr func() string,
+	registrations func(admin string) ([]*api.AgentServiceRegistration, error), logger *slog.Logger) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	admin := adminAddr()
+	for admin == "" {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			admin = adminAddr()
+		}
+	}
+	regs, err := registrations(admin)
+	if err != nil {
+		return fmt.Errorf("consul registration: %w", err)
+	}
+	return Register(ctx, RegisterOptions{Client: client, Services: regs, Logger: logger})
+}

@@ -1,0 +1,157 @@
+package translate
+
+import (
+	"maps"
+	"slices"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// Shared translates one model (with one set of Inputs) for many nodes. What
+// does not depend on the node is built once and the same immutable protos
+// are handed to every node that needs them: the EDS cluster and load
+// assignment of each service port, the outbound route configuration of each
+// caller namespace, everything of each Gateway, and the ROOTCA secret. The
+// output of Translate is equal, message for message, to TranslateWith's.
+//
+// Resources returned by Translate share their messages with other nodes'
+// and with Shared's memo: callers must not modify them. Safe for concurrent
+// use.
+type Shared struct {
+	model  *model.Model
+	inputs Inputs
+	rootCA *tlsv3.Secret
+
+	clustersMu sync.Mutex
+	clusters   map[string]sharedCluster // by cluster name
+
+	outboundMu sync.Mutex
+	outbounds  map[string]*sharedOutbound // by caller namespace
+
+	gatewaysMu sync.Mutex
+	gateways   map[string]*sharedGateway // by namespace/name
+}
+
+type sharedCluster struct {
+	cluster *clusterv3.Cluster
+	cla     *endpointv3.ClusterLoadAssignment
+	err     error
+}
+
+// sharedOutbound is a sidecar's outbound route configuration and the
+// clusters it references.
+type sharedOutbound struct {
+	routes   *routev3.RouteConfiguration
+	clusters []string
+	err      error
+}
+
+// sharedGateway is what a gateway node receives, secrets aside.
+type sharedGateway struct {
+	listeners []*listenerv3.Listener
+	routes    []*routev3.RouteConfiguration
+	clusters  []string
+	err       error
+}
+
+// NewShared returns an empty memo for translating m with in.
+func NewShared(m *model.Model, in Inputs) *Shared {
+	s := &Shared{
+		model:     m,
+		inputs:    in,
+		clusters:  map[string]sharedCluster{},
+		outbounds: map[string]*sharedOutbound{},
+		gateways:  map[string]*sharedGateway{},
+	}
+	if len(in.TrustBundle) > 0 {
+		s.rootCA = rootCASecret(in.TrustBundle)
+	}
+	return s
+}
+
+// Model is the model s translates.
+func (s *Shared) Model() *model.Model { return s.model }
+
+// Translate builds the resources of one node, as TranslateWith(s.Model(),
+// node, inputs) does, reusing what other nodes already built.
+func (s *Shared) Translate(node NodeInfo) (*Resources, error) {
+	return translateNode(newTranslator(s.model, s.inputs, s), node)
+}
+
+// cluster returns the shared cluster and load assignment of a service port.
+func (s *Shared) cluster(svc *model.Service, port *model.ServicePort) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	s.clustersMu.Lock()
+	defer s.clustersMu.Unlock()
+	sc, ok := s.clusters[port.Cluster]
+	if !ok {
+		c, cla, err := buildCluster(s.model, len(s.inputs.TrustBundle) > 0, svc, port)
+		sc = sharedCluster{cluster: c, cla: cla, err: err}
+		s.clusters[port.Cluster] = sc
+	}
+	return sc.cluster, sc.cla, sc.err
+}
+
+// addClusters adds the named shared clusters (already built) to t.
+func (s *Shared) addClusters(t *translator, names []string) {
+	s.clustersMu.Lock()
+	defer s.clustersMu.Unlock()
+	for _, name := range names {
+		sc := s.clusters[name]
+		t.clusters[name], t.endpoints[name] = sc.cluster, sc.cla
+		if sc.err != nil {
+			t.fail(sc.err)
+		}
+	}
+}
+
+// outbound returns the shared outbound route configuration of
+// callerNamespace and adds its clusters to t.
+func (s *Shared) outbound(t *translator, callerNamespace string) *routev3.RouteConfiguration {
+	s.outboundMu.Lock()
+	o, ok := s.outbounds[callerNamespace]
+	if !ok {
+		sub := newTranslator(s.model, s.inputs, s)
+		rc := sub.buildOutboundRoutes(callerNamespace)
+		o = &sharedOutbound{routes: rc, clusters: slices.Sorted(maps.Keys(sub.clusters)), err: sub.err}
+		s.outbounds[callerNamespace] = o
+	}
+	s.outboundMu.Unlock()
+	if o.err != nil {
+		t.fail(o.err)
+	}
+	s.addClusters(t, o.clusters)
+	return o.routes
+}
+
+// gateway adds the shared translation of the node's Gateway to res and t.
+func (s *Shared) gateway(t *translator, res *Resources, node NodeInfo) error {
+	key := node.Namespace + "/" + node.Gateway
+	s.gatewaysMu.Lock()
+	g, ok := s.gateways[key]
+	if !ok {
+		sub := newTranslator(s.model, s.inputs, s)
+		part := &Resources{}
+		err := sub.buildGateway(part, node)
+		g = &sharedGateway{listeners: part.Listeners, routes: part.Routes,
+			clusters: slices.Sorted(maps.Keys(sub.clusters)), err: err}
+		if err == nil {
+			g.err = sub.err
+		}
+		s.gateways[key] = g
+	}
+	s.gatewaysMu.Unlock()
+	if g.err != nil {
+		return g.err
+	}
+	res.Listeners = append(res.Listeners, g.listeners...)
+	res.Routes = append(res.Routes, g.routes...)
+	s.addClusters(t, g.clusters)
+	return nil
+}

@@ -1,0 +1,372 @@
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// orderedTypes is the order in which a snapshot change answers a node's
+// open watches (ordered ADS): clusters and their endpoints before the
+// listeners and routes that use them, secrets last.
+var orderedTypes = [...]string{
+	resourcev3.ClusterType,
+	resourcev3.EndpointType,
+	resourcev3.ListenerType,
+	resourcev3.RouteType,
+	resourcev3.SecretType,
+}
+
+// encoded is one resource marshaled once: shared, immutable, by every
+// response of every node that carries it.
+type encoded struct {
+	id   uint64 // unique within its encoder
+	name string
+	// hash is the hex SHA-256 (first 8 bytes) of the deterministic encoding.
+	hash string
+	any  *anypb.Any
+}
+
+// typeSnapshot is what a node has of one resource type.
+type typeSnapshot struct {
+	// version hashes every resource of the type, in name order.
+	version string
+	list    []*encoded // sorted by name
+}
+
+// has reports whether the type has a resource of that name.
+func (ts *typeSnapshot) has(name string) bool {
+	_, ok := slices.BinarySearchFunc(ts.list, name, func(e *encoded, name string) int { return strings.Compare(e.name, name) })
+	return ok
+}
+
+// nodeSnapshot is a node's configuration, immutable once built.
+type nodeSnapshot struct {
+	types map[string]*typeSnapshot
+}
+
+// encoder marshals each distinct resource message once, and versions each
+// distinct list of them once. Nodes of one model share their messages
+// (translate.Shared), so it keys by message pointer. One encoder serves one
+// model generation; safe for concurrent use.
+type encoder struct {
+	byMessage sync.Map // proto.Message -> *encoded
+	lists     sync.Map // string of encoded ids -> *typeSnapshot
+	nextID    atomic.Uint64
+}
+
+func newEncoder() *encoder { return &encoder{} }
+
+func (e *encoder) encode(typeURL, name string, m proto.Message) (*encoded, error) {
+	if enc, ok := e.byMessage.Load(m); ok {
+		return enc.(*encoded), nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s %q: %w", typeURL, name, err)
+	}
+	sum := sha256.Sum256(b)
+	enc := &encoded{id: e.nextID.Add(1), name: name, hash: hex.EncodeToString(sum[:8]), any: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	actual, _ := e.byMessage.LoadOrStore(m, enc)
+	return actual.(*encoded), nil
+}
+
+// typeSnapshot returns the versioned snapshot of list, built once per
+// distinct list (many nodes have the same endpoints, secrets...).
+func (e *encoder) typeSnapshot(list []*encoded) *typeSnapshot {
+	key := make([]byte, 0, 8*len(list))
+	for _, enc := range list {
+		key = binary.LittleEndian.AppendUint64(key, enc.id)
+	}
+	if ts, ok := e.lists.Load(string(key)); ok {
+		return ts.(*typeSnapshot)
+	}
+	ts, _ := e.lists.LoadOrStore(string(key), newTypeSnapshot(list))
+	return ts.(*typeSnapshot)
+}
+
+// newTypeSnapshot versions a type's encoded resources (sorted by name).
+func newTypeSnapshot(list []*encoded) *typeSnapshot {
+	h := sha256.New()
+	ts := &typeSnapshot{list: slices.SortedFunc(slices.Values(list), func(a, b *encoded) int { return strings.Compare(a.name, b.name) })}
+	for _, e := range ts.list {
+		h.Write([]byte(e.name))
+		h.Write([]byte{0})
+		h.Write([]byte(e.hash))
+	}
+	ts.version = hex.EncodeToString(h.Sum(nil)[:8])
+	return ts
+}
+
+// watch is an open request of one stream for one type.
+type watch struct {
+	req *cachev3.Request
+	sub cachev3.Subscription
+	out chan cachev3.Response
+}
+
+// cacheNode is what the cache holds for one node id.
+type cacheNode struct {
+	snap    *nodeSnapshot
+	watches map[int64]*watch
+}
+
+// snapshotCache serves pre-encoded node snapshots to go-control-plane's
+// state-of-the-world server (it implements cachev3.Cache). Unlike
+// go-control-plane's SnapshotCache it marshals nothing per response: every
+// response is a slice of shared, pre-encoded resources. Clusters and
+// Listeners are sent whole in every response (state of the world); for
+// RouteConfigurations, ClusterLoadAssignments and Secrets a response carries
+// only the subscribed resources this stream has not received in their
+// current version, as docs/xds.md allows (the proxy keeps the others).
+type snapshotCache struct {
+	mu      sync.Mutex
+	nodes   map[string]*cacheNode
+	watchID int64
+}
+
+var _ cachev3.Cache = (*snapshotCache)(nil)
+
+func newSnapshotCache() *snapshotCache {
+	return &snapshotCache{nodes: map[string]*cacheNode{}}
+}
+
+func (c *snapshotCache) node(id string) *cacheNode {
+	n, ok := c.nodes[id]
+	if !ok {
+		n = &cacheNode{watches: map[int64]*watch{}}
+		c.nodes[id] = n
+	}
+	return n
+}
+
+// setSnapshot makes snap the node's configuration and answers the node's
+// open watches it changes, in orderedTypes order.
+func (c *snapshotCache) setSnapshot(ctx context.Context, id string, snap *nodeSnapshot) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.node(id)
+	n.snap = snap
+	for _, typeURL := range orderedTypes {
+		for wid, w := range n.watches {
+			if w.req.GetTypeUrl() != typeURL {
+				continue
+			}
+			resp := respond(w.req, w.sub, snap)
+			if resp == nil {
+				continue
+			}
+			delete(n.watches, wid)
+			select {
+			case w.out <- resp:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// clear forgets a node.
+func (c *snapshotCache) clear(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.nodes, id)
+}
+
+// CreateWatch answers req at once when the node's snapshot has something
+// the stream lacks, else keeps the watch open until it does.
+func (c *snapshotCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	id := req.GetNode().GetId()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.node(id)
+	if n.snap != nil {
+		if resp := respond(req, sub, n.snap); resp != nil {
+			out <- resp // the server's channel has room for one response per type
+			return func() {}, nil
+		}
+	}
+	c.watchID++
+	wid := c.watchID
+	n.watches[wid] = &watch{req: req, sub: sub, out: out}
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if n, ok := c.nodes[id]; ok {
+			delete(n.watches, wid)
+		}
+	}, nil
+}
+
+// CreateDeltaWatch refuses: meshgate serves state-of-the-world xDS.
+func (c *snapshotCache) CreateDeltaWatch(*cachev3.DeltaRequest, cachev3.Subscription, chan cachev3.DeltaResponse) (func(), error) {
+	return nil, status.Error(codes.Unimplemented, "incremental (delta) xDS is not served: use state-of-the-world ADS")
+}
+
+// Fetch answers a REST request with the whole requested state.
+func (c *snapshotCache) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
+	c.mu.Lock()
+	n, ok := c.nodes[req.GetNode().GetId()]
+	c.mu.Unlock()
+	if !ok || n.snap == nil {
+		return nil, errors.New("no configuration for this node")
+	}
+	ts := n.snap.types[req.GetTypeUrl()]
+	if ts == nil {
+		ts = newTypeSnapshot(nil)
+	}
+	if req.GetVersionInfo() == ts.version {
+		return nil, &types.SkipFetchError{}
+	}
+	return newFullResponse(ctx, req, ts.version, selectNames(ts, req.GetResourceNames())), nil
+}
+
+// respond builds the response to an open watch, or nil when the stream
+// already has everything it subscribed to in its current version.
+func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot) cachev3.Response {
+	typeURL := req.GetTypeUrl()
+	ts := snap.types[typeURL]
+	if ts == nil {
+		ts = newTypeSnapshot(nil)
+	}
+	returned := sub.ReturnedResources()
+	if cachev3.ResourceRequiresFullStateInSotw(typeURL) {
+		var names []string
+		if !sub.IsWildcard() {
+			names = req.GetResourceNames()
+		}
+		// A whole-state response is remembered by its version alone (not
+		// name by name: that would be a map per stream of every cluster).
+		if req.GetVersionInfo() == ts.version && returned[fullStateKey] == ts.version {
+			return nil
+		}
+		return newFullResponse(context.Background(), req, ts.version, selectNames(ts, names))
+	}
+	// Only what changed, among the subscribed names.
+	subscribed := sub.SubscribedResources()
+	var changed []*encoded
+	candidates := ts.list
+	if !sub.IsWildcard() {
+		candidates = make([]*encoded, 0, len(subscribed))
+		for _, e := range ts.list {
+			if _, ok := subscribed[e.name]; ok {
+				candidates = append(candidates, e)
+			}
+		}
+	}
+	for _, e := range candidates {
+		if returned[e.name] != e.hash {
+			changed = append(changed, e)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	known := make(map[string]string, len(candidates))
+	for name, v := range returned {
+		if ts.has(name) && (sub.IsWildcard() || isSubscribed(subscribed, name)) {
+			known[name] = v
+		}
+	}
+	return newResponse(context.Background(), req, ts.version, changed, known)
+}
+
+func isSubscribed(subscribed map[string]struct{}, name string) bool {
+	_, ok := subscribed[name]
+	return ok
+}
+
+// selectNames is the type's resources, or those named (all when names is
+// empty), in name order.
+func selectNames(ts *typeSnapshot, names []string) []*encoded {
+	if len(names) == 0 {
+		return ts.list
+	}
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	out := make([]*encoded, 0, len(names))
+	for _, e := range ts.list {
+		if want[e.name] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// response is a ready DiscoveryResponse of shared encoded resources.
+type response struct {
+	ctx      context.Context
+	req      *cachev3.Request
+	version  string
+	out      *discoveryv3.DiscoveryResponse
+	returned map[string]string
+}
+
+var _ cachev3.Response = (*response)(nil)
+
+// fullStateKey is the returned-resources key under which a whole-state
+// (Cluster, Listener) response records its version; no resource name is empty.
+const fullStateKey = ""
+
+// newFullResponse answers req with the whole state list.
+func newFullResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded) *response {
+	anys := make([]*anypb.Any, len(list))
+	for i, e := range list {
+		anys[i] = e.any
+	}
+	return &response{
+		ctx:      ctx,
+		req:      req,
+		version:  version,
+		out:      &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: anys, TypeUrl: req.GetTypeUrl()},
+		returned: map[string]string{fullStateKey: version},
+	}
+}
+
+// newResponse answers req with list; known are resources the stream already
+// holds (and keeps) besides list, for its subscription's bookkeeping.
+func newResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded, known map[string]string) *response {
+	anys := make([]*anypb.Any, len(list))
+	returned := maps.Clone(known)
+	if returned == nil {
+		returned = make(map[string]string, len(list))
+	}
+	for i, e := range list {
+		anys[i] = e.any
+		returned[e.name] = e.hash
+	}
+	return &response{
+		ctx:      ctx,
+		req:      req,
+		version:  version,
+		out:      &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: anys, TypeUrl: req.GetTypeUrl()},
+		returned: returned,
+	}
+}
+
+func (r *response) GetDiscoveryResponse() (*discoveryv3.DiscoveryResponse, error) { return r.out, nil }
+func (r *response) GetRequest() *discoveryv3.DiscoveryRequest                     { return r.req }
+func (r *response) GetVersion() (string, error)                                   { return r.version, nil }
+func (r *response) GetResponseVersion() string                                    { return r.version }
+func (r *response) GetReturnedResources() map[string]string                       { return r.returned }
+func (r *response) GetContext() context.Context                                   { return r.ctx }

@@ -169,6 +169,34 @@ func TestConsulDiscovery(t *testing.T) {
 		})
 	})
 
+	t.Run("a crashed sidecar is removed by its health check", func(t *testing.T) {
+		// A second orders instance whose sidecar dies without deregistering.
+		app := c.app("orders-crash-app", "orders", "v1", "")
+		in := c.addr("orders-crash-in")
+		crashing := c.consulSidecar(consul, "orders", app, in, c.addr("orders-crash-out"), "--label", "version=v1")
+		eventually(t, 10*time.Second, "second instance in the gateway config", func() error {
+			dump, err := proxyConfigDump(gwAdmin)
+			if err != nil || !hasEndpoint(dump, in) {
+				return fmt.Errorf("not yet (%v)", err)
+			}
+			return nil
+		})
+		crashing.kill()
+		eventually(t, 15*time.Second, "the crashed instance leaves the gateway config", func() error {
+			dump, err := proxyConfigDump(gwAdmin)
+			if err != nil || hasEndpoint(dump, in) {
+				return fmt.Errorf("still there (%v)", err)
+			}
+			return nil
+		})
+		for range 20 {
+			r, err := get(gw)
+			if err != nil || r.status != http.StatusOK {
+				t.Fatalf("after the crash: %v %+v", err, r)
+			}
+		}
+	})
+
 	t.Run("static Service with a Consul service's name", func(t *testing.T) {
 		c.policy("clash.yaml", `
 apiVersion: meshgate.dev/v1alpha1

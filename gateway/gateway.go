@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/meshgate/meshgate/controlplane/discovery"
+	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
@@ -57,7 +57,7 @@ type Options struct {
 	// Labels of the registration ("key=value" tags).
 	Labels map[string]string
 	// ConsulCheckInterval is the interval of the registration's health
-	// check (the admin /ready); discovery.DefaultCheckInterval when zero.
+	// check (the admin /ready); consulreg.DefaultCheckInterval when zero.
 	ConsulCheckInterval time.Duration
 }
 
@@ -177,7 +177,7 @@ func (g *Gateway) Identity() *identity.Manager { return g.identity }
 // Run obtains the gateway's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then drains it.
 // With Options.Consul it is registered in Consul (service
-// discovery.GatewayService) while it runs, and deregistered when ctx is done.
+// consulreg.GatewayService) while it runs, and deregistered when ctx is done.
 func (g *Gateway) Run(ctx context.Context) error {
 	if g.opts.Consul == nil {
 		return g.run(ctx)
@@ -186,8 +186,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	registered := make(chan struct{})
 	go func() {
 		defer close(registered)
-		err := discovery.KeepRegistered(ctx, g.opts.Consul, g.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
-			reg, err := discovery.GatewayRegistration{
+		err := consulreg.KeepRegistered(ctx, g.opts.Consul, g.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+			reg, err := consulreg.GatewayRegistration{
 				Name: g.opts.Name, Namespace: g.opts.Namespace, AdminAddress: admin,
 				Labels: g.opts.Labels, CheckInterval: g.opts.ConsulCheckInterval,
 			}.Registration()

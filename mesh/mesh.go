@@ -16,7 +16,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/meshgate/meshgate/controlplane/discovery"
+	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
@@ -68,7 +68,7 @@ type Options struct {
 	// Labels of the registration ("key=value" tags).
 	Labels map[string]string
 	// ConsulCheckInterval is the interval of the registration's health
-	// check (the admin /ready); discovery.DefaultCheckInterval when zero.
+	// check (the admin /ready); consulreg.DefaultCheckInterval when zero.
 	ConsulCheckInterval time.Duration
 	// RegisterApp also registers the application, marked app-only
 	// (discovery ignores it while this sidecar is registered).
@@ -224,8 +224,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	registered := make(chan struct{})
 	go func() {
 		defer close(registered)
-		err := discovery.KeepRegistered(ctx, s.opts.Consul, s.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
-			return discovery.SidecarRegistration{
+		err := consulreg.KeepRegistered(ctx, s.opts.Consul, s.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+			return consulreg.SidecarRegistration{
 				Service: s.opts.Service, Namespace: s.opts.Namespace,
 				InboundAddress: s.opts.InboundAddress, AppAddress: s.opts.AppAddress, AdminAddress: admin,
 				Labels: s.opts.Labels, RegisterApp: s.opts.RegisterApp, CheckInterval: s.opts.ConsulCheckInterval,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/controlplane"
 	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/controlplane/kvpolicy"
@@ -54,7 +55,7 @@ join the policy: see docs/consul.md.`,
 			}
 			opts.Logger = g.logger()
 			if consul.address != "" {
-				client, err := discovery.NewClient(consul.address, consul.token)
+				client, err := consulreg.NewClient(consul.address, consul.token)
 				if err != nil {
 					return &exitError{code: 2, err: fmt.Errorf("--consul: %w", err)}
 				}

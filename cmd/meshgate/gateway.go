@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/meshgate/meshgate/controlplane/discovery"
+	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/gateway"
 )
@@ -27,6 +30,7 @@ func newGatewayCmd(g *globalFlags) *cobra.Command {
 	opts := gateway.Options{}
 	idf := &proxyIdentityFlags{}
 	cf := &proxyConsulFlags{}
+	mf := &proxyMemoryFlags{}
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
@@ -43,6 +47,9 @@ Create the join token on the control plane:
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := idf.apply(&opts.Token, &opts.CAFile, &opts.TrustDomain, &opts.Insecure); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := mf.apply(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			opts.Logger = g.logger()
@@ -63,7 +70,8 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AdminAddress, "admin", defaultGatewayAdminAddress, "address of the admin HTTP endpoints")
 	f.StringVar(&opts.ID, "id", "", "node id (default gateway~<name>~<hostname>-<pid>)")
 	idf.register(f)
-	cf.register(f, "register this gateway node in the Consul agent at this address (service "+discovery.GatewayService+")")
+	mf.register(f)
+	cf.register(f, "register this gateway node in the Consul agent at this address (service "+consulreg.GatewayService+")")
 	return cmd
 }
 
@@ -122,7 +130,7 @@ func (c *proxyConsulFlags) register(f *pflag.FlagSet, consulUsage string) {
 	f.StringVar(&c.address, "consul", "", consulUsage)
 	f.StringVar(&c.token, "consul-token", "", "Consul ACL token with service:write (default $CONSUL_HTTP_TOKEN)")
 	f.StringArrayVar(&c.labels, "label", nil, "label key=value of this instance, registered as a Consul tag (repeatable)")
-	f.DurationVar(&c.checkInterval, "consul-check-interval", discovery.DefaultCheckInterval, "interval of the Consul health check against the admin /ready")
+	f.DurationVar(&c.checkInterval, "consul-check-interval", consulreg.DefaultCheckInterval, "interval of the Consul health check against the admin /ready")
 }
 
 // apply builds the Consul client (nil without --consul) and the labels.
@@ -137,7 +145,7 @@ func (c *proxyConsulFlags) apply(client **api.Client, labels *map[string]string,
 		}
 		return nil
 	}
-	cl, err := discovery.NewClient(c.address, c.token)
+	cl, err := consulreg.NewClient(c.address, c.token)
 	if err != nil {
 		return fmt.Errorf("--consul: %w", err)
 	}
@@ -159,4 +167,58 @@ func parseLabels(flags []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// proxyMemoryFlags are the Go runtime memory flags of the gateway and sidecar
+// commands.
+type proxyMemoryFlags struct {
+	limit string
+}
+
+func (m *proxyMemoryFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&m.limit, "memory-limit", "", "soft memory limit of the proxy's Go runtime (e.g. 48MiB): the garbage collector works harder "+
+		"as the heap nears it; it counts heap, stacks and runtime metadata, not the mapped binary. Empty: $GOMEMLIMIT, else no limit. "+
+		"Set it a few MiB under the container's memory limit (see docs/performance.md)")
+}
+
+// apply sets the runtime's memory limit when --memory-limit is given.
+func (m *proxyMemoryFlags) apply() error {
+	if m.limit == "" {
+		return nil
+	}
+	limit, err := parseByteSize(m.limit)
+	if err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
+	if limit == 0 {
+		limit = math.MaxInt64 // 0: explicitly no limit, even with $GOMEMLIMIT
+	}
+	debug.SetMemoryLimit(limit)
+	return nil
+}
+
+// byteUnits are the suffixes parseByteSize accepts, GOMEMLIMIT's syntax.
+var byteUnits = []struct {
+	suffix string
+	shift  uint
+}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+
+// parseByteSize parses a byte count: digits with an optional unit B, KiB,
+// MiB, GiB or TiB (the syntax of $GOMEMLIMIT).
+func parseByteSize(s string) (int64, error) {
+	digits, shift := strings.TrimSpace(s), uint(0)
+	for _, u := range byteUnits {
+		if rest, ok := strings.CutSuffix(digits, u.suffix); ok {
+			digits, shift = strings.TrimSpace(rest), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q: want a byte count such as 48MiB, 1GiB or 50000000", s)
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%q: too large", s)
+	}
+	return n << shift, nil
 }

@@ -13,7 +13,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -28,39 +27,11 @@ import (
 	"github.com/hashicorp/consul/api"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/policy"
 )
 
-// Service metadata keys meshgate reads from (and its proxies write to)
-// Consul registrations.
-const (
-	// MetaSidecar "true" marks an instance that is a meshgate sidecar's
-	// inbound listener: calls to it use mTLS.
-	MetaSidecar = "meshgate-sidecar"
-	// MetaApp "true" marks an application registered beside its sidecar
-	// (`meshgate sidecar --register-app`): it is never an endpoint while
-	// that sidecar is registered, healthy or not.
-	MetaApp = "meshgate-app"
-	// MetaSidecarID, on an application registration, is the service ID of
-	// its sidecar's registration.
-	MetaSidecarID = "meshgate-sidecar-id"
-	// MetaAppAddress, on a sidecar registration, is its application's
-	// host:port.
-	MetaAppAddress = "meshgate-app-address"
-	// MetaNamespace is the meshgate namespace of the service (default
-	// "default").
-	MetaNamespace = "meshgate-namespace"
-	// MetaPort is the port number clients call the service on (the
-	// Service's port, e.g. 80 in http://orders:80/); default 80.
-	MetaPort = "meshgate-port"
-	// MetaProtocol is HTTP (default) or HTTP2.
-	MetaProtocol = "meshgate-protocol"
-	// MetaGateway "true" marks a gateway node's registration: it is not a
-	// service endpoint.
-	MetaGateway = "meshgate-gateway"
-)
-
-// DefaultServicePort is the port of a discovered service without MetaPort.
+// DefaultServicePort is the port of a discovered service without consulreg.MetaPort.
 const DefaultServicePort = 80
 
 // SourcePrefix prefixes the Source.File of every discovered service:
@@ -390,21 +361,21 @@ func (c *Consul) buildLocked() []*policy.Service {
 //   - an instance is an endpoint when its aggregated check status (service
 //     and node checks) is passing, or warning with includeWarning;
 //   - its address is the service address, else the node's, with the
-//     service port; an instance with MetaSidecar "true" is a sidecar
+//     service port; an instance with consulreg.MetaSidecar "true" is a sidecar
 //     endpoint (mTLS);
-//   - an application registration (MetaApp "true") is ignored while its
-//     sidecar (MetaSidecarID, or a sidecar whose MetaAppAddress is the
+//   - an application registration (consulreg.MetaApp "true") is ignored while its
+//     sidecar (consulreg.MetaSidecarID, or a sidecar whose consulreg.MetaAppAddress is the
 //     application's address) is registered, whatever the sidecar's health;
-//     a gateway registration (MetaGateway "true") is never an endpoint;
+//     a gateway registration (consulreg.MetaGateway "true") is never an endpoint;
 //   - labels come from "key=value" tags, then from the service metadata
 //     (keys not starting with "meshgate-"); invalid label keys or values
 //     are dropped;
-//   - the Service's port and protocol come from MetaPort and MetaProtocol
+//   - the Service's port and protocol come from consulreg.MetaPort and consulreg.MetaProtocol
 //     of the first instance (by ID) that has them, its namespace from
-//     MetaNamespace;
+//     consulreg.MetaNamespace;
 //   - a service whose instances are all gateway nodes is nil.
 func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning bool) *policy.Service {
-	if len(entries) > 0 && !slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.Meta[MetaGateway] != "true" }) {
+	if len(entries) > 0 && !slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.Meta[consulreg.MetaGateway] != "true" }) {
 		return nil
 	}
 	entries = slices.Clone(entries)
@@ -419,7 +390,7 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 	port := ServicePort(entries)
 	svc.Spec.Ports = []policy.ServicePort{port}
 	for _, e := range entries {
-		if ns := e.Service.Meta[MetaNamespace]; ns != "" && len(validation.IsDNS1123Label(ns)) == 0 {
+		if ns := e.Service.Meta[consulreg.MetaNamespace]; ns != "" && len(validation.IsDNS1123Label(ns)) == 0 {
 			svc.Namespace = ns
 			break
 		}
@@ -427,9 +398,9 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 	sidecarIDs := map[string]bool{}
 	sidecarApps := map[string]bool{}
 	for _, e := range entries {
-		if e.Service.Meta[MetaSidecar] == "true" {
+		if e.Service.Meta[consulreg.MetaSidecar] == "true" {
 			sidecarIDs[e.Node.Node+"/"+e.Service.ID] = true
-			if a := e.Service.Meta[MetaAppAddress]; a != "" {
+			if a := e.Service.Meta[consulreg.MetaAppAddress]; a != "" {
 				sidecarApps[a] = true
 			}
 		}
@@ -442,37 +413,37 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 			continue
 		}
 		meta := e.Service.Meta
-		if meta[MetaGateway] == "true" {
+		if meta[consulreg.MetaGateway] == "true" {
 			continue
 		}
 		addr := instanceAddress(e)
 		if addr == "" {
 			continue
 		}
-		if meta[MetaApp] == "true" && (sidecarIDs[e.Node.Node+"/"+meta[MetaSidecarID]] || sidecarApps[addr]) {
+		if meta[consulreg.MetaApp] == "true" && (sidecarIDs[e.Node.Node+"/"+meta[consulreg.MetaSidecarID]] || sidecarApps[addr]) {
 			continue
 		}
 		svc.Spec.Endpoints = append(svc.Spec.Endpoints, policy.Endpoint{
 			Address: addr,
 			Labels:  labels(e.Service.Tags, meta),
-			Sidecar: meta[MetaSidecar] == "true",
+			Sidecar: meta[consulreg.MetaSidecar] == "true",
 		})
 	}
 	return svc
 }
 
-// ServicePort is the port of a discovered service: MetaPort and
-// MetaProtocol of the first instance that has them, else port 80, HTTP.
+// ServicePort is the port of a discovered service: consulreg.MetaPort and
+// consulreg.MetaProtocol of the first instance that has them, else port 80, HTTP.
 func ServicePort(entries []*api.ServiceEntry) policy.ServicePort {
 	port := policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP}
 	for _, e := range entries {
-		if p, err := strconv.ParseInt(e.Service.Meta[MetaPort], 10, 32); err == nil && p >= 1 && p <= 65535 {
+		if p, err := strconv.ParseInt(e.Service.Meta[consulreg.MetaPort], 10, 32); err == nil && p >= 1 && p <= 65535 {
 			port.Port = int32(p)
 			break
 		}
 	}
 	for _, e := range entries {
-		switch proto := strings.ToUpper(e.Service.Meta[MetaProtocol]); proto {
+		switch proto := strings.ToUpper(e.Service.Meta[consulreg.MetaProtocol]); proto {
 		case policy.ProtocolHTTP, policy.ProtocolHTTP2:
 			port.Protocol = proto
 			return port
@@ -533,20 +504,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// NewClient returns a Consul API client for address (host:port or a URL;
-// empty: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500) with token (empty:
-// $CONSUL_HTTP_TOKEN).
-func NewClient(address, token string) (*api.Client, error) {
-	cfg := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...
-	if address != "" {
-		cfg.Address = address
-	}
-	if token != "" {
-		cfg.Token = token
-	}
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
-	}
-	return client, nil
-}

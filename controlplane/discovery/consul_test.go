@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"github.com/meshgate/meshgate/api/consulreg"
 	"reflect"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func entry(id, addr string, port int, status string, tags []string, meta map[str
 
 func TestServiceFromEntries(t *testing.T) {
 	t.Parallel()
-	sidecarMeta := map[string]string{MetaSidecar: "true", MetaAppAddress: "127.0.0.1:8080"}
+	sidecarMeta := map[string]string{consulreg.MetaSidecar: "true", consulreg.MetaAppAddress: "127.0.0.1:8080"}
 	tests := []struct {
 		name           string
 		entries        []*api.ServiceEntry
@@ -41,7 +42,7 @@ func TestServiceFromEntries(t *testing.T) {
 		},
 		{
 			name:           "warning accepted when asked",
-			entries:        []*api.ServiceEntry{entry("c", "127.0.0.3", 9002, api.HealthWarning, nil, map[string]string{MetaProtocol: "http2"})},
+			entries:        []*api.ServiceEntry{entry("c", "127.0.0.3", 9002, api.HealthWarning, nil, map[string]string{consulreg.MetaProtocol: "http2"})},
 			includeWarning: true,
 			wantEndpoints:  []policy.Endpoint{{Address: "127.0.0.3:9002"}},
 			wantPort:       policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP2},
@@ -50,7 +51,7 @@ func TestServiceFromEntries(t *testing.T) {
 			name: "app registration ignored while its sidecar is registered, even critical",
 			entries: []*api.ServiceEntry{
 				entry("s", "127.0.0.1", 15006, api.HealthCritical, nil, sidecarMeta),
-				entry("s-app", "127.0.0.1", 8080, api.HealthPassing, nil, map[string]string{MetaApp: "true", MetaSidecarID: "s"}),
+				entry("s-app", "127.0.0.1", 8080, api.HealthPassing, nil, map[string]string{consulreg.MetaApp: "true", consulreg.MetaSidecarID: "s"}),
 			},
 			wantPort: policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP},
 		},
@@ -58,7 +59,7 @@ func TestServiceFromEntries(t *testing.T) {
 			name: "sidecar is an mTLS endpoint; a lone app registration is used",
 			entries: []*api.ServiceEntry{
 				entry("s", "127.0.0.1", 15006, api.HealthPassing, nil, sidecarMeta),
-				entry("other-app", "127.0.0.9", 8080, api.HealthPassing, nil, map[string]string{MetaApp: "true", MetaSidecarID: "gone"}),
+				entry("other-app", "127.0.0.9", 8080, api.HealthPassing, nil, map[string]string{consulreg.MetaApp: "true", consulreg.MetaSidecarID: "gone"}),
 			},
 			wantEndpoints: []policy.Endpoint{{Address: "127.0.0.9:8080"}, {Address: "127.0.0.1:15006", Sidecar: true}}, // by ID
 			wantPort:      policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP},
@@ -70,7 +71,7 @@ func TestServiceFromEntries(t *testing.T) {
 		},
 		{
 			name:    "gateway nodes are not a service",
-			entries: []*api.ServiceEntry{entry("g", "127.0.0.1", 15100, api.HealthPassing, nil, map[string]string{MetaGateway: "true"})},
+			entries: []*api.ServiceEntry{entry("g", "127.0.0.1", 15100, api.HealthPassing, nil, map[string]string{consulreg.MetaGateway: "true"})},
 			wantNil: true,
 		},
 	}
@@ -96,41 +97,6 @@ func TestServiceFromEntries(t *testing.T) {
 	}
 }
 
-func TestSidecarRegistrations(t *testing.T) {
-	t.Parallel()
-	regs, err := SidecarRegistration{
-		Service: "orders", Namespace: "shop", InboundAddress: "127.0.0.1:15006", AppAddress: "127.0.0.1:8080",
-		AdminAddress: "127.0.0.1:15101", Labels: map[string]string{"version": "v1"}, RegisterApp: true,
-		CheckInterval: 200 * time.Millisecond,
-	}.Registrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(regs) != 2 {
-		t.Fatalf("want sidecar and app registrations, got %d", len(regs))
-	}
-	sc, app := regs[0], regs[1]
-	if sc.Port != 15006 || sc.Meta[MetaSidecar] != "true" || sc.Meta[MetaNamespace] != "shop" || sc.Check.HTTP != "http://127.0.0.1:15101/ready" ||
-		sc.Check.Status != api.HealthCritical || sc.Check.DeregisterCriticalServiceAfter != "1m0s" || !reflect.DeepEqual(sc.Tags, []string{"version=v1"}) {
-		t.Errorf("sidecar registration %+v check %+v", sc, sc.Check)
-	}
-	if app.Port != 8080 || app.Meta[MetaApp] != "true" || app.Meta[MetaSidecarID] != sc.ID || app.Check.AliasService != sc.ID {
-		t.Errorf("app registration %+v check %+v", app, app.Check)
-	}
-	// The discovery side agrees: the app is ignored while the sidecar is there.
-	entries := []*api.ServiceEntry{
-		{Node: &api.Node{Node: "n"}, Service: &api.AgentService{ID: sc.ID, Address: sc.Address, Port: sc.Port, Meta: sc.Meta}, Checks: api.HealthChecks{{Status: api.HealthPassing}}},
-		{Node: &api.Node{Node: "n"}, Service: &api.AgentService{ID: app.ID, Address: app.Address, Port: app.Port, Meta: app.Meta}, Checks: api.HealthChecks{{Status: api.HealthPassing}}},
-	}
-	svc := ServiceFromEntries("orders", entries, false)
-	if len(svc.Spec.Endpoints) != 1 || !svc.Spec.Endpoints[0].Sidecar || svc.Namespace != "shop" {
-		t.Errorf("discovered %+v", svc)
-	}
-	if _, err := (SidecarRegistration{Service: "x", InboundAddress: "nope"}).Registrations(); err == nil {
-		t.Error("a bad inbound address was accepted")
-	}
-}
-
 func TestBackoffBounded(t *testing.T) {
 	t.Parallel()
 	c, err := NewConsul(ConsulOptions{Client: &api.Client{}, MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second})
@@ -141,5 +107,28 @@ func TestBackoffBounded(t *testing.T) {
 		if d := c.backoff(n); d < 80*time.Millisecond || d > 1200*time.Millisecond {
 			t.Fatalf("backoff(%d) = %s, outside [80ms, 1.2s]", n, d)
 		}
+	}
+}
+
+// TestRegistrationRoundTrip: what a sidecar registers (consulreg) is what
+// discovery reads back: the app registration is ignored while its sidecar is
+// there, and the sidecar is an mTLS endpoint in its namespace.
+func TestRegistrationRoundTrip(t *testing.T) {
+	t.Parallel()
+	regs, err := consulreg.SidecarRegistration{
+		Service: "orders", Namespace: "shop", InboundAddress: "127.0.0.1:15006", AppAddress: "127.0.0.1:8080",
+		AdminAddress: "127.0.0.1:15101", RegisterApp: true,
+	}.Registrations()
+	if err != nil || len(regs) != 2 {
+		t.Fatalf("registrations: %v (%d)", err, len(regs))
+	}
+	sc, app := regs[0], regs[1]
+	entries := []*api.ServiceEntry{
+		{Node: &api.Node{Node: "n"}, Service: &api.AgentService{ID: sc.ID, Address: sc.Address, Port: sc.Port, Meta: sc.Meta}, Checks: api.HealthChecks{{Status: api.HealthPassing}}},
+		{Node: &api.Node{Node: "n"}, Service: &api.AgentService{ID: app.ID, Address: app.Address, Port: app.Port, Meta: app.Meta}, Checks: api.HealthChecks{{Status: api.HealthPassing}}},
+	}
+	svc := ServiceFromEntries("orders", entries, false)
+	if len(svc.Spec.Endpoints) != 1 || !svc.Spec.Endpoints[0].Sidecar || svc.Namespace != "shop" {
+		t.Errorf("discovered %+v", svc)
 	}
 }

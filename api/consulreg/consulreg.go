@@ -1,4 +1,8 @@
-package discovery
+// Package consulreg is how meshgate proxies register in Consul: the service
+// registrations and health checks a sidecar or gateway writes to its local
+// agent, and the service metadata keys that the control plane's catalog
+// discovery reads back. It is shared by both sides, as api/token is.
+package consulreg
 
 import (
 	"context"
@@ -14,8 +18,40 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
+// Service metadata keys meshgate reads from (and its proxies write to)
+// Consul registrations.
+const (
+	// MetaSidecar "true" marks an instance that is a meshgate sidecar's
+	// inbound listener: calls to it use mTLS.
+	MetaSidecar = "meshgate-sidecar"
+	// MetaApp "true" marks an application registered beside its sidecar
+	// (`meshgate sidecar --register-app`): it is never an endpoint while
+	// that sidecar is registered, healthy or not.
+	MetaApp = "meshgate-app"
+	// MetaSidecarID, on an application registration, is the service ID of
+	// its sidecar's registration.
+	MetaSidecarID = "meshgate-sidecar-id"
+	// MetaAppAddress, on a sidecar registration, is its application's
+	// host:port.
+	MetaAppAddress = "meshgate-app-address"
+	// MetaNamespace is the meshgate namespace of the service (default
+	// "default").
+	MetaNamespace = "meshgate-namespace"
+	// MetaPort is the port number clients call the service on (the
+	// Service's port, e.g. 80 in http://orders:80/); default 80.
+	MetaPort = "meshgate-port"
+	// MetaProtocol is HTTP (default) or HTTP2.
+	MetaProtocol = "meshgate-protocol"
+	// MetaGateway "true" marks a gateway node's registration: it is not a
+	// service endpoint.
+	MetaGateway = "meshgate-gateway"
+)
+
 // Defaults of RegisterOptions.
 const (
+	// retryBackoff is the first wait after a failed registration; it doubles
+	// up to the resync interval.
+	retryBackoff          = 100 * time.Millisecond
 	DefaultResyncInterval = 5 * time.Second
 	DefaultCheckInterval  = time.Second
 	// DefaultDeregisterAfter is how long a registration may stay critical
@@ -69,7 +105,7 @@ func Register(ctx context.Context, opts RegisterOptions) error {
 		wait := opts.ResyncInterval
 		if err != nil && ctx.Err() == nil {
 			failures++
-			wait = min(DefaultMinBackoff<<min(failures-1, 16), opts.ResyncInterval)
+			wait = min(retryBackoff<<min(failures-1, 16), opts.ResyncInterval)
 			if failures == 1 {
 				logger.Warn("consul registration failed: retrying", "error", err.Error())
 			}
@@ -261,4 +297,34 @@ func KeepRegistered(ctx context.Context, client *api.Client, adminAddr func() st
 		return fmt.Errorf("consul registration: %w", err)
 	}
 	return Register(ctx, RegisterOptions{Client: client, Services: regs, Logger: logger})
+}
+
+// sleep waits d or until ctx is done; false when ctx is done.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// NewClient returns a Consul API client for address (host:port or a URL;
+// empty: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500) with token (empty:
+// $CONSUL_HTTP_TOKEN).
+func NewClient(address, token string) (*api.Client, error) {
+	cfg := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...
+	if address != "" {
+		cfg.Address = address
+	}
+	if token != "" {
+		cfg.Token = token
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	return client, nil
 }

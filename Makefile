@@ -16,8 +16,9 @@ build:
 run: build
 	./$(BIN) dev
 
-## test: everything CI runs: vet, unit tests (race detector), short fuzz runs, e2e through the real binary
-test: consul vet unit integration fuzz-short e2e
+## test: everything CI runs: vet, unit tests (race detector), Consul integration tests,
+## short fuzz runs, e2e through the real binary, and a smoke run of the benchmark tools
+test: consul vet unit integration fuzz-short e2e bench-smoke
 
 ## consul: the real Consul agent (v1.14.0, tools/consul's own module) for the
 ## tests, built once into tools/consul/bin/consul (rebuilt when its go.mod changes)
@@ -83,7 +84,7 @@ bench-bins: build
 
 bench: bench-bins
 	bash bench/setup.sh
-	./bin/bench -mode $(if $(BENCH_QUICK),quick,full)
+	./bin/bench -mode $(if $(BENCH_QUICK),quick,full) $(if $(filter 1,$(PROFILE)),-profile)
 
 bench-quick:
 	$(MAKE) bench BENCH_QUICK=1

@@ -4,6 +4,9 @@
 # own Go module, so their dependencies stay out of the main go.mod). Builds are
 # cached in tools/*/bin/ (gitignored) and redone only when their module changed.
 #
+# Nothing here fails the run: a package that cannot be installed or a tool that
+# does not build is reported, and bench reports its rows as not run.
+#
 # CADDY_BUILD_TIMEOUT=SECONDS bounds Caddy's first build (bench-smoke); when it
 # runs out, Caddy is skipped this time and the Go build cache keeps the work
 # done, so a later run finishes it.
@@ -17,8 +20,9 @@ done
 if ((${#missing[@]})); then
 	echo "bench: installing ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq wrk nghttp2-client nginx haproxy >/dev/null
+	if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+		echo "bench: could not install ${missing[*]}; their rows are reported as not run" >&2
+	fi
 fi
 
 # build DIR OUT PKG [TIMEOUT]: go build PKG in module DIR into DIR/bin/OUT
@@ -43,7 +47,9 @@ build() {
 	fi
 }
 
-build tools/fortio fortioload .
+if ! build tools/fortio fortioload .; then
+	echo "bench: fortioload not built; the fixed-rate workloads are reported as not run" >&2
+fi
 if ! build tools/caddy caddy github.com/caddyserver/caddy/v2/cmd/caddy "${CADDY_BUILD_TIMEOUT:-0}"; then
 	echo "bench: caddy not built (yet); it is skipped this run" >&2
 fi

@@ -10,11 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -253,25 +251,35 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 	t := resp.GetTypeUrl()
 	var follow string
 	var followNames []string
-	var decoded []proto.Message // clusters or listeners, for their secret references
+	var decoded []proto.Message // listeners, for their secret references
+	var clusterSecrets []string // secrets the clusters reference
 	switch t {
 	case resourcev3.ClusterType:
 		clear(s.clusters)
+		memo := map[string][]string{}
+		var secrets []string
 		for _, a := range resp.GetResources() {
-			var c clusterv3.Cluster
-			if err := a.UnmarshalTo(&c); err != nil {
+			if a.GetTypeUrl() != t {
+				return fmt.Errorf("cluster: resource of type %q", a.GetTypeUrl())
+			}
+			c, err := readCluster(a.GetValue())
+			if err != nil {
 				return fmt.Errorf("cluster: %w", err)
 			}
-			s.clusters[c.GetName()] = true
-			decoded = append(decoded, &c)
-			if c.GetType() == clusterv3.Cluster_EDS {
-				n := c.GetEdsClusterConfig().GetServiceName()
-				if n == "" {
-					n = c.GetName()
+			s.clusters[c.name] = true
+			if c.eds != "" {
+				followNames = append(followNames, c.eds)
+			}
+			for _, socket := range c.sockets {
+				names, err := socketSecrets(memo, socket)
+				if err != nil {
+					return fmt.Errorf("cluster %q: %w", c.name, err)
 				}
-				followNames = append(followNames, n)
+				secrets = append(secrets, names...)
 			}
 		}
+		slices.Sort(secrets)
+		clusterSecrets = slices.Compact(secrets)
 		follow = resourcev3.EndpointType
 	case resourcev3.ListenerType:
 		for _, a := range resp.GetResources() {
@@ -292,22 +300,15 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 		follow = resourcev3.RouteType
 	case resourcev3.RouteType:
 		for _, a := range resp.GetResources() {
-			var rc routev3.RouteConfiguration
-			if err := a.UnmarshalTo(&rc); err != nil {
-				return fmt.Errorf("route configuration: %w", err)
+			if a.GetTypeUrl() != t {
+				return fmt.Errorf("route configuration: resource of type %q", a.GetTypeUrl())
 			}
 			refs := map[string]bool{}
-			for _, vh := range rc.GetVirtualHosts() {
-				for _, r := range vh.GetRoutes() {
-					if c := r.GetRoute().GetCluster(); c != "" {
-						refs[c] = true
-					}
-					for _, wc := range r.GetRoute().GetWeightedClusters().GetClusters() {
-						refs[wc.GetName()] = true
-					}
-				}
+			name, err := readRouteConfig(a.GetValue(), refs)
+			if err != nil {
+				return fmt.Errorf("route configuration: %w", err)
 			}
-			s.routeRefs[rc.GetName()] = refs
+			s.routeRefs[name] = refs
 		}
 	case resourcev3.EndpointType:
 		for _, a := range resp.GetResources() {
@@ -335,7 +336,11 @@ func (s *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 		}
 		// Secrets, as the proxy does: the union of what the accepted
 		// clusters and listeners reference over SDS.
-		s.secretRefs[t] = xdsclient.SecretNames(decoded)
+		if t == resourcev3.ClusterType {
+			s.secretRefs[t] = clusterSecrets
+		} else {
+			s.secretRefs[t] = xdsclient.SecretNames(decoded)
+		}
 		secrets := slices.Concat(s.secretRefs[resourcev3.ClusterType], s.secretRefs[resourcev3.ListenerType])
 		if err := s.resubscribe(resourcev3.SecretType, secrets); err != nil {
 			return err

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,11 @@ type result struct {
 	Endpoint               change  `json:"endpointChange"`
 	ControlPlaneCPUSeconds float64 `json:"controlPlaneCPUSeconds"`
 	ControlPlanePeakRSSMiB float64 `json:"controlPlanePeakRSSMiB"`
+	// CPU seconds of the control plane and of xdsload itself during the two
+	// changes alone: on one machine both share the cores, so a change's
+	// latency includes the load generator's decoding.
+	ChangesControlPlaneCPUSeconds  float64 `json:"changesControlPlaneCPUSeconds"`
+	ChangesLoadGeneratorCPUSeconds float64 `json:"changesLoadGeneratorCPUSeconds"`
 }
 
 // change is how long one change took to reach every stream.
@@ -236,6 +242,8 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	logger.Info("all streams configured", "seconds", res.ConnectSeconds)
 
 	stopProfile := startProfile(ctx, logger, cfg.profileDir, adminAPI)
+	stopSelfProfile := startSelfProfile(logger, cfg.profileDir)
+	cpChangesStart, selfChangesStart := cpuSeconds(cp.Process.Pid), cpuSeconds(os.Getpid())
 	// Phase 2: a policy change (a new service, routed from the gateway).
 	policyChange := &watch{id: 2, cluster: clusterName(addedService), routeRef: clusterName(addedService),
 		cla: clusterName(addedService), claAddr: endpointAddr(cfg.services, 0, 0)}
@@ -251,6 +259,9 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	}); err != nil {
 		return nil, fmt.Errorf("endpoint change: %w", err)
 	}
+	res.ChangesControlPlaneCPUSeconds = cpuSeconds(cp.Process.Pid) - cpChangesStart
+	res.ChangesLoadGeneratorCPUSeconds = cpuSeconds(os.Getpid()) - selfChangesStart
+	stopSelfProfile()
 	stopProfile()
 	res.ControlPlaneCPUSeconds = cpuSeconds(cp.Process.Pid) - cpuStart
 	res.ControlPlanePeakRSSMiB = float64(peakRSS(cp.Process.Pid)) / (1 << 20)
@@ -393,6 +404,32 @@ func tail(path string) string {
 		s = s[len(s)-2000:]
 	}
 	return s
+}
+
+// startSelfProfile saves xdsload's own CPU profile (xdsload-cpu.pprof)
+// while the changes are applied; the returned func stops it.
+func startSelfProfile(logger *slog.Logger, dir string) func() {
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		logger.Warn("own profile not saved", "error", err)
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "xdsload-cpu.pprof"))
+	if err != nil {
+		logger.Warn("own profile not saved", "error", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		logger.Warn("own profile not saved", "error", err)
+		_ = f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }
 
 // startProfile saves a CPU profile of the control plane while the changes

@@ -81,3 +81,34 @@ func TestProxyCommandsRequireToken(t *testing.T) {
 		})
 	}
 }
+
+func TestParseByteSize(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "0", want: 0},
+		{in: "50000000", want: 50_000_000},
+		{in: "512B", want: 512},
+		{in: "64KiB", want: 64 << 10},
+		{in: "48MiB", want: 48 << 20},
+		{in: " 2 GiB ", want: 2 << 30},
+		{in: "1TiB", want: 1 << 40},
+		{in: "48MB", wantErr: true}, // GOMEMLIMIT's syntax: IEC units only
+		{in: "-1MiB", wantErr: true},
+		{in: "MiB", wantErr: true},
+		{in: "1.5GiB", wantErr: true},
+		{in: "99999999999TiB", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseByteSize(tt.in)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseByteSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ func newSidecarCmd(g *globalFlags) *cobra.Command {
 	opts := mesh.Options{}
 	idf := &proxyIdentityFlags{}
 	cf := &proxyConsulFlags{}
+	mf := &proxyMemoryFlags{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -33,6 +34,9 @@ Create the join token on the control plane:
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := idf.apply(&opts.Token, &opts.CAFile, &opts.TrustDomain, &opts.Insecure); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := mf.apply(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			opts.Logger = g.logger()
@@ -59,6 +63,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AdminAddress, "admin", defaultSidecarAdminAddress, "address of the admin HTTP endpoints")
 	f.StringVar(&opts.ID, "id", "", "node id (default sidecar~<service>~<hostname>-<pid>)")
 	idf.register(f)
+	mf.register(f)
 	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready) in the Consul agent at this address")
 	f.BoolVar(&opts.RegisterApp, "register-app", false, "also register the application itself in Consul, marked app-only (meshgate routes to the sidecar, not to it)")
 	return cmd

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -49,12 +48,6 @@ type typeSnapshot struct {
 	// version hashes every resource of the type, in name order.
 	version string
 	list    []*encoded // sorted by name
-}
-
-// has reports whether the type has a resource of that name.
-func (ts *typeSnapshot) has(name string) bool {
-	_, ok := slices.BinarySearchFunc(ts.list, name, func(e *encoded, name string) int { return strings.Compare(e.name, name) })
-	return ok
 }
 
 // nodeSnapshot is a node's configuration, immutable once built.
@@ -262,16 +255,24 @@ func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot)
 	}
 	// Only what changed, among the subscribed names.
 	subscribed := sub.SubscribedResources()
-	var changed []*encoded
+	if !sub.IsWildcard() && req.GetVersionInfo() == ts.version && len(returned) == len(subscribed) {
+		// The stream accepted this very content and, since, neither its
+		// subscription grew (go-control-plane forgets returned resources
+		// that are no longer subscribed, so a new name would make returned
+		// the shorter) nor did a resource change: nothing to send, and no
+		// need to compare every resource.
+		return nil
+	}
 	candidates := ts.list
 	if !sub.IsWildcard() {
-		candidates = make([]*encoded, 0, len(subscribed))
+		candidates = make([]*encoded, 0, min(len(subscribed), len(ts.list)))
 		for _, e := range ts.list {
 			if _, ok := subscribed[e.name]; ok {
 				candidates = append(candidates, e)
 			}
 		}
 	}
+	var changed []*encoded
 	for _, e := range candidates {
 		if returned[e.name] != e.hash {
 			changed = append(changed, e)
@@ -280,18 +281,7 @@ func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot)
 	if len(changed) == 0 {
 		return nil
 	}
-	known := make(map[string]string, len(candidates))
-	for name, v := range returned {
-		if ts.has(name) && (sub.IsWildcard() || isSubscribed(subscribed, name)) {
-			known[name] = v
-		}
-	}
-	return newResponse(context.Background(), req, ts.version, changed, known)
-}
-
-func isSubscribed(subscribed map[string]struct{}, name string) bool {
-	_, ok := subscribed[name]
-	return ok
+	return newResponse(context.Background(), req, ts.version, changed, candidates)
 }
 
 // selectNames is the type's resources, or those named (all when names is
@@ -343,16 +333,17 @@ func newFullResponse(ctx context.Context, req *cachev3.Request, version string, 
 	}
 }
 
-// newResponse answers req with list; known are resources the stream already
-// holds (and keeps) besides list, for its subscription's bookkeeping.
-func newResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded, known map[string]string) *response {
+// newResponse answers req with list, the resources among held (every
+// subscribed resource of the type, each in its current version) that the
+// stream lacks. Once it is sent, the stream has all of held: its returned
+// resources are exactly those.
+func newResponse(ctx context.Context, req *cachev3.Request, version string, list, held []*encoded) *response {
 	anys := make([]*anypb.Any, len(list))
-	returned := maps.Clone(known)
-	if returned == nil {
-		returned = make(map[string]string, len(list))
-	}
 	for i, e := range list {
 		anys[i] = e.any
+	}
+	returned := make(map[string]string, len(held))
+	for _, e := range held {
 		returned[e.name] = e.hash
 	}
 	return &response{

@@ -121,4 +121,21 @@ func TestCacheSendsOnlyChangedNamedResources(t *testing.T) {
 	if known := subs[resourcev3.EndpointType].ReturnedResources(); len(known) != 2 {
 		t.Fatalf("returned resources after a partial response = %v, want a and b", known)
 	}
+
+	// The stream drops b, then subscribes to it again with the same
+	// version: b was forgotten, so it is sent again.
+	resubscribe := func(names ...string) {
+		sub := subs[resourcev3.EndpointType]
+		sub.SetResourceSubscription(names)
+		subs[resourcev3.EndpointType] = sub
+		request(resourcev3.EndpointType, newVersion, names)
+	}
+	resubscribe("a")
+	expectNone()
+	resubscribe("a", "b")
+	if _, got := receive(resourcev3.EndpointType); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("EDS after subscribing to b again = %v, want b", got)
+	}
+	resubscribe("a", "b")
+	expectNone()
 }

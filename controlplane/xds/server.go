@@ -161,6 +161,12 @@ func NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Responses reference the cache's shared resource encodings instead
+		// of a marshaled copy per stream (see sharingCodec).
+		grpc.ForceServerCodecV2(newSharingCodec()),
+		// Each connection's write buffer is released when flushed: most
+		// proxies' connections are idle between configuration changes.
+		grpc.SharedWriteBuffer(true),
 	}
 	return grpc.NewServer(append(base, opts...)...)
 }

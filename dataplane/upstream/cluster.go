@@ -349,10 +349,19 @@ func (c *Cluster) Next() (string, bool) {
 	return schedule[n%uint64(len(schedule))], true
 }
 
-// Close closes the cluster's idle pooled connections; requests in flight are
-// not interrupted, and their connections close after the idle timeout. Call
-// it once no route references the cluster any more.
+// Close closes the cluster's idle pooled connections and forgets its TLS
+// sessions; requests in flight are not interrupted, and their connections
+// close after the idle timeout. Call it once no route references the cluster
+// any more.
 func (c *Cluster) Close() {
+	c.closeIdle()
+	for _, m := range c.matches {
+		m.sessions.reset() // the next connection does a full handshake
+	}
+}
+
+// closeIdle closes every idle connection of the cluster.
+func (c *Cluster) closeIdle() {
 	c.transport.CloseIdleConnections()
 	if c.fast != nil {
 		c.fast.closeIdle(nil)

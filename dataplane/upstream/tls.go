@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -25,6 +26,11 @@ const TransportSocketMatchKey = "envoy.transport_socket_match"
 
 // localCertificateName is the SDS name of the proxy's own certificate.
 const localCertificateName = "default"
+
+// tlsSessionsPerMatch is how many TLS sessions (resumption tickets) a
+// transport_socket_matches entry keeps, one per endpoint address: a new
+// connection to a known endpoint resumes instead of a full handshake.
+const tlsSessionsPerMatch = 256
 
 // tlsFailureLogInterval bounds how often a failing endpoint's TLS error is
 // logged.
@@ -59,6 +65,7 @@ type tlsMatch struct {
 	match     map[string]*structpb.Value
 	transport *http.Transport
 	fast      *h1Client // HTTP/1.1 over the TLS dialer; nil for h2
+	sessions  *sessionCache
 }
 
 // buildMatches reads transport_socket_matches: one TLS transport per entry.
@@ -81,10 +88,13 @@ func (c *Cluster) buildMatches(connectTimeout time.Duration) ([]*tlsMatch, error
 		if err != nil {
 			return nil, err
 		}
+		sessions := newSessionCache()
+		cfg.ClientSessionCache = sessions
 		m := &tlsMatch{
 			name:      e.GetName(),
 			match:     e.GetMatch().GetFields(),
 			transport: c.newTLSTransport(protocol, connectTimeout, cfg),
+			sessions:  sessions,
 		}
 		if protocol == HTTP1 {
 			m.fast = newH1Client(m.transport.DialContext)
@@ -182,6 +192,40 @@ func (c *Cluster) newTLSTransport(protocol Protocol, connectTimeout time.Duratio
 		return conn, nil
 	}
 	return t
+}
+
+// sessionCache is the TLS client session cache of one
+// transport_socket_matches entry. crypto/tls keys it by the endpoint address
+// (no SNI is set by the control plane; with one, endpoints sharing it share a
+// key and a ticket one of them cannot use costs one full handshake). A
+// resumed TLS 1.3 session still runs VerifyConnection, against the current
+// trust bundle and with the peer certificate of the original handshake, whose
+// expiry ends resumption. reset forgets every session (Cluster.Close).
+type sessionCache struct {
+	current atomic.Pointer[tlsCacheBox]
+}
+
+// tlsCacheBox lets an interface value live in an atomic.Pointer.
+type tlsCacheBox struct{ cache tls.ClientSessionCache }
+
+func newSessionCache() *sessionCache {
+	s := &sessionCache{}
+	s.reset()
+	return s
+}
+
+// Get implements tls.ClientSessionCache.
+func (s *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	return s.current.Load().cache.Get(key)
+}
+
+// Put implements tls.ClientSessionCache.
+func (s *sessionCache) Put(key string, cs *tls.ClientSessionState) {
+	s.current.Load().cache.Put(key, cs)
+}
+
+func (s *sessionCache) reset() {
+	s.current.Store(&tlsCacheBox{cache: tls.NewLRUClientSessionCache(tlsSessionsPerMatch)})
 }
 
 // matchOf returns the first transport_socket_matches entry whose match is a

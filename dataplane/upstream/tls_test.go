@@ -280,3 +280,66 @@ func TestNewClusterRejectsMTLSWithoutIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterMTLSResumesSessions proves that a new connection to an endpoint
+// already connected to resumes the TLS session (no full handshake), that the
+// resumed session is still verified against the current trust bundle, and
+// that Close forgets the sessions.
+func TestClusterMTLSResumesSessions(t *testing.T) {
+	t.Parallel()
+	mesh, next := meshtlstest.NewCA(t, "mesh"), meshtlstest.NewCA(t, "next")
+	bundle, err := meshtls.ParseBundle(mesh.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "resumed="+strconv.FormatBool(r.TLS.DidResume)+" "+meshtls.SPIFFEID(r.TLS.PeerCertificates[0]))
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{*mesh.Issue(t, ordersID)}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: bundle.Pool}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	server := srv.Listener.Addr().String()
+
+	client := meshtlstest.NewIdentity(webID, mesh.Issue(t, webID))
+	tr := newTrust(t, mesh.PEM)
+	c, err := NewCluster(withMTLS(t, staticClusterAt(t, server), upstreamContext(ordersID, "http/1.1")), nil,
+		WithTLS(TLS{Certificate: client.Certificate, TrustBundle: tr.get}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+
+	steps := []struct {
+		name     string
+		before   func()
+		want     string
+		wantFail string
+	}{
+		{name: "first connection: full handshake", want: "resumed=false " + webID},
+		{name: "new connection: resumed", before: c.closeIdle, want: "resumed=true " + webID},
+		{name: "resumed again", before: c.closeIdle, want: "resumed=true " + webID},
+		{name: "resumption still checks the current bundle", before: func() {
+			c.closeIdle()
+			tr.bundle.Store(newTrust(t, next.PEM).bundle.Load())
+		}, wantFail: "unknown authority"},
+		{name: "after Close: full handshake", before: func() {
+			tr.bundle.Store(bundle)
+			c.Close()
+		}, want: "resumed=false " + webID},
+	}
+	for _, st := range steps {
+		if st.before != nil {
+			st.before()
+		}
+		got, err := roundTrip(c, server)
+		switch {
+		case st.wantFail != "":
+			if err == nil || !strings.Contains(err.Error(), st.wantFail) {
+				t.Fatalf("%s: RoundTrip() = %q, %v; want an error containing %q", st.name, got, err, st.wantFail)
+			}
+		case err != nil || got != st.want:
+			t.Fatalf("%s: RoundTrip() = %q, %v; want %q", st.name, got, err, st.want)
+		}
+	}
+}

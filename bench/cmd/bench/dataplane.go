@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 )
@@ -72,8 +74,7 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			c, err := s.start()
 			if err != nil {
 				r.skipContender(s.name, err)
-				var skipped errSkipped
-				if !errors.As(err, &skipped) {
+				if !isSkipped(err) {
 					errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
 				}
 				if c != nil {
@@ -88,13 +89,31 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 		}
 	}
 	if !skip["mesh"] && ctx.Err() == nil {
-		if err := r.meshPath(ctx, env, backendAddr); err != nil {
+		if err := r.meshPath(ctx, env, backendAddr); err != nil && toolMissing(err) {
+			r.table.section(wlMesh, "direct").rows = append(r.table.section(wlMesh, "direct").rows,
+				row{contender: "meshgate sidecars", note: "not run: " + oneLine(err)})
+		} else if err != nil {
 			r.table.section(wlMesh, "direct").rows = append(r.table.section(wlMesh, "direct").rows,
 				row{contender: "meshgate sidecars", note: "failed: " + oneLine(err)})
 			errs = append(errs, fmt.Errorf("mesh path: %w", err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isSkipped reports whether a contender could not start for a reason that
+// is not meshgate's: marked errSkipped, or its binary is not installed.
+func isSkipped(err error) bool {
+	var skipped errSkipped
+	return errors.As(err, &skipped) || toolMissing(err)
+}
+
+// toolMissing reports whether err is a binary that is not installed (a
+// contender or a load generator): reported as not run, never a failure.
+func toolMissing(err error) bool {
+	var pathErr *fs.PathError
+	return errors.Is(err, exec.ErrNotFound) ||
+		errors.As(err, &pathErr) && pathErr.Op == "fork/exec" && errors.Is(pathErr.Err, fs.ErrNotExist)
 }
 
 // skipContender records a contender that could not run in every section.
@@ -125,6 +144,11 @@ func (r *runner) measureContender(ctx context.Context, c *contender) error {
 		start := time.Now()
 		res, out, err := load()
 		elapsed := time.Since(start)
+		if err != nil && toolMissing(err) { // the load generator, not the contender
+			s.rows = append(s.rows, row{contender: c.name, note: "not run: " + oneLine(err)})
+			r.log.Warn("workload not run", "workload", title, "error", err)
+			return
+		}
 		if err != nil {
 			s.rows = append(s.rows, row{contender: c.name, note: "failed: " + oneLine(err)})
 			errs = append(errs, fmt.Errorf("%s: %w\n%s", title, err, out))
@@ -191,6 +215,7 @@ func (r *runner) meshPath(ctx context.Context, env *meshgateEnv, backend string)
 	defer client.stop()
 	defer app.stop()
 	s := r.table.section(wlMesh, "direct")
+	idle := rssOf(app.measured.pgid())
 	qps := float64(fixedQPS)
 	direct, out, err := runFortio(ctx, r.fortio, "http://"+backend+pathTiny, "", qps, 16, r.mode.duration)
 	if err != nil {
@@ -215,6 +240,10 @@ func (r *runner) meshPath(ctx context.Context, env *meshgateEnv, backend string)
 	}
 	rw.rssMiB = float64(a1.peakRSS+a2.peakRSS) / (1 << 20)
 	s.rows = append(s.rows, rw)
+	loaded := rssOf(app.measured.pgid())
+	s.notes = append(s.notes, fmt.Sprintf("The app's sidecar, RSS total / anonymous / file-backed (the mapped binary, shared and reclaimable): "+
+		"idle %.1f / %.1f / %.1f MiB, after the run %.1f / %.1f / %.1f MiB.",
+		idle.total, idle.anon, idle.file, loaded.total, loaded.anon, loaded.file))
 	hop := "plain HTTP"
 	if r.cpHasDataDir {
 		hop = "mTLS"

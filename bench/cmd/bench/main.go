@@ -27,18 +27,19 @@ type mode struct {
 	warmup     time.Duration // before each contender's first run
 	xdsScales  [][2]int      // (streams, services) runs of xdsload
 	xdsTimeout time.Duration
+	flips      int // Consul health flips (each: critical, then passing)
 }
 
 func modeFor(name string, streams, services int) (mode, error) {
 	switch name {
 	case "full":
 		return mode{name: name, duration: 12 * time.Second, warmup: 2 * time.Second,
-			xdsScales: [][2]int{{streams / 10, services / 10}, {streams, services}}, xdsTimeout: 4 * time.Minute}, nil
+			xdsScales: [][2]int{{streams / 10, services / 10}, {streams, services}}, xdsTimeout: 4 * time.Minute, flips: 30}, nil
 	case "quick":
 		return mode{name: name, duration: 3 * time.Second, warmup: time.Second,
-			xdsScales: [][2]int{{streams / 4, services / 4}}, xdsTimeout: 90 * time.Second}, nil
+			xdsScales: [][2]int{{streams / 4, services / 4}}, xdsTimeout: 90 * time.Second, flips: 10}, nil
 	case "smoke":
-		return mode{name: name, duration: time.Second, xdsScales: [][2]int{{20, 10}}, xdsTimeout: 30 * time.Second}, nil
+		return mode{name: name, duration: time.Second, xdsScales: [][2]int{{20, 10}}, xdsTimeout: 30 * time.Second, flips: 3}, nil
 	}
 	return mode{}, fmt.Errorf("unknown mode %q (full, quick, smoke)", name)
 }
@@ -52,6 +53,7 @@ type runner struct {
 	meshgate       string
 	fortio         string
 	caddyBin       string
+	consulBin      string // "" when not built: the Consul flip is reported as not run
 	xdsload        string
 	insecureFlag   string
 	cpInsecureFlag string
@@ -89,13 +91,14 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	meshgate := fs.String("meshgate", "bin/meshgate", "meshgate binary")
 	fortio := fs.String("fortio", "tools/fortio/bin/fortioload", "fortio load engine (tools/fortio)")
 	caddy := fs.String("caddy", "tools/caddy/bin/caddy", "caddy binary (tools/caddy); skipped when missing")
+	consul := fs.String("consul", envOr("MESHGATE_CONSUL_BIN", "tools/consul/bin/consul"), "Consul agent binary (make consul) for the health-flip measurement; skipped when missing")
 	xdsload := fs.String("xdsload", "bin/xdsload", "xdsload binary (bench/xdsload)")
 	results := fs.String("results", "bench/results", "directory of latest.md (and profiles/)")
 	streams := fs.Int("xds-streams", 2000, "ADS streams of the largest xdsload run")
 	services := fs.Int("xds-services", 1000, "services of the largest xdsload run")
 	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
 	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
-	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, xds")
+	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, consul, xds")
 	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, haproxy, caddy); all when empty. (c2) needs nginx")
 	duration := fs.Duration("duration", 0, "length of each load-generator run; the mode's when zero (profiling: longer runs give fuller profiles)")
 	if err := fs.Parse(args); err != nil {
@@ -128,6 +131,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	if _, err := os.Stat(*caddy); err == nil {
 		r.caddyBin = abs(*caddy)
 	}
+	if _, err := os.Stat(*consul); err == nil {
+		r.consulBin = abs(*consul)
+	}
 	defer r.procs.stopAll()
 	// A second signal while stopping still stops everything: stopAll is
 	// idempotent and the deferred call runs on return.
@@ -142,6 +148,12 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	var errs []error
 	if !skipSet["dataplane"] || !skipSet["mesh"] {
 		errs = append(errs, r.dataPlane(ctx, skipSet))
+	}
+	if !skipSet["consul"] && ctx.Err() == nil {
+		if err := r.consulFlips(ctx, m.flips); err != nil {
+			r.table.consul.note = "failed: " + oneLine(err)
+			errs = append(errs, fmt.Errorf("consul health flip: %w", err))
+		}
 	}
 	if !skipSet["xds"] && ctx.Err() == nil {
 		errs = append(errs, r.controlPlane(ctx))

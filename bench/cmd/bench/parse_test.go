@@ -1,10 +1,16 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"math"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseWrk(t *testing.T) {
@@ -191,4 +197,59 @@ func closeTo(a, b loadResult) bool {
 	eq := func(x, y float64) bool { return math.Abs(x-y) < 1e-6 }
 	return eq(a.rps, b.rps) && eq(a.requests, b.requests) && eq(a.errors, b.errors) &&
 		eq(a.p50, b.p50) && eq(a.p90, b.p90) && eq(a.p99, b.p99) && eq(a.p999, b.p999)
+}
+
+func TestToolMissing(t *testing.T) {
+	t.Parallel()
+	_, errPath := exec.Command(filepath.Join(t.TempDir(), "no-such-tool")).Output()
+	_, errLook := exec.Command("meshgate-bench-no-such-tool").Output()
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{name: "absolute path missing", err: fmt.Errorf("fortio: %w", errPath), want: true},
+		{name: "not in PATH", err: fmt.Errorf("start nginx: %w", errLook), want: true},
+		{name: "a missing file of meshgate's is a failure", err: fmt.Errorf("admin token: %w", &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}), want: false},
+		{name: "other error", err: errors.New("boom"), want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := toolMissing(tt.err); got != tt.want {
+				t.Fatalf("toolMissing(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		ds   []time.Duration
+		p    float64
+		want float64
+	}{
+		{name: "empty", p: 50, want: 0},
+		{name: "one", ds: ms(7), p: 99, want: 7},
+		{name: "median of unsorted", ds: ms(30, 10, 20), p: 50, want: 20},
+		{name: "p99 of ten is the max", ds: ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), p: 99, want: 10},
+		{name: "max", ds: ms(5, 1, 9), p: 100, want: 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := percentile(tt.ds, tt.p); got != tt.want {
+				t.Fatalf("percentile(%v, %v) = %v, want %v", tt.ds, tt.p, got, tt.want)
+			}
+		})
+	}
 }

@@ -278,3 +278,36 @@ func waitHTTP(ctx context.Context, url, host string, timeout time.Duration, proc
 
 // selfPID is this process's id.
 func selfPID() int { return os.Getpid() }
+
+// rssParts is a process's resident memory split by kind (MiB): anonymous
+// (heap, stacks: its own) and file-backed (the mapped binary: shared with
+// every process running it, and reclaimable).
+type rssParts struct{ total, anon, file float64 }
+
+// rssOf reads VmRSS, RssAnon and RssFile of pid; zero when unreadable.
+func rssOf(pid int) rssParts {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return rssParts{}
+	}
+	var p rssParts
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 64)
+		if err != nil {
+			continue
+		}
+		switch key {
+		case "VmRSS":
+			p.total = kb / 1024
+		case "RssAnon":
+			p.anon = kb / 1024
+		case "RssFile":
+			p.file = kb / 1024
+		}
+	}
+	return p
+}

@@ -36,6 +36,7 @@ type table struct {
 	sections []*section
 	xds      []xdsRow
 	xdsNotes []string
+	consul   consulResult
 }
 
 func (t *table) section(title, baseline string) *section {
@@ -101,6 +102,7 @@ func (t *table) markdown(facts []string) string {
 			fmt.Fprintf(&b, "\n%s\n", n)
 		}
 	}
+	b.WriteString(t.consul.markdown())
 	if len(t.xds) > 0 || len(t.xdsNotes) > 0 {
 		b.WriteString("\n## Control plane at scale (bench/xdsload)\n\n")
 		b.WriteString("Time from the change (file rewritten) until each ADS stream ACKed a response carrying it; ratios against the first row.\n\n")

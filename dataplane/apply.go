@@ -63,7 +63,7 @@ func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Messa
 	err := p.applyLocked(typeURL, resources)
 	if err != nil {
 		p.stats.rejected.Add(1)
-		p.logger.Warn("xDS update rejected", "type", typeName(typeURL), "version", version, "error", err)
+		p.logger.Warn("xDS update rejected", "type", typeName(typeURL), "version", version, "error", xdsclient.ErrorDetail(err))
 		return err
 	}
 	p.stats.accepted.Add(1)

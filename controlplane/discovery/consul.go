@@ -503,4 +503,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-

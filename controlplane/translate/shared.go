@@ -49,15 +49,27 @@ type sharedCluster struct {
 // clusters it references.
 type sharedOutbound struct {
 	routes   *routev3.RouteConfiguration
-	clusters []string
+	clusters *clusterSet
 	err      error
+}
+
+// clusterSet is a sorted list of shared clusters and their load
+// assignments, added to a node's translation whole: at 1000 services, a map
+// of them per node, then its sorted keys, was most of a sidecar's
+// translation.
+type clusterSet struct {
+	names     []string // sorted
+	clusters  []*clusterv3.Cluster
+	endpoints []*endpointv3.ClusterLoadAssignment
+	// err is the first error of the clusters, in name order.
+	err error
 }
 
 // sharedGateway is what a gateway node receives, secrets aside.
 type sharedGateway struct {
 	listeners []*listenerv3.Listener
 	routes    []*routev3.RouteConfiguration
-	clusters  []string
+	clusters  *clusterSet
 	err       error
 }
 
@@ -98,17 +110,21 @@ func (s *Shared) cluster(svc *model.Service, port *model.ServicePort) (*clusterv
 	return sc.cluster, sc.cla, sc.err
 }
 
-// addClusters adds the named shared clusters (already built) to t.
-func (s *Shared) addClusters(t *translator, names []string) {
+// clusterSet returns the set of the named shared clusters (already built).
+func (s *Shared) clusterSet(names []string) *clusterSet {
 	s.clustersMu.Lock()
 	defer s.clustersMu.Unlock()
-	for _, name := range names {
+	set := &clusterSet{names: names,
+		clusters:  make([]*clusterv3.Cluster, len(names)),
+		endpoints: make([]*endpointv3.ClusterLoadAssignment, len(names))}
+	for i, name := range names {
 		sc := s.clusters[name]
-		t.clusters[name], t.endpoints[name] = sc.cluster, sc.cla
-		if sc.err != nil {
-			t.fail(sc.err)
+		set.clusters[i], set.endpoints[i] = sc.cluster, sc.cla
+		if sc.err != nil && set.err == nil {
+			set.err = sc.err
 		}
 	}
+	return set
 }
 
 // outbound returns the shared outbound route configuration of
@@ -119,14 +135,14 @@ func (s *Shared) outbound(t *translator, callerNamespace string) *routev3.RouteC
 	if !ok {
 		sub := newTranslator(s.model, s.inputs, s)
 		rc := sub.buildOutboundRoutes(callerNamespace)
-		o = &sharedOutbound{routes: rc, clusters: slices.Sorted(maps.Keys(sub.clusters)), err: sub.err}
+		o = &sharedOutbound{routes: rc, clusters: s.clusterSet(slices.Sorted(maps.Keys(sub.clusters))), err: sub.err}
 		s.outbounds[callerNamespace] = o
 	}
 	s.outboundMu.Unlock()
 	if o.err != nil {
 		t.fail(o.err)
 	}
-	s.addClusters(t, o.clusters)
+	t.addClusterSet(o.clusters)
 	return o.routes
 }
 
@@ -140,7 +156,7 @@ func (s *Shared) gateway(t *translator, res *Resources, node NodeInfo) error {
 		part := &Resources{}
 		err := sub.buildGateway(part, node)
 		g = &sharedGateway{listeners: part.Listeners, routes: part.Routes,
-			clusters: slices.Sorted(maps.Keys(sub.clusters)), err: err}
+			clusters: s.clusterSet(slices.Sorted(maps.Keys(sub.clusters))), err: err}
 		if err == nil {
 			g.err = sub.err
 		}
@@ -152,6 +168,6 @@ func (s *Shared) gateway(t *translator, res *Resources, node NodeInfo) error {
 	}
 	res.Listeners = append(res.Listeners, g.listeners...)
 	res.Routes = append(res.Routes, g.routes...)
-	s.addClusters(t, g.clusters)
+	t.addClusterSet(g.clusters)
 	return nil
 }

@@ -118,12 +118,7 @@ func translateNode(t *translator, node NodeInfo) (*Resources, error) {
 	if len(t.inputs.TrustBundle) > 0 && (node.Role == RoleGateway || node.Role == RoleSidecar) {
 		res.Secrets = []*tlsv3.Secret{t.rootCASecret()}
 	}
-	for _, name := range slices.Sorted(maps.Keys(t.clusters)) {
-		res.Clusters = append(res.Clusters, t.clusters[name])
-		if cla, ok := t.endpoints[name]; ok {
-			res.Endpoints = append(res.Endpoints, cla)
-		}
-	}
+	res.Clusters, res.Endpoints = t.sortedClusters()
 	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
 	return res, nil
@@ -134,6 +129,9 @@ type translator struct {
 	inputs    Inputs
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
+	// sets are shared clusters added whole, besides clusters (see
+	// sortedClusters).
+	sets []*clusterSet
 	// shared, when set, memoizes the node-independent parts across nodes.
 	shared *Shared
 	// err is the first error of a helper that cannot return one.
@@ -411,6 +409,65 @@ func socketAddress(host string, port uint32) *corev3.Address {
 		Address:       host,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
 	}}}
+}
+
+// addClusterSet adds a set of shared clusters and their load assignments.
+func (t *translator) addClusterSet(set *clusterSet) {
+	if set.err != nil {
+		t.fail(set.err)
+	}
+	t.sets = append(t.sets, set)
+}
+
+// sortedClusters returns the node's clusters and load assignments in name
+// order: those of t.clusters and t.endpoints, and those of t.sets (which
+// replace a cluster of the same name). One set and a few clusters of the
+// node's own (a sidecar's inbound) are merged without a map.
+func (t *translator) sortedClusters() ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	own := slices.Sorted(maps.Keys(t.clusters))
+	if len(t.sets) == 1 && !slices.ContainsFunc(own, func(name string) bool {
+		_, found := slices.BinarySearch(t.sets[0].names, name)
+		return found
+	}) {
+		set := t.sets[0]
+		if len(own)+len(set.names) == 0 {
+			return nil, nil
+		}
+		clusters := make([]*clusterv3.Cluster, 0, len(own)+len(set.names))
+		endpoints := make([]*endpointv3.ClusterLoadAssignment, 0, len(own)+len(set.names))
+		i := 0
+		addOwn := func(name string) {
+			clusters = append(clusters, t.clusters[name])
+			if cla, ok := t.endpoints[name]; ok {
+				endpoints = append(endpoints, cla)
+			}
+		}
+		for j, name := range set.names {
+			for ; i < len(own) && own[i] < name; i++ {
+				addOwn(own[i])
+			}
+			clusters = append(clusters, set.clusters[j])
+			endpoints = append(endpoints, set.endpoints[j])
+		}
+		for ; i < len(own); i++ {
+			addOwn(own[i])
+		}
+		return clusters, endpoints
+	}
+	for _, set := range t.sets {
+		for j, name := range set.names {
+			t.clusters[name], t.endpoints[name] = set.clusters[j], set.endpoints[j]
+		}
+	}
+	var clusters []*clusterv3.Cluster
+	var endpoints []*endpointv3.ClusterLoadAssignment
+	for _, name := range slices.Sorted(maps.Keys(t.clusters)) {
+		clusters = append(clusters, t.clusters[name])
+		if cla, ok := t.endpoints[name]; ok {
+			endpoints = append(endpoints, cla)
+		}
+	}
+	return clusters, endpoints
 }
 
 // addCluster records the EDS cluster of a service port and its endpoints.

@@ -98,7 +98,11 @@ func (e *encoder) typeSnapshot(list []*encoded) *typeSnapshot {
 // newTypeSnapshot versions a type's encoded resources (sorted by name).
 func newTypeSnapshot(list []*encoded) *typeSnapshot {
 	h := sha256.New()
-	ts := &typeSnapshot{list: slices.SortedFunc(slices.Values(list), func(a, b *encoded) int { return strings.Compare(a.name, b.name) })}
+	byName := func(a, b *encoded) int { return strings.Compare(a.name, b.name) }
+	ts := &typeSnapshot{list: slices.Clone(list)}
+	if !slices.IsSortedFunc(ts.list, byName) { // translate sorts its output
+		slices.SortFunc(ts.list, byName)
+	}
 	for _, e := range ts.list {
 		h.Write([]byte(e.name))
 		h.Write([]byte{0})

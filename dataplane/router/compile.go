@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -328,13 +327,13 @@ func prefixRewrite(m *routeMatch, prefix string) (pathRewrite, error) {
 
 func regexRewrite(rr *matcherv3.RegexMatchAndSubstitute) (pathRewrite, error) {
 	pattern := rr.GetPattern().GetRegex()
-	re, err := regexp.Compile(pattern)
+	re, err := match.Regex(pattern)
 	if err != nil {
-		return pathRewrite{}, fmt.Errorf("pattern.regex %q: %w", pattern, err)
+		return pathRewrite{}, fmt.Errorf("pattern: %w", err)
 	}
 	sub, err := convertSubstitution(rr.GetSubstitution(), re.NumSubexp())
 	if err != nil {
-		return pathRewrite{}, fmt.Errorf("substitution %q: %w", rr.GetSubstitution(), err)
+		return pathRewrite{}, fmt.Errorf("substitution %s: %w", match.Quote(rr.GetSubstitution()), err)
 	}
 	return pathRewrite{kind: rewriteRegex, regex: re, substitution: sub}, nil
 }

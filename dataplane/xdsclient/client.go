@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -141,7 +143,14 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		// Full jitter over [delay/2, delay).
 		wait := delay/2 + rand.N(delay/2+1)
-		c.logger.Warn("xDS stream ended; reconnecting", "address", addr, "error", err, "retry_in", wait)
+		if status.Code(err) == codes.ResourceExhausted {
+			// Typically a response over MaxRecvMsgSize: it never reached
+			// Apply, so the last accepted configuration keeps serving.
+			c.logger.Error("xDS response too large or resources exhausted; keeping the last accepted configuration and reconnecting",
+				"address", addr, "max_recv_bytes", c.opts.MaxRecvMsgSize, "error", err, "retry_in", wait)
+		} else {
+			c.logger.Warn("xDS stream ended; reconnecting", "address", addr, "error", err, "retry_in", wait)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -228,7 +237,7 @@ func (s *session) send(typeURL, version string, detail error) error {
 		ResponseNonce: s.nonces[typeURL],
 	}
 	if detail != nil {
-		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: detail.Error()}
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: ErrorDetail(detail)}
 	}
 	if s.nodeSent {
 		req.Node = nil
@@ -252,7 +261,7 @@ func (s *session) handle(ctx context.Context, resp *discoveryv3.DiscoveryRespons
 		err = c.opts.Apply(ctx, typeURL, resources, resp.GetVersionInfo())
 	}
 	if err != nil {
-		c.logger.Warn("NACK", "type", shortType(typeURL), "version", resp.GetVersionInfo(), "error", err)
+		c.logger.Warn("NACK", "type", shortType(typeURL), "version", resp.GetVersionInfo(), "error", ErrorDetail(err))
 		return s.send(typeURL, c.versions[typeURL], err)
 	}
 	c.versions[typeURL] = resp.GetVersionInfo()
@@ -291,6 +300,25 @@ func (s *session) resubscribe(dependent string, names []string) error {
 		return nil // an empty first request would mean wildcard
 	}
 	return s.send(dependent, c.versions[dependent], nil)
+}
+
+// MaxErrorDetailBytes bounds the error text of a NACK: a rejected resource
+// may hold megabytes, and an error quoting it must not become a request the
+// control plane refuses (or a log line that size).
+const MaxErrorDetailBytes = 4 << 10
+
+// ErrorDetail is the text a NACK carries for err: err.Error(), cut to
+// MaxErrorDetailBytes (at a rune boundary) with a note of the full length.
+func ErrorDetail(err error) string {
+	msg := err.Error()
+	if len(msg) <= MaxErrorDetailBytes {
+		return msg
+	}
+	cut := MaxErrorDetailBytes
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (error truncated, %d bytes in all)", msg[:cut], len(msg))
 }
 
 // decode unpacks the resources of a response, all of which must be of typeURL.

@@ -11,7 +11,10 @@ import (
 	"net/http"
 	"net/textproto"
 	"regexp"
+	"regexp/syntax"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -93,17 +96,111 @@ func (s *String) Match(v string) bool {
 	return false
 }
 
-// FullRegex compiles an RE2 regex that must match the whole input.
+// Bounds of a regular expression from xDS. Go's RE2 matches in linear time,
+// but compiling costs time and memory in proportion to the program: a
+// control plane must not be able to make the proxy spend seconds or hundreds
+// of megabytes on one regex (".{1000}" is about a thousand instructions).
+const (
+	// MaxRegexBytes bounds the length of a regex.
+	MaxRegexBytes = 16 << 10
+	// MaxRegexProgramSize bounds the estimated number of instructions of a
+	// compiled regex.
+	MaxRegexProgramSize = 20000
+	// maxQuoted bounds how much of a rejected regex an error message quotes.
+	maxQuoted = 64
+)
+
+// FullRegex compiles an RE2 regex that must match the whole input, within
+// MaxRegexBytes and MaxRegexProgramSize.
 func FullRegex(rm *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
-	re, err := regexp.Compile(`^(?:` + rm.GetRegex() + `)$`)
+	pattern := rm.GetRegex()
+	if err := checkRegex(pattern); err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile(`^(?:` + pattern + `)$`)
 	if err != nil {
 		// Report the error against the user's regex, not the anchored one.
-		if _, err2 := regexp.Compile(rm.GetRegex()); err2 != nil {
+		if _, err2 := regexp.Compile(pattern); err2 != nil {
 			err = err2
 		}
-		return nil, fmt.Errorf("regex %q: %w", rm.GetRegex(), err)
+		return nil, fmt.Errorf("regex %s: %w", Quote(pattern), err)
 	}
 	return re, nil
+}
+
+// Regex compiles an RE2 regex (unanchored) within MaxRegexBytes and
+// MaxRegexProgramSize.
+func Regex(pattern string) (*regexp.Regexp, error) {
+	if err := checkRegex(pattern); err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("regex %s: %w", Quote(pattern), err)
+	}
+	return re, nil
+}
+
+// checkRegex refuses a regex too long or whose program would be too large,
+// before compiling it.
+func checkRegex(pattern string) error {
+	if len(pattern) > MaxRegexBytes {
+		return fmt.Errorf("regex %s: %d bytes, more than the limit of %d", Quote(pattern), len(pattern), MaxRegexBytes)
+	}
+	parsed, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return fmt.Errorf("regex %s: %w", Quote(pattern), err)
+	}
+	if size := programSize(parsed); size > MaxRegexProgramSize {
+		return fmt.Errorf("regex %s: program too large (more than %d instructions): simplify it", Quote(pattern), MaxRegexProgramSize)
+	}
+	return nil
+}
+
+// programSize estimates the instructions re compiles to, saturating just
+// above MaxRegexProgramSize (so nested repetitions cannot overflow).
+func programSize(re *syntax.Regexp) int {
+	const limit = MaxRegexProgramSize + 1
+	size := 0
+	switch re.Op {
+	case syntax.OpLiteral:
+		size = len(re.Rune)
+	case syntax.OpCharClass:
+		size = 1 + len(re.Rune)/16 // a class with many ranges weighs more
+	case syntax.OpRepeat:
+		n := re.Max
+		if n < 0 {
+			n = re.Min
+		}
+		size = 1 + programSize(re.Sub[0])*max(n, 1)
+	case syntax.OpStar, syntax.OpPlus, syntax.OpQuest:
+		size = 1 + programSize(re.Sub[0])
+	case syntax.OpCapture:
+		size = 2 + programSize(re.Sub[0])
+	case syntax.OpConcat, syntax.OpAlternate:
+		for _, sub := range re.Sub {
+			size += 1 + programSize(sub)
+			if size >= limit {
+				break
+			}
+		}
+	default:
+		size = 1
+	}
+	return min(size, limit)
+}
+
+// Quote quotes s for an error message, shortened to its first bytes when
+// long: a NACK must stay small whatever the resource held.
+func Quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 // HasPrefix reports whether s starts with prefix, optionally ignoring ASCII

@@ -4,6 +4,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -104,5 +105,57 @@ func TestHeader(t *testing.T) {
 	}
 	if _, err := CompileHeader(&routev3.HeaderMatcher{Name: ":protocol"}); err == nil || !strings.Contains(err.Error(), ":protocol") {
 		t.Errorf("pseudo-header error = %v", err)
+	}
+}
+
+func TestRegexBounds(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("a", 50<<20)
+	tests := []struct {
+		name    string
+		pattern string
+		wantErr string // "" means accepted
+	}{
+		{"ordinary", "/v[0-9]+/.*", ""},
+		{"a thousand repeats", ".{1000}", ""},
+		{"50 MB", huge, "more than the limit"},
+		{"just over the length limit", strings.Repeat("a", MaxRegexBytes+1), "more than the limit"},
+		{"repeats multiply", "(?:.{1000}){0,1}(?:[a-z]{1000}){1}(?:(?:x{100}){10}){1}" + strings.Repeat("(?:.{1000})", 20), "program too large"},
+		{"many wide classes", strings.Repeat(`\pL{1000}`, 30), "program too large"},
+		{"invalid", "(", "missing closing )"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			_, errFull := FullRegex(&matcherv3.RegexMatcher{Regex: tt.pattern})
+			_, errPlain := Regex(tt.pattern)
+			if elapsed := time.Since(start); elapsed > 2*time.Second {
+				t.Errorf("took %v", elapsed)
+			}
+			for _, err := range []error{errFull, errPlain} {
+				switch {
+				case tt.wantErr == "" && err != nil:
+					t.Errorf("unexpected error: %v", err)
+				case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+					t.Errorf("error = %v, want one containing %q", err, tt.wantErr)
+				case err != nil && len(err.Error()) > 512:
+					t.Errorf("error message is %d bytes long", len(err.Error()))
+				}
+			}
+		})
+	}
+}
+
+func TestQuote(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"abc", `"abc"`},
+		{strings.Repeat("x", 100), `"` + strings.Repeat("x", 64) + `"... (100 bytes)`},
+		{strings.Repeat("x", 63) + "é" + "yy", `"` + strings.Repeat("x", 63) + `"... (67 bytes)`}, // never cuts a rune
+	}
+	for _, tt := range tests {
+		if got := Quote(tt.in); got != tt.want {
+			t.Errorf("Quote(%.10q...) = %s, want %s", tt.in, got, tt.want)
+		}
 	}
 }

@@ -141,19 +141,7 @@ func New(opts Options) (*Gateway, error) {
 
 // newIdentity returns the identity manager of the gateway, nil when insecure.
 func newIdentity(opts Options, namespace string, logger *slog.Logger) (*identity.Manager, error) {
-	if opts.Insecure {
-		if opts.Token != "" || opts.CAFile != "" {
-			return nil, fmt.Errorf("--insecure runs without an identity: do not give a join token or --ca-file with it")
-		}
-		logger.Warn("running without an identity: plaintext xDS, no mTLS (--insecure)")
-		return nil, nil
-	}
-	if opts.Token == "" {
-		return nil, fmt.Errorf("a join token is required: create one on the control plane with "+
-			"`meshgate token create --service %s --namespace %s` and pass it with --token-file, --token or $MESHGATE_TOKEN "+
-			"(or --insecure, for a control plane without TLS in tests)", opts.Name, namespace)
-	}
-	mgr, err := identity.NewManager(identity.ManagerOptions{
+	return identity.ForProxy(identity.ManagerOptions{
 		TrustDomain:           opts.TrustDomain,
 		Namespace:             namespace,
 		Service:               opts.Name,
@@ -161,11 +149,7 @@ func newIdentity(opts Options, namespace string, logger *slog.Logger) (*identity
 		Token:                 opts.Token,
 		CAFile:                opts.CAFile,
 		Logger:                logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return mgr, nil
+	}, opts.Insecure)
 }
 
 // Proxy is the gateway's proxy engine.

@@ -183,19 +183,7 @@ func New(opts Options) (*Sidecar, error) {
 
 // newIdentity returns the identity manager of the sidecar, nil when insecure.
 func newIdentity(opts Options, logger *slog.Logger) (*identity.Manager, error) {
-	if opts.Insecure {
-		if opts.Token != "" || opts.CAFile != "" {
-			return nil, fmt.Errorf("--insecure runs without an identity: do not give a join token or --ca-file with it")
-		}
-		logger.Warn("running without an identity: plaintext xDS, no mTLS (--insecure)")
-		return nil, nil
-	}
-	if opts.Token == "" {
-		return nil, fmt.Errorf("a join token is required: create one on the control plane with "+
-			"`meshgate token create --service %s --namespace %s` and pass it with --token-file, --token or $MESHGATE_TOKEN "+
-			"(or --insecure, for a control plane without TLS in tests)", opts.Service, opts.Namespace)
-	}
-	return identity.NewManager(identity.ManagerOptions{
+	return identity.ForProxy(identity.ManagerOptions{
 		TrustDomain:           opts.TrustDomain,
 		Namespace:             opts.Namespace,
 		Service:               opts.Service,
@@ -203,7 +191,7 @@ func newIdentity(opts Options, logger *slog.Logger) (*identity.Manager, error) {
 		Token:                 opts.Token,
 		CAFile:                opts.CAFile,
 		Logger:                logger,
-	})
+	}, opts.Insecure)
 }
 
 // Proxy is the sidecar's proxy engine.

@@ -491,3 +491,26 @@ func (m *Manager) Serve(ctx context.Context, run func(context.Context) error) er
 	<-renewed
 	return err
 }
+
+// ForProxy returns the identity manager of a gateway or sidecar, or nil when
+// insecure: the one place that decides whether a proxy runs with an identity
+// and says what to do when it has no join token. opts.Token, CAFile,
+// TrustDomain, Namespace, Service and ControlPlaneAddresses are as for
+// NewManager.
+func ForProxy(opts ManagerOptions, insecure bool) (*Manager, error) {
+	if insecure {
+		if opts.Token != "" || opts.CAFile != "" {
+			return nil, errors.New("--insecure runs without an identity: do not give a join token or --ca-file with it")
+		}
+		if opts.Logger != nil {
+			opts.Logger.Warn("running without an identity: plaintext xDS, no mTLS (--insecure)")
+		}
+		return nil, nil
+	}
+	if opts.Token == "" {
+		return nil, fmt.Errorf("a join token is required: create one on the control plane with "+
+			"`meshgate token create --service %s --namespace %s` and pass it with --token-file, --token or $MESHGATE_TOKEN "+
+			"(or --insecure, for a control plane without TLS in tests)", opts.Service, opts.Namespace)
+	}
+	return NewManager(opts)
+}

@@ -69,11 +69,11 @@ func (p *Proxy) applySecrets(resources []proto.Message) error {
 		if old := p.state.secrets[name]; old != nil && proto.Equal(old.config, s) {
 			continue
 		}
-		bundle, err := meshtls.ParseBundle(s.GetValidationContext().GetTrustedCa().GetInlineBytes())
+		spec, err := parseSecret(s)
 		if err != nil {
-			return fmt.Errorf("secret %q: validation_context.trusted_ca.inline_bytes: %w", name, err)
+			return err
 		}
-		next[name] = &secretSpec{config: s, bundle: bundle}
+		next[name] = spec
 	}
 	old := p.state.secrets[rootCASecretName]
 	p.state.secrets = next
@@ -83,6 +83,15 @@ func (p *Proxy) applySecrets(resources []proto.Message) error {
 		p.logger.Info("trust bundle updated", "roots", len(root.bundle.Roots))
 	}
 	return nil
+}
+
+// parseSecret reads a Secret already checked by xdscheck: a PEM trust bundle.
+func parseSecret(s *tlsv3.Secret) (*secretSpec, error) {
+	bundle, err := meshtls.ParseBundle(s.GetValidationContext().GetTrustedCa().GetInlineBytes())
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: validation_context.trusted_ca.inline_bytes: %w", s.GetName(), err)
+	}
+	return &secretSpec{config: s, bundle: bundle}, nil
 }
 
 // pruneSecrets drops the accepted secrets no accepted listener or cluster

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"github.com/meshgate/meshgate/api/regexlimit"
 	"net"
 	"net/netip"
 	"regexp"
@@ -136,8 +137,12 @@ func checkMatchPath(p string) string {
 	return ""
 }
 
-// checkRegexp returns why a regular expression does not compile as RE2, or "".
+// checkRegexp returns why a regular expression does not compile as RE2, or
+// is over the limits the proxies enforce (api/regexlimit), or "".
 func checkRegexp(re string) string {
+	if err := regexlimit.Check(re); errors.Is(err, regexlimit.ErrTooLong) || errors.Is(err, regexlimit.ErrTooComplex) {
+		return fmt.Sprintf("regular expression %.40q...: %v", re, err)
+	}
 	if _, err := regexp.Compile(re); err != nil {
 		reason := err.Error()
 		var syntaxErr *syntax.Error

@@ -2,9 +2,6 @@ package model
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -109,12 +106,9 @@ func Compile(set *policy.Set) (*Model, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	content, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("hash model: %w", err)
+	if err := m.hash(); err != nil {
+		return nil, err
 	}
-	sum := sha256.Sum256(content)
-	m.Version = hex.EncodeToString(sum[:8])
 	return m, nil
 }
 

@@ -16,6 +16,11 @@ import (
 type Model struct {
 	// Version is a hash of the model's content: equal inputs give equal versions.
 	Version string `json:"-"`
+	// RoutingVersion hashes everything but the endpoints (it does include
+	// whether each service port has a sidecar endpoint): two models with
+	// the same RoutingVersion differ at most in their endpoints, which only
+	// the ClusterLoadAssignments carry (see EndpointChanges).
+	RoutingVersion string `json:"-"`
 	// Services sorted by namespace, then name.
 	Services []*Service `json:"services"`
 	// Gateways sorted by namespace, then name.

@@ -171,3 +171,13 @@ func (s *Shared) gateway(t *translator, res *Resources, node NodeInfo) error {
 	t.addClusterSet(g.clusters)
 	return nil
 }
+
+// LoadAssignment returns the shared ClusterLoadAssignment of a service port
+// of s.Model(): the message every node's translation that includes the
+// port's cluster carries. It lets a caller replace only the assignments whose
+// endpoints changed (see model.Model.EndpointChanges) instead of translating
+// every node again.
+func (s *Shared) LoadAssignment(svc *model.Service, port *model.ServicePort) (*endpointv3.ClusterLoadAssignment, error) {
+	_, cla, err := s.cluster(svc, port)
+	return cla, err
+}

@@ -92,6 +92,7 @@ type node struct {
 	connectedAt time.Time
 	streams     int
 	resources   *translate.Resources
+	snap        *nodeSnapshot
 	version     string
 	acked       map[string]string
 	nacked      map[string]string
@@ -116,6 +117,22 @@ type Server struct {
 	streams    map[int64]string // stream id -> node id
 	// contexts of open streams not yet authorized, by stream id.
 	contexts map[int64]context.Context
+
+	fullUpdates, endpointUpdates atomic.Int64
+}
+
+// UpdateCounts is how many model changes a Server applied each way.
+type UpdateCounts struct {
+	// Full: every node translated and encoded again.
+	Full int64 `json:"full"`
+	// EndpointsOnly: only changed ClusterLoadAssignments replaced (the
+	// model differed from the previous one in its endpoints only).
+	EndpointsOnly int64 `json:"endpointsOnly"`
+}
+
+// UpdateCounts returns how many model changes took each path since New.
+func (s *Server) UpdateCounts() UpdateCounts {
+	return UpdateCounts{Full: s.fullUpdates.Load(), EndpointsOnly: s.endpointUpdates.Load()}
 }
 
 // New returns a server holding an empty model. ctx bounds the server's
@@ -223,10 +240,21 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 }
 
 // SetModel makes m the served model and rebuilds every connected node's
-// snapshot from it.
+// snapshot from it. When m differs from the served model in endpoints only
+// (model.Model.EndpointChanges), only the changed ClusterLoadAssignments are
+// translated and encoded, and swapped into the snapshots that hold them.
 func (s *Server) SetModel(ctx context.Context, m *model.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if changed, ok := m.EndpointChanges(s.model); ok {
+		err := s.setEndpointsLocked(ctx, m, changed)
+		if err == nil {
+			s.endpointUpdates.Add(1)
+			return
+		}
+		s.logger.Warn("endpoint-only update failed: translating every node", "error", err)
+	}
+	s.fullUpdates.Add(1)
 	s.model = m
 	s.resetGenerationLocked()
 	s.updateAllLocked(ctx)
@@ -447,7 +475,7 @@ func (s *Server) setNodeLocked(ctx context.Context, id string, n *node, b builtN
 		s.logger.Error("cannot set snapshot", "node", id, "error", err)
 		return
 	}
-	n.resources, n.version = b.resources, b.version
+	n.resources, n.snap, n.version = b.resources, b.snap, b.version
 }
 
 // updateNodeLocked translates the model for one node and sets its snapshot.
@@ -460,7 +488,6 @@ func (s *Server) updateNodeLocked(ctx context.Context, id string, n *node) {
 // changed; the returned version hashes every type's version.
 func (e *encoder) snapshot(res *translate.Resources) (*nodeSnapshot, string, error) {
 	snap := &nodeSnapshot{types: make(map[string]*typeSnapshot, len(orderedTypes))}
-	all := sha256.New()
 	add := func(typeURL string, items []types.Resource) error {
 		list := make([]*encoded, len(items))
 		for i, item := range items {
@@ -470,9 +497,7 @@ func (e *encoder) snapshot(res *translate.Resources) (*nodeSnapshot, string, err
 			}
 			list[i] = enc
 		}
-		ts := e.typeSnapshot(list)
-		snap.types[typeURL] = ts
-		all.Write([]byte(ts.version))
+		snap.types[typeURL] = e.typeSnapshot(list)
 		return nil
 	}
 	err := errors.Join(
@@ -485,7 +510,27 @@ func (e *encoder) snapshot(res *translate.Resources) (*nodeSnapshot, string, err
 	if err != nil {
 		return nil, "", err
 	}
-	return snap, hex.EncodeToString(all.Sum(nil)[:8]), nil
+	return snap, snap.version(), nil
+}
+
+// versionedTypes are the types a node snapshot's version covers, in order.
+var versionedTypes = [...]string{
+	resourcev3.ListenerType,
+	resourcev3.RouteType,
+	resourcev3.ClusterType,
+	resourcev3.EndpointType,
+	resourcev3.SecretType,
+}
+
+// version hashes the versions of every type of the snapshot.
+func (snap *nodeSnapshot) version() string {
+	all := sha256.New()
+	for _, typeURL := range versionedTypes {
+		if ts := snap.types[typeURL]; ts != nil {
+			all.Write([]byte(ts.version))
+		}
+	}
+	return hex.EncodeToString(all.Sum(nil)[:8])
 }
 
 func asResources[M types.Resource](in []M) []types.Resource {

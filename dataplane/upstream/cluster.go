@@ -401,10 +401,10 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 	set := &endpointSet{}
 	for i, locality := range cla.GetEndpoints() {
 		for j, lbe := range locality.GetLbEndpoints() {
-			path := fmt.Sprintf("%sendpoints[%d].lb_endpoints[%d]", fieldPrefix, i, j)
+			path := func() string { return fmt.Sprintf("%sendpoints[%d].lb_endpoints[%d]", fieldPrefix, i, j) }
 			addr, err := endpointAddress(lbe)
 			if err != nil {
-				return nil, fmt.Errorf("%s.endpoint.address: %w", path, err)
+				return nil, fmt.Errorf("%s.endpoint.address: %w", path(), err)
 			}
 			switch lbe.GetHealthStatus() {
 			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
@@ -414,7 +414,7 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 			weight := uint64(1)
 			if w := lbe.GetLoadBalancingWeight(); w != nil {
 				if w.GetValue() == 0 {
-					return nil, fmt.Errorf("%s.load_balancing_weight: must be at least 1", path)
+					return nil, fmt.Errorf("%s.load_balancing_weight: must be at least 1", path())
 				}
 				weight = uint64(w.GetValue())
 			}
@@ -452,7 +452,14 @@ func endpointAddress(lbe *endpointv3.LbEndpoint) (string, error) {
 
 // schedule builds a smooth weighted round-robin order (nginx's algorithm):
 // each endpoint appears in proportion to its weight, spread out. Weights
-// are reduced by their GCD and scaled to at most maxSchedule slots.
+// are reduced by their GCD and scaled to at most maxSchedule slots (plus one
+// per endpoint, as every endpoint keeps at least one slot).
+//
+// nginx's algorithm costs endpoints x slots; a large cluster (tens of
+// thousands of endpoints, from one EDS response) must not stall the proxy, so
+// equal weights take the order of the assignment (what nginx's algorithm
+// yields for them) and large unequal ones earliest-deadline-first, which
+// spreads them as smoothly in endpoints x log(endpoints).
 func schedule(eps []weightedAddress) []string {
 	if len(eps) == 0 {
 		return nil
@@ -465,6 +472,7 @@ func schedule(eps []weightedAddress) []string {
 	}
 	weights := make([]uint64, len(eps))
 	var sum uint64
+	equal := true
 	for i, e := range eps {
 		w := e.weight / g
 		if total/g > maxSchedule {
@@ -472,19 +480,82 @@ func schedule(eps []weightedAddress) []string {
 		}
 		weights[i] = w
 		sum += w
+		equal = equal && w == weights[0]
 	}
-	current := make([]int64, len(eps))
 	order := make([]string, 0, sum)
-	for range sum {
-		best := 0
-		for i := range eps {
-			current[i] += int64(weights[i])
-			if current[i] > current[best] {
-				best = i
+	switch {
+	case equal:
+		for range weights[0] {
+			for _, e := range eps {
+				order = append(order, e.address)
 			}
 		}
-		current[best] -= int64(sum)
-		order = append(order, eps[best].address)
+	case uint64(len(eps))*sum > maxSmoothWork:
+		order = earliestDeadlineFirst(eps, weights, sum, order)
+	default:
+		current := make([]int64, len(eps))
+		for range sum {
+			best := 0
+			for i := range eps {
+				current[i] += int64(weights[i])
+				if current[i] > current[best] {
+					best = i
+				}
+			}
+			current[best] -= int64(sum)
+			order = append(order, eps[best].address)
+		}
+	}
+	return order
+}
+
+// maxSmoothWork bounds endpoints x slots for nginx's algorithm.
+const maxSmoothWork = 1 << 24
+
+// earliestDeadlineFirst appends sum slots to order. Endpoint i's slots are
+// due evenly over one round, k-th at (k-1+phase)/weights[i], its phase
+// (i+1/2)/len(eps) staggering endpoints of equal weight; the earliest due
+// goes first (ties: the earlier endpoint).
+func earliestDeadlineFirst(eps []weightedAddress, weights []uint64, sum uint64, order []string) []string {
+	n := uint64(len(eps))
+	type slot struct {
+		endpoint int
+		k        uint64 // the slot's number for its endpoint, from 1
+	}
+	// due is a slot's time as the fraction num/weight (scaled by 2n).
+	num := func(s slot) uint64 { return 2*((s.k-1)*n+uint64(s.endpoint)) + 1 }
+	before := func(a, b slot) bool {
+		l, r := num(a)*weights[b.endpoint], num(b)*weights[a.endpoint]
+		return l < r || l == r && a.endpoint < b.endpoint
+	}
+	heap := make([]slot, len(eps))
+	for i := range eps {
+		heap[i] = slot{endpoint: i, k: 1}
+	}
+	down := func(i int) {
+		for {
+			least, l, r := i, 2*i+1, 2*i+2
+			if l < len(heap) && before(heap[l], heap[least]) {
+				least = l
+			}
+			if r < len(heap) && before(heap[r], heap[least]) {
+				least = r
+			}
+			if least == i {
+				return
+			}
+			heap[i], heap[least] = heap[least], heap[i]
+			i = least
+		}
+	}
+	for i := len(heap)/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for range sum {
+		top := &heap[0]
+		order = append(order, eps[top.endpoint].address)
+		top.k++
+		down(0)
 	}
 	return order
 }

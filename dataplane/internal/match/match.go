@@ -8,10 +8,10 @@ package match
 import (
 	"errors"
 	"fmt"
+	"github.com/meshgate/meshgate/api/regexlimit"
 	"net/http"
 	"net/textproto"
 	"regexp"
-	"regexp/syntax"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -96,16 +96,14 @@ func (s *String) Match(v string) bool {
 	return false
 }
 
-// Bounds of a regular expression from xDS. Go's RE2 matches in linear time,
-// but compiling costs time and memory in proportion to the program: a
-// control plane must not be able to make the proxy spend seconds or hundreds
-// of megabytes on one regex (".{1000}" is about a thousand instructions).
+// Bounds of a regular expression from xDS (api/regexlimit: the control
+// plane refuses the same in policy).
 const (
 	// MaxRegexBytes bounds the length of a regex.
-	MaxRegexBytes = 16 << 10
+	MaxRegexBytes = regexlimit.MaxBytes
 	// MaxRegexProgramSize bounds the estimated number of instructions of a
 	// compiled regex.
-	MaxRegexProgramSize = 20000
+	MaxRegexProgramSize = regexlimit.MaxProgramSize
 	// maxQuoted bounds how much of a rejected regex an error message quotes.
 	maxQuoted = 64
 )
@@ -144,50 +142,10 @@ func Regex(pattern string) (*regexp.Regexp, error) {
 // checkRegex refuses a regex too long or whose program would be too large,
 // before compiling it.
 func checkRegex(pattern string) error {
-	if len(pattern) > MaxRegexBytes {
-		return fmt.Errorf("regex %s: %d bytes, more than the limit of %d", Quote(pattern), len(pattern), MaxRegexBytes)
-	}
-	parsed, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
+	if err := regexlimit.Check(pattern); err != nil {
 		return fmt.Errorf("regex %s: %w", Quote(pattern), err)
 	}
-	if size := programSize(parsed); size > MaxRegexProgramSize {
-		return fmt.Errorf("regex %s: program too large (more than %d instructions): simplify it", Quote(pattern), MaxRegexProgramSize)
-	}
 	return nil
-}
-
-// programSize estimates the instructions re compiles to, saturating just
-// above MaxRegexProgramSize (so nested repetitions cannot overflow).
-func programSize(re *syntax.Regexp) int {
-	const limit = MaxRegexProgramSize + 1
-	size := 0
-	switch re.Op {
-	case syntax.OpLiteral:
-		size = len(re.Rune)
-	case syntax.OpCharClass:
-		size = 1 + len(re.Rune)/16 // a class with many ranges weighs more
-	case syntax.OpRepeat:
-		n := re.Max
-		if n < 0 {
-			n = re.Min
-		}
-		size = 1 + programSize(re.Sub[0])*max(n, 1)
-	case syntax.OpStar, syntax.OpPlus, syntax.OpQuest:
-		size = 1 + programSize(re.Sub[0])
-	case syntax.OpCapture:
-		size = 2 + programSize(re.Sub[0])
-	case syntax.OpConcat, syntax.OpAlternate:
-		for _, sub := range re.Sub {
-			size += 1 + programSize(sub)
-			if size >= limit {
-				break
-			}
-		}
-	default:
-		size = 1
-	}
-	return min(size, limit)
 }
 
 // Quote quotes s for an error message, shortened to its first bytes when

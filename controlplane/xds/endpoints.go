@@ -1,0 +1,123 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/controlplane/translate"
+)
+
+// endpointSwap is the replacement of one distinct EDS type snapshot (most
+// nodes share theirs) and of the load assignments of the nodes holding it.
+type endpointSwap struct {
+	ts        *typeSnapshot
+	endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// setEndpointsLocked serves m, which differs from the served model only in
+// the endpoints of the changed clusters (model.Model.EndpointChanges): it
+// translates and encodes those clusters' load assignments once, swaps them
+// into every node snapshot that holds them (every other resource, and its
+// encoding, stays as is: the translation of m would give the same), and
+// answers the nodes' open EDS watches. s.shared and s.encoder start a new
+// generation for m, for nodes that connect later.
+//
+// It returns an error, having changed nothing, when a changed cluster cannot
+// be translated; the caller then takes the full path.
+func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed []string) error {
+	if len(changed) == 0 {
+		// The same content: the current generation translates m as it
+		// does the served model.
+		s.model = m
+		return nil
+	}
+	shared := translate.NewShared(m, translate.Inputs{TrustBundle: s.bundle})
+	enc := newEncoder()
+	replacements := make(map[string]*encoded, len(changed))
+	byCluster := make(map[string]*endpointv3.ClusterLoadAssignment, len(changed))
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if _, found := slices.BinarySearch(changed, port.Cluster); !found {
+				continue
+			}
+			cla, err := shared.LoadAssignment(svc, port)
+			if err != nil {
+				return fmt.Errorf("cluster %q: %w", port.Cluster, err)
+			}
+			e, err := enc.encode(resourcev3.EndpointType, port.Cluster, cla)
+			if err != nil {
+				return err
+			}
+			replacements[port.Cluster], byCluster[port.Cluster] = e, cla
+		}
+	}
+	s.model, s.shared, s.encoder = m, shared, enc
+	if len(replacements) == 0 {
+		return nil
+	}
+	swaps := map[*typeSnapshot]*endpointSwap{}
+	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
+		n := s.nodes[id]
+		if n.snap == nil || n.resources == nil {
+			continue
+		}
+		old := n.snap.types[resourcev3.EndpointType]
+		if old == nil {
+			continue
+		}
+		swap, ok := swaps[old]
+		if !ok {
+			swap = swapEndpoints(old, n.resources.Endpoints, replacements, byCluster)
+			swaps[old] = swap
+		}
+		if swap == nil {
+			continue // the node holds none of the changed clusters
+		}
+		snap := &nodeSnapshot{types: maps.Clone(n.snap.types)}
+		_ = swap.ts
+		res := *n.resources
+		res.Endpoints = swap.endpoints
+		if err := s.cache.setSnapshot(ctx, id, snap); err != nil {
+			s.logger.Error("cannot set snapshot", "node", id, "error", err)
+			continue
+		}
+		n.resources, n.snap, n.version = &res, snap, snap.version()
+	}
+	return nil
+}
+
+// swapEndpoints returns old with the replacements of the clusters it holds,
+// and endpoints (the load assignments of a node holding old, in the same
+// order) likewise; nil when old holds none of them.
+func swapEndpoints(old *typeSnapshot, endpoints []*endpointv3.ClusterLoadAssignment,
+	replacements map[string]*encoded, byCluster map[string]*endpointv3.ClusterLoadAssignment,
+) *endpointSwap {
+	var list []*encoded
+	var swapped []*endpointv3.ClusterLoadAssignment
+	for i, e := range old.list {
+		r, ok := replacements[e.name]
+		if !ok {
+			continue
+		}
+		if list == nil {
+			list = slices.Clone(old.list)
+		}
+		list[i] = r
+	}
+	if list == nil {
+		return nil
+	}
+	swapped = slices.Clone(endpoints)
+	for i, cla := range swapped {
+		if r, ok := byCluster[cla.GetClusterName()]; ok {
+			swapped[i] = r
+		}
+	}
+	return &endpointSwap{ts: newTypeSnapshot(list), endpoints: swapped}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,12 @@ type typeSnapshot struct {
 	// version hashes every resource of the type, in name order.
 	version string
 	list    []*encoded // sorted by name
+	// prevVersion and changed, when set, say that this snapshot is the one
+	// of version prevVersion with the resources of changed (sorted by name)
+	// replaced, and nothing else: a stream up to date with prevVersion needs
+	// exactly those (see respond). Set by an endpoint-only update.
+	prevVersion string
+	changed     []*encoded
 }
 
 // nodeSnapshot is a node's configuration, immutable once built.
@@ -267,6 +274,11 @@ func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot)
 		// need to compare every resource.
 		return nil
 	}
+	if ts.prevVersion != "" && !sub.IsWildcard() && req.GetVersionInfo() == ts.prevVersion && len(returned) == len(subscribed) {
+		// The stream accepted the previous content (the same reasoning as
+		// above): only the replaced resources it subscribes to are new.
+		return deltaResponse(req, ts, subscribed, returned)
+	}
 	candidates := ts.list
 	if !sub.IsWildcard() {
 		candidates = make([]*encoded, 0, min(len(subscribed), len(ts.list)))
@@ -286,6 +298,34 @@ func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot)
 		return nil
 	}
 	return newResponse(context.Background(), req, ts.version, changed, candidates)
+}
+
+// deltaResponse answers a stream holding every subscribed resource of
+// ts.prevVersion with those of ts.changed it subscribes to; nil when there
+// are none.
+func deltaResponse(req *cachev3.Request, ts *typeSnapshot, subscribed map[string]struct{}, returned map[string]string) cachev3.Response {
+	var changed []*encoded
+	for _, e := range ts.changed {
+		if _, ok := subscribed[e.name]; ok {
+			changed = append(changed, e)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	anys := make([]*anypb.Any, len(changed))
+	held := maps.Clone(returned) // the stream's own: go-control-plane edits it
+	for i, e := range changed {
+		anys[i] = e.any
+		held[e.name] = e.hash
+	}
+	return &response{
+		ctx:      context.Background(),
+		req:      req,
+		version:  ts.version,
+		out:      &discoveryv3.DiscoveryResponse{VersionInfo: ts.version, Resources: anys, TypeUrl: req.GetTypeUrl()},
+		returned: held,
+	}
 }
 
 // selectNames is the type's resources, or those named (all when names is

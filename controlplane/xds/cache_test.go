@@ -2,6 +2,8 @@ package xds
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -138,4 +140,60 @@ func TestCacheSendsOnlyChangedNamedResources(t *testing.T) {
 	}
 	resubscribe("a", "b")
 	expectNone()
+}
+
+// TestDeltaResponseEqualsFullComparison: the answer to a stream up to date
+// with the previous EDS snapshot, taken from the endpoint-only update's list
+// of replaced resources, is the one the resource-by-resource comparison
+// gives, returned resources included; a stream behind takes the comparison.
+func TestDeltaResponseEqualsFullComparison(t *testing.T) {
+	t.Parallel()
+	enc := newEncoder()
+	encode := func(m *endpointv3.ClusterLoadAssignment) *encoded {
+		e, err := enc.encode(resourcev3.EndpointType, m.ClusterName, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	a, b, c := encode(cla("a", 1)), encode(cla("b", 2)), encode(cla("c", 3))
+	prev := enc.typeSnapshot([]*encoded{a, b, c})
+	newB := encode(cla("b", 20))
+	swap := swapEndpoints(prev, nil, map[string]*encoded{"b": newB}, nil)
+	if swap == nil || swap.ts.prevVersion != prev.version || len(swap.ts.changed) != 1 {
+		t.Fatalf("swap = %+v", swap)
+	}
+	plain := &typeSnapshot{version: swap.ts.version, list: swap.ts.list} // without the hint
+
+	tests := []struct {
+		name       string
+		subscribed []string
+		version    string
+		returned   map[string]string
+	}{
+		{"up to date, subscribes to b", []string{"a", "b", "c"}, prev.version, map[string]string{"a": a.hash, "b": b.hash, "c": c.hash}},
+		{"up to date, not subscribed to b", []string{"a", "c"}, prev.version, map[string]string{"a": a.hash, "c": c.hash}},
+		{"behind", []string{"a", "b", "c"}, "older", map[string]string{"a": "x", "b": b.hash, "c": c.hash}},
+		{"new subscription", []string{"a", "b", "c"}, prev.version, map[string]string{"a": a.hash, "c": c.hash}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			answer := func(ts *typeSnapshot) (string, []string, map[string]string) {
+				sub := streamv3.NewSotwSubscription(tt.subscribed, false)
+				sub.SetReturnedResources(maps.Clone(tt.returned))
+				req := &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: tt.version, ResourceNames: tt.subscribed}
+				resp := respond(req, sub, &nodeSnapshot{types: map[string]*typeSnapshot{resourcev3.EndpointType: ts}})
+				if resp == nil {
+					return "", nil, nil
+				}
+				return resp.GetResponseVersion(), responseNames(resp), resp.GetReturnedResources()
+			}
+			gotVersion, gotNames, gotReturned := answer(swap.ts)
+			wantVersion, wantNames, wantReturned := answer(plain)
+			if gotVersion != wantVersion || !slices.Equal(gotNames, wantNames) || !maps.Equal(gotReturned, wantReturned) {
+				t.Errorf("with the hint: %s %v %v\nwithout: %s %v %v", gotVersion, gotNames, gotReturned, wantVersion, wantNames, wantReturned)
+			}
+		})
+	}
 }

@@ -80,7 +80,7 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 			continue // the node holds none of the changed clusters
 		}
 		snap := &nodeSnapshot{types: maps.Clone(n.snap.types)}
-		_ = swap.ts
+		snap.types[resourcev3.EndpointType] = swap.ts
 		res := *n.resources
 		res.Endpoints = swap.endpoints
 		if err := s.cache.setSnapshot(ctx, id, snap); err != nil {
@@ -98,8 +98,7 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 func swapEndpoints(old *typeSnapshot, endpoints []*endpointv3.ClusterLoadAssignment,
 	replacements map[string]*encoded, byCluster map[string]*endpointv3.ClusterLoadAssignment,
 ) *endpointSwap {
-	var list []*encoded
-	var swapped []*endpointv3.ClusterLoadAssignment
+	var list, changed []*encoded
 	for i, e := range old.list {
 		r, ok := replacements[e.name]
 		if !ok {
@@ -109,15 +108,18 @@ func swapEndpoints(old *typeSnapshot, endpoints []*endpointv3.ClusterLoadAssignm
 			list = slices.Clone(old.list)
 		}
 		list[i] = r
+		changed = append(changed, r)
 	}
 	if list == nil {
 		return nil
 	}
-	swapped = slices.Clone(endpoints)
+	swapped := slices.Clone(endpoints)
 	for i, cla := range swapped {
 		if r, ok := byCluster[cla.GetClusterName()]; ok {
 			swapped[i] = r
 		}
 	}
-	return &endpointSwap{ts: newTypeSnapshot(list), endpoints: swapped}
+	ts := newTypeSnapshot(list)
+	ts.prevVersion, ts.changed = old.version, changed // old.list is sorted: so is changed
+	return &endpointSwap{ts: ts, endpoints: swapped}
 }

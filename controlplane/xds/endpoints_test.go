@@ -1,8 +1,10 @@
 package xds
 
 import (
+	"context"
 	"slices"
 	"testing"
+	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -197,7 +199,9 @@ func snapshotContent(s *Server, id string) []string {
 // load assignment, and nothing else is resent.
 func TestEndpointOnlyChangeSendsOnlyTheChangedAssignment(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
+	// A response that never comes fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
 	s := New(ctx, nil)
 	s.SetModel(ctx, compileSet(t, meshSet()))
 	conn := startServer(t, s)

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/meshgate/meshgate/api/xdsnode"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +83,11 @@ func checkNode(id ca.ID, node *corev3.Node) error {
 	}
 	if info.Namespace != id.Namespace || info.Name() != id.Service {
 		return fmt.Errorf("node %q is %s %s/%s, but its certificate is %s", node.GetId(), info.Role, info.Namespace, info.Name(), id)
+	}
+	// The node id is the key of the proxy's configuration: it must be one
+	// this identity may use, so that no proxy can take another's.
+	if prefix := xdsnode.IDPrefix(info.Role, id.Service, id.Namespace); !strings.HasPrefix(node.GetId(), prefix) {
+		return fmt.Errorf("node id %q must start with %q for certificate %s", node.GetId(), prefix, id)
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func (r running) enroll(t *testing.T, service string) *tls.Certificate {
 
 // firstResponse opens an ADS stream as node with role/name and returns the
 // stream's first answer or error.
-func firstResponse(ctx context.Context, conn *grpc.ClientConn, meta map[string]any) error {
+func firstResponse(ctx context.Context, conn *grpc.ClientConn, id string, meta map[string]any) error {
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func firstResponse(ctx context.Context, conn *grpc.ClientConn, meta map[string]a
 		return err
 	}
 	// A refused stream may end before Send: its status comes from Recv.
-	_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "n1", Metadata: md}, TypeUrl: resourcev3.ClusterType})
+	_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: id, Metadata: md}, TypeUrl: resourcev3.ClusterType})
 	_, err = stream.Recv()
 	return err
 }
@@ -130,22 +130,26 @@ func TestXDSRequiresMatchingIdentity(t *testing.T) {
 	tests := []struct {
 		name string
 		cert *tls.Certificate
+		id   string
 		meta map[string]any
 		want codes.Code
 	}{
-		{"no client certificate", nil, map[string]any{"role": "sidecar", "service": "orders"}, codes.Unauthenticated},
-		{"own identity", orders, map[string]any{"role": "sidecar", "service": "orders"}, codes.OK},
-		{"another service", orders, map[string]any{"role": "sidecar", "service": "users"}, codes.PermissionDenied},
-		{"another namespace", orders, map[string]any{"role": "sidecar", "service": "orders", "namespace": "prod"}, codes.PermissionDenied},
-		{"gateway as itself", edge, map[string]any{"role": "gateway", "gateway": "edge"}, codes.OK},
-		{"sidecar cert as gateway", orders, map[string]any{"role": "gateway", "gateway": "edge"}, codes.PermissionDenied},
-		{"no role", orders, map[string]any{"service": "orders"}, codes.PermissionDenied},
+		{"no client certificate", nil, "sidecar~orders~a", map[string]any{"role": "sidecar", "service": "orders"}, codes.Unauthenticated},
+		{"own identity", orders, "sidecar~orders~a", map[string]any{"role": "sidecar", "service": "orders"}, codes.OK},
+		{"another service", orders, "sidecar~users~a", map[string]any{"role": "sidecar", "service": "users"}, codes.PermissionDenied},
+		{"another namespace", orders, "sidecar~orders.prod~a", map[string]any{"role": "sidecar", "service": "orders", "namespace": "prod"}, codes.PermissionDenied},
+		{"gateway as itself", edge, "gateway~edge~a", map[string]any{"role": "gateway", "gateway": "edge"}, codes.OK},
+		{"sidecar cert as gateway", orders, "gateway~edge~a", map[string]any{"role": "gateway", "gateway": "edge"}, codes.PermissionDenied},
+		{"no role", orders, "sidecar~orders~a", map[string]any{"service": "orders"}, codes.PermissionDenied},
+		// The node id keys a proxy's configuration: another identity's id is refused.
+		{"another proxy's node id", orders, "sidecar~users~a", map[string]any{"role": "sidecar", "service": "orders"}, codes.PermissionDenied},
+		{"a node id without the identity's prefix", orders, "n1", map[string]any{"role": "sidecar", "service": "orders"}, codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			err := firstResponse(ctx, r.dial(t, tt.cert), tt.meta)
+			err := firstResponse(ctx, r.dial(t, tt.cert), tt.id, tt.meta)
 			if got := grpcstatus.Code(err); got != tt.want {
 				t.Errorf("code %s (%v), want %s", got, err, tt.want)
 			}
@@ -165,7 +169,7 @@ func TestXDSRequiresMatchingIdentity(t *testing.T) {
 	forged := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if err := firstResponse(ctx, r.dial(t, forged), map[string]any{"role": "sidecar", "service": "orders"}); err == nil {
+	if err := firstResponse(ctx, r.dial(t, forged), "sidecar~orders~a", map[string]any{"role": "sidecar", "service": "orders"}); err == nil {
 		t.Error("a self-signed certificate got configuration")
 	}
 }

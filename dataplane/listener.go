@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/meshgate/meshgate/dataplane/peer"
 	"log/slog"
 	"net"
 	"net/http"
@@ -200,6 +202,14 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 		protocols.SetHTTP2(spec.params.h2c) // h2 over TLS, negotiated by ALPN
 		httpServer.ConnContext = connIdentity
 		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
+	} else if spec.config.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND && p.opts.Identity != nil {
+		// On a sidecar's outbound listener the caller is the local app, whose
+		// identity is the sidecar's own: authorization rules there
+		// (HTTPRoute with a Service parent, docs/security.md) match it.
+		own := p.opts.Identity.SPIFFEID()
+		httpServer.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			return peer.WithIdentity(ctx, own)
+		}
 	}
 	return &server{
 		listener: spec.name,

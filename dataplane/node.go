@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"net"
 	"net/netip"
 	"os"
@@ -10,8 +11,8 @@ import (
 )
 
 // NodeID returns id when not empty, else the default node id of docs/xds.md:
-// <role>~<name>~<hostname>-<pid>.
-func NodeID(role, name, id string) string {
+// xdsnode.IDPrefix followed by <hostname>-<pid>.
+func NodeID(role, name, namespace, id string) string {
 	if id != "" {
 		return id
 	}
@@ -19,7 +20,7 @@ func NodeID(role, name, id string) string {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
-	return fmt.Sprintf("%s~%s~%s-%d", role, name, host, os.Getpid())
+	return fmt.Sprintf("%s%s-%d", xdsnode.IDPrefix(role, name, namespace), host, os.Getpid())
 }
 
 // CheckControlPlaneAddresses checks a list of control-plane addresses

@@ -291,6 +291,47 @@ spec:
 		})
 	})
 
+	t.Run("a mesh route's policy matches the calling sidecar's identity", func(t *testing.T) {
+		c.policy("legacy-route.yaml", `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: legacy-mesh}
+spec:
+  parentRefs: [{kind: Service, name: legacy, port: 80}]
+  rules:
+    - backendRefs: [{name: legacy, port: 80}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: legacy-secrets}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: legacy-mesh}]
+  rules:
+    - name: no-intruder-secrets
+      action: DENY
+      from: [{services: [intruder]}]
+      to: [{paths: ["/secret/*"]}]
+`)
+		eventually(t, 5*time.Second, "mesh route policy in force", func() error {
+			if code, err := callStatus(m.intruderApp, "GET", "legacy", "/secret/x"); err != nil || code != 403 {
+				return fmt.Errorf("intruder → legacy /secret/x: %d %v, want 403 (denied at its own outbound)", code, err)
+			}
+			return nil
+		})
+		for _, tc := range []struct {
+			app, path string
+			want      int
+		}{
+			{m.frontendApp, "/secret/x", 200},
+			{m.intruderApp, "/public", 200},
+		} {
+			if code, err := callStatus(tc.app, "GET", "legacy", tc.path); err != nil || code != tc.want {
+				t.Errorf("%s → legacy %s: %d %v, want %d", tc.app, tc.path, code, err, tc.want)
+			}
+		}
+		c.removePolicy("legacy-route.yaml")
+	})
+
 	t.Run("plaintext to a STRICT sidecar is refused", func(t *testing.T) {
 		_, err := get("http://" + c.addr("orders-in") + "/orders/1")
 		if err == nil {

@@ -83,7 +83,7 @@ func Node(opts Options) (*corev3.Node, error) {
 		return nil, fmt.Errorf("gateway node metadata: %w", err)
 	}
 	return &corev3.Node{
-		Id:       dataplane.NodeID("gateway", opts.Name, opts.ID),
+		Id:       dataplane.NodeID("gateway", opts.Name, namespace, opts.ID),
 		Cluster:  opts.Name,
 		Metadata: metadata,
 	}, nil

@@ -129,7 +129,7 @@ func Node(opts Options) (*corev3.Node, error) {
 		return nil, fmt.Errorf("sidecar node metadata: %w", err)
 	}
 	return &corev3.Node{
-		Id:       dataplane.NodeID("sidecar", opts.Service, opts.ID),
+		Id:       dataplane.NodeID("sidecar", opts.Service, opts.Namespace, opts.ID),
 		Cluster:  opts.Service,
 		Metadata: metadata,
 	}, nil

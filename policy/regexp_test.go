@@ -26,3 +26,25 @@ func TestCheckRegexpLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayServiceNameClash: a Gateway and a Service of one namespace and
+// name would share a SPIFFE identity, so the pair is refused.
+func TestGatewayServiceNameClash(t *testing.T) {
+	_, err := LoadFiles(File{Name: "clash.yaml", Data: []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: x
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: edge}
+spec:
+  ports: [{port: 80}]
+`)})
+	want := `clash.yaml:3: metadata.name: Gateway "edge" has the name of a Service (clash.yaml:8)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("LoadFiles = %v, want an error containing %q", err, want)
+	}
+}

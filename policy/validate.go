@@ -62,6 +62,12 @@ func (l *loader) validate() {
 			l.checkGateway(g)
 			wellFormed = append(wellFormed, g)
 		}
+		// A gateway node's SPIFFE identity is .../ns/<namespace>/svc/<gateway>
+		// (docs/security.md): a Service of that name would share it.
+		if s := services[nsName{g.Namespace, g.Name}]; s != nil {
+			l.errorf(g.Source, "metadata.name", "Gateway %q has the name of a Service (%s:%d): they would share one identity, %q; rename one",
+				g.Name, s.Source.File, s.Source.Line, "spiffe://<trust-domain>/ns/"+g.Namespace+"/svc/"+g.Name)
+		}
 	}
 	l.checkBindConflicts(wellFormed)
 	for _, r := range l.set.HTTPRoutes {

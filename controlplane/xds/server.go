@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
@@ -115,6 +116,9 @@ type Server struct {
 	authorizer Authorizer
 	nodes      map[string]*node // by node id
 	streams    map[int64]string // stream id -> node id
+	// streamNodes is the node each stream authenticated with: a later
+	// request may repeat it but never change it.
+	streamNodes map[int64]*corev3.Node
 	// contexts of open streams not yet authorized, by stream id.
 	contexts map[int64]context.Context
 
@@ -143,11 +147,12 @@ func New(ctx context.Context, logger *slog.Logger) *Server {
 	}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	s := &Server{
-		logger:   logger,
-		model:    empty,
-		nodes:    map[string]*node{},
-		streams:  map[int64]string{},
-		contexts: map[int64]context.Context{},
+		logger:      logger,
+		model:       empty,
+		nodes:       map[string]*node{},
+		streams:     map[int64]string{},
+		streamNodes: map[int64]*corev3.Node{},
+		contexts:    map[int64]context.Context{},
 	}
 	s.resetGenerationLocked()
 	s.cache = newSnapshotCache()
@@ -382,16 +387,33 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id, known := s.streams[streamID]
+	if known {
+		// go-control-plane takes the node of every request that carries one:
+		// a stream may not switch to another proxy's node once authorized.
+		if rn := req.GetNode(); rn != nil && !proto.Equal(rn, s.streamNodes[streamID]) {
+			s.logger.Warn("proxy refused: node changed on an open stream", "node", id, "new", rn.GetId())
+			return status.Errorf(codes.PermissionDenied, "the node of an xDS stream cannot change (was %q)", id)
+		}
+	}
 	if !known {
 		id = req.GetNode().GetId()
-		s.streams[streamID] = id
+		info := translate.NodeInfoFromNode(req.GetNode())
 		n, ok := s.nodes[id]
-		if ok && identity != (ProxyIdentity{}) {
-			n.identity = identity
+		// A node id names one proxy: a second stream may use it only as the
+		// same proxy (same identity and metadata, e.g. reconnecting before
+		// the old stream is closed), never to take over another's config.
+		if ok && (n.info != info || n.identity.SPIFFEID != identity.SPIFFEID) {
+			s.logger.Warn("proxy refused: node id in use by another proxy", "node", id)
+			return status.Errorf(codes.PermissionDenied, "node id %q is in use by another proxy", id)
+		}
+		s.streams[streamID] = id
+		s.streamNodes[streamID] = proto.Clone(req.GetNode()).(*corev3.Node)
+		if ok {
+			n.identity = identity // the same proxy, perhaps with a renewed certificate
 		}
 		if !ok {
 			n = &node{
-				info:        translate.NodeInfoFromNode(req.GetNode()),
+				info:        info,
 				connectedAt: time.Now().UTC(),
 				acked:       map[string]string{},
 				nacked:      map[string]string{},
@@ -429,6 +451,7 @@ func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 		return
 	}
 	delete(s.streams, streamID)
+	delete(s.streamNodes, streamID)
 	n := s.nodes[id]
 	n.streams--
 	if n.streams > 0 {

@@ -92,10 +92,9 @@ func Node(opts Options) (*corev3.Node, error) {
 // Gateway is a gateway node ready to Run: its proxy and, unless insecure,
 // its identity.
 type Gateway struct {
-	opts     Options
-	logger   *slog.Logger
-	proxy    *dataplane.Proxy
-	identity *identity.Manager
+	opts   Options
+	logger *slog.Logger
+	role   *dataplane.Role
 }
 
 // New checks opts and returns a gateway node; nothing touches the network
@@ -121,22 +120,17 @@ func New(opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxyOpts := dataplane.Options{
+	role, err := dataplane.NewRole(dataplane.Options{
 		Node:         node,
 		XDSAddresses: opts.XDSAddresses,
 		AdminAddress: opts.AdminAddress,
 		Logger:       logger,
-	}
-	if mgr != nil {
-		proxyOpts.Identity = mgr
-		proxyOpts.XDSCredentials = mgr.XDSCredentials()
-	}
-	proxy, err := dataplane.New(proxyOpts)
+	}, mgr)
 	if err != nil {
 		return nil, err
 	}
 	opts.Namespace = namespace
-	return &Gateway{opts: opts, logger: logger, proxy: proxy, identity: mgr}, nil
+	return &Gateway{opts: opts, logger: logger, role: role}, nil
 }
 
 // newIdentity returns the identity manager of the gateway, nil when insecure.
@@ -153,10 +147,10 @@ func newIdentity(opts Options, namespace string, logger *slog.Logger) (*identity
 }
 
 // Proxy is the gateway's proxy engine.
-func (g *Gateway) Proxy() *dataplane.Proxy { return g.proxy }
+func (g *Gateway) Proxy() *dataplane.Proxy { return g.role.Proxy }
 
 // Identity is the gateway's identity; nil when insecure.
-func (g *Gateway) Identity() *identity.Manager { return g.identity }
+func (g *Gateway) Identity() *identity.Manager { return g.role.Identity }
 
 // Run obtains the gateway's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then drains it.
@@ -164,13 +158,10 @@ func (g *Gateway) Identity() *identity.Manager { return g.identity }
 // consulreg.GatewayService) while it runs, and deregistered when ctx is done.
 func (g *Gateway) Run(ctx context.Context) error {
 	if g.opts.Consul == nil {
-		return g.run(ctx)
+		return g.role.Run(ctx, nil)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	registered := make(chan struct{})
-	go func() {
-		defer close(registered)
-		err := consulreg.KeepRegistered(ctx, g.opts.Consul, g.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+	return g.role.Run(ctx, func(ctx context.Context) {
+		err := consulreg.KeepRegistered(ctx, g.opts.Consul, g.role.Proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
 			reg, err := consulreg.GatewayRegistration{
 				Name: g.opts.Name, Namespace: g.opts.Namespace, AdminAddress: admin,
 				Labels: g.opts.Labels, CheckInterval: g.opts.ConsulCheckInterval,
@@ -180,18 +171,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if err != nil {
 			g.logger.Error("not registered in consul", "error", err)
 		}
-	}()
-	err := g.run(ctx)
-	cancel()
-	<-registered
-	return err
-}
-
-func (g *Gateway) run(ctx context.Context) error {
-	if g.identity == nil {
-		return g.proxy.Run(ctx)
-	}
-	return g.identity.Serve(ctx, g.proxy.Run)
+	})
 }
 
 // Run runs a gateway node until ctx is done, then drains it.

@@ -138,10 +138,9 @@ func Node(opts Options) (*corev3.Node, error) {
 // Sidecar is a sidecar ready to Run: its proxy and, unless insecure, its
 // identity.
 type Sidecar struct {
-	opts     Options
-	logger   *slog.Logger
-	proxy    *dataplane.Proxy
-	identity *identity.Manager
+	opts   Options
+	logger *slog.Logger
+	role   *dataplane.Role
 }
 
 // New checks opts and returns a sidecar; nothing touches the network before
@@ -164,21 +163,16 @@ func New(opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxyOpts := dataplane.Options{
+	role, err := dataplane.NewRole(dataplane.Options{
 		Node:         node,
 		XDSAddresses: opts.XDSAddresses,
 		AdminAddress: opts.AdminAddress,
 		Logger:       logger,
-	}
-	if mgr != nil {
-		proxyOpts.Identity = mgr
-		proxyOpts.XDSCredentials = mgr.XDSCredentials()
-	}
-	proxy, err := dataplane.New(proxyOpts)
+	}, mgr)
 	if err != nil {
 		return nil, err
 	}
-	return &Sidecar{opts: opts, logger: logger, proxy: proxy, identity: mgr}, nil
+	return &Sidecar{opts: opts, logger: logger, role: role}, nil
 }
 
 // newIdentity returns the identity manager of the sidecar, nil when insecure.
@@ -195,10 +189,10 @@ func newIdentity(opts Options, logger *slog.Logger) (*identity.Manager, error) {
 }
 
 // Proxy is the sidecar's proxy engine.
-func (s *Sidecar) Proxy() *dataplane.Proxy { return s.proxy }
+func (s *Sidecar) Proxy() *dataplane.Proxy { return s.role.Proxy }
 
 // Identity is the sidecar's identity; nil when insecure.
-func (s *Sidecar) Identity() *identity.Manager { return s.identity }
+func (s *Sidecar) Identity() *identity.Manager { return s.role.Identity }
 
 // Run obtains the sidecar's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then drains it.
@@ -206,13 +200,10 @@ func (s *Sidecar) Identity() *identity.Manager { return s.identity }
 // deregistered when ctx is done.
 func (s *Sidecar) Run(ctx context.Context) error {
 	if s.opts.Consul == nil {
-		return s.run(ctx)
+		return s.role.Run(ctx, nil)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	registered := make(chan struct{})
-	go func() {
-		defer close(registered)
-		err := consulreg.KeepRegistered(ctx, s.opts.Consul, s.proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+	return s.role.Run(ctx, func(ctx context.Context) {
+		err := consulreg.KeepRegistered(ctx, s.opts.Consul, s.role.Proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
 			return consulreg.SidecarRegistration{
 				Service: s.opts.Service, Namespace: s.opts.Namespace,
 				InboundAddress: s.opts.InboundAddress, AppAddress: s.opts.AppAddress, AdminAddress: admin,
@@ -222,18 +213,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		if err != nil {
 			s.logger.Error("not registered in consul", "error", err)
 		}
-	}()
-	err := s.run(ctx)
-	cancel()
-	<-registered
-	return err
-}
-
-func (s *Sidecar) run(ctx context.Context) error {
-	if s.identity == nil {
-		return s.proxy.Run(ctx)
-	}
-	return s.identity.Serve(ctx, s.proxy.Run)
+	})
 }
 
 // Run runs a sidecar until ctx is done, then drains it.

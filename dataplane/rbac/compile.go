@@ -3,6 +3,7 @@ package rbac
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -26,6 +27,11 @@ const maxDepth = 32
 func Compile(cfg *rbacv3.RBAC) (*Filter, error) {
 	if cfg == nil {
 		return nil, errors.New("rbac: nil config")
+	}
+	// Nesting first: it is refused in time proportional to maxDepth, before
+	// anything walks a hostile tree whole.
+	if err := checkNesting(cfg.GetRules().GetPolicies()); err != nil {
+		return nil, err
 	}
 	if err := xdscheck.Check(cfg); err != nil {
 		return nil, err
@@ -249,4 +255,74 @@ func populatedOneof(m protoreflect.Message, oneof protoreflect.Name) string {
 		return string(fd.Name())
 	}
 	return string(oneof)
+}
+
+// checkNesting refuses permissions and principals nested deeper than
+// maxDepth, looking no deeper than that.
+func checkNesting(policies map[string]*rbacconfigv3.Policy) error {
+	for _, name := range slices.Sorted(maps.Keys(policies)) {
+		pol := policies[name]
+		for i, pc := range pol.GetPermissions() {
+			if path := permissionTooDeep(pc, 1); path != "" {
+				return fmt.Errorf("rbac: rules.policies[%q]: permissions[%d]%s: nested deeper than %d", name, i, path, maxDepth)
+			}
+		}
+		for i, pc := range pol.GetPrincipals() {
+			if path := principalTooDeep(pc, 1); path != "" {
+				return fmt.Errorf("rbac: rules.policies[%q]: principals[%d]%s: nested deeper than %d", name, i, path, maxDepth)
+			}
+		}
+	}
+	return nil
+}
+
+// permissionTooDeep returns the path below pc to the first permission deeper
+// than maxDepth, or "".
+func permissionTooDeep(pc *rbacconfigv3.Permission, depth int) string {
+	if depth > maxDepth {
+		return "..."
+	}
+	var kids []*rbacconfigv3.Permission
+	field := ""
+	switch {
+	case pc.GetAndRules() != nil:
+		kids, field = pc.GetAndRules().GetRules(), ".and_rules.rules"
+	case pc.GetOrRules() != nil:
+		kids, field = pc.GetOrRules().GetRules(), ".or_rules.rules"
+	case pc.GetNotRule() != nil:
+		if p := permissionTooDeep(pc.GetNotRule(), depth+1); p != "" {
+			return ".not_rule" + p
+		}
+	}
+	for i, k := range kids {
+		if p := permissionTooDeep(k, depth+1); p != "" {
+			return fmt.Sprintf("%s[%d]%s", field, i, p)
+		}
+	}
+	return ""
+}
+
+// principalTooDeep is permissionTooDeep for principals.
+func principalTooDeep(pc *rbacconfigv3.Principal, depth int) string {
+	if depth > maxDepth {
+		return "..."
+	}
+	var kids []*rbacconfigv3.Principal
+	field := ""
+	switch {
+	case pc.GetAndIds() != nil:
+		kids, field = pc.GetAndIds().GetIds(), ".and_ids.ids"
+	case pc.GetOrIds() != nil:
+		kids, field = pc.GetOrIds().GetIds(), ".or_ids.ids"
+	case pc.GetNotId() != nil:
+		if p := principalTooDeep(pc.GetNotId(), depth+1); p != "" {
+			return ".not_id" + p
+		}
+	}
+	for i, k := range kids {
+		if p := principalTooDeep(k, depth+1); p != "" {
+			return fmt.Sprintf("%s[%d]%s", field, i, p)
+		}
+	}
+	return ""
 }

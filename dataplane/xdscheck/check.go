@@ -53,6 +53,41 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// MaxNesting bounds how deeply messages may nest in one resource or typed
+// config (an Any counts as a leaf: its content is checked on its own). It is
+// checked before anything walks the whole message, generated Validate()
+// included, so that a hostile resource is refused in time proportional to the
+// bound, not to its depth. Supported resources nest far less (RBAC, the
+// deepest, allows 32 levels of and/or: about 70 messages).
+const MaxNesting = 100
+
+// tooDeep reports whether m nests messages more than limit levels deep; it
+// stops at the first path that does.
+func tooDeep(m protoreflect.Message, limit int) bool {
+	if limit <= 0 {
+		return true
+	}
+	deep := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len() && !deep; i++ {
+				deep = tooDeep(l.Get(i).Message(), limit-1)
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				deep = tooDeep(mv.Message(), limit-1)
+				return !deep
+			})
+		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+			deep = tooDeep(v.Message(), limit-1)
+		}
+		return !deep
+	})
+	return deep
+}
+
 // validator is implemented by every generated Envoy message.
 type validator interface{ Validate() error }
 
@@ -64,6 +99,9 @@ func Check(msg proto.Message) error {
 		return errors.New("nil resource")
 	}
 	resource := describe(msg.ProtoReflect())
+	if tooDeep(msg.ProtoReflect(), MaxNesting) {
+		return fmt.Errorf("%s: messages nested deeper than %d", resource, MaxNesting)
+	}
 	if v, ok := msg.(validator); ok {
 		if err := v.Validate(); err != nil {
 			return fmt.Errorf("%s: invalid: %w", resource, err)
@@ -226,6 +264,10 @@ func (w *walker) any(m protoreflect.Message, path string, f field) {
 	inner, err := a.UnmarshalNew()
 	if err != nil {
 		w.fail(path, fmt.Sprintf("decode %s: %v", typeName, err))
+		return
+	}
+	if tooDeep(inner.ProtoReflect(), MaxNesting) {
+		w.fail(path, fmt.Sprintf("%s: messages nested deeper than %d", typeName, MaxNesting))
 		return
 	}
 	if v, ok := inner.(validator); ok {

@@ -38,8 +38,12 @@ INTEGRATION_PKGS := ./controlplane/state/... ./controlplane/ca/... ./controlplan
 integration: consul
 	MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -race -count=1 -timeout 10m $(INTEGRATION_PKGS)
 
+## e2e: the real binary as separate processes. The full log is e2e.log; on a
+## failure the test messages (without the processes' output) are printed last.
 e2e: build consul
-	MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+	@MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; rc=$${PIPESTATUS[0]}; \
+	if [ $$rc -ne 0 ]; then echo "---- e2e failed; the test messages (processes' output is in e2e.log):"; \
+	  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' e2e.log | grep -v ': ---- output of' | tail -60; fi; exit $$rc
 
 # Fuzz targets, as package:FuzzName.
 FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/rbac:FuzzCompileRBAC ./dataplane/rbac:FuzzFromHTTPFilters ./dataplane/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret

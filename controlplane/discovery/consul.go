@@ -169,6 +169,10 @@ func (c *Consul) Run(ctx context.Context, changed func()) error {
 			}
 			c.queryFailed("catalog", err, failures)
 			failures++
+			// The next query must not block: a restarted agent may hold
+			// fewer raft entries than our index and would wait the full
+			// WaitTime before answering.
+			index = 0
 			if !sleep(ctx, c.backoff(failures)) {
 				break
 			}
@@ -286,6 +290,7 @@ func (c *Consul) watchService(ctx context.Context, name string) {
 			}
 			c.queryFailed("health "+name, err, failures)
 			failures++
+			index = 0 // as in Run: the first query after a failure answers at once
 			if !sleep(ctx, c.backoff(failures)) {
 				return
 			}

@@ -389,6 +389,52 @@ spec:
 			}
 		}
 	})
+
+	t.Run("outboundScope Authorized leaves out what a sidecar may not call", func(t *testing.T) {
+		// billing becomes callable by intruder only: frontend's sidecar
+		// drops it (a call gets its own sidecar's 404), intruder's keeps
+		// it, and what frontend may call still works.
+		frontendAdmin := c.addr("sidecar-admin-" + c.addr("frontend-in"))
+		intruderAdmin := c.addr("sidecar-admin-" + c.addr("intruder-in"))
+		const billingCluster = `"default/billing:80"`
+		c.policy("scope.yaml", `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec: {outboundScope: Authorized}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: billing-callers}
+spec:
+  targetRefs: [{kind: Service, name: billing}]
+  rules: [{action: ALLOW, from: [{services: [intruder]}]}]
+`)
+		eventually(t, 10*time.Second, "billing gone from frontend's sidecar", func() error {
+			dump, err := proxyConfigDump(frontendAdmin)
+			if err != nil || strings.Contains(dump, billingCluster) {
+				return fmt.Errorf("still there (%v)", err)
+			}
+			return nil
+		})
+		if dump, err := proxyConfigDump(intruderAdmin); err != nil || !strings.Contains(dump, billingCluster) {
+			t.Errorf("intruder's sidecar lost billing, which it may call (%v)", err)
+		}
+		if code, err := callStatus(m.frontendApp, "GET", "billing", "/x"); err != nil || code != http.StatusNotFound {
+			t.Errorf("frontend calling billing: %d %v, want 404 from its own sidecar", code, err)
+		}
+		if code, err := callStatus(m.frontendApp, "GET", "orders", "/orders/1"); err != nil || code != http.StatusOK {
+			t.Errorf("frontend calling orders: %d %v, want 200", code, err)
+		}
+		c.removePolicy("scope.yaml")
+		eventually(t, 10*time.Second, "billing back in frontend's sidecar", func() error {
+			dump, err := proxyConfigDump(frontendAdmin)
+			if err != nil || !strings.Contains(dump, billingCluster) {
+				return fmt.Errorf("not yet (%v)", err)
+			}
+			return nil
+		})
+	})
 }
 
 // TestCertificateAuthorityRefusals: bad tokens, foreign identities, garbage

@@ -238,6 +238,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`meshconfig.yaml:8: spec.defaultAction: unknown action "REJECT" (want ALLOW or DENY)`,
 				`meshconfig.yaml:9: spec.certificateTTL: certificateTTL 30s is shorter than the minimum 1m`,
 				`meshconfig.yaml:10: spec.tracing: unknown field "tracing"`,
+				`meshconfig.yaml:11: spec.outboundScope: unknown outbound scope "Some" (want All or Authorized)`,
 			},
 		},
 		{

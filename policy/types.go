@@ -170,7 +170,14 @@ const (
 	DefaultAction         = ActionAllow
 	DefaultCertificateTTL = 24 * time.Hour
 	// MinCertificateTTL is the shortest certificateTTL accepted.
-	MinCertificateTTL = time.Minute
+	MinCertificateTTL    = time.Minute
+	DefaultOutboundScope = OutboundScopeAll
+)
+
+// MeshConfig outbound scopes.
+const (
+	OutboundScopeAll        = "All"
+	OutboundScopeAuthorized = "Authorized"
 )
 
 // MeshConfig is the meshgate.dev/v1alpha1 MeshConfig: mesh-wide identity,
@@ -195,6 +202,12 @@ type MeshConfigSpec struct {
 	// CertificateTTL is the lifetime of proxy certificates (Gateway API
 	// duration, at least 1m).
 	CertificateTTL gwapiv1.Duration `json:"certificateTTL,omitempty"`
+	// OutboundScope is what a sidecar's outbound configuration holds: All
+	// (default) the services of the mesh, or Authorized only those its
+	// identity may call: those whose authorization could allow some request
+	// from it (Consul transparent proxy's upstreams from intentions, Kuma's
+	// reachable services).
+	OutboundScope string `json:"outboundScope,omitempty"`
 }
 
 // MTLS configures mutual TLS on a sidecar's inbound listener.

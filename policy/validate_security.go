@@ -61,6 +61,11 @@ func (l *loader) checkMeshConfig(mc *MeshConfig) {
 	default:
 		l.errorf(src, "spec.defaultAction", "unknown action %q (want ALLOW or DENY)", spec.DefaultAction)
 	}
+	switch spec.OutboundScope {
+	case "", OutboundScopeAll, OutboundScopeAuthorized:
+	default:
+		l.errorf(src, "spec.outboundScope", "unknown outbound scope %q (want All or Authorized)", spec.OutboundScope)
+	}
 	if spec.CertificateTTL != "" {
 		ttl, err := ParseDuration(spec.CertificateTTL)
 		switch {

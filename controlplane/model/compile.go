@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ func Compile(set *policy.Set) (*Model, error) {
 	m := &Model{
 		services: map[NamespacedName]*Service{},
 		gateways: map[NamespacedName]*Gateway{},
+		regexps:  map[string]*regexp.Regexp{},
 	}
 	var errs []error
 	mesh, err := compileMesh(set.MeshConfig)

@@ -7,6 +7,7 @@
 package model
 
 import (
+	"regexp"
 	"strconv"
 	"time"
 )
@@ -30,6 +31,8 @@ type Model struct {
 
 	services map[NamespacedName]*Service
 	gateways map[NamespacedName]*Gateway
+	// regexps are the compiled identity patterns of the authorizations.
+	regexps map[string]*regexp.Regexp
 }
 
 // NamespacedName identifies a resource.

@@ -19,6 +19,8 @@ type Mesh struct {
 	MTLSMode       string        `json:"mtlsMode"`
 	DefaultAction  string        `json:"defaultAction"`
 	CertificateTTL time.Duration `json:"certificateTTL"`
+	// OutboundScope is OutboundScopeAll or OutboundScopeAuthorized.
+	OutboundScope string `json:"outboundScope"`
 }
 
 // DefaultMesh is the configuration of a mesh without a MeshConfig.
@@ -28,6 +30,7 @@ func DefaultMesh() Mesh {
 		MTLSMode:       policy.DefaultMTLSMode,
 		DefaultAction:  policy.DefaultAction,
 		CertificateTTL: policy.DefaultCertificateTTL,
+		OutboundScope:  policy.DefaultOutboundScope,
 	}
 }
 
@@ -161,6 +164,9 @@ func compileMesh(mc *policy.MeshConfig) (Mesh, error) {
 	if spec.DefaultAction != "" {
 		mesh.DefaultAction = spec.DefaultAction
 	}
+	if spec.OutboundScope != "" {
+		mesh.OutboundScope = spec.OutboundScope
+	}
 	if spec.CertificateTTL != "" {
 		ttl, err := policy.ParseDuration(spec.CertificateTTL)
 		if err != nil {
@@ -234,7 +240,17 @@ func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*Auth
 		if !strings.HasPrefix(id, "spiffe://") {
 			return nil, fmt.Errorf("identities: %q is not a SPIFFE ID", id)
 		}
-		out.Identities = append(out.Identities, globMatch(id))
+		sm := globMatch(id)
+		if sm.Kind == MatchRegex {
+			if _, ok := m.regexps[sm.Value]; !ok {
+				re, err := compileWhole(sm.Value)
+				if err != nil {
+					return nil, fmt.Errorf("identities: %q: %w", id, err)
+				}
+				m.regexps[sm.Value] = re
+			}
+		}
+		out.Identities = append(out.Identities, sm)
 	}
 	for _, ns := range in.Namespaces {
 		if ns == "" || strings.Contains(ns, "/") {

@@ -162,13 +162,13 @@ func TestCompileMeshConfigDefaultDeny(t *testing.T) {
 	t.Parallel()
 	mc := &policy.MeshConfig{Name: "mesh", Namespace: "default", Spec: policy.MeshConfigSpec{
 		TrustDomain: "example.org", MTLS: &policy.MTLS{Mode: policy.MTLSPermissive},
-		DefaultAction: policy.ActionDeny, CertificateTTL: "90m",
+		DefaultAction: policy.ActionDeny, CertificateTTL: "90m", OutboundScope: policy.OutboundScopeAuthorized,
 	}}
 	m, err := Compile(zeroTrustSet(mc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Mesh{TrustDomain: "example.org", MTLSMode: policy.MTLSPermissive, DefaultAction: policy.ActionDeny, CertificateTTL: 90 * time.Minute}
+	want := Mesh{TrustDomain: "example.org", MTLSMode: policy.MTLSPermissive, DefaultAction: policy.ActionDeny, CertificateTTL: 90 * time.Minute, OutboundScope: OutboundScopeAuthorized}
 	if m.Mesh != want {
 		t.Errorf("mesh = %+v, want %+v", m.Mesh, want)
 	}

@@ -33,7 +33,9 @@ type Shared struct {
 	clusters   map[string]sharedCluster // by cluster name
 
 	outboundMu sync.Mutex
-	outbounds  map[string]*sharedOutbound // by caller namespace
+	outbounds  map[string]*sharedOutbound // by outboundKey
+	// outboundKeys memoizes outboundKey by caller.
+	outboundKeys map[model.NamespacedName]string
 
 	gatewaysMu sync.Mutex
 	gateways   map[string]*sharedGateway // by namespace/name
@@ -76,11 +78,12 @@ type sharedGateway struct {
 // NewShared returns an empty memo for translating m with in.
 func NewShared(m *model.Model, in Inputs) *Shared {
 	s := &Shared{
-		model:     m,
-		inputs:    in,
-		clusters:  map[string]sharedCluster{},
-		outbounds: map[string]*sharedOutbound{},
-		gateways:  map[string]*sharedGateway{},
+		model:        m,
+		inputs:       in,
+		clusters:     map[string]sharedCluster{},
+		outbounds:    map[string]*sharedOutbound{},
+		outboundKeys: map[model.NamespacedName]string{},
+		gateways:     map[string]*sharedGateway{},
 	}
 	if len(in.TrustBundle) > 0 {
 		s.rootCA = rootCASecret(in.TrustBundle)
@@ -127,16 +130,22 @@ func (s *Shared) clusterSet(names []string) *clusterSet {
 	return set
 }
 
-// outbound returns the shared outbound route configuration of
-// callerNamespace and adds its clusters to t.
-func (s *Shared) outbound(t *translator, callerNamespace string) *routev3.RouteConfiguration {
+// outbound returns the shared outbound route configuration of a sidecar of
+// caller and adds its clusters to t. Callers in one namespace that may call
+// the same services share it.
+func (s *Shared) outbound(t *translator, caller model.NamespacedName) *routev3.RouteConfiguration {
 	s.outboundMu.Lock()
-	o, ok := s.outbounds[callerNamespace]
+	key, reachable := s.outboundKey(caller)
+	o, ok := s.outbounds[key]
 	if !ok {
 		sub := newTranslator(s.model, s.inputs, s)
-		rc := sub.buildOutboundRoutes(callerNamespace)
+		mayCall := func(*model.Service) bool { return true }
+		if reachable != nil {
+			mayCall = func(svc *model.Service) bool { return reachable[svc] }
+		}
+		rc := sub.buildOutboundRoutes(caller.Namespace, mayCall)
 		o = &sharedOutbound{routes: rc, clusters: s.clusterSet(slices.Sorted(maps.Keys(sub.clusters))), err: sub.err}
-		s.outbounds[callerNamespace] = o
+		s.outbounds[key] = o
 	}
 	s.outboundMu.Unlock()
 	if o.err != nil {
@@ -144,6 +153,32 @@ func (s *Shared) outbound(t *translator, callerNamespace string) *routev3.RouteC
 	}
 	t.addClusterSet(o.clusters)
 	return o.routes
+}
+
+// outboundKey identifies the outbound configuration of caller: its
+// namespace, and with the Authorized scope the set of services it may call
+// (then also returned; nil means every service). Called with outboundMu held.
+func (s *Shared) outboundKey(caller model.NamespacedName) (string, map[*model.Service]bool) {
+	if s.model.Mesh.OutboundScope != model.OutboundScopeAuthorized {
+		return caller.Namespace, nil
+	}
+	reachable := make(map[*model.Service]bool)
+	key, ok := s.outboundKeys[caller]
+	bits := make([]byte, (len(s.model.Services)+7)/8)
+	for i, svc := range s.model.Services {
+		if ok && key[len(caller.Namespace)+1+i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		if ok || s.model.MayCall(caller, svc) {
+			reachable[svc] = true
+			bits[i/8] |= 1 << (i % 8)
+		}
+	}
+	if !ok {
+		key = caller.Namespace + "\x00" + string(bits)
+		s.outboundKeys[caller] = key
+	}
+	return key, reachable
 }
 
 // gateway adds the shared translation of the node's Gateway to res and t.

@@ -223,25 +223,32 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	rc := t.outboundRoutes(node.Namespace)
+	rc := t.outboundRoutes(model.NamespacedName{Namespace: node.Namespace, Name: node.Service})
 	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, rc)
 	return nil
 }
 
-// outboundRoutes is the outbound route configuration of a sidecar in
-// namespace callerNamespace (it depends on nothing else of the node), with
-// its clusters added to t; shared across nodes when t is.
-func (t *translator) outboundRoutes(callerNamespace string) *routev3.RouteConfiguration {
+// outboundRoutes is the outbound route configuration of a sidecar of the
+// service caller (it depends on nothing else of the node), with its clusters
+// added to t; shared across nodes when t is. It holds the services the
+// caller may call (model.Model.MayCall): with the mesh's default scope,
+// every service.
+func (t *translator) outboundRoutes(caller model.NamespacedName) *routev3.RouteConfiguration {
 	if t.shared != nil {
-		return t.shared.outbound(t, callerNamespace)
+		return t.shared.outbound(t, caller)
 	}
-	return t.buildOutboundRoutes(callerNamespace)
+	return t.buildOutboundRoutes(caller.Namespace, func(svc *model.Service) bool { return t.model.MayCall(caller, svc) })
 }
 
-func (t *translator) buildOutboundRoutes(callerNamespace string) *routev3.RouteConfiguration {
+// buildOutboundRoutes builds the outbound route configuration of a sidecar
+// in namespace callerNamespace that may call the services mayCall accepts.
+func (t *translator) buildOutboundRoutes(callerNamespace string, mayCall func(*model.Service) bool) *routev3.RouteConfiguration {
 	rc := &routev3.RouteConfiguration{Name: OutboundName}
 	for _, svc := range t.model.Services {
+		if !mayCall(svc) {
+			continue
+		}
 		for _, port := range svc.Ports {
 			var routes []*routev3.Route
 			if len(port.Routes) > 0 {

@@ -490,11 +490,14 @@ func (cp *ControlPlane) loadSet(ctx context.Context) (*policy.Set, error) {
 // reload loads and compiles the policy and, if valid, serves it; an invalid
 // policy is rejected, logged error by error, and the previous model stays.
 func (cp *ControlPlane) reload(ctx context.Context) error {
+	start := time.Now()
 	set, err := cp.loadSet(ctx)
+	loaded := time.Now()
 	var m *model.Model
 	if err == nil {
 		m, err = model.Compile(set)
 	}
+	compiled := time.Now()
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	if err != nil {
@@ -512,7 +515,9 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	cp.model.Store(m)
 	cp.xds.SetModel(ctx, m)
 	if m.Version != cp.version {
-		cp.logger.Info("policy loaded", "version", m.Version, "gateways", len(m.Gateways), "services", len(m.Services))
+		cp.logger.Info("policy loaded", "version", m.Version, "gateways", len(m.Gateways), "services", len(m.Services),
+			"load", loaded.Sub(start).Round(time.Millisecond), "compile", compiled.Sub(loaded).Round(time.Millisecond),
+			"serve", time.Since(compiled).Round(time.Millisecond))
 	}
 	cp.version = m.Version
 	cp.lastReload = time.Now().UTC()

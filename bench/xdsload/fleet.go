@@ -34,10 +34,13 @@ type watch struct {
 	claAddr  string // ...with an endpoint at this address
 }
 
-// report says that stream reached watch at a time.
+// report says that stream reached watch at a time, holding clusters
+// clusters (sidecar: a sidecar's stream, not a gateway's).
 type report struct {
-	watch int
-	at    time.Time
+	watch    int
+	at       time.Time
+	clusters int
+	sidecar  bool
 }
 
 // fleet is the set of simulated proxies.
@@ -149,30 +152,39 @@ func (f *fleet) apply(ctx context.Context, w *watch, timeout time.Duration, muta
 	if err := mutate(); err != nil {
 		return change{}, err
 	}
-	got, err := f.await(ctx, w, start, timeout)
-	return summarize(got), err
+	got, clusters, err := f.await(ctx, w, start, timeout)
+	c := summarize(got)
+	if len(clusters) > 0 {
+		c.SidecarClustersMin, c.SidecarClustersMax = slices.Min(clusters), slices.Max(clusters)
+	}
+	return c, err
 }
 
-// await collects the latencies (ms since start) of every stream reaching w.
-func (f *fleet) await(ctx context.Context, w *watch, start time.Time, timeout time.Duration) ([]float64, error) {
+// await collects the latencies (ms since start) of every stream reaching w,
+// and how many clusters each sidecar stream held then.
+func (f *fleet) await(ctx context.Context, w *watch, start time.Time, timeout time.Duration) ([]float64, []int, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	var got []float64
+	var clusters []int
 	for len(got) < len(f.streams) {
 		select {
 		case r := <-f.reports:
 			if r.watch == w.id {
 				got = append(got, float64(r.at.Sub(start).Microseconds())/1000)
+				if r.sidecar {
+					clusters = append(clusters, r.clusters)
+				}
 			}
 		case err := <-f.errs:
-			return got, err
+			return got, clusters, err
 		case <-timer.C:
-			return got, fmt.Errorf("%d of %d streams reached the change within %s", len(got), len(f.streams), timeout)
+			return got, clusters, fmt.Errorf("%d of %d streams reached the change within %s", len(got), len(f.streams), timeout)
 		case <-ctx.Done():
-			return got, fmt.Errorf("%d of %d streams reached the change: %w", len(got), len(f.streams), context.Cause(ctx))
+			return got, clusters, fmt.Errorf("%d of %d streams reached the change: %w", len(got), len(f.streams), context.Cause(ctx))
 		}
 	}
-	return got, nil
+	return got, clusters, nil
 }
 
 func (f *fleet) close() {
@@ -386,5 +398,6 @@ func (s *stream) check() {
 		return
 	}
 	s.reported = w.id
-	s.fleet.reports <- report{watch: w.id, at: time.Now()}
+	s.fleet.reports <- report{watch: w.id, at: time.Now(), clusters: len(s.clusters),
+		sidecar: s.node.GetCluster() != gatewayName}
 }

@@ -7,7 +7,8 @@
 // and ACK every response), then rewrites the
 // policy (a new service) and an endpoint, and reports how long it took until
 // every stream ACKed each change, with the control plane's CPU and peak RSS.
-// It prints one JSON object (see result).
+// -scope authorized makes the mesh zero trust with outbound scoping (see
+// generatePolicy). It prints one JSON object (see result).
 package main
 
 import (
@@ -38,6 +39,7 @@ type config struct {
 	streams        int
 	gateways       int
 	services       int
+	scope          string // scopeAll or scopeAuthorized
 	streamsPerConn int
 	timeout        time.Duration
 	out            string
@@ -49,9 +51,11 @@ type config struct {
 
 // result is xdsload's output.
 type result struct {
-	Streams                int     `json:"streams"`
-	Gateways               int     `json:"gateways"`
-	Services               int     `json:"services"`
+	Streams  int `json:"streams"`
+	Gateways int `json:"gateways"`
+	Services int `json:"services"`
+	// Scope is the generated mesh's outbound scope: "all" or "authorized".
+	Scope                  string  `json:"scope"`
 	Identities             int     `json:"identities"`
 	EnrollSeconds          float64 `json:"enrollSeconds"`
 	ConnectSeconds         float64 `json:"connectSeconds"`
@@ -72,6 +76,10 @@ type change struct {
 	P99MS float64 `json:"p99Ms"`
 	MaxMS float64 `json:"maxMs"`
 	Acked int     `json:"acked"`
+	// The fewest and most clusters a sidecar's stream held when it reached
+	// the change: every service with scope all, a few with authorized.
+	SidecarClustersMin int `json:"sidecarClustersMin"`
+	SidecarClustersMax int `json:"sidecarClustersMax"`
 }
 
 // exitUnsupported is the exit code when the control plane needs something
@@ -111,6 +119,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	fs.IntVar(&cfg.streams, "streams", 2000, "ADS streams (proxies)")
 	fs.IntVar(&cfg.gateways, "gateways", 0, "how many of the streams are gateway nodes (default streams/50, at least 1)")
 	fs.IntVar(&cfg.services, "services", 1000, "services in the generated policy")
+	fs.StringVar(&cfg.scope, "scope", scopeAll, "what a sidecar receives: all (every service) or authorized (zero trust: a MeshConfig with outboundScope Authorized and a SecurityPolicy per service, ~4 services per sidecar)")
 	fs.IntVar(&cfg.streamsPerConn, "streams-per-conn", 100, "ADS streams per gRPC connection")
 	fs.DurationVar(&cfg.timeout, "timeout", 3*time.Minute, "limit for each phase (connect, each change)")
 	fs.StringVar(&cfg.out, "out", "", "also write the JSON result to this file")
@@ -125,6 +134,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	cfg.maxRSS = *maxRSSMiB << 20
 	if cfg.streams < 2 || cfg.services < 2 {
 		return errors.New("need at least 2 streams and 2 services")
+	}
+	if cfg.scope != scopeAll && cfg.scope != scopeAuthorized {
+		return fmt.Errorf("-scope %q: want %s or %s", cfg.scope, scopeAll, scopeAuthorized)
 	}
 	if cfg.gateways <= 0 {
 		cfg.gateways = max(1, cfg.streams/50)
@@ -170,7 +182,7 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	if err := os.MkdirAll(policyDir, 0o755); err != nil {
 		return nil, fmt.Errorf("policy dir: %w", err)
 	}
-	if err := writePolicy(policyDir, generatePolicy(cfg.services, false, 0)); err != nil {
+	if err := writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, false, 0)); err != nil {
 		return nil, err
 	}
 	xdsAddr, err := freeAddr()
@@ -210,7 +222,7 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	cpuStart := cpuSeconds(cp.Process.Pid)
 	ctx, stopGuard := guardRSS(ctx, cp.Process.Pid, cfg.maxRSS)
 	defer stopGuard()
-	logger.Info("control plane up", "services", cfg.services, "xds", xdsAddr)
+	logger.Info("control plane up", "services", cfg.services, "scope", cfg.scope, "xds", xdsAddr)
 
 	adminAPI, err := newAdmin(adminAddr, dataDir)
 	if err != nil {
@@ -221,7 +233,7 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	if err != nil {
 		return nil, fmt.Errorf("%w (control plane log: %s)", err, tail(logFile.Name()))
 	}
-	res := &result{Streams: cfg.streams, Gateways: cfg.gateways, Services: cfg.services, Identities: len(creds),
+	res := &result{Streams: cfg.streams, Gateways: cfg.gateways, Services: cfg.services, Scope: cfg.scope, Identities: len(creds),
 		EnrollSeconds: time.Since(enrollStart).Seconds()}
 	fleet, err := newFleet(ctx, logger, xdsAddr, cfg, creds)
 	if err != nil {
@@ -230,11 +242,15 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	defer fleet.close()
 
 	// Phase 1: every stream connects and receives its configuration.
+	// The watches hold for every stream in both scopes: a gateway routes to
+	// every service; with scopeAuthorized a sidecar still receives svc-0000
+	// and svc-added (callable by "*", see callers) and the outbound route
+	// to svc-added, the rest of its outbound configuration being scoped.
 	start := time.Now()
 	initial := &watch{id: 1, cluster: clusterName(serviceName(0)), cla: clusterName(serviceName(0)), claAddr: endpointAddr(0, 0, 0)}
 	fleet.setWatch(initial)
 	fleet.open()
-	got, err := fleet.await(ctx, initial, start, cfg.timeout)
+	got, _, err := fleet.await(ctx, initial, start, cfg.timeout)
 	if err != nil {
 		return nil, fmt.Errorf("initial configuration: %w (control plane log: %s)", err, tail(logFile.Name()))
 	}
@@ -248,14 +264,14 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	policyChange := &watch{id: 2, cluster: clusterName(addedService), routeRef: clusterName(addedService),
 		cla: clusterName(addedService), claAddr: endpointAddr(cfg.services, 0, 0)}
 	if res.Policy, err = fleet.apply(ctx, policyChange, cfg.timeout, func() error {
-		return writePolicy(policyDir, generatePolicy(cfg.services, true, 0))
+		return writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, true, 0))
 	}); err != nil {
 		return nil, fmt.Errorf("policy change: %w", err)
 	}
 	// Phase 3: an endpoint change (svc-0000's first endpoint moves).
 	endpointChange := &watch{id: 3, cla: clusterName(serviceName(0)), claAddr: endpointAddr(0, 0, 1)}
 	if res.Endpoint, err = fleet.apply(ctx, endpointChange, cfg.timeout, func() error {
-		return writePolicy(policyDir, generatePolicy(cfg.services, true, 1))
+		return writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, true, 1))
 	}); err != nil {
 		return nil, fmt.Errorf("endpoint change: %w", err)
 	}
@@ -294,8 +310,11 @@ func guardRSS(ctx context.Context, pid int, limit uint64) (context.Context, func
 }
 
 // writePolicy replaces the policy files atomically (write, then rename).
+// The files are renamed one after the other; the control plane's file
+// debounce (200 ms) reads them together.
 func writePolicy(dir string, files policyFiles) error {
-	for name, body := range map[string]string{"services.yaml": files.services, "routes.yaml": files.routes} {
+	for _, f := range files.files() {
+		name, body := f[0], f[1]
 		tmp := filepath.Join(dir, "."+name+".tmp")
 		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -12,6 +14,17 @@ const (
 	servicePort  = 80
 	addedService = "svc-added"
 	namespace    = "default"
+)
+
+// Outbound scopes of the generated mesh (-scope).
+const (
+	// scopeAll is today's mesh: no MeshConfig, every sidecar receives
+	// every service.
+	scopeAll = "all"
+	// scopeAuthorized is a zero-trust mesh (defaultAction DENY) with
+	// outboundScope Authorized: each service is callable by its two
+	// neighbours and the gateway, so a sidecar receives only a few services.
+	scopeAuthorized = "authorized"
 )
 
 // serviceName is the name of the i-th generated service.
@@ -33,19 +46,53 @@ func endpointAddr(i, e, g int) string {
 	return fmt.Sprintf("127.%d.%d.%d:%d", 1+i/65536, (i/256)%256, i%256, port)
 }
 
-// policyFiles is the generated policy: services (with endpoints) and routes.
+// policyFiles is the generated policy: services (with endpoints), routes
+// and, with scopeAuthorized, the MeshConfig and SecurityPolicies.
 type policyFiles struct {
 	services string
 	routes   string
+	security string // "" with scopeAll: no file
+}
+
+// files are the policy's file names and contents, in the order writePolicy
+// renames them; files without content are left out.
+func (p policyFiles) files() [][2]string {
+	out := [][2]string{{"services.yaml", p.services}, {"routes.yaml", p.routes}}
+	if p.security != "" {
+		out = append(out, [2]string{"security.yaml", p.security})
+	}
+	return out
+}
+
+// callers are the services allowed to call service i of n with
+// scopeAuthorized: its two neighbours and the gateway (whose identity is
+// the gateway's name, see enroll); svc-0000 is a shared dependency
+// callable by every identity ("*"), so that the endpoint change reaches
+// every stream.
+func callers(i, n int) []string {
+	if i == 0 {
+		return []string{"*"}
+	}
+	var out []string
+	for _, j := range []int{(i - 1 + n) % n, (i + 1) % n} {
+		if name := serviceName(j); j != i && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return append(out, gatewayName)
 }
 
 // generatePolicy returns a policy with n services of two endpoints each,
 // one Gateway routing a path prefix to each service, and a mesh HTTPRoute
 // (header canary split) on every tenth service. withAdded adds one more
 // service and its gateway route (the "policy change"); endpointGen moves one
-// endpoint of svc-0000 (the "endpoint change").
-func generatePolicy(n int, withAdded bool, endpointGen int) policyFiles {
-	var svc, rt strings.Builder
+// endpoint of svc-0000 (the "endpoint change"). With scopeAuthorized it also
+// writes a MeshConfig (defaultAction DENY, outboundScope Authorized) and one
+// SecurityPolicy per service allowing its callers; the added service, like
+// svc-0000, is callable by every identity, so both changes still reach
+// every stream.
+func generatePolicy(n int, scope string, withAdded bool, endpointGen int) policyFiles {
+	var svc, rt, sec strings.Builder
 	writeService := func(name string, i int) {
 		fmt.Fprintf(&svc, "---\napiVersion: meshgate.dev/v1alpha1\nkind: Service\nmetadata: {name: %s}\nspec:\n  ports: [{name: http, port: %d}]\n  endpoints:\n", name, servicePort)
 		for e := 0; e < 2; e++ {
@@ -72,5 +119,28 @@ func generatePolicy(n int, withAdded bool, endpointGen int) policyFiles {
 		writeService(addedService, n)
 		writeGatewayRoute(addedService)
 	}
-	return policyFiles{services: svc.String(), routes: rt.String()}
+	if scope == scopeAuthorized {
+		writeCallers := func(name string, from []string) {
+			fmt.Fprintf(&sec, "---\napiVersion: meshgate.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: callers-%s}\nspec:\n  targetRefs: [{kind: Service, name: %s}]\n  rules:\n    - name: callers\n      action: ALLOW\n      from: [{services: [%s]}]\n",
+				name, name, quoteList(from))
+		}
+		sec.WriteString("apiVersion: meshgate.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  defaultAction: DENY\n  outboundScope: Authorized\n")
+		for i := 0; i < n; i++ {
+			writeCallers(serviceName(i), callers(i, n))
+		}
+		if withAdded {
+			writeCallers(addedService, []string{"*"})
+		}
+	}
+	return policyFiles{services: svc.String(), routes: rt.String(), security: sec.String()}
+}
+
+// quoteList is names as the items of a YAML flow sequence ("*" must be
+// quoted: an unquoted * starts an alias).
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }

@@ -15,6 +15,7 @@ type xdsResult struct {
 	Streams                int       `json:"streams"`
 	Gateways               int       `json:"gateways"`
 	Services               int       `json:"services"`
+	Scope                  string    `json:"scope"`
 	ConnectSeconds         float64   `json:"connectSeconds"`
 	Policy                 xdsChange `json:"policyChange"`
 	Endpoint               xdsChange `json:"endpointChange"`
@@ -28,24 +29,33 @@ type xdsChange struct {
 	P99MS float64 `json:"p99Ms"`
 	MaxMS float64 `json:"maxMs"`
 	Acked int     `json:"acked"`
+	// Clusters a sidecar's stream held when it reached the change.
+	SidecarClustersMin int `json:"sidecarClustersMin"`
+	SidecarClustersMax int `json:"sidecarClustersMax"`
 }
 
-// controlPlane runs bench/xdsload at each scale of the mode.
+// controlPlane runs bench/xdsload for each run of the mode.
 func (r *runner) controlPlane(ctx context.Context) error {
-	for _, sc := range r.mode.xdsScales {
-		streams, services := max(sc[0], 2), max(sc[1], 2)
-		out := filepath.Join(r.work, fmt.Sprintf("xdsload-%d.json", streams))
+	for _, run := range r.mode.xdsRuns {
+		streams, services := max(run.streams, 2), max(run.services, 2)
+		name := fmt.Sprintf("xdsload-%d-%s", streams, run.scope)
+		out := filepath.Join(r.work, name+".json")
 		args := []string{"-meshgate", r.meshgate, "-streams", strconv.Itoa(streams),
-			"-services", strconv.Itoa(services), "-timeout", r.mode.xdsTimeout.String(), "-out", out,
-			"-work", filepath.Join(r.work, fmt.Sprintf("xds-%d", streams))}
+			"-services", strconv.Itoa(services), "-scope", run.scope,
+			"-timeout", r.mode.xdsTimeout.String(), "-out", out,
+			"-work", filepath.Join(r.work, fmt.Sprintf("xds-%d-%s", streams, run.scope))}
 		if r.cpInsecureFlag != "" {
 			args = append(args, "-controlplane-flag", r.cpInsecureFlag)
 		}
 		if r.profile {
-			args = append(args, "-profile-dir", filepath.Join(abs(r.results), "profiles"))
+			dir := filepath.Join(abs(r.results), "profiles")
+			if run.scope != scopeAll { // the scoped run's profiles beside, not over, the largest run's
+				dir = filepath.Join(dir, run.scope)
+			}
+			args = append(args, "-profile-dir", dir)
 		}
-		r.log.Info("control plane at scale", "streams", streams, "services", services)
-		p, err := r.procs.start(fmt.Sprintf("xdsload-%d", streams), r.xdsload, args, nil)
+		r.log.Info("control plane at scale", "streams", streams, "services", services, "scope", run.scope)
+		p, err := r.procs.start(name, r.xdsload, args, nil)
 		if err != nil {
 			return err
 		}
@@ -57,23 +67,25 @@ func (r *runner) controlPlane(ctx context.Context) error {
 		case <-time.After(r.mode.xdsTimeout + time.Minute):
 			p.stop()
 		}
+		row := xdsRow{streams: streams, services: services, scope: run.scope}
 		if st := p.cmd.ProcessState; st != nil && st.ExitCode() == 3 { // xdsload: unsupported here
-			r.table.xds = append(r.table.xds, xdsRow{streams: streams, services: services, note: "not run"})
+			row.note = "not run"
+			r.table.xds = append(r.table.xds, row)
 			r.table.xdsNotes = append(r.table.xdsNotes, "xdsload not run: "+p.tail())
 			r.log.Warn("control plane at scale not measured", "reason", p.tail())
 			return nil
 		}
 		b, err := os.ReadFile(out)
 		if err != nil || p.cmd.ProcessState == nil || !p.cmd.ProcessState.Success() {
-			r.table.xds = append(r.table.xds, xdsRow{streams: streams, services: services, note: "failed, see below"})
-			r.table.xdsNotes = append(r.table.xdsNotes, fmt.Sprintf("xdsload %d/%d failed:\n\n```\n%s\n```", streams, services, p.tail()))
-			return fmt.Errorf("xdsload %d streams failed:\n%s", streams, p.tail())
+			row.note = "failed, see below"
+			r.table.xds = append(r.table.xds, row)
+			r.table.xdsNotes = append(r.table.xdsNotes, fmt.Sprintf("xdsload %d/%d (scope %s) failed:\n\n```\n%s\n```", streams, services, run.scope, p.tail()))
+			return fmt.Errorf("xdsload %d streams (scope %s) failed:\n%s", streams, run.scope, p.tail())
 		}
-		var res xdsResult
-		if err := json.Unmarshal(b, &res); err != nil {
+		if err := json.Unmarshal(b, &row.res); err != nil {
 			return fmt.Errorf("xdsload output: %w", err)
 		}
-		r.table.xds = append(r.table.xds, xdsRow{streams: streams, services: services, res: res})
+		r.table.xds = append(r.table.xds, row)
 	}
 	return nil
 }

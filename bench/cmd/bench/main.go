@@ -25,21 +25,46 @@ type mode struct {
 	name       string
 	duration   time.Duration // one load-generator run
 	warmup     time.Duration // before each contender's first run
-	xdsScales  [][2]int      // (streams, services) runs of xdsload
+	xdsRuns    []xdsRun      // runs of xdsload, in order
 	xdsTimeout time.Duration
 	flips      int // Consul health flips (each: critical, then passing)
+}
+
+// xdsRun is one xdsload run: its size and the generated mesh's outbound
+// scope (xdsload -scope).
+type xdsRun struct {
+	streams, services int
+	scope             string
+}
+
+// xdsload's -scope values.
+const (
+	scopeAll        = "all"
+	scopeAuthorized = "authorized"
+)
+
+// xdsRunsAt runs xdsload at each (streams, services) scale with every
+// service on every sidecar, then at the last (largest) scale again in a
+// zero-trust mesh whose sidecars only receive the services they may call.
+func xdsRunsAt(scales ...[2]int) []xdsRun {
+	var runs []xdsRun
+	for _, sc := range scales {
+		runs = append(runs, xdsRun{streams: sc[0], services: sc[1], scope: scopeAll})
+	}
+	last := scales[len(scales)-1]
+	return append(runs, xdsRun{streams: last[0], services: last[1], scope: scopeAuthorized})
 }
 
 func modeFor(name string, streams, services int) (mode, error) {
 	switch name {
 	case "full":
 		return mode{name: name, duration: 12 * time.Second, warmup: 2 * time.Second,
-			xdsScales: [][2]int{{streams / 10, services / 10}, {streams, services}}, xdsTimeout: 4 * time.Minute, flips: 30}, nil
+			xdsRuns: xdsRunsAt([2]int{streams / 10, services / 10}, [2]int{streams, services}), xdsTimeout: 4 * time.Minute, flips: 30}, nil
 	case "quick":
 		return mode{name: name, duration: 3 * time.Second, warmup: time.Second,
-			xdsScales: [][2]int{{streams / 4, services / 4}}, xdsTimeout: 90 * time.Second, flips: 10}, nil
+			xdsRuns: xdsRunsAt([2]int{streams / 4, services / 4}), xdsTimeout: 90 * time.Second, flips: 10}, nil
 	case "smoke":
-		return mode{name: name, duration: time.Second, xdsScales: [][2]int{{20, 10}}, xdsTimeout: 30 * time.Second, flips: 3}, nil
+		return mode{name: name, duration: time.Second, xdsRuns: xdsRunsAt([2]int{20, 10}), xdsTimeout: 30 * time.Second, flips: 3}, nil
 	}
 	return mode{}, fmt.Errorf("unknown mode %q (full, quick, smoke)", name)
 }

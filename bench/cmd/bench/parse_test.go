@@ -253,3 +253,47 @@ func TestPercentile(t *testing.T) {
 		})
 	}
 }
+
+func TestXDSRunsScope(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"full", "quick", "smoke"} {
+		m, err := modeFor(name, 2000, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs := m.xdsRuns
+		last, scoped := runs[len(runs)-2], runs[len(runs)-1]
+		if last.scope != scopeAll || scoped.scope != scopeAuthorized ||
+			scoped.streams != last.streams || scoped.services != last.services {
+			t.Errorf("%s: runs %+v: want the largest scale again with scope authorized last", name, runs)
+		}
+		for _, r := range runs[:len(runs)-1] {
+			if r.scope != scopeAll || r.streams > last.streams {
+				t.Errorf("%s: runs %+v: want every scale with scope all, the largest last", name, runs)
+			}
+		}
+	}
+}
+
+func TestTableXDSScopes(t *testing.T) {
+	t.Parallel()
+	res := func(scope string, policyMax, rss float64, clusters [2]int) xdsResult {
+		return xdsResult{Streams: 2000, Gateways: 40, Services: 1000, Scope: scope, ConnectSeconds: 2,
+			Policy: xdsChange{MaxMS: policyMax, SidecarClustersMin: clusters[0], SidecarClustersMax: clusters[1]}, Endpoint: xdsChange{MaxMS: 100}, ControlPlaneCPUSeconds: 10, ControlPlanePeakRSSMiB: rss}
+	}
+	tb := &table{xds: []xdsRow{
+		{streams: 2000, services: 1000, scope: scopeAll, res: res(scopeAll, 4000, 1000, [2]int{1002, 1002})},
+		{streams: 2000, services: 1000, scope: scopeAuthorized, res: res(scopeAuthorized, 400, 250, [2]int{5, 7})},
+	}}
+	md := tb.markdown(nil)
+	for _, want := range []string{
+		"| sidecars receive |",
+		"| 2000 (40) | 1000 | all services: 1002 clusters | 2.00 |",
+		"| 2000 (40) | 1000 | authorized (zero trust, ~4 services per sidecar): 5–7 clusters | 2.00 | 0 / 0 / 400 | ×0.10 |",
+		"Authorized scope vs all services at 2000 streams / 1000 services: policy change max ×0.10, endpoint change max ×1.00, all connected ×1.00, CP CPU ×1.00, CP peak RSS ×0.25.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("table lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -27,8 +27,20 @@ type section struct {
 // xdsRow is one xdsload run.
 type xdsRow struct {
 	streams, services int
+	scope             string // xdsload -scope
 	res               xdsResult
 	note              string
+}
+
+// scopeLabel names an xdsload scope in the table.
+func scopeLabel(scope string) string {
+	switch scope {
+	case "", scopeAll:
+		return "all services"
+	case scopeAuthorized:
+		return "authorized (zero trust, ~4 services per sidecar)"
+	}
+	return scope
 }
 
 // table is every result of a run, rendered once at the end.
@@ -106,28 +118,59 @@ func (t *table) markdown(facts []string) string {
 	if len(t.xds) > 0 || len(t.xdsNotes) > 0 {
 		b.WriteString("\n## Control plane at scale (bench/xdsload)\n\n")
 		b.WriteString("Time from the change (file rewritten) until each ADS stream ACKed a response carrying it; ratios against the first row.\n\n")
-		b.WriteString("| streams (gateways) | services | all connected s | policy change p50 / p99 / max ms | vs first | endpoint change p50 / p99 / max ms | vs first | CP CPU s | CP peak RSS MiB | vs first |\n")
-		b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		b.WriteString("| streams (gateways) | services | sidecars receive | all connected s | policy change p50 / p99 / max ms | vs first | endpoint change p50 / p99 / max ms | vs first | CP CPU s | CP peak RSS MiB | vs first |\n")
+		b.WriteString("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		var first xdsResult
 		for i, x := range t.xds {
 			if x.note != "" {
-				fmt.Fprintf(&b, "| %d | %d | %s |  |  |  |  |  |  |  |\n", x.streams, x.services, x.note)
+				fmt.Fprintf(&b, "| %d | %d | %s | %s |  |  |  |  |  |  |  |\n", x.streams, x.services, scopeLabel(x.scope), x.note)
 				continue
 			}
 			if i == 0 || first.Streams == 0 {
 				first = x.res
 			}
 			p, e := x.res.Policy, x.res.Endpoint
-			fmt.Fprintf(&b, "| %d (%d) | %d | %.2f | %.0f / %.0f / %.0f | %s | %.0f / %.0f / %.0f | %s | %.1f | %.1f | %s |\n",
-				x.res.Streams, x.res.Gateways, x.res.Services, x.res.ConnectSeconds,
+			fmt.Fprintf(&b, "| %d (%d) | %d | %s | %.2f | %.0f / %.0f / %.0f | %s | %.0f / %.0f / %.0f | %s | %.1f | %.1f | %s |\n",
+				x.res.Streams, x.res.Gateways, x.res.Services, scopeLabel(x.scope)+sidecarClusters(p), x.res.ConnectSeconds,
 				p.P50MS, p.P99MS, p.MaxMS, ratio(p.MaxMS, first.Policy.MaxMS),
 				e.P50MS, e.P99MS, e.MaxMS, ratio(e.MaxMS, first.Endpoint.MaxMS),
 				x.res.ControlPlaneCPUSeconds, x.res.ControlPlanePeakRSSMiB,
 				ratio(x.res.ControlPlanePeakRSSMiB, first.ControlPlanePeakRSSMiB))
+		}
+		for _, x := range t.xds {
+			if all, ok := t.xdsAllServices(x); ok && x.scope == scopeAuthorized && x.note == "" {
+				fmt.Fprintf(&b, "\nAuthorized scope vs all services at %d streams / %d services: policy change max %s, endpoint change max %s, all connected %s, CP CPU %s, CP peak RSS %s.\n",
+					x.streams, x.services, ratio(x.res.Policy.MaxMS, all.Policy.MaxMS), ratio(x.res.Endpoint.MaxMS, all.Endpoint.MaxMS),
+					ratio(x.res.ConnectSeconds, all.ConnectSeconds), ratio(x.res.ControlPlaneCPUSeconds, all.ControlPlaneCPUSeconds),
+					ratio(x.res.ControlPlanePeakRSSMiB, all.ControlPlanePeakRSSMiB))
+			}
 		}
 		for _, n := range t.xdsNotes {
 			fmt.Fprintf(&b, "\n%s\n", n)
 		}
 	}
 	return b.String()
+}
+
+// sidecarClusters is how many clusters the sidecars held after a change,
+// when xdsload measured it.
+func sidecarClusters(c xdsChange) string {
+	switch {
+	case c.SidecarClustersMax == 0:
+		return ""
+	case c.SidecarClustersMin == c.SidecarClustersMax:
+		return fmt.Sprintf(": %d clusters", c.SidecarClustersMax)
+	}
+	return fmt.Sprintf(": %d–%d clusters", c.SidecarClustersMin, c.SidecarClustersMax)
+}
+
+// xdsAllServices is the measured run with every service on every sidecar at
+// the size of x, to compare a scoped run with.
+func (t *table) xdsAllServices(x xdsRow) (xdsResult, bool) {
+	for _, y := range t.xds {
+		if y.scope == scopeAll && y.note == "" && y.streams == x.streams && y.services == x.services {
+			return y.res, true
+		}
+	}
+	return xdsResult{}, false
 }

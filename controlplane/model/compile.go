@@ -111,6 +111,9 @@ func Compile(set *policy.Set) (*Model, error) {
 	if err := m.hash(); err != nil {
 		return nil, err
 	}
+	if m.Mesh.OutboundScope == OutboundScopeAuthorized {
+		m.reach = m.buildReachIndex()
+	}
 	return m, nil
 }
 

@@ -33,6 +33,8 @@ type Model struct {
 	gateways map[NamespacedName]*Gateway
 	// regexps are the compiled identity patterns of the authorizations.
 	regexps map[string]*regexp.Regexp
+	// reach indexes the services' authorizations for CallableBy.
+	reach *reachIndex
 }
 
 // NamespacedName identifies a resource.

@@ -129,3 +129,89 @@ func matchString(sm StringMatch, s string) bool {
 func compileWhole(expr string) (*regexp.Regexp, error) {
 	return regexp.Compile(`^(?:` + expr + `)$`)
 }
+
+// reachIndex answers MayCall for every service of a model at once: most
+// authorizations allow a fixed list of services, which index by caller.
+type reachIndex struct {
+	// open services may be called by every caller.
+	open []int
+	// byCaller lists, by SPIFFE ID, the services whose authorization
+	// allows exactly a list of service identities, this one among them.
+	byCaller map[string][]int
+	// other services are asked (Authorization.MayAllow) caller by caller.
+	other []int
+}
+
+// buildReachIndex classifies the services of m (sorted) for CallableBy.
+func (m *Model) buildReachIndex() *reachIndex {
+	idx := &reachIndex{byCaller: map[string][]int{}}
+	for i, svc := range m.Services {
+		a := svc.Authorization
+		switch {
+		case a == nil || (len(a.Deny) == 0 && !a.EnforceAllow):
+			idx.open = append(idx.open, i)
+		case len(a.Deny) == 0 && allowsServiceList(a.Allow):
+			for _, r := range a.Allow {
+				for _, f := range r.From {
+					for _, sm := range f.Services {
+						if ids := idx.byCaller[sm.Value]; len(ids) == 0 || ids[len(ids)-1] != i {
+							idx.byCaller[sm.Value] = append(ids, i)
+						}
+					}
+				}
+			}
+		default:
+			idx.other = append(idx.other, i)
+		}
+	}
+	return idx
+}
+
+// allowsServiceList reports whether every ALLOW rule has sources and every
+// source is exactly a list of service identities.
+func allowsServiceList(rules []*AuthzRule) bool {
+	for _, r := range rules {
+		if len(r.From) == 0 {
+			return false
+		}
+		for _, f := range r.From {
+			if len(f.Services) == 0 || len(f.Identities)+len(f.Namespaces)+len(f.IPBlocks) > 0 {
+				return false
+			}
+			for _, sm := range f.Services {
+				if sm.Kind != MatchExact {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// CallableBy reports, for each service of m.Services (same order), whether
+// MayCall(caller, service) holds; it is the same answer for every service
+// at the cost of a few lookups, not one authorization walk per service.
+func (m *Model) CallableBy(caller NamespacedName) []bool {
+	out := make([]bool, len(m.Services))
+	if m.Mesh.OutboundScope != OutboundScopeAuthorized {
+		for i := range out {
+			out[i] = true
+		}
+		return out
+	}
+	idx := m.reach
+	if idx == nil { // a Model not made by Compile
+		idx = m.buildReachIndex()
+	}
+	for _, i := range idx.open {
+		out[i] = true
+	}
+	id := m.Mesh.SPIFFEID(caller.Namespace, caller.Name)
+	for _, i := range idx.byCaller[id] {
+		out[i] = true
+	}
+	for _, i := range idx.other {
+		out[i] = m.Services[i].Authorization.MayAllow(id, m.matchString)
+	}
+	return out
+}

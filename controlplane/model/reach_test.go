@@ -147,9 +147,13 @@ spec:
 			}
 			for caller, want := range tt.want {
 				var got []string
-				for _, svc := range m.Services {
+				callable := m.CallableBy(NamespacedName{Namespace: "default", Name: caller})
+				for i, svc := range m.Services {
 					if m.MayCall(NamespacedName{Namespace: "default", Name: caller}, svc) {
 						got = append(got, svc.Name)
+					}
+					if callable[i] != slices.Contains(got, svc.Name) {
+						t.Errorf("CallableBy(%s)[%s] = %v, MayCall says otherwise", caller, svc.Name, callable[i])
 					}
 				}
 				if !slices.Equal(got, want) {

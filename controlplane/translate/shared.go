@@ -34,8 +34,6 @@ type Shared struct {
 
 	outboundMu sync.Mutex
 	outbounds  map[string]*sharedOutbound // by outboundKey
-	// outboundKeys memoizes outboundKey by caller.
-	outboundKeys map[model.NamespacedName]string
 
 	gatewaysMu sync.Mutex
 	gateways   map[string]*sharedGateway // by namespace/name
@@ -78,12 +76,11 @@ type sharedGateway struct {
 // NewShared returns an empty memo for translating m with in.
 func NewShared(m *model.Model, in Inputs) *Shared {
 	s := &Shared{
-		model:        m,
-		inputs:       in,
-		clusters:     map[string]sharedCluster{},
-		outbounds:    map[string]*sharedOutbound{},
-		outboundKeys: map[model.NamespacedName]string{},
-		gateways:     map[string]*sharedGateway{},
+		model:     m,
+		inputs:    in,
+		clusters:  map[string]sharedCluster{},
+		outbounds: map[string]*sharedOutbound{},
+		gateways:  map[string]*sharedGateway{},
 	}
 	if len(in.TrustBundle) > 0 {
 		s.rootCA = rootCASecret(in.TrustBundle)
@@ -134,8 +131,8 @@ func (s *Shared) clusterSet(names []string) *clusterSet {
 // caller and adds its clusters to t. Callers in one namespace that may call
 // the same services share it.
 func (s *Shared) outbound(t *translator, caller model.NamespacedName) *routev3.RouteConfiguration {
-	s.outboundMu.Lock()
 	key, reachable := s.outboundKey(caller)
+	s.outboundMu.Lock()
 	o, ok := s.outbounds[key]
 	if !ok {
 		sub := newTranslator(s.model, s.inputs, s)
@@ -157,28 +154,21 @@ func (s *Shared) outbound(t *translator, caller model.NamespacedName) *routev3.R
 
 // outboundKey identifies the outbound configuration of caller: its
 // namespace, and with the Authorized scope the set of services it may call
-// (then also returned; nil means every service). Called with outboundMu held.
+// (then also returned; nil means every service).
 func (s *Shared) outboundKey(caller model.NamespacedName) (string, map[*model.Service]bool) {
 	if s.model.Mesh.OutboundScope != model.OutboundScopeAuthorized {
 		return caller.Namespace, nil
 	}
+	callable := s.model.CallableBy(caller)
 	reachable := make(map[*model.Service]bool)
-	key, ok := s.outboundKeys[caller]
-	bits := make([]byte, (len(s.model.Services)+7)/8)
-	for i, svc := range s.model.Services {
-		if ok && key[len(caller.Namespace)+1+i/8]&(1<<(i%8)) == 0 {
-			continue
-		}
-		if ok || s.model.MayCall(caller, svc) {
-			reachable[svc] = true
+	bits := make([]byte, (len(callable)+7)/8)
+	for i, ok := range callable {
+		if ok {
+			reachable[s.model.Services[i]] = true
 			bits[i/8] |= 1 << (i % 8)
 		}
 	}
-	if !ok {
-		key = caller.Namespace + "\x00" + string(bits)
-		s.outboundKeys[caller] = key
-	}
-	return key, reachable
+	return caller.Namespace + "\x00" + string(bits), reachable
 }
 
 // gateway adds the shared translation of the node's Gateway to res and t.

@@ -8,11 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"weak"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -67,15 +74,41 @@ type nodeSnapshot struct {
 // (translate.Shared), so it keys by message pointer. One encoder serves one
 // model generation; safe for concurrent use.
 type encoder struct {
-	byMessage sync.Map // proto.Message -> *encoded
+	// byMessage maps a weak reference to a message (messageKey) to its
+	// encoding: a node's own messages (its listeners, its inbound
+	// cluster) are garbage once its snapshot is built, and the entry goes
+	// with them; the shared ones stay alive in translate.Shared.
+	byMessage sync.Map
 	lists     sync.Map // string of encoded ids -> *typeSnapshot
 	nextID    atomic.Uint64
 }
 
 func newEncoder() *encoder { return &encoder{} }
 
+// messageKey is the byMessage key of m: a weak pointer, so that the memo
+// does not keep m alive, and the cleanup that removes the entry once m is
+// collected.
+func messageKey[T any](e *encoder, m *T) (any, func()) {
+	key := weak.Make(m)
+	return key, func() { runtime.AddCleanup(m, func(k weak.Pointer[T]) { e.byMessage.Delete(k) }, key) }
+}
+
 func (e *encoder) encode(typeURL, name string, m proto.Message) (*encoded, error) {
-	if enc, ok := e.byMessage.Load(m); ok {
+	var key any = m // other message types: a strong reference
+	cleanup := func() {}
+	switch v := m.(type) {
+	case *clusterv3.Cluster:
+		key, cleanup = messageKey(e, v)
+	case *endpointv3.ClusterLoadAssignment:
+		key, cleanup = messageKey(e, v)
+	case *listenerv3.Listener:
+		key, cleanup = messageKey(e, v)
+	case *routev3.RouteConfiguration:
+		key, cleanup = messageKey(e, v)
+	case *tlsv3.Secret:
+		key, cleanup = messageKey(e, v)
+	}
+	if enc, ok := e.byMessage.Load(key); ok {
 		return enc.(*encoded), nil
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
@@ -84,7 +117,10 @@ func (e *encoder) encode(typeURL, name string, m proto.Message) (*encoded, error
 	}
 	sum := sha256.Sum256(b)
 	enc := &encoded{id: e.nextID.Add(1), name: name, hash: hex.EncodeToString(sum[:8]), any: &anypb.Any{TypeUrl: typeURL, Value: b}}
-	actual, _ := e.byMessage.LoadOrStore(m, enc)
+	actual, loaded := e.byMessage.LoadOrStore(key, enc)
+	if !loaded {
+		cleanup()
+	}
 	return actual.(*encoded), nil
 }
 

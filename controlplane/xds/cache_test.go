@@ -159,7 +159,7 @@ func TestDeltaResponseEqualsFullComparison(t *testing.T) {
 	a, b, c := encode(cla("a", 1)), encode(cla("b", 2)), encode(cla("c", 3))
 	prev := enc.typeSnapshot([]*encoded{a, b, c})
 	newB := encode(cla("b", 20))
-	swap := swapEndpoints(prev, nil, map[string]*encoded{"b": newB}, nil)
+	swap := swapEndpoints(prev, map[string]*encoded{"b": newB})
 	if swap == nil || swap.ts.prevVersion != prev.version || len(swap.ts.changed) != 1 {
 		t.Fatalf("swap = %+v", swap)
 	}

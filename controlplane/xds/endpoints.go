@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/meshgate/meshgate/controlplane/model"
@@ -14,10 +13,9 @@ import (
 )
 
 // endpointSwap is the replacement of one distinct EDS type snapshot (most
-// nodes share theirs) and of the load assignments of the nodes holding it.
+// nodes share theirs).
 type endpointSwap struct {
-	ts        *typeSnapshot
-	endpoints []*endpointv3.ClusterLoadAssignment
+	ts *typeSnapshot
 }
 
 // setEndpointsLocked serves m, which differs from the served model only in
@@ -40,7 +38,6 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 	shared := translate.NewShared(m, translate.Inputs{TrustBundle: s.bundle})
 	enc := newEncoder()
 	replacements := make(map[string]*encoded, len(changed))
-	byCluster := make(map[string]*endpointv3.ClusterLoadAssignment, len(changed))
 	for _, svc := range m.Services {
 		for _, port := range svc.Ports {
 			if _, found := slices.BinarySearch(changed, port.Cluster); !found {
@@ -54,7 +51,7 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 			if err != nil {
 				return err
 			}
-			replacements[port.Cluster], byCluster[port.Cluster] = e, cla
+			replacements[port.Cluster] = e
 		}
 	}
 	s.model, s.shared, s.encoder = m, shared, enc
@@ -64,7 +61,7 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 	swaps := map[*typeSnapshot]*endpointSwap{}
 	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
 		n := s.nodes[id]
-		if n.snap == nil || n.resources == nil {
+		if n.snap == nil {
 			continue
 		}
 		old := n.snap.types[resourcev3.EndpointType]
@@ -73,7 +70,7 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 		}
 		swap, ok := swaps[old]
 		if !ok {
-			swap = swapEndpoints(old, n.resources.Endpoints, replacements, byCluster)
+			swap = swapEndpoints(old, replacements)
 			swaps[old] = swap
 		}
 		if swap == nil {
@@ -81,23 +78,18 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 		}
 		snap := &nodeSnapshot{types: maps.Clone(n.snap.types)}
 		snap.types[resourcev3.EndpointType] = swap.ts
-		res := *n.resources
-		res.Endpoints = swap.endpoints
 		if err := s.cache.setSnapshot(ctx, id, snap); err != nil {
 			s.logger.Error("cannot set snapshot", "node", id, "error", err)
 			continue
 		}
-		n.resources, n.snap, n.version = &res, snap, snap.version()
+		n.snap, n.version = snap, snap.version()
 	}
 	return nil
 }
 
-// swapEndpoints returns old with the replacements of the clusters it holds,
-// and endpoints (the load assignments of a node holding old, in the same
-// order) likewise; nil when old holds none of them.
-func swapEndpoints(old *typeSnapshot, endpoints []*endpointv3.ClusterLoadAssignment,
-	replacements map[string]*encoded, byCluster map[string]*endpointv3.ClusterLoadAssignment,
-) *endpointSwap {
+// swapEndpoints returns old with the replacements of the clusters it holds;
+// nil when it holds none of them.
+func swapEndpoints(old *typeSnapshot, replacements map[string]*encoded) *endpointSwap {
 	var list, changed []*encoded
 	for i, e := range old.list {
 		r, ok := replacements[e.name]
@@ -113,13 +105,7 @@ func swapEndpoints(old *typeSnapshot, endpoints []*endpointv3.ClusterLoadAssignm
 	if list == nil {
 		return nil
 	}
-	swapped := slices.Clone(endpoints)
-	for i, cla := range swapped {
-		if r, ok := byCluster[cla.GetClusterName()]; ok {
-			swapped[i] = r
-		}
-	}
 	ts := newTypeSnapshot(list)
 	ts.prevVersion, ts.changed = old.version, changed // old.list is sorted: so is changed
-	return &endpointSwap{ts: ts, endpoints: swapped}
+	return &endpointSwap{ts: ts}
 }

@@ -42,6 +42,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
 )
@@ -92,7 +97,6 @@ type node struct {
 	info        translate.NodeInfo
 	connectedAt time.Time
 	streams     int
-	resources   *translate.Resources
 	snap        *nodeSnapshot
 	version     string
 	acked       map[string]string
@@ -189,6 +193,10 @@ func NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		// Each connection's write buffer is released when flushed: most
 		// proxies' connections are idle between configuration changes.
 		grpc.SharedWriteBuffer(true),
+		// No per-connection read buffer (32 KiB by default, 64 MiB at
+		// 2000 proxies): requests are small and rare, and behind TLS the
+		// connection already reads whole records.
+		grpc.ReadBufferSize(0),
 	}
 	return grpc.NewServer(append(base, opts...)...)
 }
@@ -328,15 +336,65 @@ func (s *Server) Proxies() []ProxyStatus {
 	return out
 }
 
-// Resources returns what is served to the connected node id and its version.
+// Resources returns what is served to the connected node id and its
+// version, decoded from the encodings the node is served (the translated
+// messages are not kept: at thousands of proxies they were most of the
+// control plane's memory).
 func (s *Server) Resources(id string) (*translate.Resources, string, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	n, ok := s.nodes[id]
+	var snap *nodeSnapshot
+	var version string
+	if ok {
+		snap, version = n.snap, n.version
+	}
+	s.mu.Unlock()
 	if !ok {
 		return nil, "", false
 	}
-	return n.resources, n.version, true
+	res, err := snap.decode()
+	if err != nil {
+		s.logger.Error("cannot decode a served snapshot", "node", id, "error", err)
+		return nil, "", false
+	}
+	return res, version, true
+}
+
+// decode unmarshals the snapshot's resources (nil: none).
+func (snap *nodeSnapshot) decode() (*translate.Resources, error) {
+	res := &translate.Resources{}
+	if snap == nil {
+		return res, nil
+	}
+	var errs []error
+	for _, typeURL := range orderedTypes {
+		ts := snap.types[typeURL]
+		if ts == nil {
+			continue
+		}
+		for _, e := range ts.list {
+			m, err := e.any.UnmarshalNew()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", typeURL, e.name, err))
+				continue
+			}
+			switch v := m.(type) {
+			case *listenerv3.Listener:
+				res.Listeners = append(res.Listeners, v)
+			case *routev3.RouteConfiguration:
+				res.Routes = append(res.Routes, v)
+			case *clusterv3.Cluster:
+				res.Clusters = append(res.Clusters, v)
+			case *endpointv3.ClusterLoadAssignment:
+				res.Endpoints = append(res.Endpoints, v)
+			case *tlsv3.Secret:
+				res.Secrets = append(res.Secrets, v)
+			default:
+				errs = append(errs, fmt.Errorf("%s %q: unexpected message %T", typeURL, e.name, m))
+			}
+		}
+	}
+	return res, errors.Join(errs...)
 }
 
 func (s *Server) onStreamOpen(ctx context.Context, streamID int64, _ string) error {
@@ -464,10 +522,9 @@ func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 
 // builtNode is a node's translated and encoded configuration.
 type builtNode struct {
-	resources *translate.Resources
-	snap      *nodeSnapshot
-	version   string
-	err       error
+	snap    *nodeSnapshot
+	version string
+	err     error
 }
 
 // buildNode translates and encodes the current generation for one node. A
@@ -485,7 +542,7 @@ func (s *Server) buildNode(id string, info translate.NodeInfo) builtNode {
 		res = &translate.Resources{}
 	}
 	snap, version, err := s.encoder.snapshot(res)
-	return builtNode{resources: res, snap: snap, version: version, err: err}
+	return builtNode{snap: snap, version: version, err: err}
 }
 
 // setNodeLocked gives a node the configuration buildNode made.
@@ -498,7 +555,7 @@ func (s *Server) setNodeLocked(ctx context.Context, id string, n *node, b builtN
 		s.logger.Error("cannot set snapshot", "node", id, "error", err)
 		return
 	}
-	n.resources, n.snap, n.version = b.resources, b.snap, b.version
+	n.snap, n.version = b.snap, b.version
 }
 
 // updateNodeLocked translates the model for one node and sets its snapshot.

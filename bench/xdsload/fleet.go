@@ -145,11 +145,13 @@ func (f *fleet) open() {
 	}
 }
 
-// apply sets w, makes the change, and waits for every stream to reach w.
-func (f *fleet) apply(ctx context.Context, w *watch, timeout time.Duration, mutate func() error) (change, error) {
+// apply sets w, makes the change, and waits for every stream to reach w;
+// each stream's latency counts from the start mutate returns (when the
+// change counts as made).
+func (f *fleet) apply(ctx context.Context, w *watch, timeout time.Duration, mutate func() (start time.Time, err error)) (change, error) {
 	f.setWatch(w)
-	start := time.Now()
-	if err := mutate(); err != nil {
+	start, err := mutate()
+	if err != nil {
 		return change{}, err
 	}
 	got, clusters, err := f.await(ctx, w, start, timeout)

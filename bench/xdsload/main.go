@@ -8,7 +8,10 @@
 // policy (a new service) and an endpoint, and reports how long it took until
 // every stream ACKed each change, with the control plane's CPU and peak RSS.
 // -scope authorized makes the mesh zero trust with outbound scoping (see
-// generatePolicy). It prints one JSON object (see result).
+// generatePolicy). -endpoints consul registers the services in a Consul dev
+// agent that the control plane discovers (--consul), so that the endpoint
+// change is a catalog write, as in production (see consul.go). It prints
+// one JSON object (see result).
 package main
 
 import (
@@ -40,6 +43,8 @@ type config struct {
 	gateways       int
 	services       int
 	scope          string // scopeAll or scopeAuthorized
+	endpoints      string // endpointsFile or endpointsConsul
+	consulBin      string // with endpointsConsul; found by consulBinary when empty
 	streamsPerConn int
 	timeout        time.Duration
 	out            string
@@ -55,7 +60,17 @@ type result struct {
 	Gateways int `json:"gateways"`
 	Services int `json:"services"`
 	// Scope is the generated mesh's outbound scope: "all" or "authorized".
-	Scope                  string  `json:"scope"`
+	Scope string `json:"scope"`
+	// EndpointSource is where the services' endpoints come from, and so
+	// what the endpoint change is: "file" (a policy file edit) or "consul"
+	// (a catalog write; timed from its answer).
+	EndpointSource string `json:"endpointSource"`
+	// ConsulRegisterSeconds is how long registering the services in Consul
+	// took (endpointSource "consul").
+	ConsulRegisterSeconds float64 `json:"consulRegisterSeconds,omitempty"`
+	// ConsulChangeCallMS is how long the endpoint change's catalog write
+	// took to answer (not part of endpointChange, which starts then).
+	ConsulChangeCallMS     float64 `json:"consulChangeCallMs,omitempty"`
 	Identities             int     `json:"identities"`
 	EnrollSeconds          float64 `json:"enrollSeconds"`
 	ConnectSeconds         float64 `json:"connectSeconds"`
@@ -120,6 +135,8 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	fs.IntVar(&cfg.gateways, "gateways", 0, "how many of the streams are gateway nodes (default streams/50, at least 1)")
 	fs.IntVar(&cfg.services, "services", 1000, "services in the generated policy")
 	fs.StringVar(&cfg.scope, "scope", scopeAll, "what a sidecar receives: all (every service) or authorized (zero trust: a MeshConfig with outboundScope Authorized and a SecurityPolicy per service, ~4 services per sidecar)")
+	fs.StringVar(&cfg.endpoints, "endpoints", endpointsFile, "where the services' endpoints come from: file (Service documents; the endpoint change is a file edit) or consul (a Consul dev agent's catalog, the control plane runs with --consul; the endpoint change is a catalog write)")
+	fs.StringVar(&cfg.consulBin, "consul-bin", "", "consul binary for -endpoints consul (default $MESHGATE_CONSUL_BIN, else tools/consul/bin/consul in this directory or a parent, else consul on the PATH)")
 	fs.IntVar(&cfg.streamsPerConn, "streams-per-conn", 100, "ADS streams per gRPC connection")
 	fs.DurationVar(&cfg.timeout, "timeout", 3*time.Minute, "limit for each phase (connect, each change)")
 	fs.StringVar(&cfg.out, "out", "", "also write the JSON result to this file")
@@ -137,6 +154,19 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	}
 	if cfg.scope != scopeAll && cfg.scope != scopeAuthorized {
 		return fmt.Errorf("-scope %q: want %s or %s", cfg.scope, scopeAll, scopeAuthorized)
+	}
+	switch cfg.endpoints {
+	case endpointsFile:
+	case endpointsConsul:
+		if cfg.consulBin == "" {
+			bin, err := consulBinary()
+			if err != nil {
+				return errUnsupported("-endpoints consul: " + err.Error())
+			}
+			cfg.consulBin = bin
+		}
+	default:
+		return fmt.Errorf("-endpoints %q: want %s or %s", cfg.endpoints, endpointsFile, endpointsConsul)
 	}
 	if cfg.gateways <= 0 {
 		cfg.gateways = max(1, cfg.streams/50)
@@ -170,10 +200,14 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 }
 
 // controlplaneArgs is the ONE place that decides how xdsload runs the
-// control plane (see proxyArgs in bench/cmd/bench for the proxies).
-func controlplaneArgs(cfg config, policyDir, dataDir, xdsAddr, adminAddr string) []string {
+// control plane (see proxyArgs in bench/cmd/bench for the proxies);
+// consulAddr is the Consul agent to discover services from, "" for none.
+func controlplaneArgs(cfg config, policyDir, dataDir, xdsAddr, adminAddr, consulAddr string) []string {
 	args := []string{"controlplane", "--log-level", "warn", "--config", policyDir,
 		"--data-dir", dataDir, "--xds-address", xdsAddr, "--admin-address", adminAddr}
+	if consulAddr != "" {
+		args = append(args, "--consul", consulAddr)
+	}
 	return append(args, cfg.cpFlags...)
 }
 
@@ -182,8 +216,23 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	if err := os.MkdirAll(policyDir, 0o755); err != nil {
 		return nil, fmt.Errorf("policy dir: %w", err)
 	}
-	if err := writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, false, 0)); err != nil {
+	if err := writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, cfg.endpoints, false, 0)); err != nil {
 		return nil, err
+	}
+	res := &result{Streams: cfg.streams, Gateways: cfg.gateways, Services: cfg.services, Scope: cfg.scope, EndpointSource: cfg.endpoints}
+	var consul *consulAgent
+	if cfg.endpoints == endpointsConsul {
+		var err error
+		consul, err = startConsul(ctx, cfg.consulBin, filepath.Join(cfg.work, "consul"), filepath.Join(cfg.work, "consul.log"))
+		if err != nil {
+			return nil, fmt.Errorf("consul agent: %w", err)
+		}
+		defer consul.stop()
+		took, err := registerServices(ctx, logger, consul.client, cfg.services)
+		if err != nil {
+			return nil, fmt.Errorf("register services in consul: %w (consul log: %s)", err, tail(consul.log))
+		}
+		res.ConsulRegisterSeconds = took.Seconds()
 	}
 	xdsAddr, err := freeAddr()
 	if err != nil {
@@ -199,7 +248,11 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	}
 	defer logFile.Close()
 	dataDir := filepath.Join(cfg.work, "data")
-	cp := exec.Command(cfg.meshgate, controlplaneArgs(cfg, policyDir, dataDir, xdsAddr, adminAddr)...)
+	consulAddr := ""
+	if consul != nil {
+		consulAddr = consul.addr
+	}
+	cp := exec.Command(cfg.meshgate, controlplaneArgs(cfg, policyDir, dataDir, xdsAddr, adminAddr, consulAddr)...)
 	cp.Stdout, cp.Stderr = logFile, logFile
 	cp.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cp.Start(); err != nil {
@@ -222,7 +275,7 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	cpuStart := cpuSeconds(cp.Process.Pid)
 	ctx, stopGuard := guardRSS(ctx, cp.Process.Pid, cfg.maxRSS)
 	defer stopGuard()
-	logger.Info("control plane up", "services", cfg.services, "scope", cfg.scope, "xds", xdsAddr)
+	logger.Info("control plane up", "services", cfg.services, "scope", cfg.scope, "endpoints", cfg.endpoints, "xds", xdsAddr)
 
 	adminAPI, err := newAdmin(adminAddr, dataDir)
 	if err != nil {
@@ -233,8 +286,7 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	if err != nil {
 		return nil, fmt.Errorf("%w (control plane log: %s)", err, tail(logFile.Name()))
 	}
-	res := &result{Streams: cfg.streams, Gateways: cfg.gateways, Services: cfg.services, Scope: cfg.scope, Identities: len(creds),
-		EnrollSeconds: time.Since(enrollStart).Seconds()}
+	res.Identities, res.EnrollSeconds = len(creds), time.Since(enrollStart).Seconds()
 	fleet, err := newFleet(ctx, logger, xdsAddr, cfg, creds)
 	if err != nil {
 		return nil, err
@@ -263,16 +315,29 @@ func measure(ctx context.Context, logger *slog.Logger, cfg config) (*result, err
 	// Phase 2: a policy change (a new service, routed from the gateway).
 	policyChange := &watch{id: 2, cluster: clusterName(addedService), routeRef: clusterName(addedService),
 		cla: clusterName(addedService), claAddr: endpointAddr(cfg.services, 0, 0)}
-	if res.Policy, err = fleet.apply(ctx, policyChange, cfg.timeout, func() error {
-		return writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, true, 0))
+	if res.Policy, err = fleet.apply(ctx, policyChange, cfg.timeout, func() (time.Time, error) {
+		start := time.Now()
+		return start, writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, cfg.endpoints, true, 0))
 	}); err != nil {
 		return nil, fmt.Errorf("policy change: %w", err)
 	}
-	// Phase 3: an endpoint change (svc-0000's first endpoint moves).
+	// Phase 3: an endpoint change (svc-0000's first endpoint moves): a file
+	// edit, timed from its start, or a catalog write, timed from its answer.
 	endpointChange := &watch{id: 3, cla: clusterName(serviceName(0)), claAddr: endpointAddr(0, 0, 1)}
-	if res.Endpoint, err = fleet.apply(ctx, endpointChange, cfg.timeout, func() error {
-		return writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, true, 1))
-	}); err != nil {
+	moveEndpoint := func() (time.Time, error) {
+		start := time.Now()
+		return start, writePolicy(policyDir, generatePolicy(cfg.services, cfg.scope, cfg.endpoints, true, 1))
+	}
+	if consul != nil {
+		moveEndpoint = func() (time.Time, error) {
+			call := time.Now()
+			err := consulTxn(ctx, consul.client, consulEndpointChange())
+			answered := time.Now()
+			res.ConsulChangeCallMS = float64(answered.Sub(call).Microseconds()) / 1000
+			return answered, err
+		}
+	}
+	if res.Endpoint, err = fleet.apply(ctx, endpointChange, cfg.timeout, moveEndpoint); err != nil {
 		return nil, fmt.Errorf("endpoint change: %w", err)
 	}
 	res.ChangesControlPlaneCPUSeconds = cpuSeconds(cp.Process.Pid) - cpChangesStart

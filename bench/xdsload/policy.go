@@ -36,18 +36,21 @@ func clusterName(service string) string {
 }
 
 // endpointAddr is the address of endpoint e of service i; generation g
-// moves endpoint 0 of service 0 for the endpoint change. Nothing listens on
-// these addresses: xdsload's streams only receive configuration.
+// moves endpoint 0 of service 0 for the endpoint change, to a port no other
+// endpoint of it has (so that the change's watch holds only once the move
+// arrives). Nothing listens on these addresses: xdsload's streams only
+// receive configuration.
 func endpointAddr(i, e, g int) string {
 	port := 20000 + e
 	if i == 0 && e == 0 {
-		port += g
+		port += 1000 * g
 	}
 	return fmt.Sprintf("127.%d.%d.%d:%d", 1+i/65536, (i/256)%256, i%256, port)
 }
 
-// policyFiles is the generated policy: services (with endpoints), routes
-// and, with scopeAuthorized, the MeshConfig and SecurityPolicies.
+// policyFiles is the generated policy: services (with endpoints; with
+// endpointsConsul only svc-added), routes and, with scopeAuthorized, the
+// MeshConfig and SecurityPolicies.
 type policyFiles struct {
 	services string
 	routes   string
@@ -90,9 +93,17 @@ func callers(i, n int) []string {
 // writes a MeshConfig (defaultAction DENY, outboundScope Authorized) and one
 // SecurityPolicy per service allowing its callers; the added service, like
 // svc-0000, is callable by every identity, so both changes still reach
-// every stream.
-func generatePolicy(n int, scope string, withAdded bool, endpointGen int) policyFiles {
+// every stream. With endpointsConsul the n services have no Service
+// document (they are registered in Consul, see consulRegistrations, and
+// endpointGen is unused): the routes and SecurityPolicies name them, and
+// the control plane validates them together with the discovered services;
+// svc-added stays a static Service.
+func generatePolicy(n int, scope, endpoints string, withAdded bool, endpointGen int) policyFiles {
 	var svc, rt, sec strings.Builder
+	if endpoints == endpointsConsul {
+		// Never an empty file: the services come from Consul.
+		fmt.Fprintf(&svc, "# %s..%s are registered in Consul (xdsload -endpoints consul)\n", serviceName(0), serviceName(n-1))
+	}
 	writeService := func(name string, i int) {
 		fmt.Fprintf(&svc, "---\napiVersion: meshgate.dev/v1alpha1\nkind: Service\nmetadata: {name: %s}\nspec:\n  ports: [{name: http, port: %d}]\n  endpoints:\n", name, servicePort)
 		for e := 0; e < 2; e++ {
@@ -103,7 +114,7 @@ func generatePolicy(n int, scope string, withAdded bool, endpointGen int) policy
 		fmt.Fprintf(&rt, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: gw-%s}\nspec:\n  parentRefs: [{name: %s}]\n  rules:\n    - matches: [{path: {type: PathPrefix, value: /%s}}]\n      backendRefs: [{name: %s, port: %d}]\n",
 			name, gatewayName, name, name, servicePort)
 	}
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && endpoints != endpointsConsul; i++ {
 		writeService(serviceName(i), i)
 	}
 	fmt.Fprintf(&rt, "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: %s}\nspec:\n  gatewayClassName: meshgate\n  listeners:\n    - {name: http, protocol: HTTP, port: %d}\n", gatewayName, gatewayPort)

@@ -4,19 +4,21 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/meshgate/meshgate/policy"
 )
 
 // TestGeneratedPolicyLoads proves the generated files are a valid policy of
-// the expected size, before and after each change, in both scopes.
+// the expected size, before and after each change, in both scopes and with
+// both endpoint sources (with consul: validated together with the services
+// the control plane discovers from consulRegistrations, as it does).
 func TestGeneratedPolicyLoads(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name         string
 		scope        string
+		endpoints    string
 		services     int
 		withAdded    bool
 		endpointGen  int
@@ -24,25 +26,47 @@ func TestGeneratedPolicyLoads(t *testing.T) {
 		wantRoutes   int
 		wantPolicies int // SecurityPolicies
 	}{
-		{"initial", scopeAll, 25, false, 0, 25, 25 + 3, 0},
-		{"policy change", scopeAll, 25, true, 0, 26, 26 + 3, 0},
-		{"endpoint change", scopeAll, 25, true, 1, 26, 26 + 3, 0},
-		{"authorized initial", scopeAuthorized, 25, false, 0, 25, 25 + 3, 25},
-		{"authorized policy change", scopeAuthorized, 25, true, 0, 26, 26 + 3, 26},
-		{"authorized endpoint change", scopeAuthorized, 25, true, 1, 26, 26 + 3, 26},
-		{"authorized two services", scopeAuthorized, 2, true, 1, 3, 3 + 1, 3},
+		{"initial", scopeAll, endpointsFile, 25, false, 0, 25, 25 + 3, 0},
+		{"policy change", scopeAll, endpointsFile, 25, true, 0, 26, 26 + 3, 0},
+		{"endpoint change", scopeAll, endpointsFile, 25, true, 1, 26, 26 + 3, 0},
+		{"authorized initial", scopeAuthorized, endpointsFile, 25, false, 0, 25, 25 + 3, 25},
+		{"authorized policy change", scopeAuthorized, endpointsFile, 25, true, 0, 26, 26 + 3, 26},
+		{"authorized endpoint change", scopeAuthorized, endpointsFile, 25, true, 1, 26, 26 + 3, 26},
+		{"authorized two services", scopeAuthorized, endpointsFile, 2, true, 1, 3, 3 + 1, 3},
+		{"consul initial", scopeAll, endpointsConsul, 25, false, 0, 25, 25 + 3, 0},
+		{"consul endpoint change", scopeAll, endpointsConsul, 25, true, 1, 26, 26 + 3, 0},
+		{"consul authorized initial", scopeAuthorized, endpointsConsul, 25, false, 0, 25, 25 + 3, 25},
+		{"consul authorized policy change", scopeAuthorized, endpointsConsul, 25, true, 0, 26, 26 + 3, 26},
+		{"consul authorized endpoint change", scopeAuthorized, endpointsConsul, 25, true, 1, 26, 26 + 3, 26},
+		{"consul authorized two services", scopeAuthorized, endpointsConsul, 2, true, 1, 3, 3 + 1, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			files := generatePolicy(tt.services, tt.scope, tt.withAdded, tt.endpointGen)
-			for _, f := range files.files() {
-				if err := os.WriteFile(filepath.Join(dir, f[0]), []byte(f[1]), 0o644); err != nil {
-					t.Fatal(err)
+			files := generatePolicy(tt.services, tt.scope, tt.endpoints, tt.withAdded, tt.endpointGen)
+			var set *policy.Set
+			var err error
+			if tt.endpoints == endpointsConsul {
+				// As the control plane loads it: the discovered services
+				// first, then the policy files.
+				ops := slices.Concat(consulRegistrations(tt.services)...)
+				if tt.endpointGen > 0 {
+					ops = append(ops, consulEndpointChange()...)
 				}
+				all := discoveredFiles(t, ops)
+				for _, f := range files.files() {
+					all = append(all, policy.File{Name: f[0], Data: []byte(f[1])})
+				}
+				set, err = policy.LoadFiles(all...)
+			} else {
+				dir := t.TempDir()
+				for _, f := range files.files() {
+					if err := os.WriteFile(filepath.Join(dir, f[0]), []byte(f[1]), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				set, err = policy.Load(dir)
 			}
-			set, err := policy.Load(dir)
 			if err != nil {
 				t.Fatalf("generated policy does not load: %v", err)
 			}
@@ -50,8 +74,23 @@ func TestGeneratedPolicyLoads(t *testing.T) {
 				t.Fatalf("got %d services, %d routes, %d gateways; want %d, %d, 1",
 					len(set.Services), len(set.HTTPRoutes), len(set.Gateways), tt.wantServices, tt.wantRoutes)
 			}
-			if want := endpointAddr(0, 0, tt.endpointGen); !strings.Contains(files.services, want) {
-				t.Fatalf("endpoint %s missing", want)
+			// svc-0000: port 80 (cluster default/svc-0000:80) and its two
+			// endpoints, endpoint 0 moved by the endpoint change.
+			var svc0 *policy.Service
+			for _, s := range set.Services {
+				if s.Name == serviceName(0) {
+					svc0 = s
+				}
+			}
+			if svc0 == nil || len(svc0.Spec.Ports) != 1 || svc0.Spec.Ports[0].Port != servicePort || svc0.Namespace != namespace {
+				t.Fatalf("svc-0000 = %+v, want one port %d in namespace %s", svc0, servicePort, namespace)
+			}
+			var addrs []string
+			for _, ep := range svc0.Spec.Endpoints {
+				addrs = append(addrs, ep.Address)
+			}
+			if want := []string{endpointAddr(0, 0, tt.endpointGen), endpointAddr(0, 1, tt.endpointGen)}; !slices.Equal(addrs, want) {
+				t.Fatalf("svc-0000 endpoints %v, want %v", addrs, want)
 			}
 			if len(set.SecurityPolicies) != tt.wantPolicies {
 				t.Fatalf("got %d SecurityPolicies, want %d", len(set.SecurityPolicies), tt.wantPolicies)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ type xdsResult struct {
 	Gateways               int       `json:"gateways"`
 	Services               int       `json:"services"`
 	Scope                  string    `json:"scope"`
+	EndpointSource         string    `json:"endpointSource"` // "" from an older xdsload: file
 	ConnectSeconds         float64   `json:"connectSeconds"`
 	Policy                 xdsChange `json:"policyChange"`
 	Endpoint               xdsChange `json:"endpointChange"`
@@ -40,10 +42,18 @@ func (r *runner) controlPlane(ctx context.Context) error {
 		streams, services := max(run.streams, 2), max(run.services, 2)
 		name := fmt.Sprintf("xdsload-%d-%s", streams, run.scope)
 		out := filepath.Join(r.work, name+".json")
+		endpoints, why := xdsEndpoints(run, r.consulBin)
+		if why != "" {
+			r.table.xdsNotes = append(r.table.xdsNotes, fmt.Sprintf("xdsload %d/%d (scope %s): endpoints from policy files, not Consul: %s.", streams, services, run.scope, why))
+			r.log.Warn("xdsload endpoints from policy files", "scope", run.scope, "reason", why)
+		}
 		args := []string{"-meshgate", r.meshgate, "-streams", strconv.Itoa(streams),
-			"-services", strconv.Itoa(services), "-scope", run.scope,
+			"-services", strconv.Itoa(services), "-scope", run.scope, "-endpoints", endpoints,
 			"-timeout", r.mode.xdsTimeout.String(), "-out", out,
 			"-work", filepath.Join(r.work, fmt.Sprintf("xds-%d-%s", streams, run.scope))}
+		if endpoints == endpointsConsul {
+			args = append(args, "-consul-bin", r.consulBin)
+		}
 		if r.cpInsecureFlag != "" {
 			args = append(args, "-controlplane-flag", r.cpInsecureFlag)
 		}
@@ -54,7 +64,7 @@ func (r *runner) controlPlane(ctx context.Context) error {
 			}
 			args = append(args, "-profile-dir", dir)
 		}
-		r.log.Info("control plane at scale", "streams", streams, "services", services, "scope", run.scope)
+		r.log.Info("control plane at scale", "streams", streams, "services", services, "scope", run.scope, "endpoints", endpoints)
 		p, err := r.procs.start(name, r.xdsload, args, nil)
 		if err != nil {
 			return err
@@ -67,7 +77,7 @@ func (r *runner) controlPlane(ctx context.Context) error {
 		case <-time.After(r.mode.xdsTimeout + time.Minute):
 			p.stop()
 		}
-		row := xdsRow{streams: streams, services: services, scope: run.scope}
+		row := xdsRow{streams: streams, services: services, scope: run.scope, endpoints: endpoints}
 		if st := p.cmd.ProcessState; st != nil && st.ExitCode() == 3 { // xdsload: unsupported here
 			row.note = "not run"
 			r.table.xds = append(r.table.xds, row)
@@ -88,4 +98,14 @@ func (r *runner) controlPlane(ctx context.Context) error {
 		r.table.xds = append(r.table.xds, row)
 	}
 	return nil
+}
+
+// xdsEndpoints is the xdsload -endpoints of run: endpointsConsul falls back
+// to endpointsFile without the Consul binary (consulBin ""), and why says so.
+func xdsEndpoints(run xdsRun, consulBin string) (endpoints, why string) {
+	endpoints = cmp.Or(run.endpoints, endpointsFile)
+	if endpoints == endpointsConsul && consulBin == "" {
+		return endpointsFile, "Consul binary not built (make consul)"
+	}
+	return endpoints, ""
 }

@@ -30,11 +30,13 @@ type mode struct {
 	flips      int // Consul health flips (each: critical, then passing)
 }
 
-// xdsRun is one xdsload run: its size and the generated mesh's outbound
-// scope (xdsload -scope).
+// xdsRun is one xdsload run: its size, the generated mesh's outbound
+// scope (xdsload -scope) and where the services' endpoints come from
+// (xdsload -endpoints).
 type xdsRun struct {
 	streams, services int
 	scope             string
+	endpoints         string // endpointsConsul falls back to endpointsFile without the Consul binary
 }
 
 // xdsload's -scope values.
@@ -43,16 +45,24 @@ const (
 	scopeAuthorized = "authorized"
 )
 
+// xdsload's -endpoints values.
+const (
+	endpointsFile   = "file"
+	endpointsConsul = "consul"
+)
+
 // xdsRunsAt runs xdsload at each (streams, services) scale with every
 // service on every sidecar, then at the last (largest) scale again in a
-// zero-trust mesh whose sidecars only receive the services they may call.
+// zero-trust mesh whose sidecars only receive the services they may call,
+// with its services in Consul: its endpoint change is a catalog write, as
+// in production, not a policy file edit.
 func xdsRunsAt(scales ...[2]int) []xdsRun {
 	var runs []xdsRun
 	for _, sc := range scales {
-		runs = append(runs, xdsRun{streams: sc[0], services: sc[1], scope: scopeAll})
+		runs = append(runs, xdsRun{streams: sc[0], services: sc[1], scope: scopeAll, endpoints: endpointsFile})
 	}
 	last := scales[len(scales)-1]
-	return append(runs, xdsRun{streams: last[0], services: last[1], scope: scopeAuthorized})
+	return append(runs, xdsRun{streams: last[0], services: last[1], scope: scopeAuthorized, endpoints: endpointsConsul})
 }
 
 func modeFor(name string, streams, services int) (mode, error) {
@@ -78,7 +88,7 @@ type runner struct {
 	meshgate       string
 	fortio         string
 	caddyBin       string
-	consulBin      string // "" when not built: the Consul flip is reported as not run
+	consulBin      string // "" when not built: the Consul flip is reported as not run, xdsload's endpoints come from files
 	xdsload        string
 	insecureFlag   string
 	cpInsecureFlag string
@@ -116,7 +126,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	meshgate := fs.String("meshgate", "bin/meshgate", "meshgate binary")
 	fortio := fs.String("fortio", "tools/fortio/bin/fortioload", "fortio load engine (tools/fortio)")
 	caddy := fs.String("caddy", "tools/caddy/bin/caddy", "caddy binary (tools/caddy); skipped when missing")
-	consul := fs.String("consul", envOr("MESHGATE_CONSUL_BIN", "tools/consul/bin/consul"), "Consul agent binary (make consul) for the health-flip measurement; skipped when missing")
+	consul := fs.String("consul", envOr("MESHGATE_CONSUL_BIN", "tools/consul/bin/consul"), "Consul agent binary (make consul) for the health-flip measurement (skipped when missing) and the authorized xdsload run's endpoints (from files when missing)")
 	xdsload := fs.String("xdsload", "bin/xdsload", "xdsload binary (bench/xdsload)")
 	results := fs.String("results", "bench/results", "directory of latest.md (and profiles/)")
 	streams := fs.Int("xds-streams", 2000, "ADS streams of the largest xdsload run")

@@ -267,9 +267,12 @@ func TestXDSRunsScope(t *testing.T) {
 			scoped.streams != last.streams || scoped.services != last.services {
 			t.Errorf("%s: runs %+v: want the largest scale again with scope authorized last", name, runs)
 		}
+		if scoped.endpoints != endpointsConsul {
+			t.Errorf("%s: the authorized run's endpoints come from %q, want %q", name, scoped.endpoints, endpointsConsul)
+		}
 		for _, r := range runs[:len(runs)-1] {
-			if r.scope != scopeAll || r.streams > last.streams {
-				t.Errorf("%s: runs %+v: want every scale with scope all, the largest last", name, runs)
+			if r.scope != scopeAll || r.streams > last.streams || r.endpoints != endpointsFile {
+				t.Errorf("%s: runs %+v: want every scale with scope all and endpoints from files, the largest last", name, runs)
 			}
 		}
 	}
@@ -277,23 +280,42 @@ func TestXDSRunsScope(t *testing.T) {
 
 func TestTableXDSScopes(t *testing.T) {
 	t.Parallel()
-	res := func(scope string, policyMax, rss float64, clusters [2]int) xdsResult {
-		return xdsResult{Streams: 2000, Gateways: 40, Services: 1000, Scope: scope, ConnectSeconds: 2,
-			Policy: xdsChange{MaxMS: policyMax, SidecarClustersMin: clusters[0], SidecarClustersMax: clusters[1]}, Endpoint: xdsChange{MaxMS: 100}, ControlPlaneCPUSeconds: 10, ControlPlanePeakRSSMiB: rss}
+	res := func(scope, endpoints string, policyMax, endpointMax, rss float64, clusters [2]int) xdsResult {
+		return xdsResult{Streams: 2000, Gateways: 40, Services: 1000, Scope: scope, EndpointSource: endpoints, ConnectSeconds: 2,
+			Policy: xdsChange{MaxMS: policyMax, SidecarClustersMin: clusters[0], SidecarClustersMax: clusters[1]}, Endpoint: xdsChange{MaxMS: endpointMax}, ControlPlaneCPUSeconds: 10, ControlPlanePeakRSSMiB: rss}
 	}
 	tb := &table{xds: []xdsRow{
-		{streams: 2000, services: 1000, scope: scopeAll, res: res(scopeAll, 4000, 1000, [2]int{1002, 1002})},
-		{streams: 2000, services: 1000, scope: scopeAuthorized, res: res(scopeAuthorized, 400, 250, [2]int{5, 7})},
+		{streams: 2000, services: 1000, scope: scopeAll, endpoints: endpointsFile, res: res(scopeAll, endpointsFile, 4000, 100, 1000, [2]int{1002, 1002})},
+		{streams: 2000, services: 1000, scope: scopeAuthorized, endpoints: endpointsConsul, res: res(scopeAuthorized, endpointsConsul, 400, 50, 250, [2]int{5, 7})},
+		// An older xdsload's result has no endpointSource: files.
+		{streams: 200, services: 100, scope: scopeAll, res: res(scopeAll, "", 400, 100, 100, [2]int{102, 102})},
+		{streams: 20, services: 10, scope: scopeAuthorized, endpoints: endpointsConsul, note: "failed, see below"},
 	}}
 	md := tb.markdown(nil)
 	for _, want := range []string{
-		"| sidecars receive |",
-		"| 2000 (40) | 1000 | all services: 1002 clusters | 2.00 |",
-		"| 2000 (40) | 1000 | authorized (zero trust, ~4 services per sidecar): 5–7 clusters | 2.00 | 0 / 0 / 400 | ×0.10 |",
-		"Authorized scope vs all services at 2000 streams / 1000 services: policy change max ×0.10, endpoint change max ×1.00, all connected ×1.00, CP CPU ×1.00, CP peak RSS ×0.25.",
+		"| sidecars receive | endpoints from |",
+		"| 2000 (40) | 1000 | all services: 1002 clusters | policy files | 2.00 |",
+		"| 2000 (40) | 1000 | authorized (zero trust, ~4 services per sidecar): 5–7 clusters | Consul catalog | 2.00 | 0 / 0 / 400 | ×0.10 | 0 / 0 / 50 | ×0.50 |",
+		"| 2000 (40) | 1000 | all services: 102 clusters | policy files | 2.00 |",
+		"| 20 | 10 | authorized (zero trust, ~4 services per sidecar) | Consul catalog | failed, see below |",
+		"Authorized scope vs all services at 2000 streams / 1000 services: policy change max ×0.10, endpoint change max ×0.50 (Consul catalog vs policy files), all connected ×1.00, CP CPU ×1.00, CP peak RSS ×0.25.",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("table lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+func TestXDSEndpointsFallBack(t *testing.T) {
+	t.Parallel()
+	consul := xdsRun{scope: scopeAuthorized, endpoints: endpointsConsul}
+	if got, why := xdsEndpoints(consul, "/bin/consul"); got != endpointsConsul || why != "" {
+		t.Errorf("with the binary: %q (%q), want consul", got, why)
+	}
+	if got, why := xdsEndpoints(consul, ""); got != endpointsFile || !strings.Contains(why, "make consul") {
+		t.Errorf("without the binary: %q (%q), want file and a reason", got, why)
+	}
+	if got, why := xdsEndpoints(xdsRun{scope: scopeAll}, ""); got != endpointsFile || why != "" {
+		t.Errorf("default: %q (%q), want file", got, why)
 	}
 }

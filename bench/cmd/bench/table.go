@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
@@ -28,6 +29,7 @@ type section struct {
 type xdsRow struct {
 	streams, services int
 	scope             string // xdsload -scope
+	endpoints         string // xdsload -endpoints as run
 	res               xdsResult
 	note              string
 }
@@ -41,6 +43,19 @@ func scopeLabel(scope string) string {
 		return "authorized (zero trust, ~4 services per sidecar)"
 	}
 	return scope
+}
+
+// endpointsLabel names where a run's endpoints came from: its result's
+// endpointSource, else what it was run with.
+func (x xdsRow) endpointsLabel() string {
+	switch cmp.Or(x.res.EndpointSource, x.endpoints, endpointsFile) {
+	case endpointsConsul:
+		return "Consul catalog"
+	case endpointsFile:
+		return "policy files"
+	default:
+		return x.res.EndpointSource
+	}
 }
 
 // table is every result of a run, rendered once at the end.
@@ -117,21 +132,21 @@ func (t *table) markdown(facts []string) string {
 	b.WriteString(t.consul.markdown())
 	if len(t.xds) > 0 || len(t.xdsNotes) > 0 {
 		b.WriteString("\n## Control plane at scale (bench/xdsload)\n\n")
-		b.WriteString("Time from the change (file rewritten) until each ADS stream ACKed a response carrying it; ratios against the first row.\n\n")
-		b.WriteString("| streams (gateways) | services | sidecars receive | all connected s | policy change p50 / p99 / max ms | vs first | endpoint change p50 / p99 / max ms | vs first | CP CPU s | CP peak RSS MiB | vs first |\n")
-		b.WriteString("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		b.WriteString("Time from the change (policy file rewritten; with endpoints from the Consul catalog, the endpoint change counts from the catalog write's answer) until each ADS stream ACKed a response carrying it; ratios against the first row.\n\n")
+		b.WriteString("| streams (gateways) | services | sidecars receive | endpoints from | all connected s | policy change p50 / p99 / max ms | vs first | endpoint change p50 / p99 / max ms | vs first | CP CPU s | CP peak RSS MiB | vs first |\n")
+		b.WriteString("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		var first xdsResult
 		for i, x := range t.xds {
 			if x.note != "" {
-				fmt.Fprintf(&b, "| %d | %d | %s | %s |  |  |  |  |  |  |  |\n", x.streams, x.services, scopeLabel(x.scope), x.note)
+				fmt.Fprintf(&b, "| %d | %d | %s | %s | %s |  |  |  |  |  |  |  |\n", x.streams, x.services, scopeLabel(x.scope), x.endpointsLabel(), x.note)
 				continue
 			}
 			if i == 0 || first.Streams == 0 {
 				first = x.res
 			}
 			p, e := x.res.Policy, x.res.Endpoint
-			fmt.Fprintf(&b, "| %d (%d) | %d | %s | %.2f | %.0f / %.0f / %.0f | %s | %.0f / %.0f / %.0f | %s | %.1f | %.1f | %s |\n",
-				x.res.Streams, x.res.Gateways, x.res.Services, scopeLabel(x.scope)+sidecarClusters(p), x.res.ConnectSeconds,
+			fmt.Fprintf(&b, "| %d (%d) | %d | %s | %s | %.2f | %.0f / %.0f / %.0f | %s | %.0f / %.0f / %.0f | %s | %.1f | %.1f | %s |\n",
+				x.res.Streams, x.res.Gateways, x.res.Services, scopeLabel(x.scope)+sidecarClusters(p), x.endpointsLabel(), x.res.ConnectSeconds,
 				p.P50MS, p.P99MS, p.MaxMS, ratio(p.MaxMS, first.Policy.MaxMS),
 				e.P50MS, e.P99MS, e.MaxMS, ratio(e.MaxMS, first.Endpoint.MaxMS),
 				x.res.ControlPlaneCPUSeconds, x.res.ControlPlanePeakRSSMiB,
@@ -139,10 +154,14 @@ func (t *table) markdown(facts []string) string {
 		}
 		for _, x := range t.xds {
 			if all, ok := t.xdsAllServices(x); ok && x.scope == scopeAuthorized && x.note == "" {
+				endpoint := ratio(x.res.Endpoint.MaxMS, all.res.Endpoint.MaxMS)
+				if from, base := x.endpointsLabel(), all.endpointsLabel(); from != base {
+					endpoint += fmt.Sprintf(" (%s vs %s)", from, base)
+				}
 				fmt.Fprintf(&b, "\nAuthorized scope vs all services at %d streams / %d services: policy change max %s, endpoint change max %s, all connected %s, CP CPU %s, CP peak RSS %s.\n",
-					x.streams, x.services, ratio(x.res.Policy.MaxMS, all.Policy.MaxMS), ratio(x.res.Endpoint.MaxMS, all.Endpoint.MaxMS),
-					ratio(x.res.ConnectSeconds, all.ConnectSeconds), ratio(x.res.ControlPlaneCPUSeconds, all.ControlPlaneCPUSeconds),
-					ratio(x.res.ControlPlanePeakRSSMiB, all.ControlPlanePeakRSSMiB))
+					x.streams, x.services, ratio(x.res.Policy.MaxMS, all.res.Policy.MaxMS), endpoint,
+					ratio(x.res.ConnectSeconds, all.res.ConnectSeconds), ratio(x.res.ControlPlaneCPUSeconds, all.res.ControlPlaneCPUSeconds),
+					ratio(x.res.ControlPlanePeakRSSMiB, all.res.ControlPlanePeakRSSMiB))
 			}
 		}
 		for _, n := range t.xdsNotes {
@@ -166,11 +185,11 @@ func sidecarClusters(c xdsChange) string {
 
 // xdsAllServices is the measured run with every service on every sidecar at
 // the size of x, to compare a scoped run with.
-func (t *table) xdsAllServices(x xdsRow) (xdsResult, bool) {
+func (t *table) xdsAllServices(x xdsRow) (xdsRow, bool) {
 	for _, y := range t.xds {
 		if y.scope == scopeAll && y.note == "" && y.streams == x.streams && y.services == x.services {
-			return y.res, true
+			return y, true
 		}
 	}
-	return xdsResult{}, false
+	return xdsRow{}, false
 }

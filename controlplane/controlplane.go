@@ -100,7 +100,9 @@ type Options struct {
 	// OnReady, if set, is called once both servers listen, with their
 	// addresses.
 	OnReady func(xdsAddr, adminAddr net.Addr)
-	// Load reads the policy; nil means policy.Load.
+	// Load reads the policy; nil means policy.Load through the control
+	// plane's policy.Cache (documents unchanged since the last reload are
+	// not decoded again).
 	Load func(paths ...string) (*policy.Set, error)
 	// DataDir holds the control plane's state (CA roots, join tokens, the
 	// admin token); empty means DefaultDataDir(), or, with Dev, memory.
@@ -151,6 +153,9 @@ type ControlPlane struct {
 	adminLis   net.Listener
 	model      atomic.Pointer[model.Model]
 	issued     *issuedExpiry
+	// policyCache keeps the decoded documents of the last reload, for the
+	// next (reloads are serial: Run's initial reload, then its reload loop).
+	policyCache *policy.Cache
 
 	mu         sync.Mutex
 	version    string
@@ -195,10 +200,12 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	policyCache := policy.NewCache()
 	if opts.Load == nil {
-		opts.Load = policy.Load
+		opts.Load = policyCache.Load
 	}
-	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry()}
+	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry(),
+		policyCache: policyCache}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	cp.model.Store(empty)
 
@@ -457,7 +464,10 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 // discovery, Options.Load of the config paths; otherwise the discovered
 // services (first, so that a static Service of the same name is the one
 // reported as a duplicate of "consul:catalog/<name>") and the policy files
-// or the policy source's files, validated together as one set.
+// or the policy source's files, validated together as one set. Both go
+// through cp.policyCache (the first unless Options.Load is set): a reload
+// decodes only the documents that changed, such as the one discovered
+// service whose endpoints changed.
 func (cp *ControlPlane) loadSet(ctx context.Context) (*policy.Set, error) {
 	opts := cp.opts
 	if opts.PolicySource == nil && opts.Discovery == nil {
@@ -484,7 +494,7 @@ func (cp *ControlPlane) loadSet(ctx context.Context) (*policy.Set, error) {
 		}
 		files = append(files, pf...)
 	}
-	return policy.LoadFiles(files...)
+	return cp.policyCache.LoadFiles(files...)
 }
 
 // reload loads and compiles the policy and, if valid, serves it; an invalid

@@ -34,6 +34,13 @@ type File struct {
 // *.yml file in a directory, sorted, not recursive), validates them as one
 // set, and returns the set, or an ErrorList naming every problem found.
 func Load(paths ...string) (*Set, error) {
+	files, errs := readPaths(paths)
+	return loadFiles(files, errs, decodeFile)
+}
+
+// readPaths reads the policy files that paths name, reporting those it
+// cannot read.
+func readPaths(paths []string) ([]File, ErrorList) {
 	var errs ErrorList
 	var files []File
 	read := make(map[string]bool)
@@ -56,13 +63,13 @@ func Load(paths ...string) (*Set, error) {
 			files = append(files, File{Name: name, Data: data})
 		}
 	}
-	return loadFiles(files, errs)
+	return files, errs
 }
 
 // LoadFiles is Load for contents already in memory (from a key-value store,
 // for example). Files are read in the order given.
 func LoadFiles(files ...File) (*Set, error) {
-	return loadFiles(files, nil)
+	return loadFiles(files, nil, decodeFile)
 }
 
 // expandPath lists the policy files a path names: itself, or the *.yaml and
@@ -133,7 +140,10 @@ type loader struct {
 	meshConfigs []*MeshConfig
 }
 
-func loadFiles(files []File, errs ErrorList) (*Set, error) {
+// loadFiles decodes every file with decode (decodeFile, or a Cache's
+// equivalent), applies what each document contributes in order, and
+// validates the whole set.
+func loadFiles(files []File, errs ErrorList, decode func(File) *fileEffect) (*Set, error) {
 	l := &loader{
 		errs:      errs,
 		defined:   make(map[resourceKey]Source),
@@ -142,7 +152,7 @@ func loadFiles(files []File, errs ErrorList) (*Set, error) {
 	}
 	for _, f := range files {
 		l.set.Files = append(l.set.Files, f.Name)
-		l.loadFile(f)
+		l.applyFile(decode(f))
 	}
 	l.validate()
 	if len(l.errs) > 0 {
@@ -163,10 +173,9 @@ type documentID struct {
 // errorf reports a problem with the field at path of the resource at src,
 // unless that field's value was invalid and left out.
 func (l *loader) errorf(src Source, field, format string, args ...any) {
-	for _, d := range l.dropped[documentID{src.File, src.Line}] {
-		if field == d || strings.HasPrefix(field, d+".") || strings.HasPrefix(field, d+"[") {
-			return
-		}
+	id := documentID{src.File, src.Line}
+	if l.isDropped(id, field) {
+		return
 	}
 	l.errs = append(l.errs, &Error{
 		File:    src.File,
@@ -176,13 +185,127 @@ func (l *loader) errorf(src Source, field, format string, args ...any) {
 	})
 }
 
-// loadFile decodes every YAML document of one file.
-func (l *loader) loadFile(f File) {
+// isDropped reports whether field, of the document id, is or is inside a
+// value left out because it was invalid.
+func (l *loader) isDropped(id documentID, field string) bool {
+	for _, d := range l.dropped[id] {
+		if field == d || strings.HasPrefix(field, d+".") || strings.HasPrefix(field, d+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// fileEffect is what one file contributes to a load: the effects of its
+// documents, in order, then the error that stopped its parsing, if any. It
+// depends only on the file's name and contents.
+type fileEffect struct {
+	docs []*docEffect
+	// stop is the YAML syntax error (or parser panic) after which the rest
+	// of the file was not read; nil when the whole file was read.
+	stop *Error
+}
+
+// docEffect is everything one YAML document contributes to a load, computed
+// from the document alone (its nodes and file name) by decodeDocument. The
+// loader applies it in document order (applyDocument): filtering its errors
+// against the dropped fields, registering its resource and detecting
+// duplicates happen there, because they depend on the other documents.
+// A docEffect is never modified once built, so that a Cache can apply it to
+// many loads; its resource is shared by the Sets of those loads.
+type docEffect struct {
+	// errs are the document's own errors, in the order they were found.
+	errs []docError
+	// dropped, when not empty, is recorded as the dropped fields of the
+	// document droppedID just before errs[droppedAt] is reported.
+	dropped   []string
+	droppedID documentID
+	droppedAt int
+	// res is the resource the document defines (*Gateway, *HTTPRoute,
+	// *Service, *MeshConfig or *SecurityPolicy), or nil; meta is its
+	// identity, registered (duplicates checked) when it is applied.
+	res  any
+	meta decodedMeta
+}
+
+// docError is an error found while decoding a document.
+type docError struct {
+	err Error
+	// filtered errors are dropped, as loader.errorf does, when their field
+	// is inside a dropped value of the document filterID.
+	filtered bool
+	filterID documentID
+}
+
+// errorf records what loader.errorf reports, to be filtered when applied.
+func (d *docEffect) errorf(src Source, field, format string, args ...any) {
+	d.errs = append(d.errs, docError{
+		err: Error{
+			File:    src.File,
+			Line:    src.LineOf(field),
+			Field:   field,
+			Message: fmt.Sprintf(format, args...),
+		},
+		filtered: true,
+		filterID: documentID{src.File, src.Line},
+	})
+}
+
+// applyFile applies the effect of one file.
+func (l *loader) applyFile(fe *fileEffect) {
+	for _, d := range fe.docs {
+		l.applyDocument(d)
+	}
+	if fe.stop != nil {
+		e := *fe.stop
+		l.errs = append(l.errs, &e)
+	}
+}
+
+// applyDocument applies the effect of one document, exactly as decoding it
+// into the loader would have.
+func (l *loader) applyDocument(d *docEffect) {
+	for i := range d.errs {
+		if i == d.droppedAt && len(d.dropped) > 0 {
+			l.dropped[d.droppedID] = d.dropped
+		}
+		de := &d.errs[i]
+		if de.filtered && l.isDropped(de.filterID, de.err.Field) {
+			continue
+		}
+		e := de.err // each load gets its own Error values
+		l.errs = append(l.errs, &e)
+	}
+	if d.droppedAt >= len(d.errs) && len(d.dropped) > 0 {
+		l.dropped[d.droppedID] = d.dropped
+	}
+	if d.res == nil || !l.register(d.meta) {
+		return
+	}
+	switch r := d.res.(type) {
+	case *Gateway:
+		l.set.Gateways = append(l.set.Gateways, r)
+	case *HTTPRoute:
+		l.set.HTTPRoutes = append(l.set.HTTPRoutes, r)
+	case *Service:
+		l.set.Services = append(l.set.Services, r)
+	case *MeshConfig:
+		l.meshConfigs = append(l.meshConfigs, r)
+	case *SecurityPolicy:
+		l.set.SecurityPolicies = append(l.set.SecurityPolicies, r)
+	}
+}
+
+// decodeFile decodes every YAML document of one file.
+func decodeFile(f File) (fe *fileEffect) {
+	fe = &fileEffect{}
 	defer func() {
 		// The YAML parser is third-party code: a panic on hostile input
-		// becomes an error, never a crash.
+		// becomes an error, never a crash. What the document being decoded
+		// contributed before the panic is kept, as before the refactoring
+		// into effects.
 		if r := recover(); r != nil {
-			l.errs = append(l.errs, &Error{File: f.Name, Message: fmt.Sprintf("cannot parse YAML: %v", r)})
+			fe.stop = &Error{File: f.Name, Message: fmt.Sprintf("cannot parse YAML: %v", r)}
 		}
 	}()
 	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
@@ -190,13 +313,15 @@ func (l *loader) loadFile(f File) {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
 		if errors.Is(err, io.EOF) {
-			return
+			return fe
 		}
 		if err != nil {
-			l.errs = append(l.errs, yamlSyntaxError(f.Name, err))
-			return // the parser cannot resynchronise after a syntax error
+			fe.stop = yamlSyntaxError(f.Name, err)
+			return fe // the parser cannot resynchronise after a syntax error
 		}
-		l.loadDocument(f.Name, &doc)
+		d := &docEffect{}
+		fe.docs = append(fe.docs, d) // before decoding: see the recover above
+		decodeDocument(d, f.Name, &doc)
 	}
 }
 
@@ -251,8 +376,9 @@ func kindNotSupportedYet(group, kind string) bool {
 	return false
 }
 
-// loadDocument decodes one YAML document into a resource.
-func (l *loader) loadDocument(file string, doc *yaml.Node) {
+// decodeDocument decodes one YAML document of file into d: its resource
+// and its errors. It depends on nothing but its arguments.
+func decodeDocument(d *docEffect, file string, doc *yaml.Node) {
 	root := doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
@@ -268,7 +394,7 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 	}
 	src := Source{File: file, Line: root.Line}
 	if root.Kind != yaml.MappingNode {
-		l.errorf(src, "", "a policy document must be a mapping with apiVersion, kind, metadata and spec; got %s", describe(root))
+		d.errorf(src, "", "a policy document must be a mapping with apiVersion, kind, metadata and spec; got %s", describe(root))
 		return
 	}
 	apiVersion, avLine := topLevelString(root, "apiVersion")
@@ -283,10 +409,10 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 	src = src.WithFields(fields)
 	switch {
 	case kind == "":
-		l.errorf(src, "kind", "kind is required")
+		d.errorf(src, "kind", "kind is required")
 		return
 	case apiVersion == "":
-		l.errorf(src, "apiVersion", "apiVersion is required")
+		d.errorf(src, "apiVersion", "apiVersion is required")
 		return
 	}
 	want, known := map[string]string{
@@ -300,20 +426,20 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 		group, _, _ := strings.Cut(apiVersion, "/")
 		switch {
 		case kindNotSupportedYet(group, kind):
-			l.errorf(src, "kind", "kind %s is not supported yet", kind)
+			d.errorf(src, "kind", "kind %s is not supported yet", kind)
 		default:
-			l.errorf(src, "kind", "unknown kind %q (want Gateway or HTTPRoute in %s; Service, SecurityPolicy or MeshConfig in %s)",
+			d.errorf(src, "kind", "unknown kind %q (want Gateway or HTTPRoute in %s; Service, SecurityPolicy or MeshConfig in %s)",
 				kind, GatewayAPIVersion, MeshgateAPIVersion)
 		}
 		return
 	}
 	if apiVersion != want {
-		l.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, want, apiVersion)
+		d.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, want, apiVersion)
 		return
 	}
 	switch kind {
 	case KindGateway:
-		doc, meta, ok := decodeDocument[gwapiv1.GatewaySpec](l, file, root)
+		doc, meta, ok := decodeSpec[gwapiv1.GatewaySpec](d, file, root)
 		if !ok {
 			return
 		}
@@ -322,11 +448,9 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 			ObjectMeta: meta.objectMeta,
 			Spec:       doc.Spec,
 		}, Source: meta.source}
-		if l.register(meta) {
-			l.set.Gateways = append(l.set.Gateways, gw)
-		}
+		d.res, d.meta = gw, meta
 	case KindHTTPRoute:
-		doc, meta, ok := decodeDocument[gwapiv1.HTTPRouteSpec](l, file, root)
+		doc, meta, ok := decodeSpec[gwapiv1.HTTPRouteSpec](d, file, root)
 		if !ok {
 			return
 		}
@@ -335,13 +459,20 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 			ObjectMeta: meta.objectMeta,
 			Spec:       doc.Spec,
 		}, Source: meta.source}
-		if l.register(meta) {
-			l.set.HTTPRoutes = append(l.set.HTTPRoutes, route)
-		}
+		d.res, d.meta = route, meta
 	case KindService:
-		doc, meta, ok := decodeDocument[ServiceSpec](l, file, root)
+		doc, meta, ok := decodeSpec[ServiceSpec](d, file, root)
 		if !ok {
 			return
+		}
+		// The default protocol is written here, at decoding, as validation
+		// (checkService, skipped for malformed resources) wrote it before:
+		// a decoded resource is never modified afterwards, because a Cache
+		// shares it between loads.
+		for i := range doc.Spec.Ports {
+			if !meta.malformed && doc.Spec.Ports[i].Protocol == "" {
+				doc.Spec.Ports[i].Protocol = ProtocolHTTP
+			}
 		}
 		svc := &Service{
 			Name:      meta.objectMeta.Name,
@@ -349,11 +480,9 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 			Spec:      doc.Spec,
 			Source:    meta.source,
 		}
-		if l.register(meta) {
-			l.set.Services = append(l.set.Services, svc)
-		}
+		d.res, d.meta = svc, meta
 	case KindMeshConfig:
-		doc, meta, ok := decodeDocument[MeshConfigSpec](l, file, root)
+		doc, meta, ok := decodeSpec[MeshConfigSpec](d, file, root)
 		if !ok {
 			return
 		}
@@ -363,11 +492,9 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 			Spec:      doc.Spec,
 			Source:    meta.source,
 		}
-		if l.register(meta) {
-			l.meshConfigs = append(l.meshConfigs, mc)
-		}
+		d.res, d.meta = mc, meta
 	case KindSecurityPolicy:
-		doc, meta, ok := decodeDocument[SecurityPolicySpec](l, file, root)
+		doc, meta, ok := decodeSpec[SecurityPolicySpec](d, file, root)
 		if !ok {
 			return
 		}
@@ -377,9 +504,7 @@ func (l *loader) loadDocument(file string, doc *yaml.Node) {
 			Spec:      doc.Spec,
 			Source:    meta.source,
 		}
-		if l.register(meta) {
-			l.set.SecurityPolicies = append(l.set.SecurityPolicies, sp)
-		}
+		d.res, d.meta = sp, meta
 	}
 }
 
@@ -421,11 +546,11 @@ type decodedMeta struct {
 	malformed  bool
 }
 
-// decodeDocument checks a document against its Go type and decodes it. ok is
+// decodeSpec checks a document against its Go type and decodes it. ok is
 // false when the document cannot name a resource at all.
-func decodeDocument[S any](l *loader, file string, root *yaml.Node) (*document[S], decodedMeta, bool) {
+func decodeSpec[S any](d *docEffect, file string, root *yaml.Node) (*document[S], decodedMeta, bool) {
 	nd := newNodeDecoder(func(line int, field, message string) {
-		l.errs = append(l.errs, &Error{File: file, Line: line, Field: field, Message: message})
+		d.errs = append(d.errs, docError{err: Error{File: file, Line: line, Field: field, Message: message}})
 	})
 	generic, _ := nd.decode(root, reflect.TypeFor[document[S]](), "", 0)
 	src := Source{File: file, Line: root.Line}.WithFields(nd.lines)
@@ -439,28 +564,28 @@ func decodeDocument[S any](l *loader, file string, root *yaml.Node) (*document[S
 			err = dec.Decode(&doc)
 		}
 		if err != nil {
-			l.errorf(src, "", "cannot decode document: %v", err)
+			d.errorf(src, "", "cannot decode document: %v", err)
 			malformed = true
 		}
 	}
 	if len(nd.dropped) > 0 {
-		l.dropped[documentID{file, root.Line}] = nd.dropped
+		d.dropped, d.droppedID, d.droppedAt = nd.dropped, documentID{file, root.Line}, len(d.errs)
 	}
 	meta := decodedMeta{source: src, malformed: malformed}
 	name, namespace := doc.Metadata.Name, doc.Metadata.Namespace
 	if namespace == "" {
 		namespace = DefaultNamespace
 	} else if msg := checkDNSLabel(namespace); msg != "" {
-		l.errorf(src, "metadata.namespace", "invalid namespace %q: %s", namespace, msg)
+		d.errorf(src, "metadata.namespace", "invalid namespace %q: %s", namespace, msg)
 	}
 	if name == "" {
-		l.errorf(src, "metadata.name", "name is required")
+		d.errorf(src, "metadata.name", "name is required")
 		return nil, meta, false
 	}
 	if msg := checkDNSLabel(name); msg != "" {
-		l.errorf(src, "metadata.name", "invalid name %q: %s", name, msg)
+		d.errorf(src, "metadata.name", "invalid name %q: %s", name, msg)
 	}
-	l.checkLabels(src, "metadata.labels", doc.Metadata.Labels)
+	checkLabels(d.errorf, src, "metadata.labels", doc.Metadata.Labels)
 	meta.key = resourceKey{kind: doc.Kind, namespace: namespace, name: name}
 	meta.objectMeta = metav1.ObjectMeta{
 		Name:        name,

@@ -280,7 +280,7 @@ func TestNodeDecoderCustomTypes(t *testing.T) {
 }
 
 // FuzzLoad feeds arbitrary bytes to Load: it must never panic, and must
-// return either a set or an ErrorList.
+// return either a set or an ErrorList; a Cache must return the same.
 func FuzzLoad(f *testing.F) {
 	for _, dir := range []string{"testdata/good", "testdata/bad", "testdata/multi"} {
 		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
@@ -293,6 +293,8 @@ func FuzzLoad(f *testing.F) {
 		})
 	}
 	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("x: &x {port: 80}\n---\n--- # c\napiVersion: meshgate.dev/v1alpha1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [*x]}\n"))
+	f.Add([]byte("--- # c\nkind: Service\n---\nb: [\n---\nc: 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(t.TempDir(), "fuzz.yaml")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -303,11 +305,23 @@ func FuzzLoad(f *testing.F) {
 			if set == nil {
 				t.Fatal("nil set and nil error")
 			}
-			return
+		} else {
+			var list ErrorList
+			if !errors.As(err, &list) || len(list) == 0 {
+				t.Fatalf("error is %T (%v), want a non-empty ErrorList", err, err)
+			}
 		}
-		var list ErrorList
-		if !errors.As(err, &list) || len(list) == 0 {
-			t.Fatalf("error is %T (%v), want a non-empty ErrorList", err, err)
+		// A Cache returns what Load returns: on a first load, on a second
+		// (everything reused), and after changes that keep some documents
+		// and not others.
+		c := NewCache()
+		whole := File{Name: path, Data: data}
+		for _, what := range []string{"first load", "second load"} {
+			cset, cerr := c.LoadFiles(whole)
+			sameResult(t, what, cset, cerr, set, err)
 		}
+		checkFiles(t, "first half", c, []File{{Name: path, Data: data[:len(data)/2]}})
+		cset, cerr := c.LoadFiles(whole)
+		sameResult(t, "whole again", cset, cerr, set, err)
 	})
 }

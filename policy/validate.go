@@ -78,14 +78,16 @@ func (l *loader) validate() {
 	l.checkZeroTrust(gateways, services)
 }
 
-func (l *loader) checkLabels(src Source, path string, labels map[string]string) {
+// checkLabels reports, through errorf (loader.errorf or docEffect.errorf),
+// the invalid keys and values of labels.
+func checkLabels(errorf func(src Source, field, format string, args ...any), src Source, path string, labels map[string]string) {
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		field := mapKeyPath(path, k)
 		if len(validation.IsQualifiedName(k)) > 0 {
-			l.errorf(src, field, "invalid label key %q: want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", k)
+			errorf(src, field, "invalid label key %q: want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", k)
 		}
 		if v := labels[k]; len(validation.IsValidLabelValue(v)) > 0 {
-			l.errorf(src, field, "invalid label value %q: want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", v)
+			errorf(src, field, "invalid label value %q: want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", v)
 		}
 	}
 }
@@ -102,7 +104,7 @@ func (l *loader) checkService(s *Service) {
 	names := make(map[string]int)
 	numbers := make(map[int32]int)
 	for i := range s.Spec.Ports {
-		port := &s.Spec.Ports[i]
+		port := &s.Spec.Ports[i] // read only: resources are never modified after decoding
 		p := fmt.Sprintf("spec.ports[%d]", i)
 		if port.Port < 1 || port.Port > 65535 {
 			l.errorf(src, p+".port", "port %d is out of range 1-65535", port.Port)
@@ -123,9 +125,7 @@ func (l *loader) checkService(s *Service) {
 			}
 		}
 		switch port.Protocol {
-		case "":
-			port.Protocol = ProtocolHTTP
-		case ProtocolHTTP, ProtocolHTTP2:
+		case ProtocolHTTP, ProtocolHTTP2: // "" was made HTTP when decoding
 		default:
 			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
 		}
@@ -143,7 +143,7 @@ func (l *loader) checkService(s *Service) {
 		case ep.Port != "" && s.LookupPort(ep.Port) == nil:
 			l.errorf(src, p+".port", "the service has no port %q", ep.Port)
 		}
-		l.checkLabels(src, p+".labels", ep.Labels)
+		checkLabels(l.errorf, src, p+".labels", ep.Labels)
 	}
 }
 
@@ -438,8 +438,10 @@ func (l *loader) checkGatewayAttachment(r *HTTPRoute, p string, pr *gwapiv1.Pare
 			l.errorf(src, p+".sectionName", "gateway %s has no listener %q", gwName, *pr.SectionName)
 		case pr.SectionName != nil:
 			l.errorf(src, p+".port", "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
-		default:
+		case pr.Port != nil:
 			l.errorf(src, p+".port", "gateway %s has no listener on port %d", gwName, *pr.Port)
+		default: // the gateway has no listeners at all
+			l.errorf(src, p, "gateway %s has no listeners", gwName)
 		}
 		return
 	}

@@ -123,6 +123,10 @@ type Server struct {
 	// streamNodes is the node each stream authenticated with: a later
 	// request may repeat it but never change it.
 	streamNodes map[int64]*corev3.Node
+	// streamNodeSeen is the node message of each stream's first request:
+	// go-control-plane attaches that same message to every later request
+	// that carries none, so a request holding it needs no comparison.
+	streamNodeSeen map[int64]*corev3.Node
 	// contexts of open streams not yet authorized, by stream id.
 	contexts map[int64]context.Context
 
@@ -151,12 +155,13 @@ func New(ctx context.Context, logger *slog.Logger) *Server {
 	}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	s := &Server{
-		logger:      logger,
-		model:       empty,
-		nodes:       map[string]*node{},
-		streams:     map[int64]string{},
-		streamNodes: map[int64]*corev3.Node{},
-		contexts:    map[int64]context.Context{},
+		logger:         logger,
+		model:          empty,
+		nodes:          map[string]*node{},
+		streams:        map[int64]string{},
+		streamNodes:    map[int64]*corev3.Node{},
+		streamNodeSeen: map[int64]*corev3.Node{},
+		contexts:       map[int64]context.Context{},
 	}
 	s.resetGenerationLocked()
 	s.cache = newSnapshotCache()
@@ -448,7 +453,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 	if known {
 		// go-control-plane takes the node of every request that carries one:
 		// a stream may not switch to another proxy's node once authorized.
-		if rn := req.GetNode(); rn != nil && !proto.Equal(rn, s.streamNodes[streamID]) {
+		if rn := req.GetNode(); rn != nil && rn != s.streamNodeSeen[streamID] && !proto.Equal(rn, s.streamNodes[streamID]) {
 			s.logger.Warn("proxy refused: node changed on an open stream", "node", id, "new", rn.GetId())
 			return status.Errorf(codes.PermissionDenied, "the node of an xDS stream cannot change (was %q)", id)
 		}
@@ -466,6 +471,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		}
 		s.streams[streamID] = id
 		s.streamNodes[streamID] = proto.Clone(req.GetNode()).(*corev3.Node)
+		s.streamNodeSeen[streamID] = req.GetNode()
 		if ok {
 			n.identity = identity // the same proxy, perhaps with a renewed certificate
 		}
@@ -510,6 +516,7 @@ func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 	}
 	delete(s.streams, streamID)
 	delete(s.streamNodes, streamID)
+	delete(s.streamNodeSeen, streamID)
 	n := s.nodes[id]
 	n.streams--
 	if n.streams > 0 {

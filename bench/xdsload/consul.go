@@ -41,11 +41,6 @@ const consulNode = "xdsload"
 // consulTxnMaxOps is the most operations Consul accepts in one /v1/txn.
 const consulTxnMaxOps = 64
 
-// consulMaxConnsPerClient raises Consul's http_max_conns_per_client (default
-// 200): the control plane holds one blocking query, so one connection, per
-// catalog service, all from 127.0.0.1.
-const consulMaxConnsPerClient = 8192
-
 // consulBinary finds the consul binary when -consul-bin is not given:
 // $MESHGATE_CONSUL_BIN, else tools/consul/bin/consul in the working
 // directory or a parent (the repository), else consul on the PATH. It is
@@ -130,8 +125,9 @@ func startConsulOnce(ctx context.Context, bin, dir, logPath string) (*consulAgen
 		"-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1",
 		"-http-port="+strconv.Itoa(ports[0]), "-serf-lan-port="+strconv.Itoa(ports[1]),
 		"-serf-wan-port="+strconv.Itoa(ports[2]), "-server-port="+strconv.Itoa(ports[3]),
-		"-grpc-port=-1", "-grpc-tls-port=-1", "-dns-port=-1", "-log-level=warn",
-		"-hcl", fmt.Sprintf("limits { http_max_conns_per_client = %d }", consulMaxConnsPerClient))
+		"-grpc-port=-1", "-grpc-tls-port=-1", "-dns-port=-1", "-log-level=warn")
+	// Consul's default limits (http_max_conns_per_client 200): the control
+	// plane holds a few connections whatever the number of services.
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -1,12 +1,37 @@
 // Package discovery turns a service catalog into meshgate Services: it
-// watches Consul's catalog and health with blocking queries and keeps a
-// snapshot of every service's healthy instances as policy.Service values,
-// which the control plane validates and compiles together with the policy
-// files. Instances registered by meshgate sidecars are mTLS endpoints at the
-// sidecar's inbound address. When Consul is unreachable the last snapshot
-// stays (static stability); after it returns, the snapshot is held back for
-// a short while so that a restarted, still empty catalog does not withdraw
+// watches Consul's catalog and health and keeps a snapshot of every
+// service's healthy instances as policy.Service values, which the control
+// plane validates and compiles together with the policy files. Instances
+// registered by meshgate sidecars are mTLS endpoints at the sidecar's
+// inbound address. When Consul is unreachable the last snapshot stays
+// (static stability); after it returns, the snapshot is held back for a
+// short while so that a restarted, still empty catalog does not withdraw
 // every endpoint.
+//
+// The watch holds a small, fixed number of connections to Consul whatever
+// the number of services: three blocking queries, and at most
+// ConsulOptions.FetchConcurrency short (non-blocking) requests at once.
+//
+//   - /v1/catalog/services (blocking) changes with every instance
+//     registered, changed or deregistered. Each change starts a sweep: new
+//     names are read, vanished ones dropped, and the instances that changed
+//     are found by reading every node's services (/v1/catalog/nodes, then
+//     /v1/catalog/node-services/<node>, compared by instance ModifyIndex
+//     with what was read) when there are fewer nodes than services, or else
+//     by reading every service again.
+//   - /v1/health/state/any?filter=Status != "passing" (blocking) lists the
+//     checks that are not passing. Each answer is compared with the checks
+//     of the instances read: a service whose instance or node checks
+//     disagree with it is read again. A health flip costs one blocking
+//     answer and one read of the service.
+//   - /v1/catalog/nodes (blocking) changes with nodes only: the services on
+//     a node whose address changed or that is gone are read again (an
+//     instance without an address of its own uses its node's).
+//   - a service is read with the non-blocking /v1/health/service/<name>
+//     (every status: instances and their checks come from one answer).
+//     Reads are queued once per service (a read asked for while one is in
+//     flight runs once more after it), and the snapshot is published when a
+//     batch of reads is done, not after every read.
 package discovery
 
 import (
@@ -40,11 +65,17 @@ const SourcePrefix = "consul:catalog/"
 
 // Defaults of ConsulOptions.
 const (
-	DefaultWaitTime     = 5 * time.Minute
-	DefaultMinBackoff   = 100 * time.Millisecond
-	DefaultMaxBackoff   = 10 * time.Second
-	DefaultRecoveryHold = 5 * time.Second
+	DefaultWaitTime         = 5 * time.Minute
+	DefaultMinBackoff       = 100 * time.Millisecond
+	DefaultMaxBackoff       = 10 * time.Second
+	DefaultRecoveryHold     = 5 * time.Second
+	DefaultFetchConcurrency = 8
 )
+
+// notPassing is the filter of the health watch: only the checks that are
+// not passing, so that its answers stay small while everything is healthy
+// (a check missing from an answer is passing, or gone).
+const notPassing = `Status != "passing"`
 
 // ConsulOptions configure a Consul catalog watch.
 type ConsulOptions struct {
@@ -65,6 +96,10 @@ type ConsulOptions struct {
 	// re-registers its services); DefaultRecoveryHold when zero, none when
 	// negative.
 	RecoveryHold time.Duration
+	// FetchConcurrency bounds the non-blocking requests in flight at once
+	// (service reads and the requests of a catalog sweep), beside the three
+	// blocking queries; DefaultFetchConcurrency when zero or negative.
+	FetchConcurrency int
 }
 
 // Consul watches a Consul catalog. Create it with NewConsul, then Run it.
@@ -74,18 +109,50 @@ type Consul struct {
 
 	published atomic.Pointer[[]*policy.Service]
 	synced    chan struct{}
+	pubMu     sync.Mutex    // serializes publish, and so changed
+	sem       chan struct{} // one token per non-blocking request in flight
+	sweepReq  chan struct{} // a catalog sweep is wanted (capacity 1: requests coalesce)
 
 	mu        sync.Mutex
-	entries   map[string][]*api.ServiceEntry // by service name, every status
-	watchers  map[string]context.CancelFunc
-	pending   map[string]bool // services not yet heard from since the first catalog answer
+	cond      *sync.Cond // signals the readers: work queued, failing cleared or Run ending
+	services  map[string]*serviceState
+	byNode    map[string]map[string]bool // node → services with an instance on it (read ones)
+	names     map[string][]string        // the last catalog/services answer
+	nodeCount int                        // nodes in the last node list; -1 before the first
+	named     bool                       // the first catalog/services answer was applied
+	sweeping  bool                       // a sweep is running
+	pending   map[string]bool            // services of the first catalog answer not yet read
 	syncDone  bool
-	failing   bool      // a query failed since the last catalog answer
+	failing   bool      // a watch query failed and none succeeded since
 	holdUntil time.Time // no publication before
 	holdTimer *time.Timer
 	changed   func()
 	skipped   map[string]bool // names already reported as unusable
+	dirty     bool            // a Service changed since the last publication
+
+	// The read queue: a service is queued at most once (queued, with its
+	// urgency), read by one reader at a time (inflight), and read once more
+	// when asked for while in flight (again).
+	urgentQ, bulkQ []string
+	queued         map[string]bool
+	inflight       map[string]bool
+	again          map[string]bool
+	urgentLeft     int            // urgent reads queued or in flight
+	readFailures   map[string]int // consecutive failed reads, by service
 }
+
+// serviceState is one catalog service: its last read and what the watches
+// compare with.
+type serviceState struct {
+	read   bool                // read at least once
+	svc    *policy.Service     // ServiceFromEntries of the last read
+	checks map[checkKey]string // status of every check of its instances, node checks included
+	nodes  map[string]string   // node → address, for every node with an instance
+	inst   map[checkKey]uint64 // (node, service ID) → the instance's ModifyIndex
+}
+
+// checkKey names a check (node, check ID) or an instance (node, service ID).
+type checkKey struct{ node, id string }
 
 // NewConsul returns a catalog watch; nothing touches the network before Run.
 func NewConsul(opts ConsulOptions) (*Consul, error) {
@@ -107,15 +174,26 @@ func NewConsul(opts ConsulOptions) (*Consul, error) {
 	if opts.RecoveryHold == 0 {
 		opts.RecoveryHold = DefaultRecoveryHold
 	}
-	c := &Consul{
-		opts:     opts,
-		logger:   opts.Logger,
-		synced:   make(chan struct{}),
-		entries:  map[string][]*api.ServiceEntry{},
-		watchers: map[string]context.CancelFunc{},
-		pending:  map[string]bool{},
-		skipped:  map[string]bool{},
+	if opts.FetchConcurrency <= 0 {
+		opts.FetchConcurrency = DefaultFetchConcurrency
 	}
+	c := &Consul{
+		opts:         opts,
+		logger:       opts.Logger,
+		synced:       make(chan struct{}),
+		sem:          make(chan struct{}, opts.FetchConcurrency),
+		sweepReq:     make(chan struct{}, 1),
+		services:     map[string]*serviceState{},
+		byNode:       map[string]map[string]bool{},
+		pending:      map[string]bool{},
+		skipped:      map[string]bool{},
+		queued:       map[string]bool{},
+		inflight:     map[string]bool{},
+		again:        map[string]bool{},
+		readFailures: map[string]int{},
+		nodeCount:    -1,
+	}
+	c.cond = sync.NewCond(&c.mu)
 	empty := []*policy.Service{}
 	c.published.Store(&empty)
 	return c, nil
@@ -138,55 +216,562 @@ func (c *Consul) WaitSynced(ctx context.Context) error {
 }
 
 // Run watches the catalog until ctx is done, calling changed (never
-// concurrently with itself from this watch, but from any goroutine) after
-// every change of Services.
+// concurrently with itself, but from any goroutine) after every change of
+// Services.
 func (c *Consul) Run(ctx context.Context, changed func()) error {
 	c.mu.Lock()
 	c.changed = changed
 	c.mu.Unlock()
-	var wg sync.WaitGroup
-	defer func() {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWake := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
-		for name, cancel := range c.watchers {
-			cancel()
-			delete(c.watchers, name)
-		}
-		if c.holdTimer != nil {
-			c.holdTimer.Stop()
-		}
+		c.cond.Broadcast()
 		c.mu.Unlock()
-		wg.Wait()
-	}()
+	})
+	defer stopWake()
 
+	var wg sync.WaitGroup
+	for range c.opts.FetchConcurrency {
+		wg.Go(func() { c.readLoop(ctx) })
+	}
+	wg.Go(func() { c.sweepLoop(ctx) })
+	wg.Go(func() { c.watchChecks(ctx) })
+	wg.Go(func() { c.watchNodes(ctx) })
+	c.watchServices(ctx)
+	cancel()
+	wg.Wait()
+	c.mu.Lock()
+	if c.holdTimer != nil {
+		c.holdTimer.Stop()
+		c.holdTimer = nil
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// watch runs one blocking query until ctx is done: query is called with the
+// query options (the last index, none after a failure: a restarted agent may
+// hold fewer raft entries than that index and would wait the full WaitTime
+// before answering), then apply with whether the index went backwards and
+// whether the answer is new (not the same index after WaitTime).
+func (c *Consul) watch(ctx context.Context, what, filter string, query func(*api.QueryOptions) (*api.QueryMeta, error), apply func(reset, fresh bool)) {
 	var index uint64
 	failures := 0
 	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
-		services, meta, err := c.opts.Client.Catalog().Services(q)
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime, Filter: filter}).WithContext(ctx)
+		meta, err := query(q)
 		if err != nil {
 			if ctx.Err() != nil {
-				break
+				return
 			}
-			c.queryFailed("catalog", err, failures)
+			c.queryFailed(what, err, failures)
 			failures++
-			// The next query must not block: a restarted agent may hold
-			// fewer raft entries than our index and would wait the full
-			// WaitTime before answering.
 			index = 0
 			if !sleep(ctx, c.backoff(failures)) {
-				break
+				return
 			}
 			continue
 		}
 		failures = 0
 		reset := meta.LastIndex < index
+		fresh := index == 0 || meta.LastIndex != index
 		index = max(meta.LastIndex, 1)
-		c.reconcile(ctx, &wg, services, reset)
+		apply(reset, fresh)
+	}
+}
+
+// watchServices follows /v1/catalog/services, whose index moves with every
+// instance registered, changed or deregistered: each change starts a sweep.
+func (c *Consul) watchServices(ctx context.Context) {
+	var names map[string][]string
+	c.watch(ctx, "catalog services", "", func(q *api.QueryOptions) (*api.QueryMeta, error) {
+		var meta *api.QueryMeta
+		var err error
+		names, meta, err = c.opts.Client.Catalog().Services(q)
+		return meta, err
+	}, func(reset, fresh bool) {
+		c.mu.Lock()
+		c.recoveredLocked(reset)
+		if fresh {
+			c.names = names
+		}
+		c.mu.Unlock()
+		if fresh {
+			select {
+			case c.sweepReq <- struct{}{}:
+			default: // one is already wanted
+			}
+		}
+	})
+}
+
+// watchNodes follows /v1/catalog/nodes, which changes with nodes only (not
+// with their services): a service with an instance on a node whose address
+// changed, or that is gone, is read again (an instance without an address
+// of its own uses the node's).
+func (c *Consul) watchNodes(ctx context.Context) {
+	var nodes []*api.Node
+	c.watch(ctx, "catalog nodes", "", func(q *api.QueryOptions) (*api.QueryMeta, error) {
+		var meta *api.QueryMeta
+		var err error
+		nodes, meta, err = c.opts.Client.Catalog().Nodes(q)
+		return meta, err
+	}, func(reset, fresh bool) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.recoveredLocked(reset)
+		if fresh {
+			c.compareNodesLocked(nodes)
+		}
+	})
+}
+
+// compareNodesLocked queues every read service with an instance on a node
+// that is not in nodes or has another address there.
+func (c *Consul) compareNodesLocked(nodes []*api.Node) {
+	addrs := make(map[string]string, len(nodes))
+	for _, n := range nodes {
+		addrs[n.Node] = n.Address
+	}
+	c.nodeCount = len(addrs)
+	for node, names := range c.byNode {
+		addr, ok := addrs[node]
+		for name := range names {
+			if !ok || c.services[name].nodes[node] != addr {
+				c.markLocked(name, true)
+			}
+		}
+	}
+}
+
+// watchChecks follows the checks that are not passing and reads again every
+// service whose instance or node checks disagree with an answer.
+func (c *Consul) watchChecks(ctx context.Context) {
+	var checks api.HealthChecks
+	c.watch(ctx, "health state", notPassing, func(q *api.QueryOptions) (*api.QueryMeta, error) {
+		var meta *api.QueryMeta
+		var err error
+		checks, meta, err = c.opts.Client.Health().State(api.HealthAny, q)
+		return meta, err
+	}, func(reset, fresh bool) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.recoveredLocked(reset)
+		if fresh {
+			c.compareChecksLocked(checks)
+		}
+	})
+}
+
+// compareChecksLocked queues (urgently) every read service whose checks
+// disagree with checks, the checks that are not passing: a check of its
+// instances or their nodes with another status, one missing or one
+// unknown. A service being read is read again: its answer may predate
+// checks.
+func (c *Consul) compareChecksLocked(checks api.HealthChecks) {
+	answer := make(map[checkKey]*api.HealthCheck, len(checks))
+	for _, hc := range checks {
+		answer[checkKey{hc.Node, hc.CheckID}] = hc
+	}
+	for name, st := range c.services {
+		if !st.read {
+			continue // queued already
+		}
+		if c.inflight[name] {
+			c.markLocked(name, true)
+			continue
+		}
+		for k, status := range st.checks {
+			want := api.HealthPassing
+			if hc := answer[k]; hc != nil {
+				want = hc.Status
+			}
+			if status != want {
+				c.markLocked(name, true)
+				break
+			}
+		}
+	}
+	for k, hc := range answer {
+		if hc.ServiceID != "" {
+			if st := c.services[hc.ServiceName]; st != nil && st.read {
+				if _, ok := st.checks[k]; !ok {
+					c.markLocked(hc.ServiceName, true)
+				}
+			}
+			continue
+		}
+		for name := range c.byNode[hc.Node] { // a node check: every service on the node
+			if _, ok := c.services[name].checks[k]; !ok {
+				c.markLocked(name, true)
+			}
+		}
+	}
+}
+
+// sweepLoop runs a catalog sweep whenever one is wanted, retrying a failed
+// one with backoff.
+func (c *Consul) sweepLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.sweepReq:
+		}
+		c.setSweeping(true)
+		for failures := 0; ; {
+			err := c.sweep(ctx)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			c.queryFailed("catalog sweep", err, failures)
+			failures++
+			if !sleep(ctx, c.backoff(failures)) {
+				return
+			}
+		}
+		c.setSweeping(false)
+	}
+}
+
+func (c *Consul) setSweeping(on bool) {
+	c.mu.Lock()
+	c.sweeping = on
+	c.mu.Unlock()
+}
+
+// sweep reconciles the services with the last catalog answer: new names
+// are read, vanished ones dropped, and the services whose instances changed
+// are read again: found from every node's services when there are fewer
+// nodes than services already read, else by reading each of those again.
+func (c *Consul) sweep(ctx context.Context) error {
+	c.mu.Lock()
+	c.applyNamesLocked(c.names)
+	read := 0
+	for _, st := range c.services {
+		if st.read {
+			read++
+		}
+	}
+	byNodes := c.nodeCount >= 0 && c.nodeCount < read
+	if !byNodes {
+		for name, st := range c.services {
+			if st.read {
+				c.markLocked(name, false)
+			}
+		}
+	}
+	c.mu.Unlock()
+	if byNodes {
+		if err := c.sweepNodes(ctx); err != nil {
+			return err
+		}
+	}
+	c.publishIfIdle()
+	return nil
+}
+
+// sweepNodes reads the node list and the services of every node (at most
+// FetchConcurrency requests at once) and queues every read service one of
+// whose instances is new, gone or changed (another ModifyIndex), or on a
+// node whose address changed. The answers are at least as recent as the
+// catalog answer that started the sweep.
+func (c *Consul) sweepNodes(ctx context.Context) error {
+	var nodes []*api.Node
+	err := c.request(ctx, func(q *api.QueryOptions) error {
+		var err error
+		nodes, _, err = c.opts.Client.Catalog().Nodes(q)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.recoveredLocked(false)
+	c.compareNodesLocked(nodes)
+	c.mu.Unlock()
+
+	type instance struct {
+		service string
+		modify  uint64
+	}
+	var mu sync.Mutex
+	seen := map[checkKey]instance{}
+	var firstErr error
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() {
+			var list *api.CatalogNodeServiceList
+			err := c.request(ctx, func(q *api.QueryOptions) error {
+				var err error
+				list, _, err = c.opts.Client.Catalog().NodeServiceList(n.Node, q)
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				firstErr = cmp.Or(firstErr, err)
+				return
+			}
+			if list == nil {
+				return // the node is gone
+			}
+			for _, s := range list.Services {
+				seen[checkKey{n.Node, s.ID}] = instance{s.Service, s.ModifyIndex}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, st := range c.services {
+		if !st.read {
+			continue
+		}
+		if c.inflight[name] {
+			c.markLocked(name, true)
+			continue
+		}
+		for k, modify := range st.inst {
+			if in, ok := seen[k]; !ok || in.service != name || in.modify != modify {
+				c.markLocked(name, true)
+				break
+			}
+		}
+	}
+	for k, in := range seen {
+		if st := c.services[in.service]; st != nil && st.read {
+			if _, ok := st.inst[k]; !ok {
+				c.markLocked(in.service, true)
+			}
+		}
 	}
 	return nil
 }
 
-// queryFailed logs a failed query and marks the watch as failing.
+// applyNamesLocked follows the catalog's service names: a new usable name
+// is tracked and queued, a vanished one dropped.
+func (c *Consul) applyNamesLocked(names map[string][]string) {
+	for name, st := range c.services {
+		if _, ok := names[name]; ok {
+			continue
+		}
+		c.untrackLocked(name, st)
+		delete(c.services, name)
+		delete(c.pending, name)
+		if u, ok := c.queued[name]; ok {
+			delete(c.queued, name)
+			if u {
+				c.urgentLeft--
+			}
+		}
+		delete(c.again, name)
+		delete(c.readFailures, name)
+		c.dirty = true
+	}
+	for name := range names {
+		if _, ok := c.services[name]; ok || !c.usableName(name) {
+			continue
+		}
+		c.services[name] = &serviceState{}
+		if !c.named {
+			c.pending[name] = true
+		}
+		c.markLocked(name, true)
+	}
+	c.named = true
+	c.checkSyncedLocked()
+}
+
+// untrackLocked removes st's instances from byNode.
+func (c *Consul) untrackLocked(name string, st *serviceState) {
+	for node := range st.nodes {
+		if set := c.byNode[node]; set != nil {
+			delete(set, name)
+			if len(set) == 0 {
+				delete(c.byNode, node)
+			}
+		}
+	}
+}
+
+// markLocked queues a read of a tracked service, at the front when urgent;
+// a service being read is read once more after it.
+func (c *Consul) markLocked(name string, urgent bool) {
+	if _, ok := c.services[name]; !ok {
+		return
+	}
+	if c.inflight[name] {
+		c.again[name] = c.again[name] || urgent
+		return
+	}
+	if u, ok := c.queued[name]; ok {
+		if urgent && !u {
+			c.queued[name] = true
+			c.urgentQ = append(c.urgentQ, name)
+			c.urgentLeft++
+		}
+		return
+	}
+	c.queued[name] = urgent
+	if urgent {
+		c.urgentQ = append(c.urgentQ, name)
+		c.urgentLeft++
+	} else {
+		c.bulkQ = append(c.bulkQ, name)
+	}
+	c.cond.Signal()
+}
+
+// popLocked takes the next queued service, urgent ones first.
+func (c *Consul) popLocked() (name string, urgent, ok bool) {
+	for len(c.urgentQ) > 0 {
+		name, c.urgentQ = c.urgentQ[0], c.urgentQ[1:]
+		if u, ok := c.queued[name]; ok && u {
+			delete(c.queued, name)
+			c.inflight[name] = true
+			return name, true, true
+		}
+	}
+	for len(c.bulkQ) > 0 {
+		name, c.bulkQ = c.bulkQ[0], c.bulkQ[1:]
+		if u, ok := c.queued[name]; ok && !u {
+			delete(c.queued, name)
+			c.inflight[name] = false
+			return name, false, true
+		}
+	}
+	c.urgentQ, c.bulkQ = nil, nil // drop what the skipped entries kept alive
+	return "", false, false
+}
+
+// readLoop reads queued services until ctx is done; nothing is read while
+// the watch queries fail (Consul is down or restarting: its answers would be
+// published before the recovery hold starts).
+func (c *Consul) readLoop(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		var name string
+		var urgent, ok bool
+		for ctx.Err() == nil {
+			if !c.failing {
+				if name, urgent, ok = c.popLocked(); ok {
+					break
+				}
+			}
+			c.cond.Wait()
+		}
+		c.mu.Unlock()
+		if !ok {
+			return
+		}
+		var entries []*api.ServiceEntry
+		err := c.request(ctx, func(q *api.QueryOptions) error {
+			var err error
+			entries, _, err = c.opts.Client.Health().Service(name, "", false, q)
+			return err
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		c.readDone(ctx, name, urgent, entries, err)
+	}
+}
+
+// request runs one non-blocking request once a FetchConcurrency token is
+// free.
+func (c *Consul) request(ctx context.Context, do func(*api.QueryOptions) error) error {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.sem }()
+	return do((&api.QueryOptions{}).WithContext(ctx))
+}
+
+// readDone stores a service's read (or schedules a retry after a failure)
+// and publishes when its batch is done: the last urgent read, or the last
+// read of all.
+func (c *Consul) readDone(ctx context.Context, name string, urgent bool, entries []*api.ServiceEntry, err error) {
+	c.mu.Lock()
+	delete(c.inflight, name)
+	if urgent {
+		c.urgentLeft--
+	}
+	st := c.services[name]
+	switch {
+	case st == nil: // dropped meanwhile
+	case err != nil:
+		c.readFailures[name]++
+		n := c.readFailures[name]
+		level := slog.LevelWarn
+		if n > 1 {
+			level = slog.LevelDebug
+		}
+		c.logger.Log(ctx, level, "consul query failed: keeping the last known services", "query", "health "+name, "error", err.Error())
+		delete(c.again, name)
+		time.AfterFunc(c.backoff(n), func() {
+			if ctx.Err() != nil {
+				return
+			}
+			c.mu.Lock()
+			c.markLocked(name, urgent)
+			c.mu.Unlock()
+		})
+	default:
+		delete(c.readFailures, name)
+		c.storeLocked(name, st, entries)
+		if again, ok := c.again[name]; ok {
+			delete(c.again, name)
+			c.markLocked(name, again)
+		}
+	}
+	batchDone := (urgent && c.urgentLeft == 0) || (len(c.queued) == 0 && len(c.inflight) == 0)
+	c.mu.Unlock()
+	if batchDone {
+		c.publish()
+	}
+}
+
+// storeLocked records a service's read.
+func (c *Consul) storeLocked(name string, st *serviceState, entries []*api.ServiceEntry) {
+	svc := ServiceFromEntries(name, entries, c.opts.IncludeWarning)
+	if !st.read || !reflect.DeepEqual(svc, st.svc) {
+		c.dirty = true
+	}
+	c.untrackLocked(name, st)
+	st.read, st.svc = true, svc
+	st.checks = map[checkKey]string{}
+	st.nodes = map[string]string{}
+	st.inst = make(map[checkKey]uint64, len(entries))
+	for _, e := range entries {
+		if e.Node == nil || e.Service == nil {
+			continue
+		}
+		st.nodes[e.Node.Node] = e.Node.Address
+		st.inst[checkKey{e.Node.Node, e.Service.ID}] = e.Service.ModifyIndex
+		for _, hc := range e.Checks {
+			st.checks[checkKey{hc.Node, hc.CheckID}] = hc.Status
+		}
+	}
+	for node := range st.nodes {
+		set := c.byNode[node]
+		if set == nil {
+			set = map[string]bool{}
+			c.byNode[node] = set
+		}
+		set[name] = true
+	}
+	delete(c.pending, name)
+	c.checkSyncedLocked()
+}
+
+// queryFailed logs a failed watch query and marks the watch as failing.
 func (c *Consul) queryFailed(what string, err error, failures int) {
 	c.mu.Lock()
 	c.failing = true
@@ -198,6 +783,20 @@ func (c *Consul) queryFailed(what string, err error, failures int) {
 	c.logger.Log(context.Background(), level, "consul query failed: keeping the last known services", "query", what, "error", err.Error())
 }
 
+// recoveredLocked follows a watch query's answer: after a failure, or when
+// the index went backwards (a restarted agent), changes are held back for
+// RecoveryHold, and the reads wait no more.
+func (c *Consul) recoveredLocked(reset bool) {
+	if (c.failing || reset) && c.syncDone && c.opts.RecoveryHold > 0 {
+		c.holdUntil = time.Now().Add(c.opts.RecoveryHold)
+		c.logger.Info("consul is back: holding service changes while it resyncs", "hold", c.opts.RecoveryHold, "indexReset", reset)
+	}
+	if c.failing {
+		c.failing = false
+		c.cond.Broadcast()
+	}
+}
+
 // backoff is the jittered exponential delay after the n-th failure in a row.
 func (c *Consul) backoff(n int) time.Duration {
 	d := c.opts.MinBackoff << min(n-1, 16)
@@ -206,47 +805,6 @@ func (c *Consul) backoff(n int) time.Duration {
 	}
 	// ±20 % jitter so that many control planes do not retry in step.
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-// reconcile starts a health watch for every new service and stops those of
-// services gone from the catalog.
-func (c *Consul) reconcile(ctx context.Context, wg *sync.WaitGroup, services map[string][]string, reset bool) {
-	c.mu.Lock()
-	if (c.failing || reset) && c.syncDone && c.opts.RecoveryHold > 0 {
-		c.holdUntil = time.Now().Add(c.opts.RecoveryHold)
-		c.logger.Info("consul is back: holding service changes while it resyncs", "hold", c.opts.RecoveryHold, "indexReset", reset)
-	}
-	c.failing = false
-	removed := false
-	for name, cancel := range c.watchers {
-		if _, ok := services[name]; !ok {
-			cancel()
-			delete(c.watchers, name)
-			delete(c.entries, name)
-			delete(c.pending, name)
-			removed = true
-		}
-	}
-	for name := range services {
-		if _, ok := c.watchers[name]; ok || !c.usableName(name) {
-			continue
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		c.watchers[name] = cancel
-		if !c.syncDone {
-			c.pending[name] = true
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.watchService(wctx, name)
-		}()
-	}
-	c.checkSyncedLocked()
-	c.mu.Unlock()
-	if removed {
-		c.publish()
-	}
 }
 
 // usableName reports whether a catalog service becomes a meshgate Service:
@@ -268,57 +826,33 @@ func (c *Consul) usableName(name string) bool {
 // checkSyncedLocked closes synced once every service of the first catalog
 // answer has been read.
 func (c *Consul) checkSyncedLocked() {
-	if c.syncDone || len(c.pending) > 0 {
+	if c.syncDone || !c.named || len(c.pending) > 0 {
 		return
 	}
 	c.syncDone = true
+	c.dirty = false
 	snapshot := c.buildLocked()
 	c.published.Store(&snapshot)
 	close(c.synced)
 }
 
-// watchService follows one service's health until ctx is done.
-func (c *Consul) watchService(ctx context.Context, name string) {
-	var index uint64
-	failures := 0
-	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
-		entries, meta, err := c.opts.Client.Health().Service(name, "", false, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.queryFailed("health "+name, err, failures)
-			failures++
-			index = 0 // as in Run: the first query after a failure answers at once
-			if !sleep(ctx, c.backoff(failures)) {
-				return
-			}
-			continue
-		}
-		failures = 0
-		index = max(meta.LastIndex, 1)
-		c.mu.Lock()
-		if ctx.Err() != nil { // removed meanwhile
-			c.mu.Unlock()
-			return
-		}
-		c.entries[name] = entries
-		delete(c.pending, name)
-		wasSynced := c.syncDone
-		c.checkSyncedLocked()
-		c.mu.Unlock()
-		if wasSynced {
-			c.publish()
-		}
+// publishIfIdle publishes when no read is queued or in flight.
+func (c *Consul) publishIfIdle() {
+	c.mu.Lock()
+	idle := len(c.queued) == 0 && len(c.inflight) == 0
+	c.mu.Unlock()
+	if idle {
+		c.publish()
 	}
 }
 
 // publish rebuilds the snapshot and, if it changed, stores it and calls
 // changed; during a recovery hold it only schedules itself for the hold's end.
 func (c *Consul) publish() {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
 	c.mu.Lock()
-	if !c.syncDone {
+	if !c.syncDone || !c.dirty {
 		c.mu.Unlock()
 		return
 	}
@@ -334,25 +868,25 @@ func (c *Consul) publish() {
 		c.mu.Unlock()
 		return
 	}
+	c.dirty = false
 	snapshot := c.buildLocked()
 	changed := c.changed
+	c.mu.Unlock()
 	if reflect.DeepEqual(snapshot, *c.published.Load()) {
-		c.mu.Unlock()
 		return
 	}
 	c.published.Store(&snapshot)
-	c.mu.Unlock()
 	if changed != nil {
 		changed()
 	}
 }
 
-// buildLocked maps the current entries to Services.
+// buildLocked collects the read Services, sorted.
 func (c *Consul) buildLocked() []*policy.Service {
-	out := make([]*policy.Service, 0, len(c.entries))
-	for name, entries := range c.entries {
-		if svc := ServiceFromEntries(name, entries, c.opts.IncludeWarning); svc != nil {
-			out = append(out, svc)
+	out := make([]*policy.Service, 0, len(c.services))
+	for _, st := range c.services {
+		if st.svc != nil {
+			out = append(out, st.svc)
 		}
 	}
 	slices.SortFunc(out, func(a, b *policy.Service) int {

@@ -46,7 +46,7 @@ e2e: build consul
 	  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' e2e.log | grep -v ': ---- output of' | tail -60; fi; exit $$rc
 
 # Fuzz targets, as package:FuzzName.
-FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/rbac:FuzzCompileRBAC ./dataplane/rbac:FuzzFromHTTPFilters ./dataplane/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret
+FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/rbac:FuzzCompileRBAC ./dataplane/rbac:FuzzFromHTTPFilters ./dataplane/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=
 

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
+	"github.com/meshgate/meshgate/dataplane/internal/h1server"
 	"github.com/meshgate/meshgate/dataplane/rbac"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
@@ -164,12 +165,21 @@ type server struct {
 	replacement      *listenerSpec
 	replacementSince time.Time
 	ln               net.Listener
-	http             *http.Server
+	http             servingServer
 	handler          *listenerHandler
 
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
 	pendingSince time.Time
+}
+
+// servingServer is what a listener's server is driven through: an
+// *http.Server, or the HTTP/1.1 fast path in front of one
+// (Options.FastHTTP1).
+type servingServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // listen binds spec's address and prepares (but does not start) its server.
@@ -211,6 +221,13 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 			return peer.WithIdentity(ctx, own)
 		}
 	}
+	var srv servingServer = httpServer
+	if p.opts.FastHTTP1 && spec.params.http1 {
+		// The fast path serves the body-less HTTP/1.x requests and hands
+		// everything else (h2c, ALPN h2, bodies, malformed requests) to
+		// httpServer, configured as without it.
+		srv = &h1server.Server{Fallback: httpServer}
+	}
 	return &server{
 		listener: spec.name,
 		address:  spec.address,
@@ -219,7 +236,7 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 		bound:    time.Now(),
 		ln:       ln,
 		handler:  handler,
-		http:     httpServer,
+		http:     srv,
 	}, nil
 }
 

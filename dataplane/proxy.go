@@ -55,6 +55,10 @@ type Options struct {
 	// XDSCredentials secure the connection to the control plane; insecure
 	// (plaintext) when nil.
 	XDSCredentials credentials.TransportCredentials
+	// FastHTTP1 serves listeners' body-less HTTP/1.x requests on a fast
+	// path (dataplane/internal/h1server) instead of net/http's server,
+	// which still serves everything else; false: net/http only.
+	FastHTTP1 bool
 }
 
 // Proxy is one running data plane: an xDS client, its listeners and clusters.

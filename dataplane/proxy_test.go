@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,10 +194,37 @@ func backend(t *testing.T, name string) string {
 	return srv.Listener.Addr().String()
 }
 
+// testHTTP1Option is the listeners' HTTP/1.1 server of the test proxies
+// unless a test chooses: the fast path when $MESHGATE_HTTP1_SERVER is
+// "fast" (to run the whole suite on it), net/http otherwise.
+func testHTTP1Option(o *Options) {
+	o.FastHTTP1 = os.Getenv("MESHGATE_HTTP1_SERVER") == "fast"
+}
+
+// withHTTP1 returns the option choosing the fast path (fast) or net/http.
+func withHTTP1(fast bool) func(*Options) {
+	return func(o *Options) { o.FastHTTP1 = fast }
+}
+
+// forEachHTTP1Server runs test as subtests "std" and "fast", with the
+// option choosing that HTTP/1.1 server.
+func forEachHTTP1Server(t *testing.T, test func(t *testing.T, server func(*Options))) {
+	for _, fast := range []bool{false, true} {
+		name := "std"
+		if fast {
+			name = "fast"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, withHTTP1(fast))
+		})
+	}
+}
+
 // startProxy runs a Proxy against cp until the test ends.
-func startProxy(t *testing.T, cp *controlPlane) *Proxy {
+func startProxy(t *testing.T, cp *controlPlane, opts ...func(*Options)) *Proxy {
 	t.Helper()
-	p, stop := startProxyStoppable(t, cp)
+	p, stop := startProxyStoppable(t, cp, opts...)
 	t.Cleanup(func() {
 		if err := stop(); err != nil {
 			t.Error(err)
@@ -206,13 +234,18 @@ func startProxy(t *testing.T, cp *controlPlane) *Proxy {
 }
 
 // startProxyStoppable runs a Proxy against cp; stop cancels it and waits for Run.
-func startProxyStoppable(t *testing.T, cp *controlPlane) (*Proxy, func() error) {
+func startProxyStoppable(t *testing.T, cp *controlPlane, opts ...func(*Options)) (*Proxy, func() error) {
 	t.Helper()
-	p, err := New(Options{
+	o := Options{
 		Node:         &corev3.Node{Id: testNode, Cluster: "edge"},
 		XDSAddresses: []string{cp.addr},
 		Logger:       slog.New(slog.DiscardHandler),
-	})
+	}
+	testHTTP1Option(&o)
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,8 +347,12 @@ func TestProxyForwardsToBackendAndServesAdmin(t *testing.T) {
 
 func TestProxySwapsRoutesWithoutFailedRequests(t *testing.T) {
 	t.Parallel()
+	forEachHTTP1Server(t, testProxySwapsRoutesWithoutFailedRequests)
+}
+
+func testProxySwapsRoutesWithoutFailedRequests(t *testing.T, server func(*Options)) {
 	cp := startControlPlane(t)
-	p := startProxy(t, cp)
+	p := startProxy(t, cp, server)
 	cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "a")}.build(t))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	t.Cleanup(client.CloseIdleConnections)
@@ -490,8 +527,12 @@ func TestNewRejectsBadOptions(t *testing.T) {
 
 func TestProxyDrainsInFlightRequestsOnStop(t *testing.T) {
 	t.Parallel()
+	forEachHTTP1Server(t, testProxyDrainsInFlightRequestsOnStop)
+}
+
+func testProxyDrainsInFlightRequestsOnStop(t *testing.T, server func(*Options)) {
 	cp := startControlPlane(t)
-	p, stop := startProxyStoppable(t, cp)
+	p, stop := startProxyStoppable(t, cp, server)
 	t.Cleanup(func() { _ = stop() })
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
@@ -539,6 +580,10 @@ func TestProxyDrainsInFlightRequestsOnStop(t *testing.T) {
 
 func TestProxyStripsAnyHostPort(t *testing.T) {
 	t.Parallel()
+	forEachHTTP1Server(t, testProxyStripsAnyHostPort)
+}
+
+func testProxyStripsAnyHostPort(t *testing.T, server func(*Options)) {
 	tests := []struct {
 		name  string
 		strip bool
@@ -551,7 +596,7 @@ func TestProxyStripsAnyHostPort(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cp := startControlPlane(t)
-			p := startProxy(t, cp)
+			p := startProxy(t, cp, server)
 			cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "a"),
 				mutate: func(s *snapshot) {
 					s.routes[0].VirtualHosts[0].Domains = []string{"shop.example"}

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/dataplane/identity"
+	"github.com/meshgate/meshgate/dataplane/internal/h1server"
 	"github.com/meshgate/meshgate/dataplane/meshtls"
 	"github.com/meshgate/meshgate/dataplane/meshtls/meshtlstest"
 	"github.com/meshgate/meshgate/dataplane/peer"
@@ -137,14 +138,19 @@ func (c tlsConfig) build(t *testing.T) *cachev3.Snapshot {
 
 // startIdentityProxy runs a Proxy with id (may be nil) against cp until the
 // test ends.
-func startIdentityProxy(t *testing.T, cp *controlPlane, id identity.Provider) *Proxy {
+func startIdentityProxy(t *testing.T, cp *controlPlane, id identity.Provider, opts ...func(*Options)) *Proxy {
 	t.Helper()
-	p, err := New(Options{
+	o := Options{
 		Node:         &corev3.Node{Id: testNode, Cluster: "edge"},
 		XDSAddresses: []string{cp.addr},
 		Logger:       slog.New(slog.DiscardHandler),
 		Identity:     id,
-	})
+	}
+	testHTTP1Option(&o)
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +209,10 @@ func getProto(client *http.Client, url string) (string, string, error) {
 
 func TestInboundListenerModes(t *testing.T) {
 	t.Parallel()
+	forEachHTTP1Server(t, testInboundListenerModes)
+}
+
+func testInboundListenerModes(t *testing.T, server func(*Options)) {
 	mesh, other := meshtlstest.NewCA(t, "mesh"), meshtlstest.NewCA(t, "other")
 	id := meshtlstest.NewIdentity(ordersID, mesh.Issue(t, ordersID))
 	webCert, strangerCert := mesh.Issue(t, webID), other.Issue(t, webID)
@@ -235,7 +245,7 @@ func TestInboundListenerModes(t *testing.T) {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
 			cp := startControlPlane(t)
-			p := startIdentityProxy(t, cp, id)
+			p := startIdentityProxy(t, cp, id, server)
 			cp.set(t, tlsConfig{
 				config: config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "a")},
 				mode:   tt.mode, bundle: mesh.PEM,
@@ -398,6 +408,12 @@ func TestUpstreamMTLSThroughTheProxy(t *testing.T) {
 
 func TestTLSListenerPutsPeerIdentityInContext(t *testing.T) {
 	t.Parallel()
+	forEachHTTP1Server(t, testTLSListenerPutsPeerIdentityInContext)
+}
+
+func testTLSListenerPutsPeerIdentityInContext(t *testing.T, server func(*Options)) {
+	var opts Options
+	server(&opts)
 	mesh := meshtlstest.NewCA(t, "mesh")
 	id := meshtlstest.NewIdentity(ordersID, mesh.Issue(t, ordersID))
 	p, err := New(Options{Node: &corev3.Node{Id: "n"}, XDSAddresses: []string{"127.0.0.1:1"}, Identity: id, Logger: slog.New(slog.DiscardHandler)})
@@ -425,27 +441,47 @@ func TestTLSListenerPutsPeerIdentityInContext(t *testing.T) {
 		Protocols:   protocols,
 		ConnContext: connIdentity,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, "peer="+peer.Identity(r.Context()))
+			body, _ := io.ReadAll(r.Body)
+			_, _ = io.WriteString(w, "peer="+peer.Identity(r.Context())+string(body))
 		}),
 	}
-	go func() { _ = srv.Serve(newTLSListener(inner, cfg, true, slog.New(slog.DiscardHandler))) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	var serving servingServer = srv
+	if opts.FastHTTP1 {
+		serving = &h1server.Server{Fallback: srv}
+	}
+	go func() { _ = serving.Serve(newTLSListener(inner, cfg, true, slog.New(slog.DiscardHandler))) }()
+	t.Cleanup(func() { _ = serving.Close() })
 	url := inner.Addr().String() + "/"
 
 	tests := []struct {
 		name   string
 		client *http.Client
 		url    string
+		body   string // POSTed when not empty (the fast path hands such requests over)
 		want   string
 	}{
-		{"mTLS", meshClient(t, mesh.Issue(t, webID), mesh.PEM, ordersID, false), "https://" + url, "peer=" + webID},
-		{"mTLS h2", meshClient(t, mesh.Issue(t, webID), mesh.PEM, ordersID, true), "https://" + url, "peer=" + webID},
-		{"plaintext", &http.Client{Timeout: 5 * time.Second}, "http://" + url, "peer="},
+		{"mTLS", meshClient(t, mesh.Issue(t, webID), mesh.PEM, ordersID, false), "https://" + url, "", "peer=" + webID},
+		{"mTLS with a body", meshClient(t, mesh.Issue(t, webID), mesh.PEM, ordersID, false), "https://" + url, " body", "peer=" + webID + " body"},
+		{"mTLS h2", meshClient(t, mesh.Issue(t, webID), mesh.PEM, ordersID, true), "https://" + url, "", "peer=" + webID},
+		{"plaintext", &http.Client{Timeout: 5 * time.Second}, "http://" + url, "", "peer="},
+		{"plaintext with a body", &http.Client{Timeout: 5 * time.Second}, "http://" + url, " body", "peer= body"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if _, body, err := getProto(tt.client, tt.url); err != nil || body != tt.want {
+			var body string
+			var err error
+			if tt.body == "" {
+				_, body, err = getProto(tt.client, tt.url)
+			} else {
+				var resp *http.Response
+				if resp, err = tt.client.Post(tt.url, "text/plain", strings.NewReader(tt.body)); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					body = string(b)
+				}
+			}
+			if err != nil || body != tt.want {
 				t.Fatalf("got %q, %v; want %q", body, err, tt.want)
 			}
 		})

@@ -59,6 +59,10 @@ type Options struct {
 	// ConsulCheckInterval is the interval of the registration's health
 	// check (the admin /ready); consulreg.DefaultCheckInterval when zero.
 	ConsulCheckInterval time.Duration
+	// FastHTTP1 serves the listeners' body-less HTTP/1.x requests on the
+	// proxy's fast path instead of net/http's server
+	// (dataplane.Options.FastHTTP1).
+	FastHTTP1 bool
 }
 
 // Node checks opts and returns the xDS node identity of the gateway
@@ -125,6 +129,7 @@ func New(opts Options) (*Gateway, error) {
 		XDSAddresses: opts.XDSAddresses,
 		AdminAddress: opts.AdminAddress,
 		Logger:       logger,
+		FastHTTP1:    opts.FastHTTP1,
 	}, mgr)
 	if err != nil {
 		return nil, err

@@ -73,6 +73,10 @@ type Options struct {
 	// RegisterApp also registers the application, marked app-only
 	// (discovery ignores it while this sidecar is registered).
 	RegisterApp bool
+	// FastHTTP1 serves the listeners' body-less HTTP/1.x requests on the
+	// proxy's fast path instead of net/http's server
+	// (dataplane.Options.FastHTTP1).
+	FastHTTP1 bool
 }
 
 // withDefaults fills the optional fields.
@@ -168,6 +172,7 @@ func New(opts Options) (*Sidecar, error) {
 		XDSAddresses: opts.XDSAddresses,
 		AdminAddress: opts.AdminAddress,
 		Logger:       logger,
+		FastHTTP1:    opts.FastHTTP1,
 	}, mgr)
 	if err != nil {
 		return nil, err

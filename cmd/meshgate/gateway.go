@@ -31,6 +31,7 @@ func newGatewayCmd(g *globalFlags) *cobra.Command {
 	idf := &proxyIdentityFlags{}
 	cf := &proxyConsulFlags{}
 	mf := &proxyMemoryFlags{}
+	sf := &proxyServerFlags{}
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
@@ -52,6 +53,9 @@ Create the join token on the control plane:
 			if err := mf.apply(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if err := sf.apply(&opts.FastHTTP1); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			opts.Logger = g.logger()
 			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
 				return &exitError{code: 2, err: err}
@@ -71,6 +75,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.ID, "id", "", "node id (default gateway~<name>~<hostname>-<pid>)")
 	idf.register(f)
 	mf.register(f)
+	sf.register(f)
 	cf.register(f, "register this gateway node in the Consul agent at this address (service "+consulreg.GatewayService+")")
 	return cmd
 }
@@ -167,6 +172,37 @@ func parseLabels(flags []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// http1ServerEnv, when set, is the default of --http1-server.
+const http1ServerEnv = "MESHGATE_HTTP1_SERVER"
+
+// proxyServerFlags choose the HTTP server of the gateway's and sidecar's
+// listeners.
+type proxyServerFlags struct {
+	http1 string
+}
+
+func (p *proxyServerFlags) register(f *pflag.FlagSet) {
+	def := strings.TrimSpace(os.Getenv(http1ServerEnv))
+	if def == "" {
+		def = "std"
+	}
+	f.StringVar(&p.http1, "http1-server", def, "HTTP/1.1 server of the listeners: std (net/http) or fast (body-less HTTP/1.x requests "+
+		"on meshgate's fast path, everything else on net/http; see docs/performance.md). Default: $"+http1ServerEnv+", else std")
+}
+
+// apply sets fast from --http1-server.
+func (p *proxyServerFlags) apply(fast *bool) error {
+	switch p.http1 {
+	case "std":
+		*fast = false
+	case "fast":
+		*fast = true
+	default:
+		return fmt.Errorf("--http1-server (or $%s) %q: want std or fast", http1ServerEnv, p.http1)
+	}
+	return nil
 }
 
 // proxyMemoryFlags are the Go runtime memory flags of the gateway and sidecar

@@ -17,6 +17,7 @@ func newSidecarCmd(g *globalFlags) *cobra.Command {
 	idf := &proxyIdentityFlags{}
 	cf := &proxyConsulFlags{}
 	mf := &proxyMemoryFlags{}
+	sf := &proxyServerFlags{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -37,6 +38,9 @@ Create the join token on the control plane:
 				return &exitError{code: 2, err: err}
 			}
 			if err := mf.apply(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := sf.apply(&opts.FastHTTP1); err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			opts.Logger = g.logger()
@@ -64,6 +68,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.ID, "id", "", "node id (default sidecar~<service>~<hostname>-<pid>)")
 	idf.register(f)
 	mf.register(f)
+	sf.register(f)
 	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready) in the Consul agent at this address")
 	f.BoolVar(&opts.RegisterApp, "register-app", false, "also register the application itself in Consul, marked app-only (meshgate routes to the sidecar, not to it)")
 	return cmd

@@ -46,6 +46,9 @@ type meshgateFlags struct {
 	// dataDir is the control plane's --data-dir (CA, tokens, admin token)
 	// when the binary has that flag; "" for a control plane without a CA.
 	dataDir string
+	// http1Server is the proxy's --http1-server (std or fast); "" leaves
+	// the binary's default ($MESHGATE_HTTP1_SERVER, else std).
+	http1Server string
 }
 
 // controlplaneArgs returns the flags of `meshgate controlplane`.
@@ -76,6 +79,9 @@ func proxyArgs(f meshgateFlags, role, name string, sidecar sidecarAddrs) []strin
 		args = append(args, "--token", f.token)
 	} else if f.insecure && f.insecureFlag != "" {
 		args = append(args, f.insecureFlag)
+	}
+	if f.http1Server != "" {
+		args = append(args, "--http1-server", f.http1Server)
 	}
 	return args
 }
@@ -302,23 +308,34 @@ func (r *runner) startControlplane(ctx context.Context, backend string) (*meshga
 	return env, nil
 }
 
-// startMeshgateGateway runs `meshgate gateway --name bench`.
-func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv) (*contender, error) {
+// startMeshgateGateway runs `meshgate gateway --name bench` as contender
+// name: "meshgate" with net/http's HTTP/1.1 server (--http1-server std),
+// "meshgate-fast" with the fast path (--http1-server fast). Both serve the
+// same Gateway, one at a time.
+func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, name string) (*contender, error) {
 	admin, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	f := env.flags
 	f.admin = admin
+	if r.hasHTTP1ServerFlag {
+		f.http1Server = "std"
+		if name == "meshgate-fast" {
+			f.http1Server = "fast"
+		}
+	} else if name == "meshgate-fast" {
+		return nil, errSkipped("this meshgate binary has no --http1-server")
+	}
 	if f.token, err = env.joinToken(ctx, "bench"); err != nil {
 		return nil, err
 	}
-	p, err := r.procs.start("meshgate-gateway", r.meshgate, proxyArgs(f, "gateway", "bench", sidecarAddrs{}), nil)
+	p, err := r.procs.start(strings.Replace(name, "meshgate", "meshgate-gateway", 1), r.meshgate, proxyArgs(f, "gateway", "bench", sidecarAddrs{}), nil)
 	if err != nil {
 		return nil, err
 	}
 	base := "http://" + env.gatewayAt
-	c := &contender{name: "meshgate", h1: base, h2: base, measured: p, admin: "http://" + admin, stop: p.stop}
+	c := &contender{name: name, h1: base, h2: base, measured: p, admin: "http://" + admin, stop: p.stop}
 	return c, waitHTTP(ctx, base+pathTiny, "", 20*time.Second, p, env.cp)
 }
 

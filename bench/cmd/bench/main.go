@@ -93,12 +93,15 @@ type runner struct {
 	insecureFlag   string
 	cpInsecureFlag string
 	cpHasDataDir   bool
-	profile        bool
-	contenders     map[string]bool // nil: every contender
-	cores          int
-	conns          int
-	procs          *procGroup
-	table          *table
+	// hasHTTP1ServerFlag: the proxy has --http1-server (std/fast), so the
+	// meshgate-fast contender can run.
+	hasHTTP1ServerFlag bool
+	profile            bool
+	contenders         map[string]bool // nil: every contender
+	cores              int
+	conns              int
+	procs              *procGroup
+	table              *table
 }
 
 func main() {
@@ -134,7 +137,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
 	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
 	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, consul, xds")
-	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, haproxy, caddy); all when empty. (c2) needs nginx")
+	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, meshgate-fast, haproxy, caddy); all when empty. (c2) needs nginx")
 	duration := fs.Duration("duration", 0, "length of each load-generator run; the mode's when zero (profiling: longer runs give fuller profiles)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -173,6 +176,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	// A second signal while stopping still stops everything: stopAll is
 	// idempotent and the deferred call runs on return.
 	r.insecureFlag = detectInsecureFlag(ctx, r.meshgate, "gateway")
+	r.hasHTTP1ServerFlag = hasFlag(ctx, r.meshgate, "gateway", "--http1-server")
 	r.cpInsecureFlag = detectInsecureFlag(ctx, r.meshgate, "controlplane")
 	r.cpHasDataDir = hasFlag(ctx, r.meshgate, "controlplane", "--data-dir")
 	start := time.Now()

@@ -156,7 +156,9 @@ func TestProxyArgs(t *testing.T) {
 		{"binary without --insecure", meshgateFlags{xds: "x:1", admin: "a:1", insecure: true}, "gateway",
 			[]string{"gateway"}, []string{"--insecure"}},
 		{"sidecar with token", meshgateFlags{xds: "x:1", admin: "a:1", token: "mgt1.t", insecureFlag: "--insecure"}, "sidecar",
-			[]string{"sidecar", "--service", "bench", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:2", "--outbound", "127.0.0.1:3", "--token", "mgt1.t"}, []string{"--insecure"}},
+			[]string{"sidecar", "--service", "bench", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:2", "--outbound", "127.0.0.1:3", "--token", "mgt1.t"}, []string{"--insecure", "--http1-server"}},
+		{"gateway on the fast path", meshgateFlags{xds: "x:1", admin: "a:1", token: "mgt1.t", http1Server: "fast"}, "gateway",
+			[]string{"gateway", "--http1-server", "fast"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

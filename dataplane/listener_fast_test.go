@@ -126,3 +126,64 @@ func testListenerHTTP1Servers(t *testing.T, server func(*Options)) {
 		}
 	})
 }
+
+// TestListenerClientGoneAbortsUpstream: a client that goes away while the
+// backend is slow aborts the upstream exchange (the backend's request
+// context ends), on net/http's server and on the fast path alike.
+func TestListenerClientGoneAbortsUpstream(t *testing.T) {
+	t.Parallel()
+	forEachHTTP1Server(t, testListenerClientGoneAbortsUpstream)
+}
+
+func testListenerClientGoneAbortsUpstream(t *testing.T, server func(*Options)) {
+	started := make(chan struct{}, 1)
+	ended := make(chan error, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			_, _ = io.WriteString(w, "ok")
+			return
+		}
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(10 * time.Second):
+			ended <- nil
+		}
+	}))
+	t.Cleanup(backend.Close)
+	cp := startControlPlane(t)
+	p := startProxy(t, cp, server)
+	cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend.Listener.Addr().String()}.build(t))
+	client := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	var addr string
+	eventually(t, "the listener to serve", func() bool {
+		addr = p.ListenerAddrs()["edge"]
+		if addr == "" {
+			return false
+		}
+		code, _, err := get(client, "http://"+addr+"/ready")
+		return err == nil && code == http.StatusOK
+	})
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the backend")
+	}
+	_ = c.Close()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the backend's request was not aborted")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend's request context did not end after the client went away")
+	}
+}

@@ -62,6 +62,7 @@ type conn struct {
 	head      []byte // copy of the request head being parsed, replayed on hand-off
 	afterPOST bool   // the last request was a POST: skip up to 4 leading CR/LF
 	res       response
+	probe     prober // the background read during a slow handler
 }
 
 // Outcomes of reading a request.
@@ -111,7 +112,7 @@ func (c *conn) serve() {
 		handedOff = true
 		return
 	}
-	c.br = getReader(c.rwc)
+	c.br = getReader(connReader{c})
 	c.bw = getWriter(connWriter{c})
 	c.res.c = c
 
@@ -138,12 +139,19 @@ func (c *conn) serve() {
 		}
 		w := &c.res
 		w.reset(req)
+		// Probe for a client that goes away during a slow handler, unless
+		// it already sent more (pipelining): see probeDelay.
+		probed := c.br.Buffered() == 0
+		if probed {
+			c.handlerStarts()
+		}
 		handler.ServeHTTP(w, req)
+		gone := probed && c.handlerEnds()
 		w.finish()
 		if writeTimeout > 0 {
 			_ = c.rwc.SetWriteDeadline(time.Time{})
 		}
-		if !w.shouldReuseConnection() || c.srv.shuttingDown() {
+		if gone || !w.shouldReuseConnection() || c.srv.shuttingDown() {
 			return
 		}
 		c.afterPOST = req.Method == "POST"
@@ -235,7 +243,7 @@ func (c *conn) readHead(first bool) (int, readAction) {
 			return 0, actClose // EOF, timeout, reset: net/http closes silently too
 		}
 	} else {
-		if br.Buffered() == 0 {
+		if br.Buffered() == 0 && c.probe.n == 0 {
 			c.state.Store(int32(stateIdle))
 			c.setIdleDeadline()
 			if c.srv.shuttingDown() {
@@ -352,6 +360,10 @@ func (c *conn) handOffRequest(n int) {
 	}
 	rest, _ := br.Peek(br.Buffered())
 	pending = append(pending, rest...)
+	if c.probe.n > 0 { // not read from the connection yet (not expected)
+		pending = append(pending, c.probe.buf[:c.probe.n]...)
+		c.probe.n = 0
+	}
 	c.handOff(pending)
 }
 
@@ -376,6 +388,7 @@ func (c *conn) handOff(pending []byte) {
 
 // close flushes what the handler wrote and closes the connection.
 func (c *conn) close() {
+	c.handlerEnds() // after a panic in the handler
 	if c.bw != nil && c.werr == nil {
 		_ = c.bw.Flush()
 	}

@@ -55,14 +55,22 @@
 // # Differences from net/http, on the fast path only
 //
 //   - The request context is the connection's: it is canceled when the
-//     connection is found dead (a failed write), when the connection
-//     closes, and by Close. It is not canceled when ServeHTTP returns, and a
-//     client that disconnects while the handler runs is not noticed until
-//     the response is written: without net/http's background read nothing
-//     reads the connection during the handler. A proxy's upstream request
-//     still ends with its route timeout. A context derived from
-//     r.Context() must be canceled by whoever derived it (the proxy's
-//     upstream code does): otherwise it lives as long as the connection.
+//     client goes away during a request that stays in its handler longer
+//     than probeDelay (50 ms), when the connection is found dead (a failed
+//     write), when the connection closes, and by Close. It is not canceled
+//     when ServeHTTP returns. net/http reads the connection in the
+//     background during every handler call to notice a client leaving (a
+//     failed read or EOF cancels the context); the fast path starts that
+//     read only for a request still in its handler after probeDelay (see
+//     there), so that a proxy's upstream exchange with a slow backend is
+//     aborted as on net/http, while a client that leaves a faster request
+//     is noticed when its response is written. As on net/http, a client
+//     that half-closes its side during a probed request is taken as gone
+//     (it still gets the response, then the connection is closed), and a
+//     pipelined request read by the probe is served next. A context
+//     derived from r.Context() must be canceled by whoever derived it (the
+//     proxy's upstream code does): otherwise it lives as long as the
+//     connection.
 //   - The Content-Type of a response without one is not sniffed (net/http
 //     would add one to, say, an upstream response that has none).
 //   - Response header fields are written in map order, not sorted.
@@ -122,6 +130,7 @@ type Server struct {
 	mu         sync.Mutex
 	listeners  map[*net.Listener]struct{}
 	conns      map[*conn]struct{}
+	sweeping   bool // sweep runs
 }
 
 // errNoFallback is Serve's error without a Fallback.
@@ -316,6 +325,10 @@ func (s *Server) trackConn(c *conn, add bool) bool {
 			s.conns = make(map[*conn]struct{})
 		}
 		s.conns[c] = struct{}{}
+		if !s.sweeping {
+			s.sweeping = true
+			go s.sweep()
+		}
 		return true
 	}
 	delete(s.conns, c)

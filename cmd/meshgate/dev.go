@@ -64,6 +64,10 @@ type devTask struct {
 }
 
 func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer) error {
+	var fastHTTP1 bool
+	if err := (&proxyServerFlags{http1: defaultHTTP1Server()}).apply(&fastHTTP1); err != nil {
+		return &exitError{code: 2, err: err}
+	}
 	dir, cleanup, err := devConfigDir(f.config)
 	if err != nil {
 		return err
@@ -116,7 +120,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			run: func(ctx context.Context) error {
 				return gateway.Run(ctx, gateway.Options{
 					Name: gw.Name, Namespace: gw.Namespace, XDSAddresses: xds,
-					Token: tok, TrustDomain: trustDomain,
+					Token: tok, TrustDomain: trustDomain, FastHTTP1: fastHTTP1,
 					Logger: logger.With("component", "gateway", "gateway", gw.Name),
 				})
 			},
@@ -166,7 +170,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 						return mesh.Run(ctx, mesh.Options{
 							Service: svc.Name, Namespace: svc.Namespace, AppAddress: appAddr,
 							InboundAddress: ep.Address, OutboundAddress: outAddr, XDSAddresses: xds,
-							Token: tok, TrustDomain: trustDomain,
+							Token: tok, TrustDomain: trustDomain, FastHTTP1: fastHTTP1,
 							ID:     "sidecar~" + svc.Name + "~" + ep.Address,
 							Logger: logger.With("component", "sidecar", "service", svc.Name),
 						})

@@ -184,12 +184,17 @@ type proxyServerFlags struct {
 }
 
 func (p *proxyServerFlags) register(f *pflag.FlagSet) {
-	def := strings.TrimSpace(os.Getenv(http1ServerEnv))
-	if def == "" {
-		def = "std"
+	f.StringVar(&p.http1, "http1-server", defaultHTTP1Server(), "HTTP/1.1 server of the listeners: fast (body-less HTTP/1.x requests "+
+		"on meshgate's fast path, everything else on net/http; see docs/performance.md) or std (net/http only). Default: $"+http1ServerEnv+", else fast")
+}
+
+// defaultHTTP1Server is the default of --http1-server, also used by
+// `meshgate dev`: $MESHGATE_HTTP1_SERVER, else fast.
+func defaultHTTP1Server() string {
+	if v := strings.TrimSpace(os.Getenv(http1ServerEnv)); v != "" {
+		return v
 	}
-	f.StringVar(&p.http1, "http1-server", def, "HTTP/1.1 server of the listeners: std (net/http) or fast (body-less HTTP/1.x requests "+
-		"on meshgate's fast path, everything else on net/http; see docs/performance.md). Default: $"+http1ServerEnv+", else std")
+	return "fast"
 }
 
 // apply sets fast from --http1-server.

@@ -309,9 +309,9 @@ func (r *runner) startControlplane(ctx context.Context, backend string) (*meshga
 }
 
 // startMeshgateGateway runs `meshgate gateway --name bench` as contender
-// name: "meshgate" with net/http's HTTP/1.1 server (--http1-server std),
-// "meshgate-fast" with the fast path (--http1-server fast). Both serve the
-// same Gateway, one at a time.
+// name: "meshgate" with the binary's default HTTP/1.1 server (the fast path,
+// --http1-server fast), "meshgate-std" with net/http's alone (--http1-server
+// std). Both serve the same Gateway, one at a time.
 func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, name string) (*contender, error) {
 	admin, err := freeAddr()
 	if err != nil {
@@ -320,11 +320,11 @@ func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, nam
 	f := env.flags
 	f.admin = admin
 	if r.hasHTTP1ServerFlag {
-		f.http1Server = "std"
-		if name == "meshgate-fast" {
-			f.http1Server = "fast"
+		f.http1Server = "fast"
+		if name == "meshgate-std" {
+			f.http1Server = "std"
 		}
-	} else if name == "meshgate-fast" {
+	} else if name == "meshgate-std" {
 		return nil, errSkipped("this meshgate binary has no --http1-server")
 	}
 	if f.token, err = env.joinToken(ctx, "bench"); err != nil {

@@ -62,7 +62,7 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 				return &contender{name: "direct", h1: u, h2: u, stop: func() {}}, nil
 			}},
 			{"meshgate", func() (*contender, error) { return r.startMeshgateGateway(ctx, env, "meshgate") }},
-			{"meshgate-fast", func() (*contender, error) { return r.startMeshgateGateway(ctx, env, "meshgate-fast") }},
+			{"meshgate-std", func() (*contender, error) { return r.startMeshgateGateway(ctx, env, "meshgate-std") }},
 			{"haproxy", func() (*contender, error) { return r.startHAProxy(ctx, backendAddr) }},
 			{"caddy", func() (*contender, error) { return r.startCaddy(ctx, backendAddr) }},
 		}
@@ -168,7 +168,7 @@ func (r *runner) measureContender(ctx context.Context, c *contender) error {
 		s.rows = append(s.rows, rw)
 	}
 	measure(wlTiny, func() (loadResult, string, error) {
-		stopProfile := r.startProfile(ctx, c, strings.Replace(c.name, "meshgate", "gateway", 1)) // gateway, gateway-fast
+		stopProfile := r.startProfile(ctx, c, strings.Replace(c.name, "meshgate", "gateway", 1)) // gateway, gateway-std
 		defer stopProfile()
 		return runWrk(ctx, c.h1+pathTiny, r.conns, r.cores, r.mode.duration)
 	})

@@ -94,7 +94,7 @@ type runner struct {
 	cpInsecureFlag string
 	cpHasDataDir   bool
 	// hasHTTP1ServerFlag: the proxy has --http1-server (std/fast), so the
-	// meshgate-fast contender can run.
+	// meshgate-std contender can run.
 	hasHTTP1ServerFlag bool
 	profile            bool
 	contenders         map[string]bool // nil: every contender
@@ -137,7 +137,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
 	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
 	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, consul, xds")
-	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, meshgate-fast, haproxy, caddy); all when empty. (c2) needs nginx")
+	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, meshgate-std, haproxy, caddy); all when empty. (c2) needs nginx")
 	duration := fs.Duration("duration", 0, "length of each load-generator run; the mode's when zero (profiling: longer runs give fuller profiles)")
 	if err := fs.Parse(args); err != nil {
 		return err

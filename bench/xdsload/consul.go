@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/internal/consulbin"
 )
 
 // Endpoint sources (-endpoints): where the generated services' endpoints
@@ -41,34 +41,14 @@ const consulNode = "xdsload"
 // consulTxnMaxOps is the most operations Consul accepts in one /v1/txn.
 const consulTxnMaxOps = 64
 
-// consulBinary finds the consul binary when -consul-bin is not given:
-// $MESHGATE_CONSUL_BIN, else tools/consul/bin/consul in the working
-// directory or a parent (the repository), else consul on the PATH. It is
-// the lookup of controlplane/state/consultest.Binary, which xdsload cannot
-// import (that package depends on "testing").
+// consulBinary finds the consul binary when -consul-bin is not given
+// (consulbin.Find).
 func consulBinary() (string, error) {
-	if p := os.Getenv("MESHGATE_CONSUL_BIN"); p != "" {
-		return p, nil
+	p, err := consulbin.Find()
+	if errors.Is(err, consulbin.ErrNotFound) {
+		return "", errors.New("no consul binary: build it with `make consul` (tools/consul/bin/consul), or give -consul-bin or $MESHGATE_CONSUL_BIN")
 	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("consul binary: %w", err)
-	}
-	for {
-		p := filepath.Join(dir, "tools", "consul", "bin", "consul")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("no consul binary: build it with `make consul` (tools/consul/bin/consul), or give -consul-bin or $MESHGATE_CONSUL_BIN")
+	return p, err
 }
 
 // consulAgent is a running `consul agent -dev`.

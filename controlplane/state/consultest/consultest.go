@@ -7,17 +7,18 @@ package consultest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/internal/consulbin"
 )
 
 // Agent is a running dev agent.
@@ -27,32 +28,15 @@ type Agent struct {
 	Client *api.Client
 }
 
-// Binary finds the consul binary: $MESHGATE_CONSUL_BIN, else
-// tools/consul/bin/consul in the repository above the working directory,
-// else consul on the PATH.
+// Binary finds the consul binary (consulbin.Find): $MESHGATE_CONSUL_BIN,
+// else tools/consul/bin/consul in the repository above the working
+// directory, else consul on the PATH.
 func Binary() (string, error) {
-	if p := os.Getenv("MESHGATE_CONSUL_BIN"); p != "" {
-		return p, nil
+	p, err := consulbin.Find()
+	if errors.Is(err, consulbin.ErrNotFound) {
+		return "", fmt.Errorf("consultest: no consul binary: build it with `cd tools/consul && go build -o bin/consul github.com/hashicorp/consul` or set MESHGATE_CONSUL_BIN")
 	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("consultest: %w", err)
-	}
-	for {
-		p := filepath.Join(dir, "tools", "consul", "bin", "consul")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("consultest: no consul binary: build it with `cd tools/consul && go build -o bin/consul github.com/hashicorp/consul` or set MESHGATE_CONSUL_BIN")
+	return p, err
 }
 
 // Start runs a dev agent for the test (skipped under -short) and returns it

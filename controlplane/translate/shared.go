@@ -34,6 +34,9 @@ type Shared struct {
 
 	outboundMu sync.Mutex
 	outbounds  map[string]*sharedOutbound // by outboundKey
+	// outboundOf memoizes, by caller, its entry of outbounds: the sidecars
+	// of one service need its reachable set computed once.
+	outboundOf map[model.NamespacedName]*sharedOutbound
 
 	gatewaysMu sync.Mutex
 	gateways   map[string]*sharedGateway // by namespace/name
@@ -76,11 +79,12 @@ type sharedGateway struct {
 // NewShared returns an empty memo for translating m with in.
 func NewShared(m *model.Model, in Inputs) *Shared {
 	s := &Shared{
-		model:     m,
-		inputs:    in,
-		clusters:  map[string]sharedCluster{},
-		outbounds: map[string]*sharedOutbound{},
-		gateways:  map[string]*sharedGateway{},
+		model:      m,
+		inputs:     in,
+		clusters:   map[string]sharedCluster{},
+		outbounds:  map[string]*sharedOutbound{},
+		outboundOf: map[model.NamespacedName]*sharedOutbound{},
+		gateways:   map[string]*sharedGateway{},
 	}
 	if len(in.TrustBundle) > 0 {
 		s.rootCA = rootCASecret(in.TrustBundle)
@@ -131,20 +135,25 @@ func (s *Shared) clusterSet(names []string) *clusterSet {
 // caller and adds its clusters to t. Callers in one namespace that may call
 // the same services share it.
 func (s *Shared) outbound(t *translator, caller model.NamespacedName) *routev3.RouteConfiguration {
-	key, reachable := s.outboundKey(caller)
 	s.outboundMu.Lock()
-	o, ok := s.outbounds[key]
-	if !ok {
-		sub := newTranslator(s.model, s.inputs, s)
-		mayCall := func(*model.Service) bool { return true }
-		if reachable != nil {
-			mayCall = func(svc *model.Service) bool { return reachable[svc] }
-		}
-		rc := sub.buildOutboundRoutes(caller.Namespace, mayCall)
-		o = &sharedOutbound{routes: rc, clusters: s.clusterSet(slices.Sorted(maps.Keys(sub.clusters))), err: sub.err}
-		s.outbounds[key] = o
-	}
+	o, ok := s.outboundOf[caller]
 	s.outboundMu.Unlock()
+	if !ok {
+		key, reachable := s.outboundKey(caller)
+		s.outboundMu.Lock()
+		if o, ok = s.outbounds[key]; !ok {
+			sub := newTranslator(s.model, s.inputs, s)
+			mayCall := func(*model.Service) bool { return true }
+			if reachable != nil {
+				mayCall = func(svc *model.Service) bool { return reachable[svc] }
+			}
+			rc := sub.buildOutboundRoutes(caller.Namespace, mayCall)
+			o = &sharedOutbound{routes: rc, clusters: s.clusterSet(slices.Sorted(maps.Keys(sub.clusters))), err: sub.err}
+			s.outbounds[key] = o
+		}
+		s.outboundOf[caller] = o
+		s.outboundMu.Unlock()
+	}
 	if o.err != nil {
 		t.fail(o.err)
 	}

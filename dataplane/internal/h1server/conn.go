@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,7 @@ var (
 	readerPool  sync.Pool // *bufio.Reader of readBufferSize
 	writerPool  sync.Pool // *bufio.Writer of writeBufferSize
 	pendingPool sync.Pool // *[]byte of cap bufferBeforeChunking
+	arrivedPool sync.Pool // *[]byte of len readBufferSize: see awaitBytes
 )
 
 // connState is where a connection is, for Shutdown.
@@ -53,9 +55,20 @@ type conn struct {
 	ctx        context.Context    // the requests' context
 	cancel     context.CancelFunc // cancels ctx; set before serve starts
 
+	// br and bw are pooled, held only from the first byte of a request to
+	// the end of its response (see awaitBytes); nil in between.
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	rdl time.Time // read deadline set on rwc (zero: none)
+	// raw reads a plaintext TCP connection without a buffer of its own
+	// while waiting (nil for TLS and other connections); arrived is what
+	// such a read got, handed to br first (then returned to arrivedPool).
+	raw        syscall.RawConn
+	rawRead    func(fd uintptr) bool // c.readRawStep, bound once
+	arrived    []byte
+	arrivedBuf *[]byte
+	rawN       int
+	rawErr     error
 	// werr is the first write error: the connection is dead.
 	werr error
 
@@ -112,8 +125,9 @@ func (c *conn) serve() {
 		handedOff = true
 		return
 	}
-	c.br = getReader(connReader{c})
-	c.bw = getWriter(connWriter{c})
+	if c.tlsState == nil {
+		c.raw = rawConnOf(c.rwc)
+	}
 	c.res.c = c
 
 	handler := c.srv.handler()
@@ -122,6 +136,9 @@ func (c *conn) serve() {
 		c.setReadDeadline(time.Now().Add(d))
 	}
 	for first := true; ; first = false {
+		if !c.waitForRequest(first) {
+			return
+		}
 		req, n, act := c.readRequest(first)
 		if c.srv.shuttingDown() {
 			return // as net/http: a request read while shutting down is dropped
@@ -134,6 +151,7 @@ func (c *conn) serve() {
 			handedOff = true
 			return
 		}
+		c.srv.setConnState(c.rwc, http.StateActive)
 		if writeTimeout > 0 {
 			_ = c.rwc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		}
@@ -141,7 +159,7 @@ func (c *conn) serve() {
 		w.reset(req)
 		// Probe for a client that goes away during a slow handler, unless
 		// it already sent more (pipelining): see probeDelay.
-		probed := c.br.Buffered() == 0
+		probed := c.br.Buffered() == 0 && len(c.arrived) == 0
 		if probed {
 			c.handlerStarts()
 		}
@@ -155,6 +173,7 @@ func (c *conn) serve() {
 			return
 		}
 		c.afterPOST = req.Method == "POST"
+		c.srv.setConnState(c.rwc, http.StateIdle)
 	}
 }
 
@@ -236,20 +255,9 @@ func (c *conn) eligible(req *http.Request, first bool) readAction {
 // readHead waits for a complete request head in the read buffer and returns
 // its length (actServe), or what to do with the connection instead.
 func (c *conn) readHead(first bool) (int, readAction) {
-	br := c.br
 	headerTimeout := c.srv.readHeaderTimeout()
-	if first {
-		if _, err := br.Peek(1); err != nil {
-			return 0, actClose // EOF, timeout, reset: net/http closes silently too
-		}
-	} else {
-		if br.Buffered() == 0 && c.probe.n == 0 {
-			c.state.Store(int32(stateIdle))
-			c.setIdleDeadline()
-			if c.srv.shuttingDown() {
-				return 0, actClose
-			}
-		}
+	br := c.br
+	if !first {
 		// As net/http, wait for 4 bytes under the idle timeout: fewer
 		// before the end of the connection close it silently.
 		if _, err := br.Peek(4); err != nil {
@@ -360,6 +368,8 @@ func (c *conn) handOffRequest(n int) {
 	}
 	rest, _ := br.Peek(br.Buffered())
 	pending = append(pending, rest...)
+	// Read by awaitBytes but not given to br yet (not expected).
+	pending = append(pending, c.arrived...)
 	if c.probe.n > 0 { // not read from the connection yet (not expected)
 		pending = append(pending, c.probe.buf[:c.probe.n]...)
 		c.probe.n = 0
@@ -372,9 +382,7 @@ func (c *conn) handOffRequest(n int) {
 func (c *conn) handOff(pending []byte) {
 	c.srv.trackConn(c, false)
 	c.cancel()
-	if c.br != nil {
-		c.releaseBuffers()
-	}
+	c.releaseBuffers()
 	// Fallback sets the deadlines it wants, but only those it has.
 	_ = c.rwc.SetDeadline(time.Time{})
 	var hc net.Conn = c.rwc
@@ -394,19 +402,99 @@ func (c *conn) close() {
 	}
 	c.cancel()
 	_ = c.rwc.Close()
-	if c.br != nil {
-		c.releaseBuffers()
-	}
+	c.releaseBuffers()
 	c.srv.trackConn(c, false)
+	c.srv.setConnState(c.rwc, http.StateClosed)
 }
 
+// waitForRequest waits for the first bytes of the next request (first: of
+// the connection, under the header deadline; otherwise under the idle
+// deadline, unless bytes of it were read already) and takes the buffers to
+// read it (awaitBytes); false: close the connection (EOF, timeout, reset,
+// shutdown: net/http closes silently too). It is called from serve, so that
+// the stack of a waiting connection is short: the runtime halves an idle
+// goroutine's stack only while it uses less than a quarter of it.
+func (c *conn) waitForRequest(first bool) bool {
+	if !first {
+		if c.br.Buffered() > 0 || len(c.arrived) > 0 || c.probe.n > 0 {
+			return true // pipelined, or read by the probe
+		}
+		c.state.Store(int32(stateIdle))
+		c.setIdleDeadline()
+		if c.srv.shuttingDown() {
+			return false
+		}
+		// Nothing of the next request yet: an idle connection holds no
+		// buffer, nor the last request.
+		c.releaseBuffers()
+		c.res.req = nil
+	}
+	return c.awaitBytes() == nil
+}
+
+// awaitBytes waits, under the read deadline set, until bytes of a request
+// arrive, then takes the read and write buffers from their pools: a
+// connection that has sent nothing, or is idle between requests, holds no
+// buffer (a few hundred bytes of its own, and its goroutine). On a
+// plaintext TCP connection the wait is the poller's and the first read goes
+// into a pooled buffer only once the connection is readable (readRaw), as
+// many system calls as a buffered read; on other connections (TLS) a
+// one-byte read waits (TLS decrypts a whole record into its own buffer, so
+// the rest costs no system call). What was read is given to br first
+// (connReader).
+func (c *conn) awaitBytes() error {
+	if c.br != nil {
+		return nil
+	}
+	if c.raw != nil {
+		if err := c.readRaw(); err != nil {
+			return err
+		}
+	} else if c.probe.n == 0 {
+		n, err := c.rwc.Read(c.probe.buf[:])
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
+		c.probe.n = n
+	}
+	c.br = getReader(connReader{c})
+	c.bw = getWriter(connWriter{c})
+	return nil
+}
+
+// releaseBuffers returns the connection's buffers to their pools.
 func (c *conn) releaseBuffers() {
-	c.br.Reset(nil)
-	readerPool.Put(c.br)
-	c.bw.Reset(nil)
-	writerPool.Put(c.bw)
-	c.br, c.bw = nil, nil
+	if c.br != nil {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
+	}
+	c.releaseArrived()
 	c.res.releasePending()
+}
+
+func (c *conn) releaseArrived() {
+	if c.arrivedBuf != nil {
+		arrivedPool.Put(c.arrivedBuf)
+		c.arrivedBuf = nil
+	}
+	c.arrived = nil
+}
+
+func getArrived() *[]byte {
+	if b, ok := arrivedPool.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, readBufferSize)
+	return &b
 }
 
 func getReader(r io.Reader) *bufio.Reader {

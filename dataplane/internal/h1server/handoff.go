@@ -87,6 +87,10 @@ func (c *replayConn) CloseWrite() error {
 // Fallback.ConnContext.
 func (c *replayConn) acceptedConn() net.Conn { return c.Conn }
 
+// NetConn is the connection as the listener accepted it (as
+// tls.Conn.NetConn), for Fallback.ConnState hooks.
+func (c *replayConn) NetConn() net.Conn { return c.Conn }
+
 // tlsReplayConn is a replayConn over a *tls.Conn: net/http takes the
 // request's TLS state from ConnectionState.
 type tlsReplayConn struct {

@@ -160,16 +160,25 @@ func (c *conn) runProbe() {
 	p.done <- struct{}{}
 }
 
-// connReader is what the request reader reads from: the byte a probe read
-// first, then the connection.
+// connReader is what the request reader reads from: the byte a probe (or
+// awaitBytes) read first, then what awaitBytes read, then the connection.
 type connReader struct{ c *conn }
 
 func (r connReader) Read(b []byte) (int, error) {
-	p := &r.c.probe
+	c := r.c
+	p := &c.probe
 	if p.n > 0 && len(b) > 0 {
 		b[0] = p.buf[0]
 		p.n = 0
 		return 1, nil
 	}
-	return r.c.rwc.Read(b)
+	if len(c.arrived) > 0 {
+		n := copy(b, c.arrived)
+		c.arrived = c.arrived[n:]
+		if len(c.arrived) == 0 {
+			c.releaseArrived()
+		}
+		return n, nil
+	}
+	return c.rwc.Read(b)
 }

@@ -80,8 +80,12 @@
 //   - A "PRI * HTTP/2.0" request after other requests on the connection
 //     closes it (net/http would hand it to the handler); at the start of a
 //     connection it goes to Fallback, which switches to h2c.
-//   - Fallback.ConnState hooks are not called for connections on the fast
-//     path, and Fallback.SetKeepAlivesEnabled is not seen.
+//   - Fallback.SetKeepAlivesEnabled is not seen. Fallback.ConnState is
+//     called as net/http calls it (StateNew when accepted, StateActive once
+//     a request head is read, StateIdle after its response, StateClosed),
+//     with the connection as accepted; a connection handed over is then
+//     reported by Fallback itself, from StateNew, as the wrapper that
+//     replays its bytes (its NetConn method returns the connection).
 //   - To save a timer update per request, an idle connection may be closed
 //     up to 1/16 of IdleTimeout (at most a second) early.
 //
@@ -93,13 +97,21 @@
 // proxied request; a hand-written parser would save part of that while
 // giving up net/http's own rules.
 //
+// # Memory
+//
+// A connection holds its read and write buffers (pooled, 4 KiB each) only
+// from the first byte of a request to the end of its response: one that
+// has sent nothing yet, or is idle between requests, holds none (see
+// conn.awaitBytes), so thousands of idle connections cost their goroutines
+// and a few hundred bytes each.
+//
 // # Settings
 //
 // The Server has no settings of its own: it takes Handler, ReadHeaderTimeout,
 // ReadTimeout, WriteTimeout, IdleTimeout, MaxHeaderBytes, BaseContext,
-// ConnContext, Protocols (HTTP/1 disabled: everything goes to Fallback) and
-// ErrorLog from Fallback, so both paths always behave alike. Serve wraps
-// Fallback.ConnContext so that it sees the connection the listener
+// ConnContext, ConnState, Protocols (HTTP/1 disabled: everything goes to
+// Fallback) and ErrorLog from Fallback, so both paths always behave alike.
+// Serve wraps Fallback.ConnContext so that it sees the connection the listener
 // accepted, not the wrapper that replays buffered bytes; Fallback must be
 // served, shut down and closed only through the Server.
 package h1server
@@ -218,6 +230,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			_ = rw.Close()
 			continue
 		}
+		s.setConnState(rw, http.StateNew)
 		go c.serve()
 	}
 }
@@ -391,6 +404,13 @@ func (s *Server) maxHeaderBytes() int {
 
 func (s *Server) http1() bool {
 	return s.Fallback.Protocols == nil || s.Fallback.Protocols.HTTP1()
+}
+
+// setConnState calls Fallback.ConnState, if set.
+func (s *Server) setConnState(c net.Conn, state http.ConnState) {
+	if hook := s.Fallback.ConnState; hook != nil {
+		hook(c, state)
+	}
 }
 
 func (s *Server) handler() http.Handler {

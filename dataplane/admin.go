@@ -23,6 +23,11 @@ func (p *Proxy) adminHandler() http.Handler {
 	registerPprof(mux)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if p.Draining() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+			return
+		}
 		if !p.Ready() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("not ready: no listener configuration applied yet\n"))
@@ -59,6 +64,22 @@ func (p *Proxy) adminHandler() http.Handler {
 			}
 		}
 		out["rbac_denied"] = denied
+		// Downstream connections: open by listener, and since the start
+		// those shed or reclaimed at a listener's limit
+		// (docs/operations.md, "Connection limits").
+		active, idle := map[string]int{}, map[string]int{}
+		for _, s := range p.servers {
+			open, reclaimable := s.limiter.Counts()
+			active[s.listener] += open
+			idle[s.listener] += reclaimable
+		}
+		out["downstream_cx_active"] = active
+		out["downstream_cx_idle"] = idle
+		out["downstream_cx_limit"] = max(p.opts.MaxConnections, 0)
+		out["downstream_cx_overflow"] = p.conns.shed.Load()
+		out["downstream_cx_reclaimed"] = p.conns.reclaimed.Load()
+		out["memory_releases"] = p.conns.relief.Releases()
+		out["draining"] = p.Draining()
 		p.mu.Unlock()
 		if id := p.identitySummary(); id != nil {
 			out["identity"] = id.SPIFFEID

@@ -165,6 +165,7 @@ type server struct {
 	replacement      *listenerSpec
 	replacementSince time.Time
 	ln               net.Listener
+	limiter          *connLimiter // counts the connections of ln, under ln's TLS
 	http             servingServer
 	handler          *listenerHandler
 
@@ -192,10 +193,12 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
 		}
 	}
-	ln, err := net.Listen("tcp", spec.address)
+	bound, err := net.Listen("tcp", spec.address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, spec.address, err)
 	}
+	limiter := newConnLimiter(bound, spec.name, p.opts.MaxConnections, &p.conns, logger)
+	var ln net.Listener = limiter
 	handler := &listenerHandler{proxy: httpproxy.NewHandler(logger)}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(spec.params.http1)
@@ -207,6 +210,9 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 		IdleTimeout:       spec.params.idleTimeout,
 		MaxHeaderBytes:    spec.params.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		// Called by the fast path too: the limiter's list of idle
+		// connections follows it.
+		ConnState: limiter.connState,
 	}
 	if tlsConfig != nil {
 		protocols.SetHTTP2(spec.params.h2c) // h2 over TLS, negotiated by ALPN
@@ -235,6 +241,7 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 		secrets:  spec.secrets,
 		bound:    time.Now(),
 		ln:       ln,
+		limiter:  limiter,
 		handler:  handler,
 		http:     srv,
 	}, nil
@@ -283,11 +290,12 @@ func (p *Proxy) serve(s *server) {
 	})
 }
 
-// drainInBackground lets s finish its in-flight requests (up to drainTimeout).
+// drainInBackground lets s finish its in-flight requests (up to
+// Options.DrainTimeout, or until StopNow).
 func (p *Proxy) drainInBackground(s *server) {
 	p.logger.Info("listener removed: draining", "listener", s.listener, "address", s.address)
 	p.serveWG.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		ctx, cancel := context.WithTimeout(p.abort, p.opts.DrainTimeout)
 		defer cancel()
 		s.shutdown(ctx, p.logger)
 	})

@@ -33,9 +33,6 @@ const (
 	// holdTimeout bounds how long a new route table waits for its clusters
 	// and endpoints before it replaces the previous one anyway.
 	holdTimeout = 5 * time.Second
-	// drainTimeout bounds how long in-flight requests may take to finish when
-	// a listener is removed or the proxy stops.
-	drainTimeout = 5 * time.Second
 )
 
 // Options configure a Proxy.
@@ -59,6 +56,18 @@ type Options struct {
 	// path (dataplane/internal/h1server) instead of net/http's server,
 	// which still serves everything else; false: net/http only.
 	FastHTTP1 bool
+	// MaxConnections is the most downstream connections each listener
+	// holds at a time (docs/operations.md, "Connection limits"):
+	// DefaultMaxConnections when zero, no limit when negative.
+	MaxConnections int
+	// DrainDelay is how long, once a stop began and the proxy left service
+	// discovery, the listeners keep serving before they close (see
+	// stopSequence); zero: they close at once.
+	DrainDelay time.Duration
+	// DrainTimeout bounds how long in-flight requests may take to finish
+	// once the listeners are closed, or when a listener is removed;
+	// DefaultDrainTimeout when zero.
+	DrainTimeout time.Duration
 }
 
 // Proxy is one running data plane: an xDS client, its listeners and clusters.
@@ -81,8 +90,13 @@ type Proxy struct {
 	serveWG   sync.WaitGroup // Serve goroutines and background drains
 
 	ready     atomic.Bool
+	draining  atomic.Bool // a stop began: /ready fails
 	adminAddr atomic.Pointer[string]
 	stats     stats
+	conns     connCounters
+	// abort ends on StopNow: a stop skips what it still waits for.
+	abort   context.Context
+	stopNow context.CancelFunc
 	// trust holds the accepted trust bundles by secret name, read by every
 	// TLS handshake.
 	trust atomic.Pointer[map[string]*meshtls.Bundle]
@@ -113,13 +127,26 @@ func New(opts Options) (*Proxy, error) {
 	if _, _, err := net.SplitHostPort(opts.AdminAddress); err != nil {
 		return nil, fmt.Errorf("admin address %q: %w", opts.AdminAddress, err)
 	}
+	switch {
+	case opts.DrainDelay < 0:
+		return nil, fmt.Errorf("drain delay %s: must not be negative", opts.DrainDelay)
+	case opts.DrainTimeout < 0:
+		return nil, fmt.Errorf("drain timeout %s: must not be negative", opts.DrainTimeout)
+	case opts.DrainTimeout == 0:
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.MaxConnections == 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
 	p := &Proxy{
 		opts:     opts,
 		logger:   opts.Logger,
 		state:    newState(),
 		clusters: make(map[string]*liveCluster),
 		servers:  make(map[string]*server),
+		conns:    connCounters{relief: newMemoryRelief()},
 	}
+	p.abort, p.stopNow = context.WithCancel(context.Background())
 	client, err := xdsclient.New(xdsclient.Options{
 		Node:      opts.Node,
 		Addresses: opts.XDSAddresses,
@@ -135,11 +162,17 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Run serves until ctx is done: the admin endpoints, the xDS stream and every
-// listener it configures. On return every listener has stopped accepting and
-// in-flight requests have had up to 5 s to finish. It returns nil after a
-// clean stop, or the error that prevented starting.
-func (p *Proxy) Run(ctx context.Context) error {
+// Run serves the admin endpoints, the xDS stream and every listener it
+// configures until ctx is done, then stops gracefully (stopSequence):
+// readiness fails, the listeners keep serving for Options.DrainDelay, then
+// close, and in-flight requests have up to Options.DrainTimeout to finish;
+// StopNow cuts that short. It returns nil after a clean stop, or the error
+// that prevented starting.
+func (p *Proxy) Run(ctx context.Context) error { return p.run(ctx, nil) }
+
+// run is Run; leave, when set, takes the proxy out of service discovery at
+// the start of the stop (Role.Run).
+func (p *Proxy) run(ctx context.Context, leave func(context.Context)) error {
 	p.mu.Lock()
 	if p.running || p.stopped {
 		p.mu.Unlock()
@@ -165,25 +198,42 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}()
 	p.logger.Info("proxy starting", "node", p.opts.Node.GetId(), "admin", addr, "xds", p.opts.XDSAddresses)
 
-	clientCtx, cancelClient := context.WithCancel(ctx)
+	clientCtx, cancelClient := context.WithCancel(context.WithoutCancel(ctx))
 	clientDone := make(chan struct{})
 	go func() {
 		defer close(clientDone)
 		_ = p.client.Run(clientCtx) // returns only when clientCtx is done
 	}()
 	<-ctx.Done()
-	cancelClient()
-	<-clientDone
 
-	p.logger.Info("proxy stopping: draining listeners")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-	defer cancel()
-	p.stop()
-	_ = admin.Shutdown(shutdownCtx)
-	p.drainAll(shutdownCtx)
+	stopSequence{
+		delay:         p.opts.DrainDelay,
+		timeout:       p.opts.DrainTimeout,
+		abort:         p.abort,
+		logger:        p.logger,
+		failReadiness: func() { p.draining.Store(true) },
+		leave:         leave,
+		serving:       func() bool { return len(p.ListenerAddrs()) > 0 },
+		closeListeners: func(ctx context.Context) {
+			// The configuration is followed until the listeners close.
+			cancelClient()
+			<-clientDone
+			p.stop()
+			p.drainAll(ctx)
+			_ = admin.Close()
+		},
+	}.run()
 	p.serveWG.Wait()
 	return nil
 }
+
+// StopNow makes a stop in progress, or the next one, skip its remaining
+// waits (drain delay, service discovery, in-flight requests): listeners and
+// connections close at once. It does not start a stop: Run's context does.
+func (p *Proxy) StopNow() { p.stopNow() }
+
+// Draining reports whether a stop began (/ready answers 503 "draining").
+func (p *Proxy) Draining() bool { return p.draining.Load() }
 
 // stop marks the proxy stopped so no further update or timer changes anything.
 func (p *Proxy) stop() {

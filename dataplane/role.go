@@ -28,29 +28,53 @@ func NewRole(opts Options, id *identity.Manager) (*Role, error) {
 	return &Role{Proxy: p, Identity: id}, nil
 }
 
-// Run obtains the first certificate (unless insecure), then runs the proxy,
-// with renewal beside it, until ctx is done, then drains it. beside, when not
-// nil, runs for as long as the proxy (e.g. keeping a service registration)
-// and is waited for before Run returns.
+// Run obtains the first certificate (unless insecure), then runs the
+// proxy, with renewal beside it, until ctx is done, then stops it
+// gracefully (Proxy.Run). beside, when not nil, runs for as long as the
+// proxy serves (e.g. keeping a service registration): its context ends
+// when the stop begins, and the listeners keep serving until it has
+// returned (the registration is removed) and the drain delay has passed.
+// The certificate is renewed until the proxy has stopped. Proxy.StopNow
+// ends the stop at once, without waiting for beside.
 func (r *Role) Run(ctx context.Context, beside func(ctx context.Context)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	besideCtx, cancelBeside := context.WithCancel(ctx)
+	defer cancelBeside()
 	done := make(chan struct{})
+	var leave func(context.Context)
 	if beside == nil {
 		close(done)
 	} else {
 		go func() {
 			defer close(done)
-			beside(ctx)
+			beside(besideCtx)
 		}()
+		leave = func(abort context.Context) {
+			select {
+			case <-done:
+			case <-abort.Done():
+			}
+		}
 	}
 	var err error
 	if r.Identity == nil {
-		err = r.Proxy.Run(ctx)
+		err = r.Proxy.run(ctx, leave)
 	} else {
-		err = r.Identity.Serve(ctx, r.Proxy.Run)
+		// The identity lives until the proxy has drained, not only until
+		// ctx is done; a stop while enrolling ends the enrollment.
+		life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+		defer endLife()
+		stopEnrolling := context.AfterFunc(ctx, endLife)
+		err = r.Identity.Serve(life, func(context.Context) error {
+			if !stopEnrolling() {
+				return nil // ctx ended while enrolling: nothing to serve
+			}
+			return r.Proxy.run(ctx, leave)
+		})
 	}
-	cancel()
-	<-done
+	cancelBeside()
+	select {
+	case <-done:
+	case <-r.Proxy.abort.Done():
+	}
 	return err
 }

@@ -428,6 +428,9 @@ type peekedConn struct {
 	pending bool
 }
 
+// NetConn is the connection under c (as tls.Conn.NetConn).
+func (c *peekedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *peekedConn) Read(b []byte) (int, error) {
 	if c.pending && len(b) > 0 {
 		b[0] = c.first

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,6 +107,7 @@ func (s *syncBuffer) String() string {
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	args = withoutDrainDelay(args)
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -119,6 +121,21 @@ func start(t *testing.T, name string, args ...string) *proc {
 		}
 	})
 	return p
+}
+
+// withoutDrainDelay adds --drain-delay=0 to a gateway or sidecar that does
+// not set it: stopping every proxy at the end of every test must not wait
+// for callers (TestGracefulStop sets its own).
+func withoutDrainDelay(args []string) []string {
+	if len(args) == 0 || (args[0] != "gateway" && args[0] != "sidecar") {
+		return args
+	}
+	for _, a := range args {
+		if a == "--drain-delay" || strings.HasPrefix(a, "--drain-delay=") {
+			return args
+		}
+	}
+	return append(slices.Clip(args), "--drain-delay=0")
 }
 
 // stop sends SIGTERM and waits, then kills.

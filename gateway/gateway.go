@@ -63,6 +63,11 @@ type Options struct {
 	// proxy's fast path instead of net/http's server
 	// (dataplane.Options.FastHTTP1).
 	FastHTTP1 bool
+	// MaxConnections, DrainDelay and DrainTimeout are the proxy's
+	// (dataplane.Options): connections per listener, and the graceful stop.
+	MaxConnections int
+	DrainDelay     time.Duration
+	DrainTimeout   time.Duration
 }
 
 // Node checks opts and returns the xDS node identity of the gateway
@@ -125,11 +130,14 @@ func New(opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	role, err := dataplane.NewRole(dataplane.Options{
-		Node:         node,
-		XDSAddresses: opts.XDSAddresses,
-		AdminAddress: opts.AdminAddress,
-		Logger:       logger,
-		FastHTTP1:    opts.FastHTTP1,
+		Node:           node,
+		XDSAddresses:   opts.XDSAddresses,
+		AdminAddress:   opts.AdminAddress,
+		Logger:         logger,
+		FastHTTP1:      opts.FastHTTP1,
+		MaxConnections: opts.MaxConnections,
+		DrainDelay:     opts.DrainDelay,
+		DrainTimeout:   opts.DrainTimeout,
 	}, mgr)
 	if err != nil {
 		return nil, err
@@ -158,9 +166,11 @@ func (g *Gateway) Proxy() *dataplane.Proxy { return g.role.Proxy }
 func (g *Gateway) Identity() *identity.Manager { return g.role.Identity }
 
 // Run obtains the gateway's certificate (unless insecure), then runs the
-// proxy with renewal in the background until ctx is done, then drains it.
-// With Options.Consul it is registered in Consul (service
-// consulreg.GatewayService) while it runs, and deregistered when ctx is done.
+// proxy with renewal in the background until ctx is done, then stops it
+// gracefully (dataplane.Role.Run). With Options.Consul it is registered in
+// Consul (service consulreg.GatewayService) while it runs, and deregistered
+// first when ctx is done: its listeners serve on until that is done and
+// Options.DrainDelay has passed.
 func (g *Gateway) Run(ctx context.Context) error {
 	if g.opts.Consul == nil {
 		return g.role.Run(ctx, nil)

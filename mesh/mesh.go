@@ -77,6 +77,11 @@ type Options struct {
 	// proxy's fast path instead of net/http's server
 	// (dataplane.Options.FastHTTP1).
 	FastHTTP1 bool
+	// MaxConnections, DrainDelay and DrainTimeout are the proxy's
+	// (dataplane.Options): connections per listener, and the graceful stop.
+	MaxConnections int
+	DrainDelay     time.Duration
+	DrainTimeout   time.Duration
 }
 
 // withDefaults fills the optional fields.
@@ -168,11 +173,14 @@ func New(opts Options) (*Sidecar, error) {
 		return nil, err
 	}
 	role, err := dataplane.NewRole(dataplane.Options{
-		Node:         node,
-		XDSAddresses: opts.XDSAddresses,
-		AdminAddress: opts.AdminAddress,
-		Logger:       logger,
-		FastHTTP1:    opts.FastHTTP1,
+		Node:           node,
+		XDSAddresses:   opts.XDSAddresses,
+		AdminAddress:   opts.AdminAddress,
+		Logger:         logger,
+		FastHTTP1:      opts.FastHTTP1,
+		MaxConnections: opts.MaxConnections,
+		DrainDelay:     opts.DrainDelay,
+		DrainTimeout:   opts.DrainTimeout,
 	}, mgr)
 	if err != nil {
 		return nil, err
@@ -200,9 +208,10 @@ func (s *Sidecar) Proxy() *dataplane.Proxy { return s.role.Proxy }
 func (s *Sidecar) Identity() *identity.Manager { return s.role.Identity }
 
 // Run obtains the sidecar's certificate (unless insecure), then runs the
-// proxy with renewal in the background until ctx is done, then drains it.
-// With Options.Consul it is registered in Consul while it runs, and
-// deregistered when ctx is done.
+// proxy with renewal in the background until ctx is done, then stops it
+// gracefully (dataplane.Role.Run). With Options.Consul it is registered in
+// Consul while it runs, and deregistered first when ctx is done: its
+// listeners serve on until that is done and Options.DrainDelay has passed.
 func (s *Sidecar) Run(ctx context.Context) error {
 	if s.opts.Consul == nil {
 		return s.role.Run(ctx, nil)

@@ -79,9 +79,11 @@ type RegisterOptions struct {
 
 // Register registers the services and keeps them registered until ctx is
 // done (re-registering what the agent lost, retrying with backoff while it
-// is unreachable), then deregisters them. It returns nil once deregistered
-// or when deregistration failed (logged): a proxy's registration never
-// stops the proxy.
+// is unreachable), then deregisters them, in the reverse order: an
+// application registered beside its sidecar (listed after it) goes first,
+// so that it is never an endpoint on its own. It returns nil once
+// deregistered or when deregistration failed (logged): a proxy's
+// registration never stops the proxy.
 func Register(ctx context.Context, opts RegisterOptions) error {
 	if opts.Client == nil || len(opts.Services) == 0 {
 		return errors.New("consul registration: a client and at least one service are required")
@@ -118,7 +120,7 @@ func Register(ctx context.Context, opts RegisterOptions) error {
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	for _, s := range opts.Services {
+	for _, s := range slices.Backward(opts.Services) {
 		if err := agent.ServiceDeregisterOpts(s.ID, (&api.QueryOptions{}).WithContext(dctx)); err != nil {
 			logger.Warn("consul deregistration failed: the service's check removes it", "id", s.ID, "error", err.Error())
 			continue

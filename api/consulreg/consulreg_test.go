@@ -1,11 +1,17 @@
 package consulreg
 
 import (
+	"context"
+	"log/slog"
 	"reflect"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/controlplane/state/consultest"
 )
 
 func TestSidecarRegistrations(t *testing.T) {
@@ -32,4 +38,78 @@ func TestSidecarRegistrations(t *testing.T) {
 	if _, err := (SidecarRegistration{Service: "x", InboundAddress: "nope"}).Registrations(); err == nil {
 		t.Error("a bad inbound address was accepted")
 	}
+}
+
+// TestRegisterDeregistersTheAppFirst: on stop, the application registered
+// beside a sidecar is removed before the sidecar, so that discovery never
+// sees the application without its sidecar (it would become an endpoint of
+// its own, reached without mTLS). Against a real agent.
+func TestRegisterDeregistersTheAppFirst(t *testing.T) {
+	t.Parallel()
+	agent := consultest.Start(t)
+	regs, err := SidecarRegistration{
+		Service: "orders", InboundAddress: "127.0.0.1:15006", AppAddress: "127.0.0.1:8080",
+		AdminAddress: "127.0.0.1:15101", RegisterApp: true,
+	}.Registrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &recordingHandler{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Register(ctx, RegisterOptions{Client: agent.Client, Services: regs, Logger: slog.New(logs), ResyncInterval: 50 * time.Millisecond})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		services, err := agent.Client.Agent().Services()
+		if err == nil && len(services) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not registered: %v %v", services, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []string{regs[1].ID, regs[0].ID}
+	if got := logs.deregistered(); !slices.Equal(got, want) {
+		t.Errorf("deregistration order %v; want %v (the app, then its sidecar)", got, want)
+	}
+	if services, err := agent.Client.Agent().Services(); err != nil || len(services) != 0 {
+		t.Errorf("left registered: %v %v", services, err)
+	}
+}
+
+// recordingHandler keeps the ids of "deregistered from consul" records.
+type recordingHandler struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (h *recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *recordingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *recordingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "deregistered from consul" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "id" {
+			h.mu.Lock()
+			h.ids = append(h.ids, a.Value.String())
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (h *recordingHandler) deregistered() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.ids)
 }

@@ -32,6 +32,7 @@ func newGatewayCmd(g *globalFlags) *cobra.Command {
 	cf := &proxyConsulFlags{}
 	mf := &proxyMemoryFlags{}
 	sf := &proxyServerFlags{}
+	lf := &proxyLifecycleFlags{}
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
@@ -40,6 +41,11 @@ spiffe://<trust-domain>/ns/<namespace>/svc/<name> from the control plane's CA
 with a join token, connect to the control plane(s) over xDS (ADS) with it, open
 the listeners of that Gateway and route external clients to services.
 Admin endpoints: /ready, /config_dump, /stats.
+
+On SIGTERM or SIGINT the gateway stops gracefully: it leaves Consul and fails
+/ready, keeps serving for --drain-delay, closes its listeners and lets
+in-flight requests finish within --drain-timeout; a second signal stops it at
+once (docs/operations.md).
 
 Create the join token on the control plane:
   meshgate token create --service <name> [--namespace <namespace>]`,
@@ -56,6 +62,9 @@ Create the join token on the control plane:
 			if err := sf.apply(&opts.FastHTTP1); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if err := lf.apply(&opts.DrainDelay, &opts.DrainTimeout, &opts.MaxConnections); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			opts.Logger = g.logger()
 			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
 				return &exitError{code: 2, err: err}
@@ -64,7 +73,7 @@ Create the join token on the control plane:
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return gw.Run(cmd.Context())
+			return runProxy(cmd.Context(), opts.Logger, gw.Proxy().StopNow, gw.Run)
 		},
 	}
 	f := cmd.Flags()
@@ -76,6 +85,7 @@ Create the join token on the control plane:
 	idf.register(f)
 	mf.register(f)
 	sf.register(f)
+	lf.register(f)
 	cf.register(f, "register this gateway node in the Consul agent at this address (service "+consulreg.GatewayService+")")
 	return cmd
 }

@@ -18,6 +18,7 @@ func newSidecarCmd(g *globalFlags) *cobra.Command {
 	cf := &proxyConsulFlags{}
 	mf := &proxyMemoryFlags{}
 	sf := &proxyServerFlags{}
+	lf := &proxyLifecycleFlags{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -28,6 +29,11 @@ control plane(s) over xDS (ADS). The sidecar's identity
 spiffe://<trust-domain>/ns/<namespace>/svc/<service> comes from the control
 plane's CA with a join token; it authenticates the xDS connection and mesh mTLS.
 Admin endpoints: /ready, /config_dump, /stats.
+
+On SIGTERM or SIGINT the sidecar stops gracefully: it leaves Consul and fails
+/ready, keeps serving for --drain-delay, closes its listeners and lets
+in-flight requests finish within --drain-timeout; a second signal stops it at
+once (docs/operations.md).
 
 Create the join token on the control plane:
   meshgate token create --service <service> [--namespace <namespace>]`,
@@ -43,6 +49,9 @@ Create the join token on the control plane:
 			if err := sf.apply(&opts.FastHTTP1); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if err := lf.apply(&opts.DrainDelay, &opts.DrainTimeout, &opts.MaxConnections); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			opts.Logger = g.logger()
 			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
 				return &exitError{code: 2, err: err}
@@ -54,7 +63,7 @@ Create the join token on the control plane:
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return sidecar.Run(cmd.Context())
+			return runProxy(cmd.Context(), opts.Logger, sidecar.Proxy().StopNow, sidecar.Run)
 		},
 	}
 	f := cmd.Flags()
@@ -69,6 +78,7 @@ Create the join token on the control plane:
 	idf.register(f)
 	mf.register(f)
 	sf.register(f)
+	lf.register(f)
 	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready) in the Consul agent at this address")
 	f.BoolVar(&opts.RegisterApp, "register-app", false, "also register the application itself in Consul, marked app-only (meshgate routes to the sidecar, not to it)")
 	return cmd

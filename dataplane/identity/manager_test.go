@@ -497,22 +497,30 @@ func TestRenewDelay(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	leaf := &x509.Certificate{NotBefore: start, NotAfter: start.Add(24 * time.Hour)}
+	// A one-minute certificate back-dated by a minute, as the CA issues it.
+	backdated := &x509.Certificate{NotBefore: start.Add(-time.Minute), NotAfter: start.Add(time.Minute)}
 	tests := []struct {
-		name   string
-		now    time.Time
-		factor float64
-		want   time.Duration
+		name     string
+		leaf     *x509.Certificate
+		received time.Time
+		now      time.Time
+		factor   float64
+		want     time.Duration
 	}{
-		{"half lifetime", start, 1, 12 * time.Hour},
-		{"earliest jitter", start, 0.9, 12 * time.Hour * 9 / 10},
-		{"latest jitter", start, 1.1, 12 * time.Hour * 11 / 10},
-		{"later now", start.Add(2 * time.Hour), 1, 10 * time.Hour},
-		{"past due", start.Add(20 * time.Hour), 1, 0},
+		{"half lifetime", leaf, start, start, 1, 12 * time.Hour},
+		{"earliest jitter", leaf, start, start, 0.9, 12 * time.Hour * 9 / 10},
+		{"latest jitter", leaf, start, start, 1.1, 12 * time.Hour * 11 / 10},
+		{"later now", leaf, start, start.Add(2 * time.Hour), 1, 10 * time.Hour},
+		{"past due", leaf, start, start.Add(20 * time.Hour), 1, 0},
+		{"received late: half of what was left", leaf, start.Add(4 * time.Hour), start.Add(4 * time.Hour), 1, 10 * time.Hour},
+		{"back-dated NotBefore does not count", backdated, start, start, 1, 30 * time.Second},
+		{"back-dated, earliest jitter", backdated, start, start, 0.9, 27 * time.Second},
+		{"NotBefore after receipt (CA clock ahead)", leaf, start.Add(-time.Hour), start.Add(-time.Hour), 1, 13 * time.Hour},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := renewDelay(leaf, tt.now, tt.factor); got != tt.want {
+			if got := renewDelay(tt.leaf, tt.received, tt.now, tt.factor); got != tt.want {
 				t.Fatalf("renewDelay = %v, want %v", got, tt.want)
 			}
 		})

@@ -93,8 +93,12 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 			return
 		}
 		cp.logger.Info("join token revoked", "token", rec.ID, "service", rec.Service, "namespace", rec.Namespace)
-		writeJSON(w, http.StatusOK, rec)
+		// The token's proxies are revoked with it: their renewals are
+		// refused, and their xDS streams closed.
+		writeJSON(w, http.StatusOK, RevokedToken{Record: rec, ClosedStreams: cp.closeRevokedStreams(r.Context())})
 	})
+	mux.HandleFunc("POST /revocations", cp.handleRevoke)
+	mux.HandleFunc("GET /revocations", cp.handleListRevocations)
 	mux.HandleFunc("GET /ca", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, cp.ca.Status())
 	})

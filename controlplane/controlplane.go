@@ -161,6 +161,11 @@ type ControlPlane struct {
 	version    string
 	lastReload time.Time
 	lastError  string
+
+	// revocations and guard: revoked tokens, identities and enrolments,
+	// and the xDS streams they close (revocation.go).
+	revocations *ca.Revocations
+	guard       *streamGuard
 }
 
 // Run serves until ctx is done: New, then Run.
@@ -243,6 +248,7 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	}
 	cp.caService = ca.NewService(cp.ca, cp.tokens, cp.meshSettings, opts.Logger.With("component", "ca"))
 	cp.caService.OnIssue(cp.issued.issued)
+	cp.setUpRevocation()
 	cp.xds.SetAuthorizer(cp.authorizeProxy)
 	if !opts.Dev {
 		if cp.adminToken, err = loadAdminToken(ctx, cp.store); err != nil {
@@ -350,6 +356,11 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		defer wg.Done()
 		cp.ca.Run(ctx, caReloadInterval)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.guard.run(ctx, cp.store)
+	}()
 	if d := opts.Discovery; d != nil {
 		trigger, stopTrigger := debounced(opts.DiscoveryDebounce, requestReload)
 		defer stopTrigger()
@@ -393,6 +404,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 
 	g := xds.NewGRPCServer(
 		grpc.Creds(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving))),
+		grpc.ChainStreamInterceptor(cp.guard.intercept),
 	)
 	cp.xds.Register(g)
 	cp.caService.Register(g)

@@ -66,7 +66,11 @@ func (cp *ControlPlane) authorizeProxy(ctx context.Context, node *corev3.Node) (
 		cp.logger.Warn("xDS stream refused", "node", node.GetId(), "peer", peerAddr(ctx), "spiffeID", id.String(), "reason", err.Error())
 		return xds.ProxyIdentity{}, grpcstatus.Error(codes.PermissionDenied, err.Error())
 	}
-	return xds.ProxyIdentity{SPIFFEID: id.String(), NotAfter: leaf.NotAfter}, nil
+	pid := xds.ProxyIdentity{SPIFFEID: id.String(), NotAfter: leaf.NotAfter}
+	if e, ok := ca.EnrolmentOf(leaf); ok {
+		pid.Enrolment, pid.TokenID = e.ID, e.TokenID
+	}
+	return pid, nil
 }
 
 // checkNode reports whether the node's metadata names the identity id: a

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509/pkix"
 	"fmt"
 	"net"
 	"slices"
@@ -96,7 +97,7 @@ func (s *ServingCert) Certificate() (*tls.Certificate, error) {
 	id := ControlPlaneID(td)
 	v := s.ca.cur.Load()
 	signer := v.signer
-	issued, err := s.ca.issue(&key.PublicKey, id, ttl, s.ips, []string{"localhost"})
+	issued, err := s.ca.issue(&key.PublicKey, id, ttl, s.ips, []string{"localhost"}, pkix.Name{})
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving certificate: %w", err)
 	}

@@ -78,12 +78,18 @@ type ProxyStatus struct {
 	CertNotAfter time.Time `json:"certNotAfter,omitzero"`
 	// MTLSMode is the inbound mTLS mode of a sidecar's service (from the model).
 	MTLSMode string `json:"mtlsMode,omitempty"`
+	// Enrolment is the lineage of the proxy's certificate, and TokenID the
+	// join token it enrolled with (docs/security.md).
+	Enrolment string `json:"enrolment,omitempty"`
+	TokenID   string `json:"tokenID,omitempty"`
 }
 
 // ProxyIdentity is who a proxy proved to be when its stream opened.
 type ProxyIdentity struct {
 	SPIFFEID string
 	NotAfter time.Time
+	// Enrolment and TokenID: the certificate's lineage, when it has one.
+	Enrolment, TokenID string
 }
 
 // Authorizer decides whether the proxy described by node may receive its
@@ -329,6 +335,8 @@ func (s *Server) Proxies() []ProxyStatus {
 			Nacked:       maps.Clone(n.nacked),
 			SPIFFEID:     n.identity.SPIFFEID,
 			CertNotAfter: n.identity.NotAfter,
+			Enrolment:    n.identity.Enrolment,
+			TokenID:      n.identity.TokenID,
 		}
 		if n.info.Role == translate.RoleSidecar {
 			st.MTLSMode = s.model.Mesh.MTLSMode

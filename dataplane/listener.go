@@ -211,6 +211,7 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 	if tlsConfig != nil {
 		protocols.SetHTTP2(spec.params.h2c) // h2 over TLS, negotiated by ALPN
 		httpServer.ConnContext = connIdentity
+		httpServer.Handler = retireExpiring(handler)
 		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
 	} else if spec.config.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND && p.opts.Identity != nil {
 		// On a sidecar's outbound listener the caller is the local app, whose

@@ -77,19 +77,21 @@ func (s *guardedStream) RecvMsg(m any) error {
 // intercept is the gRPC stream interceptor of the xDS port. A stream
 // without a valid client certificate passes through (the xDS authorizer
 // refuses it with the reason). When the store cannot be read the stream is
-// let in: a revocation found later by a sweep still closes it.
+// checked against the revocations last read (and let in unless they revoke
+// it): a revocation found later by a sweep still closes it.
 func (g *streamGuard) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	id, leaf, err := g.ca.PeerIdentity(ss.Context())
 	if err != nil {
 		return handler(srv, ss)
 	}
 	err = g.revocations.CheckCertificate(ss.Context(), id, leaf)
-	switch {
-	case errors.Is(err, ca.ErrRevoked):
+	if err != nil && !errors.Is(err, ca.ErrRevoked) {
+		g.logger.Warn("cannot read revocations from the store: checking the xDS stream against those last read", "spiffeID", id.String(), "error", err)
+		err = g.revocations.KnownRevoked(id, leaf)
+	}
+	if err != nil {
 		g.logger.Warn("xDS stream refused: revoked", "spiffeID", id.String(), "peer", peerAddr(ss.Context()), "reason", err.Error())
 		return grpcstatus.Error(codes.PermissionDenied, "xDS refused: "+err.Error())
-	case err != nil:
-		g.logger.Warn("cannot check revocations: xDS stream let in", "spiffeID", id.String(), "error", err)
 	}
 	ctx, cancel := context.WithCancelCause(ss.Context())
 	gs := &guardedStream{ServerStream: ss, ctx: ctx, cancel: cancel, id: id, leaf: leaf}
@@ -153,14 +155,16 @@ func (g *streamGuard) run(ctx context.Context, store any) {
 	ticker := time.NewTicker(revocationSweepInterval)
 	defer ticker.Stop()
 	for {
+		// The first sweep also reads the revocations the CA and the
+		// interceptor fall back on while the store cannot be read.
+		if _, err := g.sweep(ctx); err != nil && ctx.Err() == nil {
+			g.logger.Warn("cannot check open xDS streams against revocations", "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		case <-kick:
-		}
-		if _, err := g.sweep(ctx); err != nil && ctx.Err() == nil {
-			g.logger.Warn("cannot check open xDS streams against revocations", "error", err)
 		}
 	}
 }

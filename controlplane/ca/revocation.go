@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshgate/meshgate/controlplane/state"
@@ -68,6 +69,9 @@ type Revocations struct {
 	store  state.Store
 	tokens TokenLookup
 	now    func() time.Time
+	// last is the latest Snapshot: what KnownRevoked checks while the
+	// store cannot be read.
+	last atomic.Pointer[RevocationSet]
 }
 
 // NewRevocations returns the revocation registry over store; tokens looks up
@@ -262,7 +266,19 @@ func (r *Revocations) Snapshot(ctx context.Context) (*RevocationSet, error) {
 			s.tokens[toks[i].ID] = &toks[i]
 		}
 	}
+	r.last.Store(s)
 	return s, nil
+}
+
+// KnownRevoked checks leaf against the latest Snapshot taken (false when
+// none was): the fallback of a renewal while the store cannot be read, so
+// that a store outage neither lets a revocation this replica has seen lapse
+// nor stops the mesh's certificates from renewing.
+func (r *Revocations) KnownRevoked(id ID, leaf *x509.Certificate) error {
+	if s := r.last.Load(); s != nil {
+		return s.CheckCertificate(id, leaf)
+	}
+	return nil
 }
 
 // CheckCertificate is Revocations.CheckCertificate against the snapshot.

@@ -282,3 +282,25 @@ func TestRevocationStoreDown(t *testing.T) {
 		t.Errorf("CheckToken with the store down = %v, want an error other than ErrRevoked", err)
 	}
 }
+
+// TestRenewalWhileTheStoreIsDown: renewals go on while the store cannot be
+// read, except for certificates the revocations last read revoke.
+func TestRenewalWhileTheStoreIsDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := startService(t)
+	tok, _ := f.token(t, "orders")
+	evicted, kept := mustEnrol(t, f, tok), mustEnrol(t, f, tok)
+	e, _ := EnrolmentOf(evicted.Leaf)
+	if _, err := f.revocations.RevokeEnrolment(ctx, e.ID, ordersID.String(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.revocations.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.revocations.store = failingStore{f.revocations.store} // before any renewal: no race
+	_, err := f.renew(t, kept)
+	wantCode(t, "renewal with the store down", err, codes.OK)
+	_, err = f.renew(t, evicted)
+	wantCode(t, "renewal of a revoked enrolment with the store down", err, codes.PermissionDenied)
+}

@@ -116,8 +116,12 @@ func (s *Service) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRe
 			case errors.Is(err, ErrRevoked):
 				return nil, refuse(codes.PermissionDenied, "renewal refused: "+err.Error(), "spiffeID", id.String(), "enrolment", e.ID)
 			case err != nil:
-				s.logger.Error("cannot check revocations", "spiffeID", id.String(), "error", err)
-				return nil, status.Error(codes.Unavailable, "cannot check revocations now; retry")
+				// The store is unreachable: renew unless the revocations
+				// last read revoke the certificate.
+				if known := s.revocations.KnownRevoked(peerID, peerLeaf); known != nil {
+					return nil, refuse(codes.PermissionDenied, "renewal refused: "+known.Error(), "spiffeID", id.String(), "enrolment", e.ID)
+				}
+				s.logger.Warn("cannot read revocations from the store: renewing by the revocations last read", "spiffeID", id.String(), "error", err)
 			}
 		}
 		if !ok {

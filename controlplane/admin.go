@@ -94,8 +94,8 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 		}
 		cp.logger.Info("join token revoked", "token", rec.ID, "service", rec.Service, "namespace", rec.Namespace)
 		// The token's proxies are revoked with it: their renewals are
-		// refused, and their xDS streams closed.
-		writeJSON(w, http.StatusOK, RevokedToken{Record: rec, ClosedStreams: cp.closeRevokedStreams(r.Context())})
+		// refused, and their connections (xDS streams) closed.
+		writeJSON(w, http.StatusOK, RevokedToken{Record: rec, ClosedConnections: cp.closeRevoked(r.Context())})
 	})
 	mux.HandleFunc("POST /revocations", cp.handleRevoke)
 	mux.HandleFunc("GET /revocations", cp.handleListRevocations)

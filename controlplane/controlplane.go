@@ -163,9 +163,9 @@ type ControlPlane struct {
 	lastError  string
 
 	// revocations and guard: revoked tokens, identities and enrolments,
-	// and the xDS streams they close (revocation.go).
+	// and the connections they close (revocation.go).
 	revocations *ca.Revocations
-	guard       *streamGuard
+	guard       *connGuard
 }
 
 // Run serves until ctx is done: New, then Run.
@@ -403,8 +403,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	}
 
 	g := xds.NewGRPCServer(
-		grpc.Creds(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving))),
-		grpc.ChainStreamInterceptor(cp.guard.intercept),
+		grpc.Creds(cp.guard.credentials(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving)))),
 	)
 	cp.xds.Register(g)
 	cp.caService.Register(g)

@@ -8,124 +8,128 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/meshgate/meshgate/controlplane/ca"
 	"github.com/meshgate/meshgate/controlplane/tokens"
 )
 
-// revocationSweepInterval is how often the open xDS streams are checked
+// revocationSweepInterval is how often the open connections are checked
 // against the store's revocations, in case a revocation made through
 // another replica was not seen by a watch (stores without one: files).
 const revocationSweepInterval = 30 * time.Second
 
-// streamGuard ties every xDS stream to the client certificate it was opened
-// with: a stream whose certificate is revoked (its join token, its identity
-// or its enrolment) is refused when it opens and closed when the revocation
-// is made here or seen in the store.
-type streamGuard struct {
+// connGuard keeps every connection of the xDS port that presented a client
+// certificate, and closes those whose certificate is revoked (its join
+// token, its identity or its enrolment) when the revocation is made here
+// or seen in the store: the proxy's xDS streams end with the connection,
+// and reopening one is refused by the xDS authorizer (authorizeProxy).
+// Closing the connection, rather than ending each stream, costs nothing
+// per stream.
+type connGuard struct {
 	ca          *ca.CA
 	revocations *ca.Revocations
 	logger      *slog.Logger
 
-	mu      sync.Mutex
-	streams map[*guardedStream]struct{}
+	mu    sync.Mutex
+	conns map[*guardedConn]struct{}
 }
 
-func newStreamGuard(c *ca.CA, r *ca.Revocations, logger *slog.Logger) *streamGuard {
-	return &streamGuard{ca: c, revocations: r, logger: logger, streams: map[*guardedStream]struct{}{}}
+func newConnGuard(c *ca.CA, r *ca.Revocations, logger *slog.Logger) *connGuard {
+	return &connGuard{ca: c, revocations: r, logger: logger, conns: map[*guardedConn]struct{}{}}
 }
 
-// guardedStream is an xDS stream the guard can end: its context is
-// cancelled with the revocation as the cause, and a receive blocked on the
-// client returns at once, which ends go-control-plane's stream handler.
-type guardedStream struct {
-	grpc.ServerStream
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	id     ca.ID
-	leaf   *x509.Certificate
+// guardedConn is a connection authenticated by a mesh certificate.
+type guardedConn struct {
+	net.Conn
+	guard *connGuard
+	id    ca.ID
+	leaf  *x509.Certificate
+	once  sync.Once
 }
 
-func (s *guardedStream) Context() context.Context { return s.ctx }
-
-// RecvMsg receives the next request, or fails as soon as the stream is
-// revoked. The receive that was waiting then completes in the background
-// once gRPC ends the stream; its message (a fresh one per call in the
-// generated code) is dropped.
-func (s *guardedStream) RecvMsg(m any) error {
-	if s.ctx.Err() != nil {
-		return context.Cause(s.ctx)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.ServerStream.RecvMsg(m) }()
-	select {
-	case err := <-done:
-		return err
-	case <-s.ctx.Done():
-		return context.Cause(s.ctx)
-	}
+// Close forgets the connection and closes it.
+func (c *guardedConn) Close() error {
+	c.once.Do(func() {
+		c.guard.mu.Lock()
+		delete(c.guard.conns, c)
+		c.guard.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
-// intercept is the gRPC stream interceptor of the xDS port. A stream
-// without a valid client certificate passes through (the xDS authorizer
-// refuses it with the reason). When the store cannot be read the stream is
-// checked against the revocations last read (and let in unless they revoke
-// it): a revocation found later by a sweep still closes it.
-func (g *streamGuard) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	id, leaf, err := g.ca.PeerIdentity(ss.Context())
+// guardedCredentials are the xDS port's transport credentials: TLS, with
+// every connection authenticated by a mesh certificate kept by the guard.
+type guardedCredentials struct {
+	credentials.TransportCredentials
+	guard *connGuard
+}
+
+// credentials wraps the xDS port's TLS credentials.
+func (g *connGuard) credentials(tc credentials.TransportCredentials) credentials.TransportCredentials {
+	return guardedCredentials{TransportCredentials: tc, guard: g}
+}
+
+// ServerHandshake runs the TLS handshake and keeps a connection whose
+// client certificate verifies.
+func (c guardedCredentials) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
 	if err != nil {
-		return handler(srv, ss)
+		return conn, info, err
 	}
-	err = g.revocations.CheckCertificate(ss.Context(), id, leaf)
+	tlsInfo, ok := info.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+		return conn, info, nil // a join token enrolling: nothing to revoke
+	}
+	certs := tlsInfo.State.PeerCertificates
+	id, err := c.guard.ca.VerifyLeaf(certs[0], certs[1:], x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return conn, info, nil // refused by the services, with the reason
+	}
+	gc := &guardedConn{Conn: conn, guard: c.guard, id: id, leaf: certs[0]}
+	c.guard.mu.Lock()
+	c.guard.conns[gc] = struct{}{}
+	c.guard.mu.Unlock()
+	return gc, info, nil
+}
+
+// Clone implements credentials.TransportCredentials.
+func (c guardedCredentials) Clone() credentials.TransportCredentials {
+	return guardedCredentials{TransportCredentials: c.TransportCredentials.Clone(), guard: c.guard}
+}
+
+// check reports whether the certificate leaf of id is revoked: from the
+// store, or, when the store cannot be read, from the revocations last read.
+func (g *connGuard) check(ctx context.Context, id ca.ID, leaf *x509.Certificate) error {
+	err := g.revocations.CheckCertificate(ctx, id, leaf)
 	if err != nil && !errors.Is(err, ca.ErrRevoked) {
-		g.logger.Warn("cannot read revocations from the store: checking the xDS stream against those last read", "spiffeID", id.String(), "error", err)
+		g.logger.Warn("cannot read revocations from the store: checking against those last read", "spiffeID", id.String(), "error", err)
 		err = g.revocations.KnownRevoked(id, leaf)
-	}
-	if err != nil {
-		g.logger.Warn("xDS stream refused: revoked", "spiffeID", id.String(), "peer", peerAddr(ss.Context()), "reason", err.Error())
-		return grpcstatus.Error(codes.PermissionDenied, "xDS refused: "+err.Error())
-	}
-	ctx, cancel := context.WithCancelCause(ss.Context())
-	gs := &guardedStream{ServerStream: ss, ctx: ctx, cancel: cancel, id: id, leaf: leaf}
-	g.mu.Lock()
-	g.streams[gs] = struct{}{}
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.streams, gs)
-		g.mu.Unlock()
-		cancel(nil)
-	}()
-	err = handler(srv, gs)
-	if cause := context.Cause(ctx); errors.Is(cause, ca.ErrRevoked) {
-		return grpcstatus.Error(codes.PermissionDenied, "xDS stream closed: "+cause.Error())
 	}
 	return err
 }
 
-// sweep closes every open stream whose certificate is revoked now, and
+// sweep closes every open connection whose certificate is revoked now, and
 // returns how many it closed.
-func (g *streamGuard) sweep(ctx context.Context) (int, error) {
+func (g *connGuard) sweep(ctx context.Context) (int, error) {
 	snap, err := g.revocations.Snapshot(ctx)
 	if err != nil {
 		return 0, err
 	}
 	g.mu.Lock()
-	open := slices.Collect(maps.Keys(g.streams))
+	open := slices.Collect(maps.Keys(g.conns))
 	g.mu.Unlock()
 	closed := 0
-	for _, s := range open {
-		if err := snap.CheckCertificate(s.id, s.leaf); err != nil && s.ctx.Err() == nil {
-			g.logger.Info("closing the xDS stream of a revoked proxy", "spiffeID", s.id.String(), "peer", peerAddr(s.ServerStream.Context()), "reason", err.Error())
-			s.cancel(err)
+	for _, c := range open {
+		if err := snap.CheckCertificate(c.id, c.leaf); err != nil {
+			g.logger.Info("closing the connection of a revoked proxy", "spiffeID", c.id.String(), "peer", c.RemoteAddr().String(), "reason", err.Error())
+			_ = c.Close()
 			closed++
 		}
 	}
@@ -137,9 +141,10 @@ type storeWatcher interface {
 	Watch(ctx context.Context, prefix string, changed func()) error
 }
 
-// run sweeps every revocationSweepInterval and, when the store reports
-// writes, soon after a token or a revocation changed, until ctx is done.
-func (g *streamGuard) run(ctx context.Context, store any) {
+// run sweeps at start, every revocationSweepInterval and, when the store
+// reports writes, soon after a token or a revocation changed, until ctx is
+// done.
+func (g *connGuard) run(ctx context.Context, store any) {
 	kick := make(chan struct{}, 1)
 	changed := func() {
 		select {
@@ -155,10 +160,10 @@ func (g *streamGuard) run(ctx context.Context, store any) {
 	ticker := time.NewTicker(revocationSweepInterval)
 	defer ticker.Stop()
 	for {
-		// The first sweep also reads the revocations the CA and the
-		// interceptor fall back on while the store cannot be read.
+		// The first sweep also reads the revocations the CA and the xDS
+		// authorizer fall back on while the store cannot be read.
 		if _, err := g.sweep(ctx); err != nil && ctx.Err() == nil {
-			g.logger.Warn("cannot check open xDS streams against revocations", "error", err)
+			g.logger.Warn("cannot check open connections against revocations", "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -184,16 +189,17 @@ type RevokeRequest struct {
 // RevokeResponse answers POST /revocations.
 type RevokeResponse struct {
 	Revocation *ca.Revocation `json:"revocation"`
-	// ClosedStreams is how many xDS streams of this control plane the
-	// revocation closed (other replicas close theirs when they see it).
-	ClosedStreams int `json:"closedStreams"`
+	// ClosedConnections is how many connections of revoked proxies (with
+	// their xDS streams) this control plane closed; other replicas close
+	// theirs when they see the revocation.
+	ClosedConnections int `json:"closedConnections"`
 }
 
 // RevokedToken answers DELETE /tokens/{id}: the token's record, and how many
-// xDS streams of its proxies this control plane closed.
+// connections of its proxies this control plane closed.
 type RevokedToken struct {
 	tokens.Record
-	ClosedStreams int `json:"closedStreams"`
+	ClosedConnections int `json:"closedConnections"`
 }
 
 func (cp *ControlPlane) handleRevoke(w http.ResponseWriter, r *http.Request) {
@@ -246,7 +252,7 @@ func (cp *ControlPlane) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cp.logger.Info("revoked", "kind", rev.Kind, "spiffeID", rev.SPIFFEID, "enrolment", rev.Enrolment, "node", rev.Node)
-	writeJSON(w, http.StatusOK, RevokeResponse{Revocation: &rev, ClosedStreams: cp.closeRevokedStreams(ctx)})
+	writeJSON(w, http.StatusOK, RevokeResponse{Revocation: &rev, ClosedConnections: cp.closeRevoked(ctx)})
 }
 
 // revocationIdentity is the SPIFFE ID a RevokeRequest names, in the mesh's
@@ -285,12 +291,12 @@ type ProxyInfo struct {
 	ID, SPIFFEID, Enrolment string
 }
 
-// closeRevokedStreams closes this replica's xDS streams of revoked proxies
-// now (rather than at the next sweep) and returns how many.
-func (cp *ControlPlane) closeRevokedStreams(ctx context.Context) int {
+// closeRevoked closes this replica's connections of revoked proxies now
+// (rather than at the next sweep) and returns how many.
+func (cp *ControlPlane) closeRevoked(ctx context.Context) int {
 	n, err := cp.guard.sweep(context.WithoutCancel(ctx))
 	if err != nil {
-		cp.logger.Warn("cannot check open xDS streams against revocations", "error", err)
+		cp.logger.Warn("cannot check open connections against revocations", "error", err)
 	}
 	return n
 }
@@ -305,9 +311,9 @@ func (cp *ControlPlane) handleListRevocations(w http.ResponseWriter, r *http.Req
 }
 
 // setUpRevocation creates the revocation registry, makes the CA service
-// check it, and the guard that closes revoked proxies' xDS streams.
+// check it, and the guard that closes revoked proxies' connections.
 func (cp *ControlPlane) setUpRevocation() {
 	cp.revocations = ca.NewRevocations(cp.store, cp.tokens, nil)
 	cp.caService.SetRevocations(cp.revocations)
-	cp.guard = newStreamGuard(cp.ca, cp.revocations, cp.logger.With("component", "revocation"))
+	cp.guard = newConnGuard(cp.ca, cp.revocations, cp.logger.With("component", "revocation"))
 }

@@ -75,10 +75,10 @@ func connected(t *testing.T, r running) string {
 }
 
 // TestRevocationClosesStreams: revoking the join token, the identity, the
-// proxy (node id) or the enrolment of a connected proxy closes its xDS
-// stream with PermissionDenied, refuses it on reconnect and refuses its
-// renewal, while another proxy keeps its stream (except when the whole
-// identity is revoked).
+// proxy (node id) or the enrolment of a connected proxy closes its
+// connection and so its xDS stream, refuses the stream with
+// PermissionDenied on reconnect and refuses its renewal, while another
+// proxy keeps its stream (except when the whole identity is revoked).
 func TestRevocationClosesStreams(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -132,7 +132,7 @@ func TestRevocationClosesStreams(t *testing.T) {
 				t.Fatalf("revoke: %d %s", code, body)
 			}
 			var answer struct {
-				ClosedStreams int `json:"closedStreams"`
+				ClosedConnections int `json:"closedConnections"`
 			}
 			if err := json.Unmarshal(body, &answer); err != nil {
 				t.Fatal(err)
@@ -141,17 +141,17 @@ func TestRevocationClosesStreams(t *testing.T) {
 			if !tt.bystanderKept {
 				wantClosed = 2
 			}
-			if answer.ClosedStreams != wantClosed {
-				t.Errorf("closedStreams = %d, want %d: %s", answer.ClosedStreams, wantClosed, body)
+			if answer.ClosedConnections != wantClosed {
+				t.Errorf("closedConnections = %d, want %d: %s", answer.ClosedConnections, wantClosed, body)
 			}
-			// The victim's stream ends with PermissionDenied.
+			// The victim's stream ends with its connection.
 			for {
 				if _, err = vs.Recv(); err != nil {
 					break
 				}
 			}
-			if grpcstatus.Code(err) != codes.PermissionDenied {
-				t.Errorf("victim's stream ended with %v, want PermissionDenied", err)
+			if grpcstatus.Code(err) != codes.Unavailable {
+				t.Errorf("victim's stream ended with %v, want Unavailable (connection closed)", err)
 			}
 			if _, err := openStream(t, r, victim, victimNode); grpcstatus.Code(err) != codes.PermissionDenied {
 				t.Errorf("victim reconnecting: %v, want PermissionDenied", err)

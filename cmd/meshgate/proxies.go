@@ -90,7 +90,7 @@ its connections then: within one certificateTTL.`,
 				}
 				fmt.Fprintln(out)
 			}
-			_, err := fmt.Fprintf(out, "closed %d xDS stream(s) on this control plane\n", resp.ClosedStreams)
+			_, err := fmt.Fprintf(out, "closed %d connection(s) of revoked proxies on this control plane\n", resp.ClosedConnections)
 			return err
 		},
 	}

@@ -77,8 +77,8 @@ its peers close its connections then (within one certificateTTL).`,
 			if err := a.call(cmd.Context(), "DELETE", "/tokens/"+args[0], nil, &rec); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s/%s); closed %d xDS stream(s) of its proxies on this control plane\n",
-				rec.ID, rec.Namespace, rec.Service, rec.ClosedStreams)
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s/%s); closed %d connection(s) of its proxies on this control plane\n",
+				rec.ID, rec.Namespace, rec.Service, rec.ClosedConnections)
 			return err
 		},
 	}

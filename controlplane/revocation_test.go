@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -30,7 +32,11 @@ import (
 // and waits for its first response.
 func openStream(t *testing.T, r running, cert *tls.Certificate, node string) (discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, error) {
 	t.Helper()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(r.dial(t, cert)).StreamAggregatedResources(t.Context())
+	// Bounded: a stream that is not closed fails the test rather than
+	// hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(r.dial(t, cert)).StreamAggregatedResources(ctx)
 	if err != nil {
 		return nil, err
 	}

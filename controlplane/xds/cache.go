@@ -276,7 +276,7 @@ func (c *snapshotCache) Fetch(ctx context.Context, req *cachev3.Request) (cachev
 	if req.GetVersionInfo() == ts.version {
 		return nil, &types.SkipFetchError{}
 	}
-	return newFullResponse(ctx, req, ts.version, selectNames(ts, req.GetResourceNames())), nil
+	return newFullResponse(ctx, req, ts.version, selectNames(ts, req.GetResourceNames()), nil), nil
 }
 
 // respond builds the response to an open watch, or nil when the stream
@@ -289,16 +289,25 @@ func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot)
 	}
 	returned := sub.ReturnedResources()
 	if cachev3.ResourceRequiresFullStateInSotw(typeURL) {
-		var names []string
-		if !sub.IsWildcard() {
-			names = req.GetResourceNames()
+		if sub.IsWildcard() {
+			// A whole-state response to a wildcard subscription is
+			// remembered by its version alone (not name by name: that would
+			// be a map per stream of every cluster).
+			if req.GetVersionInfo() == ts.version && returned[fullStateKey] == ts.version {
+				return nil
+			}
+			return newFullResponse(context.Background(), req, ts.version, ts.list, nil)
 		}
-		// A whole-state response is remembered by its version alone (not
-		// name by name: that would be a map per stream of every cluster).
-		if req.GetVersionInfo() == ts.version && returned[fullStateKey] == ts.version {
+		// A subscription by name (grpc-go's, for one): the version is
+		// remembered under every subscribed name, those that do not exist
+		// included, since go-control-plane forgets, on every request, the
+		// returned entries that are not subscribed names (fullStateKey among
+		// them).
+		subscribed := sub.SubscribedResources()
+		if req.GetVersionInfo() == ts.version && hasVersion(returned, subscribed, ts.version) {
 			return nil
 		}
-		return newFullResponse(context.Background(), req, ts.version, selectNames(ts, names))
+		return newFullResponse(context.Background(), req, ts.version, selectNames(ts, req.GetResourceNames()), subscribed)
 	}
 	// Only what changed, among the subscribed names.
 	subscribed := sub.SubscribedResources()
@@ -395,21 +404,45 @@ type response struct {
 var _ cachev3.Response = (*response)(nil)
 
 // fullStateKey is the returned-resources key under which a whole-state
-// (Cluster, Listener) response records its version; no resource name is empty.
+// (Cluster, Listener) response to a wildcard subscription records its
+// version; no resource name is empty. go-control-plane drops it on every
+// request of a subscription by name (it is not a subscribed name): such a
+// response records its version under each subscribed name instead.
 const fullStateKey = ""
 
-// newFullResponse answers req with the whole state list.
-func newFullResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded) *response {
+// hasVersion reports whether returned holds version for every name of
+// subscribed (true when there is none: a stream that unsubscribed from
+// every name has nothing to wait for).
+func hasVersion(returned map[string]string, subscribed map[string]struct{}, version string) bool {
+	for name := range subscribed {
+		if returned[name] != version {
+			return false
+		}
+	}
+	return true
+}
+
+// newFullResponse answers req with the whole state list. The response is
+// remembered under fullStateKey when subscribed is nil (a wildcard
+// subscription), else under every subscribed name.
+func newFullResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded, subscribed map[string]struct{}) *response {
 	anys := make([]*anypb.Any, len(list))
 	for i, e := range list {
 		anys[i] = e.any
+	}
+	returned := map[string]string{fullStateKey: version}
+	if subscribed != nil {
+		returned = make(map[string]string, len(subscribed))
+		for name := range subscribed {
+			returned[name] = version
+		}
 	}
 	return &response{
 		ctx:      ctx,
 		req:      req,
 		version:  version,
 		out:      &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: anys, TypeUrl: req.GetTypeUrl()},
-		returned: map[string]string{fullStateKey: version},
+		returned: returned,
 	}
 }
 

@@ -130,6 +130,10 @@ type Consul struct {
 	skipped   map[string]bool // names already reported as unusable
 	dirty     bool            // a Service changed since the last publication
 
+	// syncUnannounced: the first complete snapshot was published
+	// (checkSyncedLocked) but changed not called for it yet (publish).
+	syncUnannounced bool
+
 	// The read queue: a service is queued at most once (queued, with its
 	// urgency), read by one reader at a time (inflight), and read once more
 	// when asked for while in flight (again).
@@ -198,6 +202,9 @@ func NewConsul(opts ConsulOptions) (*Consul, error) {
 	c.published.Store(&empty)
 	return c, nil
 }
+
+// String names the source in the control plane's status and logs.
+func (c *Consul) String() string { return "consul catalog" }
 
 // Services is the current snapshot, sorted by name: one Service per catalog
 // service with its accepted instances as endpoints (none when no instance
@@ -823,13 +830,15 @@ func (c *Consul) usableName(name string) bool {
 	return true
 }
 
-// checkSyncedLocked closes synced once every service of the first catalog
-// answer has been read.
+// checkSyncedLocked publishes the first complete snapshot and closes synced
+// once every service of the first catalog answer has been read; the next
+// publish calls changed for it.
 func (c *Consul) checkSyncedLocked() {
 	if c.syncDone || !c.named || len(c.pending) > 0 {
 		return
 	}
 	c.syncDone = true
+	c.syncUnannounced = true
 	c.dirty = false
 	snapshot := c.buildLocked()
 	c.published.Store(&snapshot)
@@ -847,11 +856,22 @@ func (c *Consul) publishIfIdle() {
 }
 
 // publish rebuilds the snapshot and, if it changed, stores it and calls
-// changed; during a recovery hold it only schedules itself for the hold's end.
+// changed; during a recovery hold it only schedules itself for the hold's
+// end. It also calls changed once for the first complete snapshot, which
+// checkSyncedLocked published: whoever missed WaitSynced (it gave up
+// waiting) learns of it as of any change.
 func (c *Consul) publish() {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
 	c.mu.Lock()
+	changed := c.changed
+	notify := c.syncUnannounced
+	c.syncUnannounced = false
+	defer func() {
+		if notify && changed != nil {
+			changed()
+		}
+	}()
 	if !c.syncDone || !c.dirty {
 		c.mu.Unlock()
 		return
@@ -870,15 +890,12 @@ func (c *Consul) publish() {
 	}
 	c.dirty = false
 	snapshot := c.buildLocked()
-	changed := c.changed
 	c.mu.Unlock()
 	if reflect.DeepEqual(snapshot, *c.published.Load()) {
 		return
 	}
 	c.published.Store(&snapshot)
-	if changed != nil {
-		changed()
-	}
+	notify = true
 }
 
 // buildLocked collects the read Services, sorted.

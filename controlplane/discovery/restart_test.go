@@ -39,3 +39,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestLateFirstSyncCallsChanged: Consul is down when the watch starts, so
+// its first complete snapshot comes after whoever waited for it gave up;
+// changed is called for it, as for any change of Services.
+func TestLateFirstSyncCallsChanged(t *testing.T) {
+	t.Parallel()
+	fake := newFakeCatalog()
+	fake.reset(10, map[string]int{"orders": 8001})
+	fake.setDown(true)
+	w := runWatch(t, fake, ConsulOptions{})
+	waitFor(t, "the watch notices the outage", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.failing
+	})
+	select {
+	case <-w.changes:
+		t.Fatal("changed called while Consul is down")
+	default:
+	}
+	fake.setDown(false)
+	waitChanged(t, w)
+	if !w.hasEndpoints("orders", "127.0.0.1:8001") {
+		t.Fatalf("after the late first sync orders has %v", w.endpoints("orders"))
+	}
+}

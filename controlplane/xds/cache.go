@@ -49,6 +49,26 @@ type encoded struct {
 	// hash is the hex SHA-256 (first 8 bytes) of the deterministic encoding.
 	hash string
 	any  *anypb.Any
+	// items counts what the resource carries that a proxy would lose
+	// without it: the routes of a RouteConfiguration, the LbEndpoints of a
+	// ClusterLoadAssignment; 0 for other types.
+	items int
+}
+
+// countItems is encoded.items of m.
+func countItems(m proto.Message) int {
+	n := 0
+	switch v := m.(type) {
+	case *routev3.RouteConfiguration:
+		for _, vh := range v.GetVirtualHosts() {
+			n += len(vh.GetRoutes())
+		}
+	case *endpointv3.ClusterLoadAssignment:
+		for _, l := range v.GetEndpoints() {
+			n += len(l.GetLbEndpoints())
+		}
+	}
+	return n
 }
 
 // typeSnapshot is what a node has of one resource type.
@@ -56,6 +76,8 @@ type typeSnapshot struct {
 	// version hashes every resource of the type, in name order.
 	version string
 	list    []*encoded // sorted by name
+	// items is the sum of the resources' items (routes, endpoints).
+	items int
 	// prevVersion and changed, when set, say that this snapshot is the one
 	// of version prevVersion with the resources of changed (sorted by name)
 	// replaced, and nothing else: a stream up to date with prevVersion needs
@@ -67,6 +89,15 @@ type typeSnapshot struct {
 // nodeSnapshot is a node's configuration, immutable once built.
 type nodeSnapshot struct {
 	types map[string]*typeSnapshot
+}
+
+// items is the number of routes (RouteType) or endpoints (EndpointType) in
+// the snapshot.
+func (snap *nodeSnapshot) items(typeURL string) int {
+	if ts := snap.types[typeURL]; ts != nil {
+		return ts.items
+	}
+	return 0
 }
 
 // encoder marshals each distinct resource message once, and versions each
@@ -116,7 +147,8 @@ func (e *encoder) encode(typeURL, name string, m proto.Message) (*encoded, error
 		return nil, fmt.Errorf("marshal %s %q: %w", typeURL, name, err)
 	}
 	sum := sha256.Sum256(b)
-	enc := &encoded{id: e.nextID.Add(1), name: name, hash: hex.EncodeToString(sum[:8]), any: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	enc := &encoded{id: e.nextID.Add(1), name: name, hash: hex.EncodeToString(sum[:8]), any: &anypb.Any{TypeUrl: typeURL, Value: b},
+		items: countItems(m)}
 	actual, loaded := e.byMessage.LoadOrStore(key, enc)
 	if !loaded {
 		cleanup()
@@ -150,6 +182,7 @@ func newTypeSnapshot(list []*encoded) *typeSnapshot {
 		h.Write([]byte(e.name))
 		h.Write([]byte{0})
 		h.Write([]byte(e.hash))
+		ts.items += e.items
 	}
 	ts.version = hex.EncodeToString(h.Sum(nil)[:8])
 	return ts

@@ -611,6 +611,12 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	}
 	start := time.Now()
 	in, err := cp.readPolicy(ctx)
+	if err == nil && cp.hold.active() && in.version != cp.hold.version {
+		// The policy changed again: the held change was not stable.
+		cp.logger.Info("held destructive policy change superseded: the policy changed again", "reason", cp.hold.reason)
+		cp.hold = destructiveHold{}
+		cp.setHeldChange(nil)
+	}
 	var m *model.Model
 	var sum *policySummary
 	if err == nil {
@@ -659,11 +665,6 @@ func (cp *ControlPlane) confirmDestructive(in policyInput, m *model.Model, sum *
 		reason = destructiveChange(prev, sum)
 	}
 	if reason == "" {
-		if cp.hold.active() {
-			cp.logger.Info("held destructive policy change superseded: the policy changed again", "reason", cp.hold.reason)
-			cp.hold = destructiveHold{}
-			cp.setHeldChange(nil)
-		}
 		return m, sum, nil
 	}
 	now := time.Now()

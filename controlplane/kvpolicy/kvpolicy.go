@@ -473,6 +473,9 @@ type Source struct {
 // Source returns the control plane's view of the store.
 func (s *Store) Source() *Source { return &Source{store: s} }
 
+// String names the source in the control plane's status and logs.
+func (src *Source) String() string { return "consul kv" }
+
 // Files returns every resource in KV as a policy file named "consul:<key>",
 // in key order, whatever it holds: invalid content is for the loader to
 // report, with the key as the file name.

@@ -166,7 +166,7 @@ func TestLoadSetMergesDiscovery(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("loadSet: %v", err)
+				t.Fatalf("load: %v", err)
 			}
 			var names []string
 			for _, s := range m.Services {

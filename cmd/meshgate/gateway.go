@@ -185,7 +185,7 @@ type proxyServerFlags struct {
 
 func (p *proxyServerFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&p.http1, "http1-server", defaultHTTP1Server(), "HTTP/1.1 server of the listeners: fast (body-less HTTP/1.x requests "+
-		"on meshgate's fast path, everything else on net/http; see docs/performance.md) or std (net/http only). Default: $"+http1ServerEnv+", else fast")
+		"on meshgate's fast path, everything else on net/http; see docs/performance.md) or std (net/http only, with the same HTTP/1.1 framing checks: docs/xds.md). Default: $"+http1ServerEnv+", else fast")
 }
 
 // defaultHTTP1Server is the default of --http1-server, also used by

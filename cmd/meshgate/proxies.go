@@ -23,10 +23,10 @@ func newProxiesCmd() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tROLE\tNAME\tIDENTITY\tCERT-EXPIRES\tMTLS\tENROLMENT\tTOKEN")
+			fmt.Fprintln(w, "ID\tROLE\tNAME\tIDENTITY\tCERT-EXPIRES\tMTLS\tHELD\tENROLMENT\tTOKEN")
 			for _, p := range st.Proxies {
-				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Role, p.Namespace, p.Name,
-					cmp.Or(p.SPIFFEID, "-"), formatTime(p.CertNotAfter), cmp.Or(p.MTLSMode, "-"),
+				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Role, p.Namespace, p.Name,
+					cmp.Or(p.SPIFFEID, "-"), formatTime(p.CertNotAfter), cmp.Or(p.MTLSMode, "-"), cmp.Or(p.Held, "-"),
 					cmp.Or(p.Enrolment, "-"), cmp.Or(p.TokenID, "-"))
 			}
 			return w.Flush()

@@ -277,17 +277,17 @@ func (cp *ControlPlane) revocationIdentity(req RevokeRequest) (ca.ID, error) {
 }
 
 // connectedProxy is the status of the proxy with node id, when connected.
-func (cp *ControlPlane) connectedProxy(id string) (ProxyInfo, bool) {
+func (cp *ControlPlane) connectedProxy(id string) (proxyInfo, bool) {
 	for _, p := range cp.xds.Proxies() {
 		if p.ID == id {
-			return ProxyInfo{ID: p.ID, SPIFFEID: p.SPIFFEID, Enrolment: p.Enrolment}, true
+			return proxyInfo{ID: p.ID, SPIFFEID: p.SPIFFEID, Enrolment: p.Enrolment}, true
 		}
 	}
-	return ProxyInfo{}, false
+	return proxyInfo{}, false
 }
 
-// ProxyInfo names one connected proxy's identity and enrolment.
-type ProxyInfo struct {
+// proxyInfo names one connected proxy's identity and enrolment.
+type proxyInfo struct {
 	ID, SPIFFEID, Enrolment string
 }
 

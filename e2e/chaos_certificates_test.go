@@ -73,7 +73,7 @@ spec:
 			}
 		}
 		if len(bad) > 0 {
-			t.Errorf("the %s renewed %d times with gaps outside [%s, %s]: %s", name, len(gaps), lo, hi, strings.Join(bad, ", "))
+			t.Errorf("the %s renewed with gaps outside [%s, %s] (%d renewals): %s", name, lo, hi, len(gaps), strings.Join(bad, ", "))
 		}
 		if tail > hi {
 			t.Errorf("the %s has not renewed for %s (TTL %s)", name, tail.Round(time.Second), ttl)

@@ -29,7 +29,10 @@ func TestChaosConsulOutage(t *testing.T) {
 
 	s.beginFault()
 	consul.stop()
+	// Its ports: HTTP, serf LAN and WAN (TCP and UDP), server RPC.
+	held := holdPorts(t, consul.ports, consul.ports[1], consul.ports[2])
 	s.hold()
+	held.release()
 	consul.start()
 	s.endFault()
 

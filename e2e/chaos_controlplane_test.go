@@ -28,6 +28,7 @@ func TestChaosControlPlaneKill(t *testing.T) {
 
 	s.beginFault()
 	c.cp.kill()
+	held := holdPorts(t, []int{addrPort(t, c.xds), addrPort(t, c.admin)})
 	s.hold()
 	for name, p := range map[string]*proc{"gateway": m.gateway, "frontend sidecar": m.sidecars["frontend"], "orders sidecar": m.sidecars["orders"]} {
 		if p.exited() {
@@ -36,6 +37,7 @@ func TestChaosControlPlaneKill(t *testing.T) {
 	}
 	s.endFault()
 
+	held.release()
 	c.startControlPlane()
 	eventually(t, 30*time.Second, "every proxy reconnected", func() error {
 		st, err := c.status()
@@ -107,6 +109,7 @@ func TestChaosControlPlaneFailover(t *testing.T) {
 
 	s.beginFault()
 	replicas[victim].proc.kill()
+	held := holdPorts(t, []int{addrPort(t, replicas[victim].xds), addrPort(t, replicas[victim].admin)})
 	eventually(t, 30*time.Second, "every proxy on the surviving replica", func() error {
 		st, err := survivor.status(token)
 		if err != nil {
@@ -122,6 +125,7 @@ func TestChaosControlPlaneFailover(t *testing.T) {
 	took := m.waitEdit(t, 15*time.Second, "during-outage", true)
 	s.notef("an edit applied during the outage served on both paths in %s", took.Round(100*time.Millisecond))
 	s.hold()
+	held.release()
 	replicas[victim].start(t, fmt.Sprintf("controlplane-%d", victim))
 	s.endFault()
 	waitSameModel(t, replicas, token)

@@ -19,21 +19,25 @@ import (
 	"time"
 )
 
-// rateLoad sends GET url at a fixed rate in an open loop (a slow or failed
-// request does not delay the next one; a scheduler that fell behind catches
-// up), each request with its own timeout, and records every outcome by the
-// time it was due. It is the chaos scenarios' load generator; startLoad is
-// the closed loop of the older tests.
+// rateLoad sends GET url at a fixed rate over a fixed number of keep-alive
+// connections, as fortio does: each connection has its share of the rate and
+// at most one request in flight, and one that fell behind (a slow answer)
+// catches up by sending at once. Each request has its own timeout; every
+// outcome is recorded by the time it was sent. A machine too loaded for the
+// rate lowers the rate achieved (reported), not the success of requests. It
+// is the chaos scenarios' load generator; startLoad is the older tests'
+// unpaced loop.
 type rateLoad struct {
 	path    string // the traffic path measured, for reports
 	url     string
 	rate    int
+	conns   int
 	timeout time.Duration
 	check   loadCheck
 	client  *http.Client
 	start   time.Time
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup // the scheduler and the requests in flight
+	wg      sync.WaitGroup // the connections' senders
 	once    sync.Once
 	stopped time.Time
 
@@ -47,7 +51,7 @@ type rateLoad struct {
 // "upstream 503") and whether it counts as a success.
 type loadCheck func(*response) (outcome string, ok bool)
 
-// loadOutcome is one request: when it was due (since the load started) and
+// loadOutcome is one request: when it was sent (since the load started) and
 // whether it succeeded.
 type loadOutcome struct {
 	at time.Duration
@@ -59,6 +63,10 @@ func statusOK(r *response) (string, bool) {
 	return strconv.Itoa(r.status), r.status >= 200 && r.status < 300
 }
 
+// loadConnections is how many connections carry a load of rate requests
+// per second: one per 20 req/s, at least 4.
+func loadConnections(rate int) int { return max(4, rate/20) }
+
 // startRateLoad starts a load of rate requests per second on url; it is
 // stopped at the end of the test at the latest.
 func startRateLoad(t *testing.T, path, url string, rate int, timeout time.Duration, check loadCheck) *rateLoad {
@@ -67,52 +75,46 @@ func startRateLoad(t *testing.T, path, url string, rate int, timeout time.Durati
 		t.Fatalf("load %s: rate %d, want > 0", path, rate)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	conns := loadConnections(rate)
 	l := &rateLoad{
-		path: path, url: url, rate: rate, timeout: timeout, check: check, cancel: cancel,
+		path: path, url: url, rate: rate, conns: conns, timeout: timeout, check: check, cancel: cancel,
 		failures: map[string]int64{},
 		client: &http.Client{
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, DisableCompression: true},
+			Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: conns, DisableCompression: true},
 		},
 		start: time.Now(),
 	}
-	// At most rate × timeout requests are in flight: as many as the rate
-	// sends while every one of them hangs until its timeout.
-	inflight := make(chan struct{}, max(1, int(int64(rate)*int64(timeout)/int64(time.Second))+1))
 	interval := time.Second / time.Duration(rate)
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		timer := time.NewTimer(time.Hour)
-		defer timer.Stop()
-		for k := 0; ; k++ {
-			due := time.Duration(k) * interval
-			if wait := time.Until(l.start.Add(due)); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-ctx.Done():
-					return
-				case <-timer.C:
+	for c := range conns {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			timer := time.NewTimer(time.Hour)
+			defer timer.Stop()
+			// Connection c sends requests c, c+conns, c+2·conns, ... of the
+			// rate's schedule.
+			for k := c; ; k += conns {
+				if wait := time.Until(l.start.Add(time.Duration(k) * interval)); wait > 0 {
+					timer.Reset(wait)
+					select {
+					case <-ctx.Done():
+						return
+					case <-timer.C:
+					}
 				}
+				if ctx.Err() != nil {
+					return
+				}
+				l.send(time.Since(l.start))
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case inflight <- struct{}{}:
-			}
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				defer func() { <-inflight }()
-				l.send(due)
-			}()
-		}
-	}()
+		}()
+	}
 	t.Cleanup(l.stop)
 	return l
 }
 
-// send makes one request, due at offset at, and records its outcome. The
+// send makes one request, sent at offset at, and records its outcome. The
 // request's context is its own: stopping the load lets requests in flight
 // finish.
 func (l *rateLoad) send(at time.Duration) {
@@ -175,7 +177,8 @@ func (l *rateLoad) stop() {
 // loadStats summarizes a stopped load.
 type loadStats struct {
 	sent, failed int64
-	expected     int64 // what the rate asks for over the load's life
+	expected     int64         // what the rate asks for over the load's life
+	duration     time.Duration // the load's life
 	failures     map[string]int64
 	samples      []string
 	// recovery is from the end of the fault to the first success after
@@ -199,6 +202,7 @@ func (l *rateLoad) stats(faultEnd time.Time) loadStats {
 	s := loadStats{
 		sent:     int64(len(l.outcomes)),
 		expected: int64(l.stopped.Sub(l.start) * time.Duration(l.rate) / time.Second),
+		duration: l.stopped.Sub(l.start),
 		failures: maps.Clone(l.failures),
 		samples:  slices.Clone(l.samples),
 	}
@@ -210,9 +214,9 @@ func (l *rateLoad) stats(faultEnd time.Time) loadStats {
 }
 
 // recoveryTime is the time from faultEnd (an offset, like the outcomes')
-// to the first success due after the last failure: 0 when that success was
-// due before the fault ended. hasFailures is false when nothing failed,
-// recovered false when the last request due failed.
+// to the first success sent after the last failure: 0 when that success was
+// sent before the fault ended. hasFailures is false when nothing failed,
+// recovered false when the last request sent failed.
 func recoveryTime(outcomes []loadOutcome, faultEnd time.Duration) (recovery time.Duration, hasFailures, recovered bool) {
 	sorted := slices.Clone(outcomes)
 	slices.SortStableFunc(sorted, func(a, b loadOutcome) int { return cmp.Compare(a.at, b.at) })

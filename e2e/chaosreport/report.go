@@ -28,8 +28,11 @@ type Row struct {
 	Fault string `json:"fault"`
 	// FaultSeconds is how long the fault lasted.
 	FaultSeconds float64 `json:"faultSeconds"`
-	// Rate is the target rate of the load, in requests per second.
-	Rate int `json:"rate"`
+	// Rate is the target rate of the load, in requests per second, over
+	// Connections keep-alive connections; the load ran for LoadSeconds.
+	Rate        int     `json:"rate"`
+	Connections int     `json:"connections"`
+	LoadSeconds float64 `json:"loadSeconds"`
 	// Sent and Failed count requests; a failure is a transport error, a
 	// timeout, or an answer the scenario's check refuses (e.g. non-2xx).
 	Sent   int64 `json:"sent"`
@@ -173,11 +176,22 @@ func Table(rows []Row, facts Facts) (string, error) {
 		if r.Failed > 0 {
 			failedCell += " (" + failures(r.Failures) + ")"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d/s | %d | %s | ≤ %d failed | %s | %s | %s |\n",
-			cell(r.Scenario), cell(r.Path), fault, duration, r.Rate, r.Sent, failedCell,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %s | ≤ %d failed | %s | %s | %s |\n",
+			cell(r.Scenario), cell(r.Path), fault, duration, rate(r), r.Sent, failedCell,
 			r.MaxFailed, recovery(r), checks, result)
 	}
 	return b.String(), nil
+}
+
+// rate is the target rate, and the rate achieved when it fell short by
+// more than 10 %.
+func rate(r Row) string {
+	if r.LoadSeconds > 0 {
+		if got := float64(r.Sent) / r.LoadSeconds; got < 0.9*float64(r.Rate) {
+			return fmt.Sprintf("%d/s (got %.0f/s)", r.Rate, got)
+		}
+	}
+	return fmt.Sprintf("%d/s", r.Rate)
 }
 
 func loadRange(lo, hi float64) string {

@@ -52,7 +52,7 @@ func TestTable(t *testing.T) {
 		{Level: "full", Scenario: "ControlPlaneKill", Path: "mesh", Fault: "control plane SIGKILL", FaultSeconds: 20, Rate: 200,
 			Sent: 5000, Pass: false, Checks: []string{"reconnected"}, Started: start, Seconds: 30, Cores: 2, Load1: 1.5},
 		{Level: "full", Scenario: "ControlPlaneKill", Path: "gateway", Fault: "control plane SIGKILL", FaultSeconds: 20, Rate: 200,
-			Sent: 5000, Failed: 3, Failures: map[string]int64{"timeout": 1, "503": 2}, RecoverySeconds: &recovery,
+			LoadSeconds: 50, Sent: 5000, Failed: 3, Failures: map[string]int64{"timeout": 1, "503": 2}, RecoverySeconds: &recovery,
 			Started: start, Seconds: 30, Cores: 2, Load1: 1.5},
 	}
 	got, err := Table(rows, Facts{GoVersion: "go1.26", OS: "linux", Arch: "amd64", Commit: "abc123"})
@@ -63,7 +63,7 @@ func TestTable(t *testing.T) {
 		"Level `full`, run 2025-12-04 16:00 UTC (2m0s); 2 cores (linux/amd64), 1-minute load average 1.5–3.1",
 		"commit `abc123`. 2 scenarios, **1 failed**.",
 		"| ControlPlaneKill | mesh | control plane SIGKILL | 20 s | 200/s | 5000 | 0 | ≤ 0 failed | – (no failure) | reconnected | **FAIL** |\n" +
-			"| ControlPlaneKill | gateway | ″ | ″ | 200/s | 5000 | 3 (503: 2, timeout: 1) | ≤ 0 failed | 2.5 s | ″ | **FAIL** |",
+			"| ControlPlaneKill | gateway | ″ | ″ | 200/s (got 100/s) | 5000 | 3 (503: 2, timeout: 1) | ≤ 0 failed | 2.5 s | ″ | **FAIL** |",
 		"| PolicyEdits | gateway | 100 policy edits | 41 s | 200/s | 8000 | 0 | ≤ 0 failed | – (no failure) | every edit served; median 300ms \\| max 1s | pass |",
 	} {
 		if !strings.Contains(got, want) {

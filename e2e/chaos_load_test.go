@@ -266,21 +266,17 @@ func TestRecoveryTime(t *testing.T) {
 	}
 }
 
-// TestRateLoadCounts: a server that answers 503 to its 20th-29th requests
-// and never answers its 5th: the load counts every request, the failures by
-// outcome, and recovers.
+// TestRateLoadCounts: a server that answers 503 to its 20th-29th requests:
+// the load counts every request and the failures by outcome, and recovers.
 func TestRateLoadCounts(t *testing.T) {
 	var n atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch i := n.Add(1); {
-		case i == 5:
-			<-r.Context().Done()
-		case i >= 20 && i < 30:
+		if i := n.Add(1); i >= 20 && i < 30 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	}))
 	defer srv.Close()
-	l := startRateLoad(t, "test", srv.URL, 200, 2*time.Second, statusOK)
+	l := startRateLoad(t, "test", srv.URL, 200, 10*time.Second, statusOK)
 	eventually(t, 30*time.Second, "40 requests answered", func() error {
 		if got := n.Load(); got < 40 {
 			return fmt.Errorf("%d so far", got)
@@ -288,13 +284,38 @@ func TestRateLoadCounts(t *testing.T) {
 		return nil
 	})
 	st := l.stats(time.Time{})
-	if st.failed != 11 || st.failures["503"] != 10 || st.failures["timeout"] != 1 {
-		t.Errorf("failed %d %v, want 10 × 503 and 1 timeout", st.failed, st.failures)
+	if st.failed != 10 || st.failures["503"] != 10 {
+		t.Errorf("failed %d %v, want 10 × 503", st.failed, st.failures)
 	}
 	if st.sent != n.Load() || st.sent < 40 {
 		t.Errorf("sent %d, the server saw %d", st.sent, n.Load())
 	}
 	if !st.hasFailures || !st.recovered || len(st.samples) != 5 {
 		t.Errorf("hasFailures %v, recovered %v, %d samples", st.hasFailures, st.recovered, len(st.samples))
+	}
+}
+
+// TestRateLoadTimeouts: requests to a server that never answers fail as
+// timeouts, and the load does not recover.
+func TestRateLoadTimeouts(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	l := startRateLoad(t, "test", srv.URL, 100, 50*time.Millisecond, statusOK)
+	eventually(t, 30*time.Second, "requests sent", func() error {
+		if got := n.Load(); got < 10 {
+			return fmt.Errorf("%d so far", got)
+		}
+		return nil
+	})
+	st := l.stats(time.Time{})
+	if st.sent == 0 || st.failed != st.sent || st.failures["timeout"] != st.sent {
+		t.Errorf("sent %d, failed %d %v: want every request a timeout", st.sent, st.failed, st.failures)
+	}
+	if st.recovered {
+		t.Errorf("recovered from a server that never answers")
 	}
 }

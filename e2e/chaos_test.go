@@ -51,8 +51,11 @@ import (
 //     between "certificate issued"/"certificate renewed" log lines within
 //     [TTL/4, 3·TTL/4]).
 //
-// To be added with the fixes they prove (each the same pattern, on
-// chaosMesh where it fits; the steps are the ones the issue reported):
+// To be added with the changes they prove, each the same pattern:
+// startChaosMesh(c, sidecar) builds the two-path deployment (pass
+// c.sidecar, or a func calling c.consulSidecar for Consul mode),
+// m.startLoads(s) loads both paths, holdPorts keeps a stopped process's
+// ports for its restart. The steps reproduce the faults as observed:
 //
 //   - ControlPlaneRestartDuringConsulOutage (files + Consul discovery,
 //     sidecars registered): loads on both paths; stop Consul; SIGKILL the

@@ -135,7 +135,7 @@ func (c *proxyConsulFlags) register(f *pflag.FlagSet, consulUsage string) {
 	f.StringVar(&c.address, "consul", "", consulUsage)
 	f.StringVar(&c.token, "consul-token", "", "Consul ACL token with service:write (default $CONSUL_HTTP_TOKEN)")
 	f.StringArrayVar(&c.labels, "label", nil, "label key=value of this instance, registered as a Consul tag (repeatable)")
-	f.DurationVar(&c.checkInterval, "consul-check-interval", consulreg.DefaultCheckInterval, "interval of the Consul health check against the admin /ready")
+	f.DurationVar(&c.checkInterval, "consul-check-interval", consulreg.DefaultCheckInterval, "interval of the Consul health checks of the admin address (/ready; a sidecar's /app_health too)")
 }
 
 // apply builds the Consul client (nil without --consul) and the labels.

@@ -22,10 +22,10 @@ func newProxiesCmd() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tROLE\tNAME\tIDENTITY\tCERT-EXPIRES\tMTLS")
+			fmt.Fprintln(w, "ID\tROLE\tNAME\tIDENTITY\tCERT-EXPIRES\tMTLS\tHELD")
 			for _, p := range st.Proxies {
-				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%s\t%s\n", p.ID, p.Role, p.Namespace, p.Name,
-					cmp.Or(p.SPIFFEID, "-"), formatTime(p.CertNotAfter), cmp.Or(p.MTLSMode, "-"))
+				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", p.ID, p.Role, p.Namespace, p.Name,
+					cmp.Or(p.SPIFFEID, "-"), formatTime(p.CertNotAfter), cmp.Or(p.MTLSMode, "-"), cmp.Or(p.Held, "-"))
 			}
 			return w.Flush()
 		},

@@ -34,12 +34,17 @@ type rateLoad struct {
 	conns   int
 	timeout time.Duration
 	check   loadCheck
-	client  *http.Client
-	start   time.Time
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // the connections' senders
-	once    sync.Once
-	stopped time.Time
+	// The goal a chaos scenario holds the load to: at most maxFailed
+	// failed requests (0 unless set), and when maxRecovery is set,
+	// recovered within it.
+	maxFailed   int64
+	maxRecovery time.Duration
+	client      *http.Client
+	start       time.Time
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup // the connections' senders
+	once        sync.Once
+	stopped     time.Time
 
 	mu       sync.Mutex
 	outcomes []loadOutcome

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/api/consulreg"
 )
 
 // The chaos scenarios' deployment: the gateway edge routes every request to
@@ -100,6 +102,19 @@ func startChaosMesh(c *cluster, sidecar func(svc, app, inbound, outbound string)
 	return m
 }
 
+// chaosConsulSidecar starts sidecars that register themselves in consul,
+// with extra flags. Their health checks run at the product's default
+// interval (the e2e harness's 200 ms makes each check's timeout 200 ms
+// too, which a loaded machine exceeds: a flapping check is a fault of its
+// own, not the one a scenario injects).
+func chaosConsulSidecar(c *cluster, consul *consulAgent, extra ...string) func(svc, app, inbound, outbound string) *proc {
+	extra = append([]string{"--consul-check-interval", consulreg.DefaultCheckInterval.String()}, extra...)
+	return func(svc, app, inbound, outbound string) *proc {
+		c.t.Helper()
+		return c.consulSidecar(consul, svc, app, inbound, outbound, extra...)
+	}
+}
+
 // gatewayURL is the gateway path: gateway → frontend's sidecar → frontend.
 func (m *chaosMesh) gatewayURL() string { return m.gw + "/" }
 
@@ -113,10 +128,10 @@ func (m *chaosMesh) waitServing(t *testing.T) {
 	eventually(t, 30*time.Second, "sidecar→sidecar path serves", func() error { return probe(m.meshURL(), upstreamFrom("orders")) })
 }
 
-// startLoads puts the level's load on both paths.
-func (m *chaosMesh) startLoads(s *chaosScenario) {
-	s.load("gateway → sidecar → app", m.gatewayURL(), replyFrom("frontend"))
-	s.load("app → sidecar → sidecar → app", m.meshURL(), upstreamFrom("orders"))
+// startLoads puts the level's load on both paths and returns the loads.
+func (m *chaosMesh) startLoads(s *chaosScenario) (gateway, mesh *rateLoad) {
+	return s.load("gateway → sidecar → app", m.gatewayURL(), replyFrom("frontend")),
+		s.load("app → sidecar → sidecar → app", m.meshURL(), upstreamFrom("orders"))
 }
 
 // waitEdit waits until the gateway path (and with mesh, the sidecar→sidecar

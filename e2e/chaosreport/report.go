@@ -40,11 +40,15 @@ type Row struct {
 	// Failures counts the failed requests by outcome ("503", "timeout",
 	// "upstream 503", ...).
 	Failures map[string]int64 `json:"failures,omitempty"`
-	// MaxFailed is the goal: at most this many failed requests.
-	MaxFailed int64 `json:"maxFailed"`
-	// RecoverySeconds is the time from the end of the fault to the first
-	// success after which no request failed; nil when no request failed.
-	RecoverySeconds *float64 `json:"recoverySeconds,omitempty"`
+	// MaxFailed is the goal: at most this many failed requests; and, when
+	// MaxRecoverySeconds is not 0, recovered within that time.
+	MaxFailed          int64   `json:"maxFailed"`
+	MaxRecoverySeconds float64 `json:"maxRecoverySeconds,omitempty"`
+	// RecoverySeconds is the time from the end of the fault (its start with
+	// RecoveryFromStart) to the first success after which no request
+	// failed; nil when no request failed.
+	RecoverySeconds   *float64 `json:"recoverySeconds,omitempty"`
+	RecoveryFromStart bool     `json:"recoveryFromStart,omitempty"`
 	// Unrecovered is set when the last request sent still failed.
 	Unrecovered bool `json:"unrecovered,omitempty"`
 	// Checks are the scenario's other findings, in words.
@@ -176,9 +180,9 @@ func Table(rows []Row, facts Facts) (string, error) {
 		if r.Failed > 0 {
 			failedCell += " (" + failures(r.Failures) + ")"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %s | ≤ %d failed | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n",
 			cell(r.Scenario), cell(r.Path), fault, duration, rate(r), r.Sent, failedCell,
-			r.MaxFailed, recovery(r), checks, result)
+			goal(r), recovery(r), checks, result)
 	}
 	return b.String(), nil
 }
@@ -215,12 +219,22 @@ func failures(m map[string]int64) string {
 	return strings.Join(parts, ", ")
 }
 
+func goal(r Row) string {
+	g := fmt.Sprintf("≤ %d failed", r.MaxFailed)
+	if r.MaxRecoverySeconds > 0 {
+		g += ", recovered in ≤ " + seconds(r.MaxRecoverySeconds)
+	}
+	return g
+}
+
 func recovery(r Row) string {
 	switch {
 	case r.Unrecovered:
 		return "not recovered"
 	case r.RecoverySeconds == nil:
 		return "– (no failure)"
+	case r.RecoveryFromStart:
+		return seconds(*r.RecoverySeconds) + " from the fault's start"
 	default:
 		return seconds(*r.RecoverySeconds)
 	}

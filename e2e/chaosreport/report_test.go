@@ -46,6 +46,9 @@ func TestTable(t *testing.T) {
 	start := time.Date(2025, 12, 4, 16, 0, 0, 0, time.UTC)
 	recovery := 2.5
 	rows := []Row{
+		{Level: "full", Scenario: "AppKilled", Path: "mesh", Fault: "app killed", FaultSeconds: 5, Rate: 200,
+			Sent: 1000, Failed: 20, Failures: map[string]int64{"upstream 503": 20}, MaxFailed: 1000, MaxRecoverySeconds: 10,
+			RecoverySeconds: &recovery, RecoveryFromStart: true, Pass: true, Started: start.Add(30 * time.Second), Cores: 2, Load1: 2},
 		{Level: "full", Scenario: "PolicyEdits", Path: "gateway", Fault: "100 policy edits", FaultSeconds: 41.2, Rate: 200,
 			Sent: 8000, Pass: true, Started: start.Add(time.Minute), Seconds: 60, Cores: 2, Load1: 3.14,
 			Checks: []string{"every edit served", "median 300ms | max 1s"}},
@@ -61,7 +64,8 @@ func TestTable(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Level `full`, run 2025-12-04 16:00 UTC (2m0s); 2 cores (linux/amd64), 1-minute load average 1.5–3.1",
-		"commit `abc123`. 2 scenarios, **1 failed**.",
+		"commit `abc123`. 3 scenarios, **1 failed**.",
+		"| AppKilled | mesh | app killed | 5.0 s | 200/s | 1000 | 20 (upstream 503: 20) | ≤ 1000 failed, recovered in ≤ 10 s | 2.5 s from the fault's start |  | pass |",
 		"| ControlPlaneKill | mesh | control plane SIGKILL | 20 s | 200/s | 5000 | 0 | ≤ 0 failed | – (no failure) | reconnected | **FAIL** |\n" +
 			"| ControlPlaneKill | gateway | ″ | ″ | 200/s (got 100/s) | 5000 | 3 (503: 2, timeout: 1) | ≤ 0 failed | 2.5 s | ″ | **FAIL** |",
 		"| PolicyEdits | gateway | 100 policy edits | 41 s | 200/s | 8000 | 0 | ≤ 0 failed | – (no failure) | every edit served; median 300ms \\| max 1s | pass |",

@@ -88,8 +88,9 @@ func TestChaosControlPlaneRestartDuringConsulOutage(t *testing.T) {
 	}
 	if st.Serving || !slices.Contains(st.WaitingFor, "consul catalog") {
 		t.Errorf("while Consul is down: serving %v, waiting for %v; want not serving, waiting for the consul catalog", st.Serving, st.WaitingFor)
+	} else {
+		s.notef("while Consul was down the restarted control plane pushed nothing (waiting for %s)", strings.Join(st.WaitingFor, ", "))
 	}
-	s.notef("while Consul was down the restarted control plane pushed nothing (waiting for %s)", strings.Join(st.WaitingFor, ", "))
 	held.release()
 	consul.start()
 	s.endFault()

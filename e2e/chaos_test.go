@@ -51,6 +51,12 @@ import (
 //     load: nothing lost, and every proxy renews about every TTL/2 (each gap
 //     between "certificate issued"/"certificate renewed" log lines within
 //     [TTL/4, 3·TTL/4]).
+//   - TestChaosJoinTokenRevocation: certificateTTL 1m; two more callers of
+//     orders, one's join token revoked (meshgate token revoke), the other's
+//     identity (meshgate proxies revoke): their connections to the control
+//     plane are closed and not let back, their renewals refused, and their
+//     calls fail once their certificates expire (within one lifetime); the
+//     two measured paths lose nothing.
 //   - TestChaosControlPlaneRestartDuringConsulOutage (files + Consul
 //     discovery): Consul stopped, the control plane SIGKILLed and started
 //     again, Consul started ≥ 10 s later: nothing lost; the restarted control
@@ -70,11 +76,6 @@ import (
 //     gateway and on a sidecar→sidecar hop; SIGTERM one orders sidecar.
 //     Goal: 0 failed (it deregisters, waits for callers to stop, then
 //     stops accepting, then finishes in-flight requests).
-//   - JoinTokenRevocation: a sidecar enrolled with a token; revoke the token
-//     (meshgate token revoke) and the identity (meshgate proxies revoke);
-//     load from a healthy caller keeps 0 failed; the revoked proxy's renewal
-//     is refused and its connections are closed by the control plane and,
-//     within one certificate lifetime, by its peers.
 //   - SlowConnections: 10,000 half-open connections to the gateway (a
 //     connection limit configured below that); a fixed-rate load of normal
 //     clients beside them: 0 failed among them; the gateway's RSS stays

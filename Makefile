@@ -45,8 +45,31 @@ e2e: build consul
 	if [ $$rc -ne 0 ]; then echo "---- e2e failed; the test messages (processes' output is in e2e.log):"; \
 	  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' e2e.log | grep -v ': ---- output of' | tail -60; fi; exit $$rc
 
+## chaos: the chaos scenarios (e2e/chaos_*_test.go: faults under fixed-rate load through
+## the real binary), one at a time. MESHGATE_CHAOS=quick (default; also part of make test),
+## full or soak sets durations and rates (MESHGATE_CHAOS_RATE, MESHGATE_CHAOS_FAULT override
+## them; CHAOS_RUN selects scenarios). Prints the results table and rewrites that level's
+## table in docs/reliability.md. The full log is chaos.log.
+.PHONY: chaos soak
+MESHGATE_CHAOS ?= quick
+CHAOS_RUN      ?= ^TestChaos
+chaos: build consul
+	@rm -f chaos-results.jsonl; \
+	MESHGATE_CHAOS=$(MESHGATE_CHAOS) MESHGATE_CHAOS_RESULTS=$(CURDIR)/chaos-results.jsonl \
+	MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) \
+	  $(GO) test -count=1 -parallel 1 -timeout 90m -v -run '$(CHAOS_RUN)' ./e2e/ 2>&1 | tee chaos.log | \
+	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^\s+chaos[a-z_]*_test\.go:[0-9]+: chaos ' ; rc=$${PIPESTATUS[0]}; \
+	if [ $$rc -ne 0 ]; then echo "---- chaos failed; the test messages (processes' output is in chaos.log):"; \
+	  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' chaos.log | grep -v ': ---- output of' | tail -40; fi; \
+	$(GO) run ./e2e/chaosreport/cmd/chaostable -results chaos-results.jsonl -doc docs/reliability.md || rc=1; exit $$rc
+
+## soak: the chaos scenarios at their longest: 60 s faults at 300 req/s per path (~10 min)
+soak:
+	@$(MAKE) --no-print-directory chaos MESHGATE_CHAOS=soak
+
 # Fuzz targets, as package:FuzzName.
 FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/rbac:FuzzCompileRBAC ./dataplane/rbac:FuzzFromHTTPFilters ./dataplane/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
+FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=
 
@@ -74,7 +97,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin e2e.log
+	rm -rf bin e2e.log chaos.log chaos-results.jsonl
 
 ## proto: regenerate api/ (needs protoc, protoc-gen-go, protoc-gen-go-grpc; the generated code is committed)
 proto:

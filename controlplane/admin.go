@@ -93,8 +93,12 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 			return
 		}
 		cp.logger.Info("join token revoked", "token", rec.ID, "service", rec.Service, "namespace", rec.Namespace)
-		writeJSON(w, http.StatusOK, rec)
+		// The token's proxies are revoked with it: their renewals are
+		// refused, and their connections (xDS streams) closed.
+		writeJSON(w, http.StatusOK, RevokedToken{Record: rec, ClosedConnections: cp.closeRevoked(r.Context())})
 	})
+	mux.HandleFunc("POST /revocations", cp.handleRevoke)
+	mux.HandleFunc("GET /revocations", cp.handleListRevocations)
 	mux.HandleFunc("GET /ca", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, cp.ca.Status())
 	})
@@ -127,14 +131,26 @@ func (cp *ControlPlane) requireAdmin(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+		got, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshgate"`)
 			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong admin token (Authorization: Bearer <token from <data-dir>/admin-token>)"))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the credentials of an Authorization value of the
+// Bearer scheme, whose name is case-insensitive (RFC 9110 section 11.1):
+// "Bearer", "bearer" or "BEARER", then one or more spaces, then the token.
+func bearerToken(authorization string) (string, bool) {
+	scheme, token, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
 }
 
 // CreateTokenRequest is the body of POST /tokens.

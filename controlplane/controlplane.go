@@ -7,6 +7,18 @@
 // certificate authority: xDS and the CA service share one TLS port, xDS
 // streams must present a client certificate whose SPIFFE ID matches the
 // node, and the admin API requires the admin token outside dev mode.
+//
+// What proxies serve is protected from sources that are not there yet or
+// that empty by accident:
+//   - until every source it is configured with has synced once (the policy
+//     read and valid, the discovery's first snapshot in), the control plane
+//     pushes nothing: proxies keep the configuration they have, new ones
+//     wait (Status.Serving, Status.WaitingFor);
+//   - a destructive policy change (a file that becomes empty, no document
+//     left, a Gateway losing every route) is applied only once the policy
+//     has stayed the same for Options.DestructiveHold (Status.HeldPolicyChange);
+//   - a push that would take every route or every endpoint from a proxy
+//     without a policy change is held for that proxy (see package xds).
 package controlplane
 
 import (
@@ -18,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +55,18 @@ const (
 	// proxies fast.
 	DefaultDiscoveryDebounce = 10 * time.Millisecond
 	// DefaultDiscoverySyncTimeout bounds the wait for the first discovery
-	// snapshot before the first model is served.
+	// snapshot before the first load, and is when the control plane first
+	// warns that it still waits for a source.
 	DefaultDiscoverySyncTimeout = 5 * time.Second
 )
+
+// syncWarnInterval is how often the control plane repeats that it still
+// waits for the first sync of a source.
+const syncWarnInterval = 30 * time.Second
+
+// policySourceRetry is how often a policy source that could not be read is
+// read again while the control plane waits for its first sync.
+const policySourceRetry = time.Second
 
 // Discovery is a source of services, e.g. the Consul catalog.
 type Discovery interface {
@@ -87,7 +109,9 @@ type Options struct {
 	// reload; DefaultDiscoveryDebounce when zero.
 	DiscoveryDebounce time.Duration
 	// DiscoverySyncTimeout bounds the wait for the first discovery snapshot
-	// at start; DefaultDiscoverySyncTimeout when zero.
+	// before the first load; DefaultDiscoverySyncTimeout when zero. The
+	// control plane keeps waiting after it (nothing is pushed to proxies
+	// before every source has synced), with a warning then and every 30 s.
 	DiscoverySyncTimeout time.Duration
 	// XDSAddress is where xDS and the CA are served (TLS); port 0 picks a
 	// free port.
@@ -96,14 +120,22 @@ type Options struct {
 	AdminAddress string
 	// Debounce is how long the files must be quiet before a reload.
 	Debounce time.Duration
-	Logger   *slog.Logger
+	// DestructiveHold is how long a destructive policy change (see
+	// destructiveChange: a policy file that becomes empty, no document left,
+	// a Gateway that loses every route) must stay unchanged before it is
+	// applied, with a warning; DefaultDestructiveHold when zero, no hold
+	// when negative. Meanwhile the applied policy stays (with the
+	// discovered services as they change).
+	DestructiveHold time.Duration
+	Logger          *slog.Logger
 	// OnReady, if set, is called once both servers listen, with their
 	// addresses.
 	OnReady func(xdsAddr, adminAddr net.Addr)
-	// Load reads the policy; nil means policy.Load through the control
-	// plane's policy.Cache (documents unchanged since the last reload are
-	// not decoded again).
-	Load func(paths ...string) (*policy.Set, error)
+	// Load validates the policy files (the discovered services rendered as
+	// files first); nil means policy.LoadFiles through the control plane's
+	// policy.Cache (documents unchanged since the last reload are not
+	// decoded again).
+	Load func(files ...policy.File) (*policy.Set, error)
 	// DataDir holds the control plane's state (CA roots, join tokens, the
 	// admin token); empty means DefaultDataDir(), or, with Dev, memory.
 	DataDir string
@@ -131,10 +163,29 @@ func DefaultDataDir() string {
 
 // Status is what GET /status reports.
 type Status struct {
-	Version    string            `json:"version"`
-	LastReload time.Time         `json:"lastReload"`
-	LastError  string            `json:"lastError"`
-	Proxies    []xds.ProxyStatus `json:"proxies"`
+	Version    string    `json:"version"`
+	LastReload time.Time `json:"lastReload"`
+	LastError  string    `json:"lastError"`
+	// Serving: every source has synced once and the first model was
+	// pushed. Until then no proxy is given a configuration.
+	Serving bool `json:"serving"`
+	// WaitingFor names, while not serving, the sources whose first sync is
+	// not complete: "policy files" (or the policy source, e.g. "consul
+	// kv") until read and valid, the discovery (e.g. "consul catalog")
+	// until its first snapshot is in.
+	WaitingFor []string `json:"waitingFor,omitempty"`
+	// HeldPolicyChange is a destructive policy change not applied yet.
+	HeldPolicyChange *HeldPolicyChange `json:"heldPolicyChange,omitempty"`
+	Proxies          []xds.ProxyStatus `json:"proxies"`
+}
+
+// HeldPolicyChange is a destructive policy change waiting for the policy to
+// stay the same for Options.DestructiveHold.
+type HeldPolicyChange struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+	// ApplyAt is when it is applied if the policy does not change again.
+	ApplyAt time.Time `json:"applyAt"`
 }
 
 // ControlPlane is one control plane. Create it with New, then Run it.
@@ -157,10 +208,32 @@ type ControlPlane struct {
 	// next (reloads are serial: Run's initial reload, then its reload loop).
 	policyCache *policy.Cache
 
+	// discoverySynced: Options.Discovery's first snapshot is in.
+	discoverySynced atomic.Bool
+	// sourceFailing: the last reload could not read the policy source.
+	sourceFailing atomic.Bool
+	// servingCh is closed when the first model is pushed.
+	servingCh chan struct{}
+	// requestReload asks Run's reload loop for a reload; nil outside Run.
+	requestReload func()
+
+	// Reload state, touched by reload only (reloads are serial).
+	applied   *policySummary // the policy of the served model
+	hold      destructiveHold
+	holdTimer *time.Timer
+
 	mu         sync.Mutex
 	version    string
 	lastReload time.Time
 	lastError  string
+	// configServed: the first model was pushed.
+	configServed bool
+	heldChange   *HeldPolicyChange
+
+	// revocations and guard: revoked tokens, identities and enrolments,
+	// and the connections they close (revocation.go).
+	revocations *ca.Revocations
+	guard       *connGuard
 }
 
 // Run serves until ctx is done: New, then Run.
@@ -197,15 +270,18 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDebounce
 	}
+	if opts.DestructiveHold == 0 {
+		opts.DestructiveHold = DefaultDestructiveHold
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	policyCache := policy.NewCache()
 	if opts.Load == nil {
-		opts.Load = policyCache.Load
+		opts.Load = policyCache.LoadFiles
 	}
 	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry(),
-		policyCache: policyCache}
+		policyCache: policyCache, servingCh: make(chan struct{})}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	cp.model.Store(empty)
 
@@ -243,6 +319,7 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	}
 	cp.caService = ca.NewService(cp.ca, cp.tokens, cp.meshSettings, opts.Logger.With("component", "ca"))
 	cp.caService.OnIssue(cp.issued.issued)
+	cp.setUpRevocation()
 	cp.xds.SetAuthorizer(cp.authorizeProxy)
 	if !opts.Dev {
 		if cp.adminToken, err = loadAdminToken(ctx, cp.store); err != nil {
@@ -326,8 +403,10 @@ func (cp *ControlPlane) pushTrustBundle() {
 	cp.xds.SetTrustBundle(context.Background(), c.TrustBundlePEM())
 }
 
-// Run serves until ctx is done. The initial load may fail: then the errors are
-// logged, an empty model is served, and fixing the files recovers.
+// Run serves until ctx is done. Until every source has synced once (the
+// policy read and valid, the discovery's first snapshot in), it accepts and
+// tracks proxies but pushes no configuration; an invalid or unreadable
+// policy is logged, and fixing it starts serving.
 func (cp *ControlPlane) Run(ctx context.Context) error {
 	opts := cp.opts
 	ctx, cancel := context.WithCancel(ctx)
@@ -343,40 +422,57 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		default: // one is pending already
 		}
 	}
+	cp.requestReload = requestReload
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	defer func() {
+		cancel()
+		wg.Wait()
+		if cp.holdTimer != nil {
+			cp.holdTimer.Stop()
+		}
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		cp.ca.Run(ctx, caReloadInterval)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.guard.run(ctx, cp.store)
+	}()
 	if d := opts.Discovery; d != nil {
 		trigger, stopTrigger := debounced(opts.DiscoveryDebounce, requestReload)
 		defer stopTrigger()
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			if err := d.Run(ctx, trigger); err != nil && ctx.Err() == nil {
 				cp.logger.Error("service discovery stopped", "error", err)
 			}
 		}()
+		go func() {
+			defer wg.Done()
+			// However late the first snapshot comes, it is loaded.
+			if d.WaitSynced(ctx) == nil && !cp.discoverySynced.Swap(true) {
+				cp.logger.Info("service discovery synced", "source", sourceName(d, "service discovery"))
+				requestReload()
+			}
+		}()
 		syncCtx, stop := context.WithTimeout(ctx, opts.DiscoverySyncTimeout)
-		if err := d.WaitSynced(syncCtx); err != nil {
-			cp.logger.Warn("service discovery not synced: starting without its services; they are added when it answers",
-				"waited", opts.DiscoverySyncTimeout)
+		if d.WaitSynced(syncCtx) == nil {
+			cp.discoverySynced.Store(true)
 		}
 		stop()
 	}
 
-	if err := cp.reload(ctx); err != nil {
-		cp.logger.Warn("initial policy load failed: serving an empty configuration until the files are fixed")
-		empty, _ := model.Compile(nil) // an empty set always compiles
-		cp.xds.SetModel(ctx, empty)
-		cp.mu.Lock()
-		cp.version = empty.Version
-		cp.mu.Unlock()
-	}
 	cp.xds.SetTrustBundle(ctx, cp.ca.TrustBundlePEM())
+	_ = cp.reload(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cp.watchSync(ctx, requestReload)
+	}()
 	if _, err := cp.serving.Certificate(); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
@@ -392,7 +488,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	}
 
 	g := xds.NewGRPCServer(
-		grpc.Creds(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving))),
+		grpc.Creds(cp.guard.credentials(credentials.NewTLS(cp.ca.ServerTLSConfig(cp.serving)))),
 	)
 	cp.xds.Register(g)
 	cp.caService.Register(g)
@@ -460,74 +556,104 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	return runErr
 }
 
-// loadSet reads and validates the policy: with neither a policy source nor
-// discovery, Options.Load of the config paths; otherwise the discovered
-// services (first, so that a static Service of the same name is the one
-// reported as a duplicate of "consul:catalog/<name>") and the policy files
-// or the policy source's files, validated together as one set. Both go
-// through cp.policyCache (the first unless Options.Load is set): a reload
-// decodes only the documents that changed, such as the one discovered
-// service whose endpoints changed.
-func (cp *ControlPlane) loadSet(ctx context.Context) (*policy.Set, error) {
-	opts := cp.opts
-	if opts.PolicySource == nil && opts.Discovery == nil {
-		return opts.Load(opts.ConfigPaths...)
-	}
+// errNotSynced: the discovery has not delivered its first snapshot; no
+// policy is loaded without it (a route to a discovered service would not
+// validate).
+var errNotSynced = errors.New("service discovery not synced yet")
+
+// readPolicy reads the policy files, or the policy source's; a policy source
+// that cannot be read marks cp.sourceFailing.
+func (cp *ControlPlane) readPolicy(ctx context.Context) (policyInput, error) {
 	var files []policy.File
-	if opts.Discovery != nil {
-		discovered, err := serviceFiles(opts.Discovery.Services())
+	switch {
+	case cp.opts.PolicySource != nil:
+		pf, err := cp.opts.PolicySource.Files(ctx)
+		cp.sourceFailing.Store(err != nil)
 		if err != nil {
-			return nil, err
+			return policyInput{}, fmt.Errorf("policy source: %w", err)
+		}
+		files = pf
+	case len(cp.opts.ConfigPaths) > 0:
+		pf, errs := readPolicyFiles(cp.opts.ConfigPaths)
+		if len(errs) > 0 {
+			return policyInput{}, errs
+		}
+		files = pf
+	}
+	return policyInput{files: files, version: model.PolicyVersion(files)}, nil
+}
+
+// compile validates the discovered services (first, so that a static
+// Service of the same name is the one reported as a duplicate of
+// "consul:catalog/<name>") and the policy as one set, through Options.Load
+// (by default cp.policyCache: a reload decodes only the documents that
+// changed, such as the one discovered service whose endpoints changed), and
+// compiles it.
+func (cp *ControlPlane) compile(in policyInput) (*model.Model, *policySummary, error) {
+	var files []policy.File
+	if d := cp.opts.Discovery; d != nil {
+		discovered, err := serviceFiles(d.Services())
+		if err != nil {
+			return nil, nil, err
 		}
 		files = append(files, discovered...)
 	}
-	if opts.PolicySource != nil {
-		pf, err := opts.PolicySource.Files(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("policy source: %w", err)
-		}
-		files = append(files, pf...)
-	} else {
-		pf, errs := readPolicyFiles(opts.ConfigPaths)
-		if len(errs) > 0 {
-			return nil, errs
-		}
-		files = append(files, pf...)
+	files = append(files, in.files...)
+	set, err := cp.opts.Load(files...)
+	if err != nil {
+		return nil, nil, err
 	}
-	return cp.policyCache.LoadFiles(files...)
+	m, err := model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version})
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, summarize(in, set, m), nil
 }
 
 // reload loads and compiles the policy and, if valid, serves it; an invalid
 // policy is rejected, logged error by error, and the previous model stays.
+// Nothing is loaded before the discovery's first snapshot. A destructive
+// change (destructiveChange) is held: the applied policy is compiled again
+// with the current discovered services instead, until the change has stayed
+// the same for Options.DestructiveHold.
 func (cp *ControlPlane) reload(ctx context.Context) error {
+	if cp.opts.Discovery != nil && !cp.discoverySynced.Load() {
+		return errNotSynced
+	}
 	start := time.Now()
-	set, err := cp.loadSet(ctx)
-	loaded := time.Now()
+	in, err := cp.readPolicy(ctx)
+	if err == nil && cp.hold.active() && in.version != cp.hold.version {
+		// The policy changed again: the held change was not stable.
+		cp.logger.Info("held destructive policy change superseded: the policy changed again", "reason", cp.hold.reason)
+		cp.hold = destructiveHold{}
+		cp.setHeldChange(nil)
+	}
 	var m *model.Model
+	var sum *policySummary
 	if err == nil {
-		m, err = model.Compile(set)
+		m, sum, err = cp.compile(in)
+	}
+	if err == nil {
+		m, sum, err = cp.confirmDestructive(in, m, sum)
 	}
 	compiled := time.Now()
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
 	if err != nil {
-		var list policy.ErrorList
-		if errors.As(err, &list) {
-			for _, e := range list {
-				cp.logger.Warn("policy rejected", "error", e.Error())
-			}
-		} else {
-			cp.logger.Warn("policy rejected", "error", err.Error())
-		}
-		cp.lastError = err.Error()
+		cp.reject(err)
 		return err
 	}
+	cp.applied = sum
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
 	cp.model.Store(m)
 	cp.xds.SetModel(ctx, m)
 	if m.Version != cp.version {
 		cp.logger.Info("policy loaded", "version", m.Version, "gateways", len(m.Gateways), "services", len(m.Services),
-			"load", loaded.Sub(start).Round(time.Millisecond), "compile", compiled.Sub(loaded).Round(time.Millisecond),
-			"serve", time.Since(compiled).Round(time.Millisecond))
+			"compile", compiled.Sub(start).Round(time.Millisecond), "serve", time.Since(compiled).Round(time.Millisecond))
+	}
+	if !cp.configServed {
+		cp.configServed = true
+		close(cp.servingCh)
+		cp.logger.Info("every source synced: serving the configuration to the proxies", "version", m.Version)
 	}
 	cp.version = m.Version
 	cp.lastReload = time.Now().UTC()
@@ -535,9 +661,148 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	return nil
 }
 
+// confirmDestructive applies the destructive-change hold to the model m of
+// the policy in: it returns m, or, while a destructive change waits for its
+// confirmation, the applied policy compiled again with the current
+// discovered services.
+func (cp *ControlPlane) confirmDestructive(in policyInput, m *model.Model, sum *policySummary) (*model.Model, *policySummary, error) {
+	window := cp.opts.DestructiveHold
+	prev := cp.applied
+	if prev == nil || window < 0 {
+		return m, sum, nil
+	}
+	reason := ""
+	if in.version != prev.input.version {
+		reason = destructiveChange(prev, sum)
+	}
+	if reason == "" {
+		return m, sum, nil
+	}
+	now := time.Now()
+	apply, started, wait := cp.hold.decide(in.version, reason, now, window)
+	if apply {
+		cp.logger.Warn("applying a destructive policy change: the policy stayed unchanged for the hold window", "reason", reason, "hold", window)
+		cp.setHeldChange(nil)
+		return m, sum, nil
+	}
+	if started {
+		cp.logger.Warn("destructive policy change held: it is applied if the policy stays unchanged for the hold window", "reason", reason, "hold", window)
+		cp.setHeldChange(&HeldPolicyChange{Reason: reason, Since: now.UTC(), ApplyAt: now.Add(wait).UTC()})
+	}
+	if cp.holdTimer != nil {
+		cp.holdTimer.Stop()
+	}
+	if cp.requestReload != nil {
+		cp.holdTimer = time.AfterFunc(wait, cp.requestReload)
+	}
+	return cp.compileApplied(prev)
+}
+
+// compileApplied compiles the applied policy again, with the current
+// discovered services.
+func (cp *ControlPlane) compileApplied(prev *policySummary) (*model.Model, *policySummary, error) {
+	m, sum, err := cp.compile(prev.input)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the applied policy, kept while a destructive change is held: %w", err)
+	}
+	return m, sum, nil
+}
+
+func (cp *ControlPlane) setHeldChange(h *HeldPolicyChange) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.heldChange = h
+}
+
+// reject logs a failed reload error by error and records it; the previous
+// model stays. A policy source that keeps failing is logged once.
+func (cp *ControlPlane) reject(err error) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	level := slog.LevelWarn
+	if cp.sourceFailing.Load() && cp.lastError == err.Error() {
+		level = slog.LevelDebug // the same outage, retried
+	}
+	var list policy.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			cp.logger.Log(context.Background(), level, "policy rejected", "error", e.Error())
+		}
+	} else {
+		cp.logger.Log(context.Background(), level, "policy rejected", "error", err.Error())
+	}
+	if !cp.configServed && level == slog.LevelWarn {
+		cp.logger.Warn("no configuration is served until the policy is valid: proxies keep the configuration they have, new ones wait")
+	}
+	cp.lastError = err.Error()
+}
+
+// watchSync runs until the control plane serves: it warns of the sources it
+// waits for DiscoverySyncTimeout after the start, then every
+// syncWarnInterval, and reads a policy source that could not be read again
+// every policySourceRetry (its watch may not report its return).
+func (cp *ControlPlane) watchSync(ctx context.Context, requestReload func()) {
+	began := time.Now()
+	warn := time.NewTimer(cp.opts.DiscoverySyncTimeout)
+	defer warn.Stop()
+	retry := time.NewTicker(policySourceRetry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-cp.servingCh:
+			return
+		case <-retry.C:
+			if cp.sourceFailing.Load() {
+				requestReload()
+			}
+		case <-warn.C:
+			cp.mu.Lock()
+			waiting, lastError := cp.waitingForLocked(), cp.lastError
+			cp.mu.Unlock()
+			cp.logger.Warn("not serving any configuration yet: waiting for the first sync of every source (proxies keep the configuration they have, new ones wait)",
+				"waitingFor", strings.Join(waiting, ", "), "waited", time.Since(began).Round(time.Second), "lastError", lastError)
+			warn.Reset(syncWarnInterval)
+		}
+	}
+}
+
+// waitingForLocked names the sources whose first sync is not complete, nil
+// once serving.
+func (cp *ControlPlane) waitingForLocked() []string {
+	if cp.configServed {
+		return nil
+	}
+	var out []string
+	if d := cp.opts.Discovery; d != nil && !cp.discoverySynced.Load() {
+		out = append(out, sourceName(d, "service discovery"))
+	}
+	switch {
+	case cp.opts.PolicySource != nil:
+		out = append(out, sourceName(cp.opts.PolicySource, "policy source"))
+	case len(cp.opts.ConfigPaths) > 0:
+		out = append(out, "policy files")
+	}
+	return out
+}
+
+// sourceName is what v calls itself (fmt.Stringer), else def.
+func sourceName(v any, def string) string {
+	if s, ok := v.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return def
+}
+
 func (cp *ControlPlane) status() Status {
 	cp.mu.Lock()
-	st := Status{Version: cp.version, LastReload: cp.lastReload, LastError: cp.lastError}
+	st := Status{Version: cp.version, LastReload: cp.lastReload, LastError: cp.lastError,
+		Serving: cp.configServed, WaitingFor: cp.waitingForLocked()}
+	if h := cp.heldChange; h != nil {
+		held := *h
+		st.HeldPolicyChange = &held
+	}
 	cp.mu.Unlock()
 	st.Proxies = cp.xds.Proxies()
 	for i := range st.Proxies {

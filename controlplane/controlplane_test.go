@@ -62,19 +62,24 @@ type running struct {
 
 func start(t *testing.T, paths ...string) running {
 	t.Helper()
+	return startWith(t, Options{ConfigPaths: paths})
+}
+
+// startWith runs a control plane with opts on free loopback ports, a
+// temporary data directory and a 20 ms debounce (unless opts says).
+func startWith(t *testing.T, opts Options) running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan running, 1)
 	done := make(chan error, 1)
 	dataDir := t.TempDir()
+	opts.XDSAddress, opts.AdminAddress, opts.DataDir = "127.0.0.1:0", "127.0.0.1:0", dataDir
+	if opts.Debounce == 0 {
+		opts.Debounce = 20 * time.Millisecond
+	}
+	opts.OnReady = func(x, a net.Addr) { ready <- running{xds: x, admin: a, dataDir: dataDir} }
 	go func() {
-		done <- Run(ctx, Options{
-			ConfigPaths:  paths,
-			XDSAddress:   "127.0.0.1:0",
-			AdminAddress: "127.0.0.1:0",
-			DataDir:      dataDir,
-			Debounce:     20 * time.Millisecond,
-			OnReady:      func(x, a net.Addr) { ready <- running{xds: x, admin: a, dataDir: dataDir} },
-		})
+		done <- Run(ctx, opts)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -189,16 +194,26 @@ func TestReloadAndReject(t *testing.T) {
 	}
 }
 
+// TestInvalidInitialLoadRecovers: an invalid policy at start serves nothing
+// (not even an empty configuration) and says what it waits for; fixing the
+// files starts serving.
 func TestInvalidInitialLoadRecovers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
 	writeAtomically(t, path, invalidYAML)
 	r := start(t, dir)
-	empty := waitStatus(t, r, "the failed initial load", func(s Status) bool { return s.LastError != "" && s.Version != "" })
+	failed := waitStatus(t, r, "the failed initial load", func(s Status) bool { return s.LastError != "" })
+	if failed.Serving || failed.Version != "" || strings.Join(failed.WaitingFor, ",") != "policy files" {
+		t.Errorf("after a failed initial load: serving %v, version %q, waiting for %v; want not serving, no version, policy files",
+			failed.Serving, failed.Version, failed.WaitingFor)
+	}
 
 	writeAtomically(t, path, strings.ReplaceAll(serviceYAML, "%s", "orders"))
-	waitStatus(t, r, "recovery", func(s Status) bool { return s.LastError == "" && s.Version != empty.Version })
+	fixed := waitStatus(t, r, "recovery", func(s Status) bool { return s.LastError == "" && s.Version != "" })
+	if !fixed.Serving || len(fixed.WaitingFor) != 0 {
+		t.Errorf("after the fix: serving %v, waiting for %v", fixed.Serving, fixed.WaitingFor)
+	}
 }
 
 func TestProxiesAndConfigDump(t *testing.T) {

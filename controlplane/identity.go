@@ -51,8 +51,8 @@ func (e *issuedExpiry) newest(spiffeID string, notAfter time.Time) time.Time {
 }
 
 // authorizeProxy is the xDS server's authorizer: the peer must present a
-// client certificate from the mesh CA, and the node of the stream's first
-// request must be the one that certificate names.
+// client certificate from the mesh CA, not revoked, and the node of the
+// stream's first request must be the one that certificate names.
 func (cp *ControlPlane) authorizeProxy(ctx context.Context, node *corev3.Node) (xds.ProxyIdentity, error) {
 	id, leaf, err := cp.ca.PeerIdentity(ctx)
 	if err != nil {
@@ -66,7 +66,15 @@ func (cp *ControlPlane) authorizeProxy(ctx context.Context, node *corev3.Node) (
 		cp.logger.Warn("xDS stream refused", "node", node.GetId(), "peer", peerAddr(ctx), "spiffeID", id.String(), "reason", err.Error())
 		return xds.ProxyIdentity{}, grpcstatus.Error(codes.PermissionDenied, err.Error())
 	}
-	return xds.ProxyIdentity{SPIFFEID: id.String(), NotAfter: leaf.NotAfter}, nil
+	if err := cp.guard.check(ctx, id, leaf); err != nil {
+		cp.logger.Warn("xDS stream refused: revoked", "node", node.GetId(), "peer", peerAddr(ctx), "spiffeID", id.String(), "reason", err.Error())
+		return xds.ProxyIdentity{}, grpcstatus.Error(codes.PermissionDenied, "xDS refused: "+err.Error())
+	}
+	pid := xds.ProxyIdentity{SPIFFEID: id.String(), NotAfter: leaf.NotAfter}
+	if e, ok := ca.EnrolmentOf(leaf); ok {
+		pid.Enrolment, pid.TokenID = e.ID, e.TokenID
+	}
+	return pid, nil
 }
 
 // checkNode reports whether the node's metadata names the identity id: a

@@ -38,6 +38,14 @@ func serviceFiles(services []*policy.Service) ([]policy.File, error) {
 	return files, nil
 }
 
+// ServiceFiles renders discovered services as the policy files the control
+// plane validates them as, for tools that validate policy exactly as the
+// control plane does (`meshgate apply --store consul` with the Consul
+// catalog): they go before the policy files, as in ControlPlane.compile.
+func ServiceFiles(services []*policy.Service) ([]policy.File, error) {
+	return serviceFiles(services)
+}
+
 // maxPolicyFileSize bounds one policy file, as policy.Load does.
 const maxPolicyFileSize = 16 << 20
 

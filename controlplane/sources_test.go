@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -146,8 +147,13 @@ func TestLoadSetMergesDiscovery(t *testing.T) {
 			} else {
 				opts.ConfigPaths = []string{sub}
 			}
+			opts.Load = policy.LoadFiles
 			cp := &ControlPlane{opts: opts}
-			set, err := cp.loadSet(context.Background())
+			in, err := cp.readPolicy(context.Background())
+			var m *model.Model
+			if err == nil {
+				m, _, err = cp.compile(in)
+			}
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("want an error, got a set")
@@ -160,10 +166,10 @@ func TestLoadSetMergesDiscovery(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("loadSet: %v", err)
+				t.Fatalf("load: %v", err)
 			}
 			var names []string
-			for _, s := range set.Services {
+			for _, s := range m.Services {
 				names = append(names, s.Name)
 			}
 			if strings.Join(names, ",") != strings.Join(tt.wantNames, ",") {

@@ -17,10 +17,12 @@ import (
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
-// adminHandler serves /ready, /config_dump, /stats and /debug/pprof/.
+// adminHandler serves /ready, /app_health, /config_dump, /stats and
+// /debug/pprof/.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	registerPprof(mux)
+	mux.HandleFunc("GET /app_health", p.serveAppHealth)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if p.Draining() {
@@ -92,6 +94,23 @@ func (p *Proxy) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(out)
 	})
 	return mux
+}
+
+// serveAppHealth answers GET /app_health from Options.AppHealth: 200 when
+// the app is healthy, 503 when not, 404 when the proxy does not probe one.
+func (p *Proxy) serveAppHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if p.opts.AppHealth == nil {
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte("no app health probe: a sidecar probes its app when it registers in Consul (--consul)\n"))
+		return
+	}
+	healthy, detail := p.opts.AppHealth()
+	if !healthy {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_, _ = w.Write([]byte(detail + "\n"))
 }
 
 // registerPprof serves the runtime profiles (net/http/pprof) under

@@ -188,10 +188,11 @@ func (l *connLimiter) Counts() (open, idle int) {
 	return l.open, l.idle.n
 }
 
-// limitedConnOf finds the *limitedConn under c (a TLS connection, a
-// replaying wrapper...), nil when there is none.
+// limitedConnOf finds the *limitedConn under c (under a TLS connection, the
+// fast path's replaying and guarding wrappers...: each has NetConn), nil
+// when there is none.
 func limitedConnOf(c net.Conn) *limitedConn {
-	for range 4 {
+	for range 8 {
 		switch v := c.(type) {
 		case *limitedConn:
 			return v

@@ -175,8 +175,8 @@ type server struct {
 }
 
 // servingServer is what a listener's server is driven through: an
-// *http.Server, or the HTTP/1.1 fast path in front of one
-// (Options.FastHTTP1).
+// *http.Server (h2c only), the HTTP/1.1 fast path in front of one
+// (Options.FastHTTP1), or one behind the HTTP/1.1 framing guard.
 type servingServer interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error
@@ -217,6 +217,7 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 	if tlsConfig != nil {
 		protocols.SetHTTP2(spec.params.h2c) // h2 over TLS, negotiated by ALPN
 		httpServer.ConnContext = connIdentity
+		httpServer.Handler = retireExpiring(handler)
 		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
 	} else if spec.config.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND && p.opts.Identity != nil {
 		// On a sidecar's outbound listener the caller is the local app, whose
@@ -233,6 +234,10 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 		// everything else (h2c, ALPN h2, bodies, malformed requests) to
 		// httpServer, configured as without it.
 		srv = &h1server.Server{Fallback: httpServer}
+	} else if spec.params.http1 {
+		// net/http alone, with the framing guard the fast path puts in
+		// front of it too: both refuse the same requests.
+		srv = &h1server.Guarded{Server: httpServer}
 	}
 	return &server{
 		listener: spec.name,

@@ -68,6 +68,12 @@ type Options struct {
 	// once the listeners are closed, or when a listener is removed;
 	// DefaultDrainTimeout when zero.
 	DrainTimeout time.Duration
+	// AppHealth, when set, reports the health of the application behind the
+	// proxy (a sidecar's app, which the sidecar probes) on the admin
+	// GET /app_health: 200 when healthy, else 503, detail as the body. It is
+	// called per admin request, never on the proxy's request path. Unset:
+	// /app_health answers 404.
+	AppHealth func() (healthy bool, detail string)
 }
 
 // Proxy is one running data plane: an xDS client, its listeners and clusters.

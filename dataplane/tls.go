@@ -3,15 +3,19 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -266,7 +270,13 @@ func (p *Proxy) serverTLSConfig(params serverParams) (*tls.Config, error) {
 	if identity == nil {
 		return nil, errors.New(errNoIdentity)
 	}
-	cfg := &tls.Config{
+	// The session ticket keys change with the proxy's certificate: a
+	// session of the previous certificate (or of a peer's, carried in the
+	// ticket) is not resumed, so that every connection starts with current
+	// certificates and is retired long before they expire.
+	var ticketsFor atomic.Pointer[tls.Certificate]
+	var cfg *tls.Config
+	cfg = &tls.Config{
 		MinVersion: meshtls.MinVersion,
 		NextProtos: next,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -275,9 +285,20 @@ func (p *Proxy) serverTLSConfig(params serverParams) (*tls.Config, error) {
 			}
 			return nil, errors.New("the proxy has no certificate yet")
 		},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			if cur := identity.Certificate(); cur != nil && ticketsFor.Swap(cur) != cur {
+				var key [32]byte
+				if _, err := rand.Read(key[:]); err != nil {
+					return nil, fmt.Errorf("session ticket key: %w", err)
+				}
+				cfg.SetSessionTicketKeys([][32]byte{key})
+			}
+			return nil, nil
+		},
 		ClientAuth: tls.RequestClientCert,
 		// Verified here rather than with ClientCAs so that the current
-		// bundle applies, and on session resumption too.
+		// bundle applies, and on session resumption too (where crypto/tls
+		// also refuses a session whose client certificate expired).
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				if require {
@@ -297,16 +318,52 @@ func (p *Proxy) serverTLSConfig(params serverParams) (*tls.Config, error) {
 
 // connIdentity is the http.Server ConnContext of TLS listeners: the peer's
 // verified SPIFFE ID, read once per connection (the handshake is complete
-// when the connection is accepted).
+// when the connection is accepted), and when the connection retires.
 func connIdentity(ctx context.Context, c net.Conn) context.Context {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
 		return ctx
 	}
+	if ec, ok := tc.NetConn().(*meshtls.ExpiringConn); ok {
+		if at := ec.RetireAt(); !at.IsZero() {
+			ctx = context.WithValue(ctx, retireKey{}, at)
+		}
+	}
 	if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
 		return peer.WithIdentity(ctx, meshtls.SPIFFEID(certs[0]))
 	}
 	return ctx
+}
+
+// retireKey is the context key of a mesh TLS connection's retirement time.
+type retireKey struct{}
+
+// retireExpiring is the handler of TLS listeners: a request on a connection
+// past its retirement time (meshtls.RetireAt: one of its certificates is
+// about to expire) is answered with Connection: close, so that the caller
+// opens a new connection, with current certificates, for the next one
+// (HTTP/2: the connection is shut down gracefully), instead of the
+// connection being cut when the certificate expires.
+func retireExpiring(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if at, ok := r.Context().Value(retireKey{}).(time.Time); ok && !time.Now().Before(at) {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ownLeaf is the certificate a server configuration presents now (the
+// proxy's, from its GetCertificate), nil when none.
+func ownLeaf(cfg *tls.Config) *x509.Certificate {
+	if cfg.GetCertificate == nil {
+		return nil
+	}
+	cert, err := cfg.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || cert == nil {
+		return nil
+	}
+	return cert.Leaf
 }
 
 // tlsListener accepts connections, completes their TLS handshake (or, when
@@ -414,9 +471,18 @@ func (l *tlsListener) prepare(c net.Conn) (net.Conn, error) {
 			return conn, nil // plaintext: no identity
 		}
 	}
-	tc := tls.Server(conn, l.config)
+	// The certificate presented, looked up before the handshake: renewed
+	// in between, it is the older, which retires the connection earlier.
+	own := ownLeaf(l.config)
+	ec := meshtls.NewExpiringConn(conn)
+	tc := tls.Server(ec, l.config)
 	if err := tc.HandshakeContext(l.ctx); err != nil {
 		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	// The connection ends when the client's certificate expires (a
+	// resumed session carries the original one).
+	if leaf := meshtls.PeerLeaf(tc.ConnectionState().PeerCertificates); leaf != nil {
+		ec.Expire(leaf.NotAfter, meshtls.RetireAt(leaf, own))
 	}
 	return tc, nil
 }

@@ -56,7 +56,8 @@ type loadLoop struct {
 	wg       sync.WaitGroup
 }
 
-func startLoad(t *testing.T, url string, workers int) *loadLoop {
+// startLoad starts workers looping GETs of url with headers ("Name: value").
+func startLoad(t *testing.T, url string, workers int, headers ...string) *loadLoop {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &loadLoop{counts: map[string]int{}, last: map[int]string{}, cancel: cancel}
 	for w := 0; w < workers; w++ {
@@ -64,7 +65,7 @@ func startLoad(t *testing.T, url string, workers int) *loadLoop {
 		go func() {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
-				r, err := get(url)
+				r, err := get(url, headers...)
 				l.total.Add(1)
 				l.mu.Lock()
 				switch {

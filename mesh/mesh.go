@@ -73,6 +73,17 @@ type Options struct {
 	// RegisterApp also registers the application, marked app-only
 	// (discovery ignores it while this sidecar is registered).
 	RegisterApp bool
+	// With Consul, the sidecar probes its application every
+	// AppHealthInterval (DefaultAppHealthInterval when zero), each probe
+	// bounded by AppHealthTimeout (DefaultAppHealthTimeout when zero): a TCP
+	// connect to AppAddress, or, with AppHealthPath ("/healthz"), an HTTP
+	// GET of that path (2xx and 3xx are healthy). The result is served on
+	// the admin /app_health, which a second check of the registration
+	// follows: a dead app takes the instance out of rotation. Without
+	// Consul there is no probe.
+	AppHealthPath     string
+	AppHealthInterval time.Duration
+	AppHealthTimeout  time.Duration
 	// FastHTTP1 serves the listeners' body-less HTTP/1.x requests on the
 	// proxy's fast path instead of net/http's server
 	// (dataplane.Options.FastHTTP1).
@@ -150,6 +161,7 @@ type Sidecar struct {
 	opts   Options
 	logger *slog.Logger
 	role   *dataplane.Role
+	probe  *appProbe // nil without Consul
 }
 
 // New checks opts and returns a sidecar; nothing touches the network before
@@ -168,11 +180,17 @@ func New(opts Options) (*Sidecar, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("role", "sidecar", "service", opts.Service)
+	if err := checkAppHealthPath(opts.AppHealthPath); err != nil {
+		return nil, err
+	}
+	if opts.AppHealthInterval < 0 || opts.AppHealthTimeout < 0 {
+		return nil, fmt.Errorf("app health interval and timeout must not be negative")
+	}
 	mgr, err := newIdentity(opts, logger)
 	if err != nil {
 		return nil, err
 	}
-	role, err := dataplane.NewRole(dataplane.Options{
+	dopts := dataplane.Options{
 		Node:           node,
 		XDSAddresses:   opts.XDSAddresses,
 		AdminAddress:   opts.AdminAddress,
@@ -181,11 +199,20 @@ func New(opts Options) (*Sidecar, error) {
 		MaxConnections: opts.MaxConnections,
 		DrainDelay:     opts.DrainDelay,
 		DrainTimeout:   opts.DrainTimeout,
-	}, mgr)
+	}
+	var probe *appProbe
+	if opts.Consul != nil {
+		probe = newAppProbe(appProbeOptions{
+			Address: opts.AppAddress, Path: opts.AppHealthPath,
+			Interval: opts.AppHealthInterval, Timeout: opts.AppHealthTimeout, Logger: logger,
+		})
+		dopts.AppHealth = probe.healthFunc()
+	}
+	role, err := dataplane.NewRole(dopts, mgr)
 	if err != nil {
 		return nil, err
 	}
-	return &Sidecar{opts: opts, logger: logger, role: role}, nil
+	return &Sidecar{opts: opts, logger: logger, role: role, probe: probe}, nil
 }
 
 // newIdentity returns the identity manager of the sidecar, nil when insecure.
@@ -210,18 +237,26 @@ func (s *Sidecar) Identity() *identity.Manager { return s.role.Identity }
 // Run obtains the sidecar's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then stops it
 // gracefully (dataplane.Role.Run). With Options.Consul it is registered in
-// Consul while it runs, and deregistered first when ctx is done: its
-// listeners serve on until that is done and Options.DrainDelay has passed.
+// Consul while it runs, and probes its app meanwhile; when ctx is done it is
+// deregistered first: its listeners serve on until that is done and
+// Options.DrainDelay has passed.
 func (s *Sidecar) Run(ctx context.Context) error {
 	if s.opts.Consul == nil {
 		return s.role.Run(ctx, nil)
 	}
 	return s.role.Run(ctx, func(ctx context.Context) {
+		probeDone := make(chan struct{})
+		go func() {
+			defer close(probeDone)
+			s.probe.Run(ctx)
+		}()
+		defer func() { <-probeDone }()
 		err := consulreg.KeepRegistered(ctx, s.opts.Consul, s.role.Proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
 			return consulreg.SidecarRegistration{
 				Service: s.opts.Service, Namespace: s.opts.Namespace,
 				InboundAddress: s.opts.InboundAddress, AppAddress: s.opts.AppAddress, AdminAddress: admin,
 				Labels: s.opts.Labels, RegisterApp: s.opts.RegisterApp, CheckInterval: s.opts.ConsulCheckInterval,
+				AppHealth: true,
 			}.Registrations()
 		}, s.logger)
 		if err != nil {

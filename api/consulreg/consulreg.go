@@ -162,7 +162,12 @@ type SidecarRegistration struct {
 	// RegisterApp also registers the application (meta MetaApp), with a
 	// check that follows the sidecar's.
 	RegisterApp bool
-	// CheckInterval of the HTTP check; DefaultCheckInterval when zero.
+	// AppHealth adds a second check, of the admin /app_health: the health
+	// of the app as the sidecar probes it. It starts critical and, unlike
+	// the /ready check, never deregisters the instance: a dead app takes
+	// it out of rotation until the app is back.
+	AppHealth bool
+	// CheckInterval of the HTTP checks; DefaultCheckInterval when zero.
 	CheckInterval time.Duration
 	// DeregisterAfter a critical check; DefaultDeregisterAfter when zero.
 	DeregisterAfter time.Duration
@@ -183,6 +188,10 @@ func (r SidecarRegistration) Registrations() ([]*api.AgentServiceRegistration, e
 	sidecar := &api.AgentServiceRegistration{
 		ID: id, Name: r.Service, Address: host, Port: port, Tags: tags(r.Labels), Meta: meta,
 		Check: httpCheck("meshgate sidecar ready", r.AdminAddress, r.CheckInterval, r.DeregisterAfter),
+	}
+	if r.AppHealth {
+		sidecar.Check.CheckID = "service:" + id
+		sidecar.Checks = api.AgentServiceChecks{appHealthCheck("service:"+id+":app", r.AdminAddress, r.CheckInterval)}
 	}
 	out := []*api.AgentServiceRegistration{sidecar}
 	if r.RegisterApp {
@@ -243,6 +252,19 @@ func httpCheck(name, admin string, interval, deregister time.Duration) *api.Agen
 		Interval: interval.String(), Timeout: min(interval, 2*time.Second).String(),
 		Status:                         api.HealthCritical,
 		DeregisterCriticalServiceAfter: durationOr(deregister, DefaultDeregisterAfter).String(),
+	}
+}
+
+// appHealthCheck checks the sidecar's admin /app_health, which answers from
+// the sidecar's own probe of its app (the agent never connects to the app).
+// It starts critical, and has no DeregisterCriticalServiceAfter: a dead app
+// makes the instance critical, not unregistered.
+func appHealthCheck(id, admin string, interval time.Duration) *api.AgentServiceCheck {
+	interval = durationOr(interval, DefaultCheckInterval)
+	return &api.AgentServiceCheck{
+		CheckID: id, Name: "meshgate sidecar: app health", HTTP: "http://" + admin + "/app_health", Method: "GET",
+		Interval: interval.String(), Timeout: min(interval, 2*time.Second).String(),
+		Status: api.HealthCritical,
 	}
 }
 

@@ -113,3 +113,35 @@ func (h *recordingHandler) deregistered() []string {
 	defer h.mu.Unlock()
 	return slices.Clone(h.ids)
 }
+
+// TestSidecarAppHealthCheck: with AppHealth the sidecar registration has a
+// second check, of the admin /app_health, that starts critical and never
+// deregisters the instance (a dead app takes it out of rotation only).
+func TestSidecarAppHealthCheck(t *testing.T) {
+	t.Parallel()
+	reg := SidecarRegistration{Service: "orders", InboundAddress: "127.0.0.1:15006", AppAddress: "127.0.0.1:8080",
+		AdminAddress: "127.0.0.1:15101", CheckInterval: 200 * time.Millisecond}
+	regs, err := reg.Registrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs[0].Checks) != 0 {
+		t.Errorf("without AppHealth: extra checks %+v", regs[0].Checks)
+	}
+	reg.AppHealth = true
+	if regs, err = reg.Registrations(); err != nil {
+		t.Fatal(err)
+	}
+	sc := regs[0]
+	if len(sc.Checks) != 1 {
+		t.Fatalf("with AppHealth: %d extra checks, want 1", len(sc.Checks))
+	}
+	app := sc.Checks[0]
+	if app.HTTP != "http://127.0.0.1:15101/app_health" || app.Interval != "200ms" || app.Timeout != "200ms" ||
+		app.Status != api.HealthCritical || app.DeregisterCriticalServiceAfter != "" || app.CheckID != "service:"+sc.ID+":app" {
+		t.Errorf("app health check %+v", app)
+	}
+	if sc.Check.HTTP != "http://127.0.0.1:15101/ready" || sc.Check.DeregisterCriticalServiceAfter != "1m0s" || sc.Check.CheckID != "service:"+sc.ID {
+		t.Errorf("ready check %+v", sc.Check)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 
+	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/controlplane/kvpolicy"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -44,8 +47,10 @@ func (p *policyStoreFlags) register(cmd *cobra.Command) {
 }
 
 // consulPolicyStore opens the KV policy store, or says why it cannot: only
-// --store consul has one.
-func (p *policyStoreFlags) consulPolicyStore(verb string) (*kvpolicy.Store, string, error) {
+// --store consul has one. Its Apply and Delete validate the policy with the
+// services of the same Consul's catalog, read as the control plane reads
+// them (warnings, such as skipped service names, go to stderr).
+func (p *policyStoreFlags) consulPolicyStore(verb string, stderr io.Writer) (*kvpolicy.Store, string, error) {
 	switch p.store {
 	case policyStoreConsul:
 	case policyStoreFile:
@@ -64,7 +69,22 @@ func (p *policyStoreFlags) consulPolicyStore(verb string) (*kvpolicy.Store, stri
 	if err != nil {
 		return nil, "", &exitError{code: 2, err: fmt.Errorf("%s: --consul %s: %w", verb, cfg.Address, err)}
 	}
-	return kvpolicy.New(client, p.prefix), cfg.Address, nil
+	return kvpolicy.New(client, p.prefix).WithServices(catalogServices(client, stderr)), cfg.Address, nil
+}
+
+// catalogServices reads the Consul catalog once (discovery.Snapshot, the
+// control plane's own mapping of catalog entries to Services) and renders
+// the services as the control plane's discovered policy files, so that
+// apply and delete validate what the control plane will compile.
+func catalogServices(client *api.Client, stderr io.Writer) kvpolicy.ServiceSource {
+	return func(ctx context.Context) ([]policy.File, error) {
+		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		services, err := discovery.Snapshot(ctx, discovery.ConsulOptions{Client: client, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return controlplane.ServiceFiles(services)
+	}
 }
 
 // kvError turns a kvpolicy error into the command's error and exit code.
@@ -94,7 +114,10 @@ func newApplyCmd() *cobra.Command {
 		Long: `Apply reads policy files and directories (every *.yaml and *.yml file of a
 directory; "-" is standard input) and, with --store consul, validates them
 together with the policy already in Consul KV (a resource with the same kind,
-namespace and name replaces the one there), then writes every new or changed
+namespace and name replaces the one there) and the services of the Consul
+catalog, read once as the control plane reads them (so a route may send
+traffic to a service only Consul knows, and a Service resource named like a
+catalog service is refused as its duplicate), then writes every new or changed
 resource to <prefix>policy/<Kind>/<namespace>/<name> in one KV transaction.
 It prints, per resource, whether it was created, configured or unchanged.
 
@@ -123,7 +146,7 @@ validates them, like meshgate validate, and says so.`,
 				fmt.Fprintln(cmd.OutOrStdout(), "nothing applied: with --store file the policy files are the store; point the control plane's --config at them (or use --store consul)")
 				return nil
 			}
-			s, addr, err := store.consulPolicyStore("apply")
+			s, addr, err := store.consulPolicyStore("apply", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

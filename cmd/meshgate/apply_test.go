@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/controlplane/state/consultest"
@@ -147,6 +148,104 @@ func TestPolicyStoreErrors(t *testing.T) {
 		}
 		if code != tt.wantCode || !strings.Contains(text, tt.want) {
 			t.Errorf("%s: exit %d, %q; want %d and %q", tt.name, code, text, tt.wantCode, tt.want)
+		}
+	}
+}
+
+// catalogGateway is a Gateway whose route sends traffic to "orders", a
+// service that only the Consul catalog knows.
+const catalogGateway = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-orders}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - backendRefs: [{name: orders, port: 80}]
+`
+
+// TestApplyValidatesWithConsulCatalog: apply and delete with --store consul
+// validate against the services of the Consul catalog, as the control plane
+// does: a route to a service only Consul knows is accepted, later applies and
+// deletes of unrelated resources too, and a route to a service that exists
+// nowhere is refused with its file, line and field.
+func TestApplyValidatesWithConsulCatalog(t *testing.T) {
+	t.Parallel()
+	agent := consultest.Start(t)
+	if err := agent.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "orders-1", Name: "orders", Address: "127.0.0.1", Port: 21011,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A route to orders already in KV (written by an earlier apply, or by
+	// hand): it must not make every later apply fail.
+	if _, err := agent.Client.KV().Put(&api.KVPair{Key: "meshgate/policy/HTTPRoute/default/mesh-orders", Value: []byte(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mesh-orders}
+spec:
+  parentRefs: [{group: "", kind: Service, name: orders, port: 80}]
+  rules:
+    - backendRefs: [{name: orders, port: 80}]
+`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	consul := []string{"--store", "consul", "--consul", agent.Addr}
+	const ghostRoute = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-ghost}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - backendRefs: [{name: ghost, port: 80}]
+`
+	const staticOrders = `apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "127.0.0.1:21011"}]
+`
+	users := strings.SplitN(cliServices, "---\n", 2)[1]
+	steps := []struct {
+		name     string
+		cmd      func() *cobra.Command
+		stdin    string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{name: "unrelated resource", cmd: newApplyCmd, stdin: users, args: []string{"-f", "-"},
+			want: []string{"service default/users created\n"}},
+		{name: "route to a catalog service", cmd: newApplyCmd, stdin: catalogGateway, args: []string{"-f", "-"},
+			want: []string{"gateway default/edge created\n", "httproute default/to-orders created\n"}},
+		{name: "route to nowhere", cmd: newApplyCmd, stdin: ghostRoute, args: []string{"-f", "-"}, wantCode: 1,
+			want: []string{"nothing written", `<stdin>:7: spec.rules[0].backendRefs[0].name: service "ghost" not found`}},
+		{name: "static Service named like a catalog one", cmd: newApplyCmd, stdin: staticOrders, args: []string{"-f", "-"}, wantCode: 1,
+			want: []string{`<stdin>:3: metadata.name: duplicate Service "default/orders"`, "consul:catalog/orders"}},
+		{name: "delete unrelated", cmd: newDeleteCmd, args: []string{"svc", "users"},
+			want: []string{"service default/users deleted"}},
+		{name: "delete the route's gateway", cmd: newDeleteCmd, args: []string{"gateway", "edge"}, wantCode: 1,
+			want: []string{"would be invalid", `gateway "edge" not found`}},
+	}
+	for _, st := range steps {
+		out, code, err := runCmd(t, st.cmd(), st.stdin, append(st.args, consul...)...)
+		text := out
+		if err != nil {
+			text += err.Error()
+		}
+		if code != st.wantCode {
+			t.Errorf("%s: exit code %d (%v), want %d", st.name, code, err, st.wantCode)
+		}
+		for _, w := range st.want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s: output %q lacks %q", st.name, text, w)
+			}
 		}
 	}
 }

@@ -27,6 +27,15 @@ gateway and sidecar proxies, reload on every change (an invalid change is
 rejected and the previous configuration kept), and answer the admin API
 (/healthz, /status, /config_dump?node=ID, /tokens, /ca).
 
+Nothing is pushed to the proxies until every source has synced once: the
+policy read and valid, and with --consul the catalog's first snapshot (the
+proxies keep what they have; meshgate status says what is awaited). A
+destructive policy change (a file that becomes empty, no document left, a
+Gateway that loses every route) is applied only once the policy has stayed
+unchanged for --destructive-hold, and a push that would remove every route or
+endpoint a proxy has without a policy change is held for that proxy
+(meshgate proxies).
+
 xDS and the certificate authority are served over TLS on --xds-address. The
 CA root is generated on first start into --data-dir (or given with --ca-cert
 and --ca-key); the admin API token is written to <data-dir>/admin-token.
@@ -92,6 +101,7 @@ join the policy: see docs/consul.md.`,
 	f.StringVar(&opts.CACertFile, "ca-cert", "", "PEM signing CA certificate (instead of a generated root); more certificates after the first are trusted too")
 	f.StringVar(&opts.CAKeyFile, "ca-key", "", "PEM private key of --ca-cert")
 	f.DurationVar(&opts.Debounce, "debounce", controlplane.DefaultDebounce, "quiet time after a file change before reloading")
+	f.DurationVar(&opts.DestructiveHold, "destructive-hold", controlplane.DefaultDestructiveHold, "how long a destructive policy change (a file emptied, no document left, a Gateway losing every route) must stay unchanged before it is applied; negative: apply at once")
 	f.StringVar(&consul.address, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent (host:port or URL) whose catalog supplies services (default $CONSUL_HTTP_ADDR)")
 	f.StringVar(&consul.token, "consul-token", "", "Consul ACL token with service:read and node:read (default $CONSUL_HTTP_TOKEN)")
 	f.BoolVar(&consul.includeWarning, "consul-include-warning", false, "also route to Consul instances whose checks are warning (default: passing only)")

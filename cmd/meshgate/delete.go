@@ -18,15 +18,16 @@ func newDeleteCmd() *cobra.Command {
 		Use:   "delete KIND NAME --store consul",
 		Short: "Delete a policy resource from Consul KV",
 		Long: `Delete removes one resource from Consul KV, after checking that the policy
-left is valid (a Service a route still sends traffic to cannot go before the
-route), in a transaction that fails if the policy changed meanwhile.`,
+left is valid with the services of the Consul catalog (a Service a route still
+sends traffic to cannot go before the route), in a transaction that fails if
+the policy changed meanwhile.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := kvpolicy.CanonicalKind(args[0])
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("delete: %w", err)}
 			}
-			s, addr, err := store.consulPolicyStore("delete")
+			s, addr, err := store.consulPolicyStore("delete", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

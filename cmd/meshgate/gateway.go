@@ -145,7 +145,7 @@ func (c *proxyConsulFlags) register(f *pflag.FlagSet, consulUsage string) {
 	f.StringVar(&c.address, "consul", "", consulUsage)
 	f.StringVar(&c.token, "consul-token", "", "Consul ACL token with service:write (default $CONSUL_HTTP_TOKEN)")
 	f.StringArrayVar(&c.labels, "label", nil, "label key=value of this instance, registered as a Consul tag (repeatable)")
-	f.DurationVar(&c.checkInterval, "consul-check-interval", consulreg.DefaultCheckInterval, "interval of the Consul health check against the admin /ready")
+	f.DurationVar(&c.checkInterval, "consul-check-interval", consulreg.DefaultCheckInterval, "interval of the Consul health checks of the admin address (/ready; a sidecar's /app_health too)")
 }
 
 // apply builds the Consul client (nil without --consul) and the labels.
@@ -195,7 +195,7 @@ type proxyServerFlags struct {
 
 func (p *proxyServerFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&p.http1, "http1-server", defaultHTTP1Server(), "HTTP/1.1 server of the listeners: fast (body-less HTTP/1.x requests "+
-		"on meshgate's fast path, everything else on net/http; see docs/performance.md) or std (net/http only). Default: $"+http1ServerEnv+", else fast")
+		"on meshgate's fast path, everything else on net/http; see docs/performance.md) or std (net/http only, with the same HTTP/1.1 framing checks: docs/xds.md). Default: $"+http1ServerEnv+", else fast")
 }
 
 // defaultHTTP1Server is the default of --http1-server, also used by

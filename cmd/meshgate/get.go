@@ -40,7 +40,7 @@ stored, -o json the same as JSON; the default is a table.`,
 			} else if _, err := kvpolicy.CanonicalKind(kind); err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("get: %w", err)}
 			}
-			s, addr, err := store.consulPolicyStore("get")
+			s, addr, err := store.consulPolicyStore("get", cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

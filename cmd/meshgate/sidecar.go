@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -28,7 +29,16 @@ app calls other services through --outbound. Configuration comes from the
 control plane(s) over xDS (ADS). The sidecar's identity
 spiffe://<trust-domain>/ns/<namespace>/svc/<service> comes from the control
 plane's CA with a join token; it authenticates the xDS connection and mesh mTLS.
-Admin endpoints: /ready, /config_dump, /stats.
+Admin endpoints: /ready, /app_health, /config_dump, /stats.
+
+With --consul the sidecar registers its inbound address in the Consul agent
+with two checks the agent runs against the admin address: /ready (the proxy
+has its configuration) and /app_health, the health of the app as the sidecar
+itself probes it every --app-health-interval: a TCP connect to --app, or an
+HTTP GET of --app-health-path (2xx and 3xx are healthy), each bounded by
+--app-health-timeout. A dead app makes the instance critical, so callers stop
+sending to it within about one probe interval plus one check interval, and it
+returns when the app does. Without --consul there is no probe.
 
 On SIGTERM or SIGINT the sidecar stops gracefully: it leaves Consul and fails
 /ready, keeps serving for --drain-delay, closes its listeners and lets
@@ -59,6 +69,16 @@ Create the join token on the control plane:
 			if opts.RegisterApp && opts.Consul == nil {
 				return &exitError{code: 2, err: errors.New("--register-app needs --consul")}
 			}
+			if opts.Consul == nil {
+				for _, name := range []string{"app-health-path", "app-health-interval", "app-health-timeout"} {
+					if cmd.Flags().Changed(name) {
+						return &exitError{code: 2, err: fmt.Errorf("--%s needs --consul: the sidecar probes its app for its Consul registration", name)}
+					}
+				}
+			}
+			if opts.AppHealthInterval <= 0 || opts.AppHealthTimeout <= 0 {
+				return &exitError{code: 2, err: errors.New("--app-health-interval and --app-health-timeout must be positive")}
+			}
 			sidecar, err := mesh.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -79,7 +99,10 @@ Create the join token on the control plane:
 	mf.register(f)
 	sf.register(f)
 	lf.register(f)
-	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready) in the Consul agent at this address")
+	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready and /app_health) in the Consul agent at this address")
 	f.BoolVar(&opts.RegisterApp, "register-app", false, "also register the application itself in Consul, marked app-only (meshgate routes to the sidecar, not to it)")
+	f.StringVar(&opts.AppHealthPath, "app-health-path", "", "with --consul: HTTP path of the app's health (e.g. /healthz) the sidecar GETs; 2xx and 3xx are healthy. Empty: a TCP connect to --app")
+	f.DurationVar(&opts.AppHealthInterval, "app-health-interval", mesh.DefaultAppHealthInterval, "with --consul: how often the sidecar probes its app (from the end of one probe to the next)")
+	f.DurationVar(&opts.AppHealthTimeout, "app-health-timeout", mesh.DefaultAppHealthTimeout, "with --consul: bound of one probe of the app; no connection or answer within it is unhealthy")
 	return cmd
 }

@@ -66,14 +66,19 @@ func newTokenCmd() *cobra.Command {
 
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
-		Short: "Revoke a join token by its id",
-		Args:  cobra.ExactArgs(1),
+		Short: "Revoke a join token by its id, and every proxy enrolled with it",
+		Long: `Revoke a join token by its id: it no longer enrols proxies, and the proxies
+that enrolled with it are revoked too: their certificate renewals are refused and
+their xDS streams closed at once; each keeps its certificate until it expires, and
+its peers close its connections then (within one certificateTTL).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var rec tokens.Record
+			var rec controlplane.RevokedToken
 			if err := a.call(cmd.Context(), "DELETE", "/tokens/"+args[0], nil, &rec); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s/%s)\n", rec.ID, rec.Namespace, rec.Service)
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s/%s); closed %d connection(s) of its proxies on this control plane\n",
+				rec.ID, rec.Namespace, rec.Service, rec.ClosedConnections)
 			return err
 		},
 	}

@@ -95,6 +95,22 @@ func TestTokenCLIRoundTrip(t *testing.T) {
 	if out, err := run(t, "proxies", "--admin", admin); err != nil || !strings.Contains(out, "IDENTITY") {
 		t.Errorf("proxies: %v\n%s", err, out)
 	}
+	// Revoking an identity or a proxy, and listing revocations.
+	for _, bad := range [][]string{{}, {"--service", "orders", "--enrolment", "0123456789abcdef"}, {"--namespace", "prod"}} {
+		if _, err := run(t, append([]string{"proxies", "revoke", "--admin", admin}, bad...)...); err == nil {
+			t.Errorf("proxies revoke %v: no error", bad)
+		}
+	}
+	if out, err := run(t, "proxies", "revoke", "--service", "orders", "--admin", admin); err != nil ||
+		!strings.Contains(out, "revoked identity spiffe://meshgate.local/ns/default/svc/orders") {
+		t.Errorf("proxies revoke --service: %v\n%s", err, out)
+	}
+	if out, err := run(t, "proxies", "revoke", "--proxy", "sidecar~orders~x", "--admin", admin); err == nil || !strings.Contains(err.Error(), "no proxy with node id") {
+		t.Errorf("proxies revoke --proxy of an unknown node: %v\n%s", err, out)
+	}
+	if out, err := run(t, "proxies", "revocations", "--admin", admin); err != nil || !strings.Contains(lineWith(out, "identity"), "spiffe://meshgate.local/ns/default/svc/orders") {
+		t.Errorf("proxies revocations: %v\n%s", err, out)
+	}
 	_, err = run(t, "token", "list", "--admin", admin, "--admin-token", "wrong")
 	if err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("wrong admin token: %v", err)

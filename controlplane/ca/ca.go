@@ -520,13 +520,20 @@ type Issued struct {
 }
 
 // IssueSVID signs an X.509 SVID for id and pub, valid for ttl (capped by the
-// signer's expiry).
+// signer's expiry), without a lineage.
 func (c *CA) IssueSVID(pub crypto.PublicKey, id ID, ttl time.Duration) (*Issued, error) {
-	return c.issue(pub, id, ttl, nil, nil)
+	return c.issue(pub, id, ttl, nil, nil, pkix.Name{})
 }
 
-// issue signs a leaf certificate: id as the only URI SAN, plus ips and dns.
-func (c *CA) issue(pub crypto.PublicKey, id ID, ttl time.Duration, ips []net.IP, dns []string) (*Issued, error) {
+// IssueEnrolled signs an X.509 SVID for id and pub, valid for ttl (capped by
+// the signer's expiry), that carries the proxy's lineage e.
+func (c *CA) IssueEnrolled(pub crypto.PublicKey, id ID, ttl time.Duration, e Enrolment) (*Issued, error) {
+	return c.issue(pub, id, ttl, nil, nil, e.subject())
+}
+
+// issue signs a leaf certificate: id as the only URI SAN, plus ips and dns,
+// with subject.
+func (c *CA) issue(pub crypto.PublicKey, id ID, ttl time.Duration, ips []net.IP, dns []string, subject pkix.Name) (*Issued, error) {
 	if ttl < MinTTL {
 		return nil, fmt.Errorf("ca: certificate ttl %s is below the minimum %s", ttl, MinTTL)
 	}
@@ -545,6 +552,7 @@ func (c *CA) issue(pub crypto.PublicKey, id ID, ttl time.Duration, ips []net.IP,
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
+		Subject:               subject,
 		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              notAfter,
 		URIs:                  []*url.URL{id.URL()},

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -353,6 +354,31 @@ func TestServingCert(t *testing.T) {
 	moved, _ := s.Certificate()
 	if moved.Leaf.URIs[0].Host != "example.org" {
 		t.Errorf("trust domain change: URI %v", moved.Leaf.URIs[0])
+	}
+}
+
+// TestServingCertShortTTL: with the shortest certificate lifetime, the
+// serving certificate is re-issued once per half lifetime, not on every
+// handshake (its NotBefore is back-dated by ClockSkew, a full minute).
+func TestServingCertShortTTL(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	c := newCA(t, state.NewMemory(), clk)
+	settings := func() (string, time.Duration) { return "meshgate.local", MinTTL }
+	s := NewServingCert(c, settings, nil)
+	issued := map[*tls.Certificate]bool{}
+	// Ten minutes of handshakes, one per second.
+	for range 600 {
+		cert, err := s.Certificate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		issued[cert] = true
+		clk.add(time.Second)
+	}
+	// One per 30 s: 20 over 600 s (one more for rounding).
+	if len(issued) > 21 {
+		t.Errorf("%d serving certificates issued in 10 minutes with a 1 min TTL, want about 20", len(issued))
 	}
 }
 

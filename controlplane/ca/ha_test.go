@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -262,5 +263,66 @@ func TestTokensAcrossReplicas(t *testing.T) {
 	}
 	if _, err := regA.Verify(ctx, tok); err == nil {
 		t.Error("a token revoked on b still verifies on a")
+	}
+}
+
+// TestRevocationsAcrossReplicas: an identity revoked, an enrolment revoked
+// and a token revoked through one replica refuse the certificates on
+// another when both use the Consul store.
+func TestRevocationsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := consulStores(t, 2)
+	clk := newClock()
+	a, err := newReplica(t, st[0], clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regA, err := tokens.New(tokens.Options{Store: st[0], PinRoot: a.ca.SignerDER, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	regB, err := tokens.New(tokens.Options{Store: st[1], PinRoot: a.ca.SignerDER, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revA, revB := NewRevocations(st[0], regA, clk.now), NewRevocations(st[1], regB, clk.now)
+	issue := func(id ID, tokenID string) *Issued {
+		t.Helper()
+		e, err := NewEnrolment(tokenID, clk.now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := mustKey(t)
+		issued, err := a.ca.IssueEnrolled(&key.PublicKey, id, time.Hour, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return issued
+	}
+	_, tokRec, err := regA.Create(ctx, "orders", "default", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "users"}
+	byToken, byEnrolment, byIdentity := issue(ordersID, tokRec.ID), issue(ordersID, ""), issue(users, "")
+	clk.add(2 * time.Second)
+	if _, err := regA.Revoke(ctx, tokRec.ID); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := EnrolmentOf(byEnrolment.Leaf)
+	if _, err := revA.RevokeEnrolment(ctx, e.ID, ordersID.String(), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := revA.RevokeIdentity(ctx, users); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		id     ID
+		issued *Issued
+	}{"token": {ordersID, byToken}, "enrolment": {ordersID, byEnrolment}, "identity": {users, byIdentity}} {
+		if err := revB.CheckCertificate(ctx, c.id, c.issued.Leaf); !errors.Is(err, ErrRevoked) {
+			t.Errorf("revoked %s on replica a; replica b says %v", name, err)
+		}
 	}
 }

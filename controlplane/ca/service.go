@@ -26,16 +26,22 @@ type TokenVerifier interface {
 // Service is the meshgate.ca.v1.CertificateAuthority gRPC service.
 type Service struct {
 	cav1.UnimplementedCertificateAuthorityServer
-	ca       *CA
-	tokens   TokenVerifier
-	settings Settings
-	logger   *slog.Logger
-	onIssue  func(ID, *x509.Certificate)
+	ca          *CA
+	tokens      TokenVerifier
+	settings    Settings
+	logger      *slog.Logger
+	onIssue     func(ID, *x509.Certificate)
+	revocations *Revocations
 }
 
 // OnIssue sets a function called with every certificate issued (for
 // status reporting); call it before serving.
 func (s *Service) OnIssue(f func(ID, *x509.Certificate)) { s.onIssue = f }
+
+// SetRevocations makes the service refuse renewals of revoked certificates
+// and enrolments with tokens that predate their identity's revocation; call
+// it before serving. Without it nothing but the token itself is checked.
+func (s *Service) SetRevocations(r *Revocations) { s.revocations = r }
 
 // NewService returns the gRPC service of c.
 func NewService(c *CA, tv TokenVerifier, settings Settings, logger *slog.Logger) *Service {
@@ -94,13 +100,38 @@ func (s *Service) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRe
 	}
 
 	var via []any
-	peerID, _, peerErr := s.ca.PeerIdentity(ctx)
+	var enrolment Enrolment
+	peerID, peerLeaf, peerErr := s.ca.PeerIdentity(ctx)
 	switch {
 	case peerErr == nil:
 		if peerID != id {
 			return nil, refuse(codes.PermissionDenied, "the client certificate of "+peerID.String()+" may only renew that identity, not "+id.String())
 		}
-		via = []any{"auth", "certificate"}
+		// A renewal inherits the lineage of the certificate it presents;
+		// one issued before lineages were recorded starts a new one.
+		e, ok := EnrolmentOf(peerLeaf)
+		if s.revocations != nil {
+			err := s.revocations.CheckCertificate(ctx, peerID, peerLeaf)
+			switch {
+			case errors.Is(err, ErrRevoked):
+				return nil, refuse(codes.PermissionDenied, "renewal refused: "+err.Error(), "spiffeID", id.String(), "enrolment", e.ID)
+			case err != nil:
+				// The store is unreachable: renew unless the revocations
+				// last read revoke the certificate.
+				if known := s.revocations.KnownRevoked(peerID, peerLeaf); known != nil {
+					return nil, refuse(codes.PermissionDenied, "renewal refused: "+known.Error(), "spiffeID", id.String(), "enrolment", e.ID)
+				}
+				s.logger.Warn("cannot read revocations from the store: renewing by the revocations last read", "spiffeID", id.String(), "error", err)
+			}
+		}
+		if !ok {
+			if e, err = NewEnrolment("", s.ca.now()); err != nil {
+				s.logger.Error("cannot start an enrolment", "error", err)
+				return nil, status.Error(codes.Internal, "cannot issue the certificate")
+			}
+		}
+		enrolment = e
+		via = []any{"auth", "certificate", "enrolment", e.ID}
 	case req.GetToken() == "":
 		if !errors.Is(peerErr, ErrNoClientCertificate) {
 			return nil, refuse(codes.Unauthenticated, "client certificate not accepted: "+peerErr.Error(), "spiffeID", id.String())
@@ -126,10 +157,24 @@ func (s *Service) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRe
 		if rec.Service != id.Service || rec.Namespace != id.Namespace {
 			return nil, refuse(codes.PermissionDenied, "the join token is for service "+rec.Namespace+"/"+rec.Service+", not "+id.String(), tokenAttrs...)
 		}
-		via = []any{"auth", "token", "token", rec.ID}
+		if s.revocations != nil {
+			err := s.revocations.CheckToken(ctx, id, rec)
+			switch {
+			case errors.Is(err, ErrRevoked):
+				return nil, refuse(codes.Unauthenticated, "join token revoked: "+err.Error(), tokenAttrs...)
+			case err != nil:
+				s.logger.Error("cannot check revocations", append(tokenAttrs, "error", err)...)
+				return nil, status.Error(codes.Unavailable, "cannot check revocations now; retry")
+			}
+		}
+		if enrolment, err = NewEnrolment(rec.ID, s.ca.now()); err != nil {
+			s.logger.Error("cannot start an enrolment", "error", err)
+			return nil, status.Error(codes.Internal, "cannot issue the certificate")
+		}
+		via = []any{"auth", "token", "token", rec.ID, "enrolment", enrolment.ID}
 	}
 
-	issued, err := s.ca.IssueSVID(csr.PublicKey, id, ttl)
+	issued, err := s.ca.IssueEnrolled(csr.PublicKey, id, ttl, enrolment)
 	if err != nil {
 		s.logger.Error("cannot issue certificate", "spiffeID", id.String(), "error", err)
 		return nil, status.Error(codes.Internal, "cannot issue the certificate")

@@ -21,10 +21,11 @@ import (
 )
 
 type fixture struct {
-	ca     *CA
-	tokens *tokens.Registry
-	clock  *clock
-	addr   string
+	ca          *CA
+	tokens      *tokens.Registry
+	revocations *Revocations
+	clock       *clock
+	addr        string
 }
 
 func startService(t *testing.T) *fixture {
@@ -44,10 +45,13 @@ func startService(t *testing.T) *fixture {
 	}
 	serving := NewServingCert(c, settings, lis.Addr())
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.ServerTLSConfig(serving))))
-	NewService(c, reg, settings, nil).Register(g)
+	svc := NewService(c, reg, settings, nil)
+	revocations := NewRevocations(st, reg, clk.now)
+	svc.SetRevocations(revocations)
+	svc.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
-	return &fixture{ca: c, tokens: reg, clock: clk, addr: lis.Addr().String()}
+	return &fixture{ca: c, tokens: reg, revocations: revocations, clock: clk, addr: lis.Addr().String()}
 }
 
 // client dials the CA, presenting cert when non-nil.

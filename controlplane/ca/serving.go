@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509/pkix"
 	"fmt"
 	"net"
 	"slices"
@@ -23,7 +24,8 @@ type Settings func() (trustDomain string, certTTL time.Duration)
 // its SPIFFE ID
 // spiffe://<td>/ns/meshgate-system/svc/controlplane with the IP SANs of the
 // address it listens on (plus 127.0.0.1, ::1) and DNS localhost. It is
-// re-issued, on the next handshake, once half its lifetime has passed, when
+// re-issued, on the next handshake, once half its lifetime (counted from
+// issue, not from the back-dated NotBefore) has passed, when
 // the signing root changed, or when the trust domain changed.
 type ServingCert struct {
 	ca       *CA
@@ -91,10 +93,11 @@ func (s *ServingCert) Certificate() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving key: %w", err)
 	}
+	issuedAt := s.ca.now()
 	id := ControlPlaneID(td)
 	v := s.ca.cur.Load()
 	signer := v.signer
-	issued, err := s.ca.issue(&key.PublicKey, id, ttl, s.ips, []string{"localhost"})
+	issued, err := s.ca.issue(&key.PublicKey, id, ttl, s.ips, []string{"localhost"}, pkix.Name{})
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving certificate: %w", err)
 	}
@@ -108,8 +111,11 @@ func (s *ServingCert) Certificate() (*tls.Certificate, error) {
 		}
 	}
 	cert := &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: issued.Leaf}
-	life := issued.Leaf.NotAfter.Sub(issued.Leaf.NotBefore)
-	s.cur.Store(&servingEntry{cert: cert, renewAt: issued.Leaf.NotBefore.Add(life / 2), id: id, signer: signer})
+	// Half of the lifetime from issue: NotBefore is back-dated by ClockSkew,
+	// and counting from it would make a one-minute certificate due at once
+	// (re-issued on every handshake).
+	life := issued.Leaf.NotAfter.Sub(issuedAt)
+	s.cur.Store(&servingEntry{cert: cert, renewAt: issuedAt.Add(life / 2), id: id, signer: signer})
 	s.ca.logger.Info("issued the control plane's serving certificate", "spiffeID", id.String(), "notAfter", issued.Leaf.NotAfter)
 	return cert, nil
 }

@@ -6,7 +6,9 @@
 // inbound address. When Consul is unreachable the last snapshot stays
 // (static stability); after it returns, the snapshot is held back for a
 // short while so that a restarted, still empty catalog does not withdraw
-// every endpoint.
+// every endpoint. The first snapshot is held back the same way when Consul
+// was unreachable as the watch started (a restarted agent's checks are
+// critical until they first run).
 //
 // The watch holds a small, fixed number of connections to Consul whatever
 // the number of services: three blocking queries, and at most
@@ -130,6 +132,12 @@ type Consul struct {
 	skipped   map[string]bool // names already reported as unusable
 	dirty     bool            // a Service changed since the last publication
 
+	// syncUnannounced: the first complete snapshot was published
+	// (checkSyncedLocked) but changed not called for it yet (publish).
+	syncUnannounced bool
+	// syncTimer completes the first sync when a recovery hold ends.
+	syncTimer *time.Timer
+
 	// The read queue: a service is queued at most once (queued, with its
 	// urgency), read by one reader at a time (inflight), and read once more
 	// when asked for while in flight (again).
@@ -199,6 +207,9 @@ func NewConsul(opts ConsulOptions) (*Consul, error) {
 	return c, nil
 }
 
+// String names the source in the control plane's status and logs.
+func (c *Consul) String() string { return "consul catalog" }
+
 // Services is the current snapshot, sorted by name: one Service per catalog
 // service with its accepted instances as endpoints (none when no instance
 // is healthy). The slice and its Services must not be modified.
@@ -245,6 +256,10 @@ func (c *Consul) Run(ctx context.Context, changed func()) error {
 	if c.holdTimer != nil {
 		c.holdTimer.Stop()
 		c.holdTimer = nil
+	}
+	if c.syncTimer != nil {
+		c.syncTimer.Stop()
+		c.syncTimer = nil
 	}
 	c.mu.Unlock()
 	return nil
@@ -785,11 +800,17 @@ func (c *Consul) queryFailed(what string, err error, failures int) {
 
 // recoveredLocked follows a watch query's answer: after a failure, or when
 // the index went backwards (a restarted agent), changes are held back for
-// RecoveryHold, and the reads wait no more.
+// RecoveryHold, and the reads wait no more. Consul unreachable when the
+// watch starts holds back the first snapshot the same way: a restarted
+// agent's checks are critical until they first run.
 func (c *Consul) recoveredLocked(reset bool) {
-	if (c.failing || reset) && c.syncDone && c.opts.RecoveryHold > 0 {
+	if (c.failing || reset) && c.opts.RecoveryHold > 0 {
 		c.holdUntil = time.Now().Add(c.opts.RecoveryHold)
-		c.logger.Info("consul is back: holding service changes while it resyncs", "hold", c.opts.RecoveryHold, "indexReset", reset)
+		if c.syncDone {
+			c.logger.Info("consul is back: holding service changes while it resyncs", "hold", c.opts.RecoveryHold, "indexReset", reset)
+		} else {
+			c.logger.Info("consul answers: letting its catalog settle before the first snapshot", "hold", c.opts.RecoveryHold)
+		}
 	}
 	if c.failing {
 		c.failing = false
@@ -823,13 +844,28 @@ func (c *Consul) usableName(name string) bool {
 	return true
 }
 
-// checkSyncedLocked closes synced once every service of the first catalog
-// answer has been read.
+// checkSyncedLocked publishes the first complete snapshot and closes synced
+// once every service of the first catalog answer has been read and no
+// recovery hold is on (else when it ends, with what was read meanwhile);
+// the next publish calls changed for it.
 func (c *Consul) checkSyncedLocked() {
 	if c.syncDone || !c.named || len(c.pending) > 0 {
 		return
 	}
+	if wait := time.Until(c.holdUntil); wait > 0 {
+		if c.syncTimer == nil {
+			c.syncTimer = time.AfterFunc(wait, func() {
+				c.mu.Lock()
+				c.syncTimer = nil
+				c.checkSyncedLocked()
+				c.mu.Unlock()
+				c.publish()
+			})
+		}
+		return
+	}
 	c.syncDone = true
+	c.syncUnannounced = true
 	c.dirty = false
 	snapshot := c.buildLocked()
 	c.published.Store(&snapshot)
@@ -847,11 +883,22 @@ func (c *Consul) publishIfIdle() {
 }
 
 // publish rebuilds the snapshot and, if it changed, stores it and calls
-// changed; during a recovery hold it only schedules itself for the hold's end.
+// changed; during a recovery hold it only schedules itself for the hold's
+// end. It also calls changed once for the first complete snapshot, which
+// checkSyncedLocked published: whoever missed WaitSynced (it gave up
+// waiting) learns of it as of any change.
 func (c *Consul) publish() {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
 	c.mu.Lock()
+	changed := c.changed
+	notify := c.syncUnannounced
+	c.syncUnannounced = false
+	defer func() {
+		if notify && changed != nil {
+			changed()
+		}
+	}()
 	if !c.syncDone || !c.dirty {
 		c.mu.Unlock()
 		return
@@ -870,15 +917,12 @@ func (c *Consul) publish() {
 	}
 	c.dirty = false
 	snapshot := c.buildLocked()
-	changed := c.changed
 	c.mu.Unlock()
 	if reflect.DeepEqual(snapshot, *c.published.Load()) {
 		return
 	}
 	c.published.Store(&snapshot)
-	if changed != nil {
-		changed()
-	}
+	notify = true
 }
 
 // buildLocked collects the read Services, sorted.

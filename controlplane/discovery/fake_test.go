@@ -291,8 +291,24 @@ type testWatch struct {
 }
 
 // startWatch runs a watch with opts (client and test defaults filled in)
-// against fake, and waits for its first sync.
+// against fake, waits for its first sync and takes the call of changed that
+// announces it.
 func startWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
+	t.Helper()
+	tw := runWatch(t, fake, opts)
+	sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if err := tw.WaitSynced(sctx); err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	waitChanged(t, tw)
+	tw.settle(t)
+	return tw
+}
+
+// runWatch runs a watch with opts (client and test defaults filled in)
+// against fake.
+func runWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
 	t.Helper()
 	tw := &testWatch{fake: fake, changes: make(chan struct{}, 1000)}
 	tw.srv = httptest.NewUnstartedServer(fake)
@@ -334,12 +350,6 @@ func startWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch 
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); tw.srv.CloseClientConnections(); <-done; tw.srv.Close() })
-	sctx, stop := context.WithTimeout(ctx, 5*time.Second)
-	defer stop()
-	if err := w.WaitSynced(sctx); err != nil {
-		t.Fatalf("first sync: %v", err)
-	}
-	tw.settle(t)
 	return tw
 }
 

@@ -1,8 +1,11 @@
 package discovery
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // TestRestartedAgentWithLowerIndex: after an outage the agent comes back
@@ -37,5 +40,76 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not true after 5s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestLateFirstSyncCallsChanged: Consul is down when the watch starts, so
+// its first complete snapshot comes after whoever waited for it gave up;
+// changed is called for it, as for any change of Services.
+func TestLateFirstSyncCallsChanged(t *testing.T) {
+	t.Parallel()
+	fake := newFakeCatalog()
+	fake.reset(10, map[string]int{"orders": 8001})
+	fake.setDown(true)
+	w := runWatch(t, fake, ConsulOptions{})
+	waitFor(t, "the watch notices the outage", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.failing
+	})
+	select {
+	case <-w.changes:
+		t.Fatal("changed called while Consul is down")
+	default:
+	}
+	fake.setDown(false)
+	waitChanged(t, w)
+	if !w.hasEndpoints("orders", "127.0.0.1:8001") {
+		t.Fatalf("after the late first sync orders has %v", w.endpoints("orders"))
+	}
+}
+
+// TestFirstSyncAfterOutageLetsTheCatalogSettle: Consul is down when the
+// watch starts and comes back as a restarted agent does, its checks
+// critical until they first run. The first snapshot is held back for
+// RecoveryHold, like any change after an outage, and has what was read
+// meanwhile: the instance whose check passed.
+func TestFirstSyncAfterOutageLetsTheCatalogSettle(t *testing.T) {
+	t.Parallel()
+	fake := newFakeCatalog()
+	fake.setNode("n1", "10.0.0.1")
+	fake.register("n1", "orders-1", "orders", "127.0.0.1", 8001)
+	fake.setCheck("n1", "orders-check", "orders-1", api.HealthCritical)
+	fake.setDown(true)
+	w := runWatch(t, fake, ConsulOptions{RecoveryHold: time.Hour})
+	waitFor(t, "the watch notices the outage", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.failing
+	})
+	fake.setDown(false)
+	waitFor(t, "orders read", func() bool { return fake.count("/v1/health/service/orders") >= 1 && w.idle() })
+	fake.setCheck("n1", "orders-check", "orders-1", api.HealthPassing)
+	waitFor(t, "orders read again after its check passed", func() bool {
+		return fake.count("/v1/health/service/orders") >= 2 && w.idle()
+	})
+	select {
+	case <-w.synced:
+		t.Fatal("synced during the recovery hold")
+	default:
+	}
+	// The hold ends (an hour is not waited for).
+	w.mu.Lock()
+	w.holdUntil = time.Time{}
+	w.syncTimer.Reset(0)
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitChanged(t, w)
+	if !w.hasEndpoints("orders", "127.0.0.1:8001") {
+		t.Errorf("first snapshot: orders has %v, want its instance, passing since", w.endpoints("orders"))
 	}
 }

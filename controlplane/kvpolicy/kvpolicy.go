@@ -1,10 +1,11 @@
 // Package kvpolicy keeps policy resources in Consul KV, one key per
 // resource, <prefix>policy/<Kind>/<namespace>/<name>, holding that
 // resource's YAML document. Apply validates the whole resulting set (what KV
-// holds plus the new documents) with the policy loader before writing, and
-// writes in one KV transaction guarded by the ModifyIndex of every key read,
-// so that two operators applying at once cannot interleave: the second gets
-// ErrConflict. Source feeds the control plane: every resource as a
+// holds plus the new documents, with the services the control plane
+// discovers when WithServices gives them) with the policy loader before
+// writing, and writes in one KV transaction guarded by the ModifyIndex of
+// every key read, so that two operators applying at once cannot interleave:
+// the second gets ErrConflict. Source feeds the control plane: every resource as a
 // policy.File named "consul:<key>", and a blocking-query watch on the
 // prefix.
 package kvpolicy
@@ -75,6 +76,32 @@ type Store struct {
 	// beforeWrite, when set (tests), runs between the read and the write of
 	// Apply and Delete.
 	beforeWrite func()
+	// services, when set, gives the discovered services Apply and Delete
+	// validate the policy with (WithServices).
+	services ServiceSource
+}
+
+// ServiceSource returns the services a control plane discovers (the Consul
+// catalog), rendered as the policy files the control plane validates them as
+// (one per service, named after its source, e.g. "consul:catalog/orders").
+type ServiceSource func(ctx context.Context) ([]policy.File, error)
+
+// WithServices makes Apply and Delete validate the policy together with the
+// services src returns, read once per call, placed before the policy as the
+// control plane places its discovered services: a route may send traffic to
+// a service only the catalog knows, and a Service resource named like a
+// discovered one is reported as its duplicate. It returns s.
+func (s *Store) WithServices(src ServiceSource) *Store {
+	s.services = src
+	return s
+}
+
+// discovered calls the ServiceSource, if any.
+func (s *Store) discovered(ctx context.Context) ([]policy.File, error) {
+	if s.services == nil {
+		return nil, nil
+	}
+	return s.services(ctx)
 }
 
 // New returns the store under prefix ("" means DefaultPrefix; a trailing
@@ -262,7 +289,8 @@ func split(files []policy.File) ([]document, error) {
 }
 
 // Apply validates files together with the policy already in KV (a resource
-// of the same kind, namespace and name replaces the one in KV) and writes
+// of the same kind, namespace and name replaces the one in KV) and the
+// discovered services (WithServices), and writes
 // every new or changed resource in one transaction. On invalid policy the
 // error is the loader's policy.ErrorList (naming the input files and the KV
 // keys); when the policy changed in KV since it was read, ErrConflict.
@@ -278,11 +306,15 @@ func (s *Store) Apply(ctx context.Context, files []policy.File) ([]Result, error
 	if err != nil {
 		return nil, err
 	}
+	discovered, err := s.discovered(ctx)
+	if err != nil {
+		return nil, err
+	}
 	replaced := map[string]bool{}
 	for _, d := range docs {
 		replaced[s.Key(d.kind, d.namespace, d.name)] = true
 	}
-	if _, err := policy.LoadFiles(append(snap.files(replaced), files...)...); err != nil {
+	if _, err := policy.LoadFiles(slices.Concat(discovered, snap.files(replaced), files)...); err != nil {
 		return nil, err
 	}
 
@@ -401,7 +433,7 @@ func (s *Store) List(ctx context.Context, kind string) ([]Resource, error) {
 }
 
 // Delete removes one resource, after checking that the policy left is
-// valid (nothing else refers to it); ErrConflict when the policy changed in
+// valid with the discovered services (nothing else refers to it); ErrConflict when the policy changed in
 // KV since it was read.
 func (s *Store) Delete(ctx context.Context, kind, namespace, name string) error {
 	kind, err := CanonicalKind(kind)
@@ -420,7 +452,11 @@ func (s *Store) Delete(ctx context.Context, kind, namespace, name string) error 
 	if !ok {
 		return fmt.Errorf("%w: %s %s/%s", ErrNotFound, kind, namespace, name)
 	}
-	if _, err := policy.LoadFiles(snap.files(map[string]bool{key: true})...); err != nil {
+	discovered, err := s.discovered(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := policy.LoadFiles(slices.Concat(discovered, snap.files(map[string]bool{key: true}))...); err != nil {
 		return fmt.Errorf("the policy left after deleting %s %s/%s would be invalid:\n%w", kind, namespace, name, err)
 	}
 	return s.commit(ctx, snap, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: key, Index: old.ModifyIndex}}})
@@ -436,6 +472,9 @@ type Source struct {
 
 // Source returns the control plane's view of the store.
 func (s *Store) Source() *Source { return &Source{store: s} }
+
+// String names the source in the control plane's status and logs.
+func (src *Source) String() string { return "consul kv" }
 
 // Files returns every resource in KV as a policy file named "consul:<key>",
 // in key order, whatever it holds: invalid content is for the loader to

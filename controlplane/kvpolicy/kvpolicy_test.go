@@ -314,3 +314,58 @@ func TestCanonicalKind(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyWithDiscoveredServices: with WithServices, Apply and Delete
+// validate the policy with the discovered services placed first, as the
+// control plane does: a route to a discovered service is valid, a Service
+// resource named like one is its duplicate, and a failing source writes
+// nothing.
+func TestApplyWithDiscoveredServices(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t)
+	var calls int
+	var sourceErr error
+	discovered := []policy.File{{Name: "consul:catalog/orders", Data: []byte(serviceYAML("orders", 80))}}
+	s.WithServices(func(context.Context) ([]policy.File, error) {
+		calls++
+		return discovered, sourceErr
+	})
+	route := strings.Replace(routeYAML, "orders-v2", "orders", 1) // orders → orders: both discovered
+
+	if got, err := s.Apply(ctx, file("route.yaml", route)); err != nil || actions(got) != "httproute default/orders-mesh created" {
+		t.Fatalf("route to a discovered service: %s, %v", actions(got), err)
+	}
+	if got, err := s.Apply(ctx, file("users.yaml", serviceYAML("users", 80))); err != nil || actions(got) != "service default/users created" {
+		t.Fatalf("unrelated service: %s, %v", actions(got), err)
+	}
+	_, err := s.Apply(ctx, file("dup.yaml", serviceYAML("orders", 80)))
+	if err == nil || !strings.Contains(err.Error(), `dup.yaml:3: metadata.name: duplicate Service "default/orders"`) ||
+		!strings.Contains(err.Error(), "consul:catalog/orders") {
+		t.Errorf("Service named like a discovered one: %v", err)
+	}
+	if err := s.Delete(ctx, "service", "default", "users"); err != nil {
+		t.Errorf("delete of an unrelated service: %v", err)
+	}
+	if calls != 4 {
+		t.Errorf("the service source was called %d times, want once per Apply and Delete (4)", calls)
+	}
+
+	sourceErr = errors.New("catalog unreachable")
+	if _, err := s.Apply(ctx, file("users.yaml", serviceYAML("users", 80))); !errors.Is(err, sourceErr) {
+		t.Errorf("Apply with a failing service source = %v, want its error", err)
+	}
+	if err := s.Delete(ctx, "httproute", "default", "orders-mesh"); !errors.Is(err, sourceErr) {
+		t.Errorf("Delete with a failing service source = %v, want its error", err)
+	}
+	if list, _ := s.List(ctx, ""); len(list) != 1 {
+		t.Errorf("after failed calls: %d resources, want the route alone", len(list))
+	}
+
+	// With no discovered service left the route is what is invalid:
+	// deleting it is allowed.
+	sourceErr, discovered = nil, nil
+	if err := s.Delete(ctx, "httproute", "default", "orders-mesh"); err != nil {
+		t.Errorf("deleting the route itself leaves a valid policy: %v", err)
+	}
+}

@@ -2,6 +2,9 @@ package model
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -25,13 +28,43 @@ const DefaultGatewayAddress = "127.0.0.1"
 // error, never panics, for input it cannot represent, such as a filter kind
 // meshgate does not implement. A nil set compiles to an empty model.
 func Compile(set *policy.Set) (*Model, error) {
+	return CompileWith(set, CompileOptions{})
+}
+
+// CompileOptions are what the compiler cannot learn from a policy.Set.
+type CompileOptions struct {
+	// PolicyVersion becomes the model's PolicyVersion: PolicyVersion of the
+	// policy documents the set was loaded from, without the discovered
+	// services (the set does not tell them apart).
+	PolicyVersion string
+}
+
+// PolicyVersion identifies policy documents by the name and content of
+// every file (or KV entry) holding them, in order: any edit changes it.
+func PolicyVersion(files []policy.File) string {
+	h := sha256.New()
+	for _, f := range files {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(f.Name)))
+		h.Write(n[:])
+		h.Write([]byte(f.Name))
+		binary.LittleEndian.PutUint64(n[:], uint64(len(f.Data)))
+		h.Write(n[:])
+		h.Write(f.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// CompileWith is Compile with options.
+func CompileWith(set *policy.Set, opts CompileOptions) (*Model, error) {
 	if set == nil {
 		set = &policy.Set{}
 	}
 	m := &Model{
-		services: map[NamespacedName]*Service{},
-		gateways: map[NamespacedName]*Gateway{},
-		regexps:  map[string]*regexp.Regexp{},
+		PolicyVersion: opts.PolicyVersion,
+		services:      map[NamespacedName]*Service{},
+		gateways:      map[NamespacedName]*Gateway{},
+		regexps:       map[string]*regexp.Regexp{},
 	}
 	var errs []error
 	mesh, err := compileMesh(set.MeshConfig)

@@ -22,6 +22,12 @@ type Model struct {
 	// the same RoutingVersion differ at most in their endpoints, which only
 	// the ClusterLoadAssignments carry (see EndpointChanges).
 	RoutingVersion string `json:"-"`
+	// PolicyVersion identifies the policy documents the model was compiled
+	// from (see PolicyVersion and CompileWith): the files or KV entries an
+	// operator writes, not the services a discovery source adds. Two models
+	// with the same PolicyVersion differ only by what was discovered; empty
+	// when the compiler was not told.
+	PolicyVersion string `json:"-"`
 	// Services sorted by namespace, then name.
 	Services []*Service `json:"services"`
 	// Gateways sorted by namespace, then name.
@@ -142,6 +148,18 @@ type Gateway struct {
 	Ports []*GatewayPort `json:"ports"`
 	// Authorization enforced at every listener of the gateway; nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+}
+
+// RuleCount is the number of route rules (one per match) on every port and
+// hostname of the gateway.
+func (g *Gateway) RuleCount() int {
+	n := 0
+	for _, p := range g.Ports {
+		for _, vh := range p.VirtualHosts {
+			n += len(vh.Rules)
+		}
+	}
+	return n
 }
 
 // GatewayPort is every listener of a gateway on one port.

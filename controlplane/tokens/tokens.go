@@ -172,6 +172,17 @@ func (r *Registry) Revoke(ctx context.Context, id string) (Record, error) {
 	return s.Record, nil
 }
 
+// Lookup returns the record of the token id, expired and revoked ones
+// included: what the CA checks a certificate lineage enrolled with that
+// token against. An unknown id is an error wrapping ErrNotFound.
+func (r *Registry) Lookup(ctx context.Context, id string) (Record, error) {
+	s, err := r.get(ctx, id)
+	if err != nil {
+		return Record{}, err
+	}
+	return s.Record, nil
+}
+
 // Verify returns the record of a valid token: well-formed, known, with the
 // right secret, not revoked and not expired. Its errors never contain the
 // secret.

@@ -89,6 +89,16 @@ func TestCreateVerifyRevoke(t *testing.T) {
 	if err != nil || len(list) != 1 || !list[0].Revoked || list[0].RevokedAt == nil {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
+	// Lookup finds a revoked (or expired) token by id, for the CA's
+	// lineage checks; an unknown id is ErrNotFound.
+	if got, err := r.Lookup(ctx, rec.ID); err != nil || !got.Revoked || got.ID != rec.ID || got.Service != "orders" {
+		t.Errorf("Lookup = %+v, %v; want the revoked record", got, err)
+	}
+	for _, id := range []string{"fedcba9876543210", "../../etc", ""} {
+		if _, err := r.Lookup(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Lookup(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
 }
 
 func TestCreateRejects(t *testing.T) {

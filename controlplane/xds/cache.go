@@ -49,6 +49,26 @@ type encoded struct {
 	// hash is the hex SHA-256 (first 8 bytes) of the deterministic encoding.
 	hash string
 	any  *anypb.Any
+	// items counts what the resource carries that a proxy would lose
+	// without it: the routes of a RouteConfiguration, the LbEndpoints of a
+	// ClusterLoadAssignment; 0 for other types.
+	items int
+}
+
+// countItems is encoded.items of m.
+func countItems(m proto.Message) int {
+	n := 0
+	switch v := m.(type) {
+	case *routev3.RouteConfiguration:
+		for _, vh := range v.GetVirtualHosts() {
+			n += len(vh.GetRoutes())
+		}
+	case *endpointv3.ClusterLoadAssignment:
+		for _, l := range v.GetEndpoints() {
+			n += len(l.GetLbEndpoints())
+		}
+	}
+	return n
 }
 
 // typeSnapshot is what a node has of one resource type.
@@ -56,6 +76,8 @@ type typeSnapshot struct {
 	// version hashes every resource of the type, in name order.
 	version string
 	list    []*encoded // sorted by name
+	// items is the sum of the resources' items (routes, endpoints).
+	items int
 	// prevVersion and changed, when set, say that this snapshot is the one
 	// of version prevVersion with the resources of changed (sorted by name)
 	// replaced, and nothing else: a stream up to date with prevVersion needs
@@ -67,6 +89,15 @@ type typeSnapshot struct {
 // nodeSnapshot is a node's configuration, immutable once built.
 type nodeSnapshot struct {
 	types map[string]*typeSnapshot
+}
+
+// items is the number of routes (RouteType) or endpoints (EndpointType) in
+// the snapshot.
+func (snap *nodeSnapshot) items(typeURL string) int {
+	if ts := snap.types[typeURL]; ts != nil {
+		return ts.items
+	}
+	return 0
 }
 
 // encoder marshals each distinct resource message once, and versions each
@@ -116,7 +147,8 @@ func (e *encoder) encode(typeURL, name string, m proto.Message) (*encoded, error
 		return nil, fmt.Errorf("marshal %s %q: %w", typeURL, name, err)
 	}
 	sum := sha256.Sum256(b)
-	enc := &encoded{id: e.nextID.Add(1), name: name, hash: hex.EncodeToString(sum[:8]), any: &anypb.Any{TypeUrl: typeURL, Value: b}}
+	enc := &encoded{id: e.nextID.Add(1), name: name, hash: hex.EncodeToString(sum[:8]), any: &anypb.Any{TypeUrl: typeURL, Value: b},
+		items: countItems(m)}
 	actual, loaded := e.byMessage.LoadOrStore(key, enc)
 	if !loaded {
 		cleanup()
@@ -150,6 +182,7 @@ func newTypeSnapshot(list []*encoded) *typeSnapshot {
 		h.Write([]byte(e.name))
 		h.Write([]byte{0})
 		h.Write([]byte(e.hash))
+		ts.items += e.items
 	}
 	ts.version = hex.EncodeToString(h.Sum(nil)[:8])
 	return ts
@@ -276,7 +309,7 @@ func (c *snapshotCache) Fetch(ctx context.Context, req *cachev3.Request) (cachev
 	if req.GetVersionInfo() == ts.version {
 		return nil, &types.SkipFetchError{}
 	}
-	return newFullResponse(ctx, req, ts.version, selectNames(ts, req.GetResourceNames())), nil
+	return newFullResponse(ctx, req, ts.version, selectNames(ts, req.GetResourceNames()), nil), nil
 }
 
 // respond builds the response to an open watch, or nil when the stream
@@ -289,16 +322,25 @@ func respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot)
 	}
 	returned := sub.ReturnedResources()
 	if cachev3.ResourceRequiresFullStateInSotw(typeURL) {
-		var names []string
-		if !sub.IsWildcard() {
-			names = req.GetResourceNames()
+		if sub.IsWildcard() {
+			// A whole-state response to a wildcard subscription is
+			// remembered by its version alone (not name by name: that would
+			// be a map per stream of every cluster).
+			if req.GetVersionInfo() == ts.version && returned[fullStateKey] == ts.version {
+				return nil
+			}
+			return newFullResponse(context.Background(), req, ts.version, ts.list, nil)
 		}
-		// A whole-state response is remembered by its version alone (not
-		// name by name: that would be a map per stream of every cluster).
-		if req.GetVersionInfo() == ts.version && returned[fullStateKey] == ts.version {
+		// A subscription by name (grpc-go's, for one): the version is
+		// remembered under every subscribed name, those that do not exist
+		// included, since go-control-plane forgets, on every request, the
+		// returned entries that are not subscribed names (fullStateKey among
+		// them).
+		subscribed := sub.SubscribedResources()
+		if req.GetVersionInfo() == ts.version && hasVersion(returned, subscribed, ts.version) {
 			return nil
 		}
-		return newFullResponse(context.Background(), req, ts.version, selectNames(ts, names))
+		return newFullResponse(context.Background(), req, ts.version, selectNames(ts, req.GetResourceNames()), subscribed)
 	}
 	// Only what changed, among the subscribed names.
 	subscribed := sub.SubscribedResources()
@@ -395,21 +437,45 @@ type response struct {
 var _ cachev3.Response = (*response)(nil)
 
 // fullStateKey is the returned-resources key under which a whole-state
-// (Cluster, Listener) response records its version; no resource name is empty.
+// (Cluster, Listener) response to a wildcard subscription records its
+// version; no resource name is empty. go-control-plane drops it on every
+// request of a subscription by name (it is not a subscribed name): such a
+// response records its version under each subscribed name instead.
 const fullStateKey = ""
 
-// newFullResponse answers req with the whole state list.
-func newFullResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded) *response {
+// hasVersion reports whether returned holds version for every name of
+// subscribed (true when there is none: a stream that unsubscribed from
+// every name has nothing to wait for).
+func hasVersion(returned map[string]string, subscribed map[string]struct{}, version string) bool {
+	for name := range subscribed {
+		if returned[name] != version {
+			return false
+		}
+	}
+	return true
+}
+
+// newFullResponse answers req with the whole state list. The response is
+// remembered under fullStateKey when subscribed is nil (a wildcard
+// subscription), else under every subscribed name.
+func newFullResponse(ctx context.Context, req *cachev3.Request, version string, list []*encoded, subscribed map[string]struct{}) *response {
 	anys := make([]*anypb.Any, len(list))
 	for i, e := range list {
 		anys[i] = e.any
+	}
+	returned := map[string]string{fullStateKey: version}
+	if subscribed != nil {
+		returned = make(map[string]string, len(subscribed))
+		for name := range subscribed {
+			returned[name] = version
+		}
 	}
 	return &response{
 		ctx:      ctx,
 		req:      req,
 		version:  version,
 		out:      &discoveryv3.DiscoveryResponse{VersionInfo: version, Resources: anys, TypeUrl: req.GetTypeUrl()},
-		returned: map[string]string{fullStateKey: version},
+		returned: returned,
 	}
 }
 

@@ -24,39 +24,39 @@ type endpointSwap struct {
 // into every node snapshot that holds them (every other resource, and its
 // encoding, stays as is: the translation of m would give the same), and
 // answers the nodes' open EDS watches. s.shared and s.encoder start a new
-// generation for m, for nodes that connect later.
+// generation for m, for nodes that connect later. A node whose swapped
+// snapshot would have no endpoint left is held (setSnapshotLocked); a node
+// already held has a snapshot older than the served model, so it is
+// translated whole.
 //
 // It returns an error, having changed nothing, when a changed cluster cannot
 // be translated; the caller then takes the full path.
 func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed []string) error {
+	replacements := make(map[string]*encoded, len(changed))
 	if len(changed) == 0 {
 		// The same content: the current generation translates m as it
 		// does the served model.
 		s.model = m
-		return nil
-	}
-	shared := translate.NewShared(m, translate.Inputs{TrustBundle: s.bundle})
-	enc := newEncoder()
-	replacements := make(map[string]*encoded, len(changed))
-	for _, svc := range m.Services {
-		for _, port := range svc.Ports {
-			if _, found := slices.BinarySearch(changed, port.Cluster); !found {
-				continue
+	} else {
+		shared := translate.NewShared(m, translate.Inputs{TrustBundle: s.bundle})
+		enc := newEncoder()
+		for _, svc := range m.Services {
+			for _, port := range svc.Ports {
+				if _, found := slices.BinarySearch(changed, port.Cluster); !found {
+					continue
+				}
+				cla, err := shared.LoadAssignment(svc, port)
+				if err != nil {
+					return fmt.Errorf("cluster %q: %w", port.Cluster, err)
+				}
+				e, err := enc.encode(resourcev3.EndpointType, port.Cluster, cla)
+				if err != nil {
+					return err
+				}
+				replacements[port.Cluster] = e
 			}
-			cla, err := shared.LoadAssignment(svc, port)
-			if err != nil {
-				return fmt.Errorf("cluster %q: %w", port.Cluster, err)
-			}
-			e, err := enc.encode(resourcev3.EndpointType, port.Cluster, cla)
-			if err != nil {
-				return err
-			}
-			replacements[port.Cluster] = e
 		}
-	}
-	s.model, s.shared, s.encoder = m, shared, enc
-	if len(replacements) == 0 {
-		return nil
+		s.model, s.shared, s.encoder = m, shared, enc
 	}
 	swaps := map[*typeSnapshot]*endpointSwap{}
 	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
@@ -64,25 +64,28 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 		if n.snap == nil {
 			continue
 		}
-		old := n.snap.types[resourcev3.EndpointType]
-		if old == nil {
+		if n.held != "" {
+			s.updateNodeLocked(ctx, id, n)
 			continue
 		}
-		swap, ok := swaps[old]
-		if !ok {
-			swap = swapEndpoints(old, replacements)
-			swaps[old] = swap
+		old := n.snap.types[resourcev3.EndpointType]
+		var swap *endpointSwap
+		if old != nil && len(replacements) > 0 {
+			var ok bool
+			if swap, ok = swaps[old]; !ok {
+				swap = swapEndpoints(old, replacements)
+				swaps[old] = swap
+			}
 		}
 		if swap == nil {
-			continue // the node holds none of the changed clusters
+			// The node holds none of the changed clusters: its snapshot
+			// is m's translation.
+			n.policyVersion = m.PolicyVersion
+			continue
 		}
 		snap := &nodeSnapshot{types: maps.Clone(n.snap.types)}
 		snap.types[resourcev3.EndpointType] = swap.ts
-		if err := s.cache.setSnapshot(ctx, id, snap); err != nil {
-			s.logger.Error("cannot set snapshot", "node", id, "error", err)
-			continue
-		}
-		n.snap, n.version = snap, snap.version()
+		s.setSnapshotLocked(ctx, id, n, snap, snap.version())
 	}
 	return nil
 }

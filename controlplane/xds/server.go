@@ -6,6 +6,18 @@
 // and tracks what each proxy acknowledged or rejected. At scale, nodes share
 // their translated resources (translate.Shared) and each resource is
 // marshaled and hashed once per model, not once per node and response.
+//
+// Two rules protect what proxies already serve:
+//   - until its first model (SetModel), a Server gives no configuration to
+//     any node: streams are accepted and authorized, nodes are tracked, and
+//     each proxy keeps what it has (a new one waits);
+//   - a change that would leave a node with no route, or with no endpoint,
+//     where its current configuration has some, is held for that node while
+//     the model's PolicyVersion is the one its configuration was made with:
+//     such a loss comes from discovery alone (an emptied catalog), not from
+//     an operator. The node keeps its configuration (ProxyStatus.Held says
+//     why) until a model gives it routes and endpoints again or the policy
+//     changes.
 package xds
 
 import (
@@ -19,6 +31,7 @@ import (
 	"net"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,12 +91,25 @@ type ProxyStatus struct {
 	CertNotAfter time.Time `json:"certNotAfter,omitzero"`
 	// MTLSMode is the inbound mTLS mode of a sidecar's service (from the model).
 	MTLSMode string `json:"mtlsMode,omitempty"`
+	// Held, when set, says why the proxy keeps its configuration instead of
+	// the current model's: the model would remove every route or every
+	// endpoint it has, and the policy did not change since its
+	// configuration was made.
+	Held string `json:"held,omitempty"`
+	// HeldSince is when the proxy's configuration was first held.
+	HeldSince time.Time `json:"heldSince,omitzero"`
+	// Enrolment is the lineage of the proxy's certificate, and TokenID the
+	// join token it enrolled with (docs/security.md).
+	Enrolment string `json:"enrolment,omitempty"`
+	TokenID   string `json:"tokenID,omitempty"`
 }
 
 // ProxyIdentity is who a proxy proved to be when its stream opened.
 type ProxyIdentity struct {
 	SPIFFEID string
 	NotAfter time.Time
+	// Enrolment and TokenID: the certificate's lineage, when it has one.
+	Enrolment, TokenID string
 }
 
 // Authorizer decides whether the proxy described by node may receive its
@@ -102,6 +128,13 @@ type node struct {
 	acked       map[string]string
 	nacked      map[string]string
 	identity    ProxyIdentity
+	// policyVersion is the model PolicyVersion snap was made from, or last
+	// found up to date with.
+	policyVersion string
+	// held says why the node keeps snap instead of the model's
+	// configuration for it; empty when it does not.
+	held      string
+	heldSince time.Time
 }
 
 // Server serves xDS. Create it with New.
@@ -110,7 +143,9 @@ type Server struct {
 	cache  *snapshotCache
 	xds    xdsserver.Server
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// model is the served model; nil until the first SetModel, and until
+	// then no node is given a configuration.
 	model  *model.Model
 	bundle []byte
 	// shared and encoder memoize the translation and encoding of the
@@ -147,16 +182,14 @@ func (s *Server) UpdateCounts() UpdateCounts {
 	return UpdateCounts{Full: s.fullUpdates.Load(), EndpointsOnly: s.endpointUpdates.Load()}
 }
 
-// New returns a server holding an empty model. ctx bounds the server's
-// background work.
+// New returns a server without a model: it serves no configuration until
+// the first SetModel. ctx bounds the server's background work.
 func New(ctx context.Context, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	empty, _ := model.Compile(nil) // an empty set always compiles
 	s := &Server{
 		logger:         logger,
-		model:          empty,
 		nodes:          map[string]*node{},
 		streams:        map[int64]string{},
 		streamNodes:    map[int64]*corev3.Node{},
@@ -234,6 +267,9 @@ func (s *Server) SetTrustBundle(ctx context.Context, pem []byte) {
 	defer s.mu.Unlock()
 	s.bundle = slices.Clone(pem)
 	s.resetGenerationLocked()
+	if s.model == nil {
+		return // kept for the first model
+	}
 	s.updateAllLocked(ctx)
 }
 
@@ -258,9 +294,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 }
 
 // SetModel makes m the served model and rebuilds every connected node's
-// snapshot from it. When m differs from the served model in endpoints only
+// snapshot from it (the first call gives every node waiting for one its
+// configuration). When m differs from the served model in endpoints only
 // (model.Model.EndpointChanges), only the changed ClusterLoadAssignments are
-// translated and encoded, and swapped into the snapshots that hold them.
+// translated and encoded, and swapped into the snapshots that hold them. A
+// node whose new snapshot would lose every route or endpoint keeps its
+// current one (see the package documentation).
 func (s *Server) SetModel(ctx context.Context, m *model.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,15 +312,30 @@ func (s *Server) SetModel(ctx context.Context, m *model.Model) {
 		s.logger.Warn("endpoint-only update failed: translating every node", "error", err)
 	}
 	s.fullUpdates.Add(1)
+	first := s.model == nil
 	s.model = m
 	s.resetGenerationLocked()
+	if first && len(s.nodes) > 0 {
+		s.logger.Info("first configuration: serving the proxies that waited for it", "proxies", len(s.nodes))
+	}
 	s.updateAllLocked(ctx)
 }
 
+// Serving reports whether the server has a model (SetModel was called):
+// until then no node is given a configuration.
+func (s *Server) Serving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.model != nil
+}
+
 // resetGenerationLocked starts a new translation generation for the
-// current model and bundle.
+// current model and bundle (none without a model).
 func (s *Server) resetGenerationLocked() {
-	s.shared = translate.NewShared(s.model, translate.Inputs{TrustBundle: s.bundle})
+	s.shared = nil
+	if s.model != nil {
+		s.shared = translate.NewShared(s.model, translate.Inputs{TrustBundle: s.bundle})
+	}
 	s.encoder = newEncoder()
 }
 
@@ -329,8 +383,12 @@ func (s *Server) Proxies() []ProxyStatus {
 			Nacked:       maps.Clone(n.nacked),
 			SPIFFEID:     n.identity.SPIFFEID,
 			CertNotAfter: n.identity.NotAfter,
+			Held:         n.held,
+			HeldSince:    n.heldSince,
+			Enrolment:    n.identity.Enrolment,
+			TokenID:      n.identity.TokenID,
 		}
-		if n.info.Role == translate.RoleSidecar {
+		if n.info.Role == translate.RoleSidecar && s.model != nil {
 			st.MTLSMode = s.model.Mesh.MTLSMode
 			if svc := s.model.Service(n.info.Namespace, n.info.Service); svc != nil {
 				st.MTLSMode = svc.MTLSMode
@@ -485,7 +543,11 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 			}
 			s.nodes[id] = n
 			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())
-			s.updateNodeLocked(context.Background(), id, n)
+			if s.model != nil {
+				s.updateNodeLocked(context.Background(), id, n)
+			} else {
+				s.logger.Info("proxy waits for the first configuration: it keeps what it has", "node", id)
+			}
 		}
 		n.streams++
 	}
@@ -552,17 +614,62 @@ func (s *Server) buildNode(id string, info translate.NodeInfo) builtNode {
 	return builtNode{snap: snap, version: version, err: err}
 }
 
-// setNodeLocked gives a node the configuration buildNode made.
+// setNodeLocked gives a node the configuration buildNode made, unless it
+// is held (holdReasonLocked).
 func (s *Server) setNodeLocked(ctx context.Context, id string, n *node, b builtNode) {
 	if b.err != nil {
 		s.logger.Error("cannot build snapshot", "node", id, "error", b.err)
 		return
 	}
-	if err := s.cache.setSnapshot(ctx, id, b.snap); err != nil {
+	s.setSnapshotLocked(ctx, id, n, b.snap, b.version)
+}
+
+// setSnapshotLocked makes snap the node's configuration, unless it would
+// take every route or endpoint away without a policy change: then the node
+// keeps its configuration and is reported held.
+func (s *Server) setSnapshotLocked(ctx context.Context, id string, n *node, snap *nodeSnapshot, version string) {
+	if reason := s.holdReasonLocked(n, snap); reason != "" {
+		if n.held != reason {
+			s.logger.Warn("configuration held: the proxy keeps its current one", "node", id, "reason", reason)
+		}
+		if n.held == "" {
+			n.heldSince = time.Now().UTC()
+		}
+		n.held = reason
+		return
+	}
+	if err := s.cache.setSnapshot(ctx, id, snap); err != nil {
 		s.logger.Error("cannot set snapshot", "node", id, "error", err)
 		return
 	}
-	n.snap, n.version = b.snap, b.version
+	if n.held != "" {
+		s.logger.Info("held configuration released", "node", id, "policyChanged", n.policyVersion != s.model.PolicyVersion)
+		n.held, n.heldSince = "", time.Time{}
+	}
+	n.snap, n.version, n.policyVersion = snap, version, s.model.PolicyVersion
+}
+
+// holdReasonLocked says why next must not replace the node's current
+// snapshot, "" when it may: next has no route (HTTP routes across its
+// RouteConfigurations) where the current one has some, or no endpoint
+// (LbEndpoints across its ClusterLoadAssignments) where it has some, while
+// the policy is the one the current snapshot was made with. A node without
+// a snapshot yet is never held.
+func (s *Server) holdReasonLocked(n *node, next *nodeSnapshot) string {
+	if n.snap == nil || n.policyVersion != s.model.PolicyVersion {
+		return ""
+	}
+	var lost []string
+	if had := n.snap.items(resourcev3.RouteType); had > 0 && next.items(resourcev3.RouteType) == 0 {
+		lost = append(lost, fmt.Sprintf("every route (%d)", had))
+	}
+	if had := n.snap.items(resourcev3.EndpointType); had > 0 && next.items(resourcev3.EndpointType) == 0 {
+		lost = append(lost, fmt.Sprintf("every endpoint (%d)", had))
+	}
+	if len(lost) == 0 {
+		return ""
+	}
+	return "the new configuration would remove " + strings.Join(lost, " and ") + " without a policy change"
 }
 
 // updateNodeLocked translates the model for one node and sets its snapshot.

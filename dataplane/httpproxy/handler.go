@@ -42,6 +42,7 @@ const (
 	bodyBadGateway      = "bad gateway\n"
 	bodyAccessDenied    = "access denied\n"
 	bodyBadPath         = "bad request path\n"
+	bodyBadBody         = "bad request body\n"
 )
 
 // Config is the immutable configuration of one listener's handler.
@@ -226,8 +227,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	*out = *r // shallow copy: shares Header, URL, Body, Trailer and the context
 	out.RequestURI = ""
 	out.Close = false
-	if r.ContentLength == 0 {
+	var body *requestBody // the request body, when there is one
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		out.Body = nil // no body: let the transport send none
+	} else {
+		body = &requestBody{ReadCloser: r.Body}
+		out.Body = body
 	}
 	if host := rt.HostRewrite(); host != "" {
 		out.Host = host
@@ -257,7 +262,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	// before the response, an aborted response after it).
 	resp, err := cluster.RoundTrip(out, rt.Timeout())
 	if err != nil {
-		h.upstreamError(w, r, rt, cluster, endpoint, err)
+		h.upstreamError(w, r, rt, cluster, endpoint, err, body)
 		return
 	}
 	defer resp.Body.Close()
@@ -312,14 +317,22 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 	}
 }
 
-// upstreamError answers a failed round trip: route timeout 504, connection
-// failure 503, anything else 502; nothing when the client went away.
-func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *router.Route, cluster *upstream.Cluster, endpoint string, err error) {
+// upstreamError answers a failed round trip: the request body could not be
+// read (the client's fault: a malformed chunked encoding, a body shorter
+// than its Content-Length) 400 and the connection is closed, as what
+// follows on it cannot be framed; route timeout 504, connection failure
+// 503, anything else 502; nothing when the client went away.
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *router.Route, cluster *upstream.Cluster, endpoint string, err error, body *requestBody) {
 	if r.Context().Err() != nil {
 		return // the client went away: nobody to answer, nothing to log
 	}
 	var opErr *net.OpError
 	switch {
+	case body != nil && body.failed.Load():
+		w.Header()["Connection"] = []string{"close"}
+		localReply(w, rt, http.StatusBadRequest, bodyBadBody)
+		h.logger.Debug("request body failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
+		return
 	case errors.Is(err, upstream.ErrTimeout):
 		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
@@ -328,6 +341,22 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 		localReply(w, rt, http.StatusBadGateway, bodyBadGateway)
 	}
 	h.logger.Debug("upstream request failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
+}
+
+// requestBody is a request body as the upstream transport reads it: it
+// records a read failure, which is the client's (the transport reads the
+// body on a goroutine of its own, hence the atomic).
+type requestBody struct {
+	io.ReadCloser
+	failed atomic.Bool
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
+		b.failed.Store(true)
+	}
+	return n, err
 }
 
 // localReply answers with a short text/plain body; the route's response

@@ -35,6 +35,10 @@ const (
 	// renewJitter is the ± fraction around half the lifetime at which a
 	// certificate is renewed.
 	renewJitter = 0.10
+	// minRenewInterval is the least time between the starts of two renewal
+	// attempts, successful or failed: whatever the certificate says, the
+	// renewal loop cannot spin.
+	minRenewInterval = 2 * time.Second
 )
 
 // ManagerOptions configure a Manager.
@@ -65,9 +69,9 @@ type ManagerOptions struct {
 
 // Manager is the proxy's identity: it obtains its certificate from the
 // control plane's CA with a CSR (the ECDSA P-256 key is generated in memory
-// and never leaves it), renews it at half its lifetime, and keeps the trust
-// bundle used to verify the control plane. It implements Provider. Start it
-// once, then Run it in the background.
+// and never leaves it), renews it at half its remaining lifetime as received,
+// and keeps the trust bundle used to verify the control plane. It implements
+// Provider. Start it once, then Run it in the background.
 type Manager struct {
 	opts           ManagerOptions
 	logger         *slog.Logger
@@ -75,8 +79,16 @@ type Manager struct {
 	controlPlaneID string
 	joinToken      token.Token
 
-	cert  atomic.Pointer[tls.Certificate]
-	roots atomic.Pointer[x509.CertPool] // nil: verify with the token's pin
+	cert atomic.Pointer[tls.Certificate]
+	// receivedAt is when the current certificate was installed (Unix
+	// nanoseconds): its lifetime for renewal counts from there, not from its
+	// NotBefore, which the CA back-dates for clock skew.
+	receivedAt atomic.Int64
+	roots      atomic.Pointer[x509.CertPool] // nil: verify with the token's pin
+
+	// sign sends one CSR to the CA at addr: signGRPC, or a test's fake.
+	// Its errors are classified (permanentError for a refusal).
+	sign func(ctx context.Context, addr string, req *cav1.SignRequest) (*cav1.SignResponse, error)
 }
 
 var _ Provider = (*Manager)(nil)
@@ -123,6 +135,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		controlPlaneID: ControlPlaneID(opts.TrustDomain),
 		joinToken:      joinToken,
 	}
+	m.sign = m.signGRPC
 	if opts.CAFile != "" {
 		pemBundle, err := os.ReadFile(opts.CAFile)
 		if err != nil {
@@ -231,55 +244,80 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 }
 
-// Run renews the certificate at half its lifetime (±10 %) until ctx is done,
-// authenticated by the current certificate. A failed renewal is retried with
-// backoff; the current certificate stays in use until a new one arrives. Once
-// it has expired, renewals present the join token instead. Run needs a
-// successful Start and returns nil when ctx is done.
+// Run renews the certificate until ctx is done, authenticated by the
+// current certificate: at half of the lifetime it had left when it was
+// received (±10 %), never sooner than minRenewInterval after the previous
+// attempt. A failed renewal is retried with backoff (again no sooner than
+// minRenewInterval); the current certificate stays in use until a new one
+// arrives. Once it has expired, renewals present the join token instead.
+// When the control plane refuses to renew the certificate (PermissionDenied:
+// the proxy's token, identity or enrolment was revoked), Run stops renewing
+// and does not fall back to the join token: the proxy keeps its certificate
+// until it expires. Run needs a successful Start and returns nil when ctx is
+// done.
 func (m *Manager) Run(ctx context.Context) error {
 	if m.cert.Load() == nil {
 		return errors.New("identity: Run before a successful Start")
 	}
 	attempt := 0
+	lastAttempt := time.Unix(0, m.receivedAt.Load())
+	var retry time.Duration // after a failure: the backoff before the next attempt
 	for {
 		current := m.cert.Load()
-		factor := 1 + renewJitter*(2*mathrand.Float64()-1)
-		if !sleep(ctx, renewDelay(current.Leaf, time.Now(), factor)) {
+		now := time.Now()
+		wait := jittered(retry)
+		if retry == 0 {
+			factor := 1 + renewJitter*(2*mathrand.Float64()-1)
+			wait = renewDelay(current.Leaf, time.Unix(0, m.receivedAt.Load()), now, factor)
+		}
+		wait = max(wait, lastAttempt.Add(minRenewInterval).Sub(now))
+		if !sleep(ctx, wait) {
 			return nil
 		}
-		delay := m.opts.RetryInitial
-		for {
-			addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
-			attempt++
-			expired := !time.Now().Before(current.Leaf.NotAfter)
-			err := m.renew(ctx, addr, expired)
-			if err == nil {
-				m.logger.Info("certificate renewed", "not_after", m.NotAfter())
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			wait := jittered(delay)
-			if expired {
-				m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", wait)
-			} else {
-				m.logger.Warn("certificate renewal failed; retrying", "address", addr, "error", err,
-					"retry_in", wait, "not_after", current.Leaf.NotAfter)
-			}
-			if !sleep(ctx, wait) {
-				return nil
-			}
-			delay = min(delay*2, m.opts.RetryMax)
+		addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
+		attempt++
+		lastAttempt = time.Now()
+		expired := !lastAttempt.Before(current.Leaf.NotAfter)
+		err := m.renew(ctx, addr, expired)
+		if err == nil {
+			m.logger.Info("certificate renewed", "not_after", m.NotAfter())
+			retry = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var perm *permanentError
+		if !expired && errors.As(err, &perm) && perm.code == codes.PermissionDenied {
+			m.logger.Error("the control plane refused to renew this proxy's certificate: renewal stopped; "+
+				"the proxy loses its identity when the certificate expires (restart it with a new join token "+
+				"once it may rejoin)", "address", addr, "error", err, "not_after", current.Leaf.NotAfter)
+			<-ctx.Done()
+			return nil
+		}
+		retry = min(max(2*retry, m.opts.RetryInitial), m.opts.RetryMax)
+		if expired {
+			m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", retry)
+		} else {
+			m.logger.Warn("certificate renewal failed; retrying", "address", addr, "error", err,
+				"retry_in", retry, "not_after", current.Leaf.NotAfter)
 		}
 	}
 }
 
-// renewDelay is how long to wait before renewing leaf: until its not-before
-// plus half its lifetime times factor, and not negative.
-func renewDelay(leaf *x509.Certificate, now time.Time, factor float64) time.Duration {
-	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
-	renewAt := leaf.NotBefore.Add(time.Duration(float64(lifetime) / 2 * factor))
+// renewDelay is how long to wait before renewing leaf, received at
+// receivedAt: until half (times factor) of the lifetime it had left when it
+// arrived has passed, and not negative. The lifetime counts from receipt,
+// or from NotBefore when that is later (a CA clock ahead of ours): never
+// from a NotBefore the CA back-dated for clock skew, which would make a
+// short-lived certificate due for renewal as soon as it arrives.
+func renewDelay(leaf *x509.Certificate, receivedAt, now time.Time, factor float64) time.Duration {
+	start := receivedAt
+	if leaf.NotBefore.After(start) {
+		start = leaf.NotBefore
+	}
+	lifetime := leaf.NotAfter.Sub(start)
+	renewAt := start.Add(time.Duration(float64(lifetime) / 2 * factor))
 	return max(renewAt.Sub(now), 0)
 }
 
@@ -299,7 +337,25 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	if withToken {
 		req.Token = m.opts.Token
 	}
+	resp, err := m.sign(ctx, addr, req)
+	if err != nil {
+		return err
+	}
+	cert, err := m.parseSignResponse(resp, key)
+	if err != nil {
+		return permanent(fmt.Errorf("certificate authority at %s answered with an unusable certificate: %w", addr, err))
+	}
+	if len(resp.GetTrustBundlePem()) > 0 {
+		m.UpdateTrustBundle(resp.GetTrustBundlePem())
+	}
+	m.receivedAt.Store(time.Now().UnixNano())
+	m.cert.Store(cert)
+	return nil
+}
 
+// signGRPC sends req to the CA service at addr over TLS, verifying the
+// control plane, and classifies a failure.
+func (m *Manager) signGRPC(ctx context.Context, addr string, req *cav1.SignRequest) (*cav1.SignResponse, error) {
 	// The handshake's own verification error, to tell "not trusted" apart
 	// from "unreachable": gRPC reports both as Unavailable.
 	var verifyErr atomic.Pointer[error]
@@ -313,7 +369,7 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
 	if err != nil {
-		return permanent(fmt.Errorf("dial %s: %w", addr, err))
+		return nil, permanent(fmt.Errorf("dial %s: %w", addr, err))
 	}
 	defer conn.Close()
 	signCtx, cancel := context.WithTimeout(ctx, signTimeout)
@@ -321,19 +377,11 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	resp, err := cav1.NewCertificateAuthorityClient(conn).Sign(signCtx, req)
 	if err != nil {
 		if verr := verifyErr.Load(); verr != nil {
-			return permanent(*verr)
+			return nil, permanent(*verr)
 		}
-		return m.classify(err)
+		return nil, m.classify(err)
 	}
-	cert, err := m.parseSignResponse(resp, key)
-	if err != nil {
-		return permanent(fmt.Errorf("certificate authority at %s answered with an unusable certificate: %w", addr, err))
-	}
-	if len(resp.GetTrustBundlePem()) > 0 {
-		m.UpdateTrustBundle(resp.GetTrustBundlePem())
-	}
-	m.cert.Store(cert)
-	return nil
+	return resp, nil
 }
 
 // classify turns a Sign error into a retryable or a permanent error with the
@@ -342,16 +390,16 @@ func (m *Manager) classify(err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.Unauthenticated:
-		return permanent(fmt.Errorf("the control plane refused the join token: %s "+
+		return refused(st.Code(), fmt.Errorf("the control plane refused the join token: %s "+
 			"(create a new one with `meshgate token create --service %s`)", st.Message(), m.opts.Service))
 	case codes.PermissionDenied:
-		return permanent(fmt.Errorf("the control plane refused a certificate for %s: %s", m.SPIFFEID(), st.Message()))
+		return refused(st.Code(), fmt.Errorf("the control plane refused a certificate for %s: %s", m.SPIFFEID(), st.Message()))
 	case codes.InvalidArgument:
 		msg := fmt.Sprintf("the control plane refused the CSR for %s: %s", m.SPIFFEID(), st.Message())
 		if strings.Contains(strings.ToLower(st.Message()), "trust domain") {
 			msg += fmt.Sprintf(" (this proxy uses trust domain %q: set --trust-domain to the mesh's)", m.opts.TrustDomain)
 		}
-		return permanent(errors.New(msg))
+		return refused(st.Code(), errors.New(msg))
 	case codes.Unimplemented:
 		return permanent(fmt.Errorf("the control plane does not serve the certificate authority: %s", st.Message()))
 	}
@@ -444,15 +492,25 @@ func parseBundle(pemBundle []byte) (*x509.CertPool, error) {
 }
 
 // permanentError is a failure that retrying does not fix.
-type permanentError struct{ err error }
+type permanentError struct {
+	err error
+	// code is the gRPC code of the CA's refusal; codes.Unknown otherwise.
+	code codes.Code
+}
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
-func permanent(err error) error { return &permanentError{err: err} }
+func permanent(err error) error { return &permanentError{err: err, code: codes.Unknown} }
 
-// jittered returns a duration in [d/2, d].
+// refused is the CA's refusal with code.
+func refused(code codes.Code, err error) error { return &permanentError{err: err, code: code} }
+
+// jittered returns a duration in [d/2, d]; 0 for 0.
 func jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
 	return d/2 + mathrand.N(d/2+1)
 }
 

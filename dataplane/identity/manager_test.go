@@ -263,51 +263,25 @@ func TestStartWithCAFile(t *testing.T) {
 	}
 }
 
+// TestRenewal: a renewal sends a CSR for a fresh key over a connection
+// authenticated by the current certificate, without the join token, and
+// installs the new certificate. (When renewals happen: TestRenewalTiming.)
 func TestRenewal(t *testing.T) {
 	t.Parallel()
 	ca := identitytest.NewCA(t, DefaultTrustDomain)
 	tok := ca.Token(t)
-	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID, TTL: 3 * time.Second})
+	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 	m := newTestManager(t, srv.Addr, tok, nil)
 	if err := m.Start(startCtx(t)); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	first := m.Certificate()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-
-	deadline := time.Now().Add(10 * time.Second)
-	var (
-		renewed  *tls.Certificate
-		observed time.Time
-	)
-	for time.Now().Before(deadline) {
-		if c := m.Certificate(); c != first {
-			renewed, observed = c, time.Now()
-			break
-		}
-		if !time.Now().Before(first.Leaf.NotAfter) {
-			t.Fatal("the first certificate expired before it was renewed")
-		}
-		time.Sleep(20 * time.Millisecond) // polling, not synchronisation
+	if err := m.renew(startCtx(t), srv.Addr, false); err != nil {
+		t.Fatalf("renew: %v", err)
 	}
-	if renewed == nil {
-		t.Fatal("certificate not renewed within 10 s")
-	}
-	if !time.Now().Before(first.Leaf.NotAfter) {
-		t.Error("renewed only after the old certificate expired")
-	}
-	// Renewal is due at 45-55 % of the lifetime (half, ±10 %).
-	if earliest := first.Leaf.NotBefore.Add(first.Leaf.NotAfter.Sub(first.Leaf.NotBefore) * 45 / 100); observed.Before(earliest) {
-		t.Errorf("renewed by %v, before 45%% of the lifetime (%v)", observed, earliest)
+	renewed := m.Certificate()
+	if renewed == first {
+		t.Fatal("the renewed certificate was not installed")
 	}
 	if renewed.Leaf.URIs[0].String() != ordersID {
 		t.Errorf("renewed certificate for %s", renewed.Leaf.URIs[0])
@@ -316,7 +290,7 @@ func TestRenewal(t *testing.T) {
 		t.Error("renewal reused the key")
 	}
 	reqs := srv.Requests()
-	if len(reqs) < 2 {
+	if len(reqs) != 2 {
 		t.Fatalf("server saw %d requests", len(reqs))
 	}
 	if r := reqs[1]; r.Request.GetToken() != "" || r.PeerID != ordersID {
@@ -497,22 +471,30 @@ func TestRenewDelay(t *testing.T) {
 	t.Parallel()
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	leaf := &x509.Certificate{NotBefore: start, NotAfter: start.Add(24 * time.Hour)}
+	// A one-minute certificate back-dated by a minute, as the CA issues it.
+	backdated := &x509.Certificate{NotBefore: start.Add(-time.Minute), NotAfter: start.Add(time.Minute)}
 	tests := []struct {
-		name   string
-		now    time.Time
-		factor float64
-		want   time.Duration
+		name     string
+		leaf     *x509.Certificate
+		received time.Time
+		now      time.Time
+		factor   float64
+		want     time.Duration
 	}{
-		{"half lifetime", start, 1, 12 * time.Hour},
-		{"earliest jitter", start, 0.9, 12 * time.Hour * 9 / 10},
-		{"latest jitter", start, 1.1, 12 * time.Hour * 11 / 10},
-		{"later now", start.Add(2 * time.Hour), 1, 10 * time.Hour},
-		{"past due", start.Add(20 * time.Hour), 1, 0},
+		{"half lifetime", leaf, start, start, 1, 12 * time.Hour},
+		{"earliest jitter", leaf, start, start, 0.9, 12 * time.Hour * 9 / 10},
+		{"latest jitter", leaf, start, start, 1.1, 12 * time.Hour * 11 / 10},
+		{"later now", leaf, start, start.Add(2 * time.Hour), 1, 10 * time.Hour},
+		{"past due", leaf, start, start.Add(20 * time.Hour), 1, 0},
+		{"received late: half of what was left", leaf, start.Add(4 * time.Hour), start.Add(4 * time.Hour), 1, 10 * time.Hour},
+		{"back-dated NotBefore does not count", backdated, start, start, 1, 30 * time.Second},
+		{"back-dated, earliest jitter", backdated, start, start, 0.9, 27 * time.Second},
+		{"NotBefore after receipt (CA clock ahead)", leaf, start.Add(-time.Hour), start.Add(-time.Hour), 1, 13 * time.Hour},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := renewDelay(leaf, tt.now, tt.factor); got != tt.want {
+			if got := renewDelay(tt.leaf, tt.received, tt.now, tt.factor); got != tt.want {
 				t.Fatalf("renewDelay = %v, want %v", got, tt.want)
 			}
 		})

@@ -252,7 +252,12 @@ func (rt *roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // Body-less HTTP/1.1 requests take a fast path: written and read on the
 // caller's goroutine over connections pooled per endpoint, with no context
 // derived per request. Others go through the cluster's http.Transport.
+//
+// The request is sent with the User-Agent it has, and none when it has
+// none: Go's clients would add "Go-http-client/1.1" (or /2.0), so
+// RoundTrip records the absence in r.Header as an entry without values.
 func (c *Cluster) RoundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
+	suppressDefaultUserAgent(r)
 	transport, fast := c.transport, c.fast
 	if secure := c.endpoints.Load().secure; secure != nil {
 		if m := secure[r.URL.Host]; m != nil {
@@ -277,6 +282,19 @@ func (c *Cluster) RoundTrip(r *http.Request, timeout time.Duration) (*http.Respo
 	}
 	resp.Body = &timeoutBody{ReadCloser: resp.Body, ctx: ctx, parent: r.Context(), cancel: cancel}
 	return resp, nil
+}
+
+// suppressDefaultUserAgent keeps Go's HTTP/1.1 and HTTP/2 clients from
+// adding their default User-Agent to r: both send none for a User-Agent
+// entry without a value. It allocates nothing when r has a User-Agent.
+func suppressDefaultUserAgent(r *http.Request) {
+	if r.Header == nil {
+		r.Header = http.Header{"User-Agent": nil}
+		return
+	}
+	if _, ok := r.Header["User-Agent"]; !ok {
+		r.Header["User-Agent"] = nil
+	}
 }
 
 // timeoutBody is a response body read under a route timeout context.

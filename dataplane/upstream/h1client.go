@@ -66,6 +66,9 @@ type h1Conn struct {
 	pool     *h1Pool
 	idleAt   time.Time
 	deadline bool // a deadline is set on conn
+	// retireAt, when set, is when the connection stops being reused: a
+	// certificate of its mesh TLS session is about to expire.
+	retireAt time.Time
 	// aborted is set when the exchange was aborted (client gone): the
 	// connection is closed, never pooled.
 	aborted atomic.Bool
@@ -84,7 +87,7 @@ func (p *h1Pool) get(now time.Time) *h1Conn {
 	for {
 		select {
 		case pc := <-p.idle:
-			if now.Sub(pc.idleAt) < idleConnTimeout {
+			if now.Sub(pc.idleAt) < idleConnTimeout && (pc.retireAt.IsZero() || now.Before(pc.retireAt)) {
 				return pc
 			}
 			_ = pc.conn.Close()
@@ -136,10 +139,11 @@ func (c *h1Client) connect(ctx context.Context, p *h1Pool, addr string) (*h1Conn
 		return nil, err
 	}
 	return &h1Conn{
-		conn: conn,
-		br:   bufio.NewReaderSize(conn, h1ReadBufferSize),
-		bw:   bufio.NewWriterSize(conn, h1WriteBufferSize),
-		pool: p,
+		conn:     conn,
+		br:       bufio.NewReaderSize(conn, h1ReadBufferSize),
+		bw:       bufio.NewWriterSize(conn, h1WriteBufferSize),
+		pool:     p,
+		retireAt: connRetireAt(conn),
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -88,7 +89,7 @@ func (c *Cluster) buildMatches(connectTimeout time.Duration) ([]*tlsMatch, error
 		if err != nil {
 			return nil, err
 		}
-		sessions := newSessionCache()
+		sessions := newSessionCache(c.tls.Certificate)
 		cfg.ClientSessionCache = sessions
 		m := &tlsMatch{
 			name:      e.GetName(),
@@ -182,16 +183,41 @@ func (c *Cluster) newTLSTransport(protocol Protocol, connectTimeout time.Duratio
 		if err != nil {
 			return nil, err
 		}
-		conn := tls.Client(raw, cfg)
+		// The certificate presented, looked up before the handshake:
+		// renewed in between, it is the older, which retires the
+		// connection earlier.
+		var own *x509.Certificate
+		if cert := c.tls.Certificate(); cert != nil {
+			own = cert.Leaf
+		}
+		ec := meshtls.NewExpiringConn(raw)
+		conn := tls.Client(ec, cfg)
 		if err := conn.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			c.tlsLog.report(c, addr, err)
 			// A dial error: the proxy answers 503 upstream connect error.
 			return nil, &net.OpError{Op: "dial", Net: network, Addr: raw.RemoteAddr(), Err: fmt.Errorf("mTLS handshake: %w", err)}
 		}
+		// The connection ends when the endpoint's certificate expires (a
+		// resumed session carries the original one); the HTTP/1.1 pool
+		// stops reusing it at its retirement time.
+		if leaf := meshtls.PeerLeaf(conn.ConnectionState().PeerCertificates); leaf != nil {
+			ec.Expire(leaf.NotAfter, meshtls.RetireAt(leaf, own))
+		}
 		return conn, nil
 	}
 	return t
+}
+
+// connRetireAt is when a pooled connection should not be reused any more:
+// the retirement time of a mesh TLS connection, zero for any other.
+func connRetireAt(conn net.Conn) time.Time {
+	if tc, ok := conn.(*tls.Conn); ok {
+		if ec, ok := tc.NetConn().(*meshtls.ExpiringConn); ok {
+			return ec.RetireAt()
+		}
+	}
+	return time.Time{}
 }
 
 // sessionCache is the TLS client session cache of one
@@ -200,22 +226,35 @@ func (c *Cluster) newTLSTransport(protocol Protocol, connectTimeout time.Duratio
 // key and a ticket one of them cannot use costs one full handshake). A
 // resumed TLS 1.3 session still runs VerifyConnection, against the current
 // trust bundle and with the peer certificate of the original handshake, whose
-// expiry ends resumption. reset forgets every session (Cluster.Close).
+// expiry ends resumption. The sessions are forgotten when the proxy's own
+// certificate changes (a renewal): a session carries the client certificate
+// of its full handshake, and one of the previous certificate would let
+// connections outlive it. reset forgets every session (Cluster.Close).
 type sessionCache struct {
 	current atomic.Pointer[tlsCacheBox]
+	// own returns the proxy's certificate; owner is the one the sessions
+	// were made with.
+	own   func() *tls.Certificate
+	owner atomic.Pointer[tls.Certificate]
 }
 
 // tlsCacheBox lets an interface value live in an atomic.Pointer.
 type tlsCacheBox struct{ cache tls.ClientSessionCache }
 
-func newSessionCache() *sessionCache {
-	s := &sessionCache{}
+func newSessionCache(own func() *tls.Certificate) *sessionCache {
+	s := &sessionCache{own: own}
 	s.reset()
 	return s
 }
 
 // Get implements tls.ClientSessionCache.
 func (s *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	if s.own != nil {
+		if cur := s.own(); s.owner.Swap(cur) != cur {
+			s.reset()
+			return nil, false
+		}
+	}
 	return s.current.Load().cache.Get(key)
 }
 

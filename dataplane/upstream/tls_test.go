@@ -319,6 +319,11 @@ func TestClusterMTLSResumesSessions(t *testing.T) {
 		{name: "first connection: full handshake", want: "resumed=false " + webID},
 		{name: "new connection: resumed", before: c.closeIdle, want: "resumed=true " + webID},
 		{name: "resumed again", before: c.closeIdle, want: "resumed=true " + webID},
+		{name: "a renewed client certificate: full handshake", before: func() {
+			c.closeIdle()
+			client.SetCertificate(mesh.Issue(t, webID))
+		}, want: "resumed=false " + webID},
+		{name: "resumed with the renewed certificate", before: c.closeIdle, want: "resumed=true " + webID},
 		{name: "resumption still checks the current bundle", before: func() {
 			c.closeIdle()
 			tr.bundle.Store(newTrust(t, next.PEM).bundle.Load())

@@ -38,7 +38,11 @@ type CA struct {
 	TrustDomain string
 	Root        *x509.Certificate
 	RootPEM     []byte
-	key         *ecdsa.PrivateKey
+	// Backdate moves the NotBefore of issued leaves that far into the past,
+	// as the control plane's CA does for clock skew (one minute); zero
+	// issues leaves valid from now.
+	Backdate time.Duration
+	key      *ecdsa.PrivateKey
 }
 
 // NewCA returns a CA for trustDomain.
@@ -74,7 +78,8 @@ func NewCA(t testing.TB, trustDomain string) *CA {
 	}
 }
 
-// Issue signs a leaf for id and pub valid from now for ttl.
+// Issue signs a leaf for id and pub valid from now (minus Backdate) until
+// now plus ttl.
 func (ca *CA) Issue(id string, pub crypto.PublicKey, ttl time.Duration) (*x509.Certificate, error) {
 	u, err := url.Parse(id)
 	if err != nil {
@@ -87,7 +92,7 @@ func (ca *CA) Issue(id string, pub crypto.PublicKey, ttl time.Duration) (*x509.C
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		NotBefore:    now,
+		NotBefore:    now.Add(-ca.Backdate),
 		NotAfter:     now.Add(ttl),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

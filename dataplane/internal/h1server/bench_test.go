@@ -9,9 +9,10 @@ import (
 )
 
 // BenchmarkServer measures one keep-alive request and its tiny response
-// over loopback, net/http's server against the fast path (the client is a
-// raw connection reading a response of known length; its cost is the same
-// for both).
+// over loopback, net/http's server (alone, and behind the framing guard as
+// --http1-server std runs it) against the fast path (the client is a raw
+// connection reading a response of known length; its cost is the same for
+// all).
 func BenchmarkServer(b *testing.B) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -20,17 +21,22 @@ func BenchmarkServer(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, "hello, world\n")
 	})
-	for _, kind := range []string{"std", "fast"} {
+	for _, kind := range []string{"std", "guarded", "fast"} {
 		b.Run(kind, func(b *testing.B) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
 			std := newStdServer(handler)
-			if kind == "std" {
+			switch kind {
+			case "std":
 				go func() { _ = std.Serve(ln) }()
 				defer std.Close()
-			} else {
+			case "guarded":
+				srv := &Guarded{Server: std}
+				go func() { _ = srv.Serve(ln) }()
+				defer srv.Close()
+			default:
 				srv := &Server{Fallback: std}
 				go func() { _ = srv.Serve(ln) }()
 				defer srv.Close()
@@ -71,5 +77,18 @@ func BenchmarkServer(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkStrictLines measures the fast path's line check of a typical
+// request head.
+func BenchmarkStrictLines(b *testing.B) {
+	head := []byte(benchHead)
+	b.SetBytes(int64(len(head)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !strictLines(head) {
+			b.Fatal("refused")
+		}
 	}
 }

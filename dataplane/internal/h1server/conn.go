@@ -107,21 +107,21 @@ func (c *conn) serve() {
 	if tc, ok := c.rwc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		if !cs.HandshakeComplete {
-			c.handOff(nil) // net/http runs the handshake
+			c.handOff(nil, false) // net/http runs the handshake
 			handedOff = true
 			return
 		}
 		switch cs.NegotiatedProtocol {
 		case "", "http/1.1", "http/1.0":
 		default:
-			c.handOff(nil) // h2 (or a protocol net/http refuses)
+			c.handOff(nil, false) // h2 (or a protocol net/http refuses)
 			handedOff = true
 			return
 		}
 		c.tlsState = &cs
 	}
 	if !c.srv.http1() {
-		c.handOff(nil)
+		c.handOff(nil, false)
 		handedOff = true
 		return
 	}
@@ -186,6 +186,11 @@ func (c *conn) readRequest(first bool) (req *http.Request, n int, act readAction
 	}
 	br := c.br
 	head, _ := br.Peek(n)
+	if !strictLines(head) {
+		// A bare LF or CR, or obs-fold: net/http behind the guard
+		// refuses it.
+		return nil, 0, actHandOff
+	}
 	c.head = append(c.head[:0], head...)
 	before := br.Buffered()
 	req, err := http.ReadRequest(br)
@@ -204,6 +209,11 @@ func (c *conn) readRequest(first bool) (req *http.Request, n int, act readAction
 	case actClose:
 		return nil, 0, actClose
 	case actHandOff:
+		return nil, n, actHandOff
+	}
+	if req.ProtoMinor == 0 && hasField(c.head[:n], transferEncodingName) {
+		// net/http ignores Transfer-Encoding on HTTP/1.0; the guard
+		// refuses it (faulty framing).
 		return nil, n, actHandOff
 	}
 	req.RemoteAddr = c.remoteAddr
@@ -259,8 +269,15 @@ func (c *conn) readHead(first bool) (int, readAction) {
 	br := c.br
 	if !first {
 		// As net/http, wait for 4 bytes under the idle timeout: fewer
-		// before the end of the connection close it silently.
+		// before the end of the connection close it silently, unless
+		// the guard refuses them (then net/http sees 4 bytes and answers
+		// 400: so does Fallback).
 		if _, err := br.Peek(4); err != nil {
+			if rest, _ := br.Peek(br.Buffered()); len(rest) > 0 {
+				if _, poison := (&guard{}).check(rest); poison != nil {
+					return 0, actHandOff
+				}
+			}
 			return 0, actClose
 		}
 	}
@@ -298,6 +315,63 @@ func (c *conn) readHead(first bool) (int, readAction) {
 			return 0, actClose
 		}
 	}
+}
+
+// strictLines reports whether every line of the request head b (up to and
+// including the blank line that ends it) ends with CRLF and holds no other
+// CR, and no line after the first starts with a space or a tab (obs-fold):
+// the line rules of the guard (guard.go), which refuses any head that
+// breaks them. It costs a search per line and a count of b's CRs.
+func strictLines(b []byte) bool {
+	lines := 0
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || b[i-1] != '\r' {
+			return false
+		}
+		lines++
+		i++
+		if i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+			return false
+		}
+	}
+	return bytes.Count(b, crlf[:1]) == lines
+}
+
+var crlf = []byte("\r\n")
+
+// hasField reports whether the request head b has a field line named name
+// (lower case), in any case.
+func hasField(b []byte, name string) bool {
+	for len(b) > 0 {
+		i := bytes.Index(b, crlf)
+		if i < 0 {
+			return false
+		}
+		b = b[i+2:]
+		if len(b) > len(name) && b[len(name)] == ':' && asciiEqualFoldLower(b[:len(name)], name) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFoldLower reports whether b equals the lower-case ASCII lower,
+// ignoring case.
+func asciiEqualFoldLower(b []byte, lower string) bool {
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // headEnd returns the length of the request head at the start of b (up to
@@ -357,7 +431,7 @@ func (c *conn) setIdleDeadline() {
 
 // handOffRequest gives the connection to Fallback with the request head of
 // length n (still in the read buffer, or copied in c.head) and everything
-// read after it replayed first.
+// read after it replayed first, through the guard.
 func (c *conn) handOffRequest(n int) {
 	br := c.br
 	var pending []byte
@@ -374,12 +448,14 @@ func (c *conn) handOffRequest(n int) {
 		pending = append(pending, c.probe.buf[:c.probe.n]...)
 		c.probe.n = 0
 	}
-	c.handOff(pending)
+	c.handOff(pending, true)
 }
 
 // handOff gives the connection, with pending to be read first, to
-// Fallback (or closes it when Fallback no longer accepts); c is done.
-func (c *conn) handOff(pending []byte) {
+// Fallback (or closes it when Fallback no longer accepts); c is done. When
+// guarded, at an HTTP/1.x request boundary, Fallback reads it through the
+// guard (guard.go).
+func (c *conn) handOff(pending []byte, guarded bool) {
 	c.srv.trackConn(c, false)
 	c.cancel()
 	c.releaseBuffers()
@@ -388,6 +464,9 @@ func (c *conn) handOff(pending []byte) {
 	var hc net.Conn = c.rwc
 	if len(pending) > 0 {
 		hc = newReplayConn(c.rwc, pending)
+	}
+	if guarded {
+		hc = newGuardedConn(hc)
 	}
 	if !c.srv.handoff.hand(hc) {
 		_ = c.rwc.Close()

@@ -20,8 +20,12 @@ type stateLog struct {
 }
 
 func (l *stateLog) hook(c net.Conn, s http.ConnState) {
-	if u, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = u.NetConn() // a handed-over connection: the one accepted
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn() // a handed-over connection: down to the one accepted
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

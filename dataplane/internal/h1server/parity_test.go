@@ -216,7 +216,7 @@ func startMemServers(tb testing.TB) *memServers {
 	ms.fastSrv = &Server{Fallback: newStdServer(echoHandler(&ms.fastRequests))}
 	ms.stdSrv = newStdServer(echoHandler(nil))
 	go func() { _ = ms.fastSrv.Serve(ms.fast) }()
-	go func() { _ = ms.stdSrv.Serve(ms.std) }()
+	go func() { _ = (&Guarded{Server: ms.stdSrv}).Serve(ms.std) }()
 	tb.Cleanup(func() {
 		_ = ms.fastSrv.Close()
 		_ = ms.stdSrv.Close()
@@ -340,7 +340,7 @@ var parityCases = []struct {
 	fast  bool
 }{
 	{"simple GET", "GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n", true},
-	{"bare LF", "GET /a HTTP/1.1\nHost: example.com\n\n", true},
+	{"bare LF", "GET /a HTTP/1.1\nHost: example.com\n\n", false},
 	{"HTTP/1.0", "GET /a HTTP/1.0\r\nHost: x\r\n\r\n", true},
 	{"HTTP/1.0 keep-alive", "GET /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", true},
 	{"HTTP/1.0 keep-alive with CL", "GET /a?cl=3&size=3 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\nHost: x\r\n\r\n", true},
@@ -370,7 +370,7 @@ var parityCases = []struct {
 	{"query and escapes", "GET /a%20b/c?x=1&y=%2F#frag HTTP/1.1\r\nHost: a\r\n\r\n", true},
 	{"duplicate headers", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n", true},
 	{"Pragma no-cache", "GET / HTTP/1.1\r\nHost: a\r\nPragma: no-cache\r\n\r\n", true},
-	{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  2\r\n\r\n", true},
+	{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  2\r\n\r\n", false},
 	{"value with tab", "GET / HTTP/1.1\r\nHost: a\r\nX-A:\t1\t\r\n\r\n", true},
 	{"empty value", "GET / HTTP/1.1\r\nHost: a\r\nX-A:\r\n\r\n", true},
 	{"Host with port", "GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n", true},
@@ -423,6 +423,19 @@ var parityCases = []struct {
 	{"PRI without preface", "PRI * HTTP/2.0\r\n\r\n", false},
 	{"bad request then good", "GET /exact HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"bad request after good", "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /exact HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", true},
+
+	// Refused by the guard in front of net/http (guard.go).
+	{"bare LF ending the head", "GET / HTTP/1.1\r\nHost: a\r\n\n", false},
+	{"CR CR LF", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\r\n\r\n", false},
+	{"obs-fold with a tab", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\t2\r\n\r\n", false},
+	{"HTTP/1.0 with TE", "GET /a HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+	{"CL and TE then a request", "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+	{"TE identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", false},
+	{"obs-fold after a body", "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", false},
+	{"bad chunk size", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\nhi\r\n0\r\n\r\n", false},
+	{"trailer folded", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n 2\r\n\r\n", false},
+	{"bare CR in a short tail", "GET / HTTP/1.1\r\nHost: a\r\n\r\n0\r0", true},
+	{"short tail", "GET / HTTP/1.1\r\nHost: a\r\n\r\nGE", true},
 }
 
 func TestParityWithNetHTTP(t *testing.T) {

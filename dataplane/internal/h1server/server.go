@@ -21,10 +21,13 @@
 // request line, header, URL, Host and framing rules, so the fast path is
 // exactly as strict as net/http), then applies the checks net/http's server
 // adds (HTTP/1.x only, Host required and valid, valid field names and
-// values). It serves the request itself only when all of these hold:
+// values) and the line rules of the framing guard (every line ends with
+// CRLF, no other CR, no obs-fold; see guard.go). It serves the request
+// itself only when all of these hold:
 //
 //   - HTTP/1.0 or HTTP/1.1, no body (no Transfer-Encoding, Content-Length
-//     absent or 0), no Expect, no Upgrade;
+//     absent or 0, no Transfer-Encoding on HTTP/1.0 either), no Expect, no
+//     Upgrade;
 //   - an origin-form target ("/..."), not CONNECT, OPTIONS * or PRI;
 //   - a non-empty, valid Host;
 //   - the whole head fits in the buffer and in Fallback.MaxHeaderBytes;
@@ -38,9 +41,16 @@
 // knowledge (the "PRI * HTTP/2.0" preface), ALPN h2, requests with bodies,
 // Expect: 100-continue, upgrades, oversized heads (431) and all error
 // answers (400, 501, 505...), which are therefore net/http's own, byte for
-// byte. Once handed over, a connection stays with net/http. A request the
-// fast path cannot parse never gets an answer from it: either the fast path
-// serves a request net/http would serve the same way, or net/http decides.
+// byte. Once handed over, a connection stays with net/http, which reads an
+// HTTP/1.x connection through the framing guard (guard.go): it refuses,
+// with net/http's own 400, obs-fold, bare LF and bare CR in heads and
+// trailers, Content-Length with Transfer-Encoding, Transfer-Encoding on
+// HTTP/1.0 or without a final chunked, and malformed chunked framing, on
+// every request of the connection. A request the fast path cannot parse
+// never gets an answer from it: either the fast path serves a request
+// net/http behind the guard would serve the same way, or net/http decides.
+// Guarded puts the same guard in front of net/http's server used alone, so
+// both setups refuse the same requests (FuzzServer compares them).
 //
 // The response writer mirrors net/http's framing: Content-Length when the
 // handler sets it (or, as net/http does, when the handler finishes within

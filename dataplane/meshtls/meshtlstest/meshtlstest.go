@@ -56,8 +56,15 @@ func NewCA(t testing.TB, name string) *CA {
 }
 
 // Issue returns a leaf certificate for spiffeID (its only URI SAN), signed by
-// ca, with its key, usable as client and server certificate.
+// ca, with its key, usable as client and server certificate, valid from an
+// hour ago for two hours.
 func (ca *CA) Issue(t testing.TB, spiffeID string) *tls.Certificate {
+	t.Helper()
+	return ca.IssueValid(t, spiffeID, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+// IssueValid is Issue with the given validity.
+func (ca *CA) IssueValid(t testing.TB, spiffeID string, notBefore, notAfter time.Time) *tls.Certificate {
 	t.Helper()
 	u, err := url.Parse(spiffeID)
 	if err != nil {
@@ -69,8 +76,8 @@ func (ca *CA) Issue(t testing.TB, spiffeID string) *tls.Certificate {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		URIs:         []*url.URL{u},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

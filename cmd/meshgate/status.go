@@ -1,0 +1,87 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshgate/meshgate/controlplane"
+)
+
+func newStatusCmd() *cobra.Command {
+	a := &adminFlags{}
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the control plane serves, what it waits for, and what it holds back",
+		Long: `Status reports the control plane's state from its admin API (GET /status):
+whether it serves a configuration to the proxies or still waits for the first
+sync of a source (the policy files or Consul KV until read and valid, the
+Consul catalog until its first snapshot), the served version, the last
+reload and its error, a destructive policy change held until the policy
+stays unchanged (--destructive-hold), and the proxies whose configuration is
+held because a push would have removed every route or endpoint they have
+without a policy change. -o json prints the whole answer.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch output {
+			case "", "text", "json":
+			default:
+				return &exitError{code: 2, err: fmt.Errorf("status: unknown -o %q (want json)", output)}
+			}
+			var st controlplane.Status
+			if output == "json" {
+				var raw json.RawMessage
+				if err := a.call(cmd.Context(), "GET", "/status", nil, &raw); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintln(cmd.OutOrStdout(), string(raw))
+				return err
+			}
+			if err := a.call(cmd.Context(), "GET", "/status", nil, &st); err != nil {
+				return err
+			}
+			return printStatus(cmd.OutOrStdout(), st)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
+	a.register(cmd)
+	return cmd
+}
+
+// printStatus writes the control plane's status for an operator.
+func printStatus(w io.Writer, st controlplane.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	serving := "yes"
+	if !st.Serving {
+		serving = "no: nothing is pushed to the proxies until every source has synced"
+		if len(st.WaitingFor) > 0 {
+			serving += " (waiting for: " + strings.Join(st.WaitingFor, ", ") + ")"
+		}
+	}
+	held := 0
+	for _, p := range st.Proxies {
+		if p.Held != "" {
+			held++
+		}
+	}
+	fmt.Fprintf(tw, "serving:\t%s\n", serving)
+	fmt.Fprintf(tw, "version:\t%s\n", cmp.Or(st.Version, "-"))
+	fmt.Fprintf(tw, "last reload:\t%s\n", formatTime(st.LastReload))
+	fmt.Fprintf(tw, "last error:\t%s\n", cmp.Or(strings.ReplaceAll(st.LastError, "\n", "; "), "-"))
+	if h := st.HeldPolicyChange; h != nil {
+		fmt.Fprintf(tw, "held policy change:\t%s (since %s; applied at %s if the policy stays unchanged)\n", h.Reason, formatTime(h.Since), formatTime(h.ApplyAt))
+	}
+	fmt.Fprintf(tw, "proxies:\t%d (%d held)\n", len(st.Proxies), held)
+	for _, p := range st.Proxies {
+		if p.Held != "" {
+			fmt.Fprintf(tw, "  held %s:\t%s (since %s)\n", p.ID, p.Held, formatTime(p.HeldSince))
+		}
+	}
+	return tw.Flush()
+}

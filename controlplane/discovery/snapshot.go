@@ -1,0 +1,101 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/policy"
+)
+
+// Snapshot reads the catalog once and returns the Services a synced watch
+// with the same options would publish: the same names skipped (Consul
+// itself, names that are not DNS labels: logged at warning level), each
+// service mapped by ServiceFromEntries from its /v1/health/service answer,
+// gateway-only services left out, sorted by namespace and name. It is for
+// one-shot readers that must see what the control plane sees, such as
+// `meshgate apply --store consul` validating policy with the catalog.
+//
+// It sends one /v1/catalog/services request, then one read per service, at
+// most opts.FetchConcurrency at once; the first failure (or ctx ending)
+// stops it with an error. Bound it with ctx. When Consul filtered the
+// catalog by ACLs (the token cannot read every service) a warning is
+// logged: the services it cannot read are missing from the result.
+func Snapshot(ctx context.Context, opts ConsulOptions) ([]*policy.Service, error) {
+	c, err := NewConsul(opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var names map[string][]string
+	var meta *api.QueryMeta
+	if err := c.request(ctx, func(q *api.QueryOptions) error {
+		var err error
+		names, meta, err = c.opts.Client.Catalog().Services(q)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("consul catalog: list services: %w", err)
+	}
+	if meta != nil && meta.ResultsFilteredByACLs {
+		c.logger.Warn("consul catalog filtered by ACLs: the token cannot read every service; those it cannot read are missing",
+			"need", `service_prefix "" { policy = "read" }, node_prefix "" { policy = "read" }`)
+	}
+	var usable []string
+	for name := range names {
+		if c.usableName(name) {
+			usable = append(usable, name)
+		}
+	}
+	slices.Sort(usable)
+
+	read := make([]*policy.Service, len(usable))
+	var next atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for range min(c.opts.FetchConcurrency, len(usable)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(usable) || ctx.Err() != nil {
+					return
+				}
+				var entries []*api.ServiceEntry
+				err := c.request(ctx, func(q *api.QueryOptions) error {
+					var err error
+					entries, _, err = c.opts.Client.Health().Service(usable[i], "", false, q)
+					return err
+				})
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("consul catalog: read service %s: %w", usable[i], err)
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				read[i] = ServiceFromEntries(usable[i], entries, c.opts.IncludeWarning)
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("consul catalog: %w", err)
+	}
+	out := slices.DeleteFunc(read, func(s *policy.Service) bool { return s == nil })
+	slices.SortFunc(out, func(a, b *policy.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}

@@ -31,8 +31,10 @@ const (
 	// relief: some MB.
 	reliefMinPeak = 512
 	// reliefDelay lets a falling number of connections settle before the
-	// memory relief runs.
-	reliefDelay = time.Second
+	// memory relief runs: it runs once none closed for that long, or
+	// reliefMaxWait after the fall.
+	reliefDelay   = time.Second
+	reliefMaxWait = 10 * time.Second
 	// reliefMinInterval is the least time between two memory reliefs (a
 	// full garbage collection each).
 	reliefMinInterval = 30 * time.Second
@@ -290,8 +292,9 @@ func (l *connList) remove(c *limitedConn) {
 // connections: when the number of open downstream connections falls to
 // half a peak of at least reliefMinPeak, it runs release (two garbage
 // collections, so that the pools' victim caches go too, and
-// debug.FreeOSMemory) reliefDelay later (and reliefMinInterval after the
-// previous one at the soonest), and starts a new peak from there.
+// debug.FreeOSMemory) once no connection closed for reliefDelay (at most
+// reliefMaxWait after the fall, and reliefMinInterval after the previous
+// release at the soonest), and starts a new peak from there.
 // Without it the runtime returns that memory slowly, and not before a
 // garbage collection, which an idle proxy may not run for minutes.
 type memoryRelief struct {
@@ -299,12 +302,13 @@ type memoryRelief struct {
 	delay       time.Duration
 	minInterval time.Duration
 
-	mu        sync.Mutex
-	open      int
-	peak      int
-	scheduled bool
-	last      time.Time // of the last release
-	releases  int64
+	mu          sync.Mutex
+	open        int
+	peak        int
+	scheduled   time.Time // when the pending release was scheduled; zero: none
+	lastClose   time.Time
+	lastRelease time.Time
+	releases    int64
 }
 
 func newMemoryRelief() *memoryRelief {
@@ -322,23 +326,34 @@ func (m *memoryRelief) closed() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.open--
-	if !m.scheduled && m.peak >= reliefMinPeak && m.open <= m.peak/2 {
-		m.scheduled = true
+	now := time.Now()
+	m.lastClose = now
+	if m.scheduled.IsZero() && m.peak >= reliefMinPeak && m.open <= m.peak/2 {
+		m.scheduled = now
 		wait := m.delay
-		if !m.last.IsZero() {
-			wait = max(wait, time.Until(m.last.Add(m.minInterval)))
+		if !m.lastRelease.IsZero() {
+			wait = max(wait, time.Until(m.lastRelease.Add(m.minInterval)))
 		}
 		time.AfterFunc(wait, m.fire)
 	}
 }
 
+// fire releases memory once the connections stopped closing for the delay
+// (or reliefMaxWait after the release was scheduled).
 func (m *memoryRelief) fire() {
+	m.mu.Lock()
+	if quiet := time.Since(m.lastClose); quiet < m.delay && time.Since(m.scheduled) < reliefMaxWait {
+		time.AfterFunc(m.delay-quiet, m.fire)
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
 	m.release()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.scheduled = false
+	m.scheduled = time.Time{}
 	m.peak = m.open
-	m.last = time.Now()
+	m.lastRelease = time.Now()
 	m.releases++
 }
 

@@ -297,3 +297,35 @@ func TestMemoryRelief(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryReliefWaitsForTheFallToSettle: connections still closing
+// postpone the release, up to reliefMaxWait.
+func TestMemoryReliefWaitsForTheFallToSettle(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var released atomic.Int64
+		m := &memoryRelief{release: func() { released.Add(1) }, delay: reliefDelay, minInterval: reliefMinInterval}
+		const peak = 4 * reliefMinPeak
+		for range peak {
+			m.opened()
+		}
+		for range peak / 2 {
+			m.closed()
+		}
+		// One close every half delay: never quiet for a whole delay.
+		start := time.Now()
+		for time.Since(start) < reliefMaxWait-reliefDelay {
+			time.Sleep(reliefDelay / 2)
+			m.closed()
+			synctest.Wait()
+			if released.Load() != 0 {
+				t.Fatalf("released %s after the fall, connections still closing", time.Since(start))
+			}
+		}
+		time.Sleep(reliefDelay)
+		synctest.Wait()
+		if released.Load() != 1 {
+			t.Fatalf("releases = %d %s after the fall; want 1 (at most reliefMaxWait)", released.Load(), time.Since(start))
+		}
+	})
+}

@@ -61,23 +61,25 @@ func readProxyConnStats(admin string) (proxyConnStats, error) {
 	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
-// vmRSS is the resident set of a process, from /proc/<pid>/status.
-func vmRSS(t *testing.T, pid int) int64 {
+// anonRSS is the anonymous part of a process's resident set (RssAnon of
+// /proc/<pid>/status: VmRSS without the file-backed pages of the binary,
+// which the kernel maps in as code runs and shares between processes).
+func anonRSS(t *testing.T, pid int) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatalf("resident set of %d: %v", pid, err)
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
-				t.Fatalf("VmRSS %q: %v", rest, err)
+				t.Fatalf("RssAnon %q: %v", rest, err)
 			}
 			return kb << 10
 		}
 	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	t.Fatalf("no RssAnon in /proc/%d/status", pid)
 	return 0
 }
 
@@ -107,7 +109,7 @@ func closeAll(conns []net.Conn) {
 // holds no more whatever the clients do. 2500 connections that send
 // nothing: the newest 1000 are held, the older ones closed as new ones
 // arrive, and a normal client is served; the resident memory grows by a
-// bounded amount and falls back once they close. 1000 connections each in
+// bounded amount and falls back (by a third at least) once they close. 1000 connections each in
 // a request: a new connection is shed at once, and counted.
 func TestConnectionLimit(t *testing.T) {
 	t.Parallel()
@@ -145,7 +147,7 @@ func TestConnectionLimit(t *testing.T) {
 		return nil
 	})
 	pid := gw.cmd.Process.Pid
-	rssBefore := vmRSS(t, pid)
+	rssBefore := anonRSS(t, pid)
 
 	// Idle connections: the oldest make room for the newest.
 	idle := dialAll(t, gwAddr, idleConns)
@@ -155,7 +157,7 @@ func TestConnectionLimit(t *testing.T) {
 		}
 		return nil
 	})
-	rssIdle := vmRSS(t, pid)
+	rssIdle := anonRSS(t, pid)
 	if code, body, err := getWith(fresh, url); err != nil || code != http.StatusOK {
 		t.Errorf("a normal client with %d idle connections open: %d %q %v; want served", limit, code, body, err)
 	}
@@ -172,18 +174,19 @@ func TestConnectionLimit(t *testing.T) {
 		}
 		return nil
 	})
-	// At least half of what the connections took is given back (without the
-	// relief, nearly nothing is for minutes).
+	// At least a third of what the connections took is given back (60-70 %
+	// measured, the rest is runtime structures kept for reuse; without the
+	// relief nearly nothing is, for minutes).
 	var rssAfter int64
 	eventually(t, 30*time.Second, "resident memory back down", func() error {
-		rssAfter = vmRSS(t, pid)
-		if rssAfter-rssBefore > (rssIdle-rssBefore)/2 {
+		rssAfter = anonRSS(t, pid)
+		if rssAfter-rssBefore > (rssIdle-rssBefore)*2/3 {
 			return fmt.Errorf("resident %d MiB, %d MiB before", rssAfter>>20, rssBefore>>20)
 		}
 		return nil
 	})
 	grown := rssIdle - rssBefore
-	t.Logf("resident memory: %.1f MiB before, %.1f MiB with %d connections opened and %d held (%d B per held connection), %.1f MiB after they closed; %d overflow, %d reclaimed, %d releases",
+	t.Logf("anonymous resident memory: %.1f MiB before, %.1f MiB with %d connections opened and %d held (%d B per held connection), %.1f MiB after they closed; %d overflow, %d reclaimed, %d releases",
 		float64(rssBefore)/(1<<20), float64(rssIdle)/(1<<20), idleConns, limit, grown/limit, float64(rssAfter)/(1<<20), s.Overflow, s.Reclaimed, s.Releases)
 	if grown > maxRSSPerHeldConn*limit {
 		t.Errorf("resident memory grew by %d B per held connection; want at most %d", grown/limit, maxRSSPerHeldConn)
@@ -228,9 +231,9 @@ func TestConnectionLimit(t *testing.T) {
 	}
 }
 
-// maxRSSPerHeldConn bounds the resident memory (RSS, not heap: the
-// runtime's and the kernel's share included) of an idle connection in
-// TestConnectionLimit: ~6 KB measured; ~14 KB with its buffers held.
+// maxRSSPerHeldConn bounds the resident memory (anonymous RSS, not heap:
+// the runtime's own structures included) of an idle connection held by the
+// gateway: ~6 KB measured; ~14 KB with its buffers held.
 const maxRSSPerHeldConn = 10 << 10
 
 func isNetTimeout(err error) bool {

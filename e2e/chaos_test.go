@@ -65,6 +65,15 @@ import (
 //     instances killed, its sidecar alive: the caller's path recovers within
 //     10 s of the kill (the instance leaves rotation) and loses nothing
 //     after; the app restarted, the instance returns.
+//   - TestChaosSidecarSigterm (Consul): two orders instances; SIGTERM of
+//     one orders sidecar (default drain delay): nothing lost; it leaves the
+//     caller's endpoints, and its log shows the deregistration before its
+//     listeners close.
+//   - TestChaosSlowConnections: 2500 (quick) or 10,000 connections that
+//     send nothing, to a gateway limited to 1000 (5000) per listener, for
+//     the fault duration: nothing lost by the normal load; the gateway's
+//     RSS grows by at most 10 KiB per held connection and at least a third
+//     of that is given back after.
 //
 // To be added with the changes they prove, each the same pattern:
 // startChaosMesh(c, sidecar) builds the two-path deployment (pass
@@ -72,14 +81,6 @@ import (
 // m.startLoads(s) loads both paths, holdPorts keeps a stopped process's
 // ports for its restart. The steps reproduce the faults as observed:
 //
-//   - SidecarSigterm: two orders instances (Consul mode); load on the
-//     gateway and on a sidecar→sidecar hop; SIGTERM one orders sidecar.
-//     Goal: 0 failed (it deregisters, waits for callers to stop, then
-//     stops accepting, then finishes in-flight requests).
-//   - SlowConnections: 10,000 half-open connections to the gateway (a
-//     connection limit configured below that); a fixed-rate load of normal
-//     clients beside them: 0 failed among them; the gateway's RSS stays
-//     bounded while they are open and returns near its baseline after.
 //   - RequestSmuggling: a corpus of ambiguous requests (CL+TE, obs-fold,
 //     bare LF, bad chunk sizes) at the gateway in front of a raw backend that
 //     records every byte: no smuggled request reaches it; obs-fold, bare LF

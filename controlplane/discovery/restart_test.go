@@ -77,43 +77,48 @@ func TestLateFirstSyncCallsChanged(t *testing.T) {
 // watch starts and comes back as a restarted agent does, its checks
 // critical until they first run. The first snapshot is held back for
 // RecoveryHold, like any change after an outage, and has what was read
-// meanwhile: the instance whose check passed.
+// meanwhile: the instance whose check passed. In a synctest bubble: the
+// hour's hold passes on the fake clock.
 func TestFirstSyncAfterOutageLetsTheCatalogSettle(t *testing.T) {
 	t.Parallel()
-	fake := newFakeCatalog()
-	fake.setNode("n1", "10.0.0.1")
-	fake.register("n1", "orders-1", "orders", "127.0.0.1", 8001)
-	fake.setCheck("n1", "orders-check", "orders-1", api.HealthCritical)
-	fake.setDown(true)
-	w := runWatch(t, fake, ConsulOptions{RecoveryHold: time.Hour})
-	waitFor(t, "the watch notices the outage", func() bool {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return w.failing
+	synctest.Test(t, func(t *testing.T) {
+		const hold = time.Hour
+		fake := newFakeCatalog()
+		fake.setNode("n1", "10.0.0.1")
+		fake.register("n1", "orders-1", "orders", "127.0.0.1", 8001)
+		fake.setCheck("n1", "orders-check", "orders-1", api.HealthCritical)
+		fake.setDown(true)
+		w := runWatchInBubble(t, fake, ConsulOptions{RecoveryHold: hold})
+		waitFor(t, "the watch notices the outage", func() bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.failing
+		})
+		fake.setDown(false)
+		back := time.Now()
+		waitFor(t, "orders read", func() bool { return fake.count("/v1/health/service/orders") >= 1 && w.idle() })
+		fake.setCheck("n1", "orders-check", "orders-1", api.HealthPassing)
+		waitFor(t, "orders read again after its check passed", func() bool {
+			return fake.count("/v1/health/service/orders") >= 2 && w.idle()
+		})
+		time.Sleep(time.Until(back.Add(hold - time.Minute)))
+		synctest.Wait()
+		select {
+		case <-w.synced:
+			t.Fatalf("synced within %s of Consul coming back, during the %s recovery hold", time.Since(back), hold)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*hold)
+		defer cancel()
+		if err := w.WaitSynced(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(back); d < hold {
+			t.Errorf("synced %s after Consul came back, before the end of the %s recovery hold", d, hold)
+		}
+		waitChanged(t, w)
+		if !w.hasEndpoints("orders", "127.0.0.1:8001") {
+			t.Errorf("first snapshot: orders has %v, want its instance, passing since", w.endpoints("orders"))
+		}
 	})
-	fake.setDown(false)
-	waitFor(t, "orders read", func() bool { return fake.count("/v1/health/service/orders") >= 1 && w.idle() })
-	fake.setCheck("n1", "orders-check", "orders-1", api.HealthPassing)
-	waitFor(t, "orders read again after its check passed", func() bool {
-		return fake.count("/v1/health/service/orders") >= 2 && w.idle()
-	})
-	select {
-	case <-w.synced:
-		t.Fatal("synced during the recovery hold")
-	default:
-	}
-	// The hold ends (an hour is not waited for).
-	w.mu.Lock()
-	w.holdUntil = time.Time{}
-	w.syncTimer.Reset(0)
-	w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := w.WaitSynced(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitChanged(t, w)
-	if !w.hasEndpoints("orders", "127.0.0.1:8001") {
-		t.Errorf("first snapshot: orders has %v, want its instance, passing since", w.endpoints("orders"))
-	}
 }

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 const serviceYAML = `apiVersion: meshgate.dev/v1alpha1
@@ -147,17 +150,14 @@ func status(t *testing.T, r running) Status {
 // waitStatus polls /status until cond holds.
 func waitStatus(t *testing.T, r running, what string, cond func(Status) bool) Status {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := status(t, r)
-		if cond(st) {
-			return st
+	var st Status
+	testutil.Eventually(t, 30*time.Second, what, func() error {
+		if st = status(t, r); !cond(st) {
+			return fmt.Errorf("status %+v", st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last status %+v", what, st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return st
 }
 
 func TestReloadAndReject(t *testing.T) {

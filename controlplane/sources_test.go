@@ -10,9 +10,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/internal/testutil"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -229,26 +231,42 @@ func TestDiscoveryChangeReloads(t *testing.T) {
 	}
 }
 
+// waitFor is testutil.Eventually for a boolean condition.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, what, testutil.Holds(cond))
 }
 
+// TestDebouncedCoalesces: the triggers within the delay of the first make
+// one call, exactly the delay after the first (virtual time: the test does
+// not depend on how fast the machine runs the triggers); a trigger after it
+// fired makes another.
 func TestDebouncedCoalesces(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int32
-	trigger, stop := debounced(20*time.Millisecond, func() { calls.Add(1) })
-	defer stop()
-	for range 10 {
+	synctest.Test(t, func(t *testing.T) {
+		const delay = 20 * time.Millisecond
+		var calls atomic.Int32
+		trigger, stop := debounced(delay, func() { calls.Add(1) })
+		defer stop()
+		for range 10 {
+			trigger()
+			time.Sleep(delay / 20)
+		}
+		time.Sleep(delay/2 - time.Nanosecond) // just before the delay
+		synctest.Wait()
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("%d calls before the delay, want 0", n)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d calls at the delay, want 1", n)
+		}
 		trigger()
-	}
-	waitFor(t, "one call", func() bool { return calls.Load() == 1 })
-	trigger()
-	waitFor(t, "a second call after the first fired", func() bool { return calls.Load() == 2 })
+		time.Sleep(delay)
+		synctest.Wait()
+		if n := calls.Load(); n != 2 {
+			t.Fatalf("%d calls after a second trigger, want 2", n)
+		}
+	})
 }

@@ -34,6 +34,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 const testNode = "gateway~edge~test"
@@ -270,16 +272,10 @@ func startProxyStoppable(t *testing.T, cp *controlPlane, opts ...func(*Options))
 	}
 }
 
-// eventually polls cond until it holds or 10 s pass.
+// eventually is testutil.Eventually for a boolean condition.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, what, testutil.Holds(cond))
 }
 
 func get(client *http.Client, url string) (int, string, error) {

@@ -3,10 +3,12 @@ package e2e
 import (
 	"bufio"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,11 +57,68 @@ spec:
 	}
 }
 
-// TestDev runs `meshgate dev` (the README's `make run`) and tries the
-// commands it prints. It uses the quickstart's fixed ports.
+// quickstartCopy copies examples/quickstart to a temporary directory with
+// its fixed loopback ports (the gateway's listener, the sidecars' inbound
+// addresses) moved to free ones: another quickstart running on the machine
+// (make run) holds the fixed ones. It returns the directory, the gateway's
+// URL, and the new address of each old address.
+func quickstartCopy(t *testing.T) (dir, gatewayURL string, moved map[string]string) {
+	t.Helper()
+	const src = "../examples/quickstart"
+	files, err := filepath.Glob(filepath.Join(src, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("quickstart files: %v %v", files, err)
+	}
+	dir = t.TempDir()
+	moved = map[string]string{}
+	loopback := regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+	listenerPort := regexp.MustCompile(`(?m)^(\s+port:\s*)([0-9]+)\s*$`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(data)
+		if filepath.Base(f) == "gateway.yaml" {
+			text = listenerPort.ReplaceAllStringFunc(text, func(line string) string {
+				m := listenerPort.FindStringSubmatch(line)
+				if gatewayURL != "" {
+					t.Fatalf("%s: more than one listener port; the test knows one", f)
+				}
+				addr := freeAddr(t)
+				moved["127.0.0.1:"+m[2]] = addr // the listener's address, in comments too
+				gatewayURL = "http://" + addr
+				_, port, _ := net.SplitHostPort(addr)
+				return m[1] + port
+			})
+		}
+		text = loopback.ReplaceAllStringFunc(text, func(addr string) string {
+			if moved[addr] == "" {
+				moved[addr] = freeAddr(t)
+			}
+			return moved[addr]
+		})
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if gatewayURL == "" || len(moved) == 0 {
+		t.Fatalf("no gateway listener port or no loopback address found in %s: the test's rewrite is out of date", src)
+	}
+	return dir, gatewayURL, moved
+}
+
+// TestDev runs `meshgate dev` (the README's `make run`) on a copy of the
+// quickstart moved to free ports, and tries the commands it prints.
 func TestDev(t *testing.T) {
 	e2eOnly(t)
-	cmd := exec.Command(binary, "dev", "--config", "../examples/quickstart",
+	t.Parallel()
+	dir, gw, moved := quickstartCopy(t)
+	ordersSidecar := moved["127.0.0.1:21011"]
+	if ordersSidecar == "" {
+		t.Fatalf("the quickstart has no endpoint 127.0.0.1:21011 (orders' sidecar) any more: %v", moved)
+	}
+	cmd := exec.Command(binary, "dev", "--config", dir,
 		"--xds-address", freeAddr(t), "--admin-address", freeAddr(t))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -92,7 +151,6 @@ func TestDev(t *testing.T) {
 		}
 		return nil
 	})
-	gw := "http://127.0.0.1:8080"
 	for _, want := range []string{"curl " + gw + "/", "x-canary: always", "/call/orders/items"} {
 		if !strings.Contains(banner.String(), want) {
 			t.Errorf("banner lacks %q", want)
@@ -130,7 +188,7 @@ func TestDev(t *testing.T) {
 	if err != nil || r.reply.UpstreamStatus != http.StatusForbidden {
 		t.Errorf("frontend calling a denied path of orders: %v %+v", err, r)
 	}
-	if _, err := get("http://127.0.0.1:21011/orders"); err == nil {
+	if _, err := get("http://" + ordersSidecar + "/orders"); err == nil {
 		t.Error("plaintext request to orders' STRICT sidecar got an HTTP answer")
 	}
 

@@ -260,7 +260,7 @@ spec:
 			{"127.0.0.2", 403}, // denied by the gateway's DENY rule, which the route keeps
 			{"127.0.0.5", 403}, // matches no ALLOW rule of the route
 		}
-		eventually(t, 5*time.Second, "client IP policies in force", func() error {
+		eventually(t, 30*time.Second, "client IP policies in force", func() error {
 			for _, tc := range cases {
 				code, err := getFrom(tc.from, m.gw+"/orders/1")
 				if err != nil {
@@ -282,7 +282,7 @@ spec:
 			t.Errorf("gateway counted no denial by edge-clients/blocked-client: %v", stats.Denied)
 		}
 		c.removePolicy("edge-clients.yaml")
-		eventually(t, 5*time.Second, "policies removed", func() error {
+		eventually(t, 30*time.Second, "policies removed", func() error {
 			code, err := getFrom("127.0.0.5", m.gw+"/orders/1")
 			if err != nil || code != 200 {
 				return fmt.Errorf("from 127.0.0.5 after removal: %d %v", code, err)
@@ -312,7 +312,7 @@ spec:
       from: [{services: [intruder]}]
       to: [{paths: ["/secret/*"]}]
 `)
-		eventually(t, 5*time.Second, "mesh route policy in force", func() error {
+		eventually(t, 30*time.Second, "mesh route policy in force", func() error {
 			if code, err := callStatus(m.intruderApp, "GET", "legacy", "/secret/x"); err != nil || code != 403 {
 				return fmt.Errorf("intruder → legacy /secret/x: %d %v, want 403 (denied at its own outbound)", code, err)
 			}

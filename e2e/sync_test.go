@@ -127,7 +127,7 @@ func TestDestructivePolicyEditHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	load := startLoad(t, url, 2)
-	eventually(t, 5*time.Second, "load running", func() error {
+	eventually(t, 30*time.Second, "load running", func() error {
 		if load.total.Load() < 50 {
 			return fmt.Errorf("%d requests so far", load.total.Load())
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/meshgate/meshgate/controlplane/state"
 	"github.com/meshgate/meshgate/controlplane/state/consultest"
 	"github.com/meshgate/meshgate/controlplane/tokens"
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // replica is one control plane's CA over a shared store.
@@ -209,19 +211,18 @@ func TestRunFollowsTheStore(t *testing.T) {
 
 	// The watch may be established after a's step: keep writing under
 	// ca/ until b follows.
-	deadline := time.Now().Add(10 * time.Second)
 	if _, err := a.ca.Rotate(ctx, StepBegin, false, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	for len(b.ca.Status().Roots) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("b did not follow a's rotation")
+	testutil.Eventually(t, 30*time.Second, "b follows a's rotation", func() error {
+		if n := len(b.ca.Status().Roots); n != 2 {
+			if err := st[0].Put(ctx, "ca/test-touch", []byte(time.Now().String())); err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Errorf("b has %d roots", n)
 		}
-		if err := st[0].Put(ctx, "ca/test-touch", []byte(time.Now().String())); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
-	}
+		return nil
+	})
 }
 
 // TestTokensAcrossReplicas: a join token created through one replica's

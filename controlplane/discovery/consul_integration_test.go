@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshgate/meshgate/controlplane/state/consultest"
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // integrationNode is the external catalog node the integration tests
@@ -101,23 +102,23 @@ func TestConsulManyServices(t *testing.T) {
 	txn(t, agent.Client, api.TxnOps{{Check: &api.CheckTxnOp{Verb: api.CheckSet, Check: api.HealthCheck{
 		Node: integrationNode, CheckID: "svc-0150-1-check", Name: "check", Status: api.HealthCritical,
 		ServiceID: "svc-0150-1", ServiceName: "svc-0150"}}}})
-	pollUntil(t, 10*time.Second, "svc-0150 loses its endpoint after the flip", func() bool {
+	testutil.Eventually(t, 30*time.Second, "svc-0150 loses its endpoint after the flip", testutil.Holds(func() bool {
 		eps, ok := findService(w, "svc-0150")
 		return ok && eps == 0
-	})
+	}))
 	t.Logf("health flip seen in %s", time.Since(flipped).Round(time.Millisecond))
 
 	// Re-registration of svc-0007's instance at another port (no check).
 	moved := time.Now()
 	txn(t, agent.Client, api.TxnOps{integrationInstance(7, 30007)})
-	pollUntil(t, 10*time.Second, "svc-0007 at its new port", func() bool {
+	testutil.Eventually(t, 30*time.Second, "svc-0007 at its new port", testutil.Holds(func() bool {
 		for _, s := range w.Services() {
 			if s.Name == "svc-0007" {
 				return len(s.Spec.Endpoints) == 1 && s.Spec.Endpoints[0].Address == "127.0.0.1:30007"
 			}
 		}
 		return false
-	})
+	}))
 	t.Logf("re-registration at a new port seen in %s", time.Since(moved).Round(time.Millisecond))
 
 	// A second, check-less instance of svc-0042, and a new service.
@@ -127,24 +128,12 @@ func TestConsulManyServices(t *testing.T) {
 			Service: api.AgentService{ID: "svc-0042-2", Service: "svc-0042", Address: "127.0.0.2", Port: 20042}}},
 		integrationInstance(n, 20000+n),
 	})
-	pollUntil(t, 10*time.Second, "svc-0042's second instance and the new service", func() bool {
+	testutil.Eventually(t, 30*time.Second, "svc-0042's second instance and the new service", testutil.Holds(func() bool {
 		eps, ok := findService(w, "svc-0042")
 		_, added := findService(w, fmt.Sprintf("svc-%04d", n))
 		return ok && eps == 2 && added
-	})
+	}))
 	t.Logf("new check-less instance and new service seen in %s", time.Since(added).Round(time.Millisecond))
-}
-
-// pollUntil polls cond every 5 ms until it holds or timeout passes.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // testLogger logs to the test's log.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // fakeCatalog answers the Consul endpoints the watch uses with Consul's
@@ -291,23 +293,17 @@ type testWatch struct {
 }
 
 // startWatch runs a watch with opts (client and test defaults filled in)
-// against fake, waits for its first sync and takes the call of changed that
-// announces it.
+// against fake, served on a loopback port, waits for its first sync and
+// takes the call of changed that announces it.
 func startWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
 	t.Helper()
 	tw := runWatch(t, fake, opts)
-	sctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
-	defer stop()
-	if err := tw.WaitSynced(sctx); err != nil {
-		t.Fatalf("first sync: %v", err)
-	}
-	waitChanged(t, tw)
-	tw.settle(t)
+	tw.firstSync(t)
 	return tw
 }
 
 // runWatch runs a watch with opts (client and test defaults filled in)
-// against fake.
+// against fake, served on a loopback port.
 func runWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
 	t.Helper()
 	tw := &testWatch{fake: fake, changes: make(chan struct{}, 1000)}
@@ -324,10 +320,48 @@ func runWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
 		}
 	}
 	tw.srv.Start()
+	t.Cleanup(tw.srv.Close) // after the watch stopped (cleanups run last first)
 	client, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(tw.srv.URL, "http://")})
 	if err != nil {
 		t.Fatal(err)
 	}
+	tw.run(t, client, opts, tw.srv.CloseClientConnections)
+	return tw
+}
+
+// startWatchInBubble is startWatch for a test in a testing/synctest bubble
+// (runWatchInBubble, then the first sync).
+func startWatchInBubble(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
+	t.Helper()
+	tw := runWatchInBubble(t, fake, opts)
+	tw.firstSync(t)
+	return tw
+}
+
+// runWatchInBubble is runWatch for a test in a testing/synctest bubble: the
+// fake answers over an in-memory network, so that backoffs, waits and holds
+// run on the bubble's fake clock, exactly.
+func runWatchInBubble(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
+	t.Helper()
+	tw := &testWatch{fake: fake, changes: make(chan struct{}, 1000)}
+	ln := testutil.NewPipeListener()
+	srv := &http.Server{Handler: fake}
+	served := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(served) }()
+	t.Cleanup(func() { <-served })
+	transport := &http.Transport{DialContext: ln.DialContext}
+	client, err := api.NewClient(&api.Config{Address: "consul.invalid", HttpClient: &http.Client{Transport: transport}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw.run(t, client, opts, func() { _ = srv.Close(); transport.CloseIdleConnections() })
+	return tw
+}
+
+// run runs the watch with client and opts (test defaults filled in) until
+// the test ends, then closes its connections with closeConns.
+func (tw *testWatch) run(t *testing.T, client *api.Client, opts ConsulOptions, closeConns func()) {
+	t.Helper()
 	opts.Client = client
 	if opts.WaitTime == 0 {
 		opts.WaitTime = time.Minute
@@ -349,8 +383,20 @@ func runWatch(t *testing.T, fake *fakeCatalog, opts ConsulOptions) *testWatch {
 		_ = w.Run(ctx, func() { tw.changes <- struct{}{} })
 		close(done)
 	}()
-	t.Cleanup(func() { cancel(); tw.srv.CloseClientConnections(); <-done; tw.srv.Close() })
-	return tw
+	t.Cleanup(func() { cancel(); closeConns(); <-done })
+}
+
+// firstSync waits for the watch's first sync, takes the call of changed
+// that announces it, and lets the watch settle.
+func (tw *testWatch) firstSync(t *testing.T) {
+	t.Helper()
+	sctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	if err := tw.WaitSynced(sctx); err != nil {
+		t.Fatalf("first sync: %v", err)
+	}
+	waitChanged(t, tw)
+	tw.settle(t)
 }
 
 // settle waits until each watch query has applied an answer (it blocks

@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshgate/meshgate/controlplane/state"
 	"github.com/meshgate/meshgate/controlplane/state/consultest"
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 func randomKey(t *testing.T) []byte {
@@ -244,21 +245,17 @@ func TestConsulWatch(t *testing.T) {
 
 	// Writes under the prefix are seen; the watch may be established after
 	// the first write, so write until one is.
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for seen := false; !seen; {
+	testutil.Eventually(t, 30*time.Second, "a write under the prefix reported", func() error {
 		select {
 		case <-changes:
-			seen = true
-		case <-tick.C:
-			if err := s.Put(ctx, "ca/state.json", []byte("x")); err != nil {
-				t.Fatal(err)
-			}
-		case <-deadline:
-			t.Fatal("no change reported")
+			return nil
+		default:
 		}
-	}
+		if err := s.Put(ctx, "ca/state.json", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		return errors.New("no change reported yet")
+	})
 	cancel()
 	select {
 	case err := <-done:

@@ -20,6 +20,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/internal/testutil"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -134,16 +135,10 @@ func names[M interface {
 	return out
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is testutil.Eventually for a boolean condition.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, what, testutil.Holds(cond))
 }
 
 func TestADSGatewayAndSidecar(t *testing.T) {

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshgate/meshgate/controlplane/translate"
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // subscriptionResources is one resource of every type, named after the
@@ -165,18 +167,17 @@ func TestOneResponsePerChange(t *testing.T) {
 				ackAndExpectSilence := func(resp *discoveryv3.DiscoveryResponse) {
 					t.Helper()
 					send(resp.VersionInfo, resp.Nonce)
-					deadline := time.After(30 * time.Second)
-					tick := time.NewTicker(time.Millisecond)
-					defer tick.Stop()
-					for !cache.openWatch(id, typ.typeURL, resp.Nonce) {
+					testutil.Eventually(t, 30*time.Second, "the ACK opens a watch", func() error {
 						select {
 						case extra := <-responses:
 							t.Fatalf("a response to the ACK of version %s: version %s with %d resources", resp.VersionInfo, extra.GetVersionInfo(), len(extra.GetResources()))
-						case <-deadline:
-							t.Fatal("the ACK did not open a watch")
-						case <-tick.C:
+						default:
 						}
-					}
+						if !cache.openWatch(id, typ.typeURL, resp.Nonce) {
+							return errors.New("no watch opened with the ACK's nonce yet")
+						}
+						return nil
+					})
 					select {
 					case extra := <-responses:
 						t.Fatalf("a response to the ACK of version %s: version %s", resp.VersionInfo, extra.GetVersionInfo())

@@ -615,8 +615,15 @@ func TestStoreSwapDuringRequests(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; requests.Load() < 2000 && time.Now().Before(deadline); i++ {
+	// Swap until 2000 requests went through, both configurations among
+	// them; at most a minute, for a loaded machine.
+	bothSeen := func() bool {
+		_, sawA := seen.Load("a")
+		_, sawB := seen.Load("b")
+		return sawA && sawB
+	}
+	deadline := time.Now().Add(time.Minute)
+	for i := 0; (requests.Load() < 2000 || !bothSeen()) && time.Now().Before(deadline); i++ {
 		if i%2 == 0 {
 			h.Store(cfgB)
 		} else {

@@ -479,9 +479,20 @@ func endpointAddress(lbe *endpointv3.LbEndpoint) (string, error) {
 // yields for them) and large unequal ones earliest-deadline-first, which
 // spreads them as smoothly in endpoints x log(endpoints).
 func schedule(eps []weightedAddress) []string {
+	order, _ := scheduleSteps(eps)
+	return order
+}
+
+// scheduleSteps is schedule, also returning its cost in elementary steps
+// (an endpoint's weight read, an endpoint visited for a slot, two slots
+// compared): the count by which a test proves the cost linear, or
+// endpoints x log(endpoints), in the endpoints, whatever the machine's
+// speed.
+func scheduleSteps(eps []weightedAddress) (order []string, steps uint64) {
 	if len(eps) == 0 {
-		return nil
+		return nil, 0
 	}
+	steps = 2 * uint64(len(eps)) // the two passes over the weights
 	g := eps[0].weight
 	var total uint64
 	for _, e := range eps {
@@ -500,7 +511,7 @@ func schedule(eps []weightedAddress) []string {
 		sum += w
 		equal = equal && w == weights[0]
 	}
-	order := make([]string, 0, sum)
+	order = make([]string, 0, sum)
 	switch {
 	case equal:
 		for range weights[0] {
@@ -508,9 +519,13 @@ func schedule(eps []weightedAddress) []string {
 				order = append(order, e.address)
 			}
 		}
+		steps += sum
 	case uint64(len(eps))*sum > maxSmoothWork:
-		order = earliestDeadlineFirst(eps, weights, sum, order)
+		var comparisons uint64
+		order, comparisons = earliestDeadlineFirst(eps, weights, sum, order)
+		steps += sum + comparisons
 	default:
+		steps += uint64(len(eps)) * sum
 		current := make([]int64, len(eps))
 		for range sum {
 			best := 0
@@ -524,7 +539,7 @@ func schedule(eps []weightedAddress) []string {
 			order = append(order, eps[best].address)
 		}
 	}
-	return order
+	return order, steps
 }
 
 // maxSmoothWork bounds endpoints x slots for nginx's algorithm.
@@ -533,8 +548,9 @@ const maxSmoothWork = 1 << 24
 // earliestDeadlineFirst appends sum slots to order. Endpoint i's slots are
 // due evenly over one round, k-th at (k-1+phase)/weights[i], its phase
 // (i+1/2)/len(eps) staggering endpoints of equal weight; the earliest due
-// goes first (ties: the earlier endpoint).
-func earliestDeadlineFirst(eps []weightedAddress, weights []uint64, sum uint64, order []string) []string {
+// goes first (ties: the earlier endpoint). It also returns the number of
+// comparisons of two slots it made.
+func earliestDeadlineFirst(eps []weightedAddress, weights []uint64, sum uint64, order []string) ([]string, uint64) {
 	n := uint64(len(eps))
 	type slot struct {
 		endpoint int
@@ -542,7 +558,9 @@ func earliestDeadlineFirst(eps []weightedAddress, weights []uint64, sum uint64, 
 	}
 	// due is a slot's time as the fraction num/weight (scaled by 2n).
 	num := func(s slot) uint64 { return 2*((s.k-1)*n+uint64(s.endpoint)) + 1 }
+	var comparisons uint64
 	before := func(a, b slot) bool {
+		comparisons++
 		l, r := num(a)*weights[b.endpoint], num(b)*weights[a.endpoint]
 		return l < r || l == r && a.endpoint < b.endpoint
 	}
@@ -575,7 +593,7 @@ func earliestDeadlineFirst(eps []weightedAddress, weights []uint64, sum uint64, 
 		top.k++
 		down(0)
 	}
-	return order
+	return order, comparisons
 }
 
 func gcd(a, b uint64) uint64 {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,7 +12,10 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // clusterTo returns a plaintext HTTP/1.1 cluster whose one endpoint is addr.
@@ -49,7 +53,7 @@ func TestFastPathReusesConnections(t *testing.T) {
 	addr := backend.Listener.Addr().String()
 	c := clusterTo(t, addr)
 	for i := range 5 {
-		resp, err := get(t, c, addr, "/x", time.Second)
+		resp, err := get(t, c, addr, "/x", 30*time.Second)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -93,7 +97,7 @@ func TestFastPathRetriesStalePooledConnection(t *testing.T) {
 	addr := ln.Addr().String()
 	c := clusterTo(t, addr)
 	for i := range 3 {
-		resp, err := get(t, c, addr, "/", time.Second)
+		resp, err := get(t, c, addr, "/", 30*time.Second)
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -103,69 +107,92 @@ func TestFastPathRetriesStalePooledConnection(t *testing.T) {
 			t.Fatalf("request %d: body %q", i, body)
 		}
 		// Let the endpoint's close arrive before the connection is reused.
-		deadline := time.Now().Add(2 * time.Second)
-		for pc := c.fast.pool(addr).get(time.Now()); pc != nil; pc = nil {
-			for time.Now().Before(deadline) {
+		if pc := c.fast.pool(addr).get(time.Now()); pc != nil {
+			testutil.Eventually(t, 30*time.Second, "the endpoint closes the pooled connection", func() error {
 				pc.conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-				if _, err := pc.br.Peek(1); err != nil && !isTimeout(err) {
-					break // closed by the endpoint
+				if _, err := pc.br.Peek(1); err == nil || isTimeout(err) {
+					return fmt.Errorf("still open (%v)", err)
 				}
-			}
+				return nil
+			})
 			pc.conn.SetReadDeadline(time.Time{})
 			c.fast.pool(addr).put(pc)
 		}
 	}
 }
 
+// TestFastPathTimeouts: the route timeout ends an exchange whose response
+// does not come, or whose body stops, at exactly the timeout; a request
+// whose client goes away ends at once, not at its timeout. In a
+// testing/synctest bubble, with the endpoint on an in-memory network: the
+// timings are virtual and exact, whatever the machine's load.
 func TestFastPathTimeouts(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/mid-body" {
-			w.Header().Set("Content-Length", "100")
-			io.WriteString(w, "partial")
-			w.(http.Flusher).Flush()
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	t.Cleanup(backend.Close)
-	addr := backend.Listener.Addr().String()
-	c := clusterTo(t, addr)
+	tests := []struct {
+		name    string
+		path    string
+		timeout time.Duration
+		cancel  bool // the client goes away once the endpoint has the request
+		check   func(t *testing.T, resp *http.Response, err error)
+		want    time.Duration // virtual time to the error
+	}{
+		{"before the response", "/slow", 50 * time.Millisecond, false, func(t *testing.T, _ *http.Response, err error) {
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("err = %v, want ErrTimeout", err)
+			}
+		}, 50 * time.Millisecond},
+		{"during the body", "/mid-body", time.Second, false, func(t *testing.T, resp *http.Response, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if _, err := io.ReadAll(resp.Body); !errors.Is(err, ErrTimeout) {
+				t.Fatalf("body read err = %v, want ErrTimeout", err)
+			}
+		}, time.Second},
+		{"client gone", "/slow", 10 * time.Second, true, func(t *testing.T, _ *http.Response, err error) {
+			if err == nil || errors.Is(err, ErrTimeout) {
+				t.Fatalf("err = %v, want a cancellation", err)
+			}
+		}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				release, arrived := make(chan struct{}), make(chan struct{}, 1)
+				ln := testutil.NewPipeListener()
+				backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/mid-body" {
+						w.Header().Set("Content-Length", "100")
+						io.WriteString(w, "partial")
+						w.(http.Flusher).Flush()
+					}
+					arrived <- struct{}{}
+					select {
+					case <-release:
+					case <-r.Context().Done():
+					}
+				})}
+				served := make(chan struct{})
+				go func() { _ = backend.Serve(ln); close(served) }()
+				client := newH1Client(ln.DialContext)
+				t.Cleanup(func() { close(release); _ = backend.Close(); client.closeIdle(nil); <-served })
 
-	t.Run("before the response", func(t *testing.T) {
-		_, err := get(t, c, addr, "/slow", 50*time.Millisecond)
-		if !errors.Is(err, ErrTimeout) {
-			t.Fatalf("err = %v, want ErrTimeout", err)
-		}
-	})
-	t.Run("during the body", func(t *testing.T) {
-		// Long enough for the response head to arrive on a loaded machine;
-		// the body never completes, so the read must end in ErrTimeout.
-		resp, err := get(t, c, addr, "/mid-body", time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if _, err := io.ReadAll(resp.Body); !errors.Is(err, ErrTimeout) {
-			t.Fatalf("body read err = %v, want ErrTimeout", err)
-		}
-	})
-	t.Run("client gone", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		req := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/slow", nil)
-		req.RequestURI, req.Body = "", nil
-		time.AfterFunc(20*time.Millisecond, cancel)
-		start := time.Now()
-		_, err := c.RoundTrip(req, 10*time.Second)
-		if err == nil || errors.Is(err, ErrTimeout) {
-			t.Fatalf("err = %v, want a cancellation", err)
-		}
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("canceled request returned after %v", d)
-		}
-	})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if tt.cancel {
+					go func() { <-arrived; cancel() }()
+				}
+				req := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://backend.invalid"+tt.path, nil)
+				req.RequestURI, req.Body = "", nil
+				start := time.Now()
+				resp, err := client.roundTrip(req, tt.timeout)
+				tt.check(t, resp, err)
+				if d := time.Since(start); d != tt.want {
+					t.Errorf("ended after %v, want %v", d, tt.want)
+				}
+			})
+		})
+	}
 }

@@ -3,6 +3,7 @@ package xdsclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -24,6 +25,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 const nodeID = "gateway~edge~test-1"
@@ -69,20 +72,19 @@ func startControlPlane(t *testing.T, addr string, cache cachev3.SnapshotCache) *
 // waitRequest polls until a recorded request satisfies match.
 func (cp *controlPlane) waitRequest(t *testing.T, what string, match func(*discoveryv3.DiscoveryRequest) bool) *discoveryv3.DiscoveryRequest {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var found *discoveryv3.DiscoveryRequest
+	testutil.Eventually(t, 30*time.Second, "the control plane receives "+what, func() error {
 		cp.mu.Lock()
+		defer cp.mu.Unlock()
 		for _, r := range cp.requests {
 			if match(r) {
-				cp.mu.Unlock()
-				return r
+				found = r
+				return nil
 			}
 		}
-		cp.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("control plane never received %s", what)
-	return nil
+		return fmt.Errorf("none of %d requests", len(cp.requests))
+	})
+	return found
 }
 
 func snapshot(t *testing.T, version string) *cachev3.Snapshot {
@@ -143,17 +145,14 @@ func (r *recorder) apply(_ context.Context, typeURL string, resources []proto.Me
 
 func (r *recorder) waitVersion(t *testing.T, typeURL, version string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, 30*time.Second, fmt.Sprintf("%s version %q applied", shortType(typeURL), version), func() error {
 		r.mu.Lock()
-		got := r.versions[typeURL]
-		r.mu.Unlock()
-		if got == version {
-			return
+		defer r.mu.Unlock()
+		if got := r.versions[typeURL]; got != version {
+			return fmt.Errorf("version %q", got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s version %q never applied", shortType(typeURL), version)
+		return nil
+	})
 }
 
 func runClient(t *testing.T, addrs []string, apply ApplyFunc) {

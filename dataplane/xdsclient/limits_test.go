@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // syncBuffer is a log sink safe for the client's goroutine and the test's.
@@ -99,13 +102,12 @@ func TestClientKeepsLastConfigWhenResponseTooLarge(t *testing.T) {
 	cp.waitRequest(t, "a new stream resuming from v1", func(r *discoveryv3.DiscoveryRequest) bool {
 		return r.GetNode() != nil && r.GetTypeUrl() == ClusterType && r.GetVersionInfo() == "v1"
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "keeping the last accepted configuration") {
-		if time.Now().After(deadline) {
-			t.Fatalf("log does not say why the stream ended:\n%s", logs.String())
+	testutil.Eventually(t, 30*time.Second, "the log says why the stream ended", func() error {
+		if log := logs.String(); !strings.Contains(log, "keeping the last accepted configuration") {
+			return fmt.Errorf("log:\n%s", log)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if log := logs.String(); !strings.Contains(log, "max_recv_bytes=65536") || !strings.Contains(log, "ResourceExhausted") {
 		t.Errorf("log lacks the limit or the cause:\n%s", log)
 	}

@@ -64,6 +64,7 @@ type table struct {
 	xds      []xdsRow
 	xdsNotes []string
 	consul   consulResult
+	scale    []scaleRow
 }
 
 func (t *table) section(title, baseline string) *section {
@@ -130,6 +131,7 @@ func (t *table) markdown(facts []string) string {
 		}
 	}
 	b.WriteString(t.consul.markdown())
+	b.WriteString(scaleMarkdown(t.scale))
 	if len(t.xds) > 0 || len(t.xdsNotes) > 0 {
 		b.WriteString("\n## Control plane at scale (bench/xdsload)\n\n")
 		b.WriteString("Time from the change (policy file rewritten; with endpoints from the Consul catalog, the endpoint change counts from the catalog write's answer) until each ADS stream ACKed a response carrying it; ratios against the first row.\n\n")

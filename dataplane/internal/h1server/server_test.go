@@ -27,6 +27,16 @@ type fastServer struct {
 // startFast serves h on the fast path (fallback settings from configure).
 func startFast(t *testing.T, h http.Handler, configure func(*http.Server)) *fastServer {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveFast(t, ln, h, configure)
+}
+
+// serveFast is startFast on ln.
+func serveFast(t *testing.T, ln net.Listener, h http.Handler, configure func(*http.Server)) *fastServer {
+	t.Helper()
 	fs := &fastServer{}
 	counting := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := w.(*response); ok {
@@ -41,10 +51,6 @@ func startFast(t *testing.T, h http.Handler, configure func(*http.Server)) *fast
 		configure(fb)
 	}
 	fs.srv = &Server{Fallback: fb}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	fs.addr = ln.Addr().String()
 	done := make(chan error, 1)
 	go func() { done <- fs.srv.Serve(ln) }()
@@ -282,73 +288,6 @@ func TestBadRequestThenKeepsServing(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "hello /exact" {
 		t.Fatalf("after a bad request: %q", body)
-	}
-}
-
-func TestSlowlorisHeadTimesOut(t *testing.T) {
-	fs := startFast(t, http.HandlerFunc(hello), func(s *http.Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
-	for _, tt := range []struct {
-		name  string
-		first string // sent before the slow part
-	}{
-		{"first request", ""},
-		{"after a request", "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			c := dial(t, fs.addr)
-			br := bufio.NewReader(c)
-			if tt.first != "" {
-				_, _ = io.WriteString(c, tt.first)
-				readResponse(t, br, "GET")
-			}
-			start := time.Now()
-			_, _ = io.WriteString(c, "GET /slow HTTP/1.1\r\nHo")
-			done := make(chan error, 1)
-			go func() {
-				_, err := br.ReadByte()
-				done <- err
-			}()
-			// Keep dribbling: each byte is less than the timeout apart,
-			// the whole head is not.
-			for i := 0; i < 20; i++ {
-				select {
-				case err := <-done:
-					if err != io.EOF && !isReset(err) {
-						t.Fatalf("read %v, want the connection closed", err)
-					}
-					if d := time.Since(start); d < 150*time.Millisecond || d > 2*time.Second {
-						t.Fatalf("closed after %v, want ~200ms", d)
-					}
-					return
-				case <-time.After(50 * time.Millisecond):
-					_, _ = io.WriteString(c, "s")
-				}
-			}
-			t.Fatal("a slow head was not cut")
-		})
-	}
-}
-
-func isReset(err error) bool {
-	var ne *net.OpError
-	return errors.As(err, &ne)
-}
-
-func TestIdleTimeoutCloses(t *testing.T) {
-	fs := startFast(t, http.HandlerFunc(hello), func(s *http.Server) { s.IdleTimeout = 200 * time.Millisecond })
-	c := dial(t, fs.addr)
-	br := bufio.NewReader(c)
-	for range 2 {
-		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-		readResponse(t, br, "GET")
-		time.Sleep(50 * time.Millisecond) // less than idle: kept
-	}
-	start := time.Now()
-	if _, err := br.ReadByte(); err != io.EOF {
-		t.Fatalf("read %v, want EOF", err)
-	}
-	if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
-		t.Fatalf("idle connection closed after %v, want ~200ms", d)
 	}
 }
 

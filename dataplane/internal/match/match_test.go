@@ -2,12 +2,14 @@ package match
 
 import (
 	"net/http/httptest"
+	"regexp/syntax"
 	"strings"
 	"testing"
-	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 func TestString(t *testing.T) {
@@ -108,8 +110,13 @@ func TestHeader(t *testing.T) {
 	}
 }
 
+// TestRegexBounds: regexes within the limits compile; longer ones, or
+// ones whose program would be too large, are refused with a short error,
+// before anything is compiled: a refusal allocates no more than parsing the
+// pattern (nothing for one refused by its length), where compiling it would
+// allocate megabytes. Allocations, unlike time, do not depend on the
+// machine's load. Not parallel: the allocation counters are the process's.
 func TestRegexBounds(t *testing.T) {
-	t.Parallel()
 	huge := strings.Repeat("a", 50<<20)
 	tests := []struct {
 		name    string
@@ -126,12 +133,13 @@ func TestRegexBounds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			start := time.Now()
-			_, errFull := FullRegex(&matcherv3.RegexMatcher{Regex: tt.pattern})
-			_, errPlain := Regex(tt.pattern)
-			if elapsed := time.Since(start); elapsed > 2*time.Second {
-				t.Errorf("took %v", elapsed)
+			var errFull, errPlain error
+			compile := func() {
+				_, errFull = FullRegex(&matcherv3.RegexMatcher{Regex: tt.pattern})
+				_, errPlain = Regex(tt.pattern)
 			}
+			compile() // warm-up
+			used := testutil.Allocated(compile)
 			for _, err := range []error{errFull, errPlain} {
 				switch {
 				case tt.wantErr == "" && err != nil:
@@ -141,6 +149,20 @@ func TestRegexBounds(t *testing.T) {
 				case err != nil && len(err.Error()) > 512:
 					t.Errorf("error message is %d bytes long", len(err.Error()))
 				}
+			}
+			if tt.wantErr == "" {
+				return
+			}
+			// A parse each (FullRegex and Regex) at most, and the errors:
+			// within three parses and 16 KiB, where compiling the program
+			// allocates megabytes.
+			var parse testutil.Allocation
+			if len(tt.pattern) <= MaxRegexBytes {
+				parse = testutil.Allocated(func() { _, _ = syntax.Parse(tt.pattern, syntax.Perl) })
+			}
+			t.Logf("refusal: %+v; a parse: %+v", used, parse)
+			if limit := 3*parse.Bytes + 16<<10; used.Bytes > limit {
+				t.Errorf("refusing it allocated %d bytes, more than parsing it twice (%d bytes each) and the errors", used.Bytes, parse.Bytes)
 			}
 		})
 	}

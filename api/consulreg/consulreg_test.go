@@ -2,6 +2,7 @@ package consulreg
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshgate/meshgate/controlplane/state/consultest"
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 func TestSidecarRegistrations(t *testing.T) {
@@ -60,17 +62,13 @@ func TestRegisterDeregistersTheAppFirst(t *testing.T) {
 	go func() {
 		done <- Register(ctx, RegisterOptions{Client: agent.Client, Services: regs, Logger: slog.New(logs), ResyncInterval: 50 * time.Millisecond})
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.Eventually(t, 30*time.Second, "both registered", func() error {
 		services, err := agent.Client.Agent().Services()
-		if err == nil && len(services) == 2 {
-			break
+		if err == nil && len(services) != 2 {
+			err = fmt.Errorf("%d services registered", len(services))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not registered: %v %v", services, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // stateLog records the ConnState calls per connection as accepted.
@@ -83,17 +85,13 @@ func TestConnStateAsNetHTTP(t *testing.T) {
 				if kind == "std" && tt.name == "handed over" {
 					want = slices.Delete(slices.Clone(want), 3, 4) // one server, one StateNew
 				}
-				deadline := time.Now().Add(10 * time.Second)
-				for {
+				testutil.Eventually(t, 30*time.Second, kind+": the states of the connection", func() error {
 					got, err := log.only()
-					if err == nil && slices.Equal(got, want) {
-						break
+					if err == nil && !slices.Equal(got, want) {
+						err = fmt.Errorf("states %v; want %v", got, want)
 					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%s: states %v (%v); want %v", kind, got, err, want)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
+					return err
+				})
 			}
 		})
 	}

@@ -54,6 +54,12 @@ const (
 	retryBackoff          = 100 * time.Millisecond
 	DefaultResyncInterval = 5 * time.Second
 	DefaultCheckInterval  = time.Second
+	// CheckTimeout bounds one run of a registration's HTTP checks. It does
+	// not follow a short interval: the checks ask the proxy's own admin
+	// endpoints, which answer at once, and a timeout of a few hundred
+	// milliseconds turned a loaded machine's scheduling delay into a
+	// critical instance (Consul runs checks at most every second anyway).
+	CheckTimeout = 2 * time.Second
 	// DefaultDeregisterAfter is how long a registration may stay critical
 	// (a crashed proxy) before Consul removes it; Consul's minimum is 1m.
 	DefaultDeregisterAfter = time.Minute
@@ -249,7 +255,7 @@ func httpCheck(name, admin string, interval, deregister time.Duration) *api.Agen
 	interval = durationOr(interval, DefaultCheckInterval)
 	return &api.AgentServiceCheck{
 		Name: name, HTTP: "http://" + admin + "/ready", Method: "GET",
-		Interval: interval.String(), Timeout: min(interval, 2*time.Second).String(),
+		Interval: interval.String(), Timeout: CheckTimeout.String(),
 		Status:                         api.HealthCritical,
 		DeregisterCriticalServiceAfter: durationOr(deregister, DefaultDeregisterAfter).String(),
 	}
@@ -263,7 +269,7 @@ func appHealthCheck(id, admin string, interval time.Duration) *api.AgentServiceC
 	interval = durationOr(interval, DefaultCheckInterval)
 	return &api.AgentServiceCheck{
 		CheckID: id, Name: "meshgate sidecar: app health", HTTP: "http://" + admin + "/app_health", Method: "GET",
-		Interval: interval.String(), Timeout: min(interval, 2*time.Second).String(),
+		Interval: interval.String(), Timeout: CheckTimeout.String(),
 		Status: api.HealthCritical,
 	}
 }

@@ -135,11 +135,11 @@ func TestSidecarAppHealthCheck(t *testing.T) {
 		t.Fatalf("with AppHealth: %d extra checks, want 1", len(sc.Checks))
 	}
 	app := sc.Checks[0]
-	if app.HTTP != "http://127.0.0.1:15101/app_health" || app.Interval != "200ms" || app.Timeout != "200ms" ||
+	if app.HTTP != "http://127.0.0.1:15101/app_health" || app.Interval != "200ms" || app.Timeout != "2s" ||
 		app.Status != api.HealthCritical || app.DeregisterCriticalServiceAfter != "" || app.CheckID != "service:"+sc.ID+":app" {
 		t.Errorf("app health check %+v", app)
 	}
-	if sc.Check.HTTP != "http://127.0.0.1:15101/ready" || sc.Check.DeregisterCriticalServiceAfter != "1m0s" || sc.Check.CheckID != "service:"+sc.ID {
+	if sc.Check.HTTP != "http://127.0.0.1:15101/ready" || sc.Check.Timeout != "2s" || sc.Check.DeregisterCriticalServiceAfter != "1m0s" || sc.Check.CheckID != "service:"+sc.ID {
 		t.Errorf("ready check %+v", sc.Check)
 	}
 }

@@ -133,6 +133,25 @@ func (a *consulAgent) stop() {
 	}
 }
 
+// checks describes the checks of every instance of the services, one line
+// each (status and output), for a failed test's log.
+func (a *consulAgent) checks(services ...string) string {
+	var b strings.Builder
+	for _, svc := range services {
+		entries, err := a.instances(context.Background(), svc)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", svc, err)
+			continue
+		}
+		for _, e := range entries {
+			for _, hc := range e.Checks {
+				fmt.Fprintf(&b, "%s %s: %s %q\n", svc, hc.CheckID, hc.Status, strings.TrimSpace(hc.Output))
+			}
+		}
+	}
+	return b.String()
+}
+
 // instances lists the catalog instances of a service (every health state).
 func (a *consulAgent) instances(ctx context.Context, service string) ([]*api.ServiceEntry, error) {
 	entries, _, err := a.client.Health().Service(service, "", false, (&api.QueryOptions{}).WithContext(ctx))

@@ -63,6 +63,9 @@ func TestControlPlaneRestartDuringConsulOutage(t *testing.T) {
 		hopLoad.stop()
 		gwLoad.check(t)
 		hopLoad.check(t)
+		if t.Failed() {
+			t.Logf("consul checks at the end:\n%s", consul.checks("orders", "frontend"))
+		}
 	})
 	consul.stop()
 	c.cp.kill()

@@ -73,7 +73,7 @@ func (c *Cache) Load(paths ...string) (*Set, error) {
 		return Load(paths...)
 	}
 	files, errs := readPaths(paths)
-	return c.load(files, errs)
+	return c.load(Input{Files: files}, errs)
 }
 
 // LoadFiles is policy.LoadFiles through the cache.
@@ -81,10 +81,19 @@ func (c *Cache) LoadFiles(files ...File) (*Set, error) {
 	if c == nil {
 		return LoadFiles(files...)
 	}
-	return c.load(files, nil)
+	return c.load(Input{Files: files}, nil)
 }
 
-func (c *Cache) load(files []File, errs ErrorList) (*Set, error) {
+// LoadInput is policy.LoadInput through the cache: the files' documents
+// are reused as by LoadFiles (the Services are values, never decoded).
+func (c *Cache) LoadInput(in Input) (*Set, error) {
+	if c == nil {
+		return LoadInput(in)
+	}
+	return c.load(in, nil)
+}
+
+func (c *Cache) load(in Input, errs ErrorList) (*Set, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := &cacheLoad{
@@ -92,7 +101,7 @@ func (c *Cache) load(files []File, errs ErrorList) (*Set, error) {
 		docs:  make(map[documentID]*cachedDoc, len(c.docs)),
 		files: make(map[string]*cachedFile, len(c.files)),
 	}
-	set, err := loadFiles(files, errs, cl.decodeFile)
+	set, err := load(in, errs, cl.decodeFile)
 	// Keep only what this load used.
 	c.docs, c.files = cl.docs, cl.files
 	return set, err

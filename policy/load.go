@@ -17,7 +17,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // maxFileSize bounds one policy file.
@@ -35,7 +34,7 @@ type File struct {
 // set, and returns the set, or an ErrorList naming every problem found.
 func Load(paths ...string) (*Set, error) {
 	files, errs := readPaths(paths)
-	return loadFiles(files, errs, decodeFile)
+	return load(Input{Files: files}, errs, decodeFile)
 }
 
 // readPaths reads the policy files that paths name, reporting those it
@@ -69,7 +68,26 @@ func readPaths(paths []string) ([]File, ErrorList) {
 // LoadFiles is Load for contents already in memory (from a key-value store,
 // for example). Files are read in the order given.
 func LoadFiles(files ...File) (*Set, error) {
-	return loadFiles(files, nil, decodeFile)
+	return load(Input{Files: files}, nil, decodeFile)
+}
+
+// Input is everything one load validates as one set.
+type Input struct {
+	// Files are policy files, read in order.
+	Files []File
+	// Services are Services defined outside the files, by a discovery
+	// source, as typed values. They are registered before the resources
+	// of the files (a Service of a file with the same name is reported as
+	// their duplicate) and validated as a Service of a file is, their
+	// Source naming them in errors (e.g. "consul:catalog/orders", line 1).
+	// The Set holds them as given: they must not be modified afterwards.
+	Services []*Service
+}
+
+// LoadInput validates the Services and the policy files of in as one set,
+// as LoadFiles validates files.
+func LoadInput(in Input) (*Set, error) {
+	return load(in, nil, decodeFile)
 }
 
 // expandPath lists the policy files a path names: itself, or the *.yaml and
@@ -140,17 +158,21 @@ type loader struct {
 	meshConfigs []*MeshConfig
 }
 
-// loadFiles decodes every file with decode (decodeFile, or a Cache's
-// equivalent), applies what each document contributes in order, and
-// validates the whole set.
-func loadFiles(files []File, errs ErrorList, decode func(File) *fileEffect) (*Set, error) {
+// load applies the Services of in, then decodes every file with decode
+// (decodeFile, or a Cache's equivalent), applies what each document
+// contributes in order, and validates the whole set; errs are the errors
+// found reading the files.
+func load(in Input, errs ErrorList, decode func(File) *fileEffect) (*Set, error) {
 	l := &loader{
 		errs:      errs,
 		defined:   make(map[resourceKey]Source),
 		malformed: make(map[resourceKey]bool),
 		dropped:   make(map[documentID][]string),
 	}
-	for _, f := range files {
+	for _, s := range in.Services {
+		l.applyDocument(serviceDocument(s))
+	}
+	for _, f := range in.Files {
 		l.set.Files = append(l.set.Files, f.Name)
 		l.applyFile(decode(f))
 	}
@@ -221,10 +243,11 @@ type docEffect struct {
 	dropped   []string
 	droppedID documentID
 	droppedAt int
-	// res is the resource the document defines (*Gateway, *HTTPRoute,
-	// *Service, *MeshConfig or *SecurityPolicy), or nil; meta is its
-	// identity, registered (duplicates checked) when it is applied.
+	// res is the resource the document defines, of kind kind (*Gateway,
+	// *HTTPRoute, *Service, *MeshConfig or *SecurityPolicy), or nil; meta
+	// is its identity, registered (duplicates checked) when it is applied.
 	res  any
+	kind *kind
 	meta decodedMeta
 }
 
@@ -282,18 +305,41 @@ func (l *loader) applyDocument(d *docEffect) {
 	if d.res == nil || !l.register(d.meta) {
 		return
 	}
-	switch r := d.res.(type) {
-	case *Gateway:
-		l.set.Gateways = append(l.set.Gateways, r)
-	case *HTTPRoute:
-		l.set.HTTPRoutes = append(l.set.HTTPRoutes, r)
-	case *Service:
-		l.set.Services = append(l.set.Services, r)
-	case *MeshConfig:
-		l.meshConfigs = append(l.meshConfigs, r)
-	case *SecurityPolicy:
-		l.set.SecurityPolicies = append(l.set.SecurityPolicies, r)
+	d.kind.add(l, d.res)
+}
+
+// serviceDocument is what a Service given as a value (Input.Services)
+// contributes to a load: what decoding its document would (the checks of
+// its metadata, the default protocol), without a document.
+func serviceDocument(s *Service) *docEffect {
+	d := &docEffect{kind: kindNamed(KindService)}
+	if s.Namespace == "" || slices.ContainsFunc(s.Spec.Ports, func(p ServicePort) bool { return p.Protocol == "" }) {
+		c := *s // the caller's value is not ours to modify
+		c.Namespace = cmp.Or(c.Namespace, DefaultNamespace)
+		c.Spec.Ports = slices.Clone(c.Spec.Ports)
+		for i := range c.Spec.Ports {
+			c.Spec.Ports[i].Protocol = cmp.Or(c.Spec.Ports[i].Protocol, ProtocolHTTP)
+		}
+		s = &c
 	}
+	src := s.Source
+	if msg := checkDNSLabel(s.Namespace); msg != "" {
+		d.errorf(src, "metadata.namespace", "invalid namespace %q: %s", s.Namespace, msg)
+	}
+	if s.Name == "" {
+		d.errorf(src, "metadata.name", "name is required")
+		return d
+	}
+	if msg := checkDNSLabel(s.Name); msg != "" {
+		d.errorf(src, "metadata.name", "invalid name %q: %s", s.Name, msg)
+	}
+	d.res = s
+	d.meta = decodedMeta{
+		key:        resourceKey{kind: KindService, namespace: s.Namespace, name: s.Name},
+		objectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace},
+		source:     src,
+	}
+	return d
 }
 
 // decodeFile decodes every YAML document of one file.
@@ -357,25 +403,6 @@ func yamlSyntaxError(file string, err error) *Error {
 	return &Error{File: file, Message: "YAML syntax error: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
-// kindNotSupportedYet reports kinds this version recognises but does not
-// implement yet.
-func kindNotSupportedYet(group, kind string) bool {
-	switch group {
-	case GatewayGroup:
-		switch kind {
-		case "GatewayClass", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
-			"ReferenceGrant", "BackendTLSPolicy", "ListenerSet":
-			return true
-		}
-	case MeshgateGroup:
-		switch kind {
-		case "TrafficPolicy":
-			return true
-		}
-	}
-	return false
-}
-
 // decodeDocument decodes one YAML document of file into d: its resource
 // and its errors. It depends on nothing but its arguments.
 func decodeDocument(d *docEffect, file string, doc *yaml.Node) {
@@ -415,97 +442,23 @@ func decodeDocument(d *docEffect, file string, doc *yaml.Node) {
 		d.errorf(src, "apiVersion", "apiVersion is required")
 		return
 	}
-	want, known := map[string]string{
-		KindGateway:        GatewayAPIVersion,
-		KindHTTPRoute:      GatewayAPIVersion,
-		KindService:        MeshgateAPIVersion,
-		KindMeshConfig:     MeshgateAPIVersion,
-		KindSecurityPolicy: MeshgateAPIVersion,
-	}[kind]
-	if !known {
+	k := kindNamed(kind)
+	if k == nil {
 		group, _, _ := strings.Cut(apiVersion, "/")
 		switch {
 		case kindNotSupportedYet(group, kind):
 			d.errorf(src, "kind", "kind %s is not supported yet", kind)
 		default:
-			d.errorf(src, "kind", "unknown kind %q (want Gateway or HTTPRoute in %s; Service, SecurityPolicy or MeshConfig in %s)",
-				kind, GatewayAPIVersion, MeshgateAPIVersion)
+			d.errorf(src, "kind", "unknown kind %q (want %s)", kind, wantedKinds())
 		}
 		return
 	}
-	if apiVersion != want {
-		d.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, want, apiVersion)
+	if apiVersion != k.apiVersion {
+		d.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, k.apiVersion, apiVersion)
 		return
 	}
-	switch kind {
-	case KindGateway:
-		doc, meta, ok := decodeSpec[gwapiv1.GatewaySpec](d, file, root)
-		if !ok {
-			return
-		}
-		gw := &Gateway{Gateway: gwapiv1.Gateway{
-			TypeMeta:   metav1.TypeMeta{APIVersion: apiVersion, Kind: kind},
-			ObjectMeta: meta.objectMeta,
-			Spec:       doc.Spec,
-		}, Source: meta.source}
-		d.res, d.meta = gw, meta
-	case KindHTTPRoute:
-		doc, meta, ok := decodeSpec[gwapiv1.HTTPRouteSpec](d, file, root)
-		if !ok {
-			return
-		}
-		route := &HTTPRoute{HTTPRoute: gwapiv1.HTTPRoute{
-			TypeMeta:   metav1.TypeMeta{APIVersion: apiVersion, Kind: kind},
-			ObjectMeta: meta.objectMeta,
-			Spec:       doc.Spec,
-		}, Source: meta.source}
-		d.res, d.meta = route, meta
-	case KindService:
-		doc, meta, ok := decodeSpec[ServiceSpec](d, file, root)
-		if !ok {
-			return
-		}
-		// The default protocol is written here, at decoding, as validation
-		// (checkService, skipped for malformed resources) wrote it before:
-		// a decoded resource is never modified afterwards, because a Cache
-		// shares it between loads.
-		for i := range doc.Spec.Ports {
-			if !meta.malformed && doc.Spec.Ports[i].Protocol == "" {
-				doc.Spec.Ports[i].Protocol = ProtocolHTTP
-			}
-		}
-		svc := &Service{
-			Name:      meta.objectMeta.Name,
-			Namespace: meta.objectMeta.Namespace,
-			Spec:      doc.Spec,
-			Source:    meta.source,
-		}
-		d.res, d.meta = svc, meta
-	case KindMeshConfig:
-		doc, meta, ok := decodeSpec[MeshConfigSpec](d, file, root)
-		if !ok {
-			return
-		}
-		mc := &MeshConfig{
-			Name:      meta.objectMeta.Name,
-			Namespace: meta.objectMeta.Namespace,
-			Spec:      doc.Spec,
-			Source:    meta.source,
-		}
-		d.res, d.meta = mc, meta
-	case KindSecurityPolicy:
-		doc, meta, ok := decodeSpec[SecurityPolicySpec](d, file, root)
-		if !ok {
-			return
-		}
-		sp := &SecurityPolicy{
-			Name:      meta.objectMeta.Name,
-			Namespace: meta.objectMeta.Namespace,
-			Spec:      doc.Spec,
-			Source:    meta.source,
-		}
-		d.res, d.meta = sp, meta
-	}
+	d.kind = k
+	k.decode(k, d, file, root)
 }
 
 // topLevelString returns a top-level scalar value and the line of its key.

@@ -33,8 +33,8 @@ func refName(namespace, name, from string) string {
 	return strconv.Quote(namespace + "/" + name)
 }
 
-// validate checks every resource and the references between them, then
-// sorts the set.
+// validate sorts the set, then checks every resource and the references
+// between them, kind by kind (see kinds).
 func (l *loader) validate() {
 	byName := func(ns1, n1, ns2, n2 string) int {
 		return cmp.Or(cmp.Compare(ns1, ns2), cmp.Compare(n1, n2))
@@ -42,20 +42,41 @@ func (l *loader) validate() {
 	slices.SortFunc(l.set.Gateways, func(a, b *Gateway) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(l.set.HTTPRoutes, func(a, b *HTTPRoute) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(l.set.Services, func(a, b *Service) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(l.set.SecurityPolicies, func(a, b *SecurityPolicy) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
 
-	gateways := make(map[nsName]*Gateway, len(l.set.Gateways))
+	ix := &setIndex{
+		gateways: make(map[nsName]*Gateway, len(l.set.Gateways)),
+		services: make(map[nsName]*Service, len(l.set.Services)),
+		routes:   make(map[nsName]bool, len(l.set.HTTPRoutes)),
+	}
 	for _, g := range l.set.Gateways {
-		gateways[nsName{g.Namespace, g.Name}] = g
+		ix.gateways[nsName{g.Namespace, g.Name}] = g
 	}
-	services := make(map[nsName]*Service, len(l.set.Services))
 	for _, s := range l.set.Services {
-		services[nsName{s.Namespace, s.Name}] = s
+		ix.services[nsName{s.Namespace, s.Name}] = s
 	}
+	for _, r := range l.set.HTTPRoutes {
+		ix.routes[nsName{r.Namespace, r.Name}] = true
+	}
+	for i := range kinds {
+		kinds[i].validate(l, ix)
+	}
+}
+
+// validateServices checks every well-formed Service.
+func (l *loader) validateServices(*setIndex) {
 	for _, s := range l.set.Services {
 		if !l.malformed[resourceKey{KindService, s.Namespace, s.Name}] {
 			l.checkService(s)
 		}
 	}
+}
+
+// validateGateways checks every well-formed Gateway, that none is named
+// like a Service, and that no two bind one address and port.
+func (l *loader) validateGateways(ix *setIndex) {
 	var wellFormed []*Gateway
 	for _, g := range l.set.Gateways {
 		if !l.malformed[resourceKey{KindGateway, g.Namespace, g.Name}] {
@@ -64,18 +85,21 @@ func (l *loader) validate() {
 		}
 		// A gateway node's SPIFFE identity is .../ns/<namespace>/svc/<gateway>
 		// (docs/security.md): a Service of that name would share it.
-		if s := services[nsName{g.Namespace, g.Name}]; s != nil {
+		if s := ix.services[nsName{g.Namespace, g.Name}]; s != nil {
 			l.errorf(g.Source, "metadata.name", "Gateway %q has the name of a Service (%s:%d): they would share one identity, %q; rename one",
 				g.Name, s.Source.File, s.Source.Line, "spiffe://<trust-domain>/ns/"+g.Namespace+"/svc/"+g.Name)
 		}
 	}
 	l.checkBindConflicts(wellFormed)
+}
+
+// validateHTTPRoutes checks every well-formed HTTPRoute and its references.
+func (l *loader) validateHTTPRoutes(ix *setIndex) {
 	for _, r := range l.set.HTTPRoutes {
 		if !l.malformed[resourceKey{KindHTTPRoute, r.Namespace, r.Name}] {
-			l.checkHTTPRoute(r, gateways, services)
+			l.checkHTTPRoute(r, ix.gateways, ix.services)
 		}
 	}
-	l.checkZeroTrust(gateways, services)
 }
 
 // checkLabels reports, through errorf (loader.errorf or docEffect.errorf),
@@ -130,6 +154,21 @@ func (l *loader) checkService(s *Service) {
 			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
 		}
 	}
+	l.checkEndpoints(s)
+}
+
+// CheckEndpoints reports what is wrong with the endpoints of a Service (its
+// spec.endpoints), exactly as loading the Service reports it: a caller that
+// validates a Service without its endpoints (Input.Services) and its
+// endpoints apart gets the errors a load of the whole Service would give.
+func CheckEndpoints(s *Service) ErrorList {
+	l := &loader{dropped: map[documentID][]string{}}
+	l.checkEndpoints(s)
+	return l.errs
+}
+
+func (l *loader) checkEndpoints(s *Service) {
+	src := s.Source
 	for i, ep := range s.Spec.Endpoints {
 		p := fmt.Sprintf("spec.endpoints[%d]", i)
 		if ep.Address == "" {

@@ -14,9 +14,9 @@ const maxIdentityLength = 2048
 // httpMethods are the methods a SecurityPolicy may name.
 var httpMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 
-// checkZeroTrust validates the MeshConfig and the SecurityPolicies against
-// the other resources of the set, and sorts the policies.
-func (l *loader) checkZeroTrust(gateways map[nsName]*Gateway, services map[nsName]*Service) {
+// validateMeshConfigs keeps the first MeshConfig of the set, checks it,
+// and reports the others.
+func (l *loader) validateMeshConfigs(*setIndex) {
 	for i, mc := range l.meshConfigs {
 		if i == 0 {
 			l.set.MeshConfig = mc
@@ -29,20 +29,18 @@ func (l *loader) checkZeroTrust(gateways map[nsName]*Gateway, services map[nsNam
 		l.errorf(mc.Source, "metadata.name", "only one MeshConfig is allowed: %q is already defined at %s:%d",
 			first.Namespace+"/"+first.Name, first.Source.File, first.Source.LineOf("metadata.name"))
 	}
-	slices.SortFunc(l.set.SecurityPolicies, func(a, b *SecurityPolicy) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
-	routes := make(map[nsName]bool, len(l.set.HTTPRoutes))
-	for _, r := range l.set.HTTPRoutes {
-		routes[nsName{r.Namespace, r.Name}] = true
-	}
+}
+
+// validateSecurityPolicies checks every well-formed SecurityPolicy against
+// the resources it targets.
+func (l *loader) validateSecurityPolicies(ix *setIndex) {
 	// mtlsOwner records which policy set the mTLS mode of a service.
 	mtlsOwner := make(map[nsName]*SecurityPolicy)
 	for _, sp := range l.set.SecurityPolicies {
 		if l.malformed[resourceKey{KindSecurityPolicy, sp.Namespace, sp.Name}] {
 			continue
 		}
-		l.checkSecurityPolicy(sp, gateways, services, routes, mtlsOwner)
+		l.checkSecurityPolicy(sp, ix.gateways, ix.services, ix.routes, mtlsOwner)
 	}
 }
 

@@ -50,22 +50,13 @@ var (
 	ErrUnknownKind = errors.New("unknown kind")
 )
 
-// kinds are the kinds kept, by every name a user may type for them.
-var kinds = map[string]string{
-	"gateway": policy.KindGateway, "gateways": policy.KindGateway, "gw": policy.KindGateway,
-	"httproute": policy.KindHTTPRoute, "httproutes": policy.KindHTTPRoute,
-	"service": policy.KindService, "services": policy.KindService, "svc": policy.KindService,
-	"securitypolicy": policy.KindSecurityPolicy, "securitypolicies": policy.KindSecurityPolicy,
-	"meshconfig": policy.KindMeshConfig, "meshconfigs": policy.KindMeshConfig,
-}
-
 // CanonicalKind maps a kind as typed (any case, plural, short name: "svc",
 // "httproutes") to its name in policy files.
 func CanonicalKind(s string) (string, error) {
-	if k, ok := kinds[strings.ToLower(s)]; ok {
+	if k, ok := policy.LookupKind(s); ok {
 		return k, nil
 	}
-	return "", fmt.Errorf("%w %q (want Gateway, HTTPRoute, Service, SecurityPolicy or MeshConfig)", ErrUnknownKind, s)
+	return "", fmt.Errorf("%w %q (want %s)", ErrUnknownKind, s, policy.KindsText())
 }
 
 // Store reads and writes policy resources under a KV prefix.

@@ -1,0 +1,197 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// kind is one kind of resource a policy holds. Adding a kind is adding its
+// entry to kinds (and its compile step to controlplane/model, whose tests
+// require one for every kind listed here): how a document of the kind
+// decodes into its resource, where a registered resource goes in the Set,
+// and how the kind's resources are validated against the whole set.
+type kind struct {
+	// name is the kind as written in documents; apiVersion the one version
+	// accepted for it.
+	name, apiVersion string
+	// aliases are the other names a user may type for the kind on the
+	// command line (lower case: plurals, short names).
+	aliases []string
+	// decode decodes one document of the kind into d: its resource and
+	// identity (d.res, d.meta), and what is wrong with it. It depends on
+	// nothing but its arguments: a Cache reuses what it made.
+	decode func(k *kind, d *docEffect, file string, root *yaml.Node)
+	// add puts a registered resource of the kind into the set being loaded.
+	add func(l *loader, res any)
+	// validate checks the kind's resources once every document is in,
+	// against the whole set (ix); errors are reported through l.
+	validate func(l *loader, ix *setIndex)
+}
+
+// kinds are the kinds a policy holds, in the order they are listed to
+// users (and validated: the order does not change what is reported, as
+// errors are sorted by file and line). Read only.
+var kinds = [...]kind{
+	{
+		name: KindGateway, apiVersion: GatewayAPIVersion, aliases: []string{"gateways", "gw"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.GatewaySpec, meta decodedMeta) any {
+			return &Gateway{Gateway: gwapiv1.Gateway{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.Gateways = append(l.set.Gateways, res.(*Gateway)) },
+		validate: (*loader).validateGateways,
+	},
+	{
+		name: KindHTTPRoute, apiVersion: GatewayAPIVersion, aliases: []string{"httproutes"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.HTTPRouteSpec, meta decodedMeta) any {
+			return &HTTPRoute{HTTPRoute: gwapiv1.HTTPRoute{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.HTTPRoutes = append(l.set.HTTPRoutes, res.(*HTTPRoute)) },
+		validate: (*loader).validateHTTPRoutes,
+	},
+	{
+		name: KindService, apiVersion: MeshgateAPIVersion, aliases: []string{"services", "svc"},
+		decode: decodeKind(func(_ *kind, spec ServiceSpec, meta decodedMeta) any {
+			// The default protocol is written here, at decoding, as
+			// validation (checkService, skipped for malformed resources)
+			// wrote it before: a decoded resource is never modified
+			// afterwards, because a Cache shares it between loads.
+			for i := range spec.Ports {
+				if !meta.malformed && spec.Ports[i].Protocol == "" {
+					spec.Ports[i].Protocol = ProtocolHTTP
+				}
+			}
+			return &Service{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.Services = append(l.set.Services, res.(*Service)) },
+		validate: (*loader).validateServices,
+	},
+	{
+		name: KindSecurityPolicy, apiVersion: MeshgateAPIVersion, aliases: []string{"securitypolicies"},
+		decode: decodeKind(func(_ *kind, spec SecurityPolicySpec, meta decodedMeta) any {
+			return &SecurityPolicy{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add: func(l *loader, res any) {
+			l.set.SecurityPolicies = append(l.set.SecurityPolicies, res.(*SecurityPolicy))
+		},
+		validate: (*loader).validateSecurityPolicies,
+	},
+	{
+		name: KindMeshConfig, apiVersion: MeshgateAPIVersion, aliases: []string{"meshconfigs"},
+		decode: decodeKind(func(_ *kind, spec MeshConfigSpec, meta decodedMeta) any {
+			return &MeshConfig{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.meshConfigs = append(l.meshConfigs, res.(*MeshConfig)) },
+		validate: (*loader).validateMeshConfigs,
+	},
+}
+
+// notSupportedYet are the kinds of the Gateway API and of meshgate that
+// this version recognises but does not implement yet, by API group: a
+// document of one is refused with "kind X is not supported yet" rather than
+// as an unknown kind. A kind that gets implemented moves from here to kinds.
+var notSupportedYet = map[string][]string{
+	GatewayGroup: {"GatewayClass", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
+		"ReferenceGrant", "BackendTLSPolicy", "ListenerSet"},
+	MeshgateGroup: {"TrafficPolicy"},
+}
+
+// decodeKind returns the decode function of a kind whose spec is S: the
+// document is checked against S and build makes the resource.
+func decodeKind[S any](build func(k *kind, spec S, meta decodedMeta) any) func(*kind, *docEffect, string, *yaml.Node) {
+	return func(k *kind, d *docEffect, file string, root *yaml.Node) {
+		doc, meta, ok := decodeSpec[S](d, file, root)
+		if !ok {
+			return
+		}
+		d.res, d.meta = build(k, doc.Spec, meta), meta
+	}
+}
+
+// kindNamed returns the entry of a kind as written in documents, or nil.
+func kindNamed(name string) *kind {
+	for i := range kinds {
+		if kinds[i].name == name {
+			return &kinds[i]
+		}
+	}
+	return nil
+}
+
+// kindNotSupportedYet reports kinds this version recognises but does not
+// implement yet.
+func kindNotSupportedYet(group, kind string) bool {
+	return slices.Contains(notSupportedYet[group], kind)
+}
+
+// Kinds lists the kinds a policy may hold, as written in documents.
+func Kinds() []string {
+	out := make([]string, len(kinds))
+	for i := range kinds {
+		out[i] = kinds[i].name
+	}
+	return out
+}
+
+// LookupKind maps a kind as a user may type it (any case, singular,
+// plural or short name: "svc", "httproutes") to its name in documents.
+func LookupKind(name string) (string, bool) {
+	lower := strings.ToLower(name)
+	for i := range kinds {
+		if strings.ToLower(kinds[i].name) == lower || slices.Contains(kinds[i].aliases, lower) {
+			return kinds[i].name, true
+		}
+	}
+	return "", false
+}
+
+// KindsText lists the kinds for a message: "Gateway, HTTPRoute, ... or
+// MeshConfig".
+func KindsText() string { return orList(Kinds()) }
+
+// wantedKinds lists the kinds by API version for the message about an
+// unknown kind: "Gateway or HTTPRoute in gateway.networking.k8s.io/v1;
+// Service, ... in meshgate.dev/v1alpha1".
+func wantedKinds() string {
+	var versions []string
+	byVersion := map[string][]string{}
+	for i := range kinds {
+		v := kinds[i].apiVersion
+		if _, ok := byVersion[v]; !ok {
+			versions = append(versions, v)
+		}
+		byVersion[v] = append(byVersion[v], kinds[i].name)
+	}
+	parts := make([]string, 0, len(versions))
+	for _, v := range versions {
+		parts = append(parts, orList(byVersion[v])+" in "+v)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// orList joins names as "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// setIndex is what validation looks resources up in, built once the set is
+// complete.
+type setIndex struct {
+	gateways map[nsName]*Gateway
+	services map[nsName]*Service
+	routes   map[nsName]bool
+}

@@ -74,10 +74,13 @@ type Discovery interface {
 	// change of Services.
 	Run(ctx context.Context, changed func()) error
 	// Services is the current snapshot (the last known one while the
-	// source is unreachable). Each Service's Source.File names where it
-	// comes from (e.g. "consul:catalog/orders"); the control plane reads
-	// but never modifies them.
-	Services() []*policy.Service
+	// source is unreachable), as typed values: each service's definition
+	// is validated with the policy, its endpoints go to the model's
+	// endpoint index. Each one's Source names where it comes from (e.g.
+	// "consul:catalog/orders"); the control plane reads but never modifies
+	// them. A service that did not change since the previous snapshot
+	// should be the same value: its endpoints are not checked again.
+	Services() []*model.DiscoveredService
 	// WaitSynced returns once a first complete snapshot is in.
 	WaitSynced(ctx context.Context) error
 }
@@ -131,11 +134,13 @@ type Options struct {
 	// OnReady, if set, is called once both servers listen, with their
 	// addresses.
 	OnReady func(xdsAddr, adminAddr net.Addr)
-	// Load validates the policy files (the discovered services rendered as
-	// files first); nil means policy.LoadFiles through the control plane's
-	// policy.Cache (documents unchanged since the last reload are not
-	// decoded again).
-	Load func(files ...policy.File) (*policy.Set, error)
+	// Load validates the policy files with the definitions of the
+	// discovered services (policy.Input.Services); nil means
+	// policy.LoadInput through the control plane's policy.Cache (documents
+	// unchanged since the last reload are not decoded again). A reload
+	// whose policy files and discovered definitions are those of the last
+	// one does not call it: only endpoints changed.
+	Load func(in policy.Input) (*policy.Set, error)
 	// DataDir holds the control plane's state (CA roots, join tokens, the
 	// admin token); empty means DefaultDataDir(), or, with Dev, memory.
 	DataDir string
@@ -207,6 +212,9 @@ type ControlPlane struct {
 	// policyCache keeps the decoded documents of the last reload, for the
 	// next (reloads are serial: Run's initial reload, then its reload loop).
 	policyCache *policy.Cache
+	// compiled keeps what the last reloads compiled, for the next (see
+	// compile; touched by reloads only).
+	compiled compileMemo
 
 	// discoverySynced: Options.Discovery's first snapshot is in.
 	discoverySynced atomic.Bool
@@ -278,7 +286,7 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	}
 	policyCache := policy.NewCache()
 	if opts.Load == nil {
-		opts.Load = policyCache.LoadFiles
+		opts.Load = policyCache.LoadInput
 	}
 	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry(),
 		policyCache: policyCache, servingCh: make(chan struct{})}
@@ -583,31 +591,31 @@ func (cp *ControlPlane) readPolicy(ctx context.Context) (policyInput, error) {
 	return policyInput{files: files, version: model.PolicyVersion(files)}, nil
 }
 
-// compile validates the discovered services (first, so that a static
-// Service of the same name is the one reported as a duplicate of
-// "consul:catalog/<name>") and the policy as one set, through Options.Load
-// (by default cp.policyCache: a reload decodes only the documents that
-// changed, such as the one discovered service whose endpoints changed), and
-// compiles it.
+// compile validates the policy with the definitions of the discovered
+// services (placed first, so that a static Service of the same name is
+// the one reported as a duplicate of "consul:catalog/<name>") through
+// Options.Load, checks the discovered endpoints as the policy checks a
+// Service's, and compiles the model: the policy's, with the discovered
+// endpoints in its endpoint index. See compileMemo for what a reload
+// reuses.
 func (cp *ControlPlane) compile(in policyInput) (*model.Model, *policySummary, error) {
-	var files []policy.File
+	var discovered []*model.DiscoveredService
 	if d := cp.opts.Discovery; d != nil {
-		discovered, err := serviceFiles(d.Services())
-		if err != nil {
-			return nil, nil, err
-		}
-		files = append(files, discovered...)
+		discovered = d.Services()
 	}
-	files = append(files, in.files...)
-	set, err := cp.opts.Load(files...)
+	routing := cp.compiled.routing(in, discovered, cp.opts.Load)
+	endpointErrs := cp.compiled.checkEndpoints(discovered)
+	switch {
+	case routing.loadErr != nil || len(endpointErrs) > 0:
+		return nil, nil, joinPolicyErrors(routing.loadErr, endpointErrs)
+	case routing.compileErr != nil:
+		return nil, nil, routing.compileErr
+	}
+	m, err := routing.model.WithDiscovered(discovered)
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version})
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, summarize(in, set, m), nil
+	return m, routing.summary, nil
 }
 
 // reload loads and compiles the policy and, if valid, serves it; an invalid

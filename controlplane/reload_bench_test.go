@@ -7,30 +7,33 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
+	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/xds"
 	"github.com/meshgate/meshgate/policy"
 )
 
 // benchServices is the discovered catalog of the reload benchmarks: n
 // services in namespace shop, two endpoints each (one a sidecar); endpoint
-// is the address of the first endpoint of service n/2.
-func benchServices(n int, endpoint string) []*policy.Service {
-	out := make([]*policy.Service, 0, n)
+// is the host of the first endpoint of service n/2.
+func benchServices(n int, endpoint string) []*model.DiscoveredService {
+	out := make([]*model.DiscoveredService, 0, n)
 	for i := range n {
-		addr := fmt.Sprintf("10.0.%d.%d:8080", i/250, i%250+1)
+		host := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1)
 		if i == n/2 {
-			addr = endpoint
+			host = endpoint
 		}
 		name := fmt.Sprintf("svc-%d", i)
-		svc := &policy.Service{Name: name, Namespace: "shop", Source: policy.Source{File: "consul:catalog/" + name, Line: 1}}
-		svc.Spec.Ports = []policy.ServicePort{{Port: 8080, Protocol: policy.ProtocolHTTP}}
-		svc.Spec.Endpoints = []policy.Endpoint{
-			{Address: addr, Labels: map[string]string{"version": "v1"}},
-			{Address: fmt.Sprintf("10.1.%d.%d:8080", i/250, i%250+1), Sidecar: true},
-		}
-		out = append(out, svc)
+		out = append(out, &model.DiscoveredService{
+			NamespacedName: model.NamespacedName{Namespace: "shop", Name: name},
+			Source:         "consul:catalog/" + name, Port: 8080, Protocol: model.ProtocolHTTP,
+			Endpoints: []*model.Endpoint{
+				{Host: host, Port: 8080, Labels: map[string]string{"version": "v1"}},
+				{Host: fmt.Sprintf("10.1.%d.%d", i/250, i%250+1), Port: 8080, Sidecar: true},
+			},
+		})
 	}
 	return out
 }
@@ -85,12 +88,12 @@ func benchControlPlane(b *testing.B, n int) (*ControlPlane, *fakeDiscovery, stri
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(benchPolicy(n)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	disc := newFakeDiscovery(benchServices(n, "10.9.9.1:8080")...)
+	disc := newFakeDiscovery(benchServices(n, "10.9.9.1")...)
 	disc.changed = func() {}
 	logger := slog.New(slog.DiscardHandler)
 	cache := policy.NewCache()
 	cp := &ControlPlane{
-		opts: Options{ConfigPaths: []string{dir}, Discovery: disc, Load: cache.LoadFiles,
+		opts: Options{ConfigPaths: []string{dir}, Discovery: disc, Load: cache.LoadInput,
 			DestructiveHold: DefaultDestructiveHold, Logger: logger},
 		logger: logger, xds: xds.New(b.Context(), logger), policyCache: cache, servingCh: make(chan struct{}),
 	}
@@ -104,12 +107,18 @@ func benchControlPlane(b *testing.B, n int) (*ControlPlane, *fakeDiscovery, stri
 // BenchmarkReload measures one reload of a control plane with 1000
 // discovered services and 1000 SecurityPolicies: after one discovered
 // endpoint moved ("endpoint"), after a discovered service was added or
-// removed ("service"), and after a policy file edit ("policy").
+// removed ("service"), and after a policy file edit ("policy"). The
+// service and policy changes cycle through three versions, so that no
+// reload finds its input among the last two.
 func BenchmarkReload(b *testing.B) {
 	const n = 1000
 	b.Run("endpoint", func(b *testing.B) {
 		cp, disc, _ := benchControlPlane(b, n)
-		versions := [2][]*policy.Service{benchServices(n, "10.9.9.2:8080"), benchServices(n, "10.9.9.1:8080")}
+		// As the Consul watch publishes them: the unchanged services are
+		// the same values in both snapshots.
+		moved := slices.Clone(disc.services)
+		moved[n/2] = benchServices(n, "10.9.9.2")[n/2]
+		versions := [2][]*model.DiscoveredService{moved, disc.services}
 		i := 0
 		for b.Loop() {
 			disc.services = versions[i%2]
@@ -121,10 +130,10 @@ func BenchmarkReload(b *testing.B) {
 	})
 	b.Run("service", func(b *testing.B) {
 		cp, disc, _ := benchControlPlane(b, n)
-		versions := [2][]*policy.Service{benchServices(n+1, "10.9.9.1:8080"), benchServices(n, "10.9.9.1:8080")}
+		versions := [3][]*model.DiscoveredService{benchServices(n+1, "10.9.9.1"), benchServices(n+2, "10.9.9.1"), benchServices(n, "10.9.9.1")}
 		i := 0
 		for b.Loop() {
-			disc.services = versions[i%2]
+			disc.services = versions[i%3]
 			i++
 			if err := cp.reload(context.Background()); err != nil {
 				b.Fatal(err)
@@ -134,11 +143,11 @@ func BenchmarkReload(b *testing.B) {
 	b.Run("policy", func(b *testing.B) {
 		cp, _, dir := benchControlPlane(b, n)
 		base := benchPolicy(n)
-		versions := [2]string{base + "---\n# edited\n", base}
+		versions := [3]string{base + "---\n# edited\n", base + "---\n# edited again\n", base}
 		i := 0
 		for b.Loop() {
 			b.StopTimer()
-			if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(versions[i%2]), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(versions[i%3]), 0o644); err != nil {
 				b.Fatal(err)
 			}
 			i++

@@ -1,7 +1,8 @@
 package controlplane
 
 import (
-	"encoding/json"
+	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,40 +11,122 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
 
-// serviceFiles renders discovered services as policy documents (JSON is
-// YAML), one file per service named after its Source.File, so that they are
-// validated with, and can clash with, the static policy.
-func serviceFiles(services []*policy.Service) ([]policy.File, error) {
-	files := make([]policy.File, 0, len(services))
-	for _, svc := range services {
-		doc := map[string]any{
-			"apiVersion": policy.MeshgateAPIVersion,
-			"kind":       policy.KindService,
-			"metadata":   map[string]string{"name": svc.Name, "namespace": svc.Namespace},
-			"spec":       svc.Spec,
-		}
-		data, err := json.Marshal(doc)
-		if err != nil {
-			return nil, fmt.Errorf("discovered service %s: %w", svc.Name, err)
-		}
-		name := svc.Source.File
-		if name == "" {
-			name = "discovery/" + svc.Name
-		}
-		files = append(files, policy.File{Name: name, Data: data})
+// PolicyServices are the discovered services as the Services of the policy
+// the control plane validates them as (their definitions with their
+// endpoints: policy.Input.Services), for tools that validate policy exactly
+// as the control plane does (`meshgate apply --store consul` with the
+// Consul catalog).
+func PolicyServices(discovered []*model.DiscoveredService) []*policy.Service {
+	out := make([]*policy.Service, 0, len(discovered))
+	for _, d := range discovered {
+		out = append(out, d.PolicyService())
 	}
-	return files, nil
+	return out
 }
 
-// ServiceFiles renders discovered services as the policy files the control
-// plane validates them as, for tools that validate policy exactly as the
-// control plane does (`meshgate apply --store consul` with the Consul
-// catalog): they go before the policy files, as in ControlPlane.compile.
-func ServiceFiles(services []*policy.Service) ([]policy.File, error) {
-	return serviceFiles(services)
+// compileMemo is what the last reloads compiled, for the next (reloads
+// are serial: it has no lock). A reload whose policy (files or KV
+// entries) and discovered definitions are those of a recent one reuses its
+// validated set and compiled model and only adds the discovered endpoints:
+// a change of endpoints alone (the Consul catalog's usual change) is
+// neither validated nor compiled again. A discovered service whose value
+// did not change has its endpoints checked once.
+type compileMemo struct {
+	// recent are the compilations of the last reloads, newest first: at
+	// most two, as the applied policy and a held destructive change
+	// alternate while the change waits (see confirmDestructive).
+	recent []*routingCompilation
+	// endpointErrs are the checks of the last reload's discovered
+	// services' endpoints, by value.
+	endpointErrs map[*model.DiscoveredService]policy.ErrorList
+}
+
+// routingCompilation is the policy of one input, validated with the
+// discovered definitions and compiled without the discovered endpoints.
+type routingCompilation struct {
+	version     string                     // policyInput.version
+	definitions []*model.DiscoveredService // compared by SameDefinition
+	model       *model.Model
+	summary     *policySummary
+	// loadErr is the policy's validation error; compileErr the model's.
+	loadErr, compileErr error
+}
+
+// maxRecentCompilations bounds compileMemo.recent.
+const maxRecentCompilations = 2
+
+// routing returns the compilation of in with the definitions of
+// discovered, from a recent reload or validated (through load) and
+// compiled now.
+func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredService, load func(policy.Input) (*policy.Set, error)) *routingCompilation {
+	for i, r := range c.recent {
+		if r.version == in.version && slices.EqualFunc(r.definitions, discovered, (*model.DiscoveredService).SameDefinition) {
+			c.recent = slices.Insert(slices.Delete(c.recent, i, i+1), 0, r)
+			return r
+		}
+	}
+	definitions := make([]*policy.Service, len(discovered))
+	for i, d := range discovered {
+		definitions[i] = d.Definition()
+	}
+	r := &routingCompilation{version: in.version, definitions: discovered}
+	set, err := load(policy.Input{Services: definitions, Files: in.files})
+	if err != nil {
+		r.loadErr = err
+	} else if r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version}); r.compileErr == nil {
+		r.summary = summarize(in, set, r.model)
+	}
+	c.recent = slices.Insert(c.recent, 0, r)
+	if len(c.recent) > maxRecentCompilations {
+		c.recent = c.recent[:maxRecentCompilations]
+	}
+	return r
+}
+
+// checkEndpoints checks the endpoints of the discovered services the
+// policy registers (a service without a name, or the second of one name,
+// is not: the policy reports it), reusing the checks of unchanged values.
+func (c *compileMemo) checkEndpoints(discovered []*model.DiscoveredService) policy.ErrorList {
+	next := make(map[*model.DiscoveredService]policy.ErrorList, len(discovered))
+	seen := make(map[model.NamespacedName]bool, len(discovered))
+	var errs policy.ErrorList
+	for _, d := range discovered {
+		key := model.NamespacedName{Namespace: cmp.Or(d.Namespace, policy.DefaultNamespace), Name: d.Name}
+		if d.Name == "" || seen[key] {
+			continue
+		}
+		seen[key] = true
+		e, ok := c.endpointErrs[d]
+		if !ok {
+			e = d.CheckEndpoints()
+		}
+		next[d] = e
+		errs = append(errs, e...)
+	}
+	c.endpointErrs = next
+	return errs
+}
+
+// joinPolicyErrors adds the errors of the discovered endpoints to those of
+// the policy's validation (loadErr, or nil), in file and line order, as
+// one validation of both reports them.
+func joinPolicyErrors(loadErr error, endpointErrs policy.ErrorList) error {
+	var list policy.ErrorList
+	if loadErr != nil && !errors.As(loadErr, &list) {
+		if len(endpointErrs) == 0 {
+			return loadErr
+		}
+		return errors.Join(loadErr, endpointErrs)
+	}
+	list = append(slices.Clone(list), endpointErrs...)
+	slices.SortStableFunc(list, func(a, b *policy.Error) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
+	})
+	return list
 }
 
 // maxPolicyFileSize bounds one policy file, as policy.Load does.

@@ -2,10 +2,14 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,12 +25,12 @@ import (
 // fakeDiscovery is a Discovery whose services the test sets.
 type fakeDiscovery struct {
 	mu       sync.Mutex
-	services []*policy.Service
+	services []*model.DiscoveredService
 	changed  func()
 	started  chan struct{}
 }
 
-func newFakeDiscovery(services ...*policy.Service) *fakeDiscovery {
+func newFakeDiscovery(services ...*model.DiscoveredService) *fakeDiscovery {
 	return &fakeDiscovery{services: services, started: make(chan struct{})}
 }
 
@@ -39,7 +43,7 @@ func (f *fakeDiscovery) Run(ctx context.Context, changed func()) error {
 	return nil
 }
 
-func (f *fakeDiscovery) Services() []*policy.Service {
+func (f *fakeDiscovery) Services() []*model.DiscoveredService {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.services
@@ -47,7 +51,7 @@ func (f *fakeDiscovery) Services() []*policy.Service {
 
 func (f *fakeDiscovery) WaitSynced(ctx context.Context) error { return nil }
 
-func (f *fakeDiscovery) set(services ...*policy.Service) {
+func (f *fakeDiscovery) set(services ...*model.DiscoveredService) {
 	f.mu.Lock()
 	f.services = services
 	changed := f.changed
@@ -55,11 +59,21 @@ func (f *fakeDiscovery) set(services ...*policy.Service) {
 	changed()
 }
 
-func discovered(name string, addrs ...string) *policy.Service {
-	svc := &policy.Service{Name: name, Namespace: "default", Source: policy.Source{File: "consul:catalog/" + name}}
-	svc.Spec.Ports = []policy.ServicePort{{Port: 80, Protocol: policy.ProtocolHTTP}}
+// discovered is a service as the Consul catalog gives it, with sidecar
+// endpoints at addrs ("host:port").
+func discovered(name string, addrs ...string) *model.DiscoveredService {
+	svc := &model.DiscoveredService{NamespacedName: model.NamespacedName{Namespace: "default", Name: name},
+		Source: "consul:catalog/" + name, Port: 80, Protocol: model.ProtocolHTTP}
 	for _, a := range addrs {
-		svc.Spec.Endpoints = append(svc.Spec.Endpoints, policy.Endpoint{Address: a, Sidecar: true, Labels: map[string]string{"version": "v1"}})
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			panic(err)
+		}
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			panic(err)
+		}
+		svc.Endpoints = append(svc.Endpoints, &model.Endpoint{Host: host, Port: uint32(n), Sidecar: true, Labels: map[string]string{"version": "v1"}})
 	}
 	return svc
 }
@@ -93,32 +107,32 @@ func TestLoadSetMergesDiscovery(t *testing.T) {
 		name      string
 		files     map[string]string
 		source    *fakePolicySource
-		services  []*policy.Service
+		services  []*model.DiscoveredService
 		wantErr   []string // substrings of the error
 		wantNames []string // services of the set
 	}{
 		{
 			name:      "route to a discovered service",
 			files:     map[string]string{"route.yaml": routeToOrders},
-			services:  []*policy.Service{discovered("orders", "127.0.0.1:1001", "127.0.0.1:1002")},
+			services:  []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001", "127.0.0.1:1002")},
 			wantNames: []string{"orders"},
 		},
 		{
 			name:      "static and discovered services mix",
 			files:     map[string]string{"static.yaml": strings.ReplaceAll(serviceYAML, "%s", "billing")},
-			services:  []*policy.Service{discovered("orders")},
+			services:  []*model.DiscoveredService{discovered("orders")},
 			wantNames: []string{"billing", "orders"},
 		},
 		{
 			name:     "a name in both is an error naming both",
 			files:    map[string]string{"static.yaml": staticOrders},
-			services: []*policy.Service{discovered("orders", "127.0.0.1:1001")},
+			services: []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001")},
 			wantErr:  []string{"static.yaml", `duplicate Service "default/orders"`, "consul:catalog/orders"},
 		},
 		{
 			name:      "policy source instead of files",
 			source:    &fakePolicySource{files: []policy.File{{Name: "consul:kv/route", Data: []byte(routeToOrders)}}},
-			services:  []*policy.Service{discovered("orders", "127.0.0.1:1001")},
+			services:  []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001")},
 			wantNames: []string{"orders"},
 		},
 		{
@@ -149,7 +163,7 @@ func TestLoadSetMergesDiscovery(t *testing.T) {
 			} else {
 				opts.ConfigPaths = []string{sub}
 			}
-			opts.Load = policy.LoadFiles
+			opts.Load = policy.LoadInput
 			cp := &ControlPlane{opts: opts}
 			in, err := cp.readPolicy(context.Background())
 			var m *model.Model
@@ -210,7 +224,7 @@ func TestDiscoveryChangeReloads(t *testing.T) {
 	endpoints := func() int {
 		for _, s := range cp.model.Load().Services {
 			if s.Name == "orders" {
-				return len(s.Ports[0].Endpoints)
+				return len(cp.model.Load().Endpoints(s.Ports[0]))
 			}
 		}
 		return -1
@@ -269,4 +283,159 @@ func TestDebouncedCoalesces(t *testing.T) {
 			t.Fatalf("%d calls after a second trigger, want 2", n)
 		}
 	})
+}
+
+// asDocuments renders discovered services as policy files of one JSON
+// document each, named after their source: how the control plane used to
+// validate them. It is the oracle of TestDiscoveredValidatedAsDocuments.
+func asDocuments(t *testing.T, services []*model.DiscoveredService) []policy.File {
+	t.Helper()
+	var files []policy.File
+	for _, d := range services {
+		svc := d.PolicyService()
+		data, err := json.Marshal(map[string]any{
+			"apiVersion": policy.MeshgateAPIVersion, "kind": policy.KindService,
+			"metadata": map[string]string{"name": svc.Name, "namespace": svc.Namespace}, "spec": svc.Spec,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, policy.File{Name: svc.Source.File, Data: data})
+	}
+	return files
+}
+
+// TestDiscoveredValidatedAsDocuments: discovered services, typed, are
+// validated and compiled exactly as when they were rendered as policy
+// documents before the policy files: the same errors in the same order,
+// or a model of the same versions and endpoints. `meshgate apply --store
+// consul` validates them as PolicyServices with the policy.
+func TestDiscoveredValidatedAsDocuments(t *testing.T) {
+	t.Parallel()
+	bad := discovered("billing")
+	bad.Endpoints = []*model.Endpoint{{Host: "node-1.local", Port: 8080}, {Host: "10.0.0.1", Port: 0, Labels: map[string]string{"bad key": "x"}}}
+	badName := discovered("Pay_ments", "127.0.0.1:1005")
+	staticOrders := strings.ReplaceAll(serviceYAML, "%s", "orders")
+	tests := []struct {
+		name     string
+		services []*model.DiscoveredService
+		files    map[string]string
+		wantErr  bool
+	}{
+		{name: "valid", services: []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001", "127.0.0.1:1002"), discovered("users")},
+			files: map[string]string{"route.yaml": routeToOrders}},
+		{name: "bad endpoints", services: []*model.DiscoveredService{bad, discovered("orders", "127.0.0.1:1001")},
+			files: map[string]string{"route.yaml": routeToOrders}, wantErr: true},
+		{name: "bad endpoints and policy errors", services: []*model.DiscoveredService{bad, badName},
+			files: map[string]string{"route.yaml": routeToOrders, "static.yaml": staticOrders}, wantErr: true},
+		{name: "a static duplicate", services: []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001")},
+			files: map[string]string{"static.yaml": staticOrders}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			for name, content := range tt.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cp := &ControlPlane{opts: Options{ConfigPaths: []string{dir}, Discovery: newFakeDiscovery(tt.services...), Load: policy.NewCache().LoadInput}}
+			in, err := cp.readPolicy(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _, gotErr := cp.compile(in)
+
+			wantSet, wantErr := policy.LoadFiles(slices.Concat(asDocuments(t, tt.services), in.files)...)
+			if (gotErr != nil) != tt.wantErr || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) {
+				t.Fatalf("errors:\n%v\nwant (as documents):\n%v", gotErr, wantErr)
+			}
+			if _, applyErr := policy.LoadInput(policy.Input{Services: PolicyServices(tt.services), Files: in.files}); fmt.Sprint(applyErr) != fmt.Sprint(wantErr) {
+				t.Errorf("apply's validation:\n%v\nwant:\n%v", applyErr, wantErr)
+			}
+			if wantErr != nil {
+				return
+			}
+			want, err := model.CompileWith(wantSet, model.CompileOptions{PolicyVersion: in.version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Version != want.Version || got.RoutingVersion != want.RoutingVersion || got.PolicyVersion != want.PolicyVersion {
+				t.Errorf("versions %s/%s/%s, want (as documents) %s/%s/%s", got.Version, got.RoutingVersion, got.PolicyVersion,
+					want.Version, want.RoutingVersion, want.PolicyVersion)
+			}
+		})
+	}
+}
+
+// TestEndpointChangeSkipsValidation: a reload after a change of discovered
+// endpoints alone neither validates nor compiles the policy again, and
+// checks the endpoints of the changed service only; a change of a
+// discovered definition or of the policy does both. The models are those
+// a full compilation gives.
+func TestEndpointChangeSkipsValidation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "route.yaml"), []byte(routeToOrders), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	users := discovered("users", "127.0.0.1:2001")
+	disc := newFakeDiscovery(discovered("orders", "127.0.0.1:1001"), users)
+	loads := 0
+	cp := &ControlPlane{opts: Options{ConfigPaths: []string{dir}, Discovery: disc, Load: func(in policy.Input) (*policy.Set, error) {
+		loads++
+		return policy.LoadInput(in)
+	}}}
+	compile := func(what string) *model.Model {
+		t.Helper()
+		in, err := cp.readPolicy(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := cp.compile(in)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		// A fresh control plane compiles the same model.
+		fresh := &ControlPlane{opts: cp.opts}
+		fresh.opts.Load = policy.LoadInput
+		want, _, err := fresh.compile(in)
+		if err != nil || want.Version != m.Version || want.RoutingVersion != m.RoutingVersion {
+			t.Errorf("%s: version %s/%s, a full compilation's %s/%s (%v)", what, m.Version, m.RoutingVersion, want.Version, want.RoutingVersion, err)
+		}
+		return m
+	}
+	first := compile("first")
+	if loads != 1 || len(cp.compiled.endpointErrs) != 2 {
+		t.Fatalf("first reload: %d loads, %d endpoint checks; want 1, 2", loads, len(cp.compiled.endpointErrs))
+	}
+	checked := cp.compiled.endpointErrs
+
+	disc.services = []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001", "127.0.0.1:1002"), users}
+	second := compile("an endpoint added")
+	if loads != 1 {
+		t.Errorf("an endpoint change validated the policy again (%d loads)", loads)
+	}
+	if changed, ok := second.EndpointChanges(first); !ok || !slices.Equal(changed, []string{"default/orders:80"}) {
+		t.Errorf("EndpointChanges = %v, %v", changed, ok)
+	}
+	if _, reused := checked[users]; !reused || len(cp.compiled.endpointErrs) != 2 {
+		t.Errorf("the unchanged service's endpoints were not kept as checked")
+	}
+
+	moved := *users
+	moved.Port = 8080
+	disc.services = []*model.DiscoveredService{discovered("orders", "127.0.0.1:1001"), &moved}
+	compile("a port changed")
+	if loads != 2 {
+		t.Errorf("a definition change: %d loads, want 2", loads)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "more.yaml"), []byte(strings.ReplaceAll(serviceYAML, "%s", "billing")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	compile("a policy file added")
+	if loads != 3 {
+		t.Errorf("a policy change: %d loads, want 3", loads)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -47,7 +48,7 @@ func (l *logBuffer) logger() *slog.Logger {
 // lateDiscovery syncs when the test says, and, like the Consul catalog
 // watch once did, does not call changed for its first snapshot.
 type lateDiscovery struct {
-	services []*policy.Service
+	services []*model.DiscoveredService
 	synced   chan struct{}
 }
 
@@ -56,7 +57,7 @@ func (d *lateDiscovery) Run(ctx context.Context, _ func()) error {
 	return nil
 }
 
-func (d *lateDiscovery) Services() []*policy.Service {
+func (d *lateDiscovery) Services() []*model.DiscoveredService {
 	select {
 	case <-d.synced:
 		return d.services
@@ -149,7 +150,7 @@ func TestNoPushUntilDiscoverySyncs(t *testing.T) {
 	dir := t.TempDir()
 	writeAtomically(t, filepath.Join(dir, "gateway.yaml"), edgeGateway)
 	writeAtomically(t, filepath.Join(dir, "routes.yaml"), edgeRouteToOrders)
-	disc := &lateDiscovery{services: []*policy.Service{discovered("orders", "127.0.0.1:21011")}, synced: make(chan struct{})}
+	disc := &lateDiscovery{services: []*model.DiscoveredService{discovered("orders", "127.0.0.1:21011")}, synced: make(chan struct{})}
 	logs := &logBuffer{}
 	r := startWith(t, Options{ConfigPaths: []string{dir}, Discovery: disc, DiscoverySyncTimeout: 20 * time.Millisecond,
 		DiscoveryDebounce: time.Millisecond, Logger: logs.logger()})

@@ -73,17 +73,17 @@ func (p *policyStoreFlags) consulPolicyStore(verb string, stderr io.Writer) (*kv
 }
 
 // catalogServices reads the Consul catalog once (discovery.Snapshot, the
-// control plane's own mapping of catalog entries to Services) and renders
-// the services as the control plane's discovered policy files, so that
-// apply and delete validate what the control plane will compile.
+// control plane's own mapping of catalog entries to services) and gives
+// the services as the Services the control plane validates them as, so
+// that apply and delete validate what the control plane will compile.
 func catalogServices(client *api.Client, stderr io.Writer) kvpolicy.ServiceSource {
-	return func(ctx context.Context) ([]policy.File, error) {
+	return func(ctx context.Context) ([]*policy.Service, error) {
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		services, err := discovery.Snapshot(ctx, discovery.ConsulOptions{Client: client, Logger: logger})
 		if err != nil {
 			return nil, err
 		}
-		return controlplane.ServiceFiles(services)
+		return controlplane.PolicyServices(services), nil
 	}
 }
 

@@ -1,7 +1,8 @@
-// Package discovery turns a service catalog into meshgate Services: it
+// Package discovery turns a service catalog into meshgate services: it
 // watches Consul's catalog and health and keeps a snapshot of every
-// service's healthy instances as policy.Service values, which the control
-// plane validates and compiles together with the policy files. Instances
+// service's healthy instances as model.DiscoveredService values (typed
+// endpoints), whose definitions the control plane validates with the policy
+// files and whose endpoints go to the model's endpoint index. Instances
 // registered by meshgate sidecars are mTLS endpoints at the sidecar's
 // inbound address. When Consul is unreachable the last snapshot stays
 // (static stability); after it returns, the snapshot is held back for a
@@ -55,6 +56,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -109,7 +111,7 @@ type Consul struct {
 	opts   ConsulOptions
 	logger *slog.Logger
 
-	published atomic.Pointer[[]*policy.Service]
+	published atomic.Pointer[[]*model.DiscoveredService]
 	synced    chan struct{}
 	pubMu     sync.Mutex    // serializes publish, and so changed
 	sem       chan struct{} // one token per non-blocking request in flight
@@ -152,11 +154,11 @@ type Consul struct {
 // serviceState is one catalog service: its last read and what the watches
 // compare with.
 type serviceState struct {
-	read   bool                // read at least once
-	svc    *policy.Service     // ServiceFromEntries of the last read
-	checks map[checkKey]string // status of every check of its instances, node checks included
-	nodes  map[string]string   // node → address, for every node with an instance
-	inst   map[checkKey]uint64 // (node, service ID) → the instance's ModifyIndex
+	read   bool                     // read at least once
+	svc    *model.DiscoveredService // ServiceFromEntries of the last read
+	checks map[checkKey]string      // status of every check of its instances, node checks included
+	nodes  map[string]string        // node → address, for every node with an instance
+	inst   map[checkKey]uint64      // (node, service ID) → the instance's ModifyIndex
 }
 
 // checkKey names a check (node, check ID) or an instance (node, service ID).
@@ -202,7 +204,7 @@ func NewConsul(opts ConsulOptions) (*Consul, error) {
 		nodeCount:    -1,
 	}
 	c.cond = sync.NewCond(&c.mu)
-	empty := []*policy.Service{}
+	empty := []*model.DiscoveredService{}
 	c.published.Store(&empty)
 	return c, nil
 }
@@ -210,10 +212,11 @@ func NewConsul(opts ConsulOptions) (*Consul, error) {
 // String names the source in the control plane's status and logs.
 func (c *Consul) String() string { return "consul catalog" }
 
-// Services is the current snapshot, sorted by name: one Service per catalog
+// Services is the current snapshot, sorted by name: one service per catalog
 // service with its accepted instances as endpoints (none when no instance
-// is healthy). The slice and its Services must not be modified.
-func (c *Consul) Services() []*policy.Service { return *c.published.Load() }
+// is healthy). The slice and its services must not be modified; a service
+// that did not change since the previous snapshot is the same value.
+func (c *Consul) Services() []*model.DiscoveredService { return *c.published.Load() }
 
 // WaitSynced returns once the catalog and every service in it have been
 // read once, or with ctx's error.
@@ -756,7 +759,10 @@ func (c *Consul) readDone(ctx context.Context, name string, urgent bool, entries
 // storeLocked records a service's read.
 func (c *Consul) storeLocked(name string, st *serviceState, entries []*api.ServiceEntry) {
 	svc := ServiceFromEntries(name, entries, c.opts.IncludeWarning)
-	if !st.read || !reflect.DeepEqual(svc, st.svc) {
+	switch {
+	case st.read && reflect.DeepEqual(svc, st.svc):
+		svc = st.svc // unchanged: the same value (the control plane's checks of it stand)
+	default:
 		c.dirty = true
 	}
 	c.untrackLocked(name, st)
@@ -926,21 +932,24 @@ func (c *Consul) publish() {
 }
 
 // buildLocked collects the read Services, sorted.
-func (c *Consul) buildLocked() []*policy.Service {
-	out := make([]*policy.Service, 0, len(c.services))
+func (c *Consul) buildLocked() []*model.DiscoveredService {
+	out := make([]*model.DiscoveredService, 0, len(c.services))
 	for _, st := range c.services {
 		if st.svc != nil {
 			out = append(out, st.svc)
 		}
 	}
-	slices.SortFunc(out, func(a, b *policy.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(out, compareServices)
 	return out
 }
 
+// compareServices orders services by namespace, then name.
+func compareServices(a, b *model.DiscoveredService) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
 // ServiceFromEntries maps the health entries of one Consul service to a
-// meshgate Service:
+// meshgate service:
 //   - an instance is an endpoint when its aggregated check status (service
 //     and node checks) is passing, or warning with includeWarning;
 //   - its address is the service address, else the node's, with the
@@ -953,11 +962,11 @@ func (c *Consul) buildLocked() []*policy.Service {
 //   - labels come from "key=value" tags, then from the service metadata
 //     (keys not starting with "meshgate-"); invalid label keys or values
 //     are dropped;
-//   - the Service's port and protocol come from consulreg.MetaPort and consulreg.MetaProtocol
+//   - the service's port and protocol come from consulreg.MetaPort and consulreg.MetaProtocol
 //     of the first instance (by ID) that has them, its namespace from
 //     consulreg.MetaNamespace;
 //   - a service whose instances are all gateway nodes is nil.
-func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning bool) *policy.Service {
+func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning bool) *model.DiscoveredService {
 	if len(entries) > 0 && !slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.Meta[consulreg.MetaGateway] != "true" }) {
 		return nil
 	}
@@ -965,13 +974,13 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 	slices.SortFunc(entries, func(a, b *api.ServiceEntry) int {
 		return cmp.Or(cmp.Compare(a.Node.Node, b.Node.Node), cmp.Compare(a.Service.ID, b.Service.ID))
 	})
-	svc := &policy.Service{
-		Name:      name,
-		Namespace: policy.DefaultNamespace,
-		Source:    policy.Source{File: SourcePrefix + name, Line: 1},
-	}
 	port := ServicePort(entries)
-	svc.Spec.Ports = []policy.ServicePort{port}
+	svc := &model.DiscoveredService{
+		NamespacedName: model.NamespacedName{Namespace: policy.DefaultNamespace, Name: name},
+		Source:         SourcePrefix + name,
+		Port:           port.Port,
+		Protocol:       port.Protocol,
+	}
 	for _, e := range entries {
 		if ns := e.Service.Meta[consulreg.MetaNamespace]; ns != "" && len(validation.IsDNS1123Label(ns)) == 0 {
 			svc.Namespace = ns
@@ -999,15 +1008,17 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 		if meta[consulreg.MetaGateway] == "true" {
 			continue
 		}
-		addr := instanceAddress(e)
-		if addr == "" {
+		host, port, ok := instanceAddress(e)
+		if !ok {
 			continue
 		}
+		addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
 		if meta[consulreg.MetaApp] == "true" && (sidecarIDs[e.Node.Node+"/"+meta[consulreg.MetaSidecarID]] || sidecarApps[addr]) {
 			continue
 		}
-		svc.Spec.Endpoints = append(svc.Spec.Endpoints, policy.Endpoint{
-			Address: addr,
+		svc.Endpoints = append(svc.Endpoints, &model.Endpoint{
+			Host:    host,
+			Port:    port,
 			Labels:  labels(e.Service.Tags, meta),
 			Sidecar: meta[consulreg.MetaSidecar] == "true",
 		})
@@ -1035,16 +1046,17 @@ func ServicePort(entries []*api.ServiceEntry) policy.ServicePort {
 	return port
 }
 
-// instanceAddress is host:port of an instance, "" when it has no usable one.
-func instanceAddress(e *api.ServiceEntry) string {
-	host := e.Service.Address
+// instanceAddress is the host and port of an instance; ok is false when it
+// has no usable one.
+func instanceAddress(e *api.ServiceEntry) (host string, port uint32, ok bool) {
+	host = e.Service.Address
 	if host == "" && e.Node != nil {
 		host = e.Node.Address
 	}
 	if host == "" || e.Service.Port < 1 || e.Service.Port > 65535 {
-		return ""
+		return "", 0, false
 	}
-	return net.JoinHostPort(host, strconv.Itoa(e.Service.Port))
+	return host, uint32(e.Service.Port), true
 }
 
 // labels maps "key=value" tags and non-meshgate metadata to endpoint

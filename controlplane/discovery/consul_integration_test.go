@@ -50,7 +50,7 @@ func integrationInstance(i, port int) *api.TxnOp {
 func findService(w *Consul, name string) (endpoints int, found bool) {
 	for _, s := range w.Services() {
 		if s.Name == name {
-			return len(s.Spec.Endpoints), true
+			return len(s.Endpoints), true
 		}
 	}
 	return 0, false
@@ -89,7 +89,7 @@ func TestConsulManyServices(t *testing.T) {
 	t.Logf("first sync of %d services took %s", n, time.Since(start).Round(time.Millisecond))
 	got := 0
 	for _, s := range w.Services() {
-		if len(s.Spec.Endpoints) == 1 {
+		if len(s.Endpoints) == 1 {
 			got++
 		}
 	}
@@ -114,7 +114,7 @@ func TestConsulManyServices(t *testing.T) {
 	testutil.Eventually(t, 30*time.Second, "svc-0007 at its new port", testutil.Holds(func() bool {
 		for _, s := range w.Services() {
 			if s.Name == "svc-0007" {
-				return len(s.Spec.Endpoints) == 1 && s.Spec.Endpoints[0].Address == "127.0.0.1:30007"
+				return len(s.Endpoints) == 1 && s.PolicyService().Spec.Endpoints[0].Address == "127.0.0.1:30007"
 			}
 		}
 		return false

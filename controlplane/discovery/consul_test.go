@@ -77,13 +77,14 @@ func TestServiceFromEntries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			svc := ServiceFromEntries("orders", tt.entries, tt.includeWarning)
+			discovered := ServiceFromEntries("orders", tt.entries, tt.includeWarning)
 			if tt.wantNil {
-				if svc != nil {
-					t.Fatalf("want nil, got %+v", svc)
+				if discovered != nil {
+					t.Fatalf("want nil, got %+v", discovered)
 				}
 				return
 			}
+			svc := discovered.PolicyService()
 			if svc.Source.File != "consul:catalog/orders" || svc.Namespace != "default" {
 				t.Errorf("source %q namespace %q", svc.Source.File, svc.Namespace)
 			}
@@ -128,7 +129,7 @@ func TestRegistrationRoundTrip(t *testing.T) {
 		{Node: &api.Node{Node: "n"}, Service: &api.AgentService{ID: app.ID, Address: app.Address, Port: app.Port, Meta: app.Meta}, Checks: api.HealthChecks{{Status: api.HealthPassing}}},
 	}
 	svc := ServiceFromEntries("orders", entries, false)
-	if len(svc.Spec.Endpoints) != 1 || !svc.Spec.Endpoints[0].Sidecar || svc.Namespace != "shop" {
+	if len(svc.Endpoints) != 1 || !svc.Endpoints[0].Sidecar || svc.Namespace != "shop" {
 		t.Errorf("discovered %+v", svc)
 	}
 }

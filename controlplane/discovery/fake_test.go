@@ -422,7 +422,7 @@ func (tw *testWatch) endpoints(name string) []string {
 	for _, s := range tw.Services() {
 		if s.Name == name {
 			eps := []string{}
-			for _, e := range s.Spec.Endpoints {
+			for _, e := range s.PolicyService().Spec.Endpoints {
 				eps = append(eps, e.Address)
 			}
 			return eps

@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -10,10 +9,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meshgate/meshgate/policy"
+	"github.com/meshgate/meshgate/controlplane/model"
 )
 
-// Snapshot reads the catalog once and returns the Services a synced watch
+// Snapshot reads the catalog once and returns the services a synced watch
 // with the same options would publish: the same names skipped (Consul
 // itself, names that are not DNS labels: logged at warning level), each
 // service mapped by ServiceFromEntries from its /v1/health/service answer,
@@ -26,7 +25,7 @@ import (
 // stops it with an error. Bound it with ctx. When Consul filtered the
 // catalog by ACLs (the token cannot read every service) a warning is
 // logged: the services it cannot read are missing from the result.
-func Snapshot(ctx context.Context, opts ConsulOptions) ([]*policy.Service, error) {
+func Snapshot(ctx context.Context, opts ConsulOptions) ([]*model.DiscoveredService, error) {
 	c, err := NewConsul(opts)
 	if err != nil {
 		return nil, err
@@ -55,7 +54,7 @@ func Snapshot(ctx context.Context, opts ConsulOptions) ([]*policy.Service, error
 	}
 	slices.Sort(usable)
 
-	read := make([]*policy.Service, len(usable))
+	read := make([]*model.DiscoveredService, len(usable))
 	var next atomic.Int64
 	var mu sync.Mutex
 	var firstErr error
@@ -93,9 +92,7 @@ func Snapshot(ctx context.Context, opts ConsulOptions) ([]*policy.Service, error
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("consul catalog: %w", err)
 	}
-	out := slices.DeleteFunc(read, func(s *policy.Service) bool { return s == nil })
-	slices.SortFunc(out, func(a, b *policy.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	out := slices.DeleteFunc(read, func(s *model.DiscoveredService) bool { return s == nil })
+	slices.SortFunc(out, compareServices)
 	return out, nil
 }

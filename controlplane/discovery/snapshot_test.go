@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meshgate/meshgate/policy"
+	"github.com/meshgate/meshgate/controlplane/model"
 )
 
 // snapshotClient is a Consul client for the fake catalog.
@@ -73,10 +73,10 @@ func TestSnapshotIsWhatTheWatchPublishes(t *testing.T) {
 }
 
 // names lists services as name=endpoints, for failure messages.
-func names(services []*policy.Service) []string {
+func names(services []*model.DiscoveredService) []string {
 	var out []string
 	for _, s := range services {
-		out = append(out, fmt.Sprintf("%s/%s=%v", s.Namespace, s.Name, s.Spec.Endpoints))
+		out = append(out, fmt.Sprintf("%s/%s=%v", s.Namespace, s.Name, s.PolicyService().Spec.Endpoints))
 	}
 	return out
 }

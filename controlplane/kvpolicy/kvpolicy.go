@@ -73,9 +73,10 @@ type Store struct {
 }
 
 // ServiceSource returns the services a control plane discovers (the Consul
-// catalog), rendered as the policy files the control plane validates them as
-// (one per service, named after its source, e.g. "consul:catalog/orders").
-type ServiceSource func(ctx context.Context) ([]policy.File, error)
+// catalog) as the Services the control plane validates them as
+// (policy.Input.Services: each named after its source, e.g.
+// "consul:catalog/orders").
+type ServiceSource func(ctx context.Context) ([]*policy.Service, error)
 
 // WithServices makes Apply and Delete validate the policy together with the
 // services src returns, read once per call, placed before the policy as the
@@ -88,7 +89,7 @@ func (s *Store) WithServices(src ServiceSource) *Store {
 }
 
 // discovered calls the ServiceSource, if any.
-func (s *Store) discovered(ctx context.Context) ([]policy.File, error) {
+func (s *Store) discovered(ctx context.Context) ([]*policy.Service, error) {
 	if s.services == nil {
 		return nil, nil
 	}
@@ -305,7 +306,7 @@ func (s *Store) Apply(ctx context.Context, files []policy.File) ([]Result, error
 	for _, d := range docs {
 		replaced[s.Key(d.kind, d.namespace, d.name)] = true
 	}
-	if _, err := policy.LoadFiles(slices.Concat(discovered, snap.files(replaced), files)...); err != nil {
+	if _, err := policy.LoadInput(policy.Input{Services: discovered, Files: slices.Concat(snap.files(replaced), files)}); err != nil {
 		return nil, err
 	}
 
@@ -447,7 +448,7 @@ func (s *Store) Delete(ctx context.Context, kind, namespace, name string) error 
 	if err != nil {
 		return err
 	}
-	if _, err := policy.LoadFiles(slices.Concat(discovered, snap.files(map[string]bool{key: true}))...); err != nil {
+	if _, err := policy.LoadInput(policy.Input{Services: discovered, Files: snap.files(map[string]bool{key: true})}); err != nil {
 		return fmt.Errorf("the policy left after deleting %s %s/%s would be invalid:\n%w", kind, namespace, name, err)
 	}
 	return s.commit(ctx, snap, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: key, Index: old.ModifyIndex}}})

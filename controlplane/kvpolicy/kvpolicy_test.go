@@ -326,8 +326,10 @@ func TestApplyWithDiscoveredServices(t *testing.T) {
 	s, _ := newStore(t)
 	var calls int
 	var sourceErr error
-	discovered := []policy.File{{Name: "consul:catalog/orders", Data: []byte(serviceYAML("orders", 80))}}
-	s.WithServices(func(context.Context) ([]policy.File, error) {
+	discovered := []*policy.Service{{Name: "orders", Namespace: "default", Source: policy.Source{File: "consul:catalog/orders", Line: 1},
+		Spec: policy.ServiceSpec{Ports: []policy.ServicePort{{Port: 80, Protocol: policy.ProtocolHTTP}},
+			Endpoints: []policy.Endpoint{{Address: "127.0.0.1:20080"}}}}}
+	s.WithServices(func(context.Context) ([]*policy.Service, error) {
 		calls++
 		return discovered, sourceErr
 	})

@@ -55,71 +55,134 @@ func PolicyVersion(files []policy.File) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// CompileWith is Compile with options.
+// CompileWith is Compile with options. The endpoints of the set's Services
+// (their spec.endpoints) make the model's endpoint index; those of
+// discovered services are added with WithDiscovered.
 func CompileWith(set *policy.Set, opts CompileOptions) (*Model, error) {
 	if set == nil {
 		set = &policy.Set{}
 	}
-	m := &Model{
-		PolicyVersion: opts.PolicyVersion,
-		services:      map[NamespacedName]*Service{},
-		gateways:      map[NamespacedName]*Gateway{},
-		regexps:       map[string]*regexp.Regexp{},
+	c := &compiler{
+		set: set,
+		m: &Model{
+			PolicyVersion: opts.PolicyVersion,
+			services:      map[NamespacedName]*Service{},
+			gateways:      map[NamespacedName]*Gateway{},
+			regexps:       map[string]*regexp.Regexp{},
+			static:        map[string][]*Endpoint{},
+		},
 	}
-	var errs []error
-	mesh, err := compileMesh(set.MeshConfig)
-	if err != nil {
-		errs = append(errs, err)
+	for _, step := range compileSteps {
+		if err := step.compile(c); err != nil {
+			return nil, err
+		}
 	}
-	m.Mesh = mesh
-	targets, err := m.compilePolicies(set.SecurityPolicies)
-	if err != nil {
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
+	}
+	m := c.m
+	if err := m.hashRouting(); err != nil {
 		return nil, err
 	}
-	for _, ps := range set.Services {
-		svc, err := compileService(ps)
+	if m.Mesh.OutboundScope == OutboundScopeAuthorized {
+		m.reach = m.buildReachIndex()
+	}
+	m.endpoints = m.static
+	if err := m.hashEndpoints(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// compiler is one compilation of a set.
+type compiler struct {
+	set *policy.Set
+	m   *Model
+	// targets are the enforcement points of the compiled SecurityPolicies.
+	targets *policyTargets
+	// routes are the compiled HTTPRoutes, attached to the services (mesh
+	// routes) when compiled and to the gateways after.
+	routes []*compiledRoute
+	// errs are the errors of the input the compiler cannot represent; the
+	// compilation goes on to report them all.
+	errs []error
+}
+
+// compileSteps compile a set kind by kind (policy.Kinds: a test requires a
+// step for each), in the order each needs the others: the mesh settings and
+// the policies' targets before the services and routes they apply to, the
+// services before the routes that reference them, the routes before the
+// gateways they attach to. A step's error stops the compilation; the
+// errors it adds to the compiler's are all reported at the end.
+var compileSteps = [...]struct {
+	kind    string
+	compile func(c *compiler) error
+}{
+	{policy.KindMeshConfig, (*compiler).meshConfig},
+	{policy.KindSecurityPolicy, (*compiler).securityPolicies},
+	{policy.KindService, (*compiler).services},
+	{policy.KindHTTPRoute, (*compiler).httpRoutes},
+	{policy.KindGateway, (*compiler).gateways},
+}
+
+func (c *compiler) meshConfig() error {
+	mesh, err := compileMesh(c.set.MeshConfig)
+	if err != nil {
+		c.errs = append(c.errs, err)
+	}
+	c.m.Mesh = mesh
+	return nil
+}
+
+func (c *compiler) securityPolicies() error {
+	targets, err := c.m.compilePolicies(c.set.SecurityPolicies)
+	c.targets = targets
+	return err
+}
+
+func (c *compiler) services() error {
+	m := c.m
+	for _, ps := range c.set.Services {
+		svc, err := compileService(ps, m.static)
 		if err != nil {
-			errs = append(errs, err)
+			c.errs = append(c.errs, err)
 			continue
 		}
-		svc.MTLSMode = cmp.Or(targets.mtls[svc.NamespacedName], m.Mesh.MTLSMode)
-		svc.Authorization = m.authorization(targets.services[svc.NamespacedName])
+		svc.MTLSMode = cmp.Or(c.targets.mtls[svc.NamespacedName], m.Mesh.MTLSMode)
+		svc.Authorization = m.authorization(c.targets.services[svc.NamespacedName])
 		m.Services = append(m.Services, svc)
 		m.services[svc.NamespacedName] = svc
 	}
 	slices.SortFunc(m.Services, func(a, b *Service) int { return compareNames(a.NamespacedName, b.NamespacedName) })
+	return nil
+}
 
-	routes := slices.Clone(set.HTTPRoutes)
+// httpRoutes compiles the HTTPRoutes, with the authorization of their
+// policies, and attaches those whose parent is a Service to its ports.
+func (c *compiler) httpRoutes() error {
+	m := c.m
+	routes := slices.Clone(c.set.HTTPRoutes)
 	slices.SortStableFunc(routes, func(a, b *policy.HTTPRoute) int {
 		return compareNames(routeName(a), routeName(b))
 	})
-	compiled := make([]*compiledRoute, 0, len(routes))
+	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
 		cr, err := m.compileRoute(r)
 		if err != nil {
-			errs = append(errs, err)
+			c.errs = append(c.errs, err)
 			continue
 		}
-		if policies := targets.routes[cr.name]; len(policies) > 0 {
+		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
 			authz := m.authorization(policies)
 			for _, rule := range cr.rules {
 				rule.Authorization = authz
 			}
 		}
-		compiled = append(compiled, cr)
+		c.routes = append(c.routes, cr)
 	}
-
-	for _, pg := range set.Gateways {
-		gw := compileGateway(pg, compiled)
-		gw.Authorization = m.authorization(targets.gateways[gw.NamespacedName])
-		m.Gateways = append(m.Gateways, gw)
-		m.gateways[gw.NamespacedName] = gw
-	}
-	slices.SortFunc(m.Gateways, func(a, b *Gateway) int { return compareNames(a.NamespacedName, b.NamespacedName) })
-
 	for _, svc := range m.Services {
 		for _, port := range svc.Ports {
-			for _, cr := range compiled {
+			for _, cr := range c.routes {
 				for _, ref := range cr.route.Spec.ParentRefs {
 					if !isServiceRef(ref.Group, ref.Kind) {
 						continue
@@ -138,16 +201,20 @@ func CompileWith(set *policy.Set, opts CompileOptions) (*Model, error) {
 			sortRules(port.Routes)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	return nil
+}
+
+// gateways compiles the Gateways with the routes attached to them.
+func (c *compiler) gateways() error {
+	m := c.m
+	for _, pg := range c.set.Gateways {
+		gw := compileGateway(pg, c.routes)
+		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
+		m.Gateways = append(m.Gateways, gw)
+		m.gateways[gw.NamespacedName] = gw
 	}
-	if err := m.hash(); err != nil {
-		return nil, err
-	}
-	if m.Mesh.OutboundScope == OutboundScopeAuthorized {
-		m.reach = m.buildReachIndex()
-	}
-	return m, nil
+	slices.SortFunc(m.Gateways, func(a, b *Gateway) int { return compareNames(a.NamespacedName, b.NamespacedName) })
+	return nil
 }
 
 func compareNames(a, b NamespacedName) int {
@@ -188,7 +255,8 @@ func isGatewayRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
 	return group == nil || *group == gwapiv1.GroupName
 }
 
-func compileService(ps *policy.Service) (*Service, error) {
+// compileService compiles a Service and adds its endpoints to index.
+func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service, error) {
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
@@ -205,6 +273,7 @@ func compileService(ps *policy.Service) (*Service, error) {
 	if len(svc.Ports) == 0 {
 		return nil, fmt.Errorf("service %s: no ports", svc.NamespacedName)
 	}
+	endpoints := map[*ServicePort][]*Endpoint{}
 	for i, pe := range ps.Spec.Endpoints {
 		host, portText, err := net.SplitHostPort(pe.Address)
 		if err != nil {
@@ -218,7 +287,10 @@ func compileService(ps *policy.Service) (*Service, error) {
 		if sp == nil {
 			return nil, fmt.Errorf("service %s: endpoints[%d].port %q: no such service port", svc.NamespacedName, i, pe.Port)
 		}
-		sp.Endpoints = append(sp.Endpoints, &Endpoint{Host: host, Port: uint32(port), Labels: pe.Labels, Sidecar: pe.Sidecar})
+		endpoints[sp] = append(endpoints[sp], &Endpoint{Host: host, Port: uint32(port), Labels: pe.Labels, Sidecar: pe.Sidecar})
+	}
+	for sp, eps := range endpoints {
+		index[sp.Cluster] = eps
 	}
 	return svc, nil
 }

@@ -314,10 +314,10 @@ func TestCompileServicesAndBackends(t *testing.T) {
 	if s == nil {
 		t.Fatal("service shop/orders missing")
 	}
-	if got := s.Port(9090); got == nil || got.Protocol != ProtocolHTTP2 || got.Cluster != "shop/orders:9090" || len(got.Endpoints) != 1 {
+	if got := s.Port(9090); got == nil || got.Protocol != ProtocolHTTP2 || got.Cluster != "shop/orders:9090" || len(m.Endpoints(got)) != 1 {
 		t.Errorf("port 9090 = %+v", got)
 	}
-	if got := s.Port(8080).Endpoints; len(got) != 1 || got[0].Port != 18080 || got[0].Labels["version"] != "v1" {
+	if got := m.Endpoints(s.Port(8080)); len(got) != 1 || got[0].Port != 18080 || got[0].Labels["version"] != "v1" {
 		t.Errorf("port 8080 endpoints = %+v", got)
 	}
 	// A parentRef without a port shapes calls to every port.

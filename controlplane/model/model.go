@@ -41,6 +41,14 @@ type Model struct {
 	regexps map[string]*regexp.Regexp
 	// reach indexes the services' authorizations for CallableBy.
 	reach *reachIndex
+
+	// endpoints is the endpoint index: the endpoints of every service port
+	// by cluster name, what the ClusterLoadAssignments are built from.
+	// static are those of the policy's Services (spec.endpoints); the
+	// discovered services' are added to them (WithDiscovered).
+	endpoints, static map[string][]*Endpoint
+	// routingDigest hashes the model without its endpoints (hashRouting).
+	routingDigest []byte
 }
 
 // NamespacedName identifies a resource.
@@ -81,16 +89,6 @@ type Service struct {
 	Authorization *Authorization `json:"authorization,omitempty"`
 }
 
-// HasSidecarEndpoints reports whether some endpoint of the port is a sidecar.
-func (p *ServicePort) HasSidecarEndpoints() bool {
-	for _, ep := range p.Endpoints {
-		if ep.Sidecar {
-			return true
-		}
-	}
-	return false
-}
-
 // DefaultPort is the port a call without a port in its Host reaches: port 80
 // when the service has it, else its first port.
 func (s *Service) DefaultPort() *ServicePort {
@@ -116,8 +114,8 @@ type ServicePort struct {
 	Number   int32  `json:"number"`
 	Protocol string `json:"protocol"`
 	// Cluster is the name of the cluster that load balances this port.
-	Cluster   string      `json:"cluster"`
-	Endpoints []*Endpoint `json:"endpoints,omitempty"`
+	// Its endpoints are in the model's endpoint index (Model.Endpoints).
+	Cluster string `json:"cluster"`
 	// Routes are the rules of the HTTPRoutes whose parentRef is this service
 	// (the Gateway API mesh profile), without a port or with this port, in
 	// precedence order.

@@ -114,8 +114,8 @@ func TestCompileZeroTrust(t *testing.T) {
 	if orders.MTLSMode != policy.MTLSPermissive || payments.MTLSMode != policy.MTLSStrict {
 		t.Errorf("mtls modes: orders %s payments %s", orders.MTLSMode, payments.MTLSMode)
 	}
-	if !orders.Ports[0].Endpoints[0].Sidecar || orders.Ports[0].Endpoints[1].Sidecar || !orders.Ports[0].HasSidecarEndpoints() {
-		t.Errorf("orders endpoints = %+v", orders.Ports[0].Endpoints)
+	if eps := m.Endpoints(orders.Ports[0]); !eps[0].Sidecar || eps[1].Sidecar || !m.HasSidecarEndpoints(orders.Ports[0]) {
+		t.Errorf("orders endpoints = %+v", eps)
 	}
 	if payments.Authorization != nil {
 		t.Errorf("payments has no policy and default ALLOW: authorization = %+v", payments.Authorization)

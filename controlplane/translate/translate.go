@@ -519,16 +519,16 @@ func buildCluster(m *model.Model, mtlsOn bool, svc *model.Service, port *model.S
 			fail(err)
 		}
 	}
-	mtls := mtlsOn && port.HasSidecarEndpoints()
+	mtls := mtlsOn && m.HasSidecarEndpoints(port)
 	if mtls {
 		if err := setMTLSMatch(c, m.Mesh.SPIFFEID(svc.Namespace, svc.Name), port.Protocol); err != nil {
 			fail(err)
 		}
 	}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: port.Cluster}
-	if len(port.Endpoints) > 0 {
+	if endpoints := m.Endpoints(port); len(endpoints) > 0 {
 		locality := &endpointv3.LocalityLbEndpoints{}
-		for _, ep := range port.Endpoints {
+		for _, ep := range endpoints {
 			locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels, mtls && ep.Sidecar))
 		}
 		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality}

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -55,9 +56,13 @@ func BenchmarkTranslateAll(b *testing.B) {
 		nodes = append(nodes, NodeInfo{ID: "sidecar~" + svc.Name, Role: RoleSidecar, Namespace: "shop", Service: svc.Name,
 			InboundAddress: fmt.Sprintf("10.1.%d.%d:8080", i/250, i%250+1), AppAddress: "127.0.0.1:9000", OutboundAddress: DefaultOutboundAddress})
 	}
-	in := Inputs{TrustBundle: []byte(testBundle)}
+	bundle, err := os.ReadFile(goldenCA)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := Inputs{TrustBundle: bundle}
 	for b.Loop() {
-		shared := NewShared(m, in)
+		shared := NewCache(m, in)
 		for _, node := range nodes {
 			if _, err := shared.Translate(node); err != nil {
 				b.Fatal(err)

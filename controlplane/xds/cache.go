@@ -102,13 +102,13 @@ func (snap *nodeSnapshot) items(typeURL string) int {
 
 // encoder marshals each distinct resource message once, and versions each
 // distinct list of them once. Nodes of one model share their messages
-// (translate.Shared), so it keys by message pointer. One encoder serves one
+// (translate.Cache), so it keys by message pointer. One encoder serves one
 // model generation; safe for concurrent use.
 type encoder struct {
 	// byMessage maps a weak reference to a message (messageKey) to its
 	// encoding: a node's own messages (its listeners, its inbound
 	// cluster) are garbage once its snapshot is built, and the entry goes
-	// with them; the shared ones stay alive in translate.Shared.
+	// with them; the shared ones stay alive in the translate.Cache.
 	byMessage sync.Map
 	lists     sync.Map // string of encoded ids -> *typeSnapshot
 	nextID    atomic.Uint64

@@ -38,7 +38,7 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 		// does the served model.
 		s.model = m
 	} else {
-		shared := translate.NewShared(m, translate.Inputs{TrustBundle: s.bundle})
+		shared := translate.NewCache(m, translate.Inputs{TrustBundle: s.bundle})
 		enc := newEncoder()
 		for _, svc := range m.Services {
 			for _, port := range svc.Ports {

@@ -152,7 +152,7 @@ func TestEndpointOnlyChangeTakesFastPathAndEqualsFullTranslation(t *testing.T) {
 					t.Errorf("node %s: version %s, want %s", id, gotVersion, wantVersion)
 				}
 				assertSameMessages(t, id, gotRes.Messages(), wantRes.Messages())
-				fresh, err := translate.NewShared(after, translate.Inputs{TrustBundle: s.bundle}).Translate(want.nodes[id].info)
+				fresh, err := translate.NewCache(after, translate.Inputs{TrustBundle: s.bundle}).Translate(want.nodes[id].info)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -4,7 +4,7 @@
 // who a proxy is from its first request, builds that node's snapshot from the
 // current model, rebuilds every known node's snapshot when the model changes,
 // and tracks what each proxy acknowledged or rejected. At scale, nodes share
-// their translated resources (translate.Shared) and each resource is
+// their translated resources (translate.Cache) and each resource is
 // marshaled and hashed once per model, not once per node and response.
 //
 // Two rules protect what proxies already serve:
@@ -150,7 +150,7 @@ type Server struct {
 	bundle []byte
 	// shared and encoder memoize the translation and encoding of the
 	// current model and bundle across nodes; replaced when either changes.
-	shared     *translate.Shared
+	shared     *translate.Cache
 	encoder    *encoder
 	authorizer Authorizer
 	nodes      map[string]*node // by node id
@@ -334,7 +334,7 @@ func (s *Server) Serving() bool {
 func (s *Server) resetGenerationLocked() {
 	s.shared = nil
 	if s.model != nil {
-		s.shared = translate.NewShared(s.model, translate.Inputs{TrustBundle: s.bundle})
+		s.shared = translate.NewCache(s.model, translate.Inputs{TrustBundle: s.bundle})
 	}
 	s.encoder = newEncoder()
 }

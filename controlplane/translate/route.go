@@ -17,41 +17,35 @@ import (
 // noBackendBody is the body of the 500 a rule without a usable backend gets.
 const noBackendBody = "no valid backend for this route\n"
 
-// routes translates rules already in precedence order. listenerPort is the
-// port requests arrived on, for redirects that keep it. A rule with a
-// route-level authorization gets per-route RBAC configs: outer (the
-// gateway's, or nil) merged with the route's, since a per-route config
-// replaces the connection manager's.
-func (t *translator) routes(rules []*model.Rule, listenerPort int32, outer *model.Authorization) []*routev3.Route {
+// routes translates rules already in precedence order, adding the clusters
+// they forward to to clusters. listenerPort is the port requests arrived
+// on, for redirects that keep it. A rule with a route-level authorization
+// gets per-route RBAC configs (rbac.go): outer (the gateway's, or nil)
+// merged with the route's, since a per-route config replaces the
+// connection manager's.
+func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, listenerPort int32, outer *model.Authorization) ([]*routev3.Route, error) {
 	out := make([]*routev3.Route, 0, len(rules))
 	for _, rule := range rules {
 		r := &routev3.Route{Match: routeMatch(rule.Match)}
 		if rule.Authorization != nil {
 			perRoute, err := rbacPerRoute(model.Merge(outer, rule.Authorization))
 			if err != nil {
-				t.fail(err)
+				return nil, err
 			}
 			r.TypedPerFilterConfig = perRoute
 		}
 		a := rule.Action
 		if a.Redirect != nil {
 			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}
-		} else if ra := t.forward(a, rule.Match.Path); ra != nil {
+		} else if ra := forward(m, clusters, a, rule.Match.Path); ra != nil {
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {
 			r.Action = internalError()
 		}
-		if h := a.RequestHeaders; h != nil {
-			r.RequestHeadersToAdd = headersToAdd(h)
-			r.RequestHeadersToRemove = h.Remove
-		}
-		if h := a.ResponseHeaders; h != nil {
-			r.ResponseHeadersToAdd = headersToAdd(h)
-			r.ResponseHeadersToRemove = h.Remove
-		}
+		setHeaderModifiers(r, a)
 		out = append(out, r)
 	}
-	return out
+	return out, nil
 }
 
 func routeMatch(m model.Match) *routev3.RouteMatch {
@@ -97,10 +91,11 @@ func stringMatcher(value string, regex bool) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}
 }
 
-// forward builds the route action to the rule's backends, or returns nil when
-// the Gateway API says the request gets a 500: no backends, every weight zero,
-// or a backendRef that does not resolve.
-func (t *translator) forward(a *model.Action, path model.PathMatch) *routev3.RouteAction {
+// forward builds the route action to the rule's backends, adding their
+// clusters to clusters, or returns nil when the Gateway API says the
+// request gets a 500: no backends, every weight zero, or a backendRef that
+// does not resolve.
+func forward(m *model.Model, clusters *clusterCollector, a *model.Action, path model.PathMatch) *routev3.RouteAction {
 	for _, b := range a.Backends {
 		if b.Cluster == "" {
 			return nil
@@ -112,9 +107,9 @@ func (t *translator) forward(a *model.Action, path model.PathMatch) *routev3.Rou
 			continue
 		}
 		weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: b.Cluster, Weight: wrapperspb.UInt32(uint32(b.Weight))})
-		if svc := t.model.Service(b.Service.Namespace, b.Service.Name); svc != nil {
+		if svc := m.Service(b.Service.Namespace, b.Service.Name); svc != nil {
 			if port := svc.Port(b.Port); port != nil {
-				t.addCluster(svc, port)
+				clusters.add(svc, port)
 			}
 		}
 	}
@@ -243,24 +238,4 @@ func redirect(rd *model.Redirect, path model.PathMatch, listenerPort int32) *rou
 		ra.ResponseCode = routev3.RedirectAction_FOUND
 	}
 	return ra
-}
-
-func headersToAdd(h *model.HeaderModifier) []*corev3.HeaderValueOption {
-	out := make([]*corev3.HeaderValueOption, 0, len(h.Set)+len(h.Add))
-	for _, s := range h.Set {
-		out = append(out, &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: s.Name, Value: s.Value},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		})
-	}
-	for _, a := range h.Add {
-		out = append(out, &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: a.Name, Value: a.Value},
-			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
-		})
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
 }

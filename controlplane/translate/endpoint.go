@@ -1,0 +1,60 @@
+package translate
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// endpointMetadataKey is the filter metadata namespace of an endpoint's
+// labels (informational).
+const endpointMetadataKey = "meshgate"
+
+// loadAssignment is the ClusterLoadAssignment of a cluster: its endpoints
+// from the model's endpoint index, in one locality; mtls marks the sidecar
+// endpoints for the cluster's mTLS transport socket match.
+func loadAssignment(cluster string, endpoints []*model.Endpoint, mtls bool) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+	if len(endpoints) > 0 {
+		locality := &endpointv3.LocalityLbEndpoints{LbEndpoints: make([]*endpointv3.LbEndpoint, 0, len(endpoints))}
+		for _, ep := range endpoints {
+			locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels, mtls && ep.Sidecar))
+		}
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality}
+	}
+	return cla
+}
+
+// lbEndpoint builds an endpoint with its labels as metadata; sidecar marks it
+// for the mtls transport socket match.
+func lbEndpoint(host string, port uint32, labels map[string]string, sidecar bool) *endpointv3.LbEndpoint {
+	ep := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+		Address: socketAddress(host, port),
+	}}}
+	metadata := map[string]*structpb.Struct{}
+	if len(labels) > 0 {
+		fields := make(map[string]*structpb.Value, len(labels))
+		for k, v := range labels {
+			fields[k] = structpb.NewStringValue(v)
+		}
+		metadata[endpointMetadataKey] = &structpb.Struct{Fields: fields}
+	}
+	if sidecar {
+		metadata[transportSocketMatchKey] = sidecarEndpointMetadata()
+	}
+	if len(metadata) > 0 {
+		ep.Metadata = &corev3.Metadata{FilterMetadata: metadata}
+	}
+	return ep
+}
+
+// socketAddress is a TCP address.
+func socketAddress(host string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}

@@ -1,0 +1,74 @@
+package translate
+
+import (
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// gatewayPart is what every node of one Gateway receives, secrets aside.
+type gatewayPart struct {
+	listeners []*listenerv3.Listener
+	routes    []*routev3.RouteConfiguration
+	clusters  *clusterSet
+}
+
+// buildGateway translates a Gateway: per port, a listener at the
+// Gateway's address and its route configuration (RDS, named like the
+// listener) with a virtual host per hostname, and the clusters the routes
+// forward to.
+func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
+	m, _ := p.translation()
+	clusters := newClusterCollector(p)
+	part := &gatewayPart{}
+	for _, port := range gw.Ports {
+		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
+		filters, err := httpFilters(name, listenerFilters{
+			rbac:          gw.Authorization != nil || hasRouteAuthorization(port.VirtualHosts),
+			authorization: gw.Authorization,
+		})
+		if err != nil {
+			return nil, err
+		}
+		l, err := listener(name, gw.Address, uint32(port.Number), corev3.TrafficDirection_UNSPECIFIED, true, filters)
+		if err != nil {
+			return nil, err
+		}
+		rc := &routev3.RouteConfiguration{Name: name}
+		for _, vh := range port.VirtualHosts {
+			rs, err := routes(m, clusters, vh.Rules, port.Number, gw.Authorization)
+			if err != nil {
+				return nil, err
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    name + "/" + vh.Hostname,
+				Domains: []string{vh.Hostname},
+				Routes:  rs,
+			})
+		}
+		part.listeners = append(part.listeners, l)
+		part.routes = append(part.routes, rc)
+	}
+	if clusters.err != nil {
+		return nil, clusters.err
+	}
+	part.clusters = clusters.set()
+	return part, nil
+}
+
+// hasRouteAuthorization reports whether a rule of the virtual hosts has a
+// route-level authorization.
+func hasRouteAuthorization(hosts []*model.VirtualHost) bool {
+	for _, vh := range hosts {
+		for _, r := range vh.Rules {
+			if r.Authorization != nil {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,117 @@
+package translate
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// Filter names.
+const (
+	httpConnectionManagerName = "envoy.filters.network.http_connection_manager"
+	routerFilterName          = "envoy.filters.http.router"
+)
+
+// Fixed connection manager settings.
+const (
+	requestHeadersTimeout = 10 * time.Second
+	connectionIdleTimeout = 5 * time.Minute
+	maxRequestHeadersKB   = 60
+)
+
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+// listener builds a listener whose HTTP connection manager takes its routes,
+// named like the listener, over RDS, and runs the given HTTP filters (in
+// that order: see httpFilters) before the router. edge: the listener
+// faces external clients (a gateway's).
+func listener(name, host string, port uint32, direction corev3.TrafficDirection, edge bool, filters []*hcmv3.HttpFilter) (*listenerv3.Listener, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: router config: %w", name, err)
+	}
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: name,
+		}},
+		HttpFilters: append(slices.Clone(filters), &hcmv3.HttpFilter{
+			Name:       routerFilterName,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+		}),
+		RequestHeadersTimeout: durationpb.New(requestHeadersTimeout),
+		// One spelling per path for routing and authorization: a policy on
+		// /admin/* must not be bypassed with /%61dmin or /x/../admin.
+		NormalizePath:             wrapperspb.Bool(true),
+		MergeSlashes:              true,
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
+		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+	}
+	// Routing ignores the port of the Host header, except on a sidecar's
+	// outbound listener, where it selects the port of the called service.
+	if direction != corev3.TrafficDirection_OUTBOUND {
+		hcm.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}
+	}
+	if edge {
+		hcm.UseRemoteAddress = wrapperspb.Bool(true)
+	}
+	hcmAny, err := anypb.New(hcm)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: connection manager: %w", name, err)
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(host, port),
+		TrafficDirection: direction,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       httpConnectionManagerName,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
+			}},
+		}},
+	}, nil
+}
+
+// listenerFilters says which HTTP filters a listener runs before the
+// router, and with what listener-level config: each feature that is an
+// HTTP filter has its field.
+type listenerFilters struct {
+	// rbac: the RBAC filters enforce authorization at the listener, or
+	// stand by for the per-route configs of its routes (rbac.go).
+	rbac bool
+	// authorization is what the RBAC filters enforce at the listener
+	// level; nil: nothing (the routes' per-route configs decide).
+	authorization *model.Authorization
+}
+
+// httpFilters is the HTTP filter chain of a listener before the router, in
+// the order requests meet them: authorization first (the deny, then the
+// allow filter).
+func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
+	var out []*hcmv3.HttpFilter
+	if want.rbac {
+		rbac, err := rbacHTTPFilters(want.authorization)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, rbac...)
+	}
+	return out, nil
+}

@@ -1,0 +1,102 @@
+package translate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+func TestRedirect(t *testing.T) {
+	t.Parallel()
+	prefix := model.PathMatch{Kind: model.PathPrefix, Value: "/old"}
+	tests := []struct {
+		name     string
+		in       model.Redirect
+		listener int32
+		want     string
+	}{
+		{"keep non-default listener port", model.Redirect{StatusCode: 302}, 8080, "port_redirect:8080 response_code:FOUND"},
+		{"listener port 80 stays implicit", model.Redirect{StatusCode: 302}, 80, "response_code:FOUND"},
+		{"https implies 443", model.Redirect{Scheme: "https", StatusCode: 301}, 8080, `scheme_redirect:"https"`},
+		{"explicit port", model.Redirect{Scheme: "https", Port: 8443, StatusCode: 302}, 8080, `scheme_redirect:"https" port_redirect:8443 response_code:FOUND`},
+		{"explicit well-known port", model.Redirect{Scheme: "http", Port: 80, StatusCode: 302}, 8080, `scheme_redirect:"http" response_code:FOUND`},
+		{"hostname and full path", model.Redirect{Hostname: "b.example", Path: &model.PathModifier{Kind: model.ReplaceFullPath, Value: "/x"}, StatusCode: 302}, 80, `host_redirect:"b.example" path_redirect:"/x" response_code:FOUND`},
+		{"prefix", model.Redirect{Path: &model.PathModifier{Kind: model.ReplacePrefixMatch, Value: "/new/"}, StatusCode: 302}, 80, `prefix_rewrite:"/new" response_code:FOUND`},
+		{"prefix to root", model.Redirect{Path: &model.PathModifier{Kind: model.ReplacePrefixMatch, Value: "/"}, StatusCode: 302}, 80, `prefix_rewrite:"/" response_code:FOUND`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := strings.Join(strings.Fields(redirect(&tt.in, prefix, tt.listener).String()), " ")
+			if got != tt.want {
+				t.Errorf("redirect = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrefixRewrite(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		prefix, replacement string
+		want                string
+	}{
+		{"/foo", "/bar", `prefix_rewrite:"/bar"`},
+		{"/foo/", "/bar/", `prefix_rewrite:"/bar"`},
+		{"/foo", "/", `regex_rewrite:{pattern:{regex:"^/foo/*"} substitution:"/"}`},
+		{"/a.b", "/", `regex_rewrite:{pattern:{regex:"^/a\\.b/*"} substitution:"/"}`},
+		{"/", "/bar", `regex_rewrite:{pattern:{regex:"^/"} substitution:"/bar/"}`},
+		{"/", "/", `prefix_rewrite:"/"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix+"->"+tt.replacement, func(t *testing.T) {
+			t.Parallel()
+			ra := &routev3.RouteAction{}
+			setPrefixRewrite(ra, model.PathMatch{Kind: model.PathPrefix, Value: tt.prefix}, tt.replacement)
+			got := strings.Join(strings.Fields(ra.String()), " ")
+			if got != tt.want {
+				t.Errorf("rewrite = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestForward(t *testing.T) {
+	t.Parallel()
+	m, err := model.Compile(builtSet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := func(cluster string, weight int32) *model.Backend {
+		return &model.Backend{Service: model.NamespacedName{Namespace: "default", Name: "orders"}, Port: 80, Weight: weight, Cluster: cluster}
+	}
+	timeout := time.Duration(0)
+	tests := []struct {
+		name string
+		in   model.Action
+		want string // "500" or the RouteAction text
+	}{
+		{"no backends", model.Action{}, "500"},
+		{"all weights zero", model.Action{Backends: []*model.Backend{backend("default/orders:80", 0)}}, "500"},
+		{"unresolved", model.Action{Backends: []*model.Backend{backend("default/orders:80", 1), backend("", 1)}}, "500"},
+		{"zero weight skipped", model.Action{Backends: []*model.Backend{backend("default/orders:80", 0), backend("default/orders-v2:80", 2)}}, `cluster:"default/orders-v2:80"`},
+		{"zero timeout", model.Action{Backends: []*model.Backend{backend("default/orders:80", 1)}, Timeout: &timeout}, `cluster:"default/orders:80" timeout:{}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ra := forward(m, newClusterCollector(direct{model: m}), &tt.in, model.PathMatch{Kind: model.PathPrefix, Value: "/"})
+			got := "500"
+			if ra != nil {
+				got = strings.Join(strings.Fields(ra.String()), " ")
+			}
+			if got != tt.want {
+				t.Errorf("forward = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

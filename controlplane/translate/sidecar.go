@@ -1,0 +1,205 @@
+package translate
+
+import (
+	"cmp"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// Names of the sidecar's listeners and route configurations.
+const (
+	InboundName  = "inbound"
+	OutboundName = "outbound"
+)
+
+// outboundPart is a sidecar's outbound route configuration and the
+// clusters it references.
+type outboundPart struct {
+	routes   *routev3.RouteConfiguration
+	clusters *clusterSet
+}
+
+// sidecar adds to res what a sidecar receives: its inbound listener, route
+// configuration and cluster (to the local app), when the node has inbound
+// and app addresses, and its outbound listener and route configuration
+// (the services it may call). It returns the node's own clusters and the
+// shared ones.
+func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterSet, error) {
+	m, in := p.translation()
+	var own []*ownCluster
+	if node.InboundAddress != "" && node.AppAddress != "" {
+		l, rc, c, err := inbound(m, in, node)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Listeners = append(res.Listeners, l)
+		res.Routes = append(res.Routes, rc)
+		own = append(own, &ownCluster{cluster: c})
+	}
+	outHost, outPort, err := splitAddress("outbound_address", cmp.Or(node.OutboundAddress, DefaultOutboundAddress))
+	if err != nil {
+		return nil, nil, err
+	}
+	filters, err := httpFilters(OutboundName, listenerFilters{rbac: outboundHasAuthorization(m)})
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := listener(OutboundName, outHost, outPort, corev3.TrafficDirection_OUTBOUND, false, filters)
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := p.outbound(model.NamespacedName{Namespace: node.Namespace, Name: node.Service})
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Listeners = append(res.Listeners, l)
+	res.Routes = append(res.Routes, out.routes)
+	return own, []*clusterSet{out.clusters}, nil
+}
+
+// buildOutbound builds the outbound route configuration of a sidecar in
+// namespace callerNamespace that may call the services mayCall accepts
+// (model.Model.MayCall: with the mesh's default scope, every service): a
+// virtual host per service port, with the rules of the HTTPRoutes whose
+// parent is the service, or one route to its cluster.
+func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service) bool) (*outboundPart, error) {
+	m, _ := p.translation()
+	clusters := newClusterCollector(p)
+	rc := &routev3.RouteConfiguration{Name: OutboundName}
+	for _, svc := range m.Services {
+		if !mayCall(svc) {
+			continue
+		}
+		for _, port := range svc.Ports {
+			var rs []*routev3.Route
+			if len(port.Routes) > 0 {
+				var err error
+				if rs, err = routes(m, clusters, port.Routes, port.Number, nil); err != nil {
+					return nil, err
+				}
+			} else {
+				clusters.add(svc, port)
+				rs = []*routev3.Route{{
+					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}},
+				}}
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(port.Number)),
+				Domains: serviceDomains(svc, port, callerNamespace),
+				Routes:  rs,
+			})
+		}
+	}
+	if clusters.err != nil {
+		return nil, clusters.err
+	}
+	return &outboundPart{routes: rc, clusters: clusters.set()}, nil
+}
+
+// serviceDomains are the hosts by which a port of a service is called:
+// name.namespace:port, and name.namespace for the service's default port; the
+// bare name (and name:port) only for services in the caller's namespace, so
+// that two namespaces' services of the same name do not claim the same domain.
+// The outbound listener keeps the port of the Host header for this.
+func serviceDomains(svc *model.Service, port *model.ServicePort, callerNamespace string) []string {
+	var domains []string
+	bases := []string{svc.Name + "." + svc.Namespace}
+	if svc.Namespace == callerNamespace {
+		bases = []string{svc.Name, svc.Name + "." + svc.Namespace}
+	}
+	for _, base := range bases {
+		if port == svc.DefaultPort() {
+			domains = append(domains, base)
+		}
+		domains = append(domains, base+":"+strconv.Itoa(int(port.Number)))
+	}
+	return domains
+}
+
+// inbound builds a sidecar's inbound listener (mTLS by its service's mode
+// when the mesh has a CA, with its service's authorization), its route
+// configuration, and the STATIC cluster of the local app.
+func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *routev3.RouteConfiguration, *clusterv3.Cluster, error) {
+	inHost, inPort, err := splitAddress("inbound_address", node.InboundAddress)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	appHost, appPort, err := splitAddress("app_address", node.AppAddress)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	svc := m.Service(node.Namespace, node.Service)
+	want := listenerFilters{}
+	if svc != nil && svc.Authorization != nil {
+		want = listenerFilters{rbac: true, authorization: svc.Authorization}
+	}
+	filters, err := httpFilters(InboundName, want)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	l, err := listener(InboundName, inHost, inPort, corev3.TrafficDirection_INBOUND, false, filters)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if in.mtls() {
+		mode := m.Mesh.MTLSMode
+		if svc != nil {
+			mode = svc.MTLSMode
+		}
+		if err := secureInbound(l, mode); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	clusterName := "inbound|" + node.Service
+	c := &clusterv3.Cluster{
+		Name:                 clusterName,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: clusterName,
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil, false)}}},
+		},
+	}
+	if svc != nil && svc.Ports[0].Protocol == model.ProtocolHTTP2 {
+		if err := setHTTP2(c); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	rc := &routev3.RouteConfiguration{
+		Name: InboundName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    InboundName,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: clusterName}}},
+			}},
+		}},
+	}
+	return l, rc, c, nil
+}
+
+// outboundHasAuthorization reports whether a mesh route a sidecar's
+// outbound listener serves has a route-level authorization.
+func outboundHasAuthorization(m *model.Model) bool {
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			for _, r := range port.Routes {
+				if r.Authorization != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

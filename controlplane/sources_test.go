@@ -233,9 +233,15 @@ func TestDiscoveryChangeReloads(t *testing.T) {
 		t.Fatalf("orders has %d endpoints, want 1", n)
 	}
 	begin := time.Now()
+	before := cp.xds.UpdateCounts()
 	disc.set(discovered("orders", "127.0.0.1:1001", "127.0.0.1:1002"))
 	waitFor(t, "second endpoint", func() bool { return endpoints() == 2 })
 	t.Logf("discovery change compiled in %s", time.Since(begin))
+	// An endpoint change alone reaches the proxies by the endpoint-only
+	// path: no node is translated again.
+	if after := cp.xds.UpdateCounts(); after.Full != before.Full || after.EndpointsOnly != before.EndpointsOnly+1 {
+		t.Errorf("the endpoint change took %+v, was %+v: want one endpoint-only update", after, before)
+	}
 
 	version := cp.status().Version
 	disc.set(discovered("orders", "127.0.0.1:1003"), discovered("billing", "127.0.0.1:1004"))

@@ -28,7 +28,6 @@ package translate
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -195,7 +194,7 @@ func (c *clusterCollector) add(svc *model.Service, port *model.ServicePort) {
 	c.names[port.Cluster] = true
 	cl, cla, err := c.p.cluster(svc, port)
 	if err != nil && c.err == nil {
-		c.err = fmt.Errorf("cluster %q: %w", port.Cluster, err)
+		c.err = err // it names the cluster
 	}
 	c.list = append(c.list, &ownCluster{cluster: cl, endpoints: cla})
 }

@@ -108,7 +108,7 @@ func newClusterSet(list []*ownCluster) *clusterSet {
 // assignments of those that have one. One set and a few clusters of the
 // node's own (a sidecar's inbound) are merged without a map.
 func mergeClusters(own []*ownCluster, sets []*clusterSet) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
-	own = slices.SortedFunc(slices.Values(own), func(a, b *ownCluster) int { return cmp.Compare(a.cluster.Name, b.cluster.Name) })
+	slices.SortFunc(own, func(a, b *ownCluster) int { return cmp.Compare(a.cluster.Name, b.cluster.Name) }) // the node's own: sorted in place
 	if len(sets) == 0 {
 		sets = []*clusterSet{{}}
 	}

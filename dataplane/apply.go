@@ -15,10 +15,10 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/dataplane/filters"
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
-	"github.com/meshgate/meshgate/dataplane/xdscheck"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
@@ -76,7 +76,7 @@ func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Messa
 func (p *Proxy) applyLocked(typeURL string, resources []proto.Message) error {
 	var errs []error
 	for _, r := range resources {
-		if err := xdscheck.Check(r); err != nil {
+		if err := p.filters.Check(r); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -210,7 +210,7 @@ func (p *Proxy) applyRoutes(resources []proto.Message) error {
 			return fmt.Errorf("route configuration %q: defined twice", name)
 		}
 		seen[name] = true
-		spec, err := compileRoutes(rc, p.state.routes[name])
+		spec, err := compileRoutes(rc, p.state.routes[name], p.filters)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -224,12 +224,13 @@ func (p *Proxy) applyRoutes(resources []proto.Message) error {
 	return nil
 }
 
-// compileRoutes returns old when rc equals its proto, else a new compiled spec.
-func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec) (*routeSpec, error) {
+// compileRoutes returns old when rc equals its proto, else a new compiled
+// spec; reg compiles the per-filter configs.
+func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec, reg *filters.Registry) (*routeSpec, error) {
 	if old != nil && proto.Equal(old.config, rc) {
 		return old, nil
 	}
-	table, err := router.Compile(rc)
+	table, err := router.Compile(rc, reg)
 	if err != nil {
 		return nil, fmt.Errorf("route configuration %q: %w", rc.GetName(), err)
 	}
@@ -242,6 +243,7 @@ func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec) (*routeSpec, 
 func (p *Proxy) applyListeners(resources []proto.Message) error {
 	specs := make(map[string]*listenerSpec, len(resources))
 	byAddress := make(map[string]string, len(resources))
+	env := p.parseEnv()
 	var errs []error
 	for _, r := range resources {
 		l, ok := r.(*listenerv3.Listener)
@@ -251,7 +253,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 		if _, dup := specs[l.GetName()]; dup {
 			return fmt.Errorf("listener %q: defined twice", l.GetName())
 		}
-		spec, err := parseListener(l, p.state.listeners[l.GetName()], p.opts.Identity != nil)
+		spec, err := parseListener(l, p.state.listeners[l.GetName()], env)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -422,7 +424,7 @@ func (p *Proxy) sync(now time.Time) {
 		if spec != nil {
 			cfg.UseRemoteAddress = spec.useRemoteAddress
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
-			cfg.RBACDeny, cfg.RBACAllow = spec.rbacDeny, spec.rbacAllow
+			cfg.Filters = spec.filters
 		}
 		s.handler.proxy.Store(cfg)
 	}

@@ -32,7 +32,7 @@ func fuzzSeedChains(tb testing.TB) []*hcmv3.HttpConnectionManager {
 	allow := &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{Action: rbacconfigv3.RBAC_ALLOW, Policies: map[string]*rbacconfigv3.Policy{"a": policy}}}
 	return []*hcmv3.HttpConnectionManager{
 		{HttpFilters: []*hcmv3.HttpFilter{entry(tb, "meshgate.rbac.deny", deny), entry(tb, "meshgate.rbac.allow", allow), routerEntry(tb)}},
-		{HttpFilters: []*hcmv3.HttpFilter{entry(tb, "rbac", allow), routerEntry(tb)}},
+		{HttpFilters: []*hcmv3.HttpFilter{entry(tb, "headers", fuzzSeedHeaderMutation()), entry(tb, "rbac", allow), routerEntry(tb)}},
 		{HttpFilters: []*hcmv3.HttpFilter{routerEntry(tb)}},
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/internal/h1server"
+	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
@@ -193,6 +194,13 @@ type server struct {
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
 	pendingSince time.Time
+	// stored is what the handler's configuration was built from (sync
+	// stores a new one only when one of them changed).
+	stored struct {
+		spec     *listenerSpec
+		routes   *routeSpec
+		clusters map[string]*upstream.Cluster
+	}
 }
 
 // servingServer is what a listener's server is driven through: an

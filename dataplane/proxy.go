@@ -121,9 +121,13 @@ type Proxy struct {
 type liveCluster struct {
 	cluster  *upstream.Cluster
 	endpoint string                            // name of the ClusterLoadAssignment it follows ("" for STATIC)
-	applied  *endpointv3.ClusterLoadAssignment // last passed to SetEndpoints
-	secrets  []string                          // SDS secrets its TLS contexts reference
-	since    time.Time                         // when it was accepted
+	applied  *endpointv3.ClusterLoadAssignment // last installed
+	// prepared holds the endpoints of preparedFor compiled for this
+	// cluster by the EDS update that accepted them, until sync installs it.
+	prepared    *upstream.Endpoints
+	preparedFor *endpointv3.ClusterLoadAssignment
+	secrets     []string  // SDS secrets its TLS contexts reference
+	since       time.Time // when it was accepted
 }
 
 // stats are cheap counters for /stats.

@@ -450,6 +450,9 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.Filters = spec.filters
 		}
 		s.handler.proxy.Store(cfg)
+		if spec != nil && (s.stored.spec != spec || s.stored.routes != s.active) {
+			spec.warnPerRouteMismatches(s.active.table, p.logger)
+		}
 		s.stored.spec, s.stored.routes, s.stored.clusters = spec, s.active, clusters
 	}
 	for name, old := range p.clusters {

@@ -1,31 +1,40 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/internal/testutil"
 )
 
 // newApplyProxy returns a proxy driven by calling apply directly, stopped at
-// the end of the test.
-func newApplyProxy(t *testing.T) *Proxy {
+// the end of the test; it logs to logs when given.
+func newApplyProxy(t *testing.T, logs ...*syncBuffer) *Proxy {
 	t.Helper()
-	p, err := New(Options{Node: &corev3.Node{Id: "n"}, XDSAddresses: []string{"127.0.0.1:1"}, Logger: slog.New(slog.DiscardHandler)})
+	logger := slog.New(slog.DiscardHandler)
+	if len(logs) > 0 {
+		logger = slog.New(slog.NewTextHandler(logs[0], nil))
+	}
+	p, err := New(Options{Node: &corev3.Node{Id: "n"}, XDSAddresses: []string{"127.0.0.1:1"}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +208,56 @@ func TestEDSBeforeCDSIsCheckedAndInstalled(t *testing.T) {
 		t.Fatal("a bad assignment of an unknown cluster was accepted")
 	}
 	applySnapshot(t, p, snap, "v1", resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType)
+	addr := p.ListenerAddrs()["edge"]
+	eventually(t, "the backend through the proxy", func() bool {
+		code, body, err := get(http.DefaultClient, "http://"+addr+"/")
+		return err == nil && code == http.StatusOK && body == "a"
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestPerRouteConfigOfAnotherTypeIsReported: a per-route config whose type
+// is not the one the listener's filter of that name takes is ignored, as
+// Envoy does, and logged when the listener takes the route table; one under
+// a name no filter has is neither.
+func TestPerRouteConfigOfAnotherTypeIsReported(t *testing.T) {
+	t.Parallel()
+	logs := &syncBuffer{}
+	p := newApplyProxy(t, logs)
+	cfg := config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "a"), mutate: func(s *snapshot) {
+		withRBAC(t)(s)
+		s.routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{
+			"meshgate.rbac.allow": mustAny(t, &headermutationv3.HeaderMutationPerRoute{}),
+			"other-listener":      mustAny(t, &headermutationv3.HeaderMutationPerRoute{}),
+		}
+	}}
+	applySnapshot(t, p, cfg.build(t), "v1", allTypes...)
+	out := logs.String()
+	if !strings.Contains(out, "typed_per_filter_config ignored") || !strings.Contains(out, "filter=meshgate.rbac.allow") ||
+		!strings.Contains(out, "filter_takes=envoy.extensions.filters.http.rbac.v3.RBACPerRoute") {
+		t.Errorf("no warning for the mismatched per-route config in %q", out)
+	}
+	if strings.Contains(out, "filter=other-listener") {
+		t.Errorf("a per-route config of no filter of the listener was reported: %q", out)
+	}
+	// The route is served, the listener's RBAC (allow all) applies.
 	addr := p.ListenerAddrs()["edge"]
 	eventually(t, "the backend through the proxy", func() bool {
 		code, body, err := get(http.DefaultClient, "http://"+addr+"/")

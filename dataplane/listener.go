@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/meshgate/meshgate/dataplane/peer"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,11 +21,13 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/meshgate/meshgate/dataplane/filters"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/internal/h1server"
+	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
@@ -46,9 +49,12 @@ type listenerSpec struct {
 	normalizePath    bool
 	mergeSlashes     bool
 	filters          []httpfilter.Filter // http_filters before the router, compiled
-	rds              string              // route configuration name, "" when inline
-	inline           *routeSpec          // inline route_config, compiled
-	secrets          []string            // SDS secrets its TLS context references
+	// perRouteTypes: the per-route config type of each http_filters entry,
+	// by name ("" for none).
+	perRouteTypes map[string]protoreflect.FullName
+	rds           string     // route configuration name, "" when inline
+	inline        *routeSpec // inline route_config, compiled
+	secrets       []string   // SDS secrets its TLS context references
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -62,6 +68,26 @@ type parseEnv struct {
 // parseEnv returns the proxy's parseEnv.
 func (p *Proxy) parseEnv() parseEnv {
 	return parseEnv{filters: p.filters, filterStats: p.filterStats, logger: p.logger, haveIdentity: p.opts.Identity != nil}
+}
+
+// warnPerRouteMismatches logs the per-route configs of table that the
+// listener's filters ignore because their type is not the one the filter of
+// that name takes (as Envoy, which ignores them too). A name no filter of
+// the listener has is not reported: a route table may serve listeners with
+// other filters.
+func (spec *listenerSpec) warnPerRouteMismatches(table *router.Table, logger *slog.Logger) {
+	for _, name := range slices.Sorted(maps.Keys(table.PerFilterTypes())) {
+		want, ok := spec.perRouteTypes[name]
+		if !ok {
+			continue
+		}
+		for _, got := range table.PerFilterTypes()[name] {
+			if protoreflect.FullName(got) != want {
+				logger.Warn("typed_per_filter_config ignored: not the per-route config of the filter of that name",
+					"listener", spec.name, "route_config", table.Name(), "filter", name, "type", got, "filter_takes", string(want))
+			}
+		}
+	}
 }
 
 // serverParams are the http.Server settings a listener fixes; a change of any
@@ -154,6 +180,7 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 	if spec.filters, err = env.filters.Chain(hcm.GetHttpFilters(), filterEnv); err != nil {
 		return nil, errorf("%w", err)
 	}
+	spec.perRouteTypes = env.filters.PerRouteTypes(hcm.GetHttpFilters())
 	if rc := hcm.GetRouteConfig(); rc != nil {
 		var oldInline *routeSpec
 		if old != nil {

@@ -163,6 +163,21 @@ func (r *Registry) Chain(entries []*hcmv3.HttpFilter, env httpfilter.Env) ([]htt
 	return chain, nil
 }
 
+// PerRouteTypes maps the name of each entry of http_filters to the
+// per-route config type of its filter ("" for a filter without one, the
+// router included); entries of unknown types are left out.
+func (r *Registry) PerRouteTypes(entries []*hcmv3.HttpFilter) map[string]protoreflect.FullName {
+	out := make(map[string]protoreflect.FullName, len(entries))
+	for _, entry := range entries {
+		if f := r.byConfig[entry.GetTypedConfig().MessageName()]; f != nil {
+			out[entry.GetName()] = f.PerRouteType
+		} else if entry.GetTypedConfig().MessageName() == xdscheck.RouterType {
+			out[entry.GetName()] = ""
+		}
+	}
+	return out
+}
+
 // CompilePerFilterConfig compiles one typed_per_filter_config value, keyed
 // name, with the factory of its type: router.PerFilterCompiler.
 func (r *Registry) CompilePerFilterConfig(name string, config *anypb.Any) (any, error) {

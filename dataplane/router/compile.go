@@ -63,6 +63,7 @@ func Compile(rc *routev3.RouteConfiguration, perFilter PerFilterCompiler) (*Tabl
 	}
 	sortWildcards(t.suffixes)
 	sortWildcards(t.prefixes)
+	t.perFilterTypes = perFilterTypes(rc)
 	t.clusters = make([]string, 0, len(clusters))
 	for c := range clusters {
 		t.clusters = append(t.clusters, c)
@@ -191,6 +192,33 @@ func compilePerFilterConfig(perFilter PerFilterCompiler, configs map[string]*any
 		merged = slices.Insert(merged, i, perFilterConfig{name: name, configs: []any{cfg}})
 	}
 	return merged, nil
+}
+
+// perFilterTypes collects the message types of rc's typed_per_filter_config
+// values at every level, by filter name; nil when there are none.
+func perFilterTypes(rc *routev3.RouteConfiguration) map[string][]string {
+	var types map[string][]string
+	collect := func(configs map[string]*anypb.Any) {
+		for name, config := range configs {
+			if types == nil {
+				types = make(map[string][]string)
+			}
+			if t := string(config.MessageName()); !slices.Contains(types[name], t) {
+				types[name] = append(types[name], t)
+			}
+		}
+	}
+	collect(rc.GetTypedPerFilterConfig())
+	for _, vh := range rc.GetVirtualHosts() {
+		collect(vh.GetTypedPerFilterConfig())
+		for _, r := range vh.GetRoutes() {
+			collect(r.GetTypedPerFilterConfig())
+		}
+	}
+	for _, t := range types {
+		slices.Sort(t)
+	}
+	return types
 }
 
 func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {

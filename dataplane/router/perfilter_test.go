@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -90,6 +91,14 @@ func TestPerFilterConfigLevels(t *testing.T) {
 	tbl, err := Compile(rc, testPerFilter{})
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	wantTypes := map[string][]string{
+		"a": {"envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}, "b": {"envoy.extensions.filters.http.rbac.v3.RBACPerRoute"},
+		"c": {"envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}, "d": {"envoy.extensions.filters.http.rbac.v3.RBACPerRoute"},
+	}
+	if got := tbl.PerFilterTypes(); !maps.EqualFunc(got, wantTypes, slices.Equal) {
+		t.Errorf("PerFilterTypes = %v, want %v", got, wantTypes)
 	}
 
 	tests := []struct {

@@ -35,6 +35,9 @@ type Table struct {
 	prefixes []wildcardDomain // "api.*": longest prefix first
 	any      *virtualHost     // "*"
 	clusters []string
+	// perFilterTypes: the message types of typed_per_filter_config, by
+	// filter name (every level).
+	perFilterTypes map[string][]string
 }
 
 // wildcardDomain is a domain with a leading or trailing "*"; affix is the
@@ -150,6 +153,12 @@ type redirect struct {
 
 // Name is the RouteConfiguration name the table was compiled from.
 func (t *Table) Name() string { return t.name }
+
+// PerFilterTypes returns the message types of the table's
+// typed_per_filter_config values (route, virtual host and route
+// configuration levels), sorted, by filter name; nil when it has none. The
+// caller must not modify it.
+func (t *Table) PerFilterTypes() map[string][]string { return t.perFilterTypes }
 
 // Clusters returns every cluster name the table's routes reference, sorted
 // and unique. The caller must not modify the slice.

@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
@@ -35,6 +37,23 @@ func fuzzSeedChains(tb testing.TB) []*hcmv3.HttpConnectionManager {
 		{HttpFilters: []*hcmv3.HttpFilter{entry(tb, "headers", fuzzSeedHeaderMutation()), entry(tb, "rbac", allow), routerEntry(tb)}},
 		{HttpFilters: []*hcmv3.HttpFilter{routerEntry(tb)}},
 	}
+}
+
+// fuzzSeedHeaderMutation is a valid header mutation config.
+func fuzzSeedHeaderMutation() *headermutationv3.HeaderMutation {
+	return &headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{
+		RequestMutations: []*mutationrulesv3.HeaderMutation{
+			{Action: &mutationrulesv3.HeaderMutation_Remove{Remove: "x-internal"}},
+			{Action: &mutationrulesv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
+				Header: &corev3.HeaderValue{Key: "x-gateway", Value: "edge"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}}},
+		},
+		ResponseMutations: []*mutationrulesv3.HeaderMutation{
+			{Action: &mutationrulesv3.HeaderMutation_Append{Append: &corev3.HeaderValueOption{
+				Header: &corev3.HeaderValue{Key: "x-served-by", Value: "meshgate"},
+			}}},
+		},
+	}}
 }
 
 // checkChain runs an HttpConnectionManager's http_filters through the LDS

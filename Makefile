@@ -68,8 +68,9 @@ soak:
 	@$(MAKE) --no-print-directory chaos MESHGATE_CHAOS=soak
 
 # Fuzz targets, as package:FuzzName.
-FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/rbac:FuzzCompileRBAC ./dataplane/rbac:FuzzFromHTTPFilters ./dataplane/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
+FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/filters/rbac:FuzzCompileRBAC ./dataplane/filters/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
 FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
+FUZZ_TARGETS += ./dataplane/filters:FuzzChain ./dataplane/filters/headermutation:FuzzHeaderMutation
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=
 

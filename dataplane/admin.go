@@ -58,14 +58,11 @@ func (p *Proxy) adminHandler() http.Handler {
 		if root := p.state.secrets[rootCASecretName]; root != nil {
 			out["trust_bundle_roots"] = len(root.bundle.Roots)
 		}
-		// rbac_denied: requests denied, by policy, over every listener.
-		denied := map[string]uint64{}
-		for _, s := range p.servers {
-			for policy, n := range s.handler.proxy.RBACStats().Snapshot() {
-				denied[policy] += n
-			}
+		// The HTTP filters' counters over every listener, by family:
+		// rbac_denied (requests denied, by policy)...
+		for family, counters := range p.filterStats.Snapshot() {
+			out[family] = counters
 		}
-		out["rbac_denied"] = denied
 		// Downstream connections: open by listener, and since the start
 		// those shed or reclaimed at a listener's limit
 		// (docs/operations.md, "Connection limits").

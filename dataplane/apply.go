@@ -9,16 +9,15 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/dataplane/filters"
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
-	"github.com/meshgate/meshgate/dataplane/xdscheck"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
@@ -52,8 +51,15 @@ type routeSpec struct {
 	table  *router.Table
 }
 
-// apply is the xdsclient.ApplyFunc: check, prepare, commit, then sync the
-// runtime. Any error leaves the accepted state and the runtime unchanged.
+// apply is the xdsclient.ApplyFunc. An update is checked once (the
+// registry's subset check of every resource), then prepared: everything it
+// needs is built, once, each immutable table reused when its proto is
+// unchanged (clusters, endpoint sets, route tables, listeners and their
+// filters), and the listeners' new addresses bound; any error leaves the
+// accepted state and the runtime unchanged. Then it commits: the accepted
+// state takes the prepared values, and sync swaps the runtime's pointers
+// (endpoint sets into clusters, configurations into listeners, only where
+// they changed).
 func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Message, version string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -76,7 +82,7 @@ func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Messa
 func (p *Proxy) applyLocked(typeURL string, resources []proto.Message) error {
 	var errs []error
 	for _, r := range resources {
-		if err := xdscheck.Check(r); err != nil {
+		if err := p.filters.Check(r); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -119,7 +125,7 @@ func (p *Proxy) applyClusters(resources []proto.Message) error {
 			accepted[name] = lc
 			continue
 		}
-		uc, err := upstream.NewCluster(c, p.logger, p.upstreamOptions()...)
+		uc, err := upstream.NewCluster(c, p.logger, append(p.upstreamOptions(), upstream.Checked())...)
 		if err != nil {
 			for _, f := range fresh {
 				f.Close()
@@ -152,12 +158,25 @@ func edsName(c *clusterv3.Cluster) string {
 	return c.GetName()
 }
 
-// applyEndpoints checks every ClusterLoadAssignment on a scratch cluster, then
-// merges them into the accepted endpoints (state of the world for the
-// subscribed names; resources not in the response keep their last value).
+// applyEndpoints prepares every ClusterLoadAssignment: compiled for each
+// accepted cluster that follows it (installed by sync, no second build), or
+// checked on its own when no cluster follows it yet. Then it merges them
+// into the accepted endpoints (state of the world for the subscribed names;
+// resources not in the response keep their last value).
 func (p *Proxy) applyEndpoints(resources []proto.Message) error {
 	next := maps.Clone(p.state.endpoints)
 	seen := make(map[string]bool, len(resources))
+	type prepared struct {
+		cla *endpointv3.ClusterLoadAssignment
+		set *upstream.Endpoints
+	}
+	ready := make(map[*liveCluster]prepared)
+	followers := make(map[string][]*liveCluster) // by ClusterLoadAssignment name
+	for _, lc := range p.accepted {
+		if lc.endpoint != "" {
+			followers[lc.endpoint] = append(followers[lc.endpoint], lc)
+		}
+	}
 	for _, r := range resources {
 		cla, ok := r.(*endpointv3.ClusterLoadAssignment)
 		if !ok {
@@ -168,30 +187,25 @@ func (p *Proxy) applyEndpoints(resources []proto.Message) error {
 			return fmt.Errorf("cluster load assignment %q: defined twice", name)
 		}
 		seen[name] = true
-		if err := checkEndpoints(cla); err != nil {
-			return fmt.Errorf("cluster load assignment %q: %w", name, err)
+		for _, lc := range followers[name] {
+			set, err := lc.cluster.PrepareEndpoints(cla)
+			if err != nil {
+				return err
+			}
+			ready[lc] = prepared{cla: cla, set: set}
+		}
+		if len(followers[name]) == 0 {
+			if err := upstream.CheckEndpoints(cla); err != nil {
+				return err
+			}
 		}
 		next[name] = cla
 	}
 	p.state.endpoints = next
-	return nil
-}
-
-// checkEndpoints runs cla through the same code a live cluster would, on a
-// throwaway cluster, so that a bad assignment is NACKed before anything changes.
-func checkEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
-	scratch, err := upstream.NewCluster(&clusterv3.Cluster{
-		Name:                 cla.GetClusterName(),
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
-			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-		}},
-	}, nil)
-	if err != nil {
-		return err
+	for lc, prep := range ready {
+		lc.prepared, lc.preparedFor = prep.set, prep.cla
 	}
-	defer scratch.Close()
-	return scratch.SetEndpoints(cla)
+	return nil
 }
 
 // applyRoutes compiles every RouteConfiguration (reusing unchanged ones) and
@@ -210,7 +224,7 @@ func (p *Proxy) applyRoutes(resources []proto.Message) error {
 			return fmt.Errorf("route configuration %q: defined twice", name)
 		}
 		seen[name] = true
-		spec, err := compileRoutes(rc, p.state.routes[name])
+		spec, err := compileRoutes(rc, p.state.routes[name], p.filters)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -224,12 +238,13 @@ func (p *Proxy) applyRoutes(resources []proto.Message) error {
 	return nil
 }
 
-// compileRoutes returns old when rc equals its proto, else a new compiled spec.
-func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec) (*routeSpec, error) {
+// compileRoutes returns old when rc equals its proto, else a new compiled
+// spec; reg compiles the per-filter configs.
+func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec, reg *filters.Registry) (*routeSpec, error) {
 	if old != nil && proto.Equal(old.config, rc) {
 		return old, nil
 	}
-	table, err := router.Compile(rc)
+	table, err := router.Compile(rc, reg)
 	if err != nil {
 		return nil, fmt.Errorf("route configuration %q: %w", rc.GetName(), err)
 	}
@@ -242,6 +257,7 @@ func compileRoutes(rc *routev3.RouteConfiguration, old *routeSpec) (*routeSpec, 
 func (p *Proxy) applyListeners(resources []proto.Message) error {
 	specs := make(map[string]*listenerSpec, len(resources))
 	byAddress := make(map[string]string, len(resources))
+	env := p.parseEnv()
 	var errs []error
 	for _, r := range resources {
 		l, ok := r.(*listenerv3.Listener)
@@ -251,7 +267,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 		if _, dup := specs[l.GetName()]; dup {
 			return fmt.Errorf("listener %q: defined twice", l.GetName())
 		}
-		spec, err := parseListener(l, p.state.listeners[l.GetName()], p.opts.Identity != nil)
+		spec, err := parseListener(l, p.state.listeners[l.GetName()], env)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -346,11 +362,17 @@ func (p *Proxy) sync(now time.Time) {
 		if cla == nil || lc.applied == cla {
 			continue
 		}
-		if err := lc.cluster.SetEndpoints(cla); err != nil {
-			p.logger.Error("setting endpoints failed", "cluster", lc.cluster.Config().GetName(), "error", err)
-			continue
+		set := lc.prepared
+		if lc.preparedFor != cla {
+			// A cluster accepted after its endpoints: compile them for it.
+			var err error
+			if set, err = lc.cluster.PrepareEndpoints(cla); err != nil {
+				p.logger.Error("setting endpoints failed", "cluster", lc.cluster.Config().GetName(), "error", err)
+				continue
+			}
 		}
-		lc.applied = cla
+		lc.cluster.UseEndpoints(set)
+		lc.applied, lc.prepared, lc.preparedFor = cla, nil, nil
 	}
 
 	for _, s := range p.servers {
@@ -417,14 +439,21 @@ func (p *Proxy) sync(now time.Time) {
 			continue
 		}
 		spec := p.state.listeners[s.listener]
+		if s.stored.spec == spec && s.stored.routes == s.active && maps.Equal(s.stored.clusters, clusters) {
+			continue // the handler's configuration is this one already
+		}
 		s.handler.stripAnyHostPort.Store(spec != nil && spec.stripAnyHostPort)
 		cfg := &httpproxy.Config{Routes: s.active.table, Clusters: clusters}
 		if spec != nil {
 			cfg.UseRemoteAddress = spec.useRemoteAddress
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
-			cfg.RBACDeny, cfg.RBACAllow = spec.rbacDeny, spec.rbacAllow
+			cfg.Filters = spec.filters
 		}
 		s.handler.proxy.Store(cfg)
+		if spec != nil && (s.stored.spec != spec || s.stored.routes != s.active) {
+			spec.warnPerRouteMismatches(s.active.table, p.logger)
+		}
+		s.stored.spec, s.stored.routes, s.stored.clusters = spec, s.active, clusters
 	}
 	for name, old := range p.clusters {
 		if live[name] != old {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshgate/meshgate/dataplane/filters"
 	"github.com/meshgate/meshgate/dataplane/internal/protofuzz"
 	"github.com/meshgate/meshgate/dataplane/meshtls/meshtlstest"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
@@ -109,18 +110,21 @@ func fuzzSeedListeners(tb testing.TB) []*listenerv3.Listener {
 	return []*listenerv3.Listener{plain, inlined, strict, permissive}
 }
 
-// checkListener runs l through the LDS path of the proxy (xdscheck.Check,
-// then parseListener, then the subscriptions it leads to). A rejection must
-// name the resource.
+// testFilters is the registry of the proxy's built-in HTTP filters.
+var testFilters = filters.Default()
+
+// checkListener runs l through the LDS path of the proxy (the registry's
+// check, then parseListener, then the subscriptions it leads to). A
+// rejection must name the resource.
 func checkListener(t *testing.T, l *listenerv3.Listener, haveIdentity bool) {
 	want := fmt.Sprintf("listener %q", l.GetName())
-	if err := xdscheck.Check(l); err != nil {
+	if err := testFilters.Check(l); err != nil {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error does not name the resource (%s): %v", want, err)
 		}
 		return
 	}
-	spec, err := parseListener(l, nil, haveIdentity)
+	spec, err := parseListener(l, nil, parseEnv{filters: testFilters, haveIdentity: haveIdentity})
 	if err != nil {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error does not name the resource (%s): %v", want, err)
@@ -214,10 +218,10 @@ func FuzzParseSecret(f *testing.F) {
 func TestFuzzSeedListenersParse(t *testing.T) {
 	t.Parallel()
 	for i, l := range fuzzSeedListeners(t) {
-		if err := xdscheck.Check(l); err != nil {
+		if err := testFilters.Check(l); err != nil {
 			t.Fatalf("seed %d: %v", i, err)
 		}
-		if _, err := parseListener(l, nil, true); err != nil {
+		if _, err := parseListener(l, nil, parseEnv{filters: testFilters, haveIdentity: true}); err != nil {
 			t.Errorf("seed %d: %v", i, err)
 		}
 	}

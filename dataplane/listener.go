@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/meshgate/meshgate/dataplane/peer"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -20,10 +21,14 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/meshgate/meshgate/dataplane/filters"
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/internal/h1server"
-	"github.com/meshgate/meshgate/dataplane/rbac"
+	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
@@ -43,11 +48,46 @@ type listenerSpec struct {
 	stripAnyHostPort bool
 	normalizePath    bool
 	mergeSlashes     bool
-	rbacDeny         *rbac.Filter // the meshgate.rbac.deny http_filter; nil when absent
-	rbacAllow        *rbac.Filter // the meshgate.rbac.allow http_filter; nil when absent
-	rds              string       // route configuration name, "" when inline
-	inline           *routeSpec   // inline route_config, compiled
-	secrets          []string     // SDS secrets its TLS context references
+	filters          []httpfilter.Filter // http_filters before the router, compiled
+	// perRouteTypes: the per-route config type of each http_filters entry,
+	// by name ("" for none).
+	perRouteTypes map[string]protoreflect.FullName
+	rds           string     // route configuration name, "" when inline
+	inline        *routeSpec // inline route_config, compiled
+	secrets       []string   // SDS secrets its TLS context references
+}
+
+// parseEnv is what parsing a listener takes from the proxy.
+type parseEnv struct {
+	filters      *filters.Registry // compiles http_filters and per-route configs
+	filterStats  *httpfilter.Stats // the filters' /stats counters
+	logger       *slog.Logger      // nil: discard
+	haveIdentity bool              // a TLS filter chain needs an identity
+}
+
+// parseEnv returns the proxy's parseEnv.
+func (p *Proxy) parseEnv() parseEnv {
+	return parseEnv{filters: p.filters, filterStats: p.filterStats, logger: p.logger, haveIdentity: p.opts.Identity != nil}
+}
+
+// warnPerRouteMismatches logs the per-route configs of table that the
+// listener's filters ignore because their type is not the one the filter of
+// that name takes (as Envoy, which ignores them too). A name no filter of
+// the listener has is not reported: a route table may serve listeners with
+// other filters.
+func (spec *listenerSpec) warnPerRouteMismatches(table *router.Table, logger *slog.Logger) {
+	for _, name := range slices.Sorted(maps.Keys(table.PerFilterTypes())) {
+		want, ok := spec.perRouteTypes[name]
+		if !ok {
+			continue
+		}
+		for _, got := range table.PerFilterTypes()[name] {
+			if protoreflect.FullName(got) != want {
+				logger.Warn("typed_per_filter_config ignored: not the per-route config of the filter of that name",
+					"listener", spec.name, "route_config", table.Name(), "filter", name, "type", got, "filter_takes", string(want))
+			}
+		}
+	}
 }
 
 // serverParams are the http.Server settings a listener fixes; a change of any
@@ -60,10 +100,15 @@ type serverParams struct {
 	tls               tlsParams
 }
 
-// parseListener reads a Listener already checked by xdscheck. old, the
-// listener of the same name last accepted, lets an unchanged inline route
-// table be reused. A TLS filter chain needs an identity (haveIdentity).
-func parseListener(l *listenerv3.Listener, old *listenerSpec, haveIdentity bool) (*listenerSpec, error) {
+// parseListener reads a Listener already checked (env.filters.Check) and
+// compiles its http_filters and inline routes. old, the listener of the same
+// name last accepted, is returned as is when l equals it, so that an
+// unchanged listener is compiled once; an unchanged inline route table is
+// reused too.
+func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*listenerSpec, error) {
+	if old != nil && proto.Equal(old.config, l) {
+		return old, nil
+	}
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("listener %q: "+format, append([]any{l.GetName()}, args...)...)
 	}
@@ -89,7 +134,7 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, haveIdentity bool)
 			return nil, errorf("filter_chains[%d].filters[0]: every filter chain must carry the same http_connection_manager", i+1)
 		}
 	}
-	tlsParams, err := parseListenerTLS(l, haveIdentity)
+	tlsParams, err := parseListenerTLS(l, env.haveIdentity)
 	if err != nil {
 		return nil, errorf("%w", err)
 	}
@@ -127,17 +172,21 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, haveIdentity bool)
 	spec.stripAnyHostPort = hcm.GetStripAnyHostPort()
 	spec.normalizePath = hcm.GetNormalizePath().GetValue()
 	spec.mergeSlashes = hcm.GetMergeSlashes()
-	deny, allow, err := rbac.FromHTTPFilters(hcm.GetHttpFilters())
-	if err != nil {
-		return nil, errorf("http_filters: %w", err)
+	logger := env.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	spec.rbacDeny, spec.rbacAllow = deny, allow
+	filterEnv := httpfilter.Env{Logger: logger.With("listener", spec.name), Stats: env.filterStats}
+	if spec.filters, err = env.filters.Chain(hcm.GetHttpFilters(), filterEnv); err != nil {
+		return nil, errorf("%w", err)
+	}
+	spec.perRouteTypes = env.filters.PerRouteTypes(hcm.GetHttpFilters())
 	if rc := hcm.GetRouteConfig(); rc != nil {
 		var oldInline *routeSpec
 		if old != nil {
 			oldInline = old.inline
 		}
-		inline, err := compileRoutes(rc, oldInline)
+		inline, err := compileRoutes(rc, oldInline, env.filters)
 		if err != nil {
 			return nil, errorf("route_config: %w", err)
 		}
@@ -172,6 +221,13 @@ type server struct {
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
 	pendingSince time.Time
+	// stored is what the handler's configuration was built from (sync
+	// stores a new one only when one of them changed).
+	stored struct {
+		spec     *listenerSpec
+		routes   *routeSpec
+		clusters map[string]*upstream.Cluster
+	}
 }
 
 // servingServer is what a listener's server is driven through: an

@@ -20,6 +20,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/meshgate/meshgate/dataplane/filters"
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/dataplane/meshtls"
 	"github.com/meshgate/meshgate/dataplane/upstream"
@@ -68,6 +70,11 @@ type Options struct {
 	// once the listeners are closed, or when a listener is removed;
 	// DefaultDrainTimeout when zero.
 	DrainTimeout time.Duration
+	// Filters is the registry of the HTTP filters the proxy runs
+	// (dataplane/filters): what an HttpConnectionManager's http_filters and
+	// typed_per_filter_config may hold. Nil: filters.Default(), the
+	// built-in filters.
+	Filters *filters.Registry
 	// AppHealth, when set, reports the health of the application behind the
 	// proxy (a sidecar's app, which the sidecar probes) on the admin
 	// GET /app_health: 200 when healthy, else 503, detail as the body. It is
@@ -78,9 +85,11 @@ type Options struct {
 
 // Proxy is one running data plane: an xDS client, its listeners and clusters.
 type Proxy struct {
-	opts   Options
-	logger *slog.Logger
-	client *xdsclient.Client
+	opts        Options
+	logger      *slog.Logger
+	client      *xdsclient.Client
+	filters     *filters.Registry // checks resources, compiles HTTP filters
+	filterStats *httpfilter.Stats // the HTTP filters' counters, for /stats
 
 	// mu serialises updates (xDS responses and hold timers); never taken on
 	// the request path.
@@ -112,9 +121,13 @@ type Proxy struct {
 type liveCluster struct {
 	cluster  *upstream.Cluster
 	endpoint string                            // name of the ClusterLoadAssignment it follows ("" for STATIC)
-	applied  *endpointv3.ClusterLoadAssignment // last passed to SetEndpoints
-	secrets  []string                          // SDS secrets its TLS contexts reference
-	since    time.Time                         // when it was accepted
+	applied  *endpointv3.ClusterLoadAssignment // last installed
+	// prepared holds the endpoints of preparedFor compiled for this
+	// cluster by the EDS update that accepted them, until sync installs it.
+	prepared    *upstream.Endpoints
+	preparedFor *endpointv3.ClusterLoadAssignment
+	secrets     []string  // SDS secrets its TLS contexts reference
+	since       time.Time // when it was accepted
 }
 
 // stats are cheap counters for /stats.
@@ -144,13 +157,18 @@ func New(opts Options) (*Proxy, error) {
 	if opts.MaxConnections == 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
+	if opts.Filters == nil {
+		opts.Filters = filters.Default()
+	}
 	p := &Proxy{
-		opts:     opts,
-		logger:   opts.Logger,
-		state:    newState(),
-		clusters: make(map[string]*liveCluster),
-		servers:  make(map[string]*server),
-		conns:    connCounters{relief: newMemoryRelief()},
+		opts:        opts,
+		logger:      opts.Logger,
+		filters:     opts.Filters,
+		filterStats: opts.Filters.NewStats(),
+		state:       newState(),
+		clusters:    make(map[string]*liveCluster),
+		servers:     make(map[string]*server),
+		conns:       connCounters{relief: newMemoryRelief()},
 	}
 	p.abort, p.stopNow = context.WithCancel(context.Background())
 	client, err := xdsclient.New(xdsclient.Options{

@@ -19,10 +19,10 @@ func TestEndpointLossHeld(t *testing.T) {
 	t.Parallel()
 	consul := startConsul(t)
 	c := newCluster(t)
-	c.policy("gateway.yaml", consulGateway)
+	c.policy("gateway.yaml", edgeGateway)
 	c.startControlPlane("--consul", consul.addr)
 	probe := []string{"--app-health-interval", "200ms", "--app-health-timeout", "500ms"}
-	app, appProc := startDemoApp(c, "orders-app", "orders", "v1")
+	app, appProc := c.startApp("orders-app", "orders", "v1", "")
 	in := c.addr("orders-in")
 	c.consulSidecar(consul, "orders", app, in, c.addr("orders-out"), probe...)
 	c.gateway("edge")
@@ -78,7 +78,7 @@ func TestEndpointLossHeld(t *testing.T) {
 	}
 
 	// The app comes back: the next configuration has the endpoint, and the hold is gone.
-	_, appProc = startDemoApp(c, "orders-app", "orders", "v1")
+	_, appProc = c.startApp("orders-app", "orders", "v1", "")
 	eventually(t, 20*time.Second, "the hold released", func() error {
 		held, err := gatewayHeld()
 		if err != nil {
@@ -115,6 +115,71 @@ func TestEndpointLossHeld(t *testing.T) {
 		}
 		if ok, err := hasOrders(); err != nil || ok {
 			return fmt.Errorf("the gateway still has the endpoint %s (%v)", in, err)
+		}
+		return nil
+	})
+}
+
+// TestReconnectingProxyHeld: the control plane is restarted while Consul is
+// down, and the only instance of orders is dead when Consul comes back, so
+// the first catalog snapshot of the restarted control plane has no
+// endpoint. The gateway, reconnecting with the configuration it served, is
+// not given that one: it keeps its endpoint, reported as held, until the
+// instance is back.
+func TestReconnectingProxyHeld(t *testing.T) {
+	t.Parallel()
+	consul := startConsul(t)
+	c := newCluster(t)
+	c.policy("gateway.yaml", edgeGateway)
+	c.startControlPlane("--consul", consul.addr)
+	probe := []string{"--app-health-interval", "200ms", "--app-health-timeout", "500ms"}
+	app, appProc := c.startApp("orders-app", "orders", "v1", "")
+	in := c.addr("orders-in")
+	c.consulSidecar(consul, "orders", app, in, c.addr("orders-out"), probe...)
+	c.gateway("edge")
+	c.policy("routes.yaml", routeTo("orders"))
+	gw := "http://" + c.addr("gw") + "/"
+	gwAdmin := c.addr("gateway-admin-edge")
+	c.expectEventually("orders through the gateway", 15*time.Second, gw, nil, servedBy("orders"))
+
+	consul.stop()
+	c.cp.kill()
+	appProc.kill()
+	c.startControlPlane("--consul", consul.addr)
+	consul.start()
+	eventually(t, 30*time.Second, "the reconnected gateway held", func() error {
+		st, err := c.syncStatus()
+		if err != nil {
+			return err
+		}
+		if !st.Serving {
+			return fmt.Errorf("not serving yet (waiting for %v)", st.WaitingFor)
+		}
+		for _, p := range st.Proxies {
+			if strings.HasPrefix(p.ID, "gateway~edge") {
+				if !strings.Contains(p.Held, "reconnected with endpoints") {
+					return fmt.Errorf("gateway held %q", p.Held)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("the gateway has not reconnected")
+	})
+	if dump, err := proxyConfigDump(gwAdmin); err != nil || !hasEndpoint(dump, in) {
+		t.Errorf("while held, the gateway lost the endpoint %s (%v)", in, err)
+	}
+
+	c.startApp("orders-app", "orders", "v1", "")
+	c.expectEventually("orders through the gateway once the instance is back", 20*time.Second, gw, nil, servedBy("orders"))
+	eventually(t, 20*time.Second, "the hold released", func() error {
+		st, err := c.syncStatus()
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Proxies {
+			if p.Held != "" {
+				return fmt.Errorf("%s held: %q", p.ID, p.Held)
+			}
 		}
 		return nil
 	})

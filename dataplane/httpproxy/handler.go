@@ -1,12 +1,15 @@
-// Package httpproxy is the http.Handler of one proxy listener: it matches a
-// request against the listener's route table, enforces the RBAC filters
-// (403 access denied), answers redirects, direct responses and local errors
-// itself, and otherwise forwards the request to an endpoint of the selected
-// upstream cluster, streaming bodies both ways.
+// Package httpproxy is the http.Handler of one proxy listener, the request
+// pipeline of an HttpConnectionManager (ServeHTTP): normalize the path,
+// select the route, run the listener's HTTP filters in http_filters order
+// (dataplane/httpfilter), then the router, the terminal filter, which
+// answers redirects, direct responses and local errors itself, and
+// otherwise forwards the request to an endpoint of the selected upstream
+// cluster, streaming bodies both ways.
 //
 // The configuration is swapped atomically with Store; a request uses the
 // Config it loaded when it started, so a swap never disturbs requests in
-// flight. The request path takes no locks.
+// flight. The request path takes no locks; a listener without filters pays
+// nothing for them.
 package httpproxy
 
 import (
@@ -18,13 +21,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/meshgate/meshgate/dataplane/peer"
-	"github.com/meshgate/meshgate/dataplane/rbac"
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
@@ -40,7 +41,6 @@ const (
 	bodyConnectError    = "upstream connect error\n"
 	bodyTimeout         = "upstream request timeout\n"
 	bodyBadGateway      = "bad gateway\n"
-	bodyAccessDenied    = "access denied\n"
 	bodyBadPath         = "bad request path\n"
 	bodyBadBody         = "bad request body\n"
 )
@@ -55,11 +55,10 @@ type Config struct {
 	// is the edge, so X-Forwarded-Proto is overwritten with the scheme of the
 	// downstream connection rather than trusted.
 	UseRemoteAddress bool
-	// RBACDeny and RBACAllow are the listener's RBAC filters
-	// (rbac.DenyFilterName, rbac.AllowFilterName in http_filters; see
-	// rbac.FromHTTPFilters); nil when absent. A matched route's
-	// typed_per_filter_config overrides them (router.Route.RBACOverride).
-	RBACDeny, RBACAllow *rbac.Filter
+	// Filters are the listener's HTTP filters before the router, in
+	// http_filters order (compiled by the registry, dataplane/filters);
+	// none when the router is the only one.
+	Filters []httpfilter.Filter
 	// NormalizePath and MergeSlashes are the HttpConnectionManager fields of
 	// those names: the request path is normalized (normalizePath) before
 	// routing and authorization, and forwarded normalized. A path that cannot
@@ -69,10 +68,9 @@ type Config struct {
 
 // Handler serves one listener. It is safe for concurrent use.
 type Handler struct {
-	config  atomic.Pointer[Config]
+	config  atomic.Pointer[bound]
 	logger  *slog.Logger
-	buffers sync.Pool  // *[]byte of copyBufferSize
-	denied  rbac.Stats // rbac_denied by policy, across configurations
+	buffers sync.Pool // *[]byte of copyBufferSize
 
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
@@ -97,44 +95,82 @@ func NewHandler(logger *slog.Logger) *Handler {
 	return h
 }
 
+// bound is a Config as a Handler serves it: with its filters wrapped, once,
+// around the router.
+type bound struct {
+	cfg     *Config
+	filters httpfilter.Handler // the first filter; nil without filters
+}
+
 // Store swaps in cfg atomically; requests already started keep the Config
-// they loaded. cfg must not be modified afterwards.
-func (h *Handler) Store(cfg *Config) { h.config.Store(cfg) }
+// they loaded. cfg must not be modified afterwards. Its filters are wrapped
+// here, around the router, not per request.
+func (h *Handler) Store(cfg *Config) {
+	b := &bound{cfg: cfg}
+	if len(cfg.Filters) > 0 {
+		var next httpfilter.Handler = &routerFilter{h: h, cfg: cfg}
+		for i := len(cfg.Filters) - 1; i >= 0; i-- {
+			next = cfg.Filters[i].Wrap(next)
+		}
+		b.filters = next
+	}
+	h.config.Store(b)
+}
 
 // Config returns the configuration in use (nil before the first Store).
-func (h *Handler) Config() *Config { return h.config.Load() }
+func (h *Handler) Config() *Config {
+	if b := h.config.Load(); b != nil {
+		return b.cfg
+	}
+	return nil
+}
 
-// RBACStats counts the requests the RBAC filters denied, by
-// rbac.Filter.StatKey (the policy, or "<rules_stat_prefix>/no-allow-match"),
-// since the handler was created: the rbac_denied counters of /stats.
-func (h *Handler) RBACStats() *rbac.Stats { return &h.denied }
-
-// ServeHTTP routes and answers or forwards one request. It takes ownership
-// of r: the request's headers and URL are rewritten in place into the
-// upstream request.
+// ServeHTTP serves one request through the pipeline of the listener's
+// HttpConnectionManager, as Envoy does:
 //
-// As in Envoy, the RBAC filters run before the router: on the matched
-// route's config (its typed_per_filter_config overrides the listener's),
-// and with the listener's config when no route matches, before the 404.
+//  1. normalize the path (normalize_path, merge_slashes): 400 when it
+//     cannot be normalized safely;
+//  2. select the route (nil when none matches), so that the filters can
+//     read its per-filter configs;
+//  3. the HTTP filters, in http_filters order: each may answer locally or
+//     change the request or the response, and calls the next;
+//  4. the router: 404 without a route, a redirect or direct response, or
+//     the upstream (forward).
+//
+// It takes ownership of r: the request's headers and URL are rewritten in
+// place into the upstream request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	cfg := h.config.Load()
-	if cfg == nil {
-		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
+	b := h.config.Load()
+	if b == nil {
+		httpfilter.LocalReply(w, nil, http.StatusNotFound, bodyNoRoute)
 		return
 	}
-	if cfg.NormalizePath || cfg.MergeSlashes {
-		if !normalizeRequestPath(r, cfg.MergeSlashes) {
-			localReply(w, nil, http.StatusBadRequest, bodyBadPath)
-			return
-		}
-	}
-	var rt *router.Route
-	if cfg.Routes != nil {
-		rt = cfg.Routes.Match(r)
-	}
-	if !h.authorize(w, r, cfg, rt) {
+	cfg := b.cfg
+	if (cfg.NormalizePath || cfg.MergeSlashes) && !normalizeRequestPath(r, cfg.MergeSlashes) {
+		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
 		return
 	}
+	rt := cfg.Routes.Match(r)
+	if b.filters != nil {
+		b.filters.ServeHTTP(w, r, rt)
+		return
+	}
+	h.route(w, r, cfg, rt)
+}
+
+// routerFilter is the router as the last of a listener's filters.
+type routerFilter struct {
+	h   *Handler
+	cfg *Config
+}
+
+func (f *routerFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.Route) {
+	f.h.route(w, r, f.cfg, rt)
+}
+
+// route is the router, the terminal filter: it answers what the route rt
+// (nil: no route matched) says, or forwards r upstream.
+func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route) {
 	if rt == nil {
 		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
 		return
@@ -170,54 +206,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint)
-}
-
-// authorize runs the DENY then the ALLOW RBAC filter that apply to r on rt
-// (nil: no route matched). It answers 403 and returns false when one denies.
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route) bool {
-	deny, allow := cfg.RBACDeny, cfg.RBACAllow
-	if rt != nil {
-		if f, set := rt.RBACOverride(rbac.DenyFilterName); set {
-			deny = f
-		}
-		if f, set := rt.RBACOverride(rbac.AllowFilterName); set {
-			allow = f
-		}
-	}
-	if allowed, policy := deny.Evaluate(r); !allowed {
-		h.deny(w, r, rt, deny, policy)
-		return false
-	}
-	if allowed, policy := allow.Evaluate(r); !allowed {
-		h.deny(w, r, rt, allow, policy)
-		return false
-	}
-	return true
-}
-
-// deny answers 403, logs who was denied by which policy, and counts it.
-func (h *Handler) deny(w http.ResponseWriter, r *http.Request, rt *router.Route, f *rbac.Filter, policy string) {
-	h.denied.Inc(f.StatKey(policy))
-	if h.logger.Enabled(r.Context(), slog.LevelInfo) {
-		remoteIP := r.RemoteAddr
-		if host, _, err := net.SplitHostPort(remoteIP); err == nil {
-			remoteIP = host
-		}
-		path := ""
-		if r.URL != nil {
-			path = r.URL.EscapedPath()
-		}
-		h.logger.LogAttrs(r.Context(), slog.LevelInfo, "access denied",
-			slog.String("method", r.Method),
-			slog.String("path", path),
-			slog.String("peer", peer.Identity(r.Context())),
-			slog.String("remote_ip", remoteIP),
-			slog.String("action", f.Action().String()),
-			slog.String("policy", policy),
-			slog.String("rules", f.StatPrefix()),
-		)
-	}
-	localReply(w, rt, http.StatusForbidden, bodyAccessDenied)
 }
 
 // forward sends r to endpoint of cluster and streams the response back.
@@ -359,19 +347,9 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// localReply answers with a short text/plain body; the route's response
-// header mutations apply, as in Envoy.
+// localReply answers with a short text/plain body: httpfilter.LocalReply.
 func localReply(w http.ResponseWriter, rt *router.Route, status int, body string) {
-	header := w.Header()
-	if body != "" {
-		header["Content-Type"] = []string{"text/plain; charset=utf-8"}
-		header["Content-Length"] = []string{strconv.Itoa(len(body))}
-	}
-	if rt != nil {
-		rt.ApplyResponseHeaders(header)
-	}
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, body)
+	httpfilter.LocalReply(w, rt, status, body)
 }
 
 // forwardedProto is the scheme the request arrived with, as the upstream and

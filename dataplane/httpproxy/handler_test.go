@@ -132,7 +132,7 @@ func table(t testing.TB, routes ...*routev3.Route) *router.Table {
 	t.Helper()
 	tbl, err := router.Compile(&routev3.RouteConfiguration{Name: "test", VirtualHosts: []*routev3.VirtualHost{
 		{Name: "all", Domains: []string{"*"}, Routes: routes},
-	}})
+	}}, nil)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}

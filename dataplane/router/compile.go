@@ -3,38 +3,49 @@ package router
 import (
 	"errors"
 	"fmt"
-	"net/textproto"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshgate/meshgate/dataplane/internal/headers"
 	"github.com/meshgate/meshgate/dataplane/internal/match"
-	"github.com/meshgate/meshgate/dataplane/rbac"
-	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
 
-// Compile checks rc against the subset of docs/xds.md and compiles it. The
-// error names the virtual host, route and field of the first problem:
-// anything outside the subset, an invalid regular expression, a duplicate
-// domain...
-func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
+// PerFilterCompiler compiles the values of typed_per_filter_config (of a
+// route, a virtual host or the route configuration). The key is the name of
+// the http_filters entry the value configures; the value's type selects the
+// filter (dataplane/filters: the registry). The router keeps the result
+// opaque, for the filter to find with Route.PerFilterConfig.
+type PerFilterCompiler interface {
+	CompilePerFilterConfig(name string, config *anypb.Any) (any, error)
+}
+
+// Compile compiles rc, already checked against the subset of docs/xds.md
+// (xdscheck: the apply path checks every resource once, before compiling;
+// Compile does not check again, and what it does not use it ignores). The
+// error names the virtual host, route and field of the first problem: an
+// invalid regular expression, a duplicate domain, a typed_per_filter_config
+// value perFilter refuses... perFilter may be nil when rc has no
+// typed_per_filter_config.
+func Compile(rc *routev3.RouteConfiguration, perFilter PerFilterCompiler) (*Table, error) {
 	if rc == nil {
 		return nil, errors.New("nil route configuration")
 	}
-	if err := xdscheck.Check(rc); err != nil {
-		return nil, err
-	}
 	t := &Table{name: rc.GetName(), exact: make(map[string]*virtualHost)}
+	rcFilters, err := compilePerFilterConfig(perFilter, rc.GetTypedPerFilterConfig(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("route configuration %q: %w", rc.GetName(), err)
+	}
 	seenDomains := make(map[string]string)
 	clusters := make(map[string]struct{})
 	for i, vhc := range rc.GetVirtualHosts() {
-		vh, err := compileVirtualHost(vhc, clusters)
+		vh, err := compileVirtualHost(vhc, clusters, perFilter, rcFilters)
 		if err != nil {
 			return nil, fmt.Errorf("route configuration %q: virtual_hosts[%d] %q: %w", rc.GetName(), i, vhc.GetName(), err)
 		}
@@ -52,6 +63,7 @@ func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
 	}
 	sortWildcards(t.suffixes)
 	sortWildcards(t.prefixes)
+	t.perFilterTypes = perFilterTypes(rc)
 	t.clusters = make([]string, 0, len(clusters))
 	for c := range clusters {
 		t.clusters = append(t.clusters, c)
@@ -84,13 +96,17 @@ func (t *Table) addDomain(domain string, vh *virtualHost) error {
 	return nil
 }
 
-func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}) (*virtualHost, error) {
+func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, perFilter PerFilterCompiler, rcFilters []perFilterConfig) (*virtualHost, error) {
 	if len(vhc.GetDomains()) == 0 {
 		return nil, errors.New("domains: at least one domain is required")
 	}
+	vhFilters, err := compilePerFilterConfig(perFilter, vhc.GetTypedPerFilterConfig(), rcFilters)
+	if err != nil {
+		return nil, err
+	}
 	vh := &virtualHost{name: vhc.GetName(), routes: make([]*Route, 0, len(vhc.GetRoutes()))}
 	for i, rc := range vhc.GetRoutes() {
-		rt, err := compileRoute(rc)
+		rt, err := compileRoute(rc, perFilter, vhFilters)
 		if err != nil {
 			if rc.GetName() != "" {
 				return nil, fmt.Errorf("routes[%d] %q: %w", i, rc.GetName(), err)
@@ -109,7 +125,7 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}) 
 	return vh, nil
 }
 
-func compileRoute(rc *routev3.Route) (*Route, error) {
+func compileRoute(rc *routev3.Route, perFilter PerFilterCompiler, vhFilters []perFilterConfig) (*Route, error) {
 	rt := &Route{name: rc.GetName()}
 	m, err := compileMatch(rc.GetMatch())
 	if err != nil {
@@ -139,7 +155,7 @@ func compileRoute(rc *routev3.Route) (*Route, error) {
 		return nil, errors.New("action: exactly one of route, redirect, direct_response is required")
 	}
 
-	if err := compilePerFilterConfig(rt, rc.GetTypedPerFilterConfig()); err != nil {
+	if rt.perFilter, err = compilePerFilterConfig(perFilter, rc.GetTypedPerFilterConfig(), vhFilters); err != nil {
 		return nil, err
 	}
 	if rt.requestHeads, err = compileHeaderMutation(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove(), true); err != nil {
@@ -151,42 +167,58 @@ func compileRoute(rc *routev3.Route) (*Route, error) {
 	return rt, nil
 }
 
-// compilePerFilterConfig compiles typed_per_filter_config: the RBAC
-// overrides (docs/xds.md "RBAC"), keyed by the RBAC filter's name, each an
-// RBACPerRoute whose rbac replaces the filter's config on this route (no
-// rbac: the filter is disabled here). Any other key is an error.
-func compilePerFilterConfig(rt *Route, configs map[string]*anypb.Any) error {
-	keys := make([]string, 0, len(configs))
-	for k := range configs {
-		keys = append(keys, k)
+// compilePerFilterConfig compiles one level's typed_per_filter_config and
+// merges it with the less specific levels' (outer, already merged): the
+// result holds, by filter name, the configs most specific first. With no
+// config of its own a level shares outer.
+func compilePerFilterConfig(perFilter PerFilterCompiler, configs map[string]*anypb.Any, outer []perFilterConfig) ([]perFilterConfig, error) {
+	if len(configs) == 0 {
+		return outer, nil
 	}
-	slices.Sort(keys)
-	for _, key := range keys {
-		field := fmt.Sprintf("typed_per_filter_config[%q]", key)
-		var slot *rbacOverride
-		switch key {
-		case rbac.DenyFilterName:
-			slot = &rt.rbacDeny
-		case rbac.AllowFilterName:
-			slot = &rt.rbacAllow
-		default:
-			return fmt.Errorf("%s: not supported (only %s and %s)", field, rbac.DenyFilterName, rbac.AllowFilterName)
-		}
-		var per rbacv3.RBACPerRoute
-		if err := configs[key].UnmarshalTo(&per); err != nil {
-			return fmt.Errorf("%s: want an RBACPerRoute: %w", field, err)
-		}
-		slot.set = true
-		if per.GetRbac() == nil {
-			continue // RBACPerRoute{}: the filter is disabled on this route
-		}
-		f, err := rbac.Compile(per.GetRbac())
+	if perFilter == nil {
+		return nil, errors.New("typed_per_filter_config: not supported")
+	}
+	merged := slices.Clone(outer)
+	for _, name := range slices.Sorted(maps.Keys(configs)) {
+		cfg, err := perFilter.CompilePerFilterConfig(name, configs[name])
 		if err != nil {
-			return fmt.Errorf("%s.rbac: %w", field, err)
+			return nil, fmt.Errorf("typed_per_filter_config[%q]: %w", name, err)
 		}
-		slot.filter = f
+		i, found := slices.BinarySearchFunc(merged, name, func(p perFilterConfig, name string) int { return strings.Compare(p.name, name) })
+		if found {
+			merged[i].configs = append([]any{cfg}, merged[i].configs...)
+			continue
+		}
+		merged = slices.Insert(merged, i, perFilterConfig{name: name, configs: []any{cfg}})
 	}
-	return nil
+	return merged, nil
+}
+
+// perFilterTypes collects the message types of rc's typed_per_filter_config
+// values at every level, by filter name; nil when there are none.
+func perFilterTypes(rc *routev3.RouteConfiguration) map[string][]string {
+	var types map[string][]string
+	collect := func(configs map[string]*anypb.Any) {
+		for name, config := range configs {
+			if types == nil {
+				types = make(map[string][]string)
+			}
+			if t := string(config.MessageName()); !slices.Contains(types[name], t) {
+				types[name] = append(types[name], t)
+			}
+		}
+	}
+	collect(rc.GetTypedPerFilterConfig())
+	for _, vh := range rc.GetVirtualHosts() {
+		collect(vh.GetTypedPerFilterConfig())
+		for _, r := range vh.GetRoutes() {
+			collect(r.GetTypedPerFilterConfig())
+		}
+	}
+	for _, t := range types {
+		slices.Sort(t)
+	}
+	return types
 }
 
 func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {
@@ -417,86 +449,24 @@ func compileRedirect(rt *Route, ra *routev3.RedirectAction) error {
 	return nil
 }
 
-func compileHeaderMutation(adds []*corev3.HeaderValueOption, removes []string, request bool) (headerMutation, error) {
+func compileHeaderMutation(adds []*corev3.HeaderValueOption, removes []string, request bool) (headers.List, error) {
 	field := "response_headers_to_"
 	if request {
 		field = "request_headers_to_"
 	}
-	var m headerMutation
+	var m headers.List
 	for i, name := range removes {
-		if err := checkMutableHeader(name, request); err != nil {
+		if err := headers.CheckName(name, request); err != nil {
 			return m, fmt.Errorf("%sremove[%d]: %w", field, i, err)
 		}
-		m.remove = append(m.remove, textproto.CanonicalMIMEHeaderKey(name))
+		m.Remove(name)
 	}
 	for i, opt := range adds {
-		key := opt.GetHeader().GetKey()
-		if err := checkMutableHeader(key, request); err != nil {
-			return m, fmt.Errorf("%sadd[%d].header.key: %w", field, i, err)
-		}
-		if opt.GetAppend() != nil {
-			return m, fmt.Errorf("%sadd[%d].append: not supported, use append_action", field, i)
-		}
-		value, err := literalHeaderValue(opt.GetHeader().GetValue())
+		o, err := headers.CompileOption(opt, request, nil)
 		if err != nil {
-			return m, fmt.Errorf("%sadd[%d].header.value: %w", field, i, err)
+			return m, fmt.Errorf("%sadd[%d].%w", field, i, err)
 		}
-		if value == "" {
-			// Envoy drops additions with an empty value (keep_empty_value false).
-			continue
-		}
-		var action appendAction
-		switch opt.GetAppendAction() {
-		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
-			action = appendIfExistsOrAdd
-		case corev3.HeaderValueOption_ADD_IF_ABSENT:
-			action = addIfAbsent
-		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
-			action = overwriteIfExistsOrAdd
-		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-			action = overwriteIfExists
-		default:
-			return m, fmt.Errorf("%sadd[%d].append_action: %v not supported", field, i, opt.GetAppendAction())
-		}
-		m.add = append(m.add, headerAdd{key: textproto.CanonicalMIMEHeaderKey(key), value: value, action: action})
+		m.Add(o)
 	}
 	return m, nil
-}
-
-// checkMutableHeader rejects what Envoy refuses to add or remove: empty and
-// pseudo-header names, and Host on requests.
-func checkMutableHeader(name string, request bool) error {
-	switch {
-	case name == "":
-		return errors.New("empty header name")
-	case strings.HasPrefix(name, ":"):
-		return fmt.Errorf("pseudo-header %q cannot be modified", name)
-	case request && strings.EqualFold(name, "host"):
-		return errors.New(`"host" cannot be modified (use host_rewrite_literal)`)
-	case strings.ContainsAny(name, " \t\r\n:"):
-		return fmt.Errorf("%q is not a valid header name", name)
-	}
-	return nil
-}
-
-// literalHeaderValue resolves Envoy's formatter syntax in a header value: "%%"
-// is a literal "%"; any other %COMMAND% is not supported.
-func literalHeaderValue(v string) (string, error) {
-	if !strings.Contains(v, "%") {
-		return v, nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(v); i++ {
-		if v[i] != '%' {
-			b.WriteByte(v[i])
-			continue
-		}
-		if i+1 < len(v) && v[i+1] == '%' {
-			b.WriteByte('%')
-			i++
-			continue
-		}
-		return "", fmt.Errorf("%q: formatter commands (%%...%%) are not supported; write %%%% for a literal %%", v)
-	}
-	return b.String(), nil
 }

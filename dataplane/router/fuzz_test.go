@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -23,15 +22,7 @@ import (
 // subset, the starting points of the fuzzers.
 func fuzzSeedRoutes(tb testing.TB) []*routev3.RouteConfiguration {
 	tb.Helper()
-	perRoute, err := anypb.New(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
-		Action: rbacconfigv3.RBAC_ALLOW,
-		Policies: map[string]*rbacconfigv3.Policy{"p": {
-			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
-			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Authenticated_{
-				Authenticated: &rbacconfigv3.Principal_Authenticated{PrincipalName: exact("spiffe://meshgate.local/ns/default/svc/web")},
-			}}},
-		}},
-	}}})
+	perRoute, err := anypb.New(&rbacv3.RBACPerRoute{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,7 +53,7 @@ func fuzzSeedRoutes(tb testing.TB) []*routev3.RouteConfiguration {
 						Pattern: regex("^/v([0-9]+)/(.*)$"), Substitution: `/\2?v=\1`,
 					},
 				}},
-				TypedPerFilterConfig: map[string]*anypb.Any{"meshgate.rbac.allow": perRoute},
+				TypedPerFilterConfig: map[string]*anypb.Any{"f": perRoute, "g": perRoute},
 			},
 			&routev3.Route{
 				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/api"}},
@@ -93,6 +84,8 @@ func fuzzSeedRoutes(tb testing.TB) []*routev3.RouteConfiguration {
 			route(prefixMatch("/"), "web"),
 		),
 	)
+	full.VirtualHosts[1].TypedPerFilterConfig = map[string]*anypb.Any{"f": perRoute}
+	full.TypedPerFilterConfig = map[string]*anypb.Any{"g": perRoute}
 	return []*routev3.RouteConfiguration{full, rcWith(vhost("all", []string{"*"}, route(prefixMatch("/"), "web")))}
 }
 
@@ -107,10 +100,11 @@ func fuzzRequests() []*http.Request {
 	}
 }
 
-// checkCompile runs rc through Compile exactly as the proxy does, and
-// exercises the table it compiles to. A rejection must name the resource.
+// checkCompile runs rc through the check and Compile exactly as the proxy
+// does, and exercises the table it compiles to. A rejection must name the
+// resource.
 func checkCompile(t *testing.T, rc *routev3.RouteConfiguration) {
-	tbl, err := Compile(rc)
+	tbl, err := checkAndCompile(rc, testPerFilter{})
 	if err != nil {
 		if want := fmt.Sprintf("route configuration %q", rc.GetName()); !strings.Contains(err.Error(), want) {
 			t.Fatalf("error does not name the resource (%s): %v", want, err)
@@ -129,7 +123,8 @@ func checkCompile(t *testing.T, rc *routev3.RouteConfiguration) {
 		}
 		rt.ApplyRequestHeaders(r.Header.Clone())
 		rt.ApplyResponseHeaders(http.Header{"Server": {"x"}})
-		_, _ = rt.RBACOverride("meshgate.rbac.allow")
+		_ = rt.PerFilterConfig("f")
+		_ = rt.PerFilterConfigs("g")
 	}
 }
 
@@ -172,7 +167,7 @@ func FuzzMutateRouteConfiguration(f *testing.F) {
 // they explore near-valid inputs.
 func TestFuzzSeedRoutesCompile(t *testing.T) {
 	for i, rc := range fuzzSeedRoutes(t) {
-		if _, err := Compile(rc); err != nil {
+		if _, err := checkAndCompile(rc, testPerFilter{}); err != nil {
 			t.Errorf("seed %d: %v", i, err)
 		}
 	}

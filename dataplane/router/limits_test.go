@@ -25,7 +25,7 @@ func TestHugeRouteConfigurationScalesLinearly(t *testing.T) {
 		}
 		return rcWith(vhost("all", []string{"*"}, routes...))
 	}
-	if _, err := Compile(config(10)); err != nil { // warm-up: what is initialized once
+	if _, err := Compile(config(10), nil); err != nil { // warm-up: what is initialized once
 		t.Fatal(err)
 	}
 	allocs := map[int]testutil.Allocation{}
@@ -33,7 +33,7 @@ func TestHugeRouteConfigurationScalesLinearly(t *testing.T) {
 		rc := config(n)
 		var tbl *Table
 		var err error
-		allocs[n] = testutil.Allocated(func() { tbl, err = Compile(rc) })
+		allocs[n] = testutil.Allocated(func() { tbl, err = Compile(rc, nil) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,9 +60,9 @@ func TestHugeRouteConfigurationScalesLinearly(t *testing.T) {
 func TestHugeRegexIsRefused(t *testing.T) {
 	refused := func(pattern string) testutil.Allocation {
 		rc := rcWith(vhost("all", []string{"*"}, route(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: regex(pattern)}}, "c")))
-		_, _ = Compile(rc) // warm-up
+		_, _ = Compile(rc, nil) // warm-up
 		var err error
-		a := testutil.Allocated(func() { _, err = Compile(rc) })
+		a := testutil.Allocated(func() { _, err = Compile(rc, nil) })
 		if err == nil {
 			t.Fatalf("a %d-byte regex compiled", len(pattern))
 		}

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/meshgate/meshgate/dataplane/rbac"
 )
 
 // Name is the route's name (may be empty).
@@ -68,18 +66,30 @@ func (p *pathRewrite) apply(path string) string {
 	return path
 }
 
-// RBACOverride returns the route's override of the RBAC filter called name
-// (rbac.DenyFilterName or rbac.AllowFilterName): set is false when the route
-// has none and the listener's filter applies; otherwise f replaces it on
-// this route, and a nil f means the filter is disabled here.
-func (rt *Route) RBACOverride(name string) (f *rbac.Filter, set bool) {
-	switch name {
-	case rbac.DenyFilterName:
-		return rt.rbacDeny.filter, rt.rbacDeny.set
-	case rbac.AllowFilterName:
-		return rt.rbacAllow.filter, rt.rbacAllow.set
+// PerFilterConfig returns the most specific typed_per_filter_config compiled
+// for the HTTP filter named name (see PerFilterCompiler): the route's, else
+// its virtual host's, else its route configuration's; nil when none of them
+// has one. It takes no lock and does not allocate.
+func (rt *Route) PerFilterConfig(name string) any {
+	for i := range rt.perFilter {
+		if rt.perFilter[i].name == name {
+			return rt.perFilter[i].configs[0]
+		}
 	}
-	return nil, false
+	return nil
+}
+
+// PerFilterConfigs returns every typed_per_filter_config compiled for the
+// HTTP filter named name, most specific first (route, virtual host, route
+// configuration), for filters that combine them; nil when none. The caller
+// must not modify the slice.
+func (rt *Route) PerFilterConfigs(name string) []any {
+	for i := range rt.perFilter {
+		if rt.perFilter[i].name == name {
+			return rt.perFilter[i].configs
+		}
+	}
+	return nil
 }
 
 // DirectResponse returns the status and body of a direct response.
@@ -89,11 +99,11 @@ func (rt *Route) DirectResponse() (status int, body string) {
 
 // ApplyRequestHeaders applies request_headers_to_remove then
 // request_headers_to_add to h, as Envoy does.
-func (rt *Route) ApplyRequestHeaders(h http.Header) { rt.requestHeads.apply(h) }
+func (rt *Route) ApplyRequestHeaders(h http.Header) { rt.requestHeads.Apply(h) }
 
 // ApplyResponseHeaders applies response_headers_to_remove then
 // response_headers_to_add to h.
-func (rt *Route) ApplyResponseHeaders(h http.Header) { rt.responseHeads.apply(h) }
+func (rt *Route) ApplyResponseHeaders(h http.Header) { rt.responseHeads.Apply(h) }
 
 // Redirect returns the Location and status code of a redirect route for r.
 // scheme is the request's scheme as the proxy sees it ("http" or "https",
@@ -175,51 +185,3 @@ func defaultPort(scheme string) string {
 	}
 	return ""
 }
-
-// headerMutation is a compiled list of header removals and additions.
-type headerMutation struct {
-	remove []string // canonical keys
-	add    []headerAdd
-}
-
-// appendAction mirrors envoy.config.core.v3.HeaderValueOption.HeaderAppendAction.
-type appendAction uint8
-
-const (
-	appendIfExistsOrAdd appendAction = iota
-	addIfAbsent
-	overwriteIfExistsOrAdd
-	overwriteIfExists
-)
-
-type headerAdd struct {
-	key    string // canonical
-	value  string
-	action appendAction
-}
-
-func (m *headerMutation) apply(h http.Header) {
-	for _, k := range m.remove {
-		delete(h, k)
-	}
-	for i := range m.add {
-		a := &m.add[i]
-		_, exists := h[a.key]
-		switch a.action {
-		case appendIfExistsOrAdd:
-			h[a.key] = append(h[a.key], a.value)
-		case addIfAbsent:
-			if !exists {
-				h[a.key] = []string{a.value}
-			}
-		case overwriteIfExistsOrAdd:
-			h[a.key] = []string{a.value}
-		case overwriteIfExists:
-			if exists {
-				h[a.key] = []string{a.value}
-			}
-		}
-	}
-}
-
-func (m *headerMutation) empty() bool { return len(m.remove) == 0 && len(m.add) == 0 }

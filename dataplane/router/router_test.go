@@ -13,6 +13,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
 
 // --- builders --------------------------------------------------------------
@@ -47,11 +49,26 @@ func regex(s string) *matcherv3.RegexMatcher { return &matcherv3.RegexMatcher{Re
 
 func mustCompile(t *testing.T, rc *routev3.RouteConfiguration) *Table {
 	t.Helper()
-	tbl, err := Compile(rc)
+	tbl, err := checkAndCompile(rc, nil)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
 	return tbl
+}
+
+// checkAndCompile is the RDS path of the proxy: the subset check (with the
+// per-filter test filter's rules when perFilter is set), then Compile.
+func checkAndCompile(rc *routev3.RouteConfiguration, perFilter PerFilterCompiler) (*Table, error) {
+	checker := xdscheck.Check
+	if perFilter != nil {
+		checker = testChecker.Check
+	}
+	if rc != nil {
+		if err := checker(rc); err != nil {
+			return nil, err
+		}
+	}
+	return Compile(rc, perFilter)
 }
 
 func newRequest(method, target, host string, headers ...string) *http.Request {
@@ -597,7 +614,7 @@ func TestCompileErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Compile(tc.rc)
+			_, err := checkAndCompile(tc.rc, nil)
 			if err == nil {
 				t.Fatal("Compile succeeded, want an error")
 			}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshgate/meshgate/dataplane/internal/headers"
 	"github.com/meshgate/meshgate/dataplane/internal/match"
-	"github.com/meshgate/meshgate/dataplane/rbac"
 )
 
 // DefaultTimeout is the route timeout when RouteAction.timeout is unset
@@ -35,6 +35,9 @@ type Table struct {
 	prefixes []wildcardDomain // "api.*": longest prefix first
 	any      *virtualHost     // "*"
 	clusters []string
+	// perFilterTypes: the message types of typed_per_filter_config, by
+	// filter name (every level).
+	perFilterTypes map[string][]string
 }
 
 // wildcardDomain is a domain with a leading or trailing "*"; affix is the
@@ -66,8 +69,8 @@ type Route struct {
 	timeout       time.Duration
 	pathRewrite   pathRewrite
 	hostRewrite   string
-	requestHeads  headerMutation
-	responseHeads headerMutation
+	requestHeads  headers.List
+	responseHeads headers.List
 
 	// ActionRedirect.
 	redirect redirect
@@ -76,15 +79,17 @@ type Route struct {
 	directStatus int
 	directBody   string
 
-	// typed_per_filter_config of the RBAC filters.
-	rbacDeny, rbacAllow rbacOverride
+	// typed_per_filter_config of the route, its virtual host and route
+	// configuration, by filter name (sorted); shared between the routes of
+	// a virtual host that have none of their own.
+	perFilter []perFilterConfig
 }
 
-// rbacOverride is one RBAC filter's per-route config: when set, filter
-// replaces the listener's (nil: the filter is disabled on the route).
-type rbacOverride struct {
-	set    bool
-	filter *rbac.Filter
+// perFilterConfig is what the levels of typed_per_filter_config hold for one
+// HTTP filter, compiled (PerFilterCompiler), most specific first.
+type perFilterConfig struct {
+	name    string
+	configs []any
 }
 
 type weightedEntry struct {
@@ -149,16 +154,22 @@ type redirect struct {
 // Name is the RouteConfiguration name the table was compiled from.
 func (t *Table) Name() string { return t.name }
 
+// PerFilterTypes returns the message types of the table's
+// typed_per_filter_config values (route, virtual host and route
+// configuration levels), sorted, by filter name; nil when it has none. The
+// caller must not modify it.
+func (t *Table) PerFilterTypes() map[string][]string { return t.perFilterTypes }
+
 // Clusters returns every cluster name the table's routes reference, sorted
 // and unique. The caller must not modify the slice.
 func (t *Table) Clusters() []string { return t.clusters }
 
 // Match returns the first route of the selected virtual host that matches r,
-// or nil when no virtual host or route matches. It reads r.Host (port already
+// or nil when no virtual host or route matches (or t is nil). It reads r.Host (port already
 // stripped by the listener when strip_any_host_port is set), r.Method,
 // r.URL, r.Header and r.TLS, and modifies nothing.
 func (t *Table) Match(r *http.Request) *Route {
-	if r.URL == nil {
+	if t == nil || r.URL == nil {
 		return nil
 	}
 	vh := t.selectVirtualHost(r.Host)

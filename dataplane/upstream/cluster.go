@@ -104,8 +104,10 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 	for _, o := range opts {
 		o(&options)
 	}
-	if err := xdscheck.Check(c); err != nil {
-		return nil, err
+	if !options.checked {
+		if err := xdscheck.Check(c); err != nil {
+			return nil, err
+		}
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -326,7 +328,8 @@ func (c *Cluster) Secure(endpoint string) bool {
 // SetEndpoints replaces the endpoints with those of cla, atomically: requests
 // in flight keep the endpoint they picked. Endpoints whose health_status is
 // not UNKNOWN or HEALTHY are left out; load_balancing_weight is honoured. On
-// error the previous endpoints stay.
+// error the previous endpoints stay. It is CheckEndpoints' check,
+// PrepareEndpoints, then UseEndpoints.
 func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 	if cla == nil {
 		return fmt.Errorf("cluster %q: nil cluster load assignment", c.name)
@@ -334,17 +337,54 @@ func (c *Cluster) SetEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 	if err := xdscheck.Check(cla); err != nil {
 		return err
 	}
+	e, err := c.PrepareEndpoints(cla)
+	if err != nil {
+		return err
+	}
+	c.UseEndpoints(e)
+	return nil
+}
+
+// Endpoints is a ClusterLoadAssignment compiled for one cluster
+// (PrepareEndpoints): immutable until that cluster uses it (UseEndpoints).
+type Endpoints struct {
+	cluster *Cluster
+	set     *endpointSet
+}
+
+// PrepareEndpoints compiles cla, already checked (xdscheck), for c, without
+// installing it: the proxy prepares an EDS update whole, and NACKs it,
+// before it changes anything.
+func (c *Cluster) PrepareEndpoints(cla *endpointv3.ClusterLoadAssignment) (*Endpoints, error) {
 	if cla.GetClusterName() != c.name {
-		return fmt.Errorf("cluster load assignment %q: cluster_name does not match cluster %q", cla.GetClusterName(), c.name)
+		return nil, fmt.Errorf("cluster load assignment %q: cluster_name does not match cluster %q", cla.GetClusterName(), c.name)
 	}
 	set, err := c.buildEndpoints(cla, "")
 	if err != nil {
-		return fmt.Errorf("cluster load assignment %q: %w", cla.GetClusterName(), err)
+		return nil, fmt.Errorf("cluster load assignment %q: %w", cla.GetClusterName(), err)
 	}
-	c.endpoints.Store(set)
-	c.forgetRemovedEndpoints(set)
-	c.logger.Debug("endpoints updated", "endpoints", len(set.addresses), "schedule", len(set.schedule))
-	return nil
+	return &Endpoints{cluster: c, set: set}, nil
+}
+
+// UseEndpoints installs e, prepared for c, atomically: requests in flight
+// keep the endpoint they picked. Endpoints prepared for another cluster are
+// ignored.
+func (c *Cluster) UseEndpoints(e *Endpoints) {
+	if e == nil || e.cluster != c {
+		return
+	}
+	c.endpoints.Store(e.set)
+	c.forgetRemovedEndpoints(e.set)
+	c.logger.Debug("endpoints updated", "endpoints", len(e.set.addresses), "schedule", len(e.set.schedule))
+}
+
+// CheckEndpoints reports whether cla, already checked (xdscheck), compiles
+// (addresses, weights), for a cluster the proxy has not received yet: what
+// PrepareEndpoints refuses for any cluster of that name.
+func CheckEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
+	c := &Cluster{name: cla.GetClusterName()}
+	_, err := c.PrepareEndpoints(cla)
+	return err
 }
 
 // HasEndpoints reports whether the cluster has at least one endpoint that

@@ -53,8 +53,14 @@ type TLS struct {
 type Option func(*clusterOptions)
 
 type clusterOptions struct {
-	tls TLS
+	tls     TLS
+	checked bool
 }
+
+// Checked says the cluster has passed xdscheck already (the proxy's apply
+// path checks every resource once, before building anything): NewCluster
+// does not check it again.
+func Checked() Option { return func(o *clusterOptions) { o.checked = true } }
 
 // WithTLS lets the cluster dial the endpoints its transport_socket_matches
 // select over mTLS. Without it such a cluster is rejected.

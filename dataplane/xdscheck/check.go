@@ -1,6 +1,12 @@
 // Package xdscheck decides whether an xDS resource stays inside the subset of
 // Envoy v3 the meshgate proxy implements (docs/xds.md), so that anything else
 // is NACKed with the path of the offending field instead of being ignored.
+//
+// The subset is a set of Rules, one per message type: the core resources
+// (listeners, routes, clusters, endpoints, TLS) here, and what each HTTP
+// filter adds (HTTPFilter), contributed from the filter's own package
+// (dataplane/filters/<name>) through the filter registry, which builds the
+// proxy's Checker with New. Check alone knows the core subset.
 package xdscheck
 
 import (
@@ -10,7 +16,8 @@ import (
 	"strconv"
 	"strings"
 
-	// Typed configs the proxy understands, registered for Any resolution.
+	// Typed configs of the core subset, registered for Any resolution (an
+	// HTTP filter's package registers its own).
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -94,7 +101,7 @@ type validator interface{ Validate() error }
 // Check returns nil when msg passes its generated Validate() and populates
 // only fields of the supported subset; otherwise an *Error naming the
 // resource and every offending field (up to ten). It never panics.
-func Check(msg proto.Message) error {
+func (c *Checker) Check(msg proto.Message) error {
 	if msg == nil {
 		return errors.New("nil resource")
 	}
@@ -107,7 +114,7 @@ func Check(msg proto.Message) error {
 			return fmt.Errorf("%s: invalid: %w", resource, err)
 		}
 	}
-	w := walker{}
+	w := walker{subset: c.subset}
 	w.message(msg.ProtoReflect(), "", nil)
 	if len(w.violations) == 0 {
 		return nil
@@ -134,6 +141,7 @@ func describe(m protoreflect.Message) string {
 }
 
 type walker struct {
+	subset     Rules
 	violations []Violation
 }
 
@@ -145,13 +153,13 @@ func (w *walker) fail(path, reason string) {
 
 // message checks every populated field of m against rule, or against the
 // rule of m's type when rule is nil.
-func (w *walker) message(m protoreflect.Message, path string, rule *message) {
+func (w *walker) message(m protoreflect.Message, path string, rule *Message) {
 	desc := m.Descriptor()
 	if opaque[desc.FullName()] {
 		return
 	}
 	if rule == nil {
-		rule = subset[desc.FullName()]
+		rule = w.subset[desc.FullName()]
 	}
 	if rule == nil {
 		w.fail(path, fmt.Sprintf("message type %s not supported", desc.FullName()))
@@ -189,11 +197,11 @@ func (w *walker) message(m protoreflect.Message, path string, rule *message) {
 	}
 }
 
-func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f field) {
+func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f Field) {
 	switch {
 	case fd.IsList():
 		list := v.List()
-		if f.minItems > 0 && list.Len() < f.minItems || f.maxItems > 0 && list.Len() > f.maxItems {
+		if f.MinItems > 0 && list.Len() < f.MinItems || f.MaxItems > 0 && list.Len() > f.MaxItems {
 			w.fail(path, countReason(f, list.Len()))
 		}
 		for i := range list.Len() {
@@ -212,7 +220,7 @@ func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, pa
 		slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
 		for _, e := range entries {
 			epath := path + "[" + strconv.Quote(e.key) + "]"
-			if f.keys != nil && !slices.Contains(f.keys, e.key) {
+			if f.Keys != nil && !slices.Contains(f.Keys, e.key) {
 				w.fail(epath, "not supported")
 				continue
 			}
@@ -224,14 +232,14 @@ func (w *walker) field(fd protoreflect.FieldDescriptor, v protoreflect.Value, pa
 }
 
 // value checks one singular value (a list element or map value included).
-func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f field) {
+func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string, f Field) {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
-		if f.values != nil && !slices.Contains(f.values, v.String()) {
+		if f.Values != nil && !slices.Contains(f.Values, v.String()) {
 			w.fail(path, fmt.Sprintf("value %q not supported", v.String()))
 		}
 	case protoreflect.EnumKind:
-		if f.enums != nil && !slices.Contains(f.enums, v.Enum()) {
+		if f.Enums != nil && !slices.Contains(f.Enums, v.Enum()) {
 			name := strconv.Itoa(int(v.Enum()))
 			if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
 				name = string(ev.Name())
@@ -244,20 +252,20 @@ func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value, pa
 			w.any(m, path, f)
 			return
 		}
-		w.message(m, path, f.only)
+		w.message(m, path, f.Only)
 	}
 }
 
 // any resolves a typed config, checks it is one the field may carry, runs its
 // Validate() and walks it.
-func (w *walker) any(m protoreflect.Message, path string, f field) {
+func (w *walker) any(m protoreflect.Message, path string, f Field) {
 	a, ok := m.Interface().(*anypb.Any)
 	if !ok {
 		w.fail(path, "malformed Any")
 		return
 	}
 	typeName := a.MessageName()
-	if !slices.Contains(f.anyTypes, typeName) {
+	if !slices.Contains(f.AnyTypes, typeName) {
 		w.fail(path, fmt.Sprintf("typed config %q not supported", a.GetTypeUrl()))
 		return
 	}
@@ -276,17 +284,17 @@ func (w *walker) any(m protoreflect.Message, path string, f field) {
 			return
 		}
 	}
-	w.message(inner.ProtoReflect(), path, f.only)
+	w.message(inner.ProtoReflect(), path, f.Only)
 }
 
-func countReason(f field, n int) string {
-	if f.minItems == f.maxItems {
-		return fmt.Sprintf("exactly %d entries supported, got %d", f.minItems, n)
+func countReason(f Field, n int) string {
+	if f.MinItems == f.MaxItems {
+		return fmt.Sprintf("exactly %d entries supported, got %d", f.MinItems, n)
 	}
-	if f.maxItems > 0 && n > f.maxItems {
-		return fmt.Sprintf("at most %d entries supported, got %d", f.maxItems, n)
+	if f.MaxItems > 0 && n > f.MaxItems {
+		return fmt.Sprintf("at most %d entries supported, got %d", f.MaxItems, n)
 	}
-	return fmt.Sprintf("at least %d entries required, got %d", f.minItems, n)
+	return fmt.Sprintf("at least %d entries required, got %d", f.MinItems, n)
 }
 
 func join(path, name string) string {

@@ -1,41 +1,49 @@
 package xdscheck
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// field says how one populated field of a message is checked. The zero value
+// Field says how one populated field of a message is checked. The zero value
 // means: allowed, and its value is checked with the rule of its own message type.
-type field struct {
-	// enums, when not nil, lists the enum numbers allowed in this field.
-	enums []protoreflect.EnumNumber
-	// minItems and maxItems bound the length of a repeated field (0 = no bound).
-	minItems, maxItems int
-	// keys, when not nil, lists the map keys allowed in this map field.
-	keys []string
-	// anyTypes, for a google.protobuf.Any field (or a map of them), lists the
+type Field struct {
+	// Enums, when not nil, lists the enum numbers allowed in this field.
+	Enums []protoreflect.EnumNumber
+	// MinItems and MaxItems bound the length of a repeated field (0 = no bound).
+	MinItems, MaxItems int
+	// Keys, when not nil, lists the map keys allowed in this map field.
+	Keys []string
+	// AnyTypes, for a google.protobuf.Any field (or a map of them), lists the
 	// full message names it may carry.
-	anyTypes []protoreflect.FullName
-	// only, when not nil, replaces the rule of the field's message type in this
+	AnyTypes []protoreflect.FullName
+	// Only, when not nil, replaces the rule of the field's message type in this
 	// position (a message type allowed more narrowly in one place than another).
-	only *message
-	// values, when not nil, lists the values allowed in this string field.
-	values []string
+	Only *Message
+	// Values, when not nil, lists the values allowed in this string field.
+	Values []string
 }
 
-// message is the rule of one message type: the fields that may be populated,
-// and the fields that must be.
-type message struct {
-	fields   map[protoreflect.Name]field
+// Message is the rule of one message type: the fields that may be populated,
+// and the fields that must be. Build it with Allow and its chained methods
+// while assembling Rules; it is not modified once a Checker uses it.
+type Message struct {
+	fields   map[protoreflect.Name]Field
 	required []protoreflect.Name
 	// check, when not nil, adds the rules a field-by-field walk cannot
 	// express (an order, a relation between fields). Paths are relative to
 	// the message.
 	check func(m protoreflect.Message) []Violation
 }
+
+// Rules is a set of message rules, by full message name: the core subset,
+// or what one HTTP filter adds to it (HTTPFilter.Rules).
+type Rules map[protoreflect.FullName]*Message
 
 // opaque marks message types accepted whole, without looking inside: plain
 // values (durations, wrappers) and free-form data (Struct labels).
@@ -49,9 +57,10 @@ var opaque = map[protoreflect.FullName]bool{
 // Names of the typed configs the proxy implements.
 const (
 	hcmType             protoreflect.FullName = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-	routerType          protoreflect.FullName = "envoy.extensions.filters.http.router.v3.Router"
-	rbacDenyFilter                            = "meshgate.rbac.deny"
-	rbacAllowFilter                           = "meshgate.rbac.allow"
+	httpFilterType      protoreflect.FullName = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter"
+	routeConfigType     protoreflect.FullName = "envoy.config.route.v3.RouteConfiguration"
+	virtualHostType     protoreflect.FullName = "envoy.config.route.v3.VirtualHost"
+	routeType           protoreflect.FullName = "envoy.config.route.v3.Route"
 	upstreamOptionsType protoreflect.FullName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	upstreamOptionsKey                        = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 	enumTCP                                   = 0 // envoy.config.core.v3.SocketAddress.Protocol.TCP
@@ -64,148 +73,230 @@ const (
 	enumCodecHTTP2                            = 2 // HttpConnectionManager.CodecType.HTTP2
 )
 
-// allow builds a message rule whose fields are all checked by their type's rule.
-func allow(names ...protoreflect.Name) *message {
-	m := &message{fields: make(map[protoreflect.Name]field, len(names))}
+// RouterType is the config message of the router, the terminal HTTP filter
+// every HttpConnectionManager ends with; the core subset knows it.
+const RouterType protoreflect.FullName = "envoy.extensions.filters.http.router.v3.Router"
+
+// Allow builds a message rule whose fields are all checked by their type's rule.
+func Allow(names ...protoreflect.Name) *Message {
+	m := &Message{fields: make(map[protoreflect.Name]Field, len(names))}
 	for _, n := range names {
-		m.fields[n] = field{}
+		m.fields[n] = Field{}
 	}
 	return m
 }
 
-// with adds or replaces the rule of one field.
-func (m *message) with(name protoreflect.Name, f field) *message {
+// With adds or replaces the rule of one field.
+func (m *Message) With(name protoreflect.Name, f Field) *Message {
 	m.fields[name] = f
 	return m
 }
 
-// checkedBy adds a whole-message rule.
-func (m *message) checkedBy(check func(m protoreflect.Message) []Violation) *message {
+// CheckedBy adds a whole-message rule.
+func (m *Message) CheckedBy(check func(m protoreflect.Message) []Violation) *Message {
 	m.check = check
 	return m
 }
 
-// requires lists fields that must be populated.
-func (m *message) requires(names ...protoreflect.Name) *message {
+// Requires lists fields that must be populated.
+func (m *Message) Requires(names ...protoreflect.Name) *Message {
 	m.required = append(m.required, names...)
 	return m
 }
 
-// subset is the supported subset of docs/xds.md, one rule per message type:
-// the core resources here, TLS (subset_tls.go) and RBAC (subset_rbac.go) in
-// their own files. It is built once and never mutated.
-var subset = mergeSubsets(coreSubset, tlsSubset, rbacSubset)
-
-// mergeSubsets joins rule sets; a message type must appear in only one.
-func mergeSubsets(sets ...map[protoreflect.FullName]*message) map[protoreflect.FullName]*message {
-	out := make(map[protoreflect.FullName]*message)
-	for _, set := range sets {
-		for name, rule := range set {
-			if _, dup := out[name]; dup {
-				panic("xdscheck: message type " + string(name) + " has two rules") // programming error, caught by every test
-			}
-			out[name] = rule
-		}
-	}
-	return out
+// HTTPFilter is what one HTTP filter adds to the subset: the message of its
+// listener-level config (allowed in http_filters[].typed_config), that of
+// its per-route config (allowed in typed_per_filter_config of routes,
+// virtual hosts and route configurations, under any key: the name of the
+// filter it configures), and the rules of the messages inside them.
+type HTTPFilter struct {
+	ConfigType   protoreflect.FullName
+	PerRouteType protoreflect.FullName // "" when the filter has no per-route config
+	Rules        Rules
 }
 
-// coreSubset is "The subset the proxy implements" of docs/xds.md.
-var coreSubset = map[protoreflect.FullName]*message{
-	// Listener.
-	// Two filter chains, listener_filters and transport sockets are the TLS
-	// part (subset_tls.go): PERMISSIVE and STRICT inbound listeners.
-	"envoy.config.listener.v3.Listener": allow("name", "address", "traffic_direction").
-		with("filter_chains", field{minItems: 1, maxItems: 2}).
-		with("listener_filters", field{maxItems: 1}).
-		requires("address", "filter_chains"),
-	"envoy.config.listener.v3.FilterChain": allow("filter_chain_match").
-		with("filters", field{minItems: 1, maxItems: 1}).
-		with("transport_socket", field{only: downstreamTransportSocket}).
-		requires("filters"),
-	"envoy.config.listener.v3.Filter": allow("name").
-		with("typed_config", field{anyTypes: []protoreflect.FullName{hcmType}}).
-		requires("typed_config"),
-	"envoy.config.core.v3.Address": allow("socket_address").requires("socket_address"),
-	"envoy.config.core.v3.SocketAddress": allow("address", "port_value").
-		with("protocol", field{enums: []protoreflect.EnumNumber{enumTCP}}),
+// Checker checks resources against the core subset plus the rules of a set
+// of HTTP filters. It is immutable and safe for concurrent use.
+type Checker struct {
+	subset Rules
+}
 
-	// HttpConnectionManager.
-	hcmType: allow("stat_prefix", "rds", "route_config", "strip_any_host_port",
-		"use_remote_address", "request_headers_timeout", "normalize_path", "merge_slashes",
-		"common_http_protocol_options", "max_request_headers_kb").
-		with("codec_type", field{enums: []protoreflect.EnumNumber{enumCodecAuto, enumCodecHTTP1, enumCodecHTTP2}}).
-		with("http_filters", field{minItems: 1, maxItems: 3}).
-		requires("http_filters").
-		checkedBy(checkHTTPFilters),
-	"envoy.extensions.filters.network.http_connection_manager.v3.Rds": allow("config_source", "route_config_name").
-		requires("config_source"),
-	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": allow("name").
-		with("typed_config", field{anyTypes: []protoreflect.FullName{routerType, rbacFilterType}}).
-		requires("typed_config"),
-	routerType: allow(),
-	"envoy.config.core.v3.HttpProtocolOptions": allow("idle_timeout"),
-	"envoy.config.core.v3.ConfigSource": allow("ads").
-		with("resource_api_version", field{enums: []protoreflect.EnumNumber{enumAPIVersionV3}}).
-		requires("ads"),
-	"envoy.config.core.v3.AggregatedConfigSource": allow(),
+// core is the checker of the core subset alone: the router is the only HTTP
+// filter, and no typed_per_filter_config is accepted. Never modified.
+var core = mustNew()
 
-	// RouteConfiguration.
-	"envoy.config.route.v3.RouteConfiguration": allow("name", "virtual_hosts"),
-	"envoy.config.route.v3.VirtualHost":        allow("name", "domains", "routes"),
-	"envoy.config.route.v3.Route": allow("match", "route", "redirect", "direct_response",
+func mustNew() *Checker {
+	c, err := New()
+	if err != nil {
+		panic(err) // the core rule sets are constants: caught by every test
+	}
+	return c
+}
+
+// Check checks msg against the core subset alone (see Checker.Check): a
+// listener may carry the router as its only HTTP filter, and routes no
+// typed_per_filter_config. Resources with other HTTP filters are checked
+// with the Checker of the proxy's filter registry.
+func Check(msg proto.Message) error { return core.Check(msg) }
+
+// New returns a checker of the core subset plus filters. A message type may
+// have one rule only: two filters (or a filter and the core) defining
+// different rules for one type, or two filters sharing a config type, is
+// an error.
+func New(filters ...HTTPFilter) (*Checker, error) {
+	subset := make(Rules)
+	for _, set := range []Rules{coreSubset(), tlsSubset()} {
+		for name, rule := range set {
+			if _, dup := subset[name]; dup {
+				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
+			}
+			subset[name] = rule
+		}
+	}
+	configTypes := []protoreflect.FullName{RouterType}
+	var perRouteTypes []protoreflect.FullName
+	for _, f := range filters {
+		if f.ConfigType == "" || slices.Contains(configTypes, f.ConfigType) {
+			return nil, fmt.Errorf("xdscheck: HTTP filter config type %q: empty or registered twice", f.ConfigType)
+		}
+		configTypes = append(configTypes, f.ConfigType)
+		if f.PerRouteType != "" {
+			if slices.Contains(perRouteTypes, f.PerRouteType) {
+				return nil, fmt.Errorf("xdscheck: HTTP filter per-route config type %q registered twice", f.PerRouteType)
+			}
+			perRouteTypes = append(perRouteTypes, f.PerRouteType)
+		}
+		for name, rule := range f.Rules {
+			if have, dup := subset[name]; dup && have != rule {
+				return nil, fmt.Errorf("xdscheck: message type %s has two rules (HTTP filter %s)", name, f.ConfigType)
+			}
+			subset[name] = rule
+		}
+		for _, t := range []protoreflect.FullName{f.ConfigType, f.PerRouteType} {
+			if _, ok := subset[t]; t != "" && !ok {
+				return nil, fmt.Errorf("xdscheck: HTTP filter %s: no rule for %s", f.ConfigType, t)
+			}
+		}
+	}
+	// The fields whose allowed typed configs depend on the filters.
+	subset[httpFilterType] = Allow("name").
+		With("typed_config", Field{AnyTypes: configTypes}).
+		Requires("typed_config")
+	perRoute := Field{AnyTypes: perRouteTypes}
+	rc, vh, rt := routeConfigRule(), virtualHostRule(), routeRule()
+	if len(perRouteTypes) > 0 {
+		rc.With("typed_per_filter_config", perRoute)
+		vh.With("typed_per_filter_config", perRoute)
+		rt.With("typed_per_filter_config", perRoute)
+	}
+	subset[routeConfigType], subset[virtualHostType], subset[routeType] = rc, vh, rt
+	return &Checker{subset: subset}, nil
+}
+
+// coreSubset is "The subset the proxy implements" of docs/xds.md, built
+// anew for each Checker. HttpFilter, Route, VirtualHost and
+// RouteConfiguration are set by New: what they may carry depends on the
+// HTTP filters.
+func coreSubset() Rules {
+	return Rules{
+		// Listener.
+		// Two filter chains, listener_filters and transport sockets are the TLS
+		// part (subset_tls.go): PERMISSIVE and STRICT inbound listeners.
+		"envoy.config.listener.v3.Listener": Allow("name", "address", "traffic_direction").
+			With("filter_chains", Field{MinItems: 1, MaxItems: 2}).
+			With("listener_filters", Field{MaxItems: 1}).
+			Requires("address", "filter_chains"),
+		"envoy.config.listener.v3.FilterChain": Allow("filter_chain_match").
+			With("filters", Field{MinItems: 1, MaxItems: 1}).
+			With("transport_socket", Field{Only: downstreamTransportSocket}).
+			Requires("filters"),
+		"envoy.config.listener.v3.Filter": Allow("name").
+			With("typed_config", Field{AnyTypes: []protoreflect.FullName{hcmType}}).
+			Requires("typed_config"),
+		"envoy.config.core.v3.Address": Allow("socket_address").Requires("socket_address"),
+		"envoy.config.core.v3.SocketAddress": Allow("address", "port_value").
+			With("protocol", Field{Enums: []protoreflect.EnumNumber{enumTCP}}),
+
+		// HttpConnectionManager.
+		hcmType: Allow("stat_prefix", "rds", "route_config", "strip_any_host_port",
+			"use_remote_address", "request_headers_timeout", "normalize_path", "merge_slashes",
+			"common_http_protocol_options", "max_request_headers_kb").
+			With("codec_type", Field{Enums: []protoreflect.EnumNumber{enumCodecAuto, enumCodecHTTP1, enumCodecHTTP2}}).
+			With("http_filters", Field{MinItems: 1}).
+			Requires("http_filters").
+			CheckedBy(checkHTTPFilters),
+		"envoy.extensions.filters.network.http_connection_manager.v3.Rds": Allow("config_source", "route_config_name").
+			Requires("config_source"),
+		RouterType: Allow(),
+		"envoy.config.core.v3.HttpProtocolOptions": Allow("idle_timeout"),
+		"envoy.config.core.v3.ConfigSource": Allow("ads").
+			With("resource_api_version", Field{Enums: []protoreflect.EnumNumber{enumAPIVersionV3}}).
+			Requires("ads"),
+		"envoy.config.core.v3.AggregatedConfigSource": Allow(),
+
+		// RouteConfiguration.
+		// RouteConfiguration, VirtualHost and Route: routeConfigRule,
+		// virtualHostRule, routeRule.
+		"envoy.config.route.v3.RouteMatch": Allow("prefix", "path", "path_separated_prefix", "safe_regex",
+			"case_sensitive", "headers", "query_parameters"),
+		"envoy.config.route.v3.HeaderMatcher": Allow("name", "string_match", "present_match", "invert_match"),
+		"envoy.config.route.v3.QueryParameterMatcher": Allow("name", "present_match").
+			With("string_match", Field{Only: Allow("exact", "safe_regex")}),
+		"envoy.type.matcher.v3.StringMatcher": Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
+		"envoy.type.matcher.v3.RegexMatcher":  Allow("regex"),
+		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout",
+			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal"),
+		"envoy.config.route.v3.WeightedCluster":               Allow("clusters"),
+		"envoy.config.route.v3.WeightedCluster.ClusterWeight": Allow("name", "weight"),
+		"envoy.type.matcher.v3.RegexMatchAndSubstitute":       Allow("pattern", "substitution"),
+		"envoy.config.route.v3.RedirectAction": Allow("scheme_redirect", "host_redirect", "port_redirect",
+			"path_redirect", "prefix_rewrite", "response_code", "strip_query"),
+		"envoy.config.route.v3.DirectResponseAction": Allow("status", "body"),
+		"envoy.config.core.v3.DataSource":            Allow("inline_string"),
+		"envoy.config.core.v3.HeaderValueOption":     Allow("header", "append_action"),
+		"envoy.config.core.v3.HeaderValue":           Allow("key", "value"),
+
+		// Cluster.
+		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
+			"transport_socket_matches").
+			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
+			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).
+			With("typed_extension_protocol_options", Field{
+				Keys:     []string{upstreamOptionsKey},
+				AnyTypes: []protoreflect.FullName{upstreamOptionsType},
+			}),
+		"envoy.config.cluster.v3.Cluster.EdsClusterConfig": Allow("eds_config").Requires("eds_config"),
+		upstreamOptionsType: Allow("explicit_http_config").Requires("explicit_http_config"),
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": Allow(
+			"http_protocol_options", "http2_protocol_options"),
+		"envoy.config.core.v3.Http1ProtocolOptions": Allow(),
+		"envoy.config.core.v3.Http2ProtocolOptions": Allow(),
+
+		// ClusterLoadAssignment.
+		"envoy.config.endpoint.v3.ClusterLoadAssignment": Allow("cluster_name", "endpoints"),
+		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints"),
+		"envoy.config.endpoint.v3.LbEndpoint":            Allow("endpoint", "health_status", "load_balancing_weight", "metadata"),
+		"envoy.config.endpoint.v3.Endpoint":              Allow("address").Requires("address"),
+		"envoy.config.core.v3.Metadata": Allow().
+			With("filter_metadata", Field{Keys: []string{"meshgate", transportSocketMatchKey}}),
+	}
+}
+
+// routeConfigRule, virtualHostRule and routeRule are the rules of the route
+// resources without typed_per_filter_config (New adds it when filters have
+// per-route configs).
+func routeConfigRule() *Message { return Allow("name", "virtual_hosts") }
+
+func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
+
+func routeRule() *Message {
+	return Allow("match", "route", "redirect", "direct_response",
 		"request_headers_to_add", "request_headers_to_remove",
-		"response_headers_to_add", "response_headers_to_remove").
-		with("typed_per_filter_config", field{
-			keys:     []string{rbacDenyFilter, rbacAllowFilter},
-			anyTypes: []protoreflect.FullName{rbacPerRouteType},
-		}),
-	"envoy.config.route.v3.RouteMatch": allow("prefix", "path", "path_separated_prefix", "safe_regex",
-		"case_sensitive", "headers", "query_parameters"),
-	"envoy.config.route.v3.HeaderMatcher": allow("name", "string_match", "present_match", "invert_match"),
-	"envoy.config.route.v3.QueryParameterMatcher": allow("name", "present_match").
-		with("string_match", field{only: allow("exact", "safe_regex")}),
-	"envoy.type.matcher.v3.StringMatcher": allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
-	"envoy.type.matcher.v3.RegexMatcher":  allow("regex"),
-	"envoy.config.route.v3.RouteAction": allow("cluster", "weighted_clusters", "timeout",
-		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal"),
-	"envoy.config.route.v3.WeightedCluster":               allow("clusters"),
-	"envoy.config.route.v3.WeightedCluster.ClusterWeight": allow("name", "weight"),
-	"envoy.type.matcher.v3.RegexMatchAndSubstitute":       allow("pattern", "substitution"),
-	"envoy.config.route.v3.RedirectAction": allow("scheme_redirect", "host_redirect", "port_redirect",
-		"path_redirect", "prefix_rewrite", "response_code", "strip_query"),
-	"envoy.config.route.v3.DirectResponseAction": allow("status", "body"),
-	"envoy.config.core.v3.DataSource":            allow("inline_string"),
-	"envoy.config.core.v3.HeaderValueOption":     allow("header", "append_action"),
-	"envoy.config.core.v3.HeaderValue":           allow("key", "value"),
-
-	// Cluster.
-	"envoy.config.cluster.v3.Cluster": allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
-		"transport_socket_matches").
-		with("type", field{enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
-		with("lb_policy", field{enums: []protoreflect.EnumNumber{enumRoundRobin}}).
-		with("typed_extension_protocol_options", field{
-			keys:     []string{upstreamOptionsKey},
-			anyTypes: []protoreflect.FullName{upstreamOptionsType},
-		}),
-	"envoy.config.cluster.v3.Cluster.EdsClusterConfig": allow("eds_config").requires("eds_config"),
-	upstreamOptionsType: allow("explicit_http_config").requires("explicit_http_config"),
-	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": allow(
-		"http_protocol_options", "http2_protocol_options"),
-	"envoy.config.core.v3.Http1ProtocolOptions": allow(),
-	"envoy.config.core.v3.Http2ProtocolOptions": allow(),
-
-	// ClusterLoadAssignment.
-	"envoy.config.endpoint.v3.ClusterLoadAssignment": allow("cluster_name", "endpoints"),
-	"envoy.config.endpoint.v3.LocalityLbEndpoints":   allow("lb_endpoints"),
-	"envoy.config.endpoint.v3.LbEndpoint":            allow("endpoint", "health_status", "load_balancing_weight", "metadata"),
-	"envoy.config.endpoint.v3.Endpoint":              allow("address").requires("address"),
-	"envoy.config.core.v3.Metadata": allow().
-		with("filter_metadata", field{keys: []string{"meshgate", transportSocketMatchKey}}),
+		"response_headers_to_add", "response_headers_to_remove")
 }
 
 // checkHTTPFilters requires the router filter to be the last HTTP filter, and
-// the only one: the filters before it are the RBAC filters (docs/xds.md).
+// the only router: the filters before it run in order before it (docs/xds.md).
 func checkHTTPFilters(m protoreflect.Message) []Violation {
 	fd := m.Descriptor().Fields().ByName("http_filters")
 	if fd == nil || !m.Has(fd) {
@@ -214,13 +305,13 @@ func checkHTTPFilters(m protoreflect.Message) []Violation {
 	list := m.Get(fd).List()
 	var out []Violation
 	for i := range list.Len() {
-		isRouter := typedConfigName(list.Get(i).Message()) == routerType
+		isRouter := typedConfigName(list.Get(i).Message()) == RouterType
 		last := i == list.Len()-1
 		switch {
 		case last && !isRouter:
 			out = append(out, Violation{
 				Path:   "http_filters[" + strconv.Itoa(i) + "]",
-				Reason: "the last HTTP filter must be the router (" + string(routerType) + ")",
+				Reason: "the last HTTP filter must be the router (" + string(RouterType) + ")",
 			})
 		case !last && isRouter:
 			out = append(out, Violation{

@@ -20,63 +20,65 @@ const (
 // Transport sockets: a listener's filter chain carries a DownstreamTlsContext,
 // a cluster's transport_socket_matches an UpstreamTlsContext.
 var (
-	downstreamTransportSocket = allow("name").
-					with("typed_config", field{anyTypes: []protoreflect.FullName{downstreamTLSType}}).
-					requires("typed_config")
-	upstreamTransportSocket = allow("name").
-				with("typed_config", field{anyTypes: []protoreflect.FullName{upstreamTLSType}}).
-				requires("typed_config")
+	downstreamTransportSocket = Allow("name").
+					With("typed_config", Field{AnyTypes: []protoreflect.FullName{downstreamTLSType}}).
+					Requires("typed_config")
+	upstreamTransportSocket = Allow("name").
+				With("typed_config", Field{AnyTypes: []protoreflect.FullName{upstreamTLSType}}).
+				Requires("typed_config")
 )
 
 // tlsSubset is the TLS part of docs/xds.md ("Identity, mTLS and
 // authorization on the wire"): transport sockets, TLS contexts, secrets.
-var tlsSubset = map[protoreflect.FullName]*message{
-	// Listener side: tls_inspector and the transport protocol of a chain.
-	"envoy.config.listener.v3.ListenerFilter": allow("name").
-		with("typed_config", field{anyTypes: []protoreflect.FullName{tlsInspectorType}}).
-		requires("typed_config"),
-	tlsInspectorType: allow(),
-	"envoy.config.listener.v3.FilterChainMatch": allow().
-		with("transport_protocol", field{values: []string{"tls", "raw_buffer"}}).
-		requires("transport_protocol"),
+func tlsSubset() Rules {
+	return Rules{
+		// Listener side: tls_inspector and the transport protocol of a chain.
+		"envoy.config.listener.v3.ListenerFilter": Allow("name").
+			With("typed_config", Field{AnyTypes: []protoreflect.FullName{tlsInspectorType}}).
+			Requires("typed_config"),
+		tlsInspectorType: Allow(),
+		"envoy.config.listener.v3.FilterChainMatch": Allow().
+			With("transport_protocol", Field{Values: []string{"tls", "raw_buffer"}}).
+			Requires("transport_protocol"),
 
-	// Cluster side: transport_socket_matches.
-	"envoy.config.cluster.v3.Cluster.TransportSocketMatch": allow("name", "match").
-		with("transport_socket", field{only: upstreamTransportSocket}).
-		requires("transport_socket"),
+		// Cluster side: transport_socket_matches.
+		"envoy.config.cluster.v3.Cluster.TransportSocketMatch": Allow("name", "match").
+			With("transport_socket", Field{Only: upstreamTransportSocket}).
+			Requires("transport_socket"),
 
-	// TLS contexts.
-	downstreamTLSType: allow("common_tls_context", "require_client_certificate").
-		requires("common_tls_context"),
-	upstreamTLSType: allow("common_tls_context", "sni").
-		requires("common_tls_context"),
-	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": allow(
-		"validation_context_sds_secret_config", "combined_validation_context").
-		// The proxy's own certificate is the local secret "default", never
-		// sent over SDS (the key stays on the node).
-		with("tls_certificate_sds_secret_configs", field{minItems: 1, maxItems: 1, only: allow().
-			with("name", field{values: []string{localCertificateName}}).
-			requires("name")}).
-		with("alpn_protocols", field{values: []string{"h2", "http/1.1"}}).
-		requires("tls_certificate_sds_secret_configs"),
-	"envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": allow("name", "sds_config").
-		requires("name", "sds_config"),
-	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext": allow(
-		"default_validation_context", "validation_context_sds_secret_config").
-		requires("default_validation_context", "validation_context_sds_secret_config"),
-	// In a combined validation context: the peer's SPIFFE ID.
-	validationType: allow().
-		with("match_typed_subject_alt_names", field{minItems: 1}).
-		requires("match_typed_subject_alt_names"),
-	"envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher": allow().
-		with("san_type", field{enums: []protoreflect.EnumNumber{enumSANTypeURI}}).
-		with("matcher", field{only: allow("exact").requires("exact")}).
-		requires("san_type", "matcher"),
+		// TLS contexts.
+		downstreamTLSType: Allow("common_tls_context", "require_client_certificate").
+			Requires("common_tls_context"),
+		upstreamTLSType: Allow("common_tls_context", "sni").
+			Requires("common_tls_context"),
+		"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": Allow(
+			"validation_context_sds_secret_config", "combined_validation_context").
+			// The proxy's own certificate is the local secret "default", never
+			// sent over SDS (the key stays on the node).
+			With("tls_certificate_sds_secret_configs", Field{MinItems: 1, MaxItems: 1, Only: Allow().
+				With("name", Field{Values: []string{localCertificateName}}).
+				Requires("name")}).
+			With("alpn_protocols", Field{Values: []string{"h2", "http/1.1"}}).
+			Requires("tls_certificate_sds_secret_configs"),
+		"envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": Allow("name", "sds_config").
+			Requires("name", "sds_config"),
+		"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext": Allow(
+			"default_validation_context", "validation_context_sds_secret_config").
+			Requires("default_validation_context", "validation_context_sds_secret_config"),
+		// In a combined validation context: the peer's SPIFFE ID.
+		validationType: Allow().
+			With("match_typed_subject_alt_names", Field{MinItems: 1}).
+			Requires("match_typed_subject_alt_names"),
+		"envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher": Allow().
+			With("san_type", Field{Enums: []protoreflect.EnumNumber{enumSANTypeURI}}).
+			With("matcher", Field{Only: Allow("exact").Requires("exact")}).
+			Requires("san_type", "matcher"),
 
-	// Secret (SDS): only the trust bundle, as PEM bytes.
-	secretType: allow("name").
-		with("validation_context", field{only: allow().
-			with("trusted_ca", field{only: allow("inline_bytes").requires("inline_bytes")}).
-			requires("trusted_ca")}).
-		requires("name", "validation_context"),
+		// Secret (SDS): only the trust bundle, as PEM bytes.
+		secretType: Allow("name").
+			With("validation_context", Field{Only: Allow().
+				With("trusted_ca", Field{Only: Allow("inline_bytes").Requires("inline_bytes")}).
+				Requires("trusted_ca")}).
+			Requires("name", "validation_context"),
+	}
 }

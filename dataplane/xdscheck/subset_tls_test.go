@@ -7,14 +7,11 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -109,24 +106,11 @@ func rootCASecret() *tlsv3.Secret {
 	}
 }
 
-func rbacHCM(t *testing.T) *hcmv3.HttpConnectionManager {
-	h := fullHCM(t, false)
-	deny := &hcmv3.HttpFilter{Name: "meshgate.rbac.deny", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &rbacv3.RBAC{})}}
-	allow := &hcmv3.HttpFilter{Name: "meshgate.rbac.allow", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &rbacv3.RBAC{})}}
-	h.HttpFilters = append([]*hcmv3.HttpFilter{deny, allow}, h.HttpFilters...)
-	return h
-}
-
 func TestCheckAcceptsTLSSubset(t *testing.T) {
 	t.Parallel()
 	withMTLSMetadata := fullCLA()
 	tlsMode, _ := structpb.NewStruct(map[string]any{"tlsMode": "mtls"})
 	withMTLSMetadata.Endpoints[0].LbEndpoints[0].Metadata.FilterMetadata["envoy.transport_socket_match"] = tlsMode
-	routeWithRBAC := fullRouteConfig()
-	routeWithRBAC.VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{
-		"meshgate.rbac.deny":  mustAny(t, &rbacv3.RBACPerRoute{}),
-		"meshgate.rbac.allow": mustAny(t, &rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{}}),
-	}
 	tests := []struct {
 		name string
 		msg  proto.Message
@@ -136,8 +120,6 @@ func TestCheckAcceptsTLSSubset(t *testing.T) {
 		{"cluster with transport socket matches", mtlsCluster(t)},
 		{"endpoint with transport socket match metadata", withMTLSMetadata},
 		{"root CA secret", rootCASecret()},
-		{"rbac filters before the router", listenerWith(t, rbacHCM(t))},
-		{"route with rbac per-filter config", routeWithRBAC},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -302,51 +284,6 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 				return s
 			},
 			wantErr: `secret "ROOTCA": validation_context.trusted_ca.filename: not supported`,
-		},
-		{
-			name: "router not last",
-			msg: func(t *testing.T) proto.Message {
-				h := rbacHCM(t)
-				h.HttpFilters[0], h.HttpFilters[2] = h.HttpFilters[2], h.HttpFilters[0]
-				return listenerWith(t, h)
-			},
-			wantErr: `typed_config.http_filters[0]: the router must be the last HTTP filter`,
-		},
-		{
-			name: "no router",
-			msg: func(t *testing.T) proto.Message {
-				h := rbacHCM(t)
-				h.HttpFilters = h.HttpFilters[:2]
-				return listenerWith(t, h)
-			},
-			wantErr: `typed_config.http_filters[1]: the last HTTP filter must be the router`,
-		},
-		{
-			name: "per-filter config under another name",
-			msg: func(t *testing.T) proto.Message {
-				rc := fullRouteConfig()
-				rc.VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": mustAny(t, &rbacv3.RBACPerRoute{})}
-				return rc
-			},
-			wantErr: `routes[0].typed_per_filter_config["envoy.filters.http.rbac"]: not supported`,
-		},
-		{
-			name: "per-filter config of another type",
-			msg: func(t *testing.T) proto.Message {
-				rc := fullRouteConfig()
-				rc.VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"meshgate.rbac.deny": mustAny(t, &routerv3.Router{})}
-				return rc
-			},
-			wantErr: `typed config "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" not supported`,
-		},
-		{
-			name: "per-filter config on a virtual host",
-			msg: func(t *testing.T) proto.Message {
-				rc := fullRouteConfig()
-				rc.VirtualHosts[0].TypedPerFilterConfig = map[string]*anypb.Any{"meshgate.rbac.deny": mustAny(t, &rbacv3.RBACPerRoute{})}
-				return rc
-			},
-			wantErr: `virtual_hosts[0].typed_per_filter_config: not supported`,
 		},
 	}
 	for _, tt := range tests {

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/meshgate/meshgate/dataplane/rbac"
+	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
@@ -130,7 +130,7 @@ func compileRoutes(n int) error {
 	}
 	_, err := router.Compile(&routev3.RouteConfiguration{Name: "big", VirtualHosts: []*routev3.VirtualHost{{
 		Name: "all", Domains: []string{"*"}, Routes: routes,
-	}}})
+	}}}, nil)
 	return err
 }
 

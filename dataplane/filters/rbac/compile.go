@@ -20,54 +20,76 @@ import (
 // make evaluation recurse without limit.
 const maxDepth = 32
 
-// Compile checks cfg against the subset of docs/xds.md and compiles it. A
-// config without rules compiles to a filter that enforces nothing; an
-// ALLOW config with rules but no policies denies everything. Anything
-// outside the subset is an error naming the field.
-func Compile(cfg *rbacv3.RBAC) (*Filter, error) {
+// Compile checks cfg against the RBAC filter's subset (docs/xds.md) and
+// compiles it: for callers outside the proxy's apply path, which checks
+// every resource once before compiling its filters. Errors start with
+// "rbac: " and name the field.
+func Compile(cfg *rbacv3.RBAC) (*Engine, error) {
 	if cfg == nil {
 		return nil, errors.New("rbac: nil config")
 	}
 	// Nesting first: it is refused in time proportional to maxDepth, before
 	// anything walks a hostile tree whole.
 	if err := checkNesting(cfg.GetRules().GetPolicies()); err != nil {
+		return nil, fmt.Errorf("rbac: %w", err)
+	}
+	factory := Factory()
+	checker, err := xdscheck.New(factory.Subset())
+	if err != nil {
 		return nil, err
 	}
-	if err := xdscheck.Check(cfg); err != nil {
+	if err := checker.Check(cfg); err != nil {
 		return nil, err
 	}
-	f := &Filter{statPrefix: cfg.GetRulesStatPrefix()}
-	f.noMatchKey = NoAllowMatch
-	if f.statPrefix != "" {
-		f.noMatchKey = f.statPrefix + "/" + NoAllowMatch
+	e, err := compile(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("rbac: %w", err)
+	}
+	return e, nil
+}
+
+// compile compiles a checked cfg. A config without rules compiles to an
+// engine that enforces nothing; an ALLOW config with rules but no policies
+// denies everything. Errors name the field relative to cfg.
+func compile(cfg *rbacv3.RBAC) (*Engine, error) {
+	if cfg == nil {
+		return nil, errors.New("nil config")
+	}
+	if err := checkNesting(cfg.GetRules().GetPolicies()); err != nil {
+		return nil, err
+	}
+	e := &Engine{statPrefix: cfg.GetRulesStatPrefix()}
+	e.noMatchKey = NoAllowMatch
+	if e.statPrefix != "" {
+		e.noMatchKey = e.statPrefix + "/" + NoAllowMatch
 	}
 	rules := cfg.GetRules()
 	if rules == nil {
-		return f, nil
+		return e, nil
 	}
-	f.enforce = true
+	e.enforce = true
 	switch rules.GetAction() {
 	case rbacconfigv3.RBAC_ALLOW:
-		f.action = ActionAllow
+		e.action = ActionAllow
 	case rbacconfigv3.RBAC_DENY:
-		f.action = ActionDeny
+		e.action = ActionDeny
 	default:
-		return nil, fmt.Errorf("rbac: rules.action: %v not supported", rules.GetAction())
+		return nil, fmt.Errorf("rules.action: %v not supported", rules.GetAction())
 	}
 	names := make([]string, 0, len(rules.GetPolicies()))
 	for name := range rules.GetPolicies() {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	f.policies = make([]policy, 0, len(names))
+	e.policies = make([]policy, 0, len(names))
 	for _, name := range names {
 		p, err := compilePolicy(name, rules.GetPolicies()[name])
 		if err != nil {
-			return nil, fmt.Errorf("rbac: rules.policies[%q]: %w", name, err)
+			return nil, fmt.Errorf("rules.policies[%q]: %w", name, err)
 		}
-		f.policies = append(f.policies, p)
+		e.policies = append(e.policies, p)
 	}
-	return f, nil
+	return e, nil
 }
 
 func compilePolicy(name string, pc *rbacconfigv3.Policy) (policy, error) {
@@ -264,12 +286,12 @@ func checkNesting(policies map[string]*rbacconfigv3.Policy) error {
 		pol := policies[name]
 		for i, pc := range pol.GetPermissions() {
 			if path := permissionTooDeep(pc, 1); path != "" {
-				return fmt.Errorf("rbac: rules.policies[%q]: permissions[%d]%s: nested deeper than %d", name, i, path, maxDepth)
+				return fmt.Errorf("rules.policies[%q]: permissions[%d]%s: nested deeper than %d", name, i, path, maxDepth)
 			}
 		}
 		for i, pc := range pol.GetPrincipals() {
 			if path := principalTooDeep(pc, 1); path != "" {
-				return fmt.Errorf("rbac: rules.policies[%q]: principals[%d]%s: nested deeper than %d", name, i, path, maxDepth)
+				return fmt.Errorf("rules.policies[%q]: principals[%d]%s: nested deeper than %d", name, i, path, maxDepth)
 			}
 		}
 	}

@@ -12,13 +12,23 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
+	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
+)
+
+// The HttpConnectionManager filter names the control plane gives the two RBAC
+// filters (docs/xds.md), also the keys of their per-route configs. The data
+// plane accepts any name.
+const (
+	denyFilterName  = "meshgate.rbac.deny"
+	allowFilterName = "meshgate.rbac.allow"
 )
 
 // TestWireShapeAccepted checks that the resources docs/xds.md describes for
 // RBAC (a listener whose HCM has the two RBAC filters then the router, and a
-// route with both per-route overrides) pass the proxy's subset check, and
-// FromHTTPFilters compiles the listener's filters.
+// route with both per-route overrides) pass the subset check with the
+// filter's rules, and the factory compiles them.
 func TestWireShapeAccepted(t *testing.T) {
 	t.Parallel()
 	deny := rules(rbacconfigv3.RBAC_DENY, map[string]*rbacconfigv3.Policy{
@@ -40,8 +50,8 @@ func TestWireShapeAccepted(t *testing.T) {
 	})
 	allow.RulesStatPrefix = "default/orders-callers"
 	filters := []*hcmv3.HttpFilter{
-		{Name: DenyFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(t, deny)}},
-		{Name: AllowFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(t, allow)}},
+		{Name: denyFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(t, deny)}},
+		{Name: allowFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(t, allow)}},
 		{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(t, &routerv3.Router{})}},
 	}
 	hcm := &hcmv3.HttpConnectionManager{
@@ -60,12 +70,18 @@ func TestWireShapeAccepted(t *testing.T) {
 			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed(t, hcm)},
 		}}}},
 	}
-	if err := xdscheck.Check(listener); err != nil {
+	factory := Factory()
+	checker, err := xdscheck.New(factory.Subset())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checker.Check(listener); err != nil {
 		t.Fatalf("listener rejected: %v", err)
 	}
-	d, a, err := FromHTTPFilters(filters)
-	if err != nil || d == nil || a == nil {
-		t.Fatalf("FromHTTPFilters = %v %v %v", d, a, err)
+	for _, cfg := range []*rbacv3.RBAC{deny, allow} {
+		if _, err := factory.New("f", cfg, httpfilter.Env{}); err != nil {
+			t.Fatalf("New: %v", err)
+		}
 	}
 
 	rc := &routev3.RouteConfiguration{Name: "inbound", VirtualHosts: []*routev3.VirtualHost{{
@@ -73,12 +89,15 @@ func TestWireShapeAccepted(t *testing.T) {
 			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "inbound|orders"}}},
 			TypedPerFilterConfig: map[string]*anypb.Any{
-				DenyFilterName:  typed(t, &rbacv3.RBACPerRoute{}),
-				AllowFilterName: typed(t, &rbacv3.RBACPerRoute{Rbac: allow}),
+				denyFilterName:  typed(t, &rbacv3.RBACPerRoute{}),
+				allowFilterName: typed(t, &rbacv3.RBACPerRoute{Rbac: allow}),
 			},
 		}},
 	}}}
-	if err := xdscheck.Check(rc); err != nil {
+	if err := checker.Check(rc); err != nil {
 		t.Fatalf("route configuration rejected: %v", err)
+	}
+	if _, err := router.Compile(rc, perRouteCompiler{}); err != nil {
+		t.Fatalf("route configuration: %v", err)
 	}
 }

@@ -11,8 +11,6 @@ import (
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -139,7 +137,7 @@ func (q req) build() *http.Request {
 	return r
 }
 
-func mustCompile(t testing.TB, cfg *rbacv3.RBAC) *Filter {
+func mustCompile(t testing.TB, cfg *rbacv3.RBAC) *Engine {
 	t.Helper()
 	f, err := Compile(cfg)
 	if err != nil {
@@ -302,9 +300,9 @@ func TestActions(t *testing.T) {
 	}
 }
 
-func TestNilFilterAllows(t *testing.T) {
+func TestNilEngineAllows(t *testing.T) {
 	t.Parallel()
-	var f *Filter
+	var f *Engine
 	if allowed, policy := f.Evaluate(req{target: "/"}.build()); !allowed || policy != "" {
 		t.Fatalf("nil filter: Evaluate = %v %q", allowed, policy)
 	}
@@ -407,94 +405,9 @@ func typed(t *testing.T, m proto.Message) *anypb.Any {
 	return a
 }
 
-func TestFromHTTPFilters(t *testing.T) {
-	t.Parallel()
-	denyCfg := rules(rbacconfigv3.RBAC_DENY, map[string]*rbacconfigv3.Policy{"d": pol(permPath(prefix("/admin")), prinAny())})
-	allowCfg := rules(rbacconfigv3.RBAC_ALLOW, map[string]*rbacconfigv3.Policy{"a": pol(permAny(), prinID(exact(frontend)))})
-	filter := func(name string, m proto.Message) *hcmv3.HttpFilter {
-		return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(t, m)}}
-	}
-	router := filter("envoy.filters.http.router", &routerv3.Router{})
-
-	t.Run("deny allow router", func(t *testing.T) {
-		t.Parallel()
-		deny, allow, err := FromHTTPFilters([]*hcmv3.HttpFilter{filter(DenyFilterName, denyCfg), filter(AllowFilterName, allowCfg), router})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if deny.Action() != ActionDeny || allow.Action() != ActionAllow {
-			t.Fatalf("actions = %v %v", deny.Action(), allow.Action())
-		}
-		if got := deny.Policies(); len(got) != 1 || got[0] != "d" {
-			t.Errorf("deny policies = %v", got)
-		}
-	})
-	t.Run("router only", func(t *testing.T) {
-		t.Parallel()
-		deny, allow, err := FromHTTPFilters([]*hcmv3.HttpFilter{router})
-		if err != nil || deny != nil || allow != nil {
-			t.Fatalf("= %v %v %v", deny, allow, err)
-		}
-	})
-
-	bad := []struct {
-		name    string
-		filters []*hcmv3.HttpFilter
-		want    string
-	}{
-		{"empty", nil, "router"},
-		{"no router", []*hcmv3.HttpFilter{filter(DenyFilterName, denyCfg)}, "last filter must be the router"},
-		{"router not last", []*hcmv3.HttpFilter{router, filter(DenyFilterName, denyCfg)}, "must be the last"},
-		{"other rbac name", []*hcmv3.HttpFilter{filter("envoy.filters.http.rbac", denyCfg), router}, "must be named"},
-		{"duplicate", []*hcmv3.HttpFilter{filter(AllowFilterName, allowCfg), filter(AllowFilterName, allowCfg), router}, "duplicate"},
-		{"other filter", []*hcmv3.HttpFilter{filter("cors", &hcmv3.HttpConnectionManager{}), router}, "not supported"},
-		{"bad rbac", []*hcmv3.HttpFilter{filter(DenyFilterName, &rbacv3.RBAC{ShadowRulesStatPrefix: "x"}), router}, `http_filters[0] "meshgate.rbac.deny"`},
-		{"no typed config", []*hcmv3.HttpFilter{{Name: DenyFilterName}, router}, "typed_config: required"},
-	}
-	for _, tc := range bad {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			_, _, err := FromHTTPFilters(tc.filters)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestStats(t *testing.T) {
-	t.Parallel()
-	var s Stats
-	done := make(chan struct{})
-	for range 8 {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for range 100 {
-				s.Inc("a")
-				s.Inc("b")
-			}
-		}()
-	}
-	for range 8 {
-		<-done
-	}
-	snap := s.Snapshot()
-	if snap["a"] != 800 || snap["b"] != 800 || len(snap) != 2 {
-		t.Fatalf("Snapshot = %v", snap)
-	}
-	if s.Get("a") != 800 || s.Get("missing") != 0 {
-		t.Errorf("Get = %d %d", s.Get("a"), s.Get("missing"))
-	}
-	var nilStats *Stats
-	nilStats.Inc("x") // must not panic
-	if len(nilStats.Snapshot()) != 0 {
-		t.Error("nil Stats has counters")
-	}
-}
-
 // benchFilter is a realistic SecurityPolicy: a DENY-style path rule and an
 // ALLOW of two services by identity, method and path.
-func benchFilter(b testing.TB) *Filter {
+func benchFilter(b testing.TB) *Engine {
 	return mustCompile(b, rules(rbacconfigv3.RBAC_ALLOW, map[string]*rbacconfigv3.Policy{
 		"default/orders-callers/0": {
 			Permissions: []*rbacconfigv3.Permission{permAnd(

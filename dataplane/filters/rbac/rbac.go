@@ -1,12 +1,16 @@
-// Package rbac implements the Envoy RBAC HTTP filter
-// (envoy.extensions.filters.http.rbac.v3.RBAC) for the meshgate proxy, in the
-// subset of docs/xds.md ("RBAC"): an ALLOW filter allows a request iff some
-// policy matches it, a DENY filter denies it iff some policy matches.
+// Package rbac is the Envoy RBAC HTTP filter
+// (envoy.extensions.filters.http.rbac.v3.RBAC, per route RBACPerRoute) of the
+// meshgate proxy, in the subset of docs/xds.md ("RBAC"): an ALLOW filter
+// allows a request iff some policy matches it, a DENY filter denies it iff
+// some policy matches; a denied request gets 403 "access denied".
 //
-// Compile turns the proto into an immutable Filter whose Evaluate takes no
-// locks and allocates nothing in the common case; policies are tried in
-// sorted name order so the policy reported for a decision is deterministic.
-// Stats counts denials per policy with atomics, for the proxy's /stats.
+// The package holds the filter whole: Factory describes it to the registry
+// (dataplane/filters), subset.go is its part of the xDS subset (xdscheck),
+// compile.go turns a config into an immutable Engine whose Evaluate takes no
+// locks and allocates nothing in the common case (policies are tried in
+// sorted name order, so the policy reported for a decision is
+// deterministic), and filter.go is the request-time handler, which counts
+// denials per policy in the proxy's /stats (rbac_denied).
 package rbac
 
 import (
@@ -17,18 +21,11 @@ import (
 	"github.com/meshgate/meshgate/dataplane/peer"
 )
 
-// The HttpConnectionManager filter names of the two RBAC filters, also the
-// keys of Route.typed_per_filter_config that override them per route.
-const (
-	DenyFilterName  = "meshgate.rbac.deny"
-	AllowFilterName = "meshgate.rbac.allow"
-)
-
-// NoAllowMatch is the policy Evaluate reports when an ALLOW filter denies a
+// NoAllowMatch is the policy Evaluate reports when an ALLOW config denies a
 // request because no policy matched.
 const NoAllowMatch = "no-allow-match"
 
-// Action is what a filter does with a request its policies match.
+// Action is what a config does with a request its policies match.
 type Action uint8
 
 const (
@@ -49,9 +46,9 @@ func (a Action) String() string {
 	return "UNKNOWN"
 }
 
-// Filter is one compiled RBAC filter configuration. It is immutable and safe
-// for concurrent use; a nil *Filter enforces nothing.
-type Filter struct {
+// Engine is one compiled RBAC config. It is immutable and safe for
+// concurrent use; a nil *Engine enforces nothing.
+type Engine struct {
 	enforce    bool // false: the config had no rules
 	action     Action
 	policies   []policy // sorted by name
@@ -107,12 +104,12 @@ const (
 	haveIP
 )
 
-// Enforces reports whether the filter has rules; a filter without rules
-// allows everything.
-func (f *Filter) Enforces() bool { return f != nil && f.enforce }
+// Enforces reports whether the config has rules; one without rules allows
+// everything.
+func (f *Engine) Enforces() bool { return f != nil && f.enforce }
 
-// Action is the filter's action (meaningless when it does not enforce).
-func (f *Filter) Action() Action {
+// Action is the config's action (meaningless when it does not enforce).
+func (f *Engine) Action() Action {
 	if f == nil {
 		return 0
 	}
@@ -120,8 +117,8 @@ func (f *Filter) Action() Action {
 }
 
 // StatPrefix is rules_stat_prefix: the names of the SecurityPolicies compiled
-// into the filter, for logs.
-func (f *Filter) StatPrefix() string {
+// into the config, for logs.
+func (f *Engine) StatPrefix() string {
 	if f == nil {
 		return ""
 	}
@@ -129,7 +126,7 @@ func (f *Filter) StatPrefix() string {
 }
 
 // Policies returns the policy names in evaluation order, in a new slice.
-func (f *Filter) Policies() []string {
+func (f *Engine) Policies() []string {
 	if f == nil {
 		return nil
 	}
@@ -143,12 +140,12 @@ func (f *Filter) Policies() []string {
 // Evaluate decides r. allowed is false when the request must be refused.
 // policy is the first policy (in name order) that matched: the one that
 // denied a request under DENY, the one that allowed it under ALLOW; an ALLOW
-// filter that matched nothing reports NoAllowMatch, and a DENY filter that
-// matched nothing "". A nil or rule-less filter allows everything.
+// config that matched nothing reports NoAllowMatch, and a DENY config that
+// matched nothing "". A nil or rule-less engine allows everything.
 //
 // The peer identity is peer.Identity(r.Context()); the remote IP comes from
 // r.RemoteAddr. Evaluate does not modify r.
-func (f *Filter) Evaluate(r *http.Request) (allowed bool, policy string) {
+func (f *Engine) Evaluate(r *http.Request) (allowed bool, policy string) {
 	if f == nil || !f.enforce {
 		return true, ""
 	}
@@ -165,10 +162,10 @@ func (f *Filter) Evaluate(r *http.Request) (allowed bool, policy string) {
 	return true, ""
 }
 
-// StatKey is the Stats key of a denial Evaluate reported with policy: the
+// StatKey is the rbac_denied key of a denial Evaluate reported with policy: the
 // policy name under DENY; under ALLOW "<rules_stat_prefix>/no-allow-match"
 // (or "no-allow-match" without a prefix). It does not allocate.
-func (f *Filter) StatKey(policy string) string {
+func (f *Engine) StatKey(policy string) string {
 	if f != nil && f.action == ActionAllow && policy == NoAllowMatch {
 		return f.noMatchKey
 	}

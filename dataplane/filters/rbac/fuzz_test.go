@@ -1,17 +1,19 @@
 package rbac
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/internal/protofuzz"
+	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
 
 // fuzzSeedRBAC are valid RBAC configs using every matcher of the subset.
@@ -34,26 +36,8 @@ func fuzzSeedRBAC() []*rbacv3.RBAC {
 	return []*rbacv3.RBAC{full, deny, {}}
 }
 
-// fuzzSeedFilters are valid http_filters lists.
-func fuzzSeedFilters(tb testing.TB) []*hcmv3.HttpConnectionManager {
-	tb.Helper()
-	filter := func(name string, m proto.Message) *hcmv3.HttpFilter {
-		a, err := anypb.New(m)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}}
-	}
-	seeds := fuzzSeedRBAC()
-	router := filter("envoy.filters.http.router", &routerv3.Router{})
-	return []*hcmv3.HttpConnectionManager{
-		{HttpFilters: []*hcmv3.HttpFilter{filter(DenyFilterName, seeds[1]), filter(AllowFilterName, seeds[0]), router}},
-		{HttpFilters: []*hcmv3.HttpFilter{router}},
-	}
-}
-
 // evaluateAll runs f on requests of every shape the handler passes it.
-func evaluateAll(f *Filter) {
+func evaluateAll(f *Engine) {
 	for _, q := range []req{
 		{target: "/api/x", remote: "10.1.2.3:4", identity: frontend},
 		{method: "DELETE", target: "/v2/a.JSON", remote: "[::1]:80", headers: []string{"X-Block", "1"}},
@@ -79,18 +63,49 @@ func checkRBAC(t *testing.T, cfg *rbacv3.RBAC) {
 	evaluateAll(f)
 }
 
-// checkFilters runs an HttpConnectionManager's http_filters through
-// FromHTTPFilters as the listener parse does.
-func checkFilters(t *testing.T, hcm *hcmv3.HttpConnectionManager) {
-	deny, allow, err := FromHTTPFilters(hcm.GetHttpFilters())
+// checkFactory runs cfg (an RBAC or an RBACPerRoute) through the proxy's
+// path: the check with the filter's subset, then its factory, and runs what
+// compiles on requests, as a listener's filter and on a route.
+func checkFactory(t *testing.T, cfg proto.Message) {
+	factory := Factory()
+	checker, err := xdscheck.New(factory.Subset())
 	if err != nil {
-		if !strings.HasPrefix(err.Error(), "http_filters") {
-			t.Fatalf("error does not name the field: %v", err)
-		}
+		t.Fatal(err)
+	}
+	if checker.Check(cfg) != nil {
 		return
 	}
-	evaluateAll(deny)
-	evaluateAll(allow)
+	switch cfg.(type) {
+	case *rbacv3.RBAC:
+		f, err := factory.New("f", cfg, httpfilter.Env{Stats: new(httpfilter.Stats)})
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "rbac: ") {
+				t.Fatalf("error does not name the config: %v", err)
+			}
+			return
+		}
+		serveAll(f, nil)
+	default:
+		per, err := factory.NewPerRoute(cfg)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "rbac.") {
+				t.Fatalf("error does not name the field: %v", err)
+			}
+			return
+		}
+		evaluateAll(per.(*perRoute).engine)
+	}
+}
+
+// serveAll runs requests of every shape through filter f.
+func serveAll(f httpfilter.Filter, rt *router.Route) {
+	h := f.Wrap(httpfilter.HandlerFunc(func(http.ResponseWriter, *http.Request, *router.Route) {}))
+	for _, q := range []req{
+		{target: "/api/x", remote: "10.1.2.3:4", identity: frontend},
+		{method: "DELETE", target: "/v2/a.JSON", remote: "[::1]:80", headers: []string{"X-Block", "1"}},
+	} {
+		h.ServeHTTP(httptest.NewRecorder(), q.build(), rt)
+	}
 }
 
 // FuzzCompileRBAC feeds arbitrary bytes, decoded as an RBAC filter config,
@@ -112,58 +127,41 @@ func FuzzCompileRBAC(f *testing.F) {
 	})
 }
 
-// FuzzFromHTTPFilters feeds arbitrary bytes, decoded as an
-// HttpConnectionManager, through FromHTTPFilters.
-func FuzzFromHTTPFilters(f *testing.F) {
-	for _, hcm := range fuzzSeedFilters(f) {
-		b, err := proto.Marshal(hcm)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		hcm := &hcmv3.HttpConnectionManager{}
-		if err := proto.Unmarshal(data, hcm); err != nil {
-			return
-		}
-		checkFilters(t, hcm)
-	})
-}
-
-// FuzzMutateRBAC mutates valid RBAC configs and http_filters lists field by
-// field (into their typed configs) and compiles them.
+// FuzzMutateRBAC mutates valid RBAC and RBACPerRoute configs field by field
+// and runs them through the filter's check and factory.
 func FuzzMutateRBAC(f *testing.F) {
-	configs, hcms := fuzzSeedRBAC(), fuzzSeedFilters(f)
+	configs := fuzzSeedRBAC()
 	f.Add([]byte{0})
 	f.Add([]byte{3, 1, 2, 3, 4, 5, 6, 7, 8})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
 		}
-		i := int(data[0]) % (len(configs) + len(hcms))
+		i := int(data[0]) % (2 * len(configs))
+		cfg := proto.Clone(configs[i%len(configs)]).(*rbacv3.RBAC)
 		if i < len(configs) {
-			cfg := proto.Clone(configs[i]).(*rbacv3.RBAC)
 			protofuzz.Mutate(cfg, data[1:])
-			checkRBAC(t, cfg)
+			checkFactory(t, cfg)
 			return
 		}
-		hcm := proto.Clone(hcms[i-len(configs)]).(*hcmv3.HttpConnectionManager)
-		protofuzz.Mutate(hcm, data[1:])
-		checkFilters(t, hcm)
+		per := &rbacv3.RBACPerRoute{Rbac: cfg}
+		protofuzz.Mutate(per, data[1:])
+		checkFactory(t, per)
 	})
 }
 
 func TestFuzzSeedsCompile(t *testing.T) {
 	t.Parallel()
+	factory := Factory()
 	for i, cfg := range fuzzSeedRBAC() {
 		if _, err := Compile(cfg); err != nil {
 			t.Errorf("RBAC seed %d: %v", i, err)
 		}
-	}
-	for i, hcm := range fuzzSeedFilters(t) {
-		if _, _, err := FromHTTPFilters(hcm.GetHttpFilters()); err != nil {
-			t.Errorf("filters seed %d: %v", i, err)
+		if _, err := factory.New("f", cfg, httpfilter.Env{}); err != nil {
+			t.Errorf("RBAC seed %d: New: %v", i, err)
+		}
+		if _, err := factory.NewPerRoute(&rbacv3.RBACPerRoute{Rbac: cfg}); err != nil {
+			t.Errorf("RBAC seed %d: NewPerRoute: %v", i, err)
 		}
 	}
 }

@@ -1,0 +1,193 @@
+// Package filters is the proxy's registry of HTTP filters: it maps the type
+// of each filter's standard Envoy config message (the type URL of an
+// http_filters entry's typed_config, and of a typed_per_filter_config
+// value) to the filter's httpfilter.Factory, one folder per filter below
+// this one (dataplane/filters/<name>).
+//
+// A Registry is a value, built once (Default, or New with the factories of
+// one's choice) and passed to the proxy: it checks resources against the
+// core subset plus every filter's (Check), compiles an
+// HttpConnectionManager's http_filters into the filters that run before the
+// router (Chain), and compiles per-route configs for the router
+// (CompilePerFilterConfig). It is immutable and safe for concurrent use.
+//
+// Adding a filter: write dataplane/filters/<name> (its Factory, subset,
+// compile, handler, tests and fuzz target) and add its Factory to Default.
+package filters
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/rbac"
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
+	"github.com/meshgate/meshgate/dataplane/xdscheck"
+)
+
+// routerName is the conventional name of the router entry, for messages.
+const routerName = "envoy.filters.http.router"
+
+// Registry maps HTTP filter config types to their factories.
+type Registry struct {
+	byConfig   map[protoreflect.FullName]*httpfilter.Factory
+	byPerRoute map[protoreflect.FullName]*httpfilter.Factory
+	checker    *xdscheck.Checker
+}
+
+// Default returns a registry of the built-in filters: the router
+// (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
+// (rbac.v3.RBAC) and header mutation (header_mutation.v3.HeaderMutation).
+func Default() *Registry {
+	r, err := New(rbac.Factory(), headermutation.Factory())
+	if err != nil {
+		panic(err) // the built-ins are constants: caught by every test
+	}
+	return r
+}
+
+// New returns a registry of the router and factories. Two factories of one
+// config or per-route type, a factory without New, or rules that conflict
+// (xdscheck.New) are an error.
+func New(factories ...httpfilter.Factory) (*Registry, error) {
+	r := &Registry{
+		byConfig:   make(map[protoreflect.FullName]*httpfilter.Factory, len(factories)),
+		byPerRoute: make(map[protoreflect.FullName]*httpfilter.Factory, len(factories)),
+	}
+	subsets := make([]xdscheck.HTTPFilter, 0, len(factories))
+	for i := range factories {
+		f := &factories[i]
+		if f.New == nil || (f.PerRouteType != "") != (f.NewPerRoute != nil) {
+			return nil, fmt.Errorf("filters: %s: New, and NewPerRoute with PerRouteType, are required", f.ConfigType)
+		}
+		if _, dup := r.byConfig[f.ConfigType]; dup || f.ConfigType == xdscheck.RouterType {
+			return nil, fmt.Errorf("filters: config type %s registered twice", f.ConfigType)
+		}
+		r.byConfig[f.ConfigType] = f
+		if f.PerRouteType != "" {
+			if _, dup := r.byPerRoute[f.PerRouteType]; dup {
+				return nil, fmt.Errorf("filters: per-route config type %s registered twice", f.PerRouteType)
+			}
+			r.byPerRoute[f.PerRouteType] = f
+		}
+		subsets = append(subsets, f.Subset())
+	}
+	checker, err := xdscheck.New(subsets...)
+	if err != nil {
+		return nil, err
+	}
+	r.checker = checker
+	return r, nil
+}
+
+// ConfigTypes lists the config types of the registered filters, the router
+// first, then sorted.
+func (r *Registry) ConfigTypes() []protoreflect.FullName {
+	return append([]protoreflect.FullName{xdscheck.RouterType}, slices.Sorted(maps.Keys(r.byConfig))...)
+}
+
+// Check checks an xDS resource against the core subset plus every
+// registered filter's (xdscheck.Checker.Check).
+func (r *Registry) Check(msg proto.Message) error { return r.checker.Check(msg) }
+
+// NewStats returns the filters' counters of one proxy, with every family a
+// filter declares (Factory.Stats) present, empty.
+func (r *Registry) NewStats() *httpfilter.Stats {
+	s := new(httpfilter.Stats)
+	for _, f := range r.byConfig {
+		for _, name := range f.Stats {
+			s.Counters(name)
+		}
+	}
+	return s
+}
+
+// Chain compiles an HttpConnectionManager's http_filters, already checked
+// by r.Check, into the filters that run before the router, in order (nil
+// when the router is the only entry). Errors name the entry: an empty list,
+// a disabled entry, a type no factory knows, a router that is missing or
+// not last, a name used twice (per-route configs are keyed by name), or a
+// config its factory refuses.
+func (r *Registry) Chain(entries []*hcmv3.HttpFilter, env httpfilter.Env) ([]httpfilter.Filter, error) {
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("http_filters: the router (%s) is required", routerName)
+	}
+	var chain []httpfilter.Filter
+	seen := make(map[string]bool, len(entries))
+	for i, entry := range entries {
+		where := fmt.Sprintf("http_filters[%d] %q", i, entry.GetName())
+		if entry.GetDisabled() {
+			return nil, fmt.Errorf("%s: disabled: not supported", where)
+		}
+		typed := entry.GetTypedConfig()
+		if typed == nil {
+			return nil, fmt.Errorf("%s: typed_config: required", where)
+		}
+		last := i == len(entries)-1
+		if typed.MessageName() == xdscheck.RouterType {
+			if !last {
+				return nil, fmt.Errorf("%s: the router must be the last filter", where)
+			}
+			if err := checkRouter(typed); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+			continue
+		}
+		factory := r.byConfig[typed.MessageName()]
+		if factory == nil {
+			return nil, fmt.Errorf("%s: typed config %q not supported", where, typed.GetTypeUrl())
+		}
+		if last {
+			return nil, fmt.Errorf("%s: the last filter must be the router (%s)", where, routerName)
+		}
+		if seen[entry.GetName()] {
+			return nil, fmt.Errorf("%s: duplicate filter name", where)
+		}
+		seen[entry.GetName()] = true
+		config, err := typed.UnmarshalNew()
+		if err != nil {
+			return nil, fmt.Errorf("%s: typed_config: %w", where, err)
+		}
+		f, err := factory.New(entry.GetName(), config, env)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		chain = append(chain, f)
+	}
+	return chain, nil
+}
+
+// PerRouteTypes maps the name of each entry of http_filters to the
+// per-route config type of its filter ("" for a filter without one, the
+// router included); entries of unknown types are left out.
+func (r *Registry) PerRouteTypes(entries []*hcmv3.HttpFilter) map[string]protoreflect.FullName {
+	out := make(map[string]protoreflect.FullName, len(entries))
+	for _, entry := range entries {
+		if f := r.byConfig[entry.GetTypedConfig().MessageName()]; f != nil {
+			out[entry.GetName()] = f.PerRouteType
+		} else if entry.GetTypedConfig().MessageName() == xdscheck.RouterType {
+			out[entry.GetName()] = ""
+		}
+	}
+	return out
+}
+
+// CompilePerFilterConfig compiles one typed_per_filter_config value, keyed
+// name, with the factory of its type: router.PerFilterCompiler.
+func (r *Registry) CompilePerFilterConfig(name string, config *anypb.Any) (any, error) {
+	factory := r.byPerRoute[config.MessageName()]
+	if factory == nil {
+		return nil, fmt.Errorf("typed config %q not supported", config.GetTypeUrl())
+	}
+	msg, err := config.UnmarshalNew()
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", config.MessageName(), err)
+	}
+	return factory.NewPerRoute(msg)
+}

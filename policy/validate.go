@@ -684,9 +684,9 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 	}
 	switch f.Type {
 	case gwapiv1.HTTPRouteFilterRequestHeaderModifier:
-		l.checkHeaderFilter(src, p+".requestHeaderModifier", f.RequestHeaderModifier)
+		l.checkHeaderFilter(src, p+".requestHeaderModifier", f.RequestHeaderModifier, true)
 	case gwapiv1.HTTPRouteFilterResponseHeaderModifier:
-		l.checkHeaderFilter(src, p+".responseHeaderModifier", f.ResponseHeaderModifier)
+		l.checkHeaderFilter(src, p+".responseHeaderModifier", f.ResponseHeaderModifier, false)
 	case gwapiv1.HTTPRouteFilterRequestRedirect:
 		rp, rd := p+".requestRedirect", f.RequestRedirect
 		if rd.Scheme != nil && *rd.Scheme != "http" && *rd.Scheme != "https" {
@@ -716,7 +716,7 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 	return ""
 }
 
-func (l *loader) checkHeaderFilter(src Source, p string, hf *gwapiv1.HTTPHeaderFilter) {
+func (l *loader) checkHeaderFilter(src Source, p string, hf *gwapiv1.HTTPHeaderFilter, request bool) {
 	check := func(list string, names []string) {
 		seen := make(map[string]bool, len(names))
 		for i, name := range names {
@@ -726,6 +726,10 @@ func (l *loader) checkHeaderFilter(src Source, p string, hf *gwapiv1.HTTPHeaderF
 			}
 			if msg := checkHeaderName(name); msg != "" {
 				l.errorf(src, np, "%s", msg)
+				continue
+			}
+			if why := proxyOwnedHeader(name, request); why != "" {
+				l.errorf(src, np, "header %q cannot be modified: %s", name, why)
 				continue
 			}
 			if seen[strings.ToLower(name)] {
@@ -744,6 +748,31 @@ func (l *loader) checkHeaderFilter(src Source, p string, hf *gwapiv1.HTTPHeaderF
 	check("set", headerNames(hf.Set))
 	check("add", headerNames(hf.Add))
 	check("remove", hf.Remove)
+}
+
+// proxyOwnedHeader returns why the proxy owns a header that a header
+// modifier filter would change (on requests, or responses), or "": the
+// hop-by-hop headers and the message framing (the proxy writes them per
+// connection), and on requests the Host (a URLRewrite's hostname sets it)
+// and the X-Forwarded-For and X-Forwarded-Proto the proxy sets as it
+// forwards.
+func proxyOwnedHeader(name string, request bool) string {
+	switch strings.ToLower(name) {
+	case "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade", "trailer",
+		"proxy-authorization", "proxy-authenticate":
+		return "it is hop-by-hop, written by the proxy per connection"
+	case "content-length":
+		return "it frames the message, written by the proxy"
+	case "host":
+		if request {
+			return "use a URLRewrite filter's hostname"
+		}
+	case "x-forwarded-for", "x-forwarded-proto":
+		if request {
+			return "the proxy sets it when it forwards the request"
+		}
+	}
+	return ""
 }
 
 // checkPathModifier validates a redirect or rewrite path. It returns the

@@ -27,10 +27,11 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	part := &gatewayPart{}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
-		filters, err := httpFilters(name, listenerFilters{
-			rbac:          gw.Authorization != nil || hasRouteAuthorization(port.VirtualHosts),
-			authorization: gw.Authorization,
-		})
+		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		for _, vh := range port.VirtualHosts {
+			want.need(vh.Rules)
+		}
+		filters, err := httpFilters(name, want)
 		if err != nil {
 			return nil, err
 		}
@@ -58,17 +59,4 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	}
 	part.clusters = clusters.set()
 	return part, nil
-}
-
-// hasRouteAuthorization reports whether a rule of the virtual hosts has a
-// route-level authorization.
-func hasRouteAuthorization(hosts []*model.VirtualHost) bool {
-	for _, vh := range hosts {
-		for _, r := range vh.Rules {
-			if r.Authorization != nil {
-				return true
-			}
-		}
-	}
-	return false
 }

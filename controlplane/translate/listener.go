@@ -99,11 +99,24 @@ type listenerFilters struct {
 	// authorization is what the RBAC filters enforce at the listener
 	// level; nil: nothing (the routes' per-route configs decide).
 	authorization *model.Authorization
+	// headerMutation: a route of the listener modifies headers (header.go).
+	headerMutation bool
+}
+
+// need adds what rules need of a listener's filters: the RBAC filters for
+// route-level authorizations, the header mutation filter for header
+// modifiers.
+func (f *listenerFilters) need(rules []*model.Rule) {
+	for _, r := range rules {
+		f.rbac = f.rbac || r.Authorization != nil
+		f.headerMutation = f.headerMutation || modifiesHeaders(r)
+	}
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: authorization first (the deny, then the
-// allow filter).
+// allow filter: a denied request goes no further), then the header
+// mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.rbac {
@@ -112,6 +125,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, rbac...)
+	}
+	if want.headerMutation {
+		hm, err := headerMutationFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, hm)
 	}
 	return out, nil
 }

@@ -22,7 +22,8 @@ const noBackendBody = "no valid backend for this route\n"
 // on, for redirects that keep it. A rule with a route-level authorization
 // gets per-route RBAC configs (rbac.go): outer (the gateway's, or nil)
 // merged with the route's, since a per-route config replaces the
-// connection manager's.
+// connection manager's; a rule with header modifiers gets the header
+// mutation filter's (header.go).
 func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, listenerPort int32, outer *model.Authorization) ([]*routev3.Route, error) {
 	out := make([]*routev3.Route, 0, len(rules))
 	for _, rule := range rules {
@@ -42,7 +43,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 		} else {
 			r.Action = internalError()
 		}
-		setHeaderModifiers(r, a)
+		if err := setHeaderModifiers(r, a); err != nil {
+			return nil, err
+		}
 		out = append(out, r)
 	}
 	return out, nil

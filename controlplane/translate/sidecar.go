@@ -48,7 +48,7 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	if err != nil {
 		return nil, nil, err
 	}
-	filters, err := httpFilters(OutboundName, listenerFilters{rbac: outboundHasAuthorization(m)})
+	filters, err := httpFilters(OutboundName, outboundFilters(m))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -189,17 +189,15 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	return l, rc, c, nil
 }
 
-// outboundHasAuthorization reports whether a mesh route a sidecar's
-// outbound listener serves has a route-level authorization.
-func outboundHasAuthorization(m *model.Model) bool {
+// outboundFilters is what the mesh routes a sidecar's outbound listener
+// may serve need of its filters (every service's: the listener is the same
+// whichever services a sidecar may call).
+func outboundFilters(m *model.Model) listenerFilters {
+	var want listenerFilters
 	for _, svc := range m.Services {
 		for _, port := range svc.Ports {
-			for _, r := range port.Routes {
-				if r.Authorization != nil {
-					return true
-				}
-			}
+			want.need(port.Routes)
 		}
 	}
-	return false
+	return want
 }

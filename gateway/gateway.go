@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/dnslabel"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
@@ -73,14 +74,14 @@ type Options struct {
 // Node checks opts and returns the xDS node identity of the gateway
 // (docs/xds.md, "Who a proxy is").
 func Node(opts Options) (*corev3.Node, error) {
-	if err := dataplane.CheckName("gateway name", opts.Name); err != nil {
+	if err := dnslabel.CheckName("gateway name", opts.Name); err != nil {
 		return nil, err
 	}
 	namespace := opts.Namespace
 	if namespace == "" {
 		namespace = DefaultNamespace
 	}
-	if err := dataplane.CheckName("namespace", namespace); err != nil {
+	if err := dnslabel.CheckName("namespace", namespace); err != nil {
 		return nil, err
 	}
 	metadata, err := structpb.NewStruct(map[string]any{

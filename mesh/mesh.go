@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/dnslabel"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
@@ -113,10 +114,10 @@ func (o Options) withDefaults() Options {
 // (docs/xds.md, "Who a proxy is").
 func Node(opts Options) (*corev3.Node, error) {
 	opts = opts.withDefaults()
-	if err := dataplane.CheckName("service", opts.Service); err != nil {
+	if err := dnslabel.CheckName("service", opts.Service); err != nil {
 		return nil, err
 	}
-	if err := dataplane.CheckName("namespace", opts.Namespace); err != nil {
+	if err := dnslabel.CheckName("namespace", opts.Namespace); err != nil {
 		return nil, err
 	}
 	if opts.AppAddress == "" {

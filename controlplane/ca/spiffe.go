@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/meshgate/meshgate/api/dnslabel"
 )
 
 // ID is a meshgate SPIFFE ID: spiffe://<trust-domain>/ns/<namespace>/svc/<service>.
@@ -49,7 +51,7 @@ func ParseID(s string) (ID, error) {
 		return ID{}, fmt.Errorf("SPIFFE ID %q: path must be /ns/<namespace>/svc/<service>", truncate(s))
 	}
 	id := ID{TrustDomain: td, Namespace: parts[1], Service: parts[3]}
-	if !isDNSLabel(id.Namespace) || !isDNSLabel(id.Service) {
+	if !dnslabel.Valid(id.Namespace) || !dnslabel.Valid(id.Service) {
 		return ID{}, fmt.Errorf("SPIFFE ID %q: namespace and service must be DNS labels", truncate(s))
 	}
 	return id, nil
@@ -84,19 +86,6 @@ func CheckTrustDomain(td string) error {
 		}
 	}
 	return nil
-}
-
-func isDNSLabel(s string) bool {
-	if len(s) < 1 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // truncate bounds what untrusted input puts in an error message.

@@ -55,6 +55,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/dnslabel"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -834,10 +835,10 @@ func (c *Consul) usableName(name string) bool {
 	if name == "consul" {
 		return false
 	}
-	if msg := validation.IsDNS1123Label(name); len(msg) > 0 {
+	if err := dnslabel.Check(name); err != nil {
 		if !c.skipped[name] {
 			c.skipped[name] = true
-			c.logger.Warn("consul service ignored: its name is not a DNS label", "service", name, "reason", strings.Join(msg, "; "))
+			c.logger.Warn("consul service ignored: its name is not a DNS label", "service", name, "reason", err.Error())
 		}
 		return false
 	}
@@ -973,7 +974,7 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 	port := ServicePort(entries)
 	svc.Spec.Ports = []policy.ServicePort{port}
 	for _, e := range entries {
-		if ns := e.Service.Meta[consulreg.MetaNamespace]; ns != "" && len(validation.IsDNS1123Label(ns)) == 0 {
+		if ns := e.Service.Meta[consulreg.MetaNamespace]; ns != "" && dnslabel.Valid(ns) {
 			svc.Namespace = ns
 			break
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/meshgate/meshgate/api/dnslabel"
 )
 
 // DefaultTrustDomain is the trust domain of a mesh without a MeshConfig.
@@ -23,10 +25,10 @@ func SPIFFEID(trustDomain, namespace, service string) (string, error) {
 	if err := checkTrustDomain(trustDomain); err != nil {
 		return "", err
 	}
-	if err := checkLabel("namespace", namespace); err != nil {
+	if err := dnslabel.CheckName("namespace", namespace); err != nil {
 		return "", err
 	}
-	if err := checkLabel("service", service); err != nil {
+	if err := dnslabel.CheckName("service", service); err != nil {
 		return "", err
 	}
 	return "spiffe://" + trustDomain + "/ns/" + namespace + "/svc/" + service, nil
@@ -45,18 +47,6 @@ func checkTrustDomain(td string) error {
 	}
 	if len(td) > 255 || strings.Trim(td, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" {
 		return fmt.Errorf("trust domain %q: want lowercase letters, digits, '.', '-' and '_'", td)
-	}
-	return nil
-}
-
-// checkLabel checks a namespace or service name: a DNS label.
-func checkLabel(what, name string) error {
-	if name == "" {
-		return fmt.Errorf("%s is required", what)
-	}
-	if len(name) > 63 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" ||
-		strings.HasPrefix(name, "-") || strings.HasSuffix(name, "-") {
-		return fmt.Errorf("%s %q: want a DNS label (lowercase letters, digits and '-', at most 63)", what, name)
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ type Options struct {
 	// CAFile is a PEM bundle that verifies the control plane on the first
 	// connection instead of the token's pin; optional.
 	CAFile string
-	// TrustDomain of the mesh; identity.DefaultTrustDomain when empty.
+	// TrustDomain of the mesh; spiffeid.DefaultTrustDomain when empty.
 	TrustDomain string
 	// Insecure runs without an identity over plaintext xDS, for control
 	// planes without TLS (tests of the pre-mTLS behaviour only).

@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/meshgate/meshgate/api/consulreg"
-	"github.com/meshgate/meshgate/dataplane/identity"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/gateway"
 )
 
@@ -104,7 +104,7 @@ func (p *proxyIdentityFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&p.token, "token", "", "join token (visible to other local users: prefer --token-file or $"+tokenEnv+")")
 	f.StringVar(&p.tokenFile, "token-file", "", "file holding the join token")
 	f.StringVar(&p.caFile, "ca-file", "", "PEM bundle of roots to verify the control plane with, instead of the token's pin")
-	f.StringVar(&p.trustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the mesh (MeshConfig spec.trustDomain)")
+	f.StringVar(&p.trustDomain, "trust-domain", spiffeid.DefaultTrustDomain, "trust domain of the mesh (MeshConfig spec.trustDomain)")
 	f.BoolVar(&p.insecure, "insecure", false, "no identity, plaintext xDS: only for a control plane without TLS, in tests")
 }
 

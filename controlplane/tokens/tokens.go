@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 	"github.com/meshgate/meshgate/controlplane/state"
 )
@@ -41,7 +42,7 @@ const keyPrefix = "tokens/"
 
 // ReservedNamespace holds the control plane's own identity: no token binds
 // to it.
-const ReservedNamespace = "meshgate-system"
+const ReservedNamespace = spiffeid.ControlPlaneNamespace
 
 // Record is what the registry knows of a token, without its secret.
 type Record struct {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 )
 
@@ -43,7 +44,7 @@ const (
 
 // ManagerOptions configure a Manager.
 type ManagerOptions struct {
-	// TrustDomain of the mesh; DefaultTrustDomain when empty. It must be the
+	// TrustDomain of the mesh; spiffeid.DefaultTrustDomain when empty. It must be the
 	// control plane's (MeshConfig.spec.trustDomain).
 	TrustDomain string
 	// Namespace and Service make the SPIFFE ID; required. A gateway node's
@@ -75,8 +76,9 @@ type ManagerOptions struct {
 type Manager struct {
 	opts           ManagerOptions
 	logger         *slog.Logger
-	spiffeID       *url.URL
-	controlPlaneID string
+	id             spiffeid.ID
+	idText         string // id.String()
+	controlPlaneID spiffeid.ID
 	joinToken      token.Token
 
 	cert atomic.Pointer[tls.Certificate]
@@ -97,7 +99,7 @@ var _ Provider = (*Manager)(nil)
 // without a certificate; nothing touches the network before Start.
 func NewManager(opts ManagerOptions) (*Manager, error) {
 	if opts.TrustDomain == "" {
-		opts.TrustDomain = DefaultTrustDomain
+		opts.TrustDomain = spiffeid.DefaultTrustDomain
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -109,13 +111,9 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		opts.RetryMax = defaultRetryMax
 	}
 	opts.RetryMax = max(opts.RetryMax, opts.RetryInitial)
-	id, err := SPIFFEID(opts.TrustDomain, opts.Namespace, opts.Service)
+	id, err := spiffeid.New(opts.TrustDomain, opts.Namespace, opts.Service)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
-	}
-	spiffeID, err := url.Parse(id)
-	if err != nil {
-		return nil, fmt.Errorf("identity: SPIFFE ID %q: %w", id, err)
 	}
 	if len(opts.ControlPlaneAddresses) == 0 {
 		return nil, errors.New("identity: at least one control-plane address is required")
@@ -130,9 +128,10 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 	}
 	m := &Manager{
 		opts:           opts,
-		logger:         opts.Logger.With("component", "identity", "spiffe_id", id),
-		spiffeID:       spiffeID,
-		controlPlaneID: ControlPlaneID(opts.TrustDomain),
+		logger:         opts.Logger.With("component", "identity", "spiffe_id", id.String()),
+		id:             id,
+		idText:         id.String(),
+		controlPlaneID: spiffeid.ControlPlane(opts.TrustDomain),
 		joinToken:      joinToken,
 	}
 	m.sign = m.signGRPC
@@ -151,7 +150,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 }
 
 // SPIFFEID is the proxy's identity.
-func (m *Manager) SPIFFEID() string { return m.spiffeID.String() }
+func (m *Manager) SPIFFEID() string { return m.idText }
 
 // Certificate returns the current certificate and key; nil before Start
 // succeeded. Lock-free.
@@ -329,7 +328,7 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{m.spiffeID}}, key)
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{m.id.URL()}}, key)
 	if err != nil {
 		return fmt.Errorf("create CSR: %w", err)
 	}
@@ -436,11 +435,11 @@ func (m *Manager) parseSignResponse(resp *cav1.SignResponse, key *ecdsa.PrivateK
 	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
 		return nil, errors.New("the certificate is not for the key of the CSR")
 	}
-	id, err := certificateID(leaf)
+	id, err := spiffeid.FromCertificate(leaf)
 	if err != nil {
 		return nil, err
 	}
-	if id != m.SPIFFEID() {
+	if id != m.id {
 		return nil, fmt.Errorf("the certificate is for %s, want %s", id, m.SPIFFEID())
 	}
 	if !time.Now().Before(leaf.NotAfter) {

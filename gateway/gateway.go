@@ -13,16 +13,16 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 // DefaultNamespace is used when Options.Namespace is empty.
-const DefaultNamespace = "default"
+const DefaultNamespace = xdsnode.DefaultNamespace
 
 // Options configure a gateway node.
 type Options struct {
@@ -84,19 +84,8 @@ func Node(opts Options) (*corev3.Node, error) {
 	if err := dnslabel.CheckName("namespace", namespace); err != nil {
 		return nil, err
 	}
-	metadata, err := structpb.NewStruct(map[string]any{
-		"role":      "gateway",
-		"namespace": namespace,
-		"gateway":   opts.Name,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gateway node metadata: %w", err)
-	}
-	return &corev3.Node{
-		Id:       dataplane.NodeID("gateway", opts.Name, namespace, opts.ID),
-		Cluster:  opts.Name,
-		Metadata: metadata,
-	}, nil
+	meta := xdsnode.Metadata{Role: xdsnode.RoleGateway, Namespace: namespace, Gateway: opts.Name}
+	return meta.Node(dataplane.NodeID(xdsnode.RoleGateway, opts.Name, namespace, opts.ID)), nil
 }
 
 // Gateway is a gateway node ready to Run: its proxy and, unless insecure,

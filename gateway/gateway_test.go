@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/meshgate/meshgate/api/xdsnode"
 )
 
 func TestNode(t *testing.T) {
@@ -40,11 +42,9 @@ func TestNode(t *testing.T) {
 			if node.GetId() != tt.wantID || node.GetCluster() != tt.opts.Name {
 				t.Errorf("id, cluster = %q, %q; want %q, %q", node.GetId(), node.GetCluster(), tt.wantID, tt.opts.Name)
 			}
-			md := node.GetMetadata().GetFields()
-			for key, want := range map[string]string{"role": "gateway", "namespace": tt.wantNS, "gateway": tt.opts.Name} {
-				if got := md[key].GetStringValue(); got != want {
-					t.Errorf("metadata.%s = %q, want %q", key, got, want)
-				}
+			want := xdsnode.Metadata{Role: xdsnode.RoleGateway, Namespace: tt.wantNS, Gateway: tt.opts.Name}
+			if got := xdsnode.Decode(node.GetMetadata()); got != want {
+				t.Errorf("metadata = %+v, want %+v", got, want)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane/identity/identitytest"
 )
 
@@ -97,7 +98,7 @@ func TestRunConnectsToXDSWithItsIdentity(t *testing.T) {
 		if seen.peerID != wantID {
 			t.Errorf("xDS client certificate %q, want %s", seen.peerID, wantID)
 		}
-		if got := seen.node.GetMetadata().GetFields()["service"].GetStringValue(); got != "orders" {
+		if got := xdsnode.Decode(seen.node.GetMetadata()).Service; got != "orders" {
 			t.Errorf("node metadata service = %q", got)
 		}
 	case err := <-done:

@@ -14,19 +14,19 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 // Defaults of docs/xds.md.
 const (
-	DefaultNamespace       = "default"
-	DefaultInboundAddress  = "127.0.0.1:15006"
-	DefaultOutboundAddress = "127.0.0.1:15001"
+	DefaultNamespace       = xdsnode.DefaultNamespace
+	DefaultInboundAddress  = xdsnode.DefaultInboundAddress
+	DefaultOutboundAddress = xdsnode.DefaultOutboundAddress
 )
 
 // Options configure a sidecar.
@@ -138,22 +138,15 @@ func Node(opts Options) (*corev3.Node, error) {
 	if opts.AppAddress == opts.InboundAddress || opts.AppAddress == opts.OutboundAddress {
 		return nil, fmt.Errorf("app address %s is also a listener address of the sidecar", opts.AppAddress)
 	}
-	metadata, err := structpb.NewStruct(map[string]any{
-		"role":             "sidecar",
-		"namespace":        opts.Namespace,
-		"service":          opts.Service,
-		"app_address":      opts.AppAddress,
-		"inbound_address":  opts.InboundAddress,
-		"outbound_address": opts.OutboundAddress,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sidecar node metadata: %w", err)
+	meta := xdsnode.Metadata{
+		Role:            xdsnode.RoleSidecar,
+		Namespace:       opts.Namespace,
+		Service:         opts.Service,
+		AppAddress:      opts.AppAddress,
+		InboundAddress:  opts.InboundAddress,
+		OutboundAddress: opts.OutboundAddress,
 	}
-	return &corev3.Node{
-		Id:       dataplane.NodeID("sidecar", opts.Service, opts.Namespace, opts.ID),
-		Cluster:  opts.Service,
-		Metadata: metadata,
-	}, nil
+	return meta.Node(dataplane.NodeID(xdsnode.RoleSidecar, opts.Service, opts.Namespace, opts.ID)), nil
 }
 
 // Sidecar is a sidecar ready to Run: its proxy and, unless insecure, its

@@ -12,6 +12,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -50,7 +51,7 @@ func guardModel(t *testing.T, policyVersion string, route bool, ordersEndpoints 
 }
 
 // connect registers a node on s as a first request on a new stream does.
-func connect(t *testing.T, s *Server, streamID int64, id string, meta map[string]any) {
+func connect(t *testing.T, s *Server, streamID int64, id string, meta xdsnode.Metadata) {
 	t.Helper()
 	req := &discoveryv3.DiscoveryRequest{Node: testNode(t, id, meta), TypeUrl: resourcev3.ClusterType}
 	if err := s.onStreamRequest(streamID, req); err != nil {
@@ -87,7 +88,7 @@ func TestGuardHoldsWhatDiscoveryAloneWouldEmpty(t *testing.T) {
 	ctx := t.Context()
 	s := New(ctx, nil)
 	s.SetModel(ctx, guardModel(t, "p1", true, "127.0.0.1:21011"))
-	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
+	gwNode := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}
 	connect(t, s, 1, "gw", gwNode)
 	if r, e := served(s, "gw"); r != 1 || e != 1 {
 		t.Fatalf("served %d routes, %d endpoints; want 1, 1", r, e)
@@ -150,8 +151,8 @@ func TestGuardSparesNewNodesAndPartialChanges(t *testing.T) {
 	ctx := t.Context()
 	s := New(ctx, nil)
 	s.SetModel(ctx, guardModel(t, "p1", true, "127.0.0.1:21011"))
-	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
-	sidecar := map[string]any{"role": "sidecar", "service": "payments", "inbound_address": "127.0.0.1:22011", "app_address": "127.0.0.1:9001"}
+	gwNode := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}
+	sidecar := xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "payments", InboundAddress: "127.0.0.1:22011", AppAddress: "127.0.0.1:9001"}
 	connect(t, s, 1, "gw", gwNode)
 	connect(t, s, 2, "payments-1", sidecar)
 	// orders loses its endpoints: the gateway has none left, the sidecar
@@ -199,7 +200,7 @@ func TestNothingServedBeforeTheFirstModel(t *testing.T) {
 			responses <- resp
 		}
 	}()
-	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", map[string]any{"role": "gateway", "gateway": "edge"})}
+	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"})}
 	c.request(resourcev3.ListenerType, nil, nil, "")
 	waitFor(t, "the proxy listed and its request waiting", func() bool {
 		return len(s.Proxies()) == 1 && s.cache.openWatch("gw", resourcev3.ListenerType, "")

@@ -41,7 +41,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"reflect"
 	"slices"
@@ -56,6 +55,7 @@ import (
 
 	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/internal/backoff"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -91,8 +91,8 @@ type ConsulOptions struct {
 	Logger *slog.Logger
 	// WaitTime bounds one blocking query; DefaultWaitTime when zero.
 	WaitTime time.Duration
-	// MinBackoff and MaxBackoff bound the jittered exponential backoff
-	// after a failed query.
+	// MinBackoff and MaxBackoff bound the backoff after a failed query
+	// (internal/backoff).
 	MinBackoff, MaxBackoff time.Duration
 	// RecoveryHold is how long changes are held back after Consul becomes
 	// reachable again or its index goes backwards (a restarted agent
@@ -284,7 +284,7 @@ func (c *Consul) watch(ctx context.Context, what, filter string, query func(*api
 			c.queryFailed(what, err, failures)
 			failures++
 			index = 0
-			if !sleep(ctx, c.backoff(failures)) {
+			if !backoff.Sleep(ctx, c.backoff(failures)) {
 				return
 			}
 			continue
@@ -443,7 +443,7 @@ func (c *Consul) sweepLoop(ctx context.Context) {
 			}
 			c.queryFailed("catalog sweep", err, failures)
 			failures++
-			if !sleep(ctx, c.backoff(failures)) {
+			if !backoff.Sleep(ctx, c.backoff(failures)) {
 				return
 			}
 		}
@@ -819,14 +819,10 @@ func (c *Consul) recoveredLocked(reset bool) {
 	}
 }
 
-// backoff is the jittered exponential delay after the n-th failure in a row.
+// backoff is the wait after the n-th failure in a row (internal/backoff:
+// doubling from MinBackoff up to MaxBackoff, jittered).
 func (c *Consul) backoff(n int) time.Duration {
-	d := c.opts.MinBackoff << min(n-1, 16)
-	if d <= 0 || d > c.opts.MaxBackoff {
-		d = c.opts.MaxBackoff
-	}
-	// ±20 % jitter so that many control planes do not retry in step.
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return backoff.Policy{Initial: c.opts.MinBackoff, Max: c.opts.MaxBackoff}.Wait(n)
 }
 
 // usableName reports whether a catalog service becomes a meshgate Service:
@@ -1074,16 +1070,4 @@ func labels(tags []string, meta map[string]string) map[string]string {
 		}
 	}
 	return out
-}
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -26,6 +26,7 @@ import (
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
 	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
+	"github.com/meshgate/meshgate/internal/backoff"
 )
 
 const (
@@ -219,7 +220,7 @@ func (m *Manager) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certifica
 // PermissionDenied, InvalidArgument), with the reason. It returns ctx's error
 // when ctx ends first.
 func (m *Manager) Start(ctx context.Context) error {
-	delay := m.opts.RetryInitial
+	retry := backoff.New(m.opts.RetryInitial, m.opts.RetryMax)
 	for attempt := 0; ; attempt++ {
 		addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
 		err := m.renew(ctx, addr, true)
@@ -234,12 +235,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		if errors.As(err, &perm) {
 			return fmt.Errorf("identity: first certificate from %s: %w", addr, err)
 		}
-		wait := jittered(delay)
+		wait := retry.Next()
 		m.logger.Warn("certificate authority unavailable; retrying", "address", addr, "error", err, "retry_in", wait)
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return fmt.Errorf("identity: first certificate: %w (last error: %w)", ctx.Err(), err)
 		}
-		delay = min(delay*2, m.opts.RetryMax)
 	}
 }
 
@@ -260,17 +260,18 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	attempt := 0
 	lastAttempt := time.Unix(0, m.receivedAt.Load())
-	var retry time.Duration // after a failure: the backoff before the next attempt
+	retry := backoff.New(m.opts.RetryInitial, m.opts.RetryMax) // failed renewals in a row
+	var retryIn time.Duration                                  // after a failure: the wait before the next attempt
 	for {
 		current := m.cert.Load()
 		now := time.Now()
-		wait := jittered(retry)
-		if retry == 0 {
+		wait := retryIn
+		if retry.Failures() == 0 {
 			factor := 1 + renewJitter*(2*mathrand.Float64()-1)
 			wait = renewDelay(current.Leaf, time.Unix(0, m.receivedAt.Load()), now, factor)
 		}
 		wait = max(wait, lastAttempt.Add(minRenewInterval).Sub(now))
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
 		addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
@@ -280,7 +281,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		err := m.renew(ctx, addr, expired)
 		if err == nil {
 			m.logger.Info("certificate renewed", "not_after", m.NotAfter())
-			retry = 0
+			retry.Reset()
 			continue
 		}
 		if ctx.Err() != nil {
@@ -294,12 +295,12 @@ func (m *Manager) Run(ctx context.Context) error {
 			<-ctx.Done()
 			return nil
 		}
-		retry = min(max(2*retry, m.opts.RetryInitial), m.opts.RetryMax)
+		retryIn = retry.Next()
 		if expired {
-			m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", retry)
+			m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", retryIn)
 		} else {
 			m.logger.Warn("certificate renewal failed; retrying", "address", addr, "error", err,
-				"retry_in", retry, "not_after", current.Leaf.NotAfter)
+				"retry_in", retryIn, "not_after", current.Leaf.NotAfter)
 		}
 	}
 }
@@ -504,26 +505,6 @@ func permanent(err error) error { return &permanentError{err: err, code: codes.U
 
 // refused is the CA's refusal with code.
 func refused(code codes.Code, err error) error { return &permanentError{err: err, code: code} }
-
-// jittered returns a duration in [d/2, d]; 0 for 0.
-func jittered(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + mathrand.N(d/2+1)
-}
-
-// sleep waits d or until ctx is done; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // Serve obtains the first certificate (Start), then runs run and the renewal
 // loop (Run) side by side until run returns, and returns run's error. It is

@@ -14,10 +14,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshgate/meshgate/controlplane"
 	"github.com/meshgate/meshgate/examples"
@@ -180,27 +180,16 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		}
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
+	// The first task to fail stops the others; an error after the stop
+	// (ctx done) is not one.
+	g, ctx := errgroup.WithContext(ctx)
 	for _, t := range tasks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := t.run(ctx)
-			if err != nil && ctx.Err() == nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("%s: %w", t.name, err)
-				}
-				mu.Unlock()
-				cancel()
+		g.Go(func() error {
+			if err := t.run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("%s: %w", t.name, err)
 			}
-		}()
+			return nil
+		})
 	}
 
 	if len(gatewayURLs) > 0 {
@@ -212,9 +201,9 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		printDevBanner(out, dir, f, gatewayURLs, sidecars)
 	}
 	<-ctx.Done()
-	wg.Wait()
+	err = g.Wait()
 	fmt.Fprintln(out, "meshgate dev: stopped")
-	return firstErr
+	return err
 }
 
 func printDevBanner(out io.Writer, dir string, f *devFlags, urls, sidecars []string) {

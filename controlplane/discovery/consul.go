@@ -51,6 +51,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshgate/meshgate/api/consulreg"
@@ -514,33 +515,31 @@ func (c *Consul) sweepNodes(ctx context.Context) error {
 	}
 	var mu sync.Mutex
 	seen := map[checkKey]instance{}
-	var firstErr error
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	for _, n := range nodes {
-		wg.Go(func() {
+		g.Go(func() error {
 			var list *api.CatalogNodeServiceList
 			err := c.request(ctx, func(q *api.QueryOptions) error {
 				var err error
 				list, _, err = c.opts.Client.Catalog().NodeServiceList(n.Node, q)
 				return err
 			})
-			mu.Lock()
-			defer mu.Unlock()
 			if err != nil {
-				firstErr = cmp.Or(firstErr, err)
-				return
+				return err
 			}
 			if list == nil {
-				return // the node is gone
+				return nil // the node is gone
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			for _, s := range list.Services {
 				seen[checkKey{n.Node, s.ID}] = instance{s.Service, s.ModifyIndex}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

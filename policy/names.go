@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshgate/meshgate/api/dnslabel"
@@ -86,20 +87,10 @@ func checkHeaderName(s string) string {
 	if s == "" {
 		return "name is required"
 	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return fmt.Sprintf("invalid name %q: only letters, digits and !#$%%&'*+-.^_`|~ are allowed", s)
-		}
+	if !httpguts.ValidHeaderFieldName(s) {
+		return fmt.Sprintf("invalid name %q: only letters, digits and !#$%%&'*+-.^_`|~ are allowed", s)
 	}
 	return ""
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // checkMatchPath returns why an Exact or PathPrefix match value is invalid,

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 func TestNode(t *testing.T) {
@@ -18,7 +20,7 @@ func TestNode(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", ID: "orders-1"},
+			opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{ID: "orders-1"}},
 			wantMeta: xdsnode.Metadata{
 				Role: xdsnode.RoleSidecar, Namespace: "default", Service: "orders", AppAddress: "127.0.0.1:8080",
 				InboundAddress: "127.0.0.1:15006", OutboundAddress: "127.0.0.1:15001",
@@ -26,7 +28,7 @@ func TestNode(t *testing.T) {
 		},
 		{
 			name: "explicit addresses",
-			opts: Options{Service: "orders", Namespace: "shop", AppAddress: "10.0.0.2:80", InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001", ID: "x"},
+			opts: Options{Service: "orders", Namespace: "shop", AppAddress: "10.0.0.2:80", InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001", RoleOptions: dataplane.RoleOptions{ID: "x"}},
 			wantMeta: xdsnode.Metadata{
 				Role: xdsnode.RoleSidecar, Namespace: "shop", Service: "orders", AppAddress: "10.0.0.2:80",
 				InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001",
@@ -82,8 +84,8 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		{"no xds", Options{Service: "orders", AppAddress: "127.0.0.1:8080"}, "--xds"},
-		{"no token", Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"cp:15010"}}, "meshgate token create --service orders --namespace default"},
-		{"bad admin", Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"cp:15010"}, AdminAddress: "admin", Insecure: true}, "admin address"},
+		{"no token", Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}}}, "meshgate token create --service orders --namespace default"},
+		{"bad admin", Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}, AdminAddress: "admin", Identity: identity.ProxyOptions{Insecure: true}}}, "admin address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -308,6 +308,18 @@ func tags(labels map[string]string) []string {
 	return out
 }
 
+// ProxyOptions are how a gateway node or a sidecar registers itself in
+// Consul while it runs (docs/consul.md), shared by both roles.
+type ProxyOptions struct {
+	// Client of the local Consul agent; nil: no registration.
+	Client *api.Client
+	// Labels of the registration ("key=value" tags).
+	Labels map[string]string
+	// CheckInterval of the registration's health checks (the admin /ready;
+	// a sidecar's /app_health too); DefaultCheckInterval when zero.
+	CheckInterval time.Duration
+}
+
 // KeepRegistered waits until adminAddr reports the proxy's bound admin
 // address, then runs Register with the registrations built for it.
 func KeepRegistered(ctx context.Context, client *api.Client, adminAddr func() string,

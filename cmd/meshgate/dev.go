@@ -20,6 +20,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/examples"
 	"github.com/meshgate/meshgate/examples/demoapp"
 	"github.com/meshgate/meshgate/gateway"
@@ -64,8 +66,8 @@ type devTask struct {
 }
 
 func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer) error {
-	var fastHTTP1 bool
-	if err := (&proxyServerFlags{http1: defaultHTTP1Server()}).apply(&fastHTTP1); err != nil {
+	fastHTTP1, err := (&proxyServerFlags{http1: defaultHTTP1Server()}).fastHTTP1()
+	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	dir, cleanup, err := devConfigDir(f.config)
@@ -119,9 +121,13 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			name: "gateway/" + gw.Name,
 			run: func(ctx context.Context) error {
 				return gateway.Run(ctx, gateway.Options{
-					Name: gw.Name, Namespace: gw.Namespace, XDSAddresses: xds,
-					Token: tok, TrustDomain: trustDomain, FastHTTP1: fastHTTP1,
-					Logger: logger.With("component", "gateway", "gateway", gw.Name),
+					Name: gw.Name, Namespace: gw.Namespace,
+					RoleOptions: dataplane.RoleOptions{
+						XDSAddresses: xds,
+						Identity:     identity.ProxyOptions{Token: tok, TrustDomain: trustDomain},
+						Serving:      dataplane.ServingOptions{FastHTTP1: fastHTTP1},
+						Logger:       logger.With("component", "gateway", "gateway", gw.Name),
+					},
 				})
 			},
 		})
@@ -169,10 +175,14 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 					run: func(ctx context.Context) error {
 						return mesh.Run(ctx, mesh.Options{
 							Service: svc.Name, Namespace: svc.Namespace, AppAddress: appAddr,
-							InboundAddress: ep.Address, OutboundAddress: outAddr, XDSAddresses: xds,
-							Token: tok, TrustDomain: trustDomain, FastHTTP1: fastHTTP1,
-							ID:     "sidecar~" + svc.Name + "~" + ep.Address,
-							Logger: logger.With("component", "sidecar", "service", svc.Name),
+							InboundAddress: ep.Address, OutboundAddress: outAddr,
+							RoleOptions: dataplane.RoleOptions{
+								XDSAddresses: xds,
+								ID:           "sidecar~" + svc.Name + "~" + ep.Address,
+								Identity:     identity.ProxyOptions{Token: tok, TrustDomain: trustDomain},
+								Serving:      dataplane.ServingOptions{FastHTTP1: fastHTTP1},
+								Logger:       logger.With("component", "sidecar", "service", svc.Name),
+							},
 						})
 					},
 				})

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/meshgate/meshgate/policy"
 	"github.com/spf13/cobra"
+
+	"github.com/meshgate/meshgate/policy"
 )
 
 // newValidateCmd builds `meshgate validate`: load policy files, print every

@@ -530,6 +530,24 @@ func (m *Manager) Serve(ctx context.Context, run func(context.Context) error) er
 	return err
 }
 
+// ProxyOptions are how a gateway node or a sidecar obtains its identity,
+// shared by both roles (the flags --token, --ca-file, --trust-domain and
+// --insecure).
+type ProxyOptions struct {
+	// Token is the join token of the identity
+	// (`meshgate token create --service <name> --namespace <namespace>`);
+	// required unless Insecure.
+	Token string
+	// CAFile is a PEM bundle that verifies the control plane on the first
+	// connection instead of the token's pin; optional.
+	CAFile string
+	// TrustDomain of the mesh; spiffeid.DefaultTrustDomain when empty.
+	TrustDomain string
+	// Insecure runs without an identity over plaintext xDS, for control
+	// planes without TLS (tests of the pre-mTLS behaviour only).
+	Insecure bool
+}
+
 // ForProxy returns the identity manager of a gateway or sidecar, or nil when
 // insecure: the one place that decides whether a proxy runs with an identity
 // and says what to do when it has no join token. opts.Token, CAFile,

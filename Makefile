@@ -89,9 +89,17 @@ fuzz:
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5s FUZZ_FLAGS=-fuzzminimizetime=0
 
-## lint: formatting and vet
-lint: vet
+## staticcheck: honnef.co/go/tools (tools/staticcheck's own module, pinned there, so
+## that the main go.mod stays clean), built once into tools/staticcheck/bin/staticcheck
+## (rebuilt when its go.mod changes)
+STATICCHECK := tools/staticcheck/bin/staticcheck
+$(STATICCHECK): tools/staticcheck/go.mod tools/staticcheck/go.sum
+	cd tools/staticcheck && $(GO) build -o bin/staticcheck honnef.co/go/tools/cmd/staticcheck
+
+## lint: formatting, vet and staticcheck
+lint: vet $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) $(PKGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

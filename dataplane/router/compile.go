@@ -434,6 +434,7 @@ func compileHeaderMutation(adds []*corev3.HeaderValueOption, removes []string, r
 		if err := checkMutableHeader(key, request); err != nil {
 			return m, fmt.Errorf("%sadd[%d].header.key: %w", field, i, err)
 		}
+		//lint:ignore SA1019 the deprecated field is refused (NACKed), not used
 		if opt.GetAppend() != nil {
 			return m, fmt.Errorf("%sadd[%d].append: not supported, use append_action", field, i)
 		}

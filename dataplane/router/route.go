@@ -221,5 +221,3 @@ func (m *headerMutation) apply(h http.Header) {
 		}
 	}
 }
-
-func (m *headerMutation) empty() bool { return len(m.remove) == 0 && len(m.add) == 0 }

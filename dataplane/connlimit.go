@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -59,6 +61,23 @@ type connCounters struct {
 // shed: closed at once (with a reset, no TIME_WAIT). Both are counted and
 // logged as a warning at most every overLimitLogInterval. The connection
 // states come from the servers' ConnState hook (connState).
+//
+// The hook runs twice per request and takes no lock: each connection
+// keeps its state in an atomic word (connWord) that the hook changes with
+// a compare-and-swap, idle ones numbered in the order they became idle
+// (idleSeq: one atomic add per request, none without a limit). The listener-wide mutex is taken when a connection opens or
+// closes, and at the limit to pick the victim: a scan of the connections
+// keeps a batch of the oldest idle ones (candidates), each re-validated
+// by a compare-and-swap from the very idle word the scan saw to connGone
+// before it is closed, so a connection that became busy (or idle again,
+// hence younger) since the scan is never taken.
+//
+// As with a lock, a connection may be reclaimed in the instant its server
+// finished reading a request head and before its StateActive hook ran:
+// the hook then finds it gone and the request fails on the closed
+// connection. The connection was idle by the server's last report when
+// the admission decided. Connections that change state while a scan runs are ordered as
+// the scan saw them (by at most the scan's duration).
 type connLimiter struct {
 	net.Listener
 	name     string
@@ -66,17 +85,65 @@ type connLimiter struct {
 	counters *connCounters
 	logger   *slog.Logger
 
-	mu   sync.Mutex
-	open int
-	// idle lists the connections that may be reclaimed, longest idle
-	// first.
-	idle                    connList
+	// idleSeq numbers the moves to idle (when there is a limit): the
+	// words of idle connections compare in the order they became idle.
+	// The ConnState hook adds to it, without lock.
+	idleSeq atomic.Uint64
+	// mayHaveIdle is set when a connection becomes idle (or is admitted)
+	// and cleared by a scan that saw every idle connection: at the limit,
+	// with every connection busy, admissions are shed without scanning
+	// again until it is set.
+	mayHaveIdle atomic.Bool
+	_           [64]byte // off mu's cache line
+
+	mu sync.Mutex
+	// conns are the connections counted in, in no order
+	// (limitedConn.index).
+	conns []*limitedConn
+	// candidates are the oldest idle connections found by the last scan,
+	// oldest first, from nextCandidate on (limitedConn.candidate); a
+	// connection released since is nil.
+	candidates              []reclaimCandidate
+	nextCandidate           int
+	scanHeap                []scanEntry // scanLocked's, kept between scans
 	lastWarn                time.Time
 	unloggedShed, unloggedR int64
 }
 
+// connWord is a limitedConn's state: its kind in the low connKindBits
+// and, when idle, its idle sequence number above them, so that idle words
+// compare in the order the connections became idle.
+type connWord = uint64
+
+const (
+	connKindBits          = 2
+	connKindMask connWord = 1<<connKindBits - 1
+	connBusy     connWord = 1 // in a request (or hijacked)
+	connIdle     connWord = 2 // | seq<<connKindBits: reclaimable
+	connGone     connWord = 3 // counted out: reclaimed or closed
+)
+
+func idleWord(seq uint64) connWord { return seq<<connKindBits | connIdle }
+
+// Batches of candidates: about 1/16 of the connections, within bounds, so
+// that a scan at the limit costs some 16 connection loads per admission
+// (and, the batch taken, a few sift steps each).
+const (
+	minReclaimBatch = 32
+	maxReclaimBatch = 4096
+)
+
+// reclaimCandidate is a connection idle when the last scan saw it, with
+// the word it had.
+type reclaimCandidate struct {
+	conn *limitedConn
+	word connWord
+}
+
 func newConnLimiter(inner net.Listener, name string, limit int, counters *connCounters, logger *slog.Logger) *connLimiter {
-	return &connLimiter{Listener: inner, name: name, limit: limit, counters: counters, logger: logger}
+	l := &connLimiter{Listener: inner, name: name, limit: limit, counters: counters, logger: logger}
+	l.mayHaveIdle.Store(true)
+	return l
 }
 
 // Accept returns the next connection admitted, shedding those that are
@@ -108,25 +175,150 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 func (l *connLimiter) admit(c net.Conn) (lc, victim *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.limit > 0 && l.open >= l.limit {
-		victim = l.idle.front()
+	if l.limit > 0 && len(l.conns) >= l.limit {
+		victim = l.reclaimLocked()
 		if victim == nil {
 			l.counters.shed.Add(1)
 			l.unloggedShed++
 			l.warnLocked()
 			return nil, nil
 		}
-		l.idle.remove(victim)
-		victim.counted = false
-		l.open--
+		l.removeLocked(victim)
 		l.counters.reclaimed.Add(1)
 		l.unloggedR++
 		l.warnLocked()
 	}
-	lc = &limitedConn{Conn: c, limiter: l, counted: true}
-	l.open++
-	l.idle.pushBack(lc) // StateNew: reclaimable until a request is read
+	lc = &limitedConn{Conn: c, limiter: l, index: len(l.conns), candidate: -1}
+	// StateNew: reclaimable until a request is read.
+	lc.state.Store(l.nextIdleWord())
+	l.conns = append(l.conns, lc)
+	if !l.mayHaveIdle.Load() { // no write to the line the hooks read
+		l.mayHaveIdle.Store(true)
+	}
 	return lc, victim
+}
+
+// reclaimLocked takes the connection idle the longest (its word is
+// connGone when it returns it), nil when every connection is busy.
+func (l *connLimiter) reclaimLocked() *limitedConn {
+	for scans := 0; ; scans++ {
+		for l.nextCandidate < len(l.candidates) {
+			cand := l.candidates[l.nextCandidate]
+			l.candidates[l.nextCandidate] = reclaimCandidate{}
+			l.nextCandidate++
+			if cand.conn == nil {
+				continue // closed since the scan
+			}
+			cand.conn.candidate = -1
+			// Fails when the connection became busy since the scan, or
+			// idle again: younger than the candidates after it.
+			if cand.conn.state.CompareAndSwap(cand.word, connGone) {
+				return cand.conn
+			}
+		}
+		// Two scans at most: connections that keep turning busy right
+		// after each scan are taken for busy.
+		if scans == 2 || !l.mayHaveIdle.Load() {
+			return nil
+		}
+		// Every candidate was taken (limitedConn.candidate is -1 for
+		// all): the slice can be refilled.
+		l.scanLocked()
+	}
+}
+
+// scanLocked refills the candidates with the connections idle the
+// longest, oldest first.
+func (l *connLimiter) scanLocked() {
+	// Cleared before the words are read: a connection becoming idle
+	// after its word was read sets it again (connState stores its word,
+	// then reads mayHaveIdle).
+	l.mayHaveIdle.Store(false)
+	size := min(max(len(l.conns)/16, minReclaimBatch), maxReclaimBatch)
+	// A max-heap of the size oldest idle words seen (the youngest of
+	// them on top), without pointers (no write barriers while it is
+	// shuffled), then sorted oldest first.
+	heap := l.scanHeap[:0]
+	idle := 0
+	for i, c := range l.conns {
+		w := c.state.Load()
+		if w&connKindMask != connIdle {
+			continue
+		}
+		idle++
+		switch {
+		case len(heap) < size:
+			heap = append(heap, scanEntry{word: w, index: i})
+			siftUp(heap, len(heap)-1)
+		case w < heap[0].word:
+			heap[0] = scanEntry{word: w, index: i}
+			siftDown(heap, 0)
+		}
+	}
+	if idle > len(heap) {
+		l.mayHaveIdle.Store(true) // idle ones beyond this batch
+	}
+	slices.SortFunc(heap, func(a, b scanEntry) int { return cmp.Compare(a.word, b.word) })
+	l.scanHeap = heap
+	l.candidates, l.nextCandidate = l.candidates[:0], 0
+	for i, e := range heap {
+		c := l.conns[e.index]
+		c.candidate = i
+		l.candidates = append(l.candidates, reclaimCandidate{conn: c, word: e.word})
+	}
+}
+
+// scanEntry is an idle connection seen by a scan: its word and its index
+// in connLimiter.conns.
+type scanEntry struct {
+	word  connWord
+	index int
+}
+
+// siftUp and siftDown keep h a max-heap by word.
+func siftUp(h []scanEntry, i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if h[parent].word >= h[i].word {
+			return
+		}
+		h[parent], h[i] = h[i], h[parent]
+		i = parent
+	}
+}
+
+func siftDown(h []scanEntry, i int) {
+	for {
+		largest := i
+		for _, child := range [2]int{2*i + 1, 2*i + 2} {
+			if child < len(h) && h[child].word > h[largest].word {
+				largest = child
+			}
+		}
+		if largest == i {
+			return
+		}
+		h[i], h[largest] = h[largest], h[i]
+		i = largest
+	}
+}
+
+// removeLocked counts c out.
+func (l *connLimiter) removeLocked(c *limitedConn) {
+	last := len(l.conns) - 1
+	l.conns[c.index] = l.conns[last]
+	l.conns[c.index].index = c.index
+	l.conns[last] = nil
+	l.conns = l.conns[:last]
+	c.index = -1
+	if c.candidate >= 0 {
+		l.candidates[c.candidate].conn = nil
+		c.candidate = -1
+	}
+	// Give a burst's array back once it is mostly empty.
+	if cap(l.conns) > 1024 && len(l.conns) < cap(l.conns)/4 {
+		l.conns = append(make([]*limitedConn, 0, cap(l.conns)/2), l.conns...)
+	}
 }
 
 // warnLocked logs that the listener is at its limit, at most every
@@ -146,48 +338,85 @@ func (l *connLimiter) warnLocked() {
 // release counts c out (once); the caller closes it.
 func (l *connLimiter) release(c *limitedConn) {
 	l.mu.Lock()
-	if !c.counted {
+	if c.index < 0 {
 		l.mu.Unlock()
 		return
 	}
-	c.counted = false
-	l.idle.remove(c)
-	l.open--
+	c.state.Store(connGone)
+	l.removeLocked(c)
 	l.mu.Unlock()
 	l.counters.relief.closed()
 }
 
-// connState is the servers' ConnState hook: it keeps the list of
-// reclaimable connections.
+// connState is the servers' ConnState hook: it marks connections idle
+// (reclaimable) or busy, with atomic operations alone, allocating
+// nothing.
 func (l *connLimiter) connState(c net.Conn, state http.ConnState) {
 	lc := limitedConnOf(c)
 	if lc == nil || lc.limiter != l {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !lc.counted {
-		return
-	}
 	switch state {
 	case http.StateNew:
-		if !lc.inIdle {
-			l.idle.pushBack(lc)
-		}
+		// Admitted idle; idle again when handed over from the fast
+		// path in a request, keeping its place if it was not.
+		l.markIdle(lc, false)
 	case http.StateIdle:
-		l.idle.remove(lc)
-		l.idle.pushBack(lc)
+		l.markIdle(lc, true)
 	case http.StateActive, http.StateHijacked:
-		l.idle.remove(lc)
+		for {
+			w := lc.state.Load()
+			if w&connKindMask != connIdle || lc.state.CompareAndSwap(w, connBusy) {
+				return
+			}
+		}
 	}
 }
 
+// markIdle makes lc reclaimable, idle from now on, or from when it
+// became idle if it is and !renew; a connection counted out stays so.
+func (l *connLimiter) markIdle(lc *limitedConn, renew bool) {
+	var idle connWord // taken once: the loop runs again only if lc was counted out meanwhile
+	for {
+		w := lc.state.Load()
+		if w == connGone || (!renew && w&connKindMask == connIdle) {
+			return
+		}
+		if idle == 0 {
+			idle = l.nextIdleWord()
+		}
+		if lc.state.CompareAndSwap(w, idle) {
+			break
+		}
+	}
+	// After the word is stored (scanLocked clears, then reads words);
+	// a load alone once set: no write to a shared line per request.
+	if !l.mayHaveIdle.Load() {
+		l.mayHaveIdle.Store(true)
+	}
+}
+
+// nextIdleWord is the word of a connection idle from now on. Without a
+// limit no idle connection is ever picked, and idle ones are only counted:
+// the listener-wide idleSeq is left alone.
+func (l *connLimiter) nextIdleWord() connWord {
+	if l.limit <= 0 {
+		return connIdle
+	}
+	return idleWord(l.idleSeq.Add(1))
+}
+
 // Counts are the connections held, and how many of them are idle (may be
-// reclaimed).
+// reclaimed): a scan, for /stats.
 func (l *connLimiter) Counts() (open, idle int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.open, l.idle.n
+	for _, c := range l.conns {
+		if c.state.Load()&connKindMask == connIdle {
+			idle++
+		}
+	}
+	return len(l.conns), idle
 }
 
 // limitedConnOf finds the *limitedConn under c (under a TLS connection, the
@@ -211,10 +440,12 @@ func limitedConnOf(c net.Conn) *limitedConn {
 type limitedConn struct {
 	net.Conn
 	limiter *connLimiter
+	// state is a connWord: changed by connState without lock, by the
+	// limiter under its mu (admission, reclaim, release).
+	state atomic.Uint64
 	// Under limiter.mu:
-	counted    bool
-	inIdle     bool
-	prev, next *limitedConn
+	index     int // in limiter.conns; -1 once counted out
+	candidate int // in limiter.candidates; -1 when not there
 }
 
 // Close counts the connection out and closes it.
@@ -248,44 +479,6 @@ func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
 		return sc.SyscallConn()
 	}
 	return nil, errors.New("not a system connection")
-}
-
-// connList is an intrusive doubly linked list of connections.
-type connList struct {
-	head, tail *limitedConn
-	n          int
-}
-
-func (l *connList) front() *limitedConn { return l.head }
-
-func (l *connList) pushBack(c *limitedConn) {
-	l.n++
-	c.inIdle = true
-	c.prev, c.next = l.tail, nil
-	if l.tail != nil {
-		l.tail.next = c
-	} else {
-		l.head = c
-	}
-	l.tail = c
-}
-
-func (l *connList) remove(c *limitedConn) {
-	if !c.inIdle {
-		return
-	}
-	l.n--
-	if c.prev != nil {
-		c.prev.next = c.next
-	} else {
-		l.head = c.next
-	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	} else {
-		l.tail = c.prev
-	}
-	c.prev, c.next, c.inIdle = nil, nil, false
 }
 
 // memoryRelief gives memory back to the operating system after a burst of

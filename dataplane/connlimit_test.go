@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -328,4 +330,338 @@ func TestMemoryReliefWaitsForTheFallToSettle(t *testing.T) {
 			t.Fatalf("releases = %d %s after the fall; want 1 (at most reliefMaxWait)", released.Load(), time.Since(start))
 		}
 	})
+}
+
+// idleListModel is the reference for the connection limiter's choices: the
+// connections idle in the order they became so (a list, as a lock would
+// keep it), the busy ones apart.
+type idleListModel struct {
+	limit int
+	open  map[int]bool
+	idle  []int // oldest first
+}
+
+func (m *idleListModel) removeIdle(id int) {
+	for i, v := range m.idle {
+		if v == id {
+			m.idle = append(m.idle[:i], m.idle[i+1:]...)
+			return
+		}
+	}
+}
+
+func (m *idleListModel) isIdle(id int) bool {
+	for _, v := range m.idle {
+		if v == id {
+			return true
+		}
+	}
+	return false
+}
+
+// admit is the outcome of admitting id: the victim, -1 when none, or
+// shed.
+func (m *idleListModel) admit(id int) (victim int, shed bool) {
+	victim = -1
+	if m.limit > 0 && len(m.open) >= m.limit {
+		if len(m.idle) == 0 {
+			return -1, true
+		}
+		victim = m.idle[0]
+		m.idle = m.idle[1:]
+		delete(m.open, victim)
+	}
+	m.open[id] = true
+	m.idle = append(m.idle, id)
+	return victim, false
+}
+
+func (m *idleListModel) connState(id int, state http.ConnState) {
+	if !m.open[id] {
+		return
+	}
+	switch state {
+	case http.StateNew:
+		if !m.isIdle(id) {
+			m.idle = append(m.idle, id)
+		}
+	case http.StateIdle:
+		m.removeIdle(id)
+		m.idle = append(m.idle, id)
+	case http.StateActive, http.StateHijacked:
+		m.removeIdle(id)
+	}
+}
+
+func (m *idleListModel) close(id int) {
+	delete(m.open, id)
+	m.removeIdle(id)
+}
+
+// TestConnLimiterReclaimsInIdleOrder: whatever the ConnState hook calls,
+// admissions and closes, the limiter reclaims exactly the connection a
+// list of idle connections in the order they became idle would give, and
+// sheds exactly when it would be empty; its counts are the list's. Limits
+// under and over a batch of candidates (minReclaimBatch), so that
+// candidates go stale and scans repeat, and none (counts only).
+func TestConnLimiterReclaimsInIdleOrder(t *testing.T) {
+	t.Parallel()
+	states := []http.ConnState{http.StateNew, http.StateActive, http.StateActive, http.StateIdle, http.StateIdle, http.StateHijacked, http.StateClosed}
+	for _, tt := range []struct {
+		limit, ops int
+	}{{limit: -1, ops: 2000}, {limit: 1, ops: 2000}, {limit: 5, ops: 5000}, {limit: 100, ops: 20000}, {limit: 3000, ops: 30000}} {
+		t.Run(fmt.Sprint(tt.limit), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(uint64(tt.limit), 8))
+			l := newTestLimiter(tt.limit)
+			model := &idleListModel{limit: tt.limit, open: map[int]bool{}}
+			conns := map[int]*limitedConn{}
+			var ids []int // open ones, in the model
+			nextID := 0
+			pick := func() int { return ids[rng.IntN(len(ids))] }
+			forget := func(id int) {
+				delete(conns, id)
+				ids = slices.DeleteFunc(ids, func(v int) bool { return v == id })
+			}
+			var reclaimed, shed int
+			arrive := func(op int) {
+				id := nextID
+				nextID++
+				wantVictim, wantShed := model.admit(id)
+				lc, victim := l.admit(stubConn{})
+				if (lc == nil) != wantShed {
+					t.Fatalf("op %d: admission shed = %v; want %v", op, lc == nil, wantShed)
+				}
+				gotVictim := -1
+				for vid, c := range conns {
+					if c == victim {
+						gotVictim = vid
+					}
+				}
+				if victim != nil && gotVictim < 0 {
+					t.Fatalf("op %d: victim is no connection of the test", op)
+				}
+				if gotVictim != wantVictim {
+					t.Fatalf("op %d: reclaimed %d; want %d (idle, oldest first: %v)", op, gotVictim, wantVictim, model.idle)
+				}
+				if victim != nil {
+					reclaimed++
+					forget(gotVictim)
+				}
+				if lc != nil {
+					conns[id] = lc
+					ids = append(ids, id)
+				} else {
+					shed++
+				}
+			}
+			setState := func(id int, state http.ConnState) {
+				model.connState(id, state)
+				l.connState(conns[id], state)
+			}
+			for op := range tt.ops {
+				switch r := rng.IntN(100); {
+				case op%(tt.ops/4) == tt.ops/8:
+					// Every connection busy at the limit: shed, until
+					// some are idle again.
+					for len(ids) < tt.limit {
+						arrive(op)
+					}
+					for _, id := range ids {
+						setState(id, http.StateActive)
+					}
+					arrive(op)
+					arrive(op)
+					setState(pick(), http.StateIdle)
+					arrive(op)
+				case r < 30 || len(ids) == 0: // a connection arrives
+					arrive(op)
+				case r < 40: // one closes
+					id := pick()
+					model.close(id)
+					l.release(conns[id])
+					forget(id)
+				default: // one changes state
+					setState(pick(), states[rng.IntN(len(states))])
+				}
+				if op%97 == 0 || tt.limit < 100 {
+					if open, idle := l.Counts(); open != len(model.open) || idle != len(model.idle) {
+						t.Fatalf("op %d: counts %d open, %d idle; want %d, %d", op, open, idle, len(model.open), len(model.idle))
+					}
+				}
+			}
+			t.Logf("%d reclaimed, %d shed", reclaimed, shed)
+			if tt.limit > 0 && (reclaimed == 0 || shed == 0) {
+				t.Errorf("%d reclaimed, %d shed: the test did not reach both", reclaimed, shed)
+			}
+		})
+	}
+}
+
+// TestConnStateHookTakesNoLockAndAllocatesNothing: the per-request hook
+// calls (Active, Idle; New and Hijacked too) run while the listener's
+// mutex is held by someone else, and allocate nothing, on a connection
+// and under a wrapper (TLS, the fast path's).
+func TestConnStateHookTakesNoLockAndAllocatesNothing(t *testing.T) {
+	// Not parallel: testing.AllocsPerRun.
+	l := newTestLimiter(4)
+	conns := admitN(t, l, 2)
+	wrapped := netConnWrapper{Conn: conns[1]}
+
+	l.mu.Lock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, state := range []http.ConnState{http.StateNew, http.StateActive, http.StateIdle, http.StateHijacked, http.StateClosed} {
+			l.connState(conns[0], state)
+			l.connState(wrapped, state)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // only bounds a hung test
+		t.Fatal("the ConnState hook waits for the listener's mutex")
+	}
+	l.mu.Unlock()
+
+	l.connState(conns[0], http.StateIdle)
+	l.connState(wrapped, http.StateIdle)
+	for _, c := range []net.Conn{conns[0], wrapped} {
+		if allocs := testing.AllocsPerRun(1000, func() {
+			l.connState(c, http.StateActive)
+			l.connState(c, http.StateIdle)
+		}); allocs != 0 {
+			t.Errorf("%T: %v allocations per request's hook calls; want 0", c, allocs)
+		}
+	}
+	if open, idle := l.Counts(); open != 2 || idle != 2 {
+		t.Errorf("counts %d open, %d idle; want 2, 2", open, idle)
+	}
+}
+
+// netConnWrapper is a connection over another, as tls.Conn is.
+type netConnWrapper struct{ net.Conn }
+
+func (w netConnWrapper) NetConn() net.Conn { return w.Conn }
+
+// TestConnLimiterConcurrentStress: clients flip their connections between
+// busy and idle with the ConnState hook, close them and connect again,
+// while the listener is at its limit: a connection is never reclaimed
+// while its hook has made it busy, the counts never go negative nor over
+// the limit, and every connection is accounted for at the end.
+func TestConnLimiterConcurrentStress(t *testing.T) {
+	t.Parallel()
+	const limit, clients, rounds = 16, 32, 2000
+	l := newTestLimiter(limit)
+	type client struct {
+		conn      atomic.Pointer[limitedConn]
+		inRequest atomic.Bool // set while the hook says busy
+	}
+	var (
+		owners                          sync.Map // *limitedConn -> *client
+		admitted, reclaimed, shed, rels atomic.Int64
+		wg                              sync.WaitGroup
+	)
+	var failed atomic.Bool
+	fail := func(format string, args ...any) {
+		failed.Store(true)
+		t.Errorf(format, args...)
+	}
+	connect := func(cl *client) {
+		lc, victim := l.admit(stubConn{})
+		if victim != nil {
+			reclaimed.Add(1)
+			// Not owned yet: admitted a moment ago, idle.
+			if owner, ok := owners.Load(victim); ok && owner.(*client).inRequest.Load() && owner.(*client).conn.Load() == victim {
+				fail("a connection busy in a request was reclaimed")
+			}
+		}
+		if lc == nil {
+			shed.Add(1)
+			return
+		}
+		admitted.Add(1)
+		owners.Store(lc, cl)
+		cl.conn.Store(lc)
+		if open, idle := l.Counts(); open < 0 || idle < 0 || idle > open || open > limit {
+			fail("counts %d open, %d idle, limit %d", open, idle, limit)
+		}
+	}
+	// Admissions from outside too, so that the limit is reached even
+	// while every client is in a request.
+	stop := make(chan struct{})
+	var extra sync.WaitGroup
+	extra.Go(func() {
+		var mine client
+		for {
+			select {
+			case <-stop:
+				if c := mine.conn.Load(); c != nil {
+					l.release(c)
+					rels.Add(1)
+				}
+				return
+			default:
+			}
+			if c := mine.conn.Swap(nil); c != nil && c.state.Load() != connGone {
+				l.release(c)
+				rels.Add(1)
+			}
+			connect(&mine)
+			runtime.Gosched()
+		}
+	})
+	for i := range clients {
+		wg.Go(func() {
+			cl := &client{}
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			for range rounds {
+				if failed.Load() {
+					break
+				}
+				c := cl.conn.Load()
+				if c == nil || c.state.Load() == connGone || rng.IntN(10) == 0 {
+					if c != nil {
+						l.release(c) // closed, or closing after being reclaimed
+						rels.Add(1)
+						cl.conn.Store(nil)
+					}
+					connect(cl)
+					continue
+				}
+				l.connState(c, http.StateActive)
+				if c.state.Load() == connBusy {
+					cl.inRequest.Store(true)
+					for range rng.IntN(20) {
+						runtime.Gosched()
+						if w := c.state.Load(); w != connBusy {
+							fail("a connection in a request went from busy to %#x", w)
+						}
+					}
+					cl.inRequest.Store(false)
+				}
+				l.connState(c, []http.ConnState{http.StateIdle, http.StateNew}[rng.IntN(2)])
+				for range rng.IntN(20) { // idle between requests
+					runtime.Gosched()
+				}
+			}
+			if c := cl.conn.Load(); c != nil {
+				l.release(c)
+				rels.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	extra.Wait()
+	if open, idle := l.Counts(); open != 0 || idle != 0 {
+		t.Errorf("at the end: counts %d open, %d idle; want 0, 0", open, idle)
+	}
+	t.Logf("%d admitted, %d reclaimed, %d shed, %d closes", admitted.Load(), reclaimed.Load(), shed.Load(), rels.Load())
+	if reclaimed.Load() == 0 {
+		t.Error("nothing reclaimed: the limit was not reached")
+	}
+	if got := l.counters.reclaimed.Load(); got != reclaimed.Load() {
+		t.Errorf("counted %d reclaimed; the admissions returned %d victims", got, reclaimed.Load())
+	}
 }

@@ -13,43 +13,83 @@ import (
 
 // TestChaosCertificateRotation: with the shortest certificate lifetime the
 // policy accepts (policy.MinCertificateTTL, 1m), under load at the gateway
-// and on a sidecar→sidecar hop, no request fails and every proxy renews
-// about every TTL/2: each gap between its "certificate issued" and
-// "certificate renewed" log lines is within [TTL/4, 3·TTL/4], and so is the
-// time since its last one. At the quick level it watches until every proxy
-// has renewed once (about TTL/2); full and soak watch longer.
+// and on a sidecar→sidecar hop, the operator rotates the root (meshgate ca
+// rotate begin, switch, finish) while every proxy renews about every TTL/2.
+// No request fails. The new root reaches every proxy's trust bundle before
+// it signs; every proxy renews from it within a lifetime; once the old root
+// is dropped the proxies trust the new one alone and traffic flows on. Each
+// gap between a proxy's "certificate issued" and "certificate renewed" log
+// lines is within [TTL/4, 3·TTL/4], and so is the time since its last one.
+// The quick level watches until every proxy has renewed from the new root
+// (about TTL/2) and drops the old root then (--force: finish without it
+// waits one TTL after the switch, which controlplane/ca's tests check);
+// full and soak watch longer, and finish as an operator would, one TTL
+// after the switch.
 func TestChaosCertificateRotation(t *testing.T) {
 	t.Parallel()
 	ttl := policy.MinCertificateTTL
-	s := newChaos(t, "certificate rotation, certificateTTL "+strings.TrimSuffix(ttl.String(), "0s"))
-	c := newCluster(t)
-	c.policy("services.yaml", chaosGatewayPolicy+chaosStaticServices+fmt.Sprintf(`
----
-apiVersion: meshgate.dev/v1alpha1
-kind: MeshConfig
-metadata: {name: mesh}
-spec:
-  certificateTTL: %ds
-`, int(ttl.Seconds())))
-	c.policy("routes.yaml", chaosRoutes("0", true))
-	c.startControlPlane()
-	m := startChaosMesh(c, c.sidecar)
-	m.waitServing(t)
+	s := newChaos(t, "certificate renewals and a root rotation, certificateTTL "+strings.TrimSuffix(ttl.String(), "0s"))
+	c, m := startChaosFiles(t, certificateTTL(ttl))
+	proxies, admins := m.proxies(), m.admins()
 	m.startLoads(s)
-	proxies := map[string]*proc{"gateway": m.gateway, "frontend sidecar": m.sidecars["frontend"], "orders sidecar": m.sidecars["orders"]}
+	firstExpiry := map[string]time.Time{}
+	eventually(t, 15*time.Second, "every proxy's certificate in /status", func() error {
+		st, err := c.status()
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Proxies {
+			firstExpiry[p.ID] = p.CertNotAfter
+		}
+		if len(firstExpiry) != len(proxies) {
+			return fmt.Errorf("%d proxies listed, want %d", len(firstExpiry), len(proxies))
+		}
+		return nil
+	})
+	rotate := func(step ...string) {
+		t.Helper()
+		if out, err := c.cli(append([]string{"ca", "rotate"}, step...)...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
 
 	s.beginFault()
-	if s.level.certWatch > 0 {
-		time.Sleep(s.level.certWatch) // the observation window itself
-	} else {
-		eventually(t, 2*ttl, "every proxy renewed its certificate once", func() error {
-			for name, p := range proxies {
-				if events := certificateEvents(p.out.String()); len(events) < 2 {
-					return fmt.Errorf("the %s has not renewed yet", name)
-				}
+	rotate("begin")
+	eventually(t, 15*time.Second, "every proxy trusts both roots", trustBundleRoots(admins, 2))
+	rotate("switch")
+	switched := time.Now()
+	eventually(t, 2*ttl, "every proxy renewed from the new root", func() error {
+		for name, p := range proxies {
+			if events := certificateEvents(p.out.String()); len(events) == 0 || events[len(events)-1].Before(switched) {
+				return fmt.Errorf("the %s has not renewed since the switch", name)
 			}
-			return nil
+		}
+		st, err := c.status()
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Proxies {
+			if !p.CertNotAfter.After(firstExpiry[p.ID].Add(10 * time.Second)) {
+				return fmt.Errorf("%s still expires at %s", p.ID, p.CertNotAfter)
+			}
+		}
+		return nil
+	})
+	s.notef("every proxy renewed from the new root %s after the switch", time.Since(switched).Round(100*time.Millisecond))
+	if s.level.certWatch > ttl {
+		eventually(t, ttl+30*time.Second, "the old root dropped one TTL after the switch", func() error {
+			_, err := c.cli("ca", "rotate", "finish")
+			return err
 		})
+	} else {
+		rotate("finish", "--force")
+	}
+	dropped := time.Now()
+	eventually(t, 15*time.Second, "every proxy trusts the new root alone", trustBundleRoots(admins, 1))
+	s.waitTraffic("traffic on both paths after the old root was dropped", dropped, 100)
+	s.notef("the old root dropped %s after the switch; traffic flowed on", dropped.Sub(switched).Round(100*time.Millisecond))
+	if d := s.level.certWatch - time.Since(s.faultStart); d > 0 {
+		time.Sleep(d) // the rest of the observation window itself
 	}
 	s.endFault()
 
@@ -82,6 +122,25 @@ spec:
 	}
 	s.notef("renewals: %s; goal every %s–%s", strings.Join(summary, ", "), lo, hi)
 	s.finish()
+}
+
+// trustBundleRoots is a condition for eventually: every proxy (admin
+// addresses by name) trusts n roots (its /stats).
+func trustBundleRoots(admins map[string]string, n int) func() error {
+	return func() error {
+		for name, admin := range admins {
+			var stats struct {
+				Roots int `json:"trust_bundle_roots"`
+			}
+			if err := adminGet(admin, "", "/stats", &stats); err != nil {
+				return err
+			}
+			if stats.Roots != n {
+				return fmt.Errorf("the %s trusts %d roots, want %d", name, stats.Roots, n)
+			}
+		}
+		return nil
+	}
 }
 
 // certificateEvents are the times of a proxy's "certificate issued" and

@@ -13,18 +13,25 @@ import (
 // stopped for the level's fault duration and started again under load at the
 // gateway and on a sidecar→sidecar hop: no request fails (the control plane
 // keeps the services it knew, the proxies their config), and an instance
-// registered after the outage gets traffic.
+// registered after the outage gets traffic, from the caller's sidecar and
+// from the gateway, without restarting anything.
 func TestChaosConsulOutage(t *testing.T) {
 	t.Parallel()
 	s := newChaos(t, "Consul stopped and restarted (files + Consul discovery)")
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", chaosGatewayPolicy)
-	c.startControlPlane("--consul", consul.addr)
-	m := startChaosMesh(c, chaosConsulSidecar(c, consul))
-	// The routes name Consul services: written once they are registered.
-	c.policy("routes.yaml", chaosRoutes("0", false))
-	m.waitServing(t)
+	consul, c, m := startChaosConsul(t)
+	// The gateway routes /orders to orders too, so that the instance
+	// registered after the outage must reach its configuration as well.
+	c.policy("orders-route.yaml", `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: orders-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /orders}}]
+      backendRefs: [{name: orders, port: 80}]
+`)
+	eventually(t, 30*time.Second, "the gateway routes /orders to orders", func() error { return probe(m.gw+"/orders", replyFrom("orders")) })
 	m.startLoads(s)
 
 	s.beginFault()
@@ -36,19 +43,14 @@ func TestChaosConsulOutage(t *testing.T) {
 	consul.start()
 	s.endFault()
 
-	app := c.app("orders-v2-app", "orders", "v2", "")
-	chaosConsulSidecar(c, consul)("orders", app, c.addr("orders-v2-in"), c.addr("orders-v2-out"))
-	eventually(t, 30*time.Second, "an instance registered after the outage gets traffic", func() error {
-		r, err := get(m.meshURL())
-		if err != nil {
-			return err
-		}
-		if r.reply.Upstream == nil || r.reply.Upstream.Version != "v2" {
-			return fmt.Errorf("served by %+v", r.reply.Upstream)
-		}
-		return nil
+	c.startInstance(chaosConsulSidecar(c, consul), "orders-v2", "orders", "v2")
+	eventually(t, 30*time.Second, "an instance registered after the outage gets traffic from the caller's sidecar", func() error {
+		return probe(m.meshURL(), upstreamVersion("orders", "v2"))
 	})
-	s.notef("an instance registered after the outage got traffic %s after Consul was back",
+	eventually(t, 30*time.Second, "an instance registered after the outage gets traffic from the gateway", func() error {
+		return probe(m.gw+"/orders", replyVersion("orders", "v2"))
+	})
+	s.notef("an instance registered after the outage got traffic from the caller's sidecar and the gateway %s after Consul was back",
 		time.Since(s.faultEnd).Round(100*time.Millisecond))
 	s.finish()
 }
@@ -58,18 +60,13 @@ func TestChaosConsulOutage(t *testing.T) {
 // started again while Consul is still down, and Consul started at least
 // 10 s later, under load at the gateway and on a sidecar→sidecar hop: no
 // request fails. The restarted control plane pushes nothing while it waits
-// for the catalog (its /status says so), then serves on its own once
-// Consul is back, and a policy edit reaches the proxies.
+// for the catalog (its /status and its log say so), then serves on its own
+// once Consul is back: traffic flows on the configuration it serves, and a
+// policy edit reaches the proxies.
 func TestChaosControlPlaneRestartDuringConsulOutage(t *testing.T) {
 	t.Parallel()
 	s := newChaos(t, "Consul stopped, control plane SIGKILLed and restarted, Consul started ≥ 10 s later (files + Consul discovery)")
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", chaosGatewayPolicy)
-	c.startControlPlane("--consul", consul.addr)
-	m := startChaosMesh(c, chaosConsulSidecar(c, consul))
-	c.policy("routes.yaml", chaosRoutes("0", false))
-	m.waitServing(t)
+	consul, c, m := startChaosConsul(t)
 	m.startLoads(s)
 
 	s.beginFault()
@@ -100,15 +97,20 @@ func TestChaosControlPlaneRestartDuringConsulOutage(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !st.Serving || len(st.WaitingFor) > 0 || st.LastError != "" {
-			return fmt.Errorf("serving %v, waiting for %v, last error %q", st.Serving, st.WaitingFor, st.LastError)
+		if !st.Serving || len(st.WaitingFor) > 0 || st.Version == "" || st.LastError != "" {
+			return fmt.Errorf("serving %v, waiting for %v, version %q, last error %q", st.Serving, st.WaitingFor, st.Version, st.LastError)
 		}
 		if len(st.Proxies) != 3 {
 			return fmt.Errorf("%d proxies connected, want 3", len(st.Proxies))
 		}
 		return nil
 	})
-	s.notef("serving again %s after Consul was back", time.Since(s.faultEnd).Round(100*time.Millisecond))
+	serving := time.Now()
+	s.notef("serving again %s after Consul was back", serving.Sub(s.faultEnd).Round(100*time.Millisecond))
+	if out := c.cp.out.String(); !strings.Contains(out, "not serving any configuration yet") || !strings.Contains(out, "consul catalog") {
+		t.Errorf("the restarted control plane did not log that it served nothing while it waited for the consul catalog")
+	}
+	s.waitTraffic("traffic on both paths once the control plane serves again", serving, 100)
 	c.policy("routes.yaml", chaosRoutes("after-outage", false))
 	took := m.waitEdit(t, 15*time.Second, "after-outage", false)
 	s.notef("an edit after the outage served in %s", took.Round(100*time.Millisecond))
@@ -127,30 +129,10 @@ func TestChaosAppKilledBehindSidecar(t *testing.T) {
 	t.Parallel()
 	s := newChaos(t, "the app of one of two orders instances SIGKILLed, its sidecar alive (Consul)")
 	s.recoverFromStart = true
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", chaosGatewayPolicy)
-	c.startControlPlane("--consul", consul.addr)
-	sidecar := chaosConsulSidecar(c, consul) // the app probed at the default interval too
-	m := startChaosMesh(c, sidecar)
-	app2, app2Proc := startDemoApp(c, "orders-2-app", "orders", "v2")
-	in2 := c.addr("orders-2-in")
-	sidecar("orders", app2, in2, c.addr("orders-2-out"))
-	c.policy("routes.yaml", chaosRoutes("0", false))
-	m.waitServing(t)
-	callerAdmin := c.addr("sidecar-admin-" + c.addr("frontend-in"))
-	inRotation := func(want bool) func() error {
-		return func() error {
-			dump, err := proxyConfigDump(callerAdmin)
-			if err != nil {
-				return err
-			}
-			if hasEndpoint(dump, in2) != want {
-				return fmt.Errorf("instance 2 (%s) in the caller's endpoints: %v, want %v", in2, !want, want)
-			}
-			return nil
-		}
-	}
+	consul, c, m := startChaosConsul(t)
+	// Its app probed at the default interval too.
+	second := c.startInstance(chaosConsulSidecar(c, consul), "orders-2", "orders", "v2")
+	inRotation := func(want bool) func() error { return endpointListed(m.sidecarAdmin("frontend"), second.inbound, want) }
 	eventually(t, 30*time.Second, "both orders instances in the caller's endpoints", inRotation(true))
 	_, mesh := m.startLoads(s)
 	const window = 10 * time.Second // a probe, a check and a push (≈ 2 s), with room for a loaded machine
@@ -158,22 +140,15 @@ func TestChaosAppKilledBehindSidecar(t *testing.T) {
 	mesh.maxFailed = int64(s.level.rate) * int64(window/time.Second) // at worst every request of the window
 
 	s.beginFault()
-	app2Proc.kill()
+	second.appProc.kill()
 	eventually(t, 30*time.Second, "the dead app's instance leaves the caller's endpoints", inRotation(false))
 	s.notef("the dead app's instance left the caller's endpoints %s after the kill", time.Since(s.faultStart).Round(100*time.Millisecond))
 	s.hold()
-	startDemoApp(c, "orders-2-app", "orders", "v2")
+	second.restartApp()
 	s.endFault()
 	eventually(t, 30*time.Second, "the instance returns to the caller's endpoints", inRotation(true))
 	eventually(t, 30*time.Second, "the restarted app answers through the sidecars", func() error {
-		r, err := get(m.meshURL())
-		if err != nil {
-			return err
-		}
-		if r.reply.Upstream == nil || r.reply.Upstream.Version != "v2" {
-			return fmt.Errorf("served by %+v", r.reply.Upstream)
-		}
-		return nil
+		return probe(m.meshURL(), upstreamVersion("orders", "v2"))
 	})
 	s.notef("back in rotation and answering %s after the app restarted", time.Since(s.faultEnd).Round(100*time.Millisecond))
 	s.finish()

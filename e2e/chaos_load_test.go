@@ -179,6 +179,20 @@ func (l *rateLoad) stop() {
 	})
 }
 
+// okSince counts the successful requests sent at or after from.
+func (l *rateLoad) okSince(from time.Time) int {
+	offset := from.Sub(l.start)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, o := range l.outcomes {
+		if o.ok && o.at >= offset {
+			n++
+		}
+	}
+	return n
+}
+
 // loadStats summarizes a stopped load.
 type loadStats struct {
 	sent, failed int64

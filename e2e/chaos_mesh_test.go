@@ -16,35 +16,6 @@ import (
 // sidecar → frontend app, and frontend app → its sidecar → orders' sidecar
 // → orders app (a sidecar→sidecar hop over mTLS).
 
-// chaosGatewayPolicy is the gateway's listener, on ${gw}.
-const chaosGatewayPolicy = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]
-`
-
-// chaosStaticServices registers frontend and orders statically, each
-// endpoint its sidecar's inbound listener.
-const chaosStaticServices = `
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: frontend}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${frontend-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: orders}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${orders-in}", sidecar: true}]
-`
-
 // chaosEditHeader is set by the routes of chaosRoutes to the edit's name,
 // so that a probe sees which edit a proxy serves.
 const chaosEditHeader = "x-chaos-edit"
@@ -77,29 +48,50 @@ spec:
 	return routes
 }
 
-// chaosMesh is the running deployment.
-type chaosMesh struct {
-	c           *cluster
-	gw          string // http://gateway
-	frontendApp string // http://frontend app
-	gateway     *proc
-	sidecars    map[string]*proc // by service
-}
+// chaosMesh is the running deployment: startMesh's, with the services
+// orders and frontend.
+type chaosMesh struct{ *mesh }
 
 // startChaosMesh starts the apps, their sidecars (with sidecar: c.sidecar,
-// or a Consul-registering one) and the gateway; the control plane must be
-// running.
-func startChaosMesh(c *cluster, sidecar func(svc, app, inbound, outbound string) *proc) *chaosMesh {
+// or chaosConsulSidecar's) and the gateway, with gatewayFlags; the control
+// plane must be running.
+func startChaosMesh(c *cluster, sidecar sidecarStarter, gatewayFlags ...string) *chaosMesh {
 	c.t.Helper()
-	m := &chaosMesh{c: c, sidecars: map[string]*proc{}}
-	ordersApp := c.app("orders-app", "orders", "v1", "")
-	frontendOut := c.addr("frontend-out")
-	frontendApp := c.app("frontend-app", "frontend", "v1", frontendOut)
-	m.sidecars["orders"] = sidecar("orders", ordersApp, c.addr("orders-in"), c.addr("orders-out"))
-	m.sidecars["frontend"] = sidecar("frontend", frontendApp, c.addr("frontend-in"), frontendOut)
-	m.gateway = c.gateway("edge")
-	m.gw, m.frontendApp = "http://"+c.addr("gw"), "http://"+frontendApp
-	return m
+	return &chaosMesh{startMesh(c, sidecar, []string{"orders", "frontend"}, gatewayFlags...)}
+}
+
+// startChaosFiles starts the deployment with its policy in files:
+// services.yaml (the gateway, the services frontend and orders, and
+// extraPolicy) and routes.yaml (chaosRoutes("0", true)); it waits until
+// both paths serve.
+func startChaosFiles(t *testing.T, extraPolicy string, gatewayFlags ...string) (*cluster, *chaosMesh) {
+	t.Helper()
+	c := newCluster(t)
+	c.policy("services.yaml", yamlDocs(edgeGateway, meshServices("frontend", "orders"), extraPolicy))
+	c.policy("routes.yaml", chaosRoutes("0", true))
+	c.startControlPlane()
+	m := startChaosMesh(c, c.sidecar, gatewayFlags...)
+	m.waitServing(t)
+	return c, m
+}
+
+// startChaosConsul starts the deployment with its policy in files and its
+// services in Consul (startConsulCluster): the sidecars register
+// themselves (chaosConsulSidecar), and routes.yaml (chaosRoutes("0",
+// false)) is written once they are registered; it waits until both paths
+// serve. A failed scenario logs the Consul checks of frontend and orders.
+func startChaosConsul(t *testing.T) (*consulAgent, *cluster, *chaosMesh) {
+	t.Helper()
+	consul, c := startConsulCluster(t)
+	m := startChaosMesh(c, chaosConsulSidecar(c, consul))
+	t.Cleanup(func() { // runs before the mesh's processes stop
+		if t.Failed() {
+			t.Logf("consul checks at the end:\n%s", consul.checks("orders", "frontend"))
+		}
+	})
+	c.policy("routes.yaml", chaosRoutes("0", false))
+	m.waitServing(t)
+	return consul, c, m
 }
 
 // chaosConsulSidecar starts sidecars that register themselves in consul,
@@ -107,19 +99,15 @@ func startChaosMesh(c *cluster, sidecar func(svc, app, inbound, outbound string)
 // interval (the e2e harness's 200 ms makes each check's timeout 200 ms
 // too, which a loaded machine exceeds: a flapping check is a fault of its
 // own, not the one a scenario injects).
-func chaosConsulSidecar(c *cluster, consul *consulAgent, extra ...string) func(svc, app, inbound, outbound string) *proc {
-	extra = append([]string{"--consul-check-interval", consulreg.DefaultCheckInterval.String()}, extra...)
-	return func(svc, app, inbound, outbound string) *proc {
-		c.t.Helper()
-		return c.consulSidecar(consul, svc, app, inbound, outbound, extra...)
-	}
+func chaosConsulSidecar(c *cluster, consul *consulAgent, extra ...string) sidecarStarter {
+	return consulSidecars(c, consul, append([]string{"--consul-check-interval", consulreg.DefaultCheckInterval.String()}, extra...)...)
 }
 
 // gatewayURL is the gateway path: gateway → frontend's sidecar → frontend.
 func (m *chaosMesh) gatewayURL() string { return m.gw + "/" }
 
 // meshURL is the sidecar→sidecar path: the frontend app calls orders.
-func (m *chaosMesh) meshURL() string { return m.frontendApp + "/call/orders/items" }
+func (m *chaosMesh) meshURL() string { return m.app("frontend") + "/call/orders/items" }
 
 // waitServing waits until both paths answer.
 func (m *chaosMesh) waitServing(t *testing.T) {
@@ -191,6 +179,34 @@ func upstreamFrom(svc string) loadCheck {
 			return "upstream " + strconv.Itoa(r.reply.UpstreamStatus), false
 		case r.reply.Upstream == nil || r.reply.Upstream.Service != svc:
 			return "upstream not " + svc, false
+		}
+		return "200", true
+	}
+}
+
+// replyVersion is replyFrom(svc) from that version of svc's app.
+func replyVersion(svc, version string) loadCheck {
+	from := replyFrom(svc)
+	return func(r *response) (string, bool) {
+		if outcome, ok := from(r); !ok {
+			return outcome, false
+		}
+		if r.reply.Version != version {
+			return "200 from " + svc + " " + r.reply.Version, false
+		}
+		return "200", true
+	}
+}
+
+// upstreamVersion is upstreamFrom(svc) from that version of svc's app.
+func upstreamVersion(svc, version string) loadCheck {
+	from := upstreamFrom(svc)
+	return func(r *response) (string, bool) {
+		if outcome, ok := from(r); !ok {
+			return outcome, false
+		}
+		if r.reply.Upstream.Version != version {
+			return "upstream 200 from " + svc + " " + r.reply.Upstream.Version, false
 		}
 		return "200", true
 	}

@@ -16,12 +16,7 @@ func TestChaosPolicyEdits(t *testing.T) {
 	t.Parallel()
 	s := newChaos(t, "policy edits (files)")
 	s.fault = fmt.Sprintf("%d policy edits (files)", s.level.edits)
-	c := newCluster(t)
-	c.policy("services.yaml", chaosGatewayPolicy+chaosStaticServices)
-	c.policy("routes.yaml", chaosRoutes("0", true))
-	c.startControlPlane()
-	m := startChaosMesh(c, c.sidecar)
-	m.waitServing(t)
+	c, m := startChaosFiles(t, "")
 	m.startLoads(s)
 
 	s.beginFault()

@@ -8,31 +8,6 @@ import (
 	"time"
 )
 
-// chaosRevokedCallers are two more callers of orders, each behind its own
-// sidecar: billing gets its join token revoked, audit its identity.
-const chaosRevokedCallers = `
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: billing}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${billing-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: audit}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${audit-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: MeshConfig
-metadata: {name: mesh}
-spec:
-  certificateTTL: 1m
-`
-
 // TestChaosJoinTokenRevocation: with the shortest certificate lifetime
 // (1m) and load on the gateway and sidecar→sidecar paths, two more callers
 // of orders are revoked: billing's join token (meshgate token revoke) and
@@ -46,20 +21,15 @@ spec:
 func TestChaosJoinTokenRevocation(t *testing.T) {
 	t.Parallel()
 	s := newChaos(t, "join token and identity of two callers revoked, certificateTTL 1m")
-	c := newCluster(t)
-	c.policy("services.yaml", chaosGatewayPolicy+chaosStaticServices+chaosRevokedCallers)
-	c.policy("routes.yaml", chaosRoutes("0", true))
-	c.startControlPlane()
-	m := startChaosMesh(c, c.sidecar)
+	// Two more callers of orders, each behind its own sidecar: billing gets
+	// its join token revoked, audit its identity.
 	revoked := []string{"billing", "audit"}
+	c, m := startChaosFiles(t, yamlDocs(meshServices(revoked...), certificateTTL(time.Minute)))
 	sidecars, apps := map[string]*proc{}, map[string]string{}
 	for _, svc := range revoked {
-		out := c.addr(svc + "-out")
-		app := c.app(svc+"-app", svc, "v1", out)
-		apps[svc] = "http://" + app
-		sidecars[svc] = c.sidecar(svc, app, c.addr(svc+"-in"), out)
+		sidecars[svc] = c.startInstance(c.sidecar, svc, svc, "v1").sidecar
+		apps[svc] = m.app(svc)
 	}
-	m.waitServing(t)
 	loops := map[string]*callLoop{}
 	for _, svc := range revoked {
 		eventually(t, 30*time.Second, svc+" reaches orders", func() error {

@@ -19,41 +19,15 @@ import (
 func TestChaosSidecarSigterm(t *testing.T) {
 	t.Parallel()
 	s := newChaos(t, "SIGTERM of one of two orders sidecars (Consul)")
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", chaosGatewayPolicy)
-	c.startControlPlane("--consul", consul.addr)
-	m := startChaosMesh(c, chaosConsulSidecar(c, consul))
-	in2 := c.addr("orders-2-in")
+	consul, c, m := startChaosConsul(t)
 	// The harness stops proxies with no delay; this one has the default.
-	stopping := chaosConsulSidecar(c, consul, "--drain-delay", dataplane.DefaultDrainDelay.String())(
-		"orders", c.app("orders-2-app", "orders", "v2", ""), in2, c.addr("orders-2-out"))
-	c.policy("routes.yaml", chaosRoutes("0", false))
-	m.waitServing(t)
-	callerAdmin := c.addr("sidecar-admin-" + c.addr("frontend-in"))
-	inRotation := func(want bool) func() error {
-		return func() error {
-			dump, err := proxyConfigDump(callerAdmin)
-			if err != nil {
-				return err
-			}
-			if hasEndpoint(dump, in2) != want {
-				return fmt.Errorf("instance 2 (%s) in the caller's endpoints: %v, want %v", in2, !want, want)
-			}
-			return nil
-		}
-	}
+	second := c.startInstance(chaosConsulSidecar(c, consul, "--drain-delay", dataplane.DefaultDrainDelay.String()), "orders-2", "orders", "v2")
+	stopping := second.sidecar
+	inRotation := func(want bool) func() error { return endpointListed(m.sidecarAdmin("frontend"), second.inbound, want) }
 	eventually(t, 30*time.Second, "both orders instances in the caller's endpoints", inRotation(true))
 	m.startLoads(s)
 	eventually(t, 30*time.Second, "instance 2 answering the caller", func() error {
-		r, err := get(m.meshURL())
-		if err != nil {
-			return err
-		}
-		if r.reply.Upstream == nil || r.reply.Upstream.Version != "v2" {
-			return fmt.Errorf("served by %+v", r.reply.Upstream)
-		}
-		return nil
+		return probe(m.meshURL(), upstreamVersion("orders", "v2"))
 	})
 
 	s.beginFault()
@@ -94,12 +68,7 @@ func TestChaosSlowConnections(t *testing.T) {
 		flood, limit = 10000, 5000
 	}
 	s := newChaos(t, fmt.Sprintf("%d idle connections to the gateway (limit %d)", flood, limit))
-	c := newCluster(t)
-	c.policy("mesh.yaml", chaosGatewayPolicy+chaosStaticServices)
-	c.policy("routes.yaml", chaosRoutes("0", false))
-	c.startControlPlane()
-	m := startChaosMeshGateway(c, c.sidecar, "--max-connections", strconv.Itoa(limit))
-	m.waitServing(t)
+	c, m := startChaosFiles(t, "", "--max-connections", strconv.Itoa(limit))
 	admin := c.addr("gateway-admin-edge")
 	pid := m.gateway.cmd.Process.Pid
 	m.startLoads(s)
@@ -145,21 +114,4 @@ func TestChaosSlowConnections(t *testing.T) {
 	s.notef("gateway anonymous RSS %.1f MiB before, %.1f MiB with the flood (%d B per held connection), %.1f MiB after; %d reclaimed, %d shed",
 		float64(rssBefore)/(1<<20), float64(rssFlood)/(1<<20), grown/int64(limit), float64(anonRSS(t, pid))/(1<<20), st.Reclaimed, st.Overflow)
 	s.finish()
-}
-
-// startChaosMeshGateway is startChaosMesh with extra flags for the gateway.
-func startChaosMeshGateway(c *cluster, sidecar func(svc, app, inbound, outbound string) *proc, gatewayFlags ...string) *chaosMesh {
-	c.t.Helper()
-	m := &chaosMesh{c: c, sidecars: map[string]*proc{}}
-	ordersApp := c.app("orders-app", "orders", "v1", "")
-	frontendOut := c.addr("frontend-out")
-	frontendApp := c.app("frontend-app", "frontend", "v1", frontendOut)
-	m.sidecars["orders"] = sidecar("orders", ordersApp, c.addr("orders-in"), c.addr("orders-out"))
-	m.sidecars["frontend"] = sidecar("frontend", frontendApp, c.addr("frontend-in"), frontendOut)
-	admin := c.addr("gateway-admin-edge")
-	m.gateway = start(c.t, "gateway edge", append([]string{"gateway", "--name", "edge", "--xds", c.xds, "--admin", admin,
-		"--token", c.token("edge"), "--log-level", "debug"}, gatewayFlags...)...)
-	c.waitReady(admin)
-	m.gw, m.frontendApp = "http://"+c.addr("gw"), "http://"+frontendApp
-	return m
 }

@@ -18,9 +18,9 @@ import (
 // those, one at a time; make test runs them at the quick level beside the
 // other e2e tests). A scenario follows one pattern:
 //
-//	s := newChaos(t, "what the fault is")       // the level from $MESHGATE_CHAOS
-//	... start the deployment (cluster, proxies, apps) ...
-//	s.load("gateway → sidecar → app", url, check) // fixed-rate load at s.level.rate
+//	s := newChaos(t, "what the fault is")         // the level from $MESHGATE_CHAOS
+//	c, m := startChaosFiles(t, "")                // or startChaosConsul(t): the deployment
+//	m.startLoads(s)                               // fixed-rate load on both paths at s.level.rate
 //	s.beginFault()
 //	... the fault; s.hold() waits out s.level.fault ...
 //	s.endFault()
@@ -37,8 +37,9 @@ import (
 // Scenario registry. Implemented:
 //
 //   - TestChaosControlPlaneKill: control plane SIGKILLed for the fault
-//     duration (files): gateway and sidecar→sidecar traffic lose nothing;
-//     after the restart the proxies reconnect and a policy edit is served.
+//     duration (files): gateway and sidecar→sidecar traffic lose nothing,
+//     no proxy exits; after the restart the proxies reconnect and serve the
+//     edit made while it was down, then an edit made after.
 //   - TestChaosControlPlaneFailover: two control planes on Consul (state,
 //     KV policy, catalog); the one the proxies use is SIGKILLed: they fail
 //     over, an edit applied meanwhile is served, nothing is lost.
@@ -46,11 +47,14 @@ import (
 //     (files): nothing lost, every edit served by the gateway and a sidecar.
 //   - TestChaosConsulOutage: Consul stopped for the fault duration and
 //     started again (files + Consul discovery, sidecars registered): nothing
-//     lost; a registration made afterwards gets traffic.
-//   - TestChaosCertificateRotation: certificateTTL at its minimum (1m) under
-//     load: nothing lost, and every proxy renews about every TTL/2 (each gap
-//     between "certificate issued"/"certificate renewed" log lines within
-//     [TTL/4, 3·TTL/4]).
+//     lost; a registration made afterwards gets traffic from the caller's
+//     sidecar and from the gateway.
+//   - TestChaosCertificateRotation: certificateTTL at its minimum (1m) and
+//     a root rotation (ca rotate begin, switch, finish) under load: nothing
+//     lost; the new root in every trust bundle before it signs, every proxy
+//     renewed from it, the old root dropped and traffic flowing on; every
+//     proxy renews about every TTL/2 (each gap between "certificate
+//     issued"/"certificate renewed" log lines within [TTL/4, 3·TTL/4]).
 //   - TestChaosJoinTokenRevocation: certificateTTL 1m; two more callers of
 //     orders, one's join token revoked (meshgate token revoke), the other's
 //     identity (meshgate proxies revoke): their connections to the control
@@ -60,7 +64,8 @@ import (
 //   - TestChaosControlPlaneRestartDuringConsulOutage (files + Consul
 //     discovery): Consul stopped, the control plane SIGKILLed and started
 //     again, Consul started ≥ 10 s later: nothing lost; the restarted control
-//     plane pushes nothing until it has the catalog, then serves on its own.
+//     plane pushes nothing until it has the catalog (/status and its log say
+//     so), then serves on its own: traffic flows, an edit is served.
 //   - TestChaosAppKilledBehindSidecar (Consul): the app of one of two orders
 //     instances killed, its sidecar alive: the caller's path recovers within
 //     10 s of the kill (the instance leaves rotation) and loses nothing
@@ -76,10 +81,11 @@ import (
 //     of that is given back after.
 //
 // To be added with the changes they prove, each the same pattern:
-// startChaosMesh(c, sidecar) builds the two-path deployment (pass
-// c.sidecar, or chaosConsulSidecar(c, consul) for Consul mode),
-// m.startLoads(s) loads both paths, holdPorts keeps a stopped process's
-// ports for its restart. The steps reproduce the faults as observed:
+// startChaosFiles(t, extraPolicy) starts the two-path deployment with its
+// policy in files, startChaosConsul(t) with its services in Consul (both on
+// startMesh, deployments_test.go), m.startLoads(s) loads both paths,
+// holdPorts keeps a stopped process's ports for its restart. The steps
+// reproduce the faults as observed:
 //
 //   - RequestSmuggling: a corpus of ambiguous requests (CL+TE, obs-fold,
 //     bare LF, bad chunk sizes) at the gateway in front of a raw backend that
@@ -99,7 +105,8 @@ type chaosLevel struct {
 	timeout time.Duration // per request
 	edits   int           // policy edits of TestChaosPolicyEdits
 	// certWatch is how long TestChaosCertificateRotation watches renewals;
-	// 0: until every proxy has renewed once (about TTL/2).
+	// 0: until every proxy has renewed once, from the new root (about
+	// TTL/2). Longer than a TTL, the old root is dropped without --force.
 	certWatch time.Duration
 }
 
@@ -207,6 +214,21 @@ func (s *chaosScenario) hold() {
 func (s *chaosScenario) endFault() {
 	s.faultEnd = time.Now()
 	s.t.Logf("chaos %s: fault %q ended after %s", s.name, s.fault, s.faultEnd.Sub(s.faultStart).Round(time.Millisecond))
+}
+
+// waitTraffic waits until every load has had n successful requests sent
+// since from: traffic flows on every path after an event (its failures, if
+// any, are counted by finish).
+func (s *chaosScenario) waitTraffic(what string, from time.Time, n int) {
+	s.t.Helper()
+	eventually(s.t, 30*time.Second, what, func() error {
+		for _, l := range s.loads {
+			if got := l.okSince(from); got < n {
+				return fmt.Errorf("[%s] %d of %d successful requests", l.path, got, n)
+			}
+		}
+		return nil
+	})
 }
 
 // notef records a finding of the scenario (logged, and in its results row).

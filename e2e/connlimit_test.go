@@ -16,22 +16,6 @@ import (
 	"time"
 )
 
-const connLimitPolicy = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: app}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${app}"}]
-`
-
 // proxyConnStats is the connection part of a proxy's /stats.
 type proxyConnStats struct {
 	Active    map[string]int `json:"downstream_cx_active"`
@@ -115,14 +99,12 @@ func TestConnectionLimit(t *testing.T) {
 	t.Parallel()
 	const limit, idleConns = 1000, 2500
 	c := newCluster(t)
-	c.policy("edge.yaml", connLimitPolicy)
+	c.policy("edge.yaml", yamlDocs(edgeGateway, staticServices("app")))
 	c.policy("route.yaml", routeTo("app"))
 	c.startControlPlane()
 	c.app("app", "app", "v1", "")
+	gw := c.gateway("edge", "--max-connections", strconv.Itoa(limit))
 	admin := c.addr("gateway-admin-edge")
-	gw := start(t, "gateway edge", "gateway", "--name", "edge", "--xds", c.xds, "--admin", admin,
-		"--token", c.token("edge"), "--log-level", "debug", "--max-connections", strconv.Itoa(limit))
-	c.waitReady(admin)
 	gwAddr := c.addr("gw")
 	url := "http://" + gwAddr + "/"
 	c.expectEventually("the app through the gateway", 15*time.Second, url, nil, servedBy("app"))

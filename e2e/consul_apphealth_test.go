@@ -99,33 +99,14 @@ func (l *timedLoad) since(from time.Time) (total, failed int, first []string, ve
 // instance.
 func TestConsulDeadAppLeavesRotation(t *testing.T) {
 	t.Parallel()
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", consulGateway)
-	c.startControlPlane("--consul", consul.addr)
-
-	probe := []string{"--app-health-interval", "200ms", "--app-health-timeout", "500ms"}
-	app1, app1Proc := startDemoApp(c, "orders-1-app", "orders", "v1")
-	app2 := c.app("orders-2-app", "orders", "v2", "")
-	in1 := c.addr("orders-1-in")
-	c.consulSidecar(consul, "orders", app1, in1, c.addr("orders-1-out"), probe...)
-	c.consulSidecar(consul, "orders", app2, c.addr("orders-2-in"), c.addr("orders-2-out"), probe...)
+	consul, c := startConsulCluster(t)
+	sidecar := consulSidecars(c, consul, "--app-health-interval", "200ms", "--app-health-timeout", "500ms")
+	one := c.startInstance(sidecar, "orders-1", "orders", "v1")
+	c.startInstance(sidecar, "orders-2", "orders", "v2")
 	c.gateway("edge")
 	c.policy("routes.yaml", routeTo("orders"))
 	gw := "http://" + c.addr("gw") + "/"
-	gwAdmin := c.addr("gateway-admin-edge")
-	inRotation := func(want bool) func() error {
-		return func() error {
-			dump, err := proxyConfigDump(gwAdmin)
-			if err != nil {
-				return err
-			}
-			if hasEndpoint(dump, in1) != want {
-				return fmt.Errorf("instance 1 (%s) in the gateway's endpoints: %v, want %v", in1, !want, want)
-			}
-			return nil
-		}
-	}
+	inRotation := func(want bool) func() error { return endpointListed(c.addr("gateway-admin-edge"), one.inbound, want) }
 	eventually(t, 15*time.Second, "both instances in rotation", inRotation(true))
 	c.expectEventually("orders through the gateway", 15*time.Second, gw, nil, servedBy("orders"))
 
@@ -140,7 +121,7 @@ func TestConsulDeadAppLeavesRotation(t *testing.T) {
 
 	// The app dies; its sidecar lives on.
 	killed := time.Now()
-	app1Proc.kill()
+	one.appProc.kill()
 	eventually(t, 15*time.Second, "the dead app's instance leaves the gateway's endpoints", inRotation(false))
 	detected := time.Now()
 	eventually(t, 15*time.Second, "requests after detection", func() error {
@@ -169,9 +150,9 @@ func TestConsulDeadAppLeavesRotation(t *testing.T) {
 		t.Errorf("want both instances still registered (one critical), got %d (%v)", len(entries), err)
 	} else {
 		for _, e := range entries {
-			if e.Service.Port == portOf(in1) {
-				if s := e.Checks.AggregatedStatus(); s != api.HealthCritical || !strings.Contains(checksOutput(e.Checks), app1) {
-					t.Errorf("instance 1: status %s, check output %q: want critical, naming the app %s", s, checksOutput(e.Checks), app1)
+			if e.Service.Port == portOf(one.inbound) {
+				if s := e.Checks.AggregatedStatus(); s != api.HealthCritical || !strings.Contains(checksOutput(e.Checks), one.app) {
+					t.Errorf("instance 1: status %s, check output %q: want critical, naming the app %s", s, checksOutput(e.Checks), one.app)
 				}
 				t.Logf("instance 1's checks: %s", checksOutput(e.Checks))
 			}
@@ -179,7 +160,7 @@ func TestConsulDeadAppLeavesRotation(t *testing.T) {
 	}
 
 	// The app comes back: so does the instance.
-	startDemoApp(c, "orders-1-app", "orders", "v1")
+	one.restartApp()
 	eventually(t, 15*time.Second, "the instance returns to the gateway's endpoints", inRotation(true))
 	back := time.Now()
 	eventually(t, 15*time.Second, "the restarted app answers", func() error {
@@ -202,19 +183,6 @@ func checksOutput(checks api.HealthChecks) string {
 		out = append(out, c.Name+": "+strings.Join(strings.Fields(c.Output), " "))
 	}
 	return strings.Join(out, " | ")
-}
-
-// startDemoApp starts a demo app as cluster.app does (again, on the same
-// address, when name was used before) and returns its address and process.
-func startDemoApp(c *cluster, name, svc, version string) (string, *proc) {
-	c.t.Helper()
-	addr := c.addr(name)
-	p := start(c.t, "app "+name, "demo-app", "--name", svc, "--version", version, "--listen", addr)
-	eventually(c.t, 10*time.Second, "app "+name+" up", func() error {
-		_, err := get("http://" + addr + "/")
-		return err
-	})
-	return addr, p
 }
 
 // portOf is the port of host:port.

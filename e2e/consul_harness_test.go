@@ -50,34 +50,54 @@ func consulBinary(t *testing.T) string {
 }
 
 // startConsul starts an agent for the test and waits for its leader; it is
-// stopped when the test ends.
+// stopped when the test ends. A port found free can be taken before the
+// agent binds it (by another test's outgoing connection: some open
+// thousands), and the agent then exits at once: it is started again on
+// other ports, twice at most.
 func startConsul(t *testing.T) *consulAgent {
 	t.Helper()
 	e2eOnly(t)
-	a := &consulAgent{t: t, bin: consulBinary(t), dataDir: t.TempDir()}
-	for range 4 {
-		p, _ := strconv.Atoi(strings.TrimPrefix(freeAddr(t), "127.0.0.1:"))
-		a.ports = append(a.ports, p)
-	}
-	a.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.ports[0]))
-	client, err := api.NewClient(&api.Config{Address: a.addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.client = client
-	a.start()
+	a := &consulAgent{t: t, bin: consulBinary(t), out: &syncBuffer{}}
 	t.Cleanup(func() {
 		a.stop()
 		if t.Failed() {
 			t.Logf("---- output of consul\n%s", a.out.String())
 		}
 	})
-	return a
+	for attempt := 1; ; attempt++ {
+		a.dataDir, a.ports = t.TempDir(), nil
+		for range 4 {
+			p, _ := strconv.Atoi(strings.TrimPrefix(freeAddr(t), "127.0.0.1:"))
+			a.ports = append(a.ports, p)
+		}
+		a.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.ports[0]))
+		client, err := api.NewClient(&api.Config{Address: a.addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.client = client
+		if a.launch() {
+			return a
+		}
+		if attempt == 3 {
+			t.Fatalf("consul exited at start %d times (its output is logged below)", attempt)
+		}
+		t.Logf("consul exited at start on ports %v (a port taken meanwhile?); trying other ports", a.ports)
+	}
 }
 
-// start runs the agent (again, on the same ports and data directory) and
+// start runs the agent again, on the same ports and data directory, and
 // waits until it has a leader.
 func (a *consulAgent) start() {
+	a.t.Helper()
+	if !a.launch() {
+		a.t.Fatalf("consul exited at start on ports %v", a.ports)
+	}
+}
+
+// launch runs the agent and waits until it has a leader (true) or has
+// exited (false).
+func (a *consulAgent) launch() bool {
 	a.t.Helper()
 	args := []string{"agent", "-dev", "-data-dir=" + a.dataDir, "-node=meshgate-e2e",
 		"-bind=127.0.0.1", "-client=127.0.0.1", "-advertise=127.0.0.1",
@@ -86,22 +106,25 @@ func (a *consulAgent) start() {
 		"-serf-wan-port=" + strconv.Itoa(a.ports[2]),
 		"-server-port=" + strconv.Itoa(a.ports[3]),
 		"-grpc-port=-1", "-grpc-tls-port=-1", "-dns-port=-1", "-log-level=info"}
-	if a.out == nil {
-		a.out = &syncBuffer{}
-	}
 	a.proc = exec.Command(a.bin, args...)
 	a.proc.Stdout, a.proc.Stderr = a.out, a.out
 	a.done = make(chan struct{})
 	if err := a.proc.Start(); err != nil {
 		a.t.Fatalf("start consul: %v", err)
 	}
-	done := a.done
-	go func() { _ = a.proc.Wait(); close(done) }()
-	eventually(a.t, 30*time.Second, "consul leader", func() error {
+	done, cmd := a.done, a.proc
+	go func() { _ = cmd.Wait(); close(done) }()
+	exited := func() bool {
 		select {
 		case <-done:
-			return fmt.Errorf("consul exited")
+			return true
 		default:
+			return false
+		}
+	}
+	eventually(a.t, 30*time.Second, "consul leader", func() error {
+		if exited() {
+			return nil // judged below
 		}
 		leader, err := a.client.Status().Leader()
 		if err != nil {
@@ -112,6 +135,7 @@ func (a *consulAgent) start() {
 		}
 		return nil
 	})
+	return !exited()
 }
 
 // stop ends the agent (SIGINT: a clean leave) and waits for it.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,15 +13,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 )
-
-const consulGateway = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]
-`
 
 // consulRoutes splits by version the way the Gateway API can: v2 is its own
 // Consul service (orders-v2), chosen by a header.
@@ -56,6 +46,21 @@ func hasEndpoint(dump, addr string) bool {
 	return strings.Contains(dump, `"portValue":`+port+`}`) || strings.Contains(dump, `"port_value":`+port+`}`)
 }
 
+// endpointListed is a condition for eventually: the proxy at admin has
+// (want) or has not an endpoint at addr in its applied configuration.
+func endpointListed(admin, addr string, want bool) func() error {
+	return func() error {
+		dump, err := proxyConfigDump(admin)
+		if err != nil {
+			return err
+		}
+		if hasEndpoint(dump, addr) != want {
+			return fmt.Errorf("endpoint %s in the configuration of the proxy at %s: %v, want %v", addr, admin, !want, want)
+		}
+		return nil
+	}
+}
+
 // TestConsulDiscovery: services come from a real Consul catalog. Sidecars
 // register themselves (labels as tags, the app registration ignored);
 // traffic follows registrations, deregistrations and health flips (the flip
@@ -63,10 +68,7 @@ func hasEndpoint(dump, addr string) bool {
 // with an error naming both; a stopped sidecar deregisters.
 func TestConsulDiscovery(t *testing.T) {
 	t.Parallel()
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", consulGateway)
-	c.startControlPlane("--consul", consul.addr)
+	consul, c := startConsulCluster(t)
 
 	v1App := c.app("orders-v1-app", "orders", "v1", "")
 	v2App := c.app("orders-v2-app", "orders-v2", "v2", "")
@@ -130,16 +132,7 @@ func TestConsulDiscovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		flipped := time.Now()
-		eventually(t, 30*time.Second, "the health flip applied by the gateway", func() error {
-			dump, err := proxyConfigDump(gwAdmin)
-			if err != nil {
-				return err
-			}
-			if hasEndpoint(dump, v3App) {
-				return errors.New("v3 still in the gateway config")
-			}
-			return nil
-		})
+		eventually(t, 30*time.Second, "the health flip applied by the gateway", endpointListed(gwAdmin, v3App, false))
 		t.Logf("health flip reached the gateway proxy in %s (target 200ms)", time.Since(flipped).Round(time.Millisecond))
 		for range 20 {
 			r, err := get(gw)
@@ -151,23 +144,11 @@ func TestConsulDiscovery(t *testing.T) {
 		if err := agent.UpdateTTL("orders-v3-ttl", "", api.HealthPassing); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "v3 back after passing", func() error {
-			dump, err := proxyConfigDump(gwAdmin)
-			if err != nil || !hasEndpoint(dump, v3App) {
-				return fmt.Errorf("v3 not in the gateway config (%v)", err)
-			}
-			return nil
-		})
+		eventually(t, 10*time.Second, "v3 back after passing", endpointListed(gwAdmin, v3App, true))
 		if err := agent.ServiceDeregister("orders-v3"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "v3 gone after deregistration", func() error {
-			dump, err := proxyConfigDump(gwAdmin)
-			if err != nil || hasEndpoint(dump, v3App) {
-				return fmt.Errorf("v3 still in the gateway config (%v)", err)
-			}
-			return nil
-		})
+		eventually(t, 10*time.Second, "v3 gone after deregistration", endpointListed(gwAdmin, v3App, false))
 	})
 
 	t.Run("a crashed sidecar is removed by its health check", func(t *testing.T) {
@@ -175,21 +156,9 @@ func TestConsulDiscovery(t *testing.T) {
 		app := c.app("orders-crash-app", "orders", "v1", "")
 		in := c.addr("orders-crash-in")
 		crashing := c.consulSidecar(consul, "orders", app, in, c.addr("orders-crash-out"), "--label", "version=v1")
-		eventually(t, 10*time.Second, "second instance in the gateway config", func() error {
-			dump, err := proxyConfigDump(gwAdmin)
-			if err != nil || !hasEndpoint(dump, in) {
-				return fmt.Errorf("not yet (%v)", err)
-			}
-			return nil
-		})
+		eventually(t, 10*time.Second, "second instance in the gateway config", endpointListed(gwAdmin, in, true))
 		crashing.kill()
-		eventually(t, 15*time.Second, "the crashed instance leaves the gateway config", func() error {
-			dump, err := proxyConfigDump(gwAdmin)
-			if err != nil || hasEndpoint(dump, in) {
-				return fmt.Errorf("still there (%v)", err)
-			}
-			return nil
-		})
+		eventually(t, 15*time.Second, "the crashed instance leaves the gateway config", endpointListed(gwAdmin, in, false))
 		for range 20 {
 			r, err := get(gw)
 			if err != nil || r.status != http.StatusOK {
@@ -244,45 +213,4 @@ spec:
 			return nil
 		})
 	})
-}
-
-// TestConsulOutage: Consul stops for 30 s under a looping client: zero
-// failed requests (the control plane keeps its last services, the proxies
-// their config); after Consul returns, a new registration is picked up
-// without restarting anything.
-func TestConsulOutage(t *testing.T) {
-	t.Parallel()
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", consulGateway)
-	c.startControlPlane("--consul", consul.addr)
-	app := c.app("orders-v1-app", "orders", "v1", "")
-	c.consulSidecar(consul, "orders", app, c.addr("orders-v1-in"), c.addr("orders-v1-out"), "--label", "version=v1")
-	c.gateway("edge")
-	c.policy("routes.yaml", routeTo("orders"))
-	gw := "http://" + c.addr("gw") + "/"
-	c.expectEventually("orders through the gateway", 15*time.Second, gw, nil, servedBy("orders"))
-
-	load := startLoad(t, gw, 4)
-	consul.stop()
-	time.Sleep(30 * time.Second) // the outage itself, not a synchronisation
-	consul.start()
-
-	app2 := c.app("orders-v2-app", "orders", "v2", "")
-	c.consulSidecar(consul, "orders", app2, c.addr("orders-v2-in"), c.addr("orders-v2-out"), "--label", "version=v2")
-	eventually(t, 20*time.Second, "new registration gets traffic", func() error {
-		r, err := get(gw)
-		if err != nil {
-			return err
-		}
-		if r.reply.Version != "v2" {
-			return fmt.Errorf("served by %s", r.reply.Version)
-		}
-		return nil
-	})
-	load.stop()
-	load.check(t)
-	if load.total.Load() == 0 {
-		t.Fatal("the load loop sent no request")
-	}
 }

@@ -131,24 +131,35 @@ func (c *cluster) token(service string) string {
 // app starts a demo service named svc at the address ${svc-app-<instance>}.
 func (c *cluster) app(name, svc, version, outbound string) string {
 	c.t.Helper()
+	addr, _ := c.startApp(name, svc, version, outbound)
+	return addr
+}
+
+// startApp is app, also returning the process; started again under a name
+// used before, the app listens on the same address.
+func (c *cluster) startApp(name, svc, version, outbound string) (string, *proc) {
+	c.t.Helper()
 	addr := c.addr(name)
 	args := []string{"demo-app", "--name", svc, "--version", version, "--listen", addr}
 	if outbound != "" {
 		args = append(args, "--outbound", outbound)
 	}
-	start(c.t, "app "+name, args...)
+	p := start(c.t, "app "+name, args...)
 	eventually(c.t, 10*time.Second, "app "+name+" up", func() error {
 		_, err := get("http://" + addr + "/")
 		return err
 	})
-	return addr
+	return addr, p
 }
 
-func (c *cluster) gateway(name string) *proc {
+// gateway starts the gateway name, with extra flags, and waits until it is
+// ready; its admin address is ${gateway-admin-<name>}.
+func (c *cluster) gateway(name string, extra ...string) *proc {
 	c.t.Helper()
 	admin := c.addr("gateway-admin-" + name)
-	p := start(c.t, "gateway "+name, "gateway", "--name", name, "--xds", c.xds, "--admin", admin,
-		"--token", c.token(name), "--log-level", "debug")
+	args := append([]string{"gateway", "--name", name, "--xds", c.xds, "--admin", admin,
+		"--token", c.token(name), "--log-level", "debug"}, extra...)
+	p := start(c.t, "gateway "+name, args...)
 	c.waitReady(admin)
 	return p
 }

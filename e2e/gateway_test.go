@@ -9,7 +9,11 @@ import (
 	"time"
 )
 
-const gatewayPolicy = `
+// gatewayPolicy is two listeners of the Gateway edge, the static services
+// alpha, beta, gamma and delta, alpha again over HTTP/2, and a service
+// without endpoints.
+func gatewayPolicy() string {
+	return yamlDocs(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: edge}
@@ -18,35 +22,7 @@ spec:
   listeners:
     - {name: http, protocol: HTTP, port: ${gw.port}}
     - {name: other, protocol: HTTP, port: ${gw2.port}, hostname: other.test}
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: delta}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${delta}"}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: alpha}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${alpha}"}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: beta}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${beta}"}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: gamma}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${gamma}"}]
----
+`, staticServices("delta", "alpha", "beta", "gamma"), `
 apiVersion: meshgate.dev/v1alpha1
 kind: Service
 metadata: {name: alpha-h2}
@@ -59,7 +35,8 @@ kind: Service
 metadata: {name: nobody}
 spec:
   ports: [{port: 80}]
-`
+`)
+}
 
 const gatewayRoutes = `
 apiVersion: gateway.networking.k8s.io/v1
@@ -141,7 +118,7 @@ spec:
 func TestGatewayRouting(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.policy("gateway.yaml", gatewayPolicy)
+	c.policy("gateway.yaml", gatewayPolicy())
 	c.policy("routes.yaml", gatewayRoutes)
 	c.app("alpha", "alpha", "v1", "")
 	c.app("beta", "beta", "v1", "")

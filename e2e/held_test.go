@@ -19,10 +19,10 @@ func TestEndpointLossHeld(t *testing.T) {
 	t.Parallel()
 	consul := startConsul(t)
 	c := newCluster(t)
-	c.policy("gateway.yaml", consulGateway)
+	c.policy("gateway.yaml", edgeGateway)
 	c.startControlPlane("--consul", consul.addr)
 	probe := []string{"--app-health-interval", "200ms", "--app-health-timeout", "500ms"}
-	app, appProc := startDemoApp(c, "orders-app", "orders", "v1")
+	app, appProc := c.startApp("orders-app", "orders", "v1", "")
 	in := c.addr("orders-in")
 	c.consulSidecar(consul, "orders", app, in, c.addr("orders-out"), probe...)
 	c.gateway("edge")
@@ -78,7 +78,7 @@ func TestEndpointLossHeld(t *testing.T) {
 	}
 
 	// The app comes back: the next configuration has the endpoint, and the hold is gone.
-	_, appProc = startDemoApp(c, "orders-app", "orders", "v1")
+	_, appProc = c.startApp("orders-app", "orders", "v1", "")
 	eventually(t, 20*time.Second, "the hold released", func() error {
 		held, err := gatewayHeld()
 		if err != nil {

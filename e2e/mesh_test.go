@@ -12,43 +12,8 @@ import (
 // endpoints are the sidecars' inbound addresses), a gateway route to the
 // frontend, and a mesh route (parent: Service orders) that sends calls
 // carrying x-version: v2 to orders-v2.
-const meshPolicy = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web}
-spec:
-  parentRefs: [{name: edge}]
-  rules:
-    - backendRefs: [{name: frontend, port: 80}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: frontend}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${frontend-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: orders}
-spec:
-  ports: [{name: http, port: 80}]
-  endpoints: [{address: "${orders-in}", sidecar: true, labels: {version: v1}}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: orders-v2}
-spec:
-  ports: [{name: http, port: 80}]
-  endpoints: [{address: "${orders-v2-in}", sidecar: true, labels: {version: v2}}]
----
+func meshPolicy() string {
+	return yamlDocs(edgeGateway, routeTo("frontend"), meshServices("frontend", "orders", "orders-v2"), `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: orders-mesh}
@@ -58,7 +23,8 @@ spec:
     - matches: [{headers: [{name: x-version, value: v2}]}]
       backendRefs: [{name: orders-v2, port: 80}]
     - backendRefs: [{name: orders, port: 80}]
-`
+`)
+}
 
 // TestMeshCalls: external traffic enters the gateway and the frontend's
 // sidecar; the frontend calls orders through its own sidecar's outbound
@@ -66,18 +32,10 @@ spec:
 func TestMeshCalls(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.policy("mesh.yaml", meshPolicy)
+	c.policy("mesh.yaml", meshPolicy())
 	c.startControlPlane()
-
+	gw := startMesh(c, c.sidecar, []string{"frontend", "orders", "orders-v2"}).gw
 	frontendOut := c.addr("frontend-out")
-	frontendApp := c.app("frontend-app", "frontend", "v1", frontendOut)
-	ordersApp := c.app("orders-app", "orders", "v1", "")
-	ordersV2App := c.app("orders-v2-app", "orders-v2", "v2", "")
-	c.sidecar("frontend", frontendApp, c.addr("frontend-in"), frontendOut)
-	c.sidecar("orders", ordersApp, c.addr("orders-in"), c.addr("orders-out"))
-	c.sidecar("orders-v2", ordersV2App, c.addr("orders-v2-in"), c.addr("orders-v2-out"))
-	c.gateway("edge")
-	gw := "http://" + c.addr("gw")
 
 	t.Run("gateway to frontend through its sidecar", func(t *testing.T) {
 		c.expectEventually("frontend via gateway", 10*time.Second, gw+"/hello", nil, func(r *response) error {

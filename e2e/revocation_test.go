@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -93,44 +89,12 @@ func TestRevocationAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	consul := startConsul(t)
 	c := newCluster(t)
-	keyFile := filepath.Join(t.TempDir(), "state.key")
-	var key [32]byte
-	_, _ = rand.Read(key[:])
-	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key[:])), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	replicas := make([]*haReplica, 2)
-	for i := range replicas {
-		r := &haReplica{xds: freeAddr(t), admin: freeAddr(t), dataDir: t.TempDir()}
-		r.proc = start(t, fmt.Sprintf("controlplane-%d", i), "controlplane", "--store", "consul", "--consul", consul.addr,
-			"--state-key-file", keyFile, "--data-dir", r.dataDir, "--xds-address", r.xds, "--admin-address", r.admin, "--log-level", "debug")
-		replicas[i] = r
-	}
-	eventually(t, 30*time.Second, "replicas up", func() error {
-		for _, r := range replicas {
-			b, err := os.ReadFile(filepath.Join(r.dataDir, "admin-token"))
-			if err != nil {
-				return err
-			}
-			var s cpStatus
-			if err := adminGet(r.admin, strings.TrimSpace(string(b)), "/status", &s); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	cli := func(r *haReplica, args ...string) (string, error) {
-		c.admin, c.dataDir = r.admin, r.dataDir
-		return c.cli(args...)
-	}
-	connected := func(r *haReplica) (string, error) { return cli(r, "proxies") }
+	replicas, _ := startReplicas(t, c, consul, 2)
+	connected := func(r *cpReplica) (string, error) { return r.cli("proxies") }
 
-	tok, err := cli(replicas[0], "token", "create", "--service", "edge", "--ttl", "1h")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Its join token minted by replica 0 (c's CLI).
 	gw := start(t, "gateway edge", "gateway", "--name", "edge", "--xds", replicas[1].xds,
-		"--admin", c.addr("gateway-admin-edge"), "--token", strings.TrimSpace(tok), "--log-level", "debug")
+		"--admin", c.addr("gateway-admin-edge"), "--token", c.token("edge"), "--log-level", "debug")
 	eventually(t, 15*time.Second, "the gateway connected to replica 1", func() error {
 		out, err := connected(replicas[1])
 		if err == nil && !strings.Contains(out, "gateway~edge~") {
@@ -139,7 +103,7 @@ func TestRevocationAcrossReplicas(t *testing.T) {
 		return err
 	})
 
-	out, err := cli(replicas[0], "proxies", "revoke", "--service", "edge")
+	out, err := replicas[0].cli("proxies", "revoke", "--service", "edge")
 	if err != nil || !strings.Contains(out, "closed 0 connection") {
 		t.Fatalf("proxies revoke on replica 0: %v\n%s", err, out)
 	}

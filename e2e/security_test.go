@@ -29,14 +29,8 @@ import (
 // (PERMISSIVE), callers frontend and intruder, each behind a sidecar, the
 // gateway edge in front; billing is misregistered: its endpoint is the
 // intruder's sidecar, which holds a valid certificate, for intruder.
-const securityPolicy = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  gatewayClassName: meshgate
-  listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]
----
+func securityPolicy() string {
+	return yamlDocs(edgeGateway, `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web}
@@ -46,35 +40,7 @@ spec:
     - matches: [{path: {type: PathPrefix, value: /legacy}}]
       backendRefs: [{name: legacy, port: 80}]
     - backendRefs: [{name: orders, port: 80}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: frontend}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${frontend-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: intruder}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${intruder-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: orders}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${orders-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: legacy}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${legacy-in}", sidecar: true}]
----
+`, meshServices("frontend", "intruder", "orders", "legacy"), `
 apiVersion: meshgate.dev/v1alpha1
 kind: Service
 metadata: {name: billing}
@@ -109,28 +75,22 @@ metadata: {name: legacy-migration}
 spec:
   targetRefs: [{kind: Service, name: legacy}]
   mtls: {mode: PERMISSIVE}
-`
-
-// secureMesh starts the deployment of securityPolicy and returns the
-// addresses of the callers' apps and of the gateway.
-type secureMesh struct {
-	*cluster
-	frontendApp, intruderApp, gw string
+`)
 }
 
-func startSecureMesh(t *testing.T, extraPolicy string) *secureMesh {
+// secureMesh is the deployment of securityPolicy (startMesh's), with the
+// URLs of the callers' apps.
+type secureMesh struct {
+	*mesh
+	frontendApp, intruderApp string
+}
+
+func startSecureMesh(t *testing.T) *secureMesh {
 	c := newCluster(t)
-	c.policy("mesh.yaml", securityPolicy+extraPolicy)
+	c.policy("mesh.yaml", securityPolicy())
 	c.startControlPlane()
-	m := &secureMesh{cluster: c}
-	for _, svc := range []string{"frontend", "intruder", "orders", "legacy"} {
-		out := c.addr(svc + "-out")
-		app := c.app(svc+"-app", svc, "v1", out)
-		c.sidecar(svc, app, c.addr(svc+"-in"), out)
-	}
-	m.frontendApp, m.intruderApp = "http://"+c.addr("frontend-app"), "http://"+c.addr("intruder-app")
-	c.gateway("edge")
-	m.gw = "http://" + c.addr("gw")
+	m := &secureMesh{mesh: startMesh(c, c.sidecar, []string{"frontend", "intruder", "orders", "legacy"})}
+	m.frontendApp, m.intruderApp = m.app("frontend"), m.app("intruder")
 	return m
 }
 
@@ -151,8 +111,8 @@ func callStatus(app, method, svc, path string) (int, error) {
 // verification, and a SecurityPolicy allow/deny matrix, through real proxies.
 func TestMTLSAndAuthorization(t *testing.T) {
 	t.Parallel()
-	m := startSecureMesh(t, "")
-	c := m.cluster
+	m := startSecureMesh(t)
+	c := m.c
 
 	eventually(t, 15*time.Second, "frontend reaches orders over mTLS", func() error {
 		code, err := callStatus(m.frontendApp, "GET", "orders", "/orders/1")
@@ -222,7 +182,7 @@ func TestMTLSAndAuthorization(t *testing.T) {
 		var stats struct {
 			Denied map[string]uint64 `json:"rbac_denied"`
 		}
-		if err := adminGet(c.addr("sidecar-admin-"+c.addr("orders-in")), "", "/stats", &stats); err != nil {
+		if err := adminGet(m.sidecarAdmin("orders"), "", "/stats", &stats); err != nil {
 			t.Fatal(err)
 		}
 		if stats.Denied["default/orders-callers/no-admin"] == 0 {
@@ -394,8 +354,7 @@ spec:
 		// billing becomes callable by intruder only: frontend's sidecar
 		// drops it (a call gets its own sidecar's 404), intruder's keeps
 		// it, and what frontend may call still works.
-		frontendAdmin := c.addr("sidecar-admin-" + c.addr("frontend-in"))
-		intruderAdmin := c.addr("sidecar-admin-" + c.addr("intruder-in"))
+		frontendAdmin, intruderAdmin := m.sidecarAdmin("frontend"), m.sidecarAdmin("intruder")
 		const billingCluster = `"default/billing:80"`
 		c.policy("scope.yaml", `
 apiVersion: meshgate.dev/v1alpha1
@@ -441,12 +400,7 @@ spec:
 // CSRs and revoked tokens are refused, and the control plane keeps serving.
 func TestCertificateAuthorityRefusals(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	c.policy("mesh.yaml", reloadServices+"\n---\n"+routeTo("blue"))
-	c.app("blue", "blue", "v1", "")
-	c.startControlPlane()
-	c.gateway("edge")
-	c.expectEventually("routed to blue", 10*time.Second, "http://"+c.addr("gw")+"/", nil, servedBy("blue"))
+	c, gw := startBlueGreen(t)
 
 	conn, err := grpc.NewClient(c.xds, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		InsecureSkipVerify: true, // this client only probes refusals
@@ -492,7 +446,7 @@ func TestCertificateAuthorityRefusals(t *testing.T) {
 	if err != nil || resp.SpiffeId != "spiffe://meshgate.local/ns/default/svc/frontend" {
 		t.Fatalf("good CSR: %v", err)
 	}
-	r, err := get("http://" + c.addr("gw") + "/")
+	r, err := get(gw)
 	if err != nil || r.reply.Service != "blue" {
 		t.Fatalf("traffic after refusals: %v %+v", err, r)
 	}
@@ -503,89 +457,6 @@ func TestCertificateAuthorityRefusals(t *testing.T) {
 	if err == nil || !strings.Contains(strings.ToLower(string(out)), "token") {
 		t.Fatalf("sidecar with a revoked token: %v\n%s", err, out)
 	}
-}
-
-// TestCertificateRotation: with the shortest certificate lifetime (1 min:
-// proxies renew about every 30 s) and a root rotation in the middle, a
-// looping client through gateway → sidecar → sidecar sees no failure.
-func TestCertificateRotation(t *testing.T) {
-	t.Parallel()
-	m := startSecureMesh(t, `
----
-apiVersion: meshgate.dev/v1alpha1
-kind: MeshConfig
-metadata: {name: mesh}
-spec:
-  certificateTTL: 1m
-`)
-	c := m.cluster
-	// gateway → frontend? The gateway routes to orders; the frontend app
-	// calls orders through its sidecar: loop both.
-	gwLoad := startLoad(t, m.gw+"/orders/1", 2)
-	meshLoad := startLoad(t, m.frontendApp+"/call/orders/orders/1", 2)
-
-	firstExpiry := map[string]time.Time{}
-	s, err := c.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range s.Proxies {
-		firstExpiry[p.ID] = p.CertNotAfter
-	}
-	out, err := c.cli("ca", "rotate", "begin")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	// The two-root bundle reaches every proxy before the new root signs.
-	admins := []string{c.addr("gateway-admin-edge")}
-	for _, svc := range []string{"frontend", "intruder", "orders", "legacy"} {
-		admins = append(admins, c.addr("sidecar-admin-"+c.addr(svc+"-in")))
-	}
-	eventually(t, 15*time.Second, "every proxy trusts both roots", func() error {
-		for _, admin := range admins {
-			var stats struct {
-				Roots int `json:"trust_bundle_roots"`
-			}
-			if err := adminGet(admin, "", "/stats", &stats); err != nil {
-				return err
-			}
-			if stats.Roots != 2 {
-				return fmt.Errorf("proxy %s trusts %d roots", admin, stats.Roots)
-			}
-		}
-		return nil
-	})
-	if out, err := c.cli("ca", "rotate", "switch"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	// Every proxy renews (from the new root) within one lifetime.
-	eventually(t, 90*time.Second, "every proxy renewed", func() error {
-		s, err := c.status()
-		if err != nil {
-			return err
-		}
-		for _, p := range s.Proxies {
-			if !p.CertNotAfter.After(firstExpiry[p.ID].Add(10 * time.Second)) {
-				return fmt.Errorf("%s still expires at %s", p.ID, p.CertNotAfter)
-			}
-		}
-		return nil
-	})
-	eventually(t, 90*time.Second, "old root dropped", func() error {
-		_, err := c.cli("ca", "rotate", "finish")
-		return err
-	})
-	n := gwLoad.total.Load()
-	eventually(t, 10*time.Second, "traffic after the rotation", func() error {
-		if gwLoad.total.Load() < n+100 {
-			return fmt.Errorf("%d requests since", gwLoad.total.Load()-n)
-		}
-		return nil
-	})
-	gwLoad.stop()
-	meshLoad.stop()
-	gwLoad.check(t)
-	meshLoad.check(t)
 }
 
 func csrFor(t *testing.T, spiffeID string) []byte {

@@ -539,11 +539,7 @@ func TestSmugglingCorpus(t *testing.T) {
 	c.policy("gateway.yaml", smugglingPolicy)
 	c.startControlPlane()
 	for _, mode := range []string{"fast", "std"} {
-		name := "edge-" + mode
-		admin := c.addr("gateway-admin-" + name)
-		start(t, "gateway "+name, "gateway", "--name", name, "--xds", c.xds, "--admin", admin,
-			"--token", c.token(name), "--http1-server", mode, "--log-level", "debug")
-		c.waitReady(admin)
+		c.gateway("edge-"+mode, "--http1-server", mode)
 	}
 	corpus := smugglingCorpus()
 	for _, mode := range []string{"fast", "std"} {

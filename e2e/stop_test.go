@@ -15,14 +15,12 @@ import (
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.policy("edge.yaml", connLimitPolicy)
+	c.policy("edge.yaml", yamlDocs(edgeGateway, staticServices("app")))
 	c.policy("route.yaml", routeTo("app"))
 	c.startControlPlane()
 	c.app("app", "app", "v1", "")
+	gw := c.gateway("edge", "--drain-delay", "1m")
 	admin := c.addr("gateway-admin-edge")
-	gw := start(t, "gateway edge", "gateway", "--name", "edge", "--xds", c.xds, "--admin", admin,
-		"--token", c.token("edge"), "--log-level", "debug", "--drain-delay", "1m")
-	c.waitReady(admin)
 	url := "http://" + c.addr("gw") + "/"
 	c.expectEventually("the app through the gateway", 15*time.Second, url, nil, servedBy("app"))
 

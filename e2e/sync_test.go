@@ -3,7 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"slices"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,101 +30,14 @@ func (c *cluster) syncStatus() (*syncStatus, error) {
 	return &s, adminGet(c.admin, c.adminToken(), "/status", &s)
 }
 
-// TestControlPlaneRestartDuringConsulOutage: with the policy in files and
-// the services in Consul, Consul stops, the control plane is killed and
-// started again while Consul is still down, and Consul comes back a few
-// seconds later. Under a looping client through the gateway and through a
-// sidecar's outbound listener (a sidecar-to-sidecar hop), not one request
-// fails: the restarted control plane pushes nothing while it waits for the
-// catalog (it says so in /status and its log), then serves the complete
-// configuration on its own once the catalog is back.
-func TestControlPlaneRestartDuringConsulOutage(t *testing.T) {
-	t.Parallel()
-	consul := startConsul(t)
-	c := newCluster(t)
-	c.policy("gateway.yaml", consulGateway)
-	c.startControlPlane("--consul", consul.addr)
-	ordersApp := c.app("orders-app", "orders", "v1", "")
-	c.consulSidecar(consul, "orders", ordersApp, c.addr("orders-in"), c.addr("orders-out"))
-	frontendOut := c.addr("frontend-out")
-	frontendApp := c.app("frontend-app", "frontend", "v1", frontendOut)
-	c.consulSidecar(consul, "frontend", frontendApp, c.addr("frontend-in"), frontendOut)
-	c.gateway("edge")
-	c.policy("routes.yaml", routeTo("orders"))
-	gw := "http://" + c.addr("gw") + "/"
-	hop := "http://" + frontendOut + "/"
-	c.expectEventually("orders through the gateway", 15*time.Second, gw, nil, servedBy("orders"))
-	c.expectEventually("orders through the frontend's sidecar", 15*time.Second, hop, []string{"Host: orders"}, servedBy("orders"))
-
-	gwLoad := startLoad(t, gw, 1)
-	hopLoad := startLoad(t, hop, 1, "Host: orders")
-	t.Cleanup(func() { // reported however the test ends
-		gwLoad.stop()
-		hopLoad.stop()
-		gwLoad.check(t)
-		hopLoad.check(t)
-		if t.Failed() {
-			t.Logf("consul checks at the end:\n%s", consul.checks("orders", "frontend"))
-		}
-	})
-	consul.stop()
-	c.cp.kill()
-	c.startControlPlane("--consul", consul.addr)
-	// The outage itself, longer than the control plane's 5 s wait for the
-	// catalog at start: not a synchronisation.
-	time.Sleep(7 * time.Second)
-	if st, err := c.syncStatus(); err != nil {
-		t.Error(err)
-	} else if st.Serving || !slices.Contains(st.WaitingFor, "consul catalog") {
-		t.Errorf("during the outage: serving %v, waiting for %v; want not serving, waiting for the consul catalog", st.Serving, st.WaitingFor)
-	}
-	consul.start()
-	eventually(t, 30*time.Second, "the control plane serves once consul is back", func() error {
-		st, err := c.syncStatus()
-		if err != nil {
-			return err
-		}
-		if st.Version == "" || st.LastError != "" {
-			return fmt.Errorf("version %q, last error %q", st.Version, st.LastError)
-		}
-		if len(st.Proxies) != 3 {
-			return fmt.Errorf("%d proxies connected, want 3", len(st.Proxies))
-		}
-		if !st.Serving || len(st.WaitingFor) > 0 {
-			return fmt.Errorf("serving %v, waiting for %v", st.Serving, st.WaitingFor)
-		}
-		return nil
-	})
-	// Traffic keeps flowing on the configuration the control plane now serves.
-	n, m := gwLoad.total.Load(), hopLoad.total.Load()
-	eventually(t, 10*time.Second, "traffic after the recovery", func() error {
-		if gwLoad.total.Load() < n+100 || hopLoad.total.Load() < m+100 {
-			return fmt.Errorf("%d and %d requests since", gwLoad.total.Load()-n, hopLoad.total.Load()-m)
-		}
-		return nil
-	})
-	c.expectEventually("orders through the gateway", 5*time.Second, gw, nil, servedBy("orders"))
-	c.expectEventually("orders through the frontend's sidecar", 5*time.Second, hop, []string{"Host: orders"}, servedBy("orders"))
-	if out := c.cp.out.String(); !strings.Contains(out, "not serving any configuration yet") || !strings.Contains(out, "consul catalog") {
-		t.Errorf("the restarted control plane did not log what it waited for")
-	}
-}
-
 // TestDestructivePolicyEditHeld: an editor truncating a policy file for a
 // second before writing it again costs no request; a file left empty is
 // applied once it has stayed so for the hold window (5 s by default), with a
 // warning in the log.
 func TestDestructivePolicyEditHeld(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	c.policy("services.yaml", reloadServices)
-	routes := c.policy("routes.yaml", routeTo("blue"))
-	c.app("blue", "blue", "v1", "")
-	c.app("green", "green", "v1", "")
-	c.startControlPlane()
-	c.gateway("edge")
-	url := "http://" + c.addr("gw") + "/"
-	c.expectEventually("routed to blue", 10*time.Second, url, nil, servedBy("blue"))
+	c, url := startBlueGreen(t)
+	routes := filepath.Join(c.dir, "routes.yaml")
 	content, err := os.ReadFile(routes)
 	if err != nil {
 		t.Fatal(err)

@@ -61,11 +61,11 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 	swaps := map[*typeSnapshot]*endpointSwap{}
 	for _, id := range slices.Sorted(maps.Keys(s.nodes)) {
 		n := s.nodes[id]
-		if n.snap == nil {
+		if n.held != "" { // including a first snapshot held (resumeHoldReasonLocked)
+			s.updateNodeLocked(ctx, id, n)
 			continue
 		}
-		if n.held != "" {
-			s.updateNodeLocked(ctx, id, n)
+		if n.snap == nil {
 			continue
 		}
 		old := n.snap.types[resourcev3.EndpointType]

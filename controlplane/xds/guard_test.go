@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -74,10 +75,11 @@ func proxyStatus(t *testing.T, s *Server, id string) ProxyStatus {
 func served(s *Server, id string) (routes, endpoints int) {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
-	snap := s.cache.nodes[id].snap
-	if snap == nil {
+	n := s.cache.nodes[id]
+	if n == nil || n.snap == nil {
 		return -1, -1
 	}
+	snap := n.snap
 	return snap.items(resourcev3.RouteType), snap.items(resourcev3.EndpointType)
 }
 
@@ -233,4 +235,98 @@ func TestNothingServedBeforeTheFirstModel(t *testing.T) {
 	if !s.Serving() {
 		t.Error("not serving after the first model")
 	}
+}
+
+// resume registers a node as a proxy reconnecting with a configuration
+// does: its initial requests carry the versions it has, clusters first.
+func resume(t *testing.T, s *Server, streamID int64, id string, meta map[string]any, versions ...[2]string) {
+	t.Helper()
+	for i, tv := range versions {
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: tv[0], VersionInfo: tv[1]}
+		if i == 0 {
+			req.Node = testNode(t, id, meta)
+		}
+		if err := s.onStreamRequest(streamID, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGuardHoldsAResumingProxy: a proxy that reconnects with a
+// configuration (to a restarted control plane, say) is not given, as its
+// first configuration, one without endpoints where it reported having
+// others: it keeps what it serves until a configuration has endpoints, the
+// policy changes, or it turns out to hold no endpoints itself.
+func TestGuardHoldsAResumingProxy(t *testing.T) {
+	t.Parallel()
+	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
+	cds := [2]string{resourcev3.ClusterType, "cds-before"}
+	lds := [2]string{resourcev3.ListenerType, "lds-before"}
+	steps := []struct {
+		name string
+		// versions the proxy reports on its initial requests.
+		versions [][2]string
+		// then, the models served after it connected.
+		then []*model.Model
+		held bool
+		// wantEndpoints served at the end; -1: no configuration.
+		wantEndpoints int
+	}{
+		{name: "other endpoints reported: held", versions: [][2]string{cds, lds, {resourcev3.EndpointType, "eds-before"}},
+			held: true, wantEndpoints: -1},
+		{name: "not said yet (window open): held", versions: [][2]string{cds, lds}, held: true, wantEndpoints: -1},
+		{name: "endpoints in the next model: released", versions: [][2]string{cds, {resourcev3.EndpointType, "eds-before"}},
+			then: []*model.Model{guardModel(t, "p1", true, "127.0.0.1:21011")}, wantEndpoints: 1},
+		{name: "the policy changes: released", versions: [][2]string{cds, {resourcev3.EndpointType, "eds-before"}},
+			then: []*model.Model{guardModel(t, "p2", true)}, wantEndpoints: 0},
+		{name: "endpoints reported as none: not held", versions: [][2]string{cds, {resourcev3.EndpointType, ""}}, wantEndpoints: 0},
+		{name: "a new proxy (no version): not held", versions: [][2]string{{resourcev3.ClusterType, ""}}, wantEndpoints: 0},
+	}
+	for i, step := range steps {
+		ctx := t.Context()
+		s := New(ctx, nil)
+		s.SetModel(ctx, guardModel(t, "p1", true)) // a catalog that has not settled: orders has no endpoint
+		id := "gw-" + string(rune('a'+i))
+		resume(t, s, int64(i+1), id, gwNode, step.versions...)
+		for _, m := range step.then {
+			s.SetModel(ctx, m)
+		}
+		p := proxyStatus(t, s, id)
+		if held := p.Held != ""; held != step.held {
+			t.Errorf("%s: held %q, want held %v", step.name, p.Held, step.held)
+		}
+		if _, e := served(s, id); e != step.wantEndpoints {
+			t.Errorf("%s: served %d endpoints, want %d", step.name, e, step.wantEndpoints)
+		}
+	}
+}
+
+// TestResumeWindowCloses: a resuming proxy that has not asked for
+// endpoints within the window holds none; its first configuration is then
+// given.
+func TestResumeWindowCloses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		s := New(ctx, nil)
+		s.SetModel(ctx, guardModel(t, "p1", true))
+		resume(t, s, 1, "gw", map[string]any{"role": "gateway", "gateway": "edge"},
+			[2]string{resourcev3.ClusterType, "cds-before"}, [2]string{resourcev3.ListenerType, "lds-before"})
+		if p := proxyStatus(t, s, "gw"); p.Held == "" {
+			t.Fatal("not held within the window")
+		}
+		time.Sleep(resumeWindow - time.Millisecond)
+		synctest.Wait()
+		if p := proxyStatus(t, s, "gw"); p.Held == "" {
+			t.Fatal("released before the window closed")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if p := proxyStatus(t, s, "gw"); p.Held != "" {
+			t.Errorf("still held after the window: %s", p.Held)
+		}
+		if r, e := served(s, "gw"); r != 1 || e != 0 {
+			t.Errorf("served %d routes, %d endpoints; want 1, 0", r, e)
+		}
+	})
 }

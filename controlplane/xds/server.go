@@ -17,7 +17,10 @@
 //     such a loss comes from discovery alone (an emptied catalog), not from
 //     an operator. The node keeps its configuration (ProxyStatus.Held says
 //     why) until a model gives it routes and endpoints again or the policy
-//     changes.
+//     changes. A node that reconnects with a configuration (its requests
+//     carry versions) is held the same way when its first configuration
+//     would have no endpoint where it reported others
+//     (resumeHoldReasonLocked).
 package xds
 
 import (
@@ -135,7 +138,22 @@ type node struct {
 	// configuration for it; empty when it does not.
 	held      string
 	heldSince time.Time
+	// resumed is, for a proxy that came with a configuration (the first
+	// request of its first stream carried a version: it served before, from
+	// this control plane before a restart or from another replica), the
+	// version of each type it reported having when its stream opened; nil
+	// for a proxy that came with none. resumeOpen: the proxy's initial
+	// requests may still come (resumeWindow). resumePolicy is the model
+	// PolicyVersion when its first configuration was first held.
+	resumed      map[string]string
+	resumeOpen   bool
+	resumePolicy string
 }
+
+// resumeWindow is how long after a resuming proxy's first request its other
+// initial requests (with the versions it has) are awaited: a type it has not
+// asked for by then, it holds nothing of.
+const resumeWindow = 2 * time.Second
 
 // Server serves xDS. Create it with New.
 type Server struct {
@@ -542,6 +560,11 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 			}
 			s.nodes[id] = n
 			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())
+			if req.GetVersionInfo() != "" {
+				n.resumed, n.resumeOpen = map[string]string{}, true
+				n.resumed[req.GetTypeUrl()] = req.GetVersionInfo()
+				time.AfterFunc(resumeWindow, func() { s.closeResume(id, n) })
+			}
 			if s.model != nil {
 				s.updateNodeLocked(context.Background(), id, n)
 			} else {
@@ -552,6 +575,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 	}
 	n := s.nodes[id]
 	if req.GetResponseNonce() == "" {
+		s.resumeRequestLocked(id, n, req)
 		return nil
 	}
 	if detail := req.GetErrorDetail(); detail != nil {
@@ -628,6 +652,9 @@ func (s *Server) setNodeLocked(ctx context.Context, id string, n *node, b builtN
 // keeps its configuration and is reported held.
 func (s *Server) setSnapshotLocked(ctx context.Context, id string, n *node, snap *nodeSnapshot, version string) {
 	if reason := s.holdReasonLocked(n, snap); reason != "" {
+		if n.snap == nil && n.resumePolicy == "" {
+			n.resumePolicy = s.model.PolicyVersion
+		}
 		if n.held != reason {
 			s.logger.Warn("configuration held: the proxy keeps its current one", "node", id, "reason", reason)
 		}
@@ -653,9 +680,12 @@ func (s *Server) setSnapshotLocked(ctx context.Context, id string, n *node, snap
 // RouteConfigurations) where the current one has some, or no endpoint
 // (LbEndpoints across its ClusterLoadAssignments) where it has some, while
 // the policy is the one the current snapshot was made with. A node without
-// a snapshot yet is never held.
+// a snapshot yet is held only as resumeHoldReasonLocked says.
 func (s *Server) holdReasonLocked(n *node, next *nodeSnapshot) string {
-	if n.snap == nil || n.policyVersion != s.model.PolicyVersion {
+	if n.snap == nil {
+		return s.resumeHoldReasonLocked(n, next)
+	}
+	if n.policyVersion != s.model.PolicyVersion {
 		return ""
 	}
 	var lost []string
@@ -669,6 +699,66 @@ func (s *Server) holdReasonLocked(n *node, next *nodeSnapshot) string {
 		return ""
 	}
 	return "the new configuration would remove " + strings.Join(lost, " and ") + " without a policy change"
+}
+
+// resumeHoldReasonLocked says why next must not be the first snapshot of a
+// proxy that came with a configuration, "" when it may: next has load
+// assignments but no endpoint, while the proxy reported other endpoints
+// (an EDS version that is not next's) or has not said yet (resumeWindow).
+// Such a loss comes from a catalog that has not settled (a restarted
+// control plane or Consul agent whose checks have not run), not from an
+// operator: the proxy keeps what it serves until a configuration gives it
+// endpoints, or the policy changes. Routes come from the policy alone, so
+// they are not compared.
+func (s *Server) resumeHoldReasonLocked(n *node, next *nodeSnapshot) string {
+	if n.resumed == nil || next.items(resourcev3.EndpointType) > 0 {
+		return ""
+	}
+	if ts := next.types[resourcev3.EndpointType]; ts == nil || len(ts.list) == 0 {
+		return ""
+	}
+	if n.resumePolicy != "" && n.resumePolicy != s.model.PolicyVersion {
+		return ""
+	}
+	had, known := n.resumed[resourcev3.EndpointType]
+	switch {
+	case known && (had == "" || had == next.types[resourcev3.EndpointType].version):
+		return ""
+	case !known && !n.resumeOpen:
+		return ""
+	}
+	return "reconnected with endpoints: the first configuration of this control plane has none, without a policy change"
+}
+
+// resumeRequestLocked records the version an initial request (no nonce)
+// of a proxy that came with a configuration reports, while the node has no
+// snapshot yet; an endpoint version may release a held first snapshot.
+func (s *Server) resumeRequestLocked(id string, n *node, req *discoveryv3.DiscoveryRequest) {
+	if n.resumed == nil || n.snap != nil {
+		return
+	}
+	if _, seen := n.resumed[req.GetTypeUrl()]; seen {
+		return
+	}
+	n.resumed[req.GetTypeUrl()] = req.GetVersionInfo()
+	if req.GetTypeUrl() == resourcev3.EndpointType && n.held != "" && s.model != nil {
+		s.updateNodeLocked(context.Background(), id, n)
+	}
+}
+
+// closeResume ends the resume window of node n (id): a held first snapshot
+// is decided again, a type the proxy did not ask for counting as one it
+// holds nothing of.
+func (s *Server) closeResume(id string, n *node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nodes[id] != n || !n.resumeOpen {
+		return
+	}
+	n.resumeOpen = false
+	if n.snap == nil && n.held != "" && s.model != nil {
+		s.updateNodeLocked(context.Background(), id, n)
+	}
 }
 
 // updateNodeLocked translates the model for one node and sets its snapshot.

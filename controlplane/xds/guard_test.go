@@ -239,7 +239,7 @@ func TestNothingServedBeforeTheFirstModel(t *testing.T) {
 
 // resume registers a node as a proxy reconnecting with a configuration
 // does: its initial requests carry the versions it has, clusters first.
-func resume(t *testing.T, s *Server, streamID int64, id string, meta map[string]any, versions ...[2]string) {
+func resume(t *testing.T, s *Server, streamID int64, id string, meta xdsnode.Metadata, versions ...[2]string) {
 	t.Helper()
 	for i, tv := range versions {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: tv[0], VersionInfo: tv[1]}
@@ -259,7 +259,7 @@ func resume(t *testing.T, s *Server, streamID int64, id string, meta map[string]
 // policy changes, or it turns out to hold no endpoints itself.
 func TestGuardHoldsAResumingProxy(t *testing.T) {
 	t.Parallel()
-	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
+	gwNode := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}
 	cds := [2]string{resourcev3.ClusterType, "cds-before"}
 	lds := [2]string{resourcev3.ListenerType, "lds-before"}
 	steps := []struct {
@@ -310,7 +310,7 @@ func TestResumeWindowCloses(t *testing.T) {
 		defer cancel()
 		s := New(ctx, nil)
 		s.SetModel(ctx, guardModel(t, "p1", true))
-		resume(t, s, 1, "gw", map[string]any{"role": "gateway", "gateway": "edge"},
+		resume(t, s, 1, "gw", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"},
 			[2]string{resourcev3.ClusterType, "cds-before"}, [2]string{resourcev3.ListenerType, "lds-before"})
 		if p := proxyStatus(t, s, "gw"); p.Held == "" {
 			t.Fatal("not held within the window")

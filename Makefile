@@ -70,6 +70,7 @@ soak:
 # Fuzz targets, as package:FuzzName.
 FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/rbac:FuzzCompileRBAC ./dataplane/rbac:FuzzFromHTTPFilters ./dataplane/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
 FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
+FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=
 

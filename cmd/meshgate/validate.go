@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/spf13/cobra"
-
 	"github.com/meshgate/meshgate/policy"
+	"github.com/spf13/cobra"
 )
 
 // newValidateCmd builds `meshgate validate`: load policy files, print every

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 )
 
@@ -209,7 +210,7 @@ func (t *translator) sidecar(res *Resources, node NodeInfo) error {
 			return err
 		}
 	}
-	outHost, outPort, err := splitAddress("outbound_address", cmp.Or(node.OutboundAddress, DefaultOutboundAddress))
+	outHost, outPort, err := splitAddress(xdsnode.KeyOutboundAddress, cmp.Or(node.OutboundAddress, DefaultOutboundAddress))
 	if err != nil {
 		return err
 	}
@@ -291,11 +292,11 @@ func serviceDomains(svc *model.Service, port *model.ServicePort, callerNamespace
 }
 
 func (t *translator) inbound(res *Resources, node NodeInfo) error {
-	inHost, inPort, err := splitAddress("inbound_address", node.InboundAddress)
+	inHost, inPort, err := splitAddress(xdsnode.KeyInboundAddress, node.InboundAddress)
 	if err != nil {
 		return err
 	}
-	appHost, appPort, err := splitAddress("app_address", node.AppAddress)
+	appHost, appPort, err := splitAddress(xdsnode.KeyAppAddress, node.AppAddress)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,7 @@ soak:
 FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/filters/rbac:FuzzCompileRBAC ./dataplane/filters/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
 FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
 FUZZ_TARGETS += ./dataplane/filters:FuzzChain ./dataplane/filters/headermutation:FuzzHeaderMutation
+FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=
 
@@ -90,9 +91,17 @@ fuzz:
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5s FUZZ_FLAGS=-fuzzminimizetime=0
 
-## lint: formatting and vet
-lint: vet
+## staticcheck: honnef.co/go/tools (tools/staticcheck's own module, pinned there, so
+## that the main go.mod stays clean), built once into tools/staticcheck/bin/staticcheck
+## (rebuilt when its go.mod changes)
+STATICCHECK := tools/staticcheck/bin/staticcheck
+$(STATICCHECK): tools/staticcheck/go.mod tools/staticcheck/go.sum
+	cd tools/staticcheck && $(GO) build -o bin/staticcheck honnef.co/go/tools/cmd/staticcheck
+
+## lint: formatting, vet and staticcheck
+lint: vet $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) $(PKGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -431,42 +432,41 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		}
 	}
 	cp.requestReload = requestReload
-	var wg sync.WaitGroup
+	// The goroutines of Run: the first to fail (serving xDS or admin) ends
+	// Run with its error.
+	group, ctx := errgroup.WithContext(ctx)
 	defer func() {
 		cancel()
-		wg.Wait()
+		_ = group.Wait()
 		if cp.holdTimer != nil {
 			cp.holdTimer.Stop()
 		}
 	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	group.Go(func() error {
 		cp.ca.Run(ctx, caReloadInterval)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+		return nil
+	})
+	group.Go(func() error {
 		cp.guard.run(ctx, cp.store)
-	}()
+		return nil
+	})
 	if d := opts.Discovery; d != nil {
 		trigger, stopTrigger := debounced(opts.DiscoveryDebounce, requestReload)
 		defer stopTrigger()
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
+		group.Go(func() error {
 			if err := d.Run(ctx, trigger); err != nil && ctx.Err() == nil {
 				cp.logger.Error("service discovery stopped", "error", err)
 			}
-		}()
-		go func() {
-			defer wg.Done()
+			return nil
+		})
+		group.Go(func() error {
 			// However late the first snapshot comes, it is loaded.
 			if d.WaitSynced(ctx) == nil && !cp.discoverySynced.Swap(true) {
 				cp.logger.Info("service discovery synced", "source", sourceName(d, "service discovery"))
 				requestReload()
 			}
-		}()
+			return nil
+		})
 		syncCtx, stop := context.WithTimeout(ctx, opts.DiscoverySyncTimeout)
 		if d.WaitSynced(syncCtx) == nil {
 			cp.discoverySynced.Store(true)
@@ -476,11 +476,10 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 
 	cp.xds.SetTrustBundle(ctx, cp.ca.TrustBundlePEM())
 	_ = cp.reload(ctx)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	group.Go(func() error {
 		cp.watchSync(ctx, requestReload)
-	}()
+		return nil
+	})
 	if _, err := cp.serving.Certificate(); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}
@@ -501,48 +500,43 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	cp.xds.Register(g)
 	cp.caService.Register(g)
 	admin := &http.Server{Handler: cp.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
+	group.Go(func() error {
 		if err := g.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errc <- fmt.Errorf("serve xds on %s: %w", xdsLis.Addr(), err)
+			return fmt.Errorf("serve xds on %s: %w", xdsLis.Addr(), err)
 		}
-	}()
-	go func() {
-		defer wg.Done()
+		return nil
+	})
+	group.Go(func() error {
 		if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serve admin on %s: %w", adminLis.Addr(), err)
+			return fmt.Errorf("serve admin on %s: %w", adminLis.Addr(), err)
 		}
-	}()
-	go func() {
-		defer wg.Done()
+		return nil
+	})
+	group.Go(func() error {
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-reloads:
 				_ = cp.reload(ctx)
 			}
 		}
-	}()
+	})
 	if watcher != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		group.Go(func() error {
 			watcher.run(ctx, opts.Debounce, cp.logger, requestReload)
-		}()
+			return nil
+		})
 	}
 	if src := opts.PolicySource; src != nil {
 		trigger, stopTrigger := debounced(opts.Debounce, requestReload)
 		defer stopTrigger()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		group.Go(func() error {
 			if err := src.Watch(ctx, trigger); err != nil && ctx.Err() == nil {
 				cp.logger.Error("policy source watch stopped", "error", err)
 			}
-		}()
+			return nil
+		})
 	}
 	cp.logger.Info("control plane serving", "xds", xdsLis.Addr().String(), "admin", adminLis.Addr().String(),
 		"config", opts.ConfigPaths, "adminAuth", !opts.Dev)
@@ -550,18 +544,13 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		opts.OnReady(xdsLis.Addr(), adminLis.Addr())
 	}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
+	<-ctx.Done() // stopped, or a server failed
 	cancel()
 	g.Stop() // xDS streams never end on their own: stop rather than drain
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	_ = admin.Shutdown(shutdownCtx)
-	wg.Wait()
-	return runErr
+	return group.Wait()
 }
 
 // errNotSynced: the discovery has not delivered its first snapshot; no

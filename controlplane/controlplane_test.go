@@ -16,8 +16,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/internal/testutil"
 )
 
@@ -229,10 +229,7 @@ func TestProxiesAndConfigDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta, err := structpb.NewStruct(map[string]any{"role": "sidecar", "service": "orders"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta := xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}.Struct()
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "sidecar~orders~test", Metadata: meta}, TypeUrl: resourcev3.ClusterType}); err != nil {
 		t.Fatal(err)
 	}

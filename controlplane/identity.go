@@ -5,10 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/meshgate/meshgate/api/xdsnode"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshgate/meshgate/api/spiffeid"
+	"github.com/meshgate/meshgate/api/xdsnode"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
@@ -32,7 +34,7 @@ func newIssuedExpiry() *issuedExpiry {
 }
 
 // issued records a certificate issued by the CA service.
-func (e *issuedExpiry) issued(id ca.ID, leaf *x509.Certificate) {
+func (e *issuedExpiry) issued(id spiffeid.ID, leaf *x509.Certificate) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if key := id.String(); leaf.NotAfter.After(e.expiry[key]) {
@@ -79,7 +81,7 @@ func (cp *ControlPlane) authorizeProxy(ctx context.Context, node *corev3.Node) (
 
 // checkNode reports whether the node's metadata names the identity id: a
 // sidecar's namespace/service, a gateway's namespace/gateway.
-func checkNode(id ca.ID, node *corev3.Node) error {
+func checkNode(id spiffeid.ID, node *corev3.Node) error {
 	if node == nil {
 		return errors.New("the first request of a stream must carry the node")
 	}

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/controlplane/ca"
 	"github.com/meshgate/meshgate/controlplane/tokens"
 )
@@ -49,7 +50,7 @@ func newConnGuard(c *ca.CA, r *ca.Revocations, logger *slog.Logger) *connGuard {
 type guardedConn struct {
 	net.Conn
 	guard *connGuard
-	id    ca.ID
+	id    spiffeid.ID
 	leaf  *x509.Certificate
 	once  sync.Once
 }
@@ -106,7 +107,7 @@ func (c guardedCredentials) Clone() credentials.TransportCredentials {
 
 // check reports whether the certificate leaf of id is revoked: from the
 // store, or, when the store cannot be read, from the revocations last read.
-func (g *connGuard) check(ctx context.Context, id ca.ID, leaf *x509.Certificate) error {
+func (g *connGuard) check(ctx context.Context, id spiffeid.ID, leaf *x509.Certificate) error {
 	err := g.revocations.CheckCertificate(ctx, id, leaf)
 	if err != nil && !errors.Is(err, ca.ErrRevoked) {
 		g.logger.Warn("cannot read revocations from the store: checking against those last read", "spiffeID", id.String(), "error", err)
@@ -222,7 +223,7 @@ func (cp *ControlPlane) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch {
 	case req.Identity != "", req.Service != "":
-		var id ca.ID
+		var id spiffeid.ID
 		if id, err = cp.revocationIdentity(req); err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -257,21 +258,21 @@ func (cp *ControlPlane) handleRevoke(w http.ResponseWriter, r *http.Request) {
 
 // revocationIdentity is the SPIFFE ID a RevokeRequest names, in the mesh's
 // trust domain.
-func (cp *ControlPlane) revocationIdentity(req RevokeRequest) (ca.ID, error) {
+func (cp *ControlPlane) revocationIdentity(req RevokeRequest) (spiffeid.ID, error) {
 	td, _ := cp.meshSettings()
 	s := req.Identity
 	if s == "" {
-		s = "spiffe://" + td + "/ns/" + cmp.Or(req.Namespace, "default") + "/svc/" + req.Service
+		s = spiffeid.Of(td, cmp.Or(req.Namespace, "default"), req.Service)
 	}
-	id, err := ca.ParseID(s)
+	id, err := spiffeid.Parse(s)
 	if err != nil {
-		return ca.ID{}, fmt.Errorf("identity: %w", err)
+		return spiffeid.ID{}, fmt.Errorf("identity: %w", err)
 	}
 	if id.TrustDomain != td {
-		return ca.ID{}, fmt.Errorf("identity %s is not in the mesh's trust domain %q", id, td)
+		return spiffeid.ID{}, fmt.Errorf("identity %s is not in the mesh's trust domain %q", id, td)
 	}
 	if id.Namespace == tokens.ReservedNamespace {
-		return ca.ID{}, fmt.Errorf("identity %s: the namespace %s is the control plane's", id, tokens.ReservedNamespace)
+		return spiffeid.ID{}, fmt.Errorf("identity %s: the namespace %s is the control plane's", id, tokens.ReservedNamespace)
 	}
 	return id, nil
 }

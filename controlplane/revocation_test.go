@@ -22,9 +22,9 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/ca"
 )
 
@@ -40,7 +40,7 @@ func openStream(t *testing.T, r running, cert *tls.Certificate, node string) (di
 	if err != nil {
 		return nil, err
 	}
-	md, _ := structpb.NewStruct(map[string]any{"role": "sidecar", "service": "orders"})
+	md := xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}.Struct()
 	_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node, Metadata: md}, TypeUrl: resourcev3.ClusterType})
 	if _, err := stream.Recv(); err != nil {
 		return nil, err

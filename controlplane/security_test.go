@@ -23,9 +23,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	grpcstatus "google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/ca"
 )
 
@@ -103,15 +103,12 @@ func (r running) enroll(t *testing.T, service string) *tls.Certificate {
 
 // firstResponse opens an ADS stream as node with role/name and returns the
 // stream's first answer or error.
-func firstResponse(ctx context.Context, conn *grpc.ClientConn, id string, meta map[string]any) error {
+func firstResponse(ctx context.Context, conn *grpc.ClientConn, id string, meta xdsnode.Metadata) error {
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
 		return err
 	}
-	md, err := structpb.NewStruct(meta)
-	if err != nil {
-		return err
-	}
+	md := meta.Struct()
 	// A refused stream may end before Send: its status comes from Recv.
 	_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: id, Metadata: md}, TypeUrl: resourcev3.ClusterType})
 	_, err = stream.Recv()
@@ -131,19 +128,19 @@ func TestXDSRequiresMatchingIdentity(t *testing.T) {
 		name string
 		cert *tls.Certificate
 		id   string
-		meta map[string]any
+		meta xdsnode.Metadata
 		want codes.Code
 	}{
-		{"no client certificate", nil, "sidecar~orders~a", map[string]any{"role": "sidecar", "service": "orders"}, codes.Unauthenticated},
-		{"own identity", orders, "sidecar~orders~a", map[string]any{"role": "sidecar", "service": "orders"}, codes.OK},
-		{"another service", orders, "sidecar~users~a", map[string]any{"role": "sidecar", "service": "users"}, codes.PermissionDenied},
-		{"another namespace", orders, "sidecar~orders.prod~a", map[string]any{"role": "sidecar", "service": "orders", "namespace": "prod"}, codes.PermissionDenied},
-		{"gateway as itself", edge, "gateway~edge~a", map[string]any{"role": "gateway", "gateway": "edge"}, codes.OK},
-		{"sidecar cert as gateway", orders, "gateway~edge~a", map[string]any{"role": "gateway", "gateway": "edge"}, codes.PermissionDenied},
-		{"no role", orders, "sidecar~orders~a", map[string]any{"service": "orders"}, codes.PermissionDenied},
+		{"no client certificate", nil, "sidecar~orders~a", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}, codes.Unauthenticated},
+		{"own identity", orders, "sidecar~orders~a", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}, codes.OK},
+		{"another service", orders, "sidecar~users~a", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "users"}, codes.PermissionDenied},
+		{"another namespace", orders, "sidecar~orders.prod~a", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", Namespace: "prod"}, codes.PermissionDenied},
+		{"gateway as itself", edge, "gateway~edge~a", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}, codes.OK},
+		{"sidecar cert as gateway", orders, "gateway~edge~a", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}, codes.PermissionDenied},
+		{"no role", orders, "sidecar~orders~a", xdsnode.Metadata{Service: "orders"}, codes.PermissionDenied},
 		// The node id keys a proxy's configuration: another identity's id is refused.
-		{"another proxy's node id", orders, "sidecar~users~a", map[string]any{"role": "sidecar", "service": "orders"}, codes.PermissionDenied},
-		{"a node id without the identity's prefix", orders, "n1", map[string]any{"role": "sidecar", "service": "orders"}, codes.PermissionDenied},
+		{"another proxy's node id", orders, "sidecar~users~a", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}, codes.PermissionDenied},
+		{"a node id without the identity's prefix", orders, "n1", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}, codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,7 +166,7 @@ func TestXDSRequiresMatchingIdentity(t *testing.T) {
 	forged := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if err := firstResponse(ctx, r.dial(t, forged), "sidecar~orders~a", map[string]any{"role": "sidecar", "service": "orders"}); err == nil {
+	if err := firstResponse(ctx, r.dial(t, forged), "sidecar~orders~a", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders"}); err == nil {
 		t.Error("a self-signed certificate got configuration")
 	}
 }

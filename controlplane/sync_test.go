@@ -17,8 +17,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -104,10 +104,7 @@ func (r running) adsStream(t *testing.T, id string) <-chan *discoveryv3.Discover
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta, err := structpb.NewStruct(map[string]any{"role": "gateway", "gateway": "edge"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}.Struct()
 	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: id, Metadata: meta}, TypeUrl: resourcev3.ClusterType}); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 )
 
 // NodeID returns id when not empty, else the default node id of docs/xds.md:
@@ -53,18 +52,6 @@ func CheckIPPort(what, addr string) error {
 	}
 	if err := checkPort(port); err != nil {
 		return fmt.Errorf("%s %q: %w", what, addr, err)
-	}
-	return nil
-}
-
-// CheckName checks a gateway, service or namespace name: a DNS label.
-func CheckName(what, name string) error {
-	if name == "" {
-		return fmt.Errorf("%s is required", what)
-	}
-	if len(name) > 63 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" ||
-		strings.HasPrefix(name, "-") || strings.HasSuffix(name, "-") {
-		return fmt.Errorf("%s %q: want a DNS label (lowercase letters, digits and '-', at most 63)", what, name)
 	}
 	return nil
 }

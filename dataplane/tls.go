@@ -26,6 +26,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/peer"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
+	"github.com/meshgate/meshgate/internal/backoff"
 )
 
 const (
@@ -37,6 +38,10 @@ const (
 	handshakeTimeout = 10 * time.Second
 	// tlsRecordHandshake is the first byte of a TLS ClientHello record.
 	tlsRecordHandshake = 0x16
+	// acceptRetryInitial and acceptRetryMax bound the backoff after a
+	// failed Accept (out of file descriptors, say), as net/http's.
+	acceptRetryInitial = 5 * time.Millisecond
+	acceptRetryMax     = time.Second
 	// errNoIdentity is the reason a TLS resource is NACKed by a proxy
 	// without an identity.
 	errNoIdentity = "mesh TLS needs the proxy's identity (a join token), and this proxy has none"
@@ -410,7 +415,7 @@ func (l *tlsListener) Close() error {
 func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
 
 func (l *tlsListener) acceptLoop() {
-	backoff := 5 * time.Millisecond
+	retry := backoff.New(acceptRetryInitial, acceptRetryMax)
 	for {
 		c, err := l.inner.Accept()
 		if err != nil {
@@ -418,16 +423,14 @@ func (l *tlsListener) acceptLoop() {
 				l.cancel()
 				return
 			}
-			l.logger.Warn("accept failed; retrying", "error", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-l.ctx.Done():
+			wait := retry.Next()
+			l.logger.Warn("accept failed; retrying", "error", err, "retry_in", wait)
+			if !backoff.Sleep(l.ctx, wait) {
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		backoff = 5 * time.Millisecond
+		retry.Reset()
 		go l.handshake(c)
 	}
 }

@@ -6,6 +6,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 func TestNode(t *testing.T) {
@@ -19,7 +23,7 @@ func TestNode(t *testing.T) {
 		wantError string
 	}{
 		{name: "defaults", opts: Options{Name: "edge"}, wantID: fmt.Sprintf("gateway~edge~%s-%d", host, os.Getpid()), wantNS: "default"},
-		{name: "explicit id and namespace", opts: Options{Name: "edge", Namespace: "prod", ID: "edge-1"}, wantID: "edge-1", wantNS: "prod"},
+		{name: "explicit id and namespace", opts: Options{Name: "edge", Namespace: "prod", RoleOptions: dataplane.RoleOptions{ID: "edge-1"}}, wantID: "edge-1", wantNS: "prod"},
 		{name: "missing name", opts: Options{}, wantError: "gateway name is required"},
 		{name: "bad name", opts: Options{Name: "Edge~1"}, wantError: `gateway name "Edge~1"`},
 		{name: "bad namespace", opts: Options{Name: "edge", Namespace: "a b"}, wantError: `namespace "a b"`},
@@ -40,11 +44,9 @@ func TestNode(t *testing.T) {
 			if node.GetId() != tt.wantID || node.GetCluster() != tt.opts.Name {
 				t.Errorf("id, cluster = %q, %q; want %q, %q", node.GetId(), node.GetCluster(), tt.wantID, tt.opts.Name)
 			}
-			md := node.GetMetadata().GetFields()
-			for key, want := range map[string]string{"role": "gateway", "namespace": tt.wantNS, "gateway": tt.opts.Name} {
-				if got := md[key].GetStringValue(); got != want {
-					t.Errorf("metadata.%s = %q, want %q", key, got, want)
-				}
+			want := xdsnode.Metadata{Role: xdsnode.RoleGateway, Namespace: tt.wantNS, Gateway: tt.opts.Name}
+			if got := xdsnode.Decode(node.GetMetadata()); got != want {
+				t.Errorf("metadata = %+v, want %+v", got, want)
 			}
 		})
 	}
@@ -58,9 +60,9 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		{"no xds", Options{Name: "edge"}, "--xds"},
-		{"xds without port", Options{Name: "edge", XDSAddresses: []string{"cp"}}, `control-plane address "cp"`},
-		{"bad admin", Options{Name: "edge", XDSAddresses: []string{"cp:18000"}, AdminAddress: "admin", Insecure: true}, "admin address"},
-		{"no token", Options{Name: "edge", XDSAddresses: []string{"cp:18000"}}, "meshgate token create --service edge --namespace default"},
+		{"xds without port", Options{Name: "edge", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp"}}}, `control-plane address "cp"`},
+		{"bad admin", Options{Name: "edge", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:18000"}, AdminAddress: "admin", Identity: identity.ProxyOptions{Insecure: true}}}, "admin address"},
+		{"no token", Options{Name: "edge", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:18000"}}}, "meshgate token create --service edge --namespace default"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

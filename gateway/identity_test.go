@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/dataplane/identity/identitytest"
 )
 
@@ -22,7 +25,7 @@ import (
 func TestNewIdentityOptions(t *testing.T) {
 	t.Parallel()
 	tok := identitytest.NewCA(t, "meshgate.local").Token(t)
-	opts := Options{Name: "edge", Namespace: "prod", XDSAddresses: []string{"127.0.0.1:15010"}, Token: tok}
+	opts := Options{Name: "edge", Namespace: "prod", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"127.0.0.1:15010"}, Identity: identity.ProxyOptions{Token: tok}}}
 	gw, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +33,7 @@ func TestNewIdentityOptions(t *testing.T) {
 	if got, want := gw.Identity().SPIFFEID(), "spiffe://meshgate.local/ns/prod/svc/edge"; got != want {
 		t.Errorf("SPIFFE ID %s, want %s", got, want)
 	}
-	opts.Token = ""
+	opts.Identity.Token = ""
 	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "meshgate token create --service edge --namespace prod") {
 		t.Errorf("without a token: %v", err)
 	}
@@ -78,7 +81,7 @@ func TestRunConnectsToXDSWithItsIdentity(t *testing.T) {
 		CA: ca, Token: tok, BoundID: wantID,
 		Register: func(s *grpc.Server) { discoveryv3.RegisterAggregatedDiscoveryServiceServer(s, ads) },
 	})
-	gw, err := New(Options{Name: "edge", XDSAddresses: []string{cp.Addr}, Token: tok, AdminAddress: "127.0.0.1:0", Logger: quietLogger()})
+	gw, err := New(Options{Name: "edge", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{cp.Addr}, AdminAddress: "127.0.0.1:0", Logger: quietLogger(), Identity: identity.ProxyOptions{Token: tok}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +100,7 @@ func TestRunConnectsToXDSWithItsIdentity(t *testing.T) {
 		if seen.peerID != wantID {
 			t.Errorf("xDS client certificate %q, want %s", seen.peerID, wantID)
 		}
-		if got := seen.node.GetMetadata().GetFields()["gateway"].GetStringValue(); got != "edge" {
+		if got := xdsnode.Decode(seen.node.GetMetadata()).Gateway; got != "edge" {
 			t.Errorf("node metadata gateway = %q", got)
 		}
 	case err := <-done:
@@ -119,7 +122,7 @@ func TestRunFailsWhenRefused(t *testing.T) {
 	cp := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: ca.Token(t), BoundID: "spiffe://meshgate.local/ns/default/svc/edge"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := Run(ctx, Options{Name: "edge", XDSAddresses: []string{cp.Addr}, Token: ca.Token(t), AdminAddress: "127.0.0.1:0", Logger: quietLogger()})
+	err := Run(ctx, Options{Name: "edge", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{cp.Addr}, AdminAddress: "127.0.0.1:0", Logger: quietLogger(), Identity: identity.ProxyOptions{Token: ca.Token(t)}}})
 	if err == nil || !strings.Contains(err.Error(), "refused the join token") || ctx.Err() != nil {
 		t.Fatalf("Run() = %v, want a prompt refusal of the join token", err)
 	}

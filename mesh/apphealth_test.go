@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 // refused is the error a dial to a closed port returns.
@@ -247,7 +250,7 @@ func TestSidecarProbesOnlyWithConsul(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"127.0.0.1:15010"}, Insecure: true}
+	base := Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"127.0.0.1:15010"}, Identity: identity.ProxyOptions{Insecure: true}}}
 	without, err := New(base)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +259,7 @@ func TestSidecarProbesOnlyWithConsul(t *testing.T) {
 		t.Error("a sidecar without Consul has an app probe")
 	}
 	withConsul := base
-	withConsul.Consul, withConsul.AppHealthPath = client, "/healthz"
+	withConsul.Consul.Client, withConsul.AppHealthPath = client, "/healthz"
 	with, err := New(withConsul)
 	if err != nil {
 		t.Fatal(err)

@@ -14,21 +14,23 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 // Defaults of docs/xds.md.
 const (
-	DefaultNamespace       = "default"
-	DefaultInboundAddress  = "127.0.0.1:15006"
-	DefaultOutboundAddress = "127.0.0.1:15001"
+	DefaultNamespace       = xdsnode.DefaultNamespace
+	DefaultInboundAddress  = xdsnode.DefaultInboundAddress
+	DefaultOutboundAddress = xdsnode.DefaultOutboundAddress
 )
 
-// Options configure a sidecar.
+// Options configure a sidecar: its service and addresses, its app's health
+// probe, and what every role has (dataplane.RoleOptions).
 type Options struct {
 	// Service this sidecar fronts; required.
 	Service string
@@ -40,38 +42,8 @@ type Options struct {
 	InboundAddress string
 	// OutboundAddress is ip:port the outbound listener binds; DefaultOutboundAddress when empty.
 	OutboundAddress string
-	// XDSAddresses of control-plane replicas (host:port); at least one.
-	XDSAddresses []string
-	// AdminAddress of the admin endpoints; dataplane.DefaultAdminAddress when empty.
-	AdminAddress string
-	// ID overrides the node id (default sidecar~<service>~<hostname>-<pid>).
-	ID string
-	// Logger; slog.Default() when nil.
-	Logger *slog.Logger
-
-	// Token is the join token of the service's identity
-	// (`meshgate token create --service <service> --namespace <namespace>`);
-	// required unless Insecure.
-	Token string
-	// CAFile is a PEM bundle that verifies the control plane on the first
-	// connection instead of the token's pin; optional.
-	CAFile string
-	// TrustDomain of the mesh; identity.DefaultTrustDomain when empty.
-	TrustDomain string
-	// Insecure runs without an identity over plaintext xDS, for control
-	// planes without TLS (tests of the pre-mTLS behaviour only).
-	Insecure bool
-
-	// Consul, when set, is the local Consul agent the proxy registers
-	// itself with while it runs (docs/consul.md).
-	Consul *api.Client
-	// Labels of the registration ("key=value" tags).
-	Labels map[string]string
-	// ConsulCheckInterval is the interval of the registration's health
-	// check (the admin /ready); consulreg.DefaultCheckInterval when zero.
-	ConsulCheckInterval time.Duration
-	// RegisterApp also registers the application, marked app-only
-	// (discovery ignores it while this sidecar is registered).
+	// RegisterApp also registers the application in Consul, marked
+	// app-only (discovery ignores it while this sidecar is registered).
 	RegisterApp bool
 	// With Consul, the sidecar probes its application every
 	// AppHealthInterval (DefaultAppHealthInterval when zero), each probe
@@ -84,15 +56,7 @@ type Options struct {
 	AppHealthPath     string
 	AppHealthInterval time.Duration
 	AppHealthTimeout  time.Duration
-	// FastHTTP1 serves the listeners' body-less HTTP/1.x requests on the
-	// proxy's fast path instead of net/http's server
-	// (dataplane.Options.FastHTTP1).
-	FastHTTP1 bool
-	// MaxConnections, DrainDelay and DrainTimeout are the proxy's
-	// (dataplane.Options): connections per listener, and the graceful stop.
-	MaxConnections int
-	DrainDelay     time.Duration
-	DrainTimeout   time.Duration
+	dataplane.RoleOptions
 }
 
 // withDefaults fills the optional fields.
@@ -113,10 +77,10 @@ func (o Options) withDefaults() Options {
 // (docs/xds.md, "Who a proxy is").
 func Node(opts Options) (*corev3.Node, error) {
 	opts = opts.withDefaults()
-	if err := dataplane.CheckName("service", opts.Service); err != nil {
+	if err := dnslabel.CheckName("service", opts.Service); err != nil {
 		return nil, err
 	}
-	if err := dataplane.CheckName("namespace", opts.Namespace); err != nil {
+	if err := dnslabel.CheckName("namespace", opts.Namespace); err != nil {
 		return nil, err
 	}
 	if opts.AppAddress == "" {
@@ -137,22 +101,15 @@ func Node(opts Options) (*corev3.Node, error) {
 	if opts.AppAddress == opts.InboundAddress || opts.AppAddress == opts.OutboundAddress {
 		return nil, fmt.Errorf("app address %s is also a listener address of the sidecar", opts.AppAddress)
 	}
-	metadata, err := structpb.NewStruct(map[string]any{
-		"role":             "sidecar",
-		"namespace":        opts.Namespace,
-		"service":          opts.Service,
-		"app_address":      opts.AppAddress,
-		"inbound_address":  opts.InboundAddress,
-		"outbound_address": opts.OutboundAddress,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sidecar node metadata: %w", err)
+	meta := xdsnode.Metadata{
+		Role:            xdsnode.RoleSidecar,
+		Namespace:       opts.Namespace,
+		Service:         opts.Service,
+		AppAddress:      opts.AppAddress,
+		InboundAddress:  opts.InboundAddress,
+		OutboundAddress: opts.OutboundAddress,
 	}
-	return &corev3.Node{
-		Id:       dataplane.NodeID("sidecar", opts.Service, opts.Namespace, opts.ID),
-		Cluster:  opts.Service,
-		Metadata: metadata,
-	}, nil
+	return meta.Node(dataplane.NodeID(xdsnode.RoleSidecar, opts.Service, opts.Namespace, opts.ID)), nil
 }
 
 // Sidecar is a sidecar ready to Run: its proxy and, unless insecure, its
@@ -171,61 +128,28 @@ func New(opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := dataplane.CheckControlPlaneAddresses(opts.XDSAddresses); err != nil {
-		return nil, err
-	}
 	opts = opts.withDefaults()
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	logger = logger.With("role", "sidecar", "service", opts.Service)
+	logger := opts.RoleLogger("role", xdsnode.RoleSidecar, "service", opts.Service)
 	if err := checkAppHealthPath(opts.AppHealthPath); err != nil {
 		return nil, err
 	}
 	if opts.AppHealthInterval < 0 || opts.AppHealthTimeout < 0 {
 		return nil, fmt.Errorf("app health interval and timeout must not be negative")
 	}
-	mgr, err := newIdentity(opts, logger)
-	if err != nil {
-		return nil, err
-	}
-	dopts := dataplane.Options{
-		Node:           node,
-		XDSAddresses:   opts.XDSAddresses,
-		AdminAddress:   opts.AdminAddress,
-		Logger:         logger,
-		FastHTTP1:      opts.FastHTTP1,
-		MaxConnections: opts.MaxConnections,
-		DrainDelay:     opts.DrainDelay,
-		DrainTimeout:   opts.DrainTimeout,
-	}
 	var probe *appProbe
-	if opts.Consul != nil {
+	var appHealth func() (bool, string)
+	if opts.Consul.Client != nil {
 		probe = newAppProbe(appProbeOptions{
 			Address: opts.AppAddress, Path: opts.AppHealthPath,
 			Interval: opts.AppHealthInterval, Timeout: opts.AppHealthTimeout, Logger: logger,
 		})
-		dopts.AppHealth = probe.healthFunc()
+		appHealth = probe.healthFunc()
 	}
-	role, err := dataplane.NewRole(dopts, mgr)
+	role, err := opts.NewRole(node, opts.Namespace, opts.Service, logger, appHealth)
 	if err != nil {
 		return nil, err
 	}
 	return &Sidecar{opts: opts, logger: logger, role: role, probe: probe}, nil
-}
-
-// newIdentity returns the identity manager of the sidecar, nil when insecure.
-func newIdentity(opts Options, logger *slog.Logger) (*identity.Manager, error) {
-	return identity.ForProxy(identity.ManagerOptions{
-		TrustDomain:           opts.TrustDomain,
-		Namespace:             opts.Namespace,
-		Service:               opts.Service,
-		ControlPlaneAddresses: opts.XDSAddresses,
-		Token:                 opts.Token,
-		CAFile:                opts.CAFile,
-		Logger:                logger,
-	}, opts.Insecure)
 }
 
 // Proxy is the sidecar's proxy engine.
@@ -236,12 +160,13 @@ func (s *Sidecar) Identity() *identity.Manager { return s.role.Identity }
 
 // Run obtains the sidecar's certificate (unless insecure), then runs the
 // proxy with renewal in the background until ctx is done, then stops it
-// gracefully (dataplane.Role.Run). With Options.Consul it is registered in
+// gracefully (dataplane.Role.Run). With a Consul client it is registered in
 // Consul while it runs, and probes its app meanwhile; when ctx is done it is
 // deregistered first: its listeners serve on until that is done and
-// Options.DrainDelay has passed.
+// the drain delay has passed.
 func (s *Sidecar) Run(ctx context.Context) error {
-	if s.opts.Consul == nil {
+	consul := s.opts.Consul
+	if consul.Client == nil {
 		return s.role.Run(ctx, nil)
 	}
 	return s.role.Run(ctx, func(ctx context.Context) {
@@ -251,17 +176,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			s.probe.Run(ctx)
 		}()
 		defer func() { <-probeDone }()
-		err := consulreg.KeepRegistered(ctx, s.opts.Consul, s.role.Proxy.AdminAddr, func(admin string) ([]*api.AgentServiceRegistration, error) {
+		s.role.KeepRegistered(ctx, consul.Client, func(admin string) ([]*api.AgentServiceRegistration, error) {
 			return consulreg.SidecarRegistration{
 				Service: s.opts.Service, Namespace: s.opts.Namespace,
 				InboundAddress: s.opts.InboundAddress, AppAddress: s.opts.AppAddress, AdminAddress: admin,
-				Labels: s.opts.Labels, RegisterApp: s.opts.RegisterApp, CheckInterval: s.opts.ConsulCheckInterval,
+				Labels: consul.Labels, RegisterApp: s.opts.RegisterApp, CheckInterval: consul.CheckInterval,
 				AppHealth: true,
 			}.Registrations()
 		}, s.logger)
-		if err != nil {
-			s.logger.Error("not registered in consul", "error", err)
-		}
 	})
 }
 

@@ -4,6 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 func TestNode(t *testing.T) {
@@ -11,23 +15,23 @@ func TestNode(t *testing.T) {
 	tests := []struct {
 		name      string
 		opts      Options
-		wantMeta  map[string]string
+		wantMeta  xdsnode.Metadata
 		wantError string
 	}{
 		{
 			name: "defaults",
-			opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", ID: "orders-1"},
-			wantMeta: map[string]string{
-				"role": "sidecar", "namespace": "default", "service": "orders", "app_address": "127.0.0.1:8080",
-				"inbound_address": "127.0.0.1:15006", "outbound_address": "127.0.0.1:15001",
+			opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{ID: "orders-1"}},
+			wantMeta: xdsnode.Metadata{
+				Role: xdsnode.RoleSidecar, Namespace: "default", Service: "orders", AppAddress: "127.0.0.1:8080",
+				InboundAddress: "127.0.0.1:15006", OutboundAddress: "127.0.0.1:15001",
 			},
 		},
 		{
 			name: "explicit addresses",
-			opts: Options{Service: "orders", Namespace: "shop", AppAddress: "10.0.0.2:80", InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001", ID: "x"},
-			wantMeta: map[string]string{
-				"role": "sidecar", "namespace": "shop", "service": "orders", "app_address": "10.0.0.2:80",
-				"inbound_address": "10.0.0.2:16006", "outbound_address": "127.0.0.1:16001",
+			opts: Options{Service: "orders", Namespace: "shop", AppAddress: "10.0.0.2:80", InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001", RoleOptions: dataplane.RoleOptions{ID: "x"}},
+			wantMeta: xdsnode.Metadata{
+				Role: xdsnode.RoleSidecar, Namespace: "shop", Service: "orders", AppAddress: "10.0.0.2:80",
+				InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001",
 			},
 		},
 		{name: "missing service", opts: Options{AppAddress: "127.0.0.1:8080"}, wantError: "service is required"},
@@ -54,11 +58,8 @@ func TestNode(t *testing.T) {
 			if node.GetId() != tt.opts.ID || node.GetCluster() != tt.opts.Service {
 				t.Errorf("id, cluster = %q, %q", node.GetId(), node.GetCluster())
 			}
-			md := node.GetMetadata().GetFields()
-			for key, want := range tt.wantMeta {
-				if got := md[key].GetStringValue(); got != want {
-					t.Errorf("metadata.%s = %q, want %q", key, got, want)
-				}
+			if got := xdsnode.Decode(node.GetMetadata()); got != tt.wantMeta {
+				t.Errorf("metadata = %+v, want %+v", got, tt.wantMeta)
 			}
 		})
 	}
@@ -83,8 +84,8 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		{"no xds", Options{Service: "orders", AppAddress: "127.0.0.1:8080"}, "--xds"},
-		{"no token", Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"cp:15010"}}, "meshgate token create --service orders --namespace default"},
-		{"bad admin", Options{Service: "orders", AppAddress: "127.0.0.1:8080", XDSAddresses: []string{"cp:15010"}, AdminAddress: "admin", Insecure: true}, "admin address"},
+		{"no token", Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}}}, "meshgate token create --service orders --namespace default"},
+		{"bad admin", Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}, AdminAddress: "admin", Identity: identity.ProxyOptions{Insecure: true}}}, "admin address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

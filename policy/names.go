@@ -3,7 +3,6 @@ package policy
 import (
 	"errors"
 	"fmt"
-	"github.com/meshgate/meshgate/api/regexlimit"
 	"net"
 	"net/netip"
 	"regexp"
@@ -12,35 +11,19 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/regexlimit"
 )
 
-// checkDNSLabel returns why s is not an RFC 1123 label (lowercase letters,
-// digits and '-', at most 63, alphanumeric at both ends), or "".
+// checkDNSLabel returns why s is not an RFC 1123 label (api/dnslabel), or "".
 func checkDNSLabel(s string) string {
-	if len(s) > 63 {
-		return "must be at most 63 characters"
-	}
-	if !isDNSLabel(s) {
-		return "must be lowercase letters, digits and '-', starting and ending with a letter or digit"
+	if err := dnslabel.Check(s); err != nil {
+		return err.Error()
 	}
 	return ""
-}
-
-func isDNSLabel(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-' && i > 0 && i < len(s)-1:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // checkSubdomain returns why s is not an RFC 1123 subdomain (dot-separated
@@ -50,7 +33,7 @@ func checkSubdomain(s string) string {
 		return "must be at most 253 characters"
 	}
 	for _, label := range strings.Split(s, ".") {
-		if !isDNSLabel(label) {
+		if !dnslabel.Valid(label) {
 			return "must be dot-separated labels of lowercase letters, digits and '-'"
 		}
 	}
@@ -104,20 +87,10 @@ func checkHeaderName(s string) string {
 	if s == "" {
 		return "name is required"
 	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return fmt.Sprintf("invalid name %q: only letters, digits and !#$%%&'*+-.^_`|~ are allowed", s)
-		}
+	if !httpguts.ValidHeaderFieldName(s) {
+		return fmt.Sprintf("invalid name %q: only letters, digits and !#$%%&'*+-.^_`|~ are allowed", s)
 	}
 	return ""
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // checkMatchPath returns why an Exact or PathPrefix match value is invalid,

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meshgate/meshgate/api/spiffeid"
 )
 
 // API groups and versions accepted in policy files.
@@ -165,7 +167,7 @@ const (
 
 // Mesh-wide defaults used when there is no MeshConfig or a field is unset.
 const (
-	DefaultTrustDomain    = "meshgate.local"
+	DefaultTrustDomain    = spiffeid.DefaultTrustDomain
 	DefaultMTLSMode       = MTLSStrict
 	DefaultAction         = ActionAllow
 	DefaultCertificateTTL = 24 * time.Hour

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/meshgate/meshgate/api/dnslabel"
 )
 
 // maxIdentityLength bounds a SPIFFE ID pattern (the SPIFFE specification
@@ -277,7 +279,7 @@ func checkServiceRef(s string) string {
 	if !qualified {
 		name, ns = ns, ""
 	}
-	if !isDNSLabel(name) || (qualified && !isDNSLabel(ns)) {
+	if !dnslabel.Valid(name) || (qualified && !dnslabel.Valid(ns)) {
 		return fmt.Sprintf("invalid service %q: want \"name\", \"namespace/name\" (RFC 1123 labels) or \"*\"", s)
 	}
 	return ""

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/internal/backoff"
 )
 
 // Service metadata keys meshgate reads from (and its proxies write to)
@@ -49,8 +51,8 @@ const (
 
 // Defaults of RegisterOptions.
 const (
-	// retryBackoff is the first wait after a failed registration; it doubles
-	// up to the resync interval.
+	// retryBackoff is the first delay after a failed registration; it
+	// doubles up to the resync interval (internal/backoff).
 	retryBackoff          = 100 * time.Millisecond
 	DefaultResyncInterval = 5 * time.Second
 	DefaultCheckInterval  = time.Second
@@ -107,20 +109,19 @@ func Register(ctx context.Context, opts RegisterOptions) error {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	agent := opts.Client.Agent()
-	failures := 0
+	retry := backoff.New(retryBackoff, opts.ResyncInterval)
 	for {
 		err := ensureRegistered(ctx, agent, opts.Services, logger)
 		wait := opts.ResyncInterval
 		if err != nil && ctx.Err() == nil {
-			failures++
-			wait = min(retryBackoff<<min(failures-1, 16), opts.ResyncInterval)
-			if failures == 1 {
+			wait = retry.Next()
+			if retry.Failures() == 1 {
 				logger.Warn("consul registration failed: retrying", "error", err.Error())
 			}
 		} else {
-			failures = 0
+			retry.Reset()
 		}
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			break
 		}
 	}
@@ -307,6 +308,18 @@ func tags(labels map[string]string) []string {
 	return out
 }
 
+// ProxyOptions are how a gateway node or a sidecar registers itself in
+// Consul while it runs (docs/consul.md), shared by both roles.
+type ProxyOptions struct {
+	// Client of the local Consul agent; nil: no registration.
+	Client *api.Client
+	// Labels of the registration ("key=value" tags).
+	Labels map[string]string
+	// CheckInterval of the registration's health checks (the admin /ready;
+	// a sidecar's /app_health too); DefaultCheckInterval when zero.
+	CheckInterval time.Duration
+}
+
 // KeepRegistered waits until adminAddr reports the proxy's bound admin
 // address, then runs Register with the registrations built for it.
 func KeepRegistered(ctx context.Context, client *api.Client, adminAddr func() string,
@@ -327,18 +340,6 @@ func KeepRegistered(ctx context.Context, client *api.Client, adminAddr func() st
 		return fmt.Errorf("consul registration: %w", err)
 	}
 	return Register(ctx, RegisterOptions{Client: client, Services: regs, Logger: logger})
-}
-
-// sleep waits d or until ctx is done; false when ctx is done.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // NewClient returns a Consul API client for address (host:port or a URL;

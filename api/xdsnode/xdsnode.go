@@ -1,5 +1,7 @@
-// Package xdsnode is the node id convention of docs/xds.md, shared by the
-// proxies that choose their node ids and the control plane that checks them.
+// Package xdsnode is the node contract of docs/xds.md ("Who a proxy is"):
+// the node id convention and the typed node metadata, shared by the
+// proxies that send them, the control plane that reads and checks them, and
+// the load generator that imitates proxies.
 package xdsnode
 
 // IDPrefix is how every node id of a proxy starts: "<role>~<name>~" in the

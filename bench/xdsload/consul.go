@@ -10,11 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/internal/consulbin"
@@ -228,26 +228,13 @@ func registerServices(ctx context.Context, logger *slog.Logger, c *api.Client, n
 	if err := consulTxn(ctx, c, batches[0]); err != nil { // the node first
 		return 0, err
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	sem := make(chan struct{}, 4)
+	var g errgroup.Group
+	g.SetLimit(4)
 	for _, b := range batches[1:] {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := consulTxn(ctx, c, b); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		})
+		g.Go(func() error { return consulTxn(ctx, c, b) })
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return 0, firstErr
+	if err := g.Wait(); err != nil {
+		return 0, err
 	}
 	took := time.Since(start)
 	logger.Info("services registered in consul", "services", n, "instances", 2*n, "transactions", len(batches), "took", took)

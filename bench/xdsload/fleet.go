@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
@@ -112,22 +112,21 @@ func identities(cfg config) []string {
 // nodeFor is the identity of stream i: the first cfg.gateways are nodes of
 // the Gateway, the rest sidecars of the services in turn (docs/xds.md).
 func nodeFor(i int, cfg config) *corev3.Node {
-	meta := map[string]any{"namespace": namespace}
-	var id, cluster string
 	if i < cfg.gateways {
-		cluster = gatewayName
-		id = fmt.Sprintf("gateway~%s~xdsload-%d", gatewayName, i)
-		meta["role"], meta["gateway"] = "gateway", gatewayName
-	} else {
-		cluster = serviceName(i % cfg.services)
-		id = fmt.Sprintf("sidecar~%s~xdsload-%d", cluster, i)
-		meta["role"], meta["service"] = "sidecar", cluster
-		meta["inbound_address"] = fmt.Sprintf("127.200.%d.%d:15006", i/256%256, i%256)
-		meta["app_address"] = fmt.Sprintf("127.200.%d.%d:8080", i/256%256, i%256)
-		meta["outbound_address"] = fmt.Sprintf("127.200.%d.%d:15001", i/256%256, i%256)
+		meta := xdsnode.Metadata{Role: xdsnode.RoleGateway, Namespace: namespace, Gateway: gatewayName}
+		return meta.Node(xdsnode.IDPrefix(xdsnode.RoleGateway, gatewayName, namespace) + fmt.Sprintf("xdsload-%d", i))
 	}
-	md, _ := structpb.NewStruct(meta) // only strings: cannot fail
-	return &corev3.Node{Id: id, Cluster: cluster, Metadata: md}
+	service := serviceName(i % cfg.services)
+	host := fmt.Sprintf("127.200.%d.%d", i/256%256, i%256)
+	meta := xdsnode.Metadata{
+		Role:            xdsnode.RoleSidecar,
+		Namespace:       namespace,
+		Service:         service,
+		InboundAddress:  host + ":15006",
+		AppAddress:      host + ":8080",
+		OutboundAddress: host + ":15001",
+	}
+	return meta.Node(xdsnode.IDPrefix(xdsnode.RoleSidecar, service, namespace) + fmt.Sprintf("xdsload-%d", i))
 }
 
 func (f *fleet) setWatch(w *watch) { f.watch.Store(w) }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/meshgate/meshgate/dataplane/identity"
@@ -91,29 +92,23 @@ func (a *admin) createToken(ctx context.Context, name string) (string, error) {
 func enroll(ctx context.Context, logger *slog.Logger, a *admin, xdsAddr string, names []string) (map[string]credentials.TransportCredentials, error) {
 	creds := make(map[string]credentials.TransportCredentials, len(names))
 	var mu sync.Mutex
-	var firstErr error
-	sem := make(chan struct{}, enrollConcurrency)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(enrollConcurrency)
 	quiet := slog.New(slog.DiscardHandler)
 	for _, name := range names {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			c, err := enrollOne(ctx, quiet, a, xdsAddr, name)
+			if err != nil {
+				return fmt.Errorf("enroll %s: %w", name, err)
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("enroll %s: %w", name, err)
-				}
-				return
-			}
 			creds[name] = c
+			return nil
 		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	logger.Info("identities enrolled", "count", len(creds))
 	return creds, nil

@@ -14,12 +14,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/examples"
 	"github.com/meshgate/meshgate/examples/demoapp"
 	"github.com/meshgate/meshgate/gateway"
@@ -64,8 +66,8 @@ type devTask struct {
 }
 
 func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer) error {
-	var fastHTTP1 bool
-	if err := (&proxyServerFlags{http1: defaultHTTP1Server()}).apply(&fastHTTP1); err != nil {
+	fastHTTP1, err := (&proxyServerFlags{http1: defaultHTTP1Server()}).fastHTTP1()
+	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	dir, cleanup, err := devConfigDir(f.config)
@@ -119,9 +121,13 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			name: "gateway/" + gw.Name,
 			run: func(ctx context.Context) error {
 				return gateway.Run(ctx, gateway.Options{
-					Name: gw.Name, Namespace: gw.Namespace, XDSAddresses: xds,
-					Token: tok, TrustDomain: trustDomain, FastHTTP1: fastHTTP1,
-					Logger: logger.With("component", "gateway", "gateway", gw.Name),
+					Name: gw.Name, Namespace: gw.Namespace,
+					RoleOptions: dataplane.RoleOptions{
+						XDSAddresses: xds,
+						Identity:     identity.ProxyOptions{Token: tok, TrustDomain: trustDomain},
+						Serving:      dataplane.ServingOptions{FastHTTP1: fastHTTP1},
+						Logger:       logger.With("component", "gateway", "gateway", gw.Name),
+					},
 				})
 			},
 		})
@@ -169,10 +175,14 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 					run: func(ctx context.Context) error {
 						return mesh.Run(ctx, mesh.Options{
 							Service: svc.Name, Namespace: svc.Namespace, AppAddress: appAddr,
-							InboundAddress: ep.Address, OutboundAddress: outAddr, XDSAddresses: xds,
-							Token: tok, TrustDomain: trustDomain, FastHTTP1: fastHTTP1,
-							ID:     "sidecar~" + svc.Name + "~" + ep.Address,
-							Logger: logger.With("component", "sidecar", "service", svc.Name),
+							InboundAddress: ep.Address, OutboundAddress: outAddr,
+							RoleOptions: dataplane.RoleOptions{
+								XDSAddresses: xds,
+								ID:           "sidecar~" + svc.Name + "~" + ep.Address,
+								Identity:     identity.ProxyOptions{Token: tok, TrustDomain: trustDomain},
+								Serving:      dataplane.ServingOptions{FastHTTP1: fastHTTP1},
+								Logger:       logger.With("component", "sidecar", "service", svc.Name),
+							},
 						})
 					},
 				})
@@ -180,27 +190,16 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		}
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
+	// The first task to fail stops the others; an error after the stop
+	// (ctx done) is not one.
+	g, ctx := errgroup.WithContext(ctx)
 	for _, t := range tasks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := t.run(ctx)
-			if err != nil && ctx.Err() == nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("%s: %w", t.name, err)
-				}
-				mu.Unlock()
-				cancel()
+		g.Go(func() error {
+			if err := t.run(ctx); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("%s: %w", t.name, err)
 			}
-		}()
+			return nil
+		})
 	}
 
 	if len(gatewayURLs) > 0 {
@@ -212,9 +211,9 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		printDevBanner(out, dir, f, gatewayURLs, sidecars)
 	}
 	<-ctx.Done()
-	wg.Wait()
+	err = g.Wait()
 	fmt.Fprintln(out, "meshgate dev: stopped")
-	return firstErr
+	return err
 }
 
 func printDevBanner(out io.Writer, dir string, f *devFlags, urls, sidecars []string) {

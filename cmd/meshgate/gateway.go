@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"runtime/debug"
@@ -10,11 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/spiffeid"
+	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
 	"github.com/meshgate/meshgate/gateway"
 )
@@ -28,11 +30,7 @@ const tokenEnv = "MESHGATE_TOKEN"
 
 func newGatewayCmd(g *globalFlags) *cobra.Command {
 	opts := gateway.Options{}
-	idf := &proxyIdentityFlags{}
-	cf := &proxyConsulFlags{}
-	mf := &proxyMemoryFlags{}
-	sf := &proxyServerFlags{}
-	lf := &proxyLifecycleFlags{}
+	var rf proxyRoleFlags
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
@@ -53,22 +51,11 @@ Create the join token on the control plane:
   MESHGATE_TOKEN=mgt1.… meshgate gateway --name edge --xds 127.0.0.1:15010`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := idf.apply(&opts.Token, &opts.CAFile, &opts.TrustDomain, &opts.Insecure); err != nil {
+			role, err := rf.options(g.logger())
+			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			if err := mf.apply(); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if err := sf.apply(&opts.FastHTTP1); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if err := lf.apply(&opts.DrainDelay, &opts.DrainTimeout, &opts.MaxConnections); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			opts.Logger = g.logger()
-			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
-				return &exitError{code: 2, err: err}
-			}
+			opts.RoleOptions = role
 			gw, err := gateway.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -79,15 +66,78 @@ Create the join token on the control plane:
 	f := cmd.Flags()
 	f.StringVar(&opts.Name, "name", "", "name of the Gateway this node serves (required)")
 	f.StringVar(&opts.Namespace, "namespace", gateway.DefaultNamespace, "namespace of the Gateway")
-	f.StringSliceVar(&opts.XDSAddresses, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
-	f.StringVar(&opts.AdminAddress, "admin", defaultGatewayAdminAddress, "address of the admin HTTP endpoints")
-	f.StringVar(&opts.ID, "id", "", "node id (default gateway~<name>~<hostname>-<pid>)")
-	idf.register(f)
-	mf.register(f)
-	sf.register(f)
-	lf.register(f)
-	cf.register(f, "register this gateway node in the Consul agent at this address (service "+consulreg.GatewayService+")")
+	rf.register(f, proxyRoleUsage{
+		admin:  defaultGatewayAdminAddress,
+		id:     "node id (default gateway~<name>~<hostname>-<pid>)",
+		consul: "register this gateway node in the Consul agent at this address (service " + consulreg.GatewayService + ")",
+	})
 	return cmd
+}
+
+// proxyRoleFlags are the flags `meshgate gateway` and `meshgate sidecar`
+// share: the control plane, the admin address and node id, the identity,
+// the Consul registration, the HTTP server, memory, connection limit and
+// graceful stop. options returns the dataplane.RoleOptions they give.
+type proxyRoleFlags struct {
+	xds       []string
+	admin     string
+	id        string
+	identity  proxyIdentityFlags
+	consul    proxyConsulFlags
+	memory    proxyMemoryFlags
+	server    proxyServerFlags
+	lifecycle proxyLifecycleFlags
+}
+
+// proxyRoleUsage is what differs between the commands in the shared flags:
+// the default admin address and the help of --id and --consul.
+type proxyRoleUsage struct {
+	admin, id, consul string
+}
+
+func (p *proxyRoleFlags) register(f *pflag.FlagSet, u proxyRoleUsage) {
+	f.StringSliceVar(&p.xds, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
+	f.StringVar(&p.admin, "admin", u.admin, "address of the admin HTTP endpoints")
+	f.StringVar(&p.id, "id", "", u.id)
+	p.identity.register(f)
+	p.memory.register(f)
+	p.server.register(f)
+	p.lifecycle.register(f)
+	p.consul.register(f, u.consul)
+}
+
+// options checks the flags, sets the Go runtime's memory limit
+// (--memory-limit) and returns the role options, with logger.
+func (p *proxyRoleFlags) options(logger *slog.Logger) (dataplane.RoleOptions, error) {
+	id, err := p.identity.options()
+	if err != nil {
+		return dataplane.RoleOptions{}, err
+	}
+	if err := p.memory.apply(); err != nil {
+		return dataplane.RoleOptions{}, err
+	}
+	fast, err := p.server.fastHTTP1()
+	if err != nil {
+		return dataplane.RoleOptions{}, err
+	}
+	serving, err := p.lifecycle.options()
+	if err != nil {
+		return dataplane.RoleOptions{}, err
+	}
+	serving.FastHTTP1 = fast
+	consul, err := p.consul.options()
+	if err != nil {
+		return dataplane.RoleOptions{}, err
+	}
+	return dataplane.RoleOptions{
+		XDSAddresses: p.xds,
+		AdminAddress: p.admin,
+		ID:           p.id,
+		Logger:       logger,
+		Identity:     id,
+		Consul:       consul,
+		Serving:      serving,
+	}, nil
 }
 
 // proxyIdentityFlags are the identity flags of the gateway and sidecar
@@ -104,32 +154,31 @@ func (p *proxyIdentityFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&p.token, "token", "", "join token (visible to other local users: prefer --token-file or $"+tokenEnv+")")
 	f.StringVar(&p.tokenFile, "token-file", "", "file holding the join token")
 	f.StringVar(&p.caFile, "ca-file", "", "PEM bundle of roots to verify the control plane with, instead of the token's pin")
-	f.StringVar(&p.trustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the mesh (MeshConfig spec.trustDomain)")
+	f.StringVar(&p.trustDomain, "trust-domain", spiffeid.DefaultTrustDomain, "trust domain of the mesh (MeshConfig spec.trustDomain)")
 	f.BoolVar(&p.insecure, "insecure", false, "no identity, plaintext xDS: only for a control plane without TLS, in tests")
 }
 
-// apply resolves the join token (--token, else --token-file, else
-// $MESHGATE_TOKEN) and stores the flags into the options' fields.
-func (p *proxyIdentityFlags) apply(token, caFile, trustDomain *string, insecure *bool) error {
+// options resolves the join token (--token, else --token-file, else
+// $MESHGATE_TOKEN) and returns the identity options.
+func (p *proxyIdentityFlags) options() (identity.ProxyOptions, error) {
 	if p.token != "" && p.tokenFile != "" {
-		return errors.New("give the join token with --token or --token-file, not both")
+		return identity.ProxyOptions{}, errors.New("give the join token with --token or --token-file, not both")
 	}
 	tok := p.token
 	if p.tokenFile != "" {
 		data, err := os.ReadFile(p.tokenFile)
 		if err != nil {
-			return fmt.Errorf("--token-file: %w", err)
+			return identity.ProxyOptions{}, fmt.Errorf("--token-file: %w", err)
 		}
 		tok = strings.TrimSpace(string(data))
 		if tok == "" {
-			return fmt.Errorf("--token-file %s is empty", p.tokenFile)
+			return identity.ProxyOptions{}, fmt.Errorf("--token-file %s is empty", p.tokenFile)
 		}
 	}
 	if tok == "" && !p.insecure {
 		tok = strings.TrimSpace(os.Getenv(tokenEnv))
 	}
-	*token, *caFile, *trustDomain, *insecure = tok, p.caFile, p.trustDomain, p.insecure
-	return nil
+	return identity.ProxyOptions{Token: tok, CAFile: p.caFile, TrustDomain: p.trustDomain, Insecure: p.insecure}, nil
 }
 
 // proxyConsulFlags are the Consul registration flags of the gateway and
@@ -148,24 +197,23 @@ func (c *proxyConsulFlags) register(f *pflag.FlagSet, consulUsage string) {
 	f.DurationVar(&c.checkInterval, "consul-check-interval", consulreg.DefaultCheckInterval, "interval of the Consul health checks of the admin address (/ready; a sidecar's /app_health too)")
 }
 
-// apply builds the Consul client (nil without --consul) and the labels.
-func (c *proxyConsulFlags) apply(client **api.Client, labels *map[string]string, checkInterval *time.Duration) error {
+// options builds the Consul client (none without --consul) and the labels.
+func (c *proxyConsulFlags) options() (consulreg.ProxyOptions, error) {
 	parsed, err := parseLabels(c.labels)
 	if err != nil {
-		return err
+		return consulreg.ProxyOptions{}, err
 	}
 	if c.address == "" {
 		if len(parsed) > 0 {
-			return errors.New("--label needs --consul: labels are registered in Consul")
+			return consulreg.ProxyOptions{}, errors.New("--label needs --consul: labels are registered in Consul")
 		}
-		return nil
+		return consulreg.ProxyOptions{}, nil
 	}
 	cl, err := consulreg.NewClient(c.address, c.token)
 	if err != nil {
-		return fmt.Errorf("--consul: %w", err)
+		return consulreg.ProxyOptions{}, fmt.Errorf("--consul: %w", err)
 	}
-	*client, *labels, *checkInterval = cl, parsed, c.checkInterval
-	return nil
+	return consulreg.ProxyOptions{Client: cl, Labels: parsed, CheckInterval: c.checkInterval}, nil
 }
 
 // parseLabels parses key=value flags.
@@ -207,17 +255,15 @@ func defaultHTTP1Server() string {
 	return "fast"
 }
 
-// apply sets fast from --http1-server.
-func (p *proxyServerFlags) apply(fast *bool) error {
+// fastHTTP1 is --http1-server: whether the fast HTTP/1.1 path serves.
+func (p *proxyServerFlags) fastHTTP1() (bool, error) {
 	switch p.http1 {
 	case "std":
-		*fast = false
+		return false, nil
 	case "fast":
-		*fast = true
-	default:
-		return fmt.Errorf("--http1-server (or $%s) %q: want std or fast", http1ServerEnv, p.http1)
+		return true, nil
 	}
-	return nil
+	return false, fmt.Errorf("--http1-server (or $%s) %q: want std or fast", http1ServerEnv, p.http1)
 }
 
 // proxyMemoryFlags are the Go runtime memory flags of the gateway and sidecar

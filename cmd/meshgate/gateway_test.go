@@ -4,8 +4,17 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/meshgate/meshgate/api/spiffeid"
+	"github.com/meshgate/meshgate/dataplane"
+	"github.com/meshgate/meshgate/dataplane/identity"
 )
 
 const testToken = "mgt1.0123456789abcdef.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.0000000000000000000000000000000000000000000000000000000000000000"
@@ -39,20 +48,18 @@ func TestProxyIdentityFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv(tokenEnv, tt.env)
-			var token, caFile, trustDomain string
-			var insecure bool
-			err := tt.flags.apply(&token, &caFile, &trustDomain, &insecure)
+			got, err := tt.flags.options()
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("apply() = %v, want error containing %q", err, tt.wantErr)
+					t.Fatalf("options() = %v, want error containing %q", err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if token != tt.wantToken || insecure != tt.flags.insecure {
-				t.Fatalf("token %q insecure %v, want %q %v", token, insecure, tt.wantToken, tt.flags.insecure)
+			if got.Token != tt.wantToken || got.Insecure != tt.flags.insecure {
+				t.Fatalf("token %q insecure %v, want %q %v", got.Token, got.Insecure, tt.wantToken, tt.flags.insecure)
 			}
 		})
 	}
@@ -108,6 +115,74 @@ func TestParseByteSize(t *testing.T) {
 			got, err := parseByteSize(tt.in)
 			if (err != nil) != tt.wantErr || got != tt.want {
 				t.Fatalf("parseByteSize(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestProxyRoleFlags: the flags the gateway and sidecar commands share give
+// one dataplane.RoleOptions value, and both commands have all of them.
+func TestProxyRoleFlags(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	t.Setenv(http1ServerEnv, "")
+	tests := []struct {
+		name    string
+		args    []string
+		want    dataplane.RoleOptions
+		wantErr string
+	}{
+		{
+			name: "defaults",
+			args: []string{"--xds", "127.0.0.1:15010", "--insecure"},
+			want: dataplane.RoleOptions{
+				XDSAddresses: []string{"127.0.0.1:15010"}, AdminAddress: "127.0.0.1:9",
+				Identity: identity.ProxyOptions{TrustDomain: spiffeid.DefaultTrustDomain, Insecure: true},
+				Serving: dataplane.ServingOptions{FastHTTP1: true, MaxConnections: dataplane.DefaultMaxConnections,
+					DrainDelay: dataplane.DefaultDrainDelay, DrainTimeout: dataplane.DefaultDrainTimeout},
+			},
+		},
+		{
+			name: "every flag",
+			args: []string{"--xds", "a:1,b:2", "--admin", "127.0.0.1:7", "--id", "n-1", "--token", "tok", "--ca-file", "ca.pem",
+				"--trust-domain", "corp", "--http1-server", "std", "--max-connections", "0", "--drain-delay", "0s", "--drain-timeout", "3s"},
+			want: dataplane.RoleOptions{
+				XDSAddresses: []string{"a:1", "b:2"}, AdminAddress: "127.0.0.1:7", ID: "n-1",
+				Identity: identity.ProxyOptions{Token: "tok", CAFile: "ca.pem", TrustDomain: "corp"},
+				Serving:  dataplane.ServingOptions{MaxConnections: -1, DrainTimeout: 3 * time.Second},
+			},
+		},
+		{name: "bad server", args: []string{"--http1-server", "turbo"}, wantErr: "--http1-server"},
+		{name: "bad drain", args: []string{"--drain-timeout", "0s"}, wantErr: "--drain-timeout"},
+		{name: "labels without consul", args: []string{"--label", "a=b"}, wantErr: "--label needs --consul"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rf proxyRoleFlags
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			rf.register(fs, proxyRoleUsage{admin: "127.0.0.1:9"})
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			got, err := rf.options(nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("options() = %+v, %v; want an error naming %s", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("options() = %+v, %v\nwant %+v", got, err, tt.want)
+			}
+		})
+	}
+
+	var rf proxyRoleFlags
+	shared := pflag.NewFlagSet("shared", pflag.ContinueOnError)
+	rf.register(shared, proxyRoleUsage{})
+	for _, cmd := range []*cobra.Command{newGatewayCmd(&globalFlags{}), newSidecarCmd(&globalFlags{})} {
+		shared.VisitAll(func(f *pflag.Flag) {
+			if cmd.Flags().Lookup(f.Name) == nil {
+				t.Errorf("meshgate %s has no --%s", cmd.Name(), f.Name)
 			}
 		})
 	}

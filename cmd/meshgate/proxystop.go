@@ -31,21 +31,22 @@ func (p *proxyLifecycleFlags) register(f *pflag.FlagSet) {
 		"at the limit a new connection replaces the one idle the longest, or is shed when all are busy (counted in /stats); 0: no limit")
 }
 
-// apply checks the flags and stores them into the options' fields.
-func (p *proxyLifecycleFlags) apply(drainDelay, drainTimeout *time.Duration, maxConnections *int) error {
+// options checks the flags and returns the connection limit and graceful
+// stop they set (FastHTTP1 is proxyServerFlags').
+func (p *proxyLifecycleFlags) options() (dataplane.ServingOptions, error) {
 	switch {
 	case p.drainDelay < 0:
-		return fmt.Errorf("--drain-delay %s: must not be negative", p.drainDelay)
+		return dataplane.ServingOptions{}, fmt.Errorf("--drain-delay %s: must not be negative", p.drainDelay)
 	case p.drainTimeout <= 0:
-		return fmt.Errorf("--drain-timeout %s: must be positive", p.drainTimeout)
+		return dataplane.ServingOptions{}, fmt.Errorf("--drain-timeout %s: must be positive", p.drainTimeout)
 	case p.maxConnections < 0:
-		return fmt.Errorf("--max-connections %d: must not be negative (0: no limit)", p.maxConnections)
+		return dataplane.ServingOptions{}, fmt.Errorf("--max-connections %d: must not be negative (0: no limit)", p.maxConnections)
 	}
-	*drainDelay, *drainTimeout, *maxConnections = p.drainDelay, p.drainTimeout, p.maxConnections
+	out := dataplane.ServingOptions{DrainDelay: p.drainDelay, DrainTimeout: p.drainTimeout, MaxConnections: p.maxConnections}
 	if p.maxConnections == 0 {
-		*maxConnections = -1 // dataplane: negative is no limit, zero its default
+		out.MaxConnections = -1 // dataplane: negative is no limit, zero its default
 	}
-	return nil
+	return out, nil
 }
 
 // runProxy runs a gateway or sidecar until ctx is done (the first SIGTERM

@@ -29,17 +29,15 @@ func TestProxyLifecycleFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var delay, timeout time.Duration
-			var maxConn int
-			err := tt.flags.apply(&delay, &timeout, &maxConn)
+			got, err := tt.flags.options()
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("apply() = %v; want an error naming %s", err, tt.wantErr)
+					t.Fatalf("options() = %v; want an error naming %s", err, tt.wantErr)
 				}
 				return
 			}
-			if err != nil || delay != tt.flags.drainDelay || timeout != tt.flags.drainTimeout || maxConn != tt.wantMaxConn {
-				t.Errorf("apply() = %v: delay %s, timeout %s, max connections %d", err, delay, timeout, maxConn)
+			if err != nil || got.DrainDelay != tt.flags.drainDelay || got.DrainTimeout != tt.flags.drainTimeout || got.MaxConnections != tt.wantMaxConn {
+				t.Errorf("options() = %+v, %v", got, err)
 			}
 		})
 	}

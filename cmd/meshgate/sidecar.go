@@ -15,11 +15,7 @@ const defaultSidecarAdminAddress = "127.0.0.1:15101"
 
 func newSidecarCmd(g *globalFlags) *cobra.Command {
 	opts := mesh.Options{}
-	idf := &proxyIdentityFlags{}
-	cf := &proxyConsulFlags{}
-	mf := &proxyMemoryFlags{}
-	sf := &proxyServerFlags{}
-	lf := &proxyLifecycleFlags{}
+	var rf proxyRoleFlags
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -50,26 +46,15 @@ Create the join token on the control plane:
 		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:15010 --token-file /etc/meshgate/orders.token`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := idf.apply(&opts.Token, &opts.CAFile, &opts.TrustDomain, &opts.Insecure); err != nil {
+			role, err := rf.options(g.logger())
+			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			if err := mf.apply(); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if err := sf.apply(&opts.FastHTTP1); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if err := lf.apply(&opts.DrainDelay, &opts.DrainTimeout, &opts.MaxConnections); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			opts.Logger = g.logger()
-			if err := cf.apply(&opts.Consul, &opts.Labels, &opts.ConsulCheckInterval); err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if opts.RegisterApp && opts.Consul == nil {
+			opts.RoleOptions = role
+			if opts.RegisterApp && opts.Consul.Client == nil {
 				return &exitError{code: 2, err: errors.New("--register-app needs --consul")}
 			}
-			if opts.Consul == nil {
+			if opts.Consul.Client == nil {
 				for _, name := range []string{"app-health-path", "app-health-interval", "app-health-timeout"} {
 					if cmd.Flags().Changed(name) {
 						return &exitError{code: 2, err: fmt.Errorf("--%s needs --consul: the sidecar probes its app for its Consul registration", name)}
@@ -92,14 +77,11 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AppAddress, "app", "", "ip:port of the local application (required)")
 	f.StringVar(&opts.InboundAddress, "inbound", mesh.DefaultInboundAddress, "ip:port of the inbound listener")
 	f.StringVar(&opts.OutboundAddress, "outbound", mesh.DefaultOutboundAddress, "ip:port of the outbound listener")
-	f.StringSliceVar(&opts.XDSAddresses, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
-	f.StringVar(&opts.AdminAddress, "admin", defaultSidecarAdminAddress, "address of the admin HTTP endpoints")
-	f.StringVar(&opts.ID, "id", "", "node id (default sidecar~<service>~<hostname>-<pid>)")
-	idf.register(f)
-	mf.register(f)
-	sf.register(f)
-	lf.register(f)
-	cf.register(f, "register this sidecar (its inbound address, checked by the admin /ready and /app_health) in the Consul agent at this address")
+	rf.register(f, proxyRoleUsage{
+		admin:  defaultSidecarAdminAddress,
+		id:     "node id (default sidecar~<service>~<hostname>-<pid>)",
+		consul: "register this sidecar (its inbound address, checked by the admin /ready and /app_health) in the Consul agent at this address",
+	})
 	f.BoolVar(&opts.RegisterApp, "register-app", false, "also register the application itself in Consul, marked app-only (meshgate routes to the sidecar, not to it)")
 	f.StringVar(&opts.AppHealthPath, "app-health-path", "", "with --consul: HTTP path of the app's health (e.g. /healthz) the sidecar GETs; 2xx and 3xx are healthy. Empty: a TCP connect to --app")
 	f.DurationVar(&opts.AppHealthInterval, "app-health-interval", mesh.DefaultAppHealthInterval, "with --consul: how often the sidecar probes its app (from the end of one probe to the next)")

@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 	"github.com/meshgate/meshgate/controlplane/state"
 )
@@ -521,19 +522,19 @@ type Issued struct {
 
 // IssueSVID signs an X.509 SVID for id and pub, valid for ttl (capped by the
 // signer's expiry), without a lineage.
-func (c *CA) IssueSVID(pub crypto.PublicKey, id ID, ttl time.Duration) (*Issued, error) {
+func (c *CA) IssueSVID(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration) (*Issued, error) {
 	return c.issue(pub, id, ttl, nil, nil, pkix.Name{})
 }
 
 // IssueEnrolled signs an X.509 SVID for id and pub, valid for ttl (capped by
 // the signer's expiry), that carries the proxy's lineage e.
-func (c *CA) IssueEnrolled(pub crypto.PublicKey, id ID, ttl time.Duration, e Enrolment) (*Issued, error) {
+func (c *CA) IssueEnrolled(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, e Enrolment) (*Issued, error) {
 	return c.issue(pub, id, ttl, nil, nil, e.subject())
 }
 
 // issue signs a leaf certificate: id as the only URI SAN, plus ips and dns,
 // with subject.
-func (c *CA) issue(pub crypto.PublicKey, id ID, ttl time.Duration, ips []net.IP, dns []string, subject pkix.Name) (*Issued, error) {
+func (c *CA) issue(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, ips []net.IP, dns []string, subject pkix.Name) (*Issued, error) {
 	if ttl < MinTTL {
 		return nil, fmt.Errorf("ca: certificate ttl %s is below the minimum %s", ttl, MinTTL)
 	}
@@ -594,8 +595,8 @@ func randomSerial() (*big.Int, error) {
 }
 
 // VerifyLeaf checks that leaf (with any intermediates) chains to the current
-// trust bundle for usage, and returns its SPIFFE ID, its only URI SAN.
-func (c *CA) VerifyLeaf(leaf *x509.Certificate, intermediates []*x509.Certificate, usage x509.ExtKeyUsage) (ID, error) {
+// trust bundle for usage, and returns its SPIFFE spiffeid.ID, its only URI SAN.
+func (c *CA) VerifyLeaf(leaf *x509.Certificate, intermediates []*x509.Certificate, usage x509.ExtKeyUsage) (spiffeid.ID, error) {
 	opts := x509.VerifyOptions{
 		Roots:       c.Pool(),
 		CurrentTime: c.now(),
@@ -608,10 +609,7 @@ func (c *CA) VerifyLeaf(leaf *x509.Certificate, intermediates []*x509.Certificat
 		}
 	}
 	if _, err := leaf.Verify(opts); err != nil {
-		return ID{}, fmt.Errorf("certificate does not verify under the mesh trust bundle: %w", err)
+		return spiffeid.ID{}, fmt.Errorf("certificate does not verify under the mesh trust bundle: %w", err)
 	}
-	if len(leaf.URIs) != 1 {
-		return ID{}, fmt.Errorf("certificate has %d URI SANs, want exactly one SPIFFE ID", len(leaf.URIs))
-	}
-	return idFromURL(leaf.URIs[0])
+	return spiffeid.FromCertificate(leaf)
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/controlplane/state"
 )
 
@@ -51,7 +52,7 @@ func mustKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-var ordersID = ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "orders"}
+var ordersID = spiffeid.ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "orders"}
 
 // verifyAt checks leaf against the CA's bundle at time at.
 func verifyAt(t *testing.T, c *CA, leaf *x509.Certificate, at time.Time) error {

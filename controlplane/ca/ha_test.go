@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/controlplane/state"
 	"github.com/meshgate/meshgate/controlplane/state/consultest"
 	"github.com/meshgate/meshgate/controlplane/tokens"
@@ -288,7 +289,7 @@ func TestRevocationsAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	revA, revB := NewRevocations(st[0], regA, clk.now), NewRevocations(st[1], regB, clk.now)
-	issue := func(id ID, tokenID string) *Issued {
+	issue := func(id spiffeid.ID, tokenID string) *Issued {
 		t.Helper()
 		e, err := NewEnrolment(tokenID, clk.now())
 		if err != nil {
@@ -305,7 +306,7 @@ func TestRevocationsAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users := ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "users"}
+	users := spiffeid.ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "users"}
 	byToken, byEnrolment, byIdentity := issue(ordersID, tokRec.ID), issue(ordersID, ""), issue(users, "")
 	clk.add(2 * time.Second)
 	if _, err := regA.Revoke(ctx, tokRec.ID); err != nil {
@@ -319,7 +320,7 @@ func TestRevocationsAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, c := range map[string]struct {
-		id     ID
+		id     spiffeid.ID
 		issued *Issued
 	}{"token": {ordersID, byToken}, "enrolment": {ordersID, byEnrolment}, "identity": {users, byIdentity}} {
 		if err := revB.CheckCertificate(ctx, c.id, c.issued.Leaf); !errors.Is(err, ErrRevoked) {

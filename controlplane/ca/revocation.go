@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/controlplane/state"
 	"github.com/meshgate/meshgate/controlplane/tokens"
 )
@@ -87,7 +88,7 @@ func NewRevocations(store state.Store, tokens TokenLookup, now func() time.Time)
 // longer be renewed nor open an xDS stream, and join tokens for it created
 // until now no longer enrol. A token created afterwards enrols again.
 // Revoking again moves the revocation time to now.
-func (r *Revocations) RevokeIdentity(ctx context.Context, id ID) (Revocation, error) {
+func (r *Revocations) RevokeIdentity(ctx context.Context, id spiffeid.ID) (Revocation, error) {
 	rev := Revocation{Kind: RevokedIdentity, SPIFFEID: id.String(), RevokedAt: r.now().UTC()}
 	return rev, r.put(ctx, identityKey(id.String()), rev)
 }
@@ -155,7 +156,7 @@ func (r *Revocations) List(ctx context.Context) ([]Revocation, error) {
 // wrapping ErrRevoked when its join token, its identity (before the
 // certificate's lineage started or it was issued) or its enrolment was
 // revoked; another error when the store cannot tell.
-func (r *Revocations) CheckCertificate(ctx context.Context, id ID, leaf *x509.Certificate) error {
+func (r *Revocations) CheckCertificate(ctx context.Context, id spiffeid.ID, leaf *x509.Certificate) error {
 	e, hasLineage := EnrolmentOf(leaf)
 	var tok *tokens.Record
 	if hasLineage && e.TokenID != "" {
@@ -183,7 +184,7 @@ func (r *Revocations) CheckCertificate(ctx context.Context, id ID, leaf *x509.Ce
 // CheckToken reports whether the join token rec may enrol identity id: an
 // error wrapping ErrRevoked when id was revoked after rec was created.
 // (Verify has already refused a revoked or expired token.)
-func (r *Revocations) CheckToken(ctx context.Context, id ID, rec tokens.Record) error {
+func (r *Revocations) CheckToken(ctx context.Context, id spiffeid.ID, rec tokens.Record) error {
 	identity, err := r.get(ctx, identityKey(id.String()))
 	if err != nil || identity == nil {
 		return err
@@ -274,7 +275,7 @@ func (r *Revocations) Snapshot(ctx context.Context) (*RevocationSet, error) {
 // none was): the fallback of a renewal while the store cannot be read, so
 // that a store outage neither lets a revocation this replica has seen lapse
 // nor stops the mesh's certificates from renewing.
-func (r *Revocations) KnownRevoked(id ID, leaf *x509.Certificate) error {
+func (r *Revocations) KnownRevoked(id spiffeid.ID, leaf *x509.Certificate) error {
 	if s := r.last.Load(); s != nil {
 		return s.CheckCertificate(id, leaf)
 	}
@@ -282,7 +283,7 @@ func (r *Revocations) KnownRevoked(id ID, leaf *x509.Certificate) error {
 }
 
 // CheckCertificate is Revocations.CheckCertificate against the snapshot.
-func (s *RevocationSet) CheckCertificate(id ID, leaf *x509.Certificate) error {
+func (s *RevocationSet) CheckCertificate(id spiffeid.ID, leaf *x509.Certificate) error {
 	e, hasLineage := EnrolmentOf(leaf)
 	var tok *tokens.Record
 	var enrolment *Revocation

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/controlplane/state"
 	"github.com/meshgate/meshgate/controlplane/tokens"
 )
@@ -171,7 +172,7 @@ func TestRevocation(t *testing.T) {
 		oldTok, _ := f.token(t, "orders")
 		a, b := mustEnrol(t, f, oldTok), mustEnrol(t, f, oldTok)
 		usersKey := mustKey(t)
-		users := ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "users"}
+		users := spiffeid.ID{TrustDomain: "meshgate.local", Namespace: "default", Service: "users"}
 		usersIssued, err := f.ca.IssueEnrolled(&usersKey.PublicKey, users, time.Hour, Enrolment{ID: "00000000000000aa", EnrolledAt: f.clock.now()})
 		if err != nil {
 			t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 	"github.com/meshgate/meshgate/controlplane/tokens"
 )
@@ -30,13 +31,13 @@ type Service struct {
 	tokens      TokenVerifier
 	settings    Settings
 	logger      *slog.Logger
-	onIssue     func(ID, *x509.Certificate)
+	onIssue     func(spiffeid.ID, *x509.Certificate)
 	revocations *Revocations
 }
 
 // OnIssue sets a function called with every certificate issued (for
 // status reporting); call it before serving.
-func (s *Service) OnIssue(f func(ID, *x509.Certificate)) { s.onIssue = f }
+func (s *Service) OnIssue(f func(spiffeid.ID, *x509.Certificate)) { s.onIssue = f }
 
 // SetRevocations makes the service refuse renewals of revoked certificates
 // and enrolments with tokens that predate their identity's revocation; call
@@ -61,19 +62,19 @@ var ErrNoClientCertificate = errors.New("no client certificate")
 // PeerIdentity returns the SPIFFE ID of the TLS client certificate of the
 // gRPC peer in ctx, verified against the current trust bundle, with the
 // certificate.
-func (c *CA) PeerIdentity(ctx context.Context) (ID, *x509.Certificate, error) {
+func (c *CA) PeerIdentity(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.AuthInfo == nil {
-		return ID{}, nil, ErrNoClientCertificate
+		return spiffeid.ID{}, nil, ErrNoClientCertificate
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
-		return ID{}, nil, ErrNoClientCertificate
+		return spiffeid.ID{}, nil, ErrNoClientCertificate
 	}
 	leaf := info.State.PeerCertificates[0]
 	id, err := c.VerifyLeaf(leaf, info.State.PeerCertificates[1:], x509.ExtKeyUsageClientAuth)
 	if err != nil {
-		return ID{}, nil, err
+		return spiffeid.ID{}, nil, err
 	}
 	return id, leaf, nil
 }
@@ -95,7 +96,7 @@ func (s *Service) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRe
 		return nil, refuse(codes.InvalidArgument, "invalid CSR: "+err.Error())
 	}
 
-	if cp := ControlPlaneID(td); id.Namespace == cp.Namespace {
+	if cp := spiffeid.ControlPlane(td); id.Namespace == cp.Namespace {
 		return nil, refuse(codes.PermissionDenied, "the namespace "+cp.Namespace+" is reserved for the control plane")
 	}
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshgate/meshgate/api/spiffeid"
 )
 
 // Settings returns the mesh settings the CA signs with: the trust domain and
@@ -39,7 +41,7 @@ type ServingCert struct {
 type servingEntry struct {
 	cert    *tls.Certificate
 	renewAt time.Time
-	id      ID
+	id      spiffeid.ID
 	signer  *root
 }
 
@@ -94,7 +96,7 @@ func (s *ServingCert) Certificate() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("ca: serving key: %w", err)
 	}
 	issuedAt := s.ca.now()
-	id := ControlPlaneID(td)
+	id := spiffeid.ControlPlane(td)
 	v := s.ca.cur.Load()
 	signer := v.signer
 	issued, err := s.ca.issue(&key.PublicKey, id, ttl, s.ips, []string{"localhost"}, pkix.Name{})

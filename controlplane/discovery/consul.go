@@ -42,7 +42,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"reflect"
 	"slices"
@@ -53,10 +52,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/dnslabel"
 	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/internal/backoff"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -92,8 +94,8 @@ type ConsulOptions struct {
 	Logger *slog.Logger
 	// WaitTime bounds one blocking query; DefaultWaitTime when zero.
 	WaitTime time.Duration
-	// MinBackoff and MaxBackoff bound the jittered exponential backoff
-	// after a failed query.
+	// MinBackoff and MaxBackoff bound the backoff after a failed query
+	// (internal/backoff).
 	MinBackoff, MaxBackoff time.Duration
 	// RecoveryHold is how long changes are held back after Consul becomes
 	// reachable again or its index goes backwards (a restarted agent
@@ -286,7 +288,7 @@ func (c *Consul) watch(ctx context.Context, what, filter string, query func(*api
 			c.queryFailed(what, err, failures)
 			failures++
 			index = 0
-			if !sleep(ctx, c.backoff(failures)) {
+			if !backoff.Sleep(ctx, c.backoff(failures)) {
 				return
 			}
 			continue
@@ -445,7 +447,7 @@ func (c *Consul) sweepLoop(ctx context.Context) {
 			}
 			c.queryFailed("catalog sweep", err, failures)
 			failures++
-			if !sleep(ctx, c.backoff(failures)) {
+			if !backoff.Sleep(ctx, c.backoff(failures)) {
 				return
 			}
 		}
@@ -516,33 +518,31 @@ func (c *Consul) sweepNodes(ctx context.Context) error {
 	}
 	var mu sync.Mutex
 	seen := map[checkKey]instance{}
-	var firstErr error
-	var wg sync.WaitGroup
+	var g errgroup.Group
 	for _, n := range nodes {
-		wg.Go(func() {
+		g.Go(func() error {
 			var list *api.CatalogNodeServiceList
 			err := c.request(ctx, func(q *api.QueryOptions) error {
 				var err error
 				list, _, err = c.opts.Client.Catalog().NodeServiceList(n.Node, q)
 				return err
 			})
-			mu.Lock()
-			defer mu.Unlock()
 			if err != nil {
-				firstErr = cmp.Or(firstErr, err)
-				return
+				return err
 			}
 			if list == nil {
-				return // the node is gone
+				return nil // the node is gone
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			for _, s := range list.Services {
 				seen[checkKey{n.Node, s.ID}] = instance{s.Service, s.ModifyIndex}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -824,14 +824,10 @@ func (c *Consul) recoveredLocked(reset bool) {
 	}
 }
 
-// backoff is the jittered exponential delay after the n-th failure in a row.
+// backoff is the wait after the n-th failure in a row (internal/backoff:
+// doubling from MinBackoff up to MaxBackoff, jittered).
 func (c *Consul) backoff(n int) time.Duration {
-	d := c.opts.MinBackoff << min(n-1, 16)
-	if d <= 0 || d > c.opts.MaxBackoff {
-		d = c.opts.MaxBackoff
-	}
-	// ±20 % jitter so that many control planes do not retry in step.
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return backoff.Policy{Initial: c.opts.MinBackoff, Max: c.opts.MaxBackoff}.Wait(n)
 }
 
 // usableName reports whether a catalog service becomes a meshgate Service:
@@ -840,10 +836,10 @@ func (c *Consul) usableName(name string) bool {
 	if name == "consul" {
 		return false
 	}
-	if msg := validation.IsDNS1123Label(name); len(msg) > 0 {
+	if err := dnslabel.Check(name); err != nil {
 		if !c.skipped[name] {
 			c.skipped[name] = true
-			c.logger.Warn("consul service ignored: its name is not a DNS label", "service", name, "reason", strings.Join(msg, "; "))
+			c.logger.Warn("consul service ignored: its name is not a DNS label", "service", name, "reason", err.Error())
 		}
 		return false
 	}
@@ -982,7 +978,7 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 		Protocol:       port.Protocol,
 	}
 	for _, e := range entries {
-		if ns := e.Service.Meta[consulreg.MetaNamespace]; ns != "" && len(validation.IsDNS1123Label(ns)) == 0 {
+		if ns := e.Service.Meta[consulreg.MetaNamespace]; ns != "" && dnslabel.Valid(ns) {
 			svc.Namespace = ns
 			break
 		}
@@ -1085,16 +1081,4 @@ func labels(tags []string, meta map[string]string) map[string]string {
 		}
 	}
 	return out
-}
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

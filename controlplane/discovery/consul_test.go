@@ -105,8 +105,8 @@ func TestBackoffBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for n := 1; n < 70; n++ {
-		if d := c.backoff(n); d < 80*time.Millisecond || d > 1200*time.Millisecond {
-			t.Fatalf("backoff(%d) = %s, outside [80ms, 1.2s]", n, d)
+		if d := c.backoff(n); d < 50*time.Millisecond || d > time.Second {
+			t.Fatalf("backoff(%d) = %s, outside [50ms, 1s]", n, d)
 		}
 	}
 }

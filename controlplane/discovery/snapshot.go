@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshgate/meshgate/controlplane/model"
 )
@@ -30,9 +29,6 @@ func Snapshot(ctx context.Context, opts ConsulOptions) ([]*model.DiscoveredServi
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
 	var names map[string][]string
 	var meta *api.QueryMeta
 	if err := c.request(ctx, func(q *api.QueryOptions) error {
@@ -55,39 +51,28 @@ func Snapshot(ctx context.Context, opts ConsulOptions) ([]*model.DiscoveredServi
 	slices.Sort(usable)
 
 	read := make([]*model.DiscoveredService, len(usable))
-	var next atomic.Int64
-	var mu sync.Mutex
-	var firstErr error
-	var wg sync.WaitGroup
-	for range min(c.opts.FetchConcurrency, len(usable)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(usable) || ctx.Err() != nil {
-					return
-				}
-				var entries []*api.ServiceEntry
-				err := c.request(ctx, func(q *api.QueryOptions) error {
-					var err error
-					entries, _, err = c.opts.Client.Health().Service(usable[i], "", false, q)
-					return err
-				})
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("consul catalog: read service %s: %w", usable[i], err)
-					}
-					mu.Unlock()
-					cancel()
-					return
-				}
-				read[i] = ServiceFromEntries(usable[i], entries, c.opts.IncludeWarning)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.FetchConcurrency)
+	for i, name := range usable {
+		if gctx.Err() != nil {
+			break // a read failed: the snapshot fails
+		}
+		g.Go(func() error {
+			var entries []*api.ServiceEntry
+			err := c.request(gctx, func(q *api.QueryOptions) error {
+				var err error
+				entries, _, err = c.opts.Client.Health().Service(name, "", false, q)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("consul catalog: read service %s: %w", name, err)
 			}
+			read[i] = ServiceFromEntries(name, entries, c.opts.IncludeWarning)
+			return nil
 		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("consul catalog: %w", err)

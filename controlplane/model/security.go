@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -34,15 +35,10 @@ func DefaultMesh() Mesh {
 	}
 }
 
-// SPIFFEID returns the identity of a service (or gateway) in the trust
-// domain: spiffe://<trustDomain>/ns/<namespace>/svc/<name>.
-func SPIFFEID(trustDomain, namespace, name string) string {
-	return "spiffe://" + trustDomain + "/ns/" + namespace + "/svc/" + name
-}
-
-// SPIFFEID returns the identity of namespace/name in this mesh.
+// SPIFFEID returns the identity of namespace/name (a service or gateway) in
+// this mesh: spiffe://<trustDomain>/ns/<namespace>/svc/<name>.
 func (m Mesh) SPIFFEID(namespace, name string) string {
-	return SPIFFEID(m.TrustDomain, namespace, name)
+	return spiffeid.Of(m.TrustDomain, namespace, name)
 }
 
 // StringMatchKind is how a StringMatch compares.
@@ -224,7 +220,7 @@ func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*Auth
 	td := m.Mesh.TrustDomain
 	for _, s := range in.Services {
 		if s == "*" {
-			out.Services = append(out.Services, StringMatch{Kind: MatchPrefix, Value: "spiffe://" + td + "/"})
+			out.Services = append(out.Services, StringMatch{Kind: MatchPrefix, Value: spiffeid.TrustDomainPrefix(td)})
 			continue
 		}
 		ns, name, qualified := strings.Cut(s, "/")
@@ -234,10 +230,10 @@ func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*Auth
 		if ns == "" || name == "" || strings.Contains(name, "/") {
 			return nil, fmt.Errorf("services: invalid service %q", s)
 		}
-		out.Services = append(out.Services, StringMatch{Kind: MatchExact, Value: SPIFFEID(td, ns, name)})
+		out.Services = append(out.Services, StringMatch{Kind: MatchExact, Value: spiffeid.Of(td, ns, name)})
 	}
 	for _, id := range in.Identities {
-		if !strings.HasPrefix(id, "spiffe://") {
+		if !strings.HasPrefix(id, spiffeid.Scheme+"://") {
 			return nil, fmt.Errorf("identities: %q is not a SPIFFE ID", id)
 		}
 		sm := globMatch(id)
@@ -256,7 +252,7 @@ func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*Auth
 		if ns == "" || strings.Contains(ns, "/") {
 			return nil, fmt.Errorf("namespaces: invalid namespace %q", ns)
 		}
-		out.Namespaces = append(out.Namespaces, StringMatch{Kind: MatchPrefix, Value: "spiffe://" + td + "/ns/" + ns + "/"})
+		out.Namespaces = append(out.Namespaces, StringMatch{Kind: MatchPrefix, Value: spiffeid.NamespacePrefix(td, ns)})
 	}
 	for _, block := range in.IPBlocks {
 		prefix, msg := policy.ParseIPBlock(block)

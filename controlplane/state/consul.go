@@ -9,13 +9,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshgate/meshgate/internal/backoff"
 )
 
 // KeySize is the length of the state encryption key: AES-256.
@@ -311,11 +312,11 @@ const (
 // moves past the one seen before, until ctx is done (then it returns
 // ctx.Err()). since is the index the caller's last read saw (0: take the
 // first answer as the baseline, without calling changed). Errors (Consul
-// unreachable) are retried with exponential backoff and jitter; changed is
+// unreachable) are retried with backoff (internal/backoff); changed is
 // called once the watch recovers, as writes may have been missed.
 func WatchKV(ctx context.Context, kv *api.KV, prefix string, since uint64, changed func()) error {
 	index := since
-	backoff := watchMinBackoff
+	retry := backoff.New(watchMinBackoff, watchMaxBackoff)
 	failed := false
 	for {
 		if err := ctx.Err(); err != nil {
@@ -327,19 +328,12 @@ func WatchKV(ctx context.Context, kv *api.KV, prefix string, since uint64, chang
 				return ctx.Err()
 			}
 			failed = true
-			// Full jitter: sleep a random time up to the backoff.
-			wait := time.Duration(mrand.Int64N(int64(backoff))) + time.Millisecond
-			timer := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
+			if !backoff.Sleep(ctx, retry.Next()) {
 				return ctx.Err()
-			case <-timer.C:
 			}
-			backoff = min(2*backoff, watchMaxBackoff)
 			continue
 		}
-		backoff = watchMinBackoff
+		retry.Reset()
 		next := meta.LastIndex
 		switch {
 		case next < index: // the index went backwards (snapshot restore): start over

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 	"github.com/meshgate/meshgate/controlplane/state"
 )
@@ -40,7 +42,7 @@ const keyPrefix = "tokens/"
 
 // ReservedNamespace holds the control plane's own identity: no token binds
 // to it.
-const ReservedNamespace = "meshgate-system"
+const ReservedNamespace = spiffeid.ControlPlaneNamespace
 
 // Record is what the registry knows of a token, without its secret.
 type Record struct {
@@ -240,16 +242,10 @@ func (r *Registry) put(ctx context.Context, s stored) error {
 	return nil
 }
 
-// checkName accepts a DNS label: 1-63 lowercase letters, digits and '-', not
-// starting or ending with '-'.
+// checkName accepts a DNS label (api/dnslabel).
 func checkName(what, s string) error {
-	ok := len(s) >= 1 && len(s) <= 63 && s[0] != '-' && s[len(s)-1] != '-'
-	for i := 0; ok && i < len(s); i++ {
-		c := s[i]
-		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
-	}
-	if !ok {
-		return fmt.Errorf("tokens: %s %q: must be a DNS label (lowercase letters, digits, '-')", what, s)
+	if err := dnslabel.Check(s); err != nil {
+		return fmt.Errorf("tokens: %s %q: %w", what, s, err)
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/meshtls/meshtlstest"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
@@ -123,7 +123,7 @@ func acceptByDataPlane(t *testing.T, server *contractServer, node NodeInfo, res 
 	}
 
 	mesh := meshtlstest.NewCA(t, "mesh")
-	spiffeID := model.SPIFFEID("meshgate.local", node.Namespace, node.Name())
+	spiffeID := spiffeid.Of("meshgate.local", node.Namespace, node.Name())
 	proxy, err := dataplane.New(dataplane.Options{
 		Node:         &corev3.Node{Id: id, Cluster: node.Name()},
 		XDSAddresses: []string{server.addr},

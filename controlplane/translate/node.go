@@ -7,18 +7,18 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
-	"github.com/meshgate/meshgate/policy"
+	"github.com/meshgate/meshgate/api/xdsnode"
 )
 
 // Proxy roles, from node.metadata.role.
 const (
-	RoleGateway = "gateway"
-	RoleSidecar = "sidecar"
+	RoleGateway = xdsnode.RoleGateway
+	RoleSidecar = xdsnode.RoleSidecar
 )
 
 // DefaultOutboundAddress is where a sidecar's outbound listener binds when the
 // node does not say.
-const DefaultOutboundAddress = "127.0.0.1:15001"
+const DefaultOutboundAddress = xdsnode.DefaultOutboundAddress
 
 // NodeInfo is who a proxy is, from its xDS node (see docs/xds.md).
 type NodeInfo struct {
@@ -42,41 +42,20 @@ func (n NodeInfo) Name() string {
 	return n.Service
 }
 
-// NodeInfoFromNode reads the node identity and metadata a proxy sends.
-// Missing fields take their documented defaults; node.cluster stands in for a
-// missing gateway or service name.
+// NodeInfoFromNode reads the node identity and metadata a proxy sends
+// (api/xdsnode), with their documented defaults.
 func NodeInfoFromNode(node *corev3.Node) NodeInfo {
-	meta := func(key string) string {
-		v := node.GetMetadata().GetFields()[key]
-		return v.GetStringValue()
-	}
-	info := NodeInfo{
+	m := xdsnode.FromNode(node)
+	return NodeInfo{
 		ID:              node.GetId(),
-		Role:            meta("role"),
-		Namespace:       meta("namespace"),
-		Gateway:         meta("gateway"),
-		Service:         meta("service"),
-		InboundAddress:  meta("inbound_address"),
-		AppAddress:      meta("app_address"),
-		OutboundAddress: meta("outbound_address"),
+		Role:            m.Role,
+		Namespace:       m.Namespace,
+		Gateway:         m.Gateway,
+		Service:         m.Service,
+		InboundAddress:  m.InboundAddress,
+		AppAddress:      m.AppAddress,
+		OutboundAddress: m.OutboundAddress,
 	}
-	if info.Namespace == "" {
-		info.Namespace = policy.DefaultNamespace
-	}
-	switch info.Role {
-	case RoleGateway:
-		if info.Gateway == "" {
-			info.Gateway = node.GetCluster()
-		}
-	case RoleSidecar:
-		if info.Service == "" {
-			info.Service = node.GetCluster()
-		}
-		if info.OutboundAddress == "" {
-			info.OutboundAddress = DefaultOutboundAddress
-		}
-	}
-	return info
 }
 
 // splitAddress parses "host:port".

@@ -11,6 +11,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 )
 
@@ -44,7 +45,7 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 		res.Routes = append(res.Routes, rc)
 		own = append(own, &ownCluster{cluster: c})
 	}
-	outHost, outPort, err := splitAddress("outbound_address", cmp.Or(node.OutboundAddress, DefaultOutboundAddress))
+	outHost, outPort, err := splitAddress(xdsnode.KeyOutboundAddress, cmp.Or(node.OutboundAddress, DefaultOutboundAddress))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -129,11 +130,11 @@ func serviceDomains(svc *model.Service, port *model.ServicePort, callerNamespace
 // when the mesh has a CA, with its service's authorization), its route
 // configuration, and the STATIC cluster of the local app.
 func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *routev3.RouteConfiguration, *clusterv3.Cluster, error) {
-	inHost, inPort, err := splitAddress("inbound_address", node.InboundAddress)
+	inHost, inPort, err := splitAddress(xdsnode.KeyInboundAddress, node.InboundAddress)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	appHost, appPort, err := splitAddress("app_address", node.AppAddress)
+	appHost, appPort, err := splitAddress(xdsnode.KeyAppAddress, node.AppAddress)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -18,9 +18,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/structpb"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -282,10 +282,7 @@ func TestSidecarShape(t *testing.T) {
 
 func TestNodeInfoFromNode(t *testing.T) {
 	t.Parallel()
-	meta, err := structpb.NewStruct(map[string]any{"role": "sidecar", "inbound_address": "127.0.0.1:1", "app_address": "127.0.0.1:2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta := xdsnode.Metadata{Role: xdsnode.RoleSidecar, InboundAddress: "127.0.0.1:1", AppAddress: "127.0.0.1:2"}.Struct()
 	got := NodeInfoFromNode(&corev3.Node{Id: "sidecar~orders~h-1", Cluster: "orders", Metadata: meta})
 	want := NodeInfo{ID: "sidecar~orders~h-1", Role: RoleSidecar, Namespace: "default", Service: "orders",
 		InboundAddress: "127.0.0.1:1", AppAddress: "127.0.0.1:2", OutboundAddress: DefaultOutboundAddress}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
 	"github.com/meshgate/meshgate/policy"
@@ -57,11 +58,11 @@ func meshSet() *policy.Set {
 	}
 }
 
-var meshNodes = map[string]map[string]any{
-	"gw":         {"role": "gateway", "gateway": "edge"},
-	"orders-1":   {"role": "sidecar", "service": "orders", "inbound_address": "127.0.0.1:21011", "app_address": "127.0.0.1:9000"},
-	"payments-1": {"role": "sidecar", "service": "payments", "inbound_address": "127.0.0.1:22011", "app_address": "127.0.0.1:9001"},
-	"other-ns":   {"role": "sidecar", "service": "billing", "namespace": "finance"},
+var meshNodes = map[string]xdsnode.Metadata{
+	"gw":         {Role: xdsnode.RoleGateway, Gateway: "edge"},
+	"orders-1":   {Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"},
+	"payments-1": {Role: xdsnode.RoleSidecar, Service: "payments", InboundAddress: "127.0.0.1:22011", AppAddress: "127.0.0.1:9001"},
+	"other-ns":   {Role: xdsnode.RoleSidecar, Service: "billing", Namespace: "finance"},
 }
 
 func compileSet(t *testing.T, set *policy.Set) *model.Model {

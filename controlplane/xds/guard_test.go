@@ -13,6 +13,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -51,7 +52,7 @@ func guardModel(t *testing.T, policyVersion string, route bool, ordersEndpoints 
 }
 
 // connect registers a node on s as a first request on a new stream does.
-func connect(t *testing.T, s *Server, streamID int64, id string, meta map[string]any) {
+func connect(t *testing.T, s *Server, streamID int64, id string, meta xdsnode.Metadata) {
 	t.Helper()
 	req := &discoveryv3.DiscoveryRequest{Node: testNode(t, id, meta), TypeUrl: resourcev3.ClusterType}
 	if err := s.onStreamRequest(streamID, req); err != nil {
@@ -89,7 +90,7 @@ func TestGuardHoldsWhatDiscoveryAloneWouldEmpty(t *testing.T) {
 	ctx := t.Context()
 	s := New(ctx, nil)
 	s.SetModel(ctx, guardModel(t, "p1", true, "127.0.0.1:21011"))
-	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
+	gwNode := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}
 	connect(t, s, 1, "gw", gwNode)
 	if r, e := served(s, "gw"); r != 1 || e != 1 {
 		t.Fatalf("served %d routes, %d endpoints; want 1, 1", r, e)
@@ -152,8 +153,8 @@ func TestGuardSparesNewNodesAndPartialChanges(t *testing.T) {
 	ctx := t.Context()
 	s := New(ctx, nil)
 	s.SetModel(ctx, guardModel(t, "p1", true, "127.0.0.1:21011"))
-	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
-	sidecar := map[string]any{"role": "sidecar", "service": "payments", "inbound_address": "127.0.0.1:22011", "app_address": "127.0.0.1:9001"}
+	gwNode := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}
+	sidecar := xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "payments", InboundAddress: "127.0.0.1:22011", AppAddress: "127.0.0.1:9001"}
 	connect(t, s, 1, "gw", gwNode)
 	connect(t, s, 2, "payments-1", sidecar)
 	// orders loses its endpoints: the gateway has none left, the sidecar
@@ -201,7 +202,7 @@ func TestNothingServedBeforeTheFirstModel(t *testing.T) {
 			responses <- resp
 		}
 	}()
-	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", map[string]any{"role": "gateway", "gateway": "edge"})}
+	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"})}
 	c.request(resourcev3.ListenerType, nil, nil, "")
 	waitFor(t, "the proxy listed and its request waiting", func() bool {
 		return len(s.Proxies()) == 1 && s.cache.openWatch("gw", resourcev3.ListenerType, "")
@@ -238,7 +239,7 @@ func TestNothingServedBeforeTheFirstModel(t *testing.T) {
 
 // resume registers a node as a proxy reconnecting with a configuration
 // does: its initial requests carry the versions it has, clusters first.
-func resume(t *testing.T, s *Server, streamID int64, id string, meta map[string]any, versions ...[2]string) {
+func resume(t *testing.T, s *Server, streamID int64, id string, meta xdsnode.Metadata, versions ...[2]string) {
 	t.Helper()
 	for i, tv := range versions {
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: tv[0], VersionInfo: tv[1]}
@@ -258,7 +259,7 @@ func resume(t *testing.T, s *Server, streamID int64, id string, meta map[string]
 // policy changes, or it turns out to hold no endpoints itself.
 func TestGuardHoldsAResumingProxy(t *testing.T) {
 	t.Parallel()
-	gwNode := map[string]any{"role": "gateway", "gateway": "edge"}
+	gwNode := xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"}
 	cds := [2]string{resourcev3.ClusterType, "cds-before"}
 	lds := [2]string{resourcev3.ListenerType, "lds-before"}
 	steps := []struct {
@@ -309,7 +310,7 @@ func TestResumeWindowCloses(t *testing.T) {
 		defer cancel()
 		s := New(ctx, nil)
 		s.SetModel(ctx, guardModel(t, "p1", true))
-		resume(t, s, 1, "gw", map[string]any{"role": "gateway", "gateway": "edge"},
+		resume(t, s, 1, "gw", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"},
 			[2]string{resourcev3.ClusterType, "cds-before"}, [2]string{resourcev3.ListenerType, "lds-before"})
 		if p := proxyStatus(t, s, "gw"); p.Held == "" {
 			t.Fatal("not held within the window")

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/translate"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -40,7 +41,7 @@ func TestAuthorizer(t *testing.T) {
 	})
 	conn := startServer(t, s)
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
-	sidecar := map[string]any{"role": "sidecar", "service": "orders", "inbound_address": "127.0.0.1:21011", "app_address": "127.0.0.1:9000"}
+	sidecar := xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"}
 
 	for _, id := range []string{"intruder", "plain-error"} {
 		t.Run(id, func(t *testing.T) {
@@ -92,8 +93,8 @@ func TestSetTrustBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &adsClient{t: t, stream: stream, node: testNode(t, "orders-1", map[string]any{
-		"role": "sidecar", "service": "orders", "inbound_address": "127.0.0.1:21011", "app_address": "127.0.0.1:9000"})}
+	c := &adsClient{t: t, stream: stream, node: testNode(t, "orders-1", xdsnode.Metadata{
+		Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"})}
 	c.request(resourcev3.ListenerType, nil, nil, "")
 	first := c.receive(resourcev3.ListenerType)
 	c.request(resourcev3.ListenerType, nil, first, "")

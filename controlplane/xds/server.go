@@ -246,9 +246,8 @@ func NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		// Responses reference the cache's shared resource encodings instead
 		// of a marshaled copy per stream (see sharingCodec).
 		grpc.ForceServerCodecV2(newSharingCodec()),
-		// Each connection's write buffer is released when flushed: most
-		// proxies' connections are idle between configuration changes.
-		grpc.SharedWriteBuffer(true),
+		// (Each connection's write buffer is released when flushed, gRPC's
+		// default: most proxies' connections are idle between changes.)
 		// No per-connection read buffer (32 KiB by default, 64 MiB at
 		// 2000 proxies): requests are small and rare, and behind TLS the
 		// connection already reads whole records.

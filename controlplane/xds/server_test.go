@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/internal/testutil"
 	"github.com/meshgate/meshgate/policy"
@@ -76,13 +76,9 @@ func startServer(t *testing.T, s *Server) *grpc.ClientConn {
 	return conn
 }
 
-func testNode(t *testing.T, id string, meta map[string]any) *corev3.Node {
+func testNode(t *testing.T, id string, meta xdsnode.Metadata) *corev3.Node {
 	t.Helper()
-	st, err := structpb.NewStruct(meta)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev3.Node{Id: id, Metadata: st}
+	return &corev3.Node{Id: id, Metadata: meta.Struct()}
 }
 
 type adsClient struct {
@@ -151,20 +147,19 @@ func TestADSGatewayAndSidecar(t *testing.T) {
 
 	tests := []struct {
 		name          string
-		node          map[string]any
+		node          xdsnode.Metadata
 		wantClusters  []string
 		wantListeners []string
 	}{
 		{
 			name:          "gateway",
-			node:          map[string]any{"role": "gateway", "gateway": "edge"},
+			node:          xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"},
 			wantClusters:  []string{"default/orders:80"},
 			wantListeners: []string{"default/edge/8080"},
 		},
 		{
-			name: "sidecar",
-			node: map[string]any{"role": "sidecar", "service": "orders",
-				"inbound_address": "127.0.0.1:21011", "app_address": "127.0.0.1:9000"},
+			name:          "sidecar",
+			node:          xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"},
 			wantClusters:  []string{"default/orders:80", "inbound|orders"},
 			wantListeners: []string{"inbound", "outbound"},
 		},
@@ -205,7 +200,7 @@ func TestADSGatewayAndSidecar(t *testing.T) {
 				return ok && p.Acked[resourcev3.ClusterType] == clusters.VersionInfo && p.Nacked[resourcev3.ListenerType] != ""
 			})
 			p, _ := proxy()
-			if p.Role != tt.node["role"] || p.Namespace != "default" || p.ConnectedAt.IsZero() {
+			if p.Role != tt.node.Role || p.Namespace != "default" || p.ConnectedAt.IsZero() {
 				t.Errorf("proxy status = %+v", p)
 			}
 			if res, _, ok := s.Resources(p.ID); !ok || len(res.Listeners) != len(tt.wantListeners) {
@@ -227,7 +222,7 @@ func TestModelChangePushesNewVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", map[string]any{"role": "gateway", "gateway": "edge"})}
+	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"})}
 	c.request(resourcev3.ListenerType, nil, nil, "")
 	first := c.receive(resourcev3.ListenerType)
 	c.request(resourcev3.ListenerType, nil, first, "")
@@ -254,7 +249,7 @@ func TestUnknownRoleGetsEmptyConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &adsClient{t: t, stream: stream, node: testNode(t, "odd", map[string]any{"role": "router"})}
+	c := &adsClient{t: t, stream: stream, node: testNode(t, "odd", xdsnode.Metadata{Role: "router"})}
 	c.request(resourcev3.ListenerType, nil, nil, "")
 	if resp := c.receive(resourcev3.ListenerType); len(resp.Resources) != 0 {
 		t.Errorf("unknown role got %d listeners", len(resp.Resources))

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/translate"
 )
 
@@ -42,11 +43,11 @@ func TestNodeIDTakeover(t *testing.T) {
 	s.SetAuthorizer(certOf)
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(startServer(t, s))
 
-	victim := testNode(t, "sidecar~orders~host-1", map[string]any{"role": "sidecar", "service": "orders", "inbound_address": "127.0.0.1:21011", "app_address": "127.0.0.1:9000"})
+	victim := testNode(t, "sidecar~orders~host-1", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"})
 	if _, code := firstAnswer(t, client, victim); code != codes.OK {
 		t.Fatalf("victim: %s", code)
 	}
-	squatter := testNode(t, "sidecar~orders~host-1", map[string]any{"role": "sidecar", "service": "attacker", "inbound_address": "127.0.0.1:21011", "app_address": "10.66.66.66:80"})
+	squatter := testNode(t, "sidecar~orders~host-1", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "attacker", InboundAddress: "127.0.0.1:21011", AppAddress: "10.66.66.66:80"})
 	if _, code := firstAnswer(t, client, squatter); code != codes.PermissionDenied {
 		t.Fatalf("a second proxy with the victim's node id: %s, want PermissionDenied", code)
 	}
@@ -65,12 +66,12 @@ func TestNodeSwitchMidStream(t *testing.T) {
 	s.SetAuthorizer(certOf)
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(startServer(t, s))
 
-	attacker := testNode(t, "sidecar~attacker~1", map[string]any{"role": "sidecar", "service": "attacker", "inbound_address": "127.0.0.1:1", "app_address": "127.0.0.1:2"})
+	attacker := testNode(t, "sidecar~attacker~1", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "attacker", InboundAddress: "127.0.0.1:1", AppAddress: "127.0.0.1:2"})
 	stream, code := firstAnswer(t, client, attacker)
 	if code != codes.OK {
 		t.Fatalf("attacker's own node: %s", code)
 	}
-	victim := testNode(t, "sidecar~orders~host-1", map[string]any{"role": "sidecar", "service": "orders", "inbound_address": "127.0.0.1:21011", "app_address": "127.0.0.1:9000"})
+	victim := testNode(t, "sidecar~orders~host-1", xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"})
 	_ = stream.Send(&discoveryv3.DiscoveryRequest{Node: victim, TypeUrl: resourcev3.ListenerType})
 	for {
 		resp, err := stream.Recv()

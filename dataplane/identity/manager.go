@@ -24,7 +24,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
+	"github.com/meshgate/meshgate/internal/backoff"
 )
 
 const (
@@ -43,7 +45,7 @@ const (
 
 // ManagerOptions configure a Manager.
 type ManagerOptions struct {
-	// TrustDomain of the mesh; DefaultTrustDomain when empty. It must be the
+	// TrustDomain of the mesh; spiffeid.DefaultTrustDomain when empty. It must be the
 	// control plane's (MeshConfig.spec.trustDomain).
 	TrustDomain string
 	// Namespace and Service make the SPIFFE ID; required. A gateway node's
@@ -75,8 +77,9 @@ type ManagerOptions struct {
 type Manager struct {
 	opts           ManagerOptions
 	logger         *slog.Logger
-	spiffeID       *url.URL
-	controlPlaneID string
+	id             spiffeid.ID
+	idText         string // id.String()
+	controlPlaneID spiffeid.ID
 	joinToken      token.Token
 
 	cert atomic.Pointer[tls.Certificate]
@@ -97,7 +100,7 @@ var _ Provider = (*Manager)(nil)
 // without a certificate; nothing touches the network before Start.
 func NewManager(opts ManagerOptions) (*Manager, error) {
 	if opts.TrustDomain == "" {
-		opts.TrustDomain = DefaultTrustDomain
+		opts.TrustDomain = spiffeid.DefaultTrustDomain
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -109,13 +112,9 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		opts.RetryMax = defaultRetryMax
 	}
 	opts.RetryMax = max(opts.RetryMax, opts.RetryInitial)
-	id, err := SPIFFEID(opts.TrustDomain, opts.Namespace, opts.Service)
+	id, err := spiffeid.New(opts.TrustDomain, opts.Namespace, opts.Service)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
-	}
-	spiffeID, err := url.Parse(id)
-	if err != nil {
-		return nil, fmt.Errorf("identity: SPIFFE ID %q: %w", id, err)
 	}
 	if len(opts.ControlPlaneAddresses) == 0 {
 		return nil, errors.New("identity: at least one control-plane address is required")
@@ -130,9 +129,10 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 	}
 	m := &Manager{
 		opts:           opts,
-		logger:         opts.Logger.With("component", "identity", "spiffe_id", id),
-		spiffeID:       spiffeID,
-		controlPlaneID: ControlPlaneID(opts.TrustDomain),
+		logger:         opts.Logger.With("component", "identity", "spiffe_id", id.String()),
+		id:             id,
+		idText:         id.String(),
+		controlPlaneID: spiffeid.ControlPlane(opts.TrustDomain),
 		joinToken:      joinToken,
 	}
 	m.sign = m.signGRPC
@@ -151,7 +151,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 }
 
 // SPIFFEID is the proxy's identity.
-func (m *Manager) SPIFFEID() string { return m.spiffeID.String() }
+func (m *Manager) SPIFFEID() string { return m.idText }
 
 // Certificate returns the current certificate and key; nil before Start
 // succeeded. Lock-free.
@@ -220,7 +220,7 @@ func (m *Manager) clientCertificate(*tls.CertificateRequestInfo) (*tls.Certifica
 // PermissionDenied, InvalidArgument), with the reason. It returns ctx's error
 // when ctx ends first.
 func (m *Manager) Start(ctx context.Context) error {
-	delay := m.opts.RetryInitial
+	retry := backoff.New(m.opts.RetryInitial, m.opts.RetryMax)
 	for attempt := 0; ; attempt++ {
 		addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
 		err := m.renew(ctx, addr, true)
@@ -235,12 +235,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		if errors.As(err, &perm) {
 			return fmt.Errorf("identity: first certificate from %s: %w", addr, err)
 		}
-		wait := jittered(delay)
+		wait := retry.Next()
 		m.logger.Warn("certificate authority unavailable; retrying", "address", addr, "error", err, "retry_in", wait)
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return fmt.Errorf("identity: first certificate: %w (last error: %w)", ctx.Err(), err)
 		}
-		delay = min(delay*2, m.opts.RetryMax)
 	}
 }
 
@@ -261,17 +260,18 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	attempt := 0
 	lastAttempt := time.Unix(0, m.receivedAt.Load())
-	var retry time.Duration // after a failure: the backoff before the next attempt
+	retry := backoff.New(m.opts.RetryInitial, m.opts.RetryMax) // failed renewals in a row
+	var retryIn time.Duration                                  // after a failure: the wait before the next attempt
 	for {
 		current := m.cert.Load()
 		now := time.Now()
-		wait := jittered(retry)
-		if retry == 0 {
+		wait := retryIn
+		if retry.Failures() == 0 {
 			factor := 1 + renewJitter*(2*mathrand.Float64()-1)
 			wait = renewDelay(current.Leaf, time.Unix(0, m.receivedAt.Load()), now, factor)
 		}
 		wait = max(wait, lastAttempt.Add(minRenewInterval).Sub(now))
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
 		addr := m.opts.ControlPlaneAddresses[attempt%len(m.opts.ControlPlaneAddresses)]
@@ -281,7 +281,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		err := m.renew(ctx, addr, expired)
 		if err == nil {
 			m.logger.Info("certificate renewed", "not_after", m.NotAfter())
-			retry = 0
+			retry.Reset()
 			continue
 		}
 		if ctx.Err() != nil {
@@ -295,12 +295,12 @@ func (m *Manager) Run(ctx context.Context) error {
 			<-ctx.Done()
 			return nil
 		}
-		retry = min(max(2*retry, m.opts.RetryInitial), m.opts.RetryMax)
+		retryIn = retry.Next()
 		if expired {
-			m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", retry)
+			m.logger.Error("certificate expired and renewal failed; retrying", "address", addr, "error", err, "retry_in", retryIn)
 		} else {
 			m.logger.Warn("certificate renewal failed; retrying", "address", addr, "error", err,
-				"retry_in", retry, "not_after", current.Leaf.NotAfter)
+				"retry_in", retryIn, "not_after", current.Leaf.NotAfter)
 		}
 	}
 }
@@ -329,7 +329,7 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{m.spiffeID}}, key)
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{m.id.URL()}}, key)
 	if err != nil {
 		return fmt.Errorf("create CSR: %w", err)
 	}
@@ -436,11 +436,11 @@ func (m *Manager) parseSignResponse(resp *cav1.SignResponse, key *ecdsa.PrivateK
 	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
 		return nil, errors.New("the certificate is not for the key of the CSR")
 	}
-	id, err := certificateID(leaf)
+	id, err := spiffeid.FromCertificate(leaf)
 	if err != nil {
 		return nil, err
 	}
-	if id != m.SPIFFEID() {
+	if id != m.id {
 		return nil, fmt.Errorf("the certificate is for %s, want %s", id, m.SPIFFEID())
 	}
 	if !time.Now().Before(leaf.NotAfter) {
@@ -506,26 +506,6 @@ func permanent(err error) error { return &permanentError{err: err, code: codes.U
 // refused is the CA's refusal with code.
 func refused(code codes.Code, err error) error { return &permanentError{err: err, code: code} }
 
-// jittered returns a duration in [d/2, d]; 0 for 0.
-func jittered(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + mathrand.N(d/2+1)
-}
-
-// sleep waits d or until ctx is done; it reports whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // Serve obtains the first certificate (Start), then runs run and the renewal
 // loop (Run) side by side until run returns, and returns run's error. It is
 // how a proxy starts: no xDS connection before the proxy has its identity.
@@ -548,6 +528,24 @@ func (m *Manager) Serve(ctx context.Context, run func(context.Context) error) er
 	stopRenewal()
 	<-renewed
 	return err
+}
+
+// ProxyOptions are how a gateway node or a sidecar obtains its identity,
+// shared by both roles (the flags --token, --ca-file, --trust-domain and
+// --insecure).
+type ProxyOptions struct {
+	// Token is the join token of the identity
+	// (`meshgate token create --service <name> --namespace <namespace>`);
+	// required unless Insecure.
+	Token string
+	// CAFile is a PEM bundle that verifies the control plane on the first
+	// connection instead of the token's pin; optional.
+	CAFile string
+	// TrustDomain of the mesh; spiffeid.DefaultTrustDomain when empty.
+	TrustDomain string
+	// Insecure runs without an identity over plaintext xDS, for control
+	// planes without TLS (tests of the pre-mTLS behaviour only).
+	Insecure bool
 }
 
 // ForProxy returns the identity manager of a gateway or sidecar, or nil when

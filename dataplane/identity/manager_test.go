@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/dataplane/identity/identitytest"
 )
 
@@ -58,7 +59,7 @@ func startCtx(t *testing.T) context.Context {
 
 func TestStartWithTokenPin(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 	m := newTestManager(t, srv.Addr, tok, nil)
@@ -114,7 +115,7 @@ func TestStartWithTokenPin(t *testing.T) {
 
 func TestStartRetriesWhileUnavailable(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 	srv.Unavailable.Store(3)
@@ -132,7 +133,7 @@ func TestStartRetriesWhileUnavailable(t *testing.T) {
 
 func TestStartGivesUpWhenContextEnds(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -150,8 +151,8 @@ func TestStartGivesUpWhenContextEnds(t *testing.T) {
 
 func TestStartRefused(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
-	otherCA := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
+	otherCA := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	otherDomainCA := identitytest.NewCA(t, "example.org")
 	tok := ca.Token(t)
 	tests := []struct {
@@ -252,7 +253,7 @@ func TestStartRefused(t *testing.T) {
 
 func TestStartWithCAFile(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 	m := newTestManager(t, srv.Addr, tok, func(o *ManagerOptions) {
@@ -268,7 +269,7 @@ func TestStartWithCAFile(t *testing.T) {
 // installs the new certificate. (When renewals happen: TestRenewalTiming.)
 func TestRenewal(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 	m := newTestManager(t, srv.Addr, tok, nil)
@@ -300,7 +301,7 @@ func TestRenewal(t *testing.T) {
 
 func TestRunWithoutStart(t *testing.T) {
 	t.Parallel()
-	m := newTestManager(t, "127.0.0.1:1", identitytest.NewCA(t, DefaultTrustDomain).Token(t), nil)
+	m := newTestManager(t, "127.0.0.1:1", identitytest.NewCA(t, spiffeid.DefaultTrustDomain).Token(t), nil)
 	if err := m.Run(context.Background()); err == nil {
 		t.Fatal("Run before Start succeeded")
 	}
@@ -361,14 +362,14 @@ func xdsHandshake(t *testing.T, m *Manager, addr string) error {
 
 func TestXDSCredentialsPresentCertificate(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 	m := newTestManager(t, srv.Addr, tok, nil)
 	if err := m.Start(startCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	addr, peers := tlsPeerServer(t, ca.Serving(t, ControlPlaneID(DefaultTrustDomain)), ca)
+	addr, peers := tlsPeerServer(t, ca.Serving(t, spiffeid.ControlPlane(spiffeid.DefaultTrustDomain).String()), ca)
 	if err := xdsHandshake(t, m, addr); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
@@ -385,8 +386,8 @@ func TestXDSCredentialsPresentCertificate(t *testing.T) {
 
 func TestUpdateTrustBundle(t *testing.T) {
 	t.Parallel()
-	oldCA := identitytest.NewCA(t, DefaultTrustDomain)
-	newCA := identitytest.NewCA(t, DefaultTrustDomain)
+	oldCA := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
+	newCA := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := oldCA.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: oldCA, Token: tok, BoundID: ordersID})
 	m := newTestManager(t, srv.Addr, tok, nil)
@@ -395,7 +396,7 @@ func TestUpdateTrustBundle(t *testing.T) {
 	}
 	// A control plane serving with a certificate of the new root, which
 	// accepts the proxy's certificate of the old root.
-	cpID := ControlPlaneID(DefaultTrustDomain)
+	cpID := spiffeid.ControlPlane(spiffeid.DefaultTrustDomain).String()
 	rotated, peers := tlsPeerServer(t, newCA.Serving(t, cpID), oldCA)
 
 	steps := []struct {
@@ -432,7 +433,7 @@ func TestUpdateTrustBundle(t *testing.T) {
 
 func TestNewManagerRejectsBadOptions(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	good := func() ManagerOptions {
 		return ManagerOptions{Namespace: "default", Service: "orders", ControlPlaneAddresses: []string{"127.0.0.1:15010"}, Token: tok}
@@ -513,7 +514,7 @@ func writeFile(t *testing.T, name string, data []byte) string {
 
 func TestServe(t *testing.T) {
 	t.Parallel()
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	tok := ca.Token(t)
 	srv := identitytest.StartServer(t, identitytest.ServerOptions{CA: ca, Token: tok, BoundID: ordersID})
 

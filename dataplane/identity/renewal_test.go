@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/dataplane/identity/identitytest"
 )
 
@@ -36,7 +37,7 @@ type signAttempt struct {
 }
 
 func newFakeCA(t *testing.T, ttl time.Duration) *fakeCA {
-	ca := identitytest.NewCA(t, DefaultTrustDomain)
+	ca := identitytest.NewCA(t, spiffeid.DefaultTrustDomain)
 	ca.Backdate = time.Minute
 	return &fakeCA{ca: ca, ttl: ttl}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 )
 
@@ -17,7 +18,7 @@ var ErrUntrustedControlPlane = errors.New("control plane not trusted")
 // (leaf first): it must chain to roots, or, when roots is nil, to the
 // certificate of the chain whose SHA-256 pin is pin; and the leaf's SPIFFE ID
 // must be wantID.
-func verifyControlPlane(chain []*x509.Certificate, roots *x509.CertPool, pin, wantID string) error {
+func verifyControlPlane(chain []*x509.Certificate, roots *x509.CertPool, pin string, wantID spiffeid.ID) error {
 	if len(chain) == 0 {
 		return fmt.Errorf("%w: it presented no certificate", ErrUntrustedControlPlane)
 	}
@@ -57,12 +58,12 @@ func verifyControlPlane(chain []*x509.Certificate, roots *x509.CertPool, pin, wa
 	default:
 		return fmt.Errorf("%w: no trust bundle and no join token pin to verify it with", ErrUntrustedControlPlane)
 	}
-	got, err := certificateID(leaf)
+	got, err := spiffeid.FromCertificate(leaf)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUntrustedControlPlane, err)
 	}
 	if got != wantID {
-		if td, want := trustDomainOf(got), trustDomainOf(wantID); td != "" && td != want && got == ControlPlaneID(td) {
+		if td, want := got.TrustDomain, wantID.TrustDomain; td != want && got == spiffeid.ControlPlane(td) {
 			return fmt.Errorf("%w: it is in trust domain %q but this proxy uses %q (set --trust-domain %s)",
 				ErrUntrustedControlPlane, td, want, td)
 		}

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshgate/meshgate/api/spiffeid"
 )
 
 // MinVersion is the lowest TLS version spoken on mesh hops (docs/xds.md).
@@ -67,20 +69,22 @@ func ParseBundle(pemBytes []byte) (*Bundle, error) {
 	return b, nil
 }
 
-// SPIFFEID is the first spiffe:// URI SAN of cert, "" when it has none.
+// SPIFFEID is the SPIFFE ID of cert by the one rule of api/spiffeid (exactly
+// one URI SAN, a meshgate SPIFFE ID), "" when it has none.
 func SPIFFEID(cert *x509.Certificate) string {
-	for _, u := range cert.URIs {
-		if u.Scheme == "spiffe" {
-			return u.String()
-		}
+	id, err := spiffeid.FromCertificate(cert)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return id.String()
 }
 
 // VerifyPeer checks a peer's chain (leaf first, as presented) against bundle
-// at now and, when allowedURIs is not empty, that one of the leaf's URI SANs
-// equals one of them. It returns the leaf's SPIFFE ID. A nil bundle fails:
-// nothing is trusted before the trust bundle arrived.
+// at now, that the leaf has an identity by the one rule of api/spiffeid
+// (exactly one URI SAN, a meshgate SPIFFE ID: a certificate with several URI
+// SANs is refused) and, when allowedURIs is not empty, that this identity is
+// one of them. It returns the leaf's SPIFFE ID. A nil bundle fails: nothing
+// is trusted before the trust bundle arrived.
 func VerifyPeer(chain []*x509.Certificate, bundle *Bundle, allowedURIs []string, now time.Time) (string, error) {
 	if len(chain) == 0 {
 		return "", errors.New("peer presented no certificate")
@@ -102,14 +106,13 @@ func VerifyPeer(chain []*x509.Certificate, bundle *Bundle, allowedURIs []string,
 	}); err != nil {
 		return "", fmt.Errorf("peer certificate: %w", err)
 	}
-	id := SPIFFEID(leaf)
-	if len(allowedURIs) == 0 {
-		return id, nil
+	parsed, err := spiffeid.FromCertificate(leaf)
+	if err != nil {
+		return "", fmt.Errorf("peer certificate: %w", err)
 	}
-	for _, u := range leaf.URIs {
-		if slices.Contains(allowedURIs, u.String()) {
-			return id, nil
-		}
+	id := parsed.String()
+	if len(allowedURIs) == 0 || slices.Contains(allowedURIs, id) {
+		return id, nil
 	}
 	return "", fmt.Errorf("peer identity %q is not the expected %q", id, strings.Join(allowedURIs, `" or "`))
 }

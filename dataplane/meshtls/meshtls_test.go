@@ -58,6 +58,10 @@ func TestVerifyPeer(t *testing.T) {
 	leaf := func(ca *meshtlstest.CA, id string) []*x509.Certificate {
 		return []*x509.Certificate{ca.Issue(t, id).Leaf}
 	}
+	uris := func(ca *meshtlstest.CA, uris ...string) []*x509.Certificate {
+		return []*x509.Certificate{ca.IssueURIs(t, uris...).Leaf}
+	}
+	const web = "spiffe://meshgate.local/ns/default/svc/web"
 	tests := []struct {
 		name    string
 		chain   []*x509.Certificate
@@ -67,10 +71,17 @@ func TestVerifyPeer(t *testing.T) {
 	}{
 		{name: "any mesh identity", chain: leaf(mesh, orders)},
 		{name: "expected identity", chain: leaf(mesh, orders), allowed: []string{"spiffe://x/other", orders}},
-		{name: "wrong identity", chain: leaf(mesh, "spiffe://meshgate.local/ns/default/svc/web"), allowed: []string{orders}, wantErr: "is not the expected"},
+		{name: "wrong identity", chain: leaf(mesh, web), allowed: []string{orders}, wantErr: "is not the expected"},
 		{name: "other CA", chain: leaf(other, orders), wantErr: "unknown authority"},
 		{name: "no certificate", wantErr: "no certificate"},
 		{name: "no bundle yet", chain: leaf(mesh, orders), bundle: &meshtls.Bundle{}, wantErr: "no trust bundle"},
+		// One URI SAN, the SPIFFE ID (api/spiffeid): a certificate naming two
+		// identities is refused, even when one of them is the expected one.
+		{name: "two URI SANs", chain: uris(mesh, orders, web), allowed: []string{orders}, wantErr: "2 URI SANs"},
+		{name: "two URI SANs, any identity", chain: uris(mesh, web, orders), wantErr: "2 URI SANs"},
+		{name: "no URI SAN", chain: uris(mesh), wantErr: "0 URI SANs"},
+		{name: "not a SPIFFE ID", chain: uris(mesh, "https://meshgate.local/ns/default/svc/orders"), wantErr: "spiffe://"},
+		{name: "not a meshgate SPIFFE ID", chain: uris(mesh, "spiffe://meshgate.local/orders"), wantErr: "path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

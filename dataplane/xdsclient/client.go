@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -30,6 +29,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/meshgate/meshgate/internal/backoff"
 
 	// Registers the endpoint and route resource types for Any decoding.
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -131,7 +132,7 @@ func New(opts Options) (*Client, error) {
 // and jitter across the configured addresses, until ctx is done. It returns
 // ctx.Err() then. Run must not be called more than once at a time.
 func (c *Client) Run(ctx context.Context) error {
-	delay := c.opts.BackoffInitial
+	retry := backoff.New(c.opts.BackoffInitial, c.opts.BackoffMax)
 	for attempt := 0; ; attempt++ {
 		addr := c.opts.Addresses[attempt%len(c.opts.Addresses)]
 		received, err := c.session(ctx, addr)
@@ -139,10 +140,9 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if received {
-			delay = c.opts.BackoffInitial
+			retry.Reset()
 		}
-		// Full jitter over [delay/2, delay).
-		wait := delay/2 + rand.N(delay/2+1)
+		wait := retry.Next()
 		if status.Code(err) == codes.ResourceExhausted {
 			// Typically a response over MaxRecvMsgSize: it never reached
 			// Apply, so the last accepted configuration keeps serving.
@@ -151,12 +151,9 @@ func (c *Client) Run(ctx context.Context) error {
 		} else {
 			c.logger.Warn("xDS stream ended; reconnecting", "address", addr, "error", err, "retry_in", wait)
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
-		delay = min(delay*2, c.opts.BackoffMax)
 	}
 }
 

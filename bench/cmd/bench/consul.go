@@ -48,8 +48,8 @@ type consulResult struct {
 
 // consulFlips measures a Consul health flip reaching a proxy: a real Consul
 // agent (-dev, free loopback ports), a control plane with --consul, a
-// gateway routing to a Consul service, and one instance with a TTL check that
-// is flipped critical and back n times. Each time is from the TTL update
+// gateway routing to a Consul service of two instances, one with a TTL check
+// that is flipped critical and back n times. Each time is from the TTL update
 // (answered by the agent) to the gateway's /config_dump no longer (or again)
 // listing the instance. A missing Consul binary is reported as not run.
 func (r *runner) consulFlips(ctx context.Context, n int) error {
@@ -148,6 +148,19 @@ func (r *runner) consulFlips(ctx context.Context, n int) error {
 	if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "flipsvc-1", Name: "flipsvc", Address: host, Port: port,
 		Check: &api.AgentServiceCheck{CheckID: checkID, TTL: "1h", Status: api.HealthPassing}}); err != nil {
 		return fmt.Errorf("register the instance: %w", err)
+	}
+	// A second instance that stays passing: with the flipped one alone, a
+	// flip to critical would take every endpoint from the gateway, which the
+	// control plane holds (docs/controlplane.md) instead of pushing.
+	steady, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	steadyHost, steadyPortStr, _ := net.SplitHostPort(steady)
+	steadyPort, _ := strconv.Atoi(steadyPortStr)
+	if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "flipsvc-2", Name: "flipsvc", Address: steadyHost, Port: steadyPort,
+		Check: &api.AgentServiceCheck{CheckID: "flipsvc-2-ttl", TTL: "1h", Status: api.HealthPassing}}); err != nil {
+		return fmt.Errorf("register the steady instance: %w", err)
 	}
 	admin := "http://" + gwFlags.admin + "/config_dump"
 	listed := func() (bool, error) {

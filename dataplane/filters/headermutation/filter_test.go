@@ -304,6 +304,7 @@ func TestCompileErrors(t *testing.T) {
 			"append.keep_empty_value: not supported"},
 		{"raw_value", withRequest(appendOpt(&corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "a", RawValue: []byte("b")}})),
 			"append.header.raw_value: not supported"},
+		//lint:ignore SA1019 the deprecated field must be refused (NACKed)
 		{"deprecated append", withResponse(appendOpt(&corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "a", Value: "b"}, Append: wrapperspb.Bool(true)})),
 			"append.append: not supported"},
 		{"per route: a field of the filter's config", &headermutationv3.HeaderMutationPerRoute{Mutations: &headermutationv3.Mutations{

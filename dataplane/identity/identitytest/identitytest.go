@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cav1 "github.com/meshgate/meshgate/api/ca/v1"
+	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/api/token"
 )
 
@@ -173,7 +174,7 @@ type ServerOptions struct {
 func StartServer(t testing.TB, o ServerOptions) *Server {
 	t.Helper()
 	if o.ServingID == "" {
-		o.ServingID = "spiffe://" + o.CA.TrustDomain + "/ns/meshgate-system/svc/controlplane"
+		o.ServingID = spiffeid.ControlPlane(o.CA.TrustDomain).String()
 	}
 	if o.TTL == 0 {
 		o.TTL = time.Hour
@@ -211,8 +212,8 @@ func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRes
 	peerID := ""
 	if p, ok := peer.FromContext(ctx); ok {
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.VerifiedChains) > 0 {
-			if leaf := info.State.VerifiedChains[0][0]; len(leaf.URIs) == 1 {
-				peerID = leaf.URIs[0].String()
+			if id, err := spiffeid.FromCertificate(info.State.VerifiedChains[0][0]); err == nil {
+				peerID = id.String()
 			}
 		}
 	}
@@ -244,11 +245,12 @@ func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRes
 	if pub, ok := csr.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
 		return nil, status.Error(codes.InvalidArgument, "csr key is not ECDSA P-256")
 	}
-	if len(csr.URIs) != 1 {
-		return nil, status.Error(codes.InvalidArgument, "csr must have exactly one URI SAN")
+	csrID, err := spiffeid.FromCSR(csr)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
-	id := csr.URIs[0].String()
-	if td := csr.URIs[0].Host; csr.URIs[0].Scheme != "spiffe" || td != s.opts.CA.TrustDomain {
+	id := csrID.String()
+	if td := csrID.TrustDomain; td != s.opts.CA.TrustDomain {
 		return nil, status.Errorf(codes.InvalidArgument, "trust domain %q is not the mesh's trust domain %q", td, s.opts.CA.TrustDomain)
 	}
 	if id != allowed {

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Buffer sizes: a request head must fit the read buffer to be served on
@@ -242,15 +244,15 @@ func (c *conn) eligible(req *http.Request, first bool) readAction {
 	// Server-side checks of net/http (conn.readRequest): the parser has
 	// removed Host from Header; with an origin-form target req.Host is the
 	// Host header, and an empty or absent one is left to net/http.
-	if req.Host == "" || !validHostHeader(req.Host) {
+	if req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
 		return actHandOff
 	}
 	for k, vv := range req.Header {
-		if !validHeaderFieldName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return actHandOff
 		}
 		for _, v := range vv {
-			if !validHeaderFieldValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return actHandOff
 			}
 		}

@@ -2,95 +2,13 @@ package h1server
 
 import (
 	"net/http"
-	"net/textproto"
-	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// The request checks net/http's server makes, from
-// golang.org/x/net/http/httpguts (the copy vendored into the standard
-// library, which net/http uses; BSD license, the Go Authors).
-
-// isTokenTable is httpguts' token (tchar) table.
-var isTokenTable = func() (t [256]bool) {
-	for _, c := range []byte("!#$%&'*+-.^_`|~") {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	return t
-}()
-
-// validHeaderFieldName is httpguts.ValidHeaderFieldName.
-func validHeaderFieldName(v string) bool {
-	if len(v) == 0 {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if !isTokenTable[v[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderFieldValue is httpguts.ValidHeaderFieldValue: no control byte
-// but space and tab.
-func validHeaderFieldValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		b := v[i]
-		if (b < ' ' || b == 0x7f) && b != ' ' && b != '\t' {
-			return false
-		}
-	}
-	return true
-}
-
-// validHostByte is httpguts' table of the bytes a Host header may hold.
-var validHostByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range []byte("!$%&()*+,-.:;=[']_~") {
-		t[c] = true
-	}
-	return t
-}()
-
-// validHostHeader is httpguts.ValidHostHeader.
-func validHostHeader(h string) bool {
-	for i := 0; i < len(h); i++ {
-		if !validHostByte[h[i]] {
-			return false
-		}
-	}
-	return true
-}
-
-// badTrailer are the fields httpguts.ValidTrailerHeader refuses.
-var badTrailer = map[string]bool{
-	"Authorization": true, "Cache-Control": true, "Connection": true, "Content-Encoding": true,
-	"Content-Length": true, "Content-Range": true, "Content-Type": true, "Expect": true,
-	"Host": true, "Keep-Alive": true, "Max-Forwards": true, "Pragma": true,
-	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Proxy-Connection": true, "Range": true,
-	"Realm": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Www-Authenticate": true,
-}
-
-// validTrailerHeader is httpguts.ValidTrailerHeader.
-func validTrailerHeader(name string) bool {
-	name = textproto.CanonicalMIMEHeaderKey(name)
-	return !strings.HasPrefix(name, "If-") && !badTrailer[name]
-}
+// The request checks net/http's server makes are golang.org/x/net/http/httpguts
+// (the package net/http uses, through the standard library's copy), called
+// directly; hasToken below is net/http's own.
 
 // hasToken is net/http's: whether the comma-separated list v holds token,
 // ASCII case-insensitively (token is lower case ASCII).
@@ -139,23 +57,6 @@ func lowerASCII(b byte) byte {
 		return b + ('a' - 'A')
 	}
 	return b
-}
-
-// headerValuesContainsToken is httpguts.HeaderValuesContainsToken.
-func headerValuesContainsToken(values []string, token string) bool {
-	for _, v := range values {
-		for {
-			elem, rest, more := strings.Cut(v, ",")
-			if asciiEqualFold(strings.Trim(elem, " \t"), token) {
-				return true
-			}
-			if !more {
-				break
-			}
-			v = rest
-		}
-	}
-	return false
 }
 
 // The Date header, formatted once per second.

@@ -203,12 +203,10 @@ func newStdServer(h http.Handler) *http.Server {
 // memServers are a fast server and a reference net/http server on
 // in-memory listeners.
 type memServers struct {
-	fast, std     *memListener
-	fastSrv       *Server
-	stdSrv        *http.Server
-	fastRequests  atomic.Int64
-	closeAll      func()
-	handlerPanics bool
+	fast, std    *memListener
+	fastSrv      *Server
+	stdSrv       *http.Server
+	fastRequests atomic.Int64
 }
 
 func startMemServers(tb testing.TB) *memServers {

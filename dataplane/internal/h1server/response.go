@@ -6,6 +6,8 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // response is the http.ResponseWriter of the fast path, reused for every
@@ -409,7 +411,7 @@ func headerHas(h http.Header, key string) bool {
 // declareTrailer notes a field announced in the Trailer header.
 func (w *response) declareTrailer(k string) {
 	k = http.CanonicalHeaderKey(k)
-	if !validTrailerHeader(k) {
+	if !httpguts.ValidTrailerHeader(k) {
 		return // forbidden by RFC 7230 section 4.1.2
 	}
 	w.trailers = append(w.trailers, k)
@@ -467,7 +469,7 @@ func bodyAllowedForStatus(status int) bool {
 
 func isProtocolSwitchResponse(code int, h http.Header) bool {
 	return code == http.StatusSwitchingProtocols && h.Get("Upgrade") != "" &&
-		headerValuesContainsToken(h["Connection"], "Upgrade")
+		httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
 }
 
 // writeStatusLine writes an HTTP/1.x status line (net/http's).
@@ -503,7 +505,7 @@ func writeHeaderFields(bw interface {
 		if excl != 0 && excluded(k, excl) {
 			continue
 		}
-		if !validHeaderFieldName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
 		for _, v := range vv {

@@ -135,6 +135,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/backoff"
 )
 
 // Server is the HTTP/1.1 fast path in front of Fallback. Serve, Shutdown and
@@ -182,6 +184,13 @@ func (s *Server) init() {
 	})
 }
 
+// acceptRetryInitial and acceptRetryMax bound the backoff after a failed
+// Accept, as net/http's.
+const (
+	acceptRetryInitial = 5 * time.Millisecond
+	acceptRetryMax     = time.Second
+)
+
 // Serve accepts connections on ln and serves each on its own goroutine, as
 // http.Server.Serve does; it always returns a non-nil error, and
 // http.ErrServerClosed after Shutdown or Close.
@@ -203,28 +212,26 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 	}
 	ctx := context.WithValue(baseCtx, http.ServerContextKey, s.Fallback)
-	var tempDelay time.Duration // how long to sleep on accept failure
+	retry := backoff.New(acceptRetryInitial, acceptRetryMax)
 	for {
 		rw, err := ln.Accept()
 		if err != nil {
 			if s.shuttingDown() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // as net/http does
-				if tempDelay == 0 {
-					tempDelay = 5 * time.Millisecond
-				} else {
-					tempDelay *= 2
-				}
-				tempDelay = min(tempDelay, time.Second)
-				s.logf("h1server: Accept error: %v; retrying in %v", err, tempDelay)
-				time.Sleep(tempDelay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Any other failure is retried with backoff, not only those
+			// net.Error.Temporary (deprecated) named: a listener that is
+			// not closed may accept again (out of file descriptors or
+			// buffers, a connection aborted before it was accepted).
+			wait := retry.Next()
+			s.logf("h1server: Accept error: %v; retrying in %v", err, wait)
+			time.Sleep(wait)
+			continue
 		}
-		tempDelay = 0
+		retry.Reset()
 		connCtx := ctx
 		if cc := s.connContext; cc != nil {
 			connCtx = cc(connCtx, rw)

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -566,5 +568,58 @@ func TestPanicClosesConnection(t *testing.T) {
 		if b, err := bufio.NewReader(c).ReadByte(); err == nil {
 			t.Errorf("%s: read %q, want the connection closed", path, b)
 		}
+	}
+}
+
+// failingListener fails its first Accept calls with err, then accepts.
+type failingListener struct {
+	net.Listener
+	failures atomic.Int32
+	err      error
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.failures.Add(-1) >= 0 {
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeRetriesAcceptErrors: an Accept failure other than a closed
+// listener (here ENOBUFS, which net.Error.Temporary does not call
+// temporary) is retried with backoff, and the server serves on; a closed
+// listener ends Serve.
+func TestServeRetriesAcceptErrors(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := &failingListener{Listener: ln, err: &net.OpError{Op: "accept", Net: "tcp", Err: syscall.ENOBUFS}}
+	failing.failures.Store(3)
+	fs := serveFast(t, failing, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), func(s *http.Server) { s.ErrorLog = log.New(io.Discard, "", 0) })
+	// The bound only turns a Serve that gave up (the connection waits in
+	// the backlog forever) into a failure; it is not a timing assertion.
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Get("http://" + fs.addr + "/")
+	if err != nil {
+		t.Fatalf("GET after three failed accepts: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok" || failing.failures.Load() >= 0 {
+		t.Fatalf("body %q, failures left %d", body, failing.failures.Load())
+	}
+
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = closed.Close()
+	srv := &Server{Fallback: newStdServer(http.NotFoundHandler())}
+	if err := srv.Serve(closed); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Serve on a closed listener = %v, want net.ErrClosed", err)
 	}
 }

@@ -113,6 +113,7 @@ func CompileOption(opt *corev3.HeaderValueOption, request bool, check func(name 
 			return Option{}, fmt.Errorf("header.key: %w", err)
 		}
 	}
+	//lint:ignore SA1019 the deprecated field is refused (NACKed), not used
 	if opt.GetAppend() != nil {
 		return Option{}, errors.New("append: not supported, use append_action")
 	}

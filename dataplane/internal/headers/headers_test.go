@@ -75,6 +75,7 @@ func TestCompileOptionErrors(t *testing.T) {
 		{"host on a request", option("Host", "x", 0), true, `header.key: "host" cannot be modified`},
 		{"empty name", option("", "x", 0), false, "header.key: empty header name"},
 		{"formatter", option("x", "%START_TIME%", 0), false, "header.value:"},
+		//lint:ignore SA1019 the deprecated field must be refused (NACKed)
 		{"append", &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x", Value: "y"}, Append: wrapperspb.Bool(true)}, false, "append: not supported, use append_action"},
 		{"caller's check", option("x-refused", "y", 0), false, "header.key: refused"},
 	}

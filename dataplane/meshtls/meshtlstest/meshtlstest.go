@@ -66,9 +66,25 @@ func (ca *CA) Issue(t testing.TB, spiffeID string) *tls.Certificate {
 // IssueValid is Issue with the given validity.
 func (ca *CA) IssueValid(t testing.TB, spiffeID string, notBefore, notAfter time.Time) *tls.Certificate {
 	t.Helper()
-	u, err := url.Parse(spiffeID)
-	if err != nil {
-		t.Fatal(err)
+	return ca.issue(t, []string{spiffeID}, notBefore, notAfter)
+}
+
+// IssueURIs is Issue with any URI SANs, none or several: certificates the
+// mesh CA never issues, for the tests of their refusal.
+func (ca *CA) IssueURIs(t testing.TB, uris ...string) *tls.Certificate {
+	t.Helper()
+	return ca.issue(t, uris, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+}
+
+func (ca *CA) issue(t testing.TB, uris []string, notBefore, notAfter time.Time) *tls.Certificate {
+	t.Helper()
+	var sans []*url.URL
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sans = append(sans, u)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,7 +94,7 @@ func (ca *CA) IssueValid(t testing.TB, spiffeID string, notBefore, notAfter time
 		SerialNumber: serial(t),
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
-		URIs:         []*url.URL{u},
+		URIs:         sans,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

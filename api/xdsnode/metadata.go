@@ -1,0 +1,130 @@
+package xdsnode
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Proxy roles, node.metadata.role.
+const (
+	RoleGateway = "gateway"
+	RoleSidecar = "sidecar"
+)
+
+// Defaults of docs/xds.md for what a node does not say.
+const (
+	DefaultNamespace       = "default"
+	DefaultInboundAddress  = "127.0.0.1:15006"
+	DefaultOutboundAddress = "127.0.0.1:15001"
+)
+
+// The node.metadata keys of docs/xds.md: other packages name them by these
+// constants (in messages), and encode and decode them with Metadata only.
+const (
+	KeyRole            = "role"
+	KeyNamespace       = "namespace"
+	KeyGateway         = "gateway"
+	KeyService         = "service"
+	KeyInboundAddress  = "inbound_address"
+	KeyAppAddress      = "app_address"
+	KeyOutboundAddress = "outbound_address"
+)
+
+// Metadata is who a proxy says it is in node.metadata (docs/xds.md, "Who a
+// proxy is"): its role, and what the control plane builds its
+// configuration from. Encode and decode it with this type only, so that the
+// proxies, the control plane and the load generator agree on the keys.
+type Metadata struct {
+	// Role is RoleGateway or RoleSidecar.
+	Role string
+	// Namespace of the gateway or service.
+	Namespace string
+	// Gateway is the Gateway a gateway node serves.
+	Gateway string
+	// Service is the service a sidecar fronts.
+	Service string
+	// InboundAddress, AppAddress and OutboundAddress (host:port) are a
+	// sidecar's inbound listener, application and outbound listener.
+	InboundAddress  string
+	AppAddress      string
+	OutboundAddress string
+}
+
+// field is one key of node.metadata and the Metadata field it fills.
+type field struct {
+	key   string
+	value *string
+}
+
+// fields lists the keys of m, in the order of docs/xds.md.
+func (m *Metadata) fields() []field {
+	return []field{
+		{KeyRole, &m.Role},
+		{KeyNamespace, &m.Namespace},
+		{KeyGateway, &m.Gateway},
+		{KeyService, &m.Service},
+		{KeyInboundAddress, &m.InboundAddress},
+		{KeyAppAddress, &m.AppAddress},
+		{KeyOutboundAddress, &m.OutboundAddress},
+	}
+}
+
+// Name is the gateway or service name the node serves, by its role.
+func (m Metadata) Name() string {
+	if m.Role == RoleGateway {
+		return m.Gateway
+	}
+	return m.Service
+}
+
+// Struct encodes m as node.metadata: one string per non-empty field.
+func (m Metadata) Struct() *structpb.Struct {
+	out := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	for _, f := range m.fields() {
+		if *f.value != "" {
+			out.Fields[f.key] = structpb.NewStringValue(*f.value)
+		}
+	}
+	return out
+}
+
+// Node is the xDS node of a proxy with this metadata: node.id id,
+// node.cluster the gateway or service name.
+func (m Metadata) Node(id string) *corev3.Node {
+	return &corev3.Node{Id: id, Cluster: m.Name(), Metadata: m.Struct()}
+}
+
+// Decode reads node.metadata as sent: a missing key or a value that is not
+// a string reads as "".
+func Decode(s *structpb.Struct) Metadata {
+	var m Metadata
+	for _, f := range m.fields() {
+		*f.value = s.GetFields()[f.key].GetStringValue()
+	}
+	return m
+}
+
+// FromNode reads who a proxy is from its node, with the defaults of
+// docs/xds.md: namespace DefaultNamespace; node.cluster stands in for a
+// missing gateway or service name; a sidecar's outbound address is
+// DefaultOutboundAddress.
+func FromNode(node *corev3.Node) Metadata {
+	m := Decode(node.GetMetadata())
+	if m.Namespace == "" {
+		m.Namespace = DefaultNamespace
+	}
+	switch m.Role {
+	case RoleGateway:
+		if m.Gateway == "" {
+			m.Gateway = node.GetCluster()
+		}
+	case RoleSidecar:
+		if m.Service == "" {
+			m.Service = node.GetCluster()
+		}
+		if m.OutboundAddress == "" {
+			m.OutboundAddress = DefaultOutboundAddress
+		}
+	}
+	return m
+}

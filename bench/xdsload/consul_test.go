@@ -65,16 +65,17 @@ func discoveredFiles(t *testing.T, ops api.TxnOps) []policy.File {
 		if svc == nil {
 			t.Fatalf("service %s not discovered", name)
 		}
+		ps := svc.PolicyService()
 		data, err := json.Marshal(map[string]any{
 			"apiVersion": policy.MeshgateAPIVersion,
 			"kind":       policy.KindService,
-			"metadata":   map[string]string{"name": svc.Name, "namespace": svc.Namespace},
-			"spec":       svc.Spec,
+			"metadata":   map[string]string{"name": ps.Name, "namespace": ps.Namespace},
+			"spec":       ps.Spec,
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		files = append(files, policy.File{Name: svc.Source.File, Data: data})
+		files = append(files, policy.File{Name: svc.Source, Data: data})
 	}
 	return files
 }
@@ -106,8 +107,12 @@ func TestConsulRegistrations(t *testing.T) {
 	}
 	for _, i := range []int{0, 1, 42, n - 1} {
 		name := serviceName(i)
-		svc := discovery.ServiceFromEntries(name, entries[name], false)
-		if svc == nil || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != servicePort || svc.Namespace != namespace {
+		d := discovery.ServiceFromEntries(name, entries[name], false)
+		if d == nil {
+			t.Fatalf("%s not discovered", name)
+		}
+		svc := d.PolicyService()
+		if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != servicePort || svc.Namespace != namespace {
 			t.Fatalf("%s discovered as %+v, want port %d in %s", name, svc, servicePort, namespace)
 		}
 		if got := clusterName(name); got != svc.Namespace+"/"+svc.Name+":80" {
@@ -130,7 +135,7 @@ func TestConsulRegistrations(t *testing.T) {
 		t.Fatalf("endpoint change %+v, want one set of svc-0000-0", change)
 	}
 	after := catalog(t, append(slices.Clone(ops), change...))
-	svc := discovery.ServiceFromEntries(serviceName(0), after[serviceName(0)], false)
+	svc := discovery.ServiceFromEntries(serviceName(0), after[serviceName(0)], false).PolicyService()
 	var addrs []string
 	for _, ep := range svc.Spec.Endpoints {
 		addrs = append(addrs, ep.Address)

@@ -311,7 +311,8 @@ func (r *runner) startControlplane(ctx context.Context, backend string) (*meshga
 // startMeshgateGateway runs `meshgate gateway --name bench` as contender
 // name: "meshgate" with the binary's default HTTP/1.1 server (the fast path,
 // --http1-server fast), "meshgate-std" with net/http's alone (--http1-server
-// std). Both serve the same Gateway, one at a time.
+// std), "meshgate-baseline" the baseline binary's gateway (an earlier build,
+// as "meshgate"). All serve the same Gateway, one at a time.
 func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, name string) (*contender, error) {
 	admin, err := freeAddr()
 	if err != nil {
@@ -319,7 +320,14 @@ func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, nam
 	}
 	f := env.flags
 	f.admin = admin
-	if r.hasHTTP1ServerFlag {
+	bin, hasHTTP1ServerFlag := r.meshgate, r.hasHTTP1ServerFlag
+	if name == "meshgate-baseline" {
+		if r.baseline == "" {
+			return nil, errSkipped("no baseline binary (-baseline or BENCH_BASELINE)")
+		}
+		bin, hasHTTP1ServerFlag = r.baseline, hasFlag(ctx, r.baseline, "gateway", "--http1-server")
+	}
+	if hasHTTP1ServerFlag {
 		f.http1Server = "fast"
 		if name == "meshgate-std" {
 			f.http1Server = "std"
@@ -330,7 +338,7 @@ func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, nam
 	if f.token, err = env.joinToken(ctx, "bench"); err != nil {
 		return nil, err
 	}
-	p, err := r.procs.start(strings.Replace(name, "meshgate", "meshgate-gateway", 1), r.meshgate, proxyArgs(f, "gateway", "bench", sidecarAddrs{}), nil)
+	p, err := r.procs.start(strings.Replace(name, "meshgate", "meshgate-gateway", 1), bin, proxyArgs(f, "gateway", "bench", sidecarAddrs{}), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,7 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			}},
 			{"meshgate", func() (*contender, error) { return r.startMeshgateGateway(ctx, env, "meshgate") }},
 			{"meshgate-std", func() (*contender, error) { return r.startMeshgateGateway(ctx, env, "meshgate-std") }},
+			{"meshgate-baseline", func() (*contender, error) { return r.startMeshgateGateway(ctx, env, "meshgate-baseline") }},
 			{"haproxy", func() (*contender, error) { return r.startHAProxy(ctx, backendAddr) }},
 			{"caddy", func() (*contender, error) { return r.startCaddy(ctx, backendAddr) }},
 		}

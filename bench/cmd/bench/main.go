@@ -93,6 +93,9 @@ type runner struct {
 	insecureFlag   string
 	cpInsecureFlag string
 	cpHasDataDir   bool
+	// baseline is another meshgate binary run as the gateway contender
+	// meshgate-baseline; empty: none.
+	baseline string
 	// hasHTTP1ServerFlag: the proxy has --http1-server (std/fast), so the
 	// meshgate-std contender can run.
 	hasHTTP1ServerFlag bool
@@ -127,6 +130,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	modeName := fs.String("mode", envOr("BENCH_MODE", "full"), "full (~10 min), quick (~2 min) or smoke (seconds, no numbers to trust)")
 	meshgate := fs.String("meshgate", "bin/meshgate", "meshgate binary")
+	baseline := fs.String("baseline", os.Getenv("BENCH_BASELINE"), "another meshgate binary (an earlier build) run as the gateway contender meshgate-baseline beside meshgate, against the same control plane: a regression check within one run")
 	fortio := fs.String("fortio", "tools/fortio/bin/fortioload", "fortio load engine (tools/fortio)")
 	caddy := fs.String("caddy", "tools/caddy/bin/caddy", "caddy binary (tools/caddy); skipped when missing")
 	consul := fs.String("consul", envOr("MESHGATE_CONSUL_BIN", "tools/consul/bin/consul"), "Consul agent binary (make consul) for the health-flip measurement (skipped when missing) and the authorized xdsload run's endpoints (from files when missing)")
@@ -137,7 +141,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
 	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
 	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, mesh, consul, xds, scale")
-	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, meshgate-std, haproxy, caddy); all when empty. (c2) needs nginx")
+	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, meshgate-std, meshgate-baseline, haproxy, caddy); all when empty. (c2) needs nginx")
 	duration := fs.Duration("duration", 0, "length of each load-generator run; the mode's when zero (profiling: longer runs give fuller profiles)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -157,7 +161,8 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	r := &runner{
 		log: logger, mode: m, work: work, results: *results,
 		meshgate: abs(*meshgate), fortio: abs(*fortio), xdsload: abs(*xdsload),
-		profile: *profile, cores: runtime.NumCPU(), conns: *conns,
+		baseline: absOrEmpty(*baseline),
+		profile:  *profile, cores: runtime.NumCPU(), conns: *conns,
 		procs: &procGroup{dir: work}, table: &table{},
 	}
 	if *only != "" {
@@ -239,6 +244,14 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// absOrEmpty is abs(p), empty for an empty p.
+func absOrEmpty(p string) string {
+	if p == "" {
+		return ""
+	}
+	return abs(p)
 }
 
 func abs(p string) string {

@@ -70,6 +70,9 @@ func parentPath(p string) string {
 type Gateway struct {
 	gwapiv1.Gateway
 	Source Source
+	// original is, in a copy of a Gateway without the listeners that are
+	// not programmed (Evaluate), the Gateway as written.
+	original *Gateway
 }
 
 // HTTPRoute is a Gateway API HTTPRoute with the place it was loaded from.
@@ -226,6 +229,8 @@ type SecurityPolicy struct {
 	Namespace string
 	Spec      SecurityPolicySpec
 	Source    Source
+	// failClosed: made by Evaluate in place of a rejected policy.
+	failClosed bool
 }
 
 // SecurityPolicySpec is the spec of a SecurityPolicy.

@@ -204,44 +204,44 @@ func (l *loader) checkGateway(g *Gateway) {
 		p := fmt.Sprintf("spec.listeners[%d]", i)
 		switch {
 		case ls.Name == "":
-			l.errorf(src, p+".name", "name is required")
+			l.listenerErrorf(g, i, p+".name", lsInvalid, "name is required")
 		case checkSubdomain(string(ls.Name)) != "":
-			l.errorf(src, p+".name", "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
+			l.listenerErrorf(g, i, p+".name", lsInvalid, "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
 		default:
 			if j, dup := names[ls.Name]; dup {
-				l.errorf(src, p+".name", "duplicate listener name %q (also spec.listeners[%d])", ls.Name, j)
+				l.listenerErrorf(g, i, p+".name", lsInvalid, "duplicate listener name %q (also spec.listeners[%d])", ls.Name, j)
 			} else {
 				names[ls.Name] = i
 			}
 		}
 		portOK := ls.Port >= 1 && ls.Port <= 65535
 		if !portOK {
-			l.errorf(src, p+".port", "port %d is out of range 1-65535", ls.Port)
+			l.listenerErrorf(g, i, p+".port", string(gwapiv1.ListenerReasonPortUnavailable), "port %d is out of range 1-65535", ls.Port)
 		}
 		switch ls.Protocol {
 		case gwapiv1.HTTPProtocolType:
 		case gwapiv1.HTTPSProtocolType, gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
-			l.errorf(src, p+".protocol", "protocol %s is not supported yet (only HTTP)", ls.Protocol)
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP)", ls.Protocol)
 		case "":
-			l.errorf(src, p+".protocol", "protocol is required (HTTP)")
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP)")
 		default:
-			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP)", ls.Protocol)
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP)", ls.Protocol)
 		}
 		host := ""
 		if ls.Hostname != nil {
 			host = string(*ls.Hostname)
 			if msg := checkHostname(host, true); msg != "" {
-				l.errorf(src, p+".hostname", "invalid hostname %q: %s", host, msg)
+				l.listenerErrorf(g, i, p+".hostname", lsInvalid, "invalid hostname %q: %s", host, msg)
 			}
 		}
 		if ls.TLS != nil {
-			l.errorf(src, p+".tls", "%s", notSupported("tls"))
+			l.listenerErrorf(g, i, p+".tls", lsInvalid, "%s", notSupported("tls"))
 		}
-		l.checkAllowedRoutes(src, p+".allowedRoutes", ls.AllowedRoutes)
+		l.checkAllowedRoutes(g, i, p+".allowedRoutes", ls.AllowedRoutes)
 		if portOK {
 			key := portHost{ls.Port, host}
 			if j, dup := bound[key]; dup {
-				l.errorf(src, p, "listener %q conflicts with listener %q: same port %d and %s",
+				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonHostnameConflict), "listener %q conflicts with listener %q: same port %d and %s",
 					ls.Name, spec.Listeners[j].Name, ls.Port, describeHostname(host))
 			} else {
 				bound[key] = i
@@ -285,7 +285,10 @@ func describeHostname(h string) string {
 	return fmt.Sprintf("hostname %q", h)
 }
 
-func (l *loader) checkAllowedRoutes(src Source, p string, ar *gwapiv1.AllowedRoutes) {
+// lsInvalid is the reason of a listener whose configuration is invalid.
+const lsInvalid = string(gwapiv1.ListenerReasonUnsupportedValue)
+
+func (l *loader) checkAllowedRoutes(g *Gateway, i int, p string, ar *gwapiv1.AllowedRoutes) {
 	if ar == nil {
 		return
 	}
@@ -294,22 +297,22 @@ func (l *loader) checkAllowedRoutes(src Source, p string, ar *gwapiv1.AllowedRou
 			switch *ns.From {
 			case gwapiv1.NamespacesFromSame, gwapiv1.NamespacesFromAll:
 			case gwapiv1.NamespacesFromSelector:
-				l.errorf(src, p+".namespaces.from", "Selector is not supported yet (use Same or All)")
+				l.listenerErrorf(g, i, p+".namespaces.from", lsInvalid, "Selector is not supported yet (use Same or All)")
 			default:
-				l.errorf(src, p+".namespaces.from", "unknown value %q (want Same or All)", *ns.From)
+				l.listenerErrorf(g, i, p+".namespaces.from", lsInvalid, "unknown value %q (want Same or All)", *ns.From)
 			}
 		}
 		if ns.Selector != nil {
-			l.errorf(src, p+".namespaces.selector", "%s", notSupported("selector"))
+			l.listenerErrorf(g, i, p+".namespaces.selector", lsInvalid, "%s", notSupported("selector"))
 		}
 	}
-	for i, k := range ar.Kinds {
+	for j, k := range ar.Kinds {
 		group := GatewayGroup
 		if k.Group != nil {
 			group = string(*k.Group)
 		}
 		if group != GatewayGroup || k.Kind != KindHTTPRoute {
-			l.errorf(src, fmt.Sprintf("%s.kinds[%d]", p, i), "route kind %q in group %q is not supported yet (only HTTPRoute)", k.Kind, group)
+			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute)", k.Kind, group)
 		}
 	}
 }
@@ -363,7 +366,7 @@ func (l *loader) checkBindConflicts(gateways []*Gateway) {
 				if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
 					continue
 				}
-				l.errorf(g.Source, p, "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
+				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonPortUnavailable), "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
 					g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
 					t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
 				break
@@ -426,38 +429,44 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 		l.errorf(src, p+".name", "name is required")
 		return
 	}
+	noParent := string(gwapiv1.RouteReasonNoMatchingParent)
 	switch {
 	case kind == KindGateway && group == GatewayGroup:
 		g := gateways[nsName{ns, string(pr.Name)}]
 		if g == nil {
-			l.errorf(src, p+".name", "gateway %s not found", refName(ns, string(pr.Name), r.Namespace))
+			l.parentErrorf(src, i, p+".name", noParent, "gateway %s not found%s", refName(ns, string(pr.Name), r.Namespace),
+				l.rejectedNote(KindGateway, ns, string(pr.Name)))
 			return
 		}
-		l.checkGatewayAttachment(r, p, pr, g)
+		l.checkGatewayAttachment(r, i, p, pr, g)
 	case kind == KindService && (pr.Group == nil || group == "" || group == MeshgateGroup):
 		svc := services[nsName{ns, string(pr.Name)}]
 		if svc == nil {
-			l.errorf(src, p+".name", "service %s not found", refName(ns, string(pr.Name), r.Namespace))
+			l.parentErrorf(src, i, p+".name", noParent, "service %s not found%s", refName(ns, string(pr.Name), r.Namespace),
+				l.rejectedNote(KindService, ns, string(pr.Name)))
 			return
 		}
 		if pr.SectionName != nil {
-			l.errorf(src, p+".sectionName", "sectionName on a Service parent is not supported yet (use port)")
+			l.parentErrorf(src, i, p+".sectionName", string(gwapiv1.RouteReasonUnsupportedValue), "sectionName on a Service parent is not supported yet (use port)")
 		}
 		if pr.Port != nil && svc.LookupPort(strconv.Itoa(int(*pr.Port))) == nil {
-			l.errorf(src, p+".port", "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *pr.Port)
+			l.parentErrorf(src, i, p+".port", noParent, "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *pr.Port)
 		}
 	default:
-		l.errorf(src, p+".kind", "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)
+		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue), "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)
 	}
 }
 
-// checkGatewayAttachment checks that a parentRef selects listeners of g that
-// accept the route.
-func (l *loader) checkGatewayAttachment(r *HTTPRoute, p string, pr *gwapiv1.ParentReference, g *Gateway) {
+// checkGatewayAttachment checks that the parentRef parent of r selects
+// listeners of g that accept the route, and counts the route as attached to
+// each of them (ListenerStatus.attachedRoutes). A listener that is not
+// programmed (its problem is reported on the Gateway) selects nothing.
+func (l *loader) checkGatewayAttachment(r *HTTPRoute, parent int, p string, pr *gwapiv1.ParentReference, g *Gateway) {
 	src := r.Source
 	gwName := refName(g.Namespace, g.Name, r.Namespace)
-	var selected []*gwapiv1.Listener
-	named := false
+	noParent := string(gwapiv1.RouteReasonNoMatchingParent)
+	var selected []int
+	named, bad := false, false
 	for i := range g.Spec.Listeners {
 		ls := &g.Spec.Listeners[i]
 		if pr.SectionName != nil {
@@ -469,40 +478,75 @@ func (l *loader) checkGatewayAttachment(r *HTTPRoute, p string, pr *gwapiv1.Pare
 		if pr.Port != nil && ls.Port != *pr.Port {
 			continue
 		}
-		selected = append(selected, ls)
+		if l.pass.badListeners[g][i] {
+			bad = true
+			continue
+		}
+		selected = append(selected, i)
 	}
 	if len(selected) == 0 {
 		switch {
+		case bad:
+			// Follows from the listener's own problem, reported on the
+			// Gateway: a status, not another error.
+			l.classifiedf(src, p, attribution{class: classParent, index: parent, reason: noParent, cascade: true},
+				"the listeners of gateway %s this parentRef selects are not programmed (see the Gateway's status, %s:%d)", gwName, g.Source.File, g.Source.Line)
 		case pr.SectionName != nil && !named:
-			l.errorf(src, p+".sectionName", "gateway %s has no listener %q", gwName, *pr.SectionName)
+			l.parentErrorf(src, parent, p+".sectionName", noParent, "gateway %s has no listener %q", gwName, *pr.SectionName)
 		case pr.SectionName != nil:
-			l.errorf(src, p+".port", "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
+			l.parentErrorf(src, parent, p+".port", noParent, "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
 		case pr.Port != nil:
-			l.errorf(src, p+".port", "gateway %s has no listener on port %d", gwName, *pr.Port)
+			l.parentErrorf(src, parent, p+".port", noParent, "gateway %s has no listener on port %d", gwName, *pr.Port)
 		default: // the gateway has no listeners at all
-			l.errorf(src, p, "gateway %s has no listeners", gwName)
+			l.parentErrorf(src, parent, p, noParent, "gateway %s has no listeners", gwName)
 		}
 		return
 	}
-	allowed := slices.ContainsFunc(selected, func(ls *gwapiv1.Listener) bool { return listenerAllows(g, ls, r.Namespace) })
-	if !allowed {
-		l.errorf(src, p, "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is Same)", gwName, r.Namespace)
+	selected = slices.DeleteFunc(selected, func(i int) bool { return !listenerAllows(g, &g.Spec.Listeners[i], r.Namespace) })
+	if len(selected) == 0 {
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is Same)", gwName, r.Namespace)
 		return
 	}
-	if len(r.Spec.Hostnames) == 0 {
-		return
-	}
-	matches := slices.ContainsFunc(selected, func(ls *gwapiv1.Listener) bool {
-		if ls.Hostname == nil {
-			return true
-		}
-		return slices.ContainsFunc(r.Spec.Hostnames, func(h gwapiv1.Hostname) bool {
-			return hostnamesIntersect(string(*ls.Hostname), string(h))
+	if len(r.Spec.Hostnames) > 0 {
+		selected = slices.DeleteFunc(selected, func(i int) bool {
+			ls := &g.Spec.Listeners[i]
+			if ls.Hostname == nil {
+				return false
+			}
+			return !slices.ContainsFunc(r.Spec.Hostnames, func(h gwapiv1.Hostname) bool {
+				return hostnamesIntersect(string(*ls.Hostname), string(h))
+			})
 		})
-	})
-	if !matches {
-		l.errorf(src, "spec.hostnames", "no hostname of the route matches a listener of gateway %s", gwName)
+		if len(selected) == 0 {
+			l.parentErrorf(src, parent, "spec.hostnames", string(gwapiv1.RouteReasonNoMatchingListenerHostname), "no hostname of the route matches a listener of gateway %s", gwName)
+			return
+		}
 	}
+	l.attach(g, selected)
+}
+
+// attach counts a route as attached to listeners of g, once per listener.
+func (l *loader) attach(g *Gateway, listeners []int) {
+	if l.pass.attached == nil {
+		l.pass.attached = make(map[*Gateway][]int32)
+	}
+	counts := l.pass.attached[g]
+	if counts == nil {
+		counts = make([]int32, len(g.Spec.Listeners))
+		l.pass.attached[g] = counts
+	}
+	for _, i := range listeners {
+		counts[i]++
+	}
+}
+
+// rejectedNote says, in a message about a reference that does not resolve,
+// that the resource it names is rejected (it is defined, but invalid), or "".
+func (l *loader) rejectedNote(kind, namespace, name string) string {
+	if src, ok := l.pass.rejected[resourceKey{kind, namespace, name}]; ok {
+		return fmt.Sprintf(" (it is rejected: see %s:%d)", src.File, src.Line)
+	}
+	return ""
 }
 
 func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, services map[nsName]*Service) {
@@ -831,7 +875,7 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 		l.errorf(src, p+".filters", "backendRef filters are not supported yet (put filters on the rule)")
 	}
 	if kind != KindService || (group != "" && group != MeshgateGroup) {
-		l.errorf(src, p+".kind", "backend kind %q in group %q is not supported (want Service)", kind, group)
+		l.refErrorf(src, p+".kind", string(gwapiv1.RouteReasonInvalidKind), "backend kind %q in group %q is not supported (want Service)", kind, group)
 		return
 	}
 	if br.Name == "" {
@@ -844,13 +888,14 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	}
 	svc := services[nsName{ns, string(br.Name)}]
 	if svc == nil {
-		l.errorf(src, p+".name", "service %s not found", refName(ns, string(br.Name), r.Namespace))
+		l.refErrorf(src, p+".name", string(gwapiv1.RouteReasonBackendNotFound), "service %s not found%s", refName(ns, string(br.Name), r.Namespace),
+			l.rejectedNote(KindService, ns, string(br.Name)))
 		return
 	}
 	switch {
 	case br.Port == nil && len(svc.Spec.Ports) > 1:
 		l.errorf(src, p+".port", "port is required: service %s has %d ports", refName(ns, svc.Name, r.Namespace), len(svc.Spec.Ports))
 	case br.Port != nil && svc.LookupPort(strconv.Itoa(int(*br.Port))) == nil:
-		l.errorf(src, p+".port", "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
+		l.refErrorf(src, p+".port", string(gwapiv1.RouteReasonBackendNotFound), "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
 	}
 }

@@ -35,6 +35,9 @@ type policySummary struct {
 	docs map[string]int
 	// gatewayRules counts the route rules of each Gateway of the model.
 	gatewayRules map[model.NamespacedName]int
+	// set and result are the policy's evaluation (the set compiled).
+	set    *policy.Set
+	result *policy.Result
 }
 
 // summarize counts the documents of each of in's files in set (the

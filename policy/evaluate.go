@@ -19,6 +19,11 @@ type Result struct {
 	Errors ErrorList
 	// Warnings are notes about accepted resources.
 	Warnings ErrorList
+	// DamagedFiles are the files some of whose content could not be read
+	// as resources (a read error, a YAML syntax error that stopped the
+	// parsing, a document without a readable kind or name): what they hold
+	// is unknown, so their last good resources are kept. Sorted.
+	DamagedFiles []string
 	// Statuses are the statuses of the resources, one per document that
 	// names a resource (and per last good resource kept from a file that
 	// could not be read), sorted by kind, namespace, name, file and line.
@@ -255,6 +260,10 @@ func (e *evaluation) run() *Result {
 		set.Gateways = programmedListeners(set.Gateways, p.pass.badListeners)
 	}
 	res.Set = set
+	for f := range l.damaged {
+		res.DamagedFiles = append(res.DamagedFiles, f)
+	}
+	slices.Sort(res.DamagedFiles)
 	if e.withStatuses {
 		res.Statuses = e.statuses(all, live, p, byKey)
 	}

@@ -37,6 +37,17 @@ func Load(paths ...string) (*Set, error) {
 	return load(Input{Files: files, ReadErrors: errs}, decodeFile)
 }
 
+// LoadWithWarnings is Load that also returns the warnings: notes about
+// accepted resources (Result.Warnings), returned with or without errors.
+func LoadWithWarnings(paths ...string) (*Set, ErrorList, error) {
+	files, errs := readPaths(paths)
+	r := evaluate(Input{Files: files, ReadErrors: errs}, decodeFile, false)
+	if len(r.Errors) > 0 {
+		return nil, r.Warnings, r.Errors
+	}
+	return r.Set, r.Warnings, nil
+}
+
 // readPaths reads the policy files that paths name, reporting those it
 // cannot read.
 func readPaths(paths []string) ([]File, ErrorList) {

@@ -275,6 +275,12 @@ func TestEvaluateClassifies(t *testing.T) {
 		},
 		wantRoutes: []string{"r"}, wantErrors: 1,
 	}, {
+		name:       "a route without parentRefs: accepted, attached nowhere",
+		in:         evalInput("orphan", strings.Replace(evalRoute("orphan", "orders", ""), "  parentRefs:\n  - name: edge\n", "", 1)),
+		wantRoutes: []string{"orphan"},
+		want: []wantStatus{{kind: KindHTTPRoute, name: "orphan", state: StateAccepted, reason: ReasonNoParentRefs,
+			conditions: []string{"Accepted=True/Accepted", ConditionAttached + "=False/" + ReasonNoParentRefs}}},
+	}, {
 		name: "a rejected MeshConfig without a last good version: nothing to serve",
 		in: evalInput("mesh", `apiVersion: meshgate.dev/v1alpha1
 kind: MeshConfig
@@ -308,7 +314,12 @@ spec:
 			// Load reports exactly the errors of Evaluate.
 			set, err := LoadInput(tt.in)
 			var list ErrorList
-			if set != nil || !errors.As(err, &list) || list.Error() != r.Errors.Error() {
+			switch {
+			case len(r.Errors) == 0:
+				if err != nil || set == nil {
+					t.Errorf("Load: %v; want a set, as Evaluate has no error", err)
+				}
+			case set != nil || !errors.As(err, &list) || list.Error() != r.Errors.Error():
 				t.Errorf("Load: %v; want the errors of Evaluate: %v", err, r.Errors)
 			}
 		})

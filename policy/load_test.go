@@ -131,7 +131,6 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "route-parents.yaml",
 			want: []string{
-				`route-parents.yaml:31: spec.parentRefs: at least one parentRef is required (a Gateway, or a Service for mesh traffic)`,
 				`route-parents.yaml:41: spec.parentRefs[0].name: gateway "infra/edg" not found`,
 				`route-parents.yaml:45: spec.parentRefs[1].sectionName: gateway "infra/edge" has no listener "https"`,
 				`route-parents.yaml:49: spec.parentRefs[2].port: listener "http" of gateway "infra/edge" is not on port 9090`,

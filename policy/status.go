@@ -43,7 +43,11 @@ const (
 	// ReasonInvalid rejects a resource of a meshgate kind (or a
 	// duplicate); ReasonTargetNotFound is a SecurityPolicy ResolvedRefs
 	// reason.
-	ReasonInvalid        = "Invalid"
+	ReasonInvalid = "Invalid"
+	// ConditionAttached is False (reason ReasonNoParentRefs) on a route
+	// without parentRefs: it is accepted, attached nowhere.
+	ConditionAttached    = "meshgate.dev/Attached"
+	ReasonNoParentRefs   = "NoParentRefs"
 	ReasonTargetNotFound = "TargetNotFound"
 )
 
@@ -289,8 +293,16 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			rs.Reason = string(gwapiv1.RouteReasonUnsupportedValue)
 		}
 		if len(res.Spec.ParentRefs) == 0 {
+			// The Gateway API has no status for a route without parents:
+			// meshgate says it at the top.
 			if rejected {
 				obj.Status.Conditions = append(obj.Status.Conditions, cond("Accepted", false, string(gwapiv1.RouteReasonUnsupportedValue), message(problems, "")))
+			} else {
+				obj.Status.Conditions = append(obj.Status.Conditions, cond("Accepted", true, string(gwapiv1.RouteReasonAccepted), "Accepted"),
+					cond(ConditionAttached, false, ReasonNoParentRefs, "the route has no parentRefs: it is attached to no Gateway and no Service"))
+				if rs.Reason == "" {
+					rs.Reason = ReasonNoParentRefs
+				}
 			}
 			obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 		}

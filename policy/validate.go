@@ -380,9 +380,8 @@ func (l *loader) checkBindConflicts(gateways []*Gateway) {
 
 func (l *loader) checkHTTPRoute(r *HTTPRoute, gateways map[nsName]*Gateway, services map[nsName]*Service) {
 	src, spec := r.Source, &r.Spec
-	if len(spec.ParentRefs) == 0 {
-		l.errorf(src, "spec.parentRefs", "at least one parentRef is required (a Gateway, or a Service for mesh traffic)")
-	}
+	// A route without parentRefs is valid (the field is optional): it is
+	// attached nowhere, as its status says.
 	for i := range spec.ParentRefs {
 		l.checkParentRef(r, i, gateways, services)
 	}

@@ -105,7 +105,7 @@ func printStatus(w io.Writer, st controlplane.Status) error {
 func printResourceProblems(w io.Writer, items []policy.ResourceStatus) error {
 	var problems []policy.ResourceStatus
 	for _, r := range items {
-		if r.State != policy.StateAccepted || len(r.Problems) > 0 {
+		if r.State != policy.StateAccepted || len(r.Problems) > 0 || r.Reason != "" {
 			problems = append(problems, r)
 		}
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -85,6 +86,9 @@ type candidate struct {
 	rejected []*Error
 	// droppedLastGood is its last good version, rejected too.
 	droppedLastGood *candidate
+	// ignored says why the resource is not meshgate's (a Gateway of a
+	// GatewayClass of another controller), or is "".
+	ignored string
 }
 
 func (c *candidate) doc() documentID { return documentID{c.source.File, c.source.Line} }
@@ -99,12 +103,17 @@ type passState struct {
 	attached map[*Gateway][]int32
 	// rejected are the resources rejected by an earlier pass, for messages.
 	rejected map[resourceKey]Source
+	// ignored are the Gateways of other controllers' GatewayClasses, with
+	// why.
+	ignored map[resourceKey]string
 }
 
 // evaluation is one Evaluate.
 type evaluation struct {
 	in      Input
 	decoded *loader
+	// ignored: see passState.ignored.
+	ignored map[resourceKey]string
 	// withStatuses: write Result.Statuses (Load does not need them).
 	withStatuses bool
 }
@@ -120,7 +129,7 @@ func (e *evaluation) pass(live []*candidate, rejected map[resourceKey]Source) *l
 	p := &loader{
 		malformed: make(map[resourceKey]bool),
 		dropped:   e.decoded.dropped,
-		pass:      passState{rejected: rejected},
+		pass:      passState{rejected: rejected, ignored: e.ignored},
 	}
 	p.set.Files = e.decoded.set.Files
 	for _, c := range live {
@@ -169,16 +178,24 @@ func invalidErrors(c *candidate, errs []*Error, p *loader) []*Error {
 
 func (e *evaluation) run() *Result {
 	l := e.decoded
-	decodeErrs := l.errs
-	all := slices.Concat(l.cands, l.dups)
-	for c, errs := range attribute(decodeErrs, all) {
+	res := &Result{}
+	ignoredCands := e.ignoreOtherControllers(res)
+	all := slices.Concat(l.cands, l.dups, ignoredCands)
+	var decodeErrs ErrorList
+	for c, errs := range attribute(l.errs, all) {
 		c.decodeErrs = errs
+	}
+	for _, err := range l.errs {
+		// The problems of another controller's Gateway are not meshgate's.
+		if !slices.ContainsFunc(ignoredCands, func(c *candidate) bool { return c.doc() == err.attr.doc }) {
+			decodeErrs = append(decodeErrs, err)
+		}
 	}
 
 	// The first pass validates everything, as Load always did: its errors
 	// are Result.Errors.
 	p := e.pass(l.cands, nil)
-	res := &Result{Errors: slices.Clone(decodeErrs)}
+	res.Errors = decodeErrs
 	for _, err := range p.errs {
 		if !err.attr.cascade {
 			res.Errors = append(res.Errors, err)
@@ -268,6 +285,41 @@ func (e *evaluation) run() *Result {
 		res.Statuses = e.statuses(all, live, p, byKey)
 	}
 	return res
+}
+
+// ignoreOtherControllers takes out of the candidates the Gateways whose
+// gatewayClassName names a GatewayClass of another controller (a Gateway
+// naming a class that is not defined is meshgate's), with a warning each,
+// and returns them.
+func (e *evaluation) ignoreOtherControllers(res *Result) []*candidate {
+	l := e.decoded
+	controllers := map[string]string{}
+	for _, c := range l.cands {
+		if gc, ok := c.res.(*GatewayClass); ok {
+			controllers[gc.Name] = string(gc.Spec.ControllerName)
+		}
+	}
+	var ignored []*candidate
+	l.cands = slices.DeleteFunc(l.cands, func(c *candidate) bool {
+		g, ok := c.res.(*Gateway)
+		if !ok {
+			return false
+		}
+		controller, defined := controllers[string(g.Spec.GatewayClassName)]
+		if !defined || controller == ControllerName {
+			return false
+		}
+		c.ignored = fmt.Sprintf("its GatewayClass %q has controllerName %q (meshgate's is %s)", g.Spec.GatewayClassName, controller, ControllerName)
+		if e.ignored == nil {
+			e.ignored = make(map[resourceKey]string)
+		}
+		e.ignored[c.key] = c.ignored
+		res.Warnings = append(res.Warnings, &Error{File: g.Source.File, Line: g.Source.LineOf("spec.gatewayClassName"), Field: "spec.gatewayClassName",
+			Message: fmt.Sprintf("gateway %q is not served by meshgate: %s", g.Name, c.ignored)})
+		ignored = append(ignored, c)
+		return true
+	})
+	return ignored
 }
 
 // failClosed makes, for every rejected SecurityPolicy of this policy that
@@ -365,6 +417,9 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 		if !sp.failClosed {
 			add(KindSecurityPolicy, sp.Namespace, sp.Name, sp, sp.Source)
 		}
+	}
+	for _, gc := range s.GatewayClasses {
+		add(KindGatewayClass, "", gc.Name, gc, gc.Source)
 	}
 	if mc := s.MeshConfig; mc != nil {
 		add(KindMeshConfig, mc.Namespace, mc.Name, mc, mc.Source)

@@ -503,3 +503,56 @@ func TestCacheEvaluate(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayAPISurface checks v1beta1 documents and GatewayClasses.
+func TestGatewayAPISurface(t *testing.T) {
+	t.Parallel()
+	class := func(name, controller string) string {
+		return fmt.Sprintf("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: GatewayClass\nmetadata: {name: %s, namespace: ignored}\nspec:\n  controllerName: %s\n", name, controller)
+	}
+	gateway := func(name, class string, port int) string {
+		return fmt.Sprintf("apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Gateway\nmetadata: {name: %s}\nspec:\n  gatewayClassName: %s\n  listeners:\n  - {name: https, port: %d, protocol: HTTPS}\n", name, class, port)
+	}
+	in := Input{Files: []File{
+		{Name: "classes.yaml", Data: []byte(class("meshgate", ControllerName) + "---\n" + class("envoy", "gateway.envoyproxy.io/gatewayclass-controller"))},
+		// Another controller's Gateway may use what meshgate does not
+		// support (HTTPS): not meshgate's problem.
+		{Name: "envoy.yaml", Data: []byte(gateway("eg", "envoy", 8443))},
+		{Name: "ours.yaml", Data: []byte(strings.Replace(strings.Replace(gateway("edge", "meshgate", 8080), "HTTPS", "HTTP", 1), "name: https", "name: http", 1))},
+		{Name: "undefined.yaml", Data: []byte(strings.Replace(strings.Replace(gateway("other", "nowhere", 9090), "HTTPS", "HTTP", 1), "name: https", "name: http", 1))},
+		{Name: "services.yaml", Data: []byte(evalServices)},
+		{Name: "route.yaml", Data: []byte(strings.Replace(strings.Replace(evalRoute("r", "orders", ""), "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1", 1),
+			"  - name: edge\n", "  - name: edge\n  - name: eg\n", 1))},
+	}}
+	r := Evaluate(in)
+	if len(r.Errors) > 0 {
+		t.Fatalf("errors: %v", r.Errors)
+	}
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0].Error(), `envoy.yaml:5: spec.gatewayClassName: gateway "eg" is not served by meshgate: its GatewayClass "envoy" has controllerName "gateway.envoyproxy.io/gatewayclass-controller"`) {
+		t.Errorf("warnings %v", r.Warnings)
+	}
+	var served []string
+	for _, g := range r.Set.Gateways {
+		served = append(served, g.Name)
+	}
+	if !slices.Equal(served, []string{"edge", "other"}) || len(r.Set.GatewayClasses) != 2 || r.Set.GatewayClasses[1].Namespace != "" {
+		t.Errorf("served gateways %v, classes %d", served, len(r.Set.GatewayClasses))
+	}
+	checkStatuses(t, r, []wantStatus{
+		{kind: KindGatewayClass, name: "meshgate", state: StateAccepted, conditions: []string{"Accepted=True/Accepted"}},
+		{kind: KindGatewayClass, name: "envoy", state: StateIgnored, reason: ReasonOtherController, conditions: []string{"Accepted=Unknown/OtherController"}},
+		{kind: KindGateway, name: "eg", state: StateIgnored, reason: ReasonOtherController, message: "not served by meshgate"},
+		{kind: KindGateway, name: "other", state: StateAccepted},
+		{kind: KindHTTPRoute, name: "r", state: StateAccepted, reason: "NoMatchingParent", conditions: []string{"Accepted=True/Accepted", "Accepted=False/NoMatchingParent"},
+			message: `gateway "eg" is not served by meshgate`},
+	})
+	if s := findStatus(r, KindHTTPRoute, "r"); s.Object.APIVersion != GatewayAPIVersion {
+		t.Errorf("apiVersion %s", s.Object.APIVersion)
+	}
+
+	bad := Evaluate(Input{Files: []File{{Name: "c.yaml", Data: []byte(class("x", "") + "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: Gateway\nmetadata: {name: g}\nspec: {}\n")}}})
+	if got := bad.Errors.Error(); !strings.Contains(got, "c.yaml:5: spec.controllerName: controllerName is required") ||
+		!strings.Contains(got, `c.yaml:7: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "gateway.networking.k8s.io/v1alpha2"`) {
+		t.Errorf("errors: %s", got)
+	}
+}

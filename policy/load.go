@@ -560,7 +560,7 @@ func decodeDocument(d *docEffect, file string, doc *yaml.Node) {
 		}
 		return
 	}
-	if apiVersion != k.apiVersion {
+	if apiVersion != k.apiVersion && !slices.Contains(k.olderVersions, apiVersion) {
 		d.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, k.apiVersion, apiVersion)
 		return
 	}

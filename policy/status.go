@@ -28,6 +28,10 @@ const (
 	// StateFailClosed: a SecurityPolicy is invalid, without a last good
 	// version: every request to its targets is denied until it is fixed.
 	StateFailClosed = "FailClosed"
+	// StateIgnored: the resource is another controller's (a Gateway of a
+	// GatewayClass whose controllerName is not meshgate's, such a
+	// GatewayClass): not served, not an error.
+	StateIgnored = "Ignored"
 )
 
 // meshgate's condition types and reasons, beside the Gateway API's.
@@ -44,6 +48,8 @@ const (
 	// duplicate); ReasonTargetNotFound is a SecurityPolicy ResolvedRefs
 	// reason.
 	ReasonInvalid = "Invalid"
+	// ReasonOtherController: the resource is another controller's.
+	ReasonOtherController = "OtherController"
 	// ConditionAttached is False (reason ReasonNoParentRefs) on a route
 	// without parentRefs: it is accepted, attached nowhere.
 	ConditionAttached    = "meshgate.dev/Attached"
@@ -147,6 +153,8 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 	var problems []*Error // what the conditions say is wrong
 	note := ""            // what serves instead, for the Accepted condition's message
 	switch {
+	case c.ignored != "":
+		return sc.ignoredStatus(rs, c, c.ignored)
 	case c.duplicate:
 		rs.State = StateRejected
 		problems = c.rejected
@@ -232,6 +240,20 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 	}
 
 	switch res := c.res.(type) {
+	case *GatewayClass:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		if string(res.Spec.ControllerName) != ControllerName && !rejected {
+			return sc.ignoredStatus(rs, c, fmt.Sprintf("its controllerName is %q (meshgate's is %s)", res.Spec.ControllerName, ControllerName))
+		}
+		if rejected {
+			obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayClassConditionStatusAccepted), false,
+				string(gwapiv1.GatewayClassReasonInvalidParameters), message(problems, "")))
+		} else {
+			obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayClassConditionStatusAccepted), true,
+				string(gwapiv1.GatewayClassReasonAccepted), "Accepted"))
+		}
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 	case *Gateway:
 		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
 		obj.Spec = res.Spec
@@ -327,6 +349,23 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		}
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 	}
+	return rs
+}
+
+// ignoredStatus is the status of a resource of another controller: not
+// served, why in an Accepted=Unknown condition.
+func (sc *statusContext) ignoredStatus(rs ResourceStatus, c *candidate, why string) ResourceStatus {
+	rs.State, rs.Reason = StateIgnored, ReasonOtherController
+	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name, Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+	switch res := c.res.(type) {
+	case *Gateway:
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
+	case *GatewayClass:
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
+	}
+	obj.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionUnknown, Reason: ReasonOtherController,
+		Message: "not served by meshgate: " + why, LastTransitionTime: sc.when}}
+	rs.Object = obj
 	return rs
 }
 

@@ -11,6 +11,7 @@ import (
 // API groups and versions accepted in policy files.
 const (
 	GatewayAPIVersion  = "gateway.networking.k8s.io/v1"
+	GatewayAPIV1beta1  = "gateway.networking.k8s.io/v1beta1"
 	MeshgateAPIVersion = "meshgate.dev/v1alpha1"
 	MeshgateGroup      = "meshgate.dev"
 	GatewayGroup       = "gateway.networking.k8s.io"
@@ -22,7 +23,17 @@ const (
 	KindGateway   = "Gateway"
 	KindHTTPRoute = "HTTPRoute"
 	KindService   = "Service"
+	// KindGatewayClass is cluster-scoped: its namespace is "".
+	KindGatewayClass = "GatewayClass"
 )
+
+// GatewayClass is a Gateway API GatewayClass with the place it was loaded
+// from. Gateways whose gatewayClassName names one with another
+// controllerName than ControllerName are not meshgate's: not served.
+type GatewayClass struct {
+	gwapiv1.GatewayClass
+	Source Source
+}
 
 // Source locates a resource in the policy files it was loaded from.
 type Source struct {
@@ -141,6 +152,8 @@ type Set struct {
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service
+	// GatewayClasses sorted by name.
+	GatewayClasses []*GatewayClass
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

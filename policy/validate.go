@@ -42,6 +42,7 @@ func (l *loader) validate() {
 	slices.SortFunc(l.set.Gateways, func(a, b *Gateway) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(l.set.HTTPRoutes, func(a, b *HTTPRoute) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(l.set.Services, func(a, b *Service) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(l.set.GatewayClasses, func(a, b *GatewayClass) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(l.set.SecurityPolicies, func(a, b *SecurityPolicy) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
@@ -62,6 +63,24 @@ func (l *loader) validate() {
 	}
 	for i := range kinds {
 		kinds[i].validate(l, ix)
+	}
+}
+
+// validateGatewayClasses checks every well-formed GatewayClass: those of
+// other controllers only for a controllerName.
+func (l *loader) validateGatewayClasses(*setIndex) {
+	for _, gc := range l.set.GatewayClasses {
+		if l.malformed[resourceKey{KindGatewayClass, "", gc.Name}] {
+			continue
+		}
+		switch name := string(gc.Spec.ControllerName); {
+		case name == "":
+			l.errorf(gc.Source, "spec.controllerName", "controllerName is required (meshgate's is %s)", ControllerName)
+		case !strings.Contains(name, "/"):
+			l.errorf(gc.Source, "spec.controllerName", "invalid controllerName %q: want a domain-prefixed path, such as %s", name, ControllerName)
+		case name == ControllerName && gc.Spec.ParametersRef != nil:
+			l.errorf(gc.Source, "spec.parametersRef", "%s", notSupported("parametersRef"))
+		}
 	}
 }
 
@@ -432,6 +451,13 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 	switch {
 	case kind == KindGateway && group == GatewayGroup:
 		g := gateways[nsName{ns, string(pr.Name)}]
+		if why, ok := l.pass.ignored[resourceKey{KindGateway, ns, string(pr.Name)}]; g == nil && ok {
+			// Not meshgate's Gateway: its controller writes this
+			// parent's status. Not an error of the files.
+			l.classifiedf(src, p+".name", attribution{class: classParent, index: i, reason: noParent, cascade: true},
+				"gateway %s is not served by meshgate: %s", refName(ns, string(pr.Name), r.Namespace), why)
+			return
+		}
 		if g == nil {
 			l.parentErrorf(src, i, p+".name", noParent, "gateway %s not found%s", refName(ns, string(pr.Name), r.Namespace),
 				l.rejectedNote(KindGateway, ns, string(pr.Name)))

@@ -123,6 +123,9 @@ var compileSteps = [...]struct {
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
 	{policy.KindGateway, (*compiler).gateways},
+	// Policy resolves GatewayClasses: the Gateways of other controllers'
+	// classes are not in the set.
+	{policy.KindGatewayClass, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {

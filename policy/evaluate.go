@@ -196,6 +196,8 @@ func (e *evaluation) run() *Result {
 	// are Result.Errors.
 	p := e.pass(l.cands, nil)
 	res.Errors = decodeErrs
+	res.Warnings = append(res.Warnings, p.warnings...)
+	sortErrors(res.Warnings)
 	for _, err := range p.errs {
 		if !err.attr.cascade {
 			res.Errors = append(res.Errors, err)

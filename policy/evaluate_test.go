@@ -556,3 +556,26 @@ func TestGatewayAPISurface(t *testing.T) {
 		t.Errorf("errors: %s", got)
 	}
 }
+
+// TestCoreGroupWarning: group: core on a Service reference is read as the
+// core group, with a warning.
+func TestCoreGroupWarning(t *testing.T) {
+	t.Parallel()
+	route := strings.Replace(evalRoute("mesh", "orders", ""), "  - name: edge\n", "  - name: orders\n    group: core\n    kind: Service\n    port: 8080\n", 1)
+	route = strings.Replace(route, "    - name: orders\n", "    - name: orders\n      group: core\n      kind: Service\n", 1)
+	r := Evaluate(evalInput("mesh", route))
+	if len(r.Errors) != 0 || len(r.Set.HTTPRoutes) != 1 {
+		t.Fatalf("errors %v", r.Errors)
+	}
+	want := []string{
+		`mesh.yaml:8: spec.parentRefs[0].group: group "core" is not the name of the core API group (it is ""): read as "" for this Service`,
+		`mesh.yaml:14: spec.rules[0].backendRefs[0].group: group "core" is not the name of the core API group (it is ""): read as "" for this Service`,
+	}
+	if got := strings.Split(r.Warnings.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	checkStatuses(t, r, []wantStatus{{kind: KindHTTPRoute, name: "mesh", state: StateAccepted, conditions: []string{"Accepted=True/Accepted", "ResolvedRefs=True/ResolvedRefs"}}})
+	if set, warnings, err := LoadWithWarnings(); err != nil || set == nil || len(warnings) != 0 {
+		t.Errorf("LoadWithWarnings of nothing: %v %v", warnings, err)
+	}
+}

@@ -186,6 +186,8 @@ type loader struct {
 
 	// Of one validation pass (see Evaluate).
 	pass passState
+	// warnings are notes about accepted resources (Result.Warnings).
+	warnings ErrorList
 }
 
 // load applies the Services of in, then decodes every file with decode

@@ -464,7 +464,10 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 			return
 		}
 		l.checkGatewayAttachment(r, i, p, pr, g)
-	case kind == KindService && (pr.Group == nil || group == "" || group == MeshgateGroup):
+	case kind == KindService && group == coreGroupAlias:
+		l.warnCoreGroup(src, p+".group")
+		fallthrough
+	case kind == KindService && (pr.Group == nil || group == "" || group == MeshgateGroup || group == coreGroupAlias):
 		svc := services[nsName{ns, string(pr.Name)}]
 		if svc == nil {
 			l.parentErrorf(src, i, p+".name", noParent, "service %s not found%s", refName(ns, string(pr.Name), r.Namespace),
@@ -881,6 +884,17 @@ func (l *loader) checkPathModifier(src Source, p string, pm *gwapiv1.HTTPPathMod
 	return ""
 }
 
+// coreGroupAlias is "core", which documents often write for the core API
+// group (whose name is ""): tolerated on a Service reference, with a
+// warning.
+const coreGroupAlias = "core"
+
+// warnCoreGroup warns of group: core on a Service reference.
+func (l *loader) warnCoreGroup(src Source, field string) {
+	l.warnings = append(l.warnings, &Error{File: src.File, Line: src.LineOf(field), Field: field,
+		Message: `group "core" is not the name of the core API group (it is ""): read as "" for this Service`})
+}
+
 // maxBackendWeight is the Gateway API's upper bound for backendRef weights.
 const maxBackendWeight = 1_000_000
 
@@ -898,6 +912,10 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	}
 	if len(br.Filters) > 0 {
 		l.errorf(src, p+".filters", "backendRef filters are not supported yet (put filters on the rule)")
+	}
+	if kind == KindService && group == coreGroupAlias {
+		l.warnCoreGroup(src, p+".group")
+		group = ""
 	}
 	if kind != KindService || (group != "" && group != MeshgateGroup) {
 		l.refErrorf(src, p+".kind", string(gwapiv1.RouteReasonInvalidKind), "backend kind %q in group %q is not supported (want Service)", kind, group)

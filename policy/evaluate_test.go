@@ -579,3 +579,59 @@ func TestCoreGroupWarning(t *testing.T) {
 		t.Errorf("LoadWithWarnings of nothing: %v %v", warnings, err)
 	}
 }
+
+// TestReferenceGrant: a backendRef to another namespace needs a
+// ReferenceGrant there; without one it does not resolve (RefNotPermitted).
+func TestReferenceGrant(t *testing.T) {
+	t.Parallel()
+	route := strings.Replace(strings.Replace(evalRoute("cross", "orders", ""), "  name: cross\n", "  name: cross\n  namespace: shop\n", 1),
+		"    - name: orders\n", "    - name: orders\n      namespace: default\n", 1)
+	route = strings.Replace(route, "  - name: edge\n", "  - name: orders\n    kind: Service\n    namespace: default\n", 1)
+	grant := func(name, to string) string {
+		return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: %s, namespace: default}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]
+  to: [%s]
+`, name, to)
+	}
+	tests := []struct {
+		name, grant string
+		permitted   bool
+	}{
+		{"no grant", "", false},
+		{"a grant to every Service", grant("all", `{group: "", kind: Service}`), true},
+		{"a grant to that Service", grant("one", `{group: "", kind: Service, name: orders}`), true},
+		{"a grant to another Service", grant("other", `{group: "", kind: Service, name: users}`), false},
+		{"a grant from another namespace", strings.Replace(grant("ns", `{group: "", kind: Service}`), "namespace: shop", "namespace: web", 1), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			in := evalInput("cross", route)
+			if tt.grant != "" {
+				in = evalInput("cross", route, "grant", tt.grant)
+			}
+			r := Evaluate(in)
+			if got := r.Set.BackendPermitted("shop", "default", "orders"); got != tt.permitted {
+				t.Errorf("BackendPermitted = %v, want %v", got, tt.permitted)
+			}
+			if tt.permitted {
+				if len(r.Errors) != 0 {
+					t.Errorf("errors: %v", r.Errors)
+				}
+				checkStatuses(t, r, []wantStatus{{kind: KindHTTPRoute, name: "cross", state: StateAccepted, conditions: []string{"ResolvedRefs=True/ResolvedRefs"}}})
+				return
+			}
+			checkStatuses(t, r, []wantStatus{{kind: KindHTTPRoute, name: "cross", state: StateAccepted, reason: "RefNotPermitted",
+				conditions: []string{"Accepted=True/Accepted", "ResolvedRefs=False/RefNotPermitted"},
+				message:    `cross.yaml:14: spec.rules[0].backendRefs[0].namespace: service "default/orders" is in another namespace: it needs a ReferenceGrant in namespace "default" from HTTPRoutes of namespace "shop" to it`}})
+		})
+	}
+	bad := Evaluate(evalInput("grant", "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: g}\nspec:\n  from: [{group: x, kind: \"\", namespace: Bad}]\n  to: []\n"))
+	checkStatuses(t, bad, []wantStatus{{kind: KindReferenceGrant, name: "g", state: StateRejected, reason: "Invalid", message: "grant.yaml:6: spec.to: at least one to is required"}})
+	if len(bad.Errors) != 3 {
+		t.Errorf("errors: %v", bad.Errors)
+	}
+}

@@ -114,6 +114,19 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.GatewayClasses = append(l.set.GatewayClasses, res.(*GatewayClass)) },
 		validate: (*loader).validateGatewayClasses,
 	},
+	{
+		name: KindReferenceGrant, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1beta1},
+		aliases: []string{"referencegrants", "refgrant"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.ReferenceGrantSpec, meta decodedMeta) any {
+			return &ReferenceGrant{ReferenceGrant: gwapiv1.ReferenceGrant{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.ReferenceGrants = append(l.set.ReferenceGrants, res.(*ReferenceGrant)) },
+		validate: (*loader).validateReferenceGrants,
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that
@@ -122,7 +135,7 @@ var kinds = [...]kind{
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
 	GatewayGroup: {"GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
-		"ReferenceGrant", "BackendTLSPolicy", "ListenerSet"},
+		"BackendTLSPolicy", "ListenerSet"},
 	MeshgateGroup: {"TrafficPolicy"},
 }
 

@@ -2,7 +2,10 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strconv"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // DefaultGatewayAddress is where a Gateway's listeners bind when it has no
@@ -28,6 +31,34 @@ func (s *Set) LookupGateway(namespace, name string) *Gateway {
 		}
 	}
 	return nil
+}
+
+// BackendPermitted reports whether an HTTPRoute of routeNamespace may send
+// to the Service serviceNamespace/serviceName: always in its own
+// namespace; in another only with a ReferenceGrant there from HTTPRoutes of
+// routeNamespace to that Service (or every Service), as the Gateway API
+// specifies.
+func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName string) bool {
+	if routeNamespace == serviceNamespace {
+		return true
+	}
+	for _, g := range s.ReferenceGrants {
+		if g.Namespace != serviceNamespace {
+			continue
+		}
+		from := slices.ContainsFunc(g.Spec.From, func(f gwapiv1.ReferenceGrantFrom) bool {
+			return string(f.Group) == GatewayGroup && string(f.Kind) == KindHTTPRoute && string(f.Namespace) == routeNamespace
+		})
+		to := slices.ContainsFunc(g.Spec.To, func(t gwapiv1.ReferenceGrantTo) bool {
+			group := string(t.Group)
+			return (group == "" || group == coreGroupAlias || group == MeshgateGroup) && string(t.Kind) == KindService &&
+				(t.Name == nil || string(*t.Name) == serviceName)
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
 }
 
 // LookupService returns the Service namespace/name, or nil.

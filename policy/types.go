@@ -25,7 +25,17 @@ const (
 	KindService   = "Service"
 	// KindGatewayClass is cluster-scoped: its namespace is "".
 	KindGatewayClass = "GatewayClass"
+	// KindReferenceGrant allows references into its namespace.
+	KindReferenceGrant = "ReferenceGrant"
 )
+
+// ReferenceGrant is a Gateway API ReferenceGrant with the place it was
+// loaded from: it lets resources of other namespaces refer to resources of
+// its own (Set.BackendPermitted).
+type ReferenceGrant struct {
+	gwapiv1.ReferenceGrant
+	Source Source
+}
 
 // GatewayClass is a Gateway API GatewayClass with the place it was loaded
 // from. Gateways whose gatewayClassName names one with another
@@ -154,6 +164,8 @@ type Set struct {
 	Services   []*Service
 	// GatewayClasses sorted by name.
 	GatewayClasses []*GatewayClass
+	// ReferenceGrants sorted by namespace, then name.
+	ReferenceGrants []*ReferenceGrant
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

@@ -13,13 +13,13 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// Namespaces: references across namespaces (a route in "shop" sending to a
-// Service in "payments", or attaching to a Gateway in "infra") are allowed
-// without a ReferenceGrant: meshgate does not implement ReferenceGrant, and
-// policy files are written by whoever runs the control plane. Attaching a
-// route to a Gateway listener in another namespace still follows the
-// listener's allowedRoutes.namespaces (default Same), as the Gateway API
-// defines it, because that is the Gateway owner's decision.
+// Namespaces: a backendRef to a Service of another namespace needs a
+// ReferenceGrant in that namespace (Set.BackendPermitted), as the Gateway
+// API specifies; without one it does not resolve (RefNotPermitted). A
+// parentRef to a Gateway of another namespace follows the listener's
+// allowedRoutes.namespaces (default Same), the Gateway owner's decision; a
+// parentRef to a Service of another namespace needs nothing (a consumer
+// route, in the mesh).
 
 // nsName identifies a resource within its kind.
 type nsName struct{ namespace, name string }
@@ -80,6 +80,41 @@ func (l *loader) validateGatewayClasses(*setIndex) {
 			l.errorf(gc.Source, "spec.controllerName", "invalid controllerName %q: want a domain-prefixed path, such as %s", name, ControllerName)
 		case name == ControllerName && gc.Spec.ParametersRef != nil:
 			l.errorf(gc.Source, "spec.parametersRef", "%s", notSupported("parametersRef"))
+		}
+	}
+}
+
+// validateReferenceGrants checks every well-formed ReferenceGrant. Grants
+// of kinds meshgate does not use (from a GRPCRoute, to a Secret) are valid
+// and grant nothing.
+func (l *loader) validateReferenceGrants(*setIndex) {
+	slices.SortFunc(l.set.ReferenceGrants, func(a, b *ReferenceGrant) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for _, g := range l.set.ReferenceGrants {
+		if l.malformed[resourceKey{KindReferenceGrant, g.Namespace, g.Name}] {
+			continue
+		}
+		src := g.Source
+		if len(g.Spec.From) == 0 {
+			l.errorf(src, "spec.from", "at least one from is required")
+		}
+		if len(g.Spec.To) == 0 {
+			l.errorf(src, "spec.to", "at least one to is required")
+		}
+		for i, f := range g.Spec.From {
+			p := fmt.Sprintf("spec.from[%d]", i)
+			if f.Kind == "" {
+				l.errorf(src, p+".kind", "kind is required (HTTPRoute)")
+			}
+			if msg := checkDNSLabel(string(f.Namespace)); msg != "" {
+				l.errorf(src, p+".namespace", "invalid namespace %q: %s", f.Namespace, msg)
+			}
+		}
+		for i, t := range g.Spec.To {
+			if t.Kind == "" {
+				l.errorf(src, fmt.Sprintf("spec.to[%d].kind", i), "kind is required (Service)")
+			}
 		}
 	}
 }
@@ -933,6 +968,12 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	if svc == nil {
 		l.refErrorf(src, p+".name", string(gwapiv1.RouteReasonBackendNotFound), "service %s not found%s", refName(ns, string(br.Name), r.Namespace),
 			l.rejectedNote(KindService, ns, string(br.Name)))
+		return
+	}
+	if !l.set.BackendPermitted(r.Namespace, ns, string(br.Name)) {
+		l.refErrorf(src, p+".namespace", string(gwapiv1.RouteReasonRefNotPermitted),
+			"service %s is in another namespace: it needs a ReferenceGrant in namespace %q from HTTPRoutes of namespace %q to it",
+			refName(ns, string(br.Name), r.Namespace), ns, r.Namespace)
 		return
 	}
 	switch {

@@ -123,9 +123,11 @@ var compileSteps = [...]struct {
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
 	{policy.KindGateway, (*compiler).gateways},
-	// Policy resolves GatewayClasses: the Gateways of other controllers'
-	// classes are not in the set.
+	// Policy resolves GatewayClasses (the Gateways of other controllers'
+	// classes are not in the set); ReferenceGrants are read through
+	// policy.Set.BackendPermitted by the HTTPRoute step.
 	{policy.KindGatewayClass, func(*compiler) error { return nil }},
+	{policy.KindReferenceGrant, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -170,7 +172,7 @@ func (c *compiler) httpRoutes() error {
 	})
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
-		cr, err := m.compileRoute(r)
+		cr, err := m.compileRoute(r, c.set.BackendPermitted)
 		if err != nil {
 			c.errs = append(c.errs, err)
 			continue
@@ -322,11 +324,13 @@ type compiledRoute struct {
 	rules []*Rule
 }
 
-func (m *Model) compileRoute(r *policy.HTTPRoute) (*compiledRoute, error) {
+// compileRoute compiles a route; a backendRef that permitted refuses
+// (another namespace without a ReferenceGrant) resolves to nothing.
+func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*compiledRoute, error) {
 	cr := &compiledRoute{name: routeName(r), route: r}
 	for ri, rule := range r.Spec.Rules {
 		where := fmt.Sprintf("httproute %s: spec.rules[%d]", cr.name, ri)
-		action, err := m.compileAction(cr.name.Namespace, rule)
+		action, err := m.compileAction(cr.name.Namespace, rule, permitted)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
@@ -377,7 +381,7 @@ func compileMatch(in gwapiv1.HTTPRouteMatch) Match {
 	return out
 }
 
-func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule) (*Action, error) {
+func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*Action, error) {
 	a := &Action{}
 	if rule.Retry != nil {
 		return nil, errors.New("retry: not supported")
@@ -417,7 +421,7 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule)
 			b.Port = *ref.Port
 		}
 		// A backendRef without kind names a Service.
-		if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+		if (ref.Kind == nil || isServiceRef(ref.Group, ref.Kind)) && permitted(routeNamespace, b.Service.Namespace, b.Service.Name) {
 			if svc := m.services[b.Service]; svc != nil {
 				if b.Port == 0 && len(svc.Ports) == 1 {
 					b.Port = svc.Ports[0].Number

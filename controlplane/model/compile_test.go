@@ -442,3 +442,32 @@ func TestMeshRoutePort(t *testing.T) {
 		t.Errorf("default port %d, want 80", s.DefaultPort().Number)
 	}
 }
+
+// TestCompileReferenceGrant: a backendRef to another namespace resolves
+// only with a ReferenceGrant there (policy.Set.BackendPermitted).
+func TestCompileReferenceGrant(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Namespace: "default", Spec: policy.ServiceSpec{Ports: []policy.ServicePort{{Port: 80}}}}
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = "cross", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Kind: ptr(gwapiv1.Kind("Service")), Name: "orders", Namespace: ptr(gwapiv1.Namespace("default"))}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+		BackendObjectReference: gwapiv1.BackendObjectReference{Name: "orders", Namespace: ptr(gwapiv1.Namespace("default")), Port: ptr(gwapiv1.PortNumber(80))}}}}}}
+	grant := &policy.ReferenceGrant{}
+	grant.Name, grant.Namespace = "shop-routes", "default"
+	grant.Spec.From = []gwapiv1.ReferenceGrantFrom{{Group: policy.GatewayGroup, Kind: policy.KindHTTPRoute, Namespace: "shop"}}
+	grant.Spec.To = []gwapiv1.ReferenceGrantTo{{Group: "", Kind: policy.KindService}}
+	for _, tt := range []struct {
+		grants      []*policy.ReferenceGrant
+		wantCluster bool
+	}{{nil, false}, {[]*policy.ReferenceGrant{grant}, true}} {
+		m, err := Compile(&policy.Set{Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}, ReferenceGrants: tt.grants})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := m.Service("default", "orders").Ports[0].Routes
+		if len(rules) != 1 || (rules[0].Action.Backends[0].Cluster != "") != tt.wantCluster {
+			t.Errorf("%d grants: rules %+v, want a cluster: %v", len(tt.grants), rules, tt.wantCluster)
+		}
+	}
+}

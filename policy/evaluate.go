@@ -423,6 +423,12 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	for _, gc := range s.GatewayClasses {
 		add(KindGatewayClass, "", gc.Name, gc, gc.Source)
 	}
+	for _, g := range s.ReferenceGrants {
+		add(KindReferenceGrant, g.Namespace, g.Name, g, g.Source)
+	}
+	for _, ns := range s.Namespaces {
+		add(KindNamespace, "", ns.Name, ns, ns.Source)
+	}
 	if mc := s.MeshConfig; mc != nil {
 		add(KindMeshConfig, mc.Namespace, mc.Name, mc, mc.Source)
 	}

@@ -635,3 +635,66 @@ spec:
 		t.Errorf("errors: %v", bad.Errors)
 	}
 }
+
+// TestAllowedRoutesSelector: a listener selecting namespaces by label
+// admits the routes of the namespaces whose Namespace document has the
+// labels (and every namespace by kubernetes.io/metadata.name).
+func TestAllowedRoutesSelector(t *testing.T) {
+	t.Parallel()
+	gateway := strings.Replace(evalGateway, `    hostname: "*.example.com"
+`, `    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {shared-gateway-access: "true"}
+  - name: by-name
+    port: 8081
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchExpressions:
+          - {key: kubernetes.io/metadata.name, operator: In, values: [web]}
+`, 1)
+	namespaces := `apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {shared-gateway-access: "true"}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+`
+	route := func(name, ns string) string {
+		r := strings.Replace(evalRoute(name, "orders", ""), "  name: "+name+"\n", "  name: "+name+"\n  namespace: "+ns+"\n", 1)
+		r = strings.Replace(r, "  - name: edge\n", "  - name: edge\n    namespace: default\n", 1)
+		return strings.Replace(r, "    - name: orders\n", "    - name: orders\n      namespace: "+ns+"\n", 1)
+	}
+	services := func(ns string) string {
+		return strings.Replace(strings.Split(evalServices, "---")[0], "  name: orders\n", "  name: orders\n  namespace: "+ns+"\n", 1)
+	}
+	in := Input{Files: []File{{Name: "gateway.yaml", Data: []byte(gateway)}, {Name: "ns.yaml", Data: []byte(namespaces)},
+		{Name: "svc.yaml", Data: []byte(services("shop") + "---\n" + services("other") + "---\n" + services("web"))},
+		{Name: "shop.yaml", Data: []byte(route("r", "shop"))}, {Name: "other.yaml", Data: []byte(route("r", "other"))}, {Name: "web.yaml", Data: []byte(route("r", "web"))}}}
+	r := Evaluate(in)
+	if len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Error(), `other.yaml:8: spec.parentRefs[0]: gateway "default/edge" does not accept routes from namespace "other" (allowedRoutes.namespaces.from is Selector)`) {
+		t.Errorf("errors: %v", r.Errors)
+	}
+	ls := findStatus(r, KindGateway, "edge").Object.Status.Listeners
+	if ls[0].AttachedRoutes != 1 || ls[1].AttachedRoutes != 1 {
+		t.Errorf("attachedRoutes %d, %d; want 1 (shop), 1 (web)", ls[0].AttachedRoutes, ls[1].AttachedRoutes)
+	}
+	for _, s := range r.Statuses {
+		if s.Kind == KindHTTPRoute && s.Namespace == "other" && s.Reason != "NotAllowedByListeners" {
+			t.Errorf("other/r: %s %s", s.State, s.Reason)
+		}
+	}
+	if ns := findStatus(r, KindNamespace, "shop"); ns == nil || ns.State != StateAccepted || ns.Namespace != "" {
+		t.Errorf("namespace status %+v", ns)
+	}
+	if got := r.Set.NamespaceLabels("web"); len(got) != 1 || got["kubernetes.io/metadata.name"] != "web" {
+		t.Errorf("labels of web: %v", got)
+	}
+}

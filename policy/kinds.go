@@ -127,6 +127,16 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.ReferenceGrants = append(l.set.ReferenceGrants, res.(*ReferenceGrant)) },
 		validate: (*loader).validateReferenceGrants,
 	},
+	{
+		name: KindNamespace, apiVersion: CoreAPIVersion, clusterScoped: true, aliases: []string{"namespaces", "ns"},
+		decode: decodeKind(func(_ *kind, spec NamespaceSpec, meta decodedMeta) any {
+			return &Namespace{Name: meta.objectMeta.Name, Labels: meta.objectMeta.Labels, Spec: spec, Source: meta.source}
+		}),
+		add: func(l *loader, res any) { l.set.Namespaces = append(l.set.Namespaces, res.(*Namespace)) },
+		validate: func(l *loader, _ *setIndex) {
+			slices.SortFunc(l.set.Namespaces, func(a, b *Namespace) int { return strings.Compare(a.Name, b.Name) })
+		},
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that

@@ -49,7 +49,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass or ReferenceGrant in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass or ReferenceGrant in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
@@ -106,7 +106,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`gateway-listeners.yaml:30: spec.listeners[6].hostname: invalid hostname "Shop_Example.com": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
 				`gateway-listeners.yaml:31: spec.listeners[7]: listener "conflict" conflicts with listener "http": same port 8080 and no hostname`,
 				`gateway-listeners.yaml:38: spec.listeners[9]: listener "other-host-again" conflicts with listener "other-host": same port 8080 and hostname "*.example.com"`,
-				`gateway-listeners.yaml:47: spec.listeners[10].allowedRoutes.namespaces.from: Selector is not supported yet (use Same or All)`,
+				`gateway-listeners.yaml:46: spec.listeners[10].allowedRoutes.namespaces.selector: selector is required when from is Selector`,
 				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "GRPCRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute)`,
 				`gateway-listeners.yaml:55: spec.listeners: at least one listener is required`,
 			},

@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"strconv"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -39,11 +42,12 @@ func (s *Set) LookupGateway(namespace, name string) *Gateway {
 // routeNamespace to that Service (or every Service), as the Gateway API
 // specifies.
 func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName string) bool {
+	routeNamespace, serviceNamespace = cmp.Or(routeNamespace, DefaultNamespace), cmp.Or(serviceNamespace, DefaultNamespace)
 	if routeNamespace == serviceNamespace {
 		return true
 	}
 	for _, g := range s.ReferenceGrants {
-		if g.Namespace != serviceNamespace {
+		if cmp.Or(g.Namespace, DefaultNamespace) != serviceNamespace {
 			continue
 		}
 		from := slices.ContainsFunc(g.Spec.From, func(f gwapiv1.ReferenceGrantFrom) bool {
@@ -60,6 +64,55 @@ func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName str
 	}
 	return false
 }
+
+// ListenerAllows reports whether a route of routeNamespace may attach to
+// the listener ls of g, by its allowedRoutes.namespaces: Same (the
+// default) its namespace, All any, None none, Selector those whose labels
+// (a Namespace document's metadata.labels, and always
+// kubernetes.io/metadata.name: <name>) the selector matches.
+func (s *Set) ListenerAllows(g *Gateway, ls *gwapiv1.Listener, routeNamespace string) bool {
+	routeNamespace = cmp.Or(routeNamespace, DefaultNamespace)
+	gatewayNamespace := cmp.Or(g.Namespace, DefaultNamespace)
+	ar := ls.AllowedRoutes
+	if ar == nil || ar.Namespaces == nil || ar.Namespaces.From == nil {
+		return routeNamespace == gatewayNamespace
+	}
+	switch *ar.Namespaces.From {
+	case gwapiv1.NamespacesFromSame:
+		return routeNamespace == gatewayNamespace
+	case gwapiv1.NamespacesFromAll:
+		return true
+	case gwapiv1.NamespacesFromSelector:
+		if ar.Namespaces.Selector == nil {
+			return false
+		}
+		sel, err := metav1.LabelSelectorAsSelector(ar.Namespaces.Selector)
+		if err != nil {
+			return false
+		}
+		return sel.Matches(labels.Set(s.NamespaceLabels(routeNamespace)))
+	}
+	return false // None
+}
+
+// NamespaceLabels are the labels of a namespace: those of its Namespace
+// document, if any, and kubernetes.io/metadata.name, its name.
+func (s *Set) NamespaceLabels(name string) map[string]string {
+	out := map[string]string{namespaceNameLabel: name}
+	for _, ns := range s.Namespaces {
+		if ns.Name == name {
+			for k, v := range ns.Labels {
+				if k != namespaceNameLabel {
+					out[k] = v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// namespaceNameLabel is the label Kubernetes gives every namespace: its name.
+const namespaceNameLabel = "kubernetes.io/metadata.name"
 
 // LookupService returns the Service namespace/name, or nil.
 func (s *Set) LookupService(namespace, name string) *Service {

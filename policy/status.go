@@ -330,6 +330,12 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		}
 	default:
 		switch res := res.(type) {
+		case *Namespace:
+			obj.Metadata.Labels = res.Labels
+			obj.Spec = res.Spec
+		case *ReferenceGrant:
+			obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+			obj.Spec = res.Spec
 		case *Service:
 			obj.Spec = res.Spec
 		case *SecurityPolicy:

@@ -27,7 +27,25 @@ const (
 	KindGatewayClass = "GatewayClass"
 	// KindReferenceGrant allows references into its namespace.
 	KindReferenceGrant = "ReferenceGrant"
+	// KindNamespace (apiVersion v1) gives a namespace labels, for the
+	// listeners whose allowedRoutes select namespaces by label.
+	KindNamespace = "Namespace"
+	// CoreAPIVersion is the apiVersion of Kubernetes' core kinds.
+	CoreAPIVersion = "v1"
 )
+
+// Namespace is a Kubernetes Namespace document: a namespace's labels.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+	Spec   NamespaceSpec
+	Source Source
+}
+
+// NamespaceSpec is the spec of a Namespace (as Kubernetes has it; unused).
+type NamespaceSpec struct {
+	Finalizers []string `json:"finalizers,omitempty"`
+}
 
 // ReferenceGrant is a Gateway API ReferenceGrant with the place it was
 // loaded from: it lets resources of other namespaces refer to resources of
@@ -166,6 +184,8 @@ type Set struct {
 	GatewayClasses []*GatewayClass
 	// ReferenceGrants sorted by namespace, then name.
 	ReferenceGrants []*ReferenceGrant
+	// Namespaces are the Namespace documents (their labels), sorted by name.
+	Namespaces []*Namespace
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -349,15 +350,19 @@ func (l *loader) checkAllowedRoutes(g *Gateway, i int, p string, ar *gwapiv1.All
 	if ns := ar.Namespaces; ns != nil {
 		if ns.From != nil {
 			switch *ns.From {
-			case gwapiv1.NamespacesFromSame, gwapiv1.NamespacesFromAll:
+			case gwapiv1.NamespacesFromSame, gwapiv1.NamespacesFromAll, gwapiv1.NamespacesFromNone:
 			case gwapiv1.NamespacesFromSelector:
-				l.listenerErrorf(g, i, p+".namespaces.from", lsInvalid, "Selector is not supported yet (use Same or All)")
+				if ns.Selector == nil {
+					l.listenerErrorf(g, i, p+".namespaces.selector", lsInvalid, "selector is required when from is Selector")
+				}
 			default:
-				l.listenerErrorf(g, i, p+".namespaces.from", lsInvalid, "unknown value %q (want Same or All)", *ns.From)
+				l.listenerErrorf(g, i, p+".namespaces.from", lsInvalid, "unknown value %q (want Same, All, Selector or None)", *ns.From)
 			}
 		}
 		if ns.Selector != nil {
-			l.listenerErrorf(g, i, p+".namespaces.selector", lsInvalid, "%s", notSupported("selector"))
+			if _, err := metav1.LabelSelectorAsSelector(ns.Selector); err != nil {
+				l.listenerErrorf(g, i, p+".namespaces.selector", lsInvalid, "invalid selector: %v", err)
+			}
 		}
 	}
 	for j, k := range ar.Kinds {
@@ -371,21 +376,13 @@ func (l *loader) checkAllowedRoutes(g *Gateway, i int, p string, ar *gwapiv1.All
 	}
 }
 
-// listenerAllows reports whether a route in namespace routeNS may attach to a
-// listener of gateway g.
-func listenerAllows(g *Gateway, ls *gwapiv1.Listener, routeNS string) bool {
-	from := gwapiv1.NamespacesFromSame
+// allowedFrom is a listener's allowedRoutes.namespaces.from, Same when
+// unset.
+func allowedFrom(ls *gwapiv1.Listener) gwapiv1.FromNamespaces {
 	if ar := ls.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
-		from = *ar.Namespaces.From
+		return *ar.Namespaces.From
 	}
-	switch from {
-	case gwapiv1.NamespacesFromSame:
-		return routeNS == g.Namespace
-	case gwapiv1.NamespacesFromAll:
-		return true
-	default:
-		return true // reported on the Gateway already
-	}
+	return gwapiv1.NamespacesFromSame
 }
 
 // checkBindConflicts reports Gateways whose listeners would bind the same
@@ -565,9 +562,10 @@ func (l *loader) checkGatewayAttachment(r *HTTPRoute, parent int, p string, pr *
 		}
 		return
 	}
-	selected = slices.DeleteFunc(selected, func(i int) bool { return !listenerAllows(g, &g.Spec.Listeners[i], r.Namespace) })
+	from := allowedFrom(&g.Spec.Listeners[selected[0]])
+	selected = slices.DeleteFunc(selected, func(i int) bool { return !l.set.ListenerAllows(g, &g.Spec.Listeners[i], r.Namespace) })
 	if len(selected) == 0 {
-		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is Same)", gwName, r.Namespace)
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is %s)", gwName, r.Namespace, from)
 		return
 	}
 	if len(r.Spec.Hostnames) > 0 {

@@ -128,6 +128,9 @@ var compileSteps = [...]struct {
 	// policy.Set.BackendPermitted by the HTTPRoute step.
 	{policy.KindGatewayClass, func(*compiler) error { return nil }},
 	{policy.KindReferenceGrant, func(*compiler) error { return nil }},
+	// Namespaces' labels are read through policy.Set.ListenerAllows by the
+	// Gateway step.
+	{policy.KindNamespace, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -213,7 +216,7 @@ func (c *compiler) httpRoutes() error {
 func (c *compiler) gateways() error {
 	m := c.m
 	for _, pg := range c.set.Gateways {
-		gw := compileGateway(pg, c.routes)
+		gw := compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
@@ -513,7 +516,7 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
-func compileGateway(pg *policy.Gateway, routes []*compiledRoute) *Gateway {
+func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
 	gw := &Gateway{
 		NamespacedName: NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
 		Address:        DefaultGatewayAddress,
@@ -530,7 +533,10 @@ func compileGateway(pg *policy.Gateway, routes []*compiledRoute) *Gateway {
 		byPort[l.Port] = append(byPort[l.Port], l)
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes))
+		allows := func(l *gwapiv1.Listener, routeNamespace string) bool {
+			return set.ListenerAllows(pg, l, routeNamespace)
+		}
+		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes, allows))
 	}
 	return gw
 }
@@ -543,7 +549,8 @@ type attachment struct {
 	rules            []*Rule
 }
 
-func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute) *GatewayPort {
+func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute,
+	allows func(l *gwapiv1.Listener, routeNamespace string) bool) *GatewayPort {
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
@@ -551,7 +558,7 @@ func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, 
 		lh := listenerHostname(l)
 		listenerHostnames = append(listenerHostnames, lh)
 		for _, cr := range routes {
-			if !attaches(gw, l, cr) {
+			if !attaches(gw, l, cr, allows) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {
@@ -648,8 +655,8 @@ func listenerHostname(l *gwapiv1.Listener) string {
 
 // attaches reports whether one of the route's parentRefs selects listener l
 // of gateway gw, and the listener allows routes from the route's namespace.
-func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute) bool {
-	if !allowsNamespace(l, gw.Namespace, cr.name.Namespace) {
+func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute, allows func(l *gwapiv1.Listener, routeNamespace string) bool) bool {
+	if !allows(l, cr.name.Namespace) {
 		return false
 	}
 	for _, ref := range cr.route.Spec.ParentRefs {
@@ -668,21 +675,6 @@ func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute) bool {
 		return true
 	}
 	return false
-}
-
-func allowsNamespace(l *gwapiv1.Listener, gatewayNamespace, routeNamespace string) bool {
-	from := gwapiv1.NamespacesFromSame
-	if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
-		from = *l.AllowedRoutes.Namespaces.From
-	}
-	switch from {
-	case gwapiv1.NamespacesFromAll:
-		return true
-	case gwapiv1.NamespacesFromSame:
-		return gatewayNamespace == routeNamespace
-	default: // None; Selector needs namespace labels, which policy files do not have.
-		return false
-	}
 }
 
 // intersectHostnames returns the hostnames a route serves on a listener, per

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshgate/meshgate/policy"
@@ -468,6 +469,35 @@ func TestCompileReferenceGrant(t *testing.T) {
 		rules := m.Service("default", "orders").Ports[0].Routes
 		if len(rules) != 1 || (rules[0].Action.Backends[0].Cluster != "") != tt.wantCluster {
 			t.Errorf("%d grants: rules %+v, want a cluster: %v", len(tt.grants), rules, tt.wantCluster)
+		}
+	}
+}
+
+// TestCompileAllowedRoutesSelector: a route attaches to a listener that
+// selects its namespace by a Namespace document's labels
+// (policy.Set.ListenerAllows).
+func TestCompileAllowedRoutesSelector(t *testing.T) {
+	t.Parallel()
+	from := gwapiv1.NamespacesFromSelector
+	gw := &policy.Gateway{}
+	gw.Name, gw.Namespace = "edge", "default"
+	gw.Spec.Listeners = []gwapiv1.Listener{{Name: "http", Port: 8080, Protocol: gwapiv1.HTTPProtocolType,
+		AllowedRoutes: &gwapiv1.AllowedRoutes{Namespaces: &gwapiv1.RouteNamespaces{From: &from,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "shop"}}}}}}
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = "r", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge", Namespace: ptr(gwapiv1.Namespace("default"))}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{}}
+	for _, tt := range []struct {
+		namespaces []*policy.Namespace
+		want       int
+	}{{nil, 0}, {[]*policy.Namespace{{Name: "shop", Labels: map[string]string{"team": "shop"}}}, 1}} {
+		m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gw}, HTTPRoutes: []*policy.HTTPRoute{r}, Namespaces: tt.namespaces})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Gateways[0].RuleCount(); got != tt.want {
+			t.Errorf("%d namespaces: %d rules, want %d", len(tt.namespaces), got, tt.want)
 		}
 	}
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/policy"
 )
 
 const acceptGateway = `apiVersion: gateway.networking.k8s.io/v1
@@ -112,5 +116,41 @@ func TestReloadServesTheValidResources(t *testing.T) {
 	waitFor(t, "b deleted", func() bool { _, ok := routePaths(cp.model.Load())["b"]; return !ok })
 	if st := cp.status(); st.RejectedResources != 0 || st.LastError != "" {
 		t.Errorf("status after the deletion: %d rejected, last error %q", st.RejectedResources, st.LastError)
+	}
+}
+
+// TestResourcesEndpoint: GET /resources filters by kind (any form the CLI
+// accepts) and finds one resource, the namespace of a cluster-scoped kind
+// ignored.
+func TestResourcesEndpoint(t *testing.T) {
+	t.Parallel()
+	cp := &ControlPlane{result: policy.Evaluate(policy.Input{Files: []policy.File{{Name: "p.yaml", Data: []byte(acceptGateway +
+		"---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: meshgate}\nspec: {controllerName: meshgate.dev/controller}\n")}}})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /resources", cp.handleResources)
+	mux.HandleFunc("GET /resources/{kind}/{namespace}/{name}", cp.handleResources)
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code, rec.Body.String()
+	}
+	for _, tt := range []struct {
+		path, want string
+		code       int
+	}{
+		{"/resources", `"kind": "GatewayClass"`, http.StatusOK},
+		{"/resources?kind=gw", `"name": "edge"`, http.StatusOK},
+		{"/resources?kind=nope", "unknown kind", http.StatusBadRequest},
+		{"/resources/gatewayclass/default/meshgate", `"state": "Accepted"`, http.StatusOK},
+		{"/resources/svc/default/orders", `"kind": "Service"`, http.StatusOK},
+		{"/resources/svc/shop/orders", "not found", http.StatusNotFound},
+	} {
+		code, body := get(tt.path)
+		if code != tt.code || !strings.Contains(body, tt.want) {
+			t.Errorf("GET %s: %d %s; want %d with %q", tt.path, code, body, tt.code, tt.want)
+		}
+	}
+	if _, body := get("/resources?kind=gw"); strings.Contains(body, `"kind": "Service"`) {
+		t.Errorf("?kind=gw lists other kinds: %s", body)
 	}
 }

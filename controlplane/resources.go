@@ -19,7 +19,8 @@ type Resources struct {
 // handleResources serves GET /resources (?kind= filters by kind, in any
 // form `meshgate get` accepts: "httproute", "svc"...) and GET
 // /resources/{kind}/{namespace}/{name} (one resource; a name defined twice
-// answers its first definition).
+// answers its first definition; the namespace of a cluster-scoped kind,
+// such as GatewayClass, is ignored).
 func (cp *ControlPlane) handleResources(w http.ResponseWriter, r *http.Request) {
 	kind := r.PathValue("kind")
 	if kind == "" {
@@ -50,6 +51,9 @@ func (cp *ControlPlane) handleResources(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	namespace := r.PathValue("namespace")
+	if policy.ClusterScoped(kind) {
+		namespace = "" // whatever the client gave
+	}
 	for _, s := range out.Items {
 		if s.Namespace == namespace && s.Name == name {
 			writeJSON(w, http.StatusOK, s)

@@ -189,6 +189,13 @@ func Kinds() []string {
 	return out
 }
 
+// ClusterScoped reports whether a kind (as written in documents) has no
+// namespace: GatewayClass, Namespace.
+func ClusterScoped(kindName string) bool {
+	k := kindNamed(kindName)
+	return k != nil && k.clusterScoped
+}
+
 // LookupKind maps a kind as a user may type it (any case, singular,
 // plural or short name: "svc", "httproutes") to its name in documents.
 func LookupKind(name string) (string, bool) {

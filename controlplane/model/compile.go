@@ -677,41 +677,13 @@ func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute, allows func(l
 	return false
 }
 
-// intersectHostnames returns the hostnames a route serves on a listener, per
-// the Gateway API rules: a route without hostnames takes the listener's; an
-// exact hostname must match the listener's (wildcard) hostname; of two
-// overlapping wildcards the more specific one wins. Empty: the route does not
-// attach.
-func intersectHostnames(listener string, routeHostnames []gwapiv1.Hostname) []string {
-	if len(routeHostnames) == 0 {
-		return []string{listener}
-	}
-	var out []string
-	for _, rh := range routeHostnames {
-		r := strings.ToLower(string(rh))
-		switch {
-		case hostnameCovers(listener, r):
-			out = append(out, r)
-		case hostnameCovers(r, listener):
-			out = append(out, listener)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-// hostnameCovers reports whether pattern (exact, "*.suffix" or "*") matches
-// every host that host matches.
-func hostnameCovers(pattern, host string) bool {
-	switch {
-	case pattern == host, pattern == "*":
-		return true
-	case strings.HasPrefix(pattern, "*."):
-		suffix := pattern[1:]
-		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
-	}
-	return false
-}
+// intersectHostnames and hostnameCovers are the Gateway API hostname rules,
+// shared with policy validation (which decides a route's attachment and its
+// status with them).
+var (
+	intersectHostnames = policy.IntersectHostnames
+	hostnameCovers     = policy.HostnameCovers
+)
 
 // mostSpecificCover returns the listener hostname that a request for host
 // reaches: exact first, then the longest wildcard, then "*".

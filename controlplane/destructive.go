@@ -68,6 +68,15 @@ func summarize(in policyInput, set *policy.Set, m *model.Model) *policySummary {
 	if set.MeshConfig != nil {
 		count(set.MeshConfig.Source)
 	}
+	for _, r := range set.GatewayClasses {
+		count(r.Source)
+	}
+	for _, r := range set.ReferenceGrants {
+		count(r.Source)
+	}
+	for _, r := range set.Namespaces {
+		count(r.Source)
+	}
 	for _, gw := range m.Gateways {
 		sum.gatewayRules[gw.NamespacedName] = gw.RuleCount()
 	}

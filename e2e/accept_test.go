@@ -31,7 +31,7 @@ spec:
 // shows its status and `meshgate status` lists it. A backendRef to a
 // missing Service answers 500 while the rest serves, and `meshgate
 // validate` still fails on the files. A file that stops parsing keeps what
-// it held serving.
+// it held serving; an invalid SecurityPolicy fails closed.
 func TestPerResourceAcceptance(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -127,6 +127,29 @@ func TestPerResourceAcceptance(t *testing.T) {
 		return nil
 	})
 	c.expectEventually("a serves its last good version", 5*time.Second, gw+"/a", nil, servedBy("green"))
+
+	// An invalid SecurityPolicy without a last good version fails closed:
+	// its Gateway denies every request until it is fixed.
+	c.policy("guard.yaml", `apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: guard}
+spec:
+  targetRefs: [{kind: Gateway, name: edge}]
+  rules:
+    - action: ALOW
+      to: [{paths: ["/admin/*"]}]
+`)
+	c.expectEventually("the gateway fails closed", 15*time.Second, gw+"/a", nil, func(r *response) error {
+		if r.status != http.StatusForbidden {
+			return fmt.Errorf("status %d, want 403", r.status)
+		}
+		return nil
+	})
+	if out, err := c.cli("get", "securitypolicy", "guard"); err != nil || !regexpFields(out, "SecurityPolicy default guard FailClosed: Invalid") {
+		t.Errorf("meshgate get securitypolicy guard: %v\n%s", err, out)
+	}
+	c.removePolicy("guard.yaml")
+	c.expectEventually("the gateway serves again", 15*time.Second, gw+"/a", nil, servedBy("green"))
 }
 
 // regexpFields reports whether some line of out has the fields of want, in

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -38,7 +39,8 @@ resource is invalid, its last good version serves) or FailClosed: <reason>
 (an invalid SecurityPolicy: its targets deny every request).
 
 With --store consul it lists the resources kept in Consul KV: -o yaml prints
-the documents as stored, -o json the same as JSON; the default is a table.`,
+the documents as stored, -o json the same as JSON; the default is a table,
+with a STATUS column when the control plane's admin API answers.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch output {
@@ -80,7 +82,7 @@ the documents as stored, -o json the same as JSON; the default is a table.`,
 					return kvError("get", addr, err)
 				}
 			}
-			return printResources(cmd.OutOrStdout(), resources, output, len(args) == 2)
+			return printResources(cmd.OutOrStdout(), resources, output, len(args) == 2, controlPlaneStates(cmd.Context(), admin, kind))
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace of NAME")
@@ -156,6 +158,32 @@ func printResourceStatuses(w io.Writer, items []policy.ResourceStatus, output st
 	}
 }
 
+// controlPlaneStates asks the control plane (best effort: nil when it
+// cannot be reached within a second) for the STATUS of every resource of
+// kind ("" for all), by stateKey.
+func controlPlaneStates(ctx context.Context, admin *adminFlags, kind string) map[string]string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var list controlplane.Resources
+	if err := admin.call(ctx, "GET", "/resources?kind="+url.QueryEscape(kind), nil, &list); err != nil {
+		return nil
+	}
+	out := make(map[string]string, len(list.Items))
+	for _, r := range list.Items {
+		out[stateKey(r.Kind, r.Namespace, r.Name)] = resourceState(r)
+	}
+	return out
+}
+
+// stateKey identifies a resource in controlPlaneStates: a cluster-scoped
+// kind's namespace is ignored (KV keeps it under "default").
+func stateKey(kind, namespace, name string) string {
+	if policy.ClusterScoped(kind) {
+		namespace = ""
+	}
+	return kind + "/" + namespace + "/" + name
+}
+
 // resourceState is a resource's STATUS column: Accepted, Accepted
 // (<reason>) when a reference or parent of it does not resolve, or the
 // state and its reason.
@@ -186,7 +214,7 @@ func toYAML(v any) ([]byte, error) {
 
 // printResources writes resources as a table, YAML documents or JSON (one
 // object for one resource by name, else {"items": [...]}).
-func printResources(w io.Writer, resources []kvpolicy.Resource, output string, one bool) error {
+func printResources(w io.Writer, resources []kvpolicy.Resource, output string, one bool, states map[string]string) error {
 	switch output {
 	case "yaml":
 		for i, r := range resources {
@@ -224,9 +252,20 @@ func printResources(w io.Writer, resources []kvpolicy.Resource, output string, o
 			return nil
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tMODIFY-INDEX")
+		if states == nil {
+			fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tMODIFY-INDEX")
+			for _, r := range resources {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", r.Kind, r.Namespace, r.Name, r.ModifyIndex)
+			}
+			return tw.Flush()
+		}
+		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tMODIFY-INDEX\tSTATUS")
 		for _, r := range resources {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", r.Kind, r.Namespace, r.Name, r.ModifyIndex)
+			state := states[stateKey(r.Kind, r.Namespace, r.Name)]
+			if state == "" {
+				state = "-" // not in the policy the control plane serves (yet)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Kind, r.Namespace, r.Name, r.ModifyIndex, state)
 		}
 		return tw.Flush()
 	}

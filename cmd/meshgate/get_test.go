@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshgate/meshgate/controlplane/kvpolicy"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -60,5 +61,23 @@ func TestPrintResourceProblems(t *testing.T) {
 		"    bad.yaml:7: spec.rules[0].filters[0].type: unknown filter type \"Nope\"\n"
 	if b.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestPrintResourcesWithStates: with the control plane's states, the KV
+// table gains a STATUS column.
+func TestPrintResourcesWithStates(t *testing.T) {
+	t.Parallel()
+	resources := []kvpolicy.Resource{{Kind: "HTTPRoute", Namespace: "default", Name: "a", ModifyIndex: 7},
+		{Kind: "GatewayClass", Namespace: "default", Name: "meshgate", ModifyIndex: 8}, {Kind: "HTTPRoute", Namespace: "default", Name: "new", ModifyIndex: 9}}
+	states := map[string]string{stateKey("HTTPRoute", "default", "a"): "LastGood: UnsupportedValue", stateKey("GatewayClass", "", "meshgate"): "Accepted"}
+	var b strings.Builder
+	if err := printResources(&b, resources, "", false, states); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(strings.Fields(b.String()), " ")
+	want := "KIND NAMESPACE NAME MODIFY-INDEX STATUS HTTPRoute default a 7 LastGood: UnsupportedValue GatewayClass default meshgate 8 Accepted HTTPRoute default new 9 -"
+	if got != want {
+		t.Errorf("got %q\nwant %q", got, want)
 	}
 }

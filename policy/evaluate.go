@@ -225,7 +225,7 @@ func (e *evaluation) run() *Result {
 			p = e.pass(live, rejectedKeys)
 		}
 	}
-	failClosedDone := false
+	failClosedDone, failClosedRejected := false, false
 	// Every round rejects at least one candidate or adds the fail-closed
 	// policies once: it ends.
 	for {
@@ -240,9 +240,13 @@ func (e *evaluation) run() *Result {
 			}
 			changed = true
 			c.rejected = inv
-			if c.lastGood || c.failClosed {
+			if c.failClosed {
+				failClosedRejected = true
+				continue
+			}
+			if c.lastGood {
 				// Dropped: it fails against the current set.
-				if cur := byKey[c.key]; cur != nil && c.lastGood {
+				if cur := byKey[c.key]; cur != nil {
 					cur.droppedLastGood = c
 				}
 				continue
@@ -265,10 +269,10 @@ func (e *evaluation) run() *Result {
 	}
 
 	set := &p.set
-	for _, c := range live {
-		if c.failClosed && c.rejected != nil {
-			set = nil // cannot happen: a deny-all policy of existing targets is valid
-		}
+	if failClosedRejected {
+		// Not expected (a deny-all policy of existing targets is valid),
+		// but what it was to close must not open: nothing new is served.
+		set = nil
 	}
 	if set != nil && set.MeshConfig == nil && slices.ContainsFunc(all, func(c *candidate) bool {
 		return c.kind.name == KindMeshConfig && c.rejected != nil
@@ -284,7 +288,7 @@ func (e *evaluation) run() *Result {
 	}
 	slices.Sort(res.DamagedFiles)
 	if e.withStatuses {
-		res.Statuses = e.statuses(all, live, p, byKey)
+		res.Statuses = e.statuses(all, live, p)
 	}
 	return res
 }
@@ -371,13 +375,13 @@ func (sp *SecurityPolicy) FailClosed() bool { return sp.failClosed }
 // programmedListeners returns gateways with, in place of each one that has
 // listeners not programmed, a copy without them.
 func programmedListeners(gateways []*Gateway, bad map[*Gateway]map[int]bool) []*Gateway {
-	out := gateways
+	if len(bad) == 0 {
+		return gateways
+	}
+	out := slices.Clone(gateways)
 	for i, g := range gateways {
 		if len(bad[g]) == 0 {
 			continue
-		}
-		if &out[0] == &gateways[0] {
-			out = slices.Clone(gateways)
 		}
 		c := *g
 		c.Spec.Listeners = nil

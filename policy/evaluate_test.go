@@ -382,7 +382,7 @@ func TestEvaluateLastGood(t *testing.T) {
 		after:  evalInput("a", evalRoute("a", "orders", "")+"---\nkind: [\n"),
 		want: []wantStatus{
 			{kind: KindHTTPRoute, name: "a", state: StateAccepted},
-			{kind: KindHTTPRoute, name: "a2", state: StateLastGood, conditions: []string{ConditionLastGoodVersion + "=True/" + ReasonLastGoodVersionServing},
+			{kind: KindHTTPRoute, name: "a2", state: StateLastGood, reason: ReasonFileNotRead, conditions: []string{ConditionLastGoodVersion + "=True/" + ReasonLastGoodVersionServing},
 				message: "its file could not be read as resources"},
 		},
 		check: func(t *testing.T, r *Result) {
@@ -394,7 +394,7 @@ func TestEvaluateLastGood(t *testing.T) {
 		name:   "a file that cannot be read keeps its last good resources",
 		before: evalInput("a", evalRoute("a", "orders", "")),
 		after:  Input{Files: evalInput().Files, ReadErrors: ErrorList{{File: "a.yaml", Message: "reading policy: permission denied"}}},
-		want:   []wantStatus{{kind: KindHTTPRoute, name: "a", state: StateLastGood, message: "permission denied"}},
+		want:   []wantStatus{{kind: KindHTTPRoute, name: "a", state: StateLastGood, reason: ReasonFileNotRead, message: "permission denied"}},
 	}, {
 		name:   "a deleted file deletes its resources",
 		before: evalInput("a", evalRoute("a", "orders", "")),

@@ -50,6 +50,9 @@ const (
 	ReasonInvalid = "Invalid"
 	// ReasonOtherController: the resource is another controller's.
 	ReasonOtherController = "OtherController"
+	// ReasonFileNotRead: the resource's file could not be read as
+	// resources; its last good version serves.
+	ReasonFileNotRead = "FileNotRead"
 	// ConditionAttached is False (reason ReasonNoParentRefs) on a route
 	// without parentRefs: it is accepted, attached nowhere.
 	ConditionAttached    = "meshgate.dev/Attached"
@@ -112,7 +115,7 @@ type statusContext struct {
 
 // statuses writes the status of every candidate of this policy (and of the
 // last good ones kept from damaged files).
-func (e *evaluation) statuses(all, live []*candidate, p *loader, _ map[resourceKey]*candidate) []ResourceStatus {
+func (e *evaluation) statuses(all, live []*candidate, p *loader) []ResourceStatus {
 	sc := &statusContext{final: p, errs: attribute(p.errs, live), live: make(map[resourceKey]*candidate, len(live)),
 		when: metav1.NewTime(now()), lost: make(map[string][]*Error)}
 	for _, c := range live {
@@ -188,8 +191,12 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		rs.Problems = append(rs.Problems, err.Error())
 	}
 	rejected := rs.State != StateAccepted
-	if rejected && rs.State != StateLastGood || rs.State == StateLastGood && !c.fromDamagedFile {
-		rs.Reason = ReasonInvalid
+	switch {
+	case !rejected: // the reason of a problem, if any, below
+	case c.fromDamagedFile:
+		rs.Reason = ReasonFileNotRead
+	default:
+		rs.Reason = ReasonInvalid // or the kind's own reason, below
 	}
 	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name,
 		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
@@ -271,7 +278,7 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			if len(listenerErrs) == len(problems) && len(problems) > 0 {
 				reason = string(gwapiv1.GatewayReasonListenersNotValid)
 			}
-			if rs.Reason != "" {
+			if rs.Reason == ReasonInvalid {
 				rs.Reason = reason
 			}
 			obj.Status.Conditions = append(obj.Status.Conditions,
@@ -311,7 +318,7 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		if len(refErrs) > 0 && !rejected && rs.Reason == "" {
 			rs.Reason = firstReason(refErrs, "")
 		}
-		if rejected && rs.Reason != "" {
+		if rs.Reason == ReasonInvalid {
 			rs.Reason = string(gwapiv1.RouteReasonUnsupportedValue)
 		}
 		if len(res.Spec.ParentRefs) == 0 {

@@ -238,10 +238,9 @@ func TestDiscoveryChangeReloads(t *testing.T) {
 	waitFor(t, "second endpoint", func() bool { return endpoints() == 2 })
 	t.Logf("discovery change compiled in %s", time.Since(begin))
 	// An endpoint change alone reaches the proxies by the endpoint-only
-	// path: no node is translated again.
-	// (The model is stored before the xDS server counts its update: wait
-	// for the count.)
-	waitFor(t, "the endpoint update counted", func() bool { return cp.xds.UpdateCounts().EndpointsOnly > before.EndpointsOnly })
+	// path: no node is translated again. The model is stored before it is
+	// handed to the xDS server: wait for the update to be counted.
+	waitFor(t, "the endpoint change pushed", func() bool { return cp.xds.UpdateCounts() != before })
 	if after := cp.xds.UpdateCounts(); after.Full != before.Full || after.EndpointsOnly != before.EndpointsOnly+1 {
 		t.Errorf("the endpoint change took %+v, was %+v: want one endpoint-only update", after, before)
 	}

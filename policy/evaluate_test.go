@@ -580,13 +580,18 @@ func TestCoreGroupWarning(t *testing.T) {
 	}
 }
 
-// TestReferenceGrant: a backendRef to another namespace needs a
-// ReferenceGrant there; without one it does not resolve (RefNotPermitted).
+// TestReferenceGrant: a backendRef of a Gateway-bound route to another
+// namespace needs a ReferenceGrant there; without one it does not resolve
+// (RefNotPermitted). A mesh route needs none.
 func TestReferenceGrant(t *testing.T) {
 	t.Parallel()
 	route := strings.Replace(strings.Replace(evalRoute("cross", "orders", ""), "  name: cross\n", "  name: cross\n  namespace: shop\n", 1),
 		"    - name: orders\n", "    - name: orders\n      namespace: default\n", 1)
-	route = strings.Replace(route, "  - name: edge\n", "  - name: orders\n    kind: Service\n    namespace: default\n", 1)
+	shopGateway := strings.Replace(strings.Replace(evalGateway, "  name: edge\n", "  name: edge\n  namespace: shop\n", 1), "port: 8080", "port: 9091", 1)
+	meshRoute := strings.Replace(route, "  - name: edge\n", "  - name: orders\n    kind: Service\n    namespace: default\n", 1)
+	if r := Evaluate(evalInput("cross", meshRoute)); len(r.Errors) != 0 || r.Set.HTTPRoutes[0].GatewayBound() {
+		t.Errorf("a mesh route to another namespace: %v", r.Errors)
+	}
 	grant := func(name, to string) string {
 		return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1beta1
 kind: ReferenceGrant
@@ -609,9 +614,9 @@ spec:
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			in := evalInput("cross", route)
+			in := evalInput("cross", route, "shop-gateway", shopGateway)
 			if tt.grant != "" {
-				in = evalInput("cross", route, "grant", tt.grant)
+				in = evalInput("cross", route, "shop-gateway", shopGateway, "grant", tt.grant)
 			}
 			r := Evaluate(in)
 			if got := r.Set.BackendPermitted("shop", "default", "orders"); got != tt.permitted {
@@ -626,7 +631,7 @@ spec:
 			}
 			checkStatuses(t, r, []wantStatus{{kind: KindHTTPRoute, name: "cross", state: StateAccepted, reason: "RefNotPermitted",
 				conditions: []string{"Accepted=True/Accepted", "ResolvedRefs=False/RefNotPermitted"},
-				message:    `cross.yaml:14: spec.rules[0].backendRefs[0].namespace: service "default/orders" is in another namespace: it needs a ReferenceGrant in namespace "default" from HTTPRoutes of namespace "shop" to it`}})
+				message:    `cross.yaml:12: spec.rules[0].backendRefs[0].namespace: service "default/orders" is in another namespace: it needs a ReferenceGrant in namespace "default" from HTTPRoutes of namespace "shop" to it`}})
 		})
 	}
 	bad := Evaluate(evalInput("grant", "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: g}\nspec:\n  from: [{group: x, kind: \"\", namespace: Bad}]\n  to: []\n"))

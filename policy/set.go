@@ -36,11 +36,22 @@ func (s *Set) LookupGateway(namespace, name string) *Gateway {
 	return nil
 }
 
-// BackendPermitted reports whether an HTTPRoute of routeNamespace may send
-// to the Service serviceNamespace/serviceName: always in its own
-// namespace; in another only with a ReferenceGrant there from HTTPRoutes of
-// routeNamespace to that Service (or every Service), as the Gateway API
-// specifies.
+// GatewayBound reports whether the route has a Gateway parent: its
+// backendRefs to other namespaces then need ReferenceGrants
+// (Set.BackendPermitted). A mesh route (only Service parents) may send to
+// any namespace without one, as GEP-1294 specifies: it augments Services
+// that callers can reach anyway, it exposes nothing.
+func (r *HTTPRoute) GatewayBound() bool {
+	return slices.ContainsFunc(r.Spec.ParentRefs, func(pr gwapiv1.ParentReference) bool {
+		return (pr.Group == nil || *pr.Group == GatewayGroup) && (pr.Kind == nil || *pr.Kind == KindGateway)
+	})
+}
+
+// BackendPermitted reports whether a Gateway-bound HTTPRoute of
+// routeNamespace may send to the Service serviceNamespace/serviceName:
+// always in its own namespace; in another only with a ReferenceGrant there
+// from HTTPRoutes of routeNamespace to that Service (or every Service), as
+// the Gateway API specifies.
 func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName string) bool {
 	routeNamespace, serviceNamespace = cmp.Or(routeNamespace, DefaultNamespace), cmp.Or(serviceNamespace, DefaultNamespace)
 	if routeNamespace == serviceNamespace {

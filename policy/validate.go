@@ -14,9 +14,10 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// Namespaces: a backendRef to a Service of another namespace needs a
-// ReferenceGrant in that namespace (Set.BackendPermitted), as the Gateway
-// API specifies; without one it does not resolve (RefNotPermitted). A
+// Namespaces: a backendRef of a Gateway-bound route to a Service of another
+// namespace needs a ReferenceGrant in that namespace (Set.BackendPermitted),
+// as the Gateway API specifies; without one it does not resolve
+// (RefNotPermitted). A mesh route needs none (GEP-1294). A
 // parentRef to a Gateway of another namespace follows the listener's
 // allowedRoutes.namespaces (default Same), the Gateway owner's decision; a
 // parentRef to a Service of another namespace needs nothing (a consumer
@@ -968,7 +969,7 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 			l.rejectedNote(KindService, ns, string(br.Name)))
 		return
 	}
-	if !l.set.BackendPermitted(r.Namespace, ns, string(br.Name)) {
+	if r.GatewayBound() && !l.set.BackendPermitted(r.Namespace, ns, string(br.Name)) {
 		l.refErrorf(src, p+".namespace", string(gwapiv1.RouteReasonRefNotPermitted),
 			"service %s is in another namespace: it needs a ReferenceGrant in namespace %q from HTTPRoutes of namespace %q to it",
 			refName(ns, string(br.Name), r.Namespace), ns, r.Namespace)

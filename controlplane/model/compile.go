@@ -175,7 +175,12 @@ func (c *compiler) httpRoutes() error {
 	})
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
-		cr, err := m.compileRoute(r, c.set.BackendPermitted)
+		permitted := c.set.BackendPermitted
+		if !r.GatewayBound() {
+			// A mesh route may send to any namespace (GEP-1294).
+			permitted = func(string, string, string) bool { return true }
+		}
+		cr, err := m.compileRoute(r, permitted)
 		if err != nil {
 			c.errs = append(c.errs, err)
 			continue
@@ -191,25 +196,71 @@ func (c *compiler) httpRoutes() error {
 	for _, svc := range m.Services {
 		for _, port := range svc.Ports {
 			for _, cr := range c.routes {
-				for _, ref := range cr.route.Spec.ParentRefs {
-					if !isServiceRef(ref.Group, ref.Kind) {
-						continue
-					}
-					if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) != svc.NamespacedName {
-						continue
-					}
-					// A parentRef with a port shapes calls to that port only.
-					if ref.Port != nil && int32(*ref.Port) != port.Number {
-						continue
-					}
-					port.Routes = append(port.Routes, cr.rules...)
-					break
+				if !attachesToPort(cr, svc, port) {
+					continue
 				}
+				rules := make([]*Rule, 0, len(cr.rules))
+				for _, r := range cr.rules {
+					rules = append(rules, ruleForPort(r, svc, port))
+				}
+				// GEP-1294: a route in the Service's namespace is a producer
+				// route, for every caller; one in another namespace is a
+				// consumer route, for the callers of its namespace only.
+				if cr.name.Namespace == svc.Namespace {
+					port.Routes = append(port.Routes, rules...)
+					continue
+				}
+				if port.ConsumerRoutes == nil {
+					port.ConsumerRoutes = map[string][]*Rule{}
+				}
+				port.ConsumerRoutes[cr.name.Namespace] = append(port.ConsumerRoutes[cr.name.Namespace], rules...)
 			}
 			sortRules(port.Routes)
+			for _, rules := range port.ConsumerRoutes {
+				sortRules(rules)
+			}
 		}
 	}
 	return nil
+}
+
+// attachesToPort reports whether one of the route's parentRefs is the
+// Service svc and selects its port: every port, or the one the parentRef
+// names by port number (port) or by port name (sectionName), both when
+// both are given.
+func attachesToPort(cr *compiledRoute, svc *Service, port *ServicePort) bool {
+	for _, ref := range cr.route.Spec.ParentRefs {
+		if !isServiceRef(ref.Group, ref.Kind) {
+			continue
+		}
+		if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) != svc.NamespacedName {
+			continue
+		}
+		if ref.Port != nil && int32(*ref.Port) != port.Number {
+			continue
+		}
+		if ref.SectionName != nil && string(*ref.SectionName) != port.Name {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// ruleForPort is rule as attached to a port of a Service. A mesh rule that
+// neither redirects nor names a backend forwards to the port it is attached
+// to (the parent Service's): a mesh route augments the calls to its Service,
+// so a rule that only filters (adds headers, rewrites) keeps sending them
+// where they were going. That rule is a copy; every other is shared.
+func ruleForPort(rule *Rule, svc *Service, port *ServicePort) *Rule {
+	if rule.Action.Redirect != nil || len(rule.Action.Backends) > 0 {
+		return rule
+	}
+	action := *rule.Action
+	action.Backends = []*Backend{{Service: svc.NamespacedName, Port: port.Number, Weight: 1, Cluster: port.Cluster}}
+	r := *rule
+	r.Action = &action
+	return &r
 }
 
 // gateways compiles the Gateways with the routes attached to them.

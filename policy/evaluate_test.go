@@ -703,3 +703,31 @@ metadata: {name: other}
 		t.Errorf("labels of web: %v", got)
 	}
 }
+
+// TestServiceParentSectionName: a Service parent's sectionName names one of
+// its ports (GAMMA); one it lacks leaves that parent unattached.
+func TestServiceParentSectionName(t *testing.T) {
+	t.Parallel()
+	svc := "apiVersion: meshgate.dev/v1alpha1\nkind: Service\nmetadata: {name: multi}\nspec:\n  ports: [{name: http, port: 80}, {name: admin, port: 9090}]\n"
+	route := func(parent string) string {
+		return "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [" + parent + "]\n  rules: [{backendRefs: [{name: multi, port: 80}]}]\n"
+	}
+	for _, tt := range []struct {
+		parent, reason, message string
+	}{
+		{"{kind: Service, name: multi, sectionName: admin}", "", ""},
+		{"{kind: Service, name: multi, sectionName: admin, port: 9090}", "", ""},
+		{"{kind: Service, name: multi, sectionName: grpc}", "NoMatchingParent", `r.yaml:5: spec.parentRefs[0].sectionName: service "multi" has no port named "grpc"`},
+		{"{kind: Service, name: multi, sectionName: admin, port: 80}", "NoMatchingParent", `r.yaml:5: spec.parentRefs[0].sectionName: port "admin" of service "multi" is not port 80`},
+	} {
+		r := Evaluate(Input{Files: []File{{Name: "s.yaml", Data: []byte(svc)}, {Name: "r.yaml", Data: []byte(route(tt.parent))}}})
+		want := wantStatus{kind: KindHTTPRoute, name: "r", state: StateAccepted, reason: tt.reason, message: tt.message, conditions: []string{"Accepted=True/Accepted"}}
+		if tt.reason != "" {
+			want.conditions = []string{"Accepted=False/NoMatchingParent"}
+		}
+		checkStatuses(t, r, []wantStatus{want})
+		if (len(r.Errors) > 0) != (tt.reason != "") {
+			t.Errorf("%s: errors %v", tt.parent, r.Errors)
+		}
+	}
+}

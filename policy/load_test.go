@@ -138,7 +138,6 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-parents.yaml:53: spec.parentRefs[4]: gateway "infra/edge" does not accept routes from namespace "default" (allowedRoutes.namespaces.from is Same)`,
 				`route-parents.yaml:58: spec.parentRefs[5].name: service "payments" not found`,
 				`route-parents.yaml:61: spec.parentRefs[6].port: service "orders" has no port 81`,
-				`route-parents.yaml:62: spec.parentRefs[6].sectionName: sectionName on a Service parent is not supported yet (use port)`,
 				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway, or Service for mesh routes)`,
 				`route-parents.yaml:78: spec.hostnames: no hostname of the route matches a listener of gateway "edge"`,
 				`route-parents.yaml:78: spec.hostnames[2]: invalid hostname "Bad_Host": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,

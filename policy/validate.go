@@ -507,11 +507,19 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 				l.rejectedNote(KindService, ns, string(pr.Name)))
 			return
 		}
-		if pr.SectionName != nil {
-			l.parentErrorf(src, i, p+".sectionName", string(gwapiv1.RouteReasonUnsupportedValue), "sectionName on a Service parent is not supported yet (use port)")
-		}
 		if pr.Port != nil && svc.LookupPort(strconv.Itoa(int(*pr.Port))) == nil {
 			l.parentErrorf(src, i, p+".port", noParent, "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *pr.Port)
+			return
+		}
+		if pr.SectionName != nil {
+			// GAMMA: a Service parent's sectionName names one of its ports.
+			j := slices.IndexFunc(svc.Spec.Ports, func(sp ServicePort) bool { return sp.Name == string(*pr.SectionName) })
+			switch {
+			case j < 0:
+				l.parentErrorf(src, i, p+".sectionName", noParent, "service %s has no port named %q", refName(ns, svc.Name, r.Namespace), *pr.SectionName)
+			case pr.Port != nil && svc.Spec.Ports[j].Port != int32(*pr.Port):
+				l.parentErrorf(src, i, p+".sectionName", noParent, "port %q of service %s is not port %d", *pr.SectionName, refName(ns, svc.Name, r.Namespace), *pr.Port)
+			}
 		}
 	default:
 		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue), "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)

@@ -581,7 +581,10 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 var errNotSynced = errors.New("service discovery not synced yet")
 
 // readPolicy reads the policy files, or the policy source's; a policy source
-// that cannot be read marks cp.sourceFailing.
+// that cannot be read marks cp.sourceFailing. A policy file that cannot be
+// read on its own is not an error: it is in policyInput.readErrors (its
+// last good resources keep serving); a configured path that cannot be read
+// at all is.
 func (cp *ControlPlane) readPolicy(ctx context.Context) (policyInput, error) {
 	var files []policy.File
 	switch {
@@ -593,40 +596,74 @@ func (cp *ControlPlane) readPolicy(ctx context.Context) (policyInput, error) {
 		}
 		files = pf
 	case len(cp.opts.ConfigPaths) > 0:
-		pf, errs := readPolicyFiles(cp.opts.ConfigPaths)
-		if len(errs) > 0 {
-			return policyInput{}, errs
+		pf, fileErrs, err := readPolicyFiles(cp.opts.ConfigPaths)
+		if err != nil {
+			return policyInput{}, err
 		}
-		files = pf
+		return policyInput{files: pf, readErrors: fileErrs, version: inputVersion(pf, fileErrs)}, nil
 	}
-	return policyInput{files: files, version: model.PolicyVersion(files)}, nil
+	return policyInput{files: files, version: inputVersion(files, nil)}, nil
 }
 
 // compile validates the policy with the definitions of the discovered
 // services (placed first, so that a static Service of the same name is
 // the one reported as a duplicate of "consul:catalog/<name>") through
-// Options.Load, checks the discovered endpoints as the policy checks a
+// Options.Evaluate, checks the discovered endpoints as the policy checks a
 // Service's, and compiles the model: the policy's, with the discovered
 // endpoints in its endpoint index. See compileMemo for what a reload
 // reuses.
+//
+// Problems are per resource: a discovered service's invalid endpoints are
+// left out (its other endpoints serve; its status says which and why), a
+// resource the model cannot represent is left out (a bug: logged as such,
+// said in its status). With Options.Load (all or nothing) any endpoint
+// error rejects the whole reload, as any policy error does.
 func (cp *ControlPlane) compile(in policyInput) (*model.Model, *policySummary, error) {
 	var discovered []*model.DiscoveredService
 	if d := cp.opts.Discovery; d != nil {
 		discovered = d.Services()
 	}
 	routing := cp.compiled.routing(in, discovered, cp.evaluator(), cp.lastGood)
-	endpointErrs := cp.compiled.checkEndpoints(discovered)
+	valid, endpointErrs := cp.compiled.checkEndpoints(discovered)
+	allOrNothing := cp.opts.Evaluate == nil && cp.opts.Load != nil
 	switch {
-	case routing.loadErr != nil || len(endpointErrs) > 0:
-		return nil, nil, joinPolicyErrors(routing.loadErr, endpointErrs)
+	case routing.loadErr != nil || (allOrNothing && len(endpointErrs) > 0):
+		return nil, nil, joinPolicyErrors(routing.loadErr, flattenEndpointErrors(discovered, endpointErrs))
 	case routing.compileErr != nil:
+		if !routing.logged {
+			routing.logged = true
+			cp.logger.Error("the policy cannot be compiled: a bug of meshgate (please report it); the previous configuration keeps serving", "error", routing.compileErr)
+		}
 		return nil, nil, routing.compileErr
 	}
-	m, err := routing.model.WithDiscovered(discovered)
+	if !routing.logged {
+		routing.logged = true
+		for _, p := range routing.model.Problems {
+			cp.logger.Error("a resource the policy accepted cannot be compiled and is left out: a bug of meshgate (please report it)",
+				"kind", p.Kind, "namespace", p.Namespace, "name", p.Name, "at", fmt.Sprintf("%s:%d", p.Source.File, p.Source.Line), "error", p.Err)
+		}
+	}
+	m, err := routing.model.WithDiscovered(valid)
 	if err != nil {
 		return nil, nil, err
 	}
-	return m, routing.summary, nil
+	sum := routing.summary
+	if len(endpointErrs) > 0 {
+		withEndpoints := *sum
+		withEndpoints.result = sum.result.WithProblems(endpointProblems(discovered, endpointErrs))
+		sum = &withEndpoints
+	}
+	return m, sum, nil
+}
+
+// flattenEndpointErrors lists the errors of endpointErrs in the order of
+// discovered.
+func flattenEndpointErrors(discovered []*model.DiscoveredService, endpointErrs map[*model.DiscoveredService]checkedEndpoints) policy.ErrorList {
+	var out policy.ErrorList
+	for _, d := range discovered {
+		out = append(out, endpointErrs[d].errs...)
+	}
+	return out
 }
 
 // reload loads and compiles the policy and, if valid, serves it; an invalid
@@ -735,7 +772,7 @@ func (cp *ControlPlane) logProblems(r *policy.Result) {
 	}
 	cp.loggedProblems = text
 	for _, e := range r.Errors {
-		cp.logger.Warn("policy problem: the resource is rejected or a reference of it does not resolve; the rest of the policy is served", "error", e.Error())
+		cp.logger.Warn("policy problem: the resource (or a part of it, such as an endpoint) is left out, or a reference of it does not resolve; the rest of the policy is served", "error", e.Error())
 	}
 	for _, s := range r.Statuses {
 		if s.State != policy.StateAccepted {

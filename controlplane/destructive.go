@@ -23,8 +23,25 @@ const DefaultDestructiveHold = 5 * time.Second
 // discovered services.
 type policyInput struct {
 	files []policy.File
-	// version is model.PolicyVersion(files).
+	// readErrors are the files that could not be read (policy.Input.ReadErrors):
+	// their last good resources keep serving.
+	readErrors policy.ErrorList
+	// version is inputVersion(files, readErrors).
 	version string
+}
+
+// inputVersion is model.PolicyVersion(files), and when some files could
+// not be read, a version that also names them and why: an unreadable file
+// and a file removed are two policies.
+func inputVersion(files []policy.File, readErrors policy.ErrorList) string {
+	if len(readErrors) == 0 {
+		return model.PolicyVersion(files)
+	}
+	all := slices.Clone(files)
+	for _, e := range readErrors {
+		all = append(all, policy.File{Name: "\x00unread:" + e.File, Data: []byte(e.Message)})
+	}
+	return model.PolicyVersion(all)
 }
 
 // policySummary is what the destructive-change rules compare between the
@@ -47,6 +64,10 @@ func summarize(in policyInput, set *policy.Set, m *model.Model) *policySummary {
 	sum := &policySummary{input: in, docs: make(map[string]int, len(in.files)), gatewayRules: map[model.NamespacedName]int{}}
 	for _, f := range in.files {
 		sum.docs[f.Name] = 0
+	}
+	for _, e := range in.readErrors {
+		// Its last good resources, kept, count as its documents.
+		sum.docs[e.File] = 0
 	}
 	count := func(src policy.Source) {
 		if _, ok := sum.docs[src.File]; ok {

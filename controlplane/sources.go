@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,7 +43,14 @@ type compileMemo struct {
 	recent []*routingCompilation
 	// endpointErrs are the checks of the last reload's discovered
 	// services' endpoints, by value.
-	endpointErrs map[*model.DiscoveredService]policy.ErrorList
+	endpointErrs map[*model.DiscoveredService]checkedEndpoints
+}
+
+// checkedEndpoints is the check of a discovered service's endpoints: the
+// service with its valid endpoints only, and the errors of the others.
+type checkedEndpoints struct {
+	valid *model.DiscoveredService
+	errs  policy.ErrorList
 }
 
 // routingCompilation is the policy of one input, validated with the
@@ -54,8 +62,11 @@ type routingCompilation struct {
 	summary     *policySummary
 	// result is the policy's evaluation.
 	result *policy.Result
-	// loadErr is the policy's validation error; compileErr the model's.
+	// loadErr is the policy's validation error; compileErr the model's
+	// (a bug: see model.Compile).
 	loadErr, compileErr error
+	// logged: its compile problems were logged (they are, once).
+	logged bool
 }
 
 // latest is the compilation of the last reload, or nil.
@@ -86,7 +97,7 @@ func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredServ
 		definitions[i] = d.Definition()
 	}
 	r := &routingCompilation{version: in.version, definitions: discovered}
-	r.result = evaluate(policy.Input{Services: definitions, Files: in.files, LastGood: lastGood})
+	r.result = evaluate(policy.Input{Services: definitions, Files: in.files, ReadErrors: in.readErrors, LastGood: lastGood})
 	set := r.result.Set
 	switch {
 	case set == nil && len(r.result.Errors) > 0:
@@ -94,10 +105,14 @@ func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredServ
 	case set == nil:
 		r.loadErr = errors.New("the policy cannot be served")
 	default:
-		if r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version}); r.compileErr == nil {
-			r.summary = summarize(in, set, r.model)
-			r.summary.set, r.summary.result = set, r.result
+		r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version})
+		if r.compileErr != nil {
+			r.compileErr = fmt.Errorf("compiling the model: %w (a bug of meshgate: the policy accepted it)", r.compileErr)
+			break
 		}
+		r.result = r.result.WithProblems(compileProblems(r.model.Problems))
+		r.summary = summarize(in, set, r.model)
+		r.summary.set, r.summary.result = set, r.result
 	}
 	c.recent = slices.Insert(c.recent, 0, r)
 	if len(c.recent) > maxRecentCompilations {
@@ -109,25 +124,68 @@ func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredServ
 // checkEndpoints checks the endpoints of the discovered services the
 // policy registers (a service without a name, or the second of one name,
 // is not: the policy reports it), reusing the checks of unchanged values.
-func (c *compileMemo) checkEndpoints(discovered []*model.DiscoveredService) policy.ErrorList {
-	next := make(map[*model.DiscoveredService]policy.ErrorList, len(discovered))
+// It returns those services with their valid endpoints only, and, by
+// service, the errors of the endpoints left out.
+func (c *compileMemo) checkEndpoints(discovered []*model.DiscoveredService) ([]*model.DiscoveredService, map[*model.DiscoveredService]checkedEndpoints) {
+	next := make(map[*model.DiscoveredService]checkedEndpoints, len(discovered))
 	seen := make(map[model.NamespacedName]bool, len(discovered))
-	var errs policy.ErrorList
+	valid := make([]*model.DiscoveredService, 0, len(discovered))
+	var errs map[*model.DiscoveredService]checkedEndpoints
 	for _, d := range discovered {
 		key := model.NamespacedName{Namespace: cmp.Or(d.Namespace, policy.DefaultNamespace), Name: d.Name}
 		if d.Name == "" || seen[key] {
 			continue
 		}
 		seen[key] = true
-		e, ok := c.endpointErrs[d]
+		checked, ok := c.endpointErrs[d]
 		if !ok {
-			e = d.CheckEndpoints()
+			checked.valid, checked.errs = d.WithValidEndpoints()
 		}
-		next[d] = e
-		errs = append(errs, e...)
+		next[d] = checked
+		valid = append(valid, checked.valid)
+		if len(checked.errs) > 0 {
+			if errs == nil {
+				errs = make(map[*model.DiscoveredService]checkedEndpoints)
+			}
+			errs[d] = checked
+		}
 	}
 	c.endpointErrs = next
-	return errs
+	return valid, errs
+}
+
+// endpointProblems are the problems of the discovered services some of
+// whose endpoints are left out, for their statuses.
+func endpointProblems(discovered []*model.DiscoveredService, errs map[*model.DiscoveredService]checkedEndpoints) []policy.ResourceProblem {
+	var out []policy.ResourceProblem
+	for _, d := range discovered {
+		e, ok := errs[d]
+		if !ok {
+			continue
+		}
+		out = append(out, policy.ResourceProblem{Kind: policy.KindService, Namespace: cmp.Or(d.Namespace, policy.DefaultNamespace), Name: d.Name,
+			File: d.Source, Condition: policy.ConditionEndpoints, Reason: policy.ReasonInvalidEndpoints,
+			Message: fmt.Sprintf("%d of its %d endpoints are left out; the others serve", len(d.Endpoints)-len(e.valid.Endpoints), len(d.Endpoints)),
+			Errors:  e.errs})
+	}
+	return out
+}
+
+// compileProblems are the resources the model left out, for their
+// statuses.
+func compileProblems(problems []model.CompileProblem) []policy.ResourceProblem {
+	out := make([]policy.ResourceProblem, 0, len(problems))
+	for _, p := range problems {
+		state, message := policy.StateRejected, "it is not served"
+		if p.Kind == policy.KindSecurityPolicy {
+			state, message = policy.StateFailClosed, "every request to its targets is denied until it is fixed"
+		}
+		out = append(out, policy.ResourceProblem{Kind: p.Kind, Namespace: p.Namespace, Name: p.Name, File: p.Source.File, State: state,
+			Condition: policy.ConditionCompiled, Reason: policy.ReasonCompileError,
+			Message: "meshgate accepted the resource but could not compile it (a bug of meshgate); " + message,
+			Errors:  policy.ErrorList{{File: p.Source.File, Line: p.Source.Line, Message: "compile error (a bug of meshgate): " + p.Err.Error()}}})
+	}
+	return out
 }
 
 // joinPolicyErrors adds the errors of the discovered endpoints to those of
@@ -153,22 +211,25 @@ const maxPolicyFileSize = 16 << 20
 
 // readPolicyFiles reads policy files and directories as policy.Load does:
 // a file itself, or every *.yaml and *.yml file of a directory, sorted, not
-// recursive.
-func readPolicyFiles(paths []string) ([]policy.File, policy.ErrorList) {
-	var files []policy.File
-	var errs policy.ErrorList
+// recursive. A configured path that cannot be read at all (gone, a
+// directory that cannot be listed) fails the whole read (err): what the
+// policy holds is unknown. A file that cannot be read on its own (its
+// permissions, too large, removed between the listing and the read) is a
+// read error of that file (fileErrs): the other files are read.
+func readPolicyFiles(paths []string) (files []policy.File, fileErrs policy.ErrorList, err error) {
+	var pathErrs policy.ErrorList
 	seen := map[string]bool{}
 	for _, p := range paths {
 		names := []string{p}
 		info, err := os.Stat(p)
 		if err != nil {
-			errs = append(errs, &policy.Error{File: p, Message: fmt.Sprintf("reading policy: %v", err)})
+			pathErrs = append(pathErrs, &policy.Error{File: p, Message: fmt.Sprintf("reading policy: %v", err)})
 			continue
 		}
 		if info.IsDir() {
 			entries, err := os.ReadDir(p)
 			if err != nil {
-				errs = append(errs, &policy.Error{File: p, Message: fmt.Sprintf("reading policy directory: %v", err)})
+				pathErrs = append(pathErrs, &policy.Error{File: p, Message: fmt.Sprintf("reading policy directory: %v", err)})
 				continue
 			}
 			names = names[:0]
@@ -185,18 +246,35 @@ func readPolicyFiles(paths []string) ([]policy.File, policy.ErrorList) {
 				continue
 			}
 			seen[filepath.Clean(name)] = true
-			data, err := os.ReadFile(name)
-			switch {
-			case err != nil:
-				errs = append(errs, &policy.Error{File: name, Message: fmt.Sprintf("reading policy: %v", err)})
-			case len(data) > maxPolicyFileSize:
-				errs = append(errs, &policy.Error{File: name, Message: fmt.Sprintf("file larger than %d bytes", maxPolicyFileSize)})
-			default:
-				files = append(files, policy.File{Name: name, Data: data})
+			data, err := readPolicyFile(name)
+			if err != nil {
+				fileErrs = append(fileErrs, &policy.Error{File: name, Message: err.Error()})
+				continue
 			}
+			files = append(files, policy.File{Name: name, Data: data})
 		}
 	}
-	return files, errs
+	if len(pathErrs) > 0 {
+		return nil, nil, slices.Concat(pathErrs, fileErrs)
+	}
+	return files, fileErrs, nil
+}
+
+// readPolicyFile reads one policy file, at most maxPolicyFileSize bytes.
+func readPolicyFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxPolicyFileSize+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("reading policy: %w", err)
+	case len(data) > maxPolicyFileSize:
+		return nil, fmt.Errorf("file larger than %d bytes", maxPolicyFileSize)
+	}
+	return data, nil
 }
 
 // debounced returns trigger, which calls f d after the first of a burst of

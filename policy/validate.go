@@ -223,23 +223,47 @@ func CheckEndpoints(s *Service) ErrorList {
 	return l.errs
 }
 
-func (l *loader) checkEndpoints(s *Service) {
-	src := s.Source
-	for i, ep := range s.Spec.Endpoints {
-		p := fmt.Sprintf("spec.endpoints[%d]", i)
-		if ep.Address == "" {
-			l.errorf(src, p+".address", "address is required")
-		} else if msg := checkHostPort(ep.Address); msg != "" {
-			l.errorf(src, p+".address", "%s", msg)
+// EndpointErrors is CheckEndpoints endpoint by endpoint: the errors of
+// each endpoint of s that has some, by its index in spec.endpoints. A
+// caller that serves a Service's valid endpoints and leaves the others out
+// (the control plane with discovered services) knows which.
+func EndpointErrors(s *Service) map[int]ErrorList {
+	var out map[int]ErrorList
+	for i := range s.Spec.Endpoints {
+		l := &loader{dropped: map[documentID][]string{}}
+		l.checkEndpoint(s, i)
+		if len(l.errs) > 0 {
+			if out == nil {
+				out = make(map[int]ErrorList)
+			}
+			out[i] = l.errs
 		}
-		switch {
-		case ep.Port == "" && len(s.Spec.Ports) > 1:
-			l.errorf(src, p+".port", "port is required: the service has %d ports (give a port name or number)", len(s.Spec.Ports))
-		case ep.Port != "" && s.LookupPort(ep.Port) == nil:
-			l.errorf(src, p+".port", "the service has no port %q", ep.Port)
-		}
-		checkLabels(l.errorf, src, p+".labels", ep.Labels)
 	}
+	return out
+}
+
+func (l *loader) checkEndpoints(s *Service) {
+	for i := range s.Spec.Endpoints {
+		l.checkEndpoint(s, i)
+	}
+}
+
+// checkEndpoint validates the endpoint i of s.
+func (l *loader) checkEndpoint(s *Service, i int) {
+	src, ep := s.Source, &s.Spec.Endpoints[i]
+	p := fmt.Sprintf("spec.endpoints[%d]", i)
+	if ep.Address == "" {
+		l.errorf(src, p+".address", "address is required")
+	} else if msg := checkHostPort(ep.Address); msg != "" {
+		l.errorf(src, p+".address", "%s", msg)
+	}
+	switch {
+	case ep.Port == "" && len(s.Spec.Ports) > 1:
+		l.errorf(src, p+".port", "port is required: the service has %d ports (give a port name or number)", len(s.Spec.Ports))
+	case ep.Port != "" && s.LookupPort(ep.Port) == nil:
+		l.errorf(src, p+".port", "the service has no port %q", ep.Port)
+	}
+	checkLabels(l.errorf, src, p+".labels", ep.Labels)
 }
 
 // ---- Gateway ----

@@ -24,9 +24,13 @@ import (
 const DefaultGatewayAddress = "127.0.0.1"
 
 // Compile turns a validated policy set into a Model. It assumes the set passed
-// policy validation (references exist, regexes compile); it still returns an
-// error, never panics, for input it cannot represent, such as a filter kind
-// meshgate does not implement. A nil set compiles to an empty model.
+// policy validation (references exist, regexes compile); it never panics. A
+// resource it still cannot represent (a filter kind meshgate does not
+// implement: a bug, as the policy rejects those) is left out of the model
+// and listed in Model.Problems: a Service or HTTPRoute is not served, a
+// SecurityPolicy fails closed (its targets deny every request). Only what
+// cannot be left out, a MeshConfig, is an error. A nil set compiles to an
+// empty model.
 func Compile(set *policy.Set) (*Model, error) {
 	return CompileWith(set, CompileOptions{})
 }
@@ -103,9 +107,27 @@ type compiler struct {
 	// routes are the compiled HTTPRoutes, attached to the services (mesh
 	// routes) when compiled and to the gateways after.
 	routes []*compiledRoute
-	// errs are the errors of the input the compiler cannot represent; the
-	// compilation goes on to report them all.
+	// errs are the errors of the input the compiler cannot represent and
+	// cannot leave out (the MeshConfig); the compilation goes on to report
+	// them all.
 	errs []error
+}
+
+// CompileProblem is a resource of the set that the compiler could not
+// represent, left out of the model (a SecurityPolicy: replaced by a policy
+// that denies every request to its targets). The policy validated the
+// resource: a problem is a bug of meshgate.
+type CompileProblem struct {
+	Kind string
+	NamespacedName
+	Source policy.Source
+	Err    error
+}
+
+// leaveOut records that the resource of kind named name is left out of
+// the model because of err.
+func (c *compiler) leaveOut(kind string, name NamespacedName, src policy.Source, err error) {
+	c.m.Problems = append(c.m.Problems, CompileProblem{Kind: kind, NamespacedName: name, Source: src, Err: err})
 }
 
 // compileSteps compile a set kind by kind (policy.Kinds: a test requires a
@@ -143,9 +165,8 @@ func (c *compiler) meshConfig() error {
 }
 
 func (c *compiler) securityPolicies() error {
-	targets, err := c.m.compilePolicies(c.set.SecurityPolicies)
-	c.targets = targets
-	return err
+	c.targets = c.m.compilePolicies(c.set.SecurityPolicies, c.leaveOut)
+	return nil
 }
 
 func (c *compiler) services() error {
@@ -153,7 +174,7 @@ func (c *compiler) services() error {
 	for _, ps := range c.set.Services {
 		svc, err := compileService(ps, m.static)
 		if err != nil {
-			c.errs = append(c.errs, err)
+			c.leaveOut(policy.KindService, NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}, ps.Source, err)
 			continue
 		}
 		svc.MTLSMode = cmp.Or(c.targets.mtls[svc.NamespacedName], m.Mesh.MTLSMode)
@@ -182,7 +203,7 @@ func (c *compiler) httpRoutes() error {
 		}
 		cr, err := m.compileRoute(r, permitted)
 		if err != nil {
-			c.errs = append(c.errs, err)
+			c.leaveOut(policy.KindHTTPRoute, routeName(r), r.Source, err)
 			continue
 		}
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {

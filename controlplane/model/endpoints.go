@@ -77,6 +77,28 @@ func (d *DiscoveredService) CheckEndpoints() policy.ErrorList {
 	return policy.CheckEndpoints(d.PolicyService())
 }
 
+// WithValidEndpoints returns d without the endpoints the policy rejects
+// (CheckEndpoints), and their errors: d itself, and no error, when every
+// endpoint is valid. An instance registered with a bad address is left out;
+// the service and its other instances serve.
+func (d *DiscoveredService) WithValidEndpoints() (*DiscoveredService, policy.ErrorList) {
+	bad := policy.EndpointErrors(d.PolicyService())
+	if len(bad) == 0 {
+		return d, nil
+	}
+	valid := *d
+	valid.Endpoints = nil
+	var errs policy.ErrorList
+	for i, ep := range d.Endpoints {
+		if e, ok := bad[i]; ok {
+			errs = append(errs, e...)
+			continue
+		}
+		valid.Endpoints = append(valid.Endpoints, ep)
+	}
+	return &valid, errs
+}
+
 // SameDefinition reports whether d and e define the same service (their
 // endpoints aside): a model compiled with one's definition serves the
 // other's endpoints.
@@ -88,8 +110,8 @@ func (d *DiscoveredService) SameDefinition(e *DiscoveredService) bool {
 // services added to its endpoint index, beside those of the policy's
 // Services: a model that shares m's services, gateways and routes (m is
 // left as it is). m must have been compiled with the discovered services'
-// definitions in its set; a discovered service it does not have is an
-// error.
+// definitions in its set; a discovered service it does not have (its
+// definition was rejected: its status says why) is left out.
 func (m *Model) WithDiscovered(discovered []*DiscoveredService) (*Model, error) {
 	index := make(map[string][]*Endpoint, len(m.static)+len(discovered))
 	maps.Copy(index, m.static)
@@ -100,7 +122,7 @@ func (m *Model) WithDiscovered(discovered []*DiscoveredService) (*Model, error) 
 			port = svc.Port(d.Port)
 		}
 		if port == nil {
-			return nil, fmt.Errorf("discovered service %s (%s): port %d is not in the model", d.NamespacedName, d.Source, d.Port)
+			continue
 		}
 		if _, dup := index[port.Cluster]; dup {
 			return nil, fmt.Errorf("discovered service %s (%s): cluster %s has endpoints already", d.NamespacedName, d.Source, port.Cluster)

@@ -110,13 +110,21 @@ func TestWithDiscovered(t *testing.T) {
 	}
 }
 
-func TestWithDiscoveredRejectsUnknown(t *testing.T) {
+// TestWithDiscoveredLeavesOutUnknown: a discovered service the model does
+// not have (its definition was rejected) is left out; one whose cluster
+// has endpoints already (a static Service's) is an error.
+func TestWithDiscoveredLeavesOutUnknown(t *testing.T) {
 	t.Parallel()
 	routing, _ := compileDiscovered(t, discovered("orders", 8080))
-	for _, d := range []*DiscoveredService{discovered("other", 80), discovered("orders", 9090), discovered("static", 80)} {
-		if _, err := routing.WithDiscovered([]*DiscoveredService{d}); err == nil {
-			t.Errorf("WithDiscovered(%s:%d): want an error", d.Name, d.Port)
+	ep := &Endpoint{Host: "10.0.0.1", Port: 80}
+	for _, d := range []*DiscoveredService{discovered("other", 80, ep), discovered("orders", 9090, ep)} {
+		m, err := routing.WithDiscovered([]*DiscoveredService{d})
+		if err != nil || m.Version != routing.Version {
+			t.Errorf("WithDiscovered(%s:%d): version %s, %v; want it left out", d.Name, d.Port, m.Version, err)
 		}
+	}
+	if _, err := routing.WithDiscovered([]*DiscoveredService{discovered("static", 80)}); err == nil {
+		t.Error("WithDiscovered(static:80): want an error")
 	}
 }
 

@@ -34,6 +34,9 @@ type Model struct {
 	Gateways []*Gateway `json:"gateways"`
 	// Mesh is the mesh-wide identity and security configuration.
 	Mesh Mesh `json:"mesh"`
+	// Problems are the resources of the set the compiler could not
+	// represent, left out (see Compile): bugs, as the policy validated them.
+	Problems []CompileProblem `json:"-"`
 
 	services map[NamespacedName]*Service
 	gateways map[NamespacedName]*Gateway

@@ -318,7 +318,9 @@ type policyTargets struct {
 }
 
 // compilePolicies compiles every SecurityPolicy and groups them by target.
-func (m *Model) compilePolicies(policies []*policy.SecurityPolicy) (*policyTargets, error) {
+// A policy that does not compile fails closed: in its place, a rule that
+// denies every request to its targets; leaveOut is told.
+func (m *Model) compilePolicies(policies []*policy.SecurityPolicy, leaveOut func(kind string, name NamespacedName, src policy.Source, err error)) *policyTargets {
 	pt := &policyTargets{
 		services: map[NamespacedName][]*compiledPolicy{},
 		gateways: map[NamespacedName][]*compiledPolicy{},
@@ -330,11 +332,12 @@ func (m *Model) compilePolicies(policies []*policy.SecurityPolicy) (*policyTarge
 		return cmp.Or(cmp.Compare(orDefault(a.Namespace), orDefault(b.Namespace)), cmp.Compare(a.Name, b.Name))
 	})
 	for _, sp := range sorted {
+		ns := orDefault(sp.Namespace)
 		cp, err := m.compilePolicy(sp)
 		if err != nil {
-			return nil, err
+			leaveOut(policy.KindSecurityPolicy, NamespacedName{Namespace: ns, Name: sp.Name}, sp.Source, err)
+			cp = denyAll(ns + "/" + sp.Name)
 		}
-		ns := orDefault(sp.Namespace)
 		for i, ref := range sp.Spec.TargetRefs {
 			target := NamespacedName{Namespace: ns, Name: ref.Name}
 			switch ref.Kind {
@@ -348,11 +351,17 @@ func (m *Model) compilePolicies(policies []*policy.SecurityPolicy) (*policyTarge
 			case policy.KindHTTPRoute:
 				pt.routes[target] = appendPolicy(pt.routes[target], cp)
 			default:
-				return nil, fmt.Errorf("securitypolicy %s: spec.targetRefs[%d]: kind %q: not supported", cp.name, i, ref.Kind)
+				leaveOut(policy.KindSecurityPolicy, NamespacedName{Namespace: ns, Name: sp.Name}, sp.Source,
+					fmt.Errorf("securitypolicy %s: spec.targetRefs[%d]: kind %q: not supported", cp.name, i, ref.Kind))
 			}
 		}
 	}
-	return pt, nil
+	return pt
+}
+
+// denyAll is a compiled policy, named name, that denies every request.
+func denyAll(name string) *compiledPolicy {
+	return &compiledPolicy{name: name, deny: []*AuthzRule{{Name: name + "/fail-closed", Policy: name}}}
 }
 
 func appendPolicy(list []*compiledPolicy, cp *compiledPolicy) []*compiledPolicy {

@@ -209,30 +209,57 @@ func TestCompileZeroTrustDeterministic(t *testing.T) {
 	}
 }
 
-func TestCompileRejectsBadPolicies(t *testing.T) {
+// TestCompileBadPoliciesFailClosed: a SecurityPolicy the compiler cannot
+// represent (the policy rejects it: only a bug lets it through) is listed
+// in the model's Problems and denies every request to its targets; a
+// MeshConfig that does not compile cannot be left out: an error.
+func TestCompileBadPoliciesFailClosed(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
 		mutate func(*policy.Set)
 	}{
-		{"bad CIDR", func(s *policy.Set) { s.SecurityPolicies[1].Spec.Rules[0].From[0].IPBlocks = []string{"10.0.0.0/99"} }},
-		{"bad action", func(s *policy.Set) { s.SecurityPolicies[1].Spec.Rules[0].Action = "MAYBE" }},
-		{"bad path", func(s *policy.Set) { s.SecurityPolicies[0].Spec.Rules[0].To[0].Paths = []string{"no-slash"} }},
-		{"bad target kind", func(s *policy.Set) { s.SecurityPolicies[2].Spec.TargetRefs[0].Kind = "ConfigMap" }},
-		{"bad TTL", func(s *policy.Set) {
-			s.MeshConfig = &policy.MeshConfig{Name: "m", Spec: policy.MeshConfigSpec{CertificateTTL: "forever"}}
+		{"bad CIDR", func(s *policy.Set) {
+			s.SecurityPolicies[0].Spec.Rules[0].From = []policy.RuleSource{{IPBlocks: []string{"10.0.0.0/99"}}}
 		}},
+		{"bad action", func(s *policy.Set) { s.SecurityPolicies[0].Spec.Rules[0].Action = "MAYBE" }},
+		{"bad path", func(s *policy.Set) { s.SecurityPolicies[0].Spec.Rules[0].To[0].Paths = []string{"no-slash"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			set := zeroTrustSet(nil)
 			tt.mutate(set)
-			if m, err := Compile(set); err == nil {
-				t.Errorf("Compile = %v, want an error", m)
+			m, err := Compile(set)
+			if err != nil {
+				t.Fatalf("Compile: %v, want the policy to fail closed", err)
+			}
+			if len(m.Problems) != 1 || m.Problems[0].Kind != policy.KindSecurityPolicy || m.Problems[0].Name != set.SecurityPolicies[0].Name {
+				t.Errorf("problems %+v, want the policy", m.Problems)
+			}
+			authz := m.Service("default", "orders").Authorization
+			if authz == nil || !slices.ContainsFunc(authz.Deny, func(r *AuthzRule) bool { return len(r.From)+len(r.To) == 0 }) {
+				t.Errorf("authorization %+v: want a deny of every request", authz)
 			}
 		})
 	}
+	t.Run("bad target kind", func(t *testing.T) {
+		t.Parallel()
+		set := zeroTrustSet(nil)
+		set.SecurityPolicies[2].Spec.TargetRefs[0].Kind = "ConfigMap"
+		m, err := Compile(set)
+		if err != nil || len(m.Problems) != 1 {
+			t.Errorf("Compile: %v, problems %+v; want the target left out", err, m.Problems)
+		}
+	})
+	t.Run("bad TTL", func(t *testing.T) {
+		t.Parallel()
+		set := zeroTrustSet(nil)
+		set.MeshConfig = &policy.MeshConfig{Name: "m", Spec: policy.MeshConfigSpec{CertificateTTL: "forever"}}
+		if m, err := Compile(set); err == nil {
+			t.Errorf("Compile = %v, want an error", m)
+		}
+	})
 }
 
 // TestFailClosedPolicyCompiles: the policy policy.Evaluate serves in place

@@ -392,6 +392,15 @@ func (p *Proxy) sync(now time.Time) {
 			s.pending, s.pendingSince = desired, now
 		}
 		missing := p.missingClusters(desired.table)
+		if s.active != nil {
+			// A cluster CDS does not have that the serving table already
+			// routes to (an entry the control plane means to be absent, as
+			// the Gateway API's invalid backend, answered with
+			// cluster_not_found_response_code) will not arrive by waiting.
+			missing = slices.DeleteFunc(missing, func(name string) bool {
+				return p.accepted[name] == nil && s.active.table.RoutesTo(name)
+			})
+		}
 		expired := now.Sub(s.pendingSince) >= holdTimeout
 		if s.active != nil && len(missing) > 0 && !expired {
 			nextDeadline = earliest(nextDeadline, s.pendingSince.Add(holdTimeout))

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/internal/testutil"
 )
@@ -488,6 +489,58 @@ func TestProxyHoldsRouteTableUntilClusterArrivesAtMostFiveSeconds(t *testing.T) 
 	})
 	if waited := time.Since(changed); waited < holdTimeout-time.Second {
 		t.Fatalf("held table installed after %v, want about %v", waited, holdTimeout)
+	}
+}
+
+// TestProxyDoesNotHoldForAClusterTheServingTableAlreadyLacks: a route table
+// that routes to a cluster CDS does not have (a weighted entry answered with
+// cluster_not_found_response_code: the Gateway API's invalid backend) is not
+// held again when a new version still routes to it: waiting would not bring
+// it, only delay the other changes.
+func TestProxyDoesNotHoldForAClusterTheServingTableAlreadyLacks(t *testing.T) {
+	t.Parallel()
+	cp := startControlPlane(t)
+	p := startProxy(t, cp)
+	backendA := backend(t, "a")
+	withInvalidShare := func(extra ...*routev3.Route) func(s *snapshot) {
+		return func(s *snapshot) {
+			invalid := &routev3.Route{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/split"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+						Clusters: []*routev3.WeightedCluster_ClusterWeight{
+							{Name: "invalid-backend-cluster", Weight: wrapperspb.UInt32(1)},
+							{Name: "default/a:80", Weight: wrapperspb.UInt32(1)},
+						},
+					}},
+					ClusterNotFoundResponseCode: routev3.RouteAction_INTERNAL_SERVER_ERROR,
+				}},
+			}
+			vh := s.routes[0].VirtualHosts[0]
+			vh.Routes = append(append([]*routev3.Route{invalid}, extra...), vh.Routes...)
+		}
+	}
+	cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backendA,
+		mutate: withInvalidShare()}.build(t))
+	waitServing(t, p, http.DefaultClient, "a")
+
+	teapot := &routev3.Route{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/v2"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: http.StatusTeapot}},
+	}
+	cp.set(t, config{version: "v2", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backendA,
+		mutate: withInvalidShare(teapot)}.build(t))
+	eventually(t, "RDS v2 accepted", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.state.versions[resourcev3.RouteType] == "v2"
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.servers {
+		if s.pending != nil {
+			t.Errorf("listener %q: route table v2 held for %v, want it installed at once", s.listener, p.missingClusters(s.pending.table))
+		}
 	}
 }
 

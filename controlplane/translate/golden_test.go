@@ -71,6 +71,12 @@ type goldenInput struct {
 	Nodes []yamlNodeInfo `yaml:"nodes"`
 	// Policy is the policy, as in a policy file.
 	Policy string `yaml:"policy"`
+	// UnresolvedRefs, when set, are the errors the policy has, each
+	// "line: field: message", all references that do not resolve: the
+	// policy is then served as the control plane serves it
+	// (policy.Evaluate), those references resolving to nothing. Without
+	// it the policy must be valid (policy.LoadFiles).
+	UnresolvedRefs []string `yaml:"unresolvedRefs"`
 }
 
 // goldenCase is one golden pair.
@@ -113,7 +119,7 @@ func (c goldenCase) load(t testing.TB) (*model.Model, Inputs, []NodeInfo) {
 	if err := dec.Decode(&gin); err != nil {
 		t.Fatalf("%s: %v", c.in, err)
 	}
-	set, err := policy.LoadFiles(policy.File{Name: c.in + "#policy", Data: []byte(gin.Policy)})
+	set, err := loadGoldenPolicy(c.in, gin)
 	if err != nil {
 		t.Fatalf("%s: %v", c.in, err)
 	}
@@ -135,6 +141,29 @@ func (c goldenCase) load(t testing.TB) (*model.Model, Inputs, []NodeInfo) {
 		}
 	}
 	return m, in, nodes
+}
+
+// loadGoldenPolicy reads the policy of the golden input in: valid, or with
+// exactly the unresolved references it lists.
+func loadGoldenPolicy(in string, gin goldenInput) (*policy.Set, error) {
+	file := policy.File{Name: in + "#policy", Data: []byte(gin.Policy)}
+	if len(gin.UnresolvedRefs) == 0 {
+		return policy.LoadFiles(file)
+	}
+	res := policy.Evaluate(policy.Input{Files: []policy.File{file}})
+	var got []string
+	for _, e := range res.Errors {
+		got = append(got, fmt.Sprintf("%d: %s: %s", e.Line, e.Field, e.Message))
+	}
+	if !slices.Equal(got, gin.UnresolvedRefs) {
+		return nil, fmt.Errorf("policy errors:\n%s\nwant unresolvedRefs:\n%s", strings.Join(got, "\n"), strings.Join(gin.UnresolvedRefs, "\n"))
+	}
+	for _, st := range res.Statuses {
+		if st.State != policy.StateAccepted {
+			return nil, fmt.Errorf("%s %s/%s not accepted: an unresolved reference must leave it accepted", st.Kind, st.Namespace, st.Name)
+		}
+	}
+	return res.Set, nil
 }
 
 // yamlNodeInfo is NodeInfo in a golden file.

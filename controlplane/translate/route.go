@@ -94,19 +94,28 @@ func stringMatcher(value string, regex bool) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}
 }
 
+// invalidBackendCluster is the weighted-cluster entry that carries the share
+// of a rule's backendRefs that do not resolve. No cluster has this name (a
+// service port's is "<namespace>/<service>:<port>"), so the proxy answers
+// the route's cluster_not_found_response_code, 500, for that share, as Envoy
+// Gateway does.
+const invalidBackendCluster = "invalid-backend-cluster"
+
 // forward builds the route action to the rule's backends, adding their
-// clusters to clusters, or returns nil when the Gateway API says the
-// request gets a 500: no backends, every weight zero, or a backendRef that
-// does not resolve.
+// clusters to clusters, or returns nil when the Gateway API says every
+// request gets a 500: no backends, every weight zero, or no weight on a
+// backendRef that resolves. The weight of the backendRefs that do not
+// resolve goes to invalidBackendCluster, so that their share of the
+// requests gets the 500 and the rest is forwarded.
 func forward(m *model.Model, clusters *clusterCollector, a *model.Action, path model.PathMatch) *routev3.RouteAction {
-	for _, b := range a.Backends {
-		if b.Cluster == "" {
-			return nil
-		}
-	}
 	var weighted []*routev3.WeightedCluster_ClusterWeight
+	var invalidWeight uint32
 	for _, b := range a.Backends {
 		if b.Weight <= 0 {
+			continue
+		}
+		if b.Cluster == "" {
+			invalidWeight += uint32(b.Weight)
 			continue
 		}
 		weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: b.Cluster, Weight: wrapperspb.UInt32(uint32(b.Weight))})
@@ -119,11 +128,18 @@ func forward(m *model.Model, clusters *clusterCollector, a *model.Action, path m
 	if len(weighted) == 0 {
 		return nil
 	}
+	if invalidWeight > 0 {
+		invalid := &routev3.WeightedCluster_ClusterWeight{Name: invalidBackendCluster, Weight: wrapperspb.UInt32(invalidWeight)}
+		weighted = append([]*routev3.WeightedCluster_ClusterWeight{invalid}, weighted...)
+	}
 	ra := &routev3.RouteAction{}
 	if len(weighted) == 1 {
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: weighted[0].Name}
 	} else {
 		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: weighted}}
+	}
+	if invalidWeight > 0 {
+		ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
 	}
 	if a.Timeout != nil {
 		ra.Timeout = durationpb.New(*a.Timeout)

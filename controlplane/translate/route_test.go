@@ -82,7 +82,13 @@ func TestForward(t *testing.T) {
 	}{
 		{"no backends", model.Action{}, "500"},
 		{"all weights zero", model.Action{Backends: []*model.Backend{backend("default/orders:80", 0)}}, "500"},
-		{"unresolved", model.Action{Backends: []*model.Backend{backend("default/orders:80", 1), backend("", 1)}}, "500"},
+		{"unresolved share", model.Action{Backends: []*model.Backend{backend("default/orders:80", 1), backend("", 1)}},
+			`weighted_clusters:{clusters:{name:"invalid-backend-cluster" weight:{value:1}} clusters:{name:"default/orders:80" weight:{value:1}}} cluster_not_found_response_code:INTERNAL_SERVER_ERROR`},
+		{"unresolved shares summed", model.Action{Backends: []*model.Backend{backend("", 2), backend("default/orders:80", 1), backend("", 3)}},
+			`weighted_clusters:{clusters:{name:"invalid-backend-cluster" weight:{value:5}} clusters:{name:"default/orders:80" weight:{value:1}}} cluster_not_found_response_code:INTERNAL_SERVER_ERROR`},
+		{"unresolved of weight zero", model.Action{Backends: []*model.Backend{backend("default/orders:80", 1), backend("", 0)}}, `cluster:"default/orders:80"`},
+		{"all unresolved", model.Action{Backends: []*model.Backend{backend("", 1), backend("", 1)}}, "500"},
+		{"resolved of weight zero only", model.Action{Backends: []*model.Backend{backend("default/orders:80", 0), backend("", 1)}}, "500"},
 		{"zero weight skipped", model.Action{Backends: []*model.Backend{backend("default/orders:80", 0), backend("default/orders-v2:80", 2)}}, `cluster:"default/orders-v2:80"`},
 		{"zero timeout", model.Action{Backends: []*model.Backend{backend("default/orders:80", 1)}, Timeout: &timeout}, `cluster:"default/orders:80" timeout:{}`},
 	}

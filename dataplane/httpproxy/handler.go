@@ -197,7 +197,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	}
 	cluster := cfg.Clusters[clusterName]
 	if cluster == nil {
-		localReply(w, rt, http.StatusServiceUnavailable, bodyClusterNotFound)
+		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
 	endpoint, ok := cluster.Next()

@@ -337,6 +337,49 @@ func TestRedirectAndDirectResponse(t *testing.T) {
 	}
 }
 
+// forwardWithNotFoundCode forwards to cluster, answering code when the
+// proxy does not know it.
+func forwardWithNotFoundCode(cluster string, code routev3.RouteAction_ClusterNotFoundResponseCode) *routev3.Route_Route {
+	return &routev3.Route_Route{Route: &routev3.RouteAction{
+		ClusterSpecifier:            &routev3.RouteAction_Cluster{Cluster: cluster},
+		ClusterNotFoundResponseCode: code,
+	}}
+}
+
+// TestWeightedSplitWithUnknownCluster is the Gateway API's invalid
+// backendRef: the share of a weighted entry whose cluster the proxy does not
+// know gets cluster_not_found_response_code, the rest is forwarded.
+func TestWeightedSplitWithUnknownCluster(t *testing.T) {
+	t.Parallel()
+	a := newEcho(t, "a", false)
+	cfg := &Config{
+		Routes: table(t, &routev3.Route{Match: prefix("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+				Clusters: []*routev3.WeightedCluster_ClusterWeight{
+					{Name: "invalid-backend-cluster", Weight: wrapperspb.UInt32(1)},
+					{Name: "A", Weight: wrapperspb.UInt32(1)},
+				},
+			}},
+			ClusterNotFoundResponseCode: routev3.RouteAction_INTERNAL_SERVER_ERROR,
+		}}}),
+		Clusters: map[string]*upstream.Cluster{"A": clusterFor(t, "A", false, addrOf(a))},
+	}
+	_, base := startProxy(t, cfg, false)
+	counts := map[int]int{}
+	const n = 400
+	for range n {
+		r := get(t, base+"/")
+		if r.status == 200 && r.echo.Backend != "a" {
+			t.Fatalf("200 from %q, want a", r.echo.Backend)
+		}
+		counts[r.status]++
+	}
+	// Binomial(400, 0.5): standard deviation 10; allow 5σ.
+	if counts[500] < 150 || counts[500] > 250 || counts[500]+counts[200] != n {
+		t.Fatalf("statuses = %v, want about 500:200 200:200", counts)
+	}
+}
+
 func TestLocalReplies(t *testing.T) {
 	t.Parallel()
 	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -369,6 +412,9 @@ func TestLocalReplies(t *testing.T) {
 	cfg := &Config{
 		Routes: table(t,
 			&routev3.Route{Match: prefix("/missing"), Action: forwardTo("missing")},
+			&routev3.Route{Match: prefix("/notfound404"), Action: forwardWithNotFoundCode("missing", routev3.RouteAction_NOT_FOUND)},
+			&routev3.Route{Match: prefix("/notfound500"), Action: forwardWithNotFoundCode("missing", routev3.RouteAction_INTERNAL_SERVER_ERROR)},
+			&routev3.Route{Match: prefix("/notfound503"), Action: forwardWithNotFoundCode("missing", routev3.RouteAction_SERVICE_UNAVAILABLE)},
 			&routev3.Route{Match: prefix("/empty"), Action: forwardTo("empty")},
 			&routev3.Route{Match: prefix("/refused"), Action: forwardTo("refused")},
 			&routev3.Route{Match: prefix("/slow"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
@@ -391,6 +437,9 @@ func TestLocalReplies(t *testing.T) {
 	}{
 		{"/nothing-here", 404, "no route\n"},
 		{"/missing", 503, "cluster not found\n"},
+		{"/notfound404", 404, "cluster not found\n"},
+		{"/notfound500", 500, "cluster not found\n"},
+		{"/notfound503", 503, "cluster not found\n"},
 		{"/empty", 503, "no healthy upstream\n"},
 		{"/refused", 503, "upstream connect error\n"},
 		{"/slow", 504, "upstream request timeout\n"},

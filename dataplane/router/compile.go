@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -317,6 +318,17 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 		rt.totalWeight = total
 	default:
 		return errors.New("one of cluster, weighted_clusters is required")
+	}
+
+	switch code := ra.GetClusterNotFoundResponseCode(); code {
+	case routev3.RouteAction_SERVICE_UNAVAILABLE:
+		rt.clusterNotFound = http.StatusServiceUnavailable
+	case routev3.RouteAction_NOT_FOUND:
+		rt.clusterNotFound = http.StatusNotFound
+	case routev3.RouteAction_INTERNAL_SERVER_ERROR:
+		rt.clusterNotFound = http.StatusInternalServerError
+	default:
+		return fmt.Errorf("cluster_not_found_response_code: value %d not supported", code)
 	}
 
 	rt.timeout = DefaultTimeout

@@ -43,6 +43,12 @@ func (rt *Route) PickCluster(rnd uint64) string {
 	return rt.weighted[len(rt.weighted)-1].name
 }
 
+// ClusterNotFoundStatus is the status a forward answers when the cluster it
+// picked is not known to the proxy (cluster_not_found_response_code): 503
+// (SERVICE_UNAVAILABLE, the default), 404 (NOT_FOUND) or 500
+// (INTERNAL_SERVER_ERROR).
+func (rt *Route) ClusterNotFoundStatus() int { return rt.clusterNotFound }
+
 // RewritePath returns the upstream path for the escaped request path (no
 // query) after prefix_rewrite or regex_rewrite; path itself when the route
 // rewrites nothing.

@@ -429,6 +429,21 @@ func TestForwardSettings(t *testing.T) {
 	if got := mk(&routev3.RouteAction{Timeout: durationpb.New(250 * time.Millisecond)}).Timeout(); got != 250*time.Millisecond {
 		t.Errorf("timeout = %v, want 250ms", got)
 	}
+	for code, want := range map[routev3.RouteAction_ClusterNotFoundResponseCode]int{
+		routev3.RouteAction_SERVICE_UNAVAILABLE:   503,
+		routev3.RouteAction_NOT_FOUND:             404,
+		routev3.RouteAction_INTERNAL_SERVER_ERROR: 500,
+	} {
+		if got := mk(&routev3.RouteAction{ClusterNotFoundResponseCode: code}).ClusterNotFoundStatus(); got != want {
+			t.Errorf("cluster_not_found_response_code %v: status %d, want %d", code, got, want)
+		}
+	}
+	unknown := rcWith(vhost("v", []string{"*"}, &routev3.Route{Match: prefixMatch("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}, ClusterNotFoundResponseCode: 7,
+	}}}))
+	if _, err := Compile(unknown, nil); err == nil || !strings.Contains(err.Error(), "cluster_not_found_response_code: value 7 not supported") {
+		t.Errorf("Compile with an unknown cluster_not_found_response_code: %v", err)
+	}
 	rt := mk(&routev3.RouteAction{HostRewriteSpecifier: &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "backend.internal"}})
 	if rt.HostRewrite() != "backend.internal" || rt.Action() != ActionForward {
 		t.Errorf("HostRewrite = %q, Action = %v", rt.HostRewrite(), rt.Action())
@@ -659,6 +674,9 @@ func TestCompileErrors(t *testing.T) {
 				Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(0)}},
 			}}}}
 		}), []string{"weight"}},
+		{"unknown cluster_not_found_response_code", base(func(r *routev3.Route) {
+			r.GetRoute().ClusterNotFoundResponseCode = 7
+		}), []string{"ClusterNotFoundResponseCode"}},
 		{"duplicate domain", rcWith(
 			vhost("one", []string{"a.com"}, route(prefixMatch("/"), "c")),
 			vhost("two", []string{"A.com"}, route(prefixMatch("/"), "c")),

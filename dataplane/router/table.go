@@ -3,6 +3,7 @@ package router
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -74,6 +75,10 @@ type Route struct {
 	hostRewrite   string
 	requestHeads  headers.List
 	responseHeads headers.List
+
+	// clusterNotFound is the status answered when the picked cluster is not
+	// known to the proxy (cluster_not_found_response_code).
+	clusterNotFound int
 
 	// ActionRedirect.
 	redirect redirect
@@ -166,6 +171,13 @@ func (t *Table) PerFilterTypes() map[string][]string { return t.perFilterTypes }
 // Clusters returns every cluster name the table's routes reference, sorted
 // and unique. The caller must not modify the slice.
 func (t *Table) Clusters() []string { return t.clusters }
+
+// RoutesTo reports whether a route of the table forwards to the cluster
+// named name.
+func (t *Table) RoutesTo(name string) bool {
+	_, ok := slices.BinarySearch(t.clusters, name)
+	return ok
+}
 
 // Match returns the first route of the selected virtual host that matches r,
 // or nil when no virtual host or route matches (or t is nil). It reads r.Host

@@ -75,9 +75,10 @@ func fullRouteConfig() *routev3.RouteConfiguration {
 								{Name: "b", Weight: wrapperspb.UInt32(10)},
 							},
 						}},
-						Timeout:              durationpb.New(3 * time.Second),
-						PrefixRewrite:        "/v2",
-						HostRewriteSpecifier: &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "up.internal"},
+						Timeout:                     durationpb.New(3 * time.Second),
+						PrefixRewrite:               "/v2",
+						HostRewriteSpecifier:        &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "up.internal"},
+						ClusterNotFoundResponseCode: routev3.RouteAction_INTERNAL_SERVER_ERROR,
 					}},
 					RequestHeadersToAdd:     []*corev3.HeaderValueOption{hdr},
 					RequestHeadersToRemove:  []string{"x-b"},
@@ -327,6 +328,15 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 				return rc
 			},
 			wantErr: `route configuration "rc": virtual_hosts[0].routes[1].route.retry_policy: not supported`,
+		},
+		{
+			name: "unknown cluster_not_found_response_code",
+			msg: func(t *testing.T) proto.Message {
+				rc := fullRouteConfig()
+				rc.VirtualHosts[0].Routes[1].GetRoute().ClusterNotFoundResponseCode = 7
+				return rc
+			},
+			wantErr: `invalid RouteAction.ClusterNotFoundResponseCode: value must be one of the defined enum values`,
 		},
 		{
 			name: "query parameter prefix match",

@@ -73,6 +73,13 @@ const (
 	enumCodecHTTP2                            = 2 // HttpConnectionManager.CodecType.HTTP2
 )
 
+// The values of RouteAction.ClusterNotFoundResponseCode, all implemented.
+const (
+	enumClusterNotFound503 = 0 // SERVICE_UNAVAILABLE
+	enumClusterNotFound404 = 1 // NOT_FOUND
+	enumClusterNotFound500 = 2 // INTERNAL_SERVER_ERROR
+)
+
 // RouterType is the config message of the router, the terminal HTTP filter
 // every HttpConnectionManager ends with; the core subset knows it.
 const RouterType protoreflect.FullName = "envoy.extensions.filters.http.router.v3.Router"
@@ -245,7 +252,9 @@ func coreSubset() Rules {
 		"envoy.type.matcher.v3.StringMatcher": Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
 		"envoy.type.matcher.v3.RegexMatcher":  Allow("regex"),
 		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout",
-			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal"),
+			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal").
+			With("cluster_not_found_response_code", Field{Enums: []protoreflect.EnumNumber{
+				enumClusterNotFound503, enumClusterNotFound404, enumClusterNotFound500}}),
 		"envoy.config.route.v3.WeightedCluster":               Allow("clusters"),
 		"envoy.config.route.v3.WeightedCluster.ClusterWeight": Allow("name", "weight"),
 		"envoy.type.matcher.v3.RegexMatchAndSubstitute":       Allow("pattern", "substitution"),

@@ -10,12 +10,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,15 +70,61 @@ func e2eOnly(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
+// freeAddr returns a loopback address whose port was free a moment ago,
+// for a process the test starts to bind. The port is drawn from below the
+// kernel's ephemeral range (ip_local_port_range), where the kernel never
+// assigns ports to the listeners and outgoing connections bound to port 0
+// that the tests' processes open meanwhile, and it is never handed out twice
+// in this test process: the time between the check and the bind cannot let
+// another part of the run take it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	low := ephemeralPortLow()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := minTestPort + rand.IntN(low-minTestPort)
+		if portsGiven[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[port] = true
+		return ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("free port: none found between %d and %d", minTestPort, low)
+	return ""
+}
+
+// minTestPort is the lowest port freeAddr hands out.
+const minTestPort = 20000
+
+// portsGiven are the ports freeAddr handed out in this test process.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralPortLow reads the lowest port of the kernel's ephemeral range
+// (Linux's default when it cannot be read).
+func ephemeralPortLow() int {
+	const linuxDefault = 32768
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return linuxDefault
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return linuxDefault
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= minTestPort+1000 {
+		return linuxDefault
+	}
+	return low
 }
 
 // proc is a running meshgate process.

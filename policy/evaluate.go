@@ -38,7 +38,7 @@ type Result struct {
 //   - a reference that does not resolve (a backendRef to a Service that
 //     does not exist, of an unknown kind; a SecurityPolicy target that does
 //     not exist) leaves the resource accepted: that reference resolves to
-//     nothing (the route rule answers 500) and its status says why;
+//     nothing (its share of the rule's requests is answered 500) and its status says why;
 //   - a route parentRef that does not attach (no such parent, a listener
 //     that does not allow the route's namespace, no hostname in common)
 //     leaves the route accepted for its other parents;

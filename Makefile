@@ -97,7 +97,9 @@ fuzz-short:
 ## e2e/conformance (its own Go module) in a network namespace of their own (needs
 ## root). Prints PASS/FAIL/SKIP per test, fails when a test of
 ## e2e/conformance/expectations.yaml that passed fails, and rewrites the results
-## table of docs/conformance.md. MESHGATE_CONFORMANCE=quick: only the HTTPRoute
+## table of docs/conformance.md. Also TestExamples: `meshgate validate` on every
+## manifest of the gateway-api module's examples/ (expected outcome per file in
+## e2e/conformance/examples.yaml), the accepted ones served. MESHGATE_CONFORMANCE=quick: only the HTTPRoute
 ## core tests that pass (conformance-quick, part of make test); CONFORMANCE_RUN
 ## (a regular expression) narrows the tests. The full log is conformance.log.
 .PHONY: conformance conformance-quick
@@ -107,8 +109,8 @@ conformance: build
 	@cd e2e/conformance && MESHGATE_CONFORMANCE=$(MESHGATE_CONFORMANCE) MESHGATE_CONFORMANCE_RUN='$(CONFORMANCE_RUN)' \
 	  MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONFORMANCE_LOG=$(CURDIR)/conformance.log \
 	  MESHGATE_CONFORMANCE_DOC=$(if $(and $(filter full,$(MESHGATE_CONFORMANCE)),$(if $(CONFORMANCE_RUN),,1)),$(CURDIR)/docs/conformance.md) \
-	  $(GO) test -count=1 -timeout 40m -v -run '^TestConformance$$' . 2>&1 | \
-	  grep -E '^(conformance:|--- |PASS|FAIL|ok|panic)|(conformance|expectations)_test\.go:[0-9]+: |^ {8,}(PASS|FAIL|SKIP) +[A-Z]'; exit $${PIPESTATUS[0]}
+	  $(GO) test -count=1 -timeout 40m -v -run '^(TestConformance|TestExamples)$$' . 2>&1 | \
+	  grep -E '^(conformance:|--- |PASS|FAIL|ok|panic)|(conformance|expectations)_test\.go:[0-9]+: |^ {8,}(PASS|FAIL|SKIP) +[A-Z]|examples_test\.go:[0-9]+: .*(examples\.yaml|stub|want|failed)' | grep -v ' | '; exit $${PIPESTATUS[0]}
 
 conformance-quick:
 	@$(MAKE) --no-print-directory conformance MESHGATE_CONFORMANCE=quick

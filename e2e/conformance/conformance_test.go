@@ -19,6 +19,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance"
@@ -240,6 +241,11 @@ func runSuite(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	w := newWorld(t, ctx)
+	execConfig := &rest.Config{Host: w.execServer(ctx)}
+	clientset, err := kubernetes.NewForConfig(execConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	s, err := suite.NewConformanceTestSuite(suite.ConformanceOptions{
 		ConfigurableOptions: suite.ConfigurableOptions{
@@ -252,7 +258,8 @@ func runSuite(t *testing.T) {
 			TimeoutConfig: timeouts(),
 		},
 		Client:       w.client,
-		RestConfig:   &rest.Config{},
+		Clientset:    clientset, // for the mesh tests' exec (execServer)
+		RestConfig:   execConfig,
 		ManifestFS:   []fs.FS{&conformance.Manifests},
 		RoundTripper: nil,
 	})

@@ -27,6 +27,9 @@ type document struct {
 //     GatewayClass) are passed as they are, without status and server-set
 //     metadata; a Gateway without spec.addresses gets one loopback IP of its
 //     own (two Gateways on port 80 are two load balancers in Kubernetes);
+//   - a pod of a mesh namespace that no Service selects (a client only)
+//     gets a meshgate Service named after its Deployment, for its sidecar's
+//     identity;
 //   - Namespaces are passed when meshgate accepts the kind;
 //   - Deployments, Pods, Secrets and ConfigMaps are not policy.
 type translator struct {
@@ -47,6 +50,21 @@ func (tr translator) translate(o *objects) []document {
 	}
 	for _, s := range o.services {
 		add(keyOf("Service", &s), tr.service(s))
+	}
+	for _, b := range tr.backends {
+		for _, sc := range b.sidecars {
+			if sc.workload {
+				add(objKey{kind: "Service", namespace: b.namespace, name: sc.service}, map[string]any{
+					"apiVersion": "meshgate.dev/v1alpha1",
+					"kind":       "Service",
+					"metadata":   meta(sc.service, b.namespace, nil),
+					"spec": map[string]any{
+						"ports":     []any{map[string]any{"name": "http", "port": 80}},
+						"endpoints": []any{map[string]any{"address": sc.addrs.inbound, "sidecar": true}},
+					},
+				})
+			}
+		}
 	}
 	if tr.passNamespaces {
 		for _, n := range o.namespaces {
@@ -123,19 +141,18 @@ func (tr translator) service(s corev1.Service) map[string]any {
 		}
 		ports = append(ports, port)
 		for _, b := range pods {
-			if b.sidecar != nil {
-				continue // mesh endpoints: the sidecars, below
+			if sc := b.sidecars[s.Name]; sc != nil {
+				endpoints = append(endpoints, map[string]any{"address": sc.addrs.inbound, "port": ref, "sidecar": true})
+				continue
+			}
+			if isMeshNamespace(s.Namespace) {
+				continue // its sidecar is not started yet
 			}
 			target := b.httpPort
 			if p.TargetPort.IntValue() == 3001 || protocol == "HTTP2" {
 				target = b.h2cPort
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})
-		}
-	}
-	for _, b := range pods {
-		if b.sidecar != nil {
-			endpoints = append(endpoints, map[string]any{"address": b.sidecar.inbound, "sidecar": true})
 		}
 	}
 	spec := map[string]any{"ports": ports}

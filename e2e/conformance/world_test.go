@@ -58,7 +58,6 @@ type world struct {
 	mu       sync.Mutex
 	backends map[objKey]*backend // per Deployment
 	gateways map[objKey]*proc    // gateway processes per Gateway
-	sidecars map[objKey]*proc    // mesh sidecars per Deployment
 	addrs    map[objKey]string   // the IP each Gateway binds, 127.0.0.N
 	nextIP   int
 	last     syncResult
@@ -79,7 +78,7 @@ type backend struct {
 	httpPort  string
 	h2cPort   string
 	proc      *proc
-	sidecar   *sidecarAddrs // set when the backend is in the mesh
+	sidecars  map[string]*meshSidecar // in a mesh namespace: per Service selecting it
 }
 
 // sidecarAddrs are the listeners of a mesh backend's sidecar.
@@ -103,7 +102,7 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	w := &world{
 		t: t, dir: t.TempDir(), dataDir: t.TempDir(), staging: t.TempDir(),
 		kick:     make(chan struct{}, 1),
-		backends: map[objKey]*backend{}, gateways: map[objKey]*proc{}, sidecars: map[objKey]*proc{},
+		backends: map[objKey]*backend{}, gateways: map[objKey]*proc{},
 		addrs: map[objKey]string{}, nextIP: 2, synced: make(chan struct{}),
 	}
 	w.base = fake.NewClientBuilder().WithScheme(newScheme()).
@@ -190,6 +189,7 @@ func (w *world) sync(ctx context.Context) error {
 		return err
 	}
 	w.mu.Lock()
+	w.syncSidecars(ctx, objs)
 	for _, gw := range objs.gateways {
 		k := keyOf("Gateway", &gw)
 		if _, ok := w.addrs[k]; !ok {
@@ -384,9 +384,8 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 	for k, b := range w.backends {
 		if _, ok := want[k]; !ok {
 			b.proc.stop()
-			if p := w.sidecars[k]; p != nil {
-				p.stop()
-				delete(w.sidecars, k)
+			for _, sc := range b.sidecars {
+				sc.proc.stop()
 			}
 			delete(w.backends, k)
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: b.pod, Namespace: b.namespace}}
@@ -408,9 +407,6 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
 		w.run(b.proc)
 		w.backends[k] = b
-		if isMeshNamespace(d.Namespace) {
-			b.sidecar = &sidecarAddrs{inbound: "127.0.0.1:" + freePort(w.t), outbound: "127.0.0.1:" + freePort(w.t), admin: "127.0.0.1:" + freePort(w.t)}
-		}
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: b.pod, Namespace: d.Namespace, Labels: d.Spec.Template.Labels},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "echo", Image: "echo"}}},

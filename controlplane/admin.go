@@ -103,6 +103,8 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, cp.ca.Status())
 	})
 	mux.HandleFunc("POST /ca/rotate", cp.handleRotate)
+	mux.HandleFunc("GET /resources", cp.handleResources)
+	mux.HandleFunc("GET /resources/{kind}/{namespace}/{name}", cp.handleResources)
 	registerPprof(mux)
 	return cp.requireAdmin(mux)
 }

@@ -142,6 +142,13 @@ type Options struct {
 	// whose policy files and discovered definitions are those of the last
 	// one does not call it: only endpoints changed.
 	Load func(in policy.Input) (*policy.Set, error)
+	// Evaluate validates the policy as Load does, resource by resource
+	// (policy.Evaluate): the accepted resources are served, the rejected
+	// ones keep their last good version. nil means policy.Evaluate through
+	// the control plane's policy.Cache, or, when Load is set, Load (then
+	// any error rejects the whole policy, as before per-resource
+	// acceptance).
+	Evaluate func(in policy.Input) *policy.Result
 	// DataDir holds the control plane's state (CA roots, join tokens, the
 	// admin token); empty means DefaultDataDir(), or, with Dev, memory.
 	DataDir string
@@ -172,6 +179,13 @@ type Status struct {
 	Version    string    `json:"version"`
 	LastReload time.Time `json:"lastReload"`
 	LastError  string    `json:"lastError"`
+	// Errors are the problems of the policy being served (each
+	// file:line: field: message), or of the last reload that failed.
+	Errors []string `json:"errors,omitempty"`
+	// RejectedResources counts the resources not serving as written
+	// (rejected, or serving their last good version); GET /resources
+	// says which and why.
+	RejectedResources int `json:"rejectedResources"`
 	// Serving: every source has synced once and the first model was
 	// pushed. Until then no proxy is given a configuration.
 	Serving bool `json:"serving"`
@@ -227,9 +241,14 @@ type ControlPlane struct {
 	requestReload func()
 
 	// Reload state, touched by reload only (reloads are serial).
-	applied   *policySummary // the policy of the served model
-	hold      destructiveHold
-	holdTimer *time.Timer
+	applied *policySummary
+	// lastGood is the set of the served model: policy.Input.LastGood of
+	// the next evaluation.
+	lastGood *policy.Set
+	// loggedProblems is the text of the problems last logged.
+	loggedProblems string // the policy of the served model
+	hold           destructiveHold
+	holdTimer      *time.Timer
 
 	mu         sync.Mutex
 	version    string
@@ -237,7 +256,10 @@ type ControlPlane struct {
 	lastError  string
 	// configServed: the first model was pushed.
 	configServed bool
-	heldChange   *HeldPolicyChange
+	// result is the evaluation of the policy served (or, when a reload
+	// failed, of that reload's policy when it was evaluated).
+	result     *policy.Result
+	heldChange *HeldPolicyChange
 
 	// revocations and guard: revoked tokens, identities and enrolments,
 	// and the connections they close (revocation.go).
@@ -286,8 +308,8 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	policyCache := policy.NewCache()
-	if opts.Load == nil {
-		opts.Load = policyCache.LoadInput
+	if opts.Evaluate == nil && opts.Load == nil {
+		opts.Evaluate = policyCache.Evaluate
 	}
 	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry(),
 		policyCache: policyCache, servingCh: make(chan struct{})}
@@ -592,7 +614,7 @@ func (cp *ControlPlane) compile(in policyInput) (*model.Model, *policySummary, e
 	if d := cp.opts.Discovery; d != nil {
 		discovered = d.Services()
 	}
-	routing := cp.compiled.routing(in, discovered, cp.opts.Load)
+	routing := cp.compiled.routing(in, discovered, cp.evaluator(), cp.lastGood)
 	endpointErrs := cp.compiled.checkEndpoints(discovered)
 	switch {
 	case routing.loadErr != nil || len(endpointErrs) > 0:
@@ -630,17 +652,28 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	if err == nil {
 		m, sum, err = cp.compile(in)
 	}
+	if err == nil && !cp.configServed && len(sum.result.DamagedFiles) > 0 {
+		// Before the first push there is no last good version of what a
+		// file that cannot be read holds: nothing is served until it can.
+		err = sum.result.Errors
+	}
 	if err == nil {
 		m, sum, err = cp.confirmDestructive(in, m, sum)
 	}
 	compiled := time.Now()
 	if err != nil {
+		if r := cp.compiled.latest(); r != nil && r.version == in.version && r.result != nil {
+			cp.setResult(r.result)
+		}
 		cp.reject(err)
 		return err
 	}
 	cp.applied = sum
+	cp.lastGood = sum.set
+	cp.logProblems(sum.result)
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
+	cp.result = sum.result
 	cp.model.Store(m)
 	cp.xds.SetModel(ctx, m)
 	if m.Version != cp.version {
@@ -655,7 +688,61 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	cp.version = m.Version
 	cp.lastReload = time.Now().UTC()
 	cp.lastError = ""
+	if sum.result != nil && len(sum.result.Errors) > 0 {
+		cp.lastError = sum.result.Errors.Error()
+	}
 	return nil
+}
+
+// evaluator is Options.Evaluate, or Options.Load as an evaluation that
+// serves nothing when there is any error, or policy.Evaluate.
+func (cp *ControlPlane) evaluator() func(policy.Input) *policy.Result {
+	switch {
+	case cp.opts.Evaluate != nil:
+		return cp.opts.Evaluate
+	case cp.opts.Load != nil:
+		load := cp.opts.Load
+		return func(in policy.Input) *policy.Result {
+			set, err := load(in)
+			if err == nil {
+				return &policy.Result{Set: set}
+			}
+			var list policy.ErrorList
+			if !errors.As(err, &list) {
+				list = policy.ErrorList{{Message: err.Error()}}
+			}
+			return &policy.Result{Errors: list}
+		}
+	}
+	return policy.Evaluate
+}
+
+func (cp *ControlPlane) setResult(r *policy.Result) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.result = r
+}
+
+// logProblems logs the problems of the policy served, once per change of
+// them: each rejected resource, unresolved reference, unattached parent.
+func (cp *ControlPlane) logProblems(r *policy.Result) {
+	if r == nil {
+		return
+	}
+	text := r.Errors.Error()
+	if text == cp.loggedProblems {
+		return
+	}
+	cp.loggedProblems = text
+	for _, e := range r.Errors {
+		cp.logger.Warn("policy problem: the resource is rejected or a reference of it does not resolve; the rest of the policy is served", "error", e.Error())
+	}
+	for _, s := range r.Statuses {
+		if s.State != policy.StateAccepted {
+			cp.logger.Warn("policy resource not serving as written", "kind", s.Kind, "namespace", s.Namespace, "name", s.Name,
+				"state", s.State, "reason", s.Reason, "at", fmt.Sprintf("%s:%d", s.File, s.Line))
+		}
+	}
 }
 
 // confirmDestructive applies the destructive-change hold to the model m of
@@ -796,6 +883,16 @@ func (cp *ControlPlane) status() Status {
 	cp.mu.Lock()
 	st := Status{Version: cp.version, LastReload: cp.lastReload, LastError: cp.lastError,
 		Serving: cp.configServed, WaitingFor: cp.waitingForLocked()}
+	if r := cp.result; r != nil {
+		for _, e := range r.Errors {
+			st.Errors = append(st.Errors, e.Error())
+		}
+		for _, s := range r.Statuses {
+			if s.State != policy.StateAccepted {
+				st.RejectedResources++
+			}
+		}
+	}
 	if h := cp.heldChange; h != nil {
 		held := *h
 		st.HeldPolicyChange = &held

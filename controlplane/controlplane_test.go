@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/policy"
 )
 
 const serviceYAML = `apiVersion: meshgate.dev/v1alpha1
@@ -32,17 +33,9 @@ spec:
     - {address: 127.0.0.1:21011}
 `
 
-// invalidYAML references a Gateway that does not exist.
-const invalidYAML = `apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: broken
-spec:
-  parentRefs:
-    - {name: no-such-gateway}
-  rules:
-    - backendRefs:
-        - {name: no-such-service, port: 80}
+// invalidYAML stops parsing: nothing of its file can be read.
+const invalidYAML = `apiVersion: meshgate.dev/v1alpha1
+kind: [
 `
 
 // writeAtomically replaces path the way editors do: write a temp file, rename.
@@ -178,13 +171,33 @@ func TestReloadAndReject(t *testing.T) {
 	writeAtomically(t, path, strings.ReplaceAll(serviceYAML, "%s", "payments"))
 	second := waitStatus(t, r, "a new version", func(s Status) bool { return s.Version != first.Version })
 
-	writeAtomically(t, path, invalidYAML)
-	rejected := waitStatus(t, r, "the rejected reload", func(s Status) bool { return s.LastError != "" })
+	// An invalid Service is rejected; its last good version serves.
+	writeAtomically(t, path, strings.ReplaceAll(strings.ReplaceAll(serviceYAML, "%s", "payments"), "port: 80", "port: 0"))
+	rejected := waitStatus(t, r, "the rejected resource", func(s Status) bool { return s.LastError != "" })
 	if rejected.Version != second.Version {
-		t.Errorf("version after a rejected reload = %s, want the previous %s", rejected.Version, second.Version)
+		t.Errorf("model version after a rejected resource = %s, want %s: its last good version serves", rejected.Version, second.Version)
 	}
-	if !strings.Contains(rejected.LastError, "policy.yaml") {
-		t.Errorf("lastError = %q, want it to name the file", rejected.LastError)
+	if rejected.RejectedResources != 1 || len(rejected.Errors) != 1 {
+		t.Errorf("after a rejected resource: %d rejected, errors %q; want 1, 1", rejected.RejectedResources, rejected.Errors)
+	}
+	if !strings.Contains(rejected.LastError, "policy.yaml:7") {
+		t.Errorf("lastError = %q, want it to name the file and line", rejected.LastError)
+	}
+	code, body := r.do(t, http.MethodGet, "/resources/svc/default/payments", r.adminToken, "")
+	var res policy.ResourceStatus
+	if err := json.Unmarshal(body, &res); code != http.StatusOK || err != nil || res.State != policy.StateLastGood {
+		t.Errorf("GET /resources/svc/default/payments: %d %s", code, body)
+	}
+	if spec, _ := json.Marshal(res.Object.Spec); !strings.Contains(string(spec), `"port":0`) {
+		t.Errorf("resource spec %s, want the spec as written now", spec)
+	}
+	code, body = r.do(t, http.MethodGet, "/resources?kind=Gateway", r.adminToken, "")
+	var list Resources
+	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil || list.Items == nil || len(list.Items) != 0 {
+		t.Errorf("GET /resources?kind=Gateway: %d %s", code, body)
+	}
+	if code, _ := r.do(t, http.MethodGet, "/resources/svc/default/nope", r.adminToken, ""); code != http.StatusNotFound {
+		t.Errorf("GET an unknown resource: %d, want 404", code)
 	}
 
 	writeAtomically(t, path, strings.ReplaceAll(serviceYAML, "%s", "orders"))

@@ -35,6 +35,9 @@ type policySummary struct {
 	docs map[string]int
 	// gatewayRules counts the route rules of each Gateway of the model.
 	gatewayRules map[model.NamespacedName]int
+	// set and result are the policy's evaluation (the set compiled).
+	set    *policy.Set
+	result *policy.Result
 }
 
 // summarize counts the documents of each of in's files in set (the
@@ -64,6 +67,15 @@ func summarize(in policyInput, set *policy.Set, m *model.Model) *policySummary {
 	}
 	if set.MeshConfig != nil {
 		count(set.MeshConfig.Source)
+	}
+	for _, r := range set.GatewayClasses {
+		count(r.Source)
+	}
+	for _, r := range set.ReferenceGrants {
+		count(r.Source)
+	}
+	for _, r := range set.Namespaces {
+		count(r.Source)
 	}
 	for _, gw := range m.Gateways {
 		sum.gatewayRules[gw.NamespacedName] = gw.RuleCount()

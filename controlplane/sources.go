@@ -52,17 +52,29 @@ type routingCompilation struct {
 	definitions []*model.DiscoveredService // compared by SameDefinition
 	model       *model.Model
 	summary     *policySummary
+	// result is the policy's evaluation.
+	result *policy.Result
 	// loadErr is the policy's validation error; compileErr the model's.
 	loadErr, compileErr error
+}
+
+// latest is the compilation of the last reload, or nil.
+func (c *compileMemo) latest() *routingCompilation {
+	if len(c.recent) == 0 {
+		return nil
+	}
+	return c.recent[0]
 }
 
 // maxRecentCompilations bounds compileMemo.recent.
 const maxRecentCompilations = 2
 
 // routing returns the compilation of in with the definitions of
-// discovered, from a recent reload or validated (through load) and
-// compiled now.
-func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredService, load func(policy.Input) (*policy.Set, error)) *routingCompilation {
+// discovered, from a recent reload or evaluated (with lastGood, the set
+// served) and compiled now. A recent compilation is reused whatever set
+// was served since: it is that of the same policy and definitions (the
+// last good versions it kept are those of the set served before it).
+func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredService, evaluate func(policy.Input) *policy.Result, lastGood *policy.Set) *routingCompilation {
 	for i, r := range c.recent {
 		if r.version == in.version && slices.EqualFunc(r.definitions, discovered, (*model.DiscoveredService).SameDefinition) {
 			c.recent = slices.Insert(slices.Delete(c.recent, i, i+1), 0, r)
@@ -74,11 +86,18 @@ func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredServ
 		definitions[i] = d.Definition()
 	}
 	r := &routingCompilation{version: in.version, definitions: discovered}
-	set, err := load(policy.Input{Services: definitions, Files: in.files})
-	if err != nil {
-		r.loadErr = err
-	} else if r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version}); r.compileErr == nil {
-		r.summary = summarize(in, set, r.model)
+	r.result = evaluate(policy.Input{Services: definitions, Files: in.files, LastGood: lastGood})
+	set := r.result.Set
+	switch {
+	case set == nil && len(r.result.Errors) > 0:
+		r.loadErr = r.result.Errors
+	case set == nil:
+		r.loadErr = errors.New("the policy cannot be served")
+	default:
+		if r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version}); r.compileErr == nil {
+			r.summary = summarize(in, set, r.model)
+			r.summary.set, r.summary.result = set, r.result
+		}
 	}
 	c.recent = slices.Insert(c.recent, 0, r)
 	if len(c.recent) > maxRecentCompilations {

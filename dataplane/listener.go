@@ -318,26 +318,9 @@ type listenerHandler struct {
 
 func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.stripAnyHostPort.Load() {
-		r.Host = stripPort(r.Host)
+		r.Host = router.HostWithoutPort(r.Host)
 	}
 	h.proxy.ServeHTTP(w, r)
-}
-
-// stripPort removes a :port suffix from a Host header value, as Envoy's
-// strip_any_host_port does ("[::1]:80" becomes "[::1]").
-func stripPort(host string) string {
-	i := strings.LastIndexByte(host, ':')
-	if i < 0 {
-		return host
-	}
-	if host[0] == '[' {
-		if host[i-1] != ']' {
-			return host // a bracketed IPv6 literal without a port
-		}
-	} else if strings.IndexByte(host[:i], ':') >= 0 {
-		return host // unbracketed IPv6 literal: no port to strip
-	}
-	return host[:i]
 }
 
 // serve starts s in the background.

@@ -574,76 +574,81 @@ func testProxyDrainsInFlightRequestsOnStop(t *testing.T, server func(*Options)) 
 	}
 }
 
-func TestProxyStripsAnyHostPort(t *testing.T) {
+// TestProxyHostPort: how the Host port is routed and forwarded, over
+// HTTP/1.1 (both servers) and h2c (:authority). strip_any_host_port removes
+// it from the request (the backend gets the Host without it, as in Envoy);
+// ignore_port_in_host_matching only chooses the virtual host without it
+// (the backend gets the Host as sent); with neither, "shop.example:8080"
+// does not match the domain "shop.example".
+func TestProxyHostPort(t *testing.T) {
 	t.Parallel()
-	forEachHTTP1Server(t, testProxyStripsAnyHostPort)
+	forEachHTTP1Server(t, testProxyHostPort)
 }
 
-func testProxyStripsAnyHostPort(t *testing.T, server func(*Options)) {
+func testProxyHostPort(t *testing.T, server func(*Options)) {
 	tests := []struct {
-		name  string
-		strip bool
-		want  int
+		name       string
+		strip      bool
+		ignorePort bool
+		want       int
+		wantHost   string // the Host the backend receives
 	}{
-		{"strip_any_host_port set", true, http.StatusOK},
-		{"strip_any_host_port unset", false, http.StatusNotFound},
+		{"strip_any_host_port", true, false, http.StatusOK, "shop.example"},
+		{"ignore_port_in_host_matching", false, true, http.StatusOK, "shop.example:8080"},
+		{"neither", false, false, http.StatusNotFound, ""},
+	}
+	echoHost := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Host)
+	}))
+	t.Cleanup(echoHost.Close)
+	h2c := new(http.Protocols)
+	h2c.SetUnencryptedHTTP2(true)
+	clients := map[string]*http.Client{
+		"http1": {Transport: &http.Transport{}},
+		"h2c":   {Transport: &http.Transport{Protocols: h2c}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cp := startControlPlane(t)
 			p := startProxy(t, cp, server)
-			cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "a"),
+			cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: echoHost.Listener.Addr().String(),
 				mutate: func(s *snapshot) {
 					s.routes[0].VirtualHosts[0].Domains = []string{"shop.example"}
+					s.routes[0].IgnorePortInHostMatching = tt.ignorePort
 					if tt.strip {
 						s.hcm.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}
 					}
 				},
 			}.build(t))
 			eventually(t, "listener bound", func() bool { return p.ListenerAddrs()["edge"] != "" })
-			req, err := http.NewRequest(http.MethodGet, "http://"+p.ListenerAddrs()["edge"]+"/", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Host = "shop.example:8080"
-			var code int
 			eventually(t, "routes applied", func() bool {
 				p.mu.Lock()
-				applied := p.state.versions[resourcev3.RouteType] == "v1" && p.state.versions[resourcev3.EndpointType] == "v1"
-				p.mu.Unlock()
-				if !applied {
-					return false
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					return false
-				}
-				resp.Body.Close()
-				code = resp.StatusCode
-				return true
+				defer p.mu.Unlock()
+				return p.state.versions[resourcev3.RouteType] == "v1" && p.state.versions[resourcev3.EndpointType] == "v1"
 			})
-			if code != tt.want {
-				t.Fatalf("status for Host shop.example:8080 = %d, want %d", code, tt.want)
+			for name, client := range clients {
+				req, err := http.NewRequest(http.MethodGet, "http://"+p.ListenerAddrs()["edge"]+"/", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Host = "shop.example:8080"
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				if resp.StatusCode != tt.want {
+					t.Fatalf("%s: status for Host shop.example:8080 = %d, want %d", name, resp.StatusCode, tt.want)
+				}
+				if tt.want == http.StatusOK && string(body) != tt.wantHost {
+					t.Errorf("%s (%s): backend got Host %q, want %q", name, resp.Proto, body, tt.wantHost)
+				}
 			}
 		})
-	}
-}
-
-func TestStripPort(t *testing.T) {
-	t.Parallel()
-	tests := map[string]string{
-		"example.com":      "example.com",
-		"example.com:8080": "example.com",
-		"[::1]:80":         "[::1]",
-		"[::1]":            "[::1]",
-		"::1":              "::1",
-		"":                 "",
-		":80":              "",
-	}
-	for in, want := range tests {
-		if got := stripPort(in); got != want {
-			t.Errorf("stripPort(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

@@ -77,7 +77,8 @@ func (l *loadLoop) check(t *testing.T) {
 
 // TestPolicyEditUnderLoad edits the route under a looping keep-alive client:
 // the change takes effect within 2 s with zero failed requests; an invalid
-// edit is rejected, reported, and traffic keeps flowing on the old config.
+// edit is rejected, reported, and traffic keeps flowing on the route's last
+// good version.
 func TestPolicyEditUnderLoad(t *testing.T) {
 	t.Parallel()
 	c, url := startBlueGreen(t)
@@ -96,13 +97,14 @@ func TestPolicyEditUnderLoad(t *testing.T) {
 	t.Logf("edit took effect after %s", time.Since(edited).Round(time.Millisecond))
 
 	before, _ := c.status()
-	c.policy("routes.yaml", routeTo("grene"))
+	// An invalid route is rejected: its last good version serves.
+	c.policy("routes.yaml", strings.Replace(routeTo("blue"), "    - backendRefs:", "    - filters: [{type: Nope}]\n      backendRefs:", 1))
 	eventually(t, 30*time.Second, "invalid edit reported", func() error {
 		s, err := c.status()
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(s.LastError, "routes.yaml:") || !strings.Contains(s.LastError, `"grene"`) {
+		if !strings.Contains(s.LastError, "routes.yaml:") || !strings.Contains(s.LastError, `"Nope"`) {
 			return fmt.Errorf("lastError = %q", s.LastError)
 		}
 		if s.Version != before.Version {

@@ -73,7 +73,7 @@ func (c *Cache) Load(paths ...string) (*Set, error) {
 		return Load(paths...)
 	}
 	files, errs := readPaths(paths)
-	return c.load(Input{Files: files}, errs)
+	return c.load(Input{Files: files, ReadErrors: errs})
 }
 
 // LoadFiles is policy.LoadFiles through the cache.
@@ -81,7 +81,7 @@ func (c *Cache) LoadFiles(files ...File) (*Set, error) {
 	if c == nil {
 		return LoadFiles(files...)
 	}
-	return c.load(Input{Files: files}, nil)
+	return c.load(Input{Files: files})
 }
 
 // LoadInput is policy.LoadInput through the cache: the files' documents
@@ -90,10 +90,28 @@ func (c *Cache) LoadInput(in Input) (*Set, error) {
 	if c == nil {
 		return LoadInput(in)
 	}
-	return c.load(in, nil)
+	in.LastGood = nil
+	return c.load(in)
 }
 
-func (c *Cache) load(in Input, errs ErrorList) (*Set, error) {
+// Evaluate is policy.Evaluate through the cache.
+func (c *Cache) Evaluate(in Input) *Result {
+	if c == nil {
+		return Evaluate(in)
+	}
+	var r *Result
+	c.do(func(decode func(File) *fileEffect) { r = evaluate(in, decode, true) })
+	return r
+}
+
+func (c *Cache) load(in Input) (set *Set, err error) {
+	c.do(func(decode func(File) *fileEffect) { set, err = load(in, decode) })
+	return set, err
+}
+
+// do runs f with the cache's decoding, under its lock, and keeps what it
+// used for the next load.
+func (c *Cache) do(f func(decode func(File) *fileEffect)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := &cacheLoad{
@@ -101,10 +119,9 @@ func (c *Cache) load(in Input, errs ErrorList) (*Set, error) {
 		docs:  make(map[documentID]*cachedDoc, len(c.docs)),
 		files: make(map[string]*cachedFile, len(c.files)),
 	}
-	set, err := load(in, errs, cl.decodeFile)
+	f(cl.decodeFile)
 	// Keep only what this load used.
 	c.docs, c.files = cl.docs, cl.files
-	return set, err
 }
 
 // cacheLoad is one load through a Cache: it collects what the next load

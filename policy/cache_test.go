@@ -488,6 +488,19 @@ func BenchmarkReload1000(b *testing.B) {
 				b.Fatalf("decoded %.1f documents per reload, want 1", per)
 			}
 		})
+		// Evaluate through a Cache: a Load that also writes every
+		// resource's status (the control plane's reload).
+		b.Run(layout.name+"/CacheEvaluate", func(b *testing.B) {
+			c := NewCache()
+			c.Evaluate(Input{Files: versions[0]})
+			i := 0
+			for b.Loop() {
+				i++
+				if r := c.Evaluate(Input{Files: versions[i%2]}); len(r.Errors) > 0 {
+					b.Fatal(r.Errors)
+				}
+			}
+		})
 		// The first load through a Cache decodes everything, document by
 		// document.
 		b.Run(layout.name+"/CacheFirstLoad", func(b *testing.B) {

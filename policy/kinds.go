@@ -15,9 +15,15 @@ import (
 // decodes into its resource, where a registered resource goes in the Set,
 // and how the kind's resources are validated against the whole set.
 type kind struct {
-	// name is the kind as written in documents; apiVersion the one version
-	// accepted for it.
+	// name is the kind as written in documents; apiVersion its version
+	// (the one resources are shown with), olderVersions the other versions
+	// accepted for it (gateway.networking.k8s.io/v1beta1 for the kinds
+	// that exist in v1: the CRDs still serve it, with the same fields).
 	name, apiVersion string
+	olderVersions    []string
+	// clusterScoped kinds have no namespace (metadata.namespace is
+	// ignored): GatewayClass, Namespace.
+	clusterScoped bool
 	// aliases are the other names a user may type for the kind on the
 	// command line (lower case: plurals, short names).
 	aliases []string
@@ -37,7 +43,7 @@ type kind struct {
 // errors are sorted by file and line). Read only.
 var kinds = [...]kind{
 	{
-		name: KindGateway, apiVersion: GatewayAPIVersion, aliases: []string{"gateways", "gw"},
+		name: KindGateway, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1beta1}, aliases: []string{"gateways", "gw"},
 		decode: decodeKind(func(k *kind, spec gwapiv1.GatewaySpec, meta decodedMeta) any {
 			return &Gateway{Gateway: gwapiv1.Gateway{
 				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
@@ -49,7 +55,7 @@ var kinds = [...]kind{
 		validate: (*loader).validateGateways,
 	},
 	{
-		name: KindHTTPRoute, apiVersion: GatewayAPIVersion, aliases: []string{"httproutes"},
+		name: KindHTTPRoute, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1beta1}, aliases: []string{"httproutes"},
 		decode: decodeKind(func(k *kind, spec gwapiv1.HTTPRouteSpec, meta decodedMeta) any {
 			return &HTTPRoute{HTTPRoute: gwapiv1.HTTPRoute{
 				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
@@ -95,6 +101,42 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.meshConfigs = append(l.meshConfigs, res.(*MeshConfig)) },
 		validate: (*loader).validateMeshConfigs,
 	},
+	{
+		name: KindGatewayClass, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1beta1}, clusterScoped: true,
+		aliases: []string{"gatewayclasses", "gc"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.GatewayClassSpec, meta decodedMeta) any {
+			return &GatewayClass{GatewayClass: gwapiv1.GatewayClass{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.GatewayClasses = append(l.set.GatewayClasses, res.(*GatewayClass)) },
+		validate: (*loader).validateGatewayClasses,
+	},
+	{
+		name: KindReferenceGrant, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1beta1},
+		aliases: []string{"referencegrants", "refgrant"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.ReferenceGrantSpec, meta decodedMeta) any {
+			return &ReferenceGrant{ReferenceGrant: gwapiv1.ReferenceGrant{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.ReferenceGrants = append(l.set.ReferenceGrants, res.(*ReferenceGrant)) },
+		validate: (*loader).validateReferenceGrants,
+	},
+	{
+		name: KindNamespace, apiVersion: CoreAPIVersion, clusterScoped: true, aliases: []string{"namespaces", "ns"},
+		decode: decodeKind(func(_ *kind, spec NamespaceSpec, meta decodedMeta) any {
+			return &Namespace{Name: meta.objectMeta.Name, Labels: meta.objectMeta.Labels, Spec: spec, Source: meta.source}
+		}),
+		add: func(l *loader, res any) { l.set.Namespaces = append(l.set.Namespaces, res.(*Namespace)) },
+		validate: func(l *loader, _ *setIndex) {
+			slices.SortFunc(l.set.Namespaces, func(a, b *Namespace) int { return strings.Compare(a.Name, b.Name) })
+		},
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that
@@ -102,8 +144,8 @@ var kinds = [...]kind{
 // document of one is refused with "kind X is not supported yet" rather than
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
-	GatewayGroup: {"GatewayClass", "GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
-		"ReferenceGrant", "BackendTLSPolicy", "ListenerSet"},
+	GatewayGroup: {"GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
+		"BackendTLSPolicy", "ListenerSet"},
 	MeshgateGroup: {"TrafficPolicy"},
 }
 
@@ -114,6 +156,9 @@ func decodeKind[S any](build func(k *kind, spec S, meta decodedMeta) any) func(*
 		doc, meta, ok := decodeSpec[S](d, file, root)
 		if !ok {
 			return
+		}
+		if k.clusterScoped {
+			meta.key.namespace, meta.objectMeta.Namespace = "", ""
 		}
 		d.res, d.meta = build(k, doc.Spec, meta), meta
 	}
@@ -142,6 +187,13 @@ func Kinds() []string {
 		out[i] = kinds[i].name
 	}
 	return out
+}
+
+// ClusterScoped reports whether a kind (as written in documents) has no
+// namespace: GatewayClass, Namespace.
+func ClusterScoped(kindName string) bool {
+	k := kindNamed(kindName)
+	return k != nil && k.clusterScoped
 }
 
 // LookupKind maps a kind as a user may type it (any case, singular,

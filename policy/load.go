@@ -34,7 +34,18 @@ type File struct {
 // set, and returns the set, or an ErrorList naming every problem found.
 func Load(paths ...string) (*Set, error) {
 	files, errs := readPaths(paths)
-	return load(Input{Files: files}, errs, decodeFile)
+	return load(Input{Files: files, ReadErrors: errs}, decodeFile)
+}
+
+// LoadWithWarnings is Load that also returns the warnings: notes about
+// accepted resources (Result.Warnings), returned with or without errors.
+func LoadWithWarnings(paths ...string) (*Set, ErrorList, error) {
+	files, errs := readPaths(paths)
+	r := evaluate(Input{Files: files, ReadErrors: errs}, decodeFile, false)
+	if len(r.Errors) > 0 {
+		return nil, r.Warnings, r.Errors
+	}
+	return r.Set, r.Warnings, nil
 }
 
 // readPaths reads the policy files that paths name, reporting those it
@@ -68,7 +79,7 @@ func readPaths(paths []string) ([]File, ErrorList) {
 // LoadFiles is Load for contents already in memory (from a key-value store,
 // for example). Files are read in the order given.
 func LoadFiles(files ...File) (*Set, error) {
-	return load(Input{Files: files}, nil, decodeFile)
+	return load(Input{Files: files}, decodeFile)
 }
 
 // Input is everything one load validates as one set.
@@ -82,12 +93,21 @@ type Input struct {
 	// Source naming them in errors (e.g. "consul:catalog/orders", line 1).
 	// The Set holds them as given: they must not be modified afterwards.
 	Services []*Service
+	// ReadErrors are the errors found reading the policy files (each
+	// naming its file): they are reported with the others, and Evaluate
+	// keeps serving the last good resources of those files.
+	ReadErrors ErrorList
+	// LastGood is the set last served (the previous Result.Set), for
+	// Evaluate: a resource rejected now keeps its last good version from
+	// it. Load and LoadInput ignore it.
+	LastGood *Set
 }
 
 // LoadInput validates the Services and the policy files of in as one set,
 // as LoadFiles validates files.
 func LoadInput(in Input) (*Set, error) {
-	return load(in, nil, decodeFile)
+	in.LastGood = nil
+	return load(in, decodeFile)
 }
 
 // expandPath lists the policy files a path names: itself, or the *.yaml and
@@ -156,18 +176,45 @@ type loader struct {
 	// meshConfigs collects every MeshConfig; validation keeps the first
 	// and reports the others.
 	meshConfigs []*MeshConfig
+
+	// Of decoding (see Evaluate): the resources registered, in order; the
+	// documents that repeat an identity; the files some of whose content
+	// could not be read as resources.
+	cands   []*candidate
+	dups    []*candidate
+	damaged map[string]bool
+
+	// Of one validation pass (see Evaluate).
+	pass passState
+	// warnings are notes about accepted resources (Result.Warnings).
+	warnings ErrorList
 }
 
 // load applies the Services of in, then decodes every file with decode
 // (decodeFile, or a Cache's equivalent), applies what each document
 // contributes in order, and validates the whole set; errs are the errors
 // found reading the files.
-func load(in Input, errs ErrorList, decode func(File) *fileEffect) (*Set, error) {
+func load(in Input, decode func(File) *fileEffect) (*Set, error) {
+	r := evaluate(in, decode, false)
+	if len(r.Errors) > 0 {
+		return nil, r.Errors
+	}
+	return r.Set, nil
+}
+
+// decodeInput decodes the Services and files of in into a loader: its
+// candidates (the resources registered), duplicates, damaged files and the
+// errors of decoding (the read errors first).
+func decodeInput(in Input, decode func(File) *fileEffect) *loader {
 	l := &loader{
-		errs:      errs,
+		errs:      slices.Clone(in.ReadErrors),
 		defined:   make(map[resourceKey]Source),
 		malformed: make(map[resourceKey]bool),
 		dropped:   make(map[documentID][]string),
+		damaged:   make(map[string]bool),
+	}
+	for _, e := range in.ReadErrors {
+		l.damaged[e.File] = true
 	}
 	for _, s := range in.Services {
 		l.applyDocument(serviceDocument(s))
@@ -176,14 +223,15 @@ func load(in Input, errs ErrorList, decode func(File) *fileEffect) (*Set, error)
 		l.set.Files = append(l.set.Files, f.Name)
 		l.applyFile(decode(f))
 	}
-	l.validate()
-	if len(l.errs) > 0 {
-		slices.SortStableFunc(l.errs, func(a, b *Error) int {
-			return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
-		})
-		return nil, l.errs
-	}
-	return &l.set, nil
+	return l
+}
+
+// sortErrors sorts errors by file, then line, keeping the order of errors
+// of one line.
+func sortErrors(errs ErrorList) {
+	slices.SortStableFunc(errs, func(a, b *Error) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
+	})
 }
 
 // documentID identifies a document by where it starts.
@@ -204,7 +252,55 @@ func (l *loader) errorf(src Source, field, format string, args ...any) {
 		Line:    src.LineOf(field),
 		Field:   field,
 		Message: fmt.Sprintf(format, args...),
+		attr:    attribution{doc: documentID{src.File, src.Line}},
 	})
+}
+
+// classifiedf reports, as errorf does, a problem that does not reject its
+// resource (attr says what it does instead; attr.doc is set here).
+func (l *loader) classifiedf(src Source, field string, attr attribution, format string, args ...any) {
+	id := documentID{src.File, src.Line}
+	if l.isDropped(id, field) {
+		return
+	}
+	attr.doc = id
+	l.errs = append(l.errs, &Error{
+		File:    src.File,
+		Line:    src.LineOf(field),
+		Field:   field,
+		Message: fmt.Sprintf(format, args...),
+		attr:    attr,
+	})
+}
+
+// refErrorf reports a reference of the resource at src that does not
+// resolve (reason: BackendNotFound, InvalidKind, RefNotPermitted...): the
+// resource is accepted, the reference resolves to nothing.
+func (l *loader) refErrorf(src Source, field, reason, format string, args ...any) {
+	l.classifiedf(src, field, attribution{class: classRef, reason: reason}, format, args...)
+}
+
+// parentErrorf reports that the route at src does not attach to its
+// parentRef parent (reason: NoMatchingParent, NotAllowedByListeners,
+// NoMatchingListenerHostname...): the route is accepted for its other
+// parents.
+func (l *loader) parentErrorf(src Source, parent int, field, reason, format string, args ...any) {
+	l.classifiedf(src, field, attribution{class: classParent, index: parent, reason: reason}, format, args...)
+}
+
+// listenerErrorf reports a listener of the Gateway g that is not
+// programmed (reason: a listener Accepted reason, or HostnameConflict for a
+// conflict, InvalidRouteKinds for route kinds): the Gateway keeps its other
+// listeners.
+func (l *loader) listenerErrorf(g *Gateway, listener int, field, reason, format string, args ...any) {
+	if l.pass.badListeners == nil {
+		l.pass.badListeners = make(map[*Gateway]map[int]bool)
+	}
+	if l.pass.badListeners[g] == nil {
+		l.pass.badListeners[g] = make(map[int]bool)
+	}
+	l.pass.badListeners[g][listener] = true
+	l.classifiedf(g.Source, field, attribution{class: classListener, index: listener, reason: reason}, format, args...)
 }
 
 // isDropped reports whether field, of the document id, is or is inside a
@@ -272,6 +368,7 @@ func (d *docEffect) errorf(src Source, field, format string, args ...any) {
 		filtered: true,
 		filterID: documentID{src.File, src.Line},
 	})
+	d.errs[len(d.errs)-1].err.attr.doc = documentID{src.File, src.Line}
 }
 
 // applyFile applies the effect of one file.
@@ -282,6 +379,7 @@ func (l *loader) applyFile(fe *fileEffect) {
 	if fe.stop != nil {
 		e := *fe.stop
 		l.errs = append(l.errs, &e)
+		l.damaged[e.File] = true
 	}
 }
 
@@ -302,10 +400,21 @@ func (l *loader) applyDocument(d *docEffect) {
 	if d.droppedAt >= len(d.errs) && len(d.dropped) > 0 {
 		l.dropped[d.droppedID] = d.dropped
 	}
-	if d.res == nil || !l.register(d.meta) {
+	if d.res == nil {
+		if len(d.errs) > 0 {
+			// A document that cannot name its resource: its file's other
+			// content may be lost with it.
+			l.damaged[d.errs[0].err.File] = true
+		}
 		return
 	}
-	d.kind.add(l, d.res)
+	c := &candidate{key: d.meta.key, res: d.res, kind: d.kind, source: d.meta.source, malformed: d.meta.malformed}
+	if !l.register(d.meta) {
+		c.duplicate = true
+		l.dups = append(l.dups, c)
+		return
+	}
+	l.cands = append(l.cands, c)
 }
 
 // serviceDocument is what a Service given as a value (Input.Services)
@@ -453,7 +562,7 @@ func decodeDocument(d *docEffect, file string, doc *yaml.Node) {
 		}
 		return
 	}
-	if apiVersion != k.apiVersion {
+	if apiVersion != k.apiVersion && !slices.Contains(k.olderVersions, apiVersion) {
 		d.errorf(src, "apiVersion", "kind %s needs apiVersion %s, not %q", kind, k.apiVersion, apiVersion)
 		return
 	}
@@ -503,7 +612,8 @@ type decodedMeta struct {
 // false when the document cannot name a resource at all.
 func decodeSpec[S any](d *docEffect, file string, root *yaml.Node) (*document[S], decodedMeta, bool) {
 	nd := newNodeDecoder(func(line int, field, message string) {
-		d.errs = append(d.errs, docError{err: Error{File: file, Line: line, Field: field, Message: message}})
+		d.errs = append(d.errs, docError{err: Error{File: file, Line: line, Field: field, Message: message,
+			attr: attribution{doc: documentID{file, root.Line}}}})
 	})
 	generic, _ := nd.decode(root, reflect.TypeFor[document[S]](), "", 0)
 	src := Source{File: file, Line: root.Line}.WithFields(nd.lines)

@@ -49,7 +49,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway or HTTPRoute in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass or ReferenceGrant in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
@@ -106,7 +106,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`gateway-listeners.yaml:30: spec.listeners[6].hostname: invalid hostname "Shop_Example.com": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
 				`gateway-listeners.yaml:31: spec.listeners[7]: listener "conflict" conflicts with listener "http": same port 8080 and no hostname`,
 				`gateway-listeners.yaml:38: spec.listeners[9]: listener "other-host-again" conflicts with listener "other-host": same port 8080 and hostname "*.example.com"`,
-				`gateway-listeners.yaml:47: spec.listeners[10].allowedRoutes.namespaces.from: Selector is not supported yet (use Same or All)`,
+				`gateway-listeners.yaml:46: spec.listeners[10].allowedRoutes.namespaces.selector: selector is required when from is Selector`,
 				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "GRPCRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute)`,
 				`gateway-listeners.yaml:55: spec.listeners: at least one listener is required`,
 			},
@@ -131,7 +131,6 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "route-parents.yaml",
 			want: []string{
-				`route-parents.yaml:31: spec.parentRefs: at least one parentRef is required (a Gateway, or a Service for mesh traffic)`,
 				`route-parents.yaml:41: spec.parentRefs[0].name: gateway "infra/edg" not found`,
 				`route-parents.yaml:45: spec.parentRefs[1].sectionName: gateway "infra/edge" has no listener "https"`,
 				`route-parents.yaml:49: spec.parentRefs[2].port: listener "http" of gateway "infra/edge" is not on port 9090`,
@@ -139,10 +138,10 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-parents.yaml:53: spec.parentRefs[4]: gateway "infra/edge" does not accept routes from namespace "default" (allowedRoutes.namespaces.from is Same)`,
 				`route-parents.yaml:58: spec.parentRefs[5].name: service "payments" not found`,
 				`route-parents.yaml:61: spec.parentRefs[6].port: service "orders" has no port 81`,
-				`route-parents.yaml:62: spec.parentRefs[6].sectionName: sectionName on a Service parent is not supported yet (use port)`,
 				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway, or Service for mesh routes)`,
 				`route-parents.yaml:78: spec.hostnames: no hostname of the route matches a listener of gateway "edge"`,
 				`route-parents.yaml:78: spec.hostnames[2]: invalid hostname "Bad_Host": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
+				`route-parents.yaml:80: spec.rules[0].backendRefs[0].namespace: service "default/orders" is in another namespace: it needs a ReferenceGrant in namespace "default" from HTTPRoutes of namespace "infra" to it`,
 			},
 		},
 		{

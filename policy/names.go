@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,21 +65,44 @@ func checkHostname(s string, wildcard bool) string {
 
 // hostnamesIntersect reports whether a listener hostname and a route
 // hostname can match the same request host, as the Gateway API defines it.
-func hostnamesIntersect(a, b string) bool {
-	if a == b {
+func hostnamesIntersect(listener, route string) bool {
+	return len(IntersectHostnames(listener, []gwapiv1.Hostname{gwapiv1.Hostname(route)})) > 0
+}
+
+// IntersectHostnames returns the hostnames a route serves on a listener of
+// hostname listener ("*" for none), per the Gateway API rules: a route
+// without hostnames takes the listener's; an exact hostname must match the
+// listener's (wildcard) hostname; of two overlapping wildcards the more
+// specific one wins. Empty: the route does not attach to that listener.
+func IntersectHostnames(listener string, routeHostnames []gwapiv1.Hostname) []string {
+	if len(routeHostnames) == 0 {
+		return []string{listener}
+	}
+	var out []string
+	for _, rh := range routeHostnames {
+		r := strings.ToLower(string(rh))
+		switch {
+		case HostnameCovers(listener, r):
+			out = append(out, r)
+		case HostnameCovers(r, listener):
+			out = append(out, listener)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// HostnameCovers reports whether pattern (exact, "*.suffix" or "*") matches
+// every host that host matches.
+func HostnameCovers(pattern, host string) bool {
+	switch {
+	case pattern == host, pattern == "*":
 		return true
+	case strings.HasPrefix(pattern, "*."):
+		suffix := pattern[1:]
+		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
 	}
-	if strings.HasPrefix(b, "*.") && !strings.HasPrefix(a, "*.") {
-		a, b = b, a
-	}
-	if !strings.HasPrefix(a, "*.") {
-		return false
-	}
-	suffix := a[1:] // ".example.com"
-	if strings.HasPrefix(b, "*.") {
-		return strings.HasSuffix(b[1:], suffix) || strings.HasSuffix(suffix, b[1:])
-	}
-	return strings.HasSuffix(b, suffix) && len(b) > len(suffix)
+	return false
 }
 
 // checkHeaderName returns why s is not an HTTP header (or query parameter)

@@ -1,8 +1,14 @@
 package policy
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"strconv"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // DefaultGatewayAddress is where a Gateway's listeners bind when it has no
@@ -29,6 +35,95 @@ func (s *Set) LookupGateway(namespace, name string) *Gateway {
 	}
 	return nil
 }
+
+// GatewayBound reports whether the route has a Gateway parent: its
+// backendRefs to other namespaces then need ReferenceGrants
+// (Set.BackendPermitted). A mesh route (only Service parents) may send to
+// any namespace without one, as GEP-1294 specifies: it augments Services
+// that callers can reach anyway, it exposes nothing.
+func (r *HTTPRoute) GatewayBound() bool {
+	return slices.ContainsFunc(r.Spec.ParentRefs, func(pr gwapiv1.ParentReference) bool {
+		return (pr.Group == nil || *pr.Group == GatewayGroup) && (pr.Kind == nil || *pr.Kind == KindGateway)
+	})
+}
+
+// BackendPermitted reports whether a Gateway-bound HTTPRoute of
+// routeNamespace may send to the Service serviceNamespace/serviceName:
+// always in its own namespace; in another only with a ReferenceGrant there
+// from HTTPRoutes of routeNamespace to that Service (or every Service), as
+// the Gateway API specifies.
+func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName string) bool {
+	routeNamespace, serviceNamespace = cmp.Or(routeNamespace, DefaultNamespace), cmp.Or(serviceNamespace, DefaultNamespace)
+	if routeNamespace == serviceNamespace {
+		return true
+	}
+	for _, g := range s.ReferenceGrants {
+		if cmp.Or(g.Namespace, DefaultNamespace) != serviceNamespace {
+			continue
+		}
+		from := slices.ContainsFunc(g.Spec.From, func(f gwapiv1.ReferenceGrantFrom) bool {
+			return string(f.Group) == GatewayGroup && string(f.Kind) == KindHTTPRoute && string(f.Namespace) == routeNamespace
+		})
+		to := slices.ContainsFunc(g.Spec.To, func(t gwapiv1.ReferenceGrantTo) bool {
+			group := string(t.Group)
+			return (group == "" || group == coreGroupAlias || group == MeshgateGroup) && string(t.Kind) == KindService &&
+				(t.Name == nil || string(*t.Name) == serviceName)
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
+}
+
+// ListenerAllows reports whether a route of routeNamespace may attach to
+// the listener ls of g, by its allowedRoutes.namespaces: Same (the
+// default) its namespace, All any, None none, Selector those whose labels
+// (a Namespace document's metadata.labels, and always
+// kubernetes.io/metadata.name: <name>) the selector matches.
+func (s *Set) ListenerAllows(g *Gateway, ls *gwapiv1.Listener, routeNamespace string) bool {
+	routeNamespace = cmp.Or(routeNamespace, DefaultNamespace)
+	gatewayNamespace := cmp.Or(g.Namespace, DefaultNamespace)
+	ar := ls.AllowedRoutes
+	if ar == nil || ar.Namespaces == nil || ar.Namespaces.From == nil {
+		return routeNamespace == gatewayNamespace
+	}
+	switch *ar.Namespaces.From {
+	case gwapiv1.NamespacesFromSame:
+		return routeNamespace == gatewayNamespace
+	case gwapiv1.NamespacesFromAll:
+		return true
+	case gwapiv1.NamespacesFromSelector:
+		if ar.Namespaces.Selector == nil {
+			return false
+		}
+		sel, err := metav1.LabelSelectorAsSelector(ar.Namespaces.Selector)
+		if err != nil {
+			return false
+		}
+		return sel.Matches(labels.Set(s.NamespaceLabels(routeNamespace)))
+	}
+	return false // None
+}
+
+// NamespaceLabels are the labels of a namespace: those of its Namespace
+// document, if any, and kubernetes.io/metadata.name, its name.
+func (s *Set) NamespaceLabels(name string) map[string]string {
+	out := map[string]string{namespaceNameLabel: name}
+	for _, ns := range s.Namespaces {
+		if ns.Name == name {
+			for k, v := range ns.Labels {
+				if k != namespaceNameLabel {
+					out[k] = v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// namespaceNameLabel is the label Kubernetes gives every namespace: its name.
+const namespaceNameLabel = "kubernetes.io/metadata.name"
 
 // LookupService returns the Service namespace/name, or nil.
 func (s *Set) LookupService(namespace, name string) *Service {

@@ -11,6 +11,7 @@ import (
 // API groups and versions accepted in policy files.
 const (
 	GatewayAPIVersion  = "gateway.networking.k8s.io/v1"
+	GatewayAPIV1beta1  = "gateway.networking.k8s.io/v1beta1"
 	MeshgateAPIVersion = "meshgate.dev/v1alpha1"
 	MeshgateGroup      = "meshgate.dev"
 	GatewayGroup       = "gateway.networking.k8s.io"
@@ -22,7 +23,45 @@ const (
 	KindGateway   = "Gateway"
 	KindHTTPRoute = "HTTPRoute"
 	KindService   = "Service"
+	// KindGatewayClass is cluster-scoped: its namespace is "".
+	KindGatewayClass = "GatewayClass"
+	// KindReferenceGrant allows references into its namespace.
+	KindReferenceGrant = "ReferenceGrant"
+	// KindNamespace (apiVersion v1) gives a namespace labels, for the
+	// listeners whose allowedRoutes select namespaces by label.
+	KindNamespace = "Namespace"
+	// CoreAPIVersion is the apiVersion of Kubernetes' core kinds.
+	CoreAPIVersion = "v1"
 )
+
+// Namespace is a Kubernetes Namespace document: a namespace's labels.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+	Spec   NamespaceSpec
+	Source Source
+}
+
+// NamespaceSpec is the spec of a Namespace (as Kubernetes has it; unused).
+type NamespaceSpec struct {
+	Finalizers []string `json:"finalizers,omitempty"`
+}
+
+// ReferenceGrant is a Gateway API ReferenceGrant with the place it was
+// loaded from: it lets resources of other namespaces refer to resources of
+// its own (Set.BackendPermitted).
+type ReferenceGrant struct {
+	gwapiv1.ReferenceGrant
+	Source Source
+}
+
+// GatewayClass is a Gateway API GatewayClass with the place it was loaded
+// from. Gateways whose gatewayClassName names one with another
+// controllerName than ControllerName are not meshgate's: not served.
+type GatewayClass struct {
+	gwapiv1.GatewayClass
+	Source Source
+}
 
 // Source locates a resource in the policy files it was loaded from.
 type Source struct {
@@ -70,6 +109,9 @@ func parentPath(p string) string {
 type Gateway struct {
 	gwapiv1.Gateway
 	Source Source
+	// original is, in a copy of a Gateway without the listeners that are
+	// not programmed (Evaluate), the Gateway as written.
+	original *Gateway
 }
 
 // HTTPRoute is a Gateway API HTTPRoute with the place it was loaded from.
@@ -138,6 +180,12 @@ type Set struct {
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service
+	// GatewayClasses sorted by name.
+	GatewayClasses []*GatewayClass
+	// ReferenceGrants sorted by namespace, then name.
+	ReferenceGrants []*ReferenceGrant
+	// Namespaces are the Namespace documents (their labels), sorted by name.
+	Namespaces []*Namespace
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig
@@ -226,6 +274,8 @@ type SecurityPolicy struct {
 	Namespace string
 	Spec      SecurityPolicySpec
 	Source    Source
+	// failClosed: made by Evaluate in place of a rejected policy.
+	failClosed bool
 }
 
 // SecurityPolicySpec is the spec of a SecurityPolicy.

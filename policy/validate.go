@@ -9,17 +9,19 @@ import (
 	"strconv"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
-// Namespaces: references across namespaces (a route in "shop" sending to a
-// Service in "payments", or attaching to a Gateway in "infra") are allowed
-// without a ReferenceGrant: meshgate does not implement ReferenceGrant, and
-// policy files are written by whoever runs the control plane. Attaching a
-// route to a Gateway listener in another namespace still follows the
-// listener's allowedRoutes.namespaces (default Same), as the Gateway API
-// defines it, because that is the Gateway owner's decision.
+// Namespaces: a backendRef of a Gateway-bound route to a Service of another
+// namespace needs a ReferenceGrant in that namespace (Set.BackendPermitted),
+// as the Gateway API specifies; without one it does not resolve
+// (RefNotPermitted). A mesh route needs none (GEP-1294). A
+// parentRef to a Gateway of another namespace follows the listener's
+// allowedRoutes.namespaces (default Same), the Gateway owner's decision; a
+// parentRef to a Service of another namespace needs nothing (a consumer
+// route, in the mesh).
 
 // nsName identifies a resource within its kind.
 type nsName struct{ namespace, name string }
@@ -42,6 +44,7 @@ func (l *loader) validate() {
 	slices.SortFunc(l.set.Gateways, func(a, b *Gateway) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(l.set.HTTPRoutes, func(a, b *HTTPRoute) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(l.set.Services, func(a, b *Service) int { return byName(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(l.set.GatewayClasses, func(a, b *GatewayClass) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(l.set.SecurityPolicies, func(a, b *SecurityPolicy) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
@@ -62,6 +65,59 @@ func (l *loader) validate() {
 	}
 	for i := range kinds {
 		kinds[i].validate(l, ix)
+	}
+}
+
+// validateGatewayClasses checks every well-formed GatewayClass: those of
+// other controllers only for a controllerName.
+func (l *loader) validateGatewayClasses(*setIndex) {
+	for _, gc := range l.set.GatewayClasses {
+		if l.malformed[resourceKey{KindGatewayClass, "", gc.Name}] {
+			continue
+		}
+		switch name := string(gc.Spec.ControllerName); {
+		case name == "":
+			l.errorf(gc.Source, "spec.controllerName", "controllerName is required (meshgate's is %s)", ControllerName)
+		case !strings.Contains(name, "/"):
+			l.errorf(gc.Source, "spec.controllerName", "invalid controllerName %q: want a domain-prefixed path, such as %s", name, ControllerName)
+		case name == ControllerName && gc.Spec.ParametersRef != nil:
+			l.errorf(gc.Source, "spec.parametersRef", "%s", notSupported("parametersRef"))
+		}
+	}
+}
+
+// validateReferenceGrants checks every well-formed ReferenceGrant. Grants
+// of kinds meshgate does not use (from a GRPCRoute, to a Secret) are valid
+// and grant nothing.
+func (l *loader) validateReferenceGrants(*setIndex) {
+	slices.SortFunc(l.set.ReferenceGrants, func(a, b *ReferenceGrant) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for _, g := range l.set.ReferenceGrants {
+		if l.malformed[resourceKey{KindReferenceGrant, g.Namespace, g.Name}] {
+			continue
+		}
+		src := g.Source
+		if len(g.Spec.From) == 0 {
+			l.errorf(src, "spec.from", "at least one from is required")
+		}
+		if len(g.Spec.To) == 0 {
+			l.errorf(src, "spec.to", "at least one to is required")
+		}
+		for i, f := range g.Spec.From {
+			p := fmt.Sprintf("spec.from[%d]", i)
+			if f.Kind == "" {
+				l.errorf(src, p+".kind", "kind is required (HTTPRoute)")
+			}
+			if msg := checkDNSLabel(string(f.Namespace)); msg != "" {
+				l.errorf(src, p+".namespace", "invalid namespace %q: %s", f.Namespace, msg)
+			}
+		}
+		for i, t := range g.Spec.To {
+			if t.Kind == "" {
+				l.errorf(src, fmt.Sprintf("spec.to[%d].kind", i), "kind is required (Service)")
+			}
+		}
 	}
 }
 
@@ -204,44 +260,44 @@ func (l *loader) checkGateway(g *Gateway) {
 		p := fmt.Sprintf("spec.listeners[%d]", i)
 		switch {
 		case ls.Name == "":
-			l.errorf(src, p+".name", "name is required")
+			l.listenerErrorf(g, i, p+".name", lsInvalid, "name is required")
 		case checkSubdomain(string(ls.Name)) != "":
-			l.errorf(src, p+".name", "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
+			l.listenerErrorf(g, i, p+".name", lsInvalid, "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
 		default:
 			if j, dup := names[ls.Name]; dup {
-				l.errorf(src, p+".name", "duplicate listener name %q (also spec.listeners[%d])", ls.Name, j)
+				l.listenerErrorf(g, i, p+".name", lsInvalid, "duplicate listener name %q (also spec.listeners[%d])", ls.Name, j)
 			} else {
 				names[ls.Name] = i
 			}
 		}
 		portOK := ls.Port >= 1 && ls.Port <= 65535
 		if !portOK {
-			l.errorf(src, p+".port", "port %d is out of range 1-65535", ls.Port)
+			l.listenerErrorf(g, i, p+".port", string(gwapiv1.ListenerReasonPortUnavailable), "port %d is out of range 1-65535", ls.Port)
 		}
 		switch ls.Protocol {
 		case gwapiv1.HTTPProtocolType:
 		case gwapiv1.HTTPSProtocolType, gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
-			l.errorf(src, p+".protocol", "protocol %s is not supported yet (only HTTP)", ls.Protocol)
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP)", ls.Protocol)
 		case "":
-			l.errorf(src, p+".protocol", "protocol is required (HTTP)")
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP)")
 		default:
-			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP)", ls.Protocol)
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP)", ls.Protocol)
 		}
 		host := ""
 		if ls.Hostname != nil {
 			host = string(*ls.Hostname)
 			if msg := checkHostname(host, true); msg != "" {
-				l.errorf(src, p+".hostname", "invalid hostname %q: %s", host, msg)
+				l.listenerErrorf(g, i, p+".hostname", lsInvalid, "invalid hostname %q: %s", host, msg)
 			}
 		}
 		if ls.TLS != nil {
-			l.errorf(src, p+".tls", "%s", notSupported("tls"))
+			l.listenerErrorf(g, i, p+".tls", lsInvalid, "%s", notSupported("tls"))
 		}
-		l.checkAllowedRoutes(src, p+".allowedRoutes", ls.AllowedRoutes)
+		l.checkAllowedRoutes(g, i, p+".allowedRoutes", ls.AllowedRoutes)
 		if portOK {
 			key := portHost{ls.Port, host}
 			if j, dup := bound[key]; dup {
-				l.errorf(src, p, "listener %q conflicts with listener %q: same port %d and %s",
+				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonHostnameConflict), "listener %q conflicts with listener %q: same port %d and %s",
 					ls.Name, spec.Listeners[j].Name, ls.Port, describeHostname(host))
 			} else {
 				bound[key] = i
@@ -285,50 +341,49 @@ func describeHostname(h string) string {
 	return fmt.Sprintf("hostname %q", h)
 }
 
-func (l *loader) checkAllowedRoutes(src Source, p string, ar *gwapiv1.AllowedRoutes) {
+// lsInvalid is the reason of a listener whose configuration is invalid.
+const lsInvalid = string(gwapiv1.ListenerReasonUnsupportedValue)
+
+func (l *loader) checkAllowedRoutes(g *Gateway, i int, p string, ar *gwapiv1.AllowedRoutes) {
 	if ar == nil {
 		return
 	}
 	if ns := ar.Namespaces; ns != nil {
 		if ns.From != nil {
 			switch *ns.From {
-			case gwapiv1.NamespacesFromSame, gwapiv1.NamespacesFromAll:
+			case gwapiv1.NamespacesFromSame, gwapiv1.NamespacesFromAll, gwapiv1.NamespacesFromNone:
 			case gwapiv1.NamespacesFromSelector:
-				l.errorf(src, p+".namespaces.from", "Selector is not supported yet (use Same or All)")
+				if ns.Selector == nil {
+					l.listenerErrorf(g, i, p+".namespaces.selector", lsInvalid, "selector is required when from is Selector")
+				}
 			default:
-				l.errorf(src, p+".namespaces.from", "unknown value %q (want Same or All)", *ns.From)
+				l.listenerErrorf(g, i, p+".namespaces.from", lsInvalid, "unknown value %q (want Same, All, Selector or None)", *ns.From)
 			}
 		}
 		if ns.Selector != nil {
-			l.errorf(src, p+".namespaces.selector", "%s", notSupported("selector"))
+			if _, err := metav1.LabelSelectorAsSelector(ns.Selector); err != nil {
+				l.listenerErrorf(g, i, p+".namespaces.selector", lsInvalid, "invalid selector: %v", err)
+			}
 		}
 	}
-	for i, k := range ar.Kinds {
+	for j, k := range ar.Kinds {
 		group := GatewayGroup
 		if k.Group != nil {
 			group = string(*k.Group)
 		}
 		if group != GatewayGroup || k.Kind != KindHTTPRoute {
-			l.errorf(src, fmt.Sprintf("%s.kinds[%d]", p, i), "route kind %q in group %q is not supported yet (only HTTPRoute)", k.Kind, group)
+			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute)", k.Kind, group)
 		}
 	}
 }
 
-// listenerAllows reports whether a route in namespace routeNS may attach to a
-// listener of gateway g.
-func listenerAllows(g *Gateway, ls *gwapiv1.Listener, routeNS string) bool {
-	from := gwapiv1.NamespacesFromSame
+// allowedFrom is a listener's allowedRoutes.namespaces.from, Same when
+// unset.
+func allowedFrom(ls *gwapiv1.Listener) gwapiv1.FromNamespaces {
 	if ar := ls.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
-		from = *ar.Namespaces.From
+		return *ar.Namespaces.From
 	}
-	switch from {
-	case gwapiv1.NamespacesFromSame:
-		return routeNS == g.Namespace
-	case gwapiv1.NamespacesFromAll:
-		return true
-	default:
-		return true // reported on the Gateway already
-	}
+	return gwapiv1.NamespacesFromSame
 }
 
 // checkBindConflicts reports Gateways whose listeners would bind the same
@@ -363,7 +418,7 @@ func (l *loader) checkBindConflicts(gateways []*Gateway) {
 				if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
 					continue
 				}
-				l.errorf(g.Source, p, "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
+				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonPortUnavailable), "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
 					g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
 					t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
 				break
@@ -377,9 +432,8 @@ func (l *loader) checkBindConflicts(gateways []*Gateway) {
 
 func (l *loader) checkHTTPRoute(r *HTTPRoute, gateways map[nsName]*Gateway, services map[nsName]*Service) {
 	src, spec := r.Source, &r.Spec
-	if len(spec.ParentRefs) == 0 {
-		l.errorf(src, "spec.parentRefs", "at least one parentRef is required (a Gateway, or a Service for mesh traffic)")
-	}
+	// A route without parentRefs is valid (the field is optional): it is
+	// attached nowhere, as its status says.
 	for i := range spec.ParentRefs {
 		l.checkParentRef(r, i, gateways, services)
 	}
@@ -426,38 +480,62 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 		l.errorf(src, p+".name", "name is required")
 		return
 	}
+	noParent := string(gwapiv1.RouteReasonNoMatchingParent)
 	switch {
 	case kind == KindGateway && group == GatewayGroup:
 		g := gateways[nsName{ns, string(pr.Name)}]
-		if g == nil {
-			l.errorf(src, p+".name", "gateway %s not found", refName(ns, string(pr.Name), r.Namespace))
+		if why, ok := l.pass.ignored[resourceKey{KindGateway, ns, string(pr.Name)}]; g == nil && ok {
+			// Not meshgate's Gateway: its controller writes this
+			// parent's status. Not an error of the files.
+			l.classifiedf(src, p+".name", attribution{class: classParent, index: i, reason: noParent, cascade: true},
+				"gateway %s is not served by meshgate: %s", refName(ns, string(pr.Name), r.Namespace), why)
 			return
 		}
-		l.checkGatewayAttachment(r, p, pr, g)
-	case kind == KindService && (pr.Group == nil || group == "" || group == MeshgateGroup):
+		if g == nil {
+			l.parentErrorf(src, i, p+".name", noParent, "gateway %s not found%s", refName(ns, string(pr.Name), r.Namespace),
+				l.rejectedNote(KindGateway, ns, string(pr.Name)))
+			return
+		}
+		l.checkGatewayAttachment(r, i, p, pr, g)
+	case kind == KindService && group == coreGroupAlias:
+		l.warnCoreGroup(src, p+".group")
+		fallthrough
+	case kind == KindService && (pr.Group == nil || group == "" || group == MeshgateGroup || group == coreGroupAlias):
 		svc := services[nsName{ns, string(pr.Name)}]
 		if svc == nil {
-			l.errorf(src, p+".name", "service %s not found", refName(ns, string(pr.Name), r.Namespace))
+			l.parentErrorf(src, i, p+".name", noParent, "service %s not found%s", refName(ns, string(pr.Name), r.Namespace),
+				l.rejectedNote(KindService, ns, string(pr.Name)))
+			return
+		}
+		if pr.Port != nil && svc.LookupPort(strconv.Itoa(int(*pr.Port))) == nil {
+			l.parentErrorf(src, i, p+".port", noParent, "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *pr.Port)
 			return
 		}
 		if pr.SectionName != nil {
-			l.errorf(src, p+".sectionName", "sectionName on a Service parent is not supported yet (use port)")
-		}
-		if pr.Port != nil && svc.LookupPort(strconv.Itoa(int(*pr.Port))) == nil {
-			l.errorf(src, p+".port", "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *pr.Port)
+			// GAMMA: a Service parent's sectionName names one of its ports.
+			j := slices.IndexFunc(svc.Spec.Ports, func(sp ServicePort) bool { return sp.Name == string(*pr.SectionName) })
+			switch {
+			case j < 0:
+				l.parentErrorf(src, i, p+".sectionName", noParent, "service %s has no port named %q", refName(ns, svc.Name, r.Namespace), *pr.SectionName)
+			case pr.Port != nil && svc.Spec.Ports[j].Port != int32(*pr.Port):
+				l.parentErrorf(src, i, p+".sectionName", noParent, "port %q of service %s is not port %d", *pr.SectionName, refName(ns, svc.Name, r.Namespace), *pr.Port)
+			}
 		}
 	default:
-		l.errorf(src, p+".kind", "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)
+		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue), "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)
 	}
 }
 
-// checkGatewayAttachment checks that a parentRef selects listeners of g that
-// accept the route.
-func (l *loader) checkGatewayAttachment(r *HTTPRoute, p string, pr *gwapiv1.ParentReference, g *Gateway) {
+// checkGatewayAttachment checks that the parentRef parent of r selects
+// listeners of g that accept the route, and counts the route as attached to
+// each of them (ListenerStatus.attachedRoutes). A listener that is not
+// programmed (its problem is reported on the Gateway) selects nothing.
+func (l *loader) checkGatewayAttachment(r *HTTPRoute, parent int, p string, pr *gwapiv1.ParentReference, g *Gateway) {
 	src := r.Source
 	gwName := refName(g.Namespace, g.Name, r.Namespace)
-	var selected []*gwapiv1.Listener
-	named := false
+	noParent := string(gwapiv1.RouteReasonNoMatchingParent)
+	var selected []int
+	named, bad := false, false
 	for i := range g.Spec.Listeners {
 		ls := &g.Spec.Listeners[i]
 		if pr.SectionName != nil {
@@ -469,40 +547,76 @@ func (l *loader) checkGatewayAttachment(r *HTTPRoute, p string, pr *gwapiv1.Pare
 		if pr.Port != nil && ls.Port != *pr.Port {
 			continue
 		}
-		selected = append(selected, ls)
+		if l.pass.badListeners[g][i] {
+			bad = true
+			continue
+		}
+		selected = append(selected, i)
 	}
 	if len(selected) == 0 {
 		switch {
+		case bad:
+			// Follows from the listener's own problem, reported on the
+			// Gateway: a status, not another error.
+			l.classifiedf(src, p, attribution{class: classParent, index: parent, reason: noParent, cascade: true},
+				"the listeners of gateway %s this parentRef selects are not programmed (see the Gateway's status, %s:%d)", gwName, g.Source.File, g.Source.Line)
 		case pr.SectionName != nil && !named:
-			l.errorf(src, p+".sectionName", "gateway %s has no listener %q", gwName, *pr.SectionName)
+			l.parentErrorf(src, parent, p+".sectionName", noParent, "gateway %s has no listener %q", gwName, *pr.SectionName)
 		case pr.SectionName != nil:
-			l.errorf(src, p+".port", "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
+			l.parentErrorf(src, parent, p+".port", noParent, "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
 		case pr.Port != nil:
-			l.errorf(src, p+".port", "gateway %s has no listener on port %d", gwName, *pr.Port)
+			l.parentErrorf(src, parent, p+".port", noParent, "gateway %s has no listener on port %d", gwName, *pr.Port)
 		default: // the gateway has no listeners at all
-			l.errorf(src, p, "gateway %s has no listeners", gwName)
+			l.parentErrorf(src, parent, p, noParent, "gateway %s has no listeners", gwName)
 		}
 		return
 	}
-	allowed := slices.ContainsFunc(selected, func(ls *gwapiv1.Listener) bool { return listenerAllows(g, ls, r.Namespace) })
-	if !allowed {
-		l.errorf(src, p, "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is Same)", gwName, r.Namespace)
+	from := allowedFrom(&g.Spec.Listeners[selected[0]])
+	selected = slices.DeleteFunc(selected, func(i int) bool { return !l.set.ListenerAllows(g, &g.Spec.Listeners[i], r.Namespace) })
+	if len(selected) == 0 {
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is %s)", gwName, r.Namespace, from)
 		return
 	}
-	if len(r.Spec.Hostnames) == 0 {
-		return
-	}
-	matches := slices.ContainsFunc(selected, func(ls *gwapiv1.Listener) bool {
-		if ls.Hostname == nil {
-			return true
-		}
-		return slices.ContainsFunc(r.Spec.Hostnames, func(h gwapiv1.Hostname) bool {
-			return hostnamesIntersect(string(*ls.Hostname), string(h))
+	if len(r.Spec.Hostnames) > 0 {
+		selected = slices.DeleteFunc(selected, func(i int) bool {
+			ls := &g.Spec.Listeners[i]
+			if ls.Hostname == nil {
+				return false
+			}
+			return !slices.ContainsFunc(r.Spec.Hostnames, func(h gwapiv1.Hostname) bool {
+				return hostnamesIntersect(string(*ls.Hostname), string(h))
+			})
 		})
-	})
-	if !matches {
-		l.errorf(src, "spec.hostnames", "no hostname of the route matches a listener of gateway %s", gwName)
+		if len(selected) == 0 {
+			l.parentErrorf(src, parent, "spec.hostnames", string(gwapiv1.RouteReasonNoMatchingListenerHostname), "no hostname of the route matches a listener of gateway %s", gwName)
+			return
+		}
 	}
+	l.attach(g, selected)
+}
+
+// attach counts a route as attached to listeners of g, once per listener.
+func (l *loader) attach(g *Gateway, listeners []int) {
+	if l.pass.attached == nil {
+		l.pass.attached = make(map[*Gateway][]int32)
+	}
+	counts := l.pass.attached[g]
+	if counts == nil {
+		counts = make([]int32, len(g.Spec.Listeners))
+		l.pass.attached[g] = counts
+	}
+	for _, i := range listeners {
+		counts[i]++
+	}
+}
+
+// rejectedNote says, in a message about a reference that does not resolve,
+// that the resource it names is rejected (it is defined, but invalid), or "".
+func (l *loader) rejectedNote(kind, namespace, name string) string {
+	if src, ok := l.pass.rejected[resourceKey{kind, namespace, name}]; ok {
+		return fmt.Sprintf(" (it is rejected: see %s:%d)", src.File, src.Line)
+	}
+	return ""
 }
 
 func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, services map[nsName]*Service) {
@@ -812,6 +926,17 @@ func (l *loader) checkPathModifier(src Source, p string, pm *gwapiv1.HTTPPathMod
 	return ""
 }
 
+// coreGroupAlias is "core", which documents often write for the core API
+// group (whose name is ""): tolerated on a Service reference, with a
+// warning.
+const coreGroupAlias = "core"
+
+// warnCoreGroup warns of group: core on a Service reference.
+func (l *loader) warnCoreGroup(src Source, field string) {
+	l.warnings = append(l.warnings, &Error{File: src.File, Line: src.LineOf(field), Field: field,
+		Message: `group "core" is not the name of the core API group (it is ""): read as "" for this Service`})
+}
+
 // maxBackendWeight is the Gateway API's upper bound for backendRef weights.
 const maxBackendWeight = 1_000_000
 
@@ -830,8 +955,12 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	if len(br.Filters) > 0 {
 		l.errorf(src, p+".filters", "backendRef filters are not supported yet (put filters on the rule)")
 	}
+	if kind == KindService && group == coreGroupAlias {
+		l.warnCoreGroup(src, p+".group")
+		group = ""
+	}
 	if kind != KindService || (group != "" && group != MeshgateGroup) {
-		l.errorf(src, p+".kind", "backend kind %q in group %q is not supported (want Service)", kind, group)
+		l.refErrorf(src, p+".kind", string(gwapiv1.RouteReasonInvalidKind), "backend kind %q in group %q is not supported (want Service)", kind, group)
 		return
 	}
 	if br.Name == "" {
@@ -844,13 +973,20 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	}
 	svc := services[nsName{ns, string(br.Name)}]
 	if svc == nil {
-		l.errorf(src, p+".name", "service %s not found", refName(ns, string(br.Name), r.Namespace))
+		l.refErrorf(src, p+".name", string(gwapiv1.RouteReasonBackendNotFound), "service %s not found%s", refName(ns, string(br.Name), r.Namespace),
+			l.rejectedNote(KindService, ns, string(br.Name)))
+		return
+	}
+	if r.GatewayBound() && !l.set.BackendPermitted(r.Namespace, ns, string(br.Name)) {
+		l.refErrorf(src, p+".namespace", string(gwapiv1.RouteReasonRefNotPermitted),
+			"service %s is in another namespace: it needs a ReferenceGrant in namespace %q from HTTPRoutes of namespace %q to it",
+			refName(ns, string(br.Name), r.Namespace), ns, r.Namespace)
 		return
 	}
 	switch {
 	case br.Port == nil && len(svc.Spec.Ports) > 1:
 		l.errorf(src, p+".port", "port is required: service %s has %d ports", refName(ns, svc.Name, r.Namespace), len(svc.Spec.Ports))
 	case br.Port != nil && svc.LookupPort(strconv.Itoa(int(*br.Port))) == nil:
-		l.errorf(src, p+".port", "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
+		l.refErrorf(src, p+".port", string(gwapiv1.RouteReasonBackendNotFound), "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
 	}
 }

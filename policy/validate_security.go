@@ -120,17 +120,17 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 		switch kind {
 		case KindService:
 			if services[target] == nil {
-				l.errorf(src, p+".name", "service %q not found in namespace %q", ref.Name, sp.Namespace)
+				l.refErrorf(src, p+".name", ReasonTargetNotFound, "service %q not found in namespace %q%s", ref.Name, sp.Namespace, l.rejectedNote(KindService, sp.Namespace, ref.Name))
 				continue
 			}
 			serviceTargets = append(serviceTargets, target)
 		case KindGateway:
 			if gateways[target] == nil {
-				l.errorf(src, p+".name", "gateway %q not found in namespace %q", ref.Name, sp.Namespace)
+				l.refErrorf(src, p+".name", ReasonTargetNotFound, "gateway %q not found in namespace %q%s", ref.Name, sp.Namespace, l.rejectedNote(KindGateway, sp.Namespace, ref.Name))
 			}
 		case KindHTTPRoute:
 			if !routes[target] {
-				l.errorf(src, p+".name", "httproute %q not found in namespace %q", ref.Name, sp.Namespace)
+				l.refErrorf(src, p+".name", ReasonTargetNotFound, "httproute %q not found in namespace %q%s", ref.Name, sp.Namespace, l.rejectedNote(KindHTTPRoute, sp.Namespace, ref.Name))
 			}
 		}
 	}

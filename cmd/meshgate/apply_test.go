@@ -135,7 +135,7 @@ func TestPolicyStoreErrors(t *testing.T) {
 		want     string
 	}{
 		{"file store apply validates", newApplyCmd, []string{"-f", good}, 0, "with --store file the policy files are the store"},
-		{"file store get", newGetCmd, []string{"svc"}, 2, "the policy files are the store"},
+		{"file store get asks the control plane", newGetCmd, []string{"svc", "--admin", dead, "--admin-token", "x"}, 1, "no control plane admin API at " + dead},
 		{"unknown store", newDeleteCmd, []string{"svc", "x", "--store", "etcd"}, 2, `unknown --store "etcd"`},
 		{"consul unreachable", newApplyCmd, []string{"-f", good, "--store", "consul", "--consul", dead}, 1, "Consul at " + dead},
 		{"no files", newApplyCmd, nil, 2, "give at least one policy file"},

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/policy"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -26,7 +27,11 @@ Consul catalog until its first snapshot), the served version, the last
 reload and its error, a destructive policy change held until the policy
 stays unchanged (--destructive-hold), and the proxies whose configuration is
 held because a push would have removed every route or endpoint they have
-without a policy change. -o json prints the whole answer.`,
+without a policy change, and every policy resource that is not serving as
+written (rejected, serving its last good version, a SecurityPolicy failing
+closed) or has a reference or parent that does not resolve, with its reason
+and file:line (from GET /resources; meshgate get shows their whole status).
+-o json prints the whole answer of GET /status.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch output {
@@ -46,7 +51,14 @@ without a policy change. -o json prints the whole answer.`,
 			if err := a.call(cmd.Context(), "GET", "/status", nil, &st); err != nil {
 				return err
 			}
-			return printStatus(cmd.OutOrStdout(), st)
+			if err := printStatus(cmd.OutOrStdout(), st); err != nil {
+				return err
+			}
+			var resources controlplane.Resources
+			if err := a.call(cmd.Context(), "GET", "/resources", nil, &resources); err != nil {
+				return nil // a control plane without per-resource status
+			}
+			return printResourceProblems(cmd.OutOrStdout(), resources.Items)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
@@ -74,6 +86,7 @@ func printStatus(w io.Writer, st controlplane.Status) error {
 	fmt.Fprintf(tw, "version:\t%s\n", cmp.Or(st.Version, "-"))
 	fmt.Fprintf(tw, "last reload:\t%s\n", formatTime(st.LastReload))
 	fmt.Fprintf(tw, "last error:\t%s\n", cmp.Or(strings.ReplaceAll(st.LastError, "\n", "; "), "-"))
+	fmt.Fprintf(tw, "rejected resources:\t%d\n", st.RejectedResources)
 	if h := st.HeldPolicyChange; h != nil {
 		fmt.Fprintf(tw, "held policy change:\t%s (since %s; applied at %s if the policy stays unchanged)\n", h.Reason, formatTime(h.Since), formatTime(h.ApplyAt))
 	}
@@ -84,4 +97,28 @@ func printStatus(w io.Writer, st controlplane.Status) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// printResourceProblems lists the resources that are not serving as
+// written, or whose references or parents do not all resolve: state,
+// reason, and each problem with its file:line.
+func printResourceProblems(w io.Writer, items []policy.ResourceStatus) error {
+	var problems []policy.ResourceStatus
+	for _, r := range items {
+		if r.State != policy.StateAccepted || len(r.Problems) > 0 || r.Reason != "" {
+			problems = append(problems, r)
+		}
+	}
+	if len(problems) == 0 {
+		_, err := fmt.Fprintln(w, "resources:  every resource accepted")
+		return err
+	}
+	fmt.Fprintf(w, "resources not accepted, or with references or parents that do not resolve (%d):\n", len(problems))
+	for _, r := range problems {
+		fmt.Fprintf(w, "  %s %s/%s: %s (%s:%d)\n", r.Kind, r.Namespace, r.Name, resourceState(r), r.File, r.Line)
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "    %s\n", p)
+		}
+	}
+	return nil
 }

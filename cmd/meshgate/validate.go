@@ -18,7 +18,11 @@ func newValidateCmd() *cobra.Command {
 		Short: "Check policy files and report every error with its file, line and field",
 		Long: "Validate loads policy files and directories (every *.yaml and *.yml file in a\n" +
 			"directory, not recursive) as one set, exactly as the control plane would, and\n" +
-			"prints every problem found, one per line, as file:line: field: message.",
+			"prints every problem found, one per line, as file:line: field: message, and\n" +
+			"exits 1 if there is any (the control plane would reject those resources, or\n" +
+			"leave those references unresolved, and serve the rest). Warnings (accepted\n" +
+			"resources written in a tolerated but non-standard way) are printed as\n" +
+			"\"warning: ...\" and do not change the exit code.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(paths) == 0 {
@@ -34,7 +38,10 @@ func newValidateCmd() *cobra.Command {
 // runValidate loads paths, writes a summary to stdout or every error to
 // stderr, and returns an exitError when the policy is invalid.
 func runValidate(stdout, stderr io.Writer, paths []string) error {
-	set, err := policy.Load(paths...)
+	set, warnings, err := policy.LoadWithWarnings(paths...)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning: "+w.Error())
+	}
 	if err != nil {
 		var list policy.ErrorList
 		if !errors.As(err, &list) {

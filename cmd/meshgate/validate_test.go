@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -75,5 +77,34 @@ func TestValidateCommand(t *testing.T) {
 				t.Errorf("stderr:\n%s\nwant:\n%s", stderr.String(), want)
 			}
 		})
+	}
+}
+
+// TestValidateWarnings: warnings are printed, the exit code stays 0.
+func TestValidateWarnings(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "mesh.yaml")
+	doc := `apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mesh}
+spec:
+  parentRefs: [{group: core, kind: Service, name: orders}]
+`
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := runValidate(&stdout, &stderr, []string{path}); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	want := "warning: " + path + `:11: spec.parentRefs[0].group: group "core" is not the name of the core API group (it is ""): read as "" for this Service` + "\n"
+	if stderr.String() != want || !strings.HasPrefix(stdout.String(), "ok: ") {
+		t.Errorf("stdout %q, stderr %q; want ok and %q", stdout.String(), stderr.String(), want)
 	}
 }

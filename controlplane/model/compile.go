@@ -123,6 +123,14 @@ var compileSteps = [...]struct {
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
 	{policy.KindGateway, (*compiler).gateways},
+	// Policy resolves GatewayClasses (the Gateways of other controllers'
+	// classes are not in the set); ReferenceGrants are read through
+	// policy.Set.BackendPermitted by the HTTPRoute step.
+	{policy.KindGatewayClass, func(*compiler) error { return nil }},
+	{policy.KindReferenceGrant, func(*compiler) error { return nil }},
+	// Namespaces' labels are read through policy.Set.ListenerAllows by the
+	// Gateway step.
+	{policy.KindNamespace, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -167,7 +175,12 @@ func (c *compiler) httpRoutes() error {
 	})
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
-		cr, err := m.compileRoute(r)
+		permitted := c.set.BackendPermitted
+		if !r.GatewayBound() {
+			// A mesh route may send to any namespace (GEP-1294).
+			permitted = func(string, string, string) bool { return true }
+		}
+		cr, err := m.compileRoute(r, permitted)
 		if err != nil {
 			c.errs = append(c.errs, err)
 			continue
@@ -183,32 +196,78 @@ func (c *compiler) httpRoutes() error {
 	for _, svc := range m.Services {
 		for _, port := range svc.Ports {
 			for _, cr := range c.routes {
-				for _, ref := range cr.route.Spec.ParentRefs {
-					if !isServiceRef(ref.Group, ref.Kind) {
-						continue
-					}
-					if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) != svc.NamespacedName {
-						continue
-					}
-					// A parentRef with a port shapes calls to that port only.
-					if ref.Port != nil && int32(*ref.Port) != port.Number {
-						continue
-					}
-					port.Routes = append(port.Routes, cr.rules...)
-					break
+				if !attachesToPort(cr, svc, port) {
+					continue
 				}
+				rules := make([]*Rule, 0, len(cr.rules))
+				for _, r := range cr.rules {
+					rules = append(rules, ruleForPort(r, svc, port))
+				}
+				// GEP-1294: a route in the Service's namespace is a producer
+				// route, for every caller; one in another namespace is a
+				// consumer route, for the callers of its namespace only.
+				if cr.name.Namespace == svc.Namespace {
+					port.Routes = append(port.Routes, rules...)
+					continue
+				}
+				if port.ConsumerRoutes == nil {
+					port.ConsumerRoutes = map[string][]*Rule{}
+				}
+				port.ConsumerRoutes[cr.name.Namespace] = append(port.ConsumerRoutes[cr.name.Namespace], rules...)
 			}
 			sortRules(port.Routes)
+			for _, rules := range port.ConsumerRoutes {
+				sortRules(rules)
+			}
 		}
 	}
 	return nil
+}
+
+// attachesToPort reports whether one of the route's parentRefs is the
+// Service svc and selects its port: every port, or the one the parentRef
+// names by port number (port) or by port name (sectionName), both when
+// both are given.
+func attachesToPort(cr *compiledRoute, svc *Service, port *ServicePort) bool {
+	for _, ref := range cr.route.Spec.ParentRefs {
+		if !isServiceRef(ref.Group, ref.Kind) {
+			continue
+		}
+		if (NamespacedName{Namespace: refNamespace(ref.Namespace, cr.name.Namespace), Name: string(ref.Name)}) != svc.NamespacedName {
+			continue
+		}
+		if ref.Port != nil && int32(*ref.Port) != port.Number {
+			continue
+		}
+		if ref.SectionName != nil && string(*ref.SectionName) != port.Name {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// ruleForPort is rule as attached to a port of a Service. A mesh rule that
+// neither redirects nor names a backend forwards to the port it is attached
+// to (the parent Service's): a mesh route augments the calls to its Service,
+// so a rule that only filters (adds headers, rewrites) keeps sending them
+// where they were going. That rule is a copy; every other is shared.
+func ruleForPort(rule *Rule, svc *Service, port *ServicePort) *Rule {
+	if rule.Action.Redirect != nil || len(rule.Action.Backends) > 0 {
+		return rule
+	}
+	action := *rule.Action
+	action.Backends = []*Backend{{Service: svc.NamespacedName, Port: port.Number, Weight: 1, Cluster: port.Cluster}}
+	r := *rule
+	r.Action = &action
+	return &r
 }
 
 // gateways compiles the Gateways with the routes attached to them.
 func (c *compiler) gateways() error {
 	m := c.m
 	for _, pg := range c.set.Gateways {
-		gw := compileGateway(pg, c.routes)
+		gw := compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
@@ -319,11 +378,13 @@ type compiledRoute struct {
 	rules []*Rule
 }
 
-func (m *Model) compileRoute(r *policy.HTTPRoute) (*compiledRoute, error) {
+// compileRoute compiles a route; a backendRef that permitted refuses
+// (another namespace without a ReferenceGrant) resolves to nothing.
+func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*compiledRoute, error) {
 	cr := &compiledRoute{name: routeName(r), route: r}
 	for ri, rule := range r.Spec.Rules {
 		where := fmt.Sprintf("httproute %s: spec.rules[%d]", cr.name, ri)
-		action, err := m.compileAction(cr.name.Namespace, rule)
+		action, err := m.compileAction(cr.name.Namespace, rule, permitted)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
@@ -374,7 +435,7 @@ func compileMatch(in gwapiv1.HTTPRouteMatch) Match {
 	return out
 }
 
-func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule) (*Action, error) {
+func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*Action, error) {
 	a := &Action{}
 	if rule.Retry != nil {
 		return nil, errors.New("retry: not supported")
@@ -414,7 +475,7 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule)
 			b.Port = *ref.Port
 		}
 		// A backendRef without kind names a Service.
-		if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+		if (ref.Kind == nil || isServiceRef(ref.Group, ref.Kind)) && permitted(routeNamespace, b.Service.Namespace, b.Service.Name) {
 			if svc := m.services[b.Service]; svc != nil {
 				if b.Port == 0 && len(svc.Ports) == 1 {
 					b.Port = svc.Ports[0].Number
@@ -506,7 +567,7 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
-func compileGateway(pg *policy.Gateway, routes []*compiledRoute) *Gateway {
+func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
 	gw := &Gateway{
 		NamespacedName: NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
 		Address:        DefaultGatewayAddress,
@@ -523,7 +584,10 @@ func compileGateway(pg *policy.Gateway, routes []*compiledRoute) *Gateway {
 		byPort[l.Port] = append(byPort[l.Port], l)
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes))
+		allows := func(l *gwapiv1.Listener, routeNamespace string) bool {
+			return set.ListenerAllows(pg, l, routeNamespace)
+		}
+		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes, allows))
 	}
 	return gw
 }
@@ -536,7 +600,8 @@ type attachment struct {
 	rules            []*Rule
 }
 
-func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute) *GatewayPort {
+func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute,
+	allows func(l *gwapiv1.Listener, routeNamespace string) bool) *GatewayPort {
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
@@ -544,7 +609,7 @@ func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, 
 		lh := listenerHostname(l)
 		listenerHostnames = append(listenerHostnames, lh)
 		for _, cr := range routes {
-			if !attaches(gw, l, cr) {
+			if !attaches(gw, l, cr, allows) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {
@@ -641,8 +706,8 @@ func listenerHostname(l *gwapiv1.Listener) string {
 
 // attaches reports whether one of the route's parentRefs selects listener l
 // of gateway gw, and the listener allows routes from the route's namespace.
-func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute) bool {
-	if !allowsNamespace(l, gw.Namespace, cr.name.Namespace) {
+func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute, allows func(l *gwapiv1.Listener, routeNamespace string) bool) bool {
+	if !allows(l, cr.name.Namespace) {
 		return false
 	}
 	for _, ref := range cr.route.Spec.ParentRefs {
@@ -663,56 +728,13 @@ func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute) bool {
 	return false
 }
 
-func allowsNamespace(l *gwapiv1.Listener, gatewayNamespace, routeNamespace string) bool {
-	from := gwapiv1.NamespacesFromSame
-	if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
-		from = *l.AllowedRoutes.Namespaces.From
-	}
-	switch from {
-	case gwapiv1.NamespacesFromAll:
-		return true
-	case gwapiv1.NamespacesFromSame:
-		return gatewayNamespace == routeNamespace
-	default: // None; Selector needs namespace labels, which policy files do not have.
-		return false
-	}
-}
-
-// intersectHostnames returns the hostnames a route serves on a listener, per
-// the Gateway API rules: a route without hostnames takes the listener's; an
-// exact hostname must match the listener's (wildcard) hostname; of two
-// overlapping wildcards the more specific one wins. Empty: the route does not
-// attach.
-func intersectHostnames(listener string, routeHostnames []gwapiv1.Hostname) []string {
-	if len(routeHostnames) == 0 {
-		return []string{listener}
-	}
-	var out []string
-	for _, rh := range routeHostnames {
-		r := strings.ToLower(string(rh))
-		switch {
-		case hostnameCovers(listener, r):
-			out = append(out, r)
-		case hostnameCovers(r, listener):
-			out = append(out, listener)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-// hostnameCovers reports whether pattern (exact, "*.suffix" or "*") matches
-// every host that host matches.
-func hostnameCovers(pattern, host string) bool {
-	switch {
-	case pattern == host, pattern == "*":
-		return true
-	case strings.HasPrefix(pattern, "*."):
-		suffix := pattern[1:]
-		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
-	}
-	return false
-}
+// intersectHostnames and hostnameCovers are the Gateway API hostname rules,
+// shared with policy validation (which decides a route's attachment and its
+// status with them).
+var (
+	intersectHostnames = policy.IntersectHostnames
+	hostnameCovers     = policy.HostnameCovers
+)
 
 // mostSpecificCover returns the listener hostname that a request for host
 // reaches: exact first, then the longest wildcard, then "*".

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshgate/meshgate/policy"
@@ -440,5 +441,238 @@ func TestMeshRoutePort(t *testing.T) {
 	}
 	if s.DefaultPort().Number != 80 {
 		t.Errorf("default port %d, want 80", s.DefaultPort().Number)
+	}
+}
+
+// TestCompileReferenceGrant: a backendRef of a Gateway-bound route to
+// another namespace resolves only with a ReferenceGrant there
+// (policy.Set.BackendPermitted).
+func TestCompileReferenceGrant(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Namespace: "default", Spec: policy.ServiceSpec{Ports: []policy.ServicePort{{Port: 80}}}}
+	gw := &policy.Gateway{}
+	gw.Name, gw.Namespace = "edge", "shop"
+	gw.Spec.Listeners = []gwapiv1.Listener{{Name: "http", Port: 8080, Protocol: gwapiv1.HTTPProtocolType}}
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = "cross", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge"}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+		BackendObjectReference: gwapiv1.BackendObjectReference{Name: "orders", Namespace: ptr(gwapiv1.Namespace("default")), Port: ptr(gwapiv1.PortNumber(80))}}}}}}
+	grant := &policy.ReferenceGrant{}
+	grant.Name, grant.Namespace = "shop-routes", "default"
+	grant.Spec.From = []gwapiv1.ReferenceGrantFrom{{Group: policy.GatewayGroup, Kind: policy.KindHTTPRoute, Namespace: "shop"}}
+	grant.Spec.To = []gwapiv1.ReferenceGrantTo{{Group: "", Kind: policy.KindService}}
+	for _, tt := range []struct {
+		grants      []*policy.ReferenceGrant
+		wantCluster bool
+	}{{nil, false}, {[]*policy.ReferenceGrant{grant}, true}} {
+		m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gw}, Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}, ReferenceGrants: tt.grants})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := m.Gateway("shop", "edge").Ports[0].VirtualHosts[0].Rules
+		if len(rules) != 1 || (rules[0].Action.Backends[0].Cluster != "") != tt.wantCluster {
+			t.Errorf("%d grants: rules %+v, want a cluster: %v", len(tt.grants), rules, tt.wantCluster)
+		}
+	}
+}
+
+// TestCompileAllowedRoutesSelector: a route attaches to a listener that
+// selects its namespace by a Namespace document's labels
+// (policy.Set.ListenerAllows).
+func TestCompileAllowedRoutesSelector(t *testing.T) {
+	t.Parallel()
+	from := gwapiv1.NamespacesFromSelector
+	gw := &policy.Gateway{}
+	gw.Name, gw.Namespace = "edge", "default"
+	gw.Spec.Listeners = []gwapiv1.Listener{{Name: "http", Port: 8080, Protocol: gwapiv1.HTTPProtocolType,
+		AllowedRoutes: &gwapiv1.AllowedRoutes{Namespaces: &gwapiv1.RouteNamespaces{From: &from,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "shop"}}}}}}
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = "r", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge", Namespace: ptr(gwapiv1.Namespace("default"))}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{}}
+	for _, tt := range []struct {
+		namespaces []*policy.Namespace
+		want       int
+	}{{nil, 0}, {[]*policy.Namespace{{Name: "shop", Labels: map[string]string{"team": "shop"}}}, 1}} {
+		m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{gw}, HTTPRoutes: []*policy.HTTPRoute{r}, Namespaces: tt.namespaces})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Gateways[0].RuleCount(); got != tt.want {
+			t.Errorf("%d namespaces: %d rules, want %d", len(tt.namespaces), got, tt.want)
+		}
+	}
+}
+
+// meshRoute builds an HTTPRoute in ns whose parentRef is the Service parent
+// (namespace/name) with one rule forwarding to backends (service names in
+// the parent's namespace, port 80; none: a rule without backendRefs).
+func meshRoute(ns, name, parent string, backends ...string) *policy.HTTPRoute {
+	parentNS, parentName, _ := strings.Cut(parent, "/")
+	r := &policy.HTTPRoute{}
+	r.Name, r.Namespace = name, ns
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Group: ptr(gwapiv1.Group("")), Kind: ptr(gwapiv1.Kind("Service")),
+		Namespace: ptr(gwapiv1.Namespace(parentNS)), Name: gwapiv1.ObjectName(parentName)}}
+	rule := gwapiv1.HTTPRouteRule{}
+	for _, b := range backends {
+		rule.BackendRefs = append(rule.BackendRefs, gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{BackendObjectReference: gwapiv1.BackendObjectReference{
+			Name: gwapiv1.ObjectName(b), Namespace: ptr(gwapiv1.Namespace(parentNS)), Port: ptr(gwapiv1.PortNumber(80))}}})
+	}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{rule}
+	return r
+}
+
+func meshService(ns, name string, ports ...policy.ServicePort) *policy.Service {
+	if len(ports) == 0 {
+		ports = []policy.ServicePort{{Name: "http", Port: 80}}
+	}
+	return &policy.Service{Name: name, Namespace: ns, Spec: policy.ServiceSpec{Ports: ports}}
+}
+
+// TestMeshConsumerRoutes: GEP-1294 (MeshConsumerRoute). A mesh route in the
+// Service's namespace (producer) shapes every caller's calls; one in another
+// namespace (consumer) only those of its namespace's callers, which then do
+// not get the producer routes.
+func TestMeshConsumerRoutes(t *testing.T) {
+	t.Parallel()
+	set := &policy.Set{
+		Services: []*policy.Service{meshService("mesh", "echo"), meshService("mesh", "echo-v2"), meshService("consumer", "client")},
+		HTTPRoutes: []*policy.HTTPRoute{
+			meshRoute("mesh", "producer", "mesh/echo", "echo-v2"),
+			meshRoute("consumer", "consumer", "mesh/echo", "echo"),
+			meshRoute("consumer", "consumer-2", "mesh/echo", "echo"),
+		},
+	}
+	m, err := Compile(set)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	port := m.Service("mesh", "echo").Port(80)
+	tests := []struct {
+		caller string
+		want   []string
+	}{
+		{"mesh", []string{"mesh/producer#0.0"}},
+		{"default", []string{"mesh/producer#0.0"}},
+		{"other", []string{"mesh/producer#0.0"}},
+		{"consumer", []string{"consumer/consumer#0.0", "consumer/consumer-2#0.0"}},
+	}
+	for _, tt := range tests {
+		if got := ruleIDs(port.RoutesFor(tt.caller)); strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("caller in %q: rules %v, want %v", tt.caller, got, tt.want)
+		}
+	}
+	if got := port.RoutesFor("consumer")[0].Action.Backends[0].Cluster; got != "mesh/echo:80" {
+		t.Errorf("consumer route forwards to %q, want mesh/echo:80", got)
+	}
+
+	// Without a producer route, the callers of other namespaces get none.
+	set.HTTPRoutes = set.HTTPRoutes[1:]
+	if m, err = Compile(set); err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	port = m.Service("mesh", "echo").Port(80)
+	if got := port.RoutesFor("mesh"); len(got) != 0 {
+		t.Errorf("caller in mesh: rules %v, want none", ruleIDs(got))
+	}
+	if got := port.RoutesFor("consumer"); len(got) != 2 {
+		t.Errorf("caller in consumer: rules %v, want 2", ruleIDs(got))
+	}
+}
+
+// TestMeshRouteSectionName: a Service parentRef's sectionName names a port
+// of the Service; with port too, both must select the same port.
+func TestMeshRouteSectionName(t *testing.T) {
+	t.Parallel()
+	svc := meshService("default", "orders", policy.ServicePort{Name: "http", Port: 80}, policy.ServicePort{Name: "admin", Port: 9000})
+	tests := []struct {
+		name        string
+		sectionName string
+		port        int32
+		want80      int
+		want9000    int
+	}{
+		{"neither: every port", "", 0, 1, 1},
+		{"sectionName", "admin", 0, 0, 1},
+		{"sectionName and its port", "admin", 9000, 0, 1},
+		{"sectionName and another port", "admin", 80, 0, 0},
+		{"unknown sectionName", "grpc", 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := meshRoute("default", "r", "default/orders", "orders")
+			if tt.sectionName != "" {
+				r.Spec.ParentRefs[0].SectionName = ptr(gwapiv1.SectionName(tt.sectionName))
+			}
+			if tt.port != 0 {
+				r.Spec.ParentRefs[0].Port = ptr(gwapiv1.PortNumber(tt.port))
+			}
+			m, err := Compile(&policy.Set{Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}})
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			s := m.Service("default", "orders")
+			if n80, n9000 := len(s.Port(80).Routes), len(s.Port(9000).Routes); n80 != tt.want80 || n9000 != tt.want9000 {
+				t.Errorf("mesh rules: %d on port 80, %d on 9000; want %d and %d", n80, n9000, tt.want80, tt.want9000)
+			}
+		})
+	}
+}
+
+// TestMeshRuleWithoutBackends: a mesh rule without backendRefs (and no
+// redirect) forwards to the port of the parent Service it is attached to;
+// the same rule at a Gateway keeps no backend (500), and a redirect rule
+// keeps none either.
+func TestMeshRuleWithoutBackends(t *testing.T) {
+	t.Parallel()
+	svc := meshService("default", "orders", policy.ServicePort{Name: "http", Port: 80}, policy.ServicePort{Name: "alt", Port: 8080})
+	r := meshRoute("default", "filters-only", "default/orders")
+	r.Spec.Rules[0].Filters = []gwapiv1.HTTPRouteFilter{{
+		Type:                   gwapiv1.HTTPRouteFilterResponseHeaderModifier,
+		ResponseHeaderModifier: &gwapiv1.HTTPHeaderFilter{Set: []gwapiv1.HTTPHeader{{Name: "X-Header-Set", Value: "set"}}},
+	}}
+	redirect := meshRoute("default", "redirect", "default/orders")
+	redirect.Spec.Rules[0].Matches = []gwapiv1.HTTPRouteMatch{pathMatch(gwapiv1.PathMatchPathPrefix, "/old")}
+	redirect.Spec.Rules[0].Filters = []gwapiv1.HTTPRouteFilter{{
+		Type: gwapiv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwapiv1.HTTPRequestRedirectFilter{Scheme: ptr("https")},
+	}}
+	r.Spec.ParentRefs = append(r.Spec.ParentRefs, gwapiv1.ParentReference{Name: "edge", Namespace: ptr(gwapiv1.Namespace("default"))})
+	m, err := Compile(&policy.Set{
+		Services:   []*policy.Service{svc},
+		Gateways:   []*policy.Gateway{gateway(listener("http", 80, ""))},
+		HTTPRoutes: []*policy.HTTPRoute{r, redirect},
+	})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	s := m.Service("default", "orders")
+	for _, port := range s.Ports {
+		var filtersOnly *Rule
+		for _, rule := range port.Routes {
+			if rule.Route.Name == "redirect" {
+				if len(rule.Action.Backends) != 0 || rule.Action.Redirect == nil {
+					t.Errorf("port %d: redirect rule = %+v, want a redirect without backends", port.Number, rule.Action)
+				}
+				continue
+			}
+			filtersOnly = rule
+		}
+		if filtersOnly == nil {
+			t.Fatalf("port %d: no filters-only rule", port.Number)
+		}
+		b := filtersOnly.Action.Backends
+		if len(b) != 1 || b[0].Cluster != port.Cluster || b[0].Port != port.Number || b[0].Weight != 1 {
+			t.Errorf("port %d: backends %+v, want the parent's port %s", port.Number, b, port.Cluster)
+		}
+		if filtersOnly.Action.ResponseHeaders == nil {
+			t.Errorf("port %d: the rule lost its filter", port.Number)
+		}
+	}
+	vh := m.Gateway("default", "edge").Ports[0].VirtualHosts[0]
+	if len(vh.Rules) != 1 || len(vh.Rules[0].Action.Backends) != 0 {
+		t.Errorf("gateway rules %v: want the rule without backends (500)", ruleIDs(vh.Rules))
 	}
 }

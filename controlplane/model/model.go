@@ -116,10 +116,28 @@ type ServicePort struct {
 	// Cluster is the name of the cluster that load balances this port.
 	// Its endpoints are in the model's endpoint index (Model.Endpoints).
 	Cluster string `json:"cluster"`
-	// Routes are the rules of the HTTPRoutes whose parentRef is this service
-	// (the Gateway API mesh profile), without a port or with this port, in
-	// precedence order.
+	// Routes are the rules of the producer HTTPRoutes of this port: those
+	// in the service's namespace whose parentRef is this service (the
+	// Gateway API mesh profile) without a port and sectionName, or with this
+	// port's number or name; in precedence order. They shape the calls of
+	// every caller without consumer routes for the port.
 	Routes []*Rule `json:"routes,omitempty"`
+	// ConsumerRoutes are, by namespace, the rules of the consumer HTTPRoutes
+	// of this port: routes in another namespace than the service's whose
+	// parentRef selects this port as above; in precedence order. They shape
+	// the calls of the callers in their namespace only, instead of Routes.
+	ConsumerRoutes map[string][]*Rule `json:"consumerRoutes,omitempty"`
+}
+
+// RoutesFor returns the rules that shape the calls to p of a caller in
+// namespace callerNamespace: the consumer routes of that namespace when it
+// has some for p, else the producer routes (GEP-1294). Empty: calls go to
+// the port's own endpoints.
+func (p *ServicePort) RoutesFor(callerNamespace string) []*Rule {
+	if rules, ok := p.ConsumerRoutes[callerNamespace]; ok {
+		return rules
+	}
+	return p.Routes
 }
 
 // Endpoint is one instance serving a service port.

@@ -234,3 +234,36 @@ func TestCompileRejectsBadPolicies(t *testing.T) {
 		})
 	}
 }
+
+// TestFailClosedPolicyCompiles: the policy policy.Evaluate serves in place
+// of a rejected SecurityPolicy compiles to a deny of every request at its
+// targets.
+func TestFailClosedPolicyCompiles(t *testing.T) {
+	t.Parallel()
+	r := policy.Evaluate(policy.Input{Files: []policy.File{{Name: "p.yaml", Data: []byte(`apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: guard}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  rules:
+  - action: ALOW
+    from: [{namespaces: [shop]}]
+`)}}})
+	if r.Set == nil || len(r.Set.SecurityPolicies) != 1 || !r.Set.SecurityPolicies[0].FailClosed() {
+		t.Fatalf("evaluation: %v", r.Errors)
+	}
+	m, err := Compile(r.Set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz := m.Service("default", "orders").Authorization
+	if authz == nil || len(authz.Deny) != 1 || len(authz.Deny[0].From)+len(authz.Deny[0].To) != 0 {
+		t.Fatalf("authorization %+v: want one deny of every request", authz)
+	}
+}

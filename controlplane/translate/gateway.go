@@ -39,7 +39,9 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		if err != nil {
 			return nil, err
 		}
-		rc := &routev3.RouteConfiguration{Name: name}
+		// A listener's port is not part of its hostnames: "foo.com:8080" on
+		// port 8080 is foo.com, and the backend receives it as sent.
+		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true}
 		for _, vh := range port.VirtualHosts {
 			rs, err := routes(m, clusters, vh.Rules, port.Number, gw.Authorization)
 			if err != nil {

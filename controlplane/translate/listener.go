@@ -64,11 +64,11 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
 	}
-	// Routing ignores the port of the Host header, except on a sidecar's
-	// outbound listener, where it selects the port of the called service.
-	if direction != corev3.TrafficDirection_OUTBOUND {
-		hcm.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}
-	}
+	// The Host header is forwarded as the client sent it, port included
+	// (no strip_any_host_port): a gateway's route configurations ignore the
+	// port when they choose the virtual host (ignore_port_in_host_matching);
+	// a sidecar's outbound one uses it to select the port of the called
+	// service; the inbound one has the single domain "*".
 	if edge {
 		hcm.UseRemoteAddress = wrapperspb.Bool(true)
 	}

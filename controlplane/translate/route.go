@@ -194,26 +194,21 @@ func wellKnownPort(scheme string) int32 {
 
 // redirect follows the Gateway API port rules: an explicit port wins; else a
 // scheme implies its well-known port; else the listener's port is kept. The
-// port appears in Location (port_redirect) only when it is not the scheme's
-// well-known one; host ports are stripped before routing, so leaving
-// port_redirect unset means "no port".
+// port is always set (port_redirect): the request's Host keeps the port the
+// client sent, which an unset port_redirect would copy into Location. The
+// proxy leaves the scheme's well-known port out of Location (Envoy writes
+// it; both spellings are the same URL).
 func redirect(rd *model.Redirect, path model.PathMatch, listenerPort int32) *routev3.RedirectAction {
 	ra := &routev3.RedirectAction{HostRedirect: rd.Hostname}
 	scheme := strings.ToLower(rd.Scheme)
 	if scheme != "" {
 		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: scheme}
 	}
-	effectiveScheme := scheme
-	if effectiveScheme == "" {
-		effectiveScheme = "http"
-	}
 	port := rd.Port
 	if port == 0 {
 		port = cmp.Or(wellKnownPort(scheme), listenerPort)
 	}
-	if port != 0 && port != wellKnownPort(effectiveScheme) {
-		ra.PortRedirect = uint32(port)
-	}
+	ra.PortRedirect = uint32(port)
 	if pm := rd.Path; pm != nil {
 		switch pm.Kind {
 		case model.ReplaceFullPath:

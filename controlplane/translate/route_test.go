@@ -20,13 +20,13 @@ func TestRedirect(t *testing.T) {
 		want     string
 	}{
 		{"keep non-default listener port", model.Redirect{StatusCode: 302}, 8080, "port_redirect:8080 response_code:FOUND"},
-		{"listener port 80 stays implicit", model.Redirect{StatusCode: 302}, 80, "response_code:FOUND"},
-		{"https implies 443", model.Redirect{Scheme: "https", StatusCode: 301}, 8080, `scheme_redirect:"https"`},
+		{"listener port 80, set: the Host may carry another port", model.Redirect{StatusCode: 302}, 80, "port_redirect:80 response_code:FOUND"},
+		{"https implies 443", model.Redirect{Scheme: "https", StatusCode: 301}, 8080, `scheme_redirect:"https" port_redirect:443`},
 		{"explicit port", model.Redirect{Scheme: "https", Port: 8443, StatusCode: 302}, 8080, `scheme_redirect:"https" port_redirect:8443 response_code:FOUND`},
-		{"explicit well-known port", model.Redirect{Scheme: "http", Port: 80, StatusCode: 302}, 8080, `scheme_redirect:"http" response_code:FOUND`},
-		{"hostname and full path", model.Redirect{Hostname: "b.example", Path: &model.PathModifier{Kind: model.ReplaceFullPath, Value: "/x"}, StatusCode: 302}, 80, `host_redirect:"b.example" path_redirect:"/x" response_code:FOUND`},
-		{"prefix", model.Redirect{Path: &model.PathModifier{Kind: model.ReplacePrefixMatch, Value: "/new/"}, StatusCode: 302}, 80, `prefix_rewrite:"/new" response_code:FOUND`},
-		{"prefix to root", model.Redirect{Path: &model.PathModifier{Kind: model.ReplacePrefixMatch, Value: "/"}, StatusCode: 302}, 80, `prefix_rewrite:"/" response_code:FOUND`},
+		{"explicit well-known port", model.Redirect{Scheme: "http", Port: 80, StatusCode: 302}, 8080, `scheme_redirect:"http" port_redirect:80 response_code:FOUND`},
+		{"hostname and full path", model.Redirect{Hostname: "b.example", Path: &model.PathModifier{Kind: model.ReplaceFullPath, Value: "/x"}, StatusCode: 302}, 80, `host_redirect:"b.example" port_redirect:80 path_redirect:"/x" response_code:FOUND`},
+		{"prefix", model.Redirect{Path: &model.PathModifier{Kind: model.ReplacePrefixMatch, Value: "/new/"}, StatusCode: 302}, 80, `port_redirect:80 prefix_rewrite:"/new" response_code:FOUND`},
+		{"prefix to root", model.Redirect{Path: &model.PathModifier{Kind: model.ReplacePrefixMatch, Value: "/"}, StatusCode: 302}, 80, `port_redirect:80 prefix_rewrite:"/" response_code:FOUND`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -70,7 +70,9 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 // namespace callerNamespace that may call the services mayCall accepts
 // (model.Model.MayCall: with the mesh's default scope, every service): a
 // virtual host per service port, with the rules of the HTTPRoutes whose
-// parent is the service, or one route to its cluster.
+// parent is the service (the consumer routes of callerNamespace, else the
+// producer routes: model.ServicePort.RoutesFor), or one route to its
+// cluster.
 func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service) bool) (*outboundPart, error) {
 	m, _ := p.translation()
 	clusters := newClusterCollector(p)
@@ -81,9 +83,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 		}
 		for _, port := range svc.Ports {
 			var rs []*routev3.Route
-			if len(port.Routes) > 0 {
+			if rules := port.RoutesFor(callerNamespace); len(rules) > 0 {
 				var err error
-				if rs, err = routes(m, clusters, port.Routes, port.Number, nil); err != nil {
+				if rs, err = routes(m, clusters, rules, port.Number, nil); err != nil {
 					return nil, err
 				}
 			} else {
@@ -198,6 +200,9 @@ func outboundFilters(m *model.Model) listenerFilters {
 	for _, svc := range m.Services {
 		for _, port := range svc.Ports {
 			want.need(port.Routes)
+			for _, rules := range port.ConsumerRoutes {
+				want.need(rules)
+			}
 		}
 	}
 	return want

@@ -338,3 +338,49 @@ func compact(m proto.Message) string {
 	// The text format inserts random spaces: compare without any.
 	return strings.Join(strings.Fields(prototext.MarshalOptions{}.Format(m)), "")
 }
+
+// TestMeshSectionName: a mesh route whose Service parentRef has a
+// sectionName (the Service's port name) shapes the outbound virtual host of
+// that port only; the others keep their one route to their cluster. (The
+// policy loader does not accept sectionName on a Service parent yet: the set
+// is built directly.)
+func TestMeshSectionName(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Spec: policy.ServiceSpec{
+		Ports: []policy.ServicePort{{Name: "http", Port: 80}, {Name: "admin", Port: 9000}},
+	}}
+	r := &policy.HTTPRoute{}
+	r.Name = "admin-redirect"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Group: ptr(gwapiv1.Group("")), Kind: ptr(gwapiv1.Kind("Service")), Name: "orders", SectionName: ptr(gwapiv1.SectionName("admin"))}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{
+		Type: gwapiv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gwapiv1.HTTPRequestRedirectFilter{Hostname: ptr(gwapiv1.PreciseHostname("admin.example"))},
+	}}}}
+	m, err := model.Compile(&policy.Set{Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Translate(m, Inputs{}, NodeInfo{ID: "s", Role: RoleSidecar, Namespace: "default", Service: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateAll(t, res)
+	outbound := res.Routes[slices.IndexFunc(res.Routes, func(rc *routev3.RouteConfiguration) bool { return rc.Name == "outbound" })]
+	got := map[string]string{}
+	for _, vh := range outbound.VirtualHosts {
+		if len(vh.Routes) != 1 {
+			t.Fatalf("%s: %d routes, want 1", vh.Name, len(vh.Routes))
+		}
+		if rd := vh.Routes[0].GetRedirect(); rd != nil {
+			got[vh.Name] = "redirect to " + rd.HostRedirect
+		} else {
+			got[vh.Name] = "cluster " + vh.Routes[0].GetRoute().GetCluster()
+		}
+	}
+	want := map[string]string{
+		"default/orders:80":   "cluster default/orders:80",
+		"default/orders:9000": "redirect to admin.example",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("outbound virtual hosts = %v, want %v", got, want)
+	}
+}

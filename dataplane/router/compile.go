@@ -37,7 +37,7 @@ func Compile(rc *routev3.RouteConfiguration, perFilter PerFilterCompiler) (*Tabl
 	if rc == nil {
 		return nil, errors.New("nil route configuration")
 	}
-	t := &Table{name: rc.GetName(), exact: make(map[string]*virtualHost)}
+	t := &Table{name: rc.GetName(), exact: make(map[string]*virtualHost), ignorePort: rc.GetIgnorePortInHostMatching()}
 	rcFilters, err := compilePerFilterConfig(perFilter, rc.GetTypedPerFilterConfig(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("route configuration %q: %w", rc.GetName(), err)

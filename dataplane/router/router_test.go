@@ -134,6 +134,63 @@ func TestVirtualHostSelection(t *testing.T) {
 	}
 }
 
+// TestIgnorePortInHostMatching: with ignore_port_in_host_matching the
+// virtual host is chosen by the Host without its port, and the request's
+// Host keeps the port (it is forwarded as the client sent it).
+func TestIgnorePortInHostMatching(t *testing.T) {
+	t.Parallel()
+	all := prefixMatch("/")
+	rc := rcWith(
+		vhost("foo", []string{"foo.com"}, route(all, "foo")),
+		vhost("wild", []string{"*.example.com"}, route(all, "wild")),
+		vhost("v6", []string{"[::1]"}, route(all, "v6")),
+	)
+	rc.IgnorePortInHostMatching = true
+	tbl := mustCompile(t, rc)
+	tests := []struct {
+		host string
+		want string
+	}{
+		{"foo.com", "foo"},
+		{"foo.com:8080", "foo"},
+		{"FOO.com:80", "foo"},
+		{"a.example.com:9000", "wild"},
+		{"[::1]:8080", "v6"},
+		{"[::1]", "v6"},
+		{"bar.com:8080", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.host, func(t *testing.T) {
+			t.Parallel()
+			r := newRequest("GET", "/", tc.host)
+			if got := matchedCluster(tbl, r); got != tc.want {
+				t.Errorf("host %q: got %q, want %q", tc.host, got, tc.want)
+			}
+			if r.Host != tc.host {
+				t.Errorf("Match changed Host %q to %q", tc.host, r.Host)
+			}
+		})
+	}
+}
+
+func TestHostWithoutPort(t *testing.T) {
+	t.Parallel()
+	tests := map[string]string{
+		"example.com":      "example.com",
+		"example.com:8080": "example.com",
+		"[::1]:80":         "[::1]",
+		"[::1]":            "[::1]",
+		"::1":              "::1",
+		"":                 "",
+		":80":              "",
+	}
+	for in, want := range tests {
+		if got := HostWithoutPort(in); got != want {
+			t.Errorf("HostWithoutPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestNoDefaultVirtualHost(t *testing.T) {
 	t.Parallel()
 	tbl := mustCompile(t, rcWith(vhost("only", []string{"a.com"}, route(prefixMatch("/"), "c"))))

@@ -34,7 +34,10 @@ type Table struct {
 	suffixes []wildcardDomain // "*.example.com": longest suffix first
 	prefixes []wildcardDomain // "api.*": longest prefix first
 	any      *virtualHost     // "*"
-	clusters []string
+	// ignorePort: ignore_port_in_host_matching; the virtual host is chosen
+	// by the Host without its port (the request keeps it).
+	ignorePort bool
+	clusters   []string
 	// perFilterTypes: the message types of typed_per_filter_config, by
 	// filter name (every level).
 	perFilterTypes map[string][]string
@@ -165,14 +168,19 @@ func (t *Table) PerFilterTypes() map[string][]string { return t.perFilterTypes }
 func (t *Table) Clusters() []string { return t.clusters }
 
 // Match returns the first route of the selected virtual host that matches r,
-// or nil when no virtual host or route matches (or t is nil). It reads r.Host (port already
-// stripped by the listener when strip_any_host_port is set), r.Method,
-// r.URL, r.Header and r.TLS, and modifies nothing.
+// or nil when no virtual host or route matches (or t is nil). It reads r.Host
+// (without its port when the table has ignore_port_in_host_matching; the
+// listener has already removed it when strip_any_host_port is set),
+// r.Method, r.URL, r.Header and r.TLS, and modifies nothing.
 func (t *Table) Match(r *http.Request) *Route {
 	if t == nil || r.URL == nil {
 		return nil
 	}
-	vh := t.selectVirtualHost(r.Host)
+	host := r.Host
+	if t.ignorePort {
+		host = HostWithoutPort(host)
+	}
+	vh := t.selectVirtualHost(host)
 	if vh == nil {
 		return nil
 	}
@@ -202,6 +210,25 @@ func (t *Table) selectVirtualHost(host string) *virtualHost {
 		}
 	}
 	return t.any
+}
+
+// HostWithoutPort removes a ":port" suffix from a Host header value, as
+// Envoy does for strip_any_host_port and ignore_port_in_host_matching
+// ("[::1]:80" becomes "[::1]"; an unbracketed IPv6 literal is kept whole).
+// It does not allocate.
+func HostWithoutPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 {
+		return host
+	}
+	if host[0] == '[' {
+		if host[i-1] != ']' {
+			return host // a bracketed IPv6 literal without a port
+		}
+	} else if strings.IndexByte(host[:i], ':') >= 0 {
+		return host // unbracketed IPv6 literal: no port to strip
+	}
+	return host[:i]
 }
 
 // lowerASCII lowercases s, allocating only when s has an upper-case letter.

@@ -285,7 +285,9 @@ func coreSubset() Rules {
 // routeConfigRule, virtualHostRule and routeRule are the rules of the route
 // resources without typed_per_filter_config (New adds it when filters have
 // per-route configs).
-func routeConfigRule() *Message { return Allow("name", "virtual_hosts") }
+func routeConfigRule() *Message {
+	return Allow("name", "virtual_hosts", "ignore_port_in_host_matching")
+}
 
 func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
 

@@ -1,0 +1,473 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// ControllerName is meshgate's Gateway API controller name: the
+// controllerName of its route parent statuses (and of the GatewayClasses
+// it serves).
+const ControllerName = "meshgate.dev/controller"
+
+// States of a resource (ResourceStatus.State).
+const (
+	// StateAccepted: the resource as written is serving (a reference or a
+	// parent of it may still not resolve: see its conditions).
+	StateAccepted = "Accepted"
+	// StateRejected: the resource is invalid and nothing of it is serving.
+	StateRejected = "Rejected"
+	// StateLastGood: the resource is invalid (or its file could not be
+	// read); its last good version is serving.
+	StateLastGood = "LastGood"
+	// StateFailClosed: a SecurityPolicy is invalid, without a last good
+	// version: every request to its targets is denied until it is fixed.
+	StateFailClosed = "FailClosed"
+	// StateIgnored: the resource is another controller's (a Gateway of a
+	// GatewayClass whose controllerName is not meshgate's, such a
+	// GatewayClass): not served, not an error.
+	StateIgnored = "Ignored"
+)
+
+// meshgate's condition types and reasons, beside the Gateway API's.
+const (
+	// ConditionLastGoodVersion is True when a rejected resource's last good
+	// version serves (reason ReasonLastGoodVersionServing).
+	ConditionLastGoodVersion     = "meshgate.dev/LastGoodVersion"
+	ReasonLastGoodVersionServing = "LastGoodVersionServing"
+	// ConditionFailClosed is True when a rejected SecurityPolicy's targets
+	// deny every request (reason ReasonDenyAll).
+	ConditionFailClosed = "meshgate.dev/FailClosed"
+	ReasonDenyAll       = "DenyAll"
+	// ReasonInvalid rejects a resource of a meshgate kind (or a
+	// duplicate); ReasonTargetNotFound is a SecurityPolicy ResolvedRefs
+	// reason.
+	ReasonInvalid = "Invalid"
+	// ReasonOtherController: the resource is another controller's.
+	ReasonOtherController = "OtherController"
+	// ReasonFileNotRead: the resource's file could not be read as
+	// resources; its last good version serves.
+	ReasonFileNotRead = "FileNotRead"
+	// ConditionAttached is False (reason ReasonNoParentRefs) on a route
+	// without parentRefs: it is accepted, attached nowhere.
+	ConditionAttached    = "meshgate.dev/Attached"
+	ReasonNoParentRefs   = "NoParentRefs"
+	ReasonTargetNotFound = "TargetNotFound"
+)
+
+// ResourceStatus is the status of one resource after Evaluate.
+type ResourceStatus struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// File and Line locate the document.
+	File string `json:"file"`
+	Line int    `json:"line"`
+	// State is StateAccepted, StateRejected, StateLastGood or
+	// StateFailClosed.
+	State string `json:"state"`
+	// Reason is the reason of the first condition that is not as it
+	// should be (Invalid, BackendNotFound, NoMatchingParent...), or "".
+	Reason string `json:"reason,omitempty"`
+	// Problems are the errors about the resource, as file:line: field:
+	// message.
+	Problems []string `json:"problems,omitempty"`
+	// Object is the resource as Kubernetes shows it: apiVersion, kind,
+	// metadata, spec (as written now) and status.
+	Object *Object `json:"object"`
+}
+
+// Object is a resource as Kubernetes shows it, status included.
+type Object struct {
+	APIVersion string       `json:"apiVersion"`
+	Kind       string       `json:"kind"`
+	Metadata   documentMeta `json:"metadata"`
+	Spec       any          `json:"spec"`
+	Status     StatusBlock  `json:"status"`
+}
+
+// StatusBlock is the status of a resource, shaped as its kind's status in
+// Kubernetes: a Gateway's conditions and listeners (gwapiv1.GatewayStatus),
+// a route's parents (gwapiv1.RouteStatus), conditions for meshgate kinds.
+type StatusBlock struct {
+	Conditions []metav1.Condition          `json:"conditions,omitempty"`
+	Listeners  []gwapiv1.ListenerStatus    `json:"listeners,omitempty"`
+	Parents    []gwapiv1.RouteParentStatus `json:"parents,omitempty"`
+}
+
+// Serving reports whether some version of the resource serves.
+func (s *ResourceStatus) Serving() bool { return s.State != StateRejected }
+
+// statusContext is what statuses are written from.
+type statusContext struct {
+	final *loader // the last pass
+	errs  map[*candidate][]*Error
+	live  map[resourceKey]*candidate
+	when  metav1.Time
+	// lost are the errors of files whose content was lost, by file.
+	lost map[string][]*Error
+}
+
+// statuses writes the status of every candidate of this policy (and of the
+// last good ones kept from damaged files).
+func (e *evaluation) statuses(all, live []*candidate, p *loader) []ResourceStatus {
+	sc := &statusContext{final: p, errs: attribute(p.errs, live), live: make(map[resourceKey]*candidate, len(live)),
+		when: metav1.NewTime(now()), lost: make(map[string][]*Error)}
+	for _, c := range live {
+		sc.live[c.key] = c
+	}
+	docs := make(map[documentID]bool, len(all))
+	for _, c := range all {
+		docs[c.doc()] = true
+	}
+	for _, err := range e.decoded.errs {
+		if !docs[err.attr.doc] {
+			sc.lost[err.File] = append(sc.lost[err.File], err)
+		}
+	}
+	var out []ResourceStatus
+	for _, c := range all {
+		if c.duplicate {
+			c.rejected = c.decodeErrs
+		}
+		out = append(out, sc.status(c))
+	}
+	for _, c := range live {
+		if c.fromDamagedFile {
+			out = append(out, sc.status(c))
+		}
+	}
+	slices.SortStableFunc(out, func(a, b ResourceStatus) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name),
+			cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
+	})
+	return out
+}
+
+// status is the status of one document's resource c.
+func (sc *statusContext) status(c *candidate) ResourceStatus {
+	rs := ResourceStatus{Kind: c.key.kind, Namespace: c.key.namespace, Name: c.key.name, File: c.source.File, Line: c.source.Line}
+	serving := sc.live[c.key]
+	var problems []*Error // what the conditions say is wrong
+	note := ""            // what serves instead, for the Accepted condition's message
+	switch {
+	case c.ignored != "":
+		return sc.ignoredStatus(rs, c, c.ignored)
+	case c.duplicate:
+		rs.State = StateRejected
+		problems = c.rejected
+	case serving == c && c.fromDamagedFile:
+		rs.State = StateLastGood
+		problems = sc.lost[c.source.File]
+		note = "its file could not be read as resources; this last good version is serving"
+	case serving == c:
+		rs.State = StateAccepted
+		problems = sc.errs[c]
+	case serving != nil && serving.lastGood:
+		rs.State = StateLastGood
+		problems = c.rejected
+		note = fmt.Sprintf("the last good version (%s:%d) is serving", serving.source.File, serving.source.Line)
+	case serving != nil && serving.failClosed:
+		rs.State = StateFailClosed
+		problems = c.rejected
+		var targets []string
+		for _, t := range serving.res.(*SecurityPolicy).Spec.TargetRefs {
+			targets = append(targets, t.Kind+" "+strconvQuote(t.Name))
+		}
+		note = "every request to " + strings.Join(targets, ", ") + " is denied until it is fixed"
+	default:
+		rs.State = StateRejected
+		problems = c.rejected
+		if lg := lastGoodDropped(c, sc); lg != "" {
+			note = lg
+		}
+	}
+	for _, err := range problems {
+		rs.Problems = append(rs.Problems, err.Error())
+	}
+	rejected := rs.State != StateAccepted
+	switch {
+	case !rejected: // the reason of a problem, if any, below
+	case c.fromDamagedFile:
+		rs.Reason = ReasonFileNotRead
+	default:
+		rs.Reason = ReasonInvalid // or the kind's own reason, below
+	}
+	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name,
+		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+	rs.Object = obj
+	cond := func(typ string, ok bool, reason, message string) metav1.Condition {
+		status := metav1.ConditionTrue
+		if !ok {
+			status = metav1.ConditionFalse
+		}
+		return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: message, LastTransitionTime: sc.when}
+	}
+	extra := func() []metav1.Condition {
+		switch rs.State {
+		case StateLastGood:
+			return []metav1.Condition{cond(ConditionLastGoodVersion, true, ReasonLastGoodVersionServing, note)}
+		case StateFailClosed:
+			return []metav1.Condition{cond(ConditionFailClosed, true, ReasonDenyAll, note)}
+		}
+		return nil
+	}
+	message := func(errs []*Error, fallback string) string {
+		if len(errs) == 0 {
+			return fallback
+		}
+		msgs := make([]string, 0, len(errs)+1)
+		for _, err := range errs {
+			msgs = append(msgs, err.Error())
+		}
+		if note != "" && rejected {
+			msgs = append(msgs, note)
+		}
+		return strings.Join(msgs, "; ")
+	}
+	byClass := func(class errorClass, index int) []*Error {
+		var out []*Error
+		for _, err := range problems {
+			if err.attr.class == class && (index < 0 || err.attr.index == index) {
+				out = append(out, err)
+			}
+		}
+		return out
+	}
+	firstReason := func(errs []*Error, def string) string {
+		if len(errs) > 0 && errs[0].attr.reason != "" {
+			return errs[0].attr.reason
+		}
+		return def
+	}
+
+	switch res := c.res.(type) {
+	case *GatewayClass:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		if string(res.Spec.ControllerName) != ControllerName && !rejected {
+			return sc.ignoredStatus(rs, c, fmt.Sprintf("its controllerName is %q (meshgate's is %s)", res.Spec.ControllerName, ControllerName))
+		}
+		if rejected {
+			obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayClassConditionStatusAccepted), false,
+				string(gwapiv1.GatewayClassReasonInvalidParameters), message(problems, "")))
+		} else {
+			obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayClassConditionStatusAccepted), true,
+				string(gwapiv1.GatewayClassReasonAccepted), "Accepted"))
+		}
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+	case *Gateway:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		listenerErrs := byClass(classListener, -1)
+		switch {
+		case !rejected && len(listenerErrs) > 0:
+			rs.Reason = string(gwapiv1.GatewayReasonListenersNotValid)
+			obj.Status.Conditions = append(obj.Status.Conditions,
+				cond(string(gwapiv1.GatewayConditionAccepted), true, rs.Reason, message(listenerErrs, "")))
+		case !rejected:
+			obj.Status.Conditions = append(obj.Status.Conditions,
+				cond(string(gwapiv1.GatewayConditionAccepted), true, string(gwapiv1.GatewayReasonAccepted), "Accepted"))
+		default:
+			reason := string(gwapiv1.GatewayReasonInvalid)
+			if len(listenerErrs) == len(problems) && len(problems) > 0 {
+				reason = string(gwapiv1.GatewayReasonListenersNotValid)
+			}
+			if rs.Reason == ReasonInvalid {
+				rs.Reason = reason
+			}
+			obj.Status.Conditions = append(obj.Status.Conditions,
+				cond(string(gwapiv1.GatewayConditionAccepted), false, reason, message(problems, reason)))
+		}
+		programmed := rs.State == StateAccepted || rs.State == StateLastGood
+		progReason := string(gwapiv1.GatewayReasonProgrammed)
+		if !programmed {
+			progReason = string(gwapiv1.GatewayReasonInvalid)
+		}
+		obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State)
+	case *HTTPRoute:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		refErrs := byClass(classRef, -1)
+		for i, pr := range res.Spec.ParentRefs {
+			ps := gwapiv1.RouteParentStatus{ParentRef: pr, ControllerName: ControllerName}
+			if rejected {
+				ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), false,
+					string(gwapiv1.RouteReasonUnsupportedValue), message(problems, "")))
+				ps.Conditions = append(ps.Conditions, extra()...)
+				obj.Status.Parents = append(obj.Status.Parents, ps)
+				continue
+			}
+			parentErrs := byClass(classParent, i)
+			reason := firstReason(parentErrs, string(gwapiv1.RouteReasonAccepted))
+			ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), len(parentErrs) == 0, reason, message(parentErrs, "Accepted")))
+			refReason := firstReason(refErrs, string(gwapiv1.RouteReasonResolvedRefs))
+			ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionResolvedRefs), len(refErrs) == 0, refReason, message(refErrs, "Resolved")))
+			if len(parentErrs) > 0 && rs.Reason == "" {
+				rs.Reason = reason
+			}
+			obj.Status.Parents = append(obj.Status.Parents, ps)
+		}
+		if len(refErrs) > 0 && !rejected && rs.Reason == "" {
+			rs.Reason = firstReason(refErrs, "")
+		}
+		if rs.Reason == ReasonInvalid {
+			rs.Reason = string(gwapiv1.RouteReasonUnsupportedValue)
+		}
+		if len(res.Spec.ParentRefs) == 0 {
+			// The Gateway API has no status for a route without parents:
+			// meshgate says it at the top.
+			if rejected {
+				obj.Status.Conditions = append(obj.Status.Conditions, cond("Accepted", false, string(gwapiv1.RouteReasonUnsupportedValue), message(problems, "")))
+			} else {
+				obj.Status.Conditions = append(obj.Status.Conditions, cond("Accepted", true, string(gwapiv1.RouteReasonAccepted), "Accepted"),
+					cond(ConditionAttached, false, ReasonNoParentRefs, "the route has no parentRefs: it is attached to no Gateway and no Service"))
+				if rs.Reason == "" {
+					rs.Reason = ReasonNoParentRefs
+				}
+			}
+			obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+		}
+	default:
+		switch res := res.(type) {
+		case *Namespace:
+			obj.Metadata.Labels = res.Labels
+			obj.Spec = res.Spec
+		case *ReferenceGrant:
+			obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+			obj.Spec = res.Spec
+		case *Service:
+			obj.Spec = res.Spec
+		case *SecurityPolicy:
+			obj.Spec = res.Spec
+		case *MeshConfig:
+			obj.Spec = res.Spec
+		}
+		if rejected {
+			obj.Status.Conditions = append(obj.Status.Conditions, cond("Accepted", false, ReasonInvalid, message(problems, "")))
+		} else {
+			obj.Status.Conditions = append(obj.Status.Conditions, cond("Accepted", true, "Accepted", "Accepted"))
+			if refErrs := byClass(classRef, -1); len(refErrs) > 0 {
+				reason := firstReason(refErrs, ReasonTargetNotFound)
+				obj.Status.Conditions = append(obj.Status.Conditions, cond("ResolvedRefs", false, reason, message(refErrs, "")))
+				rs.Reason = reason
+			}
+		}
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+	}
+	return rs
+}
+
+// ignoredStatus is the status of a resource of another controller: not
+// served, why in an Accepted=Unknown condition.
+func (sc *statusContext) ignoredStatus(rs ResourceStatus, c *candidate, why string) ResourceStatus {
+	rs.State, rs.Reason = StateIgnored, ReasonOtherController
+	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name, Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+	switch res := c.res.(type) {
+	case *Gateway:
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
+	case *GatewayClass:
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
+	}
+	obj.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionUnknown, Reason: ReasonOtherController,
+		Message: "not served by meshgate: " + why, LastTransitionTime: sc.when}}
+	rs.Object = obj
+	return rs
+}
+
+// listenerStatuses are the statuses of the listeners of g as written now.
+func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClass func(errorClass, int) []*Error,
+	cond func(string, bool, string, string) metav1.Condition, state string) []gwapiv1.ListenerStatus {
+	// Routes attach to the serving version: count by listener name.
+	attached := map[gwapiv1.SectionName]int32{}
+	if serving != nil {
+		if sg, ok := serving.res.(*Gateway); ok {
+			for i, n := range sc.final.pass.attached[sg] {
+				attached[sg.Spec.Listeners[i].Name] += n
+			}
+		}
+	}
+	out := make([]gwapiv1.ListenerStatus, 0, len(g.Spec.Listeners))
+	for i, ls := range g.Spec.Listeners {
+		errs := byClass(classListener, i)
+		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name],
+			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: KindHTTPRoute}}}
+		accepted, conflict, kinds := true, []*Error(nil), []*Error(nil)
+		acceptReason := string(gwapiv1.ListenerReasonAccepted)
+		for _, err := range errs {
+			switch err.attr.reason {
+			case string(gwapiv1.ListenerReasonHostnameConflict):
+				conflict = append(conflict, err)
+			case string(gwapiv1.ListenerReasonInvalidRouteKinds):
+				kinds = append(kinds, err)
+			default:
+				if accepted {
+					acceptReason = err.attr.reason
+				}
+				accepted = false
+			}
+		}
+		msg := func(errs []*Error, def string) string {
+			if len(errs) == 0 {
+				return def
+			}
+			m := make([]string, len(errs))
+			for i, err := range errs {
+				m[i] = err.Error()
+			}
+			return strings.Join(m, "; ")
+		}
+		var notAccepted []*Error
+		for _, err := range errs {
+			if !slices.Contains(conflict, err) && !slices.Contains(kinds, err) {
+				notAccepted = append(notAccepted, err)
+			}
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionAccepted), accepted, acceptReason, msg(notAccepted, "Accepted")))
+		conflictReason := string(gwapiv1.ListenerReasonNoConflicts)
+		if len(conflict) > 0 {
+			conflictReason = string(gwapiv1.ListenerReasonHostnameConflict)
+		}
+		c := cond(string(gwapiv1.ListenerConditionConflicted), len(conflict) > 0, conflictReason, msg(conflict, "No conflicts"))
+		st.Conditions = append(st.Conditions, c)
+		refReason := string(gwapiv1.ListenerReasonResolvedRefs)
+		if len(kinds) > 0 {
+			refReason = string(gwapiv1.ListenerReasonInvalidRouteKinds)
+			st.SupportedKinds = nil
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))
+		programmed := len(errs) == 0 && (state == StateAccepted || state == StateLastGood)
+		progReason := string(gwapiv1.ListenerReasonProgrammed)
+		if !programmed {
+			progReason = string(gwapiv1.ListenerReasonInvalid)
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionProgrammed), programmed, progReason, progReason))
+		out = append(out, st)
+	}
+	return out
+}
+
+// lastGoodDropped says why the last good version of a rejected resource is
+// not serving either, or "".
+func lastGoodDropped(c *candidate, _ *statusContext) string {
+	lg := c.droppedLastGood
+	if lg == nil {
+		return ""
+	}
+	msgs := make([]string, len(lg.rejected))
+	for i, err := range lg.rejected {
+		msgs[i] = err.Error()
+	}
+	return fmt.Sprintf("its last good version (%s:%d) is not serving either: %s", lg.source.File, lg.source.Line, strings.Join(msgs, "; "))
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -123,7 +123,7 @@ func runExamples(t *testing.T) {
 				}
 				docs = append(docs, docsOf[c]...)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "zz-stubs.yaml"), stubServices(t, docs), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, "zz-stubs.yaml"), stubServices(docs), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			errs, err := validate(dir)
@@ -245,6 +245,9 @@ func splitDocs(b []byte) []map[string]any {
 	return out
 }
 
+// stubPortBase: stub endpoints listen on the ports after it.
+const stubPortBase = 20000
+
 // ref is a reference found in a manifest.
 type ref struct {
 	namespace, name string
@@ -256,7 +259,7 @@ type ref struct {
 // reference resolves to, with the ports referenced (80 when none) and one
 // loopback endpoint per port, each a sidecar's inbound address: `meshgate
 // dev` starts a demo app behind it that answers with the service's name.
-func stubServices(t *testing.T, docs []map[string]any) []byte {
+func stubServices(docs []map[string]any) []byte {
 	ports := map[[2]string]map[int]bool{}
 	add := func(r ref) {
 		k := [2]string{r.namespace, r.name}
@@ -292,6 +295,7 @@ func stubServices(t *testing.T, docs []map[string]any) []byte {
 	}
 	slices.SortFunc(keys, func(a, b [2]string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
 	var b strings.Builder
+	next := stubPortBase
 	for _, k := range keys {
 		var ps []int
 		for p := range ports[k] {
@@ -307,7 +311,11 @@ func stubServices(t *testing.T, docs []map[string]any) []byte {
 		}
 		b.WriteString("  endpoints:\n")
 		for _, p := range ps {
-			fmt.Fprintf(&b, "    - {address: \"127.0.0.1:%s\", port: p%d, sidecar: true}\n", freePort(t), p)
+			// Fixed ports below the ephemeral range: the network namespace
+			// is the test's own, and a port picked free now could be taken
+			// by one `meshgate dev` picks for its demo apps.
+			next++
+			fmt.Fprintf(&b, "    - {address: \"127.0.0.1:%d\", port: p%d, sidecar: true}\n", next, p)
 		}
 	}
 	return []byte(b.String())
@@ -447,9 +455,15 @@ func probesFor(docs []map[string]any) []probe {
 		addr     string
 	}
 	listeners := map[string][]listener{} // namespace/gateway
+	foreign := map[string]bool{}         // GatewayClasses of other controllers
 	for _, d := range docs {
-		if d["kind"] != "Gateway" {
-			continue
+		if d["kind"] == "GatewayClass" && str(d, "spec", "controllerName") != controllerName {
+			foreign[str(d, "metadata", "name")] = true
+		}
+	}
+	for _, d := range docs {
+		if d["kind"] != "Gateway" || foreign[str(d, "spec", "gatewayClassName")] {
+			continue // not meshgate's: not served
 		}
 		ns := str(d, "metadata", "namespace")
 		if ns == "" {

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -25,17 +27,17 @@ type document struct {
 //     mesh namespace);
 //   - Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
 //     GatewayClass) are passed as they are, without status and server-set
-//     metadata; a Gateway without spec.addresses gets one loopback IP of its
+//     metadata, with the defaults the API server's CRDs set on parentRefs
+//     (group, kind); a Gateway without spec.addresses gets one loopback IP of its
 //     own (two Gateways on port 80 are two load balancers in Kubernetes);
 //   - a pod of a mesh namespace that no Service selects (a client only)
 //     gets a meshgate Service named after its Deployment, for its sidecar's
 //     identity;
-//   - Namespaces are passed when meshgate accepts the kind;
+//   - Namespaces are passed with their labels (allowedRoutes selectors);
 //   - Deployments, Pods, Secrets and ConfigMaps are not policy.
 type translator struct {
-	addrs          map[objKey]string
-	backends       map[objKey]*backend
-	passNamespaces bool
+	addrs    map[objKey]string
+	backends map[objKey]*backend
 }
 
 func (tr translator) translate(o *objects) []document {
@@ -66,10 +68,8 @@ func (tr translator) translate(o *objects) []document {
 			}
 		}
 	}
-	if tr.passNamespaces {
-		for _, n := range o.namespaces {
-			add(keyOf("Namespace", &n), map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": meta(n.Name, "", n.Labels)})
-		}
+	for _, n := range o.namespaces {
+		add(keyOf("Namespace", &n), map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": meta(n.Name, "", n.Labels)})
 	}
 	for _, g := range o.gatewayClasses {
 		add(keyOf("GatewayClass", &g), gatewayAPI("GatewayClass", g.Name, "", g.Labels, g.Spec))
@@ -83,16 +83,35 @@ func (tr translator) translate(o *objects) []document {
 		add(k, gatewayAPI("Gateway", g.Name, g.Namespace, g.Labels, spec))
 	}
 	for _, r := range o.httpRoutes {
-		add(keyOf("HTTPRoute", &r), gatewayAPI("HTTPRoute", r.Name, r.Namespace, r.Labels, r.Spec))
+		spec := r.Spec.DeepCopy()
+		defaultParentRefs(spec.ParentRefs)
+		add(keyOf("HTTPRoute", &r), gatewayAPI("HTTPRoute", r.Name, r.Namespace, r.Labels, spec))
 	}
 	for _, r := range o.grpcRoutes {
-		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", r.Name, r.Namespace, r.Labels, r.Spec))
+		spec := r.Spec.DeepCopy()
+		defaultParentRefs(spec.ParentRefs)
+		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", r.Name, r.Namespace, r.Labels, spec))
 	}
 	for _, g := range o.referenceGrants {
 		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", g.Name, g.Namespace, g.Labels, g.Spec))
 	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs
+}
+
+// defaultParentRefs sets what the API server's CRD defaults set on a
+// route's parentRefs (group gateway.networking.k8s.io, kind Gateway): the
+// suite expects route status to carry them, as a controller copies the
+// stored, defaulted parentRef.
+func defaultParentRefs(refs []gatewayv1.ParentReference) {
+	for i := range refs {
+		if refs[i].Group == nil {
+			refs[i].Group = ptr.To(gatewayv1.Group(gatewayv1.GroupName))
+		}
+		if refs[i].Kind == nil {
+			refs[i].Kind = ptr.To(gatewayv1.Kind("Gateway"))
+		}
+	}
 }
 
 func meta(name, namespace string, lbls map[string]string) map[string]any {

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +32,9 @@ import (
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 )
 
+// statusInterval is how often the control plane's status is copied.
+const statusInterval = 250 * time.Millisecond
+
 // Fixed addresses inside the runner's network namespace.
 const (
 	xdsAddress   = "127.0.0.1:15010"
@@ -51,7 +53,6 @@ type world struct {
 	client  client.Client // what the suite gets: base plus the sync hook
 	dir     string        // the control plane's policy directory
 	dataDir string
-	staging string // where a candidate set is validated
 
 	kick chan struct{} // a change to sync
 
@@ -60,8 +61,8 @@ type world struct {
 	gateways map[objKey]*proc    // gateway processes per Gateway
 	addrs    map[objKey]string   // the IP each Gateway binds, 127.0.0.N
 	nextIP   int
-	last     syncResult
-	synced   chan struct{} // closed and replaced after each sync
+	problems map[objKey]string // resources not accepted, as last logged
+	synced   chan struct{}     // closed and replaced after each sync
 }
 
 // objKey names an object: kind, namespace, name.
@@ -100,7 +101,7 @@ func newScheme() *runtime.Scheme {
 // newWorld starts the control plane and returns the world with its client.
 func newWorld(t *testing.T, ctx context.Context) *world {
 	w := &world{
-		t: t, dir: t.TempDir(), dataDir: t.TempDir(), staging: t.TempDir(),
+		t: t, dir: t.TempDir(), dataDir: t.TempDir(),
 		kick:     make(chan struct{}, 1),
 		backends: map[objKey]*backend{}, gateways: map[objKey]*proc{},
 		addrs: map[objKey]string{}, nextIP: 2, synced: make(chan struct{}),
@@ -155,12 +156,21 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	return w
 }
 
-// loop syncs after every change, coalescing bursts.
+// loop syncs after every change, coalescing bursts, and copies the control
+// plane's status every statusInterval (it reloads the policy files on its
+// own time).
 func (w *world) loop(ctx context.Context) {
+	tick := time.NewTicker(statusInterval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			if err := w.refreshStatus(ctx); err != nil && ctx.Err() == nil {
+				w.t.Logf("status: %v", err)
+			}
+			continue
 		case <-w.kick:
 		}
 		if err := w.sync(ctx); err != nil && ctx.Err() == nil {
@@ -171,11 +181,6 @@ func (w *world) loop(ctx context.Context) {
 		w.synced = make(chan struct{})
 		w.mu.Unlock()
 	}
-}
-
-// syncResult is what the last sync observed.
-type syncResult struct {
-	rejected map[objKey][]string // resources meshgate refused, with its messages
 }
 
 // sync translates the fake cluster into meshgate's policy directory and
@@ -197,73 +202,55 @@ func (w *world) sync(ctx context.Context) error {
 			w.nextIP++
 		}
 	}
-	tr := translator{addrs: w.addrs, backends: w.backends, passNamespaces: kindAccepted(w.t, "Namespace")}
+	tr := translator{addrs: w.addrs, backends: w.backends}
 	w.mu.Unlock()
-	docs := tr.translate(objs)
-	rejected, served, err := w.admit(docs)
-	if err != nil {
-		return err
+	served := map[string][]byte{}
+	for _, d := range tr.translate(objs) {
+		served[d.file] = d.yaml
 	}
 	if err := writeDir(w.dir, served); err != nil {
 		return err
 	}
-	w.syncGateways(ctx, objs, rejected)
+	w.syncGateways(ctx, objs)
+	return w.refreshStatus(ctx)
+}
+
+// refreshStatus writes the control plane's current status of every
+// resource to the fake cluster, and logs the resources meshgate does not
+// accept (once per change).
+func (w *world) refreshStatus(ctx context.Context) error {
+	objs, err := w.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	res, err := w.fetchResources(ctx)
+	if err != nil {
+		return err
+	}
 	w.mu.Lock()
-	for k, msgs := range rejected {
-		if !slices.Equal(w.last.rejected[k], msgs) {
-			w.t.Logf("meshgate refuses %s: %s", k, strings.Join(msgs, "; "))
+	problems := map[objKey]string{}
+	for _, it := range res.Items {
+		k := objKey{kind: it.Kind, namespace: it.Namespace, name: it.Name}
+		if it.State != "Accepted" || len(it.Problems) > 0 {
+			problems[k] = it.State + ": " + strings.Join(it.Problems, "; ")
+			if w.problems[k] != problems[k] {
+				w.t.Logf("meshgate: %s %s", k, problems[k])
+			}
 		}
 	}
-	w.last = syncResult{rejected: rejected}
+	w.problems = problems
 	addrs := map[objKey]string{}
 	for k, v := range w.addrs {
 		addrs[k] = v
 	}
 	w.mu.Unlock()
-	return writeStatus(ctx, w.base, objs, observation{rejected: rejected, addrs: addrs})
-}
-
-// admit stands in for per-resource acceptance while the control plane
-// rejects a whole policy set for one invalid resource: the candidate set is
-// validated with `meshgate validate`, and the documents it reports errors in
-// are withheld (as an admission check would refuse them) until the rest is
-// valid. It returns the withheld resources with meshgate's messages and the
-// files to serve.
-func (w *world) admit(docs []document) (map[objKey][]string, map[string][]byte, error) {
-	rejected := map[objKey][]string{}
-	served := map[string][]byte{}
-	byFile := map[string]document{}
-	for _, d := range docs {
-		served[d.file] = d.yaml
-		byFile[d.file] = d
-	}
-	for round := 0; round <= len(docs); round++ {
-		if err := writeDir(w.staging, served); err != nil {
-			return nil, nil, err
-		}
-		errs, err := validate(w.staging)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(errs) == 0 {
-			break
-		}
-		for file, msgs := range errs {
-			d, ok := byFile[file]
-			if !ok {
-				return nil, nil, fmt.Errorf("meshgate validate reports %s, which the runner did not write: %v", file, msgs)
-			}
-			rejected[d.key] = append(rejected[d.key], msgs...)
-			delete(served, file)
-		}
-	}
-	return rejected, served, nil
+	return writeStatus(ctx, w.base, objs, res, addrs)
 }
 
 var validateLine = regexp.MustCompile(`^(?:.*/)?([^/:]+\.yaml):\d+: (.*)$`)
 
-// validate runs `meshgate validate` on dir and returns its messages by file
-// name.
+// validate runs `meshgate validate` on dir and returns its problems (not
+// its warnings) by file name.
 func validate(dir string) (map[string][]string, error) {
 	var out bytes.Buffer
 	cmd := exec.Command(bins.meshgate, "validate", "-f", dir)
@@ -271,6 +258,9 @@ func validate(dir string) (map[string][]string, error) {
 	err := cmd.Run()
 	errs := map[string][]string{}
 	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "warning:") {
+			continue // accepted as written, with a note
+		}
 		if m := validateLine.FindStringSubmatch(line); m != nil {
 			errs[m[1]] = append(errs[m[1]], m[2])
 		}
@@ -280,24 +270,6 @@ func validate(dir string) (map[string][]string, error) {
 	}
 	return errs, nil
 }
-
-// kindAccepted reports whether meshgate accepts a document of the core
-// kind (probed once per run: the runner passes such documents on as soon as
-// meshgate knows them).
-func kindAccepted(t *testing.T, kind string) bool {
-	probeOnce.Do(func() {
-		dir := t.TempDir()
-		_ = os.WriteFile(filepath.Join(dir, "ns.yaml"), []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: probe}\n"), 0o644)
-		errs, err := validate(dir)
-		probeNamespace = err == nil && len(errs) == 0
-	})
-	return kind == "Namespace" && probeNamespace
-}
-
-var (
-	probeOnce      sync.Once
-	probeNamespace bool
-)
 
 // writeDir makes dir hold exactly files, rewriting only what changed (the
 // control plane watches it).
@@ -423,14 +395,12 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 	return nil
 }
 
-// syncGateways runs a gateway process per served Gateway.
-func (w *world) syncGateways(ctx context.Context, objs *objects, rejected map[objKey][]string) {
+// syncGateways runs a gateway process per Gateway (one that meshgate does
+// not serve gets no configuration).
+func (w *world) syncGateways(ctx context.Context, objs *objects) {
 	want := map[objKey]bool{}
 	for _, gw := range objs.gateways {
-		k := keyOf("Gateway", &gw)
-		if _, bad := rejected[k]; !bad {
-			want[k] = true
-		}
+		want[keyOf("Gateway", &gw)] = true
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -294,7 +294,7 @@ func runSuite(t *testing.T) {
 // long waits would only make failing tests slow.
 func timeouts() config.TimeoutConfig {
 	c := config.DefaultTimeoutConfig()
-	short := 10 * time.Second
+	short := 20 * time.Second
 	c.GatewayMustHaveAddress = short
 	c.GatewayMustHaveCondition = short
 	c.GatewayStatusMustHaveListeners = short
@@ -305,7 +305,7 @@ func timeouts() config.TimeoutConfig {
 	c.RouteMustHaveParents = short
 	c.NamespacesMustBeReady = short
 	c.LatestObservedGenerationSet = short
-	c.MaxTimeToConsistency = 15 * time.Second
+	c.MaxTimeToConsistency = 30 * time.Second
 	c.RequestTimeout = 5 * time.Second
 	return c
 }

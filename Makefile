@@ -18,7 +18,7 @@ run: build
 
 ## test: everything CI runs: vet, unit tests (race detector), Consul integration tests,
 ## short fuzz runs, e2e through the real binary, and a smoke run of the benchmark tools
-test: consul vet unit integration fuzz-short e2e bench-smoke
+test: consul vet unit integration fuzz-short e2e conformance-quick bench-smoke
 
 ## consul: the real Consul agent (v1.14.0, tools/consul's own module) for the
 ## tests, built once into tools/consul/bin/consul (rebuilt when its go.mod changes)
@@ -92,6 +92,29 @@ fuzz:
 fuzz-short:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=5s FUZZ_FLAGS=-fuzzminimizetime=0
 
+## conformance: the Gateway API conformance suite (sigs.k8s.io/gateway-api/conformance
+## v1.6.3): its HTTPRoute, GRPCRoute and mesh tests against the real binary, run by
+## e2e/conformance (its own Go module) in a network namespace of their own (needs
+## root). Prints PASS/FAIL/SKIP per test, fails when a test of
+## e2e/conformance/expectations.yaml that passed fails, and rewrites the results
+## table of docs/conformance.md. Also TestExamples: `meshgate validate` on every
+## manifest of the gateway-api module's examples/ (expected outcome per file in
+## e2e/conformance/examples.yaml), the accepted ones served. MESHGATE_CONFORMANCE=quick: only the HTTPRoute
+## core tests that pass (conformance-quick, part of make test); CONFORMANCE_RUN
+## (a regular expression) narrows the tests. The full log is conformance.log.
+.PHONY: conformance conformance-quick
+MESHGATE_CONFORMANCE ?= full
+CONFORMANCE_RUN      ?=
+conformance: build
+	@cd e2e/conformance && MESHGATE_CONFORMANCE=$(MESHGATE_CONFORMANCE) MESHGATE_CONFORMANCE_RUN='$(CONFORMANCE_RUN)' \
+	  MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONFORMANCE_LOG=$(CURDIR)/conformance.log \
+	  MESHGATE_CONFORMANCE_DOC=$(if $(and $(filter full,$(MESHGATE_CONFORMANCE)),$(if $(CONFORMANCE_RUN),,1)),$(CURDIR)/docs/conformance.md) \
+	  $(GO) test -count=1 -timeout 40m -v -run '^(TestConformance|TestExamples)$$' . 2>&1 | \
+	  grep -E '^(conformance:|--- |PASS|FAIL|ok|panic)|(conformance|expectations)_test\.go:[0-9]+: |^ {8,}(PASS|FAIL|SKIP) +[A-Z]|examples_test\.go:[0-9]+: .*(examples\.yaml|stub|want|failed)' | grep -v ' | '; exit $${PIPESTATUS[0]}
+
+conformance-quick:
+	@$(MAKE) --no-print-directory conformance MESHGATE_CONFORMANCE=quick
+
 ## staticcheck: honnef.co/go/tools (tools/staticcheck's own module, pinned there, so
 ## that the main go.mod stays clean), built once into tools/staticcheck/bin/staticcheck
 ## (rebuilt when its go.mod changes)
@@ -108,7 +131,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin e2e.log chaos.log chaos-results.jsonl
+	rm -rf bin e2e.log chaos.log chaos-results.jsonl conformance.log
 
 ## proto: regenerate api/ (needs protoc, protoc-gen-go, protoc-gen-go-grpc; the generated code is committed)
 proto:

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
@@ -178,7 +179,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 							InboundAddress: ep.Address, OutboundAddress: outAddr,
 							RoleOptions: dataplane.RoleOptions{
 								XDSAddresses: xds,
-								ID:           "sidecar~" + svc.Name + "~" + ep.Address,
+								ID:           xdsnode.IDPrefix(xdsnode.RoleSidecar, svc.Name, svc.Namespace) + ep.Address,
 								Identity:     identity.ProxyOptions{Token: tok, TrustDomain: trustDomain},
 								Serving:      dataplane.ServingOptions{FastHTTP1: fastHTTP1},
 								Logger:       logger.With("component", "sidecar", "service", svc.Name),

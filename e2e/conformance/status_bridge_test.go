@@ -1,0 +1,172 @@
+package conformance
+
+// The status bridge: meshgate's status of every resource, read from the
+// control plane's admin API (GET /resources: per resource its state and its
+// Kubernetes-shaped status block), written back to the fake cluster's
+// objects, where the suite reads it. What meshgate does not report is added
+// here: the observedGeneration of the fake object (the control plane has no
+// generations), and a Gateway's status.addresses (the address the runner
+// gave it).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// controllerName is the controller meshgate reports in route status.
+const controllerName = "meshgate.dev/controller"
+
+// resources is the control plane's GET /resources.
+type resources struct {
+	Version string           `json:"version"`
+	Items   []resourceStatus `json:"items"`
+}
+
+// resourceStatus is one item of GET /resources (the fields the bridge uses).
+type resourceStatus struct {
+	Kind      string   `json:"kind"`
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	File      string   `json:"file"`
+	State     string   `json:"state"`
+	Problems  []string `json:"problems"`
+	Object    struct {
+		Status struct {
+			Conditions []metav1.Condition            `json:"conditions"`
+			Listeners  []gatewayv1.ListenerStatus    `json:"listeners"`
+			Parents    []gatewayv1.RouteParentStatus `json:"parents"`
+		} `json:"status"`
+	} `json:"object"`
+}
+
+// fetchResources reads GET /resources with the admin token.
+func (w *world) fetchResources(ctx context.Context) (*resources, error) {
+	tok, err := os.ReadFile(filepath.Join(w.dataDir, "admin-token"))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+adminAddress+"/resources", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /resources: %s", resp.Status)
+	}
+	var r resources
+	return &r, json.NewDecoder(resp.Body).Decode(&r)
+}
+
+// writeStatus copies meshgate's status of every GatewayClass, Gateway,
+// HTTPRoute and GRPCRoute of the snapshot to the fake cluster. A resource
+// the control plane does not report (yet: it has not loaded its file) keeps
+// the status it has.
+func writeStatus(ctx context.Context, c client.Client, o *objects, res *resources, addrs map[objKey]string) error {
+	byKey := map[objKey]*resourceStatus{}
+	for i := range res.Items {
+		it := &res.Items[i]
+		byKey[objKey{kind: it.Kind, namespace: it.Namespace, name: it.Name}] = it
+	}
+	for i := range o.gatewayClasses {
+		gc := &o.gatewayClasses[i]
+		if s := byKey[keyOf("GatewayClass", gc)]; s != nil {
+			gc.Status.Conditions = generation(s.Object.Status.Conditions, gc.Generation)
+			if err := updateStatus(ctx, c, gc); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.gateways {
+		gw := &o.gateways[i]
+		s := byKey[keyOf("Gateway", gw)]
+		if s == nil {
+			continue
+		}
+		gw.Status = gatewayv1.GatewayStatus{Conditions: generation(s.Object.Status.Conditions, gw.Generation)}
+		for _, l := range s.Object.Status.Listeners {
+			l.Conditions = generation(l.Conditions, gw.Generation)
+			gw.Status.Listeners = append(gw.Status.Listeners, l)
+		}
+		if s.State != "Rejected" {
+			for _, a := range gw.Spec.Addresses {
+				gw.Status.Addresses = append(gw.Status.Addresses, gatewayv1.GatewayStatusAddress{Type: a.Type, Value: a.Value})
+			}
+			if ip := addrs[keyOf("Gateway", gw)]; ip != "" && len(gw.Spec.Addresses) == 0 {
+				gw.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: ip}}
+			}
+		}
+		if err := updateStatus(ctx, c, gw); err != nil {
+			return err
+		}
+	}
+	for i := range o.httpRoutes {
+		r := &o.httpRoutes[i]
+		if s := byKey[keyOf("HTTPRoute", r)]; s != nil {
+			r.Status.Parents = parents(s.Object.Status.Parents, r.Generation)
+			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.grpcRoutes {
+		r := &o.grpcRoutes[i]
+		if s := byKey[keyOf("GRPCRoute", r)]; s != nil {
+			r.Status.Parents = parents(s.Object.Status.Parents, r.Generation)
+			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// generation sets every condition's observedGeneration to the fake
+// object's.
+func generation(conds []metav1.Condition, gen int64) []metav1.Condition {
+	out := make([]metav1.Condition, len(conds))
+	for i, c := range conds {
+		c.ObservedGeneration = gen
+		out[i] = c
+	}
+	return out
+}
+
+func parents(ps []gatewayv1.RouteParentStatus, gen int64) []gatewayv1.RouteParentStatus {
+	out := make([]gatewayv1.RouteParentStatus, len(ps))
+	for i, p := range ps {
+		p.Conditions = generation(p.Conditions, gen)
+		out[i] = p
+	}
+	return out
+}
+
+func updateStatus(ctx context.Context, c client.Client, obj client.Object) error {
+	err := c.Status().Update(ctx, obj)
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil // deleted or changed since the snapshot: the next refresh writes it
+	}
+	return err
+}
+
+func gatewaySpecAddress(ip string) gatewayv1.GatewaySpecAddress {
+	return gatewayv1.GatewaySpecAddress{Type: ptr.To(gatewayv1.IPAddressType), Value: ip}
+}

@@ -1,0 +1,209 @@
+package conformance
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// document is one policy file for meshgate: one resource per file, so that
+// meshgate's file:line messages name the resource.
+type document struct {
+	key  objKey
+	file string
+	yaml []byte
+}
+
+// translator turns the fake cluster's objects into meshgate policy:
+//   - a Kubernetes Service becomes a meshgate Service with the same name,
+//     namespace and HTTP ports, whose endpoints are the echo backends of the
+//     Deployments its selector matches (the sidecars of those backends in a
+//     mesh namespace);
+//   - Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
+//     GatewayClass) are passed as they are, without status and server-set
+//     metadata, with the defaults the API server's CRDs set on parentRefs
+//     (group, kind); a Gateway without spec.addresses gets one loopback IP of its
+//     own (two Gateways on port 80 are two load balancers in Kubernetes);
+//   - a pod of a mesh namespace that no Service selects (a client only)
+//     gets a meshgate Service named after its Deployment, for its sidecar's
+//     identity;
+//   - Namespaces are passed with their labels (allowedRoutes selectors);
+//   - Deployments, Pods, Secrets and ConfigMaps are not policy.
+type translator struct {
+	addrs    map[objKey]string
+	backends map[objKey]*backend
+}
+
+func (tr translator) translate(o *objects) []document {
+	var docs []document
+	add := func(key objKey, v map[string]any) {
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			panic(fmt.Sprintf("marshalling %s: %v", key, err)) // the runner's own maps
+		}
+		file := strings.ToLower(fmt.Sprintf("%s_%s_%s.yaml", key.kind, key.namespace, key.name))
+		docs = append(docs, document{key: key, file: file, yaml: b})
+	}
+	for _, s := range o.services {
+		add(keyOf("Service", &s), tr.service(s))
+	}
+	for _, b := range tr.backends {
+		for _, sc := range b.sidecars {
+			if sc.workload {
+				add(objKey{kind: "Service", namespace: b.namespace, name: sc.service}, map[string]any{
+					"apiVersion": "meshgate.dev/v1alpha1",
+					"kind":       "Service",
+					"metadata":   meta(sc.service, b.namespace, nil),
+					"spec": map[string]any{
+						"ports":     []any{map[string]any{"name": "http", "port": 80}},
+						"endpoints": []any{map[string]any{"address": sc.addrs.inbound, "sidecar": true}},
+					},
+				})
+			}
+		}
+	}
+	for _, n := range o.namespaces {
+		add(keyOf("Namespace", &n), map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": meta(n.Name, "", n.Labels)})
+	}
+	for _, g := range o.gatewayClasses {
+		add(keyOf("GatewayClass", &g), gatewayAPI("GatewayClass", g.Name, "", g.Labels, g.Spec))
+	}
+	for _, g := range o.gateways {
+		k := keyOf("Gateway", &g)
+		spec := g.Spec.DeepCopy()
+		if len(spec.Addresses) == 0 && tr.addrs[k] != "" {
+			spec.Addresses = append(spec.Addresses, gatewaySpecAddress(tr.addrs[k]))
+		}
+		add(k, gatewayAPI("Gateway", g.Name, g.Namespace, g.Labels, spec))
+	}
+	for _, r := range o.httpRoutes {
+		spec := r.Spec.DeepCopy()
+		defaultParentRefs(spec.ParentRefs)
+		add(keyOf("HTTPRoute", &r), gatewayAPI("HTTPRoute", r.Name, r.Namespace, r.Labels, spec))
+	}
+	for _, r := range o.grpcRoutes {
+		spec := r.Spec.DeepCopy()
+		defaultParentRefs(spec.ParentRefs)
+		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", r.Name, r.Namespace, r.Labels, spec))
+	}
+	for _, g := range o.referenceGrants {
+		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", g.Name, g.Namespace, g.Labels, g.Spec))
+	}
+	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
+	return docs
+}
+
+// defaultParentRefs sets what the API server's CRD defaults set on a
+// route's parentRefs (group gateway.networking.k8s.io, kind Gateway): the
+// suite expects route status to carry them, as a controller copies the
+// stored, defaulted parentRef.
+func defaultParentRefs(refs []gatewayv1.ParentReference) {
+	for i := range refs {
+		if refs[i].Group == nil {
+			refs[i].Group = ptr.To(gatewayv1.Group(gatewayv1.GroupName))
+		}
+		if refs[i].Kind == nil {
+			refs[i].Kind = ptr.To(gatewayv1.Kind("Gateway"))
+		}
+	}
+}
+
+func meta(name, namespace string, lbls map[string]string) map[string]any {
+	m := map[string]any{"name": name}
+	if namespace != "" {
+		m["namespace"] = namespace
+	}
+	if len(lbls) > 0 {
+		m["labels"] = lbls
+	}
+	return m
+}
+
+func gatewayAPI(kind, name, namespace string, lbls map[string]string, spec any) map[string]any {
+	return map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1",
+		"kind":       kind,
+		"metadata":   meta(name, namespace, lbls),
+		"spec":       spec,
+	}
+}
+
+// service is the meshgate Service for a Kubernetes Service. Ports that are
+// neither HTTP nor h2c (TCP, TLS, UDP) are left out: meshgate Services carry
+// HTTP ports only.
+func (tr translator) service(s corev1.Service) map[string]any {
+	var ports, endpoints []any
+	selector := labels.SelectorFromSet(s.Spec.Selector)
+	var pods []*backend
+	for _, b := range tr.backends {
+		if b.namespace == s.Namespace && len(s.Spec.Selector) > 0 && selector.Matches(labels.Set(b.labels)) {
+			pods = append(pods, b)
+		}
+	}
+	sort.Slice(pods, func(i, j int) bool { return pods[i].pod < pods[j].pod })
+	for _, p := range s.Spec.Ports {
+		protocol, ok := httpProtocol(p)
+		if !ok {
+			continue
+		}
+		port := map[string]any{"port": p.Port, "protocol": protocol}
+		ref := any(p.Port)
+		if p.Name != "" {
+			port["name"] = p.Name
+			ref = p.Name
+		}
+		ports = append(ports, port)
+		for _, b := range pods {
+			if sc := b.sidecars[s.Name]; sc != nil {
+				endpoints = append(endpoints, map[string]any{"address": sc.addrs.inbound, "port": ref, "sidecar": true})
+				continue
+			}
+			if isMeshNamespace(s.Namespace) {
+				continue // its sidecar is not started yet
+			}
+			target := b.httpPort
+			if p.TargetPort.IntValue() == 3001 || protocol == "HTTP2" {
+				target = b.h2cPort
+			}
+			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})
+		}
+	}
+	spec := map[string]any{"ports": ports}
+	if len(endpoints) > 0 {
+		spec["endpoints"] = endpoints
+	}
+	return map[string]any{
+		"apiVersion": "meshgate.dev/v1alpha1",
+		"kind":       "Service",
+		"metadata":   meta(s.Name, s.Namespace, s.Labels),
+		"spec":       spec,
+	}
+}
+
+// httpProtocol is the meshgate protocol of a Service port, if it is HTTP.
+func httpProtocol(p corev1.ServicePort) (string, bool) {
+	if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+		return "", false
+	}
+	app := ""
+	if p.AppProtocol != nil {
+		app = *p.AppProtocol
+	}
+	switch {
+	case app == "kubernetes.io/h2c" || p.Name == "grpc" || strings.HasPrefix(p.Name, "grpc-"):
+		return "HTTP2", true
+	case app == "http" || app == "kubernetes.io/ws" || app == "" && (p.Name == "" || p.Name == "http" || strings.HasPrefix(p.Name, "http-") || strings.HasSuffix(p.Name, "-port")):
+		return "HTTP", true
+	}
+	return "", false
+}
+
+func isMeshNamespace(ns string) bool {
+	return strings.HasPrefix(ns, "gateway-conformance-mesh")
+}

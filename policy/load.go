@@ -48,6 +48,14 @@ func LoadWithWarnings(paths ...string) (*Set, ErrorList, error) {
 	return r.Set, r.Warnings, nil
 }
 
+// EvaluatePaths is Evaluate for the policy files and directories paths
+// name, read as Load reads them (a file that cannot be read is one of the
+// Result's damaged files).
+func EvaluatePaths(paths ...string) *Result {
+	files, errs := readPaths(paths)
+	return Evaluate(Input{Files: files, ReadErrors: errs})
+}
+
 // readPaths reads the policy files that paths name, reporting those it
 // cannot read.
 func readPaths(paths []string) ([]File, ErrorList) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -77,16 +76,22 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	}
 	defer cleanup()
 
-	set, err := policy.Load(dir)
-	if err != nil {
-		var list policy.ErrorList
-		if errors.As(err, &list) {
-			for _, e := range list {
-				fmt.Fprintln(os.Stderr, e)
-			}
-			return &exitError{code: 1, err: fmt.Errorf("%d errors in %s", len(list), dir)}
-		}
-		return err
+	// As the control plane does, dev serves the resources that are
+	// accepted and names the others; it stops only when nothing can be
+	// served (a rejected MeshConfig).
+	result := policy.EvaluatePaths(dir)
+	for _, w := range result.Warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w)
+	}
+	for _, e := range result.Errors {
+		fmt.Fprintln(os.Stderr, e)
+	}
+	set := result.Set
+	if set == nil {
+		return &exitError{code: 1, err: fmt.Errorf("%d errors in %s: nothing can be served", len(result.Errors), dir)}
+	}
+	if n := len(result.Errors); n > 0 {
+		fmt.Fprintf(os.Stderr, "%d errors in %s: the resources they name are not served (meshgate status lists them)\n", n, dir)
 	}
 
 	// The control plane listens now, so that tokens can be minted for the

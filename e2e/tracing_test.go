@@ -146,6 +146,7 @@ func TestTracingThroughTheMesh(t *testing.T) {
 		}
 		s := roots[0]
 		for i, want := range wantPath {
+			t.Logf("hop %d: %s %s %q", i, service(s), s.tag("span.kind"), s.OperationName)
 			if service(s) != want.service || s.tag("span.kind") != want.kind {
 				t.Fatalf("hop %d: span %q of %s (%s), want a %s span of %s", i, s.OperationName, service(s), s.tag("span.kind"), want.kind, want.service)
 			}

@@ -18,6 +18,8 @@ import (
 // its OTLP receivers and query HTTP API on free loopback ports.
 type jaeger struct {
 	t         *testing.T
+	bin       string
+	config    string // its configuration file
 	otlpGRPC  string // OTLP/gRPC receiver
 	otlpHTTP  string // OTLP/HTTP receiver
 	query     string // query HTTP API (/api/...)
@@ -102,11 +104,20 @@ func startJaeger(t *testing.T) *jaeger {
 			t.Logf("---- output of jaeger\n%s", j.out.String())
 		}
 	})
-	bin := jaegerBinary(t)
+	j.bin = jaegerBinary(t)
 	j.otlpGRPC, j.otlpHTTP, j.query, j.queryGRPC = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-	config := filepath.Join(t.TempDir(), "jaeger.yaml")
-	writeFile(t, config, fmt.Sprintf(jaegerConfig, j.query, j.queryGRPC, j.otlpGRPC, j.otlpHTTP))
-	j.proc = exec.Command(bin, "--config", "file:"+config)
+	j.config = filepath.Join(t.TempDir(), "jaeger.yaml")
+	writeFile(t, j.config, fmt.Sprintf(jaegerConfig, j.query, j.queryGRPC, j.otlpGRPC, j.otlpHTTP))
+	j.start()
+	return j
+}
+
+// start runs Jaeger (again: on the same ports, with empty storage) and
+// waits until its receivers and query API answer.
+func (j *jaeger) start() {
+	t := j.t
+	t.Helper()
+	j.proc = exec.Command(j.bin, "--config", "file:"+j.config)
 	j.proc.Stdout, j.proc.Stderr = j.out, j.out
 	j.done = make(chan struct{})
 	if err := j.proc.Start(); err != nil {
@@ -130,7 +141,6 @@ func startJaeger(t *testing.T) *jaeger {
 		var services struct{ Data []string }
 		return j.get("/api/services", &services)
 	})
-	return j
 }
 
 // stop ends Jaeger (SIGTERM) and waits for it.

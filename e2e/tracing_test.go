@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -298,5 +299,82 @@ func TestTracingThroughTheMesh(t *testing.T) {
 			return nil
 		})
 		wholeTrace(t, j, traceIDOf(traceparent))
+	})
+	t.Run("collector down: requests unaffected, spans dropped and counted, export resumes", func(t *testing.T) {
+		c.policy("tracing.yaml", tracingPolicy(j.otlpGRPC, "grpc", 100))
+		var traceparent string
+		eventually(t, 15*time.Second, "sampling 100 over OTLP/gRPC in effect", func() error {
+			tp, err := call()
+			if err != nil {
+				return err
+			}
+			if !strings.HasSuffix(tp, "-01") {
+				return fmt.Errorf("traceparent %s not sampled yet", tp)
+			}
+			traceparent = tp
+			return nil
+		})
+		for name, admin := range m.admins() {
+			eventually(t, 15*time.Second, name+" exports over OTLP/gRPC", func() error {
+				resp, err := client.Get("http://" + admin + "/config_dump")
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				dump, err := io.ReadAll(resp.Body)
+				if err != nil {
+					return err
+				}
+				if !strings.Contains(string(dump), "envoyGrpc") && !strings.Contains(string(dump), "envoy_grpc") {
+					return fmt.Errorf("no envoy_grpc tracing in its configuration")
+				}
+				return nil
+			})
+		}
+		wholeTrace(t, j, traceIDOf(traceparent))
+		gatewayAdmin := m.admins()["gateway"]
+		dropped := func() uint64 {
+			var stats struct {
+				Tracing struct {
+					Dropped uint64 `json:"spans_dropped"`
+				} `json:"tracing"`
+			}
+			if err := adminGet(gatewayAdmin, "", "/stats", &stats); err != nil {
+				t.Fatal(err)
+			}
+			return stats.Tracing.Dropped
+		}
+		before := dropped()
+
+		j.stop()
+		const requests = 20
+		for i := range requests {
+			if _, err := call(); err != nil {
+				t.Fatalf("request %d with the collector down: %v", i, err)
+			}
+		}
+		eventually(t, 15*time.Second, "the gateway counts dropped spans", func() error {
+			if d := dropped(); d < before+2*requests {
+				return fmt.Errorf("%d spans dropped, want at least %d", d-before, 2*requests)
+			}
+			return nil
+		})
+
+		j.start()
+		// Each try is a new trace; export has resumed once one is whole.
+		var sent []string
+		eventually(t, 20*time.Second, "export resumed", func() error {
+			tp, err := call()
+			if err != nil {
+				return err
+			}
+			sent = append(sent, traceIDOf(tp))
+			for _, id := range sent {
+				if tr, err := j.trace(id); err == nil && len(tr.Spans) == spansPerCall {
+					return nil
+				}
+			}
+			return fmt.Errorf("none of %d traces whole in jaeger", len(sent))
+		})
 	})
 }

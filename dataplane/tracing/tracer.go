@@ -21,6 +21,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -89,7 +90,13 @@ func New(s *Settings, resolve Resolver, opts Options, logger *slog.Logger) (*Tra
 		// endpoint at each connection.
 		conn, err := grpc.NewClient("passthrough:///"+s.Cluster,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithContextDialer(dial))
+			grpc.WithContextDialer(dial),
+			// A collector back after an outage is reconnected to within
+			// seconds (gRPC's default backoff grows to two minutes).
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+				MinConnectTimeout: collectorDialTimeout,
+			}))
 		if err != nil {
 			return nil, fmt.Errorf("tracing: collector connection: %w", err)
 		}

@@ -152,7 +152,7 @@ func TestTracingThroughTheMesh(t *testing.T) {
 				t.Fatalf("hop %d: span %q of %s (%s), want a %s span of %s", i, s.OperationName, service(s), s.tag("span.kind"), want.kind, want.service)
 			}
 			for _, k := range []string{"http.request.method", "url.path", "server.address", "meshgate.role", "meshgate.namespace",
-				"deployment.environment", "http.response.status_code"} {
+				"meshgate.spiffe_id", "deployment.environment", "http.response.status_code"} {
 				if s.tag(k) == "" {
 					t.Errorf("hop %d (%s %s): no %s", i, want.service, want.kind, k)
 				}
@@ -186,8 +186,8 @@ func TestTracingThroughTheMesh(t *testing.T) {
 			t.Errorf("orders got traceparent %s, not the span %s of the last hop", traceparent, got)
 		}
 		// The gateway's role, the sidecars' identities.
-		if r := roots[0].tag("meshgate.role"); r != "gateway" {
-			t.Errorf("gateway span role %q", r)
+		if r, id := roots[0].tag("meshgate.role"), roots[0].tag("meshgate.spiffe_id"); r != "gateway" || !strings.HasSuffix(id, "/svc/edge") {
+			t.Errorf("gateway span: role %q, identity %q", r, id)
 		}
 		for _, sp := range tr.Spans {
 			if service(sp) == "orders" && sp.tag("span.kind") == "server" {

@@ -39,7 +39,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := traceListener(l, m.Mesh.Tracing, gw.Name, gw.Namespace, TracingRoleGateway); err != nil {
+		if err := traceListener(l, m, gw.Name, gw.Namespace, TracingRoleGateway); err != nil {
 			return nil, err
 		}
 		// A listener's port is not part of its hostnames: "foo.com:8080" on

@@ -57,7 +57,7 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := traceListener(l, m.Mesh.Tracing, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
+	if err := traceListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
 		return nil, nil, err
 	}
 	out, err := p.outbound(model.NamespacedName{Namespace: node.Namespace, Name: node.Service})
@@ -156,7 +156,7 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := traceListener(l, m.Mesh.Tracing, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
+	if err := traceListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
 		return nil, nil, nil, err
 	}
 	if in.mtls() {

@@ -32,6 +32,9 @@ const (
 	// Span attributes the control plane sets as literal custom tags.
 	TagRole      = "meshgate.role"
 	TagNamespace = "meshgate.namespace"
+	// TagSPIFFEID is the proxy's own identity (the peer's is set by the
+	// proxy per request).
+	TagSPIFFEID = "meshgate.spiffe_id"
 	// Roles, the values of TagRole.
 	TracingRoleGateway = "gateway"
 	TracingRoleSidecar = "sidecar"
@@ -43,13 +46,14 @@ const tracingExportTimeout = 5 * time.Second
 // traceListener sets, when the mesh traces (t not nil), the tracing of l's
 // HttpConnectionManager: the OpenTelemetry provider exporting to the
 // collector cluster as service, random_sampling at the mesh's percentage,
-// and the mesh's attributes, role and namespace as literal custom tags.
-// Without tracing l is left as it is.
-func traceListener(l *listenerv3.Listener, t *model.Tracing, service, namespace, role string) error {
+// and the mesh's attributes, role, namespace and the proxy's SPIFFE ID as
+// literal custom tags. Without tracing l is left as it is.
+func traceListener(l *listenerv3.Listener, m *model.Model, service, namespace, role string) error {
+	t := m.Mesh.Tracing
 	if t == nil {
 		return nil
 	}
-	tracing, err := hcmTracing(t, service, namespace, role)
+	tracing, err := hcmTracing(t, service, namespace, role, m.Mesh.SPIFFEID(namespace, service))
 	if err != nil {
 		return fmt.Errorf("listener %q: tracing: %w", l.GetName(), err)
 	}
@@ -74,7 +78,7 @@ func traceListener(l *listenerv3.Listener, t *model.Tracing, service, namespace,
 }
 
 // hcmTracing is HttpConnectionManager.tracing for the mesh's tracing t.
-func hcmTracing(t *model.Tracing, service, namespace, role string) (*hcmv3.HttpConnectionManager_Tracing, error) {
+func hcmTracing(t *model.Tracing, service, namespace, role, spiffeID string) (*hcmv3.HttpConnectionManager_Tracing, error) {
 	otel := &tracev3.OpenTelemetryConfig{ServiceName: service}
 	if t.Protocol == policy.TracingProtocolHTTP {
 		otel.HttpService = &corev3.HttpService{HttpUri: &corev3.HttpUri{
@@ -92,7 +96,7 @@ func hcmTracing(t *model.Tracing, service, namespace, role string) (*hcmv3.HttpC
 	if err != nil {
 		return nil, err
 	}
-	tags := []*tracingtypev3.CustomTag{literalTag(TagRole, role), literalTag(TagNamespace, namespace)}
+	tags := []*tracingtypev3.CustomTag{literalTag(TagRole, role), literalTag(TagNamespace, namespace), literalTag(TagSPIFFEID, spiffeID)}
 	for _, k := range slices.Sorted(maps.Keys(t.Attributes)) {
 		tags = append(tags, literalTag(k, t.Attributes[k]))
 	}

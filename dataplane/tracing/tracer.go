@@ -253,6 +253,15 @@ func (s *Server) End() {
 	endWithStatus(s.span, s.status, nil)
 }
 
+// Denied records, on the request's server span when it is traced, the
+// authorization rule that denied it (meshgate.denied_by). Without tracing
+// it does nothing.
+func Denied(ctx context.Context, rule string) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(attribute.String("meshgate.denied_by", rule))
+	}
+}
+
 // Client is the client span of one upstream attempt. Nil-safe: a nil
 // *Client does nothing.
 type Client struct {

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -76,5 +77,39 @@ func TestTracedRequest(t *testing.T) {
 	}
 	if server.Name != "GET orders" || local.Name != "GET" {
 		t.Errorf("span names %q, %q", server.Name, local.Name)
+	}
+}
+
+// BenchmarkProxyTracing is BenchmarkProxy's request with tracing at 0%, 1%
+// and 100% sampling (spans handed to an exporter that discards them): the
+// cost of tracing against BenchmarkProxy, where the Tracer is nil.
+func BenchmarkProxyTracing(b *testing.B) {
+	backend := newBackend(b, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("hello, world\n"))
+	})
+	for _, percent := range []float64{0, 1, 100} {
+		b.Run(fmt.Sprintf("sampling=%g%%", percent), func(b *testing.B) {
+			tr := tracing.NewWithExporter(&tracing.Settings{Service: "bench", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: percent / 100},
+				tracetest.NewNoopExporter(), tracing.Options{}, nil)
+			b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+			h := NewHandler(nil)
+			h.Store(&Config{
+				Routes:   table(b, &routev3.Route{Match: prefix("/"), Action: forwardTo("A")}),
+				Clusters: map[string]*upstream.Cluster{"A": clusterFor(b, "A", false, addrOf(backend))},
+				Tracer:   tr,
+			})
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req := httptest.NewRequest("GET", "http://bench.local/path?x=1", nil)
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, req)
+					if rec.Code != 200 {
+						b.Fatalf("status %d", rec.Code)
+					}
+				}
+			})
+		})
 	}
 }

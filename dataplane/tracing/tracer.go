@@ -204,23 +204,28 @@ func (t *Tracer) StartServer(w http.ResponseWriter, r *http.Request) (*Server, *
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		ctx = t.b3.Extract(ctx, carrier)
 	}
-	attrs := make([]attribute.KeyValue, 0, len(t.tags)+8)
-	attrs = append(attrs, t.tags...)
-	attrs = append(attrs,
-		attribute.String("http.request.method", r.Method),
-		attribute.String("url.path", r.URL.Path),
-		attribute.String("server.address", r.Host),
-	)
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		attrs = append(attrs, attribute.String("network.peer.address", host))
+	// The sampler looks at no attribute: they are built for sampled
+	// (recording) spans only.
+	ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, len(t.tags)+8)
+		attrs = append(attrs, t.tags...)
+		attrs = append(attrs,
+			attribute.String("http.request.method", r.Method),
+			attribute.String("url.path", r.URL.Path),
+			attribute.String("server.address", r.Host),
+		)
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			attrs = append(attrs, attribute.String("network.peer.address", host))
+		}
+		if ua := r.Header.Get("User-Agent"); ua != "" {
+			attrs = append(attrs, attribute.String("user_agent.original", ua))
+		}
+		if id := peer.Identity(r.Context()); id != "" {
+			attrs = append(attrs, attribute.String("meshgate.peer.spiffe_id", id))
+		}
+		span.SetAttributes(attrs...)
 	}
-	if ua := r.Header.Get("User-Agent"); ua != "" {
-		attrs = append(attrs, attribute.String("user_agent.original", ua))
-	}
-	if id := peer.Identity(r.Context()); id != "" {
-		attrs = append(attrs, attribute.String("meshgate.peer.spiffe_id", id))
-	}
-	ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	s := &Server{t: t, span: span, method: r.Method}
 	s.ResponseWriter.Reset(w, s)
 	return s, r.WithContext(ctx)
@@ -274,16 +279,20 @@ type Client struct {
 // of cluster, as a child of the span in ctx, and injects its trace context
 // (W3C traceparent and tracestate) into out's headers.
 func (t *Tracer) StartClient(ctx context.Context, out *http.Request, cluster, endpoint string) *Client {
-	attrs := make([]attribute.KeyValue, 0, len(t.tags)+5)
-	attrs = append(attrs, t.tags...)
-	attrs = append(attrs,
-		attribute.String("http.request.method", out.Method),
-		attribute.String("url.path", out.URL.Path),
-		attribute.String("server.address", endpoint),
-		attribute.String("meshgate.destination", cluster),
-		attribute.String("meshgate.upstream.endpoint", endpoint),
-	)
-	ctx, span := t.tracer.Start(ctx, out.Method+" "+cluster, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span := t.tracer.Start(ctx, out.Method, trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetName(out.Method + " " + cluster)
+		attrs := make([]attribute.KeyValue, 0, len(t.tags)+5)
+		attrs = append(attrs, t.tags...)
+		attrs = append(attrs,
+			attribute.String("http.request.method", out.Method),
+			attribute.String("url.path", out.URL.Path),
+			attribute.String("server.address", endpoint),
+			attribute.String("meshgate.destination", cluster),
+			attribute.String("meshgate.upstream.endpoint", endpoint),
+		)
+		span.SetAttributes(attrs...)
+	}
 	t.traceContext.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	return &Client{span: span}
 }

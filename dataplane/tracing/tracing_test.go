@@ -160,7 +160,7 @@ func flushed(t *testing.T, tr *Tracer, exp *tracetest.InMemoryExporter) tracetes
 func attrs(s tracetest.SpanStub) map[string]string {
 	out := map[string]string{}
 	for _, kv := range s.Attributes {
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }

@@ -271,7 +271,7 @@ func TestDeniedRequestSpanNamesTheRule(t *testing.T) {
 	for i, want := range []struct{ deniedBy, status string }{{"default/orders-callers/no-admin", "403"}, {"", "200"}} {
 		got := map[string]string{}
 		for _, kv := range spans[i].Attributes {
-			got[string(kv.Key)] = kv.Value.Emit()
+			got[string(kv.Key)] = kv.Value.String()
 		}
 		if got["meshgate.denied_by"] != want.deniedBy || got["http.response.status_code"] != want.status {
 			t.Errorf("span %d: denied_by %q status %q, want %q %q", i, got["meshgate.denied_by"], got["http.response.status_code"], want.deniedBy, want.status)

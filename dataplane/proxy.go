@@ -287,7 +287,7 @@ func (p *Proxy) drainAll(ctx context.Context) {
 	for _, lc := range clusters {
 		lc.cluster.Close()
 	}
-	p.closeTracers()
+	p.closeTracers(ctx)
 }
 
 // AdminAddr is the bound admin address, "" until Run has bound it.

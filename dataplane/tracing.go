@@ -77,15 +77,16 @@ func (p *Proxy) syncTracers(clusters map[string]*upstream.Cluster) {
 	for key, t := range p.tracers.byKey {
 		if !used[key] {
 			delete(p.tracers.byKey, key)
-			p.retireTracer(t)
+			p.retireTracer(context.Background(), t)
 		}
 	}
 }
 
-// retireTracer shuts t down in the background, keeping its counters.
-func (p *Proxy) retireTracer(t *tracing.Tracer) {
+// retireTracer shuts t down in the background, keeping its counters; its
+// last export ends with ctx, or after tracerShutdownTimeout.
+func (p *Proxy) retireTracer(ctx context.Context, t *tracing.Tracer) {
 	p.tracers.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), tracerShutdownTimeout)
+		ctx, cancel := context.WithTimeout(ctx, tracerShutdownTimeout)
 		defer cancel()
 		if err := t.Shutdown(ctx); err != nil {
 			p.logger.Debug("tracer shutdown", "error", err)
@@ -98,13 +99,13 @@ func (p *Proxy) retireTracer(t *tracing.Tracer) {
 	})
 }
 
-// closeTracers retires every Tracer and waits for their last exports. p.mu
-// is not held.
-func (p *Proxy) closeTracers() {
+// closeTracers retires every Tracer and waits for their last exports, which
+// end with ctx (the stop's). p.mu is not held.
+func (p *Proxy) closeTracers(ctx context.Context) {
 	p.mu.Lock()
 	for key, t := range p.tracers.byKey {
 		delete(p.tracers.byKey, key)
-		p.retireTracer(t)
+		p.retireTracer(ctx, t)
 	}
 	p.mu.Unlock()
 	p.tracers.wg.Wait()

@@ -78,8 +78,10 @@ func statsTracing(t *testing.T, p *Proxy) tracingCounters {
 func TestProxyTracesAsConfiguredOverXDS(t *testing.T) {
 	t.Parallel()
 	var posts atomic.Int64
+	var host atomic.Pointer[string] // the collector's address: the Host of http_uri.uri
 	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" {
+		if want := host.Load(); r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" &&
+			want != nil && r.Host == *want {
 			posts.Add(1)
 		}
 		w.Header().Set("Content-Type", "application/x-protobuf")
@@ -89,6 +91,7 @@ func TestProxyTracesAsConfiguredOverXDS(t *testing.T) {
 	p := startProxy(t, cp)
 	backendA := backend(t, "a")
 	collectorAddr := collector.Listener.Addr().String()
+	host.Store(&collectorAddr)
 	cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backendA,
 		mutate: withTracing(t, collectorAddr, nil)}.build(t))
 	t.Cleanup(func() {

@@ -51,8 +51,9 @@ type Settings struct {
 	// http_uri.cluster); spans go to its endpoints.
 	Cluster  string
 	Protocol Protocol
-	// URLPath is the path spans are posted to (HTTP only).
-	URLPath string
+	// URLPath is the path spans are posted to, and Authority the Host they
+	// are posted with (HTTP only: http_uri.uri's).
+	URLPath, Authority string
 	// Timeout bounds one export.
 	Timeout time.Duration
 	// Ratio is the probability that a new trace (no sampled or unsampled
@@ -65,7 +66,7 @@ type Settings struct {
 // Key identifies equal settings.
 func (s *Settings) Key() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%q %q %d %q %s %g", s.Service, s.Cluster, s.Protocol, s.URLPath, s.Timeout, s.Ratio)
+	fmt.Fprintf(&b, "%q %q %d %q %q %s %g", s.Service, s.Cluster, s.Protocol, s.URLPath, s.Authority, s.Timeout, s.Ratio)
 	for _, t := range s.Tags {
 		fmt.Fprintf(&b, " %q=%q", t.Key, t.Value.AsString())
 	}
@@ -105,7 +106,7 @@ func Parse(t *hcmv3.HttpConnectionManager_Tracing) (*Settings, error) {
 		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "") {
 			return nil, fmt.Errorf("tracing.provider.typed_config.http_service.http_uri.uri: %q is not an http URL", u.GetUri())
 		}
-		s.URLPath = parsed.EscapedPath()
+		s.URLPath, s.Authority = parsed.EscapedPath(), parsed.Host
 		if s.URLPath == "" {
 			s.URLPath = "/v1/traces"
 		}

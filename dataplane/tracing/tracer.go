@@ -110,16 +110,23 @@ func New(s *Settings, resolve Resolver, opts Options, logger *slog.Logger) (*Tra
 			return nil, fmt.Errorf("tracing: OTLP/gRPC exporter: %w", err)
 		}
 	case HTTP:
-		client := &http.Client{
-			Transport: &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) }, MaxIdleConnsPerHost: 2, ResponseHeaderTimeout: s.Timeout},
-			Timeout:   s.Timeout,
+		// The URL's host is the Host header only: the dialer picks the
+		// cluster's endpoint at each connection.
+		transport := &http.Transport{
+			DialContext:           func(ctx context.Context, _, addr string) (net.Conn, error) { return dial(ctx, addr) },
+			MaxIdleConnsPerHost:   2,
+			ResponseHeaderTimeout: s.Timeout,
+		}
+		authority := s.Authority
+		if authority == "" {
+			authority = s.Cluster
 		}
 		var err error
 		exporter, err = otlptracehttp.New(context.Background(),
-			otlptracehttp.WithEndpoint(s.Cluster),
+			otlptracehttp.WithEndpoint(authority),
 			otlptracehttp.WithURLPath(s.URLPath),
 			otlptracehttp.WithInsecure(),
-			otlptracehttp.WithHTTPClient(client),
+			otlptracehttp.WithHTTPClient(&http.Client{Transport: transport, Timeout: s.Timeout}),
 			otlptracehttp.WithTimeout(s.Timeout),
 			otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
 		if err != nil {

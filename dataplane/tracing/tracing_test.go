@@ -87,7 +87,7 @@ func TestParse(t *testing.T) {
 				return &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
 					Name: ProviderName, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: httpCfg}}}
 			},
-			want: &Settings{Service: "meshgate", Cluster: "c", Protocol: HTTP, URLPath: "/v1/traces", Timeout: DefaultExportTimeout, Ratio: 1},
+			want: &Settings{Service: "meshgate", Cluster: "c", Protocol: HTTP, URLPath: "/v1/traces", Authority: "127.0.0.1:4318", Timeout: DefaultExportTimeout, Ratio: 1},
 		},
 		{
 			name: "percentage out of range",

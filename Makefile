@@ -27,6 +27,15 @@ consul: $(CONSUL_BIN)
 $(CONSUL_BIN): tools/consul/go.mod tools/consul/go.sum
 	cd tools/consul && $(GO) build -o bin/consul github.com/hashicorp/consul
 
+## jaeger: Jaeger v2 (github.com/jaegertracing/jaeger/cmd/jaeger v1.75.0, tools/jaeger's own
+## module), the tracing backend of the e2e tests, built once into tools/jaeger/bin/jaeger
+## (rebuilt when its go.mod changes; the build takes minutes)
+.PHONY: jaeger
+JAEGER_BIN := tools/jaeger/bin/jaeger
+jaeger: $(JAEGER_BIN)
+$(JAEGER_BIN): tools/jaeger/go.mod tools/jaeger/go.sum
+	cd tools/jaeger && $(GO) build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
 vet:
 	$(GO) vet $(PKGS)
 
@@ -41,8 +50,8 @@ integration: consul
 
 ## e2e: the real binary as separate processes. The full log is e2e.log; on a
 ## failure the test messages (without the processes' output) are printed last.
-e2e: build consul
-	@MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; rc=$${PIPESTATUS[0]}; \
+e2e: build consul jaeger
+	@MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) MESHGATE_JAEGER_BIN=$(CURDIR)/$(JAEGER_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; rc=$${PIPESTATUS[0]}; \
 	if [ $$rc -ne 0 ]; then echo "---- e2e failed; the test messages (processes' output is in e2e.log):"; \
 	  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' e2e.log | grep -v ': ---- output of' | tail -60; fi; exit $$rc
 

@@ -79,6 +79,8 @@ func (p *Proxy) adminHandler() http.Handler {
 		out["downstream_cx_reclaimed"] = p.conns.reclaimed.Load()
 		out["memory_releases"] = p.conns.relief.Releases()
 		out["draining"] = p.Draining()
+		// OpenTelemetry spans exported and dropped (docs/observability.md).
+		out["tracing"] = p.tracingStats()
 		p.mu.Unlock()
 		if id := p.identitySummary(); id != nil {
 			out["identity"] = id.SPIFFEID

@@ -457,6 +457,7 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.UseRemoteAddress = spec.useRemoteAddress
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
 			cfg.Filters = spec.filters
+			cfg.Tracer = p.tracerFor(spec.tracing)
 		}
 		s.handler.proxy.Store(cfg)
 		if spec != nil && (s.stored.spec != spec || s.stored.routes != s.active) {
@@ -470,6 +471,7 @@ func (p *Proxy) sync(now time.Time) {
 		}
 	}
 	p.clusters = live
+	p.syncTracers(clusters)
 
 	if p.holdTimer != nil {
 		p.holdTimer.Stop()

@@ -9,11 +9,14 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -107,7 +110,23 @@ func fuzzSeedListeners(tb testing.TB) []*listenerv3.Listener {
 	permissive.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls"}
 	permissive.FilterChains[0].TransportSocket = socket
 	permissive.FilterChains[1].FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"}
-	return []*listenerv3.Listener{plain, inlined, strict, permissive}
+	// Traced: the HttpConnectionManager's tracing with the OpenTelemetry
+	// provider (docs/observability.md).
+	traced := proto.Clone(inline).(*hcmv3.HttpConnectionManager)
+	traced.Tracing = &hcmv3.HttpConnectionManager_Tracing{
+		RandomSampling:  &typev3.Percent{Value: 1},
+		OverallSampling: &typev3.Percent{Value: 100},
+		CustomTags: []*tracingtypev3.CustomTag{{Tag: "meshgate.role", Type: &tracingtypev3.CustomTag_Literal_{
+			Literal: &tracingtypev3.CustomTag_Literal{Value: "gateway"}}}},
+		Provider: &tracev3.Tracing_Http{Name: "envoy.tracers.opentelemetry", ConfigType: &tracev3.Tracing_Http_TypedConfig{
+			TypedConfig: mustAny(tb, &tracev3.OpenTelemetryConfig{ServiceName: "edge", GrpcService: &corev3.GrpcService{
+				TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "collector"}},
+				Timeout:         durationpb.New(5e9),
+			}}),
+		}},
+	}
+	tracedListener := &listenerv3.Listener{Name: "traced", Address: address("127.0.0.1", 8082), FilterChains: []*listenerv3.FilterChain{chain(traced)}}
+	return []*listenerv3.Listener{plain, inlined, strict, permissive, tracedListener}
 }
 
 // testFilters is the registry of the proxy's built-in HTTP filters.

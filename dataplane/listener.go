@@ -28,6 +28,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/internal/h1server"
 	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/tracing"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
@@ -55,6 +56,8 @@ type listenerSpec struct {
 	rds           string     // route configuration name, "" when inline
 	inline        *routeSpec // inline route_config, compiled
 	secrets       []string   // SDS secrets its TLS context references
+	// tracing is its HttpConnectionManager's tracing; nil: none.
+	tracing *tracing.Settings
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -181,6 +184,9 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 		return nil, errorf("%w", err)
 	}
 	spec.perRouteTypes = env.filters.PerRouteTypes(hcm.GetHttpFilters())
+	if spec.tracing, err = tracing.Parse(hcm.GetTracing()); err != nil {
+		return nil, errorf("filter_chains[0].filters[0].typed_config.%w", err)
+	}
 	if rc := hcm.GetRouteConfig(); rc != nil {
 		var oldInline *routeSpec
 		if old != nil {

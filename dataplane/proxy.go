@@ -115,6 +115,8 @@ type Proxy struct {
 	// trust holds the accepted trust bundles by secret name, read by every
 	// TLS handshake.
 	trust atomic.Pointer[map[string]*meshtls.Bundle]
+	// tracers are the listeners' Tracers (tracing.go).
+	tracers tracers
 }
 
 // liveCluster is a cluster object and the endpoints last given to it.
@@ -285,6 +287,7 @@ func (p *Proxy) drainAll(ctx context.Context) {
 	for _, lc := range clusters {
 		lc.cluster.Close()
 	}
+	p.closeTracers(ctx)
 }
 
 // AdminAddr is the bound admin address, "" until Run has bound it.

@@ -236,8 +236,18 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`meshconfig.yaml:7: spec.mtls.mode: unknown mTLS mode "strict" (want STRICT or PERMISSIVE)`,
 				`meshconfig.yaml:8: spec.defaultAction: unknown action "REJECT" (want ALLOW or DENY)`,
 				`meshconfig.yaml:9: spec.certificateTTL: certificateTTL 30s is shorter than the minimum 1m`,
-				`meshconfig.yaml:10: spec.tracing: unknown field "tracing"`,
-				`meshconfig.yaml:11: spec.outboundScope: unknown outbound scope "Some" (want All or Authorized)`,
+				`meshconfig.yaml:11: spec.tracing.endpoint: invalid endpoint "collector:4317": want ip:port (a DNS name is not supported yet)`,
+				`meshconfig.yaml:12: spec.tracing.protocol: unknown protocol "thrift" (want grpc or http)`,
+				`meshconfig.yaml:13: spec.tracing.sampling: sampling 150 is not a percentage from 0 to 100`,
+				`meshconfig.yaml:16: spec.outboundScope: unknown outbound scope "Some" (want All or Authorized)`,
+			},
+		},
+		{
+			path: "meshconfig-tracing",
+			want: []string{
+				`meshconfig-tracing/mesh.yaml:6: spec.tracing.endpoint: endpoint is required (the collector's OTLP receiver, ip:port)`,
+				`meshconfig-tracing/mesh.yaml:8: spec.tracing.sampling: sampling -1 is not a percentage from 0 to 100`,
+				`meshconfig-tracing/mesh.yaml:9: spec.tracing.extra: unknown field "extra"`,
 			},
 		},
 		{

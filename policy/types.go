@@ -258,6 +258,37 @@ type MeshConfigSpec struct {
 	// from it (Consul transparent proxy's upstreams from intentions, Kuma's
 	// reachable services).
 	OutboundScope string `json:"outboundScope,omitempty"`
+	// Tracing, when set, makes every gateway and sidecar send OpenTelemetry
+	// spans to a collector (docs/observability.md). Unset: no tracing, at no
+	// cost to the proxies.
+	Tracing *Tracing `json:"tracing,omitempty"`
+}
+
+// Tracing protocols: how spans are sent to the collector (OTLP).
+const (
+	TracingProtocolGRPC = "grpc"
+	TracingProtocolHTTP = "http"
+)
+
+// DefaultTracingSampling is the percentage of new traces sampled when
+// spec.tracing.sampling is unset: 1%, enough to see a busy mesh's paths
+// without its cost. A request that arrives with a trace context follows
+// its parent's decision whatever this is.
+const DefaultTracingSampling = 1.0
+
+// Tracing is MeshConfig spec.tracing: where the proxies send their spans.
+type Tracing struct {
+	// Endpoint is the collector's OTLP receiver, ip:port (an OTel Collector,
+	// Jaeger, ...). Required.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Protocol is grpc (default: OTLP/gRPC, usually port 4317) or http
+	// (OTLP/HTTP protobuf to /v1/traces, usually port 4318).
+	Protocol string `json:"protocol,omitempty"`
+	// Sampling is the percentage (0 to 100) of new traces sampled, default
+	// DefaultTracingSampling.
+	Sampling *float64 `json:"sampling,omitempty"`
+	// ResourceAttributes are added to every span (a deployment, a region).
+	ResourceAttributes map[string]string `json:"resourceAttributes,omitempty"`
 }
 
 // MTLS configures mutual TLS on a sidecar's inbound listener.

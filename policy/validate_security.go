@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -65,6 +66,9 @@ func (l *loader) checkMeshConfig(mc *MeshConfig) {
 	case "", OutboundScopeAll, OutboundScopeAuthorized:
 	default:
 		l.errorf(src, "spec.outboundScope", "unknown outbound scope %q (want All or Authorized)", spec.OutboundScope)
+	}
+	if spec.Tracing != nil {
+		l.checkTracing(src, spec.Tracing)
 	}
 	if spec.CertificateTTL != "" {
 		ttl, err := ParseDuration(spec.CertificateTTL)
@@ -367,4 +371,41 @@ func ParseIPBlock(block string) (netip.Prefix, string) {
 		return netip.Prefix{}, fmt.Sprintf("invalid IP block %q: want a CIDR or an IP address", block)
 	}
 	return netip.PrefixFrom(addr, addr.BitLen()), ""
+}
+
+// Limits of spec.tracing.resourceAttributes.
+const (
+	maxTracingAttributes      = 32
+	maxTracingAttributeLength = 256
+)
+
+// checkTracing checks MeshConfig spec.tracing.
+func (l *loader) checkTracing(src Source, t *Tracing) {
+	if t.Endpoint == "" {
+		l.errorf(src, "spec.tracing.endpoint", "endpoint is required (the collector's OTLP receiver, ip:port)")
+	} else if _, err := netip.ParseAddrPort(t.Endpoint); err != nil {
+		l.errorf(src, "spec.tracing.endpoint", "invalid endpoint %q: want ip:port (a DNS name is not supported yet)", t.Endpoint)
+	} else if netip.MustParseAddrPort(t.Endpoint).Port() == 0 {
+		l.errorf(src, "spec.tracing.endpoint", "invalid endpoint %q: port 0", t.Endpoint)
+	}
+	switch t.Protocol {
+	case "", TracingProtocolGRPC, TracingProtocolHTTP:
+	default:
+		l.errorf(src, "spec.tracing.protocol", "unknown protocol %q (want grpc or http)", t.Protocol)
+	}
+	if t.Sampling != nil && !(*t.Sampling >= 0 && *t.Sampling <= 100) {
+		l.errorf(src, "spec.tracing.sampling", "sampling %v is not a percentage from 0 to 100", *t.Sampling)
+	}
+	if len(t.ResourceAttributes) > maxTracingAttributes {
+		l.errorf(src, "spec.tracing.resourceAttributes", "%d attributes: at most %d", len(t.ResourceAttributes), maxTracingAttributes)
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.ResourceAttributes)) {
+		v := t.ResourceAttributes[k]
+		switch {
+		case k == "" || len(k) > maxTracingAttributeLength:
+			l.errorf(src, "spec.tracing.resourceAttributes", "attribute name %q: want 1 to %d characters", k, maxTracingAttributeLength)
+		case len(v) > maxTracingAttributeLength:
+			l.errorf(src, "spec.tracing.resourceAttributes."+k, "value longer than %d characters", maxTracingAttributeLength)
+		}
+	}
 }

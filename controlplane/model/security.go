@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,6 +23,21 @@ type Mesh struct {
 	CertificateTTL time.Duration `json:"certificateTTL"`
 	// OutboundScope is OutboundScopeAll or OutboundScopeAuthorized.
 	OutboundScope string `json:"outboundScope"`
+	// Tracing is where the proxies send spans; nil: no tracing.
+	Tracing *Tracing `json:"tracing,omitempty"`
+}
+
+// Tracing is the mesh's OpenTelemetry tracing (MeshConfig spec.tracing),
+// with its defaults applied.
+type Tracing struct {
+	// Endpoint is the collector's OTLP receiver, ip:port.
+	Endpoint string `json:"endpoint"`
+	// Protocol is policy.TracingProtocolGRPC or policy.TracingProtocolHTTP.
+	Protocol string `json:"protocol"`
+	// SamplingPercent is the percentage of new traces sampled.
+	SamplingPercent float64 `json:"samplingPercent"`
+	// Attributes are added to every span.
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 // DefaultMesh is the configuration of a mesh without a MeshConfig.
@@ -162,6 +178,17 @@ func compileMesh(mc *policy.MeshConfig) (Mesh, error) {
 	}
 	if spec.OutboundScope != "" {
 		mesh.OutboundScope = spec.OutboundScope
+	}
+	if t := spec.Tracing; t != nil {
+		mesh.Tracing = &Tracing{
+			Endpoint:        t.Endpoint,
+			Protocol:        cmp.Or(t.Protocol, policy.TracingProtocolGRPC),
+			SamplingPercent: policy.DefaultTracingSampling,
+			Attributes:      maps.Clone(t.ResourceAttributes),
+		}
+		if t.Sampling != nil {
+			mesh.Tracing.SamplingPercent = *t.Sampling
+		}
 	}
 	if spec.CertificateTTL != "" {
 		ttl, err := policy.ParseDuration(spec.CertificateTTL)

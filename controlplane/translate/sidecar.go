@@ -57,6 +57,9 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := traceListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
+		return nil, nil, err
+	}
 	out, err := p.outbound(model.NamespacedName{Namespace: node.Namespace, Name: node.Service})
 	if err != nil {
 		return nil, nil, err
@@ -151,6 +154,9 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	}
 	l, err := listener(InboundName, inHost, inPort, corev3.TrafficDirection_INBOUND, false, filters)
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := traceListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
 		return nil, nil, nil, err
 	}
 	if in.mtls() {

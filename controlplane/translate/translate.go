@@ -19,6 +19,7 @@
 //	endpoint.go  ClusterLoadAssignments (EDS), from the model's endpoint index
 //	rbac.go      authorization: the RBAC filters and their per-route configs
 //	tls.go       mTLS: transport sockets and the ROOTCA secret (SDS)
+//	tracing.go   OpenTelemetry tracing of every listener, and its collector cluster
 //
 // Each feature has golden pairs, testdata/<feature>/<case>.in.yaml (a
 // policy, and what the translation needs besides) and <case>.out.yaml (what
@@ -166,6 +167,13 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 	}
 	if in.mtls() {
 		res.Secrets = []*tlsv3.Secret{p.rootCA()}
+	}
+	if m, _ := p.translation(); m.Mesh.Tracing != nil && len(res.Listeners) > 0 {
+		collector, err := tracingCluster(m.Mesh.Tracing)
+		if err != nil {
+			return nil, err
+		}
+		own = append(own, &ownCluster{cluster: collector})
 	}
 	res.Clusters, res.Endpoints = mergeClusters(own, sets)
 	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })

@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/tracing"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 	// routing and authorization, and forwarded normalized. A path that cannot
 	// be normalized safely is refused with 400.
 	NormalizePath, MergeSlashes bool
+	// Tracer is HttpConnectionManager.tracing: a server span per request
+	// and a client span per upstream attempt. Nil: no tracing, at no cost.
+	Tracer *tracing.Tracer
 }
 
 // Handler serves one listener. It is safe for concurrent use.
@@ -146,11 +150,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := b.cfg
+	var span *tracing.Server
+	if cfg.Tracer != nil {
+		span, r = cfg.Tracer.StartServer(w, r)
+		w = span
+		defer span.End()
+	}
 	if (cfg.NormalizePath || cfg.MergeSlashes) && !normalizeRequestPath(r, cfg.MergeSlashes) {
 		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
 		return
 	}
 	rt := cfg.Routes.Match(r)
+	if span != nil && rt != nil {
+		span.SetRoute(rt.Name(), rt.VirtualHost())
+	}
 	if b.filters != nil {
 		b.filters.ServeHTTP(w, r, rt)
 		return
@@ -248,12 +261,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 
 	// The route timeout covers the whole exchange (upstream.ErrTimeout: 504
 	// before the response, an aborted response after it).
+	var attempt *tracing.Client
+	if cfg.Tracer != nil {
+		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
+		defer attempt.End()
+	}
 	resp, err := cluster.RoundTrip(out, rt.Timeout())
 	if err != nil {
+		attempt.Fail(err)
 		h.upstreamError(w, r, rt, cluster, endpoint, err, body)
 		return
 	}
 	defer resp.Body.Close()
+	attempt.SetStatus(resp.StatusCode)
 
 	removeHopByHop(resp.Header, false)
 	dst := w.Header()

@@ -104,8 +104,15 @@ func Handler(opts Options) http.Handler {
 	})
 }
 
+// traceHeaders are the trace context headers an app passes on from the
+// request it serves to the calls it makes, so that the mesh's spans of
+// both form one trace (W3C Trace Context, and B3; the B3 X-B3-* headers are
+// x-* headers too).
+var traceHeaders = []string{"Traceparent", "Tracestate", "B3"}
+
 // call sends <method> http://<svc><path> through the sidecar's outbound
-// listener, passing on the x-* headers of the inbound request.
+// listener, passing on the x-* and trace context headers of the inbound
+// request.
 func call(ctx context.Context, client *http.Client, method, svc, path string, in http.Header) (*Reply, int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+svc+path, nil)
 	if err != nil {
@@ -113,6 +120,11 @@ func call(ctx context.Context, client *http.Client, method, svc, path string, in
 	}
 	for k, v := range in {
 		if strings.HasPrefix(strings.ToLower(k), "x-") && !strings.HasPrefix(strings.ToLower(k), "x-forwarded") {
+			req.Header[k] = v
+		}
+	}
+	for _, k := range traceHeaders {
+		if v := in[k]; len(v) > 0 {
 			req.Header[k] = v
 		}
 	}

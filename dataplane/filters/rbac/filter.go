@@ -12,6 +12,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/peer"
 	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/tracing"
 )
 
 // StatDenied is the /stats family counting the requests the RBAC filters
@@ -111,6 +112,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 // deny answers 403, logs who was denied by which policy, and counts it.
 func (f *filter) deny(w http.ResponseWriter, r *http.Request, rt *router.Route, e *Engine, policy string) {
 	f.denied.Inc(e.StatKey(policy))
+	tracing.Denied(r.Context(), e.StatKey(policy))
 	if f.logger.Enabled(r.Context(), slog.LevelInfo) {
 		remoteIP := r.RemoteAddr
 		if host, _, err := net.SplitHostPort(remoteIP); err == nil {

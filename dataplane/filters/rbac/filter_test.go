@@ -2,6 +2,7 @@ package rbac
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
 	"github.com/meshgate/meshgate/dataplane/peer"
 	"github.com/meshgate/meshgate/dataplane/router"
+	"github.com/meshgate/meshgate/dataplane/tracing"
 )
 
 // perRouteCompiler compiles RBACPerRoute values with the factory, as the
@@ -239,5 +242,39 @@ func BenchmarkRBACAllowed(b *testing.B) {
 	for b.Loop() {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
+	}
+}
+
+// TestDeniedRequestSpanNamesTheRule: a traced request that is denied has
+// the rule that denied it on its server span, and its 403.
+func TestDeniedRequestSpanNamesTheRule(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tr := tracing.NewWithExporter(&tracing.Settings{Service: "orders", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: 1},
+		exp, tracing.Options{}, nil)
+	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	deny := newFilterT(t, denyFilterName, rbacConfig(rbacconfigv3.RBAC_DENY, "default/orders-callers", map[string]*rbacconfigv3.Policy{
+		"default/orders-callers/no-admin": pol(permPath(prefix("/admin")), prinAny()),
+	}), httpfilter.Env{Stats: new(httpfilter.Stats)})
+	h := httpproxy.NewHandler(nil)
+	h.Store(&httpproxy.Config{Routes: table(t, directOK(t, "/orders", nil)), Filters: []httpfilter.Filter{deny}, Tracer: tr})
+	for _, path := range []string{"/admin/users", "/orders"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
+	}
+	if err := tr.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for i, want := range []struct{ deniedBy, status string }{{"default/orders-callers/no-admin", "403"}, {"", "200"}} {
+		got := map[string]string{}
+		for _, kv := range spans[i].Attributes {
+			got[string(kv.Key)] = kv.Value.String()
+		}
+		if got["meshgate.denied_by"] != want.deniedBy || got["http.response.status_code"] != want.status {
+			t.Errorf("span %d: denied_by %q status %q, want %q %q", i, got["meshgate.denied_by"], got["http.response.status_code"], want.deniedBy, want.status)
+		}
 	}
 }

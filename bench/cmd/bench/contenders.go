@@ -321,11 +321,19 @@ func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, nam
 	f := env.flags
 	f.admin = admin
 	bin, hasHTTP1ServerFlag := r.meshgate, r.hasHTTP1ServerFlag
+	cpEnv := env
 	if name == "meshgate-baseline" {
 		if r.baseline == "" {
 			return nil, errSkipped("no baseline binary (-baseline or BENCH_BASELINE)")
 		}
 		bin, hasHTTP1ServerFlag = r.baseline, hasFlag(ctx, r.baseline, "gateway", "--http1-server")
+		// The earlier build's gateway gets its configuration from a control
+		// plane of its own build, on the same policy: today's control plane
+		// may send fields the earlier proxy does not implement (and NACKs).
+		if cpEnv, err = r.startBaselineControlplane(ctx, env); err != nil {
+			return nil, err
+		}
+		f.xds = cpEnv.flags.xds
 	}
 	if hasHTTP1ServerFlag {
 		f.http1Server = "fast"
@@ -335,7 +343,7 @@ func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, nam
 	} else if name == "meshgate-std" {
 		return nil, errSkipped("this meshgate binary has no --http1-server")
 	}
-	if f.token, err = env.joinToken(ctx, "bench"); err != nil {
+	if f.token, err = cpEnv.joinToken(ctx, "bench"); err != nil {
 		return nil, err
 	}
 	p, err := r.procs.start(strings.Replace(name, "meshgate", "meshgate-gateway", 1), bin, proxyArgs(f, "gateway", "bench", sidecarAddrs{}), nil)
@@ -343,8 +351,34 @@ func (r *runner) startMeshgateGateway(ctx context.Context, env *meshgateEnv, nam
 		return nil, err
 	}
 	base := "http://" + env.gatewayAt
-	c := &contender{name: name, h1: base, h2: base, measured: p, admin: "http://" + admin, stop: p.stop}
-	return c, waitHTTP(ctx, base+pathTiny, "", 20*time.Second, p, env.cp)
+	stop := p.stop
+	if cpEnv != env {
+		stop = func() { p.stop(); cpEnv.cp.stop() }
+	}
+	c := &contender{name: name, h1: base, h2: base, measured: p, admin: "http://" + admin, stop: stop}
+	return c, waitHTTP(ctx, base+pathTiny, "", 20*time.Second, p, cpEnv.cp)
+}
+
+// startBaselineControlplane runs the baseline binary's control plane on the
+// policy of env, with ports and a data directory of its own.
+func (r *runner) startBaselineControlplane(ctx context.Context, env *meshgateEnv) (*meshgateEnv, error) {
+	b := *env
+	xds, admin, err := twoAddrs()
+	if err != nil {
+		return nil, err
+	}
+	b.flags.xds, b.flags.admin = xds, admin
+	if b.flags.dataDir != "" {
+		b.flags.dataDir = filepath.Join(r.work, "cp-data-baseline")
+	}
+	if b.cp, err = r.procs.start("controlplane-baseline", r.baseline, controlplaneArgs(b.flags, filepath.Join(r.work, "policy")), nil); err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+b.flags.admin+"/healthz", "", 15*time.Second, b.cp); err != nil {
+		b.cp.stop()
+		return nil, err
+	}
+	return &b, nil
 }
 
 // startSidecars runs the two sidecars of the mesh path; the returned

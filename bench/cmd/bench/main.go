@@ -130,7 +130,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	modeName := fs.String("mode", envOr("BENCH_MODE", "full"), "full (~10 min), quick (~2 min) or smoke (seconds, no numbers to trust)")
 	meshgate := fs.String("meshgate", "bin/meshgate", "meshgate binary")
-	baseline := fs.String("baseline", os.Getenv("BENCH_BASELINE"), "another meshgate binary (an earlier build) run as the gateway contender meshgate-baseline beside meshgate, against the same control plane: a regression check within one run")
+	baseline := fs.String("baseline", os.Getenv("BENCH_BASELINE"), "another meshgate binary (an earlier build) run as the gateway contender meshgate-baseline beside meshgate, with a control plane of its own build on the same policy: a regression check within one run")
 	fortio := fs.String("fortio", "tools/fortio/bin/fortioload", "fortio load engine (tools/fortio)")
 	caddy := fs.String("caddy", "tools/caddy/bin/caddy", "caddy binary (tools/caddy); skipped when missing")
 	consul := fs.String("consul", envOr("MESHGATE_CONSUL_BIN", "tools/consul/bin/consul"), "Consul agent binary (make consul) for the health-flip measurement (skipped when missing) and the authorized xdsload run's endpoints (from files when missing)")

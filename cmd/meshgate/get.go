@@ -134,16 +134,7 @@ func printResourceStatuses(w io.Writer, items []policy.ResourceStatus, output st
 		for i, r := range items {
 			objects[i] = r.Object
 		}
-		var v any = map[string]any{"items": objects}
-		if one && len(objects) == 1 {
-			v = objects[0]
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(v); err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("get: %w", err)}
-		}
-		return nil
+		return writeJSONItems(w, objects, one)
 	default:
 		if len(items) == 0 {
 			fmt.Fprintln(w, "No resources found.")
@@ -236,16 +227,7 @@ func printResources(w io.Writer, resources []kvpolicy.Resource, output string, o
 			}
 			items = append(items, doc)
 		}
-		var v any = map[string]any{"items": items}
-		if one && len(items) == 1 {
-			v = items[0]
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(v); err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("get: %w", err)}
-		}
-		return nil
+		return writeJSONItems(w, items, one)
 	default:
 		if len(resources) == 0 {
 			fmt.Fprintln(w, "No resources found.")
@@ -269,4 +251,19 @@ func printResources(w io.Writer, resources []kvpolicy.Resource, output string, o
 		}
 		return tw.Flush()
 	}
+}
+
+// writeJSONItems writes items as {"items": [...]}, or the one item alone
+// when one resource was asked for by name.
+func writeJSONItems(w io.Writer, items []any, one bool) error {
+	var v any = map[string]any{"items": items}
+	if one && len(items) == 1 {
+		v = items[0]
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return &exitError{code: 1, err: fmt.Errorf("get: %w", err)}
+	}
+	return nil
 }

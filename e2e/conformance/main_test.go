@@ -5,9 +5,10 @@
 // The suite's own test functions run unchanged. Their Kubernetes client is
 // controller-runtime's fake client, which the runner keeps in sync with
 // meshgate: the objects the suite applies are translated into meshgate policy
-// files (Services and Deployments become meshgate Services whose endpoints are
-// echo backends the runner starts on loopback; Gateway API documents are
-// passed as they are), and meshgate's view is written back as status.
+// files (Services, with the Deployments they select or the pods their
+// EndpointSlices list, become meshgate Services whose endpoints are echo
+// backends the runner starts on loopback; Gateway API documents are passed as
+// they are), and meshgate's view is written back as status.
 //
 // TestConformance (the only test) builds meshgate and the suite's echo
 // backend, then runs this test binary again inside a network namespace of

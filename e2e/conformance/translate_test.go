@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -23,8 +24,9 @@ type document struct {
 // translator turns the fake cluster's objects into meshgate policy:
 //   - a Kubernetes Service becomes a meshgate Service with the same name,
 //     namespace and HTTP ports, whose endpoints are the echo backends of the
-//     Deployments its selector matches (the sidecars of those backends in a
-//     mesh namespace);
+//     Deployments its selector matches or, without a selector, of the pods
+//     its EndpointSlices list by IP (the sidecars of those backends in a
+//     mesh namespace); headless Services alike;
 //   - Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
 //     GatewayClass) are passed as they are, without status and server-set
 //     metadata, with the defaults the API server's CRDs set on parentRefs
@@ -34,7 +36,8 @@ type document struct {
 //     gets a meshgate Service named after its Deployment, for its sidecar's
 //     identity;
 //   - Namespaces are passed with their labels (allowedRoutes selectors);
-//   - Deployments, Pods, Secrets and ConfigMaps are not policy.
+//   - Deployments, Pods, EndpointSlices, Secrets and ConfigMaps are not
+//     policy.
 type translator struct {
 	addrs    map[objKey]string
 	backends map[objKey]*backend
@@ -51,7 +54,7 @@ func (tr translator) translate(o *objects) []document {
 		docs = append(docs, document{key: key, file: file, yaml: b})
 	}
 	for _, s := range o.services {
-		add(keyOf("Service", &s), tr.service(s))
+		add(keyOf("Service", &s), tr.service(s, o.endpointSlices))
 	}
 	for _, b := range tr.backends {
 		for _, sc := range b.sidecars {
@@ -136,17 +139,15 @@ func gatewayAPI(kind, name, namespace string, lbls map[string]string, spec any) 
 
 // service is the meshgate Service for a Kubernetes Service. Ports that are
 // neither HTTP nor h2c (TCP, TLS, UDP) are left out: meshgate Services carry
-// HTTP ports only.
-func (tr translator) service(s corev1.Service) map[string]any {
+// HTTP ports only. The endpoints of a port are the echo backends of the pods
+// behind it (their sidecars in a mesh namespace), on the backend's port for
+// the pod port targeted (3001 and h2c ports: the h2c one; others: the HTTP
+// one). The pods are those its selector matches or, for a Service without a
+// selector, those the ready addresses of its EndpointSlices name (by pod
+// IP). A headless Service (clusterIP: None) is one like the others: routing
+// to it is routing to its endpoints.
+func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlice) map[string]any {
 	var ports, endpoints []any
-	selector := labels.SelectorFromSet(s.Spec.Selector)
-	var pods []*backend
-	for _, b := range tr.backends {
-		if b.namespace == s.Namespace && len(s.Spec.Selector) > 0 && selector.Matches(labels.Set(b.labels)) {
-			pods = append(pods, b)
-		}
-	}
-	sort.Slice(pods, func(i, j int) bool { return pods[i].pod < pods[j].pod })
 	for _, p := range s.Spec.Ports {
 		protocol, ok := httpProtocol(p)
 		if !ok {
@@ -159,17 +160,23 @@ func (tr translator) service(s corev1.Service) map[string]any {
 			ref = p.Name
 		}
 		ports = append(ports, port)
-		for _, b := range pods {
-			if sc := b.sidecars[s.Name]; sc != nil {
+		var targets []podPort
+		if len(s.Spec.Selector) > 0 {
+			targets = tr.selected(s, p)
+		} else {
+			targets = tr.sliceTargets(s, p, slices)
+		}
+		for _, t := range targets {
+			if sc := t.pod.sidecars[s.Name]; sc != nil {
 				endpoints = append(endpoints, map[string]any{"address": sc.addrs.inbound, "port": ref, "sidecar": true})
 				continue
 			}
 			if isMeshNamespace(s.Namespace) {
 				continue // its sidecar is not started yet
 			}
-			target := b.httpPort
-			if p.TargetPort.IntValue() == 3001 || protocol == "HTTP2" {
-				target = b.h2cPort
+			target := t.pod.httpPort
+			if t.port == 3001 || protocol == "HTTP2" {
+				target = t.pod.h2cPort
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})
 		}
@@ -184,6 +191,70 @@ func (tr translator) service(s corev1.Service) map[string]any {
 		"metadata":   meta(s.Name, s.Namespace, s.Labels),
 		"spec":       spec,
 	}
+}
+
+// podPort is a pod behind a Service port and the pod port it targets (0
+// when the target is a port name).
+type podPort struct {
+	pod  *backend
+	port int
+}
+
+// selected is the pods s's selector matches, by pod name, with p's target
+// port.
+func (tr translator) selected(s corev1.Service, p corev1.ServicePort) []podPort {
+	selector := labels.SelectorFromSet(s.Spec.Selector)
+	var out []podPort
+	for _, b := range tr.backends {
+		if b.namespace == s.Namespace && selector.Matches(labels.Set(b.labels)) {
+			out = append(out, podPort{pod: b, port: p.TargetPort.IntValue()})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].pod.pod < out[j].pod.pod })
+	return out
+}
+
+// sliceTargets is the pods the EndpointSlices of s (those of its namespace
+// labelled kubernetes.io/service-name: NAME) list for port p (the slice port
+// of p's name), by pod name: every address of an endpoint not marked
+// unready that is the IP of a pod the runner runs. Other addresses (FQDN
+// slices, IPs of no pod) reach nothing in the runner's network namespace and
+// are left out, as are slices without a port of p's name.
+func (tr translator) sliceTargets(s corev1.Service, p corev1.ServicePort, slices []discoveryv1.EndpointSlice) []podPort {
+	byIP := map[string]*backend{}
+	for _, b := range tr.backends {
+		byIP[b.ip] = b
+	}
+	seen := map[*backend]bool{}
+	var out []podPort
+	for _, es := range slices {
+		if es.Namespace != s.Namespace || es.Labels[discoveryv1.LabelServiceName] != s.Name {
+			continue
+		}
+		target, ok := 0, false
+		for _, sp := range es.Ports {
+			if ptr.Deref(sp.Name, "") == p.Name && ptr.Deref(sp.Protocol, corev1.ProtocolTCP) == corev1.ProtocolTCP {
+				target, ok = int(ptr.Deref(sp.Port, 0)), true
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if !ptr.Deref(ep.Conditions.Ready, true) {
+				continue
+			}
+			for _, addr := range ep.Addresses {
+				if b := byIP[addr]; b != nil && !seen[b] {
+					seen[b] = true
+					out = append(out, podPort{pod: b, port: target})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].pod.pod < out[j].pod.pod })
+	return out
 }
 
 // httpProtocol is the meshgate protocol of a Service port, if it is HTTP.

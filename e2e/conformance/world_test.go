@@ -19,6 +19,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,6 +62,7 @@ type world struct {
 	gateways map[objKey]*proc    // gateway processes per Gateway
 	addrs    map[objKey]string   // the IP each Gateway binds, 127.0.0.N
 	nextIP   int
+	nextPod  int               // the number of pod IPs given (see podIP)
 	problems map[objKey]string // resources not accepted, as last logged
 	synced   chan struct{}     // closed and replaced after each sync
 }
@@ -75,6 +77,7 @@ func (k objKey) String() string { return k.kind + "/" + k.namespace + "/" + k.na
 type backend struct {
 	pod       string // pod name
 	namespace string
+	ip        string // the pod's IP in the fake cluster: a name (see podIP)
 	labels    map[string]string
 	httpPort  string
 	h2cPort   string
@@ -315,6 +318,7 @@ type objects struct {
 	grpcRoutes      []gatewayv1.GRPCRoute
 	referenceGrants []gatewayv1.ReferenceGrant
 	gatewayClasses  []gatewayv1.GatewayClass
+	endpointSlices  []discoveryv1.EndpointSlice
 }
 
 func (w *world) snapshot(ctx context.Context) (*objects, error) {
@@ -328,14 +332,16 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 		gr  gatewayv1.GRPCRouteList
 		rg  gatewayv1.ReferenceGrantList
 		gc  gatewayv1.GatewayClassList
+		es  discoveryv1.EndpointSliceList
 	)
-	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc} {
+	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es} {
 		if err := w.base.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	o.namespaces, o.services, o.deployments = ns.Items, svc.Items, dep.Items
 	o.gateways, o.httpRoutes, o.grpcRoutes, o.referenceGrants, o.gatewayClasses = gw.Items, hr.Items, gr.Items, rg.Items, gc.Items
+	o.endpointSlices = es.Items
 	return &o, nil
 }
 
@@ -372,8 +378,9 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		}
 		// The suite takes the backend's name from the pod's by dropping
 		// the last two segments (<deployment>-<replicaset hash>-<pod hash>).
+		w.nextPod++
 		b := &backend{pod: d.Name + "-7c9d8f6b5-x0000", namespace: d.Namespace, labels: d.Spec.Template.Labels,
-			httpPort: freePort(w.t), h2cPort: freePort(w.t)}
+			ip: podIP(w.nextPod), httpPort: freePort(w.t), h2cPort: freePort(w.t)}
 		b.proc = w.start(ctx, "echo "+k.String(), bins.echo)
 		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+freePort(w.t),
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
@@ -386,13 +393,22 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		if err := w.base.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
-		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1",
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: b.ip, PodIPs: []corev1.PodIP{{IP: b.ip}},
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
 		if err := w.base.Status().Update(ctx, pod); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// podIP is the n-th pod IP (n from 1), from 10.244.0.0/16 (kind's default
+// pod network). A pod IP is a name, not an address anything listens on: the
+// network namespace has loopback only. An EndpointSlice that lists it is
+// translated to the loopback address of that pod's echo process (see
+// translator.service).
+func podIP(n int) string {
+	return fmt.Sprintf("10.244.%d.%d", n>>8&0xff, n&0xff)
 }
 
 // syncGateways runs a gateway process per Gateway (one that meshgate does

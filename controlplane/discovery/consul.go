@@ -477,7 +477,9 @@ func (c *Consul) sweep(ctx context.Context) error {
 	byNodes := c.nodeCount >= 0 && c.nodeCount < read
 	if !byNodes {
 		for name, st := range c.services {
-			if st.read {
+			// A service whose first read is in flight is read once more
+			// after it: that answer may predate this catalog change.
+			if st.read || c.inflight[name] {
 				c.markLocked(name, false)
 			}
 		}
@@ -547,11 +549,13 @@ func (c *Consul) sweepNodes(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, st := range c.services {
-		if !st.read {
+		if c.inflight[name] {
+			// Being read (its first read included): its answer may predate
+			// the catalog change that started the sweep.
+			c.markLocked(name, true)
 			continue
 		}
-		if c.inflight[name] {
-			c.markLocked(name, true)
+		if !st.read {
 			continue
 		}
 		for k, modify := range st.inst {

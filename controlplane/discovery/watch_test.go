@@ -332,3 +332,23 @@ func (tw *testWatch) idle() bool {
 	defer tw.mu.Unlock()
 	return len(tw.queued) == 0 && len(tw.inflight) == 0
 }
+
+// TestInstanceRegisteredDuringFirstRead: an instance registered while the
+// first read of its service is in flight (its answer predates the
+// registration) is read: the catalog change it causes queues the service
+// once more, as it does a service read before.
+func TestInstanceRegisteredDuringFirstRead(t *testing.T) {
+	t.Parallel()
+	fake := newFakeCatalog()
+	fake.setNode("n0", "10.0.0.1")
+	fake.delay = 300 * time.Millisecond // every read's answer arrives this late
+	tw := startWatch(t, fake, ConsulOptions{})
+	fake.resetCounts()
+
+	fake.register("n0", "orders-1", "orders", "127.0.0.1", 9001)
+	waitFor(t, "the first read of orders sent", func() bool { return fake.count("/v1/health/service/orders") > 0 })
+	fake.register("n0", "orders-2", "orders", "127.0.0.1", 9002)
+	waitFor(t, "both instances of orders", func() bool {
+		return tw.hasEndpoints("orders", "127.0.0.1:9001", "127.0.0.1:9002")
+	})
+}

@@ -119,7 +119,7 @@ conformance: build
 	  MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONFORMANCE_LOG=$(CURDIR)/conformance.log \
 	  MESHGATE_CONFORMANCE_DOC=$(if $(and $(filter full,$(MESHGATE_CONFORMANCE)),$(if $(CONFORMANCE_RUN),,1)),$(CURDIR)/docs/conformance.md) \
 	  $(GO) test -count=1 -timeout 40m -v -run '^(TestConformance|TestExamples|TestTranslateServiceEndpoints|TestPodIP)$$' . 2>&1 | \
-	  grep -E '^(conformance:|--- |PASS|FAIL|ok|panic)|(conformance|expectations)_test\.go:[0-9]+: |^ {8,}(PASS|FAIL|SKIP) +[A-Z]|examples_test\.go:[0-9]+: .*(examples\.yaml|stub|want|failed)' | grep -v ' | '; exit $${PIPESTATUS[0]}
+	  grep -E '^(conformance:|--- |PASS|FAIL|ok|panic)|(conformance|expectations)_test\.go:[0-9]+: |^ {8,}(PASS|FAIL|SKIP) +[A-Z]|examples_test\.go:[0-9]+: ' | grep -Ev ' \| |answered as expected'; exit $${PIPESTATUS[0]}
 
 conformance-quick:
 	@$(MAKE) --no-print-directory conformance MESHGATE_CONFORMANCE=quick

@@ -148,17 +148,22 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	sort.Strings(gatewayURLs)
 
 	var sidecars []string
+	// The ports picked for demo apps and outbound listeners stay bound
+	// until every one is picked: a port picked free and released at once
+	// can be picked again for the next address.
+	var picked portPicker
+	defer picked.release()
 	for _, svc := range set.Services {
 		for _, ep := range svc.Spec.Endpoints {
 			host, _, err := net.SplitHostPort(ep.Address)
 			if err != nil || !isLoopback(host) {
 				continue
 			}
-			appAddr, err := freeLoopbackAddr()
+			appAddr, err := picked.next()
 			if err != nil {
 				return err
 			}
-			outAddr, err := freeLoopbackAddr()
+			outAddr, err := picked.next()
 			if err != nil {
 				return err
 			}
@@ -195,6 +200,8 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			sidecars = append(sidecars, fmt.Sprintf("  %-10s inbound %s -> app %s (outbound %s)", svc.Name, ep.Address, appAddr, outAddr))
 		}
 	}
+
+	picked.release()
 
 	// The first task to fail stops the others; an error after the stop
 	// (ctx done) is not one.
@@ -289,15 +296,26 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// freeLoopbackAddr returns a loopback address with a port that was free a
-// moment ago.
-func freeLoopbackAddr() (string, error) {
+// portPicker picks free loopback addresses, each distinct from the others
+// it picked: it keeps them bound until release.
+type portPicker struct{ held []net.Listener }
+
+// next binds a free loopback port and returns its address.
+func (p *portPicker) next() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("finding a free port: %w", err)
 	}
-	defer ln.Close()
+	p.held = append(p.held, ln)
 	return ln.Addr().String(), nil
+}
+
+// release unbinds the picked ports, so that their users can bind them.
+func (p *portPicker) release() {
+	for _, ln := range p.held {
+		ln.Close()
+	}
+	p.held = nil
 }
 
 // waitServing polls url until anything answers over HTTP.

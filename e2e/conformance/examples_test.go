@@ -375,8 +375,11 @@ func serveExample(t *testing.T, name, dir string, docs []map[string]any) {
 	if len(probes) == 0 {
 		return
 	}
-	admin := "127.0.0.1:" + freePort(t)
-	cmd := exec.Command(bins.meshgate, "dev", "--config", dir, "--xds-address", "127.0.0.1:"+freePort(t), "--admin-address", admin)
+	// Fixed ports below the ephemeral range (the namespace is the test's
+	// own, and the examples are served one at a time): two ports picked
+	// free one after the other can be the same one.
+	admin := "127.0.0.1:15000"
+	cmd := exec.Command(bins.meshgate, "dev", "--config", dir, "--xds-address", "127.0.0.1:15010", "--admin-address", admin)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -69,10 +69,12 @@ func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Messa
 	err := p.applyLocked(typeURL, resources)
 	if err != nil {
 		p.stats.rejected.Add(1)
+		p.metrics.nacks.WithLabelValues(typeName(typeURL)).Inc()
 		p.logger.Warn("xDS update rejected", "type", typeName(typeURL), "version", version, "error", xdsclient.ErrorDetail(err))
 		return err
 	}
 	p.stats.accepted.Add(1)
+	p.metrics.acks.WithLabelValues(typeName(typeURL)).Inc()
 	p.state.versions[typeURL] = version
 	p.sync(time.Now())
 	p.logger.Info("xDS update applied", "type", typeName(typeURL), "version", version, "resources", len(resources))
@@ -125,7 +127,7 @@ func (p *Proxy) applyClusters(resources []proto.Message) error {
 			accepted[name] = lc
 			continue
 		}
-		uc, err := upstream.NewCluster(c, p.logger, append(p.upstreamOptions(), upstream.Checked())...)
+		uc, err := upstream.NewCluster(c, p.logger, append(p.upstreamOptions(), upstream.Checked(), upstream.WithStats(p.metrics.requests.Cluster(name)))...)
 		if err != nil {
 			for _, f := range fresh {
 				f.Close()
@@ -458,6 +460,7 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
 			cfg.Filters = spec.filters
 			cfg.Tracer = p.tracerFor(spec.tracing)
+			cfg.Metrics = p.metrics.requests.Listener(spec.name, s.active.table)
 		}
 		s.handler.proxy.Store(cfg)
 		if spec != nil && (s.stored.spec != spec || s.stored.routes != s.active) {

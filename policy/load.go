@@ -296,19 +296,19 @@ func (l *loader) parentErrorf(src Source, parent int, field, reason, format stri
 	l.classifiedf(src, field, attribution{class: classParent, index: parent, reason: reason}, format, args...)
 }
 
-// listenerErrorf reports a listener of the Gateway g that is not
-// programmed (reason: a listener Accepted reason, or HostnameConflict for a
-// conflict, InvalidRouteKinds for route kinds): the Gateway keeps its other
-// listeners.
-func (l *loader) listenerErrorf(g *Gateway, listener int, field, reason, format string, args ...any) {
+// listenerErrorf reports a listener of o (a Gateway or a ListenerSet)
+// that is not programmed (reason: a listener Accepted reason, or
+// HostnameConflict or ProtocolConflict for a conflict, InvalidRouteKinds
+// for route kinds): o keeps its other listeners.
+func (l *loader) listenerErrorf(o listenerOwner, listener int, field, reason, format string, args ...any) {
 	if l.pass.badListeners == nil {
-		l.pass.badListeners = make(map[*Gateway]map[int]bool)
+		l.pass.badListeners = make(map[listenerOwner]map[int]bool)
 	}
-	if l.pass.badListeners[g] == nil {
-		l.pass.badListeners[g] = make(map[int]bool)
+	if l.pass.badListeners[o] == nil {
+		l.pass.badListeners[o] = make(map[int]bool)
 	}
-	l.pass.badListeners[g][listener] = true
-	l.classifiedf(g.Source, field, attribution{class: classListener, index: listener, reason: reason}, format, args...)
+	l.pass.badListeners[o][listener] = true
+	l.classifiedf(o.source(), field, attribution{class: classListener, index: listener, reason: reason}, format, args...)
 }
 
 // isDropped reports whether field, of the document id, is or is inside a

@@ -98,6 +98,9 @@ type StatusBlock struct {
 	Conditions []metav1.Condition          `json:"conditions,omitempty"`
 	Listeners  []gwapiv1.ListenerStatus    `json:"listeners,omitempty"`
 	Parents    []gwapiv1.RouteParentStatus `json:"parents,omitempty"`
+	// AttachedListenerSets is, on a Gateway that sets allowedListeners
+	// (or has ListenerSets attached), how many are.
+	AttachedListenerSets *int32 `json:"attachedListenerSets,omitempty"`
 }
 
 // Serving reports whether some version of the resource serves.
@@ -291,7 +294,46 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		}
 		obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
-		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State)
+		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, false)
+		var attachedSets int32
+		if serving != nil {
+			if sg, ok := serving.res.(*Gateway); ok {
+				attachedSets = sc.final.pass.attachedSets[sg]
+			}
+		}
+		if res.Spec.AllowedListeners != nil || attachedSets > 0 {
+			obj.Status.AttachedListenerSets = &attachedSets
+		}
+	case *ListenerSet:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		listenerErrs := byClass(classListener, -1)
+		accReason, accMsg := string(gwapiv1.ListenerSetReasonAccepted), "Accepted"
+		progReason := string(gwapiv1.ListenerSetReasonProgrammed)
+		switch {
+		case !rejected && len(listenerErrs) > 0:
+			accReason, accMsg = string(gwapiv1.ListenerSetReasonListenersNotValid), message(listenerErrs, "")
+		case rejected:
+			accReason = string(gwapiv1.ListenerSetReasonInvalid)
+			if len(listenerErrs) == len(problems) && len(problems) > 0 {
+				accReason = string(gwapiv1.ListenerSetReasonListenersNotValid)
+			} else {
+				accReason = firstReason(problems, accReason)
+			}
+			accMsg, progReason = message(problems, accReason), accReason
+			if rs.Reason == ReasonInvalid {
+				rs.Reason = accReason
+			}
+		}
+		if !rejected && len(listenerErrs) > 0 && rs.Reason == "" {
+			rs.Reason = accReason
+		}
+		programmed := rs.State == StateAccepted || rs.State == StateLastGood
+		obj.Status.Conditions = append(obj.Status.Conditions,
+			cond(string(gwapiv1.ListenerSetConditionAccepted), !rejected, accReason, accMsg),
+			cond(string(gwapiv1.ListenerSetConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, true)
 	case *HTTPRoute:
 		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
 		obj.Spec = res.Spec
@@ -382,20 +424,25 @@ func (sc *statusContext) ignoredStatus(rs ResourceStatus, c *candidate, why stri
 	return rs
 }
 
-// listenerStatuses are the statuses of the listeners of g as written now.
-func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClass func(errorClass, int) []*Error,
-	cond func(string, bool, string, string) metav1.Condition, state string) []gwapiv1.ListenerStatus {
+// listenerStatuses are the statuses of the listeners of g (a Gateway or a
+// ListenerSet) as written now. conflictRejects: a conflicted listener is
+// also Accepted=False and Programmed=False with the conflict's reason (as
+// GEP-1713 has it for a ListenerSet's listener that loses a conflict).
+func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, byClass func(errorClass, int) []*Error,
+	cond func(string, bool, string, string) metav1.Condition, state string, conflictRejects bool) []gwapiv1.ListenerStatus {
 	// Routes attach to the serving version: count by listener name.
 	attached := map[gwapiv1.SectionName]int32{}
 	if serving != nil {
-		if sg, ok := serving.res.(*Gateway); ok {
+		if sg, ok := serving.res.(listenerOwner); ok {
+			sl := sg.ownerListeners()
 			for i, n := range sc.final.pass.attached[sg] {
-				attached[sg.Spec.Listeners[i].Name] += n
+				attached[sl[i].Name] += n
 			}
 		}
 	}
-	out := make([]gwapiv1.ListenerStatus, 0, len(g.Spec.Listeners))
-	for i, ls := range g.Spec.Listeners {
+	listeners := g.ownerListeners()
+	out := make([]gwapiv1.ListenerStatus, 0, len(listeners))
+	for i, ls := range listeners {
 		errs := byClass(classListener, i)
 		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name],
 			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: KindHTTPRoute}}}
@@ -403,7 +450,7 @@ func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClas
 		acceptReason := string(gwapiv1.ListenerReasonAccepted)
 		for _, err := range errs {
 			switch err.attr.reason {
-			case string(gwapiv1.ListenerReasonHostnameConflict):
+			case string(gwapiv1.ListenerReasonHostnameConflict), string(gwapiv1.ListenerReasonProtocolConflict):
 				conflict = append(conflict, err)
 			case string(gwapiv1.ListenerReasonInvalidRouteKinds):
 				kinds = append(kinds, err)
@@ -430,11 +477,14 @@ func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClas
 				notAccepted = append(notAccepted, err)
 			}
 		}
-		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionAccepted), accepted, acceptReason, msg(notAccepted, "Accepted")))
 		conflictReason := string(gwapiv1.ListenerReasonNoConflicts)
 		if len(conflict) > 0 {
-			conflictReason = string(gwapiv1.ListenerReasonHostnameConflict)
+			conflictReason = conflict[0].attr.reason
 		}
+		if conflictRejects && len(conflict) > 0 && accepted {
+			accepted, acceptReason, notAccepted = false, conflictReason, conflict
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionAccepted), accepted, acceptReason, msg(notAccepted, "Accepted")))
 		c := cond(string(gwapiv1.ListenerConditionConflicted), len(conflict) > 0, conflictReason, msg(conflict, "No conflicts"))
 		st.Conditions = append(st.Conditions, c)
 		refReason := string(gwapiv1.ListenerReasonResolvedRefs)
@@ -445,7 +495,11 @@ func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClas
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))
 		programmed := len(errs) == 0 && (state == StateAccepted || state == StateLastGood)
 		progReason := string(gwapiv1.ListenerReasonProgrammed)
-		if !programmed {
+		switch {
+		case programmed:
+		case conflictRejects && len(conflict) > 0:
+			progReason = conflictReason
+		default:
 			progReason = string(gwapiv1.ListenerReasonInvalid)
 		}
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionProgrammed), programmed, progReason, progReason))

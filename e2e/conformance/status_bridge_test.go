@@ -47,6 +47,8 @@ type resourceStatus struct {
 			Conditions []metav1.Condition            `json:"conditions"`
 			Listeners  []gatewayv1.ListenerStatus    `json:"listeners"`
 			Parents    []gatewayv1.RouteParentStatus `json:"parents"`
+			// AttachedListenerSets: on a Gateway.
+			AttachedListenerSets *int32 `json:"attachedListenerSets"`
 		} `json:"status"`
 	} `json:"object"`
 }
@@ -101,7 +103,8 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 		if s == nil {
 			continue
 		}
-		gw.Status = gatewayv1.GatewayStatus{Conditions: generation(s.Object.Status.Conditions, gw.Generation)}
+		gw.Status = gatewayv1.GatewayStatus{Conditions: generation(s.Object.Status.Conditions, gw.Generation),
+			AttachedListenerSets: s.Object.Status.AttachedListenerSets}
 		for _, l := range s.Object.Status.Listeners {
 			l.Conditions = generation(l.Conditions, gw.Generation)
 			gw.Status.Listeners = append(gw.Status.Listeners, l)
@@ -115,6 +118,21 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 			}
 		}
 		if err := updateStatus(ctx, c, gw); err != nil {
+			return err
+		}
+	}
+	for i := range o.listenerSets {
+		ls := &o.listenerSets[i]
+		s := byKey[keyOf("ListenerSet", ls)]
+		if s == nil {
+			continue
+		}
+		ls.Status = gatewayv1.ListenerSetStatus{Conditions: generation(s.Object.Status.Conditions, ls.Generation)}
+		for _, l := range s.Object.Status.Listeners {
+			ls.Status.Listeners = append(ls.Status.Listeners, gatewayv1.ListenerEntryStatus{Name: l.Name, SupportedKinds: l.SupportedKinds,
+				AttachedRoutes: l.AttachedRoutes, Conditions: generation(l.Conditions, ls.Generation)})
+		}
+		if err := updateStatus(ctx, c, ls); err != nil {
 			return err
 		}
 	}

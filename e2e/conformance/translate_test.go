@@ -28,7 +28,7 @@ type document struct {
 //     its EndpointSlices list by IP (the sidecars of those backends in a
 //     mesh namespace); headless Services alike;
 //   - Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
-//     GatewayClass) are passed as they are, without status and server-set
+//     GatewayClass, ListenerSet) are passed as they are, without status and server-set
 //     metadata, with the defaults the API server's CRDs set on parentRefs
 //     (group, kind); a Gateway without spec.addresses gets one loopback IP of its
 //     own (two Gateways on port 80 are two load balancers in Kubernetes);
@@ -97,6 +97,9 @@ func (tr translator) translate(o *objects) []document {
 	}
 	for _, g := range o.referenceGrants {
 		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", g.Name, g.Namespace, g.Labels, g.Spec))
+	}
+	for _, ls := range o.listenerSets {
+		add(keyOf("ListenerSet", &ls), gatewayAPI("ListenerSet", ls.Name, ls.Namespace, ls.Labels, ls.Spec))
 	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs

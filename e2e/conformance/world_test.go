@@ -110,7 +110,7 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 		addrs: map[objKey]string{}, nextIP: 2, synced: make(chan struct{}),
 	}
 	w.base = fake.NewClientBuilder().WithScheme(newScheme()).
-		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}).
+		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}, &gatewayv1.ListenerSet{}).
 		Build()
 	changed := func() {
 		select {
@@ -318,6 +318,7 @@ type objects struct {
 	grpcRoutes      []gatewayv1.GRPCRoute
 	referenceGrants []gatewayv1.ReferenceGrant
 	gatewayClasses  []gatewayv1.GatewayClass
+	listenerSets    []gatewayv1.ListenerSet
 	endpointSlices  []discoveryv1.EndpointSlice
 }
 
@@ -333,15 +334,16 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 		rg  gatewayv1.ReferenceGrantList
 		gc  gatewayv1.GatewayClassList
 		es  discoveryv1.EndpointSliceList
+		ls  gatewayv1.ListenerSetList
 	)
-	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es} {
+	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls} {
 		if err := w.base.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	o.namespaces, o.services, o.deployments = ns.Items, svc.Items, dep.Items
 	o.gateways, o.httpRoutes, o.grpcRoutes, o.referenceGrants, o.gatewayClasses = gw.Items, hr.Items, gr.Items, rg.Items, gc.Items
-	o.endpointSlices = es.Items
+	o.endpointSlices, o.listenerSets = es.Items, ls.Items
 	return &o, nil
 }
 

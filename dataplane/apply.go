@@ -274,11 +274,19 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 			errs = append(errs, err)
 			continue
 		}
-		if other, dup := byAddress[spec.address]; dup {
-			errs = append(errs, fmt.Errorf("listener %q: address %s already used by listener %q", spec.name, spec.address, other))
+		dup := false
+		for _, addr := range spec.addresses() {
+			if other, taken := byAddress[addr]; taken {
+				errs = append(errs, fmt.Errorf("listener %q: address %s already used by listener %q", spec.name, addr, other))
+				dup = true
+			}
+		}
+		if dup {
 			continue
 		}
-		byAddress[spec.address] = spec.name
+		for _, addr := range spec.addresses() {
+			byAddress[addr] = spec.name
+		}
 		specs[spec.name] = spec
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -286,19 +294,29 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 	}
 
 	// Bind every address not served yet; unchanged ones keep their server.
+	// A listener's address that cannot be bound rejects the update; one of
+	// its additional_addresses does not: the listener serves on the others
+	// and the next update tries it again.
 	bound := make(map[string]*server)
 	for _, spec := range specs {
-		if s := p.servers[spec.address]; s != nil {
-			continue
-		}
-		s, err := p.listen(spec)
-		if err != nil {
-			for _, b := range bound {
-				_ = b.ln.Close()
+		for i, addr := range spec.addresses() {
+			if s := p.servers[addr]; s != nil {
+				continue
 			}
-			return err
+			s, err := p.listen(spec, addr)
+			if err != nil && i > 0 {
+				p.logger.Error("additional address of listener not bound: not served", "listener", spec.name, "address", addr, "error", err)
+				delete(byAddress, addr)
+				continue
+			}
+			if err != nil {
+				for _, b := range bound {
+					_ = b.ln.Close()
+				}
+				return err
+			}
+			bound[addr] = s
 		}
-		bound[spec.address] = s
 	}
 
 	// Commit.
@@ -325,7 +343,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 			continue
 		}
 		// Same address, new server settings: rebind on the port just released.
-		ns, err := p.listen(spec)
+		ns, err := p.listen(spec, addr)
 		if err != nil {
 			p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
 			continue
@@ -524,7 +542,7 @@ func (p *Proxy) syncHeldServers(now time.Time) time.Time {
 			delete(p.servers, addr)
 			_ = s.ln.Close()
 			p.drainInBackground(s)
-			ns, err := p.listen(spec)
+			ns, err := p.listen(spec, addr)
 			if err != nil {
 				p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
 				continue

@@ -312,7 +312,11 @@ func (p *Proxy) ListenerAddrs() map[string]string {
 	defer p.mu.Unlock()
 	out := make(map[string]string, len(p.servers))
 	for _, s := range p.servers {
-		out[s.listener] = s.ln.Addr().String()
+		// A listener with additional_addresses has a server per address:
+		// its address is the one reported.
+		if _, seen := out[s.listener]; !seen || s.address == p.state.listeners[s.listener].primary() {
+			out[s.listener] = s.ln.Addr().String()
+		}
 	}
 	return out
 }

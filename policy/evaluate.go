@@ -89,6 +89,9 @@ type candidate struct {
 	// ignored says why the resource is not meshgate's (a Gateway of a
 	// GatewayClass of another controller), or is "".
 	ignored string
+	// generation is its document's metadata.generation (1 when not
+	// written): the observedGeneration of its status.
+	generation int64
 }
 
 func (c *candidate) doc() documentID { return documentID{c.source.File, c.source.Line} }

@@ -121,9 +121,8 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "gateway-spec.yaml",
 			want: []string{
-				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported yet (only IPAddress)`,
+				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported: a gateway node binds IP addresses (type IPAddress); resolve the name and write its addresses`,
 				`gateway-spec.yaml:20: spec.addresses[0].value: "127.0.0.300" is not a valid IP address`,
-				`gateway-spec.yaml:21: spec.addresses[1]: only one address is supported yet`,
 				`gateway-spec.yaml:24: spec.infrastructure: infrastructure is not supported yet`,
 				`gateway-spec.yaml:27: spec.tls: tls is not supported yet`,
 			},

@@ -13,15 +13,28 @@ import (
 // spec.addresses.
 const DefaultGatewayAddress = "127.0.0.1"
 
-// BindAddress is the IP address the Gateway's listeners bind: the value of
-// its (single, IPAddress) spec.addresses entry, or DefaultGatewayAddress.
-func (g *Gateway) BindAddress() string {
-	if len(g.Spec.Addresses) > 0 {
-		if a, err := netip.ParseAddr(g.Spec.Addresses[0].Value); err == nil {
-			return a.String()
+// BindAddress is the first IP address the Gateway's listeners bind (see
+// BindAddresses).
+func (g *Gateway) BindAddress() string { return g.BindAddresses()[0] }
+
+// BindAddresses are the IP addresses the Gateway's listeners bind, each
+// listener on each: the values of its IPAddress spec.addresses entries
+// (type IPAddress is the default), in order, without repeats, or
+// DefaultGatewayAddress when it has none.
+func (g *Gateway) BindAddresses() []string {
+	var out []string
+	for _, a := range g.Spec.Addresses {
+		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Value); err == nil && !slices.Contains(out, ip.String()) {
+			out = append(out, ip.String())
 		}
 	}
-	return DefaultGatewayAddress
+	if len(out) == 0 {
+		return []string{DefaultGatewayAddress}
+	}
+	return out
 }
 
 // LookupGateway returns the Gateway namespace/name, or nil.

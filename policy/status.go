@@ -95,9 +95,12 @@ type Object struct {
 // Kubernetes: a Gateway's conditions and listeners (gwapiv1.GatewayStatus),
 // a route's parents (gwapiv1.RouteStatus), conditions for meshgate kinds.
 type StatusBlock struct {
-	Conditions []metav1.Condition          `json:"conditions,omitempty"`
-	Listeners  []gwapiv1.ListenerStatus    `json:"listeners,omitempty"`
-	Parents    []gwapiv1.RouteParentStatus `json:"parents,omitempty"`
+	// Addresses (a Gateway's) are the addresses its listeners are served
+	// on: its IPAddress spec.addresses, or DefaultGatewayAddress.
+	Addresses  []gwapiv1.GatewayStatusAddress `json:"addresses,omitempty"`
+	Conditions []metav1.Condition             `json:"conditions,omitempty"`
+	Listeners  []gwapiv1.ListenerStatus       `json:"listeners,omitempty"`
+	Parents    []gwapiv1.RouteParentStatus    `json:"parents,omitempty"`
 	// AttachedListenerSets is, on a Gateway that sets allowedListeners
 	// (or has ListenerSets attached), how many are.
 	AttachedListenerSets *int32 `json:"attachedListenerSets,omitempty"`
@@ -202,14 +205,15 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		rs.Reason = ReasonInvalid // or the kind's own reason, below
 	}
 	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name,
-		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace, Generation: c.observedGeneration()}}
 	rs.Object = obj
 	cond := func(typ string, ok bool, reason, message string) metav1.Condition {
 		status := metav1.ConditionTrue
 		if !ok {
 			status = metav1.ConditionFalse
 		}
-		return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: message, LastTransitionTime: sc.when}
+		return metav1.Condition{Type: typ, Status: status, ObservedGeneration: c.observedGeneration(), Reason: reason,
+			Message: message, LastTransitionTime: sc.when}
 	}
 	extra := func() []metav1.Condition {
 		switch rs.State {
@@ -281,6 +285,11 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			if len(listenerErrs) == len(problems) && len(problems) > 0 {
 				reason = string(gwapiv1.GatewayReasonListenersNotValid)
 			}
+			if slices.ContainsFunc(problems, func(err *Error) bool {
+				return err.attr.class == classInvalid && err.attr.reason == string(gwapiv1.GatewayReasonUnsupportedAddress)
+			}) {
+				reason = string(gwapiv1.GatewayReasonUnsupportedAddress)
+			}
 			if rs.Reason == ReasonInvalid {
 				rs.Reason = reason
 			}
@@ -295,6 +304,12 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, false)
+		if sg, ok := servingGateway(serving); ok && programmed {
+			for _, a := range sg.BindAddresses() {
+				obj.Status.Addresses = append(obj.Status.Addresses,
+					gwapiv1.GatewayStatusAddress{Type: ptrTo(gwapiv1.IPAddressType), Value: a})
+			}
+		}
 		var attachedSets int32
 		if serving != nil {
 			if sg, ok := serving.res.(*Gateway); ok {
@@ -339,7 +354,7 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		obj.Spec = res.Spec
 		refErrs := byClass(classRef, -1)
 		for i, pr := range res.Spec.ParentRefs {
-			ps := gwapiv1.RouteParentStatus{ParentRef: pr, ControllerName: ControllerName}
+			ps := gwapiv1.RouteParentStatus{ParentRef: defaultedParentRef(pr), ControllerName: ControllerName}
 			if rejected {
 				ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), false,
 					string(gwapiv1.RouteReasonUnsupportedValue), message(problems, "")))
@@ -411,15 +426,16 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 // served, why in an Accepted=Unknown condition.
 func (sc *statusContext) ignoredStatus(rs ResourceStatus, c *candidate, why string) ResourceStatus {
 	rs.State, rs.Reason = StateIgnored, ReasonOtherController
-	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name, Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name,
+		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace, Generation: c.observedGeneration()}}
 	switch res := c.res.(type) {
 	case *Gateway:
 		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
 	case *GatewayClass:
 		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
 	}
-	obj.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionUnknown, Reason: ReasonOtherController,
-		Message: "not served by meshgate: " + why, LastTransitionTime: sc.when}}
+	obj.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionUnknown, ObservedGeneration: c.observedGeneration(),
+		Reason: ReasonOtherController, Message: "not served by meshgate: " + why, LastTransitionTime: sc.when}}
 	rs.Object = obj
 	return rs
 }
@@ -520,6 +536,49 @@ func lastGoodDropped(c *candidate, _ *statusContext) string {
 		msgs[i] = err.Error()
 	}
 	return fmt.Sprintf("its last good version (%s:%d) is not serving either: %s", lg.source.File, lg.source.Line, strings.Join(msgs, "; "))
+}
+
+// observedGeneration is the generation the status of c is written for:
+// its document's metadata.generation, 1 when not written (see
+// documentMeta.Generation).
+func (c *candidate) observedGeneration() int64 {
+	if c.generation > 0 {
+		return c.generation
+	}
+	if om, ok := c.res.(interface{ GetGeneration() int64 }); ok && om.GetGeneration() > 0 {
+		return om.GetGeneration() // a last good version, kept as a resource
+	}
+	return 1
+}
+
+// servingGateway is the Gateway of the serving candidate, if any.
+func servingGateway(serving *candidate) (*Gateway, bool) {
+	if serving == nil {
+		return nil, false
+	}
+	g, ok := serving.res.(*Gateway)
+	if ok && g.original != nil {
+		g = g.original
+	}
+	return g, ok
+}
+
+// defaultedParentRef is pr as the Gateway API's CRDs store it, and as a
+// Kubernetes controller copies it to route status: group and kind set
+// (gateway.networking.k8s.io and Gateway when left out; the core group ""
+// for a Service parent written without a group or with meshgate's group
+// or the "core" alias, which is how meshgate reads them).
+func defaultedParentRef(pr gwapiv1.ParentReference) gwapiv1.ParentReference {
+	if pr.Kind == nil {
+		pr.Kind = ptrTo(gwapiv1.Kind(KindGateway))
+	}
+	if *pr.Kind == KindService && (pr.Group == nil || *pr.Group == MeshgateGroup || *pr.Group == coreGroupAlias) {
+		pr.Group = ptrTo(gwapiv1.Group(""))
+	}
+	if pr.Group == nil {
+		pr.Group = ptrTo(gwapiv1.Group(GatewayGroup))
+	}
+	return pr
 }
 
 func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }

@@ -301,22 +301,7 @@ func (l *loader) checkGateway(g *Gateway) {
 			}
 		}
 	}
-	for i, a := range spec.Addresses {
-		p := fmt.Sprintf("spec.addresses[%d]", i)
-		if i > 0 {
-			l.errorf(src, p, "only one address is supported yet")
-			continue
-		}
-		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
-			l.errorf(src, p+".type", "address type %q is not supported yet (only IPAddress)", *a.Type)
-			continue
-		}
-		if a.Value == "" {
-			l.errorf(src, p+".value", "value is required (an IP address to bind)")
-		} else if ip, err := netip.ParseAddr(a.Value); err != nil || ip.Zone() != "" {
-			l.errorf(src, p+".value", "%q is not a valid IP address", a.Value)
-		}
-	}
+	l.checkGatewayAddresses(g)
 	if spec.Infrastructure != nil {
 		l.errorf(src, "spec.infrastructure", "%s", notSupported("infrastructure"))
 	}
@@ -426,6 +411,47 @@ func allowedFrom(ls *gwapiv1.Listener) gwapiv1.FromNamespaces {
 	return gwapiv1.NamespacesFromSame
 }
 
+// checkGatewayAddresses checks a Gateway's spec.addresses: IP addresses
+// (type IPAddress, the default), each listener is served on each. Another
+// type (Hostname, a named address) is not supported: the Gateway is not
+// accepted (reason UnsupportedAddress), as the Gateway API specifies.
+func (l *loader) checkGatewayAddresses(g *Gateway) {
+	src := g.Source
+	seen := map[netip.Addr]int{}
+	var unspecified []int
+	for i, a := range g.Spec.Addresses {
+		p := fmt.Sprintf("spec.addresses[%d]", i)
+		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
+			l.classifiedf(src, p+".type", attribution{class: classInvalid, reason: string(gwapiv1.GatewayReasonUnsupportedAddress)},
+				"address type %q is not supported: a gateway node binds IP addresses (type IPAddress); resolve the name and write its addresses", *a.Type)
+			continue
+		}
+		if a.Value == "" {
+			l.errorf(src, p+".value", "value is required (an IP address to bind)")
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil || ip.Zone() != "" {
+			l.errorf(src, p+".value", "%q is not a valid IP address", a.Value)
+			continue
+		}
+		if j, dup := seen[ip]; dup {
+			l.errorf(src, p+".value", "address %s is already spec.addresses[%d]", ip, j)
+			continue
+		}
+		seen[ip] = i
+		if ip.IsUnspecified() {
+			unspecified = append(unspecified, i)
+		}
+	}
+	if len(unspecified) > 0 && len(seen) > 1 {
+		i := unspecified[0]
+		l.errorf(src, fmt.Sprintf("spec.addresses[%d].value", i),
+			"%s binds every address of the host: it cannot be listed with other addresses (list it alone, or list the addresses to serve)",
+			g.Spec.Addresses[i].Value)
+	}
+}
+
 // checkBindConflicts reports Gateways whose listeners would bind the same
 // address and port. An unspecified address (0.0.0.0, ::) conflicts with
 // every address on that port.
@@ -443,28 +469,35 @@ func (l *loader) checkBindConflicts(gateways []*Gateway) {
 	})
 	var taken []binding
 	for _, g := range ordered {
-		addr, err := netip.ParseAddr(g.BindAddress())
-		if err != nil {
-			continue
+		var addrs []netip.Addr
+		for _, a := range g.BindAddresses() {
+			if addr, err := netip.ParseAddr(a); err == nil {
+				addrs = append(addrs, addr)
+			}
 		}
 		ports := make(map[int32]bool)
+		var mine []binding
 		for i, ls := range g.Spec.Listeners {
 			if ports[ls.Port] || ls.Port < 1 || ls.Port > 65535 {
 				continue
 			}
 			ports[ls.Port] = true
 			p := fmt.Sprintf("spec.listeners[%d].port", i)
-			for _, t := range taken {
-				if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
-					continue
+		addresses:
+			for _, addr := range addrs {
+				for _, t := range taken {
+					if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
+						continue
+					}
+					l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonPortUnavailable), "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
+						g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
+						t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
+					break addresses
 				}
-				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonPortUnavailable), "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
-					g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
-					t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
-				break
+				mine = append(mine, binding{addr: addr, port: ls.Port, gw: g, ls: string(ls.Name), line: g.Source.LineOf(p)})
 			}
-			taken = append(taken, binding{addr: addr, port: ls.Port, gw: g, ls: string(ls.Name), line: g.Source.LineOf(p)})
 		}
+		taken = append(taken, mine...) // a Gateway's own addresses do not conflict with each other
 	}
 }
 
@@ -567,6 +600,9 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, ix *setIndex) {
 				l.parentErrorf(src, i, p+".sectionName", noParent, "port %q of service %s is not port %d", *pr.SectionName, refName(ns, svc.Name, r.Namespace), *pr.Port)
 			}
 		}
+	case kind == "ServiceImport" && group == multiclusterGroup:
+		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue),
+			"parent kind ServiceImport (%s): multi-cluster services are not part of meshgate; the route is not attached to this parent", group)
 	default:
 		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue), "parent kind %q in group %q is not supported (want Gateway or ListenerSet, or Service for mesh routes)", kind, group)
 	}
@@ -981,6 +1017,9 @@ func (l *loader) checkPathModifier(src Source, p string, pm *gwapiv1.HTTPPathMod
 // group (whose name is ""): tolerated on a Service reference, with a
 // warning.
 const coreGroupAlias = "core"
+
+// multiclusterGroup is the Multi-Cluster Services API's group (ServiceImport).
+const multiclusterGroup = "multicluster.x-k8s.io"
 
 // warnCoreGroup warns of group: core on a Service reference.
 func (l *loader) warnCoreGroup(src Source, field string) {

@@ -596,15 +596,11 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
 func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
+	addrs := pg.BindAddresses()
 	gw := &Gateway{
-		NamespacedName: NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
-		Address:        DefaultGatewayAddress,
-	}
-	for _, addr := range pg.Spec.Addresses {
-		if addr.Type == nil || *addr.Type == gwapiv1.IPAddressType {
-			gw.Address = addr.Value
-			break
-		}
+		NamespacedName:      NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
+		Address:             addrs[0],
+		AdditionalAddresses: addrs[1:],
 	}
 	// The Gateway's listeners, then those of its ListenerSets (GEP-1713:
 	// the policy resolved their conflicts and left out the losers).

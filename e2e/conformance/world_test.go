@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -120,17 +121,28 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	}
 	w.client = interceptor.NewClient(w.base.(client.WithWatch), interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			obj.SetGeneration(1)
 			err := c.Create(ctx, obj, opts...)
 			changed()
 			return err
 		},
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if old := stored(ctx, c, obj); old != nil {
+				obj.SetGeneration(nextGeneration(old, obj))
+			}
 			err := c.Update(ctx, obj, opts...)
 			changed()
 			return err
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			old := stored(ctx, c, obj)
 			err := c.Patch(ctx, obj, patch, opts...)
+			if err == nil && old != nil {
+				if gen := nextGeneration(old, obj); gen != obj.GetGeneration() {
+					obj.SetGeneration(gen)
+					err = c.Update(ctx, obj)
+				}
+			}
 			changed()
 			return err
 		},
@@ -157,6 +169,28 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	}
 	go w.loop(ctx)
 	return w
+}
+
+// stored is the object as the fake cluster holds it now, or nil.
+func stored(ctx context.Context, c client.Client, obj client.Object) client.Object {
+	old, ok := obj.DeepCopyObject().(client.Object)
+	if !ok || c.Get(ctx, client.ObjectKeyFromObject(obj), old) != nil {
+		return nil
+	}
+	return old
+}
+
+// nextGeneration is the generation of obj replacing old, as the API server
+// sets it (the fake client does not): old's, plus one when the spec
+// changed.
+func nextGeneration(old, obj client.Object) int64 {
+	gen := max(old.GetGeneration(), 1)
+	a, errA := runtime.DefaultUnstructuredConverter.ToUnstructured(old)
+	b, errB := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if errA == nil && errB == nil && !equality.Semantic.DeepEqual(a["spec"], b["spec"]) {
+		gen++
+	}
+	return gen
 }
 
 // loop syncs after every change, coalescing bursts, and copies the control
@@ -242,12 +276,8 @@ func (w *world) refreshStatus(ctx context.Context) error {
 		}
 	}
 	w.problems = problems
-	addrs := map[objKey]string{}
-	for k, v := range w.addrs {
-		addrs[k] = v
-	}
 	w.mu.Unlock()
-	return writeStatus(ctx, w.base, objs, res, addrs)
+	return writeStatus(ctx, w.base, objs, res)
 }
 
 var validateLine = regexp.MustCompile(`^(?:.*/)?([^/:]+\.yaml):\d+: (.*)$`)

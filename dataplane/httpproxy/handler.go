@@ -82,6 +82,10 @@ type Handler struct {
 	// recorders are the writers of requests with metrics (*recorder).
 	recorders sync.Pool
 
+	// mirrorSlots bounds the mirrored requests in flight: a mirror that
+	// finds no free slot is not sent.
+	mirrorSlots chan struct{}
+
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
 	protoHTTP, protoHTTPS []string
@@ -94,9 +98,10 @@ func NewHandler(logger *slog.Logger) *Handler {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		logger:     logger,
-		protoHTTP:  []string{"http"}[:1:1],
-		protoHTTPS: []string{"https"}[:1:1],
+		logger:      logger,
+		mirrorSlots: make(chan struct{}, MaxMirrorsInFlight),
+		protoHTTP:   []string{"http"}[:1:1],
+		protoHTTPS:  []string{"https"}[:1:1],
 	}
 	h.buffers.New = func() any {
 		b := make([]byte, copyBufferSize)
@@ -284,6 +289,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 			header["X-Forwarded-Proto"] = h.protoHTTP
 		}
 	}
+	if rt.HasClusterHeaders() {
+		rt.ApplyClusterRequestHeaders(cluster.Name(), header)
+	}
 	rt.ApplyRequestHeaders(header)
 
 	// The route timeout covers the whole exchange (upstream.ErrTimeout: 504
@@ -293,7 +301,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
 	}
-	resp, err := cluster.RoundTrip(out, rt.Timeout())
+	var resp *http.Response
+	var err error
+	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
+		resp, err = cluster.RoundTrip(out, rt.Timeout())
+	} else {
+		resp, endpoint, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+	}
 	if err != nil {
 		attempt.Fail(err)
 		h.upstreamError(w, r, rt, cluster, endpoint, err, body)
@@ -306,6 +320,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
+	}
+	if rt.HasClusterHeaders() {
+		rt.ApplyClusterResponseHeaders(cluster.Name(), dst)
 	}
 	rt.ApplyResponseHeaders(dst)
 	w.WriteHeader(resp.StatusCode)

@@ -458,6 +458,7 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
 			cfg.Filters = spec.filters
 			cfg.Tracer = p.tracerFor(spec.tracing)
+			cfg.AccessLogs = p.accessLogsFor(spec.accessLogs)
 		}
 		s.handler.proxy.Store(cfg)
 		if spec != nil && (s.stored.spec != spec || s.stored.routes != s.active) {
@@ -472,6 +473,7 @@ func (p *Proxy) sync(now time.Time) {
 	}
 	p.clusters = live
 	p.syncTracers(clusters)
+	p.syncAccessLogs()
 
 	if p.holdTimer != nil {
 		p.holdTimer.Stop()

@@ -1,7 +1,6 @@
 package accesslog
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,11 +14,18 @@ import (
 
 // Writer defaults (Options).
 const (
-	DefaultQueueSize = 4096
+	// DefaultBufferSize bounds the bytes of lines waiting to be written;
+	// beyond it lines are dropped.
+	DefaultBufferSize = 1 << 20
+	// DefaultFlushInterval is how often the lines are written (sooner when
+	// flushThreshold bytes are waiting).
+	DefaultFlushInterval = 100 * time.Millisecond
 	// DefaultReopenInterval is how often a file's path is checked: a file
 	// moved or deleted (logrotate) is reopened at its path.
 	DefaultReopenInterval = time.Second
-	// maxLineBuffer: a pooled buffer grown beyond it is not kept.
+	// flushThreshold: this many bytes waiting wake the writer early.
+	flushThreshold = 64 << 10
+	// maxLineBuffer: a pooled line buffer grown beyond it is not kept.
 	maxLineBuffer = 16 << 10
 )
 
@@ -32,9 +38,11 @@ const (
 
 // Options tune a Writer; zero values take the defaults.
 type Options struct {
-	// QueueSize bounds the lines waiting to be written; beyond it lines are
-	// dropped (and counted), never waited for.
-	QueueSize int
+	// BufferSize bounds the bytes of lines waiting to be written; beyond
+	// it lines are dropped (and counted), never waited for.
+	BufferSize int
+	// FlushInterval is how long a line waits at most before it is written.
+	FlushInterval time.Duration
 	// ReopenInterval is how often the path of a file is checked.
 	ReopenInterval time.Duration
 }
@@ -43,20 +51,27 @@ type Options struct {
 type Stats struct {
 	// Written lines.
 	Written uint64 `json:"written"`
-	// Dropped lines: the queue was full (the file or stdout too slow), or
+	// Dropped lines: the buffer was full (the file or stdout too slow), or
 	// writing them failed.
 	Dropped uint64 `json:"dropped"`
 }
 
-// Writer writes the lines of the listeners that log to one path, from one
-// goroutine: Log never blocks. It is safe for concurrent use.
+// Writer writes the lines of the listeners that log to one path: requests
+// append their line to a bounded buffer, and one goroutine writes it out
+// in whole lines, at most every FlushInterval. Log never blocks on the
+// output. It is safe for concurrent use.
 type Writer struct {
-	path   string
-	lines  chan *[]byte
-	pool   sync.Pool // *[]byte
-	logger *slog.Logger
-	opts   Options
+	path    string
+	opts    Options
+	logger  *slog.Logger
+	scratch sync.Pool // *[]byte: a line being formatted
 
+	mu      sync.Mutex
+	pending []byte // whole lines waiting
+	lines   uint64 // lines in pending
+	closed  bool
+
+	kick             chan struct{} // wakes the writer early (cap 1)
 	written, dropped atomic.Uint64
 
 	stop     chan struct{}
@@ -70,27 +85,30 @@ func NewWriter(path string, opts Options, logger *slog.Logger) (*Writer, error) 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = DefaultQueueSize
+	if opts.BufferSize <= 0 {
+		opts.BufferSize = DefaultBufferSize
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = DefaultFlushInterval
 	}
 	if opts.ReopenInterval <= 0 {
 		opts.ReopenInterval = DefaultReopenInterval
 	}
-	w := &Writer{
-		path:   path,
-		lines:  make(chan *[]byte, opts.QueueSize),
-		logger: logger.With("access_log", path),
-		opts:   opts,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
-	}
-	w.pool.New = func() any {
-		b := make([]byte, 0, 1024)
-		return &b
-	}
 	out, err := openLog(path)
 	if err != nil {
 		return nil, err
+	}
+	w := &Writer{
+		path:   path,
+		opts:   opts,
+		logger: logger.With("access_log", path),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	w.scratch.New = func() any {
+		b := make([]byte, 0, 1024)
+		return &b
 	}
 	go w.run(out)
 	return w, nil
@@ -124,103 +142,93 @@ func (w *Writer) Stats() Stats {
 	return Stats{Written: w.written.Load(), Dropped: w.dropped.Load()}
 }
 
-// Log formats e's line as s says and queues it, or drops it (counted)
-// when the queue is full. end is when the request ended.
+// Log formats e's line as s says and adds it to the buffer, or drops it
+// (counted) when the buffer is full or w is closed. end is when the
+// request ended.
 func (w *Writer) Log(s *Settings, e *Entry, end time.Time) {
-	select {
-	case <-w.stop:
+	bp := w.scratch.Get().(*[]byte)
+	line := s.appendLine((*bp)[:0], e, end)
+	w.mu.Lock()
+	switch {
+	case w.closed || len(w.pending)+len(line) > w.opts.BufferSize:
 		w.dropped.Add(1)
-		return
 	default:
+		w.pending = append(w.pending, line...)
+		w.lines++
+		if len(w.pending) >= flushThreshold {
+			select {
+			case w.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
-	bp := w.pool.Get().(*[]byte)
-	*bp = s.appendLine((*bp)[:0], e, end)
-	select {
-	case w.lines <- bp:
-	default:
-		w.dropped.Add(1)
-		w.release(bp)
+	w.mu.Unlock()
+	*bp = line
+	if cap(line) <= maxLineBuffer {
+		w.scratch.Put(bp)
 	}
 }
 
-func (w *Writer) release(bp *[]byte) {
-	if cap(*bp) <= maxLineBuffer {
-		w.pool.Put(bp)
-	}
+// take returns the lines waiting, leaving spare (emptied) in their place.
+func (w *Writer) take(spare []byte) ([]byte, uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out, n := w.pending, w.lines
+	w.pending, w.lines = spare[:0], 0
+	return out, n
 }
 
-// run writes the queued lines, flushing when the queue is empty, and
-// reopens a file moved or deleted from its path.
+// run writes the lines every FlushInterval (or when kicked), one write per
+// batch of whole lines, so that processes appending to one file (O_APPEND)
+// never interleave inside a line; it reopens a file moved or deleted from
+// its path.
 func (w *Writer) run(out logFile) {
 	defer close(w.done)
-	buf := bufio.NewWriterSize(out.w, 64<<10)
-	pending := uint64(0) // lines in buf
+	var spare []byte
 	flush := func() {
-		if pending == 0 {
-			return
+		batch, n := w.take(spare)
+		if n > 0 {
+			if _, err := out.w.Write(batch); err != nil {
+				w.dropped.Add(n)
+				w.logger.Debug("access log write failed", "lines", n, "error", err)
+			} else {
+				w.written.Add(n)
+			}
 		}
-		if err := buf.Flush(); err != nil {
-			w.dropped.Add(pending)
-			w.logger.Debug("access log write failed", "lines", pending, "error", err)
-			buf.Reset(out.w)
-		} else {
-			w.written.Add(pending)
+		if cap(batch) > 2*w.opts.BufferSize {
+			batch = nil // do not keep a buffer grown by a burst of long lines
 		}
-		pending = 0
+		spare = batch
 	}
-	write := func(bp *[]byte) {
-		// Whole lines per write(2): processes appending to one file
-		// (O_APPEND) never interleave inside a line.
-		if len(*bp) > buf.Available() {
-			flush()
-		}
-		_, _ = buf.Write(*bp) // errors surface in Flush
-		pending++
-		w.release(bp)
-	}
-	ticker := time.NewTicker(w.opts.ReopenInterval)
+	ticker := time.NewTicker(w.opts.FlushInterval)
 	defer ticker.Stop()
+	lastCheck := time.Now()
 	defer func() {
-		flush()
 		if out.file != nil {
 			_ = out.file.Close()
 		}
 	}()
 	for {
 		select {
-		case bp := <-w.lines:
-			write(bp)
-			// Write what else is queued, then flush once.
-			for more := true; more; {
-				select {
-				case bp := <-w.lines:
-					write(bp)
-				default:
-					more = false
-				}
-			}
+		case <-w.kick:
 			flush()
-		case <-ticker.C:
-			if out.file != nil && moved(w.path, out.file) {
-				flush()
-				next, err := openLog(w.path)
-				if err != nil {
-					w.logger.Warn("access log: reopening failed", "error", err)
-					continue
+		case now := <-ticker.C:
+			flush()
+			if out.file != nil && now.Sub(lastCheck) >= w.opts.ReopenInterval {
+				lastCheck = now
+				if moved(w.path, out.file) {
+					next, err := openLog(w.path)
+					if err != nil {
+						w.logger.Warn("access log: reopening failed", "error", err)
+						continue
+					}
+					_ = out.file.Close()
+					out = next
 				}
-				_ = out.file.Close()
-				out = next
-				buf.Reset(out.w)
 			}
 		case <-w.stop:
-			for {
-				select {
-				case bp := <-w.lines:
-					write(bp)
-				default:
-					return
-				}
-			}
+			flush()
+			return
 		}
 	}
 }
@@ -238,9 +246,12 @@ func moved(path string, f *os.File) bool {
 	return !os.SameFile(at, open)
 }
 
-// Close writes what is queued (within ctx) and stops w; lines logged
+// Close writes what is waiting (within ctx) and stops w; lines logged
 // afterwards are dropped.
 func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 	w.stopOnce.Do(func() { close(w.stop) })
 	select {
 	case <-w.done:

@@ -80,12 +80,12 @@ func TestWriterDropsWhenBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	w, err := NewWriter(path, Options{QueueSize: 8}, nil)
+	w, err := NewWriter(path, Options{BufferSize: 16 << 10}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := settingsOf(t, path, map[string]any{"pad": strings.Repeat("x", 1000)})
-	const lines = 2000 // ~2 MB: more than the pipe, the writer's buffer and the queue
+	const lines = 2000 // ~2 MB: more than the pipe and twice the buffer
 	e := entryFor("/", 200)
 	for range lines {
 		w.Log(s, e, time.Now())
@@ -114,6 +114,7 @@ func TestWriterReopensMovedFile(t *testing.T) {
 		}
 		s := settingsOf(t, path, map[string]any{"path": "%REQ(:PATH)%"})
 		w.Log(s, entryFor("/before", 200), time.Now())
+		time.Sleep(DefaultFlushInterval) // virtual: the line is written
 		synctest.Wait()
 		if err := os.Rename(path, path+".1"); err != nil {
 			t.Fatal(err)

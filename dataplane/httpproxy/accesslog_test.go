@@ -158,3 +158,31 @@ func TestAccessLogLines(t *testing.T) {
 		t.Errorf("upstream_duration %#v, want a number", lines[0]["upstream_duration"])
 	}
 }
+
+// BenchmarkProxyAccessLog is BenchmarkProxy's request with the access log
+// on (the default fields, to a file): the cost of logging against
+// BenchmarkProxy, where there is none.
+func BenchmarkProxyAccessLog(b *testing.B) {
+	backend := newBackend(b, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("hello, world\n"))
+	})
+	logs, _ := accessLogTo(b, filepath.Join(b.TempDir(), "access.log"), testFields)
+	h := NewHandler(nil)
+	h.Store(&Config{
+		Routes:     table(b, &routev3.Route{Match: prefix("/"), Action: forwardTo("A")}),
+		Clusters:   map[string]*upstream.Cluster{"A": clusterFor(b, "A", false, addrOf(backend))},
+		AccessLogs: logs,
+	})
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest("GET", "http://bench.local/path?x=1", nil)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("status %d", rec.Code)
+			}
+		}
+	})
+}

@@ -49,7 +49,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass or ReferenceGrant in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant or ListenerSet in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
@@ -121,9 +121,8 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "gateway-spec.yaml",
 			want: []string{
-				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported yet (only IPAddress)`,
+				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported: a gateway node binds IP addresses (type IPAddress); resolve the name and write its addresses`,
 				`gateway-spec.yaml:20: spec.addresses[0].value: "127.0.0.300" is not a valid IP address`,
-				`gateway-spec.yaml:21: spec.addresses[1]: only one address is supported yet`,
 				`gateway-spec.yaml:24: spec.infrastructure: infrastructure is not supported yet`,
 				`gateway-spec.yaml:27: spec.tls: tls is not supported yet`,
 			},
@@ -138,7 +137,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-parents.yaml:53: spec.parentRefs[4]: gateway "infra/edge" does not accept routes from namespace "default" (allowedRoutes.namespaces.from is Same)`,
 				`route-parents.yaml:58: spec.parentRefs[5].name: service "payments" not found`,
 				`route-parents.yaml:61: spec.parentRefs[6].port: service "orders" has no port 81`,
-				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway, or Service for mesh routes)`,
+				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway or ListenerSet, or Service for mesh routes)`,
 				`route-parents.yaml:78: spec.hostnames: no hostname of the route matches a listener of gateway "edge"`,
 				`route-parents.yaml:78: spec.hostnames[2]: invalid hostname "Bad_Host": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
 				`route-parents.yaml:80: spec.rules[0].backendRefs[0].namespace: service "default/orders" is in another namespace: it needs a ReferenceGrant in namespace "default" from HTTPRoutes of namespace "infra" to it`,

@@ -153,6 +153,9 @@ var compileSteps = [...]struct {
 	// Namespaces' labels are read through policy.Set.ListenerAllows by the
 	// Gateway step.
 	{policy.KindNamespace, func(*compiler) error { return nil }},
+	// The Gateway step adds the listeners of a Gateway's ListenerSets
+	// (policy.Set.ListenerSetsOf) to its own.
+	{policy.KindListenerSet, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -328,11 +331,15 @@ func isServiceRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
 	return group == nil || *group == "" || *group == "core" || *group == policy.MeshgateGroup
 }
 
-func isGatewayRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
-	if kind != nil && string(*kind) != policy.KindGateway {
-		return false
+// isListenerOwnerRef reports whether a parentRef's group and kind name a
+// Gateway (ownerKind policy.KindGateway: the kind's default) or a
+// ListenerSet (policy.KindListenerSet).
+func isListenerOwnerRef(group *gwapiv1.Group, kind *gwapiv1.Kind, ownerKind string) bool {
+	k := policy.KindGateway
+	if kind != nil {
+		k = string(*kind)
 	}
-	return group == nil || *group == gwapiv1.GroupName
+	return k == ownerKind && (group == nil || *group == gwapiv1.GroupName)
 }
 
 // compileService compiles a Service and adds its endpoints to index.
@@ -589,28 +596,43 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
 func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
+	addrs := pg.BindAddresses()
 	gw := &Gateway{
-		NamespacedName: NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
-		Address:        DefaultGatewayAddress,
+		NamespacedName:      NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
+		Address:             addrs[0],
+		AdditionalAddresses: addrs[1:],
 	}
-	for _, addr := range pg.Spec.Addresses {
-		if addr.Type == nil || *addr.Type == gwapiv1.IPAddressType {
-			gw.Address = addr.Value
-			break
-		}
-	}
-	byPort := map[int32][]*gwapiv1.Listener{}
+	// The Gateway's listeners, then those of its ListenerSets (GEP-1713:
+	// the policy resolved their conflicts and left out the losers).
+	byPort := map[int32][]ownedListener{}
 	for i := range pg.Spec.Listeners {
 		l := &pg.Spec.Listeners[i]
-		byPort[l.Port] = append(byPort[l.Port], l)
+		byPort[l.Port] = append(byPort[l.Port], ownedListener{listener: l, kind: policy.KindGateway, owner: gw.NamespacedName,
+			allows: func(routeNamespace string) bool { return set.ListenerAllows(pg, l, routeNamespace) }})
+	}
+	for _, ls := range set.ListenerSetsOf(pg) {
+		owner := NamespacedName{Namespace: orDefault(ls.Namespace), Name: ls.Name}
+		for _, l := range ls.Listeners() {
+			l := &l
+			byPort[l.Port] = append(byPort[l.Port], ownedListener{listener: l, kind: policy.KindListenerSet, owner: owner,
+				allows: func(routeNamespace string) bool { return set.ListenerSetListenerAllows(ls, l, routeNamespace) }})
+		}
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		allows := func(l *gwapiv1.Listener, routeNamespace string) bool {
-			return set.ListenerAllows(pg, l, routeNamespace)
-		}
-		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes, allows))
+		gw.Ports = append(gw.Ports, compileGatewayPort(port, byPort[port], routes))
 	}
 	return gw
+}
+
+// ownedListener is a listener of a Gateway, its own or one of a
+// ListenerSet attached to it: routes attach to it through a parentRef to
+// its owner (of kind Gateway or ListenerSet).
+type ownedListener struct {
+	listener *gwapiv1.Listener
+	kind     string
+	owner    NamespacedName
+	// allows reports whether its allowedRoutes admit a route's namespace.
+	allows func(routeNamespace string) bool
 }
 
 // attachment is the rules of one route attached to one listener for one
@@ -621,16 +643,15 @@ type attachment struct {
 	rules            []*Rule
 }
 
-func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute,
-	allows func(l *gwapiv1.Listener, routeNamespace string) bool) *GatewayPort {
+func compileGatewayPort(port int32, listeners []ownedListener, routes []*compiledRoute) *GatewayPort {
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
 	for _, l := range listeners {
-		lh := listenerHostname(l)
+		lh := listenerHostname(l.listener)
 		listenerHostnames = append(listenerHostnames, lh)
 		for _, cr := range routes {
-			if !attaches(gw, l, cr, allows) {
+			if !attaches(l, cr) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {
@@ -725,17 +746,19 @@ func listenerHostname(l *gwapiv1.Listener) string {
 	return strings.ToLower(string(*l.Hostname))
 }
 
-// attaches reports whether one of the route's parentRefs selects listener l
-// of gateway gw, and the listener allows routes from the route's namespace.
-func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute, allows func(l *gwapiv1.Listener, routeNamespace string) bool) bool {
-	if !allows(l, cr.name.Namespace) {
+// attaches reports whether one of the route's parentRefs selects the
+// listener ol (its owner, and the listener by sectionName and port), and
+// the listener allows routes from the route's namespace.
+func attaches(ol ownedListener, cr *compiledRoute) bool {
+	if !ol.allows(cr.name.Namespace) {
 		return false
 	}
+	l := ol.listener
 	for _, ref := range cr.route.Spec.ParentRefs {
-		if !isGatewayRef(ref.Group, ref.Kind) {
+		if !isListenerOwnerRef(ref.Group, ref.Kind, ol.kind) {
 			continue
 		}
-		if string(ref.Name) != gw.Name || refNamespace(ref.Namespace, cr.name.Namespace) != gw.Namespace {
+		if string(ref.Name) != ol.owner.Name || refNamespace(ref.Namespace, cr.name.Namespace) != ol.owner.Namespace {
 			continue
 		}
 		if ref.SectionName != nil && *ref.SectionName != l.Name {

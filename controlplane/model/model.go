@@ -163,6 +163,10 @@ type Gateway struct {
 	NamespacedName
 	// Address is the IP address the gateway's listeners bind.
 	Address string `json:"address"`
+	// AdditionalAddresses are the other IP addresses its listeners bind
+	// (a Gateway with several spec.addresses): each listener is served on
+	// Address and on each of them.
+	AdditionalAddresses []string `json:"additionalAddresses,omitempty"`
 	// Ports sorted ascending.
 	Ports []*GatewayPort `json:"ports"`
 	// Authorization enforced at every listener of the gateway; nil: none.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshgate/meshgate/dataplane/accesslog"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
+	"github.com/meshgate/meshgate/dataplane/metrics"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/tracing"
 	"github.com/meshgate/meshgate/dataplane/upstream"
@@ -72,6 +73,9 @@ type Config struct {
 	// AccessLogs are HttpConnectionManager.access_log: one line per
 	// request to each. None: no access log, at no cost.
 	AccessLogs []accesslog.Log
+	// Metrics are the listener's request metrics, resolved for Routes
+	// (metrics.Proxy.Listener). Nil: none, at no cost.
+	Metrics *metrics.Listener
 }
 
 // Handler serves one listener. It is safe for concurrent use.
@@ -79,6 +83,8 @@ type Handler struct {
 	config  atomic.Pointer[bound]
 	logger  *slog.Logger
 	buffers sync.Pool // *[]byte of copyBufferSize
+	// recorders are the writers of requests with metrics (*recorder).
+	recorders sync.Pool
 
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
@@ -100,6 +106,7 @@ func NewHandler(logger *slog.Logger) *Handler {
 		b := make([]byte, copyBufferSize)
 		return &b
 	}
+	h.recorders.New = func() any { return new(recorder) }
 	return h
 }
 
@@ -154,6 +161,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := b.cfg
+	var rec *recorder
+	if cfg.Metrics != nil {
+		// Outermost, so that the duration covers the whole pipeline.
+		rec = h.startMetrics(w)
+		w = rec
+		defer h.endMetrics(cfg.Metrics, rec, r.ContentLength)
+	}
 	var span *tracing.Server
 	if cfg.Tracer != nil {
 		span, r = cfg.Tracer.StartServer(w, r)
@@ -172,6 +186,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := cfg.Routes.Match(r)
+	if rec != nil {
+		rec.selectRoute(cfg.Metrics.Route(rt))
+	}
 	if span != nil && rt != nil {
 		span.SetRoute(rt.Name(), rt.VirtualHost())
 	}
@@ -226,6 +243,11 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	} else {
 		clusterName = rt.PickCluster(0)
 	}
+	if cfg.Metrics != nil {
+		if rec := recorderOf(w); rec != nil && rec.route != nil {
+			rec.dest = rec.route.Destination(clusterName)
+		}
+	}
 	cluster := cfg.Clusters[clusterName]
 	if cluster == nil {
 		entry.Fail(accesslog.NoClusterFound, accesslog.DetailsClusterNotFound)
@@ -263,6 +285,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	} else {
 		body = &requestBody{ReadCloser: r.Body}
 		out.Body = body
+		if cfg.Metrics != nil {
+			if rec := recorderOf(w); rec != nil {
+				rec.body = body
+			}
+		}
 	}
 	if host := rt.HostRewrite(); host != "" {
 		out.Host = host
@@ -380,6 +407,7 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 		return
 	case errors.Is(err, upstream.ErrTimeout):
 		entry.Fail(accesslog.UpstreamRequestTimeout, accesslog.DetailsResponseTimeout)
+		cluster.Stats().Timeouts.Inc()
 		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		entry.Fail(accesslog.UpstreamConnectionFailure, accesslog.DetailsConnectFailure)
@@ -397,10 +425,12 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 type requestBody struct {
 	io.ReadCloser
 	failed atomic.Bool
+	n      atomic.Int64 // bytes read
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
 	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
 		b.failed.Store(true)
 	}

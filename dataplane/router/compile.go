@@ -50,6 +50,10 @@ func Compile(rc *routev3.RouteConfiguration, perFilter PerFilterCompiler) (*Tabl
 		if err != nil {
 			return nil, fmt.Errorf("route configuration %q: virtual_hosts[%d] %q: %w", rc.GetName(), i, vhc.GetName(), err)
 		}
+		for _, rt := range vh.routes {
+			rt.index = len(t.routes)
+			t.routes = append(t.routes, rt)
+		}
 		for j, d := range vhc.GetDomains() {
 			domain := strings.ToLower(d)
 			if other, dup := seenDomains[domain]; dup {

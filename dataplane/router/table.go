@@ -39,6 +39,9 @@ type Table struct {
 	// by the Host without its port (the request keeps it).
 	ignorePort bool
 	clusters   []string
+	// routes are every route of every virtual host, in configuration
+	// order; each route's index is its position here.
+	routes []*Route
 	// perFilterTypes: the message types of typed_per_filter_config, by
 	// filter name (every level).
 	perFilterTypes map[string][]string
@@ -61,6 +64,7 @@ type virtualHost struct {
 type Route struct {
 	vhostName string
 	name      string
+	index     int // position in its Table's Routes
 
 	match routeMatch
 
@@ -171,6 +175,15 @@ func (t *Table) PerFilterTypes() map[string][]string { return t.perFilterTypes }
 // Clusters returns every cluster name the table's routes reference, sorted
 // and unique. The caller must not modify the slice.
 func (t *Table) Clusters() []string { return t.clusters }
+
+// Routes returns every route of the table, in configuration order: route
+// rt is Routes()[rt.Index()]. The caller must not modify the slice.
+func (t *Table) Routes() []*Route {
+	if t == nil {
+		return nil
+	}
+	return t.routes
+}
 
 // RoutesTo reports whether a route of the table forwards to the cluster
 // named name.

@@ -209,7 +209,7 @@ func coreSubset() Rules {
 		// Listener.
 		// Two filter chains, listener_filters and transport sockets are the TLS
 		// part (subset_tls.go): PERMISSIVE and STRICT inbound listeners.
-		"envoy.config.listener.v3.Listener": Allow("name", "address", "traffic_direction").
+		"envoy.config.listener.v3.Listener": Allow("name", "address", "additional_addresses", "traffic_direction").
 			With("filter_chains", Field{MinItems: 1, MaxItems: 2}).
 			With("listener_filters", Field{MaxItems: 1}).
 			Requires("address", "filter_chains"),
@@ -220,7 +220,8 @@ func coreSubset() Rules {
 		"envoy.config.listener.v3.Filter": Allow("name").
 			With("typed_config", Field{AnyTypes: []protoreflect.FullName{hcmType}}).
 			Requires("typed_config"),
-		"envoy.config.core.v3.Address": Allow("socket_address").Requires("socket_address"),
+		"envoy.config.listener.v3.AdditionalAddress": Allow("address").Requires("address"),
+		"envoy.config.core.v3.Address":               Allow("socket_address").Requires("socket_address"),
 		"envoy.config.core.v3.SocketAddress": Allow("address", "port_value").
 			With("protocol", Field{Enums: []protoreflect.EnumNumber{enumTCP}}),
 

@@ -1,6 +1,7 @@
 package logformat
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -49,6 +50,21 @@ func TestParseRefuses(t *testing.T) {
 		_, err := Parse(tt.format)
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("Parse(%q) error %v, want one containing %q", tt.format, err, tt.wantErr)
+		}
+	}
+}
+
+// TestOperatorsDocumented: docs/observability.md names every command
+// operator the proxy implements, so that the list users read is the list
+// the policy and the proxy accept.
+func TestOperatorsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/observability.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range Operators() {
+		if !strings.Contains(string(doc), "`"+op) {
+			t.Errorf("docs/observability.md does not list the command operator %s", op)
 		}
 	}
 }

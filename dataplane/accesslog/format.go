@@ -16,9 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
-	"strings"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
@@ -36,7 +36,6 @@ type Settings struct {
 	Path string
 	// fields are the json_format's, sorted by name.
 	fields []field
-	key    string
 }
 
 // field is one JSON field of a line.
@@ -46,9 +45,6 @@ type field struct {
 	literal string
 	parts   []logformat.Part
 }
-
-// Key identifies equal settings.
-func (s *Settings) Key() string { return s.key }
 
 // Parse reads an HttpConnectionManager's access_log, already checked
 // against the subset (dataplane/xdscheck); none gives nil. Errors name the
@@ -81,8 +77,6 @@ func parseOne(l *accesslogv3.AccessLog) (*Settings, error) {
 		return nil, errors.New("typed_config.log_format.json_format: required")
 	}
 	s := &Settings{Path: cfg.GetPath()}
-	var key strings.Builder
-	fmt.Fprintf(&key, "%q", s.Path)
 	for _, name := range slices.Sorted(maps.Keys(st.GetFields())) {
 		f := field{name: strconv.Quote(name)}
 		switch v := st.GetFields()[name].GetKind().(type) {
@@ -92,18 +86,17 @@ func parseOne(l *accesslogv3.AccessLog) (*Settings, error) {
 				return nil, fmt.Errorf("typed_config.log_format.json_format.fields[%s]: %w", name, err)
 			}
 			f.parts = parts
-			fmt.Fprintf(&key, " %q=%q", name, v.StringValue)
 		case *structpb.Value_NumberValue:
+			if math.IsNaN(v.NumberValue) || math.IsInf(v.NumberValue, 0) {
+				return nil, fmt.Errorf("typed_config.log_format.json_format.fields[%s]: %v is not a JSON number", name, v.NumberValue)
+			}
 			f.literal = strconv.FormatFloat(v.NumberValue, 'g', -1, 64)
-			fmt.Fprintf(&key, " %q:%s", name, f.literal)
 		case *structpb.Value_BoolValue:
 			f.literal = strconv.FormatBool(v.BoolValue)
-			fmt.Fprintf(&key, " %q:%s", name, f.literal)
 		default:
 			return nil, fmt.Errorf("typed_config.log_format.json_format.fields[%s]: want a string, a number or a bool", name)
 		}
 		s.fields = append(s.fields, f)
 	}
-	s.key = key.String()
 	return s, nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -719,11 +720,14 @@ func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, 
 	for k := range rule.Filters {
 		f := &rule.Filters[k]
 		fp := fmt.Sprintf("%s.filters[%d]", p, k)
-		if seenTypes[f.Type] {
+		if seenTypes[f.Type] && f.Type != gwapiv1.HTTPRouteFilterRequestMirror {
 			l.errorf(src, fp+".type", "duplicate %s filter in one rule", f.Type)
 		}
 		seenTypes[f.Type] = true
 		usesPrefix := l.checkFilter(src, fp, f)
+		if f.Type == gwapiv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+			l.checkMirror(r, fp+".requestMirror", f.RequestMirror, services)
+		}
 		if usesPrefix != "" && !allPrefix {
 			l.errorf(src, usesPrefix, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
 		}
@@ -744,20 +748,90 @@ func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, 
 		l.checkBackendRef(r, fmt.Sprintf("%s.backendRefs[%d]", p, k), &rule.BackendRefs[k], services)
 	}
 	if t := rule.Timeouts; t != nil {
+		var request, backendRequest time.Duration
+		var requestErr, backendErr error
 		if t.Request != nil {
-			if _, err := ParseDuration(*t.Request); err != nil {
-				l.errorf(src, p+".timeouts.request", "%v", err)
+			if request, requestErr = ParseDuration(*t.Request); requestErr != nil {
+				l.errorf(src, p+".timeouts.request", "%v", requestErr)
 			}
 		}
 		if t.BackendRequest != nil {
-			l.errorf(src, p+".timeouts.backendRequest", "%s", notSupported("backendRequest"))
+			if backendRequest, backendErr = ParseDuration(*t.BackendRequest); backendErr != nil {
+				l.errorf(src, p+".timeouts.backendRequest", "%v", backendErr)
+			}
+		}
+		if t.Request != nil && t.BackendRequest != nil && requestErr == nil && backendErr == nil &&
+			request != 0 && backendRequest > request {
+			l.errorf(src, p+".timeouts.backendRequest", "backendRequest timeout %s cannot be longer than the request timeout %s", *t.BackendRequest, *t.Request)
 		}
 	}
 	if rule.Retry != nil {
-		l.errorf(src, p+".retry", "%s", notSupported("retry"))
+		l.checkRetry(src, p+".retry", rule.Retry)
 	}
 	if rule.SessionPersistence != nil {
 		l.errorf(src, p+".sessionPersistence", "%s", notSupported("sessionPersistence"))
+	}
+}
+
+// Bounds of a rule's retry stanza: the Gateway API's (status codes 400-599,
+// at least one attempt) and meshgate's own, so that a typo cannot make one
+// request into thousands (maxRetryAttempts) or hold it for hours
+// (maxRetryBackoff).
+const (
+	maxRetryAttempts = 10
+	maxRetryBackoff  = time.Minute
+)
+
+// checkRetry validates a rule's retry stanza.
+func (l *loader) checkRetry(src Source, p string, r *gwapiv1.HTTPRouteRetry) {
+	seen := make(map[gwapiv1.HTTPRouteRetryStatusCode]bool, len(r.Codes))
+	for i, c := range r.Codes {
+		cp := fmt.Sprintf("%s.codes[%d]", p, i)
+		switch {
+		case c < 400 || c > 599:
+			l.errorf(src, cp, "status code %d is out of range 400-599", c)
+		case seen[c]:
+			l.errorf(src, cp, "duplicate status code %d", c)
+		}
+		seen[c] = true
+	}
+	if r.Attempts != nil && (*r.Attempts < 1 || *r.Attempts > maxRetryAttempts) {
+		l.errorf(src, p+".attempts", "attempts %d is out of range 1-%d", *r.Attempts, maxRetryAttempts)
+	}
+	if r.Backoff != nil {
+		d, err := ParseDuration(*r.Backoff)
+		switch {
+		case err != nil:
+			l.errorf(src, p+".backoff", "%v", err)
+		case d > maxRetryBackoff:
+			l.errorf(src, p+".backoff", "backoff %s is too long (at most %s)", *r.Backoff, maxRetryBackoff)
+		}
+	}
+}
+
+// checkMirror validates a RequestMirror filter: its backendRef resolves as
+// a rule's does, and its share of the requests is a fraction at most 1.
+func (l *loader) checkMirror(r *HTTPRoute, p string, m *gwapiv1.HTTPRequestMirrorFilter, services map[nsName]*Service) {
+	src := r.Source
+	ref := gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{BackendObjectReference: m.BackendRef}}
+	l.checkBackendRef(r, p+".backendRef", &ref, services)
+	if m.Percent != nil && m.Fraction != nil {
+		l.errorf(src, p+".fraction", "only one of percent and fraction may be set")
+	}
+	if m.Percent != nil && (*m.Percent < 0 || *m.Percent > 100) {
+		l.errorf(src, p+".percent", "percent %d is out of range 0-100", *m.Percent)
+	}
+	if f := m.Fraction; f != nil {
+		denominator := int32(100)
+		if f.Denominator != nil {
+			denominator = *f.Denominator
+		}
+		switch {
+		case denominator < 1:
+			l.errorf(src, p+".fraction.denominator", "denominator %d must be at least 1", denominator)
+		case f.Numerator < 0 || f.Numerator > denominator:
+			l.errorf(src, p+".fraction.numerator", "numerator %d is out of range 0-%d (the denominator)", f.Numerator, denominator)
+		}
 	}
 }
 
@@ -865,8 +939,8 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 		l.errorf(src, p+".type", "type is required")
 		return ""
 	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier,
-		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite:
-	case gwapiv1.HTTPRouteFilterRequestMirror, gwapiv1.HTTPRouteFilterCORS,
+		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror:
+	case gwapiv1.HTTPRouteFilterCORS,
 		gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
 		l.errorf(src, p+".type", "filter %s is not supported yet", f.Type)
 		return ""
@@ -1042,8 +1116,20 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	if br.Weight != nil && (*br.Weight < 0 || *br.Weight > maxBackendWeight) {
 		l.errorf(src, p+".weight", "weight %d is out of range 0-%d", *br.Weight, maxBackendWeight)
 	}
-	if len(br.Filters) > 0 {
-		l.errorf(src, p+".filters", "backendRef filters are not supported yet (put filters on the rule)")
+	seenFilters := make(map[gwapiv1.HTTPRouteFilterType]bool, len(br.Filters))
+	for i := range br.Filters {
+		f := &br.Filters[i]
+		fp := fmt.Sprintf("%s.filters[%d]", p, i)
+		switch f.Type {
+		case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier:
+			if seenFilters[f.Type] {
+				l.errorf(src, fp+".type", "duplicate %s filter in one backendRef", f.Type)
+			}
+			seenFilters[f.Type] = true
+			l.checkFilter(src, fp, f)
+		default:
+			l.errorf(src, fp+".type", "backendRef filter %s is not supported yet (only RequestHeaderModifier and ResponseHeaderModifier; put other filters on the rule)", f.Type)
+		}
 	}
 	if kind == KindService && group == coreGroupAlias {
 		l.warnCoreGroup(src, p+".group")

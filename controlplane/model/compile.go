@@ -465,16 +465,10 @@ func compileMatch(in gwapiv1.HTTPRouteMatch) Match {
 
 func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*Action, error) {
 	a := &Action{}
-	if rule.Retry != nil {
-		return nil, errors.New("retry: not supported")
-	}
 	if rule.SessionPersistence != nil {
 		return nil, errors.New("sessionPersistence: not supported")
 	}
 	if t := rule.Timeouts; t != nil {
-		if t.BackendRequest != nil {
-			return nil, errors.New("timeouts.backendRequest: not supported")
-		}
 		if t.Request != nil {
 			d, err := time.ParseDuration(string(*t.Request))
 			if err != nil {
@@ -482,16 +476,37 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule,
 			}
 			a.Timeout = &d
 		}
+		if t.BackendRequest != nil {
+			d, err := time.ParseDuration(string(*t.BackendRequest))
+			if err != nil {
+				return nil, fmt.Errorf("timeouts.backendRequest: %w", err)
+			}
+			a.BackendRequestTimeout = &d
+		}
+	}
+	if r := rule.Retry; r != nil {
+		a.Retry = &Retry{Attempts: r.Attempts}
+		for _, c := range r.Codes {
+			a.Retry.Codes = append(a.Retry.Codes, int(c))
+		}
+		if r.Backoff != nil {
+			d, err := time.ParseDuration(string(*r.Backoff))
+			if err != nil {
+				return nil, fmt.Errorf("retry.backoff: %w", err)
+			}
+			a.Retry.Backoff = &d
+		}
 	}
 	for fi, f := range rule.Filters {
+		if f.Type == gwapiv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+			a.Mirrors = append(a.Mirrors, m.compileMirror(routeNamespace, f.RequestMirror, permitted))
+			continue
+		}
 		if err := compileFilter(a, f); err != nil {
 			return nil, fmt.Errorf("filters[%d]: %w", fi, err)
 		}
 	}
 	for bi, ref := range rule.BackendRefs {
-		if len(ref.Filters) > 0 {
-			return nil, fmt.Errorf("backendRefs[%d].filters: not supported", bi)
-		}
 		b := &Backend{
 			Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)},
 			Weight:  1,
@@ -503,19 +518,71 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule,
 			b.Port = *ref.Port
 		}
 		// A backendRef without kind names a Service.
-		if (ref.Kind == nil || isServiceRef(ref.Group, ref.Kind)) && permitted(routeNamespace, b.Service.Namespace, b.Service.Name) {
-			if svc := m.services[b.Service]; svc != nil {
-				if b.Port == 0 && len(svc.Ports) == 1 {
-					b.Port = svc.Ports[0].Number
-				}
-				if p := svc.Port(b.Port); p != nil {
-					b.Cluster = p.Cluster
-				}
+		if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+			b.Cluster = m.backendCluster(routeNamespace, b, permitted)
+		}
+		for fi, f := range ref.Filters {
+			var filtered Action
+			if err := compileFilter(&filtered, f); err != nil || filtered.RequestHeaders == nil && filtered.ResponseHeaders == nil {
+				return nil, fmt.Errorf("backendRefs[%d].filters[%d]: filter type %q: not supported", bi, fi, f.Type)
+			}
+			if filtered.RequestHeaders != nil {
+				b.RequestHeaders = filtered.RequestHeaders
+			}
+			if filtered.ResponseHeaders != nil {
+				b.ResponseHeaders = filtered.ResponseHeaders
 			}
 		}
 		a.Backends = append(a.Backends, b)
 	}
 	return a, nil
+}
+
+// backendCluster is the cluster of the service port b names, or "" when it
+// does not resolve (or is not permitted); it fills in b.Port when the
+// reference has none and the service has one port.
+func (m *Model) backendCluster(routeNamespace string, b *Backend, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) string {
+	if !permitted(routeNamespace, b.Service.Namespace, b.Service.Name) {
+		return ""
+	}
+	svc := m.services[b.Service]
+	if svc == nil {
+		return ""
+	}
+	if b.Port == 0 && len(svc.Ports) == 1 {
+		b.Port = svc.Ports[0].Number
+	}
+	if p := svc.Port(b.Port); p != nil {
+		return p.Cluster
+	}
+	return ""
+}
+
+// compileMirror compiles a RequestMirror filter; its backend has no cluster
+// when the reference does not resolve (the mirror is then left out).
+func (m *Model) compileMirror(routeNamespace string, f *gwapiv1.HTTPRequestMirrorFilter, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) *Mirror {
+	ref := f.BackendRef
+	mr := &Mirror{
+		Backend:     Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)}},
+		Numerator:   1,
+		Denominator: 1,
+	}
+	if ref.Port != nil {
+		mr.Backend.Port = *ref.Port
+	}
+	if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+		mr.Backend.Cluster = m.backendCluster(routeNamespace, &mr.Backend, permitted)
+	}
+	switch {
+	case f.Percent != nil:
+		mr.Numerator, mr.Denominator = *f.Percent, 100
+	case f.Fraction != nil:
+		mr.Numerator, mr.Denominator = f.Fraction.Numerator, 100
+		if f.Fraction.Denominator != nil {
+			mr.Denominator = *f.Fraction.Denominator
+		}
+	}
+	return mr
 }
 
 func compileFilter(a *Action, f gwapiv1.HTTPRouteFilter) error {

@@ -86,6 +86,10 @@ type Handler struct {
 	// recorders are the writers of requests with metrics (*recorder).
 	recorders sync.Pool
 
+	// mirrorSlots bounds the mirrored requests in flight: a mirror that
+	// finds no free slot is not sent.
+	mirrorSlots chan struct{}
+
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
 	protoHTTP, protoHTTPS []string
@@ -98,9 +102,10 @@ func NewHandler(logger *slog.Logger) *Handler {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		logger:     logger,
-		protoHTTP:  []string{"http"}[:1:1],
-		protoHTTPS: []string{"https"}[:1:1],
+		logger:      logger,
+		mirrorSlots: make(chan struct{}, MaxMirrorsInFlight),
+		protoHTTP:   []string{"http"}[:1:1],
+		protoHTTPS:  []string{"https"}[:1:1],
 	}
 	h.buffers.New = func() any {
 		b := make([]byte, copyBufferSize)
@@ -313,6 +318,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 			header["X-Forwarded-Proto"] = h.protoHTTP
 		}
 	}
+	if rt.HasClusterHeaders() {
+		rt.ApplyClusterRequestHeaders(cluster.Name(), header)
+	}
 	rt.ApplyRequestHeaders(header)
 
 	// The route timeout covers the whole exchange (upstream.ErrTimeout: 504
@@ -322,8 +330,16 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
 	}
+	var resp *http.Response
+	var err error
+	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
+		resp, err = cluster.RoundTrip(out, rt.Timeout())
+	} else {
+		resp, endpoint, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+	}
+	// The endpoint of the last attempt (with retries, the one that answered
+	// or failed last).
 	entry.SetUpstream(cluster.Name(), endpoint)
-	resp, err := cluster.RoundTrip(out, rt.Timeout())
 	if err != nil {
 		attempt.Fail(err)
 		h.upstreamError(w, r, rt, cluster, endpoint, err, body, entry)
@@ -337,6 +353,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
+	}
+	if rt.HasClusterHeaders() {
+		rt.ApplyClusterResponseHeaders(cluster.Name(), dst)
 	}
 	rt.ApplyResponseHeaders(dst)
 	w.WriteHeader(resp.StatusCode)

@@ -125,6 +125,9 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, 
 		for _, w := range rt.weighted {
 			clusters[w.name] = struct{}{}
 		}
+		for _, m := range rt.mirrors {
+			clusters[m.Cluster] = struct{}{}
+		}
 		vh.routes = append(vh.routes, rt)
 	}
 	return vh, nil
@@ -312,6 +315,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 			}
 			total += uint64(cw.GetWeight().GetValue())
 			rt.weighted = append(rt.weighted, weightedEntry{cumulative: total, name: cw.GetName()})
+			if err := compileClusterHeaders(rt, i, cw); err != nil {
+				return err
+			}
 		}
 		if len(rt.weighted) == 0 {
 			return errors.New("weighted_clusters.clusters: at least one cluster is required")
@@ -341,6 +347,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 			return fmt.Errorf("timeout: invalid duration %v", d)
 		}
 		rt.timeout = d.AsDuration()
+	}
+	if err := compileTraffic(rt, ra); err != nil {
+		return err
 	}
 	rt.hostRewrite = ra.GetHostRewriteLiteral()
 

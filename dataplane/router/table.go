@@ -79,6 +79,11 @@ type Route struct {
 	hostRewrite   string
 	requestHeads  headers.List
 	responseHeads headers.List
+	// clusterHeads: a weighted cluster has header lists of its own.
+	clusterHeads bool
+	// retry is retry_policy (nil: none); mirrors request_mirror_policies.
+	retry   *RetryPolicy
+	mirrors []Mirror
 
 	// clusterNotFound is the status answered when the picked cluster is not
 	// known to the proxy (cluster_not_found_response_code).
@@ -107,6 +112,8 @@ type perFilterConfig struct {
 type weightedEntry struct {
 	cumulative uint64 // sum of the weights up to and including this entry
 	name       string
+	// The cluster's request_headers_to_add/remove and response_....
+	requestHeads, responseHeads headers.List
 }
 
 // pathKind is the kind of path condition of a route.

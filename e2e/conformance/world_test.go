@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -83,6 +84,7 @@ type backend struct {
 	httpPort  string
 	h2cPort   string
 	proc      *proc
+	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
 	sidecars  map[string]*meshSidecar // in a mesh namespace: per Service selecting it
 }
 
@@ -414,6 +416,8 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		b := &backend{pod: d.Name + "-7c9d8f6b5-x0000", namespace: d.Namespace, labels: d.Spec.Template.Labels,
 			ip: podIP(w.nextPod), httpPort: freePort(w.t), h2cPort: freePort(w.t)}
 		b.proc = w.start(ctx, "echo "+k.String(), bins.echo)
+		b.log = &podLog{}
+		b.proc.cmd.Stdout = io.MultiWriter(b.proc.out, b.log)
 		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+freePort(w.t),
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
 		w.run(b.proc)

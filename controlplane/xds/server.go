@@ -63,6 +63,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
 )
@@ -105,6 +106,9 @@ type ProxyStatus struct {
 	// join token it enrolled with (docs/security.md).
 	Enrolment string `json:"enrolment,omitempty"`
 	TokenID   string `json:"tokenID,omitempty"`
+	// AdminAddress is where the proxy serves its admin endpoints (/metrics),
+	// as it reported in node.metadata.admin_address; empty when it did not.
+	AdminAddress string `json:"adminAddress,omitempty"`
 }
 
 // ProxyIdentity is who a proxy proved to be when its stream opened.
@@ -131,6 +135,8 @@ type node struct {
 	acked       map[string]string
 	nacked      map[string]string
 	identity    ProxyIdentity
+	// adminAddress is node.metadata.admin_address of its latest stream.
+	adminAddress string
 	// policyVersion is the model PolicyVersion snap was made from, or last
 	// found up to date with.
 	policyVersion string
@@ -407,6 +413,7 @@ func (s *Server) Proxies() []ProxyStatus {
 			HeldSince:    n.heldSince,
 			Enrolment:    n.identity.Enrolment,
 			TokenID:      n.identity.TokenID,
+			AdminAddress: n.adminAddress,
 		}
 		if n.info.Role == translate.RoleSidecar && s.model != nil {
 			st.MTLSMode = s.model.Mesh.MTLSMode
@@ -552,6 +559,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		s.streamNodeSeen[streamID] = req.GetNode()
 		if ok {
 			n.identity = identity // the same proxy, perhaps with a renewed certificate
+			n.adminAddress = xdsnode.Decode(req.GetNode().GetMetadata()).AdminAddress
 		}
 		if !ok {
 			n = &node{
@@ -560,6 +568,8 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 				acked:       map[string]string{},
 				nacked:      map[string]string{},
 				identity:    identity,
+				// where its /metrics are, for operator tools
+				adminAddress: xdsnode.Decode(req.GetNode().GetMetadata()).AdminAddress,
 			}
 			s.nodes[id] = n
 			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())

@@ -82,7 +82,7 @@ proxy whose admin address is a wildcard is scraped on 127.0.0.1).`,
 			if err := o.check(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runTop(cmd.Context(), cmd.OutOrStdout(), a, o)
+			return runTop(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), a, o)
 		},
 	}
 	f := cmd.Flags()
@@ -131,8 +131,10 @@ func (t topTarget) matches(o topOptions) bool {
 	return true
 }
 
-// runTop shows views until ctx is done, or one with --once.
-func runTop(ctx context.Context, out io.Writer, a *adminFlags, o topOptions) error {
+// runTop shows views until ctx is done, or one with --once. With --once it
+// tells progress when the interval's first scrape is done: the requests
+// counted are those that end from then on until the view is printed.
+func runTop(ctx context.Context, out, progress io.Writer, a *adminFlags, o topOptions) error {
 	terminal := isTerminal(out)
 	var prev map[string]proxySample
 	for {
@@ -142,6 +144,9 @@ func runTop(ctx context.Context, out io.Writer, a *adminFlags, o topOptions) err
 		}
 		if prev == nil {
 			prev = scrapeAll(ctx, targets)
+			if o.once {
+				fmt.Fprintf(progress, "top: first scrape of %d proxies done; measuring for %s\n", len(targets), o.interval)
+			}
 			if err := sleepCtx(ctx, o.interval); err != nil {
 				return nil
 			}

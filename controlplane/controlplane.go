@@ -197,6 +197,8 @@ type Status struct {
 	// HeldPolicyChange is a destructive policy change not applied yet.
 	HeldPolicyChange *HeldPolicyChange `json:"heldPolicyChange,omitempty"`
 	Proxies          []xds.ProxyStatus `json:"proxies"`
+	// ProxyCounts sums Proxies up: by role, on the latest configuration.
+	ProxyCounts ProxyCounts `json:"proxyCounts"`
 }
 
 // HeldPolicyChange is a destructive policy change waiting for the policy to
@@ -941,5 +943,6 @@ func (cp *ControlPlane) status() Status {
 			p.CertNotAfter = cp.issued.newest(p.SPIFFEID, p.CertNotAfter)
 		}
 	}
+	st.ProxyCounts = countProxies(st.Proxies)
 	return st
 }

@@ -105,6 +105,19 @@ type ProxyStatus struct {
 	// join token it enrolled with (docs/security.md).
 	Enrolment string `json:"enrolment,omitempty"`
 	TokenID   string `json:"tokenID,omitempty"`
+	// Address is a sidecar's inbound address; for a gateway, Peer.
+	Address string `json:"address,omitempty"`
+	// Peer is the address the proxy's xDS connection comes from.
+	Peer string `json:"peer,omitempty"`
+	// Served maps each type URL the proxy asks for to the version the
+	// control plane serves it now.
+	Served map[string]string `json:"served,omitempty"`
+	// InSync: the proxy accepted the version it is served of every type
+	// it asks for (see proxySync.inSync).
+	InSync bool `json:"inSync"`
+	// LastNack is the proxy's last rejection of a configuration, kept
+	// after later versions are accepted (InSync says whether it is).
+	LastNack *Nack `json:"lastNack,omitempty"`
 }
 
 // ProxyIdentity is who a proxy proved to be when its stream opened.
@@ -131,6 +144,7 @@ type node struct {
 	acked       map[string]string
 	nacked      map[string]string
 	identity    ProxyIdentity
+	sync        proxySync
 	// policyVersion is the model PolicyVersion snap was made from, or last
 	// found up to date with.
 	policyVersion string
@@ -219,7 +233,9 @@ func New(ctx context.Context, logger *slog.Logger) *Server {
 	s.xds = xdsserver.NewServer(ctx, s.cache, xdsserver.CallbackFuncs{
 		StreamOpenFunc:    s.onStreamOpen,
 		StreamRequestFunc: s.onStreamRequest,
-		StreamClosedFunc:  s.onStreamClosed,
+		// (The stream's responses: versions and nonces, for ProxyStatus.)
+		StreamResponseFunc: s.onStreamResponse,
+		StreamClosedFunc:   s.onStreamClosed,
 	}, serverv3.WithOrderedADS(), serverv3.WithLogger(cacheLogger(logger)))
 	return s
 }
@@ -405,6 +421,7 @@ func (s *Server) Proxies() []ProxyStatus {
 			Enrolment:    n.identity.Enrolment,
 			TokenID:      n.identity.TokenID,
 		}
+		n.syncStatusLocked(&st)
 		if n.info.Role == translate.RoleSidecar && s.model != nil {
 			st.MTLSMode = s.model.Mesh.MTLSMode
 			if svc := s.model.Service(n.info.Namespace, n.info.Service); svc != nil {
@@ -511,6 +528,7 @@ func (s *Server) authorize(streamID int64, n *corev3.Node) (ProxyIdentity, error
 func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryRequest) error {
 	s.mu.Lock()
 	_, known := s.streams[streamID]
+	peerAddr := peerAddress(s.contexts[streamID])
 	s.mu.Unlock()
 	var identity ProxyIdentity
 	if !known {
@@ -549,6 +567,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		s.streamNodeSeen[streamID] = req.GetNode()
 		if ok {
 			n.identity = identity // the same proxy, perhaps with a renewed certificate
+			n.sync.peer = peerAddr
 		}
 		if !ok {
 			n = &node{
@@ -557,6 +576,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 				acked:       map[string]string{},
 				nacked:      map[string]string{},
 				identity:    identity,
+				sync:        newProxySync(peerAddr),
 			}
 			s.nodes[id] = n
 			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())
@@ -574,6 +594,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		n.streams++
 	}
 	n := s.nodes[id]
+	n.sync.request(req, time.Now())
 	if req.GetResponseNonce() == "" {
 		s.resumeRequestLocked(id, n, req)
 		return nil

@@ -150,19 +150,36 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := b.cfg
-	var span *tracing.Server
+	// With tracing, the server span starts once the route is known (its
+	// Route.tracing may set the sampling), with the path received.
+	var received string
 	if cfg.Tracer != nil {
-		span, r = cfg.Tracer.StartServer(w, r)
-		w = span
-		defer span.End()
+		received = r.URL.Path
 	}
 	if (cfg.NormalizePath || cfg.MergeSlashes) && !normalizeRequestPath(r, cfg.MergeSlashes) {
+		if cfg.Tracer != nil {
+			span, _ := cfg.Tracer.StartServerWith(w, r, tracing.ServerStart{Path: received})
+			w = span
+			defer span.End()
+		}
 		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
 		return
 	}
 	rt := cfg.Routes.Match(r)
-	if span != nil && rt != nil {
-		span.SetRoute(rt.Name(), rt.VirtualHost())
+	if cfg.Tracer != nil {
+		start := tracing.ServerStart{Path: received}
+		if rt != nil {
+			if ts := rt.Tracing(); ts != nil {
+				start.Ratio, start.Override = cfg.Tracer.Settings().RouteRatio(ts.Random, ts.Overall, ts.HasRandom, ts.HasOverall), true
+			}
+		}
+		var span *tracing.Server
+		span, r = cfg.Tracer.StartServerWith(w, r, start)
+		w = span
+		defer span.End()
+		if rt != nil {
+			span.SetRoute(rt.Name(), rt.VirtualHost())
+		}
 	}
 	if b.filters != nil {
 		b.filters.ServeHTTP(w, r, rt)

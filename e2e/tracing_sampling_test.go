@@ -36,7 +36,9 @@ spec:
 // annotated meshgate.dev/tracing-sampling: "100" is traced (the whole
 // trace, gateway and orders' sidecar, in a real Jaeger) while the other
 // route is not; MeshConfig sampling changed from 0 to 100 while everything
-// runs makes the other route traced too, without restarting anything.
+// runs makes the other route traced too, without restarting anything; the
+// control plane's own trace of that change (reload, load, evaluate,
+// translate and push, 2 proxies updated) is in Jaeger too.
 func TestTracingRouteSamplingAndLiveChange(t *testing.T) {
 	t.Parallel()
 	j := startJaeger(t)
@@ -116,4 +118,27 @@ func TestTracingRouteSamplingAndLiveChange(t *testing.T) {
 	if m.gateway.exited() || m.sidecars["orders"].exited() || m.gateway.cmd.Process.Pid != gatewayPID || m.sidecars["orders"].cmd.Process.Pid != ordersPID {
 		t.Error("a proxy restarted")
 	}
+
+	// The control plane traced its own work: the sampling change is a
+	// trace of its reload, which updated both proxies.
+	eventually(t, 20*time.Second, "the control plane's trace of the change in jaeger", func() error {
+		var out struct {
+			Data []jaegerTrace `json:"data"`
+		}
+		if err := j.get("/api/traces?service=meshgate-controlplane&limit=50", &out); err != nil {
+			return err
+		}
+		for _, tr := range out.Data {
+			names := map[string]jaegerSpan{}
+			for _, s := range tr.Spans {
+				names[s.OperationName] = s
+			}
+			root, ok := names["policy reload"]
+			if ok && root.tag("meshgate.proxies.updated") == "2" && names["translate and push"].SpanID != "" &&
+				names["policy load"].SpanID != "" && names["policy evaluate"].SpanID != "" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d control plane traces, none of a reload that updated both proxies", len(out.Data))
+	})
 }

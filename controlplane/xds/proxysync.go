@@ -139,3 +139,10 @@ func peerAddress(ctx context.Context) string {
 	}
 	return p.Addr.String()
 }
+
+// Connected is the number of connected proxies.
+func (s *Server) Connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.nodes)
+}

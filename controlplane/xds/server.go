@@ -198,7 +198,14 @@ type Server struct {
 	contexts map[int64]context.Context
 
 	fullUpdates, endpointUpdates atomic.Int64
+	// nodesUpdated counts the snapshots set with a new version (NodesUpdated).
+	nodesUpdated atomic.Int64
 }
+
+// NodesUpdated is how many times since New a proxy was given a
+// configuration of a new version: the difference across a SetModel is the
+// number of proxies it updated.
+func (s *Server) NodesUpdated() int64 { return s.nodesUpdated.Load() }
 
 // UpdateCounts is how many model changes a Server applied each way.
 type UpdateCounts struct {
@@ -692,6 +699,9 @@ func (s *Server) setSnapshotLocked(ctx context.Context, id string, n *node, snap
 	if n.held != "" {
 		s.logger.Info("held configuration released", "node", id, "policyChanged", n.policyVersion != s.model.PolicyVersion)
 		n.held, n.heldSince = "", time.Time{}
+	}
+	if n.version != version {
+		s.nodesUpdated.Add(1)
 	}
 	n.snap, n.version, n.policyVersion = snap, version, s.model.PolicyVersion
 }

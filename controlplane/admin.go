@@ -64,6 +64,8 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, cp.status())
 	})
+	// Prometheus metrics, text or OpenMetrics (docs/observability.md).
+	mux.Handle("GET /metrics", cp.metrics.handler())
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("node")
 		res, version, ok := cp.xds.Resources(id)

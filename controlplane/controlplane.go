@@ -231,6 +231,7 @@ type ControlPlane struct {
 	adminLis   net.Listener
 	model      atomic.Pointer[model.Model]
 	issued     *issuedExpiry
+	metrics    *cpMetrics // served on the admin GET /metrics (metrics.go)
 	// policyCache keeps the decoded documents of the last reload, for the
 	// next (reloads are serial: Run's initial reload, then its reload loop).
 	policyCache *policy.Cache
@@ -326,6 +327,8 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		policyCache: policyCache, servingCh: make(chan struct{}), traces: cpTracer{exporter: opts.TraceExporter}}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	cp.model.Store(empty)
+	cp.metrics = newCPMetrics(cp)
+	cp.xds.SetObserver(cp.metrics)
 
 	cp.store = opts.Store
 	if cp.store == nil {

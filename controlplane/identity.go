@@ -27,6 +27,7 @@ import (
 type issuedExpiry struct {
 	mu     sync.Mutex
 	expiry map[string]time.Time // SPIFFE ID -> newest NotAfter issued
+	count  int64                // certificates issued since the start (metrics)
 }
 
 func newIssuedExpiry() *issuedExpiry {
@@ -37,6 +38,7 @@ func newIssuedExpiry() *issuedExpiry {
 func (e *issuedExpiry) issued(id spiffeid.ID, leaf *x509.Certificate) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.count++
 	if key := id.String(); leaf.NotAfter.After(e.expiry[key]) {
 		e.expiry[key] = leaf.NotAfter
 	}
@@ -107,4 +109,11 @@ func peerAddr(ctx context.Context) string {
 		return p
 	}
 	return ""
+}
+
+// total is how many certificates the CA service issued since the start.
+func (e *issuedExpiry) total() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.count
 }

@@ -202,7 +202,7 @@ func TestBadDiscoveredEndpointsLeftOut(t *testing.T) {
 
 // TestCompileErrorLeavesTheResourceOut: a resource the policy accepted but
 // the model cannot compile (a bug, simulated by an evaluation that lets a
-// route with retries through) is left out with a status and logged as a
+// route with session persistence through) is left out with a status and logged as a
 // bug; the rest of the policy is served.
 func TestCompileErrorLeavesTheResourceOut(t *testing.T) {
 	t.Parallel()
@@ -218,7 +218,7 @@ func TestCompileErrorLeavesTheResourceOut(t *testing.T) {
 			if route.Name == "b" {
 				uncompilable := *route
 				uncompilable.Spec.Rules = slices.Clone(route.Spec.Rules)
-				uncompilable.Spec.Rules[0].Retry = &gwapiv1.HTTPRouteRetry{}
+				uncompilable.Spec.Rules[0].SessionPersistence = &gwapiv1.SessionPersistence{}
 				set.HTTPRoutes[i] = &uncompilable
 			}
 		}

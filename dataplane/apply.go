@@ -69,10 +69,12 @@ func (p *Proxy) apply(_ context.Context, typeURL string, resources []proto.Messa
 	err := p.applyLocked(typeURL, resources)
 	if err != nil {
 		p.stats.rejected.Add(1)
+		p.metrics.nacks.WithLabelValues(typeName(typeURL)).Inc()
 		p.logger.Warn("xDS update rejected", "type", typeName(typeURL), "version", version, "error", xdsclient.ErrorDetail(err))
 		return err
 	}
 	p.stats.accepted.Add(1)
+	p.metrics.acks.WithLabelValues(typeName(typeURL)).Inc()
 	p.state.versions[typeURL] = version
 	p.sync(time.Now())
 	p.logger.Info("xDS update applied", "type", typeName(typeURL), "version", version, "resources", len(resources))
@@ -125,7 +127,7 @@ func (p *Proxy) applyClusters(resources []proto.Message) error {
 			accepted[name] = lc
 			continue
 		}
-		uc, err := upstream.NewCluster(c, p.logger, append(p.upstreamOptions(), upstream.Checked())...)
+		uc, err := upstream.NewCluster(c, p.logger, append(p.upstreamOptions(), upstream.Checked(), upstream.WithStats(p.metrics.requests.Cluster(name)))...)
 		if err != nil {
 			for _, f := range fresh {
 				f.Close()
@@ -272,11 +274,19 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 			errs = append(errs, err)
 			continue
 		}
-		if other, dup := byAddress[spec.address]; dup {
-			errs = append(errs, fmt.Errorf("listener %q: address %s already used by listener %q", spec.name, spec.address, other))
+		dup := false
+		for _, addr := range spec.addresses() {
+			if other, taken := byAddress[addr]; taken {
+				errs = append(errs, fmt.Errorf("listener %q: address %s already used by listener %q", spec.name, addr, other))
+				dup = true
+			}
+		}
+		if dup {
 			continue
 		}
-		byAddress[spec.address] = spec.name
+		for _, addr := range spec.addresses() {
+			byAddress[addr] = spec.name
+		}
 		specs[spec.name] = spec
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -284,19 +294,29 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 	}
 
 	// Bind every address not served yet; unchanged ones keep their server.
+	// A listener's address that cannot be bound rejects the update; one of
+	// its additional_addresses does not: the listener serves on the others
+	// and the next update tries it again.
 	bound := make(map[string]*server)
 	for _, spec := range specs {
-		if s := p.servers[spec.address]; s != nil {
-			continue
-		}
-		s, err := p.listen(spec)
-		if err != nil {
-			for _, b := range bound {
-				_ = b.ln.Close()
+		for i, addr := range spec.addresses() {
+			if s := p.servers[addr]; s != nil {
+				continue
 			}
-			return err
+			s, err := p.listen(spec, addr)
+			if err != nil && i > 0 {
+				p.logger.Error("additional address of listener not bound: not served", "listener", spec.name, "address", addr, "error", err)
+				delete(byAddress, addr)
+				continue
+			}
+			if err != nil {
+				for _, b := range bound {
+					_ = b.ln.Close()
+				}
+				return err
+			}
+			bound[addr] = s
 		}
-		bound[spec.address] = s
 	}
 
 	// Commit.
@@ -323,7 +343,7 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 			continue
 		}
 		// Same address, new server settings: rebind on the port just released.
-		ns, err := p.listen(spec)
+		ns, err := p.listen(spec, addr)
 		if err != nil {
 			p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
 			continue
@@ -458,6 +478,7 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
 			cfg.Filters = spec.filters
 			cfg.Tracer = p.tracerFor(spec.tracing)
+			cfg.Metrics = p.metrics.requests.Listener(spec.name, s.active.table)
 		}
 		s.handler.proxy.Store(cfg)
 		if spec != nil && (s.stored.spec != spec || s.stored.routes != s.active) {
@@ -521,7 +542,7 @@ func (p *Proxy) syncHeldServers(now time.Time) time.Time {
 			delete(p.servers, addr)
 			_ = s.ln.Close()
 			p.drainInBackground(s)
-			ns, err := p.listen(spec)
+			ns, err := p.listen(spec, addr)
 			if err != nil {
 				p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
 				continue

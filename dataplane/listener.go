@@ -42,8 +42,11 @@ const (
 
 // listenerSpec is an accepted Listener, parsed.
 type listenerSpec struct {
-	config           *listenerv3.Listener
-	name, address    string
+	config        *listenerv3.Listener
+	name, address string
+	// additional are the listener's additional_addresses (host:port),
+	// served as address is, each by a server of its own.
+	additional       []string
 	params           serverParams
 	useRemoteAddress bool
 	stripAnyHostPort bool
@@ -123,6 +126,17 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 		config:  l,
 		name:    l.GetName(),
 		address: net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10)),
+	}
+	for i, aa := range l.GetAdditionalAddresses() {
+		asa := aa.GetAddress().GetSocketAddress()
+		if _, err := netip.ParseAddr(asa.GetAddress()); err != nil {
+			return nil, errorf("additional_addresses[%d].address.socket_address.address: %q is not an IP address", i, asa.GetAddress())
+		}
+		addr := net.JoinHostPort(asa.GetAddress(), strconv.FormatUint(uint64(asa.GetPortValue()), 10))
+		if addr == spec.address || slices.Contains(spec.additional, addr) {
+			return nil, errorf("additional_addresses[%d]: address %s is listed twice", i, addr)
+		}
+		spec.additional = append(spec.additional, addr)
 	}
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
@@ -245,8 +259,23 @@ type servingServer interface {
 	Close() error
 }
 
-// listen binds spec's address and prepares (but does not start) its server.
-func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
+// primary is spec's address ("" for nil).
+func (spec *listenerSpec) primary() string {
+	if spec == nil {
+		return ""
+	}
+	return spec.address
+}
+
+// addresses are every address spec is served on: address, then the
+// additional ones.
+func (spec *listenerSpec) addresses() []string {
+	return append([]string{spec.address}, spec.additional...)
+}
+
+// listen binds address, one of spec's, and prepares (but does not start)
+// its server.
+func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 	logger := p.logger.With("listener", spec.name)
 	var tlsConfig *tls.Config
 	if spec.params.tls.mode != modePlaintext {
@@ -255,9 +284,9 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
 		}
 	}
-	bound, err := net.Listen("tcp", spec.address)
+	bound, err := net.Listen("tcp", address)
 	if err != nil {
-		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, spec.address, err)
+		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
 	}
 	limiter := newConnLimiter(bound, spec.name, p.opts.MaxConnections, &p.conns, logger)
 	var ln net.Listener = limiter
@@ -303,7 +332,7 @@ func (p *Proxy) listen(spec *listenerSpec) (*server, error) {
 	}
 	return &server{
 		listener: spec.name,
-		address:  spec.address,
+		address:  address,
 		params:   spec.params,
 		secrets:  spec.secrets,
 		bound:    time.Now(),

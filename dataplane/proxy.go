@@ -117,6 +117,8 @@ type Proxy struct {
 	trust atomic.Pointer[map[string]*meshtls.Bundle]
 	// tracers are the listeners' Tracers (tracing.go).
 	tracers tracers
+	// metrics are served on the admin GET /metrics (metrics.go).
+	metrics *proxyMetrics
 }
 
 // liveCluster is a cluster object and the endpoints last given to it.
@@ -172,6 +174,7 @@ func New(opts Options) (*Proxy, error) {
 		servers:     make(map[string]*server),
 		conns:       connCounters{relief: newMemoryRelief()},
 	}
+	p.metrics = newProxyMetrics(p)
 	p.abort, p.stopNow = context.WithCancel(context.Background())
 	client, err := xdsclient.New(xdsclient.Options{
 		Node:      opts.Node,
@@ -309,7 +312,11 @@ func (p *Proxy) ListenerAddrs() map[string]string {
 	defer p.mu.Unlock()
 	out := make(map[string]string, len(p.servers))
 	for _, s := range p.servers {
-		out[s.listener] = s.ln.Addr().String()
+		// A listener with additional_addresses has a server per address:
+		// its address is the one reported.
+		if _, seen := out[s.listener]; !seen || s.address == p.state.listeners[s.listener].primary() {
+			out[s.listener] = s.ln.Addr().String()
+		}
 	}
 	return out
 }

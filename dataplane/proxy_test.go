@@ -401,7 +401,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 	cp.set(t, config{version: "v2", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "b"),
 		mutate: func(s *snapshot) {
 			s.clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{}
-			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
+			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}}}
 		},
 	}.build(t))
 	var nacks []*discoveryv3.DiscoveryRequest
@@ -416,7 +416,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 			t.Errorf("NACK of %s carries version %q, want last good v1", n.GetTypeUrl(), n.GetVersionInfo())
 		}
 		detail := n.GetErrorDetail().GetMessage()
-		if !strings.Contains(detail, "circuit_breakers: not supported") && !strings.Contains(detail, "retry_policy: not supported") {
+		if !strings.Contains(detail, "circuit_breakers: not supported") && !strings.Contains(detail, "hash_policy: not supported") {
 			t.Errorf("NACK detail = %q, want the unsupported field", detail)
 		}
 	}
@@ -704,4 +704,66 @@ func testProxyHostPort(t *testing.T, server func(*Options)) {
 			}
 		})
 	}
+}
+
+// TestProxyServesListenerOnAdditionalAddresses: a listener with
+// additional_addresses is served on each of them as on its address; one
+// that cannot be bound is not served, without rejecting the update or
+// taking the listener's other addresses down.
+func TestProxyServesListenerOnAdditionalAddresses(t *testing.T) {
+	t.Parallel()
+	cp := startControlPlane(t)
+	p := startProxy(t, cp)
+	backendA := backend(t, "a")
+	second := "127.0.0.2:" + freeLoopbackPort(t, "127.0.0.2")
+	taken, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backendA,
+		mutate: func(s *snapshot) {
+			for _, addr := range []string{second, taken.Addr().String()} {
+				s.listeners[0].AdditionalAddresses = append(s.listeners[0].AdditionalAddresses,
+					&listenerv3.AdditionalAddress{Address: socketAddress(t, addr)})
+			}
+		}}.build(t))
+	waitServing(t, p, http.DefaultClient, "a")
+	if addr := p.ListenerAddrs()["edge"]; !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Errorf("ListenerAddrs()[edge] = %q, want the listener's address", addr)
+	}
+	if code, body, err := get(http.DefaultClient, "http://"+second+"/hello"); err != nil || code != http.StatusOK || body != "a" {
+		t.Fatalf("on the additional address: %d %q %v", code, body, err)
+	}
+	cp.mu.Lock()
+	nacked := hasNACK(cp.nacks, resourcev3.ListenerType)
+	cp.mu.Unlock()
+	if nacked {
+		t.Error("LDS NACKed: an additional address that cannot be bound must not reject the update")
+	}
+	p.mu.Lock()
+	servers := len(p.servers)
+	p.mu.Unlock()
+	if servers != 2 {
+		t.Errorf("%d servers, want 2 (the address and the additional one that could be bound)", servers)
+	}
+
+	// v2 drops the additional addresses: that server closes.
+	cp.set(t, config{version: "v2", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backendA}.build(t))
+	eventually(t, "the additional address to close", func() bool {
+		_, _, err := get(http.DefaultClient, "http://"+second+"/hello")
+		return err != nil
+	})
+}
+
+// freeLoopbackPort is a port of ip that was free a moment ago.
+func freeLoopbackPort(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("free port on %s: %v", ip, err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
 }

@@ -92,6 +92,12 @@ func TestTracingRouteSamplingAndLiveChange(t *testing.T) {
 		})
 	}
 
+	// The gateway is ready before it has its routes: the first request
+	// waits for them.
+	eventually(t, 15*time.Second, "the gateway routes to orders", func() error {
+		_, err := call("/plain")
+		return err
+	})
 	var unsampled []string
 	for range 5 {
 		tp, err := call("/plain")

@@ -89,18 +89,25 @@ type candidate struct {
 	// ignored says why the resource is not meshgate's (a Gateway of a
 	// GatewayClass of another controller), or is "".
 	ignored string
+	// generation is its document's metadata.generation (1 when not
+	// written): the observedGeneration of its status.
+	generation int64
 }
 
 func (c *candidate) doc() documentID { return documentID{c.source.File, c.source.Line} }
 
 // passState is what one validation pass records besides errors.
 type passState struct {
-	// badListeners are the listeners, by Gateway and index, that are not
-	// programmed.
-	badListeners map[*Gateway]map[int]bool
-	// attached counts the routes attached to each listener, by Gateway and
-	// listener index.
-	attached map[*Gateway][]int32
+	// badListeners are the listeners, by Gateway or ListenerSet and index,
+	// that are not programmed.
+	badListeners map[listenerOwner]map[int]bool
+	// attached counts the routes attached to each listener, by Gateway or
+	// ListenerSet and listener index.
+	attached map[listenerOwner][]int32
+	// attachedSets counts the ListenerSets attached to each Gateway;
+	// setAttached marks them.
+	attachedSets map[*Gateway]int32
+	setAttached  map[*ListenerSet]bool
 	// rejected are the resources rejected by an earlier pass, for messages.
 	rejected map[resourceKey]Source
 	// ignored are the Gateways of other controllers' GatewayClasses, with
@@ -165,7 +172,7 @@ func invalidErrors(c *candidate, errs []*Error, p *loader) []*Error {
 			out = append(out, err)
 		}
 	}
-	if g, ok := c.res.(*Gateway); ok && len(out) == 0 && len(g.Spec.Listeners) > 0 && len(p.pass.badListeners[g]) == len(g.Spec.Listeners) {
+	if o, ok := c.res.(listenerOwner); ok && len(out) == 0 && o.listenerCount() > 0 && len(p.pass.badListeners[o]) == o.listenerCount() {
 		// Not one listener can be programmed.
 		for _, err := range errs {
 			if err.attr.class == classListener {
@@ -281,6 +288,7 @@ func (e *evaluation) run() *Result {
 	}
 	if set != nil {
 		set.Gateways = programmedListeners(set.Gateways, p.pass.badListeners)
+		set.ListenerSets = programmedListenerSetListeners(set.ListenerSets, p.pass.badListeners)
 	}
 	res.Set = set
 	for f := range l.damaged {
@@ -374,7 +382,7 @@ func (sp *SecurityPolicy) FailClosed() bool { return sp.failClosed }
 
 // programmedListeners returns gateways with, in place of each one that has
 // listeners not programmed, a copy without them.
-func programmedListeners(gateways []*Gateway, bad map[*Gateway]map[int]bool) []*Gateway {
+func programmedListeners(gateways []*Gateway, bad map[listenerOwner]map[int]bool) []*Gateway {
 	if len(bad) == 0 {
 		return gateways
 	}
@@ -432,6 +440,12 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	}
 	for _, ns := range s.Namespaces {
 		add(KindNamespace, "", ns.Name, ns, ns.Source)
+	}
+	for _, ls := range s.ListenerSets {
+		if ls.original != nil {
+			ls = ls.original
+		}
+		add(KindListenerSet, ls.Namespace, ls.Name, ls, ls.Source)
 	}
 	if mc := s.MeshConfig; mc != nil {
 		add(KindMeshConfig, mc.Namespace, mc.Name, mc, mc.Source)

@@ -137,6 +137,20 @@ var kinds = [...]kind{
 			slices.SortFunc(l.set.Namespaces, func(a, b *Namespace) int { return strings.Compare(a.Name, b.Name) })
 		},
 	},
+	{
+		// Validated with the Gateways (validateGateways), before the
+		// routes that attach to their listeners.
+		name: KindListenerSet, apiVersion: GatewayAPIVersion, aliases: []string{"listenersets", "lset"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.ListenerSetSpec, meta decodedMeta) any {
+			return &ListenerSet{ListenerSet: gwapiv1.ListenerSet{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.ListenerSets = append(l.set.ListenerSets, res.(*ListenerSet)) },
+		validate: func(*loader, *setIndex) {},
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that
@@ -145,7 +159,7 @@ var kinds = [...]kind{
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
 	GatewayGroup: {"GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
-		"BackendTLSPolicy", "ListenerSet"},
+		"BackendTLSPolicy"},
 	MeshgateGroup: {"TrafficPolicy"},
 }
 
@@ -243,7 +257,8 @@ func orList(names []string) string {
 // setIndex is what validation looks resources up in, built once the set is
 // complete.
 type setIndex struct {
-	gateways map[nsName]*Gateway
-	services map[nsName]*Service
-	routes   map[nsName]bool
+	gateways     map[nsName]*Gateway
+	listenerSets map[nsName]*ListenerSet
+	services     map[nsName]*Service
+	routes       map[nsName]bool
 }

@@ -296,19 +296,19 @@ func (l *loader) parentErrorf(src Source, parent int, field, reason, format stri
 	l.classifiedf(src, field, attribution{class: classParent, index: parent, reason: reason}, format, args...)
 }
 
-// listenerErrorf reports a listener of the Gateway g that is not
-// programmed (reason: a listener Accepted reason, or HostnameConflict for a
-// conflict, InvalidRouteKinds for route kinds): the Gateway keeps its other
-// listeners.
-func (l *loader) listenerErrorf(g *Gateway, listener int, field, reason, format string, args ...any) {
+// listenerErrorf reports a listener of o (a Gateway or a ListenerSet)
+// that is not programmed (reason: a listener Accepted reason, or
+// HostnameConflict or ProtocolConflict for a conflict, InvalidRouteKinds
+// for route kinds): o keeps its other listeners.
+func (l *loader) listenerErrorf(o listenerOwner, listener int, field, reason, format string, args ...any) {
 	if l.pass.badListeners == nil {
-		l.pass.badListeners = make(map[*Gateway]map[int]bool)
+		l.pass.badListeners = make(map[listenerOwner]map[int]bool)
 	}
-	if l.pass.badListeners[g] == nil {
-		l.pass.badListeners[g] = make(map[int]bool)
+	if l.pass.badListeners[o] == nil {
+		l.pass.badListeners[o] = make(map[int]bool)
 	}
-	l.pass.badListeners[g][listener] = true
-	l.classifiedf(g.Source, field, attribution{class: classListener, index: listener, reason: reason}, format, args...)
+	l.pass.badListeners[o][listener] = true
+	l.classifiedf(o.source(), field, attribution{class: classListener, index: listener, reason: reason}, format, args...)
 }
 
 // isDropped reports whether field, of the document id, is or is inside a
@@ -416,7 +416,8 @@ func (l *loader) applyDocument(d *docEffect) {
 		}
 		return
 	}
-	c := &candidate{key: d.meta.key, res: d.res, kind: d.kind, source: d.meta.source, malformed: d.meta.malformed}
+	c := &candidate{key: d.meta.key, res: d.res, kind: d.kind, source: d.meta.source, malformed: d.meta.malformed,
+		generation: d.meta.objectMeta.Generation}
 	if !l.register(d.meta) {
 		c.duplicate = true
 		l.dups = append(l.dups, c)
@@ -453,7 +454,7 @@ func serviceDocument(s *Service) *docEffect {
 	d.res = s
 	d.meta = decodedMeta{
 		key:        resourceKey{kind: KindService, namespace: s.Namespace, name: s.Name},
-		objectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace},
+		objectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Generation: 1},
 		source:     src,
 	}
 	return d
@@ -598,6 +599,10 @@ type documentMeta struct {
 	Namespace   string            `json:"namespace,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Generation is the resource's generation as Kubernetes would give it:
+	// the observedGeneration of its status conditions. Written in the file
+	// (a tool that exports from a cluster keeps it), or 1.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // document is the shape of every policy document.
@@ -657,12 +662,20 @@ func decodeSpec[S any](d *docEffect, file string, root *yaml.Node) (*document[S]
 		d.errorf(src, "metadata.name", "invalid name %q: %s", name, msg)
 	}
 	checkLabels(d.errorf, src, "metadata.labels", doc.Metadata.Labels)
+	generation := doc.Metadata.Generation
+	if generation < 0 {
+		d.errorf(src, "metadata.generation", "generation %d is negative (want 1 or more, or leave it out)", generation)
+	}
+	if generation <= 0 {
+		generation = 1
+	}
 	meta.key = resourceKey{kind: doc.Kind, namespace: namespace, name: name}
 	meta.objectMeta = metav1.ObjectMeta{
 		Name:        name,
 		Namespace:   namespace,
 		Labels:      doc.Metadata.Labels,
 		Annotations: doc.Metadata.Annotations,
+		Generation:  generation,
 	}
 	return &doc, meta, true
 }

@@ -56,7 +56,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass or ReferenceGrant in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant or ListenerSet in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
@@ -128,9 +128,8 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "gateway-spec.yaml",
 			want: []string{
-				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported yet (only IPAddress)`,
+				`gateway-spec.yaml:8: spec.addresses[0].type: address type "Hostname" is not supported: a gateway node binds IP addresses (type IPAddress); resolve the name and write its addresses`,
 				`gateway-spec.yaml:20: spec.addresses[0].value: "127.0.0.300" is not a valid IP address`,
-				`gateway-spec.yaml:21: spec.addresses[1]: only one address is supported yet`,
 				`gateway-spec.yaml:24: spec.infrastructure: infrastructure is not supported yet`,
 				`gateway-spec.yaml:27: spec.tls: tls is not supported yet`,
 			},
@@ -145,7 +144,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-parents.yaml:53: spec.parentRefs[4]: gateway "infra/edge" does not accept routes from namespace "default" (allowedRoutes.namespaces.from is Same)`,
 				`route-parents.yaml:58: spec.parentRefs[5].name: service "payments" not found`,
 				`route-parents.yaml:61: spec.parentRefs[6].port: service "orders" has no port 81`,
-				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway, or Service for mesh routes)`,
+				`route-parents.yaml:63: spec.parentRefs[7].kind: parent kind "ConfigMap" in group "" is not supported (want Gateway or ListenerSet, or Service for mesh routes)`,
 				`route-parents.yaml:78: spec.hostnames: no hostname of the route matches a listener of gateway "edge"`,
 				`route-parents.yaml:78: spec.hostnames[2]: invalid hostname "Bad_Host": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
 				`route-parents.yaml:80: spec.rules[0].backendRefs[0].namespace: service "default/orders" is in another namespace: it needs a ReferenceGrant in namespace "default" from HTTPRoutes of namespace "infra" to it`,
@@ -177,13 +176,13 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-backends.yaml:26: spec.rules[0].backendRefs[4].name: service "payments/orders" not found`,
 				`route-backends.yaml:29: spec.rules[0].backendRefs[5].kind: backend kind "Backend" in group "gateway.envoyproxy.io" is not supported (want Service)`,
 				`route-backends.yaml:34: spec.rules[0].backendRefs[6].weight: weight -1 is out of range 0-1000000`,
-				`route-backends.yaml:35: spec.rules[0].backendRefs[6].filters: backendRef filters are not supported yet (put filters on the rule)`,
+				"route-backends.yaml:44: spec.rules[0].backendRefs[7].filters[0].responseHeaderModifier.set[0].name: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
+				`route-backends.yaml:45: spec.rules[0].backendRefs[7].filters[1].type: backendRef filter RequestMirror is not supported yet (only RequestHeaderModifier and ResponseHeaderModifier; put other filters on the rule)`,
 			},
 		},
 		{
 			path: "route-filters.yaml",
 			want: []string{
-				`route-filters.yaml:16: spec.rules[0].filters[0].type: filter RequestMirror is not supported yet`,
 				`route-filters.yaml:19: spec.rules[0].filters[1].type: filter CORS is not supported yet`,
 				`route-filters.yaml:21: spec.rules[0].filters[2].type: filter ExtensionRef is not supported yet`,
 				`route-filters.yaml:25: spec.rules[1].filters[0]: a rule cannot have both a RequestRedirect filter and backendRefs`,
@@ -201,6 +200,11 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-filters.yaml:46: spec.rules[3].filters[3].type: type is required`,
 				`route-filters.yaml:49: spec.rules[3].filters[4].urlRewrite.path.replacePrefixMatch: replacePrefixMatch must not be set when type is ReplaceFullPath`,
 				`route-filters.yaml:49: spec.rules[3].filters[4].urlRewrite.path.replaceFullPath: replaceFullPath is required when type is ReplaceFullPath`,
+				`route-filters.yaml:54: spec.rules[4].filters[0].requestMirror.backendRef.name: service "ordrs" not found`,
+				`route-filters.yaml:55: spec.rules[4].filters[0].requestMirror.percent: percent 150 is out of range 0-100`,
+				`route-filters.yaml:59: spec.rules[4].filters[1].requestMirror.fraction.numerator: numerator 3 is out of range 0-2 (the denominator)`,
+				`route-filters.yaml:64: spec.rules[4].filters[2].requestMirror.fraction: only one of percent and fraction may be set`,
+				`route-filters.yaml:64: spec.rules[4].filters[2].requestMirror.fraction.denominator: denominator 0 must be at least 1`,
 			},
 		},
 		{
@@ -208,10 +212,14 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 			want: []string{
 				`route-rule-fields.yaml:14: spec.useDefaultGateways: useDefaultGateways is not supported yet`,
 				`route-rule-fields.yaml:18: spec.rules[0].timeouts.request: invalid duration "1.5s": want up to four <number><unit> groups with units h, m, s, ms (e.g. 1m30s)`,
-				`route-rule-fields.yaml:19: spec.rules[0].timeouts.backendRequest: backendRequest is not supported yet`,
-				`route-rule-fields.yaml:20: spec.rules[0].retry: retry is not supported yet`,
 				`route-rule-fields.yaml:22: spec.rules[0].sessionPersistence: sessionPersistence is not supported yet`,
 				`route-rule-fields.yaml:25: spec.rules[1].name: duplicate rule name "main" (also spec.rules[0])`,
+				`route-rule-fields.yaml:32: spec.rules[2].timeouts.backendRequest: backendRequest timeout 2s cannot be longer than the request timeout 1s`,
+				`route-rule-fields.yaml:34: spec.rules[2].retry.codes[0]: status code 200 is out of range 400-599`,
+				`route-rule-fields.yaml:34: spec.rules[2].retry.codes[2]: duplicate status code 500`,
+				`route-rule-fields.yaml:35: spec.rules[2].retry.attempts: attempts 0 is out of range 1-10`,
+				`route-rule-fields.yaml:39: spec.rules[3].retry.attempts: attempts 11 is out of range 1-10`,
+				`route-rule-fields.yaml:40: spec.rules[3].retry.backoff: backoff 2m is too long (at most 1m0s)`,
 			},
 		},
 		{

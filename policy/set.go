@@ -6,8 +6,6 @@ import (
 	"slices"
 	"strconv"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -15,15 +13,28 @@ import (
 // spec.addresses.
 const DefaultGatewayAddress = "127.0.0.1"
 
-// BindAddress is the IP address the Gateway's listeners bind: the value of
-// its (single, IPAddress) spec.addresses entry, or DefaultGatewayAddress.
-func (g *Gateway) BindAddress() string {
-	if len(g.Spec.Addresses) > 0 {
-		if a, err := netip.ParseAddr(g.Spec.Addresses[0].Value); err == nil {
-			return a.String()
+// BindAddress is the first IP address the Gateway's listeners bind (see
+// BindAddresses).
+func (g *Gateway) BindAddress() string { return g.BindAddresses()[0] }
+
+// BindAddresses are the IP addresses the Gateway's listeners bind, each
+// listener on each: the values of its IPAddress spec.addresses entries
+// (type IPAddress is the default), in order, without repeats, or
+// DefaultGatewayAddress when it has none.
+func (g *Gateway) BindAddresses() []string {
+	var out []string
+	for _, a := range g.Spec.Addresses {
+		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Value); err == nil && !slices.Contains(out, ip.String()) {
+			out = append(out, ip.String())
 		}
 	}
-	return DefaultGatewayAddress
+	if len(out) == 0 {
+		return []string{DefaultGatewayAddress}
+	}
+	return out
 }
 
 // LookupGateway returns the Gateway namespace/name, or nil.
@@ -36,14 +47,14 @@ func (s *Set) LookupGateway(namespace, name string) *Gateway {
 	return nil
 }
 
-// GatewayBound reports whether the route has a Gateway parent: its
+// GatewayBound reports whether the route has a Gateway (or ListenerSet) parent: its
 // backendRefs to other namespaces then need ReferenceGrants
 // (Set.BackendPermitted). A mesh route (only Service parents) may send to
 // any namespace without one, as GEP-1294 specifies: it augments Services
 // that callers can reach anyway, it exposes nothing.
 func (r *HTTPRoute) GatewayBound() bool {
 	return slices.ContainsFunc(r.Spec.ParentRefs, func(pr gwapiv1.ParentReference) bool {
-		return (pr.Group == nil || *pr.Group == GatewayGroup) && (pr.Kind == nil || *pr.Kind == KindGateway)
+		return (pr.Group == nil || *pr.Group == GatewayGroup) && (pr.Kind == nil || *pr.Kind == KindGateway || *pr.Kind == KindListenerSet)
 	})
 }
 
@@ -82,28 +93,18 @@ func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName str
 // (a Namespace document's metadata.labels, and always
 // kubernetes.io/metadata.name: <name>) the selector matches.
 func (s *Set) ListenerAllows(g *Gateway, ls *gwapiv1.Listener, routeNamespace string) bool {
+	return s.routesAllowed(g.ownerNamespace(), ls, routeNamespace)
+}
+
+// routesAllowed applies the allowedRoutes.namespaces of a listener of a
+// Gateway or ListenerSet of ownerNamespace to a route of routeNamespace.
+func (s *Set) routesAllowed(ownerNamespace string, ls *gwapiv1.Listener, routeNamespace string) bool {
 	routeNamespace = cmp.Or(routeNamespace, DefaultNamespace)
-	gatewayNamespace := cmp.Or(g.Namespace, DefaultNamespace)
 	ar := ls.AllowedRoutes
 	if ar == nil || ar.Namespaces == nil || ar.Namespaces.From == nil {
-		return routeNamespace == gatewayNamespace
+		return routeNamespace == ownerNamespace
 	}
-	switch *ar.Namespaces.From {
-	case gwapiv1.NamespacesFromSame:
-		return routeNamespace == gatewayNamespace
-	case gwapiv1.NamespacesFromAll:
-		return true
-	case gwapiv1.NamespacesFromSelector:
-		if ar.Namespaces.Selector == nil {
-			return false
-		}
-		sel, err := metav1.LabelSelectorAsSelector(ar.Namespaces.Selector)
-		if err != nil {
-			return false
-		}
-		return sel.Matches(labels.Set(s.NamespaceLabels(routeNamespace)))
-	}
-	return false // None
+	return s.namespaceAdmitted(*ar.Namespaces.From, ar.Namespaces.Selector, ownerNamespace, routeNamespace)
 }
 
 // NamespaceLabels are the labels of a namespace: those of its Namespace

@@ -95,9 +95,15 @@ type Object struct {
 // Kubernetes: a Gateway's conditions and listeners (gwapiv1.GatewayStatus),
 // a route's parents (gwapiv1.RouteStatus), conditions for meshgate kinds.
 type StatusBlock struct {
-	Conditions []metav1.Condition          `json:"conditions,omitempty"`
-	Listeners  []gwapiv1.ListenerStatus    `json:"listeners,omitempty"`
-	Parents    []gwapiv1.RouteParentStatus `json:"parents,omitempty"`
+	// Addresses (a Gateway's) are the addresses its listeners are served
+	// on: its IPAddress spec.addresses, or DefaultGatewayAddress.
+	Addresses  []gwapiv1.GatewayStatusAddress `json:"addresses,omitempty"`
+	Conditions []metav1.Condition             `json:"conditions,omitempty"`
+	Listeners  []gwapiv1.ListenerStatus       `json:"listeners,omitempty"`
+	Parents    []gwapiv1.RouteParentStatus    `json:"parents,omitempty"`
+	// AttachedListenerSets is, on a Gateway that sets allowedListeners
+	// (or has ListenerSets attached), how many are.
+	AttachedListenerSets *int32 `json:"attachedListenerSets,omitempty"`
 }
 
 // Serving reports whether some version of the resource serves.
@@ -199,14 +205,15 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		rs.Reason = ReasonInvalid // or the kind's own reason, below
 	}
 	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name,
-		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace, Generation: c.observedGeneration()}}
 	rs.Object = obj
 	cond := func(typ string, ok bool, reason, message string) metav1.Condition {
 		status := metav1.ConditionTrue
 		if !ok {
 			status = metav1.ConditionFalse
 		}
-		return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: message, LastTransitionTime: sc.when}
+		return metav1.Condition{Type: typ, Status: status, ObservedGeneration: c.observedGeneration(), Reason: reason,
+			Message: message, LastTransitionTime: sc.when}
 	}
 	extra := func() []metav1.Condition {
 		switch rs.State {
@@ -278,6 +285,11 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			if len(listenerErrs) == len(problems) && len(problems) > 0 {
 				reason = string(gwapiv1.GatewayReasonListenersNotValid)
 			}
+			if slices.ContainsFunc(problems, func(err *Error) bool {
+				return err.attr.class == classInvalid && err.attr.reason == string(gwapiv1.GatewayReasonUnsupportedAddress)
+			}) {
+				reason = string(gwapiv1.GatewayReasonUnsupportedAddress)
+			}
 			if rs.Reason == ReasonInvalid {
 				rs.Reason = reason
 			}
@@ -291,13 +303,58 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		}
 		obj.Status.Conditions = append(obj.Status.Conditions, cond(string(gwapiv1.GatewayConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
-		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State)
+		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, false)
+		if sg, ok := servingGateway(serving); ok && programmed {
+			for _, a := range sg.BindAddresses() {
+				obj.Status.Addresses = append(obj.Status.Addresses,
+					gwapiv1.GatewayStatusAddress{Type: ptrTo(gwapiv1.IPAddressType), Value: a})
+			}
+		}
+		var attachedSets int32
+		if serving != nil {
+			if sg, ok := serving.res.(*Gateway); ok {
+				attachedSets = sc.final.pass.attachedSets[sg]
+			}
+		}
+		if res.Spec.AllowedListeners != nil || attachedSets > 0 {
+			obj.Status.AttachedListenerSets = &attachedSets
+		}
+	case *ListenerSet:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		listenerErrs := byClass(classListener, -1)
+		accReason, accMsg := string(gwapiv1.ListenerSetReasonAccepted), "Accepted"
+		progReason := string(gwapiv1.ListenerSetReasonProgrammed)
+		switch {
+		case !rejected && len(listenerErrs) > 0:
+			accReason, accMsg = string(gwapiv1.ListenerSetReasonListenersNotValid), message(listenerErrs, "")
+		case rejected:
+			accReason = string(gwapiv1.ListenerSetReasonInvalid)
+			if len(listenerErrs) == len(problems) && len(problems) > 0 {
+				accReason = string(gwapiv1.ListenerSetReasonListenersNotValid)
+			} else {
+				accReason = firstReason(problems, accReason)
+			}
+			accMsg, progReason = message(problems, accReason), accReason
+			if rs.Reason == ReasonInvalid {
+				rs.Reason = accReason
+			}
+		}
+		if !rejected && len(listenerErrs) > 0 && rs.Reason == "" {
+			rs.Reason = accReason
+		}
+		programmed := rs.State == StateAccepted || rs.State == StateLastGood
+		obj.Status.Conditions = append(obj.Status.Conditions,
+			cond(string(gwapiv1.ListenerSetConditionAccepted), !rejected, accReason, accMsg),
+			cond(string(gwapiv1.ListenerSetConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, true)
 	case *HTTPRoute:
 		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
 		obj.Spec = res.Spec
 		refErrs := byClass(classRef, -1)
 		for i, pr := range res.Spec.ParentRefs {
-			ps := gwapiv1.RouteParentStatus{ParentRef: pr, ControllerName: ControllerName}
+			ps := gwapiv1.RouteParentStatus{ParentRef: defaultedParentRef(pr), ControllerName: ControllerName}
 			if rejected {
 				ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), false,
 					string(gwapiv1.RouteReasonUnsupportedValue), message(problems, "")))
@@ -369,33 +426,39 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 // served, why in an Accepted=Unknown condition.
 func (sc *statusContext) ignoredStatus(rs ResourceStatus, c *candidate, why string) ResourceStatus {
 	rs.State, rs.Reason = StateIgnored, ReasonOtherController
-	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name, Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace}}
+	obj := &Object{APIVersion: c.kind.apiVersion, Kind: c.kind.name,
+		Metadata: documentMeta{Name: c.key.name, Namespace: c.key.namespace, Generation: c.observedGeneration()}}
 	switch res := c.res.(type) {
 	case *Gateway:
 		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
 	case *GatewayClass:
 		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec = res.Labels, res.Annotations, res.Spec
 	}
-	obj.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionUnknown, Reason: ReasonOtherController,
-		Message: "not served by meshgate: " + why, LastTransitionTime: sc.when}}
+	obj.Status.Conditions = []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionUnknown, ObservedGeneration: c.observedGeneration(),
+		Reason: ReasonOtherController, Message: "not served by meshgate: " + why, LastTransitionTime: sc.when}}
 	rs.Object = obj
 	return rs
 }
 
-// listenerStatuses are the statuses of the listeners of g as written now.
-func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClass func(errorClass, int) []*Error,
-	cond func(string, bool, string, string) metav1.Condition, state string) []gwapiv1.ListenerStatus {
+// listenerStatuses are the statuses of the listeners of g (a Gateway or a
+// ListenerSet) as written now. conflictRejects: a conflicted listener is
+// also Accepted=False and Programmed=False with the conflict's reason (as
+// GEP-1713 has it for a ListenerSet's listener that loses a conflict).
+func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, byClass func(errorClass, int) []*Error,
+	cond func(string, bool, string, string) metav1.Condition, state string, conflictRejects bool) []gwapiv1.ListenerStatus {
 	// Routes attach to the serving version: count by listener name.
 	attached := map[gwapiv1.SectionName]int32{}
 	if serving != nil {
-		if sg, ok := serving.res.(*Gateway); ok {
+		if sg, ok := serving.res.(listenerOwner); ok {
+			sl := sg.ownerListeners()
 			for i, n := range sc.final.pass.attached[sg] {
-				attached[sg.Spec.Listeners[i].Name] += n
+				attached[sl[i].Name] += n
 			}
 		}
 	}
-	out := make([]gwapiv1.ListenerStatus, 0, len(g.Spec.Listeners))
-	for i, ls := range g.Spec.Listeners {
+	listeners := g.ownerListeners()
+	out := make([]gwapiv1.ListenerStatus, 0, len(listeners))
+	for i, ls := range listeners {
 		errs := byClass(classListener, i)
 		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name],
 			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: KindHTTPRoute}}}
@@ -403,7 +466,7 @@ func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClas
 		acceptReason := string(gwapiv1.ListenerReasonAccepted)
 		for _, err := range errs {
 			switch err.attr.reason {
-			case string(gwapiv1.ListenerReasonHostnameConflict):
+			case string(gwapiv1.ListenerReasonHostnameConflict), string(gwapiv1.ListenerReasonProtocolConflict):
 				conflict = append(conflict, err)
 			case string(gwapiv1.ListenerReasonInvalidRouteKinds):
 				kinds = append(kinds, err)
@@ -430,11 +493,14 @@ func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClas
 				notAccepted = append(notAccepted, err)
 			}
 		}
-		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionAccepted), accepted, acceptReason, msg(notAccepted, "Accepted")))
 		conflictReason := string(gwapiv1.ListenerReasonNoConflicts)
 		if len(conflict) > 0 {
-			conflictReason = string(gwapiv1.ListenerReasonHostnameConflict)
+			conflictReason = conflict[0].attr.reason
 		}
+		if conflictRejects && len(conflict) > 0 && accepted {
+			accepted, acceptReason, notAccepted = false, conflictReason, conflict
+		}
+		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionAccepted), accepted, acceptReason, msg(notAccepted, "Accepted")))
 		c := cond(string(gwapiv1.ListenerConditionConflicted), len(conflict) > 0, conflictReason, msg(conflict, "No conflicts"))
 		st.Conditions = append(st.Conditions, c)
 		refReason := string(gwapiv1.ListenerReasonResolvedRefs)
@@ -445,7 +511,11 @@ func (sc *statusContext) listenerStatuses(g *Gateway, serving *candidate, byClas
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))
 		programmed := len(errs) == 0 && (state == StateAccepted || state == StateLastGood)
 		progReason := string(gwapiv1.ListenerReasonProgrammed)
-		if !programmed {
+		switch {
+		case programmed:
+		case conflictRejects && len(conflict) > 0:
+			progReason = conflictReason
+		default:
 			progReason = string(gwapiv1.ListenerReasonInvalid)
 		}
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionProgrammed), programmed, progReason, progReason))
@@ -466,6 +536,49 @@ func lastGoodDropped(c *candidate, _ *statusContext) string {
 		msgs[i] = err.Error()
 	}
 	return fmt.Sprintf("its last good version (%s:%d) is not serving either: %s", lg.source.File, lg.source.Line, strings.Join(msgs, "; "))
+}
+
+// observedGeneration is the generation the status of c is written for:
+// its document's metadata.generation, 1 when not written (see
+// documentMeta.Generation).
+func (c *candidate) observedGeneration() int64 {
+	if c.generation > 0 {
+		return c.generation
+	}
+	if om, ok := c.res.(interface{ GetGeneration() int64 }); ok && om.GetGeneration() > 0 {
+		return om.GetGeneration() // a last good version, kept as a resource
+	}
+	return 1
+}
+
+// servingGateway is the Gateway of the serving candidate, if any.
+func servingGateway(serving *candidate) (*Gateway, bool) {
+	if serving == nil {
+		return nil, false
+	}
+	g, ok := serving.res.(*Gateway)
+	if ok && g.original != nil {
+		g = g.original
+	}
+	return g, ok
+}
+
+// defaultedParentRef is pr as the Gateway API's CRDs store it, and as a
+// Kubernetes controller copies it to route status: group and kind set
+// (gateway.networking.k8s.io and Gateway when left out; the core group ""
+// for a Service parent written without a group or with meshgate's group
+// or the "core" alias, which is how meshgate reads them).
+func defaultedParentRef(pr gwapiv1.ParentReference) gwapiv1.ParentReference {
+	if pr.Kind == nil {
+		pr.Kind = ptrTo(gwapiv1.Kind(KindGateway))
+	}
+	if *pr.Kind == KindService && (pr.Group == nil || *pr.Group == MeshgateGroup || *pr.Group == coreGroupAlias) {
+		pr.Group = ptrTo(gwapiv1.Group(""))
+	}
+	if pr.Group == nil {
+		pr.Group = ptrTo(gwapiv1.Group(GatewayGroup))
+	}
+	return pr
 }
 
 func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }

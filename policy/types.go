@@ -32,7 +32,23 @@ const (
 	KindNamespace = "Namespace"
 	// CoreAPIVersion is the apiVersion of Kubernetes' core kinds.
 	CoreAPIVersion = "v1"
+	// KindListenerSet adds listeners to a Gateway that allows it
+	// (spec.allowedListeners, GEP-1713).
+	KindListenerSet = "ListenerSet"
 )
+
+// ListenerSet is a Gateway API ListenerSet with the place it was loaded
+// from: listeners added to its parent Gateway (spec.parentRef), if that
+// Gateway's spec.allowedListeners admits the ListenerSet's namespace. Its
+// listeners are served by the parent's gateway nodes, beside the
+// Gateway's own; routes attach to them with a ListenerSet parentRef.
+type ListenerSet struct {
+	gwapiv1.ListenerSet
+	Source Source
+	// original is, in a copy of a ListenerSet without the listeners that
+	// are not programmed (Evaluate), the ListenerSet as written.
+	original *ListenerSet
+}
 
 // Namespace is a Kubernetes Namespace document: a namespace's labels.
 type Namespace struct {
@@ -186,6 +202,10 @@ type Set struct {
 	ReferenceGrants []*ReferenceGrant
 	// Namespaces are the Namespace documents (their labels), sorted by name.
 	Namespaces []*Namespace
+	// ListenerSets are the ListenerSets attached to a Gateway of the set,
+	// in the order of their precedence (by namespace, then name: policy
+	// files have no creation time).
+	ListenerSets []*ListenerSet
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -147,13 +148,14 @@ func (l *loader) validateGateways(ix *setIndex) {
 		}
 	}
 	l.checkBindConflicts(wellFormed)
+	l.validateListenerSets(ix)
 }
 
 // validateHTTPRoutes checks every well-formed HTTPRoute and its references.
 func (l *loader) validateHTTPRoutes(ix *setIndex) {
 	for _, r := range l.set.HTTPRoutes {
 		if !l.malformed[resourceKey{KindHTTPRoute, r.Namespace, r.Name}] {
-			l.checkHTTPRoute(r, ix.gateways, ix.services)
+			l.checkHTTPRoute(r, ix)
 		}
 	}
 }
@@ -282,80 +284,80 @@ func (l *loader) checkGateway(g *Gateway) {
 	for i := range spec.Listeners {
 		ls := &spec.Listeners[i]
 		p := fmt.Sprintf("spec.listeners[%d]", i)
-		switch {
-		case ls.Name == "":
-			l.listenerErrorf(g, i, p+".name", lsInvalid, "name is required")
-		case checkSubdomain(string(ls.Name)) != "":
-			l.listenerErrorf(g, i, p+".name", lsInvalid, "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
-		default:
+		if ls.Name != "" && checkSubdomain(string(ls.Name)) == "" {
 			if j, dup := names[ls.Name]; dup {
 				l.listenerErrorf(g, i, p+".name", lsInvalid, "duplicate listener name %q (also spec.listeners[%d])", ls.Name, j)
 			} else {
 				names[ls.Name] = i
 			}
 		}
-		portOK := ls.Port >= 1 && ls.Port <= 65535
-		if !portOK {
-			l.listenerErrorf(g, i, p+".port", string(gwapiv1.ListenerReasonPortUnavailable), "port %d is out of range 1-65535", ls.Port)
-		}
-		switch ls.Protocol {
-		case gwapiv1.HTTPProtocolType:
-		case gwapiv1.HTTPSProtocolType, gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
-			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP)", ls.Protocol)
-		case "":
-			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP)")
-		default:
-			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP)", ls.Protocol)
-		}
-		host := ""
-		if ls.Hostname != nil {
-			host = string(*ls.Hostname)
-			if msg := checkHostname(host, true); msg != "" {
-				l.listenerErrorf(g, i, p+".hostname", lsInvalid, "invalid hostname %q: %s", host, msg)
-			}
-		}
-		if ls.TLS != nil {
-			l.listenerErrorf(g, i, p+".tls", lsInvalid, "%s", notSupported("tls"))
-		}
-		l.checkAllowedRoutes(g, i, p+".allowedRoutes", ls.AllowedRoutes)
-		if portOK {
-			key := portHost{ls.Port, host}
+		l.checkListener(g, i, p, ls, true)
+		if ls.Port >= 1 && ls.Port <= 65535 {
+			key := portHost{ls.Port, listenerHostnameOf(ls)}
 			if j, dup := bound[key]; dup {
 				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonHostnameConflict), "listener %q conflicts with listener %q: same port %d and %s",
-					ls.Name, spec.Listeners[j].Name, ls.Port, describeHostname(host))
+					ls.Name, spec.Listeners[j].Name, ls.Port, describeHostname(key.host))
 			} else {
 				bound[key] = i
 			}
 		}
 	}
-	for i, a := range spec.Addresses {
-		p := fmt.Sprintf("spec.addresses[%d]", i)
-		if i > 0 {
-			l.errorf(src, p, "only one address is supported yet")
-			continue
-		}
-		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
-			l.errorf(src, p+".type", "address type %q is not supported yet (only IPAddress)", *a.Type)
-			continue
-		}
-		if a.Value == "" {
-			l.errorf(src, p+".value", "value is required (an IP address to bind)")
-		} else if ip, err := netip.ParseAddr(a.Value); err != nil || ip.Zone() != "" {
-			l.errorf(src, p+".value", "%q is not a valid IP address", a.Value)
-		}
-	}
+	l.checkGatewayAddresses(g)
 	if spec.Infrastructure != nil {
 		l.errorf(src, "spec.infrastructure", "%s", notSupported("infrastructure"))
 	}
-	if spec.AllowedListeners != nil {
-		l.errorf(src, "spec.allowedListeners", "%s", notSupported("allowedListeners"))
-	}
+	l.checkAllowedListeners(g)
 	if spec.TLS != nil {
 		l.errorf(src, "spec.tls", "%s", notSupported("tls"))
 	}
 	if spec.DefaultScope != "" {
 		l.errorf(src, "spec.defaultScope", "%s", notSupported("defaultScope"))
 	}
+}
+
+// checkListener checks the fields of the listener i of o (a Gateway's or
+// a ListenerSet's) at path p, each on its own: name, port, protocol (when
+// protocol is set: a listener that lost a conflict is not also reported
+// for its protocol), hostname, tls and allowedRoutes.
+func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Listener, protocol bool) {
+	switch {
+	case ls.Name == "":
+		l.listenerErrorf(o, i, p+".name", lsInvalid, "name is required")
+	case checkSubdomain(string(ls.Name)) != "":
+		l.listenerErrorf(o, i, p+".name", lsInvalid, "invalid listener name %q: %s", ls.Name, checkSubdomain(string(ls.Name)))
+	}
+	if ls.Port < 1 || ls.Port > 65535 {
+		l.listenerErrorf(o, i, p+".port", string(gwapiv1.ListenerReasonPortUnavailable), "port %d is out of range 1-65535", ls.Port)
+	}
+	switch ls.Protocol {
+	case gwapiv1.HTTPProtocolType:
+	case gwapiv1.HTTPSProtocolType, gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
+		if protocol {
+			l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP)", ls.Protocol)
+		}
+	case "":
+		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP)")
+	default:
+		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP)", ls.Protocol)
+	}
+	if ls.Hostname != nil {
+		if msg := checkHostname(string(*ls.Hostname), true); msg != "" {
+			l.listenerErrorf(o, i, p+".hostname", lsInvalid, "invalid hostname %q: %s", *ls.Hostname, msg)
+		}
+	}
+	if ls.TLS != nil && protocol {
+		l.listenerErrorf(o, i, p+".tls", lsInvalid, "%s", notSupported("tls"))
+	}
+	l.checkAllowedRoutes(o, i, p+".allowedRoutes", ls.AllowedRoutes)
+}
+
+// listenerHostnameOf is the hostname of a listener as written, "" when
+// it has none.
+func listenerHostnameOf(ls *gwapiv1.Listener) string {
+	if ls.Hostname == nil {
+		return ""
+	}
+	return string(*ls.Hostname)
 }
 
 func describeHostname(h string) string {
@@ -368,7 +370,7 @@ func describeHostname(h string) string {
 // lsInvalid is the reason of a listener whose configuration is invalid.
 const lsInvalid = string(gwapiv1.ListenerReasonUnsupportedValue)
 
-func (l *loader) checkAllowedRoutes(g *Gateway, i int, p string, ar *gwapiv1.AllowedRoutes) {
+func (l *loader) checkAllowedRoutes(g listenerOwner, i int, p string, ar *gwapiv1.AllowedRoutes) {
 	if ar == nil {
 		return
 	}
@@ -410,6 +412,47 @@ func allowedFrom(ls *gwapiv1.Listener) gwapiv1.FromNamespaces {
 	return gwapiv1.NamespacesFromSame
 }
 
+// checkGatewayAddresses checks a Gateway's spec.addresses: IP addresses
+// (type IPAddress, the default), each listener is served on each. Another
+// type (Hostname, a named address) is not supported: the Gateway is not
+// accepted (reason UnsupportedAddress), as the Gateway API specifies.
+func (l *loader) checkGatewayAddresses(g *Gateway) {
+	src := g.Source
+	seen := map[netip.Addr]int{}
+	var unspecified []int
+	for i, a := range g.Spec.Addresses {
+		p := fmt.Sprintf("spec.addresses[%d]", i)
+		if a.Type != nil && *a.Type != gwapiv1.IPAddressType {
+			l.classifiedf(src, p+".type", attribution{class: classInvalid, reason: string(gwapiv1.GatewayReasonUnsupportedAddress)},
+				"address type %q is not supported: a gateway node binds IP addresses (type IPAddress); resolve the name and write its addresses", *a.Type)
+			continue
+		}
+		if a.Value == "" {
+			l.errorf(src, p+".value", "value is required (an IP address to bind)")
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil || ip.Zone() != "" {
+			l.errorf(src, p+".value", "%q is not a valid IP address", a.Value)
+			continue
+		}
+		if j, dup := seen[ip]; dup {
+			l.errorf(src, p+".value", "address %s is already spec.addresses[%d]", ip, j)
+			continue
+		}
+		seen[ip] = i
+		if ip.IsUnspecified() {
+			unspecified = append(unspecified, i)
+		}
+	}
+	if len(unspecified) > 0 && len(seen) > 1 {
+		i := unspecified[0]
+		l.errorf(src, fmt.Sprintf("spec.addresses[%d].value", i),
+			"%s binds every address of the host: it cannot be listed with other addresses (list it alone, or list the addresses to serve)",
+			g.Spec.Addresses[i].Value)
+	}
+}
+
 // checkBindConflicts reports Gateways whose listeners would bind the same
 // address and port. An unspecified address (0.0.0.0, ::) conflicts with
 // every address on that port.
@@ -427,39 +470,47 @@ func (l *loader) checkBindConflicts(gateways []*Gateway) {
 	})
 	var taken []binding
 	for _, g := range ordered {
-		addr, err := netip.ParseAddr(g.BindAddress())
-		if err != nil {
-			continue
+		var addrs []netip.Addr
+		for _, a := range g.BindAddresses() {
+			if addr, err := netip.ParseAddr(a); err == nil {
+				addrs = append(addrs, addr)
+			}
 		}
 		ports := make(map[int32]bool)
+		var mine []binding
 		for i, ls := range g.Spec.Listeners {
 			if ports[ls.Port] || ls.Port < 1 || ls.Port > 65535 {
 				continue
 			}
 			ports[ls.Port] = true
 			p := fmt.Sprintf("spec.listeners[%d].port", i)
-			for _, t := range taken {
-				if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
-					continue
+		addresses:
+			for _, addr := range addrs {
+				for _, t := range taken {
+					if t.port != ls.Port || (t.addr != addr && !t.addr.IsUnspecified() && !addr.IsUnspecified()) {
+						continue
+					}
+					l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonPortUnavailable), "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
+						g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
+						t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
+					break addresses
 				}
-				l.listenerErrorf(g, i, p, string(gwapiv1.ListenerReasonPortUnavailable), "Gateway %q listener %q binds %s, already bound by Gateway %q listener %q (%s:%d)",
-					g.Namespace+"/"+g.Name, ls.Name, netip.AddrPortFrom(addr, uint16(ls.Port)),
-					t.gw.Namespace+"/"+t.gw.Name, t.ls, t.gw.Source.File, t.line)
-				break
+				mine = append(mine, binding{addr: addr, port: ls.Port, gw: g, ls: string(ls.Name), line: g.Source.LineOf(p)})
 			}
-			taken = append(taken, binding{addr: addr, port: ls.Port, gw: g, ls: string(ls.Name), line: g.Source.LineOf(p)})
 		}
+		taken = append(taken, mine...) // a Gateway's own addresses do not conflict with each other
 	}
 }
 
 // ---- HTTPRoute ----
 
-func (l *loader) checkHTTPRoute(r *HTTPRoute, gateways map[nsName]*Gateway, services map[nsName]*Service) {
+func (l *loader) checkHTTPRoute(r *HTTPRoute, ix *setIndex) {
+	services := ix.services
 	src, spec := r.Source, &r.Spec
 	// A route without parentRefs is valid (the field is optional): it is
 	// attached nowhere, as its status says.
 	for i := range spec.ParentRefs {
-		l.checkParentRef(r, i, gateways, services)
+		l.checkParentRef(r, i, ix)
 	}
 	if spec.UseDefaultGateways != "" {
 		l.errorf(src, "spec.useDefaultGateways", "%s", notSupported("useDefaultGateways"))
@@ -487,7 +538,8 @@ func (l *loader) checkHTTPRoute(r *HTTPRoute, gateways map[nsName]*Gateway, serv
 	}
 }
 
-func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gateway, services map[nsName]*Service) {
+func (l *loader) checkParentRef(r *HTTPRoute, i int, ix *setIndex) {
+	gateways, services := ix.gateways, ix.services
 	src, pr := r.Source, &r.Spec.ParentRefs[i]
 	p := fmt.Sprintf("spec.parentRefs[%d]", i)
 	group, kind := GatewayGroup, KindGateway
@@ -521,7 +573,11 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 				l.rejectedNote(KindGateway, ns, string(pr.Name)))
 			return
 		}
-		l.checkGatewayAttachment(r, i, p, pr, g)
+		l.checkListenerAttachment(r, i, p, pr, g, func(ls *gwapiv1.Listener, routeNamespace string) bool {
+			return l.set.ListenerAllows(g, ls, routeNamespace)
+		})
+	case kind == KindListenerSet && group == GatewayGroup:
+		l.checkListenerSetParentRef(r, i, p, ns, pr, ix)
 	case kind == KindService && group == coreGroupAlias:
 		l.warnCoreGroup(src, p+".group")
 		fallthrough
@@ -546,23 +602,29 @@ func (l *loader) checkParentRef(r *HTTPRoute, i int, gateways map[nsName]*Gatewa
 				l.parentErrorf(src, i, p+".sectionName", noParent, "port %q of service %s is not port %d", *pr.SectionName, refName(ns, svc.Name, r.Namespace), *pr.Port)
 			}
 		}
+	case kind == "ServiceImport" && group == multiclusterGroup:
+		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue),
+			"parent kind ServiceImport (%s): multi-cluster services are not part of meshgate; the route is not attached to this parent", group)
 	default:
-		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue), "parent kind %q in group %q is not supported (want Gateway, or Service for mesh routes)", kind, group)
+		l.parentErrorf(src, i, p+".kind", string(gwapiv1.RouteReasonUnsupportedValue), "parent kind %q in group %q is not supported (want Gateway or ListenerSet, or Service for mesh routes)", kind, group)
 	}
 }
 
-// checkGatewayAttachment checks that the parentRef parent of r selects
-// listeners of g that accept the route, and counts the route as attached to
+// checkListenerAttachment checks that the parentRef parent of r selects
+// listeners of o (a Gateway, or a ListenerSet) that accept the route
+// (allows: by their allowedRoutes), and counts the route as attached to
 // each of them (ListenerStatus.attachedRoutes). A listener that is not
-// programmed (its problem is reported on the Gateway) selects nothing.
-func (l *loader) checkGatewayAttachment(r *HTTPRoute, parent int, p string, pr *gwapiv1.ParentReference, g *Gateway) {
+// programmed (its problem is reported on o) selects nothing.
+func (l *loader) checkListenerAttachment(r *HTTPRoute, parent int, p string, pr *gwapiv1.ParentReference, o listenerOwner,
+	allows func(ls *gwapiv1.Listener, routeNamespace string) bool) {
 	src := r.Source
-	gwName := refName(g.Namespace, g.Name, r.Namespace)
+	gwName := o.describe(r.Namespace)
+	listeners := o.ownerListeners()
 	noParent := string(gwapiv1.RouteReasonNoMatchingParent)
 	var selected []int
 	named, bad := false, false
-	for i := range g.Spec.Listeners {
-		ls := &g.Spec.Listeners[i]
+	for i := range listeners {
+		ls := &listeners[i]
 		if pr.SectionName != nil {
 			if ls.Name != *pr.SectionName {
 				continue
@@ -572,39 +634,40 @@ func (l *loader) checkGatewayAttachment(r *HTTPRoute, parent int, p string, pr *
 		if pr.Port != nil && ls.Port != *pr.Port {
 			continue
 		}
-		if l.pass.badListeners[g][i] {
+		if l.pass.badListeners[o][i] {
 			bad = true
 			continue
 		}
 		selected = append(selected, i)
 	}
 	if len(selected) == 0 {
+		oSrc := o.source()
 		switch {
 		case bad:
 			// Follows from the listener's own problem, reported on the
-			// Gateway: a status, not another error.
+			// Gateway (or ListenerSet): a status, not another error.
 			l.classifiedf(src, p, attribution{class: classParent, index: parent, reason: noParent, cascade: true},
-				"the listeners of gateway %s this parentRef selects are not programmed (see the Gateway's status, %s:%d)", gwName, g.Source.File, g.Source.Line)
+				"the listeners of %s this parentRef selects are not programmed (see its status, %s:%d)", gwName, oSrc.File, oSrc.Line)
 		case pr.SectionName != nil && !named:
-			l.parentErrorf(src, parent, p+".sectionName", noParent, "gateway %s has no listener %q", gwName, *pr.SectionName)
+			l.parentErrorf(src, parent, p+".sectionName", noParent, "%s has no listener %q", gwName, *pr.SectionName)
 		case pr.SectionName != nil:
-			l.parentErrorf(src, parent, p+".port", noParent, "listener %q of gateway %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
+			l.parentErrorf(src, parent, p+".port", noParent, "listener %q of %s is not on port %d", *pr.SectionName, gwName, *pr.Port)
 		case pr.Port != nil:
-			l.parentErrorf(src, parent, p+".port", noParent, "gateway %s has no listener on port %d", gwName, *pr.Port)
-		default: // the gateway has no listeners at all
-			l.parentErrorf(src, parent, p, noParent, "gateway %s has no listeners", gwName)
+			l.parentErrorf(src, parent, p+".port", noParent, "%s has no listener on port %d", gwName, *pr.Port)
+		default: // no listeners at all
+			l.parentErrorf(src, parent, p, noParent, "%s has no listeners", gwName)
 		}
 		return
 	}
-	from := allowedFrom(&g.Spec.Listeners[selected[0]])
-	selected = slices.DeleteFunc(selected, func(i int) bool { return !l.set.ListenerAllows(g, &g.Spec.Listeners[i], r.Namespace) })
+	from := allowedFrom(&listeners[selected[0]])
+	selected = slices.DeleteFunc(selected, func(i int) bool { return !allows(&listeners[i], r.Namespace) })
 	if len(selected) == 0 {
-		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "gateway %s does not accept routes from namespace %q (allowedRoutes.namespaces.from is %s)", gwName, r.Namespace, from)
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "%s does not accept routes from namespace %q (allowedRoutes.namespaces.from is %s)", gwName, r.Namespace, from)
 		return
 	}
 	if len(r.Spec.Hostnames) > 0 {
 		selected = slices.DeleteFunc(selected, func(i int) bool {
-			ls := &g.Spec.Listeners[i]
+			ls := &listeners[i]
 			if ls.Hostname == nil {
 				return false
 			}
@@ -613,22 +676,23 @@ func (l *loader) checkGatewayAttachment(r *HTTPRoute, parent int, p string, pr *
 			})
 		})
 		if len(selected) == 0 {
-			l.parentErrorf(src, parent, "spec.hostnames", string(gwapiv1.RouteReasonNoMatchingListenerHostname), "no hostname of the route matches a listener of gateway %s", gwName)
+			l.parentErrorf(src, parent, "spec.hostnames", string(gwapiv1.RouteReasonNoMatchingListenerHostname), "no hostname of the route matches a listener of %s", gwName)
 			return
 		}
 	}
-	l.attach(g, selected)
+	l.attach(o, len(listeners), selected)
 }
 
-// attach counts a route as attached to listeners of g, once per listener.
-func (l *loader) attach(g *Gateway, listeners []int) {
+// attach counts a route as attached to listeners of o (which has n), once
+// per listener.
+func (l *loader) attach(o listenerOwner, n int, listeners []int) {
 	if l.pass.attached == nil {
-		l.pass.attached = make(map[*Gateway][]int32)
+		l.pass.attached = make(map[listenerOwner][]int32)
 	}
-	counts := l.pass.attached[g]
+	counts := l.pass.attached[o]
 	if counts == nil {
-		counts = make([]int32, len(g.Spec.Listeners))
-		l.pass.attached[g] = counts
+		counts = make([]int32, n)
+		l.pass.attached[o] = counts
 	}
 	for _, i := range listeners {
 		counts[i]++
@@ -657,11 +721,14 @@ func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, 
 	for k := range rule.Filters {
 		f := &rule.Filters[k]
 		fp := fmt.Sprintf("%s.filters[%d]", p, k)
-		if seenTypes[f.Type] {
+		if seenTypes[f.Type] && f.Type != gwapiv1.HTTPRouteFilterRequestMirror {
 			l.errorf(src, fp+".type", "duplicate %s filter in one rule", f.Type)
 		}
 		seenTypes[f.Type] = true
 		usesPrefix := l.checkFilter(src, fp, f)
+		if f.Type == gwapiv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+			l.checkMirror(r, fp+".requestMirror", f.RequestMirror, services)
+		}
 		if usesPrefix != "" && !allPrefix {
 			l.errorf(src, usesPrefix, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
 		}
@@ -682,20 +749,90 @@ func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, 
 		l.checkBackendRef(r, fmt.Sprintf("%s.backendRefs[%d]", p, k), &rule.BackendRefs[k], services)
 	}
 	if t := rule.Timeouts; t != nil {
+		var request, backendRequest time.Duration
+		var requestErr, backendErr error
 		if t.Request != nil {
-			if _, err := ParseDuration(*t.Request); err != nil {
-				l.errorf(src, p+".timeouts.request", "%v", err)
+			if request, requestErr = ParseDuration(*t.Request); requestErr != nil {
+				l.errorf(src, p+".timeouts.request", "%v", requestErr)
 			}
 		}
 		if t.BackendRequest != nil {
-			l.errorf(src, p+".timeouts.backendRequest", "%s", notSupported("backendRequest"))
+			if backendRequest, backendErr = ParseDuration(*t.BackendRequest); backendErr != nil {
+				l.errorf(src, p+".timeouts.backendRequest", "%v", backendErr)
+			}
+		}
+		if t.Request != nil && t.BackendRequest != nil && requestErr == nil && backendErr == nil &&
+			request != 0 && backendRequest > request {
+			l.errorf(src, p+".timeouts.backendRequest", "backendRequest timeout %s cannot be longer than the request timeout %s", *t.BackendRequest, *t.Request)
 		}
 	}
 	if rule.Retry != nil {
-		l.errorf(src, p+".retry", "%s", notSupported("retry"))
+		l.checkRetry(src, p+".retry", rule.Retry)
 	}
 	if rule.SessionPersistence != nil {
 		l.errorf(src, p+".sessionPersistence", "%s", notSupported("sessionPersistence"))
+	}
+}
+
+// Bounds of a rule's retry stanza: the Gateway API's (status codes 400-599,
+// at least one attempt) and meshgate's own, so that a typo cannot make one
+// request into thousands (maxRetryAttempts) or hold it for hours
+// (maxRetryBackoff).
+const (
+	maxRetryAttempts = 10
+	maxRetryBackoff  = time.Minute
+)
+
+// checkRetry validates a rule's retry stanza.
+func (l *loader) checkRetry(src Source, p string, r *gwapiv1.HTTPRouteRetry) {
+	seen := make(map[gwapiv1.HTTPRouteRetryStatusCode]bool, len(r.Codes))
+	for i, c := range r.Codes {
+		cp := fmt.Sprintf("%s.codes[%d]", p, i)
+		switch {
+		case c < 400 || c > 599:
+			l.errorf(src, cp, "status code %d is out of range 400-599", c)
+		case seen[c]:
+			l.errorf(src, cp, "duplicate status code %d", c)
+		}
+		seen[c] = true
+	}
+	if r.Attempts != nil && (*r.Attempts < 1 || *r.Attempts > maxRetryAttempts) {
+		l.errorf(src, p+".attempts", "attempts %d is out of range 1-%d", *r.Attempts, maxRetryAttempts)
+	}
+	if r.Backoff != nil {
+		d, err := ParseDuration(*r.Backoff)
+		switch {
+		case err != nil:
+			l.errorf(src, p+".backoff", "%v", err)
+		case d > maxRetryBackoff:
+			l.errorf(src, p+".backoff", "backoff %s is too long (at most %s)", *r.Backoff, maxRetryBackoff)
+		}
+	}
+}
+
+// checkMirror validates a RequestMirror filter: its backendRef resolves as
+// a rule's does, and its share of the requests is a fraction at most 1.
+func (l *loader) checkMirror(r *HTTPRoute, p string, m *gwapiv1.HTTPRequestMirrorFilter, services map[nsName]*Service) {
+	src := r.Source
+	ref := gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{BackendObjectReference: m.BackendRef}}
+	l.checkBackendRef(r, p+".backendRef", &ref, services)
+	if m.Percent != nil && m.Fraction != nil {
+		l.errorf(src, p+".fraction", "only one of percent and fraction may be set")
+	}
+	if m.Percent != nil && (*m.Percent < 0 || *m.Percent > 100) {
+		l.errorf(src, p+".percent", "percent %d is out of range 0-100", *m.Percent)
+	}
+	if f := m.Fraction; f != nil {
+		denominator := int32(100)
+		if f.Denominator != nil {
+			denominator = *f.Denominator
+		}
+		switch {
+		case denominator < 1:
+			l.errorf(src, p+".fraction.denominator", "denominator %d must be at least 1", denominator)
+		case f.Numerator < 0 || f.Numerator > denominator:
+			l.errorf(src, p+".fraction.numerator", "numerator %d is out of range 0-%d (the denominator)", f.Numerator, denominator)
+		}
 	}
 }
 
@@ -803,8 +940,8 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 		l.errorf(src, p+".type", "type is required")
 		return ""
 	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier,
-		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite:
-	case gwapiv1.HTTPRouteFilterRequestMirror, gwapiv1.HTTPRouteFilterCORS,
+		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror:
+	case gwapiv1.HTTPRouteFilterCORS,
 		gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
 		l.errorf(src, p+".type", "filter %s is not supported yet", f.Type)
 		return ""
@@ -956,6 +1093,9 @@ func (l *loader) checkPathModifier(src Source, p string, pm *gwapiv1.HTTPPathMod
 // warning.
 const coreGroupAlias = "core"
 
+// multiclusterGroup is the Multi-Cluster Services API's group (ServiceImport).
+const multiclusterGroup = "multicluster.x-k8s.io"
+
 // warnCoreGroup warns of group: core on a Service reference.
 func (l *loader) warnCoreGroup(src Source, field string) {
 	l.warnings = append(l.warnings, &Error{File: src.File, Line: src.LineOf(field), Field: field,
@@ -977,8 +1117,20 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 	if br.Weight != nil && (*br.Weight < 0 || *br.Weight > maxBackendWeight) {
 		l.errorf(src, p+".weight", "weight %d is out of range 0-%d", *br.Weight, maxBackendWeight)
 	}
-	if len(br.Filters) > 0 {
-		l.errorf(src, p+".filters", "backendRef filters are not supported yet (put filters on the rule)")
+	seenFilters := make(map[gwapiv1.HTTPRouteFilterType]bool, len(br.Filters))
+	for i := range br.Filters {
+		f := &br.Filters[i]
+		fp := fmt.Sprintf("%s.filters[%d]", p, i)
+		switch f.Type {
+		case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier:
+			if seenFilters[f.Type] {
+				l.errorf(src, fp+".type", "duplicate %s filter in one backendRef", f.Type)
+			}
+			seenFilters[f.Type] = true
+			l.checkFilter(src, fp, f)
+		default:
+			l.errorf(src, fp+".type", "backendRef filter %s is not supported yet (only RequestHeaderModifier and ResponseHeaderModifier; put other filters on the rule)", f.Type)
+		}
 	}
 	if kind == KindService && group == coreGroupAlias {
 		l.warnCoreGroup(src, p+".group")

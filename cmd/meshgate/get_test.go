@@ -32,7 +32,8 @@ func TestPrintResourceStatuses(t *testing.T) {
 		{"", []string{"KIND NAMESPACE NAME STATUS FILE", "HTTPRoute default bad Rejected: UnsupportedValue bad.yaml:1", "HTTPRoute default good Accepted good.yaml:1", "Gateway default edge Accepted gw.yaml:1"}},
 		{"yaml", []string{"# bad.yaml:1 (Rejected: UnsupportedValue)", "apiVersion: gateway.networking.k8s.io/v1", "kind: HTTPRoute",
 			"status: parents: - conditions: - lastTransitionTime:", `message: 'bad.yaml:7: spec.rules[0].filters[0].type: unknown filter type "Nope"'`,
-			`reason: UnsupportedValue status: "False" type: Accepted controllerName: meshgate.dev/controller parentRef: name: edge`,
+			`observedGeneration: 1 reason: UnsupportedValue status: "False" type: Accepted controllerName: meshgate.dev/controller parentRef: group: gateway.networking.k8s.io kind: Gateway name: edge`,
+			"status: addresses: - type: IPAddress value: 127.0.0.1",
 			"listeners: - attachedRoutes: 1"}},
 		{"json", []string{`"items": [`, `"reason": "UnsupportedValue"`}},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 // problem, and exit 1 when there is any.
 func newValidateCmd() *cobra.Command {
 	var paths []string
+	var output string
 	cmd := &cobra.Command{
 		Use:   "validate -f PATH [-f PATH...]",
 		Short: "Check policy files and report every error with its file, line and field",
@@ -22,16 +24,28 @@ func newValidateCmd() *cobra.Command {
 			"exits 1 if there is any (the control plane would reject those resources, or\n" +
 			"leave those references unresolved, and serve the rest). Warnings (accepted\n" +
 			"resources written in a tolerated but non-standard way) are printed as\n" +
-			"\"warning: ...\" and do not change the exit code.",
+			"\"warning: ...\" and do not change the exit code.\n\n" +
+			"-o json prints one JSON document instead: the errors, the warnings, and every\n" +
+			"resource with what the control plane would do with it (state Accepted or\n" +
+			"Rejected, the reason of its first failing condition, its problems): a route\n" +
+			"whose only problems are references that do not resolve is Accepted, and\n" +
+			"those backends answer 500. The exit code is the same.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(paths) == 0 {
 				return &exitError{code: 2, err: errors.New("validate: give at least one policy file or directory with -f")}
 			}
-			return runValidate(cmd.OutOrStdout(), cmd.ErrOrStderr(), paths)
+			switch output {
+			case "":
+				return runValidate(cmd.OutOrStdout(), cmd.ErrOrStderr(), paths)
+			case "json":
+				return runValidateJSON(cmd.OutOrStdout(), paths)
+			}
+			return &exitError{code: 2, err: fmt.Errorf("validate: unknown output format %q (want json, or none for text)", output)}
 		},
 	}
 	cmd.Flags().StringArrayVarP(&paths, "filename", "f", nil, "policy file or directory (repeatable)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
 	return cmd
 }
 
@@ -65,4 +79,56 @@ func plural(n int, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// validateReport is the document `meshgate validate -o json` prints.
+type validateReport struct {
+	// Valid is true when there is no error.
+	Valid    bool     `json:"valid"`
+	Errors   []string `json:"errors"`
+	Warnings []string `json:"warnings"`
+	// Resources are every resource of the files, with what the control
+	// plane would do with it.
+	Resources []validateResource `json:"resources"`
+}
+
+// validateResource is one resource of a validateReport.
+type validateResource struct {
+	Kind      string   `json:"kind"`
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	File      string   `json:"file"`
+	Line      int      `json:"line"`
+	State     string   `json:"state"`
+	Reason    string   `json:"reason,omitempty"`
+	Problems  []string `json:"problems,omitempty"`
+}
+
+// runValidateJSON evaluates paths as the control plane would (each
+// resource accepted or rejected on its own) and prints a validateReport;
+// it returns an exitError when there is any error, as runValidate does.
+func runValidateJSON(stdout io.Writer, paths []string) error {
+	result := policy.EvaluatePaths(paths...)
+	report := validateReport{Valid: len(result.Errors) == 0, Errors: []string{}, Warnings: []string{}, Resources: []validateResource{}}
+	for _, e := range result.Errors {
+		report.Errors = append(report.Errors, e.Error())
+	}
+	for _, w := range result.Warnings {
+		report.Warnings = append(report.Warnings, w.Error())
+	}
+	for _, st := range result.Statuses {
+		report.Resources = append(report.Resources, validateResource{
+			Kind: st.Kind, Namespace: st.Namespace, Name: st.Name, File: st.File, Line: st.Line,
+			State: st.State, Reason: st.Reason, Problems: st.Problems,
+		})
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(report); err != nil {
+		return fmt.Errorf("validate: writing the report: %w", err)
+	}
+	if n := len(result.Errors); n > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%s in policy", plural(n, "error", "errors"))}
+	}
+	return nil
 }

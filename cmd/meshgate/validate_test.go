@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +108,57 @@ spec:
 	want := "warning: " + path + `:11: spec.parentRefs[0].group: group "core" is not the name of the core API group (it is ""): read as "" for this Service` + "\n"
 	if stderr.String() != want || !strings.HasPrefix(stdout.String(), "ok: ") {
 		t.Errorf("stdout %q, stderr %q; want ok and %q", stdout.String(), stderr.String(), want)
+	}
+}
+
+// TestValidateJSON: -o json says what the control plane does with each
+// resource: a route whose only problem is a backend of an unknown kind is
+// accepted (that backend answers 500), a Service with a bad port is
+// rejected; the exit code is 1 either way.
+func TestValidateJSON(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	doc := `apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: broken}
+spec:
+  ports: [{port: 0}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mesh}
+spec:
+  parentRefs: [{kind: Service, name: orders}]
+  rules:
+  - backendRefs: [{group: acme.io, kind: CustomBackend, name: thing}]
+`
+	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	err := runValidateJSON(&stdout, []string{dir})
+	if exitCode(err) != 1 {
+		t.Fatalf("exit code %d (%v), want 1", exitCode(err), err)
+	}
+	var report validateReport
+	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
+		t.Fatalf("%v: %s", err, stdout.String())
+	}
+	if report.Valid || len(report.Errors) != 2 {
+		t.Errorf("valid %v, errors %q: want 2 errors", report.Valid, report.Errors)
+	}
+	got := map[string]string{}
+	for _, r := range report.Resources {
+		got[r.Kind+"/"+r.Name] = r.State
+	}
+	want := map[string]string{"Service/orders": "Accepted", "Service/broken": "Rejected", "HTTPRoute/mesh": "Accepted"}
+	if !maps.Equal(got, want) {
+		t.Errorf("states %v, want %v", got, want)
 	}
 }

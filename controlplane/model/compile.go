@@ -153,6 +153,9 @@ var compileSteps = [...]struct {
 	// Namespaces' labels are read through policy.Set.ListenerAllows by the
 	// Gateway step.
 	{policy.KindNamespace, func(*compiler) error { return nil }},
+	// The Gateway step adds the listeners of a Gateway's ListenerSets
+	// (policy.Set.ListenerSetsOf) to its own.
+	{policy.KindListenerSet, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -328,11 +331,15 @@ func isServiceRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
 	return group == nil || *group == "" || *group == "core" || *group == policy.MeshgateGroup
 }
 
-func isGatewayRef(group *gwapiv1.Group, kind *gwapiv1.Kind) bool {
-	if kind != nil && string(*kind) != policy.KindGateway {
-		return false
+// isListenerOwnerRef reports whether a parentRef's group and kind name a
+// Gateway (ownerKind policy.KindGateway: the kind's default) or a
+// ListenerSet (policy.KindListenerSet).
+func isListenerOwnerRef(group *gwapiv1.Group, kind *gwapiv1.Kind, ownerKind string) bool {
+	k := policy.KindGateway
+	if kind != nil {
+		k = string(*kind)
 	}
-	return group == nil || *group == gwapiv1.GroupName
+	return k == ownerKind && (group == nil || *group == gwapiv1.GroupName)
 }
 
 // compileService compiles a Service and adds its endpoints to index.
@@ -465,16 +472,10 @@ func compileMatch(in gwapiv1.HTTPRouteMatch) Match {
 
 func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*Action, error) {
 	a := &Action{}
-	if rule.Retry != nil {
-		return nil, errors.New("retry: not supported")
-	}
 	if rule.SessionPersistence != nil {
 		return nil, errors.New("sessionPersistence: not supported")
 	}
 	if t := rule.Timeouts; t != nil {
-		if t.BackendRequest != nil {
-			return nil, errors.New("timeouts.backendRequest: not supported")
-		}
 		if t.Request != nil {
 			d, err := time.ParseDuration(string(*t.Request))
 			if err != nil {
@@ -482,16 +483,37 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule,
 			}
 			a.Timeout = &d
 		}
+		if t.BackendRequest != nil {
+			d, err := time.ParseDuration(string(*t.BackendRequest))
+			if err != nil {
+				return nil, fmt.Errorf("timeouts.backendRequest: %w", err)
+			}
+			a.BackendRequestTimeout = &d
+		}
+	}
+	if r := rule.Retry; r != nil {
+		a.Retry = &Retry{Attempts: r.Attempts}
+		for _, c := range r.Codes {
+			a.Retry.Codes = append(a.Retry.Codes, int(c))
+		}
+		if r.Backoff != nil {
+			d, err := time.ParseDuration(string(*r.Backoff))
+			if err != nil {
+				return nil, fmt.Errorf("retry.backoff: %w", err)
+			}
+			a.Retry.Backoff = &d
+		}
 	}
 	for fi, f := range rule.Filters {
+		if f.Type == gwapiv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+			a.Mirrors = append(a.Mirrors, m.compileMirror(routeNamespace, f.RequestMirror, permitted))
+			continue
+		}
 		if err := compileFilter(a, f); err != nil {
 			return nil, fmt.Errorf("filters[%d]: %w", fi, err)
 		}
 	}
 	for bi, ref := range rule.BackendRefs {
-		if len(ref.Filters) > 0 {
-			return nil, fmt.Errorf("backendRefs[%d].filters: not supported", bi)
-		}
 		b := &Backend{
 			Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)},
 			Weight:  1,
@@ -503,19 +525,71 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule,
 			b.Port = *ref.Port
 		}
 		// A backendRef without kind names a Service.
-		if (ref.Kind == nil || isServiceRef(ref.Group, ref.Kind)) && permitted(routeNamespace, b.Service.Namespace, b.Service.Name) {
-			if svc := m.services[b.Service]; svc != nil {
-				if b.Port == 0 && len(svc.Ports) == 1 {
-					b.Port = svc.Ports[0].Number
-				}
-				if p := svc.Port(b.Port); p != nil {
-					b.Cluster = p.Cluster
-				}
+		if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+			b.Cluster = m.backendCluster(routeNamespace, b, permitted)
+		}
+		for fi, f := range ref.Filters {
+			var filtered Action
+			if err := compileFilter(&filtered, f); err != nil || filtered.RequestHeaders == nil && filtered.ResponseHeaders == nil {
+				return nil, fmt.Errorf("backendRefs[%d].filters[%d]: filter type %q: not supported", bi, fi, f.Type)
+			}
+			if filtered.RequestHeaders != nil {
+				b.RequestHeaders = filtered.RequestHeaders
+			}
+			if filtered.ResponseHeaders != nil {
+				b.ResponseHeaders = filtered.ResponseHeaders
 			}
 		}
 		a.Backends = append(a.Backends, b)
 	}
 	return a, nil
+}
+
+// backendCluster is the cluster of the service port b names, or "" when it
+// does not resolve (or is not permitted); it fills in b.Port when the
+// reference has none and the service has one port.
+func (m *Model) backendCluster(routeNamespace string, b *Backend, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) string {
+	if !permitted(routeNamespace, b.Service.Namespace, b.Service.Name) {
+		return ""
+	}
+	svc := m.services[b.Service]
+	if svc == nil {
+		return ""
+	}
+	if b.Port == 0 && len(svc.Ports) == 1 {
+		b.Port = svc.Ports[0].Number
+	}
+	if p := svc.Port(b.Port); p != nil {
+		return p.Cluster
+	}
+	return ""
+}
+
+// compileMirror compiles a RequestMirror filter; its backend has no cluster
+// when the reference does not resolve (the mirror is then left out).
+func (m *Model) compileMirror(routeNamespace string, f *gwapiv1.HTTPRequestMirrorFilter, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) *Mirror {
+	ref := f.BackendRef
+	mr := &Mirror{
+		Backend:     Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)}},
+		Numerator:   1,
+		Denominator: 1,
+	}
+	if ref.Port != nil {
+		mr.Backend.Port = *ref.Port
+	}
+	if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+		mr.Backend.Cluster = m.backendCluster(routeNamespace, &mr.Backend, permitted)
+	}
+	switch {
+	case f.Percent != nil:
+		mr.Numerator, mr.Denominator = *f.Percent, 100
+	case f.Fraction != nil:
+		mr.Numerator, mr.Denominator = f.Fraction.Numerator, 100
+		if f.Fraction.Denominator != nil {
+			mr.Denominator = *f.Fraction.Denominator
+		}
+	}
+	return mr
 }
 
 func compileFilter(a *Action, f gwapiv1.HTTPRouteFilter) error {
@@ -596,28 +670,43 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
 func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
+	addrs := pg.BindAddresses()
 	gw := &Gateway{
-		NamespacedName: NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
-		Address:        DefaultGatewayAddress,
+		NamespacedName:      NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
+		Address:             addrs[0],
+		AdditionalAddresses: addrs[1:],
 	}
-	for _, addr := range pg.Spec.Addresses {
-		if addr.Type == nil || *addr.Type == gwapiv1.IPAddressType {
-			gw.Address = addr.Value
-			break
-		}
-	}
-	byPort := map[int32][]*gwapiv1.Listener{}
+	// The Gateway's listeners, then those of its ListenerSets (GEP-1713:
+	// the policy resolved their conflicts and left out the losers).
+	byPort := map[int32][]ownedListener{}
 	for i := range pg.Spec.Listeners {
 		l := &pg.Spec.Listeners[i]
-		byPort[l.Port] = append(byPort[l.Port], l)
+		byPort[l.Port] = append(byPort[l.Port], ownedListener{listener: l, kind: policy.KindGateway, owner: gw.NamespacedName,
+			allows: func(routeNamespace string) bool { return set.ListenerAllows(pg, l, routeNamespace) }})
+	}
+	for _, ls := range set.ListenerSetsOf(pg) {
+		owner := NamespacedName{Namespace: orDefault(ls.Namespace), Name: ls.Name}
+		for _, l := range ls.Listeners() {
+			l := &l
+			byPort[l.Port] = append(byPort[l.Port], ownedListener{listener: l, kind: policy.KindListenerSet, owner: owner,
+				allows: func(routeNamespace string) bool { return set.ListenerSetListenerAllows(ls, l, routeNamespace) }})
+		}
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		allows := func(l *gwapiv1.Listener, routeNamespace string) bool {
-			return set.ListenerAllows(pg, l, routeNamespace)
-		}
-		gw.Ports = append(gw.Ports, compileGatewayPort(gw, port, byPort[port], routes, allows))
+		gw.Ports = append(gw.Ports, compileGatewayPort(port, byPort[port], routes))
 	}
 	return gw
+}
+
+// ownedListener is a listener of a Gateway, its own or one of a
+// ListenerSet attached to it: routes attach to it through a parentRef to
+// its owner (of kind Gateway or ListenerSet).
+type ownedListener struct {
+	listener *gwapiv1.Listener
+	kind     string
+	owner    NamespacedName
+	// allows reports whether its allowedRoutes admit a route's namespace.
+	allows func(routeNamespace string) bool
 }
 
 // attachment is the rules of one route attached to one listener for one
@@ -628,16 +717,15 @@ type attachment struct {
 	rules            []*Rule
 }
 
-func compileGatewayPort(gw *Gateway, port int32, listeners []*gwapiv1.Listener, routes []*compiledRoute,
-	allows func(l *gwapiv1.Listener, routeNamespace string) bool) *GatewayPort {
+func compileGatewayPort(port int32, listeners []ownedListener, routes []*compiledRoute) *GatewayPort {
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
 	for _, l := range listeners {
-		lh := listenerHostname(l)
+		lh := listenerHostname(l.listener)
 		listenerHostnames = append(listenerHostnames, lh)
 		for _, cr := range routes {
-			if !attaches(gw, l, cr, allows) {
+			if !attaches(l, cr) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {
@@ -732,17 +820,19 @@ func listenerHostname(l *gwapiv1.Listener) string {
 	return strings.ToLower(string(*l.Hostname))
 }
 
-// attaches reports whether one of the route's parentRefs selects listener l
-// of gateway gw, and the listener allows routes from the route's namespace.
-func attaches(gw *Gateway, l *gwapiv1.Listener, cr *compiledRoute, allows func(l *gwapiv1.Listener, routeNamespace string) bool) bool {
-	if !allows(l, cr.name.Namespace) {
+// attaches reports whether one of the route's parentRefs selects the
+// listener ol (its owner, and the listener by sectionName and port), and
+// the listener allows routes from the route's namespace.
+func attaches(ol ownedListener, cr *compiledRoute) bool {
+	if !ol.allows(cr.name.Namespace) {
 		return false
 	}
+	l := ol.listener
 	for _, ref := range cr.route.Spec.ParentRefs {
-		if !isGatewayRef(ref.Group, ref.Kind) {
+		if !isListenerOwnerRef(ref.Group, ref.Kind, ol.kind) {
 			continue
 		}
-		if string(ref.Name) != gw.Name || refNamespace(ref.Namespace, cr.name.Namespace) != gw.Namespace {
+		if string(ref.Name) != ol.owner.Name || refNamespace(ref.Namespace, cr.name.Namespace) != ol.owner.Namespace {
 			continue
 		}
 		if ref.SectionName != nil && *ref.SectionName != l.Name {

@@ -163,6 +163,10 @@ type Gateway struct {
 	NamespacedName
 	// Address is the IP address the gateway's listeners bind.
 	Address string `json:"address"`
+	// AdditionalAddresses are the other IP addresses its listeners bind
+	// (a Gateway with several spec.addresses): each listener is served on
+	// Address and on each of them.
+	AdditionalAddresses []string `json:"additionalAddresses,omitempty"`
 	// Ports sorted ascending.
 	Ports []*GatewayPort `json:"ports"`
 	// Authorization enforced at every listener of the gateway; nil: none.
@@ -260,6 +264,34 @@ type Action struct {
 	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
 	// Timeout of the whole request; nil: none configured. Zero disables it.
 	Timeout *time.Duration `json:"timeout,omitempty"`
+	// BackendRequestTimeout bounds each request to a backend (each try when
+	// the rule retries); nil: none configured. Zero disables it.
+	BackendRequestTimeout *time.Duration `json:"backendRequestTimeout,omitempty"`
+	// Retry is the rule's retry policy; nil: no retries.
+	Retry *Retry `json:"retry,omitempty"`
+	// Mirrors are the rule's RequestMirror filters, in order.
+	Mirrors []*Mirror `json:"mirrors,omitempty"`
+}
+
+// Retry is a rule's retry stanza (Gateway API HTTPRouteRetry).
+type Retry struct {
+	// Codes are the response statuses that are retried (connection
+	// failures and resets always are).
+	Codes []int `json:"codes,omitempty"`
+	// Attempts is the most retries after the first try; nil: the default.
+	Attempts *int `json:"attempts,omitempty"`
+	// Backoff is the least wait before a retry; nil: the default.
+	Backoff *time.Duration `json:"backoff,omitempty"`
+}
+
+// Mirror is one RequestMirror filter: a copy of a share of the requests
+// goes to the backend, its answer ignored.
+type Mirror struct {
+	Backend Backend `json:"backend"`
+	// Numerator/Denominator is the share of the requests mirrored
+	// (percent: n/100; fraction: as written); 1/1 when neither is set.
+	Numerator   int32 `json:"numerator"`
+	Denominator int32 `json:"denominator"`
 }
 
 // Backend is one backendRef of a rule.
@@ -270,6 +302,10 @@ type Backend struct {
 	// Cluster is the cluster name; empty when the reference does not resolve
 	// to a known service port (requests for it get a 500).
 	Cluster string `json:"cluster,omitempty"`
+	// RequestHeaders and ResponseHeaders are the backendRef's own header
+	// modifier filters, for the requests sent to this backend only.
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
 }
 
 // Header is a header name and value.

@@ -39,6 +39,12 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		if err != nil {
 			return nil, err
 		}
+		for _, addr := range gw.AdditionalAddresses {
+			// Envoy's semantics: the listener, its filter chains and routes,
+			// served on each address as on its address.
+			l.AdditionalAddresses = append(l.AdditionalAddresses,
+				&listenerv3.AdditionalAddress{Address: socketAddress(addr, uint32(port.Number))})
+		}
 		if err := traceListener(l, m, gw.Name, gw.Namespace, TracingRoleGateway); err != nil {
 			return nil, err
 		}

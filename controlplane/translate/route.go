@@ -39,6 +39,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 		if a.Redirect != nil {
 			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}
 		} else if ra := forward(m, clusters, a, rule.Match.Path); ra != nil {
+			if err := setTraffic(m, clusters, ra, a); err != nil {
+				return nil, err
+			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {
 			r.Action = internalError()
@@ -119,7 +122,9 @@ func forward(m *model.Model, clusters *clusterCollector, a *model.Action, path m
 			invalidWeight += uint32(b.Weight)
 			continue
 		}
-		weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: b.Cluster, Weight: wrapperspb.UInt32(uint32(b.Weight))})
+		cw := &routev3.WeightedCluster_ClusterWeight{Name: b.Cluster, Weight: wrapperspb.UInt32(uint32(b.Weight))}
+		setBackendHeaders(cw, b)
+		weighted = append(weighted, cw)
 		if svc := m.Service(b.Service.Namespace, b.Service.Name); svc != nil {
 			if port := svc.Port(b.Port); port != nil {
 				clusters.add(svc, port)
@@ -134,7 +139,7 @@ func forward(m *model.Model, clusters *clusterCollector, a *model.Action, path m
 		weighted = append([]*routev3.WeightedCluster_ClusterWeight{invalid}, weighted...)
 	}
 	ra := &routev3.RouteAction{}
-	if len(weighted) == 1 {
+	if len(weighted) == 1 && !hasBackendFilters(a) {
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: weighted[0].Name}
 	} else {
 		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: weighted}}

@@ -157,12 +157,12 @@ func routeTracing(m *model.Model, rule *model.Rule) *routev3.Tracing {
 	if m.Mesh.Tracing == nil || rule.TracingSampling == nil {
 		return nil
 	}
-	return &routev3.Tracing{RandomSampling: fractionalPercent(*rule.TracingSampling)}
+	return &routev3.Tracing{RandomSampling: samplingFraction(*rule.TracingSampling)}
 }
 
-// fractionalPercent is pct (0 to 100) as a FractionalPercent: per hundred
+// samplingFraction is pct (0 to 100) as a FractionalPercent: per hundred
 // when whole, else per million.
-func fractionalPercent(pct float64) *typev3.FractionalPercent {
+func samplingFraction(pct float64) *typev3.FractionalPercent {
 	if pct == math.Trunc(pct) {
 		return &typev3.FractionalPercent{Numerator: uint32(pct), Denominator: typev3.FractionalPercent_HUNDRED}
 	}

@@ -15,6 +15,7 @@
 //	listener.go  Listeners and their HttpConnectionManager
 //	route.go     RouteConfigurations: virtual hosts, matches, actions
 //	header.go    request and response header modifiers
+//	traffic.go   retries, backend request timeouts, mirrors, backendRef filters
 //	cluster.go   Clusters
 //	endpoint.go  ClusterLoadAssignments (EDS), from the model's endpoint index
 //	rbac.go      authorization: the RBAC filters and their per-route configs

@@ -198,6 +198,8 @@ type Server struct {
 	contexts map[int64]context.Context
 
 	fullUpdates, endpointUpdates atomic.Int64
+	// observer is told of pushes and rejections (SetObserver); guarded by mu.
+	observer Observer
 	// nodesUpdated counts the snapshots set with a new version (NodesUpdated).
 	nodesUpdated atomic.Int64
 }
@@ -343,6 +345,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 func (s *Server) SetModel(ctx context.Context, m *model.Model) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.observePushLocked(time.Now(), s.fullUpdates.Load())
 	if changed, ok := m.EndpointChanges(s.model); ok {
 		err := s.setEndpointsLocked(ctx, m, changed)
 		if err == nil {
@@ -608,6 +611,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 	}
 	if detail := req.GetErrorDetail(); detail != nil {
 		n.nacked[req.GetTypeUrl()] = detail.GetMessage()
+		s.observeNackLocked(req.GetTypeUrl())
 		s.logger.Warn("proxy rejected configuration", "node", id, "type", req.GetTypeUrl(), "version", req.GetVersionInfo(), "error", detail.GetMessage())
 		return nil
 	}
@@ -670,6 +674,7 @@ func (s *Server) buildNode(id string, info translate.NodeInfo) builtNode {
 func (s *Server) setNodeLocked(ctx context.Context, id string, n *node, b builtNode) {
 	if b.err != nil {
 		s.logger.Error("cannot build snapshot", "node", id, "error", b.err)
+		s.observeBuildFailedLocked()
 		return
 	}
 	s.setSnapshotLocked(ctx, id, n, b.snap, b.version)

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
+	"github.com/meshgate/meshgate/dataplane/metrics"
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/tracing"
 	"github.com/meshgate/meshgate/dataplane/upstream"
@@ -68,6 +69,9 @@ type Config struct {
 	// Tracer is HttpConnectionManager.tracing: a server span per request
 	// and a client span per upstream attempt. Nil: no tracing, at no cost.
 	Tracer *tracing.Tracer
+	// Metrics are the listener's request metrics, resolved for Routes
+	// (metrics.Proxy.Listener). Nil: none, at no cost.
+	Metrics *metrics.Listener
 }
 
 // Handler serves one listener. It is safe for concurrent use.
@@ -75,6 +79,12 @@ type Handler struct {
 	config  atomic.Pointer[bound]
 	logger  *slog.Logger
 	buffers sync.Pool // *[]byte of copyBufferSize
+	// recorders are the writers of requests with metrics (*recorder).
+	recorders sync.Pool
+
+	// mirrorSlots bounds the mirrored requests in flight: a mirror that
+	// finds no free slot is not sent.
+	mirrorSlots chan struct{}
 
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
@@ -88,14 +98,16 @@ func NewHandler(logger *slog.Logger) *Handler {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		logger:     logger,
-		protoHTTP:  []string{"http"}[:1:1],
-		protoHTTPS: []string{"https"}[:1:1],
+		logger:      logger,
+		mirrorSlots: make(chan struct{}, MaxMirrorsInFlight),
+		protoHTTP:   []string{"http"}[:1:1],
+		protoHTTPS:  []string{"https"}[:1:1],
 	}
 	h.buffers.New = func() any {
 		b := make([]byte, copyBufferSize)
 		return &b
 	}
+	h.recorders.New = func() any { return new(recorder) }
 	return h
 }
 
@@ -150,6 +162,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cfg := b.cfg
+	var rec *recorder
+	if cfg.Metrics != nil {
+		// Outermost, so that the duration covers the whole pipeline.
+		rec = h.startMetrics(w)
+		w = rec
+		defer h.endMetrics(cfg.Metrics, rec, r.ContentLength)
+	}
 	// With tracing, the server span starts once the route is known (its
 	// Route.tracing may set the sampling), with the path received.
 	var received string
@@ -166,6 +185,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := cfg.Routes.Match(r)
+	if rec != nil {
+		rec.selectRoute(cfg.Metrics.Route(rt))
+	}
 	if cfg.Tracer != nil {
 		start := tracing.ServerStart{Path: received}
 		if rt != nil {
@@ -225,6 +247,11 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	} else {
 		clusterName = rt.PickCluster(0)
 	}
+	if cfg.Metrics != nil {
+		if rec := recorderOf(w); rec != nil && rec.route != nil {
+			rec.dest = rec.route.Destination(clusterName)
+		}
+	}
 	cluster := cfg.Clusters[clusterName]
 	if cluster == nil {
 		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
@@ -251,6 +278,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	} else {
 		body = &requestBody{ReadCloser: r.Body}
 		out.Body = body
+		if cfg.Metrics != nil {
+			if rec := recorderOf(w); rec != nil {
+				rec.body = body
+			}
+		}
 	}
 	if host := rt.HostRewrite(); host != "" {
 		out.Host = host
@@ -274,6 +306,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 			header["X-Forwarded-Proto"] = h.protoHTTP
 		}
 	}
+	if rt.HasClusterHeaders() {
+		rt.ApplyClusterRequestHeaders(cluster.Name(), header)
+	}
 	rt.ApplyRequestHeaders(header)
 
 	// The route timeout covers the whole exchange (upstream.ErrTimeout: 504
@@ -283,7 +318,13 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
 	}
-	resp, err := cluster.RoundTrip(out, rt.Timeout())
+	var resp *http.Response
+	var err error
+	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
+		resp, err = cluster.RoundTrip(out, rt.Timeout())
+	} else {
+		resp, endpoint, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+	}
 	if err != nil {
 		attempt.Fail(err)
 		h.upstreamError(w, r, rt, cluster, endpoint, err, body)
@@ -296,6 +337,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	dst := w.Header()
 	for k, vv := range resp.Header {
 		dst[k] = vv
+	}
+	if rt.HasClusterHeaders() {
+		rt.ApplyClusterResponseHeaders(cluster.Name(), dst)
 	}
 	rt.ApplyResponseHeaders(dst)
 	w.WriteHeader(resp.StatusCode)
@@ -359,6 +403,7 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 		h.logger.Debug("request body failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
 		return
 	case errors.Is(err, upstream.ErrTimeout):
+		cluster.Stats().Timeouts.Inc()
 		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		localReply(w, rt, http.StatusServiceUnavailable, bodyConnectError)
@@ -374,10 +419,12 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 type requestBody struct {
 	io.ReadCloser
 	failed atomic.Bool
+	n      atomic.Int64 // bytes read
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
 	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
 		b.failed.Store(true)
 	}

@@ -50,6 +50,10 @@ func Compile(rc *routev3.RouteConfiguration, perFilter PerFilterCompiler) (*Tabl
 		if err != nil {
 			return nil, fmt.Errorf("route configuration %q: virtual_hosts[%d] %q: %w", rc.GetName(), i, vhc.GetName(), err)
 		}
+		for _, rt := range vh.routes {
+			rt.index = len(t.routes)
+			t.routes = append(t.routes, rt)
+		}
 		for j, d := range vhc.GetDomains() {
 			domain := strings.ToLower(d)
 			if other, dup := seenDomains[domain]; dup {
@@ -120,6 +124,9 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, 
 		}
 		for _, w := range rt.weighted {
 			clusters[w.name] = struct{}{}
+		}
+		for _, m := range rt.mirrors {
+			clusters[m.Cluster] = struct{}{}
 		}
 		vh.routes = append(vh.routes, rt)
 	}
@@ -309,6 +316,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 			}
 			total += uint64(cw.GetWeight().GetValue())
 			rt.weighted = append(rt.weighted, weightedEntry{cumulative: total, name: cw.GetName()})
+			if err := compileClusterHeaders(rt, i, cw); err != nil {
+				return err
+			}
 		}
 		if len(rt.weighted) == 0 {
 			return errors.New("weighted_clusters.clusters: at least one cluster is required")
@@ -338,6 +348,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 			return fmt.Errorf("timeout: invalid duration %v", d)
 		}
 		rt.timeout = d.AsDuration()
+	}
+	if err := compileTraffic(rt, ra); err != nil {
+		return err
 	}
 	rt.hostRewrite = ra.GetHostRewriteLiteral()
 

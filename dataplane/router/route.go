@@ -14,6 +14,24 @@ func (rt *Route) Name() string { return rt.name }
 // VirtualHost is the name of the virtual host holding the route.
 func (rt *Route) VirtualHost() string { return rt.vhostName }
 
+// Index is the route's position in its table's Routes: per-route state
+// kept beside a table (metrics) is found by it without a lookup.
+func (rt *Route) Index() int { return rt.index }
+
+// ClusterNames returns the clusters a forward may go to: its cluster, or
+// its weighted clusters in configuration order; none for a redirect or a
+// direct response. It allocates: call it when compiling, not per request.
+func (rt *Route) ClusterNames() []string {
+	if rt.cluster != "" {
+		return []string{rt.cluster}
+	}
+	names := make([]string, 0, len(rt.weighted))
+	for _, w := range rt.weighted {
+		names = append(names, w.name)
+	}
+	return names
+}
+
 // Action says what the route does: forward, redirect or direct response.
 func (rt *Route) Action() ActionKind { return rt.kind }
 

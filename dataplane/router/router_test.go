@@ -654,8 +654,11 @@ func TestCompileErrors(t *testing.T) {
 			r.Match.Grpc = &routev3.RouteMatch_GrpcRouteMatchOptions{}
 		}), []string{"grpc", "not supported"}},
 		{"unsupported route action field", base(func(r *routev3.Route) {
-			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
-		}), []string{"retry_policy", "not supported"}},
+			r.GetRoute().IdleTimeout = durationpb.New(time.Second)
+		}), []string{"idle_timeout", "not supported"}},
+		{"unsupported retry condition", base(func(r *routev3.Route) {
+			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}
+		}), []string{"retry_policy.retry_on", "refused-stream", "not supported"}},
 		{"prefix_rewrite with regex match", base(func(r *routev3.Route) {
 			r.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: regex(`/.*`)}}
 			r.GetRoute().PrefixRewrite = "/x"

@@ -39,6 +39,9 @@ type Table struct {
 	// by the Host without its port (the request keeps it).
 	ignorePort bool
 	clusters   []string
+	// routes are every route of every virtual host, in configuration
+	// order; each route's index is its position here.
+	routes []*Route
 	// perFilterTypes: the message types of typed_per_filter_config, by
 	// filter name (every level).
 	perFilterTypes map[string][]string
@@ -61,6 +64,7 @@ type virtualHost struct {
 type Route struct {
 	vhostName string
 	name      string
+	index     int // position in its Table's Routes
 
 	match routeMatch
 
@@ -78,6 +82,11 @@ type Route struct {
 	hostRewrite   string
 	requestHeads  headers.List
 	responseHeads headers.List
+	// clusterHeads: a weighted cluster has header lists of its own.
+	clusterHeads bool
+	// retry is retry_policy (nil: none); mirrors request_mirror_policies.
+	retry   *RetryPolicy
+	mirrors []Mirror
 
 	// clusterNotFound is the status answered when the picked cluster is not
 	// known to the proxy (cluster_not_found_response_code).
@@ -106,6 +115,8 @@ type perFilterConfig struct {
 type weightedEntry struct {
 	cumulative uint64 // sum of the weights up to and including this entry
 	name       string
+	// The cluster's request_headers_to_add/remove and response_....
+	requestHeads, responseHeads headers.List
 }
 
 // pathKind is the kind of path condition of a route.
@@ -174,6 +185,15 @@ func (t *Table) PerFilterTypes() map[string][]string { return t.perFilterTypes }
 // Clusters returns every cluster name the table's routes reference, sorted
 // and unique. The caller must not modify the slice.
 func (t *Table) Clusters() []string { return t.clusters }
+
+// Routes returns every route of the table, in configuration order: route
+// rt is Routes()[rt.Index()]. The caller must not modify the slice.
+func (t *Table) Routes() []*Route {
+	if t == nil {
+		return nil
+	}
+	return t.routes
+}
 
 // RoutesTo reports whether a route of the table forwards to the cluster
 // named name.

@@ -78,6 +78,7 @@ type Cluster struct {
 	logger    *slog.Logger
 	tlsLog    tlsFailureLog
 	router    roundTripper
+	stats     Stats
 
 	endpoints atomic.Pointer[endpointSet]
 	next      atomic.Uint64
@@ -118,6 +119,7 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 		protocol: HTTP1,
 		logger:   logger.With("cluster", c.GetName()),
 		tls:      options.tls,
+		stats:    options.stats.withDefaults(),
 	}
 	cl.router.cluster = cl
 	if cl.name == "" {
@@ -142,6 +144,7 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 	}
 
 	cl.transport = newTransport(protocol, connectTimeout)
+	cl.transport.DialContext = cl.countDials(cl.transport.DialContext)
 	if protocol == HTTP1 {
 		cl.fast = newH1Client(cl.transport.DialContext)
 	}

@@ -55,6 +55,7 @@ type Option func(*clusterOptions)
 type clusterOptions struct {
 	tls     TLS
 	checked bool
+	stats   Stats
 }
 
 // Checked says the cluster has passed xdscheck already (the proxy's apply
@@ -212,13 +213,14 @@ func (c *Cluster) newTLSTransport(protocol Protocol, connectTimeout time.Duratio
 		}
 		return conn, nil
 	}
+	t.DialContext = c.countDials(t.DialContext)
 	return t
 }
 
 // connRetireAt is when a pooled connection should not be reused any more:
 // the retirement time of a mesh TLS connection, zero for any other.
 func connRetireAt(conn net.Conn) time.Time {
-	if tc, ok := conn.(*tls.Conn); ok {
+	if tc, ok := unwrapCounted(conn).(*tls.Conn); ok {
 		if ec, ok := tc.NetConn().(*meshtls.ExpiringConn); ok {
 			return ec.RetireAt()
 		}

@@ -15,6 +15,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -321,13 +322,44 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			wantErr: `http_filters[0].typed_config: typed config "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.Rds" not supported`,
 		},
 		{
-			name: "route retry policy",
+			name: "route retry policy condition",
 			msg: func(t *testing.T) proto.Message {
 				rc := fullRouteConfig()
-				rc.VirtualHosts[0].Routes[1].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
+				rc.VirtualHosts[0].Routes[1].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}
 				return rc
 			},
-			wantErr: `route configuration "rc": virtual_hosts[0].routes[1].route.retry_policy: not supported`,
+			wantErr: `route configuration "rc": virtual_hosts[0].routes[1].route.retry_policy.retry_on: condition "refused-stream" not supported`,
+		},
+		{
+			name: "route retry policy budget",
+			msg: func(t *testing.T) proto.Message {
+				rc := fullRouteConfig()
+				rc.VirtualHosts[0].Routes[1].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx",
+					RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: "x"}}
+				return rc
+			},
+			wantErr: `route configuration "rc": virtual_hosts[0].routes[1].route.retry_policy.retry_priority: not supported`,
+		},
+		{
+			name: "route retry host predicate",
+			msg: func(t *testing.T) proto.Message {
+				rc := fullRouteConfig()
+				rc.VirtualHosts[0].Routes[1].GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx",
+					RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.omit_canary_hosts"}}}
+				return rc
+			},
+			wantErr: `route configuration "rc": virtual_hosts[0].routes[1].route.retry_policy.retry_host_predicate[0].name: value "envoy.retry_host_predicates.omit_canary_hosts" not supported`,
+		},
+		{
+			name: "route mirror runtime key",
+			msg: func(t *testing.T) proto.Message {
+				rc := fullRouteConfig()
+				rc.VirtualHosts[0].Routes[1].GetRoute().RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{
+					Cluster: "c", RuntimeFraction: &corev3.RuntimeFractionalPercent{RuntimeKey: "k", DefaultValue: &typev3.FractionalPercent{Numerator: 1}},
+				}}
+				return rc
+			},
+			wantErr: `route configuration "rc": virtual_hosts[0].routes[1].route.request_mirror_policies[0].runtime_fraction.runtime_key: not supported`,
 		},
 		{
 			name: "unknown cluster_not_found_response_code",

@@ -209,7 +209,7 @@ func coreSubset() Rules {
 		// Listener.
 		// Two filter chains, listener_filters and transport sockets are the TLS
 		// part (subset_tls.go): PERMISSIVE and STRICT inbound listeners.
-		"envoy.config.listener.v3.Listener": Allow("name", "address", "traffic_direction").
+		"envoy.config.listener.v3.Listener": Allow("name", "address", "additional_addresses", "traffic_direction").
 			With("filter_chains", Field{MinItems: 1, MaxItems: 2}).
 			With("listener_filters", Field{MaxItems: 1}).
 			Requires("address", "filter_chains"),
@@ -220,7 +220,8 @@ func coreSubset() Rules {
 		"envoy.config.listener.v3.Filter": Allow("name").
 			With("typed_config", Field{AnyTypes: []protoreflect.FullName{hcmType}}).
 			Requires("typed_config"),
-		"envoy.config.core.v3.Address": Allow("socket_address").Requires("socket_address"),
+		"envoy.config.listener.v3.AdditionalAddress": Allow("address").Requires("address"),
+		"envoy.config.core.v3.Address":               Allow("socket_address").Requires("socket_address"),
 		"envoy.config.core.v3.SocketAddress": Allow("address", "port_value").
 			With("protocol", Field{Enums: []protoreflect.EnumNumber{enumTCP}}),
 
@@ -252,12 +253,34 @@ func coreSubset() Rules {
 		"envoy.type.matcher.v3.StringMatcher": Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
 		"envoy.type.matcher.v3.RegexMatcher":  Allow("regex"),
 		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout",
-			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal").
+			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "retry_policy").
 			With("cluster_not_found_response_code", Field{Enums: []protoreflect.EnumNumber{
-				enumClusterNotFound503, enumClusterNotFound404, enumClusterNotFound500}}),
-		"envoy.config.route.v3.WeightedCluster":               Allow("clusters"),
-		"envoy.config.route.v3.WeightedCluster.ClusterWeight": Allow("name", "weight"),
-		"envoy.type.matcher.v3.RegexMatchAndSubstitute":       Allow("pattern", "substitution"),
+				enumClusterNotFound503, enumClusterNotFound404, enumClusterNotFound500}}).
+			With("request_mirror_policies", Field{MaxItems: MaxMirrorPolicies}),
+		"envoy.config.route.v3.WeightedCluster": Allow("clusters"),
+		"envoy.config.route.v3.WeightedCluster.ClusterWeight": Allow("name", "weight",
+			"request_headers_to_add", "request_headers_to_remove",
+			"response_headers_to_add", "response_headers_to_remove"),
+		// Retries (docs/xds.md#retries): retry_on is a list of the
+		// conditions the proxy implements.
+		"envoy.config.route.v3.RetryPolicy": Allow("retry_on", "num_retries", "per_try_timeout",
+			"retriable_status_codes", "retry_back_off", "host_selection_retry_max_attempts").
+			With("retry_host_predicate", Field{MaxItems: 1}).
+			CheckedBy(checkRetryOn),
+		"envoy.config.route.v3.RetryPolicy.RetryBackOff": Allow("base_interval", "max_interval").
+			Requires("base_interval"),
+		"envoy.config.route.v3.RetryPolicy.RetryHostPredicate": Allow().
+			With("name", Field{Values: []string{PreviousHostsPredicate}}).
+			With("typed_config", Field{AnyTypes: []protoreflect.FullName{previousHostsType}}).
+			Requires("typed_config"),
+		previousHostsType: Allow(),
+		// Mirrors: the cluster, and the share of the requests as a default
+		// value (no runtime).
+		"envoy.config.route.v3.RouteAction.RequestMirrorPolicy": Allow("cluster", "runtime_fraction").
+			Requires("cluster"),
+		"envoy.config.core.v3.RuntimeFractionalPercent": Allow("default_value").Requires("default_value"),
+		"envoy.type.v3.FractionalPercent":               Allow("numerator", "denominator"),
+		"envoy.type.matcher.v3.RegexMatchAndSubstitute": Allow("pattern", "substitution"),
 		"envoy.config.route.v3.RedirectAction": Allow("scheme_redirect", "host_redirect", "port_redirect",
 			"path_redirect", "prefix_rewrite", "response_code", "strip_query"),
 		"envoy.config.route.v3.DirectResponseAction": Allow("status", "body"),
@@ -289,6 +312,35 @@ func coreSubset() Rules {
 		"envoy.config.core.v3.Metadata": Allow().
 			With("filter_metadata", Field{Keys: []string{"meshgate", transportSocketMatchKey}}),
 	}
+}
+
+// PreviousHostsPredicate is the one retry host predicate the proxy
+// implements: a retry prefers an endpoint the request has not tried.
+const PreviousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
+
+const previousHostsType protoreflect.FullName = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+// MaxMirrorPolicies bounds request_mirror_policies: each is a copy of the
+// request.
+const MaxMirrorPolicies = 8
+
+// RetryOnConditions are the retry_on conditions the proxy implements
+// (Envoy's x-envoy-retry-on names).
+var RetryOnConditions = []string{"5xx", "gateway-error", "reset", "connect-failure", "retriable-status-codes"}
+
+// checkRetryOn requires retry_on to be a comma-separated list of
+// RetryOnConditions.
+func checkRetryOn(m protoreflect.Message) []Violation {
+	fd := m.Descriptor().Fields().ByName("retry_on")
+	if fd == nil || !m.Has(fd) {
+		return nil
+	}
+	for _, c := range strings.Split(m.Get(fd).String(), ",") {
+		if !slices.Contains(RetryOnConditions, strings.TrimSpace(c)) {
+			return []Violation{{Path: "retry_on", Reason: fmt.Sprintf("condition %q not supported (want %s)", c, strings.Join(RetryOnConditions, ", "))}}
+		}
+	}
+	return nil
 }
 
 // routeConfigRule, virtualHostRule and routeRule are the rules of the route

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -88,7 +89,13 @@ type Client struct {
 	// secretRefs are the SDS names the accepted listeners (ListenerType) and
 	// clusters (ClusterType) reference; the Secret subscription is their union.
 	secretRefs map[string][]string
+	// connected: a stream is open and has delivered a response (metrics).
+	connected atomic.Bool
 }
+
+// Connected reports whether the client has an open stream to a control
+// plane that has delivered a response; false while it reconnects.
+func (c *Client) Connected() bool { return c.connected.Load() }
 
 // New checks opts and returns a Client.
 func New(opts Options) (*Client, error) {
@@ -184,12 +191,14 @@ func (c *Client) session(ctx context.Context, addr string) (received bool, err e
 		return false, err
 	}
 	c.logger.Info("xDS stream opened", "address", addr, "node", c.opts.Node.GetId())
+	defer c.connected.Store(false)
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
 			return received, fmt.Errorf("receive from %s: %w", addr, err)
 		}
 		received = true
+		c.connected.Store(true)
 		if err := s.handle(ctx, resp); err != nil {
 			return received, err
 		}

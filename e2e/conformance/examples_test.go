@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -78,8 +80,12 @@ func TestExamples(t *testing.T) {
 
 // exampleExpectation is one entry of examples.yaml.
 type exampleExpectation struct {
-	Result string `json:"result"`           // accepted or rejected
-	Reason string `json:"reason,omitempty"` // meshgate's first message, for rejected
+	// Result is accepted (no error), partial (every resource of the file
+	// accepted, with errors: a reference that does not resolve, whose
+	// backend answers 500, or a parent it is not attached to) or rejected
+	// (a resource of the file is not accepted).
+	Result string `json:"result"`
+	Reason string `json:"reason,omitempty"` // meshgate's first message, unless accepted
 	Needs  string `json:"needs,omitempty"`  // the issue that will make it accepted
 }
 
@@ -126,26 +132,29 @@ func runExamples(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "zz-stubs.yaml"), stubServices(docs), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			errs, err := validate(dir)
+			report, err := validateJSON(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if msgs := errs["zz-stubs.yaml"]; len(msgs) > 0 {
+			if msgs := report.errorsOf("zz-stubs.yaml"); len(msgs) > 0 {
 				t.Errorf("%s: the runner's stub Services are invalid: %v", f, msgs)
 			}
 			got := exampleExpectation{Result: "accepted"}
-			if msgs := errs[flatName(f)]; len(msgs) > 0 {
-				got = exampleExpectation{Result: "rejected", Reason: strings.ReplaceAll(msgs[0], dir+"/", "")}
+			if msgs := report.errorsOf(flatName(f)); len(msgs) > 0 {
+				got = exampleExpectation{Result: "partial", Reason: msgs[0]}
+				if report.rejects(flatName(f)) {
+					got.Result = "rejected"
+				}
 			}
 			w, ok := want[f]
 			switch {
 			case !ok:
 				t.Errorf("%s: not in examples.yaml; measured: %s %s", f, got.Result, got.Reason)
-			case w.Result != got.Result || got.Result == "rejected" && w.Reason != got.Reason:
+			case w.Result != got.Result || got.Result != "accepted" && w.Reason != got.Reason:
 				t.Errorf("%s: examples.yaml says %s (%s), measured %s (%s): update the file", f, w.Result, w.Reason, got.Result, got.Reason)
 			}
 			table = append(table, fmt.Sprintf("| %s | %s | %s |", f, got.Result, strings.ReplaceAll(got.Reason, "|", "\\|")))
-			if len(errs) == 0 {
+			if !report.rejects("") {
 				serveExample(t, f, dir, docs)
 			}
 		}
@@ -365,7 +374,10 @@ type probe struct {
 	method   string
 	headers  map[string]string
 	backends []string // demo services that may answer (200)
-	redirect int      // or this redirect status
+	// unresolved: the rule also has backends that do not resolve (a kind
+	// other than Service), whose share is answered 500.
+	unresolved bool
+	redirect   int // or this redirect status
 }
 
 // serveExample runs `meshgate dev` on an accepted example and sends one
@@ -442,6 +454,9 @@ func (p probe) try(c *http.Client) string {
 		Service string `json:"service"`
 	}
 	_ = json.Unmarshal(body, &reply)
+	if p.unresolved && resp.StatusCode == http.StatusInternalServerError {
+		return ""
+	}
 	if resp.StatusCode != http.StatusOK || !slices.Contains(p.backends, reply.Service) {
 		return fmt.Sprintf("want 200 from one of %v, got %d from %q: %.200s", p.backends, resp.StatusCode, reply.Service, body)
 	}
@@ -453,6 +468,7 @@ func (p probe) try(c *http.Client) string {
 // hostname (a wildcard's * replaced), sent to the listener's port.
 func probesFor(docs []map[string]any) []probe {
 	type listener struct {
+		name     string
 		port     int
 		hostname string
 		addr     string
@@ -480,9 +496,12 @@ func probesFor(docs []map[string]any) []probe {
 			}
 		}
 		for _, l := range list(spec["listeners"]) {
+			if l["protocol"] != "HTTP" {
+				continue // the others are not served yet
+			}
 			port, _ := l["port"].(float64)
 			host, _ := l["hostname"].(string)
-			listeners[ns+"/"+str(d, "metadata", "name")] = append(listeners[ns+"/"+str(d, "metadata", "name")], listener{port: int(port), hostname: host, addr: addr})
+			listeners[ns+"/"+str(d, "metadata", "name")] = append(listeners[ns+"/"+str(d, "metadata", "name")], listener{name: str(l, "name"), port: int(port), hostname: host, addr: addr})
 		}
 	}
 	var out []probe
@@ -502,6 +521,9 @@ func probesFor(docs []map[string]any) []probe {
 			}
 			r := refOf(p, ns)
 			for _, l := range listeners[r.namespace+"/"+r.name] {
+				if section, _ := p["sectionName"].(string); section != "" && section != l.name {
+					continue
+				}
 				if r.port == 0 || r.port == l.port {
 					ls = append(ls, l)
 				}
@@ -559,9 +581,13 @@ func probesFor(docs []map[string]any) []probe {
 				if w, ok := b["weight"].(float64); ok && w == 0 {
 					continue
 				}
+				if kind, _ := b["kind"].(string); kind != "" && kind != "Service" {
+					p.unresolved = true
+					continue
+				}
 				p.backends = append(p.backends, str(b, "name"))
 			}
-			if p.redirect == 0 && len(p.backends) == 0 {
+			if p.redirect == 0 && len(p.backends) == 0 && !p.unresolved {
 				continue
 			}
 			u := "http://" + net.JoinHostPort(l.addr, strconv.Itoa(l.port)) + path
@@ -573,4 +599,103 @@ func probesFor(docs []map[string]any) []probe {
 		}
 	}
 	return out
+}
+
+// validateReport is what `meshgate validate -o json` prints.
+type validateReport struct {
+	Errors    []string `json:"errors"`
+	Resources []struct {
+		File  string `json:"file"`
+		Line  int    `json:"line"`
+		State string `json:"state"`
+	} `json:"resources"`
+	dir string
+}
+
+// validateJSON runs `meshgate validate -o json` on dir.
+func validateJSON(dir string) (*validateReport, error) {
+	var out, stderr bytes.Buffer
+	cmd := exec.Command(bins.meshgate, "validate", "-o", "json", "-f", dir)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	runErr := cmd.Run()
+	r := &validateReport{dir: dir}
+	if err := json.Unmarshal(out.Bytes(), r); err != nil {
+		return nil, fmt.Errorf("meshgate validate -o json: %v (%v): %s%s", err, runErr, out.String(), stderr.String())
+	}
+	if (runErr != nil) != (len(r.Errors) > 0) {
+		return nil, fmt.Errorf("meshgate validate -o json: exit %v with %d errors", runErr, len(r.Errors))
+	}
+	return r, nil
+}
+
+// validateError is an error of the report: its file (flat name), line
+// and message.
+var validateError = regexp.MustCompile(`^(?:.*/)?([^/:]+\.yaml):(\d+): (.*)$`)
+
+// errorsOf are the errors about the file name (flat, in the report's
+// directory), without the directory.
+func (r *validateReport) errorsOf(name string) []string {
+	var out []string
+	for _, e := range r.Errors {
+		if m := validateError.FindStringSubmatch(e); m != nil && m[1] == name {
+			out = append(out, strings.ReplaceAll(m[3], r.dir+"/", ""))
+		}
+	}
+	return out
+}
+
+// rejects reports whether the file name (any file, for "") has a resource
+// that is not served: one the report says is rejected, or an error that
+// belongs to no resource the control plane accepted (a kind it does not
+// serve, a document it cannot read).
+func (r *validateReport) rejects(name string) bool {
+	for _, e := range r.Errors {
+		m := validateError.FindStringSubmatch(e)
+		if m == nil {
+			return true
+		}
+		if name != "" && m[1] != name {
+			continue
+		}
+		line, _ := strconv.Atoi(m[2])
+		from, to := r.document(m[1], line)
+		state := ""
+		for _, res := range r.Resources { // the resource of that document
+			if filepath.Base(res.File) == m[1] && res.Line >= from && res.Line <= to {
+				state = res.State
+			}
+		}
+		if state != "Accepted" {
+			return true
+		}
+	}
+	for _, res := range r.Resources {
+		if res.State == "Rejected" && (name == "" || filepath.Base(res.File) == name) {
+			return true
+		}
+	}
+	return false
+}
+
+// document returns the first and last lines of the YAML document of the
+// file name (in the report's directory) that holds line: the lines
+// between the "---" separators around it.
+func (r *validateReport) document(name string, line int) (from, to int) {
+	data, err := os.ReadFile(filepath.Join(r.dir, name))
+	if err != nil {
+		return 0, 0
+	}
+	from, to = 1, math.MaxInt
+	for i, l := range strings.Split(string(data), "\n") {
+		n := i + 1
+		if !strings.HasPrefix(l, "---") {
+			continue
+		}
+		if n < line {
+			from = n + 1
+		} else if n > line {
+			return from, n - 1
+		}
+	}
+	return from, to
 }

@@ -38,6 +38,7 @@ var issueTitles = map[string]string{
 	"resilience":  "Traffic resilience: retries, timeouts, circuit breaking...",
 	"edge":        "Edge protocols...",
 	"policies":    "API gateway policies...",
+	"transparent": "Transparent mesh: sidecars that capture traffic...",
 }
 
 func loadExpectations(path string) (expectations, error) {
@@ -56,7 +57,7 @@ func loadExpectations(path string) (expectations, error) {
 		case (e.Result == resultFail || e.Result == resultNotRun) && e.Reason == "":
 			return nil, fmt.Errorf("%s: %s: a failing test needs a reason", path, name)
 		case e.Result != resultPass && issueTitles[e.Needs] == "":
-			return nil, fmt.Errorf("%s: %s: needs %q: want one of conformance, resilience, edge, policies", path, name, e.Needs)
+			return nil, fmt.Errorf("%s: %s: needs %q: want one of conformance, resilience, edge, policies, transparent", path, name, e.Needs)
 		}
 	}
 	return exp, nil

@@ -152,8 +152,13 @@ func (w *world) execServer(ctx context.Context) string {
 }
 
 // serveExec handles POST /api/v1/namespaces/NS/pods/POD/exec?command=...
+// (and GET .../pods/POD/log: servePodLog).
 func (w *world) serveExec(rw http.ResponseWriter, req *http.Request) {
 	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	if len(parts) == 7 && parts[2] == "namespaces" && parts[4] == "pods" && parts[6] == "log" {
+		w.servePodLog(rw, req, parts[3], parts[5])
+		return
+	}
 	if len(parts) != 7 || parts[2] != "namespaces" || parts[4] != "pods" || parts[6] != "exec" {
 		http.Error(rw, "the runner serves pods/exec only", http.StatusNotFound)
 		return

@@ -3,10 +3,10 @@ package conformance
 // The status bridge: meshgate's status of every resource, read from the
 // control plane's admin API (GET /resources: per resource its state and its
 // Kubernetes-shaped status block), written back to the fake cluster's
-// objects, where the suite reads it. What meshgate does not report is added
-// here: the observedGeneration of the fake object (the control plane has no
-// generations), and a Gateway's status.addresses (the address the runner
-// gave it).
+// objects, where the suite reads it. It is copied as meshgate reports it:
+// conditions with their observedGeneration (the generation the runner
+// passes in each document's metadata), route parents with their defaulted
+// parentRefs, a Gateway's status.addresses.
 
 import (
 	"context"
@@ -44,9 +44,12 @@ type resourceStatus struct {
 	Problems  []string `json:"problems"`
 	Object    struct {
 		Status struct {
-			Conditions []metav1.Condition            `json:"conditions"`
-			Listeners  []gatewayv1.ListenerStatus    `json:"listeners"`
-			Parents    []gatewayv1.RouteParentStatus `json:"parents"`
+			Addresses  []gatewayv1.GatewayStatusAddress `json:"addresses"`
+			Conditions []metav1.Condition               `json:"conditions"`
+			Listeners  []gatewayv1.ListenerStatus       `json:"listeners"`
+			Parents    []gatewayv1.RouteParentStatus    `json:"parents"`
+			// AttachedListenerSets: on a Gateway.
+			AttachedListenerSets *int32 `json:"attachedListenerSets"`
 		} `json:"status"`
 	} `json:"object"`
 }
@@ -80,7 +83,7 @@ func (w *world) fetchResources(ctx context.Context) (*resources, error) {
 // HTTPRoute and GRPCRoute of the snapshot to the fake cluster. A resource
 // the control plane does not report (yet: it has not loaded its file) keeps
 // the status it has.
-func writeStatus(ctx context.Context, c client.Client, o *objects, res *resources, addrs map[objKey]string) error {
+func writeStatus(ctx context.Context, c client.Client, o *objects, res *resources) error {
 	byKey := map[objKey]*resourceStatus{}
 	for i := range res.Items {
 		it := &res.Items[i]
@@ -89,7 +92,7 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 	for i := range o.gatewayClasses {
 		gc := &o.gatewayClasses[i]
 		if s := byKey[keyOf("GatewayClass", gc)]; s != nil {
-			gc.Status.Conditions = generation(s.Object.Status.Conditions, gc.Generation)
+			gc.Status.Conditions = s.Object.Status.Conditions
 			if err := updateStatus(ctx, c, gc); err != nil {
 				return err
 			}
@@ -101,27 +104,32 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 		if s == nil {
 			continue
 		}
-		gw.Status = gatewayv1.GatewayStatus{Conditions: generation(s.Object.Status.Conditions, gw.Generation)}
-		for _, l := range s.Object.Status.Listeners {
-			l.Conditions = generation(l.Conditions, gw.Generation)
-			gw.Status.Listeners = append(gw.Status.Listeners, l)
-		}
-		if s.State != "Rejected" {
-			for _, a := range gw.Spec.Addresses {
-				gw.Status.Addresses = append(gw.Status.Addresses, gatewayv1.GatewayStatusAddress{Type: a.Type, Value: a.Value})
-			}
-			if ip := addrs[keyOf("Gateway", gw)]; ip != "" && len(gw.Spec.Addresses) == 0 {
-				gw.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: ip}}
-			}
-		}
+		st := s.Object.Status
+		gw.Status = gatewayv1.GatewayStatus{Addresses: st.Addresses, Conditions: st.Conditions, Listeners: st.Listeners,
+			AttachedListenerSets: st.AttachedListenerSets}
 		if err := updateStatus(ctx, c, gw); err != nil {
+			return err
+		}
+	}
+	for i := range o.listenerSets {
+		ls := &o.listenerSets[i]
+		s := byKey[keyOf("ListenerSet", ls)]
+		if s == nil {
+			continue
+		}
+		ls.Status = gatewayv1.ListenerSetStatus{Conditions: s.Object.Status.Conditions}
+		for _, l := range s.Object.Status.Listeners {
+			ls.Status.Listeners = append(ls.Status.Listeners, gatewayv1.ListenerEntryStatus{Name: l.Name, SupportedKinds: l.SupportedKinds,
+				AttachedRoutes: l.AttachedRoutes, Conditions: l.Conditions})
+		}
+		if err := updateStatus(ctx, c, ls); err != nil {
 			return err
 		}
 	}
 	for i := range o.httpRoutes {
 		r := &o.httpRoutes[i]
 		if s := byKey[keyOf("HTTPRoute", r)]; s != nil {
-			r.Status.Parents = parents(s.Object.Status.Parents, r.Generation)
+			r.Status.Parents = s.Object.Status.Parents
 			if err := updateStatus(ctx, c, r); err != nil {
 				return err
 			}
@@ -130,33 +138,13 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 	for i := range o.grpcRoutes {
 		r := &o.grpcRoutes[i]
 		if s := byKey[keyOf("GRPCRoute", r)]; s != nil {
-			r.Status.Parents = parents(s.Object.Status.Parents, r.Generation)
+			r.Status.Parents = s.Object.Status.Parents
 			if err := updateStatus(ctx, c, r); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-// generation sets every condition's observedGeneration to the fake
-// object's.
-func generation(conds []metav1.Condition, gen int64) []metav1.Condition {
-	out := make([]metav1.Condition, len(conds))
-	for i, c := range conds {
-		c.ObservedGeneration = gen
-		out[i] = c
-	}
-	return out
-}
-
-func parents(ps []gatewayv1.RouteParentStatus, gen int64) []gatewayv1.RouteParentStatus {
-	out := make([]gatewayv1.RouteParentStatus, len(ps))
-	for i, p := range ps {
-		p.Conditions = generation(p.Conditions, gen)
-		out[i] = p
-	}
-	return out
 }
 
 func updateStatus(ctx context.Context, c client.Client, obj client.Object) error {

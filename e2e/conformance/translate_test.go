@@ -7,9 +7,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -28,10 +28,11 @@ type document struct {
 //     its EndpointSlices list by IP (the sidecars of those backends in a
 //     mesh namespace); headless Services alike;
 //   - Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
-//     GatewayClass) are passed as they are, without status and server-set
-//     metadata, with the defaults the API server's CRDs set on parentRefs
-//     (group, kind); a Gateway without spec.addresses gets one loopback IP of its
-//     own (two Gateways on port 80 are two load balancers in Kubernetes);
+//     GatewayClass, ListenerSet) are passed as they are, without status and server-set
+//     metadata but their generation (meshgate's status carries it as
+//     observedGeneration); a Gateway without spec.addresses gets one
+//     loopback IP of its own (two Gateways on port 80 are two load
+//     balancers in Kubernetes);
 //   - a pod of a mesh namespace that no Service selects (a client only)
 //     gets a meshgate Service named after its Deployment, for its sidecar's
 //     identity;
@@ -75,7 +76,7 @@ func (tr translator) translate(o *objects) []document {
 		add(keyOf("Namespace", &n), map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": meta(n.Name, "", n.Labels)})
 	}
 	for _, g := range o.gatewayClasses {
-		add(keyOf("GatewayClass", &g), gatewayAPI("GatewayClass", g.Name, "", g.Labels, g.Spec))
+		add(keyOf("GatewayClass", &g), gatewayAPI("GatewayClass", &g, g.Spec))
 	}
 	for _, g := range o.gateways {
 		k := keyOf("Gateway", &g)
@@ -83,38 +84,22 @@ func (tr translator) translate(o *objects) []document {
 		if len(spec.Addresses) == 0 && tr.addrs[k] != "" {
 			spec.Addresses = append(spec.Addresses, gatewaySpecAddress(tr.addrs[k]))
 		}
-		add(k, gatewayAPI("Gateway", g.Name, g.Namespace, g.Labels, spec))
+		add(k, gatewayAPI("Gateway", &g, spec))
 	}
 	for _, r := range o.httpRoutes {
-		spec := r.Spec.DeepCopy()
-		defaultParentRefs(spec.ParentRefs)
-		add(keyOf("HTTPRoute", &r), gatewayAPI("HTTPRoute", r.Name, r.Namespace, r.Labels, spec))
+		add(keyOf("HTTPRoute", &r), gatewayAPI("HTTPRoute", &r, r.Spec))
 	}
 	for _, r := range o.grpcRoutes {
-		spec := r.Spec.DeepCopy()
-		defaultParentRefs(spec.ParentRefs)
-		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", r.Name, r.Namespace, r.Labels, spec))
+		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", &r, r.Spec))
 	}
 	for _, g := range o.referenceGrants {
-		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", g.Name, g.Namespace, g.Labels, g.Spec))
+		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", &g, g.Spec))
+	}
+	for _, ls := range o.listenerSets {
+		add(keyOf("ListenerSet", &ls), gatewayAPI("ListenerSet", &ls, ls.Spec))
 	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs
-}
-
-// defaultParentRefs sets what the API server's CRD defaults set on a
-// route's parentRefs (group gateway.networking.k8s.io, kind Gateway): the
-// suite expects route status to carry them, as a controller copies the
-// stored, defaulted parentRef.
-func defaultParentRefs(refs []gatewayv1.ParentReference) {
-	for i := range refs {
-		if refs[i].Group == nil {
-			refs[i].Group = ptr.To(gatewayv1.Group(gatewayv1.GroupName))
-		}
-		if refs[i].Kind == nil {
-			refs[i].Kind = ptr.To(gatewayv1.Kind("Gateway"))
-		}
-	}
 }
 
 func meta(name, namespace string, lbls map[string]string) map[string]any {
@@ -128,11 +113,18 @@ func meta(name, namespace string, lbls map[string]string) map[string]any {
 	return m
 }
 
-func gatewayAPI(kind, name, namespace string, lbls map[string]string, spec any) map[string]any {
+// gatewayAPI is the document of a Gateway API object: its name, namespace,
+// labels and generation (the observedGeneration meshgate's status
+// carries), and spec.
+func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
+	m := meta(o.GetName(), o.GetNamespace(), o.GetLabels())
+	if o.GetGeneration() > 0 {
+		m["generation"] = o.GetGeneration()
+	}
 	return map[string]any{
 		"apiVersion": "gateway.networking.k8s.io/v1",
 		"kind":       kind,
-		"metadata":   meta(name, namespace, lbls),
+		"metadata":   m,
 		"spec":       spec,
 	}
 }

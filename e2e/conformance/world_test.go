@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -82,6 +84,7 @@ type backend struct {
 	httpPort  string
 	h2cPort   string
 	proc      *proc
+	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
 	sidecars  map[string]*meshSidecar // in a mesh namespace: per Service selecting it
 }
 
@@ -110,7 +113,7 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 		addrs: map[objKey]string{}, nextIP: 2, synced: make(chan struct{}),
 	}
 	w.base = fake.NewClientBuilder().WithScheme(newScheme()).
-		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}).
+		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}, &gatewayv1.ListenerSet{}).
 		Build()
 	changed := func() {
 		select {
@@ -120,17 +123,28 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	}
 	w.client = interceptor.NewClient(w.base.(client.WithWatch), interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			obj.SetGeneration(1)
 			err := c.Create(ctx, obj, opts...)
 			changed()
 			return err
 		},
 		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if old := stored(ctx, c, obj); old != nil {
+				obj.SetGeneration(nextGeneration(old, obj))
+			}
 			err := c.Update(ctx, obj, opts...)
 			changed()
 			return err
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			old := stored(ctx, c, obj)
 			err := c.Patch(ctx, obj, patch, opts...)
+			if err == nil && old != nil {
+				if gen := nextGeneration(old, obj); gen != obj.GetGeneration() {
+					obj.SetGeneration(gen)
+					err = c.Update(ctx, obj)
+				}
+			}
 			changed()
 			return err
 		},
@@ -157,6 +171,28 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	}
 	go w.loop(ctx)
 	return w
+}
+
+// stored is the object as the fake cluster holds it now, or nil.
+func stored(ctx context.Context, c client.Client, obj client.Object) client.Object {
+	old, ok := obj.DeepCopyObject().(client.Object)
+	if !ok || c.Get(ctx, client.ObjectKeyFromObject(obj), old) != nil {
+		return nil
+	}
+	return old
+}
+
+// nextGeneration is the generation of obj replacing old, as the API server
+// sets it (the fake client does not): old's, plus one when the spec
+// changed.
+func nextGeneration(old, obj client.Object) int64 {
+	gen := max(old.GetGeneration(), 1)
+	a, errA := runtime.DefaultUnstructuredConverter.ToUnstructured(old)
+	b, errB := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if errA == nil && errB == nil && !equality.Semantic.DeepEqual(a["spec"], b["spec"]) {
+		gen++
+	}
+	return gen
 }
 
 // loop syncs after every change, coalescing bursts, and copies the control
@@ -242,12 +278,8 @@ func (w *world) refreshStatus(ctx context.Context) error {
 		}
 	}
 	w.problems = problems
-	addrs := map[objKey]string{}
-	for k, v := range w.addrs {
-		addrs[k] = v
-	}
 	w.mu.Unlock()
-	return writeStatus(ctx, w.base, objs, res, addrs)
+	return writeStatus(ctx, w.base, objs, res)
 }
 
 var validateLine = regexp.MustCompile(`^(?:.*/)?([^/:]+\.yaml):\d+: (.*)$`)
@@ -318,6 +350,7 @@ type objects struct {
 	grpcRoutes      []gatewayv1.GRPCRoute
 	referenceGrants []gatewayv1.ReferenceGrant
 	gatewayClasses  []gatewayv1.GatewayClass
+	listenerSets    []gatewayv1.ListenerSet
 	endpointSlices  []discoveryv1.EndpointSlice
 }
 
@@ -333,15 +366,16 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 		rg  gatewayv1.ReferenceGrantList
 		gc  gatewayv1.GatewayClassList
 		es  discoveryv1.EndpointSliceList
+		ls  gatewayv1.ListenerSetList
 	)
-	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es} {
+	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls} {
 		if err := w.base.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	o.namespaces, o.services, o.deployments = ns.Items, svc.Items, dep.Items
 	o.gateways, o.httpRoutes, o.grpcRoutes, o.referenceGrants, o.gatewayClasses = gw.Items, hr.Items, gr.Items, rg.Items, gc.Items
-	o.endpointSlices = es.Items
+	o.endpointSlices, o.listenerSets = es.Items, ls.Items
 	return &o, nil
 }
 
@@ -382,6 +416,8 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		b := &backend{pod: d.Name + "-7c9d8f6b5-x0000", namespace: d.Namespace, labels: d.Spec.Template.Labels,
 			ip: podIP(w.nextPod), httpPort: freePort(w.t), h2cPort: freePort(w.t)}
 		b.proc = w.start(ctx, "echo "+k.String(), bins.echo)
+		b.log = &podLog{}
+		b.proc.cmd.Stdout = io.MultiWriter(b.proc.out, b.log)
 		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+freePort(w.t),
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
 		w.run(b.proc)

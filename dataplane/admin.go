@@ -83,6 +83,8 @@ func (p *Proxy) adminHandler() http.Handler {
 		out["draining"] = p.Draining()
 		// OpenTelemetry spans exported and dropped (docs/observability.md).
 		out["tracing"] = p.tracingStats()
+		// Access-log lines written and dropped (docs/observability.md).
+		out["access_log"] = p.accessLogStats()
 		p.mu.Unlock()
 		if id := p.identitySummary(); id != nil {
 			out["identity"] = id.SPIFFEID

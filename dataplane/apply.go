@@ -478,6 +478,7 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
 			cfg.Filters = spec.filters
 			cfg.Tracer = p.tracerFor(spec.tracing)
+			cfg.AccessLogs = p.accessLogsFor(spec.accessLogs)
 			cfg.Metrics = p.metrics.requests.Listener(spec.name, s.active.table)
 		}
 		s.handler.proxy.Store(cfg)
@@ -493,6 +494,7 @@ func (p *Proxy) sync(now time.Time) {
 	}
 	p.clusters = live
 	p.syncTracers(clusters)
+	p.syncAccessLogs()
 
 	if p.holdTimer != nil {
 		p.holdTimer.Stop()

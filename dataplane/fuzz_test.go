@@ -5,11 +5,13 @@ import (
 	"strings"
 	"testing"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/dataplane/filters"
@@ -126,7 +129,20 @@ func fuzzSeedListeners(tb testing.TB) []*listenerv3.Listener {
 		}},
 	}
 	tracedListener := &listenerv3.Listener{Name: "traced", Address: address("127.0.0.1", 8082), FilterChains: []*listenerv3.FilterChain{chain(traced)}}
-	return []*listenerv3.Listener{plain, inlined, strict, permissive, tracedListener}
+	// Logged: the HttpConnectionManager's access_log, the file access logger
+	// with a json_format (docs/observability.md). Parsing opens no file.
+	logged := proto.Clone(inline).(*hcmv3.HttpConnectionManager)
+	format, err := structpb.NewStruct(map[string]any{"code": "%RESPONSE_CODE%", "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+		"denied_by": "%DYNAMIC_METADATA(envoy.filters.http.rbac:enforced_effective_policy_id)%", "role": "gateway", "n": 1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	logged.AccessLog = []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{
+		TypedConfig: mustAny(tb, &filev3.FileAccessLog{Path: "/dev/stdout", AccessLogFormat: &filev3.FileAccessLog_LogFormat{
+			LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: format}}}}),
+	}}}
+	loggedListener := &listenerv3.Listener{Name: "logged", Address: address("127.0.0.1", 8083), FilterChains: []*listenerv3.FilterChain{chain(logged)}}
+	return []*listenerv3.Listener{plain, inlined, strict, permissive, tracedListener, loggedListener}
 }
 
 // testFilters is the registry of the proxy's built-in HTTP filters.

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/meshgate/meshgate/dataplane/accesslog"
 	"github.com/meshgate/meshgate/dataplane/filters"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/httpproxy"
@@ -61,6 +62,9 @@ type listenerSpec struct {
 	secrets       []string   // SDS secrets its TLS context references
 	// tracing is its HttpConnectionManager's tracing; nil: none.
 	tracing *tracing.Settings
+	// accessLogs are its HttpConnectionManager's access_log; none: no
+	// access log.
+	accessLogs []*accesslog.Settings
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -199,6 +203,9 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 	}
 	spec.perRouteTypes = env.filters.PerRouteTypes(hcm.GetHttpFilters())
 	if spec.tracing, err = tracing.Parse(hcm.GetTracing()); err != nil {
+		return nil, errorf("filter_chains[0].filters[0].typed_config.%w", err)
+	}
+	if spec.accessLogs, err = accesslog.Parse(hcm.GetAccessLog()); err != nil {
 		return nil, errorf("filter_chains[0].filters[0].typed_config.%w", err)
 	}
 	if rc := hcm.GetRouteConfig(); rc != nil {

@@ -117,6 +117,8 @@ type Proxy struct {
 	trust atomic.Pointer[map[string]*meshtls.Bundle]
 	// tracers are the listeners' Tracers (tracing.go).
 	tracers tracers
+	// accessLogs are the listeners' access-log Writers (accesslog.go).
+	accessLogs accessLogs
 	// metrics are served on the admin GET /metrics (metrics.go).
 	metrics *proxyMetrics
 }
@@ -291,6 +293,7 @@ func (p *Proxy) drainAll(ctx context.Context) {
 		lc.cluster.Close()
 	}
 	p.closeTracers(ctx)
+	p.closeAccessLogs(ctx)
 }
 
 // AdminAddr is the bound admin address, "" until Run has bound it.

@@ -266,6 +266,17 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 			},
 		},
 		{
+			path: "meshconfig-accesslog",
+			want: []string{
+				`meshconfig-accesslog/mesh.yaml:7: spec.accessLog.path: invalid path "logs/access.log": want /dev/stdout, /dev/stderr or an absolute file path`,
+				`meshconfig-accesslog/mesh.yaml:8: spec.accessLog.format: unknown format "text" (want json)`,
+				`meshconfig-accesslog/mesh.yaml:11: spec.accessLog.fields.reason: unknown command operator %UPSTREAM_TRANSPORT_FAILURE_REASON%: the proxy does not implement it (docs/observability.md lists those it does)`,
+				`meshconfig-accesslog/mesh.yaml:12: spec.accessLog.fields.when: command operator %START_TIME(%Y)%: START_TIME takes no argument (a START_TIME format is not supported)`,
+				`meshconfig-accesslog/mesh.yaml:13: spec.accessLog.fields.ua: command operator %REQ()%: REQ needs a header name: REQ(name) or REQ(name?alternative)`,
+				`meshconfig-accesslog/mesh.yaml:14: spec.accessLog.extra: unknown field "extra"`,
+			},
+		},
+		{
 			path: "two-meshconfigs",
 			want: []string{
 				`two-meshconfigs/a.yaml:6: spec.certificateTTL: invalid duration "1.5h": want up to four <number><unit> groups with units h, m, s, ms (e.g. 1m30s)`,

@@ -282,6 +282,36 @@ type MeshConfigSpec struct {
 	// spans to a collector (docs/observability.md). Unset: no tracing, at no
 	// cost to the proxies.
 	Tracing *Tracing `json:"tracing,omitempty"`
+	// AccessLog, when set and enabled, makes every gateway and sidecar
+	// write one JSON line per request (docs/observability.md, "Access
+	// logs"). Unset: no access log, at no cost to the proxies.
+	AccessLog *AccessLog `json:"accessLog,omitempty"`
+}
+
+// Access-log defaults and formats.
+const (
+	// DefaultAccessLogPath is where the lines go when spec.accessLog.path
+	// is unset: the proxy's standard output.
+	DefaultAccessLogPath = "/dev/stdout"
+	// AccessLogFormatJSON is the only format: one JSON object per line.
+	AccessLogFormatJSON = "json"
+)
+
+// AccessLog is MeshConfig spec.accessLog: one line per request per proxy.
+type AccessLog struct {
+	// Enabled turns the access log on (default true when the section is
+	// present; false keeps the section but writes nothing).
+	Enabled *bool `json:"enabled,omitempty"`
+	// Path is /dev/stdout (default), /dev/stderr, or an absolute file path
+	// on the proxy's machine, appended to (and reopened when it is moved).
+	Path string `json:"path,omitempty"`
+	// Format is json (the default and only format).
+	Format string `json:"format,omitempty"`
+	// Fields, when set, replace the default fields: each is a JSON field
+	// name and its value, an Envoy format string of command operators
+	// (%RESPONSE_CODE%, %REQ(:PATH)%...) and literal text. The proxy's
+	// role and name are added unless Fields names them.
+	Fields map[string]string `json:"fields,omitempty"`
 }
 
 // Tracing protocols: how spans are sent to the collector (OTLP).

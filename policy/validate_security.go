@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshgate/meshgate/api/dnslabel"
+	"github.com/meshgate/meshgate/api/logformat"
 )
 
 // maxIdentityLength bounds a SPIFFE ID pattern (the SPIFFE specification
@@ -69,6 +70,9 @@ func (l *loader) checkMeshConfig(mc *MeshConfig) {
 	}
 	if spec.Tracing != nil {
 		l.checkTracing(src, spec.Tracing)
+	}
+	if spec.AccessLog != nil {
+		l.checkAccessLog(src, spec.AccessLog)
 	}
 	if spec.CertificateTTL != "" {
 		ttl, err := ParseDuration(spec.CertificateTTL)
@@ -406,6 +410,43 @@ func (l *loader) checkTracing(src Source, t *Tracing) {
 			l.errorf(src, "spec.tracing.resourceAttributes", "attribute name %q: want 1 to %d characters", k, maxTracingAttributeLength)
 		case len(v) > maxTracingAttributeLength:
 			l.errorf(src, "spec.tracing.resourceAttributes."+k, "value longer than %d characters", maxTracingAttributeLength)
+		}
+	}
+}
+
+// Limits of spec.accessLog.
+const (
+	maxAccessLogFields    = 64
+	maxAccessLogFieldName = 128
+	maxAccessLogPath      = 4096
+)
+
+// checkAccessLog checks MeshConfig spec.accessLog: the path, the format and
+// each field's format string (an operator the proxy does not implement is
+// named).
+func (l *loader) checkAccessLog(src Source, a *AccessLog) {
+	switch p := a.Path; {
+	case p == "":
+	case len(p) > maxAccessLogPath:
+		l.errorf(src, "spec.accessLog.path", "path longer than %d characters", maxAccessLogPath)
+	case !strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) || strings.HasSuffix(p, "/"):
+		l.errorf(src, "spec.accessLog.path", "invalid path %q: want /dev/stdout, /dev/stderr or an absolute file path", p)
+	}
+	switch a.Format {
+	case "", AccessLogFormatJSON:
+	default:
+		l.errorf(src, "spec.accessLog.format", "unknown format %q (want json)", a.Format)
+	}
+	if len(a.Fields) > maxAccessLogFields {
+		l.errorf(src, "spec.accessLog.fields", "%d fields: at most %d", len(a.Fields), maxAccessLogFields)
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.Fields)) {
+		if name == "" || len(name) > maxAccessLogFieldName {
+			l.errorf(src, "spec.accessLog.fields", "field name %q: want 1 to %d characters", name, maxAccessLogFieldName)
+			continue
+		}
+		if _, err := logformat.Parse(a.Fields[name]); err != nil {
+			l.errorf(src, "spec.accessLog.fields."+name, "%v", err)
 		}
 	}
 }

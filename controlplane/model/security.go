@@ -25,6 +25,19 @@ type Mesh struct {
 	OutboundScope string `json:"outboundScope"`
 	// Tracing is where the proxies send spans; nil: no tracing.
 	Tracing *Tracing `json:"tracing,omitempty"`
+	// AccessLog is the proxies' access log; nil: none.
+	AccessLog *AccessLog `json:"accessLog,omitempty"`
+}
+
+// AccessLog is the mesh's access log (MeshConfig spec.accessLog, enabled),
+// with its defaults applied.
+type AccessLog struct {
+	// Path is where each proxy writes its lines: /dev/stdout, /dev/stderr
+	// or a file.
+	Path string `json:"path"`
+	// Fields are the user's fields (name → format string); nil: the
+	// default fields.
+	Fields map[string]string `json:"fields,omitempty"`
 }
 
 // Tracing is the mesh's OpenTelemetry tracing (MeshConfig spec.tracing),
@@ -189,6 +202,9 @@ func compileMesh(mc *policy.MeshConfig) (Mesh, error) {
 		if t.Sampling != nil {
 			mesh.Tracing.SamplingPercent = *t.Sampling
 		}
+	}
+	if a := spec.AccessLog; a != nil && (a.Enabled == nil || *a.Enabled) {
+		mesh.AccessLog = &AccessLog{Path: cmp.Or(a.Path, policy.DefaultAccessLogPath), Fields: maps.Clone(a.Fields)}
 	}
 	if spec.CertificateTTL != "" {
 		ttl, err := policy.ParseDuration(spec.CertificateTTL)

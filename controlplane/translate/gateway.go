@@ -48,6 +48,9 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		if err := traceListener(l, m, gw.Name, gw.Namespace, TracingRoleGateway); err != nil {
 			return nil, err
 		}
+		if err := logListener(l, m, gw.Name, gw.Namespace, TracingRoleGateway); err != nil {
+			return nil, err
+		}
 		// A listener's port is not part of its hostnames: "foo.com:8080" on
 		// port 8080 is foo.com, and the backend receives it as sent.
 		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true}

@@ -60,6 +60,9 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	if err := traceListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
 		return nil, nil, err
 	}
+	if err := logListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
+		return nil, nil, err
+	}
 	out, err := p.outbound(model.NamespacedName{Namespace: node.Namespace, Name: node.Service})
 	if err != nil {
 		return nil, nil, err
@@ -157,6 +160,9 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 		return nil, nil, nil, err
 	}
 	if err := traceListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := logListener(l, m, node.Service, node.Namespace, TracingRoleSidecar); err != nil {
 		return nil, nil, nil, err
 	}
 	if in.mtls() {

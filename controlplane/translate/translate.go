@@ -21,6 +21,7 @@
 //	rbac.go      authorization: the RBAC filters and their per-route configs
 //	tls.go       mTLS: transport sockets and the ROOTCA secret (SDS)
 //	tracing.go   OpenTelemetry tracing of every listener, and its collector cluster
+//	accesslog.go access logs of every listener (the file access logger, JSON)
 //
 // Each feature has golden pairs, testdata/<feature>/<case>.in.yaml (a
 // policy, and what the translation needs besides) and <case>.out.yaml (what

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meshgate/meshgate/dataplane/accesslog"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/metrics"
 	"github.com/meshgate/meshgate/dataplane/router"
@@ -69,6 +70,9 @@ type Config struct {
 	// Tracer is HttpConnectionManager.tracing: a server span per request
 	// and a client span per upstream attempt. Nil: no tracing, at no cost.
 	Tracer *tracing.Tracer
+	// AccessLogs are HttpConnectionManager.access_log: one line per
+	// request to each. None: no access log, at no cost.
+	AccessLogs []accesslog.Log
 	// Metrics are the listener's request metrics, resolved for Routes
 	// (metrics.Proxy.Listener). Nil: none, at no cost.
 	Metrics *metrics.Listener
@@ -170,23 +174,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer h.endMetrics(cfg.Metrics, rec, r.ContentLength)
 	}
 	// With tracing, the server span starts once the route is known (its
-	// Route.tracing may set the sampling), with the path received.
+	// Route.tracing may set the sampling), with the path received; the
+	// access log entry after it, so that it has the span's trace context.
 	var received string
 	if cfg.Tracer != nil {
 		received = r.URL.Path
 	}
-	if (cfg.NormalizePath || cfg.MergeSlashes) && !normalizeRequestPath(r, cfg.MergeSlashes) {
-		if cfg.Tracer != nil {
-			span, _ := cfg.Tracer.StartServerWith(w, r, tracing.ServerStart{Path: received})
-			w = span
-			defer span.End()
+	normalized := !(cfg.NormalizePath || cfg.MergeSlashes) || normalizeRequestPath(r, cfg.MergeSlashes)
+	var rt *router.Route
+	if normalized {
+		rt = cfg.Routes.Match(r)
+		if rec != nil {
+			rec.selectRoute(cfg.Metrics.Route(rt))
 		}
-		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
-		return
-	}
-	rt := cfg.Routes.Match(r)
-	if rec != nil {
-		rec.selectRoute(cfg.Metrics.Route(rt))
 	}
 	if cfg.Tracer != nil {
 		start := tracing.ServerStart{Path: received}
@@ -202,6 +202,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt != nil {
 			span.SetRoute(rt.Name(), rt.VirtualHost())
 		}
+	}
+	var entry *accesslog.Entry
+	if len(cfg.AccessLogs) > 0 {
+		entry, r = accesslog.Start(w, r)
+		w = entry
+		defer accesslog.Finish(cfg.AccessLogs, entry)
+	}
+	if !normalized {
+		entry.SetDetails(accesslog.DetailsPathNormalization)
+		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
+		return
+	}
+	if entry != nil && rt != nil {
+		entry.SetRoute(rt.Name(), rt.VirtualHost())
 	}
 	if b.filters != nil {
 		b.filters.ServeHTTP(w, r, rt)
@@ -223,12 +237,15 @@ func (f *routerFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *rou
 // route is the router, the terminal filter: it answers what the route rt
 // (nil: no route matched) says, or forwards r upstream.
 func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route) {
+	entry := entryOf(cfg, r)
 	if rt == nil {
+		entry.Fail(accesslog.NoRouteFound, accesslog.DetailsRouteNotFound)
 		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
 		return
 	}
 	switch rt.Action() {
 	case router.ActionRedirect:
+		entry.SetDetails(accesslog.DetailsDirectResponse)
 		location, code := rt.Redirect(r, forwardedProto(r, cfg.UseRemoteAddress))
 		header := w.Header()
 		header["Location"] = []string{location}
@@ -236,6 +253,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		w.WriteHeader(code)
 		return
 	case router.ActionDirectResponse:
+		entry.SetDetails(accesslog.DetailsDirectResponse)
 		status, body := rt.DirectResponse()
 		localReply(w, rt, status, body)
 		return
@@ -254,19 +272,30 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	}
 	cluster := cfg.Clusters[clusterName]
 	if cluster == nil {
+		entry.Fail(accesslog.NoClusterFound, accesslog.DetailsClusterNotFound)
 		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
 	endpoint, ok := cluster.Next()
 	if !ok {
+		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
 		localReply(w, rt, http.StatusServiceUnavailable, bodyNoHealthy)
 		return
 	}
-	h.forward(w, r, cfg, rt, cluster, endpoint)
+	h.forward(w, r, cfg, rt, cluster, endpoint, entry)
+}
+
+// entryOf is the access-log Entry of r, nil when cfg logs nothing (at no
+// cost: no context lookup).
+func entryOf(cfg *Config, r *http.Request) *accesslog.Entry {
+	if len(cfg.AccessLogs) == 0 {
+		return nil
+	}
+	return accesslog.FromContext(r.Context())
 }
 
 // forward sends r to endpoint of cluster and streams the response back.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, entry *accesslog.Entry) {
 	proto := forwardedProto(r, cfg.UseRemoteAddress)
 	out := new(http.Request)
 	*out = *r // shallow copy: shares Header, URL, Body, Trailer and the context
@@ -325,13 +354,17 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	} else {
 		resp, endpoint, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
 	}
+	// The endpoint of the last attempt (with retries, the one that answered
+	// or failed last).
+	entry.SetUpstream(cluster.Name(), endpoint)
 	if err != nil {
 		attempt.Fail(err)
-		h.upstreamError(w, r, rt, cluster, endpoint, err, body)
+		h.upstreamError(w, r, rt, cluster, endpoint, err, body, entry)
 		return
 	}
 	defer resp.Body.Close()
 	attempt.SetStatus(resp.StatusCode)
+	entry.UpstreamResponded()
 
 	removeHopByHop(resp.Header, false)
 	dst := w.Header()
@@ -344,7 +377,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	rt.ApplyResponseHeaders(dst)
 	w.WriteHeader(resp.StatusCode)
 
-	if !h.copyBody(r.Context(), w, resp) {
+	if !h.copyBody(r.Context(), w, resp, entry) {
 		return
 	}
 	for k, vv := range resp.Trailer {
@@ -356,7 +389,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 // write when the length is unknown (streaming, gRPC). It reports whether the
 // whole body was copied. A failure after the response has started aborts
 // it, so the client sees a broken response rather than a short one.
-func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *http.Response) bool {
+func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *http.Response, entry *accesslog.Entry) bool {
 	var flusher http.Flusher
 	if resp.ContentLength == -1 {
 		flusher, _ = w.(http.Flusher)
@@ -368,6 +401,7 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 		n, readErr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
+				entry.Fail(accesslog.DownstreamConnectionTermination, accesslog.DetailsDownstreamGone)
 				return false // the client went away
 			}
 			if flusher != nil {
@@ -380,6 +414,9 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 		if readErr != nil {
 			if ctx.Err() == nil {
 				h.logger.Debug("upstream response body failed", "error", readErr)
+				entry.Fail(accesslog.UpstreamRemoteReset, accesslog.DetailsUpstreamReset)
+			} else {
+				entry.Fail(accesslog.DownstreamConnectionTermination, accesslog.DetailsDownstreamGone)
 			}
 			panic(http.ErrAbortHandler) // recovered by net/http, which resets the stream
 		}
@@ -391,23 +428,28 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 // than its Content-Length) 400 and the connection is closed, as what
 // follows on it cannot be framed; route timeout 504, connection failure
 // 503, anything else 502; nothing when the client went away.
-func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *router.Route, cluster *upstream.Cluster, endpoint string, err error, body *requestBody) {
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *router.Route, cluster *upstream.Cluster, endpoint string, err error, body *requestBody, entry *accesslog.Entry) {
 	if r.Context().Err() != nil {
+		entry.Fail(accesslog.DownstreamConnectionTermination, accesslog.DetailsDownstreamGone)
 		return // the client went away: nobody to answer, nothing to log
 	}
 	var opErr *net.OpError
 	switch {
 	case body != nil && body.failed.Load():
+		entry.Fail(accesslog.DownstreamProtocolError, accesslog.DetailsBadRequestBody)
 		w.Header()["Connection"] = []string{"close"}
 		localReply(w, rt, http.StatusBadRequest, bodyBadBody)
 		h.logger.Debug("request body failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
 		return
 	case errors.Is(err, upstream.ErrTimeout):
+		entry.Fail(accesslog.UpstreamRequestTimeout, accesslog.DetailsResponseTimeout)
 		cluster.Stats().Timeouts.Inc()
 		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
+		entry.Fail(accesslog.UpstreamConnectionFailure, accesslog.DetailsConnectFailure)
 		localReply(w, rt, http.StatusServiceUnavailable, bodyConnectError)
 	default:
+		entry.Fail(accesslog.UpstreamConnectionTermination, accesslog.DetailsConnectTerminated)
 		localReply(w, rt, http.StatusBadGateway, bodyBadGateway)
 	}
 	h.logger.Debug("upstream request failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)

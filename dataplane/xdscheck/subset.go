@@ -152,7 +152,7 @@ func Check(msg proto.Message) error { return core.Check(msg) }
 // an error.
 func New(filters ...HTTPFilter) (*Checker, error) {
 	subset := make(Rules)
-	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset()} {
+	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset()} {
 		for name, rule := range set {
 			if _, dup := subset[name]; dup {
 				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
@@ -228,7 +228,7 @@ func coreSubset() Rules {
 		// HttpConnectionManager.
 		hcmType: Allow("stat_prefix", "rds", "route_config", "strip_any_host_port",
 			"use_remote_address", "request_headers_timeout", "normalize_path", "merge_slashes",
-			"common_http_protocol_options", "max_request_headers_kb", "tracing").
+			"common_http_protocol_options", "max_request_headers_kb", "tracing", "access_log").
 			With("codec_type", Field{Enums: []protoreflect.EnumNumber{enumCodecAuto, enumCodecHTTP1, enumCodecHTTP2}}).
 			With("http_filters", Field{MinItems: 1}).
 			Requires("http_filters").

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -36,6 +37,13 @@ func runBackend(ctx context.Context, addr string) error {
 	mux.Handle(pathTiny, serve(tiny))
 	mux.Handle(pathLarge, serve(large))
 	mux.Handle("/", serve(tiny))
+	// The tracing collector of workload (f): spans accepted and dropped (an
+	// empty ExportTraceServiceResponse).
+	mux.HandleFunc(pathOTLPTraces, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header()["Content-Type"] = []string{"application/x-protobuf"}
+		w.WriteHeader(http.StatusOK)
+	})
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)

@@ -9,6 +9,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/dataplane/accesslog"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/peer"
 	"github.com/meshgate/meshgate/dataplane/router"
@@ -113,6 +114,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 func (f *filter) deny(w http.ResponseWriter, r *http.Request, rt *router.Route, e *Engine, policy string) {
 	f.denied.Inc(e.StatKey(policy))
 	tracing.Denied(r.Context(), e.StatKey(policy))
+	accesslog.Denied(r.Context(), e.StatKey(policy))
 	if f.logger.Enabled(r.Context(), slog.LevelInfo) {
 		remoteIP := r.RemoteAddr
 		if host, _, err := net.SplitHostPort(remoteIP); err == nil {

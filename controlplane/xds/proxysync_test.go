@@ -2,9 +2,11 @@ package xds
 
 import (
 	"testing"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/meshgate/meshgate/api/xdsnode"
 )
@@ -83,5 +85,60 @@ func TestProxyStatusSyncAndNack(t *testing.T) {
 	waitFor(t, "in sync again", func() bool { return connectedProxy(t, s, "gw").InSync })
 	if got := connectedProxy(t, s, "gw").LastNack; got == nil || got.Version != second.VersionInfo {
 		t.Errorf("last NACK after a later ACK = %+v, want kept", got)
+	}
+}
+
+// TestNackIsNotAnsweredWithTheSameVersion: a proxy that rejects a version
+// is not sent that version again at once (it would reject it again: a
+// loop of responses and NACKs), but after nackRetry (the rejection may be
+// transient), unless a new version comes first.
+func TestNackIsNotAnsweredWithTheSameVersion(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		nackRetry time.Duration
+	}{
+		{"a new version first", time.Hour},
+		{"the rejected version again after nackRetry", time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			testNackAnswer(t, tt.nackRetry)
+		})
+	}
+}
+
+func testNackAnswer(t *testing.T, nackRetry time.Duration) {
+	ctx := t.Context()
+	s := New(ctx, nil)
+	s.cache.nackRetry = nackRetry
+	s.SetModel(ctx, testModel(t, 8080))
+	conn := startServer(t, s)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &adsClient{t: t, stream: stream, node: testNode(t, "gw", xdsnode.Metadata{Role: xdsnode.RoleGateway, Gateway: "edge"})}
+	c.request(resourcev3.ListenerType, nil, nil, "")
+	first := c.receive(resourcev3.ListenerType)
+	c.request(resourcev3.ListenerType, nil, first, "")
+	s.SetModel(ctx, testModel(t, 8080, 9090))
+	rejected := c.receive(resourcev3.ListenerType)
+	// A NACK as Envoy sends it: the version it keeps, the rejected nonce.
+	req := &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: resourcev3.ListenerType, VersionInfo: first.VersionInfo,
+		ResponseNonce: rejected.Nonce, ErrorDetail: &status.Status{Code: 3, Message: "bind: address already in use"}}
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if nackRetry < time.Hour {
+		if again := c.receive(resourcev3.ListenerType); again.VersionInfo != rejected.VersionInfo {
+			t.Fatalf("after nackRetry: version %s, want the rejected %s again", again.VersionInfo, rejected.VersionInfo)
+		}
+		return
+	}
+	waitFor(t, "the NACK recorded", func() bool { return connectedProxy(t, s, "gw").LastNack != nil })
+	s.SetModel(ctx, testModel(t, 8080, 9191))
+	if next := c.receive(resourcev3.ListenerType); next.VersionInfo == rejected.VersionInfo {
+		t.Fatalf("the rejected version %s was sent again", rejected.VersionInfo)
 	}
 }

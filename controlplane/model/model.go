@@ -210,6 +210,10 @@ type Rule struct {
 	MatchIndex int     `json:"matchIndex"`
 	Match      Match   `json:"match"`
 	Action     *Action `json:"action"`
+	// TracingSampling, when set, is the percentage of the rule's requests
+	// that start a trace sampled, in place of the mesh's (the route's
+	// policy.AnnotationTracingSampling).
+	TracingSampling *float64 `json:"tracingSampling,omitempty"`
 	// Authorization of the SecurityPolicies targeting the route, enforced
 	// wherever its rules are (merged with the gateway's at a gateway); nil:
 	// none.

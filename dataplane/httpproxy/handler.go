@@ -173,11 +173,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w = rec
 		defer h.endMetrics(cfg.Metrics, rec, r.ContentLength)
 	}
-	var span *tracing.Server
+	// With tracing, the server span starts once the route is known (its
+	// Route.tracing may set the sampling), with the path received; the
+	// access log entry after it, so that it has the span's trace context.
+	var received string
 	if cfg.Tracer != nil {
-		span, r = cfg.Tracer.StartServer(w, r)
+		received = r.URL.Path
+	}
+	normalized := !(cfg.NormalizePath || cfg.MergeSlashes) || normalizeRequestPath(r, cfg.MergeSlashes)
+	var rt *router.Route
+	if normalized {
+		rt = cfg.Routes.Match(r)
+		if rec != nil {
+			rec.selectRoute(cfg.Metrics.Route(rt))
+		}
+	}
+	if cfg.Tracer != nil {
+		start := tracing.ServerStart{Path: received}
+		if rt != nil {
+			if ts := rt.Tracing(); ts != nil {
+				start.Ratio, start.Override = cfg.Tracer.Settings().RouteRatio(ts.Random, ts.Overall, ts.HasRandom, ts.HasOverall), true
+			}
+		}
+		var span *tracing.Server
+		span, r = cfg.Tracer.StartServerWith(w, r, start)
 		w = span
 		defer span.End()
+		if rt != nil {
+			span.SetRoute(rt.Name(), rt.VirtualHost())
+		}
 	}
 	var entry *accesslog.Entry
 	if len(cfg.AccessLogs) > 0 {
@@ -185,17 +209,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w = entry
 		defer accesslog.Finish(cfg.AccessLogs, entry)
 	}
-	if (cfg.NormalizePath || cfg.MergeSlashes) && !normalizeRequestPath(r, cfg.MergeSlashes) {
+	if !normalized {
 		entry.SetDetails(accesslog.DetailsPathNormalization)
 		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
 		return
-	}
-	rt := cfg.Routes.Match(r)
-	if rec != nil {
-		rec.selectRoute(cfg.Metrics.Route(rt))
-	}
-	if span != nil && rt != nil {
-		span.SetRoute(rt.Name(), rt.VirtualHost())
 	}
 	if entry != nil && rt != nil {
 		entry.SetRoute(rt.Name(), rt.VirtualHost())

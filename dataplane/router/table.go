@@ -70,6 +70,9 @@ type Route struct {
 
 	kind ActionKind
 
+	// tracing is Route.tracing's sampling, nil without.
+	tracing *TracingSampling
+
 	// ActionForward.
 	cluster       string          // single cluster, or "" with weighted set
 	weighted      []weightedEntry // cumulative weights, ascending

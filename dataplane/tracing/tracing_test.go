@@ -62,13 +62,13 @@ func TestParse(t *testing.T) {
 			in: func(t *testing.T) *hcmv3.HttpConnectionManager_Tracing {
 				return grpcTracing(t, &typev3.Percent{Value: 5})
 			},
-			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.05,
+			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.05, Random: 0.05, Overall: 1,
 				Tags: []attribute.KeyValue{attribute.String("meshgate.role", "sidecar")}},
 		},
 		{
 			name: "sampling unset is 100%",
 			in:   func(t *testing.T) *hcmv3.HttpConnectionManager_Tracing { return grpcTracing(t, nil) },
-			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 1,
+			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 1, Random: 1, Overall: 1,
 				Tags: []attribute.KeyValue{attribute.String("meshgate.role", "sidecar")}},
 		},
 		{
@@ -79,7 +79,7 @@ func TestParse(t *testing.T) {
 				tr.CustomTags = nil
 				return tr
 			},
-			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.25},
+			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.25, Random: 0.5, Overall: 0.5},
 		},
 		{
 			name: "http",
@@ -87,7 +87,7 @@ func TestParse(t *testing.T) {
 				return &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
 					Name: ProviderName, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: httpCfg}}}
 			},
-			want: &Settings{Service: "meshgate", Cluster: "c", Protocol: HTTP, URLPath: "/v1/traces", Authority: "127.0.0.1:4318", Timeout: DefaultExportTimeout, Ratio: 1},
+			want: &Settings{Service: "meshgate", Cluster: "c", Protocol: HTTP, URLPath: "/v1/traces", Authority: "127.0.0.1:4318", Timeout: DefaultExportTimeout, Ratio: 1, Random: 1, Overall: 1},
 		},
 		{
 			name: "percentage out of range",

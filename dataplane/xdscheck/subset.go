@@ -355,7 +355,7 @@ func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
 func routeRule() *Message {
 	return Allow("match", "route", "redirect", "direct_response",
 		"request_headers_to_add", "request_headers_to_remove",
-		"response_headers_to_add", "response_headers_to_remove")
+		"response_headers_to_add", "response_headers_to_remove", "tracing")
 }
 
 // checkHTTPFilters requires the router filter to be the last HTTP filter, and

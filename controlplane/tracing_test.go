@@ -33,10 +33,10 @@ func reloadTraces(exp *tracetest.InMemoryExporter) (names map[string][]string, r
 		if !s.Parent.IsValid() {
 			roots[id] = map[string]string{"service.name": ""}
 			for _, kv := range s.Attributes {
-				roots[id][string(kv.Key)] = kv.Value.Emit()
+				roots[id][string(kv.Key)] = kv.Value.String()
 			}
 			for _, kv := range s.Resource.Attributes() {
-				roots[id][string(kv.Key)] = kv.Value.Emit()
+				roots[id][string(kv.Key)] = kv.Value.String()
 			}
 		}
 	}

@@ -28,7 +28,7 @@ func TestTracedRequest(t *testing.T) {
 	})
 	exp := tracetest.NewInMemoryExporter()
 	tr := tracing.NewWithExporter(&tracing.Settings{Service: "edge", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: 1}, exp, tracing.Options{}, nil)
-	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	route := &routev3.Route{Name: "orders", Match: prefix("/orders"), Action: forwardTo("A")}
 	h := NewHandler(nil)
 	h.Store(&Config{
@@ -93,7 +93,7 @@ func BenchmarkProxyTracing(b *testing.B) {
 		b.Run(fmt.Sprintf("sampling=%g%%", percent), func(b *testing.B) {
 			tr := tracing.NewWithExporter(&tracing.Settings{Service: "bench", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: percent / 100},
 				tracetest.NewNoopExporter(), tracing.Options{}, nil)
-			b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+			b.Cleanup(func() { _ = tr.Close(context.Background()) })
 			h := NewHandler(nil)
 			h.Store(&Config{
 				Routes:   table(b, &routev3.Route{Match: prefix("/"), Action: forwardTo("A")}),
@@ -148,7 +148,7 @@ func TestRouteTracingSampling(t *testing.T) {
 			exp := tracetest.NewInMemoryExporter()
 			tr := tracing.NewWithExporter(&tracing.Settings{Service: "edge", Cluster: "c", Timeout: tracing.DefaultExportTimeout,
 				Ratio: tt.random, Random: tt.random, Overall: 1}, exp, tracing.Options{}, nil)
-			t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+			t.Cleanup(func() { _ = tr.Close(context.Background()) })
 			h := NewHandler(nil)
 			h.Store(&Config{
 				Routes:   table(t, routes...),

@@ -183,8 +183,14 @@ func (t *Tracer) Stats() Stats {
 // Flush exports what is queued (within ctx).
 func (t *Tracer) Flush(ctx context.Context) error { return t.provider.ForceFlush(ctx) }
 
-// Shutdown exports what is queued (within ctx) and stops t.
-func (t *Tracer) Shutdown(ctx context.Context) error {
+// Counts are the spans exported and dropped so far (Stats' counters).
+func (t *Tracer) Counts() (exported, dropped uint64) {
+	st := t.Stats()
+	return st.Exported, st.Dropped
+}
+
+// Close exports what is queued (within ctx) and stops t.
+func (t *Tracer) Close(ctx context.Context) error {
 	err := t.provider.Shutdown(ctx)
 	return errors.Join(err, t.closeConn())
 }

@@ -145,7 +145,7 @@ func newTestTracer(t *testing.T, ratio float64) (*Tracer, *tracetest.InMemoryExp
 	exp := tracetest.NewInMemoryExporter()
 	tr := NewWithExporter(&Settings{Service: "orders", Cluster: "c", Timeout: DefaultExportTimeout, Ratio: ratio,
 		Tags: []attribute.KeyValue{attribute.String("meshgate.role", "sidecar")}}, exp, Options{}, nil)
-	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	return tr, exp
 }
 
@@ -292,7 +292,7 @@ func TestFullQueueDropsNeverBlocks(t *testing.T) {
 		t.Fatalf("dropped %d of %d spans, want at least %d", st.Dropped, 2*requests, 2*requests-5)
 	}
 	_ = exp.Shutdown(context.Background())
-	if err := tr.Shutdown(context.Background()); err != nil {
+	if err := tr.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	st = tr.Stats()

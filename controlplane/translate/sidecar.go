@@ -91,14 +91,18 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 			var rs []*routev3.Route
 			if rules := port.RoutesFor(callerNamespace); len(rules) > 0 {
 				var err error
-				if rs, err = routes(m, clusters, rules, port.Number, nil); err != nil {
+				if rs, err = routes(m, clusters, rules, port.Number, nil, nil); err != nil {
 					return nil, err
 				}
 			} else {
 				clusters.add(svc, port)
+				ra := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}
+				if err := setRouteTraffic(ra, &model.Action{}, port, nil, nil); err != nil {
+					return nil, err
+				}
 				rs = []*routev3.Route{{
 					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}},
+					Action: &routev3.Route_Route{Route: ra},
 				}}
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{

@@ -240,9 +240,15 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-// buildRing builds a ring hash's ring as Envoy does: each endpoint gets
-// points in proportion to its weight, the lightest at least one, and the
-// ring at least ringMin points (at most ringMax).
+// ringPointsPerWeight is the points of an endpoint of the lightest
+// weight, doubled until the ring has ringMin points.
+const ringPointsPerWeight = 128
+
+// buildRing builds a ring hash's ring: each endpoint gets points in
+// proportion to its weight (ringPointsPerWeight for the lightest), their
+// number doubled until the ring has ringMin points, and scaled down to at
+// most ringMax. An endpoint's points do not depend on the others (but
+// across a doubling), so when one leaves only its keys move.
 func buildRing(eps []weightedAddress, ringMin, ringMax uint64) []ringPoint {
 	var sum uint64
 	minWeight := eps[0].weight
@@ -250,11 +256,17 @@ func buildRing(eps []weightedAddress, ringMin, ringMax uint64) []ringPoint {
 		sum += e.weight
 		minWeight = min(minWeight, e.weight)
 	}
-	minNorm := float64(minWeight) / float64(sum)
-	scale := math.Min(math.Ceil(float64(ringMin)*minNorm)/minNorm, float64(ringMax))
-	ring := make([]ringPoint, 0, int(min(scale+float64(len(eps)), float64(ringMax))))
+	perWeight := float64(ringPointsPerWeight) / float64(minWeight)
+	total := perWeight * float64(sum)
+	for total < float64(ringMin) {
+		perWeight, total = 2*perWeight, 2*total
+	}
+	if total > float64(ringMax) {
+		perWeight *= float64(ringMax) / total
+	}
+	ring := make([]ringPoint, 0, int(min(total, float64(ringMax)))+len(eps))
 	for i, e := range eps {
-		n := max(1, uint64(math.Round(scale*float64(e.weight)/float64(sum))))
+		n := max(1, uint64(math.Round(perWeight*float64(e.weight))))
 		for j := range n {
 			if uint64(len(ring)) >= ringMax {
 				break

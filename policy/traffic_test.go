@@ -54,8 +54,8 @@ func TestTrafficPolicyValidation(t *testing.T) {
   outlierDetection: {consecutive5xx: 5, consecutiveGatewayErrors: 3, successRate: {minHosts: 3, requestVolume: 100, stdevFactor: 1900}, failurePercentage: {threshold: 50, minHosts: 3, requestVolume: 50}, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
   healthCheck: {http: {path: /healthz, host: orders.local, expectedStatuses: [200, 204]}, interval: 5s, timeout: 1s, healthyThreshold: 2, unhealthyThreshold: 3, jitter: 100ms}
   faultInjection: {delay: {fixed: 100ms, percent: 10}, abort: {httpStatus: 503, percent: 1.5}, onlyWithHeader: {name: x-chaos, value: "on"}}
-  bodyLimits: {maxRequestBytes: 1048576, maxResponseBytes: 4194304}
 `, nil},
+		{"body limits not supported yet", svc, "  bodyLimits: {maxRequestBytes: 1048576, maxResponseBytes: 4194304}\n", []string{"spec.bodyLimits: bodyLimits is not supported yet"}},
 		{"route targets with route sections", `[{kind: Gateway, name: edge, sectionName: web}, {kind: HTTPRoute, name: shop, sectionName: checkout}]`,
 			"  timeouts: {request: 5s}\n  retry: {attempts: 2}\n", nil},
 		{"port section", `[{kind: Service, name: orders, sectionName: admin}]`, "  loadBalancer: {type: LeastRequest, slowStart: {window: 30s}}\n", nil},

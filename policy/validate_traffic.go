@@ -117,6 +117,9 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.checkFaultInjection(src, spec.FaultInjection)
 	}
 	if b := spec.BodyLimits; b != nil {
+		// The proxy does not enforce body limits yet: refused rather than
+		// accepted and ignored.
+		l.errorf(src, "spec.bodyLimits", "bodyLimits is not supported yet")
 		for field, v := range map[string]*int64{"maxRequestBytes": b.MaxRequestBytes, "maxResponseBytes": b.MaxResponseBytes} {
 			if v != nil && (*v < 1 || *v > MaxBodyLimit) {
 				l.errorf(src, "spec.bodyLimits."+field, "%d bytes: want 1 to %d", *v, MaxBodyLimit)

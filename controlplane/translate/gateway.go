@@ -30,6 +30,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
+			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {

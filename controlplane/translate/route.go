@@ -42,8 +42,14 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			if err := setTraffic(m, clusters, ra, a); err != nil {
 				return nil, err
 			}
-			if err := setRouteTraffic(ra, a, backendPort(m, a), rule.Traffic, outerTraffic); err != nil {
+			t, err := setRouteTraffic(ra, a, backendPort(m, a), rule.Traffic, outerTraffic)
+			if err != nil {
 				return nil, err
+			}
+			if t != nil {
+				if err := setFault(r, t.Fault); err != nil {
+					return nil, err
+				}
 			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {

@@ -2,12 +2,16 @@ package translate
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -269,7 +273,7 @@ func backendPort(m *model.Model, a *model.Action) *model.ServicePort {
 // it: rule (the rule's), outer (the gateway port's, or nil) and the
 // backend port's, section by section, under the rule's own Gateway API
 // fields (a, already translated by setTraffic).
-func setRouteTraffic(ra *routev3.RouteAction, a *model.Action, port *model.ServicePort, rule, outer *model.RouteTraffic) error {
+func setRouteTraffic(ra *routev3.RouteAction, a *model.Action, port *model.ServicePort, rule, outer *model.RouteTraffic) (*model.RouteTraffic, error) {
 	var portRoute *model.RouteTraffic
 	if port != nil {
 		portRoute = port.RouteTraffic
@@ -279,7 +283,7 @@ func setRouteTraffic(ra *routev3.RouteAction, a *model.Action, port *model.Servi
 	}
 	t := model.EffectiveRouteTraffic(rule, outer, portRoute)
 	if t == nil {
-		return nil
+		return nil, nil
 	}
 	if t.StreamIdle != nil {
 		ra.IdleTimeout = durationpb.New(*t.StreamIdle)
@@ -287,7 +291,7 @@ func setRouteTraffic(ra *routev3.RouteAction, a *model.Action, port *model.Servi
 	if a.Retry == nil && t.Retry != nil {
 		p, err := trafficRetryPolicy(t.Retry)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ra.RetryPolicy = p
 	}
@@ -305,7 +309,7 @@ func setRouteTraffic(ra *routev3.RouteAction, a *model.Action, port *model.Servi
 	if a.Timeout == nil && t.Timeout != nil {
 		ra.Timeout = durationpb.New(*t.Timeout)
 	}
-	return nil
+	return t, nil
 }
 
 // hashPolicy is the route hash policy of a consistent-hash balancer.
@@ -358,4 +362,102 @@ func trafficRetryPolicy(r *model.TrafficRetry) (*routev3.RetryPolicy, error) {
 		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: predicate},
 	}}
 	return p, nil
+}
+
+// FaultFilterName is the fault injection HTTP filter
+// (envoy.extensions.filters.http.fault.v3.HTTPFault) on the listeners some
+// of whose routes have a faultInjection section: it has no faults of its
+// own, and each such route has its per-route HTTPFault. A listener without
+// such routes does not have the filter.
+const FaultFilterName = "envoy.filters.http.fault"
+
+// faultFilter is the fault filter of a listener.
+func faultFilter() (*hcmv3.HttpFilter, error) {
+	typed, err := anypb.New(&faultv3.HTTPFault{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", FaultFilterName, err)
+	}
+	return &hcmv3.HttpFilter{Name: FaultFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// percentOf is a TrafficPolicy percentage as Envoy's fractional percent
+// (per million).
+func percentOf(p float64) *typev3.FractionalPercent {
+	return &typev3.FractionalPercent{Numerator: uint32(math.Round(p * 10_000)), Denominator: typev3.FractionalPercent_MILLION}
+}
+
+// setFault gives a route the per-route HTTPFault of a faultInjection
+// section.
+func setFault(r *routev3.Route, f *policy.FaultInjection) error {
+	if f == nil {
+		return nil
+	}
+	hf := &faultv3.HTTPFault{}
+	if d := f.Delay; d != nil {
+		fixed, err := durationOf(d.Fixed)
+		if err != nil {
+			return fmt.Errorf("%s: delay: %w", FaultFilterName, err)
+		}
+		hf.Delay = &faultcommonv3.FaultDelay{
+			FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: fixed},
+			Percentage:         percentOf(d.Percent),
+		}
+	}
+	if a := f.Abort; a != nil {
+		abort := &faultv3.FaultAbort{Percentage: percentOf(a.Percent)}
+		if a.HTTPStatus != nil {
+			abort.ErrorType = &faultv3.FaultAbort_HttpStatus{HttpStatus: uint32(*a.HTTPStatus)}
+		} else if a.GRPCStatus != nil {
+			abort.ErrorType = &faultv3.FaultAbort_GrpcStatus{GrpcStatus: uint32(*a.GRPCStatus)}
+		}
+		hf.Abort = abort
+	}
+	if h := f.OnlyWithHeader; h != nil {
+		hf.Headers = []*routev3.HeaderMatcher{{
+			Name:                 strings.ToLower(h.Name),
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h.Value, false)},
+		}}
+	}
+	typed, err := anypb.New(hf)
+	if err != nil {
+		return fmt.Errorf("%s per route: %w", FaultFilterName, err)
+	}
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[FaultFilterName] = typed
+	return nil
+}
+
+// needsFault reports whether a route of rules (at a gateway port with
+// outer traffic, or nil) gets a faultInjection section.
+func needsFault(m *model.Model, rules []*model.Rule, outer *model.RouteTraffic) bool {
+	for _, r := range rules {
+		var portRoute *model.RouteTraffic
+		if port := backendPort(m, r.Action); port != nil {
+			portRoute = port.RouteTraffic
+		}
+		if t := model.EffectiveRouteTraffic(r.Traffic, outer, portRoute); t != nil && t.Fault != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// modelHasFault reports whether some route a sidecar's outbound listener
+// may serve gets a faultInjection section.
+func modelHasFault(m *model.Model) bool {
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if port.RouteTraffic != nil && port.RouteTraffic.Fault != nil || needsFault(m, port.Routes, nil) {
+				return true
+			}
+			for _, rules := range port.ConsumerRoutes {
+				if needsFault(m, rules, nil) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

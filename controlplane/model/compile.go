@@ -145,6 +145,7 @@ var compileSteps = [...]struct {
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
 	{policy.KindGateway, (*compiler).gateways},
+	{policy.KindTrafficPolicy, (*compiler).trafficPolicies},
 	// Policy resolves GatewayClasses (the Gateways of other controllers'
 	// classes are not in the set); ReferenceGrants are read through
 	// policy.Set.BackendPermitted by the HTTPRoute step.

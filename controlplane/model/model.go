@@ -130,6 +130,12 @@ type ServicePort struct {
 	// parentRef selects this port as above; in precedence order. They shape
 	// the calls of the callers in their namespace only, instead of Routes.
 	ConsumerRoutes map[string][]*Rule `json:"consumerRoutes,omitempty"`
+	// Traffic is what the TrafficPolicies of the service set on the
+	// port's cluster; nil: none.
+	Traffic *ClusterTraffic `json:"traffic,omitempty"`
+	// RouteTraffic is what they set on the routes to the port, unless a
+	// gateway's or the route's own policy sets it; nil: none.
+	RouteTraffic *RouteTraffic `json:"routeTraffic,omitempty"`
 }
 
 // RoutesFor returns the rules that shape the calls to p of a caller in
@@ -190,6 +196,9 @@ type GatewayPort struct {
 	Number int32 `json:"number"`
 	// VirtualHosts sorted by hostname; "*" stands for any host.
 	VirtualHosts []*VirtualHost `json:"virtualHosts,omitempty"`
+	// Traffic is what the TrafficPolicies of the gateway (or of a listener
+	// on this port) set on its routes; nil: none.
+	Traffic *RouteTraffic `json:"traffic,omitempty"`
 }
 
 // VirtualHost is the route rules that apply to requests for one hostname.
@@ -218,6 +227,9 @@ type Rule struct {
 	// wherever its rules are (merged with the gateway's at a gateway); nil:
 	// none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Traffic of the TrafficPolicies targeting the route (or this rule);
+	// nil: none.
+	Traffic *RouteTraffic `json:"traffic,omitempty"`
 }
 
 // PathMatchKind is how a path is matched.

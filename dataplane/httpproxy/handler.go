@@ -276,7 +276,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
-	endpoint, ok := cluster.Next()
+	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
 		localReply(w, rt, http.StatusServiceUnavailable, bodyNoHealthy)
@@ -347,6 +347,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
 	}
+	var idle *idleTimer
+	if d := rt.IdleTimeout(); d > 0 {
+		out, idle = withIdleTimeout(out, d)
+		defer idle.stop()
+		if out.Body != nil {
+			out.Body = &idleBody{ReadCloser: out.Body, t: idle}
+		}
+	}
 	var resp *http.Response
 	var err error
 	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
@@ -357,10 +365,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	// The endpoint of the last attempt (with retries, the one that answered
 	// or failed last).
 	entry.SetUpstream(cluster.Name(), endpoint)
+	if err != nil && idle != nil && idle.fired(out.Context()) && r.Context().Err() == nil {
+		attempt.Fail(err)
+		entry.Fail(accesslog.UpstreamRequestTimeout, detailsStreamIdle)
+		localReply(w, rt, http.StatusGatewayTimeout, bodyStreamIdle)
+		return
+	}
 	if err != nil {
 		attempt.Fail(err)
 		h.upstreamError(w, r, rt, cluster, endpoint, err, body, entry)
 		return
+	}
+	if idle != nil {
+		resp.Body = &idleBody{ReadCloser: resp.Body, t: idle}
 	}
 	defer resp.Body.Close()
 	attempt.SetStatus(resp.StatusCode)

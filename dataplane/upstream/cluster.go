@@ -79,6 +79,8 @@ type Cluster struct {
 	tlsLog    tlsFailureLog
 	router    roundTripper
 	stats     Stats
+	// balancer is the lb_policy (lb.go).
+	balancer balancer
 
 	endpoints atomic.Pointer[endpointSet]
 	next      atomic.Uint64
@@ -91,6 +93,8 @@ type endpointSet struct {
 	// secure maps the endpoints a transport_socket_matches entry selects to
 	// that entry; the others are plaintext. Nil when none.
 	secure map[string]*tlsMatch
+	// lb is the balancer's state (lb.go); nil for plain round robin.
+	lb *lbState
 }
 
 // NewCluster builds a cluster from c, checked against the subset of
@@ -143,10 +147,19 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 		connectTimeout = d.AsDuration()
 	}
 
+	if cl.balancer, err = balancerOf(c); err != nil {
+		return nil, errorf("%w", err)
+	}
+	idleTimeout, err := upstreamIdleTimeout(c, idleConnTimeout)
+	if err != nil {
+		return nil, errorf("%w", err)
+	}
 	cl.transport = newTransport(protocol, connectTimeout)
+	cl.transport.IdleConnTimeout = idleTimeout
 	cl.transport.DialContext = cl.countDials(cl.transport.DialContext)
 	if protocol == HTTP1 {
 		cl.fast = newH1Client(cl.transport.DialContext)
+		cl.fast.idleTimeout = idleTimeout
 	}
 	if cl.matches, err = cl.buildMatches(connectTimeout); err != nil {
 		return nil, errorf("%w", err)
@@ -262,6 +275,13 @@ func (rt *roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // none: Go's clients would add "Go-http-client/1.1" (or /2.0), so
 // RoundTrip records the absence in r.Header as an entry without values.
 func (c *Cluster) RoundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
+	if done := c.beginRequest(r.URL.Host); done != nil {
+		return c.roundTripCounted(r, timeout, done)
+	}
+	return c.roundTrip(r, timeout)
+}
+
+func (c *Cluster) roundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
 	suppressDefaultUserAgent(r)
 	transport, fast := c.transport, c.fast
 	if secure := c.endpoints.Load().secure; secure != nil {
@@ -376,6 +396,7 @@ func (c *Cluster) UseEndpoints(e *Endpoints) {
 	if e == nil || e.cluster != c {
 		return
 	}
+	e.set.lb.carrySince(c.endpoints.Load().lb, time.Now())
 	c.endpoints.Store(e.set)
 	c.forgetRemovedEndpoints(e.set)
 	c.logger.Debug("endpoints updated", "endpoints", len(e.set.addresses), "schedule", len(e.set.schedule))
@@ -402,7 +423,11 @@ func (c *Cluster) Endpoints() []string { return c.endpoints.Load().addresses }
 // order, or false when the cluster has none. It takes no lock and does not
 // allocate.
 func (c *Cluster) Next() (string, bool) {
-	schedule := c.endpoints.Load().schedule
+	set := c.endpoints.Load()
+	if set.lb != nil {
+		return c.pick(set, 0, false)
+	}
+	schedule := set.schedule
 	if len(schedule) == 0 {
 		return "", false
 	}
@@ -492,6 +517,7 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 		}
 	}
 	set.schedule = schedule(eligible)
+	set.lb = c.balancer.prepare(eligible)
 	return set, nil
 }
 

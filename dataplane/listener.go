@@ -60,6 +60,9 @@ type listenerSpec struct {
 	rds           string     // route configuration name, "" when inline
 	inline        *routeSpec // inline route_config, compiled
 	secrets       []string   // SDS secrets its TLS context references
+	// terminate are the chains of a listener terminating TLS with
+	// certificates received over SDS (tls mode modeTerminate).
+	terminate []terminateChain
 	// tracing is its HttpConnectionManager's tracing; nil: none.
 	tracing *tracing.Settings
 	// accessLogs are its HttpConnectionManager's access_log; none: no
@@ -155,11 +158,11 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 			return nil, errorf("filter_chains[%d].filters[0]: every filter chain must carry the same http_connection_manager", i+1)
 		}
 	}
-	tlsParams, err := parseListenerTLS(l, env.haveIdentity)
+	tlsParams, terminate, err := parseListenerTLS(l, env.haveIdentity)
 	if err != nil {
 		return nil, errorf("%w", err)
 	}
-	spec.params.tls = tlsParams
+	spec.params.tls, spec.terminate = tlsParams, terminate
 	spec.secrets = xdsclient.SecretNames([]proto.Message{l})
 	switch hcm.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO:
@@ -285,7 +288,14 @@ func (spec *listenerSpec) addresses() []string {
 func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 	logger := p.logger.With("listener", spec.name)
 	var tlsConfig *tls.Config
-	if spec.params.tls.mode != modePlaintext {
+	switch spec.params.tls.mode {
+	case modePlaintext:
+	case modeTerminate:
+		var err error
+		if tlsConfig, err = p.terminateTLSConfig(spec); err != nil {
+			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
+		}
+	default:
 		var err error
 		if tlsConfig, err = p.serverTLSConfig(spec.params); err != nil {
 			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
@@ -316,6 +326,9 @@ func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 		protocols.SetHTTP2(spec.params.h2c) // h2 over TLS, negotiated by ALPN
 		httpServer.ConnContext = connIdentity
 		httpServer.Handler = retireExpiring(handler)
+		if hasServerNames(spec.terminate) {
+			httpServer.Handler = misdirected(httpServer.Handler, spec.terminate)
+		}
 		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
 	} else if spec.config.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND && p.opts.Identity != nil {
 		// On a sidecar's outbound listener the caller is the local app, whose

@@ -7,6 +7,7 @@ package dataplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -117,6 +118,9 @@ type Proxy struct {
 	// trust holds the accepted trust bundles by secret name, read by every
 	// TLS handshake.
 	trust atomic.Pointer[map[string]*meshtls.Bundle]
+	// certs holds the accepted listener certificates by secret name, read
+	// by every handshake of an HTTPS listener.
+	certs atomic.Pointer[map[string]*tls.Certificate]
 	// tracers are the listeners' Tracers (tracing.go).
 	tracers tracers
 	// accessLogs are the listeners' access-log Writers (accesslog.go).

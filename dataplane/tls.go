@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,19 +48,18 @@ const (
 	errNoIdentity = "mesh TLS needs the proxy's identity (a join token), and this proxy has none"
 )
 
-// secretSpec is an accepted Secret: a trust bundle.
+// secretSpec is an accepted Secret: a trust bundle, or a listener
+// certificate and its key.
 type secretSpec struct {
 	config *tlsv3.Secret
 	bundle *meshtls.Bundle
+	cert   *tls.Certificate
 }
 
 // applySecrets parses every Secret (a PEM trust bundle) and merges them into
 // the accepted secrets; then publishes the bundles to the handshakes and the
 // ROOTCA bundle to the identity provider.
 func (p *Proxy) applySecrets(resources []proto.Message) error {
-	if p.opts.Identity == nil && len(resources) > 0 {
-		return errors.New("secrets: " + errNoIdentity)
-	}
 	next := maps.Clone(p.state.secrets)
 	seen := make(map[string]bool, len(resources))
 	for _, r := range resources {
@@ -78,6 +78,9 @@ func (p *Proxy) applySecrets(resources []proto.Message) error {
 		if old := p.state.secrets[name]; old != nil && proto.Equal(old.config, s) {
 			continue
 		}
+		if p.opts.Identity == nil && s.GetTlsCertificate() == nil {
+			return fmt.Errorf("secret %q: %s", name, errNoIdentity)
+		}
 		spec, err := parseSecret(s)
 		if err != nil {
 			return err
@@ -87,15 +90,23 @@ func (p *Proxy) applySecrets(resources []proto.Message) error {
 	old := p.state.secrets[rootCASecretName]
 	p.state.secrets = next
 	p.publishTrust()
-	if root := next[rootCASecretName]; root != nil && (old == nil || !bytes.Equal(old.bundle.PEM, root.bundle.PEM)) {
+	if root := next[rootCASecretName]; root != nil && root.bundle != nil && (old == nil || !bytes.Equal(old.bundle.PEM, root.bundle.PEM)) {
 		p.opts.Identity.UpdateTrustBundle(root.bundle.PEM)
 		p.logger.Info("trust bundle updated", "roots", len(root.bundle.Roots))
 	}
 	return nil
 }
 
-// parseSecret reads a Secret already checked by xdscheck: a PEM trust bundle.
+// parseSecret reads a Secret already checked by xdscheck: a PEM trust
+// bundle, or a certificate and key (whose parse errors never quote the key).
 func parseSecret(s *tlsv3.Secret) (*secretSpec, error) {
+	if tc := s.GetTlsCertificate(); tc != nil {
+		cert, err := tls.X509KeyPair(tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes())
+		if err != nil {
+			return nil, fmt.Errorf("secret %q: tls_certificate: certificate and private key do not make a key pair: %w", s.GetName(), err)
+		}
+		return &secretSpec{config: s, cert: &cert}, nil
+	}
 	bundle, err := meshtls.ParseBundle(s.GetValidationContext().GetTrustedCa().GetInlineBytes())
 	if err != nil {
 		return nil, fmt.Errorf("secret %q: validation_context.trusted_ca.inline_bytes: %w", s.GetName(), err)
@@ -127,10 +138,16 @@ func (p *Proxy) pruneSecrets() {
 // publishTrust makes the accepted bundles visible to new handshakes.
 func (p *Proxy) publishTrust() {
 	bundles := make(map[string]*meshtls.Bundle, len(p.state.secrets))
+	certs := make(map[string]*tls.Certificate)
 	for name, s := range p.state.secrets {
+		if s.cert != nil {
+			certs[name] = s.cert
+			continue
+		}
 		bundles[name] = s.bundle
 	}
 	p.trust.Store(&bundles)
+	p.certs.Store(&certs)
 }
 
 // trustBundle is the current bundle of a validation secret, nil when not
@@ -176,6 +193,7 @@ const (
 	modePlaintext  tlsMode = iota // HTTP only
 	modeTLS                       // mTLS only (STRICT): plaintext fails the handshake
 	modePermissive                // TLS or plaintext, told apart by the first byte
+	modeTerminate                 // TLS with certificates received over SDS, by SNI (a gateway's HTTPS)
 )
 
 func (m tlsMode) String() string {
@@ -184,6 +202,8 @@ func (m tlsMode) String() string {
 		return "tls"
 	case modePermissive:
 		return "permissive"
+	case modeTerminate:
+		return "terminate"
 	}
 	return "plaintext"
 }
@@ -195,14 +215,35 @@ type tlsParams struct {
 	requireClientCert bool
 	alpn              string // comma-separated, as offered
 	bundle            string // validation secret name
+	// terminate describes the chains of modeTerminate (listenerSpec.terminate),
+	// so that a change of them makes a new server.
+	terminate string
 }
 
 // parseListenerTLS reads the filter chains' matches and transport sockets
 // (docs/xds.md "Inbound listener modes").
-func parseListenerTLS(l *listenerv3.Listener, haveIdentity bool) (tlsParams, error) {
+func parseListenerTLS(l *listenerv3.Listener, haveIdentity bool) (tlsParams, []terminateChain, error) {
+	params, terminate, err := parseListenerTLSChains(l, haveIdentity)
+	if err == nil && len(terminate) > 0 {
+		params.mode = modeTerminate
+		params.terminate = fmt.Sprint(terminate)
+	}
+	return params, terminate, err
+}
+
+// terminating reports whether a TLS context presents certificates
+// received over SDS (a gateway's HTTPS listener).
+func terminating(ctx *tlsv3.DownstreamTlsContext) bool {
+	return slices.ContainsFunc(ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs(), func(c *tlsv3.SdsSecretConfig) bool {
+		return c.GetSdsConfig() != nil
+	})
+}
+
+func parseListenerTLSChains(l *listenerv3.Listener, haveIdentity bool) (tlsParams, []terminateChain, error) {
 	chains := l.GetFilterChains()
 	inspector := len(l.GetListenerFilters()) > 0
 	var params tlsParams
+	var terminate []terminateChain
 	var tlsChain, plainChain bool
 	var ctx *tlsv3.DownstreamTlsContext
 	seen := map[string]bool{}
@@ -211,40 +252,61 @@ func parseListenerTLS(l *listenerv3.Listener, haveIdentity bool) (tlsParams, err
 		transport := chain.GetFilterChainMatch().GetTransportProtocol()
 		switch {
 		case transport == "" && len(chains) > 1:
-			return params, fmt.Errorf("%s.filter_chain_match.transport_protocol: required with two filter chains", path)
+			return params, nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: required with two filter chains", path)
 		case transport != "" && !inspector:
-			return params, fmt.Errorf("%s.filter_chain_match: needs the tls_inspector listener filter", path)
-		case seen[transport]:
-			return params, fmt.Errorf("%s.filter_chain_match: transport_protocol %q matched by two chains", path, transport)
+			return params, nil, fmt.Errorf("%s.filter_chain_match: needs the tls_inspector listener filter", path)
+		case seen[transport+"/"+strings.Join(chain.GetFilterChainMatch().GetServerNames(), ",")]:
+			return params, nil, fmt.Errorf("%s.filter_chain_match: transport_protocol %q and these server_names matched by two chains", path, transport)
 		}
-		seen[transport] = true
+		seen[transport+"/"+strings.Join(chain.GetFilterChainMatch().GetServerNames(), ",")] = true
 		socket := chain.GetTransportSocket()
 		switch {
 		case transport == "tls" && socket == nil:
-			return params, fmt.Errorf("%s.transport_socket: required for transport_protocol \"tls\"", path)
+			return params, nil, fmt.Errorf("%s.transport_socket: required for transport_protocol \"tls\"", path)
 		case transport == "raw_buffer" && socket != nil:
-			return params, fmt.Errorf("%s.transport_socket: not supported for transport_protocol \"raw_buffer\"", path)
+			return params, nil, fmt.Errorf("%s.transport_socket: not supported for transport_protocol \"raw_buffer\"", path)
 		}
 		if socket == nil {
+			if len(terminate) > 0 {
+				return params, nil, fmt.Errorf("%s.transport_socket: a listener with certificates received over SDS has no plaintext chain", path)
+			}
 			plainChain = true
 			continue
-		}
-		if !haveIdentity {
-			return params, fmt.Errorf("%s.transport_socket: %s", path, errNoIdentity)
 		}
 		tlsChain = true
 		ctx = &tlsv3.DownstreamTlsContext{}
 		if err := socket.GetTypedConfig().UnmarshalTo(ctx); err != nil {
-			return params, fmt.Errorf("%s.transport_socket.typed_config: %w", path, err)
+			return params, nil, fmt.Errorf("%s.transport_socket.typed_config: %w", path, err)
+		}
+		if terminating(ctx) {
+			if transport != "tls" || plainChain {
+				return params, nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: \"tls\" required with certificates received over SDS", path)
+			}
+			c, err := parseTerminateChain(chain.GetFilterChainMatch().GetServerNames(), ctx)
+			if err != nil {
+				return params, nil, fmt.Errorf("%s.transport_socket.typed_config.%w", path, err)
+			}
+			terminate = append(terminate, c)
+			params.alpn = strings.Join(common(ctx).GetAlpnProtocols(), ",")
+			continue
+		}
+		if len(terminate) > 0 {
+			return params, nil, fmt.Errorf("%s.transport_socket: a listener with certificates received over SDS has no other TLS chains", path)
+		}
+		if len(chain.GetFilterChainMatch().GetServerNames()) > 0 {
+			return params, nil, fmt.Errorf("%s.filter_chain_match.server_names: only with certificates received over SDS", path)
+		}
+		if !haveIdentity {
+			return params, nil, fmt.Errorf("%s.transport_socket: %s", path, errNoIdentity)
 		}
 		common := ctx.GetCommonTlsContext()
 		if common.GetCombinedValidationContext() != nil {
-			return params, fmt.Errorf("%s.transport_socket.typed_config.common_tls_context.combined_validation_context: not supported on a listener", path)
+			return params, nil, fmt.Errorf("%s.transport_socket.typed_config.common_tls_context.combined_validation_context: not supported on a listener", path)
 		}
 		params.bundle = common.GetValidationContextSdsSecretConfig().GetName()
 		params.requireClientCert = ctx.GetRequireClientCertificate().GetValue()
 		if params.requireClientCert && params.bundle == "" {
-			return params, fmt.Errorf("%s.transport_socket.typed_config.common_tls_context.validation_context_sds_secret_config: required with require_client_certificate", path)
+			return params, nil, fmt.Errorf("%s.transport_socket.typed_config.common_tls_context.validation_context_sds_secret_config: required with require_client_certificate", path)
 		}
 		params.alpn = strings.Join(common.GetAlpnProtocols(), ",")
 	}
@@ -254,7 +316,7 @@ func parseListenerTLS(l *listenerv3.Listener, haveIdentity bool) (tlsParams, err
 	case tlsChain:
 		params.mode = modeTLS
 	}
-	return params, nil
+	return params, terminate, nil
 }
 
 // serverTLSConfig is the tls.Config of a TLS listener: the certificate and
@@ -507,4 +569,9 @@ func (c *peekedConn) Read(b []byte) (int, error) {
 		return 1, nil
 	}
 	return c.Conn.Read(b)
+}
+
+// common is ctx's common_tls_context.
+func common(ctx *tlsv3.DownstreamTlsContext) *tlsv3.CommonTlsContext {
+	return ctx.GetCommonTlsContext()
 }

@@ -113,6 +113,8 @@ type passState struct {
 	// ignored are the Gateways of other controllers' GatewayClasses, with
 	// why.
 	ignored map[resourceKey]string
+	// secrets are the Secrets checked as certificates (secretCertificate).
+	secrets map[*Secret]*secretCheck
 }
 
 // evaluation is one Evaluate.
@@ -443,6 +445,9 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	}
 	for _, ns := range s.Namespaces {
 		add(KindNamespace, "", ns.Name, ns, ns.Source)
+	}
+	for _, sec := range s.Secrets {
+		add(KindSecret, sec.Namespace, sec.Name, sec, sec.Source)
 	}
 	for _, ls := range s.ListenerSets {
 		if ls.original != nil {

@@ -161,6 +161,14 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.ListenerSets = append(l.set.ListenerSets, res.(*ListenerSet)) },
 		validate: func(*loader, *setIndex) {},
 	},
+	{
+		// The certificates of HTTPS listeners (type kubernetes.io/tls);
+		// checked when listeners reference them, and here.
+		name: KindSecret, apiVersion: CoreAPIVersion, aliases: []string{"secrets"},
+		decode:   decodeSecret,
+		add:      func(l *loader, res any) { l.set.Secrets = append(l.set.Secrets, res.(*Secret)) },
+		validate: (*loader).validateSecrets,
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that

@@ -624,13 +624,19 @@ type decodedMeta struct {
 // decodeSpec checks a document against its Go type and decodes it. ok is
 // false when the document cannot name a resource at all.
 func decodeSpec[S any](d *docEffect, file string, root *yaml.Node) (*document[S], decodedMeta, bool) {
+	return decodeDoc(d, file, root, func(doc *document[S]) documentMeta { return doc.Metadata })
+}
+
+// decodeDoc is decodeSpec for a document of any shape D (a Secret has no
+// spec), whose metadata metaOf returns.
+func decodeDoc[D any](d *docEffect, file string, root *yaml.Node, metaOf func(*D) documentMeta) (*D, decodedMeta, bool) {
 	nd := newNodeDecoder(func(line int, field, message string) {
 		d.errs = append(d.errs, docError{err: Error{File: file, Line: line, Field: field, Message: message,
 			attr: attribution{doc: documentID{file, root.Line}}}})
 	})
-	generic, _ := nd.decode(root, reflect.TypeFor[document[S]](), "", 0)
+	generic, _ := nd.decode(root, reflect.TypeFor[D](), "", 0)
 	src := Source{File: file, Line: root.Line}.WithFields(nd.lines)
-	var doc document[S]
+	var doc D
 	malformed := generic == nil
 	if generic != nil {
 		raw, err := json.Marshal(generic)
@@ -648,7 +654,8 @@ func decodeSpec[S any](d *docEffect, file string, root *yaml.Node) (*document[S]
 		d.dropped, d.droppedID, d.droppedAt = nd.dropped, documentID{file, root.Line}, len(d.errs)
 	}
 	meta := decodedMeta{source: src, malformed: malformed}
-	name, namespace := doc.Metadata.Name, doc.Metadata.Namespace
+	md := metaOf(&doc)
+	name, namespace := md.Name, md.Namespace
 	if namespace == "" {
 		namespace = DefaultNamespace
 	} else if msg := checkDNSLabel(namespace); msg != "" {
@@ -661,20 +668,21 @@ func decodeSpec[S any](d *docEffect, file string, root *yaml.Node) (*document[S]
 	if msg := checkDNSLabel(name); msg != "" {
 		d.errorf(src, "metadata.name", "invalid name %q: %s", name, msg)
 	}
-	checkLabels(d.errorf, src, "metadata.labels", doc.Metadata.Labels)
-	generation := doc.Metadata.Generation
+	checkLabels(d.errorf, src, "metadata.labels", md.Labels)
+	generation := md.Generation
 	if generation < 0 {
 		d.errorf(src, "metadata.generation", "generation %d is negative (want 1 or more, or leave it out)", generation)
 	}
 	if generation <= 0 {
 		generation = 1
 	}
-	meta.key = resourceKey{kind: doc.Kind, namespace: namespace, name: name}
+	kind, _ := topLevelString(root, "kind")
+	meta.key = resourceKey{kind: kind, namespace: namespace, name: name}
 	meta.objectMeta = metav1.ObjectMeta{
 		Name:        name,
 		Namespace:   namespace,
-		Labels:      doc.Metadata.Labels,
-		Annotations: doc.Metadata.Annotations,
+		Labels:      md.Labels,
+		Annotations: md.Annotations,
 		Generation:  generation,
 	}
 	return &doc, meta, true

@@ -472,6 +472,10 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 				conflict = append(conflict, err)
 			case string(gwapiv1.ListenerReasonInvalidRouteKinds):
 				kinds = append(kinds, err)
+			case string(gwapiv1.ListenerReasonInvalidCertificateRef), string(gwapiv1.ListenerReasonRefNotPermitted):
+				// A certificateRef that does not resolve: accepted, not
+				// programmed, ResolvedRefs=False (as the Gateway API has it).
+				kinds = append(kinds, err)
 			default:
 				if accepted {
 					acceptReason = err.attr.reason
@@ -507,8 +511,10 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 		st.Conditions = append(st.Conditions, c)
 		refReason := string(gwapiv1.ListenerReasonResolvedRefs)
 		if len(kinds) > 0 {
-			refReason = string(gwapiv1.ListenerReasonInvalidRouteKinds)
-			st.SupportedKinds = nil
+			refReason = kinds[0].attr.reason
+			if refReason == string(gwapiv1.ListenerReasonInvalidRouteKinds) {
+				st.SupportedKinds = nil
+			}
 		}
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))
 		programmed := len(errs) == 0 && (state == StateAccepted || state == StateLastGood)

@@ -206,6 +206,11 @@ type Set struct {
 	// in the order of their precedence (by namespace, then name: policy
 	// files have no creation time).
 	ListenerSets []*ListenerSet
+	// Secrets sorted by namespace, then name (their data is never shown).
+	Secrets []*Secret
+	// TLSCertificates are the checked certificates of the TLS Secrets, by
+	// "namespace/name" (ListenerCertificates).
+	TLSCertificates map[string]*TLSCertificate
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

@@ -281,6 +281,7 @@ func (l *loader) checkGateway(g *Gateway) {
 	}
 	names := make(map[gwapiv1.SectionName]int)
 	bound := make(map[portHost]int)
+	protocols := make(map[gwapiv1.PortNumber]int) // the first listener on each port
 	for i := range spec.Listeners {
 		ls := &spec.Listeners[i]
 		p := fmt.Sprintf("spec.listeners[%d]", i)
@@ -292,6 +293,12 @@ func (l *loader) checkGateway(g *Gateway) {
 			}
 		}
 		l.checkListener(g, i, p, ls, true)
+		if j, other := protocols[ls.Port]; other && spec.Listeners[j].Protocol != ls.Protocol {
+			l.listenerErrorf(g, i, p+".protocol", string(gwapiv1.ListenerReasonProtocolConflict), "listener %q conflicts with listener %q: port %d serves %s, not %s",
+				ls.Name, spec.Listeners[j].Name, ls.Port, spec.Listeners[j].Protocol, ls.Protocol)
+		} else if !other {
+			protocols[ls.Port] = i
+		}
 		if ls.Port >= 1 && ls.Port <= 65535 {
 			key := portHost{ls.Port, listenerHostnameOf(ls)}
 			if j, dup := bound[key]; dup {
@@ -330,23 +337,30 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 		l.listenerErrorf(o, i, p+".port", string(gwapiv1.ListenerReasonPortUnavailable), "port %d is out of range 1-65535", ls.Port)
 	}
 	switch ls.Protocol {
-	case gwapiv1.HTTPProtocolType:
-	case gwapiv1.HTTPSProtocolType, gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
+	case gwapiv1.HTTPProtocolType, gwapiv1.HTTPSProtocolType:
+	case gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
 		if protocol {
-			l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP)", ls.Protocol)
+			l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP and HTTPS)", ls.Protocol)
 		}
 	case "":
-		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP)")
+		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP or HTTPS)")
 	default:
-		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP)", ls.Protocol)
+		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP or HTTPS)", ls.Protocol)
 	}
 	if ls.Hostname != nil {
 		if msg := checkHostname(string(*ls.Hostname), true); msg != "" {
 			l.listenerErrorf(o, i, p+".hostname", lsInvalid, "invalid hostname %q: %s", *ls.Hostname, msg)
 		}
 	}
-	if ls.TLS != nil && protocol {
-		l.listenerErrorf(o, i, p+".tls", lsInvalid, "%s", notSupported("tls"))
+	if protocol {
+		switch {
+		case ls.Protocol == gwapiv1.HTTPSProtocolType && ls.TLS == nil:
+			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is required for protocol HTTPS (mode Terminate and certificateRefs)")
+		case ls.Protocol == gwapiv1.HTTPSProtocolType:
+			l.checkListenerTLS(o, i, p+".tls", ls.TLS)
+		case ls.TLS != nil:
+			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is only for protocol HTTPS")
+		}
 	}
 	l.checkAllowedRoutes(o, i, p+".allowedRoutes", ls.AllowedRoutes)
 }

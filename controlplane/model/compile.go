@@ -157,6 +157,9 @@ var compileSteps = [...]struct {
 	// The Gateway step adds the listeners of a Gateway's ListenerSets
 	// (policy.Set.ListenerSetsOf) to its own.
 	{policy.KindListenerSet, func(*compiler) error { return nil }},
+	// TLS Secrets are read through policy.Set.ListenerCertificates by the
+	// Gateway step (the certificates of HTTPS listeners).
+	{policy.KindSecret, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -694,9 +697,46 @@ func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set
 		}
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		gw.Ports = append(gw.Ports, compileGatewayPort(port, byPort[port], routes))
+		gp := compileGatewayPort(port, byPort[port], routes)
+		gp.TLS = compilePortTLS(byPort[port], set)
+		gw.Ports = append(gw.Ports, gp)
 	}
 	return gw
+}
+
+// compilePortTLS is the TLS of a port whose listeners are HTTPS: a chain
+// per listener, its certificates and options; nil for a plaintext port.
+// The policy checked every programmed listener's certificates.
+func compilePortTLS(listeners []ownedListener, set *policy.Set) *PortTLS {
+	var out *PortTLS
+	for _, ol := range listeners {
+		l := ol.listener
+		if l.Protocol != gwapiv1.HTTPSProtocolType || l.TLS == nil {
+			continue
+		}
+		if out == nil {
+			out = &PortTLS{}
+		}
+		chain := &TLSChain{
+			Listener:   ol.owner.Namespace + "/" + ol.owner.Name + "/" + string(l.Name),
+			Hostname:   listenerHostname(l),
+			MinVersion: policy.DefaultTLSMinVersion,
+		}
+		if v := l.TLS.Options[policy.TLSOptionMinVersion]; v != "" {
+			chain.MinVersion = string(v)
+		}
+		if v := l.TLS.Options[policy.TLSOptionCipherSuites]; v != "" {
+			for c := range strings.SplitSeq(string(v), ",") {
+				chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
+			}
+		}
+		for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
+			sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
+			chain.Certificates = append(chain.Certificates, &Certificate{Secret: c.Secret, Digest: hex.EncodeToString(sum[:16]), CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
+		}
+		out.Chains = append(out.Chains, chain)
+	}
+	return out
 }
 
 // ownedListener is a listener of a Gateway, its own or one of a

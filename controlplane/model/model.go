@@ -199,6 +199,44 @@ type GatewayPort struct {
 	// Traffic is what the TrafficPolicies of the gateway (or of a listener
 	// on this port) set on its routes; nil: none.
 	Traffic *RouteTraffic `json:"traffic,omitempty"`
+	// TLS, when the port's listeners are HTTPS, is their certificates and
+	// TLS settings; nil: plaintext HTTP.
+	TLS *PortTLS `json:"tls,omitempty"`
+}
+
+// PortTLS is the TLS termination of a port of HTTPS listeners: one chain
+// per listener, chosen by the client's SNI (the listener's hostname,
+// exactly or as a "*." wildcard; a listener without a hostname is the
+// default, for no or an unknown SNI).
+type PortTLS struct {
+	// Chains in listener order.
+	Chains []*TLSChain `json:"chains"`
+}
+
+// TLSChain is one HTTPS listener: the certificates it presents.
+type TLSChain struct {
+	// Listener is "<owner namespace>/<owner name>/<listener name>".
+	Listener string `json:"listener"`
+	// Hostname is the listener's hostname, "*" when it has none.
+	Hostname string `json:"hostname"`
+	// Certificates of its certificateRefs, in order (one per key type).
+	Certificates []*Certificate `json:"certificates"`
+	// MinVersion is "1.2" or "1.3".
+	MinVersion string `json:"minVersion"`
+	// CipherSuites are OpenSSL names; none: the proxy's defaults.
+	CipherSuites []string `json:"cipherSuites,omitempty"`
+}
+
+// Certificate is a listener certificate from a TLS Secret. Its key is
+// never shown (not in the model's JSON).
+type Certificate struct {
+	// Secret is "namespace/name".
+	Secret string `json:"secret"`
+	// Digest identifies the content (a SHA-256 of certificate and key), so
+	// that a changed certificate changes the model's version.
+	Digest  string `json:"digest"`
+	CertPEM []byte `json:"-"`
+	KeyPEM  []byte `json:"-"`
 }
 
 // VirtualHost is the route rules that apply to requests for one hostname.

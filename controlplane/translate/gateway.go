@@ -1,11 +1,14 @@
 package translate
 
 import (
+	"slices"
 	"strconv"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/meshgate/meshgate/controlplane/model"
 )
@@ -15,6 +18,8 @@ type gatewayPart struct {
 	listeners []*listenerv3.Listener
 	routes    []*routev3.RouteConfiguration
 	clusters  *clusterSet
+	// secrets are the certificates of its HTTPS listeners (SDS).
+	secrets []*tlsv3.Secret
 }
 
 // buildGateway translates a Gateway: per port, a listener at the
@@ -39,6 +44,13 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		l, err := listener(name, gw.Address, uint32(port.Number), corev3.TrafficDirection_UNSPECIFIED, true, filters)
 		if err != nil {
 			return nil, err
+		}
+		if port.TLS != nil {
+			secrets, err := terminateTLS(l, port.TLS)
+			if err != nil {
+				return nil, err
+			}
+			part.secrets = append(part.secrets, secrets...)
 		}
 		for _, addr := range gw.AdditionalAddresses {
 			// Envoy's semantics: the listener, its filter chains and routes,
@@ -73,5 +85,8 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		return nil, clusters.err
 	}
 	part.clusters = clusters.set()
+	// A Secret used on several ports is one SDS secret.
+	slices.SortStableFunc(part.secrets, func(a, b *tlsv3.Secret) int { return strings.Compare(a.Name, b.Name) })
+	part.secrets = slices.CompactFunc(part.secrets, func(a, b *tlsv3.Secret) bool { return a.Name == b.Name })
 	return part, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -27,7 +28,12 @@ func (r *Resources) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	secrets, err := rawMessages(r.Secrets)
+	// Private keys are never shown.
+	redacted := make([]*tlsv3.Secret, len(r.Secrets))
+	for i, s := range r.Secrets {
+		redacted[i] = redactSecret(s)
+	}
+	secrets, err := rawMessages(redacted)
 	if err != nil {
 		return nil, err
 	}

@@ -157,6 +157,7 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 		if gw != nil {
 			res.Listeners = append(res.Listeners, gw.listeners...)
 			res.Routes = append(res.Routes, gw.routes...)
+			res.Secrets = append(res.Secrets, gw.secrets...)
 			sets = append(sets, gw.clusters)
 		}
 	case RoleSidecar:
@@ -168,8 +169,9 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 		return res, nil
 	}
 	if in.mtls() {
-		res.Secrets = []*tlsv3.Secret{p.rootCA()}
+		res.Secrets = append([]*tlsv3.Secret{p.rootCA()}, res.Secrets...)
 	}
+	slices.SortFunc(res.Secrets, func(a, b *tlsv3.Secret) int { return cmp.Compare(a.Name, b.Name) })
 	if m, _ := p.translation(); m.Mesh.Tracing != nil && len(res.Listeners) > 0 {
 		collector, err := tracingCluster(m.Mesh.Tracing)
 		if err != nil {

@@ -246,19 +246,21 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			name: "filter chain match",
 			msg: func(t *testing.T) proto.Message {
 				l := listenerWith(t, fullHCM(t, false))
-				l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{"a"}}
+				l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"h2"}}
 				return l
 			},
-			wantErr: `listener "edge": filter_chains[0].filter_chain_match.server_names: not supported`,
+			wantErr: `listener "edge": filter_chains[0].filter_chain_match.application_protocols: not supported`,
 		},
 		{
-			name: "three filter chains",
+			name: "more filter chains than HTTPS listeners can need",
 			msg: func(t *testing.T) proto.Message {
 				l := listenerWith(t, fullHCM(t, false))
-				l.FilterChains = append(l.FilterChains, l.FilterChains[0], l.FilterChains[0])
+				for range 256 {
+					l.FilterChains = append(l.FilterChains, l.FilterChains[0])
+				}
 				return l
 			},
-			wantErr: `listener "edge": filter_chains: at most 2 entries supported, got 3`,
+			wantErr: `listener "edge": filter_chains: at most 256 entries supported, got 257`,
 		},
 		{
 			name: "listener filter",

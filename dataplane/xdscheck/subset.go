@@ -211,10 +211,12 @@ func coreSubset() Rules {
 		// Two filter chains, listener_filters and transport sockets are the TLS
 		// part (subset_tls.go): PERMISSIVE and STRICT inbound listeners.
 		"envoy.config.listener.v3.Listener": Allow("name", "address", "additional_addresses", "traffic_direction").
-			With("filter_chains", Field{MinItems: 1, MaxItems: 2}).
+			// Two for PERMISSIVE inbound listeners; one per HTTPS listener
+			// (by SNI) on a gateway port.
+			With("filter_chains", Field{MinItems: 1, MaxItems: maxFilterChains}).
 			With("listener_filters", Field{MaxItems: 1}).
 			Requires("address", "filter_chains"),
-		"envoy.config.listener.v3.FilterChain": Allow("filter_chain_match").
+		"envoy.config.listener.v3.FilterChain": Allow("filter_chain_match", "name").
 			With("filters", Field{MinItems: 1, MaxItems: 1}).
 			With("transport_socket", Field{Only: downstreamTransportSocket}).
 			Requires("filters"),

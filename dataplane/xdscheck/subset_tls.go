@@ -1,6 +1,11 @@
 package xdscheck
 
-import "google.golang.org/protobuf/reflect/protoreflect"
+import (
+	"maps"
+	"slices"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
 
 // Names of the TLS typed configs and keys of docs/xds.md ("Identity, mTLS and
 // authorization on the wire").
@@ -12,6 +17,14 @@ const (
 	validationType       protoreflect.FullName = "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext"
 	enumSANTypeURI                             = 3 // SubjectAltNameMatcher.SanType.URI
 	localCertificateName                       = "default"
+	enumTLSv12                                 = 3 // TlsParameters.TlsProtocol.TLSv1_2
+	enumTLSv13                                 = 4 // TlsParameters.TlsProtocol.TLSv1_3
+	// maxListenerCertificates bounds the certificates of one HTTPS
+	// listener (one per key type: RSA, ECDSA).
+	maxListenerCertificates = 4
+	// maxFilterChains bounds the filter chains of a listener: the HTTPS
+	// listeners of one gateway port.
+	maxFilterChains = 256
 	// transportSocketMatchKey is the endpoint metadata namespace matched by a
 	// cluster's transport_socket_matches.
 	transportSocketMatchKey = "envoy.transport_socket_match"
@@ -37,7 +50,8 @@ func tlsSubset() Rules {
 			With("typed_config", Field{AnyTypes: []protoreflect.FullName{tlsInspectorType}}).
 			Requires("typed_config"),
 		tlsInspectorType: Allow(),
-		"envoy.config.listener.v3.FilterChainMatch": Allow().
+		// server_names: the SNI of an HTTPS listener's chain.
+		"envoy.config.listener.v3.FilterChainMatch": Allow("server_names").
 			With("transport_protocol", Field{Values: []string{"tls", "raw_buffer"}}).
 			Requires("transport_protocol"),
 
@@ -54,12 +68,19 @@ func tlsSubset() Rules {
 		"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": Allow(
 			"validation_context_sds_secret_config", "combined_validation_context").
 			// The proxy's own certificate is the local secret "default", never
-			// sent over SDS (the key stays on the node).
-			With("tls_certificate_sds_secret_configs", Field{MinItems: 1, MaxItems: 1, Only: Allow().
-				With("name", Field{Values: []string{localCertificateName}}).
+			// sent over SDS (the key stays on the node); a gateway's HTTPS
+			// listener presents certificates received over SDS (sds_config
+			// set), chosen by the client's key types.
+			With("tls_certificate_sds_secret_configs", Field{MinItems: 1, MaxItems: maxListenerCertificates, Only: Allow("name", "sds_config").
 				Requires("name")}).
 			With("alpn_protocols", Field{Values: []string{"h2", "http/1.1"}}).
-			Requires("tls_certificate_sds_secret_configs"),
+			With("tls_params", Field{}).
+			Requires("tls_certificate_sds_secret_configs").
+			CheckedBy(checkCertificateConfigs),
+		"envoy.extensions.transport_sockets.tls.v3.TlsParameters": Allow().
+			With("tls_minimum_protocol_version", Field{Enums: []protoreflect.EnumNumber{enumTLSv12, enumTLSv13}}).
+			With("tls_maximum_protocol_version", Field{Enums: []protoreflect.EnumNumber{enumTLSv13}}).
+			With("cipher_suites", Field{Values: CipherSuiteNames()}),
 		"envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig": Allow("name", "sds_config").
 			Requires("name", "sds_config"),
 		"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext": Allow(
@@ -74,11 +95,63 @@ func tlsSubset() Rules {
 			With("matcher", Field{Only: Allow("exact").Requires("exact")}).
 			Requires("san_type", "matcher"),
 
-		// Secret (SDS): only the trust bundle, as PEM bytes.
+		// Secret (SDS): a trust bundle, or a listener certificate and key,
+		// as PEM bytes.
 		secretType: Allow("name").
 			With("validation_context", Field{Only: Allow().
 				With("trusted_ca", Field{Only: Allow("inline_bytes").Requires("inline_bytes")}).
 				Requires("trusted_ca")}).
-			Requires("name", "validation_context"),
+			With("tls_certificate", Field{Only: Allow().
+				With("certificate_chain", Field{Only: Allow("inline_bytes").Requires("inline_bytes")}).
+				With("private_key", Field{Only: Allow("inline_bytes").Requires("inline_bytes")}).
+				Requires("certificate_chain", "private_key")}).
+			Requires("name").
+			CheckedBy(func(m protoreflect.Message) []Violation {
+				if !m.Has(m.Descriptor().Fields().ByName("validation_context")) && !m.Has(m.Descriptor().Fields().ByName("tls_certificate")) {
+					return []Violation{{Path: "validation_context", Reason: "required (or tls_certificate)"}}
+				}
+				return nil
+			}),
 	}
+}
+
+// CipherSuites maps the TLS 1.2 cipher suites an HTTPS listener may list
+// in tls_params.cipher_suites (their OpenSSL names, as Envoy's) to their
+// IANA names (Go's crypto/tls). TLS 1.3 suites are not configurable. Read
+// only.
+var CipherSuites = map[string]string{
+	"ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+	"ECDHE-RSA-AES128-GCM-SHA256":   "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+	"ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+	"ECDHE-RSA-AES256-GCM-SHA384":   "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+	"ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+	"ECDHE-RSA-CHACHA20-POLY1305":   "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+}
+
+// CipherSuiteNames are the keys of CipherSuites, sorted.
+func CipherSuiteNames() []string { return slices.Sorted(maps.Keys(CipherSuites)) }
+
+// checkCertificateConfigs: the certificates of a TLS context are either
+// the proxy's own (the one local secret "default", without sds_config) or
+// received over SDS (each with sds_config), not both.
+func checkCertificateConfigs(m protoreflect.Message) []Violation {
+	list := m.Get(m.Descriptor().Fields().ByName("tls_certificate_sds_secret_configs")).List()
+	var local, sds int
+	for i := range list.Len() {
+		c := list.Get(i).Message()
+		name := c.Get(c.Descriptor().Fields().ByName("name")).String()
+		hasSDS := c.Has(c.Descriptor().Fields().ByName("sds_config"))
+		switch {
+		case name == localCertificateName && !hasSDS:
+			local++
+		case name != localCertificateName && hasSDS:
+			sds++
+		default:
+			return []Violation{{Path: "tls_certificate_sds_secret_configs", Reason: `want the local secret "default" without sds_config, or secrets received over SDS (sds_config set)`}}
+		}
+	}
+	if local > 1 || (local > 0 && sds > 0) {
+		return []Violation{{Path: "tls_certificate_sds_secret_configs", Reason: `the local secret "default" goes alone`}}
+	}
+	return nil
 }

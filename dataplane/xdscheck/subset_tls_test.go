@@ -139,13 +139,13 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name: "filter chain match on server names",
+			name: "filter chain match on destination port",
 			msg: func(t *testing.T) proto.Message {
 				l := permissiveListener(t)
-				l.FilterChains[0].FilterChainMatch.ServerNames = []string{"a"}
+				l.FilterChains[0].FilterChainMatch.DestinationPort = wrapperspb.UInt32(8443)
 				return l
 			},
-			wantErr: `listener "edge": filter_chains[0].filter_chain_match.server_names: not supported`,
+			wantErr: `listener "edge": filter_chains[0].filter_chain_match.destination_port: not supported`,
 		},
 		{
 			name: "unknown transport protocol",
@@ -208,14 +208,15 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 			msg: func(t *testing.T) proto.Message {
 				ctx := downstreamTLS()
 				ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs[0] = &tlsv3.SdsSecretConfig{Name: "default", SdsConfig: ads()}
+				// The local secret is never received over SDS.
 				l := strictListener(t)
 				l.FilterChains[0].TransportSocket = transportSocket(t, ctx)
 				return l
 			},
-			wantErr: `common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: not supported`,
+			wantErr: `common_tls_context.tls_certificate_sds_secret_configs: want the local secret "default" without sds_config`,
 		},
 		{
-			name: "certificate other than the local one",
+			name: "certificate other than the local one, not from SDS",
 			msg: func(t *testing.T) proto.Message {
 				ctx := downstreamTLS()
 				ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs[0].Name = "other"
@@ -223,18 +224,18 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 				l.FilterChains[0].TransportSocket = transportSocket(t, ctx)
 				return l
 			},
-			wantErr: `common_tls_context.tls_certificate_sds_secret_configs[0].name: value "other" not supported`,
+			wantErr: `common_tls_context.tls_certificate_sds_secret_configs: want the local secret "default" without sds_config`,
 		},
 		{
 			name: "tls params",
 			msg: func(t *testing.T) proto.Message {
 				ctx := downstreamTLS()
-				ctx.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3}
+				ctx.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_1}
 				l := strictListener(t)
 				l.FilterChains[0].TransportSocket = transportSocket(t, ctx)
 				return l
 			},
-			wantErr: `common_tls_context.tls_params: not supported`,
+			wantErr: `common_tls_context.tls_params.tls_minimum_protocol_version: value TLSv1_1 not supported`,
 		},
 		{
 			name: "unknown alpn protocol",
@@ -270,11 +271,14 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 			wantErr: `match_typed_subject_alt_names[0].matcher.prefix: not supported`,
 		},
 		{
-			name: "secret with a certificate",
+			name: "secret with a certificate from a file",
 			msg: func(t *testing.T) proto.Message {
-				return &tlsv3.Secret{Name: "default", Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{}}}
+				return &tlsv3.Secret{Name: "default", Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/etc/cert.pem"}},
+					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte("k")}},
+				}}}
 			},
-			wantErr: `secret "default": tls_certificate: not supported`,
+			wantErr: `secret "default": tls_certificate.certificate_chain.filename: not supported`,
 		},
 		{
 			name: "secret trust bundle from a file",

@@ -57,7 +57,7 @@ func (p *Proxy) adminHandler() http.Handler {
 			"clusters":         len(p.clusters),
 			"secrets":          len(p.state.secrets),
 		}
-		if root := p.state.secrets[rootCASecretName]; root != nil {
+		if root := p.state.secrets[rootCASecretName]; root != nil && root.bundle != nil {
 			out["trust_bundle_roots"] = len(root.bundle.Roots)
 		}
 		// The HTTP filters' counters over every listener, by family:
@@ -160,10 +160,33 @@ type ConfigDump struct {
 	Identity *IdentitySummary `json:"identity,omitempty"`
 }
 
-// SecretSummary describes one accepted trust bundle secret.
+// SecretSummary describes one accepted secret: a trust bundle by its
+// roots, a listener certificate by its subject, names and expiry (never
+// its key).
 type SecretSummary struct {
 	Name  string         `json:"name"`
-	Roots []meshtls.Root `json:"roots"`
+	Roots []meshtls.Root `json:"roots,omitempty"`
+	// Certificate describes a listener certificate.
+	Certificate *CertificateSummary `json:"certificate,omitempty"`
+}
+
+// CertificateSummary describes a listener certificate.
+type CertificateSummary struct {
+	Subject  string    `json:"subject"`
+	DNSNames []string  `json:"dns_names,omitempty"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// summary describes s, named name, for the config dump.
+func (s *secretSpec) summary(name string) SecretSummary {
+	out := SecretSummary{Name: name}
+	switch {
+	case s.cert != nil && s.cert.Leaf != nil:
+		out.Certificate = &CertificateSummary{Subject: s.cert.Leaf.Subject.String(), DNSNames: s.cert.Leaf.DNSNames, NotAfter: s.cert.Leaf.NotAfter}
+	case s.bundle != nil:
+		out.Roots = s.bundle.Roots
+	}
+	return out
 }
 
 // IdentitySummary describes the proxy's identity and current certificate.
@@ -225,7 +248,7 @@ func (p *Proxy) configDump() ([]byte, error) {
 		dump.Versions[k] = v
 	}
 	for _, name := range sortedKeys(p.state.secrets) {
-		dump.Secrets = append(dump.Secrets, SecretSummary{Name: name, Roots: p.state.secrets[name].bundle.Roots})
+		dump.Secrets = append(dump.Secrets, p.state.secrets[name].summary(name))
 	}
 	for _, s := range p.servers {
 		dump.Bound[s.listener] = s.ln.Addr().String()

@@ -257,6 +257,9 @@ type ControlPlane struct {
 	// lastGood is the set of the served model: policy.Input.LastGood of
 	// the next evaluation.
 	lastGood *policy.Set
+	// watchFiles, in Run with config paths, watches the certificate files
+	// the served policy names (watcher.watchFiles); nil otherwise.
+	watchFiles func([]string)
 	// loggedProblems is the text of the problems last logged.
 	loggedProblems string // the policy of the served model
 	hold           destructiveHold
@@ -529,6 +532,10 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		}
 		defer w.Close()
 		watcher = w
+		cp.watchFiles = func(paths []string) { w.watchFiles(paths, cp.logger) }
+		if cp.lastGood != nil {
+			cp.watchFiles(cp.lastGood.CertificateFiles())
+		}
 	}
 
 	g := xds.NewGRPCServer(
@@ -615,7 +622,13 @@ func (cp *ControlPlane) readPolicy(ctx context.Context) (policyInput, error) {
 		if err != nil {
 			return policyInput{}, err
 		}
-		return policyInput{files: pf, readErrors: fileErrs, version: inputVersion(pf, fileErrs)}, nil
+		// The PEM files of the served policy's Secrets are part of its
+		// input: a change of them is a new version.
+		var certFiles []string
+		if cp.lastGood != nil {
+			certFiles = cp.lastGood.CertificateFiles()
+		}
+		return policyInput{files: pf, readErrors: fileErrs, version: withCertificateFiles(inputVersion(pf, fileErrs), certFiles)}, nil
 	}
 	return policyInput{files: files, version: inputVersion(files, nil)}, nil
 }
@@ -730,6 +743,9 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	}
 	cp.applied = sum
 	cp.lastGood = sum.set
+	if cp.watchFiles != nil && sum.set != nil {
+		cp.watchFiles(sum.set.CertificateFiles())
+	}
 	cp.logProblems(sum.result)
 	cp.mu.Lock()
 	defer cp.mu.Unlock()

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,24 @@ func inputVersion(files []policy.File, readErrors policy.ErrorList) string {
 		all = append(all, policy.File{Name: "\x00unread:" + e.File, Data: []byte(e.Message)})
 	}
 	return model.PolicyVersion(all)
+}
+
+// withCertificateFiles is version, changed by the contents of the PEM
+// files paths (a file that cannot be read counts as its error): the
+// certificates a policy's Secrets name by annotation.
+func withCertificateFiles(version string, paths []string) string {
+	if len(paths) == 0 {
+		return version
+	}
+	files := []policy.File{{Name: "\x00policy", Data: []byte(version)}}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			data = []byte("\x00unread:" + err.Error())
+		}
+		files = append(files, policy.File{Name: "\x00certificate:" + p, Data: data})
+	}
+	return model.PolicyVersion(files)
 }
 
 // policySummary is what the destructive-change rules compare between the

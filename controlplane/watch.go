@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -19,6 +20,12 @@ type watcher struct {
 	fs    *fsnotify.Watcher
 	files map[string]bool // config files, absolute
 	dirs  map[string]bool // config directories, absolute
+
+	// extra are files the policy names (the PEM files of TLS Secrets),
+	// absolute, set by watchFiles; their directories are watched too.
+	mu          sync.Mutex
+	extra       map[string]bool
+	watchedDirs map[string]bool
 }
 
 func newWatcher(paths []string) (*watcher, error) {
@@ -26,8 +33,9 @@ func newWatcher(paths []string) (*watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch config: %w", err)
 	}
-	w := &watcher{fs: fsw, files: map[string]bool{}, dirs: map[string]bool{}}
+	w := &watcher{fs: fsw, files: map[string]bool{}, dirs: map[string]bool{}, extra: map[string]bool{}}
 	watched := map[string]bool{}
+	w.watchedDirs = watched
 	for _, p := range paths {
 		abs, err := filepath.Abs(p)
 		if err != nil {
@@ -57,9 +65,36 @@ func newWatcher(paths []string) (*watcher, error) {
 
 func (w *watcher) Close() error { return w.fs.Close() }
 
+// watchFiles makes changes to paths (absolute) reload the policy too, in
+// place of the files given before: the PEM files the policy's Secrets
+// name. A directory that cannot be watched is logged and left out.
+func (w *watcher) watchFiles(paths []string, logger *slog.Logger) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.extra = make(map[string]bool, len(paths))
+	for _, p := range paths {
+		w.extra[p] = true
+		dir := filepath.Dir(p)
+		if w.watchedDirs[dir] {
+			continue
+		}
+		if err := w.fs.Add(dir); err != nil {
+			logger.Warn("cannot watch the directory of a certificate file: its changes apply at the next reload", "file", p, "error", err)
+			continue
+		}
+		w.watchedDirs[dir] = true
+	}
+}
+
 // relevant reports whether an event on path can change the policy.
 func (w *watcher) relevant(path string) bool {
 	if w.files[path] || w.dirs[path] {
+		return true
+	}
+	w.mu.Lock()
+	extra := w.extra[path]
+	w.mu.Unlock()
+	if extra {
 		return true
 	}
 	ext := strings.ToLower(filepath.Ext(path))

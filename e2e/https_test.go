@@ -15,6 +15,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -331,4 +333,64 @@ func TestHTTPSListeners(t *testing.T) {
 			t.Errorf("with the new certificate: %v %v %.200s", err, resp, body)
 		}
 	})
+}
+
+// TestHTTPSCertificateFiles: a Secret may name PEM files on the control
+// plane's disk; writing new files (in a directory of their own, beside the
+// policy's) is picked up without touching the policy: new handshakes
+// present the new certificate.
+func TestHTTPSCertificateFiles(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	certDir := filepath.Join(c.dir, "certs")
+	if err := os.Mkdir(certDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(cert testCertificate) {
+		// Both files within the control plane's debounce: one reload.
+		writeFile(t, filepath.Join(certDir, "files.key"), cert.keyPEM)
+		writeFile(t, filepath.Join(certDir, "files.crt"), cert.certPEM)
+	}
+	write(newTestCertificate(t, "files v1", "files.test"))
+	c.policy("services.yaml", staticServices("alpha"))
+	c.policy("gateway.yaml", yamlDocs(`
+apiVersion: v1
+kind: Secret
+metadata:
+  name: files-cert
+  annotations:
+    meshgate.dev/tls-cert-file: certs/files.crt
+    meshgate.dev/tls-key-file: certs/files.key
+type: kubernetes.io/tls
+`, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - name: files
+      protocol: HTTPS
+      port: ${gws.port}
+      tls: {certificateRefs: [{name: files-cert}]}
+`))
+	c.app("alpha", "alpha", "v1", "")
+	c.startControlPlane()
+	c.gateway("edge")
+	gws := c.addr("gws")
+	subject := func(want string) func() error {
+		return func() error {
+			got, err := peerSubject(gws, "files.test", 0)
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("certificate %q", got)
+			}
+			return nil
+		}
+	}
+	eventually(t, 15*time.Second, "the files' certificate presented", subject("files v1"))
+	write(newTestCertificate(t, "files v2", "files.test"))
+	eventually(t, 20*time.Second, "the new files' certificate presented", subject("files v2"))
 }

@@ -218,13 +218,35 @@ func (l *loader) checkSecret(s *Secret) (*TLSCertificate, error) {
 	return cert, nil
 }
 
+// certificatePath is the path of a PEM file named by a Secret annotation:
+// as written when absolute, else relative to the policy file's directory.
+func certificatePath(policyFile, name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(filepath.Dir(policyFile), name)
+}
+
+// CertificateFiles are the PEM files the TLS Secrets of the set name by
+// annotation (AnnotationTLSCertFile, AnnotationTLSKeyFile), sorted: a
+// control plane watches them, and reloads the policy when they change.
+func (s *Set) CertificateFiles() []string {
+	var out []string
+	for _, sec := range s.Secrets {
+		for _, a := range []string{AnnotationTLSCertFile, AnnotationTLSKeyFile} {
+			if name := sec.Annotations[a]; name != "" {
+				out = append(out, certificatePath(sec.Source.File, name))
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // readPEMFile reads a PEM file named by a Secret annotation, relative to
 // the policy file's directory.
 func readPEMFile(policyFile, name string) ([]byte, string, error) {
-	path := name
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(filepath.Dir(policyFile), name)
-	}
+	path := certificatePath(policyFile, name)
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, path, fmt.Errorf("reading %s: %w", path, err)

@@ -242,6 +242,8 @@ func TestHTTPSListenerFields(t *testing.T) {
 			`gw.yaml:8: spec.listeners[1].tls.options["meshgate.dev/cipher-suites"]: unknown or insecure cipher suite "RC4-SHA"`},
 		{"unknown option", "{name: s, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: c}], options: {x: y}}}",
 			`gw.yaml:8: spec.listeners[1].tls.options.x: unknown option "x"`},
+		{"HTTPRoute on a TLS listener", "{name: s, port: 8443, protocol: TLS, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}",
+			`gw.yaml:8: spec.listeners[1].allowedRoutes.kinds[0]: route kind HTTPRoute does not attach to a listener of protocol TLS`},
 		{"HTTP and HTTPS on one port", "{name: s, port: 8080, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: c}]}}",
 			`gw.yaml:8: spec.listeners[1].protocol: listener "s" conflicts with listener "http": port 8080 serves HTTP, not HTTPS`},
 	}

@@ -363,6 +363,14 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 		}
 	}
 	l.checkAllowedRoutes(o, i, p+".allowedRoutes", ls.AllowedRoutes)
+	if ar := ls.AllowedRoutes; ar != nil && ls.Protocol != gwapiv1.HTTPProtocolType && ls.Protocol != gwapiv1.HTTPSProtocolType && ls.Protocol != "" {
+		for j, k := range ar.Kinds {
+			if (k.Group == nil || *k.Group == GatewayGroup) && k.Kind == KindHTTPRoute {
+				l.listenerErrorf(o, i, fmt.Sprintf("%s.allowedRoutes.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds),
+					"route kind HTTPRoute does not attach to a listener of protocol %s (only HTTP and HTTPS)", ls.Protocol)
+			}
+		}
+	}
 }
 
 // listenerHostnameOf is the hostname of a listener as written, "" when

@@ -21,10 +21,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance"
 	"sigs.k8s.io/gateway-api/conformance/tests"
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
+	k8s "sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
 )
@@ -277,6 +279,13 @@ func runSuite(t *testing.T) {
 		t.Fatalf("installing the GatewayClass: %v", err)
 	}
 	s.Applier.MustApplyWithCleanup(t, w.client, s.TimeoutConfig, s.BaseManifests, false)
+	// The certificates of the HTTPS listeners, which the suite's Setup
+	// creates with the base manifests (the runner applies them itself).
+	certs := []client.Object{
+		k8s.MustCreateSelfSignedCertSecret(t, suite.WebBackendNamespace, "certificate", []string{"*"}),
+		k8s.MustCreateSelfSignedCertSecret(t, suite.InfrastructureNamespace, "tls-validity-checks-certificate", []string{"*", "*.org", "*.wildcard.org"}),
+	}
+	s.Applier.MustApplyObjectsWithCleanup(t, w.client, s.TimeoutConfig, certs, false)
 	if mesh {
 		s.Applier.MustApplyWithCleanup(t, w.client, s.TimeoutConfig, s.MeshManifests, false)
 	}

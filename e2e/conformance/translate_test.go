@@ -37,8 +37,9 @@ type document struct {
 //     gets a meshgate Service named after its Deployment, for its sidecar's
 //     identity;
 //   - Namespaces are passed with their labels (allowedRoutes selectors);
-//   - Deployments, Pods, EndpointSlices, Secrets and ConfigMaps are not
-//     policy.
+//   - Secrets are passed with their type and data (the certificates of
+//     HTTPS listeners);
+//   - Deployments, Pods, EndpointSlices and ConfigMaps are not policy.
 type translator struct {
 	addrs    map[objKey]string
 	backends map[objKey]*backend
@@ -97,6 +98,16 @@ func (tr translator) translate(o *objects) []document {
 	}
 	for _, ls := range o.listenerSets {
 		add(keyOf("ListenerSet", &ls), gatewayAPI("ListenerSet", &ls, ls.Spec))
+	}
+	for _, sec := range o.secrets {
+		doc := map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": meta(sec.Name, sec.Namespace, sec.Labels), "type": string(sec.Type)}
+		if len(sec.Data) > 0 {
+			doc["data"] = sec.Data // []byte: base64, as Kubernetes writes it
+		}
+		if len(sec.StringData) > 0 {
+			doc["stringData"] = sec.StringData
+		}
+		add(keyOf("Secret", &sec), doc)
 	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs

@@ -352,6 +352,7 @@ type objects struct {
 	gatewayClasses  []gatewayv1.GatewayClass
 	listenerSets    []gatewayv1.ListenerSet
 	endpointSlices  []discoveryv1.EndpointSlice
+	secrets         []corev1.Secret
 }
 
 func (w *world) snapshot(ctx context.Context) (*objects, error) {
@@ -367,15 +368,16 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 		gc  gatewayv1.GatewayClassList
 		es  discoveryv1.EndpointSliceList
 		ls  gatewayv1.ListenerSetList
+		sec corev1.SecretList
 	)
-	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls} {
+	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls, &sec} {
 		if err := w.base.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}
 	o.namespaces, o.services, o.deployments = ns.Items, svc.Items, dep.Items
 	o.gateways, o.httpRoutes, o.grpcRoutes, o.referenceGrants, o.gatewayClasses = gw.Items, hr.Items, gr.Items, rg.Items, gc.Items
-	o.endpointSlices, o.listenerSets = es.Items, ls.Items
+	o.endpointSlices, o.listenerSets, o.secrets = es.Items, ls.Items, sec.Items
 	return &o, nil
 }
 

@@ -160,6 +160,10 @@ type TrafficRetry struct {
 	// Methods are the methods retried; by default the idempotent ones
 	// (IdempotentMethods).
 	Methods []string `json:"methods,omitempty"`
+	// AttemptsHeader, when true, makes the proxy tell the upstream which
+	// try a request is and the client how many tries its response took
+	// (x-envoy-attempt-count on both; for the whole virtual host).
+	AttemptsHeader bool `json:"attemptsHeader,omitempty"`
 }
 
 // RetryBackoff is the base and maximum interval between tries.

@@ -64,6 +64,8 @@ type TrafficRetry struct {
 	MaxBackoff  time.Duration `json:"maxBackoff,omitempty"`
 	// Methods are the methods retried.
 	Methods []string `json:"methods"`
+	// AttemptsHeader: the attempt count on upstream requests and responses.
+	AttemptsHeader bool `json:"attemptsHeader,omitempty"`
 }
 
 // mergeRouteTraffic fills the sections of into that it lacks from from;
@@ -175,7 +177,7 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 		}
 	}
 	if r := spec.Retry; r != nil {
-		tr := &TrafficRetry{Attempts: 1, RetryOn: r.RetryOn, Methods: r.Methods}
+		tr := &TrafficRetry{Attempts: 1, RetryOn: r.RetryOn, Methods: r.Methods, AttemptsHeader: r.AttemptsHeader}
 		if r.Attempts != nil {
 			tr.Attempts = int(*r.Attempts)
 		}

@@ -60,11 +60,13 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			if err != nil {
 				return nil, err
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			vhost := &routev3.VirtualHost{
 				Name:    name + "/" + vh.Hostname,
 				Domains: []string{vh.Hostname},
 				Routes:  rs,
-			})
+			}
+			setAttemptCounts(vhost, m, vh.Rules, port.Traffic, nil)
+			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
 		}
 		part.listeners = append(part.listeners, l)
 		part.routes = append(part.routes, rc)

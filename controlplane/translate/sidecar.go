@@ -89,7 +89,8 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 		}
 		for _, port := range svc.Ports {
 			var rs []*routev3.Route
-			if rules := port.RoutesFor(callerNamespace); len(rules) > 0 {
+			rules := port.RoutesFor(callerNamespace)
+			if len(rules) > 0 {
 				var err error
 				if rs, err = routes(m, clusters, rules, port.Number, nil, nil); err != nil {
 					return nil, err
@@ -111,11 +112,13 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					}
 				}
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			vhost := &routev3.VirtualHost{
 				Name:    svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(port.Number)),
 				Domains: serviceDomains(svc, port, callerNamespace),
 				Routes:  rs,
-			})
+			}
+			setAttemptCounts(vhost, m, rules, nil, port)
+			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
 		}
 	}
 	if clusters.err != nil {

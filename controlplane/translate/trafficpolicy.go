@@ -461,3 +461,28 @@ func modelHasFault(m *model.Model) bool {
 	}
 	return false
 }
+
+// countsAttempts reports whether traffic t asks for attempt counts.
+func countsAttempts(t *model.RouteTraffic) bool {
+	return t != nil && t.Retry != nil && t.Retry.AttemptsHeader
+}
+
+// setAttemptCounts sets Envoy's include_request_attempt_count and
+// include_attempt_count_in_response on a virtual host when a route of its
+// rules (at a gateway port with outer traffic, or nil), or the default
+// route to port (rules empty, port not nil), has a TrafficPolicy retry with
+// attemptsHeader: Envoy has them per virtual host only.
+func setAttemptCounts(vh *routev3.VirtualHost, m *model.Model, rules []*model.Rule, outer *model.RouteTraffic, port *model.ServicePort) {
+	on := len(rules) == 0 && port != nil && countsAttempts(port.RouteTraffic)
+	for _, r := range rules {
+		var portRoute *model.RouteTraffic
+		if p := backendPort(m, r.Action); p != nil {
+			portRoute = p.RouteTraffic
+		}
+		on = on || countsAttempts(model.EffectiveRouteTraffic(r.Traffic, outer, portRoute))
+	}
+	if on {
+		vh.IncludeRequestAttemptCount = true
+		vh.IncludeAttemptCountInResponse = true
+	}
+}

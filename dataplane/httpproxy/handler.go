@@ -355,12 +355,16 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 			out.Body = &idleBody{ReadCloser: out.Body, t: idle}
 		}
 	}
+	if rt.AttemptCountOnRequest() {
+		header[router.AttemptCountHeader] = attemptCount(1)
+	}
 	var resp *http.Response
 	var err error
+	attempts := 1
 	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
 		resp, err = cluster.RoundTrip(out, rt.Timeout())
 	} else {
-		resp, endpoint, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+		resp, endpoint, attempts, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
 	}
 	// The endpoint of the last attempt (with retries, the one that answered
 	// or failed last).
@@ -392,6 +396,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		rt.ApplyClusterResponseHeaders(cluster.Name(), dst)
 	}
 	rt.ApplyResponseHeaders(dst)
+	if rt.AttemptCountOnResponse() {
+		dst[router.AttemptCountHeader] = attemptCount(attempts)
+	}
 	w.WriteHeader(resp.StatusCode)
 
 	if !h.copyBody(r.Context(), w, resp, entry) {

@@ -119,6 +119,8 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, 
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
 		rt.vhostName = vh.name
+		rt.attemptCountRequest = vhc.GetIncludeRequestAttemptCount()
+		rt.attemptCountResponse = vhc.GetIncludeAttemptCountInResponse()
 		if rt.cluster != "" {
 			clusters[rt.cluster] = struct{}{}
 		}

@@ -192,6 +192,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 		Requires("typed_config")
 	perRoute := Field{AnyTypes: perRouteTypes}
 	rc, vh, rt := routeConfigRule(), virtualHostRule(), routeRule()
+	extendTrafficVirtualHost(vh)
 	if len(perRouteTypes) > 0 {
 		rc.With("typed_per_filter_config", perRoute)
 		vh.With("typed_per_filter_config", perRoute)

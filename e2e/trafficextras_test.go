@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,4 +58,75 @@ spec:
 		t.Errorf("tries per response: %v, want some 1 and some 2 (round robin over a dead and two live endpoints)", counts)
 	}
 	t.Logf("tries per response: %s×1, %s×2", strconv.Itoa(counts["1"]), strconv.Itoa(counts["2"]))
+}
+
+// postBody posts n bytes to url (chunked: without a Content-Length) with
+// the host given, and returns the status.
+func postBody(t *testing.T, url, host string, n int, chunked bool) int {
+	t.Helper()
+	var body io.Reader = strings.NewReader(strings.Repeat("x", n))
+	if chunked {
+		body = io.MultiReader(body) // hides the length: sent chunked
+	}
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("POST %d bytes to %s: %v", n, url, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+// TestTrafficPolicyBodyLimits: a TrafficPolicy bodyLimits on a Service
+// gives a request body over the limit 413, and one within it the
+// service's answer, the same at the gateway and at a sidecar, whether the
+// body has a Content-Length or is chunked.
+func TestTrafficPolicyBodyLimits(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), meshServices("client"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-limits}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  bodyLimits: {maxRequestBytes: 1024}
+`))
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	c.startInstance(c.sidecar, "client", "client", "v1")
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	out := "http://" + c.addr("client-out")
+	c.expectEventually("echo via gateway", 10*time.Second, gw+"/", nil, servedBy("echo"))
+	c.expectEventually("echo via the client's sidecar", 10*time.Second, out+"/", []string{"Host: echo"}, servedBy("echo"))
+
+	for _, entry := range []struct{ name, base, host string }{{"gateway", gw, "edge"}, {"sidecar", out, "echo"}} {
+		for _, tc := range []struct {
+			n       int
+			chunked bool
+			want    int
+		}{
+			{1024, false, http.StatusOK},
+			{1024, true, http.StatusOK},
+			{1025, false, http.StatusRequestEntityTooLarge},
+			{256 << 10, true, http.StatusRequestEntityTooLarge},
+		} {
+			if got := postBody(t, entry.base+"/upload", entry.host, tc.n, tc.chunked); got != tc.want {
+				t.Errorf("%s: %d bytes (chunked %v): status %d, want %d", entry.name, tc.n, tc.chunked, got, tc.want)
+			}
+		}
+	}
 }

@@ -260,9 +260,11 @@ type FaultAbort struct {
 	Percent    float64 `json:"percent"`
 }
 
-// BodyLimits bounds bodies, in bytes: a longer request body gets 413, a
-// longer response body 502.
+// BodyLimits bounds bodies, in bytes: a longer request body gets 413.
 type BodyLimits struct {
-	MaxRequestBytes  *int64 `json:"maxRequestBytes,omitempty"`
+	// MaxRequestBytes is required.
+	MaxRequestBytes *int64 `json:"maxRequestBytes,omitempty"`
+	// MaxResponseBytes is refused: no standard Envoy field carries it (a
+	// longer response body would get 502).
 	MaxResponseBytes *int64 `json:"maxResponseBytes,omitempty"`
 }

@@ -31,6 +31,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
+			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasBodyLimits)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {
@@ -67,6 +68,11 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			}
 			setAttemptCounts(vhost, m, vh.Rules, port.Traffic, nil)
 			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
+		}
+		if want.buffer {
+			if err := disableBufferElsewhere(rc); err != nil {
+				return nil, err
+			}
 		}
 		part.listeners = append(part.listeners, l)
 		part.routes = append(part.routes, rc)

@@ -103,6 +103,9 @@ type listenerFilters struct {
 	headerMutation bool
 	// fault: a route of the listener injects faults (trafficpolicy.go).
 	fault bool
+	// buffer: a route of the listener limits request bodies
+	// (trafficpolicy.go).
+	buffer bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -137,6 +140,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.fault {
 		f, err := faultFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.buffer {
+		f, err := bufferFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

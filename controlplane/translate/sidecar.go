@@ -110,6 +110,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setFault(rs[0], t.Fault); err != nil {
 						return nil, err
 					}
+					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
+						return nil, err
+					}
 				}
 			}
 			vhost := &routev3.VirtualHost{
@@ -123,6 +126,11 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 	}
 	if clusters.err != nil {
 		return nil, clusters.err
+	}
+	if modelAnyRouteTraffic(m, hasBodyLimits) {
+		if err := disableBufferElsewhere(rc); err != nil {
+			return nil, err
+		}
 	}
 	return &outboundPart{routes: rc, clusters: clusters.set()}, nil
 }
@@ -231,5 +239,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 		}
 	}
 	want.fault = modelHasFault(m)
+	want.buffer = modelAnyRouteTraffic(m, hasBodyLimits)
 	return want
 }

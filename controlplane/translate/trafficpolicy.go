@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -485,4 +486,99 @@ func setAttemptCounts(vh *routev3.VirtualHost, m *model.Model, rules []*model.Ru
 		vh.IncludeRequestAttemptCount = true
 		vh.IncludeAttemptCountInResponse = true
 	}
+}
+
+// BufferFilterName is the buffer HTTP filter
+// (envoy.extensions.filters.http.buffer.v3.Buffer) on the listeners some of
+// whose routes have a bodyLimits section: each such route has a per-route
+// BufferPerRoute with its max_request_bytes, and every other route of the
+// listener one that disables it (Envoy would otherwise buffer their bodies
+// up to the listener's limit). A listener without such routes does not
+// have the filter.
+const BufferFilterName = "envoy.filters.http.buffer"
+
+// bufferListenerLimit is the listener-level max_request_bytes, which Envoy
+// requires: no route uses it (each has its own limit or is disabled).
+const bufferListenerLimit = policy.MaxBodyLimit
+
+// bufferFilter is the buffer filter of a listener.
+func bufferFilter() (*hcmv3.HttpFilter, error) {
+	typed, err := anypb.New(&bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(bufferListenerLimit)})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", BufferFilterName, err)
+	}
+	return &hcmv3.HttpFilter{Name: BufferFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// setBodyLimits gives a route the per-route Buffer of a bodyLimits
+// section (nil: none).
+func setBodyLimits(r *routev3.Route, b *policy.BodyLimits) error {
+	if b == nil || b.MaxRequestBytes == nil {
+		return nil
+	}
+	return setBufferPerRoute(r, &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{
+		Buffer: &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(uint32(*b.MaxRequestBytes))}}})
+}
+
+func setBufferPerRoute(r *routev3.Route, per *bufferv3.BufferPerRoute) error {
+	typed, err := anypb.New(per)
+	if err != nil {
+		return fmt.Errorf("%s per route: %w", BufferFilterName, err)
+	}
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[BufferFilterName] = typed
+	return nil
+}
+
+// disableBufferElsewhere disables the buffer filter on every route of rc
+// without a body limit of its own.
+func disableBufferElsewhere(rc *routev3.RouteConfiguration) error {
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			if _, ok := r.TypedPerFilterConfig[BufferFilterName]; ok {
+				continue
+			}
+			if err := setBufferPerRoute(r, &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Disabled{Disabled: true}}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func hasBodyLimits(t *model.RouteTraffic) bool { return t != nil && t.BodyLimits != nil }
+
+// anyRouteTraffic reports whether a route of rules (at a gateway port with
+// outer traffic, or nil) has traffic for which has is true.
+func anyRouteTraffic(m *model.Model, rules []*model.Rule, outer *model.RouteTraffic, has func(*model.RouteTraffic) bool) bool {
+	for _, r := range rules {
+		var portRoute *model.RouteTraffic
+		if port := backendPort(m, r.Action); port != nil {
+			portRoute = port.RouteTraffic
+		}
+		if has(model.EffectiveRouteTraffic(r.Traffic, outer, portRoute)) {
+			return true
+		}
+	}
+	return false
+}
+
+// modelAnyRouteTraffic reports whether some route a sidecar's outbound
+// listener may serve has traffic for which has is true.
+func modelAnyRouteTraffic(m *model.Model, has func(*model.RouteTraffic) bool) bool {
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if has(port.RouteTraffic) || anyRouteTraffic(m, port.Routes, nil, has) {
+				return true
+			}
+			for _, rules := range port.ConsumerRoutes {
+				if anyRouteTraffic(m, rules, nil, has) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

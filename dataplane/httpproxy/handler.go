@@ -459,6 +459,11 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 	}
 	var opErr *net.OpError
 	switch {
+	case body != nil && body.tooLarge.Load():
+		entry.Fail(accesslog.DownstreamProtocolError, detailsBodyTooLarge)
+		w.Header()["Connection"] = []string{"close"}
+		localReply(w, rt, http.StatusRequestEntityTooLarge, bodyTooLarge)
+		return
 	case body != nil && body.failed.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, accesslog.DetailsBadRequestBody)
 		w.Header()["Connection"] = []string{"close"}
@@ -485,7 +490,10 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 type requestBody struct {
 	io.ReadCloser
 	failed atomic.Bool
-	n      atomic.Int64 // bytes read
+	// tooLarge: the body ran over a filter's limit
+	// (httpfilter.ErrRequestBodyTooLarge).
+	tooLarge atomic.Bool
+	n        atomic.Int64 // bytes read
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -493,9 +501,19 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.n.Add(int64(n))
 	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
 		b.failed.Store(true)
+		if errors.Is(err, httpfilter.ErrRequestBodyTooLarge) {
+			b.tooLarge.Store(true)
+		}
 	}
 	return n, err
 }
+
+// detailsBodyTooLarge and bodyTooLarge: a request body over its route's
+// limit (Envoy's buffer filter's).
+const (
+	detailsBodyTooLarge = "request_payload_too_large"
+	bodyTooLarge        = "Payload Too Large"
+)
 
 // localReply answers with a short text/plain body: httpfilter.LocalReply.
 func localReply(w http.ResponseWriter, rt *router.Route, status int, body string) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -128,5 +129,86 @@ spec:
 				t.Errorf("%s: %d bytes (chunked %v): status %d, want %d", entry.name, tc.n, tc.chunked, got, tc.want)
 			}
 		}
+	}
+}
+
+// TestConfigDumpCLI: meshgate config-dump shows, for one connected
+// gateway, the effective policy of its cluster and route as the
+// TrafficPolicy set them (load balancer, timeouts, retry, attempt counts,
+// body limit), in a table and as JSON; an unknown node is an error.
+func TestConfigDumpCLI(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-policy}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  loadBalancer: {type: LeastRequest}
+  timeouts: {connect: 2s, request: 9s}
+  retry: {attempts: 2, retryOn: [5xx], attemptsHeader: true}
+  bodyLimits: {maxRequestBytes: 4096}
+`))
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	c.expectEventually("echo via gateway", 10*time.Second, gw+"/", nil, servedBy("echo"))
+	st, err := c.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := ""
+	for _, p := range st.Proxies {
+		if p.Role == "gateway" {
+			node = p.ID
+		}
+	}
+	if node == "" {
+		t.Fatalf("no gateway among the connected proxies: %+v", st.Proxies)
+	}
+
+	out, err := c.cli("config-dump", node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{
+		"default/echo:80 LEAST_REQUEST choices=2 2s",
+		"default/echo:80 9s on=5xx retries=2",
+		"4096 bytes",
+		"counted",
+		"envoy.filters.http.buffer",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("config-dump lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = c.cli("config-dump", node, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dump struct {
+		Node     string `json:"node"`
+		Clusters []struct {
+			Name, LB string
+		} `json:"clusters"`
+	}
+	if err := json.Unmarshal([]byte(out), &dump); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	if dump.Node != node || len(dump.Clusters) == 0 || !strings.HasPrefix(dump.Clusters[0].LB, "LEAST_REQUEST") {
+		t.Errorf("-o json: %+v", dump)
+	}
+	if _, err := c.cli("config-dump", "no-such-node"); err == nil || !strings.Contains(err.Error(), "no connected proxy") {
+		t.Errorf("an unknown node: %v, want the control plane's 404", err)
 	}
 }

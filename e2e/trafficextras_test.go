@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -211,4 +212,77 @@ spec:
 	if _, err := c.cli("config-dump", "no-such-node"); err == nil || !strings.Contains(err.Error(), "no connected proxy") {
 		t.Errorf("an unknown node: %v, want the control plane's 404", err)
 	}
+}
+
+// localityPolicy is the service echo with one endpoint in zone-a and two
+// in zone-b (the zone-a one left out when withLocal is false), behind a
+// gateway route, and a TrafficPolicy preferring local endpoints.
+func localityPolicy(withLocal bool) string {
+	local := `{address: "${echo-a}", labels: {topology.kubernetes.io/zone: zone-a}}, `
+	if !withLocal {
+		local = ""
+	}
+	return yamlDocs(edgeGateway, routeTo("echo"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [`+local+`{address: "${echo-b1}", labels: {zone: zone-b}}, {address: "${echo-b2}", labels: {zone: zone-b}}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-local}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  loadBalancer: {locality: {preferLocal: true}}
+`)
+}
+
+// TestTrafficPolicyPreferLocal: a gateway in zone-a (--zone) sends every
+// request to echo's zone-a endpoint while it is there, fails over to the
+// zone-b ones when it is gone, and comes back when it returns.
+func TestTrafficPolicyPreferLocal(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.policy("traffic.yaml", localityPolicy(true))
+	c.startControlPlane()
+	c.app("echo-a", "echo", "a", "")
+	c.app("echo-b1", "echo", "b", "")
+	c.app("echo-b2", "echo", "b", "")
+	c.gateway("edge", "--zone", "zone-a")
+	gw := "http://" + c.addr("gw")
+
+	// versions counts the zones of n answers.
+	versions := func(n int) map[string]int {
+		t.Helper()
+		out := map[string]int{}
+		for range n {
+			r, err := get(gw + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := servedBy("echo")(r); err != nil {
+				t.Fatal(err)
+			}
+			out[r.reply.Version]++
+		}
+		return out
+	}
+	allFrom := func(zone string) func() error {
+		return func() error {
+			if got := versions(10); got[zone] != 10 {
+				return fmt.Errorf("answers per zone %v, want all from zone %s", got, zone)
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "every answer from the local zone", allFrom("a"))
+	if got := versions(40); got["a"] != 40 {
+		t.Fatalf("answers per zone %v, want all 40 from zone a", got)
+	}
+	c.policy("traffic.yaml", localityPolicy(false))
+	eventually(t, 10*time.Second, "failover to zone b without the local endpoint", allFrom("b"))
+	c.policy("traffic.yaml", localityPolicy(true))
+	eventually(t, 10*time.Second, "back to the local zone", allFrom("a"))
 }

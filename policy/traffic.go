@@ -87,6 +87,33 @@ type LoadBalancer struct {
 	// SlowStart ramps the share of a new endpoint up over a window
 	// (RoundRobin and LeastRequest).
 	SlowStart *SlowStart `json:"slowStart,omitempty"`
+	// Locality makes each proxy prefer the endpoints in its own zone.
+	Locality *LocalityLB `json:"locality,omitempty"`
+}
+
+// LocalityLB is the locality of a load balancer: with PreferLocal, a proxy
+// that knows its zone (meshgate gateway/sidecar --zone) sends the requests
+// to the endpoints in its zone (those labelled LabelZone, or
+// LabelZoneShort, with it) while they are healthy, and to the others when
+// they are absent or unhealthy.
+type LocalityLB struct {
+	PreferLocal bool `json:"preferLocal"`
+}
+
+// The endpoint labels that give an endpoint's zone: the Kubernetes
+// well-known label, else the short one (the only one a Consul service or
+// node meta key can be).
+const (
+	LabelZone      = "topology.kubernetes.io/zone"
+	LabelZoneShort = "zone"
+)
+
+// EndpointZone is the zone of an endpoint with labels, "" when none.
+func EndpointZone(labels map[string]string) string {
+	if z := labels[LabelZone]; z != "" {
+		return z
+	}
+	return labels[LabelZoneShort]
 }
 
 // HashOn is one of: a request header, a cookie, the client's IP address.

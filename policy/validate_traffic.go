@@ -225,6 +225,9 @@ func (l *loader) checkLoadBalancer(src Source, lb *LoadBalancer) {
 		}
 		l.checkDuration(src, "spec.loadBalancer.slowStart.window", lb.SlowStart.Window, time.Millisecond)
 	}
+	if lb.Locality != nil && !lb.Locality.PreferLocal {
+		l.errorf(src, "spec.loadBalancer.locality.preferLocal", "must be true (leave locality out otherwise)")
+	}
 }
 
 func (l *loader) checkTrafficTimeouts(src Source, t *TrafficTimeouts) {

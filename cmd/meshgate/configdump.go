@@ -41,7 +41,8 @@ back from the standard Envoy xDS into the policy it carries:
   listeners  address and HTTP filters;
   clusters   load balancer (and its slow start), connect and upstream idle
              timeouts, circuit breaker and retry budget, outlier detection,
-             active health check, endpoints (and their zones);
+             active health check, endpoints (and their zones, zone@p1 for
+             the zones a proxy fails over to: loadBalancer.locality);
   routes     per virtual host and match: where it goes (cluster, weighted
              clusters, redirect, direct response), timeout, retry (conditions,
              retries, per-try timeout, backoff, methods), hash policy, idle
@@ -116,7 +117,8 @@ type clusterView struct {
 	OutlierDetection string `json:"outlierDetection,omitempty"`
 	HealthCheck      string `json:"healthCheck,omitempty"`
 	Endpoints        int    `json:"endpoints"`
-	// Zones counts the endpoints per zone, when they have zones.
+	// Zones counts the endpoints per zone, when they have zones; a zone
+	// of priority P > 0 (failover, loadBalancer.locality) is zone@pP.
 	Zones string `json:"zones,omitempty"`
 }
 
@@ -326,6 +328,9 @@ func newClusterView(c *clusterv3.Cluster, cla map[string]*endpointv3.ClusterLoad
 		for _, le := range a.GetEndpoints() {
 			v.Endpoints += len(le.GetLbEndpoints())
 			if z := le.GetLocality().GetZone(); z != "" {
+				if p := le.GetPriority(); p > 0 {
+					z += "@p" + strconv.Itoa(int(p)) // a failover priority
+				}
 				zones[z] += len(le.GetLbEndpoints())
 			}
 		}

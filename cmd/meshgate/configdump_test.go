@@ -52,7 +52,7 @@ func TestConfigDumpView(t *testing.T) {
 		}},
 		Endpoints: []*endpointv3.ClusterLoadAssignment{{ClusterName: "default/orders:80", Endpoints: []*endpointv3.LocalityLbEndpoints{
 			{Locality: &corev3.Locality{Zone: "a"}, LbEndpoints: []*endpointv3.LbEndpoint{{}, {}}},
-			{Locality: &corev3.Locality{Zone: "b"}, LbEndpoints: []*endpointv3.LbEndpoint{{}}},
+			{Locality: &corev3.Locality{Zone: "b"}, Priority: 1, LbEndpoints: []*endpointv3.LbEndpoint{{}}},
 		}}},
 		Routes: []*routev3.RouteConfiguration{{Name: "default/edge/8080", VirtualHosts: []*routev3.VirtualHost{{
 			Name: "default/edge/8080/*", Domains: []string{"*"}, IncludeAttemptCountInResponse: true,
@@ -97,7 +97,7 @@ func TestConfigDumpView(t *testing.T) {
 	}
 	got := strings.Join(strings.Fields(table.String()), " ")
 	for _, want := range []string{
-		"default/orders:80 LEAST_REQUEST choices=2 slowStart=30s 2s - 3 a=2 b=1",
+		"default/orders:80 LEAST_REQUEST choices=2 slowStart=30s 2s - 3 a=2 b@p1=1",
 		"maxConnections=100 maxRetries=5 retryBudget=20%/3",
 		"consecutive5xx=5 interval=1s baseEjection=30s",
 		"http /healthz interval=5s timeout=1s",

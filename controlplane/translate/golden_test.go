@@ -183,6 +183,7 @@ type yamlNodeInfo struct {
 	InboundAddress  string `yaml:"inboundAddress,omitempty"`
 	AppAddress      string `yaml:"appAddress,omitempty"`
 	OutboundAddress string `yaml:"outboundAddress,omitempty"`
+	Zone            string `yaml:"zone,omitempty"`
 }
 
 // goldenNodes are a gateway node per Gateway and a sidecar per Service,

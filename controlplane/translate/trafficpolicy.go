@@ -3,11 +3,13 @@ package translate
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
@@ -581,4 +583,60 @@ func modelAnyRouteTraffic(m *model.Model, has func(*model.RouteTraffic) bool) bo
 		}
 	}
 	return false
+}
+
+// Priorities of the localities of a cluster that prefers local endpoints,
+// in the EDS of a proxy that knows its zone.
+const (
+	priorityLocal  = 0
+	priorityRemote = 1
+)
+
+// preferLocal gives the load assignments of the clusters whose
+// TrafficPolicy prefers local endpoints, in the EDS of a proxy in zone,
+// Envoy's priorities: the localities of zone priority 0, the others
+// priority 1, so that the proxy sends requests to its zone's endpoints
+// while they are healthy and fails over to the others (Envoy's priority
+// failover, overprovisioning factor 1.4). The shared assignments are not
+// changed: those of endpoints replaces them with copies. An assignment
+// without endpoints in zone is left as it is (every endpoint then takes
+// its share).
+func preferLocal(m *model.Model, zone string, endpoints []*endpointv3.ClusterLoadAssignment) {
+	if zone == "" {
+		return
+	}
+	prefer := map[string]bool{}
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if port.Traffic != nil && port.Traffic.PreferLocal {
+				prefer[port.Cluster] = true
+			}
+		}
+	}
+	if len(prefer) == 0 {
+		return
+	}
+	for i, cla := range endpoints {
+		if !prefer[cla.GetClusterName()] || !slices.ContainsFunc(cla.GetEndpoints(), func(l *endpointv3.LocalityLbEndpoints) bool {
+			return l.GetLocality().GetZone() == zone
+		}) {
+			continue
+		}
+		local := &endpointv3.ClusterLoadAssignment{ClusterName: cla.GetClusterName(), Policy: cla.GetPolicy()}
+		for _, l := range cla.GetEndpoints() {
+			prioritized := &endpointv3.LocalityLbEndpoints{Locality: l.GetLocality(), LbEndpoints: l.GetLbEndpoints(), Priority: priorityRemote}
+			if l.GetLocality().GetZone() == zone {
+				prioritized.Priority = priorityLocal
+			}
+			local.Endpoints = append(local.Endpoints, prioritized)
+		}
+		endpoints[i] = local
+	}
+}
+
+// PrefersLocal reports whether the cluster of port has per-proxy load
+// assignments (a TrafficPolicy prefers local endpoints): they cannot be
+// shared between proxies of different zones.
+func PrefersLocal(port *model.ServicePort) bool {
+	return port.Traffic != nil && port.Traffic.PreferLocal
 }

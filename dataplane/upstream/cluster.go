@@ -95,6 +95,9 @@ type endpointSet struct {
 	secure map[string]*tlsMatch
 	// lb is the balancer's state (lb.go); nil for plain round robin.
 	lb *lbState
+	// priorities are the endpoints' priority levels (priority.go), nil
+	// when they have one.
+	priorities []priorityLevel
 }
 
 // NewCluster builds a cluster from c, checked against the subset of
@@ -396,7 +399,7 @@ func (c *Cluster) UseEndpoints(e *Endpoints) {
 	if e == nil || e.cluster != c {
 		return
 	}
-	e.set.lb.carrySince(c.endpoints.Load().lb, time.Now())
+	e.set.carrySince(c.endpoints.Load(), time.Now())
 	c.endpoints.Store(e.set)
 	c.forgetRemovedEndpoints(e.set)
 	c.logger.Debug("endpoints updated", "endpoints", len(e.set.addresses), "schedule", len(e.set.schedule))
@@ -424,6 +427,9 @@ func (c *Cluster) Endpoints() []string { return c.endpoints.Load().addresses }
 // allocate.
 func (c *Cluster) Next() (string, bool) {
 	set := c.endpoints.Load()
+	if set.priorities != nil {
+		return c.nextPriority(set, 0, false)
+	}
 	if set.lb != nil {
 		return c.pick(set, 0, false)
 	}
@@ -484,6 +490,7 @@ type weightedAddress struct {
 
 func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPrefix string) (*endpointSet, error) {
 	var eligible []weightedAddress
+	var priorities priorityCounts
 	set := &endpointSet{}
 	for i, locality := range cla.GetEndpoints() {
 		for j, lbe := range locality.GetLbEndpoints() {
@@ -495,7 +502,13 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 			switch lbe.GetHealthStatus() {
 			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
 			default:
+				if err := priorities.count(locality.GetPriority(), -1); err != nil {
+					return nil, fmt.Errorf("%sendpoints[%d].%w", fieldPrefix, i, err)
+				}
 				continue
+			}
+			if err := priorities.count(locality.GetPriority(), len(eligible)); err != nil {
+				return nil, fmt.Errorf("%sendpoints[%d].%w", fieldPrefix, i, err)
 			}
 			weight := uint64(1)
 			if w := lbe.GetLoadBalancingWeight(); w != nil {
@@ -518,6 +531,7 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 	}
 	set.schedule = schedule(eligible)
 	set.lb = c.balancer.prepare(eligible)
+	set.priorities = c.buildPriorities(eligible, &priorities)
 	return set, nil
 }
 

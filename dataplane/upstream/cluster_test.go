@@ -194,7 +194,7 @@ func TestSetEndpointsErrorsKeepPrevious(t *testing.T) {
 		t.Fatal(err)
 	}
 	withLocality := cla("c", testEndpoint{addr: "10.0.0.2", port: 80})
-	withLocality.Endpoints[0].Locality = &corev3.Locality{Zone: "a"}
+	withLocality.Endpoints[0].Locality = &corev3.Locality{Region: "eu"} // only zone is supported
 	tests := []struct {
 		name string
 		cla  *endpointv3.ClusterLoadAssignment

@@ -411,6 +411,9 @@ func (c *Cluster) slowRoundRobin(st *lbState, schedule []string, now time.Time) 
 // the key to its endpoint; any other picks as Next does.
 func (c *Cluster) NextFor(key uint64) (string, bool) {
 	set := c.endpoints.Load()
+	if set.priorities != nil {
+		return c.nextPriority(set, key, true)
+	}
 	if set.lb == nil {
 		return c.Next()
 	}
@@ -427,7 +430,11 @@ func (c *Cluster) HashesRequests() bool {
 // beginRequest counts a request in flight to endpoint for a least request
 // balancer, returning what ends it, or nil when nothing is counted.
 func (c *Cluster) beginRequest(endpoint string) func() {
-	st := c.endpoints.Load().lb
+	set := c.endpoints.Load()
+	st := set.lb
+	if set.priorities != nil {
+		st = set.lbOf(endpoint)
+	}
 	if st == nil || st.active == nil {
 		return nil
 	}

@@ -286,3 +286,50 @@ func TestTrafficPolicyPreferLocal(t *testing.T) {
 	c.policy("traffic.yaml", localityPolicy(true))
 	eventually(t, 10*time.Second, "back to the local zone", allFrom("a"))
 }
+
+// TestConsulPreferLocalFailsOver: instances of orders registered in Consul
+// by sidecars started with --zone (one in zone-a, two in zone-b), a
+// TrafficPolicy preferring local endpoints, a gateway in zone-a. Every
+// request goes to the zone-a instance; when its app dies, Consul takes it
+// out and the gateway's requests fail over to zone-b; when it comes back,
+// so do they.
+func TestConsulPreferLocalFailsOver(t *testing.T) {
+	t.Parallel()
+	consul, c := startConsulCluster(t)
+	health := []string{"--app-health-interval", "200ms", "--app-health-timeout", "500ms"}
+	local := c.startInstance(consulSidecars(c, consul, append(health, "--zone", "zone-a")...), "orders-a", "orders", "a")
+	inB := consulSidecars(c, consul, append(health, "--zone", "zone-b")...)
+	c.startInstance(inB, "orders-b1", "orders", "b")
+	c.startInstance(inB, "orders-b2", "orders", "b")
+	c.policy("routes.yaml", yamlDocs(routeTo("orders"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: orders-local}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  loadBalancer: {locality: {preferLocal: true}}
+`))
+	c.gateway("edge", "--zone", "zone-a")
+	gw := "http://" + c.addr("gw") + "/"
+	allFrom := func(version string) func() error {
+		return func() error {
+			seen := map[string]int{}
+			for range 10 {
+				r, err := get(gw)
+				if err != nil {
+					return err
+				}
+				seen[r.reply.Version]++
+			}
+			if seen[version] != 10 {
+				return fmt.Errorf("answers by version %v, want all 10 from %s", seen, version)
+			}
+			return nil
+		}
+	}
+	eventually(t, 20*time.Second, "every answer from the zone-a instance", allFrom("a"))
+	local.appProc.kill()
+	eventually(t, 20*time.Second, "failover to zone-b once Consul takes the local instance out", allFrom("b"))
+	local.restartApp()
+	eventually(t, 20*time.Second, "back to the zone-a instance", allFrom("a"))
+}

@@ -53,10 +53,15 @@ func TestRequestBodyLimits(t *testing.T) {
 		return &routev3.Route{Match: prefix(path), Action: forwardTo("A"),
 			TypedPerFilterConfig: map[string]*anypb.Any{"envoy.filters.http.buffer": anyOf(per)}}
 	}
+	// A route that retries keeps the body to replay it: an over-limit body
+	// is refused while it is read, before any try.
+	retried := route("/retried", &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{Buffer: &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(limit)}}})
+	retried.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2)}
 	reg := filters.Default()
 	rc := &routev3.RouteConfiguration{Name: "test", VirtualHosts: []*routev3.VirtualHost{{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{
 		route("/limited", &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{Buffer: &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(limit)}}}),
 		route("/open", &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Disabled{Disabled: true}}),
+		retried,
 	}}}}
 	if err := reg.Check(rc); err != nil {
 		t.Fatalf("Check: %v", err)
@@ -91,6 +96,8 @@ func TestRequestBodyLimits(t *testing.T) {
 		{name: "at the limit", path: "/limited/c", body: limit, wantStatus: http.StatusOK, wantSeen: []int{limit}},
 		{name: "chunked at the limit", path: "/limited/d", body: limit, chunked: true, wantStatus: http.StatusOK, wantSeen: []int{limit}},
 		{name: "disabled", path: "/open/e", body: 64 << 10, chunked: true, wantStatus: http.StatusOK, wantSeen: []int{64 << 10}},
+		{name: "retried route, chunked over", path: "/retried/f", body: limit + 1, chunked: true, wantStatus: http.StatusRequestEntityTooLarge},
+		{name: "retried route, within", path: "/retried/g", body: limit, chunked: true, wantStatus: http.StatusOK, wantSeen: []int{limit}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body io.Reader = strings.NewReader(strings.Repeat("x", tc.body))

@@ -33,7 +33,7 @@ func newProxiesCmd() *cobra.Command {
 		},
 	}
 	a.register(cmd)
-	cmd.AddCommand(newProxiesRevokeCmd(a), newProxiesRevocationsCmd(a))
+	cmd.AddCommand(newProxiesRevokeCmd(a), newProxiesRevocationsCmd(a), newProxiesEndpointsCmd())
 	return cmd
 }
 

@@ -202,18 +202,21 @@ func TestProxyEjectsBackendFailingHalfItsRequests(t *testing.T) {
 	}
 }
 
-// TestProxyActiveHealthCheckMarksHangingBackend: a backend whose health
-// check hangs fails its active check (timeout) and gets no traffic; the
-// others pass.
+// TestProxyActiveHealthCheckMarksHangingBackend: a backend passing its
+// health check starts hanging: it fails its active check (timeout) and
+// gets no traffic; the others keep passing.
 func TestProxyActiveHealthCheckMarksHangingBackend(t *testing.T) {
 	t.Parallel()
 	var checks atomic.Int64
+	var hang atomic.Bool
 	hanging := startNamedBackend(t, "h", func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != "/healthz" {
 			return false
 		}
 		checks.Add(1)
-		<-r.Context().Done() // hangs until the check gives up
+		if hang.Load() {
+			<-r.Context().Done() // hangs until the check gives up
+		}
 		return true
 	})
 	backends := []*namedBackend{startNamedBackend(t, "a", nil), startNamedBackend(t, "b", nil), hanging}
@@ -229,11 +232,21 @@ func TestProxyActiveHealthCheckMarksHangingBackend(t *testing.T) {
 	}, nil).build(t))
 	client := &http.Client{Timeout: 10 * time.Second}
 	url := waitServing(t, p, client, "a")
+	eventually(t, "every backend passing its check", func() bool {
+		for _, b := range backends {
+			if e, _ := endpointOf(p, "orders", b.addr); e.ActiveCheck != upstream.CheckPassing {
+				return false
+			}
+		}
+		return true
+	})
+	hang.Store(true)
+	before := checks.Load()
 	eventually(t, "the hanging backend failing its check, the others passing", func() bool {
 		h, _ := endpointOf(p, "orders", hanging.addr)
 		a, _ := endpointOf(p, "orders", backends[0].addr)
 		b, _ := endpointOf(p, "orders", backends[1].addr)
-		return checks.Load() > 0 && h.ActiveCheck == upstream.CheckFailing && a.ActiveCheck == upstream.CheckPassing && b.ActiveCheck == upstream.CheckPassing
+		return checks.Load() > before && h.ActiveCheck == upstream.CheckFailing && a.ActiveCheck == upstream.CheckPassing && b.ActiveCheck == upstream.CheckPassing
 	})
 	for range 30 {
 		if code, body, err := get(client, url); err != nil || code != 200 || body == "h" {
@@ -270,6 +283,8 @@ func TestProxyCircuitBreakerBurst(t *testing.T) {
 	})
 	cp := startControlPlane(t)
 	p := startProxy(t, cp)
+	var openGate sync.Once
+	t.Cleanup(func() { openGate.Do(func() { close(gate) }) }) // first, even on failure: the proxy and backend stop then
 	cp.set(t, resilientConfig(t, []*namedBackend{slow}, func(c *clusterv3.Cluster) {
 		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 			MaxRequests: wrapperspb.UInt32(4)}}}
@@ -298,7 +313,7 @@ func TestProxyCircuitBreakerBurst(t *testing.T) {
 			t.Fatalf("burst request %d: %d %s=%q, want 503 max_requests", i, resp.StatusCode, httpproxy.OverloadedHeader, resp.Header.Get(httpproxy.OverloadedHeader))
 		}
 	}
-	close(gate)
+	openGate.Do(func() { close(gate) })
 	holders.Wait()
 	close(holdCodes)
 	for code := range holdCodes {

@@ -427,9 +427,12 @@ func TestHealthCheckNewEndpointPending(t *testing.T) {
 // cluster name by default) and expects expected_statuses.
 func TestHTTPHealthCheckRequest(t *testing.T) {
 	t.Parallel()
+	var mu sync.Mutex
 	var gotHost, gotPath string
 	srv := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		gotHost, gotPath = r.Host, r.URL.Path
+		mu.Unlock()
 		if r.URL.Path == "/teapot" {
 			w.WriteHeader(http.StatusTeapot)
 		}
@@ -457,9 +460,11 @@ func TestHTTPHealthCheckRequest(t *testing.T) {
 		if wantHost == "" {
 			wantHost = "orders"
 		}
+		mu.Lock()
 		if gotHost != wantHost || gotPath != tc.path {
 			t.Errorf("check sent Host %q path %q, want %q %q", gotHost, gotPath, wantHost, tc.path)
 		}
+		mu.Unlock()
 	}
 	// TCP: connect only.
 	c := newWatched(t, healthChecked(func(hc *corev3.HealthCheck) {

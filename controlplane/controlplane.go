@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -160,6 +161,10 @@ type Options struct {
 	// Dev serves the admin API without authentication: only `meshgate dev`
 	// sets it.
 	Dev bool
+	// TraceExporter, when the mesh traces (MeshConfig spec.tracing), is
+	// where the control plane's own spans go; nil means OTLP to the mesh's
+	// collector (tracing.go).
+	TraceExporter func(t *model.Tracing) (sdktrace.SpanExporter, error)
 }
 
 // DefaultDataDir is $XDG_STATE_HOME/meshgate, else ~/.local/state/meshgate.
@@ -197,6 +202,8 @@ type Status struct {
 	// HeldPolicyChange is a destructive policy change not applied yet.
 	HeldPolicyChange *HeldPolicyChange `json:"heldPolicyChange,omitempty"`
 	Proxies          []xds.ProxyStatus `json:"proxies"`
+	// ProxyCounts sums Proxies up: by role, on the latest configuration.
+	ProxyCounts ProxyCounts `json:"proxyCounts"`
 }
 
 // HeldPolicyChange is a destructive policy change waiting for the policy to
@@ -231,6 +238,10 @@ type ControlPlane struct {
 	// compiled keeps what the last reloads compiled, for the next (see
 	// compile; touched by reloads only).
 	compiled compileMemo
+
+	// traces sends the control plane's own spans when the mesh traces
+	// (tracing.go); touched by reloads only.
+	traces cpTracer
 
 	// discoverySynced: Options.Discovery's first snapshot is in.
 	discoverySynced atomic.Bool
@@ -313,7 +324,7 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 		opts.Evaluate = policyCache.Evaluate
 	}
 	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry(),
-		policyCache: policyCache, servingCh: make(chan struct{})}
+		policyCache: policyCache, servingCh: make(chan struct{}), traces: cpTracer{exporter: opts.TraceExporter}}
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	cp.model.Store(empty)
 	cp.metrics = newCPMetrics(cp)
@@ -466,6 +477,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		if cp.holdTimer != nil {
 			cp.holdTimer.Stop()
 		}
+		cp.traces.shutdown() // the reloads are over
 	}()
 	group.Go(func() error {
 		cp.ca.Run(ctx, caReloadInterval)
@@ -681,6 +693,7 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	}
 	start := time.Now()
 	in, err := cp.readPolicy(ctx)
+	trace := reloadTrace{start: start, read: time.Now(), input: in.version}
 	if err == nil && cp.hold.active() && in.version != cp.hold.version {
 		// The policy changed again: the held change was not stable.
 		cp.logger.Info("held destructive policy change superseded: the policy changed again", "reason", cp.hold.reason)
@@ -701,10 +714,17 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 		m, sum, err = cp.confirmDestructive(in, m, sum)
 	}
 	compiled := time.Now()
+	trace.compiled = compiled
 	if err != nil {
 		if r := cp.compiled.latest(); r != nil && r.version == in.version && r.result != nil {
 			cp.setResult(r.result)
 		}
+		cp.mu.Lock()
+		newError := cp.lastError != err.Error()
+		trace.version = cp.version
+		cp.mu.Unlock()
+		trace.err, trace.problems = err, countErrors(err)
+		cp.traceReload(trace, newError)
 		cp.reject(err)
 		return err
 	}
@@ -715,8 +735,11 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	defer cp.mu.Unlock()
 	cp.result = sum.result
 	cp.model.Store(m)
+	updatedBefore := cp.xds.NodesUpdated()
 	cp.xds.SetModel(ctx, m)
-	if m.Version != cp.version {
+	trace.pushed = time.Now()
+	changed := m.Version != cp.version
+	if changed {
 		cp.logger.Info("policy loaded", "version", m.Version, "gateways", len(m.Gateways), "services", len(m.Services),
 			"compile", compiled.Sub(start).Round(time.Millisecond), "serve", time.Since(compiled).Round(time.Millisecond))
 	}
@@ -731,6 +754,11 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	if sum.result != nil && len(sum.result.Errors) > 0 {
 		cp.lastError = sum.result.Errors.Error()
 	}
+	trace.version, trace.updated = m.Version, int(cp.xds.NodesUpdated()-updatedBefore)
+	if sum.result != nil {
+		trace.resources, trace.problems = len(sum.result.Statuses), len(sum.result.Errors)
+	}
+	cp.traceReload(trace, changed)
 	return nil
 }
 
@@ -944,5 +972,6 @@ func (cp *ControlPlane) status() Status {
 			p.CertNotAfter = cp.issued.newest(p.SPIFFEID, p.CertNotAfter)
 		}
 	}
+	st.ProxyCounts = countProxies(st.Proxies)
 	return st
 }

@@ -86,6 +86,9 @@ func summarize(in policyInput, set *policy.Set, m *model.Model) *policySummary {
 	for _, r := range set.SecurityPolicies {
 		count(r.Source)
 	}
+	for _, r := range set.TrafficPolicies {
+		count(r.Source)
+	}
 	if set.MeshConfig != nil {
 		count(set.MeshConfig.Source)
 	}

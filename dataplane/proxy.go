@@ -19,7 +19,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane/filters"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/identity"
@@ -219,6 +221,7 @@ func (p *Proxy) run(ctx context.Context, leave func(context.Context)) error {
 	}
 	addr := adminLn.Addr().String()
 	p.adminAddr.Store(&addr)
+	p.reportAdminAddress(addr)
 	admin := &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	p.serveWG.Add(1)
 	go func() {
@@ -256,6 +259,21 @@ func (p *Proxy) run(ctx context.Context, leave func(context.Context)) error {
 	}.run()
 	p.serveWG.Wait()
 	return nil
+}
+
+// reportAdminAddress adds the bound admin address to the node's metadata
+// (xdsnode.KeyAdminAddress), so that the control plane can tell operator
+// tools where the proxy's /metrics are. Run calls it before the admin
+// server and the xDS client start, the node's only other readers.
+func (p *Proxy) reportAdminAddress(addr string) {
+	node := p.opts.Node
+	if node.Metadata == nil {
+		node.Metadata = &structpb.Struct{}
+	}
+	if node.Metadata.Fields == nil {
+		node.Metadata.Fields = map[string]*structpb.Value{}
+	}
+	node.Metadata.Fields[xdsnode.KeyAdminAddress] = structpb.NewStringValue(addr)
 }
 
 // StopNow makes a stop in progress, or the next one, skip its remaining

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/internal/testutil"
@@ -401,7 +402,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 	cp.set(t, config{version: "v2", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "b"),
 		mutate: func(s *snapshot) {
 			s.clusters[0].UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{}
-			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}}}
+			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().MaxGrpcTimeout = durationpb.New(time.Second)
 		},
 	}.build(t))
 	var nacks []*discoveryv3.DiscoveryRequest
@@ -416,7 +417,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 			t.Errorf("NACK of %s carries version %q, want last good v1", n.GetTypeUrl(), n.GetVersionInfo())
 		}
 		detail := n.GetErrorDetail().GetMessage()
-		if !strings.Contains(detail, "upstream_connection_options: not supported") && !strings.Contains(detail, "hash_policy: not supported") {
+		if !strings.Contains(detail, "upstream_connection_options: not supported") && !strings.Contains(detail, "max_grpc_timeout: not supported") {
 			t.Errorf("NACK detail = %q, want the unsupported field", detail)
 		}
 	}

@@ -2,29 +2,19 @@ package dataplane
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/meshgate/meshgate/dataplane/tracing"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
 
-// tracerShutdownTimeout bounds the export of a retired Tracer's last spans.
-const tracerShutdownTimeout = 5 * time.Second
-
 // tracers are the proxy's live Tracers, one per distinct tracing settings
 // of its listeners (HttpConnectionManager.tracing), and the clusters their
-// exporters resolve the collector from. byKey is guarded by Proxy.mu; the
-// rest is read by exporters and /stats without it.
+// exporters resolve the collector from (read by exporters without
+// Proxy.mu).
 type tracers struct {
-	byKey    map[string]*tracing.Tracer
+	sinks[*tracing.Tracer]
 	clusters atomic.Pointer[map[string]*upstream.Cluster]
-	// retired adds up the counters of Tracers no longer used, so that the
-	// /stats counters never go down.
-	retiredMu sync.Mutex
-	retired   tracing.Stats
-	wg        sync.WaitGroup // retiring Tracers
 }
 
 // tracerFor returns the Tracer of s, built when first needed; nil for nil
@@ -33,19 +23,13 @@ func (p *Proxy) tracerFor(s *tracing.Settings) *tracing.Tracer {
 	if s == nil {
 		return nil
 	}
-	key := s.Key()
-	if t := p.tracers.byKey[key]; t != nil {
-		return t
-	}
-	t, err := tracing.New(s, p.collectorEndpoint, tracing.Options{}, p.logger)
+	t, err := p.tracers.get(s.Key(), func() (*tracing.Tracer, error) {
+		return tracing.New(s, p.collectorEndpoint, tracing.Options{}, p.logger)
+	})
 	if err != nil {
 		p.logger.Error("tracing disabled: building the tracer failed", "error", err)
 		return nil
 	}
-	if p.tracers.byKey == nil {
-		p.tracers.byKey = make(map[string]*tracing.Tracer)
-	}
-	p.tracers.byKey[key] = t
 	return t
 }
 
@@ -74,57 +58,25 @@ func (p *Proxy) syncTracers(clusters map[string]*upstream.Cluster) {
 			used[spec.tracing.Key()] = true
 		}
 	}
-	for key, t := range p.tracers.byKey {
-		if !used[key] {
-			delete(p.tracers.byKey, key)
-			p.retireTracer(context.Background(), t)
-		}
-	}
-}
-
-// retireTracer shuts t down in the background, keeping its counters; its
-// last export ends with ctx, or after tracerShutdownTimeout.
-func (p *Proxy) retireTracer(ctx context.Context, t *tracing.Tracer) {
-	p.tracers.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(ctx, tracerShutdownTimeout)
-		defer cancel()
-		if err := t.Shutdown(ctx); err != nil {
-			p.logger.Debug("tracer shutdown", "error", err)
-		}
-		st := t.Stats()
-		p.tracers.retiredMu.Lock()
-		p.tracers.retired.Exported += st.Exported
-		p.tracers.retired.Dropped += st.Dropped
-		p.tracers.retiredMu.Unlock()
-	})
+	p.tracers.keep(used, p.logger)
 }
 
 // closeTracers retires every Tracer and waits for their last exports, which
 // end with ctx (the stop's). p.mu is not held.
 func (p *Proxy) closeTracers(ctx context.Context) {
 	p.mu.Lock()
-	for key, t := range p.tracers.byKey {
-		delete(p.tracers.byKey, key)
-		p.retireTracer(ctx, t)
-	}
+	p.tracers.retireAll(ctx, p.logger)
 	p.mu.Unlock()
-	p.tracers.wg.Wait()
+	p.tracers.wait()
 }
 
 // tracingStats adds up the counters of every Tracer, live or retired. p.mu
 // is held.
 func (p *Proxy) tracingStats() map[string]any {
-	p.tracers.retiredMu.Lock()
-	total := p.tracers.retired
-	p.tracers.retiredMu.Unlock()
-	for _, t := range p.tracers.byKey {
-		st := t.Stats()
-		total.Exported += st.Exported
-		total.Dropped += st.Dropped
-	}
+	open, exported, dropped := p.tracers.totals()
 	return map[string]any{
-		"tracers":        len(p.tracers.byKey),
-		"spans_exported": total.Exported,
-		"spans_dropped":  total.Dropped,
+		"tracers":        open,
+		"spans_exported": exported,
+		"spans_dropped":  dropped,
 	}
 }

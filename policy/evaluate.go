@@ -432,6 +432,9 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 			add(KindSecurityPolicy, sp.Namespace, sp.Name, sp, sp.Source)
 		}
 	}
+	for _, tp := range s.TrafficPolicies {
+		add(KindTrafficPolicy, tp.Namespace, tp.Name, tp, tp.Source)
+	}
 	for _, gc := range s.GatewayClasses {
 		add(KindGatewayClass, "", gc.Name, gc, gc.Source)
 	}

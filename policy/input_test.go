@@ -187,12 +187,12 @@ func errorsAs(err error, list *ErrorList) bool {
 // are refused as such.
 func TestKindRegistry(t *testing.T) {
 	t.Parallel()
-	if got, want := Kinds(), []string{KindGateway, KindHTTPRoute, KindService, KindSecurityPolicy, KindMeshConfig, KindGatewayClass, KindReferenceGrant, KindNamespace, KindListenerSet}; !reflect.DeepEqual(got, want) {
+	if got, want := Kinds(), []string{KindGateway, KindHTTPRoute, KindService, KindSecurityPolicy, KindTrafficPolicy, KindMeshConfig, KindGatewayClass, KindReferenceGrant, KindNamespace, KindListenerSet}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Kinds() = %v, want %v", got, want)
 	}
 	for _, tt := range []struct{ typed, want string }{
 		{"gw", KindGateway}, {"HTTPRoutes", KindHTTPRoute}, {"svc", KindService}, {"service", KindService},
-		{"securitypolicies", KindSecurityPolicy}, {"MeshConfig", KindMeshConfig}, {"lset", KindListenerSet},
+		{"securitypolicies", KindSecurityPolicy}, {"tp", KindTrafficPolicy}, {"MeshConfig", KindMeshConfig}, {"lset", KindListenerSet},
 	} {
 		if got, ok := LookupKind(tt.typed); !ok || got != tt.want {
 			t.Errorf("LookupKind(%q) = %q, %v; want %q", tt.typed, got, ok, tt.want)
@@ -201,7 +201,7 @@ func TestKindRegistry(t *testing.T) {
 	if _, ok := LookupKind("widget"); ok {
 		t.Error("LookupKind(widget) found a kind")
 	}
-	if got, want := KindsText(), "Gateway, HTTPRoute, Service, SecurityPolicy, MeshConfig, GatewayClass, ReferenceGrant, Namespace or ListenerSet"; got != want {
+	if got, want := KindsText(), "Gateway, HTTPRoute, Service, SecurityPolicy, TrafficPolicy, MeshConfig, GatewayClass, ReferenceGrant, Namespace or ListenerSet"; got != want {
 		t.Errorf("KindsText() = %q, want %q", got, want)
 	}
 	for _, k := range kinds {

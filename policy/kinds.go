@@ -94,6 +94,16 @@ var kinds = [...]kind{
 		validate: (*loader).validateSecurityPolicies,
 	},
 	{
+		name: KindTrafficPolicy, apiVersion: MeshgateAPIVersion, aliases: []string{"trafficpolicies", "tp"},
+		decode: decodeKind(func(_ *kind, spec TrafficPolicySpec, meta decodedMeta) any {
+			return &TrafficPolicy{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add: func(l *loader, res any) {
+			l.set.TrafficPolicies = append(l.set.TrafficPolicies, res.(*TrafficPolicy))
+		},
+		validate: (*loader).validateTrafficPolicies,
+	},
+	{
 		name: KindMeshConfig, apiVersion: MeshgateAPIVersion, aliases: []string{"meshconfigs"},
 		decode: decodeKind(func(_ *kind, spec MeshConfigSpec, meta decodedMeta) any {
 			return &MeshConfig{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
@@ -160,7 +170,6 @@ var kinds = [...]kind{
 var notSupportedYet = map[string][]string{
 	GatewayGroup: {"GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute",
 		"BackendTLSPolicy"},
-	MeshgateGroup: {"TrafficPolicy"},
 }
 
 // decodeKind returns the decode function of a kind whose spec is S: the

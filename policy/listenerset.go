@@ -56,7 +56,7 @@ func (ls *ListenerSet) describe(from string) string {
 func (ls *ListenerSet) Listeners() []gwapiv1.Listener {
 	out := make([]gwapiv1.Listener, len(ls.Spec.Listeners))
 	for i, e := range ls.Spec.Listeners {
-		out[i] = gwapiv1.Listener{Name: e.Name, Hostname: e.Hostname, Port: e.Port, Protocol: e.Protocol, TLS: e.TLS, AllowedRoutes: e.AllowedRoutes}
+		out[i] = gwapiv1.Listener(e)
 	}
 	return out
 }

@@ -47,9 +47,16 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 			},
 		},
 		{
+			path: "route-tracing.yaml",
+			want: []string{
+				`route-tracing.yaml:13: metadata.annotations["meshgate.dev/tracing-sampling"]: invalid sampling "150": want a percentage from 0 to 100`,
+				`route-tracing.yaml:23: metadata.annotations["meshgate.dev/tracing-sampling"]: invalid sampling "all": want a percentage from 0 to 100`,
+			},
+		},
+		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant or ListenerSet in gateway.networking.k8s.io/v1; Service, SecurityPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant or ListenerSet in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,

@@ -404,6 +404,8 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			obj.Spec = res.Spec
 		case *SecurityPolicy:
 			obj.Spec = res.Spec
+		case *TrafficPolicy:
+			obj.Spec = res.Spec
 		case *MeshConfig:
 			obj.Spec = res.Spec
 		}

@@ -211,6 +211,8 @@ type Set struct {
 	MeshConfig *MeshConfig
 	// SecurityPolicies sorted by namespace, then name.
 	SecurityPolicies []*SecurityPolicy
+	// TrafficPolicies sorted by namespace, then name.
+	TrafficPolicies []*TrafficPolicy
 }
 
 // meshgate.dev kinds of the zero-trust mesh.

@@ -515,6 +515,7 @@ func (l *loader) checkHTTPRoute(r *HTTPRoute, ix *setIndex) {
 	if spec.UseDefaultGateways != "" {
 		l.errorf(src, "spec.useDefaultGateways", "%s", notSupported("useDefaultGateways"))
 	}
+	l.checkRouteTracing(r)
 	for i, h := range spec.Hostnames {
 		if msg := checkHostname(string(h), true); msg != "" {
 			l.errorf(src, fmt.Sprintf("spec.hostnames[%d]", i), "invalid hostname %q: %s", h, msg)

@@ -28,6 +28,7 @@ const (
 	KeyInboundAddress  = "inbound_address"
 	KeyAppAddress      = "app_address"
 	KeyOutboundAddress = "outbound_address"
+	KeyAdminAddress    = "admin_address"
 )
 
 // Metadata is who a proxy says it is in node.metadata (docs/xds.md, "Who a
@@ -48,6 +49,10 @@ type Metadata struct {
 	InboundAddress  string
 	AppAddress      string
 	OutboundAddress string
+	// AdminAddress (host:port) is where the proxy serves its admin
+	// endpoints (/ready, /stats, /metrics), as bound; the control plane
+	// shows it in /status, where meshgate top finds the proxies' metrics.
+	AdminAddress string
 }
 
 // field is one key of node.metadata and the Metadata field it fills.
@@ -66,6 +71,7 @@ func (m *Metadata) fields() []field {
 		{KeyInboundAddress, &m.InboundAddress},
 		{KeyAppAddress, &m.AppAddress},
 		{KeyOutboundAddress, &m.OutboundAddress},
+		{KeyAdminAddress, &m.AdminAddress},
 	}
 }
 

@@ -27,6 +27,11 @@ func TestStructKeys(t *testing.T) {
 			want: map[string]string{"role": "sidecar", "namespace": "shop", "service": "orders",
 				"inbound_address": "127.0.0.1:15006", "app_address": "127.0.0.1:8080", "outbound_address": "127.0.0.1:15001"},
 		},
+		{
+			name: "admin address",
+			meta: Metadata{Role: RoleGateway, Gateway: "edge", AdminAddress: "127.0.0.1:15100"},
+			want: map[string]string{"role": "gateway", "gateway": "edge", "admin_address": "127.0.0.1:15100"},
+		},
 		{name: "empty", want: map[string]string{}},
 	}
 	for _, tt := range tests {

@@ -33,6 +33,7 @@ type devFlags struct {
 	config       string
 	xdsAddress   string
 	adminAddress string
+	tracing      devTracing
 }
 
 func newDevCmd(g *globalFlags) *cobra.Command {
@@ -47,7 +48,14 @@ distributed commands, wired in one process. Edit the policy files while it runs
 and watch the change take effect.
 
 Without --config it uses ./examples/quickstart when present, else a copy of the
-quickstart built into the binary.`,
+quickstart built into the binary.
+
+With --jaeger (a Jaeger's OTLP/gRPC receiver) or --otlp-endpoint (any OTLP/gRPC
+collector), every proxy sends its spans there, as a MeshConfig spec.tracing
+would (it replaces the policy's), at --trace-sampling percent of new traces;
+dev prints the Jaeger UI's URL.`,
+		Example: `  tools/jaeger/bin/jaeger &      # OTLP on 4317, UI on http://localhost:16686
+  meshgate dev --jaeger 127.0.0.1:4317`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd.Context(), f, g.logger(), cmd.OutOrStdout())
@@ -56,6 +64,10 @@ quickstart built into the binary.`,
 	cmd.Flags().StringVar(&f.config, "config", "", "policy file or directory (default: the quickstart)")
 	cmd.Flags().StringVar(&f.xdsAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address")
 	cmd.Flags().StringVar(&f.adminAddress, "admin-address", "127.0.0.1:15000", "control plane admin address")
+	cmd.Flags().StringVar(&f.tracing.jaeger, "jaeger", "", "send traces to this Jaeger's OTLP/gRPC receiver (ip:port, e.g. 127.0.0.1:4317)")
+	cmd.Flags().StringVar(&f.tracing.jaegerUI, "jaeger-ui", "", "the Jaeger UI URL to print (default: http://<--jaeger's host>:16686)")
+	cmd.Flags().StringVar(&f.tracing.otlp, "otlp-endpoint", "", "send traces to this OTLP/gRPC collector (ip:port)")
+	cmd.Flags().Float64Var(&f.tracing.sampling, "trace-sampling", 100, "percent of new traces sampled with --jaeger or --otlp-endpoint")
 	return cmd
 }
 
@@ -67,6 +79,10 @@ type devTask struct {
 
 func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer) error {
 	fastHTTP1, err := (&proxyServerFlags{http1: defaultHTTP1Server()}).fastHTTP1()
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	tracing, err := f.tracing.spec()
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
@@ -96,12 +112,17 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 
 	// The control plane listens now, so that tokens can be minted for the
 	// proxies below; its state (CA, tokens) lives in memory.
+	var evaluate func(policy.Input) *policy.Result
+	if tracing != nil {
+		evaluate = withTracing(policy.NewCache().Evaluate, tracing)
+	}
 	cp, err := controlplane.New(ctx, controlplane.Options{
 		ConfigPaths:  []string{dir},
 		XDSAddress:   f.xdsAddress,
 		AdminAddress: f.adminAddress,
 		Dev:          true,
 		Logger:       logger.With("component", "controlplane"),
+		Evaluate:     evaluate,
 	})
 	if err != nil {
 		return err
@@ -222,6 +243,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	}
 	if ctx.Err() == nil {
 		printDevBanner(out, dir, f, gatewayURLs, sidecars)
+		fmt.Fprint(out, f.tracing.banner(tracing))
 	}
 	<-ctx.Done()
 	err = g.Wait()

@@ -26,7 +26,7 @@ func newGetCmd() *cobra.Command {
 		Use:   "get KIND [NAME]",
 		Short: "Show policy resources with their status, or those kept in Consul KV",
 		Long: `Get lists the resources of KIND (Gateway, HTTPRoute, Service, SecurityPolicy,
-MeshConfig, ListenerSet...; any case, plural or short name such as svc), or shows one by NAME.
+TrafficPolicy, MeshConfig, ListenerSet...; any case, plural or short name such as svc), or shows one by NAME.
 "all" lists every kind.
 
 By default (--store file) it asks the control plane's admin API (--admin,

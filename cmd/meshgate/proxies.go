@@ -13,25 +13,40 @@ import (
 
 func newProxiesCmd() *cobra.Command {
 	a := &adminFlags{}
+	var output string
 	cmd := &cobra.Command{
 		Use:   "proxies",
-		Short: "List the proxies connected to the control plane, with their identity; revoke them",
-		Args:  cobra.NoArgs,
+		Short: "List the proxies connected to the control plane: identity, configuration versions, sync; revoke them",
+		Long: `Proxies lists the proxies connected to the control plane (GET /status): node
+id, role, the service or Gateway it serves, its address (a sidecar's inbound
+listener, a gateway's xDS connection), its identity (SPIFFE ID and certificate
+expiry), the version of each xDS type it accepted (LDS, RDS, CDS, EDS, SDS),
+whether it is in sync (it accepted the version it is served of every type it
+asks for; "held" when the control plane holds its configuration back), and
+its last rejection of a configuration (NACK: type, version, error, time),
+kept after later versions are accepted.
+
+-o json and -o yaml print every field, with full versions.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutputFormat("proxies", output); err != nil {
+				return err
+			}
 			var st controlplane.Status
 			if err := a.call(cmd.Context(), "GET", "/status", nil, &st); err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tROLE\tNAME\tIDENTITY\tCERT-EXPIRES\tMTLS\tHELD\tENROLMENT\tTOKEN")
-			for _, p := range st.Proxies {
-				fmt.Fprintf(w, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Role, p.Namespace, p.Name,
-					cmp.Or(p.SPIFFEID, "-"), formatTime(p.CertNotAfter), cmp.Or(p.MTLSMode, "-"), cmp.Or(p.Held, "-"),
-					cmp.Or(p.Enrolment, "-"), cmp.Or(p.TokenID, "-"))
+			views := make([]proxyView, len(st.Proxies))
+			for i, p := range st.Proxies {
+				views[i] = newProxyView(p)
 			}
-			return w.Flush()
+			if output == "json" || output == "yaml" {
+				return writeStructured(cmd.OutOrStdout(), output, map[string]any{"proxies": views})
+			}
+			return printProxies(cmd.OutOrStdout(), views)
 		},
 	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	a.register(cmd)
 	cmd.AddCommand(newProxiesRevokeCmd(a), newProxiesRevocationsCmd(a), newProxiesEndpointsCmd())
 	return cmd

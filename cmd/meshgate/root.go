@@ -52,6 +52,7 @@ func newRootCmd() *cobra.Command {
 		newCACmd(),
 		newProxiesCmd(),
 		newStatusCmd(),
+		newTopCmd(),
 		newApplyCmd(),
 		newGetCmd(),
 		newDeleteCmd(),

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -31,22 +33,30 @@ without a policy change, and every policy resource that is not serving as
 written (rejected, serving its last good version, a SecurityPolicy failing
 closed) or has a reference or parent that does not resolve, with its reason
 and file:line (from GET /resources; meshgate get shows their whole status).
--o json prints the whole answer of GET /status.`,
+It sums the proxies up: connected by role, how many accepted the latest
+configuration of every type (meshgate proxies shows each), how many are held
+or rejecting a configuration.
+-o json and -o yaml print the whole answer of GET /status.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch output {
-			case "", "text", "json":
-			default:
-				return &exitError{code: 2, err: fmt.Errorf("status: unknown -o %q (want json)", output)}
+			if err := checkOutputFormat("status", output); err != nil {
+				return err
 			}
 			var st controlplane.Status
-			if output == "json" {
+			switch output {
+			case "json":
 				var raw json.RawMessage
 				if err := a.call(cmd.Context(), "GET", "/status", nil, &raw); err != nil {
 					return err
 				}
 				_, err := fmt.Fprintln(cmd.OutOrStdout(), string(raw))
 				return err
+			case "yaml":
+				var generic any
+				if err := a.call(cmd.Context(), "GET", "/status", nil, &generic); err != nil {
+					return err
+				}
+				return writeStructured(cmd.OutOrStdout(), output, generic)
 			}
 			if err := a.call(cmd.Context(), "GET", "/status", nil, &st); err != nil {
 				return err
@@ -61,7 +71,7 @@ and file:line (from GET /resources; meshgate get shows their whole status).
 			return printResourceProblems(cmd.OutOrStdout(), resources.Items)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: text)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	a.register(cmd)
 	return cmd
 }
@@ -82,6 +92,7 @@ func printStatus(w io.Writer, st controlplane.Status) error {
 			held++
 		}
 	}
+	fmt.Fprintf(tw, "health:\t%s\n", health(st))
 	fmt.Fprintf(tw, "serving:\t%s\n", serving)
 	fmt.Fprintf(tw, "version:\t%s\n", cmp.Or(st.Version, "-"))
 	fmt.Fprintf(tw, "last reload:\t%s\n", formatTime(st.LastReload))
@@ -91,12 +102,50 @@ func printStatus(w io.Writer, st controlplane.Status) error {
 		fmt.Fprintf(tw, "held policy change:\t%s (since %s; applied at %s if the policy stays unchanged)\n", h.Reason, formatTime(h.Since), formatTime(h.ApplyAt))
 	}
 	fmt.Fprintf(tw, "proxies:\t%d (%d held)\n", len(st.Proxies), held)
+	if c := st.ProxyCounts; c.Connected > 0 {
+		var roles []string
+		for _, role := range slices.Sorted(maps.Keys(c.ByRole)) {
+			roles = append(roles, fmt.Sprintf("%s %d", cmp.Or(role, "unknown"), c.ByRole[role]))
+		}
+		fmt.Fprintf(tw, "  by role:\t%s\n", strings.Join(roles, ", "))
+		fmt.Fprintf(tw, "  on the latest config:\t%d of %d (%d rejecting a configuration; meshgate proxies says which)\n", c.OnLatest, c.Connected, c.Nacking)
+	}
 	for _, p := range st.Proxies {
 		if p.Held != "" {
 			fmt.Fprintf(tw, "  held %s:\t%s (since %s)\n", p.ID, p.Held, formatTime(p.HeldSince))
 		}
 	}
 	return tw.Flush()
+}
+
+// health is the first line of meshgate status: "ok", or "degraded: " and
+// what is wrong (not serving, the last reload failed, resources rejected,
+// proxies rejecting a configuration, held, or not on the latest one).
+func health(st controlplane.Status) string {
+	var problems []string
+	if !st.Serving {
+		problems = append(problems, "not serving")
+	}
+	if st.LastError != "" {
+		problems = append(problems, "policy problems")
+	}
+	if st.RejectedResources > 0 {
+		problems = append(problems, fmt.Sprintf("%d resource(s) not accepted", st.RejectedResources))
+	}
+	c := st.ProxyCounts
+	if c.Nacking > 0 {
+		problems = append(problems, fmt.Sprintf("%d proxy(ies) rejecting a configuration", c.Nacking))
+	}
+	if c.Held > 0 {
+		problems = append(problems, fmt.Sprintf("%d proxy(ies) held", c.Held))
+	}
+	if behind := c.Connected - c.OnLatest - c.Held; behind > 0 {
+		problems = append(problems, fmt.Sprintf("%d proxy(ies) not on the latest config", behind))
+	}
+	if len(problems) == 0 {
+		return "ok"
+	}
+	return "degraded: " + strings.Join(problems, ", ")
 }
 
 // printResourceProblems lists the resources that are not serving as

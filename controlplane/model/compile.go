@@ -145,6 +145,7 @@ var compileSteps = [...]struct {
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
 	{policy.KindGateway, (*compiler).gateways},
+	{policy.KindTrafficPolicy, (*compiler).trafficPolicies},
 	// Policy resolves GatewayClasses (the Gateways of other controllers'
 	// classes are not in the set); ReferenceGrants are read through
 	// policy.Set.BackendPermitted by the HTTPRoute step.
@@ -410,6 +411,12 @@ type compiledRoute struct {
 // (another namespace without a ReferenceGrant) resolves to nothing.
 func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) (*compiledRoute, error) {
 	cr := &compiledRoute{name: routeName(r), route: r}
+	var sampling *float64
+	if pct, ok, err := policy.RouteTracingSampling(r.Annotations); err != nil {
+		return nil, fmt.Errorf("httproute %s: metadata.annotations: %w", cr.name, err)
+	} else if ok {
+		sampling = &pct
+	}
 	for ri, rule := range r.Spec.Rules {
 		where := fmt.Sprintf("httproute %s: spec.rules[%d]", cr.name, ri)
 		action, err := m.compileAction(cr.name.Namespace, rule, permitted)
@@ -422,11 +429,12 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 		}
 		for mi, match := range matches {
 			cr.rules = append(cr.rules, &Rule{
-				Route:      cr.name,
-				RuleIndex:  ri,
-				MatchIndex: mi,
-				Match:      compileMatch(match),
-				Action:     action,
+				Route:           cr.name,
+				RuleIndex:       ri,
+				MatchIndex:      mi,
+				Match:           compileMatch(match),
+				Action:          action,
+				TracingSampling: sampling,
 			})
 		}
 	}

@@ -130,6 +130,12 @@ type ServicePort struct {
 	// parentRef selects this port as above; in precedence order. They shape
 	// the calls of the callers in their namespace only, instead of Routes.
 	ConsumerRoutes map[string][]*Rule `json:"consumerRoutes,omitempty"`
+	// Traffic is what the TrafficPolicies of the service set on the
+	// port's cluster; nil: none.
+	Traffic *ClusterTraffic `json:"traffic,omitempty"`
+	// RouteTraffic is what they set on the routes to the port, unless a
+	// gateway's or the route's own policy sets it; nil: none.
+	RouteTraffic *RouteTraffic `json:"routeTraffic,omitempty"`
 }
 
 // RoutesFor returns the rules that shape the calls to p of a caller in
@@ -190,6 +196,9 @@ type GatewayPort struct {
 	Number int32 `json:"number"`
 	// VirtualHosts sorted by hostname; "*" stands for any host.
 	VirtualHosts []*VirtualHost `json:"virtualHosts,omitempty"`
+	// Traffic is what the TrafficPolicies of the gateway (or of a listener
+	// on this port) set on its routes; nil: none.
+	Traffic *RouteTraffic `json:"traffic,omitempty"`
 }
 
 // VirtualHost is the route rules that apply to requests for one hostname.
@@ -210,10 +219,17 @@ type Rule struct {
 	MatchIndex int     `json:"matchIndex"`
 	Match      Match   `json:"match"`
 	Action     *Action `json:"action"`
+	// TracingSampling, when set, is the percentage of the rule's requests
+	// that start a trace sampled, in place of the mesh's (the route's
+	// policy.AnnotationTracingSampling).
+	TracingSampling *float64 `json:"tracingSampling,omitempty"`
 	// Authorization of the SecurityPolicies targeting the route, enforced
 	// wherever its rules are (merged with the gateway's at a gateway); nil:
 	// none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Traffic of the TrafficPolicies targeting the route (or this rule);
+	// nil: none.
+	Traffic *RouteTraffic `json:"traffic,omitempty"`
 }
 
 // PathMatchKind is how a path is matched.

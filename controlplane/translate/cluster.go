@@ -46,6 +46,9 @@ func buildCluster(m *model.Model, in Inputs, svc *model.Service, port *model.Ser
 			fail(err)
 		}
 	}
+	if err := setClusterTraffic(c, port); err != nil {
+		fail(err)
+	}
 	mtls := in.mtls() && m.HasSidecarEndpoints(port)
 	if mtls {
 		if err := setMTLSMatch(c, m.Mesh.SPIFFEID(svc.Namespace, svc.Name), port.Protocol); err != nil {

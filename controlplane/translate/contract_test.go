@@ -44,6 +44,9 @@ func TestContract(t *testing.T) {
 	}
 	server := startContractServer(t)
 	for _, c := range goldenCases(t) {
+		if slices.Contains(contractPending, c.feature) {
+			continue // the proxy does not implement them yet
+		}
 		data, err := os.ReadFile(c.out)
 		if err != nil {
 			t.Fatalf("%v (go test -update writes it)", err)
@@ -293,10 +296,10 @@ func TestContractSeesRejections(t *testing.T) {
 	bad := *n.Res
 	bad.Clusters = slices.Clone(bad.Clusters)
 	c := proto.Clone(bad.Clusters[0]).(*clusterv3.Cluster)
-	c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	bad.Clusters[0] = c
 	err = acceptByDataPlane(t, server, n.Node, &bad)
 	if err == nil || !strings.Contains(err.Error(), "lb_policy") {
-		t.Errorf("a cluster with lb_policy LEAST_REQUEST: %v, want a rejection naming lb_policy", err)
+		t.Errorf("a cluster with lb_policy CLUSTER_PROVIDED: %v, want a rejection naming lb_policy", err)
 	}
 }

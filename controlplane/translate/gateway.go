@@ -30,6 +30,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
+			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {
@@ -55,7 +56,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		// port 8080 is foo.com, and the backend receives it as sent.
 		rc := &routev3.RouteConfiguration{Name: name, IgnorePortInHostMatching: true}
 		for _, vh := range port.VirtualHosts {
-			rs, err := routes(m, clusters, vh.Rules, port.Number, gw.Authorization)
+			rs, err := routes(m, clusters, vh.Rules, port.Number, gw.Authorization, port.Traffic)
 			if err != nil {
 				return nil, err
 			}

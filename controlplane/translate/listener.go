@@ -101,6 +101,8 @@ type listenerFilters struct {
 	authorization *model.Authorization
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
+	// fault: a route of the listener injects faults (trafficpolicy.go).
+	fault bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -132,6 +134,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, hm)
+	}
+	if want.fault {
+		f, err := faultFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	return out, nil
 }

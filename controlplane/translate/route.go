@@ -24,7 +24,7 @@ const noBackendBody = "no valid backend for this route\n"
 // merged with the route's, since a per-route config replaces the
 // connection manager's; a rule with header modifiers gets the header
 // mutation filter's (header.go).
-func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, listenerPort int32, outer *model.Authorization) ([]*routev3.Route, error) {
+func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, listenerPort int32, outer *model.Authorization, outerTraffic *model.RouteTraffic) ([]*routev3.Route, error) {
 	out := make([]*routev3.Route, 0, len(rules))
 	for _, rule := range rules {
 		r := &routev3.Route{Match: routeMatch(rule.Match)}
@@ -42,6 +42,15 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			if err := setTraffic(m, clusters, ra, a); err != nil {
 				return nil, err
 			}
+			t, err := setRouteTraffic(ra, a, backendPort(m, a), rule.Traffic, outerTraffic)
+			if err != nil {
+				return nil, err
+			}
+			if t != nil {
+				if err := setFault(r, t.Fault); err != nil {
+					return nil, err
+				}
+			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {
 			r.Action = internalError()
@@ -49,6 +58,7 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 		if err := setHeaderModifiers(r, a); err != nil {
 			return nil, err
 		}
+		r.Tracing = routeTracing(m, rule)
 		out = append(out, r)
 	}
 	return out, nil

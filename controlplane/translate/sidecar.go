@@ -91,15 +91,25 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 			var rs []*routev3.Route
 			if rules := port.RoutesFor(callerNamespace); len(rules) > 0 {
 				var err error
-				if rs, err = routes(m, clusters, rules, port.Number, nil); err != nil {
+				if rs, err = routes(m, clusters, rules, port.Number, nil, nil); err != nil {
 					return nil, err
 				}
 			} else {
 				clusters.add(svc, port)
+				ra := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}
+				t, err := setRouteTraffic(ra, &model.Action{}, port, nil, nil)
+				if err != nil {
+					return nil, err
+				}
 				rs = []*routev3.Route{{
 					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: port.Cluster}}},
+					Action: &routev3.Route_Route{Route: ra},
 				}}
+				if t != nil {
+					if err := setFault(rs[0], t.Fault); err != nil {
+						return nil, err
+					}
+				}
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 				Name:    svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(port.Number)),
@@ -217,5 +227,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 			}
 		}
 	}
+	want.fault = modelHasFault(m)
 	return want
 }

@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -11,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
@@ -144,4 +146,25 @@ func tracingCluster(t *model.Tracing) (*clusterv3.Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// routeTracing is Route.tracing for a rule whose route overrides the
+// mesh's sampling (model.Rule.TracingSampling): random_sampling at its
+// percentage, which replaces the connection manager's for the requests of
+// the route that start a trace. Nil when the mesh does not trace or the
+// rule has no override.
+func routeTracing(m *model.Model, rule *model.Rule) *routev3.Tracing {
+	if m.Mesh.Tracing == nil || rule.TracingSampling == nil {
+		return nil
+	}
+	return &routev3.Tracing{RandomSampling: samplingFraction(*rule.TracingSampling)}
+}
+
+// samplingFraction is pct (0 to 100) as a FractionalPercent: per hundred
+// when whole, else per million.
+func samplingFraction(pct float64) *typev3.FractionalPercent {
+	if pct == math.Trunc(pct) {
+		return &typev3.FractionalPercent{Numerator: uint32(pct), Denominator: typev3.FractionalPercent_HUNDRED}
+	}
+	return &typev3.FractionalPercent{Numerator: uint32(math.Round(pct * 10000)), Denominator: typev3.FractionalPercent_MILLION}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -199,6 +200,36 @@ type watch struct {
 type cacheNode struct {
 	snap    *nodeSnapshot
 	watches map[int64]*watch
+	// sent is the version of the last response of each type made for the
+	// node: a NACK of it is not answered with it again (rejected).
+	sent map[string]string
+}
+
+// rejected reports whether req is a NACK (error_detail) while the node's
+// snapshot holds, of its type, the version last sent: answering at once
+// would send the rejected version again, which the proxy would reject
+// again, in a loop. The watch stays open until the type's version changes,
+// or for nackRetry: the rejection may be transient (a port in use for a
+// moment), so the version is sent again then.
+func (n *cacheNode) rejected(req *cachev3.Request, snap *nodeSnapshot) bool {
+	if req.GetErrorDetail() == nil {
+		return false
+	}
+	ts := snap.types[req.GetTypeUrl()]
+	return ts != nil && n.sent[req.GetTypeUrl()] == ts.version
+}
+
+// respond is respond for one of the node's watches, nil when it must wait
+// (nothing new, or rejected); it records the version it answers.
+func (n *cacheNode) respond(req *cachev3.Request, sub cachev3.Subscription, snap *nodeSnapshot) cachev3.Response {
+	if n.rejected(req, snap) {
+		return nil
+	}
+	resp := respond(req, sub, snap)
+	if resp != nil {
+		n.sent[req.GetTypeUrl()] = resp.GetResponseVersion()
+	}
+	return resp
 }
 
 // snapshotCache serves pre-encoded node snapshots to go-control-plane's
@@ -213,18 +244,24 @@ type snapshotCache struct {
 	mu      sync.Mutex
 	nodes   map[string]*cacheNode
 	watchID int64
+	// nackRetry is how long after a NACK the rejected version is sent
+	// again, unless a new one is sent first (see cacheNode.rejected).
+	nackRetry time.Duration
 }
+
+// defaultNackRetry is snapshotCache.nackRetry.
+const defaultNackRetry = time.Second
 
 var _ cachev3.Cache = (*snapshotCache)(nil)
 
 func newSnapshotCache() *snapshotCache {
-	return &snapshotCache{nodes: map[string]*cacheNode{}}
+	return &snapshotCache{nodes: map[string]*cacheNode{}, nackRetry: defaultNackRetry}
 }
 
 func (c *snapshotCache) node(id string) *cacheNode {
 	n, ok := c.nodes[id]
 	if !ok {
-		n = &cacheNode{watches: map[int64]*watch{}}
+		n = &cacheNode{watches: map[int64]*watch{}, sent: map[string]string{}}
 		c.nodes[id] = n
 	}
 	return n
@@ -242,7 +279,7 @@ func (c *snapshotCache) setSnapshot(ctx context.Context, id string, snap *nodeSn
 			if w.req.GetTypeUrl() != typeURL {
 				continue
 			}
-			resp := respond(w.req, w.sub, snap)
+			resp := n.respond(w.req, w.sub, snap)
 			if resp == nil {
 				continue
 			}
@@ -272,7 +309,7 @@ func (c *snapshotCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 	defer c.mu.Unlock()
 	n := c.node(id)
 	if n.snap != nil {
-		if resp := respond(req, sub, n.snap); resp != nil {
+		if resp := n.respond(req, sub, n.snap); resp != nil {
 			out <- resp // the server's channel has room for one response per type
 			return func() {}, nil
 		}
@@ -280,6 +317,9 @@ func (c *snapshotCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 	c.watchID++
 	wid := c.watchID
 	n.watches[wid] = &watch{req: req, sub: sub, out: out}
+	if n.snap != nil && n.rejected(req, n.snap) {
+		time.AfterFunc(c.nackRetry, func() { c.retryRejected(id, wid) })
+	}
 	return func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -287,6 +327,32 @@ func (c *snapshotCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscripti
 			delete(n.watches, wid)
 		}
 	}, nil
+}
+
+// retryRejected answers the watch wid of node id, opened by a NACK, with
+// the node's current snapshot (the rejected version, if it did not change),
+// unless it was answered or closed since.
+func (c *snapshotCache) retryRejected(id string, wid int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.nodes[id]
+	if !ok {
+		return
+	}
+	w, ok := n.watches[wid]
+	if !ok || n.snap == nil {
+		return
+	}
+	resp := respond(w.req, w.sub, n.snap)
+	if resp == nil {
+		return
+	}
+	select {
+	case w.out <- resp: // the watch's channel has room: nothing was sent on it
+		delete(n.watches, wid)
+		n.sent[w.req.GetTypeUrl()] = resp.GetResponseVersion()
+	default:
+	}
 }
 
 // CreateDeltaWatch refuses: meshgate serves state-of-the-world xDS.

@@ -63,6 +63,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
 )
@@ -105,6 +106,22 @@ type ProxyStatus struct {
 	// join token it enrolled with (docs/security.md).
 	Enrolment string `json:"enrolment,omitempty"`
 	TokenID   string `json:"tokenID,omitempty"`
+	// AdminAddress is where the proxy serves its admin endpoints (/metrics),
+	// as it reported in node.metadata.admin_address; empty when it did not.
+	AdminAddress string `json:"adminAddress,omitempty"`
+	// Address is a sidecar's inbound address; for a gateway, Peer.
+	Address string `json:"address,omitempty"`
+	// Peer is the address the proxy's xDS connection comes from.
+	Peer string `json:"peer,omitempty"`
+	// Served maps each type URL the proxy asks for to the version the
+	// control plane serves it now.
+	Served map[string]string `json:"served,omitempty"`
+	// InSync: the proxy accepted the version it is served of every type
+	// it asks for (see proxySync.inSync).
+	InSync bool `json:"inSync"`
+	// LastNack is the proxy's last rejection of a configuration, kept
+	// after later versions are accepted (InSync says whether it is).
+	LastNack *Nack `json:"lastNack,omitempty"`
 }
 
 // ProxyIdentity is who a proxy proved to be when its stream opened.
@@ -131,6 +148,9 @@ type node struct {
 	acked       map[string]string
 	nacked      map[string]string
 	identity    ProxyIdentity
+	// adminAddress is node.metadata.admin_address of its latest stream.
+	adminAddress string
+	sync         proxySync
 	// policyVersion is the model PolicyVersion snap was made from, or last
 	// found up to date with.
 	policyVersion string
@@ -186,7 +206,14 @@ type Server struct {
 	fullUpdates, endpointUpdates atomic.Int64
 	// observer is told of pushes and rejections (SetObserver); guarded by mu.
 	observer Observer
+	// nodesUpdated counts the snapshots set with a new version (NodesUpdated).
+	nodesUpdated atomic.Int64
 }
+
+// NodesUpdated is how many times since New a proxy was given a
+// configuration of a new version: the difference across a SetModel is the
+// number of proxies it updated.
+func (s *Server) NodesUpdated() int64 { return s.nodesUpdated.Load() }
 
 // UpdateCounts is how many model changes a Server applied each way.
 type UpdateCounts struct {
@@ -221,7 +248,9 @@ func New(ctx context.Context, logger *slog.Logger) *Server {
 	s.xds = xdsserver.NewServer(ctx, s.cache, xdsserver.CallbackFuncs{
 		StreamOpenFunc:    s.onStreamOpen,
 		StreamRequestFunc: s.onStreamRequest,
-		StreamClosedFunc:  s.onStreamClosed,
+		// (The stream's responses: versions and nonces, for ProxyStatus.)
+		StreamResponseFunc: s.onStreamResponse,
+		StreamClosedFunc:   s.onStreamClosed,
 	}, serverv3.WithOrderedADS(), serverv3.WithLogger(cacheLogger(logger)))
 	return s
 }
@@ -407,7 +436,9 @@ func (s *Server) Proxies() []ProxyStatus {
 			HeldSince:    n.heldSince,
 			Enrolment:    n.identity.Enrolment,
 			TokenID:      n.identity.TokenID,
+			AdminAddress: n.adminAddress,
 		}
+		n.syncStatusLocked(&st)
 		if n.info.Role == translate.RoleSidecar && s.model != nil {
 			st.MTLSMode = s.model.Mesh.MTLSMode
 			if svc := s.model.Service(n.info.Namespace, n.info.Service); svc != nil {
@@ -514,6 +545,7 @@ func (s *Server) authorize(streamID int64, n *corev3.Node) (ProxyIdentity, error
 func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryRequest) error {
 	s.mu.Lock()
 	_, known := s.streams[streamID]
+	peerAddr := peerAddress(s.contexts[streamID])
 	s.mu.Unlock()
 	var identity ProxyIdentity
 	if !known {
@@ -552,6 +584,8 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		s.streamNodeSeen[streamID] = req.GetNode()
 		if ok {
 			n.identity = identity // the same proxy, perhaps with a renewed certificate
+			n.adminAddress = xdsnode.Decode(req.GetNode().GetMetadata()).AdminAddress
+			n.sync.peer = peerAddr
 		}
 		if !ok {
 			n = &node{
@@ -560,6 +594,9 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 				acked:       map[string]string{},
 				nacked:      map[string]string{},
 				identity:    identity,
+				// where its /metrics are, for operator tools
+				adminAddress: xdsnode.Decode(req.GetNode().GetMetadata()).AdminAddress,
+				sync:         newProxySync(peerAddr),
 			}
 			s.nodes[id] = n
 			s.logger.Info("proxy connected", "node", id, "role", n.info.Role, "namespace", n.info.Namespace, "name", n.info.Name())
@@ -577,6 +614,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		n.streams++
 	}
 	n := s.nodes[id]
+	n.sync.request(req, time.Now())
 	if req.GetResponseNonce() == "" {
 		s.resumeRequestLocked(id, n, req)
 		return nil
@@ -676,6 +714,9 @@ func (s *Server) setSnapshotLocked(ctx context.Context, id string, n *node, snap
 	if n.held != "" {
 		s.logger.Info("held configuration released", "node", id, "policyChanged", n.policyVersion != s.model.PolicyVersion)
 		n.held, n.heldSince = "", time.Time{}
+	}
+	if n.version != version {
+		s.nodesUpdated.Add(1)
 	}
 	n.snap, n.version, n.policyVersion = snap, version, s.model.PolicyVersion
 }

@@ -159,7 +159,7 @@ func TestADSGatewayAndSidecar(t *testing.T) {
 		},
 		{
 			name:          "sidecar",
-			node:          xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000"},
+			node:          xdsnode.Metadata{Role: xdsnode.RoleSidecar, Service: "orders", InboundAddress: "127.0.0.1:21011", AppAddress: "127.0.0.1:9000", AdminAddress: "127.0.0.1:15101"},
 			wantClusters:  []string{"default/orders:80", "inbound|orders"},
 			wantListeners: []string{"inbound", "outbound"},
 		},
@@ -200,7 +200,7 @@ func TestADSGatewayAndSidecar(t *testing.T) {
 				return ok && p.Acked[resourcev3.ClusterType] == clusters.VersionInfo && p.Nacked[resourcev3.ListenerType] != ""
 			})
 			p, _ := proxy()
-			if p.Role != tt.node.Role || p.Namespace != "default" || p.ConnectedAt.IsZero() {
+			if p.Role != tt.node.Role || p.Namespace != "default" || p.ConnectedAt.IsZero() || p.AdminAddress != tt.node.AdminAddress {
 				t.Errorf("proxy status = %+v", p)
 			}
 			if res, _, ok := s.Resources(p.ID); !ok || len(res.Listeners) != len(tt.wantListeners) {

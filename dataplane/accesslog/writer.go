@@ -142,6 +142,11 @@ func (w *Writer) Stats() Stats {
 	return Stats{Written: w.written.Load(), Dropped: w.dropped.Load()}
 }
 
+// Counts are the lines written and dropped so far (Stats' counters).
+func (w *Writer) Counts() (written, dropped uint64) {
+	return w.written.Load(), w.dropped.Load()
+}
+
 // Log formats e's line as s says and adds it to the buffer, or drops it
 // (counted) when the buffer is full or w is closed. end is when the
 // request ended.

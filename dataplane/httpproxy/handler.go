@@ -178,11 +178,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w = rec
 		defer h.endMetrics(cfg.Metrics, rec, r.ContentLength)
 	}
-	var span *tracing.Server
+	// With tracing, the server span starts once the route is known (its
+	// Route.tracing may set the sampling), with the path received; the
+	// access log entry after it, so that it has the span's trace context.
+	var received string
 	if cfg.Tracer != nil {
-		span, r = cfg.Tracer.StartServer(w, r)
+		received = r.URL.Path
+	}
+	normalized := !(cfg.NormalizePath || cfg.MergeSlashes) || normalizeRequestPath(r, cfg.MergeSlashes)
+	var rt *router.Route
+	if normalized {
+		rt = cfg.Routes.Match(r)
+		if rec != nil {
+			rec.selectRoute(cfg.Metrics.Route(rt))
+		}
+	}
+	if cfg.Tracer != nil {
+		start := tracing.ServerStart{Path: received}
+		if rt != nil {
+			if ts := rt.Tracing(); ts != nil {
+				start.Ratio, start.Override = cfg.Tracer.Settings().RouteRatio(ts.Random, ts.Overall, ts.HasRandom, ts.HasOverall), true
+			}
+		}
+		var span *tracing.Server
+		span, r = cfg.Tracer.StartServerWith(w, r, start)
 		w = span
 		defer span.End()
+		if rt != nil {
+			span.SetRoute(rt.Name(), rt.VirtualHost())
+		}
 	}
 	var entry *accesslog.Entry
 	if len(cfg.AccessLogs) > 0 {
@@ -190,17 +214,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w = entry
 		defer accesslog.Finish(cfg.AccessLogs, entry)
 	}
-	if (cfg.NormalizePath || cfg.MergeSlashes) && !normalizeRequestPath(r, cfg.MergeSlashes) {
+	if !normalized {
 		entry.SetDetails(accesslog.DetailsPathNormalization)
 		httpfilter.LocalReply(w, nil, http.StatusBadRequest, bodyBadPath)
 		return
-	}
-	rt := cfg.Routes.Match(r)
-	if rec != nil {
-		rec.selectRoute(cfg.Metrics.Route(rt))
-	}
-	if span != nil && rt != nil {
-		span.SetRoute(rt.Name(), rt.VirtualHost())
 	}
 	if entry != nil && rt != nil {
 		entry.SetRoute(rt.Name(), rt.VirtualHost())
@@ -271,7 +288,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		}
 		defer b.EndRequest()
 	}
-	endpoint, ok := cluster.Next()
+	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
 		localReply(w, rt, http.StatusServiceUnavailable, bodyNoHealthy)
@@ -354,6 +371,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
 	}
+	var idle *idleTimer
+	if d := rt.IdleTimeout(); d > 0 {
+		out, idle = withIdleTimeout(out, d)
+		defer idle.stop()
+		if out.Body != nil {
+			out.Body = &idleBody{ReadCloser: out.Body, t: idle}
+		}
+	}
 	var resp *http.Response
 	var err error
 	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
@@ -364,10 +389,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	// The endpoint of the last attempt (with retries, the one that answered
 	// or failed last).
 	entry.SetUpstream(cluster.Name(), endpoint)
+	if err != nil && idle != nil && idle.fired(out.Context()) && r.Context().Err() == nil {
+		attempt.Fail(err)
+		entry.Fail(accesslog.UpstreamRequestTimeout, detailsStreamIdle)
+		localReply(w, rt, http.StatusGatewayTimeout, bodyStreamIdle)
+		return
+	}
 	if err != nil {
 		attempt.Fail(err)
 		h.upstreamError(w, r, rt, cluster, endpoint, err, body, entry)
 		return
+	}
+	if idle != nil {
+		resp.Body = &idleBody{ReadCloser: resp.Body, t: idle}
 	}
 	defer resp.Body.Close()
 	attempt.SetStatus(resp.StatusCode)

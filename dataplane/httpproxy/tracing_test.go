@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -27,7 +28,7 @@ func TestTracedRequest(t *testing.T) {
 	})
 	exp := tracetest.NewInMemoryExporter()
 	tr := tracing.NewWithExporter(&tracing.Settings{Service: "edge", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: 1}, exp, tracing.Options{}, nil)
-	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	route := &routev3.Route{Name: "orders", Match: prefix("/orders"), Action: forwardTo("A")}
 	h := NewHandler(nil)
 	h.Store(&Config{
@@ -92,7 +93,7 @@ func BenchmarkProxyTracing(b *testing.B) {
 		b.Run(fmt.Sprintf("sampling=%g%%", percent), func(b *testing.B) {
 			tr := tracing.NewWithExporter(&tracing.Settings{Service: "bench", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: percent / 100},
 				tracetest.NewNoopExporter(), tracing.Options{}, nil)
-			b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+			b.Cleanup(func() { _ = tr.Close(context.Background()) })
 			h := NewHandler(nil)
 			h.Store(&Config{
 				Routes:   table(b, &routev3.Route{Match: prefix("/"), Action: forwardTo("A")}),
@@ -110,6 +111,69 @@ func BenchmarkProxyTracing(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// TestRouteTracingSampling: a route's Route.tracing replaces the
+// connection manager's sampling for the requests of that route that start
+// a trace (random_sampling 100% in a listener at 0%: traced; overall 0%
+// in a listener at 100%: not), the other routes keep the listener's, and a
+// request with a sampled trace context is traced on any route.
+func TestRouteTracingSampling(t *testing.T) {
+	t.Parallel()
+	backend := newBackend(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	percent := func(p uint32) *typev3.FractionalPercent { return &typev3.FractionalPercent{Numerator: p} }
+	routes := []*routev3.Route{
+		{Name: "always", Match: prefix("/always"), Action: forwardTo("A"), Tracing: &routev3.Tracing{RandomSampling: percent(100)}},
+		{Name: "never", Match: prefix("/never"), Action: forwardTo("A"), Tracing: &routev3.Tracing{OverallSampling: percent(0)}},
+		{Name: "listener", Match: prefix("/"), Action: forwardTo("A")},
+	}
+	tests := []struct {
+		name          string
+		random        float64 // the listener's random_sampling
+		path, parent  string
+		wantSpans     int
+		wantRouteName string
+	}{
+		{"route at 100% in a listener at 0%", 0, "/always", "", 2, "GET always"},
+		{"the listener's 0% elsewhere", 0, "/other", "", 0, ""},
+		{"route at overall 0% in a listener at 100%", 1, "/never", "", 0, ""},
+		{"the listener's 100% elsewhere", 1, "/other", "", 2, "GET listener"},
+		{"a sampled parent on a route at 0%", 1, "/never", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", 2, "GET never"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			exp := tracetest.NewInMemoryExporter()
+			tr := tracing.NewWithExporter(&tracing.Settings{Service: "edge", Cluster: "c", Timeout: tracing.DefaultExportTimeout,
+				Ratio: tt.random, Random: tt.random, Overall: 1}, exp, tracing.Options{}, nil)
+			t.Cleanup(func() { _ = tr.Close(context.Background()) })
+			h := NewHandler(nil)
+			h.Store(&Config{
+				Routes:   table(t, routes...),
+				Clusters: map[string]*upstream.Cluster{"A": clusterFor(t, "A", false, addrOf(backend))},
+				Tracer:   tr,
+			})
+			req := httptest.NewRequest("GET", "http://shop"+tt.path, nil)
+			if tt.parent != "" {
+				req.Header.Set("Traceparent", tt.parent)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d", rec.Code)
+			}
+			if err := tr.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			spans := exp.GetSpans()
+			if len(spans) != tt.wantSpans {
+				t.Fatalf("%d spans, want %d", len(spans), tt.wantSpans)
+			}
+			if tt.wantSpans > 0 && spans[1].Name != tt.wantRouteName {
+				t.Errorf("server span %q, want %q", spans[1].Name, tt.wantRouteName)
+			}
 		})
 	}
 }

@@ -77,7 +77,7 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 	var perTry time.Duration
 	if p != nil {
 		perTry = p.PerTryTimeout
-		if replayable {
+		if replayable && p.RetriesMethod(out.Method) {
 			retries = p.Retries
 		}
 	}

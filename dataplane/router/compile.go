@@ -140,6 +140,7 @@ func compileRoute(rc *routev3.Route, perFilter PerFilterCompiler, vhFilters []pe
 		return nil, fmt.Errorf("match: %w", err)
 	}
 	rt.match = m
+	rt.tracing = compileTracing(rc.GetTracing())
 
 	switch action := rc.GetAction().(type) {
 	case *routev3.Route_Route:

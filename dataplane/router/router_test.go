@@ -654,8 +654,9 @@ func TestCompileErrors(t *testing.T) {
 			r.Match.Grpc = &routev3.RouteMatch_GrpcRouteMatchOptions{}
 		}), []string{"grpc", "not supported"}},
 		{"unsupported route action field", base(func(r *routev3.Route) {
-			r.GetRoute().IdleTimeout = durationpb.New(time.Second)
-		}), []string{"idle_timeout", "not supported"}},
+			r.GetRoute().PrefixRewrite = ""
+			r.GetRoute().MaxGrpcTimeout = durationpb.New(time.Second)
+		}), []string{"max_grpc_timeout", "not supported"}},
 		{"unsupported retry condition", base(func(r *routev3.Route) {
 			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}
 		}), []string{"retry_policy.retry_on", "refused-stream", "not supported"}},

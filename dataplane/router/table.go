@@ -70,6 +70,9 @@ type Route struct {
 
 	kind ActionKind
 
+	// tracing is Route.tracing's sampling, nil without.
+	tracing *TracingSampling
+
 	// ActionForward.
 	cluster       string          // single cluster, or "" with weighted set
 	weighted      []weightedEntry // cumulative weights, ascending
@@ -84,6 +87,9 @@ type Route struct {
 	// retry is retry_policy (nil: none); mirrors request_mirror_policies.
 	retry   *RetryPolicy
 	mirrors []Mirror
+	// hash is hash_policy (nil: none); idleTimeout is idle_timeout.
+	hash        *HashPolicy
+	idleTimeout time.Duration
 
 	// clusterNotFound is the status answered when the picked cluster is not
 	// known to the proxy (cluster_not_found_response_code).

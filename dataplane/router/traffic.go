@@ -44,6 +44,9 @@ type RetryPolicy struct {
 	// The retry_on conditions.
 	on5xx, gatewayError, reset, connectFailure bool
 	statusCodes                                []int // retriable-status-codes
+	// methods are the methods retried (retriable_request_headers on
+	// :method); nil: every one.
+	methods []string
 }
 
 // RetriesStatus reports whether a try answered with status is retried.
@@ -174,7 +177,7 @@ func compileTraffic(rt *Route, ra *routev3.RouteAction) error {
 		}
 		rt.mirrors = append(rt.mirrors, m)
 	}
-	return nil
+	return compilePolicyTraffic(rt, ra)
 }
 
 func compileRetryPolicy(rp *routev3.RetryPolicy) (*RetryPolicy, error) {

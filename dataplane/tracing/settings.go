@@ -59,6 +59,9 @@ type Settings struct {
 	// Ratio is the probability that a new trace (no sampled or unsampled
 	// parent) is sampled: random_sampling x overall_sampling.
 	Ratio float64
+	// Random and Overall are random_sampling and overall_sampling as
+	// ratios (a route's Route.tracing may replace either: RouteRatio).
+	Random, Overall float64
 	// Tags are the literal custom_tags, set on every span.
 	Tags []attribute.KeyValue
 }
@@ -66,7 +69,7 @@ type Settings struct {
 // Key identifies equal settings.
 func (s *Settings) Key() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%q %q %d %q %q %s %g", s.Service, s.Cluster, s.Protocol, s.URLPath, s.Authority, s.Timeout, s.Ratio)
+	fmt.Fprintf(&b, "%q %q %d %q %q %s %g %g %g", s.Service, s.Cluster, s.Protocol, s.URLPath, s.Authority, s.Timeout, s.Ratio, s.Random, s.Overall)
 	for _, t := range s.Tags {
 		fmt.Fprintf(&b, " %q=%q", t.Key, t.Value.AsString())
 	}
@@ -133,7 +136,7 @@ func Parse(t *hcmv3.HttpConnectionManager_Tracing) (*Settings, error) {
 	if _, err := percent("tracing.client_sampling", t.GetClientSampling()); err != nil {
 		return nil, err
 	}
-	s.Ratio = random * overall
+	s.Ratio, s.Random, s.Overall = random*overall, random, overall
 	for i, tag := range t.GetCustomTags() {
 		if tag.GetTag() == "" {
 			return nil, fmt.Errorf("tracing.custom_tags[%d].tag: required", i)

@@ -150,7 +150,7 @@ func NewWithExporter(s *Settings, exporter sdktrace.SpanExporter, opts Options, 
 	res := resource.NewSchemaless(attribute.String("service.name", s.Service))
 	provider := sdktrace.NewTracerProvider(
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(s.Ratio))),
+		sdktrace.WithSampler(sdktrace.ParentBased(routeSampler{def: sdktrace.TraceIDRatioBased(s.Ratio)})),
 		sdktrace.WithSpanProcessor(q),
 	)
 	return &Tracer{
@@ -183,8 +183,14 @@ func (t *Tracer) Stats() Stats {
 // Flush exports what is queued (within ctx).
 func (t *Tracer) Flush(ctx context.Context) error { return t.provider.ForceFlush(ctx) }
 
-// Shutdown exports what is queued (within ctx) and stops t.
-func (t *Tracer) Shutdown(ctx context.Context) error {
+// Counts are the spans exported and dropped so far (Stats' counters).
+func (t *Tracer) Counts() (exported, dropped uint64) {
+	st := t.Stats()
+	return st.Exported, st.Dropped
+}
+
+// Close exports what is queued (within ctx) and stops t.
+func (t *Tracer) Close(ctx context.Context) error {
 	err := t.provider.Shutdown(ctx)
 	return errors.Join(err, t.closeConn())
 }
@@ -206,10 +212,30 @@ func (s *Server) BeforeResponse(status int, _ http.Header) { s.status = status }
 // carries (W3C traceparent, else B3), or a new trace. It returns r with the
 // span in its context and the writer to answer through.
 func (t *Tracer) StartServer(w http.ResponseWriter, r *http.Request) (*Server, *http.Request) {
+	return t.StartServerWith(w, r, ServerStart{Path: r.URL.Path})
+}
+
+// ServerStart is what StartServerWith needs beyond the request.
+type ServerStart struct {
+	// Path is the path received (url.path), before normalization.
+	Path string
+	// Ratio, when Override, is the probability that the request, if it
+	// starts a trace, is sampled (the route's: Settings.RouteRatio), in
+	// place of Settings.Ratio.
+	Ratio    float64
+	Override bool
+}
+
+// StartServerWith is StartServer with the path received and the route's
+// sampling.
+func (t *Tracer) StartServerWith(w http.ResponseWriter, r *http.Request, start ServerStart) (*Server, *http.Request) {
 	carrier := propagation.HeaderCarrier(r.Header)
 	ctx := t.traceContext.Extract(r.Context(), carrier)
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		ctx = t.b3.Extract(ctx, carrier)
+	}
+	if start.Override {
+		ctx = context.WithValue(ctx, routeRatioKey{}, start.Ratio)
 	}
 	// The sampler looks at no attribute: they are built for sampled
 	// (recording) spans only.
@@ -219,7 +245,7 @@ func (t *Tracer) StartServer(w http.ResponseWriter, r *http.Request) (*Server, *
 		attrs = append(attrs, t.tags...)
 		attrs = append(attrs,
 			attribute.String("http.request.method", r.Method),
-			attribute.String("url.path", r.URL.Path),
+			attribute.String("url.path", start.Path),
 			attribute.String("server.address", r.Host),
 		)
 		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -478,4 +504,34 @@ func (q *queue) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return q.exporter.Shutdown(ctx)
+}
+
+// routeRatioKey keys, in the context a server span starts with, the
+// sampling ratio of the request's route (ServerStart.Ratio).
+type routeRatioKey struct{}
+
+// routeSampler samples a new trace at the ratio of the request's route
+// when it has one (routeRatioKey), else as def.
+type routeSampler struct{ def sdktrace.Sampler }
+
+func (s routeSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if ratio, ok := p.ParentContext.Value(routeRatioKey{}).(float64); ok {
+		return sdktrace.TraceIDRatioBased(ratio).ShouldSample(p)
+	}
+	return s.def.ShouldSample(p)
+}
+
+func (s routeSampler) Description() string { return "RouteOr{" + s.def.Description() + "}" }
+
+// RouteRatio is the sampling ratio of the requests of a route whose
+// Route.tracing sets random (hasRandom) or overall (hasOverall) sampling:
+// each replaces the connection manager's, as in Envoy.
+func (s *Settings) RouteRatio(random, overall float64, hasRandom, hasOverall bool) float64 {
+	if !hasRandom {
+		random = s.Random
+	}
+	if !hasOverall {
+		overall = s.Overall
+	}
+	return random * overall
 }

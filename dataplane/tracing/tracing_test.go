@@ -62,13 +62,13 @@ func TestParse(t *testing.T) {
 			in: func(t *testing.T) *hcmv3.HttpConnectionManager_Tracing {
 				return grpcTracing(t, &typev3.Percent{Value: 5})
 			},
-			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.05,
+			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.05, Random: 0.05, Overall: 1,
 				Tags: []attribute.KeyValue{attribute.String("meshgate.role", "sidecar")}},
 		},
 		{
 			name: "sampling unset is 100%",
 			in:   func(t *testing.T) *hcmv3.HttpConnectionManager_Tracing { return grpcTracing(t, nil) },
-			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 1,
+			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 1, Random: 1, Overall: 1,
 				Tags: []attribute.KeyValue{attribute.String("meshgate.role", "sidecar")}},
 		},
 		{
@@ -79,7 +79,7 @@ func TestParse(t *testing.T) {
 				tr.CustomTags = nil
 				return tr
 			},
-			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.25},
+			want: &Settings{Service: "orders", Cluster: "collector", Protocol: GRPC, Timeout: 2e9, Ratio: 0.25, Random: 0.5, Overall: 0.5},
 		},
 		{
 			name: "http",
@@ -87,7 +87,7 @@ func TestParse(t *testing.T) {
 				return &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
 					Name: ProviderName, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: httpCfg}}}
 			},
-			want: &Settings{Service: "meshgate", Cluster: "c", Protocol: HTTP, URLPath: "/v1/traces", Authority: "127.0.0.1:4318", Timeout: DefaultExportTimeout, Ratio: 1},
+			want: &Settings{Service: "meshgate", Cluster: "c", Protocol: HTTP, URLPath: "/v1/traces", Authority: "127.0.0.1:4318", Timeout: DefaultExportTimeout, Ratio: 1, Random: 1, Overall: 1},
 		},
 		{
 			name: "percentage out of range",
@@ -145,7 +145,7 @@ func newTestTracer(t *testing.T, ratio float64) (*Tracer, *tracetest.InMemoryExp
 	exp := tracetest.NewInMemoryExporter()
 	tr := NewWithExporter(&Settings{Service: "orders", Cluster: "c", Timeout: DefaultExportTimeout, Ratio: ratio,
 		Tags: []attribute.KeyValue{attribute.String("meshgate.role", "sidecar")}}, exp, Options{}, nil)
-	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	return tr, exp
 }
 
@@ -292,7 +292,7 @@ func TestFullQueueDropsNeverBlocks(t *testing.T) {
 		t.Fatalf("dropped %d of %d spans, want at least %d", st.Dropped, 2*requests, 2*requests-5)
 	}
 	_ = exp.Shutdown(context.Background())
-	if err := tr.Shutdown(context.Background()); err != nil {
+	if err := tr.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	st = tr.Stats()

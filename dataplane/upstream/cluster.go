@@ -80,6 +80,8 @@ type Cluster struct {
 	tlsLog    tlsFailureLog
 	router    roundTripper
 	stats     Stats
+	// balancer is the lb_policy (lb.go).
+	balancer balancer
 
 	// breaker is circuit_breakers, outlier outlier_detection and health
 	// health_checks; nil when not configured, at no cost. watched is set
@@ -118,6 +120,8 @@ type endpointSet struct {
 	scheduleHosts []*host
 	available     atomic.Int64
 	active        atomic.Pointer[[]string] // the available endpoints' schedule; nil: all (panic)
+	// lb is the balancer's state (lb.go); nil for plain round robin.
+	lb *lbState
 }
 
 // ExcludedEndpoint is an endpoint that discovery does not mark healthy.
@@ -187,10 +191,19 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 		connectTimeout = d.AsDuration()
 	}
 
+	if cl.balancer, err = balancerOf(c); err != nil {
+		return nil, errorf("%w", err)
+	}
+	idleTimeout, err := upstreamIdleTimeout(c, idleConnTimeout)
+	if err != nil {
+		return nil, errorf("%w", err)
+	}
 	cl.transport = newTransport(protocol, connectTimeout)
+	cl.transport.IdleConnTimeout = idleTimeout
 	cl.transport.DialContext = cl.countDials(cl.transport.DialContext)
 	if protocol == HTTP1 {
 		cl.fast = newH1Client(cl.transport.DialContext)
+		cl.fast.idleTimeout = idleTimeout
 	}
 	if cl.matches, err = cl.buildMatches(connectTimeout); err != nil {
 		return nil, errorf("%w", err)
@@ -317,6 +330,13 @@ func (rt *roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 // none: Go's clients would add "Go-http-client/1.1" (or /2.0), so
 // RoundTrip records the absence in r.Header as an entry without values.
 func (c *Cluster) RoundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
+	if done := c.beginRequest(r.URL.Host); done != nil {
+		return c.roundTripCounted(r, timeout, done)
+	}
+	return c.roundTrip(r, timeout)
+}
+
+func (c *Cluster) roundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
 	suppressDefaultUserAgent(r)
 	var transport http.RoundTripper = c.transport
 	fast := c.fast
@@ -456,6 +476,7 @@ func (c *Cluster) UseEndpoints(e *Endpoints) {
 	if e == nil || e.cluster != c {
 		return
 	}
+	e.set.lb.carrySince(c.endpoints.Load().lb, time.Now())
 	c.endpoints.Store(e.set)
 	c.refreshAvailable()
 	if c.health != nil {
@@ -489,12 +510,16 @@ func (c *Cluster) Endpoints() []string { return c.endpoints.Load().addresses }
 // order, or false when the cluster has none. It takes no lock and does not
 // allocate.
 func (c *Cluster) Next() (string, bool) {
-	schedule := c.endpoints.Load().schedule
+	set := c.endpoints.Load()
+	if set.lb != nil {
+		return c.pick(set, 0, false)
+	}
+	schedule := set.schedule
 	if len(schedule) == 0 {
 		return "", false
 	}
 	n := c.next.Add(1) - 1
-	if set := c.endpoints.Load(); set.scheduleHosts != nil {
+	if set.scheduleHosts != nil {
 		return set.nextWatched(n), true
 	}
 	return schedule[n%uint64(len(schedule))], true
@@ -599,6 +624,7 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 		}
 	}
 	set.schedule = schedule(eligible)
+	set.lb = c.balancer.prepare(eligible)
 	if c.watched && len(set.schedule) > 0 {
 		set.scheduleHosts = make([]*host, len(set.schedule))
 		for i, a := range set.schedule {

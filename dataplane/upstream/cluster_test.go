@@ -219,7 +219,7 @@ func TestSetEndpointsErrorsKeepPrevious(t *testing.T) {
 func TestNewClusterErrors(t *testing.T) {
 	t.Parallel()
 	leastRequest := edsCluster("c")
-	leastRequest.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	leastRequest.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	circuit := edsCluster("c")
 	circuit.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{Priority: corev3.RoutingPriority_HIGH}}}
 	logicalDNS := edsCluster("c")

@@ -49,13 +49,16 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type h1Client struct {
 	dial  dialFunc
 	pools sync.Map // endpoint address → *h1Pool
+	// idleTimeout closes a pooled connection idle this long.
+	idleTimeout time.Duration
 }
 
-func newH1Client(dial dialFunc) *h1Client { return &h1Client{dial: dial} }
+func newH1Client(dial dialFunc) *h1Client { return &h1Client{dial: dial, idleTimeout: idleConnTimeout} }
 
 // h1Pool holds the idle connections to one endpoint.
 type h1Pool struct {
-	idle chan *h1Conn
+	idle        chan *h1Conn
+	idleTimeout time.Duration
 }
 
 // h1Conn is one upstream connection.
@@ -78,7 +81,7 @@ func (c *h1Client) pool(addr string) *h1Pool {
 	if p, ok := c.pools.Load(addr); ok {
 		return p.(*h1Pool)
 	}
-	p, _ := c.pools.LoadOrStore(addr, &h1Pool{idle: make(chan *h1Conn, maxIdleConnsPerHost)})
+	p, _ := c.pools.LoadOrStore(addr, &h1Pool{idle: make(chan *h1Conn, maxIdleConnsPerHost), idleTimeout: c.idleTimeout})
 	return p.(*h1Pool)
 }
 
@@ -87,7 +90,7 @@ func (p *h1Pool) get(now time.Time) *h1Conn {
 	for {
 		select {
 		case pc := <-p.idle:
-			if now.Sub(pc.idleAt) < idleConnTimeout && (pc.retireAt.IsZero() || now.Before(pc.retireAt)) {
+			if now.Sub(pc.idleAt) < p.idleTimeout && (pc.retireAt.IsZero() || now.Before(pc.retireAt)) {
 				return pc
 			}
 			_ = pc.conn.Close()

@@ -98,6 +98,26 @@ func (set *endpointSet) refresh() {
 	set.active.Store(&active)
 }
 
+// availableSchedule is the schedule a balancer picks from: the available
+// endpoints' (filtered true) for a watched cluster with unavailable
+// endpoints, not in panic mode; the whole schedule otherwise.
+func (set *endpointSet) availableSchedule() (schedule []string, filtered bool) {
+	if set.scheduleHosts == nil {
+		return set.schedule, false
+	}
+	p := set.active.Load()
+	if p == nil || len(*p) == 0 || len(*p) == len(set.schedule) {
+		return set.schedule, false
+	}
+	return *p, true
+}
+
+// isAvailable reports whether the endpoint at address may receive traffic.
+func (set *endpointSet) isAvailable(address string) bool {
+	h := set.byAddress[address]
+	return h == nil || h.available()
+}
+
 // nextWatched is Next for a cluster that watches its endpoints: the n-th
 // of the available endpoints' schedule; of every endpoint's in panic mode.
 func (set *endpointSet) nextWatched(n uint64) string {

@@ -392,10 +392,10 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			name: "cluster lb policy",
 			msg: func(t *testing.T) proto.Message {
 				c := fullCluster(t, true)
-				c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+				c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 				return c
 			},
-			wantErr: `cluster "default/orders:80": lb_policy: value LEAST_REQUEST not supported`,
+			wantErr: `cluster "default/orders:80": lb_policy: value CLUSTER_PROVIDED not supported`,
 		},
 		{
 			name: "strict dns cluster",

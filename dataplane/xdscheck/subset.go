@@ -152,7 +152,7 @@ func Check(msg proto.Message) error { return core.Check(msg) }
 // an error.
 func New(filters ...HTTPFilter) (*Checker, error) {
 	subset := make(Rules)
-	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), resilienceSubset()} {
+	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset()} {
 		for name, rule := range set {
 			if _, dup := subset[name]; dup {
 				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
@@ -160,6 +160,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 			subset[name] = rule
 		}
 	}
+	extendTraffic(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
 	for _, f := range filters {
@@ -356,7 +357,7 @@ func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
 func routeRule() *Message {
 	return Allow("match", "route", "redirect", "direct_response",
 		"request_headers_to_add", "request_headers_to_remove",
-		"response_headers_to_add", "response_headers_to_remove")
+		"response_headers_to_add", "response_headers_to_remove", "tracing")
 }
 
 // checkHTTPFilters requires the router filter to be the last HTTP filter, and

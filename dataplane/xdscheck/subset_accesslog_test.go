@@ -48,8 +48,9 @@ func TestAccessLogSubset(t *testing.T) {
 			want: "DYNAMIC_METADATA(envoy.lb:canary) not supported"},
 		{name: "nested", config: file(jsonFormat(map[string]any{"x": map[string]any{"y": "%PROTOCOL%"}})),
 			want: "struct values are not supported"},
-		{name: "text format", config: file(&corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "%PROTOCOL%\n"}}),
-			want: "text_format: not supported"},
+		{name: "text format", config: file(&corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormatSource{
+			TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "%PROTOCOL%\n"}}}}),
+			want: "text_format_source: not supported"},
 		{name: "no format", config: &filev3.FileAccessLog{Path: "/dev/stdout"}, want: "log_format"},
 		{name: "omit empty values", config: func() proto.Message {
 			f := jsonFormat(map[string]any{"x": "%PROTOCOL%"})

@@ -17,7 +17,11 @@ func tracingSubset() Rules {
 		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": Allow(
 			"client_sampling", "random_sampling", "overall_sampling", "custom_tags", "provider").
 			Requires("provider"),
-		"envoy.type.v3.Percent":                   Allow("value"),
+		"envoy.type.v3.Percent": Allow("value"),
+		// Route.tracing: the route's sampling percentages, in place of
+		// the connection manager's (custom_tags are not taken there); their
+		// FractionalPercent is the core subset's.
+		"envoy.config.route.v3.Tracing":           Allow("client_sampling", "random_sampling", "overall_sampling"),
 		"envoy.type.tracing.v3.CustomTag":         Allow("tag", "literal").Requires("tag", "literal"),
 		"envoy.type.tracing.v3.CustomTag.Literal": Allow("value"),
 		"envoy.config.trace.v3.Tracing.Http": Allow("name").

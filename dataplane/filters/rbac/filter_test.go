@@ -252,7 +252,7 @@ func TestDeniedRequestSpanNamesTheRule(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tr := tracing.NewWithExporter(&tracing.Settings{Service: "orders", Cluster: "c", Timeout: tracing.DefaultExportTimeout, Ratio: 1},
 		exp, tracing.Options{}, nil)
-	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	deny := newFilterT(t, denyFilterName, rbacConfig(rbacconfigv3.RBAC_DENY, "default/orders-callers", map[string]*rbacconfigv3.Policy{
 		"default/orders-callers/no-admin": pol(permPath(prefix("/admin")), prinAny()),
 	}), httpfilter.Env{Stats: new(httpfilter.Stats)})

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -580,4 +581,51 @@ func newTestServer(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
+}
+
+// TestBalancersSkipUnavailableEndpoints: with outlier detection, every
+// lb_policy picks among the available endpoints; a ring hash key whose
+// endpoint is ejected moves to the next endpoint on the ring, and the other
+// keys stay where they were.
+func TestBalancersSkipUnavailableEndpoints(t *testing.T) {
+	t.Parallel()
+	four := append(append([]testEndpoint(nil), threeEndpoints...), testEndpoint{addr: "10.0.0.4", port: 80})
+	const ejected = "10.0.0.2:80"
+	for _, policy := range []clusterv3.Cluster_LbPolicy{clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST,
+		clusterv3.Cluster_RANDOM, clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV} {
+		t.Run(policy.String(), func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				c := newWatched(t, func(c *clusterv3.Cluster) {
+					c.LbPolicy = policy
+					outlier(func(od *clusterv3.OutlierDetection) { od.Consecutive_5Xx = wrapperspb.UInt32(1) })(c)
+				}, four...)
+				before := make(map[uint64]string, 1000)
+				for key := range uint64(1000) {
+					before[key], _ = c.NextFor(HashKey(fmt.Sprint(key)))
+				}
+				record(c, ejected, 1, status(500), nil)
+				if !endpointState(t, c, ejected).Ejected {
+					t.Fatal("not ejected")
+				}
+				moved := 0
+				for key := range uint64(1000) {
+					got, ok := c.NextFor(HashKey(fmt.Sprint(key)))
+					if !ok || got == ejected {
+						t.Fatalf("key %d picked %q with %s ejected", key, got, ejected)
+					}
+					if got != before[key] {
+						moved++
+					}
+					if n, _ := c.Next(); n == ejected {
+						t.Fatalf("Next picked the ejected endpoint")
+					}
+				}
+				hashing := policy == clusterv3.Cluster_RING_HASH || policy == clusterv3.Cluster_MAGLEV
+				if hashing && (moved == 0 || moved > 400) {
+					t.Errorf("%d of 1000 keys moved when one of four endpoints was ejected, want about 250", moved)
+				}
+			})
+		})
+	}
 }

@@ -34,7 +34,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/internal/testutil"
@@ -402,7 +401,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 	cp.set(t, config{version: "v2", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "b"),
 		mutate: func(s *snapshot) {
 			s.clusters[0].UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{}
-			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().MaxGrpcTimeout = durationpb.New(time.Second)
+			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().InternalRedirectPolicy = &routev3.InternalRedirectPolicy{}
 		},
 	}.build(t))
 	var nacks []*discoveryv3.DiscoveryRequest
@@ -417,7 +416,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 			t.Errorf("NACK of %s carries version %q, want last good v1", n.GetTypeUrl(), n.GetVersionInfo())
 		}
 		detail := n.GetErrorDetail().GetMessage()
-		if !strings.Contains(detail, "upstream_connection_options: not supported") && !strings.Contains(detail, "max_grpc_timeout: not supported") {
+		if !strings.Contains(detail, "upstream_connection_options: not supported") && !strings.Contains(detail, "internal_redirect_policy: not supported") {
 			t.Errorf("NACK detail = %q, want the unsupported field", detail)
 		}
 	}

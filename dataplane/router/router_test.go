@@ -655,8 +655,8 @@ func TestCompileErrors(t *testing.T) {
 		}), []string{"grpc", "not supported"}},
 		{"unsupported route action field", base(func(r *routev3.Route) {
 			r.GetRoute().PrefixRewrite = ""
-			r.GetRoute().MaxGrpcTimeout = durationpb.New(time.Second)
-		}), []string{"max_grpc_timeout", "not supported"}},
+			r.GetRoute().InternalRedirectPolicy = &routev3.InternalRedirectPolicy{}
+		}), []string{"internal_redirect_policy", "not supported"}},
 		{"unsupported retry condition", base(func(r *routev3.Route) {
 			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}
 		}), []string{"retry_policy.retry_on", "refused-stream", "not supported"}},

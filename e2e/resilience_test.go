@@ -159,7 +159,9 @@ spec:
 		t.Errorf("%d of %d requests failed, want at most 0.1%%: %v", bad, total, failures)
 	}
 
-	out, err := c.cli("proxies", "endpoints", "edge", "--proxy-admin", admin)
+	// The gateway's admin address is the one it reported to the control
+	// plane.
+	out, err := c.cli("proxies", "endpoints", "edge")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/controlplane"
 	"github.com/meshgate/meshgate/dataplane"
 )
 
@@ -25,7 +26,9 @@ const (
 	proxyAdminBodyLimit = 64 << 20
 )
 
-func newProxiesEndpointsCmd() *cobra.Command {
+// newProxiesEndpointsCmd builds `meshgate proxies endpoints`; a holds the
+// admin flags of `meshgate proxies`.
+func newProxiesEndpointsCmd(a *adminFlags) *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
 		Use:   "endpoints NAME",
@@ -35,18 +38,28 @@ for each cluster, each endpoint's health from discovery (Consul or the Service's
 endpoints), its active health check state, its outlier ejection (until when, and
 how many times), its weight, its requests in flight and its open connections.
 
-A proxy's admin port is its --admin address (a gateway's defaults to
-` + defaultGatewayAdminAddress + `, a sidecar's to ` + defaultSidecarAdminAddress + `); the
-control plane does not know it, so give it with --proxy-admin. NAME is checked
-against the proxy found there: its node id, its name, or namespace/name.`,
+The proxy's admin address is the one it reported to the control plane when it
+connected (GET /status, with the admin flags of every operator verb), found by
+NAME: its node id, its name, or namespace/name (one proxy only: give the node
+id when several match). --proxy-admin gives it directly instead (its --admin
+address), without asking the control plane; NAME is then checked against the
+proxy found there.`,
 		Example: `  meshgate proxies endpoints edge
-  meshgate proxies endpoints orders --proxy-admin 127.0.0.1:15101 -o json`,
+  meshgate proxies endpoints default/orders -o json
+  meshgate proxies endpoints orders --proxy-admin 127.0.0.1:15101`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "" && output != "json" {
 				return &exitError{code: 2, err: fmt.Errorf("--output %q: want json (default: a table)", output)}
 			}
 			ctx := cmd.Context()
+			if admin == "" {
+				found, err := proxyAdminAddress(ctx, a, args[0])
+				if err != nil {
+					return err
+				}
+				admin = found
+			}
 			var dump dataplane.ConfigDump
 			if err := proxyAdminGet(ctx, admin, "/config_dump", &dump); err != nil {
 				return err
@@ -67,9 +80,36 @@ against the proxy found there: its node id, its name, or namespace/name.`,
 			return printEndpoints(out, clusters)
 		},
 	}
-	cmd.Flags().StringVar(&admin, "proxy-admin", defaultGatewayAdminAddress, "the proxy's admin address host:port (its --admin)")
+	cmd.Flags().StringVar(&admin, "proxy-admin", "", "the proxy's admin address host:port (its --admin); default: the one it reported to the control plane")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json (default: a table)")
 	return cmd
+}
+
+// proxyAdminAddress asks the control plane for the admin address of the
+// connected proxy called name (its node id, name, or namespace/name).
+func proxyAdminAddress(ctx context.Context, a *adminFlags, name string) (string, error) {
+	var st controlplane.Status
+	if err := a.call(ctx, "GET", "/status", nil, &st); err != nil {
+		return "", fmt.Errorf("finding proxy %q: %w (or give its admin address with --proxy-admin)", name, err)
+	}
+	var found []string
+	var admin string
+	for _, p := range st.Proxies {
+		if name != p.ID && name != p.Name && name != p.Namespace+"/"+p.Name {
+			continue
+		}
+		found = append(found, p.ID)
+		admin = p.AdminAddress
+	}
+	switch {
+	case len(found) == 0:
+		return "", fmt.Errorf("no connected proxy is called %q (meshgate proxies lists them)", name)
+	case len(found) > 1:
+		return "", fmt.Errorf("%d proxies are called %q: give one's node id (%s)", len(found), name, strings.Join(found, ", "))
+	case admin == "":
+		return "", fmt.Errorf("proxy %s did not report its admin address: give it with --proxy-admin", found[0])
+	}
+	return scrapeAddress(admin), nil
 }
 
 // proxyIsNamed reports whether the node (protojson) is the proxy called

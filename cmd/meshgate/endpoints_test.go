@@ -41,7 +41,7 @@ func TestProxiesEndpoints(t *testing.T) {
 	admin := srv.Listener.Addr().String()
 
 	for _, name := range []string{"edge", "prod/edge", "gateway~edge~host-1"} {
-		out, code, err := runCmd(t, newProxiesEndpointsCmd(), "", name, "--proxy-admin", admin)
+		out, code, err := runCmd(t, newProxiesEndpointsCmd(&adminFlags{}), "", name, "--proxy-admin", admin)
 		if err != nil || code != 0 {
 			t.Fatalf("%s: code %d, %v", name, code, err)
 		}
@@ -57,12 +57,12 @@ func TestProxiesEndpoints(t *testing.T) {
 			}
 		}
 	}
-	out, _, err := runCmd(t, newProxiesEndpointsCmd(), "", "edge", "--proxy-admin", admin, "-o", "json")
+	out, _, err := runCmd(t, newProxiesEndpointsCmd(&adminFlags{}), "", "edge", "--proxy-admin", admin, "-o", "json")
 	var back dataplane.ClustersDump
 	if err != nil || json.Unmarshal([]byte(out), &back) != nil || len(back.Clusters[0].Endpoints) != 3 {
 		t.Fatalf("-o json: %v\n%s", err, out)
 	}
-	if _, _, err := runCmd(t, newProxiesEndpointsCmd(), "", "orders", "--proxy-admin", admin); err == nil || !strings.Contains(err.Error(), `is not "orders"`) {
+	if _, _, err := runCmd(t, newProxiesEndpointsCmd(&adminFlags{}), "", "orders", "--proxy-admin", admin); err == nil || !strings.Contains(err.Error(), `is not "orders"`) {
 		t.Errorf("another proxy's name: %v", err)
 	}
 }

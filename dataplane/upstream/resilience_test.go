@@ -130,7 +130,7 @@ func TestConsecutive5xxEjection(t *testing.T) {
 		if !e.Ejected || e.TimesEjected != 2 {
 			t.Fatalf("second ejection: %+v", e)
 		}
-		if got := e.EjectedUntil.Sub(time.Now()); got != 50*time.Second {
+		if got := time.Until(*e.EjectedUntil); got != 50*time.Second {
 			t.Errorf("second ejection lasts %v, want max_ejection_time 50s", got)
 		}
 	})

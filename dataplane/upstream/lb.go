@@ -240,15 +240,25 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-// ringPointsPerWeight is the points of an endpoint of the lightest
-// weight, doubled until the ring has ringMin points.
-const ringPointsPerWeight = 128
+// ringPointsPerWeight is the least number of points of an endpoint of the
+// lightest weight; ringMinEndpoints is the number of such endpoints whose
+// points make a ring of minimum_ring_size.
+const (
+	ringPointsPerWeight = 128
+	ringMinEndpoints    = 8
+)
 
 // buildRing builds a ring hash's ring: each endpoint gets points in
-// proportion to its weight (ringPointsPerWeight for the lightest), their
-// number doubled until the ring has ringMin points, and scaled down to at
-// most ringMax. An endpoint's points do not depend on the others (but
-// across a doubling), so when one leaves only its keys move.
+// proportion to its weight, an endpoint of the lightest weight
+// max(ringPointsPerWeight, ringMin/ringMinEndpoints) of them, scaled down
+// when the ring would have more than ringMax points. An endpoint's points
+// do not depend on how many endpoints there are, so when one leaves (or
+// comes) only its keys move. Envoy instead scales every endpoint's points
+// so that the ring has at least ringMin points, which moves keys of the
+// endpoints that stay whenever that scale changes; here a ring of fewer
+// than ringMinEndpoints endpoints has fewer than ringMin points, which
+// costs nothing in balance (each endpoint still has at least
+// ringPointsPerWeight points).
 func buildRing(eps []weightedAddress, ringMin, ringMax uint64) []ringPoint {
 	var sum uint64
 	minWeight := eps[0].weight
@@ -256,11 +266,9 @@ func buildRing(eps []weightedAddress, ringMin, ringMax uint64) []ringPoint {
 		sum += e.weight
 		minWeight = min(minWeight, e.weight)
 	}
-	perWeight := float64(ringPointsPerWeight) / float64(minWeight)
+	points := max(ringPointsPerWeight, (ringMin+ringMinEndpoints-1)/ringMinEndpoints)
+	perWeight := float64(points) / float64(minWeight)
 	total := perWeight * float64(sum)
-	for total < float64(ringMin) {
-		perWeight, total = 2*perWeight, 2*total
-	}
 	if total > float64(ringMax) {
 		perWeight *= float64(ringMax) / total
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -181,6 +183,8 @@ func upgradeRequest(path string) string {
 // TestUpgradeHalfClose: after 101, a client that half-closes its side
 // still gets what the backend sends after reading to the end, then the
 // end of the stream: each direction's end is passed on as a half-close.
+// The WebSocket is one access log line, status 101, with the bytes it
+// carried each way.
 func TestUpgradeHalfClose(t *testing.T) {
 	t.Parallel()
 	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -201,12 +205,22 @@ func TestUpgradeHalfClose(t *testing.T) {
 		}
 		fmt.Fprintf(conn, "got %q", got)
 	})
-	_, base := startProxy(t, &Config{
-		Routes:    table(t, &routev3.Route{Match: prefix("/"), Action: forwardTo("c")}),
-		Clusters:  map[string]*upstream.Cluster{"c": clusterFor(t, "c", false, addrOf(backend))},
-		WebSocket: true,
-	}, false)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	path := filepath.Join(t.TempDir(), "access.log")
+	logs, logw := accessLogTo(t, path, testFields)
+	h := NewHandler(nil)
+	h.Store(&Config{
+		Routes:     table(t, &routev3.Route{Name: "ws", Match: prefix("/"), Action: forwardTo("c")}),
+		Clusters:   map[string]*upstream.Cluster{"c": clusterFor(t, "c", false, addrOf(backend))},
+		WebSocket:  true,
+		AccessLogs: logs,
+	})
+	served := make(chan struct{}, 1)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		served <- struct{}{}
+	}))
+	t.Cleanup(proxy.Close)
+	conn, err := net.Dial("tcp", proxy.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +251,17 @@ func TestUpgradeHalfClose(t *testing.T) {
 	}
 	if string(got) != `got "abc"` {
 		t.Fatalf("got %q, want %q", got, `got "abc"`)
+	}
+	<-served
+	lines := readLines(t, logw, path)
+	if len(lines) != 1 {
+		t.Fatalf("%d access log lines, want 1", len(lines))
+	}
+	want := map[string]any{"route": "ws", "response_code": 101.0, "bytes_received": 3.0, "bytes_sent": float64(len(got)), "upstream_cluster": "c"}
+	for k, v := range want {
+		if lines[0][k] != v {
+			t.Errorf("access log %s = %v, want %v (line %v)", k, lines[0][k], v, lines[0])
+		}
 	}
 }
 

@@ -20,10 +20,13 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
+	"github.com/meshgate/meshgate/dataplane/metrics"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
 
@@ -207,12 +210,16 @@ func TestUpgradeHalfClose(t *testing.T) {
 	})
 	path := filepath.Join(t.TempDir(), "access.log")
 	logs, logw := accessLogTo(t, path, testFields)
+	reg := prometheus.NewPedanticRegistry()
+	m := metrics.NewProxy(reg)
+	routes := table(t, &routev3.Route{Name: "ws", Match: prefix("/"), Action: forwardTo("c")})
 	h := NewHandler(nil)
 	h.Store(&Config{
-		Routes:     table(t, &routev3.Route{Name: "ws", Match: prefix("/"), Action: forwardTo("c")}),
+		Routes:     routes,
 		Clusters:   map[string]*upstream.Cluster{"c": clusterFor(t, "c", false, addrOf(backend))},
 		WebSocket:  true,
 		AccessLogs: logs,
+		Metrics:    m.Listener("edge", routes),
 	})
 	served := make(chan struct{}, 1)
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -262,6 +269,29 @@ func TestUpgradeHalfClose(t *testing.T) {
 		if lines[0][k] != v {
 			t.Errorf("access log %s = %v, want %v (line %v)", k, lines[0][k], v, lines[0])
 		}
+	}
+	wantMetrics := `
+# HELP meshgate_proxy_requests_total Requests served, by listener, route, destination cluster and response code class.
+# TYPE meshgate_proxy_requests_total counter
+meshgate_proxy_requests_total{cluster="c",code_class="1xx",listener="edge",route="ws"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantMetrics), "meshgate_proxy_requests_total"); err != nil {
+		t.Error(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := map[string]float64{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			if labelValue(s.GetLabel(), "route") == "ws" && s.GetHistogram() != nil {
+				sizes[f.GetName()] = s.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	if sizes["meshgate_proxy_request_size_bytes"] != 3 || sizes["meshgate_proxy_response_size_bytes"] != float64(len(got)) {
+		t.Errorf("request and response sizes %v, want 3 and %d", sizes, len(got))
 	}
 }
 

@@ -344,3 +344,39 @@ func TestTunnelIdleTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketUpgradeRequest: which requests are WebSocket upgrades.
+func TestWebSocketUpgradeRequest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		proto      string
+		connection []string
+		upgrade    []string
+		body       string
+		want       bool
+	}{
+		{name: "upgrade", proto: "HTTP/1.1", connection: []string{"Upgrade"}, upgrade: []string{"websocket"}, want: true},
+		{name: "any case, tokens", proto: "HTTP/1.1", connection: []string{"keep-alive", "x, UPGRADE"}, upgrade: []string{"WebSocket, other"}, want: true},
+		{name: "HTTP/1.0", proto: "HTTP/1.0", connection: []string{"Upgrade"}, upgrade: []string{"websocket"}},
+		{name: "no Connection upgrade", proto: "HTTP/1.1", connection: []string{"keep-alive"}, upgrade: []string{"websocket"}},
+		{name: "h2c", proto: "HTTP/1.1", connection: []string{"Upgrade"}, upgrade: []string{"h2c"}},
+		{name: "websocket not first", proto: "HTTP/1.1", connection: []string{"Upgrade"}, upgrade: []string{"h2c, websocket"}},
+		{name: "with a body", proto: "HTTP/1.1", connection: []string{"Upgrade"}, upgrade: []string{"websocket"}, body: "x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader
+			if tc.body != "" {
+				body = strings.NewReader(tc.body)
+			}
+			r := httptest.NewRequest("GET", "http://a/ws", body)
+			r.Proto = tc.proto
+			r.ProtoMajor, r.ProtoMinor, _ = http.ParseHTTPVersion(tc.proto)
+			r.Header["Connection"], r.Header["Upgrade"] = tc.connection, tc.upgrade
+			if got := webSocketUpgrade(r); got != tc.want {
+				t.Errorf("webSocketUpgrade = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -69,12 +69,23 @@ func webSocketEcho(ctx context.Context, url, host string) error {
 // the gateway to a service behind its sidecar, and from one sidecar's
 // outbound listener to another service's sidecar (mesh mTLS between
 // them): the upgrade is forwarded and the connections are spliced at
-// every hop.
+// every hop. A SecurityPolicy that denies the path answers the upgrade 403
+// on both ways.
 func TestWebSocket(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	echo := startWebSocketEcho(t)
-	c.policy("ws.yaml", yamlDocs(edgeGateway, routeTo("wsecho"), meshServices("wsecho", "caller")))
+	c.policy("ws.yaml", yamlDocs(edgeGateway, routeTo("wsecho"), meshServices("wsecho", "caller"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: wsecho-private}
+spec:
+  targetRefs: [{kind: Service, name: wsecho}]
+  rules:
+    - name: no-private
+      action: DENY
+      to: [{paths: ["/private/*"]}]
+`))
 	c.startControlPlane()
 	c.sidecar("wsecho", echo, c.addr("wsecho-in"), c.addr("wsecho-out"))
 	c.sidecar("caller", c.addr("caller-app"), c.addr("caller-in"), c.addr("caller-out"))
@@ -91,6 +102,15 @@ func TestWebSocket(t *testing.T) {
 				defer cancel()
 				return webSocketEcho(ctx, tc.url, tc.host)
 			})
+		})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name+": denied by a SecurityPolicy", func(t *testing.T) {
+			url := strings.TrimSuffix(tc.url, "/ws") + "/private/ws"
+			err := webSocketEcho(context.Background(), url, tc.host)
+			if err == nil || !strings.Contains(err.Error(), "status 403") {
+				t.Fatalf("upgrade to %s: %v, want 403", url, err)
+			}
 		})
 	}
 	t.Run("mTLS between the sidecars", func(t *testing.T) {

@@ -31,10 +31,13 @@ const (
 	UpstreamRemoteReset                              // UR: the upstream response was cut short
 	DownstreamConnectionTermination                  // DC: the client went away
 	DownstreamProtocolError                          // DPE: the request could not be read (its body)
+	UpstreamOverflow                                 // UO: a circuit breaker limit of the cluster was reached (503)
+	FaultInjected                                    // FI: the fault filter aborted the request
+	DelayInjected                                    // DI: the fault filter delayed the request
 )
 
 // flagNames are the short names, in Envoy's order of Flag bits above.
-var flagNames = [...]string{"NR", "NC", "UH", "UF", "UT", "UC", "UR", "DC", "DPE"}
+var flagNames = [...]string{"NR", "NC", "UH", "UF", "UT", "UC", "UR", "DC", "DPE", "UO", "FI", "DI"}
 
 // Response code details (%RESPONSE_CODE_DETAILS%), Envoy's values.
 const (
@@ -50,6 +53,8 @@ const (
 	DetailsDownstreamGone    = "downstream_remote_disconnect"
 	DetailsPathNormalization = "path_normalization_failed"
 	DetailsBadRequestBody    = "downstream_request_body_failed"
+	DetailsOverflow          = "upstream_reset_before_response_started{overflow}"
+	DetailsFaultAbort        = "fault_filter_abort"
 )
 
 // Entry is what is logged of one request: the writer that records the
@@ -152,6 +157,13 @@ func (e *Entry) Fail(flag Flag, details string) {
 	if e != nil {
 		e.flags |= flag
 		e.details = details
+	}
+}
+
+// Flag records a response flag alone (a delay injected: the request goes on).
+func (e *Entry) Flag(flag Flag) {
+	if e != nil {
+		e.flags |= flag
 	}
 }
 

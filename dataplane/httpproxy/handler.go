@@ -46,7 +46,12 @@ const (
 	bodyBadGateway      = "bad gateway\n"
 	bodyBadPath         = "bad request path\n"
 	bodyBadBody         = "bad request body\n"
+	bodyOverflow        = "upstream overflow\n"
 )
+
+// OverloadedHeader names the circuit breaker limit that refused a request
+// (upstream.LimitRequests...), on the proxy's 503.
+const OverloadedHeader = "X-Meshgate-Overloaded"
 
 // Config is the immutable configuration of one listener's handler.
 type Config struct {
@@ -281,6 +286,13 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
+	if b := cluster.Breaker(); b != nil {
+		if err := b.StartRequest(); err != nil {
+			overloaded(w, rt, entry, err)
+			return
+		}
+		defer b.EndRequest()
+	}
 	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
@@ -288,6 +300,18 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint, entry)
+}
+
+// overloaded answers a request a circuit breaker refused (err wraps an
+// *upstream.OverflowError): 503 at once, naming the limit.
+func overloaded(w http.ResponseWriter, rt *router.Route, entry *accesslog.Entry, err error) {
+	limit := "circuit_breaker"
+	if o, ok := upstream.IsOverflow(err); ok {
+		limit = o.Limit
+	}
+	entry.Fail(accesslog.UpstreamOverflow, accesslog.DetailsOverflow)
+	w.Header()[OverloadedHeader] = []string{limit}
+	localReply(w, rt, http.StatusServiceUnavailable, bodyOverflow)
 }
 
 // entryOf is the access-log Entry of r, nil when cfg logs nothing (at no
@@ -467,7 +491,10 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 		return // the client went away: nobody to answer, nothing to log
 	}
 	var opErr *net.OpError
+	var overflow *upstream.OverflowError
 	switch {
+	case errors.As(err, &overflow):
+		overloaded(w, rt, entry, overflow)
 	case body != nil && body.failed.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, accesslog.DetailsBadRequestBody)
 		w.Header()["Connection"] = []string{"close"}

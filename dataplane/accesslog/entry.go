@@ -209,6 +209,15 @@ func (e *Entry) Flush() {
 // Unwrap returns the wrapped writer, for http.ResponseController.
 func (e *Entry) Unwrap() http.ResponseWriter { return e.w }
 
+// AddTunnelBytes counts the bytes of an upgraded connection (a WebSocket):
+// sent to the client, and received from it.
+func (e *Entry) AddTunnelBytes(sent, received int64) {
+	if e != nil {
+		e.bytesSent += sent
+		e.bytesReceived.Add(received)
+	}
+}
+
 // countedBody counts the request body bytes read.
 type countedBody struct {
 	io.ReadCloser

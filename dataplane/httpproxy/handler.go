@@ -81,6 +81,11 @@ type Config struct {
 	// Metrics are the listener's request metrics, resolved for Routes
 	// (metrics.Proxy.Listener). Nil: none, at no cost.
 	Metrics *metrics.Listener
+	// WebSocket is HttpConnectionManager.upgrade_configs with websocket
+	// enabled: WebSocket upgrades are forwarded and spliced (upgrade.go)
+	// on routes that do not disable them. False: only on routes that
+	// enable them; elsewhere the Upgrade header is removed.
+	WebSocket bool
 }
 
 // Handler serves one listener. It is safe for concurrent use.
@@ -347,7 +352,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	u.Scheme, u.Host, u.User = "http", endpoint, nil
 
 	header := out.Header
+	var upgradeTo []string // the Upgrade header of a WebSocket upgrade forwarded
+	if rt.WebSocketAllowed(cfg.WebSocket) && webSocketUpgrade(r) && cluster.CanUpgrade(endpoint) {
+		upgradeTo = header["Upgrade"]
+	}
 	wantsTrailers := removeHopByHop(header, true)
+	if upgradeTo != nil {
+		header["Connection"], header["Upgrade"] = []string{"Upgrade"}, upgradeTo
+	}
 	if wantsTrailers {
 		header["Te"] = []string{"trailers"}
 	}
@@ -370,6 +382,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	if cfg.Tracer != nil {
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
+	}
+	if upgradeTo != nil {
+		h.upgrade(w, r, cfg, rt, cluster, endpoint, out, attempt, entry)
+		return
 	}
 	var idle *idleTimer
 	if d := rt.IdleTimeout(); d > 0 {

@@ -90,6 +90,8 @@ type Route struct {
 	// hash is hash_policy (nil: none); idleTimeout is idle_timeout.
 	hash        *HashPolicy
 	idleTimeout time.Duration
+	// webSocket is upgrade_configs (upgrade.go).
+	webSocket WebSocket
 
 	// clusterNotFound is the status answered when the picked cluster is not
 	// known to the proxy (cluster_not_found_response_code).

@@ -20,6 +20,8 @@ import (
 const (
 	httpConnectionManagerName = "envoy.filters.network.http_connection_manager"
 	routerFilterName          = "envoy.filters.http.router"
+	// webSocketUpgrade is the upgrade_type of WebSocket upgrades.
+	webSocketUpgrade = "websocket"
 )
 
 // Fixed connection manager settings.
@@ -63,6 +65,9 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 		MergeSlashes:              true,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+		// WebSocket upgrades on every route, as Envoy Gateway and Istio
+		// enable them: a Service port needs no appProtocol kubernetes.io/ws.
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: webSocketUpgrade}},
 	}
 	// The Host header is forwarded as the client sent it, port included
 	// (no strip_any_host_port): a gateway's route configurations ignore the

@@ -46,7 +46,12 @@ const (
 	bodyBadGateway      = "bad gateway\n"
 	bodyBadPath         = "bad request path\n"
 	bodyBadBody         = "bad request body\n"
+	bodyOverflow        = "upstream overflow\n"
 )
+
+// OverloadedHeader names the circuit breaker limit that refused a request
+// (upstream.LimitRequests...), on the proxy's 503.
+const OverloadedHeader = "X-Meshgate-Overloaded"
 
 // Config is the immutable configuration of one listener's handler.
 type Config struct {
@@ -76,6 +81,11 @@ type Config struct {
 	// Metrics are the listener's request metrics, resolved for Routes
 	// (metrics.Proxy.Listener). Nil: none, at no cost.
 	Metrics *metrics.Listener
+	// WebSocket is HttpConnectionManager.upgrade_configs with websocket
+	// enabled: WebSocket upgrades are forwarded and spliced (upgrade.go)
+	// on routes that do not disable them. False: only on routes that
+	// enable them; elsewhere the Upgrade header is removed.
+	WebSocket bool
 }
 
 // Handler serves one listener. It is safe for concurrent use.
@@ -276,6 +286,13 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
+	if b := cluster.Breaker(); b != nil {
+		if err := b.StartRequest(); err != nil {
+			overloaded(w, rt, entry, err)
+			return
+		}
+		defer b.EndRequest()
+	}
 	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
@@ -283,6 +300,18 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint, entry)
+}
+
+// overloaded answers a request a circuit breaker refused (err wraps an
+// *upstream.OverflowError): 503 at once, naming the limit.
+func overloaded(w http.ResponseWriter, rt *router.Route, entry *accesslog.Entry, err error) {
+	limit := "circuit_breaker"
+	if o, ok := upstream.IsOverflow(err); ok {
+		limit = o.Limit
+	}
+	entry.Fail(accesslog.UpstreamOverflow, accesslog.DetailsOverflow)
+	w.Header()[OverloadedHeader] = []string{limit}
+	localReply(w, rt, http.StatusServiceUnavailable, bodyOverflow)
 }
 
 // entryOf is the access-log Entry of r, nil when cfg logs nothing (at no
@@ -323,7 +352,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	u.Scheme, u.Host, u.User = "http", endpoint, nil
 
 	header := out.Header
+	var upgradeTo []string // the Upgrade header of a WebSocket upgrade forwarded
+	if rt.WebSocketAllowed(cfg.WebSocket) && webSocketUpgrade(r) && cluster.CanUpgrade(endpoint) {
+		upgradeTo = header["Upgrade"]
+	}
 	wantsTrailers := removeHopByHop(header, true)
+	if upgradeTo != nil {
+		header["Connection"], header["Upgrade"] = []string{"Upgrade"}, upgradeTo
+	}
 	if wantsTrailers {
 		header["Te"] = []string{"trailers"}
 	}
@@ -346,6 +382,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	if cfg.Tracer != nil {
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
+	}
+	if upgradeTo != nil {
+		h.upgrade(w, r, cfg, rt, cluster, endpoint, out, attempt, entry)
+		return
 	}
 	var idle *idleTimer
 	if d := rt.IdleTimeout(); d > 0 {
@@ -458,7 +498,10 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 		return // the client went away: nobody to answer, nothing to log
 	}
 	var opErr *net.OpError
+	var overflow *upstream.OverflowError
 	switch {
+	case errors.As(err, &overflow):
+		overloaded(w, rt, entry, overflow)
 	case body != nil && body.tooLarge.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, detailsBodyTooLarge)
 		w.Header()["Connection"] = []string{"close"}

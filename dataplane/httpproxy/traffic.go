@@ -88,6 +88,7 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 		deadline = time.Now().Add(t)
 	}
 	var tried []string
+	breaker := cluster.Breaker() // counts active retries (max_retries, retry_budget)
 	try := out
 	for n := 0; ; n++ {
 		timeout := perTry
@@ -101,13 +102,23 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 			}
 		}
 		resp, err := cluster.RoundTrip(try, timeout)
+		if n > 0 && breaker != nil {
+			breaker.EndRetry()
+		}
 		if n >= retries || ctx.Err() != nil || !retried(p, resp, err) {
+			return resp, endpoint, n + 1, err
+		}
+		if breaker != nil && breaker.StartRetry() != nil {
+			// max_retries or the retry budget: no retry, this try's answer.
 			return resp, endpoint, n + 1, err
 		}
 		if resp != nil {
 			discard(resp)
 		}
 		if !sleep(ctx, p.Backoff(n+1, rand.Uint64()), deadline) {
+			if breaker != nil {
+				breaker.EndRetry()
+			}
 			if ctx.Err() != nil {
 				return nil, endpoint, n + 1, ctx.Err()
 			}
@@ -118,6 +129,9 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 		}
 		next, ok := pickEndpoint(cluster, p, tried)
 		if !ok {
+			if breaker != nil {
+				breaker.EndRetry()
+			}
 			return nil, endpoint, n + 1, errNoEndpoint
 		}
 		endpoint = next

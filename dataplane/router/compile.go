@@ -354,6 +354,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 	if err := compileTraffic(rt, ra); err != nil {
 		return err
 	}
+	if err := compileUpgrade(rt, ra); err != nil {
+		return err
+	}
 	rt.hostRewrite = ra.GetHostRewriteLiteral()
 
 	if ra.GetPrefixRewrite() != "" && ra.GetRegexRewrite() != nil {

@@ -90,6 +90,8 @@ type Route struct {
 	// hash is hash_policy (nil: none); idleTimeout is idle_timeout.
 	hash        *HashPolicy
 	idleTimeout time.Duration
+	// webSocket is upgrade_configs (upgrade.go).
+	webSocket WebSocket
 	// attemptCountRequest and attemptCountResponse are the virtual host's
 	// include_request_attempt_count and include_attempt_count_in_response.
 	attemptCountRequest, attemptCountResponse bool

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,17 +85,29 @@ func priorityLoads(healthy, total []int) []int {
 	return loads
 }
 
-// priorityLevel is one level of a cluster's endpoints: its endpoints'
-// schedule and balancer state, and the cumulative share (out of 100) of
-// the requests that reach it and the levels before it.
+// priorityLevel is one level of a cluster's endpoints: its endpoints as
+// a set of their own (schedule, balancer state and, when the cluster
+// watches its endpoints, their availability) and its size, the endpoints
+// discovery lists at that priority, healthy or not.
 type priorityLevel struct {
-	set        *endpointSet
-	cumulative int
+	set   *endpointSet
+	total int
 }
 
-// buildPriorities splits the eligible endpoints by priority level, nil
-// when they have one level (the common case, which costs nothing more).
-func (c *Cluster) buildPriorities(eligible []weightedAddress, pc *priorityCounts) []priorityLevel {
+// priorityLevels are the priority levels of an endpoint set, in priority
+// order, and the cumulative share (out of 100) of the requests that reach
+// each level and those before it: from discovery's health, and, for a
+// cluster that watches its endpoints, their ejection and active checks
+// (refreshed with the set's availability).
+type priorityLevels struct {
+	levels     []priorityLevel
+	cumulative atomic.Pointer[[]int]
+}
+
+// buildPriorities splits the eligible endpoints of set by priority level,
+// nil when they have one level (the common case, which costs nothing
+// more).
+func (c *Cluster) buildPriorities(set *endpointSet, eligible []weightedAddress, pc *priorityCounts) *priorityLevels {
 	if len(pc.total) < 2 {
 		return nil
 	}
@@ -103,55 +116,105 @@ func (c *Cluster) buildPriorities(eligible []weightedAddress, pc *priorityCounts
 		order = append(order, p)
 	}
 	slices.Sort(order)
-	healthy := make([]int, len(order))
-	total := make([]int, len(order))
-	for i, p := range order {
-		healthy[i], total[i] = len(pc.eligible[p]), pc.total[p]
-	}
-	loads := priorityLoads(healthy, total)
-	levels := make([]priorityLevel, 0, len(order))
-	cumulative := 0
-	for i, p := range order {
+	out := &priorityLevels{levels: make([]priorityLevel, 0, len(order))}
+	for _, p := range order {
 		eps := make([]weightedAddress, 0, len(pc.eligible[p]))
 		for _, j := range pc.eligible[p] {
 			eps = append(eps, eligible[j])
 		}
-		cumulative += loads[i]
 		sub := &endpointSet{schedule: schedule(eps), lb: c.balancer.prepare(eps)}
 		for _, e := range eps {
 			sub.addresses = append(sub.addresses, e.address)
+			if h := set.byAddress[e.address]; h != nil {
+				if sub.byAddress == nil {
+					sub.byAddress = map[string]*host{}
+				}
+				sub.byAddress[e.address] = h
+			}
 		}
-		levels = append(levels, priorityLevel{set: sub, cumulative: cumulative})
+		if c.watched && len(sub.schedule) > 0 {
+			sub.scheduleHosts = make([]*host, len(sub.schedule))
+			for i, a := range sub.schedule {
+				sub.scheduleHosts[i] = set.byAddress[a]
+			}
+		}
+		out.levels = append(out.levels, priorityLevel{set: sub, total: pc.total[p]})
 	}
-	return levels
+	out.refresh()
+	return out
+}
+
+// refresh recounts each level's available endpoints (those not ejected
+// nor failing their active check; every eligible one for a cluster that
+// does not watch its endpoints) and the levels' shares. A level picks among
+// its available endpoints, or among all of them when none is (it then gets
+// requests only when no level has any: Envoy's panic).
+func (pl *priorityLevels) refresh() {
+	healthy := make([]int, len(pl.levels))
+	total := make([]int, len(pl.levels))
+	for i, l := range pl.levels {
+		total[i] = l.total
+		sub := l.set
+		if sub.scheduleHosts == nil {
+			healthy[i] = len(sub.addresses)
+			continue
+		}
+		n, seen := 0, map[*host]bool{}
+		active := make([]string, 0, len(sub.schedule))
+		for _, h := range sub.scheduleHosts {
+			if h.available() {
+				active = append(active, h.address)
+				if !seen[h] {
+					seen[h] = true
+					n++
+				}
+			}
+		}
+		healthy[i] = n
+		sub.available.Store(int64(n))
+		if n == 0 {
+			sub.active.Store(nil)
+		} else {
+			sub.active.Store(&active)
+		}
+	}
+	loads := priorityLoads(healthy, total)
+	cumulative := make([]int, len(loads))
+	sum := 0
+	for i, l := range loads {
+		sum += l
+		cumulative[i] = sum
+	}
+	pl.cumulative.Store(&cumulative)
 }
 
 // pickLevel picks the priority level of a request: by its hash key when
 // hashed (so that a key keeps its level), else at random.
-func pickLevel(levels []priorityLevel, key uint64, hashed bool) *endpointSet {
+func (pl *priorityLevels) pickLevel(key uint64, hashed bool) *endpointSet {
 	r := rand.Uint64()
 	if hashed {
 		r = mix64(key ^ 0x9e3779b97f4a7c15)
 	}
 	point := int(r % 100)
-	for _, l := range levels {
-		if point < l.cumulative && len(l.set.schedule) > 0 {
+	cumulative := *pl.cumulative.Load()
+	for i, l := range pl.levels {
+		if point < cumulative[i] && len(l.set.schedule) > 0 {
 			return l.set
 		}
 	}
 	// A level whose share rounding left empty: the last with endpoints.
-	for i := len(levels) - 1; i >= 0; i-- {
-		if len(levels[i].set.schedule) > 0 {
-			return levels[i].set
+	for i := len(pl.levels) - 1; i >= 0; i-- {
+		if len(pl.levels[i].set.schedule) > 0 {
+			return pl.levels[i].set
 		}
 	}
-	return levels[0].set
+	return pl.levels[0].set
 }
 
 // nextPriority is Next (hashed: NextFor) for a set with priority levels:
 // the level, then the endpoint of that level by the cluster's balancer.
 func (c *Cluster) nextPriority(set *endpointSet, key uint64, hashed bool) (string, bool) {
-	level := pickLevel(set.priorities, key, hashed)
+	level := set.priorities.pickLevel(key, hashed)
 	if level.lb != nil {
 		return c.pick(level, key, hashed)
 	}
@@ -159,13 +222,24 @@ func (c *Cluster) nextPriority(set *endpointSet, key uint64, hashed bool) (strin
 		return "", false
 	}
 	n := c.next.Add(1) - 1
+	if level.scheduleHosts != nil {
+		return level.nextWatched(n), true
+	}
 	return level.schedule[n%uint64(len(level.schedule))], true
+}
+
+// allLevels is the levels, none for nil.
+func (pl *priorityLevels) allLevels() []priorityLevel {
+	if pl == nil {
+		return nil
+	}
+	return pl.levels
 }
 
 // lbOf is the balancer state that holds endpoint: the set's, or that of
 // the endpoint's priority level.
 func (set *endpointSet) lbOf(endpoint string) *lbState {
-	for _, l := range set.priorities {
+	for _, l := range set.priorities.levels {
 		if l.set.lb != nil {
 			if _, ok := l.set.lb.index[endpoint]; ok {
 				return l.set.lb
@@ -189,13 +263,13 @@ func (set *endpointSet) carrySince(prev *endpointSet, now time.Time) {
 	var prevStates []*lbState
 	if prev != nil {
 		prevStates = append(prevStates, prev.lb)
-		for _, l := range prev.priorities {
+		for _, l := range prev.priorities.allLevels() {
 			prevStates = append(prevStates, l.set.lb)
 		}
 	}
 	merged := mergeSince(prevStates)
 	set.lb.carrySince(merged, now)
-	for _, l := range set.priorities {
+	for _, l := range set.priorities.allLevels() {
 		l.set.lb.carrySince(merged, now)
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
@@ -139,4 +142,59 @@ func TestPriorityRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "endpoints[1].priority") {
 		t.Errorf("CheckEndpoints: %v, want endpoints[1].priority refused", err)
 	}
+}
+
+// TestPriorityFailoverOnEjection: with outlier detection, local endpoints
+// that are ejected count as unhealthy for their level: the local share of
+// the requests falls as Envoy's overprovisioning says (two of three
+// ejected: 46%), to none when all are, and comes back with them. Ejected
+// endpoints get no request meanwhile.
+func TestPriorityFailoverOnEjection(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c := edsCluster("c")
+		outlier(func(od *clusterv3.OutlierDetection) {
+			od.Consecutive_5Xx = wrapperspb.UInt32(1)
+			od.MaxEjectionPercent = wrapperspb.UInt32(100)
+		})(c)
+		cl := mustCluster(t, c)
+		t.Cleanup(cl.Close)
+		if err := cl.SetEndpoints(priorityCLA(3, 0, 3)); err != nil {
+			t.Fatalf("SetEndpoints: %v", err)
+		}
+		const n = 3000
+		localShare := func() float64 {
+			local := 0
+			for range n {
+				e, ok := cl.Next()
+				if !ok {
+					t.Fatal("no endpoint")
+				}
+				if !cl.endpoints.Load().isAvailable(e) {
+					t.Fatalf("picked the ejected %s", e)
+				}
+				if strings.HasPrefix(e, "10.0.1.") {
+					local++
+				}
+			}
+			return float64(local) / n
+		}
+		if s := localShare(); s != 1 {
+			t.Fatalf("local share %.3f with every local endpoint healthy, want 1", s)
+		}
+		record(cl, "10.0.1.1:80", 1, status(503), nil)
+		record(cl, "10.0.1.2:80", 1, status(503), nil)
+		if s := localShare(); s < 0.40 || s > 0.52 {
+			t.Errorf("local share %.3f with two of three local endpoints ejected, want about 0.46", s)
+		}
+		record(cl, "10.0.1.3:80", 1, status(503), nil)
+		if s := localShare(); s != 0 {
+			t.Errorf("local share %.3f with every local endpoint ejected, want 0", s)
+		}
+		time.Sleep(45 * time.Second) // base_ejection_time 30s, at an interval tick
+		synctest.Wait()
+		if s := localShare(); s != 1 {
+			t.Errorf("local share %.3f once the ejections ended, want 1", s)
+		}
+	})
 }

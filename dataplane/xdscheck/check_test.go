@@ -407,14 +407,14 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			wantErr: `cluster "default/orders:80": type: value STRICT_DNS not supported`,
 		},
 		{
-			name: "circuit breakers and unknown protocol options key",
+			name: "upstream connection options and unknown protocol options key",
 			msg: func(t *testing.T) proto.Message {
 				c := fullCluster(t, true)
-				c.CircuitBreakers = &clusterv3.CircuitBreakers{}
+				c.UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{}
 				c.TypedExtensionProtocolOptions["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"] = mustAny(t, &routerv3.Router{})
 				return c
 			},
-			wantErr: `cluster "default/orders:80": circuit_breakers: not supported; cluster "default/orders:80": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: not supported`,
+			wantErr: `cluster "default/orders:80": upstream_connection_options: not supported; cluster "default/orders:80": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: not supported`,
 		},
 		{
 			name: "auto upstream protocol",

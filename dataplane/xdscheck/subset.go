@@ -152,7 +152,7 @@ func Check(msg proto.Message) error { return core.Check(msg) }
 // an error.
 func New(filters ...HTTPFilter) (*Checker, error) {
 	subset := make(Rules)
-	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset()} {
+	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset(), upgradeSubset()} {
 		for name, rule := range set {
 			if _, dup := subset[name]; dup {
 				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
@@ -161,6 +161,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 		}
 	}
 	extendTraffic(subset)
+	extendUpgrade(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
 	for _, f := range filters {
@@ -292,7 +293,8 @@ func coreSubset() Rules {
 
 		// Cluster.
 		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
-			"transport_socket_matches").
+			"transport_socket_matches", "circuit_breakers", "outlier_detection").
+			With("health_checks", Field{MaxItems: 1}).
 			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).
 			With("typed_extension_protocol_options", Field{

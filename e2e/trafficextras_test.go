@@ -135,8 +135,9 @@ spec:
 
 // TestConfigDumpCLI: meshgate config-dump shows, for one connected
 // gateway, the effective policy of its cluster and route as the
-// TrafficPolicy set them (load balancer, timeouts, retry, attempt counts,
-// body limit), in a table and as JSON; an unknown node is an error.
+// TrafficPolicy set them (load balancer, timeouts, circuit breaker,
+// outlier detection, retry, attempt counts, body limit), in a table and as
+// JSON; an unknown node is an error.
 func TestConfigDumpCLI(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -156,6 +157,8 @@ spec:
   loadBalancer: {type: LeastRequest}
   timeouts: {connect: 2s, request: 9s}
   retry: {attempts: 2, retryOn: [5xx], attemptsHeader: true}
+  circuitBreaker: {maxConnections: 64}
+  outlierDetection: {consecutive5xx: 5, interval: 1s}
   bodyLimits: {maxRequestBytes: 4096}
 `))
 	c.startControlPlane()
@@ -184,6 +187,8 @@ spec:
 	flat := strings.Join(strings.Fields(out), " ")
 	for _, want := range []string{
 		"default/echo:80 LEAST_REQUEST choices=2 2s",
+		"maxConnections=64",
+		"consecutive5xx=5 interval=1s",
 		"default/echo:80 9s on=5xx retries=2",
 		"4096 bytes",
 		"counted",

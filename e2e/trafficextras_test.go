@@ -258,33 +258,37 @@ func TestTrafficPolicyPreferLocal(t *testing.T) {
 	c.gateway("edge", "--zone", "zone-a")
 	gw := "http://" + c.addr("gw")
 
-	// versions counts the zones of n answers.
-	versions := func(n int) map[string]int {
-		t.Helper()
+	// versions counts the zones of n answers (an error until the
+	// gateway serves the route).
+	versions := func(n int) (map[string]int, error) {
 		out := map[string]int{}
 		for range n {
 			r, err := get(gw + "/")
 			if err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			if err := servedBy("echo")(r); err != nil {
-				t.Fatal(err)
+				return nil, err
 			}
 			out[r.reply.Version]++
 		}
-		return out
+		return out, nil
 	}
 	allFrom := func(zone string) func() error {
 		return func() error {
-			if got := versions(10); got[zone] != 10 {
+			got, err := versions(10)
+			if err != nil {
+				return err
+			}
+			if got[zone] != 10 {
 				return fmt.Errorf("answers per zone %v, want all from zone %s", got, zone)
 			}
 			return nil
 		}
 	}
 	eventually(t, 10*time.Second, "every answer from the local zone", allFrom("a"))
-	if got := versions(40); got["a"] != 40 {
-		t.Fatalf("answers per zone %v, want all 40 from zone a", got)
+	if got, err := versions(40); err != nil || got["a"] != 40 {
+		t.Fatalf("answers per zone %v (%v), want all 40 from zone a", got, err)
 	}
 	c.policy("traffic.yaml", localityPolicy(false))
 	eventually(t, 10*time.Second, "failover to zone b without the local endpoint", allFrom("b"))

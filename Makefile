@@ -81,6 +81,8 @@ soak:
 FUZZ_TARGETS := ./policy:FuzzLoad ./api/token:FuzzParse ./controlplane/ca:FuzzValidateCSR ./dataplane/httpproxy:FuzzNormalizePath ./dataplane/router:FuzzCompileRouteConfiguration ./dataplane/router:FuzzMutateRouteConfiguration ./dataplane/filters/rbac:FuzzCompileRBAC ./dataplane/filters/rbac:FuzzMutateRBAC ./dataplane/upstream:FuzzCluster ./dataplane/upstream:FuzzMutateCluster ./dataplane:FuzzParseListener ./dataplane:FuzzMutateListener ./dataplane:FuzzParseSecret ./dataplane/internal/h1server:FuzzServer
 FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
 FUZZ_TARGETS += ./dataplane/filters:FuzzChain ./dataplane/filters/headermutation:FuzzHeaderMutation
+FUZZ_TARGETS += ./dataplane/filters/fault:FuzzFault
+FUZZ_TARGETS += ./dataplane/filters/buffer:FuzzBuffer
 FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=

@@ -17,12 +17,13 @@ import (
 	"github.com/meshgate/meshgate/dataplane/xdsclient"
 )
 
-// adminHandler serves /ready, /app_health, /config_dump, /stats, /metrics
-// and /debug/pprof/.
+// adminHandler serves /ready, /app_health, /config_dump, /stats, /metrics,
+// /clusters and /debug/pprof/.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	registerPprof(mux)
 	mux.HandleFunc("GET /app_health", p.serveAppHealth)
+	mux.HandleFunc("GET /clusters", p.serveClusters)
 	// Prometheus metrics, text or OpenMetrics (docs/observability.md).
 	mux.Handle("GET /metrics", p.metrics.handler())
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {

@@ -476,6 +476,7 @@ func (p *Proxy) sync(now time.Time) {
 		if spec != nil {
 			cfg.UseRemoteAddress = spec.useRemoteAddress
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
+			cfg.WebSocket = spec.webSocket
 			cfg.Filters = spec.filters
 			cfg.Tracer = p.tracerFor(spec.tracing)
 			cfg.AccessLogs = p.accessLogsFor(spec.accessLogs)

@@ -68,6 +68,8 @@ type listenerSpec struct {
 	// accessLogs are its HttpConnectionManager's access_log; none: no
 	// access log.
 	accessLogs []*accesslog.Settings
+	// webSocket: upgrade_configs enable websocket upgrades.
+	webSocket bool
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -196,6 +198,10 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 	spec.stripAnyHostPort = hcm.GetStripAnyHostPort()
 	spec.normalizePath = hcm.GetNormalizePath().GetValue()
 	spec.mergeSlashes = hcm.GetMergeSlashes()
+	for _, uc := range hcm.GetUpgradeConfigs() {
+		// xdscheck admits websocket alone, without filters.
+		spec.webSocket = uc.GetEnabled() == nil || uc.GetEnabled().GetValue()
+	}
 	logger := env.logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

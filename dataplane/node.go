@@ -2,11 +2,14 @@ package dataplane
 
 import (
 	"fmt"
-	"github.com/meshgate/meshgate/api/xdsnode"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/meshgate/meshgate/api/xdsnode"
 )
 
 // NodeID returns id when not empty, else the default node id of docs/xds.md:
@@ -62,4 +65,29 @@ func checkPort(port string) error {
 		return fmt.Errorf("port %q: want 1-65535", port)
 	}
 	return nil
+}
+
+// maxZoneLength bounds a zone (a label value's length).
+const maxZoneLength = 63
+
+// WithZone checks zone (empty, or a label value: at most 63 letters,
+// digits, '-', '_' and '.', starting and ending with a letter or digit)
+// and sets it as node's locality.zone.
+func WithZone(node *corev3.Node, zone string) (*corev3.Node, error) {
+	if zone == "" {
+		return node, nil
+	}
+	valid := len(zone) <= maxZoneLength && isAlnum(zone[0]) && isAlnum(zone[len(zone)-1])
+	for i := 0; valid && i < len(zone); i++ {
+		valid = isAlnum(zone[i]) || zone[i] == '-' || zone[i] == '_' || zone[i] == '.'
+	}
+	if !valid {
+		return nil, fmt.Errorf("zone %q: want at most %d letters, digits, '-', '_' or '.', starting and ending with a letter or digit", zone, maxZoneLength)
+	}
+	node.Locality = &corev3.Locality{Zone: zone}
+	return node, nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }

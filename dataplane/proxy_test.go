@@ -400,7 +400,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 
 	cp.set(t, config{version: "v2", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: backend(t, "b"),
 		mutate: func(s *snapshot) {
-			s.clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{}
+			s.clusters[0].UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{}
 			s.routes[0].VirtualHosts[0].Routes[0].GetRoute().InternalRedirectPolicy = &routev3.InternalRedirectPolicy{}
 		},
 	}.build(t))
@@ -416,7 +416,7 @@ func TestProxyNACKsUnsupportedFieldAndKeepsServing(t *testing.T) {
 			t.Errorf("NACK of %s carries version %q, want last good v1", n.GetTypeUrl(), n.GetVersionInfo())
 		}
 		detail := n.GetErrorDetail().GetMessage()
-		if !strings.Contains(detail, "circuit_breakers: not supported") && !strings.Contains(detail, "internal_redirect_policy: not supported") {
+		if !strings.Contains(detail, "upstream_connection_options: not supported") && !strings.Contains(detail, "internal_redirect_policy: not supported") {
 			t.Errorf("NACK detail = %q, want the unsupported field", detail)
 		}
 	}

@@ -24,6 +24,10 @@ type RoleOptions struct {
 	AdminAddress string
 	// ID overrides the node id (default NodeID's <role>~<name>~<hostname>-<pid>).
 	ID string
+	// Zone is the proxy's zone, sent as node.locality.zone (WithZone): the
+	// control plane puts the endpoints of that zone first for the clusters
+	// whose TrafficPolicy prefers local endpoints. Empty: none.
+	Zone string
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 	// Identity is how the proxy obtains its SPIFFE identity.

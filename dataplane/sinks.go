@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// sinkCloseTimeout bounds the delivery of a retired sink's last items
-// (spans exported, lines written).
-const sinkCloseTimeout = 5 * time.Second
+// sinkCloseTimeout bounds the close of a retired sink: a Tracer waits for
+// the requests it traces to end (15 s is the default route timeout), then
+// both kinds deliver their last items (spans exported, lines written).
+const sinkCloseTimeout = 15 * time.Second
 
 // sink is an output the listeners configured alike share: a Tracer
 // (spans to a collector) or an access-log Writer (lines to a file).

@@ -118,8 +118,9 @@ func TestDev(t *testing.T) {
 	if ordersSidecar == "" {
 		t.Fatalf("the quickstart has no endpoint 127.0.0.1:21011 (orders' sidecar) any more: %v", moved)
 	}
+	admin := freeAddr(t)
 	cmd := exec.Command(binary, "dev", "--config", dir,
-		"--xds-address", freeAddr(t), "--admin-address", freeAddr(t))
+		"--xds-address", freeAddr(t), "--admin-address", admin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +182,13 @@ func TestDev(t *testing.T) {
 	r, err = get(gw+"/call/orders/items", "x-version: v2")
 	if err != nil || r.reply.Upstream == nil || r.reply.Upstream.Service != "orders-v2" {
 		t.Errorf("mesh call with x-version: v2: %v %+v", err, r)
+	}
+
+	// The quickstart's TrafficPolicy (retries and outlier detection for
+	// the canary) is served, both its targets resolved.
+	out, err := exec.Command(binary, "get", "trafficpolicy", "orders-resilient", "-o", "yaml", "--admin", admin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "type: Accepted") || !strings.Contains(string(out), "status: \"True\"") || strings.Contains(string(out), "status: \"False\"") {
+		t.Errorf("meshgate get trafficpolicy orders-resilient: %v\n%s", err, out)
 	}
 
 	// Secure by default: the quickstart's policy and STRICT mTLS hold.

@@ -47,7 +47,7 @@ func Node(opts Options) (*corev3.Node, error) {
 		return nil, err
 	}
 	meta := xdsnode.Metadata{Role: xdsnode.RoleGateway, Namespace: namespace, Gateway: opts.Name}
-	return meta.Node(dataplane.NodeID(xdsnode.RoleGateway, opts.Name, namespace, opts.ID)), nil
+	return dataplane.WithZone(meta.Node(dataplane.NodeID(xdsnode.RoleGateway, opts.Name, namespace, opts.ID)), opts.Zone)
 }
 
 // Gateway is a gateway node ready to Run: its proxy and, unless insecure,

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -109,7 +110,7 @@ func Node(opts Options) (*corev3.Node, error) {
 		InboundAddress:  opts.InboundAddress,
 		OutboundAddress: opts.OutboundAddress,
 	}
-	return meta.Node(dataplane.NodeID(xdsnode.RoleSidecar, opts.Service, opts.Namespace, opts.ID)), nil
+	return dataplane.WithZone(meta.Node(dataplane.NodeID(xdsnode.RoleSidecar, opts.Service, opts.Namespace, opts.ID)), opts.Zone)
 }
 
 // Sidecar is a sidecar ready to Run: its proxy and, unless insecure, its
@@ -180,7 +181,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return consulreg.SidecarRegistration{
 				Service: s.opts.Service, Namespace: s.opts.Namespace,
 				InboundAddress: s.opts.InboundAddress, AppAddress: s.opts.AppAddress, AdminAddress: admin,
-				Labels: consul.Labels, RegisterApp: s.opts.RegisterApp, CheckInterval: consul.CheckInterval,
+				Labels: withZoneLabel(consul.Labels, s.opts.Zone), RegisterApp: s.opts.RegisterApp, CheckInterval: consul.CheckInterval,
 				AppHealth: true,
 			}.Registrations()
 		}, s.logger)
@@ -197,4 +198,21 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("sidecar: %w", err)
 	}
 	return nil
+}
+
+// zoneLabel is the endpoint label of a zone (policy.LabelZone): a sidecar
+// with a zone registers its instance with it, so that its callers' proxies
+// know where it is.
+const zoneLabel = "topology.kubernetes.io/zone"
+
+// withZoneLabel is labels with zoneLabel set to zone, unless zone is empty
+// or labels give a zone already (zoneLabel or "zone").
+func withZoneLabel(labels map[string]string, zone string) map[string]string {
+	if zone == "" || labels[zoneLabel] != "" || labels["zone"] != "" {
+		return labels
+	}
+	out := make(map[string]string, len(labels)+1)
+	maps.Copy(out, labels)
+	out[zoneLabel] = zone
+	return out
 }

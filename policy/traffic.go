@@ -87,6 +87,33 @@ type LoadBalancer struct {
 	// SlowStart ramps the share of a new endpoint up over a window
 	// (RoundRobin and LeastRequest).
 	SlowStart *SlowStart `json:"slowStart,omitempty"`
+	// Locality makes each proxy prefer the endpoints in its own zone.
+	Locality *LocalityLB `json:"locality,omitempty"`
+}
+
+// LocalityLB is the locality of a load balancer: with PreferLocal, a proxy
+// that knows its zone (meshgate gateway/sidecar --zone) sends the requests
+// to the endpoints in its zone (those labelled LabelZone, or
+// LabelZoneShort, with it) while they are healthy, and to the others when
+// they are absent or unhealthy.
+type LocalityLB struct {
+	PreferLocal bool `json:"preferLocal"`
+}
+
+// The endpoint labels that give an endpoint's zone: the Kubernetes
+// well-known label, else the short one (the only one a Consul service or
+// node meta key can be).
+const (
+	LabelZone      = "topology.kubernetes.io/zone"
+	LabelZoneShort = "zone"
+)
+
+// EndpointZone is the zone of an endpoint with labels, "" when none.
+func EndpointZone(labels map[string]string) string {
+	if z := labels[LabelZone]; z != "" {
+		return z
+	}
+	return labels[LabelZoneShort]
 }
 
 // HashOn is one of: a request header, a cookie, the client's IP address.
@@ -160,6 +187,10 @@ type TrafficRetry struct {
 	// Methods are the methods retried; by default the idempotent ones
 	// (IdempotentMethods).
 	Methods []string `json:"methods,omitempty"`
+	// AttemptsHeader, when true, makes the proxy tell the upstream which
+	// try a request is and the client how many tries its response took
+	// (x-envoy-attempt-count on both; for the whole virtual host).
+	AttemptsHeader bool `json:"attemptsHeader,omitempty"`
 }
 
 // RetryBackoff is the base and maximum interval between tries.
@@ -256,9 +287,11 @@ type FaultAbort struct {
 	Percent    float64 `json:"percent"`
 }
 
-// BodyLimits bounds bodies, in bytes: a longer request body gets 413, a
-// longer response body 502.
+// BodyLimits bounds bodies, in bytes: a longer request body gets 413.
 type BodyLimits struct {
-	MaxRequestBytes  *int64 `json:"maxRequestBytes,omitempty"`
+	// MaxRequestBytes is required.
+	MaxRequestBytes *int64 `json:"maxRequestBytes,omitempty"`
+	// MaxResponseBytes is refused: no standard Envoy field carries it (a
+	// longer response body would get 502).
 	MaxResponseBytes *int64 `json:"maxResponseBytes,omitempty"`
 }

@@ -55,7 +55,11 @@ func TestTrafficPolicyValidation(t *testing.T) {
   healthCheck: {http: {path: /healthz, host: orders.local, expectedStatuses: [200, 204]}, interval: 5s, timeout: 1s, healthyThreshold: 2, unhealthyThreshold: 3, jitter: 100ms}
   faultInjection: {delay: {fixed: 100ms, percent: 10}, abort: {httpStatus: 503, percent: 1.5}, onlyWithHeader: {name: x-chaos, value: "on"}}
 `, nil},
-		{"body limits not supported yet", svc, "  bodyLimits: {maxRequestBytes: 1048576, maxResponseBytes: 4194304}\n", []string{"spec.bodyLimits: bodyLimits is not supported yet"}},
+		{"prefer local", svc, "  loadBalancer: {type: LeastRequest, locality: {preferLocal: true}}\n", nil},
+		{"locality without preferLocal", svc, "  loadBalancer: {locality: {preferLocal: false}}\n", []string{"spec.loadBalancer.locality.preferLocal: must be true"}},
+		{"request body limit", `[{kind: Gateway, name: edge}]`, "  bodyLimits: {maxRequestBytes: 1048576}\n", nil},
+		{"response body limit not supported", svc, "  bodyLimits: {maxRequestBytes: 1048576, maxResponseBytes: 4194304}\n", []string{"spec.bodyLimits.maxResponseBytes: not supported"}},
+		{"body limits without a request limit", svc, "  bodyLimits: {}\n", []string{"spec.bodyLimits.maxRequestBytes: required"}},
 		{"route targets with route sections", `[{kind: Gateway, name: edge, sectionName: web}, {kind: HTTPRoute, name: shop, sectionName: checkout}]`,
 			"  timeouts: {request: 5s}\n  retry: {attempts: 2}\n", nil},
 		{"port section", `[{kind: Service, name: orders, sectionName: admin}]`, "  loadBalancer: {type: LeastRequest, slowStart: {window: 30s}}\n", nil},

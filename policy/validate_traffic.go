@@ -117,16 +117,16 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.checkFaultInjection(src, spec.FaultInjection)
 	}
 	if b := spec.BodyLimits; b != nil {
-		// The proxy does not enforce body limits yet: refused rather than
-		// accepted and ignored.
-		l.errorf(src, "spec.bodyLimits", "bodyLimits is not supported yet")
-		for field, v := range map[string]*int64{"maxRequestBytes": b.MaxRequestBytes, "maxResponseBytes": b.MaxResponseBytes} {
-			if v != nil && (*v < 1 || *v > MaxBodyLimit) {
-				l.errorf(src, "spec.bodyLimits."+field, "%d bytes: want 1 to %d", *v, MaxBodyLimit)
-			}
+		switch v := b.MaxRequestBytes; {
+		case v == nil:
+			l.errorf(src, "spec.bodyLimits.maxRequestBytes", "required")
+		case *v < 1 || *v > MaxBodyLimit:
+			l.errorf(src, "spec.bodyLimits.maxRequestBytes", "%d bytes: want 1 to %d", *v, MaxBodyLimit)
 		}
-		if b.MaxRequestBytes == nil && b.MaxResponseBytes == nil {
-			l.errorf(src, "spec.bodyLimits", "bodyLimits needs maxRequestBytes, maxResponseBytes or both")
+		if b.MaxResponseBytes != nil {
+			// Refused rather than accepted and ignored: no standard Envoy
+			// field limits a response body (docs/traffic.md).
+			l.errorf(src, "spec.bodyLimits.maxResponseBytes", "not supported: Envoy's xDS has no response body limit")
 		}
 	}
 }
@@ -224,6 +224,9 @@ func (l *loader) checkLoadBalancer(src Source, lb *LoadBalancer) {
 			l.errorf(src, "spec.loadBalancer.slowStart", "slowStart applies to RoundRobin and LeastRequest only, not %s", typ)
 		}
 		l.checkDuration(src, "spec.loadBalancer.slowStart.window", lb.SlowStart.Window, time.Millisecond)
+	}
+	if lb.Locality != nil && !lb.Locality.PreferLocal {
+		l.errorf(src, "spec.loadBalancer.locality.preferLocal", "must be true (leave locality out otherwise)")
 	}
 }
 

@@ -82,6 +82,7 @@ type proxyRoleFlags struct {
 	xds       []string
 	admin     string
 	id        string
+	zone      string
 	identity  proxyIdentityFlags
 	consul    proxyConsulFlags
 	memory    proxyMemoryFlags
@@ -99,6 +100,7 @@ func (p *proxyRoleFlags) register(f *pflag.FlagSet, u proxyRoleUsage) {
 	f.StringSliceVar(&p.xds, "xds", nil, "control-plane xDS address host:port; several comma-separated or repeated (required)")
 	f.StringVar(&p.admin, "admin", u.admin, "address of the admin HTTP endpoints")
 	f.StringVar(&p.id, "id", "", u.id)
+	f.StringVar(&p.zone, "zone", "", "zone of this proxy (node.locality.zone): a TrafficPolicy with loadBalancer.locality.preferLocal sends its requests to the endpoints of this zone first")
 	p.identity.register(f)
 	p.memory.register(f)
 	p.server.register(f)
@@ -133,6 +135,7 @@ func (p *proxyRoleFlags) options(logger *slog.Logger) (dataplane.RoleOptions, er
 		XDSAddresses: p.xds,
 		AdminAddress: p.admin,
 		ID:           p.id,
+		Zone:         p.zone,
 		Logger:       logger,
 		Identity:     id,
 		Consul:       consul,

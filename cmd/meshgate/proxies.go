@@ -48,7 +48,7 @@ kept after later versions are accepted.
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	a.register(cmd)
-	cmd.AddCommand(newProxiesRevokeCmd(a), newProxiesRevocationsCmd(a))
+	cmd.AddCommand(newProxiesRevokeCmd(a), newProxiesRevocationsCmd(a), newProxiesEndpointsCmd(a))
 	return cmd
 }
 

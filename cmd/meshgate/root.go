@@ -51,6 +51,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newCACmd(),
 		newProxiesCmd(),
+		newConfigDumpCmd(),
 		newStatusCmd(),
 		newTopCmd(),
 		newApplyCmd(),

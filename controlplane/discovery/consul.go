@@ -961,7 +961,8 @@ func compareServices(a, b *model.DiscoveredService) int {
 //     a gateway registration (consulreg.MetaGateway "true") is never an endpoint;
 //   - labels come from "key=value" tags, then from the service metadata
 //     (keys not starting with "meshgate-"); invalid label keys or values
-//     are dropped;
+//     are dropped; an instance without a zone label takes its node's meta
+//     "zone" as label "zone";
 //   - the service's port and protocol come from consulreg.MetaPort and consulreg.MetaProtocol
 //     of the first instance (by ID) that has them, its namespace from
 //     consulreg.MetaNamespace;
@@ -1019,7 +1020,7 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 		svc.Endpoints = append(svc.Endpoints, &model.Endpoint{
 			Host:    host,
 			Port:    port,
-			Labels:  labels(e.Service.Tags, meta),
+			Labels:  withNodeZone(labels(e.Service.Tags, meta), e.Node),
 			Sidecar: meta[consulreg.MetaSidecar] == "true",
 		})
 	}
@@ -1057,6 +1058,23 @@ func instanceAddress(e *api.ServiceEntry) (host string, port uint32, ok bool) {
 		return "", 0, false
 	}
 	return host, uint32(e.Service.Port), true
+}
+
+// withNodeZone adds the zone of the instance's node (node meta "zone") to
+// labels that give none (policy.EndpointZone).
+func withNodeZone(l map[string]string, node *api.Node) map[string]string {
+	if node == nil || policy.EndpointZone(l) != "" {
+		return l
+	}
+	zone := node.Meta[policy.LabelZoneShort]
+	if zone == "" || len(validation.IsValidLabelValue(zone)) > 0 {
+		return l
+	}
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[policy.LabelZoneShort] = zone
+	return l
 }
 
 // labels maps "key=value" tags and non-meshgate metadata to endpoint

@@ -41,6 +41,22 @@ func TestServiceFromEntries(t *testing.T) {
 			wantPort:      policy.ServicePort{Port: 8080, Protocol: policy.ProtocolHTTP},
 		},
 		{
+			name: "the node's zone for instances without one",
+			entries: func() []*api.ServiceEntry {
+				zoned := entry("a", "127.0.0.1", 9000, api.HealthPassing, []string{"topology.kubernetes.io/zone=own"}, nil)
+				plain := entry("b", "127.0.0.2", 9001, api.HealthPassing, nil, nil)
+				for _, e := range []*api.ServiceEntry{zoned, plain} {
+					e.Node.Meta = map[string]string{"zone": "node-zone"}
+				}
+				return []*api.ServiceEntry{zoned, plain}
+			}(),
+			wantEndpoints: []policy.Endpoint{
+				{Address: "127.0.0.1:9000", Labels: map[string]string{"topology.kubernetes.io/zone": "own"}},
+				{Address: "127.0.0.2:9001", Labels: map[string]string{"zone": "node-zone"}},
+			},
+			wantPort: policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP},
+		},
+		{
 			name:           "warning accepted when asked",
 			entries:        []*api.ServiceEntry{entry("c", "127.0.0.3", 9002, api.HealthWarning, nil, map[string]string{consulreg.MetaProtocol: "http2"})},
 			includeWarning: true,

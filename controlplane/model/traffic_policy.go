@@ -21,6 +21,9 @@ type ClusterTraffic struct {
 	// carry it as their hash policy.
 	Hash      *HashPolicy    `json:"hash,omitempty"`
 	SlowStart *time.Duration `json:"slowStart,omitempty"`
+	// PreferLocal: each proxy's EDS puts the endpoints of its zone first
+	// (priority 0) and the others after (priority 1).
+	PreferLocal bool `json:"preferLocal,omitempty"`
 	// ConnectTimeout and IdleTimeout (of pooled upstream connections).
 	ConnectTimeout *time.Duration           `json:"connectTimeout,omitempty"`
 	IdleTimeout    *time.Duration           `json:"idleTimeout,omitempty"`
@@ -64,6 +67,8 @@ type TrafficRetry struct {
 	MaxBackoff  time.Duration `json:"maxBackoff,omitempty"`
 	// Methods are the methods retried.
 	Methods []string `json:"methods"`
+	// AttemptsHeader: the attempt count on upstream requests and responses.
+	AttemptsHeader bool `json:"attemptsHeader,omitempty"`
 }
 
 // mergeRouteTraffic fills the sections of into that it lacks from from;
@@ -109,7 +114,7 @@ func mergeClusterTraffic(into, from *ClusterTraffic) *ClusterTraffic {
 		return &c
 	}
 	if into.LB == "" {
-		into.LB, into.Hash, into.SlowStart = from.LB, from.Hash, from.SlowStart
+		into.LB, into.Hash, into.SlowStart, into.PreferLocal = from.LB, from.Hash, from.SlowStart, from.PreferLocal
 	}
 	into.ConnectTimeout = cmp.Or(into.ConnectTimeout, from.ConnectTimeout)
 	into.IdleTimeout = cmp.Or(into.IdleTimeout, from.IdleTimeout)
@@ -164,6 +169,7 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 		if lb.SlowStart != nil {
 			ct.SlowStart = dur(lb.SlowStart.Window)
 		}
+		ct.PreferLocal = lb.Locality != nil && lb.Locality.PreferLocal
 	}
 	if t := spec.Timeouts; t != nil {
 		ct.ConnectTimeout = dur(t.Connect)
@@ -175,7 +181,7 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 		}
 	}
 	if r := spec.Retry; r != nil {
-		tr := &TrafficRetry{Attempts: 1, RetryOn: r.RetryOn, Methods: r.Methods}
+		tr := &TrafficRetry{Attempts: 1, RetryOn: r.RetryOn, Methods: r.Methods, AttemptsHeader: r.AttemptsHeader}
 		if r.Attempts != nil {
 			tr.Attempts = int(*r.Attempts)
 		}

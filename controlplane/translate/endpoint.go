@@ -1,11 +1,15 @@
 package translate
 
 import (
+	"maps"
+	"slices"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/policy"
 )
 
 // endpointMetadataKey is the filter metadata namespace of an endpoint's
@@ -13,16 +17,27 @@ import (
 const endpointMetadataKey = "meshgate"
 
 // loadAssignment is the ClusterLoadAssignment of a cluster: its endpoints
-// from the model's endpoint index, in one locality; mtls marks the sidecar
+// from the model's endpoint index, grouped by locality: those without a
+// zone label (policy.EndpointZone) first, in one locality without a zone,
+// then one locality per zone, in zone order; mtls marks the sidecar
 // endpoints for the cluster's mTLS transport socket match.
 func loadAssignment(cluster string, endpoints []*model.Endpoint, mtls bool) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
-	if len(endpoints) > 0 {
-		locality := &endpointv3.LocalityLbEndpoints{LbEndpoints: make([]*endpointv3.LbEndpoint, 0, len(endpoints))}
-		for _, ep := range endpoints {
-			locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels, mtls && ep.Sidecar))
+	byZone := map[string]*endpointv3.LocalityLbEndpoints{}
+	for _, ep := range endpoints {
+		zone := policy.EndpointZone(ep.Labels)
+		locality := byZone[zone]
+		if locality == nil {
+			locality = &endpointv3.LocalityLbEndpoints{}
+			if zone != "" {
+				locality.Locality = &corev3.Locality{Zone: zone}
+			}
+			byZone[zone] = locality
 		}
-		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{locality}
+		locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels, mtls && ep.Sidecar))
+	}
+	for _, zone := range slices.Sorted(maps.Keys(byZone)) {
+		cla.Endpoints = append(cla.Endpoints, byZone[zone])
 	}
 	return cla
 }

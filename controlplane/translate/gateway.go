@@ -36,6 +36,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
+			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasBodyLimits)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {
@@ -72,11 +73,18 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			if err != nil {
 				return nil, err
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			vhost := &routev3.VirtualHost{
 				Name:    name + "/" + vh.Hostname,
 				Domains: []string{vh.Hostname},
 				Routes:  rs,
-			})
+			}
+			setAttemptCounts(vhost, m, vh.Rules, port.Traffic, nil)
+			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
+		}
+		if want.buffer {
+			if err := disableBufferElsewhere(rc); err != nil {
+				return nil, err
+			}
 		}
 		part.listeners = append(part.listeners, l)
 		part.routes = append(part.routes, rc)

@@ -31,13 +31,6 @@ var update = flag.Bool("update", false, "rewrite testdata/<feature>/*.out.yaml f
 // documentation), each with golden pairs under testdata/<feature>/.
 var features = []string{"gateway", "sidecar", "listener", "route", "header", "traffic", "cluster", "endpoint", "rbac", "tls", "gatewaytls", "tracing", "accesslog", "trafficpolicy"}
 
-// contractPending are golden directories of features whose proxy side is
-// not implemented yet: TestGolden runs them, TestContract does not (the
-// proxy refuses their fields until it implements them). The TrafficPolicy
-// sections circuitBreaker, outlierDetection, healthCheck and
-// faultInjection are translated by trafficpolicy.go.
-var contractPending = []string{"trafficpolicy-resilience"}
-
 // TestFeatureFiles: every feature is a file of the package with golden
 // pairs, and every file of the package builds a feature or ties them
 // together.
@@ -96,7 +89,7 @@ type goldenCase struct {
 func goldenCases(t *testing.T) []goldenCase {
 	t.Helper()
 	var cases []goldenCase
-	for _, feature := range slices.Concat(features, contractPending) {
+	for _, feature := range features {
 		ins, err := filepath.Glob(filepath.Join("testdata", feature, "*.in.yaml"))
 		if err != nil {
 			t.Fatal(err)
@@ -183,6 +176,7 @@ type yamlNodeInfo struct {
 	InboundAddress  string `yaml:"inboundAddress,omitempty"`
 	AppAddress      string `yaml:"appAddress,omitempty"`
 	OutboundAddress string `yaml:"outboundAddress,omitempty"`
+	Zone            string `yaml:"zone,omitempty"`
 }
 
 // goldenNodes are a gateway node per Gateway and a sidecar per Service,

@@ -20,6 +20,8 @@ import (
 const (
 	httpConnectionManagerName = "envoy.filters.network.http_connection_manager"
 	routerFilterName          = "envoy.filters.http.router"
+	// webSocketUpgrade is the upgrade_type of WebSocket upgrades.
+	webSocketUpgrade = "websocket"
 )
 
 // Fixed connection manager settings.
@@ -63,6 +65,9 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 		MergeSlashes:              true,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+		// WebSocket upgrades on every route, as Envoy Gateway and Istio
+		// enable them: a Service port needs no appProtocol kubernetes.io/ws.
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: webSocketUpgrade}},
 	}
 	// The Host header is forwarded as the client sent it, port included
 	// (no strip_any_host_port): a gateway's route configurations ignore the
@@ -103,6 +108,9 @@ type listenerFilters struct {
 	headerMutation bool
 	// fault: a route of the listener injects faults (trafficpolicy.go).
 	fault bool
+	// buffer: a route of the listener limits request bodies
+	// (trafficpolicy.go).
+	buffer bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -137,6 +145,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.fault {
 		f, err := faultFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.buffer {
+		f, err := bufferFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

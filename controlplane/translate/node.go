@@ -32,6 +32,9 @@ type NodeInfo struct {
 	InboundAddress  string `json:"inboundAddress,omitempty"`
 	AppAddress      string `json:"appAddress,omitempty"`
 	OutboundAddress string `json:"outboundAddress,omitempty"`
+	// Zone is the proxy's zone (node.locality.zone): the endpoints of
+	// clusters that prefer local ones are prioritized by it.
+	Zone string `json:"zone,omitempty"`
 }
 
 // Name is the gateway or service name the node serves.
@@ -55,6 +58,7 @@ func NodeInfoFromNode(node *corev3.Node) NodeInfo {
 		InboundAddress:  m.InboundAddress,
 		AppAddress:      m.AppAddress,
 		OutboundAddress: m.OutboundAddress,
+		Zone:            node.GetLocality().GetZone(),
 	}
 }
 

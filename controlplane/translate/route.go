@@ -50,6 +50,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 				if err := setFault(r, t.Fault); err != nil {
 					return nil, err
 				}
+				if err := setBodyLimits(r, t.BodyLimits); err != nil {
+					return nil, err
+				}
 			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {

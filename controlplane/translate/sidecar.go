@@ -89,7 +89,8 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 		}
 		for _, port := range svc.Ports {
 			var rs []*routev3.Route
-			if rules := port.RoutesFor(callerNamespace); len(rules) > 0 {
+			rules := port.RoutesFor(callerNamespace)
+			if len(rules) > 0 {
 				var err error
 				if rs, err = routes(m, clusters, rules, port.Number, nil, nil); err != nil {
 					return nil, err
@@ -109,17 +110,27 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setFault(rs[0], t.Fault); err != nil {
 						return nil, err
 					}
+					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
+						return nil, err
+					}
 				}
 			}
-			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			vhost := &routev3.VirtualHost{
 				Name:    svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(port.Number)),
 				Domains: serviceDomains(svc, port, callerNamespace),
 				Routes:  rs,
-			})
+			}
+			setAttemptCounts(vhost, m, rules, nil, port)
+			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
 		}
 	}
 	if clusters.err != nil {
 		return nil, clusters.err
+	}
+	if modelAnyRouteTraffic(m, hasBodyLimits) {
+		if err := disableBufferElsewhere(rc); err != nil {
+			return nil, err
+		}
 	}
 	return &outboundPart{routes: rc, clusters: clusters.set()}, nil
 }
@@ -228,5 +239,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 		}
 	}
 	want.fault = modelHasFault(m)
+	want.buffer = modelAnyRouteTraffic(m, hasBodyLimits)
 	return want
 }

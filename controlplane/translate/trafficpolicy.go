@@ -3,13 +3,16 @@ package translate
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -460,4 +463,180 @@ func modelHasFault(m *model.Model) bool {
 		}
 	}
 	return false
+}
+
+// countsAttempts reports whether traffic t asks for attempt counts.
+func countsAttempts(t *model.RouteTraffic) bool {
+	return t != nil && t.Retry != nil && t.Retry.AttemptsHeader
+}
+
+// setAttemptCounts sets Envoy's include_request_attempt_count and
+// include_attempt_count_in_response on a virtual host when a route of its
+// rules (at a gateway port with outer traffic, or nil), or the default
+// route to port (rules empty, port not nil), has a TrafficPolicy retry with
+// attemptsHeader: Envoy has them per virtual host only.
+func setAttemptCounts(vh *routev3.VirtualHost, m *model.Model, rules []*model.Rule, outer *model.RouteTraffic, port *model.ServicePort) {
+	on := len(rules) == 0 && port != nil && countsAttempts(port.RouteTraffic)
+	for _, r := range rules {
+		var portRoute *model.RouteTraffic
+		if p := backendPort(m, r.Action); p != nil {
+			portRoute = p.RouteTraffic
+		}
+		on = on || countsAttempts(model.EffectiveRouteTraffic(r.Traffic, outer, portRoute))
+	}
+	if on {
+		vh.IncludeRequestAttemptCount = true
+		vh.IncludeAttemptCountInResponse = true
+	}
+}
+
+// BufferFilterName is the buffer HTTP filter
+// (envoy.extensions.filters.http.buffer.v3.Buffer) on the listeners some of
+// whose routes have a bodyLimits section: each such route has a per-route
+// BufferPerRoute with its max_request_bytes, and every other route of the
+// listener one that disables it (Envoy would otherwise buffer their bodies
+// up to the listener's limit). A listener without such routes does not
+// have the filter.
+const BufferFilterName = "envoy.filters.http.buffer"
+
+// bufferListenerLimit is the listener-level max_request_bytes, which Envoy
+// requires: no route uses it (each has its own limit or is disabled).
+const bufferListenerLimit = policy.MaxBodyLimit
+
+// bufferFilter is the buffer filter of a listener.
+func bufferFilter() (*hcmv3.HttpFilter, error) {
+	typed, err := anypb.New(&bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(bufferListenerLimit)})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", BufferFilterName, err)
+	}
+	return &hcmv3.HttpFilter{Name: BufferFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// setBodyLimits gives a route the per-route Buffer of a bodyLimits
+// section (nil: none).
+func setBodyLimits(r *routev3.Route, b *policy.BodyLimits) error {
+	if b == nil || b.MaxRequestBytes == nil {
+		return nil
+	}
+	return setBufferPerRoute(r, &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{
+		Buffer: &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(uint32(*b.MaxRequestBytes))}}})
+}
+
+func setBufferPerRoute(r *routev3.Route, per *bufferv3.BufferPerRoute) error {
+	typed, err := anypb.New(per)
+	if err != nil {
+		return fmt.Errorf("%s per route: %w", BufferFilterName, err)
+	}
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[BufferFilterName] = typed
+	return nil
+}
+
+// disableBufferElsewhere disables the buffer filter on every route of rc
+// without a body limit of its own.
+func disableBufferElsewhere(rc *routev3.RouteConfiguration) error {
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			if _, ok := r.TypedPerFilterConfig[BufferFilterName]; ok {
+				continue
+			}
+			if err := setBufferPerRoute(r, &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Disabled{Disabled: true}}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func hasBodyLimits(t *model.RouteTraffic) bool { return t != nil && t.BodyLimits != nil }
+
+// anyRouteTraffic reports whether a route of rules (at a gateway port with
+// outer traffic, or nil) has traffic for which has is true.
+func anyRouteTraffic(m *model.Model, rules []*model.Rule, outer *model.RouteTraffic, has func(*model.RouteTraffic) bool) bool {
+	for _, r := range rules {
+		var portRoute *model.RouteTraffic
+		if port := backendPort(m, r.Action); port != nil {
+			portRoute = port.RouteTraffic
+		}
+		if has(model.EffectiveRouteTraffic(r.Traffic, outer, portRoute)) {
+			return true
+		}
+	}
+	return false
+}
+
+// modelAnyRouteTraffic reports whether some route a sidecar's outbound
+// listener may serve has traffic for which has is true.
+func modelAnyRouteTraffic(m *model.Model, has func(*model.RouteTraffic) bool) bool {
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if has(port.RouteTraffic) || anyRouteTraffic(m, port.Routes, nil, has) {
+				return true
+			}
+			for _, rules := range port.ConsumerRoutes {
+				if anyRouteTraffic(m, rules, nil, has) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Priorities of the localities of a cluster that prefers local endpoints,
+// in the EDS of a proxy that knows its zone.
+const (
+	priorityLocal  = 0
+	priorityRemote = 1
+)
+
+// preferLocal gives the load assignments of the clusters whose
+// TrafficPolicy prefers local endpoints, in the EDS of a proxy in zone,
+// Envoy's priorities: the localities of zone priority 0, the others
+// priority 1, so that the proxy sends requests to its zone's endpoints
+// while they are healthy and fails over to the others (Envoy's priority
+// failover, overprovisioning factor 1.4). The shared assignments are not
+// changed: those of endpoints replaces them with copies. An assignment
+// without endpoints in zone is left as it is (every endpoint then takes
+// its share).
+func preferLocal(m *model.Model, zone string, endpoints []*endpointv3.ClusterLoadAssignment) {
+	if zone == "" {
+		return
+	}
+	prefer := map[string]bool{}
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if port.Traffic != nil && port.Traffic.PreferLocal {
+				prefer[port.Cluster] = true
+			}
+		}
+	}
+	if len(prefer) == 0 {
+		return
+	}
+	for i, cla := range endpoints {
+		if !prefer[cla.GetClusterName()] || !slices.ContainsFunc(cla.GetEndpoints(), func(l *endpointv3.LocalityLbEndpoints) bool {
+			return l.GetLocality().GetZone() == zone
+		}) {
+			continue
+		}
+		local := &endpointv3.ClusterLoadAssignment{ClusterName: cla.GetClusterName(), Policy: cla.GetPolicy()}
+		for _, l := range cla.GetEndpoints() {
+			prioritized := &endpointv3.LocalityLbEndpoints{Locality: l.GetLocality(), LbEndpoints: l.GetLbEndpoints(), Priority: priorityRemote}
+			if l.GetLocality().GetZone() == zone {
+				prioritized.Priority = priorityLocal
+			}
+			local.Endpoints = append(local.Endpoints, prioritized)
+		}
+		endpoints[i] = local
+	}
+}
+
+// PrefersLocal reports whether the cluster of port has per-proxy load
+// assignments (a TrafficPolicy prefers local endpoints): they cannot be
+// shared between proxies of different zones.
+func PrefersLocal(port *model.ServicePort) bool {
+	return port.Traffic != nil && port.Traffic.PreferLocal
 }

@@ -180,6 +180,9 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 		own = append(own, &ownCluster{cluster: collector})
 	}
 	res.Clusters, res.Endpoints = mergeClusters(own, sets)
+	if m, _ := p.translation(); node.Zone != "" {
+		preferLocal(m, node.Zone, res.Endpoints)
+	}
 	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
 	return res, nil

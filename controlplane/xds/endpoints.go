@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,6 +12,10 @@ import (
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/translate"
 )
+
+// errPerProxyEndpoints: a changed cluster's load assignment differs from
+// proxy to proxy (it prefers local endpoints): every node is translated.
+var errPerProxyEndpoints = errors.New("per-proxy load assignments (preferLocal)")
 
 // endpointSwap is the replacement of one distinct EDS type snapshot (most
 // nodes share theirs).
@@ -44,6 +49,9 @@ func (s *Server) setEndpointsLocked(ctx context.Context, m *model.Model, changed
 			for _, port := range svc.Ports {
 				if _, found := slices.BinarySearch(changed, port.Cluster); !found {
 					continue
+				}
+				if translate.PrefersLocal(port) {
+					return fmt.Errorf("cluster %q: %w", port.Cluster, errPerProxyEndpoints)
 				}
 				cla, err := shared.LoadAssignment(svc, port)
 				if err != nil {

@@ -358,7 +358,11 @@ func (s *Server) SetModel(ctx context.Context, m *model.Model) {
 			s.endpointUpdates.Add(1)
 			return
 		}
-		s.logger.Warn("endpoint-only update failed: translating every node", "error", err)
+		if errors.Is(err, errPerProxyEndpoints) {
+			s.logger.Debug("endpoint update of per-proxy assignments: translating every node", "error", err)
+		} else {
+			s.logger.Warn("endpoint-only update failed: translating every node", "error", err)
+		}
 	}
 	s.fullUpdates.Add(1)
 	first := s.model == nil

@@ -31,10 +31,13 @@ const (
 	UpstreamRemoteReset                              // UR: the upstream response was cut short
 	DownstreamConnectionTermination                  // DC: the client went away
 	DownstreamProtocolError                          // DPE: the request could not be read (its body)
+	UpstreamOverflow                                 // UO: a circuit breaker limit of the cluster was reached (503)
+	FaultInjected                                    // FI: the fault filter aborted the request
+	DelayInjected                                    // DI: the fault filter delayed the request
 )
 
 // flagNames are the short names, in Envoy's order of Flag bits above.
-var flagNames = [...]string{"NR", "NC", "UH", "UF", "UT", "UC", "UR", "DC", "DPE"}
+var flagNames = [...]string{"NR", "NC", "UH", "UF", "UT", "UC", "UR", "DC", "DPE", "UO", "FI", "DI"}
 
 // Response code details (%RESPONSE_CODE_DETAILS%), Envoy's values.
 const (
@@ -50,6 +53,8 @@ const (
 	DetailsDownstreamGone    = "downstream_remote_disconnect"
 	DetailsPathNormalization = "path_normalization_failed"
 	DetailsBadRequestBody    = "downstream_request_body_failed"
+	DetailsOverflow          = "upstream_reset_before_response_started{overflow}"
+	DetailsFaultAbort        = "fault_filter_abort"
 )
 
 // Entry is what is logged of one request: the writer that records the
@@ -155,6 +160,13 @@ func (e *Entry) Fail(flag Flag, details string) {
 	}
 }
 
+// Flag records a response flag alone (a delay injected: the request goes on).
+func (e *Entry) Flag(flag Flag) {
+	if e != nil {
+		e.flags |= flag
+	}
+}
+
 // SetDetails records the response code details.
 func (e *Entry) SetDetails(details string) {
 	if e != nil {
@@ -196,6 +208,15 @@ func (e *Entry) Flush() {
 
 // Unwrap returns the wrapped writer, for http.ResponseController.
 func (e *Entry) Unwrap() http.ResponseWriter { return e.w }
+
+// AddTunnelBytes counts the bytes of an upgraded connection (a WebSocket):
+// sent to the client, and received from it.
+func (e *Entry) AddTunnelBytes(sent, received int64) {
+	if e != nil {
+		e.bytesSent += sent
+		e.bytesReceived.Add(received)
+	}
+}
 
 // countedBody counts the request body bytes read.
 type countedBody struct {

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshgate/meshgate/dataplane/filters/buffer"
+	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -43,9 +45,11 @@ type Registry struct {
 
 // Default returns a registry of the built-in filters: the router
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
-// (rbac.v3.RBAC) and header mutation (header_mutation.v3.HeaderMutation).
+// (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
+// fault injection (fault.v3.HTTPFault) and buffer (buffer.v3.Buffer: request
+// body limits).
 func Default() *Registry {
-	r, err := New(rbac.Factory(), headermutation.Factory())
+	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

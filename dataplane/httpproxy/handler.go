@@ -46,7 +46,12 @@ const (
 	bodyBadGateway      = "bad gateway\n"
 	bodyBadPath         = "bad request path\n"
 	bodyBadBody         = "bad request body\n"
+	bodyOverflow        = "upstream overflow\n"
 )
+
+// OverloadedHeader names the circuit breaker limit that refused a request
+// (upstream.LimitRequests...), on the proxy's 503.
+const OverloadedHeader = "X-Meshgate-Overloaded"
 
 // Config is the immutable configuration of one listener's handler.
 type Config struct {
@@ -76,6 +81,11 @@ type Config struct {
 	// Metrics are the listener's request metrics, resolved for Routes
 	// (metrics.Proxy.Listener). Nil: none, at no cost.
 	Metrics *metrics.Listener
+	// WebSocket is HttpConnectionManager.upgrade_configs with websocket
+	// enabled: WebSocket upgrades are forwarded and spliced (upgrade.go)
+	// on routes that do not disable them. False: only on routes that
+	// enable them; elsewhere the Upgrade header is removed.
+	WebSocket bool
 }
 
 // Handler serves one listener. It is safe for concurrent use.
@@ -276,6 +286,13 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
+	if b := cluster.Breaker(); b != nil {
+		if err := b.StartRequest(); err != nil {
+			overloaded(w, rt, entry, err)
+			return
+		}
+		defer b.EndRequest()
+	}
 	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
@@ -283,6 +300,18 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint, entry)
+}
+
+// overloaded answers a request a circuit breaker refused (err wraps an
+// *upstream.OverflowError): 503 at once, naming the limit.
+func overloaded(w http.ResponseWriter, rt *router.Route, entry *accesslog.Entry, err error) {
+	limit := "circuit_breaker"
+	if o, ok := upstream.IsOverflow(err); ok {
+		limit = o.Limit
+	}
+	entry.Fail(accesslog.UpstreamOverflow, accesslog.DetailsOverflow)
+	w.Header()[OverloadedHeader] = []string{limit}
+	localReply(w, rt, http.StatusServiceUnavailable, bodyOverflow)
 }
 
 // entryOf is the access-log Entry of r, nil when cfg logs nothing (at no
@@ -323,7 +352,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	u.Scheme, u.Host, u.User = "http", endpoint, nil
 
 	header := out.Header
+	var upgradeTo []string // the Upgrade header of a WebSocket upgrade forwarded
+	if rt.WebSocketAllowed(cfg.WebSocket) && webSocketUpgrade(r) && cluster.CanUpgrade(endpoint) {
+		upgradeTo = header["Upgrade"]
+	}
 	wantsTrailers := removeHopByHop(header, true)
+	if upgradeTo != nil {
+		header["Connection"], header["Upgrade"] = []string{"Upgrade"}, upgradeTo
+	}
 	if wantsTrailers {
 		header["Te"] = []string{"trailers"}
 	}
@@ -347,6 +383,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		attempt = cfg.Tracer.StartClient(r.Context(), out, cluster.Name(), endpoint)
 		defer attempt.End()
 	}
+	if upgradeTo != nil {
+		h.upgrade(w, r, cfg, rt, cluster, endpoint, out, attempt, entry)
+		return
+	}
 	var idle *idleTimer
 	if d := rt.IdleTimeout(); d > 0 {
 		out, idle = withIdleTimeout(out, d)
@@ -355,12 +395,16 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 			out.Body = &idleBody{ReadCloser: out.Body, t: idle}
 		}
 	}
+	if rt.AttemptCountOnRequest() {
+		header[router.AttemptCountHeader] = attemptCount(1)
+	}
 	var resp *http.Response
 	var err error
+	attempts := 1
 	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
 		resp, err = cluster.RoundTrip(out, rt.Timeout())
 	} else {
-		resp, endpoint, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+		resp, endpoint, attempts, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
 	}
 	// The endpoint of the last attempt (with retries, the one that answered
 	// or failed last).
@@ -392,6 +436,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		rt.ApplyClusterResponseHeaders(cluster.Name(), dst)
 	}
 	rt.ApplyResponseHeaders(dst)
+	if rt.AttemptCountOnResponse() {
+		dst[router.AttemptCountHeader] = attemptCount(attempts)
+	}
 	w.WriteHeader(resp.StatusCode)
 
 	if !h.copyBody(r.Context(), w, resp, entry) {
@@ -451,7 +498,15 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 		return // the client went away: nobody to answer, nothing to log
 	}
 	var opErr *net.OpError
+	var overflow *upstream.OverflowError
 	switch {
+	case errors.As(err, &overflow):
+		overloaded(w, rt, entry, overflow)
+	case body != nil && body.tooLarge.Load():
+		entry.Fail(accesslog.DownstreamProtocolError, detailsBodyTooLarge)
+		w.Header()["Connection"] = []string{"close"}
+		localReply(w, rt, http.StatusRequestEntityTooLarge, bodyTooLarge)
+		return
 	case body != nil && body.failed.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, accesslog.DetailsBadRequestBody)
 		w.Header()["Connection"] = []string{"close"}
@@ -478,7 +533,10 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 type requestBody struct {
 	io.ReadCloser
 	failed atomic.Bool
-	n      atomic.Int64 // bytes read
+	// tooLarge: the body ran over a filter's limit
+	// (httpfilter.ErrRequestBodyTooLarge).
+	tooLarge atomic.Bool
+	n        atomic.Int64 // bytes read
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -486,9 +544,19 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.n.Add(int64(n))
 	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
 		b.failed.Store(true)
+		if errors.Is(err, httpfilter.ErrRequestBodyTooLarge) {
+			b.tooLarge.Store(true)
+		}
 	}
 	return n, err
 }
+
+// detailsBodyTooLarge and bodyTooLarge: a request body over its route's
+// limit (Envoy's buffer filter's).
+const (
+	detailsBodyTooLarge = "request_payload_too_large"
+	bodyTooLarge        = "Payload Too Large"
+)
 
 // localReply answers with a short text/plain body: httpfilter.LocalReply.
 func localReply(w http.ResponseWriter, rt *router.Route, status int, body string) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,15 +44,16 @@ var errRouteTimeout = fmt.Errorf("%w: route timeout before the next try", upstre
 // again, after a backoff, on another endpoint when there is one, as long as
 // tries and the route timeout last. A body is replayed from memory when it
 // is at most ReplayBodyLimit; a longer one is sent once and not mirrored.
-// It returns the last try's response or error, and its endpoint.
-func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, body *requestBody) (*http.Response, string, error) {
+// It returns the last try's response or error, its endpoint and the number
+// of tries.
+func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, body *requestBody) (*http.Response, string, int, error) {
 	ctx := out.Context()
 	var replay []byte
 	replayable := true
 	if body != nil {
 		buf, err := readUpTo(body, ReplayBodyLimit)
 		if err != nil {
-			return nil, endpoint, err
+			return nil, endpoint, 1, err
 		}
 		if len(buf) > ReplayBodyLimit {
 			replayable = false
@@ -86,42 +88,59 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 		deadline = time.Now().Add(t)
 	}
 	var tried []string
+	breaker := cluster.Breaker() // counts active retries (max_retries, retry_budget)
 	try := out
 	for n := 0; ; n++ {
 		timeout := perTry
 		if !deadline.IsZero() {
 			remaining := time.Until(deadline)
 			if remaining <= 0 {
-				return nil, endpoint, errRouteTimeout
+				return nil, endpoint, n + 1, errRouteTimeout
 			}
 			if timeout == 0 || remaining < timeout {
 				timeout = remaining
 			}
 		}
 		resp, err := cluster.RoundTrip(try, timeout)
+		if n > 0 && breaker != nil {
+			breaker.EndRetry()
+		}
 		if n >= retries || ctx.Err() != nil || !retried(p, resp, err) {
-			return resp, endpoint, err
+			return resp, endpoint, n + 1, err
+		}
+		if breaker != nil && breaker.StartRetry() != nil {
+			// max_retries or the retry budget: no retry, this try's answer.
+			return resp, endpoint, n + 1, err
 		}
 		if resp != nil {
 			discard(resp)
 		}
 		if !sleep(ctx, p.Backoff(n+1, rand.Uint64()), deadline) {
-			if ctx.Err() != nil {
-				return nil, endpoint, ctx.Err()
+			if breaker != nil {
+				breaker.EndRetry()
 			}
-			return nil, endpoint, errRouteTimeout
+			if ctx.Err() != nil {
+				return nil, endpoint, n + 1, ctx.Err()
+			}
+			return nil, endpoint, n + 1, errRouteTimeout
 		}
 		if p.OtherHost {
 			tried = append(tried, endpoint)
 		}
 		next, ok := pickEndpoint(cluster, p, tried)
 		if !ok {
-			return nil, endpoint, errNoEndpoint
+			if breaker != nil {
+				breaker.EndRetry()
+			}
+			return nil, endpoint, n + 1, errNoEndpoint
 		}
 		endpoint = next
 		// A new request per try: the transport may still hold the last one.
 		try = out.Clone(ctx)
 		try.URL.Host = endpoint
+		if rt.AttemptCountOnRequest() {
+			try.Header[router.AttemptCountHeader] = attemptCount(n + 2)
+		}
 		if replay != nil {
 			try.Body = io.NopCloser(bytes.NewReader(replay))
 		}
@@ -247,3 +266,6 @@ func shadowHost(host string) string {
 	}
 	return host + "-shadow"
 }
+
+// attemptCount is the attempt count header's value for n tries.
+func attemptCount(n int) []string { return []string{strconv.Itoa(n)} }

@@ -3,8 +3,10 @@ package httpproxy
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 )
 
@@ -135,4 +138,64 @@ func TestRouteIdleTimeout(t *testing.T) {
 
 func stringExact(s string) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}
+}
+
+// TestAttemptCountHeaders: with include_request_attempt_count each try
+// tells the upstream its number, and with include_attempt_count_in_response
+// the client learns how many tries its response took; without them
+// neither header is set.
+func TestAttemptCountHeaders(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	backend := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = append(seen[r.URL.Path], r.Header.Get(router.AttemptCountHeader))
+		tries := len(seen[r.URL.Path])
+		mu.Unlock()
+		failures, _ := strconv.Atoi(r.URL.Query().Get("failures"))
+		if tries <= failures {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	policy := &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(3), RetryBackOff: fastBackoff}
+	for _, tc := range []struct {
+		name         string
+		counts       bool
+		path         string
+		failures     int
+		wantResponse string
+		wantUpstream []string
+		wantStatus   int
+	}{
+		{name: "retried twice", counts: true, path: "/a", failures: 2, wantResponse: "3", wantUpstream: []string{"1", "2", "3"}, wantStatus: 200},
+		{name: "first try", counts: true, path: "/b", wantResponse: "1", wantUpstream: []string{"1"}, wantStatus: 200},
+		{name: "retries exhausted", counts: true, path: "/c", failures: 9, wantResponse: "4", wantUpstream: []string{"1", "2", "3", "4"}, wantStatus: 503},
+		{name: "not asked", path: "/d", failures: 1, wantResponse: "", wantUpstream: []string{"", ""}, wantStatus: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vh := &routev3.VirtualHost{Name: "all", Domains: []string{"*"}, Routes: []*routev3.Route{retryRoute(policy)},
+				IncludeRequestAttemptCount: tc.counts, IncludeAttemptCountInResponse: tc.counts}
+			tbl, err := router.Compile(&routev3.RouteConfiguration{Name: "test", VirtualHosts: []*routev3.VirtualHost{vh}}, nil)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			_, proxy := startProxy(t, &Config{Routes: tbl, Clusters: map[string]*upstream.Cluster{"A": clusterFor(t, "A", false, addrOf(backend))}}, false)
+			r := get(t, proxy+tc.path+"?failures="+strconv.Itoa(tc.failures))
+			if r.status != tc.wantStatus || r.header.Get(router.AttemptCountHeader) != tc.wantResponse {
+				t.Errorf("status %d, %s %q; want %d, %q", r.status, router.AttemptCountHeader, r.header.Get(router.AttemptCountHeader), tc.wantStatus, tc.wantResponse)
+			}
+			if _, present := r.header[router.AttemptCountHeader]; present != tc.counts {
+				t.Errorf("response header present: %v, want %v", present, tc.counts)
+			}
+			mu.Lock()
+			got := slices.Clone(seen[tc.path])
+			mu.Unlock()
+			if !slices.Equal(got, tc.wantUpstream) {
+				t.Errorf("upstream saw %s %q, want %q", router.AttemptCountHeader, got, tc.wantUpstream)
+			}
+		})
+	}
 }

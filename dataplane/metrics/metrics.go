@@ -60,7 +60,16 @@ type Proxy struct {
 	cxTotal         *prometheus.CounterVec
 	connectFailures *prometheus.CounterVec
 	timeouts        *prometheus.CounterVec
+	// Circuit breakers, outlier detection and health checks: a series
+	// appears at a cluster's first event.
+	overflows           *prometheus.CounterVec
+	ejections           *prometheus.CounterVec
+	healthCheckFailures *prometheus.CounterVec
 }
+
+// LabelLimit is the circuit breaker limit of an overflow: max_connections,
+// max_pending_requests, max_requests or max_retries.
+const LabelLimit = "limit"
 
 // NewProxy creates the proxy's metric families and registers them in reg.
 func NewProxy(reg prometheus.Registerer) *Proxy {
@@ -105,9 +114,22 @@ func NewProxy(reg prometheus.Registerer) *Proxy {
 			Name: "meshgate_proxy_upstream_timeouts_total",
 			Help: "Requests to a cluster that hit their route timeout.",
 		}, []string{LabelCluster}),
+		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_proxy_upstream_overflows_total",
+			Help: "Requests a cluster's circuit breaker refused with 503 (x-meshgate-overloaded), by limit.",
+		}, []string{LabelCluster, LabelLimit}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_proxy_upstream_outlier_ejections_total",
+			Help: "Endpoints of a cluster ejected by outlier detection.",
+		}, []string{LabelCluster}),
+		healthCheckFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_proxy_upstream_health_check_failures_total",
+			Help: "Failed active health checks of a cluster's endpoints.",
+		}, []string{LabelCluster}),
 	}
 	reg.MustRegister(p.requests, p.duration, p.inFlight, p.requestSize, p.responseSize,
-		p.cxActive, p.cxTotal, p.connectFailures, p.timeouts)
+		p.cxActive, p.cxTotal, p.connectFailures, p.timeouts,
+		p.overflows, p.ejections, p.healthCheckFailures)
 	return p
 }
 
@@ -119,8 +141,25 @@ func (p *Proxy) Cluster(name string) upstream.Stats {
 		ConnectionsTotal:  p.cxTotal.WithLabelValues(name),
 		ConnectFailures:   p.connectFailures.WithLabelValues(name),
 		Timeouts:          p.timeouts.WithLabelValues(name),
+
+		OverflowConnections: lazyCounter{p.overflows, []string{name, upstream.LimitConnections}},
+		OverflowPending:     lazyCounter{p.overflows, []string{name, upstream.LimitPendingRequests}},
+		OverflowRequests:    lazyCounter{p.overflows, []string{name, upstream.LimitRequests}},
+		OverflowRetries:     lazyCounter{p.overflows, []string{name, upstream.LimitRetries}},
+		Ejections:           lazyCounter{p.ejections, []string{name}},
+		HealthCheckFailures: lazyCounter{p.healthCheckFailures, []string{name}},
 	}
 }
+
+// lazyCounter is the series of labels in vec, created at its first
+// increment: events that most clusters never see (an overflow, an
+// ejection) add no series until they happen. Each Inc looks the series up.
+type lazyCounter struct {
+	vec    *prometheus.CounterVec
+	labels []string
+}
+
+func (c lazyCounter) Inc() { c.vec.WithLabelValues(c.labels...).Inc() }
 
 // Listener is the metrics of one listener serving one route table,
 // resolved in advance (Proxy.Listener). Immutable.

@@ -119,6 +119,8 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, 
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
 		rt.vhostName = vh.name
+		rt.attemptCountRequest = vhc.GetIncludeRequestAttemptCount()
+		rt.attemptCountResponse = vhc.GetIncludeAttemptCountInResponse()
 		if rt.cluster != "" {
 			clusters[rt.cluster] = struct{}{}
 		}
@@ -350,6 +352,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 		rt.timeout = d.AsDuration()
 	}
 	if err := compileTraffic(rt, ra); err != nil {
+		return err
+	}
+	if err := compileUpgrade(rt, ra); err != nil {
 		return err
 	}
 	rt.hostRewrite = ra.GetHostRewriteLiteral()

@@ -90,6 +90,11 @@ type Route struct {
 	// hash is hash_policy (nil: none); idleTimeout is idle_timeout.
 	hash        *HashPolicy
 	idleTimeout time.Duration
+	// webSocket is upgrade_configs (upgrade.go).
+	webSocket WebSocket
+	// attemptCountRequest and attemptCountResponse are the virtual host's
+	// include_request_attempt_count and include_attempt_count_in_response.
+	attemptCountRequest, attemptCountResponse bool
 
 	// clusterNotFound is the status answered when the picked cluster is not
 	// known to the proxy (cluster_not_found_response_code).

@@ -29,6 +29,20 @@ type HashPolicy struct {
 // HashPolicy returns the route's hash policy, nil when it has none.
 func (rt *Route) HashPolicy() *HashPolicy { return rt.hash }
 
+// AttemptCountHeader is the header of a request's attempt count (1 for
+// the first try), Envoy's: on the requests to the upstream with its
+// virtual host's include_request_attempt_count, on the response with
+// include_attempt_count_in_response.
+const AttemptCountHeader = "X-Envoy-Attempt-Count"
+
+// AttemptCountOnRequest reports whether the tries of the route's requests
+// carry AttemptCountHeader.
+func (rt *Route) AttemptCountOnRequest() bool { return rt.attemptCountRequest }
+
+// AttemptCountOnResponse reports whether the route's responses carry
+// AttemptCountHeader.
+func (rt *Route) AttemptCountOnResponse() bool { return rt.attemptCountResponse }
+
 // IdleTimeout is the route's idle_timeout: a request whose stream has no
 // activity for this long is ended. Zero: none.
 func (rt *Route) IdleTimeout() time.Duration { return rt.idleTimeout }

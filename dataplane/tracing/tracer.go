@@ -66,6 +66,15 @@ type Tracer struct {
 	traceContext propagation.TraceContext
 	b3           propagation.TextMapPropagator
 	tags         []attribute.KeyValue
+
+	// inFlight counts the server spans started and not ended: Close
+	// waits for them (a listener's tracer is replaced while requests it
+	// traces are still being served). idle is closed when inFlight drops
+	// to zero once closing is set.
+	inFlight atomic.Int64
+	closing  atomic.Bool
+	idleOnce sync.Once
+	idle     chan struct{}
 }
 
 // New builds the Tracer of s: its exporter connects, when it first has spans
@@ -161,6 +170,7 @@ func NewWithExporter(s *Settings, exporter sdktrace.SpanExporter, opts Options, 
 		closeConn: func() error { return nil },
 		b3:        b3.New(),
 		tags:      s.Tags,
+		idle:      make(chan struct{}),
 	}
 }
 
@@ -189,10 +199,32 @@ func (t *Tracer) Counts() (exported, dropped uint64) {
 	return st.Exported, st.Dropped
 }
 
-// Close exports what is queued (within ctx) and stops t.
+// Close waits until the requests t traces have ended their server spans,
+// exports what is queued and stops t, all within ctx (then the spans not
+// ended yet are lost).
 func (t *Tracer) Close(ctx context.Context) error {
+	t.closing.Store(true)
+	if t.inFlight.Load() == 0 {
+		t.idleOnce.Do(func() { close(t.idle) })
+	}
+	select {
+	case <-t.idle:
+	case <-ctx.Done():
+	}
 	err := t.provider.Shutdown(ctx)
+	// The provider does not shut its span processor down when ctx is
+	// already done: the queue is stopped anyway (its last export is bounded
+	// by the export timeout), so that its goroutine always ends.
+	t.queue.stopOnce.Do(func() { close(t.queue.stop) })
 	return errors.Join(err, t.closeConn())
+}
+
+// ended counts a server span's end, and tells a closing t when it was the
+// last one.
+func (t *Tracer) ended() {
+	if t.inFlight.Add(-1) == 0 && t.closing.Load() {
+		t.idleOnce.Do(func() { close(t.idle) })
+	}
 }
 
 // Server is the server span of one request, and the writer that records its
@@ -259,6 +291,7 @@ func (t *Tracer) StartServerWith(w http.ResponseWriter, r *http.Request, start S
 		}
 		span.SetAttributes(attrs...)
 	}
+	t.inFlight.Add(1)
 	s := &Server{t: t, span: span, method: r.Method}
 	s.ResponseWriter.Reset(w, s)
 	return s, r.WithContext(ctx)
@@ -289,6 +322,7 @@ func (s *Server) End() {
 		return
 	}
 	endWithStatus(s.span, s.status, nil)
+	s.t.ended()
 }
 
 // Denied records, on the request's server span when it is traced, the

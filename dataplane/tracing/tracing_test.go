@@ -5,9 +5,12 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
@@ -314,4 +317,71 @@ func TestFailedExportCountsDropped(t *testing.T) {
 	if st := tr.Stats(); st.Dropped != 2 || st.Exported != 0 {
 		t.Fatalf("stats %+v, want 2 dropped", st)
 	}
+}
+
+// keepingExporter keeps the spans it is given, also after Shutdown.
+type keepingExporter struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (e *keepingExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range spans {
+		e.names = append(e.names, s.Name())
+	}
+	return nil
+}
+
+func (e *keepingExporter) Shutdown(context.Context) error { return nil }
+
+func (e *keepingExporter) exported() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.names)
+}
+
+// TestCloseWaitsForTracedRequests: a Tracer retired while a request it
+// traces is being served (its listener's tracing changed) closes once that
+// request's server span has ended, and exports it; a trace is not cut in
+// two by a configuration change.
+func TestCloseWaitsForTracedRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		exp := &keepingExporter{}
+		tr := NewWithExporter(&Settings{Service: "orders", Cluster: "c", Timeout: DefaultExportTimeout, Ratio: 1}, exp, Options{}, nil)
+		span, _ := tr.StartServer(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		closed := make(chan error, 1)
+		go func() { closed <- tr.Close(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while a traced request was in flight", err)
+		default:
+		}
+		span.WriteHeader(http.StatusOK)
+		span.End()
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+		if got := exp.exported(); !slices.Equal(got, []string{"GET"}) {
+			t.Errorf("exported %q, want the in-flight request's server span", got)
+		}
+	})
+}
+
+// TestCloseGivesUpWithItsContext: Close does not wait beyond its context
+// for a request that never ends.
+func TestCloseGivesUpWithItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := NewWithExporter(&Settings{Service: "orders", Cluster: "c", Timeout: DefaultExportTimeout, Ratio: 1}, &keepingExporter{}, Options{}, nil)
+		tr.StartServer(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		_ = tr.Close(ctx)
+		if waited := time.Since(start); waited != 5*time.Second {
+			t.Errorf("Close waited %v, want its context's 5s", waited)
+		}
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +83,19 @@ type Cluster struct {
 	// balancer is the lb_policy (lb.go).
 	balancer balancer
 
+	// breaker is circuit_breakers, outlier outlier_detection and health
+	// health_checks; nil when not configured, at no cost. watched is set
+	// when any is: the cluster then counts each endpoint's requests and
+	// routes only to available endpoints.
+	breaker *Breaker
+	outlier *outlierDetector
+	health  *healthChecker
+	watched bool
+	// stop ends the outlier detector's and health checker's goroutines.
+	stop context.CancelFunc
+	// refreshMu serializes refreshAvailable.
+	refreshMu sync.Mutex
+
 	endpoints atomic.Pointer[endpointSet]
 	next      atomic.Uint64
 }
@@ -93,8 +107,30 @@ type endpointSet struct {
 	// secure maps the endpoints a transport_socket_matches entry selects to
 	// that entry; the others are plaintext. Nil when none.
 	secure map[string]*tlsMatch
+	// hosts are the endpoints' states, in the order of addresses, and
+	// byAddress the same by address; weights their load_balancing_weight.
+	hosts     []*host
+	byAddress map[string]*host
+	weights   []uint32
+	// excluded are the endpoints discovery does not mark healthy, with
+	// their health_status: they receive no traffic.
+	excluded []ExcludedEndpoint
+	// scheduleHosts is schedule as hosts, for a watched cluster (nil
+	// otherwise); available counts the hosts that may receive traffic.
+	scheduleHosts []*host
+	available     atomic.Int64
+	active        atomic.Pointer[[]string] // the available endpoints' schedule; nil: all (panic)
 	// lb is the balancer's state (lb.go); nil for plain round robin.
 	lb *lbState
+	// priorities are the endpoints' priority levels (priority.go), nil
+	// when they have one.
+	priorities *priorityLevels
+}
+
+// ExcludedEndpoint is an endpoint that discovery does not mark healthy.
+type ExcludedEndpoint struct {
+	Address string
+	Health  string // its health_status: UNHEALTHY, DRAINING, TIMEOUT, DEGRADED
 }
 
 // NewCluster builds a cluster from c, checked against the subset of
@@ -132,6 +168,17 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("cluster %q: "+format, append([]any{cl.name}, args...)...)
 	}
+	var err error
+	if cl.breaker, err = newBreaker(cl.name, c.GetCircuitBreakers(), cl.stats); err != nil {
+		return nil, errorf("%w", err)
+	}
+	if cl.outlier, err = newOutlierDetector(cl, c.GetOutlierDetection()); err != nil {
+		return nil, errorf("%w", err)
+	}
+	if cl.health, err = newHealthChecker(cl, c.GetHealthChecks(), options.healthProbe); err != nil {
+		return nil, errorf("%w", err)
+	}
+	cl.watched = cl.breaker != nil || cl.outlier != nil || cl.health != nil
 
 	protocol, err := protocolOf(c)
 	if err != nil {
@@ -185,6 +232,17 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 		return nil, errorf("type: %v not supported", c.GetType())
 	}
 	cl.endpoints.Store(set)
+	cl.refreshAvailable()
+	if cl.outlier != nil || cl.health != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cl.stop = cancel
+		if cl.outlier != nil {
+			go cl.outlier.run(ctx)
+		}
+		if cl.health != nil {
+			go cl.health.run(ctx)
+		}
+	}
 	return cl, nil
 }
 
@@ -283,12 +341,37 @@ func (c *Cluster) RoundTrip(r *http.Request, timeout time.Duration) (*http.Respo
 
 func (c *Cluster) roundTrip(r *http.Request, timeout time.Duration) (*http.Response, error) {
 	suppressDefaultUserAgent(r)
-	transport, fast := c.transport, c.fast
+	var transport http.RoundTripper = c.transport
+	fast := c.fast
 	if secure := c.endpoints.Load().secure; secure != nil {
 		if m := secure[r.URL.Host]; m != nil {
 			transport, fast = m.transport, m.fast
 		}
 	}
+	if c.watched {
+		return c.watchedRoundTrip(r, timeout, transport, fast)
+	}
+	return sendOnce(r, timeout, transport, fast)
+}
+
+// watchedRoundTrip is RoundTrip for a watched cluster: it counts the
+// endpoint's requests in flight and gives the outcome to outlier detection.
+func (c *Cluster) watchedRoundTrip(r *http.Request, timeout time.Duration, transport http.RoundTripper, fast *h1Client) (*http.Response, error) {
+	h := c.endpoints.Load().byAddress[r.URL.Host]
+	if h == nil {
+		return sendOnce(r, timeout, transport, fast)
+	}
+	h.activeRequests.Add(1)
+	resp, err := sendOnce(r, timeout, transport, fast)
+	h.activeRequests.Add(-1)
+	if c.outlier != nil {
+		c.outlier.record(r.Context(), h, resp, err)
+	}
+	return resp, err
+}
+
+// sendOnce sends r over fast (body-less HTTP/1.1) or transport.
+func sendOnce(r *http.Request, timeout time.Duration, transport http.RoundTripper, fast *h1Client) (*http.Response, error) {
 	if fast != nil && (r.Body == nil || r.Body == http.NoBody) {
 		return fast.roundTrip(r, timeout)
 	}
@@ -396,8 +479,15 @@ func (c *Cluster) UseEndpoints(e *Endpoints) {
 	if e == nil || e.cluster != c {
 		return
 	}
-	e.set.lb.carrySince(c.endpoints.Load().lb, time.Now())
+	e.set.carrySince(c.endpoints.Load(), time.Now())
 	c.endpoints.Store(e.set)
+	c.refreshAvailable()
+	if c.health != nil {
+		select {
+		case c.health.kick <- struct{}{}: // check new endpoints now
+		default:
+		}
+	}
 	c.forgetRemovedEndpoints(e.set)
 	c.logger.Debug("endpoints updated", "endpoints", len(e.set.addresses), "schedule", len(e.set.schedule))
 }
@@ -424,6 +514,9 @@ func (c *Cluster) Endpoints() []string { return c.endpoints.Load().addresses }
 // allocate.
 func (c *Cluster) Next() (string, bool) {
 	set := c.endpoints.Load()
+	if set.priorities != nil {
+		return c.nextPriority(set, 0, false)
+	}
 	if set.lb != nil {
 		return c.pick(set, 0, false)
 	}
@@ -432,6 +525,9 @@ func (c *Cluster) Next() (string, bool) {
 		return "", false
 	}
 	n := c.next.Add(1) - 1
+	if set.scheduleHosts != nil {
+		return set.nextWatched(n), true
+	}
 	return schedule[n%uint64(len(schedule))], true
 }
 
@@ -440,6 +536,9 @@ func (c *Cluster) Next() (string, bool) {
 // close after the idle timeout. Call it once no route references the cluster
 // any more.
 func (c *Cluster) Close() {
+	if c.stop != nil {
+		c.stop()
+	}
 	c.closeIdle()
 	for _, m := range c.matches {
 		m.sessions.reset() // the next connection does a full handshake
@@ -484,7 +583,12 @@ type weightedAddress struct {
 
 func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPrefix string) (*endpointSet, error) {
 	var eligible []weightedAddress
+	var priorities priorityCounts
 	set := &endpointSet{}
+	var prev map[string]*host
+	if cur := c.endpoints.Load(); cur != nil {
+		prev = cur.byAddress
+	}
 	for i, locality := range cla.GetEndpoints() {
 		for j, lbe := range locality.GetLbEndpoints() {
 			path := func() string { return fmt.Sprintf("%sendpoints[%d].lb_endpoints[%d]", fieldPrefix, i, j) }
@@ -495,7 +599,14 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 			switch lbe.GetHealthStatus() {
 			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
 			default:
+				set.excluded = append(set.excluded, ExcludedEndpoint{Address: addr, Health: lbe.GetHealthStatus().String()})
+				if err := priorities.count(locality.GetPriority(), -1); err != nil {
+					return nil, fmt.Errorf("%sendpoints[%d].%w", fieldPrefix, i, err)
+				}
 				continue
+			}
+			if err := priorities.count(locality.GetPriority(), len(eligible)); err != nil {
+				return nil, fmt.Errorf("%sendpoints[%d].%w", fieldPrefix, i, err)
 			}
 			weight := uint64(1)
 			if w := lbe.GetLoadBalancingWeight(); w != nil {
@@ -512,12 +623,29 @@ func (c *Cluster) buildEndpoints(cla *endpointv3.ClusterLoadAssignment, fieldPre
 					set.secure[addr] = m
 				}
 			}
+			if _, dup := set.byAddress[addr]; !dup {
+				h := c.hostFor(prev, addr)
+				if set.byAddress == nil {
+					set.byAddress = make(map[string]*host)
+				}
+				set.byAddress[addr] = h
+				set.hosts = append(set.hosts, h)
+				set.weights = append(set.weights, uint32(weight))
+			}
 			set.addresses = append(set.addresses, addr)
 			eligible = append(eligible, weightedAddress{address: addr, weight: weight})
 		}
 	}
 	set.schedule = schedule(eligible)
 	set.lb = c.balancer.prepare(eligible)
+	set.priorities = c.buildPriorities(set, eligible, &priorities)
+	if c.watched && len(set.schedule) > 0 {
+		set.scheduleHosts = make([]*host, len(set.schedule))
+		for i, a := range set.schedule {
+			set.scheduleHosts[i] = set.byAddress[a]
+		}
+		set.refresh()
+	}
 	return set, nil
 }
 

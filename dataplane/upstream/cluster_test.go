@@ -194,7 +194,7 @@ func TestSetEndpointsErrorsKeepPrevious(t *testing.T) {
 		t.Fatal(err)
 	}
 	withLocality := cla("c", testEndpoint{addr: "10.0.0.2", port: 80})
-	withLocality.Endpoints[0].Locality = &corev3.Locality{Zone: "a"}
+	withLocality.Endpoints[0].Locality = &corev3.Locality{Region: "eu"} // only zone is supported
 	tests := []struct {
 		name string
 		cla  *endpointv3.ClusterLoadAssignment
@@ -221,7 +221,7 @@ func TestNewClusterErrors(t *testing.T) {
 	leastRequest := edsCluster("c")
 	leastRequest.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	circuit := edsCluster("c")
-	circuit.CircuitBreakers = &clusterv3.CircuitBreakers{}
+	circuit.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{Priority: corev3.RoutingPriority_HIGH}}}
 	logicalDNS := edsCluster("c")
 	logicalDNS.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}
 	noLA := staticCluster("c")

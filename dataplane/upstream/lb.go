@@ -240,15 +240,25 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-// ringPointsPerWeight is the points of an endpoint of the lightest
-// weight, doubled until the ring has ringMin points.
-const ringPointsPerWeight = 128
+// ringPointsPerWeight is the least number of points of an endpoint of the
+// lightest weight; ringMinEndpoints is the number of such endpoints whose
+// points make a ring of minimum_ring_size.
+const (
+	ringPointsPerWeight = 128
+	ringMinEndpoints    = 8
+)
 
 // buildRing builds a ring hash's ring: each endpoint gets points in
-// proportion to its weight (ringPointsPerWeight for the lightest), their
-// number doubled until the ring has ringMin points, and scaled down to at
-// most ringMax. An endpoint's points do not depend on the others (but
-// across a doubling), so when one leaves only its keys move.
+// proportion to its weight, an endpoint of the lightest weight
+// max(ringPointsPerWeight, ringMin/ringMinEndpoints) of them, scaled down
+// when the ring would have more than ringMax points. An endpoint's points
+// do not depend on how many endpoints there are, so when one leaves (or
+// comes) only its keys move. Envoy instead scales every endpoint's points
+// so that the ring has at least ringMin points, which moves keys of the
+// endpoints that stay whenever that scale changes; here a ring of fewer
+// than ringMinEndpoints endpoints has fewer than ringMin points, which
+// costs nothing in balance (each endpoint still has at least
+// ringPointsPerWeight points).
 func buildRing(eps []weightedAddress, ringMin, ringMax uint64) []ringPoint {
 	var sum uint64
 	minWeight := eps[0].weight
@@ -256,11 +266,9 @@ func buildRing(eps []weightedAddress, ringMin, ringMax uint64) []ringPoint {
 		sum += e.weight
 		minWeight = min(minWeight, e.weight)
 	}
-	perWeight := float64(ringPointsPerWeight) / float64(minWeight)
+	points := max(ringPointsPerWeight, (ringMin+ringMinEndpoints-1)/ringMinEndpoints)
+	perWeight := float64(points) / float64(minWeight)
 	total := perWeight * float64(sum)
-	for total < float64(ringMin) {
-		perWeight, total = 2*perWeight, 2*total
-	}
 	if total > float64(ringMax) {
 		perWeight *= float64(ringMax) / total
 	}
@@ -347,18 +355,32 @@ func buildMaglev(eps []weightedAddress, size uint64) []int32 {
 // request whose hash key is key when hashed.
 func (c *Cluster) pick(set *endpointSet, key uint64, hashed bool) (string, bool) {
 	st := set.lb
-	schedule := set.schedule
-	if len(schedule) == 0 || len(st.addresses) == 0 {
+	if len(set.schedule) == 0 || len(st.addresses) == 0 {
 		return "", false
 	}
+	// With outlier detection or health checks, the available endpoints
+	// only (all of them in panic mode): a hash key of an unavailable
+	// endpoint goes to the next one on the ring, or to another slot.
+	schedule, filtered := set.availableSchedule()
 	switch st.policy {
 	case lbRingHash:
 		if hashed && len(st.ring) > 0 {
-			return st.addresses[ringLookup(st.ring, key)], true
+			i := ringLookup(st.ring, key)
+			if filtered {
+				i = ringNextAvailable(st.ring, key, func(e int) bool { return set.isAvailable(st.addresses[e]) })
+			}
+			return st.addresses[i], true
 		}
 	case lbMaglev:
 		if hashed && len(st.table) > 0 {
-			return st.addresses[st.table[key%uint64(len(st.table))]], true
+			size := uint64(len(st.table))
+			e := st.addresses[st.table[key%size]]
+			for attempt := uint64(1); filtered && !set.isAvailable(e) && attempt <= maxMaglevAttempts; attempt++ {
+				e = st.addresses[st.table[mix64(key+attempt)%size]]
+			}
+			if !filtered || set.isAvailable(e) {
+				return e, true
+			}
 		}
 	case lbLeastRequest:
 		return st.leastRequest(schedule, time.Now()), true
@@ -367,6 +389,32 @@ func (c *Cluster) pick(set *endpointSet, key uint64, hashed bool) (string, bool)
 	}
 	// Random, and a hash balancer for a request without a key.
 	return schedule[rand.Uint64N(uint64(len(schedule)))], true
+}
+
+// maxMaglevAttempts bounds the other slots a Maglev pick tries when its
+// key's endpoint is unavailable, before picking at random among the
+// available ones.
+const maxMaglevAttempts = 16
+
+// ringNextAvailable is the endpoint of the first point at or after key
+// whose endpoint is available, wrapping; that of key's point when none is.
+func ringNextAvailable(ring []ringPoint, key uint64, available func(endpoint int) bool) int {
+	first := ringLookup(ring, key)
+	i, _ := slices.BinarySearchFunc(ring, key, func(p ringPoint, k uint64) int {
+		switch {
+		case p.hash < k:
+			return -1
+		case p.hash > k:
+			return 1
+		}
+		return 0
+	})
+	for n := range len(ring) {
+		if e := int(ring[(i+n)%len(ring)].endpoint); available(e) {
+			return e
+		}
+	}
+	return first
 }
 
 // leastRequest is power of two choices: of two endpoints drawn by weight,
@@ -411,6 +459,9 @@ func (c *Cluster) slowRoundRobin(st *lbState, schedule []string, now time.Time) 
 // the key to its endpoint; any other picks as Next does.
 func (c *Cluster) NextFor(key uint64) (string, bool) {
 	set := c.endpoints.Load()
+	if set.priorities != nil {
+		return c.nextPriority(set, key, true)
+	}
 	if set.lb == nil {
 		return c.Next()
 	}
@@ -427,7 +478,11 @@ func (c *Cluster) HashesRequests() bool {
 // beginRequest counts a request in flight to endpoint for a least request
 // balancer, returning what ends it, or nil when nothing is counted.
 func (c *Cluster) beginRequest(endpoint string) func() {
-	st := c.endpoints.Load().lb
+	set := c.endpoints.Load()
+	st := set.lb
+	if set.priorities != nil {
+		st = set.lbOf(endpoint)
+	}
 	if st == nil || st.active == nil {
 		return nil
 	}

@@ -104,6 +104,38 @@ func TestConsistentHashing(t *testing.T) {
 	}
 }
 
+// TestRingHashKeepsTheKeysOfEndpointsThatStay: with a ring hash, an
+// endpoint leaving moves its keys only, whatever the number of endpoints
+// (an endpoint's points on the ring do not depend on how many there are).
+func TestRingHashKeepsTheKeysOfEndpointsThatStay(t *testing.T) {
+	t.Parallel()
+	const keys = 2000
+	for _, n := range []int{2, 3, 4, 5, 8, 9, 16} {
+		t.Run(strconv.Itoa(n)+" endpoints", func(t *testing.T) {
+			t.Parallel()
+			eps := endpoints(n)
+			c := lbCluster(t, ringHash, eps)
+			before := make([]string, keys)
+			for i := range before {
+				before[i], _ = c.NextFor(HashKey("user-" + strconv.Itoa(i)))
+			}
+			gone := fmt.Sprintf("%s:%d", eps[n-1].addr, eps[n-1].port)
+			if err := c.SetEndpoints(cla("c", eps[:n-1]...)); err != nil {
+				t.Fatal(err)
+			}
+			strays := 0
+			for i := range before {
+				if after, _ := c.NextFor(HashKey("user-" + strconv.Itoa(i))); after != before[i] && before[i] != gone {
+					strays++
+				}
+			}
+			if strays > 0 {
+				t.Errorf("%d to %d endpoints: %d keys of endpoints that stayed moved, want 0", n, n-1, strays)
+			}
+		})
+	}
+}
+
 // TestConsistentHashingHonoursWeights: an endpoint of weight 3 gets about
 // three times the keys of one of weight 1.
 func TestConsistentHashingHonoursWeights(t *testing.T) {

@@ -24,6 +24,11 @@ type Stats struct {
 	ConnectionsTotal  Counter
 	ConnectFailures   Counter
 	Timeouts          Counter
+	// Circuit breaker refusals (circuit_breakers), by limit.
+	OverflowConnections, OverflowPending, OverflowRequests, OverflowRetries Counter
+	// Ejections counts outlier ejections (outlier_detection), and
+	// HealthCheckFailures failed active checks (health_checks).
+	Ejections, HealthCheckFailures Counter
 }
 
 // WithStats makes the cluster count its connections into s.
@@ -45,8 +50,11 @@ func (s Stats) withDefaults() Stats {
 	if s.ConnectFailures == nil {
 		s.ConnectFailures = nopCounter{}
 	}
-	if s.Timeouts == nil {
-		s.Timeouts = nopCounter{}
+	for _, c := range []*Counter{&s.Timeouts, &s.OverflowConnections, &s.OverflowPending, &s.OverflowRequests,
+		&s.OverflowRetries, &s.Ejections, &s.HealthCheckFailures} {
+		if *c == nil {
+			*c = nopCounter{}
+		}
 	}
 	return s
 }
@@ -57,13 +65,25 @@ func (c *Cluster) Stats() Stats { return c.stats }
 
 // countDials wraps dial so that the cluster's connection counters follow
 // the connections it opens.
+// With a circuit breaker, it also refuses a connection over
+// max_connections or max_pending_requests (an *OverflowError), except a
+// health check's. Each connection is counted on its endpoint, for /clusters.
 func (c *Cluster) countDials(dial dialFunc) dialFunc {
-	if c.stats.ConnectionsTotal == (nopCounter{}) && c.stats.ConnectionsActive == (nopCounter{}) && c.stats.ConnectFailures == (nopCounter{}) {
-		return dial
-	}
 	stats := c.stats
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		b := c.breaker
+		if b != nil && ctx.Value(healthCheckKey{}) != nil {
+			b = nil
+		}
+		if b != nil {
+			if err := b.startConnection(); err != nil {
+				return nil, err
+			}
+		}
 		conn, err := dial(ctx, network, addr)
+		if b != nil {
+			b.connectionDialed(err == nil)
+		}
 		if err != nil {
 			if ctx.Err() == nil || ctx.Err() == context.DeadlineExceeded {
 				stats.ConnectFailures.Inc()
@@ -72,19 +92,36 @@ func (c *Cluster) countDials(dial dialFunc) dialFunc {
 		}
 		stats.ConnectionsTotal.Inc()
 		stats.ConnectionsActive.Inc()
-		return &countedConn{Conn: conn, active: stats.ConnectionsActive}, nil
+		cc := &countedConn{Conn: conn, active: stats.ConnectionsActive, breaker: b}
+		if set := c.endpoints.Load(); set != nil {
+			if h := set.byAddress[addr]; h != nil {
+				cc.host = h
+				h.connections.Add(1)
+			}
+		}
+		return cc, nil
 	}
 }
 
 // countedConn is an upstream connection counted as active until closed.
 type countedConn struct {
 	net.Conn
-	active Gauge
-	once   sync.Once
+	active  Gauge
+	host    *host    // nil when its endpoint is unknown
+	breaker *Breaker // nil when not counted by a circuit breaker
+	once    sync.Once
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(c.active.Dec)
+	c.once.Do(func() {
+		c.active.Dec()
+		if c.host != nil {
+			c.host.connections.Add(-1)
+		}
+		if c.breaker != nil {
+			c.breaker.connectionClosed()
+		}
+	})
 	return c.Conn.Close()
 }
 

@@ -56,6 +56,8 @@ type clusterOptions struct {
 	tls     TLS
 	checked bool
 	stats   Stats
+	// healthProbe replaces the active health check's probe (tests).
+	healthProbe func(ctx context.Context, address string) error
 }
 
 // Checked says the cluster has passed xdscheck already (the proxy's apply

@@ -409,14 +409,14 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			wantErr: `cluster "default/orders:80": type: value STRICT_DNS not supported`,
 		},
 		{
-			name: "circuit breakers and unknown protocol options key",
+			name: "upstream connection options and unknown protocol options key",
 			msg: func(t *testing.T) proto.Message {
 				c := fullCluster(t, true)
-				c.CircuitBreakers = &clusterv3.CircuitBreakers{}
+				c.UpstreamConnectionOptions = &clusterv3.UpstreamConnectionOptions{}
 				c.TypedExtensionProtocolOptions["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"] = mustAny(t, &routerv3.Router{})
 				return c
 			},
-			wantErr: `cluster "default/orders:80": circuit_breakers: not supported; cluster "default/orders:80": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: not supported`,
+			wantErr: `cluster "default/orders:80": upstream_connection_options: not supported; cluster "default/orders:80": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: not supported`,
 		},
 		{
 			name: "auto upstream protocol",
@@ -430,14 +430,14 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			wantErr: `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].auto_config: not supported`,
 		},
 		{
-			name: "endpoint locality and foreign metadata",
+			name: "endpoint locality region and foreign metadata",
 			msg: func(t *testing.T) proto.Message {
 				cla := fullCLA()
-				cla.Endpoints[0].Locality = &corev3.Locality{Zone: "a"}
+				cla.Endpoints[0].Locality = &corev3.Locality{Zone: "a", Region: "eu"}
 				cla.Endpoints[0].LbEndpoints[0].Metadata.FilterMetadata["istio"] = &structpb.Struct{}
 				return cla
 			},
-			wantErr: `cluster load assignment "default/orders:80": endpoints[0].locality: not supported; cluster load assignment "default/orders:80": endpoints[0].lb_endpoints[0].metadata.filter_metadata["istio"]: not supported`,
+			wantErr: `cluster load assignment "default/orders:80": endpoints[0].locality.region: not supported; cluster load assignment "default/orders:80": endpoints[0].lb_endpoints[0].metadata.filter_metadata["istio"]: not supported`,
 		},
 		{
 			name: "fails Validate",

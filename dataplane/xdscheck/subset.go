@@ -152,7 +152,7 @@ func Check(msg proto.Message) error { return core.Check(msg) }
 // an error.
 func New(filters ...HTTPFilter) (*Checker, error) {
 	subset := make(Rules)
-	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset()} {
+	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset(), upgradeSubset()} {
 		for name, rule := range set {
 			if _, dup := subset[name]; dup {
 				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
@@ -161,6 +161,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 		}
 	}
 	extendTraffic(subset)
+	extendUpgrade(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
 	for _, f := range filters {
@@ -192,6 +193,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 		Requires("typed_config")
 	perRoute := Field{AnyTypes: perRouteTypes}
 	rc, vh, rt := routeConfigRule(), virtualHostRule(), routeRule()
+	extendTrafficVirtualHost(vh)
 	if len(perRouteTypes) > 0 {
 		rc.With("typed_per_filter_config", perRoute)
 		vh.With("typed_per_filter_config", perRoute)
@@ -293,7 +295,8 @@ func coreSubset() Rules {
 
 		// Cluster.
 		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
-			"transport_socket_matches").
+			"transport_socket_matches", "circuit_breakers", "outlier_detection").
+			With("health_checks", Field{MaxItems: 1}).
 			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).
 			With("typed_extension_protocol_options", Field{
@@ -309,7 +312,8 @@ func coreSubset() Rules {
 
 		// ClusterLoadAssignment.
 		"envoy.config.endpoint.v3.ClusterLoadAssignment": Allow("cluster_name", "endpoints"),
-		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints"),
+		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints", "locality", "priority"),
+		"envoy.config.core.v3.Locality":                  Allow("zone"),
 		"envoy.config.endpoint.v3.LbEndpoint":            Allow("endpoint", "health_status", "load_balancing_weight", "metadata"),
 		"envoy.config.endpoint.v3.Endpoint":              Allow("address").Requires("address"),
 		"envoy.config.core.v3.Metadata": Allow().

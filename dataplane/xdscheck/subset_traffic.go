@@ -59,6 +59,13 @@ func extendTraffic(subset Rules) {
 	subset[retryPolicyType].With("retriable_request_headers", Field{MaxItems: maxRetryMatchers})
 }
 
+// extendTrafficVirtualHost adds the attempt count fields to a VirtualHost
+// rule (made by New, as it depends on the filters).
+func extendTrafficVirtualHost(vh *Message) {
+	vh.With("include_request_attempt_count", Field{}).
+		With("include_attempt_count_in_response", Field{})
+}
+
 // checkLbConfig requires an lb config to be the lb_policy's.
 func checkLbConfig(m protoreflect.Message) []Violation {
 	fields := m.Descriptor().Fields()

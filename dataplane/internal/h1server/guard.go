@@ -694,6 +694,16 @@ func (c *guardedConn) Close() error {
 // ConnState hooks.
 func (c *guardedConn) NetConn() net.Conn { return c.Conn }
 
+// Upgraded switches the guard off for the rest of the connection: it
+// carries another protocol from now on (after 101 Switching Protocols, on a
+// connection the handler hijacked). A connection already refused stays so.
+// Only the goroutine that reads the connection may call it, between reads.
+func (c *guardedConn) Upgraded() {
+	if c.guard.state != gPoisoned {
+		c.guard.state = gPassthrough
+	}
+}
+
 // acceptedConn is the connection as the listener accepted it, for
 // ConnContext.
 func (c *guardedConn) acceptedConn() net.Conn {

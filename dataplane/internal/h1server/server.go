@@ -87,6 +87,10 @@
 //   - The ResponseWriter implements http.Flusher only (no Hijacker, no
 //     CloseNotifier), and the handler must not use it, nor the response
 //     header map, after ServeHTTP returns (both are reused).
+//     Upgrades (Upgrade header) are never served on the fast path: a
+//     handler that hijacks gets net/http's connection, the framing guard
+//     over it, which it switches off with Upgraded once the connection
+//     carries another protocol.
 //   - A "PRI * HTTP/2.0" request after other requests on the connection
 //     closes it (net/http would hand it to the handler); at the start of a
 //     connection it goes to Fallback, which switches to h2c.

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// policyRow is one row of a section that measures one meshgate gateway
+// under policies swapped over xDS between the rows (no restart).
+type policyRow struct {
+	name string
+	// policy is the content of the section's policy file for this row; ""
+	// removes the file.
+	policy string
+	// applied reports nil once the gateway (admin URL) serves the row's
+	// policy, else what it serves.
+	applied func(ctx context.Context, admin string) error
+	// after, when set, runs once the row is measured (notes, say).
+	after func(ctx context.Context, admin string)
+}
+
+// measurePolicyRows measures the gateway c at max rate (wrk, tiny body)
+// under each row's policy, written to path, adding one row to s per
+// policyRow; a row that fails is noted and the others still run.
+func (r *runner) measurePolicyRows(ctx context.Context, c *contender, s *section, workload, path string, rows []policyRow) error {
+	var errs []error
+	for _, v := range rows {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if v.policy == "" {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("policy file: %w", err)
+			}
+		} else if err := os.WriteFile(path, []byte(v.policy), 0o644); err != nil {
+			return fmt.Errorf("policy file: %w", err)
+		}
+		if err := waitApplied(ctx, c.admin, v, 20*time.Second); err != nil {
+			s.rows = append(s.rows, row{contender: v.name, note: "failed: " + oneLine(err)})
+			errs = append(errs, fmt.Errorf("%s: %w", v.name, err))
+			continue
+		}
+		if r.mode.warmup > 0 {
+			if _, out, err := runWrk(ctx, c.h1+pathTiny, r.conns, r.cores, r.mode.warmup); err != nil {
+				return fmt.Errorf("warm-up: %w\n%s", err, out)
+			}
+		}
+		resetPeakRSS(c.measured.pgid())
+		before := sampleGroup(c.measured.pgid())
+		start := time.Now()
+		res, out, err := runWrk(ctx, c.h1+pathTiny, r.conns, r.cores, r.mode.duration)
+		elapsed := time.Since(start)
+		switch {
+		case err != nil && toolMissing(err):
+			s.rows = append(s.rows, row{contender: v.name, note: "not run: " + oneLine(err)})
+			continue
+		case err != nil:
+			s.rows = append(s.rows, row{contender: v.name, note: "failed: " + oneLine(err)})
+			errs = append(errs, fmt.Errorf("%s: %w\n%s", v.name, err, out))
+			continue
+		}
+		after := sampleGroup(c.measured.pgid())
+		rw := row{contender: v.name, res: res, rssMiB: float64(after.peakRSS) / (1 << 20)}
+		if n := requestsOf(res, elapsed); n > 0 {
+			rw.cpuMsPer1k = (after.cpuSeconds - before.cpuSeconds) * 1000 / (n / 1000)
+		}
+		r.log.Info("measured", "workload", workload, "variant", v.name, "rps", int(res.rps), "p99ms", res.p99)
+		s.rows = append(s.rows, rw)
+		if v.after != nil {
+			v.after(ctx, c.admin)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitApplied polls until the gateway serves v's policy, until timeout.
+func waitApplied(ctx context.Context, admin string, v policyRow, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = v.applied(ctx, admin); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("gateway did not apply %q: %w", v.name, last)
+}

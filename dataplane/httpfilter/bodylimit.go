@@ -1,0 +1,8 @@
+package httpfilter
+
+import "errors"
+
+// ErrRequestBodyTooLarge is what a request body limited by a filter
+// returns from Read once more bytes than its limit have passed: the router
+// then answers 413 rather than 400, as Envoy's buffer filter does.
+var ErrRequestBodyTooLarge = errors.New("request body over the route's limit")

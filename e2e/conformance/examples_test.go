@@ -3,11 +3,18 @@ package conformance
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"io/fs"
 	"math"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -129,7 +136,8 @@ func runExamples(t *testing.T) {
 				}
 				docs = append(docs, docsOf[c]...)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "zz-stubs.yaml"), stubServices(docs), 0o644); err != nil {
+			stubs := append(stubServices(docs), stubSecrets(t, docs)...)
+			if err := os.WriteFile(filepath.Join(dir, "zz-stubs.yaml"), stubs, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			report, err := validateJSON(dir)
@@ -199,7 +207,8 @@ func exampleGroups(root string) ([][]string, error) {
 }
 
 // gatewayContext is the other files of f's group that define a Gateway one
-// of f's documents names as a parent (and f does not define).
+// of f's documents names as a parent (and f does not define), or
+// Namespaces (their labels).
 func gatewayContext(f string, group []string, docsOf map[string][]map[string]any) []string {
 	own := map[string]bool{}
 	wanted := map[string]bool{}
@@ -222,6 +231,11 @@ func gatewayContext(f string, group []string, docsOf map[string][]map[string]any
 	var out []string
 	for _, other := range group {
 		if other == f {
+			continue
+		}
+		// The namespaces' labels, which allowedRoutes selectors match.
+		if slices.ContainsFunc(docsOf[other], func(d map[string]any) bool { return d["kind"] == "Namespace" }) {
+			out = append(out, other)
 			continue
 		}
 		for _, d := range docsOf[other] {
@@ -328,6 +342,99 @@ func stubServices(docs []map[string]any) []byte {
 		}
 	}
 	return []byte(b.String())
+}
+
+// stubSecrets is a kubernetes.io/tls Secret for every Secret the Gateway
+// (and ListenerSet) listeners of the documents name in certificateRefs and
+// the documents do not define, as a user would create it next to the
+// example: one self-signed certificate for every name (meshgate checks
+// that it parses, is not expired and matches its key).
+func stubSecrets(t *testing.T, docs []map[string]any) []byte {
+	defined := map[string]bool{}
+	for _, d := range docs {
+		if d["kind"] == "Secret" {
+			ns := str(d, "metadata", "namespace")
+			if ns == "" {
+				ns = "default"
+			}
+			defined[ns+"/"+str(d, "metadata", "name")] = true
+		}
+	}
+	var wanted []string
+	for _, d := range docs {
+		if d["kind"] != "Gateway" && d["kind"] != "ListenerSet" {
+			continue
+		}
+		ns := str(d, "metadata", "namespace")
+		if ns == "" {
+			ns = "default"
+		}
+		spec, _ := d["spec"].(map[string]any)
+		for _, l := range list(spec["listeners"]) {
+			tls, _ := l["tls"].(map[string]any)
+			for _, c := range list(tls["certificateRefs"]) {
+				if kind, _ := c["kind"].(string); kind != "" && kind != "Secret" {
+					continue
+				}
+				r := refOf(c, ns)
+				if k := r.namespace + "/" + r.name; !defined[k] && !slices.Contains(wanted, k) {
+					wanted = append(wanted, k)
+				}
+			}
+		}
+	}
+	if len(wanted) == 0 {
+		return nil
+	}
+	sort.Strings(wanted)
+	certPEM, keyPEM := selfSigned(t)
+	var b strings.Builder
+	for _, k := range wanted {
+		ns, name, _ := strings.Cut(k, "/")
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Secret\nmetadata: {name: %s, namespace: %s}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n%s  tls.key: |\n%s",
+			name, ns, indent(certPEM, "    "), indent(keyPEM, "    "))
+	}
+	return []byte(b.String())
+}
+
+// selfSigned is a self-signed certificate for *.example.com and
+// example.com, valid for a day, and its key, in PEM.
+func selfSigned(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "example.com"},
+		DNSNames:     []string{"example.com", "*.example.com"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+}
+
+// indent prefixes every line of s with prefix.
+func indent(s, prefix string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(s, "\n") {
+		if line != "" {
+			b.WriteString(prefix + line)
+		}
+	}
+	return b.String()
 }
 
 func refOf(m map[string]any, ns string) ref {

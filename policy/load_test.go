@@ -241,6 +241,8 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`service.yaml:27: spec.endpoints[3].port: port is required: the service has 4 ports (give a port name or number)`,
 				`service.yaml:29: spec.endpoints[3].labels["not a key"]: invalid label key "not a key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
 				`service.yaml:30: spec.endpoints[3].labels.version: invalid label value "bad value!": want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
+				`service.yaml:41: spec.ports[3].appProtocol: unknown appProtocol "kubernetes.io/udp" (want kubernetes.io/h2c, grpc, kubernetes.io/ws or http)`,
+				`service.yaml:42: spec.ports[4].appProtocol: appProtocol "kubernetes.io/ws" is HTTP/1.1 but protocol is HTTP2: drop one`,
 			},
 		},
 		{

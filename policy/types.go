@@ -171,6 +171,36 @@ type ServicePort struct {
 	Port int32 `json:"port"`
 	// Protocol is HTTP (default) or HTTP2.
 	Protocol string `json:"protocol,omitempty"`
+	// AppProtocol is the application protocol as the Gateway API reads a
+	// Kubernetes Service port's appProtocol: kubernetes.io/h2c or grpc
+	// (cleartext HTTP/2 to the endpoints, as protocol HTTP2),
+	// kubernetes.io/ws or http (HTTP/1.1). Optional; when set it decides
+	// the protocol to the endpoints.
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// Service port appProtocol values (as the Gateway API defines them).
+const (
+	AppProtocolH2C       = "kubernetes.io/h2c"
+	AppProtocolGRPC      = "grpc"
+	AppProtocolWebSocket = "kubernetes.io/ws"
+	AppProtocolHTTP      = "http"
+)
+
+// UpstreamProtocol is the protocol spoken to the port's endpoints:
+// ProtocolHTTP2 for protocol HTTP2 or appProtocol kubernetes.io/h2c or
+// grpc, ProtocolHTTP otherwise.
+func (p ServicePort) UpstreamProtocol() string {
+	switch p.AppProtocol {
+	case AppProtocolH2C, AppProtocolGRPC:
+		return ProtocolHTTP2
+	case AppProtocolWebSocket, AppProtocolHTTP:
+		return ProtocolHTTP
+	}
+	if p.Protocol == ProtocolHTTP2 {
+		return ProtocolHTTP2
+	}
+	return ProtocolHTTP
 }
 
 // Endpoint is one instance of a Service.

@@ -211,6 +211,15 @@ func (l *loader) checkService(s *Service) {
 		default:
 			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
 		}
+		switch port.AppProtocol {
+		case "", AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP:
+			if port.Protocol == ProtocolHTTP2 && (port.AppProtocol == AppProtocolWebSocket || port.AppProtocol == AppProtocolHTTP) {
+				l.errorf(src, p+".appProtocol", "appProtocol %q is HTTP/1.1 but protocol is HTTP2: drop one", port.AppProtocol)
+			}
+		default:
+			l.errorf(src, p+".appProtocol", "unknown appProtocol %q (want %s, %s, %s or %s)", port.AppProtocol,
+				AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP)
+		}
 	}
 	l.checkEndpoints(s)
 }

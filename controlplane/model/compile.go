@@ -351,7 +351,7 @@ func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service,
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
-		if pp.Protocol == policy.ProtocolHTTP2 {
+		if pp.UpstreamProtocol() == policy.ProtocolHTTP2 {
 			proto = ProtocolHTTP2
 		}
 		svc.Ports = append(svc.Ports, &ServicePort{

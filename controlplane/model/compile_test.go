@@ -318,6 +318,21 @@ func TestCompileServicesAndBackends(t *testing.T) {
 	if got := s.Port(9090); got == nil || got.Protocol != ProtocolHTTP2 || got.Cluster != "shop/orders:9090" || len(m.Endpoints(got)) != 1 {
 		t.Errorf("port 9090 = %+v", got)
 	}
+	for _, tc := range []struct {
+		port policy.ServicePort
+		want string
+	}{
+		{policy.ServicePort{Port: 1, AppProtocol: policy.AppProtocolH2C}, ProtocolHTTP2},
+		{policy.ServicePort{Port: 2, AppProtocol: policy.AppProtocolGRPC}, ProtocolHTTP2},
+		{policy.ServicePort{Port: 3, AppProtocol: policy.AppProtocolWebSocket}, ProtocolHTTP},
+		{policy.ServicePort{Port: 4, Protocol: policy.ProtocolHTTP2, AppProtocol: policy.AppProtocolGRPC}, ProtocolHTTP2},
+		{policy.ServicePort{Port: 5, Protocol: policy.ProtocolHTTP}, ProtocolHTTP},
+	} {
+		cs, err := compileService(&policy.Service{Name: "app", Spec: policy.ServiceSpec{Ports: []policy.ServicePort{tc.port}}}, map[string][]*Endpoint{})
+		if err != nil || cs.Ports[0].Protocol != tc.want {
+			t.Errorf("port %+v: protocol %v (err %v), want %s", tc.port, cs, err, tc.want)
+		}
+	}
 	if got := m.Endpoints(s.Port(8080)); len(got) != 1 || got[0].Port != 18080 || got[0].Labels["version"] != "v1" {
 		t.Errorf("port 8080 endpoints = %+v", got)
 	}

@@ -83,6 +83,7 @@ type backend struct {
 	labels    map[string]string
 	httpPort  string
 	h2cPort   string
+	grpc      bool // the suite's gRPC echo (GRPC_ECHO_SERVER): h2c on httpPort
 	proc      *proc
 	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
 	sidecars  map[string]*meshSidecar // in a mesh namespace: per Service selecting it
@@ -422,6 +423,10 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		b.proc.cmd.Stdout = io.MultiWriter(b.proc.out, b.log)
 		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+freePort(w.t),
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
+		if grpcEcho(d) {
+			b.grpc = true
+			b.proc.cmd.Env = append(b.proc.cmd.Env, "GRPC_ECHO_SERVER=1")
+		}
 		w.run(b.proc)
 		w.backends[k] = b
 		pod := &corev1.Pod{
@@ -438,6 +443,19 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		}
 	}
 	return nil
+}
+
+// grpcEcho reports whether a Deployment runs the suite's gRPC echo server
+// (its container sets GRPC_ECHO_SERVER), as the grpc-infra backends do.
+func grpcEcho(d appsv1.Deployment) bool {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == "GRPC_ECHO_SERVER" && e.Value != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // podIP is the n-th pod IP (n from 1), from 10.244.0.0/16 (kind's default

@@ -136,6 +136,9 @@ type Gateway struct {
 type HTTPRoute struct {
 	gwapiv1.HTTPRoute
 	Source Source
+	// GRPC is the spec of a GRPCRoute, held as the HTTPRoute whose spec
+	// routes as it does (see KindGRPCRoute); nil for an HTTPRoute.
+	GRPC *gwapiv1.GRPCRouteSpec
 }
 
 // Service is a meshgate.dev/v1alpha1 Service: a static registration of a

@@ -84,7 +84,7 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 		}
 	}
 	var deadline time.Time
-	if t := rt.Timeout(); t > 0 {
+	if t := rt.TimeoutOf(out); t > 0 {
 		deadline = time.Now().Add(t)
 	}
 	var tried []string

@@ -702,3 +702,65 @@ func TestMeshRuleWithoutBackends(t *testing.T) {
 		t.Errorf("gateway rules %v: want the rule without backends (500)", ruleIDs(vh.Rules))
 	}
 }
+
+// TestCompileGRPCRoute: a GRPCRoute's rules match gRPC calls only; it
+// attaches to a listener unless the listener's allowedRoutes.kinds leaves
+// GRPCRoute out; a ReferenceGrant to another namespace must be from
+// GRPCRoutes.
+func TestCompileGRPCRoute(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Namespace: "default", Spec: policy.ServiceSpec{Ports: []policy.ServicePort{{Port: 80, AppProtocol: policy.AppProtocolGRPC}}}}
+	listener := func(kinds ...string) *policy.Gateway {
+		gw := &policy.Gateway{}
+		gw.Name, gw.Namespace = "edge", "shop"
+		gw.Spec.Listeners = []gwapiv1.Listener{{Name: "http", Port: 8080, Protocol: gwapiv1.HTTPProtocolType}}
+		if len(kinds) > 0 {
+			gw.Spec.Listeners[0].AllowedRoutes = &gwapiv1.AllowedRoutes{}
+			for _, k := range kinds {
+				gw.Spec.Listeners[0].AllowedRoutes.Kinds = append(gw.Spec.Listeners[0].AllowedRoutes.Kinds, gwapiv1.RouteGroupKind{Kind: gwapiv1.Kind(k)})
+			}
+		}
+		return gw
+	}
+	grpc := &gwapiv1.GRPCRouteSpec{}
+	r := &policy.HTTPRoute{GRPC: grpc}
+	r.Name, r.Namespace = "calls", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge"}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+		BackendObjectReference: gwapiv1.BackendObjectReference{Name: "orders", Namespace: ptr(gwapiv1.Namespace("default")), Port: ptr(gwapiv1.PortNumber(80))}}}}}}
+	grant := func(kind string) []*policy.ReferenceGrant {
+		g := &policy.ReferenceGrant{}
+		g.Name, g.Namespace = "shop-routes", "default"
+		g.Spec.From = []gwapiv1.ReferenceGrantFrom{{Group: policy.GatewayGroup, Kind: gwapiv1.Kind(kind), Namespace: "shop"}}
+		g.Spec.To = []gwapiv1.ReferenceGrantTo{{Group: "", Kind: policy.KindService}}
+		return []*policy.ReferenceGrant{g}
+	}
+	for _, tt := range []struct {
+		name        string
+		gw          *policy.Gateway
+		grants      []*policy.ReferenceGrant
+		wantRules   int
+		wantCluster bool
+	}{
+		{"any kind, granted", listener(), grant(policy.KindGRPCRoute), 1, true},
+		{"GRPCRoute listed", listener(policy.KindHTTPRoute, policy.KindGRPCRoute), grant(policy.KindGRPCRoute), 1, true},
+		{"HTTPRoute only", listener(policy.KindHTTPRoute), grant(policy.KindGRPCRoute), 0, false},
+		{"granted to HTTPRoutes only", listener(), grant(policy.KindHTTPRoute), 1, false},
+	} {
+		m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{tt.gw}, Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}, ReferenceGrants: tt.grants})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rules []*Rule
+		if vhs := m.Gateway("shop", "edge").Ports[0].VirtualHosts; len(vhs) > 0 {
+			rules = vhs[0].Rules
+		}
+		if len(rules) != tt.wantRules {
+			t.Errorf("%s: %d rules, want %d", tt.name, len(rules), tt.wantRules)
+			continue
+		}
+		if len(rules) > 0 && (!rules[0].Match.GRPC || (rules[0].Action.Backends[0].Cluster != "") != tt.wantCluster) {
+			t.Errorf("%s: rule %+v, want a gRPC match and a cluster: %v", tt.name, rules[0], tt.wantCluster)
+		}
+	}
+}

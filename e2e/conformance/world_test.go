@@ -87,6 +87,11 @@ type backend struct {
 	proc      *proc
 	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
 	sidecars  map[string]*meshSidecar // in a mesh namespace: per Service selecting it
+
+	// In a mesh namespace: the pod's gRPC echo (grpcProc) and the address
+	// its sidecars forward to (appAddr: startMeshApp's mux).
+	grpcProc *proc
+	appAddr  string
 }
 
 // sidecarAddrs are the listeners of a mesh backend's sidecar.
@@ -399,6 +404,9 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 	for k, b := range w.backends {
 		if _, ok := want[k]; !ok {
 			b.proc.stop()
+			if b.grpcProc != nil {
+				b.grpcProc.stop()
+			}
 			for _, sc := range b.sidecars {
 				sc.proc.stop()
 			}
@@ -428,6 +436,15 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 			b.proc.cmd.Env = append(b.proc.cmd.Env, "GRPC_ECHO_SERVER=1")
 		}
 		w.run(b.proc)
+		b.appAddr = "127.0.0.1:" + b.httpPort
+		if isMeshNamespace(d.Namespace) && !b.grpc {
+			grpcPort := freePort(w.t)
+			b.grpcProc = w.start(ctx, "grpc echo "+k.String(), bins.echo)
+			b.grpcProc.cmd.Stdout = io.MultiWriter(b.grpcProc.out, b.log)
+			b.grpcProc.cmd.Env = append(os.Environ(), "GRPC_ECHO_SERVER=1", "HTTP_PORT="+grpcPort, "POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
+			w.run(b.grpcProc)
+			b.appAddr = w.startMeshApp(ctx, b.appAddr, "127.0.0.1:"+grpcPort)
+		}
 		w.backends[k] = b
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: b.pod, Namespace: d.Namespace, Labels: d.Spec.Template.Labels},

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -228,6 +230,23 @@ func grpcSum(conn *grpc.ClientConn, n int) (string, error) {
 	return out.GetValue(), nil
 }
 
+// grpcGateway is the gateway edge with an HTTP listener (h2c) and an
+// HTTPS one (h2 by ALPN) for grpc.example.com.
+const grpcGateway = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - {name: http, protocol: HTTP, port: ${gw.port}}
+    - name: https
+      protocol: HTTPS
+      port: ${gws.port}
+      hostname: grpc.example.com
+      tls: {certificateRefs: [{name: grpc-cert}]}
+`
+
 const grpcPolicy = `
 apiVersion: meshgate.dev/v1alpha1
 kind: Service
@@ -313,16 +332,18 @@ spec:
       to: [{paths: ["/meshgate.test.Echo/Secret"]}]
 `
 
-// TestGRPC: gRPC calls (google.golang.org/grpc) through the gateway,
-// routed by GRPCRoute (method and header matches, weights), and sidecar to
-// sidecar (mTLS), in every streaming mode with their trailers; the
+// TestGRPC: gRPC calls (google.golang.org/grpc) through the gateway (h2c,
+// and h2 over TLS), routed by GRPCRoute (method and header matches,
+// weights), and sidecar to sidecar (mTLS), in every streaming mode with
+// their trailers; the
 // proxy's own errors arrive as gRPC statuses (UNAVAILABLE without an
 // endpoint, PERMISSION_DENIED from a SecurityPolicy, UNIMPLEMENTED without
 // a route, DEADLINE_EXCEEDED when grpc-timeout runs out).
 func TestGRPC(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.policy("grpc.yaml", yamlDocs(edgeGateway, grpcPolicy))
+	cert := newTestCertificate(t, "grpc", "grpc.example.com")
+	c.policy("grpc.yaml", yamlDocs(grpcGateway, tlsSecret("grpc-cert", cert), grpcPolicy))
 	startGRPCEcho(t, "v1", c.addr("grpc-v1"))
 	startGRPCEcho(t, "v2", c.addr("grpc-v2"))
 	startGRPCEcho(t, "mesh", c.addr("grpcmesh-app"))
@@ -362,6 +383,22 @@ func TestGRPC(t *testing.T) {
 		got, err := grpcSum(gw, 20)
 		if err != nil || got != "v2: 20" {
 			t.Fatalf("Sum: %q, %v; want v2: 20", got, err)
+		}
+	})
+	t.Run("over TLS (h2 by ALPN)", func(t *testing.T) {
+		conn, err := grpc.NewClient("passthrough:///"+c.addr("gws"),
+			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: cert.pool, ServerName: "grpc.example.com"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		out, trailer, err := grpcUnary(conn, "Echo", "secure")
+		if err != nil || out != "v1: secure" || strings.Join(trailer.Get("x-served-by"), ",") != "v1" {
+			t.Fatalf("Echo over TLS: %q, trailer %v, %v", out, trailer, err)
+		}
+		got, err := grpcChat(conn, "x", "y")
+		if err != nil || strings.Join(got, "|") != "v2: x|v2: y" {
+			t.Fatalf("Chat over TLS: %q, %v", got, err)
 		}
 	})
 	t.Run("weights, by header match", func(t *testing.T) {

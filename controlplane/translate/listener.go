@@ -29,6 +29,14 @@ const (
 	requestHeadersTimeout = 10 * time.Second
 	connectionIdleTimeout = 5 * time.Minute
 	maxRequestHeadersKB   = 60
+	// HTTP/2 limits advertised to clients (http2_protocol_options), Envoy
+	// Gateway's and Envoy's edge recommendations: a client may open 100
+	// streams at once on a connection, and each stream and connection
+	// buffers at most 64 KiB and 1 MiB of request body the proxy has not
+	// forwarded yet (flow control holds the rest back at the client).
+	http2MaxConcurrentStreams        = 100
+	http2InitialStreamWindowSize     = 64 << 10
+	http2InitialConnectionWindowSize = 1 << 20
 )
 
 func adsConfigSource() *corev3.ConfigSource {
@@ -65,6 +73,11 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 		MergeSlashes:              true,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(http2MaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(http2InitialStreamWindowSize),
+			InitialConnectionWindowSize: wrapperspb.UInt32(http2InitialConnectionWindowSize),
+		},
 		// WebSocket upgrades on every route, as Envoy Gateway and Istio
 		// enable them: a Service port needs no appProtocol kubernetes.io/ws.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: webSocketUpgrade}},

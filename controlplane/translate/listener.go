@@ -124,6 +124,9 @@ type listenerFilters struct {
 	// buffer: a route of the listener limits request bodies
 	// (trafficpolicy.go).
 	buffer bool
+	// grpcWeb: a route of the gateway listener forwards to a gRPC (HTTP/2)
+	// backend (grpcweb.go).
+	grpcWeb bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -137,11 +140,20 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
-// the order requests meet them: authorization first (the deny, then the
+// the order requests meet them: the gRPC-Web translation first (it sees
+// every response), then authorization (the deny, then the
 // allow filter: a denied request goes no further), then the header
 // mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
+	if want.grpcWeb {
+		// First: it translates every response the others answer too.
+		gw, err := grpcWebFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, gw)
+	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)
 		if err != nil {

@@ -265,3 +265,72 @@ func TestListenerServesUpgradeH2CAsHTTP1(t *testing.T) {
 		}
 	})
 }
+
+// TestProxyStopSendsGoAwayToHTTP2Clients: on stop, an HTTP/2 connection
+// with a stream in flight gets GOAWAY: the stream finishes on it, and the
+// client opens no new stream there.
+func TestProxyStopSendsGoAwayToHTTP2Clients(t *testing.T) {
+	t.Parallel()
+	cp := startControlPlane(t)
+	p, stop := startProxyStoppable(t, cp)
+	t.Cleanup(func() { _ = stop() })
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "a")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	cp.set(t, config{version: "v1", listenAddr: "127.0.0.1:0", cluster: "default/a:80", backend: ln.Addr().String()}.build(t))
+	waitServing(t, p, http.DefaultClient, "a")
+	addr := p.ListenerAddrs()["edge"]
+
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	cc, err := (&http.Transport{Protocols: protocols}).NewClientConn(context.Background(), "http", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	roundTrip := func(path string) (string, error) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, b), err
+	}
+	slow := make(chan string, 1)
+	go func() {
+		got, err := roundTrip("/slow")
+		slow <- fmt.Sprintf("%s %v", got, err)
+	}()
+	<-entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// GOAWAY: the connection takes no new stream (one is in flight, of 100).
+	eventually(t, "the connection to get GOAWAY", func() bool { return cc.Available() == 0 && cc.InFlight() == 1 })
+	if got, err := roundTrip("/"); err == nil {
+		t.Errorf("a new stream after GOAWAY was served on the old connection: %s", got)
+	}
+	close(release)
+	if got := <-slow; got != "200 a <nil>" {
+		t.Errorf("the stream in flight at the stop: %s, want it to complete", got)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -255,22 +255,29 @@ func (p *pebble) writeServingCertificate() {
 	p.caPool.AddCert(ca)
 }
 
-// startLoopbackDNS serves DNS over UDP on a free loopback port, answering
-// every A question with 127.0.0.1 (and no AAAA records), so that Pebble
-// validates any name against the local gateway. It stops with the test.
+// startLoopbackDNS serves DNS over UDP and TCP on a free loopback port,
+// answering every A question with 127.0.0.1 (and no AAAA records), so
+// that Pebble validates any name against the local gateway. It stops with
+// the test.
 func startLoopbackDNS(t *testing.T) string {
 	t.Helper()
 	var conn net.PacketConn
+	var ln net.Listener
 	var err error
 	for range 20 {
-		if conn, err = net.ListenPacket("udp", freeAddr(t)); err == nil {
+		addr := freeAddr(t)
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			continue
+		}
+		if conn, err = net.ListenPacket("udp", addr); err == nil {
 			break
 		}
+		ln.Close()
 	}
 	if err != nil {
 		t.Fatalf("dns: %v", err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { conn.Close(); ln.Close() })
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -283,7 +290,40 @@ func startLoopbackDNS(t *testing.T) string {
 			}
 		}
 	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveDNSOverTCP(c)
+		}
+	}()
 	return conn.LocalAddr().String()
+}
+
+// serveDNSOverTCP answers the queries of one DNS-over-TCP connection
+// (each message after its two-byte length) until it closes.
+func serveDNSOverTCP(c net.Conn) {
+	defer c.Close()
+	for {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		var size [2]byte
+		if _, err := io.ReadFull(c, size[:]); err != nil {
+			return
+		}
+		query := make([]byte, int(size[0])<<8|int(size[1]))
+		if _, err := io.ReadFull(c, query); err != nil {
+			return
+		}
+		reply, ok := loopbackDNSAnswer(query)
+		if !ok {
+			return
+		}
+		if _, err := c.Write(append([]byte{byte(len(reply) >> 8), byte(len(reply))}, reply...)); err != nil {
+			return
+		}
+	}
 }
 
 // loopbackDNSAnswer answers a DNS query: A 127.0.0.1 for an A question,

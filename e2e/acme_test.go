@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// acmePolicy is the Gateway edge with a plaintext listener on ${gw} (port
+// 80's stand-in, where Pebble validates HTTP-01) that redirects to HTTPS,
+// and an HTTPS listener for shop.acme.test on ${gws} whose certificate
+// is obtained from the ACMEIssuer pebble (server and CA bundle given by
+// the test), routing to alpha.
+const acmePolicy = `
+apiVersion: meshgate.dev/v1alpha1
+kind: ACMEIssuer
+metadata: {name: pebble}
+spec:
+  server: %s
+  email: ops@acme.test
+  caFile: %s
+  challenges: [%s]
+  renewalWindowRatio: %s
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - {name: http, protocol: HTTP, port: ${gw.port}}
+    - name: shop
+      protocol: HTTPS
+      port: ${gws.port}
+      hostname: shop.acme.test
+      tls:
+        options: {meshgate.dev/acme-issuer: pebble}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: site}
+spec:
+  parentRefs: [{name: edge, sectionName: shop}]
+  rules:
+    - backendRefs: [{name: alpha, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-https}
+spec:
+  parentRefs: [{name: edge, sectionName: http}]
+  rules:
+    - filters:
+        - type: RequestRedirect
+          requestRedirect: {scheme: https, port: ${gws.port}, statusCode: 301}
+`
+
+// acmeCluster starts Pebble validating against the ports ${gw} and ${gws},
+// the control plane with acmePolicy (challenge and renewal ratio as
+// given), alpha and the gateway edge.
+func acmeCluster(t *testing.T, o pebbleOptions, challenge, ratio string, cpArgs ...string) (*cluster, *pebble) {
+	t.Helper()
+	c := newCluster(t)
+	o.HTTPPort, o.TLSPort = portOf(c.addr("gw")), portOf(c.addr("gws"))
+	p := startPebble(t, o)
+	c.policy("services.yaml", staticServices("alpha"))
+	c.policy("gateway.yaml", fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, challenge, ratio))
+	c.app("alpha", "alpha", "v1", "")
+	c.startControlPlane(cpArgs...)
+	c.gateway("edge", "--id", "gateway~edge~acme")
+	return c, p
+}
+
+// acmeServed waits until the gateway serves shop.acme.test over HTTPS
+// with a certificate that verifies against Pebble's roots, issued by
+// Pebble's intermediate for the name, and a request routed to alpha
+// succeeds; it returns the certificate.
+func acmeServed(t *testing.T, c *cluster, p *pebble, timeout time.Duration, unlike string) *x509.Certificate {
+	t.Helper()
+	roots, intermediate := p.roots(), p.intermediate()
+	var leaf *x509.Certificate
+	eventually(t, timeout, "the gateway serves a certificate from Pebble", func() error {
+		cl := httpsClient("shop.acme.test", roots, false)
+		req, err := http.NewRequest(http.MethodGet, "https://"+c.addr("gws")+"/", nil)
+		if err != nil {
+			return err
+		}
+		req.Host = "shop.acme.test"
+		resp, err := cl.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var r reply
+		_ = json.Unmarshal(body, &r)
+		if resp.StatusCode != http.StatusOK || r.Service != "alpha" {
+			return fmt.Errorf("got %d %.200s", resp.StatusCode, body)
+		}
+		got := resp.TLS.PeerCertificates[0]
+		if got.SerialNumber.Text(16) == unlike {
+			return fmt.Errorf("still the certificate of serial %s", unlike)
+		}
+		if !slices.Contains(got.DNSNames, "shop.acme.test") {
+			return fmt.Errorf("certificate for %v, want shop.acme.test", got.DNSNames)
+		}
+		if got.Issuer.String() != intermediate.Subject.String() || got.CheckSignatureFrom(intermediate) != nil {
+			return fmt.Errorf("certificate issued by %q, not Pebble's intermediate %q", got.Issuer, intermediate.Subject)
+		}
+		leaf = got
+		return nil
+	})
+	return leaf
+}
+
+// TestACMEHTTP01: a listener naming an ACMEIssuer is not served until its
+// certificate is obtained; the control plane obtains it from a real ACME
+// CA (Pebble, which fetches the HTTP-01 token from the gateway's
+// plaintext listener: the challenge route comes before the listener's
+// redirect to HTTPS); the gateway then serves it; the certificate and
+// the account are kept in the data directory, so a restarted control
+// plane serves the same certificate without a new order.
+func TestACMEHTTP01(t *testing.T) {
+	t.Parallel()
+	c, p := acmeCluster(t, pebbleOptions{}, "http-01", "0.33")
+	leaf := acmeServed(t, c, p, 60*time.Second, "")
+	if !strings.Contains(p.out.String(), "Attempting to validate w/ HTTP") {
+		t.Errorf("Pebble did not validate an http-01 challenge; its output:\n%s", p.out.String())
+	}
+	if strings.Contains(c.cp.out.String(), "PRIVATE KEY") {
+		t.Error("the control plane logged a private key")
+	}
+	// The redirect still answers other paths of the plaintext listener.
+	r, err := get("http://"+c.addr("gw")+"/cart", "Host: shop.acme.test")
+	if err != nil || r.status != http.StatusMovedPermanently {
+		t.Errorf("plaintext listener: %v %v, want the 301 redirect", err, r)
+	}
+
+	t.Run("restart keeps the certificate", func(t *testing.T) {
+		orders := strings.Count(p.out.String(), "Issued certificate serial")
+		c.cp.stop()
+		c.startControlPlane()
+		eventually(t, 30*time.Second, "the restarted control plane serves the stored certificate", func() error {
+			if !strings.Contains(c.cp.out.String(), "ACME: serving certificate") {
+				return fmt.Errorf("not yet")
+			}
+			return nil
+		})
+		again := acmeServed(t, c, p, 30*time.Second, "")
+		if again.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+			t.Errorf("serial %s after the restart, want %s (the stored certificate)", again.SerialNumber.Text(16), leaf.SerialNumber.Text(16))
+		}
+		if n := strings.Count(p.out.String(), "Issued certificate serial"); n != orders {
+			t.Errorf("Pebble issued %d certificates after the restart, want none", n-orders)
+		}
+	})
+}
+
+// TestACMERenewal: a certificate renewed (Pebble issues 20 s
+// certificates; renewed with 3/4 of their lifetime left) is presented by
+// the gateway to the next handshakes, with a new serial, without a
+// restart.
+func TestACMERenewal(t *testing.T) {
+	t.Parallel()
+	c, p := acmeCluster(t, pebbleOptions{Validity: 20 * time.Second}, "http-01", "0.75", "--acme-renew-check-interval", "1s")
+	first := acmeServed(t, c, p, 60*time.Second, "")
+	renewed := acmeServed(t, c, p, 60*time.Second, first.SerialNumber.Text(16))
+	if !renewed.NotAfter.After(first.NotAfter) {
+		t.Errorf("the renewed certificate expires %s, not after the first's %s", renewed.NotAfter, first.NotAfter)
+	}
+}
+
+// acmeTLSDial handshakes with addr as a browser would (the SNI, no
+// client certificate) and returns the certificate presented.
+func acmeTLSDial(addr, serverName string, roots *x509.CertPool) (*x509.Certificate, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: serverName, RootCAs: roots}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+}

@@ -179,6 +179,28 @@ func TestACMERenewal(t *testing.T) {
 	}
 }
 
+// TestACMETLSALPN01: with the TLS-ALPN-01 challenge only, Pebble
+// validates by a handshake with the gateway's HTTPS port offering ALPN
+// acme-tls/1 (the challenge's filter chain, served before the listener
+// has a certificate); the listener is then served with the certificate
+// obtained, and ordinary handshakes never get the challenge's.
+func TestACMETLSALPN01(t *testing.T) {
+	t.Parallel()
+	c, p := acmeCluster(t, pebbleOptions{}, "tls-alpn-01", "0.33")
+	leaf := acmeServed(t, c, p, 60*time.Second, "")
+	// Pebble logs no TLS-ALPN-01 attempt; it logs every HTTP-01 one.
+	if out := c.cp.out.String(); !strings.Contains(out, "type=tls-alpn-01") || strings.Contains(out, "type=http-01") || strings.Contains(p.out.String(), "validate w/ HTTP") {
+		t.Errorf("not (only) a tls-alpn-01 challenge answered; the control plane's output:\n%s", out)
+	}
+	got, err := acmeTLSDial(c.addr("gws"), "shop.acme.test", p.roots())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Errorf("a handshake got serial %s, want the obtained certificate's %s", got.SerialNumber.Text(16), leaf.SerialNumber.Text(16))
+	}
+}
+
 // acmeTLSDial handshakes with addr as a browser would (the SNI, no
 // client certificate) and returns the certificate presented.
 func acmeTLSDial(addr, serverName string, roots *x509.CertPool) (*x509.Certificate, error) {

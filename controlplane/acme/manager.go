@@ -73,8 +73,9 @@ type Manager struct {
 	issuers map[string]*managedIssuer
 	// certs are the certificates held, by hostname.
 	certs map[string]*held
-	// httpChallenges by token.
+	// httpChallenges by token; alpnChallenges by hostname.
 	httpChallenges map[string]model.HTTPChallenge
+	alpnChallenges map[string]model.TLSALPNChallenge
 	// errs are the last failures, by hostname (cleared by a success).
 	errs map[string]string
 	// generation counts the changes of the material; applied is the
@@ -113,7 +114,7 @@ func New(ctx context.Context, opts Options) *Manager {
 		opts.RenewCheckInterval = DefaultRenewCheckInterval
 	}
 	return &Manager{ctx: ctx, opts: opts, logger: opts.Logger, storage: NewStorage(opts.Store),
-		issuers: map[string]*managedIssuer{}, certs: map[string]*held{}, httpChallenges: map[string]model.HTTPChallenge{},
+		issuers: map[string]*managedIssuer{}, certs: map[string]*held{}, httpChallenges: map[string]model.HTTPChallenge{}, alpnChallenges: map[string]model.TLSALPNChallenge{},
 		errs: map[string]string{}, appliedCh: make(chan struct{})}
 }
 
@@ -231,13 +232,6 @@ func (m *Manager) Sync(listeners []model.ACMEListener) {
 // newIssuer makes the certmagic configuration of an ACMEIssuer.
 func (m *Manager) newIssuer(spec model.ACMEIssuer) *managedIssuer {
 	mi := &managedIssuer{spec: spec, hosts: map[string]bool{}}
-	var supported []string
-	for _, c := range spec.Challenges {
-		if c == policy.ACMEChallengeHTTP01 {
-			supported = append(supported, c)
-		}
-	}
-	spec.Challenges = supported
 	mi.issuer = &issuer{spec: spec, storage: m.storage, solver: &solver{m: m}}
 	mi.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return mi.config, nil },
@@ -363,6 +357,9 @@ func (m *Manager) Material() (model.ACMEMaterial, uint64) {
 	}
 	for _, tok := range slices.Sorted(maps.Keys(m.httpChallenges)) {
 		mat.HTTPChallenges = append(mat.HTTPChallenges, m.httpChallenges[tok])
+	}
+	for _, h := range slices.Sorted(maps.Keys(m.alpnChallenges)) {
+		mat.TLSALPNChallenges = append(mat.TLSALPNChallenges, m.alpnChallenges[h])
 	}
 	return mat, m.generation
 }

@@ -69,7 +69,24 @@ type ACMEMaterial struct {
 	Certificates map[string]*Certificate
 	// HTTPChallenges are the HTTP-01 challenges being validated.
 	HTTPChallenges []HTTPChallenge
+	// TLSALPNChallenges are the TLS-ALPN-01 challenges being validated.
+	TLSALPNChallenges []TLSALPNChallenge
 }
+
+// TLSALPNChallenge is a TLS-ALPN-01 challenge (RFC 8737): a handshake for
+// Hostname offering only ALPN "acme-tls/1" gets Certificate, the
+// challenge's self-signed certificate.
+type TLSALPNChallenge struct {
+	Hostname    string
+	Certificate *Certificate
+}
+
+// ACMETLSALPNProtocol is the ALPN protocol of TLS-ALPN-01 challenges.
+const ACMETLSALPNProtocol = "acme-tls/1"
+
+// ACMEChallengeSecret is the Certificate.Secret of the TLS-ALPN-01
+// challenge certificate of hostname.
+func ACMEChallengeSecret(hostname string) string { return "acme-challenge/" + hostname }
 
 // HTTPChallenge is an HTTP-01 challenge: a GET of
 // /.well-known/acme-challenge/<Token> for Hostname on port 80 is answered
@@ -97,7 +114,10 @@ func NewACMECertificate(hostname string, certPEM, keyPEM []byte) *Certificate {
 // ACME listeners: each such listener presents its certificate, or, while
 // there is none, is left out (a port left without a listener is not
 // served: never as plaintext); every plaintext port of a gateway with an
-// ACME listener answers the HTTP-01 challenges of its hostnames. m is not
+// ACME listener answers the HTTP-01 challenges of its hostnames, and each
+// HTTPS port of an ACME listener the TLS-ALPN-01 challenges of its
+// hostname (a chain of its own, ApplicationProtocols "acme-tls/1", while
+// the challenge is validated). m is not
 // modified; without ACME listeners it is returned as it is.
 func (m *Model) WithACME(mat ACMEMaterial) (*Model, error) {
 	if len(m.ACMEListeners()) == 0 {
@@ -156,6 +176,17 @@ func gatewayWithACME(gw *Gateway, mat ACMEMaterial) *Gateway {
 			chain := *c
 			chain.Certificates = []*Certificate{cert}
 			port.TLS.Chains = append(port.TLS.Chains, &chain)
+		}
+		for _, c := range p.TLS.Chains {
+			if c.ACME == nil {
+				continue
+			}
+			for _, ch := range mat.TLSALPNChallenges {
+				if ch.Hostname == c.ACME.Hostname {
+					port.TLS.Chains = append(port.TLS.Chains, &TLSChain{Listener: c.Listener + "/acme-tls-alpn-01", Hostname: ch.Hostname,
+						Certificates: []*Certificate{ch.Certificate}, MinVersion: "1.2", ApplicationProtocols: []string{ACMETLSALPNProtocol}})
+				}
+			}
 		}
 		if len(port.TLS.Chains) > 0 {
 			out.Ports = append(out.Ports, &port)

@@ -228,6 +228,10 @@ type TLSChain struct {
 	// ACME, when set, says that the certificate is obtained over ACME
 	// (Certificates are then added by WithACME).
 	ACME *ACMECertificate `json:"acme,omitempty"`
+	// ApplicationProtocols, when set, make the chain one for the clients
+	// that offer one of them by ALPN, for its exact Hostname, offering
+	// them (an ACME TLS-ALPN-01 challenge's: WithACME); not a listener.
+	ApplicationProtocols []string `json:"applicationProtocols,omitempty"`
 }
 
 // Certificate is a listener certificate from a TLS Secret. Its key is

@@ -53,7 +53,7 @@ unit: consul
 
 ## integration: the package tests skipped by -short in unit: those that need a real Consul
 ## agent, and the translator's contract test (every golden through a real proxy)
-INTEGRATION_PKGS := ./controlplane/state/... ./controlplane/ca/... ./controlplane/kvpolicy/... ./controlplane/discovery/... ./controlplane/translate/... ./cmd/meshgate/...
+INTEGRATION_PKGS := ./controlplane/state/... ./controlplane/acme/... ./controlplane/ca/... ./controlplane/kvpolicy/... ./controlplane/discovery/... ./controlplane/translate/... ./cmd/meshgate/...
 integration: consul
 	MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -race -count=1 -timeout 10m $(INTEGRATION_PKGS)
 

@@ -85,12 +85,19 @@ func (cp *ControlPlane) withACME(m *model.Model, sum *policySummary) (*model.Mod
 	return out, sum, gen, nil
 }
 
-// gatewaysSynced returns once a gateway is connected and every connected
-// gateway has accepted the configuration it was last given (an ACME
-// challenge is then served), or ctx is done.
+// noGatewayGrace is how long a challenge waits for a gateway to connect
+// to this control plane before it is validated anyway: the gateways of
+// the other replicas (sharing the state in Consul) serve it too.
+const noGatewayGrace = 5 * time.Second
+
+// gatewaysSynced returns once every gateway connected to this control
+// plane has accepted the configuration it was last given (an ACME
+// challenge is then served), or, when none is connected, after
+// noGatewayGrace; an error if ctx ends first.
 func (cp *ControlPlane) gatewaysSynced(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	start := time.Now()
 	for {
 		synced, gateways := true, 0
 		for _, p := range cp.xds.Proxies() {
@@ -107,14 +114,11 @@ func (cp *ControlPlane) gatewaysSynced(ctx context.Context) error {
 				}
 			}
 		}
-		if synced && gateways > 0 {
+		if synced && (gateways > 0 || time.Since(start) >= noGatewayGrace) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			if gateways == 0 {
-				return fmt.Errorf("no gateway is connected to answer the challenge: %w", ctx.Err())
-			}
 			return fmt.Errorf("waiting for the gateways to accept their configuration: %w", ctx.Err())
 		case <-t.C:
 		}

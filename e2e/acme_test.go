@@ -214,3 +214,37 @@ func acmeTLSDial(addr, serverName string, roots *x509.CertPool) (*x509.Certifica
 	defer conn.Close()
 	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
+
+// TestACMEConsulReplicas: two control planes sharing Consul (policy, and
+// the state where certificates, keys and the account are kept,
+// encrypted) obtain the listener's certificate once (certmagic's lock is
+// a Consul session lock): whichever replica orders it, the challenge is
+// stored in Consul and served by the gateway connected to either; both
+// replicas then serve the one certificate.
+func TestACMEConsulReplicas(t *testing.T) {
+	t.Parallel()
+	consul := startConsul(t)
+	c := newCluster(t)
+	p := startPebble(t, pebbleOptions{HTTPPort: portOf(c.addr("gw")), TLSPort: portOf(c.addr("gws"))})
+	replicas, _ := startReplicas(t, c, consul, 2)
+	c.app("alpha", "alpha", "v1", "")
+	c.applyToConsul(consul, yamlDocs(staticServices("alpha"), fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, "http-01", "0.33")))
+	c.gateway("edge", "--id", "gateway~edge~acme")
+	leaf := acmeServed(t, c, p, 60*time.Second, "")
+	eventually(t, 30*time.Second, "both replicas serve the certificate", func() error {
+		for i, r := range replicas {
+			if !strings.Contains(r.proc.out.String(), "ACME: serving certificate") {
+				return fmt.Errorf("replica %d does not serve it yet", i)
+			}
+		}
+		return nil
+	})
+	if n := strings.Count(p.out.String(), "Issued certificate serial"); n != 1 {
+		t.Errorf("Pebble issued %d certificates, want 1", n)
+	}
+	for i, r := range replicas {
+		if out := r.proc.out.String(); !strings.Contains(out, "serial="+leaf.SerialNumber.Text(16)) {
+			t.Errorf("replica %d does not serve serial %s", i, leaf.SerialNumber.Text(16))
+		}
+	}
+}

@@ -73,9 +73,9 @@ type Manager struct {
 	issuers map[string]*managedIssuer
 	// certs are the certificates held, by hostname.
 	certs map[string]*held
-	// httpChallenges by token; alpnChallenges by hostname.
-	httpChallenges map[string]model.HTTPChallenge
-	alpnChallenges map[string]model.TLSALPNChallenge
+	// local are the challenges this replica presented, shared those
+	// every replica did (read from the storage), by sharedChallenge.key.
+	local, shared map[string]sharedChallenge
 	// errs are the last failures, by hostname (cleared by a success).
 	errs map[string]string
 	// generation counts the changes of the material; applied is the
@@ -114,7 +114,7 @@ func New(ctx context.Context, opts Options) *Manager {
 		opts.RenewCheckInterval = DefaultRenewCheckInterval
 	}
 	return &Manager{ctx: ctx, opts: opts, logger: opts.Logger, storage: NewStorage(opts.Store),
-		issuers: map[string]*managedIssuer{}, certs: map[string]*held{}, httpChallenges: map[string]model.HTTPChallenge{}, alpnChallenges: map[string]model.TLSALPNChallenge{},
+		issuers: map[string]*managedIssuer{}, certs: map[string]*held{}, local: map[string]sharedChallenge{}, shared: map[string]sharedChallenge{},
 		errs: map[string]string{}, appliedCh: make(chan struct{})}
 }
 
@@ -122,6 +122,14 @@ func New(ctx context.Context, opts Options) *Manager {
 // certificates every RenewCheckInterval (another replica may have renewed
 // them), and stops every certmagic cache at the end.
 func (m *Manager) Run(ctx context.Context) {
+	if w, ok := m.opts.Store.(watcher); ok {
+		go func() {
+			m.loadChallenges(ctx)
+			if err := w.Watch(ctx, storagePrefix+challengesDir+"/", func() { m.loadChallenges(ctx) }); err != nil && ctx.Err() == nil {
+				m.logger.Error("ACME: watching the challenges of the other replicas stopped", "error", err)
+			}
+		}()
+	}
 	t := time.NewTicker(m.opts.RenewCheckInterval)
 	defer t.Stop()
 	for {
@@ -266,6 +274,13 @@ func (m *Manager) event(ctx context.Context, mi *managedIssuer, event string, da
 		delete(m.errs, name)
 		m.mu.Unlock()
 		m.refresh(ctx, mi, name)
+	case "cached_managed_cert":
+		// Loaded from the storage: obtained by another replica (or
+		// before a restart).
+		sans, _ := data["sans"].([]string)
+		for _, san := range sans {
+			m.refresh(ctx, mi, san)
+		}
 	case "cert_failed":
 		err, _ := data["error"].(error)
 		msg := fmt.Sprint(data["error"])
@@ -355,11 +370,18 @@ func (m *Manager) Material() (model.ACMEMaterial, uint64) {
 	for h, c := range m.certs {
 		mat.Certificates[h] = c.cert
 	}
-	for _, tok := range slices.Sorted(maps.Keys(m.httpChallenges)) {
-		mat.HTTPChallenges = append(mat.HTTPChallenges, m.httpChallenges[tok])
-	}
-	for _, h := range slices.Sorted(maps.Keys(m.alpnChallenges)) {
-		mat.TLSALPNChallenges = append(mat.TLSALPNChallenges, m.alpnChallenges[h])
+	all := maps.Clone(m.shared)
+	maps.Copy(all, m.local)
+	for _, k := range slices.Sorted(maps.Keys(all)) {
+		c := all[k]
+		switch c.Type {
+		case acme.ChallengeTypeHTTP01:
+			mat.HTTPChallenges = append(mat.HTTPChallenges, model.HTTPChallenge{Hostname: c.Hostname, Token: c.Token, KeyAuthorization: c.KeyAuthorization})
+		case acme.ChallengeTypeTLSALPN01:
+			cert := model.NewACMECertificate(c.Hostname, c.CertPEM, c.KeyPEM)
+			cert.Secret = model.ACMEChallengeSecret(c.Hostname)
+			mat.TLSALPNChallenges = append(mat.TLSALPNChallenges, model.TLSALPNChallenge{Hostname: c.Hostname, Certificate: cert})
+		}
 	}
 	return mat, m.generation
 }
@@ -432,4 +454,73 @@ func (m *Manager) waitApplied(ctx context.Context, gen uint64) error {
 		return m.opts.Ready(ctx)
 	}
 	return nil
+}
+
+// challengesDir is where, in the storage, the challenges being validated
+// are: every replica sharing the state serves them, whichever ordered.
+const challengesDir = "meshgate-challenges"
+
+// sharedChallenge is a challenge being validated, as stored. Its key is
+// a TLS-ALPN-01 certificate's (a throwaway, self-signed; in Consul KV
+// encrypted like the rest of the state).
+type sharedChallenge struct {
+	Type             string `json:"type"`
+	Hostname         string `json:"hostname"`
+	Token            string `json:"token"`
+	KeyAuthorization string `json:"keyAuthorization,omitempty"`
+	CertPEM          []byte `json:"certPEM,omitempty"`
+	KeyPEM           []byte `json:"keyPEM,omitempty"`
+}
+
+// key names a challenge in the storage and in the Manager's maps.
+func (c sharedChallenge) key() string {
+	return certmagic.StorageKeys.Safe(c.Type + "_" + c.Hostname + "_" + c.Token)
+}
+
+// watcher is a state store that tells of changes (Consul KV).
+type watcher interface {
+	Watch(ctx context.Context, prefix string, changed func()) error
+}
+
+// storeChallenge stores a challenge for the other replicas.
+func (m *Manager) storeChallenge(ctx context.Context, c sharedChallenge) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := m.storage.Store(ctx, challengesDir+"/"+c.key()+".json", b); err != nil {
+		return fmt.Errorf("storing the ACME challenge: %w", err)
+	}
+	return nil
+}
+
+// loadChallenges reads the challenges every replica stored; a change is
+// served.
+func (m *Manager) loadChallenges(ctx context.Context) {
+	keys, err := m.storage.List(ctx, challengesDir, false)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.logger.Warn("ACME: reading the challenges of the other replicas", "error", err)
+		return
+	}
+	shared := map[string]sharedChallenge{}
+	for _, k := range keys {
+		b, err := m.storage.Load(ctx, k)
+		if err != nil {
+			continue // cleaned up meanwhile
+		}
+		var c sharedChallenge
+		if json.Unmarshal(b, &c) == nil {
+			shared[c.key()] = c
+		}
+	}
+	m.mu.Lock()
+	changed := !maps.EqualFunc(shared, m.shared, func(a, b sharedChallenge) bool { return a.key() == b.key() })
+	if changed {
+		m.shared = shared
+		m.changed()
+	}
+	m.mu.Unlock()
+	if changed {
+		m.opts.OnChange()
+	}
 }

@@ -29,28 +29,31 @@ var (
 	_ acmez.Waiter = (*solver)(nil)
 )
 
-// Present implements acmez.Solver.
-func (s *solver) Present(_ context.Context, chal acme.Challenge) error {
+// Present implements acmez.Solver: the challenge is stored, where every
+// replica sharing the state reads it, and served.
+func (s *solver) Present(ctx context.Context, chal acme.Challenge) error {
 	m := s.m
+	sc := sharedChallenge{Type: chal.Type, Hostname: chal.Identifier.Value, Token: chal.Token}
 	switch chal.Type {
 	case acme.ChallengeTypeHTTP01:
-		m.mu.Lock()
-		m.httpChallenges[chal.Token] = model.HTTPChallenge{Hostname: chal.Identifier.Value, Token: chal.Token, KeyAuthorization: chal.KeyAuthorization}
-		m.changed()
-		m.mu.Unlock()
+		sc.KeyAuthorization = chal.KeyAuthorization
 	case acme.ChallengeTypeTLSALPN01:
 		cert, err := tlsALPNCertificate(chal)
 		if err != nil {
 			return err
 		}
-		m.mu.Lock()
-		m.alpnChallenges[chal.Identifier.Value] = model.TLSALPNChallenge{Hostname: chal.Identifier.Value, Certificate: cert}
-		m.changed()
-		m.mu.Unlock()
+		sc.CertPEM, sc.KeyPEM = cert.CertPEM, cert.KeyPEM
 	default:
 		return fmt.Errorf("challenge type %s is not answered by meshgate's gateways", chal.Type)
 	}
+	if err := m.storeChallenge(ctx, sc); err != nil {
+		return err
+	}
 	m.logger.Info("ACME: answering a challenge", "type", chal.Type, "hostname", chal.Identifier.Value)
+	m.mu.Lock()
+	m.local[sc.key()] = sc
+	m.changed()
+	m.mu.Unlock()
 	m.opts.OnChange()
 	return nil
 }
@@ -68,18 +71,15 @@ func (s *solver) Wait(ctx context.Context, _ acme.Challenge) error {
 }
 
 // CleanUp implements acmez.Solver.
-func (s *solver) CleanUp(_ context.Context, chal acme.Challenge) error {
+func (s *solver) CleanUp(ctx context.Context, chal acme.Challenge) error {
 	m := s.m
+	sc := sharedChallenge{Type: chal.Type, Hostname: chal.Identifier.Value, Token: chal.Token}
 	m.mu.Lock()
-	if chal.Type == acme.ChallengeTypeTLSALPN01 {
-		delete(m.alpnChallenges, chal.Identifier.Value)
-	} else {
-		delete(m.httpChallenges, chal.Token)
-	}
+	delete(m.local, sc.key())
 	m.changed()
 	m.mu.Unlock()
 	m.opts.OnChange()
-	return nil
+	return m.storage.Delete(ctx, challengesDir+"/"+sc.key()+".json")
 }
 
 // tlsALPNCertificate is the TLS-ALPN-01 challenge certificate of chal

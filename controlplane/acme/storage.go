@@ -127,11 +127,11 @@ func (s *Storage) List(ctx context.Context, path string, recursive bool) ([]stri
 // Stat implements certmagic.Storage. The state keeps no modification
 // times: a key is reported as modified now (so never stale).
 func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	if under, err := s.store.List(ctx, stateKey(key)+"/"); err == nil && len(under) > 0 {
+		return certmagic.KeyInfo{Key: key, Modified: time.Now(), IsTerminal: false}, nil
+	}
 	v, err := s.store.Get(ctx, stateKey(key))
 	if errors.Is(err, state.ErrNotFound) {
-		if under, lerr := s.store.List(ctx, stateKey(key)+"/"); lerr == nil && len(under) > 0 {
-			return certmagic.KeyInfo{Key: key, Modified: time.Now(), IsTerminal: false}, nil
-		}
 		return certmagic.KeyInfo{}, fmt.Errorf("acme storage: %s: %w", key, fs.ErrNotExist)
 	}
 	if err != nil {

@@ -250,3 +250,11 @@ func servingVirtualHost(vhs []*VirtualHost, host string) *VirtualHost {
 	}
 	return best
 }
+
+// GetChains is p's chains; none for a nil p (a plaintext port).
+func (p *PortTLS) GetChains() []*TLSChain {
+	if p == nil {
+		return nil
+	}
+	return p.Chains
+}

@@ -1,8 +1,10 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -62,20 +64,27 @@ func (cp *ControlPlane) withACME(m *model.Model, sum *policySummary) (*model.Mod
 	}
 	var problems []policy.ResourceProblem
 	for _, s := range cp.acme.Statuses(listeners) {
-		if s.Ready {
-			continue
-		}
 		l := s.Listener
-		reason, msg := ReasonACMEPending, fmt.Sprintf("listener %s: its certificate for %s is being obtained from ACMEIssuer %s; the listener is not programmed until then",
-			l.Listener, l.ACME.Hostname, l.ACME.Issuer.NamespacedName)
-		if s.Error != "" {
-			reason = ReasonACMEFailed
-			msg = fmt.Sprintf("listener %s: obtaining its certificate for %s from ACMEIssuer %s failed (retried with backoff; the listener is not programmed until it succeeds): %s",
+		var reason, msg string
+		switch {
+		case s.Ready && s.Error == "":
+			continue
+		case s.Ready:
+			reason, msg = ReasonACMEFailed, fmt.Sprintf("listener %s: renewing its certificate for %s from ACMEIssuer %s failed (retried with backoff; the current certificate, serial %s, expiring %s, keeps serving): %s",
+				l.Listener, l.ACME.Hostname, l.ACME.Issuer.NamespacedName, s.Serial, s.NotAfter.UTC().Format(time.RFC3339), s.Error)
+		case s.Error != "":
+			reason, msg = ReasonACMEFailed, fmt.Sprintf("listener %s: obtaining its certificate for %s from ACMEIssuer %s failed (retried with backoff; the listener is not programmed until it succeeds): %s",
 				l.Listener, l.ACME.Hostname, l.ACME.Issuer.NamespacedName, s.Error)
+		default:
+			reason, msg = ReasonACMEPending, fmt.Sprintf("listener %s: its certificate for %s is being obtained from ACMEIssuer %s; the listener is not programmed until then",
+				l.Listener, l.ACME.Hostname, l.ACME.Issuer.NamespacedName)
+		}
+		e := &policy.Error{Message: "Gateway " + l.Gateway.String() + ": " + msg}
+		if sum != nil {
+			e.File, e.Line, e.Field = listenerSource(sum.set, l.Listener)
 		}
 		problems = append(problems, policy.ResourceProblem{Kind: policy.KindGateway, Namespace: l.Gateway.Namespace, Name: l.Gateway.Name,
-			Condition: ConditionACMECertificates, Reason: reason,
-			Errors: policy.ErrorList{{Message: "Gateway " + l.Gateway.String() + ": " + msg}}})
+			Condition: ConditionACMECertificates, Reason: reason, Errors: policy.ErrorList{e}})
 	}
 	if len(problems) > 0 && sum != nil && sum.result != nil {
 		withACME := *sum
@@ -83,6 +92,36 @@ func (cp *ControlPlane) withACME(m *model.Model, sum *policySummary) (*model.Mod
 		sum = &withACME
 	}
 	return out, sum, gen, nil
+}
+
+// listenerSource is where the listener "<namespace>/<owner>/<name>" is
+// written: its Gateway's file, line and field, or its ListenerSet's file
+// and line; nothing when it is not found.
+func listenerSource(set *policy.Set, listener string) (file string, line int, field string) {
+	if set == nil {
+		return "", 0, ""
+	}
+	parts := strings.SplitN(listener, "/", 3)
+	if len(parts) != 3 {
+		return "", 0, ""
+	}
+	for _, g := range set.Gateways {
+		if cmp.Or(g.Namespace, policy.DefaultNamespace) != parts[0] || g.Name != parts[1] {
+			continue
+		}
+		for i, ls := range g.Spec.Listeners {
+			if string(ls.Name) == parts[2] {
+				field = fmt.Sprintf("spec.listeners[%d]", i)
+				return g.Source.File, g.Source.LineOf(field), field
+			}
+		}
+	}
+	for _, ls := range set.ListenerSets {
+		if cmp.Or(ls.Namespace, policy.DefaultNamespace) == parts[0] && ls.Name == parts[1] {
+			return ls.Source.File, ls.Source.Line, ""
+		}
+	}
+	return "", 0, ""
 }
 
 // noGatewayGrace is how long a challenge waits for a gateway to connect

@@ -248,3 +248,35 @@ func TestACMEConsulReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestACMEFailureStatus: when the CA cannot validate (nothing answers on
+// the port it fetches HTTP-01 from), the listener is not served, and
+// `meshgate status` says why: the Gateway's ACMECertificates condition,
+// reason ACMEFailed, with the CA's error, at the listener's file and line.
+func TestACMEFailureStatus(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	p := startPebble(t, pebbleOptions{HTTPPort: portOf(freeAddr(t)), TLSPort: portOf(freeAddr(t))})
+	c.policy("services.yaml", staticServices("alpha"))
+	c.policy("gateway.yaml", fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, "http-01", "0.33"))
+	c.app("alpha", "alpha", "v1", "")
+	c.startControlPlane()
+	c.gateway("edge", "--id", "gateway~edge~acme")
+	var out string
+	eventually(t, 60*time.Second, "status shows the ACME failure", func() error {
+		var err error
+		if out, err = c.cli("status"); err != nil {
+			return err
+		}
+		if !strings.Contains(out, "ACMEFailed") || !strings.Contains(out, "urn:ietf:params:acme:error:connection") {
+			return fmt.Errorf("status:\n%s", out)
+		}
+		return nil
+	})
+	if !strings.Contains(out, "gateway.yaml:") || !strings.Contains(out, "listener default/edge/shop") {
+		t.Errorf("status does not name the listener's file and line:\n%s", out)
+	}
+	if _, err := acmeTLSDial(c.addr("gws"), "shop.acme.test", p.roots()); err == nil {
+		t.Error("the listener without a certificate is served")
+	}
+}

@@ -470,7 +470,13 @@ type sharedChallenge struct {
 	KeyAuthorization string `json:"keyAuthorization,omitempty"`
 	CertPEM          []byte `json:"certPEM,omitempty"`
 	KeyPEM           []byte `json:"keyPEM,omitempty"`
+	// Expires is when it is no longer served, should the replica that
+	// presented it never clean it up (it stopped meanwhile).
+	Expires time.Time `json:"expires"`
 }
+
+// challengeLifetime bounds how long a stored challenge is served.
+const challengeLifetime = time.Hour
 
 // key names a challenge in the storage and in the Manager's maps.
 func (c sharedChallenge) key() string {
@@ -509,7 +515,11 @@ func (m *Manager) loadChallenges(ctx context.Context) {
 			continue // cleaned up meanwhile
 		}
 		var c sharedChallenge
-		if json.Unmarshal(b, &c) == nil {
+		switch {
+		case json.Unmarshal(b, &c) != nil:
+		case time.Now().After(c.Expires):
+			_ = m.storage.Delete(ctx, k) // left by a replica that stopped
+		default:
 			shared[c.key()] = c
 		}
 	}

@@ -33,7 +33,7 @@ var (
 // replica sharing the state reads it, and served.
 func (s *solver) Present(ctx context.Context, chal acme.Challenge) error {
 	m := s.m
-	sc := sharedChallenge{Type: chal.Type, Hostname: chal.Identifier.Value, Token: chal.Token}
+	sc := sharedChallenge{Type: chal.Type, Hostname: chal.Identifier.Value, Token: chal.Token, Expires: time.Now().Add(challengeLifetime)}
 	switch chal.Type {
 	case acme.ChallengeTypeHTTP01:
 		sc.KeyAuthorization = chal.KeyAuthorization

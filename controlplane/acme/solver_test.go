@@ -93,4 +93,18 @@ func TestSharedChallenges(t *testing.T) {
 	if mat, _ := b.Material(); len(mat.TLSALPNChallenges) != 0 {
 		t.Errorf("after CleanUp the other replica still serves %+v", mat.TLSALPNChallenges)
 	}
+
+	// A challenge left by a replica that stopped is served until it
+	// expires, then deleted.
+	stale := sharedChallenge{Type: acme.ChallengeTypeHTTP01, Hostname: "shop.example.com", Token: "stale", KeyAuthorization: "x", Expires: time.Now().Add(-time.Second)}
+	if err := a.storeChallenge(t.Context(), stale); err != nil {
+		t.Fatal(err)
+	}
+	b.loadChallenges(t.Context())
+	if mat, _ := b.Material(); len(mat.HTTPChallenges) != 0 {
+		t.Errorf("an expired challenge is served: %+v", mat.HTTPChallenges)
+	}
+	if keys, _ := store.List(t.Context(), storagePrefix+challengesDir+"/"); len(keys) != 0 {
+		t.Errorf("an expired challenge is still stored: %v", keys)
+	}
 }

@@ -64,19 +64,35 @@ spec:
           requestRedirect: {scheme: https, port: ${gws.port}, statusCode: 301}
 `
 
+// acmeStartPolicy is the Gateway edge with its plaintext listener only:
+// what the gateway is started with, so that it is connected before an
+// order starts (a challenge is validated at once when no gateway is
+// connected, after a short grace, however long a loaded machine takes to
+// start one).
+const acmeStartPolicy = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - {name: http, protocol: HTTP, port: ${gw.port}}
+`
+
 // acmeCluster starts Pebble validating against the ports ${gw} and ${gws},
-// the control plane with acmePolicy (challenge and renewal ratio as
-// given), alpha and the gateway edge.
+// the control plane, alpha and the gateway edge, then gives the control
+// plane acmePolicy (challenge and renewal ratio as given).
 func acmeCluster(t *testing.T, o pebbleOptions, challenge, ratio string, cpArgs ...string) (*cluster, *pebble) {
 	t.Helper()
 	c := newCluster(t)
 	o.HTTPPort, o.TLSPort = portOf(c.addr("gw")), portOf(c.addr("gws"))
 	p := startPebble(t, o)
 	c.policy("services.yaml", staticServices("alpha"))
-	c.policy("gateway.yaml", fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, challenge, ratio))
+	c.policy("gateway.yaml", acmeStartPolicy)
 	c.app("alpha", "alpha", "v1", "")
 	c.startControlPlane(cpArgs...)
 	c.gateway("edge", "--id", "gateway~edge~acme")
+	c.policy("gateway.yaml", fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, challenge, ratio))
 	return c, p
 }
 
@@ -228,8 +244,9 @@ func TestACMEConsulReplicas(t *testing.T) {
 	p := startPebble(t, pebbleOptions{HTTPPort: portOf(c.addr("gw")), TLSPort: portOf(c.addr("gws"))})
 	replicas, _ := startReplicas(t, c, consul, 2)
 	c.app("alpha", "alpha", "v1", "")
-	c.applyToConsul(consul, yamlDocs(staticServices("alpha"), fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, "http-01", "0.33")))
+	c.applyToConsul(consul, yamlDocs(staticServices("alpha"), acmeStartPolicy))
 	c.gateway("edge", "--id", "gateway~edge~acme")
+	c.applyToConsul(consul, yamlDocs(staticServices("alpha"), fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, "http-01", "0.33")))
 	leaf := acmeServed(t, c, p, 60*time.Second, "")
 	eventually(t, 30*time.Second, "both replicas serve the certificate", func() error {
 		for i, r := range replicas {
@@ -258,10 +275,11 @@ func TestACMEFailureStatus(t *testing.T) {
 	c := newCluster(t)
 	p := startPebble(t, pebbleOptions{HTTPPort: portOf(freeAddr(t)), TLSPort: portOf(freeAddr(t))})
 	c.policy("services.yaml", staticServices("alpha"))
-	c.policy("gateway.yaml", fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, "http-01", "0.33"))
+	c.policy("gateway.yaml", acmeStartPolicy)
 	c.app("alpha", "alpha", "v1", "")
 	c.startControlPlane()
 	c.gateway("edge", "--id", "gateway~edge~acme")
+	c.policy("gateway.yaml", fmt.Sprintf(acmePolicy, p.directoryURL(), p.caFile, "http-01", "0.33"))
 	var out string
 	eventually(t, 60*time.Second, "status shows the ACME failure", func() error {
 		var err error

@@ -67,6 +67,8 @@ type Manager struct {
 
 	// ctx bounds the management.
 	ctx context.Context
+	// watchOnce starts watchChallenges, with the first ACME listener.
+	watchOnce sync.Once
 
 	mu sync.Mutex
 	// issuers by the key of their spec (issuerKeyOf).
@@ -122,14 +124,6 @@ func New(ctx context.Context, opts Options) *Manager {
 // certificates every RenewCheckInterval (another replica may have renewed
 // them), and stops every certmagic cache at the end.
 func (m *Manager) Run(ctx context.Context) {
-	if w, ok := m.opts.Store.(watcher); ok {
-		go func() {
-			m.loadChallenges(ctx)
-			if err := w.Watch(ctx, storagePrefix+challengesDir+"/", func() { m.loadChallenges(ctx) }); err != nil && ctx.Err() == nil {
-				m.logger.Error("ACME: watching the challenges of the other replicas stopped", "error", err)
-			}
-		}()
-	}
 	t := time.NewTicker(m.opts.RenewCheckInterval)
 	defer t.Stop()
 	for {
@@ -164,6 +158,9 @@ func (m *Manager) Sync(listeners []model.ACMEListener) {
 	ctx := m.ctx
 	if ctx.Err() != nil {
 		return
+	}
+	if len(listeners) > 0 {
+		m.watchOnce.Do(func() { go m.watchChallenges(ctx) })
 	}
 	want := map[string]map[string]bool{}
 	specs := map[string]model.ACMEIssuer{}
@@ -532,5 +529,18 @@ func (m *Manager) loadChallenges(ctx context.Context) {
 	m.mu.Unlock()
 	if changed {
 		m.opts.OnChange()
+	}
+}
+
+// watchChallenges serves the challenges the other replicas sharing the
+// state (Consul KV) store, until ctx is done.
+func (m *Manager) watchChallenges(ctx context.Context) {
+	w, ok := m.opts.Store.(watcher)
+	if !ok {
+		return // a directory: one control plane
+	}
+	m.loadChallenges(ctx)
+	if err := w.Watch(ctx, storagePrefix+challengesDir+"/", func() { m.loadChallenges(ctx) }); err != nil && ctx.Err() == nil {
+		m.logger.Error("ACME: watching the challenges of the other replicas stopped", "error", err)
 	}
 }

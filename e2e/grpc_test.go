@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	bin "encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,20 +21,21 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// grpcEchoService is the gRPC service of the test backends, without a
+// grpcRouteService is the gRPC service of TestGRPC's backends, without a
 // .proto: its messages are google.protobuf.StringValue.
-const grpcEchoService = "meshgate.test.Echo"
+const grpcRouteService = "meshgate.test.Echo"
 
-// startGRPCEcho starts a gRPC server (google.golang.org/grpc, cleartext
-// HTTP/2) named name at addr, serving grpcEchoService:
+// startGRPCRouteBackend starts a gRPC server (google.golang.org/grpc, cleartext
+// HTTP/2) named name at addr, serving grpcRouteService:
 //   - Echo (unary): "<name>: <request>", with trailer x-served-by: name;
 //   - Count (server streaming): "<name> 1" ... "<name> N" for request "N";
 //   - Chat (bidi streaming): each message back as "<name>: <message>";
 //   - Sum (client streaming): the number of messages received.
-func startGRPCEcho(t *testing.T, name, addr string) {
+func startGRPCRouteBackend(t *testing.T, name, addr string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -53,7 +56,7 @@ func startGRPCEcho(t *testing.T, name, addr string) {
 		}
 	}
 	srv.RegisterService(&grpc.ServiceDesc{
-		ServiceName: grpcEchoService,
+		ServiceName: grpcRouteService,
 		HandlerType: (*any)(nil),
 		Methods: []grpc.MethodDesc{
 			{MethodName: "Echo", Handler: unary(func(ctx context.Context, in string) (string, error) {
@@ -147,7 +150,7 @@ func grpcUnary(conn *grpc.ClientConn, method, in string, md ...string) (string, 
 	}
 	out := new(wrapperspb.StringValue)
 	var trailer metadata.MD
-	err := conn.Invoke(ctx, "/"+grpcEchoService+"/"+method, wrapperspb.String(in), out, grpc.Trailer(&trailer))
+	err := conn.Invoke(ctx, "/"+grpcRouteService+"/"+method, wrapperspb.String(in), out, grpc.Trailer(&trailer))
 	return out.GetValue(), trailer, err
 }
 
@@ -155,7 +158,7 @@ func grpcUnary(conn *grpc.ClientConn, method, in string, md ...string) (string, 
 func grpcCount(conn *grpc.ClientConn, n int) ([]string, metadata.MD, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/"+grpcEchoService+"/Count")
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/"+grpcRouteService+"/Count")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -183,7 +186,7 @@ func grpcCount(conn *grpc.ClientConn, n int) ([]string, metadata.MD, error) {
 func grpcChat(conn *grpc.ClientConn, msgs ...string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/"+grpcEchoService+"/Chat")
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "/"+grpcRouteService+"/Chat")
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +214,7 @@ func grpcChat(conn *grpc.ClientConn, msgs ...string) ([]string, error) {
 func grpcSum(conn *grpc.ClientConn, n int) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, "/"+grpcEchoService+"/Sum")
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, "/"+grpcRouteService+"/Sum")
 	if err != nil {
 		return "", err
 	}
@@ -333,7 +336,7 @@ spec:
 `
 
 // TestGRPC: gRPC calls (google.golang.org/grpc) through the gateway (h2c,
-// and h2 over TLS), routed by GRPCRoute (method and header matches,
+// h2 over TLS, and gRPC-Web), routed by GRPCRoute (method and header matches,
 // weights), and sidecar to sidecar (mTLS), in every streaming mode with
 // their trailers; the
 // proxy's own errors arrive as gRPC statuses (UNAVAILABLE without an
@@ -344,9 +347,9 @@ func TestGRPC(t *testing.T) {
 	c := newCluster(t)
 	cert := newTestCertificate(t, "grpc", "grpc.example.com")
 	c.policy("grpc.yaml", yamlDocs(grpcGateway, tlsSecret("grpc-cert", cert), grpcPolicy))
-	startGRPCEcho(t, "v1", c.addr("grpc-v1"))
-	startGRPCEcho(t, "v2", c.addr("grpc-v2"))
-	startGRPCEcho(t, "mesh", c.addr("grpcmesh-app"))
+	startGRPCRouteBackend(t, "v1", c.addr("grpc-v1"))
+	startGRPCRouteBackend(t, "v2", c.addr("grpc-v2"))
+	startGRPCRouteBackend(t, "mesh", c.addr("grpcmesh-app"))
 	startSlowH2C(t, c.addr("grpc-slow"))
 	c.startControlPlane()
 	c.sidecar("grpcmesh", c.addr("grpcmesh-app"), c.addr("grpcmesh-in"), c.addr("grpcmesh-out"))
@@ -401,6 +404,32 @@ func TestGRPC(t *testing.T) {
 			t.Fatalf("Chat over TLS: %q, %v", got, err)
 		}
 	})
+	t.Run("gRPC-Web to a GRPCRoute", func(t *testing.T) {
+		msg, err := proto.Marshal(wrapperspb.String("web"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequest(http.MethodPost, "http://"+c.addr("gw")+"/"+grpcRouteService+"/Echo", bytes.NewReader(grpcWebFrame(0, msg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "grpc.example.com"
+		req.Header.Set("Content-Type", "application/grpc-web+proto")
+		resp, err := client.Do(req) // HTTP/1.1
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || len(body) < 5 || body[0] != 0 {
+			t.Fatalf("status %d, body %q, %v; want 200 and a message frame", resp.StatusCode, body, err)
+		}
+		n := int(bin.BigEndian.Uint32(body[1:5]))
+		out := new(wrapperspb.StringValue)
+		if len(body) < 5+n || proto.Unmarshal(body[5:5+n], out) != nil || out.GetValue() != "v1: web" || !strings.Contains(string(body[5+n:]), "grpc-status:0") {
+			t.Fatalf("answer %q, want the message v1: web and grpc-status 0 in the trailers frame", body)
+		}
+	})
 	t.Run("weights, by header match", func(t *testing.T) {
 		seen := map[string]int{}
 		for range 100 {
@@ -442,7 +471,7 @@ func TestGRPC(t *testing.T) {
 		var protocols http.Protocols
 		protocols.SetUnencryptedHTTP2(true)
 		client := &http.Client{Transport: &http.Transport{Protocols: &protocols}, Timeout: 10 * time.Second}
-		req, err := http.NewRequest(http.MethodPost, "http://"+c.addr("gw")+"/"+grpcEchoService+"/Slow", strings.NewReader("\x00\x00\x00\x00\x00"))
+		req, err := http.NewRequest(http.MethodPost, "http://"+c.addr("gw")+"/"+grpcRouteService+"/Slow", strings.NewReader("\x00\x00\x00\x00\x00"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -375,6 +375,7 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is required for protocol HTTPS (mode Terminate and certificateRefs)")
 		case ls.Protocol == gwapiv1.HTTPSProtocolType:
 			l.checkListenerTLS(o, i, p+".tls", ls.TLS)
+			l.checkListenerACME(o, i, p, ls)
 		case ls.TLS != nil && ls.Protocol == gwapiv1.HTTPProtocolType:
 			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is only for protocol HTTPS")
 		}

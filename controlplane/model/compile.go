@@ -163,6 +163,10 @@ var compileSteps = [...]struct {
 	// TLS Secrets are read through policy.Set.ListenerCertificates by the
 	// Gateway step (the certificates of HTTPS listeners).
 	{policy.KindSecret, func(*compiler) error { return nil }},
+	// ACMEIssuers are read through policy.Set.ListenerACMEIssuer by the
+	// Gateway step (the HTTPS listeners whose certificates are obtained
+	// over ACME).
+	{policy.KindACMEIssuer, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -736,6 +740,13 @@ func compilePortTLS(listeners []ownedListener, set *policy.Set) *PortTLS {
 			for c := range strings.SplitSeq(string(v), ",") {
 				chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
 			}
+		}
+		if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
+			chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
+				NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
+				Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
+				RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
+			}}
 		}
 		for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
 			sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))

@@ -225,6 +225,13 @@ type TLSChain struct {
 	MinVersion string `json:"minVersion"`
 	// CipherSuites are OpenSSL names; none: the proxy's defaults.
 	CipherSuites []string `json:"cipherSuites,omitempty"`
+	// ACME, when set, says that the certificate is obtained over ACME
+	// (Certificates are then added by WithACME).
+	ACME *ACMECertificate `json:"acme,omitempty"`
+	// ApplicationProtocols, when set, make the chain one for the clients
+	// that offer one of them by ALPN, for its exact Hostname, offering
+	// them (an ACME TLS-ALPN-01 challenge's: WithACME); not a listener.
+	ApplicationProtocols []string `json:"applicationProtocols,omitempty"`
 }
 
 // Certificate is a listener certificate from a TLS Secret. Its key is
@@ -311,6 +318,9 @@ type Action struct {
 	Backends []*Backend `json:"backends,omitempty"`
 	// Redirect answers with a redirect instead of forwarding.
 	Redirect *Redirect `json:"redirect,omitempty"`
+	// DirectResponse answers with a fixed response instead of forwarding
+	// (the HTTP-01 challenges of ACME listeners: WithACME).
+	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
 	// Rewrite changes the forwarded request's host or path.
 	Rewrite         *Rewrite        `json:"rewrite,omitempty"`
 	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`

@@ -29,6 +29,14 @@ const (
 	requestHeadersTimeout = 10 * time.Second
 	connectionIdleTimeout = 5 * time.Minute
 	maxRequestHeadersKB   = 60
+	// HTTP/2 limits advertised to clients (http2_protocol_options), Envoy
+	// Gateway's and Envoy's edge recommendations: a client may open 100
+	// streams at once on a connection, and each stream and connection
+	// buffers at most 64 KiB and 1 MiB of request body the proxy has not
+	// forwarded yet (flow control holds the rest back at the client).
+	http2MaxConcurrentStreams        = 100
+	http2InitialStreamWindowSize     = 64 << 10
+	http2InitialConnectionWindowSize = 1 << 20
 )
 
 func adsConfigSource() *corev3.ConfigSource {
@@ -65,6 +73,11 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 		MergeSlashes:              true,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(http2MaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(http2InitialStreamWindowSize),
+			InitialConnectionWindowSize: wrapperspb.UInt32(http2InitialConnectionWindowSize),
+		},
 		// WebSocket upgrades on every route, as Envoy Gateway and Istio
 		// enable them: a Service port needs no appProtocol kubernetes.io/ws.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: webSocketUpgrade}},
@@ -111,6 +124,9 @@ type listenerFilters struct {
 	// buffer: a route of the listener limits request bodies
 	// (trafficpolicy.go).
 	buffer bool
+	// grpcWeb: a route of the gateway listener forwards to a gRPC (HTTP/2)
+	// backend (grpcweb.go).
+	grpcWeb bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -124,11 +140,20 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
-// the order requests meet them: authorization first (the deny, then the
+// the order requests meet them: the gRPC-Web translation first (it sees
+// every response), then authorization (the deny, then the
 // allow filter: a denied request goes no further), then the header
 // mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
+	if want.grpcWeb {
+		// First: it translates every response the others answer too.
+		gw, err := grpcWebFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, gw)
+	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)
 		if err != nil {

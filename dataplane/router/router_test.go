@@ -735,7 +735,9 @@ func TestGRPCMatchOption(t *testing.T) {
 		{"application/grpc", "grpc"},
 		{"application/grpc+proto", "grpc"},
 		{"application/GRPC;charset=utf-8", "grpc"},
-		{"application/grpc-web", "http"},
+		{"application/grpc-web", "grpc"}, // chosen before the grpc_web filter translates it
+		{"application/grpc-web-text+proto", "grpc"},
+		{"application/grpcx", "http"},
 		{"application/json", "http"},
 		{"", "http"},
 	}

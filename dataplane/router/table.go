@@ -150,7 +150,9 @@ type routeMatch struct {
 	headers       []match.Header
 	queries       []queryMatcher
 	// grpc: the request must be gRPC (Envoy's RouteMatch grpc option: a
-	// content-type of application/grpc or application/grpc+...).
+	// content-type of application/grpc or application/grpc+...), or
+	// gRPC-Web, which the grpc_web filter makes gRPC after the route is
+	// chosen.
 	grpc bool
 }
 

@@ -162,6 +162,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 	}
 	extendTraffic(subset)
 	extendUpgrade(subset)
+	extendHTTP2(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
 	for _, f := range filters {

@@ -111,6 +111,9 @@ type listenerFilters struct {
 	// buffer: a route of the listener limits request bodies
 	// (trafficpolicy.go).
 	buffer bool
+	// responseLimit: a route of the listener limits response bodies
+	// (trafficpolicy.go).
+	responseLimit bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -152,6 +155,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.buffer {
 		f, err := bufferFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.responseLimit {
+		f, err := responseLimitFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

@@ -106,6 +106,8 @@ type listenerFilters struct {
 	authorization *model.Authorization
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
+	// cors: a route of the listener has a CORS filter (cors.go).
+	cors bool
 	// fault: a route of the listener injects faults (trafficpolicy.go).
 	fault bool
 	// buffer: a route of the listener limits request bodies
@@ -123,15 +125,24 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 	for _, r := range rules {
 		f.rbac = f.rbac || r.Authorization != nil
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
+		f.cors = f.cors || hasCORS(r)
 	}
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
-// the order requests meet them: authorization first (the deny, then the
-// allow filter: a denied request goes no further), then the header
-// mutation filter.
+// the order requests meet them: CORS first (a preflight is answered before
+// anything else), then authorization (the deny, then the allow filter: a
+// denied request goes no further), then the header mutation, fault,
+// buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
+	if want.cors {
+		f, err := corsFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)
 		if err != nil {

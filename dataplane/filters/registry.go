@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
+	"github.com/meshgate/meshgate/dataplane/filters/cors"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
@@ -54,10 +55,11 @@ type Registry struct {
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
-// body limits) and meshgate's response limit (a TypedStruct of
-// responselimit.TypeURL: response body limits).
+// body limits), CORS (cors.v3.Cors) and meshgate's response limit (a
+// TypedStruct of responselimit.TypeURL: response body limits).
 func Default() *Registry {
-	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), responselimit.Factory())
+	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), cors.Factory(),
+		responselimit.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

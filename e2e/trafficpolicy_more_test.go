@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTrafficPolicyFaultDelayAndGRPCAbort: a TrafficPolicy fault section
+// with a delay and a gRPC abort, both for every request carrying X-Chaos:
+// such a request is held at least the delay and answered by the proxy
+// with grpc-status 14 (UNAVAILABLE), never reaching the service; a
+// request without the header is served as usual. The same at the gateway
+// and at a sidecar.
+func TestTrafficPolicyFaultDelayAndGRPCAbort(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	svc := startTestBackend(c, "chaos", nil)
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("chaos"), meshServices("client"), serviceOf("chaos", "chaos"),
+		trafficPolicy("chaos-faults", "chaos", `
+  faultInjection:
+    delay: {fixed: 300ms, percent: 100}
+    abort: {grpcStatus: 14, percent: 100}
+    onlyWithHeader: {name: x-chaos, value: "on"}
+`)))
+	c.startControlPlane()
+	const delay = 300 * time.Millisecond
+	for _, e := range startBothEntries(c, "chaos") {
+		before := svc.requests.Load()
+		start := time.Now()
+		r, err := e.get("/", "X-Chaos: on")
+		elapsed := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s: %v", e.name, err)
+		}
+		if r.status != http.StatusOK || r.header.Get("Grpc-Status") != "14" || !strings.HasPrefix(r.header.Get("Content-Type"), "application/grpc") {
+			t.Errorf("%s: with X-Chaos: %d, headers %v; want 200 with grpc-status 14", e.name, r.status, r.header)
+		}
+		if elapsed < delay {
+			t.Errorf("%s: with X-Chaos: answered after %v, want at least the %v delay", e.name, elapsed, delay)
+		}
+		if got := svc.requests.Load() - before; got != 0 {
+			t.Errorf("%s: the service received %d aborted requests, want none", e.name, got)
+		}
+		r, err = e.get("/")
+		if err != nil || r.status != http.StatusOK || r.header.Get("Grpc-Status") != "" || r.body != "chaos" {
+			t.Errorf("%s: without X-Chaos: %v %+v; want the service's 200", e.name, err, r)
+		}
+	}
+}
+
+// TestTrafficPolicyCookieHash: a ring hash on a cookie the proxy sets
+// when the request has none: the first response of a client carries
+// Set-Cookie, and every request with that cookie goes to one instance of
+// three (50 requests), at the gateway and at a sidecar.
+func TestTrafficPolicyCookieHash(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	for _, n := range []string{"s1", "s2", "s3"} {
+		startTestBackend(c, n, nil)
+	}
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("sticky"), meshServices("client"), serviceOf("sticky", "s1", "s2", "s3"),
+		trafficPolicy("sticky-cookie", "sticky", `
+  loadBalancer:
+    type: RingHash
+    hash: {cookie: {name: session, ttl: 1h, path: /}}
+`)))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "sticky") {
+		var cookie string
+		eventually(t, 15*time.Second, e.name+": a session cookie", func() error {
+			r, err := e.get("/")
+			if err != nil {
+				return err
+			}
+			for _, sc := range r.header.Values("Set-Cookie") {
+				if strings.HasPrefix(sc, "session=") {
+					cookie, _, _ = strings.Cut(sc, ";")
+					return nil
+				}
+			}
+			return fmt.Errorf("no session cookie in %v", r.header)
+		})
+		seen := map[string]int{}
+		for range 50 {
+			r, err := e.get("/", "Cookie: "+cookie)
+			if err != nil {
+				t.Fatalf("%s: %v", e.name, err)
+			}
+			if r.header.Get("Set-Cookie") != "" {
+				t.Errorf("%s: a request with the cookie got Set-Cookie %q", e.name, r.header.Get("Set-Cookie"))
+			}
+			seen[r.header.Get("X-Backend")]++
+		}
+		if len(seen) != 1 {
+			t.Errorf("%s: 50 requests with %s went to %v, want one instance", e.name, cookie, seen)
+		}
+	}
+}
+
+// TestTrafficPolicyRetriesIdempotentOnly: a TrafficPolicy retrying 5xx
+// twice, against an instance that always answers 503: a GET is tried
+// three times, a POST (not idempotent, not in the default methods) once,
+// and a POST is retried too once the policy lists it. The same at the
+// gateway and at a sidecar.
+func TestTrafficPolicyRetriesIdempotentOnly(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	down := startTestBackend(c, "down", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/" {
+			return false // the entry points' readiness check
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	})
+	policyWith := func(methods string) string {
+		return yamlDocs(edgeGateway, routeTo("flaky"), meshServices("client"), serviceOf("flaky", "down"),
+			trafficPolicy("flaky-retry", "flaky", `
+  retry: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms}`+methods+`}
+`))
+	}
+	c.policy("traffic.yaml", policyWith(""))
+	c.startControlPlane()
+	entries := startBothEntries(c, "flaky")
+	tries := func(e entryPoint, method string) int64 {
+		t.Helper()
+		before := down.requests.Load()
+		r, err := do(method, e.base+"/fail", e.headers...)
+		if err != nil || r.status != http.StatusServiceUnavailable {
+			t.Fatalf("%s: %s: %v %+v; want the instance's 503", e.name, method, err, r)
+		}
+		return down.requests.Load() - before
+	}
+	for _, e := range entries {
+		if got := tries(e, http.MethodGet); got != 3 {
+			t.Errorf("%s: GET tried %d times, want 3", e.name, got)
+		}
+		if got := tries(e, http.MethodPost); got != 1 {
+			t.Errorf("%s: POST tried %d times, want 1 (not retried)", e.name, got)
+		}
+	}
+	c.policy("traffic.yaml", policyWith(", methods: [GET, POST]"))
+	for _, e := range entries {
+		eventually(t, 15*time.Second, e.name+": POST retried", func() error {
+			if got := tries(e, http.MethodPost); got != 3 {
+				return fmt.Errorf("POST tried %d times, want 3", got)
+			}
+			return nil
+		})
+	}
+}

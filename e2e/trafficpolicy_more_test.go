@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -146,6 +148,63 @@ func TestTrafficPolicyRetriesIdempotentOnly(t *testing.T) {
 		eventually(t, 15*time.Second, e.name+": POST retried", func() error {
 			if got := tries(e, http.MethodPost); got != 3 {
 				return fmt.Errorf("POST tried %d times, want 3", got)
+			}
+			return nil
+		})
+	}
+}
+
+// TestTrafficPolicyEjectedInstanceComesBack: an instance ejected by
+// outlier detection (consecutive 5xx) gets no traffic while ejected, and
+// once it answers again it comes back after the base ejection time: it is
+// no longer ejected and receives requests. At the gateway and at a
+// sidecar (each proxy ejects on its own).
+func TestTrafficPolicyEjectedInstanceComesBack(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var failing atomic.Bool
+	flaky := startTestBackend(c, "flaky", func(_ *testBackend, w http.ResponseWriter, _ *http.Request) bool {
+		if failing.Load() {
+			http.Error(w, "failing", http.StatusInternalServerError)
+			return true
+		}
+		return false
+	})
+	startTestBackend(c, "steady", nil)
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), meshServices("client"), serviceOf("echo", "flaky", "steady"),
+		trafficPolicy("echo-outliers", "echo", `
+  outlierDetection: {consecutive5xx: 3, interval: 100ms, baseEjectionTime: 1s, maxEjectionPercent: 50}
+`)))
+	c.startControlPlane()
+	entries := startBothEntries(c, "echo")
+	failing.Store(true)
+	for _, e := range entries {
+		eventually(t, 15*time.Second, e.name+": the failing instance ejected", func() error {
+			for range 10 {
+				if _, err := e.get("/"); err != nil {
+					return err
+				}
+			}
+			if s, err := endpointState(e.admin, flaky.addr); err != nil || !s.Ejected {
+				return fmt.Errorf("not ejected: %+v %v", s, err)
+			}
+			return nil
+		})
+	}
+	failing.Store(false)
+	for _, e := range entries {
+		eventually(t, 15*time.Second, e.name+": the instance back", func() error {
+			before := flaky.requests.Load()
+			for range 10 {
+				if r, err := e.get("/"); err != nil || r.status != http.StatusOK {
+					return fmt.Errorf("%v %+v", err, r)
+				}
+			}
+			if s, err := endpointState(e.admin, flaky.addr); err != nil || s.Ejected {
+				return fmt.Errorf("still ejected: %+v %v", s, err)
+			}
+			if flaky.requests.Load() == before {
+				return errors.New("no request reached it")
 			}
 			return nil
 		})

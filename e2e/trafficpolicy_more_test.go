@@ -210,3 +210,60 @@ func TestTrafficPolicyEjectedInstanceComesBack(t *testing.T) {
 		})
 	}
 }
+
+// TestTrafficPolicyTCPHealthCheck: an active TCP health check marks an
+// instance that accepts no connections failing (the other passing) and
+// sends it no requests; once it listens, its check passes and it gets
+// requests again. At the gateway and at a sidecar.
+func TestTrafficPolicyTCPHealthCheck(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	up := startTestBackend(c, "up", nil)
+	c.addr("late") // reserved: nothing listens there yet
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), meshServices("client"), serviceOf("echo", "up", "late"),
+		trafficPolicy("echo-tcp-check", "echo", `
+  healthCheck: {tcp: {}, interval: 200ms, timeout: 1s, unhealthyThreshold: 2, healthyThreshold: 1}
+`)))
+	c.startControlPlane()
+	entries := startBothEntries(c, "echo")
+	checks := func(e entryPoint) (string, string, error) {
+		u, err := endpointState(e.admin, up.addr)
+		if err != nil {
+			return "", "", err
+		}
+		l, err := endpointState(e.admin, c.addr("late"))
+		return u.ActiveCheck, l.ActiveCheck, err
+	}
+	for _, e := range entries {
+		eventually(t, 15*time.Second, e.name+": the closed instance failing its check", func() error {
+			u, l, err := checks(e)
+			if err == nil && (u != "passing" || l != "failing") {
+				err = fmt.Errorf("checks: up %q, late %q", u, l)
+			}
+			return err
+		})
+		for i := range 20 {
+			if r, err := e.get("/"); err != nil || r.status != http.StatusOK || r.header.Get("X-Backend") != "up" {
+				t.Fatalf("%s: request %d: %v %+v; want the passing instance's 200", e.name, i, err, r)
+			}
+		}
+	}
+	late := startTestBackend(c, "late", nil)
+	for _, e := range entries {
+		eventually(t, 15*time.Second, e.name+": the instance passing once it listens, and served", func() error {
+			if _, l, err := checks(e); err != nil || l != "passing" {
+				return fmt.Errorf("late %q %v", l, err)
+			}
+			before := late.requests.Load()
+			for range 10 {
+				if _, err := e.get("/"); err != nil {
+					return err
+				}
+			}
+			if late.requests.Load() == before {
+				return errors.New("no request reached it")
+			}
+			return nil
+		})
+	}
+}

@@ -338,3 +338,71 @@ func TestTrafficPolicyLeastRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestTrafficPolicyRequestAndIdleTimeouts: a TrafficPolicy with a request
+// timeout of 2s and a downstream idle timeout of 500ms. A request the
+// service never answers gets 504 once nothing moved for the idle timeout;
+// a response whose body stops moving is cut short (never complete); a
+// response moving a byte every 100ms completes when it takes 500ms, and is
+// cut short at the request timeout when it would take 3s. At the gateway
+// and at a sidecar.
+func TestTrafficPolicyRequestAndIdleTimeouts(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	startTestBackend(c, "slow", func(b *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		drip := func(n int) {
+			w.Header().Set("X-Backend", "slow")
+			for range n {
+				_, _ = w.Write([]byte("x"))
+				http.NewResponseController(w).Flush() //nolint:errcheck // the proxy may have gone
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		switch r.URL.Path {
+		case "/hang": // never answers
+			b.hang(r)
+		case "/stall": // a head and a first byte, then nothing
+			drip(1)
+			b.hang(r)
+		case "/drip-500ms":
+			drip(5)
+		case "/drip-3s":
+			drip(30)
+		default:
+			return false
+		}
+		return true
+	})
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("slow"), meshServices("client"), serviceOf("slow", "slow"),
+		trafficPolicy("slow-timeouts", "slow", `
+  timeouts: {request: 2s, idle: {downstream: 500ms}}
+`)))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "slow") {
+		start := time.Now()
+		r, err := e.get("/hang")
+		if err != nil || r.status != http.StatusGatewayTimeout {
+			t.Errorf("%s: a request never answered: %v %+v; want 504", e.name, err, r)
+		}
+		if elapsed := time.Since(start); elapsed < 500*time.Millisecond {
+			t.Errorf("%s: the 504 came after %v, before the 500ms idle timeout", e.name, elapsed)
+		}
+		if r, err := e.get("/stall"); err == nil {
+			t.Errorf("%s: a stalled response completed: %d %q; want it cut short", e.name, r.status, r.body)
+		}
+		if r, err := e.get("/drip-500ms"); err != nil || r.status != http.StatusOK || r.body != strings.Repeat("x", 5) {
+			t.Errorf("%s: a response moving every 100ms for 500ms: %v %+v; want it whole", e.name, err, r)
+		}
+		start = time.Now()
+		if r, err := e.get("/drip-3s"); err == nil {
+			t.Errorf("%s: a response moving every 100ms for 3s completed: %d %q; want it cut at the 2s request timeout", e.name, r.status, r.body)
+		}
+		if elapsed := time.Since(start); elapsed < 2*time.Second {
+			t.Errorf("%s: the 3s response was cut after %v, before the 2s request timeout", e.name, elapsed)
+		}
+	}
+}

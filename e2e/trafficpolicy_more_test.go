@@ -406,3 +406,85 @@ func TestTrafficPolicyRequestAndIdleTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// TestTrafficPolicyBalancers: Maglev on a header sends each key to one
+// instance of three (and different keys spread), a ring hash on the
+// source IP sends one client to one instance, and Random spreads over
+// both instances; through the gateway (a rule per service) and a sidecar
+// (by Host).
+func TestTrafficPolicyBalancers(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	for _, n := range []string{"mg-1", "mg-2", "mg-3", "sip-1", "sip-2", "sip-3", "rnd-1", "rnd-2"} {
+		startTestBackend(c, n, nil)
+	}
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, meshServices("client"),
+		serviceOf("mg", "mg-1", "mg-2", "mg-3"), serviceOf("sip", "sip-1", "sip-2", "sip-3"), serviceOf("rnd", "rnd-1", "rnd-2"),
+		trafficPolicy("mg-lb", "mg", "  loadBalancer: {type: Maglev, hash: {header: x-user}}\n"),
+		trafficPolicy("sip-lb", "sip", "  loadBalancer: {type: RingHash, hash: {sourceIP: true}}\n"),
+		trafficPolicy("rnd-lb", "rnd", "  loadBalancer: {type: Random}\n"), `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: balancers}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /mg}}]
+      backendRefs: [{name: mg, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /sip}}]
+      backendRefs: [{name: sip, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /rnd}}]
+      backendRefs: [{name: rnd, port: 80}]
+`))
+	c.startControlPlane()
+	c.startInstance(c.sidecar, "client", "client", "v1")
+	c.gateway("edge")
+	gw, out := "http://"+c.addr("gw"), "http://"+c.addr("client-out")
+	answered := func(r *response) error {
+		if r.status != http.StatusOK || r.header.Get("X-Backend") == "" {
+			return fmt.Errorf("%d %.200s", r.status, r.body)
+		}
+		return nil
+	}
+	for _, svc := range []string{"mg", "sip", "rnd"} {
+		c.expectEventually(svc+" via the gateway", 15*time.Second, gw+"/"+svc, nil, answered)
+		c.expectEventually(svc+" via the sidecar", 15*time.Second, out+"/"+svc, []string{"Host: " + svc}, answered)
+	}
+	backends := func(entry, svc string, n int, headers ...string) map[string]int {
+		t.Helper()
+		url := gw + "/" + svc
+		if entry == "sidecar" {
+			url, headers = out+"/"+svc, append(headers, "Host: "+svc)
+		}
+		seen := map[string]int{}
+		for range n {
+			r, err := get(url, headers...)
+			if err != nil || r.status != http.StatusOK {
+				t.Fatalf("%s: %s: %v %+v", entry, svc, err, r)
+			}
+			seen[r.header.Get("X-Backend")]++
+		}
+		return seen
+	}
+	for _, entry := range []string{"gateway", "sidecar"} {
+		keys := map[string]bool{}
+		for _, user := range []string{"alice", "bob", "carol", "dave", "erin", "frank"} {
+			seen := backends(entry, "mg", 20, "X-User: "+user)
+			if len(seen) != 1 {
+				t.Errorf("%s: Maglev: user %s went to %v, want one instance", entry, user, seen)
+			}
+			for b := range seen {
+				keys[b] = true
+			}
+		}
+		if len(keys) < 2 {
+			t.Errorf("%s: Maglev: 6 users all went to %v, want them spread", entry, keys)
+		}
+		if seen := backends(entry, "sip", 30); len(seen) != 1 {
+			t.Errorf("%s: source IP hash: one client went to %v, want one instance", entry, seen)
+		}
+		if seen := backends(entry, "rnd", 100); len(seen) != 2 || seen["rnd-1"] < 20 || seen["rnd-2"] < 20 {
+			t.Errorf("%s: Random: 100 requests went to %v, want both instances (at least 20 each)", entry, seen)
+		}
+	}
+}

@@ -488,3 +488,42 @@ spec:
 		}
 	}
 }
+
+// TestTrafficPolicyRetriableStatusCodes: retryOn retriable-status-codes
+// with 409: a 409 is retried (three tries with attempts 2), a 500 is not
+// (one try). At the gateway and at a sidecar.
+func TestTrafficPolicyRetriableStatusCodes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	codes := startTestBackend(c, "codes", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		switch r.URL.Path {
+		case "/conflict":
+			w.WriteHeader(http.StatusConflict)
+		case "/error":
+			w.WriteHeader(http.StatusInternalServerError)
+		default:
+			return false
+		}
+		return true
+	})
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("codes"), meshServices("client"), serviceOf("codes", "codes"),
+		trafficPolicy("codes-retry", "codes", `
+  retry: {attempts: 2, retryOn: [retriable-status-codes], retriableStatusCodes: [409], backoff: {base: 1ms}}
+`)))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "codes") {
+		for path, want := range map[string]struct {
+			status int
+			tries  int64
+		}{"/conflict": {http.StatusConflict, 3}, "/error": {http.StatusInternalServerError, 1}} {
+			before := codes.requests.Load()
+			r, err := e.get(path)
+			if err != nil || r.status != want.status {
+				t.Fatalf("%s: %s: %v %+v; want %d", e.name, path, err, r, want.status)
+			}
+			if got := codes.requests.Load() - before; got != want.tries {
+				t.Errorf("%s: %s tried %d times, want %d", e.name, path, got, want.tries)
+			}
+		}
+	}
+}

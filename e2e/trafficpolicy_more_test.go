@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -523,6 +524,69 @@ func TestTrafficPolicyRetriableStatusCodes(t *testing.T) {
 			}
 			if got := codes.requests.Load() - before; got != want.tries {
 				t.Errorf("%s: %s tried %d times, want %d", e.name, path, got, want.tries)
+			}
+		}
+	}
+}
+
+// TestTrafficPolicyMaxConnections: a circuit breaker of one connection:
+// while a request holds the cluster's one connection, another request is
+// refused at once (503, x-meshgate-overloaded: max_connections); once it
+// is released, requests are served again on that connection. At the
+// gateway and at a sidecar.
+func TestTrafficPolicyMaxConnections(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var held atomic.Int64
+	var mu sync.Mutex
+	gate := make(chan struct{})
+	startTestBackend(c, "one", func(b *testBackend, _ http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/hold" {
+			return false
+		}
+		mu.Lock()
+		g := gate
+		mu.Unlock()
+		held.Add(1)
+		defer held.Add(-1)
+		select {
+		case <-g:
+		case <-b.closed:
+		case <-r.Context().Done():
+		}
+		return false
+	})
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("one"), meshServices("client"), serviceOf("one", "one"),
+		trafficPolicy("one-connection", "one", `
+  circuitBreaker: {maxConnections: 1}
+`)))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "one") {
+		done := make(chan *response, 1)
+		go func() {
+			r, _ := e.get("/hold")
+			done <- r
+		}()
+		eventually(t, 10*time.Second, e.name+": a request holding the connection", func() error {
+			if held.Load() != 1 {
+				return errors.New("not held yet")
+			}
+			return nil
+		})
+		r, err := e.get("/other")
+		if err != nil || r.status != http.StatusServiceUnavailable || r.header.Get("X-Meshgate-Overloaded") != "max_connections" {
+			t.Errorf("%s: a request while the connection is held: %v %+v; want 503 max_connections", e.name, err, r)
+		}
+		mu.Lock()
+		close(gate)
+		gate = make(chan struct{})
+		mu.Unlock()
+		if r := <-done; r == nil || r.status != http.StatusOK {
+			t.Errorf("%s: the held request: %+v, want 200", e.name, r)
+		}
+		for i := range 10 {
+			if r, err := e.get("/after"); err != nil || r.status != http.StatusOK {
+				t.Fatalf("%s: request %d after the release: %v %+v", e.name, i, err, r)
 			}
 		}
 	}

@@ -591,3 +591,54 @@ func TestTrafficPolicyMaxConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestTrafficPolicyHTTPCheckStatusesAndHost: an active HTTP check with a
+// host and expected statuses: the instance answering the check 204 for
+// that host passes, the one answering 200 fails (200 is not expected) and
+// gets no requests. At the gateway and at a sidecar.
+func TestTrafficPolicyHTTPCheckStatusesAndHost(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	check := func(status int) func(*testBackend, http.ResponseWriter, *http.Request) bool {
+		return func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+			if r.URL.Path != "/healthz" {
+				return false
+			}
+			if r.Host != "checks.local" {
+				w.WriteHeader(http.StatusMisdirectedRequest)
+				return true
+			}
+			w.WriteHeader(status)
+			return true
+		}
+	}
+	good := startTestBackend(c, "answers-204", check(http.StatusNoContent))
+	bad := startTestBackend(c, "answers-200", check(http.StatusOK))
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("checked"), meshServices("client"), serviceOf("checked", "answers-204", "answers-200"),
+		trafficPolicy("checked-http", "checked", `
+  healthCheck: {http: {path: /healthz, host: checks.local, expectedStatuses: [204]}, interval: 200ms, timeout: 1s, unhealthyThreshold: 1}
+`)))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "checked") {
+		eventually(t, 15*time.Second, e.name+": checks", func() error {
+			g, err := endpointState(e.admin, good.addr)
+			if err != nil {
+				return err
+			}
+			b, err := endpointState(e.admin, bad.addr)
+			if err == nil && (g.ActiveCheck != "passing" || b.ActiveCheck != "failing") {
+				err = fmt.Errorf("204 for checks.local: %q, 200: %q", g.ActiveCheck, b.ActiveCheck)
+			}
+			return err
+		})
+		before := bad.requests.Load()
+		for i := range 20 {
+			if r, err := e.get("/"); err != nil || r.status != http.StatusOK || r.header.Get("X-Backend") != "answers-204" {
+				t.Fatalf("%s: request %d: %v %+v; want the passing instance", e.name, i, err, r)
+			}
+		}
+		if got := bad.requests.Load() - before; got != 0 {
+			t.Errorf("%s: the failing instance received %d requests", e.name, got)
+		}
+	}
+}

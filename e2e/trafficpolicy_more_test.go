@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -640,5 +641,106 @@ func TestTrafficPolicyHTTPCheckStatusesAndHost(t *testing.T) {
 		if got := bad.requests.Load() - before; got != 0 {
 			t.Errorf("%s: the failing instance received %d requests", e.name, got)
 		}
+	}
+}
+
+// ejectionState is the ejection part of an endpoint in /clusters.
+type ejectionState struct {
+	Address      string     `json:"address"`
+	Ejected      bool       `json:"ejected"`
+	EjectedUntil *time.Time `json:"ejected_until"`
+	TimesEjected int64      `json:"times_ejected"`
+}
+
+// ejectionOf is the ejection state of the endpoint at addr in a proxy's
+// /clusters.
+func ejectionOf(admin, addr string) (ejectionState, error) {
+	resp, err := client.Get("http://" + admin + "/clusters")
+	if err != nil {
+		return ejectionState{}, err
+	}
+	defer resp.Body.Close()
+	var dump struct {
+		Clusters []struct {
+			Endpoints []ejectionState `json:"endpoints"`
+		} `json:"clusters"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil {
+		return ejectionState{}, err
+	}
+	for _, c := range dump.Clusters {
+		for _, e := range c.Endpoints {
+			if e.Address == addr {
+				return e, nil
+			}
+		}
+	}
+	return ejectionState{}, fmt.Errorf("no endpoint %s at %s", addr, admin)
+}
+
+// TestTrafficPolicyEjectionTimeGrows: an instance ejected a second time is
+// ejected for twice the base ejection time (Envoy's base × number of
+// ejections): /clusters counts two ejections, and right after the second
+// one it is ejected for more than the base time.
+func TestTrafficPolicyEjectionTimeGrows(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var failing atomic.Bool
+	flaky := startTestBackend(c, "flaky", func(_ *testBackend, w http.ResponseWriter, _ *http.Request) bool {
+		if failing.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return true
+		}
+		return false
+	})
+	startTestBackend(c, "steady", nil)
+	const base = 2 * time.Second
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), serviceOf("echo", "flaky", "steady"),
+		trafficPolicy("echo-outliers", "echo", `
+  outlierDetection: {consecutive5xx: 2, interval: 100ms, baseEjectionTime: 2s, maxEjectionPercent: 50}
+`)))
+	c.startControlPlane()
+	c.gateway("edge")
+	gw, admin := "http://"+c.addr("gw")+"/", c.addr("gateway-admin-edge")
+	c.expectEventually("echo via the gateway", 15*time.Second, gw, nil, func(r *response) error {
+		if r.status != http.StatusOK {
+			return fmt.Errorf("%d", r.status)
+		}
+		return nil
+	})
+	failing.Store(true)
+	// ejectAgain sends requests until the instance is ejected for the n-th
+	// time, and returns its state seen right then.
+	ejectAgain := func(n int64) ejectionState {
+		var s ejectionState
+		eventually(t, 20*time.Second, fmt.Sprintf("ejection %d", n), func() error {
+			for range 20 {
+				if _, err := get(gw); err != nil {
+					return err
+				}
+				var err error
+				if s, err = ejectionOf(admin, flaky.addr); err != nil {
+					return err
+				}
+				if s.Ejected && s.TimesEjected == n {
+					return nil
+				}
+			}
+			return fmt.Errorf("state %+v", s)
+		})
+		return s
+	}
+	first := ejectAgain(1)
+	eventually(t, 20*time.Second, "back after the first ejection", func() error {
+		if s, err := ejectionOf(admin, flaky.addr); err != nil || s.Ejected {
+			return fmt.Errorf("%+v %v", s, err)
+		}
+		return nil
+	})
+	second := ejectAgain(2)
+	seen := time.Now()
+	if second.EjectedUntil == nil || second.EjectedUntil.Sub(seen) <= base {
+		t.Errorf("second ejection until %v, seen at %v: want more than the base %v left (first: until %v)",
+			second.EjectedUntil, seen, base, first.EjectedUntil)
 	}
 }

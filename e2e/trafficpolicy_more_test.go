@@ -744,3 +744,63 @@ func TestTrafficPolicyEjectionTimeGrows(t *testing.T) {
 			second.EjectedUntil, seen, base, first.EjectedUntil)
 	}
 }
+
+// TestTrafficPolicySuccessRateEjects: outlier detection by success rate
+// (one standard deviation) ejects the one instance of three that fails
+// half its requests, and only it; it then gets no requests.
+func TestTrafficPolicySuccessRateEjects(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var n atomic.Int64
+	flaky := startTestBackend(c, "flaky", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/" && n.Add(1)%2 == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return true
+		}
+		return false
+	})
+	good := []*testBackend{startTestBackend(c, "good-1", nil), startTestBackend(c, "good-2", nil)}
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), serviceOf("echo", "good-1", "good-2", "flaky"),
+		trafficPolicy("echo-success-rate", "echo", `
+  outlierDetection:
+    successRate: {minHosts: 3, requestVolume: 10, stdevFactor: 1000}
+    interval: 200ms
+    baseEjectionTime: 1m
+    maxEjectionPercent: 34
+`)))
+	c.startControlPlane()
+	c.gateway("edge")
+	gw, admin := "http://"+c.addr("gw"), c.addr("gateway-admin-edge")
+	c.expectEventually("echo via the gateway", 15*time.Second, gw+"/", nil, func(r *response) error {
+		if r.status != http.StatusOK {
+			return fmt.Errorf("%d", r.status)
+		}
+		return nil
+	})
+	eventually(t, 20*time.Second, "the instance failing half its requests ejected", func() error {
+		for range 30 {
+			if _, err := get(gw + "/work"); err != nil {
+				return err
+			}
+		}
+		e, err := endpointState(admin, flaky.addr)
+		if err == nil && !e.Ejected {
+			err = fmt.Errorf("not ejected: %+v", e)
+		}
+		return err
+	})
+	for _, g := range good {
+		if e, err := endpointState(admin, g.addr); err != nil || e.Ejected {
+			t.Errorf("instance %s: %+v %v, want not ejected", g.name, e, err)
+		}
+	}
+	before := flaky.requests.Load()
+	for i := range 30 {
+		if r, err := get(gw + "/work"); err != nil || r.status != http.StatusOK {
+			t.Fatalf("request %d after the ejection: %v %+v", i, err, r)
+		}
+	}
+	if got := flaky.requests.Load() - before; got != 0 {
+		t.Errorf("the ejected instance received %d of 30 requests", got)
+	}
+}

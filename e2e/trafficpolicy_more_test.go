@@ -804,3 +804,49 @@ func TestTrafficPolicySuccessRateEjects(t *testing.T) {
 		t.Errorf("the ejected instance received %d of 30 requests", got)
 	}
 }
+
+// TestTrafficPolicySlowStart: with a 60s slow start window, an instance
+// that joins a running service gets a small share of the requests at
+// first (10% of its share, growing), not round robin's half: under a
+// third of 100 requests just after it joined. At the gateway.
+func TestTrafficPolicySlowStart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	startTestBackend(c, "old", nil)
+	joined := startTestBackend(c, "new", nil)
+	policy := func(names ...string) string {
+		return yamlDocs(edgeGateway, routeTo("warm"), serviceOf("warm", names...), trafficPolicy("warm-slow-start", "warm", `
+  loadBalancer: {type: RoundRobin, slowStart: {window: 60s}}
+`))
+	}
+	c.policy("traffic.yaml", policy("old"))
+	c.startControlPlane()
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw") + "/"
+	c.expectEventually("warm via the gateway", 15*time.Second, gw, nil, func(r *response) error {
+		if r.status != http.StatusOK {
+			return fmt.Errorf("%d", r.status)
+		}
+		return nil
+	})
+	c.policy("traffic.yaml", policy("old", "new"))
+	eventually(t, 15*time.Second, "the new instance in the cluster", func() error {
+		for range 20 {
+			if r, err := get(gw); err != nil || r.header.Get("X-Backend") == "new" {
+				return err
+			}
+		}
+		return errors.New("no request reached it yet")
+	})
+	before := joined.requests.Load()
+	for i := range 100 {
+		if r, err := get(gw); err != nil || r.status != http.StatusOK {
+			t.Fatalf("request %d: %v %+v", i, err, r)
+		}
+	}
+	got := joined.requests.Load() - before
+	t.Logf("the instance in slow start got %d of 100 requests", got)
+	if got >= 33 {
+		t.Errorf("the instance in slow start got %d of 100 requests, want under a third (round robin: half)", got)
+	}
+}

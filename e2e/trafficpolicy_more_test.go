@@ -850,3 +850,75 @@ func TestTrafficPolicySlowStart(t *testing.T) {
 		t.Errorf("the instance in slow start got %d of 100 requests, want under a third (round robin: half)", got)
 	}
 }
+
+// TestTrafficPolicyMaxRetries: a circuit breaker of one retry in flight:
+// while one request's retry is held at the service, another request that
+// fails is not retried (its client gets the 503 of its one try), and the
+// refusal is counted (max_retries); the held retry then succeeds. At the
+// gateway and at a sidecar.
+func TestTrafficPolicyMaxRetries(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	var held atomic.Int64
+	var mu sync.Mutex
+	gate := make(chan struct{})
+	svc := startTestBackend(c, "retried", func(b *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/" {
+			return false
+		}
+		if r.Header.Get("X-Envoy-Attempt-Count") == "1" {
+			w.WriteHeader(http.StatusServiceUnavailable) // every first try fails
+			return true
+		}
+		if r.URL.Path == "/hold" { // its retry waits for the gate
+			mu.Lock()
+			g := gate
+			mu.Unlock()
+			held.Add(1)
+			defer held.Add(-1)
+			select {
+			case <-g:
+			case <-b.closed:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("retried"), meshServices("client"), serviceOf("retried", "retried"),
+		trafficPolicy("retried-breaker", "retried", `
+  retry: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms}, attemptsHeader: true}
+  circuitBreaker: {maxRetries: 1}
+`)))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "retried") {
+		done := make(chan *response, 1)
+		go func() {
+			r, _ := e.get("/hold")
+			done <- r
+		}()
+		eventually(t, 10*time.Second, e.name+": a retry held", func() error {
+			if held.Load() != 1 {
+				return errors.New("not held yet")
+			}
+			return nil
+		})
+		before := svc.requests.Load()
+		r, err := e.get("/other")
+		if err != nil || r.status != http.StatusServiceUnavailable {
+			t.Errorf("%s: a failing request while a retry is in flight: %v %+v; want its own 503", e.name, err, r)
+		}
+		if got := svc.requests.Load() - before; got != 1 {
+			t.Errorf("%s: the failing request was tried %d times, want 1 (its retry refused)", e.name, got)
+		}
+		mu.Lock()
+		close(gate)
+		gate = make(chan struct{})
+		mu.Unlock()
+		if r := <-done; r == nil || r.status != http.StatusOK {
+			t.Errorf("%s: the held retry: %+v, want 200", e.name, r)
+		}
+		if overflows, err := clusterBreaker(e.admin, "retried"); err != nil || overflows["max_retries"] != 1 {
+			t.Errorf("%s: overflows %v %v, want one max_retries", e.name, overflows, err)
+		}
+	}
+}

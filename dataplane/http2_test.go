@@ -35,7 +35,9 @@ func withHTTP2Options(streams, streamWindow, connWindow, kb uint32) func(*snapsh
 
 // h2cSettings opens an h2c prior-knowledge connection to addr and returns
 // the server's first SETTINGS and the connection-level WINDOW_UPDATE it
-// sends with them (0 when none).
+// sends with them (0 when none): every frame before the answer to a PING
+// sent after the server acknowledged our SETTINGS (the server queues its
+// WINDOW_UPDATE and that acknowledgement in either order).
 func h2cSettings(t *testing.T, addr string) (map[http2.SettingID]uint32, uint32) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -62,7 +64,9 @@ func h2cSettings(t *testing.T, addr string) (map[http2.SettingID]uint32, uint32)
 		case *http2.SettingsFrame:
 			if f.IsAck() {
 				if sawSettings {
-					return settings, increment
+					if err := fr.WritePing(false, [8]byte{1}); err != nil {
+						t.Fatal(err)
+					}
 				}
 				continue
 			}
@@ -70,6 +74,10 @@ func h2cSettings(t *testing.T, addr string) (map[http2.SettingID]uint32, uint32)
 			_ = f.ForeachSetting(func(s http2.Setting) error { settings[s.ID] = s.Val; return nil })
 			if err := fr.WriteSettingsAck(); err != nil {
 				t.Fatal(err)
+			}
+		case *http2.PingFrame:
+			if f.IsAck() {
+				return settings, increment
 			}
 		case *http2.WindowUpdateFrame:
 			if f.StreamID == 0 {

@@ -627,6 +627,11 @@ func compileFilter(a *Action, f gwapiv1.HTTPRouteFilter) error {
 		if f.URLRewrite.Hostname != nil {
 			a.Rewrite.Hostname = string(*f.URLRewrite.Hostname)
 		}
+	case gwapiv1.HTTPRouteFilterCORS:
+		if f.CORS == nil {
+			return errors.New("cors: missing")
+		}
+		a.CORS = compileCORS(f.CORS)
 	case gwapiv1.HTTPRouteFilterRequestRedirect:
 		rr := f.RequestRedirect
 		if rr == nil {
@@ -988,4 +993,25 @@ func methodRank(r *Rule) int {
 		return 0
 	}
 	return 1
+}
+
+// compileCORS compiles a CORS filter.
+func compileCORS(f *gwapiv1.HTTPCORSFilter) *CORS {
+	c := &CORS{MaxAge: f.MaxAge, AllowCredentials: f.AllowCredentials != nil && *f.AllowCredentials}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultCORSMaxAge
+	}
+	for _, o := range f.AllowOrigins {
+		c.AllowOrigins = append(c.AllowOrigins, string(o))
+	}
+	for _, m := range f.AllowMethods {
+		c.AllowMethods = append(c.AllowMethods, string(m))
+	}
+	for _, h := range f.AllowHeaders {
+		c.AllowHeaders = append(c.AllowHeaders, string(h))
+	}
+	for _, h := range f.ExposeHeaders {
+		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
+	}
+	return c
 }

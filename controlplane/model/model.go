@@ -334,7 +334,26 @@ type Action struct {
 	Retry *Retry `json:"retry,omitempty"`
 	// Mirrors are the rule's RequestMirror filters, in order.
 	Mirrors []*Mirror `json:"mirrors,omitempty"`
+	// CORS is the rule's CORS filter; nil: none.
+	CORS *CORS `json:"cors,omitempty"`
 }
+
+// CORS is a rule's CORS filter (Gateway API HTTPCORSFilter), as written:
+// origins may hold wildcards ("*", "https://*.example.com"), methods and
+// headers may be "*".
+type CORS struct {
+	AllowOrigins     []string `json:"allowOrigins,omitempty"`
+	AllowMethods     []string `json:"allowMethods,omitempty"`
+	AllowHeaders     []string `json:"allowHeaders,omitempty"`
+	ExposeHeaders    []string `json:"exposeHeaders,omitempty"`
+	AllowCredentials bool     `json:"allowCredentials,omitempty"`
+	// MaxAge is how long a client may cache a preflight's answer, in
+	// seconds: 5 when the filter does not say (the Gateway API default).
+	MaxAge int32 `json:"maxAge"`
+}
+
+// DefaultCORSMaxAge is the Gateway API default of a CORS filter's maxAge.
+const DefaultCORSMaxAge = 5
 
 // Retry is a rule's retry stanza (Gateway API HTTPRouteRetry).
 type Retry struct {

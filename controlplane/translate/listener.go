@@ -119,6 +119,8 @@ type listenerFilters struct {
 	authorization *model.Authorization
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
+	// cors: a route of the listener has a CORS filter (cors.go).
+	cors bool
 	// fault: a route of the listener injects faults (trafficpolicy.go).
 	fault bool
 	// buffer: a route of the listener limits request bodies
@@ -127,6 +129,9 @@ type listenerFilters struct {
 	// grpcWeb: a route of the gateway listener forwards to a gRPC (HTTP/2)
 	// backend (grpcweb.go).
 	grpcWeb bool
+	// responseLimit: a route of the listener limits response bodies
+	// (trafficpolicy.go).
+	responseLimit bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -136,18 +141,26 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 	for _, r := range rules {
 		f.rbac = f.rbac || r.Authorization != nil
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
+		f.cors = f.cors || hasCORS(r)
 	}
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
-// the order requests meet them: the gRPC-Web translation first (it sees
-// every response), then authorization (the deny, then the
-// allow filter: a denied request goes no further), then the header
-// mutation filter.
+// the order requests meet them: CORS first (a preflight is answered before
+// anything else), then the gRPC-Web translation (it sees every response the
+// others answer), then authorization (the deny, then the allow filter: a
+// denied request goes no further), then the header mutation, fault,
+// buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
+	if want.cors {
+		f, err := corsFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
 	if want.grpcWeb {
-		// First: it translates every response the others answer too.
 		gw, err := grpcWebFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
@@ -177,6 +190,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.buffer {
 		f, err := bufferFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.responseLimit {
+		f, err := responseLimitFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

@@ -475,6 +475,9 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 		n, readErr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
+				if errors.Is(err, httpfilter.ErrResponseBodyTooLarge) {
+					return false // a filter answered in its stead, and logged why
+				}
 				entry.Fail(accesslog.DownstreamConnectionTermination, accesslog.DetailsDownstreamGone)
 				return false // the client went away
 			}

@@ -55,6 +55,8 @@ type RouteTraffic struct {
 	Retry      *TrafficRetry          `json:"retry,omitempty"`
 	Fault      *policy.FaultInjection `json:"fault,omitempty"`
 	BodyLimits *policy.BodyLimits     `json:"bodyLimits,omitempty"`
+	// RateLimit is the rateLimit section, whole (local and global).
+	RateLimit *policy.RateLimit `json:"rateLimit,omitempty"`
 }
 
 // TrafficRetry is a TrafficPolicy's retry section, compiled.
@@ -86,6 +88,7 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
 	into.BodyLimits = cmp.Or(into.BodyLimits, from.BodyLimits)
+	into.RateLimit = cmp.Or(into.RateLimit, from.RateLimit)
 	return into
 }
 
@@ -217,6 +220,7 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 	ct.HealthCheck = spec.HealthCheck
 	rt.Fault = spec.FaultInjection
 	rt.BodyLimits = spec.BodyLimits
+	rt.RateLimit = spec.RateLimit
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])
 	}

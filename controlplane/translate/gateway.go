@@ -37,6 +37,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasBodyLimits)
+			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {

@@ -111,6 +111,9 @@ type listenerFilters struct {
 	// buffer: a route of the listener limits request bodies
 	// (trafficpolicy.go).
 	buffer bool
+	// localRateLimit: a route of the listener has a local rate limit
+	// (ratelimit.go).
+	localRateLimit bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -125,8 +128,8 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: authorization first (the deny, then the
-// allow filter: a denied request goes no further), then the header
-// mutation filter.
+// allow filter: a denied request goes no further), then the local rate
+// limit (a denied request takes no token), then the header mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.rbac {
@@ -135,6 +138,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, rbac...)
+	}
+	if want.localRateLimit {
+		f, err := localRateLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.headerMutation {
 		hm, err := headerMutationFilter()

@@ -53,6 +53,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 				if err := setBodyLimits(r, t.BodyLimits); err != nil {
 					return nil, err
 				}
+				if err := setRateLimit(r, t.RateLimit); err != nil {
+					return nil, err
+				}
 			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {

@@ -113,6 +113,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
 						return nil, err
 					}
+					if err := setRateLimit(rs[0], t.RateLimit); err != nil {
+						return nil, err
+					}
 				}
 			}
 			vhost := &routev3.VirtualHost{
@@ -240,5 +243,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 	}
 	want.fault = modelHasFault(m)
 	want.buffer = modelAnyRouteTraffic(m, hasBodyLimits)
+	want.localRateLimit = modelAnyRouteTraffic(m, hasLocalRateLimit)
 	return want
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/localratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
@@ -46,10 +47,10 @@ type Registry struct {
 // Default returns a registry of the built-in filters: the router
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
-// fault injection (fault.v3.HTTPFault) and buffer (buffer.v3.Buffer: request
-// body limits).
+// fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
+// body limits) and local rate limit (local_ratelimit.v3.LocalRateLimit).
 func Default() *Registry {
-	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory())
+	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), localratelimit.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

@@ -1,0 +1,185 @@
+package translate
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	ratelimitcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/controlplane/model"
+	"github.com/meshgate/meshgate/policy"
+)
+
+// A TrafficPolicy's rateLimit.local on the wire (docs/traffic.md, "Rate
+// limits on the wire"), after Envoy Gateway's translation of a
+// BackendTrafficPolicy's local rate limit:
+//
+//   - the listeners some of whose routes have one carry the
+//     envoy.filters.http.local_ratelimit filter with a LocalRateLimit that
+//     has only a stat_prefix: it limits nothing (filter_enabled unset is
+//     0%);
+//   - each such route has a per-route LocalRateLimit: filter_enabled and
+//     filter_enforced 100%, the keyless rule's bucket as token_bucket (else
+//     an unlimited one), one descriptor per keyed rule whose entries are
+//     ("rule", "rule-<i>") and the key's entry with an empty value (a
+//     bucket per distinct value, at most max_dynamic_descriptors of them,
+//     least recently used dropped first), the rate_limits that make those
+//     descriptors (generic_key, then remote_address, masked_remote_address
+//     or request_headers), always_consume_default_token_bucket false,
+//     enable_x_ratelimit_headers DRAFT_VERSION_03 and
+//     enable_retry_after_header.
+
+// LocalRateLimitFilterName is the local rate limit HTTP filter
+// (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit) on the
+// listeners some of whose routes have a rateLimit.local section. A listener
+// without such routes does not have the filter.
+const LocalRateLimitFilterName = "envoy.filters.http.local_ratelimit"
+
+// localRateLimitStatPrefix is the stat_prefix of every LocalRateLimit.
+const localRateLimitStatPrefix = "http_local_rate_limiter"
+
+// Descriptor keys of the rate_limits actions.
+const (
+	rateLimitRuleKey          = "rule"
+	rateLimitRemoteAddressKey = "remote_address"
+	rateLimitMaskedAddressKey = "masked_remote_address"
+	rateLimitHeaderKey        = "header"
+)
+
+// unlimitedBucket is the token_bucket of a LocalRateLimit whose rules all
+// have a key: it never runs out within its fill interval.
+func unlimitedBucket() *typev3.TokenBucket {
+	return &typev3.TokenBucket{MaxTokens: 1<<32 - 1, TokensPerFill: wrapperspb.UInt32(1<<32 - 1), FillInterval: durationpb.New(policy.RateLimitUnitDuration(policy.RateLimitSecond))}
+}
+
+// tokenBucket is the bucket of a rule: Requests per Unit, up to Burst.
+func tokenBucket(v policy.RateLimitValue) *typev3.TokenBucket {
+	burst := v.Requests
+	if v.Burst != nil {
+		burst = *v.Burst
+	}
+	return &typev3.TokenBucket{
+		MaxTokens:     uint32(burst),
+		TokensPerFill: wrapperspb.UInt32(uint32(v.Requests)),
+		FillInterval:  durationpb.New(policy.RateLimitUnitDuration(v.Unit)),
+	}
+}
+
+// rateLimitRuleValue is the value of a rule's generic_key entry.
+func rateLimitRuleValue(i int) string { return "rule-" + strconv.Itoa(i) }
+
+// keyAction is the rate_limits action of a rule's key, and its descriptor
+// key.
+func keyAction(k *policy.RateLimitKey) (*routev3.RateLimit_Action, string) {
+	switch {
+	case k.Header != "":
+		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{
+			RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{HeaderName: strings.ToLower(k.Header), DescriptorKey: rateLimitHeaderKey}}}, rateLimitHeaderKey
+	case k.ClientIP != nil && (k.ClientIP.PrefixLength != nil || k.ClientIP.PrefixLengthV6 != nil):
+		masked := &routev3.RateLimit_Action_MaskedRemoteAddress{}
+		if v := k.ClientIP.PrefixLength; v != nil {
+			masked.V4PrefixMaskLen = wrapperspb.UInt32(uint32(*v))
+		}
+		if v := k.ClientIP.PrefixLengthV6; v != nil {
+			masked.V6PrefixMaskLen = wrapperspb.UInt32(uint32(*v))
+		}
+		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_MaskedRemoteAddress_{MaskedRemoteAddress: masked}}, rateLimitMaskedAddressKey
+	}
+	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RemoteAddress_{RemoteAddress: &routev3.RateLimit_Action_RemoteAddress{}}}, rateLimitRemoteAddressKey
+}
+
+// rateLimitActions is the rate_limits entry of the keyed rule i: its
+// generic_key, then its key's action; and the descriptor key of the latter.
+func rateLimitActions(i int, k *policy.RateLimitKey) (*routev3.RateLimit, string) {
+	action, key := keyAction(k)
+	return &routev3.RateLimit{Actions: []*routev3.RateLimit_Action{
+		{ActionSpecifier: &routev3.RateLimit_Action_GenericKey_{GenericKey: &routev3.RateLimit_Action_GenericKey{
+			DescriptorKey: rateLimitRuleKey, DescriptorValue: rateLimitRuleValue(i)}}},
+		action,
+	}}, key
+}
+
+// localRateLimitFilter is the local rate limit filter of a listener.
+func localRateLimitFilter() (*hcmv3.HttpFilter, error) {
+	typed, err := anypb.New(&localratelimitv3.LocalRateLimit{StatPrefix: localRateLimitStatPrefix})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", LocalRateLimitFilterName, err)
+	}
+	return &hcmv3.HttpFilter{Name: LocalRateLimitFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// fullPercent is a filter_enabled or filter_enforced of 100% (without a
+// runtime key: the proxy has no runtime).
+func fullPercent() *corev3.RuntimeFractionalPercent {
+	return &corev3.RuntimeFractionalPercent{
+		DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED},
+	}
+}
+
+// localRateLimitPerRoute is the per-route LocalRateLimit of a
+// rateLimit.local section.
+func localRateLimitPerRoute(l *policy.LocalRateLimit) *localratelimitv3.LocalRateLimit {
+	maxKeys := int32(policy.DefaultRateLimitKeys)
+	if l.MaxKeys != nil {
+		maxKeys = *l.MaxKeys
+	}
+	out := &localratelimitv3.LocalRateLimit{
+		StatPrefix:                      localRateLimitStatPrefix,
+		FilterEnabled:                   fullPercent(),
+		FilterEnforced:                  fullPercent(),
+		EnableXRatelimitHeaders:         ratelimitcommonv3.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
+		EnableRetryAfterHeader:          true,
+		AlwaysConsumeDefaultTokenBucket: wrapperspb.Bool(false),
+		MaxDynamicDescriptors:           wrapperspb.UInt32(uint32(maxKeys)),
+	}
+	for i, r := range l.Rules {
+		if r.Key == nil {
+			out.TokenBucket = tokenBucket(r.Limit)
+			continue
+		}
+		actions, key := rateLimitActions(i, r.Key)
+		out.RateLimits = append(out.RateLimits, actions)
+		out.Descriptors = append(out.Descriptors, &ratelimitcommonv3.LocalRateLimitDescriptor{
+			Entries: []*ratelimitcommonv3.RateLimitDescriptor_Entry{
+				{Key: rateLimitRuleKey, Value: rateLimitRuleValue(i)},
+				{Key: key},
+			},
+			TokenBucket: tokenBucket(r.Limit),
+		})
+	}
+	if out.TokenBucket == nil {
+		out.TokenBucket = unlimitedBucket()
+	}
+	return out
+}
+
+// setRateLimit gives a route the per-route configs of a rateLimit section
+// (nil: none).
+func setRateLimit(r *routev3.Route, rl *policy.RateLimit) error {
+	if rl == nil || rl.Local == nil {
+		return nil
+	}
+	typed, err := anypb.New(localRateLimitPerRoute(rl.Local))
+	if err != nil {
+		return fmt.Errorf("%s per route: %w", LocalRateLimitFilterName, err)
+	}
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[LocalRateLimitFilterName] = typed
+	return nil
+}
+
+// hasLocalRateLimit reports whether traffic t has a local rate limit.
+func hasLocalRateLimit(t *model.RouteTraffic) bool {
+	return t != nil && t.RateLimit != nil && t.RateLimit.Local != nil
+}

@@ -96,10 +96,8 @@ func TestTrafficPolicyValidation(t *testing.T) {
         key: {clientIP: {prefixLength: 24, prefixLengthV6: 64}}
       - limit: {requests: 5, unit: Second}
         key: {header: x-api-key}
-    global:
-      failureMode: Deny
-      rules: [{limit: {requests: 1000, unit: Hour}, key: {clientIP: {}}}]
 `, nil},
+		{"global rate limits not yet", svc, "  rateLimit: {global: {rules: [{limit: {requests: 1, unit: Second}}]}}\n", []string{"spec.rateLimit.global: not supported yet"}},
 		{"bad rate limits", svc, `  rateLimit:
     local:
       maxKeys: 0

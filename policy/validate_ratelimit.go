@@ -38,6 +38,7 @@ func (l *loader) checkRateLimit(src Source, rl *RateLimit) {
 		}
 	}
 	if g := rl.Global; g != nil {
+		l.errorf(src, p+".global", "not supported yet: only local rate limits are enforced")
 		l.checkRateLimitRules(src, p+".global", g.Rules)
 		if g.FailureMode != "" && g.FailureMode != RateLimitFailAllow && g.FailureMode != RateLimitFailDeny {
 			l.errorf(src, p+".global.failureMode", "%q: want %s or %s", g.FailureMode, RateLimitFailAllow, RateLimitFailDeny)

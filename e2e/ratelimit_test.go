@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
@@ -154,4 +155,187 @@ func TestLocalRateLimit(t *testing.T) {
 		t.Errorf("another client after the flood: %v %v, want 200", r, err)
 	}
 	check("sidecar", flood(t, out+"/", []string{"Host: echo", "X-Client: s"}, 2, 3*time.Second))
+}
+
+// globalRateLimitPolicy: three gateways (a, b, c) routing to echo, whose
+// HTTPRoute has a global limit of 60 requests an hour per X-Client
+// (failure mode Allow), and a fourth gateway (strict) whose every route has
+// a global limit with failure mode Deny; the rate-limit service at ${rls}.
+const globalRateLimitPolicy = `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  rateLimitService: {address: "${rls}", timeout: 1s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge-a}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-a.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge-b}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-b.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge-c}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-c.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: strict}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-strict.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop}
+spec:
+  parentRefs: [{name: edge-a}, {name: edge-b}, {name: edge-c}]
+  rules: [{backendRefs: [{group: meshgate.dev, kind: Service, name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: strict-shop}
+spec:
+  parentRefs: [{name: strict}]
+  rules: [{backendRefs: [{group: meshgate.dev, kind: Service, name: echo, port: 80}]}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: shop-global}
+spec:
+  targetRefs: [{kind: HTTPRoute, name: shop}]
+  rateLimit:
+    global:
+      rules:
+      - limit: {requests: 60, unit: Hour}
+        key: {header: X-Client}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: strict-global}
+spec:
+  targetRefs: [{kind: Gateway, name: strict}]
+  rateLimit:
+    global:
+      failureMode: Deny
+      rules:
+      - limit: {requests: 1000, unit: Hour}
+`
+
+// filterStat reads one counter of a filter family from a proxy's /stats.
+func filterStat(t *testing.T, admin, family, key string) uint64 {
+	t.Helper()
+	r, err := get("http://" + admin + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(r.body), &stats); err != nil {
+		t.Fatalf("/stats: %v", err)
+	}
+	var counters map[string]uint64
+	_ = json.Unmarshal(stats[family], &counters)
+	return counters[key]
+}
+
+// TestGlobalRateLimit: a global limit of 60 requests an hour per client,
+// counted by meshgate ratelimit in a real Redis, holds across three
+// gateways taking turns: 60 of 120 requests get through (the count is
+// exact unless the hour turned during the test, when two windows count),
+// the others get 429 with x-envoy-ratelimited and the rate limit headers;
+// another client has its own count. With Redis killed, the Allow gateways
+// let requests through and count them (ratelimit: error,
+// failure_mode_allowed) and the Deny gateway answers 500.
+func TestGlobalRateLimit(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t)
+	c := newCluster(t)
+	rls := c.addr("rls")
+	start(t, "ratelimit", "ratelimit", "--redis", redis.addr, "--listen", rls)
+	c.policy("global.yaml", globalRateLimitPolicy)
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	var gws []string
+	for _, name := range []string{"a", "b", "c", "strict"} {
+		gateway := "edge-" + name
+		if name == "strict" {
+			gateway = name
+		}
+		c.gateway(gateway)
+		gws = append(gws, "http://"+c.addr("gw-"+name))
+	}
+	for _, gw := range gws {
+		c.expectEventually("echo via "+gw+", limited", 15*time.Second, gw+"/", []string{"X-Client: probe"}, func(r *response) error {
+			if err := servedBy("echo")(r); err != nil {
+				return err
+			}
+			if r.header.Get("X-RateLimit-Limit") == "" {
+				return fmt.Errorf("no X-RateLimit-Limit yet: %v", r.header)
+			}
+			return nil
+		})
+	}
+
+	hour := time.Now().Truncate(time.Hour)
+	ok, limited := 0, 0
+	var last429 *response
+	for i := range 120 {
+		r, err := get(gws[i%3]+"/", "X-Client: c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.status {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			limited++
+			last429 = r
+		default:
+			t.Fatalf("request %d: %d %.200s", i, r.status, r.body)
+		}
+	}
+	want := 60
+	if time.Now().Truncate(time.Hour) != hour {
+		want = 120 // two windows: at most twice the limit
+		t.Logf("the hour turned during the test")
+	}
+	t.Logf("across three gateways: %d accepted, %d limited", ok, limited)
+	if ok < 60 || ok > want || float64(ok) > 60*1.05 && want == 60 {
+		t.Errorf("%d of 120 requests accepted across three gateways, want 60 (±5%%)", ok)
+	}
+	if last429 == nil || last429.header.Get("X-Envoy-Ratelimited") != "true" || last429.header.Get("X-RateLimit-Limit") != "60, 60;w=3600" ||
+		last429.header.Get("RateLimit-Policy") != `"global";q=60;w=3600` || last429.header.Get("Retry-After") == "" {
+		t.Errorf("429: %+v", last429)
+	}
+	if r, err := get(gws[1]+"/", "X-Client: c2"); err != nil || r.status != http.StatusOK {
+		t.Errorf("another client: %v %v, want 200", r, err)
+	}
+
+	redis.kill()
+	c.expectEventually("Allow gateway with Redis down", 10*time.Second, gws[0]+"/", []string{"X-Client: c3"}, servedBy("echo"))
+	if n := filterStat(t, c.addr("gateway-admin-edge-a"), "ratelimit", "failure_mode_allowed"); n == 0 {
+		t.Errorf("failure_mode_allowed = 0 at edge-a after Redis went down")
+	}
+	if n := filterStat(t, c.addr("gateway-admin-edge-a"), "ratelimit", "error"); n == 0 {
+		t.Errorf("error = 0 at edge-a after Redis went down")
+	}
+	c.expectEventually("Deny gateway with Redis down", 10*time.Second, gws[3]+"/", nil, func(r *response) error {
+		if r.status != http.StatusInternalServerError {
+			return fmt.Errorf("status %d, want 500", r.status)
+		}
+		return nil
+	})
+	if n := filterStat(t, c.addr("gateway-admin-strict"), "ratelimit", "error"); n == 0 {
+		t.Errorf("error = 0 at strict after Redis went down")
+	}
 }

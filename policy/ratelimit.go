@@ -1,5 +1,7 @@
 package policy
 
+import gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 // Rate limits of a TrafficPolicy (the rateLimit section), after Envoy
 // Gateway's BackendTrafficPolicy rateLimit: token buckets per route, per
 // Gateway listener or per Service port, each keyed by what a request
@@ -63,7 +65,8 @@ type GlobalRateLimit struct {
 	Rules []RateLimitRule `json:"rules"`
 	// FailureMode is what happens to a request when the rate-limit service
 	// (or its store) does not answer: Allow (the default) lets it through,
-	// Deny answers 500.
+	// Deny answers 500. A listener has one failure mode: Deny when one of
+	// its routes' policies says so.
 	FailureMode string `json:"failureMode,omitempty"`
 }
 
@@ -77,7 +80,8 @@ type RateLimitRule struct {
 }
 
 // RateLimitValue is a token bucket: Requests tokens per Unit, holding at
-// most Burst (default Requests).
+// most Burst (default Requests). A global limit counts Requests per window
+// of one Unit, aligned on the clock, and has no Burst.
 type RateLimitValue struct {
 	Requests int32  `json:"requests"`
 	Unit     string `json:"unit"`
@@ -92,6 +96,21 @@ type RateLimitKey struct {
 	// Header keeps a bucket per value of a request header; requests without
 	// it are not limited by the rule.
 	Header string `json:"header,omitempty"`
+}
+
+// DefaultRateLimitTimeout is how long a proxy waits for the rate-limit
+// service when the MeshConfig sets no timeout.
+const DefaultRateLimitTimeout = "100ms"
+
+// RateLimitService is a MeshConfig's rateLimitService: where the proxies
+// ask about global limits.
+type RateLimitService struct {
+	// Address is the service's gRPC address, host:port (meshgate ratelimit
+	// --listen). Required.
+	Address string `json:"address"`
+	// Timeout bounds each check (default DefaultRateLimitTimeout); past it,
+	// the policy's failureMode applies.
+	Timeout gwapiv1.Duration `json:"timeout,omitempty"`
 }
 
 // ClientIPKey is a clientIP key: with prefix lengths, the addresses of one

@@ -97,7 +97,8 @@ func TestTrafficPolicyValidation(t *testing.T) {
       - limit: {requests: 5, unit: Second}
         key: {header: x-api-key}
 `, nil},
-		{"global rate limits not yet", svc, "  rateLimit: {global: {rules: [{limit: {requests: 1, unit: Second}}]}}\n", []string{"spec.rateLimit.global: not supported yet"}},
+		{"global rate limits without the service", svc, "  rateLimit: {global: {rules: [{limit: {requests: 1, unit: Second, burst: 2}}]}}\n",
+			[]string{"spec.rateLimit.global: global limits need the rate-limit service: MeshConfig spec.rateLimitService", "spec.rateLimit.global.rules[0].limit.burst: a global limit counts requests per window"}},
 		{"bad rate limits", svc, `  rateLimit:
     local:
       maxKeys: 0
@@ -107,7 +108,7 @@ func TestTrafficPolicyValidation(t *testing.T) {
       - limit: {requests: 1, unit: Second}
         key: {clientIP: {prefixLength: 33}, header: "bad header"}
     global: {failureMode: Open, rules: []}
-`, []string{"spec.rateLimit.local.maxKeys: 0: want 1 to 100000", "spec.rateLimit.local.rules[0].limit.requests: 0: want 1 or more",
+`, []string{"spec.rateLimit.global: global limits need", "spec.rateLimit.local.maxKeys: 0: want 1 to 100000", "spec.rateLimit.local.rules[0].limit.requests: 0: want 1 or more",
 			`spec.rateLimit.local.rules[0].limit.unit: "Week": want one of Second, Minute, Hour, Day`, "spec.rateLimit.local.rules[0].limit.burst: 0",
 			"spec.rateLimit.local.rules[1].key: a key is required", "spec.rateLimit.local.rules[2].key.clientIP.prefixLength: 33: want 1 to 32",
 			"spec.rateLimit.local.rules[2].key.header:", "spec.rateLimit.local.rules[2].key: exactly one of clientIP and header",

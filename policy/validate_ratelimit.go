@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -38,10 +39,29 @@ func (l *loader) checkRateLimit(src Source, rl *RateLimit) {
 		}
 	}
 	if g := rl.Global; g != nil {
-		l.errorf(src, p+".global", "not supported yet: only local rate limits are enforced")
+		if len(l.meshConfigs) == 0 || l.meshConfigs[0].Spec.RateLimitService == nil {
+			l.errorf(src, p+".global", "global limits need the rate-limit service: MeshConfig spec.rateLimitService")
+		}
 		l.checkRateLimitRules(src, p+".global", g.Rules)
+		for i, r := range g.Rules {
+			if r.Limit.Burst != nil {
+				l.errorf(src, fmt.Sprintf("%s.global.rules[%d].limit.burst", p, i), "a global limit counts requests per window: no burst")
+			}
+		}
 		if g.FailureMode != "" && g.FailureMode != RateLimitFailAllow && g.FailureMode != RateLimitFailDeny {
 			l.errorf(src, p+".global.failureMode", "%q: want %s or %s", g.FailureMode, RateLimitFailAllow, RateLimitFailDeny)
+		}
+	}
+}
+
+func (l *loader) checkRateLimitService(src Source, s *RateLimitService) {
+	const p = "spec.rateLimitService"
+	if _, port, err := net.SplitHostPort(s.Address); err != nil || port == "" {
+		l.errorf(src, p+".address", "%q: want host:port", s.Address)
+	}
+	if s.Timeout != "" {
+		if d, ok := l.checkDuration(src, p+".timeout", s.Timeout, time.Millisecond); ok && d > 10*time.Second {
+			l.errorf(src, p+".timeout", "%s: at most 10s", s.Timeout)
 		}
 	}
 }

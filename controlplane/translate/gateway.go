@@ -38,6 +38,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasBodyLimits)
 			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
+			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {

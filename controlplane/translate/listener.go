@@ -114,6 +114,20 @@ type listenerFilters struct {
 	// localRateLimit: a route of the listener has a local rate limit
 	// (ratelimit.go).
 	localRateLimit bool
+	// rateLimitService: a route of the listener has a global rate limit,
+	// checked with this service (ratelimit.go); globalDeny: one of them
+	// denies when the service fails.
+	rateLimitService *model.RateLimitService
+	globalDeny       bool
+}
+
+// setGlobalRateLimit adds a global rate limit to the filters when has (and
+// the mesh has a rate-limit service), denying on failure when deny.
+func (f *listenerFilters) setGlobalRateLimit(m *model.Model, has, deny bool) {
+	if has && m.Mesh.RateLimitService != nil {
+		f.rateLimitService = m.Mesh.RateLimitService
+		f.globalDeny = f.globalDeny || deny
+	}
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -129,7 +143,8 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: authorization first (the deny, then the
 // allow filter: a denied request goes no further), then the local rate
-// limit (a denied request takes no token), then the header mutation filter.
+// limit (a denied request takes no token), the global rate limit, then the
+// header mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.rbac {
@@ -141,6 +156,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.localRateLimit {
 		f, err := localRateLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.rateLimitService != nil {
+		f, err := globalRateLimitFilter(want.rateLimitService, want.globalDeny)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

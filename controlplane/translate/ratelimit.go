@@ -6,11 +6,14 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	ratelimitconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	ratelimitcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -37,6 +40,81 @@ import (
 //     or request_headers), always_consume_default_token_bucket false,
 //     enable_x_ratelimit_headers DRAFT_VERSION_03 and
 //     enable_retry_after_header.
+
+// A TrafficPolicy's rateLimit.global on the wire, after Envoy Gateway's
+// global rate limit: the listeners some of whose routes have one carry the
+// envoy.filters.http.ratelimit filter (RateLimit: domain "meshgate", the
+// MeshConfig's rate-limit service as a google_grpc target_uri, its
+// timeout, failure_mode_deny when one of those routes' policies says Deny,
+// the draft-03 headers and Retry-After), and each such route a
+// RateLimitPerRoute whose rate_limits make one descriptor per rule:
+// generic_key ("rule", "<namespace>/<policy>/<i>"), generic_key ("limit",
+// "<requests>/<unit>"): the limit the service applies, then the key's
+// action when the rule has one.
+
+// GlobalRateLimitFilterName is the rate limit HTTP filter
+// (envoy.extensions.filters.http.ratelimit.v3.RateLimit).
+const GlobalRateLimitFilterName = "envoy.filters.http.ratelimit"
+
+// globalRateLimitDomain is the domain of every global rate limit check.
+const globalRateLimitDomain = "meshgate"
+
+// Descriptor keys of a global rule's limit (ratelimit.LimitKey).
+const rateLimitLimitKey = "limit"
+
+// globalRateLimitFilter is the global rate limit filter of a listener.
+func globalRateLimitFilter(svc *model.RateLimitService, deny bool) (*hcmv3.HttpFilter, error) {
+	typed, err := anypb.New(&ratelimitv3.RateLimit{
+		Domain:          globalRateLimitDomain,
+		Timeout:         durationpb.New(svc.Timeout),
+		FailureModeDeny: deny,
+		RateLimitService: &ratelimitconfigv3.RateLimitServiceConfig{
+			TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{
+				GoogleGrpc: &corev3.GrpcService_GoogleGrpc{TargetUri: svc.Address, StatPrefix: "ratelimit"}}},
+		},
+		EnableXRatelimitHeaders: ratelimitv3.RateLimit_DRAFT_VERSION_03,
+		EnableRetryAfterHeader:  true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", GlobalRateLimitFilterName, err)
+	}
+	return &hcmv3.HttpFilter{Name: GlobalRateLimitFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// globalRateLimitPerRoute is the per-route RateLimitPerRoute of a
+// rateLimit.global section of the policy named policyName.
+func globalRateLimitPerRoute(g *policy.GlobalRateLimit, policyName string) *ratelimitv3.RateLimitPerRoute {
+	out := &ratelimitv3.RateLimitPerRoute{}
+	for i, r := range g.Rules {
+		rl := &routev3.RateLimit{Actions: []*routev3.RateLimit_Action{
+			genericKey(rateLimitRuleKey, policyName+"/"+strconv.Itoa(i)),
+			genericKey(rateLimitLimitKey, strconv.Itoa(int(r.Limit.Requests))+"/"+r.Limit.Unit),
+		}}
+		if r.Key != nil {
+			action, _ := keyAction(r.Key)
+			rl.Actions = append(rl.Actions, action)
+		}
+		out.RateLimits = append(out.RateLimits, rl)
+	}
+	return out
+}
+
+func genericKey(key, value string) *routev3.RateLimit_Action {
+	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_GenericKey_{GenericKey: &routev3.RateLimit_Action_GenericKey{
+		DescriptorKey: key, DescriptorValue: value}}}
+}
+
+// hasGlobalRateLimit reports whether traffic t has a global rate limit.
+func hasGlobalRateLimit(t *model.RouteTraffic) bool {
+	return t != nil && t.RateLimit != nil && t.RateLimit.Global != nil
+}
+
+// deniesOnFailure reports whether traffic t has a global rate limit whose
+// failure mode is Deny.
+func deniesOnFailure(t *model.RouteTraffic) bool {
+	return hasGlobalRateLimit(t) && t.RateLimit.Global.FailureMode == policy.RateLimitFailDeny
+}
 
 // LocalRateLimitFilterName is the local rate limit HTTP filter
 // (envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit) on the
@@ -162,20 +240,33 @@ func localRateLimitPerRoute(l *policy.LocalRateLimit) *localratelimitv3.LocalRat
 	return out
 }
 
-// setRateLimit gives a route the per-route configs of a rateLimit section
-// (nil: none).
-func setRateLimit(r *routev3.Route, rl *policy.RateLimit) error {
-	if rl == nil || rl.Local == nil {
+// setRateLimit gives a route the per-route configs of the rateLimit
+// section of traffic t (none: nothing).
+func setRateLimit(r *routev3.Route, t *model.RouteTraffic) error {
+	if t == nil || t.RateLimit == nil {
 		return nil
 	}
-	typed, err := anypb.New(localRateLimitPerRoute(rl.Local))
-	if err != nil {
-		return fmt.Errorf("%s per route: %w", LocalRateLimitFilterName, err)
+	set := func(name string, msg proto.Message) error {
+		typed, err := anypb.New(msg)
+		if err != nil {
+			return fmt.Errorf("%s per route: %w", name, err)
+		}
+		if r.TypedPerFilterConfig == nil {
+			r.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		r.TypedPerFilterConfig[name] = typed
+		return nil
 	}
-	if r.TypedPerFilterConfig == nil {
-		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	if l := t.RateLimit.Local; l != nil {
+		if err := set(LocalRateLimitFilterName, localRateLimitPerRoute(l)); err != nil {
+			return err
+		}
 	}
-	r.TypedPerFilterConfig[LocalRateLimitFilterName] = typed
+	if g := t.RateLimit.Global; g != nil {
+		if err := set(GlobalRateLimitFilterName, globalRateLimitPerRoute(g, t.RateLimitPolicy)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -113,7 +113,7 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
 						return nil, err
 					}
-					if err := setRateLimit(rs[0], t.RateLimit); err != nil {
+					if err := setRateLimit(rs[0], t); err != nil {
 						return nil, err
 					}
 				}
@@ -244,5 +244,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 	want.fault = modelHasFault(m)
 	want.buffer = modelAnyRouteTraffic(m, hasBodyLimits)
 	want.localRateLimit = modelAnyRouteTraffic(m, hasLocalRateLimit)
+	want.setGlobalRateLimit(m, modelAnyRouteTraffic(m, hasGlobalRateLimit), modelAnyRouteTraffic(m, deniesOnFailure))
 	return want
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
+	"github.com/meshgate/meshgate/dataplane/filters/globalratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
 	"github.com/meshgate/meshgate/dataplane/filters/localratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
@@ -48,9 +49,10 @@ type Registry struct {
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
-// body limits) and local rate limit (local_ratelimit.v3.LocalRateLimit).
+// body limits), local rate limit (local_ratelimit.v3.LocalRateLimit) and
+// global rate limit (ratelimit.v3.RateLimit).
 func Default() *Registry {
-	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), localratelimit.Factory())
+	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), localratelimit.Factory(), globalratelimit.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

@@ -54,6 +54,7 @@ func TestDefaultRegistry(t *testing.T) {
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
 		"envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+		"envoy.extensions.filters.http.ratelimit.v3.RateLimit",
 		"envoy.extensions.filters.http.rbac.v3.RBAC",
 	}
 	if got := r.ConfigTypes(); !slices.Equal(got, want) {

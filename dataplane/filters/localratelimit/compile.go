@@ -3,16 +3,16 @@ package localratelimit
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	ratelimitcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"golang.org/x/time/rate"
+
+	"github.com/meshgate/meshgate/dataplane/filters/internal/descriptor"
 )
 
 // Bounds of the buckets.
@@ -26,13 +26,6 @@ const (
 	maxDynamic = 100_000
 )
 
-// Envoy's descriptor keys of the actions without one of their own.
-const (
-	keyGenericKey    = "generic_key"
-	keyRemoteAddress = "remote_address"
-	keyMaskedAddress = "masked_remote_address"
-)
-
 // limits is a compiled LocalRateLimit: its buckets and how a request's
 // descriptors are made. The buckets live as long as the config (a new
 // route configuration starts them full).
@@ -42,9 +35,9 @@ type limits struct {
 	// matched, or by every request with alwaysConsume; nil: none.
 	fallback      *bucket
 	alwaysConsume bool
-	descriptors   []*descriptor
-	actions       [][]action // the rate_limits, each a list of actions
-	headers       bool       // draft-03 and IETF rate limit headers
+	descriptors   []*limitDescriptor
+	actions       [][]descriptor.Action // the rate_limits, each a list of actions
+	headers       bool                  // draft-03 and IETF rate limit headers
 	retryAfter    bool
 }
 
@@ -67,9 +60,9 @@ type bucket struct {
 	lim   *rate.Limiter
 }
 
-// descriptor is one configured descriptor: entries to match (an empty
+// limitDescriptor is one configured descriptor: entries to match (an empty
 // value matches any value, with a bucket per value) and its bucket.
-type descriptor struct {
+type limitDescriptor struct {
 	entries []entry
 	name    string
 	quota   quota
@@ -78,10 +71,6 @@ type descriptor struct {
 }
 
 type entry struct{ key, value string }
-
-// action makes one descriptor entry of a request; ok false when it cannot
-// (a header is absent), and then the whole descriptor is not made.
-type action func(r *http.Request) (e entry, ok bool)
 
 func compile(cfg *localratelimitv3.LocalRateLimit) (*limits, error) {
 	l := &limits{
@@ -120,13 +109,9 @@ func compile(cfg *localratelimitv3.LocalRateLimit) (*limits, error) {
 		l.descriptors = append(l.descriptors, cd)
 	}
 	for i, rl := range cfg.GetRateLimits() {
-		var acts []action
-		for j, a := range rl.GetActions() {
-			act, err := compileAction(a)
-			if err != nil {
-				return nil, fmt.Errorf("rate_limits[%d].actions[%d].%w", i, j, err)
-			}
-			acts = append(acts, act)
+		acts, err := descriptor.Compile(rl)
+		if err != nil {
+			return nil, fmt.Errorf("rate_limits[%d].%w", i, err)
 		}
 		l.actions = append(l.actions, acts)
 	}
@@ -174,12 +159,12 @@ func compileQuota(tb *typev3.TokenBucket) (quota, error) {
 	return q, nil
 }
 
-func compileDescriptor(d *ratelimitcommonv3.LocalRateLimitDescriptor, max int) (*descriptor, error) {
+func compileDescriptor(d *ratelimitcommonv3.LocalRateLimitDescriptor, max int) (*limitDescriptor, error) {
 	q, err := compileQuota(d.GetTokenBucket())
 	if err != nil {
 		return nil, fmt.Errorf("token_bucket.%w", err)
 	}
-	cd := &descriptor{quota: q}
+	cd := &limitDescriptor{quota: q}
 	wildcard := false
 	var names []string
 	for _, e := range d.GetEntries() {
@@ -202,63 +187,4 @@ func compileDescriptor(d *ratelimitcommonv3.LocalRateLimitDescriptor, max int) (
 		cd.static = &bucket{name: cd.name, quota: q, lim: q.limiter()}
 	}
 	return cd, nil
-}
-
-func compileAction(a *routev3.RateLimit_Action) (action, error) {
-	switch s := a.GetActionSpecifier().(type) {
-	case *routev3.RateLimit_Action_GenericKey_:
-		e := entry{key: s.GenericKey.GetDescriptorKey(), value: s.GenericKey.GetDescriptorValue()}
-		if e.key == "" {
-			e.key = keyGenericKey
-		}
-		if e.value == "" {
-			return nil, errors.New("generic_key.descriptor_value: required")
-		}
-		return func(*http.Request) (entry, bool) { return e, true }, nil
-	case *routev3.RateLimit_Action_RemoteAddress_:
-		return func(r *http.Request) (entry, bool) {
-			ip := remoteIP(r)
-			return entry{key: keyRemoteAddress, value: ip.String()}, ip.IsValid()
-		}, nil
-	case *routev3.RateLimit_Action_MaskedRemoteAddress_:
-		v4, v6 := 32, 128
-		if v := s.MaskedRemoteAddress.GetV4PrefixMaskLen(); v != nil {
-			if v.GetValue() > 32 {
-				return nil, fmt.Errorf("masked_remote_address.v4_prefix_mask_len: %d: want at most 32", v.GetValue())
-			}
-			v4 = int(v.GetValue())
-		}
-		if v := s.MaskedRemoteAddress.GetV6PrefixMaskLen(); v != nil {
-			if v.GetValue() > 128 {
-				return nil, fmt.Errorf("masked_remote_address.v6_prefix_mask_len: %d: want at most 128", v.GetValue())
-			}
-			v6 = int(v.GetValue())
-		}
-		return func(r *http.Request) (entry, bool) {
-			ip := remoteIP(r)
-			if !ip.IsValid() {
-				return entry{}, false
-			}
-			bits := v6
-			if ip.Is4() {
-				bits = v4
-			}
-			p, err := ip.Prefix(bits)
-			return entry{key: keyMaskedAddress, value: p.String()}, err == nil
-		}, nil
-	case *routev3.RateLimit_Action_RequestHeaders_:
-		name := http.CanonicalHeaderKey(s.RequestHeaders.GetHeaderName())
-		key := s.RequestHeaders.GetDescriptorKey()
-		if name == "" || key == "" {
-			return nil, errors.New("request_headers: header_name and descriptor_key are required")
-		}
-		return func(r *http.Request) (entry, bool) {
-			v := r.Header[name]
-			if len(v) == 0 {
-				return entry{}, false
-			}
-			return entry{key: key, value: v[0]}, true
-		}, nil
-	}
-	return nil, errors.New("action: one of generic_key, remote_address, masked_remote_address, request_headers is required")
 }

@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +40,7 @@ import (
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/dataplane/filters/internal/descriptor"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/router"
 )
@@ -56,13 +56,12 @@ const bodyLimited = "local_rate_limited"
 
 // Response headers.
 const (
-	headerLimit       = "X-Ratelimit-Limit"
-	headerRemaining   = "X-Ratelimit-Remaining"
-	headerReset       = "X-Ratelimit-Reset"
-	headerIETFPolicy  = "Ratelimit-Policy"
-	headerIETFLimit   = "Ratelimit"
-	headerRetryAfter  = "Retry-After"
-	maxDescriptorSize = maxActions
+	headerLimit      = "X-Ratelimit-Limit"
+	headerRemaining  = "X-Ratelimit-Remaining"
+	headerReset      = "X-Ratelimit-Reset"
+	headerIETFPolicy = "Ratelimit-Policy"
+	headerIETFLimit  = "Ratelimit"
+	headerRetryAfter = "Retry-After"
 )
 
 // Factory describes the local rate limit filter to the registry.
@@ -173,17 +172,9 @@ func (l *limits) take(r *http.Request, now time.Time) decision {
 		return ok
 	}
 	matched := false
-	var buf [maxDescriptorSize]entry
+	var buf [descriptor.MaxActions]descriptor.Entry
 	for _, acts := range l.actions {
-		entries, ok := buf[:0], true
-		for _, act := range acts {
-			e, made := act(r)
-			if !made {
-				ok = false
-				break
-			}
-			entries = append(entries, e)
-		}
+		entries, ok := descriptor.Make(r, acts, buf[:0])
 		if !ok {
 			continue
 		}
@@ -207,12 +198,12 @@ func (l *limits) take(r *http.Request, now time.Time) decision {
 
 // bucketFor is the descriptor's bucket for entries, nil when they do not
 // match it (same keys in order, its values where it has one).
-func (desc *descriptor) bucketFor(entries []entry) *bucket {
+func (desc *limitDescriptor) bucketFor(entries []descriptor.Entry) *bucket {
 	if len(entries) != len(desc.entries) {
 		return nil
 	}
 	for i, e := range desc.entries {
-		if e.key != entries[i].key || (e.value != "" && e.value != entries[i].value) {
+		if e.key != entries[i].Key || (e.value != "" && e.value != entries[i].Value) {
 			return nil
 		}
 	}
@@ -222,7 +213,7 @@ func (desc *descriptor) bucketFor(entries []entry) *bucket {
 	var key strings.Builder
 	for i, e := range desc.entries {
 		if e.value == "" {
-			key.WriteString(entries[i].value)
+			key.WriteString(entries[i].Value)
 			key.WriteByte(0)
 		}
 	}
@@ -254,16 +245,4 @@ func (d decision) setHeaders(h http.Header, now time.Time) {
 	h[headerReset] = []string{reset}
 	h[headerIETFPolicy] = []string{strconv.Quote(b.name) + ";q=" + strconv.Itoa(q.perFill) + ";w=" + window}
 	h[headerIETFLimit] = []string{strconv.Quote(b.name) + ";r=" + remaining + ";t=" + reset}
-}
-
-// remoteIP is the IP of r.RemoteAddr ("ip:port" or a bare IP), unmapped,
-// without zone; the zero Addr when it does not parse.
-func remoteIP(r *http.Request) netip.Addr {
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		return ap.Addr().Unmap().WithZone("")
-	}
-	if a, err := netip.ParseAddr(r.RemoteAddr); err == nil {
-		return a.Unmap().WithZone("")
-	}
-	return netip.Addr{}
 }

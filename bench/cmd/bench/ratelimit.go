@@ -70,7 +70,7 @@ func (r *runner) rateLimit(ctx context.Context, env *meshgateEnv) error {
 	defer c.stop()
 	err = r.measurePolicyRows(ctx, c, s, wlRateLimit, path, rows)
 	s.notes = append(s.notes, "One gateway process, the TrafficPolicy (a local rate limit per client address and one in all, "+
-		"both far above the machine's rate: every request takes two tokens, none is refused) added and removed over xDS between the rows "+
+		"both far above the machine's rate: every request takes a token from its client's bucket, none is refused) added and removed over xDS between the rows "+
 		"(no restart), each row run twice, alternating: the spread between a row's two runs is the noise. "+
 		"The rows run one after the other on a machine that may be shared: compare them within this run only.")
 	return err

@@ -241,8 +241,9 @@ func localRateLimitPerRoute(l *policy.LocalRateLimit) *localratelimitv3.LocalRat
 }
 
 // setRateLimit gives a route the per-route configs of the rateLimit
-// section of traffic t (none: nothing).
-func setRateLimit(r *routev3.Route, t *model.RouteTraffic) error {
+// section of traffic t (none: nothing); the global part only when the mesh
+// has a rate-limit service (the listener has the filter then).
+func setRateLimit(m *model.Model, r *routev3.Route, t *model.RouteTraffic) error {
 	if t == nil || t.RateLimit == nil {
 		return nil
 	}
@@ -262,7 +263,7 @@ func setRateLimit(r *routev3.Route, t *model.RouteTraffic) error {
 			return err
 		}
 	}
-	if g := t.RateLimit.Global; g != nil {
+	if g := t.RateLimit.Global; g != nil && m.Mesh.RateLimitService != nil {
 		if err := set(GlobalRateLimitFilterName, globalRateLimitPerRoute(g, t.RateLimitPolicy)); err != nil {
 			return err
 		}

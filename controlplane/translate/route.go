@@ -53,7 +53,7 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 				if err := setBodyLimits(r, t.BodyLimits); err != nil {
 					return nil, err
 				}
-				if err := setRateLimit(r, t); err != nil {
+				if err := setRateLimit(m, r, t); err != nil {
 					return nil, err
 				}
 			}

@@ -113,7 +113,7 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
 						return nil, err
 					}
-					if err := setRateLimit(rs[0], t); err != nil {
+					if err := setRateLimit(m, rs[0], t); err != nil {
 						return nil, err
 					}
 				}

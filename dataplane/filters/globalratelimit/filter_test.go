@@ -23,6 +23,27 @@ import (
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
 
+// routeWith is the route "/" of a route configuration whose one route has
+// per as the filter's per-route config.
+func routeWith(per *ratelimitv3.RateLimitPerRoute) (*router.Route, error) {
+	typed, err := anypb.New(per)
+	if err != nil {
+		return nil, err
+	}
+	table, err := router.Compile(&routev3.RouteConfiguration{Name: "rc", VirtualHosts: []*routev3.VirtualHost{{
+		Name: "vh", Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action:               &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}},
+			TypedPerFilterConfig: map[string]*anypb.Any{"rl": typed},
+		}},
+	}}}, perRouteCompiler{})
+	if err != nil {
+		return nil, err
+	}
+	return table.Match(httptest.NewRequest(http.MethodGet, "/", nil)), nil
+}
+
 // perRouteCompiler compiles RateLimitPerRoute configs.
 type perRouteCompiler struct{}
 
@@ -89,23 +110,11 @@ func handlerWith(t *testing.T, deny bool, fake *fakeService, stats *httpfilter.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	typed, err := anypb.New(perRouteConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	table, err := router.Compile(&routev3.RouteConfiguration{Name: "rc", VirtualHosts: []*routev3.VirtualHost{{
-		Name: "vh", Domains: []string{"*"},
-		Routes: []*routev3.Route{{
-			Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action:               &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}},
-			TypedPerFilterConfig: map[string]*anypb.Any{"rl": typed},
-		}},
-	}}}, perRouteCompiler{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	_ = per
-	rt := table.Match(httptest.NewRequest(http.MethodGet, "/", nil))
+	rt, err := routeWith(perRouteConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	return f.Wrap(httpfilter.HandlerFunc(func(w http.ResponseWriter, _ *http.Request, _ *router.Route) {
 		w.WriteHeader(http.StatusOK)
 	})), rt

@@ -159,8 +159,10 @@ func TestLocalRateLimit(t *testing.T) {
 
 // globalRateLimitPolicy: three gateways (a, b, c) routing to echo, whose
 // HTTPRoute has a global limit of 60 requests an hour per X-Client
-// (failure mode Allow), and a fourth gateway (strict) whose every route has
-// a global limit with failure mode Deny; the rate-limit service at ${rls}.
+// (failure mode Allow), a fourth gateway (strict) whose every route has a
+// global limit with failure mode Deny, and echo's own limit of 5 an hour
+// per X-Client, which the sidecars calling it apply (the gateways' routes
+// have their own); the rate-limit service at ${rls}.
 const globalRateLimitPolicy = `
 apiVersion: meshgate.dev/v1alpha1
 kind: MeshConfig
@@ -222,6 +224,17 @@ spec:
 ---
 apiVersion: meshgate.dev/v1alpha1
 kind: TrafficPolicy
+metadata: {name: echo-global}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  rateLimit:
+    global:
+      rules:
+      - limit: {requests: 5, unit: Hour}
+        key: {header: X-Client}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
 metadata: {name: strict-global}
 spec:
   targetRefs: [{kind: Gateway, name: strict}]
@@ -253,7 +266,8 @@ func filterStat(t *testing.T, admin, family, key string) uint64 {
 // gateways taking turns: 60 of 120 requests get through (the count is
 // exact unless the hour turned during the test, when two windows count),
 // the others get 429 with x-envoy-ratelimited and the rate limit headers;
-// another client has its own count. With Redis killed, the Allow gateways
+// another client has its own count; a sidecar calling echo applies echo's
+// own limit (5 an hour). With Redis killed, the Allow gateways
 // let requests through and count them (ratelimit: error,
 // failure_mode_allowed) and the Deny gateway answers 500.
 func TestGlobalRateLimit(t *testing.T) {
@@ -262,9 +276,10 @@ func TestGlobalRateLimit(t *testing.T) {
 	c := newCluster(t)
 	rls := c.addr("rls")
 	start(t, "ratelimit", "ratelimit", "--redis", redis.addr, "--listen", rls)
-	c.policy("global.yaml", globalRateLimitPolicy)
+	c.policy("global.yaml", yamlDocs(globalRateLimitPolicy, meshServices("client")))
 	c.startControlPlane()
 	c.app("echo-1", "echo", "v1", "")
+	c.startInstance(c.sidecar, "client", "client", "v1")
 	var gws []string
 	for _, name := range []string{"a", "b", "c", "strict"} {
 		gateway := "edge-" + name
@@ -319,6 +334,24 @@ func TestGlobalRateLimit(t *testing.T) {
 	}
 	if r, err := get(gws[1]+"/", "X-Client: c2"); err != nil || r.status != http.StatusOK {
 		t.Errorf("another client: %v %v, want 200", r, err)
+	}
+
+	out := "http://" + c.addr("client-out")
+	c.expectEventually("echo via the client's sidecar", 15*time.Second, out+"/", []string{"Host: echo", "X-Client: probe"}, servedBy("echo"))
+	sidecarOK := 0
+	for range 8 {
+		r, err := get(out+"/", "Host: echo", "X-Client: s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status == http.StatusOK {
+			sidecarOK++
+		} else if r.status != http.StatusTooManyRequests {
+			t.Fatalf("sidecar: %d %.200s", r.status, r.body)
+		}
+	}
+	if sidecarOK != 5 && time.Now().Truncate(time.Hour) == hour {
+		t.Errorf("sidecar: %d of 8 requests accepted, want 5 (echo's limit)", sidecarOK)
 	}
 
 	redis.kill()

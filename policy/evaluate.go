@@ -449,6 +449,9 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	for _, sec := range s.Secrets {
 		add(KindSecret, sec.Namespace, sec.Name, sec, sec.Source)
 	}
+	for _, a := range s.ACMEIssuers {
+		add(KindACMEIssuer, a.Namespace, a.Name, a, a.Source)
+	}
 	for _, ls := range s.ListenerSets {
 		if ls.original != nil {
 			ls = ls.original

@@ -169,6 +169,17 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.Secrets = append(l.set.Secrets, res.(*Secret)) },
 		validate: (*loader).validateSecrets,
 	},
+	{
+		// The ACME CAs of HTTPS listeners without certificateRefs
+		// (TLSOptionACMEIssuer); listeners are checked against them with
+		// the Gateways.
+		name: KindACMEIssuer, apiVersion: MeshgateAPIVersion, aliases: []string{"acmeissuers"},
+		decode: decodeKind(func(_ *kind, spec ACMEIssuerSpec, meta decodedMeta) any {
+			return &ACMEIssuer{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.ACMEIssuers = append(l.set.ACMEIssuers, res.(*ACMEIssuer)) },
+		validate: (*loader).validateACMEIssuers,
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that

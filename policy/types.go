@@ -328,6 +328,9 @@ type MeshConfigSpec struct {
 	// write one JSON line per request (docs/observability.md, "Access
 	// logs"). Unset: no access log, at no cost to the proxies.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// RateLimitService, when set, is the global rate-limit service (meshgate
+	// ratelimit) the proxies ask for TrafficPolicy rateLimit.global limits.
+	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
 }
 
 // Access-log defaults and formats.

@@ -104,6 +104,11 @@ type listenerFilters struct {
 	// authorization is what the RBAC filters enforce at the listener
 	// level; nil: nothing (the routes' per-route configs decide).
 	authorization *model.Authorization
+	// authentication is what the JWT filter requires on every path of
+	// the listener (nil: nothing), and routeAuthentications what routes of
+	// the listener require in its place (jwt.go).
+	authentication       *model.Authentication
+	routeAuthentications []*model.Authentication
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
 	// fault: a route of the listener injects faults (trafficpolicy.go).
@@ -119,16 +124,27 @@ type listenerFilters struct {
 func (f *listenerFilters) need(rules []*model.Rule) {
 	for _, r := range rules {
 		f.rbac = f.rbac || r.Authorization != nil
+		if r.Authentication != nil && !slices.Contains(f.routeAuthentications, r.Authentication) {
+			f.routeAuthentications = append(f.routeAuthentications, r.Authentication)
+		}
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
 	}
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
-// the order requests meet them: authorization first (the deny, then the
+// the order requests meet them: authentication first (the JWT filter), then
+// authorization (the deny, then the
 // allow filter: a denied request goes no further), then the header
 // mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
+	if want.authentication != nil || len(want.routeAuthentications) > 0 {
+		jwt, err := jwtHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, jwt)
+	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -34,6 +35,16 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 				return nil, err
 			}
 			r.TypedPerFilterConfig = perRoute
+		}
+		if rule.Authentication != nil {
+			perRoute, err := jwtPerRoute(rule.Authentication)
+			if err != nil {
+				return nil, err
+			}
+			if r.TypedPerFilterConfig == nil {
+				r.TypedPerFilterConfig = map[string]*anypb.Any{}
+			}
+			r.TypedPerFilterConfig[JWTFilterName] = perRoute
 		}
 		a := rule.Action
 		if a.Redirect != nil {

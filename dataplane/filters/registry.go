@@ -28,6 +28,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/jwtauthn"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
@@ -47,9 +48,10 @@ type Registry struct {
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault) and buffer (buffer.v3.Buffer: request
-// body limits).
+// body limits) and JWT authentication (jwt_authn.v3.JwtAuthentication).
 func Default() *Registry {
-	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory())
+	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(),
+		jwtauthn.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

@@ -53,6 +53,7 @@ func TestDefaultRegistry(t *testing.T) {
 		"envoy.extensions.filters.http.buffer.v3.Buffer",
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+		"envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
 		"envoy.extensions.filters.http.rbac.v3.RBAC",
 	}
 	if got := r.ConfigTypes(); !slices.Equal(got, want) {

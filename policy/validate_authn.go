@@ -1,0 +1,136 @@
+package policy
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Limits of a SecurityPolicy's authentication.
+const (
+	maxJWTProviders   = 16
+	maxClaimLength    = 256
+	maxClaimPathParts = 8
+	maxJWTClockSkew   = 10 * time.Minute
+	maxInlineJWKS     = 64 << 10
+)
+
+// checkJWT checks spec.jwt: providers with unique names, exactly one JWKS
+// source, durations, token locations and claim headers.
+func (l *loader) checkJWT(src Source, j *JWTAuthentication) {
+	if len(j.Providers) == 0 {
+		l.errorf(src, "spec.jwt.providers", "at least one provider is required")
+	}
+	if len(j.Providers) > maxJWTProviders {
+		l.errorf(src, "spec.jwt.providers", "%d providers: at most %d", len(j.Providers), maxJWTProviders)
+	}
+	names := map[string]int{}
+	for i := range j.Providers {
+		p := &j.Providers[i]
+		path := fmt.Sprintf("spec.jwt.providers[%d]", i)
+		if msg := checkDNSLabel(p.Name); msg != "" {
+			l.errorf(src, path+".name", "invalid provider name %q: %s", p.Name, msg)
+		} else if k, dup := names[p.Name]; dup {
+			l.errorf(src, path+".name", "duplicate provider name %q (also spec.jwt.providers[%d])", p.Name, k)
+		} else {
+			names[p.Name] = i
+		}
+		switch {
+		case p.RemoteJWKS == nil && p.LocalJWKS == nil:
+			l.errorf(src, path, "remoteJWKS or localJWKS is required")
+		case p.RemoteJWKS != nil && p.LocalJWKS != nil:
+			l.errorf(src, path, "remoteJWKS and localJWKS are exclusive")
+		case p.RemoteJWKS != nil:
+			l.checkRemoteJWKS(src, path+".remoteJWKS", p.RemoteJWKS)
+		default:
+			lj := p.LocalJWKS
+			switch {
+			case (lj.Inline == "") == (lj.File == ""):
+				l.errorf(src, path+".localJWKS", "exactly one of inline and file is required")
+			case len(lj.Inline) > maxInlineJWKS:
+				l.errorf(src, path+".localJWKS.inline", "longer than %d bytes (use file)", maxInlineJWKS)
+			case lj.File != "" && !strings.HasPrefix(lj.File, "/"):
+				l.errorf(src, path+".localJWKS.file", "file %q must be an absolute path (on the proxies' hosts)", lj.File)
+			}
+		}
+		if p.ClockSkew != "" {
+			if d, err := ParseDuration(gwapiv1.Duration(p.ClockSkew)); err != nil {
+				l.errorf(src, path+".clockSkew", "%v", err)
+			} else if d < 0 || d > maxJWTClockSkew || d%time.Second != 0 {
+				l.errorf(src, path+".clockSkew", "clockSkew %s: want whole seconds from 0s to %s", p.ClockSkew, maxJWTClockSkew)
+			}
+		}
+		if e := p.ExtractFrom; e != nil {
+			if len(e.Headers)+len(e.Params)+len(e.Cookies) == 0 {
+				l.errorf(src, path+".extractFrom", "at least one of headers, params, cookies is required")
+			}
+			for k, h := range e.Headers {
+				if msg := checkHeaderName(h.Name); msg != "" {
+					l.errorf(src, fmt.Sprintf("%s.extractFrom.headers[%d].name", path, k), "%s", msg)
+				}
+			}
+			for k, q := range e.Params {
+				if q == "" || strings.ContainsAny(q, "&=#? ") {
+					l.errorf(src, fmt.Sprintf("%s.extractFrom.params[%d]", path, k), "invalid query parameter name %q", q)
+				}
+			}
+			for k, c := range e.Cookies {
+				if c == "" || strings.ContainsAny(c, "=;, \t") {
+					l.errorf(src, fmt.Sprintf("%s.extractFrom.cookies[%d]", path, k), "invalid cookie name %q", c)
+				}
+			}
+		}
+		for k, ch := range p.ClaimToHeaders {
+			cp := fmt.Sprintf("%s.claimToHeaders[%d]", path, k)
+			if msg := checkHeaderName(ch.Header); msg != "" {
+				l.errorf(src, cp+".header", "%s", msg)
+			}
+			if msg := checkClaimName(ch.Claim); msg != "" {
+				l.errorf(src, cp+".claim", "%s", msg)
+			}
+		}
+	}
+}
+
+func (l *loader) checkRemoteJWKS(src Source, path string, r *RemoteJWKS) {
+	u, err := url.Parse(r.URI)
+	switch {
+	case r.URI == "":
+		l.errorf(src, path+".uri", "uri is required (an https:// URL)")
+	case err != nil || u.Host == "":
+		l.errorf(src, path+".uri", "invalid uri %q: want an https:// URL", r.URI)
+	case u.Scheme != "https":
+		l.errorf(src, path+".uri", "uri %q: want https (keys must not travel in the clear)", r.URI)
+	}
+	for _, d := range []struct{ field, value string }{{"cacheDuration", r.CacheDuration}, {"timeout", r.Timeout}} {
+		if d.value == "" {
+			continue
+		}
+		if v, err := ParseDuration(gwapiv1.Duration(d.value)); err != nil {
+			l.errorf(src, path+"."+d.field, "%v", err)
+		} else if v <= 0 {
+			l.errorf(src, path+"."+d.field, "%s must be positive", d.field)
+		}
+	}
+}
+
+// checkClaimName returns why name is not a claim name ("a.b" for a nested
+// claim), or "".
+func checkClaimName(name string) string {
+	if name == "" || len(name) > maxClaimLength {
+		return fmt.Sprintf("claim name %q: want 1 to %d characters", name, maxClaimLength)
+	}
+	parts := strings.Split(name, ".")
+	if len(parts) > maxClaimPathParts {
+		return fmt.Sprintf("claim name %q: at most %d parts", name, maxClaimPathParts)
+	}
+	for _, p := range parts {
+		if p == "" {
+			return fmt.Sprintf("claim name %q: empty part", name)
+		}
+	}
+	return ""
+}

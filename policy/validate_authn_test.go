@@ -1,0 +1,36 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestJWTValidation: every bad field of spec.jwt, and of claims and
+// principals in rules, is reported with its line.
+func TestJWTValidation(t *testing.T) {
+	t.Parallel()
+	got := errorStrings(t, "testdata/authn/bad-jwt.yaml")
+	want := []string{
+		`bad-jwt.yaml:14: spec.jwt.providers[0].name: invalid provider name "Bad_Name": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
+		`bad-jwt.yaml:15: spec.jwt.providers[0].remoteJWKS.uri: uri "http://idp/jwks": want https (keys must not travel in the clear)`,
+		`bad-jwt.yaml:15: spec.jwt.providers[0].remoteJWKS.cacheDuration: invalid duration "1x": want up to four <number><unit> groups with units h, m, s, ms (e.g. 1m30s)`,
+		`bad-jwt.yaml:16: spec.jwt.providers[1]: remoteJWKS and localJWKS are exclusive`,
+		`bad-jwt.yaml:19: spec.jwt.providers[2]: remoteJWKS or localJWKS is required`,
+		`bad-jwt.yaml:20: spec.jwt.providers[3].name: duplicate provider name "both" (also spec.jwt.providers[1])`,
+		`bad-jwt.yaml:21: spec.jwt.providers[3].localJWKS.file: file "relative.json" must be an absolute path (on the proxies' hosts)`,
+		`bad-jwt.yaml:22: spec.jwt.providers[3].clockSkew: clockSkew 1h: want whole seconds from 0s to 10m0s`,
+		"bad-jwt.yaml:23: spec.jwt.providers[3].extractFrom.headers[0].name: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
+		`bad-jwt.yaml:23: spec.jwt.providers[3].extractFrom.params[0]: invalid query parameter name "a=b"`,
+		`bad-jwt.yaml:23: spec.jwt.providers[3].extractFrom.cookies[0]: invalid cookie name "c;d"`,
+		`bad-jwt.yaml:24: spec.jwt.providers[3].claimToHeaders[0].claim: claim name "a..b": empty part`,
+		`bad-jwt.yaml:27: spec.rules[0].from[0].principals[0]: want 1 to 256 characters`,
+		`bad-jwt.yaml:27: spec.rules[0].from[0].claims[0].values: at least one value is required`,
+	}
+	for i := range got {
+		got[i] = strings.TrimPrefix(got[i], "testdata/authn/")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -293,7 +293,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`security-policy.yaml:27: spec.targetRefs[6]: duplicate target Gateway "edge" (also spec.targetRefs[1])`,
 				`security-policy.yaml:28: spec.targetRefs[7].name: name is required`,
 				`security-policy.yaml:29: spec.mtls: mtls applies to Service targets only (spec.targetRefs[1] is a Gateway)`,
-				`security-policy.yaml:35: spec: a SecurityPolicy needs rules, mtls, jwt or some of them`,
+				`security-policy.yaml:35: spec: a SecurityPolicy needs rules, mtls, jwt, apiKey, basicAuth or some of them`,
 				`security-policy.yaml:36: spec.targetRefs: at least one targetRef is required (a Service, Gateway or HTTPRoute)`,
 				`security-policy.yaml:44: spec.mtls.mode: service "orders" gets mtls.mode STRICT here but PERMISSIVE from SecurityPolicy "rules" (security-policy.yaml:52)`,
 				`security-policy.yaml:54: spec.rules[0].name: invalid rule name "Bad_Name": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,

@@ -377,6 +377,47 @@ type SecurityPolicySpec struct {
 	// JWT authenticates requests to the targets with JSON Web Tokens
 	// (docs/api-gateway.md).
 	JWT *JWTAuthentication `json:"jwt,omitempty"`
+	// APIKey authenticates requests with API keys mapped to consumers.
+	APIKey *APIKeyAuthentication `json:"apiKey,omitempty"`
+	// BasicAuth authenticates requests with HTTP basic credentials.
+	BasicAuth *BasicAuthentication `json:"basicAuth,omitempty"`
+}
+
+// APIKeyAuthentication requires a key of one of its consumers.
+type APIKeyAuthentication struct {
+	// ExtractFrom: where the key is; unset: the X-API-Key header.
+	ExtractFrom *APIKeyExtractFrom `json:"extractFrom,omitempty"`
+	// Consumers and the SHA-256 of their keys.
+	Consumers []APIKeyConsumer `json:"consumers"`
+	// ForwardConsumerHeader, when set, is a request header set to the
+	// consumer's name for the backend.
+	ForwardConsumerHeader string `json:"forwardConsumerHeader,omitempty"`
+	// Forward keeps the key in the request sent on (default: removed).
+	Forward bool `json:"forward,omitempty"`
+}
+
+// APIKeyExtractFrom lists where a key may be, in order.
+type APIKeyExtractFrom struct {
+	Headers []string `json:"headers,omitempty"`
+	Params  []string `json:"params,omitempty"`
+	Cookies []string `json:"cookies,omitempty"`
+}
+
+// APIKeyConsumer is one API consumer: its name and the SHA-256 of its keys
+// (64 hex digits each: echo -n KEY | sha256sum).
+type APIKeyConsumer struct {
+	Name    string   `json:"name"`
+	SHA256s []string `json:"sha256"`
+}
+
+// BasicAuthentication requires the credentials of one of its users.
+type BasicAuthentication struct {
+	// Htpasswd is an htpasswd document: user:hash lines, bcrypt ($2y$...)
+	// or {SHA}.
+	Htpasswd string `json:"htpasswd"`
+	// ForwardUsernameHeader, when set, is a request header set to the user's
+	// name for the backend.
+	ForwardUsernameHeader string `json:"forwardUsernameHeader,omitempty"`
 }
 
 // JWTAuthentication requires a valid JWT of one of its providers.

@@ -134,3 +134,125 @@ func checkClaimName(name string) string {
 	}
 	return ""
 }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Limits of API keys and basic auth.
+const (
+	maxAPIConsumers = 1000
+	maxHtpasswd     = 256 << 10
+)
+
+// checkAPIKey checks spec.apiKey: consumers with unique names and
+// well-formed SHA-256 hashes, each hash once; key locations.
+func (l *loader) checkAPIKey(src Source, a *APIKeyAuthentication) {
+	if len(a.Consumers) == 0 {
+		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required")
+	}
+	if len(a.Consumers) > maxAPIConsumers {
+		l.errorf(src, "spec.apiKey.consumers", "%d consumers: at most %d", len(a.Consumers), maxAPIConsumers)
+	}
+	names, hashes := map[string]int{}, map[string]int{}
+	for i, c := range a.Consumers {
+		p := fmt.Sprintf("spec.apiKey.consumers[%d]", i)
+		if msg := checkDNSLabel(c.Name); msg != "" {
+			l.errorf(src, p+".name", "invalid consumer name %q: %s", c.Name, msg)
+		} else if j, dup := names[c.Name]; dup {
+			l.errorf(src, p+".name", "duplicate consumer %q (also spec.apiKey.consumers[%d])", c.Name, j)
+		} else {
+			names[c.Name] = i
+		}
+		if len(c.SHA256s) == 0 {
+			l.errorf(src, p+".sha256", "at least one key hash is required (echo -n KEY | sha256sum)")
+		}
+		for k, h := range c.SHA256s {
+			hp := fmt.Sprintf("%s.sha256[%d]", p, k)
+			if !isSHA256Hex(h) {
+				l.errorf(src, hp, "want 64 hex digits, the SHA-256 of the key (echo -n KEY | sha256sum)")
+			} else if j, dup := hashes[strings.ToLower(h)]; dup {
+				l.errorf(src, hp, "the same key hash as spec.apiKey.consumers[%d]", j)
+			} else {
+				hashes[strings.ToLower(h)] = i
+			}
+		}
+	}
+	if e := a.ExtractFrom; e != nil {
+		if len(e.Headers)+len(e.Params)+len(e.Cookies) == 0 {
+			l.errorf(src, "spec.apiKey.extractFrom", "at least one of headers, params, cookies is required")
+		}
+		for k, h := range e.Headers {
+			if msg := checkHeaderName(h); msg != "" {
+				l.errorf(src, fmt.Sprintf("spec.apiKey.extractFrom.headers[%d]", k), "%s", msg)
+			}
+		}
+		for k, q := range e.Params {
+			if q == "" || strings.ContainsAny(q, "&=#? ") {
+				l.errorf(src, fmt.Sprintf("spec.apiKey.extractFrom.params[%d]", k), "invalid query parameter name %q", q)
+			}
+		}
+		for k, c := range e.Cookies {
+			if c == "" || strings.ContainsAny(c, "=;, \t") {
+				l.errorf(src, fmt.Sprintf("spec.apiKey.extractFrom.cookies[%d]", k), "invalid cookie name %q", c)
+			}
+		}
+	}
+	if a.ForwardConsumerHeader != "" {
+		if msg := checkHeaderName(a.ForwardConsumerHeader); msg != "" {
+			l.errorf(src, "spec.apiKey.forwardConsumerHeader", "%s", msg)
+		}
+	}
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkBasicAuth checks spec.basicAuth: an htpasswd of bcrypt or {SHA}
+// lines, each user once.
+func (l *loader) checkBasicAuth(src Source, b *BasicAuthentication) {
+	if strings.TrimSpace(b.Htpasswd) == "" {
+		l.errorf(src, "spec.basicAuth.htpasswd", "htpasswd is required (user:hash lines; htpasswd -nbB user password)")
+	}
+	if len(b.Htpasswd) > maxHtpasswd {
+		l.errorf(src, "spec.basicAuth.htpasswd", "longer than %d bytes", maxHtpasswd)
+	}
+	users := map[string]int{}
+	for i, line := range strings.Split(b.Htpasswd, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, hash, ok := strings.Cut(line, ":")
+		switch {
+		case !ok || name == "":
+			l.errorf(src, "spec.basicAuth.htpasswd", "line %d: want user:hash", i+1)
+		case !strings.HasPrefix(hash, "{SHA}") && !strings.HasPrefix(hash, "$2a$") && !strings.HasPrefix(hash, "$2b$") && !strings.HasPrefix(hash, "$2y$"):
+			l.errorf(src, "spec.basicAuth.htpasswd", "line %d: user %q: only bcrypt ($2y$...) and {SHA} passwords are supported", i+1, name)
+		default:
+			if j, dup := users[name]; dup {
+				l.errorf(src, "spec.basicAuth.htpasswd", "line %d: user %q again (also line %d)", i+1, name, j)
+			} else {
+				users[name] = i + 1
+			}
+		}
+	}
+	if b.ForwardUsernameHeader != "" {
+		if msg := checkHeaderName(b.ForwardUsernameHeader); msg != "" {
+			l.errorf(src, "spec.basicAuth.forwardUsernameHeader", "%s", msg)
+		}
+	}
+}

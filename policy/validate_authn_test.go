@@ -34,3 +34,26 @@ func TestJWTValidation(t *testing.T) {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestAPIKeyAndBasicAuthValidation: bad consumers, hashes, key locations
+// and htpasswd lines are reported with their lines; one way to
+// authenticate per policy.
+func TestAPIKeyAndBasicAuthValidation(t *testing.T) {
+	t.Parallel()
+	got := errorStrings(t, "testdata/authn/bad-apikey.yaml")
+	want := []string{
+		`bad-apikey.yaml:10: spec: jwt, apiKey and basicAuth are exclusive: one way to authenticate per policy`,
+		"bad-apikey.yaml:13: spec.apiKey.extractFrom.headers[0]: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
+		`bad-apikey.yaml:15: spec.apiKey.consumers[0].sha256[0]: want 64 hex digits, the SHA-256 of the key (echo -n KEY | sha256sum)`,
+		`bad-apikey.yaml:16: spec.apiKey.consumers[1].name: duplicate consumer "acme" (also spec.apiKey.consumers[0])`,
+		`bad-apikey.yaml:16: spec.apiKey.consumers[1].sha256: at least one key hash is required (echo -n KEY | sha256sum)`,
+		`bad-apikey.yaml:18: spec.basicAuth.htpasswd: line 1: user "bob": only bcrypt ($2y$...) and {SHA} passwords are supported`,
+		`bad-apikey.yaml:18: spec.basicAuth.htpasswd: line 2: want user:hash`,
+	}
+	for i := range got {
+		got[i] = strings.TrimPrefix(got[i], "testdata/authn/")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -103,11 +103,20 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 	if len(spec.TargetRefs) == 0 {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
-	if len(spec.Rules) == 0 && spec.MTLS == nil && spec.JWT == nil {
-		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls, jwt or some of them")
+	if len(spec.Rules) == 0 && spec.MTLS == nil && spec.JWT == nil && spec.APIKey == nil && spec.BasicAuth == nil {
+		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls, jwt, apiKey, basicAuth or some of them")
+	}
+	if n := btoi(spec.JWT != nil) + btoi(spec.APIKey != nil) + btoi(spec.BasicAuth != nil); n > 1 {
+		l.errorf(src, "spec", "jwt, apiKey and basicAuth are exclusive: one way to authenticate per policy")
 	}
 	if spec.JWT != nil {
 		l.checkJWT(src, spec.JWT)
+	}
+	if spec.APIKey != nil {
+		l.checkAPIKey(src, spec.APIKey)
+	}
+	if spec.BasicAuth != nil {
+		l.checkBasicAuth(src, spec.BasicAuth)
 	}
 	var serviceTargets []nsName
 	nonService := -1

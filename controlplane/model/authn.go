@@ -21,6 +21,30 @@ type Authentication struct {
 	JWT []*JWTProvider `json:"jwt,omitempty"`
 	// Optional: every applying policy lets requests without a token through.
 	Optional bool `json:"optional,omitempty"`
+	// APIKey: a key of one of the consumers (of any applying policy);
+	// nil: none required.
+	APIKey *APIKeyAuthn `json:"apiKey,omitempty"`
+	// Basic: the credentials of one of the users; nil: none required.
+	Basic *BasicAuthn `json:"basic,omitempty"`
+}
+
+// APIKeyAuthn is the API keys required at one point.
+type APIKeyAuthn struct {
+	// Consumers by name, with the SHA-256 (hex, lowercase) of their keys.
+	Consumers []policy.APIKeyConsumer `json:"consumers"`
+	// Headers, Params, Cookies: where the key is (all empty: X-API-Key).
+	Headers       []string `json:"headers,omitempty"`
+	Params        []string `json:"params,omitempty"`
+	Cookies       []string `json:"cookies,omitempty"`
+	ForwardHeader string   `json:"forwardHeader,omitempty"`
+	Forward       bool     `json:"forward,omitempty"`
+}
+
+// BasicAuthn is the basic-auth users required at one point.
+type BasicAuthn struct {
+	// Htpasswd lines, of every applying policy.
+	Htpasswd      string `json:"htpasswd"`
+	ForwardHeader string `json:"forwardHeader,omitempty"`
 }
 
 // JWTProvider is one compiled JWT provider, with its defaults applied.
@@ -57,14 +81,34 @@ const (
 // equal to one of Values, or a list holding one.
 type ClaimMatch struct {
 	// Path is the claim's name split at ".".
-	Path   []string `json:"path"`
-	Values []string `json:"values"`
+	Path []string `json:"path,omitempty"`
+	// Principal: the match is of the authenticated principal instead (a
+	// JWT's sub, an API consumer, a basic-auth user).
+	Principal bool     `json:"principal,omitempty"`
+	Values    []string `json:"values"`
 }
 
 // compiledAuthn is one policy's authentication.
 type compiledAuthn struct {
 	jwt      []*JWTProvider
 	optional bool
+	apiKey   *APIKeyAuthn
+	basic    *BasicAuthn
+}
+
+func compileAPIKey(a *policy.APIKeyAuthentication) *compiledAuthn {
+	out := &APIKeyAuthn{ForwardHeader: a.ForwardConsumerHeader, Forward: a.Forward}
+	for _, c := range a.Consumers {
+		hashes := make([]string, len(c.SHA256s))
+		for i, h := range c.SHA256s {
+			hashes[i] = strings.ToLower(h)
+		}
+		out.Consumers = append(out.Consumers, policy.APIKeyConsumer{Name: c.Name, SHA256s: hashes})
+	}
+	if e := a.ExtractFrom; e != nil {
+		out.Headers, out.Params, out.Cookies = slices.Clone(e.Headers), slices.Clone(e.Params), slices.Clone(e.Cookies)
+	}
+	return &compiledAuthn{apiKey: out}
 }
 
 func compileJWT(name string, j *policy.JWTAuthentication) (*compiledAuthn, error) {
@@ -130,7 +174,29 @@ func authentication(policies []*compiledPolicy) *Authentication {
 		}
 		a.Policies = append(a.Policies, cp.name)
 		a.JWT = append(a.JWT, cp.authn.jwt...)
-		a.Optional = a.Optional && cp.authn.optional
+		if len(cp.authn.jwt) > 0 {
+			a.Optional = a.Optional && cp.authn.optional
+		}
+		if k := cp.authn.apiKey; k != nil {
+			if a.APIKey == nil {
+				c := *k
+				c.Consumers = slices.Clone(k.Consumers)
+				a.APIKey = &c
+			} else {
+				a.APIKey.Consumers = append(a.APIKey.Consumers, k.Consumers...)
+			}
+		}
+		if b := cp.authn.basic; b != nil {
+			if a.Basic == nil {
+				c := *b
+				a.Basic = &c
+			} else {
+				a.Basic.Htpasswd += "\n" + b.Htpasswd
+			}
+		}
+	}
+	if a != nil && len(a.JWT) == 0 {
+		a.Optional = false
 	}
 	if a != nil {
 		slices.Sort(a.Policies)
@@ -144,7 +210,7 @@ func (a *Authentication) RequirementName() string { return strings.Join(a.Polici
 func compileClaims(in []policy.ClaimMatch, principals []string) []ClaimMatch {
 	var out []ClaimMatch
 	if len(principals) > 0 {
-		out = append(out, ClaimMatch{Path: []string{"sub"}, Values: slices.Clone(principals)})
+		out = append(out, ClaimMatch{Principal: true, Values: slices.Clone(principals)})
 	}
 	for _, c := range in {
 		out = append(out, ClaimMatch{Path: strings.Split(c.Name, "."), Values: slices.Clone(c.Values)})

@@ -237,6 +237,12 @@ func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error
 		}
 		cp.authn = authn
 	}
+	if sp.Spec.APIKey != nil {
+		cp.authn = compileAPIKey(sp.Spec.APIKey)
+	}
+	if sp.Spec.BasicAuth != nil {
+		cp.authn = &compiledAuthn{basic: &BasicAuthn{Htpasswd: sp.Spec.BasicAuth.Htpasswd, ForwardHeader: sp.Spec.BasicAuth.ForwardUsernameHeader}}
+	}
 	for i, rule := range sp.Spec.Rules {
 		label := rule.Name
 		if label == "" {

@@ -42,7 +42,7 @@ const (
 func jwtHTTPFilter(listener *model.Authentication, routes []*model.Authentication) (*hcmv3.HttpFilter, error) {
 	cfg := &jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{}}
 	for _, a := range append([]*model.Authentication{listener}, routes...) {
-		if a == nil {
+		if a == nil || len(a.JWT) == 0 {
 			continue
 		}
 		for _, p := range a.JWT {
@@ -57,7 +57,7 @@ func jwtHTTPFilter(listener *model.Authentication, routes []*model.Authenticatio
 			cfg.RequirementMap[a.RequirementName()] = jwtRequirement(a)
 		}
 	}
-	if listener != nil {
+	if listener != nil && len(listener.JWT) > 0 {
 		cfg.Rules = []*jwtv3.RequirementRule{{
 			Match:           &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			RequirementType: &jwtv3.RequirementRule_Requires{Requires: jwtRequirement(listener)},
@@ -153,6 +153,14 @@ func jwtProvider(p *model.JWTProvider) *jwtv3.JwtProvider {
 // claimPrincipal matches one claim of the verified JWT in the dynamic
 // metadata: a string equal to one of the values, or a list holding one.
 func claimPrincipal(c model.ClaimMatch) *rbacv3.Principal {
+	if c.Principal {
+		// A JWT's sub, or the principal an API key or basic-auth filter
+		// established (meshgate's metadata: an Envoy has none).
+		return orIDs([]*rbacv3.Principal{
+			claimPrincipal(model.ClaimMatch{Path: []string{"sub"}, Values: c.Values}),
+			authnPrincipal(c.Values),
+		})
+	}
 	path := []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: JWTPayloadKey}}}
 	for _, key := range c.Path {
 		path = append(path, &matcherv3.MetadataMatcher_PathSegment{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: key}})
@@ -172,8 +180,12 @@ func claimPrincipal(c model.ClaimMatch) *rbacv3.Principal {
 }
 
 func metadataPrincipal(path []*matcherv3.MetadataMatcher_PathSegment, value *matcherv3.ValueMatcher) *rbacv3.Principal {
+	return namespacedPrincipal(JWTMetadataNamespace, path, value)
+}
+
+func namespacedPrincipal(namespace string, path []*matcherv3.MetadataMatcher_PathSegment, value *matcherv3.ValueMatcher) *rbacv3.Principal {
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_SourcedMetadata{SourcedMetadata: &rbacv3.SourcedMetadata{
-		MetadataMatcher: &matcherv3.MetadataMatcher{Filter: JWTMetadataNamespace, Path: path, Value: value},
+		MetadataMatcher: &matcherv3.MetadataMatcher{Filter: namespace, Path: path, Value: value},
 		MetadataSource:  rbacv3.MetadataSource_DYNAMIC,
 	}}}
 }

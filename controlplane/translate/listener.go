@@ -138,12 +138,26 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // mutation filter.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
-	if want.authentication != nil || len(want.routeAuthentications) > 0 {
+	if anyAuthn(want, func(a *model.Authentication) bool { return len(a.JWT) > 0 }) {
 		jwt, err := jwtHTTPFilter(want.authentication, want.routeAuthentications)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, jwt)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return a.APIKey != nil }) {
+		f, err := apiKeyHTTPFilter(want.authentication)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return a.Basic != nil }) {
+		f, err := basicAuthHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"maps"
 	"regexp"
 	"strings"
 
@@ -37,14 +38,14 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			r.TypedPerFilterConfig = perRoute
 		}
 		if rule.Authentication != nil {
-			perRoute, err := jwtPerRoute(rule.Authentication)
+			perRoute, err := authnPerRoute(rule.Authentication)
 			if err != nil {
 				return nil, err
 			}
-			if r.TypedPerFilterConfig == nil {
+			if len(perRoute) > 0 && r.TypedPerFilterConfig == nil {
 				r.TypedPerFilterConfig = map[string]*anypb.Any{}
 			}
-			r.TypedPerFilterConfig[JWTFilterName] = perRoute
+			maps.Copy(r.TypedPerFilterConfig, perRoute)
 		}
 		a := rule.Action
 		if a.Redirect != nil {

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/meshgate/meshgate/dataplane/filters/apikeyauth"
+	"github.com/meshgate/meshgate/dataplane/filters/basicauth"
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
@@ -48,10 +50,11 @@ type Registry struct {
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault) and buffer (buffer.v3.Buffer: request
-// body limits) and JWT authentication (jwt_authn.v3.JwtAuthentication).
+// body limits), JWT authentication (jwt_authn.v3.JwtAuthentication), API
+// keys (api_key_auth.v3.ApiKeyAuth) and basic auth (basic_auth.v3.BasicAuth).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(),
-		jwtauthn.Factory())
+		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

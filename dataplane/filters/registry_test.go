@@ -50,6 +50,8 @@ func TestDefaultRegistry(t *testing.T) {
 	r := Default()
 	want := []protoreflect.FullName{
 		"envoy.extensions.filters.http.router.v3.Router",
+		"envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+		"envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
 		"envoy.extensions.filters.http.buffer.v3.Buffer",
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",

@@ -120,4 +120,27 @@ func TestAPIKeyAndBasicAuth(t *testing.T) {
 			t.Errorf("admin: X-User %q, want bob", r.reply.Headers["x-user"])
 		}
 	}
+
+	t.Run("requests by consumer in the metrics", func(t *testing.T) {
+		families, err := scrapeMetrics(c.addr("gateway-admin-edge"), "", acceptText)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		if f := families["meshgate_proxy_consumer_requests_total"]; f != nil {
+			for _, m := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				got[labels["kind"]+"/"+labels["consumer"]] = m.GetCounter().GetValue()
+			}
+		}
+		// acme: the request the gateway first served (at least once),
+		// one GET and the denied DELETE (authenticated, then denied);
+		// globex one; bob one; no label for unknown keys.
+		if got["apikey/acme"] < 3 || got["apikey/globex"] != 1 || got["basic/bob"] != 1 || len(got) != 3 {
+			t.Errorf("consumer requests = %v", got)
+		}
+	})
 }

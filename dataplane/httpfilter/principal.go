@@ -37,6 +37,12 @@ type Auth struct {
 	Metadata                       map[string]any
 }
 
+// StatConsumerRequests is the /stats family counting the requests of
+// declared consumers, by "<kind>/<name>": an API key's client, a
+// basic-auth user (both declared in the filter's config, so the family is
+// bounded by configuration). JWT subjects are not declared and not counted.
+const StatConsumerRequests = "consumer_requests"
+
 type authKey struct{}
 
 // WithAuth returns a copy of ctx carrying a, for the request's remaining

@@ -63,7 +63,7 @@ func Factory() httpfilter.Factory {
 			"envoy.extensions.filters.http.api_key_auth.v3.KeySource":  xdscheck.Allow("header", "query", "cookie"),
 			"envoy.extensions.filters.http.api_key_auth.v3.Forwarding": xdscheck.Allow("header", "hide_credentials"),
 		},
-		Stats:       []string{StatDenied},
+		Stats:       []string{StatDenied, httpfilter.StatConsumerRequests},
 		New:         newFilter,
 		NewPerRoute: newPerRoute,
 	}
@@ -132,7 +132,10 @@ type filter struct {
 	name   string
 	cfg    *config
 	denied *httpfilter.Counters
-	logger *slog.Logger
+	// requests counts the requests of each consumer (declared in the
+	// config), by "<kind>/<name>".
+	requests *httpfilter.Counters
+	logger   *slog.Logger
 }
 
 func newFilter(name string, msg proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
@@ -148,7 +151,8 @@ func newFilter(name string, msg proto.Message, env httpfilter.Env) (httpfilter.F
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &filter{name: name, cfg: c, denied: env.Stats.Counters(StatDenied), logger: logger}, nil
+	return &filter{name: name, cfg: c, denied: env.Stats.Counters(StatDenied),
+		requests: env.Stats.Counters(httpfilter.StatConsumerRequests), logger: logger}, nil
 }
 
 func newPerRoute(msg proto.Message) (any, error) {
@@ -197,6 +201,7 @@ func (f *filter) Wrap(next httpfilter.Handler) httpfilter.Handler {
 		}
 		auth := &httpfilter.Auth{Principal: client, Kind: httpfilter.AuthAPIKey, Provider: f.name,
 			MetadataNamespace: MetadataNamespace, MetadataKey: "principal", Metadata: map[string]any{"name": client, "kind": httpfilter.AuthAPIKey}}
+		f.requests.Inc(httpfilter.AuthAPIKey + "/" + auth.Principal)
 		r = r.WithContext(httpfilter.WithAuth(r.Context(), auth))
 		accesslog.Authenticated(r.Context(), client)
 		tracing.Authenticated(r.Context(), client)

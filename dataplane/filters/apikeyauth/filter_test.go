@@ -23,11 +23,12 @@ func hashOf(key string) string {
 // a wrong key or none is 401.
 func TestAPIKeys(t *testing.T) {
 	t.Parallel()
+	stats := new(httpfilter.Stats)
 	f, err := newFilter("keys", &apikeyv3.ApiKeyAuth{
 		Credentials: []*apikeyv3.Credential{{Key: hashOf("k-acme"), Client: "acme"}, {Key: hashOf("k-globex"), Client: "globex"}},
 		KeySources:  []*apikeyv3.KeySource{{Header: "x-api-key"}, {Query: "api_key"}},
 		Forwarding:  &apikeyv3.Forwarding{Header: "x-consumer", HideCredentials: true},
-	}, httpfilter.Env{Stats: new(httpfilter.Stats)})
+	}, httpfilter.Env{Stats: stats})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +69,33 @@ func TestAPIKeys(t *testing.T) {
 		if seen.Header.Get("X-Api-Key") != "" || seen.URL.Query().Get("api_key") != "" {
 			t.Errorf("%s: the key reached the backend: %v %v", tc.name, seen.Header, seen.URL)
 		}
+	}
+}
+
+// TestConsumerCounts (in TestAPIKeys' wake): only authenticated requests
+// count, by declared consumer.
+func TestConsumerCounts(t *testing.T) {
+	t.Parallel()
+	stats := new(httpfilter.Stats)
+	f, err := newFilter("keys", &apikeyv3.ApiKeyAuth{
+		Credentials: []*apikeyv3.Credential{{Key: hashOf("k-acme"), Client: "acme"}},
+		KeySources:  []*apikeyv3.KeySource{{Header: "x-api-key"}},
+	}, httpfilter.Env{Stats: stats})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := f.Wrap(httpfilter.HandlerFunc(func(http.ResponseWriter, *http.Request, *router.Route) {}))
+	for _, key := range []string{"k-acme", "k-acme", "nope", ""} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("X-Api-Key", key)
+		h.ServeHTTP(httptest.NewRecorder(), r, nil)
+	}
+	got := stats.Counters(httpfilter.StatConsumerRequests).Snapshot()
+	if len(got) != 1 || got["apikey/acme"] != 2 {
+		t.Errorf("consumer_requests = %v, want apikey/acme 2 only", got)
+	}
+	if d := stats.Counters(StatDenied).Snapshot(); d["invalid"] != 1 || d["missing"] != 1 {
+		t.Errorf("api_key_auth_denied = %v", d)
 	}
 }
 

@@ -52,7 +52,7 @@ func Factory() httpfilter.Factory {
 			configType:   xdscheck.Allow("forward_username_header", "realm").With("users", users),
 			perRouteType: xdscheck.Allow("realm").With("users", users),
 		},
-		Stats:       []string{StatDenied},
+		Stats:       []string{StatDenied, httpfilter.StatConsumerRequests},
 		New:         newFilter,
 		NewPerRoute: newPerRoute,
 	}
@@ -122,7 +122,9 @@ type filter struct {
 	cfg     *config // nil: no users at the listener level
 	forward string  // forward_username_header, for per-route users too
 	denied  *httpfilter.Counters
-	logger  *slog.Logger
+	// requests counts the requests of each user, by "basic/<name>".
+	requests *httpfilter.Counters
+	logger   *slog.Logger
 }
 
 func newFilter(name string, msg proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
@@ -141,7 +143,8 @@ func newFilter(name string, msg proto.Message, env httpfilter.Env) (httpfilter.F
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &filter{name: name, cfg: c, forward: cfg.GetForwardUsernameHeader(), denied: env.Stats.Counters(StatDenied), logger: logger}, nil
+	return &filter{name: name, cfg: c, forward: cfg.GetForwardUsernameHeader(), denied: env.Stats.Counters(StatDenied),
+		requests: env.Stats.Counters(httpfilter.StatConsumerRequests), logger: logger}, nil
 }
 
 func newPerRoute(msg proto.Message) (any, error) {
@@ -187,6 +190,7 @@ func (f *filter) Wrap(next httpfilter.Handler) httpfilter.Handler {
 		}
 		auth := &httpfilter.Auth{Principal: name, Kind: httpfilter.AuthBasic, Provider: f.name,
 			MetadataNamespace: MetadataNamespace, MetadataKey: "principal", Metadata: map[string]any{"name": name, "kind": httpfilter.AuthBasic}}
+		f.requests.Inc(httpfilter.AuthBasic + "/" + auth.Principal)
 		r = r.WithContext(httpfilter.WithAuth(r.Context(), auth))
 		accesslog.Authenticated(r.Context(), name)
 		tracing.Authenticated(r.Context(), name)

@@ -83,6 +83,7 @@ FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
 FUZZ_TARGETS += ./dataplane/filters:FuzzChain ./dataplane/filters/headermutation:FuzzHeaderMutation
 FUZZ_TARGETS += ./dataplane/filters/fault:FuzzFault
 FUZZ_TARGETS += ./dataplane/filters/buffer:FuzzBuffer
+FUZZ_TARGETS += ./dataplane/filters/jwtauthn:FuzzVerify ./dataplane/filters/apikeyauth:FuzzAPIKey ./dataplane/filters/basicauth:FuzzBasicAuth
 FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=

@@ -1,6 +1,7 @@
 package basicauth
 
 import (
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -69,3 +70,5 @@ func TestCompileErrors(t *testing.T) {
 		}
 	}
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -45,6 +45,9 @@ type provider struct {
 	metadataKey  string
 	spaceClaims  []string
 	now          func() time.Time
+	// tokens parses and validates tokens; built once (it is not modified
+	// by parsing).
+	tokens *jwt.Parser
 }
 
 type tokenHeader struct {
@@ -257,6 +260,7 @@ func compileProvider(name string, p *jwtv3.JwtProvider, opts options) (*provider
 	default:
 		return nil, errors.New("remote_jwks or local_jwks is required")
 	}
+	out.tokens = out.parser()
 	return out, nil
 }
 

@@ -320,7 +320,7 @@ func (p *provider) verify(r *http.Request) (*verified, error) {
 		return nil, fmt.Errorf("provider %s: %w: token longer than %d bytes", p.name, errInvalid, maxTokenBytes)
 	}
 	claims := jwt.MapClaims{}
-	_, err := p.parser().ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+	_, err := p.tokens.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		keys, err := p.keys.keys(r.Context(), kid)
 		if err != nil {

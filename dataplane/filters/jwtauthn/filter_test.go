@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -392,5 +394,39 @@ func TestParseJWKS(t *testing.T) {
 		if _, err := parseJWKS([]byte(tc.jwks)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestFileJWKS: a local_jwks filename is read again when it changes (looked
+// at once per fileCheckEvery); an invalid new version keeps the keys.
+func TestFileJWKS(t *testing.T) {
+	t.Parallel()
+	k1, k2 := newRSAKey(t, "k1"), newRSAKey(t, "k2")
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, []byte(jwksOf(k1.jwk())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(testNow.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := withClaims(&jwtv3.JwtProvider{JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{
+		LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}}})
+	s := serve(t, requireAll("corp", p), now, nil)
+	if w := s.do("/", bearer(k1.sign(t, claimsAt(testNow, nil)))); w.Code != 200 {
+		t.Fatalf("k1: %d %s", w.Code, w.Body)
+	}
+	if err := os.WriteFile(path, []byte(jwksOf(k2.jwk())+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(int64(fileCheckEvery))
+	if w := s.do("/", bearer(k2.sign(t, claimsAt(testNow, nil)))); w.Code != 200 {
+		t.Fatalf("k2 after the file changed: %d %s", w.Code, w.Body)
+	}
+	if err := os.WriteFile(path, []byte("not JSON at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(int64(fileCheckEvery))
+	if w := s.do("/", bearer(k2.sign(t, claimsAt(testNow, nil)))); w.Code != 200 {
+		t.Fatalf("k2 after an invalid version: %d %s", w.Code, w.Body)
 	}
 }

@@ -96,6 +96,8 @@ type options struct {
 	now    func() time.Time
 	client *http.Client
 	logger *slog.Logger
+	// remotes, when set, shares remote JWKS between compiles.
+	remotes *remoteCache
 }
 
 func compile(cfg *jwtv3.JwtAuthentication, opts options) (*config, error) {
@@ -248,15 +250,22 @@ func compileProvider(name string, p *jwtv3.JwtProvider, opts options) (*provider
 		if !strings.HasPrefix(uri, "https://") && !strings.HasPrefix(uri, "http://") {
 			return nil, fmt.Errorf("remote_jwks.http_uri.uri %q: want an https:// URL", uri)
 		}
-		rk := &remoteKeys{uri: uri, timeout: defaultFetchTimeout, cacheFor: defaultCacheDuration,
-			client: opts.client, now: opts.now, logger: opts.logger}
+		key := remoteCacheKey{uri: uri, timeout: defaultFetchTimeout, cacheFor: defaultCacheDuration}
 		if d := src.RemoteJwks.GetHttpUri().GetTimeout(); d != nil && d.AsDuration() > 0 {
-			rk.timeout = d.AsDuration()
+			key.timeout = d.AsDuration()
 		}
 		if d := src.RemoteJwks.GetCacheDuration(); d != nil && d.AsDuration() > 0 {
-			rk.cacheFor = d.AsDuration()
+			key.cacheFor = d.AsDuration()
 		}
-		out.keys = rk
+		newKeys := func() *remoteKeys {
+			return &remoteKeys{uri: key.uri, timeout: key.timeout, cacheFor: key.cacheFor,
+				client: opts.client, now: opts.now, logger: opts.logger}
+		}
+		if opts.remotes != nil {
+			out.keys = opts.remotes.get(key, newKeys)
+		} else {
+			out.keys = newKeys()
+		}
 	default:
 		return nil, errors.New("remote_jwks or local_jwks is required")
 	}

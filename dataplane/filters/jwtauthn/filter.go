@@ -57,15 +57,21 @@ var (
 	errInvalid = errors.New("token does not verify")
 )
 
-// Factory describes the JWT filter to the registry.
+// Factory describes the JWT filter to the registry. Its filters share one
+// JWKS client and cache of remote JWKS (by URL, timeout and cache
+// duration): a listener's new configuration keeps the keys fetched for the
+// previous one, stale keys included when the server is down.
 func Factory() httpfilter.Factory {
+	shared := &remoteCache{client: jwksClient(), byKey: map[remoteCacheKey]*remoteKeys{}}
 	return httpfilter.Factory{
 		ConfigType:   configType,
 		PerRouteType: perRouteType,
 		Rules:        subsetRules(),
 		Stats:        []string{StatDenied},
-		New:          newFilter,
-		NewPerRoute:  newPerRoute,
+		New: func(name string, config proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
+			return newFilter(name, config, env, shared)
+		},
+		NewPerRoute: newPerRoute,
 	}
 }
 
@@ -105,7 +111,7 @@ func jwksClient() *http.Client {
 	}
 }
 
-func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
+func newFilter(name string, config proto.Message, env httpfilter.Env, shared *remoteCache) (httpfilter.Filter, error) {
 	cfg, ok := config.(*jwtv3.JwtAuthentication)
 	if !ok {
 		return nil, fmt.Errorf("want a JwtAuthentication, got %T", config)
@@ -114,7 +120,7 @@ func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilte
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c, err := compile(cfg, options{now: time.Now, client: jwksClient(), logger: logger.With("filter", name)})
+	c, err := compile(cfg, options{now: time.Now, client: shared.client, remotes: shared, logger: logger.With("filter", name)})
 	if err != nil {
 		return nil, fmt.Errorf("jwt_authn: %w", err)
 	}

@@ -430,3 +430,42 @@ func TestFileJWKS(t *testing.T) {
 		t.Fatalf("k2 after an invalid version: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestRemoteJWKSSharedAcrossConfigs: a filter compiled again (a new
+// listener configuration) keeps the keys its factory fetched: no new fetch,
+// and a JWKS server that is down by then does not matter.
+func TestRemoteJWKSSharedAcrossConfigs(t *testing.T) {
+	t.Parallel()
+	k1 := newRSAKey(t, "k1")
+	var fetches atomic.Int64
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fetches.Add(1)
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, jwksOf(k1.jwk()))
+	}))
+	t.Cleanup(srv.Close)
+	factory := Factory()
+	cfg := requireAll("corp", remote(srv.URL, time.Hour))
+	tok := k1.sign(t, claimsAt(time.Now(), nil))
+	for i := range 2 {
+		f, err := factory.New("jwt", cfg, httpfilter.Env{Stats: new(httpfilter.Stats)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		f.Wrap(httpfilter.HandlerFunc(func(w http.ResponseWriter, _ *http.Request, _ *router.Route) { w.WriteHeader(200) })).ServeHTTP(w, r, nil)
+		if w.Code != 200 {
+			t.Fatalf("config %d: status %d %s", i, w.Code, w.Body)
+		}
+		down.Store(true)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
+}

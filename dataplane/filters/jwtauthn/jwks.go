@@ -258,6 +258,31 @@ func (f *fileKeys) keys(context.Context, string) ([]jwk, error) {
 	return f.current, nil
 }
 
+// remoteCache shares remote JWKS between the configurations a proxy
+// compiles (one per JWT factory, so per proxy): bounded by the URLs
+// configured over the proxy's life.
+type remoteCache struct {
+	client *http.Client
+	mu     sync.Mutex
+	byKey  map[remoteCacheKey]*remoteKeys
+}
+
+type remoteCacheKey struct {
+	uri               string
+	timeout, cacheFor time.Duration
+}
+
+func (c *remoteCache) get(key remoteCacheKey, create func() *remoteKeys) *remoteKeys {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k, ok := c.byKey[key]; ok {
+		return k
+	}
+	k := create()
+	c.byKey[key] = k
+	return k
+}
+
 // remoteKeys is a JWKS fetched from an HTTPS (or HTTP) URL
 // (remote_jwks.http_uri) and cached for cache_duration. The first request
 // waits for the first fetch, at most the fetch timeout; a request whose kid

@@ -10,7 +10,8 @@ import (
 )
 
 // apiKeyPolicy: the gateway edge routes /api to app behind API keys (the
-// consumers acme and globex, by the SHA-256 of their keys), /admin behind
+// consumers acme, in the policy, and globex, in a Secret, by the SHA-256
+// of their keys), /admin behind
 // basic auth (bob, bcrypt), with acme denied DELETE by a rule on its
 // principal; / is open.
 func apiKeyPolicy() string {
@@ -50,12 +51,19 @@ spec:
     forwardConsumerHeader: X-Consumer
     consumers:
       - {name: acme, sha256: ["`+hex.EncodeToString(acme[:])+`"]}
-      - {name: globex, sha256: ["`+hex.EncodeToString(globex[:])+`"]}
+    secretRef: {name: more-consumers}
   rules:
     - name: acme-no-delete
       action: DENY
       from: [{principals: [acme]}]
       to: [{methods: [DELETE]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: more-consumers}
+type: Opaque
+stringData:
+  globex: "`+hex.EncodeToString(globex[:])+`"
 ---
 apiVersion: meshgate.dev/v1alpha1
 kind: SecurityPolicy

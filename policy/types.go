@@ -388,12 +388,23 @@ type APIKeyAuthentication struct {
 	// ExtractFrom: where the key is; unset: the X-API-Key header.
 	ExtractFrom *APIKeyExtractFrom `json:"extractFrom,omitempty"`
 	// Consumers and the SHA-256 of their keys.
-	Consumers []APIKeyConsumer `json:"consumers"`
+	Consumers []APIKeyConsumer `json:"consumers,omitempty"`
+	// SecretRef names a Secret of the policy's namespace holding more
+	// consumers: each data key a consumer's name, its value the SHA-256 of
+	// its keys (hex, one per line).
+	SecretRef *SecretObjectRef `json:"secretRef,omitempty"`
+	// SecretConsumers are the consumers of SecretRef, filled by the loader.
+	SecretConsumers []APIKeyConsumer `json:"-"`
 	// ForwardConsumerHeader, when set, is a request header set to the
 	// consumer's name for the backend.
 	ForwardConsumerHeader string `json:"forwardConsumerHeader,omitempty"`
 	// Forward keeps the key in the request sent on (default: removed).
 	Forward bool `json:"forward,omitempty"`
+}
+
+// SecretObjectRef names a Secret in the referring policy's namespace.
+type SecretObjectRef struct {
+	Name string `json:"name"`
 }
 
 // APIKeyExtractFrom lists where a key may be, in order.

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -150,9 +152,13 @@ const (
 
 // checkAPIKey checks spec.apiKey: consumers with unique names and
 // well-formed SHA-256 hashes, each hash once; key locations.
-func (l *loader) checkAPIKey(src Source, a *APIKeyAuthentication) {
-	if len(a.Consumers) == 0 {
-		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required")
+func (l *loader) checkAPIKey(src Source, namespace string, a *APIKeyAuthentication) {
+	a.SecretConsumers = nil
+	if a.SecretRef != nil {
+		l.apiKeySecret(src, namespace, a)
+	}
+	if len(a.Consumers)+len(a.SecretConsumers) == 0 && a.SecretRef == nil {
+		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required (or a secretRef)")
 	}
 	if len(a.Consumers) > maxAPIConsumers {
 		l.errorf(src, "spec.apiKey.consumers", "%d consumers: at most %d", len(a.Consumers), maxAPIConsumers)
@@ -178,6 +184,17 @@ func (l *loader) checkAPIKey(src Source, a *APIKeyAuthentication) {
 				l.errorf(src, hp, "the same key hash as spec.apiKey.consumers[%d]", j)
 			} else {
 				hashes[strings.ToLower(h)] = i
+			}
+		}
+	}
+	for _, c := range a.SecretConsumers {
+		if j, dup := names[c.Name]; dup {
+			l.errorf(src, "spec.apiKey.secretRef.name", "consumer %q of the Secret is also spec.apiKey.consumers[%d]", c.Name, j)
+			continue
+		}
+		for _, h := range c.SHA256s {
+			if j, dup := hashes[h]; dup {
+				l.errorf(src, "spec.apiKey.secretRef.name", "consumer %q of the Secret has the same key hash as spec.apiKey.consumers[%d]", c.Name, j)
 			}
 		}
 	}
@@ -255,4 +272,52 @@ func (l *loader) checkBasicAuth(src Source, b *BasicAuthentication) {
 			l.errorf(src, "spec.basicAuth.forwardUsernameHeader", "%s", msg)
 		}
 	}
+}
+
+// apiKeySecret reads the consumers of spec.apiKey.secretRef: the Secret
+// must exist in the policy's namespace; each data key is a consumer name
+// (an RFC 1123 label), each line of its value a SHA-256 in hex.
+func (l *loader) apiKeySecret(src Source, namespace string, a *APIKeyAuthentication) {
+	field := "spec.apiKey.secretRef.name"
+	var secret *Secret
+	for _, s := range l.set.Secrets {
+		if s.Name == a.SecretRef.Name && orDefaultNamespace(s.Namespace) == orDefaultNamespace(namespace) {
+			secret = s
+		}
+	}
+	if secret == nil {
+		l.refErrorf(src, field, ReasonTargetNotFound, "secret %q not found in namespace %q", a.SecretRef.Name, orDefaultNamespace(namespace))
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(secret.Data)) {
+		if msg := checkDNSLabel(name); msg != "" {
+			l.errorf(src, field, "secret %q: key %q is not a consumer name: %s", secret.Name, name, msg)
+			continue
+		}
+		c := APIKeyConsumer{Name: name}
+		for line := range strings.SplitSeq(string(secret.Data[name]), "\n") {
+			if line = strings.TrimSpace(line); line == "" {
+				continue
+			}
+			if !isSHA256Hex(line) {
+				// The value is secret-adjacent: say where, not what.
+				l.errorf(src, field, "secret %q: consumer %q: a line is not 64 hex digits (the SHA-256 of a key)", secret.Name, name)
+				continue
+			}
+			c.SHA256s = append(c.SHA256s, strings.ToLower(line))
+		}
+		if len(c.SHA256s) > 0 {
+			a.SecretConsumers = append(a.SecretConsumers, c)
+		}
+	}
+	if len(a.SecretConsumers) == 0 && len(a.Consumers) == 0 {
+		l.errorf(src, field, "secret %q holds no consumer", secret.Name)
+	}
+}
+
+func orDefaultNamespace(ns string) string {
+	if ns == "" {
+		return "default"
+	}
+	return ns
 }

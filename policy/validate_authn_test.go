@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -55,5 +57,33 @@ func TestAPIKeyAndBasicAuthValidation(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestAPIKeySecret: consumers from a Secret (data or stringData, hashes
+// lowercased); a line that is not a hash is reported without its value; a
+// missing Secret is an unresolved reference.
+func TestAPIKeySecret(t *testing.T) {
+	t.Parallel()
+	got := errorStrings(t, "testdata/authn/apikey-secret.yaml")
+	want := []string{`testdata/authn/apikey-secret.yaml:23: spec.apiKey.secretRef.name: secret "keys": consumer "globex": a line is not 64 hex digits (the SHA-256 of a key)`}
+	if !slices.Equal(got, want) {
+		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	good, err := os.ReadFile("testdata/authn/apikey-secret.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "good.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(string(good), "  globex: NWQ0MTQwMmFiYzRiMmE3NmI5NzE5ZDkxMTAxN2M1OTI=\n", "", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := set.SecurityPolicies[0].Spec.APIKey.SecretConsumers
+	if len(sc) != 1 || sc[0].Name != "initech" || sc[0].SHA256s[0] != "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae" {
+		t.Errorf("secret consumers = %+v", sc)
 	}
 }

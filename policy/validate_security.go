@@ -113,7 +113,7 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 		l.checkJWT(src, spec.JWT)
 	}
 	if spec.APIKey != nil {
-		l.checkAPIKey(src, spec.APIKey)
+		l.checkAPIKey(src, sp.Namespace, spec.APIKey)
 	}
 	if spec.BasicAuth != nil {
 		l.checkBasicAuth(src, spec.BasicAuth)

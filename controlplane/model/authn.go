@@ -98,7 +98,7 @@ type compiledAuthn struct {
 
 func compileAPIKey(a *policy.APIKeyAuthentication) *compiledAuthn {
 	out := &APIKeyAuthn{ForwardHeader: a.ForwardConsumerHeader, Forward: a.Forward}
-	for _, c := range a.Consumers {
+	for _, c := range append(slices.Clone(a.Consumers), a.SecretConsumers...) {
 		hashes := make([]string, len(c.SHA256s))
 		for i, h := range c.SHA256s {
 			hashes[i] = strings.ToLower(h)

@@ -219,7 +219,9 @@ func (f *filter) refuse(w http.ResponseWriter, r *http.Request, rt *router.Route
 			slog.String("method", r.Method), slog.String("path", r.URL.EscapedPath()),
 			slog.String("requirement", key), slog.String("error", err.Error()))
 	}
-	realm := "http://" + r.Host + r.URL.EscapedPath()
+	// The realm is the request's URL, its quotes escaped so that it stays
+	// one quoted-string.
+	realm := strings.ReplaceAll("http://"+r.Host+r.URL.EscapedPath(), `"`, "%22")
 	challenge := `Bearer realm="` + realm + `"`
 	if reason == "invalid" {
 		challenge += `, error="invalid_token"`

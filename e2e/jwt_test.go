@@ -114,8 +114,8 @@ func (k *jwtKey) sign(t *testing.T, claims jwt.MapClaims) string {
 	return s
 }
 
-// startEnv is start with more environment variables for the process.
-func startEnv(t *testing.T, name string, env []string, args ...string) *proc {
+// jwtStartEnv is start with more environment variables for the process.
+func jwtStartEnv(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	args = withoutDrainDelay(args)
@@ -212,7 +212,7 @@ func TestJWTAuthentication(t *testing.T) {
 		c.startInstance(c.sidecar, svc, svc, "v1")
 	}
 	admin := c.addr("gateway-admin-edge")
-	startEnv(t, "gateway edge", []string{"SSL_CERT_FILE=" + issuer.caFile}, "gateway", "--name", "edge",
+	jwtStartEnv(t, "gateway edge", []string{"SSL_CERT_FILE=" + issuer.caFile}, "gateway", "--name", "edge",
 		"--xds", c.xds, "--admin", admin, "--token", c.token("edge"), "--log-level", "debug")
 	c.waitReady(admin)
 	gw := "http://" + c.addr("gw")
@@ -307,7 +307,7 @@ func TestJWTAuthentication(t *testing.T) {
 			{"claim-based deny", []string{"X-Jwt: " + k1.sign(t, jwtClaims("ivan", jwt.MapClaims{"groups": []string{"staff", "interns"}}))}, 403},
 		} {
 			eventually(t, 15*time.Second, "orders' sidecar: "+tc.name, func() error {
-				code, err := callStatusWith(app, "orders", "/items", tc.header...)
+				code, err := jwtCallStatus(app, "orders", "/items", tc.header...)
 				if err != nil {
 					return err
 				}
@@ -366,8 +366,8 @@ func TestJWTAuthentication(t *testing.T) {
 	})
 }
 
-// callStatusWith is callStatus (GET) with headers for the app to pass on.
-func callStatusWith(app, svc, path string, headers ...string) (int, error) {
+// jwtCallStatus is callStatus (GET) with headers for the app to pass on.
+func jwtCallStatus(app, svc, path string, headers ...string) (int, error) {
 	r, err := get(app+"/call/"+svc+path, headers...)
 	if err != nil {
 		return 0, err

@@ -179,6 +179,12 @@ func (f *filter) Wrap(next httpfilter.Handler) httpfilter.Handler {
 				c = per
 			}
 		}
+		if f.cfg.header != "" {
+			r.Header.Del(f.cfg.header) // only an authenticated key sets it
+		}
+		if c.header != "" {
+			r.Header.Del(c.header)
+		}
 		if !c.enforces() {
 			next.ServeHTTP(w, r, rt)
 			return

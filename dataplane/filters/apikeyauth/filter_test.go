@@ -111,3 +111,21 @@ func TestCompileErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardHeaderOnlyFromAKey: on a route whose per-route config requires
+// nothing, the consumer header a client sent is removed.
+func TestForwardHeaderOnlyFromAKey(t *testing.T) {
+	t.Parallel()
+	f, err := newFilter("keys", &apikeyv3.ApiKeyAuth{Forwarding: &apikeyv3.Forwarding{Header: "x-consumer"}},
+		httpfilter.Env{Stats: new(httpfilter.Stats)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen *http.Request
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("X-Consumer", "acme")
+	f.Wrap(httpfilter.HandlerFunc(func(_ http.ResponseWriter, r *http.Request, _ *router.Route) { seen = r })).ServeHTTP(httptest.NewRecorder(), r, nil)
+	if seen == nil || seen.Header.Get("X-Consumer") != "" {
+		t.Errorf("X-Consumer reached the backend: %v", seen)
+	}
+}

@@ -172,6 +172,9 @@ func (f *filter) Wrap(next httpfilter.Handler) httpfilter.Handler {
 				c = per
 			}
 		}
+		if f.forward != "" {
+			r.Header.Del(f.forward) // only authenticated credentials set it
+		}
 		if c == nil {
 			next.ServeHTTP(w, r, rt)
 			return

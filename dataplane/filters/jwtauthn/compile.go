@@ -89,6 +89,10 @@ type config struct {
 	providers map[string]*provider
 	rules     []rule
 	reqMap    map[string]*requirement
+	// claimHeaders are the claim_to_headers headers of every provider,
+	// removed from every request the filter sees, so that only a verified
+	// token sets them.
+	claimHeaders []string
 }
 
 // options are what compiling takes from the proxy.
@@ -114,6 +118,11 @@ func compile(cfg *jwtv3.JwtAuthentication, opts options) (*config, error) {
 			return nil, fmt.Errorf("providers[%q]: %w", name, err)
 		}
 		c.providers[name] = p
+		for _, ch := range p.claimHeaders {
+			if !slices.Contains(c.claimHeaders, ch.header) {
+				c.claimHeaders = append(c.claimHeaders, ch.header)
+			}
+		}
 	}
 	for i, r := range cfg.GetRules() {
 		prefix := r.GetMatch().GetPrefix()

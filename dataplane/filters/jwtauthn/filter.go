@@ -180,6 +180,9 @@ func (f *filter) requirementFor(r *http.Request, rt *router.Route) (*requirement
 // when it is not met, else next with the authentication on the request's
 // context and the claim headers set.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.Route) {
+	for _, name := range h.cfg.claimHeaders {
+		delete(r.Header, name) // canonical: a client's copy never reaches the backend
+	}
 	req, key, err := h.requirementFor(r, rt)
 	if err != nil {
 		h.logger.Error("jwt_authn: route requirement", "error", err)
@@ -383,11 +386,10 @@ func (p *provider) normalize(claims jwt.MapClaims) map[string]any {
 	return out
 }
 
-// apply sets the claim headers (replacing what the client sent) and
-// removes the token unless the provider forwards it.
+// apply sets the claim headers (the client's were removed) and removes
+// the token unless the provider forwards it.
 func (v *verified) apply(r *http.Request) {
 	for _, ch := range v.provider.claimHeaders {
-		r.Header.Del(ch.header)
 		if s, ok := claimString(v.claims, ch.claim); ok {
 			r.Header.Set(ch.header, s)
 		}

@@ -25,6 +25,7 @@ import (
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/router"
@@ -481,5 +482,30 @@ func BenchmarkVerify(b *testing.B) {
 		if w := s.do("/", h); w.Code != 200 {
 			b.Fatal(w.Code)
 		}
+	}
+}
+
+// TestOptionalStripsClaimHeaders: with allow_missing, a request without a
+// token passes unauthenticated, and a claim header the client sent does
+// not reach the backend.
+func TestOptionalStripsClaimHeaders(t *testing.T) {
+	t.Parallel()
+	key := newRSAKey(t, "k1")
+	cfg := requireAll("corp", inline(jwksOf(key.jwk())))
+	cfg.Rules[0].RequirementType = &jwtv3.RequirementRule_Requires{Requires: &jwtv3.JwtRequirement{
+		RequiresType: &jwtv3.JwtRequirement_RequiresAny{RequiresAny: &jwtv3.JwtRequirementOrList{Requirements: []*jwtv3.JwtRequirement{
+			{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "corp"}},
+			{RequiresType: &jwtv3.JwtRequirement_AllowMissing{AllowMissing: &emptypb.Empty{}}},
+		}}}}}
+	s := serve(t, cfg, func() time.Time { return testNow }, nil)
+	if w := s.do("/", http.Header{"X-User": {"admin"}}); w.Code != 200 {
+		t.Fatalf("no token: %d", w.Code)
+	}
+	r := s.seen.Load()
+	if got := r.Header.Get("X-User"); got != "" || httpfilter.AuthFrom(r.Context()) != nil {
+		t.Errorf("unauthenticated request: X-User %q, auth %v", got, httpfilter.AuthFrom(r.Context()))
+	}
+	if w := s.do("/", bearer(hmacWithPublicKey(t, key, claimsAt(testNow, nil)))); w.Code != 401 {
+		t.Errorf("an invalid token with allow_missing: %d, want 401", w.Code)
 	}
 }

@@ -335,11 +335,18 @@ func TestJWTAuthentication(t *testing.T) {
 		})
 		issuer.down.Store(true)
 		// The cache (1s) expires, a request starts a fetch, which fails:
-		// the keys fetched last keep verifying, before and after.
+		// the keys fetched last keep verifying, before and after. Each
+		// request has a new token (jti), which the proxy has not verified
+		// yet: its keys are looked up.
 		failed := issuer.failedFetches.Load()
 		var refused []string
+		jti := 0
+		fresh := func() string {
+			jti++
+			return k2.sign(t, jwtClaims("carol", jwt.MapClaims{"jti": fmt.Sprint(jti)}))
+		}
 		eventually(t, 15*time.Second, "a JWKS fetch failed", func() error {
-			r, err := get(gw+"/items", bearer(rotated))
+			r, err := get(gw+"/items", bearer(fresh()))
 			if err != nil {
 				return err
 			}
@@ -352,7 +359,7 @@ func TestJWTAuthentication(t *testing.T) {
 			return nil
 		})
 		for range 3 {
-			r, err := get(gw+"/items", bearer(rotated))
+			r, err := get(gw+"/items", bearer(fresh()))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,10 +11,14 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 )
 
 // Limits of a config.
@@ -48,6 +52,53 @@ type provider struct {
 	// tokens parses and validates tokens; built once (it is not modified
 	// by parsing).
 	tokens *jwt.Parser
+	// cache holds the tokens verified lately; verifications counts the
+	// signature checks (for tests).
+	cache         *tokenCache
+	verifications atomic.Int64
+}
+
+// Limits of the verified-token cache of a provider (Envoy's jwt_cache_config
+// in spirit): a token verified once is accepted again without a signature
+// check until its exp (with the skew) or tokenCacheFor, whichever is
+// first; a key removed from the JWKS stops verifying cached tokens within
+// tokenCacheFor.
+const (
+	tokenCacheFor     = time.Minute
+	tokenCacheEntries = 512
+)
+
+// tokenCache maps a token to its verification. Full, it is emptied: the
+// bound matters more than the hit rate.
+type tokenCache struct {
+	mu      sync.Mutex
+	entries map[string]cachedToken
+}
+
+type cachedToken struct {
+	auth   *httpfilter.Auth
+	claims jwt.MapClaims // read only
+	until  time.Time
+}
+
+func (c *tokenCache) get(token string, now time.Time) (cachedToken, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.entries[token]
+	if ok && !now.Before(v.until) {
+		delete(c.entries, token)
+		return cachedToken{}, false
+	}
+	return v, ok
+}
+
+func (c *tokenCache) put(token string, v cachedToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= tokenCacheEntries {
+		clear(c.entries)
+	}
+	c.entries[token] = v
 }
 
 type tokenHeader struct {
@@ -279,6 +330,7 @@ func compileProvider(name string, p *jwtv3.JwtProvider, opts options) (*provider
 		return nil, errors.New("remote_jwks or local_jwks is required")
 	}
 	out.tokens = out.parser()
+	out.cache = &tokenCache{entries: map[string]cachedToken{}}
 	return out, nil
 }
 

@@ -330,6 +330,10 @@ func (p *provider) verify(r *http.Request) (*verified, error) {
 	if len(token) > maxTokenBytes {
 		return nil, fmt.Errorf("provider %s: %w: token longer than %d bytes", p.name, errInvalid, maxTokenBytes)
 	}
+	if v, ok := p.cache.get(token, p.clock()); ok {
+		return &verified{provider: p, auth: v.auth, claims: v.claims, fromHeader: header, fromParam: param}, nil
+	}
+	p.verifications.Add(1)
 	claims := jwt.MapClaims{}
 	_, err := p.tokens.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -360,7 +364,21 @@ func (p *provider) verify(r *http.Request) (*verified, error) {
 		MetadataKey:       p.metadataKey,
 		Metadata:          p.normalize(claims),
 	}
+	now := p.clock()
+	until := now.Add(tokenCacheFor)
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Add(p.skew).Before(until) {
+		until = exp.Add(p.skew)
+	}
+	p.cache.put(token, cachedToken{auth: auth, claims: claims, until: until})
 	return &verified{provider: p, auth: auth, claims: claims, fromHeader: header, fromParam: param}, nil
+}
+
+// clock is the provider's time.
+func (p *provider) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
 }
 
 // normalize is the payload as Envoy puts it in metadata: each

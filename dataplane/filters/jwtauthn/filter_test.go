@@ -144,8 +144,11 @@ func requireAll(name string, p *jwtv3.JwtProvider) *jwtv3.JwtAuthentication {
 // fetched with client) in front of a handler recording the request.
 type served struct {
 	h    httpfilter.Handler
+	cfg  *config
 	seen atomic.Pointer[http.Request]
 }
+
+func (s *served) provider(name string) *provider { return s.cfg.providers[name] }
 
 func serve(t testing.TB, cfg *jwtv3.JwtAuthentication, now func() time.Time, client *http.Client) *served {
 	t.Helper()
@@ -153,7 +156,7 @@ func serve(t testing.TB, cfg *jwtv3.JwtAuthentication, now func() time.Time, cli
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
-	s := &served{}
+	s := &served{cfg: c}
 	f := &filter{name: "jwt", cfg: c, denied: new(httpfilter.Stats).Counters(StatDenied), logger: slog.New(slog.DiscardHandler)}
 	s.h = f.Wrap(httpfilter.HandlerFunc(func(w http.ResponseWriter, r *http.Request, _ *router.Route) {
 		s.seen.Store(r)
@@ -507,5 +510,41 @@ func TestOptionalStripsClaimHeaders(t *testing.T) {
 	}
 	if w := s.do("/", bearer(hmacWithPublicKey(t, key, claimsAt(testNow, nil)))); w.Code != 401 {
 		t.Errorf("an invalid token with allow_missing: %d, want 401", w.Code)
+	}
+}
+
+// TestTokenCache: a token verified once is accepted again without a
+// signature check, until its exp (with the skew) or tokenCacheFor.
+func TestTokenCache(t *testing.T) {
+	t.Parallel()
+	key := newRSAKey(t, "k1")
+	var clock atomic.Int64
+	clock.Store(testNow.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	s := serve(t, requireAll("corp", inline(jwksOf(key.jwk()))), now, nil)
+	p := s.provider("corp")
+	short := key.sign(t, claimsAt(testNow, jwt.MapClaims{"exp": testNow.Add(10 * time.Second).Unix()}))
+	long := key.sign(t, claimsAt(testNow, nil))
+	for range 3 {
+		if w := s.do("/", bearer(short)); w.Code != 200 {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	if n := p.verifications.Load(); n != 1 {
+		t.Fatalf("%d verifications of one token, want 1", n)
+	}
+	s.do("/", bearer(long))
+	if n := p.verifications.Load(); n != 2 {
+		t.Fatalf("%d verifications of two tokens, want 2", n)
+	}
+	// Past exp and the skew (60s): the cached token is refused.
+	clock.Add(int64(71 * time.Second))
+	if w := s.do("/", bearer(short)); w.Code != 401 {
+		t.Errorf("expired cached token: status %d", w.Code)
+	}
+	// Past tokenCacheFor: the long token is verified again.
+	s.do("/", bearer(long))
+	if n := p.verifications.Load(); n != 4 {
+		t.Errorf("%d verifications, want 4 (both verified again)", n)
 	}
 }

@@ -32,7 +32,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	part := &gatewayPart{}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
-		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)

@@ -228,7 +228,8 @@ func certificatePath(policyFile, name string) string {
 }
 
 // CertificateFiles are the PEM files the TLS Secrets of the set name by
-// annotation (AnnotationTLSCertFile, AnnotationTLSKeyFile), sorted: a
+// annotation (AnnotationTLSCertFile, AnnotationTLSKeyFile), and the CA
+// bundles of ConfigMaps (AnnotationCAFile), sorted: a
 // control plane watches them, and reloads the policy when they change.
 func (s *Set) CertificateFiles() []string {
 	var out []string
@@ -239,6 +240,7 @@ func (s *Set) CertificateFiles() []string {
 			}
 		}
 	}
+	out = append(out, s.caFiles()...)
 	slices.Sort(out)
 	return slices.Compact(out)
 }

@@ -211,6 +211,13 @@ type Set struct {
 	// TLSCertificates are the checked certificates of the TLS Secrets, by
 	// "namespace/name" (ListenerCertificates).
 	TLSCertificates map[string]*TLSCertificate
+	// BackendTLSPolicies sorted by namespace, then name (their
+	// precedence); ConfigMaps sorted the same way.
+	BackendTLSPolicies []*BackendTLSPolicy
+	ConfigMaps         []*ConfigMap
+	// BackendCAs are the CA bundles (PEM) of the BackendTLSPolicies'
+	// valid caCertificateRefs, by policy "namespace/name" (BackendTLSFor).
+	BackendCAs map[string][]byte
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

@@ -160,6 +160,10 @@ var compileSteps = [...]struct {
 	// TLS Secrets are read through policy.Set.ListenerCertificates by the
 	// Gateway step (the certificates of HTTPS listeners).
 	{policy.KindSecret, func(*compiler) error { return nil }},
+	{policy.KindBackendTLSPolicy, (*compiler).backendTLSPolicies},
+	// ConfigMaps are read through policy.Set.BackendTLSFor by the
+	// BackendTLSPolicy step (their CA bundles).
+	{policy.KindConfigMap, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -969,4 +973,23 @@ func methodRank(r *Rule) int {
 		return 0
 	}
 	return 1
+}
+
+// backendTLSPolicies sets the BackendTLS of every service port a
+// BackendTLSPolicy targets.
+func (c *compiler) backendTLSPolicies() error {
+	for _, svc := range c.m.Services {
+		for _, port := range svc.Ports {
+			bt := c.set.BackendTLSFor(svc.Namespace, svc.Name, port.Name, port.Number)
+			if bt == nil {
+				continue
+			}
+			out := &BackendTLS{Policy: bt.Policy, Hostname: bt.Hostname, CAPEM: bt.CAPEM, SystemCA: bt.System}
+			for _, san := range bt.SubjectAltNames {
+				out.SubjectAltNames = append(out.SubjectAltNames, SubjectAltName{Type: san.Type, Value: san.Value})
+			}
+			port.BackendTLS = out
+		}
+	}
+	return nil
 }

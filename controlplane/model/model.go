@@ -136,7 +136,32 @@ type ServicePort struct {
 	// RouteTraffic is what they set on the routes to the port, unless a
 	// gateway's or the route's own policy sets it; nil: none.
 	RouteTraffic *RouteTraffic `json:"routeTraffic,omitempty"`
+	// BackendTLS is the TLS its BackendTLSPolicy asks of the connections
+	// to the port's endpoints that are not sidecars (sidecars keep mesh
+	// mTLS); nil: plaintext.
+	BackendTLS *BackendTLS `json:"backendTLS,omitempty"`
 }
+
+// BackendTLS is TLS to a service port's endpoints, from a BackendTLSPolicy:
+// SNI Hostname, the certificate verified against CAPEM (or the system's
+// CAs) and SubjectAltNames (else Hostname).
+type BackendTLS struct {
+	Policy          string           `json:"policy"`
+	Hostname        string           `json:"hostname"`
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+	CAPEM           []byte           `json:"caPEM,omitempty"`
+	SystemCA        bool             `json:"systemCA,omitempty"`
+}
+
+// SubjectAltName is a DNS name (Type Hostname) or a URI a backend
+// certificate may have.
+type SubjectAltName struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// FailClosed reports whether no CA is valid: the connections must fail.
+func (t *BackendTLS) FailClosed() bool { return len(t.CAPEM) == 0 && !t.SystemCA }
 
 // RoutesFor returns the rules that shape the calls to p of a caller in
 // namespace callerNamespace: the consumer routes of that namespace when it

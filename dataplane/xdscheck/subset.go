@@ -296,6 +296,7 @@ func coreSubset() Rules {
 		// Cluster.
 		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
 			"transport_socket_matches", "circuit_breakers", "outlier_detection").
+			With("transport_socket", Field{Only: backendTransportSocket}).
 			With("health_checks", Field{MaxItems: 1}).
 			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).

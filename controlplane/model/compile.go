@@ -766,9 +766,13 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
+	hsts := map[string]string{} // by listener hostname: its HTTPS listener's option
 	for _, l := range listeners {
 		lh := listenerHostname(l.listener)
 		listenerHostnames = append(listenerHostnames, lh)
+		if t := l.listener.TLS; l.listener.Protocol == gwapiv1.HTTPSProtocolType && t != nil && t.Options[policy.TLSOptionHSTS] != "" {
+			hsts[lh] = string(t.Options[policy.TLSOptionHSTS])
+		}
 		for _, cr := range routes {
 			if !attaches(l, cr) {
 				continue
@@ -784,7 +788,7 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 	}
 	for _, h := range slices.Sorted(maps.Keys(hostnames)) {
 		owner := mostSpecificCover(listenerHostnames, h)
-		vh := &VirtualHost{Hostname: h}
+		vh := &VirtualHost{Hostname: h, HSTS: hsts[owner]}
 		var ranked []rankedRule
 		for _, a := range attachments {
 			// A request for h reaches the listener whose hostname matches it most

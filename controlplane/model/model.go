@@ -270,6 +270,10 @@ type VirtualHost struct {
 	Hostname string `json:"hostname"`
 	// Rules in precedence order.
 	Rules []*Rule `json:"rules"`
+	// HSTS is the Strict-Transport-Security header of every response, from
+	// the tls.options of the HTTPS listener the hostname belongs to; "":
+	// none.
+	HSTS string `json:"hsts,omitempty"`
 }
 
 // Rule is one match of one HTTPRoute rule, with the rule's action. A rule with

@@ -358,7 +358,9 @@ func routeConfigRule() *Message {
 	return Allow("name", "virtual_hosts", "ignore_port_in_host_matching")
 }
 
-func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
+func virtualHostRule() *Message {
+	return Allow("name", "domains", "routes", "response_headers_to_add")
+}
 
 func routeRule() *Message {
 	return Allow("match", "route", "redirect", "direct_response",

@@ -92,7 +92,7 @@ func TestConformance(t *testing.T) {
 // selectTests: quick is the HTTPRoute tests of the core features (Gateway,
 // HTTPRoute, ReferenceGrant) expected to pass, a regression check of a
 // minute (the failing ones each wait for their timeouts); full is every
-// HTTPRoute test, the GRPCRoute, ListenerSet and mesh tests. Every test of the
+// HTTPRoute test, the GRPCRoute, ListenerSet, BackendTLSPolicy and mesh tests. Every test of the
 // full selection must have an expectation.
 func selectTests(level string, exp expectations) ([]suite.ConformanceTest, error) {
 	core := []features.FeatureName{features.SupportGateway, features.SupportHTTPRoute, features.SupportReferenceGrant}
@@ -101,7 +101,8 @@ func selectTests(level string, exp expectations) ([]suite.ConformanceTest, error
 	for _, c := range tests.ConformanceTests {
 		name := c.ShortName
 		httpRoute := strings.HasPrefix(name, "HTTPRoute")
-		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet")
+		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet") ||
+			strings.HasPrefix(name, "BackendTLSPolicy")
 		if !httpRoute && !other {
 			continue
 		}

@@ -286,6 +286,14 @@ func runSuite(t *testing.T) {
 		k8s.MustCreateSelfSignedCertSecret(t, suite.WebBackendNamespace, "certificate", []string{"*"}),
 		k8s.MustCreateSelfSignedCertSecret(t, suite.InfrastructureNamespace, "tls-validity-checks-certificate", []string{"*", "*.org", "*.wildcard.org"}),
 	}
+	// The CA of the BackendTLSPolicy tests and the certificate it signs,
+	// which the suite's tls-backend serves (as the suite's Setup makes them).
+	ca, caCert, caKey := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "tls-checks-ca-certificate")
+	certs = append(certs, ca, k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-checks-certificate",
+		[]string{"abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"}, caCert, caKey))
+	// Another CA, that the tls-backend's certificate does not chain to.
+	mismatch, _, _ := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "mismatch-ca-certificate")
+	certs = append(certs, mismatch)
 	s.Applier.MustApplyObjectsWithCleanup(t, w.client, s.TimeoutConfig, certs, false)
 	if mesh {
 		s.Applier.MustApplyWithCleanup(t, w.client, s.TimeoutConfig, s.MeshManifests, false)

@@ -39,7 +39,11 @@ type document struct {
 //   - Namespaces are passed with their labels (allowedRoutes selectors);
 //   - Secrets are passed with their type and data (the certificates of
 //     HTTPS listeners);
-//   - Deployments, Pods, EndpointSlices and ConfigMaps are not policy.
+//   - BackendTLSPolicies are passed as they are, ConfigMaps with their
+//     data (the CA bundles the policies name); a Service port targeting
+//     8443 (the echo backend's TLS port) reaches the backend's TLS port,
+//     as an HTTP port whose TLS the policy sets;
+//   - Deployments, Pods and EndpointSlices are not policy.
 type translator struct {
 	addrs    map[objKey]string
 	backends map[objKey]*backend
@@ -109,9 +113,23 @@ func (tr translator) translate(o *objects) []document {
 		}
 		add(keyOf("Secret", &sec), doc)
 	}
+	for _, p := range o.backendTLS {
+		add(keyOf("BackendTLSPolicy", &p), gatewayAPI("BackendTLSPolicy", &p, p.Spec))
+	}
+	for _, cm := range o.configMaps {
+		doc := map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(cm.Name, cm.Namespace, cm.Labels)}
+		if len(cm.Data) > 0 {
+			doc["data"] = cm.Data
+		}
+		add(keyOf("ConfigMap", &cm), doc)
+	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs
 }
+
+// echoTLSPort is the port the suite's echo backend serves TLS on in its
+// pod (HTTPS_PORT's default).
+const echoTLSPort = 8443
 
 func meta(name, namespace string, lbls map[string]string) map[string]any {
 	m := map[string]any{"name": name}
@@ -153,6 +171,10 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 	var ports, endpoints []any
 	for _, p := range s.Spec.Ports {
 		protocol, ok := httpProtocol(p)
+		tlsPort := p.TargetPort.IntValue() == echoTLSPort
+		if tlsPort {
+			protocol, ok = "HTTP", true
+		}
 		if !ok {
 			continue
 		}
@@ -178,7 +200,10 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 				continue // its sidecar is not started yet
 			}
 			target := t.pod.httpPort
-			if t.port == 3001 || protocol == "HTTP2" {
+			switch {
+			case tlsPort && t.pod.httpsPort != "":
+				target = t.pod.httpsPort
+			case t.port == 3001 || protocol == "HTTP2":
 				target = t.pod.h2cPort
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})

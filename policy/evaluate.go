@@ -449,6 +449,9 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	for _, sec := range s.Secrets {
 		add(KindSecret, sec.Namespace, sec.Name, sec, sec.Source)
 	}
+	for _, a := range s.ACMEIssuers {
+		add(KindACMEIssuer, a.Namespace, a.Name, a, a.Source)
+	}
 	for _, p := range s.BackendTLSPolicies {
 		add(KindBackendTLSPolicy, p.Namespace, p.Name, p, p.Source)
 	}

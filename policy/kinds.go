@@ -170,6 +170,17 @@ var kinds = [...]kind{
 		validate: (*loader).validateSecrets,
 	},
 	{
+		// The ACME CAs of HTTPS listeners without certificateRefs
+		// (TLSOptionACMEIssuer); listeners are checked against them with
+		// the Gateways.
+		name: KindACMEIssuer, apiVersion: MeshgateAPIVersion, aliases: []string{"acmeissuers"},
+		decode: decodeKind(func(_ *kind, spec ACMEIssuerSpec, meta decodedMeta) any {
+			return &ACMEIssuer{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.ACMEIssuers = append(l.set.ACMEIssuers, res.(*ACMEIssuer)) },
+		validate: (*loader).validateACMEIssuers,
+	},
+	{
 		name: KindBackendTLSPolicy, apiVersion: GatewayAPIVersion, aliases: []string{"backendtlspolicies", "btlspolicy"},
 		decode: decodeKind(func(k *kind, spec gwapiv1.BackendTLSPolicySpec, meta decodedMeta) any {
 			return &BackendTLSPolicy{BackendTLSPolicy: gwapiv1.BackendTLSPolicy{

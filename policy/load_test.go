@@ -56,7 +56,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant, ListenerSet or BackendTLSPolicy in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace, Secret or ConfigMap in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant, ListenerSet or BackendTLSPolicy in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy, MeshConfig or ACMEIssuer in meshgate.dev/v1alpha1; Namespace, Secret or ConfigMap in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
@@ -182,7 +182,11 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "route-filters.yaml",
 			want: []string{
-				`route-filters.yaml:19: spec.rules[0].filters[1].type: filter CORS is not supported yet`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowOrigins[0]: invalid origin "example.com" (want *, or http(s)://host[:port], the host possibly *.domain)`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowOrigins[1]: invalid origin "https://*.example.com:99999": port out of range 1-65535`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowMethods[1]: "*" cannot be listed alongside other values`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowHeaders[1]: duplicate "X-A"`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.maxAge: -1 seconds: want at least 1`,
 				`route-filters.yaml:21: spec.rules[0].filters[2].type: filter ExtensionRef is not supported yet`,
 				`route-filters.yaml:25: spec.rules[1].filters[0]: a rule cannot have both a RequestRedirect filter and backendRefs`,
 				`route-filters.yaml:26: spec.rules[1].filters[0].requestRedirect.scheme: unknown scheme "ftp" (want http or https)`,

@@ -340,7 +340,7 @@ func (l *loader) checkListenerTLS(o listenerOwner, i int, p string, t *gwapiv1.L
 		}
 		return
 	}
-	if len(t.CertificateRefs) == 0 {
+	if _, acme := t.Options[TLSOptionACMEIssuer]; len(t.CertificateRefs) == 0 && !acme {
 		l.listenerErrorf(o, i, p+".certificateRefs", string(gwapiv1.ListenerReasonInvalidCertificateRef), "at least one certificateRef is required with mode Terminate")
 	}
 	ns := o.ownerNamespace()
@@ -397,12 +397,13 @@ func (l *loader) checkListenerTLS(o listenerOwner, i int, p string, t *gwapiv1.L
 					l.listenerErrorf(o, i, kp, lsInvalid, "unknown or insecure cipher suite %q (want some of %s)", strings.TrimSpace(c), strings.Join(slices.Sorted(maps.Keys(CipherSuites)), ", "))
 				}
 			}
+		case TLSOptionACMEIssuer: // checkListenerACME
 		case TLSOptionHSTS:
 			if msg := CheckHSTS(v); msg != "" {
 				l.listenerErrorf(o, i, kp, lsInvalid, "invalid Strict-Transport-Security value %q: %s", v, msg)
 			}
 		default:
-			l.listenerErrorf(o, i, kp, lsInvalid, "unknown option %q (want %s, %s or %s)", k, TLSOptionMinVersion, TLSOptionCipherSuites, TLSOptionHSTS)
+			l.listenerErrorf(o, i, kp, lsInvalid, "unknown option %q (want %s, %s, %s or %s)", k, TLSOptionMinVersion, TLSOptionCipherSuites, TLSOptionHSTS, TLSOptionACMEIssuer)
 		}
 	}
 }

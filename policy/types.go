@@ -211,6 +211,8 @@ type Set struct {
 	// TLSCertificates are the checked certificates of the TLS Secrets, by
 	// "namespace/name" (ListenerCertificates).
 	TLSCertificates map[string]*TLSCertificate
+	// ACMEIssuers sorted by namespace, then name.
+	ACMEIssuers []*ACMEIssuer
 	// BackendTLSPolicies sorted by namespace, then name (their
 	// precedence); ConfigMaps sorted the same way.
 	BackendTLSPolicies []*BackendTLSPolicy

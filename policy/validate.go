@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -358,6 +359,7 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is required for protocol HTTPS (mode Terminate and certificateRefs)")
 		case ls.Protocol == gwapiv1.HTTPSProtocolType:
 			l.checkListenerTLS(o, i, p+".tls", ls.TLS)
+			l.checkListenerACME(o, i, p, ls)
 		case ls.TLS != nil && ls.Protocol == gwapiv1.HTTPProtocolType:
 			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is only for protocol HTTPS")
 		}
@@ -962,9 +964,9 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 		l.errorf(src, p+".type", "type is required")
 		return ""
 	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier,
-		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror:
-	case gwapiv1.HTTPRouteFilterCORS,
-		gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
+		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror,
+		gwapiv1.HTTPRouteFilterCORS:
+	case gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
 		l.errorf(src, p+".type", "filter %s is not supported yet", f.Type)
 		return ""
 	default:
@@ -1002,6 +1004,8 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 			l.errorf(src, rp+".statusCode", "status code %d is not a redirect (want 301, 302, 303, 307 or 308)", *rd.StatusCode)
 		}
 		return l.checkPathModifier(src, rp+".path", rd.Path)
+	case gwapiv1.HTTPRouteFilterCORS:
+		l.checkCORS(src, p+".cors", f.CORS)
 	case gwapiv1.HTTPRouteFilterURLRewrite:
 		rp, rw := p+".urlRewrite", f.URLRewrite
 		if rw.Hostname != nil {
@@ -1187,5 +1191,84 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 		l.errorf(src, p+".port", "port is required: service %s has %d ports", refName(ns, svc.Name, r.Namespace), len(svc.Spec.Ports))
 	case br.Port != nil && svc.LookupPort(strconv.Itoa(int(*br.Port))) == nil:
 		l.refErrorf(src, p+".port", string(gwapiv1.RouteReasonBackendNotFound), "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
+	}
+}
+
+// corsOriginPattern is the pattern of a Gateway API CORSOrigin (v1.6.3):
+// "*", or scheme://host[:port] where the host may start with "*." or be
+// "*".
+var corsOriginPattern = regexp.MustCompile(`^(\*|https?://((\*\.)?([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+|\*)(:[0-9]{1,5})?)$`)
+
+// Bounds of a CORS filter's lists (the Gateway API's).
+const (
+	maxCORSOrigins = 64
+	maxCORSHeaders = 64
+)
+
+// checkCORS validates a CORS filter as the Gateway API v1.6.3 schema does:
+// origins of the CORSOrigin pattern, methods of RFC 9110 or "*", header
+// names, "*" alone in its list, no duplicates, maxAge at least 1.
+func (l *loader) checkCORS(src Source, p string, c *gwapiv1.HTTPCORSFilter) {
+	list := func(field string, values []string, limit int, check func(string) string) {
+		if len(values) > limit {
+			l.errorf(src, p+"."+field, "%d entries: at most %d", len(values), limit)
+		}
+		seen := make(map[string]bool, len(values))
+		for i, v := range values {
+			vp := fmt.Sprintf("%s.%s[%d]", p, field, i)
+			if msg := check(v); msg != "" {
+				l.errorf(src, vp, "%s", msg)
+				continue
+			}
+			key := v
+			if field != "allowOrigins" && field != "allowMethods" {
+				key = strings.ToLower(v)
+			}
+			if seen[key] {
+				l.errorf(src, vp, "duplicate %q", v)
+			}
+			seen[key] = true
+			if v == "*" && len(values) > 1 && field != "exposeHeaders" {
+				l.errorf(src, vp, "%q cannot be listed alongside other values", v)
+			}
+		}
+	}
+	origins := make([]string, len(c.AllowOrigins))
+	for i, o := range c.AllowOrigins {
+		origins[i] = string(o)
+	}
+	list("allowOrigins", origins, maxCORSOrigins, func(o string) string {
+		if len(o) > 253 || !corsOriginPattern.MatchString(o) {
+			return fmt.Sprintf("invalid origin %q (want *, or http(s)://host[:port], the host possibly *.domain)", o)
+		}
+		if _, port, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(o, "https://"), "http://"), ":"); ok {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Sprintf("invalid origin %q: port out of range 1-65535", o)
+			}
+		}
+		return ""
+	})
+	methods := make([]string, len(c.AllowMethods))
+	for i, m := range c.AllowMethods {
+		methods[i] = string(m)
+	}
+	list("allowMethods", methods, 9, func(m string) string {
+		switch m {
+		case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*":
+			return ""
+		}
+		return fmt.Sprintf("unknown method %q (want GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH or *)", m)
+	})
+	headerNames := func(hs []gwapiv1.HTTPHeaderName) []string {
+		out := make([]string, len(hs))
+		for i, h := range hs {
+			out[i] = string(h)
+		}
+		return out
+	}
+	list("allowHeaders", headerNames(c.AllowHeaders), maxCORSHeaders, checkHeaderName)
+	list("exposeHeaders", headerNames(c.ExposeHeaders), maxCORSHeaders, checkHeaderName)
+	if c.MaxAge < 0 {
+		l.errorf(src, p+".maxAge", "%d seconds: want at least 1", c.MaxAge)
 	}
 }

@@ -117,16 +117,16 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.checkFaultInjection(src, spec.FaultInjection)
 	}
 	if b := spec.BodyLimits; b != nil {
-		switch v := b.MaxRequestBytes; {
-		case v == nil:
-			l.errorf(src, "spec.bodyLimits.maxRequestBytes", "required")
-		case *v < 1 || *v > MaxBodyLimit:
-			l.errorf(src, "spec.bodyLimits.maxRequestBytes", "%d bytes: want 1 to %d", *v, MaxBodyLimit)
+		if b.MaxRequestBytes == nil && b.MaxResponseBytes == nil {
+			l.errorf(src, "spec.bodyLimits", "bodyLimits needs maxRequestBytes, maxResponseBytes or both")
 		}
-		if b.MaxResponseBytes != nil {
-			// Refused rather than accepted and ignored: no standard Envoy
-			// field limits a response body (docs/traffic.md).
-			l.errorf(src, "spec.bodyLimits.maxResponseBytes", "not supported: Envoy's xDS has no response body limit")
+		for _, f := range []struct {
+			name  string
+			value *int64
+		}{{"maxRequestBytes", b.MaxRequestBytes}, {"maxResponseBytes", b.MaxResponseBytes}} {
+			if v := f.value; v != nil && (*v < 1 || *v > MaxBodyLimit) {
+				l.errorf(src, "spec.bodyLimits."+f.name, "%d bytes: want 1 to %d", *v, MaxBodyLimit)
+			}
 		}
 	}
 }

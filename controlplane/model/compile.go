@@ -160,6 +160,10 @@ var compileSteps = [...]struct {
 	// TLS Secrets are read through policy.Set.ListenerCertificates by the
 	// Gateway step (the certificates of HTTPS listeners).
 	{policy.KindSecret, func(*compiler) error { return nil }},
+	// ACMEIssuers are read through policy.Set.ListenerACMEIssuer by the
+	// Gateway step (the HTTPS listeners whose certificates are obtained
+	// over ACME).
+	{policy.KindACMEIssuer, func(*compiler) error { return nil }},
 	{policy.KindBackendTLSPolicy, (*compiler).backendTLSPolicies},
 	// ConfigMaps are read through policy.Set.BackendTLSFor by the
 	// BackendTLSPolicy step (their CA bundles).
@@ -620,6 +624,11 @@ func compileFilter(a *Action, f gwapiv1.HTTPRouteFilter) error {
 		if f.URLRewrite.Hostname != nil {
 			a.Rewrite.Hostname = string(*f.URLRewrite.Hostname)
 		}
+	case gwapiv1.HTTPRouteFilterCORS:
+		if f.CORS == nil {
+			return errors.New("cors: missing")
+		}
+		a.CORS = compileCORS(f.CORS)
 	case gwapiv1.HTTPRouteFilterRequestRedirect:
 		rr := f.RequestRedirect
 		if rr == nil {
@@ -733,6 +742,13 @@ func compilePortTLS(listeners []ownedListener, set *policy.Set) *PortTLS {
 			for c := range strings.SplitSeq(string(v), ",") {
 				chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
 			}
+		}
+		if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
+			chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
+				NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
+				Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
+				RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
+			}}
 		}
 		for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
 			sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
@@ -996,4 +1012,25 @@ func (c *compiler) backendTLSPolicies() error {
 		}
 	}
 	return nil
+}
+
+// compileCORS compiles a CORS filter.
+func compileCORS(f *gwapiv1.HTTPCORSFilter) *CORS {
+	c := &CORS{MaxAge: f.MaxAge, AllowCredentials: f.AllowCredentials != nil && *f.AllowCredentials}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultCORSMaxAge
+	}
+	for _, o := range f.AllowOrigins {
+		c.AllowOrigins = append(c.AllowOrigins, string(o))
+	}
+	for _, m := range f.AllowMethods {
+		c.AllowMethods = append(c.AllowMethods, string(m))
+	}
+	for _, h := range f.AllowHeaders {
+		c.AllowHeaders = append(c.AllowHeaders, string(h))
+	}
+	for _, h := range f.ExposeHeaders {
+		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
+	}
+	return c
 }

@@ -349,7 +349,7 @@ func TestCompileLeavesOut(t *testing.T) {
 	t.Parallel()
 	mirror := &policy.HTTPRoute{}
 	mirror.Name = "m"
-	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterCORS}}}}
+	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterExternalAuth}}}}
 	badEndpoint := &policy.Service{Name: "s", Spec: policy.ServiceSpec{
 		Ports: []policy.ServicePort{{Port: 80}}, Endpoints: []policy.Endpoint{{Address: "nope"}},
 	}}
@@ -360,7 +360,7 @@ func TestCompileLeavesOut(t *testing.T) {
 		want       string
 	}{
 		{"unsupported filter", policy.KindHTTPRoute, &policy.Set{HTTPRoutes: []*policy.HTTPRoute{mirror}, Services: []*policy.Service{good}},
-			`filter type "CORS": not supported`},
+			`filter type "ExternalAuth": not supported`},
 		{"bad endpoint address", policy.KindService, &policy.Set{Services: []*policy.Service{badEndpoint, good}}, `endpoints[0].address "nope"`},
 	}
 	for _, tt := range tests {

@@ -85,8 +85,20 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.StreamIdle = cmp.Or(into.StreamIdle, from.StreamIdle)
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
-	into.BodyLimits = cmp.Or(into.BodyLimits, from.BodyLimits)
+	into.BodyLimits = mergeBodyLimits(into.BodyLimits, from.BodyLimits)
 	return into
+}
+
+// mergeBodyLimits fills the limits into lacks from from, limit by limit:
+// a route's response limit does not drop its service's request limit.
+func mergeBodyLimits(into, from *policy.BodyLimits) *policy.BodyLimits {
+	if into == nil || from == nil {
+		return cmp.Or(into, from)
+	}
+	return &policy.BodyLimits{
+		MaxRequestBytes:  cmp.Or(into.MaxRequestBytes, from.MaxRequestBytes),
+		MaxResponseBytes: cmp.Or(into.MaxResponseBytes, from.MaxResponseBytes),
+	}
 }
 
 // EffectiveRouteTraffic is the traffic of a route: the rule's (from

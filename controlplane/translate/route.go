@@ -38,6 +38,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 		a := rule.Action
 		if a.Redirect != nil {
 			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}
+		} else if d := a.DirectResponse; d != nil {
+			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+				Status: uint32(d.Status), Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: d.Body}}}}
 		} else if ra := forward(m, clusters, a, rule.Match.Path); ra != nil {
 			if err := setTraffic(m, clusters, ra, a); err != nil {
 				return nil, err
@@ -59,6 +62,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			r.Action = internalError()
 		}
 		if err := setHeaderModifiers(r, a); err != nil {
+			return nil, err
+		}
+		if err := setCORS(r, a); err != nil {
 			return nil, err
 		}
 		r.Tracing = routeTracing(m, rule)

@@ -127,7 +127,7 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 	if clusters.err != nil {
 		return nil, clusters.err
 	}
-	if modelAnyRouteTraffic(m, hasBodyLimits) {
+	if modelAnyRouteTraffic(m, hasRequestLimit) {
 		if err := disableBufferElsewhere(rc); err != nil {
 			return nil, err
 		}
@@ -239,6 +239,7 @@ func outboundFilters(m *model.Model) listenerFilters {
 		}
 	}
 	want.fault = modelHasFault(m)
-	want.buffer = modelAnyRouteTraffic(m, hasBodyLimits)
+	want.buffer = modelAnyRouteTraffic(m, hasRequestLimit)
+	want.responseLimit = modelAnyRouteTraffic(m, hasResponseLimit)
 	return want
 }

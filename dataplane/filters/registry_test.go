@@ -51,7 +51,9 @@ func TestDefaultRegistry(t *testing.T) {
 	want := []protoreflect.FullName{
 		"envoy.extensions.filters.http.router.v3.Router",
 		"envoy.extensions.filters.http.buffer.v3.Buffer",
+		"envoy.extensions.filters.http.cors.v3.Cors",
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
+		"envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
 		"envoy.extensions.filters.http.rbac.v3.RBAC",
 	}

@@ -443,6 +443,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		dst[router.AttemptCountHeader] = attemptCount(attempts)
 	}
 	w.WriteHeader(resp.StatusCode)
+	if resp.ContentLength == -1 && body != nil && !body.eof.Load() {
+		// A full-duplex exchange (the request still streaming: gRPC
+		// bidirectional, an echo): the head goes to the client now, as
+		// Envoy sends it, not with the first bytes of body, which may
+		// wait for more of the request.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
 
 	if !h.copyBody(r.Context(), w, resp, entry) {
 		return
@@ -468,6 +477,9 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 		n, readErr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
+				if errors.Is(err, httpfilter.ErrResponseBodyTooLarge) {
+					return false // a filter answered in its stead, and logged why
+				}
 				entry.Fail(accesslog.DownstreamConnectionTermination, accesslog.DetailsDownstreamGone)
 				return false // the client went away
 			}
@@ -540,11 +552,15 @@ type requestBody struct {
 	// (httpfilter.ErrRequestBodyTooLarge).
 	tooLarge atomic.Bool
 	n        atomic.Int64 // bytes read
+	eof      atomic.Bool  // read to its end
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
+		b.eof.Store(true)
+	}
 	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
 		b.failed.Store(true)
 		if errors.Is(err, httpfilter.ErrRequestBodyTooLarge) {

@@ -25,7 +25,7 @@ const (
 	fixedQPS = 1000
 )
 
-// dataPlane runs workloads (a)–(g). Contenders run one at a time so that
+// dataPlane runs workloads (a)–(h). Contenders run one at a time so that
 // idle ones take no CPU from the measured one.
 func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 	self, err := os.Executable()
@@ -94,6 +94,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 	if !skip["https"] && ctx.Err() == nil {
 		if err := r.httpsRows(ctx, env, backendAddr); err != nil {
 			errs = append(errs, fmt.Errorf("https: %w", err))
+		}
+	}
+	if !skip["grpc"] && ctx.Err() == nil {
+		if err := r.grpcWorkload(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("grpc: %w", err))
 		}
 	}
 	if !skip["observability"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {

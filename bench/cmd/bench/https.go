@@ -21,7 +21,7 @@ import (
 
 // wlHTTPS is the section of TLS termination: each contender terminates TLS
 // 1.3 (ECDSA P-256, keep-alive) and proxies in plaintext to the backend.
-const wlHTTPS = "(h) HTTPS, TLS 1.3 terminated, keep-alive, tiny body, max rate (wrk)"
+const wlHTTPS = "(i) HTTPS, TLS 1.3 terminated, keep-alive, tiny body, max rate (wrk)"
 
 // httpsPolicyFile is the Gateway "bench-tls" of the HTTPS rows, in the
 // data-plane policy directory while they run.
@@ -37,7 +37,7 @@ type benchCert struct {
 	pool                          *x509.CertPool
 }
 
-// httpsRows runs workload (h) for nginx, meshgate and HAProxy, one at a
+// httpsRows runs workload (i) for nginx, meshgate and HAProxy, one at a
 // time, each terminating TLS 1.3 on a port of its own.
 func (r *runner) httpsRows(ctx context.Context, env *meshgateEnv, backend string) error {
 	cert, err := writeBenchCert(filepath.Join(r.work, "tls"))

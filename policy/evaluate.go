@@ -424,7 +424,7 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 		add(KindGateway, g.Namespace, g.Name, g, g.Source)
 	}
 	for _, r := range s.HTTPRoutes {
-		add(KindHTTPRoute, r.Namespace, r.Name, r, r.Source)
+		add(r.RouteKind(), r.Namespace, r.Name, r, r.Source)
 	}
 	for _, svc := range s.Services {
 		add(KindService, svc.Namespace, svc.Name, svc, svc.Source)

@@ -67,6 +67,14 @@ var kinds = [...]kind{
 		validate: (*loader).validateHTTPRoutes,
 	},
 	{
+		// Held in Set.HTTPRoutes and validated with them (see
+		// KindGRPCRoute).
+		name: KindGRPCRoute, apiVersion: GatewayAPIVersion, aliases: []string{"grpcroutes"},
+		decode:   decodeKind(newGRPCRoute),
+		add:      func(l *loader, res any) { l.set.HTTPRoutes = append(l.set.HTTPRoutes, res.(*HTTPRoute)) },
+		validate: func(*loader, *setIndex) {},
+	},
+	{
 		name: KindService, apiVersion: MeshgateAPIVersion, aliases: []string{"services", "svc"},
 		decode: decodeKind(func(_ *kind, spec ServiceSpec, meta decodedMeta) any {
 			// The default protocol is written here, at decoding, as
@@ -209,7 +217,7 @@ var kinds = [...]kind{
 // document of one is refused with "kind X is not supported yet" rather than
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
-	GatewayGroup: {"GRPCRoute", "TCPRoute", "TLSRoute", "UDPRoute"},
+	GatewayGroup: {"TCPRoute", "TLSRoute", "UDPRoute"},
 }
 
 // decodeKind returns the decode function of a kind whose spec is S: the
@@ -310,4 +318,6 @@ type setIndex struct {
 	listenerSets map[nsName]*ListenerSet
 	services     map[nsName]*Service
 	routes       map[nsName]bool
+	// httpRouteNames are the routes written as HTTPRoutes (not GRPCRoutes).
+	httpRouteNames map[nsName]bool
 }

@@ -355,6 +355,9 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 	case *HTTPRoute:
 		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
 		obj.Spec = res.Spec
+		if res.GRPC != nil {
+			obj.Spec = *res.GRPC
+		}
 		refErrs := byClass(classRef, -1)
 		for i, pr := range res.Spec.ParentRefs {
 			ps := gwapiv1.RouteParentStatus{ParentRef: defaultedParentRef(pr), ControllerName: ControllerName}
@@ -476,8 +479,7 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 	out := make([]gwapiv1.ListenerStatus, 0, len(listeners))
 	for i, ls := range listeners {
 		errs := byClass(classListener, i)
-		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name],
-			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: KindHTTPRoute}}}
+		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name], SupportedKinds: supportedKinds(&ls)}
 		accepted, conflict, kinds := true, []*Error(nil), []*Error(nil)
 		acceptReason := string(gwapiv1.ListenerReasonAccepted)
 		for _, err := range errs {

@@ -62,8 +62,12 @@ func (l *loader) validate() {
 	for _, s := range l.set.Services {
 		ix.services[nsName{s.Namespace, s.Name}] = s
 	}
+	ix.httpRouteNames = make(map[nsName]bool, len(l.set.HTTPRoutes))
 	for _, r := range l.set.HTTPRoutes {
 		ix.routes[nsName{r.Namespace, r.Name}] = true
+		if r.GRPC == nil {
+			ix.httpRouteNames[nsName{r.Namespace, r.Name}] = true
+		}
 	}
 	for i := range kinds {
 		kinds[i].validate(l, ix)
@@ -155,9 +159,13 @@ func (l *loader) validateGateways(ix *setIndex) {
 // validateHTTPRoutes checks every well-formed HTTPRoute and its references.
 func (l *loader) validateHTTPRoutes(ix *setIndex) {
 	for _, r := range l.set.HTTPRoutes {
-		if !l.malformed[resourceKey{KindHTTPRoute, r.Namespace, r.Name}] {
-			l.checkHTTPRoute(r, ix)
+		if l.malformed[resourceKey{r.RouteKind(), r.Namespace, r.Name}] {
+			continue
 		}
+		if r.GRPC != nil {
+			l.checkGRPCRoute(r, ix)
+		}
+		l.checkHTTPRoute(r, ix)
 	}
 }
 
@@ -211,6 +219,15 @@ func (l *loader) checkService(s *Service) {
 		case ProtocolHTTP, ProtocolHTTP2: // "" was made HTTP when decoding
 		default:
 			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
+		}
+		switch port.AppProtocol {
+		case "", AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP:
+			if port.Protocol == ProtocolHTTP2 && (port.AppProtocol == AppProtocolWebSocket || port.AppProtocol == AppProtocolHTTP) {
+				l.errorf(src, p+".appProtocol", "appProtocol %q is HTTP/1.1 but protocol is HTTP2: drop one", port.AppProtocol)
+			}
+		default:
+			l.errorf(src, p+".appProtocol", "unknown appProtocol %q (want %s, %s, %s or %s)", port.AppProtocol,
+				AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP)
 		}
 	}
 	l.checkEndpoints(s)
@@ -367,9 +384,9 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 	l.checkAllowedRoutes(o, i, p+".allowedRoutes", ls.AllowedRoutes)
 	if ar := ls.AllowedRoutes; ar != nil && ls.Protocol != gwapiv1.HTTPProtocolType && ls.Protocol != gwapiv1.HTTPSProtocolType && ls.Protocol != "" {
 		for j, k := range ar.Kinds {
-			if (k.Group == nil || *k.Group == GatewayGroup) && k.Kind == KindHTTPRoute {
+			if (k.Group == nil || *k.Group == GatewayGroup) && (k.Kind == KindHTTPRoute || k.Kind == KindGRPCRoute) {
 				l.listenerErrorf(o, i, fmt.Sprintf("%s.allowedRoutes.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds),
-					"route kind HTTPRoute does not attach to a listener of protocol %s (only HTTP and HTTPS)", ls.Protocol)
+					"route kind %s does not attach to a listener of protocol %s (only HTTP and HTTPS)", k.Kind, ls.Protocol)
 			}
 		}
 	}
@@ -421,8 +438,8 @@ func (l *loader) checkAllowedRoutes(g listenerOwner, i int, p string, ar *gwapiv
 		if k.Group != nil {
 			group = string(*k.Group)
 		}
-		if group != GatewayGroup || k.Kind != KindHTTPRoute {
-			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute)", k.Kind, group)
+		if group != GatewayGroup || (k.Kind != KindHTTPRoute && k.Kind != KindGRPCRoute) {
+			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute and GRPCRoute)", k.Kind, group)
 		}
 	}
 }
@@ -684,6 +701,12 @@ func (l *loader) checkListenerAttachment(r *HTTPRoute, parent int, p string, pr 
 		return
 	}
 	from := allowedFrom(&listeners[selected[0]])
+	if kinds := slices.DeleteFunc(slices.Clone(selected), func(i int) bool { return !ListenerAllowsKind(&listeners[i], r.RouteKind()) }); len(kinds) == 0 {
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "%s does not accept routes of kind %s (allowedRoutes.kinds)", gwName, r.RouteKind())
+		return
+	} else {
+		selected = kinds
+	}
 	selected = slices.DeleteFunc(selected, func(i int) bool { return !allows(&listeners[i], r.Namespace) })
 	if len(selected) == 0 {
 		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "%s does not accept routes from namespace %q (allowedRoutes.namespaces.from is %s)", gwName, r.Namespace, from)
@@ -1180,10 +1203,10 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 			l.rejectedNote(KindService, ns, string(br.Name)))
 		return
 	}
-	if r.GatewayBound() && !l.set.BackendPermitted(r.Namespace, ns, string(br.Name)) {
+	if r.GatewayBound() && !l.set.RouteBackendPermitted(r.RouteKind(), r.Namespace, ns, string(br.Name)) {
 		l.refErrorf(src, p+".namespace", string(gwapiv1.RouteReasonRefNotPermitted),
-			"service %s is in another namespace: it needs a ReferenceGrant in namespace %q from HTTPRoutes of namespace %q to it",
-			refName(ns, string(br.Name), r.Namespace), ns, r.Namespace)
+			"service %s is in another namespace: it needs a ReferenceGrant in namespace %q from %ss of namespace %q to it",
+			refName(ns, string(br.Name), r.Namespace), ns, r.RouteKind(), r.Namespace)
 		return
 	}
 	switch {

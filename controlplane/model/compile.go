@@ -144,6 +144,9 @@ var compileSteps = [...]struct {
 	{policy.KindSecurityPolicy, (*compiler).securityPolicies},
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
+	// GRPCRoutes are in the set's HTTPRoutes (policy.KindGRPCRoute),
+	// compiled by the HTTPRoute step.
+	{policy.KindGRPCRoute, func(*compiler) error { return nil }},
 	{policy.KindGateway, (*compiler).gateways},
 	{policy.KindTrafficPolicy, (*compiler).trafficPolicies},
 	// Policy resolves GatewayClasses (the Gateways of other controllers'
@@ -211,14 +214,16 @@ func (c *compiler) httpRoutes() error {
 	})
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
-		permitted := c.set.BackendPermitted
+		permitted := func(routeNamespace, serviceNamespace, serviceName string) bool {
+			return c.set.RouteBackendPermitted(r.RouteKind(), routeNamespace, serviceNamespace, serviceName)
+		}
 		if !r.GatewayBound() {
 			// A mesh route may send to any namespace (GEP-1294).
 			permitted = func(string, string, string) bool { return true }
 		}
 		cr, err := m.compileRoute(r, permitted)
 		if err != nil {
-			c.leaveOut(policy.KindHTTPRoute, routeName(r), r.Source, err)
+			c.leaveOut(r.RouteKind(), routeName(r), r.Source, err)
 			continue
 		}
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
@@ -359,7 +364,7 @@ func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service,
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
-		if pp.Protocol == policy.ProtocolHTTP2 {
+		if pp.UpstreamProtocol() == policy.ProtocolHTTP2 {
 			proto = ProtocolHTTP2
 		}
 		svc.Ports = append(svc.Ports, &ServicePort{
@@ -424,12 +429,12 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 	cr := &compiledRoute{name: routeName(r), route: r}
 	var sampling *float64
 	if pct, ok, err := policy.RouteTracingSampling(r.Annotations); err != nil {
-		return nil, fmt.Errorf("httproute %s: metadata.annotations: %w", cr.name, err)
+		return nil, fmt.Errorf("%s %s: metadata.annotations: %w", strings.ToLower(r.RouteKind()), cr.name, err)
 	} else if ok {
 		sampling = &pct
 	}
 	for ri, rule := range r.Spec.Rules {
-		where := fmt.Sprintf("httproute %s: spec.rules[%d]", cr.name, ri)
+		where := fmt.Sprintf("%s %s: spec.rules[%d]", strings.ToLower(r.RouteKind()), cr.name, ri)
 		action, err := m.compileAction(cr.name.Namespace, rule, permitted)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
@@ -439,11 +444,13 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 			matches = []gwapiv1.HTTPRouteMatch{{}}
 		}
 		for mi, match := range matches {
+			compiled := compileMatch(match)
+			compiled.GRPC = r.GRPC != nil
 			cr.rules = append(cr.rules, &Rule{
 				Route:           cr.name,
 				RuleIndex:       ri,
 				MatchIndex:      mi,
-				Match:           compileMatch(match),
+				Match:           compiled,
 				Action:          action,
 				TracingSampling: sampling,
 			})
@@ -887,9 +894,10 @@ func listenerHostname(l *gwapiv1.Listener) string {
 
 // attaches reports whether one of the route's parentRefs selects the
 // listener ol (its owner, and the listener by sectionName and port), and
-// the listener allows routes from the route's namespace.
+// the listener allows routes of the route's kind from the route's
+// namespace.
 func attaches(ol ownedListener, cr *compiledRoute) bool {
-	if !ol.allows(cr.name.Namespace) {
+	if !ol.allows(cr.name.Namespace) || !policy.ListenerAllowsKind(ol.listener, cr.route.RouteKind()) {
 		return false
 	}
 	l := ol.listener

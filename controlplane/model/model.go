@@ -336,6 +336,9 @@ type Match struct {
 	Method      string       `json:"method,omitempty"`
 	Headers     []ValueMatch `json:"headers,omitempty"`
 	QueryParams []ValueMatch `json:"queryParams,omitempty"`
+	// GRPC: gRPC requests only (content-type application/grpc), the rules
+	// of a GRPCRoute.
+	GRPC bool `json:"grpc,omitempty"`
 }
 
 // Action is what a matched request gets.

@@ -132,6 +132,23 @@ type listenerFilters struct {
 	// responseLimit: a route of the listener limits response bodies
 	// (trafficpolicy.go).
 	responseLimit bool
+	// localRateLimit: a route of the listener has a local rate limit
+	// (ratelimit.go).
+	localRateLimit bool
+	// rateLimitService: a route of the listener has a global rate limit,
+	// checked with this service (ratelimit.go); globalDeny: one of them
+	// denies when the service fails.
+	rateLimitService *model.RateLimitService
+	globalDeny       bool
+}
+
+// setGlobalRateLimit adds a global rate limit to the filters when has (and
+// the mesh has a rate-limit service), denying on failure when deny.
+func (f *listenerFilters) setGlobalRateLimit(m *model.Model, has, deny bool) {
+	if has && m.Mesh.RateLimitService != nil {
+		f.rateLimitService = m.Mesh.RateLimitService
+		f.globalDeny = f.globalDeny || deny
+	}
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -149,8 +166,9 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
 // others answer), then authorization (the deny, then the allow filter: a
-// denied request goes no further), then the header mutation, fault,
-// buffer and response limit filters.
+// denied request goes no further), then the local rate limit (a denied
+// request takes no token) and the global rate limit, then the header
+// mutation, fault, buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.cors {
@@ -173,6 +191,20 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, rbac...)
+	}
+	if want.localRateLimit {
+		f, err := localRateLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.rateLimitService != nil {
+		f, err := globalRateLimitFilter(want.rateLimitService, want.globalDeny)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.headerMutation {
 		hm, err := headerMutationFilter()

@@ -55,6 +55,8 @@ func TestDefaultRegistry(t *testing.T) {
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+		"envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+		"envoy.extensions.filters.http.ratelimit.v3.RateLimit",
 		"envoy.extensions.filters.http.rbac.v3.RBAC",
 	}
 	if got := r.ConfigTypes(); !slices.Equal(got, want) {

@@ -253,7 +253,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	entry := entryOf(cfg, r)
 	if rt == nil {
 		entry.Fail(accesslog.NoRouteFound, accesslog.DetailsRouteNotFound)
-		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
+		localReply(w, r, nil, http.StatusNotFound, bodyNoRoute)
 		return
 	}
 	switch rt.Action() {
@@ -268,7 +268,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	case router.ActionDirectResponse:
 		entry.SetDetails(accesslog.DetailsDirectResponse)
 		status, body := rt.DirectResponse()
-		localReply(w, rt, status, body)
+		httpfilter.LocalReply(w, rt, status, body) // as configured, gRPC or not
 		return
 	}
 
@@ -286,12 +286,12 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	cluster := cfg.Clusters[clusterName]
 	if cluster == nil {
 		entry.Fail(accesslog.NoClusterFound, accesslog.DetailsClusterNotFound)
-		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
+		localReply(w, r, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
 	if b := cluster.Breaker(); b != nil {
 		if err := b.StartRequest(); err != nil {
-			overloaded(w, rt, entry, err)
+			overloaded(w, r, rt, entry, err)
 			return
 		}
 		defer b.EndRequest()
@@ -299,7 +299,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
-		localReply(w, rt, http.StatusServiceUnavailable, bodyNoHealthy)
+		localReply(w, r, rt, http.StatusServiceUnavailable, bodyNoHealthy)
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint, entry)
@@ -307,14 +307,14 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 
 // overloaded answers a request a circuit breaker refused (err wraps an
 // *upstream.OverflowError): 503 at once, naming the limit.
-func overloaded(w http.ResponseWriter, rt *router.Route, entry *accesslog.Entry, err error) {
+func overloaded(w http.ResponseWriter, r *http.Request, rt *router.Route, entry *accesslog.Entry, err error) {
 	limit := "circuit_breaker"
 	if o, ok := upstream.IsOverflow(err); ok {
 		limit = o.Limit
 	}
 	entry.Fail(accesslog.UpstreamOverflow, accesslog.DetailsOverflow)
 	w.Header()[OverloadedHeader] = []string{limit}
-	localReply(w, rt, http.StatusServiceUnavailable, bodyOverflow)
+	localReply(w, r, rt, http.StatusServiceUnavailable, bodyOverflow)
 }
 
 // entryOf is the access-log Entry of r, nil when cfg logs nothing (at no
@@ -329,6 +329,7 @@ func entryOf(cfg *Config, r *http.Request) *accesslog.Entry {
 // forward sends r to endpoint of cluster and streams the response back.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, entry *accesslog.Entry) {
 	proto := forwardedProto(r, cfg.UseRemoteAddress)
+	timeout := rt.TimeoutOf(r) // from the request as received (grpc-timeout), as Envoy reads it
 	out := new(http.Request)
 	*out = *r // shallow copy: shares Header, URL, Body, Trailer and the context
 	out.RequestURI = ""
@@ -405,9 +406,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	var err error
 	attempts := 1
 	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
-		resp, err = cluster.RoundTrip(out, rt.Timeout())
+		resp, err = cluster.RoundTrip(out, timeout)
 	} else {
-		resp, endpoint, attempts, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+		resp, endpoint, attempts, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body, timeout)
 	}
 	// The endpoint of the last attempt (with retries, the one that answered
 	// or failed last).
@@ -415,7 +416,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	if err != nil && idle != nil && idle.fired(out.Context()) && r.Context().Err() == nil {
 		attempt.Fail(err)
 		entry.Fail(accesslog.UpstreamRequestTimeout, detailsStreamIdle)
-		localReply(w, rt, http.StatusGatewayTimeout, bodyStreamIdle)
+		localReply(w, r, rt, http.StatusGatewayTimeout, bodyStreamIdle)
 		return
 	}
 	if err != nil {
@@ -516,28 +517,28 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 	var overflow *upstream.OverflowError
 	switch {
 	case errors.As(err, &overflow):
-		overloaded(w, rt, entry, overflow)
+		overloaded(w, r, rt, entry, overflow)
 	case body != nil && body.tooLarge.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, detailsBodyTooLarge)
 		w.Header()["Connection"] = []string{"close"}
-		localReply(w, rt, http.StatusRequestEntityTooLarge, bodyTooLarge)
+		localReply(w, r, rt, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	case body != nil && body.failed.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, accesslog.DetailsBadRequestBody)
 		w.Header()["Connection"] = []string{"close"}
-		localReply(w, rt, http.StatusBadRequest, bodyBadBody)
+		localReply(w, r, rt, http.StatusBadRequest, bodyBadBody)
 		h.logger.Debug("request body failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
 		return
 	case errors.Is(err, upstream.ErrTimeout):
 		entry.Fail(accesslog.UpstreamRequestTimeout, accesslog.DetailsResponseTimeout)
 		cluster.Stats().Timeouts.Inc()
-		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
+		localReply(w, r, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		entry.Fail(accesslog.UpstreamConnectionFailure, accesslog.DetailsConnectFailure)
-		localReply(w, rt, http.StatusServiceUnavailable, bodyConnectError)
+		localReply(w, r, rt, http.StatusServiceUnavailable, bodyConnectError)
 	default:
 		entry.Fail(accesslog.UpstreamConnectionTermination, accesslog.DetailsConnectTerminated)
-		localReply(w, rt, http.StatusBadGateway, bodyBadGateway)
+		localReply(w, r, rt, http.StatusBadGateway, bodyBadGateway)
 	}
 	h.logger.Debug("upstream request failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
 }
@@ -577,9 +578,10 @@ const (
 	bodyTooLarge        = "Payload Too Large"
 )
 
-// localReply answers with a short text/plain body: httpfilter.LocalReply.
-func localReply(w http.ResponseWriter, rt *router.Route, status int, body string) {
-	httpfilter.LocalReply(w, rt, status, body)
+// localReply answers r with a short text/plain body, or a gRPC call with
+// its gRPC status: httpfilter.Reply.
+func localReply(w http.ResponseWriter, r *http.Request, rt *router.Route, status int, body string) {
+	httpfilter.Reply(w, r, rt, status, body)
 }
 
 // forwardedProto is the scheme the request arrived with, as the upstream and

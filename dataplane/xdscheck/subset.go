@@ -306,13 +306,15 @@ func coreSubset() Rules {
 		// RouteConfiguration, VirtualHost and Route: routeConfigRule,
 		// virtualHostRule, routeRule.
 		"envoy.config.route.v3.RouteMatch": Allow("prefix", "path", "path_separated_prefix", "safe_regex",
-			"case_sensitive", "headers", "query_parameters"),
-		"envoy.config.route.v3.HeaderMatcher": Allow("name", "string_match", "present_match", "invert_match"),
+			"case_sensitive", "headers", "query_parameters", "grpc"),
+		"envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions": Allow(),
+		"envoy.config.route.v3.HeaderMatcher":                    Allow("name", "string_match", "present_match", "invert_match"),
 		"envoy.config.route.v3.QueryParameterMatcher": Allow("name", "present_match").
 			With("string_match", Field{Only: Allow("exact", "safe_regex")}),
-		"envoy.type.matcher.v3.StringMatcher": Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
-		"envoy.type.matcher.v3.RegexMatcher":  Allow("regex"),
-		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout",
+		"envoy.type.matcher.v3.StringMatcher":                 Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
+		"envoy.type.matcher.v3.RegexMatcher":                  Allow("regex"),
+		"envoy.config.route.v3.RouteAction.MaxStreamDuration": Allow("grpc_timeout_header_max"),
+		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout", "max_stream_duration",
 			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "retry_policy").
 			With("cluster_not_found_response_code", Field{Enums: []protoreflect.EnumNumber{
 				enumClusterNotFound503, enumClusterNotFound404, enumClusterNotFound500}}).

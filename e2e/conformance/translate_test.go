@@ -160,10 +160,10 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 
 // service is the meshgate Service for a Kubernetes Service. Ports that are
 // neither HTTP nor h2c (TCP, TLS, UDP) are left out: meshgate Services carry
-// HTTP ports only. The endpoints of a port are the echo backends of the pods
+// HTTP ports only; appProtocol is passed as it is. The endpoints of a port are the echo backends of the pods
 // behind it (their sidecars in a mesh namespace), on the backend's port for
-// the pod port targeted (3001 and h2c ports: the h2c one; others: the HTTP
-// one). The pods are those its selector matches or, for a Service without a
+// the pod port targeted (3001 and h2c ports: the h2c one; others, and every
+// port of a gRPC echo backend: the HTTP one). The pods are those its selector matches or, for a Service without a
 // selector, those the ready addresses of its EndpointSlices name (by pod
 // IP). A headless Service (clusterIP: None) is one like the others: routing
 // to it is routing to its endpoints.
@@ -179,6 +179,9 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 			continue
 		}
 		port := map[string]any{"port": p.Port, "protocol": protocol}
+		if app := ptr.Deref(p.AppProtocol, ""); app != "" {
+			port["appProtocol"] = app
+		}
 		ref := any(p.Port)
 		if p.Name != "" {
 			port["name"] = p.Name
@@ -200,11 +203,12 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 				continue // its sidecar is not started yet
 			}
 			target := t.pod.httpPort
+			h2 := protocol == "HTTP2" || ptr.Deref(p.AppProtocol, "") == "kubernetes.io/h2c"
 			switch {
 			case tlsPort && t.pod.httpsPort != "":
 				target = t.pod.httpsPort
-			case t.port == 3001 || protocol == "HTTP2":
-				target = t.pod.h2cPort
+			case !t.pod.grpc && (t.port == 3001 || h2):
+				target = t.pod.h2cPort // the gRPC echo serves h2c on its HTTP port
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})
 		}
@@ -285,7 +289,8 @@ func (tr translator) sliceTargets(s corev1.Service, p corev1.ServicePort, slices
 	return out
 }
 
-// httpProtocol is the meshgate protocol of a Service port, if it is HTTP.
+// httpProtocol is the meshgate protocol of a Service port, if it is HTTP
+// (its appProtocol, if any, is passed as the meshgate Service port's).
 func httpProtocol(p corev1.ServicePort) (string, bool) {
 	if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
 		return "", false
@@ -295,7 +300,9 @@ func httpProtocol(p corev1.ServicePort) (string, bool) {
 		app = *p.AppProtocol
 	}
 	switch {
-	case app == "kubernetes.io/h2c" || p.Name == "grpc" || strings.HasPrefix(p.Name, "grpc-"):
+	case app == "kubernetes.io/h2c" || app == "grpc":
+		return "HTTP", true // appProtocol makes it HTTP/2
+	case p.Name == "grpc" || strings.HasPrefix(p.Name, "grpc-"):
 		return "HTTP2", true
 	case app == "http" || app == "kubernetes.io/ws" || app == "" && (p.Name == "" || p.Name == "http" || strings.HasPrefix(p.Name, "http-") || strings.HasSuffix(p.Name, "-port")):
 		return "HTTP", true

@@ -179,7 +179,9 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 			continue
 		}
 		port := map[string]any{"port": p.Port, "protocol": protocol}
-		if app := ptr.Deref(p.AppProtocol, ""); app != "" {
+		// A TLS port's appProtocol (HTTPS) is the BackendTLSPolicy's to
+		// say: meshgate's Service port is HTTP.
+		if app := ptr.Deref(p.AppProtocol, ""); app != "" && !tlsPort {
 			port["appProtocol"] = app
 		}
 		ref := any(p.Port)

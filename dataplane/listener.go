@@ -70,6 +70,9 @@ type listenerSpec struct {
 	accessLogs []*accesslog.Settings
 	// webSocket: upgrade_configs enable websocket upgrades.
 	webSocket bool
+	// l4, for a listener whose filter chains carry tcp_proxy, is its
+	// chains (tcpproxy.go); nil for an HttpConnectionManager's.
+	l4 *l4Spec
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -113,6 +116,7 @@ type serverParams struct {
 	idleTimeout       time.Duration
 	maxHeaderBytes    int
 	tls               tlsParams
+	l4                bool // a tcp_proxy listener (l4Server)
 }
 
 // parseListener reads a Listener already checked (env.filters.Check) and
@@ -146,6 +150,17 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 			return nil, errorf("additional_addresses[%d]: address %s is listed twice", i, addr)
 		}
 		spec.additional = append(spec.additional, addr)
+	}
+	if isL4Listener(l) {
+		var err error
+		if spec.l4, err = parseL4(l); err != nil {
+			return nil, errorf("%w", err)
+		}
+		spec.params.l4 = true
+		for _, c := range spec.l4.chains {
+			spec.accessLogs = append(spec.accessLogs, c.proxy.accessLogs...)
+		}
+		return spec, nil
 	}
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
@@ -253,6 +268,8 @@ type server struct {
 	limiter          *connLimiter // counts the connections of ln, under ln's TLS
 	http             servingServer
 	handler          *listenerHandler
+	// l4 serves a tcp_proxy listener (it is http too); nil for HTTP.
+	l4 *l4Server
 
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
@@ -293,6 +310,9 @@ func (spec *listenerSpec) addresses() []string {
 // its server.
 func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 	logger := p.logger.With("listener", spec.name)
+	if spec.l4 != nil {
+		return p.listenL4(spec, address, logger)
+	}
 	var tlsConfig *tls.Config
 	switch spec.params.tls.mode {
 	case modePlaintext:

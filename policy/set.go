@@ -64,6 +64,12 @@ func (r *HTTPRoute) GatewayBound() bool {
 // from HTTPRoutes of routeNamespace to that Service (or every Service), as
 // the Gateway API specifies.
 func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName string) bool {
+	return s.BackendPermittedFrom(KindHTTPRoute, routeNamespace, serviceNamespace, serviceName)
+}
+
+// BackendPermittedFrom is BackendPermitted for a route of kind routeKind
+// (HTTPRoute, TCPRoute or TLSRoute): a ReferenceGrant names the kind.
+func (s *Set) BackendPermittedFrom(routeKind, routeNamespace, serviceNamespace, serviceName string) bool {
 	routeNamespace, serviceNamespace = cmp.Or(routeNamespace, DefaultNamespace), cmp.Or(serviceNamespace, DefaultNamespace)
 	if routeNamespace == serviceNamespace {
 		return true
@@ -73,7 +79,7 @@ func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName str
 			continue
 		}
 		from := slices.ContainsFunc(g.Spec.From, func(f gwapiv1.ReferenceGrantFrom) bool {
-			return string(f.Group) == GatewayGroup && string(f.Kind) == KindHTTPRoute && string(f.Namespace) == routeNamespace
+			return string(f.Group) == GatewayGroup && string(f.Kind) == routeKind && string(f.Namespace) == routeNamespace
 		})
 		to := slices.ContainsFunc(g.Spec.To, func(t gwapiv1.ReferenceGrantTo) bool {
 			group := string(t.Group)

@@ -349,11 +349,11 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			cond(string(gwapiv1.ListenerSetConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, true)
-	case *HTTPRoute:
-		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
-		obj.Spec = res.Spec
+	case *HTTPRoute, *TCPRoute, *TLSRoute:
+		var parentRefs []gwapiv1.ParentReference
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec, parentRefs = routeParts(res)
 		refErrs := byClass(classRef, -1)
-		for i, pr := range res.Spec.ParentRefs {
+		for i, pr := range parentRefs {
 			ps := gwapiv1.RouteParentStatus{ParentRef: defaultedParentRef(pr), ControllerName: ControllerName}
 			if rejected {
 				ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), false,
@@ -378,7 +378,7 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		if rs.Reason == ReasonInvalid {
 			rs.Reason = string(gwapiv1.RouteReasonUnsupportedValue)
 		}
-		if len(res.Spec.ParentRefs) == 0 {
+		if len(parentRefs) == 0 {
 			// The Gateway API has no status for a route without parents:
 			// meshgate says it at the top.
 			if rejected {
@@ -463,7 +463,7 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 	for i, ls := range listeners {
 		errs := byClass(classListener, i)
 		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name],
-			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: KindHTTPRoute}}}
+			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: gwapiv1.Kind(listenerRouteKind(ls.Protocol))}}}
 		accepted, conflict, kinds := true, []*Error(nil), []*Error(nil)
 		acceptReason := string(gwapiv1.ListenerReasonAccepted)
 		for _, err := range errs {

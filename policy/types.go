@@ -136,6 +136,10 @@ type Gateway struct {
 type HTTPRoute struct {
 	gwapiv1.HTTPRoute
 	Source Source
+	// routeKind, in a route standing for a TCPRoute or TLSRoute in the
+	// checks they share with HTTPRoutes (l4Shim), is that kind; "" for an
+	// HTTPRoute.
+	routeKind string
 }
 
 // Service is a meshgate.dev/v1alpha1 Service: a static registration of a
@@ -196,6 +200,9 @@ type Set struct {
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service
+	// TCPRoutes and TLSRoutes sorted by namespace, then name.
+	TCPRoutes []*TCPRoute
+	TLSRoutes []*TLSRoute
 	// GatewayClasses sorted by name.
 	GatewayClasses []*GatewayClass
 	// ReferenceGrants sorted by namespace, then name.

@@ -160,6 +160,9 @@ var compileSteps = [...]struct {
 	// TLS Secrets are read through policy.Set.ListenerCertificates by the
 	// Gateway step (the certificates of HTTPS listeners).
 	{policy.KindSecret, func(*compiler) error { return nil }},
+	// TCPRoutes and TLSRoutes are read by the Gateway step (l4.go).
+	{policy.KindTCPRoute, func(*compiler) error { return nil }},
+	{policy.KindTLSRoute, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -295,7 +298,7 @@ func ruleForPort(rule *Rule, svc *Service, port *ServicePort) *Rule {
 func (c *compiler) gateways() error {
 	m := c.m
 	for _, pg := range c.set.Gateways {
-		gw := compileGateway(pg, c.routes, c.set)
+		gw := m.compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
@@ -673,7 +676,7 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
-func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
+func (m *Model) compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
 	addrs := pg.BindAddresses()
 	gw := &Gateway{
 		NamespacedName:      NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
@@ -699,6 +702,7 @@ func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
 		gp := compileGatewayPort(port, byPort[port], routes)
 		gp.TLS = compilePortTLS(byPort[port], set)
+		gp.L4 = m.compilePortL4(byPort[port], set)
 		gw.Ports = append(gw.Ports, gp)
 	}
 	return gw
@@ -766,7 +770,7 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 		lh := listenerHostname(l.listener)
 		listenerHostnames = append(listenerHostnames, lh)
 		for _, cr := range routes {
-			if !attaches(l, cr) {
+			if l4Protocol([]ownedListener{l}) != "" || !attaches(l, cr) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {

@@ -428,3 +428,18 @@ func appendJSONString(buf []byte, s string) []byte {
 	}
 	return buf
 }
+
+// StartConn starts the Entry of a proxied TCP connection from remoteAddr
+// (tcp_proxy's access log): no request, its identity (peer.Identity) and
+// trace from ctx; bytes are added with AddTunnelBytes.
+func StartConn(ctx context.Context, remoteAddr string) *Entry {
+	r := (&http.Request{RemoteAddr: remoteAddr, Header: http.Header{}}).WithContext(ctx)
+	return &Entry{w: noResponse{}, start: time.Now(), req: r}
+}
+
+// noResponse is the writer of a connection's Entry: no headers.
+type noResponse struct{}
+
+func (noResponse) Header() http.Header         { return http.Header{} }
+func (noResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (noResponse) WriteHeader(int)             {}

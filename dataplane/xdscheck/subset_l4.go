@@ -1,0 +1,61 @@
+package xdscheck
+
+import (
+	"strconv"
+
+	// The L4 typed configs, registered for Any resolution.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// TCPProxyType is the config of the network filter that proxies a
+// connection's bytes to a cluster (docs/xds.md, "TCP proxying").
+const TCPProxyType protoreflect.FullName = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+// MaxWeightedClusters bounds a tcp_proxy's weighted_clusters.
+const MaxWeightedClusters = 64
+
+// l4Subset is the TCP proxying part of docs/xds.md: a tcp_proxy to one
+// cluster or to weighted clusters, with an idle timeout and access logs.
+func l4Subset() Rules {
+	return Rules{
+		TCPProxyType: Allow("stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "access_log").
+			Requires("stat_prefix"),
+		"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster": Allow().
+			With("clusters", Field{MinItems: 2, MaxItems: MaxWeightedClusters}),
+		"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight": Allow("name", "weight").
+			Requires("name"),
+	}
+}
+
+// extendL4 lets a listener's filter be a tcp_proxy, and requires a
+// listener's filter chains to be all of one kind: HTTP connection
+// managers, or tcp_proxies.
+func extendL4(subset Rules) {
+	subset["envoy.config.listener.v3.Filter"].With("typed_config", Field{AnyTypes: []protoreflect.FullName{hcmType, TCPProxyType}})
+	subset["envoy.config.listener.v3.Listener"].CheckedBy(checkChainKinds)
+}
+
+// checkChainKinds refuses a listener mixing HTTP connection managers and
+// tcp_proxies in its filter chains.
+func checkChainKinds(m protoreflect.Message) []Violation {
+	chains := m.Get(m.Descriptor().Fields().ByName("filter_chains")).List()
+	var first protoreflect.FullName
+	for i := range chains.Len() {
+		chain := chains.Get(i).Message()
+		filters := chain.Get(chain.Descriptor().Fields().ByName("filters")).List()
+		if filters.Len() == 0 {
+			continue
+		}
+		kind := typedConfigName(filters.Get(0).Message())
+		if i == 0 {
+			first = kind
+			continue
+		}
+		if kind != first {
+			return []Violation{{Path: "filter_chains[" + strconv.Itoa(i) + "].filters[0]",
+				Reason: "every filter chain of a listener must carry the same kind of filter (" + string(first) + ")"}}
+		}
+	}
+	return nil
+}

@@ -366,11 +366,11 @@ func (e *Entry) requestHeader(name string) (string, bool) {
 	case ":path":
 		return e.path, e.path != ""
 	case ":method":
-		return e.method, true
+		return e.method, e.method != "" // none for a connection (StartConn)
 	case ":authority":
 		return e.authority, e.authority != ""
 	case ":scheme":
-		return e.scheme, true
+		return e.scheme, e.scheme != ""
 	}
 	return headerValue(e.req.Header, name)
 }

@@ -153,10 +153,14 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 	}
 	if isL4Listener(l) {
 		var err error
-		if spec.l4, err = parseL4(l); err != nil {
+		if spec.l4, spec.params.tls, err = parseL4(l, env.haveIdentity); err != nil {
 			return nil, errorf("%w", err)
 		}
 		spec.params.l4 = true
+		// The mesh's ALPN (h2, http/1.1) is offered; the bytes after the
+		// handshake are the app's whatever is negotiated.
+		spec.params.http1 = spec.l4.mtls
+		spec.secrets = xdsclient.SecretNames([]proto.Message{l})
 		for _, c := range spec.l4.chains {
 			spec.accessLogs = append(spec.accessLogs, c.proxy.accessLogs...)
 		}

@@ -12,15 +12,22 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/meshgate/meshgate/dataplane/accesslog"
+	"github.com/meshgate/meshgate/dataplane/filters/rbac"
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/metrics"
+	"github.com/meshgate/meshgate/dataplane/peer"
 	"github.com/meshgate/meshgate/dataplane/upstream"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
@@ -46,7 +53,12 @@ type l4Spec struct {
 	// inspect: the listener has the tls_inspector, chains are chosen by
 	// transport protocol and SNI.
 	inspect bool
-	chains  []l4Chain
+	// mtls: the chains terminate mesh mTLS (a sidecar's inbound listener
+	// of a TCP service): the listener's TLS layer hands over connections
+	// already handshaken (or plaintext, PERMISSIVE), whose transport
+	// protocol chooses the chain.
+	mtls   bool
+	chains []l4Chain
 }
 
 // l4Chain is one filter chain of an l4Spec.
@@ -56,7 +68,10 @@ type l4Chain struct {
 	// "tls", "raw_buffer" or "" (either).
 	transport   string
 	serverNames []string
-	proxy       tcpProxySpec
+	// rbac are the network RBAC filters before the tcp_proxy, in order:
+	// a connection one of them denies is closed.
+	rbac  []*rbac.Engine
+	proxy tcpProxySpec
 }
 
 // tcpProxySpec is a parsed tcp_proxy.
@@ -73,22 +88,45 @@ type tcpProxySpec struct {
 // (xdscheck keeps a listener's chains all of one kind).
 func isL4Listener(l *listenerv3.Listener) bool {
 	chains := l.GetFilterChains()
-	return len(chains) > 0 && len(chains[0].GetFilters()) > 0 &&
-		chains[0].GetFilters()[0].GetTypedConfig().MessageName() == xdscheck.TCPProxyType
+	if len(chains) == 0 || len(chains[0].GetFilters()) == 0 {
+		return false
+	}
+	filters := chains[0].GetFilters()
+	return filters[len(filters)-1].GetTypedConfig().MessageName() == xdscheck.TCPProxyType
 }
 
 // parseL4 reads the filter chains of a listener whose chains carry
-// tcp_proxy (checked by xdscheck).
-func parseL4(l *listenerv3.Listener) (*l4Spec, error) {
+// tcp_proxy (checked by xdscheck), and the TLS they terminate, when they
+// carry the mesh's DownstreamTlsContext (haveIdentity: the proxy has the
+// identity it needs).
+func parseL4(l *listenerv3.Listener, haveIdentity bool) (*l4Spec, tlsParams, error) {
 	spec := &l4Spec{inspect: len(l.GetListenerFilters()) > 0}
+	var params tlsParams
+	if slices.ContainsFunc(l.GetFilterChains(), func(c *listenerv3.FilterChain) bool { return c.GetTransportSocket() != nil }) {
+		var terminate []terminateChain
+		var err error
+		if params, terminate, err = parseListenerTLS(l, haveIdentity); err != nil {
+			return nil, params, err
+		}
+		if len(terminate) > 0 {
+			return nil, params, errors.New("filter_chains: certificates received over SDS are not supported with tcp_proxy")
+		}
+		spec.mtls = true
+	}
+	spec2, err := parseL4Chains(l, spec)
+	return spec2, params, err
+}
+
+// parseL4Chains reads the chains of an L4 listener into spec.
+func parseL4Chains(l *listenerv3.Listener, spec *l4Spec) (*l4Spec, error) {
 	seen := map[string]bool{}
 	for i, chain := range l.GetFilterChains() {
 		path := fmt.Sprintf("filter_chains[%d]", i)
-		if chain.GetTransportSocket() != nil {
-			return nil, fmt.Errorf("%s.transport_socket: not supported with tcp_proxy (TLS passes through)", path)
-		}
 		m := chain.GetFilterChainMatch()
 		c := l4Chain{name: chain.GetName(), transport: m.GetTransportProtocol(), serverNames: m.GetServerNames()}
+		if len(c.serverNames) > 0 && spec.mtls {
+			return nil, fmt.Errorf("%s.filter_chain_match.server_names: not supported with mesh mTLS", path)
+		}
 		if (c.transport != "" || len(c.serverNames) > 0) && !spec.inspect {
 			return nil, fmt.Errorf("%s.filter_chain_match: needs the tls_inspector listener filter", path)
 		}
@@ -97,9 +135,21 @@ func parseL4(l *listenerv3.Listener) (*l4Spec, error) {
 			return nil, fmt.Errorf("%s.filter_chain_match: transport_protocol %q and these server_names matched by two chains", path, c.transport)
 		}
 		seen[key] = true
+		filters := chain.GetFilters()
+		for j, f := range filters[:len(filters)-1] {
+			nr := &netrbacv3.RBAC{}
+			if err := f.GetTypedConfig().UnmarshalTo(nr); err != nil {
+				return nil, fmt.Errorf("%s.filters[%d].typed_config: %w", path, j, err)
+			}
+			e, err := rbac.Compile(&rbachttpv3.RBAC{Rules: nr.GetRules(), RulesStatPrefix: nr.GetStatPrefix()})
+			if err != nil {
+				return nil, fmt.Errorf("%s.filters[%d].typed_config: %w", path, j, err)
+			}
+			c.rbac = append(c.rbac, e)
+		}
 		tp := &tcpproxyv3.TcpProxy{}
-		if err := chain.GetFilters()[0].GetTypedConfig().UnmarshalTo(tp); err != nil {
-			return nil, fmt.Errorf("%s.filters[0].typed_config: %w", path, err)
+		if err := filters[len(filters)-1].GetTypedConfig().UnmarshalTo(tp); err != nil {
+			return nil, fmt.Errorf("%s.filters[%d].typed_config: %w", path, len(filters)-1, err)
 		}
 		c.proxy = tcpProxySpec{statPrefix: tp.GetStatPrefix(), idle: defaultTCPIdleTimeout}
 		if d := tp.GetIdleTimeout(); d != nil {
@@ -169,6 +219,7 @@ type l4Config struct {
 	clusters map[string]*upstream.Cluster
 	logs     [][]accesslog.Log // by chain
 	stats    *metrics.TCPListener
+	denied   *httpfilter.Counters // the RBAC filters' denials (rbac.StatDenied)
 }
 
 // l4Server serves a listener of tcp_proxy chains: each accepted
@@ -277,7 +328,15 @@ func (s *l4Server) handle(down net.Conn) {
 		return // not configured yet: refused, as a listener without a matching chain
 	}
 	transport, sni, prefix := "raw_buffer", "", []byte(nil)
-	if cfg.spec.inspect {
+	ctx := context.Background()
+	switch {
+	case cfg.spec.mtls:
+		// Handshaken by the listener's TLS layer (plaintext: PERMISSIVE).
+		if _, ok := down.(*tls.Conn); ok {
+			transport = "tls"
+		}
+		ctx = connIdentity(ctx, down)
+	case cfg.spec.inspect:
 		var err error
 		transport, sni, prefix, err = inspectClientHello(down)
 		if err != nil {
@@ -293,9 +352,21 @@ func (s *l4Server) handle(down net.Conn) {
 	chain := &cfg.spec.chains[i]
 	var entry *accesslog.Entry
 	if len(cfg.logs[i]) > 0 {
-		entry = accesslog.StartConn(context.Background(), down.RemoteAddr().String())
+		entry = accesslog.StartConn(ctx, down.RemoteAddr().String())
 		entry.SetRoute(chain.name, "")
 		defer accesslog.Finish(cfg.logs[i], entry)
+	}
+	if len(chain.rbac) > 0 {
+		req := (&http.Request{RemoteAddr: down.RemoteAddr().String(), URL: &url.URL{Path: "/"}, Header: http.Header{}}).WithContext(ctx)
+		for _, e := range chain.rbac {
+			if allowed, policy := e.Evaluate(req); !allowed {
+				key := e.StatKey(policy)
+				cfg.denied.Inc(key)
+				entry.Deny(key)
+				s.logger.Info("tcp connection denied by RBAC", "listener", s.listener, "peer", peer.Identity(ctx), "policy", key)
+				return
+			}
+		}
 	}
 	name := chain.proxy.pick()
 	entry.SetUpstream(name, "")
@@ -465,13 +536,23 @@ func (p *Proxy) listenL4(spec *listenerSpec, address string, logger *slog.Logger
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
 	}
 	limiter := newConnLimiter(bound, spec.name, p.opts.MaxConnections, &p.conns, logger)
+	var ln net.Listener = limiter
+	if spec.params.tls.mode != modePlaintext {
+		tlsConfig, err := p.serverTLSConfig(spec.params)
+		if err != nil {
+			_ = bound.Close()
+			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
+		}
+		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
+	}
 	l4 := newL4Server(spec.name, limiter, logger)
 	return &server{
 		listener: spec.name,
 		address:  address,
 		params:   spec.params,
+		secrets:  spec.secrets,
 		bound:    time.Now(),
-		ln:       limiter,
+		ln:       ln,
 		limiter:  limiter,
 		http:     l4,
 		l4:       l4,
@@ -492,7 +573,8 @@ func (p *Proxy) syncL4(clusters map[string]*upstream.Cluster) {
 		if s.stored.spec == spec && maps.Equal(s.stored.clusters, clusters) {
 			continue
 		}
-		cfg := &l4Config{spec: spec.l4, clusters: clusters, stats: p.metrics.tcp.Listener(spec.name)}
+		cfg := &l4Config{spec: spec.l4, clusters: clusters, stats: p.metrics.tcp.Listener(spec.name),
+			denied: p.filterStats.Counters(rbac.StatDenied)}
 		for _, c := range spec.l4.chains {
 			cfg.logs = append(cfg.logs, p.accessLogsFor(c.proxy.accessLogs))
 		}

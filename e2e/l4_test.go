@@ -265,3 +265,85 @@ func (l accessLine) num(k string) float64 {
 	}
 	return -1
 }
+
+// TestMeshTCPService: a service whose port is TCP, behind a sidecar, is
+// reached by a caller's sidecar through an outbound TCP listener
+// (--outbound-tcp): the bytes cross between the sidecars over mTLS (the
+// server's sidecar logs the caller's SPIFFE ID), and a SecurityPolicy rule
+// on identities closes the connections of a denied caller, whose line names
+// the rule.
+func TestMeshTCPService(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	c.vars["db-app"] = tcpEcho(t, "db", nil)
+	c.policy("mesh.yaml", yamlDocs(meshServices("web", "batch"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  accessLog: {path: "`+logFile+`"}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: db}
+spec:
+  ports: [{port: 5432, protocol: TCP}]
+  endpoints: [{address: "${db-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: db-guard}
+spec:
+  targetRefs: [{kind: Service, name: db}]
+  rules:
+    - name: no-batch
+      action: DENY
+      from: [{services: [batch]}]
+`))
+	c.startControlPlane()
+	sidecar := func(svc string, extra ...string) {
+		admin := c.addr("sidecar-admin-" + svc)
+		args := append([]string{"sidecar", "--service", svc, "--app", c.addr(svc + "-app"),
+			"--inbound", c.addr(svc + "-in"), "--outbound", c.addr(svc + "-out"), "--xds", c.xds, "--admin", admin,
+			"--id", "sidecar~" + svc + "~tcp", "--token", c.token(svc), "--log-level", "debug"}, extra...)
+		start(t, "sidecar "+svc, args...)
+		c.waitReady(admin)
+	}
+	sidecar("db")
+	sidecar("web", "--outbound-tcp", "db:5432="+c.addr("web-db"))
+	sidecar("batch", "--outbound-tcp", "db.default:5432="+c.addr("batch-db"))
+
+	eventually(t, 15*time.Second, "web reaches db over TCP", func() error {
+		got, _, err := echoOnce(c.addr("web-db"), "select 1", nil)
+		if err != nil {
+			return err
+		}
+		if got != "db: select 1" {
+			return fmt.Errorf("answer %q", got)
+		}
+		return nil
+	})
+	lines := waitLines(t, logFile, 1, "the db sidecar's line", func(l accessLine) bool {
+		return l.str("proxy") == "default/db" && l.num("bytes_received") == float64(len("select 1\n"))
+	})
+	if l := lines[0]; !strings.HasSuffix(l.str("peer"), "/ns/default/svc/web") || l.str("upstream_cluster") != "inbound|db" {
+		t.Errorf("db sidecar line %v: want the peer web's SPIFFE ID, to inbound|db", l)
+	}
+
+	// batch is denied: its connection is closed without an answer.
+	eventually(t, 15*time.Second, "batch denied", func() error {
+		got, _, err := echoOnce(c.addr("batch-db"), "select 2", nil)
+		if err == nil {
+			return fmt.Errorf("batch got %q, want the connection closed", got)
+		}
+		return nil
+	})
+	lines = waitLines(t, logFile, 1, "the denial's line", func(l accessLine) bool {
+		return l.str("proxy") == "default/db" && strings.Contains(l.str("denied_by"), "no-batch")
+	})
+	if l := lines[0]; !strings.HasSuffix(l.str("peer"), "/ns/default/svc/batch") ||
+		!strings.HasPrefix(l.str("response_code_details"), "rbac_access_denied_matched_policy[") || l["upstream_host"] != nil {
+		t.Errorf("denial line %v: want batch's identity, the rule, no upstream", l)
+	}
+}

@@ -184,3 +184,43 @@ func routeParts(res any) (labels, annotations map[string]string, spec any, paren
 	}
 	return nil, nil, nil, nil
 }
+
+// checkTCPPort checks the port i of s, of protocol TCP: a Service's ports
+// are all TCP or none (its sidecar's inbound listener proxies either bytes
+// or HTTP).
+func (l *loader) checkTCPPort(s *Service, i int) {
+	for j, other := range s.Spec.Ports {
+		if other.Protocol != ProtocolTCP {
+			l.errorf(s.Source, fmt.Sprintf("spec.ports[%d].protocol", i),
+				"protocol TCP: every port of the service must be TCP (spec.ports[%d] is %s): its sidecar proxies either bytes or HTTP; make two services", j, other.Protocol)
+			return
+		}
+	}
+}
+
+// IsTCP reports whether the service's ports are TCP (its sidecar proxies
+// bytes, with mTLS, and enforces SecurityPolicy rules at L4).
+func (svc *Service) IsTCP() bool {
+	return len(svc.Spec.Ports) > 0 && svc.Spec.Ports[0].Protocol == ProtocolTCP
+}
+
+// checkL4Rules: a rule of a policy targeting a TCP service can name only
+// who calls (from), as SPIFFE identities or addresses: a connection has no
+// method, path or header (to).
+func (l *loader) checkL4Rules(sp *SecurityPolicy, services map[nsName]*Service) {
+	for _, ref := range sp.Spec.TargetRefs {
+		if ref.Kind != KindService {
+			continue
+		}
+		svc := services[nsName{sp.Namespace, ref.Name}]
+		if svc == nil || !svc.IsTCP() {
+			continue
+		}
+		for i, r := range sp.Spec.Rules {
+			if len(r.To) > 0 {
+				l.errorf(sp.Source, fmt.Sprintf("spec.rules[%d].to", i),
+					"service %q is TCP: its rules apply to connections, which have no method, path or header; keep only from (identities, services, namespaces, ipBlocks)", ref.Name)
+			}
+		}
+	}
+}

@@ -124,3 +124,47 @@ func TestL4Routes(t *testing.T) {
 		})
 	}
 }
+
+// TestTCPServices: a Service's ports are all TCP or none; a SecurityPolicy
+// rule with HTTP attributes (to) targeting a TCP service is an error.
+func TestTCPServices(t *testing.T) {
+	t.Parallel()
+	const db = `apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: db}
+spec:
+  ports: [{port: 5432, protocol: TCP}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: mixed}
+spec:
+  ports: [{name: sql, port: 5432, protocol: TCP}, {name: web, port: 80}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: guard}
+spec:
+  targetRefs: [{kind: Service, name: db}]
+  rules:
+    - {action: ALLOW, from: [{services: [web]}]}
+    - {action: DENY, to: [{paths: [/admin]}]}
+`
+	res := Evaluate(Input{Files: []File{{Name: "db.yaml", Data: []byte(db)}}})
+	var got []string
+	for _, e := range res.Errors {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`db.yaml:11: spec.ports[0].protocol: protocol TCP: every port of the service must be TCP (spec.ports[1] is HTTP)`,
+		`db.yaml:20: spec.rules[1].to: service "db" is TCP`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("error %d: %s\nwant prefix %s", i, got[i], want[i])
+		}
+	}
+}

@@ -228,7 +228,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`service.yaml:14: metadata.labels.-bad-key: invalid label key "-bad-key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
 				`service.yaml:18: spec.ports[1].port: duplicate port 80 (also spec.ports[0])`,
 				`service.yaml:18: spec.ports[1].name: duplicate port name "http" (also spec.ports[0])`,
-				`service.yaml:18: spec.ports[1].protocol: unknown protocol "HTTPS" (want HTTP or HTTP2)`,
+				`service.yaml:18: spec.ports[1].protocol: unknown protocol "HTTPS" (want HTTP, HTTP2 or TCP)`,
 				`service.yaml:19: spec.ports[2].port: port 70000 is out of range 1-65535`,
 				`service.yaml:19: spec.ports[2].name: invalid port name "8080": must contain a letter`,
 				`service.yaml:20: spec.ports[3].name: invalid port name "Admin": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
@@ -344,7 +344,7 @@ func TestLoadReportsAllErrorsAtOnce(t *testing.T) {
 		`testdata/multi/a.yaml:11: spec.rules[0].backendRefs[1].name: service "ordrs" not found`,
 		`testdata/multi/a.yaml:13: spec.rules[0].backendRefs[1].wieght: unknown field "wieght"`,
 		`testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol UDP is not supported yet (only HTTP, HTTPS, TCP and TLS)`,
-		`testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "TCP" (want HTTP or HTTP2)`,
+		`testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "UDP" (want HTTP, HTTP2 or TCP)`,
 		`testdata/multi/b.yaml:12: YAML syntax error: did not find expected ',' or '}'`,
 	}
 	if !slices.Equal(got, want) {

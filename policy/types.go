@@ -165,6 +165,8 @@ type ServiceSpec struct {
 const (
 	ProtocolHTTP  = "HTTP"
 	ProtocolHTTP2 = "HTTP2" // cleartext HTTP/2 (h2c) to the endpoints
+	// ProtocolTCP: bytes, not HTTP (l4route.go: mesh TCP services).
+	ProtocolTCP = "TCP"
 )
 
 // ServicePort is one port of a Service.
@@ -173,7 +175,7 @@ type ServicePort struct {
 	Name string `json:"name,omitempty"`
 	// Port is the port number clients and backendRefs use (1-65535).
 	Port int32 `json:"port"`
-	// Protocol is HTTP (default) or HTTP2.
+	// Protocol is HTTP (default), HTTP2 or TCP.
 	Protocol string `json:"protocol,omitempty"`
 }
 

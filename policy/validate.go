@@ -208,8 +208,10 @@ func (l *loader) checkService(s *Service) {
 		}
 		switch port.Protocol {
 		case ProtocolHTTP, ProtocolHTTP2: // "" was made HTTP when decoding
+		case ProtocolTCP:
+			l.checkTCPPort(s, i)
 		default:
-			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
+			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP, HTTP2 or TCP)", port.Protocol)
 		}
 	}
 	l.checkEndpoints(s)

@@ -1039,7 +1039,7 @@ func ServicePort(entries []*api.ServiceEntry) policy.ServicePort {
 	}
 	for _, e := range entries {
 		switch proto := strings.ToUpper(e.Service.Meta[consulreg.MetaProtocol]); proto {
-		case policy.ProtocolHTTP, policy.ProtocolHTTP2:
+		case policy.ProtocolHTTP, policy.ProtocolHTTP2, policy.ProtocolTCP:
 			port.Protocol = proto
 			return port
 		}

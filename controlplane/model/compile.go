@@ -354,8 +354,11 @@ func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service,
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
-		if pp.Protocol == policy.ProtocolHTTP2 {
+		switch pp.Protocol {
+		case policy.ProtocolHTTP2:
 			proto = ProtocolHTTP2
+		case policy.ProtocolTCP:
+			proto = ProtocolTCP
 		}
 		svc.Ports = append(svc.Ports, &ServicePort{
 			Name:     pp.Name,

@@ -10,12 +10,19 @@ import (
 
 // L4 protocols of a gateway port.
 const (
-	// ProtocolTCP: every connection goes to the port's TCPRoute.
+	// ProtocolTCP: every connection goes to the port's TCPRoute (a
+	// gateway port); a service port of protocol TCP (IsTCP).
 	ProtocolTCP = "TCP"
 	// ProtocolTLSPassthrough: each TLS connection goes, not terminated, to
 	// the TLSRoute its SNI selects.
 	ProtocolTLSPassthrough = "TLSPassthrough"
 )
+
+// IsTCP reports whether the service's ports are TCP: its sidecar's
+// inbound listener proxies bytes (mTLS, L4 authorization), and callers
+// reach it through explicit outbound TCP listeners (policy allows no mix of
+// TCP and HTTP ports).
+func (s *Service) IsTCP() bool { return len(s.Ports) > 0 && s.Ports[0].Protocol == ProtocolTCP }
 
 // PortL4 is where the connections of a port of TCP listeners, or of TLS
 // listeners in mode Passthrough, go.

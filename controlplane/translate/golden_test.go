@@ -176,6 +176,7 @@ type yamlNodeInfo struct {
 	InboundAddress  string `yaml:"inboundAddress,omitempty"`
 	AppAddress      string `yaml:"appAddress,omitempty"`
 	OutboundAddress string `yaml:"outboundAddress,omitempty"`
+	OutboundTCP     string `yaml:"outboundTCP,omitempty"`
 	Zone            string `yaml:"zone,omitempty"`
 }
 

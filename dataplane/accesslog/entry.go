@@ -443,3 +443,12 @@ type noResponse struct{}
 func (noResponse) Header() http.Header         { return http.Header{} }
 func (noResponse) Write(b []byte) (int, error) { return len(b), nil }
 func (noResponse) WriteHeader(int)             {}
+
+// Deny records, on a connection's Entry, the RBAC policy that denied it (as
+// Denied does for a request).
+func (e *Entry) Deny(policy string) {
+	if e != nil {
+		e.deniedBy = policy
+		e.details = "rbac_access_denied_matched_policy[" + policy + "]"
+	}
+}

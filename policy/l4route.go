@@ -224,3 +224,20 @@ func (l *loader) checkL4Rules(sp *SecurityPolicy, services map[nsName]*Service) 
 		}
 	}
 }
+
+// fittingKinds are the kinds of a listener's allowedRoutes.kinds that it
+// takes (those that fit its protocol), for its status when others do not
+// (InvalidRouteKinds): none when none fits.
+func fittingKinds(ls *gwapiv1.Listener) []gwapiv1.RouteGroupKind {
+	var out []gwapiv1.RouteGroupKind
+	if ls.AllowedRoutes == nil {
+		return nil
+	}
+	for _, k := range ls.AllowedRoutes.Kinds {
+		if (k.Group == nil || *k.Group == GatewayGroup) && routeKindFits(string(k.Kind), ls.Protocol) &&
+			slices.Contains([]string{KindHTTPRoute, KindTCPRoute, KindTLSRoute}, string(k.Kind)) {
+			out = append(out, gwapiv1.RouteGroupKind{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: k.Kind})
+		}
+	}
+	return out
+}

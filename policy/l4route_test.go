@@ -61,6 +61,13 @@ func TestL4Routes(t *testing.T) {
 		parents:   []string{"HTTPRoute/web: Accepted=False/NotAllowedByListeners", "TCPRoute/db: Accepted=False/NotAllowedByListeners"},
 		listeners: []string{"http: HTTPRoute 0", "db: TCPRoute 0"},
 	}, {
+		name:   "a TLS listener allowing TCPRoutes too: InvalidRouteKinds, TLSRoute supported",
+		policy: strings.Replace(l4Gateway, "tls: {mode: Passthrough}}", "tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: TLSRoute}]}}", 1),
+		errors: []string{
+			`l4.yaml:9: spec.listeners[2].allowedRoutes.kinds[0]: route kind TCPRoute does not attach to a listener of protocol TLS (it takes TLSRoute)`,
+		},
+		listeners: []string{"tls: TLSRoute 0"},
+	}, {
 		name: "bad fields",
 		policy: strings.Replace(l4Gateway, "tls: {mode: Passthrough}", "tls: {mode: Terminate, certificateRefs: [{name: c}]}", 1) +
 			route("TCPRoute", "gateway.networking.k8s.io/v1", "db", "{name: edge}", pgRule+"    - backendRefs: [{name: pg, port: 5432}]\n") +

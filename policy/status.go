@@ -513,7 +513,7 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 		if len(kinds) > 0 {
 			refReason = kinds[0].attr.reason
 			if refReason == string(gwapiv1.ListenerReasonInvalidRouteKinds) {
-				st.SupportedKinds = nil
+				st.SupportedKinds = fittingKinds(&ls)
 			}
 		}
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))

@@ -101,7 +101,8 @@ func selectTests(level string, exp expectations) ([]suite.ConformanceTest, error
 	for _, c := range tests.ConformanceTests {
 		name := c.ShortName
 		httpRoute := strings.HasPrefix(name, "HTTPRoute")
-		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet")
+		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet") ||
+			strings.HasPrefix(name, "TCPRoute") || strings.HasPrefix(name, "TLSRoute")
 		if !httpRoute && !other {
 			continue
 		}
@@ -279,6 +280,13 @@ func runSuite(t *testing.T) {
 		t.Fatalf("installing the GatewayClass: %v", err)
 	}
 	s.Applier.MustApplyWithCleanup(t, w.client, s.TimeoutConfig, s.BaseManifests, false)
+	// The CA and certificates of the TLSRoute tests (and of the TLS echo
+	// backend), as the suite's Setup creates them.
+	caConfigMap, ca, caKey := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "tls-checks-ca-certificate")
+	s.Applier.MustApplyObjectsWithCleanup(t, w.client, s.TimeoutConfig, []client.Object{caConfigMap,
+		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-checks-certificate", []string{"abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"}, ca, caKey),
+		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, ca, caKey),
+	}, false)
 	// The certificates of the HTTPS listeners, which the suite's Setup
 	// creates with the base manifests (the runner applies them itself).
 	certs := []client.Object{

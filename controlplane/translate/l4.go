@@ -84,6 +84,14 @@ func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *mod
 	if fallback != nil {
 		l.FilterChains = append(l.FilterChains, fallback)
 	}
+	if len(l.FilterChains) == 0 {
+		// No route: every connection is closed (a listener has a chain).
+		filter, err := tcpProxyFilter(m, clusters, name, nil, logs)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}}
+	}
 	for _, addr := range gw.AdditionalAddresses {
 		l.AdditionalAddresses = append(l.AdditionalAddresses,
 			&listenerv3.AdditionalAddress{Address: socketAddress(addr, uint32(port.Number))})

@@ -2,8 +2,10 @@ package dataplane
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -77,4 +79,40 @@ func TestInspectClientHello(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPipeIdleTimeout: a proxied connection with no byte either way for
+// the idle timeout is closed; bytes reset the clock.
+func TestPipeIdleTimeout(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		client, down := net.Pipe()
+		up, server := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pipe(down, up, time.Minute)
+		}()
+		go func() { _, _ = io.Copy(io.Discard, server) }()
+		time.Sleep(50 * time.Second)
+		if _, err := client.Write([]byte("x")); err != nil { // resets the clock
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Second)
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("closed 50 s after the last byte, want 1 min")
+		default:
+		}
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("open 61 s after the last byte, want closed at 1 min")
+		}
+		_ = client.Close()
+		_ = server.Close()
+	})
 }

@@ -176,6 +176,24 @@ spec:
 			t.Errorf("line %v: no duration", l)
 		}
 	})
+
+	t.Run("connection metrics", func(t *testing.T) {
+		r, err := get("http://" + c.addr("gateway-admin-edge") + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listener := `listener="default/edge/` + c.vars["tcp.port"] + `"`
+		for _, want := range []string{
+			`meshgate_proxy_tcp_connections_total{cluster="default/echo-v1:7000",` + listener + `}`,
+			`meshgate_proxy_tcp_connections_active{cluster="default/echo-v2:7000",` + listener + `}`,
+			`meshgate_proxy_tcp_received_bytes_total{cluster="default/echo-v1:7000",` + listener + `}`,
+			`meshgate_proxy_tcp_sent_bytes_total{cluster="default/echo-v1:7000",` + listener + `}`,
+		} {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("/metrics has no %s", want)
+			}
+		}
+	})
 }
 
 // TestTLSPassthrough: a Gateway listener of protocol TLS, mode

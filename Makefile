@@ -36,6 +36,15 @@ jaeger: $(JAEGER_BIN)
 $(JAEGER_BIN): tools/jaeger/go.mod tools/jaeger/go.sum
 	cd tools/jaeger && $(GO) build -o bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
+## pebble: Pebble (github.com/letsencrypt/pebble/v2/cmd/pebble v2.10.3, tools/pebble's own
+## module), the ACME test CA of the e2e tests, built once into tools/pebble/bin/pebble
+## (rebuilt when its go.mod changes)
+.PHONY: pebble
+PEBBLE_BIN := tools/pebble/bin/pebble
+pebble: $(PEBBLE_BIN)
+$(PEBBLE_BIN): tools/pebble/go.mod tools/pebble/go.sum
+	cd tools/pebble && $(GO) build -o bin/pebble github.com/letsencrypt/pebble/v2/cmd/pebble
+
 vet:
 	$(GO) vet $(PKGS)
 
@@ -44,14 +53,14 @@ unit: consul
 
 ## integration: the package tests skipped by -short in unit: those that need a real Consul
 ## agent, and the translator's contract test (every golden through a real proxy)
-INTEGRATION_PKGS := ./controlplane/state/... ./controlplane/ca/... ./controlplane/kvpolicy/... ./controlplane/discovery/... ./controlplane/translate/... ./cmd/meshgate/...
+INTEGRATION_PKGS := ./controlplane/state/... ./controlplane/acme/... ./controlplane/ca/... ./controlplane/kvpolicy/... ./controlplane/discovery/... ./controlplane/translate/... ./cmd/meshgate/...
 integration: consul
 	MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) $(GO) test -race -count=1 -timeout 10m $(INTEGRATION_PKGS)
 
 ## e2e: the real binary as separate processes. The full log is e2e.log; on a
 ## failure the test messages (without the processes' output) are printed last.
-e2e: build consul jaeger
-	@MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) MESHGATE_JAEGER_BIN=$(CURDIR)/$(JAEGER_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; rc=$${PIPESTATUS[0]}; \
+e2e: build consul jaeger pebble
+	@MESHGATE_BIN=$(CURDIR)/$(BIN) MESHGATE_CONSUL_BIN=$(CURDIR)/$(CONSUL_BIN) MESHGATE_JAEGER_BIN=$(CURDIR)/$(JAEGER_BIN) MESHGATE_PEBBLE_BIN=$(CURDIR)/$(PEBBLE_BIN) $(GO) test -count=1 -timeout 20m -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; rc=$${PIPESTATUS[0]}; \
 	if [ $$rc -ne 0 ]; then echo "---- e2e failed; the test messages (processes' output is in e2e.log):"; \
 	  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' e2e.log | grep -v ': ---- output of' | tail -60; fi; exit $$rc
 
@@ -83,6 +92,9 @@ FUZZ_TARGETS += ./dataplane/internal/h1server:FuzzGuard
 FUZZ_TARGETS += ./dataplane/filters:FuzzChain ./dataplane/filters/headermutation:FuzzHeaderMutation
 FUZZ_TARGETS += ./dataplane/filters/fault:FuzzFault
 FUZZ_TARGETS += ./dataplane/filters/buffer:FuzzBuffer
+FUZZ_TARGETS += ./dataplane/filters/responselimit:FuzzResponseLimit
+FUZZ_TARGETS += ./dataplane/filters/cors:FuzzCorsPolicy
+FUZZ_TARGETS += ./dataplane/filters/localratelimit:FuzzLocalRateLimit ./dataplane/filters/globalratelimit:FuzzGlobalRateLimit
 FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=

@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/meshgate/meshgate/controlplane/acme"
 	"github.com/meshgate/meshgate/controlplane/ca"
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/state"
@@ -161,6 +162,10 @@ type Options struct {
 	// Dev serves the admin API without authentication: only `meshgate dev`
 	// sets it.
 	Dev bool
+	// ACMERenewCheckInterval is how often the certificates obtained over
+	// ACME are checked for renewal; acme.DefaultRenewCheckInterval when
+	// zero.
+	ACMERenewCheckInterval time.Duration
 	// TraceExporter, when the mesh traces (MeshConfig spec.tracing), is
 	// where the control plane's own spans go; nil means OTLP to the mesh's
 	// collector (tracing.go).
@@ -275,6 +280,10 @@ type ControlPlane struct {
 	// failed, of that reload's policy when it was evaluated).
 	result     *policy.Result
 	heldChange *HeldPolicyChange
+
+	// acme obtains and renews the certificates of the listeners that name
+	// an ACMEIssuer (acme.go); set by Run.
+	acme *acme.Manager
 
 	// revocations and guard: revoked tokens, identities and enrolments,
 	// and the connections they close (revocation.go).
@@ -514,6 +523,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		stop()
 	}
 
+	cp.startACME(ctx, group, requestReload)
 	cp.xds.SetTrustBundle(ctx, cp.ca.TrustBundlePEM())
 	_ = cp.reload(ctx)
 	group.Go(func() error {
@@ -726,6 +736,10 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	if err == nil {
 		m, sum, err = cp.confirmDestructive(in, m, sum)
 	}
+	var acmeGeneration uint64
+	if err == nil {
+		m, sum, acmeGeneration, err = cp.withACME(m, sum)
+	}
 	compiled := time.Now()
 	trace.compiled = compiled
 	if err != nil {
@@ -753,6 +767,9 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	cp.model.Store(m)
 	updatedBefore := cp.xds.NodesUpdated()
 	cp.xds.SetModel(ctx, m)
+	if cp.acme != nil {
+		cp.acme.Applied(acmeGeneration)
+	}
 	trace.pushed = time.Now()
 	changed := m.Version != cp.version
 	if changed {

@@ -338,17 +338,19 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 		}
 		delete(p.servers, addr)
 		_ = s.ln.Close() // stop accepting now; drain in the background
+		if spec != nil {
+			// Same address, new server settings: rebind on the port just
+			// released, before the old server's GOAWAY sends its HTTP/2
+			// clients to a new connection (the kernel queues it until the
+			// new server serves).
+			ns, err := p.listen(spec, addr)
+			if err != nil {
+				p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
+			} else {
+				bound[addr] = ns
+			}
+		}
 		p.drainInBackground(s)
-		if spec == nil {
-			continue
-		}
-		// Same address, new server settings: rebind on the port just released.
-		ns, err := p.listen(spec, addr)
-		if err != nil {
-			p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
-			continue
-		}
-		bound[addr] = ns
 	}
 	for addr, s := range bound {
 		p.servers[addr] = s
@@ -545,8 +547,8 @@ func (p *Proxy) syncHeldServers(now time.Time) time.Time {
 			}
 			delete(p.servers, addr)
 			_ = s.ln.Close()
+			ns, err := p.listen(spec, addr) // bound before the old server's GOAWAY, as in applyListeners
 			p.drainInBackground(s)
-			ns, err := p.listen(spec, addr)
 			if err != nil {
 				p.logger.Error("rebinding listener with new settings failed", "listener", spec.name, "error", err)
 				continue

@@ -115,8 +115,30 @@ type serverParams struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxHeaderBytes    int
+	http2             http2Params
 	tls               tlsParams
 	l4                bool // a tcp_proxy listener (l4Server)
+}
+
+// http2Params are the HTTP/2 settings a listener advertises to its clients
+// (HttpConnectionManager.http2_protocol_options); zero: net/http's default
+// (100 streams at least, 1 MiB windows).
+type http2Params struct {
+	maxConcurrentStreams int
+	streamWindow         int // initial_stream_window_size: SETTINGS_INITIAL_WINDOW_SIZE
+	connectionWindow     int // initial_connection_window_size: the connection's receive window
+}
+
+// config is p as net/http takes it; nil when p is all defaults.
+func (p http2Params) config() *http.HTTP2Config {
+	if p == (http2Params{}) {
+		return nil
+	}
+	return &http.HTTP2Config{
+		MaxConcurrentStreams:          p.maxConcurrentStreams,
+		MaxReceiveBufferPerStream:     p.streamWindow,
+		MaxReceiveBufferPerConnection: p.connectionWindow,
+	}
 }
 
 // parseListener reads a Listener already checked (env.filters.Check) and
@@ -209,6 +231,14 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 	spec.params.maxHeaderBytes = defaultMaxRequestHeaderBytes
 	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {
 		spec.params.maxHeaderBytes = int(kb.GetValue()) << 10
+	}
+	if h2 := hcm.GetHttp2ProtocolOptions(); h2 != nil {
+		// Ranges checked by the options' validation rules (xdscheck).
+		spec.params.http2 = http2Params{
+			maxConcurrentStreams: int(h2.GetMaxConcurrentStreams().GetValue()),
+			streamWindow:         int(h2.GetInitialStreamWindowSize().GetValue()),
+			connectionWindow:     int(h2.GetInitialConnectionWindowSize().GetValue()),
+		}
 	}
 	if spec.params.tls.mode != modePlaintext && !spec.params.http1 && !slices.Contains(strings.Split(spec.params.tls.alpn, ","), "h2") {
 		return nil, errorf("transport_socket: alpn_protocols must offer h2 for codec_type HTTP2")
@@ -346,7 +376,8 @@ func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 		Protocols:         protocols,
 		ReadHeaderTimeout: spec.params.readHeaderTimeout,
 		IdleTimeout:       spec.params.idleTimeout,
-		MaxHeaderBytes:    spec.params.maxHeaderBytes,
+		MaxHeaderBytes:    spec.params.maxHeaderBytes, // HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE too
+		HTTP2:             spec.params.http2.config(),
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		// Called by the fast path too: the limiter's list of idle
 		// connections follows it.

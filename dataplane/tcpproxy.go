@@ -207,7 +207,7 @@ func (s *l4Spec) match(transport, sni string) int {
 			selectors = append(selectors, terminateChain{serverNames: c.serverNames})
 		}
 	}
-	if j := selectChain(selectors, sni); j >= 0 {
+	if j := selectChain(selectors, sni, nil); j >= 0 {
 		return idx[j]
 	}
 	return -1

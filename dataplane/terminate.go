@@ -19,10 +19,15 @@ import (
 // server names (SNI) it is chosen for, none for the default chain.
 type terminateChain struct {
 	serverNames []string
-	certs       []string // SDS secret names
-	minVersion  uint16
-	ciphers     []uint16 // none: crypto/tls's defaults
-	alpn        []string
+	// appProtocols, when set, select the chain only for a client that
+	// offers one of them by ALPN (filter_chain_match.application_protocols:
+	// the ACME TLS-ALPN-01 challenge, "acme-tls/1"); its alpn is then
+	// offered as it is.
+	appProtocols []string
+	certs        []string // SDS secret names
+	minVersion   uint16
+	ciphers      []uint16 // none: crypto/tls's defaults
+	alpn         []string
 }
 
 // goCipherSuites maps the IANA names of crypto/tls's cipher suites to
@@ -37,9 +42,9 @@ func goCipherSuite(iana string) (uint16, bool) {
 }
 
 // parseTerminateChain reads the TLS context of a terminating chain.
-func parseTerminateChain(names []string, ctx *tlsv3.DownstreamTlsContext) (terminateChain, error) {
+func parseTerminateChain(names, appProtocols []string, ctx *tlsv3.DownstreamTlsContext) (terminateChain, error) {
 	common := ctx.GetCommonTlsContext()
-	c := terminateChain{serverNames: names, minVersion: tls.VersionTLS12, alpn: common.GetAlpnProtocols()}
+	c := terminateChain{serverNames: names, appProtocols: appProtocols, minVersion: tls.VersionTLS12, alpn: common.GetAlpnProtocols()}
 	if ctx.GetRequireClientCertificate().GetValue() || common.GetValidationContextType() != nil {
 		return c, errors.New("common_tls_context: client certificates are not supported with certificates received over SDS")
 	}
@@ -62,13 +67,24 @@ func parseTerminateChain(names []string, ctx *tlsv3.DownstreamTlsContext) (termi
 	return c, nil
 }
 
-// selectChain is the index of the chain a server name selects, as Envoy
-// matches server_names: an exact name, else the longest "*." wildcard
+// selectChain is the index of the chain a server name and the client's
+// ALPN protocols (offered) select, as Envoy matches server_names and
+// application_protocols: a chain of application protocols one of which
+// is offered, for the exact name; else, of the chains without
+// application protocols, an exact name, else the longest "*." wildcard
 // suffix, else the chain without server names; -1 for none.
-func selectChain(chains []terminateChain, name string) int {
+func selectChain(chains []terminateChain, name string, offered []string) int {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	best, bestLen, fallback := -1, -1, -1
 	for i, c := range chains {
+		if len(c.appProtocols) > 0 && slices.Contains(c.serverNames, name) && slices.ContainsFunc(c.appProtocols, func(p string) bool { return slices.Contains(offered, p) }) {
+			return i
+		}
+	}
+	for i, c := range chains {
+		if len(c.appProtocols) > 0 {
+			continue
+		}
 		if len(c.serverNames) == 0 {
 			if fallback < 0 {
 				fallback = i
@@ -100,7 +116,7 @@ func (p *Proxy) terminateTLSConfig(spec *listenerSpec) (*tls.Config, error) {
 	for i, c := range spec.terminate {
 		var next []string
 		for _, alpn := range c.alpn {
-			if alpn == "h2" && spec.params.h2c || alpn == "http/1.1" && spec.params.http1 {
+			if alpn == "h2" && spec.params.h2c || alpn == "http/1.1" && spec.params.http1 || len(c.appProtocols) > 0 {
 				next = append(next, alpn)
 			}
 		}
@@ -118,7 +134,7 @@ func (p *Proxy) terminateTLSConfig(spec *listenerSpec) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			i := selectChain(chains, hello.ServerName)
+			i := selectChain(chains, hello.ServerName, hello.SupportedProtos)
 			if i < 0 {
 				return nil, fmt.Errorf("no certificate for server name %q", hello.ServerName)
 			}
@@ -161,7 +177,7 @@ func (p *Proxy) listenerCertificate(hello *tls.ClientHelloInfo, names []string) 
 func misdirected(next http.Handler, chains []terminateChain) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS != nil && r.TLS.ServerName != "" {
-			if selectChain(chains, r.TLS.ServerName) != selectChain(chains, router.HostWithoutPort(r.Host)) {
+			if selectChain(chains, r.TLS.ServerName, nil) != selectChain(chains, router.HostWithoutPort(r.Host), nil) {
 				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 				w.WriteHeader(http.StatusMisdirectedRequest)
 				_, _ = w.Write([]byte("misdirected request: the host is not served on this TLS connection (its server name selected another listener)\n"))

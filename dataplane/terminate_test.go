@@ -8,7 +8,9 @@ import (
 )
 
 // TestSelectChain: a server name selects the chain of its exact name, else
-// of its longest wildcard suffix, else the chain without server names.
+// of its longest wildcard suffix, else the chain without server names; a
+// chain of application protocols (the ACME TLS-ALPN-01 challenge's) only
+// when the client offers one of them, for its exact name.
 func TestSelectChain(t *testing.T) {
 	t.Parallel()
 	chains := []terminateChain{
@@ -16,27 +18,39 @@ func TestSelectChain(t *testing.T) {
 		{serverNames: []string{"*.example.com"}},
 		{serverNames: []string{"*.eu.example.com"}},
 		{}, // default
+		{serverNames: []string{"shop.example.com"}, appProtocols: []string{"acme-tls/1"}},
+		{serverNames: []string{"new.example.com"}, appProtocols: []string{"acme-tls/1"}},
 	}
+	acme := []string{"acme-tls/1"}
 	tests := []struct {
-		name string
-		want int
+		name    string
+		offered []string
+		want    int
 	}{
-		{"shop.example.com", 0},
-		{"SHOP.example.com.", 0},
-		{"a.example.com", 1},
-		{"a.b.example.com", 1},
-		{"a.eu.example.com", 2},
-		{"example.com", 3},
-		{"other.org", 3},
-		{"", 3},
+		{"shop.example.com", nil, 0},
+		{"SHOP.example.com.", nil, 0},
+		{"a.example.com", nil, 1},
+		{"a.b.example.com", nil, 1},
+		{"a.eu.example.com", nil, 2},
+		{"example.com", nil, 3},
+		{"other.org", nil, 3},
+		{"", nil, 3},
+		{"shop.example.com", []string{"h2", "http/1.1"}, 0},
+		{"shop.example.com", acme, 4},
+		{"new.example.com", acme, 5},
+		{"new.example.com", []string{"h2"}, 1},
+		{"a.example.com", acme, 1},
 	}
 	for _, tt := range tests {
-		if got := selectChain(chains, tt.name); got != tt.want {
-			t.Errorf("selectChain(%q) = %d, want %d", tt.name, got, tt.want)
+		if got := selectChain(chains, tt.name, tt.offered); got != tt.want {
+			t.Errorf("selectChain(%q, %q) = %d, want %d", tt.name, tt.offered, got, tt.want)
 		}
 	}
-	if got := selectChain(chains[:3], "other.org"); got != -1 {
+	if got := selectChain(chains[:3], "other.org", nil); got != -1 {
 		t.Errorf("without a default chain: %d, want -1", got)
+	}
+	if got := selectChain(chains[4:], "shop.example.com", []string{"h2"}); got != -1 {
+		t.Errorf("only challenge chains, no acme-tls/1 offered: %d, want -1", got)
 	}
 }
 

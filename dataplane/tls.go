@@ -255,10 +255,11 @@ func parseListenerTLSChains(l *listenerv3.Listener, haveIdentity bool) (tlsParam
 			return params, nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: required with two filter chains", path)
 		case transport != "" && !inspector:
 			return params, nil, fmt.Errorf("%s.filter_chain_match: needs the tls_inspector listener filter", path)
-		case seen[transport+"/"+strings.Join(chain.GetFilterChainMatch().GetServerNames(), ",")]:
-			return params, nil, fmt.Errorf("%s.filter_chain_match: transport_protocol %q and these server_names matched by two chains", path, transport)
+		case seen[matchKey(chain.GetFilterChainMatch())]:
+			return params, nil, fmt.Errorf("%s.filter_chain_match: transport_protocol %q and these server_names and application_protocols matched by two chains", path, transport)
 		}
-		seen[transport+"/"+strings.Join(chain.GetFilterChainMatch().GetServerNames(), ",")] = true
+		seen[matchKey(chain.GetFilterChainMatch())] = true
+		appProtocols := chain.GetFilterChainMatch().GetApplicationProtocols()
 		socket := chain.GetTransportSocket()
 		switch {
 		case transport == "tls" && socket == nil:
@@ -282,16 +283,24 @@ func parseListenerTLSChains(l *listenerv3.Listener, haveIdentity bool) (tlsParam
 			if transport != "tls" || plainChain {
 				return params, nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: \"tls\" required with certificates received over SDS", path)
 			}
-			c, err := parseTerminateChain(chain.GetFilterChainMatch().GetServerNames(), ctx)
+			if len(appProtocols) > 0 && len(chain.GetFilterChainMatch().GetServerNames()) == 0 {
+				return params, nil, fmt.Errorf("%s.filter_chain_match.application_protocols: only with server_names", path)
+			}
+			c, err := parseTerminateChain(chain.GetFilterChainMatch().GetServerNames(), appProtocols, ctx)
 			if err != nil {
 				return params, nil, fmt.Errorf("%s.transport_socket.typed_config.%w", path, err)
 			}
 			terminate = append(terminate, c)
-			params.alpn = strings.Join(common(ctx).GetAlpnProtocols(), ",")
+			if len(appProtocols) == 0 {
+				params.alpn = strings.Join(common(ctx).GetAlpnProtocols(), ",")
+			}
 			continue
 		}
 		if len(terminate) > 0 {
 			return params, nil, fmt.Errorf("%s.transport_socket: a listener with certificates received over SDS has no other TLS chains", path)
+		}
+		if len(appProtocols) > 0 {
+			return params, nil, fmt.Errorf("%s.filter_chain_match.application_protocols: only with certificates received over SDS", path)
 		}
 		if len(chain.GetFilterChainMatch().GetServerNames()) > 0 {
 			return params, nil, fmt.Errorf("%s.filter_chain_match.server_names: only with certificates received over SDS", path)
@@ -317,6 +326,12 @@ func parseListenerTLSChains(l *listenerv3.Listener, haveIdentity bool) (tlsParam
 		params.mode = modeTLS
 	}
 	return params, terminate, nil
+}
+
+// matchKey identifies what a filter chain match selects, for the check
+// that no two chains select the same connections.
+func matchKey(m *listenerv3.FilterChainMatch) string {
+	return m.GetTransportProtocol() + "/" + strings.Join(m.GetServerNames(), ",") + "/" + strings.Join(m.GetApplicationProtocols(), ",")
 }
 
 // serverTLSConfig is the tls.Config of a TLS listener: the certificate and

@@ -159,7 +159,7 @@ spec:
   retry: {attempts: 2, retryOn: [5xx], attemptsHeader: true}
   circuitBreaker: {maxConnections: 64}
   outlierDetection: {consecutive5xx: 5, interval: 1s}
-  bodyLimits: {maxRequestBytes: 4096}
+  bodyLimits: {maxRequestBytes: 4096, maxResponseBytes: 65536}
 `))
 	c.startControlPlane()
 	c.app("echo-1", "echo", "v1", "")
@@ -190,9 +190,10 @@ spec:
 		"maxConnections=64",
 		"consecutive5xx=5 interval=1s",
 		"default/echo:80 9s on=5xx retries=2",
-		"4096 bytes",
+		"4096 bytes, response 65536 bytes",
 		"counted",
 		"envoy.filters.http.buffer",
+		"meshgate.filters.http.response_limit",
 	} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("config-dump lacks %q:\n%s", want, out)

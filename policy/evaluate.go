@@ -424,7 +424,7 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 		add(KindGateway, g.Namespace, g.Name, g, g.Source)
 	}
 	for _, r := range s.HTTPRoutes {
-		add(KindHTTPRoute, r.Namespace, r.Name, r, r.Source)
+		add(r.RouteKind(), r.Namespace, r.Name, r, r.Source)
 	}
 	for _, r := range s.TCPRoutes {
 		add(KindTCPRoute, r.Namespace, r.Name, r, r.Source)
@@ -454,6 +454,9 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	}
 	for _, sec := range s.Secrets {
 		add(KindSecret, sec.Namespace, sec.Name, sec, sec.Source)
+	}
+	for _, a := range s.ACMEIssuers {
+		add(KindACMEIssuer, a.Namespace, a.Name, a, a.Source)
 	}
 	for _, ls := range s.ListenerSets {
 		if ls.original != nil {

@@ -187,11 +187,11 @@ func errorsAs(err error, list *ErrorList) bool {
 // are refused as such.
 func TestKindRegistry(t *testing.T) {
 	t.Parallel()
-	if got, want := Kinds(), []string{KindGateway, KindHTTPRoute, KindService, KindSecurityPolicy, KindTrafficPolicy, KindMeshConfig, KindGatewayClass, KindReferenceGrant, KindNamespace, KindListenerSet, KindSecret, KindTCPRoute, KindTLSRoute}; !reflect.DeepEqual(got, want) {
+	if got, want := Kinds(), []string{KindGateway, KindHTTPRoute, KindGRPCRoute, KindService, KindSecurityPolicy, KindTrafficPolicy, KindMeshConfig, KindGatewayClass, KindReferenceGrant, KindNamespace, KindListenerSet, KindSecret, KindACMEIssuer, KindTCPRoute, KindTLSRoute}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Kinds() = %v, want %v", got, want)
 	}
 	for _, tt := range []struct{ typed, want string }{
-		{"gw", KindGateway}, {"HTTPRoutes", KindHTTPRoute}, {"svc", KindService}, {"service", KindService},
+		{"gw", KindGateway}, {"HTTPRoutes", KindHTTPRoute}, {"grpcroutes", KindGRPCRoute}, {"svc", KindService}, {"service", KindService},
 		{"securitypolicies", KindSecurityPolicy}, {"tp", KindTrafficPolicy}, {"MeshConfig", KindMeshConfig}, {"lset", KindListenerSet},
 	} {
 		if got, ok := LookupKind(tt.typed); !ok || got != tt.want {
@@ -201,7 +201,7 @@ func TestKindRegistry(t *testing.T) {
 	if _, ok := LookupKind("widget"); ok {
 		t.Error("LookupKind(widget) found a kind")
 	}
-	if got, want := KindsText(), "Gateway, HTTPRoute, Service, SecurityPolicy, TrafficPolicy, MeshConfig, GatewayClass, ReferenceGrant, Namespace, ListenerSet, Secret, TCPRoute or TLSRoute"; got != want {
+	if got, want := KindsText(), "Gateway, HTTPRoute, GRPCRoute, Service, SecurityPolicy, TrafficPolicy, MeshConfig, GatewayClass, ReferenceGrant, Namespace, ListenerSet, Secret, ACMEIssuer, TCPRoute or TLSRoute"; got != want {
 		t.Errorf("KindsText() = %q, want %q", got, want)
 	}
 	for _, k := range kinds {

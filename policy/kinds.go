@@ -67,6 +67,14 @@ var kinds = [...]kind{
 		validate: (*loader).validateHTTPRoutes,
 	},
 	{
+		// Held in Set.HTTPRoutes and validated with them (see
+		// KindGRPCRoute).
+		name: KindGRPCRoute, apiVersion: GatewayAPIVersion, aliases: []string{"grpcroutes"},
+		decode:   decodeKind(newGRPCRoute),
+		add:      func(l *loader, res any) { l.set.HTTPRoutes = append(l.set.HTTPRoutes, res.(*HTTPRoute)) },
+		validate: func(*loader, *setIndex) {},
+	},
+	{
 		name: KindService, apiVersion: MeshgateAPIVersion, aliases: []string{"services", "svc"},
 		decode: decodeKind(func(_ *kind, spec ServiceSpec, meta decodedMeta) any {
 			// The default protocol is written here, at decoding, as
@@ -169,6 +177,17 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.Secrets = append(l.set.Secrets, res.(*Secret)) },
 		validate: (*loader).validateSecrets,
 	},
+	{
+		// The ACME CAs of HTTPS listeners without certificateRefs
+		// (TLSOptionACMEIssuer); listeners are checked against them with
+		// the Gateways.
+		name: KindACMEIssuer, apiVersion: MeshgateAPIVersion, aliases: []string{"acmeissuers"},
+		decode: decodeKind(func(_ *kind, spec ACMEIssuerSpec, meta decodedMeta) any {
+			return &ACMEIssuer{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.ACMEIssuers = append(l.set.ACMEIssuers, res.(*ACMEIssuer)) },
+		validate: (*loader).validateACMEIssuers,
+	},
 	// L4 routes (l4route.go), validated after the Gateways.
 	{
 		name: KindTCPRoute, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1alpha2}, aliases: []string{"tcproutes"},
@@ -201,7 +220,7 @@ var kinds = [...]kind{
 // document of one is refused with "kind X is not supported yet" rather than
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
-	GatewayGroup: {"GRPCRoute", "UDPRoute",
+	GatewayGroup: {"UDPRoute",
 		"BackendTLSPolicy"},
 }
 
@@ -303,4 +322,6 @@ type setIndex struct {
 	listenerSets map[nsName]*ListenerSet
 	services     map[nsName]*Service
 	routes       map[nsName]bool
+	// httpRouteNames are the routes written as HTTPRoutes (not GRPCRoutes).
+	httpRouteNames map[nsName]bool
 }

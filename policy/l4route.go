@@ -151,9 +151,6 @@ func (l *loader) checkL4Route(shim *HTTPRoute, rules [][]gwapiv1.BackendRef, ix 
 	}
 }
 
-// kind is the route's kind: HTTPRoute, or the L4 kind it stands for.
-func (r *HTTPRoute) kind() string { return cmp.Or(r.routeKind, KindHTTPRoute) }
-
 // checkPassthrough checks the tls of a listener of protocol TLS: mode
 // Passthrough (the connection is forwarded as is, chosen by its SNI), no
 // certificates.
@@ -176,6 +173,9 @@ func (l *loader) checkPassthrough(o listenerOwner, i int, p string, ls *gwapiv1.
 func routeParts(res any) (labels, annotations map[string]string, spec any, parentRefs []gwapiv1.ParentReference) {
 	switch r := res.(type) {
 	case *HTTPRoute:
+		if r.GRPC != nil {
+			return r.Labels, r.Annotations, *r.GRPC, r.Spec.ParentRefs
+		}
 		return r.Labels, r.Annotations, r.Spec, r.Spec.ParentRefs
 	case *TCPRoute:
 		return r.Labels, r.Annotations, r.Spec, r.Spec.ParentRefs

@@ -49,7 +49,7 @@ func TestL4Routes(t *testing.T) {
 			route("TLSRoute", "gateway.networking.k8s.io/v1", "secure", "{name: edge}", "  hostnames: [a.example.com]\n"+pgRule) +
 			route("HTTPRoute", "gateway.networking.k8s.io/v1", "web", "{name: edge}", pgRule),
 		parents:   []string{"HTTPRoute/web: Accepted=True", "TCPRoute/db: Accepted=True", "TLSRoute/secure: Accepted=True"},
-		listeners: []string{"http: HTTPRoute 1", "db: TCPRoute 1", "tls: TLSRoute 1"},
+		listeners: []string{"http: HTTPRouteGRPCRoute 1", "db: TCPRoute 1", "tls: TLSRoute 1"},
 	}, {
 		name: "a route on another protocol's listener",
 		policy: l4Gateway + route("TCPRoute", "gateway.networking.k8s.io/v1", "db", "{name: edge, sectionName: http}", pgRule) +
@@ -59,7 +59,7 @@ func TestL4Routes(t *testing.T) {
 			`l4.yaml:30: spec.parentRefs[0]: the listeners of gateway "edge" this parentRef selects do not take HTTPRoutes (their protocol is not HTTP or HTTPS)`,
 		},
 		parents:   []string{"HTTPRoute/web: Accepted=False/NotAllowedByListeners", "TCPRoute/db: Accepted=False/NotAllowedByListeners"},
-		listeners: []string{"http: HTTPRoute 0", "db: TCPRoute 0"},
+		listeners: []string{"http: HTTPRouteGRPCRoute 0", "db: TCPRoute 0"},
 	}, {
 		name:   "a TLS listener allowing TCPRoutes too: InvalidRouteKinds, TLSRoute supported",
 		policy: strings.Replace(l4Gateway, "tls: {mode: Passthrough}}", "tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: TLSRoute}]}}", 1),

@@ -56,9 +56,9 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GatewayClass, ReferenceGrant, ListenerSet, TCPRoute or TLSRoute in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy or MeshConfig in meshgate.dev/v1alpha1; Namespace or Secret in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GRPCRoute, GatewayClass, ReferenceGrant, ListenerSet, TCPRoute or TLSRoute in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy, MeshConfig or ACMEIssuer in meshgate.dev/v1alpha1; Namespace or Secret in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
-				`kinds.yaml:12: kind: kind GRPCRoute is not supported yet`,
+				`kinds.yaml:12: kind: kind UDPRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
 				`kinds.yaml:19: apiVersion: apiVersion is required`,
 				`kinds.yaml:23: a policy document must be a mapping with apiVersion, kind, metadata and spec; got a list`,
@@ -113,7 +113,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`gateway-listeners.yaml:31: spec.listeners[7]: listener "conflict" conflicts with listener "http": same port 8080 and no hostname`,
 				`gateway-listeners.yaml:38: spec.listeners[9]: listener "other-host-again" conflicts with listener "other-host": same port 8080 and hostname "*.example.com"`,
 				`gateway-listeners.yaml:46: spec.listeners[10].allowedRoutes.namespaces.selector: selector is required when from is Selector`,
-				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "GRPCRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute, TCPRoute and TLSRoute)`,
+				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "UDPRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute, GRPCRoute, TCPRoute and TLSRoute)`,
 				`gateway-listeners.yaml:55: spec.listeners: at least one listener is required`,
 			},
 		},
@@ -182,7 +182,11 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "route-filters.yaml",
 			want: []string{
-				`route-filters.yaml:19: spec.rules[0].filters[1].type: filter CORS is not supported yet`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowOrigins[0]: invalid origin "example.com" (want *, or http(s)://host[:port], the host possibly *.domain)`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowOrigins[1]: invalid origin "https://*.example.com:99999": port out of range 1-65535`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowMethods[1]: "*" cannot be listed alongside other values`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.allowHeaders[1]: duplicate "X-A"`,
+				`route-filters.yaml:20: spec.rules[0].filters[1].cors.maxAge: -1 seconds: want at least 1`,
 				`route-filters.yaml:21: spec.rules[0].filters[2].type: filter ExtensionRef is not supported yet`,
 				`route-filters.yaml:25: spec.rules[1].filters[0]: a rule cannot have both a RequestRedirect filter and backendRefs`,
 				`route-filters.yaml:26: spec.rules[1].filters[0].requestRedirect.scheme: unknown scheme "ftp" (want http or https)`,
@@ -241,6 +245,8 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`service.yaml:27: spec.endpoints[3].port: port is required: the service has 4 ports (give a port name or number)`,
 				`service.yaml:29: spec.endpoints[3].labels["not a key"]: invalid label key "not a key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
 				`service.yaml:30: spec.endpoints[3].labels.version: invalid label value "bad value!": want at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
+				`service.yaml:41: spec.ports[3].appProtocol: unknown appProtocol "kubernetes.io/udp" (want kubernetes.io/h2c, grpc, kubernetes.io/ws or http)`,
+				`service.yaml:42: spec.ports[4].appProtocol: appProtocol "kubernetes.io/ws" is HTTP/1.1 but protocol is HTTP2: drop one`,
 			},
 		},
 		{

@@ -334,7 +334,7 @@ func (l *loader) checkListenerTLS(o listenerOwner, i int, p string, t *gwapiv1.L
 		}
 		return
 	}
-	if len(t.CertificateRefs) == 0 {
+	if _, acme := t.Options[TLSOptionACMEIssuer]; len(t.CertificateRefs) == 0 && !acme {
 		l.listenerErrorf(o, i, p+".certificateRefs", string(gwapiv1.ListenerReasonInvalidCertificateRef), "at least one certificateRef is required with mode Terminate")
 	}
 	ns := o.ownerNamespace()
@@ -391,6 +391,7 @@ func (l *loader) checkListenerTLS(o listenerOwner, i int, p string, t *gwapiv1.L
 					l.listenerErrorf(o, i, kp, lsInvalid, "unknown or insecure cipher suite %q (want some of %s)", strings.TrimSpace(c), strings.Join(slices.Sorted(maps.Keys(CipherSuites)), ", "))
 				}
 			}
+		case TLSOptionACMEIssuer: // checkListenerACME
 		default:
 			l.listenerErrorf(o, i, kp, lsInvalid, "unknown option %q (want %s or %s)", k, TLSOptionMinVersion, TLSOptionCipherSuites)
 		}

@@ -64,12 +64,13 @@ func (r *HTTPRoute) GatewayBound() bool {
 // from HTTPRoutes of routeNamespace to that Service (or every Service), as
 // the Gateway API specifies.
 func (s *Set) BackendPermitted(routeNamespace, serviceNamespace, serviceName string) bool {
-	return s.BackendPermittedFrom(KindHTTPRoute, routeNamespace, serviceNamespace, serviceName)
+	return s.RouteBackendPermitted(KindHTTPRoute, routeNamespace, serviceNamespace, serviceName)
 }
 
-// BackendPermittedFrom is BackendPermitted for a route of kind routeKind
-// (HTTPRoute, TCPRoute or TLSRoute): a ReferenceGrant names the kind.
-func (s *Set) BackendPermittedFrom(routeKind, routeNamespace, serviceNamespace, serviceName string) bool {
+// RouteBackendPermitted is BackendPermitted for a route of a kind
+// (KindHTTPRoute or KindGRPCRoute): the ReferenceGrant must be from
+// routes of that kind.
+func (s *Set) RouteBackendPermitted(routeKind, routeNamespace, serviceNamespace, serviceName string) bool {
 	routeNamespace, serviceNamespace = cmp.Or(routeNamespace, DefaultNamespace), cmp.Or(serviceNamespace, DefaultNamespace)
 	if routeNamespace == serviceNamespace {
 		return true

@@ -462,8 +462,7 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 	out := make([]gwapiv1.ListenerStatus, 0, len(listeners))
 	for i, ls := range listeners {
 		errs := byClass(classListener, i)
-		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name],
-			SupportedKinds: []gwapiv1.RouteGroupKind{{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: gwapiv1.Kind(listenerRouteKind(ls.Protocol))}}}
+		st := gwapiv1.ListenerStatus{Name: ls.Name, AttachedRoutes: attached[ls.Name], SupportedKinds: supportedKinds(&ls)}
 		accepted, conflict, kinds := true, []*Error(nil), []*Error(nil)
 		acceptReason := string(gwapiv1.ListenerReasonAccepted)
 		for _, err := range errs {

@@ -62,6 +62,8 @@ type TrafficPolicySpec struct {
 	FaultInjection *FaultInjection `json:"faultInjection,omitempty"`
 	// BodyLimits bound request and response bodies.
 	BodyLimits *BodyLimits `json:"bodyLimits,omitempty"`
+	// RateLimit limits the request rate, per proxy or across proxies.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // TrafficTargetRef names a resource in the policy's namespace: a Service
@@ -287,11 +289,12 @@ type FaultAbort struct {
 	Percent    float64 `json:"percent"`
 }
 
-// BodyLimits bounds bodies, in bytes: a longer request body gets 413.
+// BodyLimits bounds bodies, in bytes (at least one of the two): a longer
+// request body gets 413, a longer response body 502 (or, when its length
+// was not known before it started, is aborted). Each limit is a field of
+// its own for precedence: a more specific policy's limit wins over a less
+// specific one's, the other limit still coming from the latter.
 type BodyLimits struct {
-	// MaxRequestBytes is required.
-	MaxRequestBytes *int64 `json:"maxRequestBytes,omitempty"`
-	// MaxResponseBytes is refused: no standard Envoy field carries it (a
-	// longer response body would get 502).
+	MaxRequestBytes  *int64 `json:"maxRequestBytes,omitempty"`
 	MaxResponseBytes *int64 `json:"maxResponseBytes,omitempty"`
 }

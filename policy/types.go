@@ -136,6 +136,9 @@ type Gateway struct {
 type HTTPRoute struct {
 	gwapiv1.HTTPRoute
 	Source Source
+	// GRPC is the spec of a GRPCRoute, held as the HTTPRoute whose spec
+	// routes as it does (see KindGRPCRoute); nil for an HTTPRoute.
+	GRPC *gwapiv1.GRPCRouteSpec
 	// routeKind, in a route standing for a TCPRoute or TLSRoute in the
 	// checks they share with HTTPRoutes (l4Shim), is that kind; "" for an
 	// HTTPRoute.
@@ -177,6 +180,36 @@ type ServicePort struct {
 	Port int32 `json:"port"`
 	// Protocol is HTTP (default), HTTP2 or TCP.
 	Protocol string `json:"protocol,omitempty"`
+	// AppProtocol is the application protocol as the Gateway API reads a
+	// Kubernetes Service port's appProtocol: kubernetes.io/h2c or grpc
+	// (cleartext HTTP/2 to the endpoints, as protocol HTTP2),
+	// kubernetes.io/ws or http (HTTP/1.1). Optional; when set it decides
+	// the protocol to the endpoints.
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// Service port appProtocol values (as the Gateway API defines them).
+const (
+	AppProtocolH2C       = "kubernetes.io/h2c"
+	AppProtocolGRPC      = "grpc"
+	AppProtocolWebSocket = "kubernetes.io/ws"
+	AppProtocolHTTP      = "http"
+)
+
+// UpstreamProtocol is the protocol spoken to the port's endpoints:
+// ProtocolHTTP2 for protocol HTTP2 or appProtocol kubernetes.io/h2c or
+// grpc, ProtocolHTTP otherwise.
+func (p ServicePort) UpstreamProtocol() string {
+	switch p.AppProtocol {
+	case AppProtocolH2C, AppProtocolGRPC:
+		return ProtocolHTTP2
+	case AppProtocolWebSocket, AppProtocolHTTP:
+		return ProtocolHTTP
+	}
+	if p.Protocol == ProtocolHTTP2 {
+		return ProtocolHTTP2
+	}
+	return ProtocolHTTP
 }
 
 // Endpoint is one instance of a Service.
@@ -220,6 +253,8 @@ type Set struct {
 	// TLSCertificates are the checked certificates of the TLS Secrets, by
 	// "namespace/name" (ListenerCertificates).
 	TLSCertificates map[string]*TLSCertificate
+	// ACMEIssuers sorted by namespace, then name.
+	ACMEIssuers []*ACMEIssuer
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig
@@ -302,6 +337,9 @@ type MeshConfigSpec struct {
 	// write one JSON line per request (docs/observability.md, "Access
 	// logs"). Unset: no access log, at no cost to the proxies.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// RateLimitService, when set, is the global rate-limit service (meshgate
+	// ratelimit) the proxies ask for TrafficPolicy rateLimit.global limits.
+	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
 }
 
 // Access-log defaults and formats.

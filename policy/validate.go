@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,8 +62,12 @@ func (l *loader) validate() {
 	for _, s := range l.set.Services {
 		ix.services[nsName{s.Namespace, s.Name}] = s
 	}
+	ix.httpRouteNames = make(map[nsName]bool, len(l.set.HTTPRoutes))
 	for _, r := range l.set.HTTPRoutes {
 		ix.routes[nsName{r.Namespace, r.Name}] = true
+		if r.GRPC == nil {
+			ix.httpRouteNames[nsName{r.Namespace, r.Name}] = true
+		}
 	}
 	for i := range kinds {
 		kinds[i].validate(l, ix)
@@ -154,9 +159,13 @@ func (l *loader) validateGateways(ix *setIndex) {
 // validateHTTPRoutes checks every well-formed HTTPRoute and its references.
 func (l *loader) validateHTTPRoutes(ix *setIndex) {
 	for _, r := range l.set.HTTPRoutes {
-		if !l.malformed[resourceKey{KindHTTPRoute, r.Namespace, r.Name}] {
-			l.checkHTTPRoute(r, ix)
+		if l.malformed[resourceKey{r.RouteKind(), r.Namespace, r.Name}] {
+			continue
 		}
+		if r.GRPC != nil {
+			l.checkGRPCRoute(r, ix)
+		}
+		l.checkHTTPRoute(r, ix)
 	}
 }
 
@@ -212,6 +221,15 @@ func (l *loader) checkService(s *Service) {
 			l.checkTCPPort(s, i)
 		default:
 			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP, HTTP2 or TCP)", port.Protocol)
+		}
+		switch port.AppProtocol {
+		case "", AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP:
+			if port.Protocol == ProtocolHTTP2 && (port.AppProtocol == AppProtocolWebSocket || port.AppProtocol == AppProtocolHTTP) {
+				l.errorf(src, p+".appProtocol", "appProtocol %q is HTTP/1.1 but protocol is HTTP2: drop one", port.AppProtocol)
+			}
+		default:
+			l.errorf(src, p+".appProtocol", "unknown appProtocol %q (want %s, %s, %s or %s)", port.AppProtocol,
+				AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP)
 		}
 	}
 	l.checkEndpoints(s)
@@ -360,6 +378,7 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is required for protocol HTTPS (mode Terminate and certificateRefs)")
 		case ls.Protocol == gwapiv1.HTTPSProtocolType:
 			l.checkListenerTLS(o, i, p+".tls", ls.TLS)
+			l.checkListenerACME(o, i, p, ls)
 		case ls.TLS != nil && (ls.Protocol == gwapiv1.HTTPProtocolType || ls.Protocol == gwapiv1.TCPProtocolType):
 			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is only for protocols HTTPS and TLS")
 		case ls.Protocol == gwapiv1.TLSProtocolType:
@@ -369,7 +388,7 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 	l.checkAllowedRoutes(o, i, p+".allowedRoutes", ls.AllowedRoutes)
 	if ar := ls.AllowedRoutes; ar != nil && ls.Protocol != "" {
 		for j, k := range ar.Kinds {
-			if (k.Group == nil || *k.Group == GatewayGroup) && slices.Contains([]string{KindHTTPRoute, KindTCPRoute, KindTLSRoute}, string(k.Kind)) &&
+			if (k.Group == nil || *k.Group == GatewayGroup) && slices.Contains([]string{KindHTTPRoute, KindGRPCRoute, KindTCPRoute, KindTLSRoute}, string(k.Kind)) &&
 				!routeKindFits(string(k.Kind), ls.Protocol) {
 				l.listenerErrorf(o, i, fmt.Sprintf("%s.allowedRoutes.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds),
 					"route kind %s does not attach to a listener of protocol %s (it takes %s)", k.Kind, ls.Protocol, listenerRouteKind(ls.Protocol))
@@ -424,8 +443,8 @@ func (l *loader) checkAllowedRoutes(g listenerOwner, i int, p string, ar *gwapiv
 		if k.Group != nil {
 			group = string(*k.Group)
 		}
-		if group != GatewayGroup || (k.Kind != KindHTTPRoute && k.Kind != KindTCPRoute && k.Kind != KindTLSRoute) {
-			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute, TCPRoute and TLSRoute)", k.Kind, group)
+		if group != GatewayGroup || (k.Kind != KindHTTPRoute && k.Kind != KindGRPCRoute && k.Kind != KindTCPRoute && k.Kind != KindTLSRoute) {
+			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute, GRPCRoute, TCPRoute and TLSRoute)", k.Kind, group)
 		}
 	}
 }
@@ -686,13 +705,19 @@ func (l *loader) checkListenerAttachment(r *HTTPRoute, parent int, p string, pr 
 		}
 		return
 	}
-	selected = slices.DeleteFunc(selected, func(i int) bool { return !routeKindFits(r.kind(), listeners[i].Protocol) })
+	selected = slices.DeleteFunc(selected, func(i int) bool { return !routeKindFits(r.RouteKind(), listeners[i].Protocol) })
 	if len(selected) == 0 {
 		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "the listeners of %s this parentRef selects do not take %ss (their protocol is not %s)",
-			gwName, r.kind(), map[string]string{KindHTTPRoute: "HTTP or HTTPS", KindTCPRoute: "TCP", KindTLSRoute: "TLS"}[r.kind()])
+			gwName, r.RouteKind(), map[string]string{KindHTTPRoute: "HTTP or HTTPS", KindTCPRoute: "TCP", KindTLSRoute: "TLS"}[r.RouteKind()])
 		return
 	}
 	from := allowedFrom(&listeners[selected[0]])
+	if kinds := slices.DeleteFunc(slices.Clone(selected), func(i int) bool { return !ListenerAllowsKind(&listeners[i], r.RouteKind()) }); len(kinds) == 0 {
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "%s does not accept routes of kind %s (allowedRoutes.kinds)", gwName, r.RouteKind())
+		return
+	} else {
+		selected = kinds
+	}
 	selected = slices.DeleteFunc(selected, func(i int) bool { return !allows(&listeners[i], r.Namespace) })
 	if len(selected) == 0 {
 		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "%s does not accept routes from namespace %q (allowedRoutes.namespaces.from is %s)", gwName, r.Namespace, from)
@@ -973,9 +998,9 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 		l.errorf(src, p+".type", "type is required")
 		return ""
 	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier,
-		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror:
-	case gwapiv1.HTTPRouteFilterCORS,
-		gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
+		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror,
+		gwapiv1.HTTPRouteFilterCORS:
+	case gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
 		l.errorf(src, p+".type", "filter %s is not supported yet", f.Type)
 		return ""
 	default:
@@ -1013,6 +1038,8 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 			l.errorf(src, rp+".statusCode", "status code %d is not a redirect (want 301, 302, 303, 307 or 308)", *rd.StatusCode)
 		}
 		return l.checkPathModifier(src, rp+".path", rd.Path)
+	case gwapiv1.HTTPRouteFilterCORS:
+		l.checkCORS(src, p+".cors", f.CORS)
 	case gwapiv1.HTTPRouteFilterURLRewrite:
 		rp, rw := p+".urlRewrite", f.URLRewrite
 		if rw.Hostname != nil {
@@ -1187,10 +1214,10 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 			l.rejectedNote(KindService, ns, string(br.Name)))
 		return
 	}
-	if r.GatewayBound() && !l.set.BackendPermittedFrom(r.kind(), r.Namespace, ns, string(br.Name)) {
+	if r.GatewayBound() && !l.set.RouteBackendPermitted(r.RouteKind(), r.Namespace, ns, string(br.Name)) {
 		l.refErrorf(src, p+".namespace", string(gwapiv1.RouteReasonRefNotPermitted),
 			"service %s is in another namespace: it needs a ReferenceGrant in namespace %q from %ss of namespace %q to it",
-			refName(ns, string(br.Name), r.Namespace), ns, r.kind(), r.Namespace)
+			refName(ns, string(br.Name), r.Namespace), ns, r.RouteKind(), r.Namespace)
 		return
 	}
 	switch {
@@ -1198,5 +1225,84 @@ func (l *loader) checkBackendRef(r *HTTPRoute, p string, br *gwapiv1.HTTPBackend
 		l.errorf(src, p+".port", "port is required: service %s has %d ports", refName(ns, svc.Name, r.Namespace), len(svc.Spec.Ports))
 	case br.Port != nil && svc.LookupPort(strconv.Itoa(int(*br.Port))) == nil:
 		l.refErrorf(src, p+".port", string(gwapiv1.RouteReasonBackendNotFound), "service %s has no port %d", refName(ns, svc.Name, r.Namespace), *br.Port)
+	}
+}
+
+// corsOriginPattern is the pattern of a Gateway API CORSOrigin (v1.6.3):
+// "*", or scheme://host[:port] where the host may start with "*." or be
+// "*".
+var corsOriginPattern = regexp.MustCompile(`^(\*|https?://((\*\.)?([a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+|\*)(:[0-9]{1,5})?)$`)
+
+// Bounds of a CORS filter's lists (the Gateway API's).
+const (
+	maxCORSOrigins = 64
+	maxCORSHeaders = 64
+)
+
+// checkCORS validates a CORS filter as the Gateway API v1.6.3 schema does:
+// origins of the CORSOrigin pattern, methods of RFC 9110 or "*", header
+// names, "*" alone in its list, no duplicates, maxAge at least 1.
+func (l *loader) checkCORS(src Source, p string, c *gwapiv1.HTTPCORSFilter) {
+	list := func(field string, values []string, limit int, check func(string) string) {
+		if len(values) > limit {
+			l.errorf(src, p+"."+field, "%d entries: at most %d", len(values), limit)
+		}
+		seen := make(map[string]bool, len(values))
+		for i, v := range values {
+			vp := fmt.Sprintf("%s.%s[%d]", p, field, i)
+			if msg := check(v); msg != "" {
+				l.errorf(src, vp, "%s", msg)
+				continue
+			}
+			key := v
+			if field != "allowOrigins" && field != "allowMethods" {
+				key = strings.ToLower(v)
+			}
+			if seen[key] {
+				l.errorf(src, vp, "duplicate %q", v)
+			}
+			seen[key] = true
+			if v == "*" && len(values) > 1 && field != "exposeHeaders" {
+				l.errorf(src, vp, "%q cannot be listed alongside other values", v)
+			}
+		}
+	}
+	origins := make([]string, len(c.AllowOrigins))
+	for i, o := range c.AllowOrigins {
+		origins[i] = string(o)
+	}
+	list("allowOrigins", origins, maxCORSOrigins, func(o string) string {
+		if len(o) > 253 || !corsOriginPattern.MatchString(o) {
+			return fmt.Sprintf("invalid origin %q (want *, or http(s)://host[:port], the host possibly *.domain)", o)
+		}
+		if _, port, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(o, "https://"), "http://"), ":"); ok {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Sprintf("invalid origin %q: port out of range 1-65535", o)
+			}
+		}
+		return ""
+	})
+	methods := make([]string, len(c.AllowMethods))
+	for i, m := range c.AllowMethods {
+		methods[i] = string(m)
+	}
+	list("allowMethods", methods, 9, func(m string) string {
+		switch m {
+		case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*":
+			return ""
+		}
+		return fmt.Sprintf("unknown method %q (want GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH or *)", m)
+	})
+	headerNames := func(hs []gwapiv1.HTTPHeaderName) []string {
+		out := make([]string, len(hs))
+		for i, h := range hs {
+			out[i] = string(h)
+		}
+		return out
+	}
+	list("allowHeaders", headerNames(c.AllowHeaders), maxCORSHeaders, checkHeaderName)
+	list("exposeHeaders", headerNames(c.ExposeHeaders), maxCORSHeaders, checkHeaderName)
+	if c.MaxAge < 0 {
+		l.errorf(src, p+".maxAge", "%d seconds: want at least 1", c.MaxAge)
 	}
 }

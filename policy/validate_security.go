@@ -74,6 +74,9 @@ func (l *loader) checkMeshConfig(mc *MeshConfig) {
 	if spec.AccessLog != nil {
 		l.checkAccessLog(src, spec.AccessLog)
 	}
+	if spec.RateLimitService != nil {
+		l.checkRateLimitService(src, spec.RateLimitService)
+	}
 	if spec.CertificateTTL != "" {
 		ttl, err := ParseDuration(spec.CertificateTTL)
 		switch {

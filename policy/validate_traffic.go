@@ -37,8 +37,8 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
 	if spec.LoadBalancer == nil && spec.Timeouts == nil && spec.Retry == nil && spec.CircuitBreaker == nil &&
-		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil {
-		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits")
+		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil && spec.RateLimit == nil {
+		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, rateLimit")
 	}
 	nonService := -1
 	seen := make(map[string]int)
@@ -116,17 +116,20 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 	if spec.FaultInjection != nil {
 		l.checkFaultInjection(src, spec.FaultInjection)
 	}
+	if spec.RateLimit != nil {
+		l.checkRateLimit(src, spec.RateLimit)
+	}
 	if b := spec.BodyLimits; b != nil {
-		switch v := b.MaxRequestBytes; {
-		case v == nil:
-			l.errorf(src, "spec.bodyLimits.maxRequestBytes", "required")
-		case *v < 1 || *v > MaxBodyLimit:
-			l.errorf(src, "spec.bodyLimits.maxRequestBytes", "%d bytes: want 1 to %d", *v, MaxBodyLimit)
+		if b.MaxRequestBytes == nil && b.MaxResponseBytes == nil {
+			l.errorf(src, "spec.bodyLimits", "bodyLimits needs maxRequestBytes, maxResponseBytes or both")
 		}
-		if b.MaxResponseBytes != nil {
-			// Refused rather than accepted and ignored: no standard Envoy
-			// field limits a response body (docs/traffic.md).
-			l.errorf(src, "spec.bodyLimits.maxResponseBytes", "not supported: Envoy's xDS has no response body limit")
+		for _, f := range []struct {
+			name  string
+			value *int64
+		}{{"maxRequestBytes", b.MaxRequestBytes}, {"maxResponseBytes", b.MaxResponseBytes}} {
+			if v := f.value; v != nil && (*v < 1 || *v > MaxBodyLimit) {
+				l.errorf(src, "spec.bodyLimits."+f.name, "%d bytes: want 1 to %d", *v, MaxBodyLimit)
+			}
 		}
 	}
 }

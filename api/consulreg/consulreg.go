@@ -42,7 +42,7 @@ const (
 	// MetaPort is the port number clients call the service on (the
 	// Service's port, e.g. 80 in http://orders:80/); default 80.
 	MetaPort = "meshgate-port"
-	// MetaProtocol is HTTP (default) or HTTP2.
+	// MetaProtocol is HTTP (default), HTTP2 or GRPC (HTTP2 to the endpoints).
 	MetaProtocol = "meshgate-protocol"
 	// MetaGateway "true" marks a gateway node's registration: it is not a
 	// service endpoint.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -26,6 +27,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 )
 
 func newConfigDumpCmd() *cobra.Command {
@@ -46,8 +49,8 @@ back from the standard Envoy xDS into the policy it carries:
   routes     per virtual host and match: where it goes (cluster, weighted
              clusters, redirect, direct response), timeout, retry (conditions,
              retries, per-try timeout, backoff, methods), hash policy, idle
-             timeout, fault injection, request body limit, mirrors, attempt
-             counts.
+             timeout, fault injection, request and response body limits,
+             mirrors, attempt counts.
 
 Secrets are shown by name and kind only: no key material is printed.
 -o json and -o yaml print the same, structured.`,
@@ -133,6 +136,7 @@ type routeView struct {
 	IdleTimeout   string `json:"idleTimeout,omitempty"`
 	Fault         string `json:"fault,omitempty"`
 	BodyLimit     string `json:"bodyLimit,omitempty"`
+	ResponseLimit string `json:"responseLimit,omitempty"`
 	Mirrors       string `json:"mirrors,omitempty"`
 	AttemptCounts bool   `json:"attemptCounts,omitempty"`
 }
@@ -463,6 +467,15 @@ func newRouteView(rcName string, vh *routev3.VirtualHost, r *routev3.Route) rout
 			if typed.UnmarshalTo(&b) == nil && b.GetBuffer() != nil {
 				v.BodyLimit = uint32Text(b.GetBuffer().GetMaxRequestBytes()) + " bytes"
 			}
+		case "envoy.config.route.v3.FilterConfig":
+			var fc routev3.FilterConfig
+			var ts xdstypev3.TypedStruct
+			if typed.UnmarshalTo(&fc) == nil && fc.GetConfig().UnmarshalTo(&ts) == nil &&
+				ts.GetTypeUrl() == responselimit.TypeURL {
+				if n, ok := ts.GetValue().GetFields()["max_response_bytes"]; ok {
+					v.ResponseLimit = strconv.FormatFloat(n.GetNumberValue(), 'f', -1, 64) + " bytes"
+				}
+			}
 		}
 	}
 	return v
@@ -505,7 +518,7 @@ func printConfigDump(w io.Writer, v *configDumpView) error {
 			attempts = "counted"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.VirtualHost, r.Match, dash(r.To), dash(r.Timeout), dash(r.Retry),
-			dash(r.Hash), dash(r.IdleTimeout), dash(r.Fault), dash(r.BodyLimit), dash(r.Mirrors), attempts)
+			dash(r.Hash), dash(r.IdleTimeout), dash(r.Fault), dash(bodyLimitText(r)), dash(r.Mirrors), attempts)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -520,4 +533,16 @@ func printConfigDump(w io.Writer, v *configDumpView) error {
 		return tw.Flush()
 	}
 	return nil
+}
+
+// bodyLimitText is a route's BODY LIMIT column: the request limit, then
+// the response limit ("response N bytes").
+func bodyLimitText(r routeView) string {
+	if r.ResponseLimit == "" {
+		return r.BodyLimit
+	}
+	if r.BodyLimit == "" {
+		return "response " + r.ResponseLimit
+	}
+	return r.BodyLimit + ", response " + r.ResponseLimit
 }

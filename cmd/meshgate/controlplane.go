@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshgate/meshgate/api/consulreg"
 	"github.com/meshgate/meshgate/controlplane"
+	"github.com/meshgate/meshgate/controlplane/acme"
 	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/controlplane/kvpolicy"
 	"github.com/meshgate/meshgate/controlplane/state"
@@ -101,6 +102,7 @@ join the policy: see docs/consul.md.`,
 	f.StringVar(&opts.CACertFile, "ca-cert", "", "PEM signing CA certificate (instead of a generated root); more certificates after the first are trusted too")
 	f.StringVar(&opts.CAKeyFile, "ca-key", "", "PEM private key of --ca-cert")
 	f.DurationVar(&opts.Debounce, "debounce", controlplane.DefaultDebounce, "quiet time after a file change before reloading")
+	f.DurationVar(&opts.ACMERenewCheckInterval, "acme-renew-check-interval", acme.DefaultRenewCheckInterval, "how often the certificates obtained over ACME are checked for renewal (and read again from the state, where another replica may have renewed them)")
 	f.DurationVar(&opts.DestructiveHold, "destructive-hold", controlplane.DefaultDestructiveHold, "how long a destructive policy change (a file emptied, no document left, a Gateway losing every route) must stay unchanged before it is applied; negative: apply at once")
 	f.StringVar(&consul.address, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent (host:port or URL) whose catalog supplies services (default $CONSUL_HTTP_ADDR)")
 	f.StringVar(&consul.token, "consul-token", "", "Consul ACL token with service:read and node:read (default $CONSUL_HTTP_TOKEN)")

@@ -25,7 +25,7 @@ func newGetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "Show policy resources with their status, or those kept in Consul KV",
-		Long: `Get lists the resources of KIND (Gateway, HTTPRoute, Service, SecurityPolicy,
+		Long: `Get lists the resources of KIND (Gateway, HTTPRoute, GRPCRoute, Service, SecurityPolicy,
 TrafficPolicy, MeshConfig, ListenerSet...; any case, plural or short name such as svc), or shows one by NAME.
 "all" lists every kind.
 

@@ -66,10 +66,20 @@ func runValidate(stdout, stderr io.Writer, paths []string) error {
 		}
 		return &exitError{code: 1, err: fmt.Errorf("%s in policy", plural(len(list), "error", "errors"))}
 	}
+	grpcRoutes := 0 // held among the HTTPRoutes (policy.KindGRPCRoute)
+	for _, r := range set.HTTPRoutes {
+		if r.GRPC != nil {
+			grpcRoutes++
+		}
+	}
+	routes := plural(len(set.HTTPRoutes)-grpcRoutes, "HTTPRoute", "HTTPRoutes")
+	if grpcRoutes > 0 {
+		routes += ", " + plural(grpcRoutes, "GRPCRoute", "GRPCRoutes")
+	}
 	fmt.Fprintf(stdout, "ok: %s, %s, %s, %s\n",
 		plural(len(set.Files), "file", "files"),
 		plural(len(set.Gateways), "Gateway", "Gateways"),
-		plural(len(set.HTTPRoutes), "HTTPRoute", "HTTPRoutes"),
+		routes,
 		plural(len(set.Services), "Service", "Services"))
 	return nil
 }

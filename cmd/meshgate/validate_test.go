@@ -162,3 +162,45 @@ spec:
 		t.Errorf("states %v, want %v", got, want)
 	}
 }
+
+// TestValidateCountsGRPCRoutes: the summary counts GRPCRoutes apart from
+// HTTPRoutes.
+func TestValidateCountsGRPCRoutes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	policyText := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: greeter}
+spec:
+  ports: [{port: 50051, appProtocol: grpc}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{matches: [{method: {service: helloworld.Greeter}}], backendRefs: [{name: greeter, port: 50051}]}]
+`
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policyText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newValidateCmd()
+	var stdout, stderr bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SetArgs([]string{"-f", dir})
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("Execute: %v (%s)", err, stderr.String())
+	}
+	if got, want := stdout.String(), "ok: 1 file, 1 Gateway, 0 HTTPRoutes, 1 GRPCRoute, 1 Service\n"; got != want {
+		t.Errorf("stdout %q, want %q", got, want)
+	}
+}

@@ -1028,7 +1028,8 @@ func ServiceFromEntries(name string, entries []*api.ServiceEntry, includeWarning
 }
 
 // ServicePort is the port of a discovered service: consulreg.MetaPort and
-// consulreg.MetaProtocol of the first instance that has them, else port 80, HTTP.
+// consulreg.MetaProtocol of the first instance that has them (HTTP, HTTP2,
+// or GRPC: HTTP2 to the endpoints), else port 80, HTTP.
 func ServicePort(entries []*api.ServiceEntry) policy.ServicePort {
 	port := policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP}
 	for _, e := range entries {
@@ -1041,6 +1042,9 @@ func ServicePort(entries []*api.ServiceEntry) policy.ServicePort {
 		switch proto := strings.ToUpper(e.Service.Meta[consulreg.MetaProtocol]); proto {
 		case policy.ProtocolHTTP, policy.ProtocolHTTP2, policy.ProtocolTCP:
 			port.Protocol = proto
+			return port
+		case "GRPC": // as Consul's own service-defaults name it
+			port.Protocol = policy.ProtocolHTTP2
 			return port
 		}
 	}

@@ -64,6 +64,12 @@ func TestServiceFromEntries(t *testing.T) {
 			wantPort:       policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP2},
 		},
 		{
+			name:          "grpc, as Consul's service-defaults name it, is h2c to the endpoints",
+			entries:       []*api.ServiceEntry{entry("c", "127.0.0.3", 9002, api.HealthPassing, nil, map[string]string{consulreg.MetaProtocol: "grpc"})},
+			wantEndpoints: []policy.Endpoint{{Address: "127.0.0.3:9002"}},
+			wantPort:      policy.ServicePort{Port: DefaultServicePort, Protocol: policy.ProtocolHTTP2},
+		},
+		{
 			name: "app registration ignored while its sidecar is registered, even critical",
 			entries: []*api.ServiceEntry{
 				entry("s", "127.0.0.1", 15006, api.HealthCritical, nil, sidecarMeta),

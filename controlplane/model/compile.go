@@ -144,6 +144,9 @@ var compileSteps = [...]struct {
 	{policy.KindSecurityPolicy, (*compiler).securityPolicies},
 	{policy.KindService, (*compiler).services},
 	{policy.KindHTTPRoute, (*compiler).httpRoutes},
+	// GRPCRoutes are in the set's HTTPRoutes (policy.KindGRPCRoute),
+	// compiled by the HTTPRoute step.
+	{policy.KindGRPCRoute, func(*compiler) error { return nil }},
 	{policy.KindGateway, (*compiler).gateways},
 	{policy.KindTrafficPolicy, (*compiler).trafficPolicies},
 	// Policy resolves GatewayClasses (the Gateways of other controllers'
@@ -160,6 +163,10 @@ var compileSteps = [...]struct {
 	// TLS Secrets are read through policy.Set.ListenerCertificates by the
 	// Gateway step (the certificates of HTTPS listeners).
 	{policy.KindSecret, func(*compiler) error { return nil }},
+	// ACMEIssuers are read through policy.Set.ListenerACMEIssuer by the
+	// Gateway step (the HTTPS listeners whose certificates are obtained
+	// over ACME).
+	{policy.KindACMEIssuer, func(*compiler) error { return nil }},
 	// TCPRoutes and TLSRoutes are read by the Gateway step (l4.go).
 	{policy.KindTCPRoute, func(*compiler) error { return nil }},
 	{policy.KindTLSRoute, func(*compiler) error { return nil }},
@@ -206,14 +213,16 @@ func (c *compiler) httpRoutes() error {
 	})
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
-		permitted := c.set.BackendPermitted
+		permitted := func(routeNamespace, serviceNamespace, serviceName string) bool {
+			return c.set.RouteBackendPermitted(r.RouteKind(), routeNamespace, serviceNamespace, serviceName)
+		}
 		if !r.GatewayBound() {
 			// A mesh route may send to any namespace (GEP-1294).
 			permitted = func(string, string, string) bool { return true }
 		}
 		cr, err := m.compileRoute(r, permitted)
 		if err != nil {
-			c.leaveOut(policy.KindHTTPRoute, routeName(r), r.Source, err)
+			c.leaveOut(r.RouteKind(), routeName(r), r.Source, err)
 			continue
 		}
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
@@ -354,10 +363,10 @@ func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service,
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
-		switch pp.Protocol {
-		case policy.ProtocolHTTP2:
+		switch {
+		case pp.UpstreamProtocol() == policy.ProtocolHTTP2:
 			proto = ProtocolHTTP2
-		case policy.ProtocolTCP:
+		case pp.Protocol == policy.ProtocolTCP:
 			proto = ProtocolTCP
 		}
 		svc.Ports = append(svc.Ports, &ServicePort{
@@ -422,12 +431,12 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 	cr := &compiledRoute{name: routeName(r), route: r}
 	var sampling *float64
 	if pct, ok, err := policy.RouteTracingSampling(r.Annotations); err != nil {
-		return nil, fmt.Errorf("httproute %s: metadata.annotations: %w", cr.name, err)
+		return nil, fmt.Errorf("%s %s: metadata.annotations: %w", strings.ToLower(r.RouteKind()), cr.name, err)
 	} else if ok {
 		sampling = &pct
 	}
 	for ri, rule := range r.Spec.Rules {
-		where := fmt.Sprintf("httproute %s: spec.rules[%d]", cr.name, ri)
+		where := fmt.Sprintf("%s %s: spec.rules[%d]", strings.ToLower(r.RouteKind()), cr.name, ri)
 		action, err := m.compileAction(cr.name.Namespace, rule, permitted)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
@@ -437,11 +446,13 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 			matches = []gwapiv1.HTTPRouteMatch{{}}
 		}
 		for mi, match := range matches {
+			compiled := compileMatch(match)
+			compiled.GRPC = r.GRPC != nil
 			cr.rules = append(cr.rules, &Rule{
 				Route:           cr.name,
 				RuleIndex:       ri,
 				MatchIndex:      mi,
-				Match:           compileMatch(match),
+				Match:           compiled,
 				Action:          action,
 				TracingSampling: sampling,
 			})
@@ -622,6 +633,11 @@ func compileFilter(a *Action, f gwapiv1.HTTPRouteFilter) error {
 		if f.URLRewrite.Hostname != nil {
 			a.Rewrite.Hostname = string(*f.URLRewrite.Hostname)
 		}
+	case gwapiv1.HTTPRouteFilterCORS:
+		if f.CORS == nil {
+			return errors.New("cors: missing")
+		}
+		a.CORS = compileCORS(f.CORS)
 	case gwapiv1.HTTPRouteFilterRequestRedirect:
 		rr := f.RequestRedirect
 		if rr == nil {
@@ -736,6 +752,13 @@ func compilePortTLS(listeners []ownedListener, set *policy.Set) *PortTLS {
 			for c := range strings.SplitSeq(string(v), ",") {
 				chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
 			}
+		}
+		if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
+			chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
+				NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
+				Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
+				RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
+			}}
 		}
 		for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
 			sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
@@ -870,9 +893,10 @@ func listenerHostname(l *gwapiv1.Listener) string {
 
 // attaches reports whether one of the route's parentRefs selects the
 // listener ol (its owner, and the listener by sectionName and port), and
-// the listener allows routes from the route's namespace.
+// the listener allows routes of the route's kind from the route's
+// namespace.
 func attaches(ol ownedListener, cr *compiledRoute) bool {
-	if !ol.allows(cr.name.Namespace) {
+	if !ol.allows(cr.name.Namespace) || !policy.ListenerAllowsKind(ol.listener, cr.route.RouteKind()) {
 		return false
 	}
 	l := ol.listener
@@ -976,4 +1000,25 @@ func methodRank(r *Rule) int {
 		return 0
 	}
 	return 1
+}
+
+// compileCORS compiles a CORS filter.
+func compileCORS(f *gwapiv1.HTTPCORSFilter) *CORS {
+	c := &CORS{MaxAge: f.MaxAge, AllowCredentials: f.AllowCredentials != nil && *f.AllowCredentials}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultCORSMaxAge
+	}
+	for _, o := range f.AllowOrigins {
+		c.AllowOrigins = append(c.AllowOrigins, string(o))
+	}
+	for _, m := range f.AllowMethods {
+		c.AllowMethods = append(c.AllowMethods, string(m))
+	}
+	for _, h := range f.AllowHeaders {
+		c.AllowHeaders = append(c.AllowHeaders, string(h))
+	}
+	for _, h := range f.ExposeHeaders {
+		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
+	}
+	return c
 }

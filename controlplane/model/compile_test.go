@@ -318,6 +318,21 @@ func TestCompileServicesAndBackends(t *testing.T) {
 	if got := s.Port(9090); got == nil || got.Protocol != ProtocolHTTP2 || got.Cluster != "shop/orders:9090" || len(m.Endpoints(got)) != 1 {
 		t.Errorf("port 9090 = %+v", got)
 	}
+	for _, tc := range []struct {
+		port policy.ServicePort
+		want string
+	}{
+		{policy.ServicePort{Port: 1, AppProtocol: policy.AppProtocolH2C}, ProtocolHTTP2},
+		{policy.ServicePort{Port: 2, AppProtocol: policy.AppProtocolGRPC}, ProtocolHTTP2},
+		{policy.ServicePort{Port: 3, AppProtocol: policy.AppProtocolWebSocket}, ProtocolHTTP},
+		{policy.ServicePort{Port: 4, Protocol: policy.ProtocolHTTP2, AppProtocol: policy.AppProtocolGRPC}, ProtocolHTTP2},
+		{policy.ServicePort{Port: 5, Protocol: policy.ProtocolHTTP}, ProtocolHTTP},
+	} {
+		cs, err := compileService(&policy.Service{Name: "app", Spec: policy.ServiceSpec{Ports: []policy.ServicePort{tc.port}}}, map[string][]*Endpoint{})
+		if err != nil || cs.Ports[0].Protocol != tc.want {
+			t.Errorf("port %+v: protocol %v (err %v), want %s", tc.port, cs, err, tc.want)
+		}
+	}
 	if got := m.Endpoints(s.Port(8080)); len(got) != 1 || got[0].Port != 18080 || got[0].Labels["version"] != "v1" {
 		t.Errorf("port 8080 endpoints = %+v", got)
 	}
@@ -349,7 +364,7 @@ func TestCompileLeavesOut(t *testing.T) {
 	t.Parallel()
 	mirror := &policy.HTTPRoute{}
 	mirror.Name = "m"
-	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterCORS}}}}
+	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterExternalAuth}}}}
 	badEndpoint := &policy.Service{Name: "s", Spec: policy.ServiceSpec{
 		Ports: []policy.ServicePort{{Port: 80}}, Endpoints: []policy.Endpoint{{Address: "nope"}},
 	}}
@@ -360,7 +375,7 @@ func TestCompileLeavesOut(t *testing.T) {
 		want       string
 	}{
 		{"unsupported filter", policy.KindHTTPRoute, &policy.Set{HTTPRoutes: []*policy.HTTPRoute{mirror}, Services: []*policy.Service{good}},
-			`filter type "CORS": not supported`},
+			`filter type "ExternalAuth": not supported`},
 		{"bad endpoint address", policy.KindService, &policy.Set{Services: []*policy.Service{badEndpoint, good}}, `endpoints[0].address "nope"`},
 	}
 	for _, tt := range tests {
@@ -685,5 +700,67 @@ func TestMeshRuleWithoutBackends(t *testing.T) {
 	vh := m.Gateway("default", "edge").Ports[0].VirtualHosts[0]
 	if len(vh.Rules) != 1 || len(vh.Rules[0].Action.Backends) != 0 {
 		t.Errorf("gateway rules %v: want the rule without backends (500)", ruleIDs(vh.Rules))
+	}
+}
+
+// TestCompileGRPCRoute: a GRPCRoute's rules match gRPC calls only; it
+// attaches to a listener unless the listener's allowedRoutes.kinds leaves
+// GRPCRoute out; a ReferenceGrant to another namespace must be from
+// GRPCRoutes.
+func TestCompileGRPCRoute(t *testing.T) {
+	t.Parallel()
+	svc := &policy.Service{Name: "orders", Namespace: "default", Spec: policy.ServiceSpec{Ports: []policy.ServicePort{{Port: 80, AppProtocol: policy.AppProtocolGRPC}}}}
+	listener := func(kinds ...string) *policy.Gateway {
+		gw := &policy.Gateway{}
+		gw.Name, gw.Namespace = "edge", "shop"
+		gw.Spec.Listeners = []gwapiv1.Listener{{Name: "http", Port: 8080, Protocol: gwapiv1.HTTPProtocolType}}
+		if len(kinds) > 0 {
+			gw.Spec.Listeners[0].AllowedRoutes = &gwapiv1.AllowedRoutes{}
+			for _, k := range kinds {
+				gw.Spec.Listeners[0].AllowedRoutes.Kinds = append(gw.Spec.Listeners[0].AllowedRoutes.Kinds, gwapiv1.RouteGroupKind{Kind: gwapiv1.Kind(k)})
+			}
+		}
+		return gw
+	}
+	grpc := &gwapiv1.GRPCRouteSpec{}
+	r := &policy.HTTPRoute{GRPC: grpc}
+	r.Name, r.Namespace = "calls", "shop"
+	r.Spec.ParentRefs = []gwapiv1.ParentReference{{Name: "edge"}}
+	r.Spec.Rules = []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{{BackendRef: gwapiv1.BackendRef{
+		BackendObjectReference: gwapiv1.BackendObjectReference{Name: "orders", Namespace: ptr(gwapiv1.Namespace("default")), Port: ptr(gwapiv1.PortNumber(80))}}}}}}
+	grant := func(kind string) []*policy.ReferenceGrant {
+		g := &policy.ReferenceGrant{}
+		g.Name, g.Namespace = "shop-routes", "default"
+		g.Spec.From = []gwapiv1.ReferenceGrantFrom{{Group: policy.GatewayGroup, Kind: gwapiv1.Kind(kind), Namespace: "shop"}}
+		g.Spec.To = []gwapiv1.ReferenceGrantTo{{Group: "", Kind: policy.KindService}}
+		return []*policy.ReferenceGrant{g}
+	}
+	for _, tt := range []struct {
+		name        string
+		gw          *policy.Gateway
+		grants      []*policy.ReferenceGrant
+		wantRules   int
+		wantCluster bool
+	}{
+		{"any kind, granted", listener(), grant(policy.KindGRPCRoute), 1, true},
+		{"GRPCRoute listed", listener(policy.KindHTTPRoute, policy.KindGRPCRoute), grant(policy.KindGRPCRoute), 1, true},
+		{"HTTPRoute only", listener(policy.KindHTTPRoute), grant(policy.KindGRPCRoute), 0, false},
+		{"granted to HTTPRoutes only", listener(), grant(policy.KindHTTPRoute), 1, false},
+	} {
+		m, err := Compile(&policy.Set{Gateways: []*policy.Gateway{tt.gw}, Services: []*policy.Service{svc}, HTTPRoutes: []*policy.HTTPRoute{r}, ReferenceGrants: tt.grants})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rules []*Rule
+		if vhs := m.Gateway("shop", "edge").Ports[0].VirtualHosts; len(vhs) > 0 {
+			rules = vhs[0].Rules
+		}
+		if len(rules) != tt.wantRules {
+			t.Errorf("%s: %d rules, want %d", tt.name, len(rules), tt.wantRules)
+			continue
+		}
+		if len(rules) > 0 && (!rules[0].Match.GRPC || (rules[0].Action.Backends[0].Cluster != "") != tt.wantCluster) {
+			t.Errorf("%s: rule %+v, want a gRPC match and a cluster: %v", tt.name, rules[0], tt.wantCluster)
+		}
 	}
 }

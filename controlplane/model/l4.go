@@ -179,7 +179,7 @@ func (m *Model) compilePortL4(listeners []ownedListener, set *policy.Set) *PortL
 // l4Backends compiles the backendRefs of an L4 route's rule.
 func (m *Model) l4Backends(r l4Source, set *policy.Set) []*Backend {
 	permitted := func(routeNamespace, serviceNamespace, serviceName string) bool {
-		return set.BackendPermittedFrom(r.kind, routeNamespace, serviceNamespace, serviceName)
+		return set.RouteBackendPermitted(r.kind, routeNamespace, serviceNamespace, serviceName)
 	}
 	out := make([]*Backend, 0, len(r.backends))
 	for _, ref := range r.backends {

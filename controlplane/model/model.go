@@ -228,6 +228,13 @@ type TLSChain struct {
 	MinVersion string `json:"minVersion"`
 	// CipherSuites are OpenSSL names; none: the proxy's defaults.
 	CipherSuites []string `json:"cipherSuites,omitempty"`
+	// ACME, when set, says that the certificate is obtained over ACME
+	// (Certificates are then added by WithACME).
+	ACME *ACMECertificate `json:"acme,omitempty"`
+	// ApplicationProtocols, when set, make the chain one for the clients
+	// that offer one of them by ALPN, for its exact Hostname, offering
+	// them (an ACME TLS-ALPN-01 challenge's: WithACME); not a listener.
+	ApplicationProtocols []string `json:"applicationProtocols,omitempty"`
 }
 
 // Certificate is a listener certificate from a TLS Secret. Its key is
@@ -303,6 +310,9 @@ type Match struct {
 	Method      string       `json:"method,omitempty"`
 	Headers     []ValueMatch `json:"headers,omitempty"`
 	QueryParams []ValueMatch `json:"queryParams,omitempty"`
+	// GRPC: gRPC requests only (content-type application/grpc), the rules
+	// of a GRPCRoute.
+	GRPC bool `json:"grpc,omitempty"`
 }
 
 // Action is what a matched request gets.
@@ -311,6 +321,9 @@ type Action struct {
 	Backends []*Backend `json:"backends,omitempty"`
 	// Redirect answers with a redirect instead of forwarding.
 	Redirect *Redirect `json:"redirect,omitempty"`
+	// DirectResponse answers with a fixed response instead of forwarding
+	// (the HTTP-01 challenges of ACME listeners: WithACME).
+	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
 	// Rewrite changes the forwarded request's host or path.
 	Rewrite         *Rewrite        `json:"rewrite,omitempty"`
 	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
@@ -324,7 +337,26 @@ type Action struct {
 	Retry *Retry `json:"retry,omitempty"`
 	// Mirrors are the rule's RequestMirror filters, in order.
 	Mirrors []*Mirror `json:"mirrors,omitempty"`
+	// CORS is the rule's CORS filter; nil: none.
+	CORS *CORS `json:"cors,omitempty"`
 }
+
+// CORS is a rule's CORS filter (Gateway API HTTPCORSFilter), as written:
+// origins may hold wildcards ("*", "https://*.example.com"), methods and
+// headers may be "*".
+type CORS struct {
+	AllowOrigins     []string `json:"allowOrigins,omitempty"`
+	AllowMethods     []string `json:"allowMethods,omitempty"`
+	AllowHeaders     []string `json:"allowHeaders,omitempty"`
+	ExposeHeaders    []string `json:"exposeHeaders,omitempty"`
+	AllowCredentials bool     `json:"allowCredentials,omitempty"`
+	// MaxAge is how long a client may cache a preflight's answer, in
+	// seconds: 5 when the filter does not say (the Gateway API default).
+	MaxAge int32 `json:"maxAge"`
+}
+
+// DefaultCORSMaxAge is the Gateway API default of a CORS filter's maxAge.
+const DefaultCORSMaxAge = 5
 
 // Retry is a rule's retry stanza (Gateway API HTTPRouteRetry).
 type Retry struct {

@@ -27,6 +27,16 @@ type Mesh struct {
 	Tracing *Tracing `json:"tracing,omitempty"`
 	// AccessLog is the proxies' access log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// RateLimitService is where the proxies ask about global rate limits;
+	// nil: none.
+	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
+}
+
+// RateLimitService is the mesh's global rate-limit service (MeshConfig
+// spec.rateLimitService), with its defaults applied.
+type RateLimitService struct {
+	Address string        `json:"address"`
+	Timeout time.Duration `json:"timeout"`
 }
 
 // AccessLog is the mesh's access log (MeshConfig spec.accessLog, enabled),
@@ -202,6 +212,13 @@ func compileMesh(mc *policy.MeshConfig) (Mesh, error) {
 		if t.Sampling != nil {
 			mesh.Tracing.SamplingPercent = *t.Sampling
 		}
+	}
+	if rs := spec.RateLimitService; rs != nil {
+		timeout, err := policy.ParseDuration(cmp.Or(rs.Timeout, policy.DefaultRateLimitTimeout))
+		if err != nil {
+			return mesh, fmt.Errorf("meshconfig %s/%s: rateLimitService.timeout: %w", mc.Namespace, mc.Name, err)
+		}
+		mesh.RateLimitService = &RateLimitService{Address: rs.Address, Timeout: timeout}
 	}
 	if a := spec.AccessLog; a != nil && (a.Enabled == nil || *a.Enabled) {
 		mesh.AccessLog = &AccessLog{Path: cmp.Or(a.Path, policy.DefaultAccessLogPath), Fields: maps.Clone(a.Fields)}

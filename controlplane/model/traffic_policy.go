@@ -55,6 +55,10 @@ type RouteTraffic struct {
 	Retry      *TrafficRetry          `json:"retry,omitempty"`
 	Fault      *policy.FaultInjection `json:"fault,omitempty"`
 	BodyLimits *policy.BodyLimits     `json:"bodyLimits,omitempty"`
+	// RateLimit is the rateLimit section, whole (local and global), of the
+	// policy RateLimitPolicy (namespace/name: it names the global rules).
+	RateLimit       *policy.RateLimit `json:"rateLimit,omitempty"`
+	RateLimitPolicy string            `json:"rateLimitPolicy,omitempty"`
 }
 
 // TrafficRetry is a TrafficPolicy's retry section, compiled.
@@ -85,8 +89,23 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.StreamIdle = cmp.Or(into.StreamIdle, from.StreamIdle)
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
-	into.BodyLimits = cmp.Or(into.BodyLimits, from.BodyLimits)
+	into.BodyLimits = mergeBodyLimits(into.BodyLimits, from.BodyLimits)
+	if into.RateLimit == nil {
+		into.RateLimit, into.RateLimitPolicy = from.RateLimit, from.RateLimitPolicy
+	}
 	return into
+}
+
+// mergeBodyLimits fills the limits into lacks from from, limit by limit:
+// a route's response limit does not drop its service's request limit.
+func mergeBodyLimits(into, from *policy.BodyLimits) *policy.BodyLimits {
+	if into == nil || from == nil {
+		return cmp.Or(into, from)
+	}
+	return &policy.BodyLimits{
+		MaxRequestBytes:  cmp.Or(into.MaxRequestBytes, from.MaxRequestBytes),
+		MaxResponseBytes: cmp.Or(into.MaxResponseBytes, from.MaxResponseBytes),
+	}
 }
 
 // EffectiveRouteTraffic is the traffic of a route: the rule's (from
@@ -217,6 +236,10 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 	ct.HealthCheck = spec.HealthCheck
 	rt.Fault = spec.FaultInjection
 	rt.BodyLimits = spec.BodyLimits
+	rt.RateLimit = spec.RateLimit
+	if rt.RateLimit != nil {
+		rt.RateLimitPolicy = orDefault(tp.Namespace) + "/" + tp.Name
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])
 	}

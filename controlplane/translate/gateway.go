@@ -44,7 +44,11 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
-			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasBodyLimits)
+			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestLimit)
+			want.responseLimit = want.responseLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasResponseLimit)
+			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
+			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
+			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {

@@ -64,16 +64,21 @@ func terminateTLS(l *listenerv3.Listener, tls *model.PortTLS) ([]*tlsv3.Secret, 
 	var secrets []*tlsv3.Secret
 	seen := map[string]bool{}
 	var hasDefault bool
+	first := -1 // the first listener's chain (not a challenge's)
 	for _, c := range tls.Chains {
 		ts, err := downstreamListenerTLS(c)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %s: %w", l.Name, c.Listener, err)
 		}
-		match := &listenerv3.FilterChainMatch{TransportProtocol: transportProtocolTLS}
-		if c.Hostname != "*" {
+		match := &listenerv3.FilterChainMatch{TransportProtocol: transportProtocolTLS, ApplicationProtocols: c.ApplicationProtocols}
+		switch {
+		case c.Hostname != "*":
 			match.ServerNames = []string{c.Hostname}
-		} else {
+		case len(c.ApplicationProtocols) == 0:
 			hasDefault = true
+		}
+		if first < 0 && len(c.ApplicationProtocols) == 0 {
+			first = len(chains)
 		}
 		chains = append(chains, &listenerv3.FilterChain{
 			Name:             c.Listener,
@@ -88,12 +93,12 @@ func terminateTLS(l *listenerv3.Listener, tls *model.PortTLS) ([]*tlsv3.Secret, 
 			}
 		}
 	}
-	if !hasDefault && len(chains) > 0 {
+	if !hasDefault && first >= 0 {
 		chains = append(chains, &listenerv3.FilterChain{
-			Name:             chains[0].Name + "/default",
+			Name:             chains[first].Name + "/default",
 			FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: transportProtocolTLS},
 			Filters:          filters,
-			TransportSocket:  proto.CloneOf(chains[0].TransportSocket),
+			TransportSocket:  proto.CloneOf(chains[first].TransportSocket),
 		})
 	}
 	// The most specific server names first: the order a reader expects
@@ -118,6 +123,9 @@ func downstreamListenerTLS(c *model.TLSChain) (*corev3.TransportSocket, error) {
 			CipherSuites:              c.CipherSuites,
 		},
 		AlpnProtocols: []string{"h2", "http/1.1"},
+	}
+	if len(c.ApplicationProtocols) > 0 {
+		common.AlpnProtocols = c.ApplicationProtocols
 	}
 	for _, cert := range c.Certificates {
 		common.TlsCertificateSdsSecretConfigs = append(common.TlsCertificateSdsSecretConfigs,

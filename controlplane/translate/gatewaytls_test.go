@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/meshgate/meshgate/controlplane/model"
@@ -33,5 +36,59 @@ func TestConfigDumpRedactsKeys(t *testing.T) {
 	}
 	if !bytes.Equal(s.GetTlsCertificate().GetPrivateKey().GetInlineBytes(), key) {
 		t.Error("redacting modified the served secret")
+	}
+}
+
+// TestTerminateTLSChallengeChain: a TLS-ALPN-01 challenge chain matches
+// its server name and application_protocols [acme-tls/1], offers only
+// acme-tls/1 and presents the challenge certificate; it is never the
+// default chain (the first listener's is), and alone on a port it makes
+// no default chain.
+func TestTerminateTLSChallengeChain(t *testing.T) {
+	t.Parallel()
+	challenge := &model.TLSChain{Listener: "default/edge/shop/acme-tls-alpn-01", Hostname: "shop.example.com", MinVersion: "1.2",
+		ApplicationProtocols: []string{model.ACMETLSALPNProtocol},
+		Certificates:         []*model.Certificate{{Secret: model.ACMEChallengeSecret("shop.example.com"), CertPEM: []byte("C"), KeyPEM: []byte("K")}}}
+	shop := &model.TLSChain{Listener: "default/edge/shop", Hostname: "shop.example.com", MinVersion: "1.2",
+		Certificates: []*model.Certificate{{Secret: model.ACMECertificateSecret("shop.example.com"), CertPEM: []byte("C"), KeyPEM: []byte("K")}}}
+	listener := func() *listenerv3.Listener {
+		return &listenerv3.Listener{Name: "l", FilterChains: []*listenerv3.FilterChain{{}}}
+	}
+	tests := []struct {
+		name   string
+		chains []*model.TLSChain
+		// want: each chain as name server_names application_protocols alpn
+		want []string
+	}{
+		{name: "alone", chains: []*model.TLSChain{challenge},
+			want: []string{"default/edge/shop/acme-tls-alpn-01 [shop.example.com] [acme-tls/1] [acme-tls/1]"}},
+		{name: "challenge first", chains: []*model.TLSChain{challenge, shop}, want: []string{
+			"default/edge/shop/acme-tls-alpn-01 [shop.example.com] [acme-tls/1] [acme-tls/1]",
+			"default/edge/shop [shop.example.com] [] [h2 http/1.1]",
+			"default/edge/shop/default [] [] [h2 http/1.1]",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := listener()
+			secrets, err := terminateTLS(l, &model.PortTLS{Chains: tt.chains})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range l.FilterChains {
+				var ctx tlsv3.DownstreamTlsContext
+				if err := c.TransportSocket.GetTypedConfig().UnmarshalTo(&ctx); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("%s %v %v %v", c.Name, c.FilterChainMatch.GetServerNames(), c.FilterChainMatch.GetApplicationProtocols(), ctx.GetCommonTlsContext().GetAlpnProtocols()))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("chains\n%q\nwant\n%q", got, tt.want)
+			}
+			if secrets[0].Name != "listener-cert/acme-challenge/shop.example.com" {
+				t.Errorf("secrets %v", secrets)
+			}
+		})
 	}
 }

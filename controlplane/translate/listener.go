@@ -29,6 +29,14 @@ const (
 	requestHeadersTimeout = 10 * time.Second
 	connectionIdleTimeout = 5 * time.Minute
 	maxRequestHeadersKB   = 60
+	// HTTP/2 limits advertised to clients (http2_protocol_options), Envoy
+	// Gateway's and Envoy's edge recommendations: a client may open 100
+	// streams at once on a connection, and each stream and connection
+	// buffers at most 64 KiB and 1 MiB of request body the proxy has not
+	// forwarded yet (flow control holds the rest back at the client).
+	http2MaxConcurrentStreams        = 100
+	http2InitialStreamWindowSize     = 64 << 10
+	http2InitialConnectionWindowSize = 1 << 20
 )
 
 func adsConfigSource() *corev3.ConfigSource {
@@ -65,6 +73,11 @@ func listener(name, host string, port uint32, direction corev3.TrafficDirection,
 		MergeSlashes:              true,
 		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(connectionIdleTimeout)},
 		MaxRequestHeadersKb:       wrapperspb.UInt32(maxRequestHeadersKB),
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(http2MaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(http2InitialStreamWindowSize),
+			InitialConnectionWindowSize: wrapperspb.UInt32(http2InitialConnectionWindowSize),
+		},
 		// WebSocket upgrades on every route, as Envoy Gateway and Istio
 		// enable them: a Service port needs no appProtocol kubernetes.io/ws.
 		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: webSocketUpgrade}},
@@ -106,11 +119,36 @@ type listenerFilters struct {
 	authorization *model.Authorization
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
+	// cors: a route of the listener has a CORS filter (cors.go).
+	cors bool
 	// fault: a route of the listener injects faults (trafficpolicy.go).
 	fault bool
 	// buffer: a route of the listener limits request bodies
 	// (trafficpolicy.go).
 	buffer bool
+	// grpcWeb: a route of the gateway listener forwards to a gRPC (HTTP/2)
+	// backend (grpcweb.go).
+	grpcWeb bool
+	// responseLimit: a route of the listener limits response bodies
+	// (trafficpolicy.go).
+	responseLimit bool
+	// localRateLimit: a route of the listener has a local rate limit
+	// (ratelimit.go).
+	localRateLimit bool
+	// rateLimitService: a route of the listener has a global rate limit,
+	// checked with this service (ratelimit.go); globalDeny: one of them
+	// denies when the service fails.
+	rateLimitService *model.RateLimitService
+	globalDeny       bool
+}
+
+// setGlobalRateLimit adds a global rate limit to the filters when has (and
+// the mesh has a rate-limit service), denying on failure when deny.
+func (f *listenerFilters) setGlobalRateLimit(m *model.Model, has, deny bool) {
+	if has && m.Mesh.RateLimitService != nil {
+		f.rateLimitService = m.Mesh.RateLimitService
+		f.globalDeny = f.globalDeny || deny
+	}
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -120,21 +158,53 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 	for _, r := range rules {
 		f.rbac = f.rbac || r.Authorization != nil
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
+		f.cors = f.cors || hasCORS(r)
 	}
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
-// the order requests meet them: authorization first (the deny, then the
-// allow filter: a denied request goes no further), then the header
-// mutation filter.
+// the order requests meet them: CORS first (a preflight is answered before
+// anything else), then the gRPC-Web translation (it sees every response the
+// others answer), then authorization (the deny, then the allow filter: a
+// denied request goes no further), then the local rate limit (a denied
+// request takes no token) and the global rate limit, then the header
+// mutation, fault, buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
+	if want.cors {
+		f, err := corsFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.grpcWeb {
+		gw, err := grpcWebFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, gw)
+	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, rbac...)
+	}
+	if want.localRateLimit {
+		f, err := localRateLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.rateLimitService != nil {
+		f, err := globalRateLimitFilter(want.rateLimitService, want.globalDeny)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.headerMutation {
 		hm, err := headerMutationFilter()
@@ -152,6 +222,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.buffer {
 		f, err := bufferFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.responseLimit {
+		f, err := responseLimitFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

@@ -38,6 +38,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 		a := rule.Action
 		if a.Redirect != nil {
 			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}
+		} else if d := a.DirectResponse; d != nil {
+			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+				Status: uint32(d.Status), Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: d.Body}}}}
 		} else if ra := forward(m, clusters, a, rule.Match.Path); ra != nil {
 			if err := setTraffic(m, clusters, ra, a); err != nil {
 				return nil, err
@@ -46,11 +49,17 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			if err != nil {
 				return nil, err
 			}
+			if rule.Match.GRPC {
+				setGRPCTimeouts(ra)
+			}
 			if t != nil {
 				if err := setFault(r, t.Fault); err != nil {
 					return nil, err
 				}
 				if err := setBodyLimits(r, t.BodyLimits); err != nil {
+					return nil, err
+				}
+				if err := setRateLimit(m, r, t); err != nil {
 					return nil, err
 				}
 			}
@@ -59,6 +68,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			r.Action = internalError()
 		}
 		if err := setHeaderModifiers(r, a); err != nil {
+			return nil, err
+		}
+		if err := setCORS(r, a); err != nil {
 			return nil, err
 		}
 		r.Tracing = routeTracing(m, rule)
@@ -94,6 +106,9 @@ func routeMatch(m model.Match) *routev3.RouteMatch {
 			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatcher(h.Value, h.Regex)},
 		})
 	}
+	if m.GRPC {
+		rm.Grpc = &routev3.RouteMatch_GrpcRouteMatchOptions{}
+	}
 	for _, q := range m.QueryParams {
 		rm.QueryParameters = append(rm.QueryParameters, &routev3.QueryParameterMatcher{
 			Name:                         q.Name,
@@ -101,6 +116,18 @@ func routeMatch(m model.Match) *routev3.RouteMatch {
 		})
 	}
 	return rm
+}
+
+// setGRPCTimeouts gives the route of a GRPCRoute rule gRPC's deadlines:
+// the call's grpc-timeout header is its timeout, unbounded
+// (max_stream_duration.grpc_timeout_header_max 0, as Envoy reads it), and
+// without one the call has no route timeout unless one is configured (a
+// TrafficPolicy's): streaming calls last as long as they need.
+func setGRPCTimeouts(ra *routev3.RouteAction) {
+	ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(0)}
+	if ra.Timeout == nil {
+		ra.Timeout = durationpb.New(0)
+	}
 }
 
 func stringMatcher(value string, regex bool) *matcherv3.StringMatcher {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshgate/meshgate/controlplane/model"
 )
@@ -104,5 +105,35 @@ func TestForward(t *testing.T) {
 				t.Errorf("forward = %s, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestGRPCRouteMatch: the rules of a GRPCRoute carry Envoy's grpc match
+// option (gRPC requests only), with their /service/method path; those of
+// an HTTPRoute do not.
+func TestGRPCRouteMatch(t *testing.T) {
+	t.Parallel()
+	rm := routeMatch(model.Match{Path: model.PathMatch{Kind: model.PathExact, Value: "/pkg.Echo/Echo"}, GRPC: true})
+	if rm.GetGrpc() == nil || rm.GetPath() != "/pkg.Echo/Echo" {
+		t.Errorf("GRPCRoute match %v: want path /pkg.Echo/Echo with grpc: {}", rm)
+	}
+	if rm := routeMatch(model.Match{Path: model.PathMatch{Kind: model.PathPrefix, Value: "/"}}); rm.GetGrpc() != nil {
+		t.Errorf("HTTPRoute match %v has grpc", rm)
+	}
+}
+
+// TestGRPCTimeouts: a GRPCRoute rule honours grpc-timeout without bound and
+// has no route timeout unless one is configured.
+func TestGRPCTimeouts(t *testing.T) {
+	t.Parallel()
+	ra := &routev3.RouteAction{}
+	setGRPCTimeouts(ra)
+	if ra.GetMaxStreamDuration().GetGrpcTimeoutHeaderMax() == nil || ra.GetMaxStreamDuration().GetGrpcTimeoutHeaderMax().AsDuration() != 0 || ra.GetTimeout() == nil || ra.GetTimeout().AsDuration() != 0 {
+		t.Errorf("route action %v: want grpc_timeout_header_max 0 and timeout 0", ra)
+	}
+	ra = &routev3.RouteAction{Timeout: durationpb.New(5 * time.Second)}
+	setGRPCTimeouts(ra)
+	if ra.GetTimeout().AsDuration() != 5*time.Second {
+		t.Errorf("configured timeout replaced: %v", ra.GetTimeout())
 	}
 }

@@ -132,6 +132,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
 						return nil, err
 					}
+					if err := setRateLimit(m, rs[0], t); err != nil {
+						return nil, err
+					}
 				}
 			}
 			vhost := &routev3.VirtualHost{
@@ -146,7 +149,7 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 	if clusters.err != nil {
 		return nil, clusters.err
 	}
-	if modelAnyRouteTraffic(m, hasBodyLimits) {
+	if modelAnyRouteTraffic(m, hasRequestLimit) {
 		if err := disableBufferElsewhere(rc); err != nil {
 			return nil, err
 		}
@@ -258,6 +261,9 @@ func outboundFilters(m *model.Model) listenerFilters {
 		}
 	}
 	want.fault = modelHasFault(m)
-	want.buffer = modelAnyRouteTraffic(m, hasBodyLimits)
+	want.buffer = modelAnyRouteTraffic(m, hasRequestLimit)
+	want.responseLimit = modelAnyRouteTraffic(m, hasResponseLimit)
+	want.localRateLimit = modelAnyRouteTraffic(m, hasLocalRateLimit)
+	want.setGlobalRateLimit(m, modelAnyRouteTraffic(m, hasGlobalRateLimit), modelAnyRouteTraffic(m, deniesOnFailure))
 	return want
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -20,6 +21,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -512,10 +514,19 @@ func bufferFilter() (*hcmv3.HttpFilter, error) {
 	return &hcmv3.HttpFilter{Name: BufferFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
 }
 
-// setBodyLimits gives a route the per-route Buffer of a bodyLimits
-// section (nil: none).
+// setBodyLimits gives a route the per-route configs of a bodyLimits
+// section (nil: none): the Buffer of its request limit, the response limit
+// filter's of its response limit.
 func setBodyLimits(r *routev3.Route, b *policy.BodyLimits) error {
-	if b == nil || b.MaxRequestBytes == nil {
+	if b == nil {
+		return nil
+	}
+	if b.MaxResponseBytes != nil {
+		if err := setResponseLimit(r, *b.MaxResponseBytes); err != nil {
+			return err
+		}
+	}
+	if b.MaxRequestBytes == nil {
 		return nil
 	}
 	return setBufferPerRoute(r, &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{
@@ -550,7 +561,60 @@ func disableBufferElsewhere(rc *routev3.RouteConfiguration) error {
 	return nil
 }
 
-func hasBodyLimits(t *model.RouteTraffic) bool { return t != nil && t.BodyLimits != nil }
+// hasRequestLimit reports whether traffic t limits request bodies.
+func hasRequestLimit(t *model.RouteTraffic) bool {
+	return t != nil && t.BodyLimits != nil && t.BodyLimits.MaxRequestBytes != nil
+}
+
+// hasResponseLimit reports whether traffic t limits response bodies.
+func hasResponseLimit(t *model.RouteTraffic) bool {
+	return t != nil && t.BodyLimits != nil && t.BodyLimits.MaxResponseBytes != nil
+}
+
+// ResponseLimitFilterName is meshgate's response limit HTTP filter on the
+// listeners some of whose routes have a bodyLimits.maxResponseBytes. Envoy
+// has no filter limiting response bodies, so the filter is meshgate's
+// own, configured with an xds.type.v3.TypedStruct of type_url
+// ResponseLimitTypeURL, value {max_response_bytes: N}: at the listener
+// the value is {} (no limit), and each limited route has a per-route
+// envoy.config.route.v3.FilterConfig holding its limit; the other routes
+// need nothing. The entry and the per-route configs are optional
+// (is_optional), so that an Envoy given the same xDS skips the filter
+// (and serves responses unlimited) instead of rejecting the listener.
+const ResponseLimitFilterName = "meshgate.filters.http.response_limit"
+
+// ResponseLimitTypeURL is the TypedStruct type_url of the response limit
+// filter (dataplane/filters/responselimit).
+const ResponseLimitTypeURL = "meshgate.dev/filters.http.response_limit.v1.ResponseLimit"
+
+// responseLimitFilter is the response limit filter of a listener.
+func responseLimitFilter() (*hcmv3.HttpFilter, error) {
+	typed, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: ResponseLimitTypeURL, Value: &structpb.Struct{}})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ResponseLimitFilterName, err)
+	}
+	return &hcmv3.HttpFilter{Name: ResponseLimitFilterName, IsOptional: true,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
+}
+
+// setResponseLimit gives a route the per-route config of the response
+// limit filter.
+func setResponseLimit(r *routev3.Route, maxBytes int64) error {
+	ts, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: ResponseLimitTypeURL, Value: &structpb.Struct{
+		Fields: map[string]*structpb.Value{"max_response_bytes": structpb.NewNumberValue(float64(maxBytes))}}})
+	if err != nil {
+		return fmt.Errorf("%s per route: %w", ResponseLimitFilterName, err)
+	}
+	typed, err := anypb.New(&routev3.FilterConfig{Config: ts, IsOptional: true})
+	if err != nil {
+		return fmt.Errorf("%s per route: %w", ResponseLimitFilterName, err)
+	}
+	if r.TypedPerFilterConfig == nil {
+		r.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
+	r.TypedPerFilterConfig[ResponseLimitFilterName] = typed
+	return nil
+}
 
 // anyRouteTraffic reports whether a route of rules (at a gateway port with
 // outer traffic, or nil) has traffic for which has is true.

@@ -20,15 +20,23 @@ import (
 	"maps"
 	"slices"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
+	"github.com/meshgate/meshgate/dataplane/filters/cors"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
+	"github.com/meshgate/meshgate/dataplane/filters/globalratelimit"
+	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/localratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
+	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
@@ -40,16 +48,24 @@ const routerName = "envoy.filters.http.router"
 type Registry struct {
 	byConfig   map[protoreflect.FullName]*httpfilter.Factory
 	byPerRoute map[protoreflect.FullName]*httpfilter.Factory
-	checker    *xdscheck.Checker
+	// byTypeURL: the meshgate filters whose configs are TypedStructs
+	// (httpfilter.Factory.TypeURL), by type_url.
+	byTypeURL map[string]*httpfilter.Factory
+	checker   *xdscheck.Checker
 }
 
 // Default returns a registry of the built-in filters: the router
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
-// fault injection (fault.v3.HTTPFault) and buffer (buffer.v3.Buffer: request
-// body limits).
+// fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
+// body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors),
+// meshgate's response limit (a TypedStruct of responselimit.TypeURL:
+// response body limits), local rate limit
+// (local_ratelimit.v3.LocalRateLimit) and global rate limit
+// (ratelimit.v3.RateLimit).
 func Default() *Registry {
-	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory())
+	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
+		cors.Factory(), responselimit.Factory(), localratelimit.Factory(), globalratelimit.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}
@@ -63,10 +79,22 @@ func New(factories ...httpfilter.Factory) (*Registry, error) {
 	r := &Registry{
 		byConfig:   make(map[protoreflect.FullName]*httpfilter.Factory, len(factories)),
 		byPerRoute: make(map[protoreflect.FullName]*httpfilter.Factory, len(factories)),
+		byTypeURL:  map[string]*httpfilter.Factory{},
 	}
 	subsets := make([]xdscheck.HTTPFilter, 0, len(factories))
 	for i := range factories {
 		f := &factories[i]
+		if f.TypeURL != "" {
+			if f.New == nil || f.NewPerRoute == nil || f.ConfigType != "" || f.PerRouteType != "" {
+				return nil, fmt.Errorf("filters: %s: New and NewPerRoute are required, ConfigType and PerRouteType empty", f.TypeURL)
+			}
+			if _, dup := r.byTypeURL[f.TypeURL]; dup {
+				return nil, fmt.Errorf("filters: type_url %s registered twice", f.TypeURL)
+			}
+			r.byTypeURL[f.TypeURL] = f
+			subsets = append(subsets, f.Subset())
+			continue
+		}
 		if f.New == nil || (f.PerRouteType != "") != (f.NewPerRoute != nil) {
 			return nil, fmt.Errorf("filters: %s: New, and NewPerRoute with PerRouteType, are required", f.ConfigType)
 		}
@@ -91,9 +119,39 @@ func New(factories ...httpfilter.Factory) (*Registry, error) {
 }
 
 // ConfigTypes lists the config types of the registered filters, the router
-// first, then sorted.
+// first, then sorted (the filters configured by TypedStructs: TypeURLs).
 func (r *Registry) ConfigTypes() []protoreflect.FullName {
 	return append([]protoreflect.FullName{xdscheck.RouterType}, slices.Sorted(maps.Keys(r.byConfig))...)
+}
+
+// TypeURLs lists the type URLs of the registered filters configured by
+// xds.type.v3.TypedStruct, sorted.
+func (r *Registry) TypeURLs() []string { return slices.Sorted(maps.Keys(r.byTypeURL)) }
+
+// factoryOf returns the factory of a typed_config and the config it
+// compiles: the message, or a TypedStruct's value; nil for an unknown type.
+func (r *Registry) factoryOf(typed *anypb.Any) (*httpfilter.Factory, proto.Message, error) {
+	if typed.MessageName() != xdscheck.TypedStructType {
+		factory := r.byConfig[typed.MessageName()]
+		if factory == nil {
+			return nil, nil, nil
+		}
+		config, err := typed.UnmarshalNew()
+		return factory, config, err
+	}
+	ts := new(xdstypev3.TypedStruct)
+	if err := typed.UnmarshalTo(ts); err != nil {
+		return nil, nil, err
+	}
+	factory := r.byTypeURL[ts.GetTypeUrl()]
+	if factory == nil {
+		return nil, nil, fmt.Errorf("type_url %q not supported", ts.GetTypeUrl())
+	}
+	value := ts.GetValue()
+	if value == nil {
+		value = new(structpb.Struct)
+	}
+	return factory, value, nil
 }
 
 // Check checks an xDS resource against the core subset plus every
@@ -143,7 +201,10 @@ func (r *Registry) Chain(entries []*hcmv3.HttpFilter, env httpfilter.Env) ([]htt
 			}
 			continue
 		}
-		factory := r.byConfig[typed.MessageName()]
+		factory, config, err := r.factoryOf(typed)
+		if err != nil {
+			return nil, fmt.Errorf("%s: typed_config: %w", where, err)
+		}
 		if factory == nil {
 			return nil, fmt.Errorf("%s: typed config %q not supported", where, typed.GetTypeUrl())
 		}
@@ -154,10 +215,6 @@ func (r *Registry) Chain(entries []*hcmv3.HttpFilter, env httpfilter.Env) ([]htt
 			return nil, fmt.Errorf("%s: duplicate filter name", where)
 		}
 		seen[entry.GetName()] = true
-		config, err := typed.UnmarshalNew()
-		if err != nil {
-			return nil, fmt.Errorf("%s: typed_config: %w", where, err)
-		}
 		f, err := factory.New(entry.GetName(), config, env)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
@@ -173,10 +230,13 @@ func (r *Registry) Chain(entries []*hcmv3.HttpFilter, env httpfilter.Env) ([]htt
 func (r *Registry) PerRouteTypes(entries []*hcmv3.HttpFilter) map[string]protoreflect.FullName {
 	out := make(map[string]protoreflect.FullName, len(entries))
 	for _, entry := range entries {
-		if f := r.byConfig[entry.GetTypedConfig().MessageName()]; f != nil {
-			out[entry.GetName()] = f.PerRouteType
-		} else if entry.GetTypedConfig().MessageName() == xdscheck.RouterType {
+		switch name := entry.GetTypedConfig().MessageName(); {
+		case r.byConfig[name] != nil:
+			out[entry.GetName()] = r.byConfig[name].PerRouteType
+		case name == xdscheck.RouterType:
 			out[entry.GetName()] = ""
+		case name == xdscheck.TypedStructType:
+			out[entry.GetName()] = xdscheck.FilterConfigType
 		}
 	}
 	return out
@@ -185,6 +245,20 @@ func (r *Registry) PerRouteTypes(entries []*hcmv3.HttpFilter) map[string]protore
 // CompilePerFilterConfig compiles one typed_per_filter_config value, keyed
 // name, with the factory of its type: router.PerFilterCompiler.
 func (r *Registry) CompilePerFilterConfig(name string, config *anypb.Any) (any, error) {
+	if config.MessageName() == xdscheck.FilterConfigType {
+		fc := new(routev3.FilterConfig)
+		if err := config.UnmarshalTo(fc); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", config.MessageName(), err)
+		}
+		if fc.GetConfig().MessageName() != xdscheck.TypedStructType {
+			return nil, fmt.Errorf("config: typed config %q not supported", fc.GetConfig().GetTypeUrl())
+		}
+		factory, value, err := r.factoryOf(fc.GetConfig())
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		return factory.NewPerRoute(value)
+	}
 	factory := r.byPerRoute[config.MessageName()]
 	if factory == nil {
 		return nil, fmt.Errorf("typed config %q not supported", config.GetTypeUrl())

@@ -27,6 +27,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/dataplane/router"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
@@ -79,11 +80,21 @@ type Factory struct {
 	// like config); nil when PerRouteType is "". The value is what the
 	// filter's handler gets back from router.Route.PerFilterConfig.
 	NewPerRoute func(config proto.Message) (any, error)
+	// TypeURL, for a meshgate filter that Envoy has no config message for,
+	// is the type_url of the xds.type.v3.TypedStruct carrying its config
+	// (meshgate.dev/filters.http.<name>.v1.<Name>): listener-level in the
+	// http_filters entry, per route inside an envoy.config.route.v3.
+	// FilterConfig. ConfigType, PerRouteType and Rules are then empty;
+	// CheckValue checks the TypedStruct's value, and New and NewPerRoute
+	// (both required) receive that value, a *structpb.Struct (never nil).
+	TypeURL    string
+	CheckValue func(value *structpb.Struct) []xdscheck.Violation
 }
 
 // Subset is the filter's part of the xDS subset, for xdscheck.New.
 func (f *Factory) Subset() xdscheck.HTTPFilter {
-	return xdscheck.HTTPFilter{ConfigType: f.ConfigType, PerRouteType: f.PerRouteType, Rules: f.Rules}
+	return xdscheck.HTTPFilter{ConfigType: f.ConfigType, PerRouteType: f.PerRouteType, Rules: f.Rules,
+		TypeURL: f.TypeURL, CheckValue: f.CheckValue}
 }
 
 // Env is what a filter may use of the proxy that runs it.

@@ -250,7 +250,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	entry := entryOf(cfg, r)
 	if rt == nil {
 		entry.Fail(accesslog.NoRouteFound, accesslog.DetailsRouteNotFound)
-		localReply(w, nil, http.StatusNotFound, bodyNoRoute)
+		localReply(w, r, nil, http.StatusNotFound, bodyNoRoute)
 		return
 	}
 	switch rt.Action() {
@@ -265,7 +265,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	case router.ActionDirectResponse:
 		entry.SetDetails(accesslog.DetailsDirectResponse)
 		status, body := rt.DirectResponse()
-		localReply(w, rt, status, body)
+		httpfilter.LocalReply(w, rt, status, body) // as configured, gRPC or not
 		return
 	}
 
@@ -283,12 +283,12 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	cluster := cfg.Clusters[clusterName]
 	if cluster == nil {
 		entry.Fail(accesslog.NoClusterFound, accesslog.DetailsClusterNotFound)
-		localReply(w, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
+		localReply(w, r, rt, rt.ClusterNotFoundStatus(), bodyClusterNotFound)
 		return
 	}
 	if b := cluster.Breaker(); b != nil {
 		if err := b.StartRequest(); err != nil {
-			overloaded(w, rt, entry, err)
+			overloaded(w, r, rt, entry, err)
 			return
 		}
 		defer b.EndRequest()
@@ -296,7 +296,7 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 	w, endpoint, ok := pickFirst(w, r, rt, cluster)
 	if !ok {
 		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
-		localReply(w, rt, http.StatusServiceUnavailable, bodyNoHealthy)
+		localReply(w, r, rt, http.StatusServiceUnavailable, bodyNoHealthy)
 		return
 	}
 	h.forward(w, r, cfg, rt, cluster, endpoint, entry)
@@ -304,14 +304,14 @@ func (h *Handler) route(w http.ResponseWriter, r *http.Request, cfg *Config, rt 
 
 // overloaded answers a request a circuit breaker refused (err wraps an
 // *upstream.OverflowError): 503 at once, naming the limit.
-func overloaded(w http.ResponseWriter, rt *router.Route, entry *accesslog.Entry, err error) {
+func overloaded(w http.ResponseWriter, r *http.Request, rt *router.Route, entry *accesslog.Entry, err error) {
 	limit := "circuit_breaker"
 	if o, ok := upstream.IsOverflow(err); ok {
 		limit = o.Limit
 	}
 	entry.Fail(accesslog.UpstreamOverflow, accesslog.DetailsOverflow)
 	w.Header()[OverloadedHeader] = []string{limit}
-	localReply(w, rt, http.StatusServiceUnavailable, bodyOverflow)
+	localReply(w, r, rt, http.StatusServiceUnavailable, bodyOverflow)
 }
 
 // entryOf is the access-log Entry of r, nil when cfg logs nothing (at no
@@ -326,6 +326,7 @@ func entryOf(cfg *Config, r *http.Request) *accesslog.Entry {
 // forward sends r to endpoint of cluster and streams the response back.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, entry *accesslog.Entry) {
 	proto := forwardedProto(r, cfg.UseRemoteAddress)
+	timeout := rt.TimeoutOf(r) // from the request as received (grpc-timeout), as Envoy reads it
 	out := new(http.Request)
 	*out = *r // shallow copy: shares Header, URL, Body, Trailer and the context
 	out.RequestURI = ""
@@ -402,9 +403,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	var err error
 	attempts := 1
 	if rt.Retry() == nil && len(rt.Mirrors()) == 0 {
-		resp, err = cluster.RoundTrip(out, rt.Timeout())
+		resp, err = cluster.RoundTrip(out, timeout)
 	} else {
-		resp, endpoint, attempts, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body)
+		resp, endpoint, attempts, err = h.sendTraffic(out, cfg, rt, cluster, endpoint, body, timeout)
 	}
 	// The endpoint of the last attempt (with retries, the one that answered
 	// or failed last).
@@ -412,7 +413,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 	if err != nil && idle != nil && idle.fired(out.Context()) && r.Context().Err() == nil {
 		attempt.Fail(err)
 		entry.Fail(accesslog.UpstreamRequestTimeout, detailsStreamIdle)
-		localReply(w, rt, http.StatusGatewayTimeout, bodyStreamIdle)
+		localReply(w, r, rt, http.StatusGatewayTimeout, bodyStreamIdle)
 		return
 	}
 	if err != nil {
@@ -440,6 +441,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, cfg *Config, r
 		dst[router.AttemptCountHeader] = attemptCount(attempts)
 	}
 	w.WriteHeader(resp.StatusCode)
+	if resp.ContentLength == -1 && body != nil && !body.eof.Load() {
+		// A full-duplex exchange (the request still streaming: gRPC
+		// bidirectional, an echo): the head goes to the client now, as
+		// Envoy sends it, not with the first bytes of body, which may
+		// wait for more of the request.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
 
 	if !h.copyBody(r.Context(), w, resp, entry) {
 		return
@@ -465,6 +475,9 @@ func (h *Handler) copyBody(ctx context.Context, w http.ResponseWriter, resp *htt
 		n, readErr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
+				if errors.Is(err, httpfilter.ErrResponseBodyTooLarge) {
+					return false // a filter answered in its stead, and logged why
+				}
 				entry.Fail(accesslog.DownstreamConnectionTermination, accesslog.DetailsDownstreamGone)
 				return false // the client went away
 			}
@@ -501,28 +514,28 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, rt *rout
 	var overflow *upstream.OverflowError
 	switch {
 	case errors.As(err, &overflow):
-		overloaded(w, rt, entry, overflow)
+		overloaded(w, r, rt, entry, overflow)
 	case body != nil && body.tooLarge.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, detailsBodyTooLarge)
 		w.Header()["Connection"] = []string{"close"}
-		localReply(w, rt, http.StatusRequestEntityTooLarge, bodyTooLarge)
+		localReply(w, r, rt, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	case body != nil && body.failed.Load():
 		entry.Fail(accesslog.DownstreamProtocolError, accesslog.DetailsBadRequestBody)
 		w.Header()["Connection"] = []string{"close"}
-		localReply(w, rt, http.StatusBadRequest, bodyBadBody)
+		localReply(w, r, rt, http.StatusBadRequest, bodyBadBody)
 		h.logger.Debug("request body failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
 		return
 	case errors.Is(err, upstream.ErrTimeout):
 		entry.Fail(accesslog.UpstreamRequestTimeout, accesslog.DetailsResponseTimeout)
 		cluster.Stats().Timeouts.Inc()
-		localReply(w, rt, http.StatusGatewayTimeout, bodyTimeout)
+		localReply(w, r, rt, http.StatusGatewayTimeout, bodyTimeout)
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		entry.Fail(accesslog.UpstreamConnectionFailure, accesslog.DetailsConnectFailure)
-		localReply(w, rt, http.StatusServiceUnavailable, bodyConnectError)
+		localReply(w, r, rt, http.StatusServiceUnavailable, bodyConnectError)
 	default:
 		entry.Fail(accesslog.UpstreamConnectionTermination, accesslog.DetailsConnectTerminated)
-		localReply(w, rt, http.StatusBadGateway, bodyBadGateway)
+		localReply(w, r, rt, http.StatusBadGateway, bodyBadGateway)
 	}
 	h.logger.Debug("upstream request failed", "cluster", cluster.Name(), "endpoint", endpoint, "error", err)
 }
@@ -537,11 +550,15 @@ type requestBody struct {
 	// (httpfilter.ErrRequestBodyTooLarge).
 	tooLarge atomic.Bool
 	n        atomic.Int64 // bytes read
+	eof      atomic.Bool  // read to its end
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
+		b.eof.Store(true)
+	}
 	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader returns io.EOF itself
 		b.failed.Store(true)
 		if errors.Is(err, httpfilter.ErrRequestBodyTooLarge) {
@@ -558,9 +575,10 @@ const (
 	bodyTooLarge        = "Payload Too Large"
 )
 
-// localReply answers with a short text/plain body: httpfilter.LocalReply.
-func localReply(w http.ResponseWriter, rt *router.Route, status int, body string) {
-	httpfilter.LocalReply(w, rt, status, body)
+// localReply answers r with a short text/plain body, or a gRPC call with
+// its gRPC status: httpfilter.Reply.
+func localReply(w http.ResponseWriter, r *http.Request, rt *router.Route, status int, body string) {
+	httpfilter.Reply(w, r, rt, status, body)
 }
 
 // forwardedProto is the scheme the request arrived with, as the upstream and

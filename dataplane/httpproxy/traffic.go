@@ -44,9 +44,9 @@ var errRouteTimeout = fmt.Errorf("%w: route timeout before the next try", upstre
 // again, after a backoff, on another endpoint when there is one, as long as
 // tries and the route timeout last. A body is replayed from memory when it
 // is at most ReplayBodyLimit; a longer one is sent once and not mirrored.
-// It returns the last try's response or error, its endpoint and the number
-// of tries.
-func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, body *requestBody) (*http.Response, string, int, error) {
+// timeout is the request's route timeout (Route.TimeoutOf). It returns the
+// last try's response or error, its endpoint and the number of tries.
+func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, cluster *upstream.Cluster, endpoint string, body *requestBody, timeout time.Duration) (*http.Response, string, int, error) {
 	ctx := out.Context()
 	var replay []byte
 	replayable := true
@@ -84,8 +84,8 @@ func (h *Handler) sendTraffic(out *http.Request, cfg *Config, rt *router.Route, 
 		}
 	}
 	var deadline time.Time
-	if t := rt.Timeout(); t > 0 {
-		deadline = time.Now().Add(t)
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
 	}
 	var tried []string
 	breaker := cluster.Breaker() // counts active retries (max_retries, retry_budget)

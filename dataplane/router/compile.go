@@ -277,6 +277,7 @@ func compileMatch(mc *routev3.RouteMatch) (routeMatch, error) {
 		}
 		m.queries = append(m.queries, q)
 	}
+	m.grpc = mc.GetGrpc() != nil
 	return m, nil
 }
 
@@ -355,6 +356,9 @@ func compileForward(rt *Route, ra *routev3.RouteAction) error {
 		return err
 	}
 	if err := compileUpgrade(rt, ra); err != nil {
+		return err
+	}
+	if err := compileGRPCTimeout(rt, ra); err != nil {
 		return err
 	}
 	rt.hostRewrite = ra.GetHostRewriteLiteral()

@@ -22,7 +22,29 @@ func (m *routeMatch) matches(r *http.Request, path string) bool {
 			return false
 		}
 	}
-	return true
+	return !m.grpc || IsGRPC(r) || isGRPCWeb(r)
+}
+
+// isGRPCWeb reports whether a request is a gRPC-Web call (content-type
+// application/grpc-web...): the route is chosen before the grpc_web filter
+// makes it a gRPC call, so the grpc match option takes it too.
+func isGRPCWeb(r *http.Request) bool {
+	const web = "application/grpc-web"
+	ct := r.Header.Get("Content-Type")
+	return len(ct) >= len(web) && strings.EqualFold(ct[:len(web)], web)
+}
+
+// IsGRPC reports whether a request is a gRPC call: its content-type is
+// application/grpc, or application/grpc+<codec> or ;<params> (as Envoy's
+// Grpc::Common::isGrpcRequestHeaders reads it; gRPC-Web's
+// application/grpc-web is not).
+func IsGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	const grpc = "application/grpc"
+	if len(ct) < len(grpc) || !strings.EqualFold(ct[:len(grpc)], grpc) {
+		return false
+	}
+	return len(ct) == len(grpc) || ct[len(grpc)] == '+' || ct[len(grpc)] == ';'
 }
 
 func (m *routeMatch) matchesPath(path string) bool {

@@ -651,8 +651,8 @@ func TestCompileErrors(t *testing.T) {
 			r.Match.Headers = []*routev3.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: regex(`[`)}}}}}
 		}), []string{"headers[0]", "safe_regex"}},
 		{"unsupported field", base(func(r *routev3.Route) {
-			r.Match.Grpc = &routev3.RouteMatch_GrpcRouteMatchOptions{}
-		}), []string{"grpc", "not supported"}},
+			r.Match.TlsContext = &routev3.RouteMatch_TlsContextMatchOptions{}
+		}), []string{"tls_context", "not supported"}},
 		{"unsupported route action field", base(func(r *routev3.Route) {
 			r.GetRoute().PrefixRewrite = ""
 			r.GetRoute().InternalRedirectPolicy = &routev3.InternalRedirectPolicy{}
@@ -720,5 +720,34 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 		}
 	}); allocs != 0 {
 		t.Fatalf("Match allocates %v times per call, want 0", allocs)
+	}
+}
+
+// A route with the grpc match option (Envoy's RouteMatch.grpc, which a
+// GRPCRoute's rules carry) matches gRPC calls only.
+func TestGRPCMatchOption(t *testing.T) {
+	t.Parallel()
+	m := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/pkg.Svc/Call"}, Grpc: &routev3.RouteMatch_GrpcRouteMatchOptions{}}
+	tbl := mustCompile(t, rcWith(vhost("vh", []string{"*"}, route(m, "grpc"), route(prefixMatch("/"), "http"))))
+	tests := []struct {
+		contentType, want string
+	}{
+		{"application/grpc", "grpc"},
+		{"application/grpc+proto", "grpc"},
+		{"application/GRPC;charset=utf-8", "grpc"},
+		{"application/grpc-web", "grpc"}, // chosen before the grpc_web filter translates it
+		{"application/grpc-web-text+proto", "grpc"},
+		{"application/grpcx", "http"},
+		{"application/json", "http"},
+		{"", "http"},
+	}
+	for _, tt := range tests {
+		r := newRequest("POST", "/pkg.Svc/Call", "h")
+		if tt.contentType != "" {
+			r.Header.Set("Content-Type", tt.contentType)
+		}
+		if got := matchedCluster(tbl, r); got != tt.want {
+			t.Errorf("content-type %q: cluster %q, want %q", tt.contentType, got, tt.want)
+		}
 	}
 }

@@ -92,6 +92,11 @@ type Route struct {
 	idleTimeout time.Duration
 	// webSocket is upgrade_configs (upgrade.go).
 	webSocket WebSocket
+	// grpcTimeout: max_stream_duration.grpc_timeout_header_max is set, the
+	// request's grpc-timeout is its timeout, at most grpcTimeoutMax (0: no
+	// bound) (grpc.go).
+	grpcTimeout    bool
+	grpcTimeoutMax time.Duration
 	// attemptCountRequest and attemptCountResponse are the virtual host's
 	// include_request_attempt_count and include_attempt_count_in_response.
 	attemptCountRequest, attemptCountResponse bool
@@ -144,6 +149,11 @@ type routeMatch struct {
 	caseSensitive bool
 	headers       []match.Header
 	queries       []queryMatcher
+	// grpc: the request must be gRPC (Envoy's RouteMatch grpc option: a
+	// content-type of application/grpc or application/grpc+...), or
+	// gRPC-Web, which the grpc_web filter makes gRPC after the route is
+	// chosen.
+	grpc bool
 }
 
 type queryMatcher struct {

@@ -246,10 +246,10 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 			name: "filter chain match",
 			msg: func(t *testing.T) proto.Message {
 				l := listenerWith(t, fullHCM(t, false))
-				l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"h2"}}
+				l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls", DestinationPort: wrapperspb.UInt32(443)}
 				return l
 			},
-			wantErr: `listener "edge": filter_chains[0].filter_chain_match.application_protocols: not supported`,
+			wantErr: `listener "edge": filter_chains[0].filter_chain_match.destination_port: not supported`,
 		},
 		{
 			name: "more filter chains than HTTPS listeners can need",

@@ -6,8 +6,10 @@ import (
 	"strconv"
 	"strings"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Field says how one populated field of a message is checked. The zero value
@@ -120,7 +122,24 @@ type HTTPFilter struct {
 	ConfigType   protoreflect.FullName
 	PerRouteType protoreflect.FullName // "" when the filter has no per-route config
 	Rules        Rules
+	// TypeURL, for a meshgate filter that has no Envoy config message
+	// (ConfigType and PerRouteType then empty), is the type_url of the
+	// xds.type.v3.TypedStruct carrying its config: in http_filters, and per
+	// route inside an envoy.config.route.v3.FilterConfig (TypedStructType,
+	// FilterConfigType). CheckValue checks the TypedStruct's value (a
+	// Struct, which field rules cannot see into), nil standing for {}.
+	TypeURL    string
+	CheckValue func(value *structpb.Struct) []Violation
 }
+
+// The carriers of the configs of meshgate filters without an Envoy config
+// message (HTTPFilter.TypeURL): an Envoy that does not know such a filter
+// skips it when its entry is optional (is_optional), instead of rejecting
+// the listener.
+const (
+	TypedStructType  protoreflect.FullName = "xds.type.v3.TypedStruct"
+	FilterConfigType protoreflect.FullName = "envoy.config.route.v3.FilterConfig"
+)
 
 // Checker checks resources against the core subset plus the rules of a set
 // of HTTP filters. It is immutable and safe for concurrent use.
@@ -162,10 +181,19 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 	}
 	extendTraffic(subset)
 	extendUpgrade(subset)
+	extendHTTP2(subset)
 	extendL4(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
+	typedStructs := map[string]func(*structpb.Struct) []Violation{}
 	for _, f := range filters {
+		if f.TypeURL != "" {
+			if _, dup := typedStructs[f.TypeURL]; dup || f.ConfigType != "" || f.PerRouteType != "" || f.CheckValue == nil {
+				return nil, fmt.Errorf("xdscheck: HTTP filter type_url %q: registered twice, or with a config type or without CheckValue", f.TypeURL)
+			}
+			typedStructs[f.TypeURL] = f.CheckValue
+			continue
+		}
 		if f.ConfigType == "" || slices.Contains(configTypes, f.ConfigType) {
 			return nil, fmt.Errorf("xdscheck: HTTP filter config type %q: empty or registered twice", f.ConfigType)
 		}
@@ -188,8 +216,17 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 			}
 		}
 	}
+	if len(typedStructs) > 0 {
+		configTypes = append(configTypes, TypedStructType)
+		perRouteTypes = append(perRouteTypes, FilterConfigType)
+		subset[TypedStructType] = Allow("type_url", "value").Requires("type_url").
+			CheckedBy(func(m protoreflect.Message) []Violation { return checkTypedStruct(m, typedStructs) })
+		subset[FilterConfigType] = Allow("is_optional").
+			With("config", Field{AnyTypes: []protoreflect.FullName{TypedStructType}}).
+			Requires("config")
+	}
 	// The fields whose allowed typed configs depend on the filters.
-	subset[httpFilterType] = Allow("name").
+	subset[httpFilterType] = Allow("name", "is_optional").
 		With("typed_config", Field{AnyTypes: configTypes}).
 		Requires("typed_config")
 	perRoute := Field{AnyTypes: perRouteTypes}
@@ -202,6 +239,24 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 	}
 	subset[routeConfigType], subset[virtualHostType], subset[routeType] = rc, vh, rt
 	return &Checker{subset: subset}, nil
+}
+
+// checkTypedStruct checks a TypedStruct's type_url is one of a filter,
+// and its value with that filter's CheckValue.
+func checkTypedStruct(m protoreflect.Message, checks map[string]func(*structpb.Struct) []Violation) []Violation {
+	ts, ok := m.Interface().(*xdstypev3.TypedStruct)
+	if !ok {
+		return []Violation{{Reason: "malformed TypedStruct"}}
+	}
+	check := checks[ts.GetTypeUrl()]
+	if check == nil {
+		return []Violation{{Path: "type_url", Reason: fmt.Sprintf("value %q not supported", ts.GetTypeUrl())}}
+	}
+	var out []Violation
+	for _, v := range check(ts.GetValue()) {
+		out = append(out, Violation{Path: join("value", v.Path), Reason: v.Reason})
+	}
+	return out
 }
 
 // coreSubset is "The subset the proxy implements" of docs/xds.md, built
@@ -252,13 +307,15 @@ func coreSubset() Rules {
 		// RouteConfiguration, VirtualHost and Route: routeConfigRule,
 		// virtualHostRule, routeRule.
 		"envoy.config.route.v3.RouteMatch": Allow("prefix", "path", "path_separated_prefix", "safe_regex",
-			"case_sensitive", "headers", "query_parameters"),
-		"envoy.config.route.v3.HeaderMatcher": Allow("name", "string_match", "present_match", "invert_match"),
+			"case_sensitive", "headers", "query_parameters", "grpc"),
+		"envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions": Allow(),
+		"envoy.config.route.v3.HeaderMatcher":                    Allow("name", "string_match", "present_match", "invert_match"),
 		"envoy.config.route.v3.QueryParameterMatcher": Allow("name", "present_match").
 			With("string_match", Field{Only: Allow("exact", "safe_regex")}),
-		"envoy.type.matcher.v3.StringMatcher": Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
-		"envoy.type.matcher.v3.RegexMatcher":  Allow("regex"),
-		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout",
+		"envoy.type.matcher.v3.StringMatcher":                 Allow("exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"),
+		"envoy.type.matcher.v3.RegexMatcher":                  Allow("regex"),
+		"envoy.config.route.v3.RouteAction.MaxStreamDuration": Allow("grpc_timeout_header_max"),
+		"envoy.config.route.v3.RouteAction": Allow("cluster", "weighted_clusters", "timeout", "max_stream_duration",
 			"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "retry_policy").
 			With("cluster_not_found_response_code", Field{Enums: []protoreflect.EnumNumber{
 				enumClusterNotFound503, enumClusterNotFound404, enumClusterNotFound500}}).

@@ -50,8 +50,10 @@ func tlsSubset() Rules {
 			With("typed_config", Field{AnyTypes: []protoreflect.FullName{tlsInspectorType}}).
 			Requires("typed_config"),
 		tlsInspectorType: Allow(),
-		// server_names: the SNI of an HTTPS listener's chain.
-		"envoy.config.listener.v3.FilterChainMatch": Allow("server_names").
+		// server_names: the SNI of an HTTPS listener's chain;
+		// application_protocols: the ALPN of its ACME TLS-ALPN-01
+		// challenge chain ("acme-tls/1").
+		"envoy.config.listener.v3.FilterChainMatch": Allow("server_names", "application_protocols").
 			With("transport_protocol", Field{Values: []string{"tls", "raw_buffer"}}).
 			Requires("transport_protocol"),
 
@@ -73,7 +75,7 @@ func tlsSubset() Rules {
 			// set), chosen by the client's key types.
 			With("tls_certificate_sds_secret_configs", Field{MinItems: 1, MaxItems: maxListenerCertificates, Only: Allow("name", "sds_config").
 				Requires("name")}).
-			With("alpn_protocols", Field{Values: []string{"h2", "http/1.1"}}).
+			With("alpn_protocols", Field{Values: []string{"h2", "http/1.1", "acme-tls/1"}}).
 			With("tls_params", Field{}).
 			Requires("tls_certificate_sds_secret_configs").
 			CheckedBy(checkCertificateConfigs),

@@ -69,7 +69,7 @@ func (w *world) syncSidecars(ctx context.Context, objs *objects) {
 			sc := &meshSidecar{service: s.Name, addrs: sidecarAddrs{
 				inbound: "127.0.0.1:" + freePort(w.t), outbound: "127.0.0.1:" + freePort(w.t), admin: "127.0.0.1:" + freePort(w.t)}}
 			sc.proc = w.start(ctx, "sidecar "+id, bins.meshgate, "sidecar", "--service", s.Name, "--namespace", s.Namespace,
-				"--app", "127.0.0.1:"+b.httpPort, "--inbound", sc.addrs.inbound, "--outbound", sc.addrs.outbound,
+				"--app", b.appAddr, "--inbound", sc.addrs.inbound, "--outbound", sc.addrs.outbound,
 				"--admin", sc.addrs.admin, "--xds", xdsAddress, "--token", tok, "--drain-delay=0", "--log-level", "warn")
 			b.sidecars[s.Name] = sc
 		}
@@ -96,7 +96,7 @@ func (w *world) syncSidecars(ctx context.Context, objs *objects) {
 		sc := &meshSidecar{service: k.name, workload: true, addrs: sidecarAddrs{
 			inbound: "127.0.0.1:" + freePort(w.t), outbound: "127.0.0.1:" + freePort(w.t), admin: "127.0.0.1:" + freePort(w.t)}}
 		sc.proc = w.start(ctx, "sidecar "+k.String(), bins.meshgate, "sidecar", "--service", k.name, "--namespace", k.namespace,
-			"--app", "127.0.0.1:"+b.httpPort, "--inbound", sc.addrs.inbound, "--outbound", sc.addrs.outbound,
+			"--app", b.appAddr, "--inbound", sc.addrs.inbound, "--outbound", sc.addrs.outbound,
 			"--admin", sc.addrs.admin, "--xds", xdsAddress, "--token", tok, "--drain-delay=0", "--log-level", "warn")
 		if b.sidecars == nil {
 			b.sidecars = map[string]*meshSidecar{}
@@ -206,7 +206,8 @@ func (w *world) serveExec(rw http.ResponseWriter, req *http.Request) {
 }
 
 // echoClient runs `client URL [--method=M] [-H k:v]... [--count=N]` from
-// the pod: the requests go through the pod's sidecar outbound listener.
+// the pod: the requests go through the pod's sidecar outbound listener (a
+// grpc:// URL: gRPC calls, meshGRPCClient).
 // Output as the Istio echo client prints it.
 func (w *world) echoClient(ns, pod string, args []string) (string, error) {
 	if len(args) < 2 || args[0] != "client" {
@@ -240,6 +241,9 @@ func (w *world) echoClient(ns, pod string, args []string) (string, error) {
 	w.mu.Unlock()
 	if outbound == "" {
 		return "", fmt.Errorf("pod %s/%s has no sidecar", ns, pod)
+	}
+	if u.Scheme == "grpc" {
+		return meshGRPCClient(u, outbound, count)
 	}
 	client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var out strings.Builder

@@ -148,10 +148,11 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 
 // service is the meshgate Service for a Kubernetes Service. Ports that are
 // neither HTTP nor h2c (TCP, TLS, UDP) are left out, but for a Service of
-// TCP echo backends (TCPRoute), whose ports are TCP ports. The endpoints of a port are the echo backends of the pods
+// TCP echo backends (TCPRoute), whose ports are TCP ports; appProtocol is
+// passed as it is. The endpoints of a port are the echo backends of the pods
 // behind it (their sidecars in a mesh namespace), on the backend's port for
-// the pod port targeted (3001 and h2c ports: the h2c one; others: the HTTP
-// one). The pods are those its selector matches or, for a Service without a
+// the pod port targeted (3001 and h2c ports: the h2c one; others, and every
+// port of a gRPC echo backend: the HTTP one). The pods are those its selector matches or, for a Service without a
 // selector, those the ready addresses of its EndpointSlices name (by pod
 // IP). A headless Service (clusterIP: None) is one like the others: routing
 // to it is routing to its endpoints.
@@ -168,6 +169,9 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 			continue
 		}
 		port := map[string]any{"port": p.Port, "protocol": protocol}
+		if app := ptr.Deref(p.AppProtocol, ""); app != "" {
+			port["appProtocol"] = app
+		}
 		ref := any(p.Port)
 		if p.Name != "" {
 			port["name"] = p.Name
@@ -189,9 +193,12 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 				continue // its sidecar is not started yet
 			}
 			target := t.pod.httpPort
+			h2 := protocol == "HTTP2" || ptr.Deref(p.AppProtocol, "") == "kubernetes.io/h2c"
 			switch {
-			case t.port == 3001 || protocol == "HTTP2" || protocol == "TCP" && t.port == 8443:
-				target = t.pod.h2cPort // h2c; a TCP echo backend's TLS port
+			case protocol == "TCP" && t.port == 8443:
+				target = t.pod.h2cPort // a TCP echo backend's TLS port
+			case !t.pod.grpc && (t.port == 3001 || h2):
+				target = t.pod.h2cPort // the gRPC echo serves h2c on its HTTP port
 			case t.port == 8443:
 				target = t.pod.httpsPort // an HTTPS echo backend (TLS passthrough)
 			}
@@ -289,7 +296,8 @@ func (tr translator) sliceTargets(s corev1.Service, p corev1.ServicePort, slices
 	return out
 }
 
-// httpProtocol is the meshgate protocol of a Service port, if it is HTTP.
+// httpProtocol is the meshgate protocol of a Service port, if it is HTTP
+// (its appProtocol, if any, is passed as the meshgate Service port's).
 func httpProtocol(p corev1.ServicePort) (string, bool) {
 	if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
 		return "", false
@@ -299,7 +307,9 @@ func httpProtocol(p corev1.ServicePort) (string, bool) {
 		app = *p.AppProtocol
 	}
 	switch {
-	case app == "kubernetes.io/h2c" || p.Name == "grpc" || strings.HasPrefix(p.Name, "grpc-"):
+	case app == "kubernetes.io/h2c" || app == "grpc":
+		return "HTTP", true // appProtocol makes it HTTP/2
+	case p.Name == "grpc" || strings.HasPrefix(p.Name, "grpc-"):
 		return "HTTP2", true
 	case app == "http" || app == "kubernetes.io/ws" || app == "" && (p.Name == "" || p.Name == "http" || strings.HasPrefix(p.Name, "http-") || strings.HasSuffix(p.Name, "-port")):
 		return "HTTP", true

@@ -84,10 +84,15 @@ type backend struct {
 	labels    map[string]string
 	httpPort  string
 	h2cPort   string
+	grpc      bool // the suite's gRPC echo (GRPC_ECHO_SERVER): h2c on httpPort
 	proc      *proc
 	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
 	sidecars  map[string]*meshSidecar // in a mesh namespace: per Service selecting it
 
+	// In a mesh namespace: the pod's gRPC echo (grpcProc) and the address
+	// its sidecars forward to (appAddr: startMeshApp's mux).
+	grpcProc *proc
+	appAddr  string
 	// tcp: the echo server runs in its TCP mode (TCP_ECHO_SERVER), on
 	// httpPort.
 	tcp bool
@@ -462,6 +467,9 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 	for k, b := range w.backends {
 		if _, ok := want[k]; !ok {
 			b.proc.stop()
+			if b.grpcProc != nil {
+				b.grpcProc.stop()
+			}
 			for _, sc := range b.sidecars {
 				sc.proc.stop()
 			}
@@ -512,7 +520,20 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 				}
 			}
 		}
+		if grpcEcho(d) {
+			b.grpc = true
+			b.proc.cmd.Env = append(b.proc.cmd.Env, "GRPC_ECHO_SERVER=1")
+		}
 		w.run(b.proc)
+		b.appAddr = "127.0.0.1:" + b.httpPort
+		if isMeshNamespace(d.Namespace) && !b.grpc {
+			grpcPort := freePort(w.t)
+			b.grpcProc = w.start(ctx, "grpc echo "+k.String(), bins.echo)
+			b.grpcProc.cmd.Stdout = io.MultiWriter(b.grpcProc.out, b.log)
+			b.grpcProc.cmd.Env = append(os.Environ(), "GRPC_ECHO_SERVER=1", "HTTP_PORT="+grpcPort, "POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
+			w.run(b.grpcProc)
+			b.appAddr = w.startMeshApp(ctx, b.appAddr, "127.0.0.1:"+grpcPort)
+		}
 		w.backends[k] = b
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: b.pod, Namespace: d.Namespace, Labels: d.Spec.Template.Labels},
@@ -528,6 +549,19 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		}
 	}
 	return nil
+}
+
+// grpcEcho reports whether a Deployment runs the suite's gRPC echo server
+// (its container sets GRPC_ECHO_SERVER), as the grpc-infra backends do.
+func grpcEcho(d appsv1.Deployment) bool {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == "GRPC_ECHO_SERVER" && e.Value != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // podIP is the n-th pod IP (n from 1), from 10.244.0.0/16 (kind's default

@@ -25,7 +25,7 @@ const (
 	fixedQPS = 1000
 )
 
-// dataPlane runs workloads (a)–(g). Contenders run one at a time so that
+// dataPlane runs workloads (a)–(h). Contenders run one at a time so that
 // idle ones take no CPU from the measured one.
 func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 	self, err := os.Executable()
@@ -91,6 +91,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			c.stop()
 		}
 	}
+	if !skip["grpc"] && ctx.Err() == nil {
+		if err := r.grpcWorkload(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("grpc: %w", err))
+		}
+	}
 	if !skip["observability"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
 		if err := r.observability(ctx, env, backendAddr); err != nil {
 			errs = append(errs, fmt.Errorf("observability: %w", err))
@@ -99,6 +104,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 	if !skip["resilience"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
 		if err := r.resilience(ctx, env); err != nil {
 			errs = append(errs, fmt.Errorf("resilience: %w", err))
+		}
+	}
+	if !skip["ratelimit"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
+		if err := r.rateLimit(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("rate limit: %w", err))
 		}
 	}
 	if !skip["mesh"] && ctx.Err() == nil {

@@ -134,5 +134,5 @@ func (f *filter) deny(w http.ResponseWriter, r *http.Request, rt *router.Route, 
 			slog.String("rules", e.StatPrefix()),
 		)
 	}
-	httpfilter.LocalReply(w, rt, http.StatusForbidden, bodyAccessDenied)
+	httpfilter.Reply(w, r, rt, http.StatusForbidden, bodyAccessDenied) // gRPC: PERMISSION_DENIED
 }

@@ -95,6 +95,7 @@ FUZZ_TARGETS += ./dataplane/filters/buffer:FuzzBuffer
 FUZZ_TARGETS += ./dataplane/filters/responselimit:FuzzResponseLimit
 FUZZ_TARGETS += ./dataplane/filters/cors:FuzzCorsPolicy
 FUZZ_TARGETS += ./dataplane/filters/localratelimit:FuzzLocalRateLimit ./dataplane/filters/globalratelimit:FuzzGlobalRateLimit
+FUZZ_TARGETS += ./dataplane/filters/jwtauthn:FuzzVerify ./dataplane/filters/apikeyauth:FuzzAPIKey ./dataplane/filters/basicauth:FuzzBasicAuth
 FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=

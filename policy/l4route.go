@@ -221,6 +221,15 @@ func (l *loader) checkL4Rules(sp *SecurityPolicy, services map[nsName]*Service) 
 				l.errorf(sp.Source, fmt.Sprintf("spec.rules[%d].to", i),
 					"service %q is TCP: its rules apply to connections, which have no method, path or header; keep only from (identities, services, namespaces, ipBlocks)", ref.Name)
 			}
+			for j, f := range r.From {
+				if len(f.Principals) > 0 || len(f.Claims) > 0 {
+					l.errorf(sp.Source, fmt.Sprintf("spec.rules[%d].from[%d]", i, j),
+						"service %q is TCP: a connection carries no token, so principals and claims cannot match; keep identities, services, namespaces, ipBlocks", ref.Name)
+				}
+			}
+		}
+		if sp.Spec.JWT != nil || sp.Spec.APIKey != nil || sp.Spec.BasicAuth != nil {
+			l.errorf(sp.Source, "spec", "service %q is TCP: jwt, apiKey and basicAuth authenticate HTTP requests, not connections", ref.Name)
 		}
 	}
 }

@@ -156,6 +156,7 @@ spec:
   rules:
     - {action: ALLOW, from: [{services: [web]}]}
     - {action: DENY, to: [{paths: [/admin]}]}
+    - {action: ALLOW, from: [{principals: [alice]}]}
 `
 	res := Evaluate(Input{Files: []File{{Name: "db.yaml", Data: []byte(db)}}})
 	var got []string
@@ -165,6 +166,7 @@ spec:
 	want := []string{
 		`db.yaml:11: spec.ports[0].protocol: protocol TCP: every port of the service must be TCP (spec.ports[1] is HTTP)`,
 		`db.yaml:20: spec.rules[1].to: service "db" is TCP`,
+		`db.yaml:21: spec.rules[2].from[0]: service "db" is TCP: a connection carries no token`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -131,6 +131,9 @@ type AuthzFrom struct {
 	Namespaces []StringMatch `json:"namespaces,omitempty"`
 	// IPBlocks match the TCP peer address: canonical CIDRs.
 	IPBlocks []string `json:"ipBlocks,omitempty"`
+	// Claims match the request's verified JWT (principals are its sub):
+	// every one must match.
+	Claims []ClaimMatch `json:"claims,omitempty"`
 }
 
 // AuthzTo matches the request: every non-empty field must match, a field
@@ -238,11 +241,25 @@ type compiledPolicy struct {
 	name  string
 	deny  []*AuthzRule
 	allow []*AuthzRule
+	authn *compiledAuthn // nil: the policy does not authenticate
 }
 
 func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error) {
 	ns := orDefault(sp.Namespace)
 	cp := &compiledPolicy{name: ns + "/" + sp.Name}
+	if sp.Spec.JWT != nil {
+		authn, err := compileJWT(cp.name, sp.Spec.JWT)
+		if err != nil {
+			return nil, fmt.Errorf("securitypolicy %s: %w", cp.name, err)
+		}
+		cp.authn = authn
+	}
+	if sp.Spec.APIKey != nil {
+		cp.authn = compileAPIKey(sp.Spec.APIKey)
+	}
+	if sp.Spec.BasicAuth != nil {
+		cp.authn = &compiledAuthn{basic: &BasicAuthn{Htpasswd: sp.Spec.BasicAuth.Htpasswd, ForwardHeader: sp.Spec.BasicAuth.ForwardUsernameHeader}}
+	}
 	for i, rule := range sp.Spec.Rules {
 		label := rule.Name
 		if label == "" {
@@ -321,6 +338,7 @@ func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*Auth
 		}
 		out.IPBlocks = append(out.IPBlocks, prefix.String())
 	}
+	out.Claims = compileClaims(in.Claims, in.Principals)
 	return out, nil
 }
 

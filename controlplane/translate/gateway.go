@@ -40,7 +40,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			part.listeners = append(part.listeners, l)
 			continue
 		}
-		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)

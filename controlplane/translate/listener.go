@@ -117,6 +117,11 @@ type listenerFilters struct {
 	// authorization is what the RBAC filters enforce at the listener
 	// level; nil: nothing (the routes' per-route configs decide).
 	authorization *model.Authorization
+	// authentication is what the JWT filter requires on every path of
+	// the listener (nil: nothing), and routeAuthentications what routes of
+	// the listener require in its place (jwt.go).
+	authentication       *model.Authentication
+	routeAuthentications []*model.Authentication
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
 	// cors: a route of the listener has a CORS filter (cors.go).
@@ -157,6 +162,9 @@ func (f *listenerFilters) setGlobalRateLimit(m *model.Model, has, deny bool) {
 func (f *listenerFilters) need(rules []*model.Rule) {
 	for _, r := range rules {
 		f.rbac = f.rbac || r.Authorization != nil
+		if r.Authentication != nil && !slices.Contains(f.routeAuthentications, r.Authentication) {
+			f.routeAuthentications = append(f.routeAuthentications, r.Authentication)
+		}
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
 		f.cors = f.cors || hasCORS(r)
 	}
@@ -165,10 +173,11 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
-// others answer), then authorization (the deny, then the allow filter: a
-// denied request goes no further), then the local rate limit (a denied
-// request takes no token) and the global rate limit, then the header
-// mutation, fault, buffer and response limit filters.
+// others answer), then authentication (JWT, API keys, basic auth), then
+// authorization (the deny, then the allow filter: a denied request goes no
+// further), then the local rate limit (a denied request takes no token) and
+// the global rate limit, then the header mutation, fault, buffer and
+// response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.cors {
@@ -184,6 +193,27 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, gw)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return len(a.JWT) > 0 }) {
+		jwt, err := jwtHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, jwt)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return a.APIKey != nil }) {
+		f, err := apiKeyHTTPFilter(want.authentication)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return a.Basic != nil }) {
+		f, err := basicAuthHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)

@@ -194,6 +194,9 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	if svc != nil && svc.Authorization != nil {
 		want = listenerFilters{rbac: true, authorization: svc.Authorization}
 	}
+	if svc != nil {
+		want.authentication = svc.Authentication
+	}
 	filters, err := httpFilters(InboundName, want)
 	if err != nil {
 		return nil, nil, nil, err

@@ -132,6 +132,9 @@ type listenerFilters struct {
 	// responseLimit: a route of the listener limits response bodies
 	// (trafficpolicy.go).
 	responseLimit bool
+	// openAPI: a route of the listener validates requests against an
+	// OpenAPI document (openapi.go).
+	openAPI bool
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -149,7 +152,8 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
 // others answer), then authorization (the deny, then the allow filter: a
-// denied request goes no further), then the header mutation, fault,
+// denied request goes no further), then request validation (of the
+// request as the client sent it), then the header mutation, fault,
 // buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
@@ -173,6 +177,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, rbac...)
+	}
+	if want.openAPI {
+		f, err := openAPIFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.headerMutation {
 		hm, err := headerMutationFilter()

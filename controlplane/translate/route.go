@@ -59,6 +59,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 				if err := setBodyLimits(r, t.BodyLimits); err != nil {
 					return nil, err
 				}
+				if err := setRequestValidation(r, t.RequestValidation); err != nil {
+					return nil, err
+				}
 			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {

@@ -241,5 +241,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 	want.fault = modelHasFault(m)
 	want.buffer = modelAnyRouteTraffic(m, hasRequestLimit)
 	want.responseLimit = modelAnyRouteTraffic(m, hasResponseLimit)
+	want.openAPI = modelAnyRouteTraffic(m, hasRequestValidation)
 	return want
 }

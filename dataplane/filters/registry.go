@@ -33,6 +33,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/openapi"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -58,10 +59,11 @@ type Registry struct {
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
 // body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors) and
 // meshgate's response limit (a TypedStruct of responselimit.TypeURL:
-// response body limits).
+// response body limits) and request validation (a TypedStruct of
+// openapi.TypeURL: OpenAPI 3).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
-		cors.Factory(), responselimit.Factory())
+		cors.Factory(), responselimit.Factory(), openapi.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}
@@ -159,6 +161,11 @@ func (r *Registry) Check(msg proto.Message) error { return r.checker.Check(msg) 
 func (r *Registry) NewStats() *httpfilter.Stats {
 	s := new(httpfilter.Stats)
 	for _, f := range r.byConfig {
+		for _, name := range f.Stats {
+			s.Counters(name)
+		}
+	}
+	for _, f := range r.byTypeURL {
 		for _, name := range f.Stats {
 			s.Counters(name)
 		}

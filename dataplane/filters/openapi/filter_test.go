@@ -269,3 +269,18 @@ func TestCheckValue(t *testing.T) {
 		t.Errorf("document too large: %v", v)
 	}
 }
+
+// TestNoDocumentCost: a request of a route without a document costs no
+// allocation in the filter.
+func TestNoDocumentCost(t *testing.T) {
+	f, err := newFilter("openapi", value(t, map[string]any{}), httpfilter.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := f.Wrap(httpfilter.HandlerFunc(func(http.ResponseWriter, *http.Request, *router.Route) {}))
+	req := httptest.NewRequest("GET", "/anything", nil)
+	w := httptest.NewRecorder()
+	if n := testing.AllocsPerRun(100, func() { h.ServeHTTP(w, req, nil) }); n != 0 {
+		t.Errorf("%v allocations per request, want 0", n)
+	}
+}

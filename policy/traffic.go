@@ -62,6 +62,8 @@ type TrafficPolicySpec struct {
 	FaultInjection *FaultInjection `json:"faultInjection,omitempty"`
 	// BodyLimits bound request and response bodies.
 	BodyLimits *BodyLimits `json:"bodyLimits,omitempty"`
+	// RateLimit limits the request rate, per proxy or across proxies.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 	// RequestValidation validates requests against an OpenAPI 3 document
 	// (HTTPRoute targets only).
 	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`

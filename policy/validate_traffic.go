@@ -37,9 +37,9 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
 	if spec.LoadBalancer == nil && spec.Timeouts == nil && spec.Retry == nil && spec.CircuitBreaker == nil &&
-		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil &&
+		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil && spec.RateLimit == nil &&
 		spec.RequestValidation == nil {
-		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, requestValidation")
+		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, rateLimit, requestValidation")
 	}
 	nonService := -1
 	seen := make(map[string]int)
@@ -118,6 +118,9 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 	}
 	if spec.FaultInjection != nil {
 		l.checkFaultInjection(src, spec.FaultInjection)
+	}
+	if spec.RateLimit != nil {
+		l.checkRateLimit(src, spec.RateLimit)
 	}
 	if spec.RequestValidation != nil {
 		l.checkRequestValidation(tp, targetKinds)

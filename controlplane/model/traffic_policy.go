@@ -55,6 +55,10 @@ type RouteTraffic struct {
 	Retry      *TrafficRetry          `json:"retry,omitempty"`
 	Fault      *policy.FaultInjection `json:"fault,omitempty"`
 	BodyLimits *policy.BodyLimits     `json:"bodyLimits,omitempty"`
+	// RateLimit is the rateLimit section, whole (local and global), of the
+	// policy RateLimitPolicy (namespace/name: it names the global rules).
+	RateLimit       *policy.RateLimit `json:"rateLimit,omitempty"`
+	RateLimitPolicy string            `json:"rateLimitPolicy,omitempty"`
 	// RequestValidation validates the requests against an OpenAPI
 	// document (HTTPRoute targets only).
 	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`
@@ -115,6 +119,9 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
 	into.BodyLimits = mergeBodyLimits(into.BodyLimits, from.BodyLimits)
+	if into.RateLimit == nil {
+		into.RateLimit, into.RateLimitPolicy = from.RateLimit, from.RateLimitPolicy
+	}
 	into.RequestValidation = cmp.Or(into.RequestValidation, from.RequestValidation)
 	return into
 }
@@ -260,6 +267,10 @@ func compileTraffic(tp *policy.TrafficPolicy, openAPIDocument []byte) (*compiled
 	ct.HealthCheck = spec.HealthCheck
 	rt.Fault = spec.FaultInjection
 	rt.BodyLimits = spec.BodyLimits
+	rt.RateLimit = spec.RateLimit
+	if rt.RateLimit != nil {
+		rt.RateLimitPolicy = orDefault(tp.Namespace) + "/" + tp.Name
+	}
 	rt.RequestValidation = compileRequestValidation(spec.RequestValidation, openAPIDocument)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])

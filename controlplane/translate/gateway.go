@@ -32,7 +32,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	part := &gatewayPart{}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
-		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
@@ -40,6 +40,8 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			want.responseLimit = want.responseLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasResponseLimit)
 			want.openAPI = want.openAPI || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestValidation)
 			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
+			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
+			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {

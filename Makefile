@@ -93,6 +93,7 @@ FUZZ_TARGETS += ./dataplane/filters:FuzzChain ./dataplane/filters/headermutation
 FUZZ_TARGETS += ./dataplane/filters/fault:FuzzFault
 FUZZ_TARGETS += ./dataplane/filters/buffer:FuzzBuffer
 FUZZ_TARGETS += ./dataplane/filters/responselimit:FuzzResponseLimit
+FUZZ_TARGETS += ./dataplane/filters/openapi:FuzzRequests
 FUZZ_TARGETS += ./dataplane/filters/cors:FuzzCorsPolicy
 FUZZ_TARGETS += ./dataplane/filters/localratelimit:FuzzLocalRateLimit ./dataplane/filters/globalratelimit:FuzzGlobalRateLimit
 FUZZ_TARGETS += ./dataplane/filters/jwtauthn:FuzzVerify ./dataplane/filters/apikeyauth:FuzzAPIKey ./dataplane/filters/basicauth:FuzzBasicAuth

@@ -231,6 +231,10 @@ type Endpoint struct {
 type Set struct {
 	// Files lists every file read, in load order.
 	Files []string
+	// OpenAPIDocuments are the OpenAPI documents the TrafficPolicies name
+	// by file (requestValidation.openAPI.file), by path, as read and
+	// validated when the set was loaded (OpenAPIDocument).
+	OpenAPIDocuments map[string][]byte
 
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute

@@ -46,6 +46,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestLimit)
 			want.responseLimit = want.responseLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasResponseLimit)
+			want.openAPI = want.openAPI || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestValidation)
 			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
 			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
 			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))

@@ -137,6 +137,9 @@ type listenerFilters struct {
 	// responseLimit: a route of the listener limits response bodies
 	// (trafficpolicy.go).
 	responseLimit bool
+	// openAPI: a route of the listener validates requests against an
+	// OpenAPI document (openapi.go).
+	openAPI bool
 	// localRateLimit: a route of the listener has a local rate limit
 	// (ratelimit.go).
 	localRateLimit bool
@@ -176,8 +179,9 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // others answer), then authentication (JWT, API keys, basic auth), then
 // authorization (the deny, then the allow filter: a denied request goes no
 // further), then the local rate limit (a denied request takes no token) and
-// the global rate limit, then the header mutation, fault, buffer and
-// response limit filters.
+// the global rate limit, then request validation (of the request as the
+// client sent it, once it may go on), then the header mutation, fault,
+// buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.cors {
@@ -231,6 +235,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.rateLimitService != nil {
 		f, err := globalRateLimitFilter(want.rateLimitService, want.globalDeny)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.openAPI {
+		f, err := openAPIFilter()
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

@@ -74,6 +74,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 				if err := setRateLimit(m, r, t); err != nil {
 					return nil, err
 				}
+				if err := setRequestValidation(r, t.RequestValidation); err != nil {
+					return nil, err
+				}
 			}
 			r.Action = &routev3.Route_Route{Route: ra}
 		} else {

@@ -268,5 +268,6 @@ func outboundFilters(m *model.Model) listenerFilters {
 	want.responseLimit = modelAnyRouteTraffic(m, hasResponseLimit)
 	want.localRateLimit = modelAnyRouteTraffic(m, hasLocalRateLimit)
 	want.setGlobalRateLimit(m, modelAnyRouteTraffic(m, hasGlobalRateLimit), modelAnyRouteTraffic(m, deniesOnFailure))
+	want.openAPI = modelAnyRouteTraffic(m, hasRequestValidation)
 	return want
 }

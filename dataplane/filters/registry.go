@@ -38,6 +38,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
 	"github.com/meshgate/meshgate/dataplane/filters/jwtauthn"
 	"github.com/meshgate/meshgate/dataplane/filters/localratelimit"
+	"github.com/meshgate/meshgate/dataplane/filters/openapi"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -67,11 +68,12 @@ type Registry struct {
 // (local_ratelimit.v3.LocalRateLimit), global rate limit
 // (ratelimit.v3.RateLimit), JWT authentication
 // (jwt_authn.v3.JwtAuthentication), API keys (api_key_auth.v3.ApiKeyAuth)
-// and basic auth (basic_auth.v3.BasicAuth).
+// basic auth (basic_auth.v3.BasicAuth) and meshgate's request validation
+// (a TypedStruct of openapi.TypeURL: OpenAPI 3).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
 		cors.Factory(), responselimit.Factory(), localratelimit.Factory(), globalratelimit.Factory(),
-		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory())
+		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory(), openapi.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}
@@ -169,6 +171,11 @@ func (r *Registry) Check(msg proto.Message) error { return r.checker.Check(msg) 
 func (r *Registry) NewStats() *httpfilter.Stats {
 	s := new(httpfilter.Stats)
 	for _, f := range r.byConfig {
+		for _, name := range f.Stats {
+			s.Counters(name)
+		}
+	}
+	for _, f := range r.byTypeURL {
 		for _, name := range f.Stats {
 			s.Counters(name)
 		}

@@ -55,6 +55,8 @@ type RouteTraffic struct {
 	Retry      *TrafficRetry          `json:"retry,omitempty"`
 	Fault      *policy.FaultInjection `json:"fault,omitempty"`
 	BodyLimits *policy.BodyLimits     `json:"bodyLimits,omitempty"`
+	// Cache: the gateway caches the route's responses.
+	Cache *policy.ResponseCache `json:"cache,omitempty"`
 }
 
 // TrafficRetry is a TrafficPolicy's retry section, compiled.
@@ -86,6 +88,7 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
 	into.BodyLimits = mergeBodyLimits(into.BodyLimits, from.BodyLimits)
+	into.Cache = cmp.Or(into.Cache, from.Cache)
 	return into
 }
 
@@ -229,6 +232,7 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 	ct.HealthCheck = spec.HealthCheck
 	rt.Fault = spec.FaultInjection
 	rt.BodyLimits = spec.BodyLimits
+	rt.Cache = spec.Cache
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])
 	}

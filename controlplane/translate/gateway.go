@@ -39,6 +39,8 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestLimit)
 			want.responseLimit = want.responseLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasResponseLimit)
 			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
+			want.cache = want.cache || anyRouteTraffic(m, vh.Rules, port.Traffic, hasCache)
+			want.cacheBytes = cacheBudget(m, vh.Rules, port.Traffic, want.cacheBytes)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {
@@ -74,6 +76,11 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			rs, err := routes(m, clusters, vh.Rules, port.Number, gw.Authorization, port.Traffic)
 			if err != nil {
 				return nil, err
+			}
+			if want.cache {
+				if err := setResponseCaches(m, rs, vh.Rules, port.Traffic); err != nil {
+					return nil, err
+				}
 			}
 			vhost := &routev3.VirtualHost{
 				Name:    name + "/" + vh.Hostname,

@@ -132,6 +132,10 @@ type listenerFilters struct {
 	// responseLimit: a route of the listener limits response bodies
 	// (trafficpolicy.go).
 	responseLimit bool
+	// cache: a route of the gateway listener caches responses, in a cache
+	// of cacheBytes (0: the default) (responsecache.go).
+	cache      bool
+	cacheBytes int64
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -150,7 +154,9 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // anything else), then the gRPC-Web translation (it sees every response the
 // others answer), then authorization (the deny, then the allow filter: a
 // denied request goes no further), then the header mutation, fault,
-// buffer and response limit filters.
+// buffer and response limit filters, and the response cache last (what
+// it serves from the cache has passed authorization, and the response
+// filters before it see hits as they see misses).
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.cors {
@@ -197,6 +203,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.responseLimit {
 		f, err := responseLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.cache {
+		f, err := responseCacheFilter(want.cacheBytes)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

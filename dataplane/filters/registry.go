@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
+	"github.com/meshgate/meshgate/dataplane/filters/cache"
 	"github.com/meshgate/meshgate/dataplane/filters/cors"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
@@ -58,10 +59,11 @@ type Registry struct {
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
 // body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors) and
 // meshgate's response limit (a TypedStruct of responselimit.TypeURL:
-// response body limits).
+// response body limits) and response cache (a TypedStruct of
+// cache.TypeURL).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
-		cors.Factory(), responselimit.Factory())
+		cors.Factory(), responselimit.Factory(), cache.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

@@ -29,7 +29,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -347,22 +346,30 @@ func requestKey(r *http.Request, rc *routeConfig) string {
 	b.WriteByte(' ')
 	b.WriteString(host)
 	b.WriteString(r.URL.EscapedPath())
-	query := r.URL.Query()
-	params := rc.queryParameters
-	if params == nil {
-		params = make([]string, 0, len(query))
-		for k := range query {
-			params = append(params, k)
+	if r.URL.RawQuery != "" {
+		query := r.URL.Query()
+		params := rc.queryParameters
+		if params == nil {
+			params = make([]string, 0, len(query))
+			for k := range query {
+				params = append(params, k)
+			}
+			slices.Sort(params)
 		}
-		slices.Sort(params)
-	}
-	for _, p := range params {
-		for _, v := range query[p] {
-			fmt.Fprintf(&b, "\x00q%s=%s", url.QueryEscape(p), url.QueryEscape(v))
+		for _, p := range params {
+			for _, v := range query[p] {
+				b.WriteString("\x00q")
+				b.WriteString(url.QueryEscape(p))
+				b.WriteByte('=')
+				b.WriteString(url.QueryEscape(v))
+			}
 		}
 	}
 	for _, name := range rc.headers {
-		fmt.Fprintf(&b, "\x00h%s=%s", name, strings.Join(r.Header[name], ","))
+		b.WriteString("\x00h")
+		b.WriteString(name)
+		b.WriteByte('=')
+		b.WriteString(strings.Join(r.Header[name], ","))
 	}
 	if auth := r.Header["Authorization"]; len(auth) > 0 && !rc.shared {
 		sum := sha256.Sum256([]byte(strings.Join(auth, "\n")))

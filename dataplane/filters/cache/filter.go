@@ -110,14 +110,25 @@ type handler struct {
 }
 
 // ServeHTTP serves a GET of a cached route from the store, or from next
-// through a writer that stores what it may.
+// through a writer that stores what it may; HEAD, OPTIONS and TRACE pass
+// through, and another method invalidates its target once answered.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.Route) {
 	var rc *routeConfig
 	if rt != nil {
 		rc, _ = rt.PerFilterConfig(h.name).(*routeConfig)
 	}
-	if rc == nil || r.Method != http.MethodGet {
+	if rc == nil || r.Method == http.MethodHead || r.Method == http.MethodOptions || r.Method == http.MethodTrace {
 		h.next.ServeHTTP(w, r, rt)
+		return
+	}
+	if r.Method != http.MethodGet {
+		// An unsafe method invalidates what is stored for its target
+		// (RFC 9111 4.4), once it was answered: the caller's own key,
+		// every variant.
+		h.next.ServeHTTP(w, r, rt)
+		get := *r
+		get.Method = http.MethodGet
+		h.store.invalidate(requestKey(&get, rc))
 		return
 	}
 	noStore, noCache := requestDirectives(r.Header)
@@ -137,7 +148,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 			case age < e.lifetime+e.swr:
 				serve(w, r, e, now, Stale)
 				if h.store.startRefresh(key) {
-					go h.refresh(r, rt, rc, key, e)
+					// The request is copied before the handler returns:
+					// the refresh must not share it with what follows.
+					ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+					go h.refresh(cancel, r.Clone(ctx), rt, rc, key, e)
 				}
 				return
 			}
@@ -204,13 +218,13 @@ func (h *handler) revalidate(w http.ResponseWriter, r *http.Request, rt *router.
 }
 
 // refresh revalidates a stale entry in the background
-// (stale-while-revalidate), on a request detached from the client's.
-func (h *handler) refresh(r *http.Request, rt *router.Route, rc *routeConfig, key string, e *entry) {
+// (stale-while-revalidate), on r: a copy of the client's request, detached
+// from it (its context times out at refreshTimeout; cancel releases it).
+func (h *handler) refresh(cancel context.CancelFunc, r *http.Request, rt *router.Route, rc *routeConfig, key string, e *entry) {
 	defer h.store.endRefresh(key)
-	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
 	defer cancel()
-	req := r.Clone(ctx)
-	if cond := conditional(req, e); cond != nil {
+	req := r
+	if cond := conditional(r, e); cond != nil {
 		req = cond
 	}
 	cw := &captureWriter{limit: rc.maxBodyBytes, header: http.Header{}, passTo: func(int) http.ResponseWriter { return nil }}

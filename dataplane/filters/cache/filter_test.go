@@ -367,6 +367,22 @@ func TestPurgeAndBudget(t *testing.T) {
 	}
 }
 
+// TestUnsafeInvalidates: a POST to a cached target removes what is
+// stored for it; HEAD passes through without touching the store.
+func TestUnsafeInvalidates(t *testing.T) {
+	t.Parallel()
+	be := &backend{header: http.Header{"Cache-Control": {"max-age=60"}}, body: "x"}
+	hs := newHarness(t, map[string]any{}, be)
+	hs.expect("/cached", Miss, 1)
+	r := httptest.NewRequest(http.MethodHead, "http://example.com/cached", nil)
+	hs.h.ServeHTTP(httptest.NewRecorder(), r, hs.tbl.Match(r))
+	hs.expect("/cached", Hit, 2)
+	r = httptest.NewRequest(http.MethodPost, "http://example.com/cached", nil)
+	hs.h.ServeHTTP(httptest.NewRecorder(), r, hs.tbl.Match(r))
+	hs.expect("/cached", Miss, 4)
+	hs.expect("/cached", Hit, 4)
+}
+
 // TestNoCacheNoCost: a route without caching passes the writer through
 // without allocating.
 func TestNoCacheNoCost(t *testing.T) {

@@ -3,6 +3,7 @@ package cache
 import (
 	"container/list"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -145,6 +146,15 @@ func (s *store) removeLocked(e *entry) {
 		delete(s.byKey, e.key)
 	} else {
 		s.byKey[e.key] = variants
+	}
+}
+
+// invalidate removes every variant of key.
+func (s *store) invalidate(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range slices.Clone(s.byKey[key]) {
+		s.removeLocked(e)
 	}
 }
 

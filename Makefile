@@ -94,6 +94,7 @@ FUZZ_TARGETS += ./dataplane/filters/fault:FuzzFault
 FUZZ_TARGETS += ./dataplane/filters/buffer:FuzzBuffer
 FUZZ_TARGETS += ./dataplane/filters/responselimit:FuzzResponseLimit
 FUZZ_TARGETS += ./dataplane/filters/cors:FuzzCorsPolicy
+FUZZ_TARGETS += ./dataplane/filters/cache:FuzzCache
 FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=

@@ -62,6 +62,8 @@ type TrafficPolicySpec struct {
 	FaultInjection *FaultInjection `json:"faultInjection,omitempty"`
 	// BodyLimits bound request and response bodies.
 	BodyLimits *BodyLimits `json:"bodyLimits,omitempty"`
+	// RateLimit limits the request rate, per proxy or across proxies.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 	// Cache caches the responses of the routes at the gateway
 	// (docs/policies.md "Response caching").
 	Cache *ResponseCache `json:"cache,omitempty"`

@@ -37,8 +37,8 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
 	if spec.LoadBalancer == nil && spec.Timeouts == nil && spec.Retry == nil && spec.CircuitBreaker == nil &&
-		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil && spec.Cache == nil {
-		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, cache")
+		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil && spec.RateLimit == nil && spec.Cache == nil {
+		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, rateLimit, cache")
 	}
 	nonService := -1
 	seen := make(map[string]int)
@@ -115,6 +115,9 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 	}
 	if spec.FaultInjection != nil {
 		l.checkFaultInjection(src, spec.FaultInjection)
+	}
+	if spec.RateLimit != nil {
+		l.checkRateLimit(src, spec.RateLimit)
 	}
 	if b := spec.BodyLimits; b != nil {
 		if b.MaxRequestBytes == nil && b.MaxResponseBytes == nil {

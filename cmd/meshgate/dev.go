@@ -138,6 +138,9 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 
 	xds := []string{cp.XDSAddr().String()}
 	tasks := []devTask{{name: "controlplane", run: cp.Run}}
+	if t, ok := devRateLimitService(set, logger.With("component", "ratelimit")); ok {
+		tasks = append(tasks, t)
+	}
 	var gatewayURLs []string
 	for _, gw := range set.Gateways {
 		tok, err := token(gw.Name, gw.Namespace)

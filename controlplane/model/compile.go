@@ -193,6 +193,7 @@ func (c *compiler) services() error {
 		}
 		svc.MTLSMode = cmp.Or(c.targets.mtls[svc.NamespacedName], m.Mesh.MTLSMode)
 		svc.Authorization = m.authorization(c.targets.services[svc.NamespacedName])
+		svc.Authentication = authentication(c.targets.services[svc.NamespacedName])
 		m.Services = append(m.Services, svc)
 		m.services[svc.NamespacedName] = svc
 	}
@@ -224,8 +225,10 @@ func (c *compiler) httpRoutes() error {
 		}
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
 			authz := m.authorization(policies)
+			authn := authentication(policies)
 			for _, rule := range cr.rules {
 				rule.Authorization = authz
+				rule.Authentication = authn
 			}
 		}
 		c.routes = append(c.routes, cr)
@@ -306,6 +309,7 @@ func (c *compiler) gateways() error {
 	for _, pg := range c.set.Gateways {
 		gw := compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
+		gw.Authentication = authentication(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
 	}

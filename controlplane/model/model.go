@@ -90,6 +90,9 @@ type Service struct {
 	// Authorization enforced at the service's sidecar inbound listeners;
 	// nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Authentication required at the service's sidecar inbound
+	// listeners; nil: none.
+	Authentication *Authentication `json:"authentication,omitempty"`
 }
 
 // DefaultPort is the port a call without a port in its Host reaches: port 80
@@ -177,6 +180,9 @@ type Gateway struct {
 	Ports []*GatewayPort `json:"ports"`
 	// Authorization enforced at every listener of the gateway; nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Authentication required at every route of the gateway that has
+	// none of its own; nil: none.
+	Authentication *Authentication `json:"authentication,omitempty"`
 }
 
 // RuleCount is the number of route rules (one per match) on every port and
@@ -272,6 +278,9 @@ type Rule struct {
 	// wherever its rules are (merged with the gateway's at a gateway); nil:
 	// none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Authentication of the SecurityPolicies targeting the route: at a
+	// gateway it replaces the gateway's; nil: none.
+	Authentication *Authentication `json:"authentication,omitempty"`
 	// Traffic of the TrafficPolicies targeting the route (or this rule);
 	// nil: none.
 	Traffic *RouteTraffic `json:"traffic,omitempty"`

@@ -55,6 +55,10 @@ type RouteTraffic struct {
 	Retry      *TrafficRetry          `json:"retry,omitempty"`
 	Fault      *policy.FaultInjection `json:"fault,omitempty"`
 	BodyLimits *policy.BodyLimits     `json:"bodyLimits,omitempty"`
+	// RateLimit is the rateLimit section, whole (local and global), of the
+	// policy RateLimitPolicy (namespace/name: it names the global rules).
+	RateLimit       *policy.RateLimit `json:"rateLimit,omitempty"`
+	RateLimitPolicy string            `json:"rateLimitPolicy,omitempty"`
 	// Cache: the gateway caches the route's responses.
 	Cache *policy.ResponseCache `json:"cache,omitempty"`
 }
@@ -88,6 +92,9 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
 	into.BodyLimits = mergeBodyLimits(into.BodyLimits, from.BodyLimits)
+	if into.RateLimit == nil {
+		into.RateLimit, into.RateLimitPolicy = from.RateLimit, from.RateLimitPolicy
+	}
 	into.Cache = cmp.Or(into.Cache, from.Cache)
 	return into
 }
@@ -232,6 +239,10 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 	ct.HealthCheck = spec.HealthCheck
 	rt.Fault = spec.FaultInjection
 	rt.BodyLimits = spec.BodyLimits
+	rt.RateLimit = spec.RateLimit
+	if rt.RateLimit != nil {
+		rt.RateLimitPolicy = orDefault(tp.Namespace) + "/" + tp.Name
+	}
 	rt.Cache = spec.Cache
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])

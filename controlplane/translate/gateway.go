@@ -32,13 +32,15 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	part := &gatewayPart{}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
-		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestLimit)
 			want.responseLimit = want.responseLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasResponseLimit)
 			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
+			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
+			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))
 			want.cache = want.cache || anyRouteTraffic(m, vh.Rules, port.Traffic, hasCache)
 			want.cacheBytes = cacheBudget(m, vh.Rules, port.Traffic, want.cacheBytes)
 		}

@@ -6,7 +6,6 @@ import (
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -149,15 +148,4 @@ func responseCacheValue(c *policy.ResponseCache) (*structpb.Struct, error) {
 		fields[l.field] = structpb.NewListValue(&structpb.ListValue{Values: list})
 	}
 	return &structpb.Struct{Fields: fields}, nil
-}
-
-// deterministicAny packs msg with its map entries (a Struct's fields) in
-// a stable order: equal configs are equal bytes, as xDS versions and the
-// golden files need.
-func deterministicAny(msg proto.Message) (*anypb.Any, error) {
-	a := new(anypb.Any)
-	if err := anypb.MarshalFrom(a, msg, proto.MarshalOptions{Deterministic: true}); err != nil {
-		return nil, err
-	}
-	return a, nil
 }

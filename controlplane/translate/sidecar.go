@@ -113,6 +113,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
 						return nil, err
 					}
+					if err := setRateLimit(m, rs[0], t); err != nil {
+						return nil, err
+					}
 				}
 			}
 			vhost := &routev3.VirtualHost{
@@ -171,6 +174,9 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	want := listenerFilters{}
 	if svc != nil && svc.Authorization != nil {
 		want = listenerFilters{rbac: true, authorization: svc.Authorization}
+	}
+	if svc != nil {
+		want.authentication = svc.Authentication
 	}
 	filters, err := httpFilters(InboundName, want)
 	if err != nil {
@@ -241,5 +247,7 @@ func outboundFilters(m *model.Model) listenerFilters {
 	want.fault = modelHasFault(m)
 	want.buffer = modelAnyRouteTraffic(m, hasRequestLimit)
 	want.responseLimit = modelAnyRouteTraffic(m, hasResponseLimit)
+	want.localRateLimit = modelAnyRouteTraffic(m, hasLocalRateLimit)
+	want.setGlobalRateLimit(m, modelAnyRouteTraffic(m, hasGlobalRateLimit), modelAnyRouteTraffic(m, deniesOnFailure))
 	return want
 }

@@ -79,6 +79,7 @@ type Entry struct {
 	flags                         Flag
 	details                       string
 	deniedBy                      string
+	principal                     string
 	// upstreamResponse: time from the start to the upstream's response
 	// head; 0 without one.
 	upstreamResponse time.Duration
@@ -123,6 +124,20 @@ func Denied(ctx context.Context, policy string) {
 		e.deniedBy = policy
 		e.details = "rbac_access_denied_matched_policy[" + policy + "]"
 	}
+}
+
+// Authenticated records the request's authenticated principal
+// (%DYNAMIC_METADATA(meshgate.authn:principal)%).
+func Authenticated(ctx context.Context, principal string) {
+	if e := FromContext(ctx); e != nil {
+		e.principal = principal
+	}
+}
+
+// DeniedWith records the response code details of a request an
+// authentication filter refused.
+func DeniedWith(ctx context.Context, details string) {
+	FromContext(ctx).SetDetails(details)
 }
 
 // SetRoute records the route that matched: its name, or, for a route
@@ -336,6 +351,8 @@ func (e *Entry) appendValue(buf []byte, p logformat.Part, end time.Time, whole b
 		return str(e.details, e.details != "")
 	case logformat.DynamicMetadata:
 		return str(e.deniedBy, e.deniedBy != "")
+	case logformat.Principal:
+		return str(e.principal, e.principal != "")
 	case logformat.BytesReceived:
 		return num(e.bytesReceived.Load(), true)
 	case logformat.BytesSent:

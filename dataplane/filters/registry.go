@@ -28,12 +28,17 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/dataplane/filters/apikeyauth"
+	"github.com/meshgate/meshgate/dataplane/filters/basicauth"
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/cache"
 	"github.com/meshgate/meshgate/dataplane/filters/cors"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
+	"github.com/meshgate/meshgate/dataplane/filters/globalratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/jwtauthn"
+	"github.com/meshgate/meshgate/dataplane/filters/localratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -57,13 +62,18 @@ type Registry struct {
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
-// body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors) and
+// body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors),
 // meshgate's response limit (a TypedStruct of responselimit.TypeURL:
-// response body limits) and response cache (a TypedStruct of
-// cache.TypeURL).
+// response body limits), local rate limit
+// (local_ratelimit.v3.LocalRateLimit), global rate limit
+// (ratelimit.v3.RateLimit), JWT authentication
+// (jwt_authn.v3.JwtAuthentication), API keys (api_key_auth.v3.ApiKeyAuth)
+// basic auth (basic_auth.v3.BasicAuth) and meshgate's response cache (a
+// TypedStruct of cache.TypeURL).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
-		cors.Factory(), responselimit.Factory(), cache.Factory())
+		cors.Factory(), responselimit.Factory(), localratelimit.Factory(), globalratelimit.Factory(),
+		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory(), cache.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

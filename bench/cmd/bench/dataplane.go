@@ -106,6 +106,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			errs = append(errs, fmt.Errorf("resilience: %w", err))
 		}
 	}
+	if !skip["ratelimit"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
+		if err := r.rateLimit(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("rate limit: %w", err))
+		}
+	}
 	if !skip["cache"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
 		if err := r.responseCache(ctx, env, backendAddr); err != nil {
 			errs = append(errs, fmt.Errorf("response cache: %w", err))

@@ -292,8 +292,7 @@ func (h *handler) keep(r *http.Request, rc *routeConfig, key string, cw *capture
 		return nil
 	}
 	cc := parseCacheControl(cw.header)
-	authenticated := len(r.Header["Authorization"]) > 0
-	if !storable(cw.status, cw.header, cc, authenticated, rc.shared) {
+	if !storable(cw.status, cw.header, cc, authenticated(r), rc.shared) {
 		return nil
 	}
 	now := h.now()
@@ -347,9 +346,17 @@ func serve(w http.ResponseWriter, r *http.Request, e *entry, now time.Time, stat
 	}
 }
 
+// authenticated reports whether a request has a caller: an Authorization
+// header, or a principal (httpfilter.Principal: what an authentication
+// filter established, else the mTLS peer's SPIFFE ID).
+func authenticated(r *http.Request) bool {
+	return len(r.Header["Authorization"]) > 0 || httpfilter.Principal(r.Context()) != ""
+}
+
 // requestKey is the cache key of a request: method, host (lowercase, no
-// port), path, the route's query parameters and headers, and the caller's
-// principal (a hash of its credentials) unless the route is shared.
+// port), path, the route's query parameters and headers, and, unless the
+// route is shared, the caller: its principal (httpfilter.Principal) and a
+// hash of its Authorization header.
 func requestKey(r *http.Request, rc *routeConfig) string {
 	var b strings.Builder
 	host := strings.ToLower(r.Host)
@@ -385,7 +392,14 @@ func requestKey(r *http.Request, rc *routeConfig) string {
 		b.WriteByte('=')
 		b.WriteString(strings.Join(r.Header[name], ","))
 	}
-	if auth := r.Header["Authorization"]; len(auth) > 0 && !rc.shared {
+	if rc.shared {
+		return b.String()
+	}
+	if principal := httpfilter.Principal(r.Context()); principal != "" {
+		b.WriteString("\x00u")
+		b.WriteString(principal)
+	}
+	if auth := r.Header["Authorization"]; len(auth) > 0 {
 		sum := sha256.Sum256([]byte(strings.Join(auth, "\n")))
 		b.WriteString("\x00p")
 		b.WriteString(hex.EncodeToString(sum[:]))

@@ -344,6 +344,30 @@ func TestPerPrincipal(t *testing.T) {
 	shared.expect("/cached", Hit, 6, "Authorization", "Bearer bob")
 }
 
+// TestPrincipalKey: the principal an authentication filter established
+// (httpfilter.WithAuth) keys the cache like an Authorization header does.
+func TestPrincipalKey(t *testing.T) {
+	t.Parallel()
+	be := &backend{header: http.Header{"Cache-Control": {"max-age=60"}}, body: "me"}
+	hs := newHarness(t, map[string]any{}, be)
+	as := func(principal string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, "http://example.com/cached", nil)
+		r = r.WithContext(httpfilter.WithAuth(r.Context(), &httpfilter.Auth{Principal: principal, Kind: httpfilter.AuthAPIKey}))
+		w := httptest.NewRecorder()
+		hs.h.ServeHTTP(w, r, hs.tbl.Match(r))
+		return w
+	}
+	for i, tc := range []struct {
+		principal, want string
+		calls           int64
+	}{{"alice", Miss, 1}, {"bob", Miss, 2}, {"alice", Hit, 2}, {"bob", Hit, 2}} {
+		if w := as(tc.principal); w.Header().Get("X-Cache") != tc.want || be.calls.Load() != tc.calls {
+			t.Fatalf("request %d as %s: X-Cache %q, %d calls; want %s, %d", i, tc.principal, w.Header().Get("X-Cache"), be.calls.Load(), tc.want, tc.calls)
+		}
+	}
+	hs.expect("/cached", Miss, 3) // anonymous
+}
+
 // TestPurgeAndBudget: purge by prefix; the LRU keeps within its budget.
 func TestPurgeAndBudget(t *testing.T) {
 	t.Parallel()

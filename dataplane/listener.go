@@ -438,9 +438,14 @@ func (p *Proxy) drainInBackground(s *server) {
 }
 
 // shutdown stops s gracefully, forcing connections closed when ctx ends first.
+// The WebSockets it carries (connections the http.Server no longer
+// tracks) get until ctx ends too, then are closed.
 func (s *server) shutdown(ctx context.Context, logger *slog.Logger) {
 	if err := s.http.Shutdown(ctx); err != nil {
 		logger.Warn("listener drain timed out; closing connections", "listener", s.listener, "error", err)
 		_ = s.http.Close()
+	}
+	if n := s.handler.proxy.DrainTunnels(ctx); n > 0 {
+		logger.Info("listener drain timed out; WebSockets closed", "listener", s.listener, "websockets", n)
 	}
 }

@@ -452,6 +452,12 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	for _, a := range s.ACMEIssuers {
 		add(KindACMEIssuer, a.Namespace, a.Name, a, a.Source)
 	}
+	for _, p := range s.BackendTLSPolicies {
+		add(KindBackendTLSPolicy, p.Namespace, p.Name, p, p.Source)
+	}
+	for _, cm := range s.ConfigMaps {
+		add(KindConfigMap, cm.Namespace, cm.Name, cm, cm.Source)
+	}
 	for _, ls := range s.ListenerSets {
 		if ls.original != nil {
 			ls = ls.original

@@ -188,6 +188,28 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.ACMEIssuers = append(l.set.ACMEIssuers, res.(*ACMEIssuer)) },
 		validate: (*loader).validateACMEIssuers,
 	},
+	{
+		name: KindBackendTLSPolicy, apiVersion: GatewayAPIVersion, aliases: []string{"backendtlspolicies", "btlspolicy"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.BackendTLSPolicySpec, meta decodedMeta) any {
+			return &BackendTLSPolicy{BackendTLSPolicy: gwapiv1.BackendTLSPolicy{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add: func(l *loader, res any) {
+			l.set.BackendTLSPolicies = append(l.set.BackendTLSPolicies, res.(*BackendTLSPolicy))
+		},
+		validate: (*loader).validateBackendTLSPolicies,
+	},
+	{
+		// The CA bundles of BackendTLSPolicies (ca.crt); checked when a
+		// policy references them.
+		name: KindConfigMap, apiVersion: CoreAPIVersion, aliases: []string{"configmaps", "cm"},
+		decode:   decodeConfigMap,
+		add:      func(l *loader, res any) { l.set.ConfigMaps = append(l.set.ConfigMaps, res.(*ConfigMap)) },
+		validate: func(*loader, *setIndex) {},
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that
@@ -195,8 +217,7 @@ var kinds = [...]kind{
 // document of one is refused with "kind X is not supported yet" rather than
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
-	GatewayGroup: {"TCPRoute", "TLSRoute", "UDPRoute",
-		"BackendTLSPolicy"},
+	GatewayGroup: {"TCPRoute", "TLSRoute", "UDPRoute"},
 }
 
 // decodeKind returns the decode function of a kind whose spec is S: the

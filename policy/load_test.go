@@ -56,7 +56,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GRPCRoute, GatewayClass, ReferenceGrant or ListenerSet in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy, MeshConfig or ACMEIssuer in meshgate.dev/v1alpha1; Namespace or Secret in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GRPCRoute, GatewayClass, ReferenceGrant, ListenerSet or BackendTLSPolicy in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy, MeshConfig or ACMEIssuer in meshgate.dev/v1alpha1; Namespace, Secret or ConfigMap in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind UDPRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,

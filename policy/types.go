@@ -246,6 +246,13 @@ type Set struct {
 	TLSCertificates map[string]*TLSCertificate
 	// ACMEIssuers sorted by namespace, then name.
 	ACMEIssuers []*ACMEIssuer
+	// BackendTLSPolicies sorted by namespace, then name (their
+	// precedence); ConfigMaps sorted the same way.
+	BackendTLSPolicies []*BackendTLSPolicy
+	ConfigMaps         []*ConfigMap
+	// BackendCAs are the CA bundles (PEM) of the BackendTLSPolicies'
+	// valid caCertificateRefs, by policy "namespace/name" (BackendTLSFor).
+	BackendCAs map[string][]byte
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig

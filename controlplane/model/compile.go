@@ -167,6 +167,10 @@ var compileSteps = [...]struct {
 	// Gateway step (the HTTPS listeners whose certificates are obtained
 	// over ACME).
 	{policy.KindACMEIssuer, func(*compiler) error { return nil }},
+	{policy.KindBackendTLSPolicy, (*compiler).backendTLSPolicies},
+	// ConfigMaps are read through policy.Set.BackendTLSFor by the
+	// BackendTLSPolicy step (their CA bundles).
+	{policy.KindConfigMap, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -789,9 +793,13 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
+	hsts := map[string]string{} // by listener hostname: its HTTPS listener's option
 	for _, l := range listeners {
 		lh := listenerHostname(l.listener)
 		listenerHostnames = append(listenerHostnames, lh)
+		if t := l.listener.TLS; l.listener.Protocol == gwapiv1.HTTPSProtocolType && t != nil && t.Options[policy.TLSOptionHSTS] != "" {
+			hsts[lh] = string(t.Options[policy.TLSOptionHSTS])
+		}
 		for _, cr := range routes {
 			if !attaches(l, cr) {
 				continue
@@ -807,7 +815,7 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 	}
 	for _, h := range slices.Sorted(maps.Keys(hostnames)) {
 		owner := mostSpecificCover(listenerHostnames, h)
-		vh := &VirtualHost{Hostname: h}
+		vh := &VirtualHost{Hostname: h, HSTS: hsts[owner]}
 		var ranked []rankedRule
 		for _, a := range attachments {
 			// A request for h reaches the listener whose hostname matches it most
@@ -997,6 +1005,25 @@ func methodRank(r *Rule) int {
 		return 0
 	}
 	return 1
+}
+
+// backendTLSPolicies sets the BackendTLS of every service port a
+// BackendTLSPolicy targets.
+func (c *compiler) backendTLSPolicies() error {
+	for _, svc := range c.m.Services {
+		for _, port := range svc.Ports {
+			bt := c.set.BackendTLSFor(svc.Namespace, svc.Name, port.Name, port.Number)
+			if bt == nil {
+				continue
+			}
+			out := &BackendTLS{Policy: bt.Policy, Hostname: bt.Hostname, CAPEM: bt.CAPEM, SystemCA: bt.System}
+			for _, san := range bt.SubjectAltNames {
+				out.SubjectAltNames = append(out.SubjectAltNames, SubjectAltName{Type: san.Type, Value: san.Value})
+			}
+			port.BackendTLS = out
+		}
+	}
+	return nil
 }
 
 // compileCORS compiles a CORS filter.

@@ -139,7 +139,32 @@ type ServicePort struct {
 	// RouteTraffic is what they set on the routes to the port, unless a
 	// gateway's or the route's own policy sets it; nil: none.
 	RouteTraffic *RouteTraffic `json:"routeTraffic,omitempty"`
+	// BackendTLS is the TLS its BackendTLSPolicy asks of the connections
+	// to the port's endpoints that are not sidecars (sidecars keep mesh
+	// mTLS); nil: plaintext.
+	BackendTLS *BackendTLS `json:"backendTLS,omitempty"`
 }
+
+// BackendTLS is TLS to a service port's endpoints, from a BackendTLSPolicy:
+// SNI Hostname, the certificate verified against CAPEM (or the system's
+// CAs) and SubjectAltNames (else Hostname).
+type BackendTLS struct {
+	Policy          string           `json:"policy"`
+	Hostname        string           `json:"hostname"`
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+	CAPEM           []byte           `json:"caPEM,omitempty"`
+	SystemCA        bool             `json:"systemCA,omitempty"`
+}
+
+// SubjectAltName is a DNS name (Type Hostname) or a URI a backend
+// certificate may have.
+type SubjectAltName struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// FailClosed reports whether no CA is valid: the connections must fail.
+func (t *BackendTLS) FailClosed() bool { return len(t.CAPEM) == 0 && !t.SystemCA }
 
 // RoutesFor returns the rules that shape the calls to p of a caller in
 // namespace callerNamespace: the consumer routes of that namespace when it
@@ -258,6 +283,10 @@ type VirtualHost struct {
 	Hostname string `json:"hostname"`
 	// Rules in precedence order.
 	Rules []*Rule `json:"rules"`
+	// HSTS is the Strict-Transport-Security header of every response, from
+	// the tls.options of the HTTPS listener the hostname belongs to; "":
+	// none.
+	HSTS string `json:"hsts,omitempty"`
 }
 
 // Rule is one match of one HTTPRoute rule, with the rule's action. A rule with

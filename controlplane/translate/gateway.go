@@ -90,6 +90,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 				Routes:  rs,
 			}
 			setAttemptCounts(vhost, m, vh.Rules, port.Traffic, nil)
+			setHSTS(vhost, vh.HSTS)
 			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
 		}
 		if want.buffer {

@@ -353,6 +353,7 @@ func coreSubset() Rules {
 		// Cluster.
 		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
 			"transport_socket_matches", "circuit_breakers", "outlier_detection").
+			With("transport_socket", Field{Only: backendTransportSocket}).
 			With("health_checks", Field{MaxItems: 1}).
 			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).
@@ -414,7 +415,9 @@ func routeConfigRule() *Message {
 	return Allow("name", "virtual_hosts", "ignore_port_in_host_matching")
 }
 
-func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
+func virtualHostRule() *Message {
+	return Allow("name", "domains", "routes", "response_headers_to_add")
+}
 
 func routeRule() *Message {
 	return Allow("match", "route", "redirect", "direct_response",

@@ -50,6 +50,8 @@ type resourceStatus struct {
 			Parents    []gatewayv1.RouteParentStatus    `json:"parents"`
 			// AttachedListenerSets: on a Gateway.
 			AttachedListenerSets *int32 `json:"attachedListenerSets"`
+			// Ancestors: on a BackendTLSPolicy.
+			Ancestors []gatewayv1.PolicyAncestorStatus `json:"ancestors"`
 		} `json:"status"`
 	} `json:"object"`
 }
@@ -131,6 +133,15 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 		if s := byKey[keyOf("HTTPRoute", r)]; s != nil {
 			r.Status.Parents = s.Object.Status.Parents
 			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.backendTLS {
+		p := &o.backendTLS[i]
+		if s := byKey[keyOf("BackendTLSPolicy", p)]; s != nil {
+			p.Status.Ancestors = s.Object.Status.Ancestors
+			if err := updateStatus(ctx, c, p); err != nil {
 				return err
 			}
 		}

@@ -39,7 +39,11 @@ type document struct {
 //   - Namespaces are passed with their labels (allowedRoutes selectors);
 //   - Secrets are passed with their type and data (the certificates of
 //     HTTPS listeners);
-//   - Deployments, Pods, EndpointSlices and ConfigMaps are not policy.
+//   - BackendTLSPolicies are passed as they are, ConfigMaps with their
+//     data (the CA bundles the policies name); a Service port targeting
+//     8443 (the echo backend's TLS port) reaches the backend's TLS port,
+//     as an HTTP port whose TLS the policy sets;
+//   - Deployments, Pods and EndpointSlices are not policy.
 type translator struct {
 	addrs    map[objKey]string
 	backends map[objKey]*backend
@@ -109,9 +113,23 @@ func (tr translator) translate(o *objects) []document {
 		}
 		add(keyOf("Secret", &sec), doc)
 	}
+	for _, p := range o.backendTLS {
+		add(keyOf("BackendTLSPolicy", &p), gatewayAPI("BackendTLSPolicy", &p, p.Spec))
+	}
+	for _, cm := range o.configMaps {
+		doc := map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(cm.Name, cm.Namespace, cm.Labels)}
+		if len(cm.Data) > 0 {
+			doc["data"] = cm.Data
+		}
+		add(keyOf("ConfigMap", &cm), doc)
+	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs
 }
+
+// echoTLSPort is the port the suite's echo backend serves TLS on in its
+// pod (HTTPS_PORT's default).
+const echoTLSPort = 8443
 
 func meta(name, namespace string, lbls map[string]string) map[string]any {
 	m := map[string]any{"name": name}
@@ -153,11 +171,17 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 	var ports, endpoints []any
 	for _, p := range s.Spec.Ports {
 		protocol, ok := httpProtocol(p)
+		tlsPort := p.TargetPort.IntValue() == echoTLSPort
+		if tlsPort {
+			protocol, ok = "HTTP", true
+		}
 		if !ok {
 			continue
 		}
 		port := map[string]any{"port": p.Port, "protocol": protocol}
-		if app := ptr.Deref(p.AppProtocol, ""); app != "" {
+		// A TLS port's appProtocol (HTTPS) is the BackendTLSPolicy's to
+		// say: meshgate's Service port is HTTP.
+		if app := ptr.Deref(p.AppProtocol, ""); app != "" && !tlsPort {
 			port["appProtocol"] = app
 		}
 		ref := any(p.Port)
@@ -182,7 +206,10 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 			}
 			target := t.pod.httpPort
 			h2 := protocol == "HTTP2" || ptr.Deref(p.AppProtocol, "") == "kubernetes.io/h2c"
-			if !t.pod.grpc && (t.port == 3001 || h2) {
+			switch {
+			case tlsPort && t.pod.httpsPort != "":
+				target = t.pod.httpsPort
+			case !t.pod.grpc && (t.port == 3001 || h2):
 				target = t.pod.h2cPort // the gRPC echo serves h2c on its HTTP port
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})

@@ -83,6 +83,9 @@ type backend struct {
 	labels    map[string]string
 	httpPort  string
 	h2cPort   string
+	// httpsPort serves TLS with the certificate of the Secret its
+	// Deployment mounts (the suite's tls-backend), "" without one.
+	httpsPort string
 	grpc      bool // the suite's gRPC echo (GRPC_ECHO_SERVER): h2c on httpPort
 	proc      *proc
 	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
@@ -119,7 +122,8 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 		addrs: map[objKey]string{}, nextIP: 2, synced: make(chan struct{}),
 	}
 	w.base = fake.NewClientBuilder().WithScheme(newScheme()).
-		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}, &gatewayv1.ListenerSet{}).
+		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}, &gatewayv1.ListenerSet{},
+			&gatewayv1.BackendTLSPolicy{}).
 		Build()
 	changed := func() {
 		select {
@@ -359,6 +363,8 @@ type objects struct {
 	listenerSets    []gatewayv1.ListenerSet
 	endpointSlices  []discoveryv1.EndpointSlice
 	secrets         []corev1.Secret
+	configMaps      []corev1.ConfigMap
+	backendTLS      []gatewayv1.BackendTLSPolicy
 }
 
 func (w *world) snapshot(ctx context.Context) (*objects, error) {
@@ -375,8 +381,10 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 		es  discoveryv1.EndpointSliceList
 		ls  gatewayv1.ListenerSetList
 		sec corev1.SecretList
+		cm  corev1.ConfigMapList
+		bt  gatewayv1.BackendTLSPolicyList
 	)
-	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls, &sec} {
+	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls, &sec, &cm, &bt} {
 		if err := w.base.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
@@ -384,6 +392,7 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 	o.namespaces, o.services, o.deployments = ns.Items, svc.Items, dep.Items
 	o.gateways, o.httpRoutes, o.grpcRoutes, o.referenceGrants, o.gatewayClasses = gw.Items, hr.Items, gr.Items, rg.Items, gc.Items
 	o.endpointSlices, o.listenerSets, o.secrets = es.Items, ls.Items, sec.Items
+	o.configMaps, o.backendTLS = cm.Items, bt.Items
 	return &o, nil
 }
 
@@ -421,16 +430,27 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		if _, ok := w.backends[k]; ok {
 			continue
 		}
+		// A backend serving TLS (TLS_SERVER_CERT and TLS_SERVER_PRIVKEY
+		// from a mounted Secret) waits for its Secret.
+		tlsEnv, ok := w.backendTLSFiles(ctx, d)
+		if !ok {
+			continue
+		}
 		// The suite takes the backend's name from the pod's by dropping
 		// the last two segments (<deployment>-<replicaset hash>-<pod hash>).
 		w.nextPod++
 		b := &backend{pod: d.Name + "-7c9d8f6b5-x0000", namespace: d.Namespace, labels: d.Spec.Template.Labels,
 			ip: podIP(w.nextPod), httpPort: freePort(w.t), h2cPort: freePort(w.t)}
+		httpsPort := freePort(w.t)
+		if len(tlsEnv) > 0 {
+			b.httpsPort = httpsPort
+		}
 		b.proc = w.start(ctx, "echo "+k.String(), bins.echo)
 		b.log = &podLog{}
 		b.proc.cmd.Stdout = io.MultiWriter(b.proc.out, b.log)
-		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+freePort(w.t),
+		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+httpsPort,
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
+		b.proc.cmd.Env = append(b.proc.cmd.Env, tlsEnv...)
 		if grpcEcho(d) {
 			b.grpc = true
 			b.proc.cmd.Env = append(b.proc.cmd.Env, "GRPC_ECHO_SERVER=1")
@@ -633,4 +653,68 @@ func (w *world) waitSynced(ctx context.Context) {
 	case <-ch:
 	case <-ctx.Done():
 	}
+}
+
+// backendTLSFiles writes the certificate and key a Deployment's echo
+// container serves TLS with (its TLS_SERVER_CERT and TLS_SERVER_PRIVKEY,
+// paths in a volume of a Secret) to files, and returns the environment
+// naming them; none for a Deployment without them. ok is false while the
+// Secret does not exist yet (a later sync starts the backend).
+func (w *world) backendTLSFiles(ctx context.Context, d appsv1.Deployment) (env []string, ok bool) {
+	if len(d.Spec.Template.Spec.Containers) == 0 {
+		return nil, true
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	paths := map[string]string{}
+	for _, e := range c.Env {
+		if e.Name == "TLS_SERVER_CERT" || e.Name == "TLS_SERVER_PRIVKEY" {
+			paths[e.Name] = e.Value
+		}
+	}
+	if len(paths) != 2 {
+		return nil, true
+	}
+	dir := w.t.TempDir()
+	for name, path := range paths {
+		data, found := w.mountedSecretFile(ctx, d, c, path)
+		if !found {
+			return nil, false
+		}
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			w.t.Errorf("backend TLS files: %v", err)
+			return nil, false
+		}
+		env = append(env, name+"="+file)
+	}
+	return env, true
+}
+
+// mountedSecretFile is the content of the file at path in container c of
+// d, from the Secret volume mounted over it (its items, else its keys).
+func (w *world) mountedSecretFile(ctx context.Context, d appsv1.Deployment, c corev1.Container, path string) ([]byte, bool) {
+	for _, m := range c.VolumeMounts {
+		rel, found := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !found {
+			continue
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			var sec corev1.Secret
+			if err := w.base.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: v.Secret.SecretName}, &sec); err != nil {
+				return nil, false
+			}
+			key := rel
+			for _, it := range v.Secret.Items {
+				if it.Path == rel {
+					key = it.Key
+				}
+			}
+			data, ok := sec.Data[key]
+			return data, ok
+		}
+	}
+	return nil, false
 }

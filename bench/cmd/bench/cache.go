@@ -11,7 +11,7 @@ import (
 
 // wlCache is the section of a cache hit at the gateway against nginx
 // proxying the same request uncached.
-const wlCache = "(i) response cache: tiny body, max rate (wrk), a meshgate gateway cache hit vs the gateway uncached vs nginx proxying uncached, same run"
+const wlCache = "(k) response cache: tiny body, max rate (wrk), a meshgate gateway cache hit vs the gateway uncached vs nginx proxying uncached, same run"
 
 // cachePolicyFile is the TrafficPolicy of the cache rows, in the
 // data-plane policy directory while they run.

@@ -91,6 +91,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			c.stop()
 		}
 	}
+	if !skip["https"] && ctx.Err() == nil {
+		if err := r.httpsRows(ctx, env, backendAddr); err != nil {
+			errs = append(errs, fmt.Errorf("https: %w", err))
+		}
+	}
 	if !skip["grpc"] && ctx.Err() == nil {
 		if err := r.grpcWorkload(ctx, env); err != nil {
 			errs = append(errs, fmt.Errorf("grpc: %w", err))

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -235,6 +236,21 @@ func TestResponseCache(t *testing.T) {
 		fetch(t, "/purge/b", "HIT")
 		if _, err := c.cli("cache", "purge", "--gateway", "no-such-gateway"); err == nil {
 			t.Error("purging an unknown gateway: no error")
+		}
+	})
+	t.Run("stats", func(t *testing.T) {
+		r, err := get("http://" + c.addr("gateway-admin-edge") + "/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stats struct {
+			Cache map[string]uint64 `json:"response_cache"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &stats); err != nil {
+			t.Fatalf("/stats: %v: %.300s", err, r.body)
+		}
+		if stats.Cache["hit"] == 0 || stats.Cache["miss"] == 0 || stats.Cache["stale"] == 0 || stats.Cache["revalidated"] == 0 {
+			t.Errorf("/stats response_cache: %v, want hits, misses, stale and revalidated responses counted", stats.Cache)
 		}
 	})
 }

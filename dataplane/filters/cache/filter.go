@@ -50,6 +50,12 @@ const (
 	Stale = "STALE"
 )
 
+// StatFamily is the /stats family of the cache's counters, by outcome:
+// hit, miss, stale (served stale while refreshing), revalidated (a stale
+// response confirmed by a 304), coalesced (a miss served the response of
+// a concurrent one's upstream request), invalidated (by a write).
+const StatFamily = "response_cache"
+
 // refreshTimeout bounds a background revalidation.
 const refreshTimeout = 30 * time.Second
 
@@ -68,11 +74,12 @@ func Factory() httpfilter.Factory {
 type Filter struct {
 	name  string
 	store *store
+	stats *httpfilter.Counters // nil counts nothing
 	// now is the clock (time.Now; tests set theirs).
 	now func() time.Time
 }
 
-func newFilter(name string, config proto.Message, _ httpfilter.Env) (httpfilter.Filter, error) {
+func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
 	v, ok := config.(*structpb.Struct)
 	if !ok {
 		return nil, errNotStruct
@@ -81,7 +88,7 @@ func newFilter(name string, config proto.Message, _ httpfilter.Env) (httpfilter.
 	if err != nil {
 		return nil, err
 	}
-	return &Filter{name: name, store: newStore(lc.maxCacheBytes), now: time.Now}, nil
+	return &Filter{name: name, store: newStore(lc.maxCacheBytes), stats: env.Stats.Counters(StatFamily), now: time.Now}, nil
 }
 
 func newPerRoute(config proto.Message) (any, error) {
@@ -129,6 +136,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 		get := *r
 		get.Method = http.MethodGet
 		h.store.invalidate(requestKey(&get, rc))
+		h.stats.Inc("invalidated")
 		return
 	}
 	noStore, noCache := requestDirectives(r.Header)
@@ -143,9 +151,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 			age := e.age(now)
 			switch {
 			case age < e.lifetime:
+				h.stats.Inc("hit")
 				serve(w, r, e, now, Hit)
 				return
 			case age < e.lifetime+e.swr:
+				h.stats.Inc("stale")
 				serve(w, r, e, now, Stale)
 				if h.store.startRefresh(key) {
 					// The request is copied before the handler returns:
@@ -176,9 +186,11 @@ func (h *handler) fetch(w http.ResponseWriter, r *http.Request, rt *router.Route
 			return
 		}
 		if e := fl.entry; e != nil && e.matches(r.Header) {
+			h.stats.Inc("coalesced")
 			serve(w, r, e, h.now(), Hit)
 			return
 		}
+		h.stats.Inc("miss")
 		cw := &captureWriter{limit: rc.maxBodyBytes, header: http.Header{}, passTo: func(int) http.ResponseWriter { return w }}
 		h.next.ServeHTTP(cw, r, rt)
 		h.keep(r, rc, key, cw)
@@ -186,6 +198,7 @@ func (h *handler) fetch(w http.ResponseWriter, r *http.Request, rt *router.Route
 	}
 	var stored *entry
 	defer func() { h.store.land(key, fl, stored) }()
+	h.stats.Inc("miss")
 	cw := &captureWriter{limit: rc.maxBodyBytes, header: http.Header{}, passTo: func(int) http.ResponseWriter { return w }}
 	h.next.ServeHTTP(cw, r, rt)
 	stored = h.keep(r, rc, key, cw)
@@ -210,9 +223,11 @@ func (h *handler) revalidate(w http.ResponseWriter, r *http.Request, rt *router.
 	if cw.status == http.StatusNotModified {
 		fresh := h.refreshed(e, cw.header, rc)
 		h.store.put(fresh)
+		h.stats.Inc("revalidated")
 		serve(w, r, fresh, h.now(), Hit)
 		return true
 	}
+	h.stats.Inc("miss")
 	h.keep(r, rc, key, cw)
 	return true
 }

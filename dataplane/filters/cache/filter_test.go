@@ -128,7 +128,7 @@ type harness struct {
 
 func newHarness(t *testing.T, route map[string]any, be *backend) *harness {
 	t.Helper()
-	f, err := newFilter("cache", value(t, map[string]any{"max_cache_bytes": 1 << 20}), httpfilter.Env{})
+	f, err := newFilter("cache", value(t, map[string]any{"max_cache_bytes": 1 << 20}), httpfilter.Env{Stats: new(httpfilter.Stats)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +258,9 @@ func TestRevalidation(t *testing.T) {
 	if w.Code != 200 || w.Body.String() != "doc " || be.lastSeen.Get("If-None-Match") != `"v1"` {
 		t.Errorf("revalidated: status %d body %q, backend saw If-None-Match %q", w.Code, w.Body.String(), be.lastSeen.Get("If-None-Match"))
 	}
+	if n := hs.f.stats.Get("revalidated"); n != 1 {
+		t.Errorf("stats: %d revalidated, want 1", n)
+	}
 	hs.expect("/cached", Hit, 2) // fresh again
 	if w := hs.expect("/cached", Hit, 2, "If-None-Match", `W/"v1"`); w.Code != http.StatusNotModified || w.Body.Len() != 0 {
 		t.Errorf("conditional hit: status %d, body %q", w.Code, w.Body.String())
@@ -313,6 +316,9 @@ func TestCoalescing(t *testing.T) {
 		wg.Wait()
 		if n := be.calls.Load(); n != 1 {
 			t.Fatalf("%d upstream requests for 100 concurrent misses, want 1", n)
+		}
+		if miss, coalesced := hs.f.stats.Get("miss"), hs.f.stats.Get("coalesced"); miss != 1 || coalesced != 99 {
+			t.Errorf("stats: %d misses, %d coalesced; want 1, 99", miss, coalesced)
 		}
 		for i, w := range results {
 			if w.Code != 200 || w.Body.String() != "one " {

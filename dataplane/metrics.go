@@ -20,6 +20,7 @@ import (
 type proxyMetrics struct {
 	registry *prometheus.Registry
 	requests *metrics.Proxy
+	tcp      *metrics.TCP
 	acks     *prometheus.CounterVec
 	nacks    *prometheus.CounterVec
 }
@@ -29,6 +30,7 @@ func newProxyMetrics(p *Proxy) *proxyMetrics {
 	m := &proxyMetrics{
 		registry: reg,
 		requests: metrics.NewProxy(reg),
+		tcp:      metrics.NewTCP(reg),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_proxy_xds_updates_accepted_total",
 			Help: "xDS responses applied (ACKed), by resource type.",

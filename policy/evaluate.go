@@ -426,6 +426,12 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	for _, r := range s.HTTPRoutes {
 		add(r.RouteKind(), r.Namespace, r.Name, r, r.Source)
 	}
+	for _, r := range s.TCPRoutes {
+		add(KindTCPRoute, r.Namespace, r.Name, r, r.Source)
+	}
+	for _, r := range s.TLSRoutes {
+		add(KindTLSRoute, r.Namespace, r.Name, r, r.Source)
+	}
 	for _, svc := range s.Services {
 		add(KindService, svc.Namespace, svc.Name, svc, svc.Source)
 	}

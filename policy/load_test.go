@@ -56,7 +56,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 		{
 			path: "kinds.yaml",
 			want: []string{
-				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GRPCRoute, GatewayClass, ReferenceGrant, ListenerSet or BackendTLSPolicy in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy, MeshConfig or ACMEIssuer in meshgate.dev/v1alpha1; Namespace, Secret or ConfigMap in v1)`,
+				`kinds.yaml:2: kind: unknown kind "Gatway" (want Gateway, HTTPRoute, GRPCRoute, GatewayClass, ReferenceGrant, ListenerSet, BackendTLSPolicy, TCPRoute or TLSRoute in gateway.networking.k8s.io/v1; Service, SecurityPolicy, TrafficPolicy, MeshConfig or ACMEIssuer in meshgate.dev/v1alpha1; Namespace, Secret or ConfigMap in v1)`,
 				`kinds.yaml:6: apiVersion: kind Gateway needs apiVersion gateway.networking.k8s.io/v1, not "meshgate.dev/v1alpha1"`,
 				`kinds.yaml:12: kind: kind UDPRoute is not supported yet`,
 				`kinds.yaml:16: kind: kind is required`,
@@ -107,13 +107,13 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`gateway-listeners.yaml:11: spec.listeners[1].name: duplicate listener name "http" (also spec.listeners[0])`,
 				`gateway-listeners.yaml:15: spec.listeners[2].port: port 0 is out of range 1-65535`,
 				`gateway-listeners.yaml:20: spec.listeners[3].tls.certificateRefs: at least one certificateRef is required with mode Terminate`,
-				`gateway-listeners.yaml:24: spec.listeners[4].protocol: unknown protocol "QUIC" (want HTTP or HTTPS)`,
-				`gateway-listeners.yaml:25: spec.listeners[5].protocol: protocol is required (HTTP or HTTPS)`,
+				`gateway-listeners.yaml:24: spec.listeners[4].protocol: unknown protocol "QUIC" (want HTTP, HTTPS, TCP or TLS)`,
+				`gateway-listeners.yaml:25: spec.listeners[5].protocol: protocol is required (HTTP, HTTPS, TCP or TLS)`,
 				`gateway-listeners.yaml:30: spec.listeners[6].hostname: invalid hostname "Shop_Example.com": must be a lowercase RFC 1123 hostname, optionally starting with "*."`,
 				`gateway-listeners.yaml:31: spec.listeners[7]: listener "conflict" conflicts with listener "http": same port 8080 and no hostname`,
 				`gateway-listeners.yaml:38: spec.listeners[9]: listener "other-host-again" conflicts with listener "other-host": same port 8080 and hostname "*.example.com"`,
 				`gateway-listeners.yaml:46: spec.listeners[10].allowedRoutes.namespaces.selector: selector is required when from is Selector`,
-				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "UDPRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute and GRPCRoute)`,
+				`gateway-listeners.yaml:49: spec.listeners[10].allowedRoutes.kinds[0]: route kind "UDPRoute" in group "gateway.networking.k8s.io" is not supported yet (only HTTPRoute, GRPCRoute, TCPRoute and TLSRoute)`,
 				`gateway-listeners.yaml:55: spec.listeners: at least one listener is required`,
 			},
 		},
@@ -232,7 +232,7 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`service.yaml:14: metadata.labels.-bad-key: invalid label key "-bad-key": want an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
 				`service.yaml:18: spec.ports[1].port: duplicate port 80 (also spec.ports[0])`,
 				`service.yaml:18: spec.ports[1].name: duplicate port name "http" (also spec.ports[0])`,
-				`service.yaml:18: spec.ports[1].protocol: unknown protocol "HTTPS" (want HTTP or HTTP2)`,
+				`service.yaml:18: spec.ports[1].protocol: unknown protocol "HTTPS" (want HTTP, HTTP2 or TCP)`,
 				`service.yaml:19: spec.ports[2].port: port 70000 is out of range 1-65535`,
 				`service.yaml:19: spec.ports[2].name: invalid port name "8080": must contain a letter`,
 				`service.yaml:20: spec.ports[3].name: invalid port name "Admin": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
@@ -349,8 +349,8 @@ func TestLoadReportsAllErrorsAtOnce(t *testing.T) {
 	want := []string{
 		`testdata/multi/a.yaml:11: spec.rules[0].backendRefs[1].name: service "ordrs" not found`,
 		`testdata/multi/a.yaml:13: spec.rules[0].backendRefs[1].wieght: unknown field "wieght"`,
-		`testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol TLS is not supported yet (only HTTP and HTTPS)`,
-		`testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "TCP" (want HTTP or HTTP2)`,
+		`testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol UDP is not supported yet (only HTTP, HTTPS, TCP and TLS)`,
+		`testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "UDP" (want HTTP, HTTP2 or TCP)`,
 		`testdata/multi/b.yaml:12: YAML syntax error: did not find expected ',' or '}'`,
 	}
 	if !slices.Equal(got, want) {

@@ -352,14 +352,11 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			cond(string(gwapiv1.ListenerSetConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, true)
-	case *HTTPRoute:
-		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
-		obj.Spec = res.Spec
-		if res.GRPC != nil {
-			obj.Spec = *res.GRPC
-		}
+	case *HTTPRoute, *TCPRoute, *TLSRoute:
+		var parentRefs []gwapiv1.ParentReference
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec, parentRefs = routeParts(res)
 		refErrs := byClass(classRef, -1)
-		for i, pr := range res.Spec.ParentRefs {
+		for i, pr := range parentRefs {
 			ps := gwapiv1.RouteParentStatus{ParentRef: defaultedParentRef(pr), ControllerName: ControllerName}
 			if rejected {
 				ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), false,
@@ -384,7 +381,7 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		if rs.Reason == ReasonInvalid {
 			rs.Reason = string(gwapiv1.RouteReasonUnsupportedValue)
 		}
-		if len(res.Spec.ParentRefs) == 0 {
+		if len(parentRefs) == 0 {
 			// The Gateway API has no status for a route without parents:
 			// meshgate says it at the top.
 			if rejected {
@@ -529,7 +526,7 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 		if len(kinds) > 0 {
 			refReason = kinds[0].attr.reason
 			if refReason == string(gwapiv1.ListenerReasonInvalidRouteKinds) {
-				st.SupportedKinds = nil
+				st.SupportedKinds = fittingKinds(&ls)
 			}
 		}
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))

@@ -139,6 +139,10 @@ type HTTPRoute struct {
 	// GRPC is the spec of a GRPCRoute, held as the HTTPRoute whose spec
 	// routes as it does (see KindGRPCRoute); nil for an HTTPRoute.
 	GRPC *gwapiv1.GRPCRouteSpec
+	// routeKind, in a route standing for a TCPRoute or TLSRoute in the
+	// checks they share with HTTPRoutes (l4Shim), is that kind; "" for an
+	// HTTPRoute.
+	routeKind string
 }
 
 // Service is a meshgate.dev/v1alpha1 Service: a static registration of a
@@ -164,6 +168,8 @@ type ServiceSpec struct {
 const (
 	ProtocolHTTP  = "HTTP"
 	ProtocolHTTP2 = "HTTP2" // cleartext HTTP/2 (h2c) to the endpoints
+	// ProtocolTCP: bytes, not HTTP (l4route.go: mesh TCP services).
+	ProtocolTCP = "TCP"
 )
 
 // ServicePort is one port of a Service.
@@ -172,7 +178,7 @@ type ServicePort struct {
 	Name string `json:"name,omitempty"`
 	// Port is the port number clients and backendRefs use (1-65535).
 	Port int32 `json:"port"`
-	// Protocol is HTTP (default) or HTTP2.
+	// Protocol is HTTP (default), HTTP2 or TCP.
 	Protocol string `json:"protocol,omitempty"`
 	// AppProtocol is the application protocol as the Gateway API reads a
 	// Kubernetes Service port's appProtocol: kubernetes.io/h2c or grpc
@@ -229,6 +235,9 @@ type Set struct {
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service
+	// TCPRoutes and TLSRoutes sorted by namespace, then name.
+	TCPRoutes []*TCPRoute
+	TLSRoutes []*TLSRoute
 	// GatewayClasses sorted by name.
 	GatewayClasses []*GatewayClass
 	// ReferenceGrants sorted by namespace, then name.

@@ -177,6 +177,7 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 	for i := range spec.Rules {
 		l.checkSecurityRule(src, fmt.Sprintf("spec.rules[%d]", i), i, &spec.Rules[i], names)
 	}
+	l.checkL4Rules(sp, services)
 }
 
 // checkTargetRef validates the group and kind of a target reference and

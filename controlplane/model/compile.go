@@ -171,6 +171,9 @@ var compileSteps = [...]struct {
 	// ConfigMaps are read through policy.Set.BackendTLSFor by the
 	// BackendTLSPolicy step (their CA bundles).
 	{policy.KindConfigMap, func(*compiler) error { return nil }},
+	// TCPRoutes and TLSRoutes are read by the Gateway step (l4.go).
+	{policy.KindTCPRoute, func(*compiler) error { return nil }},
+	{policy.KindTLSRoute, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -311,7 +314,7 @@ func ruleForPort(rule *Rule, svc *Service, port *ServicePort) *Rule {
 func (c *compiler) gateways() error {
 	m := c.m
 	for _, pg := range c.set.Gateways {
-		gw := compileGateway(pg, c.routes, c.set)
+		gw := m.compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
 		gw.Authentication = authentication(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
@@ -368,8 +371,11 @@ func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service,
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
-		if pp.UpstreamProtocol() == policy.ProtocolHTTP2 {
+		switch {
+		case pp.UpstreamProtocol() == policy.ProtocolHTTP2:
 			proto = ProtocolHTTP2
+		case pp.Protocol == policy.ProtocolTCP:
+			proto = ProtocolTCP
 		}
 		svc.Ports = append(svc.Ports, &ServicePort{
 			Name:     pp.Name,
@@ -697,7 +703,7 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
-func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
+func (m *Model) compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
 	addrs := pg.BindAddresses()
 	gw := &Gateway{
 		NamespacedName:      NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
@@ -723,6 +729,7 @@ func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
 		gp := compileGatewayPort(port, byPort[port], routes)
 		gp.TLS = compilePortTLS(byPort[port], set)
+		gp.L4 = m.compilePortL4(byPort[port], set)
 		gw.Ports = append(gw.Ports, gp)
 	}
 	return gw
@@ -801,7 +808,7 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 			hsts[lh] = string(t.Options[policy.TLSOptionHSTS])
 		}
 		for _, cr := range routes {
-			if !attaches(l, cr) {
+			if l4Protocol([]ownedListener{l}) != "" || !attaches(l, cr) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {

@@ -233,6 +233,9 @@ type GatewayPort struct {
 	// TLS, when the port's listeners are HTTPS, is their certificates and
 	// TLS settings; nil: plaintext HTTP.
 	TLS *PortTLS `json:"tls,omitempty"`
+	// L4, when the port's listeners are TCP or TLS (Passthrough), is where
+	// its connections go (l4.go); nil for HTTP and HTTPS.
+	L4 *PortL4 `json:"l4,omitempty"`
 }
 
 // PortTLS is the TLS termination of a port of HTTPS listeners: one chain

@@ -32,6 +32,14 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	part := &gatewayPart{}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
+		if port.L4 != nil {
+			l, err := l4Listener(m, clusters, name, gw, port)
+			if err != nil {
+				return nil, err
+			}
+			part.listeners = append(part.listeners, l)
+			continue
+		}
 		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)

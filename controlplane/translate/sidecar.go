@@ -36,7 +36,14 @@ type outboundPart struct {
 func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterSet, error) {
 	m, in := p.translation()
 	var own []*ownCluster
-	if node.InboundAddress != "" && node.AppAddress != "" {
+	if svc := m.Service(node.Namespace, node.Service); svc != nil && svc.IsTCP() && node.InboundAddress != "" && node.AppAddress != "" {
+		l, c, err := inboundTCP(m, in, node, svc)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Listeners = append(res.Listeners, l)
+		own = append(own, &ownCluster{cluster: c})
+	} else if node.InboundAddress != "" && node.AppAddress != "" {
 		l, rc, c, err := inbound(m, in, node)
 		if err != nil {
 			return nil, nil, err
@@ -69,7 +76,16 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	}
 	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, out.routes)
-	return own, []*clusterSet{out.clusters}, nil
+	shared := []*clusterSet{out.clusters}
+	if node.OutboundTCP != "" {
+		listeners, clusters, err := outboundTCP(p, node)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Listeners = append(res.Listeners, listeners...)
+		shared = append(shared, clusters)
+	}
+	return own, shared, nil
 }
 
 // buildOutbound builds the outbound route configuration of a sidecar in
@@ -86,6 +102,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 	for _, svc := range m.Services {
 		if !mayCall(svc) {
 			continue
+		}
+		if svc.IsTCP() {
+			continue // reached through outbound TCP listeners (l4.go)
 		}
 		for _, port := range svc.Ports {
 			var rs []*routev3.Route

@@ -383,11 +383,11 @@ func (e *Entry) requestHeader(name string) (string, bool) {
 	case ":path":
 		return e.path, e.path != ""
 	case ":method":
-		return e.method, true
+		return e.method, e.method != "" // none for a connection (StartConn)
 	case ":authority":
 		return e.authority, e.authority != ""
 	case ":scheme":
-		return e.scheme, true
+		return e.scheme, e.scheme != ""
 	}
 	return headerValue(e.req.Header, name)
 }
@@ -444,4 +444,28 @@ func appendJSONString(buf []byte, s string) []byte {
 		i += size
 	}
 	return buf
+}
+
+// StartConn starts the Entry of a proxied TCP connection from remoteAddr
+// (tcp_proxy's access log): no request, its identity (peer.Identity) and
+// trace from ctx; bytes are added with AddTunnelBytes.
+func StartConn(ctx context.Context, remoteAddr string) *Entry {
+	r := (&http.Request{RemoteAddr: remoteAddr, Header: http.Header{}}).WithContext(ctx)
+	return &Entry{w: noResponse{}, start: time.Now(), req: r}
+}
+
+// noResponse is the writer of a connection's Entry: no headers.
+type noResponse struct{}
+
+func (noResponse) Header() http.Header         { return http.Header{} }
+func (noResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (noResponse) WriteHeader(int)             {}
+
+// Deny records, on a connection's Entry, the RBAC policy that denied it (as
+// Denied does for a request).
+func (e *Entry) Deny(policy string) {
+	if e != nil {
+		e.deniedBy = policy
+		e.details = "rbac_access_denied_matched_policy[" + policy + "]"
+	}
 }

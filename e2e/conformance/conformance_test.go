@@ -102,7 +102,7 @@ func selectTests(level string, exp expectations) ([]suite.ConformanceTest, error
 		name := c.ShortName
 		httpRoute := strings.HasPrefix(name, "HTTPRoute")
 		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet") ||
-			strings.HasPrefix(name, "BackendTLSPolicy")
+			strings.HasPrefix(name, "BackendTLSPolicy") || strings.HasPrefix(name, "TCPRoute") || strings.HasPrefix(name, "TLSRoute")
 		if !httpRoute && !other {
 			continue
 		}
@@ -287,10 +287,13 @@ func runSuite(t *testing.T) {
 		k8s.MustCreateSelfSignedCertSecret(t, suite.InfrastructureNamespace, "tls-validity-checks-certificate", []string{"*", "*.org", "*.wildcard.org"}),
 	}
 	// The CA of the BackendTLSPolicy tests and the certificate it signs,
-	// which the suite's tls-backend serves (as the suite's Setup makes them).
+	// which the suite's tls-backend (and the TLS echo of the TLSRoute tests)
+	// serves, as the suite's Setup makes them.
 	ca, caCert, caKey := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "tls-checks-ca-certificate")
 	certs = append(certs, ca, k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-checks-certificate",
-		[]string{"abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"}, caCert, caKey))
+		[]string{"abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"}, caCert, caKey),
+		// The TLSRoute tests' passthrough backend serves this one.
+		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, caCert, caKey))
 	// Another CA, that the tls-backend's certificate does not chain to.
 	mismatch, _, _ := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "mismatch-ca-certificate")
 	certs = append(certs, mismatch)

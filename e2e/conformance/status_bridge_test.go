@@ -155,6 +155,24 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 			}
 		}
 	}
+	for i := range o.tcpRoutes {
+		r := &o.tcpRoutes[i]
+		if s := byKey[keyOf("TCPRoute", r)]; s != nil {
+			r.Status.Parents = s.Object.Status.Parents
+			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.tlsRoutes {
+		r := &o.tlsRoutes[i]
+		if s := byKey[keyOf("TLSRoute", r)]; s != nil {
+			r.Status.Parents = s.Object.Status.Parents
+			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

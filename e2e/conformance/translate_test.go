@@ -97,6 +97,12 @@ func (tr translator) translate(o *objects) []document {
 	for _, r := range o.grpcRoutes {
 		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", &r, r.Spec))
 	}
+	for _, r := range o.tcpRoutes {
+		add(keyOf("TCPRoute", &r), gatewayAPI("TCPRoute", &r, r.Spec))
+	}
+	for _, r := range o.tlsRoutes {
+		add(keyOf("TLSRoute", &r), gatewayAPI("TLSRoute", &r, r.Spec))
+	}
 	for _, g := range o.referenceGrants {
 		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", &g, g.Spec))
 	}
@@ -159,8 +165,9 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 }
 
 // service is the meshgate Service for a Kubernetes Service. Ports that are
-// neither HTTP nor h2c (TCP, TLS, UDP) are left out: meshgate Services carry
-// HTTP ports only; appProtocol is passed as it is. The endpoints of a port are the echo backends of the pods
+// neither HTTP nor h2c (TCP, TLS, UDP) are left out, but for a Service of
+// TCP echo backends (TCPRoute), whose ports are TCP ports; appProtocol is
+// passed as it is. The endpoints of a port are the echo backends of the pods
 // behind it (their sidecars in a mesh namespace), on the backend's port for
 // the pod port targeted (3001 and h2c ports: the h2c one; others, and every
 // port of a gRPC echo backend: the HTTP one). The pods are those its selector matches or, for a Service without a
@@ -169,11 +176,16 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 // to it is routing to its endpoints.
 func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlice) map[string]any {
 	var ports, endpoints []any
+	tcpOnly := tr.tcpBackends(s)
 	for _, p := range s.Spec.Ports {
 		protocol, ok := httpProtocol(p)
 		tlsPort := p.TargetPort.IntValue() == echoTLSPort
 		if tlsPort {
 			protocol, ok = "HTTP", true
+		}
+		if tcpOnly && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			// A Service of TCP echo backends (TCPRoute): a TCP port.
+			protocol, ok = "TCP", true
 		}
 		if !ok {
 			continue
@@ -207,10 +219,14 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 			target := t.pod.httpPort
 			h2 := protocol == "HTTP2" || ptr.Deref(p.AppProtocol, "") == "kubernetes.io/h2c"
 			switch {
+			case protocol == "TCP" && t.port == 8443:
+				target = t.pod.h2cPort // a TCP echo backend's TLS port
 			case tlsPort && t.pod.httpsPort != "":
 				target = t.pod.httpsPort
 			case !t.pod.grpc && (t.port == 3001 || h2):
 				target = t.pod.h2cPort // the gRPC echo serves h2c on its HTTP port
+			case t.port == 8443:
+				target = t.pod.httpsPort // an HTTPS echo backend (TLS passthrough)
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})
 		}
@@ -225,6 +241,21 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 		"metadata":   meta(s.Name, s.Namespace, s.Labels),
 		"spec":       spec,
 	}
+}
+
+// tcpBackends reports whether the pods s selects are TCP echo backends
+// (and there is at least one).
+func (tr translator) tcpBackends(s corev1.Service) bool {
+	if len(s.Spec.Selector) == 0 || len(s.Spec.Ports) == 0 {
+		return false
+	}
+	targets := tr.selected(s, s.Spec.Ports[0])
+	for _, t := range targets {
+		if !t.pod.tcp {
+			return false
+		}
+	}
+	return len(targets) > 0
 }
 
 // podPort is a pod behind a Service port and the pod port it targets (0

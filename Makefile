@@ -97,6 +97,7 @@ FUZZ_TARGETS += ./dataplane/filters/openapi:FuzzRequests
 FUZZ_TARGETS += ./dataplane/filters/cors:FuzzCorsPolicy
 FUZZ_TARGETS += ./dataplane/filters/localratelimit:FuzzLocalRateLimit ./dataplane/filters/globalratelimit:FuzzGlobalRateLimit
 FUZZ_TARGETS += ./dataplane/filters/jwtauthn:FuzzVerify ./dataplane/filters/apikeyauth:FuzzAPIKey ./dataplane/filters/basicauth:FuzzBasicAuth
+FUZZ_TARGETS += ./dataplane/filters/cache:FuzzCache
 FUZZ_TARGETS += ./api/spiffeid:FuzzParse ./api/dnslabel:FuzzValid
 FUZZ_TIME    ?= 60s
 FUZZ_FLAGS   ?=

@@ -18,12 +18,13 @@ import (
 )
 
 // adminHandler serves /ready, /app_health, /config_dump, /stats, /metrics,
-// /clusters and /debug/pprof/.
+// /clusters, /debug/pprof/ and POST /cache/purge.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	registerPprof(mux)
 	mux.HandleFunc("GET /app_health", p.serveAppHealth)
 	mux.HandleFunc("GET /clusters", p.serveClusters)
+	mux.HandleFunc("POST /cache/purge", p.serveCachePurge)
 	// Prometheus metrics, text or OpenMetrics (docs/observability.md).
 	mux.Handle("GET /metrics", p.metrics.handler())
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {

@@ -67,6 +67,9 @@ type TrafficPolicySpec struct {
 	// RequestValidation validates requests against an OpenAPI 3 document
 	// (HTTPRoute targets only).
 	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`
+	// Cache caches the responses of the routes at the gateway
+	// (docs/policies.md "Response caching").
+	Cache *ResponseCache `json:"cache,omitempty"`
 }
 
 // TrafficTargetRef names a resource in the policy's namespace: a Service
@@ -300,4 +303,40 @@ type FaultAbort struct {
 type BodyLimits struct {
 	MaxRequestBytes  *int64 `json:"maxRequestBytes,omitempty"`
 	MaxResponseBytes *int64 `json:"maxResponseBytes,omitempty"`
+}
+
+// ResponseCache enables the gateway's response cache on the routes a
+// TrafficPolicy applies to (at gateways; sidecars do not cache): GET
+// responses are stored per RFC 9111 (explicit freshness only) in an
+// in-memory LRU of the listener, keyed by method, host, path, the query
+// parameters and the request headers chosen here and, for requests with an
+// Authorization header, the caller. Every field is optional: `cache: {}`
+// enables caching with the defaults.
+type ResponseCache struct {
+	// TTL, when set, is the freshness lifetime of every stored response,
+	// in place of its Cache-Control max-age/s-maxage or Expires (no-store,
+	// private and no-cache are still honoured).
+	TTL gwapiv1.Duration `json:"ttl,omitempty"`
+	// StaleWhileRevalidate serves a response this long past its lifetime
+	// (X-Cache: STALE) while one request refreshes it in the background;
+	// a response's own stale-while-revalidate directive may say longer.
+	StaleWhileRevalidate gwapiv1.Duration `json:"staleWhileRevalidate,omitempty"`
+	// Shared caches the responses to authenticated requests once for every
+	// caller instead of per caller (only those RFC 9111 lets a shared
+	// cache store: public, s-maxage or must-revalidate).
+	Shared bool `json:"shared,omitempty"`
+	// QueryParameters are the query parameters in the key; unset: all.
+	QueryParameters []string `json:"queryParameters,omitempty"`
+	// Headers are request headers in the key.
+	Headers []string `json:"headers,omitempty"`
+	// AllowedVaryHeaders are the headers a response may vary on; one
+	// varying on another is not stored. Unset: any.
+	AllowedVaryHeaders []string `json:"allowedVaryHeaders,omitempty"`
+	// MaxEntryBytes bounds the body of a stored response (default 1 MiB,
+	// at most 64 MiB): a longer one is served, not stored.
+	MaxEntryBytes *int64 `json:"maxEntryBytes,omitempty"`
+	// MaxCacheBytes is the byte budget of the cache of each gateway
+	// listener serving the route (default 64 MiB, at most 4 GiB): the
+	// largest of its routes' values.
+	MaxCacheBytes *int64 `json:"maxCacheBytes,omitempty"`
 }

@@ -38,8 +38,8 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 	}
 	if spec.LoadBalancer == nil && spec.Timeouts == nil && spec.Retry == nil && spec.CircuitBreaker == nil &&
 		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil && spec.RateLimit == nil &&
-		spec.RequestValidation == nil {
-		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, rateLimit, requestValidation")
+		spec.RequestValidation == nil && spec.Cache == nil {
+		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, rateLimit, requestValidation, cache")
 	}
 	nonService := -1
 	seen := make(map[string]int)
@@ -135,6 +135,66 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		}{{"maxRequestBytes", b.MaxRequestBytes}, {"maxResponseBytes", b.MaxResponseBytes}} {
 			if v := f.value; v != nil && (*v < 1 || *v > MaxBodyLimit) {
 				l.errorf(src, "spec.bodyLimits."+f.name, "%d bytes: want 1 to %d", *v, MaxBodyLimit)
+			}
+		}
+	}
+	if spec.Cache != nil {
+		l.checkResponseCache(src, spec.Cache)
+	}
+}
+
+// Bounds of a TrafficPolicy's cache section.
+const (
+	// MaxCacheEntryBytes bounds cache.maxEntryBytes (64 MiB).
+	MaxCacheEntryBytes = 64 << 20
+	// MaxCacheBytes bounds cache.maxCacheBytes (4 GiB).
+	MaxCacheBytes = 4 << 30
+	// MaxCacheTTL bounds cache.ttl and cache.staleWhileRevalidate (1 year).
+	MaxCacheTTL = 365 * 24 * time.Hour
+	// MaxCacheKeyNames bounds each list of names of a cache section.
+	MaxCacheKeyNames = 32
+)
+
+// checkResponseCache checks a cache section.
+func (l *loader) checkResponseCache(src Source, c *ResponseCache) {
+	p := "spec.cache."
+	for _, d := range []struct {
+		name  string
+		value gwapiv1.Duration
+	}{{"ttl", c.TTL}, {"staleWhileRevalidate", c.StaleWhileRevalidate}} {
+		if d.value == "" {
+			continue
+		}
+		if v, ok := l.checkDuration(src, p+d.name, d.value, time.Second); ok && v > MaxCacheTTL {
+			l.errorf(src, p+d.name, "%s is longer than %s", d.value, MaxCacheTTL)
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		value *int64
+		max   int64
+	}{{"maxEntryBytes", c.MaxEntryBytes, MaxCacheEntryBytes}, {"maxCacheBytes", c.MaxCacheBytes, MaxCacheBytes}} {
+		if v := f.value; v != nil && (*v < 1 || *v > f.max) {
+			l.errorf(src, p+f.name, "%d bytes: want 1 to %d", *v, f.max)
+		}
+	}
+	for _, list := range []struct {
+		name   string
+		values []string
+		header bool
+	}{{"queryParameters", c.QueryParameters, false}, {"headers", c.Headers, true}, {"allowedVaryHeaders", c.AllowedVaryHeaders, true}} {
+		if len(list.values) > MaxCacheKeyNames {
+			l.errorf(src, p+list.name, "%d names: at most %d", len(list.values), MaxCacheKeyNames)
+		}
+		for i, v := range list.values {
+			field := fmt.Sprintf("%s%s[%d]", p, list.name, i)
+			switch {
+			case v == "":
+				l.errorf(src, field, "a name is required")
+			case list.header:
+				if msg := checkHeaderName(v); msg != "" {
+					l.errorf(src, field, "%s", msg)
+				}
 			}
 		}
 	}

@@ -59,6 +59,8 @@ type RouteTraffic struct {
 	// policy RateLimitPolicy (namespace/name: it names the global rules).
 	RateLimit       *policy.RateLimit `json:"rateLimit,omitempty"`
 	RateLimitPolicy string            `json:"rateLimitPolicy,omitempty"`
+	// Cache: the gateway caches the route's responses.
+	Cache *policy.ResponseCache `json:"cache,omitempty"`
 	// RequestValidation validates the requests against an OpenAPI
 	// document (HTTPRoute targets only).
 	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`
@@ -123,6 +125,7 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 		into.RateLimit, into.RateLimitPolicy = from.RateLimit, from.RateLimitPolicy
 	}
 	into.RequestValidation = cmp.Or(into.RequestValidation, from.RequestValidation)
+	into.Cache = cmp.Or(into.Cache, from.Cache)
 	return into
 }
 
@@ -272,6 +275,7 @@ func compileTraffic(tp *policy.TrafficPolicy, openAPIDocument []byte) (*compiled
 		rt.RateLimitPolicy = orDefault(tp.Namespace) + "/" + tp.Name
 	}
 	rt.RequestValidation = compileRequestValidation(spec.RequestValidation, openAPIDocument)
+	rt.Cache = spec.Cache
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])
 	}

@@ -50,6 +50,8 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
 			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
 			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))
+			want.cache = want.cache || anyRouteTraffic(m, vh.Rules, port.Traffic, hasCache)
+			want.cacheBytes = cacheBudget(m, vh.Rules, port.Traffic, want.cacheBytes)
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {
@@ -85,6 +87,11 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			rs, err := routes(m, clusters, vh.Rules, port.Number, gw.Authorization, port.Traffic)
 			if err != nil {
 				return nil, err
+			}
+			if want.cache {
+				if err := setResponseCaches(m, rs, vh.Rules, port.Traffic); err != nil {
+					return nil, err
+				}
 			}
 			vhost := &routev3.VirtualHost{
 				Name:    name + "/" + vh.Hostname,

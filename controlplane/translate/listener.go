@@ -140,6 +140,10 @@ type listenerFilters struct {
 	// openAPI: a route of the listener validates requests against an
 	// OpenAPI document (openapi.go).
 	openAPI bool
+	// cache: a route of the gateway listener caches responses, in a cache
+	// of cacheBytes (0: the default) (responsecache.go).
+	cache      bool
+	cacheBytes int64
 	// localRateLimit: a route of the listener has a local rate limit
 	// (ratelimit.go).
 	localRateLimit bool
@@ -181,7 +185,10 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // further), then the local rate limit (a denied request takes no token) and
 // the global rate limit, then request validation (of the request as the
 // client sent it, once it may go on), then the header mutation, fault,
-// buffer and response limit filters.
+// buffer and response limit filters, and the response cache last (what it
+// serves from the cache has passed authentication, authorization and rate
+// limits, and the response filters before it see hits as they see
+// misses).
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.cors {
@@ -270,6 +277,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if want.responseLimit {
 		f, err := responseLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.cache {
+		f, err := responseCacheFilter(want.cacheBytes)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

@@ -208,6 +208,12 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-filters.yaml:59: spec.rules[4].filters[1].requestMirror.fraction.numerator: numerator 3 is out of range 0-2 (the denominator)`,
 				`route-filters.yaml:64: spec.rules[4].filters[2].requestMirror.fraction: only one of percent and fraction may be set`,
 				`route-filters.yaml:64: spec.rules[4].filters[2].requestMirror.fraction.denominator: denominator 0 must be at least 1`,
+				`route-filters.yaml:70: spec.rules[5].filters[0].externalAuth.backendRef.name: service "authz" not found`,
+				`route-filters.yaml:71: spec.rules[5].filters[0].externalAuth.grpc: protocol must be GRPC when grpc is set`,
+				`route-filters.yaml:72: spec.rules[5].filters[0].externalAuth.http.path: invalid path "/a b" (want at most 1024 characters of a path value)`,
+				`route-filters.yaml:72: spec.rules[5].filters[0].externalAuth.http.allowedHeaders[1]: duplicate "X-A"`,
+				"route-filters.yaml:72: spec.rules[5].filters[0].externalAuth.http.allowedResponseHeaders[0]: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
+				`route-filters.yaml:77: spec.rules[6].filters[0].externalAuth.protocol: unknown protocol "SOAP" (want HTTP or GRPC)`,
 			},
 		},
 		{

@@ -524,6 +524,10 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule,
 			a.Mirrors = append(a.Mirrors, m.compileMirror(routeNamespace, f.RequestMirror, permitted))
 			continue
 		}
+		if f.Type == gwapiv1.HTTPRouteFilterExternalAuth && f.ExternalAuth != nil {
+			a.ExtAuth = m.compileExtAuth(routeNamespace, f.ExternalAuth, permitted)
+			continue
+		}
 		if err := compileFilter(a, f); err != nil {
 			return nil, fmt.Errorf("filters[%d]: %w", fi, err)
 		}
@@ -1014,4 +1018,33 @@ func compileCORS(f *gwapiv1.HTTPCORSFilter) *CORS {
 		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
 	}
 	return c
+}
+
+// compileExtAuth compiles an ExternalAuth filter; its backend has no
+// cluster when the reference does not resolve.
+func (m *Model) compileExtAuth(routeNamespace string, f *gwapiv1.HTTPExternalAuthFilter, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) *ExtAuth {
+	ref := f.BackendRef
+	ea := &ExtAuth{
+		Protocol: string(f.ExternalAuthProtocol),
+		Backend:  Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)}},
+		Timeout:  DefaultExtAuthTimeout,
+	}
+	if ref.Port != nil {
+		ea.Backend.Port = *ref.Port
+	}
+	if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+		ea.Backend.Cluster = m.backendCluster(routeNamespace, &ea.Backend, permitted)
+	}
+	if g := f.GRPCAuthConfig; g != nil {
+		ea.AllowedHeaders = slices.Clone(g.AllowedRequestHeaders)
+	}
+	if h := f.HTTPAuthConfig; h != nil {
+		ea.PathPrefix = h.Path
+		ea.AllowedHeaders = slices.Clone(h.AllowedRequestHeaders)
+		ea.AllowedUpstreamHeaders = slices.Clone(h.AllowedResponseHeaders)
+	}
+	if b := f.ForwardBody; b != nil {
+		ea.MaxBodyBytes = uint32(b.MaxSize)
+	}
+	return ea
 }

@@ -88,6 +88,9 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 				return nil, err
 			}
 		}
+		if err := disableExtAuthElsewhere(rc, want); err != nil {
+			return nil, err
+		}
 		part.listeners = append(part.listeners, l)
 		part.routes = append(part.routes, rc)
 	}

@@ -132,6 +132,9 @@ type listenerFilters struct {
 	// responseLimit: a route of the listener limits response bodies
 	// (trafficpolicy.go).
 	responseLimit bool
+	// extAuth are the distinct external authorizations of the listener's
+	// routes, by filter name (extauthz.go).
+	extAuth []*model.ExtAuth
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -142,13 +145,15 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 		f.rbac = f.rbac || r.Authorization != nil
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
 		f.cors = f.cors || hasCORS(r)
+		f.addExtAuth(r.Action.ExtAuth)
 	}
 }
 
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
-// others answer), then authorization (the deny, then the allow filter: a
+// others answer), then the external authorizations (extauthz.go), then
+// authorization (the deny, then the allow filter: a
 // denied request goes no further), then the header mutation, fault,
 // buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
@@ -166,6 +171,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, gw)
+	}
+	for _, ea := range want.extAuth {
+		f, err := extAuthzFilter(ea)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.rbac {
 		rbac, err := rbacHTTPFilters(want.authorization)

@@ -132,6 +132,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 			return nil, err
 		}
 	}
+	if err := disableExtAuthElsewhere(rc, outboundFilters(m)); err != nil {
+		return nil, err
+	}
 	return &outboundPart{routes: rc, clusters: clusters.set()}, nil
 }
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/cors"
+	"github.com/meshgate/meshgate/dataplane/filters/extauthz"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
@@ -56,12 +57,13 @@ type Registry struct {
 // (envoy.extensions.filters.http.router.v3.Router, always known), RBAC
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
-// body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors) and
+// body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors),
+// external authorization (ext_authz.v3.ExtAuthz) and
 // meshgate's response limit (a TypedStruct of responselimit.TypeURL:
 // response body limits).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
-		cors.Factory(), responselimit.Factory())
+		cors.Factory(), responselimit.Factory(), extauthz.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

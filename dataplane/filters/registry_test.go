@@ -52,6 +52,7 @@ func TestDefaultRegistry(t *testing.T) {
 		"envoy.extensions.filters.http.router.v3.Router",
 		"envoy.extensions.filters.http.buffer.v3.Buffer",
 		"envoy.extensions.filters.http.cors.v3.Cors",
+		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// extAuthFilter is an HTTPRoute ExternalAuth filter (HTTP) calling the
+// authz service (YAML, indented for a rule's filters).
+const extAuthFilter = `
+      filters:
+        - type: ExternalAuth
+          externalAuth:
+            protocol: HTTP
+            backendRef: {name: authz, port: 80}
+            http:
+              path: /check
+              allowedHeaders: [x-api-key]
+              allowedResponseHeaders: [x-user]
+            forwardBody: {maxSize: 16}`
+
+// startHTTPAuthService starts the authz service: it denies a request
+// whose X-Api-Key is "bad" with 401, a body and headers, and allows any
+// other, adding X-User and X-Other (not allowed upstream). It records
+// what it saw in the response headers of an allowed request's backend
+// through X-User: "alice|<method>|<path>|<X-Api-Key>|<X-Secret>".
+func startHTTPAuthService(c *cluster) *testBackend {
+	return startTestBackend(c, "authz", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		if r.Header.Get("X-Api-Key") == "bad" {
+			w.Header().Set("WWW-Authenticate", `ApiKey realm="orders"`)
+			w.Header().Set("X-Deny-Reason", "revoked")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, "key revoked\n")
+			return true
+		}
+		w.Header().Set("X-User", strings.Join([]string{"alice", r.Method, r.URL.RequestURI(), r.Header.Get("X-Api-Key"),
+			r.Header.Get("X-Secret")}, "|"))
+		w.Header().Set("X-Other", "not for the upstream")
+		return true
+	})
+}
+
+// TestHTTPRouteExternalAuthHTTP: an HTTPRoute ExternalAuth filter with an
+// HTTP authorization service, at the gateway (a Gateway route) and at a
+// sidecar (a mesh route): an allowed request reaches the backend with the
+// header the service added (only the allowed one), the service having
+// seen the method, the path after its prefix, the allowed header and not
+// the others; a denied one gets the service's status, headers and body
+// and never reaches the backend; a route of the same listener without
+// the filter is not checked.
+func TestHTTPRouteExternalAuthHTTP(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	authz := startHTTPAuthService(c)
+	api := startTestBackend(c, "api", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("X-Seen-User", r.Header.Get("X-User"))
+		w.Header().Set("X-Seen-Other", r.Header.Get("X-Other"))
+		return false
+	})
+	c.policy("extauthz.yaml", yamlDocs(edgeGateway, meshServices("client"), serviceOf("api", "api"), serviceOf("authz", "authz"), `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /public}}]
+      backendRefs: [{name: api, port: 80}]
+    - backendRefs: [{name: api, port: 80}]`+extAuthFilter+`
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-mesh}
+spec:
+  parentRefs: [{group: meshgate.dev, kind: Service, name: api}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /public}}]
+      backendRefs: [{group: meshgate.dev, kind: Service, name: api, port: 80}]
+    - backendRefs: [{group: meshgate.dev, kind: Service, name: api, port: 80}]`+extAuthFilter+`
+`))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "api") {
+		checks, served := authz.requests.Load(), api.requests.Load()
+		r, err := e.get("/orders?id=7", "X-Api-Key: good", "X-Secret: s")
+		if err != nil {
+			t.Fatalf("%s: allowed request: %v", e.name, err)
+		}
+		if r.status != http.StatusOK || r.header.Get("X-Backend") != "api" {
+			t.Fatalf("%s: allowed request: %d %q, headers %v; want the backend's 200", e.name, r.status, r.body, r.header)
+		}
+		if got, want := r.header.Get("X-Seen-User"), "alice|GET|/check/orders?id=7|good|"; got != want {
+			t.Errorf("%s: the backend saw X-User %q, want %q (the service saw method, prefixed path, allowed header, not X-Secret)", e.name, got, want)
+		}
+		if got := r.header.Get("X-Seen-Other"); got != "" {
+			t.Errorf("%s: the backend saw X-Other %q: not an allowed response header", e.name, got)
+		}
+
+		r, err = e.get("/orders", "X-Api-Key: bad")
+		if err != nil {
+			t.Fatalf("%s: denied request: %v", e.name, err)
+		}
+		if r.status != http.StatusUnauthorized || r.body != "key revoked\n" || r.header.Get("X-Backend") != "" {
+			t.Errorf("%s: denied request: %d %q, headers %v; want the service's 401 and body", e.name, r.status, r.body, r.header)
+		}
+		if got := r.header.Get("WWW-Authenticate"); got != `ApiKey realm="orders"` {
+			t.Errorf("%s: denied request: WWW-Authenticate %q", e.name, got)
+		}
+		if got := r.header.Get("X-Deny-Reason"); got != "revoked" {
+			t.Errorf("%s: denied request: X-Deny-Reason %q (allowed_client_headers unset: every header)", e.name, got)
+		}
+
+		before := authz.requests.Load()
+		r, err = e.get("/public/x", "X-Api-Key: bad")
+		if err != nil || r.status != http.StatusOK || r.header.Get("X-Backend") != "api" {
+			t.Errorf("%s: a route without the filter: %v %+v; want the backend's 200", e.name, err, r)
+		}
+		if got := authz.requests.Load() - before; got != 0 {
+			t.Errorf("%s: a route without the filter was checked %d times", e.name, got)
+		}
+		if got, want := authz.requests.Load()-checks, int64(2); got != want {
+			t.Errorf("%s: %d checks, want %d", e.name, got, want)
+		}
+		if got, want := api.requests.Load()-served, int64(2); got != want {
+			t.Errorf("%s: the backend served %d requests, want %d (the denied one never reaching it)", e.name, got, want)
+		}
+	}
+}

@@ -127,3 +127,118 @@ spec:
 		}
 	}
 }
+
+// extAuthRoutes are HTTPRoutes named <name>-edge (at the edge gateway) and
+// <name>-mesh (on Service api) for paths under /<name>, to api.
+func extAuthRoutes(names ...string) string {
+	var docs []string
+	for _, name := range names {
+		docs = append(docs, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: `+name+`-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /`+name+`}}]
+      backendRefs: [{name: api, port: 80}]
+`, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: `+name+`-mesh}
+spec:
+  parentRefs: [{group: meshgate.dev, kind: Service, name: api}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /`+name+`}}]
+      backendRefs: [{group: meshgate.dev, kind: Service, name: api, port: 80}]
+`)
+	}
+	return yamlDocs(docs...)
+}
+
+// TestSecurityPolicyExtAuthFailureModes: a SecurityPolicy extAuth section
+// on HTTPRoutes, at the gateway and at a sidecar, with an authorization
+// service that does not answer checks of /…/slow paths: past the policy's
+// timeout, failureMode Open lets the request through (counted as
+// failure_mode_allowed in /stats) and Closed denies it with 403; answered
+// checks allow with the header the service added.
+func TestSecurityPolicyExtAuthFailureModes(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	startTestBackend(c, "authz", func(b *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			select { // no answer: the proxy's timeout ends the check
+			case <-r.Context().Done():
+			case <-b.closed:
+			}
+			return true
+		}
+		w.Header().Set("X-User", "alice")
+		return true
+	})
+	startTestBackend(c, "api", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("X-Seen-User", r.Header.Get("X-User"))
+		return false
+	})
+	policy := func(name, mode string, routes ...string) string {
+		return `
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: ` + name + `}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: ` + routes[0] + `}, {group: gateway.networking.k8s.io, kind: HTTPRoute, name: ` + routes[1] + `}]
+  extAuth:
+    http:
+      backendRef: {name: authz, port: 80}
+      headersToBackend: [x-user]
+    failureMode: ` + mode + `
+    timeout: 1s
+`
+	}
+	c.policy("extauthz.yaml", yamlDocs(edgeGateway, meshServices("client"), serviceOf("api", "api"), serviceOf("authz", "authz"),
+		extAuthRoutes("open", "closed"), `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: root-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: root-mesh}
+spec:
+  parentRefs: [{group: meshgate.dev, kind: Service, name: api}]
+  rules: [{backendRefs: [{group: meshgate.dev, kind: Service, name: api, port: 80}]}]
+`, policy("fail-open", "Open", "open-edge", "open-mesh"), policy("fail-closed", "Closed", "closed-edge", "closed-mesh")))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "api") {
+		for _, tt := range []struct {
+			path   string
+			status int
+			user   string
+		}{
+			{"/open/x", http.StatusOK, "alice"},
+			{"/closed/x", http.StatusOK, "alice"},
+			{"/open/slow", http.StatusOK, ""},
+			{"/closed/slow", http.StatusForbidden, ""},
+		} {
+			r, err := e.get(tt.path)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", e.name, tt.path, err)
+			}
+			if r.status != tt.status || r.header.Get("X-Seen-User") != tt.user {
+				t.Errorf("%s: %s: %d, X-Seen-User %q; want %d, %q", e.name, tt.path, r.status, r.header.Get("X-Seen-User"), tt.status, tt.user)
+			}
+		}
+		var stats struct {
+			ExtAuthz map[string]uint64 `json:"ext_authz"`
+		}
+		if err := adminGet(e.admin, "", "/stats", &stats); err != nil {
+			t.Fatal(err)
+		}
+		if stats.ExtAuthz["failure_mode_allowed"] != 1 || stats.ExtAuthz["error"] != 1 {
+			t.Errorf("%s: ext_authz stats %v; want one failure_mode_allowed, one error", e.name, stats.ExtAuthz)
+		}
+	}
+}

@@ -1313,6 +1313,17 @@ var externalAuthPathPattern = regexp.MustCompile(`^(?:[-A-Za-z0-9/._~!$&'()*+,;=
 // does; the path has the pattern of a path value; header lists of at most
 // 64 valid names without duplicates (forwardBody.maxSize is a uint16).
 func (l *loader) checkExternalAuth(r *HTTPRoute, p string, f *gwapiv1.HTTPExternalAuthFilter, services map[nsName]*Service) {
+	l.checkExternalAuthAt(r, p, f, services, externalAuthFields{backendRef: ".backendRef", path: ".http.path",
+		requestHeaders: ".http.allowedHeaders", responseHeaders: ".http.allowedResponseHeaders", grpcHeaders: ".grpc.allowedHeaders"})
+}
+
+// externalAuthFields are the paths, relative to the section, of the
+// fields of an external authorization in the filter or a SecurityPolicy.
+type externalAuthFields struct {
+	backendRef, path, requestHeaders, responseHeaders, grpcHeaders string
+}
+
+func (l *loader) checkExternalAuthAt(r *HTTPRoute, p string, f *gwapiv1.HTTPExternalAuthFilter, services map[nsName]*Service, fields externalAuthFields) {
 	src := r.Source
 	switch f.ExternalAuthProtocol {
 	case gwapiv1.HTTPRouteExternalAuthHTTPProtocol:
@@ -1327,7 +1338,7 @@ func (l *loader) checkExternalAuth(r *HTTPRoute, p string, f *gwapiv1.HTTPExtern
 		l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or GRPC)", f.ExternalAuthProtocol)
 	}
 	ref := gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{BackendObjectReference: f.BackendRef}}
-	l.checkBackendRef(r, p+".backendRef", &ref, services)
+	l.checkBackendRef(r, p+fields.backendRef, &ref, services)
 	headers := func(field string, names []string) {
 		if len(names) > maxExternalAuthHeaders {
 			l.errorf(src, field, "%d entries: at most %d", len(names), maxExternalAuthHeaders)
@@ -1346,13 +1357,13 @@ func (l *loader) checkExternalAuth(r *HTTPRoute, p string, f *gwapiv1.HTTPExtern
 		}
 	}
 	if g := f.GRPCAuthConfig; g != nil {
-		headers(p+".grpc.allowedHeaders", g.AllowedRequestHeaders)
+		headers(p+fields.grpcHeaders, g.AllowedRequestHeaders)
 	}
 	if h := f.HTTPAuthConfig; h != nil {
 		if h.Path != "" && (len(h.Path) > 1024 || !externalAuthPathPattern.MatchString(h.Path)) {
-			l.errorf(src, p+".http.path", "invalid path %q (want at most 1024 characters of a path value)", h.Path)
+			l.errorf(src, p+fields.path, "invalid path %q (want at most 1024 characters of a path value)", h.Path)
 		}
-		headers(p+".http.allowedHeaders", h.AllowedRequestHeaders)
-		headers(p+".http.allowedResponseHeaders", h.AllowedResponseHeaders)
+		headers(p+fields.requestHeaders, h.AllowedRequestHeaders)
+		headers(p+fields.responseHeaders, h.AllowedResponseHeaders)
 	}
 }

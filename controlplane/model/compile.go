@@ -208,6 +208,9 @@ func (c *compiler) httpRoutes() error {
 	slices.SortStableFunc(routes, func(a, b *policy.HTTPRoute) int {
 		return compareNames(routeName(a), routeName(b))
 	})
+	for _, svc := range m.Services {
+		svc.ExtAuth = c.compileSecurityExtAuth(c.targets.services[svc.NamespacedName])
+	}
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
 		permitted := func(routeNamespace, serviceNamespace, serviceName string) bool {
@@ -224,8 +227,12 @@ func (c *compiler) httpRoutes() error {
 		}
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
 			authz := m.authorization(policies)
+			extAuth := c.compileSecurityExtAuth(policies)
 			for _, rule := range cr.rules {
 				rule.Authorization = authz
+				if rule.Action.ExtAuth == nil {
+					rule.Action.ExtAuth = extAuth
+				}
 			}
 		}
 		c.routes = append(c.routes, cr)
@@ -306,6 +313,7 @@ func (c *compiler) gateways() error {
 	for _, pg := range c.set.Gateways {
 		gw := compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
+		gw.ExtAuth = c.compileSecurityExtAuth(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
 	}

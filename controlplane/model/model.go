@@ -90,6 +90,9 @@ type Service struct {
 	// Authorization enforced at the service's sidecar inbound listeners;
 	// nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// ExtAuth of its SecurityPolicies, checking every request at the
+	// service's sidecar inbound listeners; nil: none.
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 }
 
 // DefaultPort is the port a call without a port in its Host reaches: port 80
@@ -177,6 +180,9 @@ type Gateway struct {
 	Ports []*GatewayPort `json:"ports"`
 	// Authorization enforced at every listener of the gateway; nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// ExtAuth of its SecurityPolicies, checking every request of a rule
+	// without an external authorization of its own; nil: none.
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 }
 
 // RuleCount is the number of route rules (one per match) on every port and

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -136,13 +137,27 @@ func setExtAuth(m *model.Model, clusters *clusterCollector, r *routev3.Route, a 
 	if ea == nil {
 		return nil
 	}
-	if svc := m.Service(ea.Backend.Service.Namespace, ea.Backend.Service.Name); svc != nil && ea.Backend.Cluster != "" {
+	addExtAuthCluster(m, clusters, ea)
+	return enableExtAuth(r, ea)
+}
+
+// enableExtAuth enables an external authorization's filter on a route.
+func enableExtAuth(r *routev3.Route, ea *model.ExtAuth) error {
+	return setExtAuthPerRoute(r, extAuthName(ea), &extauthzv3.ExtAuthzPerRoute{
+		Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{}}})
+}
+
+// addExtAuthCluster adds the cluster of an external authorization's
+// service (ea may be nil).
+func addExtAuthCluster(m *model.Model, clusters *clusterCollector, ea *model.ExtAuth) {
+	if ea == nil || ea.Backend.Cluster == "" {
+		return
+	}
+	if svc := m.Service(ea.Backend.Service.Namespace, ea.Backend.Service.Name); svc != nil {
 		if port := svc.Port(ea.Backend.Port); port != nil {
 			clusters.add(svc, port)
 		}
 	}
-	return setExtAuthPerRoute(r, extAuthName(ea), &extauthzv3.ExtAuthzPerRoute{
-		Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{}}})
 }
 
 func setExtAuthPerRoute(r *routev3.Route, name string, per *extauthzv3.ExtAuthzPerRoute) error {
@@ -158,8 +173,21 @@ func setExtAuthPerRoute(r *routev3.Route, name string, per *extauthzv3.ExtAuthzP
 }
 
 // disableExtAuthElsewhere disables each external authorization filter of
-// a listener (want.extAuth) on every route of rc that does not enable it.
-func disableExtAuthElsewhere(rc *routev3.RouteConfiguration, want listenerFilters) error {
+// a listener (want.extAuth) on every route of rc that does not enable it,
+// after enabling the gateway's (fallback, nil: none) on every route
+// without one of its own.
+func disableExtAuthElsewhere(rc *routev3.RouteConfiguration, want listenerFilters, fallback *model.ExtAuth) error {
+	if fallback != nil {
+		for _, vh := range rc.VirtualHosts {
+			for _, r := range vh.Routes {
+				if !hasExtAuth(r) {
+					if err := enableExtAuth(r, fallback); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
 	for _, ea := range want.extAuth {
 		name := extAuthName(ea)
 		for _, vh := range rc.VirtualHosts {
@@ -175,4 +203,14 @@ func disableExtAuthElsewhere(rc *routev3.RouteConfiguration, want listenerFilter
 		}
 	}
 	return nil
+}
+
+// hasExtAuth reports whether a route enables an external authorization.
+func hasExtAuth(r *routev3.Route) bool {
+	for name := range r.TypedPerFilterConfig {
+		if strings.HasPrefix(name, ExtAuthzFilterPrefix+"/") {
+			return true
+		}
+	}
+	return false
 }

@@ -33,6 +33,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
 		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		want.addExtAuth(gw.ExtAuth)
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
@@ -88,12 +89,13 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 				return nil, err
 			}
 		}
-		if err := disableExtAuthElsewhere(rc, want); err != nil {
+		if err := disableExtAuthElsewhere(rc, want, gw.ExtAuth); err != nil {
 			return nil, err
 		}
 		part.listeners = append(part.listeners, l)
 		part.routes = append(part.routes, rc)
 	}
+	addExtAuthCluster(m, clusters, gw.ExtAuth)
 	if clusters.err != nil {
 		return nil, clusters.err
 	}

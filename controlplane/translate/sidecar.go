@@ -69,7 +69,17 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	}
 	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, out.routes)
-	return own, []*clusterSet{out.clusters}, nil
+	sets := []*clusterSet{out.clusters}
+	if svc := m.Service(node.Namespace, node.Service); svc != nil && svc.ExtAuth != nil && node.InboundAddress != "" && node.AppAddress != "" {
+		// The inbound listener's authorization service.
+		authz := newClusterCollector(p)
+		addExtAuthCluster(m, authz, svc.ExtAuth)
+		if authz.err != nil {
+			return nil, nil, authz.err
+		}
+		sets = append(sets, authz.set())
+	}
+	return own, sets, nil
 }
 
 // buildOutbound builds the outbound route configuration of a sidecar in
@@ -132,7 +142,7 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 			return nil, err
 		}
 	}
-	if err := disableExtAuthElsewhere(rc, outboundFilters(m)); err != nil {
+	if err := disableExtAuthElsewhere(rc, outboundFilters(m), nil); err != nil {
 		return nil, err
 	}
 	return &outboundPart{routes: rc, clusters: clusters.set()}, nil
@@ -174,6 +184,10 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	want := listenerFilters{}
 	if svc != nil && svc.Authorization != nil {
 		want = listenerFilters{rbac: true, authorization: svc.Authorization}
+	}
+	if svc != nil {
+		// Every request of the inbound listener's one route is checked.
+		want.addExtAuth(svc.ExtAuth)
 	}
 	filters, err := httpFilters(InboundName, want)
 	if err != nil {

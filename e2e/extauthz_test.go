@@ -1,10 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 )
 
 // extAuthFilter is an HTTPRoute ExternalAuth filter (HTTP) calling the
@@ -239,6 +249,124 @@ spec:
 		}
 		if stats.ExtAuthz["failure_mode_allowed"] != 1 || stats.ExtAuthz["error"] != 1 {
 			t.Errorf("%s: ext_authz stats %v; want one failure_mode_allowed, one error", e.name, stats.ExtAuthz)
+		}
+	}
+}
+
+// grpcAuthService is an envoy.service.auth.v3 Authorization service: it
+// denies a request whose x-api-key is "bad" (401, a header, a body) and
+// allows any other, adding X-User and removing X-Drop; it keeps the last
+// CheckRequest.
+type grpcAuthService struct {
+	authv3.UnimplementedAuthorizationServer
+	last atomic.Pointer[authv3.CheckRequest]
+}
+
+func (s *grpcAuthService) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	s.last.Store(req)
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if h.GetHeaders()["x-api-key"] == "bad" {
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
+				Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-deny-reason", Value: "revoked"}}},
+				Body:    "key revoked\n",
+			}},
+		}, nil
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-user", Value: "alice"}}},
+			HeadersToRemove: []string{"x-drop"},
+		}},
+	}, nil
+}
+
+// TestHTTPRouteExternalAuthGRPC: an HTTPRoute ExternalAuth filter with a
+// gRPC authorization service (grpc-go, envoy.service.auth.v3), at the
+// gateway and at a sidecar: the CheckRequest carries the source and
+// destination, the method, path, host and allowed headers; an allowed
+// request reaches the backend with the header the service added and
+// without the one it removed; a denied one gets the service's status,
+// header and body.
+func TestHTTPRouteExternalAuthGRPC(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	ln, err := net.Listen("tcp", c.addr("authz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &grpcAuthService{}
+	srv := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(srv, svc)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	api := startTestBackend(c, "api", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("X-Seen-User", r.Header.Get("X-User"))
+		w.Header().Set("X-Seen-Drop", r.Header.Get("X-Drop"))
+		return false
+	})
+	filter := `
+      filters:
+        - type: ExternalAuth
+          externalAuth:
+            protocol: GRPC
+            backendRef: {name: authz, port: 80}
+            grpc: {allowedHeaders: [x-api-key, x-drop]}`
+	c.policy("extauthz.yaml", yamlDocs(edgeGateway, meshServices("client"), serviceOf("api", "api"), `
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: authz}
+spec:
+  ports: [{port: 80, protocol: HTTP2}]
+  endpoints: [{address: "${authz}"}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - backendRefs: [{name: api, port: 80}]`+filter+`
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-mesh}
+spec:
+  parentRefs: [{group: meshgate.dev, kind: Service, name: api}]
+  rules:
+    - backendRefs: [{group: meshgate.dev, kind: Service, name: api, port: 80}]`+filter+`
+`))
+	c.startControlPlane()
+	for _, e := range startBothEntries(c, "api") {
+		served := api.requests.Load()
+		r, err := e.get("/orders?id=7", "X-Api-Key: good", "X-Drop: x", "X-Secret: s")
+		if err != nil {
+			t.Fatalf("%s: allowed request: %v", e.name, err)
+		}
+		if r.status != http.StatusOK || r.header.Get("X-Seen-User") != "alice" || r.header.Get("X-Seen-Drop") != "" {
+			t.Errorf("%s: allowed request: %d, headers %v; want the backend's 200 with X-User, without X-Drop", e.name, r.status, r.header)
+		}
+		attrs := svc.last.Load().GetAttributes()
+		h := attrs.GetRequest().GetHttp()
+		if h.GetMethod() != http.MethodGet || h.GetPath() != "/orders?id=7" || h.GetHost() == "" ||
+			h.GetHeaders()["x-api-key"] != "good" || h.GetHeaders()["x-secret"] != "" ||
+			attrs.GetSource().GetAddress().GetSocketAddress().GetAddress() == "" ||
+			attrs.GetDestination().GetAddress().GetSocketAddress().GetPortValue() == 0 {
+			t.Errorf("%s: CheckRequest attributes %v", e.name, attrs)
+		}
+
+		r, err = e.get("/orders", "X-Api-Key: bad")
+		if err != nil {
+			t.Fatalf("%s: denied request: %v", e.name, err)
+		}
+		if r.status != http.StatusUnauthorized || r.body != "key revoked\n" || r.header.Get("X-Deny-Reason") != "revoked" {
+			t.Errorf("%s: denied request: %d %q, headers %v; want the service's 401, header and body", e.name, r.status, r.body, r.header)
+		}
+		if got := api.requests.Load() - served; got != 1 {
+			t.Errorf("%s: the backend served %d requests, want 1", e.name, got)
 		}
 	}
 }

@@ -214,6 +214,8 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`route-filters.yaml:72: spec.rules[5].filters[0].externalAuth.http.allowedHeaders[1]: duplicate "X-A"`,
 				"route-filters.yaml:72: spec.rules[5].filters[0].externalAuth.http.allowedResponseHeaders[0]: invalid name \"bad header\": only letters, digits and !#$%&'*+-.^_`|~ are allowed",
 				`route-filters.yaml:77: spec.rules[6].filters[0].externalAuth.protocol: unknown protocol "SOAP" (want HTTP or GRPC)`,
+				`route-filters.yaml:84: spec.rules[7].filters[0].externalAuth.backendRef: a GRPC authorization service needs an HTTP/2 port: service "orders" port 80 has protocol HTTP (want protocol HTTP2 or appProtocol grpc)`,
+				`route-filters.yaml:85: spec.rules[7].filters[0].externalAuth.http: protocol must be HTTP when http is set`,
 			},
 		},
 		{

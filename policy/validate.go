@@ -1331,7 +1331,10 @@ func (l *loader) checkExternalAuthAt(r *HTTPRoute, p string, f *gwapiv1.HTTPExte
 			l.errorf(src, p+".grpc", "protocol must be GRPC when grpc is set")
 		}
 	case gwapiv1.HTTPRouteExternalAuthGRPCProtocol:
-		l.errorf(src, p+".protocol", "protocol GRPC is not supported yet")
+		if f.HTTPAuthConfig != nil {
+			l.errorf(src, p+".http", "protocol must be HTTP when http is set")
+		}
+		l.checkGRPCAuthPort(src, p+fields.backendRef, r.Namespace, f.BackendRef, services)
 	case "":
 		l.errorf(src, p+".protocol", "protocol is required (HTTP or GRPC)")
 	default:
@@ -1365,5 +1368,26 @@ func (l *loader) checkExternalAuthAt(r *HTTPRoute, p string, f *gwapiv1.HTTPExte
 		}
 		headers(p+fields.requestHeaders, h.AllowedRequestHeaders)
 		headers(p+fields.responseHeaders, h.AllowedResponseHeaders)
+	}
+}
+
+// checkGRPCAuthPort requires the port of a gRPC authorization service to
+// speak HTTP/2 (protocol HTTP2, or appProtocol grpc or kubernetes.io/h2c),
+// as gRPC needs; a reference that does not resolve is reported elsewhere.
+func (l *loader) checkGRPCAuthPort(src Source, p, namespace string, ref gwapiv1.BackendObjectReference, services map[nsName]*Service) {
+	ns := namespace
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	svc := services[nsName{ns, string(ref.Name)}]
+	if svc == nil {
+		return
+	}
+	for _, port := range svc.Spec.Ports {
+		if (ref.Port == nil && len(svc.Spec.Ports) == 1 || ref.Port != nil && int32(*ref.Port) == port.Port) &&
+			port.UpstreamProtocol() != ProtocolHTTP2 {
+			l.errorf(src, p, "a GRPC authorization service needs an HTTP/2 port: service %q port %d has protocol %s (want protocol HTTP2 or appProtocol grpc)",
+				svc.Name, port.Port, port.UpstreamProtocol())
+		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -112,7 +113,15 @@ type filter struct {
 	maxBody       int64 // 0: no body sent
 	partialBody   bool
 	counters      *httpfilter.Counters
+	// grpc: the service speaks envoy.service.auth.v3 (grpc_service), at
+	// :authority authority (empty: the endpoint's address).
+	grpc      bool
+	authority string
+	logger    *slog.Logger
 }
+
+// defaultGRPCTimeout is Envoy's timeout of a gRPC check without one.
+const defaultGRPCTimeout = 200 * time.Millisecond
 
 func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
 	cfg, ok := config.(*extauthzv3.ExtAuthz)
@@ -125,9 +134,24 @@ func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilte
 		cluster:       svc.GetServerUri().GetCluster(),
 		timeout:       svc.GetServerUri().GetTimeout().AsDuration(),
 		pathPrefix:    svc.GetPathPrefix(),
+		grpc:          cfg.GetGrpcService() != nil,
 		failOpen:      cfg.GetFailureModeAllow(),
 		statusOnError: defaultStatusOnError,
 		counters:      env.Stats.Counters(StatFamily),
+		logger:        env.Logger,
+	}
+	if f.logger == nil {
+		f.logger = slog.New(slog.DiscardHandler)
+	}
+	if g := cfg.GetGrpcService(); g != nil {
+		f.cluster = g.GetEnvoyGrpc().GetClusterName()
+		// Envoy's :authority is the cluster name, which is not a valid
+		// host here (namespace/name:port): the endpoint's address is sent.
+		f.authority = g.GetEnvoyGrpc().GetAuthority()
+		f.timeout = defaultGRPCTimeout
+		if t := g.GetTimeout(); t != nil {
+			f.timeout = t.AsDuration()
+		}
 	}
 	if c := cfg.GetStatusOnError().GetCode(); c != 0 {
 		f.statusOnError = int(c)
@@ -195,6 +219,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 			return
 		}
 	}
+	if h.grpc {
+		h.serveGRPC(w, r, rt)
+		return
+	}
 	resp, err := h.check(r)
 	if errors.Is(err, errBodyTooLarge) {
 		h.counters.Inc(StatDenied)
@@ -203,6 +231,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 		return
 	}
 	if err != nil {
+		h.logger.Debug("ext_authz check failed", "filter", h.name, "cluster", h.cluster, "error", err)
 		if h.failOpen {
 			h.counters.Inc(StatFailureModeAllowed)
 			h.next.ServeHTTP(w, r, rt)
@@ -329,4 +358,49 @@ func (h *handler) bodyPrefix(r *http.Request) ([]byte, error) {
 type prefixedBody struct {
 	io.Reader
 	io.Closer
+}
+
+// serveGRPC checks r with a gRPC authorization service.
+func (h *handler) serveGRPC(w http.ResponseWriter, r *http.Request, rt *router.Route) {
+	o, err := h.checkGRPC(r)
+	if err != nil {
+		h.logger.Debug("ext_authz check failed", "filter", h.name, "cluster", h.cluster, "error", err)
+	}
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		h.counters.Inc(StatDenied)
+		accesslog.FromContext(r.Context()).SetDetails(DetailsDenied)
+		httpfilter.Reply(w, r, rt, http.StatusRequestEntityTooLarge, "")
+	case err != nil && h.failOpen:
+		h.counters.Inc(StatFailureModeAllowed)
+		h.next.ServeHTTP(w, r, rt)
+	case err != nil:
+		h.counters.Inc(StatError)
+		accesslog.FromContext(r.Context()).SetDetails(DetailsError)
+		httpfilter.Reply(w, r, rt, h.statusOnError, "")
+	case o.allowed:
+		h.counters.Inc(StatOK)
+		applyHeaders(r.Header, o.headers)
+		for _, name := range o.remove {
+			if name := http.CanonicalHeaderKey(name); passes(name) {
+				delete(r.Header, name)
+			}
+		}
+		h.next.ServeHTTP(w, r, rt)
+	default:
+		h.counters.Inc(StatDenied)
+		accesslog.FromContext(r.Context()).SetDetails(DetailsDenied)
+		if router.IsGRPC(r) {
+			httpfilter.Reply(w, r, rt, o.deniedStatus, o.deniedBody)
+			return
+		}
+		header := w.Header()
+		applyHeaders(header, o.deniedHeaders)
+		header["Content-Length"] = []string{strconv.Itoa(len(o.deniedBody))}
+		if rt != nil {
+			rt.ApplyResponseHeaders(header)
+		}
+		w.WriteHeader(o.deniedStatus)
+		_, _ = io.WriteString(w, o.deniedBody)
+	}
 }

@@ -27,7 +27,8 @@ const (
 // status_on_error, with_request_body (at most MaxRequestBytes) and
 // allowed_headers; per route, disabled or empty check_settings. The
 // header lists are ListStringMatchers of at most MaxHeaderPatterns core
-// StringMatchers. Anything else (grpc_service, runtime fractions,
+// StringMatchers; or a grpc_service (envoy_grpc cluster_name and timeout,
+// the core subset's). Anything else (runtime fractions,
 // metadata, shadow mode...) is NACKed.
 func subsetRules() xdscheck.Rules {
 	list := xdscheck.Field{Only: xdscheck.Allow("patterns").
@@ -40,11 +41,12 @@ func subsetRules() xdscheck.Rules {
 					With("allowed_upstream_headers", list).
 					With("allowed_client_headers", list)}).
 				Requires("server_uri")}).
+			With("grpc_service", xdscheck.Field{}).
 			With("status_on_error", xdscheck.Field{Only: xdscheck.Allow("code")}).
 			With("with_request_body", xdscheck.Field{Only: xdscheck.Allow("max_request_bytes", "allow_partial_message").
 				CheckedBy(checkBodyLimit)}).
 			With("allowed_headers", list).
-			Requires("http_service"),
+			CheckedBy(checkOneService),
 		perRouteType: xdscheck.Allow("disabled").
 			With("check_settings", xdscheck.Field{Only: xdscheck.Allow()}),
 	}
@@ -55,6 +57,15 @@ func checkBodyLimit(m protoreflect.Message) []xdscheck.Violation {
 	fd := m.Descriptor().Fields().ByName("max_request_bytes")
 	if n := m.Get(fd).Uint(); n > MaxRequestBytes {
 		return []xdscheck.Violation{{Path: "max_request_bytes", Reason: "more than 1048576 bytes"}}
+	}
+	return nil
+}
+
+// checkOneService requires a service: http_service or grpc_service.
+func checkOneService(m protoreflect.Message) []xdscheck.Violation {
+	fields := m.Descriptor().Fields()
+	if !m.Has(fields.ByName("http_service")) && !m.Has(fields.ByName("grpc_service")) {
+		return []xdscheck.Violation{{Path: "services", Reason: "http_service or grpc_service is required"}}
 	}
 	return nil
 }

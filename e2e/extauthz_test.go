@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -284,6 +286,82 @@ func (s *grpcAuthService) Check(_ context.Context, req *authv3.CheckRequest) (*a
 	}, nil
 }
 
+// startGRPCAuthService serves a grpcAuthService at ${authz}.
+func startGRPCAuthService(c *cluster) *grpcAuthService {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", c.addr("authz"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	svc := &grpcAuthService{}
+	srv := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(srv, svc)
+	go func() { _ = srv.Serve(ln) }()
+	c.t.Cleanup(srv.Stop)
+	return svc
+}
+
+// grpcAuthzService is the authz Service on an HTTP/2 port.
+const grpcAuthzService = `
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: authz}
+spec:
+  ports: [{port: 80, protocol: HTTP2}]
+  endpoints: [{address: "${authz}"}]
+`
+
+// TestSecurityPolicyExtAuthService: a SecurityPolicy extAuth section (gRPC)
+// on a Service is enforced by the service's sidecar (its inbound
+// listener), whoever calls: a call through the gateway with a bad key is
+// denied there with the service's 401, a good one reaches the app.
+func TestSecurityPolicyExtAuthService(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	svc := startGRPCAuthService(c)
+	c.policy("extauthz.yaml", yamlDocs(edgeGateway, meshServices("orders"), grpcAuthzService, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: orders-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: orders, port: 80}]}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: orders-authz}
+spec:
+  targetRefs: [{kind: Service, name: orders}]
+  extAuth:
+    grpc: {backendRef: {name: authz, port: 80}}
+    headersToExtAuth: [x-api-key]
+`))
+	c.startControlPlane()
+	c.startInstance(c.sidecar, "orders", "orders", "v1")
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	eventually(t, 15*time.Second, "orders via the gateway", func() error {
+		r, err := do(http.MethodGet, gw+"/", "X-Api-Key: good")
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK {
+			return fmt.Errorf("%d %.200s", r.status, r.body)
+		}
+		return nil
+	})
+	if h := svc.last.Load().GetAttributes().GetRequest().GetHttp(); h.GetHeaders()["x-api-key"] != "good" {
+		t.Errorf("the sidecar's CheckRequest: %v", h)
+	}
+	r, err := do(http.MethodGet, gw+"/", "X-Api-Key: bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != http.StatusUnauthorized || r.body != "key revoked\n" {
+		t.Errorf("a bad key: %d %q; want the service's 401 from orders' sidecar", r.status, r.body)
+	}
+}
+
 // TestHTTPRouteExternalAuthGRPC: an HTTPRoute ExternalAuth filter with a
 // gRPC authorization service (grpc-go, envoy.service.auth.v3), at the
 // gateway and at a sidecar: the CheckRequest carries the source and
@@ -294,15 +372,7 @@ func (s *grpcAuthService) Check(_ context.Context, req *authv3.CheckRequest) (*a
 func TestHTTPRouteExternalAuthGRPC(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	ln, err := net.Listen("tcp", c.addr("authz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &grpcAuthService{}
-	srv := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(srv, svc)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
+	svc := startGRPCAuthService(c)
 	api := startTestBackend(c, "api", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("X-Seen-User", r.Header.Get("X-User"))
 		w.Header().Set("X-Seen-Drop", r.Header.Get("X-Drop"))
@@ -315,14 +385,7 @@ func TestHTTPRouteExternalAuthGRPC(t *testing.T) {
             protocol: GRPC
             backendRef: {name: authz, port: 80}
             grpc: {allowedHeaders: [x-api-key, x-drop]}`
-	c.policy("extauthz.yaml", yamlDocs(edgeGateway, meshServices("client"), serviceOf("api", "api"), `
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: authz}
-spec:
-  ports: [{port: 80, protocol: HTTP2}]
-  endpoints: [{address: "${authz}"}]
----
+	c.policy("extauthz.yaml", yamlDocs(edgeGateway, meshServices("client"), serviceOf("api", "api"), grpcAuthzService, `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: api-edge}

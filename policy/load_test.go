@@ -342,8 +342,10 @@ func TestLoadReportsEveryBadInputClass(t *testing.T) {
 				`security-policy.yaml:83: spec.extAuth.bodyToExtAuth.maxRequestBytes: 2000000 bytes: want 1 to 1048576`,
 				`security-policy.yaml:84: spec.extAuth.failureMode: unknown failure mode "Sometimes" (want Open or Closed)`,
 				`security-policy.yaml:85: spec.extAuth.timeout: 2m is longer than 1m0s`,
-				`security-policy.yaml:92: spec.extAuth.http: http is required (the authorization service)`,
+				`security-policy.yaml:92: spec.extAuth.http: http or grpc is required (the authorization service)`,
 				`security-policy.yaml:92: spec.extAuth.timeout: 0s is shorter than 1ms`,
+				`security-policy.yaml:100: spec.extAuth.grpc: only one of http and grpc may be set`,
+				`security-policy.yaml:109: spec.extAuth.grpc.backendRef: a GRPC authorization service needs an HTTP/2 port: service "orders" port 80 has protocol HTTP (want protocol HTTP2 or appProtocol grpc)`,
 			},
 		},
 	}

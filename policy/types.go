@@ -419,10 +419,12 @@ type SecurityPolicySpec struct {
 // to it, the body, what happens when it cannot answer, and how long it
 // may take.
 type ExtAuth struct {
-	// HTTP is the authorization service (required).
+	// HTTP or GRPC is the authorization service (exactly one).
 	HTTP *HTTPExtAuthService `json:"http,omitempty"`
-	// HeadersToExtAuth are the request headers sent to the service besides
-	// Host, Authorization, Content-Length, the method and path.
+	GRPC *GRPCExtAuthService `json:"grpc,omitempty"`
+	// HeadersToExtAuth are the request headers sent to the service (HTTP:
+	// besides Host, Authorization, Content-Length, the method and path;
+	// gRPC: none means all).
 	HeadersToExtAuth []string `json:"headersToExtAuth,omitempty"`
 	// BodyToExtAuth sends the first bytes of the request body along.
 	BodyToExtAuth *BodyToExtAuth `json:"bodyToExtAuth,omitempty"`
@@ -442,6 +444,12 @@ type HTTPExtAuthService struct {
 	// HeadersToBackend are the headers of the service's 200 set on the
 	// request; none: every header but Host.
 	HeadersToBackend []string `json:"headersToBackend,omitempty"`
+}
+
+// GRPCExtAuthService is an envoy.service.auth.v3 Authorization service.
+type GRPCExtAuthService struct {
+	// BackendRef is the Service port (HTTP/2) of the service.
+	BackendRef gwapiv1.BackendObjectReference `json:"backendRef"`
 }
 
 // BodyToExtAuth says how much of the request body the service gets.

@@ -467,7 +467,7 @@ const (
 
 // checkSecurityExtAuth validates a SecurityPolicy extAuth section: an http
 // service whose backendRef resolves as a route backend's (from the
-// policy's namespace), a path of a path value, header lists as the
+// policy's namespace), or a grpc one (an HTTP/2 port), a path of a path value, header lists as the
 // ExternalAuth filter's, failureMode Open or Closed, a timeout of 1ms to
 // 1m, a body limit of 1 byte to 1 MiB.
 func (l *loader) checkSecurityExtAuth(sp *SecurityPolicy, p string, ea *ExtAuth, services map[nsName]*Service) {
@@ -476,9 +476,16 @@ func (l *loader) checkSecurityExtAuth(sp *SecurityPolicy, p string, ea *ExtAuth,
 	owner := &HTTPRoute{}
 	owner.Name, owner.Namespace, owner.Source = sp.Name, sp.Namespace, sp.Source
 	f := &gwapiv1.HTTPExternalAuthFilter{ExternalAuthProtocol: gwapiv1.HTTPRouteExternalAuthHTTPProtocol}
-	if ea.HTTP == nil {
-		l.errorf(src, p+".http", "http is required (the authorization service)")
-	} else {
+	switch {
+	case ea.HTTP != nil && ea.GRPC != nil:
+		l.errorf(src, p+".grpc", "only one of http and grpc may be set")
+	case ea.GRPC != nil:
+		f.ExternalAuthProtocol, f.BackendRef = gwapiv1.HTTPRouteExternalAuthGRPCProtocol, ea.GRPC.BackendRef
+		f.GRPCAuthConfig = &gwapiv1.GRPCAuthConfig{AllowedRequestHeaders: ea.HeadersToExtAuth}
+		l.checkExternalAuthAt(owner, p, f, services, externalAuthFields{backendRef: ".grpc.backendRef", grpcHeaders: ".headersToExtAuth"})
+	case ea.HTTP == nil:
+		l.errorf(src, p+".http", "http or grpc is required (the authorization service)")
+	default:
 		f.BackendRef = ea.HTTP.BackendRef
 		f.HTTPAuthConfig = &gwapiv1.HTTPAuthConfig{Path: ea.HTTP.Path, AllowedRequestHeaders: ea.HeadersToExtAuth,
 			AllowedResponseHeaders: ea.HTTP.HeadersToBackend}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -450,19 +452,23 @@ func (m *Model) authorization(policies []*compiledPolicy) *Authorization {
 func (c *compiler) compileSecurityExtAuth(policies []*compiledPolicy) *ExtAuth {
 	for _, cp := range policies {
 		pe := cp.extAuth
-		if pe == nil || pe.HTTP == nil {
+		if pe == nil || pe.HTTP == nil && pe.GRPC == nil {
 			continue
 		}
-		ref := pe.HTTP.BackendRef
 		ea := &ExtAuth{
-			Protocol:               ExtAuthHTTP,
-			Backend:                Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, cp.namespace), Name: string(ref.Name)}},
-			PathPrefix:             pe.HTTP.Path,
-			AllowedHeaders:         slices.Clone(pe.HeadersToExtAuth),
-			AllowedUpstreamHeaders: slices.Clone(pe.HTTP.HeadersToBackend),
-			Timeout:                DefaultExtAuthTimeout,
-			FailOpen:               pe.FailureMode == policy.ExtAuthFailOpen,
+			Protocol:       ExtAuthHTTP,
+			AllowedHeaders: slices.Clone(pe.HeadersToExtAuth),
+			Timeout:        DefaultExtAuthTimeout,
+			FailOpen:       pe.FailureMode == policy.ExtAuthFailOpen,
 		}
+		var ref gwapiv1.BackendObjectReference
+		if pe.GRPC != nil {
+			ea.Protocol, ref = ExtAuthGRPC, pe.GRPC.BackendRef
+		} else {
+			ref = pe.HTTP.BackendRef
+			ea.PathPrefix, ea.AllowedUpstreamHeaders = pe.HTTP.Path, slices.Clone(pe.HTTP.HeadersToBackend)
+		}
+		ea.Backend = Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, cp.namespace), Name: string(ref.Name)}}
 		if ref.Port != nil {
 			ea.Backend.Port = *ref.Port
 		}

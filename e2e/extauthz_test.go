@@ -362,6 +362,70 @@ spec:
 	}
 }
 
+// TestSecurityPolicyExtAuthGateway: a SecurityPolicy extAuth section on a
+// Gateway checks every route of its listeners that has no external
+// authorization of its own; a route with an ExternalAuth filter is checked
+// by its own service only.
+func TestSecurityPolicyExtAuthGateway(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	gatewayAuthz := startGRPCAuthService(c)
+	own := startTestBackend(c, "own", func(_ *testBackend, w http.ResponseWriter, _ *http.Request) bool {
+		w.Header().Set("X-User", "bob")
+		return true
+	})
+	startTestBackend(c, "api", func(_ *testBackend, w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("X-Seen-User", r.Header.Get("X-User"))
+		return false
+	})
+	c.policy("extauthz.yaml", yamlDocs(edgeGateway, serviceOf("api", "api"), serviceOf("own", "own"), grpcAuthzService, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-edge}
+spec:
+  parentRefs: [{name: edge}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /own}}]
+      filters:
+        - type: ExternalAuth
+          externalAuth: {protocol: HTTP, backendRef: {name: own, port: 80}, http: {allowedResponseHeaders: [x-user]}}
+      backendRefs: [{name: api, port: 80}]
+    - backendRefs: [{name: api, port: 80}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: edge-authz}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]
+  extAuth:
+    grpc: {backendRef: {name: authz, port: 80}}
+`))
+	c.startControlPlane()
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	eventually(t, 15*time.Second, "api via the gateway", func() error {
+		r, err := do(http.MethodGet, gw+"/")
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK || r.header.Get("X-Seen-User") != "alice" {
+			return fmt.Errorf("%d %v", r.status, r.header)
+		}
+		return nil
+	})
+	if r, err := do(http.MethodGet, gw+"/", "X-Api-Key: bad"); err != nil || r.status != http.StatusUnauthorized {
+		t.Errorf("the gateway's authorization, a bad key: %v %+v; want 401", err, r)
+	}
+	checks, ownChecks := gatewayAuthz.last.Load(), own.requests.Load()
+	r, err := do(http.MethodGet, gw+"/own", "X-Api-Key: bad")
+	if err != nil || r.status != http.StatusOK || r.header.Get("X-Seen-User") != "bob" {
+		t.Errorf("a route with its own ExternalAuth: %v %+v; want 200 checked by its own service", err, r)
+	}
+	if gatewayAuthz.last.Load() != checks || own.requests.Load() != ownChecks+1 {
+		t.Errorf("a route with its own ExternalAuth was checked by the gateway's service, or not by its own")
+	}
+}
+
 // TestHTTPRouteExternalAuthGRPC: an HTTPRoute ExternalAuth filter with a
 // gRPC authorization service (grpc-go, envoy.service.auth.v3), at the
 // gateway and at a sidecar: the CheckRequest carries the source and

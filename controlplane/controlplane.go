@@ -544,7 +544,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		watcher = w
 		cp.watchFiles = func(paths []string) { w.watchFiles(paths, cp.logger) }
 		if cp.lastGood != nil {
-			cp.watchFiles(cp.lastGood.CertificateFiles())
+			cp.watchFiles(cp.lastGood.WatchedFiles())
 		}
 	}
 
@@ -632,11 +632,12 @@ func (cp *ControlPlane) readPolicy(ctx context.Context) (policyInput, error) {
 		if err != nil {
 			return policyInput{}, err
 		}
-		// The PEM files of the served policy's Secrets are part of its
-		// input: a change of them is a new version.
+		// The PEM files of the served policy's Secrets and its OpenAPI
+		// documents are part of its input: a change of them is a new
+		// version.
 		var certFiles []string
 		if cp.lastGood != nil {
-			certFiles = cp.lastGood.CertificateFiles()
+			certFiles = cp.lastGood.WatchedFiles()
 		}
 		return policyInput{files: pf, readErrors: fileErrs, version: withCertificateFiles(inputVersion(pf, fileErrs), certFiles)}, nil
 	}
@@ -758,7 +759,7 @@ func (cp *ControlPlane) reload(ctx context.Context) error {
 	cp.applied = sum
 	cp.lastGood = sum.set
 	if cp.watchFiles != nil && sum.set != nil {
-		cp.watchFiles(sum.set.CertificateFiles())
+		cp.watchFiles(sum.set.WatchedFiles())
 	}
 	cp.logProblems(sum.result)
 	cp.mu.Lock()

@@ -465,6 +465,7 @@ func (p *Proxy) sync(now time.Time) {
 	for name, lc := range live {
 		clusters[name] = lc.cluster
 	}
+	p.syncL4(clusters)
 	for _, s := range p.servers {
 		if s.active == nil {
 			continue

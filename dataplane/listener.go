@@ -70,6 +70,9 @@ type listenerSpec struct {
 	accessLogs []*accesslog.Settings
 	// webSocket: upgrade_configs enable websocket upgrades.
 	webSocket bool
+	// l4, for a listener whose filter chains carry tcp_proxy, is its
+	// chains (tcpproxy.go); nil for an HttpConnectionManager's.
+	l4 *l4Spec
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -114,6 +117,7 @@ type serverParams struct {
 	maxHeaderBytes    int
 	http2             http2Params
 	tls               tlsParams
+	l4                bool // a tcp_proxy listener (l4Server)
 }
 
 // http2Params are the HTTP/2 settings a listener advertises to its clients
@@ -168,6 +172,21 @@ func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*li
 			return nil, errorf("additional_addresses[%d]: address %s is listed twice", i, addr)
 		}
 		spec.additional = append(spec.additional, addr)
+	}
+	if isL4Listener(l) {
+		var err error
+		if spec.l4, spec.params.tls, err = parseL4(l, env.haveIdentity); err != nil {
+			return nil, errorf("%w", err)
+		}
+		spec.params.l4 = true
+		// The mesh's ALPN (h2, http/1.1) is offered; the bytes after the
+		// handshake are the app's whatever is negotiated.
+		spec.params.http1 = spec.l4.mtls
+		spec.secrets = xdsclient.SecretNames([]proto.Message{l})
+		for _, c := range spec.l4.chains {
+			spec.accessLogs = append(spec.accessLogs, c.proxy.accessLogs...)
+		}
+		return spec, nil
 	}
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
@@ -283,6 +302,8 @@ type server struct {
 	limiter          *connLimiter // counts the connections of ln, under ln's TLS
 	http             servingServer
 	handler          *listenerHandler
+	// l4 serves a tcp_proxy listener (it is http too); nil for HTTP.
+	l4 *l4Server
 
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
@@ -323,6 +344,9 @@ func (spec *listenerSpec) addresses() []string {
 // its server.
 func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 	logger := p.logger.With("listener", spec.name)
+	if spec.l4 != nil {
+		return p.listenL4(spec, address, logger)
+	}
 	var tlsConfig *tls.Config
 	switch spec.params.tls.mode {
 	case modePlaintext:
@@ -438,9 +462,17 @@ func (p *Proxy) drainInBackground(s *server) {
 }
 
 // shutdown stops s gracefully, forcing connections closed when ctx ends first.
+// The WebSockets it carries (connections the http.Server no longer
+// tracks) get until ctx ends too, then are closed.
 func (s *server) shutdown(ctx context.Context, logger *slog.Logger) {
 	if err := s.http.Shutdown(ctx); err != nil {
 		logger.Warn("listener drain timed out; closing connections", "listener", s.listener, "error", err)
 		_ = s.http.Close()
+	}
+	if s.handler == nil {
+		return // an L4 listener: its connections are the http.Server's to close
+	}
+	if n := s.handler.proxy.DrainTunnels(ctx); n > 0 {
+		logger.Info("listener drain timed out; WebSockets closed", "listener", s.listener, "websockets", n)
 	}
 }

@@ -2,12 +2,14 @@ package dataplane
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/metrics"
 )
 
@@ -18,6 +20,7 @@ import (
 type proxyMetrics struct {
 	registry *prometheus.Registry
 	requests *metrics.Proxy
+	tcp      *metrics.TCP
 	acks     *prometheus.CounterVec
 	nacks    *prometheus.CounterVec
 }
@@ -27,6 +30,7 @@ func newProxyMetrics(p *Proxy) *proxyMetrics {
 	m := &proxyMetrics{
 		registry: reg,
 		requests: metrics.NewProxy(reg),
+		tcp:      metrics.NewTCP(reg),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_proxy_xds_updates_accepted_total",
 			Help: "xDS responses applied (ACKed), by resource type.",
@@ -56,6 +60,9 @@ var (
 		"1 when the proxy applied its listeners and is not draining (GET /ready answers 200), else 0.", nil, nil)
 	descRBACDenied = prometheus.NewDesc("meshgate_proxy_rbac_denials_total",
 		"Requests denied by the RBAC filters, by policy (the rule that denied them, <namespace>/<policy>/<rule>).", []string{"policy"}, nil)
+	descConsumerRequests = prometheus.NewDesc("meshgate_proxy_consumer_requests_total",
+		"Authenticated requests of declared consumers (API key clients, basic-auth users), by kind (apikey, basic) and consumer.",
+		[]string{"kind", "consumer"}, nil)
 	descCertExpiry = prometheus.NewDesc("meshgate_proxy_certificate_expiry_timestamp_seconds",
 		"When the proxy's current certificate expires, in Unix seconds.", nil, nil)
 	descSpansExported = prometheus.NewDesc("meshgate_proxy_tracing_spans_exported_total",
@@ -74,7 +81,7 @@ type stateCollector struct{ p *Proxy }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descXDSConnected, descXDSVersion, descReady, descRBACDenied,
-		descCertExpiry, descSpansExported, descSpansDropped, descDownstreamActive} {
+		descCertExpiry, descSpansExported, descSpansDropped, descDownstreamActive, descConsumerRequests} {
 		ch <- d
 	}
 }
@@ -105,6 +112,11 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for policy, n := range p.filterStats.Counters(rbac.StatDenied).Snapshot() {
 		counter(descRBACDenied, float64(n), policy)
+	}
+	for key, n := range p.filterStats.Counters(httpfilter.StatConsumerRequests).Snapshot() {
+		if kind, consumer, ok := strings.Cut(key, "/"); ok {
+			counter(descConsumerRequests, float64(n), kind, consumer)
+		}
 	}
 	counter(descSpansExported, float64(tracing["spans_exported"].(uint64)))
 	counter(descSpansDropped, float64(tracing["spans_dropped"].(uint64)))

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -73,6 +75,7 @@ func quickstartCopy(t *testing.T) (dir, gatewayURL string, moved map[string]stri
 	moved = map[string]string{}
 	loopback := regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
 	listenerPort := regexp.MustCompile(`(?m)^(\s+port:\s*)([0-9]+)\s*$`)
+	devHTTPSPort := regexp.MustCompile(`(meshgate.dev/dev-https-port:\s*")([0-9]+)"`)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -90,6 +93,14 @@ func quickstartCopy(t *testing.T) (dir, gatewayURL string, moved map[string]stri
 				gatewayURL = "http://" + addr
 				_, port, _ := net.SplitHostPort(addr)
 				return m[1] + port
+			})
+			// The HTTPS listener dev adds (its certificate's own port).
+			text = devHTTPSPort.ReplaceAllStringFunc(text, func(line string) string {
+				m := devHTTPSPort.FindStringSubmatch(line)
+				addr := freeAddr(t)
+				moved["127.0.0.1:"+m[2]] = addr
+				_, port, _ := net.SplitHostPort(addr)
+				return m[1] + port + `"`
 			})
 		}
 		text = loopback.ReplaceAllStringFunc(text, func(addr string) string {
@@ -119,8 +130,9 @@ func TestDev(t *testing.T) {
 		t.Fatalf("the quickstart has no endpoint 127.0.0.1:21011 (orders' sidecar) any more: %v", moved)
 	}
 	admin := freeAddr(t)
+	stateDir := t.TempDir()
 	cmd := exec.Command(binary, "dev", "--config", dir,
-		"--xds-address", freeAddr(t), "--admin-address", admin)
+		"--xds-address", freeAddr(t), "--admin-address", admin, "--state-dir", stateDir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +176,31 @@ func TestDev(t *testing.T) {
 		}
 		return servedBy("frontend")(r)
 	})
+	// HTTPS on the port of the Gateway's annotation, with the certificate
+	// dev made in its state directory, as the banner's curl command says.
+	httpsURL := "https://" + moved["127.0.0.1:8443"]
+	caFile := filepath.Join(stateDir, "dev-tls.crt")
+	if want := "curl --cacert " + caFile + " " + httpsURL + "/"; !strings.Contains(banner.String(), want) {
+		t.Errorf("banner lacks %q", want)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatalf("dev's certificate: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	eventually(t, 10*time.Second, "frontend through the gateway's HTTPS listener", func() error {
+		resp, err := httpsClient("", roots, false).Get(httpsURL + "/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+
 	r, err := get(gw+"/orders", "x-canary: always")
 	if err != nil || r.reply.Service != "orders-v2" {
 		t.Errorf("canary header: %v %+v", err, r)

@@ -19,7 +19,7 @@ func TestDevJaeger(t *testing.T) {
 	j := startJaeger(t)
 	dir, gw, _ := quickstartCopy(t)
 	cmd := exec.Command(binary, "dev", "--config", dir, "--xds-address", freeAddr(t), "--admin-address", freeAddr(t),
-		"--jaeger", j.otlpGRPC, "--jaeger-ui", "http://"+j.query)
+		"--jaeger", j.otlpGRPC, "--jaeger-ui", "http://"+j.query, "--state-dir", t.TempDir())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

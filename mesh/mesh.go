@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -43,6 +44,11 @@ type Options struct {
 	InboundAddress string
 	// OutboundAddress is ip:port the outbound listener binds; DefaultOutboundAddress when empty.
 	OutboundAddress string
+	// OutboundTCP are the outbound TCP listeners, each
+	// "service[.namespace]:port=ip:port" (xdsnode.OutboundTCP): the app
+	// reaches that TCP service port by connecting to ip:port, the sidecar
+	// carrying the bytes over mTLS.
+	OutboundTCP []string
 	// RegisterApp also registers the application in Consul, marked
 	// app-only (discovery ignores it while this sidecar is registered).
 	RegisterApp bool
@@ -102,6 +108,19 @@ func Node(opts Options) (*corev3.Node, error) {
 	if opts.AppAddress == opts.InboundAddress || opts.AppAddress == opts.OutboundAddress {
 		return nil, fmt.Errorf("app address %s is also a listener address of the sidecar", opts.AppAddress)
 	}
+	var tcp []string
+	seen := map[string]bool{opts.InboundAddress: true, opts.OutboundAddress: true, opts.AppAddress: true}
+	for _, entry := range opts.OutboundTCP {
+		o, err := xdsnode.ParseOutboundTCP(entry)
+		if err != nil {
+			return nil, err
+		}
+		if seen[o.Address] {
+			return nil, fmt.Errorf("outbound TCP listener %q: address %s is used twice", entry, o.Address)
+		}
+		seen[o.Address] = true
+		tcp = append(tcp, o.String())
+	}
 	meta := xdsnode.Metadata{
 		Role:            xdsnode.RoleSidecar,
 		Namespace:       opts.Namespace,
@@ -109,6 +128,7 @@ func Node(opts Options) (*corev3.Node, error) {
 		AppAddress:      opts.AppAddress,
 		InboundAddress:  opts.InboundAddress,
 		OutboundAddress: opts.OutboundAddress,
+		OutboundTCP:     strings.Join(tcp, ","),
 	}
 	return dataplane.WithZone(meta.Node(dataplane.NodeID(xdsnode.RoleSidecar, opts.Service, opts.Namespace, opts.ID)), opts.Zone)
 }

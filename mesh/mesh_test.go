@@ -34,6 +34,17 @@ func TestNode(t *testing.T) {
 				InboundAddress: "10.0.0.2:16006", OutboundAddress: "127.0.0.1:16001",
 			},
 		},
+		{
+			name: "outbound TCP listeners",
+			opts: Options{Service: "web", AppAddress: "127.0.0.1:8080", OutboundTCP: []string{"db:5432=127.0.0.1:15432", "cache.data:6379=127.0.0.1:16379"}, RoleOptions: dataplane.RoleOptions{ID: "w"}},
+			wantMeta: xdsnode.Metadata{
+				Role: xdsnode.RoleSidecar, Namespace: "default", Service: "web", AppAddress: "127.0.0.1:8080",
+				InboundAddress: "127.0.0.1:15006", OutboundAddress: "127.0.0.1:15001",
+				OutboundTCP: "db:5432=127.0.0.1:15432,cache.data:6379=127.0.0.1:16379",
+			},
+		},
+		{name: "outbound TCP listener on a listener's address", opts: Options{Service: "web", AppAddress: "127.0.0.1:8080", OutboundTCP: []string{"db:5432=127.0.0.1:15001"}}, wantError: "is used twice"},
+		{name: "bad outbound TCP listener", opts: Options{Service: "web", AppAddress: "127.0.0.1:8080", OutboundTCP: []string{"db=127.0.0.1:1"}}, wantError: "want service[.namespace]:port=ip:port"},
 		{name: "missing service", opts: Options{AppAddress: "127.0.0.1:8080"}, wantError: "service is required"},
 		{name: "missing app", opts: Options{Service: "orders"}, wantError: "--app"},
 		{name: "app hostname", opts: Options{Service: "orders", AppAddress: "localhost:8080"}, wantError: `app address "localhost:8080": "localhost" is not an IP address`},

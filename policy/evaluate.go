@@ -125,6 +125,8 @@ type evaluation struct {
 	ignored map[resourceKey]string
 	// withStatuses: write Result.Statuses (Load does not need them).
 	withStatuses bool
+	// openAPI: the OpenAPI documents read, once per evaluation.
+	openAPI openAPIReads
 }
 
 func evaluate(in Input, decode func(File) *fileEffect, withStatuses bool) *Result {
@@ -141,9 +143,19 @@ func (e *evaluation) pass(live []*candidate, rejected map[resourceKey]Source) *l
 		pass:      passState{rejected: rejected, ignored: e.ignored},
 	}
 	p.set.Files = e.decoded.set.Files
+	p.openAPI = &e.openAPI
+	if e.in.LastGood != nil {
+		p.lastGoodOpenAPI = e.in.LastGood.OpenAPIDocuments
+	}
 	for _, c := range live {
 		if c.malformed {
 			p.malformed[c.key] = true
+		}
+		if tp, ok := c.res.(*TrafficPolicy); ok && c.lastGood {
+			if p.lastGoodTraffic == nil {
+				p.lastGoodTraffic = map[*TrafficPolicy]bool{}
+			}
+			p.lastGoodTraffic[tp] = true
 		}
 		c.kind.add(p, c.res)
 	}
@@ -426,6 +438,12 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	for _, r := range s.HTTPRoutes {
 		add(r.RouteKind(), r.Namespace, r.Name, r, r.Source)
 	}
+	for _, r := range s.TCPRoutes {
+		add(KindTCPRoute, r.Namespace, r.Name, r, r.Source)
+	}
+	for _, r := range s.TLSRoutes {
+		add(KindTLSRoute, r.Namespace, r.Name, r, r.Source)
+	}
 	for _, svc := range s.Services {
 		add(KindService, svc.Namespace, svc.Name, svc, svc.Source)
 	}
@@ -451,6 +469,12 @@ func indexSet(s *Set) map[resourceKey]*candidate {
 	}
 	for _, a := range s.ACMEIssuers {
 		add(KindACMEIssuer, a.Namespace, a.Name, a, a.Source)
+	}
+	for _, p := range s.BackendTLSPolicies {
+		add(KindBackendTLSPolicy, p.Namespace, p.Name, p, p.Source)
+	}
+	for _, cm := range s.ConfigMaps {
+		add(KindConfigMap, cm.Namespace, cm.Name, cm, cm.Source)
 	}
 	for _, ls := range s.ListenerSets {
 		if ls.original != nil {

@@ -213,7 +213,7 @@ func TestEvaluateClassifies(t *testing.T) {
 		name: "one invalid listener: the Gateway keeps the other",
 		in: Input{Files: []File{{Name: "gw.yaml", Data: []byte(evalGateway + `  - name: secure
     port: 8443
-    protocol: TLS
+    protocol: UDP
 `)}, {Name: "services.yaml", Data: []byte(evalServices)}, {Name: "r.yaml", Data: []byte(evalRoute("r", "orders", ""))}}},
 		want: []wantStatus{{kind: KindGateway, name: "edge", state: StateAccepted, reason: "ListenersNotValid",
 			conditions: []string{"Accepted=True/ListenersNotValid", "Accepted=False/UnsupportedProtocol", "Programmed=False/Invalid", "Programmed=True/Programmed"},

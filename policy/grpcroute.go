@@ -19,6 +19,9 @@ const KindGRPCRoute = "GRPCRoute"
 // RouteKind is the kind the route was written as: KindGRPCRoute or
 // KindHTTPRoute.
 func (r *HTTPRoute) RouteKind() string {
+	if r.routeKind != "" {
+		return r.routeKind // a TCPRoute or TLSRoute (l4Shim)
+	}
 	if r.GRPC != nil {
 		return KindGRPCRoute
 	}
@@ -239,7 +242,11 @@ var routeKinds = []string{KindHTTPRoute, KindGRPCRoute}
 // HTTPRoute and GRPCRoute.
 func supportedKinds(ls *gwapiv1.Listener) []gwapiv1.RouteGroupKind {
 	var out []gwapiv1.RouteGroupKind
-	for _, k := range routeKinds {
+	kinds := routeKinds
+	if k := listenerRouteKind(ls.Protocol); k != KindHTTPRoute {
+		kinds = []string{k} // TCP, TLS: TCPRoute, TLSRoute (l4route.go)
+	}
+	for _, k := range kinds {
 		if ListenerAllowsKind(ls, k) {
 			out = append(out, gwapiv1.RouteGroupKind{Group: ptrTo(gwapiv1.Group(GatewayGroup)), Kind: gwapiv1.Kind(k)})
 		}

@@ -187,7 +187,7 @@ func errorsAs(err error, list *ErrorList) bool {
 // are refused as such.
 func TestKindRegistry(t *testing.T) {
 	t.Parallel()
-	if got, want := Kinds(), []string{KindGateway, KindHTTPRoute, KindGRPCRoute, KindService, KindSecurityPolicy, KindTrafficPolicy, KindMeshConfig, KindGatewayClass, KindReferenceGrant, KindNamespace, KindListenerSet, KindSecret, KindACMEIssuer}; !reflect.DeepEqual(got, want) {
+	if got, want := Kinds(), []string{KindGateway, KindHTTPRoute, KindGRPCRoute, KindService, KindSecurityPolicy, KindTrafficPolicy, KindMeshConfig, KindGatewayClass, KindReferenceGrant, KindNamespace, KindListenerSet, KindSecret, KindACMEIssuer, KindBackendTLSPolicy, KindConfigMap, KindTCPRoute, KindTLSRoute}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Kinds() = %v, want %v", got, want)
 	}
 	for _, tt := range []struct{ typed, want string }{
@@ -201,7 +201,7 @@ func TestKindRegistry(t *testing.T) {
 	if _, ok := LookupKind("widget"); ok {
 		t.Error("LookupKind(widget) found a kind")
 	}
-	if got, want := KindsText(), "Gateway, HTTPRoute, GRPCRoute, Service, SecurityPolicy, TrafficPolicy, MeshConfig, GatewayClass, ReferenceGrant, Namespace, ListenerSet, Secret or ACMEIssuer"; got != want {
+	if got, want := KindsText(), "Gateway, HTTPRoute, GRPCRoute, Service, SecurityPolicy, TrafficPolicy, MeshConfig, GatewayClass, ReferenceGrant, Namespace, ListenerSet, Secret, ACMEIssuer, BackendTLSPolicy, ConfigMap, TCPRoute or TLSRoute"; got != want {
 		t.Errorf("KindsText() = %q, want %q", got, want)
 	}
 	for _, k := range kinds {

@@ -188,6 +188,53 @@ var kinds = [...]kind{
 		add:      func(l *loader, res any) { l.set.ACMEIssuers = append(l.set.ACMEIssuers, res.(*ACMEIssuer)) },
 		validate: (*loader).validateACMEIssuers,
 	},
+	{
+		name: KindBackendTLSPolicy, apiVersion: GatewayAPIVersion, aliases: []string{"backendtlspolicies", "btlspolicy"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.BackendTLSPolicySpec, meta decodedMeta) any {
+			return &BackendTLSPolicy{BackendTLSPolicy: gwapiv1.BackendTLSPolicy{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add: func(l *loader, res any) {
+			l.set.BackendTLSPolicies = append(l.set.BackendTLSPolicies, res.(*BackendTLSPolicy))
+		},
+		validate: (*loader).validateBackendTLSPolicies,
+	},
+	{
+		// The CA bundles of BackendTLSPolicies (ca.crt); checked when a
+		// policy references them.
+		name: KindConfigMap, apiVersion: CoreAPIVersion, aliases: []string{"configmaps", "cm"},
+		decode:   decodeConfigMap,
+		add:      func(l *loader, res any) { l.set.ConfigMaps = append(l.set.ConfigMaps, res.(*ConfigMap)) },
+		validate: func(*loader, *setIndex) {},
+	},
+	// L4 routes (l4route.go), validated after the Gateways.
+	{
+		name: KindTCPRoute, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1alpha2}, aliases: []string{"tcproutes"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.TCPRouteSpec, meta decodedMeta) any {
+			return &TCPRoute{TCPRoute: gwapiv1.TCPRoute{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.TCPRoutes = append(l.set.TCPRoutes, res.(*TCPRoute)) },
+		validate: (*loader).validateTCPRoutes,
+	},
+	{
+		name: KindTLSRoute, apiVersion: GatewayAPIVersion, olderVersions: []string{GatewayAPIV1alpha2, GatewayAPIV1alpha3}, aliases: []string{"tlsroutes"},
+		decode: decodeKind(func(k *kind, spec gwapiv1.TLSRouteSpec, meta decodedMeta) any {
+			return &TLSRoute{TLSRoute: gwapiv1.TLSRoute{
+				TypeMeta:   metav1.TypeMeta{APIVersion: k.apiVersion, Kind: k.name},
+				ObjectMeta: meta.objectMeta,
+				Spec:       spec,
+			}, Source: meta.source}
+		}),
+		add:      func(l *loader, res any) { l.set.TLSRoutes = append(l.set.TLSRoutes, res.(*TLSRoute)) },
+		validate: (*loader).validateTLSRoutes,
+	},
 }
 
 // notSupportedYet are the kinds of the Gateway API and of meshgate that
@@ -195,8 +242,7 @@ var kinds = [...]kind{
 // document of one is refused with "kind X is not supported yet" rather than
 // as an unknown kind. A kind that gets implemented moves from here to kinds.
 var notSupportedYet = map[string][]string{
-	GatewayGroup: {"TCPRoute", "TLSRoute", "UDPRoute",
-		"BackendTLSPolicy"},
+	GatewayGroup: {"UDPRoute"},
 }
 
 // decodeKind returns the decode function of a kind whose spec is S: the

@@ -168,10 +168,10 @@ func TestListenerSets(t *testing.T) {
 		want: []wantStatus{{kind: KindListenerSet, name: "a", state: StateRejected, reason: "ListenersNotValid",
 			conditions: []string{"Accepted=False/ListenersNotValid", "Programmed=False/ListenersNotValid"}}},
 	}, {
-		name:    "TLS is not supported yet: that listener only",
+		name:    "UDP is not supported yet: that listener only",
 		gateway: lsGateway(all),
-		files:   []string{"ls", lsSet("a", "default", lsListener("tls", 8443, "TLS", "")+lsListener("plain", 9090, "HTTP", ""))},
-		errors:  []string{`ls.yaml:13: spec.listeners[0].protocol: protocol TLS is not supported yet (only HTTP and HTTPS)`},
+		files:   []string{"ls", lsSet("a", "default", lsListener("udp", 8443, "UDP", "")+lsListener("plain", 9090, "HTTP", ""))},
+		errors:  []string{`ls.yaml:13: spec.listeners[0].protocol: protocol UDP is not supported yet (only HTTP, HTTPS, TCP and TLS)`},
 		served:  []string{"default/a:plain"},
 		want: []wantStatus{{kind: KindListenerSet, name: "a", state: StateAccepted, reason: "ListenersNotValid",
 			conditions: []string{"Accepted=False/UnsupportedProtocol"}}},

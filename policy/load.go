@@ -171,9 +171,16 @@ func (k resourceKey) String() string {
 
 // loader accumulates resources and errors over one load.
 type loader struct {
-	errs    ErrorList
-	set     Set
-	defined map[resourceKey]Source
+	errs ErrorList
+	// openAPI: the OpenAPI documents read by this evaluation (nil: none
+	// yet); lastGoodOpenAPI those of the last good set; lastGoodTraffic
+	// the TrafficPolicies of this pass that are last good versions: they
+	// keep the documents they were accepted with.
+	openAPI         *openAPIReads
+	lastGoodOpenAPI map[string][]byte
+	lastGoodTraffic map[*TrafficPolicy]bool
+	set             Set
+	defined         map[resourceKey]Source
 	// malformed marks resources whose documents could not be decoded at
 	// all: they are kept so references to them resolve, but not validated.
 	malformed map[resourceKey]bool

@@ -53,6 +53,10 @@ const (
 	TLSOptionCipherSuites = "meshgate.dev/cipher-suites"
 	// DefaultTLSMinVersion is TLS 1.2.
 	DefaultTLSMinVersion = "1.2"
+	// TLSOptionHSTS is the Strict-Transport-Security header the responses
+	// of a listener carry (RFC 6797): "max-age=<seconds>", optionally
+	// "; includeSubDomains" and "; preload"; unset: none.
+	TLSOptionHSTS = "meshgate.dev/hsts"
 )
 
 // CipherSuites maps the TLS 1.2 cipher suites a listener may list (their
@@ -228,7 +232,8 @@ func certificatePath(policyFile, name string) string {
 }
 
 // CertificateFiles are the PEM files the TLS Secrets of the set name by
-// annotation (AnnotationTLSCertFile, AnnotationTLSKeyFile), sorted: a
+// annotation (AnnotationTLSCertFile, AnnotationTLSKeyFile), and the CA
+// bundles of ConfigMaps (AnnotationCAFile), sorted: a
 // control plane watches them, and reloads the policy when they change.
 func (s *Set) CertificateFiles() []string {
 	var out []string
@@ -239,6 +244,7 @@ func (s *Set) CertificateFiles() []string {
 			}
 		}
 	}
+	out = append(out, s.caFiles()...)
 	slices.Sort(out)
 	return slices.Compact(out)
 }
@@ -392,8 +398,12 @@ func (l *loader) checkListenerTLS(o listenerOwner, i int, p string, t *gwapiv1.L
 				}
 			}
 		case TLSOptionACMEIssuer: // checkListenerACME
+		case TLSOptionHSTS:
+			if msg := CheckHSTS(v); msg != "" {
+				l.listenerErrorf(o, i, kp, lsInvalid, "invalid Strict-Transport-Security value %q: %s", v, msg)
+			}
 		default:
-			l.listenerErrorf(o, i, kp, lsInvalid, "unknown option %q (want %s or %s)", k, TLSOptionMinVersion, TLSOptionCipherSuites)
+			l.listenerErrorf(o, i, kp, lsInvalid, "unknown option %q (want %s, %s, %s or %s)", k, TLSOptionMinVersion, TLSOptionCipherSuites, TLSOptionHSTS, TLSOptionACMEIssuer)
 		}
 	}
 }
@@ -467,4 +477,38 @@ func (s *Set) ListenerCertificates(ownerNamespace string, ls *gwapiv1.Listener) 
 		out = append(out, NamedCertificate{Secret: ns + "/" + string(ref.Name), TLSCertificate: c})
 	}
 	return out
+}
+
+// CheckHSTS returns why v is not a Strict-Transport-Security value meshgate
+// sends (RFC 6797: max-age=<seconds>, required, then includeSubDomains and
+// preload, each at most once, separated by ";"), or "".
+func CheckHSTS(v string) string {
+	seen := map[string]bool{}
+	for d := range strings.SplitSeq(v, ";") {
+		d = strings.TrimSpace(d)
+		name, value, hasValue := strings.Cut(d, "=")
+		key := strings.ToLower(strings.TrimSpace(name))
+		switch {
+		case d == "":
+			return "empty directive"
+		case seen[key]:
+			return fmt.Sprintf("directive %s repeated", name)
+		case key == "max-age":
+			value = strings.Trim(strings.TrimSpace(value), `"`)
+			if !hasValue || value == "" || strings.Trim(value, "0123456789") != "" || len(value) > 10 {
+				return "max-age wants a number of seconds (max-age=31536000)"
+			}
+		case key == "includesubdomains" || key == "preload":
+			if hasValue {
+				return fmt.Sprintf("directive %s takes no value", name)
+			}
+		default:
+			return fmt.Sprintf("unknown directive %q (want max-age, includeSubDomains, preload)", name)
+		}
+		seen[key] = true
+	}
+	if !seen["max-age"] {
+		return "max-age is required (max-age=31536000)"
+	}
+	return ""
 }

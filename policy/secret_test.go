@@ -234,7 +234,7 @@ func TestHTTPSListenerFields(t *testing.T) {
 		name, listener, want string
 	}{
 		{"HTTPS without tls", "{name: s, port: 8443, protocol: HTTPS}", "gw.yaml:8: spec.listeners[1].tls: tls is required for protocol HTTPS"},
-		{"HTTP with tls", "{name: s, port: 8443, protocol: HTTP, tls: {certificateRefs: [{name: x}]}}", "gw.yaml:8: spec.listeners[1].tls: tls is only for protocol HTTPS"},
+		{"HTTP with tls", "{name: s, port: 8443, protocol: HTTP, tls: {certificateRefs: [{name: x}]}}", "gw.yaml:8: spec.listeners[1].tls: tls is only for protocols HTTPS and TLS"},
 		{"passthrough", "{name: s, port: 8443, protocol: HTTPS, tls: {mode: Passthrough}}", "gw.yaml:8: spec.listeners[1].tls.mode: mode Passthrough is not supported yet"},
 		{"TLS version", "{name: s, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: c}], options: {meshgate.dev/min-tls-version: '1.1'}}}",
 			`gw.yaml:8: spec.listeners[1].tls.options["meshgate.dev/min-tls-version"]: unknown TLS version "1.1"`},

@@ -101,6 +101,9 @@ type StatusBlock struct {
 	Conditions []metav1.Condition             `json:"conditions,omitempty"`
 	Listeners  []gwapiv1.ListenerStatus       `json:"listeners,omitempty"`
 	Parents    []gwapiv1.RouteParentStatus    `json:"parents,omitempty"`
+	// Ancestors (a BackendTLSPolicy's) are its conditions for each Gateway
+	// whose routes send to its targets, as the Gateway API's PolicyStatus.
+	Ancestors []gwapiv1.PolicyAncestorStatus `json:"ancestors,omitempty"`
 	// AttachedListenerSets is, on a Gateway that sets allowedListeners
 	// (or has ListenerSets attached), how many are.
 	AttachedListenerSets *int32 `json:"attachedListenerSets,omitempty"`
@@ -349,14 +352,11 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			cond(string(gwapiv1.ListenerSetConditionProgrammed), programmed, progReason, cmp.Or(note, progReason)))
 		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 		obj.Status.Listeners = sc.listenerStatuses(res, serving, byClass, cond, rs.State, true)
-	case *HTTPRoute:
-		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
-		obj.Spec = res.Spec
-		if res.GRPC != nil {
-			obj.Spec = *res.GRPC
-		}
+	case *HTTPRoute, *TCPRoute, *TLSRoute:
+		var parentRefs []gwapiv1.ParentReference
+		obj.Metadata.Labels, obj.Metadata.Annotations, obj.Spec, parentRefs = routeParts(res)
 		refErrs := byClass(classRef, -1)
-		for i, pr := range res.Spec.ParentRefs {
+		for i, pr := range parentRefs {
 			ps := gwapiv1.RouteParentStatus{ParentRef: defaultedParentRef(pr), ControllerName: ControllerName}
 			if rejected {
 				ps.Conditions = append(ps.Conditions, cond(string(gwapiv1.RouteConditionAccepted), false,
@@ -381,7 +381,7 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 		if rs.Reason == ReasonInvalid {
 			rs.Reason = string(gwapiv1.RouteReasonUnsupportedValue)
 		}
-		if len(res.Spec.ParentRefs) == 0 {
+		if len(parentRefs) == 0 {
 			// The Gateway API has no status for a route without parents:
 			// meshgate says it at the top.
 			if rejected {
@@ -395,8 +395,19 @@ func (sc *statusContext) status(c *candidate) ResourceStatus {
 			}
 			obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
 		}
+	case *BackendTLSPolicy:
+		obj.Metadata.Labels, obj.Metadata.Annotations = res.Labels, res.Annotations
+		obj.Spec = res.Spec
+		obj.Status.Conditions = sc.backendTLSConditions(res, rejected, problems, byClass(classRef, -1), message, firstReason, cond, &rs)
+		obj.Status.Conditions = append(obj.Status.Conditions, extra()...)
+		for _, a := range sc.final.set.backendTLSAncestors(res) {
+			obj.Status.Ancestors = append(obj.Status.Ancestors, gwapiv1.PolicyAncestorStatus{
+				AncestorRef: a, ControllerName: ControllerName, Conditions: obj.Status.Conditions})
+		}
 	default:
 		switch res := res.(type) {
+		case *ConfigMap:
+			obj.Metadata.Annotations = res.Annotations
 		case *Namespace:
 			obj.Metadata.Labels = res.Labels
 			obj.Spec = res.Spec
@@ -515,7 +526,7 @@ func (sc *statusContext) listenerStatuses(g listenerOwner, serving *candidate, b
 		if len(kinds) > 0 {
 			refReason = kinds[0].attr.reason
 			if refReason == string(gwapiv1.ListenerReasonInvalidRouteKinds) {
-				st.SupportedKinds = nil
+				st.SupportedKinds = fittingKinds(&ls)
 			}
 		}
 		st.Conditions = append(st.Conditions, cond(string(gwapiv1.ListenerConditionResolvedRefs), len(kinds) == 0, refReason, msg(kinds, "Resolved")))
@@ -594,3 +605,46 @@ func defaultedParentRef(pr gwapiv1.ParentReference) gwapiv1.ParentReference {
 func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// backendTLSConditions are the Accepted and ResolvedRefs conditions of a
+// BackendTLSPolicy (and its reason in rs): Accepted False with Invalid,
+// Conflicted or NoValidCACertificate (no caCertificateRef is valid: its
+// connections fail), or TargetNotFound; ResolvedRefs False with
+// InvalidKind or InvalidCACertificateRef.
+func (sc *statusContext) backendTLSConditions(p *BackendTLSPolicy, rejected bool, problems, refErrs []*Error,
+	message func([]*Error, string) string, firstReason func([]*Error, string) string,
+	cond func(string, bool, string, string) metav1.Condition, rs *ResourceStatus) []metav1.Condition {
+	var caErrs, targetErrs []*Error
+	for _, err := range refErrs {
+		if err.attr.reason == ReasonTargetNotFound {
+			targetErrs = append(targetErrs, err)
+		} else {
+			caErrs = append(caErrs, err)
+		}
+	}
+	accepted := cond(string(gwapiv1.PolicyConditionAccepted), true, string(gwapiv1.PolicyReasonAccepted), "Accepted")
+	switch {
+	case rejected:
+		reason := firstReason(problems, string(gwapiv1.PolicyReasonInvalid))
+		if reason == ReasonInvalid {
+			reason = string(gwapiv1.PolicyReasonInvalid)
+		}
+		rs.Reason = reason
+		accepted = cond(string(gwapiv1.PolicyConditionAccepted), false, reason, message(problems, reason))
+	case sc.final.set.backendTLSNoValidCA(p):
+		rs.Reason = string(gwapiv1.BackendTLSPolicyReasonNoValidCACertificate)
+		accepted = cond(string(gwapiv1.PolicyConditionAccepted), false, rs.Reason, message(caErrs, rs.Reason))
+	case len(targetErrs) > 0:
+		rs.Reason = ReasonTargetNotFound
+		accepted = cond(string(gwapiv1.PolicyConditionAccepted), false, rs.Reason, message(targetErrs, rs.Reason))
+	}
+	resolved := cond(string(gwapiv1.BackendTLSPolicyConditionResolvedRefs), true, string(gwapiv1.BackendTLSPolicyReasonResolvedRefs), "Resolved")
+	if len(caErrs) > 0 {
+		reason := firstReason(caErrs, string(gwapiv1.BackendTLSPolicyReasonInvalidCACertificateRef))
+		if rs.Reason == "" {
+			rs.Reason = reason
+		}
+		resolved = cond(string(gwapiv1.BackendTLSPolicyConditionResolvedRefs), false, reason, message(caErrs, reason))
+	}
+	return []metav1.Condition{accepted, resolved}
+}

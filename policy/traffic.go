@@ -6,7 +6,7 @@ import (
 
 // KindTrafficPolicy is the meshgate.dev kind of traffic management:
 // load balancing, timeouts, retries, circuit breaking, outlier detection,
-// health checks, fault injection and body limits.
+// health checks, fault injection, body limits and request validation.
 const KindTrafficPolicy = "TrafficPolicy"
 
 // Load balancer types of a TrafficPolicy (Envoy's lb_policy).
@@ -62,6 +62,11 @@ type TrafficPolicySpec struct {
 	FaultInjection *FaultInjection `json:"faultInjection,omitempty"`
 	// BodyLimits bound request and response bodies.
 	BodyLimits *BodyLimits `json:"bodyLimits,omitempty"`
+	// RateLimit limits the request rate, per proxy or across proxies.
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// RequestValidation validates requests against an OpenAPI 3 document
+	// (HTTPRoute targets only).
+	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`
 }
 
 // TrafficTargetRef names a resource in the policy's namespace: a Service

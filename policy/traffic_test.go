@@ -90,6 +90,33 @@ func TestTrafficPolicyValidation(t *testing.T) {
 		{"bad limits", svc, "  bodyLimits: {maxRequestBytes: 0}\n", []string{"spec.bodyLimits.maxRequestBytes: 0 bytes"}},
 		{"bad circuit breaker", svc, "  circuitBreaker: {maxConnections: 0}\n", []string{"spec.circuitBreaker.maxConnections: 0: want 1 or more"}},
 		{"unknown field", svc, "  retry: {attempt: 3}\n", []string{"attempt"}},
+		{"rate limits", `[{kind: HTTPRoute, name: shop, sectionName: checkout}]`, `  rateLimit:
+    local:
+      maxKeys: 500
+      rules:
+      - limit: {requests: 100, unit: Second}
+      - limit: {requests: 10, unit: Minute, burst: 20}
+        key: {clientIP: {prefixLength: 24, prefixLengthV6: 64}}
+      - limit: {requests: 5, unit: Second}
+        key: {header: x-api-key}
+`, nil},
+		{"global rate limits without the service", svc, "  rateLimit: {global: {rules: [{limit: {requests: 1, unit: Second, burst: 2}}]}}\n",
+			[]string{"spec.rateLimit.global: global limits need the rate-limit service: MeshConfig spec.rateLimitService", "spec.rateLimit.global.rules[0].limit.burst: a global limit counts requests per window"}},
+		{"bad rate limits", svc, `  rateLimit:
+    local:
+      maxKeys: 0
+      rules:
+      - limit: {requests: 0, unit: Week, burst: 0}
+      - limit: {requests: 1, unit: Second}
+      - limit: {requests: 1, unit: Second}
+        key: {clientIP: {prefixLength: 33}, header: "bad header"}
+    global: {failureMode: Open, rules: []}
+`, []string{"spec.rateLimit.global: global limits need", "spec.rateLimit.local.maxKeys: 0: want 1 to 100000", "spec.rateLimit.local.rules[0].limit.requests: 0: want 1 or more",
+			`spec.rateLimit.local.rules[0].limit.unit: "Week": want one of Second, Minute, Hour, Day`, "spec.rateLimit.local.rules[0].limit.burst: 0",
+			"spec.rateLimit.local.rules[1].key: a key is required", "spec.rateLimit.local.rules[2].key.clientIP.prefixLength: 33: want 1 to 32",
+			"spec.rateLimit.local.rules[2].key.header:", "spec.rateLimit.local.rules[2].key: exactly one of clientIP and header",
+			`spec.rateLimit.global.failureMode: "Open": want Allow or Deny`, "spec.rateLimit.global.rules: at least one rule is required"}},
+		{"empty rate limit", svc, "  rateLimit: {}\n", []string{"spec.rateLimit: rateLimit needs local, global or both"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -139,6 +139,10 @@ type HTTPRoute struct {
 	// GRPC is the spec of a GRPCRoute, held as the HTTPRoute whose spec
 	// routes as it does (see KindGRPCRoute); nil for an HTTPRoute.
 	GRPC *gwapiv1.GRPCRouteSpec
+	// routeKind, in a route standing for a TCPRoute or TLSRoute in the
+	// checks they share with HTTPRoutes (l4Shim), is that kind; "" for an
+	// HTTPRoute.
+	routeKind string
 }
 
 // Service is a meshgate.dev/v1alpha1 Service: a static registration of a
@@ -164,6 +168,8 @@ type ServiceSpec struct {
 const (
 	ProtocolHTTP  = "HTTP"
 	ProtocolHTTP2 = "HTTP2" // cleartext HTTP/2 (h2c) to the endpoints
+	// ProtocolTCP: bytes, not HTTP (l4route.go: mesh TCP services).
+	ProtocolTCP = "TCP"
 )
 
 // ServicePort is one port of a Service.
@@ -172,7 +178,7 @@ type ServicePort struct {
 	Name string `json:"name,omitempty"`
 	// Port is the port number clients and backendRefs use (1-65535).
 	Port int32 `json:"port"`
-	// Protocol is HTTP (default) or HTTP2.
+	// Protocol is HTTP (default), HTTP2 or TCP.
 	Protocol string `json:"protocol,omitempty"`
 	// AppProtocol is the application protocol as the Gateway API reads a
 	// Kubernetes Service port's appProtocol: kubernetes.io/h2c or grpc
@@ -225,10 +231,17 @@ type Endpoint struct {
 type Set struct {
 	// Files lists every file read, in load order.
 	Files []string
+	// OpenAPIDocuments are the OpenAPI documents the TrafficPolicies name
+	// by file (requestValidation.openAPI.file), by path, as read and
+	// validated when the set was loaded (OpenAPIDocument).
+	OpenAPIDocuments map[string][]byte
 
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
 	Services   []*Service
+	// TCPRoutes and TLSRoutes sorted by namespace, then name.
+	TCPRoutes []*TCPRoute
+	TLSRoutes []*TLSRoute
 	// GatewayClasses sorted by name.
 	GatewayClasses []*GatewayClass
 	// ReferenceGrants sorted by namespace, then name.
@@ -246,6 +259,13 @@ type Set struct {
 	TLSCertificates map[string]*TLSCertificate
 	// ACMEIssuers sorted by namespace, then name.
 	ACMEIssuers []*ACMEIssuer
+	// BackendTLSPolicies sorted by namespace, then name (their
+	// precedence); ConfigMaps sorted the same way.
+	BackendTLSPolicies []*BackendTLSPolicy
+	ConfigMaps         []*ConfigMap
+	// BackendCAs are the CA bundles (PEM) of the BackendTLSPolicies'
+	// valid caCertificateRefs, by policy "namespace/name" (BackendTLSFor).
+	BackendCAs map[string][]byte
 
 	// MeshConfig is the set's only MeshConfig, or nil (every default).
 	MeshConfig *MeshConfig
@@ -328,6 +348,9 @@ type MeshConfigSpec struct {
 	// write one JSON line per request (docs/observability.md, "Access
 	// logs"). Unset: no access log, at no cost to the proxies.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// RateLimitService, when set, is the global rate-limit service (meshgate
+	// ratelimit) the proxies ask for TrafficPolicy rateLimit.global limits.
+	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
 }
 
 // Access-log defaults and formats.
@@ -412,6 +435,132 @@ type SecurityPolicySpec struct {
 	// ExtAuth checks every request of the targets with an external
 	// authorization service (docs/policies.md "External authorization").
 	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
+	// JWT authenticates requests to the targets with JSON Web Tokens
+	// (docs/api-gateway.md).
+	JWT *JWTAuthentication `json:"jwt,omitempty"`
+	// APIKey authenticates requests with API keys mapped to consumers.
+	APIKey *APIKeyAuthentication `json:"apiKey,omitempty"`
+	// BasicAuth authenticates requests with HTTP basic credentials.
+	BasicAuth *BasicAuthentication `json:"basicAuth,omitempty"`
+}
+
+// APIKeyAuthentication requires a key of one of its consumers.
+type APIKeyAuthentication struct {
+	// ExtractFrom: where the key is; unset: the X-API-Key header.
+	ExtractFrom *APIKeyExtractFrom `json:"extractFrom,omitempty"`
+	// Consumers and the SHA-256 of their keys.
+	Consumers []APIKeyConsumer `json:"consumers,omitempty"`
+	// SecretRef names a Secret of the policy's namespace holding more
+	// consumers: each data key a consumer's name, its value the SHA-256 of
+	// its keys (hex, one per line).
+	SecretRef *SecretObjectRef `json:"secretRef,omitempty"`
+	// SecretConsumers are the consumers of SecretRef, filled by the loader.
+	SecretConsumers []APIKeyConsumer `json:"-"`
+	// ForwardConsumerHeader, when set, is a request header set to the
+	// consumer's name for the backend.
+	ForwardConsumerHeader string `json:"forwardConsumerHeader,omitempty"`
+	// Forward keeps the key in the request sent on (default: removed).
+	Forward bool `json:"forward,omitempty"`
+}
+
+// SecretObjectRef names a Secret in the referring policy's namespace.
+type SecretObjectRef struct {
+	Name string `json:"name"`
+}
+
+// APIKeyExtractFrom lists where a key may be, in order.
+type APIKeyExtractFrom struct {
+	Headers []string `json:"headers,omitempty"`
+	Params  []string `json:"params,omitempty"`
+	Cookies []string `json:"cookies,omitempty"`
+}
+
+// APIKeyConsumer is one API consumer: its name and the SHA-256 of its keys
+// (64 hex digits each: echo -n KEY | sha256sum).
+type APIKeyConsumer struct {
+	Name    string   `json:"name"`
+	SHA256s []string `json:"sha256"`
+}
+
+// BasicAuthentication requires the credentials of one of its users.
+type BasicAuthentication struct {
+	// Htpasswd is an htpasswd document: user:hash lines, bcrypt ($2y$...)
+	// or {SHA}.
+	Htpasswd string `json:"htpasswd"`
+	// ForwardUsernameHeader, when set, is a request header set to the user's
+	// name for the backend.
+	ForwardUsernameHeader string `json:"forwardUsernameHeader,omitempty"`
+}
+
+// JWTAuthentication requires a valid JWT of one of its providers.
+type JWTAuthentication struct {
+	// Providers: a request needs a token one of them verifies.
+	Providers []JWTProvider `json:"providers"`
+	// Optional lets requests without a token through (unauthenticated); a
+	// token that is present must still verify.
+	Optional bool `json:"optional,omitempty"`
+}
+
+// JWTProvider is one issuer of tokens and the keys that verify them.
+type JWTProvider struct {
+	// Name is unique in the policy (a DNS label).
+	Name string `json:"name"`
+	// Issuer, when set, must equal the token's iss claim.
+	Issuer string `json:"issuer,omitempty"`
+	// Audiences, when set: the token's aud must hold one of them.
+	Audiences []string `json:"audiences,omitempty"`
+	// RemoteJWKS and LocalJWKS: exactly one is set.
+	RemoteJWKS *RemoteJWKS `json:"remoteJWKS,omitempty"`
+	LocalJWKS  *LocalJWKS  `json:"localJWKS,omitempty"`
+	// ExtractFrom: where the token is; unset: Authorization: Bearer, then
+	// the access_token query parameter.
+	ExtractFrom *JWTExtractFrom `json:"extractFrom,omitempty"`
+	// ClockSkew tolerated on exp, nbf and iat (a duration, default 60s).
+	ClockSkew string `json:"clockSkew,omitempty"`
+	// ClaimToHeaders copies claims into request headers for the backend.
+	ClaimToHeaders []ClaimToHeader `json:"claimToHeaders,omitempty"`
+	// Forward keeps the token in the request sent to the backend
+	// (default: removed).
+	Forward bool `json:"forward,omitempty"`
+}
+
+// RemoteJWKS is a JWKS fetched from an HTTPS URL.
+type RemoteJWKS struct {
+	URI string `json:"uri"`
+	// CacheDuration: how long fetched keys are used before a refresh
+	// (default 10m).
+	CacheDuration string `json:"cacheDuration,omitempty"`
+	// Timeout bounds a fetch and a request's wait for the first one
+	// (default 5s).
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// LocalJWKS is a JWKS given inline or in a file on the proxies' hosts
+// (read again when it changes). Exactly one is set.
+type LocalJWKS struct {
+	Inline string `json:"inline,omitempty"`
+	File   string `json:"file,omitempty"`
+}
+
+// JWTExtractFrom lists where a token may be: the first that holds one is
+// used.
+type JWTExtractFrom struct {
+	Headers []JWTHeader `json:"headers,omitempty"`
+	Params  []string    `json:"params,omitempty"`
+	Cookies []string    `json:"cookies,omitempty"`
+}
+
+// JWTHeader is a request header holding a token after ValuePrefix
+// ("Bearer ").
+type JWTHeader struct {
+	Name        string `json:"name"`
+	ValuePrefix string `json:"valuePrefix,omitempty"`
+}
+
+// ClaimToHeader copies a claim ("a.b" for a nested one) into a header.
+type ClaimToHeader struct {
+	Header string `json:"header"`
+	Claim  string `json:"claim"`
 }
 
 // ExtAuth is a SecurityPolicy's external authorization, after Envoy
@@ -499,6 +648,18 @@ type RuleSource struct {
 	Namespaces []string `json:"namespaces,omitempty"`
 	// IPBlocks are CIDRs or IP addresses of the TCP peer.
 	IPBlocks []string `json:"ipBlocks,omitempty"`
+	// Principals are authenticated principals: a JWT's subject (sub).
+	Principals []string `json:"principals,omitempty"`
+	// Claims match claims of the request's verified JWT: all must match.
+	Claims []ClaimMatch `json:"claims,omitempty"`
+}
+
+// ClaimMatch matches one JWT claim ("a.b" for a nested one): a string claim
+// equal to one of Values, or a list claim (or the space-separated scope)
+// holding one of them.
+type ClaimMatch struct {
+	Name   string   `json:"name"`
+	Values []string `json:"values"`
 }
 
 // RuleOperation matches the request. Every field set must match (within a

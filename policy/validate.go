@@ -217,8 +217,10 @@ func (l *loader) checkService(s *Service) {
 		}
 		switch port.Protocol {
 		case ProtocolHTTP, ProtocolHTTP2: // "" was made HTTP when decoding
+		case ProtocolTCP:
+			l.checkTCPPort(s, i)
 		default:
-			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or HTTP2)", port.Protocol)
+			l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP, HTTP2 or TCP)", port.Protocol)
 		}
 		switch port.AppProtocol {
 		case "", AppProtocolH2C, AppProtocolGRPC, AppProtocolWebSocket, AppProtocolHTTP:
@@ -355,15 +357,15 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 		l.listenerErrorf(o, i, p+".port", string(gwapiv1.ListenerReasonPortUnavailable), "port %d is out of range 1-65535", ls.Port)
 	}
 	switch ls.Protocol {
-	case gwapiv1.HTTPProtocolType, gwapiv1.HTTPSProtocolType:
-	case gwapiv1.TLSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.UDPProtocolType:
+	case gwapiv1.HTTPProtocolType, gwapiv1.HTTPSProtocolType, gwapiv1.TCPProtocolType, gwapiv1.TLSProtocolType:
+	case gwapiv1.UDPProtocolType:
 		if protocol {
-			l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP and HTTPS)", ls.Protocol)
+			l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol %s is not supported yet (only HTTP, HTTPS, TCP and TLS)", ls.Protocol)
 		}
 	case "":
-		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP or HTTPS)")
+		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "protocol is required (HTTP, HTTPS, TCP or TLS)")
 	default:
-		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP or HTTPS)", ls.Protocol)
+		l.listenerErrorf(o, i, p+".protocol", string(gwapiv1.ListenerReasonUnsupportedProtocol), "unknown protocol %q (want HTTP, HTTPS, TCP or TLS)", ls.Protocol)
 	}
 	if ls.Hostname != nil {
 		if msg := checkHostname(string(*ls.Hostname), true); msg != "" {
@@ -377,16 +379,19 @@ func (l *loader) checkListener(o listenerOwner, i int, p string, ls *gwapiv1.Lis
 		case ls.Protocol == gwapiv1.HTTPSProtocolType:
 			l.checkListenerTLS(o, i, p+".tls", ls.TLS)
 			l.checkListenerACME(o, i, p, ls)
-		case ls.TLS != nil && ls.Protocol == gwapiv1.HTTPProtocolType:
-			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is only for protocol HTTPS")
+		case ls.TLS != nil && (ls.Protocol == gwapiv1.HTTPProtocolType || ls.Protocol == gwapiv1.TCPProtocolType):
+			l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is only for protocols HTTPS and TLS")
+		case ls.Protocol == gwapiv1.TLSProtocolType:
+			l.checkPassthrough(o, i, p, ls)
 		}
 	}
 	l.checkAllowedRoutes(o, i, p+".allowedRoutes", ls.AllowedRoutes)
-	if ar := ls.AllowedRoutes; ar != nil && ls.Protocol != gwapiv1.HTTPProtocolType && ls.Protocol != gwapiv1.HTTPSProtocolType && ls.Protocol != "" {
+	if ar := ls.AllowedRoutes; ar != nil && ls.Protocol != "" {
 		for j, k := range ar.Kinds {
-			if (k.Group == nil || *k.Group == GatewayGroup) && (k.Kind == KindHTTPRoute || k.Kind == KindGRPCRoute) {
+			if (k.Group == nil || *k.Group == GatewayGroup) && slices.Contains([]string{KindHTTPRoute, KindGRPCRoute, KindTCPRoute, KindTLSRoute}, string(k.Kind)) &&
+				!routeKindFits(string(k.Kind), ls.Protocol) {
 				l.listenerErrorf(o, i, fmt.Sprintf("%s.allowedRoutes.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds),
-					"route kind %s does not attach to a listener of protocol %s (only HTTP and HTTPS)", k.Kind, ls.Protocol)
+					"route kind %s does not attach to a listener of protocol %s (it takes %s)", k.Kind, ls.Protocol, listenerRouteKind(ls.Protocol))
 			}
 		}
 	}
@@ -438,8 +443,8 @@ func (l *loader) checkAllowedRoutes(g listenerOwner, i int, p string, ar *gwapiv
 		if k.Group != nil {
 			group = string(*k.Group)
 		}
-		if group != GatewayGroup || (k.Kind != KindHTTPRoute && k.Kind != KindGRPCRoute) {
-			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute and GRPCRoute)", k.Kind, group)
+		if group != GatewayGroup || (k.Kind != KindHTTPRoute && k.Kind != KindGRPCRoute && k.Kind != KindTCPRoute && k.Kind != KindTLSRoute) {
+			l.listenerErrorf(g, i, fmt.Sprintf("%s.kinds[%d]", p, j), string(gwapiv1.ListenerReasonInvalidRouteKinds), "route kind %q in group %q is not supported yet (only HTTPRoute, GRPCRoute, TCPRoute and TLSRoute)", k.Kind, group)
 		}
 	}
 }
@@ -698,6 +703,12 @@ func (l *loader) checkListenerAttachment(r *HTTPRoute, parent int, p string, pr 
 		default: // no listeners at all
 			l.parentErrorf(src, parent, p, noParent, "%s has no listeners", gwName)
 		}
+		return
+	}
+	selected = slices.DeleteFunc(selected, func(i int) bool { return !routeKindFits(r.RouteKind(), listeners[i].Protocol) })
+	if len(selected) == 0 {
+		l.parentErrorf(src, parent, p, string(gwapiv1.RouteReasonNotAllowedByListeners), "the listeners of %s this parentRef selects do not take %ss (their protocol is not %s)",
+			gwName, r.RouteKind(), map[string]string{KindHTTPRoute: "HTTP or HTTPS", KindTCPRoute: "TCP", KindTLSRoute: "TLS"}[r.RouteKind()])
 		return
 	}
 	from := allowedFrom(&listeners[selected[0]])

@@ -77,6 +77,9 @@ func (l *loader) checkMeshConfig(mc *MeshConfig) {
 	if spec.AccessLog != nil {
 		l.checkAccessLog(src, spec.AccessLog)
 	}
+	if spec.RateLimitService != nil {
+		l.checkRateLimitService(src, spec.RateLimitService)
+	}
 	if spec.CertificateTTL != "" {
 		ttl, err := ParseDuration(spec.CertificateTTL)
 		switch {
@@ -106,11 +109,23 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 	if len(spec.TargetRefs) == 0 {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
-	if len(spec.Rules) == 0 && spec.MTLS == nil && spec.ExtAuth == nil {
-		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls, extAuth or several")
+	if len(spec.Rules) == 0 && spec.MTLS == nil && spec.JWT == nil && spec.APIKey == nil && spec.BasicAuth == nil && spec.ExtAuth == nil {
+		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls, jwt, apiKey, basicAuth, extAuth or some of them")
 	}
 	if spec.ExtAuth != nil {
 		l.checkSecurityExtAuth(sp, "spec.extAuth", spec.ExtAuth, services)
+	}
+	if n := btoi(spec.JWT != nil) + btoi(spec.APIKey != nil) + btoi(spec.BasicAuth != nil); n > 1 {
+		l.errorf(src, "spec", "jwt, apiKey and basicAuth are exclusive: one way to authenticate per policy")
+	}
+	if spec.JWT != nil {
+		l.checkJWT(src, spec.JWT)
+	}
+	if spec.APIKey != nil {
+		l.checkAPIKey(src, sp.Namespace, spec.APIKey)
+	}
+	if spec.BasicAuth != nil {
+		l.checkBasicAuth(src, spec.BasicAuth)
 	}
 	var serviceTargets []nsName
 	nonService := -1
@@ -168,6 +183,7 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 	for i := range spec.Rules {
 		l.checkSecurityRule(src, fmt.Sprintf("spec.rules[%d]", i), i, &spec.Rules[i], names)
 	}
+	l.checkL4Rules(sp, services)
 }
 
 // checkTargetRef validates the group and kind of a target reference and
@@ -232,9 +248,28 @@ func (l *loader) checkSecurityRule(src Source, p string, index int, rule *Securi
 }
 
 func (l *loader) checkRuleSource(src Source, p string, from RuleSource) {
-	if len(from.Services)+len(from.Identities)+len(from.Namespaces)+len(from.IPBlocks) == 0 {
-		l.errorf(src, p, "an entry needs at least one of services, identities, namespaces, ipBlocks")
+	if len(from.Services)+len(from.Identities)+len(from.Namespaces)+len(from.IPBlocks)+len(from.Principals)+len(from.Claims) == 0 {
+		l.errorf(src, p, "an entry needs at least one of services, identities, namespaces, ipBlocks, principals, claims")
 		return
+	}
+	for i, pr := range from.Principals {
+		if pr == "" || len(pr) > maxClaimLength {
+			l.errorf(src, fmt.Sprintf("%s.principals[%d]", p, i), "want 1 to %d characters", maxClaimLength)
+		}
+	}
+	for i, c := range from.Claims {
+		cp := fmt.Sprintf("%s.claims[%d]", p, i)
+		if msg := checkClaimName(c.Name); msg != "" {
+			l.errorf(src, cp+".name", "%s", msg)
+		}
+		if len(c.Values) == 0 {
+			l.errorf(src, cp+".values", "at least one value is required")
+		}
+		for j, v := range c.Values {
+			if v == "" || len(v) > maxClaimLength {
+				l.errorf(src, fmt.Sprintf("%s.values[%d]", cp, j), "want 1 to %d characters", maxClaimLength)
+			}
+		}
 	}
 	for i, s := range from.Services {
 		if msg := checkServiceRef(s); msg != "" {

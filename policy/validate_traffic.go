@@ -37,14 +37,17 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
 	if spec.LoadBalancer == nil && spec.Timeouts == nil && spec.Retry == nil && spec.CircuitBreaker == nil &&
-		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil {
-		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits")
+		spec.OutlierDetection == nil && spec.HealthCheck == nil && spec.FaultInjection == nil && spec.BodyLimits == nil && spec.RateLimit == nil &&
+		spec.RequestValidation == nil {
+		l.errorf(src, "spec", "a TrafficPolicy needs at least one of loadBalancer, timeouts, retry, circuitBreaker, outlierDetection, healthCheck, faultInjection, bodyLimits, rateLimit, requestValidation")
 	}
 	nonService := -1
 	seen := make(map[string]int)
+	var targetKinds []string
 	for i, ref := range spec.TargetRefs {
 		p := fmt.Sprintf("spec.targetRefs[%d]", i)
 		kind, ok := l.checkTargetRef(src, p, PolicyTargetRef{Group: ref.Group, Kind: ref.Kind, Name: ref.Name})
+		targetKinds = append(targetKinds, kind)
 		if !ok {
 			continue
 		}
@@ -115,6 +118,12 @@ func (l *loader) checkTrafficPolicy(tp *TrafficPolicy, ix *setIndex) {
 	}
 	if spec.FaultInjection != nil {
 		l.checkFaultInjection(src, spec.FaultInjection)
+	}
+	if spec.RateLimit != nil {
+		l.checkRateLimit(src, spec.RateLimit)
+	}
+	if spec.RequestValidation != nil {
+		l.checkRequestValidation(tp, targetKinds)
 	}
 	if b := spec.BodyLimits; b != nil {
 		if b.MaxRequestBytes == nil && b.MaxResponseBytes == nil {

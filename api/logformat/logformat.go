@@ -41,6 +41,9 @@ const (
 	DownstreamPeerURISAN
 	DownstreamRemoteAddress
 	DownstreamRemoteAddressWithoutPort
+	// Principal is the request's authenticated principal
+	// (%DYNAMIC_METADATA(meshgate.authn:principal)%).
+	Principal
 )
 
 // Argument kinds.
@@ -94,8 +97,17 @@ const (
 	RBACPolicyKey         = "enforced_effective_policy_id"
 )
 
+// AuthnMetadataNamespace and PrincipalKey name meshgate's dynamic metadata
+// of the request's authenticated principal (a JWT's sub, an API consumer, a
+// basic-auth user): %DYNAMIC_METADATA(meshgate.authn:principal)%. An Envoy
+// given the same format logs "-" there.
+const (
+	AuthnMetadataNamespace = "meshgate.authn"
+	PrincipalKey           = "principal"
+)
+
 // metadataKeys are the DYNAMIC_METADATA arguments implemented.
-var metadataKeys = []string{RBACMetadataNamespace + ":" + RBACPolicyKey}
+var metadataKeys = []string{RBACMetadataNamespace + ":" + RBACPolicyKey, AuthnMetadataNamespace + ":" + PrincipalKey}
 
 // Operators returns the names of the implemented command operators, sorted.
 func Operators() []string {
@@ -225,6 +237,9 @@ func parseOperator(token string) (Part, error) {
 	case argMetadata:
 		if !slices.Contains(metadataKeys, arg) {
 			return Part{}, fmt.Errorf("command operator %%%s%%: %s(%s) not supported (the proxy implements %s)", token, name, arg, strings.Join(metadataKeys, ", "))
+		}
+		if arg == AuthnMetadataNamespace+":"+PrincipalKey {
+			p.Op = Principal
 		}
 	}
 	return p, nil

@@ -29,6 +29,10 @@ const (
 	KeyAppAddress      = "app_address"
 	KeyOutboundAddress = "outbound_address"
 	KeyAdminAddress    = "admin_address"
+	// KeyOutboundTCP is a sidecar's outbound TCP listeners: a
+	// comma-separated list of <service>[.<namespace>]:<port>=<ip>:<port>,
+	// the local address that reaches that TCP service port.
+	KeyOutboundTCP = "outbound_tcp"
 )
 
 // Metadata is who a proxy says it is in node.metadata (docs/xds.md, "Who a
@@ -53,6 +57,9 @@ type Metadata struct {
 	// endpoints (/ready, /stats, /metrics), as bound; the control plane
 	// shows it in /status, where meshgate top finds the proxies' metrics.
 	AdminAddress string
+	// OutboundTCP is KeyOutboundTCP's value: the sidecar's outbound TCP
+	// listeners.
+	OutboundTCP string
 }
 
 // field is one key of node.metadata and the Metadata field it fills.
@@ -72,6 +79,7 @@ func (m *Metadata) fields() []field {
 		{KeyAppAddress, &m.AppAddress},
 		{KeyOutboundAddress, &m.OutboundAddress},
 		{KeyAdminAddress, &m.AdminAddress},
+		{KeyOutboundTCP, &m.OutboundTCP},
 	}
 }
 

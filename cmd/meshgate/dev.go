@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/controlplane"
@@ -34,6 +36,8 @@ type devFlags struct {
 	xdsAddress   string
 	adminAddress string
 	tracing      devTracing
+	// stateDir keeps dev's HTTPS certificate across runs.
+	stateDir string
 }
 
 func newDevCmd(g *globalFlags) *cobra.Command {
@@ -53,7 +57,12 @@ quickstart built into the binary.
 With --jaeger (a Jaeger's OTLP/gRPC receiver) or --otlp-endpoint (any OTLP/gRPC
 collector), every proxy sends its spans there, as a MeshConfig spec.tracing
 would (it replaces the policy's), at --trace-sampling percent of new traces;
-dev prints the Jaeger UI's URL.`,
+dev prints the Jaeger UI's URL.
+
+A Gateway annotated meshgate.dev/dev-https-port (the quickstart's: 8443) gets an
+HTTPS listener on that port too, with a self-signed certificate for localhost,
+127.0.0.1 and ::1 that dev generates on its first run in --state-dir and reuses
+after; dev prints a curl command that trusts it.`,
 		Example: `  tools/jaeger/bin/jaeger &      # OTLP on 4317, UI on http://localhost:16686
   meshgate dev --jaeger 127.0.0.1:4317`,
 		Args: cobra.NoArgs,
@@ -68,6 +77,7 @@ dev prints the Jaeger UI's URL.`,
 	cmd.Flags().StringVar(&f.tracing.jaegerUI, "jaeger-ui", "", "the Jaeger UI URL to print (default: http://<--jaeger's host>:16686)")
 	cmd.Flags().StringVar(&f.tracing.otlp, "otlp-endpoint", "", "send traces to this OTLP/gRPC collector (ip:port)")
 	cmd.Flags().Float64Var(&f.tracing.sampling, "trace-sampling", 100, "percent of new traces sampled with --jaeger or --otlp-endpoint")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", defaultDevStateDir(), "directory of the self-signed certificate of the dev HTTPS listener (made on the first run, reused after)")
 	return cmd
 }
 
@@ -106,6 +116,16 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	if set == nil {
 		return &exitError{code: 1, err: fmt.Errorf("%d errors in %s: nothing can be served", len(result.Errors), dir)}
 	}
+	if err := devHTTPSPorts(set); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	var devCert *devCertificate
+	if slices.ContainsFunc(set.Gateways, func(g *policy.Gateway) bool { return g.Annotations[AnnotationDevHTTPSPort] != "" }) {
+		if devCert, err = ensureDevCertificate(f.stateDir, time.Now()); err != nil {
+			return err
+		}
+		set = devHTTPS(set, devCert)
+	}
 	if n := len(result.Errors); n > 0 {
 		fmt.Fprintf(os.Stderr, "%d errors in %s: the resources they name are not served (meshgate status lists them)\n", n, dir)
 	}
@@ -115,6 +135,12 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	var evaluate func(policy.Input) *policy.Result
 	if tracing != nil {
 		evaluate = withTracing(policy.NewCache().Evaluate, tracing)
+	}
+	if devCert != nil {
+		if evaluate == nil {
+			evaluate = policy.NewCache().Evaluate
+		}
+		evaluate = withDevHTTPS(evaluate, devCert)
 	}
 	cp, err := controlplane.New(ctx, controlplane.Options{
 		ConfigPaths:  []string{dir},
@@ -138,6 +164,9 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 
 	xds := []string{cp.XDSAddr().String()}
 	tasks := []devTask{{name: "controlplane", run: cp.Run}}
+	if t, ok := devRateLimitService(set, logger.With("component", "ratelimit")); ok {
+		tasks = append(tasks, t)
+	}
 	var gatewayURLs []string
 	for _, gw := range set.Gateways {
 		tok, err := token(gw.Name, gw.Namespace)
@@ -163,7 +192,11 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			host = gw.Spec.Addresses[0].Value
 		}
 		for _, l := range gw.Spec.Listeners {
-			gatewayURLs = append(gatewayURLs, "http://"+net.JoinHostPort(host, strconv.Itoa(int(l.Port))))
+			scheme := "http://"
+			if l.Protocol == gwapiv1.HTTPSProtocolType {
+				scheme = "https://"
+			}
+			gatewayURLs = append(gatewayURLs, scheme+net.JoinHostPort(host, strconv.Itoa(int(l.Port))))
 		}
 	}
 	sort.Strings(gatewayURLs)
@@ -243,6 +276,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	}
 	if ctx.Err() == nil {
 		printDevBanner(out, dir, f, gatewayURLs, sidecars)
+		printDevHTTPS(out, devCert, gatewayURLs)
 		fmt.Fprint(out, f.tracing.banner(tracing))
 	}
 	<-ctx.Done()

@@ -57,6 +57,7 @@ func newRootCmd() *cobra.Command {
 		newApplyCmd(),
 		newGetCmd(),
 		newDeleteCmd(),
+		newRateLimitCmd(g),
 	)
 	return root
 }

@@ -77,6 +77,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AppAddress, "app", "", "ip:port of the local application (required)")
 	f.StringVar(&opts.InboundAddress, "inbound", mesh.DefaultInboundAddress, "ip:port of the inbound listener")
 	f.StringVar(&opts.OutboundAddress, "outbound", mesh.DefaultOutboundAddress, "ip:port of the outbound listener")
+	f.StringArrayVar(&opts.OutboundTCP, "outbound-tcp", nil, "an outbound TCP listener, service[.namespace]:port=ip:port: the app reaches that TCP service port at ip:port (repeatable)")
 	rf.register(f, proxyRoleUsage{
 		admin:  defaultSidecarAdminAddress,
 		id:     "node id (default sidecar~<service>~<hostname>-<pid>)",

@@ -33,8 +33,8 @@ func TestValidateCommand(t *testing.T) {
 			wantStderr: []string{
 				`../../policy/testdata/multi/a.yaml:11: spec.rules[0].backendRefs[1].name: service "ordrs" not found`,
 				`../../policy/testdata/multi/a.yaml:13: spec.rules[0].backendRefs[1].wieght: unknown field "wieght"`,
-				`../../policy/testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol TLS is not supported yet (only HTTP and HTTPS)`,
-				`../../policy/testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "TCP" (want HTTP or HTTP2)`,
+				`../../policy/testdata/multi/a.yaml:24: spec.listeners[0].protocol: protocol UDP is not supported yet (only HTTP, HTTPS, TCP and TLS)`,
+				`../../policy/testdata/multi/b.yaml:6: spec.ports[0].protocol: unknown protocol "UDP" (want HTTP, HTTP2 or TCP)`,
 				`../../policy/testdata/multi/b.yaml:12: YAML syntax error: did not find expected ',' or '}'`,
 			},
 		},

@@ -1040,7 +1040,7 @@ func ServicePort(entries []*api.ServiceEntry) policy.ServicePort {
 	}
 	for _, e := range entries {
 		switch proto := strings.ToUpper(e.Service.Meta[consulreg.MetaProtocol]); proto {
-		case policy.ProtocolHTTP, policy.ProtocolHTTP2:
+		case policy.ProtocolHTTP, policy.ProtocolHTTP2, policy.ProtocolTCP:
 			port.Protocol = proto
 			return port
 		case "GRPC": // as Consul's own service-defaults name it

@@ -167,6 +167,13 @@ var compileSteps = [...]struct {
 	// Gateway step (the HTTPS listeners whose certificates are obtained
 	// over ACME).
 	{policy.KindACMEIssuer, func(*compiler) error { return nil }},
+	{policy.KindBackendTLSPolicy, (*compiler).backendTLSPolicies},
+	// ConfigMaps are read through policy.Set.BackendTLSFor by the
+	// BackendTLSPolicy step (their CA bundles).
+	{policy.KindConfigMap, func(*compiler) error { return nil }},
+	// TCPRoutes and TLSRoutes are read by the Gateway step (l4.go).
+	{policy.KindTCPRoute, func(*compiler) error { return nil }},
+	{policy.KindTLSRoute, func(*compiler) error { return nil }},
 }
 
 func (c *compiler) meshConfig() error {
@@ -193,6 +200,7 @@ func (c *compiler) services() error {
 		}
 		svc.MTLSMode = cmp.Or(c.targets.mtls[svc.NamespacedName], m.Mesh.MTLSMode)
 		svc.Authorization = m.authorization(c.targets.services[svc.NamespacedName])
+		svc.Authentication = authentication(c.targets.services[svc.NamespacedName])
 		m.Services = append(m.Services, svc)
 		m.services[svc.NamespacedName] = svc
 	}
@@ -228,8 +236,10 @@ func (c *compiler) httpRoutes() error {
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
 			authz := m.authorization(policies)
 			extAuth := c.compileSecurityExtAuth(policies)
+			authn := authentication(policies)
 			for _, rule := range cr.rules {
 				rule.Authorization = authz
+				rule.Authentication = authn
 				if rule.Action.ExtAuth == nil {
 					rule.Action.ExtAuth = extAuth
 				}
@@ -311,9 +321,10 @@ func ruleForPort(rule *Rule, svc *Service, port *ServicePort) *Rule {
 func (c *compiler) gateways() error {
 	m := c.m
 	for _, pg := range c.set.Gateways {
-		gw := compileGateway(pg, c.routes, c.set)
+		gw := m.compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
 		gw.ExtAuth = c.compileSecurityExtAuth(c.targets.gateways[gw.NamespacedName])
+		gw.Authentication = authentication(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
 	}
@@ -368,8 +379,11 @@ func compileService(ps *policy.Service, index map[string][]*Endpoint) (*Service,
 	svc := &Service{NamespacedName: NamespacedName{Namespace: orDefault(ps.Namespace), Name: ps.Name}}
 	for _, pp := range ps.Spec.Ports {
 		proto := ProtocolHTTP
-		if pp.UpstreamProtocol() == policy.ProtocolHTTP2 {
+		switch {
+		case pp.UpstreamProtocol() == policy.ProtocolHTTP2:
 			proto = ProtocolHTTP2
+		case pp.Protocol == policy.ProtocolTCP:
+			proto = ProtocolTCP
 		}
 		svc.Ports = append(svc.Ports, &ServicePort{
 			Name:     pp.Name,
@@ -701,7 +715,7 @@ func compilePathModifier(in *gwapiv1.HTTPPathModifier) *PathModifier {
 
 // compileGateway groups a gateway's listeners by port and attaches the routes
 // whose parentRefs select it.
-func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
+func (m *Model) compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set) *Gateway {
 	addrs := pg.BindAddresses()
 	gw := &Gateway{
 		NamespacedName:      NamespacedName{Namespace: orDefault(pg.Namespace), Name: pg.Name},
@@ -727,6 +741,7 @@ func compileGateway(pg *policy.Gateway, routes []*compiledRoute, set *policy.Set
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
 		gp := compileGatewayPort(port, byPort[port], routes)
 		gp.TLS = compilePortTLS(byPort[port], set)
+		gp.L4 = m.compilePortL4(byPort[port], set)
 		gw.Ports = append(gw.Ports, gp)
 	}
 	return gw
@@ -797,11 +812,15 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 	gp := &GatewayPort{Number: port}
 	var attachments []attachment
 	listenerHostnames := make([]string, 0, len(listeners))
+	hsts := map[string]string{} // by listener hostname: its HTTPS listener's option
 	for _, l := range listeners {
 		lh := listenerHostname(l.listener)
 		listenerHostnames = append(listenerHostnames, lh)
+		if t := l.listener.TLS; l.listener.Protocol == gwapiv1.HTTPSProtocolType && t != nil && t.Options[policy.TLSOptionHSTS] != "" {
+			hsts[lh] = string(t.Options[policy.TLSOptionHSTS])
+		}
 		for _, cr := range routes {
-			if !attaches(l, cr) {
+			if l4Protocol([]ownedListener{l}) != "" || !attaches(l, cr) {
 				continue
 			}
 			for _, h := range intersectHostnames(lh, cr.route.Spec.Hostnames) {
@@ -815,7 +834,7 @@ func compileGatewayPort(port int32, listeners []ownedListener, routes []*compile
 	}
 	for _, h := range slices.Sorted(maps.Keys(hostnames)) {
 		owner := mostSpecificCover(listenerHostnames, h)
-		vh := &VirtualHost{Hostname: h}
+		vh := &VirtualHost{Hostname: h, HSTS: hsts[owner]}
 		var ranked []rankedRule
 		for _, a := range attachments {
 			// A request for h reaches the listener whose hostname matches it most
@@ -1005,6 +1024,25 @@ func methodRank(r *Rule) int {
 		return 0
 	}
 	return 1
+}
+
+// backendTLSPolicies sets the BackendTLS of every service port a
+// BackendTLSPolicy targets.
+func (c *compiler) backendTLSPolicies() error {
+	for _, svc := range c.m.Services {
+		for _, port := range svc.Ports {
+			bt := c.set.BackendTLSFor(svc.Namespace, svc.Name, port.Name, port.Number)
+			if bt == nil {
+				continue
+			}
+			out := &BackendTLS{Policy: bt.Policy, Hostname: bt.Hostname, CAPEM: bt.CAPEM, SystemCA: bt.System}
+			for _, san := range bt.SubjectAltNames {
+				out.SubjectAltNames = append(out.SubjectAltNames, SubjectAltName{Type: san.Type, Value: san.Value})
+			}
+			port.BackendTLS = out
+		}
+	}
+	return nil
 }
 
 // compileCORS compiles a CORS filter.

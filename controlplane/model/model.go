@@ -93,6 +93,9 @@ type Service struct {
 	// ExtAuth of its SecurityPolicies, checking every request at the
 	// service's sidecar inbound listeners; nil: none.
 	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
+	// Authentication required at the service's sidecar inbound
+	// listeners; nil: none.
+	Authentication *Authentication `json:"authentication,omitempty"`
 }
 
 // DefaultPort is the port a call without a port in its Host reaches: port 80
@@ -139,7 +142,32 @@ type ServicePort struct {
 	// RouteTraffic is what they set on the routes to the port, unless a
 	// gateway's or the route's own policy sets it; nil: none.
 	RouteTraffic *RouteTraffic `json:"routeTraffic,omitempty"`
+	// BackendTLS is the TLS its BackendTLSPolicy asks of the connections
+	// to the port's endpoints that are not sidecars (sidecars keep mesh
+	// mTLS); nil: plaintext.
+	BackendTLS *BackendTLS `json:"backendTLS,omitempty"`
 }
+
+// BackendTLS is TLS to a service port's endpoints, from a BackendTLSPolicy:
+// SNI Hostname, the certificate verified against CAPEM (or the system's
+// CAs) and SubjectAltNames (else Hostname).
+type BackendTLS struct {
+	Policy          string           `json:"policy"`
+	Hostname        string           `json:"hostname"`
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+	CAPEM           []byte           `json:"caPEM,omitempty"`
+	SystemCA        bool             `json:"systemCA,omitempty"`
+}
+
+// SubjectAltName is a DNS name (Type Hostname) or a URI a backend
+// certificate may have.
+type SubjectAltName struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// FailClosed reports whether no CA is valid: the connections must fail.
+func (t *BackendTLS) FailClosed() bool { return len(t.CAPEM) == 0 && !t.SystemCA }
 
 // RoutesFor returns the rules that shape the calls to p of a caller in
 // namespace callerNamespace: the consumer routes of that namespace when it
@@ -183,6 +211,9 @@ type Gateway struct {
 	// ExtAuth of its SecurityPolicies, checking every request of a rule
 	// without an external authorization of its own; nil: none.
 	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
+	// Authentication required at every route of the gateway that has
+	// none of its own; nil: none.
+	Authentication *Authentication `json:"authentication,omitempty"`
 }
 
 // RuleCount is the number of route rules (one per match) on every port and
@@ -208,6 +239,9 @@ type GatewayPort struct {
 	// TLS, when the port's listeners are HTTPS, is their certificates and
 	// TLS settings; nil: plaintext HTTP.
 	TLS *PortTLS `json:"tls,omitempty"`
+	// L4, when the port's listeners are TCP or TLS (Passthrough), is where
+	// its connections go (l4.go); nil for HTTP and HTTPS.
+	L4 *PortL4 `json:"l4,omitempty"`
 }
 
 // PortTLS is the TLS termination of a port of HTTPS listeners: one chain
@@ -258,6 +292,10 @@ type VirtualHost struct {
 	Hostname string `json:"hostname"`
 	// Rules in precedence order.
 	Rules []*Rule `json:"rules"`
+	// HSTS is the Strict-Transport-Security header of every response, from
+	// the tls.options of the HTTPS listener the hostname belongs to; "":
+	// none.
+	HSTS string `json:"hsts,omitempty"`
 }
 
 // Rule is one match of one HTTPRoute rule, with the rule's action. A rule with
@@ -278,6 +316,9 @@ type Rule struct {
 	// wherever its rules are (merged with the gateway's at a gateway); nil:
 	// none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// Authentication of the SecurityPolicies targeting the route: at a
+	// gateway it replaces the gateway's; nil: none.
+	Authentication *Authentication `json:"authentication,omitempty"`
 	// Traffic of the TrafficPolicies targeting the route (or this rule);
 	// nil: none.
 	Traffic *RouteTraffic `json:"traffic,omitempty"`

@@ -81,7 +81,7 @@ func (r *AuthzRule) matchesEveryRequestOf(peerID string, match func(StringMatch,
 		return true
 	}
 	return slices.ContainsFunc(r.From, func(f *AuthzFrom) bool {
-		return len(f.IPBlocks) == 0 && f.identityMatches(peerID, match)
+		return len(f.IPBlocks) == 0 && len(f.Claims) == 0 && f.identityMatches(peerID, match)
 	})
 }
 

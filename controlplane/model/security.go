@@ -29,6 +29,16 @@ type Mesh struct {
 	Tracing *Tracing `json:"tracing,omitempty"`
 	// AccessLog is the proxies' access log; nil: none.
 	AccessLog *AccessLog `json:"accessLog,omitempty"`
+	// RateLimitService is where the proxies ask about global rate limits;
+	// nil: none.
+	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
+}
+
+// RateLimitService is the mesh's global rate-limit service (MeshConfig
+// spec.rateLimitService), with its defaults applied.
+type RateLimitService struct {
+	Address string        `json:"address"`
+	Timeout time.Duration `json:"timeout"`
 }
 
 // AccessLog is the mesh's access log (MeshConfig spec.accessLog, enabled),
@@ -123,6 +133,9 @@ type AuthzFrom struct {
 	Namespaces []StringMatch `json:"namespaces,omitempty"`
 	// IPBlocks match the TCP peer address: canonical CIDRs.
 	IPBlocks []string `json:"ipBlocks,omitempty"`
+	// Claims match the request's verified JWT (principals are its sub):
+	// every one must match.
+	Claims []ClaimMatch `json:"claims,omitempty"`
 }
 
 // AuthzTo matches the request: every non-empty field must match, a field
@@ -205,6 +218,13 @@ func compileMesh(mc *policy.MeshConfig) (Mesh, error) {
 			mesh.Tracing.SamplingPercent = *t.Sampling
 		}
 	}
+	if rs := spec.RateLimitService; rs != nil {
+		timeout, err := policy.ParseDuration(cmp.Or(rs.Timeout, policy.DefaultRateLimitTimeout))
+		if err != nil {
+			return mesh, fmt.Errorf("meshconfig %s/%s: rateLimitService.timeout: %w", mc.Namespace, mc.Name, err)
+		}
+		mesh.RateLimitService = &RateLimitService{Address: rs.Address, Timeout: timeout}
+	}
 	if a := spec.AccessLog; a != nil && (a.Enabled == nil || *a.Enabled) {
 		mesh.AccessLog = &AccessLog{Path: cmp.Or(a.Path, policy.DefaultAccessLogPath), Fields: maps.Clone(a.Fields)}
 	}
@@ -227,11 +247,25 @@ type compiledPolicy struct {
 	// it applies, once the services are: compileSecurityExtAuth).
 	namespace string
 	extAuth   *policy.ExtAuth
+	authn     *compiledAuthn // nil: the policy does not authenticate
 }
 
 func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error) {
 	ns := orDefault(sp.Namespace)
 	cp := &compiledPolicy{name: ns + "/" + sp.Name, namespace: ns, extAuth: sp.Spec.ExtAuth}
+	if sp.Spec.JWT != nil {
+		authn, err := compileJWT(cp.name, sp.Spec.JWT)
+		if err != nil {
+			return nil, fmt.Errorf("securitypolicy %s: %w", cp.name, err)
+		}
+		cp.authn = authn
+	}
+	if sp.Spec.APIKey != nil {
+		cp.authn = compileAPIKey(sp.Spec.APIKey)
+	}
+	if sp.Spec.BasicAuth != nil {
+		cp.authn = &compiledAuthn{basic: &BasicAuthn{Htpasswd: sp.Spec.BasicAuth.Htpasswd, ForwardHeader: sp.Spec.BasicAuth.ForwardUsernameHeader}}
+	}
 	for i, rule := range sp.Spec.Rules {
 		label := rule.Name
 		if label == "" {
@@ -310,6 +344,7 @@ func (m *Model) compileFrom(policyNamespace string, in policy.RuleSource) (*Auth
 		}
 		out.IPBlocks = append(out.IPBlocks, prefix.String())
 	}
+	out.Claims = compileClaims(in.Claims, in.Principals)
 	return out, nil
 }
 

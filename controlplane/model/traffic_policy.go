@@ -55,6 +55,39 @@ type RouteTraffic struct {
 	Retry      *TrafficRetry          `json:"retry,omitempty"`
 	Fault      *policy.FaultInjection `json:"fault,omitempty"`
 	BodyLimits *policy.BodyLimits     `json:"bodyLimits,omitempty"`
+	// RateLimit is the rateLimit section, whole (local and global), of the
+	// policy RateLimitPolicy (namespace/name: it names the global rules).
+	RateLimit       *policy.RateLimit `json:"rateLimit,omitempty"`
+	RateLimitPolicy string            `json:"rateLimitPolicy,omitempty"`
+	// RequestValidation validates the requests against an OpenAPI
+	// document (HTTPRoute targets only).
+	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`
+}
+
+// RequestValidation is a TrafficPolicy's requestValidation, compiled.
+type RequestValidation struct {
+	// Document is the OpenAPI 3 document (JSON or YAML), validated when
+	// the policy was loaded.
+	Document string `json:"document"`
+	// MaxBodyBytes bounds the bodies read for validation.
+	MaxBodyBytes int64 `json:"maxBodyBytes"`
+	// ReportResponses: the responses are validated too, report-only.
+	ReportResponses bool `json:"reportResponses,omitempty"`
+}
+
+// compileRequestValidation compiles a requestValidation section with its
+// document (nil: none; a section without its document, which Load
+// refused, is none).
+func compileRequestValidation(rv *policy.RequestValidation, document []byte) *RequestValidation {
+	if rv == nil || len(document) == 0 {
+		return nil
+	}
+	out := &RequestValidation{Document: string(document), MaxBodyBytes: policy.DefaultValidationBodyBytes,
+		ReportResponses: rv.ResponseValidation == policy.ResponseValidationReportOnly}
+	if rv.MaxBodyBytes != nil {
+		out.MaxBodyBytes = *rv.MaxBodyBytes
+	}
+	return out
 }
 
 // TrafficRetry is a TrafficPolicy's retry section, compiled.
@@ -86,6 +119,10 @@ func mergeRouteTraffic(into, from *RouteTraffic) *RouteTraffic {
 	into.Retry = cmp.Or(into.Retry, from.Retry)
 	into.Fault = cmp.Or(into.Fault, from.Fault)
 	into.BodyLimits = mergeBodyLimits(into.BodyLimits, from.BodyLimits)
+	if into.RateLimit == nil {
+		into.RateLimit, into.RateLimitPolicy = from.RateLimit, from.RateLimitPolicy
+	}
+	into.RequestValidation = cmp.Or(into.RequestValidation, from.RequestValidation)
 	return into
 }
 
@@ -154,8 +191,9 @@ func duration(d gwapiv1.Duration) (*time.Duration, error) {
 	return &v, nil
 }
 
-// compileTraffic compiles a TrafficPolicy's sections.
-func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
+// compileTraffic compiles a TrafficPolicy's sections; openAPIDocument is
+// the document of its requestValidation (policy.Set.OpenAPIDocument).
+func compileTraffic(tp *policy.TrafficPolicy, openAPIDocument []byte) (*compiledTraffic, error) {
 	spec := &tp.Spec
 	ct, rt := &ClusterTraffic{}, &RouteTraffic{}
 	var errs []error
@@ -229,6 +267,11 @@ func compileTraffic(tp *policy.TrafficPolicy) (*compiledTraffic, error) {
 	ct.HealthCheck = spec.HealthCheck
 	rt.Fault = spec.FaultInjection
 	rt.BodyLimits = spec.BodyLimits
+	rt.RateLimit = spec.RateLimit
+	if rt.RateLimit != nil {
+		rt.RateLimitPolicy = orDefault(tp.Namespace) + "/" + tp.Name
+	}
+	rt.RequestValidation = compileRequestValidation(spec.RequestValidation, openAPIDocument)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("trafficpolicy %s/%s: %w", tp.Namespace, tp.Name, errs[0])
 	}
@@ -259,7 +302,7 @@ func (c *compiler) trafficPolicies() error {
 	})
 	var refs []ref
 	for _, tp := range sorted {
-		ct, err := compileTraffic(tp)
+		ct, err := compileTraffic(tp, c.set.OpenAPIDocument(tp))
 		if err != nil {
 			c.leaveOut(policy.KindTrafficPolicy, NamespacedName{Namespace: orDefault(tp.Namespace), Name: tp.Name}, tp.Source, err)
 			continue

@@ -49,6 +49,7 @@ var defaultAccessLogFields = map[string]string{
 	"duration":              "%DURATION%",
 	"upstream_duration":     "%RESPONSE_DURATION%",
 	"peer":                  "%DOWNSTREAM_PEER_URI_SAN%",
+	"principal":             "%DYNAMIC_METADATA(" + logformat.AuthnMetadataNamespace + ":" + logformat.PrincipalKey + ")%",
 	"downstream_address":    "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
 }
 

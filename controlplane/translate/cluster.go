@@ -55,7 +55,18 @@ func buildCluster(m *model.Model, in Inputs, svc *model.Service, port *model.Ser
 			fail(err)
 		}
 	}
-	return c, loadAssignment(port.Cluster, m.Endpoints(port), mtls), firstErr
+	endpoints := m.Endpoints(port)
+	if bt := port.BackendTLS; bt != nil {
+		if err := setBackendTLS(c, bt, port.Protocol); err != nil {
+			fail(err)
+		}
+		if bt.FailClosed() {
+			// No valid CA: no endpoint may be called (503, no healthy
+			// upstream), as the Gateway API requires.
+			endpoints = nil
+		}
+	}
+	return c, loadAssignment(port.Cluster, endpoints, mtls), firstErr
 }
 
 // setHTTP2 makes the cluster speak HTTP/2 without TLS (h2c) to its

@@ -32,14 +32,25 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	part := &gatewayPart{}
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
-		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization}
+		if port.L4 != nil {
+			l, err := l4Listener(m, clusters, name, gw, port)
+			if err != nil {
+				return nil, err
+			}
+			part.listeners = append(part.listeners, l)
+			continue
+		}
+		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
 		want.addExtAuth(gw.ExtAuth)
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
 			want.buffer = want.buffer || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestLimit)
 			want.responseLimit = want.responseLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasResponseLimit)
+			want.openAPI = want.openAPI || anyRouteTraffic(m, vh.Rules, port.Traffic, hasRequestValidation)
 			want.grpcWeb = want.grpcWeb || routesToGRPC(m, vh.Rules)
+			want.localRateLimit = want.localRateLimit || anyRouteTraffic(m, vh.Rules, port.Traffic, hasLocalRateLimit)
+			want.setGlobalRateLimit(m, anyRouteTraffic(m, vh.Rules, port.Traffic, hasGlobalRateLimit), anyRouteTraffic(m, vh.Rules, port.Traffic, deniesOnFailure))
 		}
 		filters, err := httpFilters(name, want)
 		if err != nil {
@@ -82,6 +93,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 				Routes:  rs,
 			}
 			setAttemptCounts(vhost, m, vh.Rules, port.Traffic, nil)
+			setHSTS(vhost, vh.HSTS)
 			rc.VirtualHosts = append(rc.VirtualHosts, vhost)
 		}
 		if want.buffer {

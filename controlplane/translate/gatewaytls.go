@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
@@ -143,4 +144,20 @@ func redactSecret(s *tlsv3.Secret) *tlsv3.Secret {
 	out := proto.CloneOf(s)
 	out.GetTlsCertificate().PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: RedactedKey}}
 	return out
+}
+
+// hstsHeader is the header of HTTP Strict Transport Security (RFC 6797).
+const hstsHeader = "Strict-Transport-Security"
+
+// setHSTS makes every response of an HTTPS listener's virtual host carry
+// Strict-Transport-Security: value (the listener's meshgate.dev/hsts
+// option), replacing the backend's; nothing when value is "".
+func setHSTS(vhost *routev3.VirtualHost, value string) {
+	if value == "" {
+		return
+	}
+	vhost.ResponseHeadersToAdd = append(vhost.ResponseHeadersToAdd, &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: hstsHeader, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	})
 }

@@ -117,6 +117,11 @@ type listenerFilters struct {
 	// authorization is what the RBAC filters enforce at the listener
 	// level; nil: nothing (the routes' per-route configs decide).
 	authorization *model.Authorization
+	// authentication is what the JWT filter requires on every path of
+	// the listener (nil: nothing), and routeAuthentications what routes of
+	// the listener require in its place (jwt.go).
+	authentication       *model.Authentication
+	routeAuthentications []*model.Authentication
 	// headerMutation: a route of the listener modifies headers (header.go).
 	headerMutation bool
 	// cors: a route of the listener has a CORS filter (cors.go).
@@ -135,6 +140,26 @@ type listenerFilters struct {
 	// extAuth are the distinct external authorizations of the listener's
 	// routes, by filter name (extauthz.go).
 	extAuth []*model.ExtAuth
+	// openAPI: a route of the listener validates requests against an
+	// OpenAPI document (openapi.go).
+	openAPI bool
+	// localRateLimit: a route of the listener has a local rate limit
+	// (ratelimit.go).
+	localRateLimit bool
+	// rateLimitService: a route of the listener has a global rate limit,
+	// checked with this service (ratelimit.go); globalDeny: one of them
+	// denies when the service fails.
+	rateLimitService *model.RateLimitService
+	globalDeny       bool
+}
+
+// setGlobalRateLimit adds a global rate limit to the filters when has (and
+// the mesh has a rate-limit service), denying on failure when deny.
+func (f *listenerFilters) setGlobalRateLimit(m *model.Model, has, deny bool) {
+	if has && m.Mesh.RateLimitService != nil {
+		f.rateLimitService = m.Mesh.RateLimitService
+		f.globalDeny = f.globalDeny || deny
+	}
 }
 
 // need adds what rules need of a listener's filters: the RBAC filters for
@@ -143,6 +168,9 @@ type listenerFilters struct {
 func (f *listenerFilters) need(rules []*model.Rule) {
 	for _, r := range rules {
 		f.rbac = f.rbac || r.Authorization != nil
+		if r.Authentication != nil && !slices.Contains(f.routeAuthentications, r.Authentication) {
+			f.routeAuthentications = append(f.routeAuthentications, r.Authentication)
+		}
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
 		f.cors = f.cors || hasCORS(r)
 		f.addExtAuth(r.Action.ExtAuth)
@@ -152,9 +180,13 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
-// others answer), then the external authorizations (extauthz.go), then
-// authorization (the deny, then the allow filter: a
-// denied request goes no further), then the header mutation, fault,
+// others answer), then authentication (JWT, API keys, basic auth), then
+// the external authorizations (extauthz.go, after authentication as in Envoy
+// Gateway), then authorization (the deny, then the allow filter: a denied
+// request goes no further), then the local rate limit (a denied request
+// takes no token) and the global rate limit, then request validation (of the
+// request as the client sent it, once it may go on), then the header
+// mutation, fault,
 // buffer and response limit filters.
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
@@ -172,6 +204,27 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 		}
 		out = append(out, gw)
 	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return len(a.JWT) > 0 }) {
+		jwt, err := jwtHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, jwt)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return a.APIKey != nil }) {
+		f, err := apiKeyHTTPFilter(want.authentication)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if anyAuthn(want, func(a *model.Authentication) bool { return a.Basic != nil }) {
+		f, err := basicAuthHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
 	for _, ea := range want.extAuth {
 		f, err := extAuthzFilter(ea)
 		if err != nil {
@@ -185,6 +238,27 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, rbac...)
+	}
+	if want.localRateLimit {
+		f, err := localRateLimitFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.rateLimitService != nil {
+		f, err := globalRateLimitFilter(want.rateLimitService, want.globalDeny)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	if want.openAPI {
+		f, err := openAPIFilter()
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
 	}
 	if want.headerMutation {
 		hm, err := headerMutationFilter()

@@ -32,6 +32,9 @@ type NodeInfo struct {
 	InboundAddress  string `json:"inboundAddress,omitempty"`
 	AppAddress      string `json:"appAddress,omitempty"`
 	OutboundAddress string `json:"outboundAddress,omitempty"`
+	// OutboundTCP is a sidecar's outbound TCP listeners
+	// (xdsnode.KeyOutboundTCP).
+	OutboundTCP string `json:"outboundTCP,omitempty"`
 	// Zone is the proxy's zone (node.locality.zone): the endpoints of
 	// clusters that prefer local ones are prioritized by it.
 	Zone string `json:"zone,omitempty"`
@@ -58,6 +61,7 @@ func NodeInfoFromNode(node *corev3.Node) NodeInfo {
 		InboundAddress:  m.InboundAddress,
 		AppAddress:      m.AppAddress,
 		OutboundAddress: m.OutboundAddress,
+		OutboundTCP:     m.OutboundTCP,
 		Zone:            node.GetLocality().GetZone(),
 	}
 }

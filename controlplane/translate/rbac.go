@@ -128,6 +128,9 @@ func principal(from *model.AuthzFrom) *rbacv3.Principal {
 		}
 		fields = append(fields, orIDs(ids))
 	}
+	for _, c := range from.Claims {
+		fields = append(fields, claimPrincipal(c))
+	}
 	switch len(fields) {
 	case 0:
 		return &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}

@@ -2,12 +2,14 @@ package translate
 
 import (
 	"cmp"
+	"maps"
 	"regexp"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -35,6 +37,16 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			}
 			r.TypedPerFilterConfig = perRoute
 		}
+		if rule.Authentication != nil {
+			perRoute, err := authnPerRoute(rule.Authentication)
+			if err != nil {
+				return nil, err
+			}
+			if len(perRoute) > 0 && r.TypedPerFilterConfig == nil {
+				r.TypedPerFilterConfig = map[string]*anypb.Any{}
+			}
+			maps.Copy(r.TypedPerFilterConfig, perRoute)
+		}
 		a := rule.Action
 		if a.Redirect != nil {
 			r.Action = &routev3.Route_Redirect{Redirect: redirect(a.Redirect, rule.Match.Path, listenerPort)}
@@ -57,6 +69,12 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 					return nil, err
 				}
 				if err := setBodyLimits(r, t.BodyLimits); err != nil {
+					return nil, err
+				}
+				if err := setRateLimit(m, r, t); err != nil {
+					return nil, err
+				}
+				if err := setRequestValidation(r, t.RequestValidation); err != nil {
 					return nil, err
 				}
 			}

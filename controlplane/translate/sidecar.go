@@ -36,7 +36,14 @@ type outboundPart struct {
 func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterSet, error) {
 	m, in := p.translation()
 	var own []*ownCluster
-	if node.InboundAddress != "" && node.AppAddress != "" {
+	if svc := m.Service(node.Namespace, node.Service); svc != nil && svc.IsTCP() && node.InboundAddress != "" && node.AppAddress != "" {
+		l, c, err := inboundTCP(m, in, node, svc)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Listeners = append(res.Listeners, l)
+		own = append(own, &ownCluster{cluster: c})
+	} else if node.InboundAddress != "" && node.AppAddress != "" {
 		l, rc, c, err := inbound(m, in, node)
 		if err != nil {
 			return nil, nil, err
@@ -69,7 +76,15 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	}
 	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, out.routes)
-	sets := []*clusterSet{out.clusters}
+	shared := []*clusterSet{out.clusters}
+	if node.OutboundTCP != "" {
+		listeners, clusters, err := outboundTCP(p, node)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Listeners = append(res.Listeners, listeners...)
+		shared = append(shared, clusters)
+	}
 	if svc := m.Service(node.Namespace, node.Service); svc != nil && svc.ExtAuth != nil && node.InboundAddress != "" && node.AppAddress != "" {
 		// The inbound listener's authorization service.
 		authz := newClusterCollector(p)
@@ -77,9 +92,9 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 		if authz.err != nil {
 			return nil, nil, authz.err
 		}
-		sets = append(sets, authz.set())
+		shared = append(shared, authz.set())
 	}
-	return own, sets, nil
+	return own, shared, nil
 }
 
 // buildOutbound builds the outbound route configuration of a sidecar in
@@ -96,6 +111,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 	for _, svc := range m.Services {
 		if !mayCall(svc) {
 			continue
+		}
+		if svc.IsTCP() {
+			continue // reached through outbound TCP listeners (l4.go)
 		}
 		for _, port := range svc.Ports {
 			var rs []*routev3.Route
@@ -121,6 +139,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 						return nil, err
 					}
 					if err := setBodyLimits(rs[0], t.BodyLimits); err != nil {
+						return nil, err
+					}
+					if err := setRateLimit(m, rs[0], t); err != nil {
 						return nil, err
 					}
 				}
@@ -186,6 +207,7 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 		want = listenerFilters{rbac: true, authorization: svc.Authorization}
 	}
 	if svc != nil {
+		want.authentication = svc.Authentication
 		// Every request of the inbound listener's one route is checked.
 		want.addExtAuth(svc.ExtAuth)
 	}
@@ -258,5 +280,8 @@ func outboundFilters(m *model.Model) listenerFilters {
 	want.fault = modelHasFault(m)
 	want.buffer = modelAnyRouteTraffic(m, hasRequestLimit)
 	want.responseLimit = modelAnyRouteTraffic(m, hasResponseLimit)
+	want.localRateLimit = modelAnyRouteTraffic(m, hasLocalRateLimit)
+	want.setGlobalRateLimit(m, modelAnyRouteTraffic(m, hasGlobalRateLimit), modelAnyRouteTraffic(m, deniesOnFailure))
+	want.openAPI = modelAnyRouteTraffic(m, hasRequestValidation)
 	return want
 }

@@ -159,3 +159,52 @@ func secureInbound(l *listenerv3.Listener, mode string) error {
 	l.FilterChains = []*listenerv3.FilterChain{tlsChain, plainChain}
 	return nil
 }
+
+// setBackendTLS gives the cluster the transport socket of its
+// BackendTLSPolicy: TLS to the endpoints that no transport_socket_matches
+// entry selects (a sidecar keeps mesh mTLS), with the policy's hostname
+// as SNI and the certificate verified against its CA bundle (or the
+// system's) and its subjectAltNames, else its hostname. A fail-closed
+// policy (no valid CA) has no transport socket: its cluster gets no
+// endpoints.
+func setBackendTLS(c *clusterv3.Cluster, bt *model.BackendTLS, protocol string) error {
+	if bt.FailClosed() {
+		return nil
+	}
+	validation := &tlsv3.CertificateValidationContext{}
+	if bt.SystemCA {
+		validation.SystemRootCerts = &tlsv3.CertificateValidationContext_SystemRootCerts{}
+	} else {
+		validation.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: bt.CAPEM}}
+	}
+	sans := bt.SubjectAltNames
+	if len(sans) == 0 {
+		sans = []model.SubjectAltName{{Type: "Hostname", Value: bt.Hostname}}
+	}
+	for _, san := range sans {
+		typ := tlsv3.SubjectAltNameMatcher_DNS
+		if san.Type == "URI" {
+			typ = tlsv3.SubjectAltNameMatcher_URI
+		}
+		validation.MatchTypedSubjectAltNames = append(validation.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+			SanType: typ,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san.Value}},
+		})
+	}
+	alpn := "http/1.1"
+	if protocol == model.ProtocolHTTP2 {
+		alpn = "h2"
+	}
+	ts, err := transportSocket(&tlsv3.UpstreamTlsContext{
+		Sni: bt.Hostname,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: validation},
+			AlpnProtocols:         []string{alpn},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %q: backend TLS (%s): %w", c.Name, bt.Policy, err)
+	}
+	c.TransportSocket = ts
+	return nil
+}

@@ -79,6 +79,7 @@ type Entry struct {
 	flags                         Flag
 	details                       string
 	deniedBy                      string
+	principal                     string
 	// upstreamResponse: time from the start to the upstream's response
 	// head; 0 without one.
 	upstreamResponse time.Duration
@@ -123,6 +124,20 @@ func Denied(ctx context.Context, policy string) {
 		e.deniedBy = policy
 		e.details = "rbac_access_denied_matched_policy[" + policy + "]"
 	}
+}
+
+// Authenticated records the request's authenticated principal
+// (%DYNAMIC_METADATA(meshgate.authn:principal)%).
+func Authenticated(ctx context.Context, principal string) {
+	if e := FromContext(ctx); e != nil {
+		e.principal = principal
+	}
+}
+
+// DeniedWith records the response code details of a request an
+// authentication filter refused.
+func DeniedWith(ctx context.Context, details string) {
+	FromContext(ctx).SetDetails(details)
 }
 
 // SetRoute records the route that matched: its name, or, for a route
@@ -336,6 +351,8 @@ func (e *Entry) appendValue(buf []byte, p logformat.Part, end time.Time, whole b
 		return str(e.details, e.details != "")
 	case logformat.DynamicMetadata:
 		return str(e.deniedBy, e.deniedBy != "")
+	case logformat.Principal:
+		return str(e.principal, e.principal != "")
 	case logformat.BytesReceived:
 		return num(e.bytesReceived.Load(), true)
 	case logformat.BytesSent:
@@ -366,11 +383,11 @@ func (e *Entry) requestHeader(name string) (string, bool) {
 	case ":path":
 		return e.path, e.path != ""
 	case ":method":
-		return e.method, true
+		return e.method, e.method != "" // none for a connection (StartConn)
 	case ":authority":
 		return e.authority, e.authority != ""
 	case ":scheme":
-		return e.scheme, true
+		return e.scheme, e.scheme != ""
 	}
 	return headerValue(e.req.Header, name)
 }
@@ -427,4 +444,28 @@ func appendJSONString(buf []byte, s string) []byte {
 		i += size
 	}
 	return buf
+}
+
+// StartConn starts the Entry of a proxied TCP connection from remoteAddr
+// (tcp_proxy's access log): no request, its identity (peer.Identity) and
+// trace from ctx; bytes are added with AddTunnelBytes.
+func StartConn(ctx context.Context, remoteAddr string) *Entry {
+	r := (&http.Request{RemoteAddr: remoteAddr, Header: http.Header{}}).WithContext(ctx)
+	return &Entry{w: noResponse{}, start: time.Now(), req: r}
+}
+
+// noResponse is the writer of a connection's Entry: no headers.
+type noResponse struct{}
+
+func (noResponse) Header() http.Header         { return http.Header{} }
+func (noResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (noResponse) WriteHeader(int)             {}
+
+// Deny records, on a connection's Entry, the RBAC policy that denied it (as
+// Denied does for a request).
+func (e *Entry) Deny(policy string) {
+	if e != nil {
+		e.deniedBy = policy
+		e.details = "rbac_access_denied_matched_policy[" + policy + "]"
+	}
 }

@@ -28,12 +28,18 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/dataplane/filters/apikeyauth"
+	"github.com/meshgate/meshgate/dataplane/filters/basicauth"
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/cors"
 	"github.com/meshgate/meshgate/dataplane/filters/extauthz"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
+	"github.com/meshgate/meshgate/dataplane/filters/globalratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
 	"github.com/meshgate/meshgate/dataplane/filters/headermutation"
+	"github.com/meshgate/meshgate/dataplane/filters/jwtauthn"
+	"github.com/meshgate/meshgate/dataplane/filters/localratelimit"
+	"github.com/meshgate/meshgate/dataplane/filters/openapi"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
 	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -58,12 +64,19 @@ type Registry struct {
 // (rbac.v3.RBAC), header mutation (header_mutation.v3.HeaderMutation),
 // fault injection (fault.v3.HTTPFault), buffer (buffer.v3.Buffer: request
 // body limits), gRPC-Web (grpc_web.v3.GrpcWeb), CORS (cors.v3.Cors),
-// external authorization (ext_authz.v3.ExtAuthz) and
 // meshgate's response limit (a TypedStruct of responselimit.TypeURL:
-// response body limits).
+// response body limits), local rate limit
+// (local_ratelimit.v3.LocalRateLimit), global rate limit
+// (ratelimit.v3.RateLimit), JWT authentication
+// (jwt_authn.v3.JwtAuthentication), API keys (api_key_auth.v3.ApiKeyAuth)
+// basic auth (basic_auth.v3.BasicAuth) and meshgate's request validation
+// (a TypedStruct of openapi.TypeURL: OpenAPI 3), and external
+// authorization (ext_authz.v3.ExtAuthz).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
-		cors.Factory(), responselimit.Factory(), extauthz.Factory())
+		cors.Factory(), responselimit.Factory(), localratelimit.Factory(), globalratelimit.Factory(),
+		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory(), openapi.Factory(),
+		extauthz.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}
@@ -161,6 +174,11 @@ func (r *Registry) Check(msg proto.Message) error { return r.checker.Check(msg) 
 func (r *Registry) NewStats() *httpfilter.Stats {
 	s := new(httpfilter.Stats)
 	for _, f := range r.byConfig {
+		for _, name := range f.Stats {
+			s.Counters(name)
+		}
+	}
+	for _, f := range r.byTypeURL {
 		for _, name := range f.Stats {
 			s.Counters(name)
 		}

@@ -50,12 +50,17 @@ func TestDefaultRegistry(t *testing.T) {
 	r := Default()
 	want := []protoreflect.FullName{
 		"envoy.extensions.filters.http.router.v3.Router",
+		"envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+		"envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
 		"envoy.extensions.filters.http.buffer.v3.Buffer",
 		"envoy.extensions.filters.http.cors.v3.Cors",
 		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+		"envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+		"envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+		"envoy.extensions.filters.http.ratelimit.v3.RateLimit",
 		"envoy.extensions.filters.http.rbac.v3.RBAC",
 	}
 	if got := r.ConfigTypes(); !slices.Equal(got, want) {

@@ -105,6 +105,9 @@ type Handler struct {
 	// Shared, never-modified X-Forwarded-Proto values (len == cap, so an
 	// append elsewhere copies instead of writing into them).
 	protoHTTP, protoHTTPS []string
+
+	// tunnels are the WebSockets in progress (DrainTunnels).
+	tunnels tunnelSet
 }
 
 // NewHandler returns a handler with no configuration: it answers 404 until

@@ -192,6 +192,12 @@ type tunnel struct {
 // splice copies a→b and b→a until the tunnel ends, then closes both. It
 // returns the bytes copied b→a (sent to a) and a→b (received from a).
 func (t *tunnel) splice(h *Handler, a, b *tunnelEnd) (toA, fromA int64) {
+	if _, ok := h.tunnels.add(t, a, b); !ok {
+		// The handler's drain is over: no new WebSocket.
+		t.abort(a, b)
+		return 0, 0
+	}
+	defer h.tunnels.remove(t)
 	t.last.Store(time.Now().UnixNano())
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -110,6 +110,12 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, 
 		return nil, err
 	}
 	vh := &virtualHost{name: vhc.GetName(), routes: make([]*Route, 0, len(vhc.GetRoutes()))}
+	// The virtual host's response headers apply after each route's, as
+	// Envoy applies them (weighted cluster, route, virtual host).
+	vhResponse, err := compileHeaderMutation(vhc.GetResponseHeadersToAdd(), nil, false)
+	if err != nil {
+		return nil, err
+	}
 	for i, rc := range vhc.GetRoutes() {
 		rt, err := compileRoute(rc, perFilter, vhFilters)
 		if err != nil {
@@ -118,6 +124,7 @@ func compileVirtualHost(vhc *routev3.VirtualHost, clusters map[string]struct{}, 
 			}
 			return nil, fmt.Errorf("routes[%d]: %w", i, err)
 		}
+		rt.responseHeads.Append(vhResponse)
 		rt.vhostName = vh.name
 		rt.attemptCountRequest = vhc.GetIncludeRequestAttemptCount()
 		rt.attemptCountResponse = vhc.GetIncludeAttemptCountInResponse()

@@ -334,6 +334,15 @@ func Denied(ctx context.Context, rule string) {
 	}
 }
 
+// Authenticated records, on the request's server span when it is traced,
+// the request's authenticated principal (enduser.id, the OpenTelemetry
+// attribute). Without tracing it does nothing.
+func Authenticated(ctx context.Context, principal string) {
+	if span := trace.SpanFromContext(ctx); principal != "" && span.IsRecording() {
+		span.SetAttributes(attribute.String("enduser.id", principal))
+	}
+}
+
 // Client is the client span of one upstream attempt. Nil-safe: a nil
 // *Client does nothing.
 type Client struct {

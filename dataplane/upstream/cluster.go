@@ -72,8 +72,8 @@ type Cluster struct {
 	name      string
 	config    *clusterv3.Cluster
 	protocol  Protocol
-	transport *http.Transport // plaintext endpoints
-	fast      *h1Client       // plaintext HTTP/1.1 endpoints, body-less requests; nil for h2c
+	transport *http.Transport // endpoints no match selects: plaintext, or TLS by the cluster's transport_socket
+	fast      *h1Client       // the same for HTTP/1.1 endpoints, body-less requests; nil for h2c
 	matches   []*tlsMatch     // transport_socket_matches, in order
 	tls       TLS
 	logger    *slog.Logger
@@ -201,7 +201,15 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 	if err != nil {
 		return nil, errorf("%w", err)
 	}
-	cl.transport = newTransport(protocol, connectTimeout)
+	backend, err := cl.buildBackendTLS()
+	if err != nil {
+		return nil, errorf("%w", err)
+	}
+	if backend != nil {
+		cl.transport = cl.newBackendTLSTransport(backend, connectTimeout)
+	} else {
+		cl.transport = newTransport(protocol, connectTimeout)
+	}
 	cl.transport.IdleConnTimeout = idleTimeout
 	cl.transport.DialContext = cl.countDials(cl.transport.DialContext)
 	if protocol == HTTP1 {

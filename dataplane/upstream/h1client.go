@@ -75,6 +75,22 @@ type h1Conn struct {
 	// aborted is set when the exchange was aborted (client gone): the
 	// connection is closed, never pooled.
 	aborted atomic.Bool
+	// pooled is set while the connection waits in its pool; whoever clears
+	// it owns the connection: get to use it, its idle timer to close it.
+	pooled atomic.Bool
+	// idleTimer closes the connection once idle for the pool's
+	// idleTimeout (as Envoy's idle_timeout does), so the endpoint sees it
+	// close; armed on each return to the pool, made once per connection.
+	idleTimer *time.Timer
+}
+
+// closeIfIdle closes the connection if it is still waiting in its pool:
+// its idle timeout has passed. A connection taken from the pool meanwhile
+// is left alone.
+func (pc *h1Conn) closeIfIdle() {
+	if pc.pooled.CompareAndSwap(true, false) {
+		_ = pc.conn.Close()
+	}
 }
 
 func (c *h1Client) pool(addr string) *h1Pool {
@@ -90,6 +106,10 @@ func (p *h1Pool) get(now time.Time) *h1Conn {
 	for {
 		select {
 		case pc := <-p.idle:
+			if !pc.pooled.CompareAndSwap(true, false) {
+				continue // closed by its idle timer
+			}
+			pc.idleTimer.Stop()
 			if now.Sub(pc.idleAt) < p.idleTimeout && (pc.retireAt.IsZero() || now.Before(pc.retireAt)) {
 				return pc
 			}
@@ -100,13 +120,21 @@ func (p *h1Pool) get(now time.Time) *h1Conn {
 	}
 }
 
-// put pools pc, or closes it when the pool is full.
+// put pools pc, with its idle timer armed, or closes it when the pool is
+// full.
 func (p *h1Pool) put(pc *h1Conn) {
 	pc.idleAt = time.Now()
+	pc.pooled.Store(true)
+	if pc.idleTimer == nil {
+		pc.idleTimer = time.AfterFunc(p.idleTimeout, pc.closeIfIdle)
+	} else {
+		pc.idleTimer.Reset(p.idleTimeout)
+	}
 	select {
 	case p.idle <- pc:
 	default:
-		_ = pc.conn.Close()
+		pc.idleTimer.Stop()
+		pc.closeIfIdle()
 	}
 }
 
@@ -115,7 +143,8 @@ func (p *h1Pool) closeIdle() {
 	for {
 		select {
 		case pc := <-p.idle:
-			_ = pc.conn.Close()
+			pc.idleTimer.Stop()
+			pc.closeIfIdle()
 		default:
 			return
 		}

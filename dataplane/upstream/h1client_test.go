@@ -196,3 +196,63 @@ func TestFastPathTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestFastPathClosesIdleConnections: a pooled connection idle for the
+// upstream idle timeout is closed by the proxy, so the endpoint sees it
+// close (not only when the pool is next used), not a moment before; the
+// next request opens a new connection and is served. In a testing/synctest
+// bubble: the timings are virtual and exact.
+func TestFastPathClosesIdleConnections(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const idleTimeout = 10 * time.Second
+		var opened, closed atomic.Int32
+		ln := testutil.NewPipeListener()
+		backend := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }),
+			ConnState: func(_ net.Conn, s http.ConnState) {
+				switch s {
+				case http.StateNew:
+					opened.Add(1)
+				case http.StateClosed:
+					closed.Add(1)
+				}
+			},
+		}
+		served := make(chan struct{})
+		go func() { _ = backend.Serve(ln); close(served) }()
+		client := newH1Client(ln.DialContext)
+		client.idleTimeout = idleTimeout
+		t.Cleanup(func() { _ = backend.Close(); client.closeIdle(nil); <-served })
+		request := func() {
+			t.Helper()
+			req := httptest.NewRequest(http.MethodGet, "http://backend.invalid/", nil)
+			req.RequestURI, req.Body = "", nil
+			resp, err := client.roundTrip(req, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != "ok" {
+				t.Fatalf("body %q, %v", body, err)
+			}
+		}
+
+		request()
+		time.Sleep(idleTimeout - time.Millisecond)
+		synctest.Wait()
+		if n := closed.Load(); n != 0 {
+			t.Fatalf("%d connections closed before the idle timeout, want 0", n)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := closed.Load(); n != 1 {
+			t.Fatalf("%d connections closed at the idle timeout, want 1", n)
+		}
+		request()
+		if n := opened.Load(); n != 2 {
+			t.Errorf("%d connections opened, want 2 (a new one after the idle close)", n)
+		}
+	})
+}

@@ -309,16 +309,23 @@ type tlsFailureLog struct {
 }
 
 func (l *tlsFailureLog) report(c *Cluster, endpoint string, err error) {
+	if l.due(endpoint) {
+		c.logger.Warn("upstream mTLS handshake failed", "endpoint", endpoint, "error", err)
+	}
+}
+
+// due reports whether a failure of endpoint is to be logged now, and
+// records it.
+func (l *tlsFailureLog) due(endpoint string) bool {
 	now := time.Now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.last == nil {
 		l.last = make(map[string]time.Time)
 	}
 	if t, ok := l.last[endpoint]; ok && now.Sub(t) < tlsFailureLogInterval {
-		l.mu.Unlock()
-		return
+		return false
 	}
 	l.last[endpoint] = now
-	l.mu.Unlock()
-	c.logger.Warn("upstream mTLS handshake failed", "endpoint", endpoint, "error", err)
+	return true
 }

@@ -171,7 +171,7 @@ func Check(msg proto.Message) error { return core.Check(msg) }
 // an error.
 func New(filters ...HTTPFilter) (*Checker, error) {
 	subset := make(Rules)
-	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset(), upgradeSubset()} {
+	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset(), upgradeSubset(), l4Subset()} {
 		for name, rule := range set {
 			if _, dup := subset[name]; dup {
 				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
@@ -182,6 +182,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 	extendTraffic(subset)
 	extendUpgrade(subset)
 	extendHTTP2(subset)
+	extendL4(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
 	typedStructs := map[string]func(*structpb.Struct) []Violation{}
@@ -353,6 +354,7 @@ func coreSubset() Rules {
 		// Cluster.
 		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
 			"transport_socket_matches", "circuit_breakers", "outlier_detection").
+			With("transport_socket", Field{Only: backendTransportSocket}).
 			With("health_checks", Field{MaxItems: 1}).
 			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).
@@ -414,7 +416,9 @@ func routeConfigRule() *Message {
 	return Allow("name", "virtual_hosts", "ignore_port_in_host_matching")
 }
 
-func virtualHostRule() *Message { return Allow("name", "domains", "routes") }
+func virtualHostRule() *Message {
+	return Allow("name", "domains", "routes", "response_headers_to_add")
+}
 
 func routeRule() *Message {
 	return Allow("match", "route", "redirect", "direct_response",

@@ -190,7 +190,7 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 				c.TransportSocket = transportSocket(t, upstreamTLS())
 				return c
 			},
-			wantErr: `cluster "default/orders:80": transport_socket: not supported`,
+			wantErr: `cluster "default/orders:80": transport_socket.typed_config.common_tls_context: a cluster's transport_socket is TLS to a backend: validation_context required`,
 		},
 		{
 			name: "inline certificate",
@@ -257,7 +257,7 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 				c.TransportSocketMatches[0].TransportSocket = transportSocket(t, ctx)
 				return c
 			},
-			wantErr: `match_typed_subject_alt_names[0].san_type: value DNS not supported`,
+			wantErr: `match_typed_subject_alt_names[0].san_type: want URI (a SPIFFE ID) in the mesh`,
 		},
 		{
 			name: "prefix subject alt name",

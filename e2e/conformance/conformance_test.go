@@ -92,7 +92,7 @@ func TestConformance(t *testing.T) {
 // selectTests: quick is the HTTPRoute tests of the core features (Gateway,
 // HTTPRoute, ReferenceGrant) expected to pass, a regression check of a
 // minute (the failing ones each wait for their timeouts); full is every
-// HTTPRoute test, the GRPCRoute, ListenerSet and mesh tests. Every test of the
+// HTTPRoute test, the GRPCRoute, ListenerSet, BackendTLSPolicy and mesh tests. Every test of the
 // full selection must have an expectation.
 func selectTests(level string, exp expectations) ([]suite.ConformanceTest, error) {
 	core := []features.FeatureName{features.SupportGateway, features.SupportHTTPRoute, features.SupportReferenceGrant}
@@ -101,7 +101,8 @@ func selectTests(level string, exp expectations) ([]suite.ConformanceTest, error
 	for _, c := range tests.ConformanceTests {
 		name := c.ShortName
 		httpRoute := strings.HasPrefix(name, "HTTPRoute")
-		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet")
+		other := strings.HasPrefix(name, "GRPC") || strings.HasPrefix(name, "Mesh") || strings.HasPrefix(name, "ListenerSet") ||
+			strings.HasPrefix(name, "BackendTLSPolicy") || strings.HasPrefix(name, "TCPRoute") || strings.HasPrefix(name, "TLSRoute")
 		if !httpRoute && !other {
 			continue
 		}
@@ -285,6 +286,17 @@ func runSuite(t *testing.T) {
 		k8s.MustCreateSelfSignedCertSecret(t, suite.WebBackendNamespace, "certificate", []string{"*"}),
 		k8s.MustCreateSelfSignedCertSecret(t, suite.InfrastructureNamespace, "tls-validity-checks-certificate", []string{"*", "*.org", "*.wildcard.org"}),
 	}
+	// The CA of the BackendTLSPolicy tests and the certificate it signs,
+	// which the suite's tls-backend (and the TLS echo of the TLSRoute tests)
+	// serves, as the suite's Setup makes them.
+	ca, caCert, caKey := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "tls-checks-ca-certificate")
+	certs = append(certs, ca, k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-checks-certificate",
+		[]string{"abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"}, caCert, caKey),
+		// The TLSRoute tests' passthrough backend serves this one.
+		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, caCert, caKey))
+	// Another CA, that the tls-backend's certificate does not chain to.
+	mismatch, _, _ := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "mismatch-ca-certificate")
+	certs = append(certs, mismatch)
 	s.Applier.MustApplyObjectsWithCleanup(t, w.client, s.TimeoutConfig, certs, false)
 	if mesh {
 		s.Applier.MustApplyWithCleanup(t, w.client, s.TimeoutConfig, s.MeshManifests, false)

@@ -50,6 +50,8 @@ type resourceStatus struct {
 			Parents    []gatewayv1.RouteParentStatus    `json:"parents"`
 			// AttachedListenerSets: on a Gateway.
 			AttachedListenerSets *int32 `json:"attachedListenerSets"`
+			// Ancestors: on a BackendTLSPolicy.
+			Ancestors []gatewayv1.PolicyAncestorStatus `json:"ancestors"`
 		} `json:"status"`
 	} `json:"object"`
 }
@@ -135,9 +137,36 @@ func writeStatus(ctx context.Context, c client.Client, o *objects, res *resource
 			}
 		}
 	}
+	for i := range o.backendTLS {
+		p := &o.backendTLS[i]
+		if s := byKey[keyOf("BackendTLSPolicy", p)]; s != nil {
+			p.Status.Ancestors = s.Object.Status.Ancestors
+			if err := updateStatus(ctx, c, p); err != nil {
+				return err
+			}
+		}
+	}
 	for i := range o.grpcRoutes {
 		r := &o.grpcRoutes[i]
 		if s := byKey[keyOf("GRPCRoute", r)]; s != nil {
+			r.Status.Parents = s.Object.Status.Parents
+			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.tcpRoutes {
+		r := &o.tcpRoutes[i]
+		if s := byKey[keyOf("TCPRoute", r)]; s != nil {
+			r.Status.Parents = s.Object.Status.Parents
+			if err := updateStatus(ctx, c, r); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range o.tlsRoutes {
+		r := &o.tlsRoutes[i]
+		if s := byKey[keyOf("TLSRoute", r)]; s != nil {
 			r.Status.Parents = s.Object.Status.Parents
 			if err := updateStatus(ctx, c, r); err != nil {
 				return err

@@ -39,7 +39,11 @@ type document struct {
 //   - Namespaces are passed with their labels (allowedRoutes selectors);
 //   - Secrets are passed with their type and data (the certificates of
 //     HTTPS listeners);
-//   - Deployments, Pods, EndpointSlices and ConfigMaps are not policy.
+//   - BackendTLSPolicies are passed as they are, ConfigMaps with their
+//     data (the CA bundles the policies name); a Service port targeting
+//     8443 (the echo backend's TLS port) reaches the backend's TLS port,
+//     as an HTTP port whose TLS the policy sets;
+//   - Deployments, Pods and EndpointSlices are not policy.
 type translator struct {
 	addrs    map[objKey]string
 	backends map[objKey]*backend
@@ -93,6 +97,12 @@ func (tr translator) translate(o *objects) []document {
 	for _, r := range o.grpcRoutes {
 		add(keyOf("GRPCRoute", &r), gatewayAPI("GRPCRoute", &r, r.Spec))
 	}
+	for _, r := range o.tcpRoutes {
+		add(keyOf("TCPRoute", &r), gatewayAPI("TCPRoute", &r, r.Spec))
+	}
+	for _, r := range o.tlsRoutes {
+		add(keyOf("TLSRoute", &r), gatewayAPI("TLSRoute", &r, r.Spec))
+	}
 	for _, g := range o.referenceGrants {
 		add(keyOf("ReferenceGrant", &g), gatewayAPI("ReferenceGrant", &g, g.Spec))
 	}
@@ -109,9 +119,23 @@ func (tr translator) translate(o *objects) []document {
 		}
 		add(keyOf("Secret", &sec), doc)
 	}
+	for _, p := range o.backendTLS {
+		add(keyOf("BackendTLSPolicy", &p), gatewayAPI("BackendTLSPolicy", &p, p.Spec))
+	}
+	for _, cm := range o.configMaps {
+		doc := map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(cm.Name, cm.Namespace, cm.Labels)}
+		if len(cm.Data) > 0 {
+			doc["data"] = cm.Data
+		}
+		add(keyOf("ConfigMap", &cm), doc)
+	}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].file < docs[j].file })
 	return docs
 }
+
+// echoTLSPort is the port the suite's echo backend serves TLS on in its
+// pod (HTTPS_PORT's default).
+const echoTLSPort = 8443
 
 func meta(name, namespace string, lbls map[string]string) map[string]any {
 	m := map[string]any{"name": name}
@@ -141,8 +165,9 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 }
 
 // service is the meshgate Service for a Kubernetes Service. Ports that are
-// neither HTTP nor h2c (TCP, TLS, UDP) are left out: meshgate Services carry
-// HTTP ports only; appProtocol is passed as it is. The endpoints of a port are the echo backends of the pods
+// neither HTTP nor h2c (TCP, TLS, UDP) are left out, but for a Service of
+// TCP echo backends (TCPRoute), whose ports are TCP ports; appProtocol is
+// passed as it is. The endpoints of a port are the echo backends of the pods
 // behind it (their sidecars in a mesh namespace), on the backend's port for
 // the pod port targeted (3001 and h2c ports: the h2c one; others, and every
 // port of a gRPC echo backend: the HTTP one). The pods are those its selector matches or, for a Service without a
@@ -151,13 +176,24 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 // to it is routing to its endpoints.
 func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlice) map[string]any {
 	var ports, endpoints []any
+	tcpOnly := tr.tcpBackends(s)
 	for _, p := range s.Spec.Ports {
 		protocol, ok := httpProtocol(p)
+		tlsPort := p.TargetPort.IntValue() == echoTLSPort
+		if tlsPort {
+			protocol, ok = "HTTP", true
+		}
+		if tcpOnly && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+			// A Service of TCP echo backends (TCPRoute): a TCP port.
+			protocol, ok = "TCP", true
+		}
 		if !ok {
 			continue
 		}
 		port := map[string]any{"port": p.Port, "protocol": protocol}
-		if app := ptr.Deref(p.AppProtocol, ""); app != "" {
+		// A TLS port's appProtocol (HTTPS) is the BackendTLSPolicy's to
+		// say: meshgate's Service port is HTTP.
+		if app := ptr.Deref(p.AppProtocol, ""); app != "" && !tlsPort {
 			port["appProtocol"] = app
 		}
 		ref := any(p.Port)
@@ -182,8 +218,15 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 			}
 			target := t.pod.httpPort
 			h2 := protocol == "HTTP2" || ptr.Deref(p.AppProtocol, "") == "kubernetes.io/h2c"
-			if !t.pod.grpc && (t.port == 3001 || h2) {
+			switch {
+			case protocol == "TCP" && t.port == 8443:
+				target = t.pod.h2cPort // a TCP echo backend's TLS port
+			case tlsPort && t.pod.httpsPort != "":
+				target = t.pod.httpsPort
+			case !t.pod.grpc && (t.port == 3001 || h2):
 				target = t.pod.h2cPort // the gRPC echo serves h2c on its HTTP port
+			case t.port == 8443:
+				target = t.pod.httpsPort // an HTTPS echo backend (TLS passthrough)
 			}
 			endpoints = append(endpoints, map[string]any{"address": "127.0.0.1:" + target, "port": ref})
 		}
@@ -198,6 +241,21 @@ func (tr translator) service(s corev1.Service, slices []discoveryv1.EndpointSlic
 		"metadata":   meta(s.Name, s.Namespace, s.Labels),
 		"spec":       spec,
 	}
+}
+
+// tcpBackends reports whether the pods s selects are TCP echo backends
+// (and there is at least one).
+func (tr translator) tcpBackends(s corev1.Service) bool {
+	if len(s.Spec.Selector) == 0 || len(s.Spec.Ports) == 0 {
+		return false
+	}
+	targets := tr.selected(s, s.Spec.Ports[0])
+	for _, t := range targets {
+		if !t.pod.tcp {
+			return false
+		}
+	}
+	return len(targets) > 0
 }
 
 // podPort is a pod behind a Service port and the pod port it targets (0

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -83,6 +84,9 @@ type backend struct {
 	labels    map[string]string
 	httpPort  string
 	h2cPort   string
+	// httpsPort serves TLS with the certificate of the Secret its
+	// Deployment mounts (the suite's tls-backend), "" without one.
+	httpsPort string
 	grpc      bool // the suite's gRPC echo (GRPC_ECHO_SERVER): h2c on httpPort
 	proc      *proc
 	log       *podLog                 // its output, for the pod log API (podlogs_test.go)
@@ -92,6 +96,9 @@ type backend struct {
 	// its sidecars forward to (appAddr: startMeshApp's mux).
 	grpcProc *proc
 	appAddr  string
+	// tcp: the echo server runs in its TCP mode (TCP_ECHO_SERVER), on
+	// httpPort.
+	tcp bool
 }
 
 // sidecarAddrs are the listeners of a mesh backend's sidecar.
@@ -119,7 +126,8 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 		addrs: map[objKey]string{}, nextIP: 2, synced: make(chan struct{}),
 	}
 	w.base = fake.NewClientBuilder().WithScheme(newScheme()).
-		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}, &gatewayv1.ListenerSet{}).
+		WithStatusSubresource(&gatewayv1.Gateway{}, &gatewayv1.HTTPRoute{}, &gatewayv1.GRPCRoute{}, &gatewayv1.TCPRoute{}, &gatewayv1.TLSRoute{}, &gatewayv1.GatewayClass{}, &corev1.Pod{}, &gatewayv1.ListenerSet{},
+			&gatewayv1.BackendTLSPolicy{}).
 		Build()
 	changed := func() {
 		select {
@@ -354,11 +362,15 @@ type objects struct {
 	gateways        []gatewayv1.Gateway
 	httpRoutes      []gatewayv1.HTTPRoute
 	grpcRoutes      []gatewayv1.GRPCRoute
+	tcpRoutes       []gatewayv1.TCPRoute
+	tlsRoutes       []gatewayv1.TLSRoute
 	referenceGrants []gatewayv1.ReferenceGrant
 	gatewayClasses  []gatewayv1.GatewayClass
 	listenerSets    []gatewayv1.ListenerSet
 	endpointSlices  []discoveryv1.EndpointSlice
 	secrets         []corev1.Secret
+	configMaps      []corev1.ConfigMap
+	backendTLS      []gatewayv1.BackendTLSPolicy
 }
 
 func (w *world) snapshot(ctx context.Context) (*objects, error) {
@@ -370,13 +382,17 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 		gw  gatewayv1.GatewayList
 		hr  gatewayv1.HTTPRouteList
 		gr  gatewayv1.GRPCRouteList
+		tr  gatewayv1.TCPRouteList
+		tl  gatewayv1.TLSRouteList
 		rg  gatewayv1.ReferenceGrantList
 		gc  gatewayv1.GatewayClassList
 		es  discoveryv1.EndpointSliceList
 		ls  gatewayv1.ListenerSetList
 		sec corev1.SecretList
+		cm  corev1.ConfigMapList
+		bt  gatewayv1.BackendTLSPolicyList
 	)
-	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &rg, &gc, &es, &ls, &sec} {
+	for _, l := range []client.ObjectList{&ns, &svc, &dep, &gw, &hr, &gr, &tr, &tl, &rg, &gc, &es, &ls, &sec, &cm, &bt} {
 		if err := w.base.List(ctx, l); err != nil {
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
@@ -384,7 +400,61 @@ func (w *world) snapshot(ctx context.Context) (*objects, error) {
 	o.namespaces, o.services, o.deployments = ns.Items, svc.Items, dep.Items
 	o.gateways, o.httpRoutes, o.grpcRoutes, o.referenceGrants, o.gatewayClasses = gw.Items, hr.Items, gr.Items, rg.Items, gc.Items
 	o.endpointSlices, o.listenerSets, o.secrets = es.Items, ls.Items, sec.Items
+	o.configMaps, o.backendTLS = cm.Items, bt.Items
+	o.tcpRoutes, o.tlsRoutes = tr.Items, tl.Items
 	return &o, nil
+}
+
+// secretFiles writes the files of the Secret volumes the Deployment's
+// first container mounts (as the kubelet would) and returns their paths by
+// the path the container sees; ready is false when one of those Secrets
+// does not exist yet.
+func (w *world) secretFiles(d appsv1.Deployment, secrets []corev1.Secret) (map[string]string, bool) {
+	out := map[string]string{}
+	cs := d.Spec.Template.Spec.Containers
+	if len(cs) == 0 {
+		return out, true
+	}
+	for _, vm := range cs[0].VolumeMounts {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name != vm.Name || v.Secret == nil {
+				continue
+			}
+			i := slices.IndexFunc(secrets, func(s corev1.Secret) bool { return s.Namespace == d.Namespace && s.Name == v.Secret.SecretName })
+			if i < 0 {
+				return nil, false
+			}
+			dir := w.t.TempDir()
+			items := v.Secret.Items
+			if len(items) == 0 {
+				for key := range secrets[i].Data {
+					items = append(items, corev1.KeyToPath{Key: key, Path: key})
+				}
+			}
+			for _, it := range items {
+				path := filepath.Join(dir, it.Path)
+				if err := os.WriteFile(path, secrets[i].Data[it.Key], 0o600); err != nil {
+					w.t.Errorf("secret volume %s: %v", v.Name, err)
+					return nil, false
+				}
+				out[filepath.Join(vm.MountPath, it.Path)] = path
+			}
+		}
+	}
+	return out, true
+}
+
+// containerEnv is the literal value of an environment variable of the
+// Deployment's first container, "" when it has none.
+func containerEnv(d appsv1.Deployment, name string) string {
+	if cs := d.Spec.Template.Spec.Containers; len(cs) > 0 {
+		for _, e := range cs[0].Env {
+			if e.Name == name {
+				return e.Value
+			}
+		}
+	}
+	return ""
 }
 
 func keyOf(kind string, o metav1.Object) objKey {
@@ -421,16 +491,45 @@ func (w *world) syncBackends(ctx context.Context, objs *objects) error {
 		if _, ok := w.backends[k]; ok {
 			continue
 		}
+		// A backend serving TLS (TLS_SERVER_CERT and TLS_SERVER_PRIVKEY
+		// from a mounted Secret) waits for its Secret.
+		tlsEnv, ok := w.backendTLSFiles(ctx, d)
+		if !ok {
+			continue
+		}
+		files, ready := w.secretFiles(d, objs.secrets)
+		if !ready {
+			continue // a Secret it mounts is not there yet: started when it is
+		}
 		// The suite takes the backend's name from the pod's by dropping
 		// the last two segments (<deployment>-<replicaset hash>-<pod hash>).
 		w.nextPod++
 		b := &backend{pod: d.Name + "-7c9d8f6b5-x0000", namespace: d.Namespace, labels: d.Spec.Template.Labels,
 			ip: podIP(w.nextPod), httpPort: freePort(w.t), h2cPort: freePort(w.t)}
+		httpsPort := freePort(w.t)
+		if len(tlsEnv) > 0 {
+			b.httpsPort = httpsPort
+		}
 		b.proc = w.start(ctx, "echo "+k.String(), bins.echo)
 		b.log = &podLog{}
 		b.proc.cmd.Stdout = io.MultiWriter(b.proc.out, b.log)
-		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+freePort(w.t),
+		b.proc.cmd.Env = append(os.Environ(), "HTTP_PORT="+b.httpPort, "H2C_PORT="+b.h2cPort, "HTTPS_PORT="+httpsPort,
 			"POD_NAME="+b.pod, "NAMESPACE="+d.Namespace)
+		b.proc.cmd.Env = append(b.proc.cmd.Env, tlsEnv...)
+		if v := containerEnv(d, "TCP_ECHO_SERVER"); v != "" {
+			// The suite's TCP echo backends (TCPRoute, TLSRoute): the
+			// echo server in its TCP mode, plaintext on the backend's
+			// HTTP port, TLS (with the certificate of its Secret volume)
+			// on its h2c port.
+			b.tcp = true
+			b.proc.cmd.Env = append(b.proc.cmd.Env, "TCP_ECHO_SERVER="+v, "TCP_PORT="+b.httpPort, "TLS_PORT="+b.h2cPort,
+				"SERVICE_NAME="+containerEnv(d, "SERVICE_NAME"))
+			for _, name := range []string{"TLS_SERVER_CERT", "TLS_SERVER_PRIV_KEY"} {
+				if path := files[containerEnv(d, name)]; path != "" {
+					b.proc.cmd.Env = append(b.proc.cmd.Env, name+"="+path)
+				}
+			}
+		}
 		if grpcEcho(d) {
 			b.grpc = true
 			b.proc.cmd.Env = append(b.proc.cmd.Env, "GRPC_ECHO_SERVER=1")
@@ -633,4 +732,68 @@ func (w *world) waitSynced(ctx context.Context) {
 	case <-ch:
 	case <-ctx.Done():
 	}
+}
+
+// backendTLSFiles writes the certificate and key a Deployment's echo
+// container serves TLS with (its TLS_SERVER_CERT and TLS_SERVER_PRIVKEY,
+// paths in a volume of a Secret) to files, and returns the environment
+// naming them; none for a Deployment without them. ok is false while the
+// Secret does not exist yet (a later sync starts the backend).
+func (w *world) backendTLSFiles(ctx context.Context, d appsv1.Deployment) (env []string, ok bool) {
+	if len(d.Spec.Template.Spec.Containers) == 0 {
+		return nil, true
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	paths := map[string]string{}
+	for _, e := range c.Env {
+		if e.Name == "TLS_SERVER_CERT" || e.Name == "TLS_SERVER_PRIVKEY" {
+			paths[e.Name] = e.Value
+		}
+	}
+	if len(paths) != 2 {
+		return nil, true
+	}
+	dir := w.t.TempDir()
+	for name, path := range paths {
+		data, found := w.mountedSecretFile(ctx, d, c, path)
+		if !found {
+			return nil, false
+		}
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			w.t.Errorf("backend TLS files: %v", err)
+			return nil, false
+		}
+		env = append(env, name+"="+file)
+	}
+	return env, true
+}
+
+// mountedSecretFile is the content of the file at path in container c of
+// d, from the Secret volume mounted over it (its items, else its keys).
+func (w *world) mountedSecretFile(ctx context.Context, d appsv1.Deployment, c corev1.Container, path string) ([]byte, bool) {
+	for _, m := range c.VolumeMounts {
+		rel, found := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !found {
+			continue
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			var sec corev1.Secret
+			if err := w.base.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: v.Secret.SecretName}, &sec); err != nil {
+				return nil, false
+			}
+			key := rel
+			for _, it := range v.Secret.Items {
+				if it.Path == rel {
+					key = it.Key
+				}
+			}
+			data, ok := sec.Data[key]
+			return data, ok
+		}
+	}
+	return nil, false
 }

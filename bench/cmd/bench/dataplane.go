@@ -91,6 +91,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			c.stop()
 		}
 	}
+	if !skip["https"] && ctx.Err() == nil {
+		if err := r.httpsRows(ctx, env, backendAddr); err != nil {
+			errs = append(errs, fmt.Errorf("https: %w", err))
+		}
+	}
 	if !skip["grpc"] && ctx.Err() == nil {
 		if err := r.grpcWorkload(ctx, env); err != nil {
 			errs = append(errs, fmt.Errorf("grpc: %w", err))
@@ -104,6 +109,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 	if !skip["resilience"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
 		if err := r.resilience(ctx, env); err != nil {
 			errs = append(errs, fmt.Errorf("resilience: %w", err))
+		}
+	}
+	if !skip["ratelimit"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
+		if err := r.rateLimit(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("rate limit: %w", err))
 		}
 	}
 	if !skip["mesh"] && ctx.Err() == nil {

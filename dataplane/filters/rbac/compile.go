@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/meshgate/meshgate/dataplane/internal/match"
@@ -226,8 +227,17 @@ func compilePrincipal(pc *rbacconfigv3.Principal, depth int) (node, error) {
 			return node{}, fmt.Errorf("header %q: %w", id.Header.GetName(), err)
 		}
 		return node{kind: nodeHeader, header: h}, nil
+	case *rbacconfigv3.Principal_SourcedMetadata:
+		if id.SourcedMetadata.GetMetadataSource() != rbacconfigv3.MetadataSource_DYNAMIC {
+			return node{}, errors.New("sourced_metadata.metadata_source: only DYNAMIC is supported")
+		}
+		n, err := compileMetadata(id.SourcedMetadata.GetMetadataMatcher())
+		if err != nil {
+			return node{}, fmt.Errorf("sourced_metadata.metadata_matcher: %w", err)
+		}
+		return n, nil
 	case nil:
-		return node{}, errors.New("identifier: one of any, and_ids, or_ids, not_id, authenticated, direct_remote_ip, header is required")
+		return node{}, errors.New("identifier: one of any, and_ids, or_ids, not_id, authenticated, direct_remote_ip, header, sourced_metadata is required")
 	default:
 		return node{}, fmt.Errorf("%s: not supported", populatedOneof(pc.ProtoReflect(), "identifier"))
 	}
@@ -242,6 +252,48 @@ func compilePrincipalSet(kind nodeKind, field string, ids []*rbacconfigv3.Princi
 		}
 		n.children = append(n.children, child)
 	}
+	return n, nil
+}
+
+// maxMetadataPath bounds the keys of a metadata matcher's path.
+const maxMetadataPath = 8
+
+// compileMetadata compiles a MetadataMatcher: a string_match of a string
+// value, or a list_match.one_of.string_match of a list's elements.
+func compileMetadata(mm *matcherv3.MetadataMatcher) (node, error) {
+	if mm.GetFilter() == "" {
+		return node{}, errors.New("filter: required")
+	}
+	if mm.GetInvert() {
+		return node{}, errors.New("invert: not supported (use not_id)")
+	}
+	if len(mm.GetPath()) == 0 || len(mm.GetPath()) > maxMetadataPath {
+		return node{}, fmt.Errorf("path: want 1 to %d keys", maxMetadataPath)
+	}
+	n := node{kind: nodeMetadata, metaFilter: mm.GetFilter()}
+	for i, seg := range mm.GetPath() {
+		if seg.GetKey() == "" {
+			return node{}, fmt.Errorf("path[%d].key: required", i)
+		}
+		n.metaPath = append(n.metaPath, seg.GetKey())
+	}
+	vm := mm.GetValue()
+	sm := vm.GetStringMatch()
+	if lm := vm.GetListMatch(); lm != nil {
+		n.list = true
+		sm = lm.GetOneOf().GetStringMatch()
+	}
+	if sm == nil {
+		return node{}, errors.New("value: string_match or list_match.one_of.string_match is required")
+	}
+	if sm.GetContains() != "" {
+		return node{}, errors.New("value string_match.contains: not supported")
+	}
+	s, err := match.CompileString(sm)
+	if err != nil {
+		return node{}, fmt.Errorf("value: %w", err)
+	}
+	n.str = s
 	return n, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 	"github.com/meshgate/meshgate/dataplane/internal/match"
 	"github.com/meshgate/meshgate/dataplane/peer"
 )
@@ -77,6 +78,7 @@ const (
 	nodeAuthenticated    // authenticated with principal_name
 	nodeAuthenticatedAny // authenticated without principal_name: any mTLS peer
 	nodeRemoteIP
+	nodeMetadata // a value of the request's authentication metadata
 )
 
 // node is a compiled Permission or Principal: both are trees of the same
@@ -87,6 +89,11 @@ type node struct {
 	str      match.String
 	header   match.Header
 	prefix   netip.Prefix
+	// metadata: the namespace and key path of the value; list: the value
+	// must be a list with an element str matches (else a string it matches).
+	metaFilter string
+	metaPath   []string
+	list       bool
 }
 
 // request caches what nodes read from one request, computed on first use.
@@ -212,6 +219,42 @@ func (n *node) matches(req *request) bool {
 	case nodeRemoteIP:
 		ip := req.remoteIP()
 		return ip.IsValid() && n.prefix.Contains(ip)
+	case nodeMetadata:
+		return n.metadataMatches(req)
+	}
+	return false
+}
+
+// metadataMatches matches the value at the node's path of the request's
+// authentication metadata (httpfilter.Auth): its namespace and key first,
+// then keys into the value's objects. A missing value never matches.
+func (n *node) metadataMatches(req *request) bool {
+	a := httpfilter.AuthFrom(req.r.Context())
+	if a == nil || a.MetadataNamespace != n.metaFilter || len(n.metaPath) == 0 || a.MetadataKey != n.metaPath[0] {
+		return false
+	}
+	var v any = a.Metadata
+	for _, key := range n.metaPath[1:] {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		if v, ok = m[key]; !ok {
+			return false
+		}
+	}
+	if !n.list {
+		s, ok := v.(string)
+		return ok && n.str.Match(s)
+	}
+	items, ok := v.([]any)
+	if !ok {
+		return false
+	}
+	for _, item := range items {
+		if s, ok := item.(string); ok && n.str.Match(s) {
+			return true
+		}
 	}
 	return false
 }

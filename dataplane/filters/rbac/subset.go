@@ -32,7 +32,7 @@ func subsetRules() xdscheck.Rules {
 		"envoy.config.rbac.v3.Permission":     xdscheck.Allow("any", "and_rules", "or_rules", "not_rule", "header", "url_path"),
 		"envoy.config.rbac.v3.Permission.Set": xdscheck.Allow("rules"),
 		"envoy.config.rbac.v3.Principal": xdscheck.Allow("any", "and_ids", "or_ids", "not_id", "authenticated",
-			"direct_remote_ip", "header"),
+			"direct_remote_ip", "header", "sourced_metadata"),
 		"envoy.config.rbac.v3.Principal.Set": xdscheck.Allow("ids"),
 		"envoy.config.rbac.v3.Principal.Authenticated": xdscheck.Allow().
 			With("principal_name", xdscheck.Field{Only: stringMatcher}),
@@ -40,5 +40,16 @@ func subsetRules() xdscheck.Rules {
 			With("path", xdscheck.Field{Only: stringMatcher}).
 			Requires("path"),
 		"envoy.config.core.v3.CidrRange": xdscheck.Allow("address_prefix", "prefix_len"),
+		// sourced_metadata (dynamic): a value of the request's authentication (a JWT claim
+		// under envoy.filters.http.jwt_authn), a string or a list holding one.
+		"envoy.config.rbac.v3.SourcedMetadata": xdscheck.Allow("metadata_matcher").
+			With("metadata_source", xdscheck.Field{Enums: []protoreflect.EnumNumber{0}}). // DYNAMIC
+			Requires("metadata_matcher"),
+		"envoy.type.matcher.v3.MetadataMatcher": xdscheck.Allow("filter", "path", "value").
+			Requires("filter", "path", "value"),
+		"envoy.type.matcher.v3.MetadataMatcher.PathSegment": xdscheck.Allow("key").Requires("key"),
+		"envoy.type.matcher.v3.ValueMatcher": xdscheck.Allow("list_match").
+			With("string_match", xdscheck.Field{Only: stringMatcher}),
+		"envoy.type.matcher.v3.ListMatcher": xdscheck.Allow("one_of").Requires("one_of"),
 	}
 }

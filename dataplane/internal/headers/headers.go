@@ -61,6 +61,9 @@ func (l *List) Add(o Option) {
 	l.ops = append(l.ops, op{key: o.Key, value: o.Value, action: o.Action})
 }
 
+// Append appends the mutations of other, applied after l's.
+func (l *List) Append(other List) { l.ops = append(l.ops, other.ops...) }
+
 // Empty reports whether the list changes nothing.
 func (l *List) Empty() bool { return len(l.ops) == 0 }
 

@@ -1,0 +1,62 @@
+package xdscheck
+
+import (
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// TestL4Subset: a listener's chains carry a tcp_proxy (network RBAC
+// filters before it) or an HttpConnectionManager, all of one kind.
+func TestL4Subset(t *testing.T) {
+	t.Parallel()
+	filter := func(name string, m proto.Message) *listenerv3.Filter {
+		a, err := anypb.New(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
+	}
+	tcp := filter("tcp", &tcpproxyv3.TcpProxy{StatPrefix: "x", IdleTimeout: durationpb.New(0),
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{
+			Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a", Weight: 3}, {Name: "b", Weight: 1}}}}})
+	router, _ := anypb.New(&routerv3.Router{})
+	hcm := filter("hcm", &hcmv3.HttpConnectionManager{StatPrefix: "x",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{},
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}})
+	rbac := filter("rbac", &netrbacv3.RBAC{StatPrefix: "x"})
+	listener := func(chains ...[]*listenerv3.Filter) *listenerv3.Listener {
+		l := &listenerv3.Listener{Name: "l", Address: socket("127.0.0.1", 80)}
+		for _, fs := range chains {
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Filters: fs})
+		}
+		return l
+	}
+	for _, tt := range []struct {
+		name string
+		l    *listenerv3.Listener
+		want string // "" accepted
+	}{
+		{"tcp_proxy", listener([]*listenerv3.Filter{tcp}), ""},
+		{"network RBAC then tcp_proxy", listener([]*listenerv3.Filter{rbac, rbac, tcp}), ""},
+		{"tcp_proxy then network RBAC", listener([]*listenerv3.Filter{tcp, rbac}), "filters[0]: only network RBAC filters may precede the last filter"},
+		{"network RBAC before a connection manager", listener([]*listenerv3.Filter{rbac, hcm}), "network RBAC filters are followed by a tcp_proxy"},
+		{"mixed chains", listener([]*listenerv3.Filter{hcm}, []*listenerv3.Filter{tcp}), "filter_chains[1].filters: every filter chain of a listener must carry the same kind of filter"},
+	} {
+		err := Check(tt.l)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}

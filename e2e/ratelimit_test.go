@@ -1,0 +1,374 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// localRateLimitPolicy: the service echo, a client behind a sidecar, a
+// gateway route to echo, and a TrafficPolicy giving echo a local limit of
+// rate requests a second (burst as many) per value of X-Client.
+const localRateLimitPolicy = `
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-rate}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  rateLimit:
+    local:
+      rules:
+      - limit: {requests: 20, unit: Second}
+        key: {header: X-Client}
+`
+
+// rateWindow is what flood saw: requests answered 200 and 429, and the
+// bounds of the window the proxy counted them in (the first request sent
+// to the last answered, and the first answered to the last sent).
+// floodPace is the least time between two requests of one flood worker.
+const floodPace = 5 * time.Millisecond
+
+type rateWindow struct {
+	ok, limited  int
+	outer, inner time.Duration
+	last429      *response
+}
+
+// flood sends requests to url with headers from workers goroutines, each
+// one after the other, paced at most one per floodPace per worker (far
+// above the limits under test, without taking the shared machine), for
+// about d.
+func flood(t *testing.T, url string, headers []string, workers int, d time.Duration) rateWindow {
+	t.Helper()
+	var (
+		mu                                   sync.Mutex
+		w                                    rateWindow
+		firstSent, firstDone, lastSent, last time.Time
+		wg                                   sync.WaitGroup
+	)
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			pace := time.NewTicker(floodPace)
+			defer pace.Stop()
+			for time.Since(start) < d {
+				<-pace.C
+				sent := time.Now()
+				r, err := get(url, headers...)
+				done := time.Now()
+				mu.Lock()
+				if firstSent.IsZero() || sent.Before(firstSent) {
+					firstSent = sent
+				}
+				if sent.After(lastSent) {
+					lastSent = sent
+				}
+				if err == nil {
+					if firstDone.IsZero() || done.Before(firstDone) {
+						firstDone = done
+					}
+					if done.After(last) {
+						last = done
+					}
+					switch r.status {
+					case http.StatusOK:
+						w.ok++
+					case http.StatusTooManyRequests:
+						w.limited++
+						w.last429 = r
+					default:
+						t.Errorf("%s: status %d: %.200s", url, r.status, r.body)
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	w.outer, w.inner = last.Sub(firstSent), lastSent.Sub(firstDone)
+	return w
+}
+
+// TestLocalRateLimit: a TrafficPolicy local limit of 20 requests a second
+// per X-Client, at the gateway, lets through 20 (the full bucket) plus 20
+// a second of the window over which a flood of requests was counted, within
+// 5%, and answers the others 429 with Retry-After and the draft-03 and IETF
+// rate limit headers; another client is not limited by the first one's
+// flood; the same limit holds at a sidecar calling echo.
+func TestLocalRateLimit(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.policy("traffic.yaml", yamlDocs(edgeGateway, routeTo("echo"), meshServices("client"), localRateLimitPolicy))
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	c.startInstance(c.sidecar, "client", "client", "v1")
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	out := "http://" + c.addr("client-out")
+	c.expectEventually("echo via gateway, limited", 10*time.Second, gw+"/", []string{"X-Client: probe"}, func(r *response) error {
+		if err := servedBy("echo")(r); err != nil {
+			return err
+		}
+		if r.header.Get("RateLimit-Policy") == "" {
+			return fmt.Errorf("no RateLimit-Policy header yet: %v", r.header)
+		}
+		return nil
+	})
+	c.expectEventually("echo via the client's sidecar", 10*time.Second, out+"/", []string{"Host: echo", "X-Client: probe"}, servedBy("echo"))
+
+	const rate, burst = 20, 20
+	check := func(where string, w rateWindow) {
+		t.Helper()
+		lo := burst + rate*w.inner.Seconds()
+		hi := burst + rate*w.outer.Seconds()
+		t.Logf("%s: %d accepted, %d limited over %v..%v: want %.1f..%.1f ±5%%", where, w.ok, w.limited, w.inner, w.outer, lo, hi)
+		if float64(w.ok) < lo*0.95 || float64(w.ok) > hi*1.05+1 {
+			t.Errorf("%s: %d requests accepted, want %.1f to %.1f (±5%%)", where, w.ok, lo, hi)
+		}
+		if w.limited == 0 {
+			t.Fatalf("%s: no request was limited", where)
+		}
+		r := w.last429
+		if r.body != "local_rate_limited" || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s: 429 %q with headers %v, want local_rate_limited and Retry-After", where, r.body, r.header)
+		}
+		for k, v := range map[string]string{
+			"RateLimit-Policy": `"rule-0";q=20;w=1`, "X-RateLimit-Limit": "20, 20;w=1", "X-RateLimit-Remaining": "0",
+		} {
+			if got := r.header.Get(k); got != v {
+				t.Errorf("%s: 429 %s = %q, want %q", where, k, got, v)
+			}
+		}
+	}
+	check("gateway", flood(t, gw+"/", []string{"X-Client: a"}, 2, 3*time.Second))
+	if r, err := get(gw+"/", "X-Client: b"); err != nil || r.status != http.StatusOK {
+		t.Errorf("another client after the flood: %v %v, want 200", r, err)
+	}
+	check("sidecar", flood(t, out+"/", []string{"Host: echo", "X-Client: s"}, 2, 3*time.Second))
+}
+
+// globalRateLimitPolicy: three gateways (a, b, c) routing to echo, whose
+// HTTPRoute has a global limit of 60 requests an hour per X-Client
+// (failure mode Allow), a fourth gateway (strict) whose every route has a
+// global limit with failure mode Deny, and echo's own limit of 5 an hour
+// per X-Client, which the sidecars calling it apply (the gateways' routes
+// have their own); the rate-limit service at ${rls}.
+const globalRateLimitPolicy = `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  rateLimitService: {address: "${rls}", timeout: 1s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge-a}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-a.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge-b}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-b.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge-c}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-c.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: strict}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-strict.port}}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop}
+spec:
+  parentRefs: [{name: edge-a}, {name: edge-b}, {name: edge-c}]
+  rules: [{backendRefs: [{group: meshgate.dev, kind: Service, name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: strict-shop}
+spec:
+  parentRefs: [{name: strict}]
+  rules: [{backendRefs: [{group: meshgate.dev, kind: Service, name: echo, port: 80}]}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: shop-global}
+spec:
+  targetRefs: [{kind: HTTPRoute, name: shop}]
+  rateLimit:
+    global:
+      rules:
+      - limit: {requests: 60, unit: Hour}
+        key: {header: X-Client}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-global}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  rateLimit:
+    global:
+      rules:
+      - limit: {requests: 5, unit: Hour}
+        key: {header: X-Client}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: strict-global}
+spec:
+  targetRefs: [{kind: Gateway, name: strict}]
+  rateLimit:
+    global:
+      failureMode: Deny
+      rules:
+      - limit: {requests: 1000, unit: Hour}
+`
+
+// filterStat reads one counter of a filter family from a proxy's /stats.
+func filterStat(t *testing.T, admin, family, key string) uint64 {
+	t.Helper()
+	r, err := get("http://" + admin + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(r.body), &stats); err != nil {
+		t.Fatalf("/stats: %v", err)
+	}
+	var counters map[string]uint64
+	_ = json.Unmarshal(stats[family], &counters)
+	return counters[key]
+}
+
+// TestGlobalRateLimit: a global limit of 60 requests an hour per client,
+// counted by meshgate ratelimit in a real Redis, holds across three
+// gateways taking turns: 60 of 120 requests get through (the count is
+// exact unless the hour turned during the test, when two windows count),
+// the others get 429 with x-envoy-ratelimited and the rate limit headers;
+// another client has its own count; a sidecar calling echo applies echo's
+// own limit (5 an hour). With Redis killed, the Allow gateways
+// let requests through and count them (ratelimit: error,
+// failure_mode_allowed) and the Deny gateway answers 500.
+func TestGlobalRateLimit(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t)
+	c := newCluster(t)
+	rls := c.addr("rls")
+	start(t, "ratelimit", "ratelimit", "--redis", redis.addr, "--listen", rls)
+	c.policy("global.yaml", yamlDocs(globalRateLimitPolicy, meshServices("client")))
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	c.startInstance(c.sidecar, "client", "client", "v1")
+	var gws []string
+	for _, name := range []string{"a", "b", "c", "strict"} {
+		gateway := "edge-" + name
+		if name == "strict" {
+			gateway = name
+		}
+		c.gateway(gateway)
+		gws = append(gws, "http://"+c.addr("gw-"+name))
+	}
+	for _, gw := range gws {
+		c.expectEventually("echo via "+gw+", limited", 15*time.Second, gw+"/", []string{"X-Client: probe"}, func(r *response) error {
+			if err := servedBy("echo")(r); err != nil {
+				return err
+			}
+			if r.header.Get("X-RateLimit-Limit") == "" {
+				return fmt.Errorf("no X-RateLimit-Limit yet: %v", r.header)
+			}
+			return nil
+		})
+	}
+
+	hour := time.Now().Truncate(time.Hour)
+	ok, limited := 0, 0
+	var last429 *response
+	for i := range 120 {
+		r, err := get(gws[i%3]+"/", "X-Client: c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.status {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			limited++
+			last429 = r
+		default:
+			t.Fatalf("request %d: %d %.200s", i, r.status, r.body)
+		}
+	}
+	want := 60
+	if time.Now().Truncate(time.Hour) != hour {
+		want = 120 // two windows: at most twice the limit
+		t.Logf("the hour turned during the test")
+	}
+	t.Logf("across three gateways: %d accepted, %d limited", ok, limited)
+	if ok < 60 || ok > want || float64(ok) > 60*1.05 && want == 60 {
+		t.Errorf("%d of 120 requests accepted across three gateways, want 60 (±5%%)", ok)
+	}
+	if last429 == nil || last429.header.Get("X-Envoy-Ratelimited") != "true" || last429.header.Get("X-RateLimit-Limit") != "60, 60;w=3600" ||
+		last429.header.Get("RateLimit-Policy") != `"global";q=60;w=3600` || last429.header.Get("Retry-After") == "" {
+		t.Errorf("429: %+v", last429)
+	}
+	if r, err := get(gws[1]+"/", "X-Client: c2"); err != nil || r.status != http.StatusOK {
+		t.Errorf("another client: %v %v, want 200", r, err)
+	}
+
+	out := "http://" + c.addr("client-out")
+	c.expectEventually("echo via the client's sidecar", 15*time.Second, out+"/", []string{"Host: echo", "X-Client: probe"}, servedBy("echo"))
+	sidecarOK := 0
+	for range 8 {
+		r, err := get(out+"/", "Host: echo", "X-Client: s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status == http.StatusOK {
+			sidecarOK++
+		} else if r.status != http.StatusTooManyRequests {
+			t.Fatalf("sidecar: %d %.200s", r.status, r.body)
+		}
+	}
+	if sidecarOK != 5 && time.Now().Truncate(time.Hour) == hour {
+		t.Errorf("sidecar: %d of 8 requests accepted, want 5 (echo's limit)", sidecarOK)
+	}
+
+	redis.kill()
+	c.expectEventually("Allow gateway with Redis down", 10*time.Second, gws[0]+"/", []string{"X-Client: c3"}, servedBy("echo"))
+	if n := filterStat(t, c.addr("gateway-admin-edge-a"), "ratelimit", "failure_mode_allowed"); n == 0 {
+		t.Errorf("failure_mode_allowed = 0 at edge-a after Redis went down")
+	}
+	if n := filterStat(t, c.addr("gateway-admin-edge-a"), "ratelimit", "error"); n == 0 {
+		t.Errorf("error = 0 at edge-a after Redis went down")
+	}
+	c.expectEventually("Deny gateway with Redis down", 10*time.Second, gws[3]+"/", nil, func(r *response) error {
+		if r.status != http.StatusInternalServerError {
+			return fmt.Errorf("status %d, want 500", r.status)
+		}
+		return nil
+	})
+	if n := filterStat(t, c.addr("gateway-admin-strict"), "ratelimit", "error"); n == 0 {
+		t.Errorf("error = 0 at strict after Redis went down")
+	}
+}

@@ -432,6 +432,9 @@ type SecurityPolicySpec struct {
 	MTLS *MTLS `json:"mtls,omitempty"`
 	// Rules are evaluated DENY first, then ALLOW (see docs/security.md).
 	Rules []SecurityRule `json:"rules,omitempty"`
+	// ExtAuth checks every request of the targets with an external
+	// authorization service (docs/policies.md "External authorization").
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 	// JWT authenticates requests to the targets with JSON Web Tokens
 	// (docs/api-gateway.md).
 	JWT *JWTAuthentication `json:"jwt,omitempty"`
@@ -559,6 +562,57 @@ type ClaimToHeader struct {
 	Header string `json:"header"`
 	Claim  string `json:"claim"`
 }
+
+// ExtAuth is a SecurityPolicy's external authorization, after Envoy
+// Gateway's SecurityPolicy extAuth: the service, the request headers sent
+// to it, the body, what happens when it cannot answer, and how long it
+// may take.
+type ExtAuth struct {
+	// HTTP or GRPC is the authorization service (exactly one).
+	HTTP *HTTPExtAuthService `json:"http,omitempty"`
+	GRPC *GRPCExtAuthService `json:"grpc,omitempty"`
+	// HeadersToExtAuth are the request headers sent to the service (HTTP:
+	// besides Host, Authorization, Content-Length, the method and path;
+	// gRPC: none means all).
+	HeadersToExtAuth []string `json:"headersToExtAuth,omitempty"`
+	// BodyToExtAuth sends the first bytes of the request body along.
+	BodyToExtAuth *BodyToExtAuth `json:"bodyToExtAuth,omitempty"`
+	// FailureMode is Closed (the default: a check that fails denies the
+	// request with 403) or Open (the request goes through).
+	FailureMode string `json:"failureMode,omitempty"`
+	// Timeout bounds a check (default 10s).
+	Timeout gwapiv1.Duration `json:"timeout,omitempty"`
+}
+
+// HTTPExtAuthService is an HTTP authorization service: a 200 allows.
+type HTTPExtAuthService struct {
+	// BackendRef is the Service port of the authorization service.
+	BackendRef gwapiv1.BackendObjectReference `json:"backendRef"`
+	// Path is put in front of the request's path in the check.
+	Path string `json:"path,omitempty"`
+	// HeadersToBackend are the headers of the service's 200 set on the
+	// request; none: every header but Host.
+	HeadersToBackend []string `json:"headersToBackend,omitempty"`
+}
+
+// GRPCExtAuthService is an envoy.service.auth.v3 Authorization service.
+type GRPCExtAuthService struct {
+	// BackendRef is the Service port (HTTP/2) of the service.
+	BackendRef gwapiv1.BackendObjectReference `json:"backendRef"`
+}
+
+// BodyToExtAuth says how much of the request body the service gets.
+type BodyToExtAuth struct {
+	// MaxRequestBytes is how many bytes at most (1 to 1048576); a longer
+	// body is cut.
+	MaxRequestBytes uint32 `json:"maxRequestBytes"`
+}
+
+// External authorization failure modes.
+const (
+	ExtAuthFailOpen   = "Open"
+	ExtAuthFailClosed = "Closed"
+)
 
 // PolicyTargetRef names a resource in the policy's namespace: a Service
 // (group "", unset or meshgate.dev), or a Gateway or HTTPRoute (group unset

@@ -787,6 +787,9 @@ func (l *loader) checkRule(r *HTTPRoute, p string, rule *gwapiv1.HTTPRouteRule, 
 		if f.Type == gwapiv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
 			l.checkMirror(r, fp+".requestMirror", f.RequestMirror, services)
 		}
+		if f.Type == gwapiv1.HTTPRouteFilterExternalAuth && f.ExternalAuth != nil {
+			l.checkExternalAuth(r, fp+".externalAuth", f.ExternalAuth, services)
+		}
 		if usesPrefix != "" && !allPrefix {
 			l.errorf(src, usesPrefix, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
 		}
@@ -999,8 +1002,8 @@ func (l *loader) checkFilter(src Source, p string, f *gwapiv1.HTTPRouteFilter) (
 		return ""
 	case gwapiv1.HTTPRouteFilterRequestHeaderModifier, gwapiv1.HTTPRouteFilterResponseHeaderModifier,
 		gwapiv1.HTTPRouteFilterRequestRedirect, gwapiv1.HTTPRouteFilterURLRewrite, gwapiv1.HTTPRouteFilterRequestMirror,
-		gwapiv1.HTTPRouteFilterCORS:
-	case gwapiv1.HTTPRouteFilterExternalAuth, gwapiv1.HTTPRouteFilterExtensionRef:
+		gwapiv1.HTTPRouteFilterCORS, gwapiv1.HTTPRouteFilterExternalAuth:
+	case gwapiv1.HTTPRouteFilterExtensionRef:
 		l.errorf(src, p+".type", "filter %s is not supported yet", f.Type)
 		return ""
 	default:
@@ -1304,5 +1307,98 @@ func (l *loader) checkCORS(src Source, p string, c *gwapiv1.HTTPCORSFilter) {
 	list("exposeHeaders", headerNames(c.ExposeHeaders), maxCORSHeaders, checkHeaderName)
 	if c.MaxAge < 0 {
 		l.errorf(src, p+".maxAge", "%d seconds: want at least 1", c.MaxAge)
+	}
+}
+
+// maxExternalAuthHeaders bounds the header lists of an ExternalAuth filter
+// (the Gateway API's).
+const maxExternalAuthHeaders = 64
+
+// externalAuthPathPattern is the pattern of an ExternalAuth filter's
+// http.path (the Gateway API's).
+var externalAuthPathPattern = regexp.MustCompile(`^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$`)
+
+// checkExternalAuth validates an ExternalAuth filter as the Gateway API
+// v1.6.3 schema does: protocol HTTP with http (or none) and no grpc, GRPC
+// with grpc (or none) and no http; the backendRef resolves as a backend's
+// does; the path has the pattern of a path value; header lists of at most
+// 64 valid names without duplicates (forwardBody.maxSize is a uint16).
+func (l *loader) checkExternalAuth(r *HTTPRoute, p string, f *gwapiv1.HTTPExternalAuthFilter, services map[nsName]*Service) {
+	l.checkExternalAuthAt(r, p, f, services, externalAuthFields{backendRef: ".backendRef", path: ".http.path",
+		requestHeaders: ".http.allowedHeaders", responseHeaders: ".http.allowedResponseHeaders", grpcHeaders: ".grpc.allowedHeaders"})
+}
+
+// externalAuthFields are the paths, relative to the section, of the
+// fields of an external authorization in the filter or a SecurityPolicy.
+type externalAuthFields struct {
+	backendRef, path, requestHeaders, responseHeaders, grpcHeaders string
+}
+
+func (l *loader) checkExternalAuthAt(r *HTTPRoute, p string, f *gwapiv1.HTTPExternalAuthFilter, services map[nsName]*Service, fields externalAuthFields) {
+	src := r.Source
+	switch f.ExternalAuthProtocol {
+	case gwapiv1.HTTPRouteExternalAuthHTTPProtocol:
+		if f.GRPCAuthConfig != nil {
+			l.errorf(src, p+".grpc", "protocol must be GRPC when grpc is set")
+		}
+	case gwapiv1.HTTPRouteExternalAuthGRPCProtocol:
+		if f.HTTPAuthConfig != nil {
+			l.errorf(src, p+".http", "protocol must be HTTP when http is set")
+		}
+		l.checkGRPCAuthPort(src, p+fields.backendRef, r.Namespace, f.BackendRef, services)
+	case "":
+		l.errorf(src, p+".protocol", "protocol is required (HTTP or GRPC)")
+	default:
+		l.errorf(src, p+".protocol", "unknown protocol %q (want HTTP or GRPC)", f.ExternalAuthProtocol)
+	}
+	ref := gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{BackendObjectReference: f.BackendRef}}
+	l.checkBackendRef(r, p+fields.backendRef, &ref, services)
+	headers := func(field string, names []string) {
+		if len(names) > maxExternalAuthHeaders {
+			l.errorf(src, field, "%d entries: at most %d", len(names), maxExternalAuthHeaders)
+		}
+		seen := make(map[string]bool, len(names))
+		for i, name := range names {
+			np := fmt.Sprintf("%s[%d]", field, i)
+			if msg := checkHeaderName(name); msg != "" {
+				l.errorf(src, np, "%s", msg)
+				continue
+			}
+			if seen[strings.ToLower(name)] {
+				l.errorf(src, np, "duplicate %q", name)
+			}
+			seen[strings.ToLower(name)] = true
+		}
+	}
+	if g := f.GRPCAuthConfig; g != nil {
+		headers(p+fields.grpcHeaders, g.AllowedRequestHeaders)
+	}
+	if h := f.HTTPAuthConfig; h != nil {
+		if h.Path != "" && (len(h.Path) > 1024 || !externalAuthPathPattern.MatchString(h.Path)) {
+			l.errorf(src, p+fields.path, "invalid path %q (want at most 1024 characters of a path value)", h.Path)
+		}
+		headers(p+fields.requestHeaders, h.AllowedRequestHeaders)
+		headers(p+fields.responseHeaders, h.AllowedResponseHeaders)
+	}
+}
+
+// checkGRPCAuthPort requires the port of a gRPC authorization service to
+// speak HTTP/2 (protocol HTTP2, or appProtocol grpc or kubernetes.io/h2c),
+// as gRPC needs; a reference that does not resolve is reported elsewhere.
+func (l *loader) checkGRPCAuthPort(src Source, p, namespace string, ref gwapiv1.BackendObjectReference, services map[nsName]*Service) {
+	ns := namespace
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	svc := services[nsName{ns, string(ref.Name)}]
+	if svc == nil {
+		return
+	}
+	for _, port := range svc.Spec.Ports {
+		if (ref.Port == nil && len(svc.Spec.Ports) == 1 || ref.Port != nil && int32(*ref.Port) == port.Port) &&
+			port.UpstreamProtocol() != ProtocolHTTP2 {
+			l.errorf(src, p, "a GRPC authorization service needs an HTTP/2 port: service %q port %d has protocol %s (want protocol HTTP2 or appProtocol grpc)",
+				svc.Name, port.Port, port.UpstreamProtocol())
+		}
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshgate/meshgate/api/dnslabel"
 	"github.com/meshgate/meshgate/api/logformat"
@@ -106,8 +109,11 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 	if len(spec.TargetRefs) == 0 {
 		l.errorf(src, "spec.targetRefs", "at least one targetRef is required (a Service, Gateway or HTTPRoute)")
 	}
-	if len(spec.Rules) == 0 && spec.MTLS == nil && spec.JWT == nil && spec.APIKey == nil && spec.BasicAuth == nil {
-		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls, jwt, apiKey, basicAuth or some of them")
+	if len(spec.Rules) == 0 && spec.MTLS == nil && spec.JWT == nil && spec.APIKey == nil && spec.BasicAuth == nil && spec.ExtAuth == nil {
+		l.errorf(src, "spec", "a SecurityPolicy needs rules, mtls, jwt, apiKey, basicAuth, extAuth or some of them")
+	}
+	if spec.ExtAuth != nil {
+		l.checkSecurityExtAuth(sp, "spec.extAuth", spec.ExtAuth, services)
 	}
 	if n := btoi(spec.JWT != nil) + btoi(spec.APIKey != nil) + btoi(spec.BasicAuth != nil); n > 1 {
 		l.errorf(src, "spec", "jwt, apiKey and basicAuth are exclusive: one way to authenticate per policy")
@@ -483,5 +489,55 @@ func (l *loader) checkAccessLog(src Source, a *AccessLog) {
 		if _, err := logformat.Parse(a.Fields[name]); err != nil {
 			l.errorf(src, "spec.accessLog.fields."+name, "%v", err)
 		}
+	}
+}
+
+// maxExtAuthTimeout bounds a SecurityPolicy extAuth timeout, and
+// maxExtAuthBodyBytes its bodyToExtAuth.maxRequestBytes (the proxy's
+// bound: the body is held while the check runs).
+const (
+	maxExtAuthTimeout   = time.Minute
+	maxExtAuthBodyBytes = 1 << 20
+)
+
+// checkSecurityExtAuth validates a SecurityPolicy extAuth section: an http
+// service whose backendRef resolves as a route backend's (from the
+// policy's namespace), or a grpc one (an HTTP/2 port), a path of a path value, header lists as the
+// ExternalAuth filter's, failureMode Open or Closed, a timeout of 1ms to
+// 1m, a body limit of 1 byte to 1 MiB.
+func (l *loader) checkSecurityExtAuth(sp *SecurityPolicy, p string, ea *ExtAuth, services map[nsName]*Service) {
+	src := sp.Source
+	// The backendRef resolves as one of a route in the policy's namespace.
+	owner := &HTTPRoute{}
+	owner.Name, owner.Namespace, owner.Source = sp.Name, sp.Namespace, sp.Source
+	f := &gwapiv1.HTTPExternalAuthFilter{ExternalAuthProtocol: gwapiv1.HTTPRouteExternalAuthHTTPProtocol}
+	switch {
+	case ea.HTTP != nil && ea.GRPC != nil:
+		l.errorf(src, p+".grpc", "only one of http and grpc may be set")
+	case ea.GRPC != nil:
+		f.ExternalAuthProtocol, f.BackendRef = gwapiv1.HTTPRouteExternalAuthGRPCProtocol, ea.GRPC.BackendRef
+		f.GRPCAuthConfig = &gwapiv1.GRPCAuthConfig{AllowedRequestHeaders: ea.HeadersToExtAuth}
+		l.checkExternalAuthAt(owner, p, f, services, externalAuthFields{backendRef: ".grpc.backendRef", grpcHeaders: ".headersToExtAuth"})
+	case ea.HTTP == nil:
+		l.errorf(src, p+".http", "http or grpc is required (the authorization service)")
+	default:
+		f.BackendRef = ea.HTTP.BackendRef
+		f.HTTPAuthConfig = &gwapiv1.HTTPAuthConfig{Path: ea.HTTP.Path, AllowedRequestHeaders: ea.HeadersToExtAuth,
+			AllowedResponseHeaders: ea.HTTP.HeadersToBackend}
+		l.checkExternalAuthAt(owner, p, f, services, externalAuthFields{
+			backendRef: ".http.backendRef", path: ".http.path", requestHeaders: ".headersToExtAuth", responseHeaders: ".http.headersToBackend"})
+	}
+	switch ea.FailureMode {
+	case "", ExtAuthFailOpen, ExtAuthFailClosed:
+	default:
+		l.errorf(src, p+".failureMode", "unknown failure mode %q (want Open or Closed)", ea.FailureMode)
+	}
+	if ea.Timeout != "" {
+		if d, ok := l.checkDuration(src, p+".timeout", ea.Timeout, time.Millisecond); ok && d > maxExtAuthTimeout {
+			l.errorf(src, p+".timeout", "%s is longer than %s", ea.Timeout, maxExtAuthTimeout)
+		}
+	}
+	if b := ea.BodyToExtAuth; b != nil && (b.MaxRequestBytes < 1 || b.MaxRequestBytes > maxExtAuthBodyBytes) {
+		l.errorf(src, p+".bodyToExtAuth.maxRequestBytes", "%d bytes: want 1 to %d", b.MaxRequestBytes, maxExtAuthBodyBytes)
 	}
 }

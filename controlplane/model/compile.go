@@ -216,6 +216,9 @@ func (c *compiler) httpRoutes() error {
 	slices.SortStableFunc(routes, func(a, b *policy.HTTPRoute) int {
 		return compareNames(routeName(a), routeName(b))
 	})
+	for _, svc := range m.Services {
+		svc.ExtAuth = c.compileSecurityExtAuth(c.targets.services[svc.NamespacedName])
+	}
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
 		permitted := func(routeNamespace, serviceNamespace, serviceName string) bool {
@@ -232,10 +235,14 @@ func (c *compiler) httpRoutes() error {
 		}
 		if policies := c.targets.routes[cr.name]; len(policies) > 0 {
 			authz := m.authorization(policies)
+			extAuth := c.compileSecurityExtAuth(policies)
 			authn := authentication(policies)
 			for _, rule := range cr.rules {
 				rule.Authorization = authz
 				rule.Authentication = authn
+				if rule.Action.ExtAuth == nil {
+					rule.Action.ExtAuth = extAuth
+				}
 			}
 		}
 		c.routes = append(c.routes, cr)
@@ -316,6 +323,7 @@ func (c *compiler) gateways() error {
 	for _, pg := range c.set.Gateways {
 		gw := m.compileGateway(pg, c.routes, c.set)
 		gw.Authorization = m.authorization(c.targets.gateways[gw.NamespacedName])
+		gw.ExtAuth = c.compileSecurityExtAuth(c.targets.gateways[gw.NamespacedName])
 		gw.Authentication = authentication(c.targets.gateways[gw.NamespacedName])
 		m.Gateways = append(m.Gateways, gw)
 		m.gateways[gw.NamespacedName] = gw
@@ -536,6 +544,10 @@ func (m *Model) compileAction(routeNamespace string, rule gwapiv1.HTTPRouteRule,
 	for fi, f := range rule.Filters {
 		if f.Type == gwapiv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
 			a.Mirrors = append(a.Mirrors, m.compileMirror(routeNamespace, f.RequestMirror, permitted))
+			continue
+		}
+		if f.Type == gwapiv1.HTTPRouteFilterExternalAuth && f.ExternalAuth != nil {
+			a.ExtAuth = m.compileExtAuth(routeNamespace, f.ExternalAuth, permitted)
 			continue
 		}
 		if err := compileFilter(a, f); err != nil {
@@ -1052,4 +1064,33 @@ func compileCORS(f *gwapiv1.HTTPCORSFilter) *CORS {
 		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
 	}
 	return c
+}
+
+// compileExtAuth compiles an ExternalAuth filter; its backend has no
+// cluster when the reference does not resolve.
+func (m *Model) compileExtAuth(routeNamespace string, f *gwapiv1.HTTPExternalAuthFilter, permitted func(routeNamespace, serviceNamespace, serviceName string) bool) *ExtAuth {
+	ref := f.BackendRef
+	ea := &ExtAuth{
+		Protocol: string(f.ExternalAuthProtocol),
+		Backend:  Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, routeNamespace), Name: string(ref.Name)}},
+		Timeout:  DefaultExtAuthTimeout,
+	}
+	if ref.Port != nil {
+		ea.Backend.Port = *ref.Port
+	}
+	if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+		ea.Backend.Cluster = m.backendCluster(routeNamespace, &ea.Backend, permitted)
+	}
+	if g := f.GRPCAuthConfig; g != nil {
+		ea.AllowedHeaders = slices.Clone(g.AllowedRequestHeaders)
+	}
+	if h := f.HTTPAuthConfig; h != nil {
+		ea.PathPrefix = h.Path
+		ea.AllowedHeaders = slices.Clone(h.AllowedRequestHeaders)
+		ea.AllowedUpstreamHeaders = slices.Clone(h.AllowedResponseHeaders)
+	}
+	if b := f.ForwardBody; b != nil {
+		ea.MaxBodyBytes = uint32(b.MaxSize)
+	}
+	return ea
 }

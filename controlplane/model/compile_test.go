@@ -364,7 +364,7 @@ func TestCompileLeavesOut(t *testing.T) {
 	t.Parallel()
 	mirror := &policy.HTTPRoute{}
 	mirror.Name = "m"
-	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterExternalAuth}}}}
+	mirror.Spec.Rules = []gwapiv1.HTTPRouteRule{{Filters: []gwapiv1.HTTPRouteFilter{{Type: gwapiv1.HTTPRouteFilterExtensionRef}}}}
 	badEndpoint := &policy.Service{Name: "s", Spec: policy.ServiceSpec{
 		Ports: []policy.ServicePort{{Port: 80}}, Endpoints: []policy.Endpoint{{Address: "nope"}},
 	}}
@@ -375,7 +375,7 @@ func TestCompileLeavesOut(t *testing.T) {
 		want       string
 	}{
 		{"unsupported filter", policy.KindHTTPRoute, &policy.Set{HTTPRoutes: []*policy.HTTPRoute{mirror}, Services: []*policy.Service{good}},
-			`filter type "ExternalAuth": not supported`},
+			`filter type "ExtensionRef": not supported`},
 		{"bad endpoint address", policy.KindService, &policy.Set{Services: []*policy.Service{badEndpoint, good}}, `endpoints[0].address "nope"`},
 	}
 	for _, tt := range tests {

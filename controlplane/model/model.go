@@ -90,6 +90,9 @@ type Service struct {
 	// Authorization enforced at the service's sidecar inbound listeners;
 	// nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// ExtAuth of its SecurityPolicies, checking every request at the
+	// service's sidecar inbound listeners; nil: none.
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 	// Authentication required at the service's sidecar inbound
 	// listeners; nil: none.
 	Authentication *Authentication `json:"authentication,omitempty"`
@@ -205,6 +208,9 @@ type Gateway struct {
 	Ports []*GatewayPort `json:"ports"`
 	// Authorization enforced at every listener of the gateway; nil: none.
 	Authorization *Authorization `json:"authorization,omitempty"`
+	// ExtAuth of its SecurityPolicies, checking every request of a rule
+	// without an external authorization of its own; nil: none.
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 	// Authentication required at every route of the gateway that has
 	// none of its own; nil: none.
 	Authentication *Authentication `json:"authentication,omitempty"`
@@ -377,7 +383,46 @@ type Action struct {
 	Mirrors []*Mirror `json:"mirrors,omitempty"`
 	// CORS is the rule's CORS filter; nil: none.
 	CORS *CORS `json:"cors,omitempty"`
+	// ExtAuth is the rule's ExternalAuth filter; nil: none.
+	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 }
+
+// ExtAuth is an external authorization: each request is checked by an
+// authorization service before it goes further (Gateway API
+// HTTPExternalAuthFilter).
+type ExtAuth struct {
+	// Protocol is ExtAuthHTTP or ExtAuthGRPC.
+	Protocol string `json:"protocol"`
+	// Backend is the authorization service; its Cluster is empty when the
+	// reference does not resolve (every request is then denied, as when
+	// the service cannot be reached).
+	Backend Backend `json:"backend"`
+	// PathPrefix (HTTP) is put in front of the request's path in the check
+	// request.
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// AllowedHeaders are the request headers sent to the service (HTTP: in
+	// addition to Host, Method, Path, Content-Length and Authorization,
+	// always sent; gRPC: none means all).
+	AllowedHeaders []string `json:"allowedHeaders,omitempty"`
+	// AllowedUpstreamHeaders (HTTP) are the headers of the service's
+	// answer copied onto an allowed request; none means all but Host.
+	AllowedUpstreamHeaders []string `json:"allowedUpstreamHeaders,omitempty"`
+	// MaxBodyBytes is how much of the request body is sent along; 0: none.
+	MaxBodyBytes uint32 `json:"maxBodyBytes,omitempty"`
+	// Timeout bounds a check; FailOpen lets a request through when the
+	// check fails (no answer in time, service unreachable) rather than
+	// denying it with 403.
+	Timeout  time.Duration `json:"timeout"`
+	FailOpen bool          `json:"failOpen,omitempty"`
+}
+
+// External authorization protocols, and the default timeout of a check
+// (Envoy Gateway's).
+const (
+	ExtAuthHTTP           = "HTTP"
+	ExtAuthGRPC           = "GRPC"
+	DefaultExtAuthTimeout = 10 * time.Second
+)
 
 // CORS is a rule's CORS filter (Gateway API HTTPCORSFilter), as written:
 // origins may hold wildcards ("*", "https://*.example.com"), methods and

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	"github.com/meshgate/meshgate/api/spiffeid"
 	"github.com/meshgate/meshgate/policy"
 )
@@ -241,12 +243,16 @@ type compiledPolicy struct {
 	name  string
 	deny  []*AuthzRule
 	allow []*AuthzRule
-	authn *compiledAuthn // nil: the policy does not authenticate
+	// namespace and extAuth: the policy's extAuth section (compiled where
+	// it applies, once the services are: compileSecurityExtAuth).
+	namespace string
+	extAuth   *policy.ExtAuth
+	authn     *compiledAuthn // nil: the policy does not authenticate
 }
 
 func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error) {
 	ns := orDefault(sp.Namespace)
-	cp := &compiledPolicy{name: ns + "/" + sp.Name}
+	cp := &compiledPolicy{name: ns + "/" + sp.Name, namespace: ns, extAuth: sp.Spec.ExtAuth}
 	if sp.Spec.JWT != nil {
 		authn, err := compileJWT(cp.name, sp.Spec.JWT)
 		if err != nil {
@@ -454,7 +460,7 @@ func appendPolicy(list []*compiledPolicy, cp *compiledPolicy) []*compiledPolicy 
 // the default action is ALLOW).
 func (m *Model) authorization(policies []*compiledPolicy) *Authorization {
 	defaultDeny := m.Mesh.DefaultAction == policy.ActionDeny
-	// A policy without rules (only mtls) authorizes nothing.
+	// A policy without rules (only mtls or extAuth) authorizes nothing.
 	policies = slices.DeleteFunc(slices.Clone(policies), func(cp *compiledPolicy) bool {
 		return len(cp.deny)+len(cp.allow) == 0
 	})
@@ -471,4 +477,50 @@ func (m *Model) authorization(policies []*compiledPolicy) *Authorization {
 		}
 	}
 	return a
+}
+
+// compileSecurityExtAuth is the external authorization of the policies
+// applying at one point: the first one's (in namespace and name order)
+// that has an extAuth section; nil when none has. Its service resolves
+// as a backend of a route in the policy's namespace; an unresolved one
+// has no cluster (every check then fails).
+func (c *compiler) compileSecurityExtAuth(policies []*compiledPolicy) *ExtAuth {
+	for _, cp := range policies {
+		pe := cp.extAuth
+		if pe == nil || pe.HTTP == nil && pe.GRPC == nil {
+			continue
+		}
+		ea := &ExtAuth{
+			Protocol:       ExtAuthHTTP,
+			AllowedHeaders: slices.Clone(pe.HeadersToExtAuth),
+			Timeout:        DefaultExtAuthTimeout,
+			FailOpen:       pe.FailureMode == policy.ExtAuthFailOpen,
+		}
+		var ref gwapiv1.BackendObjectReference
+		if pe.GRPC != nil {
+			ea.Protocol, ref = ExtAuthGRPC, pe.GRPC.BackendRef
+		} else {
+			ref = pe.HTTP.BackendRef
+			ea.PathPrefix, ea.AllowedUpstreamHeaders = pe.HTTP.Path, slices.Clone(pe.HTTP.HeadersToBackend)
+		}
+		ea.Backend = Backend{Service: NamespacedName{Namespace: refNamespace(ref.Namespace, cp.namespace), Name: string(ref.Name)}}
+		if ref.Port != nil {
+			ea.Backend.Port = *ref.Port
+		}
+		if ref.Kind == nil || isServiceRef(ref.Group, ref.Kind) {
+			ea.Backend.Cluster = c.m.backendCluster(cp.namespace, &ea.Backend, func(routeNamespace, serviceNamespace, serviceName string) bool {
+				return c.set.RouteBackendPermitted(policy.KindHTTPRoute, routeNamespace, serviceNamespace, serviceName)
+			})
+		}
+		if pe.Timeout != "" {
+			if d, err := policy.ParseDuration(pe.Timeout); err == nil {
+				ea.Timeout = d
+			}
+		}
+		if b := pe.BodyToExtAuth; b != nil {
+			ea.MaxBodyBytes = b.MaxRequestBytes
+		}
+		return ea
+	}
+	return nil
 }

@@ -41,6 +41,7 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 			continue
 		}
 		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}
+		want.addExtAuth(gw.ExtAuth)
 		for _, vh := range port.VirtualHosts {
 			want.need(vh.Rules)
 			want.fault = want.fault || needsFault(m, vh.Rules, port.Traffic)
@@ -107,9 +108,13 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 				return nil, err
 			}
 		}
+		if err := disableExtAuthElsewhere(rc, want, gw.ExtAuth); err != nil {
+			return nil, err
+		}
 		part.listeners = append(part.listeners, l)
 		part.routes = append(part.routes, rc)
 	}
+	addExtAuthCluster(m, clusters, gw.ExtAuth)
 	if clusters.err != nil {
 		return nil, clusters.err
 	}

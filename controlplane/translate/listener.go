@@ -137,6 +137,9 @@ type listenerFilters struct {
 	// responseLimit: a route of the listener limits response bodies
 	// (trafficpolicy.go).
 	responseLimit bool
+	// extAuth are the distinct external authorizations of the listener's
+	// routes, by filter name (extauthz.go).
+	extAuth []*model.ExtAuth
 	// openAPI: a route of the listener validates requests against an
 	// OpenAPI document (openapi.go).
 	openAPI bool
@@ -174,6 +177,7 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 		}
 		f.headerMutation = f.headerMutation || modifiesHeaders(r)
 		f.cors = f.cors || hasCORS(r)
+		f.addExtAuth(r.Action.ExtAuth)
 	}
 }
 
@@ -181,14 +185,15 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
 // others answer), then authentication (JWT, API keys, basic auth), then
-// authorization (the deny, then the allow filter: a denied request goes no
-// further), then the local rate limit (a denied request takes no token) and
-// the global rate limit, then request validation (of the request as the
-// client sent it, once it may go on), then the header mutation, fault,
-// buffer and response limit filters, and the response cache last (what it
-// serves from the cache has passed authentication, authorization and rate
-// limits, and the response filters before it see hits as they see
-// misses).
+// the external authorizations (extauthz.go, after authentication as in Envoy
+// Gateway), then authorization (the deny, then the allow filter: a denied
+// request goes no further), then the local rate limit (a denied request
+// takes no token) and the global rate limit, then request validation (of the
+// request as the client sent it, once it may go on), then the header
+// mutation, fault, buffer and response limit filters, and the response cache
+// last (what it serves from the cache has passed authentication,
+// authorization and rate limits, and the response filters before it see hits
+// as they see misses).
 func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error) {
 	var out []*hcmv3.HttpFilter
 	if want.cors {
@@ -221,6 +226,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 	}
 	if anyAuthn(want, func(a *model.Authentication) bool { return a.Basic != nil }) {
 		f, err := basicAuthHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	for _, ea := range want.extAuth {
+		f, err := extAuthzFilter(ea)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}

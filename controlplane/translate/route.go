@@ -88,6 +88,9 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 		if err := setCORS(r, a); err != nil {
 			return nil, err
 		}
+		if err := setExtAuth(m, clusters, r, a); err != nil {
+			return nil, err
+		}
 		r.Tracing = routeTracing(m, rule)
 		out = append(out, r)
 	}

@@ -85,6 +85,15 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 		res.Listeners = append(res.Listeners, listeners...)
 		shared = append(shared, clusters)
 	}
+	if svc := m.Service(node.Namespace, node.Service); svc != nil && svc.ExtAuth != nil && node.InboundAddress != "" && node.AppAddress != "" {
+		// The inbound listener's authorization service.
+		authz := newClusterCollector(p)
+		addExtAuthCluster(m, authz, svc.ExtAuth)
+		if authz.err != nil {
+			return nil, nil, authz.err
+		}
+		shared = append(shared, authz.set())
+	}
 	return own, shared, nil
 }
 
@@ -154,6 +163,9 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 			return nil, err
 		}
 	}
+	if err := disableExtAuthElsewhere(rc, outboundFilters(m), nil); err != nil {
+		return nil, err
+	}
 	return &outboundPart{routes: rc, clusters: clusters.set()}, nil
 }
 
@@ -196,6 +208,8 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 	}
 	if svc != nil {
 		want.authentication = svc.Authentication
+		// Every request of the inbound listener's one route is checked.
+		want.addExtAuth(svc.ExtAuth)
 	}
 	filters, err := httpFilters(InboundName, want)
 	if err != nil {

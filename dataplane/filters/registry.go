@@ -33,6 +33,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/cache"
 	"github.com/meshgate/meshgate/dataplane/filters/cors"
+	"github.com/meshgate/meshgate/dataplane/filters/extauthz"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
 	"github.com/meshgate/meshgate/dataplane/filters/globalratelimit"
 	"github.com/meshgate/meshgate/dataplane/filters/grpcweb"
@@ -69,13 +70,15 @@ type Registry struct {
 // (local_ratelimit.v3.LocalRateLimit), global rate limit
 // (ratelimit.v3.RateLimit), JWT authentication
 // (jwt_authn.v3.JwtAuthentication), API keys (api_key_auth.v3.ApiKeyAuth)
-// basic auth (basic_auth.v3.BasicAuth), meshgate's request validation
-// (a TypedStruct of openapi.TypeURL: OpenAPI 3) and meshgate's response
-// cache (a TypedStruct of cache.TypeURL).
+// basic auth (basic_auth.v3.BasicAuth), external authorization
+// (ext_authz.v3.ExtAuthz), meshgate's request validation (a TypedStruct of
+// openapi.TypeURL: OpenAPI 3) and meshgate's response cache (a TypedStruct
+// of cache.TypeURL).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
 		cors.Factory(), responselimit.Factory(), localratelimit.Factory(), globalratelimit.Factory(),
-		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory(), openapi.Factory(), cache.Factory())
+		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory(), extauthz.Factory(), openapi.Factory(),
+		cache.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

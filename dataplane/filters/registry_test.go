@@ -54,6 +54,7 @@ func TestDefaultRegistry(t *testing.T) {
 		"envoy.extensions.filters.http.basic_auth.v3.BasicAuth",
 		"envoy.extensions.filters.http.buffer.v3.Buffer",
 		"envoy.extensions.filters.http.cors.v3.Cors",
+		"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
 		"envoy.extensions.filters.http.fault.v3.HTTPFault",
 		"envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
 		"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",

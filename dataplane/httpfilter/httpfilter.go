@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -95,6 +96,24 @@ type Factory struct {
 func (f *Factory) Subset() xdscheck.HTTPFilter {
 	return xdscheck.HTTPFilter{ConfigType: f.ConfigType, PerRouteType: f.PerRouteType, Rules: f.Rules,
 		TypeURL: f.TypeURL, CheckValue: f.CheckValue}
+}
+
+// Upstreams sends requests to the proxy's clusters, for a filter that
+// calls a service (an authorization service) through them.
+type Upstreams interface {
+	// RoundTrip sends r to an endpoint of the cluster named cluster (it
+	// sets r.URL's scheme and host), bounded by timeout up to the end of
+	// the response body (upstream.Cluster.RoundTrip). It fails when the
+	// cluster is unknown or has no endpoint.
+	RoundTrip(cluster string, r *http.Request, timeout time.Duration) (*http.Response, error)
+}
+
+// UpstreamFilter is a Filter that calls clusters: the proxy wraps it with
+// WrapUpstreams, with the clusters of the configuration being swapped in,
+// instead of Wrap.
+type UpstreamFilter interface {
+	Filter
+	WrapUpstreams(next Handler, upstreams Upstreams) Handler
 }
 
 // Env is what a filter may use of the proxy that runs it.

@@ -15,6 +15,7 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -24,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshgate/meshgate/dataplane/accesslog"
 	"github.com/meshgate/meshgate/dataplane/httpfilter"
@@ -143,6 +145,10 @@ func (h *Handler) Store(cfg *Config) {
 	if len(cfg.Filters) > 0 {
 		var next httpfilter.Handler = &routerFilter{h: h, cfg: cfg}
 		for i := len(cfg.Filters) - 1; i >= 0; i-- {
+			if uf, ok := cfg.Filters[i].(httpfilter.UpstreamFilter); ok {
+				next = uf.WrapUpstreams(next, clusterUpstreams(cfg.Clusters))
+				continue
+			}
 			next = cfg.Filters[i].Wrap(next)
 		}
 		b.filters = next
@@ -667,3 +673,21 @@ func removeHopByHop(h http.Header, request bool) (wantsTrailers bool) {
 }
 
 func textprotoTrim(s string) string { return strings.Trim(s, " \t") }
+
+// clusterUpstreams are a configuration's clusters as a filter calls them
+// (httpfilter.Upstreams).
+type clusterUpstreams map[string]*upstream.Cluster
+
+// RoundTrip sends r to the next endpoint of the cluster named name.
+func (c clusterUpstreams) RoundTrip(name string, r *http.Request, timeout time.Duration) (*http.Response, error) {
+	cluster := c[name]
+	if cluster == nil {
+		return nil, fmt.Errorf("cluster %q: not found", name)
+	}
+	endpoint, ok := cluster.Next()
+	if !ok {
+		return nil, fmt.Errorf("cluster %q: no endpoint available", name)
+	}
+	r.URL.Scheme, r.URL.Host = "http", endpoint
+	return cluster.RoundTrip(r, timeout)
+}

@@ -68,7 +68,7 @@ type TrafficPolicySpec struct {
 	// (HTTPRoute targets only).
 	RequestValidation *RequestValidation `json:"requestValidation,omitempty"`
 	// Cache caches the responses of the routes at the gateway
-	// (docs/policies.md "Response caching").
+	// (docs/api-gateway.md "Response caching").
 	Cache *ResponseCache `json:"cache,omitempty"`
 }
 

@@ -433,7 +433,7 @@ type SecurityPolicySpec struct {
 	// Rules are evaluated DENY first, then ALLOW (see docs/security.md).
 	Rules []SecurityRule `json:"rules,omitempty"`
 	// ExtAuth checks every request of the targets with an external
-	// authorization service (docs/policies.md "External authorization").
+	// authorization service (docs/api-gateway.md "External authorization").
 	ExtAuth *ExtAuth `json:"extAuth,omitempty"`
 	// JWT authenticates requests to the targets with JSON Web Tokens
 	// (docs/api-gateway.md).

@@ -1,4 +1,4 @@
-// Package cache is meshgate's response cache HTTP filter (docs/policies.md
+// Package cache is meshgate's response cache HTTP filter (docs/api-gateway.md
 // "Response caching", docs/xds.md "Response caching"): GET responses of the
 // routes that enable it are kept in an in-memory LRU with a byte budget per
 // listener and served from there while fresh, per RFC 9111 as a shared

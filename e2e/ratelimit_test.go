@@ -372,3 +372,65 @@ func TestGlobalRateLimit(t *testing.T) {
 		t.Errorf("error = 0 at strict after Redis went down")
 	}
 }
+
+// principalRateLimitPolicy: a local limit of 3 requests an hour per
+// authenticated principal on the API-key route api and on the open route
+// of apiKeyPolicy.
+const principalRateLimitPolicy = `
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: per-consumer}
+spec:
+  targetRefs:
+    - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}
+    - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: open}
+  rateLimit:
+    local:
+      rules:
+      - limit: {requests: 3, unit: Hour}
+        key: {principal: {}}
+`
+
+// TestPrincipalRateLimit: a rate limit keyed by principal gives each API
+// consumer its own bucket (acme's exhausted, globex still has its own),
+// and requests without a principal (the open route) are not limited by it.
+func TestPrincipalRateLimit(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	c.policy("edge.yaml", yamlDocs(apiKeyPolicy(), principalRateLimitPolicy))
+	c.startApp("app", "app", "v1", "")
+	c.startControlPlane()
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	// The probe is globex's first request.
+	eventually(t, 20*time.Second, "the gateway limits /api per consumer", func() error {
+		r, err := get(gw+"/api/x", "X-API-Key: globex-key")
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK || r.header.Get("RateLimit-Policy") == "" {
+			return fmt.Errorf("status %d, headers %v", r.status, r.header)
+		}
+		return nil
+	})
+	statuses := func(path string, n int, headers ...string) []int {
+		out := make([]int, n)
+		for i := range out {
+			r, err := get(gw+path, headers...)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			out[i] = r.status
+		}
+		return out
+	}
+	if got := statuses("/api/x", 4, "X-API-Key: acme-key"); fmt.Sprint(got) != "[200 200 200 429]" {
+		t.Errorf("acme: statuses %v, want 3 accepted then 429", got)
+	}
+	if got := statuses("/api/x", 3, "X-API-Key: globex-key"); fmt.Sprint(got) != "[200 200 429]" {
+		t.Errorf("globex after acme's: statuses %v, want its own bucket (2 left, then 429)", got)
+	}
+	if got := statuses("/", 6); fmt.Sprint(got) != "[200 200 200 200 200 200]" {
+		t.Errorf("no principal: statuses %v, want none limited", got)
+	}
+}

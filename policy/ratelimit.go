@@ -96,6 +96,23 @@ type RateLimitKey struct {
 	// Header keeps a bucket per value of a request header; requests without
 	// it are not limited by the rule.
 	Header string `json:"header,omitempty"`
+	// Principal keeps a bucket per authenticated caller: the JWT's sub, the
+	// API consumer, the basic-auth user, else the mTLS peer's SPIFFE ID;
+	// requests without one are not limited by the rule.
+	Principal *PrincipalKey `json:"principal,omitempty"`
+	// Claim keeps a bucket per value of a claim of the request's verified
+	// JWT (a string claim); requests without it are not limited by the
+	// rule.
+	Claim *ClaimKey `json:"claim,omitempty"`
+}
+
+// PrincipalKey is a principal key ({}): it has no fields.
+type PrincipalKey struct{}
+
+// ClaimKey is a claim key: the JWT claim's name.
+type ClaimKey struct {
+	// Name is a top-level claim of the token's payload (e.g. "tenant").
+	Name string `json:"name"`
 }
 
 // DefaultRateLimitTimeout is how long a proxy waits for the rate-limit

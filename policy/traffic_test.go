@@ -115,11 +115,17 @@ func TestTrafficPolicyValidation(t *testing.T) {
       - limit: {requests: 1, unit: Second}
       - limit: {requests: 1, unit: Second}
         key: {clientIP: {prefixLength: 33}, header: "bad header"}
+      - limit: {requests: 1, unit: Second}
+        key: {claim: {name: "a.b"}}
+      - limit: {requests: 1, unit: Second}
+        key: {principal: {}, claim: {name: ""}}
     global: {failureMode: Open, rules: []}
 `, []string{"spec.rateLimit.global: global limits need", "spec.rateLimit.local.maxKeys: 0: want 1 to 100000", "spec.rateLimit.local.rules[0].limit.requests: 0: want 1 or more",
 			`spec.rateLimit.local.rules[0].limit.unit: "Week": want one of Second, Minute, Hour, Day`, "spec.rateLimit.local.rules[0].limit.burst: 0",
 			"spec.rateLimit.local.rules[1].key: a key is required", "spec.rateLimit.local.rules[2].key.clientIP.prefixLength: 33: want 1 to 32",
-			"spec.rateLimit.local.rules[2].key.header:", "spec.rateLimit.local.rules[2].key: exactly one of clientIP and header",
+			"spec.rateLimit.local.rules[2].key.header:", "spec.rateLimit.local.rules[2].key: exactly one of clientIP, header, principal and claim",
+			`spec.rateLimit.local.rules[3].key.claim.name: "a.b": want a top-level claim name`, "spec.rateLimit.local.rules[4].key.claim.name: required",
+			"spec.rateLimit.local.rules[4].key: exactly one of clientIP, header, principal and claim",
 			`spec.rateLimit.global.failureMode: "Open": want Allow or Deny`, "spec.rateLimit.global.rules: at least one rule is required"}},
 		{"empty rate limit", svc, "  rateLimit: {}\n", []string{"spec.rateLimit: rateLimit needs local, global or both"}},
 	}

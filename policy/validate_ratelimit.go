@@ -109,8 +109,22 @@ func (l *loader) checkRateLimitRules(src Source, p string, rules []RateLimitRule
 				l.errorf(src, rp+".key.header", "%s", msg)
 			}
 		}
+		if k.Principal != nil {
+			n++
+		}
+		if k.Claim != nil {
+			n++
+			if k.Claim.Name == "" {
+				l.errorf(src, rp+".key.claim.name", "required")
+			} else if len(k.Claim.Name) > maxClaimKeyName || strings.ContainsAny(k.Claim.Name, ".\x00") {
+				l.errorf(src, rp+".key.claim.name", "%q: want a top-level claim name of at most %d characters, without dots", k.Claim.Name, maxClaimKeyName)
+			}
+		}
 		if n != 1 {
-			l.errorf(src, rp+".key", "exactly one of clientIP and header is required")
+			l.errorf(src, rp+".key", "exactly one of clientIP, header, principal and claim is required")
 		}
 	}
 }
+
+// maxClaimKeyName bounds a claim key's name.
+const maxClaimKeyName = 256

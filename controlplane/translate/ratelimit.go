@@ -12,6 +12,7 @@ import (
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -36,8 +37,10 @@ import (
 //     ("rule", "rule-<i>") and the key's entry with an empty value (a
 //     bucket per distinct value, at most max_dynamic_descriptors of them,
 //     least recently used dropped first), the rate_limits that make those
-//     descriptors (generic_key, then remote_address, masked_remote_address
-//     or request_headers), always_consume_default_token_bucket false,
+//     descriptors (generic_key, then remote_address, masked_remote_address,
+//     request_headers, or metadata: for a principal key
+//     meshgate.authn/principal/name, for a claim key
+//     envoy.filters.http.jwt_authn/jwt_payload/<claim>), always_consume_default_token_bucket false,
 //     enable_x_ratelimit_headers DRAFT_VERSION_03 and
 //     enable_retry_after_header.
 
@@ -131,6 +134,8 @@ const (
 	rateLimitRemoteAddressKey = "remote_address"
 	rateLimitMaskedAddressKey = "masked_remote_address"
 	rateLimitHeaderKey        = "header"
+	rateLimitPrincipalKey     = "principal"
+	rateLimitClaimKey         = "claim"
 )
 
 // unlimitedBucket is the token_bucket of a LocalRateLimit whose rules all
@@ -159,6 +164,15 @@ func rateLimitRuleValue(i int) string { return "rule-" + strconv.Itoa(i) }
 // key.
 func keyAction(k *policy.RateLimitKey) (*routev3.RateLimit_Action, string) {
 	switch {
+	case k.Principal != nil:
+		// meshgate's authentication filters put the principal there
+		// (AuthnMetadataNamespace); the proxy reads it as the request's one
+		// principal: the JWT's sub, the API consumer, the basic-auth user,
+		// else the mTLS peer's SPIFFE ID.
+		return metadataAction(rateLimitPrincipalKey, AuthnMetadataNamespace, "principal", "name"), rateLimitPrincipalKey
+	case k.Claim != nil:
+		// jwt_authn's payload_in_metadata.
+		return metadataAction(rateLimitClaimKey, JWTMetadataNamespace, JWTPayloadKey, k.Claim.Name), rateLimitClaimKey
 	case k.Header != "":
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{
 			RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{HeaderName: strings.ToLower(k.Header), DescriptorKey: rateLimitHeaderKey}}}, rateLimitHeaderKey
@@ -173,6 +187,21 @@ func keyAction(k *policy.RateLimitKey) (*routev3.RateLimit_Action, string) {
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_MaskedRemoteAddress_{MaskedRemoteAddress: masked}}, rateLimitMaskedAddressKey
 	}
 	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RemoteAddress_{RemoteAddress: &routev3.RateLimit_Action_RemoteAddress{}}}, rateLimitRemoteAddressKey
+}
+
+// metadataAction is a rate_limits metadata action making the entry
+// (descriptorKey, the string at path in the request's dynamic metadata
+// namespace ns); a request without it makes no descriptor.
+func metadataAction(descriptorKey, ns string, path ...string) *routev3.RateLimit_Action {
+	segs := make([]*metadatav3.MetadataKey_PathSegment, len(path))
+	for i, p := range path {
+		segs[i] = &metadatav3.MetadataKey_PathSegment{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: p}}
+	}
+	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
+		DescriptorKey: descriptorKey,
+		MetadataKey:   &metadatav3.MetadataKey{Key: ns, Path: segs},
+		Source:        routev3.RateLimit_Action_MetaData_DYNAMIC,
+	}}}
 }
 
 // rateLimitActions is the rate_limits entry of the keyed rule i: its

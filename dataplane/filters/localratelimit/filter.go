@@ -3,7 +3,7 @@
 // envoy.filters.http.local_ratelimit): token buckets kept by this proxy
 // alone, one for the route (token_bucket) and one per descriptor a request
 // matches, made by the config's rate_limits actions (generic_key,
-// remote_address, masked_remote_address, request_headers). A descriptor
+// remote_address, masked_remote_address, request_headers, metadata). A descriptor
 // entry without a value is a wildcard: each distinct value gets its own
 // bucket, at most max_dynamic_descriptors per descriptor, the least
 // recently used dropped first, so that a flood of keys cannot exhaust the

@@ -32,8 +32,9 @@ const enumDraft03 = 1
 // bucket, filter_enabled and filter_enforced (default values only),
 // descriptors with their buckets (an empty entry value is a bucket per
 // distinct value, max_dynamic_descriptors of them), rate_limits whose
-// actions are generic_key, remote_address, masked_remote_address or
-// request_headers, the draft-03 rate limit headers, Retry-After, and
+// actions are generic_key, remote_address, masked_remote_address,
+// request_headers or metadata (source DYNAMIC, no default_value nor
+// skip_if_absent), the draft-03 rate limit headers, Retry-After, and
 // always_consume_default_token_bucket. Per-connection buckets, stages,
 // cluster-wide buckets, custom statuses and headers to add are not
 // implemented.
@@ -51,10 +52,16 @@ func subsetRules() xdscheck.Rules {
 			Requires("entries", "token_bucket"),
 		entryType:     xdscheck.Allow("key", "value").Requires("key"),
 		rateLimitType: xdscheck.Allow().With("actions", xdscheck.Field{MinItems: 1, MaxItems: maxActions}).Requires("actions"),
-		actionType:    xdscheck.Allow("generic_key", "remote_address", "masked_remote_address", "request_headers"),
+		actionType:    xdscheck.Allow("generic_key", "remote_address", "masked_remote_address", "request_headers", "metadata"),
 		"envoy.config.route.v3.RateLimit.Action.GenericKey":          xdscheck.Allow("descriptor_value", "descriptor_key").Requires("descriptor_value"),
 		"envoy.config.route.v3.RateLimit.Action.RemoteAddress":       xdscheck.Allow(),
 		"envoy.config.route.v3.RateLimit.Action.MaskedRemoteAddress": xdscheck.Allow("v4_prefix_mask_len", "v6_prefix_mask_len"),
 		"envoy.config.route.v3.RateLimit.Action.RequestHeaders":      xdscheck.Allow("header_name", "descriptor_key").Requires("header_name", "descriptor_key"),
+		"envoy.config.route.v3.RateLimit.Action.MetaData": xdscheck.Allow("descriptor_key", "metadata_key").
+			With("source", xdscheck.Field{Enums: []protoreflect.EnumNumber{0}}).
+			Requires("descriptor_key", "metadata_key"),
+		"envoy.type.metadata.v3.MetadataKey": xdscheck.Allow("key").
+			With("path", xdscheck.Field{MinItems: 1, MaxItems: maxActions}).Requires("key", "path"),
+		"envoy.type.metadata.v3.MetadataKey.PathSegment": xdscheck.Allow("key").Requires("key"),
 	}
 }

@@ -1,7 +1,8 @@
 // Package descriptor makes the rate limit descriptors of a request from
 // Envoy's route rate limit actions (envoy.config.route.v3.RateLimit), for
 // the local and the global rate limit filters: generic_key,
-// remote_address, masked_remote_address and request_headers.
+// remote_address, masked_remote_address, request_headers and metadata (the
+// request's dynamic metadata the authentication filters set).
 package descriptor
 
 import (
@@ -11,6 +12,8 @@ import (
 	"net/netip"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/meshgate/meshgate/dataplane/httpfilter"
 )
 
 // Envoy's descriptor keys of the actions without one of their own.
@@ -111,8 +114,86 @@ func compileAction(a *routev3.RateLimit_Action) (Action, error) {
 			}
 			return Entry{Key: key, Value: v[0]}, true
 		}, nil
+	case *routev3.RateLimit_Action_Metadata:
+		return compileMetadata(s.Metadata)
 	}
-	return nil, errors.New("action: one of generic_key, remote_address, masked_remote_address, request_headers is required")
+	return nil, errors.New("action: one of generic_key, remote_address, masked_remote_address, request_headers, metadata is required")
+}
+
+// Where meshgate's authentication filters put the request's principal
+// (api/logformat's %DYNAMIC_METADATA(meshgate.authn:principal)%): a
+// metadata action reading PrincipalNamespace, path PrincipalPath, makes
+// an entry of httpfilter.Principal: the JWT's sub, the API consumer, the
+// basic-auth user, else the mTLS peer's SPIFFE ID.
+const PrincipalNamespace = "meshgate.authn"
+
+// PrincipalPath is the path, in PrincipalNamespace, of the principal's
+// name.
+var PrincipalPath = [...]string{"principal", "name"}
+
+// MaxMetadataPath bounds the path of a metadata action.
+const MaxMetadataPath = 8
+
+// compileMetadata compiles a metadata action: a string value of the
+// request's dynamic metadata (source DYNAMIC; what the authentication
+// filters set, httpfilter.Auth). Absent, or not a string, the descriptor is
+// not made (there is no default_value nor skip_if_absent).
+func compileMetadata(m *routev3.RateLimit_Action_MetaData) (Action, error) {
+	key := m.GetDescriptorKey()
+	if key == "" {
+		return nil, errors.New("metadata.descriptor_key: required")
+	}
+	if m.GetSource() != routev3.RateLimit_Action_MetaData_DYNAMIC {
+		return nil, fmt.Errorf("metadata.source: %v: only DYNAMIC is supported", m.GetSource())
+	}
+	if m.GetDefaultValue() != "" || m.GetSkipIfAbsent() {
+		return nil, errors.New("metadata: default_value and skip_if_absent are not supported")
+	}
+	ns := m.GetMetadataKey().GetKey()
+	if ns == "" {
+		return nil, errors.New("metadata.metadata_key.key: required")
+	}
+	segs := m.GetMetadataKey().GetPath()
+	if len(segs) == 0 || len(segs) > MaxMetadataPath {
+		return nil, fmt.Errorf("metadata.metadata_key.path: %d segments: want 1 to %d", len(segs), MaxMetadataPath)
+	}
+	path := make([]string, len(segs))
+	for i, seg := range segs {
+		if path[i] = seg.GetKey(); path[i] == "" {
+			return nil, fmt.Errorf("metadata.metadata_key.path[%d].key: required", i)
+		}
+	}
+	if ns == PrincipalNamespace && len(path) == len(PrincipalPath) && path[0] == PrincipalPath[0] && path[1] == PrincipalPath[1] {
+		return func(r *http.Request) (Entry, bool) {
+			p := httpfilter.Principal(r.Context())
+			return Entry{Key: key, Value: p}, p != ""
+		}, nil
+	}
+	return func(r *http.Request) (Entry, bool) {
+		v, ok := authMetadata(r, ns, path)
+		return Entry{Key: key, Value: v}, ok && v != ""
+	}, nil
+}
+
+// authMetadata is the string at path (its first element the metadata key)
+// in namespace ns of the request's authentication metadata.
+func authMetadata(r *http.Request, ns string, path []string) (string, bool) {
+	a := httpfilter.AuthFrom(r.Context())
+	if a == nil || a.MetadataNamespace != ns || a.MetadataKey != path[0] {
+		return "", false
+	}
+	var v any = a.Metadata
+	for _, key := range path[1:] {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		if v, ok = m[key]; !ok {
+			return "", false
+		}
+	}
+	s, ok := v.(string)
+	return s, ok
 }
 
 // RemoteIP is the IP of r.RemoteAddr ("ip:port" or a bare IP), unmapped,

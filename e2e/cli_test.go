@@ -201,6 +201,36 @@ func TestDev(t *testing.T) {
 		return nil
 	})
 
+	// The API gateway routes, as the banner's curl commands try them: an
+	// API key, a cached route.
+	if want := "curl -H 'X-API-Key: quickstart-key' " + gw + "/api/orders"; !strings.Contains(banner.String(), want) {
+		t.Errorf("banner lacks %q", want)
+	}
+	eventually(t, 10*time.Second, "the API-key route with the quickstart's key", func() error {
+		r, err := get(gw+"/api/orders", "X-API-Key: quickstart-key")
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK || r.reply.Headers["x-consumer"] != "demo" {
+			return fmt.Errorf("status %d, headers %v", r.status, r.reply.Headers)
+		}
+		return nil
+	})
+	if r, err := get(gw + "/api/orders"); err != nil || r.status != http.StatusUnauthorized {
+		t.Errorf("the API-key route without a key: %v %+v, want 401", err, r)
+	}
+	var xcache []string
+	for range 2 {
+		r, err := get(gw + "/cached")
+		if err != nil {
+			t.Fatal(err)
+		}
+		xcache = append(xcache, r.header.Get("X-Cache"))
+	}
+	if fmt.Sprint(xcache) != "[MISS HIT]" {
+		t.Errorf("/cached twice: X-Cache %v, want [MISS HIT]", xcache)
+	}
+
 	r, err := get(gw+"/orders", "x-canary: always")
 	if err != nil || r.reply.Service != "orders-v2" {
 		t.Errorf("canary header: %v %+v", err, r)

@@ -310,7 +310,13 @@ Try:
   curl %s/call/orders/internal/x # 403: security.yaml denies /internal/* to every caller
   curl %s/status         # proxies with their identities, certificate expiry, mTLS mode
 
-`, dir, f.xdsAddress, f.adminAddress, gw, strings.Join(sidecars, "\n"), gw, gw, gw, gw, gw, gw, gw, f.adminAddress)
+API gateway (apigateway.yaml):
+  curl -i %s/api/orders          # 401: the route needs an API key
+  curl -H 'X-API-Key: quickstart-key' %s/api/orders   # 200 as consumer demo (30 a minute per consumer)
+  for i in $(seq 7); do curl -s -o /dev/null -w '%%{http_code}\n' %s/limited; done   # 5 a minute, then 429
+  curl -si %s/cached | grep -i x-cache   # MISS, then HIT for 30s
+
+`, dir, f.xdsAddress, f.adminAddress, gw, strings.Join(sidecars, "\n"), gw, gw, gw, gw, gw, gw, gw, f.adminAddress, gw, gw, gw, gw)
 }
 
 // devConfigDir resolves the policy directory for dev mode.

@@ -214,7 +214,7 @@ func (c *compiler) httpRoutes() error {
 	m := c.m
 	routes := slices.Clone(c.set.HTTPRoutes)
 	slices.SortStableFunc(routes, func(a, b *policy.HTTPRoute) int {
-		return compareNames(routeName(a), routeName(b))
+		return compareRouteAge(a.CreationTimestamp.Time, routeName(a), b.CreationTimestamp.Time, routeName(b))
 	})
 	c.routes = make([]*compiledRoute, 0, len(routes))
 	for _, r := range routes {
@@ -322,6 +322,13 @@ func (c *compiler) gateways() error {
 	}
 	slices.SortFunc(m.Gateways, func(a, b *Gateway) int { return compareNames(a.NamespacedName, b.NamespacedName) })
 	return nil
+}
+
+// compareRouteAge orders routes as the Gateway API resolves their
+// conflicts: the oldest by creation time first (a route without one, the
+// zero time, counts as the oldest), then by namespace and name.
+func compareRouteAge(aCreated time.Time, a NamespacedName, bCreated time.Time, b NamespacedName) int {
+	return cmp.Or(aCreated.Compare(bCreated), compareNames(a, b))
 }
 
 func compareNames(a, b NamespacedName) int {
@@ -458,6 +465,7 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 			compiled.GRPC = r.GRPC != nil
 			cr.rules = append(cr.rules, &Rule{
 				Route:           cr.name,
+				routeCreated:    r.CreationTimestamp.Time,
 				RuleIndex:       ri,
 				MatchIndex:      mi,
 				Match:           compiled,
@@ -969,7 +977,7 @@ func specificity(hostname string) int {
 // first), as Envoy Gateway orders them (the specification leaves regular
 // expressions to the implementation); then a method
 // match; then more header matches; then more query parameter matches; then
-// the route by namespace/name (we have no creation timestamps); then rule and
+// the oldest route (metadata.creationTimestamp), then by namespace/name; then rule and
 // match order within the route.
 func sortRules(rules []*Rule) {
 	slices.SortStableFunc(rules, compareRules)
@@ -982,7 +990,7 @@ func compareRules(a, b *Rule) int {
 		cmp.Compare(methodRank(a), methodRank(b)),
 		cmp.Compare(len(b.Match.Headers), len(a.Match.Headers)),
 		cmp.Compare(len(b.Match.QueryParams), len(a.Match.QueryParams)),
-		compareNames(a.Route, b.Route),
+		compareRouteAge(a.routeCreated, a.Route, b.routeCreated, b.Route),
 		cmp.Compare(a.RuleIndex, b.RuleIndex),
 		cmp.Compare(a.MatchIndex, b.MatchIndex),
 	)

@@ -2,6 +2,7 @@ package model
 
 import (
 	"slices"
+	"time"
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -29,9 +30,9 @@ func (s *Service) IsTCP() bool { return len(s.Ports) > 0 && s.Ports[0].Protocol 
 type PortL4 struct {
 	// Protocol is ProtocolTCP or ProtocolTLSPassthrough.
 	Protocol string `json:"protocol"`
-	// Routes: for TCP at most one, the first attached route (by namespace,
-	// then name: policy files have no creation time); for TLS one per
-	// attached route that some SNI selects, in route order. None: the
+	// Routes: for TCP at most one, the first attached route (the oldest by
+	// metadata.creationTimestamp, then by namespace and name); for TLS one
+	// per attached route that some SNI selects, in that order. None: the
 	// port refuses connections.
 	Routes []*L4Route `json:"routes,omitempty"`
 }
@@ -68,6 +69,7 @@ func l4Protocol(listeners []ownedListener) string {
 // l4Source is a TCPRoute or TLSRoute of the set, as the compiler reads it.
 type l4Source struct {
 	name       NamespacedName
+	created    time.Time
 	kind       string
 	parentRefs []gwapiv1.ParentReference
 	hostnames  []gwapiv1.Hostname
@@ -86,16 +88,16 @@ func l4Sources(set *policy.Set, protocol string) []l4Source {
 	switch protocol {
 	case ProtocolTCP:
 		for _, r := range set.TCPRoutes {
-			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, kind: policy.KindTCPRoute,
+			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, created: r.CreationTimestamp.Time, kind: policy.KindTCPRoute,
 				parentRefs: r.Spec.ParentRefs, backends: first(r.L4Rules())})
 		}
 	case ProtocolTLSPassthrough:
 		for _, r := range set.TLSRoutes {
-			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, kind: policy.KindTLSRoute,
+			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, created: r.CreationTimestamp.Time, kind: policy.KindTLSRoute,
 				parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, backends: first(r.L4Rules())})
 		}
 	}
-	slices.SortStableFunc(out, func(a, b l4Source) int { return compareNames(a.name, b.name) })
+	slices.SortStableFunc(out, func(a, b l4Source) int { return compareRouteAge(a.created, a.name, b.created, b.name) })
 	return out
 }
 

@@ -74,7 +74,7 @@ func TestL4Routes(t *testing.T) {
 			route("TCPRoute", "gateway.networking.k8s.io/v1", "db", "{name: edge}", pgRule+"    - backendRefs: [{name: pg, port: 5432}]\n") +
 			route("TLSRoute", "gateway.networking.k8s.io/v1", "bad", "{name: edge}", "  hostnames: [\"Bad_Host\"]\n"+pgRule),
 		errors: []string{
-			`l4.yaml:9: spec.listeners[2].tls.mode: mode Terminate is not supported yet for protocol TLS`,
+			`l4.yaml:9: spec.listeners[2].tls.certificateRefs[0].name: Secret default/c does not exist`,
 			`l4.yaml:23: spec.rules: 2 rules: a TCPRoute has one rule`,
 			// The one TLS listener is not programmed.
 			`l4.yaml:31: spec.parentRefs[0]: the listeners of gateway "edge" this parentRef selects do not take TLSRoutes`,

@@ -756,33 +756,40 @@ func compilePortTLS(listeners []ownedListener, set *policy.Set) *PortTLS {
 		if out == nil {
 			out = &PortTLS{}
 		}
-		chain := &TLSChain{
-			Listener:   ol.owner.Namespace + "/" + ol.owner.Name + "/" + string(l.Name),
-			Hostname:   listenerHostname(l),
-			MinVersion: policy.DefaultTLSMinVersion,
-		}
-		if v := l.TLS.Options[policy.TLSOptionMinVersion]; v != "" {
-			chain.MinVersion = string(v)
-		}
-		if v := l.TLS.Options[policy.TLSOptionCipherSuites]; v != "" {
-			for c := range strings.SplitSeq(string(v), ",") {
-				chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
-			}
-		}
-		if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
-			chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
-				NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
-				Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
-				RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
-			}}
-		}
-		for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
-			sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
-			chain.Certificates = append(chain.Certificates, &Certificate{Secret: c.Secret, Digest: hex.EncodeToString(sum[:16]), CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
-		}
-		out.Chains = append(out.Chains, chain)
+		out.Chains = append(out.Chains, listenerTLSChain(ol, set))
 	}
 	return out
+}
+
+// listenerTLSChain is the TLS a listener terminates (HTTPS, or TLS in mode
+// Terminate): its certificates and options.
+func listenerTLSChain(ol ownedListener, set *policy.Set) *TLSChain {
+	l := ol.listener
+	chain := &TLSChain{
+		Listener:   ol.owner.Namespace + "/" + ol.owner.Name + "/" + string(l.Name),
+		Hostname:   listenerHostname(l),
+		MinVersion: policy.DefaultTLSMinVersion,
+	}
+	if v := l.TLS.Options[policy.TLSOptionMinVersion]; v != "" {
+		chain.MinVersion = string(v)
+	}
+	if v := l.TLS.Options[policy.TLSOptionCipherSuites]; v != "" {
+		for c := range strings.SplitSeq(string(v), ",") {
+			chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
+		}
+	}
+	if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
+		chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
+			NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
+			Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
+			RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
+		}}
+	}
+	for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
+		sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
+		chain.Certificates = append(chain.Certificates, &Certificate{Secret: c.Secret, Digest: hex.EncodeToString(sum[:16]), CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
+	}
+	return chain
 }
 
 // ownedListener is a listener of a Gateway, its own or one of a

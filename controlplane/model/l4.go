@@ -14,8 +14,10 @@ const (
 	// ProtocolTCP: every connection goes to the port's TCPRoute (a
 	// gateway port); a service port of protocol TCP (IsTCP).
 	ProtocolTCP = "TCP"
-	// ProtocolTLSPassthrough: each TLS connection goes, not terminated, to
-	// the TLSRoute its SNI selects.
+	// ProtocolTLSPassthrough: each TLS connection goes to the TLSRoute its
+	// SNI selects: not terminated (a listener in mode Passthrough), or
+	// terminated at the gateway (L4Route.Terminate, a listener in mode
+	// Terminate).
 	ProtocolTLSPassthrough = "TLSPassthrough"
 )
 
@@ -50,6 +52,16 @@ type L4Route struct {
 	// Backends by weight; one without a cluster does not resolve (its
 	// share of the connections is refused).
 	Backends []*Backend `json:"backends"`
+	// Terminate, for a route attached through a TLS listener in mode
+	// Terminate, is the TLS the gateway terminates (the listener's
+	// certificates and options) before forwarding the plaintext bytes.
+	Terminate *TLSChain `json:"terminate,omitempty"`
+}
+
+// terminatesTLS reports whether a listener of protocol TLS is in mode
+// Terminate (the default mode).
+func terminatesTLS(l *gwapiv1.Listener) bool {
+	return l.Protocol == gwapiv1.TLSProtocolType && l.TLS != nil && (l.TLS.Mode == nil || *l.TLS.Mode == gwapiv1.TLSModeTerminate)
 }
 
 // l4Protocol reports whether listeners (all of one port: the policy
@@ -136,10 +148,26 @@ func (m *Model) compilePortL4(listeners []ownedListener, set *policy.Set) *PortL
 	out := &PortL4{Protocol: protocol}
 	sources := l4Sources(set, protocol)
 	var byRoute []*L4Route
-	routeOf := map[NamespacedName]*L4Route{}
+	// A route attached to a terminating listener and to a passthrough one
+	// is two: the TLS differs.
+	type routeKey struct {
+		route     NamespacedName
+		terminate string // the terminating listener, "" for none
+	}
+	routeOf := map[routeKey]*L4Route{}
 	claimed := map[string]bool{} // SNI names taken by an earlier route
 	for _, ol := range listeners {
 		lh := listenerHostname(ol.listener)
+		var terminate *TLSChain
+		if terminatesTLS(ol.listener) {
+			terminate = listenerTLSChain(ol, set)
+		}
+		key := func(r l4Source) routeKey {
+			if terminate == nil {
+				return routeKey{route: r.name}
+			}
+			return routeKey{route: r.name, terminate: terminate.Listener}
+		}
 		for _, r := range sources {
 			if !l4Attaches(ol, r) {
 				continue
@@ -155,13 +183,13 @@ func (m *Model) compilePortL4(listeners []ownedListener, set *policy.Set) *PortL
 				if len(names) == 0 {
 					continue
 				}
-			} else if len(byRoute) > 0 && routeOf[r.name] == nil {
+			} else if len(byRoute) > 0 && routeOf[key(r)] == nil {
 				continue // TCP: the first route only
 			}
-			lr := routeOf[r.name]
+			lr := routeOf[key(r)]
 			if lr == nil {
-				lr = &L4Route{Route: r.name, Kind: r.kind, Backends: m.l4Backends(r, set)}
-				routeOf[r.name] = lr
+				lr = &L4Route{Route: r.name, Kind: r.kind, Backends: m.l4Backends(r, set), Terminate: terminate}
+				routeOf[key(r)] = lr
 				byRoute = append(byRoute, lr)
 			}
 			lr.Default = lr.Default || protocol == ProtocolTCP

@@ -22,6 +22,7 @@ import (
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/meshgate/meshgate/dataplane/accesslog"
 	"github.com/meshgate/meshgate/dataplane/filters/rbac"
@@ -72,6 +73,11 @@ type l4Chain struct {
 	// a connection one of them denies is closed.
 	rbac  []*rbac.Engine
 	proxy tcpProxySpec
+	// terminate, when set, is the TLS the chain terminates with
+	// certificates received over SDS (a gateway's TLS listener in mode
+	// Terminate) before proxying the plaintext bytes; nil: the bytes pass
+	// as they come (TCP, TLS passthrough).
+	terminate *terminateChain
 }
 
 // tcpProxySpec is a parsed tcp_proxy.
@@ -102,6 +108,12 @@ func isL4Listener(l *listenerv3.Listener) bool {
 func parseL4(l *listenerv3.Listener, haveIdentity bool) (*l4Spec, tlsParams, error) {
 	spec := &l4Spec{inspect: len(l.GetListenerFilters()) > 0}
 	var params tlsParams
+	if terminatingL4(l) {
+		// Each chain with certificates terminates TLS itself, after the
+		// tls_inspector chose it; the others pass TLS through.
+		spec, err := parseL4Chains(l, spec)
+		return spec, params, err
+	}
 	if slices.ContainsFunc(l.GetFilterChains(), func(c *listenerv3.FilterChain) bool { return c.GetTransportSocket() != nil }) {
 		var terminate []terminateChain
 		var err error
@@ -115,6 +127,40 @@ func parseL4(l *listenerv3.Listener, haveIdentity bool) (*l4Spec, tlsParams, err
 	}
 	spec2, err := parseL4Chains(l, spec)
 	return spec2, params, err
+}
+
+// terminatingL4 reports whether a chain of l presents certificates
+// received over SDS (a gateway's TLS listener in mode Terminate).
+func terminatingL4(l *listenerv3.Listener) bool {
+	return slices.ContainsFunc(l.GetFilterChains(), func(c *listenerv3.FilterChain) bool {
+		ctx := &tlsv3.DownstreamTlsContext{}
+		return c.GetTransportSocket() != nil && c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx) == nil && terminating(ctx)
+	})
+}
+
+// parseL4Terminate reads the TLS a chain of an L4 listener terminates
+// with certificates received over SDS: chosen by the tls_inspector (its
+// transport_protocol "tls"), no client certificate.
+func parseL4Terminate(path string, chain *listenerv3.FilterChain, spec *l4Spec) (*terminateChain, error) {
+	m := chain.GetFilterChainMatch()
+	if !spec.inspect || m.GetTransportProtocol() != "tls" {
+		return nil, fmt.Errorf("%s.filter_chain_match.transport_protocol: \"tls\" (and the tls_inspector) required with certificates received over SDS", path)
+	}
+	if len(m.GetApplicationProtocols()) > 0 {
+		return nil, fmt.Errorf("%s.filter_chain_match.application_protocols: not supported with tcp_proxy", path)
+	}
+	ctx := &tlsv3.DownstreamTlsContext{}
+	if err := chain.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+		return nil, fmt.Errorf("%s.transport_socket.typed_config: %w", path, err)
+	}
+	if !terminating(ctx) {
+		return nil, fmt.Errorf("%s.transport_socket: a listener with certificates received over SDS has no other TLS chains", path)
+	}
+	c, err := parseTerminateChain(m.GetServerNames(), nil, ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s.transport_socket.typed_config.%w", path, err)
+	}
+	return &c, nil
 }
 
 // parseL4Chains reads the chains of an L4 listener into spec.
@@ -135,6 +181,12 @@ func parseL4Chains(l *listenerv3.Listener, spec *l4Spec) (*l4Spec, error) {
 			return nil, fmt.Errorf("%s.filter_chain_match: transport_protocol %q and these server_names matched by two chains", path, c.transport)
 		}
 		seen[key] = true
+		if chain.GetTransportSocket() != nil && !spec.mtls {
+			var err error
+			if c.terminate, err = parseL4Terminate(path, chain, spec); err != nil {
+				return nil, err
+			}
+		}
 		filters := chain.GetFilters()
 		for j, f := range filters[:len(filters)-1] {
 			nr := &netrbacv3.RBAC{}
@@ -218,8 +270,11 @@ type l4Config struct {
 	spec     *l4Spec
 	clusters map[string]*upstream.Cluster
 	logs     [][]accesslog.Log // by chain
-	stats    *metrics.TCPListener
-	denied   *httpfilter.Counters // the RBAC filters' denials (rbac.StatDenied)
+	// tls are the TLS configs of the chains that terminate (nil for the
+	// others), by chain.
+	tls    []*tls.Config
+	stats  *metrics.TCPListener
+	denied *httpfilter.Counters // the RBAC filters' denials (rbac.StatDenied)
 }
 
 // l4Server serves a listener of tcp_proxy chains: each accepted
@@ -350,6 +405,15 @@ func (s *l4Server) handle(down net.Conn) {
 		return
 	}
 	chain := &cfg.spec.chains[i]
+	if chain.terminate != nil {
+		tc, err := terminateL4(down, prefix, cfg.tls[i])
+		if err != nil {
+			s.logger.Debug("tcp connection: TLS handshake failed", "listener", s.listener, "server_name", sni, "error", err)
+			return
+		}
+		defer tc.Close()
+		down, prefix = tc, nil
+	}
 	var entry *accesslog.Entry
 	if len(cfg.logs[i]) > 0 {
 		entry = accesslog.StartConn(ctx, down.RemoteAddr().String())
@@ -577,8 +641,61 @@ func (p *Proxy) syncL4(clusters map[string]*upstream.Cluster) {
 			denied: p.filterStats.Counters(rbac.StatDenied)}
 		for _, c := range spec.l4.chains {
 			cfg.logs = append(cfg.logs, p.accessLogsFor(c.proxy.accessLogs))
+			var tc *tls.Config
+			if c.terminate != nil {
+				tc = p.l4TerminateConfig(c.terminate)
+			}
+			cfg.tls = append(cfg.tls, tc)
 		}
 		s.l4.config.Store(cfg)
 		s.stored.spec, s.stored.clusters = spec, clusters
 	}
+}
+
+// l4TerminateConfig is the tls.Config of a chain terminating TLS before
+// its tcp_proxy: its certificate looked up in the accepted secrets per
+// handshake (a certificate received anew applies to the next handshakes),
+// its TLS versions, cipher suites and ALPN.
+func (p *Proxy) l4TerminateConfig(c *terminateChain) *tls.Config {
+	certs := c.certs
+	return &tls.Config{
+		MinVersion:   c.minVersion,
+		CipherSuites: c.ciphers,
+		NextProtos:   c.alpn,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return p.listenerCertificate(hello, certs)
+		},
+	}
+}
+
+// terminateL4 completes the TLS handshake of down, whose first bytes (the
+// ClientHello the tls_inspector read) are prefix, within
+// clientHelloTimeout.
+func terminateL4(down net.Conn, prefix []byte, cfg *tls.Config) (*tls.Conn, error) {
+	tc := tls.Server(&replayConn{Conn: down, pending: prefix}, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), clientHelloTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
+
+// replayConn replays the bytes already read from a connection before
+// reading more.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+// NetConn is the connection under c (as tls.Conn.NetConn).
+func (c *replayConn) NetConn() net.Conn { return c.Conn }
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }

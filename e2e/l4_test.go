@@ -365,3 +365,81 @@ spec:
 		t.Errorf("denial line %v: want batch's identity, the rule, no upstream", l)
 	}
 }
+
+// TestTLSTerminate: a Gateway listener of protocol TLS, mode Terminate,
+// terminates TLS with its own certificate (the client sees the gateway's,
+// verified) and sends the plaintext bytes to its TLSRoute's TCP backend;
+// beside it, on the same port, a Passthrough listener still forwards
+// another SNI's connections untouched to a backend presenting its own.
+func TestTLSTerminate(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	gatewayCert := newTestCertificate(t, "gateway certificate", "db.test")
+	backendCert := newTestCertificate(t, "passthrough backend", "shop.test")
+	c.vars["db"], c.vars["shop"] = tcpEcho(t, "db", nil), tcpEcho(t, "shop", &backendCert)
+	c.policy("tls.yaml", tlsSecret("db-cert", gatewayCert)+`
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: db}
+spec:
+  ports: [{port: 5432}]
+  endpoints: [{address: "${db}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: shop}
+spec:
+  ports: [{port: 443}]
+  endpoints: [{address: "${shop}"}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: meshgate
+  listeners:
+    - name: db
+      protocol: TLS
+      port: ${tls.port}
+      hostname: db.test
+      tls: {mode: Terminate, certificateRefs: [{name: db-cert}], options: {meshgate.dev/min-tls-version: "1.3"}}
+    - {name: shop, protocol: TLS, port: ${tls.port}, hostname: shop.test, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: db}
+spec:
+  parentRefs: [{name: edge, sectionName: db}]
+  rules:
+    - backendRefs: [{name: db, port: 5432}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: shop}
+spec:
+  parentRefs: [{name: edge, sectionName: shop}]
+  rules:
+    - backendRefs: [{name: shop, port: 443}]
+`)
+	c.startControlPlane()
+	c.gateway("edge", "--id", "gateway~edge~tls")
+	addr := c.addr("tls")
+	terminated := &tls.Config{ServerName: "db.test", RootCAs: gatewayCert.pool}
+	eventually(t, 15*time.Second, "the TLS listener terminates", func() error {
+		_, _, err := echoOnce(addr, "hi", terminated)
+		return err
+	})
+	answer, subject, err := echoOnce(addr, "ping", terminated)
+	if err != nil || subject != "gateway certificate" || answer != "db: ping" {
+		t.Errorf("SNI db.test: certificate %q, answer %q, error %v; want the gateway's certificate and the plaintext backend's answer", subject, answer, err)
+	}
+	answer, subject, err = echoOnce(addr, "ping", &tls.Config{ServerName: "shop.test", RootCAs: backendCert.pool})
+	if err != nil || subject != "passthrough backend" || answer != "shop: ping" {
+		t.Errorf("SNI shop.test: certificate %q, answer %q, error %v; want the backend's own certificate", subject, answer, err)
+	}
+	// The listener's minimum version is the gateway's to enforce.
+	if _, _, err := echoOnce(addr, "ping", &tls.Config{ServerName: "db.test", RootCAs: gatewayCert.pool, MaxVersion: tls.VersionTLS12}); err == nil {
+		t.Error("TLS 1.2 to a listener of minimum 1.3: a handshake completed")
+	}
+}

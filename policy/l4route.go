@@ -153,16 +153,24 @@ func (l *loader) checkL4Route(shim *HTTPRoute, rules [][]gwapiv1.BackendRef, ix 
 
 // checkPassthrough checks the tls of a listener of protocol TLS: mode
 // Passthrough (the connection is forwarded as is, chosen by its SNI), no
-// certificates.
+// certificates; or mode Terminate (the default), whose certificateRefs and
+// options are an HTTPS listener's (TLS is terminated at the gateway, the
+// plaintext bytes forwarded).
 func (l *loader) checkPassthrough(o listenerOwner, i int, p string, ls *gwapiv1.Listener) {
 	t := ls.TLS
 	switch {
 	case t == nil:
-		l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is required for protocol TLS (mode Passthrough)")
+		l.listenerErrorf(o, i, p+".tls", lsInvalid, "tls is required for protocol TLS (mode Passthrough, or Terminate with certificateRefs)")
 	case t.Mode == nil || *t.Mode == gwapiv1.TLSModeTerminate:
-		l.listenerErrorf(o, i, p+".tls.mode", lsInvalid, "mode Terminate is not supported yet for protocol TLS (only Passthrough; use protocol HTTPS to terminate)")
+		if _, acme := t.Options[TLSOptionACMEIssuer]; acme {
+			l.listenerErrorf(o, i, mapKeyPath(p+".tls.options", TLSOptionACMEIssuer), lsInvalid, "an ACME issuer is for HTTPS listeners (its challenges are HTTP or TLS-ALPN)")
+		}
+		if _, hsts := t.Options[TLSOptionHSTS]; hsts {
+			l.listenerErrorf(o, i, mapKeyPath(p+".tls.options", TLSOptionHSTS), lsInvalid, "Strict-Transport-Security is an HTTP header: for HTTPS listeners")
+		}
+		l.checkListenerTLS(o, i, p+".tls", t)
 	case *t.Mode != gwapiv1.TLSModePassthrough:
-		l.listenerErrorf(o, i, p+".tls.mode", lsInvalid, "unknown mode %q (want Passthrough)", *t.Mode)
+		l.listenerErrorf(o, i, p+".tls.mode", lsInvalid, "unknown mode %q (want Passthrough or Terminate)", *t.Mode)
 	case len(t.CertificateRefs) > 0:
 		l.listenerErrorf(o, i, p+".tls.certificateRefs", lsInvalid, "certificateRefs are not used with mode Passthrough: the backend presents its own certificate")
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 const l4Gateway = `apiVersion: gateway.networking.k8s.io/v1
@@ -73,7 +74,7 @@ func TestL4Routes(t *testing.T) {
 			route("TCPRoute", "gateway.networking.k8s.io/v1", "db", "{name: edge}", pgRule+"    - backendRefs: [{name: pg, port: 5432}]\n") +
 			route("TLSRoute", "gateway.networking.k8s.io/v1", "bad", "{name: edge}", "  hostnames: [\"Bad_Host\"]\n"+pgRule),
 		errors: []string{
-			`l4.yaml:9: spec.listeners[2].tls.mode: mode Terminate is not supported yet for protocol TLS`,
+			`l4.yaml:9: spec.listeners[2].tls.certificateRefs[0].name: Secret default/c does not exist`,
 			`l4.yaml:23: spec.rules: 2 rules: a TCPRoute has one rule`,
 			// The one TLS listener is not programmed.
 			`l4.yaml:31: spec.parentRefs[0]: the listeners of gateway "edge" this parentRef selects do not take TLSRoutes`,
@@ -175,5 +176,40 @@ spec:
 		if !strings.HasPrefix(got[i], want[i]) {
 			t.Errorf("error %d: %s\nwant prefix %s", i, got[i], want[i])
 		}
+	}
+}
+
+// TestCreationTimestamp: metadata.creationTimestamp (RFC 3339, quoted or
+// not, as Kubernetes writes it) is the route's creation time; another form
+// is an error naming file, line and field.
+func TestCreationTimestamp(t *testing.T) {
+	t.Parallel()
+	doc := func(ts string) string {
+		return l4Gateway + "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata:\n  name: db\n  creationTimestamp: " + ts +
+			"\nspec:\n  parentRefs: [{name: edge}]\n  rules:\n    - backendRefs: [{name: pg, port: 5432}]\n"
+	}
+	for _, tt := range []struct {
+		name, timestamp, want, err string
+	}{
+		{name: "unquoted", timestamp: "2026-01-02T15:04:05Z", want: "2026-01-02T15:04:05Z"},
+		{name: "quoted with an offset", timestamp: `"2026-01-02T16:04:05+01:00"`, want: "2026-01-02T15:04:05Z"},
+		{name: "not RFC 3339", timestamp: `"yesterday"`, err: `l4.yaml:21: metadata.creationTimestamp: invalid creationTimestamp "yesterday"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := Evaluate(Input{Files: []File{{Name: "l4.yaml", Data: []byte(doc(tt.timestamp))}}})
+			if tt.err != "" {
+				if len(res.Errors) != 1 || !strings.HasPrefix(res.Errors[0].Error(), tt.err) {
+					t.Fatalf("errors %v, want one starting %s", res.Errors, tt.err)
+				}
+				return
+			}
+			if len(res.Errors) > 0 || res.Set == nil || len(res.Set.TCPRoutes) != 1 {
+				t.Fatalf("errors %v; want one TCPRoute", res.Errors)
+			}
+			if got := res.Set.TCPRoutes[0].CreationTimestamp.UTC().Format(time.RFC3339); got != tt.want {
+				t.Errorf("creation time = %s, want %s", got, tt.want)
+			}
+		})
 	}
 }

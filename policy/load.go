@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -610,6 +611,10 @@ type documentMeta struct {
 	// the observedGeneration of its status conditions. Written in the file
 	// (a tool that exports from a cluster keeps it), or 1.
 	Generation int64 `json:"generation,omitempty"`
+	// CreationTimestamp is when the resource was created, RFC 3339, as
+	// Kubernetes writes it (a tool that exports from a cluster keeps it):
+	// of routes competing for a listener or a match, the oldest wins.
+	CreationTimestamp string `json:"creationTimestamp,omitempty"`
 }
 
 // document is the shape of every policy document.
@@ -683,6 +688,15 @@ func decodeDoc[D any](d *docEffect, file string, root *yaml.Node, metaOf func(*D
 	if generation <= 0 {
 		generation = 1
 	}
+	var created metav1.Time
+	if md.CreationTimestamp != "" {
+		t, err := time.Parse(time.RFC3339, md.CreationTimestamp)
+		if err != nil {
+			d.errorf(src, "metadata.creationTimestamp", "invalid creationTimestamp %q: want RFC 3339, as 2026-01-02T15:04:05Z", md.CreationTimestamp)
+		} else {
+			created = metav1.NewTime(t.UTC())
+		}
+	}
 	kind, _ := topLevelString(root, "kind")
 	meta.key = resourceKey{kind: kind, namespace: namespace, name: name}
 	meta.objectMeta = metav1.ObjectMeta{
@@ -691,6 +705,8 @@ func decodeDoc[D any](d *docEffect, file string, root *yaml.Node, metaOf func(*D
 		Labels:      md.Labels,
 		Annotations: md.Annotations,
 		Generation:  generation,
+
+		CreationTimestamp: created,
 	}
 	return &doc, meta, true
 }

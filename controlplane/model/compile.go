@@ -214,7 +214,7 @@ func (c *compiler) httpRoutes() error {
 	m := c.m
 	routes := slices.Clone(c.set.HTTPRoutes)
 	slices.SortStableFunc(routes, func(a, b *policy.HTTPRoute) int {
-		return compareNames(routeName(a), routeName(b))
+		return compareRouteAge(a.CreationTimestamp.Time, routeName(a), b.CreationTimestamp.Time, routeName(b))
 	})
 	for _, svc := range m.Services {
 		svc.ExtAuth = c.compileSecurityExtAuth(c.targets.services[svc.NamespacedName])
@@ -330,6 +330,13 @@ func (c *compiler) gateways() error {
 	}
 	slices.SortFunc(m.Gateways, func(a, b *Gateway) int { return compareNames(a.NamespacedName, b.NamespacedName) })
 	return nil
+}
+
+// compareRouteAge orders routes as the Gateway API resolves their
+// conflicts: the oldest by creation time first (a route without one, the
+// zero time, counts as the oldest), then by namespace and name.
+func compareRouteAge(aCreated time.Time, a NamespacedName, bCreated time.Time, b NamespacedName) int {
+	return cmp.Or(aCreated.Compare(bCreated), compareNames(a, b))
 }
 
 func compareNames(a, b NamespacedName) int {
@@ -466,6 +473,7 @@ func (m *Model) compileRoute(r *policy.HTTPRoute, permitted func(routeNamespace,
 			compiled.GRPC = r.GRPC != nil
 			cr.rules = append(cr.rules, &Rule{
 				Route:           cr.name,
+				routeCreated:    r.CreationTimestamp.Time,
 				RuleIndex:       ri,
 				MatchIndex:      mi,
 				Match:           compiled,
@@ -760,33 +768,40 @@ func compilePortTLS(listeners []ownedListener, set *policy.Set) *PortTLS {
 		if out == nil {
 			out = &PortTLS{}
 		}
-		chain := &TLSChain{
-			Listener:   ol.owner.Namespace + "/" + ol.owner.Name + "/" + string(l.Name),
-			Hostname:   listenerHostname(l),
-			MinVersion: policy.DefaultTLSMinVersion,
-		}
-		if v := l.TLS.Options[policy.TLSOptionMinVersion]; v != "" {
-			chain.MinVersion = string(v)
-		}
-		if v := l.TLS.Options[policy.TLSOptionCipherSuites]; v != "" {
-			for c := range strings.SplitSeq(string(v), ",") {
-				chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
-			}
-		}
-		if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
-			chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
-				NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
-				Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
-				RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
-			}}
-		}
-		for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
-			sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
-			chain.Certificates = append(chain.Certificates, &Certificate{Secret: c.Secret, Digest: hex.EncodeToString(sum[:16]), CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
-		}
-		out.Chains = append(out.Chains, chain)
+		out.Chains = append(out.Chains, listenerTLSChain(ol, set))
 	}
 	return out
+}
+
+// listenerTLSChain is the TLS a listener terminates (HTTPS, or TLS in mode
+// Terminate): its certificates and options.
+func listenerTLSChain(ol ownedListener, set *policy.Set) *TLSChain {
+	l := ol.listener
+	chain := &TLSChain{
+		Listener:   ol.owner.Namespace + "/" + ol.owner.Name + "/" + string(l.Name),
+		Hostname:   listenerHostname(l),
+		MinVersion: policy.DefaultTLSMinVersion,
+	}
+	if v := l.TLS.Options[policy.TLSOptionMinVersion]; v != "" {
+		chain.MinVersion = string(v)
+	}
+	if v := l.TLS.Options[policy.TLSOptionCipherSuites]; v != "" {
+		for c := range strings.SplitSeq(string(v), ",") {
+			chain.CipherSuites = append(chain.CipherSuites, strings.TrimSpace(c))
+		}
+	}
+	if a := set.ListenerACMEIssuer(ol.owner.Namespace, l); a != nil {
+		chain.ACME = &ACMECertificate{Hostname: chain.Hostname, Issuer: ACMEIssuer{
+			NamespacedName: NamespacedName{Namespace: cmp.Or(a.Namespace, policy.DefaultNamespace), Name: a.Name},
+			Server:         a.Spec.Server, Email: a.Spec.Email, CAFile: a.CAFilePath(), Challenges: a.ChallengeTypes(),
+			RenewalWindowRatio: cmp.Or(a.Spec.RenewalWindowRatio, policy.DefaultACMERenewalWindowRatio),
+		}}
+	}
+	for _, c := range set.ListenerCertificates(ol.owner.Namespace, l) {
+		sum := sha256.Sum256(slices.Concat(c.CertPEM, []byte{0}, c.KeyPEM))
+		chain.Certificates = append(chain.Certificates, &Certificate{Secret: c.Secret, Digest: hex.EncodeToString(sum[:16]), CertPEM: c.CertPEM, KeyPEM: c.KeyPEM})
+	}
+	return chain
 }
 
 // ownedListener is a listener of a Gateway, its own or one of a
@@ -981,7 +996,7 @@ func specificity(hostname string) int {
 // first), as Envoy Gateway orders them (the specification leaves regular
 // expressions to the implementation); then a method
 // match; then more header matches; then more query parameter matches; then
-// the route by namespace/name (we have no creation timestamps); then rule and
+// the oldest route (metadata.creationTimestamp), then by namespace/name; then rule and
 // match order within the route.
 func sortRules(rules []*Rule) {
 	slices.SortStableFunc(rules, compareRules)
@@ -994,7 +1009,7 @@ func compareRules(a, b *Rule) int {
 		cmp.Compare(methodRank(a), methodRank(b)),
 		cmp.Compare(len(b.Match.Headers), len(a.Match.Headers)),
 		cmp.Compare(len(b.Match.QueryParams), len(a.Match.QueryParams)),
-		compareNames(a.Route, b.Route),
+		compareRouteAge(a.routeCreated, a.Route, b.routeCreated, b.Route),
 		cmp.Compare(a.RuleIndex, b.RuleIndex),
 		cmp.Compare(a.MatchIndex, b.MatchIndex),
 	)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -48,6 +49,16 @@ func route(ns, name string, hostnames []string, rules ...[]gwapiv1.HTTPRouteMatc
 	for _, matches := range rules {
 		r.Spec.Rules = append(r.Spec.Rules, gwapiv1.HTTPRouteRule{Matches: matches})
 	}
+	return r
+}
+
+// created sets r's metadata.creationTimestamp (RFC 3339).
+func created(r *policy.HTTPRoute, rfc3339 string) *policy.HTTPRoute {
+	t, err := time.Parse(time.RFC3339, rfc3339)
+	if err != nil {
+		panic(err) // the test's own constant
+	}
+	r.CreationTimestamp = metav1.NewTime(t)
 	return r
 }
 
@@ -135,6 +146,15 @@ func TestPrecedence(t *testing.T) {
 				route("apps", "zeta", nil, []gwapiv1.HTTPRouteMatch{prefixShort}),
 			},
 			want: []string{"apps/zeta#0.0", "default/alpha#0.0", "default/zeta#0.0"},
+		},
+		{
+			name: "ties across routes: the oldest first, then namespace and name",
+			routes: []*policy.HTTPRoute{
+				created(route("apps", "alpha", nil, []gwapiv1.HTTPRouteMatch{prefixShort}), "2026-01-02T10:00:02Z"),
+				created(route("default", "zeta", nil, []gwapiv1.HTTPRouteMatch{prefixShort}), "2026-01-02T10:00:01Z"),
+				created(route("default", "beta", nil, []gwapiv1.HTTPRouteMatch{prefixShort}), "2026-01-02T10:00:02Z"),
+			},
+			want: []string{"default/zeta#0.0", "apps/alpha#0.0", "default/beta#0.0"},
 		},
 		{
 			name: "ties within a route by rule order",

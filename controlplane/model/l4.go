@@ -2,6 +2,7 @@ package model
 
 import (
 	"slices"
+	"time"
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -13,8 +14,10 @@ const (
 	// ProtocolTCP: every connection goes to the port's TCPRoute (a
 	// gateway port); a service port of protocol TCP (IsTCP).
 	ProtocolTCP = "TCP"
-	// ProtocolTLSPassthrough: each TLS connection goes, not terminated, to
-	// the TLSRoute its SNI selects.
+	// ProtocolTLSPassthrough: each TLS connection goes to the TLSRoute its
+	// SNI selects: not terminated (a listener in mode Passthrough), or
+	// terminated at the gateway (L4Route.Terminate, a listener in mode
+	// Terminate).
 	ProtocolTLSPassthrough = "TLSPassthrough"
 )
 
@@ -29,9 +32,9 @@ func (s *Service) IsTCP() bool { return len(s.Ports) > 0 && s.Ports[0].Protocol 
 type PortL4 struct {
 	// Protocol is ProtocolTCP or ProtocolTLSPassthrough.
 	Protocol string `json:"protocol"`
-	// Routes: for TCP at most one, the first attached route (by namespace,
-	// then name: policy files have no creation time); for TLS one per
-	// attached route that some SNI selects, in route order. None: the
+	// Routes: for TCP at most one, the first attached route (the oldest by
+	// metadata.creationTimestamp, then by namespace and name); for TLS one
+	// per attached route that some SNI selects, in that order. None: the
 	// port refuses connections.
 	Routes []*L4Route `json:"routes,omitempty"`
 }
@@ -49,6 +52,16 @@ type L4Route struct {
 	// Backends by weight; one without a cluster does not resolve (its
 	// share of the connections is refused).
 	Backends []*Backend `json:"backends"`
+	// Terminate, for a route attached through a TLS listener in mode
+	// Terminate, is the TLS the gateway terminates (the listener's
+	// certificates and options) before forwarding the plaintext bytes.
+	Terminate *TLSChain `json:"terminate,omitempty"`
+}
+
+// terminatesTLS reports whether a listener of protocol TLS is in mode
+// Terminate (the default mode).
+func terminatesTLS(l *gwapiv1.Listener) bool {
+	return l.Protocol == gwapiv1.TLSProtocolType && l.TLS != nil && (l.TLS.Mode == nil || *l.TLS.Mode == gwapiv1.TLSModeTerminate)
 }
 
 // l4Protocol reports whether listeners (all of one port: the policy
@@ -68,6 +81,7 @@ func l4Protocol(listeners []ownedListener) string {
 // l4Source is a TCPRoute or TLSRoute of the set, as the compiler reads it.
 type l4Source struct {
 	name       NamespacedName
+	created    time.Time
 	kind       string
 	parentRefs []gwapiv1.ParentReference
 	hostnames  []gwapiv1.Hostname
@@ -86,16 +100,16 @@ func l4Sources(set *policy.Set, protocol string) []l4Source {
 	switch protocol {
 	case ProtocolTCP:
 		for _, r := range set.TCPRoutes {
-			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, kind: policy.KindTCPRoute,
+			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, created: r.CreationTimestamp.Time, kind: policy.KindTCPRoute,
 				parentRefs: r.Spec.ParentRefs, backends: first(r.L4Rules())})
 		}
 	case ProtocolTLSPassthrough:
 		for _, r := range set.TLSRoutes {
-			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, kind: policy.KindTLSRoute,
+			out = append(out, l4Source{name: NamespacedName{Namespace: orDefault(r.Namespace), Name: r.Name}, created: r.CreationTimestamp.Time, kind: policy.KindTLSRoute,
 				parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, backends: first(r.L4Rules())})
 		}
 	}
-	slices.SortStableFunc(out, func(a, b l4Source) int { return compareNames(a.name, b.name) })
+	slices.SortStableFunc(out, func(a, b l4Source) int { return compareRouteAge(a.created, a.name, b.created, b.name) })
 	return out
 }
 
@@ -134,10 +148,26 @@ func (m *Model) compilePortL4(listeners []ownedListener, set *policy.Set) *PortL
 	out := &PortL4{Protocol: protocol}
 	sources := l4Sources(set, protocol)
 	var byRoute []*L4Route
-	routeOf := map[NamespacedName]*L4Route{}
+	// A route attached to a terminating listener and to a passthrough one
+	// is two: the TLS differs.
+	type routeKey struct {
+		route     NamespacedName
+		terminate string // the terminating listener, "" for none
+	}
+	routeOf := map[routeKey]*L4Route{}
 	claimed := map[string]bool{} // SNI names taken by an earlier route
 	for _, ol := range listeners {
 		lh := listenerHostname(ol.listener)
+		var terminate *TLSChain
+		if terminatesTLS(ol.listener) {
+			terminate = listenerTLSChain(ol, set)
+		}
+		key := func(r l4Source) routeKey {
+			if terminate == nil {
+				return routeKey{route: r.name}
+			}
+			return routeKey{route: r.name, terminate: terminate.Listener}
+		}
 		for _, r := range sources {
 			if !l4Attaches(ol, r) {
 				continue
@@ -153,13 +183,13 @@ func (m *Model) compilePortL4(listeners []ownedListener, set *policy.Set) *PortL
 				if len(names) == 0 {
 					continue
 				}
-			} else if len(byRoute) > 0 && routeOf[r.name] == nil {
+			} else if len(byRoute) > 0 && routeOf[key(r)] == nil {
 				continue // TCP: the first route only
 			}
-			lr := routeOf[r.name]
+			lr := routeOf[key(r)]
 			if lr == nil {
-				lr = &L4Route{Route: r.name, Kind: r.kind, Backends: m.l4Backends(r, set)}
-				routeOf[r.name] = lr
+				lr = &L4Route{Route: r.name, Kind: r.kind, Backends: m.l4Backends(r, set), Terminate: terminate}
+				routeOf[key(r)] = lr
 				byRoute = append(byRoute, lr)
 			}
 			lr.Default = lr.Default || protocol == ProtocolTCP

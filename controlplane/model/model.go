@@ -303,6 +303,9 @@ type VirtualHost struct {
 type Rule struct {
 	// Route is the HTTPRoute this rule comes from.
 	Route NamespacedName `json:"route"`
+	// routeCreated is the route's metadata.creationTimestamp: of equal
+	// matches, the oldest route's wins.
+	routeCreated time.Time
 	// RuleIndex and MatchIndex locate the match in the route.
 	RuleIndex  int     `json:"ruleIndex"`
 	MatchIndex int     `json:"matchIndex"`

@@ -33,11 +33,12 @@ func buildGateway(p parts, gw *model.Gateway) (*gatewayPart, error) {
 	for _, port := range gw.Ports {
 		name := gw.Namespace + "/" + gw.Name + "/" + strconv.Itoa(int(port.Number))
 		if port.L4 != nil {
-			l, err := l4Listener(m, clusters, name, gw, port)
+			l, secrets, err := l4Listener(m, clusters, name, gw, port)
 			if err != nil {
 				return nil, err
 			}
 			part.listeners = append(part.listeners, l)
+			part.secrets = append(part.secrets, secrets...)
 			continue
 		}
 		want := listenerFilters{rbac: gw.Authorization != nil, authorization: gw.Authorization, authentication: gw.Authentication}

@@ -113,6 +113,15 @@ func terminateTLS(l *listenerv3.Listener, tls *model.PortTLS) ([]*tlsv3.Secret, 
 // filter chain: its certificates (SDS), TLS versions and cipher suites,
 // ALPN h2 and http/1.1. No client certificate is asked for.
 func downstreamListenerTLS(c *model.TLSChain) (*corev3.TransportSocket, error) {
+	ctx, err := downstreamTLSContext(c)
+	if err != nil {
+		return nil, err
+	}
+	return transportSocket(ctx)
+}
+
+// downstreamTLSContext is the TLS context of downstreamListenerTLS.
+func downstreamTLSContext(c *model.TLSChain) (*tlsv3.DownstreamTlsContext, error) {
 	minVersion, ok := tlsVersions[c.MinVersion]
 	if !ok {
 		return nil, fmt.Errorf("unknown TLS version %q", c.MinVersion)
@@ -132,7 +141,7 @@ func downstreamListenerTLS(c *model.TLSChain) (*corev3.TransportSocket, error) {
 		common.TlsCertificateSdsSecretConfigs = append(common.TlsCertificateSdsSecretConfigs,
 			&tlsv3.SdsSecretConfig{Name: listenerCertificateName(cert.Secret), SdsConfig: adsConfigSource()})
 	}
-	return transportSocket(&tlsv3.DownstreamTlsContext{CommonTlsContext: common})
+	return &tlsv3.DownstreamTlsContext{CommonTlsContext: common}, nil
 }
 
 // redactSecret is s as config dumps show it: a private key replaced by

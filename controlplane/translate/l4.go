@@ -3,7 +3,9 @@ package translate
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -15,6 +17,8 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -38,14 +42,16 @@ const tcpIdleTimeout = time.Hour
 // backends all fail to resolve proxies to invalidBackendCluster: no
 // cluster has that name, so its connections are closed, as the Gateway
 // API wants for an invalid backend. A port without routes has no filter
-// chain that matches: every connection is closed.
-func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *model.Gateway, port *model.GatewayPort) (*listenerv3.Listener, error) {
+// chain that matches: every connection is closed. A route attached through
+// a TLS listener in mode Terminate has its chain terminate TLS with the
+// listener's certificates (SDS secrets, returned) before its tcp_proxy.
+func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *model.Gateway, port *model.GatewayPort) (*listenerv3.Listener, []*tlsv3.Secret, error) {
 	l := &listenerv3.Listener{Name: name, Address: socketAddress(gw.Address, uint32(port.Number))}
 	var logs []*accesslogv3.AccessLog
 	if a := m.Mesh.AccessLog; a != nil {
 		entry, err := hcmAccessLog(a, gw.Namespace+"/"+gw.Name, TracingRoleGateway)
 		if err != nil {
-			return nil, fmt.Errorf("listener %q: access log: %w", name, err)
+			return nil, nil, fmt.Errorf("listener %q: access log: %w", name, err)
 		}
 		logs = []*accesslogv3.AccessLog{entry}
 	}
@@ -53,7 +59,7 @@ func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *mod
 	if tls {
 		inspector, err := anypb.New(&tlsinspectorv3.TlsInspector{})
 		if err != nil {
-			return nil, fmt.Errorf("listener %q: tls_inspector: %w", name, err)
+			return nil, nil, fmt.Errorf("listener %q: tls_inspector: %w", name, err)
 		}
 		l.ListenerFilters = []*listenerv3.ListenerFilter{{
 			Name:       tlsInspectorName,
@@ -61,22 +67,39 @@ func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *mod
 		}}
 	}
 	var fallback *listenerv3.FilterChain
+	var secrets []*tlsv3.Secret
+	seen := map[string]bool{}
 	for _, r := range port.L4.Routes {
 		filter, err := tcpProxyFilter(m, clusters, name+"/"+r.Route.String(), r.Backends, logs)
 		if err != nil {
-			return nil, fmt.Errorf("listener %q: %w", name, err)
+			return nil, nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		var socket *corev3.TransportSocket
+		chainName := r.Route.String()
+		if r.Terminate != nil {
+			if socket, err = terminateL4TLS(r.Terminate); err != nil {
+				return nil, nil, fmt.Errorf("listener %q: %s: %w", name, r.Terminate.Listener, err)
+			}
+			chainName = r.Terminate.Listener + "/" + chainName
+			for _, cert := range r.Terminate.Certificates {
+				if !seen[cert.Secret] {
+					seen[cert.Secret] = true
+					secrets = append(secrets, listenerCertificateSecret(cert))
+				}
+			}
 		}
 		if len(r.ServerNames) > 0 {
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
-				Name:             r.Route.String(),
+				Name:             chainName,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: r.ServerNames, TransportProtocol: "tls"},
 				Filters:          []*listenerv3.Filter{filter},
+				TransportSocket:  socket,
 			})
 		}
 		if r.Default && fallback == nil {
-			fallback = &listenerv3.FilterChain{Name: r.Route.String(), Filters: []*listenerv3.Filter{filter}}
+			fallback = &listenerv3.FilterChain{Name: chainName, Filters: []*listenerv3.Filter{filter}, TransportSocket: proto.CloneOf(socket)}
 			if tls {
-				// Passthrough takes TLS only: anything else matches no chain.
+				// TLS listeners take TLS only: anything else matches no chain.
 				fallback.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls"}
 			}
 		}
@@ -88,7 +111,7 @@ func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *mod
 		// No route: every connection is closed (a listener has a chain).
 		filter, err := tcpProxyFilter(m, clusters, name, nil, logs)
 		if err != nil {
-			return nil, fmt.Errorf("listener %q: %w", name, err)
+			return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}}
 	}
@@ -96,7 +119,23 @@ func l4Listener(m *model.Model, clusters *clusterCollector, name string, gw *mod
 		l.AdditionalAddresses = append(l.AdditionalAddresses,
 			&listenerv3.AdditionalAddress{Address: socketAddress(addr, uint32(port.Number))})
 	}
-	return l, nil
+	slices.SortFunc(secrets, func(a, b *tlsv3.Secret) int { return strings.Compare(a.Name, b.Name) })
+	return l, secrets, nil
+}
+
+// terminateL4TLS is the transport socket of a chain terminating TLS before
+// a tcp_proxy: an HTTPS listener's (certificates over SDS, TLS versions,
+// cipher suites), without ALPN (the bytes are the backend's, whatever
+// their protocol).
+func terminateL4TLS(c *model.TLSChain) (*corev3.TransportSocket, error) {
+	plain := *c
+	plain.ApplicationProtocols = nil
+	ctx, err := downstreamTLSContext(&plain)
+	if err != nil {
+		return nil, err
+	}
+	ctx.CommonTlsContext.AlpnProtocols = nil
+	return transportSocket(ctx)
 }
 
 // tcpProxyFilter is the tcp_proxy of a route to backends: one cluster, or

@@ -1,7 +1,11 @@
 package xdscheck
 
 import (
+	"slices"
 	"strconv"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	// The L4 typed configs, registered for Any resolution.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -67,6 +71,41 @@ func checkChainFilters(m protoreflect.Message) []Violation {
 		case n > 1 && i == n-1 && kind != TCPProxyType:
 			return []Violation{{Path: path, Reason: "network RBAC filters are followed by a tcp_proxy"}}
 		}
+	}
+	if n > 0 && typedConfigName(filters.Get(n-1).Message()) == TCPProxyType {
+		return checkL4Termination(m)
+	}
+	return nil
+}
+
+// checkL4Termination: a tcp_proxy chain that terminates TLS with
+// certificates received over SDS (a gateway's TLS listener in mode
+// Terminate) is chosen by the tls_inspector (transport_protocol "tls"),
+// by server name only, and negotiates no ALPN and no client certificate:
+// the bytes after the handshake are the backend's.
+func checkL4Termination(m protoreflect.Message) []Violation {
+	chain, ok := m.Interface().(*listenerv3.FilterChain)
+	if !ok || chain.GetTransportSocket() == nil {
+		return nil
+	}
+	ctx := &tlsv3.DownstreamTlsContext{}
+	if chain.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx) != nil {
+		return nil // the transport socket's own rules report it
+	}
+	common := ctx.GetCommonTlsContext()
+	if !slices.ContainsFunc(common.GetTlsCertificateSdsSecretConfigs(), func(c *tlsv3.SdsSecretConfig) bool { return c.GetSdsConfig() != nil }) {
+		return nil // mesh mTLS (a sidecar's inbound TCP listener: the proxy's own identity)
+	}
+	match := chain.GetFilterChainMatch()
+	switch {
+	case match.GetTransportProtocol() != "tls":
+		return []Violation{{Path: "filter_chain_match.transport_protocol", Reason: `"tls" required for a tcp_proxy chain terminating TLS with certificates received over SDS`}}
+	case len(match.GetApplicationProtocols()) > 0:
+		return []Violation{{Path: "filter_chain_match.application_protocols", Reason: "not supported on a tcp_proxy chain terminating TLS"}}
+	case len(common.GetAlpnProtocols()) > 0:
+		return []Violation{{Path: "transport_socket.typed_config.common_tls_context.alpn_protocols", Reason: "not supported on a tcp_proxy chain terminating TLS (the bytes are the backend's, whatever their protocol)"}}
+	case ctx.GetRequireClientCertificate().GetValue() || common.GetValidationContextType() != nil:
+		return []Violation{{Path: "transport_socket.typed_config", Reason: "client certificates are not supported with certificates received over SDS"}}
 	}
 	return nil
 }

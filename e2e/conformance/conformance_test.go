@@ -293,7 +293,9 @@ func runSuite(t *testing.T) {
 	certs = append(certs, ca, k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-checks-certificate",
 		[]string{"abc.example.com", "spiffe://abc.example.com/test-identity", "other.example.com"}, caCert, caKey),
 		// The TLSRoute tests' passthrough backend serves this one.
-		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, caCert, caKey))
+		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, caCert, caKey),
+		// The TLSRoute tests' listeners in mode Terminate present this one.
+		k8s.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-terminate-checks-certificate", []string{"tls.example.com"}, caCert, caKey))
 	// Another CA, that the tls-backend's certificate does not chain to.
 	mismatch, _, _ := k8s.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "mismatch-ca-certificate")
 	certs = append(certs, mismatch)

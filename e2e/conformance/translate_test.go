@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -29,7 +30,8 @@ type document struct {
 //     mesh namespace); headless Services alike;
 //   - Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant,
 //     GatewayClass, ListenerSet) are passed as they are, without status and server-set
-//     metadata but their generation (meshgate's status carries it as
+//     metadata but their generation and creationTimestamp (the oldest of
+//     conflicting routes wins) (meshgate's status carries it as
 //     observedGeneration); a Gateway without spec.addresses gets one
 //     loopback IP of its own (two Gateways on port 80 are two load
 //     balancers in Kubernetes);
@@ -155,6 +157,9 @@ func gatewayAPI(kind string, o metav1.Object, spec any) map[string]any {
 	m := meta(o.GetName(), o.GetNamespace(), o.GetLabels())
 	if o.GetGeneration() > 0 {
 		m["generation"] = o.GetGeneration()
+	}
+	if created := o.GetCreationTimestamp(); !created.IsZero() {
+		m["creationTimestamp"] = created.UTC().Format(time.RFC3339)
 	}
 	return map[string]any{
 		"apiVersion": "gateway.networking.k8s.io/v1",

@@ -138,6 +138,10 @@ func newWorld(t *testing.T, ctx context.Context) *world {
 	w.client = interceptor.NewClient(w.base.(client.WithWatch), interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			obj.SetGeneration(1)
+			if created := obj.GetCreationTimestamp(); created.IsZero() {
+				// As the API server: the creation time orders conflicting routes.
+				obj.SetCreationTimestamp(metav1.Now())
+			}
 			err := c.Create(ctx, obj, opts...)
 			changed()
 			return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -91,4 +92,58 @@ func waitApplied(ctx context.Context, admin string, v policyRow, timeout time.Du
 		}
 	}
 	return fmt.Errorf("gateway did not apply %q: %w", v.name, last)
+}
+
+// onOffPolicy is a workload that measures one meshgate gateway without a
+// TrafficPolicy and with it, each row twice, alternating (on a shared
+// machine the spread between the two runs of a row is the noise to read
+// the difference against), the policy added and removed over xDS between
+// the rows (no restart).
+type onOffPolicy struct {
+	workload string // the section's title
+	file     string // the policy file's name under the work directory
+	policy   string // the TrafficPolicy
+	off, on  string // the rows' names
+	// served reports whether the gateway at admin serves the policy;
+	// what names it in errors.
+	served func(ctx context.Context, admin string) (bool, error)
+	what   string
+	note   string // the section's note
+}
+
+// measureOnOff runs p.
+func (r *runner) measureOnOff(ctx context.Context, env *meshgateEnv, p onOffPolicy) error {
+	s := r.table.section(p.workload, p.off)
+	path := filepath.Join(r.work, "policy", p.file)
+	defer os.Remove(path)
+	applied := func(on bool) func(context.Context, string) error {
+		return func(ctx context.Context, admin string) error {
+			got, err := p.served(ctx, admin)
+			switch {
+			case err != nil:
+				return err
+			case got != on:
+				return fmt.Errorf("%s %v, want %v", p.what, got, on)
+			}
+			return nil
+		}
+	}
+	rows := []policyRow{
+		{name: p.off, applied: applied(false)},
+		{name: p.on, policy: p.policy, applied: applied(true)},
+		{name: p.off + " (again)", applied: applied(false)},
+		{name: p.on + " (again)", policy: p.policy, applied: applied(true)},
+	}
+	c, err := r.startMeshgateGateway(ctx, env, "meshgate")
+	if err != nil {
+		if c != nil {
+			c.stop()
+		}
+		return err
+	}
+	defer c.stop()
+	err = r.measurePolicyRows(ctx, c, s, p.workload, path, rows)
+	s.notes = append(s.notes, p.note+" "+
+		"The rows run one after the other on a machine that may be shared: compare them within this run only.")
+	return err
 }

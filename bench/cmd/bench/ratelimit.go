@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -39,41 +37,14 @@ spec:
 // backend Service, then both again; the policy changes over xDS between
 // the rows.
 func (r *runner) rateLimit(ctx context.Context, env *meshgateEnv) error {
-	s := r.table.section(wlRateLimit, "no rate limit")
-	path := filepath.Join(r.work, "policy", rateLimitPolicyFile)
-	defer os.Remove(path)
-	applied := func(on bool) func(context.Context, string) error {
-		return func(ctx context.Context, admin string) error {
-			got, err := servesLocalRateLimit(ctx, admin)
-			switch {
-			case err != nil:
-				return err
-			case got != on:
-				return fmt.Errorf("local rate limit %v, want %v", got, on)
-			}
-			return nil
-		}
-	}
-	rows := []policyRow{
-		{name: "no rate limit", applied: applied(false)},
-		{name: "local rate limit per client IP", policy: rateLimitPolicy, applied: applied(true)},
-		{name: "no rate limit (again)", applied: applied(false)},
-		{name: "local rate limit per client IP (again)", policy: rateLimitPolicy, applied: applied(true)},
-	}
-	c, err := r.startMeshgateGateway(ctx, env, "meshgate")
-	if err != nil {
-		if c != nil {
-			c.stop()
-		}
-		return err
-	}
-	defer c.stop()
-	err = r.measurePolicyRows(ctx, c, s, wlRateLimit, path, rows)
-	s.notes = append(s.notes, "One gateway process, the TrafficPolicy (a local rate limit per client address and one in all, "+
-		"both far above the machine's rate: every request takes a token from its client's bucket, none is refused) added and removed over xDS between the rows "+
-		"(no restart), each row run twice, alternating: the spread between a row's two runs is the noise. "+
-		"The rows run one after the other on a machine that may be shared: compare them within this run only.")
-	return err
+	return r.measureOnOff(ctx, env, onOffPolicy{
+		workload: wlRateLimit, file: rateLimitPolicyFile, policy: rateLimitPolicy,
+		off: "no rate limit", on: "local rate limit per client IP",
+		served: servesLocalRateLimit, what: "local rate limit",
+		note: "One gateway process, the TrafficPolicy (a local rate limit per client address and one in all, " +
+			"both far above the machine's rate: every request takes a token from its client's bucket, none is refused) added and removed over xDS between the rows " +
+			"(no restart), each row run twice, alternating: the spread between a row's two runs is the noise.",
+	})
 }
 
 // servesLocalRateLimit reports whether the gateway's /config_dump has the

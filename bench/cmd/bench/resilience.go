@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -43,43 +41,14 @@ spec:
 // TrafficPolicy, then with retries and outlier detection on the backend
 // Service, then both again; the policy changes over xDS between the rows.
 func (r *runner) resilience(ctx context.Context, env *meshgateEnv) error {
-	s := r.table.section(wlResilience, "no TrafficPolicy")
-	path := filepath.Join(r.work, "policy", resiliencePolicyFile)
-	defer os.Remove(path)
-	// Each row twice, alternating: on a shared machine the spread between
-	// the two runs of a row is the noise to read the difference against.
-	applied := func(outlier bool) func(context.Context, string) error {
-		return func(ctx context.Context, admin string) error {
-			got, err := backendOutlierDetection(ctx, admin)
-			switch {
-			case err != nil:
-				return err
-			case got != outlier:
-				return fmt.Errorf("outlier detection %v, want %v", got, outlier)
-			}
-			return nil
-		}
-	}
-	rows := []policyRow{
-		{name: "no TrafficPolicy", applied: applied(false)},
-		{name: "retries + outlier detection", policy: resiliencePolicy, applied: applied(true)},
-		{name: "no TrafficPolicy (again)", applied: applied(false)},
-		{name: "retries + outlier detection (again)", policy: resiliencePolicy, applied: applied(true)},
-	}
-	c, err := r.startMeshgateGateway(ctx, env, "meshgate")
-	if err != nil {
-		if c != nil {
-			c.stop()
-		}
-		return err
-	}
-	defer c.stop()
-	err = r.measurePolicyRows(ctx, c, s, wlResilience, path, rows)
-	s.notes = append(s.notes, "One gateway process, the TrafficPolicy (retry 2 attempts on connect-failure, reset, gateway-error; "+
-		"outlier detection on 5 consecutive gateway errors) added and removed over xDS between the rows (no restart), each row run twice, alternating: the spread between a row's two runs is the noise. The backend never fails, "+
-		"so the rows measure what the policy costs every request, not retries. "+
-		"The rows run one after the other on a machine that may be shared: compare them within this run only.")
-	return err
+	return r.measureOnOff(ctx, env, onOffPolicy{
+		workload: wlResilience, file: resiliencePolicyFile, policy: resiliencePolicy,
+		off: "no TrafficPolicy", on: "retries + outlier detection",
+		served: backendOutlierDetection, what: "outlier detection",
+		note: "One gateway process, the TrafficPolicy (retry 2 attempts on connect-failure, reset, gateway-error; " +
+			"outlier detection on 5 consecutive gateway errors) added and removed over xDS between the rows (no restart), each row run twice, alternating: the spread between a row's two runs is the noise. The backend never fails, " +
+			"so the rows measure what the policy costs every request, not retries.",
+	})
 }
 
 // backendOutlierDetection reads whether the gateway's /clusters shows

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -359,17 +360,50 @@ func isLoopback(host string) bool {
 }
 
 // portPicker picks free loopback addresses, each distinct from the others
-// it picked: it keeps them bound until release.
+// it picked: it keeps them bound until release. It picks below the
+// kernel's ephemeral range when it can: a port in that range, free when
+// picked, can be taken by any outgoing connection's local end before its
+// user binds it.
 type portPicker struct{ held []net.Listener }
+
+// pickFloor is the lowest port portPicker tries.
+const pickFloor = 10000
 
 // next binds a free loopback port and returns its address.
 func (p *portPicker) next() (string, error) {
+	if ceiling := ephemeralLow(); ceiling > pickFloor {
+		for range 64 {
+			port := pickFloor + rand.IntN(ceiling-pickFloor)
+			if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				p.held = append(p.held, ln)
+				return ln.Addr().String(), nil
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("finding a free port: %w", err)
 	}
 	p.held = append(p.held, ln)
 	return ln.Addr().String(), nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// net.ipv4.ip_local_port_range), 0 when unknown.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 0
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 0
+	}
+	return low
 }
 
 // release unbinds the picked ports, so that their users can bind them.

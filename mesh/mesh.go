@@ -29,6 +29,7 @@ const (
 	DefaultNamespace       = xdsnode.DefaultNamespace
 	DefaultInboundAddress  = xdsnode.DefaultInboundAddress
 	DefaultOutboundAddress = xdsnode.DefaultOutboundAddress
+	DefaultCaptureAddress  = xdsnode.DefaultCaptureAddress
 )
 
 // Options configure a sidecar: its service and addresses, its app's health
@@ -49,6 +50,14 @@ type Options struct {
 	// reaches that TCP service port by connecting to ip:port, the sidecar
 	// carrying the bytes over mTLS.
 	OutboundTCP []string
+	// CaptureAddress, when set, is the ip:port of the capture listener
+	// the control plane sends: the application's outbound TCP, redirected
+	// there by the capture rules (package capture), is routed by its
+	// original destination. CaptureUnknown is what it does with a
+	// destination that is no mesh service: xdsnode.CapturePassthrough
+	// (default) or xdsnode.CaptureDeny.
+	CaptureAddress string
+	CaptureUnknown string
 	// RegisterApp also registers the application in Consul, marked
 	// app-only (discovery ignores it while this sidecar is registered).
 	RegisterApp bool
@@ -108,6 +117,19 @@ func Node(opts Options) (*corev3.Node, error) {
 	if opts.AppAddress == opts.InboundAddress || opts.AppAddress == opts.OutboundAddress {
 		return nil, fmt.Errorf("app address %s is also a listener address of the sidecar", opts.AppAddress)
 	}
+	if opts.CaptureAddress != "" {
+		if err := dataplane.CheckIPPort("capture address", opts.CaptureAddress); err != nil {
+			return nil, err
+		}
+		if opts.CaptureAddress == opts.InboundAddress || opts.CaptureAddress == opts.OutboundAddress || opts.CaptureAddress == opts.AppAddress {
+			return nil, fmt.Errorf("capture address %s is also the app's or another listener's address", opts.CaptureAddress)
+		}
+	}
+	switch opts.CaptureUnknown {
+	case "", xdsnode.CapturePassthrough, xdsnode.CaptureDeny:
+	default:
+		return nil, fmt.Errorf("capture unknown destinations %q: want %q or %q", opts.CaptureUnknown, xdsnode.CapturePassthrough, xdsnode.CaptureDeny)
+	}
 	var tcp []string
 	seen := map[string]bool{opts.InboundAddress: true, opts.OutboundAddress: true, opts.AppAddress: true}
 	for _, entry := range opts.OutboundTCP {
@@ -129,6 +151,10 @@ func Node(opts Options) (*corev3.Node, error) {
 		InboundAddress:  opts.InboundAddress,
 		OutboundAddress: opts.OutboundAddress,
 		OutboundTCP:     strings.Join(tcp, ","),
+		CaptureAddress:  opts.CaptureAddress,
+	}
+	if opts.CaptureAddress != "" {
+		meta.CaptureUnknown = opts.CaptureUnknown
 	}
 	return dataplane.WithZone(meta.Node(dataplane.NodeID(xdsnode.RoleSidecar, opts.Service, opts.Namespace, opts.ID)), opts.Zone)
 }

@@ -16,6 +16,16 @@ const (
 	DefaultNamespace       = "default"
 	DefaultInboundAddress  = "127.0.0.1:15006"
 	DefaultOutboundAddress = "127.0.0.1:15001"
+	// DefaultCaptureAddress is a transparent sidecar's capture listener,
+	// where its application's outbound TCP is redirected.
+	DefaultCaptureAddress = "127.0.0.1:15002"
+)
+
+// Values of KeyCaptureUnknown: what a capture listener does with a
+// connection to a destination that is no mesh service.
+const (
+	CapturePassthrough = "passthrough"
+	CaptureDeny        = "deny"
 )
 
 // The node.metadata keys of docs/xds.md: other packages name them by these
@@ -33,6 +43,14 @@ const (
 	// comma-separated list of <service>[.<namespace>]:<port>=<ip>:<port>,
 	// the local address that reaches that TCP service port.
 	KeyOutboundTCP = "outbound_tcp"
+	// KeyCaptureAddress is a transparent sidecar's capture listener
+	// (host:port): set, the control plane sends it the capture listener,
+	// which routes captured connections by their original destination.
+	KeyCaptureAddress = "capture_address"
+	// KeyCaptureUnknown is what the capture listener does with a
+	// destination that is no mesh service: CapturePassthrough (default)
+	// or CaptureDeny.
+	KeyCaptureUnknown = "capture_unknown"
 )
 
 // Metadata is who a proxy says it is in node.metadata (docs/xds.md, "Who a
@@ -60,6 +78,10 @@ type Metadata struct {
 	// OutboundTCP is KeyOutboundTCP's value: the sidecar's outbound TCP
 	// listeners.
 	OutboundTCP string
+	// CaptureAddress and CaptureUnknown are KeyCaptureAddress's and
+	// KeyCaptureUnknown's values.
+	CaptureAddress string
+	CaptureUnknown string
 }
 
 // field is one key of node.metadata and the Metadata field it fills.
@@ -80,6 +102,8 @@ func (m *Metadata) fields() []field {
 		{KeyOutboundAddress, &m.OutboundAddress},
 		{KeyAdminAddress, &m.AdminAddress},
 		{KeyOutboundTCP, &m.OutboundTCP},
+		{KeyCaptureAddress, &m.CaptureAddress},
+		{KeyCaptureUnknown, &m.CaptureUnknown},
 	}
 }
 

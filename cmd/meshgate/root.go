@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newDeleteCmd(),
 		newRateLimitCmd(g),
 		newCacheCmd(),
+		newCaptureCmd(),
 	)
 	return root
 }

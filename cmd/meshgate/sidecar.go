@@ -16,6 +16,8 @@ const defaultSidecarAdminAddress = "127.0.0.1:15101"
 func newSidecarCmd(g *globalFlags) *cobra.Command {
 	opts := mesh.Options{}
 	var rf proxyRoleFlags
+	var captureOn bool
+	var cf captureFlags
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -64,9 +66,19 @@ Create the join token on the control plane:
 			if opts.AppHealthInterval <= 0 || opts.AppHealthTimeout <= 0 {
 				return &exitError{code: 2, err: errors.New("--app-health-interval and --app-health-timeout must be positive")}
 			}
+			if !captureOn {
+				opts.CaptureAddress, opts.CaptureUnknown = "", ""
+			}
 			sidecar, err := mesh.New(opts)
 			if err != nil {
 				return &exitError{code: 2, err: err}
+			}
+			if captureOn {
+				remove, err := installSidecarCapture(opts, &cf)
+				if err != nil {
+					return err
+				}
+				defer remove()
 			}
 			return runProxy(cmd.Context(), opts.Logger, sidecar.Proxy().StopNow, sidecar.Run)
 		},
@@ -87,5 +99,9 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AppHealthPath, "app-health-path", "", "with --consul: HTTP path of the app's health (e.g. /healthz) the sidecar GETs; 2xx and 3xx are healthy. Empty: a TCP connect to --app")
 	f.DurationVar(&opts.AppHealthInterval, "app-health-interval", mesh.DefaultAppHealthInterval, "with --consul: how often the sidecar probes its app (from the end of one probe to the next)")
 	f.DurationVar(&opts.AppHealthTimeout, "app-health-timeout", mesh.DefaultAppHealthTimeout, "with --consul: bound of one probe of the app; no connection or answer within it is unhealthy")
+	f.BoolVar(&captureOn, "capture", false, "transparent mode: install nftables rules in this network namespace (needs CAP_NET_ADMIN) redirecting the app's outbound TCP to --capture-outbound and inbound TCP for --app's port to --inbound; removed at a clean stop (docs/transparent.md)")
+	f.StringVar(&opts.CaptureAddress, "capture-outbound", mesh.DefaultCaptureAddress, "with --capture: ip:port of the capture listener, which routes the app's redirected connections by their original destination")
+	f.StringVar(&opts.CaptureUnknown, "capture-unknown", "passthrough", "with --capture: a captured connection to no mesh service is proxied to its original destination (passthrough) or closed (deny)")
+	cf.register(f, "capture-")
 	return cmd
 }

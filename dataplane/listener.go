@@ -73,6 +73,11 @@ type listenerSpec struct {
 	// l4, for a listener whose filter chains carry tcp_proxy, is its
 	// chains (tcpproxy.go); nil for an HttpConnectionManager's.
 	l4 *l4Spec
+	// capture, for a listener with original_dst, is its chains by
+	// destination (capture.go); captureHTTP the listener of its HTTP
+	// chains as parsed alone (nil without any).
+	capture     *captureSpec
+	captureHTTP *listenerSpec
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -118,6 +123,7 @@ type serverParams struct {
 	http2             http2Params
 	tls               tlsParams
 	l4                bool // a tcp_proxy listener (l4Server)
+	capture           bool // a capture listener (captureServer)
 }
 
 // http2Params are the HTTP/2 settings a listener advertises to its clients
@@ -149,6 +155,9 @@ func (p http2Params) config() *http.HTTP2Config {
 func parseListener(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*listenerSpec, error) {
 	if old != nil && proto.Equal(old.config, l) {
 		return old, nil
+	}
+	if isCaptureListener(l) {
+		return parseCapture(l, old, env)
 	}
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("listener %q: "+format, append([]any{l.GetName()}, args...)...)
@@ -302,8 +311,14 @@ type server struct {
 	limiter          *connLimiter // counts the connections of ln, under ln's TLS
 	http             servingServer
 	handler          *listenerHandler
-	// l4 serves a tcp_proxy listener (it is http too); nil for HTTP.
+	// l4 serves a tcp_proxy listener (it is http too), or the tcp_proxy
+	// chains of a capture listener; nil for HTTP.
 	l4 *l4Server
+	// l4Stored is what l4's configuration was built from (syncL4).
+	l4Stored struct {
+		spec     *listenerSpec
+		clusters map[string]*upstream.Cluster
+	}
 
 	active       *routeSpec // table the handler serves
 	pending      *routeSpec // newer table held until its clusters arrive
@@ -347,6 +362,25 @@ func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 	if spec.l4 != nil {
 		return p.listenL4(spec, address, logger)
 	}
+	if spec.capture != nil {
+		return p.listenCapture(spec, address, logger)
+	}
+	bound, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
+	}
+	limiter := newConnLimiter(bound, spec.name, p.opts.MaxConnections, &p.conns, logger)
+	s, err := p.httpServer(spec, address, limiter, limiter, logger)
+	if err != nil {
+		_ = bound.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// httpServer prepares the server of spec, an HTTP listener, serving the
+// connections of ln (counted by limiter).
+func (p *Proxy) httpServer(spec *listenerSpec, address string, limiter *connLimiter, ln net.Listener, logger *slog.Logger) (*server, error) {
 	var tlsConfig *tls.Config
 	switch spec.params.tls.mode {
 	case modePlaintext:
@@ -361,12 +395,6 @@ func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
 		}
 	}
-	bound, err := net.Listen("tcp", address)
-	if err != nil {
-		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
-	}
-	limiter := newConnLimiter(bound, spec.name, p.opts.MaxConnections, &p.conns, logger)
-	var ln net.Listener = limiter
 	handler := &listenerHandler{proxy: httpproxy.NewHandler(logger)}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(spec.params.http1)

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
@@ -275,6 +276,8 @@ type l4Config struct {
 	tls    []*tls.Config
 	stats  *metrics.TCPListener
 	denied *httpfilter.Counters // the RBAC filters' denials (rbac.StatDenied)
+	// capture is the listener's capture spec, for a capture listener.
+	capture *captureSpec
 }
 
 // l4Server serves a listener of tcp_proxy chains: each accepted
@@ -299,6 +302,15 @@ func newL4Server(listener string, limiter *connLimiter, logger *slog.Logger) *l4
 
 // Serve accepts connections until ln is closed.
 func (s *l4Server) Serve(ln net.Listener) error {
+	return s.serveWith(ln, func(c net.Conn) {
+		defer c.Close()
+		s.handle(c)
+	})
+}
+
+// serveWith accepts connections until ln is closed, each handled by
+// handle in a goroutine of its own.
+func (s *l4Server) serveWith(ln net.Listener, handle func(net.Conn)) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
@@ -319,7 +331,7 @@ func (s *l4Server) Serve(ln net.Listener) error {
 		}
 		s.wg.Go(func() {
 			defer s.track(conn, false)
-			s.handle(conn)
+			handle(conn)
 		})
 	}
 }
@@ -377,7 +389,6 @@ func (s *l4Server) Close() error {
 
 // handle proxies one downstream connection.
 func (s *l4Server) handle(down net.Conn) {
-	defer down.Close()
 	cfg := s.config.Load()
 	if cfg == nil {
 		return // not configured yet: refused, as a listener without a matching chain
@@ -404,6 +415,14 @@ func (s *l4Server) handle(down net.Conn) {
 		s.logger.Debug("tcp connection: no filter chain matches", "listener", s.listener, "transport", transport, "server_name", sni)
 		return
 	}
+	s.proxyChain(ctx, down, cfg, i, sni, prefix, netip.AddrPort{})
+}
+
+// proxyChain proxies down, whose first bytes (read to choose its chain) are
+// prefix, with chain i of cfg; dst is its original destination, where an
+// ORIGINAL_DST cluster sends it (invalid: none). down is closed by the
+// caller.
+func (s *l4Server) proxyChain(ctx context.Context, down net.Conn, cfg *l4Config, i int, sni string, prefix []byte, dst netip.AddrPort) {
 	chain := &cfg.spec.chains[i]
 	if chain.terminate != nil {
 		tc, err := terminateL4(down, prefix, cfg.tls[i])
@@ -439,10 +458,19 @@ func (s *l4Server) handle(down net.Conn) {
 		entry.Fail(accesslog.NoClusterFound, accesslog.DetailsClusterNotFound)
 		return
 	}
-	endpoint, ok := cluster.Next()
-	if !ok {
-		entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
-		return
+	var endpoint string
+	if cluster.OriginalDestination() {
+		if !dst.IsValid() {
+			entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
+			return
+		}
+		endpoint = dst.String()
+	} else {
+		var ok bool
+		if endpoint, ok = cluster.Next(); !ok {
+			entry.Fail(accesslog.NoHealthyUpstream, accesslog.DetailsNoHealthyUpstream)
+			return
+		}
 	}
 	entry.SetUpstream(name, endpoint)
 	stats := cfg.stats.Cluster(name)
@@ -631,15 +659,22 @@ func (p *Proxy) syncL4(clusters map[string]*upstream.Cluster) {
 			continue
 		}
 		spec := p.state.listeners[s.listener]
-		if spec == nil || spec.l4 == nil {
+		if spec == nil {
 			continue
 		}
-		if s.stored.spec == spec && maps.Equal(s.stored.clusters, clusters) {
+		l4 := spec.l4
+		if spec.capture != nil {
+			l4 = spec.capture.l4
+		}
+		if l4 == nil {
 			continue
 		}
-		cfg := &l4Config{spec: spec.l4, clusters: clusters, stats: p.metrics.tcp.Listener(spec.name),
-			denied: p.filterStats.Counters(rbac.StatDenied)}
-		for _, c := range spec.l4.chains {
+		if s.l4Stored.spec == spec && maps.Equal(s.l4Stored.clusters, clusters) {
+			continue
+		}
+		cfg := &l4Config{spec: l4, clusters: clusters, stats: p.metrics.tcp.Listener(spec.name),
+			denied: p.filterStats.Counters(rbac.StatDenied), capture: spec.capture}
+		for _, c := range l4.chains {
 			cfg.logs = append(cfg.logs, p.accessLogsFor(c.proxy.accessLogs))
 			var tc *tls.Config
 			if c.terminate != nil {
@@ -648,7 +683,7 @@ func (p *Proxy) syncL4(clusters map[string]*upstream.Cluster) {
 			cfg.tls = append(cfg.tls, tc)
 		}
 		s.l4.config.Store(cfg)
-		s.stored.spec, s.stored.clusters = spec, clusters
+		s.l4Stored.spec, s.l4Stored.clusters = spec, clusters
 	}
 }
 

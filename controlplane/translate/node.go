@@ -35,6 +35,11 @@ type NodeInfo struct {
 	// OutboundTCP is a sidecar's outbound TCP listeners
 	// (xdsnode.KeyOutboundTCP).
 	OutboundTCP string `json:"outboundTCP,omitempty"`
+	// CaptureAddress, when set, is a transparent sidecar's capture
+	// listener; CaptureUnknown what it does with a destination that is no
+	// mesh service (xdsnode.KeyCaptureUnknown).
+	CaptureAddress string `json:"captureAddress,omitempty"`
+	CaptureUnknown string `json:"captureUnknown,omitempty"`
 	// Zone is the proxy's zone (node.locality.zone): the endpoints of
 	// clusters that prefer local ones are prioritized by it.
 	Zone string `json:"zone,omitempty"`
@@ -62,6 +67,8 @@ func NodeInfoFromNode(node *corev3.Node) NodeInfo {
 		AppAddress:      m.AppAddress,
 		OutboundAddress: m.OutboundAddress,
 		OutboundTCP:     m.OutboundTCP,
+		CaptureAddress:  m.CaptureAddress,
+		CaptureUnknown:  m.CaptureUnknown,
 		Zone:            node.GetLocality().GetZone(),
 	}
 }

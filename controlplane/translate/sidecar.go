@@ -77,6 +77,18 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, out.routes)
 	shared := []*clusterSet{out.clusters}
+	if node.CaptureAddress != "" {
+		cl, rc, passthrough, clusters, err := capture(p, node, l, out)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Listeners = append(res.Listeners, cl)
+		res.Routes = append(res.Routes, rc)
+		if passthrough != nil {
+			own = append(own, passthrough)
+		}
+		shared = append(shared, clusters)
+	}
 	if node.OutboundTCP != "" {
 		listeners, clusters, err := outboundTCP(p, node)
 		if err != nil {

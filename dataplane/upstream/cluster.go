@@ -229,6 +229,13 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 		if set, err = cl.buildEndpoints(c.GetLoadAssignment(), "load_assignment."); err != nil {
 			return nil, errorf("%w", err)
 		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		if c.GetLoadAssignment() != nil || c.GetEdsClusterConfig() != nil {
+			return nil, errorf("type: an ORIGINAL_DST cluster has no endpoints")
+		}
+		if c.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED {
+			return nil, errorf("lb_policy: CLUSTER_PROVIDED required for an ORIGINAL_DST cluster")
+		}
 	case clusterv3.Cluster_EDS:
 		if c.GetEdsClusterConfig() == nil {
 			return nil, errorf("eds_cluster_config: required for an EDS cluster")
@@ -295,6 +302,13 @@ func newTransport(protocol Protocol, connectTimeout time.Duration) *http.Transpo
 		WriteBufferSize:     32 << 10,
 		ReadBufferSize:      32 << 10,
 	}
+}
+
+// OriginalDestination reports whether the cluster is ORIGINAL_DST: a
+// connection goes to the address it was sent to before a capture rule
+// redirected it (DialStream with that address), not to an endpoint of its.
+func (c *Cluster) OriginalDestination() bool {
+	return c.config.GetType() == clusterv3.Cluster_ORIGINAL_DST
 }
 
 // Name is the cluster's name.

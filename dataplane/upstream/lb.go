@@ -85,6 +85,10 @@ func balancerOf(c *clusterv3.Cluster) (balancer, error) {
 		if b.ringMin < 1 || b.ringMax > maxRingSize || b.ringMin > b.ringMax {
 			return b, fmt.Errorf("ring_hash_lb_config: ring size %d to %d: want 1 <= minimum <= maximum <= %d", b.ringMin, b.ringMax, maxRingSize)
 		}
+	case clusterv3.Cluster_CLUSTER_PROVIDED:
+		// An ORIGINAL_DST cluster: the connection says where it goes
+		// (Cluster.OriginalDestination); Next has no endpoint to give.
+		b.policy = lbRoundRobin
 	case clusterv3.Cluster_MAGLEV:
 		b.policy = lbMaglev
 		if v := c.GetMaglevLbConfig().GetTableSize(); v != nil {

@@ -249,7 +249,7 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 				l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls", DestinationPort: wrapperspb.UInt32(443)}
 				return l
 			},
-			wantErr: `listener "edge": filter_chains[0].filter_chain_match.destination_port: not supported`,
+			wantErr: `listener "edge": filter_chains[0].filter_chain_match: prefix_ranges and destination_port need the original_dst listener filter`,
 		},
 		{
 			name: "more filter chains than HTTPS listeners can need",
@@ -397,7 +397,7 @@ func TestCheckRejectsUnsupported(t *testing.T) {
 				c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 				return c
 			},
-			wantErr: `cluster "default/orders:80": lb_policy: value CLUSTER_PROVIDED not supported`,
+			wantErr: `cluster "default/orders:80": lb_policy: CLUSTER_PROVIDED goes with type ORIGINAL_DST, and only with it`,
 		},
 		{
 			name: "strict dns cluster",

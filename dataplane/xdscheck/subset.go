@@ -171,7 +171,7 @@ func Check(msg proto.Message) error { return core.Check(msg) }
 // an error.
 func New(filters ...HTTPFilter) (*Checker, error) {
 	subset := make(Rules)
-	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset(), upgradeSubset(), l4Subset()} {
+	for _, set := range []Rules{coreSubset(), tlsSubset(), tracingSubset(), accessLogSubset(), trafficSubset(), resilienceSubset(), upgradeSubset(), l4Subset(), captureSubset()} {
 		for name, rule := range set {
 			if _, dup := subset[name]; dup {
 				return nil, fmt.Errorf("xdscheck: message type %s has two rules", name)
@@ -183,6 +183,7 @@ func New(filters ...HTTPFilter) (*Checker, error) {
 	extendUpgrade(subset)
 	extendHTTP2(subset)
 	extendL4(subset)
+	extendCapture(subset)
 	configTypes := []protoreflect.FullName{RouterType}
 	var perRouteTypes []protoreflect.FullName
 	typedStructs := map[string]func(*structpb.Struct) []Violation{}

@@ -145,7 +145,7 @@ func TestCheckRejectsOutsideTLSSubset(t *testing.T) {
 				l.FilterChains[0].FilterChainMatch.DestinationPort = wrapperspb.UInt32(8443)
 				return l
 			},
-			wantErr: `listener "edge": filter_chains[0].filter_chain_match.destination_port: not supported`,
+			wantErr: `listener "edge": filter_chains[0].filter_chain_match: prefix_ranges and destination_port need the original_dst listener filter`,
 		},
 		{
 			name: "unknown transport protocol",

@@ -1,0 +1,201 @@
+package translate
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/controlplane/model"
+)
+
+// Names of a transparent sidecar's capture listener, its route
+// configuration and its passthrough cluster.
+const (
+	CaptureName = "capture"
+	// PassthroughCluster is the ORIGINAL_DST cluster a captured connection
+	// to no mesh service goes to (capture_unknown "passthrough").
+	PassthroughCluster = "passthrough"
+	originalDstName    = "envoy.filters.listener.original_dst"
+	httpInspectorName  = "envoy.filters.listener.http_inspector"
+	// captureFiltersTimeout bounds the wait for the first bytes the
+	// inspectors read on a connection to an HTTP service port; the
+	// connection then goes on as TCP (the default chain).
+	captureFiltersTimeout = 5 * time.Second
+)
+
+// captureHTTPProtocols are the application protocols the http_inspector
+// reports for HTTP: an HTTP service port's chain takes those.
+var captureHTTPProtocols = []string{"http/1.1", "http/1.0", "h2c"}
+
+// capture builds the capture listener of a transparent sidecar (node
+// metadata capture_address), its route configuration and the clusters it
+// adds: the listener reads each connection's original destination
+// (original_dst) and chooses its filter chain by it, a chain per service
+// port the caller may call, matched by the service's address and its
+// endpoints' addresses (prefix_ranges) and the port (destination_port):
+// HTTP (the http_inspector says so) goes to an HttpConnectionManager with
+// the outbound listener's filters and the route configuration "capture",
+// the outbound one with each virtual host also answering for those
+// addresses; a TCP service port to a tcp_proxy to its cluster (mTLS to
+// sidecars). Anything else takes the default filter chain: passthrough to
+// the original destination (ORIGINAL_DST cluster) or, with capture_unknown
+// "deny", closed.
+func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboundPart) (*listenerv3.Listener, *routev3.RouteConfiguration, *ownCluster, *clusterSet, error) {
+	m, _ := p.translation()
+	host, port, err := splitAddress(xdsnode.KeyCaptureAddress, node.CaptureAddress)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	var filters []*listenerv3.ListenerFilter
+	for _, f := range []struct {
+		name string
+		cfg  proto.Message
+	}{{originalDstName, &originaldstv3.OriginalDst{}}, {tlsInspectorName, &tlsinspectorv3.TlsInspector{}}, {httpInspectorName, &httpinspectorv3.HttpInspector{}}} {
+		typed, err := anypb.New(f.cfg)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("listener %q: %s: %w", CaptureName, f.name, err)
+		}
+		filters = append(filters, &listenerv3.ListenerFilter{Name: f.name, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed}})
+	}
+	l := &listenerv3.Listener{
+		Name:                             CaptureName,
+		Address:                          socketAddress(host, port),
+		TrafficDirection:                 corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters:                  filters,
+		ListenerFiltersTimeout:           durationpb.New(captureFiltersTimeout),
+		ContinueOnListenerFiltersTimeout: true,
+	}
+	// The outbound listener's HttpConnectionManager, on the capture
+	// route configuration.
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := outbound.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
+	}
+	hcm.StatPrefix = CaptureName
+	hcm.GetRds().RouteConfigName = CaptureName
+	hcmAny, err := anypb.New(hcm)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
+	}
+	httpFilter := &listenerv3.Filter{Name: httpConnectionManagerName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny}}
+	rc := proto.CloneOf(out.routes)
+	rc.Name = CaptureName
+	vhosts := map[string]*routev3.VirtualHost{}
+	for _, vh := range rc.GetVirtualHosts() {
+		vhosts[vh.GetName()] = vh
+	}
+	logs, err := sidecarAccessLogs(m, node)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	caller := model.NamespacedName{Namespace: node.Namespace, Name: node.Service}
+	clusters := newClusterCollector(p)
+	taken := map[netip.AddrPort]bool{} // an address and port one chain matches
+	for _, svc := range m.Services {
+		if !m.MayCall(caller, svc) {
+			continue
+		}
+		for _, sp := range svc.Ports {
+			ranges, domains := captureAddresses(m, svc, sp, taken)
+			if len(ranges) == 0 {
+				continue
+			}
+			name := svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(sp.Number))
+			match := &listenerv3.FilterChainMatch{PrefixRanges: ranges, DestinationPort: wrapperspb.UInt32(uint32(sp.Number))}
+			if svc.IsTCP() {
+				filter, err := tcpProxyFilter(m, clusters, CaptureName+"/"+name, []*model.Backend{{Service: svc.NamespacedName, Port: sp.Number, Cluster: sp.Cluster, Weight: 1}}, logs)
+				if err != nil {
+					return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
+				}
+				l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: name, FilterChainMatch: match, Filters: []*listenerv3.Filter{filter}})
+				continue
+			}
+			vh := vhosts[name]
+			if vh == nil {
+				continue
+			}
+			vh.Domains = append(vh.Domains, domains...)
+			match.TransportProtocol = "raw_buffer"
+			match.ApplicationProtocols = captureHTTPProtocols
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: name, FilterChainMatch: match, Filters: []*listenerv3.Filter{proto.CloneOf(httpFilter)}})
+		}
+	}
+	if clusters.err != nil {
+		return nil, nil, nil, nil, clusters.err
+	}
+	backend := &model.Backend{Weight: 1} // deny: no cluster, closed
+	var own *ownCluster
+	if node.CaptureUnknown != xdsnode.CaptureDeny {
+		backend.Cluster = PassthroughCluster
+		own = &ownCluster{cluster: &clusterv3.Cluster{
+			Name:                 PassthroughCluster,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+			ConnectTimeout:       durationpb.New(connectTimeout),
+			LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		}}
+	}
+	def, err := tcpProxyFilter(m, newClusterCollector(nil), CaptureName+"/"+PassthroughCluster, []*model.Backend{backend}, logs)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
+	}
+	l.DefaultFilterChain = &listenerv3.FilterChain{Name: PassthroughCluster, Filters: []*listenerv3.Filter{def}}
+	if len(l.FilterChains) == 0 {
+		// A listener has a chain: one no connection matches (port 0).
+		l.FilterChains = []*listenerv3.FilterChain{{Name: "none", FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(0)}, Filters: []*listenerv3.Filter{proto.CloneOf(def)}}}
+	}
+	return l, rc, own, clusters.set(), nil
+}
+
+// captureAddresses are the prefix ranges a captured connection to port sp
+// of svc is recognized by (its endpoints' IP addresses, each taken by the
+// first service port that has it), and the Host header values those
+// addresses give (ip:port, and the bare ip on port 80).
+func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort, taken map[netip.AddrPort]bool) ([]*corev3.CidrRange, []string) {
+	var addrs []netip.Addr
+	addrs = append(addrs, serviceAddresses(svc)...)
+	for _, ep := range m.Endpoints(sp) {
+		if a, err := netip.ParseAddr(ep.Host); err == nil {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	var ranges []*corev3.CidrRange
+	var domains []string
+	seen := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		key := netip.AddrPortFrom(a, uint16(sp.Number))
+		if seen[a] || taken[key] {
+			continue
+		}
+		seen[a], taken[key] = true, true
+		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))})
+		domains = append(domains, key.String())
+		if sp.Number == 80 {
+			domains = append(domains, a.String())
+			if a.Is6() {
+				domains = append(domains, "["+a.String()+"]")
+			}
+		}
+	}
+	slices.Sort(domains)
+	return ranges, slices.Compact(domains)
+}
+
+// serviceAddresses are the virtual addresses of svc a captured connection
+// may be sent to (none until services have some).
+func serviceAddresses(*model.Service) []netip.Addr { return nil }

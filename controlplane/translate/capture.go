@@ -44,8 +44,8 @@ const (
 var captureHTTPProtocols = []string{"http/1.1", "http/1.0", "h2c"}
 
 // capture builds the capture listener of a transparent sidecar (node
-// metadata capture_address), its route configuration and the clusters it
-// adds: the listener reads each connection's original destination
+// metadata capture_address), its route configuration (nil when no chain
+// is HTTP) and the clusters it adds: the listener reads each connection's original destination
 // (original_dst) and chooses its filter chain by it, a chain per service
 // port the caller may call, matched by the service's address and its
 // endpoints' addresses (prefix_ranges) and the port (destination_port):
@@ -154,10 +154,17 @@ func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboun
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
 	}
-	l.DefaultFilterChain = &listenerv3.FilterChain{Name: PassthroughCluster, Filters: []*listenerv3.Filter{def}}
+	chain := &listenerv3.FilterChain{Name: PassthroughCluster, Filters: []*listenerv3.Filter{def}}
 	if len(l.FilterChains) == 0 {
-		// A listener has a chain: one no connection matches (port 0).
-		l.FilterChains = []*listenerv3.FilterChain{{Name: "none", FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(0)}, Filters: []*listenerv3.Filter{proto.CloneOf(def)}}}
+		// No service to match: the one chain takes every connection.
+		l.FilterChains = []*listenerv3.FilterChain{chain}
+	} else {
+		l.DefaultFilterChain = chain
+	}
+	if !slices.ContainsFunc(l.FilterChains, func(c *listenerv3.FilterChain) bool {
+		return c.GetFilters()[0].GetName() == httpConnectionManagerName
+	}) {
+		rc = nil // no chain references it
 	}
 	return l, rc, own, clusters.set(), nil
 }

@@ -83,7 +83,9 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 			return nil, nil, err
 		}
 		res.Listeners = append(res.Listeners, cl)
-		res.Routes = append(res.Routes, rc)
+		if rc != nil {
+			res.Routes = append(res.Routes, rc)
+		}
 		if passthrough != nil {
 			own = append(own, passthrough)
 		}

@@ -106,8 +106,9 @@ var linkSeq atomic.Int64
 
 // Link connects ns to the host's namespace with a veth pair: ns gets
 // nsAddr (CIDR, e.g. "10.77.0.2/24") and a default route through hostAddr
-// (CIDR), which the host's end gets. The pair is deleted when t ends.
-func (ns *NS) Link(t testing.TB, hostAddr, nsAddr string) {
+// (CIDR), which the host's end gets. The pair is deleted when t ends. It
+// returns the name of the host's end.
+func (ns *NS) Link(t testing.TB, hostAddr, nsAddr string) string {
 	t.Helper()
 	n := linkSeq.Add(1)
 	host := fmt.Sprintf("mgh%d-%d", os.Getpid()%100000, n)
@@ -127,4 +128,13 @@ func (ns *NS) Link(t testing.TB, hostAddr, nsAddr string) {
 	ns.MustRun(t, "ip", "link", "set", peer, "up")
 	gw, _, _ := strings.Cut(hostAddr, "/")
 	ns.MustRun(t, "ip", "route", "add", "default", "via", gw)
+	return host
+}
+
+// Subnet is a /24 of 10.0.0.0/8 for the test's links, as "10.x.y" (append
+// ".1"): by process and call, so that parallel tests and test processes
+// rarely share one.
+func Subnet() string {
+	n := linkSeq.Add(1)
+	return fmt.Sprintf("10.%d.%d", 100+os.Getpid()%150, n%250)
 }

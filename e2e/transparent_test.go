@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/meshgate/meshgate/internal/netnstest"
+)
+
+// nobody is the user the captured application runs as: not the sidecar's
+// (root here), whose own traffic the rules exclude.
+const nobody = 65534
+
+// startIn is start for a process in the network namespace ns.
+func startIn(t *testing.T, ns *netnstest.NS, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	args = withoutDrainDelay(args)
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := ns.Start(p.cmd); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("---- output of %s (%s)\n%s", name, strings.Join(args, " "), p.out.String())
+		}
+	})
+	return p
+}
+
+// runAsApp runs a command in ns as the application's user and returns its
+// output.
+func runAsApp(ns *netnstest.NS, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	var out []byte
+	var err error
+	ns.Do(func() { out, err = cmd.CombinedOutput() })
+	return string(out), err
+}
+
+// appGet is the application's plain HTTP GET of url (curl, which knows
+// nothing of the sidecar): the status and the body.
+func appGet(ns *netnstest.NS, url string) (int, string, error) {
+	out, err := runAsApp(ns, "curl", "-sS", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url)
+	if err != nil {
+		return 0, out, fmt.Errorf("curl %s: %w: %s", url, err, out)
+	}
+	i := strings.LastIndexByte(out, '\n')
+	code, _ := strconv.Atoi(out[i+1:])
+	return code, out[:i], nil
+}
+
+// appEcho is the application's TCP exchange of one line with addr (bash's
+// /dev/tcp): the answer.
+func appEcho(ns *netnstest.NS, addr, line string) (string, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	script := fmt.Sprintf("exec 3<>/dev/tcp/%s/%s && echo %s >&3 && timeout 5 head -n 1 <&3", host, port, line)
+	out, err := runAsApp(ns, "bash", "-c", script)
+	if err != nil {
+		return out, fmt.Errorf("tcp %s: %w: %s", addr, err, out)
+	}
+	return strings.TrimSpace(out), nil
+}
+
+// nsRuleset is the namespace's nftables ruleset as text: tables, chains
+// and rule counts.
+func nsRuleset(t *testing.T, ns *netnstest.NS) string {
+	t.Helper()
+	conn, err := nftables.New(nftables.WithNetNSFd(ns.FD()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := conn.ListChains()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := conn.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, tb := range tables {
+		lines = append(lines, fmt.Sprintf("table %d %s", tb.Family, tb.Name))
+	}
+	for _, ch := range chains {
+		rules, err := conn.GetRules(ch.Table, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, fmt.Sprintf("chain %s/%s: %d rules", ch.Table.Name, ch.Name, len(rules)))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "; ")
+}
+
+// tcpEchoAt is tcpEcho on a given address.
+func tcpEchoAt(t *testing.T, name, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+				buf := make([]byte, 256)
+				n, _ := conn.Read(buf)
+				_, _ = fmt.Fprintf(conn, "%s: %s", name, buf[:n])
+			}()
+		}
+	}()
+}
+
+// TestTransparentCapture: an application in its own network namespace,
+// behind a sidecar run with --capture, calls other services at their
+// endpoint addresses with plain HTTP and TCP, knowing nothing of the
+// sidecar: the calls cross the mesh with mTLS (the server's sidecar logs
+// the caller's SPIFFE ID), a SecurityPolicy deny applies, an excluded port
+// bypasses the sidecar and another unknown destination is refused
+// (capture_unknown deny); a plaintext client connecting to the app's port
+// from outside lands on the mTLS inbound listener, not the app. A clean
+// stop removes the rules, leaving the ruleset as it was; after SIGKILL the
+// rules stay and captured connections are refused (fail closed) until
+// "meshgate capture remove".
+func TestTransparentCapture(t *testing.T) {
+	t.Parallel()
+	if why := netnstest.Available(); why != "" {
+		if testing.Short() {
+			t.Skip(why)
+		}
+		t.Fatal(why)
+	}
+	c := newCluster(t)
+	ns := netnstest.New(t)
+	net24 := netnstest.Subnet()
+	hostIP, appIP, secretIP := net24+".1", net24+".2", net24+".3"
+	hostIf := ns.Link(t, hostIP+"/24", appIP+"/24")
+	if out, err := exec.Command("ip", "addr", "add", secretIP+"/24", "dev", hostIf).CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
+	}
+	// Every address the namespace reaches is on the veth: the services'
+	// sidecars' inbound listeners, the control plane's xDS.
+	on := func(ip, name string) string {
+		a := c.addr(name)
+		_, port, _ := net.SplitHostPort(a)
+		c.vars[name] = net.JoinHostPort(ip, port)
+		return c.vars[name]
+	}
+	c.xds = on(hostIP, "xds")
+	ordersIn, secretIn, dbIn := on(hostIP, "orders-in"), on(secretIP, "secret-in"), on(hostIP, "db-in")
+	webIn, webAdmin := on(appIP, "web-in"), on(appIP, "web-admin")
+	tcpEchoAt(t, "excluded", net.JoinHostPort(hostIP, "8081"))
+	tcpEchoAt(t, "unknown", net.JoinHostPort(hostIP, "8082"))
+	c.vars["db-app"] = tcpEcho(t, "db", nil)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	c.policy("mesh.yaml", `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  accessLog: {path: "`+logFile+`"}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${orders-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: secret}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${secret-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: db}
+spec:
+  ports: [{port: 5432, protocol: TCP}]
+  endpoints: [{address: "${db-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${web-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: secret-guard}
+spec:
+  targetRefs: [{kind: Service, name: secret}]
+  rules:
+    - name: no-web
+      action: DENY
+      from: [{services: [web]}]
+`)
+	c.startControlPlane()
+	c.sidecar("orders", c.app("orders-app", "orders", "v1", ""), ordersIn, c.addr("orders-out"))
+	c.sidecar("secret", c.app("secret-app", "secret", "v1", ""), secretIn, c.addr("secret-out"))
+	c.sidecar("db", c.vars["db-app"], dbIn, c.addr("db-out"))
+
+	// The application: the demo app on every address of its namespace.
+	startIn(t, ns, "app web", "demo-app", "--name", "web", "--version", "v1", "--listen", "0.0.0.0:8080")
+	eventually(t, 10*time.Second, "web app up", func() error {
+		r, err := get("http://" + appIP + ":8080/")
+		if err != nil {
+			return err
+		}
+		return servedBy("web")(r)
+	})
+	before := nsRuleset(t, ns)
+	sidecarArgs := []string{"sidecar", "--service", "web", "--app", "127.0.0.1:8080",
+		"--inbound", webIn, "--outbound", "127.0.0.1:15001", "--xds", c.xds, "--admin", webAdmin,
+		"--id", "sidecar~web~capture", "--token", c.token("web"), "--log-level", "debug",
+		"--capture", "--capture-unknown", "deny", "--capture-exclude-port", "8081"}
+	sidecar := startIn(t, ns, "sidecar web", sidecarArgs...)
+	c.waitReady(webAdmin)
+
+	t.Run("HTTP to an endpoint address goes through the mesh with mTLS", func(t *testing.T) {
+		eventually(t, 15*time.Second, "app calls orders", func() error {
+			code, body, err := appGet(ns, "http://"+hostIP+"/items")
+			if err != nil {
+				return err
+			}
+			if code != 200 || !strings.Contains(body, `"service":"orders"`) || !strings.Contains(body, `"path":"/items"`) {
+				return fmt.Errorf("%d %.300s", code, body)
+			}
+			return nil
+		})
+		lines := waitLines(t, logFile, 1, "the orders sidecar's line", func(l accessLine) bool {
+			return l.str("proxy") == "default/orders" && l.str("path") == "/items"
+		})
+		if peer := lines[0].str("peer"); !strings.HasSuffix(peer, "/ns/default/svc/web") {
+			t.Errorf("orders saw peer %q, want web's SPIFFE ID", peer)
+		}
+	})
+	t.Run("SecurityPolicy deny", func(t *testing.T) {
+		eventually(t, 15*time.Second, "app denied secret", func() error {
+			code, body, err := appGet(ns, "http://"+secretIP+"/")
+			if err != nil {
+				return err
+			}
+			if code != 403 {
+				return fmt.Errorf("%d %.300s, want 403", code, body)
+			}
+			return nil
+		})
+	})
+	t.Run("raw TCP service", func(t *testing.T) {
+		eventually(t, 15*time.Second, "app reaches db over TCP", func() error {
+			got, err := appEcho(ns, net.JoinHostPort(hostIP, "5432"), "ping")
+			if err != nil {
+				return err
+			}
+			if got != "db: ping" {
+				return fmt.Errorf("answer %q", got)
+			}
+			return nil
+		})
+		waitLines(t, logFile, 1, "the db sidecar's line with web's identity", func(l accessLine) bool {
+			return l.str("proxy") == "default/db" && strings.HasSuffix(l.str("peer"), "/ns/default/svc/web")
+		})
+	})
+	t.Run("excluded port bypasses, unknown destination denied", func(t *testing.T) {
+		if got, err := appEcho(ns, net.JoinHostPort(hostIP, "8081"), "hi"); err != nil || got != "excluded: hi" {
+			t.Errorf("excluded port: %q, %v; want the echo, directly", got, err)
+		}
+		if got, err := appEcho(ns, net.JoinHostPort(hostIP, "8082"), "hi"); err == nil && got != "" {
+			t.Errorf("unknown destination: %q, want the connection closed (capture_unknown deny)", got)
+		}
+	})
+	t.Run("plaintext to the app's port lands on the mTLS inbound listener", func(t *testing.T) {
+		if r, err := get("http://" + appIP + ":8080/"); err == nil && r.reply.Service == "web" {
+			t.Errorf("a plaintext client reached the app: %d %.200s", r.status, r.body)
+		}
+	})
+	t.Run("clean stop removes the rules", func(t *testing.T) {
+		if got := nsRuleset(t, ns); got == before {
+			t.Fatal("the sidecar installed no rules")
+		}
+		sidecar.stop()
+		if got := nsRuleset(t, ns); got != before {
+			t.Fatalf("ruleset after a clean stop: %s\nwant as before: %s", got, before)
+		}
+	})
+	t.Run("SIGKILL fails closed until remove", func(t *testing.T) {
+		sidecar = startIn(t, ns, "sidecar web (again)", sidecarArgs...)
+		c.waitReady(webAdmin)
+		eventually(t, 15*time.Second, "app calls orders again", func() error {
+			code, body, err := appGet(ns, "http://"+hostIP+"/items")
+			if err == nil && code != 200 {
+				err = fmt.Errorf("%d %.200s", code, body)
+			}
+			return err
+		})
+		sidecar.kill()
+		// The rules stay and redirect to a port nobody listens on: the
+		// connection is refused at once, even to a destination the app
+		// reaches without the rules.
+		if got := nsRuleset(t, ns); got == before {
+			t.Fatal("no rules left after SIGKILL")
+		}
+		if got, err := appEcho(ns, net.JoinHostPort(hostIP, "8082"), "hi"); err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("after SIGKILL: %q, %v; want the connection refused", got, err)
+		}
+		var out []byte
+		var err error
+		ns.Do(func() { out, err = exec.Command(binary, "capture", "remove").CombinedOutput() })
+		if err != nil {
+			t.Fatalf("capture remove: %v: %s", err, out)
+		}
+		if got := nsRuleset(t, ns); got != before {
+			t.Fatalf("ruleset after remove: %s\nwant as before: %s", got, before)
+		}
+		if got, err := appEcho(ns, net.JoinHostPort(hostIP, "8082"), "hi"); err != nil || got != "unknown: hi" {
+			t.Errorf("after remove: %q, %v; want the echo, directly", got, err)
+		}
+	})
+}

@@ -138,9 +138,10 @@ func tcpEchoAt(t *testing.T, name, addr string) {
 // sidecar: the calls cross the mesh with mTLS (the server's sidecar logs
 // the caller's SPIFFE ID), a SecurityPolicy deny applies, an excluded port
 // bypasses the sidecar and another unknown destination is refused
-// (capture_unknown deny); a plaintext client connecting to the app's port
-// from outside lands on the mTLS inbound listener, not the app. A clean
-// stop removes the rules, leaving the ruleset as it was; after SIGKILL the
+// (capture_unknown deny), or passed through to its original destination
+// (the default); a plaintext client connecting to the app's port from
+// outside lands on the mTLS inbound listener, not the app. A clean stop
+// removes the rules, leaving the ruleset as it was; after SIGKILL the
 // rules stay and captured connections are refused (fail closed) until
 // "meshgate capture remove".
 func TestTransparentCapture(t *testing.T) {
@@ -308,9 +309,21 @@ spec:
 			t.Fatalf("ruleset after a clean stop: %s\nwant as before: %s", got, before)
 		}
 	})
-	t.Run("SIGKILL fails closed until remove", func(t *testing.T) {
-		sidecar = startIn(t, ns, "sidecar web (again)", sidecarArgs...)
+	t.Run("passthrough, then SIGKILL fails closed until remove", func(t *testing.T) {
+		// Again, with the default capture_unknown: passthrough.
+		args := slices.DeleteFunc(slices.Clone(sidecarArgs), func(a string) bool { return a == "--capture-unknown" || a == "deny" })
+		sidecar = startIn(t, ns, "sidecar web (passthrough)", args...)
 		c.waitReady(webAdmin)
+		eventually(t, 15*time.Second, "unknown destination passed through", func() error {
+			got, err := appEcho(ns, net.JoinHostPort(hostIP, "8082"), "hi")
+			if err == nil && got != "unknown: hi" {
+				err = fmt.Errorf("answer %q", got)
+			}
+			return err
+		})
+		waitLines(t, logFile, 1, "the web sidecar's passthrough line", func(l accessLine) bool {
+			return l.str("proxy") == "default/web" && l.str("upstream_cluster") == "passthrough" && l.str("upstream_host") == net.JoinHostPort(hostIP, "8082")
+		})
 		eventually(t, 15*time.Second, "app calls orders again", func() error {
 			code, body, err := appGet(ns, "http://"+hostIP+"/items")
 			if err == nil && code != 200 {

@@ -312,6 +312,12 @@ func (s *l4Server) Serve(ln net.Listener) error {
 // handle in a goroutine of its own.
 func (s *l4Server) serveWith(ln net.Listener, handle func(net.Conn)) error {
 	s.mu.Lock()
+	if s.closed {
+		// Shut down before it started serving: nobody else closes ln.
+		s.mu.Unlock()
+		_ = ln.Close()
+		return http.ErrServerClosed
+	}
 	s.ln = ln
 	s.mu.Unlock()
 	for {

@@ -2,8 +2,11 @@ package dataplane
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -115,4 +118,22 @@ func TestPipeIdleTimeout(t *testing.T) {
 		_ = client.Close()
 		_ = server.Close()
 	})
+}
+
+// TestL4ServeAfterShutdown: a server shut down before its Serve started
+// (the drain of a listener removed at once) returns from Serve instead of
+// accepting forever on a listener nobody closes.
+func TestL4ServeAfterShutdown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := newL4Server("l4", nil, slog.New(slog.DiscardHandler))
+	if err := s.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve after Shutdown = %v, want http.ErrServerClosed", err)
+	}
 }

@@ -170,8 +170,8 @@ func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboun
 }
 
 // captureAddresses are the prefix ranges a captured connection to port sp
-// of svc is recognized by (its endpoints' IP addresses, each taken by the
-// first service port that has it), and the Host header values those
+// of svc is recognized by (its VIP, then its endpoints' IP addresses, each
+// address and port taken by the first service port that has it), and the Host header values those
 // addresses give (ip:port, and the bare ip on port 80).
 func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort, taken map[netip.AddrPort]bool) ([]*corev3.CidrRange, []string) {
 	var addrs []netip.Addr
@@ -204,5 +204,10 @@ func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort,
 }
 
 // serviceAddresses are the virtual addresses of svc a captured connection
-// may be sent to (none until services have some).
-func serviceAddresses(*model.Service) []netip.Addr { return nil }
+// may be sent to: its VIP, when it has one.
+func serviceAddresses(svc *model.Service) []netip.Addr {
+	if svc.VIP.IsValid() {
+		return []netip.Addr{svc.VIP.Unmap()}
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -132,9 +133,59 @@ func tcpEchoAt(t *testing.T, name, addr string) {
 	}()
 }
 
+// clusterVIP is the virtual IP of the service of cluster name, as the
+// proxy whose admin is at admin received it (its /config_dump: the
+// cluster's metadata.filter_metadata["meshgate.dev/service"].vip).
+func clusterVIP(admin, name string) (string, error) {
+	resp, err := client.Get("http://" + admin + "/config_dump")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var dump any
+	if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil {
+		return "", err
+	}
+	var find func(v any) string
+	find = func(v any) string {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["name"] == name {
+				if md, ok := v["metadata"].(map[string]any); ok {
+					fm, _ := md["filterMetadata"].(map[string]any)
+					if fm == nil {
+						fm, _ = md["filter_metadata"].(map[string]any)
+					}
+					if svc, ok := fm["meshgate.dev/service"].(map[string]any); ok {
+						if vip, ok := svc["vip"].(string); ok {
+							return vip
+						}
+					}
+				}
+			}
+			for _, e := range v {
+				if got := find(e); got != "" {
+					return got
+				}
+			}
+		case []any:
+			for _, e := range v {
+				if got := find(e); got != "" {
+					return got
+				}
+			}
+		}
+		return ""
+	}
+	if vip := find(dump); vip != "" {
+		return vip, nil
+	}
+	return "", fmt.Errorf("no virtual IP for cluster %s in %s/config_dump", name, admin)
+}
+
 // TestTransparentCapture: an application in its own network namespace,
 // behind a sidecar run with --capture, calls other services at their
-// endpoint addresses with plain HTTP and TCP, knowing nothing of the
+// virtual IPs and endpoint addresses with plain HTTP and TCP, knowing nothing of the
 // sidecar: the calls cross the mesh with mTLS (the server's sidecar logs
 // the caller's SPIFFE ID), a SecurityPolicy deny applies, an excluded port
 // bypasses the sidecar and another unknown destination is refused
@@ -258,6 +309,35 @@ spec:
 		})
 		if peer := lines[0].str("peer"); !strings.HasSuffix(peer, "/ns/default/svc/web") {
 			t.Errorf("orders saw peer %q, want web's SPIFFE ID", peer)
+		}
+	})
+	t.Run("HTTP and TCP to a service's virtual IP", func(t *testing.T) {
+		ordersVIP, err := clusterVIP(webAdmin, "default/orders:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbVIP, err := clusterVIP(webAdmin, "default/db:5432")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, "app calls orders by its VIP", func() error {
+			code, body, err := appGet(ns, "http://"+ordersVIP+"/by-vip")
+			if err != nil {
+				return err
+			}
+			if code != 200 || !strings.Contains(body, `"service":"orders"`) || !strings.Contains(body, `"path":"/by-vip"`) {
+				return fmt.Errorf("%d %.300s", code, body)
+			}
+			return nil
+		})
+		lines := waitLines(t, logFile, 1, "the orders sidecar's line", func(l accessLine) bool {
+			return l.str("proxy") == "default/orders" && l.str("path") == "/by-vip"
+		})
+		if peer := lines[0].str("peer"); !strings.HasSuffix(peer, "/ns/default/svc/web") {
+			t.Errorf("orders saw peer %q, want web's SPIFFE ID", peer)
+		}
+		if got, err := appEcho(ns, net.JoinHostPort(dbVIP, "5432"), "vip"); err != nil || got != "db: vip" {
+			t.Errorf("db by VIP: %q, %v", got, err)
 		}
 	})
 	t.Run("SecurityPolicy deny", func(t *testing.T) {

@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newDeleteCmd(),
 		newRateLimitCmd(g),
 		newCacheCmd(),
+		newBootstrapCmd(g),
 	)
 	return root
 }

@@ -97,10 +97,17 @@ spec:
 // at xdsAddr, as the proxyless client of the service web.
 func proxylessChannel(t *testing.T, xdsAddr, target string) *grpc.ClientConn {
 	t.Helper()
+	return proxylessChannelOf(t, xdsAddr, strings.NewReplacer(":", "-", "/", "-").Replace(t.Name()), target)
+}
+
+// proxylessChannelOf is proxylessChannel for the node proxyless~web~<node>:
+// each channel has its own xDS client, and stream.
+func proxylessChannelOf(t *testing.T, xdsAddr, node, target string) *grpc.ClientConn {
+	t.Helper()
 	bootstrap := fmt.Appendf(nil, `{
   "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
   "node": {"id": "proxyless~web~%s", "cluster": "web", "metadata": {"role": "proxyless", "service": "web"}}
-}`, xdsAddr, strings.NewReplacer(":", "-", "/", "-").Replace(t.Name()))
+}`, xdsAddr, node)
 	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +190,22 @@ func TestProxylessGRPCClient(t *testing.T) {
 		// resource timeout and fail with "does not exist".
 		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "VirtualHost") {
 			t.Errorf("call to an unknown target = %v, want UNAVAILABLE for want of a virtual host", err)
+		}
+	})
+	t.Run("two streams of one node", func(t *testing.T) {
+		t.Parallel()
+		// Each subscribes to its own Listener: the node is served both,
+		// and neither stream's subscription takes the other's away.
+		v2only := proxylessChannelOf(t, xdsAddr, "shared", "xds:///orders-v2")
+		if got, err := echo(ctx, v2only); err != nil || got != "v2" {
+			t.Fatalf("first stream's call = %q, %v; want v2", got, err)
+		}
+		orders := proxylessChannelOf(t, xdsAddr, "shared", "xds:///orders")
+		if got, err := echo(ctx, orders, "x-version", "v2"); err != nil || got != "v2" {
+			t.Fatalf("second stream's call = %q, %v; want v2", got, err)
+		}
+		if got, err := echo(ctx, v2only); err != nil || got != "v2" {
+			t.Fatalf("first stream's call after the second subscribed = %q, %v; want v2", got, err)
 		}
 	})
 	t.Run("proxy status", func(t *testing.T) {

@@ -168,17 +168,25 @@ type node struct {
 	resumed      map[string]string
 	resumeOpen   bool
 	resumePolicy string
-	// listeners is, for a proxyless client, the Listener names its streams
-	// subscribe to, sorted: it is served an API listener of each
-	// (translate.NodeInfo.Listeners).
-	listeners []string
+	// listeners is, for a proxyless client, the Listener names each of its
+	// streams subscribes to (by stream id): it is served an API listener
+	// of every one (translate.NodeInfo.Listeners). resubscribed: the next
+	// snapshot follows a change of them, and is not held for the routes
+	// and endpoints it drops.
+	listeners    map[int64][]string
+	resubscribed bool
 }
 
 // translationInfo is who the node is, with the Listener names a proxyless
-// client subscribed to.
+// client's streams subscribe to.
 func (n *node) translationInfo() translate.NodeInfo {
 	info := n.info
-	info.Listeners = strings.Join(n.listeners, ",")
+	var names []string
+	for _, l := range n.listeners {
+		names = append(names, l...)
+	}
+	slices.Sort(names)
+	info.Listeners = strings.Join(slices.Compact(names), ",")
 	return info
 }
 
@@ -187,7 +195,7 @@ func (n *node) translationInfo() translate.NodeInfo {
 // again: it is served a Listener of each name it asks for (on demand), so
 // that the go-control-plane watch the request opens next is answered with
 // them. Other roles are served their listeners whatever they ask.
-func (s *Server) subscribeListenersLocked(id string, n *node, req *discoveryv3.DiscoveryRequest) {
+func (s *Server) subscribeListenersLocked(streamID int64, id string, n *node, req *discoveryv3.DiscoveryRequest) {
 	if n.info.Role != translate.RoleProxyless || req.GetTypeUrl() != resourcev3.ListenerType {
 		return
 	}
@@ -196,13 +204,25 @@ func (s *Server) subscribeListenersLocked(id string, n *node, req *discoveryv3.D
 	if len(names) > maxProxylessListeners {
 		names = names[:maxProxylessListeners]
 	}
-	if slices.Equal(names, n.listeners) {
+	if slices.Equal(names, n.listeners[streamID]) {
 		return
 	}
-	n.listeners = names
-	if s.model != nil {
-		s.updateNodeLocked(context.Background(), id, n)
+	if n.listeners == nil {
+		n.listeners = map[int64][]string{}
 	}
+	n.listeners[streamID] = names
+	s.resubscribedLocked(id, n)
+}
+
+// resubscribedLocked builds the configuration of a proxyless client whose
+// Listener subscriptions changed.
+func (s *Server) resubscribedLocked(id string, n *node) {
+	if s.model == nil {
+		return
+	}
+	n.resubscribed = true
+	s.updateNodeLocked(context.Background(), id, n)
+	n.resubscribed = false
 }
 
 // maxProxylessListeners bounds the Listener names one proxyless client is
@@ -657,7 +677,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		n.streams++
 	}
 	n := s.nodes[id]
-	s.subscribeListenersLocked(id, n, req)
+	s.subscribeListenersLocked(streamID, id, n, req)
 	n.sync.request(req, time.Now())
 	if req.GetResponseNonce() == "" {
 		s.resumeRequestLocked(id, n, req)
@@ -691,6 +711,10 @@ func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 	n := s.nodes[id]
 	n.streams--
 	if n.streams > 0 {
+		if _, ok := n.listeners[streamID]; ok {
+			delete(n.listeners, streamID)
+			s.resubscribedLocked(id, n)
+		}
 		return
 	}
 	delete(s.nodes, id)
@@ -775,7 +799,7 @@ func (s *Server) holdReasonLocked(n *node, next *nodeSnapshot) string {
 	if n.snap == nil {
 		return s.resumeHoldReasonLocked(n, next)
 	}
-	if n.policyVersion != s.model.PolicyVersion {
+	if n.policyVersion != s.model.PolicyVersion || n.resubscribed {
 		return ""
 	}
 	var lost []string

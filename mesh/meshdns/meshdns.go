@@ -267,36 +267,52 @@ type nameTable struct {
 	// zones are the mesh DNS domains (fully qualified): a name in one that
 	// hosts does not have gets NXDOMAIN, never forwarded.
 	zones []string
+	// ptr maps the reverse name of each VIP (in-addr.arpa) to the
+	// service's fully qualified name, for PTR queries.
+	ptr map[string]string
 	// elsewhere are the one-label names of services of other namespaces
 	// than the sidecar's: mesh names it does not resolve (NXDOMAIN), as
 	// its outbound routes do not take them either.
 	elsewhere map[string]bool
 }
 
-// lookup returns the addresses of a known name, and whether the name is
-// the mesh's (known, or in a mesh zone).
-func (t *nameTable) lookup(name string) (addrs []netip.Addr, known, mesh bool) {
+// entry is what the name table says of a name.
+type entry struct {
+	// addrs are the VIPs of a service name; ptr the service name of a
+	// VIP's reverse name.
+	addrs []netip.Addr
+	ptr   string
+	// known: the name is a service's (or a VIP's reverse name); mesh: the
+	// name is the mesh's, known or not (then NXDOMAIN).
+	known, mesh bool
+}
+
+// lookup says what the table knows of name (lowercase, fully qualified).
+func (t *nameTable) lookup(name string) entry {
 	if addrs, ok := t.hosts[name]; ok {
-		return addrs, true, true
+		return entry{addrs: addrs, known: true, mesh: true}
+	}
+	if ptr, ok := t.ptr[name]; ok {
+		return entry{ptr: ptr, known: true, mesh: true}
 	}
 	if t.elsewhere[name] {
-		return nil, false, true
+		return entry{mesh: true}
 	}
 	for _, z := range t.zones {
 		if name == z || strings.HasSuffix(name, "."+z) {
-			return nil, false, true
+			return entry{mesh: true}
 		}
 	}
-	return nil, false, false
+	return entry{}
 }
 
 // SetClusters replaces the mesh names with those of clusters (the
 // sidecar's live clusters): each cluster's Hostnames answer with its
-// ServiceVIP. A one-label name is taken only from the services of the
+// ServiceVIP, and the VIP's reverse name (PTR) with its fullest name. A one-label name is taken only from the services of the
 // sidecar's namespace (another namespace's gets NXDOMAIN). It is the hook the sidecar's proxy calls on every
 // cluster update; queries in flight finish with the table they started with.
 func (r *Resolver) SetClusters(clusters map[string]*upstream.Cluster) {
-	t := &nameTable{hosts: map[string][]netip.Addr{}, elsewhere: map[string]bool{}}
+	t := &nameTable{hosts: map[string][]netip.Addr{}, ptr: map[string]string{}, elsewhere: map[string]bool{}}
 	zones := map[string]bool{}
 	for _, c := range clusters {
 		if len(c.Hostnames) == 0 {
@@ -309,6 +325,13 @@ func (r *Resolver) SetClusters(clusters map[string]*upstream.Cluster) {
 			if labels := dns.SplitDomainName(dns.CanonicalName(h)); len(labels) >= 4 && labels[2] == "svc" {
 				namespace = labels[1]
 				zones[dns.Fqdn(strings.Join(labels[3:], "."))] = true
+			}
+		}
+		if c.ServiceVIP.IsValid() {
+			// The reverse name answers with the longest (fullest) name.
+			full := dns.CanonicalName(slices.MaxFunc(c.Hostnames, func(a, b string) int { return len(a) - len(b) }))
+			if rev, err := dns.ReverseAddr(c.ServiceVIP.String()); err == nil {
+				t.ptr[rev] = full
 			}
 		}
 		for _, h := range c.Hostnames {

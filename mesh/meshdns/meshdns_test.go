@@ -148,11 +148,16 @@ func ask(t *testing.T, network, server, name string, qtype uint16) *dns.Msg {
 	return resp
 }
 
+// answerAddrs are the addresses of m's A records and the names of its PTR
+// records.
 func answerAddrs(m *dns.Msg) []string {
 	var out []string
 	for _, rr := range m.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			out = append(out, a.A.String())
+		switch rr := rr.(type) {
+		case *dns.A:
+			out = append(out, rr.A.String())
+		case *dns.PTR:
+			out = append(out, rr.Ptr)
 		}
 	}
 	return out
@@ -161,7 +166,8 @@ func answerAddrs(m *dns.Msg) []string {
 // TestMeshNamesAnsweredLocally: every form of a mesh name is answered with
 // the service's VIP over UDP and TCP, with the short TTL; AAAA is an empty
 // NOERROR; an unknown name of the mesh domain, and another namespace's short
-// name, are NXDOMAIN; none of them reaches the upstream.
+// name, are NXDOMAIN; a VIP's reverse name has the service's full name
+// (PTR); none of them reaches the upstream.
 func TestMeshNamesAnsweredLocally(t *testing.T) {
 	t.Parallel()
 	up := startUpstream(t, 1)
@@ -187,6 +193,8 @@ func TestMeshNamesAnsweredLocally(t *testing.T) {
 		{"cart.", dns.TypeA, dns.RcodeNameError, nil}, // another namespace's short name
 		{"nope.default.svc.meshgate.local.", dns.TypeA, dns.RcodeNameError, nil},
 		{"meshgate.local.", dns.TypeA, dns.RcodeNameError, nil},
+		{"2.1.240.240.in-addr.arpa.", dns.TypePTR, dns.RcodeSuccess, []string{"orders.default.svc.meshgate.local."}},
+		{"2.1.240.240.in-addr.arpa.", dns.TypeA, dns.RcodeSuccess, nil},
 	}
 	for _, network := range []string{"udp", "tcp"} {
 		for _, tc := range cases {

@@ -103,8 +103,8 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	q := req.Question[0]
-	addrs, known, mesh := r.names.Load().lookup(dns.CanonicalName(q.Name))
-	if !mesh {
+	e := r.names.Load().lookup(dns.CanonicalName(q.Name))
+	if !e.mesh {
 		r.forward(w, req)
 		return
 	}
@@ -114,16 +114,17 @@ func (r *Resolver) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if req.IsEdns0() != nil {
 		m.SetEdns0(udpReadSize, false)
 	}
+	inet := q.Qclass == dns.ClassINET || q.Qclass == dns.ClassANY
+	hdr := dns.RR_Header{Name: q.Name, Rrtype: q.Qtype, Class: dns.ClassINET, Ttl: r.ttl}
 	switch {
-	case !known:
+	case !e.known:
 		m.Rcode = dns.RcodeNameError
-	case q.Qtype == dns.TypeA && (q.Qclass == dns.ClassINET || q.Qclass == dns.ClassANY):
-		for _, a := range addrs {
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: r.ttl},
-				A:   a.AsSlice(),
-			})
+	case q.Qtype == dns.TypeA && inet:
+		for _, a := range e.addrs {
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
 		}
+	case q.Qtype == dns.TypePTR && inet && e.ptr != "":
+		m.Answer = append(m.Answer, &dns.PTR{Hdr: hdr, Ptr: e.ptr})
 	}
 	// Any other type of a known name (AAAA, ...): NOERROR, no answer.
 	r.reply(w, req, m, ResultLocal)

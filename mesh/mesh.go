@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -200,6 +201,9 @@ func New(opts Options) (*Sidecar, error) {
 			return nil, err
 		}
 		role.Proxy.WatchClusters(sc.dns.SetClusters)
+		if ap, err := netip.ParseAddrPort(opts.DNSListen); err == nil && !ap.Addr().IsLoopback() {
+			logger.Warn("the DNS resolver listens on a non-loopback address: anyone who reaches it may resolve through it", "address", opts.DNSListen)
+		}
 	}
 	return sc, nil
 }

@@ -393,7 +393,8 @@ spec:
 
 // TestPrincipalRateLimit: a rate limit keyed by principal gives each API
 // consumer its own bucket (acme's exhausted, globex still has its own),
-// and requests without a principal (the open route) are not limited by it.
+// and requests without a principal (the open route) are not limited by it;
+// meshgate top --by consumer shows acme's requests and 429s.
 func TestPrincipalRateLimit(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -424,8 +425,47 @@ func TestPrincipalRateLimit(t *testing.T) {
 		}
 		return out
 	}
-	if got := statuses("/api/x", 4, "X-API-Key: acme-key"); fmt.Sprint(got) != "[200 200 200 429]" {
-		t.Errorf("acme: statuses %v, want 3 accepted then 429", got)
+	// acme's requests, inside an interval of meshgate top --by consumer (a
+	// longer one if the machine was too slow for them: acme's bucket is
+	// empty then, every request of the next try is a 429).
+	var first, last []int
+	send := func() {
+		last = statuses("/api/x", 4, "X-API-Key: acme-key")
+		if first == nil {
+			first = last
+		}
+	}
+	var view topView
+	for interval := 3 * time.Second; ; interval *= 2 {
+		v, ok := c.topWhile(interval, send, "--by", "consumer")
+		if ok {
+			view = v
+			break
+		}
+		if interval > 20*time.Second {
+			t.Fatalf("4 requests did not fit in a %s interval", interval)
+		}
+		t.Logf("the requests outlasted the %s interval; again with a longer one", interval)
+	}
+	if fmt.Sprint(first) != "[200 200 200 429]" {
+		t.Errorf("acme: statuses %v, want 3 accepted then 429", first)
+	}
+	limited := 0
+	for _, s := range last {
+		if s == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	var acme *topRow
+	for i, r := range view.Rows {
+		if r.Kind == "apikey" && r.Consumer == "acme" {
+			acme = &view.Rows[i]
+		} else if r.Requests > 0 {
+			t.Errorf("meshgate top --by consumer: row %+v, want only acme's requests in the interval", r)
+		}
+	}
+	if view.By != "consumer" || acme == nil || acme.Requests != 4 || acme.RateLimited != float64(limited) || acme.RequestsPerSecond <= 0 {
+		t.Errorf("meshgate top --by consumer: %+v, want acme with 4 requests, %d of them limited", view, limited)
 	}
 	if got := statuses("/api/x", 3, "X-API-Key: globex-key"); fmt.Sprint(got) != "[200 200 429]" {
 		t.Errorf("globex after acme's: statuses %v, want its own bucket (2 left, then 429)", got)

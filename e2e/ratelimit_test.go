@@ -518,3 +518,105 @@ func TestPrincipalRateLimit(t *testing.T) {
 		t.Errorf("no principal: statuses %v, want none limited", got)
 	}
 }
+
+// sidecarRateLimitPolicy: echo (a plain endpoint) with a global limit of 5
+// requests an hour per X-Client and the failure mode mode, which the
+// sidecars calling echo apply; the rate-limit service at ${rls}.
+func sidecarRateLimitPolicy(mode string) string {
+	return `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  rateLimitService: {address: "${rls}", timeout: 1s}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-global}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  rateLimit:
+    global:
+      failureMode: ` + mode + `
+      rules:
+      - limit: {requests: 5, unit: Hour}
+        key: {header: X-Client}
+`
+}
+
+// TestGlobalRateLimitRedisDownAtSidecar: a global limit on a Service holds
+// at the sidecar calling it (5 of 6 requests, counted in a real Redis);
+// with Redis killed, the failure mode holds there: Allow lets the client
+// that was over its limit through, Deny (the policy edited) answers 500,
+// and the sidecar counts each failure (/stats ratelimit: error, and
+// failure_mode_allowed for Allow).
+func TestGlobalRateLimitRedisDownAtSidecar(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t)
+	c := newCluster(t)
+	rls := c.addr("rls")
+	start(t, "ratelimit", "ratelimit", "--redis", redis.addr, "--listen", rls)
+	c.policy("global.yaml", yamlDocs(sidecarRateLimitPolicy("Allow"), meshServices("client")))
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	c.startInstance(c.sidecar, "client", "client", "v1")
+	out := "http://" + c.addr("client-out")
+	admin := c.addr("sidecar-admin-" + c.addr("client-in"))
+	c.expectEventually("echo via the client's sidecar, limited", 15*time.Second, out+"/", []string{"Host: echo", "X-Client: probe"}, func(r *response) error {
+		if err := servedBy("echo")(r); err != nil {
+			return err
+		}
+		if r.header.Get("X-RateLimit-Limit") == "" {
+			return fmt.Errorf("no X-RateLimit-Limit yet: %v", r.header)
+		}
+		return nil
+	})
+	hour := time.Now().Truncate(time.Hour)
+	var got []int
+	for range 6 {
+		r, err := get(out+"/", "Host: echo", "X-Client: s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.status)
+	}
+	if fmt.Sprint(got) != "[200 200 200 200 200 429]" && time.Now().Truncate(time.Hour) == hour {
+		t.Fatalf("sidecar: statuses %v, want 5 accepted then 429 (echo's limit)", got)
+	}
+	stat := func(key string) uint64 { return filterStat(t, admin, "ratelimit", key) }
+	if e, a := stat("error"), stat("failure_mode_allowed"); e != 0 || a != 0 {
+		t.Errorf("before Redis went down: error %d, failure_mode_allowed %d, want 0", e, a)
+	}
+
+	redis.kill()
+	c.expectEventually("Allow at the sidecar with Redis down: s1, over its limit, let through", 15*time.Second,
+		out+"/", []string{"Host: echo", "X-Client: s1"}, servedBy("echo"))
+	errAllow, allowed := stat("error"), stat("failure_mode_allowed")
+	if errAllow == 0 || allowed == 0 {
+		t.Errorf("after Redis went down (Allow): error %d, failure_mode_allowed %d, want both > 0", errAllow, allowed)
+	}
+
+	c.policy("global.yaml", yamlDocs(sidecarRateLimitPolicy("Deny"), meshServices("client")))
+	c.expectEventually("Deny at the sidecar with Redis down", 15*time.Second, out+"/", []string{"Host: echo", "X-Client: s2"}, func(r *response) error {
+		if r.status != http.StatusInternalServerError {
+			return fmt.Errorf("status %d, want 500", r.status)
+		}
+		return nil
+	})
+	// Until the sidecar had the Deny policy, the polls were allowed: count
+	// from here.
+	errDeny, allowed := stat("error"), stat("failure_mode_allowed")
+	if r, err := get(out+"/", "Host: echo", "X-Client: s3"); err != nil || r.status != http.StatusInternalServerError {
+		t.Errorf("Deny at the sidecar: %v %v, want 500", r, err)
+	}
+	if e, a := stat("error"), stat("failure_mode_allowed"); e != errDeny+1 || a != allowed {
+		t.Errorf("a request denied: error %d (was %d), failure_mode_allowed %d (was %d): want error +1, allowed unchanged", e, errDeny, a, allowed)
+	}
+}

@@ -438,7 +438,8 @@ spec:
 // TestPrincipalRateLimit: a rate limit keyed by principal gives each API
 // consumer its own bucket (acme's exhausted, globex still has its own),
 // and requests without a principal (the open route) are not limited by it;
-// meshgate top --by consumer shows acme's requests and 429s.
+// meshgate top --by consumer shows acme's requests and 429s, meshgate get
+// consumers the declared consumers.
 func TestPrincipalRateLimit(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -516,6 +517,23 @@ func TestPrincipalRateLimit(t *testing.T) {
 	}
 	if got := statuses("/", 6); fmt.Sprint(got) != "[200 200 200 200 200 200]" {
 		t.Errorf("no principal: statuses %v, want none limited", got)
+	}
+	out, err := c.cli("get", "consumers", "-o", "json")
+	if err != nil {
+		t.Fatalf("meshgate get consumers: %v: %s", err, out)
+	}
+	var consumers struct {
+		Items []struct{ Kind, Name, Namespace, Policy string } `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &consumers); err != nil {
+		t.Fatalf("meshgate get consumers -o json: %v: %s", err, out)
+	}
+	names := map[string]bool{}
+	for _, it := range consumers.Items {
+		names[it.Kind+"/"+it.Name] = it.Namespace == "default" && it.Policy != ""
+	}
+	if !names["apikey/acme"] || !names["apikey/globex"] {
+		t.Errorf("meshgate get consumers: %s, want acme and globex (apikey, with their policy)", out)
 	}
 }
 

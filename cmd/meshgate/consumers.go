@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -13,22 +12,6 @@ import (
 	"github.com/meshgate/meshgate/policy"
 )
 
-// consumerRow is one declared consumer in `meshgate get consumers`: an
-// API key consumer, a basic-auth user or a JWT consumer (a subject its
-// provider names), and the SecurityPolicy declaring it.
-type consumerRow struct {
-	Kind      string `json:"kind"` // apikey, basic, jwt: the kind label of its metrics
-	Name      string `json:"name"`
-	Namespace string `json:"namespace"`
-	Policy    string `json:"policy"`
-	// Provider and Subject: a JWT consumer's provider and sub claim.
-	Provider string `json:"provider,omitempty"`
-	Subject  string `json:"subject,omitempty"`
-	// Secret: the consumers of an apiKey.secretRef are listed as one row
-	// naming the Secret (their names are its keys, not in the policy).
-	Secret string `json:"secret,omitempty"`
-}
-
 // isConsumersKind: KIND of `meshgate get` is the consumers view.
 func isConsumersKind(kind string) bool {
 	switch strings.ToLower(kind) {
@@ -38,19 +21,17 @@ func isConsumersKind(kind string) bool {
 	return false
 }
 
-// getConsumers lists the declared consumers of the SecurityPolicies the
-// control plane serves (name "": all of them; else those called name).
+// getConsumers lists the consumers the SecurityPolicies the control plane
+// serves declare (GET /consumers): all of them, or those called name in
+// namespace.
 func getConsumers(ctx context.Context, w io.Writer, admin *adminFlags, namespace, name, output string) error {
-	var list controlplane.Resources
-	if err := admin.call(ctx, "GET", "/resources?kind=SecurityPolicy", nil, &list); err != nil {
+	var list controlplane.Consumers
+	if err := admin.call(ctx, "GET", "/consumers", nil, &list); err != nil {
 		return &exitError{code: 1, err: fmt.Errorf("get consumers: %w", err)}
 	}
-	rows, err := consumerRows(list.Items)
-	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("get consumers: %w", err)}
-	}
+	rows := list.Items
 	if name != "" {
-		rows = slices.DeleteFunc(rows, func(r consumerRow) bool { return r.Name != name || r.Namespace != namespace })
+		rows = slices.DeleteFunc(rows, func(c policy.Consumer) bool { return c.Name != name || c.Namespace != namespace })
 		if len(rows) == 0 {
 			return &exitError{code: 1, err: fmt.Errorf("get consumers: no consumer %q in namespace %q", name, namespace)}
 		}
@@ -58,8 +39,8 @@ func getConsumers(ctx context.Context, w io.Writer, admin *adminFlags, namespace
 	return printConsumers(w, rows, output)
 }
 
-// printConsumers writes rows as a table, YAML or JSON ({"items": [...]}).
-func printConsumers(w io.Writer, rows []consumerRow, output string) error {
+// printConsumers writes consumers as a table, YAML or JSON ({"items": [...]}).
+func printConsumers(w io.Writer, rows []policy.Consumer, output string) error {
 	switch output {
 	case "json", "yaml":
 		items := make([]any, len(rows))
@@ -82,64 +63,15 @@ func printConsumers(w io.Writer, rows []consumerRow, output string) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tPOLICY\tDETAIL")
-	for _, r := range rows {
+	for _, c := range rows {
 		detail := ""
 		switch {
-		case r.Subject != "":
-			detail = "provider " + r.Provider + ", subject " + r.Subject
-		case r.Secret != "":
-			detail = "the consumers of secret " + r.Secret
+		case c.Subject != "":
+			detail = "provider " + c.Provider + ", subject " + c.Subject
+		case c.Secret != "":
+			detail = "from secret " + c.Secret
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Kind, r.Namespace, r.Name, r.Policy, detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Kind, c.Namespace, c.Name, c.Policy, detail)
 	}
 	return tw.Flush()
-}
-
-// consumerRows extracts the declared consumers of SecurityPolicy
-// resources, in their order and each policy's declaration order.
-func consumerRows(items []policy.ResourceStatus) ([]consumerRow, error) {
-	var rows []consumerRow
-	for _, it := range items {
-		if it.Object == nil || it.Kind != "SecurityPolicy" {
-			continue
-		}
-		raw, err := json.Marshal(it.Object.Spec)
-		if err != nil {
-			return nil, err
-		}
-		var spec policy.SecurityPolicySpec
-		if err := json.Unmarshal(raw, &spec); err != nil {
-			return nil, fmt.Errorf("SecurityPolicy %s/%s: %w", it.Namespace, it.Name, err)
-		}
-		row := func(kind, name string) consumerRow {
-			return consumerRow{Kind: kind, Name: name, Namespace: it.Namespace, Policy: it.Name}
-		}
-		if k := spec.APIKey; k != nil {
-			for _, c := range k.Consumers {
-				rows = append(rows, row("apikey", c.Name))
-			}
-			if k.SecretRef != nil {
-				r := row("apikey", "*")
-				r.Secret = k.SecretRef.Name
-				rows = append(rows, r)
-			}
-		}
-		if b := spec.BasicAuth; b != nil {
-			for line := range strings.SplitSeq(b.Htpasswd, "\n") {
-				if user, _, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && user != "" && !strings.HasPrefix(user, "#") {
-					rows = append(rows, row("basic", user))
-				}
-			}
-		}
-		if j := spec.JWT; j != nil {
-			for _, p := range j.Providers {
-				for _, c := range p.Consumers {
-					r := row("jwt", c.Name)
-					r.Provider, r.Subject = p.Name, c.Subject
-					rows = append(rows, r)
-				}
-			}
-		}
-	}
-	return rows, nil
 }

@@ -361,7 +361,7 @@ func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 			return nil, fmt.Errorf("listener %q: %w", spec.name, err)
 		}
 	}
-	bound, err := net.Listen("tcp", address)
+	bound, err := p.bind(address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
 	}

@@ -522,6 +522,20 @@ type JWTProvider struct {
 	// Forward keeps the token in the request sent to the backend
 	// (default: removed).
 	Forward bool `json:"forward,omitempty"`
+	// Consumers declares the consumers among the token subjects: their
+	// requests and rate-limit refusals are counted by name in the
+	// proxies' metrics (kind jwt). Other subjects are not counted by name.
+	Consumers []JWTConsumer `json:"consumers,omitempty"`
+}
+
+// JWTConsumer names the API consumer whose tokens have one subject.
+type JWTConsumer struct {
+	// Name is the consumer's name (an RFC 1123 label, unique in the
+	// provider), the label of its metrics.
+	Name string `json:"name"`
+	// Subject is the sub claim of the consumer's tokens (unique in the
+	// provider).
+	Subject string `json:"subject"`
 }
 
 // RemoteJWKS is a JWKS fetched from an HTTPS URL.

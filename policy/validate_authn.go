@@ -18,6 +18,8 @@ const (
 	maxClaimPathParts = 8
 	maxJWTClockSkew   = 10 * time.Minute
 	maxInlineJWKS     = 64 << 10
+	maxJWTConsumers   = 1000
+	maxJWTSubject     = 256
 )
 
 // checkJWT checks spec.jwt: providers with unique names, exactly one JWKS
@@ -92,6 +94,39 @@ func (l *loader) checkJWT(src Source, j *JWTAuthentication) {
 			}
 			if msg := checkClaimName(ch.Claim); msg != "" {
 				l.errorf(src, cp+".claim", "%s", msg)
+			}
+		}
+		l.checkJWTConsumers(src, path+".consumers", p.Consumers)
+	}
+}
+
+// checkJWTConsumers checks a JWT provider's consumers: at most
+// maxJWTConsumers, each a name (an RFC 1123 label) and a subject, both
+// unique in the provider.
+func (l *loader) checkJWTConsumers(src Source, path string, consumers []JWTConsumer) {
+	if len(consumers) > maxJWTConsumers {
+		l.errorf(src, path, "%d consumers: at most %d", len(consumers), maxJWTConsumers)
+	}
+	names, subjects := map[string]int{}, map[string]int{}
+	for i, c := range consumers {
+		cp := fmt.Sprintf("%s[%d]", path, i)
+		if msg := checkDNSLabel(c.Name); msg != "" {
+			l.errorf(src, cp+".name", "invalid consumer name %q: %s", c.Name, msg)
+		} else if j, dup := names[c.Name]; dup {
+			l.errorf(src, cp+".name", "duplicate consumer %q (also %s[%d])", c.Name, path, j)
+		} else {
+			names[c.Name] = i
+		}
+		switch {
+		case c.Subject == "":
+			l.errorf(src, cp+".subject", "a subject (the sub claim of the consumer's tokens) is required")
+		case len(c.Subject) > maxJWTSubject:
+			l.errorf(src, cp+".subject", "longer than %d bytes", maxJWTSubject)
+		default:
+			if j, dup := subjects[c.Subject]; dup {
+				l.errorf(src, cp+".subject", "subject %q is also %s[%d]'s", c.Subject, path, j)
+			} else {
+				subjects[c.Subject] = i
 			}
 		}
 	}

@@ -68,6 +68,8 @@ type JWTProvider struct {
 	// ClaimToHeaders copies claims into request headers.
 	ClaimToHeaders []policy.ClaimToHeader `json:"claimToHeaders,omitempty"`
 	Forward        bool                   `json:"forward,omitempty"`
+	// Consumers: the declared consumers among the token subjects.
+	Consumers []policy.JWTConsumer `json:"consumers,omitempty"`
 }
 
 // Defaults of a JWT provider.
@@ -121,6 +123,7 @@ func compileJWT(name string, j *policy.JWTAuthentication) (*compiledAuthn, error
 			ClockSkew:      DefaultJWTClockSkew,
 			ClaimToHeaders: slices.Clone(p.ClaimToHeaders),
 			Forward:        p.Forward,
+			Consumers:      slices.Clone(p.Consumers),
 		}
 		where := fmt.Sprintf("spec.jwt.providers[%d]", i)
 		d := func(field, v string, def time.Duration) (time.Duration, error) {

@@ -418,8 +418,11 @@ type MTLS struct {
 type SecurityPolicy struct {
 	Name      string
 	Namespace string
-	Spec      SecurityPolicySpec
-	Source    Source
+	// Annotations are the metadata's (meshgate dev reads
+	// meshgate.dev/dev-jwt-provider).
+	Annotations map[string]string
+	Spec        SecurityPolicySpec
+	Source      Source
 	// failClosed: made by Evaluate in place of a rejected policy.
 	failClosed bool
 }

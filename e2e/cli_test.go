@@ -219,6 +219,31 @@ func TestDev(t *testing.T) {
 	if r, err := get(gw + "/api/orders"); err != nil || r.status != http.StatusUnauthorized {
 		t.Errorf("the API-key route without a key: %v %+v, want 401", err, r)
 	}
+	// The JWT route, as the banner's curl commands try it: dev's token
+	// (signed with the key it made in its state directory), and none.
+	if want := "curl -i " + gw + "/jwt"; !strings.Contains(banner.String(), want) {
+		t.Errorf("banner lacks %q", want)
+	}
+	m := regexp.MustCompile(`curl -H 'Authorization: Bearer ([A-Za-z0-9_.-]+)' ` + regexp.QuoteMeta(gw) + `/jwt`).FindStringSubmatch(banner.String())
+	if m == nil {
+		t.Fatalf("banner lacks the curl of the JWT route with a token")
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "dev-jwks.json")); err != nil {
+		t.Errorf("dev's JWKS file: %v", err)
+	}
+	eventually(t, 10*time.Second, "the JWT route with dev's token", func() error {
+		r, err := get(gw+"/jwt", "Authorization: Bearer "+m[1])
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK || r.reply.Headers["x-user"] != "demo-user" {
+			return fmt.Errorf("status %d, headers %v", r.status, r.reply.Headers)
+		}
+		return nil
+	})
+	if r, err := get(gw + "/jwt"); err != nil || r.status != http.StatusUnauthorized {
+		t.Errorf("the JWT route without a token: %v %+v, want 401", err, r)
+	}
 	var xcache []string
 	for range 2 {
 		r, err := get(gw + "/cached")

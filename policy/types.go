@@ -235,6 +235,10 @@ type Set struct {
 	// by file (requestValidation.openAPI.file), by path, as read and
 	// validated when the set was loaded (OpenAPIDocument).
 	OpenAPIDocuments map[string][]byte
+	// APIKeyConsumerFiles are the consumers of the SecurityPolicies'
+	// apiKey.consumersFile, by path, as read and validated when the set
+	// was loaded (APIKeyFileConsumers).
+	APIKeyConsumerFiles map[string][]APIKeyConsumer
 
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
@@ -418,8 +422,11 @@ type MTLS struct {
 type SecurityPolicy struct {
 	Name      string
 	Namespace string
-	Spec      SecurityPolicySpec
-	Source    Source
+	// Annotations are the metadata's (meshgate dev reads
+	// meshgate.dev/dev-jwt-provider).
+	Annotations map[string]string
+	Spec        SecurityPolicySpec
+	Source      Source
 	// failClosed: made by Evaluate in place of a rejected policy.
 	failClosed bool
 }
@@ -456,6 +463,11 @@ type APIKeyAuthentication struct {
 	SecretRef *SecretObjectRef `json:"secretRef,omitempty"`
 	// SecretConsumers are the consumers of SecretRef, filled by the loader.
 	SecretConsumers []APIKeyConsumer `json:"-"`
+	// ConsumersFile is a file of more consumers, NAME:SHA256 lines (a
+	// path relative to the policy file's directory, or absolute), read by
+	// the control plane and watched: a change is a reload
+	// (Set.APIKeyFileConsumers).
+	ConsumersFile string `json:"consumersFile,omitempty"`
 	// ForwardConsumerHeader, when set, is a request header set to the
 	// consumer's name for the backend.
 	ForwardConsumerHeader string `json:"forwardConsumerHeader,omitempty"`

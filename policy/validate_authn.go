@@ -186,14 +186,16 @@ const (
 )
 
 // checkAPIKey checks spec.apiKey: consumers with unique names and
-// well-formed SHA-256 hashes, each hash once; key locations.
-func (l *loader) checkAPIKey(src Source, namespace string, a *APIKeyAuthentication) {
+// well-formed SHA-256 hashes, each hash once (in the policy, its Secret
+// and its consumers file); key locations.
+func (l *loader) checkAPIKey(sp *SecurityPolicy, a *APIKeyAuthentication) {
+	src, namespace := sp.Source, sp.Namespace
 	a.SecretConsumers = nil
 	if a.SecretRef != nil {
 		l.apiKeySecret(src, namespace, a)
 	}
-	if len(a.Consumers)+len(a.SecretConsumers) == 0 && a.SecretRef == nil {
-		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required (or a secretRef)")
+	if len(a.Consumers)+len(a.SecretConsumers) == 0 && a.SecretRef == nil && a.ConsumersFile == "" {
+		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required (or a secretRef, or a consumersFile)")
 	}
 	if len(a.Consumers) > maxAPIConsumers {
 		l.errorf(src, "spec.apiKey.consumers", "%d consumers: at most %d", len(a.Consumers), maxAPIConsumers)
@@ -232,6 +234,9 @@ func (l *loader) checkAPIKey(src Source, namespace string, a *APIKeyAuthenticati
 				l.errorf(src, "spec.apiKey.secretRef.name", "consumer %q of the Secret has the same key hash as spec.apiKey.consumers[%d]", c.Name, j)
 			}
 		}
+	}
+	if a.ConsumersFile != "" {
+		l.checkConsumersFile(sp, a, names, hashes)
 	}
 	if e := a.ExtractFrom; e != nil {
 		if len(e.Headers)+len(e.Params)+len(e.Cookies) == 0 {

@@ -98,9 +98,11 @@ type compiledAuthn struct {
 	basic    *BasicAuthn
 }
 
-func compileAPIKey(a *policy.APIKeyAuthentication) *compiledAuthn {
+// compileAPIKey compiles an apiKey section; fileConsumers are those of
+// its consumersFile (policy.Set.APIKeyFileConsumers).
+func compileAPIKey(a *policy.APIKeyAuthentication, fileConsumers []policy.APIKeyConsumer) *compiledAuthn {
 	out := &APIKeyAuthn{ForwardHeader: a.ForwardConsumerHeader, Forward: a.Forward}
-	for _, c := range append(slices.Clone(a.Consumers), a.SecretConsumers...) {
+	for _, c := range slices.Concat(a.Consumers, a.SecretConsumers, fileConsumers) {
 		hashes := make([]string, len(c.SHA256s))
 		for i, h := range c.SHA256s {
 			hashes[i] = strings.ToLower(h)

@@ -173,16 +173,6 @@ func devJWKS(pub *ecdsa.PublicKey) ([]byte, error) {
 	return append(doc, '\n'), nil
 }
 
-// writeFileAtomic writes data to a temporary file next to path, then
-// renames it into place.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
 // devRoutePath is the path of the first match of the first HTTPRoute sp
 // targets, "/" when it has none.
 func devRoutePath(set *policy.Set, sp *policy.SecurityPolicy) string {

@@ -151,8 +151,11 @@ type HTTPRoute struct {
 type Service struct {
 	Name      string
 	Namespace string
-	Spec      ServiceSpec
-	Source    Source
+	// Annotations are the metadata's (meshgate dev reads
+	// meshgate.dev/dev-proxyless-target).
+	Annotations map[string]string
+	Spec        ServiceSpec
+	Source      Source
 }
 
 // ServiceSpec is the spec of a Service.

@@ -129,7 +129,7 @@ func (d direct) cluster(svc *model.Service, port *model.ServicePort) (*clusterv3
 }
 
 func (d direct) outbound(caller model.NamespacedName) (*outboundPart, error) {
-	return buildOutbound(d, caller.Namespace, func(svc *model.Service) bool { return d.model.MayCall(caller, svc) })
+	return buildOutbound(d, caller, func(svc *model.Service) bool { return d.model.MayCall(caller, svc) })
 }
 
 func (d direct) gateway(namespace, name string) (*gatewayPart, error) {

@@ -16,6 +16,7 @@ const defaultSidecarAdminAddress = "127.0.0.1:15101"
 func newSidecarCmd(g *globalFlags) *cobra.Command {
 	opts := mesh.Options{}
 	var rf proxyRoleFlags
+	var envoy envoyAgentFlags
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -42,7 +43,7 @@ in-flight requests finish within --drain-timeout; a second signal stops it at
 once (docs/operations.md).
 
 Create the join token on the control plane:
-  meshgate token create --service <service> [--namespace <namespace>]`,
+  meshgate token create --service <service> [--namespace <namespace>]` + envoyAgentHelp,
 		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:15010 --token-file /etc/meshgate/orders.token`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,6 +52,9 @@ Create the join token on the control plane:
 				return &exitError{code: 2, err: err}
 			}
 			opts.RoleOptions = role
+			if envoy.enabled {
+				return runEnvoyAgent(cmd.Context(), role.RoleLogger(), role, opts.Namespace, opts.Service, envoy.socket)
+			}
 			if opts.RegisterApp && opts.Consul.Client == nil {
 				return &exitError{code: 2, err: errors.New("--register-app needs --consul")}
 			}
@@ -87,5 +91,7 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AppHealthPath, "app-health-path", "", "with --consul: HTTP path of the app's health (e.g. /healthz) the sidecar GETs; 2xx and 3xx are healthy. Empty: a TCP connect to --app")
 	f.DurationVar(&opts.AppHealthInterval, "app-health-interval", mesh.DefaultAppHealthInterval, "with --consul: how often the sidecar probes its app (from the end of one probe to the next)")
 	f.DurationVar(&opts.AppHealthTimeout, "app-health-timeout", mesh.DefaultAppHealthTimeout, "with --consul: bound of one probe of the app; no connection or answer within it is unhealthy")
+	f.BoolVar(&envoy.enabled, "envoy", false, "run no proxy: serve this service's identity to a local Envoy over SDS on --sds-socket")
+	f.StringVar(&envoy.socket, "sds-socket", "", "with --envoy: the Unix socket of the SDS server (the Envoy bootstrap's sds-grpc cluster)")
 	return cmd
 }

@@ -185,6 +185,11 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 	}
 	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	if node.Envoy {
+		if err := forEnvoy(res); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 

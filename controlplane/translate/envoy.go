@@ -1,0 +1,247 @@
+package translate
+
+import (
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+
+	"github.com/meshgate/meshgate/api/xdsnode"
+)
+
+// An Envoy node (NodeInfo.Envoy) receives the resources of its role with
+// two differences, made here on copies of the shared messages:
+//
+//   - the proxy's own certificate, SDS secret "default", is referenced with
+//     an sds_config pointing at the bootstrap's static cluster "sds-grpc"
+//     (the SDS server of `meshgate sidecar --envoy` on a Unix socket);
+//     meshgate's proxies resolve it from their identity without one;
+//   - an API key filter (and its per-route configs) carries no key hashes:
+//     its config becomes EnvoyAPIKeyTypeURL, a meshgate extension Envoy does
+//     not have and that is not optional, so an Envoy refuses the listener
+//     (and route configuration) instead of accepting "sha256:<hex>" as a
+//     literal key, which would make a leaked hash a key. API keys fail
+//     closed on an Envoy.
+
+// EnvoyAPIKeyTypeURL is the type of the config an Envoy node gets in place
+// of an API key filter's: a TypedStruct of this type, which no Envoy
+// implements.
+const EnvoyAPIKeyTypeURL = "meshgate.dev/meshgate.filters.http.api_key_auth_sha256"
+
+// identitySdsConfigForEnvoy references the proxy's own certificate through
+// the bootstrap's SDS cluster.
+func identitySdsConfigForEnvoy() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion: corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
+			ApiType:             corev3.ApiConfigSource_GRPC,
+			TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsnode.SDSClusterName},
+			}}},
+		}},
+	}
+}
+
+// forEnvoy adapts res for an Envoy node, replacing (never modifying) the
+// messages it changes.
+func forEnvoy(res *Resources) error {
+	for i, l := range res.Listeners {
+		changed, err := listenerForEnvoy(l)
+		if err != nil {
+			return fmt.Errorf("listener %q for envoy: %w", l.Name, err)
+		}
+		if changed != nil {
+			res.Listeners[i] = changed
+		}
+	}
+	for i, c := range res.Clusters {
+		changed, err := clusterForEnvoy(c)
+		if err != nil {
+			return fmt.Errorf("cluster %q for envoy: %w", c.Name, err)
+		}
+		if changed != nil {
+			res.Clusters[i] = changed
+		}
+	}
+	for i, rc := range res.Routes {
+		changed, err := routeConfigForEnvoy(rc)
+		if err != nil {
+			return fmt.Errorf("route configuration %q: %w", rc.Name, err)
+		}
+		if changed != nil {
+			res.Routes[i] = changed
+		}
+	}
+	return nil
+}
+
+// listenerForEnvoy is a copy of l adapted for Envoy, or nil when l needs
+// no change.
+func listenerForEnvoy(l *listenerv3.Listener) (*listenerv3.Listener, error) {
+	out := proto.Clone(l).(*listenerv3.Listener)
+	changed := false
+	for _, chain := range out.FilterChains {
+		c, err := transportSocketForEnvoy(chain.TransportSocket)
+		if err != nil {
+			return nil, err
+		}
+		changed = changed || c
+		for _, f := range chain.Filters {
+			c, err := hcmForEnvoy(f)
+			if err != nil {
+				return nil, err
+			}
+			changed = changed || c
+		}
+	}
+	if !changed {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// clusterForEnvoy is a copy of c adapted for Envoy, or nil.
+func clusterForEnvoy(c *clusterv3.Cluster) (*clusterv3.Cluster, error) {
+	out := proto.Clone(c).(*clusterv3.Cluster)
+	changed, err := transportSocketForEnvoy(out.TransportSocket)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range out.TransportSocketMatches {
+		c, err := transportSocketForEnvoy(m.TransportSocket)
+		if err != nil {
+			return nil, err
+		}
+		changed = changed || c
+	}
+	if !changed {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// transportSocketForEnvoy gives the identity secret of ts's TLS context the
+// SDS cluster's config source, in place; it reports whether it changed ts.
+func transportSocketForEnvoy(ts *corev3.TransportSocket) (bool, error) {
+	typed := ts.GetTypedConfig()
+	if typed == nil {
+		return false, nil
+	}
+	msg, err := typed.UnmarshalNew()
+	if err != nil {
+		return false, fmt.Errorf("transport socket %q: %w", ts.Name, err)
+	}
+	var common *tlsv3.CommonTlsContext
+	switch ctx := msg.(type) {
+	case *tlsv3.DownstreamTlsContext:
+		common = ctx.GetCommonTlsContext()
+	case *tlsv3.UpstreamTlsContext:
+		common = ctx.GetCommonTlsContext()
+	default:
+		return false, nil
+	}
+	changed := false
+	for _, sds := range common.GetTlsCertificateSdsSecretConfigs() {
+		if sds.Name == IdentitySecretName && sds.SdsConfig == nil {
+			sds.SdsConfig = identitySdsConfigForEnvoy()
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	repacked, err := deterministicAny(msg)
+	if err != nil {
+		return false, fmt.Errorf("transport socket %q: %w", ts.Name, err)
+	}
+	ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: repacked}
+	return true, nil
+}
+
+// hcmForEnvoy replaces the API key filter of f's HttpConnectionManager, in
+// place; it reports whether it changed f.
+func hcmForEnvoy(f *listenerv3.Filter) (bool, error) {
+	typed := f.GetTypedConfig()
+	if typed == nil || typed.TypeUrl != "type.googleapis.com/"+string((&hcmv3.HttpConnectionManager{}).ProtoReflect().Descriptor().FullName()) {
+		return false, nil
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := typed.UnmarshalTo(hcm); err != nil {
+		return false, fmt.Errorf("filter %q: %w", f.Name, err)
+	}
+	changed := false
+	for _, hf := range hcm.HttpFilters {
+		if hf.Name == APIKeyFilterName {
+			cfg, err := envoyAPIKeyConfig()
+			if err != nil {
+				return false, err
+			}
+			hf.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}
+			hf.IsOptional = false
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	repacked, err := deterministicAny(hcm)
+	if err != nil {
+		return false, fmt.Errorf("filter %q: %w", f.Name, err)
+	}
+	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: repacked}
+	return true, nil
+}
+
+// routeConfigForEnvoy is a copy of rc whose API key per-route configs are
+// replaced, or nil when it has none.
+func routeConfigForEnvoy(rc *routev3.RouteConfiguration) (*routev3.RouteConfiguration, error) {
+	has := func(cfgs map[string]*anypb.Any) bool { _, ok := cfgs[APIKeyFilterName]; return ok }
+	found := has(rc.TypedPerFilterConfig)
+	for _, vh := range rc.VirtualHosts {
+		found = found || has(vh.TypedPerFilterConfig)
+		for _, r := range vh.Routes {
+			found = found || has(r.TypedPerFilterConfig)
+		}
+	}
+	if !found {
+		return nil, nil
+	}
+	cfg, err := envoyAPIKeyConfig()
+	if err != nil {
+		return nil, err
+	}
+	out := proto.Clone(rc).(*routev3.RouteConfiguration)
+	replace := func(cfgs map[string]*anypb.Any) {
+		if has(cfgs) {
+			cfgs[APIKeyFilterName] = cfg
+		}
+	}
+	replace(out.TypedPerFilterConfig)
+	for _, vh := range out.VirtualHosts {
+		replace(vh.TypedPerFilterConfig)
+		for _, r := range vh.Routes {
+			replace(r.TypedPerFilterConfig)
+		}
+	}
+	return out, nil
+}
+
+// envoyAPIKeyConfig is the API key filter's config for an Envoy: a
+// TypedStruct of EnvoyAPIKeyTypeURL without any key.
+func envoyAPIKeyConfig() (*anypb.Any, error) {
+	typed, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: EnvoyAPIKeyTypeURL, Value: &structpb.Struct{}})
+	if err != nil {
+		return nil, fmt.Errorf("%s for envoy: %w", APIKeyFilterName, err)
+	}
+	return typed, nil
+}

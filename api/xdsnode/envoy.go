@@ -8,14 +8,5 @@ import corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 // send no user agent.
 const UserAgentEnvoy = "envoy"
 
-// SDSClusterName is the static cluster of an Envoy's bootstrap that reaches
-// the local SDS server of `meshgate sidecar --envoy` (a Unix socket): the
-// control plane references the proxy's own certificate through it.
-const SDSClusterName = "sds-grpc"
-
-// XDSClusterName is the static cluster of an Envoy's bootstrap that reaches
-// the control plane (ADS).
-const XDSClusterName = "xds_cluster"
-
 // IsEnvoy reports whether node is an Envoy.
 func IsEnvoy(node *corev3.Node) bool { return node.GetUserAgentName() == UserAgentEnvoy }

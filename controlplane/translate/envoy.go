@@ -15,7 +15,7 @@ import (
 
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 
-	"github.com/meshgate/meshgate/api/xdsnode"
+	"github.com/meshgate/meshgate/api/envoybootstrap"
 )
 
 // An Envoy node (NodeInfo.Envoy) receives the resources of its role with
@@ -39,18 +39,7 @@ const EnvoyAPIKeyTypeURL = "meshgate.dev/meshgate.filters.http.api_key_auth_sha2
 
 // identitySdsConfigForEnvoy references the proxy's own certificate through
 // the bootstrap's SDS cluster.
-func identitySdsConfigForEnvoy() *corev3.ConfigSource {
-	return &corev3.ConfigSource{
-		ResourceApiVersion: corev3.ApiVersion_V3,
-		ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
-			ApiType:             corev3.ApiConfigSource_GRPC,
-			TransportApiVersion: corev3.ApiVersion_V3,
-			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
-				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsnode.SDSClusterName},
-			}}},
-		}},
-	}
-}
+func identitySdsConfigForEnvoy() *corev3.ConfigSource { return envoybootstrap.SDSConfig() }
 
 // forEnvoy adapts res for an Envoy node, replacing (never modifying) the
 // messages it changes.

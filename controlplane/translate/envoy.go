@@ -1,16 +1,26 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
@@ -30,7 +40,11 @@ import (
 //     not have and that is not optional, so an Envoy refuses the listener
 //     (and route configuration) instead of accepting "sha256:<hex>" as a
 //     literal key, which would make a leaked hash a key. API keys fail
-//     closed on an Envoy.
+//     closed on an Envoy;
+//   - the cluster of each remote JWKS ("jwks|host:port", http_uri.cluster)
+//     is added: a STRICT_DNS cluster to that host, TLS verified against the
+//     system's roots for an https URI (the meshgate proxy fetches the URI
+//     itself).
 
 // EnvoyAPIKeyTypeURL is the type of the config an Envoy node gets in place
 // of an API key filter's: a TypedStruct of this type, which no Envoy
@@ -61,6 +75,14 @@ func forEnvoy(res *Resources) error {
 		if changed != nil {
 			res.Clusters[i] = changed
 		}
+	}
+	jwks, err := jwksClustersForEnvoy(res.Listeners)
+	if err != nil {
+		return err
+	}
+	if len(jwks) > 0 {
+		res.Clusters = append(slices.Clone(res.Clusters), jwks...)
+		slices.SortFunc(res.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
 	}
 	for i, rc := range res.Routes {
 		changed, err := routeConfigForEnvoy(rc)
@@ -233,4 +255,104 @@ func envoyAPIKeyConfig() (*anypb.Any, error) {
 		return nil, fmt.Errorf("%s for envoy: %w", APIKeyFilterName, err)
 	}
 	return typed, nil
+}
+
+// jwksConnectTimeout is the connect timeout of a remote JWKS's cluster.
+const jwksConnectTimeout = 5 * time.Second
+
+// jwksClustersForEnvoy are the clusters of the remote JWKS the JWT filters
+// of listeners fetch, once each, sorted by name.
+func jwksClustersForEnvoy(listeners []*listenerv3.Listener) ([]*clusterv3.Cluster, error) {
+	uris := map[string]string{} // cluster name -> URI
+	for _, l := range listeners {
+		for _, chain := range l.FilterChains {
+			for _, f := range chain.Filters {
+				hcm := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig().MessageIs(hcm) {
+					if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+						return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+					}
+				}
+				for _, hf := range hcm.HttpFilters {
+					jwt := &jwtv3.JwtAuthentication{}
+					if !hf.GetTypedConfig().MessageIs(jwt) {
+						continue
+					}
+					if err := hf.GetTypedConfig().UnmarshalTo(jwt); err != nil {
+						return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+					}
+					for _, p := range jwt.Providers {
+						if uri := p.GetRemoteJwks().GetHttpUri(); uri.GetCluster() != "" {
+							uris[uri.GetCluster()] = uri.Uri
+						}
+					}
+				}
+			}
+		}
+	}
+	out := make([]*clusterv3.Cluster, 0, len(uris))
+	for name, uri := range uris {
+		c, err := jwksCluster(name, uri)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// jwksCluster is the cluster name of the JWKS at uri: its host by DNS,
+// with TLS to it for https.
+func jwksCluster(name, uri string) (*clusterv3.Cluster, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return nil, fmt.Errorf("jwks %q: %w", uri, err)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	portNumber, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("jwks %q: port: %w", uri, err)
+	}
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+		ConnectTimeout:       durationpb.New(jwksConnectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: u.Hostname(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(portNumber)},
+				}}},
+			}}}},
+		}}},
+	}
+	if u.Scheme == "https" {
+		sni, sanType := u.Hostname(), tlsv3.SubjectAltNameMatcher_DNS
+		if net.ParseIP(sni) != nil {
+			sni, sanType = "", tlsv3.SubjectAltNameMatcher_IP_ADDRESS
+		}
+		ts, err := transportSocket(&tlsv3.UpstreamTlsContext{
+			Sni: sni,
+			CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
+				ValidationContext: &tlsv3.CertificateValidationContext{
+					SystemRootCerts: &tlsv3.CertificateValidationContext_SystemRootCerts{},
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+						SanType: sanType,
+						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: u.Hostname()}},
+					}},
+				},
+			}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("jwks %q: %w", uri, err)
+		}
+		c.TransportSocket = ts
+	}
+	return c, nil
 }

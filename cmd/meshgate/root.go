@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		newGetCmd(),
 		newDeleteCmd(),
 		newRateLimitCmd(g),
+		newBootstrapCmd(),
 		newCacheCmd(),
 	)
 	return root

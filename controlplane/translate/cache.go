@@ -34,6 +34,10 @@ type Cache struct {
 	// outboundOf memoizes, by caller, its entry of outbounds: the sidecars
 	// of one service need its reachable set computed once.
 	outboundOf map[model.NamespacedName]*cachedOutbound
+	// outboundPerCaller: mesh routes' authorization names identities, so
+	// the outbound configuration differs between the callers of one
+	// namespace (rulesForCaller).
+	outboundPerCaller bool
 
 	gatewaysMu sync.Mutex
 	gateways   map[model.NamespacedName]*cachedGateway
@@ -63,6 +67,8 @@ func NewCache(m *model.Model, in Inputs) *Cache {
 		outbounds:  map[string]*cachedOutbound{},
 		outboundOf: map[model.NamespacedName]*cachedOutbound{},
 		gateways:   map[model.NamespacedName]*cachedGateway{},
+
+		outboundPerCaller: outboundDependsOnCaller(m),
 	}
 	if in.mtls() {
 		c.rootCASecret = rootCASecret(in.TrustBundle)
@@ -130,7 +136,7 @@ func (c *Cache) outbound(caller model.NamespacedName) (*outboundPart, error) {
 // (then also returned; nil means every service).
 func (c *Cache) outboundKey(caller model.NamespacedName) (string, map[*model.Service]bool) {
 	base := caller.Namespace
-	if outboundDependsOnCaller(c.model) {
+	if c.outboundPerCaller {
 		// Mesh routes' authorization is resolved for the caller
 		// (rbac.go).
 		base = caller.Namespace + "\x00" + caller.Name

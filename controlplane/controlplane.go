@@ -170,6 +170,11 @@ type Options struct {
 	// where the control plane's own spans go; nil means OTLP to the mesh's
 	// collector (tracing.go).
 	TraceExporter func(t *model.Tracing) (sdktrace.SpanExporter, error)
+	// ServiceAddressing is the range the services' virtual IPs are taken
+	// from and the DNS domain of their names (docs/transparent.md); the
+	// zero value means model.DefaultServiceVIPRange and
+	// servicemeta.DefaultDNSDomain. An invalid one is an error of New.
+	ServiceAddressing model.ServiceAddressing
 }
 
 // DefaultDataDir is $XDG_STATE_HOME/meshgate, else ~/.local/state/meshgate.
@@ -331,12 +336,16 @@ func New(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := opts.ServiceAddressing.Check(); err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	policyCache := policy.NewCache()
 	if opts.Evaluate == nil && opts.Load == nil {
 		opts.Evaluate = policyCache.Evaluate
 	}
 	cp := &ControlPlane{opts: opts, logger: opts.Logger, xds: xds.New(ctx, opts.Logger), issued: newIssuedExpiry(),
 		policyCache: policyCache, servingCh: make(chan struct{}), traces: cpTracer{exporter: opts.TraceExporter}}
+	cp.compiled.addressing = opts.ServiceAddressing
 	empty, _ := model.Compile(nil) // an empty set always compiles
 	cp.model.Store(empty)
 	cp.metrics = newCPMetrics(cp)

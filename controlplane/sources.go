@@ -37,6 +37,9 @@ func PolicyServices(discovered []*model.DiscoveredService) []*policy.Service {
 // neither validated nor compiled again. A discovered service whose value
 // did not change has its endpoints checked once.
 type compileMemo struct {
+	// addressing is the services' addressing the models are compiled
+	// with (Options.ServiceAddressing).
+	addressing model.ServiceAddressing
 	// recent are the compilations of the last reloads, newest first: at
 	// most two, as the applied policy and a held destructive change
 	// alternate while the change waits (see confirmDestructive).
@@ -105,7 +108,7 @@ func (c *compileMemo) routing(in policyInput, discovered []*model.DiscoveredServ
 	case set == nil:
 		r.loadErr = errors.New("the policy cannot be served")
 	default:
-		r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version})
+		r.model, r.compileErr = model.CompileWith(set, model.CompileOptions{PolicyVersion: in.version, Addressing: c.addressing})
 		if r.compileErr != nil {
 			r.compileErr = fmt.Errorf("compiling the model: %w (a bug of meshgate: the policy accepted it)", r.compileErr)
 			break

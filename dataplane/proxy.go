@@ -127,6 +127,8 @@ type Proxy struct {
 	accessLogs accessLogs
 	// metrics are served on the admin GET /metrics (metrics.go).
 	metrics *proxyMetrics
+	// clusterWatchers are the WatchClusters hooks (clusterwatch.go).
+	clusterWatchers []func(map[string]*upstream.Cluster)
 }
 
 // liveCluster is a cluster object and the endpoints last given to it.

@@ -9,10 +9,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshgate/meshgate/api/consulreg"
+	"github.com/meshgate/meshgate/api/servicemeta"
 	"github.com/meshgate/meshgate/controlplane"
 	"github.com/meshgate/meshgate/controlplane/acme"
 	"github.com/meshgate/meshgate/controlplane/discovery"
 	"github.com/meshgate/meshgate/controlplane/kvpolicy"
+	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/controlplane/state"
 )
 
@@ -20,6 +22,7 @@ func newControlplaneCmd(g *globalFlags) *cobra.Command {
 	opts := controlplane.Options{}
 	var consul consulDiscoveryFlags
 	var store controlplaneStoreFlags
+	var addressing struct{ vipRange, dnsDomain string }
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Serve policy files to gateways and sidecars over xDS",
@@ -42,7 +45,12 @@ CA root is generated on first start into --data-dir (or given with --ca-cert
 and --ca-key); the admin API token is written to <data-dir>/admin-token.
 
 With --consul the services of the Consul catalog (healthy instances only)
-join the policy: see docs/consul.md.`,
+join the policy: see docs/consul.md.
+
+Every service gets a virtual IP from --service-vip-cidr, the same on every
+replica and after a restart, and the DNS names name, name.namespace and
+name.namespace.svc.<--dns-domain>; both are sent to the sidecars in the
+service's clusters (docs/transparent.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch store.store {
@@ -64,6 +72,14 @@ join the policy: see docs/consul.md.`,
 				return &exitError{code: 2, err: fmt.Errorf("unknown --store %q (want file or consul)", store.store)}
 			}
 			opts.Logger = g.logger()
+			vipRange, err := model.ParseServiceVIPRange(addressing.vipRange)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--service-vip-cidr: %w", err)}
+			}
+			if err := model.CheckDNSDomain(addressing.dnsDomain); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--dns-domain: %w", err)}
+			}
+			opts.ServiceAddressing = model.ServiceAddressing{VIPRange: vipRange, DNSDomain: addressing.dnsDomain}
 			if consul.address != "" {
 				client, err := consulreg.NewClient(consul.address, consul.token)
 				if err != nil {
@@ -109,6 +125,8 @@ join the policy: see docs/consul.md.`,
 	f.BoolVar(&consul.includeWarning, "consul-include-warning", false, "also route to Consul instances whose checks are warning (default: passing only)")
 	f.StringVar(&store.store, "store", policyStoreFile, "where policy and state live: file (--config files, --data-dir) or consul (Consul KV under --prefix; for several replicas)")
 	f.StringVar(&store.prefix, "prefix", kvpolicy.DefaultPrefix, "Consul KV prefix with --store consul: policy under <prefix>policy/, CA and tokens (encrypted) under <prefix>state/")
+	f.StringVar(&addressing.vipRange, "service-vip-cidr", model.DefaultServiceVIPRange.String(), "IPv4 range (at least a /24) of the services' virtual IPs: each service gets a stable address in it, carried to the sidecars (docs/transparent.md)")
+	f.StringVar(&addressing.dnsDomain, "dns-domain", servicemeta.DefaultDNSDomain, "DNS domain of the services' names: a service answers to name, name.namespace and name.namespace.svc.<domain>")
 	f.StringVar(&store.stateKeyFile, "state-key-file", "", "with --store consul: file holding the 32-byte key (hex or base64) that encrypts the control plane's state in Consul KV; the same on every replica")
 	return cmd
 }

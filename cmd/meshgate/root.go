@@ -58,8 +58,8 @@ func newRootCmd() *cobra.Command {
 		newGetCmd(),
 		newDeleteCmd(),
 		newRateLimitCmd(g),
-		newBootstrapCmd(),
 		newCacheCmd(),
+		newBootstrapCmd(g),
 	)
 	return root
 }

@@ -42,6 +42,11 @@ On SIGTERM or SIGINT the sidecar stops gracefully: it leaves Consul and fails
 in-flight requests finish within --drain-timeout; a second signal stops it at
 once (docs/operations.md).
 
+With --dns-listen the sidecar also answers DNS: the names of the mesh services
+it may call resolve to their virtual IPs (short TTL, from its current clusters);
+every other name is forwarded to --dns-upstream or the host's resolvers
+(docs/transparent.md).
+
 Create the join token on the control plane:
   meshgate token create --service <service> [--namespace <namespace>]` + envoyAgentHelp,
 		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:15010 --token-file /etc/meshgate/orders.token`,
@@ -91,6 +96,8 @@ Create the join token on the control plane:
 	f.StringVar(&opts.AppHealthPath, "app-health-path", "", "with --consul: HTTP path of the app's health (e.g. /healthz) the sidecar GETs; 2xx and 3xx are healthy. Empty: a TCP connect to --app")
 	f.DurationVar(&opts.AppHealthInterval, "app-health-interval", mesh.DefaultAppHealthInterval, "with --consul: how often the sidecar probes its app (from the end of one probe to the next)")
 	f.DurationVar(&opts.AppHealthTimeout, "app-health-timeout", mesh.DefaultAppHealthTimeout, "with --consul: bound of one probe of the app; no connection or answer within it is unhealthy")
+	f.StringVar(&opts.DNSListen, "dns-listen", "", "ip:port (e.g. 127.0.0.1:15053) to answer the app's DNS on, UDP and TCP: mesh service names (orders, orders.default, orders.default.svc.<domain>) get their virtual IPs, other names go to --dns-upstream. Empty: no resolver")
+	f.StringArrayVar(&opts.DNSUpstreams, "dns-upstream", nil, "with --dns-listen: a resolver (IP or ip:port) other names are forwarded to (repeatable, at most 3; default: the nameservers of /etc/resolv.conf)")
 	f.BoolVar(&envoy.enabled, "envoy", false, "run no proxy: serve this service's identity to a local Envoy over SDS on --sds-socket")
 	f.StringVar(&envoy.socket, "sds-socket", "", "with --envoy: the Unix socket of the SDS server (the Envoy bootstrap's sds-grpc cluster)")
 	return cmd

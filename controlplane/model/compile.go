@@ -17,6 +17,7 @@ import (
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshgate/meshgate/api/servicemeta"
 	"github.com/meshgate/meshgate/policy"
 )
 
@@ -41,6 +42,11 @@ type CompileOptions struct {
 	// policy documents the set was loaded from, without the discovered
 	// services (the set does not tell them apart).
 	PolicyVersion string
+	// Addressing is the range of the services' virtual IPs and their DNS
+	// domain; the zero value means the defaults. The caller checks it
+	// (ServiceAddressing.Check): an invalid one is an error of
+	// CompileWith.
+	Addressing ServiceAddressing
 }
 
 // PolicyVersion identifies policy documents by the name and content of
@@ -66,8 +72,12 @@ func CompileWith(set *policy.Set, opts CompileOptions) (*Model, error) {
 	if set == nil {
 		set = &policy.Set{}
 	}
+	if err := opts.Addressing.Check(); err != nil {
+		return nil, err
+	}
 	c := &compiler{
-		set: set,
+		set:        set,
+		addressing: opts.Addressing.withDefaults(),
 		m: &Model{
 			PolicyVersion: opts.PolicyVersion,
 			services:      map[NamespacedName]*Service{},
@@ -102,6 +112,8 @@ func CompileWith(set *policy.Set, opts CompileOptions) (*Model, error) {
 type compiler struct {
 	set *policy.Set
 	m   *Model
+	// addressing is how the services are addressed (vip.go).
+	addressing ServiceAddressing
 	// targets are the enforcement points of the compiled SecurityPolicies.
 	targets *policyTargets
 	// routes are the compiled HTTPRoutes, attached to the services (mesh
@@ -205,6 +217,10 @@ func (c *compiler) services() error {
 		m.services[svc.NamespacedName] = svc
 	}
 	slices.SortFunc(m.Services, func(a, b *Service) int { return compareNames(a.NamespacedName, b.NamespacedName) })
+	assignVIPs(m.Services, c.addressing.VIPRange)
+	for _, svc := range m.Services {
+		svc.Hostnames = servicemeta.Hostnames(svc.Namespace, svc.Name, c.addressing.DNSDomain)
+	}
 	return nil
 }
 

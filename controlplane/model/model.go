@@ -7,6 +7,7 @@
 package model
 
 import (
+	"net/netip"
 	"regexp"
 	"strconv"
 	"time"
@@ -96,6 +97,14 @@ type Service struct {
 	// Authentication required at the service's sidecar inbound
 	// listeners; nil: none.
 	Authentication *Authentication `json:"authentication,omitempty"`
+	// VIP is the service's virtual IPv4 address, from the range of the
+	// compiler's ServiceAddressing (vip.go): stable as documented there.
+	// Invalid (zero) when the range is full.
+	VIP netip.Addr `json:"vip,omitzero"`
+	// Hostnames are the DNS names the service answers to in the mesh
+	// (servicemeta.Hostnames): "name", "name.namespace",
+	// "name.namespace.svc.<domain>".
+	Hostnames []string `json:"hostnames,omitempty"`
 }
 
 // DefaultPort is the port a call without a port in its Host reaches: port 80

@@ -13,7 +13,9 @@ import (
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/meshgate/meshgate/api/servicemeta"
 	"github.com/meshgate/meshgate/controlplane/model"
 )
 
@@ -40,6 +42,7 @@ func buildCluster(m *model.Model, in Inputs, svc *model.Service, port *model.Ser
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource()},
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		Metadata:             serviceMetadata(svc),
 	}
 	if port.Protocol == model.ProtocolHTTP2 {
 		if err := setHTTP2(c); err != nil {
@@ -67,6 +70,14 @@ func buildCluster(m *model.Model, in Inputs, svc *model.Service, port *model.Ser
 		}
 	}
 	return c, loadAssignment(port.Cluster, endpoints, mtls), firstErr
+}
+
+// serviceMetadata is the cluster metadata naming the addresses of the
+// service (servicemeta): its virtual IP and DNS names, what a sidecar
+// resolves the names to and routes a captured connection to that address by.
+func serviceMetadata(svc *model.Service) *corev3.Metadata {
+	meta := servicemeta.Service{VIP: svc.VIP, Hostnames: svc.Hostnames}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{servicemeta.Key: meta.Struct()}}
 }
 
 // setHTTP2 makes the cluster speak HTTP/2 without TLS (h2c) to its

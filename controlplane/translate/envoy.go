@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 
@@ -325,6 +326,10 @@ func jwksCluster(name, uri string) (*clusterv3.Cluster, error) {
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
 		ConnectTimeout:       durationpb.New(jwksConnectTimeout),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			// Locality and weight as in every load assignment the control
+			// plane sends (the shape grpc-go needs too).
+			Locality:            &corev3.Locality{},
+			LoadBalancingWeight: wrapperspb.UInt32(1),
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 					Address: u.Hostname(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(portNumber)},

@@ -14,6 +14,9 @@ import (
 const (
 	RoleGateway = xdsnode.RoleGateway
 	RoleSidecar = xdsnode.RoleSidecar
+	// RoleProxyless is a proxyless gRPC client: no proxy, its own xDS
+	// client (proxyless.go).
+	RoleProxyless = xdsnode.RoleProxyless
 )
 
 // DefaultOutboundAddress is where a sidecar's outbound listener binds when the
@@ -35,6 +38,10 @@ type NodeInfo struct {
 	// OutboundTCP is a sidecar's outbound TCP listeners
 	// (xdsnode.KeyOutboundTCP).
 	OutboundTCP string `json:"outboundTCP,omitempty"`
+	// Listeners is, for a proxyless client, the Listener names it
+	// subscribed to, comma-separated (the xDS server sets it; a node does
+	// not send it).
+	Listeners string `json:"listeners,omitempty"`
 	// Zone is the proxy's zone (node.locality.zone): the endpoints of
 	// clusters that prefer local ones are prioritized by it.
 	Zone string `json:"zone,omitempty"`

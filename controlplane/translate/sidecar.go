@@ -244,7 +244,7 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: clusterName,
-			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil, false)}}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{localityEndpoints(nil, lbEndpoint(appHost, appPort, nil, false))},
 		},
 	}
 	if svc != nil && svc.Ports[0].Protocol == model.ProtocolHTTP2 {

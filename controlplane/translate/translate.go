@@ -165,6 +165,19 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 		if own, sets, err = sidecar(p, res, node); err != nil {
 			return nil, err
 		}
+	case RoleProxyless:
+		set, err := proxyless(p, res, node)
+		if err != nil {
+			return nil, err
+		}
+		// Neither secrets (the client's certificate providers read files)
+		// nor the tracing collector's cluster.
+		res.Clusters, res.Endpoints = mergeClusters(nil, []*clusterSet{set})
+		if m, _ := p.translation(); node.Zone != "" {
+			preferLocal(m, node.Zone, res.Endpoints)
+		}
+		slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+		return res, nil
 	default:
 		return res, nil
 	}

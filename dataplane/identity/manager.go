@@ -68,6 +68,12 @@ type ManagerOptions struct {
 	// RetryInitial and RetryMax bound the exponential backoff between
 	// attempts; 250 ms and 10 s when zero.
 	RetryInitial, RetryMax time.Duration
+	// OnCertificate, when set, is called with every certificate the
+	// Manager installs (the first, then each renewal) and the trust bundle
+	// the CA sent with it (nil when none), before Start or the renewal
+	// returns: a hook for a caller that hands the certificate on (meshgate
+	// bootstrap grpc writes it to files).
+	OnCertificate func(cert *tls.Certificate, trustBundlePEM []byte)
 }
 
 // Manager is the proxy's identity: it obtains its certificate from the
@@ -364,6 +370,9 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	}
 	m.receivedAt.Store(time.Now().UnixNano())
 	m.cert.Store(cert)
+	if m.opts.OnCertificate != nil {
+		m.opts.OnCertificate(cert, resp.GetTrustBundlePem())
+	}
 	return nil
 }
 

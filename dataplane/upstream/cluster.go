@@ -26,6 +26,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
+	"github.com/meshgate/meshgate/api/servicemeta"
 	"github.com/meshgate/meshgate/dataplane/xdscheck"
 )
 
@@ -69,6 +70,14 @@ func (p Protocol) String() string {
 // Cluster is a long-lived upstream cluster. All methods are safe for
 // concurrent use.
 type Cluster struct {
+	// ServiceVIP is the virtual IPv4 address of the mesh service the
+	// cluster belongs to and Hostnames the DNS names it answers to, from
+	// metadata.filter_metadata["meshgate.dev/service"] (api/servicemeta):
+	// invalid and empty for a cluster that says none. NewCluster sets them;
+	// they are never modified after (read them without a lock).
+	ServiceVIP netip.Addr
+	Hostnames  []string
+
 	name      string
 	config    *clusterv3.Cluster
 	protocol  Protocol
@@ -168,7 +177,12 @@ func NewCluster(c *clusterv3.Cluster, logger *slog.Logger, opts ...Option) (*Clu
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("cluster %q: "+format, append([]any{cl.name}, args...)...)
 	}
-	var err error
+	service, err := servicemeta.Parse(c.GetMetadata().GetFilterMetadata()[servicemeta.Key])
+	if err != nil {
+		return nil, errorf("metadata.filter_metadata: %w", err)
+	}
+	cl.ServiceVIP, cl.Hostnames = service.VIP, service.Hostnames
+
 	if cl.breaker, err = newBreaker(cl.name, c.GetCircuitBreakers(), cl.stats); err != nil {
 		return nil, errorf("%w", err)
 	}

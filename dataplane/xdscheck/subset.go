@@ -10,6 +10,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshgate/meshgate/api/servicemeta"
 )
 
 // Field says how one populated field of a message is checked. The zero value
@@ -355,6 +357,9 @@ func coreSubset() Rules {
 		"envoy.config.cluster.v3.Cluster": Allow("name", "eds_cluster_config", "load_assignment", "connect_timeout",
 			"transport_socket_matches", "circuit_breakers", "outlier_detection").
 			With("transport_socket", Field{Only: backendTransportSocket}).
+			// The mesh service's addresses (api/servicemeta).
+			With("metadata", Field{Only: Allow().
+				With("filter_metadata", Field{Keys: []string{servicemeta.Key}})}).
 			With("health_checks", Field{MaxItems: 1}).
 			With("type", Field{Enums: []protoreflect.EnumNumber{enumClusterStatic, enumClusterEDS}}).
 			With("lb_policy", Field{Enums: []protoreflect.EnumNumber{enumRoundRobin}}).
@@ -371,7 +376,7 @@ func coreSubset() Rules {
 
 		// ClusterLoadAssignment.
 		"envoy.config.endpoint.v3.ClusterLoadAssignment": Allow("cluster_name", "endpoints"),
-		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints", "locality", "priority"),
+		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints", "locality", "load_balancing_weight", "priority"),
 		"envoy.config.core.v3.Locality":                  Allow("zone"),
 		"envoy.config.endpoint.v3.LbEndpoint":            Allow("endpoint", "health_status", "load_balancing_weight", "metadata"),
 		"envoy.config.endpoint.v3.Endpoint":              Allow("address").Requires("address"),

@@ -39,8 +39,8 @@ func newBootstrapEnvoyCmd() *cobra.Command {
 	var fl bootstrapEnvoyFlags
 	cmd := &cobra.Command{
 		Use:   "envoy",
-		Short: "Enroll an Envoy with a join token and write its bootstrap",
-		Long: `Enroll with the join token of --service (or --gateway) at the control plane's
+		Short: "Enrol an Envoy with a join token and write its bootstrap",
+		Long: `Enrol with the join token of --service (or --gateway) at the control plane's
 CA, then write into --dir:
   envoy.json  the Envoy bootstrap: the node (id, cluster, meshgate's node
               metadata: role, namespace, service or gateway, the sidecar's
@@ -48,7 +48,7 @@ CA, then write into --dir:
               (static cluster xds_cluster), the static cluster sds-grpc to the
               identity agent's Unix socket, admin on loopback;
   ca.pem      the mesh's trust bundle as received at enrolment.
-The Envoy's certificate comes from the identity agent, which enrolls with the
+The Envoy's certificate comes from the identity agent, which enrols with the
 same token, renews the certificate and serves it over SDS (the key never
 touches the disk):
   meshgate sidecar --envoy --service NAME --xds ADDR --token-file FILE --ca-file DIR/ca.pem --sds-socket DIR/sds.sock
@@ -110,7 +110,7 @@ func (fl *bootstrapEnvoyFlags) metadata() (xdsnode.Metadata, error) {
 		InboundAddress: fl.inbound, AppAddress: fl.app, OutboundAddress: fl.outbound}, nil
 }
 
-// run enrolls and writes the files; it returns the bootstrap's path.
+// run enrols and writes the files; it returns the bootstrap's path.
 func (fl *bootstrapEnvoyFlags) run(ctx context.Context) (string, error) {
 	meta, err := fl.metadata()
 	if err != nil {

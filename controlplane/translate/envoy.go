@@ -180,8 +180,19 @@ func transportSocketForEnvoy(ts *corev3.TransportSocket) (bool, error) {
 	return true, nil
 }
 
-// hcmForEnvoy replaces the API key filter of f's HttpConnectionManager, in
-// place; it reports whether it changed f.
+// failsClosedOnEnvoy reports whether the meshgate HTTP filter name is one
+// that protects the backend or the client (request validation, the response
+// size limit): an Envoy, which has no implementation of it, must refuse the
+// listener rather than skip the filter and let requests through unchecked.
+// meshgate's other extensions (the response cache, consumer counting) it
+// skips, as is_optional says.
+func failsClosedOnEnvoy(name string) bool {
+	return name == OpenAPIFilterName || name == ResponseLimitFilterName
+}
+
+// hcmForEnvoy replaces the API key filter of f's HttpConnectionManager, and
+// makes the filters that fail closed on an Envoy non-optional, in place; it
+// reports whether it changed f.
 func hcmForEnvoy(f *listenerv3.Filter) (bool, error) {
 	typed := f.GetTypedConfig()
 	if typed == nil || typed.TypeUrl != "type.googleapis.com/"+string((&hcmv3.HttpConnectionManager{}).ProtoReflect().Descriptor().FullName()) {
@@ -193,6 +204,10 @@ func hcmForEnvoy(f *listenerv3.Filter) (bool, error) {
 	}
 	changed := false
 	for _, hf := range hcm.HttpFilters {
+		if failsClosedOnEnvoy(hf.Name) && hf.IsOptional {
+			hf.IsOptional = false
+			changed = true
+		}
 		if hf.Name == APIKeyFilterName {
 			cfg, err := envoyAPIKeyConfig()
 			if err != nil {

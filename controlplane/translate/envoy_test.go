@@ -36,7 +36,9 @@ import (
 //     the node receives, or through a static cluster of the bootstrap;
 //   - every typed config is an Envoy type (envoy.*, registered with
 //     go-control-plane), or sits in a filter marked is_optional, or is the
-//     API key filter's fail-closed marker (EnvoyAPIKeyTypeURL);
+//     API key filter's fail-closed marker (EnvoyAPIKeyTypeURL), or one of the
+//     meshgate filters that fail closed on an Envoy (request validation,
+//     response limits: failsClosedOnEnvoy);
 //   - no API key credential reaches an Envoy (a "sha256:<hex>" credential
 //     would be a literal key to it);
 //   - every cluster a route, a listener or a gRPC service names exists in
@@ -104,8 +106,9 @@ func TestEnvoyCheckerCatches(t *testing.T) {
 	if got := strings.Join(checkEnvoy(broken, boot), "\n"); !strings.Contains(got, `cluster "nowhere"`) {
 		t.Errorf("a route to a missing cluster: %q", got)
 	}
-	// A meshgate filter that is not optional.
-	filter, err := responseLimitFilter()
+	// A meshgate filter that is not optional (and not one that fails
+	// closed on purpose).
+	filter, err := responseCacheFilter(1 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +292,7 @@ func (c *envoyCheck) checkAny(path string, a *anypb.Any, optional bool) {
 	if ts, ok := msg.(*xdstypev3.TypedStruct); ok {
 		// A type Envoy has no proto of: meshgate's own filters.
 		switch {
-		case ts.TypeUrl == EnvoyAPIKeyTypeURL:
+		case ts.TypeUrl == EnvoyAPIKeyTypeURL, ts.TypeUrl == OpenAPITypeURL, ts.TypeUrl == ResponseLimitTypeURL:
 			// Fails closed on purpose: an Envoy refuses the listener.
 		case !optional:
 			c.report("%s: typed config %s is not an Envoy type and not is_optional", path, ts.TypeUrl)
@@ -410,4 +413,44 @@ func authenticatedPrincipal(m protoreflect.Message) bool {
 		return !found
 	})
 	return found
+}
+
+// TestEnvoyFailsClosedOnProtectiveExtensions: for an Envoy, request
+// validation and the response limit become non-optional (the Envoy refuses
+// the listener rather than letting requests through unchecked), while the
+// response cache stays optional (an Envoy without it only misses the cache).
+func TestEnvoyFailsClosedOnProtectiveExtensions(t *testing.T) {
+	t.Parallel()
+	validation, err := openAPIFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := responseLimitFilter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := responseCacheFilter(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "x", HttpFilters: []*hcmv3.HttpFilter{validation, limit, cache},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &listenerv3.Filter{Name: "hcm", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}
+	changed, err := hcmForEnvoy(f)
+	if err != nil || !changed {
+		t.Fatalf("hcmForEnvoy: changed %v, %v", changed, err)
+	}
+	out := &hcmv3.HttpConnectionManager{}
+	if err := f.GetTypedConfig().UnmarshalTo(out); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{OpenAPIFilterName: false, ResponseLimitFilterName: false, ResponseCacheFilterName: true}
+	for _, hf := range out.HttpFilters {
+		if hf.IsOptional != want[hf.Name] {
+			t.Errorf("%s: is_optional %v on an Envoy, want %v", hf.Name, hf.IsOptional, want[hf.Name])
+		}
+	}
 }

@@ -30,7 +30,7 @@ func newBootstrapCmd(g *globalFlags) *cobra.Command {
 		Use:   "bootstrap",
 		Short: "Enrol an xDS client that is not a meshgate proxy and write its bootstrap",
 	}
-	cmd.AddCommand(newBootstrapGRPCCmd(g))
+	cmd.AddCommand(newBootstrapGRPCCmd(g), newBootstrapEnvoyCmd())
 	return cmd
 }
 

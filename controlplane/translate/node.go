@@ -45,6 +45,10 @@ type NodeInfo struct {
 	// Zone is the proxy's zone (node.locality.zone): the endpoints of
 	// clusters that prefer local ones are prioritized by it.
 	Zone string `json:"zone,omitempty"`
+	// Envoy: the node is an Envoy (node.user_agent_name "envoy"), which
+	// resolves the proxy's own certificate from its local SDS server
+	// (envoy.go).
+	Envoy bool `json:"envoy,omitempty"`
 }
 
 // Name is the gateway or service name the node serves.
@@ -70,6 +74,7 @@ func NodeInfoFromNode(node *corev3.Node) NodeInfo {
 		OutboundAddress: m.OutboundAddress,
 		OutboundTCP:     m.OutboundTCP,
 		Zone:            node.GetLocality().GetZone(),
+		Envoy:           xdsnode.IsEnvoy(node),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	mathrand "math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -94,6 +95,8 @@ type Manager struct {
 	// NotBefore, which the CA back-dates for clock skew.
 	receivedAt atomic.Int64
 	roots      atomic.Pointer[x509.CertPool] // nil: verify with the token's pin
+	// bundlePEM is the PEM of roots as last received (nil: none yet).
+	bundlePEM atomic.Pointer[[]byte]
 
 	// sign sends one CSR to the CA at addr: signGRPC, or a test's fake.
 	// Its errors are classified (permanentError for a refusal).
@@ -181,7 +184,18 @@ func (m *Manager) UpdateTrustBundle(pemBundle []byte) {
 		return
 	}
 	m.roots.Store(roots)
+	bundle := slices.Clone(pemBundle)
+	m.bundlePEM.Store(&bundle)
 	m.logger.Debug("trust bundle updated")
+}
+
+// TrustBundlePEM is the trust bundle as last received from the control
+// plane (PEM); nil before the first certificate.
+func (m *Manager) TrustBundlePEM() []byte {
+	if b := m.bundlePEM.Load(); b != nil {
+		return *b
+	}
+	return nil
 }
 
 // XDSCredentials are the transport credentials of the xDS connection: TLS

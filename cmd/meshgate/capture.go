@@ -175,7 +175,8 @@ optionally DNS to its resolver. Every rule is in meshgate's own table
 // outbound TCP to its capture listener (its own uid excluded unless the
 // flags exclude others), inbound TCP for its app's port to its inbound
 // listener when that one is not on loopback (a redirect from outside
-// cannot reach a loopback listener). It returns the removal to run at a
+// cannot reach a loopback listener), and the app's DNS to the sidecar's
+// resolver when it has one on loopback. It returns the removal to run at a
 // clean stop.
 func installSidecarCapture(opts mesh.Options, f *captureFlags) (func(), error) {
 	logger := opts.Logger
@@ -207,6 +208,20 @@ func installSidecarCapture(opts mesh.Options, f *captureFlags) (func(), error) {
 	if len(f.excludeUIDs) == 0 && len(f.excludeGIDs) == 0 && f.excludeMark == 0 {
 		f.excludeUIDs = []uint{uint(os.Getuid())}
 	}
+	if f.dnsPort == 0 && opts.DNSListen != "" {
+		// The sidecar answers DNS: the app's port-53 traffic, to any
+		// address, goes to its resolver (whose own upstream queries are
+		// the sidecar's, excluded above).
+		dns, err := netip.ParseAddrPort(opts.DNSListen)
+		switch {
+		case err != nil:
+			return nil, &exitError{code: 2, err: fmt.Errorf("--dns-listen %q: %w", opts.DNSListen, err)}
+		case dns.Addr().IsLoopback() || dns.Addr().IsUnspecified():
+			f.dnsPort = dns.Port()
+		default:
+			logger.Warn("capture: the DNS resolver is not on loopback: the app's DNS is not redirected to it", "dns_listen", opts.DNSListen)
+		}
+	}
 	c, err := f.config(outbound.Port(), inboundPort, appPorts)
 	if err != nil {
 		return nil, &exitError{code: 2, err: err}
@@ -215,7 +230,7 @@ func installSidecarCapture(opts mesh.Options, f *captureFlags) (func(), error) {
 		return nil, err
 	}
 	logger.Info("capture rules installed", "table", "inet "+c.Table, "outbound_port", c.OutboundPort,
-		"inbound_port", c.InboundPort, "app_ports", appPorts, "exclude_uids", c.ExcludeUIDs)
+		"inbound_port", c.InboundPort, "app_ports", appPorts, "dns_port", c.DNSPort, "exclude_uids", c.ExcludeUIDs)
 	return func() {
 		if err := capture.Remove(c); err != nil {
 			logger.Error("capture rules not removed", "table", "inet "+c.Table, "error", err)

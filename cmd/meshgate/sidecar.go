@@ -47,7 +47,9 @@ once (docs/operations.md).
 With --dns-listen the sidecar also answers DNS: the names of the mesh services
 it may call resolve to their virtual IPs (short TTL, from its current clusters);
 every other name is forwarded to --dns-upstream or the host's resolvers
-(docs/transparent.md).
+(docs/transparent.md). With --capture too, the app's DNS (UDP and TCP port 53,
+to any address) is redirected to that resolver, unless --capture-dns-port says
+otherwise: the app calls http://orders/ unchanged.
 
 Create the join token on the control plane:
   meshgate token create --service <service> [--namespace <namespace>]` + envoyAgentHelp,

@@ -39,6 +39,11 @@ type devFlags struct {
 	tracing      devTracing
 	// stateDir keeps dev's HTTPS certificate across runs.
 	stateDir string
+	// capture runs every demo service in its own network namespace
+	// behind a capturing sidecar (root), in captureSubnet.
+	capture       bool
+	captureSubnet string
+	logLevel      string
 }
 
 func newDevCmd(g *globalFlags) *cobra.Command {
@@ -79,11 +84,22 @@ gRPC client, as 'meshgate bootstrap grpc' would: dev writes its key.pem,
 cert.pem, ca.pem and the gRPC bootstrap.json to
 --state-dir/proxyless/<service>, renews the certificate while it runs, and
 prints how to call the target with GRPC_XDS_BOOTSTRAP and an xds:/// URI,
-no sidecar on the client's side.`,
+no sidecar on the client's side.
+
+With --capture (root only) every demo service instance runs in its own network
+namespace, meshgate-dev-<service>, joined to the host by a bridge (mgdev0) in
+--capture-subnet: its demo app and its sidecar (meshgate sidecar --capture
+--dns-listen) are child processes in that namespace, the sidecar capturing the
+app's traffic and answering its DNS, so that the app calls other services by
+plain name: dev prints 'ip netns exec meshgate-dev-frontend curl
+http://orders/items'. The namespaces and the bridge are removed when dev stops,
+and leftovers of a dev that crashed are removed when the next one starts
+(docs/transparent.md).`,
 		Example: `  tools/jaeger/bin/jaeger &      # OTLP on 4317, UI on http://localhost:16686
   meshgate dev --jaeger 127.0.0.1:4317`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.logLevel = g.logLevel
 			return runDev(cmd.Context(), f, g.logger(), cmd.OutOrStdout())
 		},
 	}
@@ -95,6 +111,8 @@ no sidecar on the client's side.`,
 	cmd.Flags().StringVar(&f.tracing.otlp, "otlp-endpoint", "", "send traces to this OTLP/gRPC collector (ip:port)")
 	cmd.Flags().Float64Var(&f.tracing.sampling, "trace-sampling", 100, "percent of new traces sampled with --jaeger or --otlp-endpoint")
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", defaultDevStateDir(), "directory of the self-signed certificate of the dev HTTPS listener and of the JWT signing key (made on the first run, reused after), and of the proxyless gRPC clients' files (written at every start)")
+	cmd.Flags().BoolVar(&f.capture, "capture", false, "transparent mode (root): every demo service in its own network namespace meshgate-dev-<service>, its sidecar capturing its traffic with nftables and answering its DNS")
+	cmd.Flags().StringVar(&f.captureSubnet, "capture-subnet", "10.99.213.0/24", "with --capture: the IPv4 subnet of the namespaces' bridge (the host gets its first address)")
 	return cmd
 }
 
@@ -105,6 +123,11 @@ type devTask struct {
 }
 
 func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer) error {
+	if f.capture {
+		if err := devCaptureCheck(); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+	}
 	fastHTTP1, err := (&proxyServerFlags{http1: defaultHTTP1Server()}).fastHTTP1()
 	if err != nil {
 		return &exitError{code: 2, err: err}
@@ -165,6 +188,19 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	if n := len(result.Errors); n > 0 {
 		fmt.Fprintf(os.Stderr, "%d errors in %s: the resources they name are not served (meshgate status lists them)\n", n, dir)
 	}
+	// With --capture, every demo service instance gets its own network
+	// namespace; its endpoint becomes its sidecar's address there.
+	var dc *devCapture
+	if f.capture {
+		if dc, err = newDevCapture(set, f.captureSubnet, logger.With("component", "capture")); err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		if err := dc.setUp(ctx); err != nil {
+			dc.tearDown()
+			return err
+		}
+		defer dc.tearDown()
+	}
 
 	// The control plane listens now, so that tokens can be minted for the
 	// proxies below; its state (CA, tokens) lives in memory.
@@ -183,6 +219,12 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			evaluate = policy.NewCache().Evaluate
 		}
 		evaluate = withDevJWT(evaluate, devToken.jwksFile)
+	}
+	if dc != nil {
+		if evaluate == nil {
+			evaluate = policy.NewCache().Evaluate
+		}
+		evaluate = dc.evaluate(evaluate)
 	}
 	cp, err := controlplane.New(ctx, controlplane.Options{
 		ConfigPaths:  []string{dir},
@@ -242,6 +284,24 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		}
 	}
 	sort.Strings(gatewayURLs)
+	if dc != nil {
+		relay, task, err := dc.xdsRelay(cp.XDSAddr().String())
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, task)
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		for _, in := range dc.instances {
+			tok, err := token(in.service, in.namespace)
+			if err != nil {
+				return err
+			}
+			tasks = append(tasks, in.tasks(self, relay, trustDomain, tok, f.logLevel)...)
+		}
+	}
 
 	var sidecars []string
 	// The ports picked for demo apps and outbound listeners stay bound
@@ -252,7 +312,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	for _, svc := range set.Services {
 		for _, ep := range svc.Spec.Endpoints {
 			host, _, err := net.SplitHostPort(ep.Address)
-			if err != nil || !isLoopback(host) {
+			if err != nil || !isLoopback(host) || dc != nil {
 				continue
 			}
 			appAddr, err := picked.next()
@@ -298,6 +358,11 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 	}
 
 	picked.release()
+	if dc != nil {
+		for _, in := range dc.instances {
+			sidecars = append(sidecars, in.banner())
+		}
+	}
 
 	for _, c := range proxyless {
 		tok, err := token(c.service, c.namespace)
@@ -342,6 +407,7 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		printDevHTTPS(out, devCert, gatewayURLs)
 		printDevJWT(out, devToken, gatewayURLs)
 		printDevProxyless(out, proxyless)
+		printDevCapture(out, dc)
 		fmt.Fprint(out, f.tracing.banner(tracing))
 	}
 	<-ctx.Done()

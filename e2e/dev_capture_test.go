@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,8 +31,10 @@ func devNetNS(t *testing.T) []string {
 	return names
 }
 
-// TestDevCapture: meshgate dev --capture removes the namespace a crashed
-// dev left, runs every demo service in its own namespace behind a
+// TestDevCapture: meshgate dev --capture refuses to run as another user
+// than root; a dev killed with SIGKILL leaves its namespaces (its children
+// die with it), which the next one removes, with any other leftover
+// meshgate-dev-* namespace; it runs every demo service in its own namespace behind a
 // capturing sidecar, and prints a curl by plain service name that, run in
 // the frontend's namespace, reaches orders through the mesh (the orders
 // sidecar logs the frontend's SPIFFE ID); on SIGINT the namespaces are
@@ -80,29 +83,53 @@ spec:
 	if err := os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
-	cmd := exec.Command(binary, "dev", "--capture", "--config", dir, "--xds-address", freeAddr(t),
-		"--admin-address", freeAddr(t), "--state-dir", t.TempDir())
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("dev output:\n%s", out.String())
-		}
-	})
 	const printed = "ip netns exec meshgate-dev-frontend curl http://orders/items"
-	eventually(t, 60*time.Second, "dev's banner", func() error {
-		if !strings.Contains(out.String(), printed) {
-			return fmt.Errorf("no %q printed yet", printed)
+	startDev := func(what string) (*exec.Cmd, chan error) {
+		out := &syncBuffer{}
+		cmd := exec.Command(binary, "dev", "--capture", "--config", dir, "--xds-address", freeAddr(t),
+			"--admin-address", freeAddr(t), "--state-dir", t.TempDir())
+		cmd.Stdout, cmd.Stderr = out, out
+		// Children that outlive dev keep its output open: Wait returns
+		// anyway, after a delay longer than the check that they die with
+		// dev (which they would too, of SIGPIPE, once it is closed).
+		cmd.WaitDelay = 30 * time.Second
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			exited <- <-exited
+			if t.Failed() {
+				t.Logf("output of the %s dev:\n%s", what, out.String())
+			}
+		})
+		eventually(t, 60*time.Second, "the banner of the "+what+" dev", func() error {
+			if !strings.Contains(out.String(), printed) {
+				return fmt.Errorf("no %q printed yet", printed)
+			}
+			return nil
+		})
+		return cmd, exited
+	}
+
+	// A dev killed leaves its namespaces; what ran in them dies with it.
+	crashed, crashedExit := startDev("crashed")
+	_ = crashed.Process.Kill()
+	eventually(t, 15*time.Second, "the crashed dev's children gone", func() error {
+		pids, err := exec.Command("ip", "netns", "pids", "meshgate-dev-orders").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(pids)) != "" {
+			return fmt.Errorf("processes in meshgate-dev-orders: %q, %v", pids, err)
 		}
 		return nil
 	})
+	crashedExit <- <-crashedExit
+	if got := devNetNS(t); !slices.Contains(got, "meshgate-dev-orders") {
+		t.Fatalf("namespaces after SIGKILL: %v, want the crashed dev's left", got)
+	}
+
+	cmd, exited := startDev("second")
 	if got := devNetNS(t); strings.Contains(strings.Join(got, " "), "meshgate-dev-stale") {
 		t.Errorf("namespaces %v: the leftover is still there", got)
 	}

@@ -26,9 +26,11 @@ type captureFlags struct {
 	includeCIDRs, excludeCIDRs []string
 	includePorts, excludePorts []uint
 	dnsPort                    uint16
+	prefix                     string // of the flags' names ("capture-" on the sidecar)
 }
 
 func (f *captureFlags) register(fs *pflag.FlagSet, prefix string) {
+	f.prefix = prefix
 	fs.StringVar(&f.table, prefix+"table", capture.DefaultTable, "name of meshgate's nftables table (family inet)")
 	fs.UintSliceVar(&f.excludeUIDs, prefix+"exclude-uid", nil, "socket owner uid whose outbound traffic is not captured (the sidecar's; repeatable)")
 	fs.UintSliceVar(&f.excludeGIDs, prefix+"exclude-gid", nil, "socket owner gid whose outbound traffic is not captured (repeatable)")
@@ -64,7 +66,7 @@ func (f *captureFlags) config(outboundPort, inboundPort uint16, appPorts []uint1
 				if a, aerr := netip.ParseAddr(s); aerr == nil {
 					p = netip.PrefixFrom(a, a.BitLen())
 				} else {
-					return c, fmt.Errorf("--%s %q: %w", l.flag, s, err)
+					return c, fmt.Errorf("--%s%s %q: %w", f.prefix, l.flag, s, err)
 				}
 			}
 			*l.out = append(*l.out, p)
@@ -77,7 +79,7 @@ func (f *captureFlags) config(outboundPort, inboundPort uint16, appPorts []uint1
 	}{{"include-port", f.includePorts, &c.IncludePorts}, {"exclude-port", f.excludePorts, &c.ExcludePorts}} {
 		for _, p := range l.in {
 			if p == 0 || p > 65535 {
-				return c, fmt.Errorf("--%s %d: not a port", l.flag, p)
+				return c, fmt.Errorf("--%s%s %d: not a port", f.prefix, l.flag, p)
 			}
 			*l.out = append(*l.out, uint16(p))
 		}

@@ -183,9 +183,9 @@ func parseCapture(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*lis
 	}
 	spec.capture = cs
 	spec.params.capture = true
-	for _, c := range cs.l4.chains {
-		spec.accessLogs = append(spec.accessLogs, c.proxy.accessLogs...)
-	}
+	// spec.accessLogs stays the HttpConnectionManager's (its requests'
+	// lines); the tcp_proxy chains log on their own (syncAccessLogs
+	// keeps their files open).
 	return spec, nil
 }
 

@@ -336,6 +336,16 @@ spec:
 		if peer := lines[0].str("peer"); !strings.HasSuffix(peer, "/ns/default/svc/web") {
 			t.Errorf("orders saw peer %q, want web's SPIFFE ID", peer)
 		}
+		// The caller's sidecar logs the request once, as its outbound
+		// listener would.
+		waitLines(t, logFile, 1, "the web sidecar's line", func(l accessLine) bool {
+			return l.str("proxy") == "default/web" && l.str("path") == "/by-vip"
+		})
+		if all, err := accessLines(logFile); err != nil || len(slices.DeleteFunc(all, func(l accessLine) bool {
+			return l.str("proxy") != "default/web" || l.str("path") != "/by-vip"
+		})) != 1 {
+			t.Errorf("the web sidecar's lines for /by-vip: want 1 (%v)", err)
+		}
 		if got, err := appEcho(ns, net.JoinHostPort(dbVIP, "5432"), "vip"); err != nil || got != "db: vip" {
 			t.Errorf("db by VIP: %q, %v", got, err)
 		}

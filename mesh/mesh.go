@@ -132,6 +132,9 @@ func Node(opts Options) (*corev3.Node, error) {
 	}
 	var tcp []string
 	seen := map[string]bool{opts.InboundAddress: true, opts.OutboundAddress: true, opts.AppAddress: true}
+	if opts.CaptureAddress != "" {
+		seen[opts.CaptureAddress] = true
+	}
 	for _, entry := range opts.OutboundTCP {
 		o, err := xdsnode.ParseOutboundTCP(entry)
 		if err != nil {

@@ -107,6 +107,7 @@ func (cp *ControlPlane) adminHandler() http.Handler {
 	mux.HandleFunc("POST /ca/rotate", cp.handleRotate)
 	mux.HandleFunc("GET /resources", cp.handleResources)
 	mux.HandleFunc("GET /resources/{kind}/{namespace}/{name}", cp.handleResources)
+	mux.HandleFunc("GET /consumers", cp.handleConsumers)
 	registerPprof(mux)
 	return cp.requireAdmin(mux)
 }

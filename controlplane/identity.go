@@ -82,14 +82,15 @@ func (cp *ControlPlane) authorizeProxy(ctx context.Context, node *corev3.Node) (
 }
 
 // checkNode reports whether the node's metadata names the identity id: a
-// sidecar's namespace/service, a gateway's namespace/gateway.
+// sidecar's or proxyless client's namespace/service, a gateway's
+// namespace/gateway.
 func checkNode(id spiffeid.ID, node *corev3.Node) error {
 	if node == nil {
 		return errors.New("the first request of a stream must carry the node")
 	}
 	info := translate.NodeInfoFromNode(node)
 	switch info.Role {
-	case translate.RoleSidecar, translate.RoleGateway:
+	case translate.RoleSidecar, translate.RoleGateway, translate.RoleProxyless:
 	default:
 		return fmt.Errorf("node %q: unknown role %q", node.GetId(), info.Role)
 	}

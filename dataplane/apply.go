@@ -496,7 +496,9 @@ func (p *Proxy) sync(now time.Time) {
 			old.cluster.Close()
 		}
 	}
+	prevClusters := p.clusters
 	p.clusters = live
+	p.notifyClusterWatchers(prevClusters)
 	p.syncTracers(clusters)
 	p.syncAccessLogs()
 

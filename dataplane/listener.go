@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/meshgate/meshgate/dataplane/peer"
 	"log/slog"
 	"maps"
 	"net"
@@ -365,7 +363,7 @@ func (p *Proxy) listen(spec *listenerSpec, address string) (*server, error) {
 	if spec.capture != nil {
 		return p.listenCapture(spec, address, logger)
 	}
-	bound, err := net.Listen("tcp", address)
+	bound, err := p.bind(address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
 	}
@@ -419,15 +417,11 @@ func (p *Proxy) httpServer(spec *listenerSpec, address string, limiter *connLimi
 			httpServer.Handler = misdirected(httpServer.Handler, spec.terminate)
 		}
 		ln = newTLSListener(ln, tlsConfig, spec.params.tls.mode == modePermissive, logger)
-	} else if spec.config.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND && p.opts.Identity != nil {
-		// On a sidecar's outbound listener the caller is the local app, whose
-		// identity is the sidecar's own: authorization rules there
-		// (HTTPRoute with a Service parent, docs/security.md) match it.
-		own := p.opts.Identity.SPIFFEID()
-		httpServer.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
-			return peer.WithIdentity(ctx, own)
-		}
 	}
+	// A plaintext listener has no peer identity, as in Envoy: an
+	// authenticated principal never matches there. On a sidecar's outbound
+	// listener the control plane resolves a mesh route's rules for the
+	// calling service instead (docs/security.md).
 	var srv servingServer = httpServer
 	if p.opts.FastHTTP1 && spec.params.http1 {
 		// The fast path serves the body-less HTTP/1.x requests and hands

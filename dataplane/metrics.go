@@ -61,7 +61,10 @@ var (
 	descRBACDenied = prometheus.NewDesc("meshgate_proxy_rbac_denials_total",
 		"Requests denied by the RBAC filters, by policy (the rule that denied them, <namespace>/<policy>/<rule>).", []string{"policy"}, nil)
 	descConsumerRequests = prometheus.NewDesc("meshgate_proxy_consumer_requests_total",
-		"Authenticated requests of declared consumers (API key clients, basic-auth users), by kind (apikey, basic) and consumer.",
+		"Authenticated requests of declared consumers (API key clients, basic-auth users, JWT subjects a provider declares), by kind (apikey, basic, jwt) and consumer.",
+		[]string{"kind", "consumer"}, nil)
+	descConsumerRateLimited = prometheus.NewDesc("meshgate_proxy_consumer_rate_limited_total",
+		"Requests of declared consumers refused with 429 by a local or global rate limit, by kind (apikey, basic, jwt) and consumer.",
 		[]string{"kind", "consumer"}, nil)
 	descCertExpiry = prometheus.NewDesc("meshgate_proxy_certificate_expiry_timestamp_seconds",
 		"When the proxy's current certificate expires, in Unix seconds.", nil, nil)
@@ -81,7 +84,7 @@ type stateCollector struct{ p *Proxy }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descXDSConnected, descXDSVersion, descReady, descRBACDenied,
-		descCertExpiry, descSpansExported, descSpansDropped, descDownstreamActive, descConsumerRequests} {
+		descCertExpiry, descSpansExported, descSpansDropped, descDownstreamActive, descConsumerRequests, descConsumerRateLimited} {
 		ch <- d
 	}
 }
@@ -113,9 +116,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for policy, n := range p.filterStats.Counters(rbac.StatDenied).Snapshot() {
 		counter(descRBACDenied, float64(n), policy)
 	}
-	for key, n := range p.filterStats.Counters(httpfilter.StatConsumerRequests).Snapshot() {
-		if kind, consumer, ok := strings.Cut(key, "/"); ok {
-			counter(descConsumerRequests, float64(n), kind, consumer)
+	for desc, family := range map[*prometheus.Desc]string{
+		descConsumerRequests:    httpfilter.StatConsumerRequests,
+		descConsumerRateLimited: httpfilter.StatConsumerRateLimited,
+	} {
+		for key, n := range p.filterStats.Counters(family).Snapshot() {
+			if kind, consumer, ok := strings.Cut(key, "/"); ok {
+				counter(desc, float64(n), kind, consumer)
+			}
 		}
 	}
 	counter(descSpansExported, float64(tracing["spans_exported"].(uint64)))

@@ -61,6 +61,12 @@ type Options struct {
 	// path (dataplane/internal/h1server) instead of net/http's server,
 	// which still serves everything else; false: net/http only.
 	FastHTTP1 bool
+	// ReusePort binds the listeners with SO_REUSEPORT (Linux), so that
+	// several proxies of one host that set it, replicas of one Gateway,
+	// serve the same addresses: the kernel spreads new connections among
+	// them. False: a listener's address taken by another process is a
+	// bind error (NACK), as it should be between unrelated proxies.
+	ReusePort bool
 	// MaxConnections is the most downstream connections each listener
 	// holds at a time (docs/operations.md, "Connection limits"):
 	// DefaultMaxConnections when zero, no limit when negative.
@@ -127,6 +133,8 @@ type Proxy struct {
 	accessLogs accessLogs
 	// metrics are served on the admin GET /metrics (metrics.go).
 	metrics *proxyMetrics
+	// clusterWatchers are the WatchClusters hooks (clusterwatch.go).
+	clusterWatchers []func(map[string]*upstream.Cluster)
 }
 
 // liveCluster is a cluster object and the endpoints last given to it.

@@ -43,6 +43,8 @@ type RoleOptions struct {
 type ServingOptions struct {
 	// FastHTTP1 is Options.FastHTTP1.
 	FastHTTP1 bool
+	// ReusePort is Options.ReusePort.
+	ReusePort bool
 	// MaxConnections, DrainDelay and DrainTimeout are Options': connections
 	// per listener, and the graceful stop.
 	MaxConnections int
@@ -85,6 +87,7 @@ func (o RoleOptions) NewRole(node *corev3.Node, namespace, name string, logger *
 		AdminAddress:   o.AdminAddress,
 		Logger:         logger,
 		FastHTTP1:      o.Serving.FastHTTP1,
+		ReusePort:      o.Serving.ReusePort,
 		MaxConnections: o.Serving.MaxConnections,
 		DrainDelay:     o.Serving.DrainDelay,
 		DrainTimeout:   o.Serving.DrainTimeout,

@@ -629,7 +629,7 @@ func (c *recordingConn) Write(p []byte) (int, error) { return len(p), nil }
 // listenL4 binds address for spec, a tcp_proxy listener, and prepares its
 // server; sync gives it its configuration.
 func (p *Proxy) listenL4(spec *listenerSpec, address string, logger *slog.Logger) (*server, error) {
-	bound, err := net.Listen("tcp", address)
+	bound, err := p.bind(address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
 	}

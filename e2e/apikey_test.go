@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -151,4 +152,82 @@ func TestAPIKeyAndBasicAuth(t *testing.T) {
 			t.Errorf("consumer requests = %v", got)
 		}
 	})
+}
+
+// TestAPIKeyConsumersFile: API consumers from a file next to the policy,
+// read by the control plane and watched: a key of the file works; the
+// file edited (a consumer removed, another added), the new key works and
+// the removed one gets 401 without a restart; the file broken, the last
+// good keys keep working and the control plane names the file and line.
+func TestAPIKeyConsumersFile(t *testing.T) {
+	t.Parallel()
+	hash := func(key string) string {
+		sum := sha256.Sum256([]byte(key))
+		return hex.EncodeToString(sum[:])
+	}
+	c := newCluster(t)
+	consumers := c.policy("consumers.txt", "# NAME:SHA256 of a key\nacme:"+hash("acme-key")+"\n")
+	c.policy("edge.yaml", yamlDocs(edgeGateway, staticServices("app"), `
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: api-keys}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]
+  apiKey:
+    forwardConsumerHeader: X-Consumer
+    consumersFile: consumers.txt
+`))
+	c.startApp("app", "app", "v1", "")
+	c.startControlPlane()
+	c.gateway("edge")
+	gw := "http://" + c.addr("gw")
+	status := func(key string) (int, string, error) {
+		r, err := get(gw+"/x", "X-API-Key: "+key)
+		if err != nil {
+			return 0, "", err
+		}
+		return r.status, r.reply.Headers["x-consumer"], nil
+	}
+	eventually(t, 20*time.Second, "acme's key from the file", func() error {
+		if code, consumer, err := status("acme-key"); err != nil || code != 200 || consumer != "acme" {
+			return fmt.Errorf("status %d, consumer %q, %v", code, consumer, err)
+		}
+		return nil
+	})
+	if code, _, err := status("globex-key"); err != nil || code != 401 {
+		t.Fatalf("globex's key before it is in the file: %d %v, want 401", code, err)
+	}
+
+	writeFile(t, consumers, "globex:"+hash("globex-key")+"\n")
+	eventually(t, 20*time.Second, "the edited file applied", func() error {
+		if code, consumer, err := status("globex-key"); err != nil || code != 200 || consumer != "globex" {
+			return fmt.Errorf("globex: status %d, consumer %q, %v", code, consumer, err)
+		}
+		if code, _, err := status("acme-key"); err != nil || code != 401 {
+			return fmt.Errorf("acme, removed: status %d, %v; want 401", code, err)
+		}
+		return nil
+	})
+
+	writeFile(t, consumers, "globex:"+hash("globex-key")+"\ninitech\n")
+	eventually(t, 20*time.Second, "the broken file reported", func() error {
+		s, err := c.status()
+		if err != nil {
+			return err
+		}
+		if want := consumers + `:2: want NAME:SHA256`; !strings.Contains(s.LastError, want) {
+			return fmt.Errorf("lastError %q, want one containing %q", s.LastError, want)
+		}
+		return nil
+	})
+	if code, consumer, err := status("globex-key"); err != nil || code != 200 || consumer != "globex" {
+		t.Errorf("globex after the file broke: %d %q %v, want 200: the last good keys stay", code, consumer, err)
+	}
 }

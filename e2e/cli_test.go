@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -15,6 +16,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshgate/meshgate/examples/demoapp"
 )
 
 // TestValidate runs `meshgate validate` on good and bad policy.
@@ -219,6 +228,31 @@ func TestDev(t *testing.T) {
 	if r, err := get(gw + "/api/orders"); err != nil || r.status != http.StatusUnauthorized {
 		t.Errorf("the API-key route without a key: %v %+v, want 401", err, r)
 	}
+	// The JWT route, as the banner's curl commands try it: dev's token
+	// (signed with the key it made in its state directory), and none.
+	if want := "curl -i " + gw + "/jwt"; !strings.Contains(banner.String(), want) {
+		t.Errorf("banner lacks %q", want)
+	}
+	m := regexp.MustCompile(`curl -H 'Authorization: Bearer ([A-Za-z0-9_.-]+)' ` + regexp.QuoteMeta(gw) + `/jwt`).FindStringSubmatch(banner.String())
+	if m == nil {
+		t.Fatalf("banner lacks the curl of the JWT route with a token")
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "dev-jwks.json")); err != nil {
+		t.Errorf("dev's JWKS file: %v", err)
+	}
+	eventually(t, 10*time.Second, "the JWT route with dev's token", func() error {
+		r, err := get(gw+"/jwt", "Authorization: Bearer "+m[1])
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK || r.reply.Headers["x-user"] != "demo-user" {
+			return fmt.Errorf("status %d, headers %v", r.status, r.reply.Headers)
+		}
+		return nil
+	})
+	if r, err := get(gw + "/jwt"); err != nil || r.status != http.StatusUnauthorized {
+		t.Errorf("the JWT route without a token: %v %+v, want 401", err, r)
+	}
 	var xcache []string
 	for range 2 {
 		r, err := get(gw + "/cached")
@@ -266,6 +300,48 @@ func TestDev(t *testing.T) {
 	if _, err := get("http://" + ordersSidecar + "/orders"); err == nil {
 		t.Error("plaintext request to orders' STRICT sidecar got an HTTP answer")
 	}
+
+	// gRPC without a sidecar, as the banner says: a grpc-go client with
+	// the bootstrap dev wrote for grpc-client (its xDS resolver and
+	// credentials, as examples/proxyless-client) calls greeter through its
+	// sidecar, which allows grpc-client alone: the answer proves the mTLS
+	// identity dev enrolled.
+	pm := regexp.MustCompile(`GRPC_XDS_BOOTSTRAP=(\S+) go run \./examples/proxyless-client (xds:///\S+)`).FindStringSubmatch(banner.String())
+	if pm == nil {
+		t.Fatalf("banner lacks the proxyless gRPC command")
+	}
+	if want := filepath.Join(stateDir, "proxyless", "grpc-client", "bootstrap.json"); pm[1] != want || pm[2] != "xds:///greeter:9090" {
+		t.Errorf("proxyless command: bootstrap %s, target %s; want %s, xds:///greeter:9090", pm[1], pm[2], want)
+	}
+	bootstrap, err := os.ReadFile(pm[1])
+	if err != nil {
+		t.Fatalf("the gRPC bootstrap of the banner: %v", err)
+	}
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		t.Fatalf("grpc-go refuses dev's bootstrap: %v\n%s", err, bootstrap)
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(pm[2], grpc.WithResolvers(resolver), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	eventually(t, 30*time.Second, "greeter called without a sidecar", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out := new(wrapperspb.StringValue)
+		if err := conn.Invoke(ctx, demoapp.GreeterHello, wrapperspb.String("dev"), out); err != nil {
+			return err
+		}
+		if want := "hello dev from greeter v1"; out.GetValue() != want {
+			return fmt.Errorf("Hello = %q, want %q", out.GetValue(), want)
+		}
+		return nil
+	})
 
 	// Ctrl-C stops everything cleanly.
 	_ = cmd.Process.Signal(syscall.SIGINT)

@@ -137,7 +137,8 @@ func jwtStartEnv(t *testing.T, name string, env []string, args ...string) *proc 
 
 // jwtPolicy: the gateway edge routes to frontend and requires a token of
 // the issuer (remote JWKS over HTTPS, refreshed every second), copies sub
-// into X-User, and lets only tokens with the orders:write scope POST;
+// into X-User, declares the subject alice the consumer alice-app, and
+// lets only tokens with the orders:write scope POST;
 // orders' sidecar requires a token in X-Jwt verified with a JWKS file and
 // denies the interns group.
 func jwtPolicy(jwksURL, jwksFile, accessLog string) string {
@@ -167,6 +168,7 @@ spec:
         audiences: [`+jwtAud+`]
         remoteJWKS: {uri: "`+jwksURL+`", cacheDuration: 1s, timeout: 3s}
         claimToHeaders: [{header: X-User, claim: sub}]
+        consumers: [{name: alice-app, subject: alice}]
   rules:
     - name: read
       action: ALLOW
@@ -291,6 +293,26 @@ func TestJWTAuthentication(t *testing.T) {
 			if tc.want == 401 && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer ") {
 				t.Errorf("%s: WWW-Authenticate %q", tc.name, r.header.Get("WWW-Authenticate"))
 			}
+		}
+	})
+
+	t.Run("requests by declared consumer in the metrics", func(t *testing.T) {
+		families, err := scrapeMetrics(admin, "", acceptText)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, m := range families["meshgate_proxy_consumer_requests_total"].GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			got[labels["kind"]+"/"+labels["consumer"]] = m.GetCounter().GetValue()
+		}
+		// alice's verified tokens (the first served, the matrix's valid
+		// GET and denied POST); bob, no declared consumer, has no label.
+		if got["jwt/alice-app"] < 3 || len(got) != 1 {
+			t.Errorf("consumer requests = %v, want jwt/alice-app (at least 3) only", got)
 		}
 	})
 

@@ -157,10 +157,10 @@ func TestLocalRateLimit(t *testing.T) {
 	check("sidecar", flood(t, out+"/", []string{"Host: echo", "X-Client: s"}, 2, 3*time.Second))
 }
 
-// globalRateLimitPolicy: three gateways (a, b, c) routing to echo, whose
-// HTTPRoute has a global limit of 60 requests an hour per X-Client
-// (failure mode Allow), a fourth gateway (strict) whose every route has a
-// global limit with failure mode Deny, and echo's own limit of 5 an hour
+// globalRateLimitPolicy: the gateway edge (run as three replicas) routing
+// to echo, whose HTTPRoute has a global limit of 60 requests an hour per
+// X-Client (failure mode Allow), another gateway (strict) whose every
+// route has a global limit with failure mode Deny, and echo's own limit of 5 an hour
 // per X-Client, which the sidecars calling it apply (the gateways' routes
 // have their own); the rate-limit service at ${rls}.
 const globalRateLimitPolicy = `
@@ -172,18 +172,8 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {name: edge-a}
-spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-a.port}}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge-b}
-spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-b.port}}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge-c}
-spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw-c.port}}]}
+metadata: {name: edge}
+spec: {gatewayClassName: meshgate, listeners: [{name: http, protocol: HTTP, port: ${gw.port}}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -194,7 +184,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop}
 spec:
-  parentRefs: [{name: edge-a}, {name: edge-b}, {name: edge-c}]
+  parentRefs: [{name: edge}]
   rules: [{backendRefs: [{group: meshgate.dev, kind: Service, name: echo, port: 80}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -263,13 +253,16 @@ func filterStat(t *testing.T, admin, family, key string) uint64 {
 
 // TestGlobalRateLimit: a global limit of 60 requests an hour per client,
 // counted by meshgate ratelimit in a real Redis, holds across three
-// gateways taking turns: 60 of 120 requests get through (the count is
-// exact unless the hour turned during the test, when two windows count),
-// the others get 429 with x-envoy-ratelimited and the rate limit headers;
-// another client has its own count; a sidecar calling echo applies echo's
-// own limit (5 an hour). With Redis killed, the Allow gateways
-// let requests through and count them (ratelimit: error,
-// failure_mode_allowed) and the Deny gateway answers 500.
+// replicas of one Gateway (three meshgate gateway processes serving edge on
+// one port with --reuse-port, each request on a new connection, which the
+// kernel gives to one of them): 60 of 120 requests get through, ±5% (the
+// count is exact unless the hour turned during the test, when two windows
+// count), every replica served some, the others get 429 with
+// x-envoy-ratelimited and the rate limit headers; another client has its
+// own count; a sidecar calling echo applies echo's own limit (5 an hour).
+// With Redis killed, the Allow gateway lets requests through and counts
+// them (ratelimit: error, failure_mode_allowed) and the Deny gateway
+// answers 500.
 func TestGlobalRateLimit(t *testing.T) {
 	t.Parallel()
 	redis := startRedis(t)
@@ -280,32 +273,56 @@ func TestGlobalRateLimit(t *testing.T) {
 	c.startControlPlane()
 	c.app("echo-1", "echo", "v1", "")
 	c.startInstance(c.sidecar, "client", "client", "v1")
-	var gws []string
-	for _, name := range []string{"a", "b", "c", "strict"} {
-		gateway := "edge-" + name
-		if name == "strict" {
-			gateway = name
-		}
-		c.gateway(gateway)
-		gws = append(gws, "http://"+c.addr("gw-"+name))
+	var replicas []string // admin addresses
+	for i := range 3 {
+		admin := c.addr(fmt.Sprintf("gateway-admin-edge-%d", i))
+		start(t, fmt.Sprintf("gateway edge replica %d", i), "gateway", "--name", "edge", "--reuse-port",
+			"--id", fmt.Sprintf("gateway~edge~replica-%d", i), "--xds", c.xds, "--admin", admin,
+			"--token", c.token("edge"), "--log-level", "debug")
+		replicas = append(replicas, admin)
 	}
-	for _, gw := range gws {
-		c.expectEventually("echo via "+gw+", limited", 15*time.Second, gw+"/", []string{"X-Client: probe"}, func(r *response) error {
+	for _, admin := range replicas {
+		c.waitReady(admin)
+	}
+	c.gateway("strict")
+	gw, strict := "http://"+c.addr("gw"), "http://"+c.addr("gw-strict")
+	// A new connection per request: the kernel picks a replica for each.
+	const fresh = "Connection: close"
+	eventually(t, 15*time.Second, "every replica of edge limits echo", func() error {
+		for range 12 {
+			r, err := get(gw+"/", "X-Client: probe", fresh)
+			if err != nil {
+				return err
+			}
 			if err := servedBy("echo")(r); err != nil {
 				return err
 			}
 			if r.header.Get("X-RateLimit-Limit") == "" {
 				return fmt.Errorf("no X-RateLimit-Limit yet: %v", r.header)
 			}
-			return nil
-		})
-	}
+		}
+		return nil
+	})
+	c.expectEventually("echo via strict, limited", 15*time.Second, strict+"/", nil, func(r *response) error {
+		if r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") == "" {
+			return fmt.Errorf("status %d, headers %v", r.status, r.header)
+		}
+		return nil
+	})
 
+	served := func() []float64 {
+		out := make([]float64, len(replicas))
+		for i, admin := range replicas {
+			out[i] = requestsServed(t, admin)
+		}
+		return out
+	}
+	before := served()
 	hour := time.Now().Truncate(time.Hour)
 	ok, limited := 0, 0
 	var last429 *response
 	for i := range 120 {
-		r, err := get(gws[i%3]+"/", "X-Client: c1")
+		r, err := get(gw+"/", "X-Client: c1", fresh)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -319,20 +336,30 @@ func TestGlobalRateLimit(t *testing.T) {
 			t.Fatalf("request %d: %d %.200s", i, r.status, r.body)
 		}
 	}
+	after := served()
 	want := 60
 	if time.Now().Truncate(time.Hour) != hour {
 		want = 120 // two windows: at most twice the limit
 		t.Logf("the hour turned during the test")
 	}
-	t.Logf("across three gateways: %d accepted, %d limited", ok, limited)
-	if ok < 60 || ok > want || float64(ok) > 60*1.05 && want == 60 {
-		t.Errorf("%d of 120 requests accepted across three gateways, want 60 (±5%%)", ok)
+	spread := make([]float64, len(replicas))
+	for i := range spread {
+		spread[i] = after[i] - before[i]
+	}
+	t.Logf("across three replicas of edge: %d accepted, %d limited; requests per replica %v", ok, limited, spread)
+	if ok < 57 || ok > want || float64(ok) > 60*1.05 && want == 60 {
+		t.Errorf("%d of 120 requests accepted across three replicas, want 60 (±5%%)", ok)
+	}
+	for i, n := range spread {
+		if n == 0 {
+			t.Errorf("replica %d served none of the 120 requests (%v): the test did not spread them", i, spread)
+		}
 	}
 	if last429 == nil || last429.header.Get("X-Envoy-Ratelimited") != "true" || last429.header.Get("X-RateLimit-Limit") != "60, 60;w=3600" ||
 		last429.header.Get("RateLimit-Policy") != `"global";q=60;w=3600` || last429.header.Get("Retry-After") == "" {
 		t.Errorf("429: %+v", last429)
 	}
-	if r, err := get(gws[1]+"/", "X-Client: c2"); err != nil || r.status != http.StatusOK {
+	if r, err := get(gw+"/", "X-Client: c2"); err != nil || r.status != http.StatusOK {
 		t.Errorf("another client: %v %v, want 200", r, err)
 	}
 
@@ -355,14 +382,16 @@ func TestGlobalRateLimit(t *testing.T) {
 	}
 
 	redis.kill()
-	c.expectEventually("Allow gateway with Redis down", 10*time.Second, gws[0]+"/", []string{"X-Client: c3"}, servedBy("echo"))
-	if n := filterStat(t, c.addr("gateway-admin-edge-a"), "ratelimit", "failure_mode_allowed"); n == 0 {
-		t.Errorf("failure_mode_allowed = 0 at edge-a after Redis went down")
+	c.expectEventually("Allow gateway with Redis down", 10*time.Second, gw+"/", []string{"X-Client: c3"}, servedBy("echo"))
+	var allowed, errs uint64
+	for _, admin := range replicas {
+		allowed += filterStat(t, admin, "ratelimit", "failure_mode_allowed")
+		errs += filterStat(t, admin, "ratelimit", "error")
 	}
-	if n := filterStat(t, c.addr("gateway-admin-edge-a"), "ratelimit", "error"); n == 0 {
-		t.Errorf("error = 0 at edge-a after Redis went down")
+	if allowed == 0 || errs == 0 {
+		t.Errorf("failure_mode_allowed = %d, error = %d over edge's replicas after Redis went down, want both > 0", allowed, errs)
 	}
-	c.expectEventually("Deny gateway with Redis down", 10*time.Second, gws[3]+"/", nil, func(r *response) error {
+	c.expectEventually("Deny gateway with Redis down", 10*time.Second, strict+"/", nil, func(r *response) error {
 		if r.status != http.StatusInternalServerError {
 			return fmt.Errorf("status %d, want 500", r.status)
 		}
@@ -371,6 +400,21 @@ func TestGlobalRateLimit(t *testing.T) {
 	if n := filterStat(t, c.addr("gateway-admin-strict"), "ratelimit", "error"); n == 0 {
 		t.Errorf("error = 0 at strict after Redis went down")
 	}
+}
+
+// requestsServed is the requests a proxy served so far: the sum of its
+// meshgate_proxy_requests_total.
+func requestsServed(t *testing.T, admin string) float64 {
+	t.Helper()
+	families, err := scrapeMetrics(admin, "", acceptText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, m := range families["meshgate_proxy_requests_total"].GetMetric() {
+		total += m.GetCounter().GetValue()
+	}
+	return total
 }
 
 // principalRateLimitPolicy: a local limit of 3 requests an hour per
@@ -393,7 +437,9 @@ spec:
 
 // TestPrincipalRateLimit: a rate limit keyed by principal gives each API
 // consumer its own bucket (acme's exhausted, globex still has its own),
-// and requests without a principal (the open route) are not limited by it.
+// and requests without a principal (the open route) are not limited by it;
+// meshgate top --by consumer shows acme's requests and 429s, meshgate get
+// consumers the declared consumers.
 func TestPrincipalRateLimit(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
@@ -424,13 +470,171 @@ func TestPrincipalRateLimit(t *testing.T) {
 		}
 		return out
 	}
-	if got := statuses("/api/x", 4, "X-API-Key: acme-key"); fmt.Sprint(got) != "[200 200 200 429]" {
-		t.Errorf("acme: statuses %v, want 3 accepted then 429", got)
+	// acme's requests, inside an interval of meshgate top --by consumer (a
+	// longer one if the machine was too slow for them: acme's bucket is
+	// empty then, every request of the next try is a 429).
+	var first, last []int
+	send := func() {
+		last = statuses("/api/x", 4, "X-API-Key: acme-key")
+		if first == nil {
+			first = last
+		}
+	}
+	var view topView
+	for interval := 3 * time.Second; ; interval *= 2 {
+		v, ok := c.topWhile(interval, send, "--by", "consumer")
+		if ok {
+			view = v
+			break
+		}
+		if interval > 20*time.Second {
+			t.Fatalf("4 requests did not fit in a %s interval", interval)
+		}
+		t.Logf("the requests outlasted the %s interval; again with a longer one", interval)
+	}
+	if fmt.Sprint(first) != "[200 200 200 429]" {
+		t.Errorf("acme: statuses %v, want 3 accepted then 429", first)
+	}
+	limited := 0
+	for _, s := range last {
+		if s == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	var acme *topRow
+	for i, r := range view.Rows {
+		if r.Kind == "apikey" && r.Consumer == "acme" {
+			acme = &view.Rows[i]
+		} else if r.Requests > 0 {
+			t.Errorf("meshgate top --by consumer: row %+v, want only acme's requests in the interval", r)
+		}
+	}
+	if view.By != "consumer" || acme == nil || acme.Requests != 4 || acme.RateLimited != float64(limited) || acme.RequestsPerSecond <= 0 {
+		t.Errorf("meshgate top --by consumer: %+v, want acme with 4 requests, %d of them limited", view, limited)
 	}
 	if got := statuses("/api/x", 3, "X-API-Key: globex-key"); fmt.Sprint(got) != "[200 200 429]" {
 		t.Errorf("globex after acme's: statuses %v, want its own bucket (2 left, then 429)", got)
 	}
 	if got := statuses("/", 6); fmt.Sprint(got) != "[200 200 200 200 200 200]" {
 		t.Errorf("no principal: statuses %v, want none limited", got)
+	}
+	out, err := c.cli("get", "consumers", "-o", "json")
+	if err != nil {
+		t.Fatalf("meshgate get consumers: %v: %s", err, out)
+	}
+	var consumers struct {
+		Items []struct{ Kind, Name, Namespace, Policy string } `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &consumers); err != nil {
+		t.Fatalf("meshgate get consumers -o json: %v: %s", err, out)
+	}
+	names := map[string]bool{}
+	for _, it := range consumers.Items {
+		names[it.Kind+"/"+it.Name] = it.Namespace == "default" && it.Policy != ""
+	}
+	if !names["apikey/acme"] || !names["apikey/globex"] {
+		t.Errorf("meshgate get consumers: %s, want acme and globex (apikey, with their policy)", out)
+	}
+}
+
+// sidecarRateLimitPolicy: echo (a plain endpoint) with a global limit of 5
+// requests an hour per X-Client and the failure mode mode, which the
+// sidecars calling echo apply; the rate-limit service at ${rls}.
+func sidecarRateLimitPolicy(mode string) string {
+	return `
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  rateLimitService: {address: "${rls}", timeout: 1s}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${echo-1}"}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: echo-global}
+spec:
+  targetRefs: [{kind: Service, name: echo}]
+  rateLimit:
+    global:
+      failureMode: ` + mode + `
+      rules:
+      - limit: {requests: 5, unit: Hour}
+        key: {header: X-Client}
+`
+}
+
+// TestGlobalRateLimitRedisDownAtSidecar: a global limit on a Service holds
+// at the sidecar calling it (5 of 6 requests, counted in a real Redis);
+// with Redis killed, the failure mode holds there: Allow lets the client
+// that was over its limit through, Deny (the policy edited) answers 500,
+// and the sidecar counts each failure (/stats ratelimit: error, and
+// failure_mode_allowed for Allow).
+func TestGlobalRateLimitRedisDownAtSidecar(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t)
+	c := newCluster(t)
+	rls := c.addr("rls")
+	start(t, "ratelimit", "ratelimit", "--redis", redis.addr, "--listen", rls)
+	c.policy("global.yaml", yamlDocs(sidecarRateLimitPolicy("Allow"), meshServices("client")))
+	c.startControlPlane()
+	c.app("echo-1", "echo", "v1", "")
+	c.startInstance(c.sidecar, "client", "client", "v1")
+	out := "http://" + c.addr("client-out")
+	admin := c.addr("sidecar-admin-" + c.addr("client-in"))
+	c.expectEventually("echo via the client's sidecar, limited", 15*time.Second, out+"/", []string{"Host: echo", "X-Client: probe"}, func(r *response) error {
+		if err := servedBy("echo")(r); err != nil {
+			return err
+		}
+		if r.header.Get("X-RateLimit-Limit") == "" {
+			return fmt.Errorf("no X-RateLimit-Limit yet: %v", r.header)
+		}
+		return nil
+	})
+	hour := time.Now().Truncate(time.Hour)
+	var got []int
+	for range 6 {
+		r, err := get(out+"/", "Host: echo", "X-Client: s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.status)
+	}
+	if fmt.Sprint(got) != "[200 200 200 200 200 429]" && time.Now().Truncate(time.Hour) == hour {
+		t.Fatalf("sidecar: statuses %v, want 5 accepted then 429 (echo's limit)", got)
+	}
+	stat := func(key string) uint64 { return filterStat(t, admin, "ratelimit", key) }
+	if e, a := stat("error"), stat("failure_mode_allowed"); e != 0 || a != 0 {
+		t.Errorf("before Redis went down: error %d, failure_mode_allowed %d, want 0", e, a)
+	}
+
+	redis.kill()
+	c.expectEventually("Allow at the sidecar with Redis down: s1, over its limit, let through", 15*time.Second,
+		out+"/", []string{"Host: echo", "X-Client: s1"}, servedBy("echo"))
+	errAllow, allowed := stat("error"), stat("failure_mode_allowed")
+	if errAllow == 0 || allowed == 0 {
+		t.Errorf("after Redis went down (Allow): error %d, failure_mode_allowed %d, want both > 0", errAllow, allowed)
+	}
+
+	c.policy("global.yaml", yamlDocs(sidecarRateLimitPolicy("Deny"), meshServices("client")))
+	c.expectEventually("Deny at the sidecar with Redis down", 15*time.Second, out+"/", []string{"Host: echo", "X-Client: s2"}, func(r *response) error {
+		if r.status != http.StatusInternalServerError {
+			return fmt.Errorf("status %d, want 500", r.status)
+		}
+		return nil
+	})
+	// Until the sidecar had the Deny policy, the polls were allowed: count
+	// from here.
+	errDeny, allowed := stat("error"), stat("failure_mode_allowed")
+	if r, err := get(out+"/", "Host: echo", "X-Client: s3"); err != nil || r.status != http.StatusInternalServerError {
+		t.Errorf("Deny at the sidecar: %v %v, want 500", r, err)
+	}
+	if e, a := stat("error"), stat("failure_mode_allowed"); e != errDeny+1 || a != allowed {
+		t.Errorf("a request denied: error %d (was %d), failure_mode_allowed %d (was %d): want error +1, allowed unchanged", e, errDeny, a, allowed)
 	}
 }

@@ -24,6 +24,10 @@ type topRow struct {
 	SuccessRate       *float64 `json:"successRate"`
 	P50Seconds        *float64 `json:"p50Seconds"`
 	P99Seconds        *float64 `json:"p99Seconds"`
+	// --by consumer
+	Kind        string  `json:"kind"`
+	Consumer    string  `json:"consumer"`
+	RateLimited float64 `json:"rateLimited"`
 }
 
 // topView is meshgate top -o json's answer.

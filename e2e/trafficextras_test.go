@@ -186,7 +186,8 @@ spec:
 	}
 	flat := strings.Join(strings.Fields(out), " ")
 	for _, want := range []string{
-		"default/echo:80 LEAST_REQUEST choices=2 2s",
+		"default/echo:80 240.240.", // the service's VIP
+		"LEAST_REQUEST choices=2 2s",
 		"maxConnections=64",
 		"consecutive5xx=5 interval=1s",
 		"default/echo:80 9s on=5xx retries=2",

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/meshgate/meshgate/api/xdsnode"
 	"github.com/meshgate/meshgate/dataplane"
 	"github.com/meshgate/meshgate/dataplane/identity"
+	"github.com/meshgate/meshgate/mesh/meshdns"
 )
 
 // Defaults of docs/xds.md.
@@ -72,6 +74,13 @@ type Options struct {
 	AppHealthPath     string
 	AppHealthInterval time.Duration
 	AppHealthTimeout  time.Duration
+	// DNSListen, when set (ip:port, e.g. 127.0.0.1:15053), serves the
+	// sidecar's DNS resolver there, UDP and TCP (mesh/meshdns): the mesh
+	// services' names answered with their virtual IPs, other names
+	// forwarded to DNSUpstreams (IP or ip:port; default the nameservers of
+	// /etc/resolv.conf). Empty: no resolver, at no cost.
+	DNSListen    string
+	DNSUpstreams []string
 	dataplane.RoleOptions
 }
 
@@ -135,6 +144,17 @@ func Node(opts Options) (*corev3.Node, error) {
 	if opts.CaptureAddress != "" {
 		seen[opts.CaptureAddress] = true
 	}
+	if opts.DNSListen != "" {
+		if err := dataplane.CheckIPPort("DNS listen address", opts.DNSListen); err != nil {
+			return nil, err
+		}
+		if seen[opts.DNSListen] {
+			return nil, fmt.Errorf("DNS listen address %s is also another address of the sidecar", opts.DNSListen)
+		}
+		seen[opts.DNSListen] = true
+	} else if len(opts.DNSUpstreams) > 0 {
+		return nil, fmt.Errorf("DNS upstreams need a DNS listen address (--dns-listen)")
+	}
 	for _, entry := range opts.OutboundTCP {
 		o, err := xdsnode.ParseOutboundTCP(entry)
 		if err != nil {
@@ -168,7 +188,8 @@ type Sidecar struct {
 	opts   Options
 	logger *slog.Logger
 	role   *dataplane.Role
-	probe  *appProbe // nil without Consul
+	probe  *appProbe         // nil without Consul
+	dns    *meshdns.Resolver // nil without DNSListen
 }
 
 // New checks opts and returns a sidecar; nothing touches the network before
@@ -199,8 +220,25 @@ func New(opts Options) (*Sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sidecar{opts: opts, logger: logger, role: role, probe: probe}, nil
+	sc := &Sidecar{opts: opts, logger: logger, role: role, probe: probe}
+	if opts.DNSListen != "" {
+		sc.dns, err = meshdns.New(meshdns.Options{
+			Listen: opts.DNSListen, Namespace: opts.Namespace, Upstreams: opts.DNSUpstreams,
+			Ready: role.Proxy.Ready, Registerer: role.Proxy.MetricsRegisterer(), Logger: logger.With("component", "dns"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		role.Proxy.WatchClusters(sc.dns.SetClusters)
+		if ap, err := netip.ParseAddrPort(opts.DNSListen); err == nil && !ap.Addr().IsLoopback() {
+			logger.Warn("the DNS resolver listens on a non-loopback address: anyone who reaches it may resolve through it", "address", opts.DNSListen)
+		}
+	}
+	return sc, nil
 }
+
+// DNS is the sidecar's DNS resolver; nil without Options.DNSListen.
+func (s *Sidecar) DNS() *meshdns.Resolver { return s.dns }
 
 // Proxy is the sidecar's proxy engine.
 func (s *Sidecar) Proxy() *dataplane.Proxy { return s.role.Proxy }
@@ -214,7 +252,34 @@ func (s *Sidecar) Identity() *identity.Manager { return s.role.Identity }
 // Consul while it runs, and probes its app meanwhile; when ctx is done it is
 // deregistered first: its listeners serve on until that is done and
 // the drain delay has passed.
+//
+// With a DNS listen address, the resolver is bound first (an address in
+// use is Run's error) and answers until the proxy has stopped.
 func (s *Sidecar) Run(ctx context.Context) error {
+	if s.dns == nil {
+		return s.run(ctx)
+	}
+	if err := s.dns.Listen(); err != nil {
+		return err
+	}
+	dnsCtx, stopDNS := context.WithCancel(context.WithoutCancel(ctx))
+	dnsDone := make(chan error, 1)
+	go func() {
+		err := s.dns.Serve(dnsCtx)
+		if err != nil {
+			s.logger.Error("the DNS resolver stopped; the proxy serves on", "error", err)
+		}
+		dnsDone <- err
+	}()
+	err := s.run(ctx)
+	stopDNS()
+	if dnsErr := <-dnsDone; dnsErr != nil && err == nil {
+		err = dnsErr
+	}
+	return err
+}
+
+func (s *Sidecar) run(ctx context.Context) error {
 	consul := s.opts.Consul
 	if consul.Client == nil {
 		return s.role.Run(ctx, nil)

@@ -67,6 +67,9 @@ func TestNode(t *testing.T) {
 		{name: "bad inbound port", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", InboundAddress: "127.0.0.1:70000"}, wantError: `inbound address "127.0.0.1:70000": port`},
 		{name: "same listeners", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", InboundAddress: "127.0.0.1:15001"}, wantError: "must differ"},
 		{name: "app on a listener", opts: Options{Service: "orders", AppAddress: "127.0.0.1:15006"}, wantError: "also a listener address"},
+		{name: "DNS listen address not ip:port", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", DNSListen: "localhost:53"}, wantError: `DNS listen address "localhost:53"`},
+		{name: "DNS on a listener", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", DNSListen: "127.0.0.1:15001"}, wantError: "also another address of the sidecar"},
+		{name: "DNS upstream without DNS", opts: Options{Service: "orders", AppAddress: "127.0.0.1:8080", DNSUpstreams: []string{"1.1.1.1"}}, wantError: "--dns-listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +114,7 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	}{
 		{"no xds", Options{Service: "orders", AppAddress: "127.0.0.1:8080"}, "--xds"},
 		{"no token", Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}}}, "meshgate token create --service orders --namespace default"},
+		{"DNS upstream loops", Options{Service: "orders", AppAddress: "127.0.0.1:8080", DNSListen: "127.0.0.1:15053", DNSUpstreams: []string{"127.0.0.1:15053"}, RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}, Identity: identity.ProxyOptions{Insecure: true}}}, "queries would loop"},
 		{"bad admin", Options{Service: "orders", AppAddress: "127.0.0.1:8080", RoleOptions: dataplane.RoleOptions{XDSAddresses: []string{"cp:15010"}, AdminAddress: "admin", Identity: identity.ProxyOptions{Insecure: true}}}, "admin address"},
 	}
 	for _, tt := range tests {

@@ -127,6 +127,8 @@ type evaluation struct {
 	withStatuses bool
 	// openAPI: the OpenAPI documents read, once per evaluation.
 	openAPI openAPIReads
+	// consumerFiles: the API consumers files read, once per evaluation.
+	consumerFiles consumerFileReads
 }
 
 func evaluate(in Input, decode func(File) *fileEffect, withStatuses bool) *Result {
@@ -144,8 +146,10 @@ func (e *evaluation) pass(live []*candidate, rejected map[resourceKey]Source) *l
 	}
 	p.set.Files = e.decoded.set.Files
 	p.openAPI = &e.openAPI
+	p.consumerFiles = &e.consumerFiles
 	if e.in.LastGood != nil {
 		p.lastGoodOpenAPI = e.in.LastGood.OpenAPIDocuments
+		p.lastGoodConsumers = e.in.LastGood.APIKeyConsumerFiles
 	}
 	for _, c := range live {
 		if c.malformed {
@@ -156,6 +160,12 @@ func (e *evaluation) pass(live []*candidate, rejected map[resourceKey]Source) *l
 				p.lastGoodTraffic = map[*TrafficPolicy]bool{}
 			}
 			p.lastGoodTraffic[tp] = true
+		}
+		if sp, ok := c.res.(*SecurityPolicy); ok && c.lastGood {
+			if p.lastGoodSecurity == nil {
+				p.lastGoodSecurity = map[*SecurityPolicy]bool{}
+			}
+			p.lastGoodSecurity[sp] = true
 		}
 		c.kind.add(p, c.res)
 	}

@@ -86,7 +86,7 @@ var kinds = [...]kind{
 					spec.Ports[i].Protocol = ProtocolHTTP
 				}
 			}
-			return &Service{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+			return &Service{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Annotations: meta.objectMeta.Annotations, Spec: spec, Source: meta.source}
 		}),
 		add:      func(l *loader, res any) { l.set.Services = append(l.set.Services, res.(*Service)) },
 		validate: (*loader).validateServices,
@@ -94,7 +94,7 @@ var kinds = [...]kind{
 	{
 		name: KindSecurityPolicy, apiVersion: MeshgateAPIVersion, aliases: []string{"securitypolicies"},
 		decode: decodeKind(func(_ *kind, spec SecurityPolicySpec, meta decodedMeta) any {
-			return &SecurityPolicy{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Spec: spec, Source: meta.source}
+			return &SecurityPolicy{Name: meta.objectMeta.Name, Namespace: meta.objectMeta.Namespace, Annotations: meta.objectMeta.Annotations, Spec: spec, Source: meta.source}
 		}),
 		add: func(l *loader, res any) {
 			l.set.SecurityPolicies = append(l.set.SecurityPolicies, res.(*SecurityPolicy))

@@ -204,6 +204,14 @@ type loader struct {
 	pass passState
 	// warnings are notes about accepted resources (Result.Warnings).
 	warnings ErrorList
+
+	// consumerFiles: the API consumers files read by this evaluation (nil:
+	// none yet); lastGoodConsumers those of the last good set;
+	// lastGoodSecurity the SecurityPolicies of this pass that are last
+	// good versions: they keep the consumers they were accepted with.
+	consumerFiles     *consumerFileReads
+	lastGoodConsumers map[string][]APIKeyConsumer
+	lastGoodSecurity  map[*SecurityPolicy]bool
 }
 
 // load applies the Services of in, then decodes every file with decode

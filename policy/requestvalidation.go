@@ -153,9 +153,10 @@ func (s *Set) OpenAPIFiles() []string {
 }
 
 // WatchedFiles are the files the set names that a control plane watches
-// besides the policy files: CertificateFiles and OpenAPIFiles, sorted.
+// besides the policy files: CertificateFiles, OpenAPIFiles and
+// APIKeyConsumersFiles, sorted.
 func (s *Set) WatchedFiles() []string {
-	out := append(s.CertificateFiles(), s.OpenAPIFiles()...)
+	out := slices.Concat(s.CertificateFiles(), s.OpenAPIFiles(), s.APIKeyConsumersFiles())
 	slices.Sort(out)
 	return slices.Compact(out)
 }

@@ -151,8 +151,11 @@ type HTTPRoute struct {
 type Service struct {
 	Name      string
 	Namespace string
-	Spec      ServiceSpec
-	Source    Source
+	// Annotations are the metadata's (meshgate dev reads
+	// meshgate.dev/dev-proxyless-target).
+	Annotations map[string]string
+	Spec        ServiceSpec
+	Source      Source
 }
 
 // ServiceSpec is the spec of a Service.
@@ -235,6 +238,10 @@ type Set struct {
 	// by file (requestValidation.openAPI.file), by path, as read and
 	// validated when the set was loaded (OpenAPIDocument).
 	OpenAPIDocuments map[string][]byte
+	// APIKeyConsumerFiles are the consumers of the SecurityPolicies'
+	// apiKey.consumersFile, by path, as read and validated when the set
+	// was loaded (APIKeyFileConsumers).
+	APIKeyConsumerFiles map[string][]APIKeyConsumer
 
 	Gateways   []*Gateway
 	HTTPRoutes []*HTTPRoute
@@ -418,8 +425,11 @@ type MTLS struct {
 type SecurityPolicy struct {
 	Name      string
 	Namespace string
-	Spec      SecurityPolicySpec
-	Source    Source
+	// Annotations are the metadata's (meshgate dev reads
+	// meshgate.dev/dev-jwt-provider).
+	Annotations map[string]string
+	Spec        SecurityPolicySpec
+	Source      Source
 	// failClosed: made by Evaluate in place of a rejected policy.
 	failClosed bool
 }
@@ -456,6 +466,11 @@ type APIKeyAuthentication struct {
 	SecretRef *SecretObjectRef `json:"secretRef,omitempty"`
 	// SecretConsumers are the consumers of SecretRef, filled by the loader.
 	SecretConsumers []APIKeyConsumer `json:"-"`
+	// ConsumersFile is a file of more consumers, NAME:SHA256 lines (a
+	// path relative to the policy file's directory, or absolute), read by
+	// the control plane and watched: a change is a reload
+	// (Set.APIKeyFileConsumers).
+	ConsumersFile string `json:"consumersFile,omitempty"`
 	// ForwardConsumerHeader, when set, is a request header set to the
 	// consumer's name for the backend.
 	ForwardConsumerHeader string `json:"forwardConsumerHeader,omitempty"`
@@ -522,6 +537,20 @@ type JWTProvider struct {
 	// Forward keeps the token in the request sent to the backend
 	// (default: removed).
 	Forward bool `json:"forward,omitempty"`
+	// Consumers declares the consumers among the token subjects: their
+	// requests and rate-limit refusals are counted by name in the
+	// proxies' metrics (kind jwt). Other subjects are not counted by name.
+	Consumers []JWTConsumer `json:"consumers,omitempty"`
+}
+
+// JWTConsumer names the API consumer whose tokens have one subject.
+type JWTConsumer struct {
+	// Name is the consumer's name (an RFC 1123 label, unique in the
+	// provider), the label of its metrics.
+	Name string `json:"name"`
+	// Subject is the sub claim of the consumer's tokens (unique in the
+	// provider).
+	Subject string `json:"subject"`
 }
 
 // RemoteJWKS is a JWKS fetched from an HTTPS URL.

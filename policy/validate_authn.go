@@ -18,6 +18,8 @@ const (
 	maxClaimPathParts = 8
 	maxJWTClockSkew   = 10 * time.Minute
 	maxInlineJWKS     = 64 << 10
+	maxJWTConsumers   = 1000
+	maxJWTSubject     = 256
 )
 
 // checkJWT checks spec.jwt: providers with unique names, exactly one JWKS
@@ -94,6 +96,39 @@ func (l *loader) checkJWT(src Source, j *JWTAuthentication) {
 				l.errorf(src, cp+".claim", "%s", msg)
 			}
 		}
+		l.checkJWTConsumers(src, path+".consumers", p.Consumers)
+	}
+}
+
+// checkJWTConsumers checks a JWT provider's consumers: at most
+// maxJWTConsumers, each a name (an RFC 1123 label) and a subject, both
+// unique in the provider.
+func (l *loader) checkJWTConsumers(src Source, path string, consumers []JWTConsumer) {
+	if len(consumers) > maxJWTConsumers {
+		l.errorf(src, path, "%d consumers: at most %d", len(consumers), maxJWTConsumers)
+	}
+	names, subjects := map[string]int{}, map[string]int{}
+	for i, c := range consumers {
+		cp := fmt.Sprintf("%s[%d]", path, i)
+		if msg := checkDNSLabel(c.Name); msg != "" {
+			l.errorf(src, cp+".name", "invalid consumer name %q: %s", c.Name, msg)
+		} else if j, dup := names[c.Name]; dup {
+			l.errorf(src, cp+".name", "duplicate consumer %q (also %s[%d])", c.Name, path, j)
+		} else {
+			names[c.Name] = i
+		}
+		switch {
+		case c.Subject == "":
+			l.errorf(src, cp+".subject", "a subject (the sub claim of the consumer's tokens) is required")
+		case len(c.Subject) > maxJWTSubject:
+			l.errorf(src, cp+".subject", "longer than %d bytes", maxJWTSubject)
+		default:
+			if j, dup := subjects[c.Subject]; dup {
+				l.errorf(src, cp+".subject", "subject %q is also %s[%d]'s", c.Subject, path, j)
+			} else {
+				subjects[c.Subject] = i
+			}
+		}
 	}
 }
 
@@ -151,14 +186,16 @@ const (
 )
 
 // checkAPIKey checks spec.apiKey: consumers with unique names and
-// well-formed SHA-256 hashes, each hash once; key locations.
-func (l *loader) checkAPIKey(src Source, namespace string, a *APIKeyAuthentication) {
+// well-formed SHA-256 hashes, each hash once (in the policy, its Secret
+// and its consumers file); key locations.
+func (l *loader) checkAPIKey(sp *SecurityPolicy, a *APIKeyAuthentication) {
+	src, namespace := sp.Source, sp.Namespace
 	a.SecretConsumers = nil
 	if a.SecretRef != nil {
 		l.apiKeySecret(src, namespace, a)
 	}
-	if len(a.Consumers)+len(a.SecretConsumers) == 0 && a.SecretRef == nil {
-		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required (or a secretRef)")
+	if len(a.Consumers)+len(a.SecretConsumers) == 0 && a.SecretRef == nil && a.ConsumersFile == "" {
+		l.errorf(src, "spec.apiKey.consumers", "at least one consumer is required (or a secretRef, or a consumersFile)")
 	}
 	if len(a.Consumers) > maxAPIConsumers {
 		l.errorf(src, "spec.apiKey.consumers", "%d consumers: at most %d", len(a.Consumers), maxAPIConsumers)
@@ -197,6 +234,9 @@ func (l *loader) checkAPIKey(src Source, namespace string, a *APIKeyAuthenticati
 				l.errorf(src, "spec.apiKey.secretRef.name", "consumer %q of the Secret has the same key hash as spec.apiKey.consumers[%d]", c.Name, j)
 			}
 		}
+	}
+	if a.ConsumersFile != "" {
+		l.checkConsumersFile(sp, a, names, hashes)
 	}
 	if e := a.ExtractFrom; e != nil {
 		if len(e.Headers)+len(e.Params)+len(e.Cookies) == 0 {

@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// TestJWTValidation: every bad field of spec.jwt, and of claims and
-// principals in rules, is reported with its line.
+// TestJWTValidation: every bad field of spec.jwt (declared consumers
+// included), and of claims and principals in rules, is reported with its
+// line.
 func TestJWTValidation(t *testing.T) {
 	t.Parallel()
 	got := errorStrings(t, "testdata/authn/bad-jwt.yaml")
@@ -26,8 +27,12 @@ func TestJWTValidation(t *testing.T) {
 		`bad-jwt.yaml:23: spec.jwt.providers[3].extractFrom.params[0]: invalid query parameter name "a=b"`,
 		`bad-jwt.yaml:23: spec.jwt.providers[3].extractFrom.cookies[0]: invalid cookie name "c;d"`,
 		`bad-jwt.yaml:24: spec.jwt.providers[3].claimToHeaders[0].claim: claim name "a..b": empty part`,
-		`bad-jwt.yaml:27: spec.rules[0].from[0].principals[0]: want 1 to 256 characters`,
-		`bad-jwt.yaml:27: spec.rules[0].from[0].claims[0].values: at least one value is required`,
+		`bad-jwt.yaml:27: spec.jwt.providers[3].consumers[1].name: invalid consumer name "Bad": must be lowercase letters, digits and '-', starting and ending with a letter or digit`,
+		`bad-jwt.yaml:28: spec.jwt.providers[3].consumers[2].name: duplicate consumer "billing" (also spec.jwt.providers[3].consumers[0])`,
+		`bad-jwt.yaml:28: spec.jwt.providers[3].consumers[2].subject: subject "svc-billing" is also spec.jwt.providers[3].consumers[0]'s`,
+		`bad-jwt.yaml:29: spec.jwt.providers[3].consumers[3].subject: a subject (the sub claim of the consumer's tokens) is required`,
+		`bad-jwt.yaml:32: spec.rules[0].from[0].principals[0]: want 1 to 256 characters`,
+		`bad-jwt.yaml:32: spec.rules[0].from[0].claims[0].values: at least one value is required`,
 	}
 	for i := range got {
 		got[i] = strings.TrimPrefix(got[i], "testdata/authn/")

@@ -122,7 +122,7 @@ func (l *loader) checkSecurityPolicy(sp *SecurityPolicy, gateways map[nsName]*Ga
 		l.checkJWT(src, spec.JWT)
 	}
 	if spec.APIKey != nil {
-		l.checkAPIKey(src, sp.Namespace, spec.APIKey)
+		l.checkAPIKey(sp, spec.APIKey)
 	}
 	if spec.BasicAuth != nil {
 		l.checkBasicAuth(src, spec.BasicAuth)

@@ -52,8 +52,16 @@ const (
 // Defaults of RegisterOptions.
 const (
 	// retryBackoff is the first delay after a failed registration; it
-	// doubles up to the resync interval (internal/backoff).
-	retryBackoff          = 100 * time.Millisecond
+	// doubles up to maxRetryBackoff, or the resync interval when shorter
+	// (internal/backoff).
+	retryBackoff = 100 * time.Millisecond
+	// maxRetryBackoff caps the delay between attempts while the agent is
+	// unreachable, so that once it is back (restarted, a Consul outage
+	// over) the proxy is registered again within about a second: waiting up
+	// to the resync interval kept a ready proxy out of discovery for
+	// seconds more (and its check still starts critical). An attempt is
+	// one small request to the local agent.
+	maxRetryBackoff       = time.Second
 	DefaultResyncInterval = 5 * time.Second
 	DefaultCheckInterval  = time.Second
 	// CheckTimeout bounds one run of a registration's HTTP checks. It does
@@ -109,7 +117,7 @@ func Register(ctx context.Context, opts RegisterOptions) error {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	agent := opts.Client.Agent()
-	retry := backoff.New(retryBackoff, opts.ResyncInterval)
+	retry := backoff.New(retryBackoff, min(opts.ResyncInterval, maxRetryBackoff))
 	for {
 		err := ensureRegistered(ctx, agent, opts.Services, logger)
 		wait := opts.ResyncInterval

@@ -2,12 +2,17 @@ package consulreg
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -141,5 +146,80 @@ func TestSidecarAppHealthCheck(t *testing.T) {
 	}
 	if sc.Check.HTTP != "http://127.0.0.1:15101/ready" || sc.Check.Timeout != "2s" || sc.Check.DeregisterCriticalServiceAfter != "1m0s" || sc.Check.CheckID != "service:"+sc.ID {
 		t.Errorf("ready check %+v", sc.Check)
+	}
+}
+
+// agentAfterOutage is a Consul agent's HTTP API, in memory, unreachable
+// until up: then it lists no service and accepts registrations (recording
+// when the first came) and anything else.
+type agentAfterOutage struct {
+	up time.Time
+
+	mu         sync.Mutex
+	attempts   int
+	registered time.Time
+}
+
+func (a *agentAfterOutage) RoundTrip(r *http.Request) (*http.Response, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.attempts++
+	if time.Now().Before(a.up) {
+		return nil, errors.New("connect: connection refused")
+	}
+	body := ""
+	switch r.URL.Path {
+	case "/v1/agent/services":
+		body = "{}"
+	case "/v1/agent/service/register":
+		if a.registered.IsZero() {
+			a.registered = time.Now()
+		}
+	}
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+}
+
+// TestRegisterSoonAfterAnOutage: while the agent is unreachable the
+// registration is retried with a backoff capped at maxRetryBackoff (1s),
+// not the resync interval: once an outage is over, the proxy is registered
+// again within a second (virtual time: testing/synctest), even with the
+// default resync interval of 5s. Ten outages of different lengths, so that
+// the retries' jitter cannot hide a longer wait.
+func TestRegisterSoonAfterAnOutage(t *testing.T) {
+	t.Parallel()
+	for i := range 10 {
+		outage := time.Minute + time.Duration(i)*377*time.Millisecond
+		synctest.Test(t, func(t *testing.T) {
+			agent := &agentAfterOutage{up: time.Now().Add(outage)}
+			client, err := api.NewClient(&api.Config{Address: "agent.invalid:8500", HttpClient: &http.Client{Transport: agent}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			regs, err := SidecarRegistration{Service: "orders", InboundAddress: "127.0.0.1:15006", AdminAddress: "127.0.0.1:15101"}.Registrations()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- Register(ctx, RegisterOptions{Client: client, Services: regs}) }()
+			time.Sleep(outage + 10*time.Second)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			agent.mu.Lock()
+			defer agent.mu.Unlock()
+			if agent.registered.IsZero() {
+				t.Fatalf("outage of %s: never registered", outage)
+			}
+			if late := agent.registered.Sub(agent.up); late > maxRetryBackoff {
+				t.Errorf("outage of %s: registered %s after the agent came back, want at most %s", outage, late, maxRetryBackoff)
+			}
+			// A minute of retries at most 1s apart: tens of requests, not thousands.
+			if agent.attempts > 200 {
+				t.Errorf("outage of %s: %d requests to the agent", outage, agent.attempts)
+			}
+		})
 	}
 }

@@ -1,6 +1,8 @@
 package xdsnode
 
 import (
+	"strings"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -9,6 +11,9 @@ import (
 const (
 	RoleGateway = "gateway"
 	RoleSidecar = "sidecar"
+	// RoleProxyless is a proxyless gRPC client (grpc-go's own xDS client,
+	// no proxy): it subscribes to Listeners named after its targets.
+	RoleProxyless = "proxyless"
 )
 
 // Defaults of docs/xds.md for what a node does not say.
@@ -58,7 +63,7 @@ const (
 // configuration from. Encode and decode it with this type only, so that the
 // proxies, the control plane and the load generator agree on the keys.
 type Metadata struct {
-	// Role is RoleGateway or RoleSidecar.
+	// Role is RoleGateway, RoleSidecar or RoleProxyless.
 	Role string
 	// Namespace of the gateway or service.
 	Namespace string
@@ -155,6 +160,19 @@ func FromNode(node *corev3.Node) Metadata {
 	case RoleGateway:
 		if m.Gateway == "" {
 			m.Gateway = node.GetCluster()
+		}
+	case "":
+		// A gRPC client whose bootstrap names no role (a hand-written
+		// one): grpc-go sends user_agent_name "gRPC Go" (C++: "gRPC C-core"...).
+		if strings.HasPrefix(node.GetUserAgentName(), "gRPC") {
+			m.Role = RoleProxyless
+			if m.Service == "" {
+				m.Service = node.GetCluster()
+			}
+		}
+	case RoleProxyless:
+		if m.Service == "" {
+			m.Service = node.GetCluster()
 		}
 	case RoleSidecar:
 		if m.Service == "" {

@@ -92,6 +92,21 @@ func TestFromNode(t *testing.T) {
 			node: Metadata{Role: RoleGateway, Namespace: "prod", Gateway: "edge"}.Node("gateway~edge.prod~h"),
 			want: Metadata{Role: RoleGateway, Namespace: "prod", Gateway: "edge"},
 		},
+		{
+			name: "proxyless name from the cluster",
+			node: &corev3.Node{Cluster: "web", Metadata: Metadata{Role: RoleProxyless}.Struct()},
+			want: Metadata{Role: RoleProxyless, Namespace: DefaultNamespace, Service: "web"},
+		},
+		{
+			name: "a gRPC client without a role is proxyless",
+			node: &corev3.Node{Cluster: "web", UserAgentName: "gRPC Go", Metadata: Metadata{Namespace: "shop"}.Struct()},
+			want: Metadata{Role: RoleProxyless, Namespace: "shop", Service: "web"},
+		},
+		{
+			name: "another client without a role has none",
+			node: &corev3.Node{Cluster: "web", UserAgentName: "envoy"},
+			want: Metadata{Namespace: DefaultNamespace},
+		},
 		{name: "no node", want: Metadata{Namespace: DefaultNamespace}},
 	}
 	for _, tt := range tests {

@@ -39,7 +39,7 @@ func (f *captureFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.StringSliceVar(&f.excludeCIDRs, prefix+"exclude-cidr", nil, "never capture outbound TCP to these CIDRs")
 	fs.UintSliceVar(&f.includePorts, prefix+"include-port", nil, "capture outbound TCP to these destination ports only (default: every port)")
 	fs.UintSliceVar(&f.excludePorts, prefix+"exclude-port", nil, "never capture outbound TCP to these destination ports")
-	fs.Uint16Var(&f.dnsPort, prefix+"dns-port", 0, "redirect the app's DNS (UDP and TCP port 53) to this local port (0: no DNS capture)")
+	fs.Uint16Var(&f.dnsPort, prefix+"dns-port", 0, "redirect the app's DNS (UDP and TCP port 53) to this local port (0: no DNS capture; on the sidecar, the port of --dns-listen when on loopback)")
 }
 
 // config is the capture.Config of the flags, with the ports of the
@@ -206,6 +206,18 @@ func installSidecarCapture(opts mesh.Options, f *captureFlags) (func(), error) {
 	} else {
 		inboundPort, appPorts = inbound.Port(), []uint16{app.Port()}
 	}
+	if f.dnsPort == 0 && opts.DNSListen != "" {
+		// The sidecar's resolver: the app's DNS goes there.
+		dns, err := netip.ParseAddrPort(opts.DNSListen)
+		if err != nil {
+			return nil, &exitError{code: 2, err: fmt.Errorf("--dns-listen: %w", err)}
+		}
+		if dns.Addr().IsLoopback() || dns.Addr().IsUnspecified() {
+			f.dnsPort = dns.Port()
+		} else {
+			logger.Warn("capture: the DNS resolver is not on loopback: the app's DNS is not redirected to it", "dns_listen", dns.String())
+		}
+	}
 	if len(f.excludeUIDs) == 0 && len(f.excludeGIDs) == 0 && f.excludeMark == 0 {
 		f.excludeUIDs = []uint{uint(os.Getuid())}
 	}
@@ -217,7 +229,7 @@ func installSidecarCapture(opts mesh.Options, f *captureFlags) (func(), error) {
 		return nil, err
 	}
 	logger.Info("capture rules installed", "table", "inet "+c.Table, "outbound_port", c.OutboundPort,
-		"inbound_port", c.InboundPort, "app_ports", appPorts, "exclude_uids", c.ExcludeUIDs)
+		"inbound_port", c.InboundPort, "app_ports", appPorts, "dns_port", c.DNSPort, "exclude_uids", c.ExcludeUIDs)
 	return func() {
 		if err := capture.Remove(c); err != nil {
 			logger.Error("capture rules not removed", "table", "inet "+c.Table, "error", err)

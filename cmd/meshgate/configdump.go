@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshgate/meshgate/api/servicemeta"
 	"github.com/meshgate/meshgate/dataplane/filters/responselimit"
 )
 
@@ -112,7 +113,10 @@ type listenerView struct {
 }
 
 type clusterView struct {
-	Name             string `json:"name"`
+	Name string `json:"name"`
+	// VIP is the virtual IP of the mesh service the cluster belongs to
+	// (its meshgate.dev/service metadata); empty for other clusters.
+	VIP              string `json:"vip,omitempty"`
 	LB               string `json:"lb"`
 	ConnectTimeout   string `json:"connectTimeout,omitempty"`
 	IdleTimeout      string `json:"idleTimeout,omitempty"`
@@ -272,6 +276,9 @@ func uint32Text(v *wrapperspb.UInt32Value) string {
 
 func newClusterView(c *clusterv3.Cluster, cla map[string]*endpointv3.ClusterLoadAssignment) clusterView {
 	v := clusterView{Name: c.GetName(), LB: c.GetLbPolicy().String(), ConnectTimeout: durationText(c.GetConnectTimeout())}
+	if svc, err := servicemeta.Parse(c.GetMetadata().GetFilterMetadata()[servicemeta.Key]); err == nil && svc.VIP.IsValid() {
+		v.VIP = svc.VIP.String()
+	}
 	switch {
 	case c.GetLeastRequestLbConfig() != nil:
 		lr := c.GetLeastRequestLbConfig()
@@ -501,9 +508,9 @@ func printConfigDump(w io.Writer, v *configDumpView) error {
 	}
 	fmt.Fprint(w, "\nCLUSTERS\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tLB\tCONNECT\tIDLE\tENDPOINTS\tZONES\tCIRCUIT BREAKER\tOUTLIER DETECTION\tHEALTH CHECK")
+	fmt.Fprintln(tw, "NAME\tVIP\tLB\tCONNECT\tIDLE\tENDPOINTS\tZONES\tCIRCUIT BREAKER\tOUTLIER DETECTION\tHEALTH CHECK")
 	for _, c := range v.Clusters {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.Name, c.LB, dash(c.ConnectTimeout), dash(c.IdleTimeout), c.Endpoints,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", c.Name, dash(c.VIP), c.LB, dash(c.ConnectTimeout), dash(c.IdleTimeout), c.Endpoints,
 			dash(c.Zones), dash(c.CircuitBreaker), dash(c.OutlierDetection), dash(c.HealthCheck))
 	}
 	if err := tw.Flush(); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -17,8 +18,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshgate/meshgate/api/servicemeta"
 	"github.com/meshgate/meshgate/controlplane/translate"
 )
 
@@ -37,7 +40,9 @@ func TestConfigDumpView(t *testing.T) {
 	const keyMaterial = "-----BEGIN PRIVATE KEY-----secret"
 	res := &translate.Resources{
 		Clusters: []*clusterv3.Cluster{{
-			Name:     "default/orders:80",
+			Name: "default/orders:80",
+			Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{servicemeta.Key: servicemeta.Service{
+				VIP: netip.MustParseAddr("240.240.1.2"), Hostnames: []string{"orders"}}.Struct()}},
 			LbPolicy: clusterv3.Cluster_LEAST_REQUEST,
 			LbConfig: &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
 				ChoiceCount: wrapperspb.UInt32(2), SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(30e9)}}},
@@ -97,7 +102,7 @@ func TestConfigDumpView(t *testing.T) {
 	}
 	got := strings.Join(strings.Fields(table.String()), " ")
 	for _, want := range []string{
-		"default/orders:80 LEAST_REQUEST choices=2 slowStart=30s 2s - 3 a=2 b@p1=1",
+		"default/orders:80 240.240.1.2 LEAST_REQUEST choices=2 slowStart=30s 2s - 3 a=2 b@p1=1",
 		"maxConnections=100 maxRetries=5 retryBudget=20%/3",
 		"consecutive5xx=5 interval=1s baseEjection=30s",
 		"http /healthz interval=5s timeout=1s",

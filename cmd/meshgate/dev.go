@@ -63,7 +63,23 @@ dev prints the Jaeger UI's URL.
 A Gateway annotated meshgate.dev/dev-https-port (the quickstart's: 8443) gets an
 HTTPS listener on that port too, with a self-signed certificate for localhost,
 127.0.0.1 and ::1 that dev generates on its first run in --state-dir and reuses
-after; dev prints a curl command that trusts it.`,
+after; dev prints a curl command that trusts it.
+
+A SecurityPolicy annotated meshgate.dev/dev-jwt-provider: NAME (the
+quickstart's jwt-demo) has its JWT provider NAME verify with an ES256 key
+dev generates on its first run in --state-dir (dev-jwt.key) and reuses
+after: the provider reads the public JWKS dev writes there (dev-jwks.json)
+in place of the policy's. dev prints a curl command with a token it signed
+(sub demo-user, a scope claim, the provider's issuer and audience, valid
+24 hours).
+
+A Service annotated meshgate.dev/dev-proxyless-target: NAME[:PORT] (the
+quickstart's grpc-client, target greeter:9090) is enrolled as a proxyless
+gRPC client, as 'meshgate bootstrap grpc' would: dev writes its key.pem,
+cert.pem, ca.pem and the gRPC bootstrap.json to
+--state-dir/proxyless/<service>, renews the certificate while it runs, and
+prints how to call the target with GRPC_XDS_BOOTSTRAP and an xds:/// URI,
+no sidecar on the client's side.`,
 		Example: `  tools/jaeger/bin/jaeger &      # OTLP on 4317, UI on http://localhost:16686
   meshgate dev --jaeger 127.0.0.1:4317`,
 		Args: cobra.NoArgs,
@@ -78,7 +94,7 @@ after; dev prints a curl command that trusts it.`,
 	cmd.Flags().StringVar(&f.tracing.jaegerUI, "jaeger-ui", "", "the Jaeger UI URL to print (default: http://<--jaeger's host>:16686)")
 	cmd.Flags().StringVar(&f.tracing.otlp, "otlp-endpoint", "", "send traces to this OTLP/gRPC collector (ip:port)")
 	cmd.Flags().Float64Var(&f.tracing.sampling, "trace-sampling", 100, "percent of new traces sampled with --jaeger or --otlp-endpoint")
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", defaultDevStateDir(), "directory of the self-signed certificate of the dev HTTPS listener (made on the first run, reused after)")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", defaultDevStateDir(), "directory of the self-signed certificate of the dev HTTPS listener and of the JWT signing key (made on the first run, reused after), and of the proxyless gRPC clients' files (written at every start)")
 	return cmd
 }
 
@@ -127,6 +143,25 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 		}
 		set = devHTTPS(set, devCert)
 	}
+	// A SecurityPolicy annotated meshgate.dev/dev-jwt-provider verifies
+	// tokens dev signs, with the key it keeps in its state directory.
+	var devToken *devJWT
+	jwtProviders, err := devJWTProviders(set)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if len(jwtProviders) > 0 {
+		if devToken, err = ensureDevJWT(f.stateDir, set, jwtProviders, time.Now()); err != nil {
+			return err
+		}
+		set = devJWTSet(set, devToken.jwksFile)
+	}
+	// A Service annotated meshgate.dev/dev-proxyless-target is enrolled as
+	// a proxyless gRPC client, its files in the state directory.
+	proxyless, err := devProxylessClients(set, f.stateDir)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
 	if n := len(result.Errors); n > 0 {
 		fmt.Fprintf(os.Stderr, "%d errors in %s: the resources they name are not served (meshgate status lists them)\n", n, dir)
 	}
@@ -142,6 +177,12 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			evaluate = policy.NewCache().Evaluate
 		}
 		evaluate = withDevHTTPS(evaluate, devCert)
+	}
+	if devToken != nil {
+		if evaluate == nil {
+			evaluate = policy.NewCache().Evaluate
+		}
+		evaluate = withDevJWT(evaluate, devToken.jwksFile)
 	}
 	cp, err := controlplane.New(ctx, controlplane.Options{
 		ConfigPaths:  []string{dir},
@@ -258,6 +299,19 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 
 	picked.release()
 
+	for _, c := range proxyless {
+		tok, err := token(c.service, c.namespace)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, devTask{
+			name: "proxyless/" + c.service,
+			run: func(ctx context.Context) error {
+				return c.run(ctx, logger.With("component", "proxyless", "service", c.service), xds[0], trustDomain, tok)
+			},
+		})
+	}
+
 	// The first task to fail stops the others; an error after the stop
 	// (ctx done) is not one.
 	g, ctx := errgroup.WithContext(ctx)
@@ -275,9 +329,19 @@ func runDev(ctx context.Context, f *devFlags, logger *slog.Logger, out io.Writer
 			logger.Warn("gateway not serving yet", "url", gatewayURLs[0], "err", err)
 		}
 	}
+	for _, c := range proxyless {
+		select {
+		case <-c.written:
+		case <-ctx.Done():
+		case <-time.After(15 * time.Second):
+			logger.Warn("proxyless client not enrolled yet", "service", c.service)
+		}
+	}
 	if ctx.Err() == nil {
 		printDevBanner(out, dir, f, gatewayURLs, sidecars)
 		printDevHTTPS(out, devCert, gatewayURLs)
+		printDevJWT(out, devToken, gatewayURLs)
+		printDevProxyless(out, proxyless)
 		fmt.Fprint(out, f.tracing.banner(tracing))
 	}
 	<-ctx.Done()

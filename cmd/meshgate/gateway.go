@@ -31,6 +31,7 @@ const tokenEnv = "MESHGATE_TOKEN"
 func newGatewayCmd(g *globalFlags) *cobra.Command {
 	opts := gateway.Options{}
 	var rf proxyRoleFlags
+	var reusePort bool
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run a gateway node: the proxy of one Gateway, configured over xDS",
@@ -55,6 +56,7 @@ Create the join token on the control plane:
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			role.Serving.ReusePort = reusePort
 			opts.RoleOptions = role
 			gw, err := gateway.New(opts)
 			if err != nil {
@@ -66,6 +68,8 @@ Create the join token on the control plane:
 	f := cmd.Flags()
 	f.StringVar(&opts.Name, "name", "", "name of the Gateway this node serves (required)")
 	f.StringVar(&opts.Namespace, "namespace", gateway.DefaultNamespace, "namespace of the Gateway")
+	f.BoolVar(&reusePort, "reuse-port", false, "bind the Gateway's listeners with SO_REUSEPORT (Linux): several replicas of one Gateway on one host "+
+		"(each with its own --id and --admin) then serve its ports together, the kernel spreading new connections among them")
 	rf.register(f, proxyRoleUsage{
 		admin:  defaultGatewayAdminAddress,
 		id:     "node id (default gateway~<name>~<hostname>-<pid>)",

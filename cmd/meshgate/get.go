@@ -27,7 +27,9 @@ func newGetCmd() *cobra.Command {
 		Short: "Show policy resources with their status, or those kept in Consul KV",
 		Long: `Get lists the resources of KIND (Gateway, HTTPRoute, GRPCRoute, Service, SecurityPolicy,
 TrafficPolicy, MeshConfig, ListenerSet...; any case, plural or short name such as svc), or shows one by NAME.
-"all" lists every kind.
+"all" lists every kind. "consumers" lists the consumers the SecurityPolicies
+declare (API key consumers, basic-auth users, JWT consumers: the names of
+the per-consumer metrics), with their kind and policy.
 
 By default (--store file) it asks the control plane's admin API (--admin,
 --admin-token as for status) and shows each resource of the policy it
@@ -49,6 +51,13 @@ with a STATUS column when the control plane's admin API answers.`,
 				return &exitError{code: 2, err: fmt.Errorf("get: unknown -o %q (want yaml or json)", output)}
 			}
 			kind := args[0]
+			if isConsumersKind(kind) && store.store == policyStoreFile {
+				name := ""
+				if len(args) == 2 {
+					name = args[1]
+				}
+				return getConsumers(cmd.Context(), cmd.OutOrStdout(), admin, namespace, name, output)
+			}
 			if kind == "all" {
 				if len(args) == 2 {
 					return &exitError{code: 2, err: fmt.Errorf("get all: give a kind to get one resource by name")}

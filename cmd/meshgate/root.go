@@ -60,6 +60,7 @@ func newRootCmd() *cobra.Command {
 		newRateLimitCmd(g),
 		newCacheCmd(),
 		newCaptureCmd(),
+		newBootstrapCmd(g),
 	)
 	return root
 }

@@ -18,6 +18,7 @@ func newSidecarCmd(g *globalFlags) *cobra.Command {
 	var rf proxyRoleFlags
 	var captureOn bool
 	var cf captureFlags
+	var envoy envoyAgentFlags
 	cmd := &cobra.Command{
 		Use:   "sidecar",
 		Short: "Run a sidecar proxy beside one service instance, configured over xDS",
@@ -43,8 +44,13 @@ On SIGTERM or SIGINT the sidecar stops gracefully: it leaves Consul and fails
 in-flight requests finish within --drain-timeout; a second signal stops it at
 once (docs/operations.md).
 
+With --dns-listen the sidecar also answers DNS: the names of the mesh services
+it may call resolve to their virtual IPs (short TTL, from its current clusters);
+every other name is forwarded to --dns-upstream or the host's resolvers
+(docs/transparent.md).
+
 Create the join token on the control plane:
-  meshgate token create --service <service> [--namespace <namespace>]`,
+  meshgate token create --service <service> [--namespace <namespace>]` + envoyAgentHelp,
 		Example: `  meshgate sidecar --service orders --app 127.0.0.1:8080 --xds 127.0.0.1:15010 --token-file /etc/meshgate/orders.token`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,6 +59,9 @@ Create the join token on the control plane:
 				return &exitError{code: 2, err: err}
 			}
 			opts.RoleOptions = role
+			if envoy.enabled {
+				return runEnvoyAgent(cmd.Context(), role.RoleLogger(), role, opts.Namespace, opts.Service, envoy.socket)
+			}
 			if opts.RegisterApp && opts.Consul.Client == nil {
 				return &exitError{code: 2, err: errors.New("--register-app needs --consul")}
 			}
@@ -105,5 +114,9 @@ Create the join token on the control plane:
 	f.StringVar(&opts.CaptureAddress, "capture-outbound", mesh.DefaultCaptureAddress, "with --capture: ip:port of the capture listener, which routes the app's redirected connections by their original destination; given without --capture, the listener is served behind rules installed by \"meshgate capture install\" (no privilege needed)")
 	f.StringVar(&opts.CaptureUnknown, "capture-unknown", "passthrough", "with --capture: a captured connection to no mesh service is proxied to its original destination (passthrough) or closed (deny)")
 	cf.register(f, "capture-")
+	f.StringVar(&opts.DNSListen, "dns-listen", "", "ip:port (e.g. 127.0.0.1:15053) to answer the app's DNS on, UDP and TCP: mesh service names (orders, orders.default, orders.default.svc.<domain>) get their virtual IPs, other names go to --dns-upstream. Empty: no resolver")
+	f.StringArrayVar(&opts.DNSUpstreams, "dns-upstream", nil, "with --dns-listen: a resolver (IP or ip:port) other names are forwarded to (repeatable, at most 3; default: the nameservers of /etc/resolv.conf)")
+	f.BoolVar(&envoy.enabled, "envoy", false, "run no proxy: serve this service's identity to a local Envoy over SDS on --sds-socket")
+	f.StringVar(&envoy.socket, "sds-socket", "", "with --envoy: the Unix socket of the SDS server (the Envoy bootstrap's sds-grpc cluster)")
 	return cmd
 }

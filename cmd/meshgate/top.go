@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
@@ -28,6 +29,10 @@ import (
 const (
 	metricRequests        = "meshgate_proxy_requests_total"
 	metricRequestDuration = "meshgate_proxy_request_duration_seconds"
+	// By consumer (--by consumer): the declared consumers' requests and
+	// 429s (docs/api-gateway.md, Consumers).
+	metricConsumerRequests    = "meshgate_proxy_consumer_requests_total"
+	metricConsumerRateLimited = "meshgate_proxy_consumer_rate_limited_total"
 )
 
 // Limits of one scrape of a proxy's /metrics.
@@ -52,7 +57,7 @@ func newTopCmd() *cobra.Command {
 	o := topOptions{}
 	cmd := &cobra.Command{
 		Use:   "top",
-		Short: "Show live requests/s, success rate and p50/p99 latency per service or route, from the proxies' metrics",
+		Short: "Show live requests/s, success rate and p50/p99 latency per service or route (or requests/s and 429s/s per consumer), from the proxies' metrics",
 		Long: `Top lists the proxies connected to the control plane (GET /status, with
 the admin address each proxy reported), scrapes each one's /metrics twice per
 interval and shows, from the differences, per service (the destination
@@ -69,6 +74,15 @@ Every proxy is counted where it served the request: a request through the
 gateway and the frontend's sidecar appears under default/frontend:80 (the
 gateway's cluster) and under inbound|frontend (the sidecar's).
 
+--by consumer shows, per declared consumer (an API key consumer, a
+basic-auth user, a JWT consumer: KIND and CONSUMER), summed over the proxies:
+
+  RPS        its authenticated requests per second (the rate-limited included)
+  LIMITED/S  its requests refused 429 by a local or global rate limit, per second
+  REQS, LIMITED  the same counts over the interval
+
+(--service does not apply: consumer metrics have no destination.)
+
 The view is redrawn every --interval on a terminal, appended otherwise;
 --once prints one interval and exits. A proxy that cannot be scraped is
 listed as unreachable, the others are still shown. Proxies' admin
@@ -76,7 +90,8 @@ endpoints listen on loopback by default: run top where the proxies run (a
 proxy whose admin address is a wildcard is scraped on 127.0.0.1).`,
 		Example: `  meshgate top
   meshgate top --by route --role gateway
-  meshgate top --service orders --once -o json`,
+  meshgate top --service orders --once -o json
+  meshgate top --by consumer --role gateway`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(); err != nil {
@@ -89,7 +104,7 @@ proxy whose admin address is a wildcard is scraped on 127.0.0.1).`,
 	f.DurationVar(&o.interval, "interval", 2*time.Second, "interval between the two scrapes a view is computed from, and between redraws")
 	f.BoolVar(&o.once, "once", false, "print one interval and exit")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
-	f.StringVar(&o.by, "by", "service", "group by: service (destination cluster) or route (per proxy)")
+	f.StringVar(&o.by, "by", "service", "group by: service (destination cluster), route (per proxy) or consumer (declared consumers, over the proxies)")
 	f.StringVar(&o.role, "role", "", "only proxies of this role: gateway or sidecar")
 	f.StringVar(&o.service, "service", "", "only requests to this service (NAME or NAMESPACE/NAME)")
 	f.StringVar(&o.proxy, "proxy", "", "only this proxy: its node id, or the NAME or NAMESPACE/NAME of its gateway or service")
@@ -103,8 +118,10 @@ func (o topOptions) check() error {
 		return fmt.Errorf("top: --interval %s: must be positive", o.interval)
 	case o.output != "table" && o.output != "json" && o.output != "yaml":
 		return fmt.Errorf("top: unknown -o %q (want table, json or yaml)", o.output)
-	case o.by != "service" && o.by != "route":
-		return fmt.Errorf("top: unknown --by %q (want service or route)", o.by)
+	case o.by != "service" && o.by != "route" && o.by != "consumer":
+		return fmt.Errorf("top: unknown --by %q (want service, route or consumer)", o.by)
+	case o.by == "consumer" && o.service != "":
+		return fmt.Errorf("top: --service does not apply to --by consumer (consumer metrics have no destination)")
 	case o.role != "" && o.role != "gateway" && o.role != "sidecar":
 		return fmt.Errorf("top: unknown --role %q (want gateway or sidecar)", o.role)
 	}
@@ -238,11 +255,18 @@ type seriesValue struct {
 	buckets  map[float64]float64
 }
 
+// consumerKey is a declared consumer: the labels of its series.
+type consumerKey struct{ kind, consumer string }
+
+// consumerValue is a consumer's request and 429 counts.
+type consumerValue struct{ requests, rateLimited float64 }
+
 // proxySample is one scrape of one proxy.
 type proxySample struct {
-	at     time.Time
-	series map[seriesKey]seriesValue
-	err    error
+	at        time.Time
+	series    map[seriesKey]seriesValue
+	consumers map[consumerKey]consumerValue
+	err       error
 }
 
 // scrapeAll scrapes every target, by node id, in parallel.
@@ -287,21 +311,49 @@ func scrapeProxy(ctx context.Context, t topTarget) proxySample {
 	if resp.StatusCode != http.StatusOK {
 		return proxySample{err: fmt.Errorf("GET http://%s/metrics: %s", t.Admin, resp.Status)}
 	}
-	series, err := parseRequestSeries(body)
+	s, err := parseSample(body)
 	if err != nil {
 		return proxySample{err: fmt.Errorf("http://%s/metrics: %w", t.Admin, err)}
 	}
-	return proxySample{at: time.Now(), series: series}
+	s.at = time.Now()
+	return s
+}
+
+// parseSample reads the request series and the consumer series from a
+// Prometheus text exposition.
+func parseSample(text []byte) (proxySample, error) {
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		return proxySample{}, fmt.Errorf("parse the metrics: %w", err)
+	}
+	consumers := map[consumerKey]consumerValue{}
+	for _, name := range []string{metricConsumerRequests, metricConsumerRateLimited} {
+		for _, m := range families[name].GetMetric() {
+			labels := labelMap(m.GetLabel())
+			k := consumerKey{labels["kind"], labels["consumer"]}
+			v := consumers[k]
+			if name == metricConsumerRequests {
+				v.requests = m.GetCounter().GetValue()
+			} else {
+				v.rateLimited = m.GetCounter().GetValue()
+			}
+			consumers[k] = v
+		}
+	}
+	return proxySample{series: requestSeries(families), consumers: consumers}, nil
 }
 
 // parseRequestSeries reads the request count and duration histogram series
 // from a Prometheus text exposition.
 func parseRequestSeries(text []byte) (map[seriesKey]seriesValue, error) {
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(text))
-	if err != nil {
-		return nil, fmt.Errorf("parse the metrics: %w", err)
-	}
+	s, err := parseSample(text)
+	return s.series, err
+}
+
+// requestSeries is the request count and duration histogram series of
+// parsed metric families.
+func requestSeries(families map[string]*dto.MetricFamily) map[seriesKey]seriesValue {
 	series := map[seriesKey]seriesValue{}
 	keyOf := func(labels map[string]string) seriesKey {
 		return seriesKey{labels["listener"], labels["route"], labels["cluster"], labels["code_class"]}
@@ -322,7 +374,7 @@ func parseRequestSeries(text []byte) (map[seriesKey]seriesValue, error) {
 		v.buckets[math.Inf(1)] = float64(m.GetHistogram().GetSampleCount())
 		series[k] = v
 	}
-	return series, nil
+	return series
 }
 
 func labelMap[L interface {
@@ -431,6 +483,12 @@ type topRow struct {
 	SuccessRate       *float64 `json:"successRate" yaml:"successRate"`
 	P50Seconds        *float64 `json:"p50Seconds" yaml:"p50Seconds"`
 	P99Seconds        *float64 `json:"p99Seconds" yaml:"p99Seconds"`
+	// Kind (apikey, basic, jwt) and Consumer, by consumer, with the
+	// requests refused 429 by a rate limit (among Requests).
+	Kind                 string  `json:"kind,omitempty" yaml:"kind,omitempty"`
+	Consumer             string  `json:"consumer,omitempty" yaml:"consumer,omitempty"`
+	RateLimited          float64 `json:"rateLimited,omitempty" yaml:"rateLimited,omitempty"`
+	RateLimitedPerSecond float64 `json:"rateLimitedPerSecond,omitempty" yaml:"rateLimitedPerSecond,omitempty"`
 
 	buckets map[float64]float64
 }
@@ -487,6 +545,10 @@ func computeView(o topOptions, targets []topTarget, prev, cur map[string]proxySa
 			continue
 		}
 		elapsed := c.at.Sub(p.at).Seconds()
+		if o.by == "consumer" {
+			addConsumerRows(rows, p.consumers, c.consumers, elapsed)
+			continue
+		}
 		for k, v := range c.series {
 			service, isService := destination(k.cluster, t.Namespace)
 			if o.service != "" && (!isService || !serviceMatches(service, o.service)) {
@@ -521,6 +583,10 @@ func computeView(o topOptions, targets []topTarget, prev, cur map[string]proxySa
 		}
 	}
 	for _, r := range rows {
+		if o.by == "consumer" {
+			view.Rows = append(view.Rows, *r)
+			continue
+		}
 		if r.Requests > 0 {
 			r.SuccessRate = ptr((r.Requests - r.ServerErrors) / r.Requests)
 		}
@@ -534,9 +600,31 @@ func computeView(o topOptions, targets []topTarget, prev, cur map[string]proxySa
 	}
 	slices.SortFunc(view.Rows, func(a, b topRow) int {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Cluster, b.Cluster),
-			cmp.Compare(a.Proxy, b.Proxy), cmp.Compare(a.Route, b.Route))
+			cmp.Compare(a.Proxy, b.Proxy), cmp.Compare(a.Route, b.Route),
+			cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Consumer, b.Consumer))
 	})
 	return view
+}
+
+// addConsumerRows adds one proxy's consumer counts over an interval
+// (elapsed seconds) to the rows by consumer: a consumer's row sums every
+// proxy's.
+func addConsumerRows(rows map[[3]string]*topRow, prev, cur map[consumerKey]consumerValue, elapsed float64) {
+	for k, v := range cur {
+		key := [3]string{"consumer", k.kind, k.consumer}
+		r := rows[key]
+		if r == nil {
+			r = &topRow{Kind: k.kind, Consumer: k.consumer}
+			rows[key] = r
+		}
+		requests, limited := counterDelta(prev[k].requests, v.requests), counterDelta(prev[k].rateLimited, v.rateLimited)
+		r.Requests += requests
+		r.RateLimited += limited
+		if elapsed > 0 {
+			r.RequestsPerSecond += requests / elapsed
+			r.RateLimitedPerSecond += limited / elapsed
+		}
+	}
 }
 
 func ptr(f float64) *float64 { return &f }
@@ -556,12 +644,19 @@ func renderView(w io.Writer, output string, view topView) error {
 		return enc.Close()
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if view.By == "route" {
+	switch view.By {
+	case "consumer":
+		fmt.Fprintln(tw, "KIND\tCONSUMER\tRPS\tLIMITED/S\tREQS\tLIMITED")
+	case "route":
 		fmt.Fprintln(tw, "PROXY\tROUTE\tRPS\tSUCCESS\tP50\tP99\tREQS")
-	} else {
+	default:
 		fmt.Fprintln(tw, "SERVICE\tCLUSTER\tRPS\tSUCCESS\tP50\tP99\tREQS")
 	}
 	for _, r := range view.Rows {
+		if view.By == "consumer" {
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f\t%.0f\t%.0f\n", r.Kind, r.Consumer, r.RequestsPerSecond, r.RateLimitedPerSecond, r.Requests, r.RateLimited)
+			continue
+		}
 		first, second := r.Service, r.Cluster
 		if view.By == "route" {
 			first, second = r.Proxy, r.Route

@@ -224,15 +224,20 @@ func TestDestination(t *testing.T) {
 }
 
 func TestTopOptionsCheck(t *testing.T) {
-	good := topOptions{interval: time.Second, output: "table", by: "service"}
-	if err := good.check(); err != nil {
-		t.Fatal(err)
+	for _, good := range []topOptions{
+		{interval: time.Second, output: "table", by: "service"},
+		{interval: time.Second, output: "json", by: "consumer", role: "gateway"},
+	} {
+		if err := good.check(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, bad := range []topOptions{
 		{interval: 0, output: "table", by: "service"},
 		{interval: time.Second, output: "xml", by: "service"},
 		{interval: time.Second, output: "table", by: "pod"},
 		{interval: time.Second, output: "table", by: "service", role: "mesh"},
+		{interval: time.Second, output: "table", by: "consumer", service: "orders"},
 	} {
 		if err := bad.check(); err == nil {
 			t.Errorf("%+v: no error", bad)
@@ -251,5 +256,73 @@ func TestScrapeAddress(t *testing.T) {
 		if got := scrapeAddress(in); got != want {
 			t.Errorf("scrapeAddress(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// consumerExposition is a proxy's consumer series as its /metrics shows
+// them: requests and 429s of each consumer ("kind/name" → counts).
+func consumerExposition(requests, limited map[string]int) string {
+	var b strings.Builder
+	b.WriteString("# HELP meshgate_proxy_consumer_requests_total Authenticated requests of declared consumers.\n# TYPE meshgate_proxy_consumer_requests_total counter\n")
+	for key, n := range requests {
+		kind, name, _ := strings.Cut(key, "/")
+		fmt.Fprintf(&b, "meshgate_proxy_consumer_requests_total{consumer=%q,kind=%q} %d\n", name, kind, n)
+	}
+	b.WriteString("# HELP meshgate_proxy_consumer_rate_limited_total Requests of declared consumers refused with 429.\n# TYPE meshgate_proxy_consumer_rate_limited_total counter\n")
+	for key, n := range limited {
+		kind, name, _ := strings.Cut(key, "/")
+		fmt.Fprintf(&b, "meshgate_proxy_consumer_rate_limited_total{consumer=%q,kind=%q} %d\n", name, kind, n)
+	}
+	return b.String()
+}
+
+func consumerSample(t *testing.T, at time.Time, text string) proxySample {
+	t.Helper()
+	s, err := parseSample([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.at = at
+	return s
+}
+
+// TestComputeViewByConsumer: --by consumer sums each consumer's requests
+// and 429s over the proxies (two gateway replicas), as counts and rates
+// over the interval; a consumer first seen in the second scrape counts from
+// 0; a proxy restarted (counters down) counts from 0, as rate() does; the
+// table shows the 429 columns.
+func TestComputeViewByConsumer(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	t1 := t0.Add(2 * time.Second)
+	targets := []topTarget{
+		{ID: "gw-1", Role: "gateway", Namespace: "default", Name: "edge", Admin: "127.0.0.1:1"},
+		{ID: "gw-2", Role: "gateway", Namespace: "default", Name: "edge", Admin: "127.0.0.1:2"},
+	}
+	prev := map[string]proxySample{
+		"gw-1": consumerSample(t, t0, exposition("default/orders:80", 5, 0)+consumerExposition(map[string]int{"apikey/acme": 10}, map[string]int{"apikey/acme": 2})),
+		"gw-2": consumerSample(t, t0, consumerExposition(map[string]int{"apikey/acme": 50, "jwt/billing": 7}, nil)),
+	}
+	cur := map[string]proxySample{
+		"gw-1": consumerSample(t, t1, exposition("default/orders:80", 9, 0)+consumerExposition(map[string]int{"apikey/acme": 16, "basic/bob": 2}, map[string]int{"apikey/acme": 4})),
+		// restarted: acme went down from 50 to 4, of which 4 refused
+		"gw-2": consumerSample(t, t1, consumerExposition(map[string]int{"apikey/acme": 4, "jwt/billing": 11}, map[string]int{"apikey/acme": 4})),
+	}
+	view := computeView(topOptions{by: "consumer", interval: 2 * time.Second}, targets, prev, cur)
+	var got []string
+	for _, r := range view.Rows {
+		got = append(got, fmt.Sprintf("%s/%s %v %.1f %v %.1f", r.Kind, r.Consumer, r.Requests, r.RequestsPerSecond, r.RateLimited, r.RateLimitedPerSecond))
+	}
+	want := []string{"apikey/acme 10 5.0 6 3.0", "basic/bob 2 1.0 0 0.0", "jwt/billing 4 2.0 0 0.0"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var b strings.Builder
+	if err := renderView(&b, "table", view); err != nil {
+		t.Fatal(err)
+	}
+	table := strings.Join(strings.Fields(b.String()), " ")
+	if !strings.Contains(table, "KIND CONSUMER RPS LIMITED/S REQS LIMITED apikey acme 5.00 3.00 10 6") {
+		t.Errorf("table:\n%s", b.String())
 	}
 }

@@ -68,6 +68,8 @@ type JWTProvider struct {
 	// ClaimToHeaders copies claims into request headers.
 	ClaimToHeaders []policy.ClaimToHeader `json:"claimToHeaders,omitempty"`
 	Forward        bool                   `json:"forward,omitempty"`
+	// Consumers: the declared consumers among the token subjects.
+	Consumers []policy.JWTConsumer `json:"consumers,omitempty"`
 }
 
 // Defaults of a JWT provider.
@@ -96,9 +98,11 @@ type compiledAuthn struct {
 	basic    *BasicAuthn
 }
 
-func compileAPIKey(a *policy.APIKeyAuthentication) *compiledAuthn {
+// compileAPIKey compiles an apiKey section; fileConsumers are those of
+// its consumersFile (policy.Set.APIKeyFileConsumers).
+func compileAPIKey(a *policy.APIKeyAuthentication, fileConsumers []policy.APIKeyConsumer) *compiledAuthn {
 	out := &APIKeyAuthn{ForwardHeader: a.ForwardConsumerHeader, Forward: a.Forward}
-	for _, c := range append(slices.Clone(a.Consumers), a.SecretConsumers...) {
+	for _, c := range slices.Concat(a.Consumers, a.SecretConsumers, fileConsumers) {
 		hashes := make([]string, len(c.SHA256s))
 		for i, h := range c.SHA256s {
 			hashes[i] = strings.ToLower(h)
@@ -121,6 +125,7 @@ func compileJWT(name string, j *policy.JWTAuthentication) (*compiledAuthn, error
 			ClockSkew:      DefaultJWTClockSkew,
 			ClaimToHeaders: slices.Clone(p.ClaimToHeaders),
 			Forward:        p.Forward,
+			Consumers:      slices.Clone(p.Consumers),
 		}
 		where := fmt.Sprintf("spec.jwt.providers[%d]", i)
 		d := func(field, v string, def time.Duration) (time.Duration, error) {

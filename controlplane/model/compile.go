@@ -198,7 +198,7 @@ func (c *compiler) meshConfig() error {
 }
 
 func (c *compiler) securityPolicies() error {
-	c.targets = c.m.compilePolicies(c.set.SecurityPolicies, c.leaveOut)
+	c.targets = c.m.compilePolicies(c.set.SecurityPolicies, c.set.APIKeyFileConsumers, c.leaveOut)
 	return nil
 }
 

@@ -250,7 +250,7 @@ type compiledPolicy struct {
 	authn     *compiledAuthn // nil: the policy does not authenticate
 }
 
-func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error) {
+func (m *Model) compilePolicy(sp *policy.SecurityPolicy, fileConsumers []policy.APIKeyConsumer) (*compiledPolicy, error) {
 	ns := orDefault(sp.Namespace)
 	cp := &compiledPolicy{name: ns + "/" + sp.Name, namespace: ns, extAuth: sp.Spec.ExtAuth}
 	if sp.Spec.JWT != nil {
@@ -261,7 +261,7 @@ func (m *Model) compilePolicy(sp *policy.SecurityPolicy) (*compiledPolicy, error
 		cp.authn = authn
 	}
 	if sp.Spec.APIKey != nil {
-		cp.authn = compileAPIKey(sp.Spec.APIKey)
+		cp.authn = compileAPIKey(sp.Spec.APIKey, fileConsumers)
 	}
 	if sp.Spec.BasicAuth != nil {
 		cp.authn = &compiledAuthn{basic: &BasicAuthn{Htpasswd: sp.Spec.BasicAuth.Htpasswd, ForwardHeader: sp.Spec.BasicAuth.ForwardUsernameHeader}}
@@ -401,10 +401,12 @@ type policyTargets struct {
 	mtls     map[NamespacedName]string
 }
 
-// compilePolicies compiles every SecurityPolicy and groups them by target.
-// A policy that does not compile fails closed: in its place, a rule that
-// denies every request to its targets; leaveOut is told.
-func (m *Model) compilePolicies(policies []*policy.SecurityPolicy, leaveOut func(kind string, name NamespacedName, src policy.Source, err error)) *policyTargets {
+// compilePolicies compiles every SecurityPolicy and groups them by target;
+// fileConsumers gives a policy's API consumers file's consumers
+// (policy.Set.APIKeyFileConsumers). A policy that does not compile fails
+// closed: in its place, a rule that denies every request to its targets;
+// leaveOut is told.
+func (m *Model) compilePolicies(policies []*policy.SecurityPolicy, fileConsumers func(*policy.SecurityPolicy) []policy.APIKeyConsumer, leaveOut func(kind string, name NamespacedName, src policy.Source, err error)) *policyTargets {
 	pt := &policyTargets{
 		services: map[NamespacedName][]*compiledPolicy{},
 		gateways: map[NamespacedName][]*compiledPolicy{},
@@ -417,7 +419,7 @@ func (m *Model) compilePolicies(policies []*policy.SecurityPolicy, leaveOut func
 	})
 	for _, sp := range sorted {
 		ns := orDefault(sp.Namespace)
-		cp, err := m.compilePolicy(sp)
+		cp, err := m.compilePolicy(sp, fileConsumers(sp))
 		if err != nil {
 			leaveOut(policy.KindSecurityPolicy, NamespacedName{Namespace: ns, Name: sp.Name}, sp.Source, err)
 			cp = denyAll(ns + "/" + sp.Name)

@@ -34,6 +34,10 @@ type Cache struct {
 	// outboundOf memoizes, by caller, its entry of outbounds: the sidecars
 	// of one service need its reachable set computed once.
 	outboundOf map[model.NamespacedName]*cachedOutbound
+	// outboundPerCaller: mesh routes' authorization names identities, so
+	// the outbound configuration differs between the callers of one
+	// namespace (rulesForCaller).
+	outboundPerCaller bool
 
 	gatewaysMu sync.Mutex
 	gateways   map[model.NamespacedName]*cachedGateway
@@ -63,6 +67,8 @@ func NewCache(m *model.Model, in Inputs) *Cache {
 		outbounds:  map[string]*cachedOutbound{},
 		outboundOf: map[model.NamespacedName]*cachedOutbound{},
 		gateways:   map[model.NamespacedName]*cachedGateway{},
+
+		outboundPerCaller: outboundDependsOnCaller(m),
 	}
 	if in.mtls() {
 		c.rootCASecret = rootCASecret(in.TrustBundle)
@@ -116,7 +122,7 @@ func (c *Cache) outbound(caller model.NamespacedName) (*outboundPart, error) {
 				mayCall = func(svc *model.Service) bool { return reachable[svc] }
 			}
 			o = &cachedOutbound{}
-			o.part, o.err = buildOutbound(c, caller.Namespace, mayCall)
+			o.part, o.err = buildOutbound(c, caller, mayCall)
 			c.outbounds[key] = o
 		}
 		c.outboundOf[caller] = o
@@ -129,8 +135,14 @@ func (c *Cache) outbound(caller model.NamespacedName) (*outboundPart, error) {
 // namespace, and with the Authorized scope the set of services it may call
 // (then also returned; nil means every service).
 func (c *Cache) outboundKey(caller model.NamespacedName) (string, map[*model.Service]bool) {
+	base := caller.Namespace
+	if c.outboundPerCaller {
+		// Mesh routes' authorization is resolved for the caller
+		// (rbac.go).
+		base = caller.Namespace + "\x00" + caller.Name
+	}
 	if c.model.Mesh.OutboundScope != model.OutboundScopeAuthorized {
-		return caller.Namespace, nil
+		return base, nil
 	}
 	callable := c.model.CallableBy(caller)
 	reachable := make(map[*model.Service]bool)
@@ -141,7 +153,7 @@ func (c *Cache) outboundKey(caller model.NamespacedName) (string, map[*model.Ser
 			bits[i/8] |= 1 << (i % 8)
 		}
 	}
-	return caller.Namespace + "\x00" + string(bits), reachable
+	return base + "\x00" + string(bits), reachable
 }
 
 func (c *Cache) gateway(namespace, name string) (*gatewayPart, error) {

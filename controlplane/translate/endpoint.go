@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/controlplane/model"
 	"github.com/meshgate/meshgate/policy"
@@ -28,18 +29,44 @@ func loadAssignment(cluster string, endpoints []*model.Endpoint, mtls bool) *end
 		zone := policy.EndpointZone(ep.Labels)
 		locality := byZone[zone]
 		if locality == nil {
-			locality = &endpointv3.LocalityLbEndpoints{}
-			if zone != "" {
-				locality.Locality = &corev3.Locality{Zone: zone}
-			}
+			locality = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: zone}}
 			byZone[zone] = locality
 		}
 		locality.LbEndpoints = append(locality.LbEndpoints, lbEndpoint(ep.Host, ep.Port, ep.Labels, mtls && ep.Sidecar))
 	}
 	for _, zone := range slices.Sorted(maps.Keys(byZone)) {
-		cla.Endpoints = append(cla.Endpoints, byZone[zone])
+		locality := byZone[zone]
+		setLocalityWeight(locality)
+		cla.Endpoints = append(cla.Endpoints, locality)
 	}
 	return cla
+}
+
+// localityEndpoints is a locality (without zone when nil) of endpoints,
+// weighted.
+func localityEndpoints(locality *corev3.Locality, endpoints ...*endpointv3.LbEndpoint) *endpointv3.LocalityLbEndpoints {
+	if locality == nil {
+		locality = &corev3.Locality{}
+	}
+	l := &endpointv3.LocalityLbEndpoints{Locality: locality, LbEndpoints: endpoints}
+	setLocalityWeight(l)
+	return l
+}
+
+// setLocalityWeight gives a locality its load_balancing_weight: the sum of
+// its endpoints' weights (1 each unless set), so that a client that
+// balances between localities by weight (grpc-go's xds_wrr_locality, an
+// Envoy with locality weighted balancing) gives each endpoint the share it
+// gets from one that balances over the endpoints of a priority (Envoy's
+// and meshgate's default). grpc-go ignores a locality without a weight,
+// and refuses one without a locality: every locality has both, the zone
+// empty when the endpoints have none.
+func setLocalityWeight(l *endpointv3.LocalityLbEndpoints) {
+	var weight uint32
+	for _, ep := range l.GetLbEndpoints() {
+		weight += max(ep.GetLoadBalancingWeight().GetValue(), 1)
+	}
+	l.LoadBalancingWeight = wrapperspb.UInt32(max(weight, 1))
 }
 
 // lbEndpoint builds an endpoint with its labels as metadata; sidecar marks it

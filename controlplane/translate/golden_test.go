@@ -29,7 +29,7 @@ var update = flag.Bool("update", false, "rewrite testdata/<feature>/*.out.yaml f
 
 // features are the translator's features, one file each (see the package
 // documentation), each with golden pairs under testdata/<feature>/.
-var features = []string{"gateway", "sidecar", "listener", "route", "header", "traffic", "cluster", "endpoint", "rbac", "tls", "gatewaytls", "tracing", "accesslog", "trafficpolicy", "grpcweb", "cors", "ratelimit", "jwt", "authn", "l4", "openapi", "responsecache", "extauthz", "capture"}
+var features = []string{"gateway", "sidecar", "listener", "route", "header", "traffic", "cluster", "endpoint", "rbac", "tls", "gatewaytls", "tracing", "accesslog", "trafficpolicy", "grpcweb", "cors", "ratelimit", "jwt", "consumers", "authn", "l4", "openapi", "responsecache", "extauthz", "proxyless", "envoy", "capture"}
 
 // TestFeatureFiles: every feature is a file of the package with golden
 // pairs, and every file of the package builds a feature or ties them
@@ -179,7 +179,9 @@ type yamlNodeInfo struct {
 	OutboundTCP     string `yaml:"outboundTCP,omitempty"`
 	CaptureAddress  string `yaml:"captureAddress,omitempty"`
 	CaptureUnknown  string `yaml:"captureUnknown,omitempty"`
+	Listeners       string `yaml:"listeners,omitempty"`
 	Zone            string `yaml:"zone,omitempty"`
+	Envoy           bool   `yaml:"envoy,omitempty"`
 }
 
 // goldenNodes are a gateway node per Gateway and a sidecar per Service,

@@ -209,7 +209,7 @@ func inboundTCP(m *model.Model, in Inputs, node NodeInfo, svc *model.Service) (*
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: clusterName,
-			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil, false)}}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{localityEndpoints(nil, lbEndpoint(appHost, appPort, nil, false))},
 		},
 	}
 	logs, err := sidecarAccessLogs(m, node)

@@ -184,7 +184,8 @@ func (f *listenerFilters) need(rules []*model.Rule) {
 // httpFilters is the HTTP filter chain of a listener before the router, in
 // the order requests meet them: CORS first (a preflight is answered before
 // anything else), then the gRPC-Web translation (it sees every response the
-// others answer), then authentication (JWT, API keys, basic auth), then
+// others answer), then authentication (JWT, with the consumers filter naming
+// its declared consumers right after, API keys, basic auth), then
 // the external authorizations (extauthz.go, after authentication as in Envoy
 // Gateway), then authorization (the deny, then the allow filter: a denied
 // request goes no further), then the local rate limit (a denied request
@@ -216,6 +217,13 @@ func httpFilters(name string, want listenerFilters) ([]*hcmv3.HttpFilter, error)
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, jwt)
+		consumers, err := consumersHTTPFilter(want.authentication, want.routeAuthentications)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		if consumers != nil {
+			out = append(out, consumers)
+		}
 	}
 	if anyAuthn(want, func(a *model.Authentication) bool { return a.APIKey != nil }) {
 		f, err := apiKeyHTTPFilter(want.authentication)

@@ -14,6 +14,9 @@ import (
 const (
 	RoleGateway = xdsnode.RoleGateway
 	RoleSidecar = xdsnode.RoleSidecar
+	// RoleProxyless is a proxyless gRPC client: no proxy, its own xDS
+	// client (proxyless.go).
+	RoleProxyless = xdsnode.RoleProxyless
 )
 
 // DefaultOutboundAddress is where a sidecar's outbound listener binds when the
@@ -40,9 +43,17 @@ type NodeInfo struct {
 	// mesh service (xdsnode.KeyCaptureUnknown).
 	CaptureAddress string `json:"captureAddress,omitempty"`
 	CaptureUnknown string `json:"captureUnknown,omitempty"`
+	// Listeners is, for a proxyless client, the Listener names it
+	// subscribed to, comma-separated (the xDS server sets it; a node does
+	// not send it).
+	Listeners string `json:"listeners,omitempty"`
 	// Zone is the proxy's zone (node.locality.zone): the endpoints of
 	// clusters that prefer local ones are prioritized by it.
 	Zone string `json:"zone,omitempty"`
+	// Envoy: the node is an Envoy (node.user_agent_name "envoy"), which
+	// resolves the proxy's own certificate from its local SDS server
+	// (envoy.go).
+	Envoy bool `json:"envoy,omitempty"`
 }
 
 // Name is the gateway or service name the node serves.
@@ -70,6 +81,7 @@ func NodeInfoFromNode(node *corev3.Node) NodeInfo {
 		CaptureAddress:  m.CaptureAddress,
 		CaptureUnknown:  m.CaptureUnknown,
 		Zone:            node.GetLocality().GetZone(),
+		Envoy:           xdsnode.IsEnvoy(node),
 	}
 }
 

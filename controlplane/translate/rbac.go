@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -217,4 +218,153 @@ func cidrRange(block string) *corev3.CidrRange {
 		return &corev3.CidrRange{AddressPrefix: "255.255.255.255", PrefixLen: wrapperspb.UInt32(32)}
 	}
 	return &corev3.CidrRange{AddressPrefix: prefix.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(prefix.Bits()))}
+}
+
+// On a sidecar's outbound listener the caller is the local application,
+// whose identity is the sidecar's own, and the connection is plaintext: an
+// RBAC "authenticated" principal there would be evaluated against a
+// downstream certificate that does not exist (Envoy: never matches). So the
+// rules of a mesh route (an HTTPRoute with a Service parent) are resolved
+// for the caller when its outbound configuration is built: a from entry
+// naming services, identities or namespaces either matches the caller's
+// SPIFFE ID (those fields are dropped, the rest of the entry stays) or
+// never matches (the entry is dropped; a rule left without any from entry
+// is dropped: it can never match). No authenticated principal reaches an
+// outbound listener, and Envoy and the meshgate proxy give the same answer.
+
+// rulesForCaller returns rules with their authorization resolved for the
+// caller whose SPIFFE ID is callerID; rules itself when no rule names an
+// identity.
+func rulesForCaller(rules []*model.Rule, callerID string) []*model.Rule {
+	if !slicesAnyIdentity(rules) {
+		return rules
+	}
+	out := make([]*model.Rule, len(rules))
+	for i, r := range rules {
+		if r.Authorization == nil || !authorizationNamesIdentity(r.Authorization) {
+			out[i] = r
+			continue
+		}
+		resolved := *r
+		resolved.Authorization = authorizationForCaller(r.Authorization, callerID)
+		out[i] = &resolved
+	}
+	return out
+}
+
+func slicesAnyIdentity(rules []*model.Rule) bool {
+	for _, r := range rules {
+		if r.Authorization != nil && authorizationNamesIdentity(r.Authorization) {
+			return true
+		}
+	}
+	return false
+}
+
+// outboundDependsOnCaller reports whether some mesh route of m has an
+// authorization naming an identity: then the outbound configuration
+// differs between callers of one namespace.
+func outboundDependsOnCaller(m *model.Model) bool {
+	for _, svc := range m.Services {
+		for _, port := range svc.Ports {
+			if slicesAnyIdentity(port.Routes) {
+				return true
+			}
+			for _, rules := range port.ConsumerRoutes {
+				if slicesAnyIdentity(rules) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func authorizationNamesIdentity(a *model.Authorization) bool {
+	for _, rules := range [][]*model.AuthzRule{a.Deny, a.Allow} {
+		for _, r := range rules {
+			for _, from := range r.From {
+				if fromNamesIdentity(from) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func fromNamesIdentity(from *model.AuthzFrom) bool {
+	return len(from.Services) > 0 || len(from.Identities) > 0 || len(from.Namespaces) > 0
+}
+
+// authorizationForCaller is a with its rules resolved for callerID.
+func authorizationForCaller(a *model.Authorization, callerID string) *model.Authorization {
+	out := *a
+	out.Deny = rulesOfCaller(a.Deny, callerID)
+	out.Allow = rulesOfCaller(a.Allow, callerID)
+	return &out
+}
+
+func rulesOfCaller(rules []*model.AuthzRule, callerID string) []*model.AuthzRule {
+	out := make([]*model.AuthzRule, 0, len(rules))
+	for _, r := range rules {
+		if len(r.From) == 0 {
+			out = append(out, r)
+			continue
+		}
+		resolved := *r
+		resolved.From = nil
+		for _, from := range r.From {
+			if !fromNamesIdentity(from) {
+				resolved.From = append(resolved.From, from)
+				continue
+			}
+			if !identityFieldsMatch(from, callerID) {
+				continue // never matches this caller
+			}
+			rest := *from
+			rest.Services, rest.Identities, rest.Namespaces = nil, nil, nil
+			resolved.From = append(resolved.From, &rest)
+		}
+		if len(resolved.From) > 0 {
+			out = append(out, &resolved)
+		}
+	}
+	return out
+}
+
+// identityFieldsMatch: every identity field set matches id (AND), by any
+// of its values (OR), as the RBAC principal would.
+func identityFieldsMatch(from *model.AuthzFrom, id string) bool {
+	for _, matches := range [][]model.StringMatch{from.Services, from.Identities, from.Namespaces} {
+		if len(matches) == 0 {
+			continue
+		}
+		ok := false
+		for _, m := range matches {
+			if stringMatches(m, id) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// stringMatches evaluates m as the StringMatcher stringMatch(m) does. A
+// regular expression that does not compile (impossible after compilation)
+// matches nothing.
+func stringMatches(m model.StringMatch, s string) bool {
+	switch m.Kind {
+	case model.MatchPrefix:
+		return strings.HasPrefix(s, m.Value)
+	case model.MatchRegex:
+		re, err := regexp.Compile(`^(?:` + m.Value + `)$`)
+		return err == nil && re.MatchString(s)
+	default:
+		return s == m.Value
+	}
 }

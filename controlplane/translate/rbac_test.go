@@ -148,7 +148,7 @@ func TestRouteLevelRBAC(t *testing.T) {
 		routes := res.Routes[0].VirtualHosts[0].Routes
 		var shop, public int = -1, -1
 		for i, r := range routes {
-			switch r.Match.GetPathSeparatedPrefix() {
+			switch r.Match.GetPath() { // PathPrefix: the path itself, then what is under it
 			case "/orders":
 				shop = i
 			case "/ext":

@@ -68,20 +68,35 @@ func responseCacheFilter(maxBytes int64) (*hcmv3.HttpFilter, error) {
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed}}, nil
 }
 
-// setResponseCaches gives the forwarding routes rs of rules (one route per
-// rule, at a gateway port with outer traffic) whose traffic has a cache
-// section the cache filter's per-route config.
+// setResponseCaches gives the forwarding routes rs of rules (in rule
+// order: one route per rule, two for a PathPrefix, see pathPrefixRoutes; at
+// a gateway port with outer traffic) whose traffic has a cache section the
+// cache filter's per-route config.
 func setResponseCaches(m *model.Model, rs []*routev3.Route, rules []*model.Rule, outer *model.RouteTraffic) error {
-	for i, r := range rules {
-		if i >= len(rs) || rs[i].GetRoute() == nil {
-			continue
+	next := 0
+	for _, r := range rules {
+		n := 1
+		if _, separated := separatedPrefix(r.Match.Path); separated {
+			n = 2
 		}
+		if next+n > len(rs) {
+			return fmt.Errorf("response cache: %d routes for %d rules", len(rs), len(rules))
+		}
+		own := rs[next : next+n]
+		next += n
 		var portRoute *model.RouteTraffic
 		if port := backendPort(m, r.Action); port != nil {
 			portRoute = port.RouteTraffic
 		}
-		if t := model.EffectiveRouteTraffic(r.Traffic, outer, portRoute); hasCache(t) {
-			if err := setResponseCache(rs[i], t.Cache); err != nil {
+		t := model.EffectiveRouteTraffic(r.Traffic, outer, portRoute)
+		if !hasCache(t) {
+			continue
+		}
+		for _, route := range own {
+			if route.GetRoute() == nil {
+				continue
+			}
+			if err := setResponseCache(route, t.Cache); err != nil {
 				return err
 			}
 		}

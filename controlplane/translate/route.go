@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -92,9 +93,51 @@ func routes(m *model.Model, clusters *clusterCollector, rules []*model.Rule, lis
 			return nil, err
 		}
 		r.Tracing = routeTracing(m, rule)
-		out = append(out, r)
+		out = append(out, pathPrefixRoutes(r, rule.Match.Path)...)
 	}
 	return out, nil
+}
+
+// pathPrefixRoutes is r, built for a rule whose path match is path: for a
+// Gateway API PathPrefix other than "/" (routeMatch makes it an exact match
+// of the prefix without its trailing slash), the two routes that match what
+// Envoy's path_separated_prefix does: the prefix itself (r), then anything
+// under it (a prefix match of the prefix and "/"). Both forms are
+// understood by every xDS client (grpc-go knows no path_separated_prefix).
+// The second route's prefix rewrites keep the separator its match
+// includes. Any other route is returned alone.
+func pathPrefixRoutes(r *routev3.Route, path model.PathMatch) []*routev3.Route {
+	prefix, separated := separatedPrefix(path)
+	if !separated {
+		return []*routev3.Route{r}
+	}
+	under := proto.Clone(r).(*routev3.Route)
+	under.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: prefix + "/"}
+	withSeparator := func(rewrite string) string {
+		if rewrite == "" || strings.HasSuffix(rewrite, "/") {
+			return rewrite
+		}
+		return rewrite + "/"
+	}
+	if ra := under.GetRoute(); ra != nil {
+		ra.PrefixRewrite = withSeparator(ra.PrefixRewrite)
+	}
+	if rd := under.GetRedirect(); rd != nil {
+		if pr, ok := rd.PathRewriteSpecifier.(*routev3.RedirectAction_PrefixRewrite); ok {
+			pr.PrefixRewrite = withSeparator(pr.PrefixRewrite)
+		}
+	}
+	return []*routev3.Route{r, under}
+}
+
+// separatedPrefix is the prefix of a PathPrefix match without its trailing
+// slash, and whether it is one other than "/" (which matches every path).
+func separatedPrefix(path model.PathMatch) (string, bool) {
+	if path.Kind == model.PathExact || path.Kind == model.PathRegex {
+		return "", false
+	}
+	prefix := strings.TrimRight(path.Value, "/")
+	return prefix, prefix != ""
 }
 
 func routeMatch(m model.Match) *routev3.RouteMatch {
@@ -105,11 +148,11 @@ func routeMatch(m model.Match) *routev3.RouteMatch {
 	case model.PathRegex:
 		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.Path.Value}}
 	default:
-		prefix := strings.TrimRight(m.Path.Value, "/")
-		if prefix == "" {
-			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+		if prefix, separated := separatedPrefix(m.Path); separated {
+			// The prefix itself; pathPrefixRoutes adds what is under it.
+			rm.PathSpecifier = &routev3.RouteMatch_Path{Path: prefix}
 		} else {
-			rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: prefix}
+			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
 		}
 	}
 	if m.Method != "" {

@@ -111,15 +111,17 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	return own, shared, nil
 }
 
-// buildOutbound builds the outbound route configuration of a sidecar in
-// namespace callerNamespace that may call the services mayCall accepts
+// buildOutbound builds the outbound route configuration of a sidecar of
+// the service caller that may call the services mayCall accepts
 // (model.Model.MayCall: with the mesh's default scope, every service): a
 // virtual host per service port, with the rules of the HTTPRoutes whose
-// parent is the service (the consumer routes of callerNamespace, else the
-// producer routes: model.ServicePort.RoutesFor), or one route to its
-// cluster.
-func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service) bool) (*outboundPart, error) {
+// parent is the service (the consumer routes of the caller's namespace,
+// else the producer routes: model.ServicePort.RoutesFor), their
+// authorization resolved for the caller (rulesForCaller), or one route to
+// its cluster.
+func buildOutbound(p parts, caller model.NamespacedName, mayCall func(*model.Service) bool) (*outboundPart, error) {
 	m, _ := p.translation()
+	callerNamespace, callerID := caller.Namespace, m.Mesh.SPIFFEID(caller.Namespace, caller.Name)
 	clusters := newClusterCollector(p)
 	rc := &routev3.RouteConfiguration{Name: OutboundName}
 	for _, svc := range m.Services {
@@ -131,7 +133,7 @@ func buildOutbound(p parts, callerNamespace string, mayCall func(*model.Service)
 		}
 		for _, port := range svc.Ports {
 			var rs []*routev3.Route
-			rules := port.RoutesFor(callerNamespace)
+			rules := rulesForCaller(port.RoutesFor(callerNamespace), callerID)
 			if len(rules) > 0 {
 				var err error
 				if rs, err = routes(m, clusters, rules, port.Number, nil, nil); err != nil {
@@ -256,7 +258,7 @@ func inbound(m *model.Model, in Inputs, node NodeInfo) (*listenerv3.Listener, *r
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: clusterName,
-			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(appHost, appPort, nil, false)}}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{localityEndpoints(nil, lbEndpoint(appHost, appPort, nil, false))},
 		},
 	}
 	if svc != nil && svc.Ports[0].Protocol == model.ProtocolHTTP2 {

@@ -135,9 +135,8 @@ func tracingCluster(t *model.Tracing) (*clusterv3.Cluster, error) {
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: TracingClusterName,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{
-				lbEndpoint(ap.Addr().Unmap().String(), uint32(ap.Port()), nil, false),
-			}}},
+			Endpoints: []*endpointv3.LocalityLbEndpoints{localityEndpoints(nil,
+				lbEndpoint(ap.Addr().Unmap().String(), uint32(ap.Port()), nil, false))},
 		},
 	}
 	if t.Protocol != policy.TracingProtocolHTTP {

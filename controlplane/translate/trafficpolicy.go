@@ -688,7 +688,7 @@ func preferLocal(m *model.Model, zone string, endpoints []*endpointv3.ClusterLoa
 		}
 		local := &endpointv3.ClusterLoadAssignment{ClusterName: cla.GetClusterName(), Policy: cla.GetPolicy()}
 		for _, l := range cla.GetEndpoints() {
-			prioritized := &endpointv3.LocalityLbEndpoints{Locality: l.GetLocality(), LbEndpoints: l.GetLbEndpoints(), Priority: priorityRemote}
+			prioritized := &endpointv3.LocalityLbEndpoints{Locality: l.GetLocality(), LbEndpoints: l.GetLbEndpoints(), LoadBalancingWeight: l.GetLoadBalancingWeight(), Priority: priorityRemote}
 			if l.GetLocality().GetZone() == zone {
 				prioritized.Priority = priorityLocal
 			}

@@ -129,7 +129,7 @@ func (d direct) cluster(svc *model.Service, port *model.ServicePort) (*clusterv3
 }
 
 func (d direct) outbound(caller model.NamespacedName) (*outboundPart, error) {
-	return buildOutbound(d, caller.Namespace, func(svc *model.Service) bool { return d.model.MayCall(caller, svc) })
+	return buildOutbound(d, caller, func(svc *model.Service) bool { return d.model.MayCall(caller, svc) })
 }
 
 func (d direct) gateway(namespace, name string) (*gatewayPart, error) {
@@ -165,6 +165,19 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 		if own, sets, err = sidecar(p, res, node); err != nil {
 			return nil, err
 		}
+	case RoleProxyless:
+		set, err := proxyless(p, res, node)
+		if err != nil {
+			return nil, err
+		}
+		// Neither secrets (the client's certificate providers read files)
+		// nor the tracing collector's cluster.
+		res.Clusters, res.Endpoints = mergeClusters(nil, []*clusterSet{set})
+		if m, _ := p.translation(); node.Zone != "" {
+			preferLocal(m, node.Zone, res.Endpoints)
+		}
+		slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+		return res, nil
 	default:
 		return res, nil
 	}
@@ -185,6 +198,11 @@ func translateNode(p parts, node NodeInfo) (*Resources, error) {
 	}
 	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	if node.Envoy {
+		if err := forEnvoy(res); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 

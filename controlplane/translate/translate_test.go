@@ -209,17 +209,21 @@ func TestGatewayShape(t *testing.T) {
 		t.Errorf("domains = %v", domains)
 	}
 	routes := rc.VirtualHosts[0].Routes
-	if len(routes) != 3 {
-		t.Fatalf("routes = %d, want 3", len(routes))
+	if len(routes) != 4 {
+		t.Fatalf("routes = %d, want 4", len(routes))
 	}
 	if routes[0].Match.GetPath() != "/missing" || routes[0].GetDirectResponse().GetStatus() != 500 {
 		t.Errorf("unresolved backend route = %v", routes[0])
 	}
-	if routes[1].Match.GetPathSeparatedPrefix() != "/orders" || len(routes[1].GetRoute().GetWeightedClusters().GetClusters()) != 2 {
+	// PathPrefix /orders: the path itself, then what is under it.
+	if routes[1].Match.GetPath() != "/orders" || len(routes[1].GetRoute().GetWeightedClusters().GetClusters()) != 2 {
 		t.Errorf("canary route = %v", routes[1])
 	}
-	if routes[2].Match.GetPrefix() != "/" || routes[2].GetRoute().GetCluster() != "default/orders:80" {
-		t.Errorf("default route = %v", routes[2])
+	if routes[2].Match.GetPrefix() != "/orders/" || !proto.Equal(routes[2].GetRoute(), routes[1].GetRoute()) {
+		t.Errorf("canary route under /orders/ = %v", routes[2])
+	}
+	if routes[3].Match.GetPrefix() != "/" || routes[3].GetRoute().GetCluster() != "default/orders:80" {
+		t.Errorf("default route = %v", routes[3])
 	}
 	var clusters []string
 	for _, c := range res.Clusters {

@@ -168,7 +168,66 @@ type node struct {
 	resumed      map[string]string
 	resumeOpen   bool
 	resumePolicy string
+	// listeners is, for a proxyless client, the Listener names each of its
+	// streams subscribes to (by stream id): it is served an API listener
+	// of every one (translate.NodeInfo.Listeners). resubscribed: the next
+	// snapshot follows a change of them, and is not held for the routes
+	// and endpoints it drops.
+	listeners    map[int64][]string
+	resubscribed bool
 }
+
+// translationInfo is who the node is, with the Listener names a proxyless
+// client's streams subscribe to.
+func (n *node) translationInfo() translate.NodeInfo {
+	info := n.info
+	var names []string
+	for _, l := range n.listeners {
+		names = append(names, l...)
+	}
+	slices.Sort(names)
+	info.Listeners = strings.Join(slices.Compact(names), ",")
+	return info
+}
+
+// subscribeListenersLocked records the Listener names a proxyless client's
+// request subscribes to and, when they change, builds its configuration
+// again: it is served a Listener of each name it asks for (on demand), so
+// that the go-control-plane watch the request opens next is answered with
+// them. Other roles are served their listeners whatever they ask.
+func (s *Server) subscribeListenersLocked(streamID int64, id string, n *node, req *discoveryv3.DiscoveryRequest) {
+	if n.info.Role != translate.RoleProxyless || req.GetTypeUrl() != resourcev3.ListenerType {
+		return
+	}
+	names := slices.Sorted(slices.Values(req.GetResourceNames()))
+	names = slices.Compact(slices.DeleteFunc(names, func(name string) bool { return name == "" || name == "*" || strings.Contains(name, ",") }))
+	if len(names) > maxProxylessListeners {
+		names = names[:maxProxylessListeners]
+	}
+	if slices.Equal(names, n.listeners[streamID]) {
+		return
+	}
+	if n.listeners == nil {
+		n.listeners = map[int64][]string{}
+	}
+	n.listeners[streamID] = names
+	s.resubscribedLocked(id, n)
+}
+
+// resubscribedLocked builds the configuration of a proxyless client whose
+// Listener subscriptions changed.
+func (s *Server) resubscribedLocked(id string, n *node) {
+	if s.model == nil {
+		return
+	}
+	n.resubscribed = true
+	s.updateNodeLocked(context.Background(), id, n)
+	n.resubscribed = false
+}
+
+// maxProxylessListeners bounds the Listener names one proxyless client is
+// served (the targets of its channels): the rest go unanswered.
+const maxProxylessListeners = 1000
 
 // resumeWindow is how long after a resuming proxy's first request its other
 // initial requests (with the versions it has) are awaited: a type it has not
@@ -408,7 +467,7 @@ func (s *Server) updateAllLocked(ctx context.Context) {
 				if i >= len(ids) {
 					return
 				}
-				built[i] = s.buildNode(ids[i], s.nodes[ids[i]].info)
+				built[i] = s.buildNode(ids[i], s.nodes[ids[i]].translationInfo())
 			}
 		})
 	}
@@ -618,6 +677,7 @@ func (s *Server) onStreamRequest(streamID int64, req *discoveryv3.DiscoveryReque
 		n.streams++
 	}
 	n := s.nodes[id]
+	s.subscribeListenersLocked(streamID, id, n, req)
 	n.sync.request(req, time.Now())
 	if req.GetResponseNonce() == "" {
 		s.resumeRequestLocked(id, n, req)
@@ -651,6 +711,10 @@ func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 	n := s.nodes[id]
 	n.streams--
 	if n.streams > 0 {
+		if _, ok := n.listeners[streamID]; ok {
+			delete(n.listeners, streamID)
+			s.resubscribedLocked(id, n)
+		}
 		return
 	}
 	delete(s.nodes, id)
@@ -670,7 +734,7 @@ type builtNode struct {
 // the generation (s.shared, s.encoder), which the caller holds steady.
 func (s *Server) buildNode(id string, info translate.NodeInfo) builtNode {
 	switch info.Role {
-	case translate.RoleGateway, translate.RoleSidecar:
+	case translate.RoleGateway, translate.RoleSidecar, translate.RoleProxyless:
 	default:
 		s.logger.Warn("proxy has no known role: serving it an empty configuration", "node", id, "role", info.Role)
 	}
@@ -735,7 +799,7 @@ func (s *Server) holdReasonLocked(n *node, next *nodeSnapshot) string {
 	if n.snap == nil {
 		return s.resumeHoldReasonLocked(n, next)
 	}
-	if n.policyVersion != s.model.PolicyVersion {
+	if n.policyVersion != s.model.PolicyVersion || n.resubscribed {
 		return ""
 	}
 	var lost []string
@@ -813,7 +877,7 @@ func (s *Server) closeResume(id string, n *node) {
 
 // updateNodeLocked translates the model for one node and sets its snapshot.
 func (s *Server) updateNodeLocked(ctx context.Context, id string, n *node) {
-	s.setNodeLocked(ctx, id, n, s.buildNode(id, n.info))
+	s.setNodeLocked(ctx, id, n, s.buildNode(id, n.translationInfo()))
 }
 
 // snapshot encodes a node's resources. Each type is versioned by a hash of

@@ -32,6 +32,7 @@ import (
 	"github.com/meshgate/meshgate/dataplane/filters/basicauth"
 	"github.com/meshgate/meshgate/dataplane/filters/buffer"
 	"github.com/meshgate/meshgate/dataplane/filters/cache"
+	"github.com/meshgate/meshgate/dataplane/filters/consumers"
 	"github.com/meshgate/meshgate/dataplane/filters/cors"
 	"github.com/meshgate/meshgate/dataplane/filters/extauthz"
 	"github.com/meshgate/meshgate/dataplane/filters/fault"
@@ -72,13 +73,14 @@ type Registry struct {
 // (jwt_authn.v3.JwtAuthentication), API keys (api_key_auth.v3.ApiKeyAuth)
 // basic auth (basic_auth.v3.BasicAuth), external authorization
 // (ext_authz.v3.ExtAuthz), meshgate's request validation (a TypedStruct of
-// openapi.TypeURL: OpenAPI 3) and meshgate's response cache (a TypedStruct
-// of cache.TypeURL).
+// openapi.TypeURL: OpenAPI 3), meshgate's response cache (a TypedStruct
+// of cache.TypeURL) and meshgate's consumers (a TypedStruct of
+// consumers.TypeURL: the JWT subjects of declared consumers).
 func Default() *Registry {
 	r, err := New(rbac.Factory(), headermutation.Factory(), fault.Factory(), buffer.Factory(), grpcweb.Factory(),
 		cors.Factory(), responselimit.Factory(), localratelimit.Factory(), globalratelimit.Factory(),
 		jwtauthn.Factory(), apikeyauth.Factory(), basicauth.Factory(), extauthz.Factory(), openapi.Factory(),
-		cache.Factory())
+		cache.Factory(), consumers.Factory())
 	if err != nil {
 		panic(err) // the built-ins are constants: caught by every test
 	}

@@ -35,13 +35,47 @@ type Auth struct {
 	// read it.
 	MetadataNamespace, MetadataKey string
 	Metadata                       map[string]any
+	// Consumer is the declared consumer the caller is, "" for none: an
+	// API key's client and a basic-auth user are declared by their
+	// filter's config; a JWT subject is one when its provider's consumers
+	// list it (the consumers filter sets it). Per-consumer counters
+	// (StatConsumerRequests, StatConsumerRateLimited) are keyed by
+	// ConsumerKey, so they are bounded by configuration.
+	Consumer string
+}
+
+// ConsumerKey is the key of a's consumer in the per-consumer counters,
+// "<kind>/<consumer>", or "" when a is nil or no declared consumer.
+func (a *Auth) ConsumerKey() string {
+	if a == nil || a.Consumer == "" {
+		return ""
+	}
+	return a.Kind + "/" + a.Consumer
 }
 
 // StatConsumerRequests is the /stats family counting the requests of
-// declared consumers, by "<kind>/<name>": an API key's client, a
-// basic-auth user (both declared in the filter's config, so the family is
-// bounded by configuration). JWT subjects are not declared and not counted.
+// declared consumers, by "<kind>/<name>" (Auth.ConsumerKey): an API key's
+// client, a basic-auth user (both declared in the filter's config), a JWT
+// subject its provider declares a consumer; so the family is bounded by
+// configuration. Other JWT subjects are not counted.
 const StatConsumerRequests = "consumer_requests"
+
+// StatConsumerRateLimited is the /stats family counting the requests of
+// declared consumers that a rate limit filter (local or global) refused
+// with 429, by "<kind>/<name>" (Auth.ConsumerKey). Refused requests of
+// callers that are no declared consumer are not counted here (the
+// filters' own families count every refusal).
+const StatConsumerRateLimited = "consumer_rate_limited"
+
+// CountConsumerRateLimited counts a 429 of the request of ctx in
+// counters (the StatConsumerRateLimited family) when its caller is a
+// declared consumer. Called on refusals only: it costs nothing to the
+// requests that pass.
+func CountConsumerRateLimited(ctx context.Context, counters *Counters) {
+	if key := AuthFrom(ctx).ConsumerKey(); key != "" {
+		counters.Inc(key)
+	}
+}
 
 type authKey struct{}
 

@@ -14,6 +14,7 @@ import (
 	mathrand "math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,12 @@ type ManagerOptions struct {
 	// RetryInitial and RetryMax bound the exponential backoff between
 	// attempts; 250 ms and 10 s when zero.
 	RetryInitial, RetryMax time.Duration
+	// OnCertificate, when set, is called with every certificate the
+	// Manager installs (the first, then each renewal) and the trust bundle
+	// the CA sent with it (nil when none), before Start or the renewal
+	// returns: a hook for a caller that hands the certificate on (meshgate
+	// bootstrap grpc writes it to files).
+	OnCertificate func(cert *tls.Certificate, trustBundlePEM []byte)
 }
 
 // Manager is the proxy's identity: it obtains its certificate from the
@@ -88,6 +95,8 @@ type Manager struct {
 	// NotBefore, which the CA back-dates for clock skew.
 	receivedAt atomic.Int64
 	roots      atomic.Pointer[x509.CertPool] // nil: verify with the token's pin
+	// bundlePEM is the PEM of roots as last received (nil: none yet).
+	bundlePEM atomic.Pointer[[]byte]
 
 	// sign sends one CSR to the CA at addr: signGRPC, or a test's fake.
 	// Its errors are classified (permanentError for a refusal).
@@ -175,7 +184,18 @@ func (m *Manager) UpdateTrustBundle(pemBundle []byte) {
 		return
 	}
 	m.roots.Store(roots)
+	bundle := slices.Clone(pemBundle)
+	m.bundlePEM.Store(&bundle)
 	m.logger.Debug("trust bundle updated")
+}
+
+// TrustBundlePEM is the trust bundle as last received from the control
+// plane (PEM); nil before the first certificate.
+func (m *Manager) TrustBundlePEM() []byte {
+	if b := m.bundlePEM.Load(); b != nil {
+		return *b
+	}
+	return nil
 }
 
 // XDSCredentials are the transport credentials of the xDS connection: TLS
@@ -350,6 +370,9 @@ func (m *Manager) renew(ctx context.Context, addr string, withToken bool) error 
 	}
 	m.receivedAt.Store(time.Now().UnixNano())
 	m.cert.Store(cert)
+	if m.opts.OnCertificate != nil {
+		m.opts.OnCertificate(cert, resp.GetTrustBundlePem())
+	}
 	return nil
 }
 

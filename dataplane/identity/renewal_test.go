@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -193,4 +194,51 @@ func TestRenewalTiming(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestOnCertificateFollowsRenewals: the OnCertificate hook sees the first
+// certificate and every renewal, each with the trust bundle the CA sent,
+// in the order installed (virtual time: two and a half minutes of
+// one-minute certificates, renewed every 27-33 s).
+func TestOnCertificateFollowsRenewals(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeCA(t, time.Minute)
+		var (
+			mu    sync.Mutex
+			seen  []*tls.Certificate
+			empty int
+		)
+		m := newTestManager(t, "ca.invalid:15010", f.ca.Token(t), func(o *ManagerOptions) {
+			o.OnCertificate = func(cert *tls.Certificate, bundle []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				seen = append(seen, cert)
+				if len(bundle) == 0 {
+					empty++
+				}
+			}
+		})
+		m.sign = f.sign
+		ctx, cancel := context.WithCancel(t.Context())
+		if err := m.Start(ctx); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		time.Sleep(150 * time.Second)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		attempts := f.recorded()
+		if len(seen) != len(attempts) || len(seen) < 5 || empty != 0 {
+			t.Fatalf("hook saw %d certificates (%d without a bundle) for %d issued, want every one with its bundle", len(seen), empty, len(attempts))
+		}
+		if seen[len(seen)-1] != m.Certificate() {
+			t.Error("the hook's last certificate is not the one in use")
+		}
+	})
 }

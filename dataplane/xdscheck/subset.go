@@ -377,7 +377,7 @@ func coreSubset() Rules {
 
 		// ClusterLoadAssignment.
 		"envoy.config.endpoint.v3.ClusterLoadAssignment": Allow("cluster_name", "endpoints"),
-		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints", "locality", "priority"),
+		"envoy.config.endpoint.v3.LocalityLbEndpoints":   Allow("lb_endpoints", "locality", "load_balancing_weight", "priority"),
 		"envoy.config.core.v3.Locality":                  Allow("zone"),
 		"envoy.config.endpoint.v3.LbEndpoint":            Allow("endpoint", "health_status", "load_balancing_weight", "metadata"),
 		"envoy.config.endpoint.v3.Endpoint":              Allow("address").Requires("address"),

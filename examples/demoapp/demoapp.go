@@ -1,6 +1,7 @@
 // Package demoapp is the small HTTP service behind the quickstart and the
 // end-to-end tests: it says who it is and what it received, and can call
-// another service through its sidecar's outbound listener.
+// another service through its sidecar's outbound listener. It answers a
+// small gRPC service on the same port too (GreeterService).
 package demoapp
 
 import (
@@ -54,8 +55,11 @@ type Reply struct {
 //     with the same method, and embeds the reply;
 //   - /delay/<ms>/... waits before answering (for timeout tests);
 //   - /status/<code>/... answers with that status;
-//   - anything else answers 200 with a Reply describing the request.
+//   - anything else answers 200 with a Reply describing the request;
+//   - a gRPC call (HTTP/2, application/grpc) is served by GreeterService
+//     and the health service.
 func Handler(opts Options) http.Handler {
+	grpcServer := newGRPCServer(opts)
 	client := &http.Client{Timeout: 30 * time.Second}
 	if opts.Outbound != "" {
 		outbound := opts.Outbound
@@ -68,6 +72,10 @@ func Handler(opts Options) http.Handler {
 		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isGRPC(r) {
+			grpcServer.ServeHTTP(w, r)
+			return
+		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 		reply := describe(opts, r)
 		status := http.StatusOK

@@ -116,6 +116,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			errs = append(errs, fmt.Errorf("rate limit: %w", err))
 		}
 	}
+	if !skip["jwt"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
+		if err := r.jwtValidation(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("jwt: %w", err))
+		}
+	}
 	if !skip["cache"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
 		if err := r.responseCache(ctx, env, backendAddr); err != nil {
 			errs = append(errs, fmt.Errorf("response cache: %w", err))

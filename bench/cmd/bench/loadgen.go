@@ -22,8 +22,18 @@ type loadResult struct {
 
 // runWrk runs wrk (HTTP/1.1 keep-alive, max rate) against url.
 func runWrk(ctx context.Context, url string, conns, threads int, dur time.Duration) (loadResult, string, error) {
+	return runWrkHeaders(ctx, url, nil, conns, threads, dur)
+}
+
+// runWrkHeaders is runWrk with request headers ("Name: value") on every
+// request.
+func runWrkHeaders(ctx context.Context, url string, headers []string, conns, threads int, dur time.Duration) (loadResult, string, error) {
 	args := []string{"-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns),
-		"-d" + durSeconds(dur), "--latency", url}
+		"-d" + durSeconds(dur), "--latency"}
+	for _, h := range headers {
+		args = append(args, "-H", h)
+	}
+	args = append(args, url)
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
 	if err != nil {
 		return loadResult{}, string(out), fmt.Errorf("wrk %s: %w", strings.Join(args, " "), err)

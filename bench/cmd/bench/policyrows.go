@@ -21,6 +21,8 @@ type policyRow struct {
 	applied func(ctx context.Context, admin string) error
 	// after, when set, runs once the row is measured (notes, say).
 	after func(ctx context.Context, admin string)
+	// headers are sent with every request of the row ("Name: value").
+	headers []string
 }
 
 // measurePolicyRows measures the gateway c at max rate (wrk, tiny body)
@@ -45,14 +47,14 @@ func (r *runner) measurePolicyRows(ctx context.Context, c *contender, s *section
 			continue
 		}
 		if r.mode.warmup > 0 {
-			if _, out, err := runWrk(ctx, c.h1+pathTiny, r.conns, r.cores, r.mode.warmup); err != nil {
+			if _, out, err := runWrkHeaders(ctx, c.h1+pathTiny, v.headers, r.conns, r.cores, r.mode.warmup); err != nil {
 				return fmt.Errorf("warm-up: %w\n%s", err, out)
 			}
 		}
 		resetPeakRSS(c.measured.pgid())
 		before := sampleGroup(c.measured.pgid())
 		start := time.Now()
-		res, out, err := runWrk(ctx, c.h1+pathTiny, r.conns, r.cores, r.mode.duration)
+		res, out, err := runWrkHeaders(ctx, c.h1+pathTiny, v.headers, r.conns, r.cores, r.mode.duration)
 		elapsed := time.Since(start)
 		switch {
 		case err != nil && toolMissing(err):
@@ -109,6 +111,9 @@ type onOffPolicy struct {
 	served func(ctx context.Context, admin string) (bool, error)
 	what   string
 	note   string // the section's note
+	// headers are sent with every request of every row ("Name: value"),
+	// the rows without the policy too: they differ by the policy alone.
+	headers []string
 }
 
 // measureOnOff runs p.
@@ -129,10 +134,10 @@ func (r *runner) measureOnOff(ctx context.Context, env *meshgateEnv, p onOffPoli
 		}
 	}
 	rows := []policyRow{
-		{name: p.off, applied: applied(false)},
-		{name: p.on, policy: p.policy, applied: applied(true)},
-		{name: p.off + " (again)", applied: applied(false)},
-		{name: p.on + " (again)", policy: p.policy, applied: applied(true)},
+		{name: p.off, applied: applied(false), headers: p.headers},
+		{name: p.on, policy: p.policy, applied: applied(true), headers: p.headers},
+		{name: p.off + " (again)", applied: applied(false), headers: p.headers},
+		{name: p.on + " (again)", policy: p.policy, applied: applied(true), headers: p.headers},
 	}
 	c, err := r.startMeshgateGateway(ctx, env, "meshgate")
 	if err != nil {

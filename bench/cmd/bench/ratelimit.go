@@ -50,20 +50,29 @@ func (r *runner) rateLimit(ctx context.Context, env *meshgateEnv) error {
 // servesLocalRateLimit reports whether the gateway's /config_dump has the
 // local rate limit filter.
 func servesLocalRateLimit(ctx context.Context, admin string) (bool, error) {
+	body, err := configDump(ctx, admin)
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(body, "local_ratelimit"), nil
+}
+
+// configDump returns the gateway's /config_dump.
+func configDump(ctx context.Context, admin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/config_dump", nil)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return false, fmt.Errorf("/config_dump: %w", err)
+		return "", fmt.Errorf("/config_dump: %w", err)
 	}
-	return strings.Contains(string(body), "local_ratelimit"), nil
+	return string(body), nil
 }

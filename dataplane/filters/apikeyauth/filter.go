@@ -206,8 +206,9 @@ func (f *filter) Wrap(next httpfilter.Handler) httpfilter.Handler {
 			r.Header.Set(c.header, client)
 		}
 		auth := &httpfilter.Auth{Principal: client, Kind: httpfilter.AuthAPIKey, Provider: f.name,
-			MetadataNamespace: MetadataNamespace, MetadataKey: "principal", Metadata: map[string]any{"name": client, "kind": httpfilter.AuthAPIKey}}
-		f.requests.Inc(httpfilter.AuthAPIKey + "/" + auth.Principal)
+			MetadataNamespace: MetadataNamespace, MetadataKey: "principal", Metadata: map[string]any{"name": client, "kind": httpfilter.AuthAPIKey},
+			Consumer: client}
+		f.requests.Inc(auth.ConsumerKey())
 		r = r.WithContext(httpfilter.WithAuth(r.Context(), auth))
 		accesslog.Authenticated(r.Context(), client)
 		tracing.Authenticated(r.Context(), client)

@@ -192,8 +192,9 @@ func (f *filter) Wrap(next httpfilter.Handler) httpfilter.Handler {
 			r.Header.Set(c.forward, name)
 		}
 		auth := &httpfilter.Auth{Principal: name, Kind: httpfilter.AuthBasic, Provider: f.name,
-			MetadataNamespace: MetadataNamespace, MetadataKey: "principal", Metadata: map[string]any{"name": name, "kind": httpfilter.AuthBasic}}
-		f.requests.Inc(httpfilter.AuthBasic + "/" + auth.Principal)
+			MetadataNamespace: MetadataNamespace, MetadataKey: "principal", Metadata: map[string]any{"name": name, "kind": httpfilter.AuthBasic},
+			Consumer: name}
+		f.requests.Inc(auth.ConsumerKey())
 		r = r.WithContext(httpfilter.WithAuth(r.Context(), auth))
 		accesslog.Authenticated(r.Context(), name)
 		tracing.Authenticated(r.Context(), name)

@@ -65,7 +65,7 @@ func Factory() httpfilter.Factory {
 		ConfigType:   configType,
 		PerRouteType: perRouteType,
 		Rules:        subsetRules(),
-		Stats:        []string{StatRateLimit},
+		Stats:        []string{StatRateLimit, httpfilter.StatConsumerRateLimited},
 		New:          newFilter,
 		NewPerRoute:  newPerRoute,
 	}
@@ -87,6 +87,9 @@ type filter struct {
 	retryAfter bool
 	client     Checker
 	stats      *httpfilter.Counters
+	// consumers counts the 429s of declared consumers
+	// (httpfilter.StatConsumerRateLimited).
+	consumers *httpfilter.Counters
 }
 
 func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
@@ -99,6 +102,7 @@ func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilte
 		headers:    cfg.GetEnableXRatelimitHeaders() == ratelimitv3.RateLimit_DRAFT_VERSION_03,
 		retryAfter: cfg.GetEnableRetryAfterHeader(),
 		stats:      env.Stats.Counters(StatRateLimit),
+		consumers:  env.Stats.Counters(httpfilter.StatConsumerRateLimited),
 	}
 	if d := cfg.GetTimeout(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() <= 0 || d.AsDuration() > maxTimeout {
@@ -199,6 +203,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 	}
 	if resp.GetOverallCode() == rlsv3.RateLimitResponse_OVER_LIMIT {
 		h.stats.Inc(statOverLimit)
+		httpfilter.CountConsumerRateLimited(r.Context(), h.consumers)
 		w.Header()["X-Envoy-Ratelimited"] = []string{"true"}
 		if h.retryAfter && tightest != nil {
 			w.Header()["Retry-After"] = []string{strconv.Itoa(max(1, ceilSeconds(tightest.GetDurationUntilReset().AsDuration())))}

@@ -3,6 +3,7 @@ package globalratelimit
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -143,6 +144,10 @@ func TestGlobal(t *testing.T) {
 		wantHeader map[string]string
 		wantStats  map[string]uint64
 		wantAsked  int
+		// auth: the request's authentication; wantConsumers: then
+		// consumer_rate_limited (nil: not checked).
+		auth          *httpfilter.Auth
+		wantConsumers map[string]uint64
 	}{
 		{name: "ok", fake: &fakeService{resp: status(rlsv3.RateLimitResponse_OK, 2)}, header: true, wantStatus: 200, wantAsked: 1,
 			wantHeader: map[string]string{"X-RateLimit-Limit": "3, 3;w=60", "X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "30",
@@ -150,6 +155,15 @@ func TestGlobal(t *testing.T) {
 		{name: "over limit", fake: &fakeService{resp: status(rlsv3.RateLimitResponse_OVER_LIMIT, 0)}, header: true, wantStatus: 429, wantAsked: 1,
 			wantHeader: map[string]string{"X-Envoy-Ratelimited": "true", "Retry-After": "30", "X-RateLimit-Remaining": "0"},
 			wantStats:  map[string]uint64{statOverLimit: 1}},
+		{name: "over limit, a declared consumer", auth: &httpfilter.Auth{Kind: httpfilter.AuthJWT, Principal: "svc-billing", Consumer: "billing"},
+			fake: &fakeService{resp: status(rlsv3.RateLimitResponse_OVER_LIMIT, 0)}, header: true, wantStatus: 429, wantAsked: 1,
+			wantStats: map[string]uint64{statOverLimit: 1}, wantConsumers: map[string]uint64{"jwt/billing": 1}},
+		{name: "over limit, an undeclared subject", auth: &httpfilter.Auth{Kind: httpfilter.AuthJWT, Principal: "user-1"},
+			fake: &fakeService{resp: status(rlsv3.RateLimitResponse_OVER_LIMIT, 0)}, header: true, wantStatus: 429, wantAsked: 1,
+			wantStats: map[string]uint64{statOverLimit: 1}, wantConsumers: map[string]uint64{}},
+		{name: "ok, a declared consumer", auth: &httpfilter.Auth{Kind: httpfilter.AuthAPIKey, Principal: "acme", Consumer: "acme"},
+			fake: &fakeService{resp: status(rlsv3.RateLimitResponse_OK, 2)}, header: true, wantStatus: 200, wantAsked: 1,
+			wantConsumers: map[string]uint64{}},
 		{name: "service down, allow", fake: &fakeService{err: errors.New("unavailable")}, header: true, wantStatus: 200, wantAsked: 1,
 			wantStats: map[string]uint64{statError: 1, statAllowed: 1}},
 		{name: "service down, deny", deny: true, fake: &fakeService{err: errors.New("unavailable")}, header: true, wantStatus: 500, wantAsked: 1,
@@ -163,6 +177,9 @@ func TestGlobal(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			if tc.header {
 				r.Header.Set("X-Client", "c1")
+			}
+			if tc.auth != nil {
+				r = r.WithContext(httpfilter.WithAuth(r.Context(), tc.auth))
 			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r, rt)
@@ -185,6 +202,9 @@ func TestGlobal(t *testing.T) {
 				if got := stats.Counters(StatRateLimit).Get(k); got != v {
 					t.Errorf("stats %s = %d, want %d", k, got, v)
 				}
+			}
+			if got := stats.Counters(httpfilter.StatConsumerRateLimited).Snapshot(); tc.wantConsumers != nil && !maps.Equal(got, tc.wantConsumers) {
+				t.Errorf("consumer_rate_limited = %v, want %v", got, tc.wantConsumers)
 			}
 		})
 	}

@@ -70,7 +70,7 @@ func Factory() httpfilter.Factory {
 		ConfigType:   configType,
 		PerRouteType: configType,
 		Rules:        subsetRules(),
-		Stats:        []string{StatLocalRateLimit},
+		Stats:        []string{StatLocalRateLimit, httpfilter.StatConsumerRateLimited},
 		New:          newFilter,
 		NewPerRoute:  newPerRoute,
 	}
@@ -81,6 +81,9 @@ type filter struct {
 	name   string
 	limits *limits
 	stats  *httpfilter.Counters
+	// consumers counts the 429s of declared consumers
+	// (httpfilter.StatConsumerRateLimited).
+	consumers *httpfilter.Counters
 }
 
 func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilter.Filter, error) {
@@ -92,7 +95,8 @@ func newFilter(name string, config proto.Message, env httpfilter.Env) (httpfilte
 	if err != nil {
 		return nil, fmt.Errorf("local_ratelimit: %w", err)
 	}
-	return &filter{name: name, limits: l, stats: env.Stats.Counters(StatLocalRateLimit)}, nil
+	return &filter{name: name, limits: l, stats: env.Stats.Counters(StatLocalRateLimit),
+		consumers: env.Stats.Counters(httpfilter.StatConsumerRateLimited)}, nil
 }
 
 func newPerRoute(config proto.Message) (any, error) {
@@ -141,6 +145,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request, rt *router.R
 			if l.retryAfter {
 				w.Header()[headerRetryAfter] = []string{strconv.Itoa(max(1, ceilSeconds(d.bucket.wait(now, 1))))}
 			}
+			httpfilter.CountConsumerRateLimited(r.Context(), h.consumers)
 			httpfilter.LocalReply(w, rt, http.StatusTooManyRequests, bodyLimited)
 			return
 		}

@@ -300,3 +300,50 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCountsRefusalsOfDeclaredConsumers: the 429s of a declared consumer
+// are counted under <kind>/<name> (consumer_rate_limited); those of a
+// caller that is no declared consumer (a JWT subject no provider
+// declares, an unauthenticated client) are not, and requests that pass
+// count nothing there.
+func TestCountsRefusalsOfDeclaredConsumers(t *testing.T) {
+	t.Parallel()
+	stats := new(httpfilter.Stats)
+	cfg := &localratelimitv3.LocalRateLimit{StatPrefix: "rl", FilterEnabled: full(), FilterEnforced: full(),
+		TokenBucket: bucketOf(1, 1, time.Hour)}
+	h := testHandler(t, cfg, stats)
+	serve := func(a *httpfilter.Auth) int {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if a != nil {
+			r = r.WithContext(httpfilter.WithAuth(r.Context(), a))
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r, nil)
+		return w.Code
+	}
+	acme := &httpfilter.Auth{Kind: httpfilter.AuthAPIKey, Principal: "acme", Consumer: "acme"}
+	if code := serve(acme); code != http.StatusOK {
+		t.Fatalf("first request: %d, want 200", code)
+	}
+	if got := stats.Counters(httpfilter.StatConsumerRateLimited).Snapshot(); len(got) != 0 {
+		t.Errorf("after a request that passed: consumer_rate_limited = %v, want none", got)
+	}
+	for range 2 {
+		if code := serve(acme); code != http.StatusTooManyRequests {
+			t.Fatalf("acme: %d, want 429", code)
+		}
+	}
+	if code := serve(&httpfilter.Auth{Kind: httpfilter.AuthJWT, Principal: "user-1"}); code != http.StatusTooManyRequests {
+		t.Fatalf("undeclared subject: %d, want 429", code)
+	}
+	if code := serve(nil); code != http.StatusTooManyRequests {
+		t.Fatalf("unauthenticated: %d, want 429", code)
+	}
+	want := map[string]uint64{"apikey/acme": 2}
+	if got := stats.Counters(httpfilter.StatConsumerRateLimited).Snapshot(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("consumer_rate_limited = %v, want %v", got, want)
+	}
+	if got := stats.Counters(StatLocalRateLimit).Get(statRateLimited); got != 4 {
+		t.Errorf("rate_limited = %d, want 4 (every refusal)", got)
+	}
+}

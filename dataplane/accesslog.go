@@ -40,6 +40,13 @@ func (p *Proxy) syncAccessLogs() {
 			for _, a := range spec.accessLogs {
 				used[a.Path] = true
 			}
+			if spec.capture != nil {
+				for _, c := range spec.capture.l4.chains {
+					for _, a := range c.proxy.accessLogs {
+						used[a.Path] = true
+					}
+				}
+			}
 		}
 	}
 	p.accessLogs.keep(used, p.logger)

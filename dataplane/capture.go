@@ -183,9 +183,9 @@ func parseCapture(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*lis
 	}
 	spec.capture = cs
 	spec.params.capture = true
-	for _, c := range cs.l4.chains {
-		spec.accessLogs = append(spec.accessLogs, c.proxy.accessLogs...)
-	}
+	// spec.accessLogs stays the HttpConnectionManager's (its requests'
+	// lines); the tcp_proxy chains log on their own (syncAccessLogs
+	// keeps their files open).
 	return spec, nil
 }
 
@@ -502,7 +502,7 @@ func (q *connQueue) Addr() net.Addr { return q.addr }
 // its server: the HTTP server of its HTTP chains (if any) behind a queue
 // the capture server feeds; sync gives it its configuration.
 func (p *Proxy) listenCapture(spec *listenerSpec, address string, logger *slog.Logger) (*server, error) {
-	bound, err := net.Listen("tcp", address)
+	bound, err := p.bind(address)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: bind %s: %w", spec.name, address, err)
 	}

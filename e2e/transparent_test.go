@@ -184,8 +184,9 @@ func clusterVIP(admin, name string) (string, error) {
 }
 
 // TestTransparentCapture: an application in its own network namespace,
-// behind a sidecar run with --capture, calls other services at their
-// virtual IPs and endpoint addresses with plain HTTP and TCP, knowing nothing of the
+// behind a sidecar run with --capture, calls other services by name
+// (resolved by the sidecar), at their virtual IPs and at their endpoint
+// addresses with plain HTTP and TCP, knowing nothing of the
 // sidecar: the calls cross the mesh with mTLS (the server's sidecar logs
 // the caller's SPIFFE ID), a SecurityPolicy deny applies, an excluded port
 // bypasses the sidecar and another unknown destination is refused
@@ -289,7 +290,7 @@ spec:
 	sidecarArgs := []string{"sidecar", "--service", "web", "--app", "127.0.0.1:8080",
 		"--inbound", webIn, "--outbound", "127.0.0.1:15001", "--xds", c.xds, "--admin", webAdmin,
 		"--id", "sidecar~web~capture", "--token", c.token("web"), "--log-level", "debug",
-		"--capture", "--capture-unknown", "deny", "--capture-exclude-port", "8081"}
+		"--capture", "--capture-unknown", "deny", "--capture-exclude-port", "8081", "--dns-listen", "127.0.0.1:15053"}
 	sidecar := startIn(t, ns, "sidecar web", sidecarArgs...)
 	c.waitReady(webAdmin)
 
@@ -336,8 +337,36 @@ spec:
 		if peer := lines[0].str("peer"); !strings.HasSuffix(peer, "/ns/default/svc/web") {
 			t.Errorf("orders saw peer %q, want web's SPIFFE ID", peer)
 		}
+		// The caller's sidecar logs the request once, as its outbound
+		// listener would.
+		waitLines(t, logFile, 1, "the web sidecar's line", func(l accessLine) bool {
+			return l.str("proxy") == "default/web" && l.str("path") == "/by-vip"
+		})
+		if all, err := accessLines(logFile); err != nil || len(slices.DeleteFunc(all, func(l accessLine) bool {
+			return l.str("proxy") != "default/web" || l.str("path") != "/by-vip"
+		})) != 1 {
+			t.Errorf("the web sidecar's lines for /by-vip: want 1 (%v)", err)
+		}
 		if got, err := appEcho(ns, net.JoinHostPort(dbVIP, "5432"), "vip"); err != nil || got != "db: vip" {
 			t.Errorf("db by VIP: %q, %v", got, err)
+		}
+	})
+	t.Run("by name: DNS to the sidecar's resolver, then the VIP", func(t *testing.T) {
+		// The app resolves with the host's resolv.conf, whose server the
+		// namespace cannot even reach: the rules send port 53 to the
+		// sidecar's resolver.
+		eventually(t, 15*time.Second, "app calls http://orders/", func() error {
+			code, body, err := appGet(ns, "http://orders/by-name")
+			if err != nil {
+				return err
+			}
+			if code != 200 || !strings.Contains(body, `"service":"orders"`) || !strings.Contains(body, `"path":"/by-name"`) {
+				return fmt.Errorf("%d %.300s", code, body)
+			}
+			return nil
+		})
+		if got, err := appEcho(ns, "db.default:5432", "by-name"); err != nil || got != "db: by-name" {
+			t.Errorf("db by name: %q, %v", got, err)
 		}
 	})
 	t.Run("SecurityPolicy deny", func(t *testing.T) {

@@ -141,6 +141,9 @@ func Node(opts Options) (*corev3.Node, error) {
 	}
 	var tcp []string
 	seen := map[string]bool{opts.InboundAddress: true, opts.OutboundAddress: true, opts.AppAddress: true}
+	if opts.CaptureAddress != "" {
+		seen[opts.CaptureAddress] = true
+	}
 	if opts.DNSListen != "" {
 		if err := dataplane.CheckIPPort("DNS listen address", opts.DNSListen); err != nil {
 			return nil, err

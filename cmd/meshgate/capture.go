@@ -26,9 +26,11 @@ type captureFlags struct {
 	includeCIDRs, excludeCIDRs []string
 	includePorts, excludePorts []uint
 	dnsPort                    uint16
+	prefix                     string // of the flags' names ("capture-" on the sidecar)
 }
 
 func (f *captureFlags) register(fs *pflag.FlagSet, prefix string) {
+	f.prefix = prefix
 	fs.StringVar(&f.table, prefix+"table", capture.DefaultTable, "name of meshgate's nftables table (family inet)")
 	fs.UintSliceVar(&f.excludeUIDs, prefix+"exclude-uid", nil, "socket owner uid whose outbound traffic is not captured (the sidecar's; repeatable)")
 	fs.UintSliceVar(&f.excludeGIDs, prefix+"exclude-gid", nil, "socket owner gid whose outbound traffic is not captured (repeatable)")
@@ -37,7 +39,7 @@ func (f *captureFlags) register(fs *pflag.FlagSet, prefix string) {
 	fs.StringSliceVar(&f.excludeCIDRs, prefix+"exclude-cidr", nil, "never capture outbound TCP to these CIDRs")
 	fs.UintSliceVar(&f.includePorts, prefix+"include-port", nil, "capture outbound TCP to these destination ports only (default: every port)")
 	fs.UintSliceVar(&f.excludePorts, prefix+"exclude-port", nil, "never capture outbound TCP to these destination ports")
-	fs.Uint16Var(&f.dnsPort, prefix+"dns-port", 0, "redirect the app's DNS (UDP and TCP port 53) to this local port (0: no DNS capture)")
+	fs.Uint16Var(&f.dnsPort, prefix+"dns-port", 0, "redirect the app's DNS (UDP and TCP port 53) to this local port (0: no DNS capture; on the sidecar, the port of --dns-listen when on loopback)")
 }
 
 // config is the capture.Config of the flags, with the ports of the
@@ -64,7 +66,7 @@ func (f *captureFlags) config(outboundPort, inboundPort uint16, appPorts []uint1
 				if a, aerr := netip.ParseAddr(s); aerr == nil {
 					p = netip.PrefixFrom(a, a.BitLen())
 				} else {
-					return c, fmt.Errorf("--%s %q: %w", l.flag, s, err)
+					return c, fmt.Errorf("--%s%s %q: %w", f.prefix, l.flag, s, err)
 				}
 			}
 			*l.out = append(*l.out, p)
@@ -77,7 +79,7 @@ func (f *captureFlags) config(outboundPort, inboundPort uint16, appPorts []uint1
 	}{{"include-port", f.includePorts, &c.IncludePorts}, {"exclude-port", f.excludePorts, &c.ExcludePorts}} {
 		for _, p := range l.in {
 			if p == 0 || p > 65535 {
-				return c, fmt.Errorf("--%s %d: not a port", l.flag, p)
+				return c, fmt.Errorf("--%s%s %d: not a port", f.prefix, l.flag, p)
 			}
 			*l.out = append(*l.out, uint16(p))
 		}
@@ -205,22 +207,20 @@ func installSidecarCapture(opts mesh.Options, f *captureFlags) (func(), error) {
 	} else {
 		inboundPort, appPorts = inbound.Port(), []uint16{app.Port()}
 	}
+	if f.dnsPort == 0 && opts.DNSListen != "" {
+		// The sidecar's resolver: the app's DNS goes there.
+		dns, err := netip.ParseAddrPort(opts.DNSListen)
+		if err != nil {
+			return nil, &exitError{code: 2, err: fmt.Errorf("--dns-listen: %w", err)}
+		}
+		if dns.Addr().IsLoopback() || dns.Addr().IsUnspecified() {
+			f.dnsPort = dns.Port()
+		} else {
+			logger.Warn("capture: the DNS resolver is not on loopback: the app's DNS is not redirected to it", "dns_listen", dns.String())
+		}
+	}
 	if len(f.excludeUIDs) == 0 && len(f.excludeGIDs) == 0 && f.excludeMark == 0 {
 		f.excludeUIDs = []uint{uint(os.Getuid())}
-	}
-	if f.dnsPort == 0 && opts.DNSListen != "" {
-		// The sidecar answers DNS: the app's port-53 traffic, to any
-		// address, goes to its resolver (whose own upstream queries are
-		// the sidecar's, excluded above).
-		dns, err := netip.ParseAddrPort(opts.DNSListen)
-		switch {
-		case err != nil:
-			return nil, &exitError{code: 2, err: fmt.Errorf("--dns-listen %q: %w", opts.DNSListen, err)}
-		case dns.Addr().IsLoopback() || dns.Addr().IsUnspecified():
-			f.dnsPort = dns.Port()
-		default:
-			logger.Warn("capture: the DNS resolver is not on loopback: the app's DNS is not redirected to it", "dns_listen", opts.DNSListen)
-		}
 	}
 	c, err := f.config(outbound.Port(), inboundPort, appPorts)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -36,5 +37,28 @@ func TestCaptureFlagsConfig(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSidecarCaptureFlags(t *testing.T) {
+	t.Parallel()
+	base := []string{"sidecar", "--service", "orders", "--app", "127.0.0.1:8080", "--xds", "127.0.0.1:15010", "--insecure"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown mode", []string{"--capture", "--capture-unknown", "allow"}, `capture unknown destinations "allow"`},
+		{"unknown mode without --capture", []string{"--capture-outbound", "127.0.0.1:15002", "--capture-unknown", "allow"}, `capture unknown destinations "allow"`},
+		{"capture on the inbound address", []string{"--capture-outbound", "127.0.0.1:15006"}, "capture address 127.0.0.1:15006 is also"},
+		{"capture not on loopback", []string{"--capture", "--capture-outbound", "192.0.2.1:15002"}, "the redirect reaches a loopback or wildcard address only"},
+		{"bad excluded CIDR", []string{"--capture", "--capture-exclude-cidr", "10.0.0/8"}, `--capture-exclude-cidr "10.0.0/8"`},
+	} {
+		cmd := newRootCmd()
+		cmd.SetArgs(append(append([]string{}, base...), tc.args...))
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), tc.want) || exitCode(err) != 2 {
+			t.Errorf("%s: err = %v (exit %d), want exit 2 with %q", tc.name, err, exitCode(err), tc.want)
+		}
 	}
 }

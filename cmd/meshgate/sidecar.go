@@ -77,7 +77,9 @@ Create the join token on the control plane:
 			if opts.AppHealthInterval <= 0 || opts.AppHealthTimeout <= 0 {
 				return &exitError{code: 2, err: errors.New("--app-health-interval and --app-health-timeout must be positive")}
 			}
-			if !captureOn {
+			if !captureOn && !cmd.Flags().Changed("capture-outbound") {
+				// No capture listener; with --capture-outbound alone, one
+				// behind rules installed by "meshgate capture install".
 				opts.CaptureAddress, opts.CaptureUnknown = "", ""
 			}
 			sidecar, err := mesh.New(opts)
@@ -111,7 +113,7 @@ Create the join token on the control plane:
 	f.DurationVar(&opts.AppHealthInterval, "app-health-interval", mesh.DefaultAppHealthInterval, "with --consul: how often the sidecar probes its app (from the end of one probe to the next)")
 	f.DurationVar(&opts.AppHealthTimeout, "app-health-timeout", mesh.DefaultAppHealthTimeout, "with --consul: bound of one probe of the app; no connection or answer within it is unhealthy")
 	f.BoolVar(&captureOn, "capture", false, "transparent mode: install nftables rules in this network namespace (needs CAP_NET_ADMIN) redirecting the app's outbound TCP to --capture-outbound and inbound TCP for --app's port to --inbound; removed at a clean stop (docs/transparent.md)")
-	f.StringVar(&opts.CaptureAddress, "capture-outbound", mesh.DefaultCaptureAddress, "with --capture: ip:port of the capture listener, which routes the app's redirected connections by their original destination")
+	f.StringVar(&opts.CaptureAddress, "capture-outbound", mesh.DefaultCaptureAddress, "with --capture: ip:port of the capture listener, which routes the app's redirected connections by their original destination; given without --capture, the listener is served behind rules installed by \"meshgate capture install\" (no privilege needed)")
 	f.StringVar(&opts.CaptureUnknown, "capture-unknown", "passthrough", "with --capture: a captured connection to no mesh service is proxied to its original destination (passthrough) or closed (deny)")
 	cf.register(f, "capture-")
 	f.StringVar(&opts.DNSListen, "dns-listen", "", "ip:port (e.g. 127.0.0.1:15053) to answer the app's DNS on, UDP and TCP: mesh service names (orders, orders.default, orders.default.svc.<domain>) get their virtual IPs, other names go to --dns-upstream. Empty: no resolver")

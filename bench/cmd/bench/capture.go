@@ -399,6 +399,9 @@ func (r *runner) measureCapture(ctx context.Context, env *meshgateEnv, backend s
 			explicit = append(explicit, res)
 		}
 	}
+	if err := r.captureFixedRate(ctx, n, explicitURL, capturedURL, client, app); err != nil {
+		errs = append(errs, err)
+	}
 	hop := "plain HTTP"
 	if r.cpHasDataDir {
 		hop = "mTLS"
@@ -437,4 +440,72 @@ func (r *runner) waitWrkIn(ctx context.Context, n captureNet, url string, header
 		}
 	}
 	return last
+}
+
+// wlCaptureFixed is the fixed-rate companion of wlCapture: the latency a
+// captured call adds where throughput does not set it.
+const wlCaptureFixed = "(t2) transparent mesh: a captured call vs the explicit outbound listener, fixed 1000 req/s (fortio in the client's network namespace as another user), same run"
+
+// captureFixedRate runs the rows of wlCaptureFixed: explicit and captured
+// at fixedQPS, 16 connections, each twice, alternating. Without the fortio
+// engine a row says so.
+func (r *runner) captureFixedRate(ctx context.Context, n captureNet, explicitURL, capturedURL string, client, app *proc) error {
+	s := r.table.section(wlCaptureFixed, "explicit")
+	if _, err := os.Stat(r.fortio); err != nil {
+		s.rows = append(s.rows, row{contender: "captured", note: "not run: no fortio engine at " + r.fortio})
+		return nil
+	}
+	rows := []struct{ name, url, host string }{
+		{"explicit", explicitURL, "app"},
+		{"captured", capturedURL, ""},
+		{"explicit (again)", explicitURL, "app"},
+		{"captured (again)", capturedURL, ""},
+	}
+	var explicit, captured []loadResult
+	var errs []error
+	for _, v := range rows {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		b1, b2 := sampleGroup(client.pgid()), sampleGroup(app.pgid())
+		start := time.Now()
+		res, out, err := runFortioAs(ctx, n.asApp(), r.fortio, v.url, v.host, fixedQPS, 16, r.mode.duration)
+		elapsed := time.Since(start)
+		if err != nil {
+			s.rows = append(s.rows, row{contender: v.name, note: "failed: " + oneLine(err)})
+			errs = append(errs, fmt.Errorf("%s at a fixed rate: %w\n%s", v.name, err, out))
+			continue
+		}
+		r.log.Info("measured", "workload", wlCaptureFixed, "variant", v.name, "rps", int(res.rps), "p99ms", res.p99)
+		a1, a2 := sampleGroup(client.pgid()), sampleGroup(app.pgid())
+		rw := row{contender: v.name, res: res}
+		if n := requestsOf(res, elapsed); n > 0 {
+			rw.cpuMsPer1k = (a1.cpuSeconds - b1.cpuSeconds + a2.cpuSeconds - b2.cpuSeconds) * 1000 / (n / 1000)
+		}
+		s.rows = append(s.rows, rw)
+		if strings.HasPrefix(v.name, "captured") {
+			captured = append(captured, res)
+		} else {
+			explicit = append(explicit, res)
+		}
+	}
+	if len(explicit) > 0 && len(captured) > 0 {
+		e, c := meanResult(explicit), meanResult(captured)
+		s.notes = append(s.notes, fmt.Sprintf("Target rate %d req/s, 16 connections, the same URLs as (t); CPU is the two sidecars together. "+
+			"Added by capture (means of the runs): p50 %+.3f ms, p90 %+.3f ms, p99 %+.3f ms, p99.9 %+.3f ms.",
+			fixedQPS, c.p50-e.p50, c.p90-e.p90, c.p99-e.p99, c.p999-e.p999))
+	}
+	return errors.Join(errs...)
+}
+
+// meanResult is the mean of each latency percentile of rs.
+func meanResult(rs []loadResult) loadResult {
+	var m loadResult
+	for _, r := range rs {
+		m.p50 += r.p50 / float64(len(rs))
+		m.p90 += r.p90 / float64(len(rs))
+		m.p99 += r.p99 / float64(len(rs))
+		m.p999 += r.p999 / float64(len(rs))
+	}
+	return m
 }

@@ -132,3 +132,12 @@ func TestCapturePolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestMeanResult: each percentile's mean.
+func TestMeanResult(t *testing.T) {
+	t.Parallel()
+	got := meanResult([]loadResult{{p50: 1, p90: 2, p99: 3, p999: 4}, {p50: 3, p90: 4, p99: 7, p999: 10}})
+	if want := (loadResult{p50: 2, p90: 3, p99: 5, p999: 7}); got != want {
+		t.Errorf("meanResult = %+v, want %+v", got, want)
+	}
+}

@@ -136,6 +136,11 @@ func (r *runner) dataPlane(ctx context.Context, skip map[string]bool) error {
 			errs = append(errs, fmt.Errorf("mesh path: %w", err))
 		}
 	}
+	if !skip["capture"] && ctx.Err() == nil && (r.contenders == nil || r.contenders["meshgate"]) {
+		if err := r.captureSection(ctx, env, backendAddr); err != nil {
+			errs = append(errs, fmt.Errorf("capture: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -28,13 +28,20 @@ func runWrk(ctx context.Context, url string, conns, threads int, dur time.Durati
 // runWrkHeaders is runWrk with request headers ("Name: value") on every
 // request.
 func runWrkHeaders(ctx context.Context, url string, headers []string, conns, threads int, dur time.Duration) (loadResult, string, error) {
+	return runWrkAs(ctx, nil, url, headers, conns, threads, dur)
+}
+
+// runWrkAs is runWrkHeaders with wrk run by a command prefix (say "ip
+// netns exec NS setpriv ..."); nil runs wrk itself.
+func runWrkAs(ctx context.Context, prefix []string, url string, headers []string, conns, threads int, dur time.Duration) (loadResult, string, error) {
 	args := []string{"-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns),
 		"-d" + durSeconds(dur), "--latency"}
 	for _, h := range headers {
 		args = append(args, "-H", h)
 	}
 	args = append(args, url)
-	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	cmd := append(append([]string{}, prefix...), "wrk")
+	out, err := exec.CommandContext(ctx, cmd[0], append(cmd[1:], args...)...).CombinedOutput()
 	if err != nil {
 		return loadResult{}, string(out), fmt.Errorf("wrk %s: %w", strings.Join(args, " "), err)
 	}
@@ -141,12 +148,19 @@ type fortioJSON struct {
 
 // runFortio runs fortio's fixed-rate engine (tools/fortio) against url.
 func runFortio(ctx context.Context, bin, url, host string, qps float64, conns int, dur time.Duration) (loadResult, string, error) {
+	return runFortioAs(ctx, nil, bin, url, host, qps, conns, dur)
+}
+
+// runFortioAs is runFortio run by a command prefix (say "ip netns exec NS
+// setpriv ..."); nil runs it itself.
+func runFortioAs(ctx context.Context, prefix []string, bin, url, host string, qps float64, conns int, dur time.Duration) (loadResult, string, error) {
 	args := []string{"-qps", strconv.FormatFloat(qps, 'f', 0, 64), "-c", strconv.Itoa(conns), "-t", dur.String()}
 	if host != "" {
 		args = append(args, "-host", host)
 	}
 	args = append(args, url)
-	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	cmd := append(append([]string{}, prefix...), bin)
+	out, err := exec.CommandContext(ctx, cmd[0], append(cmd[1:], args...)...).Output()
 	if err != nil {
 		return loadResult{}, string(out), fmt.Errorf("fortio %s: %w", strings.Join(args, " "), err)
 	}

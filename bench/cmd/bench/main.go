@@ -140,7 +140,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 	services := fs.Int("xds-services", 1000, "services of the largest xdsload run")
 	profile := fs.Bool("profile", os.Getenv("PROFILE") == "1", "save CPU and heap profiles of meshgate processes (needs their admin /debug/pprof)")
 	conns := fs.Int("conns", 64, "connections of the max-rate workloads")
-	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, https, grpc, observability, resilience, ratelimit, jwt, cache, mesh, consul, xds, scale")
+	skip := fs.String("skip", "", "comma-separated parts to skip: dataplane, https, grpc, observability, resilience, ratelimit, jwt, cache, mesh, capture, consul, xds, scale")
 	only := fs.String("contenders", "", "comma-separated contenders of workloads (a)-(d) to run (nginx, direct, meshgate, meshgate-std, meshgate-baseline, haproxy, caddy); all when empty. (c2) needs nginx")
 	duration := fs.Duration("duration", 0, "length of each load-generator run; the mode's when zero (profiling: longer runs give fuller profiles)")
 	if err := fs.Parse(args); err != nil {
@@ -190,7 +190,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string) error {
 		skipSet[strings.TrimSpace(s)] = true
 	}
 	var errs []error
-	if !skipSet["dataplane"] || !skipSet["https"] || !skipSet["observability"] || !skipSet["resilience"] || !skipSet["ratelimit"] || !skipSet["jwt"] || !skipSet["cache"] || !skipSet["mesh"] || !skipSet["grpc"] {
+	if !skipSet["dataplane"] || !skipSet["https"] || !skipSet["observability"] || !skipSet["resilience"] || !skipSet["ratelimit"] || !skipSet["jwt"] || !skipSet["cache"] || !skipSet["mesh"] || !skipSet["grpc"] || !skipSet["capture"] {
 		errs = append(errs, r.dataPlane(ctx, skipSet))
 	}
 	if !skipSet["consul"] && ctx.Err() == nil {

@@ -369,6 +369,25 @@ spec:
 			t.Errorf("db by name: %q, %v", got, err)
 		}
 	})
+	t.Run("h2c with prior knowledge is detected as HTTP", func(t *testing.T) {
+		ordersVIP, err := clusterVIP(webAdmin, "default/orders:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The http_inspector sees the HTTP/2 connection preface: the chain
+		// of an HTTP service, routed by the connection manager, not the
+		// default chain (closed here: capture_unknown deny).
+		eventually(t, 15*time.Second, "app calls orders over h2c", func() error {
+			out, err := runAsApp(ns, "curl", "-sS", "-m", "5", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_code} %{http_version}", "http://"+ordersVIP+"/h2c")
+			if err != nil {
+				return fmt.Errorf("curl: %w: %s", err, out)
+			}
+			if !strings.HasSuffix(out, "200 2") || !strings.Contains(out, `"service":"orders"`) || !strings.Contains(out, `"path":"/h2c"`) {
+				return fmt.Errorf("%.300s", out)
+			}
+			return nil
+		})
+	})
 	t.Run("SecurityPolicy deny", func(t *testing.T) {
 		eventually(t, 15*time.Second, "app denied secret", func() error {
 			code, body, err := appGet(ns, "http://"+secretIP+"/")

@@ -35,8 +35,8 @@ func (p *Proxy) accessLogsFor(settings []*accesslog.Settings) []accesslog.Log {
 // queued lines are written in the background). p.mu is held.
 func (p *Proxy) syncAccessLogs() {
 	used := make(map[string]bool)
-	for _, s := range p.servers {
-		if spec := p.state.listeners[s.listener]; spec != nil {
+	for _, spec := range p.httpServers {
+		if spec != nil {
 			for _, a := range spec.accessLogs {
 				used[a.Path] = true
 			}

@@ -363,6 +363,9 @@ func (p *Proxy) applyListeners(resources []proto.Message) error {
 	wanted := make(map[string]bool, len(specs))
 	for _, spec := range specs {
 		wanted[spec.rds] = true
+		for _, sub := range spec.captureHTTP {
+			wanted[sub.rds] = true
+		}
 	}
 	maps.DeleteFunc(p.state.routes, func(name string, _ *routeSpec) bool { return !wanted[name] })
 	p.pruneSecrets()
@@ -397,8 +400,7 @@ func (p *Proxy) sync(now time.Time) {
 		lc.applied, lc.prepared, lc.preparedFor = cla, nil, nil
 	}
 
-	for _, s := range p.servers {
-		spec := p.state.listeners[s.listener]
+	for s, spec := range p.httpServers {
 		if spec == nil {
 			continue
 		}
@@ -449,7 +451,7 @@ func (p *Proxy) sync(now time.Time) {
 		}
 		live[name] = lc
 	}
-	for _, s := range p.servers {
+	for s := range p.httpServers {
 		if s.active == nil {
 			continue
 		}
@@ -466,11 +468,10 @@ func (p *Proxy) sync(now time.Time) {
 		clusters[name] = lc.cluster
 	}
 	p.syncL4(clusters)
-	for _, s := range p.servers {
+	for s, spec := range p.httpServers {
 		if s.active == nil {
 			continue
 		}
-		spec := p.state.listeners[s.listener]
 		if s.stored.spec == spec && s.stored.routes == s.active && maps.Equal(s.stored.clusters, clusters) {
 			continue // the handler's configuration is this one already
 		}

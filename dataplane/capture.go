@@ -57,10 +57,12 @@ type captureChain struct {
 	prefixes  []netip.Prefix // prefix_ranges; none: any
 	transport string         // transport_protocol; "": any
 	protocols []string       // application_protocols; none: any
-	// http: the chain's HttpConnectionManager (the listener's HTTP
-	// server) takes it; else the tcp_proxy l4 of the l4Spec.
-	http bool
-	l4   int
+	// http: the chain's HttpConnectionManager takes it: the HTTP server
+	// of listenerSpec.captureHTTP[httpIdx]; else the tcp_proxy l4 of
+	// the l4Spec.
+	http    bool
+	httpIdx int
+	l4      int
 }
 
 // isCaptureListener reports whether l reads the original destination of
@@ -71,9 +73,11 @@ func isCaptureListener(l *listenerv3.Listener) bool {
 	})
 }
 
-// parseCapture reads a capture listener (checked by xdscheck): its HTTP
-// chains share one HttpConnectionManager, parsed as the listener of an
-// HTTP server; its tcp_proxy chains and default chain as an L4 listener's.
+// parseCapture reads a capture listener (checked by xdscheck): each
+// distinct HttpConnectionManager of its HTTP chains (the control plane
+// gives each service port its own route configuration) is parsed as the
+// listener of an HTTP server of its own, chains carrying the same one
+// sharing it; its tcp_proxy chains and default chain as an L4 listener's.
 func parseCapture(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*listenerSpec, error) {
 	errorf := func(format string, args ...any) error {
 		return fmt.Errorf("listener %q: "+format, append([]any{l.GetName()}, args...)...)
@@ -92,7 +96,8 @@ func parseCapture(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*lis
 			cs.tlsInspector = true
 		}
 	}
-	var httpChain *listenerv3.FilterChain
+	var httpChains []*listenerv3.FilterChain // one per distinct HttpConnectionManager
+	httpByConfig := map[string]int{}         // its index, by the manager's bytes
 	addL4 := func(path string, chain *listenerv3.FilterChain) (int, error) {
 		one := &listenerv3.Listener{FilterChains: []*listenerv3.FilterChain{{Name: chain.GetName(), Filters: chain.GetFilters()}}}
 		parsed, err := parseL4Chains(one, &l4Spec{})
@@ -138,9 +143,14 @@ func parseCapture(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*lis
 			}
 		} else {
 			c.http = true
-			if httpChain == nil {
-				httpChain = chain
+			key := string(filters[len(filters)-1].GetTypedConfig().GetValue())
+			idx, seen := httpByConfig[key]
+			if !seen {
+				idx = len(httpChains)
+				httpByConfig[key] = idx
+				httpChains = append(httpChains, chain)
 			}
+			c.httpIdx = idx
 		}
 		cs.chains = append(cs.chains, c)
 	}
@@ -151,24 +161,37 @@ func parseCapture(l *listenerv3.Listener, old *listenerSpec, env parseEnv) (*lis
 		}
 	}
 	var spec *listenerSpec
-	if httpChain != nil {
-		// The HTTP part: the listener as if it had this one chain.
+	var subs []*listenerSpec
+	for i, chain := range httpChains {
+		// An HTTP part: the listener as if it had this one chain.
 		httpOnly := &listenerv3.Listener{
 			Name: l.GetName(), Address: l.GetAddress(), TrafficDirection: l.GetTrafficDirection(),
-			FilterChains: []*listenerv3.FilterChain{{Filters: httpChain.GetFilters()}},
+			FilterChains: []*listenerv3.FilterChain{{Filters: chain.GetFilters()}},
 		}
 		var oldHTTP *listenerSpec
-		if old != nil && old.capture != nil {
-			oldHTTP = old.captureHTTP
+		if old != nil && old.capture != nil && i < len(old.captureHTTP) {
+			oldHTTP = old.captureHTTP[i]
 		}
-		var err error
-		if spec, err = parseListener(httpOnly, oldHTTP, env); err != nil {
+		httpSpec, err := parseListener(httpOnly, oldHTTP, env)
+		if err != nil {
 			return nil, err
 		}
-		httpSpec := spec
+		subs = append(subs, httpSpec)
+	}
+	if len(subs) > 0 {
+		// The listener's own server is the first manager's; the others
+		// are its subs (listenCapture), which need a new server when they
+		// change (params.captureSubs).
 		spec = new(listenerSpec)
-		*spec = *httpSpec
-		spec.captureHTTP = httpSpec
+		*spec = *subs[0]
+		spec.captureHTTP = subs
+		var others []serverParams
+		for _, sub := range subs[1:] {
+			others = append(others, sub.params)
+		}
+		if len(others) > 0 {
+			spec.params.captureSubs = fmt.Sprint(others)
+		}
 	} else {
 		spec = &listenerSpec{}
 	}
@@ -362,22 +385,28 @@ func httpProtocol(b []byte) (protocols []string, decided bool) {
 }
 
 // captureServer serves a capture listener: it accepts connections, reads
-// their original destination, and hands each to the listener's HTTP server
-// (through queue) or proxies it with a tcp_proxy chain (l4).
+// their original destination, and hands each to the HTTP server of its
+// chain's HttpConnectionManager (through that server's queue) or proxies
+// it with a tcp_proxy chain (l4). The chain is chosen once per
+// connection: a request pays nothing for the listener having several.
 type captureServer struct {
 	listener string
 	logger   *slog.Logger
-	ln       net.Listener  // as bound, under the connection limiter
-	queue    *connQueue    // what the HTTP server accepts; nil without HTTP chains
-	http     servingServer // nil without HTTP chains
-	l4       *l4Server
-	wg       sync.WaitGroup
+	ln       net.Listener // as bound, under the connection limiter
+	// queues[i] is what https[i], the server of the listener's i-th
+	// HttpConnectionManager (listenerSpec.captureHTTP[i]), accepts; none
+	// without HTTP chains.
+	queues []*connQueue
+	https  []servingServer
+	l4     *l4Server
+	wg     sync.WaitGroup
 }
 
 // Serve accepts until ln is closed.
 func (s *captureServer) Serve(net.Listener) error {
-	if s.http != nil {
-		s.wg.Go(func() { _ = s.http.Serve(s.queue) })
+	for i, h := range s.https {
+		q := s.queues[i]
+		s.wg.Go(func() { _ = h.Serve(q) })
 	}
 	return s.l4.serveWith(s.ln, s.handle)
 }
@@ -418,8 +447,8 @@ func (s *captureServer) handle(down net.Conn) {
 		_ = down.Close()
 		return
 	}
-	if i >= 0 && cs.chains[i].http && s.queue != nil {
-		if !s.queue.push(&replayConn{Conn: down, pending: prefix}) {
+	if i >= 0 && cs.chains[i].http && cs.chains[i].httpIdx < len(s.queues) {
+		if !s.queues[cs.chains[i].httpIdx].push(&replayConn{Conn: down, pending: prefix}) {
 			_ = down.Close()
 		}
 		return
@@ -440,9 +469,9 @@ func (s *captureServer) handle(down net.Conn) {
 // connections finish until ctx ends.
 func (s *captureServer) Shutdown(ctx context.Context) error {
 	err := s.l4.Shutdown(ctx)
-	if s.http != nil {
-		s.queue.close()
-		if herr := s.http.Shutdown(ctx); err == nil {
+	for i, h := range s.https {
+		s.queues[i].close()
+		if herr := h.Shutdown(ctx); err == nil {
 			err = herr
 		}
 	}
@@ -453,9 +482,9 @@ func (s *captureServer) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection.
 func (s *captureServer) Close() error {
 	_ = s.l4.Close()
-	if s.http != nil {
-		s.queue.close()
-		_ = s.http.Close()
+	for i, h := range s.https {
+		s.queues[i].close()
+		_ = h.Close()
 	}
 	return nil
 }
@@ -499,8 +528,10 @@ func (q *connQueue) Close() error { q.close(); return nil }
 func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // listenCapture binds address for spec, a capture listener, and prepares
-// its server: the HTTP server of its HTTP chains (if any) behind a queue
-// the capture server feeds; sync gives it its configuration.
+// its server: an HTTP server per HttpConnectionManager of its HTTP chains
+// (if any), each behind a queue the capture server feeds, the first being
+// the returned server's, the others its subs; sync gives them their
+// configuration.
 func (p *Proxy) listenCapture(spec *listenerSpec, address string, logger *slog.Logger) (*server, error) {
 	bound, err := p.bind(address)
 	if err != nil {
@@ -509,16 +540,23 @@ func (p *Proxy) listenCapture(spec *listenerSpec, address string, logger *slog.L
 	limiter := newConnLimiter(bound, spec.name, p.opts.MaxConnections, &p.conns, logger)
 	cs := &captureServer{listener: spec.name, logger: logger, ln: limiter, l4: newL4Server(spec.name, limiter, logger)}
 	srv := &server{listener: spec.name, address: address, params: spec.params, bound: time.Now(), ln: limiter, limiter: limiter}
-	if spec.captureHTTP != nil {
-		cs.queue = newConnQueue(limiter.Addr())
-		h, err := p.httpServer(spec, address, limiter, cs.queue, logger)
+	var subs []*server
+	for i, httpSpec := range spec.captureHTTP {
+		q := newConnQueue(limiter.Addr())
+		h, err := p.httpServer(httpSpec, address, limiter, q, logger)
 		if err != nil {
 			_ = bound.Close()
 			return nil, err
 		}
-		srv, cs.http = h, h.http
-		srv.ln = limiter
+		cs.queues, cs.https = append(cs.queues, q), append(cs.https, h.http)
+		h.ln = limiter
+		if i == 0 {
+			srv = h
+		} else {
+			subs = append(subs, h)
+		}
 	}
+	srv.subs = subs
 	srv.http, srv.l4 = cs, cs.l4
 	return srv, nil
 }

@@ -72,10 +72,11 @@ type listenerSpec struct {
 	// chains (tcpproxy.go); nil for an HttpConnectionManager's.
 	l4 *l4Spec
 	// capture, for a listener with original_dst, is its chains by
-	// destination (capture.go); captureHTTP the listener of its HTTP
-	// chains as parsed alone (nil without any).
+	// destination (capture.go); captureHTTP the listener of each distinct
+	// HttpConnectionManager of its HTTP chains as parsed alone (none
+	// without any), the first being the one this spec copies.
 	capture     *captureSpec
-	captureHTTP *listenerSpec
+	captureHTTP []*listenerSpec
 }
 
 // parseEnv is what parsing a listener takes from the proxy.
@@ -122,6 +123,9 @@ type serverParams struct {
 	tls               tlsParams
 	l4                bool // a tcp_proxy listener (l4Server)
 	capture           bool // a capture listener (captureServer)
+	// captureSubs: the params of a capture listener's other HTTP servers
+	// (server.subs), printed; "" without.
+	captureSubs string
 }
 
 // http2Params are the HTTP/2 settings a listener advertises to its clients
@@ -309,6 +313,11 @@ type server struct {
 	limiter          *connLimiter // counts the connections of ln, under ln's TLS
 	http             servingServer
 	handler          *listenerHandler
+	// subs are the HTTP servers of a capture listener's other
+	// HttpConnectionManagers (listenerSpec.captureHTTP[1:]), each with
+	// its own handler and route table; they are served and stopped by
+	// http (a captureServer).
+	subs []*server
 	// l4 serves a tcp_proxy listener (it is http too), or the tcp_proxy
 	// chains of a capture listener; nil for HTTP.
 	l4 *l4Server
@@ -491,10 +500,34 @@ func (s *server) shutdown(ctx context.Context, logger *slog.Logger) {
 		logger.Warn("listener drain timed out; closing connections", "listener", s.listener, "error", err)
 		_ = s.http.Close()
 	}
-	if s.handler == nil {
-		return // an L4 listener: its connections are the http.Server's to close
+	for _, h := range append([]*server{s}, s.subs...) {
+		if h.handler == nil {
+			continue // an L4 listener: its connections are the http.Server's to close
+		}
+		if n := h.handler.proxy.DrainTunnels(ctx); n > 0 {
+			logger.Info("listener drain timed out; WebSockets closed", "listener", s.listener, "websockets", n)
+		}
 	}
-	if n := s.handler.proxy.DrainTunnels(ctx); n > 0 {
-		logger.Info("listener drain timed out; WebSockets closed", "listener", s.listener, "websockets", n)
+}
+
+// httpServers yields every HTTP server with the listener spec it serves
+// (nil once its listener is gone): each server of p.servers, then the
+// subs of a capture listener's, each with its HttpConnectionManager's
+// spec. p.mu is held.
+func (p *Proxy) httpServers(yield func(*server, *listenerSpec) bool) {
+	for _, s := range p.servers {
+		spec := p.state.listeners[s.listener]
+		if !yield(s, spec) {
+			return
+		}
+		for i, sub := range s.subs {
+			var subSpec *listenerSpec
+			if spec != nil && i+1 < len(spec.captureHTTP) {
+				subSpec = spec.captureHTTP[i+1]
+			}
+			if !yield(sub, subSpec) {
+				return
+			}
+		}
 	}
 }

@@ -53,8 +53,8 @@ func (p *Proxy) collectorEndpoint(cluster string) (string, bool) {
 func (p *Proxy) syncTracers(clusters map[string]*upstream.Cluster) {
 	p.tracers.clusters.Store(&clusters)
 	used := make(map[string]bool)
-	for _, s := range p.servers {
-		if spec := p.state.listeners[s.listener]; spec != nil && spec.tracing != nil {
+	for _, spec := range p.httpServers {
+		if spec != nil && spec.tracing != nil {
 			used[spec.tracing.Key()] = true
 		}
 	}

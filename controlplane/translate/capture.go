@@ -3,7 +3,6 @@ package translate
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"time"
 
@@ -28,6 +27,9 @@ import (
 // configuration and its passthrough cluster.
 const (
 	CaptureName = "capture"
+	// captureRoutePrefix starts the name of a capture chain's route
+	// configuration (CaptureRouteName).
+	captureRoutePrefix = CaptureName + "|"
 	// PassthroughCluster is the ORIGINAL_DST cluster a captured connection
 	// to no mesh service goes to (capture_unknown "passthrough").
 	PassthroughCluster = "passthrough"
@@ -39,24 +41,31 @@ const (
 	captureFiltersTimeout = 5 * time.Second
 )
 
+// CaptureRouteName is the route configuration of the capture listener's
+// chain for a service port, chain being "<namespace>/<name>:<port>":
+// "capture|<namespace>/<name>:<port>", one virtual host (domains "*")
+// with the routes the outbound listener has for that service port.
+func CaptureRouteName(chain string) string { return captureRoutePrefix + chain }
+
 // captureHTTPProtocols are the application protocols the http_inspector
 // reports for HTTP: an HTTP service port's chain takes those.
 var captureHTTPProtocols = []string{"http/1.1", "http/1.0", "h2c"}
 
 // capture builds the capture listener of a transparent sidecar (node
-// metadata capture_address), its route configuration (nil when no chain
-// is HTTP) and the clusters it adds: the listener reads each connection's original destination
+// metadata capture_address), its route configurations (one per HTTP
+// chain) and the clusters it adds: the listener reads each connection's original destination
 // (original_dst) and chooses its filter chain by it, a chain per service
 // port the caller may call, matched by the service's address and its
 // endpoints' addresses (prefix_ranges) and the port (destination_port):
 // HTTP (the http_inspector says so) goes to an HttpConnectionManager with
-// the outbound listener's filters and the route configuration "capture",
-// the outbound one with each virtual host also answering for those
-// addresses; a TCP service port to a tcp_proxy to its cluster (mTLS to
+// the outbound listener's filters on the chain's own route configuration
+// (CaptureRouteName): the service port's outbound virtual host answering
+// for any Host, so a captured request is routed by the service it was
+// sent to, never by its Host header; a TCP service port to a tcp_proxy to its cluster (mTLS to
 // sidecars). Anything else takes the default filter chain: passthrough to
 // the original destination (ORIGINAL_DST cluster) or, with capture_unknown
 // "deny", closed.
-func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboundPart) (*listenerv3.Listener, *routev3.RouteConfiguration, *ownCluster, *clusterSet, error) {
+func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboundPart) (*listenerv3.Listener, []*routev3.RouteConfiguration, *ownCluster, *clusterSet, error) {
 	m, _ := p.translation()
 	host, port, err := splitAddress(xdsnode.KeyCaptureAddress, node.CaptureAddress)
 	if err != nil {
@@ -81,25 +90,27 @@ func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboun
 		ListenerFiltersTimeout:           durationpb.New(captureFiltersTimeout),
 		ContinueOnListenerFiltersTimeout: true,
 	}
-	// The outbound listener's HttpConnectionManager, on the capture
-	// route configuration.
+	// The outbound listener's HttpConnectionManager: each HTTP chain gets
+	// a copy on its own route configuration (CaptureRouteName).
 	hcm := &hcmv3.HttpConnectionManager{}
 	if err := outbound.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
 	}
 	hcm.StatPrefix = CaptureName
-	hcm.GetRds().RouteConfigName = CaptureName
-	hcmAny, err := anypb.New(hcm)
-	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("listener %q: %w", CaptureName, err)
+	httpFilter := func(routeName string) (*listenerv3.Filter, error) {
+		chainHCM := proto.CloneOf(hcm)
+		chainHCM.GetRds().RouteConfigName = routeName
+		typed, err := anypb.New(chainHCM)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", CaptureName, err)
+		}
+		return &listenerv3.Filter{Name: httpConnectionManagerName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: typed}}, nil
 	}
-	httpFilter := &listenerv3.Filter{Name: httpConnectionManagerName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny}}
-	rc := proto.CloneOf(out.routes)
-	rc.Name = CaptureName
 	vhosts := map[string]*routev3.VirtualHost{}
-	for _, vh := range rc.GetVirtualHosts() {
+	for _, vh := range out.routes.GetVirtualHosts() {
 		vhosts[vh.GetName()] = vh
 	}
+	var rcs []*routev3.RouteConfiguration
 	logs, err := sidecarAccessLogs(m, node)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -112,7 +123,7 @@ func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboun
 			continue
 		}
 		for _, sp := range svc.Ports {
-			ranges, domains := captureAddresses(m, svc, sp, taken)
+			ranges := captureAddresses(m, svc, sp, taken)
 			if len(ranges) == 0 {
 				continue
 			}
@@ -130,10 +141,21 @@ func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboun
 			if vh == nil {
 				continue
 			}
-			vh.Domains = append(vh.Domains, domains...)
+			// The chain's one virtual host answers for any Host: the
+			// service called is the one the connection was sent to.
+			rc := proto.CloneOf(out.routes)
+			rc.Name = CaptureRouteName(name)
+			chainVH := proto.CloneOf(vh)
+			chainVH.Domains = []string{"*"}
+			rc.VirtualHosts = []*routev3.VirtualHost{chainVH}
+			filter, err := httpFilter(rc.Name)
+			if err != nil {
+				return nil, nil, nil, nil, err
+			}
+			rcs = append(rcs, rc)
 			match.TransportProtocol = "raw_buffer"
 			match.ApplicationProtocols = captureHTTPProtocols
-			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: name, FilterChainMatch: match, Filters: []*listenerv3.Filter{proto.CloneOf(httpFilter)}})
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: name, FilterChainMatch: match, Filters: []*listenerv3.Filter{filter}})
 		}
 	}
 	if clusters.err != nil {
@@ -161,19 +183,13 @@ func capture(p parts, node NodeInfo, outbound *listenerv3.Listener, out *outboun
 	} else {
 		l.DefaultFilterChain = chain
 	}
-	if !slices.ContainsFunc(l.FilterChains, func(c *listenerv3.FilterChain) bool {
-		return c.GetFilters()[0].GetName() == httpConnectionManagerName
-	}) {
-		rc = nil // no chain references it
-	}
-	return l, rc, own, clusters.set(), nil
+	return l, rcs, own, clusters.set(), nil
 }
 
 // captureAddresses are the prefix ranges a captured connection to port sp
-// of svc is recognized by (its VIP, then its endpoints' IP addresses, each
-// address and port taken by the first service port that has it), and the Host header values those
-// addresses give (ip:port, and the bare ip on port 80).
-func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort, taken map[netip.AddrPort]bool) ([]*corev3.CidrRange, []string) {
+// of svc is recognized by: its VIP, then its endpoints' IP addresses, each
+// address and port taken by the first service port that has it.
+func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort, taken map[netip.AddrPort]bool) []*corev3.CidrRange {
 	var addrs []netip.Addr
 	addrs = append(addrs, serviceAddresses(svc)...)
 	for _, ep := range m.Endpoints(sp) {
@@ -182,7 +198,6 @@ func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort,
 		}
 	}
 	var ranges []*corev3.CidrRange
-	var domains []string
 	seen := map[netip.Addr]bool{}
 	for _, a := range addrs {
 		key := netip.AddrPortFrom(a, uint16(sp.Number))
@@ -191,16 +206,8 @@ func captureAddresses(m *model.Model, svc *model.Service, sp *model.ServicePort,
 		}
 		seen[a], taken[key] = true, true
 		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))})
-		domains = append(domains, key.String())
-		if sp.Number == 80 {
-			domains = append(domains, a.String())
-			if a.Is6() {
-				domains = append(domains, "["+a.String()+"]")
-			}
-		}
 	}
-	slices.Sort(domains)
-	return ranges, slices.Compact(domains)
+	return ranges
 }
 
 // serviceAddresses are the virtual addresses of svc a captured connection

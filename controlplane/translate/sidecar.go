@@ -78,14 +78,12 @@ func sidecar(p parts, res *Resources, node NodeInfo) ([]*ownCluster, []*clusterS
 	res.Routes = append(res.Routes, out.routes)
 	shared := []*clusterSet{out.clusters}
 	if node.CaptureAddress != "" {
-		cl, rc, passthrough, clusters, err := capture(p, node, l, out)
+		cl, rcs, passthrough, clusters, err := capture(p, node, l, out)
 		if err != nil {
 			return nil, nil, err
 		}
 		res.Listeners = append(res.Listeners, cl)
-		if rc != nil {
-			res.Routes = append(res.Routes, rc)
-		}
+		res.Routes = append(res.Routes, rcs...)
 		if passthrough != nil {
 			own = append(own, passthrough)
 		}

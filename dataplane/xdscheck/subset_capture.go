@@ -132,12 +132,12 @@ func checkNoCapture(l *listenerv3.Listener) []Violation {
 
 // checkCaptureListener: original_dst first; plaintext chains (no
 // transport socket, no server names) ending in an HttpConnectionManager
-// (all the same) or a tcp_proxy; a default chain, a tcp_proxy.
+// (alone; each chain may carry its own, as a route configuration per
+// service) or a tcp_proxy; a default chain, a tcp_proxy.
 func checkCaptureListener(l *listenerv3.Listener) []Violation {
 	if l.GetListenerFilters()[0].GetTypedConfig().MessageName() != OriginalDstType {
 		return []Violation{{Path: "listener_filters[0]", Reason: "original_dst must come first"}}
 	}
-	var hcm *listenerv3.Filter
 	for i, c := range l.GetFilterChains() {
 		path := "filter_chains[" + strconv.Itoa(i) + "]"
 		if c.GetTransportSocket() != nil || len(c.GetFilterChainMatch().GetServerNames()) > 0 {
@@ -149,11 +149,6 @@ func checkCaptureListener(l *listenerv3.Listener) []Violation {
 		}
 		if len(c.GetFilters()) > 1 {
 			return []Violation{{Path: path + ".filters", Reason: "an http_connection_manager comes alone"}}
-		}
-		if hcm == nil {
-			hcm = last
-		} else if string(hcm.GetTypedConfig().GetValue()) != string(last.GetTypedConfig().GetValue()) {
-			return []Violation{{Path: path + ".filters[0]", Reason: "every HTTP chain of a capture listener must carry the same http_connection_manager"}}
 		}
 	}
 	if d := l.GetDefaultFilterChain(); d != nil {

@@ -388,6 +388,27 @@ spec:
 			return nil
 		})
 	})
+	t.Run("routed by the service called, not the Host header", func(t *testing.T) {
+		ordersVIP, err := clusterVIP(webAdmin, "default/orders:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Sent to orders' VIP with secret's name in Host: orders serves
+		// it (secret's policy, which denies web, is not involved).
+		eventually(t, 15*time.Second, "app calls orders' VIP with Host: secret", func() error {
+			out, err := runAsApp(ns, "curl", "-sS", "-m", "5", "-H", "Host: secret", "-o", "-", "-w", "\n%{http_code}", "http://"+ordersVIP+"/spoofed-host")
+			if err != nil {
+				return fmt.Errorf("curl: %w: %s", err, out)
+			}
+			if !strings.HasSuffix(out, "\n200") || !strings.Contains(out, `"service":"orders"`) || !strings.Contains(out, `"path":"/spoofed-host"`) {
+				return fmt.Errorf("%.300s", out)
+			}
+			return nil
+		})
+		if code, body, err := appGet(ns, "http://orders/by-name-again"); err != nil || code != 200 || !strings.Contains(body, `"service":"orders"`) {
+			t.Errorf("orders by name: %d %.300s %v", code, body, err)
+		}
+	})
 	t.Run("SecurityPolicy deny", func(t *testing.T) {
 		eventually(t, 15*time.Second, "app denied secret", func() error {
 			code, body, err := appGet(ns, "http://"+secretIP+"/")

@@ -409,6 +409,25 @@ spec:
 			t.Errorf("orders by name: %d %.300s %v", code, body, err)
 		}
 	})
+	t.Run("X-Forwarded-For: a hop per proxy", func(t *testing.T) {
+		// The web sidecar appends the app's address, the orders sidecar
+		// the web sidecar's: the same address when captured (one network
+		// namespace), loopback then it through the explicit outbound
+		// listener.
+		for _, tc := range []struct{ url, host, want string }{
+			{url: "http://orders/xff", want: `"x-forwarded-for":"` + appIP + `, ` + appIP + `"`},
+			{url: "http://127.0.0.1:15001/xff", host: "orders", want: `"x-forwarded-for":"127.0.0.1, ` + appIP + `"`},
+		} {
+			args := []string{"-sS", "-m", "5", "-o", "-", tc.url}
+			if tc.host != "" {
+				args = append(args, "-H", "Host: "+tc.host)
+			}
+			out, err := runAsApp(ns, "curl", args...)
+			if err != nil || !strings.Contains(out, `"service":"orders"`) || !strings.Contains(out, tc.want) {
+				t.Errorf("%s: %v %.400s, want %s", tc.url, err, out, tc.want)
+			}
+		}
+	})
 	t.Run("SecurityPolicy deny", func(t *testing.T) {
 		eventually(t, 15*time.Second, "app denied secret", func() error {
 			code, body, err := appGet(ns, "http://"+secretIP+"/")

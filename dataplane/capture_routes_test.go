@@ -150,4 +150,19 @@ func TestCaptureChainsServeTheirOwnRoutes(t *testing.T) {
 			t.Errorf("chain server %d, Host %q: %d %q, want 200 %q", idx, tc.host, resp.StatusCode, body, tc.want)
 		}
 	}
+
+	// An update whose chains all carry one manager: one server, no subs.
+	one := proto.CloneOf(listener)
+	one.FilterChains[1] = chain("b", "10.0.0.2", "capture|a")
+	if err := p.apply(context.Background(), resourcev3.ListenerType, []proto.Message{one}, "v2"); err != nil {
+		t.Fatalf("apply the update: %v", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	spec = p.state.listeners["capture"]
+	for _, s := range p.servers {
+		if s.listener == "capture" && (len(s.subs) != 0 || len(spec.captureHTTP) != 1 || len(s.http.(*captureServer).queues) != 1) {
+			t.Errorf("after the update: %d sub servers, %d connection managers; want 0, 1", len(s.subs), len(spec.captureHTTP))
+		}
+	}
 }

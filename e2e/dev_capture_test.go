@@ -40,6 +40,7 @@ func devNetNS(t *testing.T) []string {
 // sidecar logs the frontend's SPIFFE ID); on SIGINT the namespaces are
 // removed.
 func TestDevCapture(t *testing.T) {
+	e2eOnly(t)
 	if why := netnstest.Available(); why != "" {
 		if testing.Short() {
 			t.Skip(why)

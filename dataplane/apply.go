@@ -482,7 +482,7 @@ func (p *Proxy) sync(now time.Time) {
 			cfg.NormalizePath, cfg.MergeSlashes = spec.normalizePath, spec.mergeSlashes
 			cfg.WebSocket = spec.webSocket
 			cfg.Filters = spec.filters
-			cfg.Tracer = p.tracerFor(spec.tracing)
+			cfg.Tracer = p.tracerFor(spec.tracing, clusters)
 			cfg.AccessLogs = p.accessLogsFor(spec.accessLogs)
 			cfg.Metrics = p.metrics.requests.Listener(spec.name, s.active.table)
 		}

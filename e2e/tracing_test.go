@@ -302,9 +302,11 @@ func TestTracingThroughTheMesh(t *testing.T) {
 	})
 	t.Run("collector down: requests unaffected, spans dropped and counted, export resumes", func(t *testing.T) {
 		c.policy("tracing.yaml", tracingPolicy(j.otlpGRPC, "grpc", 100))
-		// Every proxy exports over OTLP/gRPC before the trace is picked: a
-		// request in flight while a proxy swaps exporters may lose that
-		// proxy's spans (tracing is best effort across a reconfiguration).
+		// Every proxy exports over OTLP/gRPC before the trace is picked, so
+		// that the collector being down below is seen by the new exporters.
+		// (A request in flight during the swap keeps its spans: the old
+		// exporter sends them to the OTLP/HTTP port it had, as
+		// TestTracingSwapLosesNoSpan in dataplane counts.)
 		for name, admin := range m.admins() {
 			eventually(t, 15*time.Second, name+" exports over OTLP/gRPC", func() error {
 				resp, err := client.Get("http://" + admin + "/config_dump")

@@ -184,6 +184,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpfilter.LocalReply(w, nil, http.StatusNotFound, bodyNoRoute)
 		return
 	}
+	var held bool // the request holds cfg.Tracer: its server span starts below, on every path
+	if b.cfg.Tracer != nil {
+		b, held = h.holdTracer(b)
+	}
 	cfg := b.cfg
 	var rec *recorder
 	if cfg.Metrics != nil {
@@ -208,7 +212,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if cfg.Tracer != nil {
-		start := tracing.ServerStart{Path: received}
+		start := tracing.ServerStart{Path: received, Held: held}
 		if rt != nil {
 			if ts := rt.Tracing(); ts != nil {
 				start.Ratio, start.Override = cfg.Tracer.Settings().RouteRatio(ts.Random, ts.Overall, ts.HasRandom, ts.HasOverall), true
@@ -241,6 +245,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.route(w, r, cfg, rt)
+}
+
+// holdTracer holds the Tracer of b's configuration for a request (so that,
+// retired meanwhile, it waits for the request's spans), or, when it is
+// closed already (b was replaced, and its Tracer retired, since it was
+// read), takes the configuration that replaced b. It returns the
+// configuration the request is served with and whether its Tracer is held
+// (not when it has none, nor when a stopping proxy closed it).
+func (h *Handler) holdTracer(b *bound) (*bound, bool) {
+	for b.cfg.Tracer != nil && !b.cfg.Tracer.Hold() {
+		next := h.config.Load()
+		if next == nil || next == b {
+			return b, false
+		}
+		b = next
+	}
+	return b, b.cfg.Tracer != nil
 }
 
 // routerFilter is the router as the last of a listener's filters.

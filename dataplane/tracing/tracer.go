@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -67,15 +68,19 @@ type Tracer struct {
 	b3           propagation.TextMapPropagator
 	tags         []attribute.KeyValue
 
-	// inFlight counts the server spans started and not ended: Close
-	// waits for them (a listener's tracer is replaced while requests it
-	// traces are still being served). idle is closed when inFlight drops
-	// to zero once closing is set.
+	// inFlight counts the requests held (Hold) and the server spans
+	// started and not ended: Close waits for them (a listener's tracer is
+	// replaced while requests it traces are still being served). Once
+	// closing is set and inFlight drops to zero it becomes drained, for
+	// good, and idle is closed: Hold fails from then on.
 	inFlight atomic.Int64
 	closing  atomic.Bool
-	idleOnce sync.Once
 	idle     chan struct{}
 }
+
+// drained is Tracer.inFlight once its Close no longer waits: far below
+// zero, so that no number of Holds brings it back up.
+const drained = math.MinInt64 / 4
 
 // New builds the Tracer of s: its exporter connects, when it first has spans
 // to send, to an endpoint resolve gives for s.Cluster. logger may be nil.
@@ -199,17 +204,17 @@ func (t *Tracer) Counts() (exported, dropped uint64) {
 	return st.Exported, st.Dropped
 }
 
-// Close waits until the requests t traces have ended their server spans,
-// exports what is queued and stops t, all within ctx (then the spans not
-// ended yet are lost).
+// Close waits until the requests t traces (held, or with a server span
+// started) have ended their server spans, exports what is queued and stops
+// t, all within ctx (then the spans not ended yet are lost).
 func (t *Tracer) Close(ctx context.Context) error {
 	t.closing.Store(true)
-	if t.inFlight.Load() == 0 {
-		t.idleOnce.Do(func() { close(t.idle) })
-	}
+	t.drain()
 	select {
 	case <-t.idle:
 	case <-ctx.Done():
+		// The requests still traced lose their spans; no new one is held.
+		t.inFlight.Add(drained)
 	}
 	err := t.provider.Shutdown(ctx)
 	// The provider does not shut its span processor down when ctx is
@@ -223,9 +228,25 @@ func (t *Tracer) Close(ctx context.Context) error {
 // last one.
 func (t *Tracer) ended() {
 	if t.inFlight.Add(-1) == 0 && t.closing.Load() {
-		t.idleOnce.Do(func() { close(t.idle) })
+		t.drain()
 	}
 }
+
+// drain marks a closing t drained when nothing is in flight: only one
+// caller succeeds, and it closes idle.
+func (t *Tracer) drain() {
+	if t.inFlight.CompareAndSwap(0, drained) {
+		close(t.idle)
+	}
+}
+
+// Hold counts a request that is to start its server span on t
+// (ServerStart.Held), so that a Close begun in between waits for it; false
+// when t is closed already, or closing with nothing left in flight: then
+// its spans would be lost, and the caller takes the configuration that
+// replaced t's. A caller that reads t's configuration, holds t, and starts
+// the server span has its spans exported whenever t is retired.
+func (t *Tracer) Hold() bool { return t.inFlight.Add(1) > 0 }
 
 // Server is the server span of one request, and the writer that records its
 // response status. Nil-safe: a nil *Server does nothing.
@@ -256,6 +277,9 @@ type ServerStart struct {
 	// place of Settings.Ratio.
 	Ratio    float64
 	Override bool
+	// Held tells that the request holds t already (Hold): the server span
+	// takes that count over.
+	Held bool
 }
 
 // StartServerWith is StartServer with the path received and the route's
@@ -291,7 +315,9 @@ func (t *Tracer) StartServerWith(w http.ResponseWriter, r *http.Request, start S
 		}
 		span.SetAttributes(attrs...)
 	}
-	t.inFlight.Add(1)
+	if !start.Held {
+		t.inFlight.Add(1)
+	}
 	s := &Server{t: t, span: span, method: r.Method}
 	s.ResponseWriter.Reset(w, s)
 	return s, r.WithContext(ctx)

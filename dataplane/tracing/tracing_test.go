@@ -385,3 +385,38 @@ func TestCloseGivesUpWithItsContext(t *testing.T) {
 		}
 	})
 }
+
+// TestHoldBeforeCloseIsWaitedFor: a request held (Hold) before its
+// Tracer's Close, whose server span starts only after Close began, is
+// waited for and exported; once a closing Tracer has nothing in flight,
+// Hold fails, so that the caller takes the configuration that replaced it
+// rather than start a span that would be lost.
+func TestHoldBeforeCloseIsWaitedFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		exp := &keepingExporter{}
+		tr := NewWithExporter(&Settings{Service: "orders", Cluster: "c", Timeout: DefaultExportTimeout, Ratio: 1}, exp, Options{}, nil)
+		if !tr.Hold() {
+			t.Fatal("Hold failed on a live Tracer")
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- tr.Close(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while a request held the Tracer", err)
+		default:
+		}
+		span, _ := tr.StartServerWith(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil), ServerStart{Path: "/", Held: true})
+		span.WriteHeader(http.StatusOK)
+		span.End()
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+		if got := exp.exported(); !slices.Equal(got, []string{"GET"}) {
+			t.Errorf("exported %q, want the held request's server span", got)
+		}
+		if tr.Hold() {
+			t.Error("Hold succeeded on a closed Tracer")
+		}
+	})
+}

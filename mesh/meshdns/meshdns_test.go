@@ -68,14 +68,21 @@ type fakeUpstream struct {
 func startUpstream(t *testing.T, count int) *fakeUpstream {
 	t.Helper()
 	f := &fakeUpstream{names: make(chan string, 100)}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Skipf("tcp port of the fake upstream taken: %v", err) // not reached in practice
+	// One port for UDP and TCP: a free UDP port whose TCP twin may be
+	// taken, so a few tries.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ln == nil; try++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err != nil {
+			pc.Close()
+			if try == 20 {
+				t.Fatalf("no port free for both UDP and TCP: %v", err)
+			}
+		}
 	}
 	f.addr = pc.LocalAddr().String()
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {

@@ -63,62 +63,12 @@ func TestTransparentNames(t *testing.T) {
 	net24 := netnstest.Subnet()
 	hostIP, appIP := net24+".1", net24+".2"
 	ns.Link(t, hostIP+"/24", appIP+"/24")
-	on := func(ip, name string) string {
-		a := c.addr(name)
-		_, port, _ := net.SplitHostPort(a)
-		c.vars[name] = net.JoinHostPort(ip, port)
-		return c.vars[name]
-	}
-	c.xds = on(hostIP, "xds")
-	ordersIn, secretIn, echoIn := on(hostIP, "orders-in"), on(hostIP, "secret-in"), on(hostIP, "echo-in")
-	webIn, webAdmin := on(appIP, "web-in"), on(appIP, "web-admin")
+	c.xds = addrOn(c, hostIP, "xds")
+	ordersIn, secretIn, echoIn := addrOn(c, hostIP, "orders-in"), addrOn(c, hostIP, "secret-in"), addrOn(c, hostIP, "echo-in")
+	webIn, webAdmin := addrOn(c, appIP, "web-in"), addrOn(c, appIP, "web-admin")
 	upstream := upstreamDNS(t, hostIP, "external.example", "192.0.2.77")
 	logFile := filepath.Join(t.TempDir(), "access.log")
-	c.policy("mesh.yaml", `
-apiVersion: meshgate.dev/v1alpha1
-kind: MeshConfig
-metadata: {name: mesh}
-spec:
-  accessLog: {path: "`+logFile+`"}
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: orders}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${orders-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: secret}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${secret-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: echo}
-spec:
-  ports: [{port: 7000, protocol: TCP}]
-  endpoints: [{address: "${echo-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${web-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: SecurityPolicy
-metadata: {name: secret-guard}
-spec:
-  targetRefs: [{kind: Service, name: secret}]
-  rules:
-    - name: no-web
-      action: DENY
-      from: [{services: [web]}]
-`)
+	c.policy("mesh.yaml", transparentMeshPolicy(logFile, "echo", 7000))
 	c.startControlPlane()
 	c.sidecar("orders", c.app("orders-app", "orders", "v1", ""), ordersIn, c.addr("orders-out"))
 	c.sidecar("secret", c.app("secret-app", "secret", "v1", ""), secretIn, c.addr("secret-out"))

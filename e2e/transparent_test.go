@@ -183,6 +183,66 @@ func clusterVIP(admin, name string) (string, error) {
 	return "", fmt.Errorf("no virtual IP for cluster %s in %s/config_dump", name, admin)
 }
 
+// addrOn allocates (once) the address named name, as cluster.addr does, but
+// on ip instead of loopback: an address reached across the test's veth.
+func addrOn(c *cluster, ip, name string) string {
+	_, port, _ := net.SplitHostPort(c.addr(name))
+	c.vars[name] = net.JoinHostPort(ip, port)
+	return c.vars[name]
+}
+
+// transparentMeshPolicy is the transparent-mode tests' mesh: HTTP services
+// orders and secret (web may not call secret), the caller web, and the TCP
+// service tcpName on tcpPort, each at the address ${<name>-in} behind a
+// sidecar; every proxy logs to logFile.
+func transparentMeshPolicy(logFile, tcpName string, tcpPort int) string {
+	return fmt.Sprintf(`
+apiVersion: meshgate.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  accessLog: {path: %q}
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: orders}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${orders-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: secret}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${secret-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: %[2]s}
+spec:
+  ports: [{port: %[3]d, protocol: TCP}]
+  endpoints: [{address: "${%[2]s-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80}]
+  endpoints: [{address: "${web-in}", sidecar: true}]
+---
+apiVersion: meshgate.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {name: secret-guard}
+spec:
+  targetRefs: [{kind: Service, name: secret}]
+  rules:
+    - name: no-web
+      action: DENY
+      from: [{services: [web]}]
+`, logFile, tcpName, tcpPort)
+}
+
 // TestTransparentCapture: an application in its own network namespace,
 // behind a sidecar run with --capture, calls other services by name
 // (resolved by the sidecar), at their virtual IPs and at their endpoint
@@ -214,64 +274,14 @@ func TestTransparentCapture(t *testing.T) {
 	}
 	// Every address the namespace reaches is on the veth: the services'
 	// sidecars' inbound listeners, the control plane's xDS.
-	on := func(ip, name string) string {
-		a := c.addr(name)
-		_, port, _ := net.SplitHostPort(a)
-		c.vars[name] = net.JoinHostPort(ip, port)
-		return c.vars[name]
-	}
-	c.xds = on(hostIP, "xds")
-	ordersIn, secretIn, dbIn := on(hostIP, "orders-in"), on(secretIP, "secret-in"), on(hostIP, "db-in")
-	webIn, webAdmin := on(appIP, "web-in"), on(appIP, "web-admin")
+	c.xds = addrOn(c, hostIP, "xds")
+	ordersIn, secretIn, dbIn := addrOn(c, hostIP, "orders-in"), addrOn(c, secretIP, "secret-in"), addrOn(c, hostIP, "db-in")
+	webIn, webAdmin := addrOn(c, appIP, "web-in"), addrOn(c, appIP, "web-admin")
 	tcpEchoAt(t, "excluded", net.JoinHostPort(hostIP, "8081"))
 	tcpEchoAt(t, "unknown", net.JoinHostPort(hostIP, "8082"))
 	c.vars["db-app"] = tcpEcho(t, "db", nil)
 	logFile := filepath.Join(t.TempDir(), "access.log")
-	c.policy("mesh.yaml", `
-apiVersion: meshgate.dev/v1alpha1
-kind: MeshConfig
-metadata: {name: mesh}
-spec:
-  accessLog: {path: "`+logFile+`"}
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: orders}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${orders-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: secret}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${secret-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: db}
-spec:
-  ports: [{port: 5432, protocol: TCP}]
-  endpoints: [{address: "${db-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{port: 80}]
-  endpoints: [{address: "${web-in}", sidecar: true}]
----
-apiVersion: meshgate.dev/v1alpha1
-kind: SecurityPolicy
-metadata: {name: secret-guard}
-spec:
-  targetRefs: [{kind: Service, name: secret}]
-  rules:
-    - name: no-web
-      action: DENY
-      from: [{services: [web]}]
-`)
+	c.policy("mesh.yaml", transparentMeshPolicy(logFile, "db", 5432))
 	c.startControlPlane()
 	c.sidecar("orders", c.app("orders-app", "orders", "v1", ""), ordersIn, c.addr("orders-out"))
 	c.sidecar("secret", c.app("secret-app", "secret", "v1", ""), secretIn, c.addr("secret-out"))
